@@ -1,0 +1,54 @@
+# Concord — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export UV_PYTHON ?= 3.11
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: help install up down test check lint format types protos protos-check render bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## install the toolchain and the workspace (uv, .venv, system packages tests need)
+	@scripts/install.sh
+
+up: install ## run the whole system on embedded defaults (Ctrl-C stops it)
+	@$(UV) run --frozen concord-devstack up
+
+down: ## stop what `make up` started
+	@$(UV) run --frozen concord-devstack down
+
+test: install ## unit, integration, e2e and repository tests (what CI runs)
+	@$(UV) run --frozen pytest -n auto -q
+
+check: lint types protos-check test ## lint, types, protos drift and tests
+
+lint: install ## ruff, ruff format --check, buf lint, buf format -d
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen buf lint
+	@$(UV) run --frozen buf format -d --exit-code
+
+format: install ## apply ruff format and buf format
+	@$(UV) run --frozen ruff format .
+	@$(UV) run --frozen ruff check --fix .
+	@$(UV) run --frozen buf format -w
+
+types: install ## mypy --strict on our code
+	@$(UV) run --frozen mypy
+
+protos: install ## regenerate libs/protos from protos/
+	@$(UV) run --frozen scripts/protos.sh generate
+
+protos-check: install ## fail if the committed generated code differs from protos/
+	@$(UV) run --frozen scripts/protos.sh check
+
+render: install ## render every kustomize overlay and validate it, validate skaffold.yaml
+	@$(UV) run --frozen scripts/render.sh
+
+bench: install ## benchmarks: ratios measured in one run
+	@$(UV) run --frozen pytest -q -p no:cacheprovider benchmarks
+
+clean: ## remove var/ and caches
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what `make up` and `make test` need on a fresh machine: uv (from PyPI), the workspace
+# into .venv (uv.lock, frozen), and the Debian packages the integration tests run for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1 && [ ! -x .tools/bin/uv ]; then
+  echo "installing uv into .tools/ ..." >&2
+  python3 -m venv .tools
+  .tools/bin/pip install -q uv
+fi
+UV=$(command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+"$UV" sync --frozen --all-packages --quiet
+
+# PostgreSQL: the stores are tested against it as well as SQLite.
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing postgresql (Debian) ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "note: PostgreSQL is not installed; its tests will fail. Install the 'postgresql' package." >&2
+  fi
+fi
