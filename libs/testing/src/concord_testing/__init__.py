@@ -1,0 +1,25 @@
+"""Test fixtures for Concord: real embedded servers; loaded as the pytest plugin `concord_testing`.
+
+The fixtures are in `concord_testing.plugin`; the classes here serve tests that need more control.
+"""
+
+from __future__ import annotations
+
+from concord_testing.nats import NatsServer, nats_server_binary
+from concord_testing.otlp import OtlpReceiver, ReceivedSpan
+from concord_testing.ports import free_port, wait_for_port
+from concord_testing.postgres import PostgresCluster, PostgresMissingError, postgres_bindir
+from concord_testing.processes import ServiceProcess
+
+__all__ = [
+    "NatsServer",
+    "OtlpReceiver",
+    "PostgresCluster",
+    "PostgresMissingError",
+    "ReceivedSpan",
+    "ServiceProcess",
+    "free_port",
+    "nats_server_binary",
+    "postgres_bindir",
+    "wait_for_port",
+]
