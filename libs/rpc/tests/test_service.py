@@ -1,0 +1,377 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from concord_rpc import (
+    DEPENDENCY_UNAVAILABLE,
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+    channel,
+    error_info,
+    from_rpc_error,
+    run,
+)
+
+from .harness import SERVICE, call, call_error, running
+
+pytestmark = pytest.mark.integration
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class MailboxNameInvalid(InvalidArgument):
+    reason = "MAILBOX_NAME_INVALID"
+
+
+class MailboxNotFound(NotFound):
+    reason = "MAILBOX_NOT_FOUND"
+
+
+async def health(addr: str, service: str = "") -> int:
+    async with channel(addr, retry=False) as ch:
+        response = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+        status: int = response.status
+        return status
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(5):
+        # Polling on purpose: the conditions are observed over the network (health checks).
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_health_is_not_serving_until_the_readiness_checks_pass() -> None:
+    attempts = 0
+    migrated = asyncio.Event()
+
+    async def database_migrated() -> None:
+        nonlocal attempts
+        attempts += 1
+        if not migrated.is_set():
+            raise RuntimeError("not migrated yet")
+
+    async with running(checks=[database_migrated]) as service:
+        ready = asyncio.create_task(service.become_ready())
+
+        async def checked_twice() -> bool:
+            return attempts >= 2
+
+        await eventually(checked_twice)
+        assert await health(service.address) == NOT_SERVING
+        assert await health(service.address, SERVICE) == NOT_SERVING
+
+        migrated.set()
+        await asyncio.wait_for(ready, 5)
+        assert await health(service.address) == SERVING
+        assert await health(service.address, SERVICE) == SERVING
+
+
+async def test_reflection_lists_the_services() -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with running() as service, channel(service.address, retry=False) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for response in stub.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in response.list_services_response.service}
+            break
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+async def test_a_domain_error_becomes_a_status_with_error_info_and_bad_request() -> None:
+    async def rename(request: StringValue, context: object) -> StringValue:
+        raise MailboxNameInvalid(
+            "mailbox name is invalid",
+            metadata={"mailbox": request.value},
+            field_violations=[("name", "must not contain '/'")],
+        )
+
+    async with running({"Rename": rename}, name="reconciler") as service:
+        err = await call_error(service.address, "Rename", "a/b")
+
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.message == "mailbox name is invalid"
+    assert failure.reason == "MAILBOX_NAME_INVALID"
+    assert failure.domain == "reconciler.concord.dev"
+    assert failure.metadata == {"mailbox": "a/b"}
+    assert failure.field_violations == [("name", "must not contain '/'")]
+    assert failure.retry_after is None
+    info = error_info(err)
+    assert info is not None
+    assert info.reason == "MAILBOX_NAME_INVALID"
+
+
+async def test_a_retryable_error_carries_retry_info() -> None:
+    async def sync(request: StringValue, context: object) -> StringValue:
+        raise ResourceExhausted("Salesforce API budget spent", retry_after=30)
+
+    async with running({"Sync": sync}) as service:
+        err = await call_error(service.address, "Sync")
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.retry_after == 30
+    assert ("grpc-retry-pushback-ms", "30000") in tuple(err.trailing_metadata())
+
+
+async def test_a_precondition_failure_is_detailed() -> None:
+    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+
+    from concord_rpc import rich_status
+
+    async def write(request: StringValue, context: object) -> StringValue:
+        raise FailedPrecondition(
+            "mailbox is suspended", precondition_violations=[("STATE", "mailbox/demo", "x")]
+        )
+
+    async with running({"Write": write}) as service:
+        err = await call_error(service.address, "Write")
+    status = rich_status(err)
+    assert status is not None
+    failure = error_details_pb2.PreconditionFailure()
+    assert any(d.Unpack(failure) for d in status.details)
+    assert [(v.type, v.subject) for v in failure.violations] == [("STATE", "mailbox/demo")]
+
+
+async def test_an_unknown_exception_is_internal_and_leaks_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def boom(request: StringValue, context: object) -> StringValue:
+        raise KeyError("password=hunter2")
+
+    with caplog.at_level(logging.ERROR):
+        async with running({"Boom": boom}) as service:
+            err = await call_error(service.address, "Boom")
+
+    assert err.code() == grpc.StatusCode.INTERNAL
+    assert err.details() == "internal error"
+    assert "hunter2" not in repr(tuple(err.trailing_metadata()))
+    assert error_info(err) is None
+    # ... but the operator gets the stack.
+    assert any(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_unimplemented_names_the_issue() -> None:
+    async def later(request: StringValue, context: object) -> StringValue:
+        raise Unimplemented("Reconciler.Merge", issue=17)
+
+    async with running({"Merge": later}) as service:
+        err = await call_error(service.address, "Merge")
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert err.details() == "Reconciler.Merge is not implemented yet (issue #17)"
+    assert from_rpc_error(err).reason == "NOT_IMPLEMENTED_YET"
+
+
+async def test_a_domain_error_in_a_stream_is_mapped_after_the_items_already_sent() -> None:
+    async def items(request: StringValue, context: object) -> AsyncIterator[StringValue]:
+        yield StringValue(value="first")
+        raise MailboxNotFound("mailbox demo is gone")
+
+    async with (
+        running(stream={"List": items}) as service,
+        channel(service.address, retry=False) as ch,
+    ):
+        stub = ch.unary_stream(
+            f"/{SERVICE}/List",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
+        received: list[str] = []
+
+        async def consume() -> None:
+            async for item in stub(StringValue()):
+                received.append(item.value)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await consume()
+    assert received == ["first"]
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert from_rpc_error(raised.value).reason == "MAILBOX_NOT_FOUND"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_a_dead_peer_makes_the_caller_unavailable_naming_the_peer_method() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+
+    async def resolve(request: StringValue, context: object) -> StringValue:
+        return StringValue(value=await call(dead, "Lookup"))
+
+    async with running({"Resolve": resolve}, name="linker") as service:
+        err = await call_error(service.address, "Resolve")
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert failure.reason == DEPENDENCY_UNAVAILABLE
+    assert failure.domain == "linker.concord.dev"
+    assert failure.metadata == {"peerMethod": f"/{SERVICE}/Lookup", "peerCode": "UNAVAILABLE"}
+
+
+async def test_a_peer_error_passes_through_with_the_peer_details() -> None:
+    async def lookup(request: StringValue, context: object) -> StringValue:
+        raise MailboxNotFound("no such mailbox", metadata={"mailbox": "demo"})
+
+    async with running({"Lookup": lookup}, name="crm-connector") as peer:
+
+        async def resolve(request: StringValue, context: object) -> StringValue:
+            return StringValue(value=await call(peer.address, "Lookup"))
+
+        async with running({"Resolve": resolve}, name="linker") as service:
+            err = await call_error(service.address, "Resolve")
+
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert failure.message == "no such mailbox"
+    assert (failure.reason, failure.domain) == ("MAILBOX_NOT_FOUND", "crm-connector.concord.dev")
+    assert failure.metadata == {"mailbox": "demo"}
+
+
+async def test_sigterm_drains_in_flight_calls_refuses_new_ones_then_runs_hooks() -> None:
+    entered = asyncio.Event()
+    closed: list[str] = []
+
+    async def slow(request: StringValue, context: object) -> StringValue:
+        entered.set()
+        await asyncio.sleep(0.5)
+        return StringValue(value="done")
+
+    async def quick(request: StringValue, context: object) -> StringValue:
+        return StringValue(value="quick")
+
+    from concord_rpc import GrpcService
+
+    from .harness import register
+
+    service = GrpcService("test", port=0, drain_seconds=5)
+    service.add_service(SERVICE, register({"Slow": slow, "Quick": quick}, {}))
+
+    async def close(name: str) -> None:
+        closed.append(name)
+
+    service.on_shutdown(lambda: close("database"))
+    service.on_shutdown(lambda: close("telemetry"))
+    serving = asyncio.create_task(service.serve())
+
+    async def bound() -> bool:
+        return service.port != 0
+
+    await eventually(bound)
+    addr = service.address
+    await eventually(lambda: health_is(addr, SERVING))
+
+    in_flight = asyncio.create_task(call(addr, "Slow"))
+    await asyncio.wait_for(entered.wait(), 5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(0.1)
+
+    refused = await call_error(addr, "Quick")
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
+    assert not in_flight.done()
+    assert await in_flight == "done"
+    await asyncio.wait_for(serving, 5)
+    assert closed == ["telemetry", "database"]
+
+
+async def health_is(addr: str, status: int) -> bool:
+    try:
+        return await health(addr) == status
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def test_a_failing_shutdown_hook_does_not_stop_the_others() -> None:
+    closed: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("nats already closed")
+
+    async def flush() -> None:
+        closed.append("telemetry")
+
+    async with running() as service:
+        service.on_shutdown(flush)
+        service.on_shutdown(broken)
+    assert closed == ["telemetry"]
+
+
+async def test_the_retrying_channel_retries_unavailable() -> None:
+    attempts = 0
+
+    async def flaky(request: StringValue, context: object) -> StringValue:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise Unavailable("warming up", retry_after=0.01)
+        return StringValue(value="ok")
+
+    async with running({"Flaky": flaky}) as service:
+        assert await call(service.address, "Flaky", retry=True) == "ok"
+        assert attempts == 3
+
+        attempts = 0
+        err = await call_error(service.address, "Flaky", retry=False)
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert attempts == 1
+
+
+@pytest.mark.parametrize("error", [FailedPrecondition("suspended"), Aborted("etag changed")])
+async def test_the_retrying_channel_does_not_retry_other_codes(error: Exception) -> None:
+    attempts = 0
+
+    async def failing(request: StringValue, context: object) -> StringValue:
+        nonlocal attempts
+        attempts += 1
+        raise error
+
+    async with running({"Failing": failing}) as service:
+        await call_error(service.address, "Failing", retry=True)
+    assert attempts == 1
+
+
+async def test_retries_wait_as_long_as_the_server_asks() -> None:
+    attempts: list[float] = []
+
+    async def limited(request: StringValue, context: object) -> StringValue:
+        attempts.append(time.monotonic())
+        if len(attempts) < 2:
+            raise ResourceExhausted("slow down", retry_after=0.4)
+        return StringValue(value="ok")
+
+    async with running({"Limited": limited}) as service:
+        assert await call(service.address, "Limited", retry=True) == "ok"
+    assert attempts[1] - attempts[0] >= 0.35  # the policy's own back-off starts at 0.1 s
+
+
+def test_run_returns_the_exit_code() -> None:
+    async def ok() -> None:
+        pass
+
+    async def fails() -> None:
+        raise RuntimeError("cannot bind")
+
+    assert run(ok()) == 0
+    assert run(fails()) == 1
