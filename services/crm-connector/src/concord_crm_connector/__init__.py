@@ -1,0 +1,1 @@
+"""Concord crm-connector service."""

@@ -1,0 +1,1 @@
+"""Concord gateway service."""

@@ -1,0 +1,1 @@
+"""Concord mail-connector service."""

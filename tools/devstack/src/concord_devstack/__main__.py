@@ -1,0 +1,191 @@
+"""`concord-devstack up|down`: the whole system on embedded defaults, as `make up` runs it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from concord_devstack.demo import register_demo_mailbox
+from concord_devstack.stack import SERVICES, Layout, Stack, StackError, service_env
+from concord_devstack.tokens import (
+    DEMO_MAILBOX,
+    DEMO_ORG,
+    DEMO_USER,
+    mint,
+    signing_key,
+)
+
+UP_FILE = "up.json"
+
+
+def _var_dir(arg: str | None) -> Path:
+    path = Path(arg or os.environ.get("CONCORD_VAR_DIR", "var")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def up(args: argparse.Namespace) -> int:
+    var_dir = _var_dir(args.var_dir)
+    up_path = var_dir / UP_FILE
+    running = _running_supervisor(up_path)
+    if running:
+        print(f"concord is already running (pid {running}); `make down` stops it", file=sys.stderr)
+        return 1
+    up_path.unlink(missing_ok=True)
+
+    started = time.monotonic()
+    layout = Layout.create(var_dir, free_ports=args.free_ports)
+    key = signing_key(var_dir)
+    stack = Stack(
+        layout,
+        service_env(),
+        extra_env={"gateway": {"GATEWAY_AUTH_HS256_KEY": key}},
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start(timeout=args.timeout)
+        user_token = mint(key, subject=DEMO_USER, org=DEMO_ORG, role="user")
+        admin_token = mint(key, subject="demo-admin", org=DEMO_ORG, role="admin")
+        register_demo_mailbox(layout.address("gateway"), admin_token)
+    except (StackError, OSError, RuntimeError) as exc:
+        print(f"make up failed: {exc}", file=sys.stderr)
+        stack.stop()
+        return 1
+
+    info = _up_info(stack, user_token, admin_token)
+    _write_json(up_path, info)
+    _print_summary(info, time.monotonic() - started)
+
+    reported: set[str] = set()
+    while not stopping.wait(0.5):
+        for process in stack.dead():
+            if process.name not in reported:
+                reported.add(process.name)
+                print(f"! {process.name} exited (code {process.exited()}); see {process.log_path}")
+    print("stopping ...", flush=True)
+    stack.stop()
+    up_path.unlink(missing_ok=True)
+    print("stopped.")
+    return 0
+
+
+def _up_info(stack: Stack, user_token: str, admin_token: str) -> dict[str, Any]:
+    layout = stack.layout
+    return {
+        "ready": True,
+        "supervisor_pid": os.getpid(),
+        "var_dir": str(layout.var_dir),
+        "nats": {"url": layout.nats_url, "pid": stack.processes["nats"].pid},
+        "services": {
+            name: {
+                "address": layout.address(name),
+                "pid": stack.processes[name].pid,
+                "log": str(stack.processes[name].log_path),
+            }
+            for name in SERVICES
+        },
+        # Filled in as the emulator issues land (Salesforce #3, Exchange #4).
+        "emulators": {},
+        "demo": {
+            "org": DEMO_ORG,
+            "user": DEMO_USER,
+            "mailbox": DEMO_MAILBOX,
+            "token": user_token,
+            "admin_token": admin_token,
+        },
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    # Written atomically: readers (the CLI, tests) never see half a file.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _print_summary(info: dict[str, Any], seconds: float) -> None:
+    print(f"concord is up in {seconds:.1f}s — every service reports SERVING\n")
+    print(f"  {'nats':<16} {info['nats']['url']}")
+    for name, svc in info["services"].items():
+        print(f"  {name:<16} {svc['address']:<22} log: {svc['log']}")
+    print(f"\n  demo mailbox '{info['demo']['mailbox']}' registered for user {info['demo']['user']}")
+    print(f"  state and tokens: {Path(info['var_dir']) / UP_FILE}\n")
+    print("Try:  .venv/bin/concord status")
+    print("      .venv/bin/concord sync demo --wait")
+    print("      .venv/bin/concord sessions demo")
+    print("Ctrl-C (or `make down`) stops everything.", flush=True)
+
+
+def _running_supervisor(up_path: Path) -> int | None:
+    try:
+        pid = int(json.loads(up_path.read_text())["supervisor_pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def down(args: argparse.Namespace) -> int:
+    up_path = _var_dir(args.var_dir) / UP_FILE
+    pid = _running_supervisor(up_path)
+    if pid is None:
+        print("concord is not running")
+        up_path.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            print("stopped.")
+            return 0
+        time.sleep(0.1)
+    # The supervisor did not stop in time: take its children down by hand.
+    with contextlib.suppress(OSError):
+        info = json.loads(up_path.read_text())
+        for child in [info["nats"], *info["services"].values()]:
+            with contextlib.suppress(OSError):
+                os.kill(int(child["pid"]), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    print("stopped (forced).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="concord-devstack", description=__doc__)
+    parser.add_argument("--var-dir", help="state directory (default: $CONCORD_VAR_DIR or ./var)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start everything and wait for Ctrl-C")
+    p_up.add_argument("--free-ports", action="store_true", help="use free ports, not defaults")
+    p_up.add_argument("--timeout", type=float, default=60.0, help="seconds to reach SERVING")
+    p_up.set_defaults(func=up)
+    p_down = sub.add_parser("down", help="stop what `up` started")
+    p_down.add_argument("--timeout", type=float, default=30.0)
+    p_down.set_defaults(func=down)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The local stack: nats-server and the six services, started in dependency order."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from concord_settings import DEFAULT_PORTS, NATS_PORT
+
+# Start order: a service starts only after every service it calls reports SERVING.
+WAVES: tuple[tuple[str, ...], ...] = (
+    ("mail-connector", "crm-connector", "mapping"),
+    ("linker",),
+    ("reconciler",),
+    ("gateway",),
+)
+SERVICES: tuple[str, ...] = tuple(name for wave in WAVES for name in wave)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says which part and why."""
+
+
+def env_prefix(service: str) -> str:
+    return service.upper().replace("-", "_") + "_"
+
+
+def module_name(service: str) -> str:
+    return "concord_" + service.replace("-", "_")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """One child process of the stack, with its log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid if self.popen else 0
+
+    def exited(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def stop(self, grace: float) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed outright, the kernel takes its children with it:
+    # `make up` must never leave a service behind.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Layout:
+    """Where everything listens and lives for one run of the stack."""
+
+    var_dir: Path
+    ports: dict[str, int]
+    nats_port: int
+    host: str = "127.0.0.1"
+
+    @classmethod
+    def create(cls, var_dir: Path, *, free_ports: bool) -> Layout:
+        if free_ports:
+            return cls(var_dir, {name: free_port() for name in SERVICES}, free_port())
+        return cls(var_dir, {name: DEFAULT_PORTS[name] for name in SERVICES}, NATS_PORT)
+
+    def address(self, service: str) -> str:
+        return f"{self.host}:{self.ports[service]}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+
+@dataclass
+class Stack:
+    layout: Layout
+    base_env: Mapping[str, str]
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def nats_process(self) -> Process:
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        binary = binary or shutil.which("nats-server")
+        if binary is None:
+            raise StackError("nats-server not found: install the workspace (make install)")
+        data = self.layout.var_dir / "nats"
+        argv = [binary, "-a", self.layout.host, "-p", str(self.layout.nats_port), "-js"]
+        argv += ["-sd", str(data)]
+        return Process("nats", argv, dict(self.base_env), self._log("nats"))
+
+    def service_process(self, service: str) -> Process:
+        env = dict(self.base_env)
+        env["CONCORD_VAR_DIR"] = str(self.layout.var_dir)
+        env["NATS_URL"] = self.layout.nats_url
+        env["OTEL_SERVICE_NAME"] = service
+        for peer in SERVICES:
+            env[env_prefix(peer) + "ADDR"] = self.layout.address(peer)
+        prefix = env_prefix(service)
+        env[prefix + "HOST"] = self.layout.host
+        env[prefix + "PORT"] = str(self.layout.ports[service])
+        env.update(self.extra_env.get(service, {}))
+        argv = [sys.executable, "-m", module_name(service)]
+        return Process(service, argv, env, self._log(service))
+
+    def _log(self, name: str) -> Path:
+        return self.layout.var_dir / "log" / f"{name}.log"
+
+    def start(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        nats = self.nats_process()
+        self.processes["nats"] = nats
+        nats.start()
+        _wait_tcp(nats, self.layout.host, self.layout.nats_port, deadline)
+        for wave in WAVES:
+            for service in wave:
+                process = self.service_process(service)
+                self.processes[service] = process
+                process.start()
+            for service in wave:
+                wait_serving(self.processes[service], self.layout.address(service), deadline)
+
+    def stop(self, grace: float = 10.0) -> None:
+        # Reverse order: callers stop before what they call, so no session fails on the way down.
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop(grace)
+
+    def dead(self) -> Iterator[Process]:
+        for process in self.processes.values():
+            if process.exited() is not None:
+                yield process
+
+
+def _wait_tcp(process: Process, host: str, port: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        _raise_if_exited(process)
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise StackError(f"{process.name} did not listen on {host}:{port} in time")
+
+
+def wait_serving(process: Process, address: str, deadline: float) -> None:
+    """Block until the process's gRPC health service reports SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            _raise_if_exited(process)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StackError(f"{process.name} did not report SERVING on {address} in time")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=min(1.0, remaining))
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+
+
+def _raise_if_exited(process: Process) -> None:
+    code = process.exited()
+    if code is not None:
+        raise StackError(
+            f"{process.name} exited with code {code} during start-up; "
+            f"its log ({process.log_path}) ends with:\n{process.log_tail()}"
+        )
+
+
+def service_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the children inherit: ours, with telemetry defaults that cost nothing."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

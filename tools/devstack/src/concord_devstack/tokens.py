@@ -1,0 +1,45 @@
+"""Development credentials for the local stack: the gateway's signing key and demo tokens.
+
+The gateway verifies HS256 bearer tokens (issuer, audience, expiry, signature); here we hold the
+key on disk under var/ so that `concord` and the tests can act as the demo user or an admin.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import jwt
+
+ISSUER = "concord"
+AUDIENCE = "concord-gateway"
+DEMO_ORG = "demo"
+DEMO_USER = "demo-user"
+DEMO_MAILBOX = "demo"
+DEMO_ADDRESS = "demo@concord.test"
+_LIFETIME_SECONDS = 30 * 24 * 3600
+
+
+def signing_key(var_dir: Path) -> str:
+    """The stack's gateway key, created once and kept so tokens survive restarts."""
+    path = var_dir / "secrets" / "gateway-auth.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def mint(key: str, *, subject: str, org: str, role: str) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": subject,
+        "org": org,
+        "role": role,
+        "iat": now,
+        "exp": now + _LIFETIME_SECONDS,
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
