@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -17,8 +19,10 @@ from concord_rpc import (
     DEPENDENCY_UNAVAILABLE,
     Aborted,
     FailedPrecondition,
+    GrpcService,
     InvalidArgument,
     NotFound,
+    ReadinessCheck,
     ResourceExhausted,
     Unavailable,
     Unimplemented,
@@ -28,9 +32,68 @@ from concord_rpc import (
     run,
 )
 
-from .harness import SERVICE, call, call_error, running
-
 pytestmark = pytest.mark.integration
+
+SERVICE = "test.v1.Echo"
+
+# The context is Any: grpc.aio.ServicerContext is generic only in the stubs, and these aliases
+# are evaluated at run time.
+Unary = Callable[[StringValue, Any], Awaitable[StringValue]]
+Stream = Callable[[StringValue, Any], AsyncIterator[StringValue]]
+
+_CODEC: dict[str, Any] = {
+    "request_deserializer": StringValue.FromString,
+    "response_serializer": StringValue.SerializeToString,
+}
+
+
+def register(unary: Mapping[str, Unary], stream: Mapping[str, Stream]) -> Callable[[Any], None]:
+    """A servicer made of plain functions over StringValue, so no Concord protos are needed."""
+
+    def add(server: grpc.aio.Server) -> None:
+        handlers = {n: grpc.unary_unary_rpc_method_handler(f, **_CODEC) for n, f in unary.items()}
+        handlers |= {
+            n: grpc.unary_stream_rpc_method_handler(f, **_CODEC) for n, f in stream.items()
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+    return add
+
+
+@contextlib.asynccontextmanager
+async def running(
+    unary: Mapping[str, Unary] | None = None,
+    stream: Mapping[str, Stream] | None = None,
+    *,
+    name: str = "test",
+    checks: Sequence[ReadinessCheck] = (),
+    drain_seconds: float = 5.0,
+) -> AsyncIterator[GrpcService]:
+    service = GrpcService(name, port=0, drain_seconds=drain_seconds, readiness_checks=checks)
+    service.add_service(SERVICE, register(unary or {}, stream or {}))
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+async def call(addr: str, method: str, value: str = "", *, retry: bool = False) -> str:
+    async with channel(addr, retry=retry) as ch:
+        stub = ch.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
+        response: StringValue = await stub(StringValue(value=value), timeout=10)
+        return response.value
+
+
+async def call_error(addr: str, method: str, value: str = "", *, retry: bool = False) -> Any:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call(addr, method, value, retry=retry)
+    return raised.value
+
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -261,10 +324,6 @@ async def test_sigterm_drains_in_flight_calls_refuses_new_ones_then_runs_hooks()
 
     async def quick(request: StringValue, context: object) -> StringValue:
         return StringValue(value="quick")
-
-    from concord_rpc import GrpcService
-
-    from .harness import register
 
     service = GrpcService("test", port=0, drain_seconds=5)
     service.add_service(SERVICE, register({"Slow": slow, "Quick": quick}, {}))

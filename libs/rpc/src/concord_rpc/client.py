@@ -54,7 +54,7 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-class PeerCallError(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpc ships no types
+class PeerCallError(grpc.aio.AioRpcError):
     """An AioRpcError that remembers which method failed, so errors can name the dependency."""
 
     def __init__(self, err: grpc.aio.AioRpcError, method: str) -> None:
@@ -68,7 +68,7 @@ class PeerCallError(grpc.aio.AioRpcError):  # type: ignore[misc]  # grpc ships n
         self.method = method
 
 
-class _NameFailedMethod(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _NameFailedMethod(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:

@@ -23,7 +23,7 @@ DEPENDENCY_UNAVAILABLE = "DEPENDENCY_UNAVAILABLE"
 _DEAD_PEER_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Maps what a servicer raises to the status its client sees.
 
     - :class:`DomainError` -> its code and message, with ErrorInfo(reason,
@@ -40,9 +40,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -65,14 +67,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await behavior(request, context)
             except Exception as exc:
@@ -85,7 +89,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
             # A streaming handler written with `await context.write(...)` is a plain coroutine.
             return self._wrap_unary(behavior, method)
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -95,7 +101,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
         return stream
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext, exc: Exception, method: str
+        self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str
     ) -> NoReturn:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the servicer aborted on purpose; its status stands
@@ -108,7 +114,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     async def _abort_peer_error(
-        self, context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError, method: str
+        self, context: grpc.aio.ServicerContext[Any, Any], err: grpc.aio.AioRpcError, method: str
     ) -> None:
         peer_method = err.method if isinstance(err, PeerCallError) else ""
         log.warning("%s: peer %s answered %s", method, peer_method or "call", err.code().name)
@@ -170,7 +176,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grp
 
     @staticmethod
     async def _abort_with(
-        context: grpc.aio.ServicerContext, status: status_pb2.Status, retry_after: float | None
+        context: grpc.aio.ServicerContext[Any, Any],
+        status: status_pb2.Status,
+        retry_after: float | None,
     ) -> NoReturn:
         grpc_status = rpc_status.to_status(status)
         trailers = tuple(grpc_status.trailing_metadata)
