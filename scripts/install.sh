@@ -22,3 +22,13 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
     echo "note: PostgreSQL is not installed; its tests will fail. Install the 'postgresql' package." >&2
   fi
 fi
+
+# kubectl renders the Kubernetes overlays offline (`make render`, tests/deploy).
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing kubectl (Debian kubernetes-client) ..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+  else
+    echo "note: kubectl is not installed; the deploy tests will fail." >&2
+  fi
+fi

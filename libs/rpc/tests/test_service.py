@@ -31,6 +31,7 @@ from concord_rpc import (
     from_rpc_error,
     run,
 )
+from concord_rpc.service import LIVENESS
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +143,8 @@ async def test_health_is_not_serving_until_the_readiness_checks_pass() -> None:
         await eventually(checked_twice)
         assert await health(service.address) == NOT_SERVING
         assert await health(service.address, SERVICE) == NOT_SERVING
+        # Alive while waiting for dependencies: a liveness probe must not restart it.
+        assert await health(service.address, LIVENESS) == SERVING
 
         migrated.set()
         await asyncio.wait_for(ready, 5)

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from concord_rpc.interceptor import ErrorInterceptor
 
-__all__ = ["GrpcService", "ReadinessCheck", "ShutdownHook", "run"]
+__all__ = ["LIVENESS", "GrpcService", "ReadinessCheck", "ShutdownHook", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 ShutdownHook = Callable[[], Awaitable[object]]
 Register = Callable[[grpc.aio.Server], object]
 
+#: Health name for liveness probes: SERVING from the moment the server starts until it stops,
+#: so a process waiting for its dependencies is not restarted (readiness uses "").
+LIVENESS = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -104,6 +107,7 @@ class GrpcService:
         )
         for name in ["", *names]:
             await self.health.set(name, NOT_SERVING)
+        await self.health.set(LIVENESS, SERVING)
         self.port = server.add_insecure_port(f"{self.host}:{self.port}")
         await server.start()
         self._server = server

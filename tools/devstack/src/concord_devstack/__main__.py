@@ -123,7 +123,9 @@ def _print_summary(info: dict[str, Any], seconds: float) -> None:
     print(f"  {'nats':<16} {info['nats']['url']}")
     for name, svc in info["services"].items():
         print(f"  {name:<16} {svc['address']:<22} log: {svc['log']}")
-    print(f"\n  demo mailbox '{info['demo']['mailbox']}' registered for user {info['demo']['user']}")
+    print(
+        f"\n  demo mailbox '{info['demo']['mailbox']}' registered for user {info['demo']['user']}"
+    )
     print(f"  state and tokens: {Path(info['var_dir']) / UP_FILE}\n")
     print("Try:  .venv/bin/concord status")
     print("      .venv/bin/concord sync demo --wait")
