@@ -1,0 +1,34 @@
+"""`python -m concord_mail_connector [serve|migrate]`."""
+
+from __future__ import annotations
+
+from concord.mail.v1 import mail_connector_service_pb2 as pb
+from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_mail_connector.adapters.secrets import CredentialCipher
+from concord_mail_connector.adapters.store import SqlAccountStore
+from concord_mail_connector.api.servicer import MailConnectorServicer
+from concord_mail_connector.domain.service import MailConnector
+from concord_mail_connector.settings import MailConnectorSettings
+from concord_runtime import ServiceProcess, serve_main
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MailConnectorService"].full_name
+MIGRATIONS = "concord_mail_connector.adapters.migrations"
+
+
+async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
+    cipher = CredentialCipher.from_settings(process.settings.encryption_key, "mail-connector")
+    # No provider adapters yet: EWS arrives with issue #4, the others after it.
+    domain = MailConnector(SqlAccountStore(process.engine, cipher), providers={})
+    servicer = MailConnectorServicer(domain)
+    process.server.add_service(
+        SERVICE_NAME,
+        lambda server: pb_grpc.add_MailConnectorServiceServicer_to_server(servicer, server),
+    )
+
+
+def main() -> int:
+    return serve_main(MailConnectorSettings, build, migrations=MIGRATIONS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

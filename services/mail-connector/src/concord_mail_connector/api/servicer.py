@@ -1,0 +1,215 @@
+"""MailConnectorService over gRPC: validate, translate protos <-> domain, call the domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from concord.common.v1 import resources_pb2
+from concord.mail.v1 import mail_connector_service_pb2 as pb
+from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_mail_connector.domain.errors import InvalidRequest
+from concord_mail_connector.domain.model import (
+    AccountUpdate,
+    Kind,
+    MailboxAccount,
+    Provider,
+    parse_account_name,
+    parse_mailbox_name,
+)
+from concord_mail_connector.domain.service import MailConnector
+from concord_rpc import Unimplemented
+
+__all__ = ["MailConnectorServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+PROVIDERS_ISSUE = 4
+SUBSCRIPTIONS_ISSUE = 8
+
+_KINDS = {
+    resources_pb2.OBJECT_KIND_CALENDAR_ITEM: Kind.CALENDAR_ITEM,
+    resources_pb2.OBJECT_KIND_TASK: Kind.TASK,
+    resources_pb2.OBJECT_KIND_CONTACT: Kind.CONTACT,
+    resources_pb2.OBJECT_KIND_EMAIL: Kind.EMAIL,
+}
+_PROVIDERS = {
+    resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS: Provider.EXCHANGE_EWS,
+    resources_pb2.MAIL_PROVIDER_GRAPH: Provider.GRAPH,
+    resources_pb2.MAIL_PROVIDER_GOOGLE: Provider.GOOGLE,
+    resources_pb2.MAIL_PROVIDER_DAV: Provider.DAV,
+}
+_PROVIDER_ENUMS = {provider: enum for enum, provider in _PROVIDERS.items()}
+# The `provider_settings` member each provider takes, and its required fields.
+_SETTINGS: dict[Provider, tuple[str, tuple[str, ...]]] = {
+    Provider.EXCHANGE_EWS: ("ews", ("service_url", "username")),
+    Provider.GRAPH: ("graph", ("tenant_id", "client_id")),
+    Provider.GOOGLE: ("google", ("service_account_email",)),
+    Provider.DAV: ("dav", ("username",)),
+}
+
+
+class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
+    def __init__(self, domain: MailConnector) -> None:
+        self._domain = domain
+
+    async def ListChanges(
+        self, request: pb.ListChangesRequest, context: Context
+    ) -> pb.ListChangesResponse:
+        checks = _Violations()
+        mailbox = checks.name(parse_mailbox_name, request.mailbox, "mailbox")
+        kind = _KINDS.get(request.kind)
+        if kind is None:
+            checks.add("kind", "is required")
+        if request.page_size < 0:
+            checks.add("page_size", "must not be negative")
+        if checks or kind is None:
+            raise checks.error()
+        page = await self._domain.list_changes(
+            mailbox, kind, request.collection, request.cursor.token, request.page_size
+        )
+        return pb.ListChangesResponse(
+            next_cursor=resources_pb2.Cursor(
+                collection=page.next_cursor.collection, token=page.next_cursor.token
+            ),
+            has_more=page.has_more,
+            full_resync_required=page.full_resync_required,
+        )
+
+    async def GetItems(self, request: pb.GetItemsRequest, context: Context) -> pb.GetItemsResponse:
+        parse_mailbox_name(request.mailbox)
+        raise Unimplemented("reading mailbox items", issue=PROVIDERS_ISSUE)
+
+    async def ApplyItems(
+        self, request: pb.ApplyItemsRequest, context: Context
+    ) -> pb.ApplyItemsResponse:
+        parse_mailbox_name(request.mailbox)
+        raise Unimplemented("writing mailbox items", issue=PROVIDERS_ISSUE)
+
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: Context
+    ) -> pb.ListCollectionsResponse:
+        parse_mailbox_name(request.mailbox)
+        raise Unimplemented("listing collections", issue=PROVIDERS_ISSUE)
+
+    async def CreateSubscription(
+        self, request: pb.CreateSubscriptionRequest, context: Context
+    ) -> pb.CreateSubscriptionResponse:
+        parse_mailbox_name(request.parent, "parent")
+        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+
+    async def DeleteSubscription(
+        self, request: pb.DeleteSubscriptionRequest, context: Context
+    ) -> pb.DeleteSubscriptionResponse:
+        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+
+    async def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: Context
+    ) -> pb.ListSubscriptionsResponse:
+        parse_mailbox_name(request.parent, "parent")
+        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+
+    async def UpsertMailboxAccount(
+        self, request: pb.UpsertMailboxAccountRequest, context: Context
+    ) -> pb.UpsertMailboxAccountResponse:
+        account = await self._domain.upsert_account(_account_update(request))
+        return pb.UpsertMailboxAccountResponse(account=_account_proto(account))
+
+    async def GetMailboxAccount(
+        self, request: pb.GetMailboxAccountRequest, context: Context
+    ) -> pb.GetMailboxAccountResponse:
+        account = await self._domain.get_account(parse_account_name(request.name))
+        return pb.GetMailboxAccountResponse(account=_account_proto(account))
+
+    async def DeleteMailboxAccount(
+        self, request: pb.DeleteMailboxAccountRequest, context: Context
+    ) -> pb.DeleteMailboxAccountResponse:
+        await self._domain.delete_account(parse_account_name(request.name), request.etag or None)
+        return pb.DeleteMailboxAccountResponse()
+
+
+class _Violations:
+    """Collects every problem of a request, so one answer names all of them."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self._items.append((field, description))
+
+    def name(self, parse: Callable[[str, str], str], value: str, field: str) -> str:
+        try:
+            return parse(value, field)
+        except InvalidRequest as exc:
+            self._items.extend(exc.field_violations)
+            return ""
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def error(self) -> InvalidRequest:
+        fields = ", ".join(field for field, _ in self._items)
+        return InvalidRequest(f"invalid request: {fields}", field_violations=self._items)
+
+
+def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
+    checks = _Violations()
+    if not request.HasField("account"):
+        checks.add("account", "is required")
+        raise checks.error()
+    account = request.account
+    mailbox = checks.name(parse_account_name, account.name, "account.name")
+    if "@" not in account.address:
+        checks.add("account.address", "must be an email address")
+    provider = _PROVIDERS.get(account.provider)
+    settings: dict[str, Any] = {}
+    if provider is None:
+        checks.add("account.provider", "is required")
+    else:
+        member, required = _SETTINGS[provider]
+        if account.WhichOneof("provider_settings") != member:
+            checks.add(f"account.{member}", f"is required for {provider.label} accounts")
+        else:
+            given = getattr(account, member)
+            for name in required:
+                if not getattr(given, name):
+                    checks.add(f"account.{member}.{name}", "is required")
+            settings = json_format.MessageToDict(given, preserving_proto_field_name=True)
+    if checks or provider is None:
+        raise checks.error()
+    return AccountUpdate(
+        mailbox=mailbox,
+        address=account.address,
+        provider=provider,
+        settings=settings,
+        secret=account.secret or None,
+        expected_etag=account.etag or None,
+        request_id=request.request_id or None,
+    )
+
+
+def _account_proto(account: MailboxAccount) -> pb.MailboxAccount:
+    message = pb.MailboxAccount(
+        name=f"mailboxes/{account.mailbox}/account",
+        address=account.address,
+        provider=_PROVIDER_ENUMS[account.provider],
+        has_secret=account.has_secret,
+        update_time=_timestamp(account.update_time),
+        etag=account.etag,
+    )
+    member, _ = _SETTINGS[account.provider]
+    json_format.ParseDict(dict(account.settings), getattr(message, member))
+    if account.secret_update_time is not None:
+        message.secret_update_time.CopyFrom(_timestamp(account.secret_update_time))
+    return message
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

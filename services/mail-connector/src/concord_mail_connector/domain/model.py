@@ -1,0 +1,129 @@
+"""The mail connector's domain: mailbox accounts, object kinds, change cursors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from concord_mail_connector.domain.errors import InvalidRequest
+
+__all__ = [
+    "AccountUpdate",
+    "ChangePage",
+    "Cursor",
+    "Kind",
+    "MailboxAccount",
+    "Provider",
+    "parse_account_name",
+    "parse_mailbox_name",
+]
+
+
+class Provider(StrEnum):
+    EXCHANGE_EWS = "exchange-ews"
+    GRAPH = "graph"
+    GOOGLE = "google"
+    DAV = "dav"
+
+    @property
+    def label(self) -> str:
+        return _PROVIDER_LABELS[self]
+
+    @property
+    def issue(self) -> int | None:
+        """The issue that brings this provider's adapter, where one is filed."""
+        return _PROVIDER_ISSUES.get(self)
+
+
+_PROVIDER_LABELS = {
+    Provider.EXCHANGE_EWS: "Exchange (EWS)",
+    Provider.GRAPH: "Microsoft Graph",
+    Provider.GOOGLE: "Google",
+    Provider.DAV: "IMAP/CalDAV/CardDAV",
+}
+_PROVIDER_ISSUES = {Provider.EXCHANGE_EWS: 4}
+
+
+class Kind(StrEnum):
+    CALENDAR_ITEM = "calendar-item"
+    TASK = "task"
+    CONTACT = "contact"
+    EMAIL = "email"
+
+
+@dataclass(frozen=True)
+class MailboxAccount:
+    """How Concord reaches a mailbox, as stored; the secret itself never leaves the store."""
+
+    mailbox: str
+    address: str
+    provider: Provider
+    settings: Mapping[str, Any]
+    has_secret: bool
+    secret_update_time: datetime | None
+    update_time: datetime
+    etag: str
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    mailbox: str
+    address: str
+    provider: Provider
+    settings: Mapping[str, Any]
+    # None keeps the stored secret.
+    secret: bytes | None
+    # When set, the update applies only to the account with this etag.
+    expected_etag: str | None = None
+    # A retry with the request id of the last applied update returns that result unchanged.
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a listing of one collection stopped; `token` is the provider's, opaque to others."""
+
+    collection: str
+    token: str
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """A page of changes; the changes themselves come with the provider adapters (issue #4)."""
+
+    next_cursor: Cursor
+    has_more: bool = False
+    full_resync_required: bool = False
+
+
+def default_collection(kind: Kind) -> str:
+    """The cursor key of a kind's default collection (primary calendar, contacts, ...)."""
+    return kind.value
+
+
+# AIP-122 style ids: lowercase letters, digits and `-`, as the reconciler generates them.
+_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_MAILBOX = re.compile(rf"mailboxes/({_ID})")
+_ACCOUNT = re.compile(rf"mailboxes/({_ID})/account")
+
+
+def _parse(pattern: re.Pattern[str], name: str, field: str, shape: str) -> str:
+    match = pattern.fullmatch(name)
+    if match is None:
+        problem = "is required" if not name else f"must look like `{shape}`, got {name!r}"
+        raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
+    return match.group(1)
+
+
+def parse_mailbox_name(name: str, field: str = "mailbox") -> str:
+    """`mailboxes/{mailbox}` -> the mailbox id; InvalidRequest naming `field` otherwise."""
+    return _parse(_MAILBOX, name, field, "mailboxes/{mailbox}")
+
+
+def parse_account_name(name: str, field: str = "name") -> str:
+    """`mailboxes/{mailbox}/account` -> the mailbox id."""
+    return _parse(_ACCOUNT, name, field, "mailboxes/{mailbox}/account")
