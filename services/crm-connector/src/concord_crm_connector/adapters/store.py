@@ -1,0 +1,134 @@
+"""Org connections, cursors and the API budget in SQL (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Insert, Update, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord_crm_connector.adapters.secrets import CredentialCipher
+from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
+from concord_crm_connector.domain.errors import EtagMismatch
+from concord_crm_connector.domain.model import (
+    AuthFlow,
+    Budget,
+    ConnectionUpdate,
+    Cursor,
+    OrgConnection,
+)
+
+__all__ = ["SqlOrgStore"]
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything this store writes is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class SqlOrgStore:
+    def __init__(
+        self, engine: AsyncEngine, cipher: CredentialCipher, clock: Clock = _utc_now
+    ) -> None:
+        self._engine = engine
+        self._cipher = cipher
+        self._clock = clock
+
+    async def get(self, org: str) -> OrgConnection | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(org_connections).where(org_connections.c.org == org))
+            ).first()
+        return _connection(row) if row else None
+
+    async def upsert(self, change: ConnectionUpdate) -> OrgConnection:
+        table = org_connections
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(select(table).where(table.c.org == change.org).with_for_update())
+            ).first()
+            if row is not None and change.request_id and row.request_id == change.request_id:
+                return _connection(row)
+            if change.expected_etag and (row is None or row.etag != change.expected_etag):
+                raise EtagMismatch(change.org)
+            now = self._clock()
+            values: dict[str, Any] = {
+                "login_url": change.login_url,
+                "auth_flow": change.auth_flow.value,
+                "auth_settings": {
+                    "client_id": change.client_id,
+                    "username": change.username,
+                    "api_version": change.api_version,
+                },
+                "update_time": now,
+                "etag": uuid.uuid4().hex,
+                "request_id": change.request_id or None,
+            }
+            if change.secret is not None:
+                values["secret_ciphertext"] = self._cipher.encrypt(change.secret)
+                values["secret_update_time"] = now
+            statement: Insert | Update
+            if row is None:
+                statement = insert(table).values(
+                    org=change.org, instance_url="", organization_id="", **values
+                )
+            else:
+                statement = update(table).where(table.c.org == change.org).values(values)
+            await conn.execute(statement)
+            stored = (await conn.execute(select(table).where(table.c.org == change.org))).one()
+        return _connection(stored)
+
+    async def cursor(self, org: str, sobject_type: str) -> Cursor | None:
+        async with self._engine.connect() as conn:
+            token = (
+                await conn.execute(
+                    select(sync_cursors.c.token).where(
+                        sync_cursors.c.org == org, sync_cursors.c.sobject_type == sobject_type
+                    )
+                )
+            ).scalar_one_or_none()
+        return Cursor(sobject_type, token) if token is not None else None
+
+    async def budget(self, org: str) -> Budget | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(api_budget).where(api_budget.c.org == org))).first()
+        if row is None:
+            return None
+        return Budget(row.used, row.limit, row.concord_used, _utc(row.update_time))
+
+    async def secret(self, org: str) -> bytes | None:
+        """The decrypted secret, for the Salesforce adapter only; never for an API answer."""
+        async with self._engine.connect() as conn:
+            token = (
+                await conn.execute(
+                    select(org_connections.c.secret_ciphertext).where(org_connections.c.org == org)
+                )
+            ).scalar_one_or_none()
+        return self._cipher.decrypt(token) if token is not None else None
+
+
+def _connection(row: Row[Any]) -> OrgConnection:
+    auth = row.auth_settings
+    return OrgConnection(
+        org=row.org,
+        login_url=row.login_url,
+        auth_flow=AuthFlow(row.auth_flow),
+        client_id=auth["client_id"],
+        username=auth["username"],
+        api_version=auth["api_version"],
+        has_secret=row.secret_ciphertext is not None,
+        update_time=_utc(row.update_time),
+        etag=row.etag,
+        instance_url=row.instance_url,
+        organization_id=row.organization_id,
+    )

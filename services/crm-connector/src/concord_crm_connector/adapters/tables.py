@@ -1,0 +1,55 @@
+"""The CRM connector's tables (SQLAlchemy Core); migrations/ creates them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+org_connections = Table(
+    "org_connections",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("login_url", String(2048), nullable=False),
+    Column("instance_url", String(2048), nullable=False, default=""),
+    Column("organization_id", String(18), nullable=False, default=""),
+    Column("auth_flow", String(32), nullable=False),
+    # client_id, username, api_version: what the auth flow needs besides the secret.
+    Column("auth_settings", JSON, nullable=False),
+    # Fernet token; the plaintext is never stored.
+    Column("secret_ciphertext", LargeBinary, nullable=True),
+    Column("secret_update_time", DateTime(timezone=True), nullable=True),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("etag", String(64), nullable=False),
+    # The request id of the last applied upsert, so its retry changes nothing.
+    Column("request_id", String(128), nullable=True),
+)
+
+sync_cursors = Table(
+    "sync_cursors",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("sobject_type", String(80), primary_key=True),
+    Column("token", Text, nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+)
+
+api_budget = Table(
+    "api_budget",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("used", BigInteger, nullable=False),
+    Column("limit", BigInteger, nullable=False),
+    Column("concord_used", BigInteger, nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+)

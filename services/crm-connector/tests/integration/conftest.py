@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_crm_connector.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_crm_connector.adapters.secrets import CredentialCipher
+from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.api.servicer import CrmConnectorServicer
+from concord_crm_connector.domain.service import CrmConnector
+from concord_rpc import GrpcService, channel
+from concord_store import create_engine, migrate
+from concord_testing import PostgresCluster
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/crm-connector.db"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        url = cluster.new_database("crm")
+    engine = create_engine(url)
+    await migrate(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def cipher() -> CredentialCipher:
+    return CredentialCipher(Fernet.generate_key())
+
+
+@pytest.fixture
+def store(engine: AsyncEngine, cipher: CredentialCipher) -> SqlOrgStore:
+    return SqlOrgStore(engine, cipher)
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[pb_grpc.CrmConnectorServiceStub]:
+    """The real servicer on SQLite behind a real server on port 0, through a real channel."""
+    engine = create_engine(f"sqlite:///{tmp_path}/api.db")
+    await migrate(engine, MIGRATIONS)
+    store = SqlOrgStore(engine, CredentialCipher(Fernet.generate_key()))
+    servicer = CrmConnectorServicer(CrmConnector(store, salesforce=None), budget_share=0.5)
+    server = GrpcService("crm-connector", port=0)
+    server.add_service(
+        SERVICE_NAME, lambda s: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, s)
+    )
+    port = await server.start()
+    try:
+        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
+            yield pb_grpc.CrmConnectorServiceStub(chan)
+    finally:
+        await server.shutdown()
+        await engine.dispose()

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import grpc
+import pytest
+
+from concord.common.v1 import resources_pb2
+from concord.crm.v1 import crm_connector_service_pb2 as pb
+from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_rpc import RpcFailure, from_rpc_error
+
+pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.CrmConnectorServiceStub
+CONNECTION = pb.OrgConnection(
+    name="orgs/demo/connection",
+    login_url="https://login.example.com",
+    auth_flow=pb.AUTH_FLOW_PASSWORD,
+    client_id="cid",
+    secret=b"s3cret",
+)
+
+
+async def failure(call: Awaitable[object]) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return from_rpc_error(caught.value)
+
+
+async def test_empty_org_lists_no_changes_and_keeps_the_cursor(stub: Stub) -> None:
+    response = await stub.ListChanges(
+        pb.ListChangesRequest(
+            org="orgs/demo", sobject_type="Event", cursor=resources_pb2.Cursor(token="t1")
+        )
+    )
+    assert list(response.changes) == []
+    assert response.next_cursor == resources_pb2.Cursor(collection="Event", token="t1")
+
+
+async def test_budget_of_an_unmeasured_org_is_zero(stub: Stub) -> None:
+    budget = (await stub.GetBudget(pb.GetBudgetRequest(org="orgs/demo"))).budget
+    assert (budget.org, budget.used, budget.limit, budget.concord_used) == ("orgs/demo", 0, 0, 0)
+    assert budget.concord_share == 0.5
+    assert not budget.HasField("measure_time")
+
+
+async def test_malformed_names_are_invalid_with_field_violations(stub: Stub) -> None:
+    got = await failure(stub.ListChanges(pb.ListChangesRequest(org="demo", sobject_type="1x")))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in got.field_violations] == ["org", "sobject_type"]
+    got = await failure(
+        stub.UpsertOrgConnection(pb.UpsertOrgConnectionRequest(connection=pb.OrgConnection()))
+    )
+    assert [field for field, _ in got.field_violations] == [
+        "connection.name",
+        "connection.login_url",
+        "connection.auth_flow",
+        "connection.client_id",
+    ]
+
+
+async def test_connection_round_trip_never_returns_the_secret(stub: Stub) -> None:
+    upserted = await stub.UpsertOrgConnection(pb.UpsertOrgConnectionRequest(connection=CONNECTION))
+    got = await stub.GetOrgConnection(pb.GetOrgConnectionRequest(name="orgs/demo/connection"))
+    assert got.connection == upserted.connection
+    assert got.connection.secret == b""
+    assert got.connection.has_secret
+    # With a connection but no Salesforce adapter, listing says which issue brings it.
+    failed = await failure(
+        stub.ListChanges(pb.ListChangesRequest(org="orgs/demo", sobject_type="Event"))
+    )
+    assert failed.code == grpc.StatusCode.UNIMPLEMENTED
+    assert "(issue #3)" in failed.message
+
+
+async def test_missing_connection_is_not_found(stub: Stub) -> None:
+    got = await failure(stub.GetOrgConnection(pb.GetOrgConnectionRequest(name="orgs/x/connection")))
+    assert got.code == grpc.StatusCode.NOT_FOUND
+    assert got.reason == "ORG_CONNECTION_NOT_FOUND"
+    assert got.domain == "crm-connector.concord.dev"
+
+
+async def test_an_empty_batch_is_a_no_op_and_a_real_one_waits_for_issue_3(stub: Stub) -> None:
+    assert await stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo")) == pb.ApplyBatchResponse()
+    write = pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_CREATE, sobject_type="Event")
+    calls: list[Awaitable[object]] = [
+        stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=[write])),
+        stub.Search(pb.SearchRequest(org="orgs/demo")),
+        stub.DescribeObject(pb.DescribeObjectRequest(org="orgs/demo", sobject_type="Event")),
+        stub.GetRecords(pb.GetRecordsRequest(org="orgs/demo")),
+        stub.QueryRecords(pb.QueryRecordsRequest(org="orgs/demo")),
+    ]
+    for call in calls:
+        got = await failure(call)
+        assert got.code == grpc.StatusCode.UNIMPLEMENTED
+        assert got.metadata == {"issue": "3"}

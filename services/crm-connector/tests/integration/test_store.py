@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord_crm_connector.adapters.secrets import CredentialCipher
+from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
+from concord_crm_connector.domain.errors import EtagMismatch
+from concord_crm_connector.domain.model import AuthFlow, Budget, ConnectionUpdate, Cursor
+
+pytestmark = pytest.mark.integration
+
+
+def update(**changes: object) -> ConnectionUpdate:
+    fields: dict[str, object] = {
+        "org": "demo",
+        "login_url": "https://login.example.com",
+        "auth_flow": AuthFlow.CLIENT_CREDENTIALS,
+        "client_id": "cid",
+        "username": "integration@example.com",
+        "api_version": "62.0",
+        "secret": b"s3cret",
+    }
+    return ConnectionUpdate(**(fields | changes))  # type: ignore[arg-type]
+
+
+async def test_connection_round_trip_with_encrypted_secret(
+    store: SqlOrgStore, engine: AsyncEngine, cipher: CredentialCipher
+) -> None:
+    written = await store.upsert(update(request_id="r1"))
+    assert await store.get("demo") == written
+    assert written.has_secret
+    assert written.auth_flow == AuthFlow.CLIENT_CREDENTIALS
+    async with engine.connect() as conn:
+        raw = (await conn.execute(select(org_connections.c.secret_ciphertext))).scalar_one()
+    assert b"s3cret" not in raw
+    assert cipher.decrypt(raw) == b"s3cret"
+    # A retry of the same request changes nothing; an update without a secret keeps it.
+    assert await store.upsert(update(request_id="r1", client_id="other")) == written
+    kept = await store.upsert(update(secret=None, client_id="other"))
+    assert kept.client_id == "other"
+    assert await store.secret("demo") == b"s3cret"
+    with pytest.raises(EtagMismatch):
+        await store.upsert(update(expected_etag=written.etag))
+
+
+async def test_cursor_and_budget_are_read_from_their_tables(
+    store: SqlOrgStore, engine: AsyncEngine
+) -> None:
+    assert await store.cursor("demo", "Event") is None
+    assert await store.budget("demo") is None
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(sync_cursors).values(
+                org="demo", sobject_type="Event", token="t", update_time=now
+            )
+        )
+        await conn.execute(
+            insert(api_budget).values(
+                org="demo", used=120, limit=15000, concord_used=40, update_time=now
+            )
+        )
+    assert await store.cursor("demo", "Event") == Cursor("Event", "t")
+    assert await store.budget("demo") == Budget(120, 15000, 40, now)
