@@ -1,0 +1,29 @@
+"""`python -m concord_mapping [serve|migrate]`."""
+
+from __future__ import annotations
+
+from concord.mapping.v1 import mapping_service_pb2 as pb
+from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.adapters.store import SqlMappingTableStore
+from concord_mapping.api.servicer import MappingServicer
+from concord_mapping.domain.service import MappingTables
+from concord_mapping.settings import MappingSettings
+from concord_runtime import ServiceProcess, serve_main
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MappingService"].full_name
+MIGRATIONS = "concord_mapping.adapters.migrations"
+
+
+async def build(process: ServiceProcess[MappingSettings]) -> None:
+    servicer = MappingServicer(MappingTables(SqlMappingTableStore(process.engine)))
+    process.server.add_service(
+        SERVICE_NAME, lambda server: pb_grpc.add_MappingServiceServicer_to_server(servicer, server)
+    )
+
+
+def main() -> int:
+    return serve_main(MappingSettings, build, migrations=MIGRATIONS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

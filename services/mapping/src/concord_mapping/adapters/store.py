@@ -1,0 +1,56 @@
+"""Mapping table versions in SQL (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord_mapping.adapters.tables import mapping_tables
+from concord_mapping.domain.model import Kind, TableName, TableVersion
+
+__all__ = ["SqlMappingTableStore"]
+
+
+class SqlMappingTableStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def version(self, name: TableName, version: int) -> TableVersion | None:
+        query = select(mapping_tables).where(*_of(name))
+        if version:
+            query = query.where(mapping_tables.c.version == version)
+        query = query.order_by(mapping_tables.c.version.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _version(row) if row else None
+
+    async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
+        query = select(mapping_tables).where(*_of(name))
+        if before:
+            query = query.where(mapping_tables.c.version < before)
+        query = query.order_by(mapping_tables.c.version.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_version(row) for row in rows]
+
+
+def _of(name: TableName) -> tuple[Any, ...]:
+    return (mapping_tables.c.org == name.org, mapping_tables.c.kind == name.kind.value)
+
+
+def _version(row: Row[Any]) -> TableVersion:
+    created = row.create_time
+    return TableVersion(
+        name=TableName(row.org, Kind(row.kind)),
+        version=row.version,
+        content=dict(row.content),
+        etag=row.etag,
+        # SQLite hands back naive datetimes; everything stored is UTC.
+        create_time=created if created.tzinfo else created.replace(tzinfo=UTC),
+        update_user_id=row.update_user_id,
+    )

@@ -1,0 +1,93 @@
+"""The mapping service's domain: versioned per-org mapping tables and their names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from concord_rpc import InvalidArgument, NotFound
+
+__all__ = [
+    "InvalidRequest",
+    "Kind",
+    "MappingTableNotFound",
+    "TableName",
+    "TableVersion",
+    "parse_org_name",
+    "parse_table_name",
+]
+
+MAPPING_ISSUE = 6
+
+
+class InvalidRequest(InvalidArgument):
+    """A malformed request; `field_violations` say which fields, as BadRequest."""
+
+
+class MappingTableNotFound(NotFound):
+    reason = "MAPPING_TABLE_NOT_FOUND"
+
+    def __init__(self, name: TableName, version: int) -> None:
+        which = f"version {version} of " if version else ""
+        # The built-in defaults arrive with issue #6; until then only overrides exist.
+        super().__init__(
+            f"{which}mapping table {name} does not exist", metadata={"name": str(name)}
+        )
+
+
+class Kind(StrEnum):
+    CALENDAR_ITEM = "calendar-item"
+    TASK = "task"
+    CONTACT = "contact"
+    EMAIL = "email"
+
+
+@dataclass(frozen=True)
+class TableName:
+    org: str
+    kind: Kind
+
+    def __str__(self) -> str:
+        return f"orgs/{self.org}/mappingTables/{self.kind.value}"
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One stored version of an org's table; `content` is the table's rules as JSON."""
+
+    name: TableName
+    version: int
+    content: Mapping[str, Any]
+    etag: str
+    create_time: datetime
+    update_user_id: str
+
+
+_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ORG = re.compile(rf"orgs/({_ID})")
+_TABLE = re.compile(rf"orgs/({_ID})/mappingTables/([a-z-]+)")
+_KINDS = {kind.value: kind for kind in Kind}
+
+
+def _invalid(field: str, problem: str) -> InvalidRequest:
+    return InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
+
+
+def parse_org_name(name: str, field: str = "org") -> str:
+    match = _ORG.fullmatch(name)
+    if match is None:
+        raise _invalid(field, "is required" if not name else "must look like `orgs/{org}`")
+    return match.group(1)
+
+
+def parse_table_name(name: str, field: str = "name") -> TableName:
+    """`orgs/{org}/mappingTables/{kind}`, kind one of calendar-item, task, contact, email."""
+    match = _TABLE.fullmatch(name)
+    if match is None or match.group(2) not in _KINDS:
+        shape = "must look like `orgs/{org}/mappingTables/{calendar-item|task|contact|email}`"
+        raise _invalid(field, "is required" if not name else shape)
+    return TableName(match.group(1), _KINDS[match.group(2)])

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mapping.adapters.store import SqlMappingTableStore
+from concord_mapping.adapters.tables import mapping_tables
+from concord_mapping.api.servicer import MappingServicer
+from concord_mapping.domain.service import MappingTables
+from concord_rpc import GrpcService, channel
+from concord_store import create_engine, migrate
+from concord_testing import PostgresCluster
+
+CONTENT = {
+    "target_sobject": "Task",
+    "direction": "SYNC_DIRECTION_TWO_WAY",
+    "rules": [{"mail_field": "task.subject", "crm_field": "Subject"}],
+}
+
+
+async def add_versions(engine: AsyncEngine, org: str, kind: str, count: int) -> None:
+    """Versions arrive through UpdateMappingTable with #6; until then tests write rows."""
+    async with engine.begin() as conn:
+        for version in range(1, count + 1):
+            await conn.execute(
+                insert(mapping_tables).values(
+                    org=org,
+                    kind=kind,
+                    version=version,
+                    content=CONTENT,
+                    etag=f"e{version}",
+                    create_time=datetime(2026, 1, version, tzinfo=UTC),
+                    update_user_id="admin",
+                )
+            )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/mapping.db"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        url = cluster.new_database("mapping")
+    engine = create_engine(url)
+    await migrate(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def api_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite:///{tmp_path}/api.db")
+    await migrate(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def stub(api_engine: AsyncEngine) -> AsyncIterator[pb_grpc.MappingServiceStub]:
+    """The real servicer on SQLite behind a real server on port 0, through a real channel."""
+    servicer = MappingServicer(MappingTables(SqlMappingTableStore(api_engine)))
+    server = GrpcService("mapping", port=0)
+    server.add_service(
+        SERVICE_NAME, lambda s: pb_grpc.add_MappingServiceServicer_to_server(servicer, s)
+    )
+    port = await server.start()
+    try:
+        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
+            yield pb_grpc.MappingServiceStub(chan)
+    finally:
+        await server.shutdown()
