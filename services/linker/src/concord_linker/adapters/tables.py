@@ -1,0 +1,33 @@
+"""The linker's tables (SQLAlchemy Core); migrations/ creates them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+metadata = MetaData()
+
+blacklist_entries = Table(
+    "blacklist_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org", String(63), nullable=False, index=True),
+    # Empty for org-wide entries, else the user whose own blacklist it is.
+    Column("user_id", String(255), nullable=False, default=""),
+    # An address (`ann@example.com`) or a domain (`example.com`), lowercased.
+    Column("entry", String(320), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org", "user_id", "entry"),
+)
+
+# The last decision per address, so repeated activities resolve alike and the dashboard can
+# say why an activity was linked where it was.
+resolutions = Table(
+    "resolutions",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("who_id", String(18), nullable=False),
+    Column("who_type", String(40), nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("resolve_time", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,17 @@
+"""linker settings, from `LINKER_*` variables and the crm-connector's `CRM_CONNECTOR_ADDR`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, peer
+
+
+class LinkerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LINKER_")
+    service_name: ClassVar[str] = "linker"
+
+    port: int = DEFAULT_PORTS["linker"]
+    # Called per resolution (issue #7), never a readiness condition: with crm-connector down
+    # the linker still answers what needs no Salesforce and says UNAVAILABLE for the rest.
+    crm_connector_addr: str = peer("crm-connector")

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord.common.v1 import resources_pb2
+from concord.linker.v1 import linker_service_pb2 as pb
+from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
+from concord_linker.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_linker.adapters.store import SqlLinkerStore
+from concord_linker.adapters.tables import blacklist_entries
+from concord_linker.api.servicer import LinkerServicer
+from concord_linker.domain.service import Linker
+from concord_rpc import GrpcService, RpcFailure, channel, from_rpc_error
+from concord_store import create_engine, migrate
+from concord_testing import PostgresCluster, ServiceProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.LinkerServiceStub
+TASK = resources_pb2.OBJECT_KIND_TASK
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/linker.db"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        url = cluster.new_database("linker")
+    engine = create_engine(url)
+    await migrate(engine, MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def stub(tmp_path: Path) -> AsyncIterator[Stub]:
+    engine = create_engine(f"sqlite:///{tmp_path}/api.db")
+    await migrate(engine, MIGRATIONS)
+    servicer = LinkerServicer(Linker(SqlLinkerStore(engine)))
+    server = GrpcService("linker", port=0)
+    server.add_service(
+        SERVICE_NAME, lambda s: pb_grpc.add_LinkerServiceServicer_to_server(servicer, s)
+    )
+    port = await server.start()
+    try:
+        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
+            yield pb_grpc.LinkerServiceStub(chan)
+    finally:
+        await server.shutdown()
+        await engine.dispose()
+
+
+async def failure(call: Awaitable[object]) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return from_rpc_error(caught.value)
+
+
+async def test_blacklist_merges_org_and_user_entries(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    rows = [("demo", "", "Example.com"), ("demo", "u1", "ann@x.org"), ("demo", "u2", "b@y.org")]
+    async with engine.begin() as conn:
+        for org, user, entry in [*rows, ("other", "", "z.org")]:
+            await conn.execute(
+                insert(blacklist_entries).values(
+                    org=org, user_id=user, entry=entry, create_time=now
+                )
+            )
+    assert await SqlLinkerStore(engine).blacklist("demo", "u1") == {"example.com", "ann@x.org"}
+
+
+async def test_no_participants_is_an_empty_answer(stub: Stub) -> None:
+    request = pb.ResolveParticipantsRequest(org="orgs/demo", user_id="005x", kind=TASK)
+    assert await stub.ResolveParticipants(request) == pb.ResolveParticipantsResponse()
+
+
+async def test_participants_and_initial_search_wait_for_issue_7(stub: Stub) -> None:
+    participant = resources_pb2.Participant(email="ann@example.com")
+    calls: list[Awaitable[object]] = [
+        stub.ResolveParticipants(
+            pb.ResolveParticipantsRequest(
+                org="orgs/demo", user_id="005x", kind=TASK, participants=[participant]
+            )
+        ),
+        stub.InitialSearch(pb.InitialSearchRequest(org="orgs/demo")),
+    ]
+    for call in calls:
+        got = await failure(call)
+        assert got.code == grpc.StatusCode.UNIMPLEMENTED
+        assert got.message.endswith("(issue #7)")
+
+
+async def test_malformed_request_names_every_field(stub: Stub) -> None:
+    request = pb.ResolveParticipantsRequest(
+        org="demo", participants=[resources_pb2.Participant(email="nobody")]
+    )
+    got = await failure(stub.ResolveParticipants(request))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in got.field_violations] == [
+        "org",
+        "user_id",
+        "kind",
+        "participants[0].email",
+    ]
+
+
+async def test_process_serves_without_crm_connector_and_stops_on_sigterm(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    process = service_process(
+        "concord_linker",
+        env={
+            "CONCORD_VAR_DIR": str(tmp_path / "var"),
+            "LINKER_PORT": str(port),
+            # Nothing listens there: the linker must not wait for it to report SERVING.
+            "CRM_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}",
+            "OTEL_TRACES_EXPORTER": "none",
+        },
+    )
+    addr = f"127.0.0.1:{port}"
+    await asyncio.to_thread(process.wait_serving, addr, service=SERVICE_NAME)
+    async with channel(addr, retry=False) as chan:
+        request = pb.ResolveParticipantsRequest(org="orgs/demo", user_id="005x", kind=TASK)
+        response = await pb_grpc.LinkerServiceStub(chan).ResolveParticipants(request, timeout=5)
+    assert response == pb.ResolveParticipantsResponse()
+    assert process.stop() == 0
