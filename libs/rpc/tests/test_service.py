@@ -24,6 +24,7 @@ from concord_rpc import (
     NotFound,
     ReadinessCheck,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     Unimplemented,
     channel,
@@ -186,6 +187,45 @@ async def test_a_domain_error_becomes_a_status_with_error_info_and_bad_request()
     info = error_info(err)
     assert info is not None
     assert info.reason == "MAILBOX_NAME_INVALID"
+
+
+class _Denied(Unauthenticated):
+    reason = "TOKEN_MISSING"
+
+
+class _RefuseAll(grpc.aio.ServerInterceptor):
+    """Replaces every handler with one that raises a DomainError, as an auth interceptor does."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+
+        async def refuse(request: Any, context: Any) -> Any:
+            raise _Denied("a bearer token is required")
+
+        return grpc.unary_unary_rpc_method_handler(
+            refuse,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def test_an_added_interceptor_runs_inside_the_error_interceptor() -> None:
+    async def echo(request: StringValue, context: object) -> StringValue:
+        return request
+
+    service = GrpcService("gateway", port=0)
+    service.add_service(SERVICE, register({"Echo": echo}, {}))
+    service.add_interceptor(_RefuseAll())
+    await service.start()
+    try:
+        with pytest.raises(RuntimeError, match="before start"):
+            service.add_interceptor(_RefuseAll())
+        err = await call_error(service.address, "Echo", "hi")
+    finally:
+        await service.shutdown()
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert (failure.reason, failure.domain) == ("TOKEN_MISSING", "gateway.concord.dev")
 
 
 async def test_a_retryable_error_carries_retry_info() -> None:

@@ -79,6 +79,18 @@ class GrpcService:
         """
         self._registrations.append((full_name, register))
 
+    def add_interceptor(self, interceptor: grpc.aio.ServerInterceptor) -> None:
+        """Add a server interceptor; call it before `start()`.
+
+        Added interceptors run inside the ErrorInterceptor, so a :class:`DomainError` they raise
+        from a wrapped handler (an authentication failure, say) reaches the client as a status
+        with ErrorInfo like any other. `concord_runtime` builds the service before `build()`
+        runs, which is why this is a method and not only a constructor argument.
+        """
+        if self._server is not None:
+            raise RuntimeError(f"{self.name}: interceptors must be added before start()")
+        self._interceptors.append(interceptor)
+
     def add_readiness_check(self, check: ReadinessCheck) -> None:
         self._readiness_checks.append(check)
 
