@@ -1,0 +1,1 @@
+"""The gateway's outside world: its peers and the development key file."""

@@ -1,0 +1,86 @@
+"""gateway settings, from `GATEWAY_*` variables (peers from `RECONCILER_ADDR`, `LINKER_ADDR`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from concord_settings import DEFAULT_PORTS, SecretStr, ServiceSettings, SettingsConfigDict, peer
+
+# HS256 keys shorter than the hash output weaken the signature (RFC 7518 §3.2), and PyJWT
+# warns on every call with one; refusing them at start is clearer than a log full of warnings.
+MIN_KEY_BYTES = 32
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    service_name: ClassVar[str] = "gateway"
+
+    port: int = DEFAULT_PORTS["gateway"]
+    reconciler_addr: str = peer("reconciler")
+    linker_addr: str = peer("linker")
+
+    # The key bearer tokens are signed with. Unset (and no AUTH_HS256_KEYS): a key generated
+    # once into <CONCORD_VAR_DIR>/secrets/gateway-auth.key, the file `make up` mints tokens from.
+    auth_hs256_key: SecretStr | None = None
+    # Rotation: a comma-separated list, newest first; tokens signed with any of them verify.
+    # Added to AUTH_HS256_KEY when both are set, so a rollout can add the new key first.
+    auth_hs256_keys: SecretStr | None = None
+    auth_issuer: str = Field(default="concord", min_length=1)
+    auth_audience: str = Field(default="concord-gateway", min_length=1)
+    # Clock skew allowed between the token issuer and this process on exp/nbf/iat.
+    auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+
+    # SyncMailbox with `wait`: the wait when the request names none, and its ceiling.
+    sync_wait_default_seconds: float = Field(default=30.0, gt=0)
+    sync_wait_max_seconds: float = Field(default=300.0, gt=0)
+    # Deadline of one call to a peer (the caller's own deadline, when shorter, wins).
+    peer_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("auth_hs256_key", "auth_hs256_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `GATEWAY_AUTH_HS256_KEY=` in a compose file or manifest means "none", not a bad key.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_hs256_key")
+    @classmethod
+    def _key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            _check_key(key.get_secret_value())
+        return key
+
+    @field_validator("auth_hs256_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None:
+            parts = _split(keys.get_secret_value())
+            if not parts:
+                raise ValueError("must list at least one key")
+            for part in parts:
+                _check_key(part)
+        return keys
+
+    @model_validator(mode="after")
+    def _wait_within_ceiling(self) -> Self:
+        if self.sync_wait_default_seconds > self.sync_wait_max_seconds:
+            raise ValueError("GATEWAY_SYNC_WAIT_DEFAULT_SECONDS exceeds ..._MAX_SECONDS")
+        return self
+
+    def configured_keys(self) -> list[str]:
+        """The verification keys the environment gives, newest first; empty when none is set."""
+        keys = _split(self.auth_hs256_keys.get_secret_value()) if self.auth_hs256_keys else []
+        if self.auth_hs256_key is not None:
+            keys.append(self.auth_hs256_key.get_secret_value())
+        return list(dict.fromkeys(keys))
+
+
+def _split(keys: str) -> list[str]:
+    return [key.strip() for key in keys.split(",") if key.strip()]
+
+
+def _check_key(key: str) -> None:
+    # The message never contains the key: settings errors are printed.
+    if len(key.encode()) < MIN_KEY_BYTES:
+        raise ValueError(f"an HS256 key must be at least {MIN_KEY_BYTES} bytes")

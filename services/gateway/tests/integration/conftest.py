@@ -1,0 +1,282 @@
+"""Fake reconciler and linker servers on port 0, and the gateway in process in front of them."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import EllipsisType
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2
+from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from concord.linker.v1 import linker_service_pb2 as linker_pb
+from concord.linker.v1 import linker_service_pb2_grpc as linker_grpc
+from concord.reconciler.v1 import reconciler_service_pb2 as rec_pb
+from concord.reconciler.v1 import reconciler_service_pb2_grpc as rec_grpc
+from concord_gateway.adapters.peers import Peers
+from concord_gateway.api import install
+from concord_gateway.domain.tokens import TokenVerifier
+from concord_gateway.settings import GatewaySettings
+from concord_rpc import GrpcService, NotFound
+
+KEY = "test-signing-key-0123456789-abcdefghij"
+
+
+class MailboxMissing(NotFound):
+    reason = "MAILBOX_NOT_FOUND"
+
+
+class SessionMissing(NotFound):
+    reason = "SESSION_NOT_FOUND"
+
+
+def mint_token(sub: str, org: str, role: str, *, key: str = KEY, **changes: Any) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "concord",
+        "aud": "concord-gateway",
+        "sub": sub,
+        "org": org,
+        "role": role,
+        "iat": now,
+        "exp": now + 600,
+    }
+    claims.update(changes)
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
+    return res.Mailbox(
+        name=f"mailboxes/{mailbox_id}",
+        mailbox_id=mailbox_id,
+        org=f"orgs/{org}",
+        owner_user_id=owner,
+        crm_user_id=f"005{owner}",
+        address=f"{owner}@{org}.test",
+        state=res.MAILBOX_STATE_ACTIVE,
+        push_state=res.PUSH_STATE_UNAVAILABLE,
+    )
+
+
+@dataclass
+class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
+    mailboxes: dict[str, res.Mailbox] = field(default_factory=dict)
+    requests: list[Any] = field(default_factory=list)
+    wait_timed_out: bool = False
+
+    def _get(self, name: str) -> res.Mailbox:
+        if name not in self.mailboxes:
+            raise MailboxMissing(f"no mailbox {name}", metadata={"mailbox": name})
+        return self.mailboxes[name]
+
+    def _session(self, mailbox: str, state: int) -> res.Session:
+        return res.Session(
+            name=f"{mailbox}/sessions/s1",
+            session_id="s1",
+            mailbox=mailbox,
+            state=state,  # type: ignore[arg-type]
+            trigger=res.SESSION_TRIGGER_FORCE,
+            counts=res.SessionCounts(mail_changes_seen=3),
+            trace_id="0af7651916cd43dd8448eb211c80319c",
+        )
+
+    async def GetMailbox(self, request: Any, context: Any) -> Any:
+        return rec_pb.GetMailboxResponse(mailbox=self._get(request.name))
+
+    async def ListMailboxes(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        found = [m for m in self.mailboxes.values() if m.org == request.org]
+        return rec_pb.ListMailboxesResponse(mailboxes=found, next_page_token="next")
+
+    async def CreateMailbox(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        created = res.Mailbox()
+        created.CopyFrom(request.mailbox)
+        created.name = f"mailboxes/{request.mailbox_id or 'generated'}"
+        return rec_pb.CreateMailboxResponse(mailbox=created)
+
+    async def RequestSession(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        self._get(request.mailbox)
+        return rec_pb.RequestSessionResponse(
+            session=self._session(request.mailbox, res.SESSION_STATE_QUEUED), coalesced=True
+        )
+
+    async def WaitSession(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        mailbox_name = request.name.rsplit("/sessions/", 1)[0]
+        state = res.SESSION_STATE_RUNNING if self.wait_timed_out else res.SESSION_STATE_COMPLETED
+        return rec_pb.WaitSessionResponse(
+            session=self._session(mailbox_name, state), timed_out=self.wait_timed_out
+        )
+
+    async def GetSession(self, request: Any, context: Any) -> Any:
+        raise SessionMissing(f"no session {request.name}", metadata={"session": request.name})
+
+    async def ListSessions(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        return rec_pb.ListSessionsResponse(
+            sessions=[self._session(request.parent, res.SESSION_STATE_COMPLETED)]
+        )
+
+    async def ListItemErrors(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        error = res.ItemError(name=f"{request.parent}/itemErrors/e1", reason="UNKNOWN_TIME_ZONE")
+        return rec_pb.ListItemErrorsResponse(
+            item_errors=[error], total_size=7, next_page_token="p2"
+        )
+
+    async def GetMailboxSettings(self, request: Any, context: Any) -> Any:
+        return rec_pb.GetMailboxSettingsResponse(
+            settings=settings_pb2.MailboxSettings(name=request.name, blacklist=["spam.test"])
+        )
+
+    async def GetOrgSettings(self, request: Any, context: Any) -> Any:
+        return rec_pb.GetOrgSettingsResponse(settings=settings_pb2.OrgSettings(name=request.name))
+
+
+@dataclass
+class FakeLinker(linker_grpc.LinkerServiceServicer):
+    requests: list[Any] = field(default_factory=list)
+
+    async def InitialSearch(self, request: Any, context: Any) -> Any:
+        self.requests.append(request)
+        record = linker_pb.RelatedRecord(
+            sobject_type="Contact", id="003A", name="Ann", score=0.9, explanation="sender"
+        )
+        return linker_pb.InitialSearchResponse(records=[record])
+
+
+@contextlib.asynccontextmanager
+async def serving(name: str, full_name: str, register: Any) -> AsyncIterator[GrpcService]:
+    service = GrpcService(name, port=0, drain_seconds=0)
+    service.add_service(full_name, register)
+    await service.start()
+    await service.become_ready()
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+@dataclass
+class Gateway:
+    stub: pb_grpc.GatewayServiceStub
+    channel: grpc.aio.Channel
+    reconciler: FakeReconciler
+    linker: FakeLinker
+
+    ann: str = mint_token("ann", "acme", "user")
+    admin: str = mint_token("root", "acme", "admin")
+
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        token: str | EllipsisType | None = ...,
+        deadline: float = 10,
+    ) -> Any:
+        """`token`: ... for ann's (a user of acme), None for none at all."""
+        if token is ...:
+            token = self.ann
+        metadata = [("authorization", f"Bearer {token}")] if token is not None else []
+        return await getattr(self.stub, method)(request, metadata=metadata, timeout=deadline)
+
+    async def error(self, method: str, request: Any, token: str | EllipsisType | None = ...) -> Any:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await self.call(method, request, token)
+        return raised.value
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
+    monkeypatch.setenv("GATEWAY_SYNC_WAIT_MAX_SECONDS", "60")
+    return GatewaySettings.from_env()
+
+
+async def _start_gateway(
+    settings: GatewaySettings, reconciler_addr: str, linker_addr: str
+) -> GrpcService:
+    peers = Peers.connect(reconciler_addr, linker_addr)
+    service = GrpcService("gateway", port=0, drain_seconds=0)
+    service.on_shutdown(peers.close)
+    verifier = TokenVerifier([KEY], issuer="concord", audience="concord-gateway")
+    install(service, settings, peers, verifier)
+    await service.start()
+    await service.become_ready()
+    return service
+
+
+StartGateway = Callable[[GatewaySettings, str, str], Awaitable[GrpcService]]
+Mint = Callable[..., str]
+
+
+@pytest.fixture
+def start_gateway() -> StartGateway:
+    """Starts a gateway in process in front of the given peer addresses; shut it down after."""
+    return _start_gateway
+
+
+@pytest.fixture
+def mint() -> Mint:
+    """mint(sub, org, role, key=..., **claim_changes) -> a signed token."""
+    return mint_token
+
+
+@dataclass
+class FakePeers:
+    reconciler: FakeReconciler
+    linker: FakeLinker
+    reconciler_addr: str
+    linker_addr: str
+
+
+@pytest.fixture
+async def fake_peers() -> AsyncIterator[FakePeers]:
+    """A fake reconciler (mailboxes ann and bob of acme, eve of globex) and linker, SERVING."""
+    reconciler = FakeReconciler(
+        {
+            m.name: m
+            for m in (
+                mailbox("ann", "acme", "ann"),
+                mailbox("bob", "acme", "bob"),
+                mailbox("eve", "globex", "eve"),
+            )
+        }
+    )
+    linker = FakeLinker()
+    async with (
+        serving(
+            "reconciler",
+            "concord.reconciler.v1.ReconcilerService",
+            lambda s: rec_grpc.add_ReconcilerServiceServicer_to_server(reconciler, s),
+        ) as rec_server,
+        serving(
+            "linker",
+            "concord.linker.v1.LinkerService",
+            lambda s: linker_grpc.add_LinkerServiceServicer_to_server(linker, s),
+        ) as linker_server,
+    ):
+        yield FakePeers(reconciler, linker, rec_server.address, linker_server.address)
+
+
+@pytest.fixture
+async def gateway(settings: GatewaySettings, fake_peers: FakePeers) -> AsyncIterator[Gateway]:
+    service = await _start_gateway(settings, fake_peers.reconciler_addr, fake_peers.linker_addr)
+    try:
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            yield Gateway(
+                pb_grpc.GatewayServiceStub(channel),
+                channel,
+                fake_peers.reconciler,
+                fake_peers.linker,
+            )
+    finally:
+        await service.shutdown()

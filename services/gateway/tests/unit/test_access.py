@@ -1,0 +1,71 @@
+"""The authorisation rules: claims -> what a caller may act on."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from concord_gateway.domain.access import (
+    MailboxOwnership,
+    authorize_mailbox,
+    authorize_org_admin,
+    may_see_mailbox,
+    visible_org,
+)
+from concord_gateway.domain.errors import (
+    AdminRequired,
+    MailboxAccessDenied,
+    MailboxNotFound,
+    OrgAccessDenied,
+)
+from concord_gateway.domain.principal import Principal, Role
+
+pytestmark = pytest.mark.unit
+
+ANN = Principal("ann", "acme", Role.USER)
+BOB = Principal("bob", "acme", Role.USER)
+ADMIN = Principal("root", "acme", Role.ADMIN)
+SIDEBAR = Principal("sidebar", "acme", Role.SERVICE)
+OTHER_ADMIN = Principal("eve", "globex", Role.ADMIN)
+ANNS = MailboxOwnership("mailboxes/ann", "orgs/acme", "ann")
+
+
+def test_a_user_acts_on_their_own_mailbox_only() -> None:
+    authorize_mailbox(ANN, ANNS)
+    with pytest.raises(MailboxAccessDenied) as raised:
+        authorize_mailbox(BOB, ANNS)
+    assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert raised.value.reason == "MAILBOX_ACCESS_DENIED"
+
+
+@pytest.mark.parametrize("principal", [ADMIN, SIDEBAR])
+def test_admins_and_services_act_on_every_mailbox_of_their_org(principal: Principal) -> None:
+    authorize_mailbox(principal, ANNS)
+    assert may_see_mailbox(principal, ANNS)
+
+
+@pytest.mark.parametrize("principal", [OTHER_ADMIN, Principal("ann", "globex", Role.USER)])
+def test_another_orgs_mailbox_looks_missing(principal: Principal) -> None:
+    with pytest.raises(MailboxNotFound) as raised:
+        authorize_mailbox(principal, ANNS)
+    missing = MailboxNotFound.named("mailboxes/ann")
+    # Word for word what a mailbox that does not exist gives.
+    assert (raised.value.message, raised.value.metadata) == (missing.message, missing.metadata)
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert not may_see_mailbox(principal, ANNS)
+
+
+def test_org_administration_needs_an_admin_of_that_org() -> None:
+    authorize_org_admin(ADMIN, "orgs/acme")
+    for caller in (ANN, SIDEBAR):
+        with pytest.raises(AdminRequired):
+            authorize_org_admin(caller, "orgs/acme")
+    with pytest.raises(OrgAccessDenied):
+        authorize_org_admin(OTHER_ADMIN, "orgs/acme")
+
+
+def test_listings_cover_the_callers_org_only() -> None:
+    assert visible_org(ANN, "") == "orgs/acme"
+    assert visible_org(ADMIN, "orgs/acme") == "orgs/acme"
+    with pytest.raises(OrgAccessDenied):
+        visible_org(ADMIN, "orgs/globex")
