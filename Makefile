@@ -20,7 +20,7 @@ down: ## stop what `make up` started
 	@$(UV) run --frozen concord-devstack down
 
 test: install ## unit, integration, e2e and repository tests (what CI runs)
-	@$(UV) run --frozen pytest -n auto -q
+	@$(UV) run --frozen pytest -n auto --dist loadfile -q
 
 check: lint types protos-check test ## lint, types, protos drift and tests
 

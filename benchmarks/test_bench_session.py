@@ -1,0 +1,83 @@
+"""A session with nothing to do must be cheap: measured against the stack's own gRPC floor.
+
+Printed as ratios measured in one run, never asserted against absolute times:
+- no-op session time / one gateway gRPC round trip (the floor any session pays once per hop);
+- peer calls per no-op session / the floor (one change listing per collection per side, plus
+  one mapping and one linking call).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from concord.common.v1 import resources_pb2
+from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord_testing import OtlpReceiver
+from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+
+ROUNDS = 30
+# 4 mailbox collections (calendar, tasks, contacts, mail) + 3 Salesforce objects + mapping + linker.
+FLOOR_CALLS = 4 + 3 + 1 + 1
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with OtlpReceiver() as receiver:
+        running = start_stack(tmp_path_factory.mktemp("bench"), receiver)
+        try:
+            yield running
+        finally:
+            stop_stack(running)
+
+
+def _median_seconds(action: object, rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()  # type: ignore[operator]
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+@pytest.mark.timeout(300)
+def test_noop_session_cost(stack: RunningStack, tmp_path: Path) -> None:
+    address = stack.info["services"]["gateway"]["address"]
+    auth = [("authorization", f"Bearer {stack.info['demo']['token']}")]
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        gateway = gateway_service_pb2_grpc.GatewayServiceStub(channel)  # type: ignore[arg-type]
+        request = gateway_service_pb2.SyncMailboxRequest(mailbox="mailboxes/demo", wait=True)
+
+        def session() -> None:
+            reply = gateway.SyncMailbox(request, metadata=auth, timeout=30)
+            assert reply.session.state == resources_pb2.SESSION_STATE_COMPLETED
+
+        session()  # warm-up: connections, first queries
+        rtt = _median_seconds(lambda: health.Check(health_pb2.HealthCheckRequest()), ROUNDS)
+        noop = _median_seconds(session, ROUNDS)
+        last = gateway.SyncMailbox(request, metadata=auth, timeout=30).session
+
+    stack.receiver.wait_for(
+        lambda spans: any(s.trace_id == last.trace_id and s.name == "sync.session" for s in spans),
+        timeout=20,
+    )
+    calls = [
+        s
+        for s in stack.receiver.trace(last.trace_id)
+        if s.service_name == "reconciler" and s.kind == "CLIENT"
+    ]
+    peer_calls = len([s for s in calls if "/concord." in s.name and "Reconciler" not in s.name])
+    print()
+    print(f"no-op session, median of {ROUNDS}: {noop * 1000:.1f} ms")
+    print(f"gateway gRPC round trip, median of {ROUNDS}: {rtt * 1000:.2f} ms")
+    print(f"ratio session / round trip: {noop / rtt:.1f}x")
+    print(f"peer calls per no-op session: {peer_calls} (floor {FLOOR_CALLS}): "
+          f"{peer_calls / FLOOR_CALLS:.2f}x the floor")
+    assert peer_calls > 0

@@ -1,0 +1,139 @@
+"""The stack as `make up` runs it, on free ports, exporting every span to an OTLP receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from concord_testing import OtlpReceiver
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunningStack:
+    var_dir: Path
+    up_file: Path
+    info: dict[str, Any]
+    supervisor: subprocess.Popen[bytes]
+    receiver: OtlpReceiver
+    start_seconds: float
+
+    def concord(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the `concord` CLI as a user would."""
+        return subprocess.run(
+            [str(BIN / "concord"), "--up-file", str(self.up_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env(self.receiver),
+            check=False,
+        )
+
+    def pids(self) -> list[int]:
+        children = [self.info["nats"], *self.info["services"].values()]
+        return [int(child["pid"]) for child in children]
+
+    def stop_service(self, name: str) -> None:
+        os.kill(int(self.info["services"][name]["pid"]), signal.SIGTERM)
+        _wait_gone(int(self.info["services"][name]["pid"]), 15)
+
+
+def _env(receiver: OtlpReceiver) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        # Export quickly so the test need not wait for the default 5 s batch.
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    env.pop("CONCORD_VAR_DIR", None)
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie is gone for our purposes: it holds no port and runs no code.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start_stack(tmp: Path, receiver: OtlpReceiver) -> RunningStack:
+    var_dir = tmp / "var"
+    up_file = var_dir / "up.json"
+    log = (tmp / "devstack.log").open("wb")
+    started = time.monotonic()
+    supervisor = subprocess.Popen(
+        [str(BIN / "concord-devstack"), "--var-dir", str(var_dir), "up", "--free-ports"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=_env(receiver),
+    )
+    log.close()
+    deadline = started + 90
+    while not up_file.exists():
+        if supervisor.poll() is not None or time.monotonic() > deadline:
+            supervisor.kill()
+            output = (tmp / "devstack.log").read_text(errors="replace")
+            pytest.fail(f"the stack did not come up:\n{output[-4000:]}")
+        time.sleep(0.1)
+    info = json.loads(up_file.read_text())
+    return RunningStack(var_dir, up_file, info, supervisor, receiver, time.monotonic() - started)
+
+
+def stop_stack(stack: RunningStack) -> None:
+    stack.supervisor.send_signal(signal.SIGTERM)
+    try:
+        stack.supervisor.wait(30)
+    except subprocess.TimeoutExpired:
+        stack.supervisor.kill()
+    for pid in stack.pids():
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with OtlpReceiver() as receiver:
+        running = start_stack(tmp_path_factory.mktemp("stack"), receiver)
+        try:
+            yield running
+        finally:
+            stop_stack(running)
+
+
+@pytest.fixture
+def fresh_stack(tmp_path: Path) -> Iterator[RunningStack]:
+    """A stack of its own, for tests that break it."""
+    with OtlpReceiver() as receiver:
+        running = start_stack(tmp_path, receiver)
+        try:
+            yield running
+        finally:
+            stop_stack(running)

@@ -1,0 +1,161 @@
+"""The walking skeleton end to end: `make up`'s stack, the `concord` CLI, one trace per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import grpc
+import pytest
+
+from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord_testing import ReceivedSpan
+from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+SIX = {"gateway", "reconciler", "mail-connector", "crm-connector", "mapping", "linker"}
+PEERS = SIX - {"gateway", "reconciler"}
+
+
+def _session(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    session: dict[str, Any] = data.get("session", data)
+    return session
+
+
+def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[ReceivedSpan]:
+    chain = []
+    while span.parent_span_id and span.parent_span_id in by_id:
+        span = by_id[span.parent_span_id]
+        chain.append(span)
+    return chain
+
+
+def test_every_service_reports_serving(stack: RunningStack) -> None:
+    result = stack.concord("status")
+    assert result.returncode == 0, result.stderr
+    for name in SIX:
+        assert name in result.stdout
+    as_json = json.loads(stack.concord("--json", "status").stdout)
+    assert as_json, "status --json printed nothing"
+    print(f"stack reached SERVING in {stack.start_seconds:.1f}s")
+
+
+def test_a_session_is_one_trace_across_all_six_services(stack: RunningStack) -> None:
+    result = stack.concord("--json", "sync", "demo", "--wait")
+    assert result.returncode == 0, result.stderr
+    session = _session(result)
+    assert session["state"].endswith("COMPLETED"), session
+    trace_id = session["traceId"]
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        mine = [s for s in spans if s.trace_id == trace_id]
+        return {s.service_name for s in mine if s.kind == "SERVER"} >= SIX and any(
+            s.name == "sync.session" for s in mine
+        )
+
+    stack.receiver.wait_for(complete, timeout=20)
+    spans = stack.receiver.trace(trace_id)
+    by_id = {s.span_id: s for s in spans}
+    (root,) = [s for s in spans if s.name == "sync.session"]
+    assert root.service_name == "reconciler"
+
+    # The NATS hop: sync.session descends from the consumer span, whose parent is the publish
+    # span, which descends from the gateway's handling of SyncMailbox.
+    chain = _ancestors(root, by_id)
+    kinds = [(s.service_name, s.kind) for s in chain]
+    assert ("reconciler", "CONSUMER") in kinds, kinds
+    assert ("reconciler", "PRODUCER") in kinds, kinds
+    assert ("gateway", "SERVER") in kinds, kinds
+    assert kinds.index(("reconciler", "CONSUMER")) < kinds.index(("reconciler", "PRODUCER"))
+
+    # Every peer's server span is the child of a reconciler client span under sync.session.
+    for peer in PEERS:
+        served = [s for s in spans if s.service_name == peer and s.kind == "SERVER"]
+        assert served, f"{peer} has no span in the session's trace"
+        for span in served:
+            parent = by_id[span.parent_span_id or ""]
+            assert (parent.service_name, parent.kind) == ("reconciler", "CLIENT")
+            assert root in _ancestors(parent, by_id)
+
+
+def test_sessions_lists_the_last_session(stack: RunningStack) -> None:
+    synced = _session(stack.concord("--json", "sync", "demo", "--wait"))
+    listing = stack.concord("--json", "sessions", "demo")
+    assert listing.returncode == 0, listing.stderr
+    assert synced["name"] in listing.stdout
+    table = stack.concord("sessions", "demo")
+    assert table.returncode == 0
+    assert synced["name"].rsplit("/", 1)[-1] in table.stdout
+
+
+def test_unknown_mailbox_is_a_clear_error(stack: RunningStack) -> None:
+    result = stack.concord("sync", "nope", "--wait")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "NOT_FOUND" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _gateway(
+    stack: RunningStack,
+) -> tuple[grpc.Channel, gateway_service_pb2_grpc.GatewayServiceStub]:
+    channel = grpc.insecure_channel(stack.info["services"]["gateway"]["address"])
+    return channel, gateway_service_pb2_grpc.GatewayServiceStub(channel)  # type: ignore[arg-type]
+
+
+def test_malformed_request_is_invalid_argument(stack: RunningStack) -> None:
+    channel, gateway = _gateway(stack)
+    token = stack.info["demo"]["token"]
+    with channel, pytest.raises(grpc.RpcError) as raised:
+        gateway.SyncMailbox(
+            gateway_service_pb2.SyncMailboxRequest(mailbox="not a/mailbox name"),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=10,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_request_without_a_valid_token_is_refused(stack: RunningStack) -> None:
+    channel, gateway = _gateway(stack)
+    request = gateway_service_pb2.SyncMailboxRequest(mailbox="mailboxes/demo")
+    with channel:
+        for metadata in ([], [("authorization", "Bearer not-a-token")]):
+            with pytest.raises(grpc.RpcError) as raised:
+                gateway.SyncMailbox(request, metadata=metadata, timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "not-a-token" not in (raised.value.details() or "")
+
+
+def test_a_dead_dependency_fails_the_session_with_its_reason(fresh_stack: RunningStack) -> None:
+    fresh_stack.stop_service("mail-connector")
+    result = fresh_stack.concord("--json", "sync", "demo", "--wait")
+    assert result.returncode == 1
+    session = _session(result)
+    assert session["state"].endswith("FAILED"), session
+    assert "mail-connector" in session["failureReason"]
+
+    # Recorded, not lost: the session list shows it failed, with its reason.
+    listing = json.loads(fresh_stack.concord("--json", "sessions", "demo").stdout)
+    assert session["name"] in json.dumps(listing)
+    assert "mail-connector" in json.dumps(listing)
+
+
+def test_down_stops_every_process(fresh_stack: RunningStack) -> None:
+    pids = fresh_stack.pids()
+    assert all(_alive(pid) for pid in pids)
+    down = subprocess.run(
+        [str(BIN / "concord-devstack"), "--var-dir", str(fresh_stack.var_dir), "down"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert down.returncode == 0, down.stderr
+    assert _wait_gone(fresh_stack.supervisor.pid, 10)
+    left = [pid for pid in pids if not _wait_gone(pid, 10)]
+    assert left == [], f"processes left behind: {left}"
+    assert not fresh_stack.up_file.exists()
