@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from concord_rpc.client import STATUS_DETAILS_KEY, PeerCallError
