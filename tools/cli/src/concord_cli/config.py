@@ -1,0 +1,97 @@
+"""Where the gateway is and who we are: flags, then environment, then `make up`'s var/up.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from concord_settings import DEFAULT_NATS_URL, DEFAULT_PORTS, default_addr
+
+__all__ = ["CliError", "Target", "default_up_file", "mailbox_name", "resolve"]
+
+
+class CliError(Exception):
+    """A failure to report as one line, `concord: <message>`, with exit code 1."""
+
+
+def default_up_file(env: Mapping[str, str]) -> Path:
+    """`$CONCORD_UP_FILE`, else `up.json` in `$CONCORD_VAR_DIR` (default `var`), like devstack."""
+    if env.get("CONCORD_UP_FILE"):
+        return Path(env["CONCORD_UP_FILE"])
+    return Path(env.get("CONCORD_VAR_DIR") or "var") / "up.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    gateway: str
+    token: str | None
+    # service name -> address; from up.json, else the default addresses.
+    services: dict[str, str] = field(default_factory=dict)
+    nats_url: str = DEFAULT_NATS_URL
+    up_file: Path | None = None
+
+    def require_token(self) -> str:
+        if not self.token:
+            raise CliError(
+                "no token: pass --token, set CONCORD_TOKEN, or start the stack with `make up`"
+            )
+        return self.token
+
+
+def resolve(
+    *,
+    up_file: str | None,
+    gateway: str | None,
+    token: str | None,
+    admin: bool,
+    env: Mapping[str, str] | None = None,
+) -> Target:
+    env = os.environ if env is None else env
+    path = Path(up_file) if up_file else default_up_file(env)
+    info = _read_up_file(path, explicit=bool(up_file or env.get("CONCORD_UP_FILE")))
+    services = {
+        name: str(svc["address"])
+        for name, svc in (info.get("services") or {}).items()
+        if isinstance(svc, dict) and "address" in svc
+    } or {name: default_addr(name) for name in DEFAULT_PORTS}
+    demo = info.get("demo") or {}
+    up_token = demo.get("admin_token" if admin else "token")
+    return Target(
+        gateway=gateway
+        or env.get("CONCORD_GATEWAY")
+        or services.get("gateway")
+        or default_addr("gateway"),
+        token=token or env.get("CONCORD_TOKEN") or up_token,
+        services=services,
+        nats_url=str((info.get("nats") or {}).get("url") or DEFAULT_NATS_URL),
+        up_file=path if info else None,
+    )
+
+
+def _read_up_file(path: Path, *, explicit: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if explicit:
+            raise CliError(
+                f"{path} does not exist (is the stack up? `make up` writes it)"
+            ) from None
+        return {}
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise CliError(f"{path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path} is not a JSON object")
+    return data
+
+
+def mailbox_name(argument: str) -> str:
+    """`demo` -> `mailboxes/demo`; a full name passes as is (the gateway validates it)."""
+    return argument if "/" in argument else f"mailboxes/{argument}"

@@ -1,0 +1,167 @@
+"""Argument parsing, target resolution and formatting: no sockets."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from google.protobuf import timestamp_pb2
+
+from concord.common.v1 import resources_pb2 as res
+from concord_cli import output
+from concord_cli.__main__ import build_parser, main
+from concord_cli.config import CliError, default_up_file, mailbox_name, resolve
+
+pytestmark = pytest.mark.unit
+
+
+def stamp(seconds: float) -> timestamp_pb2.Timestamp:
+    value = timestamp_pb2.Timestamp()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
+def test_the_mailbox_argument_takes_an_id_or_a_name() -> None:
+    assert mailbox_name("demo") == "mailboxes/demo"
+    assert mailbox_name("mailboxes/demo") == "mailboxes/demo"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["sync"],
+        ["sessions", "demo", "--limit", "0"],
+        ["sync", "d", "--timeout", "x"],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("concord: ")
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "sessions" in capsys.readouterr().out
+
+
+def test_json_is_accepted_before_or_after_the_command() -> None:
+    assert build_parser().parse_args(["--json", "status"]).json
+    assert build_parser().parse_args(["status", "--json"]).json
+    assert not build_parser().parse_args(["status"]).json
+
+
+def write_up(path: Path) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "nats": {"url": "nats://127.0.0.1:4333"},
+                "services": {
+                    "gateway": {"address": "127.0.0.1:6000"},
+                    "linker": {"address": "h:1"},
+                },
+                "demo": {"token": "user-token", "admin_token": "admin-token"},
+            }
+        )
+    )
+    return path
+
+
+def test_the_up_file_gives_gateway_token_services_and_nats(tmp_path: Path) -> None:
+    up = write_up(tmp_path / "up.json")
+    target = resolve(up_file=str(up), gateway=None, token=None, admin=False, env={})
+    assert (target.gateway, target.token) == ("127.0.0.1:6000", "user-token")
+    assert target.services == {"gateway": "127.0.0.1:6000", "linker": "h:1"}
+    assert target.nats_url == "nats://127.0.0.1:4333"
+    admin = resolve(up_file=str(up), gateway=None, token=None, admin=True, env={})
+    assert admin.token == "admin-token"
+
+
+def test_flags_win_over_environment_over_the_up_file(tmp_path: Path) -> None:
+    up = write_up(tmp_path / "up.json")
+    env = {"CONCORD_UP_FILE": str(up), "CONCORD_GATEWAY": "env:1", "CONCORD_TOKEN": "env-token"}
+    from_env = resolve(up_file=None, gateway=None, token=None, admin=False, env=env)
+    assert (from_env.gateway, from_env.token) == ("env:1", "env-token")
+    flagged = resolve(up_file=None, gateway="flag:1", token="flag-token", admin=False, env=env)
+    assert (flagged.gateway, flagged.token) == ("flag:1", "flag-token")
+
+
+def test_without_an_up_file_the_default_addresses_are_used(tmp_path: Path) -> None:
+    env = {"CONCORD_VAR_DIR": str(tmp_path)}
+    assert default_up_file(env) == tmp_path / "up.json"
+    target = resolve(up_file=None, gateway=None, token=None, admin=False, env=env)
+    assert target.gateway == "127.0.0.1:50050"
+    assert target.services["linker"] == "127.0.0.1:50055"
+    assert target.token is None
+    with pytest.raises(CliError, match="no token"):
+        target.require_token()
+
+
+def test_a_named_up_file_must_exist_and_be_json(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="does not exist"):
+        resolve(up_file=str(tmp_path / "nope.json"), gateway=None, token=None, admin=False, env={})
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(CliError, match="not valid JSON"):
+        resolve(up_file=str(tmp_path / "bad.json"), gateway=None, token=None, admin=False, env={})
+
+
+def test_a_table_aligns_its_columns() -> None:
+    text = output.table(("A", "LONGER"), [("xxxx", "1"), ("y", "22")])
+    assert text.splitlines() == ["A     LONGER", "xxxx  1", "y     22"]
+
+
+def test_a_session_block_shows_state_duration_counts_and_failure() -> None:
+    session = res.Session(
+        name="mailboxes/demo/sessions/s1",
+        session_id="s1",
+        mailbox="mailboxes/demo",
+        state=res.SESSION_STATE_FAILED,
+        trigger=res.SESSION_TRIGGER_FORCE,
+        failure_reason="mail-connector is unavailable",
+        failure_code="DEPENDENCY_UNAVAILABLE",
+        counts=res.SessionCounts(mail_changes_seen=4, crm=res.SideCounts(created=2)),
+        start_time=stamp(100),
+        end_time=stamp(100.25),
+        trace_id="abc",
+    )
+    block = output.session_block(session)
+    assert "session      s1" in block
+    assert "state        FAILED" in block
+    assert "trigger      FORCE" in block
+    assert "duration     0.25s" in block
+    assert "mail 4, crm 0" in block
+    assert "created 2" in block
+    assert "failure      mail-connector is unavailable (DEPENDENCY_UNAVAILABLE)" in block
+    assert "trace        abc" in block
+
+
+def test_durations_of_running_and_long_sessions() -> None:
+    running = res.Session(start_time=stamp(0))
+    assert output.duration(running, now=datetime.fromtimestamp(125, UTC)) == "2m05s"
+    assert output.duration(res.Session()) == "-"
+
+
+def test_the_sessions_table_has_one_row_per_session() -> None:
+    sessions = [
+        res.Session(name="mailboxes/d/sessions/a1", state=res.SESSION_STATE_COMPLETED),
+        res.Session(session_id="b2", state=res.SESSION_STATE_QUEUED),
+    ]
+    lines = output.sessions_table(sessions).splitlines()
+    assert lines[0].split()[:3] == ["SESSION", "STATE", "TRIGGER"]
+    assert lines[1].split()[:2] == ["a1", "COMPLETED"]
+    assert lines[2].split()[:2] == ["b2", "QUEUED"]
+
+
+def test_json_keeps_default_fields() -> None:
+    data = output.message_dict(res.Session(name="n"))
+    assert data["name"] == "n"
+    assert data["state"] == "SESSION_STATE_UNSPECIFIED"
+    assert data["failureReason"] == ""
