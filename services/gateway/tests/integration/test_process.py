@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
@@ -61,6 +62,25 @@ async def test_without_a_key_the_gateway_makes_the_dev_key_and_honours_it(
     assert response.session.name == "mailboxes/ann/sessions/s1"
     assert process.stop() == 0
     assert token not in process.log_path.read_text()
+
+
+async def test_the_gateway_is_not_serving_until_the_reconciler_is(
+    tmp_path: Path, fake_peers: FakePeers, service_process: Callable[..., ServiceProcess]
+) -> None:
+    port = free_port()
+    env = _env(tmp_path, fake_peers, port) | {"RECONCILER_ADDR": f"127.0.0.1:{free_port()}"}
+    service_process("concord_gateway", env=env, name="gateway")
+    seen: set[int] = set()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(40):
+            try:
+                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                seen.add(response.status)
+            except grpc.aio.AioRpcError:
+                pass  # not listening yet
+            await asyncio.sleep(0.1)
+    assert seen == {health_pb2.HealthCheckResponse.NOT_SERVING}
 
 
 def test_a_short_key_stops_the_start_with_one_line(tmp_path: Path) -> None:
