@@ -1,0 +1,100 @@
+"""`python -m concord_reconciler [serve|migrate]`: the reconciler process."""
+
+from __future__ import annotations
+
+import logging
+
+from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord_events import EventBus, Topology
+from concord_reconciler.adapters.messaging import SessionConsumer
+from concord_reconciler.adapters.peers import PeerChannels
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
+from concord_reconciler.domain.errors import QueueUnavailable
+from concord_reconciler.settings import ReconcilerSettings
+from concord_runtime import ServiceProcess, serve_main
+
+__all__ = ["build", "main"]
+
+log = logging.getLogger(__name__)
+
+
+class Messaging:
+    """The NATS connection once readiness made it; before that, callers get UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.bus_or_none: EventBus | None = None
+
+    def bus(self) -> EventBus:
+        if self.bus_or_none is None or not self.bus_or_none.client.is_connected:
+            raise QueueUnavailable("not connected to NATS yet; retry shortly")
+        return self.bus_or_none
+
+
+async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
+    settings = process.settings
+    store = SqlStore(process.engine)
+    channels = PeerChannels.open(
+        mail_addr=settings.mail_connector_addr,
+        crm_addr=settings.crm_connector_addr,
+        mapping_addr=settings.mapping_addr,
+        linker_addr=settings.linker_addr,
+        timeout=settings.peer_timeout_seconds,
+    )
+    messaging = Messaging()
+    consumers: list[SessionConsumer] = []
+    servicer = ReconcilerServicer(
+        store,
+        messaging.bus,
+        channels.mail,
+        wait_max_seconds=settings.wait_session_max_seconds,
+    )
+    process.server.add_service(
+        SERVICE_NAME,
+        lambda server: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, server),
+    )
+
+    async def nats_ready() -> None:
+        # Readiness: connected, streams and the lease bucket exist, the consumer runs.
+        if messaging.bus_or_none is None:
+            bus = await EventBus.connect(
+                settings.nats_url,
+                f"reconciler-{settings.port}",
+                topology=Topology(lease_ttl_seconds=settings.lease_ttl_seconds),
+                tracer_provider=process.telemetry.provider,
+            )
+            messaging.bus_or_none = bus
+        bus = messaging.bus_or_none
+        await bus.ensure_topology()
+        if not consumers:
+            consumer = SessionConsumer(
+                bus,
+                store,
+                channels.peers(),
+                deadline_seconds=settings.session_deadline_seconds,
+                busy_retry_seconds=settings.lease_busy_retry_seconds,
+                concurrency=settings.session_concurrency,
+                tracer_provider=process.telemetry.provider,
+            )
+            await consumer.start()
+            consumers.append(consumer)
+
+    async def close() -> None:
+        for consumer in consumers:
+            await consumer.stop()
+        if messaging.bus_or_none is not None:
+            await messaging.bus_or_none.close()
+        await channels.close()
+
+    process.server.add_readiness_check(nats_ready)
+    process.server.on_shutdown(close)
+
+
+def main() -> int:
+    return serve_main(
+        ReconcilerSettings, build, migrations="concord_reconciler.adapters.migrations"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

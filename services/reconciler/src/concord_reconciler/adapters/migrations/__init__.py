@@ -1,0 +1,1 @@
+"""Alembic migrations of the reconciler's tables (run by concord_store.migrate)."""

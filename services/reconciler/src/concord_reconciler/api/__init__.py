@@ -1,0 +1,1 @@
+"""The reconciler's gRPC API: validate, translate, call the domain."""

@@ -1,0 +1,36 @@
+"""The reconciler's settings, from `RECONCILER_*`, the peers' `<PEER>_ADDR` and `NATS_URL`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, nats, peer
+
+__all__ = ["ReconcilerSettings"]
+
+
+class ReconcilerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RECONCILER_")
+    service_name: ClassVar[str] = "reconciler"
+
+    port: int = DEFAULT_PORTS["reconciler"]
+    mail_connector_addr: str = peer("mail-connector")
+    crm_connector_addr: str = peer("crm-connector")
+    mapping_addr: str = peer("mapping")
+    linker_addr: str = peer("linker")
+    nats_url: str = nats()
+
+    # A replica that dies mid-session frees its mailbox after this long.
+    lease_ttl_seconds: float = Field(default=60.0, gt=0)
+    # How soon a session whose mailbox is busy with another session asks again.
+    lease_busy_retry_seconds: float = Field(default=1.0, gt=0)
+    # A session running longer than this fails (and frees the mailbox for the next one).
+    session_deadline_seconds: float = Field(default=600.0, gt=0)
+    # Deadline of each call to a peer, retries included.
+    peer_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Sessions one replica runs at once (of different mailboxes: the lease serialises one mailbox).
+    session_concurrency: int = Field(default=4, ge=1)
+    # The longest WaitSession waits, whatever the client asks.
+    wait_session_max_seconds: float = Field(default=60.0, gt=0)

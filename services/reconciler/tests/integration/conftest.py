@@ -1,0 +1,234 @@
+"""The reconciler in-process over SQLite and a real nats-server, its peers as fake gRPC servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from concord.common.v1 import resources_pb2 as res
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
+from concord.linker.v1 import linker_service_pb2 as linker
+from concord.linker.v1 import linker_service_pb2_grpc as linker_grpc
+from concord.mail.v1 import mail_connector_service_pb2 as mail
+from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
+from concord.mapping.v1 import mapping_service_pb2 as mapping
+from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
+from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord_events import EventBus, Topology
+from concord_reconciler.adapters.messaging import SessionConsumer
+from concord_reconciler.adapters.peers import PeerChannels
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
+from concord_rpc import GrpcService
+from concord_store import create_engine, migrate
+from concord_testing import NatsServer
+
+MIGRATIONS = "concord_reconciler.adapters.migrations"
+
+
+@dataclass
+class Recorder:
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+class FakeMail(mail_grpc.MailConnectorServiceServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    async def ListChanges(self, request: Any, context: Any) -> mail.ListChangesResponse:
+        self.recorder.calls.append(("mail.ListChanges", request))
+        return mail.ListChangesResponse(next_cursor=res.Cursor(token="t"))
+
+    async def UpsertMailboxAccount(
+        self, request: Any, context: Any
+    ) -> mail.UpsertMailboxAccountResponse:
+        self.recorder.calls.append(("mail.UpsertMailboxAccount", request))
+        account = mail.MailboxAccount()
+        account.CopyFrom(request.account)
+        account.ClearField("secret")
+        account.has_secret = bool(request.account.secret)
+        return mail.UpsertMailboxAccountResponse(account=account)
+
+    async def DeleteMailboxAccount(
+        self, request: Any, context: Any
+    ) -> mail.DeleteMailboxAccountResponse:
+        self.recorder.calls.append(("mail.DeleteMailboxAccount", request))
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such account")
+        raise AssertionError
+
+
+class FakeCrm(crm_grpc.CrmConnectorServiceServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    async def ListChanges(self, request: Any, context: Any) -> crm.ListChangesResponse:
+        self.recorder.calls.append(("crm.ListChanges", request))
+        return crm.ListChangesResponse()
+
+
+class FakeMapping(mapping_grpc.MappingServiceServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    async def MapToCrm(self, request: Any, context: Any) -> mapping.MapToCrmResponse:
+        self.recorder.calls.append(("mapping.MapToCrm", request))
+        return mapping.MapToCrmResponse(mapping_version=1)
+
+
+class FakeLinker(linker_grpc.LinkerServiceServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    async def ResolveParticipants(
+        self, request: Any, context: Any
+    ) -> linker.ResolveParticipantsResponse:
+        self.recorder.calls.append(("linker.ResolveParticipants", request))
+        return linker.ResolveParticipantsResponse()
+
+
+@dataclass
+class FakePeer:
+    name: str
+    server: grpc.aio.Server
+    addr: str
+
+    async def stop(self) -> None:
+        await self.server.stop(None)
+
+
+async def _serve(name: str, add: Callable[[grpc.aio.Server], None]) -> FakePeer:
+    server = grpc.aio.server()
+    add(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return FakePeer(name, server, f"127.0.0.1:{port}")
+
+
+@dataclass
+class Reconciler:
+    stub: api_grpc.ReconcilerServiceStub
+    store: SqlStore
+    bus: EventBus
+    peers: dict[str, FakePeer]
+    recorder: Recorder
+    spans: InMemorySpanExporter
+    start_consumer: Callable[[], Awaitable[None]]
+
+    async def add_mailbox(self, mailbox_id: str = "demo", org: str = "orgs/acme") -> None:
+        await self.stub.CreateMailbox(
+            api.CreateMailboxRequest(
+                mailbox_id=mailbox_id,
+                mailbox=res.Mailbox(
+                    org=org,
+                    owner_user_id="user-1",
+                    crm_user_id="005000000000001AAA",
+                    address=f"{mailbox_id}@example.com",
+                    provider=res.MAIL_PROVIDER_GRAPH,
+                ),
+            )
+        )
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}"
+
+
+@pytest.fixture
+async def reconciler(nats_server: NatsServer, database_url: str) -> AsyncIterator[Reconciler]:
+    recorder = Recorder()
+    peers = {
+        "mail-connector": await _serve(
+            "mail-connector",
+            lambda s: mail_grpc.add_MailConnectorServiceServicer_to_server(FakeMail(recorder), s),
+        ),
+        "crm-connector": await _serve(
+            "crm-connector",
+            lambda s: crm_grpc.add_CrmConnectorServiceServicer_to_server(FakeCrm(recorder), s),
+        ),
+        "mapping": await _serve(
+            "mapping",
+            lambda s: mapping_grpc.add_MappingServiceServicer_to_server(FakeMapping(recorder), s),
+        ),
+        "linker": await _serve(
+            "linker",
+            lambda s: linker_grpc.add_LinkerServiceServicer_to_server(FakeLinker(recorder), s),
+        ),
+    }
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    engine = create_engine(database_url)
+    await migrate(engine, MIGRATIONS)
+    store = SqlStore(engine)
+    bus = await EventBus.connect(
+        nats_server.url,
+        "reconciler-test",
+        topology=Topology(lease_ttl_seconds=2.0),
+        tracer_provider=provider,
+    )
+    await bus.ensure_topology()
+    channels = PeerChannels.open(
+        mail_addr=peers["mail-connector"].addr,
+        crm_addr=peers["crm-connector"].addr,
+        mapping_addr=peers["mapping"].addr,
+        linker_addr=peers["linker"].addr,
+        timeout=3.0,
+    )
+    consumer = SessionConsumer(
+        bus,
+        store,
+        channels.peers(),
+        deadline_seconds=10.0,
+        busy_retry_seconds=0.1,
+        concurrency=2,
+        tracer_provider=provider,
+    )
+    servicer = ReconcilerServicer(store, lambda: bus, channels.mail, wait_max_seconds=10.0)
+    service = GrpcService("reconciler", port=0)
+    service.add_service(
+        SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
+    )
+    port = await service.start()
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    harness = Reconciler(
+        api_grpc.ReconcilerServiceStub(client),
+        store,
+        bus,
+        peers,
+        recorder,
+        spans,
+        consumer.start,
+    )
+    try:
+        yield harness
+    finally:
+        await consumer.stop()
+        await client.close()
+        await service.shutdown()
+        await bus.close()
+        await channels.close()
+        for peer in peers.values():
+            await peer.stop()
+        await engine.dispose()
+        provider.shutdown()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

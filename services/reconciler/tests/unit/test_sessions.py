@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.domain.errors import (
+    MailboxNotFound,
+    MailboxSuspended,
+    PeerError,
+    QueueUnavailable,
+    SessionFailure,
+)
+from concord_reconciler.domain.model import SessionState
+from concord_reconciler.domain.sessions import abandon_session, execute_session, request_session
+
+from .conftest import FakePeers, MemoryStore, RecordedEvents, RecordingQueue
+
+pytestmark = pytest.mark.unit
+
+FORCE = res.SESSION_TRIGGER_FORCE
+
+
+async def _requested(store: MemoryStore, queue: RecordingQueue) -> str:
+    session, coalesced = await request_session("demo", FORCE, "r1", store=store, queue=queue)
+    assert not coalesced
+    return session.session_id
+
+
+async def test_a_request_queues_a_session_and_publishes_it(
+    store: MemoryStore, queue: RecordingQueue
+) -> None:
+    session_id = await _requested(store, queue)
+    assert store.sessions[session_id].state is SessionState.QUEUED
+    assert queue.queued == [session_id]
+
+
+async def test_requests_while_one_is_queued_coalesce_and_republish(
+    store: MemoryStore, queue: RecordingQueue
+) -> None:
+    first = await _requested(store, queue)
+    second, coalesced = await request_session("demo", FORCE, "r2", store=store, queue=queue)
+    assert coalesced
+    assert second.session_id == first
+    assert len(store.sessions) == 1
+    # Republished under the same id: JetStream drops the repeat, or delivers a lost one.
+    assert queue.queued == [first, first]
+
+
+async def test_a_request_during_a_running_session_queues_the_next(
+    store: MemoryStore, queue: RecordingQueue
+) -> None:
+    first = await _requested(store, queue)
+    store.sessions[first] = store.sessions[first].to(SessionState.RUNNING)
+    second, coalesced = await request_session("demo", FORCE, "r2", store=store, queue=queue)
+    assert not coalesced
+    assert second.session_id != first
+
+
+async def test_unknown_and_suspended_mailboxes_are_refused(
+    store: MemoryStore, queue: RecordingQueue
+) -> None:
+    with pytest.raises(MailboxNotFound):
+        await request_session("nope", FORCE, "", store=store, queue=queue)
+    store.suspend("demo", "on holiday")
+    with pytest.raises(MailboxSuspended) as raised:
+        await request_session("demo", FORCE, "", store=store, queue=queue)
+    assert raised.value.reason == "MAILBOX_SUSPENDED"
+    assert "on holiday" in raised.value.message
+    assert not store.sessions
+
+
+async def test_a_failed_publish_keeps_the_session_for_the_retry(
+    store: MemoryStore, queue: RecordingQueue
+) -> None:
+    queue.broken = True
+    with pytest.raises(QueueUnavailable):
+        await request_session("demo", FORCE, "r1", store=store, queue=queue)
+    queue.broken = False
+    session, coalesced = await request_session("demo", FORCE, "r1", store=store, queue=queue)
+    assert coalesced
+    assert queue.queued == [session.session_id]
+
+
+async def test_a_session_runs_to_completed_with_counts_and_events(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    peers.crm.changes["Task"] = [res.CrmChange(type=res.CHANGE_TYPE_UPSERT)]
+    session_id = await _requested(store, queue)
+    result = await execute_session(
+        session_id,
+        store=store,
+        events=events,
+        peers=peers.ports(),
+        deadline_seconds=5,
+        trace_id="ab" * 16,
+    )
+    assert result is not None
+    stored = store.sessions[session_id]
+    assert stored.state is SessionState.COMPLETED
+    assert stored.counts.crm_changes_seen == 1
+    assert stored.trace_id == "ab" * 16
+    assert stored.start_time is not None
+    assert stored.end_time is not None
+    assert events.kinds == ["started", "completed"]
+
+
+async def test_a_peer_failure_is_recorded_as_failed_with_its_reason(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    peers.mail.error = PeerError("mail-connector", "ListChanges", "UNAVAILABLE", "refused")
+    session_id = await _requested(store, queue)
+    await execute_session(
+        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+    )
+    stored = store.sessions[session_id]
+    assert stored.state is SessionState.FAILED
+    assert stored.failure_reason.startswith("mail-connector unavailable")
+    assert stored.failure_code == "DEPENDENCY_UNAVAILABLE"
+    assert events.kinds == ["started", "failed"]
+
+
+async def test_a_session_past_its_deadline_fails(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    async def hang(*_: object) -> None:
+        await asyncio.sleep(10)
+
+    peers.mapping.map_to_crm = hang  # type: ignore[assignment,method-assign]
+    session_id = await _requested(store, queue)
+    await execute_session(
+        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=0.05
+    )
+    assert store.sessions[session_id].failure_code == "SESSION_DEADLINE_EXCEEDED"
+
+
+async def test_an_unexpected_error_fails_the_session_without_its_text(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    async def boom(*_: object) -> None:
+        raise ValueError("subject: secret meeting")
+
+    peers.mapping.map_to_crm = boom  # type: ignore[assignment,method-assign]
+    session_id = await _requested(store, queue)
+    await execute_session(
+        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+    )
+    stored = store.sessions[session_id]
+    assert stored.state is SessionState.FAILED
+    assert stored.failure_code == "INTERNAL"
+    assert "secret" not in stored.failure_reason
+
+
+async def test_replayed_requests_change_nothing(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    session_id = await _requested(store, queue)
+    for _ in range(2):
+        await execute_session(
+            session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+        )
+    assert events.kinds == ["started", "completed"]
+    assert (
+        await execute_session(
+            "missing", store=store, events=events, peers=peers.ports(), deadline_seconds=5
+        )
+        is None
+    )
+
+
+async def test_a_session_of_a_suspended_mailbox_is_cancelled_not_run(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    session_id = await _requested(store, queue)
+    store.suspend("demo", "on holiday")
+    await execute_session(
+        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+    )
+    stored = store.sessions[session_id]
+    assert stored.state is SessionState.CANCELLED
+    assert stored.failure_code == "MAILBOX_SUSPENDED"
+    assert not peers.calls.log
+    assert events.kinds == ["failed"]
+
+
+async def test_the_mailbox_settings_decide_the_kinds_listed(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    peers: FakePeers,
+) -> None:
+    store.mailbox_settings["demo"] = st.MailboxSettings(
+        sharing=[
+            st.ObjectSharing(kind=res.OBJECT_KIND_CALENDAR_ITEM, enabled=False),
+            st.ObjectSharing(
+                kind=res.OBJECT_KIND_TASK, enabled=True, direction=res.SYNC_DIRECTION_NONE
+            ),
+        ]
+    )
+    session_id = await _requested(store, queue)
+    await execute_session(
+        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+    )
+    listed = sorted(
+        arg[0]  # type: ignore[index]
+        for name, arg in peers.calls.log
+        if name == "mail.list_changes"
+    )
+    assert listed == [res.OBJECT_KIND_CONTACT, res.OBJECT_KIND_EMAIL]
+
+
+async def test_abandoning_records_failed_once(
+    store: MemoryStore, queue: RecordingQueue, events: RecordedEvents
+) -> None:
+    session_id = await _requested(store, queue)
+    failure = SessionFailure("lease lost", "LEASE_LOST", retryable=True)
+    await abandon_session(session_id, failure, store=store, events=events)
+    await abandon_session(session_id, failure, store=store, events=events)
+    assert store.sessions[session_id].failure_code == "LEASE_LOST"
+    assert events.kinds == ["failed"]
