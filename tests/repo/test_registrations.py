@@ -15,8 +15,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_there_are_six_services() -> None:
-    assert SERVICES == sorted(
-        ["gateway", "reconciler", "mail-connector", "crm-connector", "mapping", "linker"]
+    assert (
+        sorted(["gateway", "reconciler", "mail-connector", "crm-connector", "mapping", "linker"])
+        == SERVICES
     )
 
 
@@ -66,3 +67,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make up" in readme.split("\n\n")[1]
     assert "make test" in readme.split("\n\n")[1]
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_every_member_src_is_type_checked() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    checked = set(config["tool"]["mypy"]["mypy_path"])
+    sources = {
+        str(m.relative_to(ROOT) / "src") for m in _workspace_members() if (m / "src").is_dir()
+    }
+    assert sources - checked == set(), "add these to [tool.mypy] mypy_path"
