@@ -11,8 +11,8 @@ def test_subjects() -> None:
     assert session_requested("demo") == "concord.sessions.requested.demo"
     assert session_event("s-1", "completed") == "concord.events.sessions.s-1.completed"
     assert session_event("s-1", "*") == "concord.events.sessions.s-1.*"
-    assert mail_changed("demo") == "concord.events.mail.demo.changed"
-    assert crm_changed("org_1") == "concord.events.crm.org_1.changed"
+    assert mail_changed("demo") == "concord.mail.changed.demo"
+    assert crm_changed("org_1") == "concord.crm.changed.org_1"
 
 
 @pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "a b", "alice@example.com"])

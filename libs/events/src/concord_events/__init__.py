@@ -6,6 +6,7 @@ from concord_events import topology
 from concord_events.bus import Delivery, Envelope, EventBus, EventWatch, Reject, Retry
 from concord_events.leases import Lease, LeaseLost, LeaseStore
 from concord_events.topology import (
+    ALL_SESSION_REQUESTS,
     EVENTS,
     LEASES,
     SESSIONS,
@@ -17,6 +18,7 @@ from concord_events.topology import (
 )
 
 __all__ = [
+    "ALL_SESSION_REQUESTS",
     "EVENTS",
     "LEASES",
     "SESSIONS",

@@ -41,12 +41,19 @@ def session_event(session_id: str, kind: str) -> str:
     return f"concord.events.sessions.{token(session_id, 'session id')}.{kind_token}"
 
 
+#: Every session request, for the reconcilers' work-queue consumer.
+ALL_SESSION_REQUESTS: Final = "concord.sessions.requested.*"
+
+
+# Push hints from either side (the design brief's subjects): a hint that a mailbox or an org
+# changed, which the scheduler (issue #8) turns into a session request. Not on EVENTS: a lost
+# hint costs only latency, the schedule catches up.
 def mail_changed(mailbox: str) -> str:
-    return f"concord.events.mail.{token(mailbox, 'mailbox')}.changed"
+    return f"concord.mail.changed.{token(mailbox, 'mailbox')}"
 
 
 def crm_changed(org: str) -> str:
-    return f"concord.events.crm.{token(org, 'org')}.changed"
+    return f"concord.crm.changed.{token(org, 'org')}"
 
 
 def sessions_stream() -> StreamConfig:

@@ -11,6 +11,7 @@ from typing import Final
 # Concord's own attributes. Only identifiers: never addresses, subjects or bodies.
 MAILBOX: Final = "concord.mailbox"
 SESSION_ID: Final = "concord.session.id"
+SESSION_TRIGGER: Final = "concord.session.trigger"
 ORG: Final = "concord.org"
 ATTEMPT: Final = "concord.attempt"
 OUTCOME: Final = "concord.outcome"

@@ -14,6 +14,7 @@ from opentelemetry.trace import Status, StatusCode, TracerProvider
 
 from concord.events.v1 import events_pb2
 from concord_events import (
+    ALL_SESSION_REQUESTS,
     SESSIONS,
     Delivery,
     EventBus,
@@ -32,7 +33,6 @@ from concord_telemetry import attributes as attrs
 
 __all__ = [
     "CONSUMER",
-    "SESSION_TRIGGER",
     "NatsSessionEvents",
     "NatsSessionQueue",
     "SessionConsumer",
@@ -43,12 +43,8 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "reconciler"
 SPAN_NAME = "sync.session"
-# Every mailbox's requests (concord_events.topology spells single subjects, not this filter).
-REQUESTS_FILTER = "concord.sessions.requested.*"
 # After an unexpected consumer failure (NATS gone, stream deleted), wait this long and resume.
 RESTART_SECONDS = 1.0
-# Not in concord_telemetry.attributes yet; to be moved there.
-SESSION_TRIGGER = "concord.session.trigger"
 
 
 def lease_key(mailbox_id: str) -> str:
@@ -171,7 +167,7 @@ class SessionConsumer:
                 await self.bus.consume(
                     SESSIONS,
                     CONSUMER,
-                    REQUESTS_FILTER,
+                    ALL_SESSION_REQUESTS,
                     events_pb2.SessionRequested,
                     self.handle,
                     max_deliver=-1,
@@ -208,7 +204,7 @@ class SessionConsumer:
             attrs.MAILBOX: session.mailbox,
             attrs.SESSION_ID: session.session_id,
             attrs.ORG: org,
-            SESSION_TRIGGER: session.trigger,
+            attrs.SESSION_TRIGGER: session.trigger,
             attrs.LEASE_KEY: lease_key(session.mailbox_id),
         }
         with self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span:
