@@ -9,11 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
 from concord_crm_connector.__main__ import MIGRATIONS, SERVICE_NAME
-from concord_crm_connector.adapters.secrets import CredentialCipher
 from concord_crm_connector.adapters.store import SqlOrgStore
 from concord_crm_connector.api.servicer import CrmConnectorServicer
 from concord_crm_connector.domain.service import CrmConnector
 from concord_rpc import GrpcService, channel
+from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
 from concord_testing import PostgresCluster
 
@@ -32,12 +32,12 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 @pytest.fixture
-def cipher() -> CredentialCipher:
-    return CredentialCipher(Fernet.generate_key())
+def cipher() -> SecretBox:
+    return SecretBox(Fernet.generate_key())
 
 
 @pytest.fixture
-def store(engine: AsyncEngine, cipher: CredentialCipher) -> SqlOrgStore:
+def store(engine: AsyncEngine, cipher: SecretBox) -> SqlOrgStore:
     return SqlOrgStore(engine, cipher)
 
 
@@ -46,7 +46,7 @@ async def stub(tmp_path: Path) -> AsyncIterator[pb_grpc.CrmConnectorServiceStub]
     """The real servicer on SQLite behind a real server on port 0, through a real channel."""
     engine = create_engine(f"sqlite:///{tmp_path}/api.db")
     await migrate(engine, MIGRATIONS)
-    store = SqlOrgStore(engine, CredentialCipher(Fernet.generate_key()))
+    store = SqlOrgStore(engine, SecretBox(Fernet.generate_key()))
     servicer = CrmConnectorServicer(CrmConnector(store, salesforce=None), budget_share=0.5)
     server = GrpcService("crm-connector", port=0)
     server.add_service(

@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_crm_connector.adapters.secrets import CredentialCipher
 from concord_crm_connector.adapters.store import SqlOrgStore
 from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
 from concord_crm_connector.domain.errors import EtagMismatch
 from concord_crm_connector.domain.model import AuthFlow, Budget, ConnectionUpdate, Cursor
+from concord_secrets import SecretBox
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def update(**changes: object) -> ConnectionUpdate:
 
 
 async def test_connection_round_trip_with_encrypted_secret(
-    store: SqlOrgStore, engine: AsyncEngine, cipher: CredentialCipher
+    store: SqlOrgStore, engine: AsyncEngine, cipher: SecretBox
 ) -> None:
     written = await store.upsert(update(request_id="r1"))
     assert await store.get("demo") == written
@@ -38,7 +38,7 @@ async def test_connection_round_trip_with_encrypted_secret(
     async with engine.connect() as conn:
         raw = (await conn.execute(select(org_connections.c.secret_ciphertext))).scalar_one()
     assert b"s3cret" not in raw
-    assert cipher.decrypt(raw) == b"s3cret"
+    assert cipher.open(raw) == b"s3cret"
     # A retry of the same request changes nothing; an update without a secret keeps it.
     assert await store.upsert(update(request_id="r1", client_id="other")) == written
     kept = await store.upsert(update(secret=None, client_id="other"))

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import pytest
 from cryptography.fernet import Fernet
 
-from concord_crm_connector.adapters.secrets import CredentialCipher, dev_key_path
 from concord_crm_connector.domain.errors import ConnectionNotFound, InvalidRequest
 from concord_crm_connector.domain.model import (
     AuthFlow,
@@ -88,12 +86,9 @@ async def test_missing_connection_is_not_found() -> None:
         await CrmConnector(MemoryStore(), None).get_connection("demo")
 
 
-def test_settings_key_and_dev_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CONCORD_VAR_DIR", str(tmp_path))
-    assert dev_key_path("crm-connector") == tmp_path / "secrets" / "crm-connector.key"
-    cipher = CredentialCipher.from_settings(None, "crm-connector")
-    assert (tmp_path / "secrets" / "crm-connector.key").stat().st_mode & 0o777 == 0o600
-    assert cipher.decrypt(cipher.encrypt(b"s")) == b"s"
+def test_settings_read_the_prefixed_key_and_reject_a_bad_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CRM_CONNECTOR_ENCRYPTION_KEY", Fernet.generate_key().decode())
     assert CrmConnectorSettings.from_env().port == 50053
     monkeypatch.setenv("CRM_CONNECTOR_ENCRYPTION_KEY", "short")

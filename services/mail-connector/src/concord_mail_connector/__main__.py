@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
-from concord_mail_connector.adapters.secrets import CredentialCipher
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
+from concord_secrets import SecretBox
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MailConnectorService"].full_name
 MIGRATIONS = "concord_mail_connector.adapters.migrations"
 
 
 async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
-    cipher = CredentialCipher.from_settings(process.settings.encryption_key, "mail-connector")
+    cipher = SecretBox.from_setting(
+        process.settings.encryption_key,
+        key_name="mail-connector",
+        setting="MAIL_CONNECTOR_ENCRYPTION_KEY",
+    )
     # No provider adapters yet: EWS arrives with issue #4, the others after it.
     domain = MailConnector(SqlAccountStore(process.engine, cipher), providers={})
     servicer = MailConnectorServicer(domain)

@@ -9,11 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
-from concord_mail_connector.adapters.secrets import CredentialCipher
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import GrpcService, channel
+from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
 from concord_testing import PostgresCluster
 
@@ -40,12 +40,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def cipher() -> CredentialCipher:
-    return CredentialCipher(Fernet.generate_key())
+def cipher() -> SecretBox:
+    return SecretBox(Fernet.generate_key())
 
 
 @pytest.fixture
-def store(engine: AsyncEngine, cipher: CredentialCipher) -> SqlAccountStore:
+def store(engine: AsyncEngine, cipher: SecretBox) -> SqlAccountStore:
     return SqlAccountStore(engine, cipher)
 
 
@@ -54,7 +54,7 @@ async def stub(sqlite_url: str) -> AsyncIterator[pb_grpc.MailConnectorServiceStu
     """The real servicer on SQLite behind a real server on port 0, through a real channel."""
     engine = create_engine(sqlite_url)
     await migrate(engine, MIGRATIONS)
-    store = SqlAccountStore(engine, CredentialCipher(Fernet.generate_key()))
+    store = SqlAccountStore(engine, SecretBox(Fernet.generate_key()))
     servicer = MailConnectorServicer(MailConnector(store, providers={}))
     server = GrpcService("mail-connector", port=0)
     server.add_service(

@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_mail_connector.adapters.secrets import CredentialCipher
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.adapters.tables import mailbox_accounts, subscriptions, sync_cursors
 from concord_mail_connector.domain.errors import AccountNotFound, EtagMismatch
 from concord_mail_connector.domain.model import AccountUpdate, Cursor, Provider
+from concord_secrets import SecretBox
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +40,13 @@ async def test_upsert_then_get_round_trips_without_the_secret(store: SqlAccountS
 
 
 async def test_secret_is_encrypted_at_rest(
-    store: SqlAccountStore, engine: AsyncEngine, cipher: CredentialCipher
+    store: SqlAccountStore, engine: AsyncEngine, cipher: SecretBox
 ) -> None:
     await store.upsert(update())
     async with engine.connect() as conn:
         raw = (await conn.execute(select(mailbox_accounts.c.secret_ciphertext))).scalar_one()
     assert b"hunter2" not in raw
-    assert cipher.decrypt(raw) == b"hunter2"
+    assert cipher.open(raw) == b"hunter2"
     assert await store.secret("demo") == b"hunter2"
 
 

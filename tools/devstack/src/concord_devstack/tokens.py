@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jwt
 
+from concord_secrets import key_file
+
 ISSUER = "concord"
 AUDIENCE = "concord-gateway"
 DEMO_ORG = "demo"
@@ -22,13 +24,11 @@ _LIFETIME_SECONDS = 30 * 24 * 3600
 
 
 def signing_key(var_dir: Path) -> str:
-    """The stack's gateway key, created once and kept so tokens survive restarts."""
-    path = var_dir / "secrets" / "gateway-auth.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    """The stack's gateway key, created once and kept so tokens survive restarts.
+
+    The gateway reads the same file (`concord_gateway.adapters.keys`) when no key is configured.
+    """
+    return key_file("gateway-auth", var_dir=var_dir, generate=lambda: secrets.token_urlsafe(32))
 
 
 def mint(key: str, *, subject: str, org: str, role: str) -> str:

@@ -11,7 +11,6 @@ from sqlalchemy import Insert, Update, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_crm_connector.adapters.secrets import CredentialCipher
 from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
 from concord_crm_connector.domain.errors import EtagMismatch
 from concord_crm_connector.domain.model import (
@@ -21,6 +20,7 @@ from concord_crm_connector.domain.model import (
     Cursor,
     OrgConnection,
 )
+from concord_secrets import SecretBox
 
 __all__ = ["SqlOrgStore"]
 
@@ -37,9 +37,7 @@ def _utc(value: datetime) -> datetime:
 
 
 class SqlOrgStore:
-    def __init__(
-        self, engine: AsyncEngine, cipher: CredentialCipher, clock: Clock = _utc_now
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: SecretBox, clock: Clock = _utc_now) -> None:
         self._engine = engine
         self._cipher = cipher
         self._clock = clock
@@ -75,7 +73,7 @@ class SqlOrgStore:
                 "request_id": change.request_id or None,
             }
             if change.secret is not None:
-                values["secret_ciphertext"] = self._cipher.encrypt(change.secret)
+                values["secret_ciphertext"] = self._cipher.seal(change.secret)
                 values["secret_update_time"] = now
             statement: Insert | Update
             if row is None:
@@ -114,7 +112,7 @@ class SqlOrgStore:
                     select(org_connections.c.secret_ciphertext).where(org_connections.c.org == org)
                 )
             ).scalar_one_or_none()
-        return self._cipher.decrypt(token) if token is not None else None
+        return self._cipher.open(token) if token is not None else None
 
 
 def _connection(row: Row[Any]) -> OrgConnection:

@@ -11,10 +11,10 @@ from sqlalchemy import Insert, Update, delete, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_mail_connector.adapters.secrets import CredentialCipher
 from concord_mail_connector.adapters.tables import mailbox_accounts, subscriptions, sync_cursors
 from concord_mail_connector.domain.errors import AccountNotFound, EtagMismatch
 from concord_mail_connector.domain.model import AccountUpdate, Cursor, MailboxAccount, Provider
+from concord_secrets import SecretBox
 
 __all__ = ["SqlAccountStore"]
 
@@ -31,9 +31,7 @@ def _utc(value: datetime) -> datetime:
 
 
 class SqlAccountStore:
-    def __init__(
-        self, engine: AsyncEngine, cipher: CredentialCipher, clock: Clock = _utc_now
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: SecretBox, clock: Clock = _utc_now) -> None:
         self._engine = engine
         self._cipher = cipher
         self._clock = clock
@@ -69,7 +67,7 @@ class SqlAccountStore:
                 "request_id": change.request_id or None,
             }
             if change.secret is not None:
-                values["secret_ciphertext"] = self._cipher.encrypt(change.secret)
+                values["secret_ciphertext"] = self._cipher.seal(change.secret)
                 values["secret_update_time"] = now
             statement: Insert | Update
             if row is None:
@@ -118,7 +116,7 @@ class SqlAccountStore:
                     )
                 )
             ).scalar_one_or_none()
-        return self._cipher.decrypt(token) if token is not None else None
+        return self._cipher.open(token) if token is not None else None
 
 
 def _account(row: Row[Any]) -> MailboxAccount:
