@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from concord_crm_connector.domain.model import (
 )
 from concord_crm_connector.domain.service import SALESFORCE_ISSUE, CrmConnector
 from concord_rpc import Unimplemented
+from concord_rpc.requests import Violations
 
 __all__ = ["CrmConnectorServicer"]
 
@@ -45,13 +45,11 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: Context
     ) -> pb.ListChangesResponse:
-        checks = _Violations()
+        checks = Violations(InvalidRequest)
         org = checks.name(parse_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
-        if request.page_size < 0:
-            checks.add("page_size", "must not be negative")
-        if checks:
-            raise checks.error()
+        checks.check("page_size", request.page_size >= 0, "must not be negative")
+        checks.raise_if_any()
         page = await self._domain.list_changes(
             org, request.sobject_type, request.cursor.token, request.page_size
         )
@@ -123,31 +121,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         return pb.GetOrgConnectionResponse(connection=_connection_proto(connection))
 
 
-class _Violations:
-    """Collects every problem of a request, so one answer names all of them."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[str, str]] = []
-
-    def add(self, field: str, description: str) -> None:
-        self._items.append((field, description))
-
-    def name(self, parse: Callable[[str, str], str], value: str, field: str) -> str:
-        try:
-            return parse(value, field)
-        except InvalidRequest as exc:
-            self._items.extend(exc.field_violations)
-            return ""
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-    def error(self) -> InvalidRequest:
-        fields = ", ".join(field for field, _ in self._items)
-        return InvalidRequest(f"invalid request: {fields}", field_violations=self._items)
-
-
-def _check_sobject_type(checks: _Violations, sobject_type: str) -> None:
+def _check_sobject_type(checks: Violations, sobject_type: str) -> None:
     if not sobject_type:
         checks.add("sobject_type", "is required")
     elif not SOBJECT_TYPE.fullmatch(sobject_type):
@@ -155,19 +129,21 @@ def _check_sobject_type(checks: _Violations, sobject_type: str) -> None:
 
 
 def _connection_update(request: pb.UpsertOrgConnectionRequest) -> ConnectionUpdate:
-    checks = _Violations()
+    checks = Violations(InvalidRequest)
     if not request.HasField("connection"):
         checks.add("connection", "is required")
         raise checks.error()
     connection = request.connection
     org = checks.name(parse_connection_name, connection.name, "connection.name")
-    if not connection.login_url.startswith(("https://", "http://")):
-        checks.add("connection.login_url", "must be an http(s) URL")
+    checks.check(
+        "connection.login_url",
+        connection.login_url.startswith(("https://", "http://")),
+        "must be an http(s) URL",
+    )
     flow = _AUTH_FLOWS.get(connection.auth_flow)
     if flow is None:
         checks.add("connection.auth_flow", "is required")
-    if not connection.client_id:
-        checks.add("connection.client_id", "is required")
+    checks.require("connection.client_id", connection.client_id)
     if checks or flow is None:
         raise checks.error()
     return ConnectionUpdate(

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from concord_crm_connector.domain.errors import InvalidRequest
+from concord_rpc.requests import ResourceName
 
 __all__ = [
     "AuthFlow",
@@ -88,27 +89,17 @@ class Budget:
     measure_time: datetime | None = None
 
 
-# AIP-122 style ids: lowercase letters, digits and `-`.
-_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_ORG = re.compile(rf"orgs/({_ID})")
-_CONNECTION = re.compile(rf"orgs/({_ID})/connection")
+_ORG = ResourceName("orgs/{org}", error=InvalidRequest)
+_CONNECTION = ResourceName("orgs/{org}/connection", error=InvalidRequest)
 # Salesforce API names: `Event`, `Concord_Thing__c`.
 SOBJECT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
 
 
-def _parse(pattern: re.Pattern[str], name: str, field: str, shape: str) -> str:
-    match = pattern.fullmatch(name)
-    if match is None:
-        problem = "is required" if not name else f"must look like `{shape}`, got {name!r}"
-        raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
-    return match.group(1)
-
-
 def parse_org_name(name: str, field: str = "org") -> str:
     """`orgs/{org}` -> the org id; InvalidRequest naming `field` otherwise."""
-    return _parse(_ORG, name, field, "orgs/{org}")
+    return _ORG.parse(name, field)
 
 
 def parse_connection_name(name: str, field: str = "name") -> str:
     """`orgs/{org}/connection` -> the org id."""
-    return _parse(_CONNECTION, name, field, "orgs/{org}/connection")
+    return _CONNECTION.parse(name, field)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from concord_gateway.domain.errors import InvalidName
+from concord_rpc.requests import RESOURCE_ID
 
 __all__ = [
     "check_mailbox_id",
@@ -16,7 +17,7 @@ __all__ = [
 ]
 
 # The reconciler's rule for the {mailbox} segment: lowercase letters, digits and `-`.
-_MAILBOX_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_MAILBOX_ID = RESOURCE_ID
 # Ids other services mint (sessions, item errors) and org ids (Salesforce's are mixed case).
 _ID = r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}"
 

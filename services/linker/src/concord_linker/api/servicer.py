@@ -18,6 +18,7 @@ from concord_linker.domain.model import (
 )
 from concord_linker.domain.service import Linker
 from concord_rpc import Unimplemented
+from concord_rpc.requests import Violations
 
 __all__ = ["LinkerServicer"]
 
@@ -31,22 +32,15 @@ class LinkerServicer(pb_grpc.LinkerServiceServicer):
     async def ResolveParticipants(
         self, request: pb.ResolveParticipantsRequest, context: Context
     ) -> pb.ResolveParticipantsResponse:
-        violations: list[tuple[str, str]] = []
-        org = ""
-        try:
-            org = parse_org_name(request.org)
-        except InvalidRequest as exc:
-            violations.extend(exc.field_violations)
-        if not request.user_id:
-            violations.append(("user_id", "is required"))
-        if request.kind == resources_pb2.OBJECT_KIND_UNSPECIFIED:
-            violations.append(("kind", "is required"))
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        checks.require("user_id", request.user_id)
+        checks.check("kind", request.kind != resources_pb2.OBJECT_KIND_UNSPECIFIED, "is required")
         for index, participant in enumerate(request.participants):
-            if "@" not in participant.email:
-                violations.append((f"participants[{index}].email", "must be an email address"))
-        if violations:
-            fields = ", ".join(field for field, _ in violations)
-            raise InvalidRequest(f"invalid request: {fields}", field_violations=violations)
+            checks.check(
+                f"participants[{index}].email", "@" in participant.email, "must be an email address"
+            )
+        checks.raise_if_any()
         participants = [Participant(p.email, p.display_name) for p in request.participants]
         resolution = await self._linker.resolve(org, request.user_id, participants)
         response = pb.ResolveParticipantsResponse(

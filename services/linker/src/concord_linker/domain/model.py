@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from concord_rpc import InvalidArgument
+from concord_rpc.requests import ResourceName
 
 __all__ = [
     "LINKER_ISSUE",
@@ -46,12 +46,8 @@ class Resolution:
     relations: Sequence[LinkedRecord] = field(default_factory=tuple)
 
 
-_ORG = re.compile(r"orgs/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)")
+_ORG = ResourceName("orgs/{org}", error=InvalidRequest)
 
 
 def parse_org_name(name: str, field: str = "org") -> str:
-    match = _ORG.fullmatch(name)
-    if match is None:
-        problem = "is required" if not name else "must look like `orgs/{org}`"
-        raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
-    return match.group(1)
+    return _ORG.parse(name, field)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from concord_mail_connector.domain.model import (
 )
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import Unimplemented
+from concord_rpc.requests import Violations
 
 __all__ = ["MailConnectorServicer"]
 
@@ -61,13 +61,12 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: Context
     ) -> pb.ListChangesResponse:
-        checks = _Violations()
+        checks = Violations(InvalidRequest)
         mailbox = checks.name(parse_mailbox_name, request.mailbox, "mailbox")
         kind = _KINDS.get(request.kind)
         if kind is None:
             checks.add("kind", "is required")
-        if request.page_size < 0:
-            checks.add("page_size", "must not be negative")
+        checks.check("page_size", request.page_size >= 0, "must not be negative")
         if checks or kind is None:
             raise checks.error()
         page = await self._domain.list_changes(
@@ -133,39 +132,14 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
         return pb.DeleteMailboxAccountResponse()
 
 
-class _Violations:
-    """Collects every problem of a request, so one answer names all of them."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[str, str]] = []
-
-    def add(self, field: str, description: str) -> None:
-        self._items.append((field, description))
-
-    def name(self, parse: Callable[[str, str], str], value: str, field: str) -> str:
-        try:
-            return parse(value, field)
-        except InvalidRequest as exc:
-            self._items.extend(exc.field_violations)
-            return ""
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
-
-    def error(self) -> InvalidRequest:
-        fields = ", ".join(field for field, _ in self._items)
-        return InvalidRequest(f"invalid request: {fields}", field_violations=self._items)
-
-
 def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
-    checks = _Violations()
+    checks = Violations(InvalidRequest)
     if not request.HasField("account"):
         checks.add("account", "is required")
         raise checks.error()
     account = request.account
     mailbox = checks.name(parse_account_name, account.name, "account.name")
-    if "@" not in account.address:
-        checks.add("account.address", "must be an email address")
+    checks.check("account.address", "@" in account.address, "must be an email address")
     provider = _PROVIDERS.get(account.provider)
     settings: dict[str, Any] = {}
     if provider is None:
@@ -177,8 +151,7 @@ def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
         else:
             given = getattr(account, member)
             for name in required:
-                if not getattr(given, name):
-                    checks.add(f"account.{member}.{name}", "is required")
+                checks.require(f"account.{member}.{name}", getattr(given, name))
             settings = json_format.MessageToDict(given, preserving_proto_field_name=True)
     if checks or provider is None:
         raise checks.error()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from concord_mail_connector.domain.errors import InvalidRequest
+from concord_rpc.requests import ResourceName
 
 __all__ = [
     "AccountUpdate",
@@ -105,25 +105,15 @@ def default_collection(kind: Kind) -> str:
     return kind.value
 
 
-# AIP-122 style ids: lowercase letters, digits and `-`, as the reconciler generates them.
-_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_MAILBOX = re.compile(rf"mailboxes/({_ID})")
-_ACCOUNT = re.compile(rf"mailboxes/({_ID})/account")
-
-
-def _parse(pattern: re.Pattern[str], name: str, field: str, shape: str) -> str:
-    match = pattern.fullmatch(name)
-    if match is None:
-        problem = "is required" if not name else f"must look like `{shape}`, got {name!r}"
-        raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
-    return match.group(1)
+_MAILBOX = ResourceName("mailboxes/{mailbox}", error=InvalidRequest)
+_ACCOUNT = ResourceName("mailboxes/{mailbox}/account", error=InvalidRequest)
 
 
 def parse_mailbox_name(name: str, field: str = "mailbox") -> str:
     """`mailboxes/{mailbox}` -> the mailbox id; InvalidRequest naming `field` otherwise."""
-    return _parse(_MAILBOX, name, field, "mailboxes/{mailbox}")
+    return _MAILBOX.parse(name, field)
 
 
 def parse_account_name(name: str, field: str = "name") -> str:
     """`mailboxes/{mailbox}/account` -> the mailbox id."""
-    return _parse(_ACCOUNT, name, field, "mailboxes/{mailbox}/account")
+    return _ACCOUNT.parse(name, field)

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from concord_rpc import InvalidArgument, NotFound
+from concord_rpc.requests import RESOURCE_ID, ResourceName
 
 __all__ = [
     "InvalidRequest",
@@ -67,21 +68,13 @@ class TableVersion:
     update_user_id: str
 
 
-_ID = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_ORG = re.compile(rf"orgs/({_ID})")
-_TABLE = re.compile(rf"orgs/({_ID})/mappingTables/([a-z-]+)")
+_ORG = ResourceName("orgs/{org}", error=InvalidRequest)
+_TABLE = re.compile(rf"orgs/({RESOURCE_ID})/mappingTables/([a-z-]+)")
 _KINDS = {kind.value: kind for kind in Kind}
 
 
-def _invalid(field: str, problem: str) -> InvalidRequest:
-    return InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
-
-
 def parse_org_name(name: str, field: str = "org") -> str:
-    match = _ORG.fullmatch(name)
-    if match is None:
-        raise _invalid(field, "is required" if not name else "must look like `orgs/{org}`")
-    return match.group(1)
+    return _ORG.parse(name, field)
 
 
 def parse_table_name(name: str, field: str = "name") -> TableName:
@@ -89,5 +82,6 @@ def parse_table_name(name: str, field: str = "name") -> TableName:
     match = _TABLE.fullmatch(name)
     if match is None or match.group(2) not in _KINDS:
         shape = "must look like `orgs/{org}/mappingTables/{calendar-item|task|contact|email}`"
-        raise _invalid(field, "is required" if not name else shape)
+        problem = "is required" if not name else shape
+        raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
     return TableName(match.group(1), _KINDS[match.group(2)])
