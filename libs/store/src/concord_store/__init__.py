@@ -12,5 +12,13 @@ from __future__ import annotations
 
 from concord_store.engine import create_engine, normalize_url, ping
 from concord_store.migrations import migrate, version_table
+from concord_store.types import UtcDateTime
 
-__all__ = ["create_engine", "migrate", "normalize_url", "ping", "version_table"]
+__all__ = [
+    "UtcDateTime",
+    "create_engine",
+    "migrate",
+    "normalize_url",
+    "ping",
+    "version_table",
+]

@@ -31,11 +31,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything this store writes is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class SqlOrgStore:
     def __init__(self, engine: AsyncEngine, cipher: SecretBox, clock: Clock = _utc_now) -> None:
         self._engine = engine
@@ -102,7 +97,7 @@ class SqlOrgStore:
             row = (await conn.execute(select(api_budget).where(api_budget.c.org == org))).first()
         if row is None:
             return None
-        return Budget(row.used, row.limit, row.concord_used, _utc(row.update_time))
+        return Budget(row.used, row.limit, row.concord_used, row.update_time)
 
     async def secret(self, org: str) -> bytes | None:
         """The decrypted secret, for the Salesforce adapter only; never for an API answer."""
@@ -125,7 +120,7 @@ def _connection(row: Row[Any]) -> OrgConnection:
         username=auth["username"],
         api_version=auth["api_version"],
         has_secret=row.secret_ciphertext is not None,
-        update_time=_utc(row.update_time),
+        update_time=row.update_time,
         etag=row.etag,
         instance_url=row.instance_url,
         organization_id=row.organization_id,

@@ -6,13 +6,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
 )
+
+from concord_store import UtcDateTime
 
 metadata = MetaData()
 
@@ -28,8 +29,8 @@ org_connections = Table(
     Column("auth_settings", JSON, nullable=False),
     # Fernet token; the plaintext is never stored.
     Column("secret_ciphertext", LargeBinary, nullable=True),
-    Column("secret_update_time", DateTime(timezone=True), nullable=True),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("secret_update_time", UtcDateTime, nullable=True),
+    Column("update_time", UtcDateTime, nullable=False),
     Column("etag", String(64), nullable=False),
     # The request id of the last applied upsert, so its retry changes nothing.
     Column("request_id", String(128), nullable=True),
@@ -41,7 +42,7 @@ sync_cursors = Table(
     Column("org", String(63), primary_key=True),
     Column("sobject_type", String(80), primary_key=True),
     Column("token", Text, nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
 )
 
 api_budget = Table(
@@ -51,5 +52,5 @@ api_budget = Table(
     Column("used", BigInteger, nullable=False),
     Column("limit", BigInteger, nullable=False),
     Column("concord_used", BigInteger, nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
 )

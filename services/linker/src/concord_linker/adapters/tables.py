@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+from concord_store import UtcDateTime
 
 metadata = MetaData()
 
@@ -15,7 +17,7 @@ blacklist_entries = Table(
     Column("user_id", String(255), nullable=False, default=""),
     # An address (`ann@example.com`) or a domain (`example.com`), lowercased.
     Column("entry", String(320), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
     UniqueConstraint("org", "user_id", "entry"),
 )
 
@@ -29,5 +31,5 @@ resolutions = Table(
     Column("who_id", String(18), nullable=False),
     Column("who_type", String(40), nullable=False),
     Column("explanation", Text, nullable=False),
-    Column("resolve_time", DateTime(timezone=True), nullable=False),
+    Column("resolve_time", UtcDateTime, nullable=False),
 )

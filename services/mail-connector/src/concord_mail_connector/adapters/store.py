@@ -25,11 +25,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything this store writes is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class SqlAccountStore:
     def __init__(self, engine: AsyncEngine, cipher: SecretBox, clock: Clock = _utc_now) -> None:
         self._engine = engine
@@ -126,7 +121,7 @@ def _account(row: Row[Any]) -> MailboxAccount:
         provider=Provider(row.provider),
         settings=dict(row.provider_settings),
         has_secret=row.secret_ciphertext is not None,
-        secret_update_time=_utc(row.secret_update_time) if row.secret_update_time else None,
-        update_time=_utc(row.update_time),
+        secret_update_time=row.secret_update_time,
+        update_time=row.update_time,
         etag=row.etag,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, Text
+
+from concord_store import UtcDateTime
 
 metadata = MetaData()
 
@@ -15,8 +17,8 @@ mailbox_accounts = Table(
     Column("provider_settings", JSON, nullable=False),
     # Fernet token; the plaintext is never stored.
     Column("secret_ciphertext", LargeBinary, nullable=True),
-    Column("secret_update_time", DateTime(timezone=True), nullable=True),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("secret_update_time", UtcDateTime, nullable=True),
+    Column("update_time", UtcDateTime, nullable=False),
     Column("etag", String(64), nullable=False),
     # The request id of the last applied upsert, so its retry changes nothing.
     Column("request_id", String(128), nullable=True),
@@ -28,7 +30,7 @@ sync_cursors = Table(
     Column("mailbox", String(63), primary_key=True),
     Column("collection", String(512), primary_key=True),
     Column("token", Text, nullable=False),
-    Column("update_time", DateTime(timezone=True), nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
 )
 
 subscriptions = Table(
@@ -39,7 +41,7 @@ subscriptions = Table(
     Column("kind", String(32), nullable=False),
     Column("collection", String(512), nullable=False),
     Column("provider_subscription_id", String(512), nullable=True),
-    Column("expire_time", DateTime(timezone=True), nullable=True),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("expire_time", UtcDateTime, nullable=True),
+    Column("create_time", UtcDateTime, nullable=False),
     Column("request_id", String(128), nullable=True),
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -44,13 +43,11 @@ def _of(name: TableName) -> tuple[Any, ...]:
 
 
 def _version(row: Row[Any]) -> TableVersion:
-    created = row.create_time
     return TableVersion(
         name=TableName(row.org, Kind(row.kind)),
         version=row.version,
         content=dict(row.content),
         etag=row.etag,
-        # SQLite hands back naive datetimes; everything stored is UTC.
-        create_time=created if created.tzinfo else created.replace(tzinfo=UTC),
+        create_time=row.create_time,
         update_user_id=row.update_user_id,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, MetaData, String, Table
+from sqlalchemy import JSON, BigInteger, Column, MetaData, String, Table
+
+from concord_store import UtcDateTime
 
 metadata = MetaData()
 
@@ -15,6 +17,6 @@ mapping_tables = Table(
     Column("version", BigInteger, primary_key=True, autoincrement=False),
     Column("content", JSON, nullable=False),
     Column("etag", String(64), nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", UtcDateTime, nullable=False),
     Column("update_user_id", String(255), nullable=False),
 )
