@@ -5,6 +5,7 @@ The fixtures are in `concord_testing.plugin`; the classes here serve tests that 
 
 from __future__ import annotations
 
+from concord_testing.grpc_servers import assert_process_lifecycle, serving_in_process
 from concord_testing.nats import NatsServer, nats_server_binary
 from concord_testing.otlp import OtlpReceiver, ReceivedSpan
 from concord_testing.ports import free_port, wait_for_port
@@ -18,8 +19,10 @@ __all__ = [
     "PostgresMissingError",
     "ReceivedSpan",
     "ServiceProcess",
+    "assert_process_lifecycle",
     "free_port",
     "nats_server_binary",
     "postgres_bindir",
+    "serving_in_process",
     "wait_for_port",
 ]

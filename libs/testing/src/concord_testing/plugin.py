@@ -47,6 +47,15 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for this test, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_database("store")
+
+
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
     """An OTLP/gRPC trace receiver; point OTEL_EXPORTER_OTLP_ENDPOINT at `.endpoint`."""

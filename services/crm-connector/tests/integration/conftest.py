@@ -12,20 +12,14 @@ from concord_crm_connector.__main__ import MIGRATIONS, SERVICE_NAME
 from concord_crm_connector.adapters.store import SqlOrgStore
 from concord_crm_connector.api.servicer import CrmConnectorServicer
 from concord_crm_connector.domain.service import CrmConnector
-from concord_rpc import GrpcService, channel
 from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
-from concord_testing import PostgresCluster
+from concord_testing import serving_in_process
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/crm-connector.db"
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres")
-        url = cluster.new_database("crm")
-    engine = create_engine(url)
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
     await migrate(engine, MIGRATIONS)
     yield engine
     await engine.dispose()
@@ -48,14 +42,12 @@ async def stub(tmp_path: Path) -> AsyncIterator[pb_grpc.CrmConnectorServiceStub]
     await migrate(engine, MIGRATIONS)
     store = SqlOrgStore(engine, SecretBox(Fernet.generate_key()))
     servicer = CrmConnectorServicer(CrmConnector(store, salesforce=None), budget_share=0.5)
-    server = GrpcService("crm-connector", port=0)
-    server.add_service(
-        SERVICE_NAME, lambda s: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, s)
-    )
-    port = await server.start()
     try:
-        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
+        async with serving_in_process(
+            "crm-connector",
+            SERVICE_NAME,
+            lambda s: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, s),
+        ) as chan:
             yield pb_grpc.CrmConnectorServiceStub(chan)
     finally:
-        await server.shutdown()
         await engine.dispose()

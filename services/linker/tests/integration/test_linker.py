@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +17,9 @@ from concord_linker.adapters.store import SqlLinkerStore
 from concord_linker.adapters.tables import blacklist_entries
 from concord_linker.api.servicer import LinkerServicer
 from concord_linker.domain.service import Linker
-from concord_rpc import GrpcService, RpcFailure, channel, from_rpc_error
+from concord_rpc import RpcFailure, from_rpc_error
 from concord_store import create_engine, migrate
-from concord_testing import PostgresCluster, ServiceProcess, free_port
+from concord_testing import ServiceProcess, assert_process_lifecycle, free_port, serving_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +27,9 @@ Stub = pb_grpc.LinkerServiceStub
 TASK = resources_pb2.OBJECT_KIND_TASK
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/linker.db"
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres")
-        url = cluster.new_database("linker")
-    engine = create_engine(url)
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
     await migrate(engine, MIGRATIONS)
     yield engine
     await engine.dispose()
@@ -46,16 +40,14 @@ async def stub(tmp_path: Path) -> AsyncIterator[Stub]:
     engine = create_engine(f"sqlite:///{tmp_path}/api.db")
     await migrate(engine, MIGRATIONS)
     servicer = LinkerServicer(Linker(SqlLinkerStore(engine)))
-    server = GrpcService("linker", port=0)
-    server.add_service(
-        SERVICE_NAME, lambda s: pb_grpc.add_LinkerServiceServicer_to_server(servicer, s)
-    )
-    port = await server.start()
     try:
-        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
+        async with serving_in_process(
+            "linker",
+            SERVICE_NAME,
+            lambda s: pb_grpc.add_LinkerServiceServicer_to_server(servicer, s),
+        ) as chan:
             yield pb_grpc.LinkerServiceStub(chan)
     finally:
-        await server.shutdown()
         await engine.dispose()
 
 
@@ -116,21 +108,18 @@ async def test_malformed_request_names_every_field(stub: Stub) -> None:
 async def test_process_serves_without_crm_connector_and_stops_on_sigterm(
     service_process: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
-    port = free_port()
-    process = service_process(
-        "concord_linker",
-        env={
-            "CONCORD_VAR_DIR": str(tmp_path / "var"),
-            "LINKER_PORT": str(port),
-            # Nothing listens there: the linker must not wait for it to report SERVING.
-            "CRM_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}",
-            "OTEL_TRACES_EXPORTER": "none",
-        },
-    )
-    addr = f"127.0.0.1:{port}"
-    await asyncio.to_thread(process.wait_serving, addr, service=SERVICE_NAME)
-    async with channel(addr, retry=False) as chan:
+    async def call(chan: grpc.aio.Channel) -> None:
         request = pb.ResolveParticipantsRequest(org="orgs/demo", user_id="005x", kind=TASK)
         response = await pb_grpc.LinkerServiceStub(chan).ResolveParticipants(request, timeout=5)
-    assert response == pb.ResolveParticipantsResponse()
-    assert process.stop() == 0
+        assert response == pb.ResolveParticipantsResponse()
+
+    await assert_process_lifecycle(
+        service_process,
+        "concord_linker",
+        port_variable="LINKER_PORT",
+        health_service=SERVICE_NAME,
+        var_dir=tmp_path / "var",
+        call=call,
+        # Nothing listens there: the linker must not wait for it to report SERVING.
+        env={"CRM_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}"},
+    )

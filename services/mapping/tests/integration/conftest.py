@@ -14,9 +14,8 @@ from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.adapters.tables import mapping_tables
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
-from concord_rpc import GrpcService, channel
 from concord_store import create_engine, migrate
-from concord_testing import PostgresCluster
+from concord_testing import serving_in_process
 
 CONTENT = {
     "target_sobject": "Task",
@@ -42,14 +41,9 @@ async def add_versions(engine: AsyncEngine, org: str, kind: str, count: int) -> 
             )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mapping.db"
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres")
-        url = cluster.new_database("mapping")
-    engine = create_engine(url)
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
     await migrate(engine, MIGRATIONS)
     yield engine
     await engine.dispose()
@@ -67,13 +61,9 @@ async def api_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 async def stub(api_engine: AsyncEngine) -> AsyncIterator[pb_grpc.MappingServiceStub]:
     """The real servicer on SQLite behind a real server on port 0, through a real channel."""
     servicer = MappingServicer(MappingTables(SqlMappingTableStore(api_engine)))
-    server = GrpcService("mapping", port=0)
-    server.add_service(
-        SERVICE_NAME, lambda s: pb_grpc.add_MappingServiceServicer_to_server(servicer, s)
-    )
-    port = await server.start()
-    try:
-        async with channel(f"127.0.0.1:{port}", retry=False) as chan:
-            yield pb_grpc.MappingServiceStub(chan)
-    finally:
-        await server.shutdown()
+    async with serving_in_process(
+        "mapping",
+        SERVICE_NAME,
+        lambda s: pb_grpc.add_MappingServiceServicer_to_server(servicer, s),
+    ) as chan:
+        yield pb_grpc.MappingServiceStub(chan)
