@@ -78,6 +78,8 @@ def test_noop_session_cost(stack: RunningStack, tmp_path: Path) -> None:
     print(f"no-op session, median of {ROUNDS}: {noop * 1000:.1f} ms")
     print(f"gateway gRPC round trip, median of {ROUNDS}: {rtt * 1000:.2f} ms")
     print(f"ratio session / round trip: {noop / rtt:.1f}x")
-    print(f"peer calls per no-op session: {peer_calls} (floor {FLOOR_CALLS}): "
-          f"{peer_calls / FLOOR_CALLS:.2f}x the floor")
+    print(
+        f"peer calls per no-op session: {peer_calls} (floor {FLOOR_CALLS}): "
+        f"{peer_calls / FLOOR_CALLS:.2f}x the floor"
+    )
     assert peer_calls > 0

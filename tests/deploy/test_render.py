@@ -31,11 +31,16 @@ def _architecture_table() -> dict[str, dict[str, Any]]:
     """service -> {port, prefix, package, peers} from docs/architecture.md."""
     text = (ROOT / "docs/architecture.md").read_text()
     rows = re.findall(
-        r"^\| (\S+) \| `(concord_\w+)` \| [\d.]+:(\d+) \| `(\w+_)` \| ([^|]*) \|$", text, re.M
+        r"^\| ([a-z-]+) \| [\d.]+:(\d+) \| `(\w+_)` \| ([^|]*) \| [^|]* \|$", text, re.M
     )
     table = {
-        name: {"package": pkg, "port": int(port), "prefix": prefix, "peers_text": peers}
-        for name, pkg, port, prefix, peers in rows
+        name: {
+            "package": "concord_" + name.replace("-", "_"),
+            "port": int(port),
+            "prefix": prefix,
+            "peers_text": peers,
+        }
+        for name, port, prefix, peers in rows
     }
     for row in table.values():
         row["peers"] = sorted(

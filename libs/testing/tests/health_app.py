@@ -32,7 +32,10 @@ def main() -> None:
     server.add_insecure_port(f"127.0.0.1:{os.environ['HEALTH_PORT']}")
     server.start()
     servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop.wait()
+    # Polling, not a bare wait(): a signal handler that sets the event while the main thread
+    # blocks inside Event.wait() can be missed.
+    while not stop.wait(0.1):
+        pass
     server.stop(grace=None)
 
 
