@@ -42,7 +42,11 @@ class RunningStack:
         )
 
     def pids(self) -> list[int]:
-        children = [self.info["nats"], *self.info["services"].values()]
+        children = [
+            self.info["nats"],
+            *self.info["services"].values(),
+            *self.info["emulators"].values(),
+        ]
         return [int(child["pid"]) for child in children]
 
     def stop_service(self, name: str) -> None:

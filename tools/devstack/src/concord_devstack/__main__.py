@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from concord_devstack import emulators
 from concord_devstack.demo import register_demo_mailbox
 from concord_devstack.stack import SERVICES, Layout, Stack, StackError, service_env
 from concord_devstack.tokens import (
@@ -42,12 +43,23 @@ def up(args: argparse.Namespace) -> int:
     up_path.unlink(missing_ok=True)
 
     started = time.monotonic()
-    layout = Layout.create(var_dir, free_ports=args.free_ports)
+    try:
+        installed = emulators.installed()
+    except ValueError as exc:
+        print(f"make up failed: {exc}", file=sys.stderr)
+        return 1
+    layout = Layout.create(
+        var_dir, free_ports=args.free_ports, emulator_names=[name for name, _ in installed]
+    )
     key = signing_key(var_dir)
     stack = Stack(
         layout,
         service_env(),
         extra_env={"gateway": {"GATEWAY_AUTH_HS256_KEY": key}},
+        emulators={
+            name: emulators.spec_of(name, factory, var_dir, layout.emulator_ports[name])
+            for name, factory in installed
+        },
     )
     stopping = threading.Event()
 
@@ -98,8 +110,10 @@ def _up_info(stack: Stack, user_token: str, admin_token: str) -> dict[str, Any]:
             }
             for name in SERVICES
         },
-        # Filled in as the emulator issues land (Salesforce #3, Exchange #4).
-        "emulators": {},
+        "emulators": {
+            name: {**spec.info, "pid": stack.processes[name].pid, "ca_cert": spec.ca_cert}
+            for name, spec in stack.emulators.items()
+        },
         "demo": {
             "org": DEMO_ORG,
             "user": DEMO_USER,
@@ -123,6 +137,8 @@ def _print_summary(info: dict[str, Any], seconds: float) -> None:
     print(f"  {'nats':<16} {info['nats']['url']}")
     for name, svc in info["services"].items():
         print(f"  {name:<16} {svc['address']:<22} log: {svc['log']}")
+    for name, emulator in info["emulators"].items():
+        print(f"  {name + ' (emulator)':<16} {emulator.get('url', '')}")
     print(
         f"\n  demo mailbox '{info['demo']['mailbox']}' registered for user {info['demo']['user']}"
     )
@@ -164,7 +180,7 @@ def down(args: argparse.Namespace) -> int:
     # The supervisor did not stop in time: take its children down by hand.
     with contextlib.suppress(OSError):
         info = json.loads(up_path.read_text())
-        for child in [info["nats"], *info["services"].values()]:
+        for child in [info["nats"], *info["services"].values(), *info["emulators"].values()]:
             with contextlib.suppress(OSError):
                 os.kill(int(child["pid"]), signal.SIGKILL)
     with contextlib.suppress(OSError):

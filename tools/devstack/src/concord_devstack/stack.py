@@ -18,6 +18,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from concord_devstack import emulators
+from concord_devstack.emulators import EmulatorSpec
 from concord_settings import DEFAULT_PORTS, NATS_PORT
 
 # Start order: a service starts only after every service it calls reports SERVING.
@@ -113,13 +115,24 @@ class Layout:
     var_dir: Path
     ports: dict[str, int]
     nats_port: int
+    emulator_ports: dict[str, int] = field(default_factory=dict)
     host: str = "127.0.0.1"
 
     @classmethod
-    def create(cls, var_dir: Path, *, free_ports: bool) -> Layout:
+    def create(cls, var_dir: Path, *, free_ports: bool, emulator_names: list[str]) -> Layout:
         if free_ports:
-            return cls(var_dir, {name: free_port() for name in SERVICES}, free_port())
-        return cls(var_dir, {name: DEFAULT_PORTS[name] for name in SERVICES}, NATS_PORT)
+            return cls(
+                var_dir,
+                {name: free_port() for name in SERVICES},
+                free_port(),
+                {name: free_port() for name in emulator_names},
+            )
+        return cls(
+            var_dir,
+            {name: DEFAULT_PORTS[name] for name in SERVICES},
+            NATS_PORT,
+            emulators.default_ports(emulator_names),
+        )
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
@@ -134,6 +147,7 @@ class Stack:
     layout: Layout
     base_env: Mapping[str, str]
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    emulators: dict[str, EmulatorSpec] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
 
     def nats_process(self) -> Process:
@@ -168,7 +182,14 @@ class Stack:
         nats = self.nats_process()
         self.processes["nats"] = nats
         nats.start()
+        # Emulators stand for the outside world: up before any service that may call them.
+        for spec in self.emulators.values():
+            process = Process(spec.name, spec.argv, dict(self.base_env), self._log(spec.name))
+            self.processes[spec.name] = process
+            process.start()
         _wait_tcp(nats, self.layout.host, self.layout.nats_port, deadline)
+        for spec in self.emulators.values():
+            _wait_emulator(self.processes[spec.name], spec, deadline)
         for wave in WAVES:
             for service in wave:
                 process = self.service_process(service)
@@ -195,6 +216,14 @@ def _wait_tcp(process: Process, host: str, port: int, deadline: float) -> None:
             return
         time.sleep(0.05)
     raise StackError(f"{process.name} did not listen on {host}:{port} in time")
+
+
+def _wait_emulator(process: Process, spec: EmulatorSpec, deadline: float) -> None:
+    while not emulators.is_ready(spec):
+        _raise_if_exited(process)
+        if time.monotonic() > deadline:
+            raise StackError(f"emulator {spec.name} was not ready at {spec.ready_url} in time")
+        time.sleep(0.1)
 
 
 def wait_serving(process: Process, address: str, deadline: float) -> None:
