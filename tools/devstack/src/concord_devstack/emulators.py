@@ -43,7 +43,8 @@ def installed() -> list[tuple[str, SpecFactory]]:
         try:
             found.append((entry.name, entry.load()))
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"emulator {entry.name!r} cannot be loaded ({entry.value}): {exc}")
+            problem = f"emulator {entry.name!r} cannot be loaded ({entry.value}): {exc}"
+            raise ValueError(problem) from exc
     return found
 
 
