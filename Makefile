@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help install up down test check lint format types protos protos-check render bench clean
+.PHONY: help install up down test check lint format types protos protos-check breaking render bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ down: ## stop what `make up` started
 test: install ## unit, integration, e2e and repository tests (what CI runs)
 	@$(UV) run --frozen pytest -n auto --dist loadfile -q
 
-check: lint types protos-check test ## lint, types, protos drift and tests
+check: lint types protos-check breaking test ## lint, types, protos drift and breaking changes, tests
 
 lint: install ## ruff, ruff format --check, buf lint, buf format -d
 	@$(UV) run --frozen ruff check .
@@ -43,6 +43,9 @@ protos: install ## regenerate libs/protos from protos/
 
 protos-check: install ## fail if the committed generated code differs from protos/
 	@$(UV) run --frozen scripts/protos.sh check
+
+breaking: install ## buf breaking (FILE) against main, or AGAINST=<git ref>
+	@$(UV) run --frozen buf breaking --against '.git#ref=$(or $(AGAINST),main)'
 
 render: install ## render every kustomize overlay and validate it, validate skaffold.yaml
 	@$(UV) run --frozen scripts/render.sh
