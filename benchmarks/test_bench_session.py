@@ -8,10 +8,10 @@ Printed as ratios measured in one run, never asserted against absolute times:
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 import pytest
@@ -37,34 +37,39 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             stop_stack(running)
 
 
-def _median_seconds(action: object, rounds: int) -> float:
+async def _median_seconds(action: Callable[[], Awaitable[object]], rounds: int) -> float:
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
-        action()  # type: ignore[operator]
+        await action()
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
 
 @pytest.mark.timeout(300)
-def test_noop_session_cost(stack: RunningStack, tmp_path: Path) -> None:
+async def test_noop_session_cost(stack: RunningStack) -> None:
     address = stack.info["services"]["gateway"]["address"]
     auth = [("authorization", f"Bearer {stack.info['demo']['token']}")]
-    with grpc.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        gateway = gateway_service_pb2_grpc.GatewayServiceStub(channel)  # type: ignore[arg-type]
+        gateway = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         request = gateway_service_pb2.SyncMailboxRequest(mailbox="mailboxes/demo", wait=True)
 
-        def session() -> None:
-            reply = gateway.SyncMailbox(request, metadata=auth, timeout=30)
+        async def session() -> resources_pb2.Session:
+            reply = await gateway.SyncMailbox(request, metadata=auth, timeout=30)
             assert reply.session.state == resources_pb2.SESSION_STATE_COMPLETED
+            return reply.session
 
-        session()  # warm-up: connections, first queries
-        rtt = _median_seconds(lambda: health.Check(health_pb2.HealthCheckRequest()), ROUNDS)
-        noop = _median_seconds(session, ROUNDS)
-        last = gateway.SyncMailbox(request, metadata=auth, timeout=30).session
+        async def round_trip() -> object:
+            return await health.Check(health_pb2.HealthCheckRequest())
 
-    stack.receiver.wait_for(
+        await session()  # warm-up: connections, first queries
+        rtt = await _median_seconds(round_trip, ROUNDS)
+        noop = await _median_seconds(session, ROUNDS)
+        last = await session()
+
+    await asyncio.to_thread(
+        stack.receiver.wait_for,
         lambda spans: any(s.trace_id == last.trace_id and s.name == "sync.session" for s in spans),
         timeout=20,
     )

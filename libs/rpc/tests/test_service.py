@@ -241,7 +241,7 @@ async def test_a_retryable_error_carries_retry_info() -> None:
 
 
 async def test_a_precondition_failure_is_detailed() -> None:
-    from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+    from google.rpc import error_details_pb2
 
     from concord_rpc import rich_status
 
