@@ -1,0 +1,1 @@
+"""An EWS emulator."""

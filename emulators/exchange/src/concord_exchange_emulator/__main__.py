@@ -1,0 +1,31 @@
+"""`python -m concord_exchange_emulator --host H --port N --data-dir DIR [--seed demo]`."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import uvicorn
+
+from concord_exchange_emulator.app import build_app
+from concord_exchange_emulator.seed import seed_mailbox
+from concord_exchange_emulator.store import Store
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="concord-exchange-emulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=50061)
+    parser.add_argument("--data-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--seed", choices=["demo"], default=None)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(args.data_dir / "exchange.db")
+    if args.seed == "demo":
+        seed_mailbox(store)
+    uvicorn.run(build_app(store), host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""HTTP: the EWS endpoint (Basic auth, impersonation, faults) and the admin API under /__admin/."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from concord_exchange_emulator import ews
+from concord_exchange_emulator.seed import seed_mailbox
+from concord_exchange_emulator.store import Store
+
+EWS_PATH = "/EWS/Exchange.asmx"
+FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
+
+
+@dataclass
+class Fault:
+    """An injected fault: applies to `operation` ("*" for all) for the next `times` calls."""
+
+    kind: str
+    operation: str = "*"
+    times: int = 1
+    back_off_ms: int = 1000
+    status: int = 503
+    latency_ms: int = 0
+
+
+@dataclass
+class Control:
+    """What the admin API changes at run time: call counters and pending faults."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    faults: list[Fault] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, operation: str) -> Fault | None:
+        with self.lock:
+            self.calls[operation] += 1
+            for fault in self.faults:
+                if fault.operation in {"*", operation} and fault.times > 0:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+
+def _xml_response(env: etree._Element, status: int = 200) -> Response:
+    body = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
+
+
+def _unauthorized() -> Response:
+    return Response(
+        "401 Unauthorized",
+        status_code=401,
+        headers={"WWW-Authenticate": 'Basic realm="concord-exchange-emulator"'},
+    )
+
+
+def _credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+class EwsEndpoint:
+    """A raw ASGI endpoint, so that a "drop_response" fault can cut the connection mid-reply."""
+
+    def __init__(self, store: Store, control: Control) -> None:
+        self.store = store
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if request.method != "POST":
+            await Response("EWS accepts POST", status_code=405)(scope, receive, send)
+            return
+        creds = _credentials(request)
+        user = self.store.user(creds[0]) if creds else None
+        if creds is None or user is None or user.password != creds[1]:
+            await _unauthorized()(scope, receive, send)
+            return
+        body = await request.body()
+        fault: Fault | None = None
+        try:
+            operation, req, header = ews.operation_of(body)
+            fault = self.control.take(operation)
+            if fault is not None and fault.kind == "latency":
+                await asyncio.sleep(fault.latency_ms / 1000)
+            if fault is not None and fault.kind == "server_busy":
+                raise ews.SoapFault(
+                    "ErrorServerBusy",
+                    "The server cannot service this request right now. Try again later.",
+                    back_off_ms=fault.back_off_ms,
+                )
+            if fault is not None and fault.kind == "http_error":
+                await Response("injected failure", status_code=fault.status)(scope, receive, send)
+                return
+            ctx = self._context(user.username, user.mailbox, user.can_impersonate, header)
+            env = await run_in_threadpool(ews.handle, ctx, operation, req)
+            response = _xml_response(env)
+        except ews.SoapFault as exc:
+            response = _xml_response(ews.fault(exc.code, exc.text, exc.back_off_ms), status=500)
+        if fault is not None and fault.kind == "drop_response":
+            # The work is committed; the client sees the connection die mid-response, the case
+            # a retried create must survive without a duplicate.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"100000"), (b"content-type", b"text/xml")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"<?xml", "more_body": True})
+            raise ConnectionAbortedError("drop_response fault injected")
+        await response(scope, receive, send)
+
+    def _context(
+        self,
+        username: str,
+        mailbox: str,
+        can_impersonate: bool,
+        header: etree._Element | None,
+    ) -> ews.Context:
+        target = ews.impersonated(header)
+        if target is None:
+            return ews.Context(self.store, username, mailbox, impersonating=False)
+        if not can_impersonate:
+            raise ews.SoapFault(
+                "ErrorImpersonateUserDenied",
+                "The account does not have permission to impersonate the requested user.",
+            )
+        if not self.store.mailbox_exists(target):
+            raise ews.SoapFault(
+                "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
+            )
+        return ews.Context(self.store, username, target, impersonating=True)
+
+
+def build_app(store: Store) -> Starlette:
+    control = Control()
+    started = time.monotonic()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "uptime_seconds": time.monotonic() - started})
+
+    async def calls(request: Request) -> Response:
+        if request.method == "DELETE":
+            with control.lock:
+                control.calls.clear()
+            return JSONResponse({})
+        with control.lock:
+            return JSONResponse(dict(control.calls))
+
+    async def faults(request: Request) -> Response:
+        if request.method == "DELETE":
+            with control.lock:
+                control.faults.clear()
+            return JSONResponse({})
+        if request.method == "POST":
+            spec: dict[str, Any] = await request.json()
+            if spec.get("kind") not in FAULT_KINDS:
+                return JSONResponse({"error": f"kind must be one of {sorted(FAULT_KINDS)}"}, 400)
+            try:
+                fault = Fault(**spec)
+            except TypeError as exc:
+                return JSONResponse({"error": str(exc)}, 400)
+            with control.lock:
+                control.faults.append(fault)
+        with control.lock:
+            return JSONResponse([vars(f) for f in control.faults])
+
+    async def users(request: Request) -> Response:
+        spec: dict[str, Any] = await request.json()
+        try:
+            username, password = str(spec["username"]), str(spec["password"])
+        except KeyError as exc:
+            return JSONResponse({"error": f"missing {exc}"}, 400)
+        mailbox = str(spec.get("mailbox", username))
+
+        def create() -> None:
+            ews.ensure_mailbox(store, mailbox, str(spec.get("display_name", mailbox)))
+            store.add_user(
+                username, password, mailbox, can_impersonate=bool(spec.get("can_impersonate"))
+            )
+            for other in spec.get("delegate_of", []):
+                store.add_delegate(str(other), username)
+
+        await run_in_threadpool(create)
+        return JSONResponse({"username": username.lower(), "mailbox": mailbox.lower()}, 201)
+
+    async def seed(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != "demo":
+            return JSONResponse({"error": f"unknown seed {name!r}"}, 404)
+        created = await run_in_threadpool(seed_mailbox, store)
+        return JSONResponse({"seed": name, "created": created})
+
+    routes = [
+        Route(EWS_PATH, EwsEndpoint(store, control), methods=["POST", "GET"]),
+        Route("/__admin/health", health),
+        Route("/__admin/calls", calls, methods=["GET", "DELETE"]),
+        Route("/__admin/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/__admin/users", users, methods=["POST"]),
+        Route("/__admin/seed/{name}", seed, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.control = control
+    app.state.store = store
+    return app

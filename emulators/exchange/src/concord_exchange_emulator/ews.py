@@ -1,0 +1,732 @@
+"""EWS operations: one SOAP request in, one SOAP response out."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from concord_exchange_emulator import items as it
+from concord_exchange_emulator.store import Folder, Store, StoredItem, new_id
+from concord_exchange_emulator.xmlns import NSMAP, E, M, S, T, local, m, sub, t
+
+SERVER_VERSION = {
+    # Exchange 2016 CU: exchangelib maps build 15.1 to the "Exchange2016" API version.
+    "MajorVersion": "15",
+    "MinorVersion": "1",
+    "MajorBuildNumber": "2507",
+    "MinorBuildNumber": "6",
+    "Version": "Exchange2016",
+}
+
+DISTINGUISHED = {
+    # name: (parent, display name, element, folder class)
+    "root": (None, "Top of Information Store", "Folder", ""),
+    "msgfolderroot": ("root", "Top of Information Store", "Folder", "IPF.Note"),
+    "inbox": ("msgfolderroot", "Inbox", "Folder", "IPF.Note"),
+    "sentitems": ("msgfolderroot", "Sent Items", "Folder", "IPF.Note"),
+    "deleteditems": ("msgfolderroot", "Deleted Items", "Folder", "IPF.Note"),
+    "drafts": ("msgfolderroot", "Drafts", "Folder", "IPF.Note"),
+    "calendar": ("msgfolderroot", "Calendar", "CalendarFolder", "IPF.Appointment"),
+    "tasks": ("msgfolderroot", "Tasks", "TasksFolder", "IPF.Task"),
+    "contacts": ("msgfolderroot", "Contacts", "ContactsFolder", "IPF.Contact"),
+}
+DEFAULT_FOLDER = {"CalendarItem": "calendar", "Task": "tasks", "Contact": "contacts"}
+FOLDER_ELEMENTS = {
+    "Folder": "IPF.Note",
+    "CalendarFolder": "IPF.Appointment",
+    "TasksFolder": "IPF.Task",
+    "ContactsFolder": "IPF.Contact",
+    "SearchFolder": "IPF.Note",
+}
+EVENT_ELEMENTS = {
+    "create": "CreatedEvent",
+    "update": "ModifiedEvent",
+    "readflag": "ModifiedEvent",
+    "delete": "DeletedEvent",
+}
+
+
+class EwsError(Exception):
+    """A per-message error: the response message carries ResponseClass="Error"."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class SoapFault(Exception):
+    """A request-level error: a SOAP Fault with the EWS code in its detail (HTTP 500)."""
+
+    def __init__(self, code: str, text: str, back_off_ms: int | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.back_off_ms = back_off_ms
+
+
+@dataclass
+class Context:
+    store: Store
+    username: str
+    # Whose mailbox the caller acts as: its own, or the impersonated one (full access).
+    acting_as: str
+    impersonating: bool
+
+    def check_access(self, mailbox: str) -> None:
+        mailbox = mailbox.lower()
+        if mailbox == self.acting_as:
+            return
+        if not self.impersonating and self.store.is_delegate(mailbox, self.username):
+            return
+        raise EwsError("ErrorAccessDenied", "The caller has no access to this mailbox.")
+
+
+def ensure_mailbox(store: Store, address: str, display_name: str) -> None:
+    """Create a mailbox with its distinguished folders (idempotent)."""
+    address = address.lower()
+    if not store.add_mailbox(address, display_name):
+        return
+    ids: dict[str, str] = {}
+    for name, (parent, title, element, folder_class) in DISTINGUISHED.items():
+        folder = store.add_folder(
+            address,
+            ids[parent] if parent else None,
+            title,
+            folder_class,
+            element,
+            distinguished=name,
+        )
+        ids[name] = folder.id
+
+
+# Envelope
+
+
+def envelope(body_child: etree._Element | None) -> etree._Element:
+    env = etree.Element(f"{{{S}}}Envelope", nsmap=NSMAP)
+    header = sub(env, f"{{{S}}}Header")
+    # Every response carries it: exchangelib's version probe reads it from any answer.
+    sub(header, t("ServerVersionInfo"), **SERVER_VERSION)
+    body = sub(env, f"{{{S}}}Body")
+    if body_child is not None:
+        body.append(body_child)
+    return env
+
+
+def fault(code: str, text: str, back_off_ms: int | None = None) -> etree._Element:
+    env = envelope(None)
+    body = env.find(f"{{{S}}}Body")
+    assert body is not None
+    flt = sub(body, f"{{{S}}}Fault")
+    # faultcode/faultstring/detail are unqualified in SOAP 1.1; the code is a QName in t:.
+    code_el = etree.SubElement(flt, "faultcode", nsmap={"a": T})
+    code_el.text = "a:" + code
+    sub(flt, "faultstring", text)
+    detail = sub(flt, "detail")
+    sub(detail, f"{{{E}}}ResponseCode", code)
+    sub(detail, f"{{{E}}}Message", text)
+    if back_off_ms is not None:
+        xml = sub(detail, t("MessageXml"))
+        sub(xml, t("Value"), str(back_off_ms), Name="BackOffMilliseconds")
+    return env
+
+
+def _message(op: str, code: str = "NoError", text: str | None = None) -> etree._Element:
+    msg = etree.Element(m(f"{op}ResponseMessage"))
+    if code == "NoError":
+        msg.set("ResponseClass", "Success")
+    else:
+        msg.set("ResponseClass", "Error")
+        sub(msg, m("MessageText"), text or code)
+    sub(msg, m("ResponseCode"), code)
+    if code != "NoError":
+        sub(msg, m("DescriptiveLinkKey"), "0")
+    return msg
+
+
+def _response(op: str, messages: list[etree._Element]) -> etree._Element:
+    resp = etree.Element(m(f"{op}Response"), nsmap={"m": M, "t": T})
+    container = sub(resp, m("ResponseMessages"))
+    for msg in messages:
+        container.append(msg)
+    return resp
+
+
+def _each(
+    op: str, nodes: list[etree._Element], fill: Callable[[etree._Element, etree._Element], None]
+) -> etree._Element:
+    """One response message per request element, errors reported per element as EWS does."""
+    messages = []
+    for node in nodes:
+        msg = _message(op)
+        try:
+            fill(node, msg)
+        except it.QueryNotSupported as exc:
+            msg = _message(op, exc.code, str(exc))
+        except EwsError as exc:
+            msg = _message(op, exc.code, exc.text)
+        messages.append(msg)
+    return _response(op, messages)
+
+
+# Folders and items
+
+
+def resolve_folder(ctx: Context, node: etree._Element) -> Folder:
+    kind = local(node.tag)
+    if kind == "DistinguishedFolderId":
+        mailbox = node.findtext(f"{t('Mailbox')}/{t('EmailAddress')}") or ctx.acting_as
+        ctx.check_access(mailbox)
+        folder = ctx.store.distinguished_folder(mailbox, node.get("Id", ""))
+        if folder is None:
+            raise EwsError("ErrorFolderNotFound", "The specified folder could not be found.")
+        return folder
+    if kind == "FolderId":
+        found = ctx.store.folder(node.get("Id", ""))
+        if found is None:
+            raise EwsError("ErrorFolderNotFound", "The specified folder could not be found.")
+        ctx.check_access(found.mailbox)
+        return found
+    raise EwsError("ErrorInvalidIdMalformed", f"unsupported folder id {kind}")
+
+
+def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
+    if local(node.tag) != "ItemId":
+        raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported")
+    found = ctx.store.item(node.get("Id", ""))
+    if found is None:
+        raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+    ctx.check_access(found.mailbox)
+    return found
+
+
+def folder_element(ctx: Context, folder: Folder) -> etree._Element:
+    node = etree.Element(t(folder.element))
+    sub(node, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+    if folder.parent_id:
+        parent = ctx.store.folder(folder.parent_id)
+        if parent is not None:
+            sub(node, t("ParentFolderId"), Id=parent.id, ChangeKey=parent.change_key)
+    if folder.folder_class:
+        sub(node, t("FolderClass"), folder.folder_class)
+    sub(node, t("DisplayName"), folder.display_name)
+    total, children = ctx.store.folder_counts(folder.id)
+    sub(node, t("TotalCount"), str(total))
+    sub(node, t("ChildFolderCount"), str(children))
+    if folder.distinguished:
+        sub(node, t("DistinguishedFolderId"), folder.distinguished)
+    if folder.element in {"Folder", "SearchFolder"}:
+        sub(node, t("UnreadCount"), "0")
+    return node
+
+
+def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Element:
+    folder = ctx.store.folder(stored.folder_id)
+    assert folder is not None
+    return it.render(
+        etree.fromstring(stored.xml),
+        shape,
+        item_id=stored.id,
+        change_key=stored.change_key,
+        folder_id=folder.id,
+        folder_change_key=folder.change_key,
+    )
+
+
+def _children(node: etree._Element | None) -> list[etree._Element]:
+    return [c for c in node if isinstance(c.tag, str)] if node is not None else []
+
+
+def get_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        sub(msg, m("Folders")).append(folder_element(ctx, folder))
+
+    return _each("GetFolder", _children(req.find(m("FolderIds"))), fill)
+
+
+def _descendants(ctx: Context, folder: Folder, deep: bool) -> list[Folder]:
+    found = []
+    for child in ctx.store.child_folders(folder.id):
+        found.append(child)
+        if deep:
+            found.extend(_descendants(ctx, child, deep))
+    return found
+
+
+def _page(req: etree._Element, view_name: str, total: int) -> tuple[int, int]:
+    view = req.find(m(view_name))
+    if view is None:
+        return 0, total
+    offset = int(view.get("Offset", "0"))
+    limit = int(view.get("MaxEntriesReturned", str(total)) or total)
+    if view.get("BasePoint", "Beginning") == "End":
+        offset = max(total - offset - limit, 0)
+    return offset, limit
+
+
+def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    deep = req.get("Traversal", "Shallow") == "Deep"
+    restriction = req.find(m("Restriction"))
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        parent = resolve_folder(ctx, node)
+        folders = [
+            el
+            for el in (folder_element(ctx, f) for f in _descendants(ctx, parent, deep))
+            if restriction is None or it.matches(el, restriction[0])
+        ]
+        offset, limit = _page(req, "IndexedPageFolderView", len(folders))
+        page = folders[offset : offset + limit]
+        root = sub(
+            msg,
+            m("RootFolder"),
+            IndexedPagingOffset=str(offset + len(page)),
+            TotalItemsInView=str(len(folders)),
+            IncludesLastItemInRange=str(offset + len(page) >= len(folders)).lower(),
+        )
+        container = sub(root, t("Folders"))
+        for el in page:
+            container.append(el)
+
+    return _each("FindFolder", _children(req.find(m("ParentFolderIds"))), fill)
+
+
+def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    parent_node = _children(req.find(m("ParentFolderId")))
+    parent = resolve_folder(ctx, parent_node[0]) if parent_node else None
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        if parent is None:
+            raise EwsError("ErrorInvalidRequest", "CreateFolder needs a ParentFolderId")
+        name = node.findtext(t("DisplayName")) or ""
+        if any(f.display_name == name for f in ctx.store.child_folders(parent.id)):
+            raise EwsError("ErrorFolderExists", "A folder with the specified name already exists.")
+        element = local(node.tag)
+        folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "IPF.Note")
+        folder = ctx.store.add_folder(parent.mailbox, parent.id, name, folder_class, element)
+        out = sub(sub(msg, m("Folders")), t(element))
+        sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+
+    return _each("CreateFolder", _children(req.find(m("Folders"))), fill)
+
+
+def get_item(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = it.Shape(req.find(m("ItemShape")))
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        sub(msg, m("Items")).append(render_item(ctx, stored, shape))
+
+    return _each("GetItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def create_item(ctx: Context, req: etree._Element) -> etree._Element:
+    target_node = _children(req.find(m("SavedItemFolderId")))
+    disposition = req.get("MessageDisposition", "SaveOnly")
+    target = resolve_folder(ctx, target_node[0]) if target_node else None
+    id_only = it.Shape(None)
+    id_only.base = "IdOnly"
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        kind = local(node.tag)
+        if kind not in it.ITEM_TYPES:
+            raise EwsError("ErrorInvalidItemForOperation", f"{kind} items are not supported")
+        folder = target
+        if folder is None:
+            default = DEFAULT_FOLDER.get(kind)
+            if default is None:
+                default = "sentitems" if disposition != "SaveOnly" else "drafts"
+            folder = ctx.store.distinguished_folder(ctx.acting_as, default)
+            assert folder is not None
+        item, _ = it.prepare_new(
+            node, owner=folder.mailbox, owner_name=ctx.store.display_name(folder.mailbox)
+        )
+        stored = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
+        sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
+
+    return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+def _xml(node: etree._Element) -> bytes:
+    return etree.tostring(node)
+
+
+def update_item(ctx: Context, req: etree._Element) -> etree._Element:
+    resolution = req.get("ConflictResolution", "AutoResolve")
+    id_only = it.Shape(None)
+    id_only.base = "IdOnly"
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        id_node = next(c for c in _children(node) if local(c.tag).endswith("ItemId"))
+        stored = resolve_item(ctx, id_node)
+        sent_key = id_node.get("ChangeKey")
+        if sent_key and sent_key != stored.change_key and resolution == "NeverOverwrite":
+            raise EwsError(
+                "ErrorIrresolvableConflict",
+                "The send or update operation could not be performed because the change key "
+                "passed in the request does not match the current change key for the item.",
+            )
+        xml = etree.fromstring(stored.xml)
+        updates = node.find(t("Updates"))
+        changed = it.apply_updates(xml, updates if updates is not None else etree.Element("x"))
+        modified = xml.find(t("LastModifiedTime"))
+        if modified is not None:
+            modified.text = it.now_iso()
+        updated = ctx.store.update_item(stored, _xml(xml), read_flag_only=changed == {"IsRead"})
+        sub(msg, m("Items")).append(render_item(ctx, updated, id_only))
+        sub(sub(msg, m("ConflictResults")), t("Count"), "0")
+
+    return _each("UpdateItem", _children(req.find(m("ItemChanges"))), fill)
+
+
+def delete_item(ctx: Context, req: etree._Element) -> etree._Element:
+    delete_type = req.get("DeleteType", "MoveToDeletedItems")
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if delete_type == "MoveToDeletedItems":
+            bin_ = ctx.store.distinguished_folder(stored.mailbox, "deleteditems")
+            if bin_ is not None and bin_.id != stored.folder_id:
+                ctx.store.move_item(stored, new_id("AAMkI"), bin_.id, stored.xml)
+                return
+        ctx.store.delete_item(stored)
+
+    return _each("DeleteItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def move_item(ctx: Context, req: etree._Element) -> etree._Element:
+    target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+    id_only = it.Shape(None)
+    id_only.base = "IdOnly"
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if stored.mailbox != target.mailbox:
+            raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
+        moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
+        sub(msg, m("Items")).append(render_item(ctx, moved, id_only))
+
+    return _each("MoveItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def _sort_key(order: etree._Element) -> Callable[[etree._Element], Any]:
+    paths = [(f.get("Order", "Ascending"), f[0]) for f in order if len(f)]
+
+    def cmp(a: etree._Element, b: etree._Element) -> int:
+        for direction, path in paths:
+            va, vb = it.values_at(a, path), it.values_at(b, path)
+            result = it.compare(va[0] if va else "", vb[0] if vb else "")
+            if result:
+                return -result if direction == "Descending" else result
+        return 0
+
+    return functools.cmp_to_key(cmp)
+
+
+def find_item(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = it.Shape(req.find(m("ItemShape")))
+    restriction = req.find(m("Restriction"))
+    order = req.find(m("SortOrder"))
+    calendar_view = req.find(m("CalendarView"))
+    if req.find(m("GroupBy")) is not None or req.find(m("DistinguishedGroupBy")) is not None:
+        raise SoapFault("ErrorInvalidRequest", "grouping is not supported by the emulator")
+    if req.get("Traversal", "Shallow") != "Shallow":
+        raise SoapFault("ErrorInvalidRequest", "only Shallow traversal is supported")
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        full = it.Shape(None)
+        rows = [(s, render_item(ctx, s, full)) for s in ctx.store.items_in(folder.id)]
+        if calendar_view is not None:
+            rows = _in_view(rows, calendar_view)
+        if restriction is not None and len(restriction):
+            rows = [r for r in rows if it.matches(r[1], restriction[0])]
+        if order is not None and len(order):
+            key = _sort_key(order)
+            rows.sort(key=lambda r: key(r[1]))
+        if calendar_view is not None:
+            limit = int(calendar_view.get("MaxEntriesReturned", str(len(rows))))
+            offset = 0
+        else:
+            offset, limit = _page(req, "IndexedPageItemView", len(rows))
+        page = rows[offset : offset + limit]
+        attrs = {"TotalItemsInView": str(len(rows))}
+        attrs["IncludesLastItemInRange"] = str(offset + len(page) >= len(rows)).lower()
+        if calendar_view is None:
+            attrs = {"IndexedPagingOffset": str(offset + len(page)), **attrs}
+        root = sub(msg, m("RootFolder"), **attrs)
+        container = sub(root, t("Items"))
+        for stored, _ in page:
+            container.append(render_item(ctx, stored, shape))
+
+    return _each("FindItem", _children(req.find(m("ParentFolderIds"))), fill)
+
+
+def _in_view(
+    rows: list[tuple[StoredItem, etree._Element]], view: etree._Element
+) -> list[tuple[StoredItem, etree._Element]]:
+    start, end = view.get("StartDate", ""), view.get("EndDate", "")
+    found = []
+    for stored, el in rows:
+        if el.find(t("Recurrence")) is not None:
+            # Never a wrong answer: a master alone is not what CalendarView returns.
+            raise EwsError(
+                "ErrorInvalidOperation",
+                "the emulator does not expand recurring series in CalendarView yet",
+            )
+        s, e = el.findtext(t("Start")), el.findtext(t("End"))
+        if s and e and it.compare(s, end) < 0 and it.compare(e, start) > 0:
+            found.append((stored, el))
+
+    def by_start(a: tuple[StoredItem, etree._Element], b: tuple[StoredItem, etree._Element]) -> int:
+        return it.compare(a[1].findtext(t("Start")) or "", b[1].findtext(t("Start")) or "")
+
+    found.sort(key=functools.cmp_to_key(by_start))
+    return found
+
+
+# Change tracking
+
+
+def _encode_state(folder_id: str, seq: int) -> str:
+    return base64.b64encode(f"concord-sync:{folder_id}:{seq}".encode()).decode()
+
+
+def _decode_state(state: str, folder_id: str) -> int:
+    try:
+        prefix, fid, seq = base64.b64decode(state, validate=True).decode().split(":")
+        if prefix != "concord-sync" or fid != folder_id:
+            raise ValueError(state)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise EwsError(
+            "ErrorInvalidSyncStateData",
+            "Synchronization state data is corrupt or otherwise invalid.",
+        ) from None
+
+
+def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = it.Shape(req.find(m("ItemShape")))
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        state = (req.findtext(m("SyncState")) or "").strip()
+        max_changes = int(req.findtext(m("MaxChangesReturned")) or "512")
+        ignored = {i.get("Id") for i in _children(req.find(m("Ignore")))}
+        changes: list[tuple[int, str, str]] = []  # (last seq, kind, item id)
+        if not state:
+            head = ctx.store.last_seq()
+            for stored in ctx.store.items_in(folder.id):
+                changes.append((stored.created_seq, "Create", stored.id))
+        else:
+            after = _decode_state(state, folder.id)
+            head = ctx.store.last_seq()
+            first: dict[str, str] = {}
+            last: dict[str, int] = {}
+            kinds: dict[str, set[str]] = {}
+            for change in ctx.store.changes([folder.id], after):
+                first.setdefault(change.item_id, change.kind)
+                last[change.item_id] = change.seq
+                kinds.setdefault(change.item_id, set()).add(change.kind)
+            for item_id, seq in last.items():
+                current = ctx.store.item(item_id)
+                present = current is not None and current.folder_id == folder.id
+                existed = first[item_id] != "create"
+                if existed and present:
+                    kind = "ReadFlagChange" if kinds[item_id] == {"readflag"} else "Update"
+                elif present:
+                    kind = "Create"
+                elif existed:
+                    kind = "Delete"
+                else:
+                    continue
+                changes.append((seq, kind, item_id))
+            changes.sort()
+        changes = [c for c in changes if c[2] not in ignored]
+        page = changes[:max_changes]
+        complete = len(page) == len(changes)
+        new_seq = head if complete else page[-1][0]
+        sub(msg, m("SyncState"), _encode_state(folder.id, new_seq))
+        sub(msg, m("IncludesLastItemInRange"), str(complete).lower())
+        container = sub(msg, m("Changes"))
+        for _, kind, item_id in page:
+            entry = sub(container, t(kind))
+            current = ctx.store.item(item_id)
+            if kind == "Delete" or current is None:
+                sub(entry, t("ItemId"), Id=item_id)
+            elif kind == "ReadFlagChange":
+                sub(entry, t("ItemId"), Id=item_id, ChangeKey=current.change_key)
+                is_read = etree.fromstring(current.xml).findtext(t("IsRead")) or "false"
+                sub(entry, t("IsRead"), is_read)
+            else:
+                entry.append(render_item(ctx, current, shape))
+
+    return _each("SyncFolderItems", _children(req.find(m("SyncFolderId"))), fill)
+
+
+def _encode_watermark(seq: int) -> str:
+    return base64.b64encode(f"concord-wm:{seq}".encode()).decode()
+
+
+def _decode_watermark(text: str) -> int:
+    try:
+        prefix, seq = base64.b64decode(text, validate=True).decode().split(":")
+        if prefix != "concord-wm":
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise EwsError("ErrorInvalidWatermark", "The watermark is invalid.") from None
+
+
+def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        if local(node.tag) != "PullSubscriptionRequest":
+            raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported yet")
+        folders = [resolve_folder(ctx, f) for f in _children(node.find(t("FolderIds")))]
+        if not folders:
+            raise EwsError("ErrorInvalidSubscriptionRequest", "no folders to watch")
+        events = [e.text or "" for e in _children(node.find(t("EventTypes")))]
+        mark = node.findtext(t("Watermark"))
+        seq = _decode_watermark(mark) if mark else ctx.store.last_seq()
+        sub_id = ctx.store.add_subscription(
+            folders[0].mailbox, [f.id for f in folders], events, seq
+        )
+        sub(msg, m("SubscriptionId"), sub_id)
+        sub(msg, m("Watermark"), _encode_watermark(seq))
+
+    return _each("Subscribe", _children(req), fill)
+
+
+def get_events(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        sub_id = req.findtext(m("SubscriptionId")) or ""
+        found = ctx.store.subscription(sub_id)
+        if found is None:
+            raise EwsError("ErrorSubscriptionNotFound", "The subscription was not found.")
+        mailbox, folder_ids, event_types, _ = found
+        ctx.check_access(mailbox)
+        after = _decode_watermark(req.findtext(m("Watermark")) or "")
+        changes = ctx.store.changes(folder_ids, after)[:512]
+        note = sub(msg, m("Notification"))
+        sub(note, t("SubscriptionId"), sub_id)
+        sub(note, t("PreviousWatermark"), _encode_watermark(after))
+        more = len(changes) == 512
+        sub(note, t("MoreEvents"), str(more).lower())
+        emitted = 0
+        for change in changes:
+            name = EVENT_ELEMENTS[change.kind]
+            if name not in event_types:
+                continue
+            event = sub(note, t(name))
+            sub(event, t("Watermark"), _encode_watermark(change.seq))
+            stamp = dt.datetime.fromisoformat(change.at).replace(tzinfo=dt.UTC)
+            sub(event, t("TimeStamp"), stamp.isoformat().replace("+00:00", "Z"))
+            sub(event, t("ItemId"), Id=change.item_id)
+            folder = ctx.store.folder(change.folder_id)
+            if folder is not None:
+                sub(event, t("ParentFolderId"), Id=folder.id, ChangeKey=folder.change_key)
+            emitted += 1
+        last = changes[-1].seq if changes else after
+        if not emitted:
+            status = sub(note, t("StatusEvent"))
+            sub(status, t("Watermark"), _encode_watermark(last))
+        ctx.store.set_watermark(sub_id, last)
+
+    return _each("GetEvents", [req], fill)
+
+
+def unsubscribe(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        if not ctx.store.delete_subscription(node.findtext(m("SubscriptionId")) or ""):
+            raise EwsError("ErrorSubscriptionNotFound", "The subscription was not found.")
+
+    return _each("Unsubscribe", [req], fill)
+
+
+def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
+    destination = req.get("DestinationFormat", "EwsId")
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        source = node.get("Id", "")
+        # The emulator's ids are opaque in every format; unknown ones are malformed, as for
+        # exchangelib's version probe ("DUMMY").
+        if ctx.store.item(source) is None and ctx.store.folder(source) is None:
+            raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
+        sub(
+            msg,
+            m("AlternateId"),
+            Format=destination,
+            Id=source,
+            Mailbox=node.get("Mailbox", ""),
+        )
+
+    return _each("ConvertId", _children(req.find(m("SourceIds"))), fill)
+
+
+OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
+    "ConvertId": convert_id,
+    "GetFolder": get_folder,
+    "FindFolder": find_folder,
+    "CreateFolder": create_folder,
+    "GetItem": get_item,
+    "FindItem": find_item,
+    "CreateItem": create_item,
+    "UpdateItem": update_item,
+    "DeleteItem": delete_item,
+    "MoveItem": move_item,
+    "SyncFolderItems": sync_folder_items,
+    "Subscribe": subscribe,
+    "GetEvents": get_events,
+    "Unsubscribe": unsubscribe,
+}
+
+
+def operation_of(body: bytes) -> tuple[str, etree._Element, etree._Element | None]:
+    """(operation name, its request element, the SOAP header) of a request."""
+    try:
+        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        raise SoapFault("ErrorSchemaValidation", f"The request is not valid XML: {exc}") from None
+    soap_body = root.find(f"{{{S}}}Body")
+    if soap_body is None or not len(soap_body):
+        raise SoapFault("ErrorInvalidRequest", "The request has no SOAP body.")
+    request = soap_body[0]
+    return local(request.tag), request, root.find(f"{{{S}}}Header")
+
+
+def impersonated(header: etree._Element | None) -> str | None:
+    if header is None:
+        return None
+    node = header.find(t("ExchangeImpersonation"))
+    if node is None:
+        return None
+    sid = node.find(t("ConnectingSID"))
+    if sid is None:
+        return None
+    for name in ("PrimarySmtpAddress", "SmtpAddress", "PrincipalName"):
+        value = sid.findtext(t(name))
+        if value:
+            return value.lower()
+    return None
+
+
+def handle(ctx: Context, operation: str, request: etree._Element) -> etree._Element:
+    handler = OPERATIONS.get(operation)
+    if handler is None:
+        raise SoapFault(
+            "ErrorInvalidRequest", f"The operation {operation} is not supported by the emulator."
+        )
+    try:
+        return envelope(handler(ctx, request))
+    except EwsError as exc:
+        # An error before any per-element work (e.g. the target folder): one message for all.
+        return envelope(_response(operation, [_message(operation, exc.code, exc.text)]))

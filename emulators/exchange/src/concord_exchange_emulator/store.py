@@ -1,0 +1,382 @@
+"""SQLite storage: users, mailboxes, folders, items (as EWS XML), a change log, subscriptions.
+
+Items are kept as the XML element a client sent (with the server's fields added), so every item
+type and extended property round-trips without a column per field. The change log drives
+SyncFolderItems and GetEvents: its sequence number is both the sync state and the watermark.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY, password TEXT NOT NULL, mailbox TEXT NOT NULL,
+    can_impersonate INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS mailboxes (address TEXT PRIMARY KEY, display_name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delegates (
+    mailbox TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (mailbox, username));
+CREATE TABLE IF NOT EXISTS folders (
+    id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, parent_id TEXT, distinguished TEXT,
+    display_name TEXT NOT NULL, folder_class TEXT NOT NULL, element TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1);
+CREATE UNIQUE INDEX IF NOT EXISTS folders_distinguished
+    ON folders (mailbox, distinguished) WHERE distinguished IS NOT NULL;
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_id TEXT NOT NULL, xml BLOB NOT NULL,
+    version INTEGER NOT NULL, created_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS items_folder ON items (folder_id, created_seq);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, folder_id TEXT NOT NULL,
+    item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
+CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_ids TEXT NOT NULL,
+    event_types TEXT NOT NULL, watermark INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    password: str
+    mailbox: str
+    can_impersonate: bool
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: str
+    mailbox: str
+    parent_id: str | None
+    distinguished: str | None
+    display_name: str
+    folder_class: str
+    element: str
+    version: int
+
+    @property
+    def change_key(self) -> str:
+        return f"AQAAAB{self.version:08d}"
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    id: str
+    mailbox: str
+    folder_id: str
+    xml: bytes
+    version: int
+    created_seq: int
+
+    @property
+    def change_key(self) -> str:
+        return f"CQAAAB{self.version:08d}"
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    folder_id: str
+    item_id: str
+    kind: str  # create, update, readflag, delete
+    at: str
+
+
+def new_id(prefix: str) -> str:
+    # Opaque, long and base64-looking like real EWS ids; clients must not parse them.
+    return prefix + uuid.uuid4().hex.upper()
+
+
+class Store:
+    """One SQLite database; every method is a transaction under one lock (the emulator is small)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # users and mailboxes
+
+    def add_user(
+        self, username: str, password: str, mailbox: str, *, can_impersonate: bool = False
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)",
+                (username.lower(), password, mailbox.lower(), int(can_impersonate)),
+            )
+
+    def user(self, username: str) -> User | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT * FROM users WHERE username = ?", (username.lower(),)
+            ).fetchone()
+        if row is None:
+            return None
+        return User(row["username"], row["password"], row["mailbox"], bool(row["can_impersonate"]))
+
+    def add_mailbox(self, address: str, display_name: str) -> bool:
+        """Create the mailbox; False when it already existed."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO mailboxes VALUES (?, ?)", (address.lower(), display_name)
+            )
+            return cur.rowcount == 1
+
+    def mailbox_exists(self, address: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM mailboxes WHERE address = ?", (address.lower(),)
+            ).fetchone()
+        return row is not None
+
+    def display_name(self, address: str) -> str:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT display_name FROM mailboxes WHERE address = ?", (address.lower(),)
+            ).fetchone()
+        return str(row["display_name"]) if row else address
+
+    def add_delegate(self, mailbox: str, username: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO delegates VALUES (?, ?)", (mailbox.lower(), username.lower())
+            )
+
+    def is_delegate(self, mailbox: str, username: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM delegates WHERE mailbox = ? AND username = ?",
+                (mailbox.lower(), username.lower()),
+            ).fetchone()
+        return row is not None
+
+    # folders
+
+    def add_folder(
+        self,
+        mailbox: str,
+        parent_id: str | None,
+        display_name: str,
+        folder_class: str,
+        element: str,
+        distinguished: str | None = None,
+    ) -> Folder:
+        folder = Folder(
+            new_id("AQMkF"),
+            mailbox.lower(),
+            parent_id,
+            distinguished,
+            display_name,
+            folder_class,
+            element,
+            1,
+        )
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    folder.id,
+                    folder.mailbox,
+                    folder.parent_id,
+                    folder.distinguished,
+                    folder.display_name,
+                    folder.folder_class,
+                    folder.element,
+                    folder.version,
+                ),
+            )
+        return folder
+
+    @staticmethod
+    def _folder(row: sqlite3.Row | None) -> Folder | None:
+        if row is None:
+            return None
+        return Folder(
+            row["id"],
+            row["mailbox"],
+            row["parent_id"],
+            row["distinguished"],
+            row["display_name"],
+            row["folder_class"],
+            row["element"],
+            row["version"],
+        )
+
+    def folder(self, folder_id: str) -> Folder | None:
+        with self.lock:
+            row = self._db.execute("SELECT * FROM folders WHERE id = ?", (folder_id,)).fetchone()
+        return self._folder(row)
+
+    def distinguished_folder(self, mailbox: str, name: str) -> Folder | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT * FROM folders WHERE mailbox = ? AND distinguished = ?",
+                (mailbox.lower(), name),
+            ).fetchone()
+        return self._folder(row)
+
+    def child_folders(self, parent_id: str) -> list[Folder]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT * FROM folders WHERE parent_id = ? ORDER BY rowid", (parent_id,)
+            ).fetchall()
+        return [f for f in (self._folder(r) for r in rows) if f is not None]
+
+    def folder_counts(self, folder_id: str) -> tuple[int, int]:
+        """(items, child folders)."""
+        with self.lock:
+            items = self._db.execute(
+                "SELECT COUNT(*) FROM items WHERE folder_id = ?", (folder_id,)
+            ).fetchone()[0]
+            children = self._db.execute(
+                "SELECT COUNT(*) FROM folders WHERE parent_id = ?", (folder_id,)
+            ).fetchone()[0]
+        return int(items), int(children)
+
+    # items
+
+    def _log(
+        self, db: sqlite3.Connection, mailbox: str, folder_id: str, item_id: str, kind: str
+    ) -> int:
+        cur = db.execute(
+            "INSERT INTO changes (mailbox, folder_id, item_id, kind) VALUES (?, ?, ?, ?)",
+            (mailbox, folder_id, item_id, kind),
+        )
+        return int(cur.lastrowid or 0)
+
+    def insert_item(self, item_id: str, mailbox: str, folder_id: str, xml: bytes) -> StoredItem:
+        with self.transaction() as db:
+            seq = self._log(db, mailbox, folder_id, item_id, "create")
+            db.execute(
+                "INSERT INTO items VALUES (?, ?, ?, ?, 1, ?)",
+                (item_id, mailbox, folder_id, xml, seq),
+            )
+        return StoredItem(item_id, mailbox, folder_id, xml, 1, seq)
+
+    def item(self, item_id: str) -> StoredItem | None:
+        with self.lock:
+            row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        return StoredItem(
+            row["id"],
+            row["mailbox"],
+            row["folder_id"],
+            row["xml"],
+            row["version"],
+            row["created_seq"],
+        )
+
+    def items_in(self, folder_id: str) -> list[StoredItem]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT * FROM items WHERE folder_id = ? ORDER BY created_seq", (folder_id,)
+            ).fetchall()
+        return [
+            StoredItem(
+                r["id"], r["mailbox"], r["folder_id"], r["xml"], r["version"], r["created_seq"]
+            )
+            for r in rows
+        ]
+
+    def update_item(self, item: StoredItem, xml: bytes, *, read_flag_only: bool) -> StoredItem:
+        with self.transaction() as db:
+            kind = "readflag" if read_flag_only else "update"
+            self._log(db, item.mailbox, item.folder_id, item.id, kind)
+            db.execute(
+                "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?", (xml, item.id)
+            )
+        return StoredItem(
+            item.id, item.mailbox, item.folder_id, xml, item.version + 1, item.created_seq
+        )
+
+    def delete_item(self, item: StoredItem) -> None:
+        with self.transaction() as db:
+            self._log(db, item.mailbox, item.folder_id, item.id, "delete")
+            db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+
+    def move_item(self, item: StoredItem, new_id_: str, folder_id: str, xml: bytes) -> StoredItem:
+        """Exchange gives a moved item a new id: the old one is deleted from the source folder."""
+        with self.transaction() as db:
+            self._log(db, item.mailbox, item.folder_id, item.id, "delete")
+            seq = self._log(db, item.mailbox, folder_id, new_id_, "create")
+            db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+            db.execute(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                (new_id_, item.mailbox, folder_id, xml, item.version + 1, seq),
+            )
+        return StoredItem(new_id_, item.mailbox, folder_id, xml, item.version + 1, seq)
+
+    # change log
+
+    def last_seq(self) -> int:
+        with self.lock:
+            row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    def changes(self, folder_ids: list[str], after: int) -> list[Change]:
+        marks = ",".join("?" for _ in folder_ids)
+        with self.lock:
+            rows = self._db.execute(
+                f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ? ORDER BY seq",
+                (*folder_ids, after),
+            ).fetchall()
+        return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+
+    # subscriptions
+
+    def add_subscription(
+        self, mailbox: str, folder_ids: list[str], event_types: list[str], watermark: int
+    ) -> str:
+        sub_id = new_id("SUB")
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?)",
+                (sub_id, mailbox, ",".join(folder_ids), ",".join(event_types), watermark),
+            )
+        return sub_id
+
+    def subscription(self, sub_id: str) -> tuple[str, list[str], list[str], int] | None:
+        with self.lock:
+            row = self._db.execute("SELECT * FROM subscriptions WHERE id = ?", (sub_id,)).fetchone()
+        if row is None:
+            return None
+        return (
+            row["mailbox"],
+            row["folder_ids"].split(","),
+            row["event_types"].split(","),
+            int(row["watermark"]),
+        )
+
+    def set_watermark(self, sub_id: str, watermark: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE subscriptions SET watermark = ? WHERE id = ?", (watermark, sub_id))
+
+    def delete_subscription(self, sub_id: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount == 1
