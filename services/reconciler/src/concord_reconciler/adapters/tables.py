@@ -7,6 +7,7 @@ SQLite and PostgreSQL alike, with no time-zone conversions between drivers.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -24,12 +26,15 @@ from sqlalchemy import (
 
 __all__ = [
     "item_errors",
+    "links",
     "mailbox_settings",
     "mailboxes",
     "metadata",
     "org_settings",
     "requests",
     "sessions",
+    "sync_cursors",
+    "write_journal",
 ]
 
 metadata = MetaData()
@@ -146,4 +151,78 @@ requests = Table(
     Column("request_id", String(255), primary_key=True),
     Column("response", LargeBinary, nullable=False),
     Column("create_time_us", BigInteger, nullable=False, index=True),
+)
+
+
+# One row per mirrored pair (issue #5). `link_id` is also the idempotency key every write
+# carries. A native id names at most one link per mailbox and side (NULLs do not collide, on
+# SQLite and PostgreSQL alike: a pending create has no id on the side it creates).
+links = Table(
+    "links",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column(
+        "mailbox_id",
+        String(63),
+        ForeignKey("mailboxes.mailbox_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", Integer, nullable=False),
+    Column("mail_id", Text, nullable=True),
+    Column("crm_id", String(255), nullable=True),
+    Column("mail_version", Text, nullable=False, default=""),
+    Column("crm_version", Text, nullable=False, default=""),
+    Column("mail_hash", String(64), nullable=False, default=""),
+    Column("crm_hash", String(64), nullable=False, default=""),
+    # The mapped fields as both sides agreed at the last sync: the 3-way merge's base.
+    Column("base", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("tombstone", String(16), nullable=False, default=""),
+    Column("conflicts", JSON, nullable=False),
+    Column("held_mail", JSON, nullable=True),
+    Column("held_crm", JSON, nullable=True),
+    Column("series_link_id", String(36), nullable=False, default=""),
+    Column("original_start_us", BigInteger, nullable=True),
+    Column("update_time_us", BigInteger, nullable=False),
+    Index("uq_links_mail_id", "mailbox_id", "mail_id", unique=True),
+    Index("uq_links_crm_id", "mailbox_id", "crm_id", unique=True),
+    Index("ix_links_mailbox_kind", "mailbox_id", "kind", "state"),
+)
+
+# Where each side's listing of a pair stopped; moved only in the transaction that commits
+# the links its changes produced.
+sync_cursors = Table(
+    "sync_cursors",
+    metadata,
+    Column(
+        "mailbox_id",
+        String(63),
+        ForeignKey("mailboxes.mailbox_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", Integer, nullable=False),
+    Column("side", String(8), nullable=False),
+    # The folder/calendar/sObject the cursor covers; "" is the kind's default collection.
+    Column("collection", String(255), nullable=False, default=""),
+    Column("token", Text, nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("mailbox_id", "kind", "side", "collection"),
+)
+
+# Intents written before a batch's writes and removed with the commit of their links; a row
+# left here is a crash to recover from (look the writes up by link id).
+write_journal = Table(
+    "write_journal",
+    metadata,
+    Column("link_id", String(36), primary_key=True),
+    Column(
+        "mailbox_id",
+        String(63),
+        ForeignKey("mailboxes.mailbox_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", Integer, nullable=False),
+    Column("intent", JSON, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    Index("ix_write_journal_mailbox_kind", "mailbox_id", "kind"),
 )

@@ -15,10 +15,15 @@ from concord.common.v1 import resources_pb2, settings_pb2
 from concord.linker.v1 import linker_service_pb2
 from concord.mapping.v1 import mapping_service_pb2
 from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState
+from concord_reconciler.domain.sync import Change, Link, Side, Snapshot, Write, WriteResult
 
 __all__ = [
+    "ChangePage",
     "CrmPage",
     "CrmSide",
+    "Intent",
+    "ItemFailure",
+    "LinkStore",
     "Linker",
     "MailPage",
     "MailSide",
@@ -27,6 +32,7 @@ __all__ = [
     "SessionEvents",
     "SessionQueue",
     "SessionStore",
+    "SyncSide",
 ]
 
 
@@ -124,3 +130,83 @@ class SessionQueue(Protocol):
     """Where requested sessions wait for a reconciler (SESSIONS); re-queuing is harmless."""
 
     async def enqueue(self, session: SessionRecord, org: str) -> None: ...
+
+
+# -- the sync engine's ports: one side of a pair in mapped terms, and the link store ---------
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    changes: Sequence[Change]
+    next_cursor: str = ""
+    # The cursor was invalidated: list again from "" and reconcile against the links.
+    full_resync_required: bool = False
+    has_more: bool = False
+
+
+class SyncSide(Protocol):
+    """One side (mailbox or Salesforce) of one mailbox, its items mapped to common fields."""
+
+    side: Side
+
+    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+        """Changes after `cursor`; an empty cursor lists every shared item as an upsert."""
+        ...
+
+    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        """One result per write, in order; idempotent per link id (a replayed create finds
+        the item written before)."""
+        ...
+
+    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+        """The items carrying these link ids: link id -> (native id, snapshot)."""
+        ...
+
+    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """The items that still exist among `native_ids`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A journalled action: written before its writes, resolved with its link's commit."""
+
+    link_id: str
+    kind: int
+    link_after: Link
+    writes: tuple[Write, ...]
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """A write the side refused for good: the item is quarantined, the session goes on."""
+
+    kind: int
+    side: Side
+    native_id: str
+    link_id: str
+    reason: str
+    version: str = ""
+
+
+class LinkStore(Protocol):
+    async def load_links(self, mailbox_id: str, kind: int) -> list[Link]: ...
+
+    async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]: ...
+
+    async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None: ...
+
+    async def pending_intents(self, mailbox_id: str, kind: int) -> list[Intent]: ...
+
+    async def commit(
+        self,
+        mailbox_id: str,
+        kind: int,
+        links: Sequence[Link],
+        resolved: Sequence[str],
+        cursors: dict[Side, str] | None = None,
+        failures: Sequence[ItemFailure] = (),
+    ) -> None:
+        """In one transaction: upsert `links`, drop the intents of `resolved` link ids, set
+        the cursors (when given) and record the failures."""
+        ...

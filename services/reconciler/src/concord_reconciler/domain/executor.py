@@ -1,0 +1,288 @@
+"""One pair's sync: recover, list, plan, then journalled writes in batches, then the cursors.
+
+Crash safety comes from three rules (isync/mbsync's): an action's intent is journalled before
+its writes; every write carries the link id, so a side finds a replayed create instead of
+making a second copy; and links and cursors are committed only after the writes they cover,
+so a crash at any point replays the same changes against the same links.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from concord_reconciler.domain.errors import PeerError, SessionFailure
+from concord_reconciler.domain.planner import Action, MergePlan, SyncPolicy, plan
+from concord_reconciler.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
+from concord_reconciler.domain.sync import (
+    Change,
+    Link,
+    LinkState,
+    Side,
+    Snapshot,
+    WriteOp,
+    WriteResult,
+    content_hash,
+)
+
+__all__ = ["BATCH_SIZE", "MAX_PAGES", "PairOutcome", "sync_pair"]
+
+# Salesforce sObject Collections take 200 records a call; the mail connector takes 100.
+BATCH_SIZE = 100
+MAX_PAGES = 1000
+
+
+@dataclass
+class PairOutcome:
+    """What one pair's sync did, for the session's counts."""
+
+    kind: int
+    mail_seen: int = 0
+    crm_seen: int = 0
+    created: dict[Side, int] = field(default_factory=lambda: {Side.MAIL: 0, Side.CRM: 0})
+    updated: dict[Side, int] = field(default_factory=lambda: {Side.MAIL: 0, Side.CRM: 0})
+    deleted: dict[Side, int] = field(default_factory=lambda: {Side.MAIL: 0, Side.CRM: 0})
+    errors: dict[Side, int] = field(default_factory=lambda: {Side.MAIL: 0, Side.CRM: 0})
+    conflicts: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    guarded: bool = False
+    guard_reason: str = ""
+    recovered: int = 0
+    # Whether the cursors moved; they stay when a write failed and will be retried.
+    cursors_committed: bool = False
+
+    @property
+    def writes(self) -> int:
+        return sum(sum(counter.values()) for counter in (self.created, self.updated, self.deleted))
+
+
+async def sync_pair(
+    mailbox_id: str,
+    policy: SyncPolicy,
+    mail: SyncSide,
+    crm: SyncSide,
+    store: LinkStore,
+    now: datetime,
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> PairOutcome:
+    kind = policy.kind
+    sides = {Side.MAIL: mail, Side.CRM: crm}
+    outcome = PairOutcome(kind=kind)
+    outcome.recovered = await _recover(mailbox_id, kind, sides, store)
+
+    links = await store.load_links(mailbox_id, kind)
+    cursors = await store.load_cursors(mailbox_id, kind)
+    listed: dict[Side, list[Change]] = {}
+    next_cursors: dict[Side, str] = {}
+    for side, port in sides.items():
+        listed[side], next_cursors[side] = await _listing(port, kind, cursors.get(side, ""), links)
+    outcome.mail_seen, outcome.crm_seen = len(listed[Side.MAIL]), len(listed[Side.CRM])
+
+    merge: MergePlan = plan(mailbox_id, listed[Side.MAIL], listed[Side.CRM], links, policy, now)
+    outcome.skipped = merge.skipped
+    if merge.guarded:
+        # The pair stops whole: no write, and the cursors stay so nothing listed is lost.
+        outcome.guarded, outcome.guard_reason = True, merge.guard_reason
+        return outcome
+    outcome.conflicts = merge.conflicts
+
+    blocked = False
+    quiet = [a.link for a in merge.actions if not a.writes]
+    busy = [a for a in merge.actions if a.writes]
+    for start in range(0, len(busy), batch_size):
+        batch = busy[start : start + batch_size]
+        done, failures, retry = await _execute(mailbox_id, kind, batch, sides, store, outcome)
+        blocked = blocked or retry
+        last = start + batch_size >= len(busy)
+        await store.commit(
+            mailbox_id,
+            kind,
+            [*done, *(quiet if last else [])],
+            [a.link.link_id for a in batch],
+            cursors=None if blocked or not last else next_cursors,
+            failures=failures,
+        )
+        if last:
+            outcome.cursors_committed = not blocked
+            quiet = []
+    if not busy:
+        await store.commit(mailbox_id, kind, quiet, [], cursors=next_cursors)
+        outcome.cursors_committed = True
+    return outcome
+
+
+async def _listing(
+    port: SyncSide, kind: int, cursor: str, links: Sequence[Link]
+) -> tuple[list[Change], str]:
+    changes: list[Change] = []
+    full = not cursor
+    for _ in range(MAX_PAGES):
+        page = await port.list_changes(kind, cursor)
+        if page.full_resync_required:
+            # What was listed so far under the dead cursor is still true, but the listing
+            # starts over from nothing so it ends complete.
+            changes, cursor, full = [], "", True
+            continue
+        changes.extend(page.changes)
+        cursor = page.next_cursor
+        if not page.has_more:
+            break
+    else:
+        raise SessionFailure(
+            f"the {port.side} side listed more than {MAX_PAGES} pages of kind {kind}",
+            "TOO_MANY_PAGES",
+            retryable=False,
+        )
+    if full:
+        changes.extend(await _vanished(port, kind, changes, links))
+    return changes, cursor
+
+
+async def _vanished(
+    port: SyncSide, kind: int, listed: Sequence[Change], links: Sequence[Link]
+) -> list[Change]:
+    """Deletes a full listing implies, each confirmed by reading the item.
+
+    Absence from a listing proves nothing (a window, a filter, a listing cut short); only an
+    item the side says does not exist is gone.
+    """
+    seen = {c.native_id for c in listed}
+    missing = sorted(
+        native
+        for link in links
+        if link.live and (native := link.native(port.side)) is not None and native not in seen
+    )
+    if not missing:
+        return []
+    found = await port.fetch(kind, missing)
+    return [Change(port.side, native, None) for native in missing if native not in found]
+
+
+async def _recover(
+    mailbox_id: str, kind: int, sides: dict[Side, SyncSide], store: LinkStore
+) -> int:
+    """Settle the intents a crash left behind, by looking each write up by its link id.
+
+    An intent whose writes all landed commits its link; any other is dropped, because its
+    changes were not acknowledged (the cursors did not move) and are listed and planned again.
+    """
+    intents = await store.pending_intents(mailbox_id, kind)
+    if not intents:
+        return 0
+    found: dict[Side, dict[str, tuple[str, Snapshot]]] = {}
+    for side, port in sides.items():
+        ids = sorted({w.link_id for i in intents for w in i.writes if w.side is side})
+        found[side] = dict(await port.find(kind, ids)) if ids else {}
+    adopted: list[Link] = []
+    for intent in intents:
+        link: Link | None = intent.link_after
+        for write in intent.writes:
+            hit = found[write.side].get(write.link_id)
+            if link is None:
+                break
+            if write.op in (WriteOp.CREATE, WriteOp.UPDATE) and hit is not None:
+                native, snapshot = hit
+                if snapshot.hash != link.hash_of(write.side):
+                    link = None
+                    break
+                link = link.on(
+                    write.side,
+                    native_id=native,
+                    version=snapshot.version,
+                    hash=link.hash_of(write.side),
+                )
+            elif write.op in (WriteOp.DELETE, WriteOp.UNSHARE) and hit is None:
+                continue
+            else:
+                link = None
+        if link is not None:
+            adopted.append(link)
+    await store.commit(mailbox_id, kind, adopted, [i.link_id for i in intents])
+    return len(adopted)
+
+
+async def _execute(
+    mailbox_id: str,
+    kind: int,
+    batch: Sequence[Action],
+    sides: dict[Side, SyncSide],
+    store: LinkStore,
+    outcome: PairOutcome,
+) -> tuple[list[Link], list[ItemFailure], bool]:
+    await store.journal(mailbox_id, [Intent(a.link.link_id, kind, a.link, a.writes) for a in batch])
+    results: dict[tuple[Side, str], WriteResult] = {}
+    for side, port in sides.items():
+        writes = [w for a in batch for w in a.writes if w.side is side]
+        if not writes:
+            continue
+        try:
+            answered = await port.apply(kind, writes)
+        except PeerError as error:
+            if not error.retryable:
+                raise
+            # A lost answer: the writes may have landed. The link ids find them next time.
+            answered = [
+                WriteResult(w.link_id, ok=False, reason=error.code or "UNAVAILABLE") for w in writes
+            ]
+        for write, result in zip(writes, answered, strict=True):
+            results[(side, write.link_id)] = result
+
+    done: list[Link] = []
+    failures: list[ItemFailure] = []
+    retry = False
+    for action in batch:
+        link = action.link
+        ok = True
+        for write in action.writes:
+            result = results[(write.side, write.link_id)]
+            if not result.ok:
+                ok = False
+                outcome.errors[write.side] += 1
+                if result.retryable:
+                    retry = True
+                else:
+                    failures.append(_failure(kind, action, write.side, result))
+                continue
+            if write.op in (WriteOp.CREATE, WriteOp.UPDATE):
+                link = link.on(
+                    write.side,
+                    native_id=result.native_id or link.native(write.side),
+                    version=result.version,
+                    hash=content_hash(link.base),
+                )
+        if not ok:
+            if any(not results[(w.side, w.link_id)].retryable for w in action.writes):
+                outcome.quarantined += 1
+                if action.previous is not None:
+                    done.append(replace(action.previous, state=LinkState.QUARANTINED))
+            continue
+        _count(outcome, action)
+        done.append(link)
+    return done, failures, retry
+
+
+def _failure(kind: int, action: Action, side: Side, result: WriteResult) -> ItemFailure:
+    # The item that failed to mirror is the one on the other side, the one the user sees.
+    source = side.other
+    native = action.link.native(source) or action.link.native(side) or ""
+    return ItemFailure(
+        kind=kind,
+        side=source,
+        native_id=native,
+        link_id=action.link.link_id,
+        reason=result.reason or "WRITE_REJECTED",
+        version=action.link.version_of(source),
+    )
+
+
+def _count(outcome: PairOutcome, action: Action) -> None:
+    for write in action.writes:
+        if write.op is WriteOp.CREATE:
+            outcome.created[write.side] += 1
+        elif write.op in (WriteOp.UPDATE, WriteOp.MARK):
+            outcome.updated[write.side] += 1
+        else:
+            outcome.deleted[write.side] += 1

@@ -1,0 +1,175 @@
+"""The link store on SQLite and PostgreSQL: links round-trip, unique native ids, cursors and
+journal committed together, and the sync engine behaving exactly as over the memory store."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.adapters.links import SqlLinkStore
+from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.adapters.tables import item_errors
+from concord_reconciler.domain.executor import sync_pair
+from concord_reconciler.domain.model import MailboxRecord
+from concord_reconciler.domain.planner import SyncPolicy
+from concord_reconciler.domain.ports import Intent, ItemFailure
+from concord_reconciler.domain.sync import (
+    FieldConflict,
+    Link,
+    LinkState,
+    Side,
+    TombstoneReason,
+    Write,
+    WriteOp,
+)
+from concord_store import create_engine, migrate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+MIGRATIONS = "concord_reconciler.adapters.migrations"
+KIND = res.OBJECT_KIND_CALENDAR_ITEM
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+async def links(store_url: str) -> AsyncIterator[SqlLinkStore]:
+    engine = create_engine(store_url)
+    await migrate(engine, MIGRATIONS)
+    await SqlStore(engine).insert_mailbox(
+        MailboxRecord(
+            mailbox_id="demo",
+            org_id="acme",
+            owner_user_id="u1",
+            crm_user_id="005000000000001AAA",
+            address="demo@example.com",
+            provider=res.MAIL_PROVIDER_GRAPH,
+        )
+    )
+    yield SqlLinkStore(engine)
+    await engine.dispose()
+
+
+def _link(link_id: str, mail_id: str | None, crm_id: str | None, **changes: object) -> Link:
+    values: dict[str, object] = {
+        "link_id": link_id,
+        "mailbox_id": "demo",
+        "kind": KIND,
+        "mail_id": mail_id,
+        "crm_id": crm_id,
+        "mail_version": "ck-1",
+        "crm_version": "2026-01-01T00:00:00Z",
+        "mail_hash": "a" * 64,
+        "crm_hash": "b" * 64,
+        "base": {"subject": "Kick-off", "attendees": ("ann@example.com", "bob@example.com")},
+    }
+    values.update(changes)
+    return Link(**values)  # type: ignore[arg-type]
+
+
+async def test_a_link_round_trips_with_every_field(links: SqlLinkStore) -> None:
+    link = _link(
+        "00000000-0000-0000-0000-000000000001",
+        "AAMk1",
+        "00U000000000001AAA",
+        state=LinkState.CONFLICT,
+        conflicts=(FieldConflict("subject", "A", ("x", 1), None),),
+        held_mail={"subject": "A"},
+        held_crm={"subject": "B", "n": 1.5},
+        series_link_id="00000000-0000-0000-0000-000000000009",
+        original_start=datetime(2026, 3, 1, 9, 30, tzinfo=UTC),
+    )
+    await links.commit("demo", KIND, [link], [])
+    assert await links.load_links("demo", KIND) == [link]
+    assert await links.load_links("demo", res.OBJECT_KIND_TASK) == []
+
+
+async def test_a_native_id_names_one_link_per_side(links: SqlLinkStore) -> None:
+    await links.commit("demo", KIND, [_link("l1", "AAMk1", "00U1"), _link("l2", None, None)], [])
+    with pytest.raises(IntegrityError):
+        await links.commit("demo", KIND, [_link("l3", "AAMk1", None)], [])
+    with pytest.raises(IntegrityError):
+        await links.commit("demo", KIND, [_link("l4", None, "00U1")], [])
+    # Pending creates (no id yet on one side) never collide with each other.
+    await links.commit("demo", KIND, [_link("l5", "AAMk5", None), _link("l6", "AAMk6", None)], [])
+    assert {link.link_id for link in await links.load_links("demo", KIND)} == {
+        "l1",
+        "l2",
+        "l5",
+        "l6",
+    }
+
+
+async def test_a_native_id_moves_between_links_in_one_commit(links: SqlLinkStore) -> None:
+    await links.commit("demo", KIND, [_link("l1", "AAMk1", "00U1")], [])
+    moved = [
+        _link("l1", None, "00U1", state=LinkState.TOMBSTONE, tombstone=TombstoneReason.DELETED),
+        _link("l2", "AAMk1", None),
+    ]
+    await links.commit("demo", KIND, moved, [])
+    assert sorted(await links.load_links("demo", KIND), key=lambda x: x.link_id) == moved
+
+
+async def test_cursors_intents_and_failures_commit_together(links: SqlLinkStore) -> None:
+    link = _link("l1", "AAMk1", None, state=LinkState.PENDING_CREATE)
+    write = Write(Side.CRM, WriteOp.CREATE, "l1", fields={"subject": "Kick-off", "n": (1, 2)})
+    await links.journal("demo", [Intent("l1", KIND, link, (write,))])
+    await links.journal("demo", [Intent("l1", KIND, link, (write,))])  # replaced, not doubled
+    assert await links.pending_intents("demo", KIND) == [Intent("l1", KIND, link, (write,))]
+    assert await links.load_cursors("demo", KIND) == {}
+
+    failure = ItemFailure(KIND, Side.MAIL, "AAMk1", "l1", "INVALID_FIELD", "ck-1")
+    done = _link("l1", "AAMk1", "00U1")
+    cursors = {Side.MAIL: "m-7", Side.CRM: "c-3"}
+    await links.commit("demo", KIND, [done], ["l1"], cursors=cursors, failures=[failure])
+    await links.commit("demo", KIND, [], [], cursors={Side.CRM: "c-4"}, failures=[failure])
+    assert await links.pending_intents("demo", KIND) == []
+    assert await links.load_cursors("demo", KIND) == {Side.MAIL: "m-7", Side.CRM: "c-4"}
+    assert await links.load_links("demo", KIND) == [done]
+    async with links.engine.connect() as conn:
+        rows = (await conn.execute(select(item_errors))).mappings().all()
+    assert [(r["native_id"], r["reason"], r["attempts"], r["quarantined"]) for r in rows] == [
+        ("AAMk1", "INVALID_FIELD", 2, True)
+    ]
+
+
+async def test_a_failed_commit_changes_nothing(links: SqlLinkStore) -> None:
+    await links.commit("demo", KIND, [_link("l1", "AAMk1", None)], [])
+    with pytest.raises(IntegrityError):
+        await links.commit(
+            "demo", KIND, [_link("l2", "AAMk1", None)], [], cursors={Side.MAIL: "m-1"}
+        )
+    assert await links.load_cursors("demo", KIND) == {}
+    assert [link.link_id for link in await links.load_links("demo", KIND)] == ["l1"]
+
+
+async def test_the_engine_over_sql_matches_the_memory_store(links: SqlLinkStore) -> None:
+    """One scenario, run over both stores, ends with the same links and the same sides."""
+
+    async def scenario(store: SqlLinkStore | MemoryLinkStore) -> tuple[object, ...]:
+        clock = itertools.count(1)
+        mail = MemorySide(Side.MAIL, lambda: next(clock))
+        crm = MemorySide(Side.CRM, lambda: next(clock))
+        policy = SyncPolicy(kind=res.OBJECT_KIND_CONTACT)
+        for n in range(5):
+            mail.create({"name": f"m{n}", "email": f"m{n}@example.com"})
+            crm.create({"name": f"c{n}", "tags": ("a", "b")})
+        await sync_pair("demo", policy, mail, crm, store, NOW)
+        mail.edit("mail-1", "name", "edited")
+        crm.edit("crm-2", "name", "also edited")
+        mail.delete("mail-3")
+        crm.fail_next = 1
+        await sync_pair("demo", policy, mail, crm, store, NOW)
+        await sync_pair("demo", policy, mail, crm, store, NOW)
+        quiet = await sync_pair("demo", policy, mail, crm, store, NOW)
+        assert quiet.writes == 0
+        found = sorted(await store.load_links("demo", res.OBJECT_KIND_CONTACT), key=repr)
+        return (found, mail.items, crm.items, await store.load_cursors("demo", 3))
+
+    assert await scenario(links) == await scenario(MemoryLinkStore())
