@@ -1,0 +1,693 @@
+"""The REST API under `/services/data/vXX.X/`, as a router independent of the HTTP server.
+
+Composite requests run their subrequests through the same router, so a subrequest behaves
+exactly like the call it stands for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from concord_salesforce_emulator import ids, soql, sosl, timefmt
+from concord_salesforce_emulator.errors import SalesforceError, malformed_query, not_found
+from concord_salesforce_emulator.org import AmbiguousUpsert, Org, WriteResult
+from concord_salesforce_emulator.schema import SObjectType
+
+MIN_VERSION = 50.0
+LATEST_VERSION = "62.0"
+COLLECTION_LIMIT = 200
+COMPOSITE_LIMIT = 25
+COMPOSITE_HEAVY_LIMIT = 5
+
+
+@dataclass
+class Call:
+    method: str
+    path: str  # after /services/data/vXX.X/, without a leading slash
+    query: dict[str, list[str]]
+    body: Any
+    user_id: str
+    version: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None  # None: no body (204)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["RestApi", Call, re.Match[str]], Reply]
+_ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, re.compile(f"^{pattern}/?$"), handler))
+        return handler
+
+    return register
+
+
+@dataclass
+class Cursor:
+    records: list[dict[str, Any]]
+    total: int
+    position: int
+    page_size: int
+
+
+def version_of(text: str) -> str | None:
+    """`62.0` from `v62.0` when the API serves that version, else None."""
+    match = re.fullmatch(r"v(\d+)\.0", text)
+    if not match or float(match.group(1)) < MIN_VERSION or float(match.group(1)) > 62.0:
+        return None
+    return f"{match.group(1)}.0"
+
+
+class RestApi:
+    def __init__(
+        self,
+        org: Org,
+        page_size: int = 2000,
+        api_limit: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        self.org = org
+        self.page_size = page_size
+        self.api_limit = api_limit or (lambda: (0, 0))
+        self.cursors: dict[str, Cursor] = {}
+
+    def dispatch(self, call: Call) -> Reply:
+        allowed = False
+        for method, pattern, handler in _ROUTES:
+            match = pattern.match(call.path)
+            if match is None:
+                continue
+            allowed = True
+            if method != call.method:
+                continue
+            try:
+                return handler(self, call, match)
+            except AmbiguousUpsert as error:
+                urls = [
+                    f"/services/data/v{call.version}/sobjects/{error.sobject.name}/{m}"
+                    for m in error.matches
+                ]
+                return Reply(300, urls)
+            except SalesforceError as error:
+                return Reply(error.status, error.rest_body())
+        if allowed:
+            return Reply(
+                405,
+                [
+                    {
+                        "errorCode": "METHOD_NOT_ALLOWED",
+                        "message": f"HTTP Method '{call.method}' not allowed. Allowed are GET,HEAD",
+                    }
+                ],
+            )
+        return Reply(404, not_found().rest_body())
+
+    # ---- shared pieces -----------------------------------------------------------------------
+
+    def sobject(self, name: str) -> SObjectType:
+        return self.org.sobject(unquote(name))
+
+    def record_body(self, call: Call) -> dict[str, Any]:
+        if not isinstance(call.body, dict):
+            raise SalesforceError(
+                "JSON_PARSER_ERROR", "The request body is not a JSON object", status=400
+            )
+        return call.body
+
+    def run_query(self, call: Call, include_deleted: bool) -> Reply:
+        text = call.param("q")
+        if text is None:
+            raise malformed_query("A query string has to be specified")
+        planned = soql.plan(text, self.org.schema)
+        records = (r.fields for r in self.org.live(planned.sobject, include_deleted))
+        rows = planned.run(records, self._resolve)
+        if planned.query.fields is None:
+            return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
+        rendered = [
+            planned.render(r, planned.sobject.name, self._resolve, call.version) for r in rows
+        ]
+        size = self._batch_size(call)
+        cursor = Cursor(rendered, len(rendered), 0, size)
+        return Reply(
+            200, self._page(cursor, call.version, "queryAll" if include_deleted else "query")
+        )
+
+    def _batch_size(self, call: Call) -> int:
+        options = call.headers.get("sforce-query-options", "")
+        match = re.search(r"batchSize=(\d+)", options)
+        if match:
+            # Salesforce honours 200..2000 and treats the size as a hint.
+            return max(min(int(match.group(1)), self.page_size), min(200, self.page_size))
+        return self.page_size
+
+    def _page(self, cursor: Cursor, version: str, resource: str) -> dict[str, Any]:
+        end = cursor.position + cursor.page_size
+        body: dict[str, Any] = {"totalSize": cursor.total, "done": end >= cursor.total}
+        page = cursor.records[cursor.position : end]
+        if end < cursor.total:
+            locator = "01g5e" + secrets.token_hex(6).upper()[:10]
+            cursor.position = end
+            self.cursors[locator] = cursor
+            body["nextRecordsUrl"] = f"/services/data/v{version}/{resource}/{locator}-{end}"
+        body["records"] = page
+        return body
+
+    def _resolve(self, raw_id: str) -> tuple[str, dict[str, Any]] | None:
+        record = self.org.store.get(raw_id)
+        if record is None or record.deleted_at is not None:
+            return None
+        return record.sobject, record.fields
+
+
+# ---- resources ------------------------------------------------------------------------------
+
+
+@route("GET", "")
+def _resources(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    base = f"/services/data/v{call.version}"
+    names = ["sobjects", "query", "queryAll", "search", "composite", "limits"]
+    return Reply(200, {name: f"{base}/{name}" for name in names})
+
+
+@route("GET", "limits")
+def _limits(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    used, limit = api.api_limit()
+    return Reply(
+        200,
+        {
+            "DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)},
+            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+        },
+    )
+
+
+@route("GET", "limits/recordCount")
+def _record_count(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    wanted = [n for v in call.query.get("sObjects", []) for n in v.split(",") if n]
+    counts = []
+    for name in wanted:
+        sobject = api.org.schema.get(name)
+        if sobject is None:
+            continue
+        count = sum(1 for _ in api.org.live(sobject))
+        if count:
+            counts.append({"count": count, "name": sobject.name})
+    return Reply(200, {"sObjects": counts})
+
+
+@route("GET", "sobjects")
+def _global_describe(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    return Reply(200, api.org.schema.global_describe(call.version))
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/describe")
+def _describe(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    return Reply(200, api.org.schema.describe(sobject, call.version))
+
+
+@route("GET", r"sobjects/(?P<type>\w+)")
+def _basic_info(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    entry = api.org.schema.global_describe(call.version)["sobjects"]
+    info = next(e for e in entry if e["name"] == sobject.name)
+    return Reply(200, {"objectDescribe": info, "recentItems": []})
+
+
+@route("POST", r"sobjects/(?P<type>\w+)")
+def _create(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    result = api.org.create(sobject, api.record_body(call), call.user_id)
+    return Reply(201, {"id": result.id, "success": True, "errors": []})
+
+
+def _window(call: Call) -> tuple[dt.datetime, dt.datetime]:
+    start, end = call.param("start"), call.param("end")
+    if not start or not end:
+        raise SalesforceError(
+            "MISSING_ARGUMENT", "start and end are both required parameters", status=400
+        )
+    try:
+        return timefmt.parse_datetime(start), timefmt.parse_datetime(end)
+    except ValueError:
+        raise SalesforceError(
+            "INVALID_DATE_FORMAT", f"Invalid date format: {start} {end}", status=400
+        ) from None
+
+
+def _covered(end: dt.datetime) -> str:
+    # Salesforce covers whole minutes, up to the last one that is complete.
+    latest = min(end, timefmt.now()).replace(second=0, microsecond=0)
+    return timefmt.format_datetime(latest)
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/updated")
+def _get_updated(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    start, end = _window(call)
+    _check_window(start, end, days=30)
+    return Reply(
+        200, {"ids": api.org.updated(sobject, start, end), "latestDateCovered": _covered(end)}
+    )
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/deleted")
+def _get_deleted(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    start, end = _window(call)
+    _check_window(start, end, days=15)
+    records, earliest = api.org.deleted(sobject, start, end)
+    return Reply(
+        200,
+        {
+            "deletedRecords": records,
+            "earliestDateAvailable": timefmt.format_datetime(earliest),
+            "latestDateCovered": _covered(end),
+        },
+    )
+
+
+def _check_window(start: dt.datetime, end: dt.datetime, days: int) -> None:
+    if end < start:
+        raise SalesforceError("INVALID_REPLICATION_DATE", "end date cannot be before start date")
+    if start < timefmt.now() - dt.timedelta(days=days):
+        raise SalesforceError(
+            "INVALID_REPLICATION_DATE", f"startDate cannot be more than {days} days ago"
+        )
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/(?P<id>[^/]+)")
+def _retrieve(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    record = api.org.retrieve(sobject, unquote(match["id"]))
+    fields = call.param("fields")
+    names = [f.strip() for f in fields.split(",")] if fields else None
+    return Reply(200, api.org.render(sobject, record, call.version, names))
+
+
+@route("PATCH", r"sobjects/(?P<type>\w+)/(?P<id>[^/]+)")
+def _update(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    record = api.org.retrieve(sobject, unquote(match["id"]))
+    _single(
+        api.org.write_many(
+            [("update", sobject, record.id, api.record_body(call))], call.user_id, all_or_none=True
+        )
+    )
+    return Reply(204)
+
+
+@route("DELETE", r"sobjects/(?P<type>\w+)/(?P<id>[^/]+)")
+def _delete(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    raw = unquote(match["id"])
+    record_id = ids.normalize(raw)
+    record = api.org.store.get(record_id) if record_id else None
+    if record is not None and record.sobject == sobject.name and record.deleted_at is not None:
+        raise SalesforceError("ENTITY_IS_DELETED", "entity is deleted", [], status=404)
+    record = api.org.retrieve(sobject, raw)
+    _single(api.org.delete_many([record.id], all_or_none=True))
+    return Reply(204)
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/(?P<field>\w+)/(?P<value>[^/]+)")
+def _retrieve_by_external_id(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    value = unquote(match["value"])
+    _kind, record_id = api.org.upsert_plan(sobject, match["field"], value)
+    if record_id is None:
+        raise not_found()
+    record = api.org.retrieve(sobject, record_id)
+    fields = call.param("fields")
+    names = [f.strip() for f in fields.split(",")] if fields else None
+    return Reply(200, api.org.render(sobject, record, call.version, names))
+
+
+@route("PATCH", r"sobjects/(?P<type>\w+)/(?P<field>\w+)/(?P<value>[^/]+)")
+def _upsert(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    field_name, value = match["field"], unquote(match["value"])
+    body = dict(api.record_body(call))
+    described = sobject.field(field_name)
+    if described is not None and any(k.lower() == field_name.lower() for k in body):
+        raise SalesforceError(
+            "INVALID_FIELD",
+            f"The value provided for the external ID field {field_name} in the request body "
+            "does not match the value in the request URL",
+        )
+    kind, record_id = api.org.upsert_plan(sobject, field_name, value)
+    if kind == "create":
+        if described is not None and described["type"] != "id":
+            body[described["name"]] = value
+        result = _single(api.org.write_many([("create", sobject, None, body)], call.user_id, True))
+        return Reply(201, {"id": result.id, "success": True, "errors": [], "created": True})
+    result = _single(api.org.write_many([("update", sobject, record_id, body)], call.user_id, True))
+    if float(call.version) < 46.0:
+        return Reply(204)
+    return Reply(200, {"id": result.id, "success": True, "errors": [], "created": False})
+
+
+def _single(results: list[WriteResult | SalesforceError]) -> WriteResult:
+    result = results[0]
+    if isinstance(result, SalesforceError):
+        raise result
+    return result
+
+
+# ---- query and search -----------------------------------------------------------------------
+
+
+@route("GET", "query")
+def _query(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    return api.run_query(call, include_deleted=False)
+
+
+@route("GET", "queryAll")
+def _query_all(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    return api.run_query(call, include_deleted=True)
+
+
+@route("GET", r"(?P<resource>query|queryAll)/(?P<locator>\w+)-(?P<position>\d+)")
+def _query_more(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    cursor = api.cursors.get(match["locator"])
+    if cursor is None or cursor.position != int(match["position"]):
+        raise SalesforceError("INVALID_QUERY_LOCATOR", "invalid query locator")
+    del api.cursors[match["locator"]]
+    return Reply(200, api._page(cursor, call.version, match["resource"]))
+
+
+@route("GET", "search")
+def _search(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    text = call.param("q")
+    if not text:
+        raise SalesforceError(
+            "MALFORMED_SEARCH", "No search term found. The search term must be enclosed in braces."
+        )
+    results = sosl.search(text, api.org.schema, api.org, api._resolve, call.version)
+    return Reply(200, {"searchRecords": results})
+
+
+# ---- collections ----------------------------------------------------------------------------
+
+
+def _records_of(call: Call) -> tuple[list[dict[str, Any]], bool]:
+    body = call.body if isinstance(call.body, dict) else {}
+    records = body.get("records")
+    if not isinstance(records, list):
+        raise SalesforceError("JSON_PARSER_ERROR", "records: expected an array of sObjects")
+    if len(records) > COLLECTION_LIMIT:
+        raise _too_many()
+    return records, bool(body.get("allOrNone", False))
+
+
+def _too_many() -> SalesforceError:
+    return SalesforceError(
+        "EXCEEDED_ID_LIMIT",
+        "record limit reached. cannot submit more than 200 records into this call",
+    )
+
+
+def _collection_reply(
+    results: list[WriteResult | SalesforceError], with_created: bool, ids_in: list[str | None]
+) -> Reply:
+    body = []
+    for index, result in enumerate(results):
+        if isinstance(result, SalesforceError):
+            body.append({"id": ids_in[index], "success": False, "errors": [result.record_error()]})
+        else:
+            entry: dict[str, Any] = {"id": result.id, "success": True, "errors": []}
+            if with_created:
+                entry["created"] = result.created
+            body.append(entry)
+    return Reply(200, body)
+
+
+def _type_of(api: RestApi, record: dict[str, Any]) -> SObjectType:
+    attributes = record.get("attributes")
+    name = attributes.get("type") if isinstance(attributes, dict) else None
+    if not name:
+        raise SalesforceError(
+            "INVALID_TYPE", "sObject type must be specified in attributes.type", []
+        )
+    sobject = api.org.schema.get(name)
+    if sobject is None:
+        raise SalesforceError("INVALID_TYPE", f"sObject type '{name}' is not supported.", [])
+    return sobject
+
+
+@route("POST", "composite/sobjects")
+def _collection_create(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    records, all_or_none = _records_of(call)
+    return _collection_write(api, call, records, all_or_none, mode="create")
+
+
+@route("PATCH", "composite/sobjects")
+def _collection_update(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    records, all_or_none = _records_of(call)
+    return _collection_write(api, call, records, all_or_none, mode="update")
+
+
+@route("PATCH", r"composite/sobjects/(?P<type>\w+)/(?P<field>\w+)")
+def _collection_upsert(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    records, all_or_none = _records_of(call)
+    sobject = api.sobject(match["type"])
+    described = sobject.field(match["field"])
+    if described is None or not (described["externalId"] or described["idLookup"]):
+        raise SalesforceError(
+            "INVALID_FIELD",
+            f"Field name provided, {match['field']} is not an External ID or indexed field for "
+            f"{sobject.name}",
+        )
+    return _collection_write(
+        api, call, records, all_or_none, mode="upsert", upsert=(sobject, described["name"])
+    )
+
+
+def _collection_write(
+    api: RestApi,
+    call: Call,
+    records: list[dict[str, Any]],
+    all_or_none: bool,
+    mode: str,
+    upsert: tuple[SObjectType, str] | None = None,
+) -> Reply:
+    operations: list[tuple[str, SObjectType, str | None, dict[str, Any]]] = []
+    early: dict[int, SalesforceError] = {}
+    ids_in: list[str | None] = []
+    for index, record in enumerate(records):
+        record_id = record.get("Id") if isinstance(record, dict) else None
+        ids_in.append(record_id if mode == "update" else None)
+        try:
+            if not isinstance(record, dict):
+                raise SalesforceError("JSON_PARSER_ERROR", "expected an sObject", [])
+            sobject = _type_of(api, record)
+            values = {k: v for k, v in record.items() if k != "attributes"}
+            if mode == "create":
+                if record_id is not None:
+                    raise SalesforceError(
+                        "INVALID_FIELD_FOR_INSERT_UPDATE",
+                        "cannot specify Id in an insert call",
+                        ["Id"],
+                    )
+                operations.append(("create", sobject, None, values))
+            elif mode == "update":
+                if not record_id:
+                    raise SalesforceError(
+                        "MISSING_ARGUMENT", "Id not specified in an update call", []
+                    )
+                values.pop("Id", None)
+                if ids.normalize(str(record_id)) is None:
+                    raise SalesforceError("MALFORMED_ID", f"malformed id {record_id}", [])
+                operations.append(("update", sobject, str(record_id), values))
+            else:
+                assert upsert is not None
+                target, field_name = upsert
+                if sobject.name != target.name:
+                    raise SalesforceError(
+                        "INVALID_TYPE", f"Expected records of type {target.name}", []
+                    )
+                key = next((v for k, v in values.items() if k.lower() == field_name.lower()), None)
+                if key is None and field_name != "Id":
+                    raise SalesforceError(
+                        "MISSING_ARGUMENT", f"{field_name} not specified", [field_name]
+                    )
+                kind, existing = api.org.upsert_plan(sobject, field_name, key)
+                if field_name == "Id":
+                    values.pop("Id", None)
+                elif kind == "update":
+                    values = {k: v for k, v in values.items() if k.lower() != field_name.lower()}
+                operations.append((kind, sobject, existing, values))
+        except SalesforceError as error:
+            early[index] = error
+    if early and all_or_none:
+        results: list[WriteResult | SalesforceError] = [
+            early.get(i, _rolled_back()) for i in range(len(records))
+        ]
+        return _collection_reply(results, mode == "upsert", ids_in)
+    written = iter(api.org.write_many(operations, call.user_id, all_or_none))
+    results = [early[i] if i in early else next(written) for i in range(len(records))]
+    return _collection_reply(results, mode == "upsert", ids_in)
+
+
+def _rolled_back() -> SalesforceError:
+    from concord_salesforce_emulator.org import ROLLED_BACK
+
+    return ROLLED_BACK
+
+
+@route("DELETE", "composite/sobjects")
+def _collection_delete(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    raw = call.param("ids") or ""
+    record_ids = [i for i in raw.split(",") if i]
+    if len(record_ids) > COLLECTION_LIMIT:
+        raise _too_many()
+    all_or_none = (call.param("allOrNone") or "false").lower() == "true"
+    results = api.org.delete_many(record_ids, all_or_none)
+    return _collection_reply(results, False, [ids.normalize(i) or i for i in record_ids])
+
+
+# ---- composite ------------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"@\{(?P<ref>[A-Za-z0-9_]+)\.(?P<path>[^}]+)\}")
+
+
+def _lookup(body: Any, path: str) -> Any:
+    current = body
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        current = current[int(part[1:-1])] if part.startswith("[") else current[part]
+    return current
+
+
+def _substitute(value: Any, results: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            if match["ref"] not in results:
+                raise KeyError(match["ref"])
+            return str(_lookup(results[match["ref"]], match["path"]))
+
+        return _REFERENCE.sub(replace, value)
+    if isinstance(value, list):
+        return [_substitute(v, results) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    return value
+
+
+@route("POST", "composite")
+def _composite(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    body = call.body if isinstance(call.body, dict) else {}
+    subrequests = body.get("compositeRequest")
+    if not isinstance(subrequests, list) or not subrequests:
+        raise SalesforceError("JSON_PARSER_ERROR", "compositeRequest: expected a non-empty array")
+    if len(subrequests) > COMPOSITE_LIMIT:
+        raise SalesforceError(
+            "LIMIT_EXCEEDED", f"Maximum number of subrequests is {COMPOSITE_LIMIT}"
+        )
+    heavy = sum(
+        1
+        for s in subrequests
+        if re.search(r"/(composite/sobjects|query|queryAll)(/|\?|$)", str(s.get("url", "")))
+    )
+    if heavy > COMPOSITE_HEAVY_LIMIT:
+        raise SalesforceError(
+            "LIMIT_EXCEEDED",
+            f"Maximum number of sObject Collections and query subrequests is "
+            f"{COMPOSITE_HEAVY_LIMIT}",
+        )
+    all_or_none = bool(body.get("allOrNone", False))
+    results: dict[str, Any] = {}
+    responses: list[dict[str, Any]] = []
+    halted = False
+    for sub in subrequests:
+        reference = str(sub.get("referenceId", ""))
+        if halted:
+            responses.append(_halted(reference))
+            continue
+        try:
+            url = _substitute(str(sub.get("url", "")), results)
+            sub_body = _substitute(sub.get("body"), results)
+        except (KeyError, IndexError, TypeError):
+            reply = Reply(
+                400, [{"errorCode": "INVALID_REFERENCE", "message": "Invalid reference specified."}]
+            )
+        else:
+            reply = _subcall(api, call, str(sub.get("method", "GET")).upper(), url, sub_body)
+        if reply.status < 300:
+            results[reference] = reply.body
+        responses.append(
+            {
+                "body": reply.body,
+                "httpHeaders": reply.headers,
+                "httpStatusCode": reply.status,
+                "referenceId": reference,
+            }
+        )
+        if reply.status >= 400 and all_or_none:
+            # Salesforce undoes the earlier subrequests too; this emulator cannot, and says so.
+            halted = True
+    return Reply(200, {"compositeResponse": responses})
+
+
+def _halted(reference: str) -> dict[str, Any]:
+    return {
+        "body": [
+            {
+                "errorCode": "PROCESSING_HALTED",
+                "message": "The transaction was rolled back since another operation in the "
+                "same transaction failed.",
+            }
+        ],
+        "httpHeaders": {},
+        "httpStatusCode": 400,
+        "referenceId": reference,
+    }
+
+
+def _subcall(api: RestApi, call: Call, method: str, url: str, body: Any) -> Reply:
+    parts = urlsplit(url)
+    match = re.match(r"^/services/data/(v[^/]+)/?(.*)$", parts.path)
+    version = version_of(match.group(1)) if match else None
+    if match is None or version is None:
+        return Reply(404, not_found().rest_body())
+    if match.group(2).startswith("composite") and not match.group(2).startswith(
+        "composite/sobjects"
+    ):
+        return Reply(
+            400, [{"errorCode": "INVALID_INPUT", "message": "Composite requests cannot be nested"}]
+        )
+    sub = Call(
+        method,
+        match.group(2).rstrip("/"),
+        parse_qs(parts.query),
+        body,
+        call.user_id,
+        version,
+        call.headers,
+    )
+    reply = api.dispatch(sub)
+    if reply.status == 201 and method == "POST" and isinstance(reply.body, dict):
+        reply.headers = {"Location": f"/services/data/v{version}/{sub.path}/{reply.body['id']}"}
+    return reply
+
+
+def encode(reply: Reply) -> bytes | None:
+    return None if reply.body is None else json.dumps(reply.body).encode()

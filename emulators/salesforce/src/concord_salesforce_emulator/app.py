@@ -1,0 +1,84 @@
+"""Starting the emulator: in the foreground (`__main__`) or in a background thread (tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from concord_salesforce_emulator import certs, seed
+from concord_salesforce_emulator.server import Emulator, Settings, build_app
+
+
+@dataclass
+class Running:
+    emulator: Emulator
+    url: str
+    ca_cert: Path
+    port: int
+
+
+async def start(
+    data_dir: Path, host: str, port: int, settings: Settings | None = None, demo: bool = False
+) -> tuple[web.AppRunner, Running]:
+    files = certs.ensure_tls(data_dir)
+    emulator = Emulator(data_dir, settings)
+    if demo:
+        seed.demo(emulator.org, emulator.admin_user_id)
+    runner = web.AppRunner(emulator_app := build_app(emulator), access_log=None)
+    del emulator_app
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    actual = sock.getsockname()[1]
+    site = web.SockSite(runner, sock, ssl_context=certs.server_context(files))
+    await site.start()
+    shown = f"[{host}]" if ":" in host else host
+    emulator.base_url = f"https://{shown}:{actual}"
+    return runner, Running(emulator, emulator.base_url, files.ca_cert, actual)
+
+
+@contextmanager
+def running_in_thread(
+    data_dir: Path, settings: Settings | None = None, demo: bool = False
+) -> Iterator[Running]:
+    """An emulator on a free port of 127.0.0.1, served from its own loop in a thread."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    holder: dict[str, object] = {}
+
+    async def main() -> None:
+        try:
+            runner, state = await start(data_dir, "127.0.0.1", 0, settings, demo)
+        except BaseException as error:
+            holder["error"] = error
+            ready.set()
+            raise
+        holder["state"] = state
+        ready.set()
+        await stop.wait()
+        await runner.cleanup()
+        state.emulator.store.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(timeout=30)
+    failure = holder.get("error")
+    if isinstance(failure, BaseException):
+        raise RuntimeError("emulator failed to start") from failure
+    state = holder["state"]
+    assert isinstance(state, Running)
+    try:
+        yield state
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()

@@ -1,0 +1,396 @@
+"""The HTTPS server: OAuth, the REST API, API limits, call counters, faults and the admin API.
+
+Handlers are synchronous inside the event loop on purpose: one writer at a time makes every
+request atomic against SQLite and memory without locks, and a request takes microseconds to
+milliseconds. Only injected latency awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from concord_salesforce_emulator import seed
+from concord_salesforce_emulator.api import Call, Reply, RestApi, encode, version_of
+from concord_salesforce_emulator.errors import (
+    SalesforceError,
+    invalid_session,
+    not_found,
+    request_limit_exceeded,
+)
+from concord_salesforce_emulator.org import Org
+from concord_salesforce_emulator.schema import load_schema
+from concord_salesforce_emulator.store import OrgStore
+
+JSON_TYPE = "application/json;charset=UTF-8"
+
+
+@dataclass
+class Settings:
+    """What a test or `make up` may choose; every value has a working default."""
+
+    username: str = "admin@concord-demo.example"
+    password: str = "concord-demo-password"
+    client_id: str = "concord-demo-client-id"
+    client_secret: str = "concord-demo-client-secret"
+    daily_api_limit: int = 100_000
+    page_size: int = 2000
+    token_ttl_seconds: float = 7200.0
+
+
+@dataclass
+class Fault:
+    """One injected fault: applies to matching Salesforce calls while `remaining` lasts."""
+
+    kind: str  # throttle | error | latency | drop_response
+    path: str = ""  # regex searched in the request path; "" matches every call
+    method: str = ""
+    remaining: int | None = 1  # None: until cleared
+    status: int = 503
+    latency_ms: int = 0
+
+    def matches(self, request: web.Request) -> bool:
+        if self.method and self.method.upper() != request.method:
+            return False
+        return not self.path or re.search(self.path, request.path) is not None
+
+
+@dataclass
+class Runtime:
+    counters: Counter[str] = field(default_factory=Counter)
+    faults: list[Fault] = field(default_factory=list)
+
+
+class Emulator:
+    def __init__(self, data_dir: Path, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.store = OrgStore(data_dir / "salesforce.db")
+        self.org = Org(self.store, load_schema())
+        self.runtime = Runtime()
+        self.api = RestApi(self.org, self.settings.page_size, self.api_usage)
+        self.admin_user_id = seed.ensure_admin_user(self.org, self.settings.username)
+        self.base_url = ""  # set once the server knows its port
+
+    # ---- limits ------------------------------------------------------------------------------
+
+    def api_usage(self) -> tuple[int, int]:
+        minute = int(time.time() // 60)
+        return self.store.calls_since(minute - 24 * 60 + 1), self.settings.daily_api_limit
+
+    def limit_header(self) -> str:
+        used, limit = self.api_usage()
+        return f"api-usage={used}/{limit}"
+
+    # ---- OAuth -------------------------------------------------------------------------------
+
+    def issue_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        grant = form.get("grant_type", "")
+        if grant not in ("password", "client_credentials"):
+            return 400, {
+                "error": "unsupported_grant_type",
+                "error_description": "grant type not supported",
+            }
+        if form.get("client_id") != self.settings.client_id:
+            return 400, {
+                "error": "invalid_client_id",
+                "error_description": "client identifier invalid",
+            }
+        if not hmac.compare_digest(form.get("client_secret", ""), self.settings.client_secret):
+            return 400, {
+                "error": "invalid_client",
+                "error_description": "invalid client credentials",
+            }
+        if grant == "password":
+            good = form.get("username") == self.settings.username and hmac.compare_digest(
+                form.get("password", ""), self.settings.password
+            )
+            if not good:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "authentication failure",
+                }
+        token = f"{self.org.org_id}!{secrets.token_urlsafe(72)}"
+        self.store.save_token(
+            token, self.admin_user_id, time.time() + self.settings.token_ttl_seconds
+        )
+        identity = f"{self.base_url}/id/{self.org.org_id}/{self.admin_user_id}"
+        issued_at = str(int(time.time() * 1000))
+        # What Salesforce signs: the identity URL and issue time, keyed by the client secret.
+        signature = base64.b64encode(
+            hmac.new(
+                self.settings.client_secret.encode(),
+                (identity + issued_at).encode(),
+                hashlib.sha256,
+            ).digest()
+        ).decode()
+        return 200, {
+            "access_token": token,
+            "instance_url": self.base_url,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+            "signature": signature,
+        }
+
+    def user_for(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() not in ("bearer", "oauth") or not token:
+            return None
+        found = self.store.token(token.strip())
+        if found is None or found[1] < time.time():
+            return None
+        return found[0]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        charset="UTF-8",
+        headers=headers,
+    )
+
+
+def _error(error: SalesforceError) -> web.Response:
+    return _json(error.status, error.rest_body())
+
+
+def build_app(emulator: Emulator) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    routes = web.RouteTableDef()
+
+    @routes.post("/services/oauth2/token")
+    async def token(request: web.Request) -> web.Response:
+        emulator.runtime.counters["POST /services/oauth2/token"] += 1
+        raw = await request.text()
+        form = {k: v[0] for k, v in parse_qs(raw).items()}
+        form.update({k: v for k, v in request.query.items()})
+        status, body = emulator.issue_token(form)
+        return _json(status, body)
+
+    @routes.get("/services/data")
+    @routes.get("/services/data/")
+    async def versions(request: web.Request) -> web.Response:
+        emulator.runtime.counters["GET /services/data"] += 1
+        return _json(
+            200,
+            [
+                {"label": f"v{v}", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                for v in range(50, 63)
+            ],
+        )
+
+    @routes.route("*", "/services/data/{version}/{rest:.*}")
+    @routes.route("*", "/services/data/{version}")
+    async def rest(request: web.Request) -> web.StreamResponse:
+        version = version_of(request.match_info["version"])
+        rest_path = request.match_info.get("rest", "").rstrip("/")
+        emulator.runtime.counters[f"{request.method} {_endpoint(rest_path)}"] += 1
+        if version is None:
+            return _error(not_found())
+        user_id = emulator.user_for(request)
+        if user_id is None:
+            return _error(invalid_session())
+        drop = False
+        for fault in list(emulator.runtime.faults):
+            if not fault.matches(request):
+                continue
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    emulator.runtime.faults.remove(fault)
+            if fault.kind == "latency":
+                await asyncio.sleep(fault.latency_ms / 1000)
+            elif fault.kind == "throttle":
+                return _with_limit(emulator, _error(request_limit_exceeded()))
+            elif fault.kind == "error":
+                return _with_limit(emulator, _server_error(fault.status))
+            elif fault.kind == "drop_response":
+                drop = True
+        used, limit = emulator.api_usage()
+        if used >= limit:
+            return _with_limit(emulator, _error(request_limit_exceeded()))
+        emulator.store.count_call(int(time.time() // 60))
+        body: Any = None
+        if request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return _with_limit(
+                        emulator,
+                        _json(
+                            400,
+                            [
+                                {
+                                    "message": "Unexpected character: was expecting a JSON value",
+                                    "errorCode": "JSON_PARSER_ERROR",
+                                }
+                            ],
+                        ),
+                    )
+        call = Call(
+            method=request.method,
+            path=rest_path,
+            query={k: request.query.getall(k) for k in request.query},
+            body=body,
+            user_id=user_id,
+            version=version,
+            headers={k.lower(): v for k, v in request.headers.items()},
+        )
+        reply: Reply = emulator.api.dispatch(call)
+        if drop:
+            # The lost acknowledgement: the write is committed, the client never hears of it.
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return web.Response(status=204)
+        response = web.Response(status=reply.status, headers=reply.headers)
+        payload = encode(reply)
+        if payload is not None:
+            response.body = payload
+            response.content_type = "application/json"
+            response.charset = "UTF-8"
+        return _with_limit(emulator, response)
+
+    # ---- admin (not Salesforce's) --------------------------------------------------------------
+
+    @routes.get("/__admin/health")
+    async def health(request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    @routes.get("/__admin/calls")
+    async def calls(request: web.Request) -> web.Response:
+        used, limit = emulator.api_usage()
+        return _json(
+            200,
+            {"calls": dict(emulator.runtime.counters), "apiUsage": {"used": used, "limit": limit}},
+        )
+
+    @routes.post("/__admin/reset")
+    async def reset(request: web.Request) -> web.Response:
+        emulator.runtime.counters.clear()
+        emulator.runtime.faults.clear()
+        emulator.store.reset_usage()
+        return _json(200, {"reset": True})
+
+    @routes.post("/__admin/seed")
+    async def seed_org(request: web.Request) -> web.Response:
+        body = await _body(request)
+        name = str(body.get("seed", "demo"))
+        if name != "demo":
+            return _json(400, {"error": f"unknown seed {name!r}"})
+        return _json(200, seed.demo(emulator.org, emulator.admin_user_id))
+
+    @routes.post("/__admin/faults")
+    async def add_fault(request: web.Request) -> web.Response:
+        body = await _body(request)
+        kind = str(body.get("kind", ""))
+        if kind not in ("throttle", "error", "latency", "drop_response"):
+            return _json(400, {"error": "kind must be throttle, error, latency or drop_response"})
+        fault = Fault(
+            kind=kind,
+            path=str(body.get("path", "")),
+            method=str(body.get("method", "")),
+            remaining=body.get("count", 1),
+            status=int(body.get("status", 503)),
+            latency_ms=int(body.get("latency_ms", 0)),
+        )
+        emulator.runtime.faults.append(fault)
+        return _json(200, {"faults": len(emulator.runtime.faults)})
+
+    @routes.delete("/__admin/faults")
+    async def clear_faults(request: web.Request) -> web.Response:
+        emulator.runtime.faults.clear()
+        return _json(200, {"faults": 0})
+
+    @routes.post("/__admin/settings")
+    async def change_settings(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if "daily_api_limit" in body:
+            emulator.settings.daily_api_limit = int(body["daily_api_limit"])
+        if "page_size" in body:
+            emulator.settings.page_size = emulator.api.page_size = int(body["page_size"])
+        return _json(
+            200,
+            {
+                "daily_api_limit": emulator.settings.daily_api_limit,
+                "page_size": emulator.settings.page_size,
+            },
+        )
+
+    @routes.post("/__admin/expire-sessions")
+    async def expire(request: web.Request) -> web.Response:
+        emulator.store.expire_tokens()
+        return _json(200, {"expired": True})
+
+    @routes.post("/__admin/recycle-bin/purge")
+    async def purge(request: web.Request) -> web.Response:
+        return _json(200, {"purged": emulator.org.purge_recycle_bin()})
+
+    app.add_routes(routes)
+    return app
+
+
+def _endpoint(rest_path: str) -> str:
+    """A counter key per resource, ids and values replaced so calls group by endpoint."""
+    parts = rest_path.split("/") if rest_path else []
+    if (
+        parts[:1] == ["sobjects"]
+        and len(parts) >= 3
+        and parts[2] not in ("describe", "updated", "deleted")
+    ):
+        parts = [*parts[:2], "{id}"] if len(parts) == 3 else [*parts[:3], "{value}"]
+    if parts[:1] in (["query"], ["queryAll"]) and len(parts) == 2:
+        parts = [parts[0], "{locator}"]
+    return "/".join(parts) or "/"
+
+
+def _with_limit(emulator: Emulator, response: web.Response) -> web.Response:
+    response.headers["Sforce-Limit-Info"] = emulator.limit_header()
+    return response
+
+
+def _server_error(status: int) -> web.Response:
+    if status == 503:
+        return _json(
+            503, [{"errorCode": "SERVER_UNAVAILABLE", "message": "Server temporarily unavailable"}]
+        )
+    return _json(
+        status,
+        [
+            {
+                "errorCode": "UNKNOWN_EXCEPTION",
+                "message": "An unexpected error occurred. Please include this ErrorId "
+                f"if you contact support: {secrets.randbelow(10**9)}-{status}",
+            }
+        ],
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

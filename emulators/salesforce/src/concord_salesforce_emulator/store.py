@@ -1,0 +1,159 @@
+"""Org state in SQLite, mirrored in memory.
+
+Every write goes to SQLite in one transaction before memory changes, so a restart (or a crash
+after the commit) sees exactly what clients were told. Reads come from memory: the emulator
+filters and sorts in Python anyway (SOQL is evaluated in `soql.py`), and tens of thousands of
+records fit easily. One process owns a data dir.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    sobject TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    deleted_at TEXT
+);
+CREATE TABLE IF NOT EXISTS sequences (sobject TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, user_id TEXT NOT NULL,
+                                   expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_usage (minute INTEGER PRIMARY KEY, calls INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class StoredRecord:
+    id: str
+    sobject: str
+    fields: dict[str, Any]
+    deleted_at: str | None = None
+
+
+@dataclass
+class Change:
+    """One record write inside a transaction: the record's new state, or a hard delete."""
+
+    record: StoredRecord
+    purge: bool = False
+
+
+@dataclass
+class Memory:
+    records: dict[str, StoredRecord] = field(default_factory=dict)
+    # Per type, in insertion order: the order queries without ORDER BY return.
+    by_type: dict[str, dict[str, StoredRecord]] = field(default_factory=dict)
+
+
+class OrgStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the in-test server runs its loop in another thread than the
+        # one that built the store; all access is still serialised on that loop.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self.memory = Memory()
+        for record_id, sobject, fields, deleted_at in self._db.execute(
+            "SELECT id, sobject, fields, deleted_at FROM records ORDER BY rowid"
+        ):
+            self._remember(StoredRecord(record_id, sobject, json.loads(fields), deleted_at))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, record_id: str) -> StoredRecord | None:
+        return self.memory.records.get(record_id)
+
+    def of_type(self, sobject: str) -> Iterable[StoredRecord]:
+        return self.memory.by_type.get(sobject, {}).values()
+
+    def apply(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for change in changes:
+                record = change.record
+                if change.purge:
+                    self._db.execute("DELETE FROM records WHERE id = ?", (record.id,))
+                else:
+                    self._db.execute(
+                        "INSERT INTO records (id, sobject, fields, deleted_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT(id) DO UPDATE SET fields = excluded.fields,"
+                        " deleted_at = excluded.deleted_at",
+                        (record.id, record.sobject, json.dumps(record.fields), record.deleted_at),
+                    )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for change in changes:
+            if change.purge:
+                self.memory.records.pop(change.record.id, None)
+                self.memory.by_type.get(change.record.sobject, {}).pop(change.record.id, None)
+            else:
+                self._remember(change.record)
+
+    def next_sequence(self, sobject: str, count: int = 1) -> int:
+        """Reserves `count` sequence numbers for new ids; returns the first."""
+        row = self._db.execute(
+            "INSERT INTO sequences (sobject, next) VALUES (?, ?)"
+            " ON CONFLICT(sobject) DO UPDATE SET next = next + ? RETURNING next",
+            (sobject, 1 + count, count),
+        ).fetchone()
+        return int(row[0]) - count
+
+    def save_token(self, token: str, user_id: str, expires_at: float) -> None:
+        self._db.execute(
+            "INSERT INTO tokens (token, user_id, expires_at) VALUES (?, ?, ?)",
+            (token, user_id, expires_at),
+        )
+
+    def token(self, token: str) -> tuple[str, float] | None:
+        row = self._db.execute(
+            "SELECT user_id, expires_at FROM tokens WHERE token = ?", (token,)
+        ).fetchone()
+        return (str(row[0]), float(row[1])) if row else None
+
+    def expire_tokens(self) -> None:
+        self._db.execute("UPDATE tokens SET expires_at = 0")
+
+    def count_call(self, minute: int) -> None:
+        self._db.execute(
+            "INSERT INTO api_usage (minute, calls) VALUES (?, 1)"
+            " ON CONFLICT(minute) DO UPDATE SET calls = calls + 1",
+            (minute,),
+        )
+
+    def calls_since(self, minute: int) -> int:
+        self._db.execute("DELETE FROM api_usage WHERE minute < ?", (minute,))
+        row = self._db.execute("SELECT COALESCE(SUM(calls), 0) FROM api_usage").fetchone()
+        return int(row[0])
+
+    def reset_usage(self) -> None:
+        self._db.execute("DELETE FROM api_usage")
+
+    def setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def _remember(self, record: StoredRecord) -> None:
+        self.memory.records[record.id] = record
+        self.memory.by_type.setdefault(record.sobject, {})[record.id] = record

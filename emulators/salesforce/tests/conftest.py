@@ -1,0 +1,73 @@
+"""An emulator per test on a free port, and clients that trust its CA (never the machine's)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from simple_salesforce import Salesforce
+
+from concord_salesforce_emulator.app import Running, running_in_thread
+from concord_salesforce_emulator.server import Settings
+
+VERSION = "62.0"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(page_size=5)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, settings: Settings) -> Iterator[Running]:
+    with running_in_thread(tmp_path / "salesforce", settings) as running:
+        yield running
+
+
+@pytest.fixture
+def http(emulator: Running) -> Iterator[requests.Session]:
+    session = requests.Session()
+    # This machine sets REQUESTS_CA_BUNDLE, which would override `verify` otherwise.
+    session.trust_env = False
+    session.verify = str(emulator.ca_cert)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def token(emulator: Running, http: requests.Session) -> dict[str, Any]:
+    settings = emulator.emulator.settings
+    response = http.post(
+        f"{emulator.url}/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "username": settings.username,
+            "password": settings.password,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+def sf(token: dict[str, Any], http: requests.Session) -> Salesforce:
+    return Salesforce(
+        instance_url=token["instance_url"],
+        session_id=token["access_token"],
+        session=http,
+        version=VERSION,
+    )
+
+
+def api(emulator: Running, path: str) -> str:
+    return f"{emulator.url}/services/data/v{VERSION}/{path}"
+
+
+def bearer(token: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token['access_token']}"}
