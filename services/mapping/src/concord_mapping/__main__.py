@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.adapters.packaged import table_data
 from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
@@ -15,7 +16,7 @@ MIGRATIONS = "concord_mapping.adapters.migrations"
 
 
 async def build(process: ServiceProcess[MappingSettings]) -> None:
-    servicer = MappingServicer(MappingTables(SqlMappingTableStore(process.engine)))
+    servicer = MappingServicer(MappingTables(SqlMappingTableStore(process.engine), table_data()))
     process.server.add_service(
         SERVICE_NAME, lambda server: pb_grpc.add_MappingServiceServicer_to_server(servicer, server)
     )

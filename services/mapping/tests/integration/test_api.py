@@ -30,21 +30,13 @@ async def test_nothing_to_map_is_an_empty_answer(stub: Stub) -> None:
     assert await stub.MapToMail(pb.MapToMailRequest(org="orgs/demo")) == pb.MapToMailResponse()
 
 
-async def test_mapping_items_and_updating_tables_wait_for_issue_6(stub: Stub) -> None:
-    item = pb.MapToCrmInput(item=resources_pb2.MailItem())
-    calls: list[Awaitable[object]] = [
-        stub.MapToCrm(pb.MapToCrmRequest(org="orgs/demo", inputs=[item])),
-        stub.MapToMail(pb.MapToMailRequest(org="orgs/demo", records=[resources_pb2.CrmRecord()])),
-        stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=pb.MappingTable(name=TASKS))),
-    ]
-    for call in calls:
-        got = await failure(call)
-        assert got.code == grpc.StatusCode.UNIMPLEMENTED
-        assert got.message.endswith("(issue #6)")
-
-
-async def test_org_without_override_has_no_table(stub: Stub) -> None:
-    got = await failure(stub.GetMappingTable(pb.GetMappingTableRequest(name=TASKS)))
+async def test_org_without_override_reads_the_default(stub: Stub) -> None:
+    table = (await stub.GetMappingTable(pb.GetMappingTableRequest(name=TASKS))).table
+    assert (table.name, table.is_default, table.version) == (TASKS, True, 0)
+    assert table.target_sobject == "Task"
+    assert table.direction == resources_pb2.SYNC_DIRECTION_TWO_WAY
+    assert {r.crm_field for r in table.rules} >= {"Subject", "ActivityDate", "Status", "Priority"}
+    got = await failure(stub.GetMappingTable(pb.GetMappingTableRequest(name=TASKS, version=4)))
     assert got.code == grpc.StatusCode.NOT_FOUND
     assert got.reason == "MAPPING_TABLE_NOT_FOUND"
     assert got.metadata == {"name": TASKS}

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from concord_mapping.adapters.packaged import table_data
 from concord_mapping.domain.model import (
     InvalidRequest,
     Kind,
@@ -32,6 +33,13 @@ class MemoryStore:
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         return [r for r in reversed(self.rows) if not before or r.version < before][:limit]
 
+    async def add(self, version: TableVersion) -> None:
+        self.rows.append(version)
+
+
+def make_tables(count: int) -> MappingTables:
+    return MappingTables(MemoryStore(count), table_data())
+
 
 def test_table_names() -> None:
     assert parse_table_name("orgs/demo/mappingTables/calendar-item") == TableName(
@@ -45,7 +53,7 @@ def test_table_names() -> None:
 
 
 async def test_versions_page_newest_first_until_exhausted() -> None:
-    tables = MappingTables(MemoryStore(5))
+    tables = make_tables(5)
     first, before = await tables.list_versions(NAME, 0, 2)
     assert [v.version for v in first] == [5, 4]
     second, before = await tables.list_versions(NAME, before, 2)
@@ -56,17 +64,23 @@ async def test_versions_page_newest_first_until_exhausted() -> None:
 
 
 async def test_exact_page_has_no_next_page() -> None:
-    page, before = await MappingTables(MemoryStore(2)).list_versions(NAME, 0, 2)
+    page, before = await make_tables(2).list_versions(NAME, 0, 2)
     assert len(page) == 2
     assert before == 0
 
 
-async def test_get_newest_or_pinned_version_else_not_found() -> None:
-    tables = MappingTables(MemoryStore(3))
+async def test_get_newest_or_pinned_version_else_the_default() -> None:
+    tables = make_tables(3)
     assert (await tables.get(NAME, 0)).version == 3
     assert (await tables.get(NAME, 2)).version == 2
     with pytest.raises(MappingTableNotFound) as caught:
         await tables.get(NAME, 9)
     assert caught.value.reason == "MAPPING_TABLE_NOT_FOUND"
+    default = await make_tables(0).get(NAME, 0)
+    assert (default.is_default, default.version, default.content["target_sobject"]) == (
+        True,
+        0,
+        "Task",
+    )
     with pytest.raises(MappingTableNotFound):
-        await MappingTables(MemoryStore(0)).get(NAME, 0)
+        await make_tables(0).get(NAME, 1)

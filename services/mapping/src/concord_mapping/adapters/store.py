@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord_mapping.adapters.tables import mapping_tables
 from concord_mapping.domain.model import Kind, TableName, TableVersion
+from concord_mapping.domain.service import VersionTaken
 
 __all__ = ["SqlMappingTableStore"]
 
@@ -36,6 +38,24 @@ class SqlMappingTableStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_version(row) for row in rows]
+
+    async def add(self, version: TableVersion) -> None:
+        # The (org, kind, version) key makes two concurrent updates of one version collide.
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(mapping_tables).values(
+                        org=version.name.org,
+                        kind=version.name.kind.value,
+                        version=version.version,
+                        content=dict(version.content),
+                        etag=version.etag,
+                        create_time=version.create_time,
+                        update_user_id=version.update_user_id,
+                    )
+                )
+        except IntegrityError:
+            raise VersionTaken(str(version.name)) from None
 
 
 def _of(name: TableName) -> tuple[Any, ...]:

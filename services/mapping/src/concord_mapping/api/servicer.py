@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import grpc
@@ -10,16 +13,20 @@ from google.protobuf import json_format
 from concord.common.v1 import resources_pb2
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.domain.errors import MappingFailure
+from concord_mapping.domain.mapper import map_to_crm, map_to_mail
 from concord_mapping.domain.model import (
-    MAPPING_ISSUE,
     InvalidRequest,
     Kind,
+    TableName,
     TableVersion,
     parse_org_name,
     parse_table_name,
 )
 from concord_mapping.domain.service import MappingTables
-from concord_rpc import Unimplemented
+from concord_mapping.domain.table import Table
+from concord_mapping.domain.timezones import iana_zone
+from concord_mapping.domain.transforms import Loss
 
 __all__ = ["MappingServicer"]
 
@@ -27,6 +34,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# A bug in one transform must not cost the batch: the item gets this reason and the rest map.
+MAPPING_FAILED = "MAPPING_FAILED"
+MISSING_PAYLOAD = "MISSING_PAYLOAD"
+UNKNOWN_SOBJECT = "UNKNOWN_SOBJECT"
+# Fields of MappingTable the server sets; an update's content is everything else.
+_OUTPUT_ONLY = ("name", "kind", "version", "is_default", "update_time", "update_user_id", "etag")
 
 _KIND_ENUMS = {
     Kind.CALENDAR_ITEM: resources_pb2.OBJECT_KIND_CALENDAR_ITEM,
@@ -34,6 +47,9 @@ _KIND_ENUMS = {
     Kind.CONTACT: resources_pb2.OBJECT_KIND_CONTACT,
     Kind.EMAIL: resources_pb2.OBJECT_KIND_EMAIL,
 }
+_PAYLOAD_KINDS = {kind.payload: kind for kind in Kind}
+
+_log = logging.getLogger(__name__)
 
 
 class MappingServicer(pb_grpc.MappingServiceServicer):
@@ -41,19 +57,111 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
         self._tables = tables
 
     async def MapToCrm(self, request: pb.MapToCrmRequest, context: Context) -> pb.MapToCrmResponse:
-        parse_org_name(request.org)
-        if not request.inputs:
-            # Nothing to map needs no table: a session with no changes stays one cheap call.
-            return pb.MapToCrmResponse()
-        raise Unimplemented("mapping items to Salesforce records", issue=MAPPING_ISSUE)
+        org = parse_org_name(request.org)
+        if request.mapping_version < 0:
+            _invalid("mapping_version", "must not be negative")
+        response = pb.MapToCrmResponse()
+        tables: dict[Kind, tuple[Table, int]] = {}
+        for position, given in enumerate(request.inputs):
+            item = given.item
+            result = response.results.add(ref=item.ref)
+            payload = item.WhichOneof("payload")
+            if payload is None:
+                _item_error(result, MappingFailure(MISSING_PAYLOAD, "the item has no content"))
+                continue
+            kind = _PAYLOAD_KINDS[payload]
+            if kind not in tables:
+                tables[kind] = await self._tables.rules(
+                    TableName(org, kind), request.mapping_version
+                )
+            table, version = tables[kind]
+            if position == 0:
+                response.mapping_version = version
+            try:
+                mapped = map_to_crm(
+                    table,
+                    self._tables.describes.get(table.target_sobject),
+                    payload,
+                    _json(getattr(item, payload)),
+                )
+                record = resources_pb2.CrmRecord(
+                    sobject_type=table.target_sobject, id=given.record_id, link_id=item.ref.link_id
+                )
+                fields = mapped.fields
+                if request.owner_id:
+                    fields["OwnerId"] = request.owner_id
+                record.fields.update(fields)
+            except MappingFailure as failure:
+                _item_error(result, failure)
+                continue
+            except Exception:
+                _log.exception("mapping an item failed unexpectedly")
+                _item_error(result, MappingFailure(MAPPING_FAILED, "the item could not be mapped"))
+                continue
+            result.record.CopyFrom(record)
+            result.losses.extend(_losses(mapped.losses))
+        return response
 
     async def MapToMail(
         self, request: pb.MapToMailRequest, context: Context
     ) -> pb.MapToMailResponse:
-        parse_org_name(request.org)
+        org = parse_org_name(request.org)
+        if request.mapping_version < 0:
+            _invalid("mapping_version", "must not be negative")
+        mailbox_zone = ""
+        if request.time_zone:
+            try:
+                mailbox_zone = iana_zone(request.time_zone)
+            except MappingFailure:
+                _invalid("time_zone", "is not an IANA or Windows time zone")
+        response = pb.MapToMailResponse()
         if not request.records:
-            return pb.MapToMailResponse()
-        raise Unimplemented("mapping Salesforce records to items", issue=MAPPING_ISSUE)
+            return response
+        by_object: dict[str, tuple[Kind, Table, int]] = {}
+        for kind in Kind:
+            table, version = await self._tables.rules(TableName(org, kind), request.mapping_version)
+            # Email is one way: an Event or Task table wins when they share an object.
+            by_object.setdefault(table.target_sobject, (kind, table, version))
+        for position, record in enumerate(request.records):
+            result = response.results.add(record_id=record.id)
+            if record.sobject_type not in by_object:
+                _item_error(
+                    result,
+                    MappingFailure(UNKNOWN_SOBJECT, "no mapping table targets this object"),
+                )
+                continue
+            kind, table, version = by_object[record.sobject_type]
+            if position == 0:
+                response.mapping_version = version
+            try:
+                mapped = map_to_mail(
+                    table,
+                    self._tables.describes.get(table.target_sobject),
+                    json_format.MessageToDict(record.fields),
+                    mailbox_zone,
+                )
+                item = resources_pb2.MailItem(
+                    ref=resources_pb2.ItemRef(kind=_KIND_ENUMS[kind], link_id=record.link_id)
+                )
+                json_format.ParseDict({kind.payload: mapped.fields}, item)
+            except MappingFailure as failure:
+                _item_error(result, failure)
+                continue
+            except json_format.ParseError:
+                _item_error(
+                    result,
+                    MappingFailure("INVALID_VALUE", "a Salesforce value does not fit the item"),
+                )
+                continue
+            except Exception:
+                _log.exception("mapping a record failed unexpectedly")
+                _item_error(
+                    result, MappingFailure(MAPPING_FAILED, "the record could not be mapped")
+                )
+                continue
+            result.item.CopyFrom(item)
+            result.losses.extend(_losses(mapped.losses))
+        return response
 
     async def GetMappingTable(
         self, request: pb.GetMappingTableRequest, context: Context
@@ -67,9 +175,19 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
     async def UpdateMappingTable(
         self, request: pb.UpdateMappingTableRequest, context: Context
     ) -> pb.UpdateMappingTableResponse:
-        parse_table_name(request.table.name, "table.name")
-        # A table is checked against the org's describe before it is stored; both come with #6.
-        raise Unimplemented("updating mapping tables", issue=MAPPING_ISSUE)
+        name = parse_table_name(request.table.name, "table.name")
+        content = json_format.MessageToDict(request.table, preserving_proto_field_name=True)
+        for key in _OUTPUT_ONLY:
+            content.pop(key, None)
+        stored = await self._tables.update(
+            name,
+            content,
+            request.table.etag,
+            _caller(context),
+            datetime.now(UTC),
+            validate_only=request.validate_only,
+        )
+        return pb.UpdateMappingTableResponse(table=_table_proto(stored))
 
     async def ListMappingTableVersions(
         self, request: pb.ListMappingTableVersionsRequest, context: Context
@@ -100,8 +218,40 @@ def _table_proto(found: TableVersion) -> pb.MappingTable:
     table.name = str(found.name)
     table.kind = _KIND_ENUMS[found.name.kind]
     table.version = found.version
-    table.is_default = False
-    table.update_time.FromDatetime(found.create_time)
+    table.is_default = found.is_default
+    if found.create_time is not None:
+        table.update_time.FromDatetime(found.create_time)
     table.update_user_id = found.update_user_id
     table.etag = found.etag
     return table
+
+
+def _json(message: Any) -> dict[str, Any]:
+    """The canonical JSON form the tables' paths address: snake_case, every scalar present."""
+    data: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return data
+
+
+def _item_error(result: pb.MappedRecord | pb.MappedItem, failure: MappingFailure) -> None:
+    result.error.CopyFrom(
+        pb.MappingError(reason=failure.reason, message=failure.message, field=failure.field)
+    )
+
+
+def _losses(losses: list[Loss]) -> list[resources_pb2.FieldLoss]:
+    return [
+        resources_pb2.FieldLoss(
+            field=loss.field,
+            kind=resources_pb2.FieldLossKind.Value(loss.kind.value),
+            detail=loss.detail,
+        )
+        for loss in losses
+    ]
+
+
+def _caller(context: Context) -> str:
+    """Who asked, when the gateway says so; the mapping service does not authenticate."""
+    metadata: Mapping[str, Any] = dict(context.invocation_metadata() or ())
+    return str(metadata.get("x-concord-user-id", ""))

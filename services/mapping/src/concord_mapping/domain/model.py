@@ -9,13 +9,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from concord_rpc import InvalidArgument, NotFound
+from concord_rpc import Aborted, InvalidArgument, NotFound
 from concord_rpc.requests import RESOURCE_ID, ResourceName
 
 __all__ = [
     "InvalidRequest",
+    "InvalidTable",
     "Kind",
     "MappingTableNotFound",
+    "StaleTable",
     "TableName",
     "TableVersion",
     "parse_org_name",
@@ -29,12 +31,22 @@ class InvalidRequest(InvalidArgument):
     """A malformed request; `field_violations` say which fields, as BadRequest."""
 
 
+class InvalidTable(InvalidArgument):
+    """A table refused by its schema or the org's describe; the version in force stays."""
+
+    reason = "INVALID_MAPPING_TABLE"
+
+
+class StaleTable(Aborted):
+    reason = "MAPPING_TABLE_ETAG_MISMATCH"
+
+
 class MappingTableNotFound(NotFound):
     reason = "MAPPING_TABLE_NOT_FOUND"
 
     def __init__(self, name: TableName, version: int) -> None:
         which = f"version {version} of " if version else ""
-        # The built-in defaults arrive with issue #6; until then only overrides exist.
+        # Only a pinned version can be missing: without an override the default is in force.
         super().__init__(
             f"{which}mapping table {name} does not exist", metadata={"name": str(name)}
         )
@@ -45,6 +57,11 @@ class Kind(StrEnum):
     TASK = "task"
     CONTACT = "contact"
     EMAIL = "email"
+
+    @property
+    def payload(self) -> str:
+        """The MailItem payload field this kind travels in."""
+        return self.value.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -58,14 +75,16 @@ class TableName:
 
 @dataclass(frozen=True)
 class TableVersion:
-    """One stored version of an org's table; `content` is the table's rules as JSON."""
+    """One stored version of an org's table (or the built-in default, version 0); `content` is
+    the table's rules as JSON."""
 
     name: TableName
     version: int
     content: Mapping[str, Any]
     etag: str
-    create_time: datetime
+    create_time: datetime | None
     update_user_id: str
+    is_default: bool = False
 
 
 _ORG = ResourceName("orgs/{org}", error=InvalidRequest)

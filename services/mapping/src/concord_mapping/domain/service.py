@@ -1,13 +1,32 @@
-"""Reading an org's mapping tables; mapping itself and updates arrive with issue #6."""
+"""An org's mapping tables: overrides from the store, else the built-in defaults; updates are
+checked against the table schema and the Salesforce describe before they are stored."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
-from concord_mapping.domain.model import MappingTableNotFound, TableName, TableVersion
+from concord_mapping.domain.describe import SObjectDescribe
+from concord_mapping.domain.model import (
+    InvalidTable,
+    Kind,
+    MappingTableNotFound,
+    StaleTable,
+    TableName,
+    TableVersion,
+)
+from concord_mapping.domain.table import Table, TableSchemaError, parse_table
+from concord_mapping.domain.validation import validate_table
 
-__all__ = ["MappingTableStore", "MappingTables"]
+__all__ = ["MappingTableStore", "MappingTables", "TableData", "VersionTaken"]
+
+
+class VersionTaken(Exception):
+    """Another update stored the same version first."""
 
 
 class MappingTableStore(Protocol):
@@ -17,16 +36,59 @@ class MappingTableStore(Protocol):
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         """Newest first, only versions below `before` (0: no bound)."""
 
+    async def add(self, version: TableVersion) -> None:
+        """Stores a new version; raises VersionTaken if that version exists."""
+
+
+@dataclass(frozen=True)
+class TableData:
+    """What ships with the service: the table schema, default tables, describes."""
+
+    schema: Mapping[str, Any]
+    default_content: Mapping[Kind, Mapping[str, Any]]
+    defaults: Mapping[Kind, Table]
+    describes: Mapping[str, SObjectDescribe]
+
+
+def content_etag(content: Mapping[str, Any], version: int) -> str:
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return f"{version}-{digest[:16]}"
+
 
 class MappingTables:
-    def __init__(self, store: MappingTableStore) -> None:
+    def __init__(self, store: MappingTableStore, data: TableData) -> None:
         self._store = store
+        self._data = data
+        # Stored versions never change, so their parsed rules can be kept.
+        self._parsed: dict[tuple[TableName, int], Table] = {}
+
+    @property
+    def describes(self) -> Mapping[str, SObjectDescribe]:
+        return self._data.describes
+
+    def default(self, name: TableName) -> TableVersion:
+        content = dict(self._data.default_content[name.kind])
+        content.pop("default_version", None)
+        version = self._data.defaults[name.kind].default_version
+        return TableVersion(name, 0, content, f"default-{version}", None, "", is_default=True)
 
     async def get(self, name: TableName, version: int) -> TableVersion:
         found = await self._store.version(name, version)
-        if found is None:
+        if found is not None:
+            return found
+        if version:
             raise MappingTableNotFound(name, version)
-        return found
+        return self.default(name)
+
+    async def rules(self, name: TableName, version: int) -> tuple[Table, int]:
+        """The parsed table in force (or pinned) and its version (0: the default)."""
+        found = await self.get(name, version)
+        if found.is_default:
+            return self._data.defaults[name.kind], 0
+        key = (name, found.version)
+        if key not in self._parsed:
+            self._parsed[key] = parse_table(found.content, self._data.schema)
+        return self._parsed[key], found.version
 
     async def list_versions(
         self, name: TableName, before: int, page_size: int
@@ -36,3 +98,58 @@ class MappingTables:
         found = await self._store.versions(name, before, page_size + 1)
         page = found[:page_size]
         return page, page[-1].version if len(found) > page_size else 0
+
+    def check(self, name: TableName, content: Mapping[str, Any]) -> Table:
+        """The table if it is valid for its kind and the org's schema; else every problem."""
+        try:
+            table = parse_table(content, self._data.schema)
+        except TableSchemaError as bad:
+            raise InvalidTable(
+                f"the table breaks the mapping-table schema ({len(bad.violations)} problems)",
+                field_violations=[(f"table.{f}", p) for f, p in bad.violations],
+            ) from None
+        problems = [
+            (f"table.rules[{i}].mail_field", f"a {name.kind.value} table maps {name.kind.payload}")
+            for i, rule in enumerate(table.rules)
+            if rule.mail_field.split(".", 1)[0] != name.kind.payload
+        ]
+        problems += validate_table(table, self._data.describes)
+        if problems:
+            raise InvalidTable(
+                f"the table does not fit the Salesforce schema ({len(problems)} problems)",
+                field_violations=problems,
+            )
+        return table
+
+    async def update(
+        self,
+        name: TableName,
+        content: Mapping[str, Any],
+        etag: str,
+        user_id: str,
+        now: datetime,
+        validate_only: bool = False,
+    ) -> TableVersion:
+        """A new version, or the one in force when a retry sends the same content again."""
+        self.check(name, content)
+        current = await self.get(name, 0)
+        if not current.is_default and dict(current.content) == dict(content):
+            return current
+        if etag != current.etag:
+            raise StaleTable(
+                f"the table changed since it was read (in force: version {current.version})",
+                metadata={"name": str(name), "version": str(current.version)},
+            )
+        version = current.version + 1
+        new = TableVersion(
+            name, version, dict(content), content_etag(content, version), now, user_id
+        )
+        if validate_only:
+            return new
+        try:
+            await self._store.add(new)
+        except VersionTaken:
+            raise StaleTable(
+                "another update stored a version first", metadata={"name": str(name)}
+            ) from None
+        return new

@@ -1,0 +1,60 @@
+"""Mapping one item or record with a table: the rules in order, losses collected, failures
+raised for that item alone (the caller records them and goes on with the batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from concord_mapping.domain.describe import SObjectDescribe
+from concord_mapping.domain.errors import MappingFailure
+from concord_mapping.domain.table import Table
+from concord_mapping.domain.transforms import TRANSFORMS, Loss, Side, Step
+
+__all__ = ["ONE_WAY", "WRONG_KIND", "MappedFields", "map_to_crm", "map_to_mail"]
+
+WRONG_KIND = "WRONG_KIND"
+ONE_WAY = "ONE_WAY"
+
+
+@dataclass(frozen=True)
+class MappedFields:
+    fields: dict[str, Any]
+    losses: list[Loss]
+
+
+def map_to_crm(
+    table: Table, describe: SObjectDescribe | None, payload_name: str, payload: Mapping[str, Any]
+) -> MappedFields:
+    """Salesforce fields for one canonical payload (`calendar_item`, `task`, ... as JSON)."""
+    if payload_name != table.kind_prefix:
+        raise MappingFailure(WRONG_KIND, f"the table maps {table.kind_prefix}, not {payload_name}")
+    if not table.direction.to_crm:
+        raise MappingFailure(ONE_WAY, f"{table.target_sobject} is not mirrored to Salesforce")
+    out: dict[str, Any] = {}
+    losses: list[Loss] = []
+    for rule in table.rules:
+        if not rule.to_crm_in(table.direction):
+            continue
+        step = Step(rule, rule.to_crm.params, payload, out, losses, describe, side=Side.CRM)
+        TRANSFORMS[rule.to_crm.name].to_crm(step, step.read())
+    return MappedFields(out, losses)
+
+
+def map_to_mail(
+    table: Table, describe: SObjectDescribe | None, fields: Mapping[str, Any], mailbox_zone: str
+) -> MappedFields:
+    """The canonical payload (JSON) for one Salesforce record's fields."""
+    if not table.direction.to_mail:
+        raise MappingFailure(ONE_WAY, f"{table.target_sobject} is not mirrored to the mailbox")
+    out: dict[str, Any] = {}
+    losses: list[Loss] = []
+    for rule in table.rules:
+        if not rule.to_mail_in(table.direction):
+            continue
+        step = Step(
+            rule, rule.to_mail.params, fields, out, losses, describe, mailbox_zone, Side.MAIL
+        )
+        TRANSFORMS[rule.to_mail.name].to_mail(step, step.read())
+    return MappedFields(out, losses)
