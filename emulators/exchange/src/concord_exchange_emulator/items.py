@@ -14,7 +14,7 @@ from typing import Any
 
 from lxml import etree
 
-from concord_exchange_emulator.schema import field_order
+from concord_exchange_emulator.schema import boolean_fields, field_order
 from concord_exchange_emulator.xmlns import T, local, sub, t
 
 ITEM_TYPES = {
@@ -71,7 +71,16 @@ def element_for_uri(uri: str) -> str:
     return URI_ELEMENTS.get(key, parts[1] if len(parts) > 1 else uri)
 
 
+def normalise_booleans(node: etree._Element) -> None:
+    """xs:boolean allows 1/0, which exchangelib sends; Exchange answers true/false."""
+    booleans = boolean_fields(ITEM_TYPES.get(local(node.tag), "ItemType"))
+    for child in node:
+        if local(child.tag) in booleans and child.text in {"1", "0"}:
+            child.text = "true" if child.text == "1" else "false"
+
+
 def sort_children(node: etree._Element) -> etree._Element:
+    normalise_booleans(node)
     order = field_order(ITEM_TYPES.get(local(node.tag), "ItemType"))
     rank = {name: i for i, name in enumerate(order)}
     children = list(node)
@@ -155,6 +164,8 @@ def prepare_new(
             sub(item, t("IsMeeting"), "true" if has_attendees else "false")
         if item.find(t("MyResponseType")) is None:
             sub(item, t("MyResponseType"), "Organizer")
+        if item.find(t("IsAllDayEvent")) is None:
+            sub(item, t("IsAllDayEvent"), "false")
         if item.find(t("CalendarItemType")) is None:
             recurring = item.find(t("Recurrence")) is not None
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
@@ -195,8 +206,9 @@ def _fill_from_mime(item: etree._Element) -> None:
             pass
     if item.find(t("From")) is None and parsed.get("From") is not None:
         addresses = getattr(parsed["From"], "addresses", ())
-        if addresses:
-            frm = sub(sub(item, t("From")), t("Mailbox"))
+        # Sender and From are the same person unless someone sent on behalf of another.
+        for name in ("Sender", "From") if addresses else ():
+            frm = sub(sub(item, t(name)), t("Mailbox"))
             if addresses[0].display_name:
                 sub(frm, t("Name"), addresses[0].display_name)
             sub(frm, t("EmailAddress"), addresses[0].addr_spec)

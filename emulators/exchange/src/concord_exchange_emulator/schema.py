@@ -76,27 +76,37 @@ def _type_definitions() -> dict[str, etree._Element]:
     return found
 
 
-def _sequence_elements(node: etree._Element) -> Iterator[str]:
+def _sequence_elements(node: etree._Element) -> Iterator[tuple[str, str]]:
     for child in node:
         if child.tag == f"{{{XS}}}element" and child.get("name"):
-            yield child.get("name", "")
+            yield child.get("name", ""), child.get("type", "")
         elif child.tag in {f"{{{XS}}}sequence", f"{{{XS}}}choice", f"{{{XS}}}all"}:
             yield from _sequence_elements(child)
 
 
 @functools.cache
+def field_types(type_name: str) -> tuple[tuple[str, str], ...]:
+    """(name, XSD type) of an XSD complex type's child elements in schema order, base first."""
+    node = _type_definitions()[type_name]
+    fields: list[tuple[str, str]] = []
+    extension = node.find(f"{{{XS}}}complexContent/{{{XS}}}extension")
+    if extension is not None:
+        fields.extend(field_types(extension.get("base", "").split(":")[-1]))
+        fields.extend(_sequence_elements(extension))
+    else:
+        fields.extend(_sequence_elements(node))
+    return tuple(fields)
+
+
 def field_order(type_name: str) -> tuple[str, ...]:
     """Child element names of an XSD complex type in schema order, base types first.
 
     Items are stored as the XML a client sent, and updates add or replace single fields: putting
     the children back in this order keeps every stored item valid against the schema.
     """
-    node = _type_definitions()[type_name]
-    names: list[str] = []
-    extension = node.find(f"{{{XS}}}complexContent/{{{XS}}}extension")
-    if extension is not None:
-        names.extend(field_order(extension.get("base", "").split(":")[-1]))
-        names.extend(_sequence_elements(extension))
-    else:
-        names.extend(_sequence_elements(node))
-    return tuple(names)
+    return tuple(name for name, _ in field_types(type_name))
+
+
+@functools.cache
+def boolean_fields(type_name: str) -> frozenset[str]:
+    return frozenset(name for name, kind in field_types(type_name) if kind == "xs:boolean")

@@ -1,0 +1,60 @@
+"""The emulator in this process on a free port, for tests (this package's and its clients')."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import socket
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import uvicorn
+
+from concord_exchange_emulator.app import build_app
+from concord_exchange_emulator.seed import seed_mailbox
+from concord_exchange_emulator.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RunningEmulator:
+    """uvicorn in a daemon thread: exchangelib blocks, so the server must not share its loop."""
+
+    def __init__(self, data_dir: pathlib.Path, *, seed: bool = True) -> None:
+        self.store = Store(data_dir / "exchange.db")
+        if seed:
+            seed_mailbox(self.store)
+        self.app = build_app(self.store)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{self.base}/EWS/Exchange.asmx"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> RunningEmulator:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the emulator did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.store.close()
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.base}/__admin/{path}", data=data, method=method)
+        req.add_header("content-type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"null")
