@@ -205,7 +205,7 @@ def _fill_from_mime(item: etree._Element) -> None:
         except (TypeError, ValueError):
             pass
     if item.find(t("From")) is None and parsed.get("From") is not None:
-        addresses = getattr(parsed["From"], "addresses", ())
+        addresses: tuple[Any, ...] = getattr(parsed["From"], "addresses", ())
         # Sender and From are the same person unless someone sent on behalf of another.
         for name in ("Sender", "From") if addresses else ():
             frm = sub(sub(item, t(name)), t("Mailbox"))
