@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.linker.v1 import linker_service_pb2 as pb
 from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
+from concord_linker.adapters.crm_grpc import GrpcCrmDirectory
+from concord_linker.adapters.domain_rules import PublicSuffixRules
 from concord_linker.adapters.store import SqlLinkerStore
 from concord_linker.api.servicer import LinkerServicer
 from concord_linker.domain.service import Linker
 from concord_linker.settings import LinkerSettings
+from concord_rpc import channel
 from concord_runtime import ServiceProcess, serve_main
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LinkerService"].full_name
@@ -15,9 +19,14 @@ MIGRATIONS = "concord_linker.adapters.migrations"
 
 
 async def build(process: ServiceProcess[LinkerSettings]) -> None:
-    # No readiness check on crm-connector: peer availability is decided per call. The channel
-    # to it arrives with the first call that needs Salesforce (issue #7).
-    servicer = LinkerServicer(Linker(SqlLinkerStore(process.engine)))
+    # No readiness check on crm-connector: peer availability is decided per call, so the
+    # linker still answers what needs no Salesforce. Every call it makes is a read or an
+    # upsert by idempotency key, hence the retrying channel.
+    crm_channel = channel(process.settings.crm_connector_addr, retry=True)
+    process.server.on_shutdown(crm_channel.close)
+    rules = PublicSuffixRules()
+    crm = GrpcCrmDirectory(crm_grpc.CrmConnectorServiceStub(crm_channel), rules)
+    servicer = LinkerServicer(Linker(SqlLinkerStore(process.engine), crm, rules))
     process.server.add_service(
         SERVICE_NAME, lambda server: pb_grpc.add_LinkerServiceServicer_to_server(servicer, server)
     )

@@ -10,9 +10,12 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.linker.v1 import linker_service_pb2 as pb
 from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
 from concord_linker.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_linker.adapters.crm_grpc import GrpcCrmDirectory
+from concord_linker.adapters.domain_rules import PublicSuffixRules
 from concord_linker.adapters.store import SqlLinkerStore
 from concord_linker.adapters.tables import blacklist_entries
 from concord_linker.api.servicer import LinkerServicer
@@ -36,10 +39,12 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def stub(tmp_path: Path) -> AsyncIterator[Stub]:
+async def stub(tmp_path: Path, crm_stub: crm_grpc.CrmConnectorServiceStub) -> AsyncIterator[Stub]:
     engine = create_engine(f"sqlite:///{tmp_path}/api.db")
     await migrate(engine, MIGRATIONS)
-    servicer = LinkerServicer(Linker(SqlLinkerStore(engine)))
+    rules = PublicSuffixRules()
+    linker = Linker(SqlLinkerStore(engine), GrpcCrmDirectory(crm_stub, rules), rules)
+    servicer = LinkerServicer(linker)
     try:
         async with serving_in_process(
             "linker",
@@ -73,22 +78,6 @@ async def test_blacklist_merges_org_and_user_entries(engine: AsyncEngine) -> Non
 async def test_no_participants_is_an_empty_answer(stub: Stub) -> None:
     request = pb.ResolveParticipantsRequest(org="orgs/demo", user_id="005x", kind=TASK)
     assert await stub.ResolveParticipants(request) == pb.ResolveParticipantsResponse()
-
-
-async def test_participants_and_initial_search_wait_for_issue_7(stub: Stub) -> None:
-    participant = resources_pb2.Participant(email="ann@example.com")
-    calls: list[Awaitable[object]] = [
-        stub.ResolveParticipants(
-            pb.ResolveParticipantsRequest(
-                org="orgs/demo", user_id="005x", kind=TASK, participants=[participant]
-            )
-        ),
-        stub.InitialSearch(pb.InitialSearchRequest(org="orgs/demo")),
-    ]
-    for call in calls:
-        got = await failure(call)
-        assert got.code == grpc.StatusCode.UNIMPLEMENTED
-        assert got.message.endswith("(issue #7)")
 
 
 async def test_malformed_request_names_every_field(stub: Stub) -> None:

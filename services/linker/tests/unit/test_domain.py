@@ -2,33 +2,29 @@ from __future__ import annotations
 
 import pytest
 
-from concord_linker.domain.model import InvalidRequest, Participant, Resolution, parse_org_name
-from concord_linker.domain.service import Linker
+from concord_linker.adapters.domain_rules import PublicSuffixRules
+from concord_linker.adapters.memory import InMemoryCrm, InMemoryLinkerStore
+from concord_linker.domain.model import InvalidRequest, Resolution, parse_org_name
+from concord_linker.domain.service import Linker, clean_display_name, split_name
 from concord_linker.settings import LinkerSettings
-from concord_rpc import Unimplemented
 
 pytestmark = pytest.mark.unit
 
 
-class CountingStore:
-    def __init__(self) -> None:
-        self.reads = 0
-
-    async def blacklist(self, org: str, user_id: str) -> frozenset[str]:
-        self.reads += 1
-        return frozenset()
-
-
 async def test_no_participants_resolve_to_nothing_without_reading_anything() -> None:
-    store = CountingStore()
-    assert await Linker(store).resolve("demo", "005x", []) == Resolution()
-    assert store.reads == 0
+    store = InMemoryLinkerStore()
+    crm = InMemoryCrm(PublicSuffixRules())
+    assert await Linker(store, crm, crm.rules).resolve("demo", "005x", []) == Resolution()
+    assert (store.blacklist_reads, crm.total_calls) == (0, 0)
 
 
-async def test_participants_wait_for_issue_7() -> None:
-    with pytest.raises(Unimplemented) as caught:
-        await Linker(CountingStore()).resolve("demo", "005x", [Participant("ann@example.com")])
-    assert caught.value.issue == 7
+def test_names_from_display_names() -> None:
+    assert split_name("Ann Marie Smith") == ("Ann Marie", "Smith")
+    assert split_name("Smith, Ann") == ("Ann", "Smith")
+    assert split_name("Cher") == ("", "Cher")
+    assert clean_display_name('"Ann\x00 Smith\r\n" (ACME)') == "Ann Smith"
+    assert clean_display_name("ann@example.com") == ""
+    assert len(clean_display_name("x" * 1000)) == 80
 
 
 def test_org_names() -> None:
