@@ -378,7 +378,13 @@ def _last_date(rule: RRule, start: datetime) -> date:
     last = None
     for last in evaluated:  # noqa: B007 - bounded by UNTIL
         pass
-    return (last or start).date()
+    if last is None:
+        raise _no_occurrence()
+    return last.date()
+
+
+def _no_occurrence() -> MappingFailure:
+    return MappingFailure(MALFORMED_RECURRENCE, "the series ends before it starts", "recurrence")
 
 
 def ews_to_rrule(pattern: EwsPattern, span: EwsRange, zone: ZoneInfo | None) -> RRule:
@@ -446,12 +452,14 @@ def rrule_to_sf_legacy(rule: RRule, start: datetime, zone_name: str) -> dict[str
             start - timedelta(seconds=1), count=SF_LEGACY_MAX_OCCURRENCES + 1, inc=True
         )
     )
+    if not evaluated:
+        raise _no_occurrence()
     if len(evaluated) > SF_LEGACY_MAX_OCCURRENCES:
         raise _unsupported(target, f"more than {SF_LEGACY_MAX_OCCURRENCES} occurrences")
     fields: dict[str, Any] = {
         "IsRecurrence": True,
         "RecurrenceInterval": rule.interval,
-        "RecurrenceEndDateOnly": (evaluated[-1] if evaluated else start).date().isoformat(),
+        "RecurrenceEndDateOnly": evaluated[-1].date().isoformat(),
         "RecurrenceTimeZoneSidKey": zone_name,
     }
     split = [_split_day(d) for d in rule.byday]
