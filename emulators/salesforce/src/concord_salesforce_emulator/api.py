@@ -7,6 +7,7 @@ exactly like the call it stands for.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import secrets
@@ -141,6 +142,11 @@ class RestApi:
         rows = planned.run(records, self._resolve)
         if planned.query.fields is None:
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
+        if planned.query.count_of is not None:
+            column = planned.columns[0]
+            count = sum(1 for r in rows if planned.value_of(r, column, self._resolve) is not None)
+            aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": count}
+            return Reply(200, {"totalSize": 1, "done": True, "records": [aggregate]})
         rendered = [
             planned.render(r, planned.sobject.name, self._resolve, call.version) for r in rows
         ]
@@ -221,7 +227,14 @@ def _global_describe(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 @route("GET", r"sobjects/(?P<type>\w+)/describe")
 def _describe(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     sobject = api.sobject(match["type"])
-    return Reply(200, api.org.schema.describe(sobject, call.version))
+    describe = api.org.schema.describe(sobject, call.version)
+    # Salesforce lets clients cache describes: an ETag and the metadata's last change.
+    etag = hashlib.md5(json.dumps(describe, sort_keys=True).encode()).hexdigest()
+    return Reply(
+        200,
+        describe,
+        {"ETag": f'"{etag}--gzip"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"},
+    )
 
 
 @route("GET", r"sobjects/(?P<type>\w+)")

@@ -31,8 +31,8 @@ async def start(
     emulator = Emulator(data_dir, settings)
     if demo:
         seed.demo(emulator.org, emulator.admin_user_id)
-    runner = web.AppRunner(emulator_app := build_app(emulator), access_log=None)
-    del emulator_app
+    # A short shutdown: clients with idle keep-alive connections must not hold a stop up.
+    runner = web.AppRunner(build_app(emulator), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,6 +66,8 @@ def running_in_thread(
         ready.set()
         await stop.wait()
         await runner.cleanup()
+        # TLS transports finish closing on later loop turns; let them, so no socket leaks.
+        await asyncio.sleep(0.1)
         state.emulator.store.close()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)

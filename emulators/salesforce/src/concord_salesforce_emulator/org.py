@@ -298,6 +298,7 @@ class Org:
             for f in sobject.fields.values()
             if f["createable"]
             and not f["nillable"]
+            and not f["defaultedOnCreate"]
             and f["type"] != "boolean"
             and fields.get(f["name"]) in (None, "")
         ]

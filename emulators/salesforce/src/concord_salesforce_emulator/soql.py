@@ -23,8 +23,9 @@ from concord_salesforce_emulator.schema import Schema, SObjectType
 
 _GRAMMAR = r"""
 start: "SELECT"i select_list "FROM"i NAME where? order? limit? offset?
-select_list: count | path ("," path)*
+select_list: count | count_field | path ("," path)*
 count: "COUNT"i "(" ")"
+count_field: "COUNT"i "(" path ")"
 path: NAME ("." NAME)*
 where: "WHERE"i condition
 ?condition: simple
@@ -104,6 +105,7 @@ class Query:
     order: tuple[Ordering, ...]
     limit: int | None
     offset: int | None
+    count_of: tuple[str, ...] | None = None  # COUNT(field): one AggregateResult row
 
 
 _UNESCAPE = {
@@ -136,19 +138,24 @@ def _unescape(token: str) -> str:
 class _Build(Transformer[Token, Query]):
     def start(self, select: Any, sobject: Token, *clauses: Any) -> Query:
         parts = {kind: value for kind, value in clauses}
+        count_of = select[1] if isinstance(select, tuple) and select[:1] == ("COUNT",) else None
         return Query(
             sobject=str(sobject),
-            fields=select,
+            fields=((count_of,) if count_of else select),
+            count_of=count_of,
             where=parts.get("where"),
             order=parts.get("order", ()),
             limit=parts.get("limit"),
             offset=parts.get("offset"),
         )
 
-    def select_list(self, *items: Any) -> tuple[tuple[str, ...], ...] | None:
-        if len(items) == 1 and items[0] is None:
-            return None
+    def select_list(self, *items: Any) -> Any:
+        if len(items) == 1 and (items[0] is None or items[0][:1] == ("COUNT",)):
+            return items[0]
         return tuple(items)
+
+    def count_field(self, path: tuple[str, ...]) -> tuple[Any, ...]:
+        return ("COUNT", path)
 
     def count(self) -> None:
         return None
@@ -365,7 +372,7 @@ class PlannedQuery:
         end = None if self.query.limit is None else start + self.query.limit
         return matched[start:end]
 
-    def _value(self, record: Record, column: _Column, resolve: Resolver) -> Any:
+    def value_of(self, record: Record, column: _Column, resolve: Resolver) -> Any:
         current: Record | None = record
         for step, name in enumerate(column.canonical):
             if current is None:
@@ -397,7 +404,7 @@ class PlannedQuery:
                 return any(self._test(p, record, resolve, today) for p in node.parts)
             return not self._test(node.parts[0], record, resolve, today)
         column = self._resolve(node.path)
-        actual = _normalise(column.field, self._value(record, column, resolve))
+        actual = _normalise(column.field, self.value_of(record, column, resolve))
         if node.op in ("in", "not in"):
             wanted = [_coerce_literal(column, v, "=") for v in node.values]
             hit = any(_equals(actual, w, today) for w in wanted)
@@ -415,8 +422,8 @@ class PlannedQuery:
 
     def _order(self, a: Record, b: Record, resolve: Resolver) -> int:
         for column, ordering in self.orderings:
-            left = _sort_key(_normalise(column.field, self._value(a, column, resolve)))
-            right = _sort_key(_normalise(column.field, self._value(b, column, resolve)))
+            left = _sort_key(_normalise(column.field, self.value_of(a, column, resolve)))
+            right = _sort_key(_normalise(column.field, self.value_of(b, column, resolve)))
             if left == right:
                 continue
             if left is None or right is None:
