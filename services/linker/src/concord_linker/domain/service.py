@@ -592,10 +592,11 @@ class Linker:
                     0.0 if opp.owner_id == user_id else 20.0
                 )
                 why = "open Opportunity you own" if opp.owner_id == user_id else "open Opportunity"
+                why += " on a related Account"
                 if opp.name and opp.name.lower() in subject:
                     score += 20.0
                     why += ", named in the subject"
-                found.add("Opportunity", opp.id, opp.name, score, f"{why} on a related Account")
+                found.add("Opportunity", opp.id, opp.name, score, why)
         numbers = list(dict.fromkeys(_CASE_NUMBER.findall(f"{email.subject}\n{email.body_text}")))
         contact_ids = [p.id for ps in by_email.values() for p in ps if p.sobject_type == "Contact"]
         if "Case" in wanted and (numbers or contact_ids or account_ids):
