@@ -5,10 +5,12 @@ from __future__ import annotations
 from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.linker.v1 import linker_service_pb2 as pb
 from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
+from concord_linker.adapters.crm_cache import CachingCrmDirectory
 from concord_linker.adapters.crm_grpc import GrpcCrmDirectory
 from concord_linker.adapters.domain_rules import PublicSuffixRules
 from concord_linker.adapters.store import SqlLinkerStore
 from concord_linker.api.servicer import LinkerServicer
+from concord_linker.domain.ports import CrmDirectory
 from concord_linker.domain.service import Linker
 from concord_linker.settings import LinkerSettings
 from concord_rpc import channel
@@ -25,7 +27,9 @@ async def build(process: ServiceProcess[LinkerSettings]) -> None:
     crm_channel = channel(process.settings.crm_connector_addr, retry=True)
     process.server.on_shutdown(crm_channel.close)
     rules = PublicSuffixRules()
-    crm = GrpcCrmDirectory(crm_grpc.CrmConnectorServiceStub(crm_channel), rules)
+    crm: CrmDirectory = GrpcCrmDirectory(crm_grpc.CrmConnectorServiceStub(crm_channel), rules)
+    if process.settings.crm_cache_seconds > 0:
+        crm = CachingCrmDirectory(crm, ttl_seconds=process.settings.crm_cache_seconds)
     servicer = LinkerServicer(Linker(SqlLinkerStore(process.engine), crm, rules))
     process.server.add_service(
         SERVICE_NAME, lambda server: pb_grpc.add_LinkerServiceServicer_to_server(servicer, server)

@@ -15,3 +15,6 @@ class LinkerSettings(ServiceSettings):
     # Called per resolution (issue #7), never a readiness condition: with crm-connector down
     # the linker still answers what needs no Salesforce and says UNAVAILABLE for the rest.
     crm_connector_addr: str = peer("crm-connector")
+    # How long CRM answers (people by address, Accounts by domain, open Opportunities) are
+    # reused. Salesforce API calls are the scarce resource; 0 disables the cache.
+    crm_cache_seconds: float = 600.0
