@@ -310,13 +310,17 @@ def _ews_pattern(rule: RRule, start: date) -> EwsPattern:
         if months[0] != start.month:
             raise _unsupported("EWS", "a yearly interval starting outside its month")
         return _ews_monthly(replace(rule, bymonth=()), start, 12 * rule.interval)
-    monthly = _ews_monthly(replace(rule, bymonth=()), start.replace(month=months[0]), 1)
+    monthly = _ews_monthly(replace(rule, bymonth=()), start, 1)
     kind = (
         EwsPatternKind.ABSOLUTE_YEARLY
         if monthly.kind is EwsPatternKind.ABSOLUTE_MONTHLY
         else EwsPatternKind.RELATIVE_YEARLY
     )
     return replace(monthly, kind=kind, interval=1, month=_MONTHS[months[0] - 1])
+
+
+# RFC 5545 skips months too short for the day; EWS and Salesforce move it to the last day.
+_SHORT_MONTHS = "a day of the month after the 28th (it would move in shorter months)"
 
 
 def _ews_monthly(rule: RRule, start: date, interval: int) -> EwsPattern:
@@ -328,6 +332,8 @@ def _ews_monthly(rule: RRule, start: date, interval: int) -> EwsPattern:
             return EwsPattern(EwsPatternKind.RELATIVE_MONTHLY, interval, ("Day",), 0, "Last")
         if days[0] < 1:
             raise _unsupported("EWS", "a monthly day counted from the end other than the last")
+        if days[0] > 28:
+            raise _unsupported("EWS", _SHORT_MONTHS)
         return EwsPattern(EwsPatternKind.ABSOLUTE_MONTHLY, interval, day_of_month=days[0])
     if rule.bymonthday:
         raise _unsupported("EWS", "a rule with both weekdays and days of the month")
@@ -493,6 +499,8 @@ def rrule_to_sf_legacy(rule: RRule, start: datetime, zone_name: str) -> dict[str
         monthdays = rule.bymonthday or (start.day,)
         if len(monthdays) != 1 or monthdays[0] < 1:
             raise _unsupported(target, "several or negative days of the month")
+        if monthdays[0] > 28:
+            raise _unsupported(target, _SHORT_MONTHS)
         kind = "RecursYearly" if yearly else "RecursMonthly"
         return fields | {"RecurrenceType": kind, "RecurrenceDayOfMonth": monthdays[0]}
     if len(days) != 1 or days[0][0] not in _SF_INSTANCE or rule.bymonthday:
