@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from concord_salesforce_emulator.app import start
+from concord_salesforce_emulator.app import start, stop_serving
 from concord_salesforce_emulator.server import Settings
 
 
@@ -33,7 +33,7 @@ async def _serve(data_dir: Path, host: str, port: int, settings: Settings, demo:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    await runner.cleanup()
+    await stop_serving(runner)
     state.emulator.store.close()
     return 0
 

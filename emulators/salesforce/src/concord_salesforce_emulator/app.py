@@ -45,6 +45,20 @@ async def start(
     return runner, Running(emulator, emulator.base_url, files.ca_cert, actual)
 
 
+async def stop_serving(runner: web.AppRunner) -> None:
+    """Stops accepting, then closes every connection now.
+
+    A closing TLS connection otherwise waits for the peer's close_notify (up to 30 s), which
+    would outlive the loop and leak its socket.
+    """
+    server = runner.server
+    transports = list(server._connections.values()) if server is not None else []
+    await runner.cleanup()
+    for transport in transports:
+        transport.abort()
+    await asyncio.sleep(0)
+
+
 @contextmanager
 def running_in_thread(
     data_dir: Path, settings: Settings | None = None, demo: bool = False
@@ -65,9 +79,7 @@ def running_in_thread(
         holder["state"] = state
         ready.set()
         await stop.wait()
-        await runner.cleanup()
-        # TLS transports finish closing on later loop turns; let them, so no socket leaks.
-        await asyncio.sleep(0.1)
+        await stop_serving(runner)
         state.emulator.store.close()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
