@@ -106,7 +106,7 @@ class MappingTables:
         except TableSchemaError as bad:
             raise InvalidTable(
                 f"the table breaks the mapping-table schema ({len(bad.violations)} problems)",
-                field_violations=[(f"table.{f}", p) for f, p in bad.violations],
+                field_violations=[(f"table.{f}" if f else "table", p) for f, p in bad.violations],
             ) from None
         problems = [
             (f"table.rules[{i}].mail_field", f"a {name.kind.value} table maps {name.kind.payload}")

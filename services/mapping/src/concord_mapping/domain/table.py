@@ -85,7 +85,7 @@ def parse_table(content: Mapping[str, Any], schema: Mapping[str, Any]) -> Table:
             to_mail=_transform(r.get("to_mail")),
             direction=Direction(r["direction"]) if r.get("direction") else None,
         )
-        for r in content["rules"]
+        for r in content.get("rules", [])
     ]
     payloads = {r.mail_field.split(".", 1)[0] for r in rules}
     if len(payloads) > 1:
@@ -108,4 +108,4 @@ def _path(parts: Sequence[str | int] | Any) -> str:
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "table"
+    return out

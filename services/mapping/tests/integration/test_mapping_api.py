@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from concord.common.v1 import resources_pb2 as res
+from concord.mapping.v1 import mapping_service_pb2 as pb
+from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_rpc import RpcFailure, from_rpc_error
+
+pytestmark = pytest.mark.integration
+
+Stub = pb_grpc.MappingServiceStub
+EVENTS = "orgs/demo/mappingTables/calendar-item"
+
+
+async def failure(call: Awaitable[object]) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return from_rpc_error(caught.value)
+
+
+def meeting(native_id: str, **fields: object) -> pb.MapToCrmInput:
+    item = res.CalendarItem(subject="Review", time_zone="Europe/London")
+    item.start.FromJsonString("2026-03-29T08:00:00Z")
+    item.end.FromJsonString("2026-03-29T09:00:00Z")
+    json_format.ParseDict(fields, item)
+    ref = res.ItemRef(
+        kind=res.OBJECT_KIND_CALENDAR_ITEM, native_id=native_id, link_id=f"l-{native_id}"
+    )
+    return pb.MapToCrmInput(item=res.MailItem(ref=ref, calendar_item=item))
+
+
+async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub) -> None:
+    inputs = [
+        meeting("a", subject="x" * 300),
+        meeting("b", time_zone="Nowhere/Atlantis", recurrence={"rules": ["RRULE:FREQ=DAILY"]}),
+        meeting("c", recurrence={"rules": ["RRULE:FREQ=WEEKLY;BYDAY=SU;COUNT=3"]}),
+        pb.MapToCrmInput(item=res.MailItem(ref=res.ItemRef(native_id="d"))),
+    ]
+    response = await stub.MapToCrm(
+        pb.MapToCrmRequest(org="orgs/demo", inputs=inputs, owner_id="005000000000001AAA")
+    )
+    assert [r.ref.native_id for r in response.results] == ["a", "b", "c", "d"]
+    first, bad_zone, series, empty = response.results
+    assert first.record.sobject_type == "Event"
+    assert first.record.link_id == "l-a"
+    assert len(first.record.fields["Subject"]) == 255
+    assert first.record.fields["OwnerId"] == "005000000000001AAA"
+    assert [(loss.field, loss.kind) for loss in first.losses] == [
+        ("Subject", res.FIELD_LOSS_KIND_TRUNCATED)
+    ]
+    assert not bad_zone.HasField("record")
+    assert (bad_zone.error.reason, bad_zone.error.field) == (
+        "UNKNOWN_TIME_ZONE",
+        "calendar_item.time_zone",
+    )
+    assert "Atlantis" not in bad_zone.error.message
+    assert series.record.fields["Recurrence2PatternText"] == "RRULE:FREQ=WEEKLY;COUNT=3;BYDAY=SU"
+    assert series.record.fields["RecurrenceTimeZoneSidKey"] == "Europe/London"
+    assert empty.error.reason == "MISSING_PAYLOAD"
+    assert response.mapping_version == 0
+
+
+async def test_records_map_back_to_items(stub: Stub) -> None:
+    mapped = await stub.MapToCrm(pb.MapToCrmRequest(org="orgs/demo", inputs=[meeting("a")]))
+    record = mapped.results[0].record
+    record.id = "00U000000000001AAA"
+    unknown = res.CrmRecord(sobject_type="Opportunity", id="006000000000001AAA")
+    response = await stub.MapToMail(
+        pb.MapToMailRequest(org="orgs/demo", records=[record, unknown], time_zone="Europe/London")
+    )
+    item, missing = response.results
+    assert item.record_id == "00U000000000001AAA"
+    assert item.item.ref.kind == res.OBJECT_KIND_CALENDAR_ITEM
+    assert item.item.ref.link_id == "l-a"
+    assert item.item.calendar_item.subject == "Review"
+    assert item.item.calendar_item.start.ToJsonString() == "2026-03-29T08:00:00Z"
+    assert missing.error.reason == "UNKNOWN_SOBJECT"
+    got = await failure(
+        stub.MapToMail(pb.MapToMailRequest(org="orgs/demo", records=[record], time_zone="Mars"))
+    )
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in got.field_violations] == ["time_zone"]
+
+
+async def test_an_override_is_validated_stored_and_used(stub: Stub) -> None:
+    default = (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table
+    table = pb.MappingTable()
+    table.CopyFrom(default)
+    table.rules.add(mail_field="calendar_item.online_meeting_url", crm_field="Meeting_Link__c")
+    checked = await stub.UpdateMappingTable(
+        pb.UpdateMappingTableRequest(table=table, validate_only=True)
+    )
+    assert checked.table.version == 1
+    assert (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table.is_default
+    stored = (await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))).table
+    assert (stored.version, stored.is_default, stored.etag != default.etag) == (1, False, True)
+    retried = (await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))).table
+    assert retried.version == 1
+    link = meeting("a", online_meeting_url="https://meet.example/abc")
+    mapped = await stub.MapToCrm(pb.MapToCrmRequest(org="orgs/demo", inputs=[link]))
+    assert mapped.mapping_version == 1
+    assert mapped.results[0].record.fields["Meeting_Link__c"] == "https://meet.example/abc"
+    pinned = await stub.MapToCrm(
+        pb.MapToCrmRequest(org="orgs/other", inputs=[link], mapping_version=0)
+    )
+    assert "Meeting_Link__c" not in pinned.results[0].record.fields
+
+    stale = pb.MappingTable()
+    stale.CopyFrom(table)
+    stale.rules.add(mail_field="calendar_item.location", crm_field="Location")
+    got = await failure(stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=stale)))
+    assert (got.code, got.reason) == (grpc.StatusCode.ABORTED, "MAPPING_TABLE_ETAG_MISMATCH")
+
+
+async def test_a_bad_override_is_refused_field_by_field_and_the_old_one_stays(stub: Stub) -> None:
+    default = (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table
+    table = pb.MappingTable()
+    table.CopyFrom(default)
+    table.rules.add(mail_field="calendar_item.subject", crm_field="CreatedDate")
+    table.rules.add(mail_field="calendar_item.subject", crm_field="Subjekt")
+    rule = table.rules.add(mail_field="calendar_item.show_as", crm_field="ShowAs")
+    rule.to_crm.name = "picklist"
+    rule.to_crm.params.update({"values": {"SHOW_AS_FREE": "Available"}})
+    got = await failure(stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table)))
+    assert (got.code, got.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_MAPPING_TABLE")
+    n = len(default.rules)
+    assert got.field_violations == [
+        (f"table.rules[{n}].crm_field", "Event.CreatedDate is read-only"),
+        (f"table.rules[{n + 1}].crm_field", "Event has no field Subjekt"),
+        (f"table.rules[{n + 2}].to_crm.params", "'Available' is not a value of Event.ShowAs"),
+    ]
+    after = (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table
+    assert after.is_default
+    no_direction = pb.MappingTable(name=EVENTS, target_sobject="Event", etag=default.etag)
+    got = await failure(stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=no_direction)))
+    assert [f for f, _ in got.field_violations] == ["table"]
+    assert "direction" in got.field_violations[0][1]
