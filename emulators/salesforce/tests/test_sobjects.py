@@ -73,8 +73,16 @@ def test_built_describes_have_the_recorded_shape(sf: Salesforce, name: str) -> N
 
 def test_global_describe_lists_every_object_with_its_prefix(sf: Salesforce) -> None:
     prefixes = {s["name"]: s["keyPrefix"] for s in sf.describe()["sobjects"]}
-    expected = {"Contact": "003", "Lead": "00Q", "Account": "001", "Opportunity": "006",
-                "Event": "00U", "Task": "00T", "EmailMessage": "02s", "User": "005"}  # fmt: skip
+    expected = {
+        "Contact": "003",
+        "Lead": "00Q",
+        "Account": "001",
+        "Opportunity": "006",
+        "Event": "00U",
+        "Task": "00T",
+        "EmailMessage": "02s",
+        "User": "005",
+    }
     assert expected.items() <= prefixes.items()
 
 
@@ -101,13 +109,16 @@ def test_unsupported_versions_are_not_found(
 
 def test_crud_with_system_fields(sf: Salesforce) -> None:
     account = sf.Account.create({"Name": "Acme", "Website": "https://acme.example"})["id"]
-    contact_id = sf.Contact.create({"LastName": "Hopper", "FirstName": "Grace",
-                                    "AccountId": account})["id"]  # fmt: skip
+    contact_id = sf.Contact.create(
+        {"LastName": "Hopper", "FirstName": "Grace", "AccountId": account}
+    )["id"]
     contact = sf.Contact.get(contact_id)
     assert contact["Name"] == "Grace Hopper"
     assert contact["IsDeleted"] is False
-    assert contact["attributes"] == {"type": "Contact",
-                                     "url": f"/services/data/v62.0/sobjects/Contact/{contact_id}"}  # fmt: skip
+    assert contact["attributes"] == {
+        "type": "Contact",
+        "url": f"/services/data/v62.0/sobjects/Contact/{contact_id}",
+    }
     created = parse_datetime(contact["CreatedDate"])
     assert contact["CreatedDate"].endswith("+0000")
     assert contact["SystemModstamp"] == contact["LastModifiedDate"] == contact["CreatedDate"]
@@ -141,13 +152,20 @@ def test_get_with_fields_and_by_external_id(
 
 
 def test_event_times_are_derived_and_all_day_events_are_dates(sf: Salesforce) -> None:
-    timed = sf.Event.create({"Subject": "Sync", "StartDateTime": "2030-05-01T09:00:00Z",
-                             "DurationInMinutes": 90})["id"]  # fmt: skip
+    timed = sf.Event.create(
+        {"Subject": "Sync", "StartDateTime": "2030-05-01T09:00:00Z", "DurationInMinutes": 90}
+    )["id"]
     event = sf.Event.get(timed)
     assert event["EndDateTime"] == "2030-05-01T10:30:00.000+0000"
     assert event["ActivityDateTime"] == event["StartDateTime"]
-    all_day = sf.Event.create({"Subject": "Offsite", "IsAllDayEvent": True,
-                               "ActivityDate": "2030-06-01", "DurationInMinutes": 2880})["id"]  # fmt: skip
+    all_day = sf.Event.create(
+        {
+            "Subject": "Offsite",
+            "IsAllDayEvent": True,
+            "ActivityDate": "2030-06-01",
+            "DurationInMinutes": 2880,
+        }
+    )["id"]
     event = sf.Event.get(all_day)
     assert (event["ActivityDate"], event["EndDate"]) == ("2030-06-01", "2030-06-02")
 
@@ -158,9 +176,11 @@ def test_event_times_are_derived_and_all_day_events_are_dates(sf: Salesforce) ->
 def test_required_field_missing(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Contact.create({"FirstName": "No Last Name"})
-    assert _error(excinfo) == {"errorCode": "REQUIRED_FIELD_MISSING",
-                               "message": "Required fields are missing: [LastName]",
-                               "fields": ["LastName"]}  # fmt: skip
+    assert _error(excinfo) == {
+        "errorCode": "REQUIRED_FIELD_MISSING",
+        "message": "Required fields are missing: [LastName]",
+        "fields": ["LastName"],
+    }
 
 
 def test_string_too_long(sf: Salesforce) -> None:
@@ -172,8 +192,9 @@ def test_string_too_long(sf: Salesforce) -> None:
     assert error["errorCode"] == "STRING_TOO_LONG"
     assert error["fields"] == ["Subject"]
     assert "(max length=255)" in error["message"]
-    assert sf.Event.create({"Subject": "x" * 255, "StartDateTime": _start(9),
-                            "EndDateTime": _start(10)})["success"]  # fmt: skip
+    assert sf.Event.create(
+        {"Subject": "x" * 255, "StartDateTime": _start(9), "EndDateTime": _start(10)}
+    )["success"]
 
 
 def test_restricted_picklist(sf: Salesforce) -> None:
@@ -191,8 +212,10 @@ def test_restricted_picklist(sf: Salesforce) -> None:
 def test_unknown_field_matches_the_recorded_error(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Contact.create({"LastName": "X", "foo": 1})
-    assert _error(excinfo) == {"errorCode": "INVALID_FIELD",
-                               "message": "No such column 'foo' on sobject of type Contact"}  # fmt: skip
+    assert _error(excinfo) == {
+        "errorCode": "INVALID_FIELD",
+        "message": "No such column 'foo' on sobject of type Contact",
+    }
 
 
 def test_malformed_and_dangling_references(sf: Salesforce) -> None:
@@ -202,8 +225,9 @@ def test_malformed_and_dangling_references(sf: Salesforce) -> None:
     assert _error(excinfo)["fields"] == ["WhoId"]
     missing_contact = "0035e0000000999"
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
-        sf.Event.create({"WhoId": missing_contact, "StartDateTime": _start(9),
-                         "EndDateTime": _start(10)})  # fmt: skip
+        sf.Event.create(
+            {"WhoId": missing_contact, "StartDateTime": _start(9), "EndDateTime": _start(10)}
+        )
     assert _error(excinfo)["errorCode"] == "INVALID_CROSS_REFERENCE_KEY"
     account = sf.Account.create({"Name": "Not a person"})["id"]
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
@@ -214,9 +238,12 @@ def test_malformed_and_dangling_references(sf: Salesforce) -> None:
 def test_bad_id_in_the_url(emulator: Running, http: requests.Session, token: Any) -> None:
     response = http.get(api(emulator, "sobjects/Contact/not-an-id"), headers=bearer(token))
     assert response.status_code == 404
-    assert response.json() == [{
-        "errorCode": "NOT_FOUND",
-        "message": "Provided external ID field does not exist or is not accessible: not-an-id"}]  # fmt: skip
+    assert response.json() == [
+        {
+            "errorCode": "NOT_FOUND",
+            "message": "Provided external ID field does not exist or is not accessible: not-an-id",
+        }
+    ]
 
 
 def test_event_end_before_start(sf: Salesforce) -> None:
@@ -255,8 +282,12 @@ def test_upsert_created_updated_and_ambiguous(
     body = {"Subject": "One", "StartDateTime": _start(9), "EndDateTime": _start(10)}
     created = http.patch(url, json=body, headers=bearer(token))
     assert created.status_code == 201
-    assert created.json() == {"id": created.json()["id"], "success": True, "errors": [],
-                              "created": True}  # fmt: skip
+    assert created.json() == {
+        "id": created.json()["id"],
+        "success": True,
+        "errors": [],
+        "created": True,
+    }
     updated = http.patch(url, json={"Subject": "Two"}, headers=bearer(token))
     assert updated.status_code == 200
     assert updated.json()["created"] is False
@@ -265,8 +296,11 @@ def test_upsert_created_updated_and_ambiguous(
     # Email is an idLookup field and not unique: two matches make the upsert ambiguous.
     a = sf.Contact.create({"LastName": "A", "Email": "same@example.com"})["id"]
     b = sf.Contact.create({"LastName": "B", "Email": "same@example.com"})["id"]
-    response = http.patch(api(emulator, "sobjects/Contact/Email/same@example.com"),
-                          json={"Title": "x"}, headers=bearer(token))  # fmt: skip
+    response = http.patch(
+        api(emulator, "sobjects/Contact/Email/same@example.com"),
+        json={"Title": "x"},
+        headers=bearer(token),
+    )
     assert response.status_code == 300
     assert response.json() == [f"/services/data/v62.0/sobjects/Contact/{i}" for i in (a, b)]
     with pytest.raises(SalesforceMoreThanOneRecord):
@@ -276,7 +310,8 @@ def test_upsert_created_updated_and_ambiguous(
 def test_upsert_by_a_field_that_is_not_an_external_id(
     emulator: Running, http: requests.Session, token: Any
 ) -> None:
-    response = http.patch(api(emulator, "sobjects/Contact/Title/x"), json={"LastName": "x"},
-                          headers=bearer(token))  # fmt: skip
+    response = http.patch(
+        api(emulator, "sobjects/Contact/Title/x"), json={"LastName": "x"}, headers=bearer(token)
+    )
     assert response.status_code == 404
     assert response.json()[0]["errorCode"] == "NOT_FOUND"
