@@ -337,3 +337,17 @@ async def test_one_crm_call_finds_everyone() -> None:
     many = [p(f"person{i}@example{i}.com") for i in range(300)] + [p("ann@mail.acme.co.uk")]
     await linker(crm).resolve(ORG, USER, many)
     assert crm.calls["people_by_emails"] == 1
+
+
+async def test_enormous_recipient_lists_are_linked_by_their_first_addresses() -> None:
+    crm = acme_crm()
+    many = [p(f"person{i}@example{i}.com", Role.CC_RECIPIENT) for i in range(600)]
+    many.append(p("ann@mail.acme.co.uk", Role.SENDER))
+    got = await Linker(InMemoryLinkerStore(), crm, RULES, max_addresses=100).resolve(
+        ORG, USER, many
+    )
+    assert got.who is not None
+    assert got.who.id == "003ANN"
+    skipped = [d for d in got.decisions if "beyond the first 100" in d.explanation]
+    assert len(skipped) == 501
+    assert len(got.decisions) == 601

@@ -26,8 +26,7 @@ __all__ = ["MAX_PARTICIPANTS", "LinkerServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# An activity addressed to more people than this is a mailing, not a conversation to link;
-# the cap also bounds the CRM query one call makes.
+# Initial search is for one email a person reads; more recipients than this is a mailing.
 MAX_PARTICIPANTS = 500
 MAX_PAGE_SIZE = 100
 
@@ -58,12 +57,7 @@ class LinkerServicer(pb_grpc.LinkerServiceServicer):
         org = checks.name(parse_org_name, request.org, "org")
         checks.require("user_id", request.user_id)
         checks.check("kind", request.kind != resources_pb2.OBJECT_KIND_UNSPECIFIED, "is required")
-        checks.check(
-            "participants",
-            len(request.participants) <= MAX_PARTICIPANTS,
-            f"at most {MAX_PARTICIPANTS} participants",
-        )
-        for index, participant in enumerate(request.participants[:MAX_PARTICIPANTS]):
+        for index, participant in enumerate(request.participants):
             checks.check(
                 f"participants[{index}].email", "@" in participant.email, "must be an email address"
             )

@@ -161,6 +161,7 @@ class Linker:
         claim_wait_seconds: float = 5.0,
         claim_stale_seconds: float = 120.0,
         claim_poll_seconds: float = 0.05,
+        max_addresses: int = 500,
     ) -> None:
         self._store = store
         self._crm = crm
@@ -170,6 +171,7 @@ class Linker:
         self._claim_wait = claim_wait_seconds
         self._claim_stale = claim_stale_seconds
         self._claim_poll = claim_poll_seconds
+        self._max_addresses = max_addresses
 
     async def _blacklist(self, org: str, user_id: str, extra: Iterable[str]) -> Blacklist:
         # Read on every call, never cached: a change applies to the very next session.
@@ -210,6 +212,16 @@ class Linker:
                     slot.participant, Outcome.UNRESOLVED, None, "a room or equipment"
                 )
         open_slots = [s for s in slots if s.decision is None and s.address]
+        # A mailing to thousands is still linked, by its sender and first recipients; the cap
+        # bounds one call's CRM query and the records an activity can be related to.
+        for slot in _ranked(open_slots)[self._max_addresses :]:
+            slot.decision = ParticipantDecision(
+                slot.participant,
+                Outcome.UNRESOLVED,
+                None,
+                f"beyond the first {self._max_addresses} addresses of the activity: not looked up",
+            )
+        open_slots = [s for s in open_slots if s.decision is None]
         addresses = list(dict.fromkeys(s.address for s in open_slots if s.address))
         matches: dict[str, list[Person]] = {}
         if addresses:
