@@ -106,6 +106,9 @@ def parse_rrule(line: str, field: str = "recurrence") -> RRule:
         if not sep or not value:
             raise MappingFailure(MALFORMED_RECURRENCE, "an RRULE part has no value", field)
         parts[name.strip().upper()] = value.strip().upper()
+    if "RSCALE" in parts or "SKIP" in parts:
+        # RFC 7529 (non-Gregorian calendars) is valid iCalendar that no target here expresses.
+        raise _unsupported("Concord", "RFC 7529 calendar scales (RSCALE/SKIP)", field)
     try:
         freq = parts.pop("FREQ")
         rule = RRule(
