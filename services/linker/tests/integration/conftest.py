@@ -115,6 +115,16 @@ class FakeCrmConnector(crm_grpc.CrmConnectorServiceServicer):
                     )
                 )
                 continue
+            if write.operation == crm.CRM_WRITE_OPERATION_UPDATE:
+                for index, rec in enumerate(self.records):
+                    if rec.id == write.id:
+                        self.records[index] = record(
+                            rec.sobject_type, rec.id, **{**_values(rec), **values}
+                        )
+                results.append(
+                    crm.CrmWriteResult(id=write.id, status=resources_pb2.WRITE_STATUS_OK)
+                )
+                continue
             created = write.link_id not in self._links
             if created:
                 prefix = {"Contact": "003", "Lead": "00Q", "Account": "001"}[write.sobject_type]

@@ -249,3 +249,21 @@ async def _failure(call: object) -> object:
     except grpc.aio.AioRpcError as err:
         return from_rpc_error(err)
     raise AssertionError("the call succeeded")
+
+
+async def test_contact_without_account_is_attached_over_grpc(
+    linker_stub: Stub, fake_crm: FakeCrmConnector
+) -> None:
+    seed(fake_crm)
+    fake_crm.records.append(record("Contact", "003LONE", Name="Lone", Email="lone@acme.co.uk"))
+    policy = pb.ResolutionPolicy(
+        auto_resolve=settings_pb2.AutoResolve(create_accounts_from_domain=True)
+    )
+    got = await linker_stub.ResolveParticipants(
+        request(resources_pb2.Participant(email="lone@acme.co.uk"), policy=policy, request_id="r")
+    )
+    assert got.what.id == "006DEAL"
+    assert "given Account Acme" in got.resolutions[0].explanation
+    (update,) = [w for r in fake_crm.requests if hasattr(r, "writes") for w in r.writes]
+    assert (update.operation, update.id) == (2, "003LONE")
+    assert dict(update.fields) == {"AccountId": "001ACME"}

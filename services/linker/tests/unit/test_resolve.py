@@ -351,3 +351,27 @@ async def test_enormous_recipient_lists_are_linked_by_their_first_addresses() ->
     skipped = [d for d in got.decisions if "beyond the first 100" in d.explanation]
     assert len(skipped) == 501
     assert len(got.decisions) == 601
+
+
+async def test_a_matched_contact_without_account_gets_its_domains_account() -> None:
+    crm = acme_crm()
+    crm.people += [
+        Person("Contact", "003LONE", "Lone Ranger", "lone@acme.co.uk", "2026-01-01"),
+        Person("Contact", "003NEW", "New Co", "ceo@newco.com", "2026-01-01"),
+        Person("Contact", "003FREE", "Free Mailer", "free@gmail.com", "2026-01-01"),
+    ]
+    people = [p("lone@acme.co.uk"), p("ceo@newco.com"), p("free@gmail.com")]
+    off = await linker(crm).resolve(ORG, USER, people)
+    assert off.created == ()
+    assert crm.calls["attach_to_account"] == 0
+    got = await linker(crm).resolve(ORG, USER, people, CREATE_ALL)
+    assert [(c.sobject_type, c.name) for c in got.created] == [("Account", "Newco")]
+    assert "given Account Acme (by domain acme.co.uk)" in got.decisions[0].explanation
+    assert "created from corporate domain newco.com" in got.decisions[1].explanation
+    assert "given Account" not in got.decisions[2].explanation
+    assert crm.calls["attach_to_account"] == 2
+    accounts = {p.id: p.account_id for p in crm.people}
+    assert accounts["003LONE"] == "001ACME"
+    assert accounts["003NEW"] == got.created[0].id
+    assert accounts["003FREE"] == ""
+    assert got.what == LinkedRecord("Account", "001ACME", "Acme")

@@ -168,3 +168,8 @@ class CachingCrmDirectory:
         if sobject_type in ("Account", "Contact"):
             self._domains.drop_where(lambda key: isinstance(key, tuple) and key[0] == org)
         return record_id
+
+    async def attach_to_account(self, org: str, contact: Person, account_id: str) -> None:
+        await self._inner.attach_to_account(org, contact, account_id)
+        self._people.drop((org, contact.email.lower()))
+        self._domains.drop_where(lambda key: isinstance(key, tuple) and key[0] == org)

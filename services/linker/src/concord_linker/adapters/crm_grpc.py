@@ -284,16 +284,33 @@ class GrpcCrmDirectory:
             link_id=idempotency_key,
             fields=values,
         )
+        return await self._write(org, write)
+
+    async def attach_to_account(self, org: str, contact: Person, account_id: str) -> None:
+        values = struct_pb2.Struct()
+        values.update({"AccountId": account_id})
+        # Setting the same AccountId twice is harmless: a plain update is idempotent here.
+        write = crm.CrmWrite(
+            operation=crm.CRM_WRITE_OPERATION_UPDATE,
+            sobject_type="Contact",
+            id=contact.id,
+            fields=values,
+        )
+        await self._write(org, write)
+
+    async def _write(self, org: str, write: crm.CrmWrite) -> str:
+        sobject_type = write.sobject_type
         response = await self._stub.ApplyBatch(
             crm.ApplyBatchRequest(org=self._org(org), writes=[write], all_or_none=True)
         )
         result = response.results[0] if response.results else None
-        if result is not None and result.status == _OK and result.id:
-            return result.id
+        record_id = (result.id if result is not None else "") or write.id
+        if result is not None and result.status == _OK and record_id:
+            return record_id
         codes = ", ".join(e.code for e in result.errors) if result else "no result"
         if result is not None and result.status == _RETRYABLE:
-            raise CrmWriteRetryable(f"Salesforce could not create the {sobject_type}: {codes}")
+            raise CrmWriteRetryable(f"Salesforce could not write the {sobject_type}: {codes}")
         raise CrmWriteRejected(
-            f"Salesforce refused to create the {sobject_type}: {codes}",
+            f"Salesforce refused to write the {sobject_type}: {codes}",
             metadata={"sobject_type": sobject_type},
         )

@@ -164,6 +164,12 @@ class InMemoryCrm:
             )
         return record_id
 
+    async def attach_to_account(self, org: str, contact: Person, account_id: str) -> None:
+        await self._call("attach_to_account")
+        self.people = [
+            replace(p, account_id=account_id) if p.id == contact.id else p for p in self.people
+        ]
+
 
 @dataclass
 class InMemoryLinkerStore:

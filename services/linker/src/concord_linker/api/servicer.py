@@ -74,7 +74,7 @@ class LinkerServicer(pb_grpc.LinkerServiceServicer):
         )
         checks.check(
             "request_id",
-            bool(request.request_id) or not policy.creates,
+            bool(request.request_id) or not policy.may_write,
             "is required when the policy may create records",
         )
         checks.raise_if_any()

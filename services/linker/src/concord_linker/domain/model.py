@@ -105,6 +105,11 @@ class AutoResolvePolicy:
     free_mail_domains: frozenset[str] = frozenset()
 
     @property
+    def may_write(self) -> bool:
+        """Whether resolving may create or change CRM records."""
+        return self.creates or self.create_accounts_from_domain
+
+    @property
     def creates(self) -> bool:
         return self.unknown_address_action in (
             UnknownAddressAction.CREATE_LEAD,

@@ -67,6 +67,9 @@ class CrmDirectory(Protocol):
     ) -> str:
         """Creates (or finds, when `idempotency_key` was already used) a record; its Id."""
 
+    async def attach_to_account(self, org: str, contact: Person, account_id: str) -> None:
+        """Sets a Contact's AccountId."""
+
 
 @dataclass(frozen=True)
 class CreationClaim:

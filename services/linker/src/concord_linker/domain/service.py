@@ -20,7 +20,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -234,6 +234,19 @@ class Linker:
             found = matches.get(slot.address)
             if found:
                 person, outcome, why = pick_person(found)
+                domain = self._corporate_domain(slot.address, policy)
+                if (
+                    policy.create_accounts_from_domain
+                    and person.sobject_type == "Contact"
+                    and not person.account_id
+                    and domain
+                ):
+                    if domain_accounts is None:
+                        domain_accounts = await self._accounts_for(org, addresses, policy)
+                    person, note = await self._give_account(
+                        org, person, domain, domain_accounts, created
+                    )
+                    why += note
                 slot.person = person
                 slot.decision = ParticipantDecision(slot.participant, outcome, _linked(person), why)
                 continue
@@ -246,11 +259,7 @@ class Linker:
                 )
                 continue
             if domain_accounts is None:
-                domain_accounts = await self._accounts_for(
-                    org,
-                    [s.address for s in open_slots if s.address and not matches.get(s.address)],
-                    policy,
-                )
+                domain_accounts = await self._accounts_for(org, addresses, policy)
             signature = (signatures or {}).get(slot.address)
             await self._auto_create(org, slot, policy, domain_accounts, signature, created)
             # A later participant with the same address reuses this record, never a second one.
@@ -359,7 +368,7 @@ class Linker:
         org: str,
         slot: _Slot,
         policy: AutoResolvePolicy,
-        domain_accounts: Mapping[str, tuple[Account, str]],
+        domain_accounts: dict[str, tuple[Account, str]],
         signature: Signature | None,
         created: list[LinkedRecord],
     ) -> None:
@@ -400,7 +409,9 @@ class Linker:
                 why_parts.append(f"Account by domain {domain}")
             elif domain and policy.create_accounts_from_domain:
                 company = signature.company if signature and signature.company else ""
-                account_id = await self._create_account(org, domain, company, created)
+                account_id = await self._create_account(
+                    org, domain, company, domain_accounts, created
+                )
                 if account_id:
                     fields["AccountId"] = account_id
                     why_parts.append(f"Account created from corporate domain {domain}")
@@ -438,8 +449,35 @@ class Linker:
                 f"{sobject_type} created for this address by another session",
             )
 
+    async def _give_account(
+        self,
+        org: str,
+        contact: Person,
+        domain: str,
+        domain_accounts: dict[str, tuple[Account, str]],
+        created: list[LinkedRecord],
+    ) -> tuple[Person, str]:
+        """A matched Contact without an Account gets its domain's, created if need be."""
+        if domain in domain_accounts:
+            account = domain_accounts[domain][0]
+            how = f"by domain {domain}"
+        else:
+            account_id = await self._create_account(org, domain, "", domain_accounts, created)
+            if not account_id:
+                return contact, ""
+            account = domain_accounts[domain][0]
+            how = f"created from corporate domain {domain}"
+        await self._crm.attach_to_account(org, contact, account.id)
+        note = f"; had no Account, given Account {account.name or account.id} ({how})"
+        return replace(contact, account_id=account.id, account_name=account.name), note
+
     async def _create_account(
-        self, org: str, domain: str, company: str, created: list[LinkedRecord]
+        self,
+        org: str,
+        domain: str,
+        company: str,
+        domain_accounts: dict[str, tuple[Account, str]],
+        created: list[LinkedRecord],
     ) -> str:
         name = company or domain.split(".", 1)[0].capitalize()
         fields = {
@@ -453,6 +491,8 @@ class Linker:
             return ""
         if by_me:
             created.append(LinkedRecord("Account", account_id, name))
+        # Later participants at the same domain join this Account without another claim.
+        domain_accounts[domain] = (Account(account_id, name, domain), "created by Concord")
         return account_id
 
     async def _create_once(
