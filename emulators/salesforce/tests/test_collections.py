@@ -1,0 +1,220 @@
+"""sObject Collections and Composite: partial success, allOrNone, limits, references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+from simple_salesforce import Salesforce
+
+from concord_salesforce_emulator.app import Running
+
+from .conftest import api, bearer
+
+pytestmark = pytest.mark.integration
+
+ROLLED_BACK = "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+
+
+def _event(link: str, subject: str = "Meeting") -> dict[str, Any]:
+    return {
+        "attributes": {"type": "Event"},
+        "Subject": subject,
+        "Concord_Link_Id__c": link,
+        "StartDateTime": "2030-01-01T09:00:00Z",
+        "EndDateTime": "2030-01-01T10:00:00Z",
+    }
+
+
+class Client:
+    def __init__(self, emulator: Running, http: requests.Session, token: dict[str, Any]) -> None:
+        self.emulator, self.http, self.headers = emulator, http, bearer(token)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.http.request(method, api(self.emulator, path), headers=self.headers, **kwargs)
+
+
+@pytest.fixture
+def client(emulator: Running, http: requests.Session, token: dict[str, Any]) -> Client:
+    return Client(emulator, http, token)
+
+
+def test_create_partial_success_in_input_order(client: Client, sf: Salesforce) -> None:
+    records = [_event("a"), _event("b", subject="x" * 300), _event("c")]
+    response = client.call(
+        "POST", "composite/sobjects", json={"allOrNone": False, "records": records}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert [r["success"] for r in body] == [True, False, True]
+    assert body[1]["id"] is None
+    assert body[1]["errors"] == [
+        {
+            "statusCode": "STRING_TOO_LONG",
+            "fields": ["Subject"],
+            "message": body[1]["errors"][0]["message"],
+        }
+    ]
+    assert body[0]["errors"] == []
+    assert body[0]["id"].startswith("00U")
+    assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 2
+
+
+def test_all_or_none_rolls_everything_back(client: Client, sf: Salesforce) -> None:
+    records = [_event("a"), _event("b", subject="x" * 300)]
+    body = client.call(
+        "POST", "composite/sobjects", json={"allOrNone": True, "records": records}
+    ).json()
+    assert [r["success"] for r in body] == [False, False]
+    assert body[0]["errors"][0]["statusCode"] == ROLLED_BACK
+    assert body[1]["errors"][0]["statusCode"] == "STRING_TOO_LONG"
+    assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 0
+
+
+def test_more_than_200_records_is_refused(client: Client, sf: Salesforce) -> None:
+    records = [_event(str(n)) for n in range(201)]
+    response = client.call("POST", "composite/sobjects", json={"records": records})
+    assert response.status_code == 400
+    assert response.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+    assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 0
+    assert (
+        client.call("POST", "composite/sobjects", json={"records": records[:200]}).status_code
+        == 200
+    )
+
+
+def test_upsert_by_link_id_creates_then_updates(client: Client, sf: Salesforce) -> None:
+    first = client.call(
+        "PATCH",
+        "composite/sobjects/Event/Concord_Link_Id__c",
+        json={"allOrNone": False, "records": [_event("a"), _event("b")]},
+    ).json()
+    assert [(r["success"], r["created"]) for r in first] == [(True, True), (True, True)]
+    again = client.call(
+        "PATCH",
+        "composite/sobjects/Event/Concord_Link_Id__c",
+        json={"records": [_event("b", "Renamed"), _event("c")]},
+    ).json()
+    assert [(r["success"], r["created"]) for r in again] == [(True, False), (True, True)]
+    assert again[0]["id"] == first[1]["id"]
+    assert sf.Event.get(first[1]["id"])["Subject"] == "Renamed"
+    assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 3
+
+
+def test_upsert_with_the_same_new_link_twice_in_one_batch(client: Client) -> None:
+    body = client.call(
+        "PATCH",
+        "composite/sobjects/Event/Concord_Link_Id__c",
+        json={"records": [_event("dup"), _event("dup")]},
+    ).json()
+    assert [r["success"] for r in body] == [True, False]
+    assert body[1]["errors"][0]["statusCode"] == "DUPLICATE_VALUE"
+
+
+def test_update_and_delete_collections(client: Client, sf: Salesforce) -> None:
+    created = client.call(
+        "POST", "composite/sobjects", json={"records": [_event("a"), _event("b")]}
+    ).json()
+    first, second = created[0]["id"], created[1]["id"]
+    missing = "00U5e0000000zzz"
+    updates = [
+        {"attributes": {"type": "Event"}, "Id": first, "Subject": "One"},
+        {"attributes": {"type": "Event"}, "Id": missing, "Subject": "Ghost"},
+    ]
+    body = client.call("PATCH", "composite/sobjects", json={"records": updates}).json()
+    assert [r["success"] for r in body] == [True, False]
+    assert body[1]["errors"][0]["statusCode"] == "INVALID_CROSS_REFERENCE_KEY"
+    assert sf.Event.get(first)["Subject"] == "One"
+
+    deleted = client.call(
+        "DELETE", "composite/sobjects", params={"ids": f"{first},{second[:15]},bogus"}
+    ).json()
+    assert [r["success"] for r in deleted] == [True, True, False]
+    assert deleted[1]["id"] == second
+    assert deleted[2]["errors"][0]["statusCode"] == "MALFORMED_ID"
+    assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 0
+    assert sf.query_all("SELECT Id FROM Event", include_deleted=True)["totalSize"] == 2
+    again = client.call("DELETE", "composite/sobjects", params={"ids": first}).json()
+    assert again[0]["errors"][0]["statusCode"] == "ENTITY_IS_DELETED"
+
+
+def test_composite_with_references(client: Client, sf: Salesforce) -> None:
+    request = {
+        "allOrNone": False,
+        "compositeRequest": [
+            {
+                "method": "POST",
+                "url": "/services/data/v62.0/sobjects/Account",
+                "referenceId": "acct",
+                "body": {"Name": "Composite Co"},
+            },
+            {
+                "method": "POST",
+                "url": "/services/data/v62.0/sobjects/Contact",
+                "referenceId": "person",
+                "body": {"LastName": "Ref", "AccountId": "@{acct.id}"},
+            },
+            {
+                "method": "GET",
+                "url": "/services/data/v62.0/query?q=SELECT+Id,Account.Name+FROM+Contact",
+                "referenceId": "check",
+            },
+            {
+                "method": "PATCH",
+                "url": "/services/data/v62.0/composite/sobjects/Event/Concord_Link_Id__c",
+                "referenceId": "events",
+                "body": {"records": [_event("e1")]},
+            },
+            {
+                "method": "GET",
+                "url": "/services/data/v62.0/sobjects/Contact/@{person.id}",
+                "referenceId": "fetch",
+            },
+        ],
+    }
+    response = client.call("POST", "composite", json=request)
+    assert response.status_code == 200
+    results = response.json()["compositeResponse"]
+    assert [r["httpStatusCode"] for r in results] == [201, 201, 200, 200, 200]
+    assert [r["referenceId"] for r in results] == ["acct", "person", "check", "events", "fetch"]
+    assert results[2]["body"]["records"][0]["Account"]["Name"] == "Composite Co"
+    assert results[4]["body"]["AccountId"] == results[0]["body"]["id"]
+    assert results[0]["httpHeaders"]["Location"].endswith(results[0]["body"]["id"])
+
+
+def test_composite_limits(client: Client) -> None:
+    query = {"method": "GET", "url": "/services/data/v62.0/query?q=SELECT+Id+FROM+Contact"}
+    too_many = [dict(query, referenceId=f"r{n}") for n in range(26)]
+    response = client.call("POST", "composite", json={"compositeRequest": too_many})
+    assert response.status_code == 400
+    six_queries = [dict(query, referenceId=f"r{n}") for n in range(6)]
+    response = client.call("POST", "composite", json={"compositeRequest": six_queries})
+    assert response.status_code == 400
+    assert (
+        client.call("POST", "composite", json={"compositeRequest": six_queries[:5]}).status_code
+        == 200
+    )
+
+
+def test_composite_all_or_none_halts_after_a_failure(client: Client) -> None:
+    request = {
+        "allOrNone": True,
+        "compositeRequest": [
+            {
+                "method": "POST",
+                "url": "/services/data/v62.0/sobjects/Contact",
+                "referenceId": "bad",
+                "body": {"FirstName": "No last name"},
+            },
+            {
+                "method": "POST",
+                "url": "/services/data/v62.0/sobjects/Account",
+                "referenceId": "next",
+                "body": {"Name": "Never"},
+            },
+        ],
+    }
+    results = client.call("POST", "composite", json=request).json()["compositeResponse"]
+    assert results[0]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    assert results[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
