@@ -27,7 +27,11 @@ async def build(process: ServiceProcess[LinkerSettings]) -> None:
     crm_channel = channel(process.settings.crm_connector_addr, retry=True)
     process.server.on_shutdown(crm_channel.close)
     rules = PublicSuffixRules()
-    crm: CrmDirectory = GrpcCrmDirectory(crm_grpc.CrmConnectorServiceStub(crm_channel), rules)
+    crm: CrmDirectory = GrpcCrmDirectory(
+        crm_grpc.CrmConnectorServiceStub(crm_channel),
+        rules,
+        timeout_seconds=process.settings.peer_timeout_seconds,
+    )
     if process.settings.crm_cache_seconds > 0:
         crm = CachingCrmDirectory(crm, ttl_seconds=process.settings.crm_cache_seconds)
     servicer = LinkerServicer(Linker(SqlLinkerStore(process.engine), crm, rules))

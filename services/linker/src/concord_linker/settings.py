@@ -18,3 +18,5 @@ class LinkerSettings(ServiceSettings):
     # How long CRM answers (people by address, Accounts by domain, open Opportunities) are
     # reused. Salesforce API calls are the scarce resource; 0 disables the cache.
     crm_cache_seconds: float = 600.0
+    # Deadline of each call to crm-connector.
+    peer_timeout_seconds: float = 10.0

@@ -91,9 +91,18 @@ def _filter(field: str, values: Sequence[str | bool]) -> crm.FieldFilter:
 
 
 class GrpcCrmDirectory:
-    def __init__(self, stub: crm_grpc.CrmConnectorServiceStub, rules: DomainRules) -> None:
+    def __init__(
+        self,
+        stub: crm_grpc.CrmConnectorServiceStub,
+        rules: DomainRules,
+        *,
+        timeout_seconds: float = 10.0,
+    ) -> None:
         self._stub = stub
         self._rules = rules
+        # Every call has a deadline: a hung crm-connector must fail the resolution (and the
+        # reconciler's session item), not hold it forever.
+        self._timeout = timeout_seconds
 
     @staticmethod
     def _org(org: str) -> str:
@@ -109,7 +118,8 @@ class GrpcCrmDirectory:
                     crm.SearchTarget(sobject_type="Contact", fields=_CONTACT_FIELDS),
                     crm.SearchTarget(sobject_type="Lead", fields=_LEAD_FIELDS),
                 ],
-            )
+            ),
+            timeout=self._timeout,
         )
         people = []
         for record in response.records:
@@ -136,7 +146,8 @@ class GrpcCrmDirectory:
                         sobject_type="Contact", fields=_CONTACT_FIELDS, limit=_SEARCH_LIMIT
                     ),
                 ],
-            )
+            ),
+            timeout=self._timeout,
         )
         found: list[AccountMatch] = []
         accounts: dict[str, Account] = {}
@@ -168,7 +179,8 @@ class GrpcCrmDirectory:
         response = await self._stub.GetRecords(
             crm.GetRecordsRequest(
                 org=self._org(org), sobject_type="Account", ids=list(ids), fields=_ACCOUNT_FIELDS
-            )
+            ),
+            timeout=self._timeout,
         )
         return [_account(r) for r in response.records]
 
@@ -186,7 +198,8 @@ class GrpcCrmDirectory:
                 filters=filters,
                 order_by="LastActivityDate DESC NULLS LAST",
                 page_size=_SEARCH_LIMIT,
-            )
+            ),
+            timeout=self._timeout,
         )
         opportunities = []
         for record in response.records:
@@ -230,7 +243,8 @@ class GrpcCrmDirectory:
                     filters=filters,
                     order_by="LastModifiedDate DESC",
                     page_size=_SEARCH_LIMIT,
-                )
+                ),
+                timeout=self._timeout,
             )
             for record in response.records:
                 values = _fields(record)
@@ -258,7 +272,8 @@ class GrpcCrmDirectory:
                     crm.SearchTarget(sobject_type="Lead", fields=_LEAD_FIELDS, limit=10),
                     crm.SearchTarget(sobject_type="Account", fields=_ACCOUNT_FIELDS, limit=10),
                 ],
-            )
+            ),
+            timeout=self._timeout,
         )
         people: list[Person] = []
         accounts: list[Account] = []
@@ -301,7 +316,8 @@ class GrpcCrmDirectory:
     async def _write(self, org: str, write: crm.CrmWrite) -> str:
         sobject_type = write.sobject_type
         response = await self._stub.ApplyBatch(
-            crm.ApplyBatchRequest(org=self._org(org), writes=[write], all_or_none=True)
+            crm.ApplyBatchRequest(org=self._org(org), writes=[write], all_or_none=True),
+            timeout=self._timeout,
         )
         result = response.results[0] if response.results else None
         record_id = (result.id if result is not None else "") or write.id
