@@ -14,7 +14,7 @@ from lxml import etree
 
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator.store import Folder, Store, StoredItem, new_id
-from concord_exchange_emulator.xmlns import NSMAP, E, M, S, T, local, m, sub, t
+from concord_exchange_emulator.xmlns import NSMAP, XSI, E, M, S, T, local, m, sub, t
 
 SERVER_VERSION = {
     # Exchange 2016 CU: exchangelib maps build 15.1 to the "Exchange2016" API version.
@@ -50,6 +50,16 @@ EVENT_ELEMENTS = {
     "update": "ModifiedEvent",
     "readflag": "ModifiedEvent",
     "delete": "DeletedEvent",
+}
+
+
+EMPTY_CONTAINER_ON_ERROR = {
+    "GetItem": "Items",
+    "CreateItem": "Items",
+    "UpdateItem": "Items",
+    "MoveItem": "Items",
+    "GetFolder": "Folders",
+    "CreateFolder": "Folders",
 }
 
 
@@ -152,6 +162,18 @@ def _message(op: str, code: str = "NoError", text: str | None = None) -> etree._
     return msg
 
 
+def _error_message(op: str, code: str, text: str) -> etree._Element:
+    msg = _message(op, code, text)
+    if op in EMPTY_CONTAINER_ON_ERROR:
+        # The schema requires the (empty) container even in an error answer, as Exchange sends.
+        sub(msg, m(EMPTY_CONTAINER_ON_ERROR[op]))
+    if op == "SyncFolderItems":
+        # Exchange keeps these two in an error answer, and exchangelib reads SyncState first.
+        sub(msg, m("SyncState"), "")
+        sub(msg, m("IncludesLastItemInRange"), "true")
+    return msg
+
+
 def _response(op: str, messages: list[etree._Element]) -> etree._Element:
     resp = etree.Element(m(f"{op}Response"), nsmap={"m": M, "t": T})
     container = sub(resp, m("ResponseMessages"))
@@ -170,9 +192,9 @@ def _each(
         try:
             fill(node, msg)
         except it.QueryNotSupported as exc:
-            msg = _message(op, exc.code, str(exc))
+            msg = _error_message(op, exc.code, str(exc))
         except EwsError as exc:
-            msg = _message(op, exc.code, exc.text)
+            msg = _error_message(op, exc.code, exc.text)
         messages.append(msg)
     return _response(op, messages)
 
@@ -661,13 +683,10 @@ def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
         # exchangelib's version probe ("DUMMY").
         if ctx.store.item(source) is None and ctx.store.folder(source) is None:
             raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
-        sub(
-            msg,
-            m("AlternateId"),
-            Format=destination,
-            Id=source,
-            Mailbox=node.get("Mailbox", ""),
-        )
+        converted = sub(msg, m("AlternateId"), Format=destination, Id=source)
+        converted.set("Mailbox", node.get("Mailbox", ""))
+        # The element's declared type is abstract: the answer names the concrete one.
+        converted.set(f"{{{XSI}}}type", "t:AlternateIdType")
 
     return _each("ConvertId", _children(req.find(m("SourceIds"))), fill)
 
@@ -729,4 +748,4 @@ def handle(ctx: Context, operation: str, request: etree._Element) -> etree._Elem
         return envelope(handler(ctx, request))
     except EwsError as exc:
         # An error before any per-element work (e.g. the target folder): one message for all.
-        return envelope(_response(operation, [_message(operation, exc.code, exc.text)]))
+        return envelope(_response(operation, [_error_message(operation, exc.code, exc.text)]))

@@ -300,9 +300,15 @@ def test_an_unsupported_restriction_is_an_error_not_a_wrong_answer(
         '<m:ParentFolderIds><t:DistinguishedFolderId Id="calendar"/></m:ParentFolderIds>'
         "</m:FindItem></s:Body></s:Envelope>"
     )
-    response = account.protocol.get_session().post(
-        account.protocol.service_endpoint, data=body.encode(), headers={"Content-Type": "text/xml"}
-    )
+    session = account.protocol.get_session()
+    try:
+        response = session.post(
+            account.protocol.service_endpoint,
+            data=body.encode(),
+            headers={"Content-Type": "text/xml"},
+        )
+    finally:
+        account.protocol.release_session(session)
     assert response.status_code == 200
     assert f"<m:ResponseCode>{code}</m:ResponseCode>" in response.text
     assert 'ResponseClass="Error"' in response.text

@@ -1,0 +1,155 @@
+"""Every response the emulator gave during a representative session validates against the XSDs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from exchangelib import (  # type: ignore[import-untyped]
+    Attendee,
+    CalendarItem,
+    Contact,
+    EWSDateTime,
+    EWSTimeZone,
+    Folder,
+    Mailbox,
+    Message,
+    Task,
+)
+from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorInvalidIdMalformed,
+    ErrorInvalidSyncStateData,
+    ErrorIrresolvableConflict,
+    ErrorItemNotFound,
+)
+from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore[import-untyped]
+from lxml import etree
+
+from concord_exchange_emulator import ews, schema
+from concord_exchange_emulator.xmlns import S, T, local
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def responses(monkeypatch: pytest.MonkeyPatch) -> list[etree._Element]:
+    seen: list[etree._Element] = []
+    original = ews.handle
+
+    def recording(ctx: ews.Context, operation: str, request: etree._Element) -> etree._Element:
+        env = original(ctx, operation, request)
+        seen.append(env)
+        return env
+
+    # The server runs in this process, so its module attribute can be wrapped.
+    monkeypatch.setattr(ews, "handle", recording)
+    return seen
+
+
+def _session(account: Any) -> None:
+    # ConvertId is exchangelib's version probe: a known id converts, "DUMMY" is malformed.
+    probe = Task(account=account, folder=account.tasks, subject="probe")
+    probe.save()
+    ids = [
+        AlternateId(id=probe.id, format=EWS_ID, mailbox=account.primary_smtp_address),
+        AlternateId(id="DUMMY", format=EWS_ID, mailbox="DUMMY"),
+    ]
+    converted = list(account.protocol.convert_ids(ids, destination_format=ENTRY_ID))
+    assert converted[0].id == probe.id
+    assert isinstance(converted[1], ErrorInvalidIdMalformed)
+    folder = Folder(parent=account.msg_folder_root, name="Salesforce Emails")
+    folder.save()
+    list(account.root.walk())
+    tz = EWSTimeZone("Europe/Berlin")
+    start = EWSDateTime(2030, 1, 1, 9, tzinfo=tz)
+    meeting = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="m",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        categories=["Salesforce"],
+        required_attendees=[Attendee(mailbox=Mailbox(email_address="a@b.example"))],
+    )
+    meeting.save(send_meeting_invitations="SendToNone")
+    account.calendar.get(id=meeting.id)
+    list(
+        account.calendar.view(start=start - dt.timedelta(days=1), end=start + dt.timedelta(days=1))
+    )
+    list(account.calendar.filter(categories__contains=["Salesforce"]))
+    stale = account.calendar.get(id=meeting.id)
+    meeting.subject = "m2"
+    meeting.save(update_fields=["subject"], conflict_resolution="NeverOverwrite")
+    stale.subject = "m3"
+    with pytest.raises(ErrorIrresolvableConflict):
+        stale.save(update_fields=["subject"], conflict_resolution="NeverOverwrite")
+    task = Task(account=account, folder=account.tasks, subject="t", due_date=dt.date(2030, 1, 1))
+    task.save()
+    account.tasks.get(id=task.id)
+    contact = Contact(account=account, folder=account.contacts, display_name="C", given_name="C")
+    contact.save()
+    account.contacts.get(id=contact.id)
+    message = Message(account=account, folder=folder, subject="e", body="b")
+    message.save()
+    folder.get(id=message.id)
+    list(account.tasks.sync_items())
+    task.subject = "t2"
+    task.save(update_fields=["subject"])
+    list(account.tasks.sync_items())
+    account.tasks.item_sync_state = "garbage"
+    with pytest.raises(ErrorInvalidSyncStateData):
+        list(account.tasks.sync_items())
+    subscription, watermark = account.tasks.subscribe_to_pull()
+    list(account.tasks.get_events(subscription, watermark))
+    task.move(account.inbox)
+    list(account.tasks.get_events(subscription, watermark))
+    account.tasks.unsubscribe(subscription)
+    gone = message.id
+    message.delete()
+    with pytest.raises(ErrorItemNotFound):
+        folder.get(id=gone)
+
+
+def test_responses_validate_against_the_ews_schemas(
+    account: Any, responses: list[etree._Element]
+) -> None:
+    _session(account)
+    operations = set()
+    for env in responses:
+        header = env.find(f"{{{S}}}Header")
+        assert header is not None
+        version = header.find(f"{{{T}}}ServerVersionInfo")
+        assert version is not None
+        assert schema.validation_errors(version) == []
+        body = env.find(f"{{{S}}}Body")
+        assert body is not None
+        answer = body[0]
+        operations.add(local(answer.tag))
+        assert schema.validation_errors(answer) == [], etree.tostring(answer).decode()
+    assert {
+        "ConvertIdResponse",
+        "GetFolderResponse",
+        "FindFolderResponse",
+        "CreateFolderResponse",
+        "CreateItemResponse",
+        "GetItemResponse",
+        "FindItemResponse",
+        "UpdateItemResponse",
+        "DeleteItemResponse",
+        "MoveItemResponse",
+        "SyncFolderItemsResponse",
+        "SubscribeResponse",
+        "GetEventsResponse",
+        "UnsubscribeResponse",
+    } <= operations
+
+
+def test_a_fault_carries_the_version_header_and_the_back_off() -> None:
+    env = ews.fault("ErrorServerBusy", "busy", back_off_ms=250)
+    version = env.find(f"{{{S}}}Header/{{{T}}}ServerVersionInfo")
+    assert version is not None
+    assert schema.validation_errors(version) == []
+    value = env.find(f".//{{{T}}}Value")
+    assert value is not None
+    assert (value.get("Name"), value.text) == ("BackOffMilliseconds", "250")

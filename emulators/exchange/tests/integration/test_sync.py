@@ -1,0 +1,100 @@
+"""SyncFolderItems via exchangelib's sync_items, and pull subscriptions with GetEvents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from exchangelib import Message, Task  # type: ignore[import-untyped]
+from exchangelib.errors import ErrorInvalidSyncStateData  # type: ignore[import-untyped]
+
+pytestmark = pytest.mark.integration
+
+
+def _changes(folder: Any, **kwargs: Any) -> list[tuple[str, str]]:
+    found = []
+    for change, item in folder.sync_items(**kwargs):
+        if change == "read_flag_change":
+            found.append((change, f"{item[0].id} read={item[1]}"))
+        else:
+            found.append((change, item.id if change == "delete" else item.subject))
+    return found
+
+
+def test_incremental_sync(account: Any) -> None:
+    tasks = account.tasks
+    first = Task(account=account, folder=tasks, subject="one")
+    first.save()
+    Task(account=account, folder=tasks, subject="two").save()
+    assert sorted(_changes(tasks)) == [("create", "one"), ("create", "two")]
+    state = tasks.item_sync_state
+    assert _changes(tasks) == []
+    assert tasks.item_sync_state
+    # An update, a create, a delete, and an item both created and deleted in between.
+    first.subject = "one, edited"
+    first.save(update_fields=["subject"])
+    third = Task(account=account, folder=tasks, subject="three")
+    third.save()
+    gone = Task(account=account, folder=tasks, subject="gone")
+    gone.save()
+    gone.delete()
+    changes = _changes(tasks)
+    assert changes == [("update", "one, edited"), ("create", "three")]
+    third_id = third.id
+    third.delete()
+    assert _changes(tasks) == [("delete", third_id)]
+    # An old state still works: it replays everything since then, collapsed per item.
+    tasks.item_sync_state = state
+    assert _changes(tasks) == [("update", "one, edited")]
+
+
+def test_max_changes_returned_pages_the_changes(account: Any) -> None:
+    tasks = account.tasks
+    account.bulk_create(
+        folder=tasks, items=[Task(account=account, subject=f"t{n}") for n in range(7)]
+    )
+    # exchangelib loops until IncludesLastItemInRange; the calls counter shows the pages.
+    assert len(_changes(tasks, max_changes_returned=3)) == 7
+
+
+def test_read_flag_change(account: Any) -> None:
+    inbox = account.inbox
+    message = Message(account=account, folder=inbox, subject="hello")
+    message.save()
+    _changes(inbox)
+    message.is_read = True
+    message.save(update_fields=["is_read"])
+    assert _changes(inbox) == [("read_flag_change", f"{message.id} read=True")]
+
+
+def test_an_invalid_sync_state_is_refused(account: Any) -> None:
+    account.tasks.item_sync_state = "bm90IGEgc3RhdGU="
+    with pytest.raises(ErrorInvalidSyncStateData):
+        _changes(account.tasks)
+    # A state from another folder is not valid here either.
+    _changes(account.inbox)
+    account.tasks.item_sync_state = account.inbox.item_sync_state
+    with pytest.raises(ErrorInvalidSyncStateData):
+        _changes(account.tasks)
+
+
+def _events(folder: Any, subscription_id: str, watermark: str) -> list[Any]:
+    return [e for n in folder.get_events(subscription_id, watermark) for e in n.events]
+
+
+def test_pull_subscription_and_get_events(account: Any) -> None:
+    tasks = account.tasks
+    subscription_id, watermark = tasks.subscribe_to_pull()
+    assert [type(e).__name__ for e in _events(tasks, subscription_id, watermark)] == ["StatusEvent"]
+    task = Task(account=account, folder=tasks, subject="watched")
+    task.save()
+    task.subject = "watched, edited"
+    task.save(update_fields=["subject"])
+    events = _events(tasks, subscription_id, watermark)
+    assert [type(e).__name__ for e in events] == ["CreatedEvent", "ModifiedEvent"]
+    assert events[0].item_id.id == task.id
+    last = events[-1].watermark
+    task.delete()
+    events = _events(tasks, subscription_id, last)
+    assert [type(e).__name__ for e in events] == ["DeletedEvent"]
+    tasks.unsubscribe(subscription_id)
