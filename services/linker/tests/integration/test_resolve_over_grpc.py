@@ -267,3 +267,33 @@ async def test_contact_without_account_is_attached_over_grpc(
     (update,) = [w for r in fake_crm.requests if hasattr(r, "writes") for w in r.writes]
     assert (update.operation, update.id) == (2, "003LONE")
     assert dict(update.fields) == {"AccountId": "001ACME"}
+
+
+async def test_initial_search_validation_names_every_field(linker_stub: Stub) -> None:
+    got = await _failure(
+        linker_stub.InitialSearch(pb.InitialSearchRequest(org="demo", page_size=1000))
+    )
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert [f for f, _ in got.field_violations] == [  # type: ignore[attr-defined]
+        "org",
+        "user_id",
+        "email",
+        "page_size",
+    ]
+
+
+async def test_control_characters_and_bad_addresses_do_not_fail_the_activity(
+    linker_stub: Stub, fake_crm: FakeCrmConnector
+) -> None:
+    seed(fake_crm)
+    got = await linker_stub.ResolveParticipants(
+        request(
+            resources_pb2.Participant(
+                email="ann@mail.acme.co.uk", display_name="Ann\x00\x1b[31m Smith", role=SENDER
+            ),
+            resources_pb2.Participant(email="broken@@acme", role=TO),
+        )
+    )
+    assert got.who.id == "003ANN"
+    assert got.resolutions[1].outcome == pb.RESOLUTION_OUTCOME_UNRESOLVED
+    assert got.resolutions[1].explanation == "not a valid email address"
