@@ -33,7 +33,9 @@ def _values(rec: resources_pb2.CrmRecord) -> dict[str, Any]:
 
 def _project(rec: resources_pb2.CrmRecord, fields: list[str]) -> resources_pb2.CrmRecord:
     values = _values(rec)
-    picked = {f: values[f] for f in fields if f in values}
+    # Relationship fields (`Account.Name`) come back nested, as Salesforce returns them.
+    wanted = {f.partition(".")[0] for f in fields}
+    picked = {f: values[f] for f in wanted if f in values}
     return record(rec.sobject_type, rec.id, **picked)
 
 

@@ -60,7 +60,8 @@ class InMemoryCrm:
         for person in self.people:
             if person.email.lower() in wanted and person.id not in self.converted_lead_ids:
                 account = self._account(person.account_id) if person.account_id else None
-                found.append(replace(person, account_name=account.name if account else ""))
+                name = account.name if account else ""
+                found.append(replace(person, email=person.email.lower(), account_name=name))
         return found
 
     def _on(self, host: str, domains: set[str]) -> str:
