@@ -95,8 +95,10 @@ class Step:
 
     def _fit(self, name: str, value: Any) -> Any:
         """Every text written to Salesforce fits its field; what is cut is reported."""
+        if not isinstance(value, str) or not value:
+            return value
         found = self.crm_field(name)
-        if isinstance(value, str) and found and found.type in TEXT_TYPES and found.length:
+        if found and found.type in TEXT_TYPES and found.length:
             value, cut = truncate(value, found.length)
             if cut:
                 self.lose(
