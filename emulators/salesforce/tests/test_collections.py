@@ -197,10 +197,23 @@ def test_composite_limits(client: Client) -> None:
     )
 
 
-def test_composite_all_or_none_halts_after_a_failure(client: Client) -> None:
+def test_composite_all_or_none_rolls_back_and_halts(client: Client, sf: Salesforce) -> None:
+    kept = sf.Account.create({"Name": "Before"})["id"]
     request = {
         "allOrNone": True,
         "compositeRequest": [
+            {
+                "method": "POST",
+                "url": "/services/data/v62.0/sobjects/Account",
+                "referenceId": "new",
+                "body": {"Name": "Rolled back"},
+            },
+            {
+                "method": "PATCH",
+                "url": f"/services/data/v62.0/sobjects/Account/{kept}",
+                "referenceId": "changed",
+                "body": {"Name": "After"},
+            },
             {
                 "method": "POST",
                 "url": "/services/data/v62.0/sobjects/Contact",
@@ -216,5 +229,11 @@ def test_composite_all_or_none_halts_after_a_failure(client: Client) -> None:
         ],
     }
     results = client.call("POST", "composite", json=request).json()["compositeResponse"]
-    assert results[0]["body"][0]["errorCode"] == "REQUIRED_FIELD_MISSING"
-    assert results[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    codes = [r["body"][0]["errorCode"] for r in results]
+    assert codes == [
+        "PROCESSING_HALTED",
+        "PROCESSING_HALTED",
+        "REQUIRED_FIELD_MISSING",
+        "PROCESSING_HALTED",
+    ]
+    assert [r["Name"] for r in sf.query("SELECT Name FROM Account")["records"]] == ["Before"]

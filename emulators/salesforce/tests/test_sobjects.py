@@ -170,6 +170,14 @@ def test_event_times_are_derived_and_all_day_events_are_dates(sf: Salesforce) ->
     assert (event["ActivityDate"], event["EndDate"]) == ("2030-06-01", "2030-06-02")
 
 
+def test_moving_an_event_start_keeps_its_duration(sf: Salesforce) -> None:
+    event = sf.Event.create({"StartDateTime": _start(9), "EndDateTime": _start(10)})["id"]
+    sf.Event.update(event, {"StartDateTime": _start(13)})
+    assert sf.Event.get(event)["EndDateTime"] == _start(14)
+    sf.Event.update(event, {"DurationInMinutes": 30})
+    assert sf.Event.get(event)["EndDateTime"] == "2030-05-01T13:30:00.000+0000"
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 

@@ -360,7 +360,8 @@ def _upsert(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     field_name, value = match["field"], unquote(match["value"])
     body = dict(api.record_body(call))
     described = sobject.field(field_name)
-    if described is not None and any(k.lower() == field_name.lower() for k in body):
+    in_body = [v for k, v in body.items() if k.lower() == field_name.lower()]
+    if described is not None and any(str(v) != value for v in in_body):
         raise SalesforceError(
             "INVALID_FIELD",
             f"The value provided for the external ID field {field_name} in the request body "
@@ -627,6 +628,27 @@ def _composite(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
             f"{COMPOSITE_HEAVY_LIMIT}",
         )
     all_or_none = bool(body.get("allOrNone", False))
+    if not all_or_none:
+        return Reply(200, {"compositeResponse": _run_composite(api, call, subrequests, False)})
+    api.org.begin_journal()
+    try:
+        responses = _run_composite(api, call, subrequests, True)
+    except BaseException:
+        api.org.end_journal(rollback=True)
+        raise
+    failed = any(r["httpStatusCode"] >= 400 for r in responses)
+    api.org.end_journal(rollback=failed)
+    if failed:
+        # Salesforce reports every subrequest but the failed one as rolled back.
+        responses = [
+            r if r["httpStatusCode"] >= 400 else _halted(r["referenceId"]) for r in responses
+        ]
+    return Reply(200, {"compositeResponse": responses})
+
+
+def _run_composite(
+    api: RestApi, call: Call, subrequests: list[Any], all_or_none: bool
+) -> list[dict[str, Any]]:
     results: dict[str, Any] = {}
     responses: list[dict[str, Any]] = []
     halted = False
@@ -655,9 +677,8 @@ def _composite(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
             }
         )
         if reply.status >= 400 and all_or_none:
-            # Salesforce undoes the earlier subrequests too; this emulator cannot, and says so.
             halted = True
-    return Reply(200, {"compositeResponse": responses})
+    return responses
 
 
 def _halted(reference: str) -> dict[str, Any]:

@@ -65,6 +65,8 @@ class Org:
         }
         for record in list(store.memory.records.values()):
             self._index_add(record)
+        # Set while a Composite allOrNone request runs: each touched record's state before it.
+        self._journal: dict[str, StoredRecord | None] | None = None
         self.org_id = "00D5e000000Concd"[:15]
         self.org_id += ids.checksum(self.org_id)
 
@@ -510,8 +512,34 @@ class Org:
         record = planned.get(record_id) or self.store.get(record_id)
         return record is not None and str(record.fields.get(field_name) or "").lower() == value
 
+    def begin_journal(self) -> None:
+        self._journal = {}
+
+    def end_journal(self, rollback: bool) -> None:
+        """Stops journalling; with `rollback`, puts every journalled record back as it was."""
+        journal, self._journal = self._journal or {}, None
+        if not rollback or not journal:
+            return
+        changes = []
+        for record_id, before in journal.items():
+            current = self.store.get(record_id)
+            if current is not None:
+                self._index_remove(current)
+            if before is None:
+                if current is not None:
+                    changes.append(Change(current, purge=True))
+            else:
+                changes.append(Change(before))
+        self.store.apply(changes)
+        for before in journal.values():
+            if before is not None:
+                self._index_add(before)
+
     def _commit(self, records: list[StoredRecord]) -> None:
         previous = [self.store.get(r.id) for r in records]
+        if self._journal is not None:
+            for record, before in zip(records, previous, strict=True):
+                self._journal.setdefault(record.id, before)
         self.store.apply([Change(r) for r in records])
         for old in previous:
             if old is not None:
@@ -572,14 +600,15 @@ def _derive_event(fields: dict[str, Any], changed: set[str] | None) -> None:
         )
     else:
         start = timefmt.parse_datetime(start_text)
-    duration_changed = changed is not None and "DurationInMinutes" in changed
-    end_changed = changed is None or "EndDateTime" in changed or "EndDate" in changed
+    creating = changed is None
+    touched = changed or set()
     end: dt.datetime
-    if fields.get("EndDateTime") and not (duration_changed and not end_changed):
+    # An explicit end wins; otherwise the duration holds, so moving the start moves the end.
+    if fields.get("EndDateTime") and (creating or "EndDateTime" in touched):
         end = timefmt.parse_datetime(fields["EndDateTime"])
         if all_day:
             end = dt.datetime.combine(end.date(), dt.time(), dt.UTC) + dt.timedelta(days=1)
-    elif all_day and fields.get("EndDate") and not duration_changed:
+    elif all_day and fields.get("EndDate") and (creating or "EndDate" in touched):
         end = dt.datetime.combine(
             dt.date.fromisoformat(fields["EndDate"]), dt.time(), dt.UTC
         ) + dt.timedelta(days=1)
