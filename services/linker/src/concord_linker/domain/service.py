@@ -83,15 +83,13 @@ def idempotency_key(org: str, subject: str) -> str:
     return str(uuid.uuid5(_KEY_NAMESPACE, f"{org}/{subject}"))
 
 
-def _newest_first(last_modified: str, record_id: str) -> tuple[str, str]:
-    # Sorting ascending on the negated timestamp is not possible for strings, so callers sort
-    # twice (stable): by Id ascending, then by timestamp descending.
-    return (last_modified, record_id)
-
-
-def _newest_then_lowest_id(items: Iterable[T], key: Callable[[T], tuple[str, str]]) -> list[T]:
-    ordered = sorted(items, key=lambda item: key(item)[1])
-    ordered.sort(key=lambda item: key(item)[0], reverse=True)
+def _newest_then_lowest_id(
+    items: Iterable[T], modified: Callable[[T], str], record_id: Callable[[T], str]
+) -> list[T]:
+    # Two stable sorts, because a descending timestamp and an ascending Id cannot share one
+    # string key: Ids first, then timestamps newest first keeps the Id order among ties.
+    ordered = sorted(items, key=record_id)
+    ordered.sort(key=modified, reverse=True)
     return ordered
 
 
@@ -100,7 +98,7 @@ def pick_person(matches: Sequence[Person]) -> tuple[Person, Outcome, str]:
     contacts = [p for p in matches if p.sobject_type == "Contact"]
     pool = contacts or list(matches)
     kind = pool[0].sobject_type
-    chosen = _newest_then_lowest_id(pool, lambda p: _newest_first(p.last_modified, p.id))[0]
+    chosen = _newest_then_lowest_id(pool, lambda p: p.last_modified, lambda p: p.id)[0]
     explanation = f"{kind} by email"
     if len(pool) > 1:
         explanation += f", {len(pool)} matches, most recently modified taken (ties: lowest Id)"
@@ -738,7 +736,7 @@ def choose_domain_accounts(found: Iterable[AccountMatch]) -> dict[str, tuple[Acc
         websites = [m for m in matches if m.via == "website"]
         pool = websites or matches
         ordered = _newest_then_lowest_id(
-            pool, lambda m: _newest_first(m.account.last_modified, m.account.id)
+            pool, lambda m: m.account.last_modified, lambda m: m.account.id
         )
         distinct = len({m.account.id for m in pool})
         evidence = ordered[0].evidence
