@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
 from concord_crm_connector.adapters.store import SqlOrgStore
 from concord_crm_connector.api.servicer import CrmConnectorServicer
 from concord_crm_connector.domain.service import CrmConnector
@@ -20,8 +21,27 @@ async def build(process: ServiceProcess[CrmConnectorSettings]) -> None:
     cipher = SecretBox.from_setting(
         settings.encryption_key, key_name="crm-connector", setting="CRM_CONNECTOR_ENCRYPTION_KEY"
     )
-    # No Salesforce adapter yet: it arrives with issue #3.
-    domain = CrmConnector(SqlOrgStore(process.engine, cipher), salesforce=None)
+    store = SqlOrgStore(process.engine, cipher)
+    salesforce = SalesforceOrgs(
+        store,
+        SalesforceOptions(
+            ca_bundle=settings.ca_bundle,
+            api_version=settings.api_version,
+            max_concurrent_calls=settings.max_concurrent_calls,
+            request_timeout_seconds=settings.request_timeout_seconds,
+            retry_attempts=settings.retry_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            describe_ttl_seconds=settings.describe_ttl_seconds,
+            budget_share=settings.budget_share,
+        ),
+    )
+
+    async def close_salesforce() -> None:
+        salesforce.close()
+
+    process.server.on_shutdown(close_salesforce)
+    domain = CrmConnector(store, salesforce)
     servicer = CrmConnectorServicer(domain, budget_share=settings.budget_share)
     process.server.add_service(
         SERVICE_NAME,

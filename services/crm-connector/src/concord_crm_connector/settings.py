@@ -20,3 +20,18 @@ class CrmConnectorSettings(ServiceSettings):
     encryption_key: FernetKey | None = None
     # The share of an org's daily API limit Concord allows itself; the rest is the org's.
     budget_share: float = Field(default=0.5, ge=0, le=1)
+    # PEM bundle trusted for Salesforce (and login) TLS, for private CAs and the emulator.
+    # Empty: the system's trust store. REQUESTS_CA_BUNDLE is ignored on purpose, so one
+    # machine-wide variable cannot silently change whom Concord trusts.
+    ca_bundle: str = ""
+    # Used when a connection names none.
+    api_version: str = "62.0"
+    # simple-salesforce blocks; this many calls run at once, in threads.
+    max_concurrent_calls: int = Field(default=8, ge=1, le=64)
+    request_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Retries of retryable failures (5xx, lost connections, locked rows) per batch.
+    retry_attempts: int = Field(default=4, ge=0, le=10)
+    retry_base_seconds: float = Field(default=0.5, ge=0)
+    retry_max_seconds: float = Field(default=8.0, ge=0)
+    # Object describes change rarely; they are kept per org this long.
+    describe_ttl_seconds: float = Field(default=3600.0, ge=0)

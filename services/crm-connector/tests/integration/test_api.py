@@ -81,15 +81,18 @@ async def test_missing_connection_is_not_found(stub: Stub) -> None:
     assert got.domain == "crm-connector.concord.dev"
 
 
-async def test_an_empty_batch_is_a_no_op_and_a_real_one_waits_for_issue_3(stub: Stub) -> None:
+async def test_an_empty_batch_is_a_no_op_and_without_an_adapter_calls_say_so(stub: Stub) -> None:
     assert await stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo")) == pb.ApplyBatchResponse()
     write = pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_CREATE, sobject_type="Event")
+    target = pb.SearchTarget(sobject_type="Contact")
     calls: list[Awaitable[object]] = [
         stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=[write])),
-        stub.Search(pb.SearchRequest(org="orgs/demo")),
+        stub.Search(pb.SearchRequest(org="orgs/demo", emails=["a@b.example"], targets=[target])),
         stub.DescribeObject(pb.DescribeObjectRequest(org="orgs/demo", sobject_type="Event")),
-        stub.GetRecords(pb.GetRecordsRequest(org="orgs/demo")),
-        stub.QueryRecords(pb.QueryRecordsRequest(org="orgs/demo")),
+        stub.GetRecords(
+            pb.GetRecordsRequest(org="orgs/demo", sobject_type="Event", ids=["00U000000000001"])
+        ),
+        stub.QueryRecords(pb.QueryRecordsRequest(org="orgs/demo", sobject_type="Event")),
     ]
     for call in calls:
         got = await failure(call)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Insert, Update, insert, select, update
@@ -98,6 +98,56 @@ class SqlOrgStore:
         if row is None:
             return None
         return Budget(row.used, row.limit, row.concord_used, row.update_time)
+
+    async def record_login(self, org: str, instance_url: str, organization_id: str) -> None:
+        """What a login taught us about the org; the etag stays, it is not a user's change."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(org_connections)
+                .where(org_connections.c.org == org)
+                .values(instance_url=instance_url, organization_id=organization_id)
+            )
+
+    async def record_usage(self, org: str, used: int, limit: int, calls: int) -> Budget:
+        """The org's use as the last response's Sforce-Limit-Info said, plus Concord's calls.
+
+        Concord's own count restarts with each 24-hour window, like the org's allocation.
+        """
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(api_budget).where(api_budget.c.org == org).with_for_update()
+                )
+            ).first()
+            if row is None:
+                await conn.execute(
+                    insert(api_budget).values(
+                        org=org,
+                        used=used,
+                        limit=limit,
+                        concord_used=calls,
+                        update_time=now,
+                        window_start=now,
+                    )
+                )
+                return Budget(used, limit, calls, now)
+            window_start = row.window_start or row.update_time
+            concord = row.concord_used + calls
+            if now - window_start >= timedelta(days=1):
+                window_start, concord = now, calls
+            await conn.execute(
+                update(api_budget)
+                .where(api_budget.c.org == org)
+                .values(
+                    used=used,
+                    limit=limit,
+                    concord_used=concord,
+                    update_time=now,
+                    window_start=window_start,
+                )
+            )
+        return Budget(used, limit, concord, now)
 
     async def secret(self, org: str) -> bytes | None:
         """The decrypted secret, for the Salesforce adapter only; never for an API answer."""

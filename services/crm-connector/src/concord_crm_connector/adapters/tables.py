@@ -53,4 +53,6 @@ api_budget = Table(
     Column("limit", BigInteger, nullable=False),
     Column("concord_used", BigInteger, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
+    # When Concord's own count (`concord_used`) started; it restarts after 24 hours.
+    Column("window_start", UtcDateTime, nullable=True),
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.common.v1 import resources_pb2
@@ -16,12 +18,17 @@ from concord_crm_connector.domain.model import (
     SOBJECT_TYPE,
     AuthFlow,
     ConnectionUpdate,
+    FieldFilter,
     OrgConnection,
+    Record,
+    RecordWrite,
+    SearchTarget,
+    WriteOperation,
+    WriteStatus,
     parse_connection_name,
     parse_org_name,
 )
-from concord_crm_connector.domain.service import SALESFORCE_ISSUE, CrmConnector
-from concord_rpc import Unimplemented
+from concord_crm_connector.domain.service import CrmConnector
 from concord_rpc.requests import Violations
 
 __all__ = ["CrmConnectorServicer"]
@@ -35,6 +42,22 @@ _AUTH_FLOWS = {
     pb.AUTH_FLOW_PASSWORD: AuthFlow.PASSWORD,
 }
 _AUTH_FLOW_ENUMS = {flow: enum for enum, flow in _AUTH_FLOWS.items()}
+_OPERATIONS = {
+    pb.CRM_WRITE_OPERATION_CREATE: WriteOperation.CREATE,
+    pb.CRM_WRITE_OPERATION_UPDATE: WriteOperation.UPDATE,
+    pb.CRM_WRITE_OPERATION_UPSERT: WriteOperation.UPSERT,
+    pb.CRM_WRITE_OPERATION_DELETE: WriteOperation.DELETE,
+}
+_STATUSES = {
+    WriteStatus.OK: resources_pb2.WRITE_STATUS_OK,
+    WriteStatus.CONFLICT: resources_pb2.WRITE_STATUS_CONFLICT,
+    WriteStatus.NOT_FOUND: resources_pb2.WRITE_STATUS_NOT_FOUND,
+    WriteStatus.INVALID: resources_pb2.WRITE_STATUS_INVALID,
+    WriteStatus.RETRYABLE: resources_pb2.WRITE_STATUS_RETRYABLE,
+    WriteStatus.FAILED: resources_pb2.WRITE_STATUS_FAILED,
+    WriteStatus.ROLLED_BACK: resources_pb2.WRITE_STATUS_ROLLED_BACK,
+}
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 
 
 class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
@@ -51,9 +74,18 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         checks.check("page_size", request.page_size >= 0, "must not be negative")
         checks.raise_if_any()
         page = await self._domain.list_changes(
-            org, request.sobject_type, request.cursor.token, request.page_size
+            org, request.sobject_type, request.cursor.token, request.page_size, list(request.fields)
         )
         return pb.ListChangesResponse(
+            changes=[
+                resources_pb2.CrmChange(
+                    type=resources_pb2.CHANGE_TYPE_DELETE
+                    if change.deleted
+                    else resources_pb2.CHANGE_TYPE_UPSERT,
+                    record=_record_proto(change.record),
+                )
+                for change in page.changes
+            ],
             next_cursor=resources_pb2.Cursor(
                 collection=page.next_cursor.sobject_type, token=page.next_cursor.token
             ),
@@ -64,34 +96,164 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     async def GetRecords(
         self, request: pb.GetRecordsRequest, context: Context
     ) -> pb.GetRecordsResponse:
-        parse_org_name(request.org)
-        raise Unimplemented("reading Salesforce records", issue=SALESFORCE_ISSUE)
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        _check_sobject_type(checks, request.sobject_type)
+        checks.check("ids", 0 < len(request.ids) <= 200, "between 1 and 200 ids")
+        checks.check(
+            "ids", all(_RECORD_ID.fullmatch(i) for i in request.ids), "must be Salesforce Ids"
+        )
+        checks.raise_if_any()
+        records = await self._domain.get_records(
+            org, request.sobject_type, list(request.ids), list(request.fields)
+        )
+        found = {r.id[:15] for r in records}
+        return pb.GetRecordsResponse(
+            records=[_record_proto(r) for r in records],
+            not_found_ids=[i for i in request.ids if i[:15] not in found],
+        )
 
     async def QueryRecords(
         self, request: pb.QueryRecordsRequest, context: Context
     ) -> pb.QueryRecordsResponse:
-        parse_org_name(request.org)
-        raise Unimplemented("querying Salesforce records", issue=SALESFORCE_ISSUE)
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        _check_sobject_type(checks, request.sobject_type)
+        checks.check("page_size", request.page_size >= 0, "must not be negative")
+        for number, item in enumerate(request.filters):
+            checks.check(f"filters[{number}].values", len(item.values) > 0, "is required")
+        checks.raise_if_any()
+        filters = [
+            FieldFilter(f.field, tuple(json_format.MessageToDict(v) for v in f.values))
+            for f in request.filters
+        ]
+        page = await self._domain.query_records(
+            org,
+            request.sobject_type,
+            list(request.fields),
+            filters,
+            request.order_by,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.QueryRecordsResponse(
+            records=[_record_proto(r) for r in page.records], next_page_token=page.next_page_token
+        )
 
     async def ApplyBatch(
         self, request: pb.ApplyBatchRequest, context: Context
     ) -> pb.ApplyBatchResponse:
-        parse_org_name(request.org)
-        if not request.writes:
-            # An empty batch costs no API call and has nothing to report; answering it lets a
-            # session with nothing to write finish without special-casing this connector.
-            return pb.ApplyBatchResponse()
-        raise Unimplemented("writing to Salesforce", issue=SALESFORCE_ISSUE)
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        writes = []
+        for number, write in enumerate(request.writes):
+            operation = _OPERATIONS.get(write.operation)
+            if operation is None:
+                checks.add(f"writes[{number}].operation", "is required")
+            if not SOBJECT_TYPE.fullmatch(write.sobject_type):
+                checks.add(f"writes[{number}].sobject_type", "must be a Salesforce API name")
+            if operation is None:
+                continue
+            expected = (
+                write.expected_system_modstamp.ToDatetime(tzinfo=UTC)
+                if write.HasField("expected_system_modstamp")
+                else None
+            )
+            writes.append(
+                RecordWrite(
+                    operation=operation,
+                    sobject_type=write.sobject_type,
+                    id=write.id,
+                    link_id=write.link_id,
+                    fields=_json_values(json_format.MessageToDict(write.fields)),
+                    fields_to_null=tuple(write.fields_to_null),
+                    expected_system_modstamp=expected,
+                )
+            )
+        checks.check(
+            "writes",
+            not request.all_or_none or len(request.writes) <= 1000,
+            "an all-or-none batch holds at most 1,000 writes (one Composite call)",
+        )
+        checks.raise_if_any()
+        outcomes = await self._domain.apply_batch(org, writes, request.all_or_none)
+        return pb.ApplyBatchResponse(
+            results=[
+                pb.CrmWriteResult(
+                    link_id=outcome.link_id or write.link_id,
+                    id=outcome.id,
+                    status=_STATUSES[outcome.status],
+                    created=outcome.created,
+                    errors=[
+                        pb.CrmError(code=e.code, message=e.message, fields=list(e.fields))
+                        for e in outcome.errors
+                    ],
+                )
+                for write, outcome in zip(writes, outcomes, strict=True)
+            ]
+        )
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
-        parse_org_name(request.org)
-        raise Unimplemented("searching Salesforce", issue=SALESFORCE_ISSUE)
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        checks.check("targets", len(request.targets) > 0, "is required")
+        for number, target in enumerate(request.targets):
+            if not SOBJECT_TYPE.fullmatch(target.sobject_type):
+                checks.add(f"targets[{number}].sobject_type", "must be a Salesforce API name")
+        checks.raise_if_any()
+        targets = [
+            SearchTarget(t.sobject_type, tuple(t.fields), max(t.limit, 0)) for t in request.targets
+        ]
+        records = await self._domain.search(
+            org,
+            [e for e in request.emails if e.strip()],
+            [t for t in request.terms if len(t.strip()) >= 2],
+            targets,
+        )
+        return pb.SearchResponse(records=[_record_proto(r) for r in records])
 
     async def DescribeObject(
         self, request: pb.DescribeObjectRequest, context: Context
     ) -> pb.DescribeObjectResponse:
-        parse_org_name(request.org)
-        raise Unimplemented("describing Salesforce objects", issue=SALESFORCE_ISSUE)
+        checks = Violations(InvalidRequest)
+        org = checks.name(parse_org_name, request.org, "org")
+        _check_sobject_type(checks, request.sobject_type)
+        checks.raise_if_any()
+        described = await self._domain.describe(org, request.sobject_type)
+        return pb.DescribeObjectResponse(
+            object=pb.ObjectDescription(
+                name=described.name,
+                label=described.label,
+                createable=described.createable,
+                updateable=described.updateable,
+                deletable=described.deletable,
+                fields=[
+                    pb.FieldDescription(
+                        name=f.name,
+                        label=f.label,
+                        type=f.type,
+                        length=f.length,
+                        createable=f.createable,
+                        updateable=f.updateable,
+                        nillable=f.nillable,
+                        picklist_values=[
+                            pb.PicklistValue(
+                                value=p.value,
+                                label=p.label,
+                                active=p.active,
+                                default_value=p.default_value,
+                            )
+                            for p in f.picklist_values
+                        ],
+                        reference_to=list(f.reference_to),
+                        external_id=f.external_id,
+                        unique=f.unique,
+                        custom=f.custom,
+                    )
+                    for f in described.fields
+                ],
+            )
+        )
 
     async def GetBudget(
         self, request: pb.GetBudgetRequest, context: Context
@@ -119,6 +281,25 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     ) -> pb.GetOrgConnectionResponse:
         connection = await self._domain.get_connection(parse_connection_name(request.name))
         return pb.GetOrgConnectionResponse(connection=_connection_proto(connection))
+
+
+def _record_proto(record: Record) -> resources_pb2.CrmRecord:
+    message = resources_pb2.CrmRecord(
+        sobject_type=record.sobject_type,
+        id=record.id,
+        link_id=record.link_id,
+        is_deleted=record.is_deleted,
+    )
+    if record.fields:
+        message.fields.update(record.fields)
+    if record.system_modstamp is not None:
+        message.system_modstamp.CopyFrom(_timestamp(record.system_modstamp))
+    return message
+
+
+def _json_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Struct numbers are doubles; whole ones go to Salesforce as integers (`60`, not `60.0`)."""
+    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in values.items()}
 
 
 def _check_sobject_type(checks: Violations, sobject_type: str) -> None:

@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from concord_crm_connector.domain.errors import InvalidRequest
 from concord_rpc.requests import ResourceName
 
 __all__ = [
+    "LINK_FIELD",
     "AuthFlow",
     "Budget",
+    "Change",
     "ChangePage",
     "ConnectionUpdate",
+    "Credentials",
     "Cursor",
+    "FieldDescription",
+    "FieldFilter",
+    "ObjectDescription",
     "OrgConnection",
+    "PicklistEntry",
+    "Record",
+    "RecordError",
+    "RecordWrite",
+    "SearchTarget",
+    "WriteOperation",
+    "WriteOutcome",
+    "WriteStatus",
     "parse_connection_name",
     "parse_org_name",
 ]
@@ -71,10 +86,31 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class Record:
+    """One Salesforce record as read: JSON values, dates and datetimes as ISO 8601 strings."""
+
+    sobject_type: str
+    id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    system_modstamp: datetime | None = None
+    link_id: str = ""
+    is_deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """An upsert carries the record's content; a delete only its type and Id."""
+
+    record: Record
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
 class ChangePage:
-    """A page of changes; the changes themselves come with the Salesforce adapter (issue #3)."""
+    """A page of changes and the cursor that covers exactly them."""
 
     next_cursor: Cursor
+    changes: tuple[Change, ...] = ()
     has_more: bool = False
     full_resync_required: bool = False
 
@@ -88,6 +124,114 @@ class Budget:
     concord_used: int = 0
     measure_time: datetime | None = None
 
+
+@dataclass(frozen=True)
+class Credentials:
+    """A connection plus its opened secret, held only while logging in."""
+
+    connection: OrgConnection
+    secret: bytes
+
+
+class WriteOperation(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    operation: WriteOperation
+    sobject_type: str
+    id: str = ""
+    link_id: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    fields_to_null: tuple[str, ...] = ()
+    expected_system_modstamp: datetime | None = None
+
+
+class WriteStatus(StrEnum):
+    OK = "ok"
+    CONFLICT = "conflict"
+    NOT_FOUND = "not-found"
+    INVALID = "invalid"
+    RETRYABLE = "retryable"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """Salesforce's own status code and message for one record."""
+
+    code: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    status: WriteStatus
+    id: str = ""
+    link_id: str = ""
+    created: bool = False
+    errors: tuple[RecordError, ...] = ()
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """`field IN values`; the adapter escapes the values."""
+
+    field: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SearchTarget:
+    sobject_type: str
+    fields: tuple[str, ...] = ()
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class PicklistEntry:
+    value: str
+    label: str
+    active: bool
+    default_value: bool
+
+
+@dataclass(frozen=True)
+class FieldDescription:
+    name: str
+    label: str
+    type: str
+    length: int
+    createable: bool
+    updateable: bool
+    nillable: bool
+    picklist_values: tuple[PicklistEntry, ...]
+    reference_to: tuple[str, ...]
+    external_id: bool
+    unique: bool
+    custom: bool
+
+
+@dataclass(frozen=True)
+class ObjectDescription:
+    name: str
+    label: str
+    createable: bool
+    updateable: bool
+    deletable: bool
+    fields: tuple[FieldDescription, ...]
+
+
+# The unique external-id field every record Concord writes carries: the link's UUID.
+LINK_FIELD = "Concord_Link_Id__c"
+# Field API names: `Subject`, `Who.Name` (a parent relationship), `Concord_Link_Id__c`.
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}(\.[A-Za-z][A-Za-z0-9_]{0,79}){0,4}")
 
 _ORG = ResourceName("orgs/{org}", error=InvalidRequest)
 _CONNECTION = ResourceName("orgs/{org}/connection", error=InvalidRequest)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Protocol
 
-from concord_crm_connector.domain.errors import ConnectionNotFound
+from concord_crm_connector.domain.errors import ConnectionNotFound, InvalidRequest
 from concord_crm_connector.domain.model import (
     Budget,
     ChangePage,
     ConnectionUpdate,
     Cursor,
+    FieldFilter,
+    ObjectDescription,
     OrgConnection,
+    Record,
+    RecordWrite,
+    SearchTarget,
+    WriteOutcome,
 )
 from concord_rpc import Unimplemented
 
-__all__ = ["SALESFORCE_ISSUE", "CrmConnector", "OrgStore", "Salesforce"]
+__all__ = ["SALESFORCE_ISSUE", "CrmConnector", "LoginInfo", "OrgStore", "RecordPage", "Salesforce"]
 
 SALESFORCE_ISSUE = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class OrgStore(Protocol):
@@ -29,13 +39,64 @@ class OrgStore(Protocol):
 
     async def budget(self, org: str) -> Budget | None: ...
 
+    async def secret(self, org: str) -> bytes | None: ...
+
+    async def record_login(self, org: str, instance_url: str, organization_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoginInfo:
+    instance_url: str
+    organization_id: str
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    records: tuple[Record, ...]
+    next_page_token: str = ""
+
 
 class Salesforce(Protocol):
-    """The Salesforce adapter (REST, Collections, SOQL/SOSL), arriving with issue #3."""
+    """The Salesforce adapter: REST, Collections, Composite, SOQL/SOSL."""
+
+    async def login(self, connection: OrgConnection, secret: bytes) -> LoginInfo: ...
 
     async def list_changes(
-        self, connection: OrgConnection, cursor: Cursor, page_size: int
+        self, connection: OrgConnection, cursor: Cursor, page_size: int, fields: Sequence[str]
     ) -> ChangePage: ...
+
+    async def apply_batch(
+        self, connection: OrgConnection, writes: Sequence[RecordWrite], all_or_none: bool
+    ) -> list[WriteOutcome]: ...
+
+    async def search(
+        self,
+        connection: OrgConnection,
+        emails: Sequence[str],
+        terms: Sequence[str],
+        targets: Sequence[SearchTarget],
+    ) -> list[Record]: ...
+
+    async def describe(self, connection: OrgConnection, sobject_type: str) -> ObjectDescription: ...
+
+    async def get_records(
+        self,
+        connection: OrgConnection,
+        sobject_type: str,
+        ids: Sequence[str],
+        fields: Sequence[str],
+    ) -> list[Record]: ...
+
+    async def query_records(
+        self,
+        connection: OrgConnection,
+        sobject_type: str,
+        fields: Sequence[str],
+        filters: Sequence[FieldFilter],
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> RecordPage: ...
 
 
 class CrmConnector:
@@ -44,7 +105,33 @@ class CrmConnector:
         self._salesforce = salesforce
 
     async def upsert_connection(self, update: ConnectionUpdate) -> OrgConnection:
-        return await self._store.upsert(update)
+        if self._salesforce is None:
+            return await self._store.upsert(update)
+        existing = await self._store.get(update.org)
+        secret = update.secret
+        if secret is None and existing is not None:
+            secret = await self._store.secret(update.org)
+        if secret is None:
+            raise InvalidRequest(
+                "a new connection needs its secret",
+                field_violations=[("connection.secret", "is required")],
+            )
+        # Credentials that cannot log in are refused before they replace working ones.
+        candidate = OrgConnection(
+            org=update.org,
+            login_url=update.login_url,
+            auth_flow=update.auth_flow,
+            client_id=update.client_id,
+            username=update.username,
+            api_version=update.api_version,
+            has_secret=True,
+            update_time=existing.update_time if existing else _EPOCH,
+            etag="",
+        )
+        info = await self._salesforce.login(candidate, secret)
+        stored = await self._store.upsert(update)
+        await self._store.record_login(update.org, info.instance_url, info.organization_id)
+        return replace(stored, instance_url=info.instance_url, organization_id=info.organization_id)
 
     async def get_connection(self, org: str) -> OrgConnection:
         connection = await self._store.get(org)
@@ -53,19 +140,82 @@ class CrmConnector:
         return connection
 
     async def list_changes(
-        self, org: str, sobject_type: str, cursor_token: str, page_size: int
+        self,
+        org: str,
+        sobject_type: str,
+        cursor_token: str,
+        page_size: int,
+        fields: Sequence[str] = (),
     ) -> ChangePage:
         connection = await self._store.get(org)
         if connection is None:
             # Nothing to reach yet: no changes, and the cursor stays where it was.
             stored = await self._store.cursor(org, sobject_type)
             return ChangePage(next_cursor=stored or Cursor(sobject_type, cursor_token))
-        if self._salesforce is None:
-            raise Unimplemented("listing Salesforce changes", issue=SALESFORCE_ISSUE)
-        return await self._salesforce.list_changes(
-            connection, Cursor(sobject_type, cursor_token), page_size
+        salesforce = self._require_salesforce("listing Salesforce changes")
+        return await salesforce.list_changes(
+            connection, Cursor(sobject_type, cursor_token), page_size, fields
+        )
+
+    async def apply_batch(
+        self, org: str, writes: Sequence[RecordWrite], all_or_none: bool
+    ) -> list[WriteOutcome]:
+        if not writes:
+            return []
+        salesforce = self._require_salesforce("writing to Salesforce")
+        return await salesforce.apply_batch(await self.get_connection(org), writes, all_or_none)
+
+    async def search(
+        self,
+        org: str,
+        emails: Sequence[str],
+        terms: Sequence[str],
+        targets: Sequence[SearchTarget],
+    ) -> list[Record]:
+        salesforce = self._require_salesforce("searching Salesforce")
+        connection = await self.get_connection(org)
+        if not emails and not terms:
+            return []
+        return await salesforce.search(connection, emails, terms, targets)
+
+    async def describe(self, org: str, sobject_type: str) -> ObjectDescription:
+        salesforce = self._require_salesforce("describing Salesforce objects")
+        return await salesforce.describe(await self.get_connection(org), sobject_type)
+
+    async def get_records(
+        self, org: str, sobject_type: str, ids: Sequence[str], fields: Sequence[str]
+    ) -> list[Record]:
+        salesforce = self._require_salesforce("reading Salesforce records")
+        return await salesforce.get_records(
+            await self.get_connection(org), sobject_type, ids, fields
+        )
+
+    async def query_records(
+        self,
+        org: str,
+        sobject_type: str,
+        fields: Sequence[str],
+        filters: Sequence[FieldFilter],
+        order_by: str,
+        page_size: int,
+        page_token: str,
+    ) -> RecordPage:
+        salesforce = self._require_salesforce("querying Salesforce records")
+        return await salesforce.query_records(
+            await self.get_connection(org),
+            sobject_type,
+            fields,
+            filters,
+            order_by,
+            page_size,
+            page_token,
         )
 
     async def budget(self, org: str) -> Budget:
         # Nothing measured yet (no call made to the org) reads as zero use of a zero limit.
         return await self._store.budget(org) or Budget()
+
+    def _require_salesforce(self, what: str) -> Salesforce:
+        if self._salesforce is None:
+            raise Unimplemented(what, issue=SALESFORCE_ISSUE)
+        return self._salesforce

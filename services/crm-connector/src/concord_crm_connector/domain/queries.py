@@ -1,0 +1,197 @@
+"""SOQL and SOSL text, change cursors and the delete-log gap rule (no I/O).
+
+Values never reach a query unescaped: strings are quoted with Salesforce's escapes, and field
+and object names must be API names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from concord_crm_connector.domain.errors import InvalidRequest
+from concord_crm_connector.domain.model import FIELD_NAME, SOBJECT_TYPE, FieldFilter, SearchTarget
+
+__all__ = [
+    "DELETE_LOG_DAYS",
+    "MAX_PAGE",
+    "ChangeCursor",
+    "change_query",
+    "decode_cursor",
+    "delete_log_gap",
+    "encode_cursor",
+    "filter_query",
+    "format_datetime",
+    "parse_datetime",
+    "search_query",
+    "soql_literal",
+]
+
+# A query page holds at most 2,000 records; a bigger page would need a second call.
+MAX_PAGE = 2000
+# getDeleted answers for 15 days; a cursor older than that may have missed hard deletes.
+DELETE_LOG_DAYS = 15
+_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class ChangeCursor:
+    """The last record listed: its SystemModstamp and Id (Ids break ties within a millisecond)."""
+
+    modstamp: datetime
+    record_id: str
+
+
+def encode_cursor(cursor: ChangeCursor) -> str:
+    return f"{_VERSION}|{format_datetime(cursor.modstamp)}|{cursor.record_id}"
+
+
+def decode_cursor(token: str) -> ChangeCursor | None:
+    """None for an empty token (a full listing); InvalidRequest for one we never issued."""
+    if not token:
+        return None
+    parts = token.split("|")
+    if len(parts) != 3 or parts[0] != _VERSION or not re.fullmatch(r"[A-Za-z0-9]{15,18}", parts[2]):
+        raise InvalidRequest(
+            "cursor token was not issued by this connector",
+            field_violations=[("cursor.token", "not a crm-connector cursor")],
+        )
+    try:
+        stamp = parse_datetime(parts[1])
+    except ValueError:
+        raise InvalidRequest(
+            "cursor token was not issued by this connector",
+            field_violations=[("cursor.token", "not a crm-connector cursor")],
+        ) from None
+    return ChangeCursor(stamp, parts[2])
+
+
+def format_datetime(value: datetime) -> str:
+    """SOQL's datetime literal form, in UTC with milliseconds."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_datetime(text: str) -> datetime:
+    """Salesforce's `2026-01-02T03:04:05.000+0000` (and `Z`, `+00:00`)."""
+    cleaned = text.strip()
+    if cleaned.endswith("Z"):
+        cleaned = cleaned[:-1] + "+00:00"
+    elif len(cleaned) > 5 and cleaned[-5] in "+-" and cleaned[-3] != ":":
+        cleaned = cleaned[:-2] + ":" + cleaned[-2:]
+    value = datetime.fromisoformat(cleaned)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def delete_log_gap(
+    cursor: ChangeCursor, earliest_available: datetime | None, now: datetime
+) -> bool:
+    """True when deletes after the cursor may be gone from the recycle bin unseen.
+
+    Deleted records leave queryAll when the recycle bin is emptied; getDeleted's
+    `earliestDateAvailable` says from when on its log is complete. A cursor before that (or
+    before the log's 15 days) cannot prove nothing was deleted, so the caller must list in
+    full and reconcile rather than infer.
+    """
+    if cursor.modstamp < now - timedelta(days=DELETE_LOG_DAYS) + timedelta(minutes=1):
+        return True
+    return earliest_available is not None and cursor.modstamp < earliest_available
+
+
+def soql_literal(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(int(value)) if float(value).is_integer() else repr(value)
+    text = str(value)
+    for raw, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        text = text.replace(raw, escaped)
+    return f"'{text}'"
+
+
+def _names(fields: Sequence[str], field: str) -> list[str]:
+    bad = [f for f in fields if not FIELD_NAME.fullmatch(f)]
+    if bad:
+        raise InvalidRequest(
+            "field names must be Salesforce API names",
+            field_violations=[(field, f"not an API name: {name[:80]}") for name in bad],
+        )
+    return list(dict.fromkeys(fields))
+
+
+def change_query(
+    sobject_type: str, fields: Sequence[str], after: ChangeCursor | None, limit: int
+) -> str:
+    """Changed records in (SystemModstamp, Id) order, strictly after the cursor.
+
+    Run through queryAll so deleted records come back with IsDeleted = true in the same call.
+    """
+    wanted = [f for f in _names(fields, "fields") if f not in ("Id", "SystemModstamp", "IsDeleted")]
+    select = ", ".join(["Id", "SystemModstamp", "IsDeleted", *wanted])
+    where = ""
+    if after is not None:
+        stamp = format_datetime(after.modstamp)
+        where = (
+            f" WHERE (SystemModstamp > {stamp} OR "
+            f"(SystemModstamp = {stamp} AND Id > {soql_literal(after.record_id)}))"
+        )
+    return f"SELECT {select} FROM {sobject_type}{where} ORDER BY SystemModstamp, Id LIMIT {limit}"
+
+
+def filter_query(
+    sobject_type: str,
+    fields: Sequence[str],
+    filters: Sequence[FieldFilter],
+    order_by: str = "",
+    limit: int = 0,
+    offset: int = 0,
+) -> str:
+    if not SOBJECT_TYPE.fullmatch(sobject_type):
+        raise InvalidRequest("bad sobject_type", field_violations=[("sobject_type", "bad name")])
+    names = _names(["Id", *fields], "fields")
+    conditions = []
+    for item in filters:
+        _names([item.field], "filters.field")
+        values = ", ".join(soql_literal(v) for v in item.values)
+        conditions.append(f"{item.field} IN ({values})")
+    text = f"SELECT {', '.join(names)} FROM {sobject_type}"
+    if conditions:
+        text += " WHERE " + " AND ".join(conditions)
+    if order_by:
+        if not re.fullmatch(
+            r"[A-Za-z0-9_.]+( (ASC|DESC))?( NULLS (FIRST|LAST))?"
+            r"(, ?[A-Za-z0-9_.]+( (ASC|DESC))?( NULLS (FIRST|LAST))?)*",
+            order_by,
+            re.IGNORECASE,
+        ):
+            raise InvalidRequest(
+                "order_by must be fields with ASC/DESC", field_violations=[("order_by", "bad")]
+            )
+        text += f" ORDER BY {order_by}"
+    if limit:
+        text += f" LIMIT {limit}"
+    if offset:
+        text += f" OFFSET {offset}"
+    return text
+
+
+# SOSL reserves these; a term carrying them must have them escaped.
+_SOSL_RESERVED = re.compile(r"([?&|!{}\[\]()^~*:\\\"'+-])")
+
+
+def search_query(term: str, scope: str, targets: Sequence[SearchTarget]) -> str:
+    """`FIND {term} IN <scope> FIELDS RETURNING Contact(Id, Email LIMIT 10), …`."""
+    escaped = _SOSL_RESERVED.sub(r"\\\1", term)
+    returning = []
+    for target in targets:
+        names = _names(["Id", *target.fields], "targets.fields")
+        inner = ", ".join(names)
+        if target.limit:
+            inner += f" LIMIT {target.limit}"
+        returning.append(f"{target.sobject_type}({inner})")
+    return f"FIND {{{escaped}}} IN {scope} FIELDS RETURNING {', '.join(returning)}"
