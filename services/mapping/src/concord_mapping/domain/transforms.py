@@ -250,6 +250,11 @@ def _date_of_to_crm(step: Step, value: Any) -> None:
     step.write(None if _blank(value) else _instant_or_fail(step, value).date().isoformat())
 
 
+def _instant(step: Step, value: Any) -> None:
+    """A timestamp in the canonical form whichever side it comes from."""
+    step.write(None if _blank(value) else format_instant(_instant_or_fail(step, value)))
+
+
 def _nothing(step: Step, value: Any) -> None:
     """The direction this transform has no meaning in (e.g. hints for the linker)."""
 
@@ -616,6 +621,7 @@ TRANSFORMS: Mapping[str, Transform] = {
     "constant": Transform(_constant_to_crm, _nothing),
     "prefix": Transform(_prefix_to_crm, _copy_to_mail, _TEXT),
     "date_of": Transform(_date_of_to_crm, _nothing, _DATE),
+    "instant": Transform(_instant, _instant, _DATETIME),
     "event_start": Transform(_event_start_to_crm, _event_start_to_mail, _DATETIME),
     "event_end": Transform(_event_end_to_crm, _event_end_to_mail, _DATETIME),
     "all_day_date": Transform(_all_day_date_to_crm, _all_day_date_to_mail, _DATE),
