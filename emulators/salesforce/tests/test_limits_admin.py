@@ -148,3 +148,17 @@ def test_health_and_demo_seed(sf: Salesforce, emulator: Running, http: requests.
     open_deals = sf.query("SELECT Id FROM Opportunity WHERE IsClosed = false")
     assert open_deals["totalSize"] == len(seeded["opportunities"])
     assert http.post(f"{emulator.url}/__admin/seed", json={"seed": "other"}).status_code == 400
+
+
+def test_throttling_a_share_of_calls(
+    sf: Salesforce, emulator: Running, http: requests.Session
+) -> None:
+    _admin(emulator, http, "faults", kind="throttle", probability=0.5, seed=7, count=None)
+    outcomes = []
+    for _ in range(20):
+        try:
+            sf.query("SELECT Id FROM Account")
+            outcomes.append(True)
+        except SalesforceError:
+            outcomes.append(False)
+    assert 0 < outcomes.count(False) < 20

@@ -315,3 +315,16 @@ def test_malformed_query_over_https(sf: Salesforce) -> None:
             "SELECT Id FROM Contact WHERE LastName = 'a' AND Email = 'b' OR IsEmailBounced = true"
         )
     assert excinfo.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+@pytest.mark.integration
+def test_query_all_pages_include_deleted_rows(sf: Salesforce) -> None:
+    created = [sf.Lead.create({"LastName": f"L{n}", "Company": "C"})["id"] for n in range(7)]
+    for record_id in created[:4]:
+        sf.Lead.delete(record_id)
+    first = sf.query_all_iter("SELECT Id, IsDeleted FROM Lead", include_deleted=True)
+    rows = list(first)
+    assert len(rows) == 7
+    assert sum(r["IsDeleted"] for r in rows) == 4
+    live = sf.query("SELECT Id FROM Lead")
+    assert (live["totalSize"], live["done"]) == (3, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from concord_salesforce_emulator import ids, soql, sosl, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, malformed_query, not_found
 from concord_salesforce_emulator.org import AmbiguousUpsert, Org, WriteResult
 from concord_salesforce_emulator.schema import SObjectType
+
+log = logging.getLogger(__name__)
 
 MIN_VERSION = 50.0
 LATEST_VERSION = "62.0"
@@ -109,6 +112,19 @@ class RestApi:
                 return Reply(300, urls)
             except SalesforceError as error:
                 return Reply(error.status, error.rest_body())
+            except Exception:
+                # A bug in the emulator must still look like Salesforce's own failures.
+                log.exception("unexpected error in %s %s", call.method, call.path)
+                return Reply(
+                    500,
+                    [
+                        {
+                            "errorCode": "UNKNOWN_EXCEPTION",
+                            "message": "An unexpected error occurred. Please include "
+                            "this ErrorId if you contact support: emulator",
+                        }
+                    ],
+                )
         if allowed:
             return Reply(
                 405,

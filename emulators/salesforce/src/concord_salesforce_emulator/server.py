@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import re
 import secrets
 import time
@@ -61,11 +62,15 @@ class Fault:
     remaining: int | None = 1  # None: until cleared
     status: int = 503
     latency_ms: int = 0
+    probability: float = 1.0  # below 1: a random share of matching calls, from a seeded RNG
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def matches(self, request: web.Request) -> bool:
         if self.method and self.method.upper() != request.method:
             return False
-        return not self.path or re.search(self.path, request.path) is not None
+        if self.path and re.search(self.path, request.path) is None:
+            return False
+        return self.probability >= 1.0 or self.rng.random() < self.probability
 
 
 @dataclass
@@ -313,6 +318,8 @@ def build_app(emulator: Emulator) -> web.Application:
             remaining=body.get("count", 1),
             status=int(body.get("status", 503)),
             latency_ms=int(body.get("latency_ms", 0)),
+            probability=float(body.get("probability", 1.0)),
+            rng=random.Random(body.get("seed", 0)),
         )
         emulator.runtime.faults.append(fault)
         return _json(200, {"faults": len(emulator.runtime.faults)})
