@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +14,11 @@ from simple_salesforce.exceptions import SalesforceMalformedRequest
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.timefmt import parse_datetime
 
+from .conftest import REFERENCE
+
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path("/work/shared/reference/salesforce-fixtures")
+FIXTURES = REFERENCE / "salesforce-fixtures"
 
 
 def _fixture(name: str) -> Any:

@@ -24,7 +24,7 @@ import yaml
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.server import Settings
 
-from .conftest import VERSION, bearer
+from .conftest import REFERENCE, VERSION, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,7 @@ def settings() -> Settings:
     return Settings()
 
 
-RECORDINGS = Path(__file__).resolve().parents[4] / "shared/reference/salesforce-recordings"
-if not RECORDINGS.is_dir():
-    RECORDINGS = Path("/work/shared/reference/salesforce-recordings")
+RECORDINGS = REFERENCE / "salesforce-recordings"
 
 # What the emulator implements; the rest (tooling, Bulk API 1.0, Organization, connect) is not.
 _SUPPORTED = re.compile(r"^/services/data/v(xx|\d\d)\.0/(query|queryAll|composite|limits|sobjects)")

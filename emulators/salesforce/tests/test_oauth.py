@@ -13,11 +13,11 @@ from simple_salesforce.exceptions import SalesforceExpiredSession
 
 from concord_salesforce_emulator.app import Running, running_in_thread
 
-from .conftest import VERSION, api, bearer
+from .conftest import REFERENCE, VERSION, api, bearer
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path("/work/shared/reference/salesforce-fixtures")
+FIXTURES = REFERENCE / "salesforce-fixtures"
 
 
 def _fixture(name: str) -> Any:

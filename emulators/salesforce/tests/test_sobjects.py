@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +17,11 @@ from simple_salesforce.exceptions import (
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.timefmt import parse_datetime
 
-from .conftest import api, bearer
+from .conftest import REFERENCE, api, bearer
 
 pytestmark = pytest.mark.integration
 
-DESCRIBES = Path("/work/shared/reference/salesforce-describe")
+DESCRIBES = REFERENCE / "salesforce-describe"
 LINKED = ["Event", "Task", "Contact", "Lead", "EmailMessage"]
 SYNTHETIC = ["Task", "EmailMessage", "EmailMessageRelation", "EventRelation", "User"]
 
