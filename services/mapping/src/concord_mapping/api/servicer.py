@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -227,11 +228,19 @@ def _table_proto(found: TableVersion) -> pb.MappingTable:
 
 
 def _json(message: Any) -> dict[str, Any]:
-    """The canonical JSON form the tables' paths address: snake_case, every scalar present."""
-    data: dict[str, Any] = json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    """The canonical JSON form the tables' paths address: snake_case, every top-level scalar
+    present (defaults from a per-type template: converting only the set fields is the cheap
+    part of MessageToDict)."""
+    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return _defaults(type(message)) | data
+
+
+@functools.cache
+def _defaults(message_type: type[Any]) -> dict[str, Any]:
+    empty: dict[str, Any] = json_format.MessageToDict(
+        message_type(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    return data
+    return empty
 
 
 def _item_error(result: pb.MappedRecord | pb.MappedItem, failure: MappingFailure) -> None:

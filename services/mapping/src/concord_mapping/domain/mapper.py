@@ -34,9 +34,7 @@ def map_to_crm(
         raise MappingFailure(ONE_WAY, f"{table.target_sobject} is not mirrored to Salesforce")
     out: dict[str, Any] = {}
     losses: list[Loss] = []
-    for rule in table.rules:
-        if not rule.to_crm_in(table.direction):
-            continue
+    for rule in table.crm_rules:
         step = Step(rule, rule.to_crm.params, payload, out, losses, describe, side=Side.CRM)
         TRANSFORMS[rule.to_crm.name].to_crm(step, step.read())
     return MappedFields(out, losses)
@@ -50,9 +48,7 @@ def map_to_mail(
         raise MappingFailure(ONE_WAY, f"{table.target_sobject} is not mirrored to the mailbox")
     out: dict[str, Any] = {}
     losses: list[Loss] = []
-    for rule in table.rules:
-        if not rule.to_mail_in(table.direction):
-            continue
+    for rule in table.mail_rules:
         step = Step(
             rule, rule.to_mail.params, fields, out, losses, describe, mailbox_zone, Side.MAIL
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -56,6 +57,15 @@ class Table:
     direction: Direction
     rules: Sequence[FieldRule]
     default_version: int = 0
+
+    @functools.cached_property
+    def crm_rules(self) -> tuple[FieldRule, ...]:
+        """The rules that write to Salesforce, worked out once per table, not per item."""
+        return tuple(r for r in self.rules if r.to_crm_in(self.direction))
+
+    @functools.cached_property
+    def mail_rules(self) -> tuple[FieldRule, ...]:
+        return tuple(r for r in self.rules if r.to_mail_in(self.direction))
 
     @property
     def kind_prefix(self) -> str:

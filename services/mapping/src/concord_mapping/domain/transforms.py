@@ -49,7 +49,7 @@ class Side(StrEnum):
     MAIL = "mail"
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """One rule applied to one item: where to read, where to write, what was lost."""
 
