@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -10,6 +9,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from concord.common.v1 import resources_pb2
 from concord.mapping.v1 import mapping_service_pb2 as pb
@@ -227,20 +227,22 @@ def _table_proto(found: TableVersion) -> pb.MappingTable:
     return table
 
 
-def _json(message: Any) -> dict[str, Any]:
+def _json(message: Message) -> dict[str, Any]:
     """The canonical JSON form the tables' paths address: snake_case, every top-level scalar
     present (defaults from a per-type template: converting only the set fields is the cheap
     part of MessageToDict)."""
     data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return _defaults(type(message)) | data
+    name = message.DESCRIPTOR.full_name
+    if name not in _DEFAULTS:
+        _DEFAULTS[name] = json_format.MessageToDict(
+            type(message)(),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+    return _DEFAULTS[name] | data
 
 
-@functools.cache
-def _defaults(message_type: type[Any]) -> dict[str, Any]:
-    empty: dict[str, Any] = json_format.MessageToDict(
-        message_type(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    return empty
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
 def _item_error(result: pb.MappedRecord | pb.MappedItem, failure: MappingFailure) -> None:
