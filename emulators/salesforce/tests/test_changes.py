@@ -61,6 +61,14 @@ def test_search_returning_with_where_and_limit(sf: Salesforce) -> None:
     assert [r["Title"] for r in narrowed["searchRecords"]] == ["CTO"]
 
 
+def test_search_by_domain_matches_whole_domains_only(sf: Salesforce) -> None:
+    hit = sf.Contact.create({"LastName": "A", "Email": "a@acme.example"})["id"]
+    sf.Contact.create({"LastName": "B", "Email": "b@notacme.example"})
+    sf.Contact.create({"LastName": "C", "Email": "c@acme.example.org"})
+    found = sf.search("FIND {acme.example} IN EMAIL FIELDS RETURNING Contact(Id)")
+    assert [r["Id"] for r in found["searchRecords"]] == [hit]
+
+
 def test_malformed_search(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.search("FIND grace RETURNING Contact")

@@ -328,3 +328,26 @@ def test_query_all_pages_include_deleted_rows(sf: Salesforce) -> None:
     assert sum(r["IsDeleted"] for r in rows) == 4
     live = sf.query("SELECT Id FROM Lead")
     assert (live["totalSize"], live["done"]) == (3, True)
+
+
+@pytest.mark.integration
+def test_polymorphic_and_two_level_parent_fields(sf: Salesforce) -> None:
+    account = sf.Account.create({"Name": "Acme"})["id"]
+    contact = sf.Contact.create({"LastName": "Hopper", "AccountId": account})["id"]
+    lead = sf.Lead.create({"LastName": "Torvalds", "Company": "Kernel"})["id"]
+    for who in (contact, lead):
+        sf.Event.create(
+            {"WhoId": who, "StartDateTime": "2030-01-01T09:00:00Z", "DurationInMinutes": 30}
+        )
+    sf.Event.create({"StartDateTime": "2030-01-01T09:00:00Z", "DurationInMinutes": 30})
+    rows = sf.query("SELECT Who.Name, Owner.Name FROM Event ORDER BY Who.Name NULLS LAST")
+    whos = [
+        (r["Who"]["attributes"]["type"], r["Who"]["Name"]) if r["Who"] else None
+        for r in rows["records"]
+    ]
+    assert whos == [("Contact", "Hopper"), ("Lead", "Torvalds"), None]
+    filtered = sf.query("SELECT Id FROM Event WHERE Who.Name LIKE 'tor%'")
+    assert filtered["totalSize"] == 1
+    nested = sf.query("SELECT Account.Owner.Name, Account.Name FROM Contact")["records"][0]
+    assert nested["Account"]["Owner"]["Name"] == "Concord Admin"
+    assert nested["Account"]["Name"] == "Acme"

@@ -126,7 +126,8 @@ def _matcher(term: str) -> Any:
     words = [w for w in re.split(r"\s+", term) if w]
     patterns = [
         re.compile(
-            "(?<![\\w.@-])" + ".*?".join(re.escape(p) for p in word.split("*")) + "(?![\\w.@-])",
+            # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
+            "(?<![\\w.-])" + ".*?".join(re.escape(p) for p in word.split("*")) + "(?![\\w.@-])",
             re.IGNORECASE,
         )
         for word in words
