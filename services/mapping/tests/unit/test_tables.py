@@ -123,6 +123,20 @@ def test_custom_fields_by_name_and_custom_objects() -> None:
     assert check(custom) == [("table.rules[2].crm_field", "Custom__c has no field Missing__c")]
 
 
+def test_mail_fields_must_exist_in_the_canonical_item() -> None:
+    content = event_content()
+    content["rules"].append({"mail_field": "calendar_item.subjekt", "crm_field": "Subject"})
+    content["rules"].append(
+        {"mail_field": "calendar_item.organizer.address", "crm_field": "Location"}
+    )
+    assert check(content) == [
+        (
+            f"table.rules[{len(content['rules']) - 2}].mail_field",
+            "is not a field of the canonical item",
+        )
+    ]
+
+
 def test_a_table_maps_the_kind_it_is_named_for() -> None:
     assert check(event_content(), TableName("demo", Kind.TASK))[0][0] == "table.rules[0].mail_field"
     unknown = {"target_sobject": "Opportunity", "direction": "SYNC_DIRECTION_TWO_WAY", "rules": []}

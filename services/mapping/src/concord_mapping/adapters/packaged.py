@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from concord.common.v1 import resources_pb2
 from concord_mapping.domain.describe import SObjectDescribe
 from concord_mapping.domain.model import Kind
 from concord_mapping.domain.service import TableData
@@ -42,4 +43,19 @@ def table_data() -> TableData:
         if entry.name.endswith(".json"):
             describe = SObjectDescribe.from_json(json.loads(entry.read_text("utf-8")))
             describes[describe.name] = describe
-    return TableData(schema, contents, defaults, describes)
+    return TableData(schema, contents, defaults, describes, mail_fields())
+
+
+def mail_fields() -> frozenset[str]:
+    """Every field path of MailItem's payloads, two levels deep (`calendar_item.organizer` and
+    `calendar_item.organizer.address`), read from the generated descriptors."""
+    paths: set[str] = set()
+    item = resources_pb2.MailItem.DESCRIPTOR
+    for payload in item.oneofs_by_name["payload"].fields:
+        assert payload.message_type is not None  # every payload is a message
+        for field in payload.message_type.fields:
+            path = f"{payload.name}.{field.name}"
+            paths.add(path)
+            if field.message_type is not None:
+                paths.update(f"{path}.{inner.name}" for inner in field.message_type.fields)
+    return frozenset(paths)

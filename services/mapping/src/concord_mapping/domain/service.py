@@ -48,6 +48,9 @@ class TableData:
     default_content: Mapping[Kind, Mapping[str, Any]]
     defaults: Mapping[Kind, Table]
     describes: Mapping[str, SObjectDescribe]
+    # Field paths of the canonical item a rule may name (from the proto descriptors), e.g.
+    # `calendar_item.organizer.address`; empty skips the check.
+    mail_fields: frozenset[str] = frozenset()
 
 
 def content_etag(content: Mapping[str, Any], version: int) -> str:
@@ -113,6 +116,12 @@ class MappingTables:
             for i, rule in enumerate(table.rules)
             if rule.mail_field.split(".", 1)[0] != name.kind.payload
         ]
+        if self._data.mail_fields:
+            problems += [
+                (f"table.rules[{i}].mail_field", "is not a field of the canonical item")
+                for i, rule in enumerate(table.rules)
+                if rule.mail_field not in self._data.mail_fields
+            ]
         problems += validate_table(table, self._data.describes)
         if problems:
             raise InvalidTable(
