@@ -81,6 +81,7 @@ def test_missing_or_invalid_tokens_get_invalid_session_id(
     response = http.get(api(emulator, "sobjects"), headers=headers)
     assert response.status_code == 401
     assert response.json() == _fixture("expired_session_response.json")
+    assert response.headers["Sforce-Limit-Info"] == "api-usage=0/100000"
 
 
 def test_expired_session_raises_in_simple_salesforce(

@@ -209,10 +209,10 @@ def build_app(emulator: Emulator) -> web.Application:
         rest_path = request.match_info.get("rest", "").rstrip("/")
         emulator.runtime.counters[f"{request.method} {_endpoint(rest_path)}"] += 1
         if version is None:
-            return _error(not_found())
+            return _with_limit(emulator, _error(not_found()))
         user_id = emulator.user_for(request)
         if user_id is None:
-            return _error(invalid_session())
+            return _with_limit(emulator, _error(invalid_session()))
         drop = False
         for fault in list(emulator.runtime.faults):
             if not fault.matches(request):
