@@ -93,6 +93,19 @@ def test_unrepresentable_picklist_values_are_reported_never_silent() -> None:
     assert [(loss.field, loss.kind) for loss in back.losses] == [("task.status", LossKind.DROPPED)]
 
 
+def test_private_and_sensitivity_labels_make_a_private_event() -> None:
+    for sensitivity, private, lossy in [
+        ("SENSITIVITY_NORMAL", False, False),
+        ("SENSITIVITY_PRIVATE", True, False),
+        ("SENSITIVITY_CONFIDENTIAL", True, True),
+        ("SENSITIVITY_PERSONAL", False, True),
+    ]:
+        mapped = to_crm(Kind.CALENDAR_ITEM, event(sensitivity=sensitivity))
+        assert mapped.fields["IsPrivate"] is private
+        assert bool(mapped.losses) is lossy
+    assert to_crm(Kind.CALENDAR_ITEM, event(is_private=True)).fields["IsPrivate"] is True
+
+
 def test_attendees_become_event_relations_and_one_without_address_is_itemised() -> None:
     attendees = [
         {"email": "ann@example.com", "response_status": "RESPONSE_STATUS_ACCEPTED"},

@@ -250,6 +250,18 @@ def _date_of_to_crm(step: Step, value: Any) -> None:
     step.write(None if _blank(value) else _instant_or_fail(step, value).date().isoformat())
 
 
+_PRIVATE_SENSITIVITY = {"SENSITIVITY_PRIVATE", "SENSITIVITY_CONFIDENTIAL"}
+
+
+def _private_to_crm(step: Step, value: Any) -> None:
+    """Salesforce knows private or not: a private or confidential label makes the Event private;
+    the label itself beyond that is reported, not kept."""
+    sensitivity = step.sibling("sensitivity") or "SENSITIVITY_UNSPECIFIED"
+    step.write(bool(value) or sensitivity in _PRIVATE_SENSITIVITY)
+    if sensitivity in ("SENSITIVITY_PERSONAL", "SENSITIVITY_CONFIDENTIAL"):
+        step.lose(LossKind.UNREPRESENTABLE, f"Salesforce has no {sensitivity}; kept as IsPrivate")
+
+
 def _instant(step: Step, value: Any) -> None:
     """A timestamp in the canonical form whichever side it comes from."""
     step.write(None if _blank(value) else format_instant(_instant_or_fail(step, value)))
@@ -622,6 +634,7 @@ TRANSFORMS: Mapping[str, Transform] = {
     "prefix": Transform(_prefix_to_crm, _copy_to_mail, _TEXT),
     "date_of": Transform(_date_of_to_crm, _nothing, _DATE),
     "instant": Transform(_instant, _instant, _DATETIME),
+    "private": Transform(_private_to_crm, _copy_to_mail, frozenset({"boolean"})),
     "event_start": Transform(_event_start_to_crm, _event_start_to_mail, _DATETIME),
     "event_end": Transform(_event_end_to_crm, _event_end_to_mail, _DATETIME),
     "all_day_date": Transform(_all_day_date_to_crm, _all_day_date_to_mail, _DATE),
