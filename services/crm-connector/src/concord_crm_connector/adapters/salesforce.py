@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -58,6 +58,7 @@ from concord_crm_connector.domain.model import (
     WriteStatus,
 )
 from concord_crm_connector.domain.queries import (
+    EMPTY_LISTING,
     MAX_PAGE,
     ChangeCursor,
     change_query,
@@ -467,12 +468,12 @@ class SalesforceOrgs:
         if after is not None and delete_log_gap(after, earliest, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
         changes = tuple(_change(sobject_type, row) for row in rows)
-        token = cursor.token
+        last = after or EMPTY_LISTING
         if rows:
-            last = rows[-1]
-            token = encode_cursor(
-                ChangeCursor(parse_datetime(str(last["SystemModstamp"])), str(last["Id"]))
-            )
+            stamp = parse_datetime(str(rows[-1]["SystemModstamp"]))
+            last = ChangeCursor(stamp, str(rows[-1]["Id"]), now)
+        # The records returned move the cursor; a clean delete log moves only its check time.
+        token = encode_cursor(replace(last, checked=now))
         return ChangePage(Cursor(sobject_type, token), changes, has_more=len(rows) >= limit)
 
     async def _field_names(self, connection: OrgConnection, sobject_type: str) -> list[str]:
@@ -719,7 +720,7 @@ def _changes_and_delete_log(
     version = sf.sf_version
     window = urlencode(
         {
-            "start": after.modstamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "start": after.checked.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "end": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     )

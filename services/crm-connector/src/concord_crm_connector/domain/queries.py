@@ -17,6 +17,7 @@ from concord_crm_connector.domain.model import FIELD_NAME, SOBJECT_TYPE, FieldFi
 
 __all__ = [
     "DELETE_LOG_DAYS",
+    "EMPTY_LISTING",
     "MAX_PAGE",
     "ChangeCursor",
     "change_query",
@@ -39,14 +40,33 @@ _VERSION = "v1"
 
 @dataclass(frozen=True)
 class ChangeCursor:
-    """The last record listed: its SystemModstamp and Id (Ids break ties within a millisecond)."""
+    """Where a listing stopped.
+
+    `modstamp` and `record_id` are the last record listed (Ids break ties within a
+    millisecond); `checked` is when the delete log was last seen complete, so a purge of the
+    recycle bin after it shows as a gap even when no record changed since.
+    """
 
     modstamp: datetime
     record_id: str
+    checked: datetime
+
+
+# Where a listing of an object with no records starts again.
+EMPTY_LISTING = ChangeCursor(
+    datetime(2000, 1, 1, tzinfo=UTC), "000000000000000", datetime(2000, 1, 1, tzinfo=UTC)
+)
 
 
 def encode_cursor(cursor: ChangeCursor) -> str:
-    return f"{_VERSION}|{format_datetime(cursor.modstamp)}|{cursor.record_id}"
+    return "|".join(
+        (
+            _VERSION,
+            format_datetime(cursor.modstamp),
+            cursor.record_id,
+            format_datetime(cursor.checked),
+        )
+    )
 
 
 def decode_cursor(token: str) -> ChangeCursor | None:
@@ -54,19 +74,19 @@ def decode_cursor(token: str) -> ChangeCursor | None:
     if not token:
         return None
     parts = token.split("|")
-    if len(parts) != 3 or parts[0] != _VERSION or not re.fullmatch(r"[A-Za-z0-9]{15,18}", parts[2]):
-        raise InvalidRequest(
-            "cursor token was not issued by this connector",
-            field_violations=[("cursor.token", "not a crm-connector cursor")],
-        )
     try:
-        stamp = parse_datetime(parts[1])
+        if (
+            len(parts) != 4
+            or parts[0] != _VERSION
+            or not re.fullmatch(r"[A-Za-z0-9]{15,18}", parts[2])
+        ):
+            raise ValueError(token)
+        return ChangeCursor(parse_datetime(parts[1]), parts[2], parse_datetime(parts[3]))
     except ValueError:
         raise InvalidRequest(
             "cursor token was not issued by this connector",
             field_violations=[("cursor.token", "not a crm-connector cursor")],
         ) from None
-    return ChangeCursor(stamp, parts[2])
 
 
 def format_datetime(value: datetime) -> str:
@@ -96,9 +116,13 @@ def delete_log_gap(
     before the log's 15 days) cannot prove nothing was deleted, so the caller must list in
     full and reconcile rather than infer.
     """
-    if cursor.modstamp < now - timedelta(days=DELETE_LOG_DAYS) + timedelta(minutes=1):
+    if cursor.checked < now - timedelta(days=DELETE_LOG_DAYS) + timedelta(minutes=1):
         return True
-    return earliest_available is not None and cursor.modstamp < earliest_available
+    # Salesforce gives the log's start to the minute, rounded down: deletes purged within
+    # that minute may predate it, so the whole minute counts as not covered.
+    return earliest_available is not None and cursor.checked < earliest_available + timedelta(
+        minutes=1
+    )
 
 
 def soql_literal(value: Any) -> str:

@@ -1,0 +1,398 @@
+"""The connector through its gRPC API against the Salesforce emulator, faults included."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from concord.common.v1 import resources_pb2 as res
+from concord.crm.v1 import crm_connector_service_pb2 as pb
+from concord_rpc import RpcFailure, from_rpc_error
+
+from .conftest import Org, connection_for
+
+pytestmark = pytest.mark.integration
+
+OK = res.WRITE_STATUS_OK
+START = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+
+async def failure(call: Awaitable[object]) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return from_rpc_error(caught.value)
+
+
+def event(
+    link: str,
+    subject: str = "Call",
+    operation: int = pb.CRM_WRITE_OPERATION_UPSERT,
+    **extra: Any,
+) -> pb.CrmWrite:
+    fields = struct_pb2.Struct()
+    fields.update(
+        {
+            "Subject": subject,
+            "StartDateTime": START.isoformat(),
+            "EndDateTime": (START + timedelta(hours=1)).isoformat(),
+            **extra,
+        }
+    )
+    return pb.CrmWrite(operation=operation, sobject_type="Event", link_id=link, fields=fields)
+
+
+def links(count: int) -> list[str]:
+    prefix = uuid.uuid4().hex[:8]
+    return [f"{prefix}-{n:05d}" for n in range(count)]
+
+
+async def apply(org: Org, writes: list[pb.CrmWrite], **options: Any) -> list[pb.CrmWriteResult]:
+    response = await org.stub.ApplyBatch(
+        pb.ApplyBatchRequest(org="orgs/demo", writes=writes, **options)
+    )
+    return list(response.results)
+
+
+async def count_events(org: Org, link_ids: list[str]) -> dict[str, int]:
+    """Records per link, read through the connector's own QueryRecords."""
+    found: dict[str, int] = {}
+    for start in range(0, len(link_ids), 100):
+        values = [struct_pb2.Value(string_value=v) for v in link_ids[start : start + 100]]
+        response = await org.stub.QueryRecords(
+            pb.QueryRecordsRequest(
+                org="orgs/demo",
+                sobject_type="Event",
+                fields=["Concord_Link_Id__c"],
+                filters=[pb.FieldFilter(field="Concord_Link_Id__c", values=values)],
+                page_size=2000,
+            )
+        )
+        for record in response.records:
+            found[record.link_id] = found.get(record.link_id, 0) + 1
+    return found
+
+
+# ---- connections ------------------------------------------------------------------------------
+
+
+async def test_a_connection_is_validated_by_logging_in(org: Org) -> None:
+    got = await org.stub.GetOrgConnection(pb.GetOrgConnectionRequest(name="orgs/demo/connection"))
+    assert got.connection.instance_url == org.emulator.url
+    assert got.connection.organization_id.startswith("00D")
+    assert got.connection.secret == b""
+    bad = connection_for(org.emulator, org="other", password="wrong")
+    refused = await failure(
+        org.stub.UpsertOrgConnection(pb.UpsertOrgConnectionRequest(connection=bad))
+    )
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.reason == "SALESFORCE_LOGIN_FAILED"
+    assert "wrong" not in refused.message
+    missing = await failure(
+        org.stub.GetOrgConnection(pb.GetOrgConnectionRequest(name="orgs/other/connection"))
+    )
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_expired_session_is_renewed_once_and_the_call_goes_through(org: Org) -> None:
+    assert [r.status for r in await apply(org, [event(links(1)[0])])] == [OK]
+    org.admin_post("expire-sessions")
+    before = org.logins()
+    assert [r.status for r in await apply(org, [event(links(1)[0])])] == [OK]
+    assert org.logins() == before + 1
+
+
+# ---- writes -----------------------------------------------------------------------------------
+
+
+async def test_a_batch_of_450_is_one_composite_call_and_its_replay_changes_nothing(
+    org: Org,
+) -> None:
+    ids = links(450)
+    results = await apply(org, [event(link, f"Meeting {n}") for n, link in enumerate(ids)])
+    assert [r.link_id for r in results] == ids
+    assert {r.status for r in results} == {OK}
+    assert all(r.created and r.id.startswith("00U") for r in results)
+    assert org.calls() == {"POST composite": 1}
+    again = await apply(org, [event(link, f"Meeting {n}") for n, link in enumerate(ids)])
+    assert [r.id for r in again] == [r.id for r in results]
+    assert not any(r.created for r in again)
+    assert await count_events(org, ids) == dict.fromkeys(ids, 1)
+
+
+async def test_writes_carry_the_concord_call_option(org: Org) -> None:
+    seen: list[str] = []
+    original = org.emulator.emulator.api.dispatch
+
+    def spy(call: Any) -> Any:
+        seen.append(call.headers.get("sforce-call-options", ""))
+        return original(call)
+
+    org.emulator.emulator.api.dispatch = spy  # type: ignore[method-assign]
+    await apply(org, [event(links(1)[0])])
+    assert seen == ["client=concord"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "drop_response"},
+        {"kind": "error", "status": 503},
+        {"kind": "error", "status": 500},
+    ],
+    ids=["lost-acknowledgement", "503", "500"],
+)
+async def test_after_a_transient_failure_the_retried_batch_leaves_one_record_per_link(
+    org: Org, fault: dict[str, Any]
+) -> None:
+    ids = links(300)
+    org.fault(path="composite", count=1, **fault)
+    results = await apply(org, [event(link) for link in ids])
+    assert {r.status for r in results} == {OK}
+    assert await count_events(org, ids) == dict.fromkeys(ids, 1)
+    assert org.calls()["POST composite"] == 2
+
+
+async def test_single_collection_calls_are_retried_too(org: Org) -> None:
+    ids = links(3)
+    org.fault("drop_response", path="composite/sobjects", count=2)
+    results = await apply(org, [event(link) for link in ids])
+    assert {r.status for r in results} == {OK}
+    assert await count_events(org, ids) == dict.fromkeys(ids, 1)
+    assert org.calls()["PATCH composite/sobjects/Event/Concord_Link_Id__c"] == 3
+
+
+async def test_a_failure_that_outlasts_the_retries_is_reported_retryable(org: Org) -> None:
+    org.fault("error", path="composite", count=None, status=503)
+    results = await apply(org, [event(link) for link in links(2)])
+    assert {r.status for r in results} == {res.WRITE_STATUS_RETRYABLE}
+    assert results[0].errors[0].code == "SERVER_UNAVAILABLE"
+    assert org.calls()["PATCH composite/sobjects/Event/Concord_Link_Id__c"] == 5
+
+
+async def test_throttling_is_resource_exhausted_with_retry_info(org: Org) -> None:
+    org.fault("throttle", count=1)
+    got = await failure(
+        org.stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=[event("t-1")]))
+    )
+    assert got.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert got.reason == "SALESFORCE_API_LIMIT"
+    assert got.retry_after is not None
+    assert got.retry_after > 0
+    # Nothing was written, so the caller's retry is the first write.
+    assert [r.created for r in await apply(org, [event("t-1")])] == [True]
+
+
+async def test_bad_input_is_reported_per_record_with_salesforces_code(org: Org) -> None:
+    ids = links(5)
+    writes = [
+        event(ids[0], "x" * 256),
+        event(ids[1], ShowAs="Sleeping"),
+        event(ids[2], Nonsense__c="x"),
+        event(ids[3], WhoId="xyz"),
+        event(ids[4]),
+    ]
+    results = await apply(org, writes)
+    codes = [[e.code for e in r.errors] for r in results]
+    assert codes == [
+        ["STRING_TOO_LONG"],
+        ["INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"],
+        ["INVALID_FIELD"],
+        ["MALFORMED_ID"],
+        [],
+    ]
+    assert [r.status for r in results] == [res.WRITE_STATUS_INVALID] * 4 + [OK]
+    assert all(r.errors[0].message for r in results[:4])
+    # The message never carries the value that was refused.
+    assert "x" * 256 not in results[0].errors[0].message
+
+
+async def test_all_or_none_rolls_back_the_good_records(org: Org) -> None:
+    ids = links(2)
+    results = await apply(org, [event(ids[0], "x" * 256), event(ids[1])], all_or_none=True)
+    assert [r.status for r in results] == [res.WRITE_STATUS_INVALID, res.WRITE_STATUS_ROLLED_BACK]
+    assert await count_events(org, ids) == {}
+
+
+async def test_an_update_never_resurrects_a_record_deleted_in_salesforce(org: Org) -> None:
+    link = links(1)[0]
+    created = (await apply(org, [event(link)]))[0]
+    deleted = await apply(
+        org,
+        [pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_DELETE, sobject_type="Event", id=created.id)],
+    )
+    assert [r.status for r in deleted] == [OK]
+    update = event(link, "Moved", operation=pb.CRM_WRITE_OPERATION_UPDATE)
+    assert [r.status for r in await apply(org, [update])] == [res.WRITE_STATUS_NOT_FOUND]
+    assert await count_events(org, [link]) == {}
+    again = await apply(
+        org,
+        [pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_DELETE, sobject_type="Event", id=created.id)],
+    )
+    assert [r.status for r in again] == [res.WRITE_STATUS_NOT_FOUND]
+
+
+async def test_updates_by_link_and_version_checks(org: Org) -> None:
+    link = links(1)[0]
+    created = (await apply(org, [event(link)]))[0]
+    listed = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo", sobject_type="Event", ids=[created.id], fields=["SystemModstamp"]
+        )
+    )
+    stamp = listed.records[0].system_modstamp
+    update = event(link, "Moved", operation=pb.CRM_WRITE_OPERATION_UPDATE)
+    update.expected_system_modstamp.CopyFrom(stamp)
+    assert [r.status for r in await apply(org, [update])] == [OK]
+    # The same expectation is now stale: the record moved on.
+    stale = await apply(org, [update])
+    assert [r.status for r in stale] == [res.WRITE_STATUS_CONFLICT]
+    got = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo",
+            sobject_type="Event",
+            ids=[created.id, "00U000000000000"],
+            fields=["Subject"],
+        )
+    )
+    assert got.records[0].fields["Subject"] == "Moved"
+    assert list(got.not_found_ids) == ["00U000000000000"]
+
+
+# ---- reads ------------------------------------------------------------------------------------
+
+
+async def list_changes(org: Org, token: str = "", **options: Any) -> pb.ListChangesResponse:
+    return await org.stub.ListChanges(
+        pb.ListChangesRequest(
+            org="orgs/demo",
+            sobject_type="Event",
+            cursor=res.Cursor(collection="Event", token=token),
+            fields=["Subject", "Concord_Link_Id__c"],
+            **options,
+        )
+    )
+
+
+async def test_listing_changes_advances_only_with_the_records_returned(org: Org) -> None:
+    ids = links(5)
+    await apply(org, [event(link) for link in ids])
+    first = await list_changes(org, page_size=3)
+    assert [c.record.link_id for c in first.changes] == ids[:3]
+    assert first.has_more
+    second = await list_changes(org, first.next_cursor.token, page_size=3)
+    assert [c.record.link_id for c in second.changes] == ids[3:]
+    assert not second.has_more
+    org.admin_post("reset")
+    quiet = await list_changes(org, second.next_cursor.token)
+    assert list(quiet.changes) == []
+    # A session with no changes costs one call for the object type.
+    assert org.api_calls() == 1
+    changed = (await apply(org, [event(ids[1], "Renamed")]))[0]
+    deleted = (
+        await apply(
+            org,
+            [
+                pb.CrmWrite(
+                    operation=pb.CRM_WRITE_OPERATION_DELETE, sobject_type="Event", link_id=ids[2]
+                )
+            ],
+        )
+    )[0]
+    later = await list_changes(org, quiet.next_cursor.token)
+    assert [(c.type, c.record.id) for c in later.changes] == [
+        (res.CHANGE_TYPE_UPSERT, changed.id),
+        (res.CHANGE_TYPE_DELETE, deleted.id),
+    ]
+    assert later.changes[0].record.fields["Subject"] == "Renamed"
+    assert later.changes[1].record.is_deleted
+
+
+async def test_a_gap_in_the_delete_log_asks_for_a_full_resync(org: Org) -> None:
+    await apply(org, [event(link) for link in links(2)])
+    listed = await list_changes(org)
+    org.admin_post("recycle-bin/purge")
+    gap = await list_changes(org, listed.next_cursor.token)
+    assert gap.full_resync_required
+    assert list(gap.changes) == []
+    assert gap.next_cursor.token == ""
+    # The full listing that follows starts a cursor the purge no longer affects, once the
+    # purge is more than the minute Salesforce rounds `earliestDateAvailable` to behind it.
+    full = await list_changes(org)
+    assert len(full.changes) == 2
+    earlier = datetime.now(UTC) - timedelta(minutes=2)
+    org.emulator.emulator.store.set_setting("earliest_delete", earlier.isoformat())
+    after = await list_changes(org, full.next_cursor.token)
+    assert not after.full_resync_required
+    assert list(after.changes) == []
+
+
+async def test_a_foreign_cursor_is_invalid(org: Org) -> None:
+    got = await failure(list_changes(org, "not-ours"))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert got.field_violations[0][0] == "cursor.token"
+
+
+async def test_search_by_email_and_term(org: Org) -> None:
+    contacts = await org.stub.QueryRecords(
+        pb.QueryRecordsRequest(
+            org="orgs/demo", sobject_type="Contact", fields=["Email", "LastName"], page_size=2
+        )
+    )
+    emails = [r.fields["Email"] for r in contacts.records]
+    target = pb.SearchTarget(sobject_type="Contact", fields=["Email"], limit=5)
+    found = await org.stub.Search(
+        pb.SearchRequest(org="orgs/demo", emails=emails, targets=[target])
+    )
+    assert sorted(r.fields["Email"] for r in found.records) == sorted(emails)
+    assert {r.sobject_type for r in found.records} == {"Contact"}
+    by_name = await org.stub.Search(
+        pb.SearchRequest(
+            org="orgs/demo", terms=[contacts.records[0].fields["LastName"]], targets=[target]
+        )
+    )
+    assert contacts.records[0].id in [r.id for r in by_name.records]
+
+
+async def test_describe_is_cached_per_org(org: Org) -> None:
+    first = await org.stub.DescribeObject(
+        pb.DescribeObjectRequest(org="orgs/demo", sobject_type="Event")
+    )
+    fields = {f.name: f for f in first.object.fields}
+    assert fields["Subject"].length == 255
+    assert fields["Concord_Link_Id__c"].external_id
+    assert "Busy" in [p.value for p in fields["ShowAs"].picklist_values]
+    await org.stub.DescribeObject(pb.DescribeObjectRequest(org="orgs/demo", sobject_type="Event"))
+    assert org.calls() == {"GET sobjects/Event/describe": 1}
+
+
+async def test_query_errors_carry_salesforces_code(org: Org) -> None:
+    unknown = await failure(
+        org.stub.QueryRecords(
+            pb.QueryRecordsRequest(org="orgs/demo", sobject_type="Contact", fields=["Nope__c"])
+        )
+    )
+    assert unknown.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert unknown.metadata["salesforce_code"] == "INVALID_FIELD"
+    malformed = await failure(
+        org.stub.QueryRecords(
+            pb.QueryRecordsRequest(
+                org="orgs/demo", sobject_type="Contact", order_by="LastName DESC NULLS FIRST, "
+            )
+        )
+    )
+    assert malformed.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_budget_is_read_from_the_last_response(org: Org) -> None:
+    await apply(org, [event(links(1)[0])])
+    budget = (await org.stub.GetBudget(pb.GetBudgetRequest(org="orgs/demo"))).budget
+    assert budget.limit == org.emulator.emulator.settings.daily_api_limit
+    assert budget.used >= 1
+    assert budget.concord_used >= 1
+    assert budget.HasField("measure_time")
