@@ -322,3 +322,20 @@ def test_upsert_by_a_field_that_is_not_an_external_id(
     )
     assert response.status_code == 404
     assert response.json()[0]["errorCode"] == "NOT_FOUND"
+
+
+def test_bad_json_versions_list_and_wrong_method(
+    emulator: Running, http: requests.Session, token: Any
+) -> None:
+    broken = http.post(
+        api(emulator, "sobjects/Account"),
+        data=b"{not json",
+        headers={**bearer(token), "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 400
+    assert broken.json()[0]["errorCode"] == "JSON_PARSER_ERROR"
+    versions = http.get(f"{emulator.url}/services/data/").json()
+    assert {"version": "62.0", "url": "/services/data/v62.0", "label": "v62"} in versions
+    wrong = http.put(api(emulator, "sobjects/Account"), json={}, headers=bearer(token))
+    assert wrong.status_code == 405
+    assert wrong.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED"

@@ -15,6 +15,7 @@ from simple_salesforce.exceptions import SalesforceMalformedRequest
 from concord_salesforce_emulator import ids, soql, timefmt
 from concord_salesforce_emulator.errors import SalesforceError
 from concord_salesforce_emulator.schema import load_schema
+from concord_salesforce_emulator.server import Settings
 
 SCHEMA = load_schema()
 
@@ -351,3 +352,22 @@ def test_polymorphic_and_two_level_parent_fields(sf: Salesforce) -> None:
     nested = sf.query("SELECT Account.Owner.Name, Account.Name FROM Contact")["records"][0]
     assert nested["Account"]["Owner"]["Name"] == "Concord Admin"
     assert nested["Account"]["Name"] == "Acme"
+
+
+@pytest.mark.integration
+class TestBatchSize:
+    @pytest.fixture
+    def settings(self) -> Settings:
+        return Settings()
+
+    def test_batch_size_is_honoured_between_200_and_2000(self, sf: Salesforce) -> None:
+        for batch in range(3):
+            records = [
+                {"attributes": {"type": "Account"}, "Name": f"A{batch}-{n}"} for n in range(150)
+            ]
+            sf.restful("composite/sobjects", method="POST", json={"records": records})
+        page = sf.query("SELECT Id FROM Account", headers={"Sforce-Query-Options": "batchSize=300"})
+        assert (len(page["records"]), page["done"]) == (300, False)
+        page = sf.query("SELECT Id FROM Account", headers={"Sforce-Query-Options": "batchSize=50"})
+        assert len(page["records"]) == 200
+        assert len(sf.query("SELECT Id FROM Account")["records"]) == 450
