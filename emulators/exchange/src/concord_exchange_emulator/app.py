@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -22,8 +23,13 @@ from starlette.types import Receive, Scope, Send
 from concord_exchange_emulator import ews
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
+from concord_exchange_emulator.xmlns import m
 
 EWS_PATH = "/EWS/Exchange.asmx"
+# Exchange sends a heartbeat about every 30 s; shorter here so idle streams are visibly alive.
+STREAM_HEARTBEAT_SECONDS = 5.0
+# How often a stream looks for new changes: bounds the change → event latency.
+STREAM_POLL_SECONDS = 0.05
 FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
 
 
@@ -59,8 +65,12 @@ class Control:
         return None
 
 
+def _xml(env: etree._Element) -> bytes:
+    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+
+
 def _xml_response(env: etree._Element, status: int = 200) -> Response:
-    body = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    body = _xml(env)
     return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
 
 
@@ -117,6 +127,11 @@ class EwsEndpoint:
                 await Response("injected failure", status_code=fault.status)(scope, receive, send)
                 return
             ctx = self._context(user.username, user.mailbox, user.can_impersonate, header)
+            if operation == "GetStreamingEvents":
+                sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
+                minutes = int(req.findtext(m("ConnectionTimeout")) or "30")
+                await self._stream(sub_ids, minutes * 60, receive, send)
+                return
             env = await run_in_threadpool(ews.handle, ctx, operation, req)
             response = _xml_response(env)
         except ews.SoapFault as exc:
@@ -134,6 +149,48 @@ class EwsEndpoint:
             await send({"type": "http.response.body", "body": b"<?xml", "more_body": True})
             raise ConnectionAbortedError("drop_response fault injected")
         await response(scope, receive, send)
+
+    async def _stream(
+        self, sub_ids: list[str], seconds: float, receive: Receive, send: Send
+    ) -> None:
+        """GetStreamingEvents: one chunked response of SOAP documents, as Exchange streams them:
+        events as they are committed, a heartbeat while idle, "Closed" at the timeout."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/xml; charset=utf-8")],
+            }
+        )
+        gone = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        last_sent = loop.time()
+        try:
+            while not gone.is_set() and loop.time() < deadline:
+                env = await run_in_threadpool(ews.streaming_envelope, self.store, sub_ids, "OK")
+                if env is None and loop.time() - last_sent >= STREAM_HEARTBEAT_SECONDS:
+                    env = ews.envelope(ews.streaming_status("OK"))
+                if env is not None:
+                    await send({"type": "http.response.body", "body": _xml(env), "more_body": True})
+                    last_sent = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gone.wait(), STREAM_POLL_SECONDS)
+            if not gone.is_set():
+                closing = await run_in_threadpool(
+                    ews.streaming_envelope, self.store, sub_ids, "Closed"
+                )
+                assert closing is not None
+                await send({"type": "http.response.body", "body": _xml(closing)})
+        finally:
+            watcher.cancel()
 
     def _context(
         self,

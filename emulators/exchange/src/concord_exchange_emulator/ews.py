@@ -13,7 +13,7 @@ from typing import Any
 from lxml import etree
 
 from concord_exchange_emulator import items as it
-from concord_exchange_emulator.store import Folder, Store, StoredItem, new_id
+from concord_exchange_emulator.store import Change, Folder, Store, StoredItem, new_id
 from concord_exchange_emulator.xmlns import NSMAP, XSI, E, M, S, T, local, m, sub, t
 
 SERVER_VERSION = {
@@ -611,7 +611,7 @@ def _decode_watermark(text: str) -> int:
 
 def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
-        if local(node.tag) != "PullSubscriptionRequest":
+        if local(node.tag) not in {"PullSubscriptionRequest", "StreamingSubscriptionRequest"}:
             raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported yet")
         folders = [resolve_folder(ctx, f) for f in _children(node.find(t("FolderIds")))]
         if not folders:
@@ -623,7 +623,8 @@ def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
             folders[0].mailbox, [f.id for f in folders], events, seq
         )
         sub(msg, m("SubscriptionId"), sub_id)
-        sub(msg, m("Watermark"), _encode_watermark(seq))
+        if local(node.tag) == "PullSubscriptionRequest":
+            sub(msg, m("Watermark"), _encode_watermark(seq))
 
     return _each("Subscribe", _children(req), fill)
 
@@ -643,20 +644,7 @@ def get_events(ctx: Context, req: etree._Element) -> etree._Element:
         sub(note, t("PreviousWatermark"), _encode_watermark(after))
         more = len(changes) == 512
         sub(note, t("MoreEvents"), str(more).lower())
-        emitted = 0
-        for change in changes:
-            name = EVENT_ELEMENTS[change.kind]
-            if name not in event_types:
-                continue
-            event = sub(note, t(name))
-            sub(event, t("Watermark"), _encode_watermark(change.seq))
-            stamp = dt.datetime.fromisoformat(change.at).replace(tzinfo=dt.UTC)
-            sub(event, t("TimeStamp"), stamp.isoformat().replace("+00:00", "Z"))
-            sub(event, t("ItemId"), Id=change.item_id)
-            folder = ctx.store.folder(change.folder_id)
-            if folder is not None:
-                sub(event, t("ParentFolderId"), Id=folder.id, ChangeKey=folder.change_key)
-            emitted += 1
+        emitted = _add_events(ctx.store, note, changes, event_types)
         last = changes[-1].seq if changes else after
         if not emitted:
             status = sub(note, t("StatusEvent"))
@@ -664,6 +652,76 @@ def get_events(ctx: Context, req: etree._Element) -> etree._Element:
         ctx.store.set_watermark(sub_id, last)
 
     return _each("GetEvents", [req], fill)
+
+
+def _add_events(
+    store: Store, note: etree._Element, changes: list[Change], event_types: list[str]
+) -> int:
+    emitted = 0
+    for change in changes:
+        name = EVENT_ELEMENTS[change.kind]
+        if name not in event_types:
+            continue
+        event = sub(note, t(name))
+        sub(event, t("Watermark"), _encode_watermark(change.seq))
+        stamp = dt.datetime.fromisoformat(change.at).replace(tzinfo=dt.UTC)
+        sub(event, t("TimeStamp"), stamp.isoformat().replace("+00:00", "Z"))
+        sub(event, t("ItemId"), Id=change.item_id)
+        folder = store.folder(change.folder_id)
+        if folder is not None:
+            sub(event, t("ParentFolderId"), Id=folder.id, ChangeKey=folder.change_key)
+        emitted += 1
+    return emitted
+
+
+def streaming_subscriptions(ctx: Context, req: etree._Element) -> list[str]:
+    """The subscription ids of a GetStreamingEvents request, checked (a SoapFault otherwise)."""
+    ids = [i.text or "" for i in _children(req.find(m("SubscriptionIds")))]
+    for sub_id in ids:
+        found = ctx.store.subscription(sub_id)
+        if found is None:
+            raise SoapFault("ErrorSubscriptionNotFound", "The subscription was not found.")
+        try:
+            ctx.check_access(found[0])
+        except EwsError as exc:
+            raise SoapFault(exc.code, exc.text) from None
+    if not ids:
+        raise SoapFault("ErrorInvalidRequest", "GetStreamingEvents needs SubscriptionIds")
+    return ids
+
+
+def streaming_status(status: str) -> etree._Element:
+    message = _message("GetStreamingEvents")
+    sub(message, m("ConnectionStatus"), status)
+    return _response("GetStreamingEvents", [message])
+
+
+def streaming_envelope(store: Store, sub_ids: list[str], status: str) -> etree._Element | None:
+    """One document of a GetStreamingEvents stream: new events (advancing each subscription), or
+    None when there are none; with status "Closed" (the end), always a document."""
+    message = _message("GetStreamingEvents")
+    notes = etree.Element(m("Notifications"))
+    for sub_id in sub_ids:
+        found = store.subscription(sub_id)
+        if found is None:
+            continue
+        _, folder_ids, event_types, after = found
+        changes = store.changes(folder_ids, after)
+        if not changes:
+            continue
+        note = etree.Element(t("Notification"))
+        sub(note, t("SubscriptionId"), sub_id)
+        sub(note, t("PreviousWatermark"), _encode_watermark(after))
+        sub(note, t("MoreEvents"), "false")
+        if _add_events(store, note, changes, event_types):
+            notes.append(note)
+        store.set_watermark(sub_id, changes[-1].seq)
+    if len(notes):
+        message.append(notes)
+    elif status == "OK":
+        return None
+    sub(message, m("ConnectionStatus"), status)
+    return envelope(_response("GetStreamingEvents", [message]))
 
 
 def unsubscribe(ctx: Context, req: etree._Element) -> etree._Element:

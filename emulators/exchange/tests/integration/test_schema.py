@@ -27,6 +27,7 @@ from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore
 from lxml import etree
 
 from concord_exchange_emulator import ews, schema
+from concord_exchange_emulator.testing import RunningEmulator
 from concord_exchange_emulator.xmlns import S, T, local
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,19 @@ def test_a_fault_carries_the_version_header_and_the_back_off() -> None:
     value = env.find(f".//{{{T}}}Value")
     assert value is not None
     assert (value.get("Name"), value.text) == ("BackOffMilliseconds", "250")
+
+
+def test_streaming_documents_validate(emulator: RunningEmulator, account: Any) -> None:
+    subscription = account.tasks.subscribe_to_streaming()
+    Task(account=account, folder=account.tasks, subject="s").save()
+    with_events = ews.streaming_envelope(emulator.store, [subscription], "OK")
+    closing = ews.streaming_envelope(emulator.store, [subscription], "Closed")
+    heartbeat = ews.streaming_status("OK")
+    assert with_events is not None
+    assert closing is not None
+    for doc in (with_events.find(f"{{{S}}}Body"), closing.find(f"{{{S}}}Body")):
+        assert doc is not None
+        assert schema.validation_errors(doc[0]) == [], etree.tostring(doc[0]).decode()
+    assert schema.validation_errors(heartbeat) == []
+    assert with_events.find(f".//{{{T}}}CreatedEvent") is not None
+    account.tasks.unsubscribe(subscription)

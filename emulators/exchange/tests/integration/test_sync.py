@@ -98,3 +98,43 @@ def test_pull_subscription_and_get_events(account: Any) -> None:
     events = _events(tasks, subscription_id, last)
     assert [type(e).__name__ for e in events] == ["DeletedEvent"]
     tasks.unsubscribe(subscription_id)
+
+
+def test_streaming_subscription_delivers_a_change_within_a_second(
+    make_config: Any, new_user: Any
+) -> None:
+    import threading
+    import time
+
+    from exchangelib import DELEGATE, Account  # type: ignore[import-untyped]
+
+    address, password = new_user()
+    # The stream holds one pooled session; the writer needs another.
+    config = make_config(address, password, max_connections=3)
+    account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+    tasks = account.tasks
+    subscription_id = tasks.subscribe_to_streaming()
+    created: dict[str, float] = {}
+
+    def change_soon() -> None:
+        time.sleep(0.3)
+        task = Task(account=account, folder=tasks, subject="streamed")
+        task.save()
+        created["at"] = time.monotonic()
+        created_id.append(task.id)
+
+    created_id: list[str] = []
+    writer = threading.Thread(target=change_soon)
+    writer.start()
+    notifications = list(
+        tasks.get_streaming_events(
+            subscription_id, connection_timeout=1, max_notifications_returned=1
+        )
+    )
+    received = time.monotonic()
+    writer.join()
+    events = [e for n in notifications for e in n.events]
+    assert [type(e).__name__ for e in events] == ["CreatedEvent"]
+    assert events[0].item_id.id == created_id[0]
+    assert received - created["at"] < 1.0
+    tasks.unsubscribe(subscription_id)
