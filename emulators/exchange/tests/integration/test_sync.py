@@ -106,7 +106,7 @@ def test_streaming_subscription_delivers_a_change_within_a_second(
     import threading
     import time
 
-    from exchangelib import DELEGATE, Account  # type: ignore[import-untyped]
+    from exchangelib import DELEGATE, Account
 
     address, password = new_user()
     # The stream holds one pooled session; the writer needs another.
