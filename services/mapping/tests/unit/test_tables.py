@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from concord_mapping.adapters.packaged import DEFAULT_FILES, read_table_file, table_data
-from concord_mapping.domain.model import InvalidTable, Kind, TableName
+from concord_mapping.domain.model import InvalidTable, Kind, TableName, TableVersion
 from concord_mapping.domain.service import MappingTables
 from concord_mapping.domain.table import Direction, TableSchemaError, parse_table
 from concord_mapping.domain.validation import validate_table
@@ -155,3 +155,20 @@ def test_field_direction_never_widens_a_one_way_table() -> None:
     )
     assert organizer.to_crm_in(Direction.TWO_WAY)
     assert not organizer.to_mail_in(Direction.TWO_WAY)
+
+
+async def test_records_come_back_through_the_table_that_owns_their_object() -> None:
+    class Overrides:
+        async def version(self, name: TableName, version: int) -> Any:
+            if name.kind is not Kind.CALENDAR_ITEM:
+                return None
+            content = event_content()
+            content["target_sobject"] = "Task"
+            content["rules"] = [{"mail_field": "calendar_item.subject", "crm_field": "Subject"}]
+            return TableVersion(name, 3, content, "e3", None, "admin")
+
+    tables = MappingTables(Overrides(), DATA)  # type: ignore[arg-type]
+    chosen = await tables.by_object("demo", 0)
+    assert chosen["Task"][0] is Kind.TASK
+    assert chosen["EmailMessage"][0] is Kind.EMAIL
+    assert "Event" not in chosen

@@ -118,11 +118,7 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
         response = pb.MapToMailResponse()
         if not request.records:
             return response
-        by_object: dict[str, tuple[Kind, Table, int]] = {}
-        for kind in Kind:
-            table, version = await self._tables.rules(TableName(org, kind), request.mapping_version)
-            # Email is one way: an Event or Task table wins when they share an object.
-            by_object.setdefault(table.target_sobject, (kind, table, version))
+        by_object = await self._tables.by_object(org, request.mapping_version)
         for position, record in enumerate(request.records):
             result = response.results.add(record_id=record.id)
             if record.sobject_type not in by_object:

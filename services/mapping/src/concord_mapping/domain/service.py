@@ -93,6 +93,23 @@ class MappingTables:
             self._parsed[key] = parse_table(found.content, self._data.schema)
         return self._parsed[key], found.version
 
+    async def by_object(self, org: str, version: int) -> dict[str, tuple[Kind, Table, int]]:
+        """For records coming back from Salesforce: which kind's table reads each sObject.
+        A record carries no kind, so when two tables target one object (e.g. calendar items
+        sent to Task), a table that maps back wins, then the kind that object belongs to by
+        default (a Task record is a task)."""
+        found: dict[str, list[tuple[Kind, Table, int]]] = {}
+        for kind in Kind:
+            table, used = await self.rules(TableName(org, kind), version)
+            found.setdefault(table.target_sobject, []).append((kind, table, used))
+
+        def rank(entry: tuple[Kind, Table, int]) -> tuple[bool, bool]:
+            kind, table, _ = entry
+            native = self._data.defaults[kind].target_sobject == table.target_sobject
+            return (not table.direction.to_mail, not native)
+
+        return {sobject: min(entries, key=rank) for sobject, entries in found.items()}
+
     async def list_versions(
         self, name: TableName, before: int, page_size: int
     ) -> tuple[Sequence[TableVersion], int]:
