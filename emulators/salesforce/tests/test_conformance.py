@@ -25,6 +25,7 @@ from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.server import Settings
 
 from .conftest import REFERENCE, VERSION, bearer
+from .shapes import shape_mismatches
 
 pytestmark = pytest.mark.integration
 
@@ -84,35 +85,6 @@ def _cassettes() -> list[Path]:
     return found
 
 
-def _shape_mismatches(
-    recorded: Any, ours: Any, where: str = "$", hand_edited: bool = False
-) -> list[str]:
-    if recorded is None or ours is None:
-        return []
-    if isinstance(recorded, bool) or isinstance(ours, bool):
-        return [] if isinstance(recorded, bool) == isinstance(ours, bool) else [where]
-    if isinstance(recorded, int | float) and isinstance(ours, int | float):
-        return []
-    if type(recorded) is not type(ours):
-        return [f"{where}: {type(recorded).__name__} != {type(ours).__name__}"]
-    if isinstance(recorded, dict):
-        problems = []
-        # A hand-edited recording (CumulusCI's `ManualEdit` cassettes) drops keys it does not
-        # need, so only its keys must be present; otherwise the key sets must be equal.
-        missing = set(recorded) - set(ours) if hand_edited else set(recorded) ^ set(ours)
-        if missing:
-            problems.append(f"{where}: keys {sorted(missing)}")
-        for key in set(recorded) & set(ours):
-            problems += _shape_mismatches(recorded[key], ours[key], f"{where}.{key}", hand_edited)
-        return problems
-    if isinstance(recorded, list):
-        problems = []
-        for index, (left, right) in enumerate(zip(recorded, ours, strict=False)):
-            problems += _shape_mismatches(left, right, f"{where}[{index}]", hand_edited)
-        return problems
-    return []
-
-
 def _learn_ids(recorded: Any, ours: Any, mapping: dict[str, str]) -> None:
     if isinstance(recorded, str) and isinstance(ours, str):
         if _ID.match(recorded) and _ID.match(ours) and recorded[:3] == ours[:3]:
@@ -163,7 +135,7 @@ def test_replay(
         if recorded_text:
             recorded_body = json.loads(recorded_text)
             our_body = ours.json()
-            problems = _shape_mismatches(recorded_body, our_body, hand_edited=hand_edited)
+            problems = shape_mismatches(recorded_body, our_body, hand_edited=hand_edited)
             assert problems == [], (request["method"], uri, problems[:10], ours.text[:300])
             _learn_ids(recorded_body, our_body, mapping)
         replayed += 1

@@ -18,7 +18,7 @@ import requests
 from concord_salesforce_emulator.app import Running
 
 from .conftest import REFERENCE, api, bearer
-from .test_conformance import _shape_mismatches
+from .shapes import shape_mismatches
 
 pytestmark = pytest.mark.integration
 
@@ -196,5 +196,5 @@ def test_matches_fixture(
         # The fixture's records are of another object: compare the page, not the fields.
         for body in (recorded, ours):
             body["records"] = [{"attributes": r["attributes"]} for r in body["records"]]
-    problems = _subset_mismatches(recorded, ours) if subset else _shape_mismatches(recorded, ours)
+    problems = _subset_mismatches(recorded, ours) if subset else shape_mismatches(recorded, ours)
     assert problems == [], (problems, ours)

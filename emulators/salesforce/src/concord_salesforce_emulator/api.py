@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from concord_salesforce_emulator import ids, soql, sosl, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, malformed_query, not_found
-from concord_salesforce_emulator.org import AmbiguousUpsert, Org, WriteResult
+from concord_salesforce_emulator.org import ROLLED_BACK, AmbiguousUpsert, Org, WriteResult
 from concord_salesforce_emulator.schema import SObjectType
 
 log = logging.getLogger(__name__)
@@ -569,18 +569,12 @@ def _collection_write(
             early[index] = error
     if early and all_or_none:
         results: list[WriteResult | SalesforceError] = [
-            early.get(i, _rolled_back()) for i in range(len(records))
+            early.get(i, ROLLED_BACK) for i in range(len(records))
         ]
         return _collection_reply(results, mode == "upsert", ids_in)
     written = iter(api.org.write_many(operations, call.user_id, all_or_none))
     results = [early[i] if i in early else next(written) for i in range(len(records))]
     return _collection_reply(results, mode == "upsert", ids_in)
-
-
-def _rolled_back() -> SalesforceError:
-    from concord_salesforce_emulator.org import ROLLED_BACK
-
-    return ROLLED_BACK
 
 
 @route("DELETE", "composite/sobjects")

@@ -167,7 +167,7 @@ class Org:
         failed = any(isinstance(o, SalesforceError) for o in outcomes)
         if failed and all_or_none:
             return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self._commit([o.record for o in outcomes if isinstance(o, _Planned)])
+        self.commit_records([o.record for o in outcomes if isinstance(o, _Planned)])
         return [
             WriteResult(o.record.id, o.created) if isinstance(o, _Planned) else o for o in outcomes
         ]
@@ -226,7 +226,7 @@ class Org:
         failed = any(isinstance(o, SalesforceError) for o in outcomes)
         if failed and all_or_none:
             return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self._commit([o for o in outcomes if isinstance(o, StoredRecord)])
+        self.commit_records([o for o in outcomes if isinstance(o, StoredRecord)])
         return [WriteResult(o.id, False) if isinstance(o, StoredRecord) else o for o in outcomes]
 
     def purge_recycle_bin(self) -> int:
@@ -535,7 +535,8 @@ class Org:
             if before is not None:
                 self._index_add(before)
 
-    def _commit(self, records: list[StoredRecord]) -> None:
+    def commit_records(self, records: list[StoredRecord]) -> None:
+        """Writes records as they are (already validated), keeping the indexes current."""
         previous = [self.store.get(r.id) for r in records]
         if self._journal is not None:
             for record, before in zip(records, previous, strict=True):

@@ -7,7 +7,7 @@ from typing import Any
 
 from concord_salesforce_emulator import ids, timefmt
 from concord_salesforce_emulator.org import Org
-from concord_salesforce_emulator.store import Change, StoredRecord
+from concord_salesforce_emulator.store import StoredRecord
 
 
 def ensure_admin_user(org: Org, username: str) -> str:
@@ -37,8 +37,7 @@ def ensure_admin_user(org: Org, username: str) -> str:
         LastModifiedById=record_id,
         SystemModstamp=now,
     )
-    org.store.apply([Change(StoredRecord(record_id, "User", fields))])
-    org._index_add(org.store.get(record_id))  # type: ignore[arg-type]
+    org.commit_records([StoredRecord(record_id, "User", fields)])
     return record_id
 
 
