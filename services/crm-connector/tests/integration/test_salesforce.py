@@ -15,7 +15,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord_rpc import RpcFailure, from_rpc_error
 
-from .conftest import Org, connection_for
+from .conftest import Org, connection_for  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ async def failure(call: Awaitable[object]) -> RpcFailure:
 def event(
     link: str,
     subject: str = "Call",
-    operation: int = pb.CRM_WRITE_OPERATION_UPSERT,
+    operation: pb.CrmWriteOperation.ValueType = pb.CRM_WRITE_OPERATION_UPSERT,
     **extra: Any,
 ) -> pb.CrmWrite:
     fields = struct_pb2.Struct()
@@ -133,7 +133,7 @@ async def test_writes_carry_the_concord_call_option(org: Org) -> None:
         seen.append(call.headers.get("sforce-call-options", ""))
         return original(call)
 
-    org.emulator.emulator.api.dispatch = spy  # type: ignore[method-assign]
+    org.emulator.emulator.api.dispatch = spy
     await apply(org, [event(links(1)[0])])
     assert seen == ["client=concord"]
 
@@ -268,7 +268,7 @@ async def test_updates_by_link_and_version_checks(org: Org) -> None:
 
 
 async def list_changes(org: Org, token: str = "", **options: Any) -> pb.ListChangesResponse:
-    return await org.stub.ListChanges(
+    response: pb.ListChangesResponse = await org.stub.ListChanges(
         pb.ListChangesRequest(
             org="orgs/demo",
             sobject_type="Event",
@@ -277,6 +277,7 @@ async def list_changes(org: Org, token: str = "", **options: Any) -> pb.ListChan
             **options,
         )
     )
+    return response
 
 
 async def test_listing_changes_advances_only_with_the_records_returned(org: Org) -> None:

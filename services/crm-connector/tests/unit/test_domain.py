@@ -51,6 +51,12 @@ class MemoryStore:
     async def budget(self, org: str) -> Budget | None:
         return self.stored_budget
 
+    async def secret(self, org: str) -> bytes | None:
+        return None
+
+    async def record_login(self, org: str, instance_url: str, organization_id: str) -> None:
+        raise NotImplementedError
+
 
 def test_org_names() -> None:
     assert parse_org_name("orgs/demo") == "demo"
