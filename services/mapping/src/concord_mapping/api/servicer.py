@@ -85,21 +85,24 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
                     payload,
                     _json(getattr(item, payload)),
                 )
-                record = resources_pb2.CrmRecord(
-                    sobject_type=table.target_sobject, id=given.record_id, link_id=item.ref.link_id
-                )
                 fields = mapped.fields
                 if request.owner_id:
                     fields["OwnerId"] = request.owner_id
+                # Built in place: copying a finished record would double the protobuf work.
+                record = result.record
+                record.sobject_type = table.target_sobject
+                record.id = given.record_id
+                record.link_id = item.ref.link_id
                 record.fields.update(fields)
             except MappingFailure as failure:
+                result.ClearField("record")
                 _item_error(result, failure)
                 continue
             except Exception:
                 _log.exception("mapping an item failed unexpectedly")
+                result.ClearField("record")
                 _item_error(result, MappingFailure(MAPPING_FAILED, "the item could not be mapped"))
                 continue
-            result.record.CopyFrom(record)
             result.losses.extend(_losses(mapped.losses))
         return response
 
