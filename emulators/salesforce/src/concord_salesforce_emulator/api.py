@@ -29,6 +29,7 @@ LATEST_VERSION = "62.0"
 COLLECTION_LIMIT = 200
 COMPOSITE_LIMIT = 25
 COMPOSITE_HEAVY_LIMIT = 5
+OPEN_CURSORS = 100
 
 
 @dataclass
@@ -67,7 +68,10 @@ def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
 
 @dataclass
 class Cursor:
-    records: list[dict[str, Any]]
+    """A query's matching rows; each page is rendered when it is fetched."""
+
+    rows: list[dict[str, Any]]
+    render: Callable[[dict[str, Any]], dict[str, Any]]
     total: int
     position: int
     page_size: int
@@ -163,11 +167,11 @@ class RestApi:
             count = sum(1 for r in rows if planned.value_of(r, column, self._resolve) is not None)
             aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": count}
             return Reply(200, {"totalSize": 1, "done": True, "records": [aggregate]})
-        rendered = [
-            planned.render(r, planned.sobject.name, self._resolve, call.version) for r in rows
-        ]
-        size = self._batch_size(call)
-        cursor = Cursor(rendered, len(rendered), 0, size)
+
+        def render(row: dict[str, Any]) -> dict[str, Any]:
+            return planned.render(row, planned.sobject.name, self._resolve, call.version)
+
+        cursor = Cursor(rows, render, len(rows), 0, self._batch_size(call))
         return Reply(
             200, self._page(cursor, call.version, "queryAll" if include_deleted else "query")
         )
@@ -183,11 +187,14 @@ class RestApi:
     def _page(self, cursor: Cursor, version: str, resource: str) -> dict[str, Any]:
         end = cursor.position + cursor.page_size
         body: dict[str, Any] = {"totalSize": cursor.total, "done": end >= cursor.total}
-        page = cursor.records[cursor.position : end]
+        page = [cursor.render(row) for row in cursor.rows[cursor.position : end]]
         if end < cursor.total:
             locator = "01g5e" + secrets.token_hex(6).upper()[:10]
             cursor.position = end
             self.cursors[locator] = cursor
+            # Salesforce keeps a bounded number of open cursors; the oldest go first.
+            while len(self.cursors) > OPEN_CURSORS:
+                del self.cursors[next(iter(self.cursors))]
             body["nextRecordsUrl"] = f"/services/data/v{version}/{resource}/{locator}-{end}"
         body["records"] = page
         return body

@@ -11,7 +11,6 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cmp_to_key
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -366,8 +365,17 @@ class PlannedQuery:
         where = self.query.where
         today = timefmt.now().date()
         matched = [r for r in records if where is None or self._test(where, r, resolve, today)]
-        if self.orderings:
-            matched.sort(key=cmp_to_key(lambda a, b: self._order(a, b, resolve)))
+        # One stable sort per ordering, last first: each value is computed once per record.
+        for column, ordering in reversed(self.orderings):
+            keyed = [
+                (_sort_key(_normalise(column.field, self.value_of(r, column, resolve))), r)
+                for r in matched
+            ]
+            present = [pair for pair in keyed if pair[0] is not None]
+            present.sort(key=lambda pair: pair[0], reverse=ordering.descending)
+            nulls = [r for key, r in keyed if key is None]
+            ordered = [r for _, r in present]
+            matched = ordered + nulls if ordering.nulls_last else nulls + ordered
         start = self.query.offset or 0
         end = None if self.query.limit is None else start + self.query.limit
         return matched[start:end]
@@ -419,19 +427,6 @@ class PlannedQuery:
         if actual is None or expected is None:
             return False
         return _ordered(actual, node.op, expected, today)
-
-    def _order(self, a: Record, b: Record, resolve: Resolver) -> int:
-        for column, ordering in self.orderings:
-            left = _sort_key(_normalise(column.field, self.value_of(a, column, resolve)))
-            right = _sort_key(_normalise(column.field, self.value_of(b, column, resolve)))
-            if left == right:
-                continue
-            if left is None or right is None:
-                first_is_null = left is None
-                return (1 if ordering.nulls_last else -1) * (1 if first_is_null else -1)
-            result = -1 if left < right else 1
-            return -result if ordering.descending else result
-        return 0
 
     def render(self, record: Record, sobject: str, resolve: Resolver, version: str) -> Record:
         out: Record = {"attributes": _attributes(sobject, record["Id"], version)}
