@@ -371,3 +371,35 @@ class TestBatchSize:
         page = sf.query("SELECT Id FROM Account", headers={"Sforce-Query-Options": "batchSize=50"})
         assert len(page["records"]) == 200
         assert len(sf.query("SELECT Id FROM Account")["records"]) == 450
+
+
+@pytest.mark.unit
+@settings(max_examples=200, deadline=None)
+@given(
+    records=_records(),
+    descending=st.booleans(),
+    nulls=st.sampled_from(["", " NULLS FIRST", " NULLS LAST"]),
+    limit=st.one_of(st.none(), st.integers(min_value=0, max_value=15)),
+    offset=st.one_of(st.none(), st.integers(min_value=0, max_value=15)),
+)
+def test_order_limit_offset_agree_with_a_plain_sort(
+    records: list[dict[str, Any]],
+    descending: bool,
+    nulls: str,
+    limit: int | None,
+    offset: int | None,
+) -> None:
+    text = "SELECT Id FROM Contact ORDER BY LastName" + (" DESC" if descending else "") + nulls
+    text += f" LIMIT {limit}" if limit is not None else ""
+    text += f" OFFSET {offset}" if offset is not None else ""
+    nulls_last = nulls == " NULLS LAST" or (descending and nulls == "")
+    present = sorted(
+        (r for r in records if r["LastName"] is not None),
+        key=lambda r: r["LastName"].lower(),
+        reverse=descending,
+    )
+    missing = [r for r in records if r["LastName"] is None]
+    ordered = present + missing if nulls_last else missing + present
+    start = offset or 0
+    expected = ordered[start : None if limit is None else start + limit]
+    assert _run(text, records) == [r["Id"] for r in expected]
