@@ -5,15 +5,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.fernet import Fernet
 from google.protobuf import struct_pb2
 
 from concord.common.v1 import resources_pb2 as res
 from concord.crm.v1 import crm_connector_service_pb2 as pb
+from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
+from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.domain.errors import SalesforceUnavailable
+from concord_crm_connector.domain.model import AuthFlow, OrgConnection
 from concord_rpc import RpcFailure, from_rpc_error
+from concord_salesforce_emulator.app import Running
+from concord_secrets import SecretBox
+from concord_store import create_engine
 
 from .conftest import Org, connection_for  # type: ignore[import-not-found]
 
@@ -397,3 +406,35 @@ async def test_the_budget_is_read_from_the_last_response(org: Org) -> None:
     assert budget.used >= 1
     assert budget.concord_used >= 1
     assert budget.HasField("measure_time")
+
+
+async def test_only_the_configured_ca_bundle_is_trusted(
+    emulator: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The machine-wide variable names the emulator's CA, and is still not used.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.ca_cert))
+    store = SqlOrgStore(
+        create_engine(f"sqlite:///{tmp_path}/ca.db"), SecretBox(Fernet.generate_key())
+    )
+    connection = connection_for(emulator)
+    domain_connection = OrgConnection(
+        "demo",
+        emulator.url,
+        AuthFlow.PASSWORD,
+        connection.client_id,
+        connection.username,
+        "",
+        True,
+        datetime.now(UTC),
+        "e",
+    )
+    untrusting = SalesforceOrgs(store, SalesforceOptions())
+    trusting = SalesforceOrgs(store, SalesforceOptions(ca_bundle=str(emulator.ca_cert)))
+    try:
+        with pytest.raises(SalesforceUnavailable):
+            await untrusting.login(domain_connection, connection.secret)
+        info = await trusting.login(domain_connection, connection.secret)
+        assert info.instance_url == emulator.url
+    finally:
+        untrusting.close()
+        trusting.close()
