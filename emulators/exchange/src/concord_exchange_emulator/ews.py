@@ -13,6 +13,7 @@ from typing import Any
 from lxml import etree
 
 from concord_exchange_emulator import items as it
+from concord_exchange_emulator import recurrence as rec
 from concord_exchange_emulator.store import Change, Folder, Store, StoredItem, new_id
 from concord_exchange_emulator.xmlns import NSMAP, XSI, E, M, S, T, local, m, sub, t
 
@@ -220,14 +221,142 @@ def resolve_folder(ctx: Context, node: etree._Element) -> Folder:
     raise EwsError("ErrorInvalidIdMalformed", f"unsupported folder id {kind}")
 
 
+OCCURRENCE_PREFIX = "AAMkO"
+NOT_FOUND = "The specified object was not found in the store."
+
+
+def occurrence_id(master_id: str, index: int) -> str:
+    return f"{OCCURRENCE_PREFIX}{master_id}_{index}"
+
+
+def _parse_occurrence_id(item_id: str) -> tuple[str, int] | None:
+    if not item_id.startswith(OCCURRENCE_PREFIX):
+        return None
+    master_id, _, index = item_id[len(OCCURRENCE_PREFIX) :].rpartition("_")
+    return (master_id, int(index)) if index.isdigit() else None
+
+
+def _master(ctx: Context, master_id: str) -> StoredItem:
+    master = ctx.store.item(master_id)
+    if master is None or master.folder_id.startswith("exceptions:"):
+        raise EwsError("ErrorItemNotFound", NOT_FOUND)
+    ctx.check_access(master.mailbox)
+    return master
+
+
+def _deleted_starts(master: etree._Element) -> set[str]:
+    return {
+        d.findtext(t("Start")) or ""
+        for d in master.iterfind(f"{t('DeletedOccurrences')}/{t('DeletedOccurrence')}")
+    }
+
+
+def occurrence_xml(master: etree._Element, start: dt.datetime, end: dt.datetime) -> etree._Element:
+    occ = etree.fromstring(etree.tostring(master))
+    for name in ("Recurrence", "ModifiedOccurrences", "DeletedOccurrences", "CalendarItemType"):
+        for node in occ.findall(t(name)):
+            occ.remove(node)
+    for name, value in (("Start", start), ("End", end), ("OriginalStart", start)):
+        field = occ.find(t(name))
+        if field is None:
+            field = sub(occ, t(name))
+        field.text = rec.utc_text(value)
+    sub(occ, t("CalendarItemType"), "Occurrence")
+    recurring = occ.find(t("IsRecurring"))
+    if recurring is None:
+        sub(occ, t("IsRecurring"), "true")
+    return it.sort_children(occ)
+
+
+def _occurrence(ctx: Context, master: StoredItem, index: int) -> StoredItem:
+    """An occurrence as a virtual item: the stored exception, or one generated from the master."""
+    occ_id = occurrence_id(master.id, index)
+    exception = ctx.store.item(occ_id)
+    if exception is not None:
+        return StoredItem(
+            occ_id,
+            master.mailbox,
+            master.folder_id,
+            exception.xml,
+            exception.version,
+            master.created_seq,
+        )
+    master_el = etree.fromstring(master.xml)
+    try:
+        found = rec.occurrence(master_el, index)
+    except rec.RecurrenceNotSupported as exc:
+        raise EwsError("ErrorInvalidOperation", str(exc)) from None
+    if found is None or rec.utc_text(found[0]) in _deleted_starts(master_el):
+        raise EwsError("ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange", NOT_FOUND)
+    xml = etree.tostring(occurrence_xml(master_el, *found))
+    return StoredItem(
+        occ_id, master.mailbox, master.folder_id, xml, master.version, master.created_seq
+    )
+
+
 def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
-    if local(node.tag) != "ItemId":
-        raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported")
+    kind = local(node.tag)
+    if kind == "OccurrenceItemId":
+        master = _master(ctx, node.get("RecurringMasterId", ""))
+        return _occurrence(ctx, master, int(node.get("InstanceIndex", "0")))
+    if kind == "RecurringMasterItemId":
+        parsed = _parse_occurrence_id(node.get("OccurrenceId", ""))
+        return _master(ctx, parsed[0] if parsed else node.get("OccurrenceId", ""))
+    if kind != "ItemId":
+        raise EwsError("ErrorInvalidOperation", f"{kind} is not supported")
+    parsed = _parse_occurrence_id(node.get("Id", ""))
+    if parsed is not None:
+        return _occurrence(ctx, _master(ctx, parsed[0]), parsed[1])
     found = ctx.store.item(node.get("Id", ""))
-    if found is None:
-        raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+    if found is None or found.folder_id.startswith("exceptions:"):
+        raise EwsError("ErrorItemNotFound", NOT_FOUND)
     ctx.check_access(found.mailbox)
     return found
+
+
+def _save_exception(ctx: Context, occ: StoredItem, xml: etree._Element) -> StoredItem:
+    """An edited occurrence becomes an exception, listed in the master's ModifiedOccurrences."""
+    parsed = _parse_occurrence_id(occ.id)
+    assert parsed is not None
+    master = _master(ctx, parsed[0])
+    kind = xml.find(t("CalendarItemType"))
+    if kind is not None:
+        kind.text = "Exception"
+    master_el = etree.fromstring(master.xml)
+    modified = master_el.find(t("ModifiedOccurrences"))
+    if modified is None:
+        modified = sub(master_el, t("ModifiedOccurrences"))
+    for entry in modified.findall(t("Occurrence")):
+        entry_id = entry.find(t("ItemId"))
+        if entry_id is not None and entry_id.get("Id") == occ.id:
+            modified.remove(entry)
+    entry = sub(modified, t("Occurrence"))
+    sub(entry, t("ItemId"), Id=occ.id, ChangeKey=f"CQAAAB{occ.version + 1:08d}")
+    for name in ("Start", "End", "OriginalStart"):
+        sub(entry, t(name), xml.findtext(t(name)) or "")
+    it.sort_children(master_el)
+    return ctx.store.put_exception(occ.id, master, etree.tostring(xml), etree.tostring(master_el))
+
+
+def _delete_occurrence(ctx: Context, occ: StoredItem) -> None:
+    parsed = _parse_occurrence_id(occ.id)
+    assert parsed is not None
+    master = _master(ctx, parsed[0])
+    master_el = etree.fromstring(master.xml)
+    original = etree.fromstring(occ.xml).findtext(t("OriginalStart")) or ""
+    modified = master_el.find(t("ModifiedOccurrences"))
+    if modified is not None:
+        for entry in modified.findall(t("Occurrence")):
+            if entry.findtext(t("OriginalStart")) == original:
+                modified.remove(entry)
+        if not len(modified):
+            master_el.remove(modified)
+    deleted = master_el.find(t("DeletedOccurrences"))
+    if deleted is None:
+        deleted = sub(master_el, t("DeletedOccurrences"))
+    sub(sub(deleted, t("DeletedOccurrence")), t("Start"), original)
+    it.sort_children(master_el)
+    ctx.store.drop_exception(occ.id, master, etree.tostring(master_el))
 
 
 def folder_element(ctx: Context, folder: Folder) -> etree._Element:
@@ -403,7 +532,10 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
         modified = xml.find(t("LastModifiedTime"))
         if modified is not None:
             modified.text = it.now_iso()
-        updated = ctx.store.update_item(stored, _xml(xml), read_flag_only=changed == {"IsRead"})
+        if _parse_occurrence_id(stored.id) is not None:
+            updated = _save_exception(ctx, stored, xml)
+        else:
+            updated = ctx.store.update_item(stored, _xml(xml), read_flag_only=changed == {"IsRead"})
         sub(msg, m("Items")).append(render_item(ctx, updated, id_only))
         sub(sub(msg, m("ConflictResults")), t("Count"), "0")
 
@@ -415,6 +547,9 @@ def delete_item(ctx: Context, req: etree._Element) -> etree._Element:
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         stored = resolve_item(ctx, node)
+        if _parse_occurrence_id(stored.id) is not None:
+            _delete_occurrence(ctx, stored)
+            return
         if delete_type == "MoveToDeletedItems":
             bin_ = ctx.store.distinguished_folder(stored.mailbox, "deleteditems")
             if bin_ is not None and bin_.id != stored.folder_id:
@@ -432,6 +567,8 @@ def move_item(ctx: Context, req: etree._Element) -> etree._Element:
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         stored = resolve_item(ctx, node)
+        if _parse_occurrence_id(stored.id) is not None:
+            raise EwsError("ErrorInvalidOperation", "an occurrence cannot be moved on its own")
         if stored.mailbox != target.mailbox:
             raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
         moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
@@ -467,7 +604,10 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
         full = it.Shape(None)
-        rows = [(s, render_item(ctx, s, full)) for s in ctx.store.items_in(folder.id)]
+        stored_items = ctx.store.items_in(folder.id)
+        if calendar_view is not None:
+            stored_items = _expand(ctx, stored_items, calendar_view)
+        rows = [(s, render_item(ctx, s, full)) for s in stored_items]
         if calendar_view is not None:
             rows = _in_view(rows, calendar_view)
         if restriction is not None and len(restriction):
@@ -493,18 +633,35 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("FindItem", _children(req.find(m("ParentFolderIds"))), fill)
 
 
+def _expand(ctx: Context, stored_items: list[StoredItem], view: etree._Element) -> list[StoredItem]:
+    """CalendarView lists occurrences and exceptions of a series instead of its master."""
+    end = rec.parse_utc(view.get("EndDate", ""))
+    found: list[StoredItem] = []
+    for stored in stored_items:
+        el = etree.fromstring(stored.xml)
+        if el.find(t("Recurrence")) is None:
+            found.append(stored)
+            continue
+        deleted = _deleted_starts(el)
+        try:
+            for index, start, _ in rec.occurrences(el):
+                if start >= end:
+                    break
+                if rec.utc_text(start) in deleted:
+                    continue
+                found.append(_occurrence(ctx, stored, index))
+        except rec.RecurrenceNotSupported as exc:
+            # Never a wrong answer: a series the emulator cannot expand is an error.
+            raise EwsError("ErrorInvalidOperation", f"cannot expand the series: {exc}") from None
+    return found
+
+
 def _in_view(
     rows: list[tuple[StoredItem, etree._Element]], view: etree._Element
 ) -> list[tuple[StoredItem, etree._Element]]:
     start, end = view.get("StartDate", ""), view.get("EndDate", "")
     found = []
     for stored, el in rows:
-        if el.find(t("Recurrence")) is not None:
-            # Never a wrong answer: a master alone is not what CalendarView returns.
-            raise EwsError(
-                "ErrorInvalidOperation",
-                "the emulator does not expand recurring series in CalendarView yet",
-            )
         s, e = el.findtext(t("Start")), el.findtext(t("End"))
         if s and e and it.compare(s, end) < 0 and it.compare(e, start) > 0:
             found.append((stored, el))

@@ -117,6 +117,24 @@ def seed_mailbox(store: Store) -> bool:
     sub(offsite, t("IsAllDayEvent"), "true")
     stored.append((calendar.id, offsite))
 
+    # A weekly series in another zone than the mailbox's other meetings.
+    standup = _item("CalendarItem", Subject="Weekly pipeline stand-up")
+    _categories(standup, "Salesforce")
+    first = base + dt.timedelta(days=(7 - base.weekday()) % 7 or 7, hours=17)
+    sub(standup, t("Start"), _stamp(first))
+    sub(standup, t("End"), _stamp(first + dt.timedelta(minutes=30)))
+    recurrence = sub(standup, t("Recurrence"))
+    weekly = sub(recurrence, t("WeeklyRecurrence"))
+    sub(weekly, t("Interval"), "1")
+    sub(weekly, t("DaysOfWeek"), "Monday")
+    sub(weekly, t("FirstDayOfWeek"), "Monday")
+    numbered = sub(recurrence, t("NumberedRecurrence"))
+    sub(numbered, t("StartDate"), first.date().isoformat())
+    sub(numbered, t("NumberOfOccurrences"), "10")
+    sub(standup, t("StartTimeZone"), Id="Eastern Standard Time")
+    sub(standup, t("EndTimeZone"), Id="Eastern Standard Time")
+    stored.append((calendar.id, standup))
+
     for n, (subject, due, status) in enumerate(
         [
             ("Send Acme the renewal quote", 3, "NotStarted"),

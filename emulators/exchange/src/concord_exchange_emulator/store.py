@@ -89,6 +89,11 @@ class Change:
     at: str
 
 
+def exceptions_of(master_id: str) -> str:
+    """The pseudo folder holding a series' modified occurrences."""
+    return f"exceptions:{master_id}"
+
+
 def new_id(prefix: str) -> str:
     # Opaque, long and base64-looking like real EWS ids; clients must not parse them.
     return prefix + uuid.uuid4().hex.upper()
@@ -319,6 +324,35 @@ class Store:
         with self.transaction() as db:
             self._log(db, item.mailbox, item.folder_id, item.id, "delete")
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+            db.execute("DELETE FROM items WHERE folder_id = ?", (exceptions_of(item.id),))
+
+    def put_exception(
+        self, occurrence_id: str, master: StoredItem, xml: bytes, master_xml: bytes
+    ) -> StoredItem:
+        """Store a modified occurrence beside its master. Clients see it as an update of the
+        master (as Exchange reports an occurrence edit), never as an item of its own."""
+        with self.transaction() as db:
+            row = db.execute("SELECT version FROM items WHERE id = ?", (occurrence_id,)).fetchone()
+            version = int(row["version"]) + 1 if row else 1
+            db.execute(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                (occurrence_id, master.mailbox, exceptions_of(master.id), xml, version, 0),
+            )
+            self._log(db, master.mailbox, master.folder_id, master.id, "update")
+            db.execute(
+                "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?",
+                (master_xml, master.id),
+            )
+        return StoredItem(occurrence_id, master.mailbox, master.folder_id, xml, version, 0)
+
+    def drop_exception(self, occurrence_id: str, master: StoredItem, master_xml: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM items WHERE id = ?", (occurrence_id,))
+            self._log(db, master.mailbox, master.folder_id, master.id, "update")
+            db.execute(
+                "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?",
+                (master_xml, master.id),
+            )
 
     def move_item(self, item: StoredItem, new_id_: str, folder_id: str, xml: bytes) -> StoredItem:
         """Exchange gives a moved item a new id: the old one is deleted from the source folder."""

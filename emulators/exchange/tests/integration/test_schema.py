@@ -24,6 +24,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorItemNotFound,
 )
 from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore[import-untyped]
+from exchangelib.recurrence import DailyPattern, Recurrence  # type: ignore[import-untyped]
 from lxml import etree
 
 from concord_exchange_emulator import ews, schema
@@ -85,6 +86,26 @@ def _session(account: Any) -> None:
     stale.subject = "m3"
     with pytest.raises(ErrorIrresolvableConflict):
         stale.save(update_fields=["subject"], conflict_resolution="NeverOverwrite")
+    series = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="series",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=start.date(), number=3),
+    )
+    series.save(send_meeting_invitations="SendToNone")
+    second = series.occurrence(index=2)
+    second.refresh()
+    second.subject = "moved"
+    second.save(update_fields=["subject"])
+    third = series.occurrence(index=3)
+    third.refresh()
+    third.delete()
+    account.calendar.get(id=series.id)
+    list(
+        account.calendar.view(start=start - dt.timedelta(days=1), end=start + dt.timedelta(days=5))
+    )
     task = Task(account=account, folder=account.tasks, subject="t", due_date=dt.date(2030, 1, 1))
     task.save()
     account.tasks.get(id=task.id)

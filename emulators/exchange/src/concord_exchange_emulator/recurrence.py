@@ -1,0 +1,171 @@
+"""Expanding an EWS recurrence pattern into occurrences, in the series' own time zone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import pathlib
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil import rrule
+from lxml import etree
+
+from concord_exchange_emulator.xmlns import local, t
+
+# Generating a never-ending series stops here; CalendarView windows are far shorter.
+MAX_OCCURRENCES = 5000
+
+_DAYS = {
+    "Monday": rrule.MO,
+    "Tuesday": rrule.TU,
+    "Wednesday": rrule.WE,
+    "Thursday": rrule.TH,
+    "Friday": rrule.FR,
+    "Saturday": rrule.SA,
+    "Sunday": rrule.SU,
+}
+_DAY_GROUPS = {
+    "Day": list(_DAYS.values()),
+    "Weekday": [rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR],
+    "WeekendDay": [rrule.SA, rrule.SU],
+}
+_INDEX = {"First": 1, "Second": 2, "Third": 3, "Fourth": 4, "Last": -1}
+_MONTHS = {
+    name: n
+    for n, name in enumerate(
+        [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ],
+        start=1,
+    )
+}
+
+
+class RecurrenceNotSupported(Exception):
+    """A pattern the emulator does not expand (never a wrong list of occurrences)."""
+
+
+@functools.cache
+def _windows_zones() -> dict[str, str]:
+    path = pathlib.Path(__file__).parent / "windows_zones.json"
+    zones: dict[str, str] = json.loads(path.read_text())["zones"]
+    return zones
+
+
+def zone_of(item: etree._Element) -> dt.tzinfo:
+    """The series' zone: StartTimeZone's Windows id mapped to IANA (UTC when absent)."""
+    node = item.find(t("StartTimeZone"))
+    if node is None:
+        return dt.UTC
+    ms_id = node.get("Id", "")
+    iana = _windows_zones().get(ms_id)
+    if iana is None:
+        raise RecurrenceNotSupported(f"unknown time zone {ms_id!r}")
+    try:
+        return ZoneInfo(iana)
+    except ZoneInfoNotFoundError:
+        raise RecurrenceNotSupported(f"unknown time zone {iana!r}") from None
+
+
+def parse_utc(text: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _days(text: str) -> list[rrule.weekday]:
+    found: list[rrule.weekday] = []
+    for name in text.split():
+        if name in _DAYS:
+            found.append(_DAYS[name])
+        elif name in _DAY_GROUPS:
+            found.extend(_DAY_GROUPS[name])
+        else:
+            raise RecurrenceNotSupported(f"day {name!r}")
+    return found
+
+
+def _rule(item: etree._Element) -> rrule.rrule:
+    recurrence = item.find(t("Recurrence"))
+    start_text, end_text = item.findtext(t("Start")), item.findtext(t("End"))
+    if recurrence is None or not start_text or not end_text:
+        raise RecurrenceNotSupported("no recurrence")
+    tz = zone_of(item)
+    first = parse_utc(start_text).astimezone(tz)
+    pattern, range_ = recurrence[0], recurrence[1]
+    kind = local(pattern.tag)
+    interval = int(pattern.findtext(t("Interval")) or "1")
+    args: dict[str, object] = {"interval": interval}
+    if kind == "DailyRecurrence":
+        freq = rrule.DAILY
+    elif kind == "WeeklyRecurrence":
+        freq = rrule.WEEKLY
+        args["byweekday"] = _days(pattern.findtext(t("DaysOfWeek")) or "")
+        args["wkst"] = _DAYS.get(pattern.findtext(t("FirstDayOfWeek")) or "Sunday", rrule.SU)
+    elif kind == "AbsoluteMonthlyRecurrence":
+        freq = rrule.MONTHLY
+        args["bymonthday"] = int(pattern.findtext(t("DayOfMonth")) or "1")
+    elif kind == "RelativeMonthlyRecurrence":
+        freq = rrule.MONTHLY
+        args["byweekday"] = _days(pattern.findtext(t("DaysOfWeek")) or "")
+        args["bysetpos"] = _INDEX[pattern.findtext(t("DayOfWeekIndex")) or "First"]
+    elif kind == "AbsoluteYearlyRecurrence":
+        freq = rrule.YEARLY
+        args["bymonth"] = _MONTHS[pattern.findtext(t("Month")) or "January"]
+        args["bymonthday"] = int(pattern.findtext(t("DayOfMonth")) or "1")
+    elif kind == "RelativeYearlyRecurrence":
+        freq = rrule.YEARLY
+        args["bymonth"] = _MONTHS[pattern.findtext(t("Month")) or "January"]
+        args["byweekday"] = _days(pattern.findtext(t("DaysOfWeek")) or "")
+        args["bysetpos"] = _INDEX[pattern.findtext(t("DayOfWeekIndex")) or "First"]
+    else:
+        raise RecurrenceNotSupported(f"pattern {kind}")
+    start_date = dt.date.fromisoformat((range_.findtext(t("StartDate")) or "")[:10])
+    # Occurrences keep the master's wall-clock time across DST changes, as Exchange does.
+    dtstart = dt.datetime.combine(start_date, first.time().replace(tzinfo=None))
+    range_kind = local(range_.tag)
+    if range_kind == "NumberedRecurrence":
+        args["count"] = int(range_.findtext(t("NumberOfOccurrences")) or "1")
+    elif range_kind == "EndDateRecurrence":
+        end_date = dt.date.fromisoformat((range_.findtext(t("EndDate")) or "")[:10])
+        args["until"] = dt.datetime.combine(end_date, dt.time(23, 59, 59))
+    elif range_kind == "NoEndRecurrence":
+        args["count"] = MAX_OCCURRENCES
+    else:
+        raise RecurrenceNotSupported(f"range {range_kind}")
+    return rrule.rrule(freq, dtstart=dtstart, **args)  # type: ignore[arg-type]
+
+
+def occurrences(item: etree._Element) -> Iterator[tuple[int, dt.datetime, dt.datetime]]:
+    """(1-based instance index, start, end) in UTC for every occurrence of the series, in order."""
+    tz = zone_of(item)
+    start = parse_utc(item.findtext(t("Start")) or "")
+    duration = parse_utc(item.findtext(t("End")) or "") - start
+    for index, local_start in enumerate(_rule(item), start=1):
+        begins = local_start.replace(tzinfo=tz).astimezone(dt.UTC)
+        yield index, begins, begins + duration
+
+
+def occurrence(item: etree._Element, index: int) -> tuple[dt.datetime, dt.datetime] | None:
+    for found, start, end in occurrences(item):
+        if found == index:
+            return start, end
+        if found > index:
+            break
+    return None
+
+
+def utc_text(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
