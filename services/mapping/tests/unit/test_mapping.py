@@ -142,6 +142,24 @@ def test_windows_zone_names_are_accepted_and_stored_as_iana() -> None:
     assert mapped.fields["RecurrenceTimeZoneSidKey"] == "Europe/Berlin"
 
 
+def test_zones_are_written_as_salesforce_lists_them_or_refused() -> None:
+    for given_zone, written in [
+        ("India Standard Time", "Asia/Kolkata"),
+        ("Asia/Calcutta", "Asia/Kolkata"),
+        ("UTC", "GMT"),
+        ("Europe/London", "Europe/London"),
+    ]:
+        series = event(time_zone=given_zone, recurrence={"rules": ["RRULE:FREQ=DAILY"]})
+        mapped = to_crm(Kind.CALENDAR_ITEM, series)
+        assert mapped.fields["RecurrenceTimeZoneSidKey"] == written
+    with pytest.raises(MappingFailure) as caught:
+        to_crm(
+            Kind.CALENDAR_ITEM,
+            event(time_zone="America/Havana", recurrence={"rules": ["RRULE:FREQ=DAILY"]}),
+        )
+    assert caught.value.reason == "UNSUPPORTED_TIME_ZONE"
+
+
 def test_malformed_rrule_and_bad_times_are_item_failures() -> None:
     for bad, reason in [
         (event(recurrence={"rules": ["RRULE:FREQ=SOMETIMES"]}), "MALFORMED_RECURRENCE"),

@@ -20,7 +20,7 @@ from concord_mapping.domain.describe import FieldDescribe, SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
 from concord_mapping.domain.table import FieldRule
 from concord_mapping.domain.text import html_to_text, truncate
-from concord_mapping.domain.timezones import iana_zone, zone
+from concord_mapping.domain.timezones import equivalent_zone, iana_zone, zone
 
 __all__ = ["TRANSFORMS", "Loss", "LossKind", "Side", "Step", "Transform"]
 
@@ -90,6 +90,12 @@ class Step:
     def fail(self, reason: str, message: str) -> MappingFailure:
         return MappingFailure(reason, message, self.rule.mail_field)
 
+    def salesforce_zone(self, name: str, target: str = "RecurrenceTimeZoneSidKey") -> str:
+        """An IANA name Salesforce's restricted zone list accepts for the same zone."""
+        found = self.crm_field(target)
+        allowed = found.picklist_values if found and found.restricted_picklist else ()
+        return equivalent_zone(name, allowed, self.rule.mail_field)
+
     def crm_field(self, name: str) -> FieldDescribe | None:
         return self.describe.field(name) if self.describe else None
 
@@ -146,8 +152,17 @@ class Transform:
 
 
 def _blank(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _unset_enum(step: Step, value: Any) -> bool:
+    """An enum's zero value (`SHOW_AS_UNSPECIFIED`); only where the mail field is an enum, so
+    text that happens to end the same way is never taken for it."""
     return (
-        value is None or value == "" or (isinstance(value, str) and value.endswith("_UNSPECIFIED"))
+        step.side is Side.CRM
+        and not step.params.get("open")
+        and isinstance(value, str)
+        and value.endswith("_UNSPECIFIED")
     )
 
 
@@ -223,7 +238,7 @@ def _body_to_crm(step: Step, value: Any) -> None:
 
 
 def _picklist_to(step: Step, value: Any) -> None:
-    if _blank(value):
+    if _blank(value) or _unset_enum(step, value):
         step.write(None)
         return
     values: Mapping[str, Any] = step.params.get("values") or {}
@@ -354,7 +369,7 @@ def _time_zone_to_crm(step: Step, value: Any) -> None:
     name = iana_zone(str(value), step.rule.mail_field)
     # Salesforce only keeps a zone on series; a single event is fixed by its instants.
     if step.sibling("recurrence"):
-        step.write(name)
+        step.write(step.salesforce_zone(name, step.rule.crm_field))
 
 
 def _time_zone_to_mail(step: Step, value: Any) -> None:
@@ -423,7 +438,7 @@ def _recurrence_to_crm(step: Step, value: Any) -> None:
     all_day = bool(step.sibling("all_day"))
     if not name and not all_day:
         raise step.fail("UNKNOWN_TIME_ZONE", "a timed series needs the zone it recurs in")
-    zone_name = iana_zone(str(name), step.rule.mail_field) if name else ""
+    zone_name = step.salesforce_zone(iana_zone(str(name), step.rule.mail_field)) if name else ""
     exclusions = list(value.get("excluded_dates") or []) + [
         format_instant(_instant_or_fail(step, s)) for s in value.get("excluded_starts") or []
     ]
