@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -339,3 +340,11 @@ def test_bad_json_versions_list_and_wrong_method(
     wrong = http.put(api(emulator, "sobjects/Account"), json={}, headers=bearer(token))
     assert wrong.status_code == 405
     assert wrong.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED"
+
+
+def test_external_ids_with_slashes_travel_encoded(
+    sf: Salesforce, emulator: Running, http: requests.Session, token: Any
+) -> None:
+    url = api(emulator, f"sobjects/Task/Concord_Link_Id__c/{quote('mail/1', safe='')}")
+    assert http.patch(url, json={"Subject": "Slash"}, headers=bearer(token)).status_code == 201
+    assert http.get(url, headers=bearer(token)).json()["Concord_Link_Id__c"] == "mail/1"

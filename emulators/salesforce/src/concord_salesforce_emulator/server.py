@@ -206,7 +206,10 @@ def build_app(emulator: Emulator) -> web.Application:
     @routes.route("*", "/services/data/{version}")
     async def rest(request: web.Request) -> web.StreamResponse:
         version = version_of(request.match_info["version"])
-        rest_path = request.match_info.get("rest", "").rstrip("/")
+        # The still-encoded path: an external id may hold `/` (sent as %2F), and handlers
+        # decode each segment themselves.
+        raw_parts = request.rel_url.raw_path.split("/", 4)
+        rest_path = (raw_parts[4] if len(raw_parts) > 4 else "").rstrip("/")
         emulator.runtime.counters[f"{request.method} {_endpoint(rest_path)}"] += 1
         if version is None:
             return _with_limit(emulator, _error(not_found()))
