@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
+from concord_crm_connector.adapters.salesforce import (
+    SalesforceOptions,
+    SalesforceOrgs,
+    token_request,
+)
+from concord_crm_connector.domain.errors import LoginFailed
 from concord_crm_connector.domain.model import (
     AuthFlow,
     Budget,
@@ -118,3 +127,33 @@ async def test_no_retry_once_concords_share_of_the_budget_is_spent() -> None:
     assert outcomes[0].errors[0].code == "UNABLE_TO_LOCK_ROW"
     assert client.sent == [["a"]]
     assert adapter.delays == []
+
+
+def test_token_requests_per_flow() -> None:
+    password = token_request(CONNECTION, b'{"client_secret": "cs", "password": "pw"}')
+    assert password == {
+        "client_id": "cid",
+        "grant_type": "password",
+        "username": "u",
+        "password": "pw",
+        "client_secret": "cs",
+    }
+    plain = token_request(replace(CONNECTION, auth_flow=AuthFlow.CLIENT_CREDENTIALS), b"cs")
+    assert plain == {"client_id": "cid", "grant_type": "client_credentials", "client_secret": "cs"}
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    signed = token_request(replace(CONNECTION, auth_flow=AuthFlow.JWT_BEARER), pem)
+    assert signed["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    claims = jwt.decode(
+        signed["assertion"],
+        key.public_key(),
+        algorithms=["RS256"],
+        audience="https://login.example",
+    )
+    assert (claims["iss"], claims["sub"]) == ("cid", "u")
+    with pytest.raises(LoginFailed):
+        token_request(replace(CONNECTION, auth_flow=AuthFlow.JWT_BEARER), b"not a key")

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
+import jwt
 import requests
 from simple_salesforce.api import Salesforce as SalesforceClient
 from simple_salesforce.exceptions import (
@@ -84,7 +85,7 @@ from concord_crm_connector.domain.writes import (
     rest_errors,
 )
 
-__all__ = ["SalesforceOptions", "SalesforceOrgs"]
+__all__ = ["SalesforceOptions", "SalesforceOrgs", "token_request"]
 
 T = TypeVar("T")
 
@@ -194,7 +195,7 @@ class SalesforceOrgs:
         return http
 
     def _login(self, connection: OrgConnection, secret: bytes) -> tuple[_Client, LoginInfo]:
-        data = _token_request(connection, secret)
+        data = token_request(connection, secret)
         http = self._http()
         token_url = connection.login_url.rstrip("/") + "/services/oauth2/token"
         try:
@@ -559,7 +560,7 @@ def _with_timeout(request: Callable[..., Any], timeout: float) -> Callable[..., 
     return bounded
 
 
-def _token_request(connection: OrgConnection, secret: bytes) -> dict[str, str]:
+def token_request(connection: OrgConnection, secret: bytes) -> dict[str, str]:
     """The token request of the connection's flow.
 
     The proto has one secret per connection, but OAuth's password and refresh-token flows
@@ -591,7 +592,22 @@ def _token_request(connection: OrgConnection, secret: bytes) -> dict[str, str]:
             refresh_token=parts.get("refresh_token", text if not parts else ""),
         )
     else:
-        raise LoginFailed(connection.org, f"auth flow {connection.auth_flow.value} not supported")
+        # JWT bearer: the secret is the connected app's private key (PEM); the assertion is
+        # signed the way simple-salesforce signs it, for the audience of the org's login URL.
+        try:
+            assertion = jwt.encode(
+                {
+                    "iss": connection.client_id,
+                    "sub": connection.username,
+                    "aud": connection.login_url.rstrip("/"),
+                    "exp": int(time.time()) + 180,
+                },
+                text,
+                algorithm="RS256",
+            )
+        except (ValueError, TypeError, jwt.PyJWTError):
+            raise LoginFailed(connection.org, "private key unusable") from None
+        return {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
     if "client_secret" in parts:
         data["client_secret"] = parts["client_secret"]
     return data
