@@ -440,6 +440,11 @@ def _typed(value: str) -> object:
 def compare(a: str, b: str) -> int:
     x: Any = _typed(a)
     y: Any = _typed(b)
+    # xs:boolean allows 1/0 (exchangelib sends them in restrictions), Exchange stores true/false.
+    if isinstance(x, bool) and isinstance(y, float) and y in {0.0, 1.0}:
+        y = bool(y)
+    elif isinstance(y, bool) and isinstance(x, float) and x in {0.0, 1.0}:
+        x = bool(x)
     if type(x) is not type(y):
         x, y = a.casefold(), b.casefold()
     return int(x > y) - int(x < y)

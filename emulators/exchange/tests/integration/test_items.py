@@ -258,6 +258,9 @@ def test_find_item_restrictions(account: Account) -> None:
     assert {i.subject for i in cal.filter(Q(subject="A") | Q(subject="C"))} == {"A", "C"}
     assert {i.subject for i in cal.filter(~Q(subject="A"))} == {"B", "C"}
     assert {i.subject for i in cal.filter(subject__icontains="b")} == {"B"}
+    assert {i.subject for i in cal.filter(subject__in=["A", "B"])} == {"A", "B"}
+    assert {i.subject for i in cal.filter(is_all_day=False)} == {"A", "B", "C"}
+    assert {i.subject for i in cal.filter(is_all_day=True)} == set()
 
 
 @pytest.mark.parametrize(

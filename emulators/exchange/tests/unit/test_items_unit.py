@@ -16,7 +16,7 @@ ITEM = f"""<t:CalendarItem xmlns:t="{T}">
   <t:Categories><t:String>Salesforce</t:String><t:String>Team</t:String></t:Categories>
   <t:Start>2030-01-01T09:00:00Z</t:Start>
   <t:End>2030-01-01T10:00:00+01:00</t:End>
-  <t:IsAllDayEvent>1</t:IsAllDayEvent>
+  <t:IsAllDayEvent>true</t:IsAllDayEvent>
 </t:CalendarItem>"""
 
 
@@ -41,6 +41,8 @@ def _eq(uri: str, value: str, op: str = "IsEqualTo") -> str:
         (_eq("calendar:End", "2030-01-01T09:00:00Z", "IsLessThanOrEqualTo"), True),
         (_eq("calendar:End", "2030-01-01T08:59:00Z", "IsLessThanOrEqualTo"), False),
         (_eq("item:Categories", "team"), True),
+        (_eq("calendar:IsAllDayEvent", "1"), True),
+        (_eq("calendar:IsAllDayEvent", "false"), False),
         (_eq("item:Categories", "Salesforce", "IsNotEqualTo"), False),
         (
             '<t:Contains ContainmentMode="FullString" ContainmentComparison="IgnoreCase">'
@@ -74,7 +76,7 @@ def test_an_operand_other_than_a_constant_is_refused() -> None:
 
 
 def test_children_are_put_in_schema_order_and_booleans_normalised() -> None:
-    item = it.sort_children(etree.fromstring(ITEM))
+    item = it.sort_children(etree.fromstring(ITEM.replace(">true<", ">1<")))
     names = [etree.QName(c).localname for c in item if isinstance(c.tag, str)]
     order = field_order("CalendarItemType")
     assert names == sorted(names, key=order.index)
