@@ -27,7 +27,12 @@ BEFORE = datetime(2040, 1, 1, tzinfo=UTC)
 
 def starts(rule: rec.RRule, start: datetime, limit: int = 400) -> list[datetime]:
     found = []
-    for moment in rec.occurrences(rule, start, after=AFTER, before=BEFORE):
+    after, before = (
+        (AFTER, BEFORE)
+        if start.tzinfo
+        else (AFTER.replace(tzinfo=None), BEFORE.replace(tzinfo=None))
+    )
+    for moment in rec.occurrences(rule, start, after=after, before=before):
         found.append(moment)
         if len(found) >= limit:
             break
@@ -190,6 +195,30 @@ def test_legacy_table_round_trips_a_series_through_salesforce_fields() -> None:
     original = starts(rec.parse_rrule(item["recurrence"]["rules"][0]), start)
     assert starts(rec.parse_rrule(back["recurrence"]["rules"][0]), start) == original
     assert len(original) == 20
+
+
+def test_legacy_all_day_series_stays_on_its_dates() -> None:
+    content = read_table_file("event.yaml")
+    for rule in content["rules"]:
+        if rule["crm_field"] == "Recurrence2PatternText":
+            rule["to_crm"] = {"name": "recurrence_rrule", "params": {"format": "legacy"}}
+    table = parse_table(content, DATA.schema)
+    item = {
+        "subject": "Pay day",
+        "all_day": True,
+        "start_date": "2026-01-30",
+        "end_date": "2026-01-31",
+        "time_zone": "Australia/Sydney",
+        "recurrence": {"rules": ["RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=12"]},
+    }
+    fields = map_to_crm(table, DATA.describes["Event"], "calendar_item", item).fields
+    assert fields["RecurrenceStartDateTime"] == "2026-01-30T00:00:00Z"
+    assert fields["RecurrenceEndDateOnly"] == "2026-12-25"
+    back = map_to_mail(table, DATA.describes["Event"], fields, "America/New_York").fields
+    assert (back["start_date"], back["end_date"]) == ("2026-01-30", "2026-01-31")
+    first = datetime(2026, 1, 30)
+    rule = rec.parse_rrule(back["recurrence"]["rules"][0])
+    assert starts(rule, first) == starts(rec.parse_rrule(item["recurrence"]["rules"][0]), first)
 
 
 # --- property tests ------------------------------------------------------------------------

@@ -552,5 +552,6 @@ def sf_legacy_to_rrule(fields: Mapping[str, Any]) -> RRule:
     if not end:
         return rule
     zone_name = fields.get("RecurrenceTimeZoneSidKey") or ""
-    zone = ZoneInfo(zone_name) if zone_name else None
+    # An all-day series recurs on dates: its end is a date, whatever zone is recorded.
+    zone = ZoneInfo(zone_name) if zone_name and not fields.get("IsAllDayEvent") else None
     return replace(rule, until=_until_text(date.fromisoformat(end), zone))

@@ -446,7 +446,9 @@ def _recurrence_to_crm(step: Step, value: Any) -> None:
         start = _series_start(step, zone_name, all_day)
         for key, field_value in rec.rrule_to_sf_legacy(rule, start, zone_name).items():
             step.write(field_value, key)
-        step.write(format_instant(start), "RecurrenceStartDateTime")
+        # An all-day series starts on a date: GMT midnight of it, as Salesforce keeps all-day.
+        first = _midnight(start.date()) if all_day else format_instant(start)
+        step.write(first, "RecurrenceStartDateTime")
     else:
         text = rule.text()
         if len(text) > PATTERN_TEXT_LIMIT:
