@@ -323,6 +323,37 @@ async def test_listing_changes_advances_only_with_the_records_returned(org: Org)
     assert later.changes[1].record.is_deleted
 
 
+async def test_an_owners_listing_reports_records_handed_to_others_as_leaving(org: Org) -> None:
+    ids = links(2)
+    written = await apply(org, [event(link) for link in ids])
+    owners = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo", sobject_type="Event", ids=[written[0].id], fields=["OwnerId"]
+        )
+    )
+    mine = owners.records[0].fields["OwnerId"]
+    users = await org.stub.QueryRecords(
+        pb.QueryRecordsRequest(
+            org="orgs/demo",
+            sobject_type="User",
+            filters=[
+                pb.FieldFilter(
+                    field="Username",
+                    values=[struct_pb2.Value(string_value="sales@concord-demo.example")],
+                )
+            ],
+        )
+    )
+    other = users.records[0].id
+    listed = await list_changes(org, owner_id=mine)
+    handed = event(ids[1], operation=pb.CRM_WRITE_OPERATION_UPDATE, OwnerId=other)
+    assert [r.status for r in await apply(org, [handed])] == [OK]
+    later = await list_changes(org, listed.next_cursor.token, owner_id=mine)
+    assert [(c.type, c.record.id, c.record.is_deleted) for c in later.changes] == [
+        (res.CHANGE_TYPE_DELETE, written[1].id, False)
+    ]
+
+
 async def test_a_gap_in_the_delete_log_asks_for_a_full_resync(org: Org) -> None:
     await apply(org, [event(link) for link in links(2)])
     listed = await list_changes(org)

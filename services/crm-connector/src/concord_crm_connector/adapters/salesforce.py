@@ -447,11 +447,18 @@ class SalesforceOrgs:
     # ---- reads -------------------------------------------------------------------------------
 
     async def list_changes(
-        self, connection: OrgConnection, cursor: Cursor, page_size: int, fields: Sequence[str]
+        self,
+        connection: OrgConnection,
+        cursor: Cursor,
+        page_size: int,
+        fields: Sequence[str],
+        owner_id: str = "",
     ) -> ChangePage:
         after = decode_cursor(cursor.token)
         sobject_type = cursor.sobject_type
         names = list(fields) or await self._field_names(connection, sobject_type)
+        if owner_id:
+            names = [*names, "OwnerId"]
         limit = min(page_size or MAX_PAGE, MAX_PAGE)
         query = change_query(sobject_type, names, after, limit)
         now = datetime.now(UTC)
@@ -468,7 +475,7 @@ class SalesforceOrgs:
             )
         if after is not None and delete_log_gap(after, earliest, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
-        changes = tuple(_change(sobject_type, row) for row in rows)
+        changes = tuple(_change(sobject_type, row, owner_id) for row in rows)
         last = after or EMPTY_LISTING
         if rows:
             stamp = parse_datetime(str(rows[-1]["SystemModstamp"]))
@@ -841,15 +848,21 @@ def _record(row: Mapping[str, Any]) -> Record:
     )
 
 
-def _change(sobject_type: str, row: Mapping[str, Any]) -> Change:
-    if row.get("IsDeleted"):
+def _change(sobject_type: str, row: Mapping[str, Any], owner_id: str = "") -> Change:
+    """A record as a change; with `owner_id`, another owner's record is out of scope.
+
+    The owner is checked here rather than in the query: a record handed to someone else must
+    be listed (as leaving the scope), which a WHERE on OwnerId would hide.
+    """
+    foreign = bool(owner_id) and str(row.get("OwnerId") or "")[:15] != owner_id[:15]
+    if row.get("IsDeleted") or foreign:
         stamp = row.get("SystemModstamp")
         return Change(
             Record(
                 sobject_type,
                 str(row["Id"]),
                 system_modstamp=parse_datetime(str(stamp)) if stamp else None,
-                is_deleted=True,
+                is_deleted=bool(row.get("IsDeleted")),
             ),
             deleted=True,
         )

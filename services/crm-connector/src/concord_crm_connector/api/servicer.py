@@ -72,9 +72,19 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         org = checks.name(parse_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
         checks.check("page_size", request.page_size >= 0, "must not be negative")
+        checks.check(
+            "owner_id",
+            not request.owner_id or bool(_RECORD_ID.fullmatch(request.owner_id)),
+            "must be a Salesforce User Id",
+        )
         checks.raise_if_any()
         page = await self._domain.list_changes(
-            org, request.sobject_type, request.cursor.token, request.page_size, list(request.fields)
+            org,
+            request.sobject_type,
+            request.cursor.token,
+            request.page_size,
+            list(request.fields),
+            request.owner_id,
         )
         return pb.ListChangesResponse(
             changes=[

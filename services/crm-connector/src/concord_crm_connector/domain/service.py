@@ -62,7 +62,12 @@ class Salesforce(Protocol):
     async def login(self, connection: OrgConnection, secret: bytes) -> LoginInfo: ...
 
     async def list_changes(
-        self, connection: OrgConnection, cursor: Cursor, page_size: int, fields: Sequence[str]
+        self,
+        connection: OrgConnection,
+        cursor: Cursor,
+        page_size: int,
+        fields: Sequence[str],
+        owner_id: str = "",
     ) -> ChangePage: ...
 
     async def apply_batch(
@@ -146,6 +151,7 @@ class CrmConnector:
         cursor_token: str,
         page_size: int,
         fields: Sequence[str] = (),
+        owner_id: str = "",
     ) -> ChangePage:
         connection = await self._store.get(org)
         if connection is None:
@@ -154,7 +160,7 @@ class CrmConnector:
             return ChangePage(next_cursor=stored or Cursor(sobject_type, cursor_token))
         salesforce = self._require_salesforce("listing Salesforce changes")
         return await salesforce.list_changes(
-            connection, Cursor(sobject_type, cursor_token), page_size, fields
+            connection, Cursor(sobject_type, cursor_token), page_size, fields, owner_id
         )
 
     async def apply_batch(
