@@ -10,6 +10,7 @@ import uvicorn
 from concord_exchange_emulator.app import build_app
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
+from concord_exchange_emulator.tls import ensure_tls_files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,13 +19,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=50061)
     parser.add_argument("--data-dir", type=pathlib.Path, required=True)
     parser.add_argument("--seed", choices=["demo"], default=None)
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a certificate from a local CA (DATA_DIR/tls/ca.pem)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir / "exchange.db")
     if args.seed == "demo":
         seed_mailbox(store)
-    uvicorn.run(build_app(store), host=args.host, port=args.port, log_level=args.log_level)
+    tls = ensure_tls_files(args.data_dir / "tls") if args.tls else None
+    uvicorn.run(
+        build_app(store),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
 
 
 if __name__ == "__main__":

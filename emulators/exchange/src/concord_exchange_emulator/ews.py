@@ -733,7 +733,10 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
         changes = [c for c in changes if c[2] not in ignored]
         page = changes[:max_changes]
         complete = len(page) == len(changes)
-        new_seq = head if complete else page[-1][0]
+        # A change committed while this answer was built may be in it already: never hand out
+        # a state older than what was reported, or it would be reported twice.
+        reported = max((c[0] for c in changes), default=0)
+        new_seq = max(head, reported) if complete else page[-1][0]
         sub(msg, m("SyncState"), _encode_state(folder.id, new_seq))
         sub(msg, m("IncludesLastItemInRange"), str(complete).lower())
         container = sub(msg, m("Changes"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -15,6 +16,7 @@ import uvicorn
 from concord_exchange_emulator.app import build_app
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
+from concord_exchange_emulator.tls import ensure_tls_files
 
 
 def free_port() -> int:
@@ -26,15 +28,23 @@ def free_port() -> int:
 class RunningEmulator:
     """uvicorn in a daemon thread: exchangelib blocks, so the server must not share its loop."""
 
-    def __init__(self, data_dir: pathlib.Path, *, seed: bool = True) -> None:
+    def __init__(self, data_dir: pathlib.Path, *, seed: bool = True, tls: bool = False) -> None:
         self.store = Store(data_dir / "exchange.db")
         if seed:
             seed_mailbox(self.store)
         self.app = build_app(self.store)
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.tls = ensure_tls_files(data_dir / "tls") if tls else None
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base}/EWS/Exchange.asmx"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="critical")
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="critical",
+            ssl_certfile=str(self.tls.cert) if self.tls else None,
+            ssl_keyfile=str(self.tls.key) if self.tls else None,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -56,5 +66,6 @@ class RunningEmulator:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.base}/__admin/{path}", data=data, method=method)
         req.add_header("content-type", "application/json")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        context = ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return json.loads(resp.read() or b"null")
