@@ -197,6 +197,19 @@ async def test_throttling_is_resource_exhausted_with_retry_info(org: Org) -> Non
     assert [r.created for r in await apply(org, [event("t-1")])] == [True]
 
 
+async def test_running_out_mid_batch_keeps_what_was_written_and_stops(org: Org) -> None:
+    ids = links(1200)
+    org.admin_post("reset")
+    org.admin_post("settings", {"daily_api_limit": 1})
+    results = await apply(org, [event(link) for link in ids])
+    assert {r.status for r in results[:1000]} == {OK}
+    assert {r.status for r in results[1000:]} == {res.WRITE_STATUS_RETRYABLE}
+    assert results[1000].errors[0].code == "REQUEST_LIMIT_EXCEEDED"
+    budget = (await org.stub.GetBudget(pb.GetBudgetRequest(org="orgs/demo"))).budget
+    assert budget.limit == 1
+    org.admin_post("settings", {"daily_api_limit": 100_000})
+
+
 async def test_bad_input_is_reported_per_record_with_salesforces_code(org: Org) -> None:
     ids = links(5)
     writes = [

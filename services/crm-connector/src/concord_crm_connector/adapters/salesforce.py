@@ -319,6 +319,7 @@ class SalesforceOrgs:
         pending = [i for i, o in enumerate(outcomes) if o is None]
         attempt = 0
         last: dict[int, WriteOutcome] = {}
+        reached_salesforce = False
         while pending:
             retry: list[int] = []
             for pack in pack_composites(plan_collections(writes, pending)):
@@ -330,14 +331,18 @@ class SalesforceOrgs:
                         ),
                     )
                 except _LimitReached:
-                    if not any(outcomes) and not last:
+                    if not reached_salesforce:
+                        # Nothing of the batch was sent: the whole call can simply come again.
                         raise ApiLimitExceeded(connection.org, LIMIT_RETRY_AFTER_SECONDS) from None
+                    # The org is out of calls: nothing more of the batch is tried now, and what
+                    # was written is reported as written.
                     limit = RecordError("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
-                    for call in pack:
-                        for index in call.indices:
-                            outcomes[index] = error_outcome(writes[index], call.kind, [limit])
-                    continue
+                    return [
+                        o or WriteOutcome(WriteStatus.RETRYABLE, w.id, w.link_id, errors=(limit,))
+                        for w, o in zip(writes, outcomes, strict=True)
+                    ]
                 except _Transient as transient:
+                    reached_salesforce = True
                     for call in pack:
                         for index in call.indices:
                             last[index] = error_outcome(writes[index], call.kind, transient.errors)
@@ -348,6 +353,7 @@ class SalesforceOrgs:
                             else:
                                 retry.append(index)
                     continue
+                reached_salesforce = True
                 for index, outcome in results.items():
                     if outcome.status is WriteStatus.RETRYABLE:
                         last[index] = outcome
