@@ -21,6 +21,7 @@ from concord_reconciler.domain.sync import (
     LinkState,
     Side,
     Snapshot,
+    Write,
     WriteOp,
     WriteResult,
     content_hash,
@@ -94,14 +95,16 @@ async def sync_pair(
     busy = [a for a in merge.actions if a.writes]
     for start in range(0, len(busy), batch_size):
         batch = busy[start : start + batch_size]
-        done, failures, retry = await _execute(mailbox_id, kind, batch, sides, store, outcome)
+        done, failures, retry, unknown = await _execute(
+            mailbox_id, kind, batch, sides, store, outcome
+        )
         blocked = blocked or retry
         last = start + batch_size >= len(busy)
         await store.commit(
             mailbox_id,
             kind,
             [*done, *(quiet if last else [])],
-            [a.link.link_id for a in batch],
+            [a.link.link_id for a in batch if a.link.link_id not in unknown],
             cursors=None if blocked or not last else next_cursors,
             failures=failures,
         )
@@ -164,44 +167,60 @@ async def _vanished(
 async def _recover(
     mailbox_id: str, kind: int, sides: dict[Side, SyncSide], store: LinkStore
 ) -> int:
-    """Settle the intents a crash left behind, by looking each write up by its link id.
+    """Settle the intents a crash left behind, by looking each write's target up.
 
-    An intent whose writes all landed commits its link; any other is dropped, because its
+    A create is found by the link id it carried, an update or delete by the item's native
+    id. An intent whose writes all landed commits its link; any other is dropped, because its
     changes were not acknowledged (the cursors did not move) and are listed and planned again.
     """
     intents = await store.pending_intents(mailbox_id, kind)
     if not intents:
         return 0
-    found: dict[Side, dict[str, tuple[str, Snapshot]]] = {}
+    by_link: dict[Side, dict[str, tuple[str, Snapshot]]] = {}
+    by_native: dict[Side, dict[str, Snapshot]] = {}
     for side, port in sides.items():
-        ids = sorted({w.link_id for i in intents for w in i.writes if w.side is side})
-        found[side] = dict(await port.find(kind, ids)) if ids else {}
+        writes = [w for i in intents for w in i.writes if w.side is side]
+        link_ids = sorted({w.link_id for w in writes if w.op is WriteOp.CREATE})
+        natives = sorted({w.native_id for w in writes if w.native_id})
+        by_link[side] = dict(await port.find(kind, link_ids)) if link_ids else {}
+        by_native[side] = dict(await port.fetch(kind, natives)) if natives else {}
     adopted: list[Link] = []
     for intent in intents:
         link: Link | None = intent.link_after
         for write in intent.writes:
-            hit = found[write.side].get(write.link_id)
             if link is None:
                 break
-            if write.op in (WriteOp.CREATE, WriteOp.UPDATE) and hit is not None:
-                native, snapshot = hit
-                if snapshot.hash != link.hash_of(write.side):
-                    link = None
-                    break
-                link = link.on(
-                    write.side,
-                    native_id=native,
-                    version=snapshot.version,
-                    hash=link.hash_of(write.side),
-                )
-            elif write.op in (WriteOp.DELETE, WriteOp.UNSHARE) and hit is None:
-                continue
-            else:
-                link = None
+            link = _landed(link, write, by_link[write.side], by_native[write.side])
         if link is not None:
             adopted.append(link)
     await store.commit(mailbox_id, kind, adopted, [i.link_id for i in intents])
     return len(adopted)
+
+
+def _landed(
+    link: Link,
+    write: Write,
+    by_link: dict[str, tuple[str, Snapshot]],
+    by_native: dict[str, Snapshot],
+) -> Link | None:
+    """`link` completed with what `write` left on its side, or None if it did not land."""
+    expected = link.hash_of(write.side)
+    if write.op is WriteOp.CREATE:
+        # Found by its link id, the create landed, whatever the user did to it since: the
+        # link records what was written, so a later edit is listed as a change to carry.
+        hit = by_link.get(write.link_id)
+        if hit is None:
+            return None
+        return link.on(write.side, native_id=hit[0], version="", hash=expected)
+    found = by_native.get(write.native_id or "")
+    if write.op is WriteOp.UPDATE:
+        if found is None or found.hash != expected:
+            return None
+        return link.on(write.side, native_id=write.native_id, version=found.version, hash=expected)
+    if write.op in (WriteOp.DELETE, WriteOp.UNSHARE):
+        return link if found is None else None
+    # A mark leaves no trace to look up; planning it again is harmless.
+    return None
 
 
 async def _execute(
@@ -211,9 +230,10 @@ async def _execute(
     sides: dict[Side, SyncSide],
     store: LinkStore,
     outcome: PairOutcome,
-) -> tuple[list[Link], list[ItemFailure], bool]:
+) -> tuple[list[Link], list[ItemFailure], bool, set[str]]:
     await store.journal(mailbox_id, [Intent(a.link.link_id, kind, a.link, a.writes) for a in batch])
     results: dict[tuple[Side, str], WriteResult] = {}
+    unknown: set[str] = set()
     for side, port in sides.items():
         writes = [w for a in batch for w in a.writes if w.side is side]
         if not writes:
@@ -223,10 +243,12 @@ async def _execute(
         except PeerError as error:
             if not error.retryable:
                 raise
-            # A lost answer: the writes may have landed. The link ids find them next time.
+            # A lost answer: the writes may have landed. Their intents stay journalled, so
+            # the next session looks them up before planning anything.
             answered = [
                 WriteResult(w.link_id, ok=False, reason=error.code or "UNAVAILABLE") for w in writes
             ]
+            unknown.update(w.link_id for w in writes)
         for write, result in zip(writes, answered, strict=True):
             results[(side, write.link_id)] = result
 
@@ -258,10 +280,14 @@ async def _execute(
                 outcome.quarantined += 1
                 if action.previous is not None:
                     done.append(replace(action.previous, state=LinkState.QUARANTINED))
+            elif action.previous is not None and action.conflicts:
+                # The other write may have landed with the winner's value: the losing value
+                # is recorded now, whatever happens to the item before the retry.
+                done.append(replace(action.previous, conflicts=action.link.conflicts))
             continue
         _count(outcome, action)
         done.append(link)
-    return done, failures, retry
+    return done, failures, retry, unknown
 
 
 def _failure(kind: int, action: Action, side: Side, result: WriteResult) -> ItemFailure:

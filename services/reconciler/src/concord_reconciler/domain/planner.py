@@ -181,16 +181,30 @@ def plan(
         latest: dict[str, Change] = {}
         for change in changes:
             latest[change.native_id] = change
-        for native_id, change in sorted(latest.items()):
+        gone = {n for n, c in latest.items() if c.snapshot is None}
+        # Deletes first, so an item recreated under the same link id (a create whose answer
+        # was lost) takes the deleted one's place in its pair.
+        ordered = sorted(latest.items(), key=lambda i: (i[1].snapshot is not None, i[0]))
+        for native_id, change in ordered:
             known = by_native.get((side, native_id))
             carried = change.snapshot.link_id if change.snapshot is not None else ""
-            if known is None and carried in by_id and by_id[carried].native(side) is None:
-                known = by_id[carried]
+            if known is None and carried in by_id:
+                holder = by_id[carried]
+                if holder.live and (holder.native(side) is None or holder.native(side) in gone):
+                    known = holder.on(
+                        side,
+                        native_id=native_id,
+                        version=holder.version_of(side),
+                        hash=holder.hash_of(side),
+                    )
+                    by_id[carried] = known
+                    by_native[(side, native_id)] = known
             if known is None:
                 if change.snapshot is not None:
                     unlinked[side][native_id] = change
                 continue
             pair = pairs.setdefault(known.link_id, _Pair(link=known))
+            pair.link = known
             if side is Side.MAIL:
                 pair.mail = change
             else:
