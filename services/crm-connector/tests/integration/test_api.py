@@ -98,3 +98,21 @@ async def test_an_empty_batch_is_a_no_op_and_without_an_adapter_calls_say_so(stu
         got = await failure(call)
         assert got.code == grpc.StatusCode.UNIMPLEMENTED
         assert got.metadata == {"issue": "3"}
+
+
+async def test_batches_are_validated_before_any_call(stub: Stub) -> None:
+    writes = [
+        pb.CrmWrite(sobject_type="Event"),
+        pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_UPSERT, sobject_type="not valid"),
+    ]
+    got = await failure(stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=writes)))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in got.field_violations] == [
+        "writes[0].operation",
+        "writes[1].sobject_type",
+    ]
+    too_big = [pb.CrmWrite(operation=pb.CRM_WRITE_OPERATION_UPSERT, sobject_type="Event")] * 1001
+    got = await failure(
+        stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=too_big, all_or_none=True))
+    )
+    assert [field for field, _ in got.field_violations] == ["writes"]

@@ -234,6 +234,20 @@ async def test_bad_input_is_reported_per_record_with_salesforces_code(org: Org) 
     assert "x" * 256 not in results[0].errors[0].message
 
 
+async def test_fields_to_null_clear_them(org: Org) -> None:
+    link = links(1)[0]
+    created = (await apply(org, [event(link, Location="Room 4")]))[0]
+    cleared = event(link)
+    cleared.fields_to_null.append("Location")
+    assert [r.status for r in await apply(org, [cleared])] == [OK]
+    got = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo", sobject_type="Event", ids=[created.id], fields=["Location"]
+        )
+    )
+    assert got.records[0].fields["Location"] is None
+
+
 async def test_all_or_none_rolls_back_the_good_records(org: Org) -> None:
     ids = links(2)
     results = await apply(org, [event(ids[0], "x" * 256), event(ids[1])], all_or_none=True)
