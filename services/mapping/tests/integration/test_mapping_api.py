@@ -40,12 +40,14 @@ async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub)
         meeting("b", time_zone="Nowhere/Atlantis", recurrence={"rules": ["RRULE:FREQ=DAILY"]}),
         meeting("c", recurrence={"rules": ["RRULE:FREQ=WEEKLY;BYDAY=SU;COUNT=3"]}),
         pb.MapToCrmInput(item=res.MailItem(ref=res.ItemRef(native_id="d"))),
+        meeting("e", recurrence={"rules": ["RRULE:FREQ=WEEKLY;BYDAY=XX"]}),
+        meeting("f", attendees=[{"email": "ann@example.com"}, {"display_name": "No address"}]),
     ]
     response = await stub.MapToCrm(
         pb.MapToCrmRequest(org="orgs/demo", inputs=inputs, owner_id="005000000000001AAA")
     )
-    assert [r.ref.native_id for r in response.results] == ["a", "b", "c", "d"]
-    first, bad_zone, series, empty = response.results
+    assert [r.ref.native_id for r in response.results] == ["a", "b", "c", "d", "e", "f"]
+    first, bad_zone, series, empty, bad_rule, attendees = response.results
     assert first.record.sobject_type == "Event"
     assert first.record.link_id == "l-a"
     assert len(first.record.fields["Subject"]) == 255
@@ -62,6 +64,16 @@ async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub)
     assert series.record.fields["Recurrence2PatternText"] == "RRULE:FREQ=WEEKLY;COUNT=3;BYDAY=SU"
     assert series.record.fields["RecurrenceTimeZoneSidKey"] == "Europe/London"
     assert empty.error.reason == "MISSING_PAYLOAD"
+    assert (bad_rule.error.reason, bad_rule.error.field) == (
+        "MALFORMED_RECURRENCE",
+        "calendar_item.recurrence",
+    )
+    assert [r["Email"] for r in attendees.record.fields["concord.EventRelations"]] == [
+        "ann@example.com"
+    ]
+    assert [(loss.kind, loss.detail) for loss in attendees.losses] == [
+        (res.FIELD_LOSS_KIND_DROPPED, "attendee 2 has no address")
+    ]
     assert response.mapping_version == 0
 
 
