@@ -55,10 +55,10 @@ def make_config(emulator: RunningEmulator) -> MakeConfig:
     def make(username: str, password: str, **kwargs: Any) -> Any:
         kwargs.setdefault("version", Version(build=EXCHANGE_2016))
         kwargs.setdefault("retry_policy", FailFast())
+        kwargs.setdefault("auth_type", BASIC)
         return Configuration(
             service_endpoint=emulator.endpoint,
             credentials=Credentials(username, password),
-            auth_type=BASIC,
             **kwargs,
         )
 

@@ -21,8 +21,9 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from concord_exchange_emulator import ews
+from concord_exchange_emulator.ntlm import NtlmAcceptor
 from concord_exchange_emulator.seed import seed_mailbox
-from concord_exchange_emulator.store import Store
+from concord_exchange_emulator.store import Store, User
 from concord_exchange_emulator.xmlns import m
 
 EWS_PATH = "/EWS/Exchange.asmx"
@@ -74,12 +75,15 @@ def _xml_response(env: etree._Element, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="text/xml; charset=utf-8")
 
 
-def _unauthorized() -> Response:
-    return Response(
-        "401 Unauthorized",
-        status_code=401,
-        headers={"WWW-Authenticate": 'Basic realm="concord-exchange-emulator"'},
-    )
+def _unauthorized(ntlm_challenge: str | None = None) -> Response:
+    response = Response("401 Unauthorized", status_code=401)
+    if ntlm_challenge:
+        response.headers["WWW-Authenticate"] = f"NTLM {ntlm_challenge}"
+        return response
+    # Both schemes offered, as an Exchange server with Basic and Windows authentication does.
+    response.raw_headers.append((b"www-authenticate", b'Basic realm="concord-exchange-emulator"'))
+    response.raw_headers.append((b"www-authenticate", b"NTLM"))
+    return response
 
 
 def _credentials(request: Request) -> tuple[str, str] | None:
@@ -99,16 +103,39 @@ class EwsEndpoint:
     def __init__(self, store: Store, control: Control) -> None:
         self.store = store
         self.control = control
+        self.ntlm = NtlmAcceptor(store)
+
+    async def _authenticate(self, request: Request) -> tuple[User | None, Response | None]:
+        """(the user, or the 401 to send): Basic per request, NTLM per connection."""
+        client = request.client
+        connection = (client.host, client.port) if client else ("", 0)
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("ntlm "):
+            challenge, username = await run_in_threadpool(self.ntlm.step, connection, header)
+            if challenge is not None:
+                await request.body()
+                return None, _unauthorized(challenge)
+            user = self.store.user(username) if username else None
+            return (user, None) if user else (None, _unauthorized())
+        if not header:
+            known = self.ntlm.user_of(connection)
+            user = self.store.user(known) if known else None
+            if user is not None:
+                return user, None
+        creds = _credentials(request)
+        user = self.store.user(creds[0]) if creds else None
+        if creds is None or user is None or user.password != creds[1]:
+            return None, _unauthorized()
+        return user, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         if request.method != "POST":
             await Response("EWS accepts POST", status_code=405)(scope, receive, send)
             return
-        creds = _credentials(request)
-        user = self.store.user(creds[0]) if creds else None
-        if creds is None or user is None or user.password != creds[1]:
-            await _unauthorized()(scope, receive, send)
+        user, refusal = await self._authenticate(request)
+        if refusal is not None or user is None:
+            await (refusal or _unauthorized())(scope, receive, send)
             return
         body = await request.body()
         fault: Fault | None = None

@@ -103,6 +103,7 @@ class Store:
     """One SQLite database; every method is a transaction under one lock (the emulator is small)."""
 
     def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -143,6 +144,11 @@ class Store:
         if row is None:
             return None
         return User(row["username"], row["password"], row["mailbox"], bool(row["can_impersonate"]))
+
+    def passwords(self) -> list[tuple[str, str]]:
+        with self.lock:
+            rows = self._db.execute("SELECT username, password FROM users").fetchall()
+        return [(r["username"], r["password"]) for r in rows]
 
     def add_mailbox(self, address: str, display_name: str) -> bool:
         """Create the mailbox; False when it already existed."""

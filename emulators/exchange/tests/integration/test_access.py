@@ -91,3 +91,16 @@ def test_a_user_cannot_open_a_mailbox_it_was_not_granted(
     account = Account(DEMO_MAILBOX, config=config, autodiscover=False, access_type=DELEGATE)
     with pytest.raises(ErrorAccessDenied):
         list(account.tasks.all())
+
+
+def test_ntlm_credentials_are_checked(make_config: MakeConfig) -> None:
+    from exchangelib import NTLM
+
+    good = make_config(DEMO_MAILBOX, DEMO_PASSWORD, auth_type=NTLM)
+    account = Account(DEMO_MAILBOX, config=good, autodiscover=False, access_type=DELEGATE)
+    assert account.calendar.all().count() >= 3
+    assert account.tasks.all().count() >= 2
+    bad = make_config(DEMO_MAILBOX, "wrong-password", auth_type=NTLM)
+    refused = Account(DEMO_MAILBOX, config=bad, autodiscover=False, access_type=DELEGATE)
+    with pytest.raises(UnauthorizedError):
+        refused.root.refresh()
