@@ -701,8 +701,10 @@ def _write_pack(
         json={"allOrNone": all_or_none, "compositeRequest": subrequests},
         headers=WRITE_HEADERS,
     )
-    responses = (answer or {}).get("compositeResponse", [])
-    for call, response in zip(pack, responses, strict=False):
+    # By reference, not position: Salesforce may collate subrequests and run them out of order.
+    responses = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
+    for number, call in enumerate(pack):
+        response = responses.get(f"c{number}", {})
         status = int(response.get("httpStatusCode", 500))
         if status >= 500:
             raise _Transient(rest_errors(response.get("body")))
