@@ -118,6 +118,11 @@ def canonical(event: icalendar.Event) -> dict[str, Any]:
         item["start_date"] = start.isoformat()
         last = end.date() if isinstance(end, datetime) else end
         item["end_date"] = max(last, start + timedelta(days=1)).isoformat()
+    if "RECURRENCE-ID" in event:
+        # An exception: the reconciler keys it by the start it had in the series.
+        original = event.decoded("RECURRENCE-ID")
+        if isinstance(original, datetime) and original.tzinfo is not None:
+            item["original_start"] = format_instant(original)
     rules = [f"RRULE:{r.to_ical().decode()}" for r in _as_list(event.get("RRULE"))]
     rules += [f"RDATE:{r.to_ical().decode()}" for r in _as_list(event.get("RDATE"))]
     if rules:
@@ -216,6 +221,8 @@ def round_trip(item: dict[str, Any], table: Table) -> Outcome:
         return Outcome("unsupported", failure.reason)
     if got != expected:
         return Outcome("altered", "occurrences differ")
+    if final.get("original_start") != item.get("original_start"):
+        return Outcome("altered", "original start of an exception differs")
     timed_series = item.get("recurrence") and not item["all_day"]
     if timed_series and not _same_zone(item["time_zone"], final.get("time_zone", "")):
         return Outcome("altered", "time zone differs")
