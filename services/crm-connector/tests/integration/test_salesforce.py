@@ -206,7 +206,7 @@ async def test_running_out_mid_batch_keeps_what_was_written_and_stops(org: Org) 
     assert {r.status for r in results[1000:]} == {res.WRITE_STATUS_RETRYABLE}
     assert results[1000].errors[0].code == "REQUEST_LIMIT_EXCEEDED"
     budget = (await org.stub.GetBudget(pb.GetBudgetRequest(org="orgs/demo"))).budget
-    assert budget.limit == 1
+    assert (budget.used, budget.limit) == (1, 1)
     org.admin_post("settings", {"daily_api_limit": 100_000})
 
 

@@ -251,23 +251,30 @@ class SalesforceOrgs:
     async def _call(self, connection: OrgConnection, work: Callable[[SalesforceClient], T]) -> T:
         """One Salesforce API call; a new token and one more try on INVALID_SESSION_ID."""
         client = await self._client(connection)
+        spent = False
         try:
             try:
                 return await self._run(lambda: _translated(work, client.sf))
             except SalesforceExpiredSession:
                 client = await self._client(connection, stale=client)
                 return await self._run(lambda: _translated(work, client.sf))
+        except _LimitReached:
+            spent = True
+            raise
         finally:
-            await self._record_usage(connection.org, client.sf)
+            await self._record_usage(connection.org, client.sf, spent)
 
-    async def _record_usage(self, org: str, sf: SalesforceClient) -> None:
+    async def _record_usage(self, org: str, sf: SalesforceClient, spent: bool) -> None:
+        # simple-salesforce reads Sforce-Limit-Info from successful responses only; a refusal
+        # for the limit says enough by itself: the allocation is used up.
         usage = sf.api_usage.get("api-usage")
-        if isinstance(usage, Usage):
-            await self._store.record_usage(org, usage.used, usage.total, 1)
-        else:
-            known = await self._store.budget(org)
-            if known is not None:
-                await self._store.record_usage(org, known.used, known.limit, 1)
+        known = await self._store.budget(org)
+        used, limit = (usage.used, usage.total) if isinstance(usage, Usage) else (0, 0)
+        if known is not None and known.measure_time is not None and not isinstance(usage, Usage):
+            used, limit = known.used, known.limit
+        if not limit:
+            return
+        await self._store.record_usage(org, limit if spent else used, limit, 1)
 
     async def _may_retry(self, org: str) -> bool:
         """Retries spend the org's calls: only while Concord is within its share."""
