@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FieldDescribe", "SObjectDescribe"]
+__all__ = ["TEXT_TYPES", "FieldDescribe", "SObjectDescribe"]
+
+TEXT_TYPES = frozenset({"string", "textarea", "combobox", "email", "phone", "url", "picklist"})
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,8 @@ class SObjectDescribe:
 
     def field(self, name: str) -> FieldDescribe | None:
         return self.fields.get(name)
+
+    @functools.cached_property
+    def text_limits(self) -> Mapping[str, int]:
+        """Field name -> the most characters Salesforce keeps, for text fields with a limit."""
+        return {f.name: f.length for f in self.fields.values() if f.type in TEXT_TYPES and f.length}

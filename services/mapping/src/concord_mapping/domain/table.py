@@ -43,6 +43,11 @@ class FieldRule:
     # None: the table's direction applies.
     direction: Direction | None = None
 
+    @functools.cached_property
+    def mail_key(self) -> str:
+        """The path inside the payload (`subject` of `calendar_item.subject`)."""
+        return self.mail_field.split(".", 1)[1]
+
     def to_crm_in(self, table: Direction) -> bool:
         """A field flows only where both it and its object do: a one-way table stays one way."""
         return (self.direction or table).to_crm and table.to_crm

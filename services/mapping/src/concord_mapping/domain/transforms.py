@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from concord_mapping.domain import recurrence as rec
-from concord_mapping.domain.describe import FieldDescribe, SObjectDescribe
+from concord_mapping.domain.describe import TEXT_TYPES, FieldDescribe, SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
 from concord_mapping.domain.table import FieldRule
 from concord_mapping.domain.text import html_to_text, truncate
@@ -26,7 +26,6 @@ __all__ = ["TRANSFORMS", "Loss", "LossKind", "Side", "Step", "Transform"]
 
 MISSING_REQUIRED_FIELD = "MISSING_REQUIRED_FIELD"
 INVALID_VALUE = "INVALID_VALUE"
-TEXT_TYPES = frozenset({"string", "textarea", "combobox", "email", "phone", "url", "picklist"})
 # Salesforce accepts at most this much recurrence text in Recurrence2PatternText.
 PATTERN_TEXT_LIMIT = 512
 
@@ -65,10 +64,10 @@ class Step:
 
     @property
     def target(self) -> str:
-        return self.rule.crm_field if self.side is Side.CRM else _tail(self.rule.mail_field)
+        return self.rule.crm_field if self.side is Side.CRM else self.rule.mail_key
 
     def read(self) -> Any:
-        path = _tail(self.rule.mail_field) if self.side is Side.CRM else self.rule.crm_field
+        path = self.rule.mail_key if self.side is Side.CRM else self.rule.crm_field
         return get_path(self.source, path)
 
     def sibling(self, name: str) -> Any:
@@ -101,15 +100,12 @@ class Step:
 
     def _fit(self, name: str, value: Any) -> Any:
         """Every text written to Salesforce fits its field; what is cut is reported."""
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or self.describe is None:
             return value
-        found = self.crm_field(name)
-        if found and found.type in TEXT_TYPES and found.length:
-            value, cut = truncate(value, found.length)
-            if cut:
-                self.lose(
-                    LossKind.TRUNCATED, f"shortened to the field's {found.length} characters", name
-                )
+        limit = self.describe.text_limits.get(name, 0)
+        value, cut = truncate(value, limit)
+        if cut:
+            self.lose(LossKind.TRUNCATED, f"shortened to the field's {limit} characters", name)
         return value
 
 
