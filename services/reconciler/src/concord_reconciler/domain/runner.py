@@ -11,15 +11,30 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
 from concord_reconciler.domain.errors import PeerError, SessionFailure
-from concord_reconciler.domain.model import SessionCounts
-from concord_reconciler.domain.ports import CrmPage, MailPage, Peers
+from concord_reconciler.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.domain.model import SessionCounts, SideCounts
+from concord_reconciler.domain.planner import SyncPolicy
+from concord_reconciler.domain.ports import CrmPage, LinkStore, MailPage, Peers, SyncSide
 from concord_reconciler.domain.settings import CRM_OBJECT_OF_KIND
+from concord_reconciler.domain.sync import Side
 
-__all__ = ["MAX_PAGES", "PulledChanges", "SessionScope", "participants_of", "run_session"]
+__all__ = [
+    "MAX_PAGES",
+    "PulledChanges",
+    "SessionScope",
+    "SyncPorts",
+    "counts_of",
+    "participants_of",
+    "policies_for",
+    "run_session",
+    "sync_mailbox",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +54,8 @@ class SessionScope:
     org: str  # orgs/{org}
     crm_user_id: str
     kinds: tuple[int, ...]  # ObjectKind values, in listing order
+    # The two-way pairs' settings, read once at the session's start.
+    policies: tuple[SyncPolicy, ...] = ()
 
     @property
     def crm_objects(self) -> tuple[str, ...]:
@@ -51,11 +68,87 @@ class PulledChanges:
     crm: tuple[res.CrmChange, ...]
 
 
-async def run_session(scope: SessionScope, peers: Peers) -> SessionCounts:
+@dataclass(frozen=True)
+class SyncPorts:
+    """The sync engine's ports: both sides in mapped terms, and the link store."""
+
+    mail: SyncSide
+    crm: SyncSide
+    links: LinkStore
+
+
+def policies_for(
+    kinds: Iterable[int], org: st.OrgSettings, mailbox: st.MailboxSettings
+) -> tuple[SyncPolicy, ...]:
+    """One policy per two-way kind the mailbox shares; emails go one way, exactly once, and
+    are not mirrored pairs."""
+    sharing: dict[int, st.ObjectSharing] = {int(s.kind): s for s in mailbox.sharing}
+    return tuple(
+        SyncPolicy.from_settings(kind, org, sharing.get(kind))
+        for kind in kinds
+        if kind in CRM_OBJECT_OF_KIND
+    )
+
+
+async def sync_mailbox(
+    mailbox_id: str, policies: Sequence[SyncPolicy], ports: SyncPorts, now: datetime
+) -> SessionCounts:
+    """Sync every pair of a mailbox in turn; a pair the guard stops does not stop the others."""
+    outcomes: list[PairOutcome] = []
+    for policy in policies:
+        try:
+            outcomes.append(
+                await sync_pair(mailbox_id, policy, ports.mail, ports.crm, ports.links, now)
+            )
+        except PeerError as error:
+            raise SessionFailure.from_peer(error) from error
+    return counts_of(outcomes)
+
+
+def counts_of(outcomes: Iterable[PairOutcome]) -> SessionCounts:
+    """A session's counts from its pairs' outcomes; writes are counted by the side written."""
+    done = list(outcomes)
+
+    def side(which: Side) -> SideCounts:
+        return SideCounts(
+            created=sum(o.created[which] for o in done),
+            updated=sum(o.updated[which] for o in done),
+            deleted=sum(o.deleted[which] for o in done),
+            errors=sum(o.errors[which] for o in done),
+        )
+
+    return SessionCounts(
+        mail_changes_seen=sum(o.mail_seen for o in done),
+        crm_changes_seen=sum(o.crm_seen for o in done),
+        mail=side(Side.MAIL),
+        crm=side(Side.CRM),
+        conflicts=sum(o.conflicts for o in done),
+        quarantined=sum(o.quarantined for o in done),
+        guarded=sum(o.guarded for o in done),
+    )
+
+
+async def run_session(
+    scope: SessionScope,
+    peers: Peers,
+    sync: SyncPorts | None = None,
+    policies: Sequence[SyncPolicy] = (),
+    now: datetime | None = None,
+) -> SessionCounts:
     """Run one session; SessionFailure says why it could not finish.
 
+    With `sync` (the engine's ports), the session plans and writes every pair. Without, it is
+    the walking skeleton: it lists, maps and resolves over the peers' gRPC ports, which is
+    all the connectors answer until their SyncSide adapters land (issues #3, #4, #6).
     Independent calls run concurrently so a session with nothing to do costs two round trips.
     """
+    if sync is not None:
+        return await sync_mailbox(
+            scope.mailbox.removeprefix("mailboxes/"),
+            policies or scope.policies,
+            sync,
+            now or datetime.now(UTC),
+        )
     pulled = await pull_changes(scope, peers)
     items = [c.item for c in pulled.mail if c.type == res.CHANGE_TYPE_UPSERT and c.HasField("item")]
     await _all(

@@ -26,7 +26,7 @@ from concord_reconciler.domain.model import (
 )
 from concord_reconciler.domain.names import mailbox_name, new_session_id
 from concord_reconciler.domain.ports import Peers, SessionEvents, SessionQueue, SessionStore
-from concord_reconciler.domain.runner import SessionScope, run_session
+from concord_reconciler.domain.runner import SessionScope, SyncPorts, policies_for, run_session
 from concord_reconciler.domain.settings import (
     default_org_settings,
     effective_mailbox_settings,
@@ -87,6 +87,7 @@ async def execute_session(
     deadline_seconds: float,
     trace_id: str = "",
     now: Clock = utcnow,
+    sync: SyncPorts | None = None,
 ) -> SessionRecord | None:
     """Run a requested session to its end and record it; None if there was nothing to run.
 
@@ -124,7 +125,7 @@ async def execute_session(
     try:
         scope = await _scope(running, mailbox, store)
         async with asyncio.timeout(deadline_seconds):
-            counts = await run_session(scope, peers)
+            counts = await run_session(scope, peers, sync, now=now())
     except SessionFailure as failure:
         return await _fail(running, mailbox, failure, store=store, events=events, now=now)
     except TimeoutError:
@@ -222,6 +223,7 @@ async def _scope(
         org=mailbox.org,
         crm_user_id=mailbox.crm_user_id,
         kinds=synced_kinds(settings),
+        policies=policies_for(synced_kinds(settings), org, settings),
     )
 
 
