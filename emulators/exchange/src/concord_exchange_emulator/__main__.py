@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=pathlib.Path, required=True)
     parser.add_argument("--seed", choices=["demo"], default=None)
     parser.add_argument(
+        "--mail-dir",
+        type=pathlib.Path,
+        default=None,
+        help="a maildir whose first messages the demo seed adds (real mail, e.g. shared/data)",
+    )
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="serve HTTPS with a certificate from a local CA (DATA_DIR/tls/ca.pem)",
@@ -29,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(args.data_dir / "exchange.db")
     if args.seed == "demo":
-        seed_mailbox(store)
+        seed_mailbox(store, args.mail_dir)
     tls = ensure_tls_files(args.data_dir / "tls") if args.tls else None
     uvicorn.run(
         build_app(store),

@@ -14,9 +14,12 @@ from concord_exchange_emulator.seed import (
 )
 
 DEFAULT_PORT = 50061
+# Real messages for the demo mailbox, where the workspace has them (beside the repository).
+REAL_MAIL = pathlib.Path(__file__).resolve().parents[4].parent / "shared/data/mail/lkml"
 
 
 def spec(var_dir: pathlib.Path, port: int = DEFAULT_PORT) -> dict[str, Any]:
+    real_mail = ["--mail-dir", str(REAL_MAIL)] if (REAL_MAIL / "cur").is_dir() else []
     return {
         "argv": [
             sys.executable,
@@ -30,6 +33,7 @@ def spec(var_dir: pathlib.Path, port: int = DEFAULT_PORT) -> dict[str, Any]:
             str(var_dir / "exchange"),
             "--seed",
             "demo",
+            *real_mail,
         ],
         "ready_url": f"http://127.0.0.1:{port}/__admin/health",
         "ca_cert": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email
+import email.errors
 import email.policy
 import email.utils
 import re
@@ -183,6 +184,11 @@ def _copy(node: etree._Element) -> etree._Element:
     return etree.fromstring(etree.tostring(node))
 
 
+# What the email package raises on malformed headers; such a message is still stored (as Exchange
+# stores it), only without the fields derived from the broken headers.
+_MIME_ERRORS = (ValueError, TypeError, IndexError, AttributeError, email.errors.MessageError)
+
+
 def _fill_from_mime(item: etree._Element) -> None:
     mime = item.find(t("MimeContent"))
     if mime is None or not mime.text:
@@ -190,28 +196,49 @@ def _fill_from_mime(item: etree._Element) -> None:
     try:
         raw = base64.b64decode(mime.text)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    except (ValueError, TypeError):
+    except _MIME_ERRORS:
         return
-    if item.find(t("Subject")) is None and parsed.get("Subject") is not None:
-        sub(item, t("Subject"), str(parsed["Subject"]))
-    if item.find(t("InternetMessageId")) is None and parsed.get("Message-ID"):
-        sub(item, t("InternetMessageId"), str(parsed["Message-ID"]).strip())
-    if item.find(t("DateTimeSent")) is None and parsed.get("Date") is not None:
+    for name, fill in (
+        ("Subject", _subject),
+        ("Message-ID", _message_id),
+        ("Date", _sent),
+        ("From", _sender),
+    ):
         try:
-            sent = email.utils.parsedate_to_datetime(str(parsed["Date"]))
-            stamp = sent.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
-            sub(item, t("DateTimeSent"), stamp)
-            sub(item, t("DateTimeReceived"), stamp)
-        except (TypeError, ValueError):
-            pass
-    if item.find(t("From")) is None and parsed.get("From") is not None:
-        addresses: tuple[Any, ...] = getattr(parsed["From"], "addresses", ())
-        # Sender and From are the same person unless someone sent on behalf of another.
-        for name in ("Sender", "From") if addresses else ():
-            frm = sub(sub(item, t(name)), t("Mailbox"))
-            if addresses[0].display_name:
-                sub(frm, t("Name"), addresses[0].display_name)
-            sub(frm, t("EmailAddress"), addresses[0].addr_spec)
+            if parsed.get(name) is not None:
+                fill(item, parsed[name])
+        except _MIME_ERRORS:
+            continue
+
+
+def _subject(item: etree._Element, value: Any) -> None:
+    if item.find(t("Subject")) is None:
+        sub(item, t("Subject"), str(value))
+
+
+def _message_id(item: etree._Element, value: Any) -> None:
+    if item.find(t("InternetMessageId")) is None and str(value).strip():
+        sub(item, t("InternetMessageId"), str(value).strip())
+
+
+def _sent(item: etree._Element, value: Any) -> None:
+    if item.find(t("DateTimeSent")) is None:
+        sent = email.utils.parsedate_to_datetime(str(value))
+        stamp = sent.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sub(item, t("DateTimeSent"), stamp)
+        sub(item, t("DateTimeReceived"), stamp)
+
+
+def _sender(item: etree._Element, value: Any) -> None:
+    addresses: tuple[Any, ...] = getattr(value, "addresses", ())
+    if item.find(t("From")) is not None or not addresses:
+        return
+    # Sender and From are the same person unless someone sent on behalf of another.
+    for name in ("Sender", "From"):
+        frm = sub(sub(item, t(name)), t("Mailbox"))
+        if addresses[0].display_name:
+            sub(frm, t("Name"), addresses[0].display_name)
+        sub(frm, t("EmailAddress"), addresses[0].addr_spec)
 
 
 def synthesize_mime(item: etree._Element) -> str:

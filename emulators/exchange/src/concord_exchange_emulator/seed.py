@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import pathlib
 from email.message import EmailMessage
 
 from lxml import etree
@@ -59,8 +60,21 @@ def _stamp(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def seed_mailbox(store: Store) -> bool:
-    """Create the demo users and mailbox content; False when it was already there."""
+# Enough real messages to page through, few enough to seed in well under a second.
+REAL_MESSAGES = 24
+
+
+def _real_messages(mail_dir: pathlib.Path | None) -> list[bytes]:
+    """Raw messages from a maildir (real mail is messier than anything made up here)."""
+    if mail_dir is None:
+        return []
+    files = sorted(p for sub_dir in ("cur", "new") for p in (mail_dir / sub_dir).glob("*"))
+    return [p.read_bytes() for p in files[:REAL_MESSAGES] if p.is_file()]
+
+
+def seed_mailbox(store: Store, mail_dir: pathlib.Path | None = None) -> bool:
+    """Create the demo users and mailbox content, with up to REAL_MESSAGES messages from the
+    maildir `mail_dir` when given; False when the seed was already there."""
     if store.user(DEMO_MAILBOX) is not None:
         return False
     ews.ensure_mailbox(store, DEMO_MAILBOX, "Demo User")
@@ -182,6 +196,13 @@ def seed_mailbox(store: Store) -> bool:
         if tagged:
             _categories(message, "Salesforce")
         stored.append((folder_id, message))
+
+    for n, raw in enumerate(_real_messages(mail_dir)):
+        message = _item("Message")
+        sub(message, t("MimeContent"), base64.b64encode(raw).decode(), CharacterSet="UTF-8")
+        if n % 2 == 0:
+            _categories(message, "Salesforce")
+        stored.append((emails.id if n % 3 else inbox.id, message))
 
     for folder_id, node in stored:
         item, _ = it.prepare_new(node, owner=DEMO_MAILBOX, owner_name="Demo User")
