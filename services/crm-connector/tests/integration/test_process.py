@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
+from concord.common.v1 import resources_pb2 as res
 from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_salesforce_emulator.app import Running
 from concord_testing import ServiceProcess, assert_process_lifecycle
 
 pytestmark = pytest.mark.integration
@@ -33,3 +37,52 @@ async def test_process_serves_from_empty_state_and_stops_on_sigterm(
     # The embedded default: a dev key was generated where the service's state lives.
     key = tmp_path / "var" / "secrets" / "crm-connector.key"
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+async def test_process_writes_to_salesforce_trusting_only_its_configured_ca(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path, emulator: Running
+) -> None:
+    settings = emulator.emulator.settings
+    secret = {"client_secret": settings.client_secret, "password": settings.password}
+
+    async def call(chan: grpc.aio.Channel) -> None:
+        stub = pb_grpc.CrmConnectorServiceStub(chan)
+        await stub.UpsertOrgConnection(
+            pb.UpsertOrgConnectionRequest(
+                connection=pb.OrgConnection(
+                    name="orgs/demo/connection",
+                    login_url=emulator.url,
+                    auth_flow=pb.AUTH_FLOW_PASSWORD,
+                    client_id=settings.client_id,
+                    username=settings.username,
+                    secret=json.dumps(secret).encode(),
+                )
+            ),
+            timeout=10,
+        )
+        fields = struct_pb2.Struct()
+        fields.update(
+            {"StartDateTime": "2026-04-01T09:00:00Z", "EndDateTime": "2026-04-01T10:00:00Z"}
+        )
+        write = pb.CrmWrite(
+            operation=pb.CRM_WRITE_OPERATION_UPSERT,
+            sobject_type="Event",
+            link_id="process-1",
+            fields=fields,
+        )
+        response = await stub.ApplyBatch(
+            pb.ApplyBatchRequest(org="orgs/demo", writes=[write]), timeout=10
+        )
+        assert [r.status for r in response.results] == [res.WRITE_STATUS_OK]
+        budget = await stub.GetBudget(pb.GetBudgetRequest(org="orgs/demo"), timeout=5)
+        assert budget.budget.limit == settings.daily_api_limit
+
+    await assert_process_lifecycle(
+        service_process,
+        "concord_crm_connector",
+        port_variable="CRM_CONNECTOR_PORT",
+        health_service="concord.crm.v1.CrmConnectorService",
+        var_dir=tmp_path / "var",
+        call=call,
+        env={"CRM_CONNECTOR_CA_BUNDLE": str(emulator.ca_cert)},
+    )
