@@ -24,8 +24,6 @@ __all__ = [
     "parse_table_name",
 ]
 
-MAPPING_ISSUE = 6
-
 
 class InvalidRequest(InvalidArgument):
     """A malformed request; `field_violations` say which fields, as BadRequest."""
