@@ -98,8 +98,9 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
                 result.ClearField("record")
                 _item_error(result, failure)
                 continue
-            except Exception:
-                _log.exception("mapping an item failed unexpectedly")
+            except Exception as bug:
+                # The type only: an exception's text may quote the item's content.
+                _log.error("mapping an item failed unexpectedly: %s", type(bug).__name__)
                 result.ClearField("record")
                 _item_error(result, MappingFailure(MAPPING_FAILED, "the item could not be mapped"))
                 continue
@@ -153,8 +154,8 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
                     MappingFailure("INVALID_VALUE", "a Salesforce value does not fit the item"),
                 )
                 continue
-            except Exception:
-                _log.exception("mapping a record failed unexpectedly")
+            except Exception as bug:
+                _log.error("mapping a record failed unexpectedly: %s", type(bug).__name__)
                 _item_error(
                     result, MappingFailure(MAPPING_FAILED, "the record could not be mapped")
                 )
