@@ -138,3 +138,35 @@ def test_streaming_subscription_delivers_a_change_within_a_second(
     assert events[0].item_id.id == created_id[0]
     assert received - created["at"] < 1.0
     tasks.unsubscribe(subscription_id)
+
+
+def test_an_idle_stream_sends_heartbeats(
+    account: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    from concord_exchange_emulator import app
+    from concord_exchange_emulator.xmlns import M, S, T
+
+    monkeypatch.setattr(app, "STREAM_HEARTBEAT_SECONDS", 0.2)
+    subscription_id = account.tasks.subscribe_to_streaming()
+    body = (
+        f'<s:Envelope xmlns:s="{S}" xmlns:m="{M}" xmlns:t="{T}"><s:Body>'
+        f"<m:GetStreamingEvents><m:SubscriptionIds><t:SubscriptionId>{subscription_id}"
+        "</t:SubscriptionId></m:SubscriptionIds><m:ConnectionTimeout>1</m:ConnectionTimeout>"
+        "</m:GetStreamingEvents></s:Body></s:Envelope>"
+    )
+    credentials = account.protocol.credentials
+    with requests.post(
+        emulator.endpoint,
+        data=body.encode(),
+        auth=(credentials.username, credentials.password),
+        headers={"Content-Type": "text/xml"},
+        stream=True,
+        timeout=5,
+    ) as response:
+        assert response.status_code == 200
+        first = next(response.iter_content(chunk_size=None))
+    assert b"<m:ConnectionStatus>OK</m:ConnectionStatus>" in first
+    assert b"Notification" not in first
+    account.tasks.unsubscribe(subscription_id)
