@@ -184,6 +184,13 @@ async def test_a_failure_that_outlasts_the_retries_is_reported_retryable(org: Or
     assert org.calls()["PATCH composite/sobjects/Event/Concord_Link_Id__c"] == 5
 
 
+async def test_a_refused_request_is_reported_on_each_of_its_records(org: Org) -> None:
+    org.fault("error", path="composite", count=1, status=403)
+    results = await apply(org, [event(link) for link in links(300)])
+    assert {r.errors[0].code for r in results} == {"UNKNOWN_EXCEPTION"}
+    assert res.WRITE_STATUS_OK not in {r.status for r in results}
+
+
 async def test_throttling_is_resource_exhausted_with_retry_info(org: Org) -> None:
     org.fault("throttle", count=1)
     got = await failure(

@@ -348,6 +348,16 @@ class SalesforceOrgs:
                         o or WriteOutcome(WriteStatus.RETRYABLE, w.id, w.link_id, errors=(limit,))
                         for w, o in zip(writes, outcomes, strict=True)
                     ]
+                except _Rejected as rejected:
+                    # The request as a whole was refused (e.g. INSUFFICIENT_ACCESS): each of its
+                    # records says so; the rest of the batch goes on.
+                    reached_salesforce = True
+                    for call in pack:
+                        for index in call.indices:
+                            outcomes[index] = error_outcome(
+                                writes[index], call.kind, rejected.errors
+                            )
+                    continue
                 except _Transient as transient:
                     reached_salesforce = True
                     for call in pack:
