@@ -366,6 +366,21 @@ class Store:
             self._log(db, item.mailbox, item.folder_id, item.id, "delete")
             seq = self._log(db, item.mailbox, folder_id, new_id_, "create")
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
+            # A series' exceptions follow it; their ids embed the master's id.
+            old, new = item.id.encode(), new_id_.encode()
+            xml = xml.replace(old, new)
+            db.execute(
+                "UPDATE items SET id = replace(id, ?, ?), folder_id = ?,"
+                " xml = CAST(replace(CAST(xml AS TEXT), ?, ?) AS BLOB) WHERE folder_id = ?",
+                (
+                    item.id,
+                    new_id_,
+                    exceptions_of(new_id_),
+                    item.id,
+                    new_id_,
+                    exceptions_of(item.id),
+                ),
+            )
             db.execute(
                 "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
                 (new_id_, item.mailbox, folder_id, xml, item.version + 1, seq),

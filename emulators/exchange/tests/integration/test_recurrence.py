@@ -86,3 +86,21 @@ def test_edit_and_delete_occurrences(account: Any) -> None:
     # An occurrence edit reaches a sync as an update of the master, as Exchange reports it.
     changes = [(kind, item.id) for kind, item in account.calendar.sync_items()]
     assert changes == [("update", master.id)]
+
+
+def test_a_moved_series_keeps_its_exceptions(account: Any) -> None:
+    from exchangelib import Folder
+
+    master = _series(account)
+    second = master.occurrence(index=2)
+    second.refresh()
+    second.subject = "changed"
+    second.save(update_fields=["subject"])
+    target = Folder(parent=account.msg_folder_root, name="Old calendar")
+    target.save()
+    master.move(target)
+    moved = target.get(id=master.id)
+    assert len(moved.modified_occurrences) == 1
+    again = moved.occurrence(index=2)
+    again.refresh()
+    assert again.subject == "changed"
