@@ -470,6 +470,18 @@ def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("CreateFolder", _children(req.find(m("Folders"))), fill)
 
 
+def delete_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        if folder.distinguished:
+            raise EwsError(
+                "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+            )
+        ctx.store.delete_folder(folder)
+
+    return _each("DeleteFolder", _children(req.find(m("FolderIds"))), fill)
+
+
 def get_item(ctx: Context, req: etree._Element) -> etree._Element:
     shape = it.Shape(req.find(m("ItemShape")))
 
@@ -914,6 +926,7 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "GetFolder": get_folder,
     "FindFolder": find_folder,
     "CreateFolder": create_folder,
+    "DeleteFolder": delete_folder,
     "GetItem": get_item,
     "FindItem": find_item,
     "CreateItem": create_item,

@@ -258,6 +258,25 @@ class Store:
             ).fetchall()
         return [f for f in (self._folder(r) for r in rows) if f is not None]
 
+    def delete_folder(self, folder: Folder) -> None:
+        """Remove a folder, its sub-folders and their items (each item logged as deleted)."""
+        with self.transaction() as db:
+            pending, ids = [folder.id], []
+            while pending:
+                current = pending.pop()
+                ids.append(current)
+                rows = db.execute("SELECT id FROM folders WHERE parent_id = ?", (current,))
+                pending.extend(r["id"] for r in rows.fetchall())
+            for folder_id in ids:
+                items = db.execute("SELECT id FROM items WHERE folder_id = ?", (folder_id,))
+                for row in items.fetchall():
+                    self._log(db, folder.mailbox, folder_id, row["id"], "delete")
+                    db.execute(
+                        "DELETE FROM items WHERE id = ? OR folder_id = ?",
+                        (row["id"], exceptions_of(row["id"])),
+                    )
+                db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+
     def folder_counts(self, folder_id: str) -> tuple[int, int]:
         """(items, child folders)."""
         with self.lock:

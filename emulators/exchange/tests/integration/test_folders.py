@@ -72,3 +72,28 @@ def test_demo_seed_has_the_salesforce_folders(
     # FindFolder with paging (exchangelib pages deep traversals itself).
     folders = list(account.root.walk())
     assert len(folders) >= 10
+
+
+def test_delete_folder_and_its_items(account: Account) -> None:
+    from exchangelib import Task
+    from exchangelib.errors import (
+        ErrorDeleteDistinguishedFolder,
+        ErrorFolderNotFound,
+    )
+
+    folder = Folder(parent=account.msg_folder_root, name="Going away")
+    folder.save()
+    Task(account=account, folder=folder, subject="inside").save()
+    list(folder.sync_items())
+    state = folder.item_sync_state
+    folder_id = folder.id
+    folder.delete()
+    vanished = Folder(root=account.root, id=folder_id)
+    # A sync of a folder that vanished meanwhile is refused, not answered with nothing.
+    vanished.item_sync_state = state
+    with pytest.raises(ErrorFolderNotFound):
+        list(vanished.sync_items())
+    with pytest.raises(ErrorDeleteDistinguishedFolder):
+        account.calendar.delete()
+    account.root.refresh()
+    assert "Going away" not in {f.name for f in account.msg_folder_root.children}

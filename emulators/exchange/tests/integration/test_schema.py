@@ -63,6 +63,9 @@ def _session(account: Any) -> None:
     folder = Folder(parent=account.msg_folder_root, name="Salesforce Emails")
     folder.save()
     list(account.root.walk())
+    scratch = Folder(parent=account.msg_folder_root, name="scratch")
+    scratch.save()
+    scratch.delete()
     tz = EWSTimeZone("Europe/Berlin")
     start = EWSDateTime(2030, 1, 1, 9, tzinfo=tz)
     meeting = CalendarItem(
@@ -154,6 +157,7 @@ def test_responses_validate_against_the_ews_schemas(
         "GetFolderResponse",
         "FindFolderResponse",
         "CreateFolderResponse",
+        "DeleteFolderResponse",
         "CreateItemResponse",
         "GetItemResponse",
         "FindItemResponse",
