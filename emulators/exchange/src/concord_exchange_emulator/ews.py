@@ -615,7 +615,7 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
-        full = it.Shape(None)
+        full = it.Shape.everything()
         stored_items = ctx.store.items_in(folder.id)
         if calendar_view is not None:
             stored_items = _expand(ctx, stored_items, calendar_view)

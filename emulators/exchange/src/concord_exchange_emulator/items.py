@@ -264,6 +264,7 @@ class Shape:
         self.mime = False
         self.names: set[str] = set()
         self.extended: list[etree._Element] = []
+        self.every_field = False
         if node is None:
             return
         self.base = node.findtext(t("BaseShape")) or "AllProperties"
@@ -278,7 +279,16 @@ class Shape:
         if "MimeContent" in self.names:
             self.mime = True
 
+    @classmethod
+    def everything(cls) -> Shape:
+        """Every stored field, extended properties included: what restrictions are evaluated on."""
+        shape = cls(None)
+        shape.every_field = True
+        return shape
+
     def wants(self, child: etree._Element) -> bool:
+        if self.every_field:
+            return True
         name = local(child.tag)
         if name == "MimeContent":
             return self.mime

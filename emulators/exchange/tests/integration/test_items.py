@@ -90,6 +90,9 @@ def test_calendar_item_round_trip(account: Account) -> None:
     assert got.uid
     assert got.link_id == "link-1"
     assert got.changekey == item.changekey
+    # How a retried create finds the first one: a restriction on the extended property.
+    assert [i.id for i in account.calendar.filter(link_id="link-1")] == [item.id]
+    assert account.calendar.filter(link_id="link-2").count() == 0
 
 
 def test_all_day_event(account: Account) -> None:
