@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
-from concord.common.v1 import settings_pb2 as st
+from concord.common.v1 import settings_pb2 as cst
 from concord_reconciler.domain.planner import (
     ActionKind,
     ConflictPolicy,
@@ -390,12 +392,12 @@ def test_the_delete_guard_stops_the_pair(links: int, deleted: int, guarded: bool
 
 def test_policy_from_settings_reads_every_named_setting() -> None:
     org = default_org_settings("acme")
-    org.conflict_policy = st.CONFLICT_POLICY_MANUAL
-    org.mail_delete_action = st.MAIL_DELETE_ACTION_MARK_RECORD
-    org.crm_delete_action = st.CRM_DELETE_ACTION_DELETE_ITEM
-    org.private_item_policy = st.PRIVATE_ITEM_POLICY_SYNC
+    org.conflict_policy = cst.CONFLICT_POLICY_MANUAL
+    org.mail_delete_action = cst.MAIL_DELETE_ACTION_MARK_RECORD
+    org.crm_delete_action = cst.CRM_DELETE_ACTION_DELETE_ITEM
+    org.private_item_policy = cst.PRIVATE_ITEM_POLICY_SYNC
     org.delete_guard_ratio = 0.25
-    sharing = st.ObjectSharing(kind=EVENT, direction=res.SYNC_DIRECTION_CRM_TO_MAIL)
+    sharing = cst.ObjectSharing(kind=EVENT, direction=res.SYNC_DIRECTION_CRM_TO_MAIL)
     policy = SyncPolicy.from_settings(EVENT, org, sharing)
     assert policy.conflict is ConflictPolicy.MANUAL
     assert policy.mark_instead_of_delete
@@ -406,3 +408,42 @@ def test_policy_from_settings_reads_every_named_setting() -> None:
     assert policy.future_window == timedelta(days=365)
     assert not policy.flows(Side.MAIL)
     assert policy.flows(Side.CRM)
+
+
+# -- properties ------------------------------------------------------------------------------
+
+_values = st.sampled_from(["a", "b", "c"])
+_fields = st.dictionaries(st.sampled_from(["subject", "location"]), _values, min_size=1)
+
+
+@st.composite
+def _session(draw: st.DrawFn) -> tuple[list[Link], list[Change], list[Change]]:
+    count = draw(st.integers(0, 8))
+    links = [
+        link(base=draw(_fields), link_id=f"L{n}", mail_id=f"m{n}", crm_id=f"c{n}")
+        for n in range(count)
+    ]
+    changes: dict[Side, list[Change]] = {Side.MAIL: [], Side.CRM: []}
+    for side in Side:
+        natives = [f"{side.value[0]}{n}" for n in range(count + 3)]
+        for native in draw(st.lists(st.sampled_from(natives), unique=True, max_size=6)):
+            deleted = draw(st.booleans()) and native[1:].isdigit() and int(native[1:]) < count
+            snapshot = None if deleted else snap(draw(_fields), at=draw(st.integers(0, 9)))
+            changes[side].append(Change(side, native, snapshot))
+    return links, changes[Side.MAIL], changes[Side.CRM]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(session=_session(), data=st.data())
+def test_replayed_and_permuted_notifications_plan_the_same(
+    session: tuple[list[Link], list[Change], list[Change]], data: st.DataObject
+) -> None:
+    links, mail_changes, crm_changes = session
+    policy = SyncPolicy(kind=res.OBJECT_KIND_CONTACT)
+    expected = plan("mb", mail_changes, crm_changes, links, policy, NOW)
+    replayed_mail = data.draw(st.permutations(mail_changes + mail_changes))
+    replayed_crm = data.draw(st.permutations(crm_changes + crm_changes))
+    shuffled_links = data.draw(st.permutations(links))
+    again = plan("mb", replayed_mail, replayed_crm, shuffled_links, policy, NOW)
+    key = lambda a: a.link.link_id  # noqa: E731
+    assert sorted(again.actions, key=key) == sorted(expected.actions, key=key)
