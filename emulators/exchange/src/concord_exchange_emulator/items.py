@@ -9,6 +9,7 @@ import email.errors
 import email.policy
 import email.utils
 import re
+import uuid
 from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
@@ -140,13 +141,14 @@ def prepare_new(
         _fill_from_mime(item)
         if item.find(t("IsRead")) is None:
             sub(item, t("IsRead"), "false")
-        if item.find(t("DateTimeReceived")) is None:
-            sub(item, t("DateTimeReceived"), now)
         if item.find(t("InternetMessageId")) is None:
-            sub(item, t("InternetMessageId"), f"<{now_iso()}.{id(item)}@emulator.concord.test>")
+            sub(item, t("InternetMessageId"), f"<{uuid.uuid4().hex}@emulator.concord.test>")
+    if item.find(t("DateTimeReceived")) is None:
+        # Exchange stamps every item, not only mail, with the time it reached the store.
+        sub(item, t("DateTimeReceived"), now)
     if kind == "CalendarItem":
         if item.find(t("UID")) is None:
-            sub(item, t("UID"), f"{id(item):x}{now.replace(':', '')}@emulator.concord.test")
+            sub(item, t("UID"), uuid.uuid4().hex.upper())
         if item.find(t("Organizer")) is None:
             org = sub(item, t("Organizer"))
             mbx = sub(org, t("Mailbox"))
