@@ -300,6 +300,10 @@ def build_app(store: Store) -> Starlette:
         created = await run_in_threadpool(seed_mailbox, store)
         return JSONResponse({"seed": name, "created": created})
 
+    async def invalidate_sync_states(request: Request) -> Response:
+        generation = await run_in_threadpool(store.invalidate_sync_states)
+        return JSONResponse({"sync_generation": generation})
+
     routes = [
         Route(EWS_PATH, EwsEndpoint(store, control), methods=["POST", "GET"]),
         Route("/__admin/health", health),
@@ -307,6 +311,7 @@ def build_app(store: Store) -> Starlette:
         Route("/__admin/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/__admin/users", users, methods=["POST"]),
         Route("/__admin/seed/{name}", seed, methods=["POST"]),
+        Route("/__admin/invalidate-sync-states", invalidate_sync_states, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.control = control

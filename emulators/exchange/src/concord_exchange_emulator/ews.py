@@ -688,14 +688,16 @@ def _in_view(
 # Change tracking
 
 
-def _encode_state(folder_id: str, seq: int) -> str:
-    return base64.b64encode(f"concord-sync:{folder_id}:{seq}".encode()).decode()
+def _encode_state(folder_id: str, seq: int, generation: int = 0) -> str:
+    return base64.b64encode(f"concord-sync:{generation}:{folder_id}:{seq}".encode()).decode()
 
 
-def _decode_state(state: str, folder_id: str) -> int:
+def _decode_state(state: str, folder_id: str, generation: int = 0) -> int:
+    """The change-log position in a state this folder handed out, since the last invalidation
+    (`/__admin/invalidate-sync-states` stands for Exchange discarding its sync states)."""
     try:
-        prefix, fid, seq = base64.b64decode(state, validate=True).decode().split(":")
-        if prefix != "concord-sync" or fid != folder_id:
+        prefix, gen, fid, seq = base64.b64decode(state, validate=True).decode().split(":")
+        if prefix != "concord-sync" or fid != folder_id or int(gen) != generation:
             raise ValueError(state)
         return int(seq)
     except (ValueError, UnicodeDecodeError, binascii.Error):
@@ -719,7 +721,7 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
             for stored in ctx.store.items_in(folder.id):
                 changes.append((stored.created_seq, "Create", stored.id))
         else:
-            after = _decode_state(state, folder.id)
+            after = _decode_state(state, folder.id, ctx.store.sync_generation())
             head = ctx.store.last_seq()
             first: dict[str, str] = {}
             last: dict[str, int] = {}
@@ -749,7 +751,8 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
         # a state older than what was reported, or it would be reported twice.
         reported = max((c[0] for c in changes), default=0)
         new_seq = max(head, reported) if complete else page[-1][0]
-        sub(msg, m("SyncState"), _encode_state(folder.id, new_seq))
+        generation = ctx.store.sync_generation()
+        sub(msg, m("SyncState"), _encode_state(folder.id, new_seq, generation))
         sub(msg, m("IncludesLastItemInRange"), str(complete).lower())
         container = sub(msg, m("Changes"))
         for _, kind, item_id in page:

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, folder_id TEXT NOT NULL,
     item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
 CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_ids TEXT NOT NULL,
     event_types TEXT NOT NULL, watermark INTEGER NOT NULL);
@@ -421,6 +422,23 @@ class Store:
                 (*folder_ids, after),
             ).fetchall()
         return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+
+    def sync_generation(self) -> int:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT value FROM settings WHERE name = 'sync_generation'"
+            ).fetchone()
+        return int(row["value"]) if row else 0
+
+    def invalidate_sync_states(self) -> int:
+        """Every sync state handed out so far becomes invalid; returns the new generation."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO settings VALUES ('sync_generation', 1)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+            row = db.execute("SELECT value FROM settings WHERE name = 'sync_generation'")
+            return int(row.fetchone()["value"])
 
     # subscriptions
 

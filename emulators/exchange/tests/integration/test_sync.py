@@ -78,6 +78,19 @@ def test_an_invalid_sync_state_is_refused(account: Any) -> None:
         _changes(account.tasks)
 
 
+def test_sync_states_invalidated_by_the_server(account: Any, emulator: Any) -> None:
+    tasks = account.tasks
+    Task(account=account, folder=tasks, subject="kept").save()
+    assert _changes(tasks) == [("create", "kept")]
+    emulator.admin("POST", "invalidate-sync-states")
+    with pytest.raises(ErrorInvalidSyncStateData):
+        _changes(tasks)
+    # The way back is a full listing, from no state at all.
+    tasks.item_sync_state = None
+    assert _changes(tasks) == [("create", "kept")]
+    assert _changes(tasks) == []
+
+
 def _events(folder: Any, subscription_id: str, watermark: str) -> list[Any]:
     return [e for n in folder.get_events(subscription_id, watermark) for e in n.events]
 

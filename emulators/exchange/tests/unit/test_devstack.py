@@ -29,7 +29,15 @@ def test_the_entry_point_is_registered() -> None:
     assert found.load() is devstack.spec
 
 
-@pytest.mark.parametrize("state", ["", "garbage", "Y29uY29yZC1zeW5jOm90aGVyOjE="])
+@pytest.mark.parametrize(
+    "state",
+    [
+        "",
+        "garbage",
+        ews._encode_state("other", 1),
+        ews._encode_state("folder", 1, generation=1),
+    ],
+)
 def test_a_foreign_or_corrupt_sync_state_is_invalid(state: str) -> None:
     with pytest.raises(ews.EwsError) as caught:
         ews._decode_state(state, "folder")
