@@ -36,10 +36,12 @@ FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
 
 @dataclass
 class Fault:
-    """An injected fault: applies to `operation` ("*" for all) for the next `times` calls."""
+    """An injected fault: applies to `operation` ("*" for all) for the next `times` calls made
+    as `mailbox` (the caller's own or the impersonated one; "*" for any)."""
 
     kind: str
     operation: str = "*"
+    mailbox: str = "*"
     times: int = 1
     back_off_ms: int = 1000
     status: int = 503
@@ -54,11 +56,15 @@ class Control:
     faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self, operation: str) -> Fault | None:
+    def take(self, operation: str, mailbox: str) -> Fault | None:
         with self.lock:
             self.calls[operation] += 1
             for fault in self.faults:
-                if fault.operation in {"*", operation} and fault.times > 0:
+                if (
+                    fault.operation in {"*", operation}
+                    and fault.mailbox.lower() in {"*", mailbox}
+                    and fault.times > 0
+                ):
                     fault.times -= 1
                     if fault.times == 0:
                         self.faults.remove(fault)
@@ -141,7 +147,8 @@ class EwsEndpoint:
         fault: Fault | None = None
         try:
             operation, req, header = ews.operation_of(body)
-            fault = self.control.take(operation)
+            ctx = self._context(user.username, user.mailbox, user.can_impersonate, header)
+            fault = self.control.take(operation, ctx.acting_as)
             if fault is not None and fault.kind == "latency":
                 await asyncio.sleep(fault.latency_ms / 1000)
             if fault is not None and fault.kind == "server_busy":
@@ -153,7 +160,6 @@ class EwsEndpoint:
             if fault is not None and fault.kind == "http_error":
                 await Response("injected failure", status_code=fault.status)(scope, receive, send)
                 return
-            ctx = self._context(user.username, user.mailbox, user.can_impersonate, header)
             if operation == "GetStreamingEvents":
                 sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
                 minutes = int(req.findtext(m("ConnectionTimeout")) or "30")

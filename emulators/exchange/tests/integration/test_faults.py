@@ -107,3 +107,24 @@ def test_a_bad_fault_is_refused(emulator: RunningEmulator) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(req, timeout=5)
     assert caught.value.code == 400
+
+
+def test_a_fault_for_one_mailbox_leaves_the_others_alone(
+    emulator: RunningEmulator, account: Any, make_config: Any, new_user: Any
+) -> None:
+    other_address, other_password = new_user()
+    other = Account(
+        other_address,
+        config=make_config(other_address, other_password),
+        autodiscover=False,
+        access_type=DELEGATE,
+    )
+    tasks, other_tasks = account.tasks, other.tasks
+    emulator.admin(
+        "POST",
+        "faults",
+        {"kind": "server_busy", "operation": "FindItem", "mailbox": other_address},
+    )
+    assert list(tasks.all()) == []
+    with pytest.raises(ErrorServerBusy):
+        list(other_tasks.all())
