@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        # Open GetStreamingEvents responses last up to 30 min: don't wait for them on SIGTERM.
+        timeout_graceful_shutdown=2,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
     )

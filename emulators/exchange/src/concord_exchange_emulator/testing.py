@@ -42,6 +42,7 @@ class RunningEmulator:
             host="127.0.0.1",
             port=self.port,
             log_level="critical",
+            timeout_graceful_shutdown=2,
             ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )
