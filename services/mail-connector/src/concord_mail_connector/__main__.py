@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
+from concord_mail_connector.domain.model import Provider
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
@@ -21,8 +23,15 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         key_name="mail-connector",
         setting="MAIL_CONNECTOR_ENCRYPTION_KEY",
     )
-    # No provider adapters yet: EWS arrives with issue #4, the others after it.
-    domain = MailConnector(SqlAccountStore(process.engine, cipher), providers={})
+    exchange = ExchangeProvider(
+        max_workers=process.settings.ews_max_workers,
+        max_back_off=process.settings.ews_max_back_off_seconds,
+    )
+    process.server.on_shutdown(exchange.close)
+    # Graph, Google and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.
+    domain = MailConnector(
+        SqlAccountStore(process.engine, cipher), providers={Provider.EXCHANGE_EWS: exchange}
+    )
     servicer = MailConnectorServicer(domain)
     process.server.add_service(
         SERVICE_NAME,

@@ -16,3 +16,8 @@ class MailConnectorSettings(ServiceSettings):
     # Fernet key for mailbox secrets. Unset: a key generated once into
     # <CONCORD_VAR_DIR>/secrets/mail-connector.key, so the embedded default needs no setup.
     encryption_key: FernetKey | None = None
+    # EWS calls in flight at once for the whole process (exchangelib blocks a thread per call).
+    ews_max_workers: int = 16
+    # Longest ErrorServerBusy back-off waited out inside one call; longer ones (or ones past
+    # the caller's deadline) answer RESOURCE_EXHAUSTED with RetryInfo instead.
+    ews_max_back_off_seconds: float = 30.0

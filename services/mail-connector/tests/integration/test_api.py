@@ -134,16 +134,42 @@ async def test_malformed_accounts_are_invalid(
     assert [field for field, _ in got.field_violations] == fields
 
 
-async def test_items_and_collections_wait_for_issue_4(stub: Stub) -> None:
+async def test_items_and_collections_of_a_provider_without_adapter_are_unimplemented(
+    stub: Stub,
+) -> None:
+    graph = pb.MailboxAccount(
+        name="mailboxes/demo/account",
+        address="ann@example.com",
+        provider=resources_pb2.MAIL_PROVIDER_GRAPH,
+        graph=pb.GraphSettings(tenant_id="t", client_id="c"),
+    )
+    await stub.UpsertMailboxAccount(pb.UpsertMailboxAccountRequest(account=graph))
+    ref = resources_pb2.ItemRef(kind=resources_pb2.OBJECT_KIND_TASK, native_id="x")
+    write = pb.MailWrite(operation=pb.MAIL_WRITE_OPERATION_DELETE, link_id="l1", ref=ref)
     calls: list[Awaitable[object]] = [
-        stub.GetItems(pb.GetItemsRequest(mailbox="mailboxes/demo")),
-        stub.ApplyItems(pb.ApplyItemsRequest(mailbox="mailboxes/demo")),
+        stub.GetItems(pb.GetItemsRequest(mailbox="mailboxes/demo", refs=[ref])),
+        stub.ApplyItems(pb.ApplyItemsRequest(mailbox="mailboxes/demo", writes=[write])),
         stub.ListCollections(pb.ListCollectionsRequest(mailbox="mailboxes/demo")),
     ]
     for call in calls:
         got = await failure(call)
         assert got.code == grpc.StatusCode.UNIMPLEMENTED
-        assert got.message.endswith("(issue #4)")
+        assert got.metadata["provider"] == "graph"
+
+
+async def test_apply_items_names_every_bad_write(stub: Stub) -> None:
+    writes = [
+        pb.MailWrite(),
+        pb.MailWrite(operation=pb.MAIL_WRITE_OPERATION_UPDATE, link_id="l2"),
+    ]
+    got = await failure(stub.ApplyItems(pb.ApplyItemsRequest(mailbox="demo", writes=writes)))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in got.field_violations] == [
+        "mailbox",
+        "writes[0].operation",
+        "writes[1].ref.native_id",
+        "writes[1].item",
+    ]
 
 
 async def test_subscriptions_wait_for_issue_8(stub: Stub) -> None:

@@ -13,13 +13,19 @@ from concord_mail_connector.domain.errors import (
 )
 from concord_mail_connector.domain.model import (
     AccountUpdate,
-    ChangePage,
     Cursor,
     Kind,
     MailboxAccount,
     Provider,
     parse_account_name,
     parse_mailbox_name,
+)
+from concord_mail_connector.domain.provider import (
+    Collection,
+    FoundItems,
+    MailboxAccess,
+    ProviderChangePage,
+    WriteResult,
 )
 from concord_mail_connector.domain.service import MailConnector, ProviderAdapter
 
@@ -54,12 +60,43 @@ class MemoryStore:
         token = self.cursors.get((mailbox, collection))
         return Cursor(collection, token) if token is not None else None
 
+    async def secret(self, mailbox: str) -> bytes | None:
+        return b"s3cret" if mailbox in self.accounts else None
+
+
+def page(cursor: Cursor, *, has_more: bool = False) -> ProviderChangePage:
+    return ProviderChangePage(changes=(), next_cursor=cursor, has_more=has_more)
+
 
 class EchoAdapter:
+    def __init__(self) -> None:
+        self.secrets: list[bytes | None] = []
+
     async def list_changes(
-        self, account: MailboxAccount, kind: Kind, cursor: Cursor, page_size: int
-    ) -> ChangePage:
-        return ChangePage(Cursor(cursor.collection, cursor.token + "+1"), has_more=True)
+        self,
+        mailbox: MailboxAccess,
+        kind: Kind,
+        cursor: Cursor,
+        page_size: int,
+        deadline: float | None = None,
+    ) -> ProviderChangePage:
+        self.secrets.append(mailbox.secret)
+        return page(Cursor(cursor.collection, cursor.token + "+1"), has_more=True)
+
+    async def get_items(
+        self, mailbox: MailboxAccess, refs: object, deadline: float | None = None
+    ) -> FoundItems:
+        raise NotImplementedError
+
+    async def apply_items(
+        self, mailbox: MailboxAccess, writes: object, deadline: float | None = None
+    ) -> list[WriteResult]:
+        raise NotImplementedError
+
+    async def list_collections(
+        self, mailbox: MailboxAccess, kind: Kind | None, deadline: float | None = None
+    ) -> list[Collection]:
+        raise NotImplementedError
 
 
 @pytest.mark.parametrize("name", ["mailboxes/demo", "mailboxes/a", "mailboxes/ann-1"])
@@ -84,13 +121,13 @@ def test_account_name_needs_the_account_segment() -> None:
 
 async def test_no_account_answers_the_stored_cursor() -> None:
     store = MemoryStore(cursors={("demo", "calendar-item"): "t7"})
-    page = await MailConnector(store, {}).list_changes("demo", Kind.CALENDAR_ITEM, "", "t5", 0)
-    assert page == ChangePage(Cursor("calendar-item", "t7"))
+    got = await MailConnector(store, {}).list_changes("demo", Kind.CALENDAR_ITEM, "", "t5", 0)
+    assert got == page(Cursor("calendar-item", "t7"))
 
 
 async def test_no_account_and_no_stored_cursor_keeps_the_callers_cursor() -> None:
-    page = await MailConnector(MemoryStore(), {}).list_changes("demo", Kind.TASK, "f1", "t5", 0)
-    assert page == ChangePage(Cursor("f1", "t5"))
+    got = await MailConnector(MemoryStore(), {}).list_changes("demo", Kind.TASK, "f1", "t5", 0)
+    assert got == page(Cursor("f1", "t5"))
 
 
 async def test_ews_account_without_adapter_names_issue_4() -> None:
@@ -111,10 +148,13 @@ async def test_providers_without_an_issue_say_so_without_a_number() -> None:
 
 
 async def test_an_account_with_an_adapter_lists_through_it() -> None:
-    adapters: dict[Provider, ProviderAdapter] = {Provider.DAV: EchoAdapter()}
+    echo = EchoAdapter()
+    adapters: dict[Provider, ProviderAdapter] = {Provider.DAV: echo}
     domain = MailConnector(MemoryStore({"demo": account(Provider.DAV)}), adapters)
-    page = await domain.list_changes("demo", Kind.CONTACT, "", "t1", 0)
-    assert page == ChangePage(Cursor("contact", "t1+1"), has_more=True)
+    got = await domain.list_changes("demo", Kind.CONTACT, "", "t1", 0)
+    assert got == page(Cursor("contact", "t1+1"), has_more=True)
+    # The adapter gets the opened secret with the account, for this call only.
+    assert echo.secrets == [b"s3cret"]
 
 
 async def test_get_missing_account_is_not_found() -> None:

@@ -21,6 +21,7 @@ from concord_mail_connector.domain.model import (
     parse_account_name,
     parse_mailbox_name,
 )
+from concord_mail_connector.domain.provider import Write, WriteOperation
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import Unimplemented
 from concord_rpc.requests import Violations
@@ -45,6 +46,13 @@ _PROVIDERS = {
     resources_pb2.MAIL_PROVIDER_DAV: Provider.DAV,
 }
 _PROVIDER_ENUMS = {provider: enum for enum, provider in _PROVIDERS.items()}
+_KIND_ENUMS = {kind: enum for enum, kind in _KINDS.items()}
+_OPERATIONS = {
+    pb.MAIL_WRITE_OPERATION_CREATE: WriteOperation.CREATE,
+    pb.MAIL_WRITE_OPERATION_UPDATE: WriteOperation.UPDATE,
+    pb.MAIL_WRITE_OPERATION_DELETE: WriteOperation.DELETE,
+}
+MAX_BATCH = 100
 # The `provider_settings` member each provider takes, and its required fields.
 _SETTINGS: dict[Provider, tuple[str, tuple[str, ...]]] = {
     Provider.EXCHANGE_EWS: ("ews", ("service_url", "username")),
@@ -70,9 +78,22 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
         if checks or kind is None:
             raise checks.error()
         page = await self._domain.list_changes(
-            mailbox, kind, request.collection, request.cursor.token, request.page_size
+            mailbox,
+            kind,
+            request.collection,
+            request.cursor.token,
+            request.page_size,
+            _deadline(context),
         )
+        changes = []
+        for change in page.changes:
+            listed = resources_pb2.MailChange()
+            listed.CopyFrom(change)
+            if not request.include_items:
+                listed.ClearField("item")
+            changes.append(listed)
         return pb.ListChangesResponse(
+            changes=changes,
             next_cursor=resources_pb2.Cursor(
                 collection=page.next_cursor.collection, token=page.next_cursor.token
             ),
@@ -81,20 +102,80 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
         )
 
     async def GetItems(self, request: pb.GetItemsRequest, context: Context) -> pb.GetItemsResponse:
-        parse_mailbox_name(request.mailbox)
-        raise Unimplemented("reading mailbox items", issue=PROVIDERS_ISSUE)
+        checks = Violations(InvalidRequest)
+        mailbox = checks.name(parse_mailbox_name, request.mailbox, "mailbox")
+        checks.check("refs", 0 < len(request.refs) <= MAX_BATCH, f"takes 1 to {MAX_BATCH}")
+        for index, ref in enumerate(request.refs):
+            checks.require(f"refs[{index}].native_id", ref.native_id)
+        if checks:
+            raise checks.error()
+        found = await self._domain.get_items(mailbox, list(request.refs), _deadline(context))
+        return pb.GetItemsResponse(items=found.items, not_found=found.not_found)
 
     async def ApplyItems(
         self, request: pb.ApplyItemsRequest, context: Context
     ) -> pb.ApplyItemsResponse:
-        parse_mailbox_name(request.mailbox)
-        raise Unimplemented("writing mailbox items", issue=PROVIDERS_ISSUE)
+        checks = Violations(InvalidRequest)
+        mailbox = checks.name(parse_mailbox_name, request.mailbox, "mailbox")
+        checks.check("writes", 0 < len(request.writes) <= MAX_BATCH, f"takes 1 to {MAX_BATCH}")
+        writes: list[Write] = []
+        for index, write in enumerate(request.writes):
+            field = f"writes[{index}]"
+            operation = _OPERATIONS.get(write.operation)
+            if operation is None:
+                checks.add(f"{field}.operation", "is required")
+                continue
+            checks.require(f"{field}.link_id", write.link_id)
+            if operation != WriteOperation.CREATE:
+                checks.require(f"{field}.ref.native_id", write.ref.native_id)
+            if operation != WriteOperation.DELETE:
+                checks.check(
+                    f"{field}.item", write.item.WhichOneof("payload") is not None, "is required"
+                )
+            writes.append(
+                Write(
+                    operation=operation,
+                    link_id=write.link_id,
+                    ref=write.ref,
+                    item=write.item,
+                    collection=write.collection,
+                    update_mask=list(write.update_mask.paths),
+                )
+            )
+        if checks:
+            raise checks.error()
+        results = await self._domain.apply_items(mailbox, writes, _deadline(context))
+        return pb.ApplyItemsResponse(
+            results=[
+                pb.MailWriteResult(
+                    link_id=result.link_id,
+                    status=result.status,
+                    ref=result.ref,
+                    error_code=result.error_code,
+                    error_message=result.error_message,
+                    already_applied=result.already_applied,
+                )
+                for result in results
+            ]
+        )
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: Context
     ) -> pb.ListCollectionsResponse:
-        parse_mailbox_name(request.mailbox)
-        raise Unimplemented("listing collections", issue=PROVIDERS_ISSUE)
+        mailbox = parse_mailbox_name(request.mailbox)
+        kind = _KINDS.get(request.kind)
+        collections = await self._domain.list_collections(mailbox, kind, _deadline(context))
+        return pb.ListCollectionsResponse(
+            collections=[
+                pb.Collection(
+                    id=c.id,
+                    display_name=c.display_name,
+                    kind=_KIND_ENUMS[c.kind],
+                    is_default=c.is_default,
+                )
+                for c in collections
+            ]
+        )
 
     async def CreateSubscription(
         self, request: pb.CreateSubscriptionRequest, context: Context
@@ -186,3 +267,9 @@ def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def _deadline(context: Context) -> float | None:
+    """Seconds the caller still waits, so throttling is waited out only when it fits."""
+    remaining = context.time_remaining()
+    return None if remaining is None else float(remaining)

@@ -13,7 +13,6 @@ from concord_rpc.requests import ResourceName
 
 __all__ = [
     "AccountUpdate",
-    "ChangePage",
     "Cursor",
     "Kind",
     "MailboxAccount",
@@ -89,15 +88,6 @@ class Cursor:
 
     collection: str
     token: str
-
-
-@dataclass(frozen=True)
-class ChangePage:
-    """A page of changes; the changes themselves come with the provider adapters (issue #4)."""
-
-    next_cursor: Cursor
-    has_more: bool = False
-    full_resync_required: bool = False
 
 
 def default_collection(kind: Kind) -> str:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from concord.common.v1 import resources_pb2
 from concord_mail_connector.domain.errors import AccountNotFound, ProviderNotImplemented
 from concord_mail_connector.domain.model import (
     AccountUpdate,
-    ChangePage,
     Cursor,
     Kind,
     MailboxAccount,
     Provider,
     default_collection,
+)
+from concord_mail_connector.domain.provider import (
+    Collection,
+    FoundItems,
+    MailboxAccess,
+    MailProvider,
+    ProviderChangePage,
+    Write,
+    WriteResult,
 )
 
 __all__ = ["AccountStore", "MailConnector", "ProviderAdapter"]
@@ -30,17 +39,16 @@ class AccountStore(Protocol):
 
     async def cursor(self, mailbox: str, collection: str) -> Cursor | None: ...
 
+    async def secret(self, mailbox: str) -> bytes | None:
+        """The opened secret, for provider adapters only."""
 
-class ProviderAdapter(Protocol):
-    """One mail system (EWS, Graph, Google, DAV); the adapters arrive with issue #4 and later."""
 
-    async def list_changes(
-        self, account: MailboxAccount, kind: Kind, cursor: Cursor, page_size: int
-    ) -> ChangePage: ...
+# Kept as the name the skeleton's callers know.
+ProviderAdapter = MailProvider
 
 
 class MailConnector:
-    def __init__(self, store: AccountStore, providers: Mapping[Provider, ProviderAdapter]) -> None:
+    def __init__(self, store: AccountStore, providers: Mapping[Provider, MailProvider]) -> None:
         self._store = store
         self._providers = providers
 
@@ -57,18 +65,48 @@ class MailConnector:
         await self._store.delete(mailbox, etag)
 
     async def list_changes(
-        self, mailbox: str, kind: Kind, collection: str, cursor_token: str, page_size: int
-    ) -> ChangePage:
+        self,
+        mailbox: str,
+        kind: Kind,
+        collection: str,
+        cursor_token: str,
+        page_size: int,
+        deadline: float | None = None,
+    ) -> ProviderChangePage:
         key = collection or default_collection(kind)
         account = await self._store.get(mailbox)
         if account is None:
             # Nothing to reach yet: no changes, and the cursor stays where it was, so the
             # caller commits nothing new and a later account starts from the same point.
             stored = await self._store.cursor(mailbox, key)
-            return ChangePage(next_cursor=stored or Cursor(key, cursor_token))
-        adapter = self._providers.get(account.provider)
-        if adapter is None:
+            return ProviderChangePage(changes=(), next_cursor=stored or Cursor(key, cursor_token))
+        provider, access = await self._open(account)
+        return await provider.list_changes(
+            access, kind, Cursor(key, cursor_token), page_size, deadline
+        )
+
+    async def get_items(
+        self, mailbox: str, refs: Sequence[resources_pb2.ItemRef], deadline: float | None = None
+    ) -> FoundItems:
+        provider, access = await self._open(await self.get_account(mailbox))
+        return await provider.get_items(access, refs, deadline)
+
+    async def apply_items(
+        self, mailbox: str, writes: Sequence[Write], deadline: float | None = None
+    ) -> list[WriteResult]:
+        provider, access = await self._open(await self.get_account(mailbox))
+        return await provider.apply_items(access, writes, deadline)
+
+    async def list_collections(
+        self, mailbox: str, kind: Kind | None, deadline: float | None = None
+    ) -> list[Collection]:
+        provider, access = await self._open(await self.get_account(mailbox))
+        return await provider.list_collections(access, kind, deadline)
+
+    async def _open(self, account: MailboxAccount) -> tuple[MailProvider, MailboxAccess]:
+        provider = self._providers.get(account.provider)
+        if provider is None:
             raise ProviderNotImplemented(
                 account.provider.label, account.provider.value, account.provider.issue
             )
-        return await adapter.list_changes(account, kind, Cursor(key, cursor_token), page_size)
+        return provider, MailboxAccess(account, await self._store.secret(account.mailbox))

@@ -1,0 +1,498 @@
+"""exchangelib items <-> the canonical `concord.common.v1` messages; no I/O here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from exchangelib import (  # type: ignore[import-untyped]
+    CalendarItem,
+    Contact,
+    EWSDate,
+    EWSDateTime,
+    EWSTimeZone,
+    ExtendedProperty,
+    HTMLBody,
+    Message,
+    Task,
+)
+from exchangelib.properties import Attendee, Mailbox  # type: ignore[import-untyped]
+from exchangelib.recurrence import (  # type: ignore[import-untyped]
+    AbsoluteMonthlyPattern,
+    AbsoluteYearlyPattern,
+    DailyPattern,
+    EndDatePattern,
+    NumberedPattern,
+    RelativeMonthlyPattern,
+    RelativeYearlyPattern,
+    WeeklyPattern,
+)
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from concord.common.v1 import resources_pb2 as r
+
+__all__ = ["LINK_ID_FIELD", "LinkId", "register_link_id", "to_ews_fields", "to_mail_item"]
+
+LINK_ID_FIELD = "link_id"
+_LINK_ID_CLASSES = (CalendarItem, Task, Contact, Message)
+
+
+class LinkId(ExtendedProperty):  # type: ignore[misc]
+    """Concord's link id, stored on the item so a replayed create finds the first one.
+
+    The GUID is Concord's own property set: fixed forever, or items written before a change
+    would no longer be found.
+    """
+
+    property_set_id = "c11ff724-aa03-4555-9952-8fa248a11c3e"
+    property_name = "concord_link_id"
+    property_type = "String"
+
+
+def register_link_id() -> None:
+    """exchangelib registers extended properties on item classes, process-wide; idempotent."""
+    for cls in _LINK_ID_CLASSES:
+        if LINK_ID_FIELD not in {f.name for f in cls.FIELDS}:
+            cls.register(LINK_ID_FIELD, LinkId)
+
+
+_SENSITIVITY = {
+    "Normal": r.SENSITIVITY_NORMAL,
+    "Personal": r.SENSITIVITY_PERSONAL,
+    "Private": r.SENSITIVITY_PRIVATE,
+    "Confidential": r.SENSITIVITY_CONFIDENTIAL,
+}
+_SENSITIVITY_NAMES = {v: k for k, v in _SENSITIVITY.items()}
+_RESPONSE = {
+    "Unknown": r.RESPONSE_STATUS_NEEDS_ACTION,
+    "NoResponseReceived": r.RESPONSE_STATUS_NEEDS_ACTION,
+    "Organizer": r.RESPONSE_STATUS_ORGANIZER,
+    "Tentative": r.RESPONSE_STATUS_TENTATIVE,
+    "Accept": r.RESPONSE_STATUS_ACCEPTED,
+    "Decline": r.RESPONSE_STATUS_DECLINED,
+}
+_SHOW_AS = {
+    "Free": r.SHOW_AS_FREE,
+    "Tentative": r.SHOW_AS_TENTATIVE,
+    "Busy": r.SHOW_AS_BUSY,
+    "OOF": r.SHOW_AS_OUT_OF_OFFICE,
+    "WorkingElsewhere": r.SHOW_AS_WORKING_ELSEWHERE,
+}
+_SHOW_AS_NAMES = {v: k for k, v in _SHOW_AS.items()}
+_TASK_STATUS = {
+    "NotStarted": r.TASK_STATUS_NOT_STARTED,
+    "InProgress": r.TASK_STATUS_IN_PROGRESS,
+    "Completed": r.TASK_STATUS_COMPLETED,
+    "WaitingOnOthers": r.TASK_STATUS_WAITING,
+    "Deferred": r.TASK_STATUS_DEFERRED,
+}
+_TASK_STATUS_NAMES = {v: k for k, v in _TASK_STATUS.items()}
+_PRIORITY = {
+    "Low": r.TASK_PRIORITY_LOW,
+    "Normal": r.TASK_PRIORITY_NORMAL,
+    "High": r.TASK_PRIORITY_HIGH,
+}
+_PRIORITY_NAMES = {v: k for k, v in _PRIORITY.items()}
+_RRULE_DAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_WEEK_NUMBERS = {1: 1, 2: 2, 3: 3, 4: 4, 5: -1}
+
+
+def _ts(value: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(dt.UTC))
+    return stamp
+
+
+def _zone_name(zone: Any) -> str:
+    """IANA when exchangelib could map the Windows id; else the raw Windows name, so the mapping
+    service decides instead of us guessing."""
+    if zone is None:
+        return ""
+    key = getattr(zone, "key", None)
+    if key:
+        return str(key)
+    return str(getattr(zone, "ms_id", "") or "")
+
+
+def _text(value: Any) -> str:
+    return str(value) if value else ""
+
+
+def _ref(item: Any, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
+    return r.ItemRef(
+        kind=kind,
+        native_id=item.id or "",
+        version=item.changekey or "",
+        link_id=getattr(item, LINK_ID_FIELD, None) or "",
+        collection=collection,
+    )
+
+
+def to_mail_item(item: Any, collection: str) -> r.MailItem | None:
+    """The canonical item, or None for item types Concord does not mirror (e.g. a meeting
+    request in the calendar folder)."""
+    if isinstance(item, CalendarItem):
+        return r.MailItem(
+            ref=_ref(item, r.OBJECT_KIND_CALENDAR_ITEM, collection),
+            calendar_item=_calendar_item(item),
+        )
+    if isinstance(item, Task):
+        return r.MailItem(ref=_ref(item, r.OBJECT_KIND_TASK, collection), task=_task(item))
+    if isinstance(item, Contact):
+        return r.MailItem(ref=_ref(item, r.OBJECT_KIND_CONTACT, collection), contact=_contact(item))
+    return None
+
+
+def _body(item: Any) -> tuple[str, str]:
+    body = item.body
+    if body is None:
+        return "", ""
+    if isinstance(body, HTMLBody):
+        return "", str(body)
+    return str(body), ""
+
+
+def _calendar_item(item: Any) -> r.CalendarItem:
+    text, html = _body(item)
+    sensitivity = _SENSITIVITY.get(item.sensitivity or "", r.SENSITIVITY_UNSPECIFIED)
+    out = r.CalendarItem(
+        subject=_text(item.subject),
+        all_day=bool(item.is_all_day),
+        time_zone=_zone_name(item._start_timezone),
+        location=_text(item.location),
+        body_text=text,
+        body_html=html,
+        show_as=_SHOW_AS.get(item.legacy_free_busy_status or "", r.SHOW_AS_UNSPECIFIED),
+        sensitivity=sensitivity,
+        is_private=sensitivity in (r.SENSITIVITY_PRIVATE, r.SENSITIVITY_CONFIDENTIAL),
+        categories=list(item.categories or ()),
+        ical_uid=_text(item.uid),
+        is_cancelled=bool(item.is_cancelled),
+    )
+    if item.reminder_is_set and item.reminder_minutes_before_start is not None:
+        out.reminder_minutes = int(item.reminder_minutes_before_start)
+    if item.is_all_day:
+        # Dates as the mailbox shows them: all-day dates never pass through UTC.
+        out.start_date = _local_date(item.start, item._start_timezone).isoformat()
+        out.end_date = _local_date(item.end, item._end_timezone or item._start_timezone).isoformat()
+    else:
+        if item.start is not None:
+            out.start.CopyFrom(_ts(item.start))
+        if item.end is not None:
+            out.end.CopyFrom(_ts(item.end))
+    if item.organizer is not None and item.organizer.email_address:
+        out.organizer.CopyFrom(
+            r.EmailAddress(
+                address=item.organizer.email_address, display_name=_text(item.organizer.name)
+            )
+        )
+    for role, attendees in (
+        (r.ATTENDEE_ROLE_REQUIRED, item.required_attendees),
+        (r.ATTENDEE_ROLE_OPTIONAL, item.optional_attendees),
+        (r.ATTENDEE_ROLE_RESOURCE, item.resources),
+    ):
+        for attendee in attendees or ():
+            if attendee.mailbox is None or not attendee.mailbox.email_address:
+                continue
+            out.attendees.append(
+                r.Attendee(
+                    email=attendee.mailbox.email_address,
+                    display_name=_text(attendee.mailbox.name),
+                    role=role,
+                    response_status=_RESPONSE.get(
+                        attendee.response_type or "", r.RESPONSE_STATUS_UNSPECIFIED
+                    ),
+                )
+            )
+    if item.type == "RecurringMaster" and item.recurrence is not None:
+        out.recurrence.CopyFrom(_recurrence(item))
+    elif item.type in ("Occurrence", "Exception") and item.original_start is not None:
+        out.original_start.CopyFrom(_ts(item.original_start))
+    return out
+
+
+def _local_date(value: Any, zone: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        if zone is not None and value.tzinfo is not None:
+            return value.astimezone(zone).date()
+        return value.date()
+    return value  # type: ignore[no-any-return]
+
+
+def _recurrence(item: Any) -> r.Recurrence:
+    """RRULE for the patterns every target understands; an unsupported pattern yields no rule
+    (not an approximation), which the mapping service reports as a loss."""
+    zone = item._start_timezone
+    out = r.Recurrence(time_zone=_zone_name(zone))
+    rule = _rrule(item.recurrence, zone, bool(item.is_all_day))
+    if rule:
+        out.rules.append(rule)
+    for deleted in item.deleted_occurrences or ():
+        if deleted.start is None:
+            continue
+        if item.is_all_day:
+            out.excluded_dates.append(_local_date(deleted.start, zone).isoformat())
+        else:
+            out.excluded_starts.append(_ts(deleted.start))
+    return out
+
+
+def _rrule(recurrence: Any, zone: Any, all_day: bool) -> str:
+    pattern, boundary = recurrence.pattern, recurrence.boundary
+    parts: list[str]
+    if isinstance(pattern, DailyPattern):
+        parts = ["FREQ=DAILY", f"INTERVAL={pattern.interval}"]
+    elif isinstance(pattern, WeeklyPattern):
+        days = ",".join(_RRULE_DAYS[d - 1] for d in pattern.weekdays)
+        parts = ["FREQ=WEEKLY", f"INTERVAL={pattern.interval}", f"BYDAY={days}"]
+        parts.append(f"WKST={_RRULE_DAYS[(pattern.first_day_of_week or 1) - 1]}")
+    elif isinstance(pattern, AbsoluteMonthlyPattern):
+        parts = [
+            "FREQ=MONTHLY",
+            f"INTERVAL={pattern.interval}",
+            f"BYMONTHDAY={pattern.day_of_month}",
+        ]
+    elif isinstance(pattern, RelativeMonthlyPattern) and pattern.weekday <= 7:
+        day = f"{_WEEK_NUMBERS[pattern.week_number]}{_RRULE_DAYS[pattern.weekday - 1]}"
+        parts = ["FREQ=MONTHLY", f"INTERVAL={pattern.interval}", f"BYDAY={day}"]
+    elif isinstance(pattern, AbsoluteYearlyPattern):
+        parts = ["FREQ=YEARLY", f"BYMONTH={pattern.month}", f"BYMONTHDAY={pattern.day_of_month}"]
+    elif isinstance(pattern, RelativeYearlyPattern) and pattern.weekday <= 7:
+        day = f"{_WEEK_NUMBERS[pattern.week_number]}{_RRULE_DAYS[pattern.weekday - 1]}"
+        parts = ["FREQ=YEARLY", f"BYMONTH={pattern.month}", f"BYDAY={day}"]
+    else:
+        return ""
+    if isinstance(boundary, NumberedPattern):
+        parts.append(f"COUNT={boundary.number}")
+    elif isinstance(boundary, EndDatePattern):
+        end = boundary.end
+        end_date = end.date() if isinstance(end, dt.datetime) else end
+        if all_day:
+            parts.append(f"UNTIL={end_date:%Y%m%d}")
+        else:
+            # UNTIL is UTC for timed series (RFC 5545); the series ends with its last local day.
+            tz = zone if zone is not None else dt.UTC
+            last = dt.datetime.combine(end_date, dt.time(23, 59, 59), tzinfo=tz)
+            parts.append(f"UNTIL={last.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}")
+    return "RRULE:" + ";".join(parts)
+
+
+def _date(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    return str(value.isoformat())
+
+
+def _task(item: Any) -> r.TaskItem:
+    text, html = _body(item)
+    out = r.TaskItem(
+        subject=_text(item.subject),
+        due_date=_date(item.due_date),
+        start_date=_date(item.start_date),
+        status=_TASK_STATUS.get(item.status or "", r.TASK_STATUS_UNSPECIFIED),
+        priority=_PRIORITY.get(item.importance or "", r.TASK_PRIORITY_UNSPECIFIED),
+        percent_complete=int(item.percent_complete or 0),
+        body_text=text or html,
+        categories=list(item.categories or ()),
+        sensitivity=_SENSITIVITY.get(item.sensitivity or "", r.SENSITIVITY_UNSPECIFIED),
+    )
+    if item.reminder_is_set and item.reminder_due_by is not None:
+        out.reminder_time.CopyFrom(_ts(item.reminder_due_by))
+    if item.complete_date is not None:
+        out.completed_time.CopyFrom(_ts(item.complete_date))
+    return out
+
+
+_EMAIL_LABELS = {"EmailAddress1": 0, "EmailAddress2": 1, "EmailAddress3": 2}
+_PHONES = {
+    "BusinessPhone": r.PHONE_TYPE_WORK,
+    "HomePhone": r.PHONE_TYPE_HOME,
+    "MobilePhone": r.PHONE_TYPE_MOBILE,
+    "BusinessFax": r.PHONE_TYPE_WORK_FAX,
+    "HomeFax": r.PHONE_TYPE_HOME_FAX,
+    "Pager": r.PHONE_TYPE_PAGER,
+    "AssistantPhone": r.PHONE_TYPE_ASSISTANT,
+}
+_ADDRESSES = {
+    "Business": r.POSTAL_ADDRESS_TYPE_WORK,
+    "Home": r.POSTAL_ADDRESS_TYPE_HOME,
+    "Other": r.POSTAL_ADDRESS_TYPE_OTHER,
+}
+
+
+def _contact(item: Any) -> r.ContactItem:
+    emails = sorted(
+        (e for e in item.email_addresses or () if e.email),
+        key=lambda e: _EMAIL_LABELS.get(e.label, 9),
+    )
+    return r.ContactItem(
+        given_name=_text(item.given_name),
+        middle_name=_text(item.middle_name),
+        family_name=_text(item.surname),
+        name_suffix=_text(item.generation),
+        display_name=_text(item.display_name),
+        email_addresses=[
+            r.ContactEmailAddress(
+                address=e.email, type=r.EMAIL_ADDRESS_TYPE_WORK, primary=index == 0
+            )
+            for index, e in enumerate(emails)
+        ],
+        phone_numbers=[
+            r.PhoneNumber(number=p.phone_number, type=_PHONES.get(p.label, r.PHONE_TYPE_OTHER))
+            for p in item.phone_numbers or ()
+            if p.phone_number
+        ],
+        postal_addresses=[
+            r.PostalAddress(
+                type=_ADDRESSES.get(a.label, r.POSTAL_ADDRESS_TYPE_OTHER),
+                street=_text(a.street),
+                city=_text(a.city),
+                region=_text(a.state),
+                postal_code=_text(a.zipcode),
+                country=_text(a.country),
+            )
+            for a in item.physical_addresses or ()
+        ],
+        company=_text(item.company_name),
+        job_title=_text(item.job_title),
+        department=_text(item.department),
+        notes=_body(item)[0] or _body(item)[1],
+        categories=list(item.categories or ()),
+        birthday=_date(item.birthday),
+    )
+
+
+# The payload fields ApplyItems maps, as (payload path, exchangelib fields) per kind.
+_CALENDAR_FIELDS: dict[str, tuple[str, ...]] = {
+    "subject": ("subject",),
+    "start": ("start", "end", "is_all_day"),
+    "end": ("start", "end", "is_all_day"),
+    "all_day": ("start", "end", "is_all_day"),
+    "start_date": ("start", "end", "is_all_day"),
+    "end_date": ("start", "end", "is_all_day"),
+    "location": ("location",),
+    "body_text": ("body",),
+    "body_html": ("body",),
+    "show_as": ("legacy_free_busy_status",),
+    "sensitivity": ("sensitivity",),
+    "is_private": ("sensitivity",),
+    "reminder_minutes": ("reminder_is_set", "reminder_minutes_before_start"),
+    "categories": ("categories",),
+    "attendees": ("required_attendees", "optional_attendees", "resources"),
+}
+_TASK_FIELDS: dict[str, tuple[str, ...]] = {
+    "subject": ("subject",),
+    "due_date": ("due_date",),
+    "start_date": ("start_date",),
+    "status": ("status",),
+    "priority": ("importance",),
+    "percent_complete": ("percent_complete",),
+    "body_text": ("body",),
+    "categories": ("categories",),
+    "sensitivity": ("sensitivity",),
+}
+
+
+def update_fields(item: r.MailItem, mask: Sequence[str]) -> list[str]:
+    """exchangelib field names an update writes; an empty mask writes every mapped field."""
+    table = _CALENDAR_FIELDS if item.WhichOneof("payload") == "calendar_item" else _TASK_FIELDS
+    paths = mask or list(table)
+    unknown = [p for p in paths if p not in table]
+    if unknown:
+        raise ValueError(f"unsupported update_mask paths: {', '.join(unknown)}")
+    return list(dict.fromkeys(f for p in paths for f in table[p]))
+
+
+def to_ews_fields(item: r.MailItem) -> dict[str, Any]:
+    """exchangelib keyword arguments for a create or update; raises ValueError on bad content."""
+    payload = item.WhichOneof("payload")
+    if payload == "calendar_item":
+        return _calendar_fields(item.calendar_item)
+    if payload == "task":
+        return _task_fields(item.task)
+    raise ValueError(f"writing {payload or 'an empty item'} is not supported by this provider")
+
+
+def _zone(name: str) -> Any:
+    try:
+        return EWSTimeZone(name) if name else EWSTimeZone("UTC")
+    except Exception:
+        try:
+            return EWSTimeZone.from_ms_id(name)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def _calendar_fields(c: r.CalendarItem) -> dict[str, Any]:
+    fields: dict[str, Any] = {"subject": c.subject, "is_all_day": c.all_day}
+    zone = _zone(c.time_zone)
+    if c.all_day:
+        if not c.start_date or not c.end_date:
+            raise ValueError("all-day items need start_date and end_date")
+        fields["start"] = EWSDate.fromisoformat(c.start_date)
+        fields["end"] = EWSDate.fromisoformat(c.end_date)
+    else:
+        if not c.HasField("start") or not c.HasField("end"):
+            raise ValueError("timed items need start and end")
+        fields["start"] = EWSDateTime.from_datetime(c.start.ToDatetime(dt.UTC)).astimezone(zone)
+        fields["end"] = EWSDateTime.from_datetime(c.end.ToDatetime(dt.UTC)).astimezone(zone)
+    if fields["end"] < fields["start"]:
+        raise ValueError("the item ends before it starts")
+    fields["location"] = c.location or None
+    fields["body"] = HTMLBody(c.body_html) if c.body_html else (c.body_text or None)
+    fields["legacy_free_busy_status"] = _SHOW_AS_NAMES.get(c.show_as, "Busy")
+    sensitivity = _SENSITIVITY_NAMES.get(c.sensitivity, "Normal")
+    if c.is_private and sensitivity == "Normal":
+        sensitivity = "Private"
+    fields["sensitivity"] = sensitivity
+    fields["reminder_is_set"] = c.HasField("reminder_minutes")
+    fields["reminder_minutes_before_start"] = (
+        c.reminder_minutes if c.HasField("reminder_minutes") else 0
+    )
+    fields["categories"] = list(c.categories) or None
+    by_role: dict[int, list[Attendee]] = {}
+    for a in c.attendees:
+        by_role.setdefault(a.role, []).append(
+            Attendee(mailbox=Mailbox(email_address=a.email, name=a.display_name or None))
+        )
+    fields["required_attendees"] = (
+        by_role.get(r.ATTENDEE_ROLE_REQUIRED, []) + by_role.get(r.ATTENDEE_ROLE_UNSPECIFIED, [])
+        or None
+    )
+    fields["optional_attendees"] = by_role.get(r.ATTENDEE_ROLE_OPTIONAL) or None
+    fields["resources"] = by_role.get(r.ATTENDEE_ROLE_RESOURCE) or None
+    return fields
+
+
+def _task_fields(t: r.TaskItem) -> dict[str, Any]:
+    return {
+        "subject": t.subject,
+        "due_date": EWSDate.fromisoformat(t.due_date) if t.due_date else None,
+        "start_date": EWSDate.fromisoformat(t.start_date) if t.start_date else None,
+        "status": _TASK_STATUS_NAMES.get(t.status, "NotStarted"),
+        "importance": _PRIORITY_NAMES.get(t.priority, "Normal"),
+        "percent_complete": t.percent_complete,
+        "body": t.body_text or None,
+        "categories": list(t.categories) or None,
+        "sensitivity": _SENSITIVITY_NAMES.get(t.sensitivity, "Normal"),
+    }
+
+
+def kind_of(item: r.MailItem) -> r.ObjectKind.ValueType:
+    return {
+        "calendar_item": r.OBJECT_KIND_CALENDAR_ITEM,
+        "task": r.OBJECT_KIND_TASK,
+        "contact": r.OBJECT_KIND_CONTACT,
+        "email": r.OBJECT_KIND_EMAIL,
+    }.get(item.WhichOneof("payload") or "", r.OBJECT_KIND_UNSPECIFIED)
+
+
+def ews_class(kind: r.ObjectKind.ValueType) -> Any:
+    return {r.OBJECT_KIND_CALENDAR_ITEM: CalendarItem, r.OBJECT_KIND_TASK: Task}.get(kind)
+
+
+def first(values: Iterable[Any]) -> Any:
+    return next(iter(values), None)

@@ -1,0 +1,462 @@
+"""The Exchange provider: EWS through exchangelib, which blocks, so every call runs in a
+bounded thread pool and the event loop never waits on a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    Account,
+    Configuration,
+    Credentials,
+    FailFast,
+    Folder,
+)
+from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorAccessDenied,
+    ErrorFolderNotFound,
+    ErrorImpersonateUserDenied,
+    ErrorInvalidIdMalformed,
+    ErrorInvalidSyncStateData,
+    ErrorIrresolvableConflict,
+    ErrorItemNotFound,
+    ErrorNonExistentMailbox,
+    ErrorServerBusy,
+    ResponseMessageError,
+    TransportError,
+    UnauthorizedError,
+)
+from exchangelib.fields import FieldPath  # type: ignore[import-untyped]
+from exchangelib.items import NEVER_OVERWRITE, SEND_TO_NONE  # type: ignore[import-untyped]
+from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
+
+from concord.common.v1 import resources_pb2 as r
+from concord_mail_connector.adapters.ews_items import (
+    LINK_ID_FIELD,
+    ews_class,
+    kind_of,
+    register_link_id,
+    to_ews_fields,
+    to_mail_item,
+    update_fields,
+)
+from concord_mail_connector.domain.errors import (
+    CollectionNotFound,
+    MailboxAccessDenied,
+    MailboxCredentialsRejected,
+    ProviderThrottled,
+    ProviderUnavailable,
+)
+from concord_mail_connector.domain.model import Cursor, Kind, default_collection
+from concord_mail_connector.domain.provider import (
+    Collection,
+    FoundItems,
+    MailboxAccess,
+    ProviderChangePage,
+    Write,
+    WriteOperation,
+    WriteResult,
+)
+
+__all__ = ["ExchangeProvider"]
+
+T = TypeVar("T")
+
+# SyncFolderItems returns at most 512 changes a call (MS-OXWSSYNC).
+MAX_PAGE = 512
+DEFAULT_PAGE = 100
+_DISTINGUISHED = {
+    Kind.CALENDAR_ITEM: "calendar",
+    Kind.TASK: "tasks",
+    Kind.CONTACT: "contacts",
+}
+# The dedicated folders the product files Salesforce items in, under the message folder root.
+_DEDICATED = {Kind.EMAIL: "Salesforce Emails"}
+_AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM}
+_KIND_ENUMS = {
+    Kind.CALENDAR_ITEM: r.OBJECT_KIND_CALENDAR_ITEM,
+    Kind.TASK: r.OBJECT_KIND_TASK,
+    Kind.CONTACT: r.OBJECT_KIND_CONTACT,
+    Kind.EMAIL: r.OBJECT_KIND_EMAIL,
+}
+_FOLDER_CLASSES = {
+    "IPF.Appointment": Kind.CALENDAR_ITEM,
+    "IPF.Task": Kind.TASK,
+    "IPF.Contact": Kind.CONTACT,
+    "IPF.Note": Kind.EMAIL,
+}
+_ACCESS_DENIED = (ErrorImpersonateUserDenied, ErrorAccessDenied, ErrorNonExistentMailbox)
+
+
+class _Busy(Exception):
+    def __init__(self, back_off: float) -> None:
+        self.back_off = back_off
+
+
+class ExchangeProvider:
+    """`max_workers` bounds the EWS calls in flight for the whole process; `max_back_off` caps
+    how long one call waits out `ErrorServerBusy` before answering RESOURCE_EXHAUSTED."""
+
+    def __init__(
+        self, *, max_workers: int = 16, max_back_off: float = 30.0, default_back_off: float = 1.0
+    ) -> None:
+        register_link_id()
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="ews")
+        self._max_back_off = max_back_off
+        self._default_back_off = default_back_off
+        # exchangelib keeps a session pool and the probed version per Configuration; one per
+        # endpoint and credential keeps those warm across calls instead of re-probing.
+        self._configs: dict[tuple[str, str, str, str], Configuration] = {}
+        self._accounts: dict[tuple[Any, ...], Account] = {}
+        self._lock = threading.Lock()
+
+    async def close(self) -> None:
+        """After the drain: no call is waiting on the pool any more."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the port ---------------------------------------------------------------------------
+
+    async def list_changes(
+        self,
+        mailbox: MailboxAccess,
+        kind: Kind,
+        cursor: Cursor,
+        page_size: int,
+        deadline: float | None = None,
+    ) -> ProviderChangePage:
+        size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+
+        def page() -> ProviderChangePage:
+            account = self._account(mailbox)
+            folder = self._folder(account, kind, cursor.collection)
+            svc = SyncFolderItems(account=account)
+            fields = {FieldPath(field=f) for f in folder.allowed_item_fields(account.version)}
+            try:
+                listed = list(
+                    svc.call(
+                        folder=folder,
+                        shape="IdOnly",
+                        additional_fields=fields,
+                        sync_state=cursor.token or None,
+                        ignore=None,
+                        max_changes_returned=size,
+                        sync_scope=None,
+                    )
+                )
+            except ErrorInvalidSyncStateData:
+                # Never infer deletes from a lost state: the caller relists and reconciles.
+                return ProviderChangePage(
+                    changes=(),
+                    next_cursor=Cursor(cursor.collection, ""),
+                    full_resync_required=True,
+                )
+            changes = [
+                c
+                for change, item in listed
+                if (c := _change(change, item, kind, cursor.collection)) is not None
+            ]
+            return ProviderChangePage(
+                changes=changes,
+                next_cursor=Cursor(cursor.collection, svc.sync_state or cursor.token),
+                has_more=not svc.includes_last_item_in_range,
+            )
+
+        return await self._run(mailbox, page, deadline)
+
+    async def get_items(
+        self,
+        mailbox: MailboxAccess,
+        refs: Sequence[r.ItemRef],
+        deadline: float | None = None,
+    ) -> FoundItems:
+        def fetch() -> FoundItems:
+            account = self._account(mailbox)
+            found: list[r.MailItem] = []
+            missing: list[r.ItemRef] = []
+            results = account.fetch(ids=[(ref.native_id, None) for ref in refs])
+            for ref, got in zip(refs, results, strict=True):
+                if isinstance(got, ErrorItemNotFound | ErrorInvalidIdMalformed):
+                    missing.append(ref)
+                elif isinstance(got, Exception):
+                    raise got
+                elif (item := to_mail_item(got, ref.collection)) is not None:
+                    found.append(item)
+                else:
+                    missing.append(ref)
+            return FoundItems(found, missing)
+
+        return await self._run(mailbox, fetch, deadline)
+
+    async def apply_items(
+        self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None
+    ) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        for index, write in enumerate(writes):
+            try:
+                results.append(
+                    await self._run(mailbox, partial(self._write, mailbox, write), deadline)
+                )
+            except (ProviderThrottled, ProviderUnavailable) as exc:
+                # The writes already done stay reported; the rest are safe to resend with the
+                # same link ids (creates find their item, updates carry the version).
+                for rest in writes[index:]:
+                    results.append(
+                        WriteResult(
+                            rest.link_id,
+                            r.WRITE_STATUS_RETRYABLE,
+                            error_code=exc.reason,
+                            error_message=exc.message,
+                        )
+                    )
+                break
+        return results
+
+    async def list_collections(
+        self, mailbox: MailboxAccess, kind: Kind | None, deadline: float | None = None
+    ) -> list[Collection]:
+        def listing() -> list[Collection]:
+            account = self._account(mailbox)
+            found: list[Collection] = []
+            for wanted, name in _DISTINGUISHED.items():
+                folder = getattr(account, name)
+                found.append(Collection(default_collection(wanted), folder.name, wanted, True))
+            for folder in account.msg_folder_root.walk():
+                folder_kind = _FOLDER_CLASSES.get(folder.folder_class or "")
+                if folder_kind is None or folder.is_distinguished:
+                    continue
+                is_default = _DEDICATED.get(folder_kind) == folder.name
+                found.append(
+                    Collection(
+                        default_collection(folder_kind) if is_default else folder.id,
+                        folder.absolute.removeprefix(account.msg_folder_root.absolute + "/"),
+                        folder_kind,
+                        is_default,
+                    )
+                )
+            return [c for c in found if kind is None or c.kind == kind]
+
+        return await self._run(mailbox, listing, deadline)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _write(self, mailbox: MailboxAccess, write: Write) -> WriteResult:
+        account = self._account(mailbox)
+        try:
+            if write.operation == WriteOperation.CREATE:
+                return self._create(account, write)
+            if write.operation == WriteOperation.UPDATE:
+                return self._update(account, write)
+            return self._delete(account, write)
+        except ErrorIrresolvableConflict:
+            return WriteResult(
+                write.link_id,
+                r.WRITE_STATUS_CONFLICT,
+                error_code="ErrorIrresolvableConflict",
+                error_message="the item changed since the given version",
+            )
+        except (ErrorItemNotFound, ErrorInvalidIdMalformed) as exc:
+            return WriteResult(
+                write.link_id,
+                r.WRITE_STATUS_NOT_FOUND,
+                error_code=type(exc).__name__,
+                error_message="the item no longer exists",
+            )
+        except ValueError as exc:
+            # Our own validation of the payload: its message names fields, never values.
+            return WriteResult(
+                write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=str(exc)
+            )
+        except (ErrorServerBusy, ErrorFolderNotFound, *_ACCESS_DENIED):
+            # Not about this item: _translate turns these into the call's own status.
+            raise
+        except ResponseMessageError as exc:
+            return WriteResult(
+                write.link_id,
+                r.WRITE_STATUS_FAILED,
+                error_code=type(exc).__name__,
+                error_message="the server refused the write",
+            )
+
+    def _create(self, account: Account, write: Write) -> WriteResult:
+        kind = kind_of(write.item)
+        cls = ews_class(kind)
+        if cls is None:
+            raise ValueError("only calendar items and tasks can be written")
+        collection = write.collection or default_collection(_kind(kind))
+        folder = self._folder(account, _kind(kind), collection)
+        fields = to_ews_fields(write.item)
+        # A retried create (lost response, crash after send) finds the item written first.
+        existing = list(folder.filter(**{LINK_ID_FIELD: write.link_id}).only("id", "changekey"))
+        if existing:
+            return WriteResult(
+                write.link_id,
+                r.WRITE_STATUS_OK,
+                ref=_written(existing[0], kind, write.link_id, collection),
+                already_applied=True,
+            )
+        item = cls(account=account, folder=folder, **fields, **{LINK_ID_FIELD: write.link_id})
+        # Mirroring a meeting must never mail its attendees.
+        item.save(send_meeting_invitations=SEND_TO_NONE)
+        return WriteResult(
+            write.link_id, r.WRITE_STATUS_OK, ref=_written(item, kind, write.link_id, collection)
+        )
+
+    def _update(self, account: Account, write: Write) -> WriteResult:
+        kind = kind_of(write.item)
+        cls = ews_class(kind)
+        if cls is None:
+            raise ValueError("only calendar items and tasks can be written")
+        names = update_fields(write.item, list(write.update_mask))
+        values = to_ews_fields(write.item)
+        changekey = write.ref.version
+        if not changekey:
+            # An unconditional update still needs the current ChangeKey; NeverOverwrite then
+            # only refuses an edit made between this read and the write.
+            current = account.fetch(ids=[(write.ref.native_id, None)], only_fields=["changekey"])
+            got = next(iter(current))
+            if isinstance(got, Exception):
+                raise got
+            changekey = got.changekey
+        item = cls(account=account, id=write.ref.native_id, changekey=changekey)
+        for name in names:
+            setattr(item, name, values.get(name))
+        item.save(
+            update_fields=names,
+            # exchangelib defaults to AutoResolve, which would overwrite a concurrent edit.
+            conflict_resolution=NEVER_OVERWRITE,
+            send_meeting_invitations=SEND_TO_NONE,
+        )
+        return WriteResult(
+            write.link_id,
+            r.WRITE_STATUS_OK,
+            ref=_written(item, kind, write.link_id, write.ref.collection),
+        )
+
+    def _delete(self, account: Account, write: Write) -> WriteResult:
+        cls = ews_class(write.ref.kind) or ews_class(r.OBJECT_KIND_CALENDAR_ITEM)
+        item = cls(account=account, id=write.ref.native_id, changekey=write.ref.version or None)
+        item.delete(send_meeting_cancellations=SEND_TO_NONE)
+        return WriteResult(write.link_id, r.WRITE_STATUS_OK)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _account(self, mailbox: MailboxAccess) -> Account:
+        settings = mailbox.account.settings
+        endpoint = str(settings["service_url"])
+        username = str(settings["username"])
+        auth = str(settings.get("auth_type") or "ntlm").lower()
+        password = (mailbox.secret or b"").decode()
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        key = (endpoint, username, auth, digest)
+        address = mailbox.account.address
+        # The service account opening another mailbox is impersonation (one account for a
+        # whole org); a user opening its own mailbox is plain (delegate) access.
+        access = DELEGATE if username.lower() == address.lower() else IMPERSONATION
+        with self._lock:
+            config = self._configs.get(key)
+            if config is None:
+                config = Configuration(
+                    service_endpoint=endpoint,
+                    credentials=Credentials(username, password),
+                    auth_type=_AUTH_TYPES.get(auth, NTLM),
+                    # We wait out ErrorServerBusy ourselves, bounded by the caller's deadline.
+                    retry_policy=FailFast(),
+                )
+                self._configs[key] = config
+            account_key = (*key, address, access)
+            account = self._accounts.get(account_key)
+            if account is None:
+                account = Account(
+                    primary_smtp_address=address,
+                    config=config,
+                    autodiscover=False,
+                    access_type=access,
+                )
+                self._accounts[account_key] = account
+        return account
+
+    def _folder(self, account: Account, kind: Kind, collection: str) -> Folder:
+        if collection == default_collection(kind):
+            if kind in _DISTINGUISHED:
+                return getattr(account, _DISTINGUISHED[kind])
+            return account.msg_folder_root / _DEDICATED[kind]
+        return account.root.get_folder(Folder(id=collection))
+
+    async def _run(
+        self, mailbox: MailboxAccess, call: Callable[[], T], deadline: float | None
+    ) -> T:
+        name = mailbox.account.mailbox
+        loop = asyncio.get_running_loop()
+        ends = None if deadline is None else time.monotonic() + deadline
+        while True:
+            try:
+                return await loop.run_in_executor(self._pool, _translate(name, call))
+            except _Busy as busy:
+                back_off = busy.back_off if busy.back_off > 0 else self._default_back_off
+                left = None if ends is None else ends - time.monotonic()
+                if back_off > self._max_back_off or (left is not None and back_off >= left):
+                    raise ProviderThrottled(name, back_off) from None
+                await asyncio.sleep(back_off)
+
+
+def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        try:
+            return call()
+        except ErrorServerBusy as exc:
+            raise _Busy(float(exc.back_off or 0)) from None
+        except UnauthorizedError:
+            raise MailboxCredentialsRejected(mailbox) from None
+        except _ACCESS_DENIED as exc:
+            raise MailboxAccessDenied(mailbox, type(exc).__name__) from None
+        except ErrorFolderNotFound:
+            raise CollectionNotFound(mailbox, "") from None
+        except ResponseMessageError:
+            raise
+        except TransportError as exc:
+            raise ProviderUnavailable(mailbox, type(exc).__name__) from None
+        except (OSError, ConnectionError) as exc:
+            raise ProviderUnavailable(mailbox, type(exc).__name__) from None
+
+    return run
+
+
+def _kind(kind: r.ObjectKind.ValueType) -> Kind:
+    return {v: k for k, v in _KIND_ENUMS.items()}[kind]
+
+
+def _written(item: Any, kind: r.ObjectKind.ValueType, link_id: str, collection: str) -> r.ItemRef:
+    return r.ItemRef(
+        kind=kind,
+        native_id=item.id or "",
+        version=item.changekey or "",
+        link_id=link_id,
+        collection=collection,
+    )
+
+
+def _change(change: str, item: Any, kind: Kind, collection: str) -> r.MailChange | None:
+    kind_enum = _KIND_ENUMS[kind]
+    if change == "delete":
+        return r.MailChange(
+            type=r.CHANGE_TYPE_DELETE,
+            ref=r.ItemRef(kind=kind_enum, native_id=item.id or "", collection=collection),
+        )
+    if change == "read_flag_change":
+        # A read flag is not part of any mirrored field.
+        return None
+    converted = to_mail_item(item, collection)
+    if converted is None:
+        return None
+    return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=converted.ref, item=converted)

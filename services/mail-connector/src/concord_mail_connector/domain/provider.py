@@ -1,0 +1,112 @@
+"""The provider port: what the connector needs from one mail system (EWS, Graph, Google, DAV).
+
+Items travel as the canonical protobuf messages of `concord.common.v1`: they are the shared data
+model of every service, and plain data (no gRPC, no I/O), so the domain can hold them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from concord.common.v1 import resources_pb2
+from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount
+
+__all__ = [
+    "Collection",
+    "FoundItems",
+    "MailProvider",
+    "MailboxAccess",
+    "ProviderChangePage",
+    "Write",
+    "WriteOperation",
+    "WriteResult",
+]
+
+
+@dataclass(frozen=True)
+class MailboxAccess:
+    """An account with its opened secret; lives only for one call, never logged."""
+
+    account: MailboxAccount
+    secret: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ProviderChangePage:
+    changes: Sequence[resources_pb2.MailChange]
+    next_cursor: Cursor
+    has_more: bool = False
+    full_resync_required: bool = False
+
+
+@dataclass(frozen=True)
+class FoundItems:
+    items: Sequence[resources_pb2.MailItem]
+    not_found: Sequence[resources_pb2.ItemRef]
+
+
+class WriteOperation:
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Write:
+    operation: str
+    link_id: str
+    ref: resources_pb2.ItemRef
+    item: resources_pb2.MailItem
+    # Creates: the folder; empty means the kind's default.
+    collection: str = ""
+    # Updates: payload paths to change; empty changes every mapped field.
+    update_mask: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    link_id: str
+    status: resources_pb2.WriteStatus.ValueType
+    ref: resources_pb2.ItemRef | None = None
+    error_code: str = ""
+    # Never item content: it reaches logs and other services.
+    error_message: str = ""
+    already_applied: bool = False
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: str
+    display_name: str
+    kind: Kind
+    is_default: bool
+
+
+class MailProvider(Protocol):
+    """One mail system. `deadline` is the seconds the caller still waits (None: no limit)."""
+
+    async def list_changes(
+        self,
+        mailbox: MailboxAccess,
+        kind: Kind,
+        cursor: Cursor,
+        page_size: int,
+        deadline: float | None = None,
+    ) -> ProviderChangePage: ...
+
+    async def get_items(
+        self,
+        mailbox: MailboxAccess,
+        refs: Sequence[resources_pb2.ItemRef],
+        deadline: float | None = None,
+    ) -> FoundItems: ...
+
+    async def apply_items(
+        self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None
+    ) -> list[WriteResult]: ...
+
+    async def list_collections(
+        self, mailbox: MailboxAccess, kind: Kind | None, deadline: float | None = None
+    ) -> list[Collection]: ...
