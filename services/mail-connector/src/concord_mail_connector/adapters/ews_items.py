@@ -100,7 +100,8 @@ _WEEK_NUMBERS = {1: 1, 2: 2, 3: 3, 4: 4, 5: -1}
 
 def _ts(value: dt.datetime) -> Timestamp:
     stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(dt.UTC))
+    # Through the epoch: EWSDateTime refuses conversion to a non-EWSTimeZone.
+    stamp.FromDatetime(dt.datetime.fromtimestamp(value.timestamp(), dt.UTC))
     return stamp
 
 
@@ -175,7 +176,9 @@ def _calendar_item(item: Any) -> r.CalendarItem:
     if item.is_all_day:
         # Dates as the mailbox shows them: all-day dates never pass through UTC.
         out.start_date = _local_date(item.start, item._start_timezone).isoformat()
-        out.end_date = _local_date(item.end, item._end_timezone or item._start_timezone).isoformat()
+        # exchangelib hands the last day (inclusive); the canonical end is the day after it.
+        last = _local_date(item.end, item._end_timezone or item._start_timezone)
+        out.end_date = (last + dt.timedelta(days=1)).isoformat()
     else:
         if item.start is not None:
             out.start.CopyFrom(_ts(item.start))
@@ -433,7 +436,8 @@ def _calendar_fields(c: r.CalendarItem) -> dict[str, Any]:
         if not c.start_date or not c.end_date:
             raise ValueError("all-day items need start_date and end_date")
         fields["start"] = EWSDate.fromisoformat(c.start_date)
-        fields["end"] = EWSDate.fromisoformat(c.end_date)
+        # exchangelib takes the last day (inclusive) and adds the day back itself.
+        fields["end"] = EWSDate.fromisoformat(c.end_date) - dt.timedelta(days=1)
     else:
         if not c.HasField("start") or not c.HasField("end"):
             raise ValueError("timed items need start and end")

@@ -33,6 +33,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorItemNotFound,
     ErrorNonExistentMailbox,
     ErrorServerBusy,
+    ErrorTimeoutExpired,
     ResponseMessageError,
     TransportError,
     UnauthorizedError,
@@ -76,13 +77,13 @@ T = TypeVar("T")
 # SyncFolderItems returns at most 512 changes a call (MS-OXWSSYNC).
 MAX_PAGE = 512
 DEFAULT_PAGE = 100
-_DISTINGUISHED = {
-    Kind.CALENDAR_ITEM: "calendar",
-    Kind.TASK: "tasks",
-    Kind.CONTACT: "contacts",
+_DISTINGUISHED = {Kind.CALENDAR_ITEM: "calendar", Kind.TASK: "tasks"}
+# The folders the product files mirrored contacts and shared emails in, under the message
+# folder root; created on first use, since a new mailbox has neither.
+_DEDICATED = {
+    Kind.CONTACT: ("Salesforce Contacts", "IPF.Contact"),
+    Kind.EMAIL: ("Salesforce Emails", "IPF.Note"),
 }
-# The dedicated folders the product files Salesforce items in, under the message folder root.
-_DEDICATED = {Kind.EMAIL: "Salesforce Emails"}
 _AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM}
 _KIND_ENUMS = {
     Kind.CALENDAR_ITEM: r.OBJECT_KIND_CALENDAR_ITEM,
@@ -235,7 +236,7 @@ class ExchangeProvider:
                 folder_kind = _FOLDER_CLASSES.get(folder.folder_class or "")
                 if folder_kind is None or folder.is_distinguished:
                     continue
-                is_default = _DEDICATED.get(folder_kind) == folder.name
+                is_default = _DEDICATED.get(folder_kind, ("",))[0] == folder.name
                 found.append(
                     Collection(
                         default_collection(folder_kind) if is_default else folder.id,
@@ -277,7 +278,7 @@ class ExchangeProvider:
             return WriteResult(
                 write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=str(exc)
             )
-        except (ErrorServerBusy, ErrorFolderNotFound, *_ACCESS_DENIED):
+        except (ErrorServerBusy, ErrorTimeoutExpired, ErrorFolderNotFound, *_ACCESS_DENIED):
             # Not about this item: _translate turns these into the call's own status.
             raise
         except ResponseMessageError as exc:
@@ -390,8 +391,11 @@ class ExchangeProvider:
         if collection == default_collection(kind):
             if kind in _DISTINGUISHED:
                 return getattr(account, _DISTINGUISHED[kind])
-            return account.msg_folder_root / _DEDICATED[kind]
-        return account.root.get_folder(Folder(id=collection))
+            return _dedicated(account, kind)
+        cached = account.root.get_folder(Folder(id=collection))
+        if cached is not None:
+            return cached
+        return Folder.resolve(account=account, folder=Folder(root=account.root, id=collection))
 
     async def _run(
         self, mailbox: MailboxAccess, call: Callable[[], T], deadline: float | None
@@ -422,6 +426,10 @@ def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
             raise MailboxAccessDenied(mailbox, type(exc).__name__) from None
         except ErrorFolderNotFound:
             raise CollectionNotFound(mailbox, "") from None
+        except ErrorTimeoutExpired:
+            # Also what a response lost after the server committed looks like: the caller
+            # retries, and a create finds its item by link id.
+            raise ProviderUnavailable(mailbox, "ErrorTimeoutExpired") from None
         except ResponseMessageError:
             raise
         except TransportError as exc:
@@ -430,6 +438,22 @@ def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
             raise ProviderUnavailable(mailbox, type(exc).__name__) from None
 
     return run
+
+
+def _dedicated(account: Account, kind: Kind) -> Folder:
+    name, folder_class = _DEDICATED[kind]
+    root = account.msg_folder_root
+    try:
+        return root / name
+    except ErrorFolderNotFound:
+        # The account's folder cache may predate the folder: look again before creating it.
+        account.root.clear_cache()
+    try:
+        return account.msg_folder_root / name
+    except ErrorFolderNotFound:
+        folder = Folder(parent=account.msg_folder_root, name=name, folder_class=folder_class)
+        folder.save()
+        return folder
 
 
 def _kind(kind: r.ObjectKind.ValueType) -> Kind:

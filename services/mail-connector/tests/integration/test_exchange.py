@@ -1,0 +1,408 @@
+"""The Exchange provider through the mail-connector's gRPC API, against the EWS emulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.fernet import Fernet
+from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from concord.common.v1 import resources_pb2 as r
+from concord.mail.v1 import mail_connector_service_pb2 as pb
+from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_exchange_emulator.testing import RunningEmulator
+from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.store import SqlAccountStore
+from concord_mail_connector.api.servicer import MailConnectorServicer
+from concord_mail_connector.domain.model import Provider
+from concord_mail_connector.domain.service import MailConnector
+from concord_rpc import RpcFailure, from_rpc_error
+from concord_secrets import SecretBox
+from concord_store import create_engine, migrate
+from concord_testing import serving_in_process
+
+pytestmark = pytest.mark.integration
+
+SERVICE = ("svc-concord@concord.test", "svc-password")
+CALENDAR = r.OBJECT_KIND_CALENDAR_ITEM
+
+
+@dataclass
+class Ews:
+    stub: pb_grpc.MailConnectorServiceStub
+    emulator: RunningEmulator
+
+    async def register(
+        self, address: str, username: str = SERVICE[0], password: str = SERVICE[1]
+    ) -> str:
+        """An account for `address`; returns the mailbox's resource name."""
+        mailbox = f"m-{uuid.uuid4().hex[:12]}"
+        account = pb.MailboxAccount(
+            name=f"mailboxes/{mailbox}/account",
+            address=address,
+            provider=r.MAIL_PROVIDER_EXCHANGE_EWS,
+            ews=pb.EwsSettings(
+                service_url=self.emulator.endpoint, username=username, auth_type="basic"
+            ),
+            secret=password.encode(),
+        )
+        await self.stub.UpsertMailboxAccount(pb.UpsertMailboxAccountRequest(account=account))
+        return f"mailboxes/{mailbox}"
+
+    def new_user(self, **extra: object) -> tuple[str, str]:
+        address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
+        password = uuid.uuid4().hex
+        self.emulator.admin("POST", "users", {"username": address, "password": password, **extra})
+        return address, password
+
+    async def new_mailbox(self) -> str:
+        address, _ = self.new_user()
+        return await self.register(address)
+
+    async def changes(
+        self, mailbox: str, token: str = "", page_size: int = 0, kind: int = CALENDAR
+    ) -> pb.ListChangesResponse:
+        return await self.stub.ListChanges(
+            pb.ListChangesRequest(
+                mailbox=mailbox,
+                kind=kind,  # type: ignore[arg-type]
+                cursor=r.Cursor(token=token),
+                page_size=page_size,
+                include_items=True,
+            )
+        )
+
+    async def apply(self, mailbox: str, *writes: pb.MailWrite) -> list[pb.MailWriteResult]:
+        response = await self.stub.ApplyItems(
+            pb.ApplyItemsRequest(mailbox=mailbox, writes=list(writes))
+        )
+        return list(response.results)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emu = RunningEmulator(tmp_path_factory.mktemp("exchange")).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def _close_exchangelib_sessions(emulator: RunningEmulator) -> Iterator[None]:
+    """exchangelib pools sessions per endpoint and drops some unclosed after an error; collect
+    them here so their ResourceWarning cannot fail whichever later test the collector runs in."""
+    yield
+    emulator.admin("DELETE", "faults")
+    close_connections()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+@pytest.fixture
+async def ews(tmp_path: Path, emulator: RunningEmulator) -> AsyncIterator[Ews]:
+    engine = create_engine(f"sqlite:///{tmp_path}/ews.db")
+    await migrate(engine, MIGRATIONS)
+    store = SqlAccountStore(engine, SecretBox(Fernet.generate_key()))
+    provider = ExchangeProvider(max_workers=4, max_back_off=5)
+    servicer = MailConnectorServicer(MailConnector(store, {Provider.EXCHANGE_EWS: provider}))
+    try:
+        async with serving_in_process(
+            "mail-connector",
+            SERVICE_NAME,
+            lambda s: pb_grpc.add_MailConnectorServiceServicer_to_server(servicer, s),
+        ) as chan:
+            yield Ews(pb_grpc.MailConnectorServiceStub(chan), emulator)
+    finally:
+        await provider.close()
+        await engine.dispose()
+
+
+async def failure(call: Awaitable[object]) -> RpcFailure:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return from_rpc_error(caught.value)
+
+
+def _ts(value: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+START = dt.datetime(2030, 3, 4, 9, 0, tzinfo=dt.UTC)
+
+
+def meeting(subject: str = "Pipeline review", **fields: object) -> r.MailItem:
+    item = r.CalendarItem(
+        subject=subject,
+        start=_ts(START),
+        end=_ts(START + dt.timedelta(hours=1)),
+        time_zone="Europe/Berlin",
+        location="Room 1",
+        body_text="agenda",
+        categories=["Salesforce"],
+        attendees=[r.Attendee(email="ada@acme.example", role=r.ATTENDEE_ROLE_REQUIRED)],
+        **fields,  # type: ignore[arg-type]
+    )
+    return r.MailItem(ref=r.ItemRef(kind=CALENDAR), calendar_item=item)
+
+
+def create(link_id: str, item: r.MailItem | None = None) -> pb.MailWrite:
+    return pb.MailWrite(
+        operation=pb.MAIL_WRITE_OPERATION_CREATE, link_id=link_id, item=item or meeting()
+    )
+
+
+def update(ref: r.ItemRef, item: r.MailItem, *paths: str) -> pb.MailWrite:
+    return pb.MailWrite(
+        operation=pb.MAIL_WRITE_OPERATION_UPDATE,
+        link_id=ref.link_id,
+        ref=ref,
+        item=item,
+        update_mask=FieldMask(paths=list(paths)),
+    )
+
+
+async def test_seeded_calendar_is_listed_as_canonical_items_through_impersonation(
+    ews: Ews,
+) -> None:
+    mailbox = await ews.register("demo@concord.test")
+    page = await ews.changes(mailbox)
+    assert not page.has_more
+    assert page.next_cursor.token
+    items = {c.item.calendar_item.subject: c.item for c in page.changes}
+    assert all(c.type == r.CHANGE_TYPE_UPSERT for c in page.changes)
+    review = items["Quarterly review with Acme"]
+    assert review.ref.native_id
+    assert review.ref.version
+    assert review.ref.collection == "calendar-item"
+    event = review.calendar_item
+    assert event.time_zone == "Europe/Berlin"
+    assert event.location == "Acme HQ, Berlin"
+    assert event.body_text == "Agenda: pipeline, renewals."
+    assert list(event.categories) == ["Salesforce"]
+    assert event.ical_uid
+    assert event.end.ToDatetime() - event.start.ToDatetime() == dt.timedelta(hours=1)
+    assert [(a.email, a.response_status) for a in event.attendees] == [
+        ("ada@acme.example", r.RESPONSE_STATUS_ACCEPTED),
+        ("grace@globex.example", r.RESPONSE_STATUS_TENTATIVE),
+    ]
+    lunch = items["Lunch (private)"].calendar_item
+    assert lunch.is_private
+    assert lunch.sensitivity == r.SENSITIVITY_PRIVATE
+    assert lunch.time_zone == "America/Los_Angeles"
+    offsite = items["Team offsite"].calendar_item
+    assert offsite.all_day
+    assert not offsite.HasField("start")
+    assert dt.date.fromisoformat(offsite.end_date) - dt.date.fromisoformat(
+        offsite.start_date
+    ) == dt.timedelta(days=1)
+    standup = items["Weekly pipeline stand-up"].calendar_item
+    assert standup.time_zone == "America/New_York"
+    assert list(standup.recurrence.rules) == [
+        "RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=MO;WKST=MO;COUNT=10"
+    ]
+    assert standup.recurrence.time_zone == "America/New_York"
+    # The cursor covers everything listed: listing again from it finds nothing new.
+    again = await ews.changes(mailbox, page.next_cursor.token)
+    assert list(again.changes) == []
+
+
+async def test_changes_without_include_items_carry_references_only(ews: Ews) -> None:
+    mailbox = await ews.register("demo@concord.test")
+    response = await ews.stub.ListChanges(
+        pb.ListChangesRequest(mailbox=mailbox, kind=r.OBJECT_KIND_TASK)
+    )
+    assert len(response.changes) == 2
+    assert all(c.ref.native_id and not c.HasField("item") for c in response.changes)
+    got = await ews.stub.GetItems(
+        pb.GetItemsRequest(
+            mailbox=mailbox,
+            refs=[
+                *(c.ref for c in response.changes),
+                r.ItemRef(kind=r.OBJECT_KIND_TASK, native_id="gone"),
+            ],
+        )
+    )
+    assert sorted(i.task.subject for i in got.items) == [
+        "Follow up with Globex",
+        "Send Acme the renewal quote",
+    ]
+    assert [ref.native_id for ref in got.not_found] == ["gone"]
+
+
+async def test_create_update_delete_round_trip_through_the_cursor(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    start = await ews.changes(mailbox)
+    assert list(start.changes) == []
+    [created] = await ews.apply(mailbox, create("link-1"))
+    assert created.status == r.WRITE_STATUS_OK
+    assert not created.already_applied
+    assert created.ref.native_id
+    assert created.ref.version
+    assert created.ref.link_id == "link-1"
+    page = await ews.changes(mailbox, start.next_cursor.token)
+    [change] = page.changes
+    assert change.ref.native_id == created.ref.native_id
+    assert change.ref.link_id == "link-1"
+    event = change.item.calendar_item
+    assert event.subject == "Pipeline review"
+    assert event.time_zone == "Europe/Berlin"
+    assert event.start.ToDatetime(dt.UTC) == START
+    assert [a.email for a in event.attendees] == ["ada@acme.example"]
+
+    [updated] = await ews.apply(
+        mailbox, update(created.ref, meeting("Pipeline review, moved"), "subject")
+    )
+    assert updated.status == r.WRITE_STATUS_OK
+    assert updated.ref.version != created.ref.version
+    page = await ews.changes(mailbox, page.next_cursor.token)
+    assert [c.item.calendar_item.subject for c in page.changes] == ["Pipeline review, moved"]
+    assert page.changes[0].item.calendar_item.location == "Room 1"
+
+    delete = pb.MailWrite(
+        operation=pb.MAIL_WRITE_OPERATION_DELETE, link_id="link-1", ref=updated.ref
+    )
+    [deleted] = await ews.apply(mailbox, delete)
+    assert deleted.status == r.WRITE_STATUS_OK
+    page = await ews.changes(mailbox, page.next_cursor.token)
+    assert [(c.type, c.ref.native_id) for c in page.changes] == [
+        (r.CHANGE_TYPE_DELETE, created.ref.native_id)
+    ]
+
+
+async def test_a_create_retried_after_a_lost_response_writes_one_item(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    ews.emulator.admin("POST", "faults", {"kind": "drop_response", "operation": "CreateItem"})
+    [lost] = await ews.apply(mailbox, create("link-once"))
+    assert lost.status == r.WRITE_STATUS_RETRYABLE
+    [retried] = await ews.apply(mailbox, create("link-once"))
+    assert retried.status == r.WRITE_STATUS_OK
+    assert retried.already_applied
+    page = await ews.changes(mailbox)
+    assert [c.ref.native_id for c in page.changes] == [retried.ref.native_id]
+
+
+async def test_a_stale_version_is_a_conflict_and_results_keep_the_input_order(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    [first] = await ews.apply(mailbox, create("link-a"))
+    [newer] = await ews.apply(mailbox, update(first.ref, meeting("edited in Outlook"), "subject"))
+    missing = r.ItemRef(kind=CALENDAR, native_id="AAMkAGone", link_id="link-gone")
+    results = await ews.apply(
+        mailbox,
+        update(first.ref, meeting("edited by Concord"), "subject"),
+        create("link-b", meeting("second")),
+        update(missing, meeting("x"), "subject"),
+    )
+    assert [(x.link_id, x.status) for x in results] == [
+        ("link-a", r.WRITE_STATUS_CONFLICT),
+        ("link-b", r.WRITE_STATUS_OK),
+        ("link-gone", r.WRITE_STATUS_NOT_FOUND),
+    ]
+    assert results[0].error_code == "ErrorIrresolvableConflict"
+    got = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=[newer.ref]))
+    assert got.items[0].calendar_item.subject == "edited in Outlook"
+
+
+async def test_pages_follow_page_size_and_has_more(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    await ews.apply(mailbox, *(create(f"p{n}", meeting(f"m{n}")) for n in range(5)))
+    seen: list[str] = []
+    token, pages = "", 0
+    while True:
+        page = await ews.changes(mailbox, token, page_size=2)
+        pages += 1
+        seen += [c.item.calendar_item.subject for c in page.changes]
+        token = page.next_cursor.token
+        if not page.has_more:
+            break
+    assert pages == 3
+    assert sorted(seen) == [f"m{n}" for n in range(5)]
+
+
+async def test_an_invalid_sync_state_asks_for_a_full_resync(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    await ews.apply(mailbox, create("link-r"))
+    page = await ews.changes(mailbox)
+    ews.emulator.admin("POST", "invalidate-sync-states")
+    lost = await ews.changes(mailbox, page.next_cursor.token)
+    assert lost.full_resync_required
+    assert list(lost.changes) == []
+    assert lost.next_cursor.token == ""
+    again = await ews.changes(mailbox, lost.next_cursor.token)
+    assert [c.ref.link_id for c in again.changes] == ["link-r"]
+
+
+async def test_rejected_credentials_are_a_failed_precondition(ews: Ews) -> None:
+    address, _ = ews.new_user()
+    mailbox = await ews.register(address, address, "wrong")
+    got = await failure(ews.changes(mailbox))
+    assert got.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert got.reason == "MAILBOX_CREDENTIALS_REJECTED"
+    assert got.metadata == {"mailbox": mailbox}
+
+
+async def test_impersonation_without_the_right_is_access_denied(ews: Ews) -> None:
+    intruder, password = ews.new_user()
+    mailbox = await ews.register("demo@concord.test", intruder, password)
+    got = await failure(ews.changes(mailbox))
+    assert got.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert got.reason == "MAILBOX_ACCESS_DENIED"
+    assert got.metadata["provider_code"] == "ErrorImpersonateUserDenied"
+
+
+async def test_a_user_opening_its_own_mailbox_needs_no_impersonation(ews: Ews) -> None:
+    address, password = ews.new_user()
+    mailbox = await ews.register(address, address, password)
+    [created] = await ews.apply(mailbox, create("own-1"))
+    assert created.status == r.WRITE_STATUS_OK
+    page = await ews.changes(mailbox)
+    assert [c.ref.link_id for c in page.changes] == ["own-1"]
+
+
+async def test_a_short_server_busy_is_waited_out(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    ews.emulator.admin(
+        "POST",
+        "faults",
+        {"kind": "server_busy", "operation": "SyncFolderItems", "back_off_ms": 300},
+    )
+    page = await ews.changes(mailbox)
+    assert page.next_cursor.token
+
+
+async def test_a_back_off_past_the_deadline_is_resource_exhausted(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    await ews.changes(mailbox)  # warm up: the version probe and folders are cached
+    ews.emulator.admin(
+        "POST",
+        "faults",
+        {"kind": "server_busy", "operation": "SyncFolderItems", "back_off_ms": 4000},
+    )
+    got = await failure(
+        ews.stub.ListChanges(pb.ListChangesRequest(mailbox=mailbox, kind=CALENDAR), timeout=2)
+    )
+    assert got.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert got.reason == "PROVIDER_THROTTLED"
+    assert got.retry_after == 4.0
+
+
+async def test_collections_name_defaults_and_dedicated_folders(ews: Ews) -> None:
+    mailbox = await ews.register("demo@concord.test")
+    response = await ews.stub.ListCollections(pb.ListCollectionsRequest(mailbox=mailbox))
+    found = {(c.id, c.kind, c.is_default) for c in response.collections}
+    assert ("calendar-item", CALENDAR, True) in found
+    assert ("task", r.OBJECT_KIND_TASK, True) in found
+    assert ("contact", r.OBJECT_KIND_CONTACT, True) in found
+    assert ("email", r.OBJECT_KIND_EMAIL, True) in found
