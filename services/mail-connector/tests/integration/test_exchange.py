@@ -13,6 +13,14 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.fernet import Fernet
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    IMPERSONATION,
+    Account,
+    Configuration,
+    Credentials,
+    Folder,
+)
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -406,3 +414,119 @@ async def test_collections_name_defaults_and_dedicated_folders(ews: Ews) -> None
     assert ("task", r.OBJECT_KIND_TASK, True) in found
     assert ("contact", r.OBJECT_KIND_CONTACT, True) in found
     assert ("email", r.OBJECT_KIND_EMAIL, True) in found
+
+
+async def test_tasks_contacts_and_emails_of_the_dedicated_folders(ews: Ews) -> None:
+    mailbox = await ews.register("demo@concord.test")
+    tasks = await ews.changes(mailbox, kind=r.OBJECT_KIND_TASK)
+    by_subject = {c.item.task.subject: c.item.task for c in tasks.changes}
+    quote = by_subject["Send Acme the renewal quote"]
+    assert quote.status == r.TASK_STATUS_NOT_STARTED
+    assert list(quote.categories) == ["Salesforce"]
+    assert quote.due_date
+    assert by_subject["Follow up with Globex"].status == r.TASK_STATUS_IN_PROGRESS
+
+    contacts = await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)
+    people = {c.item.contact.display_name: c.item.contact for c in contacts.changes}
+    ada = people["Ada Lovelace"]
+    assert (ada.given_name, ada.family_name, ada.company) == ("Ada", "Lovelace", "Acme")
+    assert [(e.address, e.primary) for e in ada.email_addresses] == [("ada@acme.example", True)]
+
+    emails = await ews.changes(mailbox, kind=r.OBJECT_KIND_EMAIL)
+    assert emails.changes
+    for change in emails.changes:
+        email = change.item.email
+        assert email.internet_message_id.startswith("<")
+        assert email.folder == "Salesforce Emails"
+        assert email.from_address.address
+        assert email.HasField("received_time")
+
+
+async def test_the_dedicated_folder_is_created_in_a_new_mailbox(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    first = await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)
+    assert list(first.changes) == []
+    response = await ews.stub.ListCollections(
+        pb.ListCollectionsRequest(mailbox=mailbox, kind=r.OBJECT_KIND_CONTACT)
+    )
+    assert [(c.id, c.display_name) for c in response.collections if c.is_default] == [
+        ("contact", "Salesforce Contacts")
+    ]
+
+
+async def test_a_vanished_folder_is_a_failed_precondition_naming_it(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    # A non-default folder, addressed by its id, then deleted behind the connector's back.
+    address = (
+        await ews.stub.GetMailboxAccount(pb.GetMailboxAccountRequest(name=f"{mailbox}/account"))
+    ).account.address
+
+    config = Configuration(
+        service_endpoint=ews.emulator.endpoint,
+        credentials=Credentials(*SERVICE),
+        auth_type=BASIC,
+    )
+    account = Account(address, config=config, autodiscover=False, access_type=IMPERSONATION)
+    doomed = Folder(parent=account.msg_folder_root, name="Doomed", folder_class="IPF.Note")
+    doomed.save()
+    doomed_id = doomed.id
+    listed = await ews.stub.ListChanges(
+        pb.ListChangesRequest(mailbox=mailbox, kind=r.OBJECT_KIND_EMAIL, collection=doomed_id)
+    )
+    assert listed.next_cursor.collection == doomed_id
+    doomed.delete()
+    got = await failure(
+        ews.stub.ListChanges(
+            pb.ListChangesRequest(
+                mailbox=mailbox,
+                kind=r.OBJECT_KIND_EMAIL,
+                collection=doomed_id,
+                cursor=listed.next_cursor,
+            )
+        )
+    )
+    assert got.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert got.reason == "COLLECTION_NOT_FOUND"
+    assert got.metadata["collection"] == doomed_id
+
+
+async def test_an_all_day_item_and_a_task_round_trip_their_dates(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    offsite = r.MailItem(
+        ref=r.ItemRef(kind=CALENDAR),
+        calendar_item=r.CalendarItem(
+            subject="Offsite", all_day=True, start_date="2030-05-06", end_date="2030-05-08"
+        ),
+    )
+    task = r.MailItem(
+        ref=r.ItemRef(kind=r.OBJECT_KIND_TASK),
+        task=r.TaskItem(subject="Call Ada", due_date="2030-05-07", status=r.TASK_STATUS_WAITING),
+    )
+    results = await ews.apply(
+        mailbox,
+        create("all-day", offsite),
+        pb.MailWrite(operation=pb.MAIL_WRITE_OPERATION_CREATE, link_id="task-1", item=task),
+    )
+    assert [x.status for x in results] == [r.WRITE_STATUS_OK, r.WRITE_STATUS_OK]
+    got = await ews.stub.GetItems(
+        pb.GetItemsRequest(mailbox=mailbox, refs=[x.ref for x in results])
+    )
+    event, todo = got.items
+    assert (event.calendar_item.start_date, event.calendar_item.end_date) == (
+        "2030-05-06",
+        "2030-05-08",
+    )
+    assert event.ref.link_id == "all-day"
+    assert (todo.task.subject, todo.task.due_date) == ("Call Ada", "2030-05-07")
+    assert todo.task.status == r.TASK_STATUS_WAITING
+
+
+async def test_content_the_provider_cannot_write_is_invalid_per_item(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    backwards = meeting("backwards")
+    backwards.calendar_item.end.CopyFrom(_ts(START - dt.timedelta(hours=1)))
+    unknown_zone = meeting("zoned")
+    unknown_zone.calendar_item.time_zone = "Mars/Olympus_Mons"
+    results = await ews.apply(mailbox, create("bad-1", backwards), create("bad-2", unknown_zone))
+    assert [x.status for x in results] == [r.WRITE_STATUS_INVALID, r.WRITE_STATUS_INVALID]
+    assert "Olympus" in results[1].error_message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 from exchangelib import (  # type: ignore[import-untyped]
@@ -32,10 +33,21 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.common.v1 import resources_pb2 as r
 
-__all__ = ["LINK_ID_FIELD", "LinkId", "register_link_id", "to_ews_fields", "to_mail_item"]
+__all__ = [
+    "LINK_ID_FIELD",
+    "LinkId",
+    "UnwritableContent",
+    "register_link_id",
+    "to_ews_fields",
+    "to_mail_item",
+]
 
 LINK_ID_FIELD = "link_id"
 _LINK_ID_CLASSES = (CalendarItem, Task, Contact, Message)
+
+
+class UnwritableContent(ValueError):
+    """Content this provider cannot store; the message names fields, never their values."""
 
 
 class LinkId(ExtendedProperty):  # type: ignore[misc]
@@ -130,9 +142,9 @@ def _ref(item: Any, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
     )
 
 
-def to_mail_item(item: Any, collection: str) -> r.MailItem | None:
+def to_mail_item(item: Any, collection: str, folder: str = "") -> r.MailItem | None:
     """The canonical item, or None for item types Concord does not mirror (e.g. a meeting
-    request in the calendar folder)."""
+    request in the calendar folder); `folder` is the display path emails carry."""
     if isinstance(item, CalendarItem):
         return r.MailItem(
             ref=_ref(item, r.OBJECT_KIND_CALENDAR_ITEM, collection),
@@ -142,7 +154,48 @@ def to_mail_item(item: Any, collection: str) -> r.MailItem | None:
         return r.MailItem(ref=_ref(item, r.OBJECT_KIND_TASK, collection), task=_task(item))
     if isinstance(item, Contact):
         return r.MailItem(ref=_ref(item, r.OBJECT_KIND_CONTACT, collection), contact=_contact(item))
+    if isinstance(item, Message):
+        return r.MailItem(
+            ref=_ref(item, r.OBJECT_KIND_EMAIL, collection), email=_email(item, folder)
+        )
     return None
+
+
+def _address(mailbox: Any) -> r.EmailAddress | None:
+    if mailbox is None or not mailbox.email_address:
+        return None
+    return r.EmailAddress(address=mailbox.email_address, display_name=_text(mailbox.name))
+
+
+def _addresses(mailboxes: Any) -> list[r.EmailAddress]:
+    return [a for m in mailboxes or () if (a := _address(m)) is not None]
+
+
+def _email(item: Any, folder: str) -> r.EmailItem:
+    text, html = _body(item)
+    out = r.EmailItem(
+        internet_message_id=_text(item.message_id),
+        conversation_id=_text(getattr(item.conversation_id, "id", None)),
+        subject=_text(item.subject),
+        to=_addresses(item.to_recipients),
+        cc=_addresses(item.cc_recipients),
+        bcc=_addresses(item.bcc_recipients),
+        body_text=text,
+        body_html=html,
+        in_reply_to=_text(item.in_reply_to),
+        references=(item.references or "").split(),
+        categories=list(item.categories or ()),
+        folder=folder,
+        has_attachments=bool(item.has_attachments),
+    )
+    sender = _address(item.author) or _address(item.sender)
+    if sender is not None:
+        out.from_address.CopyFrom(sender)
+    if item.datetime_sent is not None:
+        out.sent_time.CopyFrom(_ts(item.datetime_sent))
+    if item.datetime_received is not None:
+        out.received_time.CopyFrom(_ts(item.datetime_received))
+    return out
 
 
 def _body(item: Any) -> tuple[str, str]:
@@ -405,7 +458,7 @@ def update_fields(item: r.MailItem, mask: Sequence[str]) -> list[str]:
     paths = mask or list(table)
     unknown = [p for p in paths if p not in table]
     if unknown:
-        raise ValueError(f"unsupported update_mask paths: {', '.join(unknown)}")
+        raise UnwritableContent(f"unsupported update_mask paths: {', '.join(unknown)}")
     return list(dict.fromkeys(f for p in paths for f in table[p]))
 
 
@@ -416,7 +469,9 @@ def to_ews_fields(item: r.MailItem) -> dict[str, Any]:
         return _calendar_fields(item.calendar_item)
     if payload == "task":
         return _task_fields(item.task)
-    raise ValueError(f"writing {payload or 'an empty item'} is not supported by this provider")
+    raise UnwritableContent(
+        f"writing {payload or 'an empty item'} is not supported by this provider"
+    )
 
 
 def _zone(name: str) -> Any:
@@ -426,7 +481,7 @@ def _zone(name: str) -> Any:
         try:
             return EWSTimeZone.from_ms_id(name)
         except Exception as exc:
-            raise ValueError(f"unknown time zone {name!r}") from exc
+            raise UnwritableContent(f"unknown time zone {name!r}") from exc
 
 
 def _calendar_fields(c: r.CalendarItem) -> dict[str, Any]:
@@ -434,17 +489,17 @@ def _calendar_fields(c: r.CalendarItem) -> dict[str, Any]:
     zone = _zone(c.time_zone)
     if c.all_day:
         if not c.start_date or not c.end_date:
-            raise ValueError("all-day items need start_date and end_date")
+            raise UnwritableContent("all-day items need start_date and end_date")
         fields["start"] = EWSDate.fromisoformat(c.start_date)
         # exchangelib takes the last day (inclusive) and adds the day back itself.
         fields["end"] = EWSDate.fromisoformat(c.end_date) - dt.timedelta(days=1)
     else:
         if not c.HasField("start") or not c.HasField("end"):
-            raise ValueError("timed items need start and end")
+            raise UnwritableContent("timed items need start and end")
         fields["start"] = EWSDateTime.from_datetime(c.start.ToDatetime(dt.UTC)).astimezone(zone)
         fields["end"] = EWSDateTime.from_datetime(c.end.ToDatetime(dt.UTC)).astimezone(zone)
     if fields["end"] < fields["start"]:
-        raise ValueError("the item ends before it starts")
+        raise UnwritableContent("the item ends before it starts")
     fields["location"] = c.location or None
     fields["body"] = HTMLBody(c.body_html) if c.body_html else (c.body_text or None)
     fields["legacy_free_busy_status"] = _SHOW_AS_NAMES.get(c.show_as, "Busy")
@@ -478,7 +533,7 @@ def _task_fields(t: r.TaskItem) -> dict[str, Any]:
         "start_date": EWSDate.fromisoformat(t.start_date) if t.start_date else None,
         "status": _TASK_STATUS_NAMES.get(t.status, "NotStarted"),
         "importance": _PRIORITY_NAMES.get(t.priority, "Normal"),
-        "percent_complete": t.percent_complete,
+        "percent_complete": Decimal(t.percent_complete),
         "body": t.body_text or None,
         "categories": list(t.categories) or None,
         "sensitivity": _SENSITIVITY_NAMES.get(t.sensitivity, "Normal"),

@@ -45,6 +45,7 @@ from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
 from concord.common.v1 import resources_pb2 as r
 from concord_mail_connector.adapters.ews_items import (
     LINK_ID_FIELD,
+    UnwritableContent,
     ews_class,
     kind_of,
     register_link_id,
@@ -156,16 +157,17 @@ class ExchangeProvider:
                     )
                 )
             except ErrorInvalidSyncStateData:
-                # Never infer deletes from a lost state: the caller relists and reconciles.
-                return ProviderChangePage(
-                    changes=(),
-                    next_cursor=Cursor(cursor.collection, ""),
-                    full_resync_required=True,
-                )
+                return _resync(cursor)
+            for entry in listed:
+                # exchangelib hands per-response errors back as values, not raised.
+                if isinstance(entry, Exception):
+                    if isinstance(entry, ErrorInvalidSyncStateData):
+                        return _resync(cursor)
+                    raise entry
             changes = [
                 c
                 for change, item in listed
-                if (c := _change(change, item, kind, cursor.collection)) is not None
+                if (c := _change(change, item, kind, cursor.collection, folder.name)) is not None
             ]
             return ProviderChangePage(
                 changes=changes,
@@ -173,7 +175,7 @@ class ExchangeProvider:
                 has_more=not svc.includes_last_item_in_range,
             )
 
-        return await self._run(mailbox, page, deadline)
+        return await self._run(mailbox, page, deadline, cursor.collection)
 
     async def get_items(
         self,
@@ -273,10 +275,17 @@ class ExchangeProvider:
                 error_code=type(exc).__name__,
                 error_message="the item no longer exists",
             )
-        except ValueError as exc:
-            # Our own validation of the payload: its message names fields, never values.
+        except UnwritableContent as exc:
             return WriteResult(
                 write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=str(exc)
+            )
+        except (ValueError, TypeError):
+            # exchangelib's own validation; its messages quote values, so they stay here.
+            return WriteResult(
+                write.link_id,
+                r.WRITE_STATUS_INVALID,
+                error_code="INVALID",
+                error_message="a field has a value Exchange cannot store",
             )
         except (ErrorServerBusy, ErrorTimeoutExpired, ErrorFolderNotFound, *_ACCESS_DENIED):
             # Not about this item: _translate turns these into the call's own status.
@@ -293,7 +302,7 @@ class ExchangeProvider:
         kind = kind_of(write.item)
         cls = ews_class(kind)
         if cls is None:
-            raise ValueError("only calendar items and tasks can be written")
+            raise UnwritableContent("only calendar items and tasks can be written")
         collection = write.collection or default_collection(_kind(kind))
         folder = self._folder(account, _kind(kind), collection)
         fields = to_ews_fields(write.item)
@@ -317,7 +326,7 @@ class ExchangeProvider:
         kind = kind_of(write.item)
         cls = ews_class(kind)
         if cls is None:
-            raise ValueError("only calendar items and tasks can be written")
+            raise UnwritableContent("only calendar items and tasks can be written")
         names = update_fields(write.item, list(write.update_mask))
         values = to_ews_fields(write.item)
         changekey = write.ref.version
@@ -398,14 +407,18 @@ class ExchangeProvider:
         return Folder.resolve(account=account, folder=Folder(root=account.root, id=collection))
 
     async def _run(
-        self, mailbox: MailboxAccess, call: Callable[[], T], deadline: float | None
+        self,
+        mailbox: MailboxAccess,
+        call: Callable[[], T],
+        deadline: float | None,
+        collection: str = "",
     ) -> T:
         name = mailbox.account.mailbox
         loop = asyncio.get_running_loop()
         ends = None if deadline is None else time.monotonic() + deadline
         while True:
             try:
-                return await loop.run_in_executor(self._pool, _translate(name, call))
+                return await loop.run_in_executor(self._pool, _translate(name, collection, call))
             except _Busy as busy:
                 back_off = busy.back_off if busy.back_off > 0 else self._default_back_off
                 left = None if ends is None else ends - time.monotonic()
@@ -414,7 +427,7 @@ class ExchangeProvider:
                 await asyncio.sleep(back_off)
 
 
-def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
+def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable[[], T]:
     def run() -> T:
         try:
             return call()
@@ -425,7 +438,7 @@ def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
         except _ACCESS_DENIED as exc:
             raise MailboxAccessDenied(mailbox, type(exc).__name__) from None
         except ErrorFolderNotFound:
-            raise CollectionNotFound(mailbox, "") from None
+            raise CollectionNotFound(mailbox, collection) from None
         except ErrorTimeoutExpired:
             # Also what a response lost after the server committed looks like: the caller
             # retries, and a create finds its item by link id.
@@ -438,6 +451,13 @@ def _translate(mailbox: str, call: Callable[[], T]) -> Callable[[], T]:
             raise ProviderUnavailable(mailbox, type(exc).__name__) from None
 
     return run
+
+
+def _resync(cursor: Cursor) -> ProviderChangePage:
+    # Never infer deletes from a lost state: the caller relists and reconciles against links.
+    return ProviderChangePage(
+        changes=(), next_cursor=Cursor(cursor.collection, ""), full_resync_required=True
+    )
 
 
 def _dedicated(account: Account, kind: Kind) -> Folder:
@@ -470,7 +490,9 @@ def _written(item: Any, kind: r.ObjectKind.ValueType, link_id: str, collection: 
     )
 
 
-def _change(change: str, item: Any, kind: Kind, collection: str) -> r.MailChange | None:
+def _change(
+    change: str, item: Any, kind: Kind, collection: str, folder: str
+) -> r.MailChange | None:
     kind_enum = _KIND_ENUMS[kind]
     if change == "delete":
         return r.MailChange(
@@ -480,7 +502,7 @@ def _change(change: str, item: Any, kind: Kind, collection: str) -> r.MailChange
     if change == "read_flag_change":
         # A read flag is not part of any mirrored field.
         return None
-    converted = to_mail_item(item, collection)
+    converted = to_mail_item(item, collection, folder)
     if converted is None:
         return None
     return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=converted.ref, item=converted)

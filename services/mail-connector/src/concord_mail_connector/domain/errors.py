@@ -99,7 +99,7 @@ class CollectionNotFound(FailedPrecondition):
 
     def __init__(self, mailbox: str, collection: str) -> None:
         super().__init__(
-            f"mailbox {mailbox} has no collection {collection}",
+            f"a collection of mailbox {mailbox} no longer exists; list collections again",
             metadata=_mailbox(mailbox) | {"collection": collection},
         )
 
