@@ -14,6 +14,8 @@ from google.protobuf.message import Message
 from concord.common.v1 import resources_pb2
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.api.conversions import fill_struct, message_to_dict
+from concord_mapping.domain.describe import SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
 from concord_mapping.domain.mapper import map_to_crm, map_to_mail
 from concord_mapping.domain.model import (
@@ -62,38 +64,38 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
         if request.mapping_version < 0:
             _invalid("mapping_version", "must not be negative")
         response = pb.MapToCrmResponse()
-        tables: dict[Kind, tuple[Table, int]] = {}
+        owner_id = request.owner_id
+        describes = self._tables.describes
+        # Per kind, looked up once per request: the table, its version, its sObject's describe.
+        tables: dict[Kind, tuple[Table, int, SObjectDescribe | None]] = {}
         for position, given in enumerate(request.inputs):
             item = given.item
-            result = response.results.add(ref=item.ref)
+            ref = item.ref
+            result = response.results.add(ref=ref)
             payload = item.WhichOneof("payload")
             if payload is None:
                 _item_error(result, MappingFailure(MISSING_PAYLOAD, "the item has no content"))
                 continue
             kind = _PAYLOAD_KINDS[payload]
             if kind not in tables:
-                tables[kind] = await self._tables.rules(
+                table, version = await self._tables.rules(
                     TableName(org, kind), request.mapping_version
                 )
-            table, version = tables[kind]
+                tables[kind] = (table, version, describes.get(table.target_sobject))
+            table, version, describe = tables[kind]
             if position == 0:
                 response.mapping_version = version
             try:
-                mapped = map_to_crm(
-                    table,
-                    self._tables.describes.get(table.target_sobject),
-                    payload,
-                    _json(getattr(item, payload)),
-                )
+                mapped = map_to_crm(table, describe, payload, _json(getattr(item, payload)))
                 fields = mapped.fields
-                if request.owner_id:
-                    fields["OwnerId"] = request.owner_id
+                if owner_id:
+                    fields["OwnerId"] = owner_id
                 # Built in place: copying a finished record would double the protobuf work.
                 record = result.record
                 record.sobject_type = table.target_sobject
                 record.id = given.record_id
-                record.link_id = item.ref.link_id
-                record.fields.update(fields)
+                record.link_id = ref.link_id
+                fill_struct(record.fields, fields)
             except MappingFailure as failure:
                 result.ClearField("record")
                 _item_error(result, failure)
@@ -104,7 +106,8 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
                 result.ClearField("record")
                 _item_error(result, MappingFailure(MAPPING_FAILED, "the item could not be mapped"))
                 continue
-            result.losses.extend(_losses(mapped.losses))
+            if mapped.losses:
+                result.losses.extend(_losses(mapped.losses))
         return response
 
     async def MapToMail(
@@ -230,8 +233,8 @@ def _table_proto(found: TableVersion) -> pb.MappingTable:
 def _json(message: Message) -> dict[str, Any]:
     """The canonical JSON form the tables' paths address: snake_case, every top-level scalar
     present (defaults from a per-type template: converting only the set fields is the cheap
-    part of MessageToDict)."""
-    data: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    part of MessageToDict, and `message_to_dict` does that part with per-type plans)."""
+    data = message_to_dict(message)
     name = message.DESCRIPTOR.full_name
     if name not in _DEFAULTS:
         _DEFAULTS[name] = json_format.MessageToDict(

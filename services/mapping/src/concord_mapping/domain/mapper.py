@@ -10,7 +10,7 @@ from typing import Any
 from concord_mapping.domain.describe import SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
 from concord_mapping.domain.table import Table
-from concord_mapping.domain.transforms import TRANSFORMS, Loss, Side, Step
+from concord_mapping.domain.transforms import TRANSFORMS, Loss, Side, Step, get_path
 
 __all__ = ["ONE_WAY", "WRONG_KIND", "MappedFields", "map_to_crm", "map_to_mail"]
 
@@ -34,9 +34,16 @@ def map_to_crm(
         raise MappingFailure(ONE_WAY, f"{table.target_sobject} is not mirrored to Salesforce")
     out: dict[str, Any] = {}
     losses: list[Loss] = []
-    for rule in table.crm_rules:
-        step = Step(rule, rule.to_crm.params, payload, out, losses, describe, side=Side.CRM)
-        TRANSFORMS[rule.to_crm.name].to_crm(step, step.read())
+    rules = table.crm_rules
+    if not rules:
+        return MappedFields(out, losses)
+    # One step per item, pointed at each rule in turn: a transform uses it only while it runs.
+    step = Step(rules[0], rules[0].to_crm.params, payload, out, losses, describe, side=Side.CRM)
+    for rule in rules:
+        transform = rule.to_crm
+        step.rule = rule
+        step.params = transform.params
+        TRANSFORMS[transform.name].to_crm(step, get_path(payload, rule.mail_key))
     return MappedFields(out, losses)
 
 

@@ -75,11 +75,16 @@ class Step:
         return get_path(self.source, name)
 
     def write(self, value: Any, target: str | None = None) -> None:
-        name = target or self.target
         if self.side is Side.CRM:
-            self.out[name] = self._fit(name, value)
+            name = target or self.rule.crm_field
+            # Only text longer than its field's limit is cut (most writes are None or short).
+            if isinstance(value, str) and self.describe is not None:
+                limit = self.describe.text_limits.get(name, 0)
+                if 0 < limit < len(value):
+                    value = self._fit(name, value)
+            self.out[name] = value
         else:
-            set_path(self.out, name, value)
+            set_path(self.out, target or self.rule.mail_key, value)
 
     def lose(self, kind: LossKind, detail: str, target: str | None = None) -> None:
         name = target or self.target
@@ -178,7 +183,12 @@ def parse_instant(value: str) -> datetime:
 def format_instant(moment: datetime) -> str:
     """The canonical timestamp form: UTC, `Z`, fractions only when there are some."""
     moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.year >= 1000:
+        # The same text as strftime below, which costs twice as much.
+        text = moment.isoformat(timespec="seconds")[:19]
+    else:
+        # strftime writes such years without leading zeros; kept as it was.
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")
     return text + "Z"
