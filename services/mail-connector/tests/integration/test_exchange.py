@@ -15,13 +15,18 @@ import pytest
 from cryptography.fernet import Fernet
 from exchangelib import (  # type: ignore[import-untyped]
     BASIC,
+    DELEGATE,
     IMPERSONATION,
     Account,
+    CalendarItem,
     Configuration,
     Credentials,
+    EWSDateTime,
+    EWSTimeZone,
     Folder,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from exchangelib.recurrence import Recurrence, WeeklyPattern  # type: ignore[import-untyped]
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -530,3 +535,53 @@ async def test_content_the_provider_cannot_write_is_invalid_per_item(ews: Ews) -
     results = await ews.apply(mailbox, create("bad-1", backwards), create("bad-2", unknown_zone))
     assert [x.status for x in results] == [r.WRITE_STATUS_INVALID, r.WRITE_STATUS_INVALID]
     assert "Olympus" in results[1].error_message
+
+
+async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(ews: Ews) -> None:
+    address, password = ews.new_user()
+    mailbox = await ews.register(address, address, password)
+    config = Configuration(
+        service_endpoint=ews.emulator.endpoint,
+        credentials=Credentials(address, password),
+        auth_type=BASIC,
+    )
+    account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+    berlin = EWSTimeZone("Europe/Berlin")
+    start = EWSDateTime(2030, 3, 18, 10, 0, tzinfo=berlin)
+    master = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="Weekly sync",
+        start=start,
+        end=start + dt.timedelta(minutes=30),
+        recurrence=Recurrence(
+            pattern=WeeklyPattern(interval=1, weekdays=[1]), start=start.date(), number=4
+        ),
+    )
+    master.save(send_meeting_invitations="SendToNone")
+    first = await ews.changes(mailbox)
+    [series] = first.changes
+    assert list(series.item.calendar_item.recurrence.rules) == [
+        "RRULE:FREQ=WEEKLY;INTERVAL=1;BYDAY=MO;WKST=MO;COUNT=4"
+    ]
+    second = master.occurrence(index=2)
+    second.refresh()
+    second.subject = "Weekly sync (moved)"
+    second.start += dt.timedelta(hours=2)
+    second.end += dt.timedelta(hours=2)
+    second.save(update_fields=["subject", "start", "end"], conflict_resolution="NeverOverwrite")
+    third = master.occurrence(index=3)
+    third.refresh()
+    third.delete()
+
+    page = await ews.changes(mailbox, first.next_cursor.token)
+    updated, exception = page.changes
+    assert updated.ref.native_id == master.id
+    assert [
+        t.ToDatetime(dt.UTC) for t in updated.item.calendar_item.recurrence.excluded_starts
+    ] == [dt.datetime(2030, 4, 1, 8, 0, tzinfo=dt.UTC)]
+    moved = exception.item.calendar_item
+    assert moved.subject == "Weekly sync (moved)"
+    assert moved.series_id == master.id
+    assert moved.original_start.ToDatetime(dt.UTC) == dt.datetime(2030, 3, 25, 9, 0, tzinfo=dt.UTC)
+    assert moved.start.ToDatetime(dt.UTC) == dt.datetime(2030, 3, 25, 11, 0, tzinfo=dt.UTC)

@@ -169,6 +169,7 @@ class ExchangeProvider:
                 for change, item in listed
                 if (c := _change(change, item, kind, cursor.collection, folder.name)) is not None
             ]
+            changes += _exceptions(account, listed, cursor.collection)
             return ProviderChangePage(
                 changes=changes,
                 next_cursor=Cursor(cursor.collection, svc.sync_state or cursor.token),
@@ -451,6 +452,34 @@ def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable
             raise ProviderUnavailable(mailbox, type(exc).__name__) from None
 
     return run
+
+
+def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> list[r.MailChange]:
+    """Exchange reports an edited occurrence only as an update of its master; the exceptions
+    themselves are fetched in one GetItem batch per page and listed as their own items, keyed
+    by series and original start."""
+    wanted: list[tuple[str, str, str]] = []
+    for change, item in listed:
+        if change in ("create", "update") and getattr(item, "type", None) == "RecurringMaster":
+            wanted += [
+                (item.id, o.id, o.changekey) for o in item.modified_occurrences or () if o.id
+            ]
+    if not wanted:
+        return []
+    fetched = account.fetch(ids=[(occurrence, key) for _, occurrence, key in wanted])
+    found: list[r.MailChange] = []
+    for (series, _, _), got in zip(wanted, fetched, strict=True):
+        if isinstance(got, ErrorItemNotFound):
+            # Deleted since the sync answered; the master's next update says so.
+            continue
+        if isinstance(got, Exception):
+            raise got
+        converted = to_mail_item(got, collection)
+        if converted is None:
+            continue
+        converted.calendar_item.series_id = series
+        found.append(r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=converted.ref, item=converted))
+    return found
 
 
 def _resync(cursor: Cursor) -> ProviderChangePage:
