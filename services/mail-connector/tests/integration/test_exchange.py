@@ -409,6 +409,17 @@ async def test_a_back_off_past_the_deadline_is_resource_exhausted(ews: Ews) -> N
     assert got.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert got.reason == "PROVIDER_THROTTLED"
     assert got.retry_after == 4.0
+    # The mailbox stays backed off: the next call answers without asking the server again.
+    ews.emulator.admin("DELETE", "calls")
+    again = await failure(
+        ews.stub.ListChanges(pb.ListChangesRequest(mailbox=mailbox, kind=CALENDAR), timeout=2)
+    )
+    assert again.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert 0 < (again.retry_after or 0) < 4.0
+    assert ews.emulator.admin("GET", "calls") == {}
+    # Other mailboxes are not held back.
+    other = await ews.new_mailbox()
+    assert (await ews.changes(other)).next_cursor.token
 
 
 async def test_collections_name_defaults_and_dedicated_folders(ews: Ews) -> None:

@@ -122,6 +122,8 @@ class ExchangeProvider:
         self._configs: dict[tuple[str, str, str, str], Configuration] = {}
         self._accounts: dict[tuple[Any, ...], Account] = {}
         self._lock = threading.Lock()
+        # Per mailbox: the monotonic time until which the server asked us to back off.
+        self._busy_until: dict[str, float] = {}
 
     async def close(self) -> None:
         """After the drain: no call is waiting on the pool any more."""
@@ -418,14 +420,24 @@ class ExchangeProvider:
         loop = asyncio.get_running_loop()
         ends = None if deadline is None else time.monotonic() + deadline
         while True:
+            # A mailbox the server told to back off waits as a whole, so concurrent calls for
+            # it do not each spend a request just to be told the same.
+            waiting = self._busy_until.get(name, 0.0) - time.monotonic()
+            if waiting > 0:
+                await self._wait(name, waiting, ends)
+                continue
             try:
                 return await loop.run_in_executor(self._pool, _translate(name, collection, call))
             except _Busy as busy:
                 back_off = busy.back_off if busy.back_off > 0 else self._default_back_off
-                left = None if ends is None else ends - time.monotonic()
-                if back_off > self._max_back_off or (left is not None and back_off >= left):
-                    raise ProviderThrottled(name, back_off) from None
-                await asyncio.sleep(back_off)
+                self._busy_until[name] = time.monotonic() + back_off
+                await self._wait(name, back_off, ends)
+
+    async def _wait(self, mailbox: str, back_off: float, ends: float | None) -> None:
+        left = None if ends is None else ends - time.monotonic()
+        if back_off > self._max_back_off or (left is not None and back_off >= left):
+            raise ProviderThrottled(mailbox, round(back_off, 3))
+        await asyncio.sleep(back_off)
 
 
 def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable[[], T]:
