@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -67,3 +68,25 @@ async def test_cursor_and_budget_are_read_from_their_tables(
         )
     assert await store.cursor("demo", "Event") == Cursor("Event", "t")
     assert await store.budget("demo") == Budget(120, 15000, 40, now)
+
+
+async def test_parallel_first_calls_of_an_org_record_every_call(store: SqlOrgStore) -> None:
+    # A session lists Event, Task and Contact at once: the org's first budget row is raced for.
+    await asyncio.gather(*(store.record_usage("fresh", 10, 15000, 1) for _ in range(6)))
+    budget = await store.budget("fresh")
+    assert budget is not None
+    assert budget.concord_used == 6
+
+
+async def test_concords_count_restarts_with_each_24_hour_window(
+    engine: AsyncEngine, cipher: SecretBox
+) -> None:
+    now = [datetime(2026, 1, 2, 12, tzinfo=UTC)]
+    store = SqlOrgStore(engine, cipher, clock=lambda: now[0])
+    await store.record_usage("demo", 10, 15000, 3)
+    now[0] += timedelta(hours=23)
+    assert (await store.record_usage("demo", 20, 15000, 2)).concord_used == 5
+    now[0] += timedelta(hours=2)
+    restarted = await store.record_usage("demo", 30, 15000, 4)
+    assert restarted.concord_used == 4
+    assert restarted.used == 30

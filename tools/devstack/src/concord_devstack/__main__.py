@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from concord_devstack import emulators
-from concord_devstack.demo import register_demo_mailbox
+from concord_devstack.demo import register_demo
 from concord_devstack.stack import SERVICES, Layout, Stack, StackError, service_env
 from concord_devstack.tokens import (
     DEMO_MAILBOX,
@@ -52,15 +52,15 @@ def up(args: argparse.Namespace) -> int:
         var_dir, free_ports=args.free_ports, emulator_names=[name for name, _ in installed]
     )
     key = signing_key(var_dir)
-    stack = Stack(
-        layout,
-        service_env(),
-        extra_env={"gateway": {"GATEWAY_AUTH_HS256_KEY": key}},
-        emulators={
-            name: emulators.spec_of(name, factory, var_dir, layout.emulator_ports[name])
-            for name, factory in installed
-        },
-    )
+    specs = {
+        name: emulators.spec_of(name, factory, var_dir, layout.emulator_ports[name])
+        for name, factory in installed
+    }
+    extra_env = {"gateway": {"GATEWAY_AUTH_HS256_KEY": key}}
+    if "salesforce" in specs and specs["salesforce"].ca_cert:
+        # The emulator's own CA: the connector trusts it and nothing else for that org.
+        extra_env["crm-connector"] = {"CRM_CONNECTOR_CA_BUNDLE": specs["salesforce"].ca_cert}
+    stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -72,7 +72,12 @@ def up(args: argparse.Namespace) -> int:
         stack.start(timeout=args.timeout)
         user_token = mint(key, subject=DEMO_USER, org=DEMO_ORG, role="user")
         admin_token = mint(key, subject="demo-admin", org=DEMO_ORG, role="admin")
-        register_demo_mailbox(layout.address("gateway"), admin_token)
+        register_demo(
+            layout.address("gateway"),
+            layout.address("crm-connector"),
+            admin_token,
+            {name: spec.info for name, spec in specs.items()},
+        )
     except (StackError, OSError, RuntimeError) as exc:
         print(f"make up failed: {exc}", file=sys.stderr)
         stack.stop()

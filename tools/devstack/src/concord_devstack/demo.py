@@ -1,42 +1,102 @@
-"""Registers the demo mailbox through the gateway, as an admin would."""
+"""The demo: the org's Salesforce connection and the demo mailbox, registered as an admin would.
+
+Both are idempotent, so a second `make up` over the same var/ finds them in place. Without the
+emulators (a checkout that has none installed) the mailbox is registered without an account
+and syncs nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import grpc
 
 from concord.common.v1 import resources_pb2
+from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_grpc
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord.mail.v1 import mail_connector_service_pb2
 from concord_devstack.tokens import DEMO_ADDRESS, DEMO_MAILBOX, DEMO_ORG, DEMO_USER
 
+# The integration user the demo mailbox's records belong to, when the emulator does not say.
+DEMO_CRM_USER = "005000000000001AAA"
 
-def register_demo_mailbox(gateway_address: str, admin_token: str) -> None:
-    """Idempotent: a second `make up` finds the mailbox already there (same request_id)."""
-    # The mailbox has no account yet: the Exchange emulator and provider arrive with issue #4.
+
+def register_demo(
+    gateway_address: str,
+    crm_connector_address: str,
+    admin_token: str,
+    emulators: dict[str, dict[str, Any]],
+) -> None:
+    asyncio.run(_register_demo(gateway_address, crm_connector_address, admin_token, emulators))
+
+
+async def _register_demo(
+    gateway_address: str,
+    crm_connector_address: str,
+    admin_token: str,
+    emulators: dict[str, dict[str, Any]],
+) -> None:
+    if "salesforce" in emulators:
+        await _connect_org(crm_connector_address, emulators["salesforce"])
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
         mailbox=resources_pb2.Mailbox(
             org=f"orgs/{DEMO_ORG}",
             owner_user_id=DEMO_USER,
-            crm_user_id="005000000000001AAA",
+            crm_user_id=str(emulators.get("salesforce", {}).get("user_id") or DEMO_CRM_USER),
             address=DEMO_ADDRESS,
             provider=resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS,
         ),
         request_id=f"devstack-register-{DEMO_MAILBOX}",
     )
-    asyncio.run(_register(gateway_address, admin_token, request))
-
-
-async def _register(
-    address: str, token: str, request: gateway_service_pb2.RegisterMailboxRequest
-) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+    if "exchange" in emulators:
+        request.account.CopyFrom(_exchange_account(emulators["exchange"]))
+    async with grpc.aio.insecure_channel(gateway_address) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         try:
             await stub.RegisterMailbox(
-                request, metadata=[("authorization", f"Bearer {token}")], timeout=10
+                request, metadata=[("authorization", f"Bearer {admin_token}")], timeout=20
             )
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise RuntimeError(f"registering the demo mailbox failed: {err.details()}") from err
+
+
+def _exchange_account(info: dict[str, Any]) -> mail_connector_service_pb2.MailboxAccount:
+    service = info.get("service_account") or {}
+    return mail_connector_service_pb2.MailboxAccount(
+        address=DEMO_ADDRESS,
+        provider=resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS,
+        ews=mail_connector_service_pb2.EwsSettings(
+            service_url=str(info["url"]),
+            username=str(service.get("username") or info["username"]),
+            auth_type="basic",
+        ),
+        secret=str(service.get("password") or info["password"]).encode(),
+    )
+
+
+async def _connect_org(address: str, info: dict[str, Any]) -> None:
+    connection = crm_connector_service_pb2.OrgConnection(
+        name=f"orgs/{DEMO_ORG}/connection",
+        login_url=str(info["url"]),
+        auth_flow=crm_connector_service_pb2.AUTH_FLOW_PASSWORD,
+        client_id=str(info["client_id"]),
+        username=str(info["username"]),
+        secret=json.dumps(
+            {"client_secret": info["client_secret"], "password": info["password"]}
+        ).encode(),
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = crm_connector_service_pb2_grpc.CrmConnectorServiceStub(channel)
+        try:
+            await stub.UpsertOrgConnection(
+                crm_connector_service_pb2.UpsertOrgConnectionRequest(
+                    connection=connection, request_id=f"devstack-connect-{DEMO_ORG}"
+                ),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise RuntimeError(f"connecting the demo org failed: {err.details()}") from err

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Update, insert, select, update
+from sqlalchemy import Insert, Update, case, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
@@ -111,16 +112,35 @@ class SqlOrgStore:
     async def record_usage(self, org: str, used: int, limit: int, calls: int) -> Budget:
         """The org's use as the last response's Sforce-Limit-Info said, plus Concord's calls.
 
-        Concord's own count restarts with each 24-hour window, like the org's allocation.
+        Concord's own count restarts with each 24-hour window, like the org's allocation. The
+        count is incremented in SQL, not read and rewritten, because a session's parallel calls
+        record at the same moment; a new org's row is raced for and the loser updates it.
         """
+        for attempt in (1, 2):
+            try:
+                return await self._record_usage(org, used, limit, calls)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_usage(self, org: str, used: int, limit: int, calls: int) -> Budget:
         now = self._clock()
+        window_start = func.coalesce(api_budget.c.window_start, api_budget.c.update_time)
+        expired = window_start <= now - timedelta(days=1)
         async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(api_budget).where(api_budget.c.org == org).with_for_update()
+            updated = await conn.execute(
+                update(api_budget)
+                .where(api_budget.c.org == org)
+                .values(
+                    used=used,
+                    limit=limit,
+                    concord_used=case((expired, calls), else_=api_budget.c.concord_used + calls),
+                    window_start=case((expired, now), else_=window_start),
+                    update_time=now,
                 )
-            ).first()
-            if row is None:
+            )
+            if updated.rowcount == 0:
                 await conn.execute(
                     insert(api_budget).values(
                         org=org,
@@ -131,23 +151,8 @@ class SqlOrgStore:
                         window_start=now,
                     )
                 )
-                return Budget(used, limit, calls, now)
-            window_start = row.window_start or row.update_time
-            concord = row.concord_used + calls
-            if now - window_start >= timedelta(days=1):
-                window_start, concord = now, calls
-            await conn.execute(
-                update(api_budget)
-                .where(api_budget.c.org == org)
-                .values(
-                    used=used,
-                    limit=limit,
-                    concord_used=concord,
-                    update_time=now,
-                    window_start=window_start,
-                )
-            )
-        return Budget(used, limit, concord, now)
+            row = (await conn.execute(select(api_budget).where(api_budget.c.org == org))).one()
+        return Budget(row.used, row.limit, row.concord_used, row.update_time)
 
     async def secret(self, org: str) -> bytes | None:
         """The decrypted secret, for the Salesforce adapter only; never for an API answer."""
