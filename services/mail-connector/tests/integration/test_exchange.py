@@ -596,3 +596,19 @@ async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(ews:
     assert moved.series_id == master.id
     assert moved.original_start.ToDatetime(dt.UTC) == dt.datetime(2030, 3, 25, 9, 0, tzinfo=dt.UTC)
     assert moved.start.ToDatetime(dt.UTC) == dt.datetime(2030, 3, 25, 11, 0, tzinfo=dt.UTC)
+
+
+async def test_writes_throttled_past_the_deadline_are_retryable_in_order(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    [done] = await ews.apply(mailbox, create("t-0"))
+    ews.emulator.admin(
+        "POST", "faults", {"kind": "server_busy", "operation": "FindItem", "back_off_ms": 4000}
+    )
+    response = await ews.stub.ApplyItems(
+        pb.ApplyItemsRequest(mailbox=mailbox, writes=[create("t-1"), create("t-2")]), timeout=2
+    )
+    assert [(x.link_id, x.status, x.error_code) for x in response.results] == [
+        ("t-1", r.WRITE_STATUS_RETRYABLE, "PROVIDER_THROTTLED"),
+        ("t-2", r.WRITE_STATUS_RETRYABLE, "PROVIDER_THROTTLED"),
+    ]
+    assert done.status == r.WRITE_STATUS_OK

@@ -98,6 +98,7 @@ _FOLDER_CLASSES = {
     "IPF.Contact": Kind.CONTACT,
     "IPF.Note": Kind.EMAIL,
 }
+_NOT_LISTED = frozenset({"mime_content", "mime_content_utf8"})
 _ACCESS_DENIED = (ErrorImpersonateUserDenied, ErrorAccessDenied, ErrorNonExistentMailbox)
 
 
@@ -145,7 +146,13 @@ class ExchangeProvider:
             account = self._account(mailbox)
             folder = self._folder(account, kind, cursor.collection)
             svc = SyncFolderItems(account=account)
-            fields = {FieldPath(field=f) for f in folder.allowed_item_fields(account.version)}
+            # Everything but MIME: the canonical EmailItem has no place for it, and it would
+            # multiply what every sync of a mail folder transfers.
+            fields = {
+                FieldPath(field=f)
+                for f in folder.allowed_item_fields(account.version)
+                if f.name not in _NOT_LISTED
+            }
             try:
                 listed = list(
                     svc.call(
