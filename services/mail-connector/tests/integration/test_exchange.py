@@ -612,3 +612,33 @@ async def test_writes_throttled_past_the_deadline_are_retryable_in_order(ews: Ew
         ("t-2", r.WRITE_STATUS_RETRYABLE, "PROVIDER_THROTTLED"),
     ]
     assert done.status == r.WRITE_STATUS_OK
+
+
+async def test_an_unknown_windows_zone_is_kept_by_its_raw_name(ews: Ews) -> None:
+    # exchangelib cannot write a zone CLDR does not know, so the item goes in as the emulator's
+    # seed puts items in: straight into its store.
+    from lxml import etree
+
+    from concord_exchange_emulator import items as emulated
+    from concord_exchange_emulator.store import new_id
+    from concord_exchange_emulator.xmlns import T, sub, t
+
+    address, _ = ews.new_user()
+    mailbox = await ews.register(address)
+    node = etree.Element(t("CalendarItem"), nsmap={"t": T})
+    sub(node, t("Subject"), "Somewhere odd")
+    sub(node, t("Start"), "2030-03-18T10:00:00Z")
+    sub(node, t("End"), "2030-03-18T10:30:00Z")
+    sub(node, t("IsAllDayEvent"), "false")
+    sub(node, t("StartTimeZone"), Id="Olympus Mons Standard Time")
+    item, _ = emulated.prepare_new(node, owner=address, owner_name=address)
+    store = ews.emulator.store
+    calendar = store.distinguished_folder(address, "calendar")
+    assert calendar is not None
+    store.insert_item(new_id("AAMkI"), address, calendar.id, etree.tostring(item))
+
+    [change] = (await ews.changes(mailbox)).changes
+    assert change.item.calendar_item.time_zone == "Olympus Mons Standard Time"
+    assert change.item.calendar_item.start.ToDatetime(dt.UTC) == dt.datetime(
+        2030, 3, 18, 10, 0, tzinfo=dt.UTC
+    )

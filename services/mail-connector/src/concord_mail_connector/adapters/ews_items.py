@@ -18,6 +18,8 @@ from exchangelib import (  # type: ignore[import-untyped]
     Message,
     Task,
 )
+from exchangelib.errors import UnknownTimeZone  # type: ignore[import-untyped]
+from exchangelib.fields import TimeZoneField  # type: ignore[import-untyped]
 from exchangelib.properties import Attendee, Mailbox  # type: ignore[import-untyped]
 from exchangelib.recurrence import (  # type: ignore[import-untyped]
     AbsoluteMonthlyPattern,
@@ -67,6 +69,37 @@ def register_link_id() -> None:
     for cls in _LINK_ID_CLASSES:
         if LINK_ID_FIELD not in {f.name for f in cls.FIELDS}:
             cls.register(LINK_ID_FIELD, LinkId)
+    for name in ("_start_timezone", "_end_timezone", "_meeting_timezone"):
+        field = CalendarItem.get_field_by_fieldname(name)
+        if type(field) is TimeZoneField:
+            field.__class__ = _TolerantTimeZoneField
+
+
+class UnmappedZone(EWSTimeZone):  # type: ignore[misc]
+    """A Windows zone CLDR does not know: kept by its raw Windows id (the mapping service
+    decides what it means); dates are read in UTC meanwhile."""
+
+
+def _unmapped(ms_id: str) -> EWSTimeZone:
+    # no_cache: ZoneInfo caches instances per key, and this one carries its own ms_id.
+    zone = UnmappedZone.no_cache("UTC")
+    zone.ms_id = ms_id
+    zone.ms_name = ""
+    return zone
+
+
+class _TolerantTimeZoneField(TimeZoneField):  # type: ignore[misc]
+    """exchangelib answers an unknown Windows zone with a warning and None, losing its name."""
+
+    def from_xml(self, elem: Any, account: Any) -> Any:
+        field_elem = elem.find(self.response_tag())
+        if field_elem is None:
+            return self.default
+        ms_id = field_elem.get("Id") or field_elem.get("Name")
+        try:
+            return self.value_cls.from_ms_id(ms_id)
+        except UnknownTimeZone:
+            return _unmapped(ms_id)
 
 
 _SENSITIVITY = {
@@ -122,6 +155,8 @@ def _zone_name(zone: Any) -> str:
     service decides instead of us guessing."""
     if zone is None:
         return ""
+    if isinstance(zone, UnmappedZone):
+        return str(zone.ms_id)
     key = getattr(zone, "key", None)
     if key:
         return str(key)
