@@ -26,6 +26,7 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
     exchange = ExchangeProvider(
         max_workers=process.settings.ews_max_workers,
         max_back_off=process.settings.ews_max_back_off_seconds,
+        request_timeout=process.settings.ews_request_timeout_seconds,
     )
     process.server.on_shutdown(exchange.close)
     # Graph, Google and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.

@@ -21,3 +21,5 @@ class MailConnectorSettings(ServiceSettings):
     # Longest ErrorServerBusy back-off waited out inside one call; longer ones (or ones past
     # the caller's deadline) answer RESOURCE_EXHAUSTED with RetryInfo instead.
     ews_max_back_off_seconds: float = 30.0
+    # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
+    ews_request_timeout_seconds: float = 30.0

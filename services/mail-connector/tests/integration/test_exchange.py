@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import logging
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -642,3 +643,17 @@ async def test_an_unknown_windows_zone_is_kept_by_its_raw_name(ews: Ews) -> None
     assert change.item.calendar_item.start.ToDatetime(dt.UTC) == dt.datetime(
         2030, 3, 18, 10, 0, tzinfo=dt.UTC
     )
+
+
+async def test_item_content_stays_out_of_the_logs_even_at_debug(
+    ews: Ews, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailbox = await ews.new_mailbox()
+    secret_subject = f"Merger talks {uuid.uuid4().hex}"
+    with caplog.at_level(logging.DEBUG):
+        [written] = await ews.apply(mailbox, create("quiet", meeting(secret_subject)))
+        page = await ews.changes(mailbox)
+    assert written.status == r.WRITE_STATUS_OK
+    assert page.changes[0].item.calendar_item.subject == secret_subject
+    assert secret_subject not in caplog.text
+    assert "ada@acme.example" not in caplog.text

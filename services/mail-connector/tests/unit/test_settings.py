@@ -30,3 +30,15 @@ def test_settings_read_the_prefixed_key_and_reject_a_bad_one(
     with pytest.raises(SettingsError, match="MAIL_CONNECTOR_ENCRYPTION_KEY") as caught:
         MailConnectorSettings.from_env()
     assert "not-a-key" not in str(caught.value)
+
+
+def test_ews_knobs_have_working_defaults_and_read_the_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = MailConnectorSettings.from_env()
+    assert (defaults.ews_max_workers, defaults.ews_max_back_off_seconds) == (16, 30.0)
+    monkeypatch.setenv("MAIL_CONNECTOR_EWS_MAX_WORKERS", "4")
+    monkeypatch.setenv("MAIL_CONNECTOR_EWS_REQUEST_TIMEOUT_SECONDS", "5")
+    settings = MailConnectorSettings.from_env()
+    assert settings.ews_max_workers == 4
+    assert settings.ews_request_timeout_seconds == 5.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
 )
 from exchangelib.fields import FieldPath  # type: ignore[import-untyped]
 from exchangelib.items import NEVER_OVERWRITE, SEND_TO_NONE  # type: ignore[import-untyped]
+from exchangelib.protocol import BaseProtocol  # type: ignore[import-untyped]
 from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
 
 from concord.common.v1 import resources_pb2 as r
@@ -112,9 +114,20 @@ class ExchangeProvider:
     how long one call waits out `ErrorServerBusy` before answering RESOURCE_EXHAUSTED."""
 
     def __init__(
-        self, *, max_workers: int = 16, max_back_off: float = 30.0, default_back_off: float = 1.0
+        self,
+        *,
+        max_workers: int = 16,
+        max_back_off: float = 30.0,
+        default_back_off: float = 1.0,
+        request_timeout: float = 30.0,
     ) -> None:
         register_link_id()
+        # exchangelib logs whole SOAP bodies (subjects, addresses, bodies) at DEBUG; our logs
+        # must never carry item content, whatever level the service runs at.
+        logging.getLogger("exchangelib").setLevel(logging.WARNING)
+        # A hung server must free its pool thread long before exchangelib's 120 s default; the
+        # setting is process-wide in exchangelib, and this process talks EWS only through here.
+        BaseProtocol.TIMEOUT = request_timeout
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="ews")
         self._max_back_off = max_back_off
         self._default_back_off = default_back_off
