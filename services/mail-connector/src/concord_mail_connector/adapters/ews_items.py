@@ -44,7 +44,9 @@ __all__ = [
     "to_mail_item",
 ]
 
-LINK_ID_FIELD = "link_id"
+# Not plain `link_id`: exchangelib registers fields on shared item classes, and a name of our own
+# cannot collide with another registration in the same process (the emulator's tests add one).
+LINK_ID_FIELD = "concord_link_id"
 _LINK_ID_CLASSES = (CalendarItem, Task, Contact, Message)
 
 
