@@ -71,14 +71,18 @@ def test_a_session_is_one_trace_across_all_six_services(stack: RunningStack) -> 
     assert ("gateway", "SERVER") in kinds, kinds
     assert kinds.index(("reconciler", "CONSUMER")) < kinds.index(("reconciler", "PRODUCER"))
 
-    # Every peer's server span is the child of a reconciler client span under sync.session.
+    # Every peer serves the reconciler under sync.session; a peer's own calls (the linker asking
+    # crm-connector) hang below, in the same trace.
     for peer in PEERS:
         served = [s for s in spans if s.service_name == peer and s.kind == "SERVER"]
         assert served, f"{peer} has no span in the session's trace"
+        callers = set()
         for span in served:
             parent = by_id[span.parent_span_id or ""]
-            assert (parent.service_name, parent.kind) == ("reconciler", "CLIENT")
+            assert parent.kind == "CLIENT"
             assert root in _ancestors(parent, by_id)
+            callers.add(parent.service_name)
+        assert "reconciler" in callers, (peer, callers)
 
 
 def test_sessions_lists_the_last_session(stack: RunningStack) -> None:
