@@ -1,8 +1,8 @@
 """A session with nothing to do must be cheap: measured against the stack's own gRPC floor.
 
 Printed as ratios measured in one run, never asserted against absolute times:
-- no-op session time / one gateway gRPC round trip (the floor any session pays once per hop);
-- peer calls per no-op session / the floor (one change listing per collection per side, plus
+- session time over the demo data / one gateway gRPC round trip (the floor any session pays once per hop);
+- peer calls per session / the floor (one change listing per collection per side, plus
   one mapping and one linking call).
 """
 
@@ -86,7 +86,7 @@ async def test_noop_session_cost(stack: RunningStack) -> None:
     print(f"gateway gRPC round trip, median of {ROUNDS}: {rtt * 1000:.2f} ms")
     print(f"ratio session / round trip: {noop / rtt:.1f}x")
     print(
-        f"peer calls per no-op session: {peer_calls} (floor {FLOOR_CALLS}): "
+        f"peer calls per session: {peer_calls} (floor {FLOOR_CALLS}): "
         f"{peer_calls / FLOOR_CALLS:.2f}x the floor"
     )
     assert peer_calls > 0
