@@ -1,7 +1,7 @@
-"""A session with nothing to do must be cheap: measured against the stack's own gRPC floor.
+"""A session must be cheap: measured against the stack's own gRPC floor.
 
 Printed as ratios measured in one run, never asserted against absolute times:
-- session time over the demo data / one gateway gRPC round trip (the floor any session pays once per hop);
+- session time over the demo data / one gateway gRPC round trip (paid once per hop);
 - peer calls per session / the floor (one change listing per collection per side, plus
   one mapping and one linking call).
 """
