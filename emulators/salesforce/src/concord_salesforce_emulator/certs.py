@@ -1,123 +1,19 @@
-"""A private test CA and a server certificate for 127.0.0.1/localhost, made once per data dir.
-
-simple-salesforce only builds https URLs, so the emulator must speak TLS; clients trust the CA
-file (`ca.pem`), which is kept across restarts so a running client's trust stays valid.
-"""
+"""The emulator's HTTPS files under `<data dir>/tls` (see concord_devcerts)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-import os
-import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from concord_devcerts import TlsFiles, server_context
+from concord_devcerts import ensure_tls as _ensure_tls
+from concord_devcerts import tls_files as _tls_files
 
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
+__all__ = ["TlsFiles", "ensure_tls", "server_context", "tls_files"]
 
 
 def tls_files(data_dir: Path) -> TlsFiles:
-    tls = data_dir / "tls"
-    return TlsFiles(tls / "ca.pem", tls / "server.pem", tls / "server-key.pem")
+    return _tls_files(data_dir / "tls")
 
 
 def ensure_tls(data_dir: Path) -> TlsFiles:
-    files = tls_files(data_dir)
-    if files.ca_cert.exists() and files.server_cert.exists() and files.server_key.exists():
-        return files
-    files.ca_cert.parent.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Concord Salesforce emulator CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=825))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    # Key first and the CA last: a reader that sees ca.pem can rely on the rest being there.
-    _write(
-        files.server_key,
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        mode=0o600,
-    )
-    _write(files.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
-    _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
-    return files
-
-
-def server_context(files: TlsFiles) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(files.server_cert, files.server_key)
-    return context
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    temporary.replace(path)
+    return _ensure_tls(data_dir / "tls", "Concord Salesforce emulator")
