@@ -106,7 +106,7 @@ def test_the_architecture_table_lists_the_six_services() -> None:
     assert sorted(SERVICES) == sorted(
         ["gateway", "reconciler", "mail-connector", "crm-connector", "mapping", "linker"]
     )
-    assert CALLERS["crm-connector"] == ["linker", "reconciler"]
+    assert CALLERS["crm-connector"] == ["linker", "mapping", "reconciler"]
 
 
 @pytest.mark.unit

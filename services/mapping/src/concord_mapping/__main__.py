@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
+from concord_mapping.adapters.crm_schema import GrpcOrgSchema
 from concord_mapping.adapters.packaged import table_data
 from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
 from concord_mapping.settings import MappingSettings
+from concord_rpc import channel
 from concord_runtime import ServiceProcess, serve_main
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MappingService"].full_name
@@ -16,7 +19,16 @@ MIGRATIONS = "concord_mapping.adapters.migrations"
 
 
 async def build(process: ServiceProcess[MappingSettings]) -> None:
-    servicer = MappingServicer(MappingTables(SqlMappingTableStore(process.engine), table_data()))
+    # Only UpdateMappingTable calls crm-connector (DescribeObject, a read: retrying channel).
+    crm_channel = channel(process.settings.crm_connector_addr, retry=True)
+    process.server.on_shutdown(crm_channel.close)
+    org_schema = GrpcOrgSchema(
+        crm_grpc.CrmConnectorServiceStub(crm_channel),
+        timeout_seconds=process.settings.peer_timeout_seconds,
+    )
+    servicer = MappingServicer(
+        MappingTables(SqlMappingTableStore(process.engine), table_data(), org_schema)
+    )
     process.server.add_service(
         SERVICE_NAME, lambda server: pb_grpc.add_MappingServiceServicer_to_server(servicer, server)
     )

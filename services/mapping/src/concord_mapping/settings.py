@@ -1,10 +1,10 @@
-"""mapping settings, from `MAPPING_*` variables."""
+"""mapping settings, from `MAPPING_*` variables and the crm-connector's `CRM_CONNECTOR_ADDR`."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict
+from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, peer
 
 
 class MappingSettings(ServiceSettings):
@@ -12,3 +12,8 @@ class MappingSettings(ServiceSettings):
     service_name: ClassVar[str] = "mapping"
 
     port: int = DEFAULT_PORTS["mapping"]
+    # UpdateMappingTable checks a table against the org's live describe (DescribeObject);
+    # nothing else calls it, so it is no readiness condition.
+    crm_connector_addr: str = peer("crm-connector")
+    # Deadline of each call to crm-connector.
+    peer_timeout_seconds: float = 10.0

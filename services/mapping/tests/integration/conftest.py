@@ -1,19 +1,24 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
 from concord_mapping.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mapping.adapters.crm_schema import GrpcOrgSchema
 from concord_mapping.adapters.packaged import table_data
 from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.adapters.tables import mapping_tables
 from concord_mapping.api.servicer import MappingServicer
+from concord_mapping.domain.describe import FieldDescribe, SObjectDescribe
 from concord_mapping.domain.service import MappingTables
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
@@ -42,6 +47,89 @@ async def add_versions(engine: AsyncEngine, org: str, kind: str, count: int) -> 
             )
 
 
+CRM_SERVICE = crm.DESCRIPTOR.services_by_name["CrmConnectorService"].full_name
+# An org crm-connector has no connection for.
+UNCONNECTED = "unconnected"
+# The demo org's own fields on Event, beyond the shipped describe.
+REGION_VALUES = ("EMEA", "Americas", "APAC")
+ORG_EVENT_FIELDS = (
+    crm.FieldDescription(
+        name="Region__c",
+        type="picklist",
+        length=255,
+        createable=True,
+        updateable=True,
+        custom=True,
+        picklist_values=[crm.PicklistValue(value=v, active=True) for v in REGION_VALUES]
+        + [crm.PicklistValue(value="Retired", active=False)],
+    ),
+    crm.FieldDescription(
+        name="Meeting_Link__c",
+        type="url",
+        length=255,
+        createable=True,
+        updateable=True,
+        custom=True,
+    ),
+    crm.FieldDescription(
+        name="Score__c", type="string", length=80, createable=False, updateable=False, custom=True
+    ),
+)
+
+
+def _field_proto(field: FieldDescribe) -> crm.FieldDescription:
+    return crm.FieldDescription(
+        name=field.name,
+        type=field.type,
+        length=field.length,
+        createable=field.createable,
+        updateable=field.updateable,
+        picklist_values=[crm.PicklistValue(value=v, active=True) for v in field.picklist_values],
+    )
+
+
+class FakeCrmConnector(crm_grpc.CrmConnectorServiceServicer):
+    """DescribeObject as crm-connector answers it: the shipped describes stand in for the org's
+    standard fields, plus the org's own custom fields; no connection for UNCONNECTED."""
+
+    def __init__(self, describes: Mapping[str, SObjectDescribe]) -> None:
+        self.describes = describes
+        self.calls: list[tuple[str, str]] = []
+        self.down = False
+
+    async def DescribeObject(
+        self, request: crm.DescribeObjectRequest, context: grpc.aio.ServicerContext
+    ) -> crm.DescribeObjectResponse:
+        self.calls.append((request.org, request.sobject_type))
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "Salesforce is down")
+        if request.org == f"orgs/{UNCONNECTED}":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "no connection for orgs/unconnected"
+            )
+        described = self.describes.get(request.sobject_type)
+        if described is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such object")
+        assert described is not None
+        fields = [_field_proto(f) for f in described.fields.values()]
+        if described.name == "Event":
+            fields += ORG_EVENT_FIELDS
+        return crm.DescribeObjectResponse(
+            object=crm.ObjectDescription(name=described.name, fields=fields)
+        )
+
+
+@pytest.fixture
+async def crm_connector() -> AsyncIterator[tuple[FakeCrmConnector, grpc.aio.Channel]]:
+    fake = FakeCrmConnector(table_data().describes)
+    async with serving_in_process(
+        "crm-connector",
+        CRM_SERVICE,
+        lambda s: crm_grpc.add_CrmConnectorServiceServicer_to_server(fake, s),
+    ) as chan:
+        yield fake, chan
+
+
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(store_url)
@@ -59,9 +147,17 @@ async def api_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def stub(api_engine: AsyncEngine) -> AsyncIterator[pb_grpc.MappingServiceStub]:
-    """The real servicer on SQLite behind a real server on port 0, through a real channel."""
-    servicer = MappingServicer(MappingTables(SqlMappingTableStore(api_engine), table_data()))
+async def stub(
+    api_engine: AsyncEngine, crm_connector: tuple[FakeCrmConnector, grpc.aio.Channel]
+) -> AsyncIterator[pb_grpc.MappingServiceStub]:
+    """The real servicer on SQLite behind a real server on port 0, through a real channel; the
+    org's describe from a fake crm-connector, through a real channel too."""
+    org_schema = GrpcOrgSchema(
+        crm_grpc.CrmConnectorServiceStub(crm_connector[1]), timeout_seconds=5
+    )
+    servicer = MappingServicer(
+        MappingTables(SqlMappingTableStore(api_engine), table_data(), org_schema)
+    )
     async with serving_in_process(
         "mapping",
         SERVICE_NAME,

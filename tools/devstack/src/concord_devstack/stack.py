@@ -24,8 +24,8 @@ from concord_settings import DEFAULT_PORTS, NATS_PORT
 
 # Start order: a service starts only after every service it calls reports SERVING.
 WAVES: tuple[tuple[str, ...], ...] = (
-    ("mail-connector", "crm-connector", "mapping"),
-    ("linker",),
+    ("mail-connector", "crm-connector"),
+    ("mapping", "linker"),
     ("reconciler",),
     ("gateway",),
 )

@@ -33,6 +33,9 @@ class SObjectDescribe:
     fields: Mapping[str, FieldDescribe]
     # False for describes written from the documentation rather than recorded from an org.
     recorded: bool = True
+    # True for the org's own describe (from crm-connector): it lists the org's custom fields,
+    # so a field it lacks does not exist. The shipped describes cannot know them.
+    live: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SObjectDescribe:

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from concord_rpc import Aborted, InvalidArgument, NotFound
+from concord_rpc import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from concord_rpc.requests import RESOURCE_ID, ResourceName
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "InvalidTable",
     "Kind",
     "MappingTableNotFound",
+    "OrgSchemaUnavailable",
     "StaleTable",
     "TableName",
     "TableVersion",
@@ -33,6 +34,13 @@ class InvalidTable(InvalidArgument):
     """A table refused by its schema or the org's describe; the version in force stays."""
 
     reason = "INVALID_MAPPING_TABLE"
+
+
+class OrgSchemaUnavailable(FailedPrecondition):
+    """crm-connector cannot describe the org (no connection): a table cannot be checked, so it
+    is refused rather than checked against the shipped describes."""
+
+    reason = "ORG_SCHEMA_UNAVAILABLE"
 
 
 class StaleTable(Aborted):

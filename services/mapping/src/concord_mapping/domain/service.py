@@ -19,6 +19,7 @@ from concord_mapping.domain.model import (
     TableName,
     TableVersion,
 )
+from concord_mapping.domain.ports import OrgSchema
 from concord_mapping.domain.table import Table, TableSchemaError, parse_table
 from concord_mapping.domain.validation import validate_table
 
@@ -59,9 +60,14 @@ def content_etag(content: Mapping[str, Any], version: int) -> str:
 
 
 class MappingTables:
-    def __init__(self, store: MappingTableStore, data: TableData) -> None:
+    def __init__(
+        self, store: MappingTableStore, data: TableData, org_schema: OrgSchema | None = None
+    ) -> None:
+        """`org_schema` is the org's live describe that updates are checked against; without
+        one (unit tests only) the shipped describes are used."""
         self._store = store
         self._data = data
+        self._org_schema = org_schema
         # Stored versions never change, so their parsed rules can be kept.
         self._parsed: dict[tuple[TableName, int], Table] = {}
 
@@ -119,8 +125,27 @@ class MappingTables:
         page = found[:page_size]
         return page, page[-1].version if len(found) > page_size else 0
 
-    def check(self, name: TableName, content: Mapping[str, Any]) -> Table:
-        """The table if it is valid for its kind and the org's schema; else every problem."""
+    async def org_describes(
+        self, name: TableName, content: Mapping[str, Any]
+    ) -> Mapping[str, SObjectDescribe]:
+        """The org's live describe of the object the table targets, to check it against."""
+        if self._org_schema is None:
+            return self._data.describes
+        try:
+            table = parse_table(content, self._data.schema)
+        except TableSchemaError:
+            return {}  # check() refuses the table on its schema before any describe is used
+        sobject = table.target_sobject
+        return {sobject: await self._org_schema.describe(name.org, sobject)}
+
+    def check(
+        self,
+        name: TableName,
+        content: Mapping[str, Any],
+        describes: Mapping[str, SObjectDescribe] | None = None,
+    ) -> Table:
+        """The table if it is valid for its kind and the org's schema (`describes`, by default
+        the shipped ones); else every problem."""
         try:
             table = parse_table(content, self._data.schema)
         except TableSchemaError as bad:
@@ -139,7 +164,7 @@ class MappingTables:
                 for i, rule in enumerate(table.rules)
                 if rule.mail_field not in self._data.mail_fields
             ]
-        problems += validate_table(table, self._data.describes)
+        problems += validate_table(table, self._data.describes if describes is None else describes)
         if problems:
             raise InvalidTable(
                 f"the table does not fit the Salesforce schema ({len(problems)} problems)",
@@ -156,8 +181,9 @@ class MappingTables:
         now: datetime,
         validate_only: bool = False,
     ) -> TableVersion:
-        """A new version, or the one in force when a retry sends the same content again."""
-        self.check(name, content)
+        """A new version, or the one in force when a retry sends the same content again.
+        Checked against the org's live describe, `validate_only` too."""
+        self.check(name, content, await self.org_describes(name, content))
         current = await self.get(name, 0)
         if not current.is_default and dict(current.content) == dict(content):
             return current
