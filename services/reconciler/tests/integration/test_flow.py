@@ -60,9 +60,15 @@ async def test_the_session_span_continues_the_requesters_trace(reconciler: Recon
         api.RequestSessionRequest(mailbox="mailboxes/demo", trigger=FORCE)
     )
     waited = await reconciler.stub.WaitSession(_wait(requested.session.name))
+    # The session ends (and WaitSession returns) before the consumer's span does: it closes only
+    # after the message is acknowledged.
+    process_name = "concord.sessions.requested.demo process"
+    async with asyncio.timeout(5):
+        while process_name not in {s.name for s in reconciler.spans.get_finished_spans()}:  # noqa: ASYNC110 (spans are polled: the exporter has no event)
+            await asyncio.sleep(0.02)
     spans = {span.name: span for span in reconciler.spans.get_finished_spans()}
     session_span = spans["sync.session"]
-    process = spans["concord.sessions.requested.demo process"]
+    process = spans[process_name]
     publish = spans["concord.sessions.requested.demo publish"]
     assert session_span.parent is not None
     assert session_span.parent.span_id == process.context.span_id

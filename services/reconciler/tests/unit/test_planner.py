@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -260,7 +261,7 @@ def test_deleted_on_both_sides_only_tombstones() -> None:
 
 
 def test_mail_to_crm_reverts_a_crm_edit_and_never_writes_the_mailbox() -> None:
-    one_way = {"direction": res.SYNC_DIRECTION_MAIL_TO_CRM}
+    one_way: dict[str, Any] = {"direction": res.SYNC_DIRECTION_MAIL_TO_CRM}
     kind, writes = only(run([], [crm("c1", snap(edited(subject="crm")))], **one_way))
     assert writes == [(Side.CRM, WriteOp.UPDATE, {"subject": "Kick-off"})]
     assert run([], [crm("c9", snap({"subject": "new"}))], [], **one_way).actions == ()
@@ -413,7 +414,9 @@ def test_policy_from_settings_reads_every_named_setting() -> None:
 # -- properties ------------------------------------------------------------------------------
 
 _values = st.sampled_from(["a", "b", "c"])
-_fields = st.dictionaries(st.sampled_from(["subject", "location"]), _values, min_size=1)
+_fields: st.SearchStrategy[dict[str, Value]] = st.dictionaries(
+    st.sampled_from(["subject", "location"]), _values, min_size=1
+)
 
 
 @st.composite

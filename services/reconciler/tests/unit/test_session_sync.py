@@ -37,7 +37,9 @@ class ByKind:
     def __init__(self, side: Side) -> None:
         ticks = itertools.count(1)
         self.side = side
-        self.kinds = {k: MemorySide(side, lambda: next(ticks)) for k in (EVENT, TASK, CONTACT)}
+        self.kinds: dict[int, MemorySide] = {
+            k: MemorySide(side, lambda: next(ticks)) for k in (EVENT, TASK, CONTACT)
+        }
         self.broken = False
 
     async def list_changes(self, kind: int, cursor: str) -> ChangePage:
