@@ -1106,6 +1106,7 @@ class EmailItem(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     FOLDER_FIELD_NUMBER: _builtins.int
     HAS_ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    MIME_CONTENT_FIELD_NUMBER: _builtins.int
     internet_message_id: _builtins.str
     """The RFC 5322 Message-ID; the key that makes sharing exactly once across mailboxes."""
     conversation_id: _builtins.str
@@ -1118,6 +1119,10 @@ class EmailItem(_message.Message):
     folder: _builtins.str
     """Display path of the folder holding the message, e.g. `Inbox/Salesforce Emails`."""
     has_attachments: _builtins.bool
+    mime_content: _builtins.bytes
+    """The raw RFC 5322 message as the server holds it, for sharing (EmailMessage, attachments).
+    Empty unless the caller asked for content.
+    """
     @_builtins.property
     def from_address(self) -> Global___EmailAddress: ...
     @_builtins.property
@@ -1155,10 +1160,11 @@ class EmailItem(_message.Message):
         categories: _abc.Iterable[_builtins.str] | None = ...,
         folder: _builtins.str = ...,
         has_attachments: _builtins.bool = ...,
+        mime_content: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from_address", b"from_address", "received_time", b"received_time", "sent_time", b"sent_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bcc", b"bcc", "body_html", b"body_html", "body_text", b"body_text", "categories", b"categories", "cc", b"cc", "conversation_id", b"conversation_id", "folder", b"folder", "from_address", b"from_address", "has_attachments", b"has_attachments", "in_reply_to", b"in_reply_to", "internet_message_id", b"internet_message_id", "received_time", b"received_time", "references", b"references", "sent_time", b"sent_time", "subject", b"subject", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bcc", b"bcc", "body_html", b"body_html", "body_text", b"body_text", "categories", b"categories", "cc", b"cc", "conversation_id", b"conversation_id", "folder", b"folder", "from_address", b"from_address", "has_attachments", b"has_attachments", "in_reply_to", b"in_reply_to", "internet_message_id", b"internet_message_id", "mime_content", b"mime_content", "received_time", b"received_time", "references", b"references", "sent_time", b"sent_time", "subject", b"subject", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1175,6 +1181,7 @@ class MailItem(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
+    LAST_MODIFIED_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ref(self) -> Global___ItemRef:
         """Required."""
@@ -1187,6 +1194,12 @@ class MailItem(_message.Message):
     def contact(self) -> Global___ContactItem: ...
     @_builtins.property
     def email(self) -> Global___EmailItem: ...
+    @_builtins.property
+    def last_modified_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. The server's time of the item's last modification (EWS LastModifiedTime);
+        `newest_wins` compares it with Salesforce's SystemModstamp, never with a local clock.
+        """
+
     def __init__(
         self,
         *,
@@ -1195,10 +1208,11 @@ class MailItem(_message.Message):
         task: Global___TaskItem | None = ...,
         contact: Global___ContactItem | None = ...,
         email: Global___EmailItem | None = ...,
+        last_modified_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar_item", b"calendar_item", "contact", b"contact", "email", b"email", "payload", b"payload", "ref", b"ref", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["calendar_item", b"calendar_item", "contact", b"contact", "email", b"email", "last_modified_time", b"last_modified_time", "payload", b"payload", "ref", b"ref", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_item", b"calendar_item", "contact", b"contact", "email", b"email", "payload", b"payload", "ref", b"ref", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_item", b"calendar_item", "contact", b"contact", "email", b"email", "last_modified_time", b"last_modified_time", "payload", b"payload", "ref", b"ref", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["calendar_item", "task", "contact", "email"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
@@ -1261,6 +1275,7 @@ class MailChange(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     REF_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
     type: Global___ChangeType.ValueType
     @_builtins.property
     def ref(self) -> Global___ItemRef:
@@ -1270,20 +1285,54 @@ class MailChange(_message.Message):
     def item(self) -> Global___MailItem:
         """Upserts only, and only when the caller asked for content."""
 
+    @_builtins.property
+    def problem(self) -> Global___ItemProblem:
+        """Set when the item was listed but could not be read or converted (malformed MIME or
+        iCalendar, an unknown time zone); `item` is then absent. The reconciler quarantines the
+        item with this reason and the session goes on.
+        """
+
     def __init__(
         self,
         *,
         type: Global___ChangeType.ValueType = ...,
         ref: Global___ItemRef | None = ...,
         item: Global___MailItem | None = ...,
+        problem: Global___ItemProblem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "ref", b"ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "problem", b"problem", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "ref", b"ref", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "problem", b"problem", "ref", b"ref", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MailChange: _TypeAlias = MailChange  # noqa: Y015
+
+@_typing.final
+class ItemProblem(_message.Message):
+    """Why one item could not be read or converted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Machine-readable, e.g. `MALFORMED_MIME`, `UNKNOWN_TIME_ZONE`, `CONVERSION_FAILED`."""
+    message: _builtins.str
+    """Human-readable; never contains item content."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemProblem: _TypeAlias = ItemProblem  # noqa: Y015
 
 @_typing.final
 class CrmChange(_message.Message):
@@ -1411,6 +1460,8 @@ class SessionCounts(_message.Message):
     CONFLICTS_FIELD_NUMBER: _builtins.int
     QUARANTINED_FIELD_NUMBER: _builtins.int
     GUARDED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     mail_changes_seen: _builtins.int
     crm_changes_seen: _builtins.int
     conflicts: _builtins.int
@@ -1419,6 +1470,8 @@ class SessionCounts(_message.Message):
     """Items quarantined in this session."""
     guarded: _builtins.int
     """Pairs stopped by the mass-delete guard."""
+    skipped: _builtins.int
+    """Items left alone on purpose (outside the sync window, private, one-way)."""
     @_builtins.property
     def mail(self) -> Global___SideCounts:
         """Writes to the mailbox."""
@@ -1426,6 +1479,10 @@ class SessionCounts(_message.Message):
     @_builtins.property
     def crm(self) -> Global___SideCounts:
         """Writes to Salesforce."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindCounts]:
+        """The same numbers per object kind."""
 
     def __init__(
         self,
@@ -1437,14 +1494,67 @@ class SessionCounts(_message.Message):
         conflicts: _builtins.int = ...,
         quarantined: _builtins.int = ...,
         guarded: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        kinds: _abc.Iterable[Global___KindCounts] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["crm", b"crm", "mail", b"mail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "crm", b"crm", "crm_changes_seen", b"crm_changes_seen", "guarded", b"guarded", "mail", b"mail", "mail_changes_seen", b"mail_changes_seen", "quarantined", b"quarantined"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "crm", b"crm", "crm_changes_seen", b"crm_changes_seen", "guarded", b"guarded", "kinds", b"kinds", "mail", b"mail", "mail_changes_seen", b"mail_changes_seen", "quarantined", b"quarantined", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionCounts: _TypeAlias = SessionCounts  # noqa: Y015
+
+@_typing.final
+class KindCounts(_message.Message):
+    """What a session saw and did for one object kind."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MAIL_CHANGES_SEEN_FIELD_NUMBER: _builtins.int
+    CRM_CHANGES_SEEN_FIELD_NUMBER: _builtins.int
+    MAIL_FIELD_NUMBER: _builtins.int
+    CRM_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    GUARDED_FIELD_NUMBER: _builtins.int
+    kind: Global___ObjectKind.ValueType
+    mail_changes_seen: _builtins.int
+    crm_changes_seen: _builtins.int
+    conflicts: _builtins.int
+    quarantined: _builtins.int
+    skipped: _builtins.int
+    guarded: _builtins.bool
+    @_builtins.property
+    def mail(self) -> Global___SideCounts:
+        """Writes to the mailbox."""
+
+    @_builtins.property
+    def crm(self) -> Global___SideCounts:
+        """Writes to Salesforce."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ObjectKind.ValueType = ...,
+        mail_changes_seen: _builtins.int = ...,
+        crm_changes_seen: _builtins.int = ...,
+        mail: Global___SideCounts | None = ...,
+        crm: Global___SideCounts | None = ...,
+        conflicts: _builtins.int = ...,
+        quarantined: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        guarded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["crm", b"crm", "mail", b"mail"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "crm", b"crm", "crm_changes_seen", b"crm_changes_seen", "guarded", b"guarded", "kind", b"kind", "mail", b"mail", "mail_changes_seen", b"mail_changes_seen", "quarantined", b"quarantined", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KindCounts: _TypeAlias = KindCounts  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):

@@ -132,21 +132,33 @@ class GetItemsRequest(_message.Message):
 
     MAILBOX_FIELD_NUMBER: _builtins.int
     REFS_FIELD_NUMBER: _builtins.int
+    LINK_IDS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
+    kind: _resources_pb2.ObjectKind.ValueType
+    """The kind to search for `link_ids`."""
     @_builtins.property
     def refs(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ItemRef]:
-        """Required. At most 100."""
+        """At most 100 refs and link ids together."""
+
+    @_builtins.property
+    def link_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Finds items by the link id stored with them (EWS extended property, ...): how a write
+        retried after a lost answer or a crash finds the item it created. Needs `kind`.
+        """
 
     def __init__(
         self,
         *,
         mailbox: _builtins.str = ...,
         refs: _abc.Iterable[_resources_pb2.ItemRef] | None = ...,
+        link_ids: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _resources_pb2.ObjectKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "refs", b"refs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "link_ids", b"link_ids", "mailbox", b"mailbox", "refs", b"refs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,27 +172,59 @@ class GetItemsResponse(_message.Message):
 
     ITEMS_FIELD_NUMBER: _builtins.int
     NOT_FOUND_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.MailItem]:
-        """The items found, with their current version."""
+        """The items found, with their current version and, when stored with them, their link id."""
 
     @_builtins.property
     def not_found(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ItemRef]:
-        """References of items that no longer exist."""
+        """References of items that no longer exist; link ids found nowhere are simply absent."""
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemFailure]:
+        """Items found but not convertible, by reference, with the reason."""
 
     def __init__(
         self,
         *,
         items: _abc.Iterable[_resources_pb2.MailItem] | None = ...,
         not_found: _abc.Iterable[_resources_pb2.ItemRef] | None = ...,
+        failures: _abc.Iterable[Global___ItemFailure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "not_found", b"not_found"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "items", b"items", "not_found", b"not_found"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetItemsResponse: _TypeAlias = GetItemsResponse  # noqa: Y015
+
+@_typing.final
+class ItemFailure(_message.Message):
+    """An item that exists but could not be read or converted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ref(self) -> _resources_pb2.ItemRef: ...
+    @_builtins.property
+    def problem(self) -> _resources_pb2.ItemProblem: ...
+    def __init__(
+        self,
+        *,
+        ref: _resources_pb2.ItemRef | None = ...,
+        problem: _resources_pb2.ItemProblem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["problem", b"problem", "ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["problem", b"problem", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ItemFailure: _TypeAlias = ItemFailure  # noqa: Y015
 
 @_typing.final
 class MailWrite(_message.Message):
@@ -610,22 +654,28 @@ class EwsSettings(_message.Message):
     SERVICE_URL_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
     AUTH_TYPE_FIELD_NUMBER: _builtins.int
+    ACCESS_TYPE_FIELD_NUMBER: _builtins.int
     service_url: _builtins.str
     """Required. e.g. `https://mail.example.com/EWS/Exchange.asmx`."""
     username: _builtins.str
     """Required. Service account used with impersonation."""
     auth_type: _builtins.str
     """NTLM, basic or OAuth; the provider's name for it."""
+    access_type: _builtins.str
+    """`impersonation` (the default: one service account for the whole org) or `delegate`
+    (the account was granted access to the mailbox).
+    """
     def __init__(
         self,
         *,
         service_url: _builtins.str = ...,
         username: _builtins.str = ...,
         auth_type: _builtins.str = ...,
+        access_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_type", b"auth_type", "service_url", b"service_url", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_type", b"access_type", "auth_type", b"auth_type", "service_url", b"service_url", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
