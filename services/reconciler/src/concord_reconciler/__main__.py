@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import timedelta
 
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
-from concord_reconciler.adapters.messaging import SessionConsumer
+from concord_reconciler.adapters.messaging import NatsSessionQueue, SessionConsumer
 from concord_reconciler.adapters.peers import PeerChannels
+from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_reconciler.domain.errors import QueueUnavailable
+from concord_reconciler.domain.schedule import SchedulePolicy
 from concord_reconciler.settings import ReconcilerSettings
 from concord_runtime import ServiceProcess, serve_main
 
@@ -43,6 +47,7 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
     )
     messaging = Messaging()
     consumers: list[SessionConsumer] = []
+    schedulers: list[Scheduler] = []
     servicer = ReconcilerServicer(
         store,
         messaging.bus,
@@ -78,8 +83,30 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
             )
             await consumer.start()
             consumers.append(consumer)
+        if not schedulers:
+            scheduler = Scheduler(
+                bus,
+                store,
+                NatsSessionQueue(bus),
+                ScheduleReader(
+                    process.engine, timedelta(seconds=settings.default_sync_interval_seconds)
+                ),
+                owner=f"reconciler-{settings.port}-{uuid.uuid4().hex[:8]}",
+                tick_seconds=settings.schedule_tick_seconds,
+                policy=SchedulePolicy(
+                    failures_before_back_off=settings.back_off_after_failures,
+                    base_delay=timedelta(seconds=settings.back_off_base_seconds),
+                    max_delay=timedelta(seconds=settings.back_off_max_seconds),
+                    requeue_after=timedelta(seconds=settings.requeue_after_seconds),
+                ),
+                tracer_provider=process.telemetry.provider,
+            )
+            await scheduler.start()
+            schedulers.append(scheduler)
 
     async def close() -> None:
+        for scheduler in schedulers:
+            await scheduler.stop()
         for consumer in consumers:
             await consumer.stop()
         if messaging.bus_or_none is not None:

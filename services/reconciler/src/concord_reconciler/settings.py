@@ -34,3 +34,15 @@ class ReconcilerSettings(ServiceSettings):
     session_concurrency: int = Field(default=4, ge=1)
     # The longest WaitSession waits, whatever the client asks.
     wait_session_max_seconds: float = Field(default=60.0, gt=0)
+
+    # The scheduler (one replica leads): how often it re-reads the schedule at most...
+    schedule_tick_seconds: float = Field(default=5.0, gt=0)
+    # ...the interval of mailboxes whose org set none...
+    default_sync_interval_seconds: float = Field(default=1800.0, ge=60)
+    # ...after this many failed sessions in a row a mailbox backs off...
+    back_off_after_failures: int = Field(default=3, ge=1)
+    # ...retrying after base, 2 x base, ... up to max.
+    back_off_base_seconds: float = Field(default=60.0, gt=0)
+    back_off_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # A session still QUEUED after this long is re-published (its message was lost).
+    requeue_after_seconds: float = Field(default=120.0, gt=0)

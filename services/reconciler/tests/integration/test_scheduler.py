@@ -1,0 +1,230 @@
+"""The scheduler over a real store (SQLite) and a real nats-server: the schedule read from the
+session history, push hints coalesced into sessions, one leader among replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
+from concord_events import EventBus, Topology, mail_changed
+from concord_reconciler.adapters.messaging import NatsSessionQueue
+from concord_reconciler.adapters.scheduler import ScheduleReader, Scheduler
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.domain.model import (
+    MailboxRecord,
+    MailboxState,
+    SessionRecord,
+    SessionState,
+    utcnow,
+)
+from concord_reconciler.domain.names import new_session_id
+from concord_reconciler.domain.schedule import SchedulePolicy, StateChange
+from concord_store import create_engine, migrate
+from concord_testing import NatsServer
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = "concord_reconciler.adapters.migrations"
+DEFAULT = timedelta(minutes=30)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
+    await migrate(engine, MIGRATIONS)
+    yield SqlStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer) -> AsyncIterator[EventBus]:
+    bus = await EventBus.connect(
+        nats_server.url, "scheduler-test", topology=Topology(lease_ttl_seconds=1.5)
+    )
+    await bus.ensure_topology()
+    yield bus
+    await bus.close()
+
+
+async def add_mailbox(store: SqlStore, mailbox_id: str, org: str = "acme", **kw: object) -> None:
+    await store.insert_mailbox(
+        MailboxRecord(
+            mailbox_id=mailbox_id,
+            org_id=org,
+            owner_user_id="user-1",
+            crm_user_id="005000000000001AAA",
+            address=f"{mailbox_id}@example.com",
+            provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+            **kw,  # type: ignore[arg-type]
+        )
+    )
+
+
+async def add_session(
+    store: SqlStore, mailbox_id: str, state: SessionState, code: str = "", ago: float = 60.0
+) -> SessionRecord:
+    when = utcnow() - timedelta(seconds=ago)
+    queued = SessionRecord(
+        session_id=new_session_id(),
+        mailbox_id=mailbox_id,
+        trigger=res.SESSION_TRIGGER_SCHEDULE,
+        request_id="",
+        request_time=when,
+    )
+    session, _ = await store.enqueue_session(queued)
+    if state is SessionState.QUEUED:
+        return session
+    running = session.to(SessionState.RUNNING, start_time=when)
+    assert await store.save_session(running, expected=SessionState.QUEUED)
+    if state is SessionState.RUNNING:
+        return running
+    done = running.to(state, end_time=when, failure_code=code, failure_reason="it broke")
+    assert await store.save_session(done, expected=SessionState.RUNNING)
+    return done
+
+
+async def test_rows_come_from_the_mailboxes_and_their_session_history(store: SqlStore) -> None:
+    await add_mailbox(store, "fresh")
+    await add_mailbox(store, "flaky", sync_interval_seconds=300.0)
+    await add_mailbox(store, "busy", org="other")
+    await add_session(store, "flaky", SessionState.COMPLETED, ago=50)
+    await add_session(store, "flaky", SessionState.FAILED, "PROVIDER_UNAVAILABLE", ago=40)
+    await add_session(store, "flaky", SessionState.FAILED, "MAILBOX_CREDENTIALS_REJECTED", ago=30)
+    await add_session(store, "busy", SessionState.RUNNING)
+    await store.put_org_settings(
+        "other",
+        st.OrgSettings(sync_interval={"seconds": 600}),
+        expected_etag="",
+    )
+    rows = {r.mailbox_id: r for r in await ScheduleReader(store.engine, DEFAULT).rows()}
+
+    assert rows["fresh"].last_request is None and rows["fresh"].interval == DEFAULT
+    assert rows["flaky"].interval == timedelta(minutes=5)
+    assert rows["busy"].interval == timedelta(minutes=10) and rows["busy"].pending
+    assert rows["busy"].queued_since is None  # running, not queued
+
+
+async def test_failures_count_only_after_the_mailbox_last_changed(store: SqlStore) -> None:
+    await add_mailbox(store, "flaky", update_time=utcnow() - timedelta(hours=1))
+    await add_session(store, "flaky", SessionState.COMPLETED, ago=50)
+    await add_session(store, "flaky", SessionState.FAILED, "PROVIDER_UNAVAILABLE", ago=40)
+    await add_session(store, "flaky", SessionState.CANCELLED, ago=35)
+    await add_session(store, "flaky", SessionState.FAILED, "MAILBOX_CREDENTIALS_REJECTED", ago=30)
+    reader = ScheduleReader(store.engine, DEFAULT)
+
+    [flaky] = await reader.rows()
+    assert flaky.failures_in_row == 2  # the cancelled one never ran: it does not break the run
+    assert flaky.last_outcome is SessionState.FAILED
+    assert flaky.last_failure_code == "MAILBOX_CREDENTIALS_REJECTED"
+
+    # A resume (any state change) starts a clean slate.
+    await store.set_mailbox_state("flaky", MailboxState.ACTIVE, "")
+    [flaky] = await reader.rows()
+    assert flaky.failures_in_row == 0 and flaky.last_outcome is None
+
+
+async def test_a_state_change_loses_to_a_concurrent_user_change(store: SqlStore) -> None:
+    await add_mailbox(store, "m1")
+    reader = ScheduleReader(store.engine, DEFAULT)
+    await store.set_mailbox_state("m1", MailboxState.SUSPENDED, "by the user")
+    change = StateChange("m1", MailboxState.ACTIVE, MailboxState.BACKING_OFF, "3 failures")
+    assert not await reader.change_state(change)
+    mailbox = await store.get_mailbox("m1")
+    assert mailbox is not None and mailbox.suspended_reason == "by the user"
+
+
+def scheduler(bus: EventBus, store: SqlStore, owner: str = "r1") -> Scheduler:
+    return Scheduler(
+        bus,
+        store,
+        NatsSessionQueue(bus),
+        ScheduleReader(store.engine, DEFAULT),
+        owner=owner,
+        tick_seconds=0.1,
+        policy=SchedulePolicy(base_delay=timedelta(seconds=1)),
+    )
+
+
+async def sessions_of(store: SqlStore, mailbox_id: str) -> list[SessionRecord]:
+    return await store.list_sessions(mailbox_id, after=None, limit=100)
+
+
+async def test_a_tick_requests_due_sessions_and_suspends_on_credentials(
+    store: SqlStore, bus: EventBus
+) -> None:
+    await add_mailbox(store, "due", update_time=utcnow() - timedelta(hours=2))
+    await add_mailbox(store, "recent", update_time=utcnow() - timedelta(hours=2))
+    await add_mailbox(store, "locked", update_time=utcnow() - timedelta(hours=2))
+    await add_session(store, "recent", SessionState.COMPLETED, ago=60)
+    await add_session(store, "locked", SessionState.FAILED, "MAILBOX_CREDENTIALS_REJECTED")
+
+    plan = await scheduler(bus, store).tick()
+
+    assert [s.mailbox_id for s in plan.sessions] == ["due"]
+    [queued] = await sessions_of(store, "due")
+    assert queued.state is SessionState.QUEUED
+    assert queued.trigger == res.SESSION_TRIGGER_SCHEDULE
+    locked = await store.get_mailbox("locked")
+    assert locked is not None and locked.state is MailboxState.SUSPENDED
+    assert "MAILBOX_CREDENTIALS_REJECTED" in locked.suspended_reason
+
+
+async def test_a_burst_of_push_hints_coalesces_into_one_session(
+    store: SqlStore, bus: EventBus
+) -> None:
+    await add_mailbox(store, "pushed")
+    await add_mailbox(store, "resting", state=MailboxState.BACKING_OFF)
+    running = scheduler(bus, store)
+    await running.start()
+    try:
+        for _ in range(100):
+            await bus.client.publish(mail_changed("pushed"), b"")
+        await bus.client.publish(mail_changed("resting"), b"")
+        await bus.client.publish(mail_changed("unknown"), b"")
+        await bus.client.flush()
+
+        async def pushed_sessions() -> list[SessionRecord]:
+            return [
+                s
+                for s in await sessions_of(store, "pushed")
+                if s.trigger == res.SESSION_TRIGGER_PUSH
+            ]
+
+        async with asyncio.timeout(5):
+            while not await pushed_sessions():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # let the rest of the burst arrive
+        assert len(await pushed_sessions()) == 1
+        # Back-off is not defeated by pushes.
+        assert [
+            s for s in await sessions_of(store, "resting") if s.trigger == res.SESSION_TRIGGER_PUSH
+        ] == []
+    finally:
+        await running.stop()
+
+
+async def test_one_replica_leads_and_another_takes_over_when_it_stops(
+    store: SqlStore, bus: EventBus
+) -> None:
+    first, second = scheduler(bus, store, "r1"), scheduler(bus, store, "r2")
+    await first.start()
+    try:
+        async with asyncio.timeout(5):
+            while not first.leading:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await second.start()
+        await asyncio.sleep(0.3)
+        assert first.leading and not second.leading
+        await first.stop()
+        async with asyncio.timeout(5):
+            while not second.leading:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await first.stop()
+        await second.stop()

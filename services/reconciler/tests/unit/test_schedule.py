@@ -1,0 +1,168 @@
+"""The schedule: intervals, back-off, suspension on credential failures, re-queuing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
+
+from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.domain.model import MailboxState, SessionState
+from concord_reconciler.domain.schedule import (
+    CREDENTIAL_FAILURES,
+    SchedulePolicy,
+    ScheduleRow,
+    back_off_delay,
+    next_due,
+    plan_tick,
+)
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+DAY_AGO = NOW - timedelta(days=1)
+POLICY = SchedulePolicy()
+
+
+def row(**changes: object) -> ScheduleRow:
+    base = ScheduleRow(
+        mailbox_id="m1",
+        org_id="acme",
+        state=MailboxState.ACTIVE,
+        state_since=DAY_AGO,
+        interval=timedelta(minutes=30),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def failed(count: int, code: str = "PROVIDER_UNAVAILABLE", **changes: object) -> ScheduleRow:
+    return row(
+        failures_in_row=count,
+        last_outcome=SessionState.FAILED,
+        last_failure_code=code,
+        last_failure_reason="the mail server did not answer",
+        last_request=NOW - timedelta(minutes=5),
+        last_end=NOW - timedelta(minutes=5),
+        **changes,
+    )
+
+
+def test_a_mailbox_that_never_synced_is_due_at_once() -> None:
+    plan = plan_tick([row()], NOW)
+    assert [(s.mailbox_id, s.trigger) for s in plan.sessions] == [
+        ("m1", res.SESSION_TRIGGER_SCHEDULE)
+    ]
+
+
+def test_an_active_mailbox_is_due_one_interval_after_its_last_request() -> None:
+    last = NOW - timedelta(minutes=29)
+    plan = plan_tick([row(last_request=last)], NOW)
+    assert plan.sessions == []
+    assert plan.next_wake == last + timedelta(minutes=30)
+    assert plan_tick([row(last_request=last)], last + timedelta(minutes=30)).sessions
+
+
+def test_a_mailbox_with_a_pending_session_is_not_asked_again() -> None:
+    assert plan_tick([row(pending=True)], NOW).sessions == []
+
+
+@pytest.mark.parametrize("state", [MailboxState.SUSPENDED, MailboxState.DELETING])
+def test_suspended_and_deleting_mailboxes_are_never_scheduled(state: MailboxState) -> None:
+    plan = plan_tick([row(state=state), failed(9, state=state)], NOW)
+    assert plan.sessions == [] and plan.changes == []
+
+
+@pytest.mark.parametrize("code", sorted(CREDENTIAL_FAILURES))
+def test_a_credential_failure_suspends_at_once_and_says_so(code: str) -> None:
+    plan = plan_tick([failed(1, code)], NOW)
+    [change] = plan.changes
+    assert change.state is MailboxState.SUSPENDED and change.expected is MailboxState.ACTIVE
+    assert code in change.reason and "resume" in change.reason
+    assert plan.sessions == []
+
+
+def test_a_run_of_failures_enters_back_off_with_the_reason() -> None:
+    assert plan_tick([failed(POLICY.failures_before_back_off - 1)], NOW).changes == []
+    plan = plan_tick([failed(POLICY.failures_before_back_off)], NOW)
+    [change] = plan.changes
+    assert change.state is MailboxState.BACKING_OFF
+    assert "PROVIDER_UNAVAILABLE" in change.reason and "3 sessions failed" in change.reason
+    # The first retry waits one base delay from now, not the 30-minute interval.
+    assert plan.sessions == []
+    assert plan.next_wake == NOW + POLICY.base_delay
+
+
+def test_back_off_retries_are_spaced_exponentially_and_marked_retry() -> None:
+    entered = NOW - timedelta(hours=1)
+    backing = failed(2, state=MailboxState.BACKING_OFF, state_since=entered)
+    due = next_due(backing, POLICY)
+    assert due == backing.last_end + 4 * POLICY.base_delay  # type: ignore[operator]
+    plan = plan_tick([backing], due)  # type: ignore[arg-type]
+    assert [s.trigger for s in plan.sessions] == [res.SESSION_TRIGGER_RETRY]
+
+
+def test_a_completed_session_ends_the_back_off() -> None:
+    recovered = row(
+        state=MailboxState.BACKING_OFF,
+        last_outcome=SessionState.COMPLETED,
+        last_request=NOW - timedelta(minutes=1),
+        last_end=NOW - timedelta(minutes=1),
+    )
+    plan = plan_tick([recovered], NOW)
+    [change] = plan.changes
+    assert change.state is MailboxState.ACTIVE and change.reason == ""
+
+
+def test_a_session_queued_too_long_is_requeued() -> None:
+    fresh = row(pending=True, queued_since=NOW - timedelta(seconds=30))
+    stale = row(mailbox_id="m2", pending=True, queued_since=NOW - POLICY.requeue_after)
+    assert plan_tick([fresh, stale], NOW).requeued == ["m2"]
+
+
+def test_the_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        SchedulePolicy(failures_before_back_off=0)
+    with pytest.raises(ValueError):
+        SchedulePolicy(base_delay=timedelta(minutes=5), max_delay=timedelta(minutes=1))
+
+
+@given(hs.integers(min_value=0, max_value=10_000))
+def test_back_off_grows_and_is_capped(failures: int) -> None:
+    delay = back_off_delay(failures, POLICY)
+    assert POLICY.base_delay <= delay <= POLICY.max_delay
+    assert back_off_delay(failures + 1, POLICY) >= delay
+
+
+_rows = hs.builds(
+    ScheduleRow,
+    mailbox_id=hs.text("abcdef", min_size=1, max_size=4),
+    org_id=hs.just("acme"),
+    state=hs.sampled_from(MailboxState),
+    state_since=hs.just(DAY_AGO),
+    interval=hs.timedeltas(min_value=timedelta(minutes=1), max_value=timedelta(hours=2)),
+    last_request=hs.none()
+    | hs.datetimes(min_value=datetime(2026, 11, 26), max_value=datetime(2026, 11, 28)).map(
+        lambda d: d.replace(tzinfo=UTC)
+    ),
+    last_end=hs.none() | hs.just(NOW - timedelta(minutes=3)),
+    failures_in_row=hs.integers(min_value=0, max_value=30),
+    last_outcome=hs.none() | hs.sampled_from([SessionState.FAILED, SessionState.COMPLETED]),
+    last_failure_code=hs.sampled_from(["", "PROVIDER_UNAVAILABLE", *CREDENTIAL_FAILURES]),
+    pending=hs.booleans(),
+)
+
+
+@given(hs.lists(_rows, max_size=20, unique_by=lambda r: r.mailbox_id))
+def test_a_tick_never_schedules_what_it_must_not(rows: list[ScheduleRow]) -> None:
+    plan = plan_tick(rows, NOW)
+    suspended = {c.mailbox_id for c in plan.changes if c.state is MailboxState.SUSPENDED}
+    for session in plan.sessions:
+        source = next(r for r in rows if r.mailbox_id == session.mailbox_id)
+        assert not source.pending
+        assert source.state in (MailboxState.ACTIVE, MailboxState.BACKING_OFF)
+        assert session.mailbox_id not in suspended
+    if plan.next_wake is not None:
+        assert plan.next_wake > NOW
