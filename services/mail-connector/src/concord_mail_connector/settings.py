@@ -1,11 +1,13 @@
-"""mail-connector settings, from `MAIL_CONNECTOR_*` variables."""
+"""mail-connector settings, from `MAIL_CONNECTOR_*` variables and `NATS_URL`."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import Field
+
 from concord_secrets import FernetKey
-from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict
+from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, nats
 
 
 class MailConnectorSettings(ServiceSettings):
@@ -23,3 +25,19 @@ class MailConnectorSettings(ServiceSettings):
     ews_max_back_off_seconds: float = 30.0
     # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
     ews_request_timeout_seconds: float = 30.0
+
+    # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
+    nats_url: str = nats()
+    push_enabled: bool = True
+    # At most one hint per mailbox per window; the first change after a quiet window goes at once.
+    push_window_seconds: float = Field(default=0.2, gt=0)
+    # How soon an added, changed or removed mailbox account is watched or let go.
+    push_rescan_seconds: float = Field(default=10.0, gt=0)
+    # While push cannot be kept up for a mailbox, a hint this often (the session is the poll).
+    push_poll_seconds: float = Field(default=300.0, gt=0)
+    # One streaming connection's length before it is renewed (EWS allows 1 to 30 minutes).
+    push_stream_minutes: int = Field(default=30, ge=1, le=30)
+    # How often a pull subscription (the fallback when streaming fails) is asked.
+    push_pull_seconds: float = Field(default=2.0, gt=0)
+    # Longest wait between attempts to re-create a lost subscription.
+    push_max_back_off_seconds: float = Field(default=30.0, gt=0)

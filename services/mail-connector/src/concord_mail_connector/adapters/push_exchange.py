@@ -1,0 +1,427 @@
+"""EWS notifications for one mailbox: a streaming subscription on the folders Concord syncs, a
+pull subscription when streaming is refused or keeps failing, re-created after any loss.
+
+exchangelib blocks, and a streaming connection blocks its thread for the whole connection (up to
+30 minutes), so each open stream runs in its own daemon thread: the provider's bounded pool stays
+free for syncs, and a stream that cannot be interrupted never holds up the process's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    Account,
+    Configuration,
+    Credentials,
+    FailFast,
+)
+from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorFolderNotFound,
+    ErrorInvalidOperation,
+    ErrorInvalidRequest,
+    ErrorInvalidSubscriptionRequest,
+    ErrorSchemaValidation,
+)
+from exchangelib.folders import FolderCollection  # type: ignore[import-untyped]
+from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
+
+from concord_mail_connector.domain.model import Kind
+from concord_mail_connector.domain.provider import MailboxAccess
+from concord_mail_connector.domain.push import Backoff, PushMode, PushSink, WatchState
+
+__all__ = ["ExchangeChangeFeed"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
+
+_AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM}
+# The folders whose items Concord syncs, by kind: calendar items and tasks from the default
+# folders; contacts and shared emails from the dedicated folders; emails also from the inbox and
+# sent items, where the "Salesforce" category selects them.
+_DISTINGUISHED = (
+    ("calendar", Kind.CALENDAR_ITEM),
+    ("tasks", Kind.TASK),
+    ("inbox", Kind.EMAIL),
+    ("sent", Kind.EMAIL),
+)
+_DEDICATED = (("Salesforce Contacts", Kind.CONTACT), ("Salesforce Emails", Kind.EMAIL))
+_EVENT_TYPES = ("CopiedEvent", "CreatedEvent", "DeletedEvent", "ModifiedEvent", "MovedEvent")
+# What a server without streaming notifications (Exchange 2007) answers a streaming Subscribe.
+_STREAMING_REFUSED = (
+    ErrorInvalidOperation,
+    ErrorInvalidRequest,
+    ErrorInvalidSubscriptionRequest,
+    ErrorSchemaValidation,
+)
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass
+class _Stream:
+    """The open GetStreamingEvents call, so another thread can cut it."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    service: Any = None
+
+    def cut(self) -> None:
+        self.stop.set()
+        response = getattr(self.service, "_streaming_response", None)
+        connection = getattr(getattr(response, "raw", None), "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            # Closing the response does not wake a thread blocked reading it; shutting the socket
+            # down does, at once.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class _Folders:
+    kinds: dict[str, Kind]
+    objects: list[Any]
+    # Dedicated folders not created yet: looked for again at every re-subscription.
+    missing: bool
+
+
+class ExchangeChangeFeed:
+    """`stream_minutes`: how long one streaming connection lasts before it is renewed (EWS allows
+    1 to 30). `pull_seconds`: how often a pull subscription is asked. After
+    `stream_failures_before_pull` streams that die young, the watch pulls for
+    `pull_fallback_seconds`, then tries streaming again. `degrade_after` failures in a row mark the
+    watch degraded (no subscription; the supervisor polls)."""
+
+    def __init__(
+        self,
+        *,
+        stream_minutes: int = 30,
+        pull_seconds: float = 2.0,
+        pull_timeout_minutes: int = 10,
+        stream_failures_before_pull: int = 3,
+        pull_fallback_seconds: float = 300.0,
+        degrade_after: int = 3,
+        max_back_off: float = 30.0,
+        healthy_stream_seconds: float = 5.0,
+    ) -> None:
+        self._stream_minutes = stream_minutes
+        self._pull_seconds = pull_seconds
+        self._pull_timeout_minutes = pull_timeout_minutes
+        self._stream_failures_before_pull = stream_failures_before_pull
+        self._pull_fallback_seconds = pull_fallback_seconds
+        self._degrade_after = degrade_after
+        self._max_back_off = max_back_off
+        self._healthy_stream_seconds = healthy_stream_seconds
+        self._pool_lock = threading.Lock()
+
+    async def watch(self, access: MailboxAccess, sink: PushSink) -> None:
+        await _MailboxWatch(self, access, sink).run()
+
+    def _open_account(self, access: MailboxAccess) -> Account:
+        settings = access.account.settings
+        username = str(settings["username"])
+        address = access.account.address
+        wanted = str(settings.get("access_type") or "").lower()
+        if wanted in ("delegate", "impersonation"):
+            access_type = DELEGATE if wanted == "delegate" else IMPERSONATION
+        else:
+            # As the Exchange provider decides: the service account opening another mailbox
+            # impersonates; a user opening its own mailbox has plain access.
+            access_type = DELEGATE if username.lower() == address.lower() else IMPERSONATION
+        config = Configuration(
+            service_endpoint=str(settings["service_url"]),
+            credentials=Credentials(username, (access.secret or b"").decode()),
+            auth_type=_AUTH_TYPES.get(str(settings.get("auth_type") or "ntlm").lower(), NTLM),
+            # Back-off is ours (bounded, with jitter), not exchangelib's blocking retries.
+            retry_policy=FailFast(),
+        )
+        return Account(
+            primary_smtp_address=address, config=config, autodiscover=False, access_type=access_type
+        )
+
+    def _grow_pool(self, account: Account, by: int) -> None:
+        # exchangelib shares one session pool per endpoint and credentials across the process
+        # (the Exchange provider's too), one session by default. An open stream holds a session
+        # for its whole connection, so each stream brings its own, and syncs never wait on it.
+        with self._pool_lock:
+            account.protocol.max_connections = max(1, account.protocol.max_connections + by)
+
+
+class _MailboxWatch:
+    def __init__(self, feed: ExchangeChangeFeed, access: MailboxAccess, sink: PushSink) -> None:
+        self.feed = feed
+        self.access = access
+        self.sink = sink
+        self.backoff = Backoff(maximum=feed._max_back_off)
+        self.account: Account | None = None
+        self.folders: _Folders | None = None
+        self.failures = 0
+        self.stream_failures = 0
+        self.pull_until = 0.0
+        self.subscribed_once = False
+        self.state = WatchState(PushMode.STARTING)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if time.monotonic() >= self.pull_until:
+                    await self._streaming()
+                else:
+                    await self._pulling()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = type(exc).__name__
+                self.failures += 1
+                # A new Account next time: a broken session or a changed server version must not
+                # outlive the failure.
+                self.account = None
+                if self.failures >= self.feed._degrade_after:
+                    self._report(
+                        WatchState(PushMode.DEGRADED, reason=reason),
+                    )
+                delay = self.backoff.next()
+                _log.info("push %s: %s; again in %.1fs", self.access.account.mailbox, reason, delay)
+                await asyncio.sleep(delay)
+
+    # -- modes ------------------------------------------------------------------------------
+
+    async def _streaming(self) -> None:
+        try:
+            subscription = await _in_thread(self._subscribe_streaming)
+        except _STREAMING_REFUSED as exc:
+            _log.info(
+                "push %s: streaming refused (%s); pulling",
+                self.access.account.mailbox,
+                type(exc).__name__,
+            )
+            self.pull_until = time.monotonic() + self.feed._pull_fallback_seconds
+            return
+        self._subscribed(PushMode.STREAMING, subscription)
+        try:
+            while True:
+                ends = datetime.now(UTC) + timedelta(minutes=self.feed._stream_minutes)
+                self._report(
+                    WatchState(
+                        PushMode.STREAMING,
+                        self.state.kinds,
+                        self.state.create_time,
+                        ends,
+                    )
+                )
+                started = time.monotonic()
+                try:
+                    await self._stream_once(subscription)
+                except Exception:
+                    if time.monotonic() - started < self.feed._healthy_stream_seconds:
+                        self.stream_failures += 1
+                        if self.stream_failures >= self.feed._stream_failures_before_pull:
+                            self.stream_failures = 0
+                            self.pull_until = time.monotonic() + self.feed._pull_fallback_seconds
+                    raise
+                # A connection that lived its full length: the subscription is healthy.
+                self.stream_failures = 0
+                self.backoff.reset()
+                self.failures = 0
+                if self.folders is not None and self.folders.missing:
+                    # A dedicated folder may exist now: subscribe again to cover it.
+                    return
+        finally:
+            self._forget(subscription)
+
+    async def _pulling(self) -> None:
+        loop = asyncio.get_running_loop()
+        subscription, watermark = await _in_thread(self._subscribe_pull)
+        self._subscribed(PushMode.PULLING, subscription)
+        try:
+            while time.monotonic() < self.pull_until:
+                watermark = await _in_thread(
+                    partial(self._get_events, loop, subscription, watermark)
+                )
+                self.backoff.reset()
+                self.failures = 0
+                ends = datetime.now(UTC) + timedelta(minutes=self.feed._pull_timeout_minutes)
+                self._report(
+                    WatchState(PushMode.PULLING, self.state.kinds, self.state.create_time, ends)
+                )
+                await asyncio.sleep(self.feed._pull_seconds)
+        finally:
+            self._forget(subscription)
+
+    def _subscribed(self, mode: PushMode, subscription: str) -> None:
+        assert self.folders is not None
+        self._report(WatchState(mode, frozenset(self.folders.kinds.values()), datetime.now(UTC)))
+        if self.subscribed_once:
+            # Changes made while no subscription was held reached no one: one catch-up hint.
+            self.sink.changed(frozenset(), "resubscribed")
+        self.subscribed_once = True
+
+    def _report(self, state: WatchState) -> None:
+        self.state = state
+        self.sink.state(state)
+
+    # -- blocking EWS calls (threads) ---------------------------------------------------------
+
+    def _open(self) -> Account:
+        if self.account is None:
+            self.account = self.feed._open_account(self.access)
+        account = self.account
+        kinds: dict[str, Kind] = {}
+        objects: list[Any] = []
+        for attribute, kind in _DISTINGUISHED:
+            folder = getattr(account, attribute)
+            kinds[folder.id] = kind
+            objects.append(folder)
+        missing = False
+        for name, kind in _DEDICATED:
+            try:
+                folder = account.msg_folder_root / name
+            except ErrorFolderNotFound:
+                # Created by the first sync of its kind; the account's cache may predate it.
+                account.root.clear_cache()
+                try:
+                    folder = account.msg_folder_root / name
+                except ErrorFolderNotFound:
+                    missing = True
+                    continue
+            kinds[folder.id] = kind
+            objects.append(folder)
+        self.folders = _Folders(kinds, objects, missing)
+        return account
+
+    def _subscribe_streaming(self) -> str:
+        account = self._open()
+        assert self.folders is not None
+        collection = FolderCollection(account=account, folders=self.folders.objects)
+        return str(collection.subscribe_to_streaming(event_types=_EVENT_TYPES))
+
+    def _subscribe_pull(self) -> tuple[str, str]:
+        account = self._open()
+        assert self.folders is not None
+        collection = FolderCollection(account=account, folders=self.folders.objects)
+        subscription, watermark = collection.subscribe_to_pull(
+            event_types=_EVENT_TYPES, timeout=self.feed._pull_timeout_minutes
+        )
+        return str(subscription), str(watermark)
+
+    def _get_events(
+        self, loop: asyncio.AbstractEventLoop, subscription: str, watermark: str
+    ) -> str:
+        """Every event since `watermark` (GetEvents pages at 512); the next watermark."""
+        assert self.account is not None
+        assert self.folders is not None
+        service = GetEvents(account=self.account)
+        mark = watermark
+        while True:
+            notification = service.get(subscription_id=subscription, watermark=mark)
+            changed = _kinds_of(notification, self.folders.kinds)
+            if changed:
+                loop.call_soon_threadsafe(self.sink.changed, changed, "ews-pull")
+            events = notification.events or []
+            if events and events[-1].watermark:
+                mark = events[-1].watermark
+            if not notification.more_events:
+                return str(mark)
+
+    async def _stream_once(self, subscription: str) -> None:
+        """One streaming connection, until the server closes it (its timeout) or it fails."""
+        stream = _Stream()
+        loop = asyncio.get_running_loop()
+        account = self.account
+        assert account is not None
+        assert self.folders is not None
+        kinds = self.folders.kinds
+        done: asyncio.Future[None] = loop.create_future()
+
+        def read() -> None:
+            self.feed._grow_pool(account, 1)
+            try:
+                stream.service = GetStreamingEvents(account=account)
+                for notification in stream.service.call(
+                    subscription_ids=[subscription],
+                    connection_timeout=self.feed._stream_minutes,
+                ):
+                    if stream.stop.is_set():
+                        raise _Stopped
+                    changed = _kinds_of(notification, kinds)
+                    if changed:
+                        with contextlib.suppress(RuntimeError):  # the loop closed: exiting
+                            loop.call_soon_threadsafe(self.sink.changed, changed, "ews-streaming")
+            except BaseException as exc:
+                if not stream.stop.is_set():
+                    _hand_back(loop, done, exc)
+            else:
+                _hand_back(loop, done, None)
+            finally:
+                self.feed._grow_pool(account, -1)
+
+        thread = threading.Thread(target=read, daemon=True, name="ews-stream")
+        thread.start()
+        try:
+            await done
+        except asyncio.CancelledError:
+            stream.cut()
+            # The response may not have existed yet when cut() looked: look again shortly.
+            loop.call_later(0.5, stream.cut)
+            raise
+
+    def _forget(self, subscription: str) -> None:
+        """Unsubscribe in the background, best effort: the server expires it anyway."""
+        account = self.account
+        if account is None:
+            return
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(Exception):
+                account.inbox.unsubscribe(subscription)
+
+        threading.Thread(target=unsubscribe, daemon=True, name="ews-unsubscribe").start()
+
+
+def _kinds_of(notification: Any, kinds: dict[str, Kind]) -> frozenset[Kind]:
+    found: set[Kind] = set()
+    for event in notification.events or ():
+        for attribute in ("parent_folder_id", "old_parent_folder_id"):
+            folder = getattr(event, attribute, None)
+            kind = kinds.get(getattr(folder, "id", None) or "")
+            if kind is not None:
+                found.add(kind)
+    return frozenset(found)
+
+
+def _hand_back(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], exc: BaseException | None
+) -> None:
+    # The loop may be gone already (process exit): the stream's end then matters to no one.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, exc)
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    return await asyncio.to_thread(call)

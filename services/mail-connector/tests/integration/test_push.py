@@ -1,0 +1,359 @@
+"""Push: EWS notifications from the emulator become `concord.mail.changed.<mailbox>` on a real
+nats-server, through the real supervisor, feed and publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import uvicorn
+from cryptography.fernet import Fernet
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    DELEGATE,
+    Account,
+    CalendarItem,
+    Configuration,
+    Credentials,
+    EWSDateTime,
+    EWSTimeZone,
+    FailFast,
+    Task,
+)
+from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from concord.common.v1 import resources_pb2 as r
+from concord.events.v1 import events_pb2
+from concord_exchange_emulator.testing import RunningEmulator
+from concord_mail_connector.__main__ import MIGRATIONS
+from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
+from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
+from concord_mail_connector.adapters.push_nats import NatsChangePublisher
+from concord_mail_connector.adapters.store import SqlAccountStore
+from concord_mail_connector.domain.model import AccountUpdate, Provider
+from concord_mail_connector.domain.push import PushMode, PushSupervisor
+from concord_secrets import SecretBox
+from concord_store import create_engine, migrate
+from concord_testing import NatsServer
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 0.2
+# Generous: the machine is shared; the assertions are on events, not on how fast they came.
+WAIT = 10.0
+SECRET_SUBJECT = "Quarterly pricing with ACME — confidential"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emu = RunningEmulator(tmp_path_factory.mktemp("exchange")).start()
+    yield emu
+    emu.stop()
+
+
+@dataclass
+class Hints:
+    """Every `MailChanged` seen on one mailbox's subject, with its raw bytes and headers."""
+
+    messages: list[Msg] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def add(self, msg: Msg) -> None:
+        self.messages.append(msg)
+        self.arrived.set()
+
+    def parsed(self) -> list[events_pb2.MailChanged]:
+        found = []
+        for msg in self.messages:
+            message = events_pb2.MailChanged()
+            message.ParseFromString(msg.data)
+            found.append(message)
+        return found
+
+    async def wait_count(self, count: int, timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    async def settle(self, quiet: float = 1.0) -> None:
+        """Until no hint arrived for `quiet` seconds (the window's trailing hint included)."""
+        while True:
+            seen = len(self.messages)
+            await asyncio.sleep(quiet)
+            if len(self.messages) == seen:
+                return
+
+
+@dataclass
+class Rig:
+    emulator: RunningEmulator
+    supervisor: PushSupervisor
+    client: Client
+    store: SqlAccountStore
+
+    async def mailbox(self, mode: PushMode = PushMode.STREAMING) -> tuple[str, Account, Hints]:
+        """A new emulator user registered as a mailbox, its exchangelib account, its hints."""
+        address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
+        password = uuid.uuid4().hex
+        self.emulator.admin("POST", "users", {"username": address, "password": password})
+        mailbox = f"m-{uuid.uuid4().hex[:12]}"
+        hints = Hints()
+        await self.client.subscribe(f"concord.mail.changed.{mailbox}", cb=hints.add)
+        await self.client.flush()
+        await self.store.upsert(
+            AccountUpdate(
+                mailbox=mailbox,
+                address=address,
+                provider=Provider.EXCHANGE_EWS,
+                settings={
+                    "service_url": self.emulator.endpoint,
+                    "username": address,
+                    "auth_type": "basic",
+                },
+                secret=password.encode(),
+            )
+        )
+        config = Configuration(
+            service_endpoint=self.emulator.endpoint,
+            credentials=Credentials(address, password),
+            auth_type=BASIC,
+            retry_policy=FailFast(),
+        )
+        account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+        await self.supervisor.rescan()
+        await self.wait_mode(mailbox, mode)
+        return mailbox, account, hints
+
+    async def wait_mode(self, mailbox: str, mode: PushMode, timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
+            while (state := self.supervisor.state(mailbox)) is None or state.mode != mode:
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def rig(
+    emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    async with _rig(emulator, nats_server, tmp_path) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _rig(
+    emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path, **feed: Any
+) -> AsyncIterator[Rig]:
+    engine = create_engine(f"sqlite:///{tmp_path}/mail.db")
+    await migrate(engine, MIGRATIONS)
+    store = SqlAccountStore(engine, SecretBox(Fernet.generate_key()))
+    client = await nats.connect(nats_server.url)
+    options: dict[str, Any] = {"stream_minutes": 1, "max_back_off": 1.0, "degrade_after": 2}
+    supervisor = PushSupervisor(
+        SqlPushAccounts(engine, store),
+        {Provider.EXCHANGE_EWS: ExchangeChangeFeed(**(options | feed))},
+        NatsChangePublisher(client),
+        window=WINDOW,
+        rescan_seconds=3600,
+        poll_seconds=0.5,
+    )
+    try:
+        yield Rig(emulator, supervisor, client, store)
+    finally:
+        await supervisor.stop()
+        await client.drain()
+        await engine.dispose()
+        close_connections()
+
+
+def _meeting(account: Account, subject: str = SECRET_SUBJECT) -> CalendarItem:
+    start = EWSDateTime(2026, 12, 1, 9, tzinfo=EWSTimeZone("UTC"))
+    return CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=subject,
+        body="call the CFO on +1 555 0100",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+    )
+
+
+async def _blocking(call: Callable[[], Any]) -> Any:
+    return await asyncio.to_thread(call)
+
+
+async def test_a_created_updated_deleted_item_each_give_one_hint_without_content(rig: Rig) -> None:
+    mailbox, account, hints = await rig.mailbox()
+    item = _meeting(account)
+
+    await _blocking(item.save)
+    await hints.wait_count(1)
+    await hints.settle()
+    assert len(hints.messages) == 1
+
+    item.subject = "moved to Thursday"
+    await _blocking(lambda: item.save(update_fields=["subject"]))
+    await hints.wait_count(2)
+    await hints.settle()
+    assert len(hints.messages) == 2
+
+    item_id = item.id
+    await _blocking(item.delete)
+    await hints.wait_count(3)
+    await hints.settle()
+    assert len(hints.messages) == 3
+
+    for message, msg in zip(hints.parsed(), hints.messages, strict=True):
+        assert message.mailbox == mailbox
+        assert message.kind == r.OBJECT_KIND_CALENDAR_ITEM
+        assert message.hint == "ews-streaming"
+        assert msg.headers is not None
+        assert msg.headers["Nats-Msg-Id"].startswith(f"mail-changed-{mailbox}-")
+        # Nothing of the item: not its subject, body, id or the mailbox's address.
+        for leak in (SECRET_SUBJECT, "CFO", "Thursday", item_id, account.primary_smtp_address):
+            assert leak.encode() not in msg.data
+    assert len({msg.headers["Nats-Msg-Id"] for msg in hints.messages if msg.headers}) == 3
+
+
+async def test_a_task_is_hinted_as_a_task(rig: Rig) -> None:
+    _, account, hints = await rig.mailbox()
+    await _blocking(Task(account=account, folder=account.tasks, subject="follow up").save)
+    await hints.wait_count(1)
+    assert hints.parsed()[0].kind == r.OBJECT_KIND_TASK
+
+
+async def test_a_burst_of_100_changes_coalesces_into_few_hints(rig: Rig) -> None:
+    _, account, hints = await rig.mailbox()
+    loop = asyncio.get_running_loop()
+
+    def burst() -> float:
+        started = loop.time()
+        for index in range(100):
+            _meeting(account, f"burst {index}").save()
+        return loop.time() - started
+
+    took = await _blocking(burst)
+    await hints.wait_count(1)
+    await hints.settle()
+    count = len(hints.messages)
+    # One hint when the burst starts, then at most one per window while it lasts, and the last
+    # change is never left unannounced (the window's trailing hint).
+    assert 1 <= count <= took / WINDOW + 2
+    assert count < 100 / 4
+    last = hints.messages[-1]
+    assert last.headers is not None
+
+
+async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:
+    mailbox, account, hints = await rig.mailbox()
+    await rig.store.delete(mailbox, None)
+    await rig.supervisor.rescan()
+    assert rig.supervisor.state(mailbox) is None
+    await _blocking(_meeting(account).save)
+    await asyncio.sleep(1.0)
+    assert hints.messages == []
+
+
+def _restart(emulator: RunningEmulator, data_dir: Path) -> RunningEmulator:
+    """The emulator stopped and started again on the same port and data, its subscriptions gone
+    (as a real Exchange server's are after a restart or failover)."""
+    port = emulator.port
+    emulator.stop()
+    with sqlite3.connect(data_dir / "exchange.db") as db:
+        db.execute("DELETE FROM subscriptions")
+    again = RunningEmulator(data_dir, seed=False)
+    again.port = port
+    again.base = f"http://127.0.0.1:{port}"
+    again.endpoint = f"{again.base}/EWS/Exchange.asmx"
+    again.server = uvicorn.Server(
+        uvicorn.Config(again.app, host="127.0.0.1", port=port, log_level="critical")
+    )
+    again.thread = threading.Thread(target=again.server.run, daemon=True)
+    return again.start()
+
+
+async def test_a_lost_subscription_is_recreated_and_hints_flow_again(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "exchange"
+    data_dir.mkdir()
+    emulator = RunningEmulator(data_dir).start()
+    try:
+        async with _rig(emulator, nats_server, tmp_path) as rig:
+            mailbox, account, hints = await rig.mailbox()
+            first = rig.supervisor.state(mailbox)
+            assert first is not None
+
+            emulator = await _blocking(lambda: _restart(emulator, data_dir))
+            rig.emulator = emulator
+            # The stream broke; the watch subscribes again and says so (catch-up hint).
+            async with asyncio.timeout(WAIT):
+                while not any(m.hint == "resubscribed" for m in hints.parsed()):
+                    await asyncio.sleep(0.05)
+            await rig.wait_mode(mailbox, PushMode.STREAMING)
+            again = rig.supervisor.state(mailbox)
+            assert again is not None
+            assert again.create_time is not None
+            assert first.create_time is not None
+            assert again.create_time > first.create_time
+            await hints.settle()
+
+            seen = len(hints.messages)
+            await _blocking(_meeting(account).save)
+            await hints.wait_count(seen + 1)
+            assert hints.parsed()[-1].hint == "ews-streaming"
+    finally:
+        emulator.stop()
+
+
+async def test_streaming_that_keeps_failing_falls_back_to_pull(
+    emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with _rig(
+        emulator, nats_server, tmp_path, pull_seconds=0.2, stream_failures_before_pull=2
+    ) as rig:
+        emulator.admin(
+            "POST", "faults", {"kind": "http_error", "operation": "GetStreamingEvents", "times": 50}
+        )
+        try:
+            mailbox, account, hints = await rig.mailbox(PushMode.PULLING)
+            await hints.settle(0.5)
+            seen = len(hints.messages)
+            await _blocking(_meeting(account).save)
+            await hints.wait_count(seen + 1)
+            assert "ews-pull" in hints.parsed()[-1].hint
+        finally:
+            emulator.admin("DELETE", "faults")
+
+
+async def test_push_that_cannot_be_kept_up_is_degraded_and_polled_until_it_recovers(
+    emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    async with _rig(emulator, nats_server, tmp_path) as rig:
+        emulator.admin(
+            "POST", "faults", {"kind": "http_error", "operation": "Subscribe", "times": 10_000}
+        )
+        try:
+            mailbox, _, hints = await rig.mailbox(PushMode.DEGRADED)
+            state = rig.supervisor.state(mailbox)
+            assert state is not None
+            assert state.kinds == frozenset()
+            assert state.reason
+            # Polled: hints keep coming with no change at all.
+            await hints.wait_count(2)
+            assert {m.hint for m in hints.parsed()} == {"poll"}
+            assert all(m.kind == r.OBJECT_KIND_UNSPECIFIED for m in hints.parsed())
+        finally:
+            emulator.admin("DELETE", "faults")
+        await rig.wait_mode(mailbox, PushMode.STREAMING, timeout=WAIT)
