@@ -79,6 +79,7 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
                 deadline_seconds=settings.session_deadline_seconds,
                 busy_retry_seconds=settings.lease_busy_retry_seconds,
                 concurrency=settings.session_concurrency,
+                ack_wait_seconds=settings.session_ack_wait_seconds,
                 tracer_provider=process.telemetry.provider,
             )
             await consumer.start()

@@ -30,6 +30,8 @@ class ReconcilerSettings(ServiceSettings):
     session_deadline_seconds: float = Field(default=600.0, gt=0)
     # Deadline of each call to a peer, retries included.
     peer_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A session request a dead replica held is redelivered after this long.
+    session_ack_wait_seconds: float = Field(default=30.0, ge=1)
     # Sessions one replica runs at once (of different mailboxes: the lease serialises one mailbox).
     session_concurrency: int = Field(default=4, ge=1)
     # The longest WaitSession waits, whatever the client asks.

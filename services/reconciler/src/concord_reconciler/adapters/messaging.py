@@ -26,7 +26,8 @@ from concord_events import (
 )
 from concord_reconciler.domain.errors import SessionFailure
 from concord_reconciler.domain.model import SessionRecord
-from concord_reconciler.domain.ports import Peers, SessionStore
+from concord_reconciler.domain.ports import SessionStore
+from concord_reconciler.domain.runner import SyncEngine
 from concord_reconciler.domain.sessions import abandon_session, execute_session
 from concord_reconciler.wire import session_to_proto, timestamp
 from concord_telemetry import attributes as attrs
@@ -126,16 +127,21 @@ class SessionConsumer:
         self,
         bus: EventBus,
         store: SessionStore,
-        peers: Peers,
+        engine: SyncEngine,
         *,
         deadline_seconds: float,
         busy_retry_seconds: float,
         concurrency: int = 1,
+        ack_wait_seconds: float = 30.0,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.bus = bus
         self.store = store
-        self.peers = peers
+        self.engine = engine
+        # A replica killed mid-session leaves its request unacknowledged: NATS redelivers it
+        # to another replica this long after the last sign of life (running sessions keep
+        # signalling progress, so this bounds recovery, not session length).
+        self.ack_wait_seconds = ack_wait_seconds
         self.events = NatsSessionEvents(bus)
         self.deadline_seconds = deadline_seconds
         self.busy_retry_seconds = busy_retry_seconds
@@ -171,6 +177,7 @@ class SessionConsumer:
                     events_pb2.SessionRequested,
                     self.handle,
                     max_deliver=-1,
+                    ack_wait=self.ack_wait_seconds,
                 )
             except asyncio.CancelledError:
                 raise
@@ -213,7 +220,7 @@ class SessionConsumer:
                 session.session_id,
                 store=self.store,
                 events=self.events,
-                peers=self.peers,
+                engine=self.engine,
                 deadline_seconds=self.deadline_seconds,
                 trace_id=trace_id,
             )
