@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from concord_gateway.adapters.keys import verification_keys
+from concord_gateway.adapters.keys import identity_key, verification_keys
 from concord_gateway.adapters.peers import Peers
 from concord_gateway.api import install
 from concord_gateway.domain.tokens import TokenVerifier
@@ -22,11 +22,14 @@ async def build(process: ServiceProcess[GatewaySettings]) -> None:
     settings = process.settings
     verifier = TokenVerifier(
         verification_keys(settings),
+        keyset=settings.configured_keyset(),
         issuer=settings.auth_issuer,
         audience=settings.auth_audience,
         leeway=settings.auth_leeway_seconds,
     )
-    peers = Peers.connect(settings.reconciler_addr, settings.linker_addr)
+    peers = Peers.connect(
+        settings.reconciler_addr, settings.linker_addr, identity_key=identity_key(settings)
+    )
     process.server.on_shutdown(peers.close)
     install(process.server, settings, peers, verifier)
 

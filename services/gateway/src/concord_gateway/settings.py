@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -27,10 +28,17 @@ class GatewaySettings(ServiceSettings):
     # Rotation: a comma-separated list, newest first; tokens signed with any of them verify.
     # Added to AUTH_HS256_KEY when both are set, so a rollout can add the new key first.
     auth_hs256_keys: SecretStr | None = None
+    # Keys by id, for tokens whose header names a `kid`: `kid:key,kid:key` (a kid is letters,
+    # digits, `.`, `_`, `-`). Rotation without trying every key: a token names its key.
+    auth_hs256_keyset: SecretStr | None = None
     auth_issuer: str = Field(default="concord", min_length=1)
     auth_audience: str = Field(default="concord-gateway", min_length=1)
     # Clock skew allowed between the token issuer and this process on exp/nbf/iat.
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+
+    # Signs the caller's identity on calls to the reconciler and linker (concord_rpc.identity);
+    # they share it. Unset: <CONCORD_VAR_DIR>/secrets/internal-identity.key, created once.
+    internal_identity_key: SecretStr | None = None
 
     # SyncMailbox with `wait`: the wait when the request names none, and its ceiling.
     sync_wait_default_seconds: float = Field(default=30.0, gt=0)
@@ -38,7 +46,13 @@ class GatewaySettings(ServiceSettings):
     # Deadline of one call to a peer (the caller's own deadline, when shorter, wins).
     peer_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    @field_validator("auth_hs256_key", "auth_hs256_keys", mode="before")
+    @field_validator(
+        "auth_hs256_key",
+        "auth_hs256_keys",
+        "auth_hs256_keyset",
+        "internal_identity_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `GATEWAY_AUTH_HS256_KEY=` in a compose file or manifest means "none", not a bad key.
@@ -62,6 +76,20 @@ class GatewaySettings(ServiceSettings):
                 _check_key(part)
         return keys
 
+    @field_validator("auth_hs256_keyset")
+    @classmethod
+    def _keyset_well_formed(cls, keyset: SecretStr | None) -> SecretStr | None:
+        if keyset is not None:
+            _parse_keyset(keyset.get_secret_value())
+        return keyset
+
+    @field_validator("internal_identity_key")
+    @classmethod
+    def _identity_key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            _check_key(key.get_secret_value())
+        return key
+
     @model_validator(mode="after")
     def _wait_within_ceiling(self) -> Self:
         if self.sync_wait_default_seconds > self.sync_wait_max_seconds:
@@ -74,6 +102,32 @@ class GatewaySettings(ServiceSettings):
         if self.auth_hs256_key is not None:
             keys.append(self.auth_hs256_key.get_secret_value())
         return list(dict.fromkeys(keys))
+
+    def configured_keyset(self) -> dict[str, str]:
+        """kid -> key, from AUTH_HS256_KEYSET; empty when unset."""
+        if self.auth_hs256_keyset is None:
+            return {}
+        return _parse_keyset(self.auth_hs256_keyset.get_secret_value())
+
+
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _parse_keyset(text: str) -> dict[str, str]:
+    keyset: dict[str, str] = {}
+    for entry in _split(text):
+        # Split at the first colon only: a kid has none, a key may.
+        kid, colon, key = entry.partition(":")
+        if not colon or not _KID.fullmatch(kid.strip()):
+            # Named by position, never shown: the entry holds a key.
+            raise ValueError(f"entry {len(keyset) + 1} must be 'kid:key'")
+        if kid.strip() in keyset:
+            raise ValueError(f"kid {kid.strip()!r} is listed twice")
+        _check_key(key.strip())
+        keyset[kid.strip()] = key.strip()
+    if not keyset:
+        raise ValueError("must list at least one kid:key")
+    return keyset
 
 
 def _split(keys: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,9 +25,20 @@ from concord_gateway.adapters.peers import Peers
 from concord_gateway.api import install
 from concord_gateway.domain.tokens import TokenVerifier
 from concord_gateway.settings import GatewaySettings
-from concord_rpc import GrpcService, NotFound
+from concord_rpc import (
+    GrpcService,
+    Identity,
+    IdentityVerifier,
+    NotFound,
+    RequireIdentity,
+    current_identity,
+)
 
 KEY = "test-signing-key-0123456789-abcdefghij"
+# The internal key gateway and fake peers share; the peers verify like the real ones will.
+IDENTITY_KEY = "internal-identity-key-0123456789-abcdef"
+# In the gateway's keyset under kid "2026-11" (KEY is its unnamed, older key).
+NEW_KEY = "new-signing-key-2026-11-0123456789-abcdef"
 
 
 class MailboxMissing(NotFound):
@@ -37,7 +49,9 @@ class SessionMissing(NotFound):
     reason = "SESSION_NOT_FOUND"
 
 
-def mint_token(sub: str, org: str, role: str, *, key: str = KEY, **changes: Any) -> str:
+def mint_token(
+    sub: str, org: str, role: str, *, key: str = KEY, kid: str | None = None, **changes: Any
+) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "concord",
@@ -49,7 +63,8 @@ def mint_token(sub: str, org: str, role: str, *, key: str = KEY, **changes: Any)
         "exp": now + 600,
     }
     claims.update(changes)
-    return jwt.encode(claims, key, algorithm="HS256")
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, key, algorithm="HS256", headers=headers)
 
 
 def mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
@@ -67,9 +82,31 @@ def mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
 
 @dataclass
 class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
+    """Answers like the reconciler, including its replay of a mutation's first answer by
+    (method, request_id); `acted` counts the mutations actually carried out."""
+
     mailboxes: dict[str, res.Mailbox] = field(default_factory=dict)
     requests: list[Any] = field(default_factory=list)
     wait_timed_out: bool = False
+    callers: list[Identity | None] = field(default_factory=list)
+    acted: collections.Counter[str] = field(default_factory=collections.Counter)
+    answers: dict[tuple[str, str], Any] = field(default_factory=dict)
+    share_error: Exception | None = None
+
+    def _seen(self, request: Any) -> None:
+        self.requests.append(request)
+        self.callers.append(current_identity())
+
+    def _mutate(self, method: str, request: Any, act: Callable[[], Any]) -> Any:
+        self._seen(request)
+        key = (method, request.request_id)
+        if request.request_id and key in self.answers:
+            return self.answers[key]
+        answer = act()
+        self.acted[method] += 1
+        if request.request_id:
+            self.answers[key] = answer
+        return answer
 
     def _get(self, name: str) -> res.Mailbox:
         if name not in self.mailboxes:
@@ -88,29 +125,96 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
         )
 
     async def GetMailbox(self, request: Any, context: Any) -> Any:
+        self.callers.append(current_identity())
         return rec_pb.GetMailboxResponse(mailbox=self._get(request.name))
 
+    async def SuspendMailbox(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            mailbox = self._get(request.name)
+            mailbox.state = res.MAILBOX_STATE_SUSPENDED
+            mailbox.suspended_reason = request.reason or "suspended on request"
+            suspended = res.Mailbox()
+            suspended.CopyFrom(mailbox)
+            return rec_pb.SuspendMailboxResponse(mailbox=suspended)
+
+        return self._mutate("SuspendMailbox", request, act)
+
+    async def ResumeMailbox(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            mailbox = self._get(request.name)
+            mailbox.state = res.MAILBOX_STATE_ACTIVE
+            mailbox.suspended_reason = ""
+            return rec_pb.ResumeMailboxResponse(
+                mailbox=mailbox, session=self._session(request.name, res.SESSION_STATE_QUEUED)
+            )
+
+        return self._mutate("ResumeMailbox", request, act)
+
+    async def RetryItem(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            mailbox = request.name.split("/itemErrors/")[0]
+            return rec_pb.RetryItemResponse(
+                item_error=res.ItemError(name=request.name, quarantined=False),
+                session=self._session(mailbox, res.SESSION_STATE_QUEUED),
+            )
+
+        return self._mutate("RetryItem", request, act)
+
+    async def UpdateMailboxSettings(self, request: Any, context: Any) -> Any:
+        return self._mutate(
+            "UpdateMailboxSettings",
+            request,
+            lambda: rec_pb.UpdateMailboxSettingsResponse(settings=request.settings),
+        )
+
+    async def UpdateOrgSettings(self, request: Any, context: Any) -> Any:
+        return self._mutate(
+            "UpdateOrgSettings",
+            request,
+            lambda: rec_pb.UpdateOrgSettingsResponse(settings=request.settings),
+        )
+
+    async def ShareEmail(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            if self.share_error is not None:
+                raise self.share_error
+            return rec_pb.ShareEmailResponse(
+                session=self._session(request.mailbox, res.SESSION_STATE_QUEUED)
+            )
+
+        return self._mutate("ShareEmail", request, act)
+
+    async def GetOrgHealth(self, request: Any, context: Any) -> Any:
+        self._seen(request)
+        return rec_pb.GetOrgHealthResponse(
+            health=res.OrgHealth(org=request.org, quarantined_items=2)
+        )
+
     async def ListMailboxes(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
+        self._seen(request)
         found = [m for m in self.mailboxes.values() if m.org == request.org]
         return rec_pb.ListMailboxesResponse(mailboxes=found, next_page_token="next")
 
     async def CreateMailbox(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        created = res.Mailbox()
-        created.CopyFrom(request.mailbox)
-        created.name = f"mailboxes/{request.mailbox_id or 'generated'}"
-        return rec_pb.CreateMailboxResponse(mailbox=created)
+        def act() -> Any:
+            created = res.Mailbox()
+            created.CopyFrom(request.mailbox)
+            created.name = f"mailboxes/{request.mailbox_id or 'generated'}"
+            return rec_pb.CreateMailboxResponse(mailbox=created)
+
+        return self._mutate("CreateMailbox", request, act)
 
     async def RequestSession(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
-        self._get(request.mailbox)
-        return rec_pb.RequestSessionResponse(
-            session=self._session(request.mailbox, res.SESSION_STATE_QUEUED), coalesced=True
-        )
+        def act() -> Any:
+            self._get(request.mailbox)
+            return rec_pb.RequestSessionResponse(
+                session=self._session(request.mailbox, res.SESSION_STATE_QUEUED), coalesced=True
+            )
+
+        return self._mutate("RequestSession", request, act)
 
     async def WaitSession(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
+        self._seen(request)
         mailbox_name = request.name.rsplit("/sessions/", 1)[0]
         state = res.SESSION_STATE_RUNNING if self.wait_timed_out else res.SESSION_STATE_COMPLETED
         return rec_pb.WaitSessionResponse(
@@ -121,13 +225,13 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
         raise SessionMissing(f"no session {request.name}", metadata={"session": request.name})
 
     async def ListSessions(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
+        self._seen(request)
         return rec_pb.ListSessionsResponse(
             sessions=[self._session(request.parent, res.SESSION_STATE_COMPLETED)]
         )
 
     async def ListItemErrors(self, request: Any, context: Any) -> Any:
-        self.requests.append(request)
+        self._seen(request)
         error = res.ItemError(name=f"{request.parent}/itemErrors/e1", reason="UNKNOWN_TIME_ZONE")
         return rec_pb.ListItemErrorsResponse(
             item_errors=[error], total_size=7, next_page_token="p2"
@@ -145,9 +249,11 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 @dataclass
 class FakeLinker(linker_grpc.LinkerServiceServicer):
     requests: list[Any] = field(default_factory=list)
+    callers: list[Identity | None] = field(default_factory=list)
 
     async def InitialSearch(self, request: Any, context: Any) -> Any:
         self.requests.append(request)
+        self.callers.append(current_identity())
         record = linker_pb.RelatedRecord(
             sobject_type="Contact", id="003A", name="Ann", score=0.9, explanation="sender"
         )
@@ -157,6 +263,9 @@ class FakeLinker(linker_grpc.LinkerServiceServicer):
 @contextlib.asynccontextmanager
 async def serving(name: str, full_name: str, register: Any) -> AsyncIterator[GrpcService]:
     service = GrpcService(name, port=0, drain_seconds=0)
+    # Verifying, as the real peers will once the lead enables it: a call the gateway did not
+    # sign for a caller fails here.
+    service.add_interceptor(RequireIdentity(IdentityVerifier([IDENTITY_KEY])))
     service.add_service(full_name, register)
     await service.start()
     await service.become_ready()
@@ -174,7 +283,9 @@ class Gateway:
     linker: FakeLinker
 
     ann: str = mint_token("ann", "acme", "user")
+    bob: str = mint_token("bob", "acme", "user")
     admin: str = mint_token("root", "acme", "admin")
+    sidebar: str = mint_token("sidebar", "acme", "service")
 
     async def call(
         self,
@@ -204,10 +315,12 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> GatewaySettings:
 async def _start_gateway(
     settings: GatewaySettings, reconciler_addr: str, linker_addr: str
 ) -> GrpcService:
-    peers = Peers.connect(reconciler_addr, linker_addr)
+    peers = Peers.connect(reconciler_addr, linker_addr, identity_key=IDENTITY_KEY)
     service = GrpcService("gateway", port=0, drain_seconds=0)
     service.on_shutdown(peers.close)
-    verifier = TokenVerifier([KEY], issuer="concord", audience="concord-gateway")
+    verifier = TokenVerifier(
+        [KEY], keyset={"2026-11": NEW_KEY}, issuer="concord", audience="concord-gateway"
+    )
     install(service, settings, peers, verifier)
     await service.start()
     await service.become_ready()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import jwt
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord.common.v1 import resources_pb2 as res
@@ -16,13 +18,17 @@ from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as rec_pb
 from concord_gateway.settings import GatewaySettings
-from concord_rpc import from_rpc_error
+from concord_rpc import FailedPrecondition, Identity, from_rpc_error
 from concord_testing import free_port
 
 # conftest.py is not importable under --import-mode=importlib: its helpers come as fixtures,
 # and these names are only for annotations.
 if TYPE_CHECKING:
     from conftest import Gateway, Mint, StartGateway  # type: ignore[import-not-found]
+
+# The test keys, as conftest.py has them (it is not importable; see above).
+KEY = "test-signing-key-0123456789-abcdefghij"
+NEW_KEY = "new-signing-key-2026-11-0123456789-abcdef"
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +113,77 @@ async def test_a_user_cannot_act_on_another_users_mailbox(gateway: Gateway) -> N
     ]
 
 
-async def test_another_orgs_mailbox_is_indistinguishable_from_a_missing_one(
-    gateway: Gateway,
+def _same_shape(a: grpc.aio.AioRpcError, b: grpc.aio.AioRpcError, a_id: str, b_id: str) -> None:
+    """Two refusals that differ only by the mailbox id the caller typed."""
+    fa, fb = from_rpc_error(a), from_rpc_error(b)
+    assert fa.code == fb.code == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        (fa.reason, fa.domain)
+        == (fb.reason, fb.domain)
+        == (
+            "MAILBOX_ACCESS_DENIED",
+            "gateway.concord.dev",
+        )
+    )
+    assert fa.message.replace(a_id, "X") == fb.message.replace(b_id, "X")
+    assert fa.metadata.keys() == fb.metadata.keys()
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        ("SyncMailbox", lambda m: pb.SyncMailboxRequest(mailbox=m)),
+        ("GetMailboxStatus", lambda m: pb.GetMailboxStatusRequest(mailbox=m)),
+        ("SuspendMailbox", lambda m: pb.SuspendMailboxRequest(mailbox=m, request_id="r")),
+        ("ListItemErrors", lambda m: pb.ListItemErrorsRequest(parent=m)),
+        ("RetryItem", lambda m: pb.RetryItemRequest(name=f"{m}/itemErrors/e1")),
+        ("GetUserSettings", lambda m: pb.GetUserSettingsRequest(name=f"{m}/settings")),
+        ("ShareEmail", lambda m: pb.ShareEmailRequest(mailbox=m)),
+    ],
+    ids=lambda rpc: rpc[0],
+)
+async def test_another_users_another_orgs_and_a_missing_mailbox_get_one_answer(
+    gateway: Gateway, rpc: tuple[str, Any]
 ) -> None:
-    other = await gateway.error("SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/eve"))
-    missing = await gateway.error("SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/nope"))
-    assert other.code() == missing.code() == grpc.StatusCode.NOT_FOUND
-    as_other, as_missing = from_rpc_error(other), from_rpc_error(missing)
-    assert as_missing.message == "mailbox 'nope' not found"
-    assert as_other.message == "mailbox 'eve' not found"
-    assert (as_other.reason, as_other.domain) == (as_missing.reason, as_missing.domain)
-    assert as_other.metadata.keys() == as_missing.metadata.keys()
+    method, make = rpc
+    bobs = await gateway.error(method, make("mailboxes/bob"))
+    eves = await gateway.error(method, make("mailboxes/eve"))
+    missing = await gateway.error(method, make("mailboxes/nope"))
+    _same_shape(bobs, missing, "bob", "nope")
+    _same_shape(eves, missing, "eve", "nope")
+    # Nothing was asked of the reconciler but whether the mailbox is there.
+    assert gateway.reconciler.acted == {}
+    assert gateway.reconciler.requests == []
+
+
+async def test_a_service_token_acts_in_its_own_org_only(gateway: Gateway, mint: Mint) -> None:
+    response = await gateway.call("SyncMailbox", SYNC_ANN, gateway.sidebar)
+    assert response.session.mailbox == "mailboxes/ann"
+    foreign = await gateway.error(
+        "SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/eve"), gateway.sidebar
+    )
+    missing = await gateway.error(
+        "SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/nope"), gateway.sidebar
+    )
+    _same_shape(foreign, missing, "eve", "nope")
+    # Globex's own service token reaches globex's mailbox and not acme's.
+    globex = mint("sidebar", "globex", "service")
+    assert (
+        await gateway.call("SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/eve"), globex)
+    ).session
+    assert (await gateway.error("SyncMailbox", SYNC_ANN, globex)).code() == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    # A service acts for users, it does not administer the org.
+    for method, request in (
+        ("GetOrgSettings", pb.GetOrgSettingsRequest(name="orgs/acme/settings")),
+        ("GetOrgHealth", pb.GetOrgHealthRequest(org="orgs/acme")),
+    ):
+        failure = from_rpc_error(await gateway.error(method, request, gateway.sidebar))
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ADMIN_REQUIRED",
+        )
 
 
 async def test_an_admin_acts_on_any_mailbox_of_their_org(gateway: Gateway) -> None:
@@ -142,7 +208,8 @@ async def test_registering_a_mailbox_needs_an_admin(gateway: Gateway) -> None:
         r for r in gateway.reconciler.requests if isinstance(r, rec_pb.CreateMailboxRequest)
     ]
     assert create.mailbox.org == "orgs/acme"  # the admin's org, filled in
-    assert (create.mailbox_id, create.request_id) == ("carol", "r-1")
+    assert create.mailbox_id == "carol"
+    assert create.request_id not in ("", "r-1")  # scoped to the caller (domain/requests.py)
     assert not create.HasField("account")
 
     request.mailbox.org = "orgs/globex"
@@ -208,7 +275,7 @@ async def test_sync_without_wait_returns_the_queued_session(gateway: Gateway) ->
     )
     assert response.session.state == res.SESSION_STATE_QUEUED
     (asked,) = gateway.reconciler.requests
-    assert asked.request_id == "x"
+    assert asked.request_id not in ("", "x")
 
 
 async def test_a_wait_is_capped_and_a_timeout_is_reported(gateway: Gateway) -> None:
@@ -295,3 +362,200 @@ async def test_a_dead_reconciler_is_unavailable_naming_it(
     assert failure.metadata["peer"] == "reconciler"
     assert failure.metadata["peerMethod"].endswith("ReconcilerService/GetMailbox")
     assert nowhere not in (raised.value.details() or "")
+
+
+# -- issue #8: keys, hostile callers, replays, identity on peer calls ---------------------------
+
+
+async def test_alg_none_and_a_wrong_key_get_one_sentence(gateway: Gateway, mint: Mint) -> None:
+    unsigned = jwt.encode(
+        {"iss": "concord", "aud": "concord-gateway", "sub": "root", "org": "acme"}
+        | {"role": "admin", "exp": int(time.time()) + 600},
+        "",
+        algorithm="none",
+    )
+    wrong_key = mint("ann", "acme", "user", key="attacker-key-0123456789-abcdefghijk")
+    unknown_kid = mint("ann", "acme", "user", key=NEW_KEY, kid="2099-01")
+    answers = []
+    for token in (unsigned, wrong_key, unknown_kid, "", "a.b.c"):
+        failure = from_rpc_error(await gateway.error("SyncMailbox", SYNC_ANN, token=token))
+        answers.append((failure.code, failure.reason, failure.message, failure.metadata))
+    # Nothing tells a forger which check failed.
+    assert {(code, reason, message) for code, reason, message, _ in answers} == {
+        (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID", "the bearer token is invalid")
+    }
+    assert all(not metadata for *_, metadata in answers)
+    assert gateway.reconciler.acted == {}
+    assert gateway.reconciler.callers == []
+
+
+async def test_a_token_naming_the_new_key_verifies_and_the_old_unnamed_key_still_does(
+    gateway: Gateway, mint: Mint
+) -> None:
+    rotated = mint("ann", "acme", "user", key=NEW_KEY, kid="2026-11")
+    assert (await gateway.call("SyncMailbox", SYNC_ANN, rotated)).session
+    assert (await gateway.call("SyncMailbox", SYNC_ANN, mint("ann", "acme", "user"))).session
+    # The new key without its kid, or the old key under the new kid: refused.
+    for token in (
+        mint("ann", "acme", "user", key=NEW_KEY),
+        mint("ann", "acme", "user", key=KEY, kid="2026-11"),
+    ):
+        failure = from_rpc_error(await gateway.error("SyncMailbox", SYNC_ANN, token=token))
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
+async def test_a_token_not_valid_yet_is_refused(gateway: Gateway, mint: Mint) -> None:
+    early = mint("ann", "acme", "user", nbf=int(time.time()) + 3600)
+    failure = from_rpc_error(await gateway.error("SyncMailbox", SYNC_ANN, token=early))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
+async def test_another_orgs_settings_are_denied_without_asking_the_reconciler(
+    gateway: Gateway,
+) -> None:
+    for method, request in (
+        ("GetOrgSettings", pb.GetOrgSettingsRequest(name="orgs/globex/settings")),
+        (
+            "UpdateOrgSettings",
+            pb.UpdateOrgSettingsRequest(
+                settings=settings_pb2.OrgSettings(
+                    name="orgs/globex/settings", locked_user_fields=["blacklist"]
+                ),
+                request_id="r-1",
+            ),
+        ),
+        ("GetOrgHealth", pb.GetOrgHealthRequest(org="orgs/globex")),
+    ):
+        failure = from_rpc_error(await gateway.error(method, request, gateway.admin))
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ORG_ACCESS_DENIED",
+        )
+    assert gateway.reconciler.requests == []
+
+
+async def test_an_admin_locks_a_user_setting_for_the_org(gateway: Gateway) -> None:
+    change = pb.UpdateOrgSettingsRequest(
+        settings=settings_pb2.OrgSettings(
+            name="orgs/acme/settings", locked_user_fields=["sharing", "blacklist"]
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["locked_user_fields"]),
+        request_id="lock-1",
+    )
+    denied = from_rpc_error(await gateway.error("UpdateOrgSettings", change))
+    assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
+    response = await gateway.call("UpdateOrgSettings", change, gateway.admin)
+    assert list(response.settings.locked_user_fields) == ["sharing", "blacklist"]
+    (forwarded,) = gateway.reconciler.requests
+    assert list(forwarded.update_mask.paths) == ["locked_user_fields"]
+
+
+async def test_a_replayed_mutation_answers_the_first_time_and_acts_once(gateway: Gateway) -> None:
+    suspend = pb.SuspendMailboxRequest(mailbox="mailboxes/ann", reason="holiday", request_id="r1")
+    first = await gateway.call("SuspendMailbox", suspend)
+    again = await gateway.call(
+        "SuspendMailbox",
+        pb.SuspendMailboxRequest(mailbox="mailboxes/ann", reason="changed", request_id="r1"),
+    )
+    assert again == first
+    assert first.mailbox.suspended_reason == "holiday"
+    assert gateway.reconciler.acted["SuspendMailbox"] == 1
+    # Bob choosing the same id gets his own mailbox suspended, not ann's answer.
+    bobs = await gateway.call(
+        "SuspendMailbox",
+        pb.SuspendMailboxRequest(mailbox="mailboxes/bob", request_id="r1"),
+        gateway.bob,
+    )
+    assert bobs.mailbox.name == "mailboxes/bob"
+    assert gateway.reconciler.acted["SuspendMailbox"] == 2
+    # So does an admin acting on ann's mailbox with that id: another caller, another request.
+    await gateway.call("SuspendMailbox", suspend, gateway.admin)
+    assert gateway.reconciler.acted["SuspendMailbox"] == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "request_"),
+    [
+        ("SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/ann", request_id="q")),
+        ("ResumeMailbox", pb.ResumeMailboxRequest(mailbox="mailboxes/ann", request_id="q")),
+        ("RetryItem", pb.RetryItemRequest(name="mailboxes/ann/itemErrors/e1", request_id="q")),
+        (
+            "UpdateUserSettings",
+            pb.UpdateUserSettingsRequest(
+                settings=settings_pb2.MailboxSettings(name="mailboxes/ann/settings"),
+                request_id="q",
+            ),
+        ),
+        ("ShareEmail", pb.ShareEmailRequest(mailbox="mailboxes/ann", request_id="q")),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_every_mutation_replays(gateway: Gateway, method: str, request_: Any) -> None:
+    first = await gateway.call(method, request_)
+    assert await gateway.call(method, request_) == first
+    assert sum(gateway.reconciler.acted.values()) == 1
+
+
+async def test_an_unusable_request_id_is_invalid_argument(gateway: Gateway) -> None:
+    for bad in ("x" * 129, "line\nbreak"):
+        failure = from_rpc_error(
+            await gateway.error(
+                "SuspendMailbox", pb.SuspendMailboxRequest(mailbox="mailboxes/ann", request_id=bad)
+            )
+        )
+        assert (failure.code, failure.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_REQUEST_ID",
+        )
+    assert gateway.reconciler.acted == {}
+
+
+async def test_peers_see_the_caller_signed_by_the_gateway(gateway: Gateway) -> None:
+    await gateway.call("GetMailboxStatus", pb.GetMailboxStatusRequest(mailbox="mailboxes/ann"))
+    await gateway.call(
+        "InitialSearch", pb.InitialSearchRequest(mailbox="mailboxes/bob"), gateway.sidebar
+    )
+    ann = Identity(subject="ann", org="acme", role="user")
+    sidebar = Identity(subject="sidebar", org="acme", role="service")
+    # GetMailbox, ListSessions, ListItemErrors for ann; GetMailbox, GetMailboxSettings untracked
+    # by `callers` except GetMailbox for the sidebar.
+    assert set(gateway.reconciler.callers) == {ann, sidebar}
+    assert gateway.reconciler.callers[:3] == [ann, ann, ann]
+    assert gateway.linker.callers == [sidebar]
+
+
+async def test_share_email_is_forwarded_and_the_reconcilers_refusal_reaches_the_caller(
+    gateway: Gateway,
+) -> None:
+    request = pb.ShareEmailRequest(
+        mailbox="mailboxes/ann",
+        message=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id="AAMk1"),
+        request_id="share-1",
+    )
+    response = await gateway.call("ShareEmail", request)
+    assert response.session.mailbox == "mailboxes/ann"
+    (forwarded,) = gateway.reconciler.requests
+    assert forwarded.message.native_id == "AAMk1"
+
+    class NotAnEmail(FailedPrecondition):
+        reason = "ITEM_NOT_AN_EMAIL"
+
+    gateway.reconciler.share_error = NotAnEmail("the item is not an email")
+    request.request_id = "share-2"
+    failure = from_rpc_error(await gateway.error("ShareEmail", request))
+    assert (failure.code, failure.reason, failure.domain) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ITEM_NOT_AN_EMAIL",
+        "reconciler.concord.dev",
+    )
+
+
+async def test_org_health_is_for_the_orgs_admin(gateway: Gateway) -> None:
+    response = await gateway.call(
+        "GetOrgHealth", pb.GetOrgHealthRequest(org="orgs/acme"), gateway.admin
+    )
+    assert (response.health.org, response.health.quarantined_items) == ("orgs/acme", 2)
+    failure = from_rpc_error(
+        await gateway.error("GetOrgHealth", pb.GetOrgHealthRequest(org="orgs/acme"))
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")

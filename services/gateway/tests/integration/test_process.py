@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
+# The fake peers' identity key (conftest.py): the gateway must sign with it for them to answer.
+IDENTITY_KEY = "internal-identity-key-0123456789-abcdef"
+
 
 def _env(tmp_path: Path, peers: FakePeers, port: int) -> dict[str, str]:
     return {
@@ -33,6 +36,8 @@ def _env(tmp_path: Path, peers: FakePeers, port: int) -> dict[str, str]:
         "OTEL_TRACES_EXPORTER": "none",
         "GATEWAY_AUTH_HS256_KEY": "",
         "GATEWAY_AUTH_HS256_KEYS": "",
+        "GATEWAY_AUTH_HS256_KEYSET": "",
+        "GATEWAY_INTERNAL_IDENTITY_KEY": IDENTITY_KEY,
     }
 
 

@@ -12,12 +12,7 @@ from concord_gateway.domain.access import (
     may_see_mailbox,
     visible_org,
 )
-from concord_gateway.domain.errors import (
-    AdminRequired,
-    MailboxAccessDenied,
-    MailboxNotFound,
-    OrgAccessDenied,
-)
+from concord_gateway.domain.errors import AdminRequired, MailboxAccessDenied, OrgAccessDenied
 from concord_gateway.domain.principal import Principal, Role
 
 pytestmark = pytest.mark.unit
@@ -31,28 +26,44 @@ ANNS = MailboxOwnership("mailboxes/ann", "orgs/acme", "ann")
 
 
 def test_a_user_acts_on_their_own_mailbox_only() -> None:
-    authorize_mailbox(ANN, ANNS)
+    authorize_mailbox(ANN, ANNS.name, ANNS)
     with pytest.raises(MailboxAccessDenied) as raised:
-        authorize_mailbox(BOB, ANNS)
+        authorize_mailbox(BOB, ANNS.name, ANNS)
     assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert raised.value.reason == "MAILBOX_ACCESS_DENIED"
 
 
 @pytest.mark.parametrize("principal", [ADMIN, SIDEBAR])
 def test_admins_and_services_act_on_every_mailbox_of_their_org(principal: Principal) -> None:
-    authorize_mailbox(principal, ANNS)
+    authorize_mailbox(principal, ANNS.name, ANNS)
     assert may_see_mailbox(principal, ANNS)
 
 
-@pytest.mark.parametrize("principal", [OTHER_ADMIN, Principal("ann", "globex", Role.USER)])
-def test_another_orgs_mailbox_looks_missing(principal: Principal) -> None:
-    with pytest.raises(MailboxNotFound) as raised:
-        authorize_mailbox(principal, ANNS)
-    missing = MailboxNotFound.named("mailboxes/ann")
-    # Word for word what a mailbox that does not exist gives.
-    assert (raised.value.message, raised.value.metadata) == (missing.message, missing.metadata)
-    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+@pytest.mark.parametrize(
+    "principal",
+    [
+        BOB,
+        OTHER_ADMIN,
+        Principal("ann", "globex", Role.USER),  # same user id, another org
+        Principal("sidebar", "globex", Role.SERVICE),  # a service token of another org
+    ],
+)
+def test_a_refusal_is_word_for_word_what_a_missing_mailbox_gives(principal: Principal) -> None:
+    with pytest.raises(MailboxAccessDenied) as raised:
+        authorize_mailbox(principal, ANNS.name, ANNS)
+    with pytest.raises(MailboxAccessDenied) as missing:
+        authorize_mailbox(principal, ANNS.name, None)
+    assert (raised.value.message, raised.value.metadata) == (
+        missing.value.message,
+        missing.value.metadata,
+    )
+    assert raised.value.code == missing.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert not may_see_mailbox(principal, ANNS)
+
+
+def test_even_an_admin_cannot_tell_a_missing_mailbox_from_another_orgs() -> None:
+    with pytest.raises(MailboxAccessDenied):
+        authorize_mailbox(ADMIN, "mailboxes/nope", None)
 
 
 def test_org_administration_needs_an_admin_of_that_org() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from concord_gateway.adapters.keys import dev_key_path, verification_keys
+from concord_gateway.adapters.keys import dev_key_path, identity_key, verification_keys
 from concord_gateway.settings import GatewaySettings
 from concord_settings import SettingsError
 
@@ -19,7 +19,13 @@ B = "b" * 40
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("GATEWAY_AUTH_HS256_KEY", "GATEWAY_AUTH_HS256_KEYS", "GATEWAY_PORT"):
+    for name in (
+        "GATEWAY_AUTH_HS256_KEY",
+        "GATEWAY_AUTH_HS256_KEYS",
+        "GATEWAY_AUTH_HS256_KEYSET",
+        "GATEWAY_INTERNAL_IDENTITY_KEY",
+        "GATEWAY_PORT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CONCORD_VAR_DIR", str(tmp_path / "var"))
 
@@ -86,3 +92,42 @@ def test_configured_keys_win_over_the_dev_key(
     monkeypatch.setenv("GATEWAY_AUTH_HS256_KEY", A)
     assert verification_keys(GatewaySettings.from_env(), tmp_path) == [A]
     assert not dev_key_path(tmp_path).exists()
+
+
+def test_a_keyset_names_each_key_by_kid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GATEWAY_AUTH_HS256_KEYSET", f"2026-11:{B}, 2026-10:{A}:x")
+    settings = GatewaySettings.from_env()
+    # Split at the first colon: a key may hold one.
+    assert settings.configured_keyset() == {"2026-11": B, "2026-10": f"{A}:x"}
+    # A keyset alone means no unnamed key, not the dev key: every token must name its kid.
+    assert verification_keys(settings, tmp_path) == []
+    assert not dev_key_path(tmp_path).exists()
+
+
+@pytest.mark.parametrize(
+    "value", [f"{A}", f"bad kid:{A}", f"k1:{A},k1:{B}", "k1:short-secret"], ids=str
+)
+def test_a_bad_keyset_is_refused_without_echoing_a_key(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_AUTH_HS256_KEYSET", value)
+    with pytest.raises(SettingsError) as raised:
+        GatewaySettings.from_env()
+    assert "GATEWAY_AUTH_HS256_KEYSET" in str(raised.value)
+    for secret in (A, B, "short-secret"):
+        assert secret not in str(raised.value)
+
+
+def test_the_identity_key_is_the_setting_else_a_shared_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made = identity_key(GatewaySettings.from_env(), tmp_path)
+    path = tmp_path / "secrets" / "internal-identity.key"
+    assert path.read_text().strip() == made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert identity_key(GatewaySettings.from_env(), tmp_path) == made  # made once
+    monkeypatch.setenv("GATEWAY_INTERNAL_IDENTITY_KEY", B)
+    assert identity_key(GatewaySettings.from_env(), tmp_path) == B
+    monkeypatch.setenv("GATEWAY_INTERNAL_IDENTITY_KEY", "short-secret")
+    with pytest.raises(SettingsError):
+        GatewaySettings.from_env()

@@ -71,10 +71,13 @@ def test_expiry_within_the_leeway_still_verifies() -> None:
         ("not-a-token", "malformed"),
     ],
 )
-def test_a_bad_token_is_token_invalid_saying_why(raw: str, why: str) -> None:
+def test_a_bad_token_is_token_invalid_saying_why_only_to_the_log(raw: str, why: str) -> None:
     error = refusal(TokenInvalid, raw)
     assert error.reason == "TOKEN_INVALID"
-    assert why in error.message
+    assert isinstance(error, TokenInvalid)
+    assert why in error.why
+    # The caller gets one sentence whatever failed.
+    assert error.message == "the bearer token is invalid"
 
 
 def test_alg_none_is_refused() -> None:
@@ -96,7 +99,8 @@ def test_alg_none_is_refused() -> None:
 @pytest.mark.parametrize("claim", ["exp", "sub", "iss", "aud", "org", "role"])
 def test_every_required_claim_is_required(claim: str) -> None:
     error = refusal(TokenInvalid, token(**{claim: None}))  # type: ignore[arg-type]
-    assert claim in error.message
+    assert isinstance(error, TokenInvalid)
+    assert claim in error.why
 
 
 @pytest.mark.parametrize(
@@ -124,3 +128,81 @@ def test_bearer_token_reads_the_authorization_value() -> None:
         with pytest.raises(TokenInvalid) as raised:
             bearer_token(bad)
         assert "dXNlcg" not in raised.value.message
+
+
+def _forged(header: dict[str, Any], key: str = KEY) -> str:
+    """A token whose header we write by hand, HMAC-SHA256-signed with `key` whatever it says."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def part(data: dict[str, Any]) -> str:
+        raw = json.dumps(data, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    claims = jwt.decode(token(key=key), key, algorithms=["HS256"], audience="concord-gateway")
+    signing_input = f"{part(header)}.{part(claims)}"
+    mac = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "PS256", "HS512", "none", "hs256"])
+def test_algorithm_confusion_is_refused_before_any_key_is_tried(alg: str) -> None:
+    # Signed correctly with our key; only the header lies about the algorithm.
+    error = refusal(TokenInvalid, _forged({"alg": alg, "typ": "JWT"}))
+    assert isinstance(error, TokenInvalid)
+    assert "HS256" in error.why
+    assert verifier().verify(_forged({"alg": "HS256", "typ": "JWT"})).user_id == "ann"
+
+
+def keyset_verifier(*unnamed: str) -> TokenVerifier:
+    return TokenVerifier(
+        unnamed,
+        keyset={"2026-11": KEY, "2026-10": OLD_KEY},
+        issuer="concord",
+        audience="concord-gateway",
+    )
+
+
+def keyed(key: str, kid: Any) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "concord",
+        "aud": "concord-gateway",
+        "sub": "ann",
+        "org": "acme",
+    }
+    claims |= {"role": "user", "exp": now + 600}
+    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": kid})
+
+
+def test_a_kid_picks_its_key_and_old_kids_verify_until_removed() -> None:
+    v = keyset_verifier()
+    assert v.verify(keyed(KEY, "2026-11")).user_id == "ann"
+    assert v.verify(keyed(OLD_KEY, "2026-10")).user_id == "ann"
+    # The old kid removed: its tokens stop verifying.
+    removed = TokenVerifier(
+        [], keyset={"2026-11": KEY}, issuer="concord", audience="concord-gateway"
+    )
+    assert "not known" in refusal_why(keyed(OLD_KEY, "2026-10"), removed)
+
+
+def refusal_why(raw: str, v: TokenVerifier) -> str:
+    error = refusal(TokenInvalid, raw, v)
+    assert isinstance(error, TokenInvalid)
+    return error.why
+
+
+def test_a_kid_is_checked_against_its_own_key_only() -> None:
+    v = keyset_verifier(KEY)
+    # Signed with a key we hold, but not the one its kid names.
+    assert "signature" in refusal_why(keyed(OLD_KEY, "2026-11"), v)
+    assert "not known" in refusal_why(keyed(KEY, "2027-01"), v)
+    assert "malformed" in refusal_why(_forged({"alg": "HS256", "kid": ["2026-11"]}), v)
+
+
+def test_without_unnamed_keys_every_token_needs_a_kid() -> None:
+    assert "kid" in refusal_why(token(key=KEY), keyset_verifier())
+    # With the unnamed key too, a kid-less token verifies against it (the dev tokens).
+    assert keyset_verifier(KEY).verify(token(key=KEY)).user_id == "ann"

@@ -11,7 +11,7 @@ import grpc
 from concord.linker.v1 import linker_service_pb2_grpc
 from concord.reconciler.v1 import reconciler_service_pb2_grpc
 from concord_gateway.domain.errors import PeerUnavailable
-from concord_rpc import PeerCallError, channel, error_info
+from concord_rpc import AttachIdentity, IdentitySigner, PeerCallError, channel, error_info
 
 __all__ = ["Peers", "ask"]
 
@@ -27,11 +27,13 @@ class Peers:
     _channels: tuple[grpc.aio.Channel, ...] = ()
 
     @classmethod
-    def connect(cls, reconciler_addr: str, linker_addr: str) -> Peers:
+    def connect(cls, reconciler_addr: str, linker_addr: str, *, identity_key: str) -> Peers:
         # Retrying channels: every call the gateway makes is a read or carries a request_id
         # (the gateway mints one when the caller sent none), so a resend cannot do work twice.
-        reconciler = channel(reconciler_addr, retry=True)
-        linker = channel(linker_addr, retry=True)
+        # Each call carries the caller it is made for, signed with the internal key.
+        attach = [AttachIdentity(IdentitySigner(identity_key))]
+        reconciler = channel(reconciler_addr, retry=True, interceptors=attach)
+        linker = channel(linker_addr, retry=True, interceptors=attach)
         return cls(
             reconciler=reconciler_service_pb2_grpc.ReconcilerServiceStub(reconciler),
             linker=linker_service_pb2_grpc.LinkerServiceStub(linker),

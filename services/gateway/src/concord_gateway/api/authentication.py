@@ -9,9 +9,10 @@ from typing import Any
 
 import grpc
 
+from concord_gateway.domain.errors import TokenInvalid
 from concord_gateway.domain.principal import Principal
 from concord_gateway.domain.tokens import TokenVerifier, bearer_token
-from concord_rpc import DomainError
+from concord_rpc import DomainError, acting_as
 
 __all__ = ["PUBLIC_SERVICES", "Authenticator", "current_principal"]
 
@@ -74,7 +75,9 @@ class Authenticator(grpc.aio.ServerInterceptor):
             principal = self._authenticate(context, method)
             token = _principal.set(principal)
             try:
-                return await behavior(request, context)
+                # Peer calls made while handling it carry this caller, signed (Peers).
+                with acting_as(principal.identity):
+                    return await behavior(request, context)
             finally:
                 _principal.reset(token)
 
@@ -86,7 +89,10 @@ class Authenticator(grpc.aio.ServerInterceptor):
         )
         try:
             return self._verifier.verify(bearer_token(authorization))
+        except TokenInvalid as exc:
+            # Why, for operators; never the metadata value, which is a credential.
+            log.info("%s: caller refused (%s: %s)", method, exc.reason, exc.why)
+            raise
         except DomainError as exc:
-            # The reason only: the metadata value is a credential and is never logged.
             log.info("%s: caller refused (%s)", method, exc.reason)
             raise

@@ -1,9 +1,12 @@
-"""GatewayService: validate names, authorise the caller, delegate to reconciler or linker."""
+"""GatewayService: validate names, authorise the caller, delegate to reconciler or linker.
+
+Every call to a peer runs as the authenticated caller (concord_rpc.acting_as, set by the
+Authenticator), so the peer channels sign that identity into the call's metadata.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import grpc
@@ -24,7 +27,7 @@ from concord_gateway.domain.access import (
     may_see_mailbox,
     visible_org,
 )
-from concord_gateway.domain.errors import MailboxNotFound
+from concord_gateway.domain.requests import scoped_request_id
 from concord_gateway.settings import GatewaySettings
 
 __all__ = ["GatewayServicer"]
@@ -40,9 +43,8 @@ _DEFAULT_ITEM_ERROR_PAGE = 20
 _LIST_PAGE = 100
 
 
-def _request_id(given: str) -> str:
-    # Minted when absent, so the channel's retries of this one call stay idempotent.
-    return given or str(uuid.uuid4())
+def _request_id(method: str, target: str, given: str) -> str:
+    return scoped_request_id(current_principal(), method, target, given)
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -62,7 +64,6 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def _mailbox(self, name: str, context: Context) -> resources_pb2.Mailbox:
         """The mailbox, once the caller is known to be allowed to act on it."""
-        principal = current_principal()
         try:
             response = await ask(
                 RECONCILER,
@@ -71,12 +72,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 ),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                # One answer for "missing" and "another org's" (authorize_mailbox), word for word.
-                raise MailboxNotFound.named(name) from None
-            raise
-        authorize_mailbox(principal, _ownership(response.mailbox, name))
-        return response.mailbox
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            found = None
+        else:
+            found = response.mailbox
+        # One answer for "missing" and "not yours" (authorize_mailbox), word for word.
+        authorize_mailbox(
+            current_principal(), name, None if found is None else _ownership(found, name)
+        )
+        assert found is not None  # authorize_mailbox refused a missing one
+        return found
 
     def _wait_seconds(self, requested: duration_pb2.Duration, context: Context) -> float:
         settings = self._settings
@@ -102,7 +108,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 rec_pb.RequestSessionRequest(
                     mailbox=name,
                     trigger=resources_pb2.SESSION_TRIGGER_FORCE,
-                    request_id=_request_id(request.request_id),
+                    request_id=_request_id("SyncMailbox", name, request.request_id),
                 ),
                 timeout=self._timeout(context),
             ),
@@ -133,7 +139,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             RECONCILER,
             self._reconciler.SuspendMailbox(
                 rec_pb.SuspendMailboxRequest(
-                    name=name, reason=request.reason, request_id=_request_id(request.request_id)
+                    name=name,
+                    reason=request.reason,
+                    request_id=_request_id("SuspendMailbox", name, request.request_id),
                 ),
                 timeout=self._timeout(context),
             ),
@@ -148,7 +156,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         response = await ask(
             RECONCILER,
             self._reconciler.ResumeMailbox(
-                rec_pb.ResumeMailboxRequest(name=name, request_id=_request_id(request.request_id)),
+                rec_pb.ResumeMailboxRequest(
+                    name=name, request_id=_request_id("ResumeMailbox", name, request.request_id)
+                ),
                 timeout=self._timeout(context),
             ),
         )
@@ -171,7 +181,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         create = rec_pb.CreateMailboxRequest(
             mailbox=mailbox,
             mailbox_id=request.mailbox_id,  # empty: the reconciler generates one
-            request_id=_request_id(request.request_id),
+            request_id=_request_id("RegisterMailbox", org, request.request_id),
         )
         # Optional until the mail providers arrive (issue #4); forwarded when given.
         if request.HasField("account"):
@@ -303,7 +313,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             RECONCILER,
             self._reconciler.RetryItem(
                 rec_pb.RetryItemRequest(
-                    name=request.name, request_id=_request_id(request.request_id)
+                    name=request.name,
+                    request_id=_request_id("RetryItem", request.name, request.request_id),
                 ),
                 timeout=self._timeout(context),
             ),
@@ -338,7 +349,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 rec_pb.UpdateMailboxSettingsRequest(
                     settings=request.settings,
                     update_mask=request.update_mask,
-                    request_id=_request_id(request.request_id),
+                    request_id=_request_id(
+                        "UpdateUserSettings", request.settings.name, request.request_id
+                    ),
                 ),
                 timeout=self._timeout(context),
             ),
@@ -368,7 +381,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 rec_pb.UpdateOrgSettingsRequest(
                     settings=request.settings,
                     update_mask=request.update_mask,
-                    request_id=_request_id(request.request_id),
+                    request_id=_request_id("UpdateOrgSettings", org, request.request_id),
                 ),
                 timeout=self._timeout(context),
             ),
@@ -388,7 +401,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 rec_pb.ShareEmailRequest(
                     mailbox=name,
                     message=request.message,
-                    request_id=_request_id(request.request_id),
+                    request_id=_request_id("ShareEmail", name, request.request_id),
                 ),
                 timeout=self._timeout(context),
             ),

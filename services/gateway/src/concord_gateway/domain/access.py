@@ -1,19 +1,20 @@
 """Who may do what: the authorisation rules, one function per kind of target.
 
-Issue #8 extends these (settings locks, access to settings switched off, service tokens scoped
-further); every RPC already goes through one of them, so a rule changes in one place.
+- user: the mailboxes they own, in their org; their own settings.
+- admin: every mailbox of their org, the org's settings (locks included) and health.
+- service (the sidebar backend): every mailbox of the one org its token names, acting for that
+  org's users; no org administration.
+
+A refusal never says whether the target exists: a mailbox that is missing, another user's and
+another org's all get the same PERMISSION_DENIED, word for word. Every RPC goes through one of
+these functions, so a rule changes in one place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from concord_gateway.domain.errors import (
-    AdminRequired,
-    MailboxAccessDenied,
-    MailboxNotFound,
-    OrgAccessDenied,
-)
+from concord_gateway.domain.errors import AdminRequired, MailboxAccessDenied, OrgAccessDenied
 from concord_gateway.domain.principal import Principal, Role
 
 __all__ = [
@@ -42,15 +43,14 @@ def may_see_mailbox(principal: Principal, mailbox: MailboxOwnership) -> bool:
     )
 
 
-def authorize_mailbox(principal: Principal, mailbox: MailboxOwnership) -> None:
-    """A user acts on the mailboxes they own; admins and service callers on their org's."""
-    if mailbox.org != principal.org_name:
-        # Exactly what a missing mailbox gives: another org cannot probe for names.
-        raise MailboxNotFound.named(mailbox.name)
-    if not may_see_mailbox(principal, mailbox):
-        raise MailboxAccessDenied(
-            "the mailbox belongs to another user", metadata={"mailbox": mailbox.name}
-        )
+def authorize_mailbox(principal: Principal, name: str, mailbox: MailboxOwnership | None) -> None:
+    """A user acts on the mailboxes they own; admins and service callers on their org's.
+
+    `mailbox` is None when it does not exist: refused exactly like one the caller may not see,
+    so nobody can probe for names.
+    """
+    if mailbox is None or not may_see_mailbox(principal, mailbox):
+        raise MailboxAccessDenied.named(name)
 
 
 def authorize_org_admin(principal: Principal, org: str) -> None:

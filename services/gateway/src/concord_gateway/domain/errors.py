@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from concord_rpc import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from concord_rpc import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 
 __all__ = [
     "AdminRequired",
     "InvalidName",
+    "InvalidRequestId",
     "MailboxAccessDenied",
-    "MailboxNotFound",
     "OrgAccessDenied",
     "PeerUnavailable",
     "TokenExpired",
@@ -22,26 +22,33 @@ class TokenMissing(Unauthenticated):
 
 
 class TokenInvalid(Unauthenticated):
+    """Sent to the caller as one fixed sentence whatever the cause; `why` is for our log only.
+
+    Telling a caller which check failed (unknown kid, wrong key, bad claim) would help someone
+    forging tokens and does not help anyone holding a good one.
+    """
+
     reason = "TOKEN_INVALID"
+
+    def __init__(self, why: str) -> None:
+        super().__init__("the bearer token is invalid")
+        self.why = why
 
 
 class TokenExpired(Unauthenticated):
     reason = "TOKEN_EXPIRED"
 
 
-class MailboxNotFound(NotFound):
-    """Also what a caller sees for another org's mailbox, so existence is not revealed."""
+class MailboxAccessDenied(PermissionDenied):
+    """What a caller sees for a mailbox they may not act on, and for one that does not exist:
+    one answer for both, so existence is not revealed."""
 
-    reason = "MAILBOX_NOT_FOUND"
+    reason = "MAILBOX_ACCESS_DENIED"
 
     @classmethod
-    def named(cls, name: str) -> MailboxNotFound:
+    def named(cls, name: str) -> MailboxAccessDenied:
         mailbox_id = name.removeprefix("mailboxes/")
-        return cls(f"mailbox '{mailbox_id}' not found", metadata={"mailbox": name})
-
-
-class MailboxAccessDenied(PermissionDenied):
-    reason = "MAILBOX_ACCESS_DENIED"
+        return cls(f"you may not act on mailbox '{mailbox_id}'", metadata={"mailbox": name})
 
 
 class AdminRequired(PermissionDenied):
@@ -54,6 +61,10 @@ class OrgAccessDenied(PermissionDenied):
 
 class InvalidName(InvalidArgument):
     reason = "INVALID_RESOURCE_NAME"
+
+
+class InvalidRequestId(InvalidArgument):
+    reason = "INVALID_REQUEST_ID"
 
 
 class PeerUnavailable(Unavailable):

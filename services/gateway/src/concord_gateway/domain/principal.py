@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from concord_gateway.domain.errors import TokenInvalid
+from concord_rpc import Identity
 
 __all__ = ["Principal", "Role", "principal_from_claims"]
 
@@ -28,6 +29,11 @@ class Principal:
     role: Role
 
     @property
+    def identity(self) -> Identity:
+        """How internal services see this caller (signed into peer calls)."""
+        return Identity(subject=self.user_id, org=self.org, role=self.role.value)
+
+    @property
     def org_name(self) -> str:
         """The org as a resource name, `orgs/{org}`, the form mailboxes carry."""
         return f"orgs/{self.org}"
@@ -39,18 +45,15 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     org = _text_claim(claims, "org")
     if "/" in org:
         # The claim is the id; accepting `orgs/x` too would make two spellings of one org.
-        raise TokenInvalid("the token's org claim must be an org id, not a resource name")
+        raise TokenInvalid("its org claim is a resource name, not an org id")
     role = claims.get("role")
     if not isinstance(role, str) or role not in {r.value for r in Role}:
-        allowed = ", ".join(r.value for r in Role)
-        raise TokenInvalid(
-            f"the token's role claim must be one of {allowed}", metadata={"claim": "role"}
-        )
+        raise TokenInvalid("its role claim is not one of " + ", ".join(r.value for r in Role))
     return Principal(user_id=user_id, org=org, role=Role(role))
 
 
 def _text_claim(claims: Mapping[str, Any], name: str) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise TokenInvalid(f"the token has no {name} claim", metadata={"claim": name})
+        raise TokenInvalid(f"it has no {name} claim")
     return value
