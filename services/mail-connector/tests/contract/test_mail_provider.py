@@ -20,11 +20,18 @@ from exchangelib import (  # type: ignore[import-untyped]
     Account,
     Configuration,
     Credentials,
+    Folder,
+    Message,
 )
+from exchangelib.errors import ErrorFolderNotFound  # type: ignore[import-untyped]
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp
+from lxml import etree
 
 from concord.common.v1 import resources_pb2 as r
+from concord_exchange_emulator import items as emulated
+from concord_exchange_emulator import xmlns
+from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount, Provider
@@ -48,6 +55,13 @@ class Harness(Protocol):
 
     def edit_elsewhere(self, mailbox: MailboxAccess, native_id: str, subject: str) -> None:
         """Another client edits the item (so versions held by Concord go stale)."""
+
+    def plant_unreadable_event(self, mailbox: MailboxAccess) -> None:
+        """Puts a calendar item the server holds but whose content cannot be read (here: a
+        start that is no date), as a damaged store or a foreign client leaves one."""
+
+    def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
+        """Files a message in `where`: `shared` (the dedicated folder), `inbox` or `sent`."""
 
 
 class ExchangeHarness:
@@ -79,18 +93,52 @@ class ExchangeHarness:
     def lose_next_create_response(self) -> None:
         self.emulator.admin("POST", "faults", {"kind": "drop_response", "operation": "CreateItem"})
 
-    def edit_elsewhere(self, mailbox: MailboxAccess, native_id: str, subject: str) -> None:
+    def _client(self, mailbox: MailboxAccess) -> Account:
         config = Configuration(
             service_endpoint=self.emulator.endpoint,
             credentials=Credentials(*self.service),
             auth_type=BASIC,
         )
-        account = Account(
+        return Account(
             mailbox.account.address, config=config, autodiscover=False, access_type=IMPERSONATION
         )
-        [item] = account.fetch(ids=[(native_id, None)])
+
+    def edit_elsewhere(self, mailbox: MailboxAccess, native_id: str, subject: str) -> None:
+        [item] = self._client(mailbox).fetch(ids=[(native_id, None)])
         item.subject = subject
         item.save(update_fields=["subject"])
+
+    def plant_unreadable_event(self, mailbox: MailboxAccess) -> None:
+        # No client can write such an item, so it goes straight into the emulator's store.
+        address = mailbox.account.address
+        node = etree.Element(xmlns.t("CalendarItem"), nsmap={"t": xmlns.T})
+        xmlns.sub(node, xmlns.t("Subject"), "Damaged")
+        xmlns.sub(node, xmlns.t("Start"), "not-a-date")
+        xmlns.sub(node, xmlns.t("End"), "2031-06-02T09:00:00Z")
+        xmlns.sub(node, xmlns.t("IsAllDayEvent"), "false")
+        item, _ = emulated.prepare_new(node, owner=address, owner_name=address)
+        store = self.emulator.store
+        calendar = store.distinguished_folder(address, "calendar")
+        assert calendar is not None
+        store.insert_item(new_id("AAMkI"), address, calendar.id, etree.tostring(item))
+
+    def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
+        account = self._client(mailbox)
+        if where == "shared":
+            try:
+                folder = account.msg_folder_root / "Salesforce Emails"
+            except ErrorFolderNotFound:
+                folder = Folder(
+                    parent=account.msg_folder_root,
+                    name="Salesforce Emails",
+                    folder_class="IPF.Note",
+                )
+                folder.save()
+        else:
+            folder = {"inbox": account.inbox, "sent": account.sent}[where]
+        Message(
+            account=account, folder=folder, mime_content=mime, categories=list(categories) or None
+        ).save()
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +199,16 @@ def delete(ref: r.ItemRef) -> Write:
 
 
 async def listing(
-    h: Harness, mailbox: MailboxAccess, token: str = ""
+    h: Harness,
+    mailbox: MailboxAccess,
+    token: str = "",
+    kind: Kind = Kind.CALENDAR_ITEM,
+    include_content: bool = False,
 ) -> tuple[list[r.MailChange], str]:
     changes: list[r.MailChange] = []
     while True:
         page = await h.provider.list_changes(
-            mailbox, Kind.CALENDAR_ITEM, Cursor("calendar-item", token), 2
+            mailbox, kind, Cursor(kind.value, token), 2, include_content=include_content
         )
         assert not page.full_resync_required
         changes += page.changes
@@ -238,3 +290,186 @@ async def test_writes_to_missing_items_are_not_found(harness: Harness) -> None:
     assert [x.status for x in results] == [r.WRITE_STATUS_NOT_FOUND] * 2
     found = await harness.provider.get_items(mailbox, [written.ref])
     assert list(found.not_found) == [written.ref]
+
+
+async def test_an_unreadable_item_is_quarantined_and_the_page_goes_on(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    harness.plant_unreadable_event(mailbox)
+    await harness.provider.apply_items(mailbox, [create("fine", "Readable")])
+    changes, _ = await listing(harness, mailbox)
+    [bad] = [c for c in changes if c.HasField("problem")]
+    [good] = [c for c in changes if not c.HasField("problem")]
+    assert not bad.HasField("item")
+    assert bad.ref.native_id
+    assert bad.problem.reason == "CONVERSION_FAILED"
+    assert "Damaged" not in bad.problem.message
+    assert good.item.calendar_item.subject == "Readable"
+    found = await harness.provider.get_items(mailbox, [bad.ref, good.ref])
+    assert [i.ref.native_id for i in found.items] == [good.ref.native_id]
+    assert [(f.ref.native_id, f.problem.reason) for f in found.failures] == [
+        (bad.ref.native_id, "CONVERSION_FAILED")
+    ]
+
+
+async def test_items_are_found_by_link_id_with_it_on_their_ref(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    harness.lose_next_create_response()
+    [lost] = await harness.provider.apply_items(mailbox, [create("lost-answer", "Created once")])
+    assert lost.status == r.WRITE_STATUS_RETRYABLE
+    await harness.provider.apply_items(mailbox, [create("other")])
+    found = await harness.provider.get_items(
+        mailbox, [], link_ids=["lost-answer", "never-written"], kind=Kind.CALENDAR_ITEM
+    )
+    assert [(i.ref.link_id, i.calendar_item.subject) for i in found.items] == [
+        ("lost-answer", "Created once")
+    ]
+    assert list(found.not_found) == []
+    assert found.items[0].HasField("last_modified_time")
+
+
+def contact(given: str, *emails: str, categories: tuple[str, ...] = ()) -> r.MailItem:
+    return r.MailItem(
+        ref=r.ItemRef(kind=r.OBJECT_KIND_CONTACT),
+        contact=r.ContactItem(
+            given_name=given,
+            family_name="Lovelace",
+            company="Acme",
+            email_addresses=[
+                r.ContactEmailAddress(address=e, primary=n == 0) for n, e in enumerate(emails)
+            ],
+            phone_numbers=[r.PhoneNumber(number="+44 20 7946 0000", type=r.PHONE_TYPE_WORK)],
+            categories=list(categories),
+        ),
+    )
+
+
+async def test_contacts_are_created_updated_and_deleted(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    _, token = await listing(harness, mailbox, kind=Kind.CONTACT)
+    made = Write(WriteOperation.CREATE, "ada", r.ItemRef(), contact("Ada", "ada@acme.example"))
+    [created] = await harness.provider.apply_items(mailbox, [made])
+    [again] = await harness.provider.apply_items(mailbox, [made])
+    assert (created.status, again.status, again.already_applied) == (
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_OK,
+        True,
+    )
+    assert created.ref is not None
+    changes, token = await listing(harness, mailbox, token, kind=Kind.CONTACT)
+    [listed] = changes
+    person = listed.item.contact
+    assert (listed.ref.link_id, person.given_name, person.company) == ("ada", "Ada", "Acme")
+    assert [e.address for e in person.email_addresses] == ["ada@acme.example"]
+    assert [p.number for p in person.phone_numbers] == ["+44 20 7946 0000"]
+
+    edited = contact("Augusta Ada", "ada@acme.example", "ada@home.example")
+    [updated] = await harness.provider.apply_items(
+        mailbox,
+        [
+            Write(
+                WriteOperation.UPDATE,
+                "ada",
+                created.ref,
+                edited,
+                update_mask=["given_name", "email_addresses"],
+            )
+        ],
+    )
+    assert updated.status == r.WRITE_STATUS_OK
+    harness.edit_elsewhere(mailbox, created.ref.native_id, "Someone else's edit")
+    [stale] = await harness.provider.apply_items(
+        mailbox,
+        [Write(WriteOperation.UPDATE, "ada", updated.ref or r.ItemRef(), edited, ["given_name"])],
+    )
+    assert stale.status == r.WRITE_STATUS_CONFLICT
+    changes, token = await listing(harness, mailbox, token, kind=Kind.CONTACT)
+    [listed] = changes
+    assert listed.item.contact.given_name == "Augusta Ada"
+    assert [e.address for e in listed.item.contact.email_addresses] == [
+        "ada@acme.example",
+        "ada@home.example",
+    ]
+    [deleted] = await harness.provider.apply_items(mailbox, [delete(listed.ref)])
+    assert deleted.status == r.WRITE_STATUS_OK
+    changes, _ = await listing(harness, mailbox, token, kind=Kind.CONTACT)
+    assert [(c.type, c.ref.native_id) for c in changes] == [
+        (r.CHANGE_TYPE_DELETE, created.ref.native_id)
+    ]
+
+
+def mime(subject: str, body: str = "Hello") -> bytes:
+    return (
+        f"From: Ada <ada@acme.example>\r\nTo: rep@concord.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@acme.example>\r\n"
+        f"Date: Mon, 02 Jun 2031 08:00:00 +0000\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+async def test_emails_are_the_shared_folder_plus_messages_with_the_category(
+    harness: Harness,
+) -> None:
+    mailbox = harness.new_mailbox()
+    _, token = await listing(harness, mailbox, kind=Kind.EMAIL)
+    harness.deliver(mailbox, "shared", mime("filed"))
+    harness.deliver(mailbox, "inbox", mime("tagged in"), "Salesforce")
+    harness.deliver(mailbox, "inbox", mime("private in"))
+    harness.deliver(mailbox, "sent", mime("tagged out"), "Salesforce", "Team")
+    harness.deliver(mailbox, "sent", mime("private out"), "Team")
+    changes, token = await listing(harness, mailbox, token, kind=Kind.EMAIL, include_content=True)
+    by_subject = {c.item.email.subject: c.item for c in changes}
+    assert sorted(by_subject) == ["filed", "tagged in", "tagged out"]
+    shared = by_subject["tagged in"]
+    assert shared.email.internet_message_id.endswith("@acme.example>")
+    assert shared.email.from_address.address == "ada@acme.example"
+    assert b"Subject: tagged in" in shared.email.mime_content
+    assert shared.HasField("last_modified_time")
+    # A second listing from the cursor is quiet.
+    again, _ = await listing(harness, mailbox, token, kind=Kind.EMAIL)
+    assert again == []
+    # Without content asked for, no MIME travels.
+    fresh, _ = await listing(harness, mailbox, kind=Kind.EMAIL)
+    assert {c.item.email.mime_content for c in fresh} == {b""}
+
+
+async def test_an_email_with_broken_mime_is_quarantined(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    harness.deliver(mailbox, "shared", mime("fine"))
+    broken = b"From: x@acme.example\r\nSubject: s\r\nContent-Type: multipart/mixed\r\n\r\nbody"
+    harness.deliver(mailbox, "shared", broken)
+    changes, _ = await listing(harness, mailbox, kind=Kind.EMAIL, include_content=True)
+    assert sorted(c.problem.reason for c in changes) == ["", "MALFORMED_MIME"]
+    [fine] = [c for c in changes if c.HasField("item")]
+    assert fine.item.email.subject == "fine"
+
+
+async def test_unsharing_takes_the_category_off(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    item = event("Shared meeting")
+    item.calendar_item.categories[:] = ["Salesforce", "Team"]
+    [written] = await harness.provider.apply_items(
+        mailbox, [Write(WriteOperation.CREATE, "shared", r.ItemRef(), item)]
+    )
+    assert written.ref is not None
+    item.calendar_item.categories[:] = ["Team"]
+    [unshared] = await harness.provider.apply_items(
+        mailbox,
+        [Write(WriteOperation.UPDATE, "shared", written.ref, item, update_mask=["categories"])],
+    )
+    assert unshared.status == r.WRITE_STATUS_OK
+    found = await harness.provider.get_items(mailbox, [written.ref])
+    assert list(found.items[0].calendar_item.categories) == ["Team"]
+
+    harness.deliver(mailbox, "inbox", mime("tagged"), "Salesforce")
+    changes, token = await listing(harness, mailbox, kind=Kind.EMAIL)
+    [email] = changes
+    untag = r.MailItem(email=r.EmailItem(categories=[]))
+    [done] = await harness.provider.apply_items(
+        mailbox,
+        [Write(WriteOperation.UPDATE, "e1", email.ref, untag, update_mask=["categories"])],
+    )
+    assert done.status == r.WRITE_STATUS_OK
+    found = await harness.provider.get_items(mailbox, [email.ref])
+    assert list(found.items[0].email.categories) == []
+    # Untagged, it leaves the selection without being listed as deleted from the mailbox.
+    after, _ = await listing(harness, mailbox, token, kind=Kind.EMAIL)
+    assert after == []

@@ -79,12 +79,18 @@ class EchoAdapter:
         cursor: Cursor,
         page_size: int,
         deadline: float | None = None,
+        include_content: bool = False,
     ) -> ProviderChangePage:
         self.secrets.append(mailbox.secret)
         return page(Cursor(cursor.collection, cursor.token + "+1"), has_more=True)
 
     async def get_items(
-        self, mailbox: MailboxAccess, refs: object, deadline: float | None = None
+        self,
+        mailbox: MailboxAccess,
+        refs: object,
+        deadline: float | None = None,
+        link_ids: object = (),
+        kind: Kind | None = None,
     ) -> FoundItems:
         raise NotImplementedError
 

@@ -147,7 +147,28 @@ def test_a_windows_zone_name_is_accepted_when_writing() -> None:
     [
         (r.MailItem(calendar_item=r.CalendarItem(all_day=True)), "start_date and end_date"),
         (r.MailItem(calendar_item=r.CalendarItem()), "start and end"),
-        (r.MailItem(contact=r.ContactItem()), "not supported"),
+        (r.MailItem(), "not supported"),
+        (
+            r.MailItem(
+                contact=r.ContactItem(
+                    email_addresses=[
+                        r.ContactEmailAddress(address=f"{n}@x.example") for n in "abcd"
+                    ]
+                )
+            ),
+            "at most 3 email addresses",
+        ),
+        (
+            r.MailItem(
+                contact=r.ContactItem(
+                    phone_numbers=[
+                        r.PhoneNumber(number="1", type=r.PHONE_TYPE_MOBILE),
+                        r.PhoneNumber(number="2", type=r.PHONE_TYPE_MOBILE),
+                    ]
+                )
+            ),
+            "one phone number per type",
+        ),
     ],
 )
 def test_unwritable_content_names_the_problem(item: r.MailItem, message: str) -> None:
@@ -161,3 +182,101 @@ def test_update_masks_map_to_exchange_fields() -> None:
     assert "required_attendees" in update_fields(event, [])
     with pytest.raises(UnwritableContent, match="organizer"):
         update_fields(event, ["organizer"])
+
+
+def test_a_contact_maps_to_exchange_fields_primary_email_first() -> None:
+    fields = to_ews_fields(
+        r.MailItem(
+            contact=r.ContactItem(
+                given_name="Ada",
+                family_name="Lovelace",
+                email_addresses=[
+                    r.ContactEmailAddress(address="home@ada.example"),
+                    r.ContactEmailAddress(address="ada@acme.example", primary=True),
+                ],
+                phone_numbers=[r.PhoneNumber(number="+44 20", type=r.PHONE_TYPE_MOBILE)],
+                birthday="1815-12-10",
+            )
+        )
+    )
+    assert [(e.label, e.email) for e in fields["email_addresses"]] == [
+        ("EmailAddress1", "ada@acme.example"),
+        ("EmailAddress2", "home@ada.example"),
+    ]
+    assert [(p.label, p.phone_number) for p in fields["phone_numbers"]] == [
+        ("MobilePhone", "+44 20")
+    ]
+    assert fields["display_name"] == "Ada Lovelace"
+    assert fields["birthday"] == EWSDate(1815, 12, 10)
+
+
+def test_an_email_update_writes_only_its_categories() -> None:
+    email = r.MailItem(email=r.EmailItem(subject="ignored", categories=["Team"]))
+    assert update_fields(email, ["categories"]) == ["categories"]
+    assert to_ews_fields(email) == {"categories": ["Team"]}
+    with pytest.raises(UnwritableContent, match="subject"):
+        update_fields(email, ["subject"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not a message at all, no header line\n",
+        b"From: a@b.example\nContent-Type: multipart/mixed\n\nno boundary anywhere\n",
+        b'From: a@b.example\nContent-Type: multipart/mixed; boundary="xx"\n\nno start\n',
+    ],
+)
+def test_broken_mime_is_unreadable_with_a_reason(raw: bytes) -> None:
+    with pytest.raises(ews_items.UnreadableItem) as caught:
+        ews_items.checked_mime(raw)
+    assert caught.value.reason == "MALFORMED_MIME"
+
+
+def test_ordinary_mime_with_header_defects_is_kept() -> None:
+    raw = b"From: a@b.example\nSubject: =?broken?=\nX-Odd header\n\nbody\n"
+    assert ews_items.checked_mime(raw) == raw
+
+
+def _unmapped_item(**fields: Any) -> Any:
+    zone = ews_items._unmapped("Olympus Mons Standard Time")
+    item = CalendarItem(
+        id="i",
+        changekey="k",
+        subject="Secret merger",
+        start=EWSDateTime(2030, 3, 18, 10, tzinfo=EWSTimeZone("UTC")),
+        end=EWSDateTime(2030, 3, 18, 11, tzinfo=EWSTimeZone("UTC")),
+        **fields,
+    )
+    item._start_timezone = zone
+    item._end_timezone = zone
+    return item
+
+
+def test_an_unknown_zone_makes_a_series_or_an_all_day_item_unreadable() -> None:
+    series = _unmapped_item(
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=EWSDate(2030, 3, 18)),
+    )
+    series.type = "RecurringMaster"
+    with pytest.raises(ews_items.UnreadableItem) as caught:
+        to_mail_item(series, "calendar-item")
+    assert caught.value.reason == "UNKNOWN_TIME_ZONE"
+    assert "Olympus Mons Standard Time" in caught.value.message
+    assert "merger" not in caught.value.message
+    single = _unmapped_item()
+    single.type = "Single"
+    converted = to_mail_item(single, "calendar-item")
+    assert converted is not None
+    assert converted.calendar_item.time_zone == "Olympus Mons Standard Time"
+
+
+def test_a_timed_item_without_a_readable_start_is_unreadable() -> None:
+    item = CalendarItem(
+        id="i",
+        changekey="k",
+        subject="s",
+        end=EWSDateTime(2030, 3, 18, 11, tzinfo=EWSTimeZone("UTC")),
+    )
+    with pytest.raises(ews_items.UnreadableItem, match="no readable start") as caught:
+        to_mail_item(item, "calendar-item")
+    assert caught.value.reason == "CONVERSION_FAILED"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.errors
+import email.policy
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -20,6 +23,11 @@ from exchangelib import (  # type: ignore[import-untyped]
 )
 from exchangelib.errors import UnknownTimeZone  # type: ignore[import-untyped]
 from exchangelib.fields import TimeZoneField  # type: ignore[import-untyped]
+from exchangelib.indexed_properties import (  # type: ignore[import-untyped]
+    EmailAddress,
+    PhoneNumber,
+    PhysicalAddress,
+)
 from exchangelib.properties import Attendee, Mailbox  # type: ignore[import-untyped]
 from exchangelib.recurrence import (  # type: ignore[import-untyped]
     AbsoluteMonthlyPattern,
@@ -38,6 +46,7 @@ from concord.common.v1 import resources_pb2 as r
 __all__ = [
     "LINK_ID_FIELD",
     "LinkId",
+    "UnreadableItem",
     "UnwritableContent",
     "register_link_id",
     "to_ews_fields",
@@ -52,6 +61,19 @@ _LINK_ID_CLASSES = (CalendarItem, Task, Contact, Message)
 
 class UnwritableContent(ValueError):
     """Content this provider cannot store; the message names fields, never their values."""
+
+
+class UnreadableItem(Exception):
+    """An item the server holds that Concord cannot read or convert. The reconciler quarantines
+    it with `reason`; the message names fields and zone ids, never item content."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def problem(self) -> r.ItemProblem:
+        return r.ItemProblem(reason=self.reason, message=self.message)
 
 
 class LinkId(ExtendedProperty):  # type: ignore[misc]
@@ -181,21 +203,58 @@ def _ref(item: Any, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
 
 def to_mail_item(item: Any, collection: str, folder: str = "") -> r.MailItem | None:
     """The canonical item, or None for item types Concord does not mirror (e.g. a meeting
-    request in the calendar folder); `folder` is the display path emails carry."""
+    request in the calendar folder); `folder` is the display path emails carry. Raises
+    UnreadableItem for content that cannot be converted."""
     if isinstance(item, CalendarItem):
-        return r.MailItem(
+        out = r.MailItem(
             ref=_ref(item, r.OBJECT_KIND_CALENDAR_ITEM, collection),
             calendar_item=_calendar_item(item),
         )
-    if isinstance(item, Task):
-        return r.MailItem(ref=_ref(item, r.OBJECT_KIND_TASK, collection), task=_task(item))
-    if isinstance(item, Contact):
-        return r.MailItem(ref=_ref(item, r.OBJECT_KIND_CONTACT, collection), contact=_contact(item))
-    if isinstance(item, Message):
-        return r.MailItem(
+    elif isinstance(item, Task):
+        out = r.MailItem(ref=_ref(item, r.OBJECT_KIND_TASK, collection), task=_task(item))
+    elif isinstance(item, Contact):
+        out = r.MailItem(ref=_ref(item, r.OBJECT_KIND_CONTACT, collection), contact=_contact(item))
+    elif isinstance(item, Message):
+        out = r.MailItem(
             ref=_ref(item, r.OBJECT_KIND_EMAIL, collection), email=_email(item, folder)
         )
-    return None
+    else:
+        return None
+    if item.last_modified_time is not None:
+        out.last_modified_time.CopyFrom(_ts(item.last_modified_time))
+    return out
+
+
+def item_ref(item: Any, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
+    """The reference of an item that may not convert: enough to quarantine it by."""
+    return _ref(item, kind, collection)
+
+
+# Structural damage after which the parts of a message cannot be told apart, so what would be
+# shared (body, attachments) is not what the sender wrote. Header-level defects are common in
+# real mail and harmless here, so they are left alone.
+_BROKEN_MIME = (
+    email.errors.NoBoundaryInMultipartDefect,
+    email.errors.StartBoundaryNotFoundDefect,
+    email.errors.MultipartInvariantViolationDefect,
+)
+
+
+def checked_mime(raw: bytes) -> bytes:
+    """The MIME as the server holds it, or UnreadableItem when it is not a readable message."""
+    try:
+        parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+        defects = [d for part in parsed.walk() for d in part.defects]
+    except (ValueError, TypeError, IndexError, LookupError, email.errors.MessageError):
+        raise UnreadableItem("MALFORMED_MIME", "the message's MIME cannot be parsed") from None
+    if not parsed.keys():
+        raise UnreadableItem("MALFORMED_MIME", "the message's MIME has no headers")
+    broken = sorted({type(d).__name__ for d in defects if isinstance(d, _BROKEN_MIME)})
+    if broken:
+        raise UnreadableItem(
+            "MALFORMED_MIME", f"the message's MIME structure is broken ({', '.join(broken)})"
+        )
+    return raw
 
 
 def _address(mailbox: Any) -> r.EmailAddress | None:
@@ -225,6 +284,11 @@ def _email(item: Any, folder: str) -> r.EmailItem:
         folder=folder,
         has_attachments=bool(item.has_attachments),
     )
+    # Only present when asked for (it costs a GetItem per page); checked so a message whose
+    # parts cannot be told apart is quarantined rather than shared half-read.
+    mime = getattr(item, "mime_content", None)
+    if mime:
+        out.mime_content = checked_mime(mime if isinstance(mime, bytes) else str(mime).encode())
     sender = _address(item.author) or _address(item.sender)
     if sender is not None:
         out.from_address.CopyFrom(sender)
@@ -244,7 +308,24 @@ def _body(item: Any) -> tuple[str, str]:
     return str(body), ""
 
 
+def _unmapped_zone(item: Any) -> str:
+    for zone in (item._start_timezone, item._end_timezone):
+        if isinstance(zone, UnmappedZone):
+            return str(zone.ms_id)
+    return ""
+
+
 def _calendar_item(item: Any) -> r.CalendarItem:
+    unmapped = _unmapped_zone(item)
+    # A timed single item is exact in UTC whatever its zone, so an unknown zone only travels as
+    # a name; all-day dates and a series' pattern mean nothing without their zone.
+    if unmapped and (item.is_all_day or item.type == "RecurringMaster"):
+        what = "an all-day item" if item.is_all_day else "a recurring series"
+        raise UnreadableItem(
+            "UNKNOWN_TIME_ZONE", f"{what} in time zone {unmapped!r}, which has no IANA mapping"
+        )
+    if item.start is None or item.end is None:
+        raise UnreadableItem("CONVERSION_FAILED", "the calendar item has no readable start or end")
     text, html = _body(item)
     sensitivity = _SENSITIVITY.get(item.sensitivity or "", r.SENSITIVITY_UNSPECIFIED)
     out = r.CalendarItem(
@@ -489,9 +570,38 @@ _TASK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_CONTACT_FIELDS: dict[str, tuple[str, ...]] = {
+    "given_name": ("given_name",),
+    "middle_name": ("middle_name",),
+    "family_name": ("surname",),
+    "name_suffix": ("generation",),
+    "display_name": ("display_name",),
+    "email_addresses": ("email_addresses",),
+    "phone_numbers": ("phone_numbers",),
+    "postal_addresses": ("physical_addresses",),
+    "company": ("company_name",),
+    "job_title": ("job_title",),
+    "department": ("department",),
+    "notes": ("body",),
+    "categories": ("categories",),
+    "birthday": ("birthday",),
+}
+# Emails are shared one way; the only thing written back is the selection (the reconciler
+# unshares an email by taking the `Salesforce` category off).
+_EMAIL_FIELDS: dict[str, tuple[str, ...]] = {"categories": ("categories",)}
+_FIELD_TABLES = {
+    "calendar_item": _CALENDAR_FIELDS,
+    "task": _TASK_FIELDS,
+    "contact": _CONTACT_FIELDS,
+    "email": _EMAIL_FIELDS,
+}
+
+
 def update_fields(item: r.MailItem, mask: Sequence[str]) -> list[str]:
     """exchangelib field names an update writes; an empty mask writes every mapped field."""
-    table = _CALENDAR_FIELDS if item.WhichOneof("payload") == "calendar_item" else _TASK_FIELDS
+    table = _FIELD_TABLES.get(item.WhichOneof("payload") or "")
+    if table is None:
+        raise UnwritableContent("an update needs an item payload")
     paths = mask or list(table)
     unknown = [p for p in paths if p not in table]
     if unknown:
@@ -506,6 +616,10 @@ def to_ews_fields(item: r.MailItem) -> dict[str, Any]:
         return _calendar_fields(item.calendar_item)
     if payload == "task":
         return _task_fields(item.task)
+    if payload == "contact":
+        return _contact_fields(item.contact)
+    if payload == "email":
+        return {"categories": list(item.email.categories) or None}
     raise UnwritableContent(
         f"writing {payload or 'an empty item'} is not supported by this provider"
     )
@@ -577,6 +691,58 @@ def _task_fields(t: r.TaskItem) -> dict[str, Any]:
     }
 
 
+_PHONE_LABELS = {v: k for k, v in reversed(_PHONES.items())}
+_ADDRESS_LABELS = {v: k for k, v in _ADDRESSES.items()}
+
+
+def _contact_fields(c: r.ContactItem) -> dict[str, Any]:
+    """EWS keeps three email slots and one phone number/postal address per label: more than
+    that is refused per item (INVALID) rather than silently dropped."""
+    emails = sorted(c.email_addresses, key=lambda e: not e.primary)
+    if len(emails) > len(_EMAIL_LABELS):
+        raise UnwritableContent("a contact holds at most 3 email addresses in Exchange")
+    phones: dict[str, PhoneNumber] = {}
+    for phone in c.phone_numbers:
+        label = _PHONE_LABELS.get(phone.type, "OtherTelephone")
+        if label in phones:
+            raise UnwritableContent("a contact holds one phone number per type in Exchange")
+        phones[label] = PhoneNumber(label=label, phone_number=phone.number)
+    places: dict[str, PhysicalAddress] = {}
+    for place in c.postal_addresses:
+        label = _ADDRESS_LABELS.get(place.type, "Other")
+        if label in places:
+            raise UnwritableContent("a contact holds one postal address per type in Exchange")
+        places[label] = PhysicalAddress(
+            label=label,
+            street=place.street or None,
+            city=place.city or None,
+            state=place.region or None,
+            zipcode=place.postal_code or None,
+            country=place.country or None,
+        )
+    display = c.display_name or " ".join(n for n in (c.given_name, c.family_name) if n)
+    return {
+        "given_name": c.given_name or None,
+        "middle_name": c.middle_name or None,
+        "surname": c.family_name or None,
+        "generation": c.name_suffix or None,
+        "display_name": display or None,
+        "email_addresses": [
+            EmailAddress(label=label, email=e.address)
+            for label, e in zip(_EMAIL_LABELS, emails, strict=False)
+        ]
+        or None,
+        "phone_numbers": list(phones.values()) or None,
+        "physical_addresses": list(places.values()) or None,
+        "company_name": c.company or None,
+        "job_title": c.job_title or None,
+        "department": c.department or None,
+        "body": c.notes or None,
+        "categories": list(c.categories) or None,
+        "birthday": EWSDate.fromisoformat(c.birthday) if c.birthday else None,
+    }
+
+
 def kind_of(item: r.MailItem) -> r.ObjectKind.ValueType:
     return {
         "calendar_item": r.OBJECT_KIND_CALENDAR_ITEM,
@@ -587,7 +753,12 @@ def kind_of(item: r.MailItem) -> r.ObjectKind.ValueType:
 
 
 def ews_class(kind: r.ObjectKind.ValueType) -> Any:
-    return {r.OBJECT_KIND_CALENDAR_ITEM: CalendarItem, r.OBJECT_KIND_TASK: Task}.get(kind)
+    return {
+        r.OBJECT_KIND_CALENDAR_ITEM: CalendarItem,
+        r.OBJECT_KIND_TASK: Task,
+        r.OBJECT_KIND_CONTACT: Contact,
+        r.OBJECT_KIND_EMAIL: Message,
+    }.get(kind)
 
 
 def first(values: Iterable[Any]) -> Any:

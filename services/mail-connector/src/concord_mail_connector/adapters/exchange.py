@@ -4,12 +4,15 @@ bounded thread pool and the event loop never waits on a socket."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -23,6 +26,7 @@ from exchangelib import (  # type: ignore[import-untyped]
     Credentials,
     FailFast,
     Folder,
+    Message,
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorAccessDenied,
@@ -47,8 +51,10 @@ from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
 from concord.common.v1 import resources_pb2 as r
 from concord_mail_connector.adapters.ews_items import (
     LINK_ID_FIELD,
+    UnreadableItem,
     UnwritableContent,
     ews_class,
+    item_ref,
     kind_of,
     register_link_id,
     to_ews_fields,
@@ -66,6 +72,7 @@ from concord_mail_connector.domain.model import Cursor, Kind, default_collection
 from concord_mail_connector.domain.provider import (
     Collection,
     FoundItems,
+    ItemFailure,
     MailboxAccess,
     ProviderChangePage,
     Write,
@@ -88,6 +95,7 @@ _DEDICATED = {
     Kind.EMAIL: ("Salesforce Emails", "IPF.Note"),
 }
 _AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM}
+_ACCESS_TYPES = {"impersonation": IMPERSONATION, "delegate": DELEGATE}
 _KIND_ENUMS = {
     Kind.CALENDAR_ITEM: r.OBJECT_KIND_CALENDAR_ITEM,
     Kind.TASK: r.OBJECT_KIND_TASK,
@@ -101,7 +109,23 @@ _FOLDER_CLASSES = {
     "IPF.Note": Kind.EMAIL,
 }
 _NOT_LISTED = frozenset({"mime_content", "mime_content_utf8"})
+# The category that shares an Inbox or Sent Items message (the product's selection rule).
+SHARE_CATEGORY = "Salesforce"
+# A cursor over several folders; a plain token is one folder's SyncState (every cursor handed
+# out before shared emails spanned folders is one of those, and stays valid).
+_MULTI = "concord-multi:"
 _ACCESS_DENIED = (ErrorImpersonateUserDenied, ErrorAccessDenied, ErrorNonExistentMailbox)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder of a collection: its key in the cursor, and the category that selects its
+    items (None: every item)."""
+
+    key: str
+    folder: Any
+    category: str | None
+    name: str
 
 
 class _Busy(Exception):
@@ -152,50 +176,42 @@ class ExchangeProvider:
         cursor: Cursor,
         page_size: int,
         deadline: float | None = None,
+        include_content: bool = False,
     ) -> ProviderChangePage:
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
 
         def page() -> ProviderChangePage:
             account = self._account(mailbox)
-            folder = self._folder(account, kind, cursor.collection)
-            svc = SyncFolderItems(account=account)
-            # Everything but MIME: the canonical EmailItem has no place for it, and it would
-            # multiply what every sync of a mail folder transfers.
-            fields = {
-                FieldPath(field=f)
-                for f in folder.allowed_item_fields(account.version)
-                if f.name not in _NOT_LISTED
-            }
-            try:
-                listed = list(
-                    svc.call(
-                        folder=folder,
-                        shape="IdOnly",
-                        additional_fields=fields,
-                        sync_state=cursor.token or None,
-                        ignore=None,
-                        max_changes_returned=size,
-                        sync_scope=None,
-                    )
-                )
-            except ErrorInvalidSyncStateData:
-                return _resync(cursor)
-            for entry in listed:
-                # exchangelib hands per-response errors back as values, not raised.
-                if isinstance(entry, Exception):
-                    if isinstance(entry, ErrorInvalidSyncStateData):
-                        return _resync(cursor)
-                    raise entry
+            sources = self._sources(account, kind, cursor.collection)
+            states = _decode_states(cursor.token, sources)
+            listed: list[tuple[str, Any, Source]] = []
+            has_more = False
+            for source in sources:
+                budget = size - len(listed)
+                if budget <= 0:
+                    # Later folders may hold changes too; the next call finds out.
+                    has_more = True
+                    break
+                got = _sync(account, source.folder, states.get(source.key), budget)
+                if got is None:
+                    return _resync(cursor)
+                entries, states[source.key], complete = got
+                listed += [(change, item, source) for change, item in entries]
+                if not complete:
+                    has_more = True
+                    break
+            if include_content and kind == Kind.EMAIL:
+                _attach_mime(account, [item for change, item, _ in listed if change != "delete"])
             changes = [
                 c
-                for change, item in listed
-                if (c := _change(change, item, kind, cursor.collection, folder.name)) is not None
+                for change, item, source in listed
+                if (c := _change(change, item, kind, cursor.collection, source)) is not None
             ]
-            changes += _exceptions(account, listed, cursor.collection)
+            changes += _exceptions(account, [(c, i) for c, i, _ in listed], cursor.collection)
             return ProviderChangePage(
                 changes=changes,
-                next_cursor=Cursor(cursor.collection, svc.sync_state or cursor.token),
-                has_more=not svc.includes_last_item_in_range,
+                next_cursor=Cursor(cursor.collection, _encode_states(states, sources)),
+                has_more=has_more,
             )
 
         return await self._run(mailbox, page, deadline, cursor.collection)
@@ -205,22 +221,34 @@ class ExchangeProvider:
         mailbox: MailboxAccess,
         refs: Sequence[r.ItemRef],
         deadline: float | None = None,
+        link_ids: Sequence[str] = (),
+        kind: Kind | None = None,
     ) -> FoundItems:
         def fetch() -> FoundItems:
             account = self._account(mailbox)
+            wanted = list(refs)
+            if link_ids and kind is not None:
+                wanted += self._find_by_link_ids(account, kind, link_ids)
             found: list[r.MailItem] = []
             missing: list[r.ItemRef] = []
-            results = account.fetch(ids=[(ref.native_id, None) for ref in refs])
-            for ref, got in zip(refs, results, strict=True):
+            failures: list[ItemFailure] = []
+            if not wanted:
+                return FoundItems(found, missing)
+            results = account.fetch(ids=[(ref.native_id, None) for ref in wanted])
+            for ref, got in zip(wanted, results, strict=True):
                 if isinstance(got, ErrorItemNotFound | ErrorInvalidIdMalformed):
                     missing.append(ref)
-                elif isinstance(got, Exception):
+                    continue
+                if isinstance(got, Exception):
                     raise got
-                elif (item := to_mail_item(got, ref.collection)) is not None:
-                    found.append(item)
+                converted = _convert(got, ref.kind, ref.collection)
+                if isinstance(converted, r.ItemProblem):
+                    failures.append(ItemFailure(item_ref(got, ref.kind, ref.collection), converted))
+                elif converted is not None:
+                    found.append(converted)
                 else:
                     missing.append(ref)
-            return FoundItems(found, missing)
+            return FoundItems(found, missing, failures)
 
         return await self._run(mailbox, fetch, deadline)
 
@@ -274,6 +302,33 @@ class ExchangeProvider:
 
         return await self._run(mailbox, listing, deadline)
 
+    def _find_by_link_ids(
+        self, account: Account, kind: Kind, link_ids: Sequence[str]
+    ) -> list[r.ItemRef]:
+        """One FindItem per folder of the kind, restricted on the link-id property; the caller
+        reads the hits in the same GetItem batch as the refs it was given."""
+        found: list[r.ItemRef] = []
+        collection = default_collection(kind)
+        for source in self._sources(account, kind, collection):
+            query = source.folder.filter(**{f"{LINK_ID_FIELD}__in": list(link_ids)})
+            for item in query.only("id", "changekey", LINK_ID_FIELD):
+                found.append(
+                    _written(item, _KIND_ENUMS[kind], getattr(item, LINK_ID_FIELD), collection)
+                )
+        return found
+
+    def _sources(self, account: Account, kind: Kind, collection: str) -> list[Source]:
+        """The folders one collection is listed from. Shared emails are the `Salesforce Emails`
+        folder plus the Inbox and Sent Items messages that carry the share category."""
+        folder = self._folder(account, kind, collection)
+        if kind != Kind.EMAIL or collection != default_collection(kind):
+            return [Source("", folder, None, folder.name)]
+        return [
+            Source("", folder, None, folder.name),
+            Source("inbox", account.inbox, SHARE_CATEGORY, account.inbox.name),
+            Source("sentitems", account.sent, SHARE_CATEGORY, account.sent.name),
+        ]
+
     # -- writes -------------------------------------------------------------------------------
 
     def _write(self, mailbox: MailboxAccess, write: Write) -> WriteResult:
@@ -324,8 +379,9 @@ class ExchangeProvider:
     def _create(self, account: Account, write: Write) -> WriteResult:
         kind = kind_of(write.item)
         cls = ews_class(kind)
-        if cls is None:
-            raise UnwritableContent("only calendar items and tasks can be written")
+        if cls is None or kind == r.OBJECT_KIND_EMAIL:
+            # Emails are shared one way: the mailbox never gets one from Concord.
+            raise UnwritableContent("only calendar items, tasks and contacts can be created")
         collection = write.collection or default_collection(_kind(kind))
         folder = self._folder(account, _kind(kind), collection)
         fields = to_ews_fields(write.item)
@@ -349,7 +405,7 @@ class ExchangeProvider:
         kind = kind_of(write.item)
         cls = ews_class(kind)
         if cls is None:
-            raise UnwritableContent("only calendar items and tasks can be written")
+            raise UnwritableContent("the update has no item payload")
         names = update_fields(write.item, list(write.update_mask))
         values = to_ews_fields(write.item)
         changekey = write.ref.version
@@ -393,9 +449,13 @@ class ExchangeProvider:
         digest = hashlib.sha256(password.encode()).hexdigest()
         key = (endpoint, username, auth, digest)
         address = mailbox.account.address
-        # The service account opening another mailbox is impersonation (one account for a
-        # whole org); a user opening its own mailbox is plain (delegate) access.
-        access = DELEGATE if username.lower() == address.lower() else IMPERSONATION
+        configured = str(settings.get("access_type") or "").lower()
+        if configured in _ACCESS_TYPES:
+            access = _ACCESS_TYPES[configured]
+        else:
+            # Unset: a service account opening another mailbox impersonates it (one account
+            # for a whole org); a user opening its own mailbox needs no right at all.
+            access = DELEGATE if username.lower() == address.lower() else IMPERSONATION
         with self._lock:
             config = self._configs.get(key)
             if config is None:
@@ -486,6 +546,92 @@ def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable
     return run
 
 
+def _sync(
+    account: Account, folder: Any, state: str | None, budget: int
+) -> tuple[list[tuple[str, Any]], str, bool] | None:
+    """One SyncFolderItems call: (changes, new state, complete), or None when the state is no
+    longer valid."""
+    svc = SyncFolderItems(account=account)
+    # Everything but MIME, which would multiply what every sync of a mail folder transfers; it
+    # is fetched per page, and only when content was asked for.
+    fields = {
+        FieldPath(field=f)
+        for f in folder.allowed_item_fields(account.version)
+        if f.name not in _NOT_LISTED
+    }
+    try:
+        listed = list(
+            svc.call(
+                folder=folder,
+                shape="IdOnly",
+                additional_fields=fields,
+                sync_state=state or None,
+                ignore=None,
+                max_changes_returned=budget,
+                sync_scope=None,
+            )
+        )
+    except ErrorInvalidSyncStateData:
+        return None
+    for entry in listed:
+        # exchangelib hands per-response errors back as values, not raised.
+        if isinstance(entry, ErrorInvalidSyncStateData):
+            return None
+        if isinstance(entry, Exception):
+            raise entry
+    return listed, svc.sync_state or state or "", bool(svc.includes_last_item_in_range)
+
+
+def _decode_states(token: str, sources: Sequence[Source]) -> dict[str, str]:
+    if not token.startswith(_MULTI):
+        return {sources[0].key: token} if token else {}
+    try:
+        states = json.loads(base64.urlsafe_b64decode(token[len(_MULTI) :]))
+    except ValueError:
+        # Not a cursor this adapter wrote: the same answer as an invalid SyncState, i.e. a
+        # full listing (an empty state per folder).
+        return {}
+    return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
+
+
+def _encode_states(states: dict[str, str], sources: Sequence[Source]) -> str:
+    if len(sources) == 1:
+        return states.get(sources[0].key, "")
+    ordered = {s.key: states.get(s.key, "") for s in sources}
+    return _MULTI + base64.urlsafe_b64encode(json.dumps(ordered).encode()).decode()
+
+
+def _attach_mime(account: Account, items: Sequence[Any]) -> None:
+    """One GetItem batch per page for the MIME of the listed messages."""
+    messages = [i for i in items if isinstance(i, Message) and i.id]
+    if not messages:
+        return
+    fetched = account.fetch(ids=[(m.id, None) for m in messages], only_fields=["mime_content"])
+    for message, got in zip(messages, fetched, strict=True):
+        if isinstance(got, ErrorItemNotFound):
+            # Deleted since the sync answered; the next sync lists the delete.
+            continue
+        if isinstance(got, Exception):
+            raise got
+        message.mime_content = got.mime_content
+
+
+def _convert(
+    item: Any, kind: r.ObjectKind.ValueType, collection: str, folder: str = ""
+) -> r.MailItem | r.ItemProblem | None:
+    try:
+        return to_mail_item(item, collection, folder)
+    except UnreadableItem as exc:
+        return exc.problem()
+    except Exception as exc:
+        # Whatever one item's content does to the conversion stays with that item: the rest of
+        # the page goes on, and the reason names the failure, never the content.
+        return r.ItemProblem(
+            reason="CONVERSION_FAILED",
+            message=f"the item could not be converted ({type(exc).__name__})",
+        )
+
+
 def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> list[r.MailChange]:
     """Exchange reports an edited occurrence only as an update of its master; the exceptions
     themselves are fetched in one GetItem batch per page and listed as their own items, keyed
@@ -506,7 +652,11 @@ def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> lis
             continue
         if isinstance(got, Exception):
             raise got
-        converted = to_mail_item(got, collection)
+        converted = _convert(got, r.OBJECT_KIND_CALENDAR_ITEM, collection)
+        if isinstance(converted, r.ItemProblem):
+            ref = item_ref(got, r.OBJECT_KIND_CALENDAR_ITEM, collection)
+            found.append(r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref, problem=converted))
+            continue
         if converted is None:
             continue
         converted.calendar_item.series_id = series
@@ -552,10 +702,14 @@ def _written(item: Any, kind: r.ObjectKind.ValueType, link_id: str, collection: 
 
 
 def _change(
-    change: str, item: Any, kind: Kind, collection: str, folder: str
+    change: str, item: Any, kind: Kind, collection: str, source: Source
 ) -> r.MailChange | None:
     kind_enum = _KIND_ENUMS[kind]
     if change == "delete":
+        if source.category is not None:
+            # Which deleted message carried the category is unknowable now, and a shared email
+            # stays in Salesforce anyway: listing every Inbox delete would only be noise.
+            return None
         return r.MailChange(
             type=r.CHANGE_TYPE_DELETE,
             ref=r.ItemRef(kind=kind_enum, native_id=item.id or "", collection=collection),
@@ -563,7 +717,12 @@ def _change(
     if change == "read_flag_change":
         # A read flag is not part of any mirrored field.
         return None
-    converted = to_mail_item(item, collection, folder)
+    if source.category is not None and source.category not in (item.categories or ()):
+        return None
+    converted = _convert(item, kind_enum, collection, source.name)
+    if isinstance(converted, r.ItemProblem):
+        ref = item_ref(item, kind_enum, collection)
+        return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref, problem=converted)
     if converted is None:
         return None
     return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=converted.ref, item=converted)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import json_format
@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from concord.common.v1 import resources_pb2
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_mail_connector.api.push import PUSH_ISSUE, subscriptions
 from concord_mail_connector.domain.errors import InvalidRequest
 from concord_mail_connector.domain.model import (
     AccountUpdate,
@@ -22,6 +23,7 @@ from concord_mail_connector.domain.model import (
     parse_mailbox_name,
 )
 from concord_mail_connector.domain.provider import Write, WriteOperation
+from concord_mail_connector.domain.push import WatchState
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import Unimplemented
 from concord_rpc.requests import Violations
@@ -31,7 +33,6 @@ __all__ = ["MailConnectorServicer"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 PROVIDERS_ISSUE = 4
-SUBSCRIPTIONS_ISSUE = 8
 
 _KINDS = {
     resources_pb2.OBJECT_KIND_CALENDAR_ITEM: Kind.CALENDAR_ITEM,
@@ -53,6 +54,8 @@ _OPERATIONS = {
     pb.MAIL_WRITE_OPERATION_DELETE: WriteOperation.DELETE,
 }
 MAX_BATCH = 100
+# Empty means impersonation (one service account for the org), the adapter's default.
+EWS_ACCESS_TYPES = frozenset({"", "impersonation", "delegate"})
 # The `provider_settings` member each provider takes, and its required fields.
 _SETTINGS: dict[Provider, tuple[str, tuple[str, ...]]] = {
     Provider.EXCHANGE_EWS: ("ews", ("service_url", "username")),
@@ -62,9 +65,15 @@ _SETTINGS: dict[Provider, tuple[str, tuple[str, ...]]] = {
 }
 
 
+class PushStates(Protocol):
+    def state(self, mailbox: str) -> WatchState | None: ...
+
+
 class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
-    def __init__(self, domain: MailConnector) -> None:
+    def __init__(self, domain: MailConnector, push: PushStates | None = None) -> None:
         self._domain = domain
+        # None when push is turned off: every mailbox then lists no subscriptions.
+        self._push = push
 
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: Context
@@ -84,6 +93,7 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
             request.cursor.token,
             request.page_size,
             _deadline(context),
+            include_content=request.include_items,
         )
         changes = []
         for change in page.changes:
@@ -104,13 +114,25 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
     async def GetItems(self, request: pb.GetItemsRequest, context: Context) -> pb.GetItemsResponse:
         checks = Violations(InvalidRequest)
         mailbox = checks.name(parse_mailbox_name, request.mailbox, "mailbox")
-        checks.check("refs", 0 < len(request.refs) <= MAX_BATCH, f"takes 1 to {MAX_BATCH}")
+        asked = len(request.refs) + len(request.link_ids)
+        checks.check("refs", 0 < asked <= MAX_BATCH, f"takes 1 to {MAX_BATCH} with link_ids")
         for index, ref in enumerate(request.refs):
             checks.require(f"refs[{index}].native_id", ref.native_id)
+        for index, link_id in enumerate(request.link_ids):
+            checks.require(f"link_ids[{index}]", link_id)
+        kind = _KINDS.get(request.kind)
+        if request.link_ids and kind is None:
+            checks.add("kind", "is required with link_ids")
         if checks:
             raise checks.error()
-        found = await self._domain.get_items(mailbox, list(request.refs), _deadline(context))
-        return pb.GetItemsResponse(items=found.items, not_found=found.not_found)
+        found = await self._domain.get_items(
+            mailbox, list(request.refs), _deadline(context), list(request.link_ids), kind
+        )
+        return pb.GetItemsResponse(
+            items=found.items,
+            not_found=found.not_found,
+            failures=[pb.ItemFailure(ref=f.ref, problem=f.problem) for f in found.failures],
+        )
 
     async def ApplyItems(
         self, request: pb.ApplyItemsRequest, context: Context
@@ -181,18 +203,34 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
         self, request: pb.CreateSubscriptionRequest, context: Context
     ) -> pb.CreateSubscriptionResponse:
         parse_mailbox_name(request.parent, "parent")
-        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+        raise Unimplemented(
+            "choosing push subscriptions per collection (every account is watched on the "
+            "folders Concord syncs; see ListSubscriptions)",
+            issue=PUSH_ISSUE,
+        )
 
     async def DeleteSubscription(
         self, request: pb.DeleteSubscriptionRequest, context: Context
     ) -> pb.DeleteSubscriptionResponse:
-        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+        raise Unimplemented(
+            "removing push subscriptions per collection (MAIL_CONNECTOR_PUSH_ENABLED=false "
+            "turns push off)",
+            issue=PUSH_ISSUE,
+        )
 
     async def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: Context
     ) -> pb.ListSubscriptionsResponse:
-        parse_mailbox_name(request.parent, "parent")
-        raise Unimplemented("push subscriptions", issue=SUBSCRIPTIONS_ISSUE)
+        """The provider subscriptions the mailbox's push watch holds now, one per kind; none
+        while push is degraded (the mailbox is polled) or turned off. One page always."""
+        checks = Violations(InvalidRequest)
+        mailbox = checks.name(parse_mailbox_name, request.parent, "parent")
+        checks.check("page_size", request.page_size >= 0, "must not be negative")
+        if checks:
+            raise checks.error()
+        await self._domain.get_account(mailbox)  # NOT_FOUND for a mailbox with no account
+        state = None if self._push is None else self._push.state(mailbox)
+        return pb.ListSubscriptionsResponse(subscriptions=subscriptions(mailbox, state))
 
     async def UpsertMailboxAccount(
         self, request: pb.UpsertMailboxAccountRequest, context: Context
@@ -233,6 +271,12 @@ def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
             given = getattr(account, member)
             for name in required:
                 checks.require(f"account.{member}.{name}", getattr(given, name))
+            if provider is Provider.EXCHANGE_EWS:
+                checks.check(
+                    "account.ews.access_type",
+                    given.access_type in EWS_ACCESS_TYPES,
+                    "must be impersonation or delegate",
+                )
             settings = json_format.MessageToDict(given, preserving_proto_field_name=True)
     if checks or provider is None:
         raise checks.error()

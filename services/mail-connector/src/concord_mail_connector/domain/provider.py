@@ -16,6 +16,7 @@ from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount
 __all__ = [
     "Collection",
     "FoundItems",
+    "ItemFailure",
     "MailProvider",
     "MailboxAccess",
     "ProviderChangePage",
@@ -42,9 +43,18 @@ class ProviderChangePage:
 
 
 @dataclass(frozen=True)
+class ItemFailure:
+    """An item that exists but could not be read or converted; `problem` never quotes content."""
+
+    ref: resources_pb2.ItemRef
+    problem: resources_pb2.ItemProblem
+
+
+@dataclass(frozen=True)
 class FoundItems:
     items: Sequence[resources_pb2.MailItem]
     not_found: Sequence[resources_pb2.ItemRef]
+    failures: Sequence[ItemFailure] = ()
 
 
 class WriteOperation:
@@ -85,7 +95,11 @@ class Collection:
 
 
 class MailProvider(Protocol):
-    """One mail system. `deadline` is the seconds the caller still waits (None: no limit)."""
+    """One mail system. `deadline` is the seconds the caller still waits (None: no limit).
+
+    An item that cannot be read or converted never fails a call: listings carry it as a change
+    with `problem` set and no item, lookups as an `ItemFailure`.
+    """
 
     async def list_changes(
         self,
@@ -94,14 +108,20 @@ class MailProvider(Protocol):
         cursor: Cursor,
         page_size: int,
         deadline: float | None = None,
-    ) -> ProviderChangePage: ...
+        include_content: bool = False,
+    ) -> ProviderChangePage:
+        """`include_content` asks for what costs extra requests (an email's MIME)."""
 
     async def get_items(
         self,
         mailbox: MailboxAccess,
         refs: Sequence[resources_pb2.ItemRef],
         deadline: float | None = None,
-    ) -> FoundItems: ...
+        link_ids: Sequence[str] = (),
+        kind: Kind | None = None,
+    ) -> FoundItems:
+        """Items by reference, and items of `kind` by the link id stored with them (a link id
+        found nowhere is simply absent); found items carry their link id in `ref.link_id`."""
 
     async def apply_items(
         self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None

@@ -72,6 +72,7 @@ class MailConnector:
         cursor_token: str,
         page_size: int,
         deadline: float | None = None,
+        include_content: bool = False,
     ) -> ProviderChangePage:
         key = collection or default_collection(kind)
         account = await self._store.get(mailbox)
@@ -82,14 +83,19 @@ class MailConnector:
             return ProviderChangePage(changes=(), next_cursor=stored or Cursor(key, cursor_token))
         provider, access = await self._open(account)
         return await provider.list_changes(
-            access, kind, Cursor(key, cursor_token), page_size, deadline
+            access, kind, Cursor(key, cursor_token), page_size, deadline, include_content
         )
 
     async def get_items(
-        self, mailbox: str, refs: Sequence[resources_pb2.ItemRef], deadline: float | None = None
+        self,
+        mailbox: str,
+        refs: Sequence[resources_pb2.ItemRef],
+        deadline: float | None = None,
+        link_ids: Sequence[str] = (),
+        kind: Kind | None = None,
     ) -> FoundItems:
         provider, access = await self._open(await self.get_account(mailbox))
-        return await provider.get_items(access, refs, deadline)
+        return await provider.get_items(access, refs, deadline, link_ids, kind)
 
     async def apply_items(
         self, mailbox: str, writes: Sequence[Write], deadline: float | None = None
