@@ -95,12 +95,14 @@ def test_sessions_lists_the_last_session(stack: RunningStack) -> None:
     assert synced["name"].rsplit("/", 1)[-1] in table.stdout
 
 
-def test_unknown_mailbox_is_a_clear_error(stack: RunningStack) -> None:
+def test_unknown_mailbox_is_a_clear_error_that_leaks_nothing(stack: RunningStack) -> None:
+    # A user learns nothing of mailboxes that are not theirs, not even whether they exist:
+    # an unknown mailbox is denied exactly like another user's.
     result = stack.concord("sync", "nope", "--wait")
-    assert result.returncode == 1
+    assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "NOT_FOUND" in lines[0]
+    assert "PERMISSION_DENIED" in lines[0]
     assert "Traceback" not in result.stderr
 
 
