@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
+from concord_mail_connector.adapters import push_nats
 from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
+from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import Provider
+from concord_mail_connector.domain.push import PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
@@ -29,15 +36,54 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         request_timeout=process.settings.ews_request_timeout_seconds,
     )
     process.server.on_shutdown(exchange.close)
+    store = SqlAccountStore(process.engine, cipher)
     # Graph, Google and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.
-    domain = MailConnector(
-        SqlAccountStore(process.engine, cipher), providers={Provider.EXCHANGE_EWS: exchange}
-    )
-    servicer = MailConnectorServicer(domain)
+    domain = MailConnector(store, providers={Provider.EXCHANGE_EWS: exchange})
+    push = start_push(process, store) if process.settings.push_enabled else None
+    servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(
         SERVICE_NAME,
         lambda server: pb_grpc.add_MailConnectorServiceServicer_to_server(servicer, server),
     )
+
+
+def start_push(
+    process: ServiceProcess[MailConnectorSettings], store: SqlAccountStore
+) -> PushSupervisor:
+    """Watch every mailbox account for changes and publish hints on NATS, in the background:
+    the service serves syncs whether or not NATS is reachable, and push joins when it is."""
+    settings = process.settings
+    feed = ExchangeChangeFeed(
+        stream_minutes=settings.push_stream_minutes,
+        pull_seconds=settings.push_pull_seconds,
+        max_back_off=settings.push_max_back_off_seconds,
+    )
+    publisher = push_nats.NatsChangePublisher(tracer_provider=process.telemetry.provider)
+    supervisor = PushSupervisor(
+        SqlPushAccounts(process.engine, store),
+        {Provider.EXCHANGE_EWS: feed},
+        publisher,
+        window=settings.push_window_seconds,
+        rescan_seconds=settings.push_rescan_seconds,
+        poll_seconds=settings.push_poll_seconds,
+    )
+
+    async def run() -> None:
+        client = await push_nats.connect(settings.nats_url, f"mail-connector-{settings.port}")
+        publisher.attach(client)
+        await supervisor.start()
+
+    started = asyncio.create_task(run(), name="push-start")
+
+    async def stop() -> None:
+        started.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await started
+        await supervisor.stop()
+        await publisher.close()
+
+    process.server.on_shutdown(stop)
+    return supervisor
 
 
 def main() -> int:

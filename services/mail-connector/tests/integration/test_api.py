@@ -178,7 +178,6 @@ async def test_subscriptions_wait_for_issue_8(stub: Stub) -> None:
         stub.DeleteSubscription(
             pb.DeleteSubscriptionRequest(name="mailboxes/demo/subscriptions/s")
         ),
-        stub.ListSubscriptions(pb.ListSubscriptionsRequest(parent="mailboxes/demo")),
     ]
     for call in calls:
         got = await failure(call)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import nats
 import pytest
 import uvicorn
@@ -36,17 +37,22 @@ from nats.aio.msg import Msg
 
 from concord.common.v1 import resources_pb2 as r
 from concord.events.v1 import events_pb2
+from concord.mail.v1 import mail_connector_service_pb2 as pb
+from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_exchange_emulator.testing import RunningEmulator
-from concord_mail_connector.__main__ import MIGRATIONS
+from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.push_nats import NatsChangePublisher
 from concord_mail_connector.adapters.store import SqlAccountStore
+from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import AccountUpdate, Provider
 from concord_mail_connector.domain.push import PushMode, PushSupervisor
+from concord_mail_connector.domain.service import MailConnector
+from concord_rpc import from_rpc_error
 from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
-from concord_testing import NatsServer
+from concord_testing import NatsServer, serving_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +88,8 @@ class Hints:
             found.append(message)
         return found
 
-    async def wait_count(self, count: int, timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_count(self, count: int, within: float = WAIT) -> None:
+        async with asyncio.timeout(within):
             while len(self.messages) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -137,10 +143,37 @@ class Rig:
         await self.wait_mode(mailbox, mode)
         return mailbox, account, hints
 
-    async def wait_mode(self, mailbox: str, mode: PushMode, timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout):
-            while (state := self.supervisor.state(mailbox)) is None or state.mode != mode:
-                await asyncio.sleep(0.05)
+    @contextlib.asynccontextmanager
+    async def api(self) -> AsyncIterator[pb_grpc.MailConnectorServiceStub]:
+        servicer = MailConnectorServicer(MailConnector(self.store, {}), push=self.supervisor)
+        async with serving_in_process(
+            "mail-connector",
+            SERVICE_NAME,
+            lambda s: pb_grpc.add_MailConnectorServiceServicer_to_server(servicer, s),
+        ) as channel:
+            yield pb_grpc.MailConnectorServiceStub(channel)
+
+    async def listed(self, mailbox: str) -> list[pb.Subscription]:
+        async with self.api() as stub:
+            got = await stub.ListSubscriptions(
+                pb.ListSubscriptionsRequest(parent=f"mailboxes/{mailbox}")
+            )
+        return list(got.subscriptions)
+
+    async def wait_mode(self, mailbox: str, mode: PushMode) -> None:
+        def reached() -> bool:
+            state = self.supervisor.state(mailbox)
+            return state is not None and state.mode == mode
+
+        await eventually(reached)
+
+
+async def eventually(check: Callable[[], bool], within: float = WAIT) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if check():
+                return
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -255,6 +288,35 @@ async def test_a_burst_of_100_changes_coalesces_into_few_hints(rig: Rig) -> None
     assert last.headers is not None
 
 
+async def test_list_subscriptions_shows_the_live_subscription_per_kind(rig: Rig) -> None:
+    mailbox, _, _ = await rig.mailbox()
+    listed = await rig.listed(mailbox)
+    # A new mailbox has no dedicated contact/email folders yet; inbox and sent cover email.
+    assert [s.name for s in listed] == [
+        f"mailboxes/{mailbox}/subscriptions/calendar-item",
+        f"mailboxes/{mailbox}/subscriptions/email",
+        f"mailboxes/{mailbox}/subscriptions/task",
+    ]
+    assert {s.kind for s in listed} == {
+        r.OBJECT_KIND_CALENDAR_ITEM,
+        r.OBJECT_KIND_EMAIL,
+        r.OBJECT_KIND_TASK,
+    }
+    for subscription in listed:
+        assert subscription.expire_time.ToDatetime() > subscription.create_time.ToDatetime()
+
+    async with rig.api() as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.ListSubscriptions(pb.ListSubscriptionsRequest(parent="mailboxes/nobody"))
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as create:
+            await stub.CreateSubscription(
+                pb.CreateSubscriptionRequest(parent=f"mailboxes/{mailbox}")
+            )
+        assert create.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert from_rpc_error(create.value).metadata["issue"] == "8"
+
+
 async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:
     mailbox, account, hints = await rig.mailbox()
     await rig.store.delete(mailbox, None)
@@ -298,9 +360,7 @@ async def test_a_lost_subscription_is_recreated_and_hints_flow_again(
             emulator = await _blocking(lambda: _restart(emulator, data_dir))
             rig.emulator = emulator
             # The stream broke; the watch subscribes again and says so (catch-up hint).
-            async with asyncio.timeout(WAIT):
-                while not any(m.hint == "resubscribed" for m in hints.parsed()):
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: any(m.hint == "resubscribed" for m in hints.parsed()))
             await rig.wait_mode(mailbox, PushMode.STREAMING)
             again = rig.supervisor.state(mailbox)
             assert again is not None
@@ -327,7 +387,7 @@ async def test_streaming_that_keeps_failing_falls_back_to_pull(
             "POST", "faults", {"kind": "http_error", "operation": "GetStreamingEvents", "times": 50}
         )
         try:
-            mailbox, account, hints = await rig.mailbox(PushMode.PULLING)
+            _, account, hints = await rig.mailbox(PushMode.PULLING)
             await hints.settle(0.5)
             seen = len(hints.messages)
             await _blocking(_meeting(account).save)
@@ -350,10 +410,12 @@ async def test_push_that_cannot_be_kept_up_is_degraded_and_polled_until_it_recov
             assert state is not None
             assert state.kinds == frozenset()
             assert state.reason
+            assert await rig.listed(mailbox) == []
             # Polled: hints keep coming with no change at all.
             await hints.wait_count(2)
             assert {m.hint for m in hints.parsed()} == {"poll"}
             assert all(m.kind == r.OBJECT_KIND_UNSPECIFIED for m in hints.parsed())
         finally:
             emulator.admin("DELETE", "faults")
-        await rig.wait_mode(mailbox, PushMode.STREAMING, timeout=WAIT)
+        await rig.wait_mode(mailbox, PushMode.STREAMING)
+        assert len(await rig.listed(mailbox)) == 3

@@ -7,6 +7,11 @@ replicas watching one mailbox, collapse repeats within a coalescing window.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import nats
+import nats.errors
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client
 from opentelemetry import trace
@@ -21,7 +26,9 @@ from concord_mail_connector.domain.push import MailChangedNote
 from concord_telemetry import attributes as attrs
 from concord_telemetry import inject
 
-__all__ = ["NatsChangePublisher", "mail_changed_message"]
+__all__ = ["NatsChangePublisher", "connect", "mail_changed_message"]
+
+_log = logging.getLogger(__name__)
 
 _KINDS = {
     Kind.CALENDAR_ITEM: r.OBJECT_KIND_CALENDAR_ITEM,
@@ -50,11 +57,25 @@ def mail_changed_message(note: MailChangedNote) -> events_pb2.MailChanged:
 
 
 class NatsChangePublisher:
-    def __init__(self, client: Client, tracer_provider: TracerProvider | None = None) -> None:
+    """Publishes on `client`, given now or attached once connected."""
+
+    def __init__(
+        self, client: Client | None = None, tracer_provider: TracerProvider | None = None
+    ) -> None:
         self._client = client
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
+    def attach(self, client: Client) -> None:
+        self._client = client
+
+    async def close(self) -> None:
+        """Flush what is pending, then disconnect."""
+        if self._client is not None and not self._client.is_closed:
+            await self._client.drain()
+
     async def publish(self, note: MailChangedNote) -> None:
+        if self._client is None:
+            raise ConnectionError("not connected to NATS yet")
         subject = mail_changed(note.mailbox)
         message = mail_changed_message(note)
         data = message.SerializeToString()
@@ -78,3 +99,20 @@ class NatsChangePublisher:
             }
             inject(headers)
             await self._client.publish(subject, data, headers=headers)
+
+
+async def connect(url: str, name: str, *, retry_seconds: float = 2.0) -> Client:
+    """A NATS connection, waiting for the server as long as it takes: push is a hint, so the
+    service serves syncs meanwhile, and later drops reconnect on their own."""
+    while True:
+        try:
+            return await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1
+            )
+        except (OSError, nats.errors.Error) as exc:
+            _log.warning(
+                "push: NATS not reachable yet (%s); again in %.0fs",
+                type(exc).__name__,
+                retry_seconds,
+            )
+            await asyncio.sleep(retry_seconds)

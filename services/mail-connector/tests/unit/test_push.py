@@ -1,0 +1,97 @@
+"""The push domain without I/O: coalescing windows and back-off bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from concord_mail_connector.domain.model import Kind
+from concord_mail_connector.domain.push import Backoff, ChangeCoalescer, MailChangedNote
+
+pytestmark = pytest.mark.unit
+
+CAL = frozenset({Kind.CALENDAR_ITEM})
+TASK = frozenset({Kind.TASK})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.notes: list[MailChangedNote] = []
+
+    async def emit(self, note: MailChangedNote) -> None:
+        self.notes.append(note)
+
+
+async def test_the_first_change_goes_at_once_and_the_rest_of_the_window_goes_together() -> None:
+    sent = Recorder()
+    coalescer = ChangeCoalescer(sent.emit, window=0.2)
+    coalescer.note("m1", CAL, "ews-streaming")
+    await asyncio.sleep(0)
+    assert [n.kinds for n in sent.notes] == [CAL]
+    for _ in range(50):
+        coalescer.note("m1", TASK, "ews-streaming")
+        coalescer.note("m1", CAL, "ews-streaming")
+    await asyncio.sleep(0)
+    assert len(sent.notes) == 1
+    await asyncio.sleep(0.4)
+    assert len(sent.notes) == 2
+    assert sent.notes[1].kinds == CAL | TASK
+    assert sent.notes[0].dedupe_key != sent.notes[1].dedupe_key
+    await coalescer.close()
+
+
+async def test_mailboxes_coalesce_apart_and_any_kind_wins() -> None:
+    sent = Recorder()
+    coalescer = ChangeCoalescer(sent.emit, window=0.2)
+    coalescer.note("m1", CAL, "ews-streaming")
+    coalescer.note("m2", CAL, "ews-streaming")
+    coalescer.note("m1", TASK, "ews-streaming")
+    coalescer.note("m1", frozenset(), "resubscribed")
+    await asyncio.sleep(0.4)
+    by_mailbox = [(n.mailbox, n.kinds, n.hint) for n in sent.notes]
+    assert by_mailbox == [
+        ("m1", CAL, "ews-streaming"),
+        ("m2", CAL, "ews-streaming"),
+        ("m1", frozenset(), "ews-streaming,resubscribed"),
+    ]
+    await coalescer.close()
+
+
+async def test_a_forgotten_mailbox_sends_nothing_pending() -> None:
+    sent = Recorder()
+    coalescer = ChangeCoalescer(sent.emit, window=0.2)
+    coalescer.note("m1", CAL, "ews-streaming")
+    coalescer.note("m1", TASK, "ews-streaming")
+    coalescer.forget("m1")
+    await asyncio.sleep(0.4)
+    assert len(sent.notes) == 1
+    await coalescer.close()
+
+
+async def test_a_failing_publish_loses_one_hint_not_the_coalescer() -> None:
+    calls: list[MailChangedNote] = []
+
+    async def flaky(note: MailChangedNote) -> None:
+        calls.append(note)
+        if len(calls) == 1:
+            raise ConnectionError("nats down")
+
+    coalescer = ChangeCoalescer(flaky, window=0.05)
+    coalescer.note("m1", CAL, "ews-streaming")
+    await asyncio.sleep(0.1)
+    coalescer.note("m1", CAL, "ews-streaming")
+    await asyncio.sleep(0.1)
+    assert len(calls) == 2
+    await coalescer.close()
+
+
+def test_backoff_grows_to_its_bound_and_resets() -> None:
+    backoff = Backoff(initial=0.5, maximum=4.0, rng=random.Random(1))
+    delays = [backoff.next() for _ in range(10)]
+    assert all(0 < d <= 4.0 for d in delays)
+    assert delays[-1] >= 2.0  # at the bound, jitter takes at most half off
+    assert delays[0] <= 0.5
+    backoff.reset()
+    assert backoff.next() <= 0.5
