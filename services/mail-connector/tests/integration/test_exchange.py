@@ -58,7 +58,11 @@ class Ews:
     emulator: RunningEmulator
 
     async def register(
-        self, address: str, username: str = SERVICE[0], password: str = SERVICE[1]
+        self,
+        address: str,
+        username: str = SERVICE[0],
+        password: str = SERVICE[1],
+        access_type: str = "",
     ) -> str:
         """An account for `address`; returns the mailbox's resource name."""
         mailbox = f"m-{uuid.uuid4().hex[:12]}"
@@ -67,7 +71,10 @@ class Ews:
             address=address,
             provider=r.MAIL_PROVIDER_EXCHANGE_EWS,
             ews=pb.EwsSettings(
-                service_url=self.emulator.endpoint, username=username, auth_type="basic"
+                service_url=self.emulator.endpoint,
+                username=username,
+                auth_type="basic",
+                access_type=access_type,
             ),
             secret=password.encode(),
         )
@@ -383,6 +390,68 @@ async def test_a_user_opening_its_own_mailbox_needs_no_impersonation(ews: Ews) -
     assert created.status == r.WRITE_STATUS_OK
     page = await ews.changes(mailbox)
     assert [c.ref.link_id for c in page.changes] == ["own-1"]
+
+
+async def test_delegate_access_is_honoured_when_configured(ews: Ews) -> None:
+    # The seeded assistant may open the demo mailbox as a delegate, but not impersonate it.
+    delegate = await ews.register(
+        "demo@concord.test", "assistant@concord.test", "assistant-password", "delegate"
+    )
+    page = await ews.changes(delegate, kind=r.OBJECT_KIND_TASK)
+    assert len(page.changes) >= 2
+    impersonating = await ews.register(
+        "demo@concord.test", "assistant@concord.test", "assistant-password", "impersonation"
+    )
+    got = await failure(ews.changes(impersonating, kind=r.OBJECT_KIND_TASK))
+    assert got.reason == "MAILBOX_ACCESS_DENIED"
+    assert got.metadata["provider_code"] == "ErrorImpersonateUserDenied"
+    # A service account with the right impersonates by default.
+    default = await ews.register("demo@concord.test")
+    assert (await ews.changes(default, kind=r.OBJECT_KIND_TASK)).changes
+
+
+async def test_an_unknown_access_type_is_refused_when_registering(ews: Ews) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ews.register("demo@concord.test", access_type="sudo")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "account.ews.access_type" in str(from_rpc_error(caught.value).field_violations)
+
+
+async def test_get_items_by_link_id_needs_a_kind_and_answers_with_the_link_id(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    [created] = await ews.apply(mailbox, create("find-me"))
+    got = await failure(ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, link_ids=["x"])))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    found = await ews.stub.GetItems(
+        pb.GetItemsRequest(mailbox=mailbox, link_ids=["find-me", "nowhere"], kind=CALENDAR)
+    )
+    assert [(i.ref.link_id, i.ref.native_id) for i in found.items] == [
+        ("find-me", created.ref.native_id)
+    ]
+    assert list(found.not_found) == []
+
+
+async def test_email_cursor_invalidated_or_its_folder_gone_asks_for_a_full_resync(
+    ews: Ews,
+) -> None:
+    address, _ = ews.new_user()
+    mailbox = await ews.register(address)
+    first = await ews.changes(mailbox, kind=r.OBJECT_KIND_EMAIL)
+    assert first.next_cursor.token
+    garbled = await ews.changes(mailbox, "concord-multi:bm90IGpzb24=", kind=r.OBJECT_KIND_EMAIL)
+    assert garbled.full_resync_required
+    # The user deletes the dedicated folder: its SyncState names a folder that is gone.
+    config = Configuration(
+        service_endpoint=ews.emulator.endpoint, credentials=Credentials(*SERVICE), auth_type=BASIC
+    )
+    account = Account(address, config=config, autodiscover=False, access_type=IMPERSONATION)
+    (account.msg_folder_root / "Salesforce Emails").delete()
+    gone = await ews.changes(mailbox, first.next_cursor.token, kind=r.OBJECT_KIND_EMAIL)
+    assert gone.full_resync_required
+    assert gone.next_cursor.token == ""
+    assert list(gone.changes) == []
+    fresh = await ews.changes(mailbox, kind=r.OBJECT_KIND_EMAIL)
+    assert not fresh.full_resync_required
 
 
 async def test_a_short_server_busy_is_waited_out(ews: Ews) -> None:

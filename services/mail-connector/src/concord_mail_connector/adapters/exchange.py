@@ -184,6 +184,8 @@ class ExchangeProvider:
             account = self._account(mailbox)
             sources = self._sources(account, kind, cursor.collection)
             states = _decode_states(cursor.token, sources)
+            if states is None:
+                return _resync(cursor)
             listed: list[tuple[str, Any, Source]] = []
             has_more = False
             for source in sources:
@@ -192,7 +194,15 @@ class ExchangeProvider:
                     # Later folders may hold changes too; the next call finds out.
                     has_more = True
                     break
-                got = _sync(account, source.folder, states.get(source.key), budget)
+                try:
+                    got = _sync(account, source.folder, states.get(source.key), budget)
+                except ErrorFolderNotFound:
+                    if cursor.collection != default_collection(kind):
+                        raise
+                    # The user deleted a dedicated folder: forget the cached one, so the next
+                    # listing makes it again, and list from scratch; its items went with it.
+                    account.root.clear_cache()
+                    return _resync(cursor)
                 if got is None:
                     return _resync(cursor)
                 entries, states[source.key], complete = got
@@ -582,16 +592,18 @@ def _sync(
     return listed, svc.sync_state or state or "", bool(svc.includes_last_item_in_range)
 
 
-def _decode_states(token: str, sources: Sequence[Source]) -> dict[str, str]:
+def _decode_states(token: str, sources: Sequence[Source]) -> dict[str, str] | None:
+    """Each folder's SyncState; None for a cursor this adapter did not write, which is answered
+    like an invalid SyncState (a full resync)."""
     if not token.startswith(_MULTI):
         return {sources[0].key: token} if token else {}
     try:
         states = json.loads(base64.urlsafe_b64decode(token[len(_MULTI) :]))
     except ValueError:
-        # Not a cursor this adapter wrote: the same answer as an invalid SyncState, i.e. a
-        # full listing (an empty state per folder).
-        return {}
-    return {str(k): str(v) for k, v in states.items()} if isinstance(states, dict) else {}
+        return None
+    if not isinstance(states, dict) or set(states) != {s.key for s in sources}:
+        return None
+    return {str(k): str(v) for k, v in states.items()}
 
 
 def _encode_states(states: dict[str, str], sources: Sequence[Source]) -> str:
