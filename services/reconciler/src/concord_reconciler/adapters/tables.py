@@ -226,3 +226,8 @@ write_journal = Table(
     Column("create_time_us", BigInteger, nullable=False),
     Index("ix_write_journal_mailbox_kind", "mailbox_id", "kind"),
 )
+
+# Email sharing keeps its tables in their own module; importing it here puts them on `metadata`
+# wherever the schema is used (migrations env, the schema test). Last, because it imports
+# `metadata` from this module.
+from concord_reconciler.adapters import sharing_tables as _sharing_tables  # noqa: E402, F401

@@ -1,0 +1,397 @@
+"""Email sharing exactly once, on SQLite and PostgreSQL: retries, lost answers, moves,
+re-categorising, two mailboxes of one org, crashed writers and races between replicas.
+
+Salesforce is a small in-memory stand-in here that behaves as crm-connector does on the points
+that matter (a create carrying a link id is an upsert by it; a lost answer after a commit); the
+real crm-connector, emulator and linker are in test_sharing_stack.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.linker.v1 import linker_service_pb2 as linker
+from concord_reconciler.adapters.sharing import EmailSharing, ShareReport, share_emails
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.domain.errors import PeerError
+from concord_reconciler.domain.model import MailboxRecord
+from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
+from concord_reconciler.domain.sharing import share_key
+from concord_store import create_engine, migrate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+MIGRATIONS = "concord_reconciler.adapters.migrations"
+PREFIXES = {"EmailMessage": "02s", "EmailMessageRelation": "0Rc", "Attachment": "00P"}
+
+
+@dataclass
+class FakeSalesforce:
+    """crm-connector's answers for the three objects sharing writes."""
+
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    writes: list[tuple[str, int]] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    lose_next_answer: bool = False
+    delay: float = 0.0
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def of(self, sobject: str) -> list[dict[str, Any]]:
+        return [r for r in self.records.values() if r["type"] == sobject]
+
+    async def apply_batch(
+        self, org: str, writes: Sequence[crm.CrmWrite]
+    ) -> Sequence[crm.CrmWriteResult]:
+        await asyncio.sleep(self.delay)
+        results = []
+        for write in writes:
+            self.writes.append((write.sobject_type, write.operation))
+            values = json_format.MessageToDict(write.fields)
+            existing = [
+                r
+                for r in self.of(write.sobject_type)
+                if write.link_id and r.get("Concord_Link_Id__c") == write.link_id
+            ]
+            if existing:  # crm-connector sends creates with a link id as upserts
+                record = existing[0]
+                record.update(values)
+                created = False
+            else:
+                record_id = f"{PREFIXES[write.sobject_type]}{next(self._ids):015d}"
+                record = {"type": write.sobject_type, "Id": record_id, **values}
+                if write.link_id:
+                    record["Concord_Link_Id__c"] = write.link_id
+                self.records[record_id] = record
+                created = True
+            results.append(
+                crm.CrmWriteResult(id=record["Id"], status=res.WRITE_STATUS_OK, created=created)
+            )
+        await asyncio.sleep(self.delay)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise PeerError("crm-connector", "ApplyBatch", "UNAVAILABLE", "connection reset")
+        return results
+
+    async def query_records(self, request: crm.QueryRecordsRequest) -> crm.QueryRecordsResponse:
+        self.queries.append(request.sobject_type)
+        wanted = {f.field: f.values[0].string_value for f in request.filters}
+        found = [
+            r
+            for r in self.of(request.sobject_type)
+            if all(r.get(name) == value for name, value in wanted.items())
+        ]
+        records = []
+        for record in found:
+            fields = {name: record.get(name) for name in request.fields}
+            converted = res.CrmRecord(sobject_type=request.sobject_type, id=record["Id"])
+            converted.fields.update(fields)
+            records.append(converted)
+        return crm.QueryRecordsResponse(records=records)
+
+    async def describe(self, org: str, sobject_type: str) -> crm.ObjectDescription:
+        return crm.ObjectDescription(
+            name=sobject_type, fields=[crm.FieldDescription(name="TextBody", length=32000)]
+        )
+
+
+class FakeLinker:
+    """Contacts by address; everything else unresolved."""
+
+    def __init__(self, contacts: dict[str, str]) -> None:
+        self.contacts = contacts
+        self.calls: list[linker.ResolveParticipantsRequest] = []
+
+    async def resolve_participants(
+        self,
+        org: str,
+        user_id: str,
+        kind: int,
+        participants: Sequence[res.Participant],
+        request_id: str,
+        policy: linker.ResolutionPolicy | None = None,
+    ) -> linker.ResolveParticipantsResponse:
+        self.calls.append(
+            linker.ResolveParticipantsRequest(
+                org=org, participants=participants, request_id=request_id
+            )
+        )
+        response = linker.ResolveParticipantsResponse()
+        for participant in participants:
+            decision = response.resolutions.add(participant=participant)
+            contact = self.contacts.get(participant.email)
+            if contact:
+                decision.record.CopyFrom(linker.LinkedRecord(sobject_type="Contact", id=contact))
+                response.relations.append(decision.record)
+        return response
+
+
+ANN = "003000000000001AAA"
+BOB = "003000000000002AAA"
+CARL = "003000000000003AAA"
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
+    await migrate(engine, MIGRATIONS)
+    store = SqlStore(engine)
+    for mailbox in MAILBOXES.values():
+        await store.insert_mailbox(mailbox)
+    yield engine
+    await engine.dispose()
+
+
+def _mailbox(mailbox_id: str, org_id: str, address: str) -> MailboxRecord:
+    return MailboxRecord(
+        mailbox_id=mailbox_id,
+        org_id=org_id,
+        owner_user_id=mailbox_id,
+        crm_user_id="005000000000001AAA",
+        address=address,
+        provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+    )
+
+
+MAILBOXES = {
+    "bob": _mailbox("bob", "acme", "bob@acme.com"),
+    "carl": _mailbox("carl", "acme", "carl@acme.com"),
+    "other": _mailbox("other", "globex", "bob@acme.com"),
+}
+
+
+@dataclass
+class World:
+    engine: AsyncEngine
+    salesforce: FakeSalesforce
+    linker: FakeLinker
+
+    def sharing(self, **options: Any) -> EmailSharing:
+        return EmailSharing(self.engine, self.salesforce, self.linker, **options)
+
+    async def share(
+        self, mailbox_id: str, *changes: res.MailChange, sharing: EmailSharing | None = None
+    ) -> ShareReport:
+        mailbox = MAILBOXES[mailbox_id]
+        org = default_org_settings(mailbox.org_id)
+        return await share_emails(
+            sharing or self.sharing(),
+            mailbox,
+            changes,
+            org_settings=org,
+            mailbox_settings=effective_mailbox_settings(mailbox_id, None, org),
+        )
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.salesforce.of("EmailMessage")
+
+    def relations(self) -> list[tuple[str, str, str]]:
+        return sorted(
+            (r["EmailMessageId"], r["RelationId"], r["RelationType"])
+            for r in self.salesforce.of("EmailMessageRelation")
+        )
+
+
+@pytest.fixture
+def world(engine: AsyncEngine) -> World:
+    return World(
+        engine,
+        FakeSalesforce(),
+        FakeLinker({"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}),
+    )
+
+
+def _email(
+    native_id: str = "n1",
+    *,
+    message_id: str = "<deal-1@corp.example>",
+    folder: str = "Inbox",
+    categories: Sequence[str] = ("Salesforce",),
+    to: Sequence[str] = ("bob@acme.com",),
+    cc: Sequence[str] = (),
+    mime: bytes = b"",
+) -> res.MailChange:
+    item = res.EmailItem(
+        internet_message_id=message_id,
+        subject="Renewal",
+        from_address=res.EmailAddress(address="ann@corp.example", display_name="Ann"),
+        to=[res.EmailAddress(address=a) for a in to],
+        cc=[res.EmailAddress(address=a) for a in cc],
+        body_text="Let's renew.",
+        categories=categories,
+        folder=folder,
+        conversation_id=f"conv-{native_id}",
+        mime_content=mime,
+    )
+    item.sent_time.FromSeconds(1_790_000_000)
+    return res.MailChange(
+        type=res.CHANGE_TYPE_UPSERT,
+        ref=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id=native_id, collection=folder),
+        item=res.MailItem(email=item),
+    )
+
+
+async def test_a_retry_after_success_writes_nothing(world: World) -> None:
+    first = await world.share("bob", _email())
+    assert (first.created, first.relations_created, first.failures) == (1, 2, [])
+    writes = len(world.salesforce.writes)
+    again = await world.share("bob", _email())
+    assert (again.created, again.already_shared) == (0, 1)
+    assert len(world.salesforce.writes) == writes
+    assert len(world.messages()) == 1
+
+
+async def test_moves_and_recategorising_keep_one_email_message(world: World) -> None:
+    await world.share("bob", _email("n1", folder="Salesforce Emails", categories=()))
+    # Moved to another folder (a new native id on some providers), categorised, re-categorised.
+    await world.share("bob", _email("n2", folder="Archive"))
+    await world.share("bob", _email("n2", folder="Archive", categories=()))
+    await world.share("bob", _email("n2", folder="Archive", message_id="deal-1@CORP.EXAMPLE"))
+    assert len(world.messages()) == 1
+
+
+async def test_a_second_mailbox_adds_its_relations_instead_of_a_second_email(
+    world: World,
+) -> None:
+    await world.share("bob", _email())
+    report = await world.share("carl", _email("c1", cc=["carl@acme.com"]))
+    assert (report.created, report.related, report.relations_created) == (0, 1, 1)
+    (message,) = world.messages()
+    assert world.relations() == [
+        (message["Id"], ANN, "FromAddress"),
+        (message["Id"], BOB, "ToAddress"),
+        (message["Id"], CARL, "CcAddress"),
+    ]
+
+
+async def test_another_org_gets_its_own_email_message(world: World) -> None:
+    await world.share("bob", _email())
+    await world.share("other", _email())
+    assert len(world.messages()) == 2
+
+
+async def test_a_lost_answer_is_looked_up_before_writing_again(world: World) -> None:
+    world.salesforce.lose_next_answer = True
+    failed = await world.share("bob", _email())
+    assert [f.reason for f in failed.failures] == ["PEER_UNAVAILABLE"]
+    assert failed.failures[0].retryable
+    assert len(world.messages()) == 1  # Salesforce had it; the answer was lost
+    creates = [w for w in world.salesforce.writes if w[0] == "EmailMessage"]
+    retried = await world.share("bob", _email())
+    assert retried.related == 1
+    assert retried.relations_created == 2
+    assert "EmailMessage" in world.salesforce.queries
+    assert [w for w in world.salesforce.writes if w[0] == "EmailMessage"] == creates
+    assert len(world.messages()) == 1
+    assert len(world.relations()) == 2
+
+
+async def test_a_crashed_writers_claim_expires_and_is_taken_over(world: World) -> None:
+    crashed = world.sharing(claim_seconds=0.3)
+    key = share_key("acme", _email().item.email)
+    assert await crashed.store.claim(key) is not None  # then the process died
+    waiting = world.sharing(claim_seconds=0.3, wait_seconds=5)
+    report = await world.share("bob", _email(), sharing=waiting)
+    assert report.created == 1
+    assert len(world.messages()) == 1
+
+
+async def test_a_held_claim_makes_others_wait_then_report_busy(world: World) -> None:
+    holder = world.sharing(claim_seconds=60)
+    assert await holder.store.claim(share_key("acme", _email().item.email)) is not None
+    report = await world.share("bob", _email(), sharing=world.sharing(wait_seconds=0.2))
+    assert [(f.reason, f.retryable) for f in report.failures] == [("SHARE_BUSY", True)]
+    assert world.messages() == []
+
+
+@pytest.mark.parametrize("mailboxes", [["bob"] * 4, ["bob", "carl", "bob", "carl"]])
+async def test_racing_replicas_create_one_email_message(
+    world: World, store_url: str, mailboxes: list[str]
+) -> None:
+    world.salesforce.delay = 0.02  # every call overlaps the others
+    engines = [create_engine(store_url) for _ in mailboxes]  # one per replica
+    try:
+        reports = await asyncio.gather(
+            *(
+                world.share(
+                    mailbox_id,
+                    _email(f"{mailbox_id}-{i}", cc=["carl@acme.com"]),
+                    sharing=EmailSharing(engine, world.salesforce, world.linker),
+                )
+                for i, (mailbox_id, engine) in enumerate(zip(mailboxes, engines, strict=True))
+            )
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert [f for r in reports for f in r.failures] == []
+    assert len(world.messages()) == 1
+    assert sum(r.created for r in reports) == 1
+    assert len(world.relations()) == 3  # no duplicates either
+    assert len([w for w in world.salesforce.writes if w[0] == "EmailMessage"]) == 1
+
+
+async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World) -> None:
+    broken = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\nno parts at all\r\n'
+    crowd = [f"p{i}@crowd.example" for i in range(2000)]
+    problem = res.MailChange(
+        type=res.CHANGE_TYPE_UPSERT,
+        ref=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id="unreadable"),
+        problem=res.ItemProblem(reason="MALFORMED_MIME", message="EWS could not convert it"),
+    )
+    report = await world.share(
+        "bob",
+        _email("a", message_id="", to=["not-an-address", "bob@acme.com"]),
+        _email("b", message_id="<big@corp.example>", to=crowd),
+        _email("c", message_id="<broken@corp.example>", mime=broken),
+        problem,
+    )
+    assert report.created == 2
+    assert sorted((f.ref.native_id, f.reason, f.quarantine) for f in report.failures) == [
+        ("c", "MALFORMED_MIME", True),
+        ("unreadable", "MALFORMED_MIME", True),
+    ]
+    assert "no Message-ID" in report.notes["a"][0]
+    assert any(loss.field == "ToAddress" for loss in report.losses["a"])
+    assert max(len(call.participants) for call in world.linker.calls) <= 500
+    big = next(m for m in world.messages() if m.get("MessageIdentifier") == "<big@corp.example>")
+    assert len(big["ToAddress"]) <= 4000
+    # The hashed key is stable: the Message-ID-less email is not shared twice.
+    again = await world.share("bob", _email("a", message_id="", to=["bob@acme.com"]))
+    assert again.already_shared == 1
+
+
+async def test_a_categorised_draft_is_shared_from_sent_items_once(world: World) -> None:
+    draft = await world.share("bob", _email("d", folder="Drafts"))
+    assert draft.selected == 0
+    sent = await world.share("bob", _email("s", folder="Sent Items"))
+    assert sent.created == 1
+    assert len(world.messages()) == 1
+
+
+async def test_thread_mode_shares_later_replies(world: World) -> None:
+    org = default_org_settings("acme")
+    settings = effective_mailbox_settings("bob", None, org)
+    for sharing in settings.sharing:
+        if sharing.kind == res.OBJECT_KIND_EMAIL:
+            sharing.selection_modes.append(st.SELECTION_MODE_THREAD)
+    await share_emails(
+        world.sharing(), MAILBOXES["bob"], [_email()], org_settings=org, mailbox_settings=settings
+    )
+    reply = _email("r", message_id="<reply@corp.example>", categories=())
+    reply.item.email.references.append("<deal-1@corp.example>")
+    report = await share_emails(
+        world.sharing(), MAILBOXES["bob"], [reply], org_settings=org, mailbox_settings=settings
+    )
+    assert report.created == 1
+    assert len(world.messages()) == 2
