@@ -182,12 +182,14 @@ class ChangeCoalescer:
         if slot is None:
             return
         now = self._clock()
+        wall = datetime.now(UTC)
         note = MailChangedNote(
             mailbox=mailbox,
             kinds=frozenset() if slot.any_kind else frozenset(slot.kinds),
             hint=",".join(sorted(slot.hints)),
-            time=datetime.now(UTC),
-            dedupe_key=f"{int(now // self._window)}",
+            time=wall,
+            # Wall-clock windows, so another replica's hint for the same change gets the same key.
+            dedupe_key=f"{int(wall.timestamp() // self._window)}",
         )
         slot.quiet_until = now + self._window
         slot.kinds.clear()
