@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 DESCRIBES = REFERENCE / "salesforce-describe"
 LINKED = ["Event", "Task", "Contact", "Lead", "EmailMessage"]
-SYNTHETIC = ["Task", "EmailMessage", "EmailMessageRelation", "EventRelation", "User"]
+SYNTHETIC = ["Task", "EmailMessage", "EmailMessageRelation", "EventRelation", "User", "Attachment"]
 
 
 def _error(excinfo: pytest.ExceptionInfo[Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ trace, and `allOrNone` batches are all-or-nothing by construction.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -123,7 +125,11 @@ class Org:
                     "name. Please reference your WSDL or the describe call for the appropriate "
                     "names.",
                 )
-            body[described["name"]] = record.fields.get(described["name"])
+            value = record.fields.get(described["name"])
+            if described["type"] == "base64" and value is not None:
+                # Salesforce never inlines a blob in a record: it answers with the blob's URL.
+                value = blob_url(sobject.name, record.id, described["name"], version)
+            body[described["name"]] = value
         return body
 
     @staticmethod
@@ -441,6 +447,15 @@ class Org:
                 return timefmt.format_datetime(timefmt.parse_datetime(str(value)))
             except ValueError:
                 raise _parse_error(value, "datetime") from None
+        if kind == "base64":
+            # Blobs travel base64 in JSON; Salesforce refuses what does not decode.
+            if not isinstance(value, str):
+                raise _parse_error(value, "base64")
+            try:
+                base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise _parse_error("(base64)", "base64") from None
+            return value
         if kind in ("reference", "id"):
             record_id = ids.normalize(str(value))
             if record_id is None:
@@ -473,6 +488,8 @@ class Org:
             fields["Name"] = " ".join(p for p in parts if p) or None
         if sobject.name == "Event":
             _derive_event(fields, changed)
+        if sobject.name == "Attachment" and fields.get("Body") is not None:
+            fields["BodyLength"] = len(base64.b64decode(fields["Body"]))
         if sobject.name == "Task":
             fields["IsClosed"] = fields.get("Status") == "Completed"
             fields["IsHighPriority"] = fields.get("Priority") == "High"
@@ -644,6 +661,10 @@ def _derive_event(fields: dict[str, Any], changed: set[str] | None) -> None:
     else:
         fields["EndDateTime"] = timefmt.format_datetime(end)
         fields["EndDate"] = end.date().isoformat()
+
+
+def blob_url(sobject: str, record_id: str, field_name: str, version: str) -> str:
+    return f"/services/data/v{version}/sobjects/{sobject}/{record_id}/{field_name}"
 
 
 def _json_text(value: Any) -> str:

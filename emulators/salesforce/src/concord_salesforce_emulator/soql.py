@@ -445,7 +445,12 @@ class PlannedQuery:
     ) -> None:
         name = column.canonical[step]
         if step == len(column.canonical) - 1:
-            out[name] = _field_value(record, name)
+            value = _field_value(record, name)
+            described = self.sobject.field(name) if step == 0 else None
+            if described is not None and described["type"] == "base64" and value is not None:
+                # As the REST API does: a blob field answers with its URL, never its bytes.
+                value = f"{_attributes(self.sobject.name, record['Id'], version)['url']}/{name}"
+            out[name] = value
             return
         target = record.get(self._reference_field(column, step))
         found = resolve(target) if target else None

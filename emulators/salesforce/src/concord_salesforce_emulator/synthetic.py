@@ -18,6 +18,7 @@ _SOAP_TYPES = {
     "date": "xsd:date",
     "int": "xsd:int",
     "double": "xsd:double",
+    "base64": "xsd:base64Binary",
 }
 
 
@@ -375,6 +376,58 @@ def describes(
                     values=["FromAddress", "ToAddress", "CcAddress", "BccAddress"],
                 ),
                 _field(t, "RelationAddress", "string", length=1000),
+                *_system(t),
+            ],
+        ),
+        (
+            # Files on an EmailMessage: Salesforce stores them as Attachment records whose
+            # ParentId is the EmailMessage (the Object Reference's EmailMessage page).
+            "Attachment",
+            "00P",
+            "Attachments",
+            [
+                _id(t),
+                _field(
+                    t,
+                    "ParentId",
+                    "reference",
+                    referenceTo=[
+                        "Account",
+                        "Case",
+                        "Contact",
+                        "EmailMessage",
+                        "Event",
+                        "Lead",
+                        "Opportunity",
+                        "Task",
+                    ],
+                    relationshipName="Parent",
+                    polymorphicForeignKey=True,
+                    nillable=False,
+                    updateable=False,
+                ),
+                _field(t, "Name", "string", length=255, nameField=True, nillable=False),
+                _field(t, "IsPrivate", "boolean", nillable=False, defaultedOnCreate=True),
+                _field(t, "ContentType", "string", length=120),
+                _field(
+                    t,
+                    "BodyLength",
+                    "int",
+                    createable=False,
+                    updateable=False,
+                    groupable=False,
+                ),
+                _field(t, "Body", "base64", nillable=False, filterable=False, sortable=False),
+                _field(
+                    t,
+                    "OwnerId",
+                    "reference",
+                    referenceTo=["User"],
+                    relationshipName="Owner",
+                    nillable=False,
+                    defaultedOnCreate=True,
+                ),
+                _field(t, "Description", "textarea", length=500),
                 *_system(t),
             ],
         ),
