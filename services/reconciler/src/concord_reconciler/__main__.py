@@ -8,10 +8,12 @@ from datetime import timedelta
 
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
+from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import NatsSessionQueue, SessionConsumer
 from concord_reconciler.adapters.peers import PeerChannels
 from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_reconciler.domain.errors import QueueUnavailable
 from concord_reconciler.domain.schedule import SchedulePolicy
@@ -75,7 +77,13 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
             consumer = SessionConsumer(
                 bus,
                 store,
-                channels.peers(),
+                GrpcSyncEngine(
+                    channels.mail,
+                    channels.crm,
+                    channels.mapping,
+                    channels.linker,
+                    SqlLinkStore(process.engine),
+                ),
                 deadline_seconds=settings.session_deadline_seconds,
                 busy_retry_seconds=settings.lease_busy_retry_seconds,
                 concurrency=settings.session_concurrency,

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.domain.model import (
     ItemErrorRecord,
+    KindCounts,
     MailboxRecord,
     SessionCounts,
     SessionRecord,
@@ -47,6 +48,21 @@ def counts_to_proto(counts: SessionCounts) -> res.SessionCounts:
         conflicts=counts.conflicts,
         quarantined=counts.quarantined,
         guarded=counts.guarded,
+        skipped=counts.skipped,
+        kinds=[
+            res.KindCounts(
+                kind=k.kind,  # type: ignore[arg-type]
+                mail_changes_seen=k.mail_changes_seen,
+                crm_changes_seen=k.crm_changes_seen,
+                mail=_side(k.mail),
+                crm=_side(k.crm),
+                conflicts=k.conflicts,
+                quarantined=k.quarantined,
+                skipped=k.skipped,
+                guarded=k.guarded,
+            )
+            for k in counts.kinds
+        ],
     )
 
 
@@ -62,6 +78,21 @@ def counts_from_proto(counts: res.SessionCounts) -> SessionCounts:
         conflicts=counts.conflicts,
         quarantined=counts.quarantined,
         guarded=counts.guarded,
+        skipped=counts.skipped,
+        kinds=tuple(
+            KindCounts(
+                kind=k.kind,
+                mail_changes_seen=k.mail_changes_seen,
+                crm_changes_seen=k.crm_changes_seen,
+                mail=side(k.mail),
+                crm=side(k.crm),
+                conflicts=k.conflicts,
+                quarantined=k.quarantined,
+                skipped=k.skipped,
+                guarded=k.guarded,
+            )
+            for k in counts.kinds
+        ),
     )
 
 

@@ -26,9 +26,11 @@ from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
+from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import SessionConsumer
 from concord_reconciler.adapters.peers import PeerChannels
 from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_rpc import GrpcService
 from concord_store import create_engine, migrate
@@ -192,7 +194,9 @@ async def reconciler(nats_server: NatsServer, database_url: str) -> AsyncIterato
     consumer = SessionConsumer(
         bus,
         store,
-        channels.peers(),
+        GrpcSyncEngine(
+            channels.mail, channels.crm, channels.mapping, channels.linker, SqlLinkStore(engine)
+        ),
         deadline_seconds=10.0,
         busy_retry_seconds=0.1,
         concurrency=2,

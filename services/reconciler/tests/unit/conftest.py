@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -10,105 +10,57 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord.linker.v1 import linker_service_pb2 as linker
-from concord.mapping.v1 import mapping_service_pb2 as mapping
-from concord_reconciler.domain.errors import PeerError
+from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState
-from concord_reconciler.domain.ports import CrmPage, MailPage, Peers
+from concord_reconciler.domain.ports import ChangePage
+from concord_reconciler.domain.runner import SessionScope, SyncPorts
+from concord_reconciler.domain.sync import Side, Snapshot, Write, WriteResult
+
+
+class ByKind:
+    """One SyncSide over a memory side per object kind; `broken` fails its listings."""
+
+    def __init__(self, side: Side) -> None:
+        ticks = itertools.count(1)
+        self.side = side
+        self.kinds: dict[int, MemorySide] = {
+            k: MemorySide(side, lambda: next(ticks))
+            for k in (res.OBJECT_KIND_CALENDAR_ITEM, res.OBJECT_KIND_TASK, res.OBJECT_KIND_CONTACT)
+        }
+        self.broken: Exception | None = None
+
+    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+        if self.broken is not None:
+            raise self.broken
+        return await self.kinds[kind].list_changes(kind, cursor)
+
+    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        return await self.kinds[kind].apply(kind, writes)
+
+    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+        return await self.kinds[kind].find(kind, link_ids)
+
+    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+        return await self.kinds[kind].fetch(kind, native_ids)
 
 
 @dataclass
-class Calls:
-    log: list[tuple[str, object]] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
+class MemoryEngine:
+    """The SyncEngine port over memory sides, remembering the scopes it was asked for."""
 
-    async def enter(self, name: str, arg: object) -> None:
-        self.log.append((name, arg))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        # Yield so concurrent calls overlap, as real network calls would.
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        self.in_flight -= 1
+    mail: ByKind = field(default_factory=lambda: ByKind(Side.MAIL))
+    crm: ByKind = field(default_factory=lambda: ByKind(Side.CRM))
+    links: MemoryLinkStore = field(default_factory=MemoryLinkStore)
+    scopes: list[SessionScope] = field(default_factory=list)
 
-
-class FakeMail:
-    def __init__(self, calls: Calls) -> None:
-        self.calls = calls
-        self.pages: dict[int, list[MailPage]] = {}
-        self.error: PeerError | None = None
-
-    async def list_changes(self, mailbox: str, kind: int, cursor: res.Cursor) -> MailPage:
-        await self.calls.enter("mail.list_changes", (kind, cursor.token))
-        if self.error is not None:
-            raise self.error
-        pages = self.pages.get(kind, [])
-        index = int(cursor.token or 0)
-        return pages[index] if index < len(pages) else MailPage(changes=[])
-
-
-class FakeCrm:
-    def __init__(self, calls: Calls) -> None:
-        self.calls = calls
-        self.changes: dict[str, list[res.CrmChange]] = {}
-        self.error: PeerError | None = None
-
-    async def list_changes(
-        self, org: str, sobject_type: str, cursor: res.Cursor, owner_id: str
-    ) -> CrmPage:
-        await self.calls.enter("crm.list_changes", sobject_type)
-        if self.error is not None:
-            raise self.error
-        return CrmPage(changes=self.changes.get(sobject_type, []))
-
-
-class FakeMapping:
-    def __init__(self, calls: Calls) -> None:
-        self.calls = calls
-
-    async def map_to_crm(
-        self, org: str, items: Sequence[res.MailItem], owner_id: str
-    ) -> Sequence[mapping.MappedRecord]:
-        await self.calls.enter("mapping.map_to_crm", len(items))
-        return [mapping.MappedRecord(ref=item.ref) for item in items]
-
-
-class FakeLinker:
-    def __init__(self, calls: Calls) -> None:
-        self.calls = calls
-        self.error: PeerError | None = None
-
-    async def resolve_participants(
-        self,
-        org: str,
-        user_id: str,
-        kind: int,
-        participants: Sequence[res.Participant],
-        request_id: str,
-    ) -> linker.ResolveParticipantsResponse:
-        await self.calls.enter("linker.resolve_participants", (kind, len(participants)))
-        if self.error is not None:
-            raise self.error
-        return linker.ResolveParticipantsResponse()
-
-
-@dataclass
-class FakePeers:
-    calls: Calls
-    mail: FakeMail
-    crm: FakeCrm
-    mapping: FakeMapping
-    linker: FakeLinker
-
-    def ports(self) -> Peers:
-        return Peers(mail=self.mail, crm=self.crm, mapping=self.mapping, linker=self.linker)
+    def ports(self, scope: SessionScope) -> SyncPorts:
+        self.scopes.append(scope)
+        return SyncPorts(self.mail, self.crm, self.links)
 
 
 @pytest.fixture
-def peers() -> FakePeers:
-    calls = Calls()
-    return FakePeers(calls, FakeMail(calls), FakeCrm(calls), FakeMapping(calls), FakeLinker(calls))
+def engine() -> MemoryEngine:
+    return MemoryEngine()
 
 
 class MemoryStore:

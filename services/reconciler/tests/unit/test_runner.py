@@ -1,26 +1,47 @@
+"""The session runner: every pair through the engine's ports, its counts per kind, the
+scope read from the settings."""
+
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.domain.errors import PeerError, SessionFailure
-from concord_reconciler.domain.ports import MailPage
-from concord_reconciler.domain.runner import SessionScope, participants_of, run_session
+from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.domain.errors import SessionFailure
+from concord_reconciler.domain.planner import SyncPolicy
+from concord_reconciler.domain.ports import ChangePage
+from concord_reconciler.domain.runner import (
+    SessionScope,
+    categories_of,
+    participants_of,
+    run_session,
+)
+from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
+from concord_reconciler.domain.sync import Change, Side
 
-from .conftest import FakePeers
+from .conftest import MemoryEngine
 
 pytestmark = pytest.mark.unit
 
-ALL_KINDS = (
+EVENT, TASK, CONTACT = (
     res.OBJECT_KIND_CALENDAR_ITEM,
     res.OBJECT_KIND_TASK,
     res.OBJECT_KIND_CONTACT,
-    res.OBJECT_KIND_EMAIL,
 )
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _scope(kinds: tuple[int, ...] = ALL_KINDS) -> SessionScope:
-    return SessionScope("s1", "mailboxes/demo", "orgs/acme", "005000000000001AAA", kinds)
+def _scope(*policies: SyncPolicy) -> SessionScope:
+    return SessionScope(
+        "s1",
+        "mailboxes/demo",
+        "orgs/acme",
+        "005000000000001AAA",
+        (EVENT, TASK, CONTACT),
+        policies=policies or tuple(SyncPolicy(kind=k) for k in (EVENT, TASK, CONTACT)),
+    )
 
 
 def _event(native_id: str, *attendees: str) -> res.MailChange:
@@ -33,92 +54,102 @@ def _event(native_id: str, *attendees: str) -> res.MailChange:
     return res.MailChange(type=res.CHANGE_TYPE_UPSERT, ref=item.ref, item=item)
 
 
-async def test_a_session_with_nothing_to_do_asks_every_side_once(peers: FakePeers) -> None:
-    counts = await run_session(_scope(), peers.ports())
-    names = [name for name, _ in peers.calls.log]
-    assert names.count("mail.list_changes") == 4
-    assert sorted(str(a) for n, a in peers.calls.log if n == "crm.list_changes") == [
-        "Contact",
-        "Event",
-        "Task",
-    ]
-    assert names.count("mapping.map_to_crm") == 1
-    # One resolution per activity kind (calendar, task, email), with no participants yet.
-    resolved = [a for n, a in peers.calls.log if n == "linker.resolve_participants"]
-    assert sorted(resolved, key=str) == sorted(
-        [(res.OBJECT_KIND_CALENDAR_ITEM, 0), (res.OBJECT_KIND_TASK, 0), (res.OBJECT_KIND_EMAIL, 0)],
-        key=str,
+async def test_the_session_runs_the_ports_its_engine_builds_for_its_scope(
+    engine: MemoryEngine,
+) -> None:
+    engine.mail.kinds[EVENT].create({"subject": "review"})
+    engine.crm.kinds[CONTACT].create({"name": "Ann"})
+    scope = _scope()
+    counts = await run_session(scope, engine, now=NOW)
+    assert engine.scopes == [scope]
+    assert (counts.crm.created, counts.mail.created) == (1, 1)
+    by_kind = {k.kind: k for k in counts.kinds}
+    assert sorted(by_kind) == [EVENT, TASK, CONTACT]
+    assert (by_kind[EVENT].crm.created, by_kind[EVENT].mail_changes_seen) == (1, 1)
+    assert (by_kind[CONTACT].mail.created, by_kind[CONTACT].crm_changes_seen) == (1, 1)
+    assert by_kind[TASK].crm.created == by_kind[TASK].mail.created == 0
+
+
+async def test_skipped_items_are_counted_per_kind(engine: MemoryEngine) -> None:
+    private = engine.mail.kinds[EVENT].create({"subject": "doctor"})
+    engine.mail.kinds[EVENT].set_private(private, True)
+    engine.mail.kinds[TASK].create({"subject": "call"})
+    one_way = SyncPolicy(kind=TASK, direction=res.SYNC_DIRECTION_CRM_TO_MAIL)
+    counts = await run_session(
+        _scope(SyncPolicy(kind=EVENT), one_way, SyncPolicy(kind=CONTACT)), engine, now=NOW
     )
-    assert counts.mail_changes_seen == 0
-    assert counts.crm_changes_seen == 0
+    assert counts.skipped == 2
+    assert {k.kind: k.skipped for k in counts.kinds} == {EVENT: 1, TASK: 1, CONTACT: 0}
+    assert counts.crm.created == 0
 
 
-async def test_independent_calls_run_concurrently(peers: FakePeers) -> None:
-    await run_session(_scope(), peers.ports())
-    # All seven listings are in flight together, not one after the other.
-    assert peers.calls.max_in_flight >= 7
+async def test_unreadable_items_are_quarantined_and_the_session_goes_on(
+    engine: MemoryEngine,
+) -> None:
+    from concord_reconciler.domain.ports import ItemFailure
 
+    engine.mail.kinds[EVENT].create({"subject": "fine"})
+    listing = engine.mail.kinds[EVENT].list_changes
 
-async def test_counts_what_both_sides_listed_and_maps_the_upserts(peers: FakePeers) -> None:
-    peers.mail.pages[res.OBJECT_KIND_CALENDAR_ITEM] = [
-        MailPage(
-            changes=[_event("e1", "ann@example.com")],
-            next_cursor=res.Cursor(token="1"),
-            has_more=True,
-        ),
-        MailPage(changes=[_event("e2", "bob@example.com", "ann@example.com")]),
+    async def with_a_bad_item(kind: int, cursor: str) -> ChangePage:
+        page = await listing(kind, cursor)
+        bad = ItemFailure(kind, Side.MAIL, "mail-bad", "", "UNKNOWN_TIME_ZONE", message="zone")
+        return ChangePage(page.changes, page.next_cursor, failures=[bad])
+
+    engine.mail.kinds[EVENT].list_changes = with_a_bad_item  # type: ignore[method-assign]
+    counts = await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)
+    assert counts.quarantined == 1
+    assert counts.crm.created == 1
+    assert [(f.native_id, f.reason) for f in engine.links.failures] == [
+        ("mail-bad", "UNKNOWN_TIME_ZONE")
     ]
-    peers.crm.changes["Event"] = [res.CrmChange(type=res.CHANGE_TYPE_DELETE)]
-    counts = await run_session(_scope(), peers.ports())
-    assert counts.mail_changes_seen == 2
-    assert counts.crm_changes_seen == 1
-    # The second page was asked for with the first page's cursor.
-    assert (res.OBJECT_KIND_CALENDAR_ITEM, "1") in [a for _, a in peers.calls.log]
-    assert ("mapping.map_to_crm", 2) in peers.calls.log
-    assert ("linker.resolve_participants", (res.OBJECT_KIND_CALENDAR_ITEM, 2)) in peers.calls.log
 
 
-async def test_only_the_kinds_in_scope_are_listed(peers: FakePeers) -> None:
-    await run_session(_scope((res.OBJECT_KIND_EMAIL,)), peers.ports())
-    assert [a for n, a in peers.calls.log if n == "mail.list_changes"] == [
-        (res.OBJECT_KIND_EMAIL, "")
-    ]
-    # Emails are one way: nothing is listed back from Salesforce.
-    assert not [n for n, _ in peers.calls.log if n == "crm.list_changes"]
+async def test_an_unreadable_item_is_not_a_delete_in_a_full_listing(engine: MemoryEngine) -> None:
+    from concord_reconciler.domain.ports import ItemFailure
 
+    native = engine.mail.kinds[EVENT].create({"subject": "fine"})
+    await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)
+    engine.links.cursors.clear()  # a lost cursor: the next listing is a full one
 
-async def test_a_peer_failure_fails_the_session_naming_the_peer(peers: FakePeers) -> None:
-    peers.crm.error = PeerError("crm-connector", "ListChanges", "UNAVAILABLE", "connection refused")
-    with pytest.raises(SessionFailure) as raised:
-        await run_session(_scope(), peers.ports())
-    failure = raised.value
-    assert failure.reason == "crm-connector unavailable (ListChanges): connection refused"
-    assert failure.code == "DEPENDENCY_UNAVAILABLE"
-    assert failure.retryable
+    async def unreadable(kind: int, cursor: str) -> ChangePage:
+        bad = ItemFailure(kind, Side.MAIL, native, "", "MALFORMED_MIME")
+        return ChangePage([], "9", failures=[bad])
 
-
-async def test_a_peer_error_reason_becomes_the_failure_code(peers: FakePeers) -> None:
-    peers.linker.error = PeerError(
-        "linker", "ResolveParticipants", "FAILED_PRECONDITION", "no org", "ORG_NOT_CONNECTED"
-    )
-    with pytest.raises(SessionFailure) as raised:
-        await run_session(_scope(), peers.ports())
-    assert raised.value.code == "ORG_NOT_CONNECTED"
-    assert raised.value.reason.startswith("linker failed precondition (ResolveParticipants)")
-    assert not raised.value.retryable
+    engine.mail.kinds[EVENT].list_changes = unreadable  # type: ignore[method-assign]
+    counts = await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)
+    assert counts.crm.deleted == 0
+    assert len(engine.crm.kinds[EVENT].items) == 1
 
 
 async def test_a_connector_that_never_stops_paging_fails_the_session(
-    peers: FakePeers, monkeypatch: pytest.MonkeyPatch
+    engine: MemoryEngine,
 ) -> None:
-    from concord_reconciler.domain import runner
+    async def endless(kind: int, cursor: str) -> ChangePage:
+        return ChangePage([Change(Side.CRM, "x", None)], next_cursor="1", has_more=True)
 
-    monkeypatch.setattr(runner, "MAX_PAGES", 3)
-    endless = MailPage(changes=[], next_cursor=res.Cursor(token="0"), has_more=True)
-    peers.mail.pages[res.OBJECT_KIND_TASK] = [endless]
+    engine.crm.kinds[EVENT].list_changes = endless  # type: ignore[method-assign]
     with pytest.raises(SessionFailure) as raised:
-        await run_session(_scope(), peers.ports())
+        await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)
     assert raised.value.code == "TOO_MANY_PAGES"
+
+
+def test_categories_select_only_kinds_shared_by_category_alone() -> None:
+    org = default_org_settings("acme")
+    mine = st.MailboxSettings(
+        sharing=[
+            st.ObjectSharing(
+                kind=TASK,
+                enabled=True,
+                direction=res.SYNC_DIRECTION_TWO_WAY,
+                selection_modes=[st.SELECTION_MODE_CATEGORY],
+                category="CRM",
+            )
+        ]
+    )
+    settings = effective_mailbox_settings("demo", mine, org)
+    # Events by the default category, tasks by the user's; contacts and emails by folder.
+    assert categories_of(settings) == {EVENT: "Salesforce", TASK: "CRM"}
 
 
 def test_participants_are_distinct_addresses_with_their_roles() -> None:

@@ -3,24 +3,18 @@ the session row, a guarded pair that does not stop the others, and a failing pee
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
-
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.domain.errors import PeerError
 from concord_reconciler.domain.model import SessionRecord, SessionState
 from concord_reconciler.domain.names import new_session_id
-from concord_reconciler.domain.ports import ChangePage
-from concord_reconciler.domain.runner import SyncPorts, policies_for
+from concord_reconciler.domain.runner import policies_for
 from concord_reconciler.domain.sessions import execute_session
 from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
-from concord_reconciler.domain.sync import Side, Snapshot, Write, WriteResult
 
-from .conftest import FakePeers, MemoryStore, RecordedEvents
+from .conftest import MemoryEngine, MemoryStore, RecordedEvents
 
 pytestmark = pytest.mark.unit
 
@@ -31,58 +25,24 @@ EVENT, TASK, CONTACT = (
 )
 
 
-class ByKind:
-    """One SyncSide over a memory side per object kind."""
-
-    def __init__(self, side: Side) -> None:
-        ticks = itertools.count(1)
-        self.side = side
-        self.kinds: dict[int, MemorySide] = {
-            k: MemorySide(side, lambda: next(ticks)) for k in (EVENT, TASK, CONTACT)
-        }
-        self.broken = False
-
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
-        if self.broken:
-            raise PeerError("crm-connector", "ListChanges", "UNAVAILABLE", "down")
-        return await self.kinds[kind].list_changes(kind, cursor)
-
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
-        return await self.kinds[kind].apply(kind, writes)
-
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
-        return await self.kinds[kind].find(kind, link_ids)
-
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
-        return await self.kinds[kind].fetch(kind, native_ids)
-
-
-async def _run(
-    store: MemoryStore, events: RecordedEvents, peers: FakePeers, sync: SyncPorts
-) -> SessionRecord:
+async def _run(store: MemoryStore, events: RecordedEvents, engine: MemoryEngine) -> SessionRecord:
     session = SessionRecord(new_session_id(), "demo", res.SESSION_TRIGGER_FORCE)
     store.sessions[session.session_id] = session
     await execute_session(
-        session.session_id,
-        store=store,
-        events=events,
-        peers=peers.ports(),
-        deadline_seconds=5,
-        sync=sync,
+        session.session_id, store=store, events=events, engine=engine, deadline_seconds=5
     )
     return store.sessions[session.session_id]
 
 
 async def test_a_session_syncs_every_pair_and_records_its_counts(
-    store: MemoryStore, events: RecordedEvents, peers: FakePeers
+    store: MemoryStore, events: RecordedEvents, engine: MemoryEngine
 ) -> None:
-    mail, crm = ByKind(Side.MAIL), ByKind(Side.CRM)
-    sync = SyncPorts(mail, crm, MemoryLinkStore())
+    mail, crm = engine.mail, engine.crm
     for n in range(30):
         mail.kinds[EVENT].create({"subject": f"meeting {n}"})
     mail.kinds[CONTACT].create({"name": "Ann"})
     crm.kinds[TASK].create({"subject": "call"})
-    first = await _run(store, events, peers, sync)
+    first = await _run(store, events, engine)
     assert first.state is SessionState.COMPLETED
     assert (first.counts.crm.created, first.counts.mail.created) == (31, 1)
     assert first.counts.mail_changes_seen == 31
@@ -92,7 +52,7 @@ async def test_a_session_syncs_every_pair_and_records_its_counts(
         mail.kinds[EVENT].delete(native)
     mail.kinds[CONTACT].edit("mail-1", "name", "Ann B.")
     crm.kinds[CONTACT].edit("crm-1", "name", "Ann C.")
-    second = await _run(store, events, peers, sync)
+    second = await _run(store, events, engine)
     assert second.counts.guarded == 1
     assert second.counts.crm.deleted == 0
     assert second.counts.conflicts == 1
@@ -100,7 +60,7 @@ async def test_a_session_syncs_every_pair_and_records_its_counts(
     assert len(crm.kinds[EVENT].items) == 30
 
     # Nothing changed: zero writes, and the guard still holds the events.
-    third = await _run(store, events, peers, sync)
+    third = await _run(store, events, engine)
     c = third.counts
     assert (c.mail.created, c.mail.updated, c.crm.created, c.crm.updated, c.crm.deleted) == (
         0,
@@ -112,11 +72,10 @@ async def test_a_session_syncs_every_pair_and_records_its_counts(
 
 
 async def test_a_peer_failure_fails_the_session_with_its_reason(
-    store: MemoryStore, events: RecordedEvents, peers: FakePeers
+    store: MemoryStore, events: RecordedEvents, engine: MemoryEngine
 ) -> None:
-    crm = ByKind(Side.CRM)
-    crm.broken = True
-    failed = await _run(store, events, peers, SyncPorts(ByKind(Side.MAIL), crm, MemoryLinkStore()))
+    engine.crm.broken = PeerError("crm-connector", "ListChanges", "UNAVAILABLE", "down")
+    failed = await _run(store, events, engine)
     assert failed.state is SessionState.FAILED
     assert failed.failure_code == "DEPENDENCY_UNAVAILABLE"
 

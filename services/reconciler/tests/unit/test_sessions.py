@@ -14,9 +14,10 @@ from concord_reconciler.domain.errors import (
     SessionFailure,
 )
 from concord_reconciler.domain.model import SessionState
+from concord_reconciler.domain.ports import ChangePage
 from concord_reconciler.domain.sessions import abandon_session, execute_session, request_session
 
-from .conftest import FakePeers, MemoryStore, RecordedEvents, RecordingQueue
+from .conftest import MemoryEngine, MemoryStore, RecordedEvents, RecordingQueue
 
 pytestmark = pytest.mark.unit
 
@@ -88,15 +89,15 @@ async def test_a_session_runs_to_completed_with_counts_and_events(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
-    peers.crm.changes["Task"] = [res.CrmChange(type=res.CHANGE_TYPE_UPSERT)]
+    engine.crm.kinds[res.OBJECT_KIND_TASK].create({"subject": "call"})
     session_id = await _requested(store, queue)
     result = await execute_session(
         session_id,
         store=store,
         events=events,
-        peers=peers.ports(),
+        engine=engine,
         deadline_seconds=5,
         trace_id="ab" * 16,
     )
@@ -114,13 +115,11 @@ async def test_a_peer_failure_is_recorded_as_failed_with_its_reason(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
-    peers.mail.error = PeerError("mail-connector", "ListChanges", "UNAVAILABLE", "refused")
+    engine.mail.broken = PeerError("mail-connector", "ListChanges", "UNAVAILABLE", "refused")
     session_id = await _requested(store, queue)
-    await execute_session(
-        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
-    )
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
     stored = store.sessions[session_id]
     assert stored.state is SessionState.FAILED
     assert stored.failure_reason.startswith("mail-connector unavailable")
@@ -132,15 +131,16 @@ async def test_a_session_past_its_deadline_fails(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
-    async def hang(*_: object) -> None:
+    async def hang(*_: object) -> ChangePage:
         await asyncio.sleep(10)
+        raise AssertionError
 
-    peers.mapping.map_to_crm = hang  # type: ignore[assignment,method-assign]
+    engine.mail.list_changes = hang  # type: ignore[assignment,method-assign]
     session_id = await _requested(store, queue)
     await execute_session(
-        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=0.05
+        session_id, store=store, events=events, engine=engine, deadline_seconds=0.05
     )
     assert store.sessions[session_id].failure_code == "SESSION_DEADLINE_EXCEEDED"
 
@@ -149,16 +149,11 @@ async def test_an_unexpected_error_fails_the_session_without_its_text(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
-    async def boom(*_: object) -> None:
-        raise ValueError("subject: secret meeting")
-
-    peers.mapping.map_to_crm = boom  # type: ignore[assignment,method-assign]
+    engine.mail.broken = ValueError("subject: secret meeting")
     session_id = await _requested(store, queue)
-    await execute_session(
-        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
-    )
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
     stored = store.sessions[session_id]
     assert stored.state is SessionState.FAILED
     assert stored.failure_code == "INTERNAL"
@@ -169,17 +164,17 @@ async def test_replayed_requests_change_nothing(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
     session_id = await _requested(store, queue)
     for _ in range(2):
         await execute_session(
-            session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
+            session_id, store=store, events=events, engine=engine, deadline_seconds=5
         )
     assert events.kinds == ["started", "completed"]
     assert (
         await execute_session(
-            "missing", store=store, events=events, peers=peers.ports(), deadline_seconds=5
+            "missing", store=store, events=events, engine=engine, deadline_seconds=5
         )
         is None
     )
@@ -189,17 +184,15 @@ async def test_a_session_of_a_suspended_mailbox_is_cancelled_not_run(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
     session_id = await _requested(store, queue)
     store.suspend("demo", "on holiday")
-    await execute_session(
-        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
-    )
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
     stored = store.sessions[session_id]
     assert stored.state is SessionState.CANCELLED
     assert stored.failure_code == "MAILBOX_SUSPENDED"
-    assert not peers.calls.log
+    assert not engine.scopes
     assert events.kinds == ["failed"]
 
 
@@ -207,7 +200,7 @@ async def test_the_mailbox_settings_decide_the_kinds_listed(
     store: MemoryStore,
     queue: RecordingQueue,
     events: RecordedEvents,
-    peers: FakePeers,
+    engine: MemoryEngine,
 ) -> None:
     store.mailbox_settings["demo"] = st.MailboxSettings(
         sharing=[
@@ -218,15 +211,13 @@ async def test_the_mailbox_settings_decide_the_kinds_listed(
         ]
     )
     session_id = await _requested(store, queue)
-    await execute_session(
-        session_id, store=store, events=events, peers=peers.ports(), deadline_seconds=5
-    )
-    listed = sorted(
-        arg[0]  # type: ignore[index]
-        for name, arg in peers.calls.log
-        if name == "mail.list_changes"
-    )
-    assert listed == [res.OBJECT_KIND_CONTACT, res.OBJECT_KIND_EMAIL]
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
+    (scope,) = engine.scopes
+    assert scope.kinds == (res.OBJECT_KIND_CONTACT, res.OBJECT_KIND_EMAIL)
+    # Emails are shared one way (issue #7), not mirrored: only contacts are a pair.
+    assert [p.kind for p in scope.policies] == [res.OBJECT_KIND_CONTACT]
+    assert scope.categories == {}
+    assert scope.resolution is not None
 
 
 async def test_abandoning_records_failed_once(

@@ -292,6 +292,7 @@ class SqlLinkStore:
     async def _record_failure(
         conn: AsyncConnection, mailbox_id: str, failure: ItemFailure, now: int
     ) -> None:
+        message = failure.message or f"the other side refused the write: {failure.reason}"
         # One row per item: a repeated failure counts an attempt instead of adding a row.
         where = (
             (item_errors.c.mailbox_id == mailbox_id)
@@ -304,7 +305,7 @@ class SqlLinkStore:
             .where(where)
             .values(
                 reason=failure.reason,
-                message=f"the other side refused the write: {failure.reason}",
+                message=message,
                 version=failure.version,
                 link_id=failure.link_id,
                 last_seen_time_us=now,
@@ -325,7 +326,7 @@ class SqlLinkStore:
                     crm_record_id="",
                     side=_SIDE_NUMBER[failure.side],
                     reason=failure.reason,
-                    message=f"the other side refused the write: {failure.reason}",
+                    message=message,
                     first_seen_time_us=now,
                     last_seen_time_us=now,
                     attempts=1,

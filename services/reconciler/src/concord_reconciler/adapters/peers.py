@@ -1,4 +1,4 @@
-"""gRPC clients of the four peers, implementing the domain's ports.
+"""gRPC clients of the four peers, as the sync sides (`adapters.sync_sides`) use them.
 
 Every call has a deadline; the channels retry UNAVAILABLE / RESOURCE_EXHAUSTED (all these
 calls are reads or idempotent writes), and what still fails becomes a domain PeerError naming
@@ -23,7 +23,7 @@ from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
 from concord.mapping.v1 import mapping_service_pb2 as mapping
 from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord_reconciler.domain.errors import PeerError
-from concord_reconciler.domain.ports import CrmPage, MailPage, Peers
+from concord_reconciler.domain.ports import CrmPage, MailPage
 from concord_rpc import channel, from_rpc_error
 
 __all__ = [
@@ -74,6 +74,32 @@ class GrpcMailSide:
             has_more=response.has_more,
         )
 
+    async def get_items(
+        self,
+        mailbox: str,
+        refs: Sequence[res.ItemRef] = (),
+        link_ids: Sequence[str] = (),
+        kind: int = res.OBJECT_KIND_UNSPECIFIED,
+    ) -> mail.GetItemsResponse:
+        request = mail.GetItemsRequest(
+            mailbox=mailbox,
+            refs=refs,
+            link_ids=link_ids,
+            kind=kind,  # type: ignore[arg-type]
+        )
+        return await _call(
+            MAIL_CONNECTOR, "GetItems", self._stub.GetItems(request, timeout=self._timeout)
+        )
+
+    async def apply_items(
+        self, mailbox: str, writes: Sequence[mail.MailWrite]
+    ) -> list[mail.MailWriteResult]:
+        request = mail.ApplyItemsRequest(mailbox=mailbox, writes=writes)
+        response = await _call(
+            MAIL_CONNECTOR, "ApplyItems", self._stub.ApplyItems(request, timeout=self._timeout)
+        )
+        return list(response.results)
+
     async def upsert_account(
         self, account: mail.MailboxAccount, request_id: str
     ) -> mail.MailboxAccount:
@@ -109,10 +135,15 @@ class GrpcCrmSide:
         self._timeout = timeout
 
     async def list_changes(
-        self, org: str, sobject_type: str, cursor: res.Cursor, owner_id: str
+        self,
+        org: str,
+        sobject_type: str,
+        cursor: res.Cursor,
+        owner_id: str,
+        fields: Sequence[str] = (),
     ) -> CrmPage:
         request = crm.ListChangesRequest(
-            org=org, sobject_type=sobject_type, cursor=cursor, owner_id=owner_id
+            org=org, sobject_type=sobject_type, cursor=cursor, owner_id=owner_id, fields=fields
         )
         response = await _call(
             CRM_CONNECTOR, "ListChanges", self._stub.ListChanges(request, timeout=self._timeout)
@@ -123,6 +154,37 @@ class GrpcCrmSide:
             full_resync_required=response.full_resync_required,
             has_more=response.has_more,
         )
+
+    async def get_records(
+        self, org: str, sobject_type: str, ids: Sequence[str], fields: Sequence[str] = ()
+    ) -> crm.GetRecordsResponse:
+        request = crm.GetRecordsRequest(org=org, sobject_type=sobject_type, ids=ids, fields=fields)
+        return await _call(
+            CRM_CONNECTOR, "GetRecords", self._stub.GetRecords(request, timeout=self._timeout)
+        )
+
+    async def query_records(self, request: crm.QueryRecordsRequest) -> crm.QueryRecordsResponse:
+        return await _call(
+            CRM_CONNECTOR, "QueryRecords", self._stub.QueryRecords(request, timeout=self._timeout)
+        )
+
+    async def describe(self, org: str, sobject_type: str) -> crm.ObjectDescription:
+        request = crm.DescribeObjectRequest(org=org, sobject_type=sobject_type)
+        response = await _call(
+            CRM_CONNECTOR,
+            "DescribeObject",
+            self._stub.DescribeObject(request, timeout=self._timeout),
+        )
+        return response.object
+
+    async def apply_batch(
+        self, org: str, writes: Sequence[crm.CrmWrite]
+    ) -> list[crm.CrmWriteResult]:
+        request = crm.ApplyBatchRequest(org=org, writes=writes)
+        response = await _call(
+            CRM_CONNECTOR, "ApplyBatch", self._stub.ApplyBatch(request, timeout=self._timeout)
+        )
+        return list(response.results)
 
 
 class GrpcMapping:
@@ -143,6 +205,25 @@ class GrpcMapping:
         )
         return list(response.results)
 
+    async def map_to_mail(
+        self, org: str, records: Sequence[res.CrmRecord]
+    ) -> Sequence[mapping.MappedItem]:
+        request = mapping.MapToMailRequest(org=org, records=records)
+        response = await _call(
+            MAPPING, "MapToMail", self._stub.MapToMail(request, timeout=self._timeout)
+        )
+        return list(response.results)
+
+    async def get_mapping_table(self, name: str) -> mapping.MappingTable:
+        response = await _call(
+            MAPPING,
+            "GetMappingTable",
+            self._stub.GetMappingTable(
+                mapping.GetMappingTableRequest(name=name), timeout=self._timeout
+            ),
+        )
+        return response.table
+
 
 class GrpcLinker:
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
@@ -156,6 +237,7 @@ class GrpcLinker:
         kind: int,
         participants: Sequence[res.Participant],
         request_id: str,
+        policy: linker.ResolutionPolicy | None = None,
     ) -> linker.ResolveParticipantsResponse:
         request = linker.ResolveParticipantsRequest(
             org=org,
@@ -163,6 +245,7 @@ class GrpcLinker:
             kind=kind,  # type: ignore[arg-type]
             participants=participants,
             request_id=request_id,
+            policy=policy,
         )
         return await _call(
             LINKER,
@@ -197,13 +280,17 @@ class PeerChannels:
     def mail(self) -> GrpcMailSide:
         return GrpcMailSide(self.mail_channel, self.timeout)
 
-    def peers(self) -> Peers:
-        return Peers(
-            mail=self.mail,
-            crm=GrpcCrmSide(self.crm_channel, self.timeout),
-            mapping=GrpcMapping(self.mapping_channel, self.timeout),
-            linker=GrpcLinker(self.linker_channel, self.timeout),
-        )
+    @property
+    def crm(self) -> GrpcCrmSide:
+        return GrpcCrmSide(self.crm_channel, self.timeout)
+
+    @property
+    def mapping(self) -> GrpcMapping:
+        return GrpcMapping(self.mapping_channel, self.timeout)
+
+    @property
+    def linker(self) -> GrpcLinker:
+        return GrpcLinker(self.linker_channel, self.timeout)
 
     async def close(self) -> None:
         for open_channel in (

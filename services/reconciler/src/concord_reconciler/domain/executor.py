@@ -8,9 +8,11 @@ so a crash at any point replays the same changes against the same links.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 from concord_reconciler.domain.errors import PeerError, SessionFailure
 from concord_reconciler.domain.planner import Action, MergePlan, SyncPolicy, plan
@@ -28,6 +30,9 @@ from concord_reconciler.domain.sync import (
 )
 
 __all__ = ["BATCH_SIZE", "MAX_PAGES", "PairOutcome", "sync_pair"]
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Salesforce sObject Collections take 200 records a call; the mail connector takes 100.
 BATCH_SIZE = 100
@@ -76,17 +81,26 @@ async def sync_pair(
 
     links = await store.load_links(mailbox_id, kind)
     cursors = await store.load_cursors(mailbox_id, kind)
-    listed: dict[Side, list[Change]] = {}
-    next_cursors: dict[Side, str] = {}
-    for side, port in sides.items():
-        listed[side], next_cursors[side] = await _listing(port, kind, cursors.get(side, ""), links)
-    outcome.mail_seen, outcome.crm_seen = len(listed[Side.MAIL]), len(listed[Side.CRM])
+    # Both sides are listed at once: they are independent, and a quiet session then costs
+    # one round trip per pair instead of two.
+    mail_listing, crm_listing = await _both(
+        _listing(mail, kind, cursors.get(Side.MAIL, ""), links),
+        _listing(crm, kind, cursors.get(Side.CRM, ""), links),
+    )
+    listed = {Side.MAIL: mail_listing[0], Side.CRM: crm_listing[0]}
+    next_cursors = {Side.MAIL: mail_listing[1], Side.CRM: crm_listing[1]}
+    unreadable = [*mail_listing[2], *crm_listing[2]]
+    outcome.mail_seen = len(listed[Side.MAIL]) + len(mail_listing[2])
+    outcome.crm_seen = len(listed[Side.CRM]) + len(crm_listing[2])
+    outcome.quarantined = len(unreadable)
 
     merge: MergePlan = plan(mailbox_id, listed[Side.MAIL], listed[Side.CRM], links, policy, now)
     outcome.skipped = merge.skipped
     if merge.guarded:
         # The pair stops whole: no write, and the cursors stay so nothing listed is lost.
         outcome.guarded, outcome.guard_reason = True, merge.guard_reason
+        if unreadable:
+            await store.commit(mailbox_id, kind, [], [], failures=unreadable)
         return outcome
     outcome.conflicts = merge.conflicts
 
@@ -106,30 +120,44 @@ async def sync_pair(
             [*done, *(quiet if last else [])],
             [a.link.link_id for a in batch if a.link.link_id not in unknown],
             cursors=None if blocked or not last else next_cursors,
-            failures=failures,
+            failures=[*unreadable, *failures],
         )
+        unreadable = []
         if last:
             outcome.cursors_committed = not blocked
             quiet = []
     if not busy:
-        await store.commit(mailbox_id, kind, quiet, [], cursors=next_cursors)
+        await store.commit(mailbox_id, kind, quiet, [], cursors=next_cursors, failures=unreadable)
         outcome.cursors_committed = True
     return outcome
 
 
+async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both results, or the first failure with the other call cancelled (not left running)."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        raise
+
+
 async def _listing(
     port: SyncSide, kind: int, cursor: str, links: Sequence[Link]
-) -> tuple[list[Change], str]:
+) -> tuple[list[Change], str, list[ItemFailure]]:
     changes: list[Change] = []
+    failures: list[ItemFailure] = []
     full = not cursor
     for _ in range(MAX_PAGES):
         page = await port.list_changes(kind, cursor)
         if page.full_resync_required:
             # What was listed so far under the dead cursor is still true, but the listing
             # starts over from nothing so it ends complete.
-            changes, cursor, full = [], "", True
+            changes, failures, cursor, full = [], [], "", True
             continue
         changes.extend(page.changes)
+        failures.extend(page.failures)
         cursor = page.next_cursor
         if not page.has_more:
             break
@@ -140,8 +168,10 @@ async def _listing(
             retryable=False,
         )
     if full:
-        changes.extend(await _vanished(port, kind, changes, links))
-    return changes, cursor
+        # An unreadable item still exists: it is quarantined, not deleted.
+        present = [*changes, *(Change(port.side, f.native_id, None) for f in failures)]
+        changes.extend(await _vanished(port, kind, present, links))
+    return changes, cursor, failures
 
 
 async def _vanished(
@@ -273,7 +303,7 @@ async def _execute(
                     write.side,
                     native_id=result.native_id or link.native(write.side),
                     version=result.version,
-                    hash=content_hash(link.base),
+                    hash=result.hash or content_hash(link.base),
                 )
         if not ok:
             if any(not results[(w.side, w.link_id)].retryable for w in action.writes):

@@ -14,6 +14,7 @@ from concord_reconciler.domain.names import mailbox_name, org_name, session_name
 
 __all__ = [
     "ItemErrorRecord",
+    "KindCounts",
     "MailboxRecord",
     "MailboxState",
     "SessionCounts",
@@ -83,6 +84,21 @@ class SideCounts:
 
 
 @dataclass(frozen=True)
+class KindCounts:
+    """What a session saw and did for one object kind."""
+
+    kind: int  # concord.common.v1.ObjectKind
+    mail_changes_seen: int = 0
+    crm_changes_seen: int = 0
+    mail: SideCounts = field(default_factory=SideCounts)
+    crm: SideCounts = field(default_factory=SideCounts)
+    conflicts: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    guarded: bool = False
+
+
+@dataclass(frozen=True)
 class SessionCounts:
     mail_changes_seen: int = 0
     crm_changes_seen: int = 0
@@ -91,6 +107,9 @@ class SessionCounts:
     conflicts: int = 0
     quarantined: int = 0
     guarded: int = 0
+    # Items left alone on purpose: outside the window, private, of a direction not synced.
+    skipped: int = 0
+    kinds: tuple[KindCounts, ...] = ()
 
 
 @dataclass(frozen=True)

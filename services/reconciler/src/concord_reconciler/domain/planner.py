@@ -350,7 +350,13 @@ def _created(
         original_start=snapshot.original_start,
     ).on(change.side, native_id=change.native_id, version=snapshot.version, hash=snapshot.hash)
     link = link.on(change.side.other, native_id=None, version="", hash=content_hash(fields))
-    write = Write(side=change.side.other, op=WriteOp.CREATE, link_id=link_id, fields=fields)
+    write = Write(
+        side=change.side.other,
+        op=WriteOp.CREATE,
+        link_id=link_id,
+        fields=fields,
+        participants=snapshot.participants,
+    )
     return Action(ActionKind.CREATE, link, (write,))
 
 
@@ -477,7 +483,9 @@ def _revived(pair: _Pair, link: Link, policy: SyncPolicy) -> Action | None:
         mail_hash=m.hash,
         crm_hash=content_hash(fields),
     )
-    write = Write(Side.CRM, WriteOp.CREATE, link.link_id, fields=fields)
+    write = Write(
+        Side.CRM, WriteOp.CREATE, link.link_id, fields=fields, participants=m.participants
+    )
     return Action(ActionKind.CREATE, after, (write,), previous=link)
 
 
@@ -492,7 +500,9 @@ def _recreated(link: Link, missing: Side, survivor: Snapshot | None) -> Action:
         hash=survivor.hash,
     )
     after = after.on(missing, native_id=None, version="", hash=content_hash(fields))
-    write = Write(missing, WriteOp.CREATE, link.link_id, fields=fields)
+    write = Write(
+        missing, WriteOp.CREATE, link.link_id, fields=fields, participants=survivor.participants
+    )
     return Action(ActionKind.CREATE, after, (write,), previous=link)
 
 
@@ -602,6 +612,7 @@ def _merged(
                     link.native(side),
                     _version(link, side, snap),
                     diff,
+                    full=merged,
                 )
             )
             after = after.on(side, native_id=link.native(side), version="", hash=merged_hash)

@@ -1,7 +1,7 @@
 """What the session runner needs from the outside world, as small interfaces.
 
-The gRPC adapters (`concord_reconciler.adapters.peers`) implement the four sides for real;
-unit tests implement them in memory. Messages are the shared protos (plain data, no gRPC).
+The sync sides over gRPC (`concord_reconciler.adapters.sync_sides`) implement `SyncSide` for
+real; tests implement it in memory. Messages are the shared protos (plain data, no gRPC).
 Failures are :class:`~concord_reconciler.domain.errors.PeerError`.
 """
 
@@ -12,23 +12,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from concord.common.v1 import resources_pb2, settings_pb2
-from concord.linker.v1 import linker_service_pb2
-from concord.mapping.v1 import mapping_service_pb2
 from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState
 from concord_reconciler.domain.sync import Change, Link, Side, Snapshot, Write, WriteResult
 
 __all__ = [
     "ChangePage",
     "CrmPage",
-    "CrmSide",
     "Intent",
     "ItemFailure",
     "LinkStore",
-    "Linker",
     "MailPage",
-    "MailSide",
-    "Mapping",
-    "Peers",
     "SessionEvents",
     "SessionQueue",
     "SessionStore",
@@ -50,43 +43,6 @@ class CrmPage:
     next_cursor: resources_pb2.Cursor = field(default_factory=resources_pb2.Cursor)
     full_resync_required: bool = False
     has_more: bool = False
-
-
-class MailSide(Protocol):
-    async def list_changes(
-        self, mailbox: str, kind: int, cursor: resources_pb2.Cursor
-    ) -> MailPage: ...
-
-
-class CrmSide(Protocol):
-    async def list_changes(
-        self, org: str, sobject_type: str, cursor: resources_pb2.Cursor, owner_id: str
-    ) -> CrmPage: ...
-
-
-class Mapping(Protocol):
-    async def map_to_crm(
-        self, org: str, items: Sequence[resources_pb2.MailItem], owner_id: str
-    ) -> Sequence[mapping_service_pb2.MappedRecord]: ...
-
-
-class Linker(Protocol):
-    async def resolve_participants(
-        self,
-        org: str,
-        user_id: str,
-        kind: int,
-        participants: Sequence[resources_pb2.Participant],
-        request_id: str,
-    ) -> linker_service_pb2.ResolveParticipantsResponse: ...
-
-
-@dataclass(frozen=True)
-class Peers:
-    mail: MailSide
-    crm: CrmSide
-    mapping: Mapping
-    linker: Linker
 
 
 class SessionStore(Protocol):
@@ -142,6 +98,9 @@ class ChangePage:
     # The cursor was invalidated: list again from "" and reconcile against the links.
     full_resync_required: bool = False
     has_more: bool = False
+    # Items listed but unreadable or unmappable: quarantined with their reason, left out of
+    # `changes`, and listed again only when they change.
+    failures: Sequence[ItemFailure] = ()
 
 
 class SyncSide(Protocol):
@@ -179,7 +138,8 @@ class Intent:
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """A write the side refused for good: the item is quarantined, the session goes on."""
+    """An item quarantined with its reason (a write refused for good, or an item that could
+    not be read or mapped); the session goes on without it."""
 
     kind: int
     side: Side
@@ -187,6 +147,8 @@ class ItemFailure:
     link_id: str
     reason: str
     version: str = ""
+    # Human-readable, never item content; empty says the other side refused the write.
+    message: str = ""
 
 
 class LinkStore(Protocol):

@@ -1,48 +1,40 @@
-"""One session's work: pull both sides' changes, map them, resolve their participants.
+"""One session's work: every two-way pair of the mailbox through the sync engine.
 
-The skeleton stops there (every side is still empty). Issue #5 grows this function: cursors
-from the link store instead of full listings, then plan (pure) and execute (journaled writes),
-filling the write counts. It stays a function over the four ports so tests drive it in memory.
+For each pair (mailbox, object kind): list both sides since the cursors kept with the links,
+plan (pure), write in journalled batches, commit links and cursors together
+(`domain/executor.py`). The sides are the engine's ports, built per session (`SyncEngine`):
+over the connectors' gRPC APIs in production (`adapters/sync_sides.py`), in memory in tests.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Protocol
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.domain.errors import PeerError, SessionFailure
 from concord_reconciler.domain.executor import PairOutcome, sync_pair
-from concord_reconciler.domain.model import SessionCounts, SideCounts
+from concord_reconciler.domain.model import KindCounts, SessionCounts, SideCounts
 from concord_reconciler.domain.planner import SyncPolicy
-from concord_reconciler.domain.ports import CrmPage, LinkStore, MailPage, Peers, SyncSide
+from concord_reconciler.domain.ports import LinkStore, SyncSide
 from concord_reconciler.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.domain.sync import Side
 
 __all__ = [
-    "MAX_PAGES",
-    "PulledChanges",
     "SessionScope",
+    "SyncEngine",
     "SyncPorts",
+    "categories_of",
     "counts_of",
     "participants_of",
     "policies_for",
     "run_session",
     "sync_mailbox",
 ]
-
-T = TypeVar("T")
-
-# A connector that keeps answering has_more is broken; stop rather than loop for ever.
-MAX_PAGES = 1000
-
-# Kinds whose items are activities linked to people (contacts are the people themselves).
-_ACTIVITY_KINDS = (res.OBJECT_KIND_CALENDAR_ITEM, res.OBJECT_KIND_TASK, res.OBJECT_KIND_EMAIL)
 
 
 @dataclass(frozen=True)
@@ -56,16 +48,14 @@ class SessionScope:
     kinds: tuple[int, ...]  # ObjectKind values, in listing order
     # The two-way pairs' settings, read once at the session's start.
     policies: tuple[SyncPolicy, ...] = ()
+    # Kind -> the category that shares a mailbox item of that kind (SELECTION_MODE_CATEGORY).
+    categories: Mapping[int, str] = field(default_factory=dict)
+    # What the linker may create and must ignore when it links new activities.
+    resolution: linker.ResolutionPolicy | None = None
 
     @property
     def crm_objects(self) -> tuple[str, ...]:
         return tuple(CRM_OBJECT_OF_KIND[k] for k in self.kinds if k in CRM_OBJECT_OF_KIND)
-
-
-@dataclass(frozen=True)
-class PulledChanges:
-    mail: tuple[res.MailChange, ...]
-    crm: tuple[res.CrmChange, ...]
 
 
 @dataclass(frozen=True)
@@ -75,6 +65,12 @@ class SyncPorts:
     mail: SyncSide
     crm: SyncSide
     links: LinkStore
+
+
+class SyncEngine(Protocol):
+    """The ports of one session (the sides are bound to its mailbox, org and user)."""
+
+    def ports(self, scope: SessionScope) -> SyncPorts: ...
 
 
 def policies_for(
@@ -88,6 +84,23 @@ def policies_for(
         for kind in kinds
         if kind in CRM_OBJECT_OF_KIND
     )
+
+
+def categories_of(mailbox: st.MailboxSettings) -> dict[int, str]:
+    """The category each kind is shared by, where sharing goes by category alone.
+
+    A kind shared by folder is already selected by the collection the connector lists, and
+    one that auto-shares every new item takes everything.
+    """
+    found: dict[int, str] = {}
+    for sharing in mailbox.sharing:
+        modes = set(sharing.selection_modes)
+        if st.SELECTION_MODE_CATEGORY in modes and not modes & {
+            st.SELECTION_MODE_FOLDER,
+            st.SELECTION_MODE_ALL_NEW,
+        }:
+            found[int(sharing.kind)] = sharing.category or "Salesforce"
+    return found
 
 
 async def sync_mailbox(
@@ -105,115 +118,56 @@ async def sync_mailbox(
     return counts_of(outcomes)
 
 
+def _sides(done: Sequence[PairOutcome], which: Side) -> SideCounts:
+    return SideCounts(
+        created=sum(o.created[which] for o in done),
+        updated=sum(o.updated[which] for o in done),
+        deleted=sum(o.deleted[which] for o in done),
+        errors=sum(o.errors[which] for o in done),
+    )
+
+
 def counts_of(outcomes: Iterable[PairOutcome]) -> SessionCounts:
     """A session's counts from its pairs' outcomes; writes are counted by the side written."""
     done = list(outcomes)
-
-    def side(which: Side) -> SideCounts:
-        return SideCounts(
-            created=sum(o.created[which] for o in done),
-            updated=sum(o.updated[which] for o in done),
-            deleted=sum(o.deleted[which] for o in done),
-            errors=sum(o.errors[which] for o in done),
-        )
-
     return SessionCounts(
         mail_changes_seen=sum(o.mail_seen for o in done),
         crm_changes_seen=sum(o.crm_seen for o in done),
-        mail=side(Side.MAIL),
-        crm=side(Side.CRM),
+        mail=_sides(done, Side.MAIL),
+        crm=_sides(done, Side.CRM),
         conflicts=sum(o.conflicts for o in done),
         quarantined=sum(o.quarantined for o in done),
         guarded=sum(o.guarded for o in done),
+        skipped=sum(o.skipped for o in done),
+        kinds=tuple(
+            KindCounts(
+                kind=o.kind,
+                mail_changes_seen=o.mail_seen,
+                crm_changes_seen=o.crm_seen,
+                mail=_sides([o], Side.MAIL),
+                crm=_sides([o], Side.CRM),
+                conflicts=o.conflicts,
+                quarantined=o.quarantined,
+                skipped=o.skipped,
+                guarded=o.guarded,
+            )
+            for o in done
+        ),
     )
 
 
 async def run_session(
     scope: SessionScope,
-    peers: Peers,
-    sync: SyncPorts | None = None,
+    engine: SyncEngine,
     policies: Sequence[SyncPolicy] = (),
     now: datetime | None = None,
 ) -> SessionCounts:
-    """Run one session; SessionFailure says why it could not finish.
-
-    With `sync` (the engine's ports), the session plans and writes every pair. Without, it is
-    the walking skeleton: it lists, maps and resolves over the peers' gRPC ports, which is
-    all the connectors answer until their SyncSide adapters land (issues #3, #4, #6).
-    Independent calls run concurrently so a session with nothing to do costs two round trips.
-    """
-    if sync is not None:
-        return await sync_mailbox(
-            scope.mailbox.removeprefix("mailboxes/"),
-            policies or scope.policies,
-            sync,
-            now or datetime.now(UTC),
-        )
-    pulled = await pull_changes(scope, peers)
-    items = [c.item for c in pulled.mail if c.type == res.CHANGE_TYPE_UPSERT and c.HasField("item")]
-    await _all(
-        [
-            peers.mapping.map_to_crm(scope.org, items, scope.crm_user_id),
-            *(
-                # One call per activity kind resolves every address of the session at once;
-                # issue #5 turns this into one resolution per activity, for its WhoId/WhatId.
-                peers.linker.resolve_participants(
-                    scope.org,
-                    scope.crm_user_id,
-                    kind,
-                    participants_of(i for i in items if i.ref.kind == kind),
-                    f"{scope.session_id}:{kind}",
-                )
-                for kind in _ACTIVITY_KINDS
-                if kind in scope.kinds
-            ),
-        ]
-    )
-    return SessionCounts(mail_changes_seen=len(pulled.mail), crm_changes_seen=len(pulled.crm))
-
-
-async def pull_changes(scope: SessionScope, peers: Peers) -> PulledChanges:
-    mail_pages = [_pull_mail(peers, scope.mailbox, kind) for kind in scope.kinds]
-    crm_pages = [_pull_crm(peers, scope, sobject) for sobject in scope.crm_objects]
-    async with _concurrently() as group:
-        mail_tasks = [group.create_task(pull) for pull in mail_pages]
-        crm_tasks = [group.create_task(pull) for pull in crm_pages]
-    return PulledChanges(
-        mail=tuple(c for task in mail_tasks for c in task.result()),
-        crm=tuple(c for task in crm_tasks for c in task.result()),
-    )
-
-
-async def _pull_mail(peers: Peers, mailbox: str, kind: int) -> list[res.MailChange]:
-    # No cursor store yet: every session lists in full (issue #5 keeps cursors with the links).
-    cursor = res.Cursor()
-    changes: list[res.MailChange] = []
-    for _ in range(MAX_PAGES):
-        page: MailPage = await peers.mail.list_changes(mailbox, kind, cursor)
-        changes.extend(page.changes)
-        if not page.has_more:
-            return changes
-        cursor = page.next_cursor
-    raise SessionFailure(
-        f"mail-connector listed more than {MAX_PAGES} pages of kind {kind}",
-        "TOO_MANY_PAGES",
-        retryable=False,
-    )
-
-
-async def _pull_crm(peers: Peers, scope: SessionScope, sobject: str) -> list[res.CrmChange]:
-    cursor = res.Cursor()
-    changes: list[res.CrmChange] = []
-    for _ in range(MAX_PAGES):
-        page: CrmPage = await peers.crm.list_changes(scope.org, sobject, cursor, scope.crm_user_id)
-        changes.extend(page.changes)
-        if not page.has_more:
-            return changes
-        cursor = page.next_cursor
-    raise SessionFailure(
-        f"crm-connector listed more than {MAX_PAGES} pages of {sobject}",
-        "TOO_MANY_PAGES",
-        retryable=False,
+    """Run one session; SessionFailure says why it could not finish."""
+    return await sync_mailbox(
+        scope.mailbox.removeprefix("mailboxes/"),
+        policies or scope.policies,
+        engine.ports(scope),
+        now or datetime.now(UTC),
     )
 
 
@@ -252,36 +206,3 @@ def participants_of(items: Iterable[res.MailItem]) -> list[res.Participant]:
             for cc in email.cc:
                 add(cc, res.PARTICIPANT_ROLE_CC_RECIPIENT)
     return list(found.values())
-
-
-async def _all(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    async with _concurrently() as group:
-        tasks = [group.create_task(call) for call in calls]
-    return [task.result() for task in tasks]
-
-
-@contextlib.asynccontextmanager
-async def _concurrently() -> AsyncIterator[asyncio.TaskGroup]:
-    """A task group whose first failure cancels the others and is raised alone.
-
-    A peer error becomes the session's SessionFailure, naming the peer and its status.
-    """
-    try:
-        async with asyncio.TaskGroup() as group:
-            yield group
-    except BaseExceptionGroup as failed:
-        # The first failure is the cause; the others are usually its echo (cancelled siblings).
-        leaf = _leaves(failed)[0]
-        if isinstance(leaf, PeerError):
-            raise SessionFailure.from_peer(leaf) from leaf
-        raise leaf from None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            leaves.extend(_leaves(error))
-        else:
-            leaves.append(error)
-    return leaves

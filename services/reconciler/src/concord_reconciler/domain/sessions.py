@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.domain.errors import (
     MailboxNotFound,
     MailboxSuspended,
@@ -25,8 +26,14 @@ from concord_reconciler.domain.model import (
     utcnow,
 )
 from concord_reconciler.domain.names import mailbox_name, new_session_id
-from concord_reconciler.domain.ports import Peers, SessionEvents, SessionQueue, SessionStore
-from concord_reconciler.domain.runner import SessionScope, SyncPorts, policies_for, run_session
+from concord_reconciler.domain.ports import SessionEvents, SessionQueue, SessionStore
+from concord_reconciler.domain.runner import (
+    SessionScope,
+    SyncEngine,
+    categories_of,
+    policies_for,
+    run_session,
+)
 from concord_reconciler.domain.settings import (
     default_org_settings,
     effective_mailbox_settings,
@@ -83,11 +90,10 @@ async def execute_session(
     *,
     store: SessionStore,
     events: SessionEvents,
-    peers: Peers,
+    engine: SyncEngine,
     deadline_seconds: float,
     trace_id: str = "",
     now: Clock = utcnow,
-    sync: SyncPorts | None = None,
 ) -> SessionRecord | None:
     """Run a requested session to its end and record it; None if there was nothing to run.
 
@@ -125,7 +131,7 @@ async def execute_session(
     try:
         scope = await _scope(running, mailbox, store)
         async with asyncio.timeout(deadline_seconds):
-            counts = await run_session(scope, peers, sync, now=now())
+            counts = await run_session(scope, engine, now=now())
     except SessionFailure as failure:
         return await _fail(running, mailbox, failure, store=store, events=events, now=now)
     except TimeoutError:
@@ -224,6 +230,12 @@ async def _scope(
         crm_user_id=mailbox.crm_user_id,
         kinds=synced_kinds(settings),
         policies=policies_for(synced_kinds(settings), org, settings),
+        categories=categories_of(settings),
+        resolution=linker.ResolutionPolicy(
+            auto_resolve=org.auto_resolve,
+            # The user's list already holds the org's where the org locked it.
+            blacklist=sorted({*org.blacklist, *settings.blacklist}),
+        ),
     )
 
 

@@ -121,6 +121,10 @@ class Snapshot:
     # Occurrence of a series: the series item's native id and this occurrence's start (UTC).
     series_id: str = ""
     original_start: datetime | None = None
+    # The activity's people as (address, display name, concord.common.v1.ParticipantRole),
+    # for linking a record created from it (WhoId/WhatId). Not content: the mailbox owns
+    # attendees, and Salesforce never lists them back, so they take no part in the hash.
+    participants: tuple[tuple[str, str, int], ...] = ()
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
@@ -217,6 +221,12 @@ class Write:
     expected_version: str = ""
     # Every field for creates, only the differing ones for updates.
     fields: Mapping[str, Value] = field(default_factory=dict)
+    # Updates: every field the item holds once written (a side that must send whole items,
+    # or convert them, needs more than the difference). Not journalled: recovery only looks
+    # writes up, it never replays them.
+    full: Mapping[str, Value] = field(default_factory=dict)
+    # Creates: the source item's people, for linking (see Snapshot.participants).
+    participants: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,3 +240,6 @@ class WriteResult:
     # next session; the others quarantine the item with `reason`.
     retryable: bool = True
     reason: str = ""
+    # The content hash of the item as the side now lists it, when the side read it back
+    # (a side that stores values in its own form); empty means the written fields' hash.
+    hash: str = ""
