@@ -27,6 +27,9 @@ class ReceivedSpan:
     attributes: dict[str, Any] = field(default_factory=dict)
     status: str = "UNSET"
     start_time_unix_nano: int = 0
+    status_message: str = ""
+    # Span events (exceptions recorded on the span among them): name and attributes.
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def _value(value: AnyValue) -> Any:
@@ -56,6 +59,11 @@ def _spans(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterable[Rec
                         "STATUS_CODE_"
                     ),
                     start_time_unix_nano=span.start_time_unix_nano,
+                    status_message=span.status.message,
+                    events=tuple(
+                        (event.name, {kv.key: _value(kv.value) for kv in event.attributes})
+                        for event in span.events
+                    ),
                 )
 
 
