@@ -46,7 +46,9 @@ pytestmark = pytest.mark.integration
 
 
 class Harness(Protocol):
-    provider: MailProvider
+    # Read-only, so an adapter's own provider type satisfies it.
+    @property
+    def provider(self) -> MailProvider: ...
 
     def new_mailbox(self) -> MailboxAccess: ...
 
@@ -379,7 +381,15 @@ async def test_contacts_are_created_updated_and_deleted(harness: Harness) -> Non
     harness.edit_elsewhere(mailbox, created.ref.native_id, "Someone else's edit")
     [stale] = await harness.provider.apply_items(
         mailbox,
-        [Write(WriteOperation.UPDATE, "ada", updated.ref or r.ItemRef(), edited, ["given_name"])],
+        [
+            Write(
+                WriteOperation.UPDATE,
+                "ada",
+                updated.ref or r.ItemRef(),
+                edited,
+                update_mask=["given_name"],
+            )
+        ],
     )
     assert stale.status == r.WRITE_STATUS_CONFLICT
     changes, token = await listing(harness, mailbox, token, kind=Kind.CONTACT)
