@@ -73,15 +73,23 @@ def start_push(
         publisher.attach(client)
         await supervisor.start()
 
-    started = asyncio.create_task(run(), name="push-start")
+    started: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        # A readiness check that never fails: it runs once the store is migrated (the checks
+        # before it), and readiness never waits on NATS.
+        if not started:
+            started.append(asyncio.create_task(run(), name="push-start"))
 
     async def stop() -> None:
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await started
+        for task in started:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await supervisor.stop()
         await publisher.close()
 
+    process.server.add_readiness_check(start)
     process.server.on_shutdown(stop)
     return supervisor
 
