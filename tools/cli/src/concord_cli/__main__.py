@@ -7,17 +7,19 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextvars import Token
 from typing import Any, NoReturn
 
 import grpc
 
+from concord.common.v1 import resources_pb2 as res
+from concord.gateway.v1 import gateway_service_pb2 as pb
+from concord.mail.v1 import mail_connector_service_pb2 as mail_pb
 from concord_cli import commands
-from concord_cli.config import CliError, Target, resolve
+from concord_cli.config import CliError, Target, UsageProblem, resolve
+from concord_cli.exits import EXIT_FAILED, EXIT_USAGE, CommandFailed, exit_code_of
 
 __all__ = ["main"]
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 class UsageError(Exception):
@@ -50,11 +52,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+_EPILOG = """\
+The gateway address and token come from var/up.json, written by `make up` (--admin takes its
+admin token). Mailboxes are `demo` or `mailboxes/demo`; items are `demo/<item error id>`.
+
+exit codes: 0 done, 1 failed (a session failed, a service is down), 2 usage, 3 not
+authenticated, 4 permission denied, 5 not found, 6 refused (invalid, locked, precondition),
+7 gateway or a service unreachable, 8 the --wait ran out, 130 interrupted.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="concord",
-        description="Talk to a running Concord: health, sync sessions, mailboxes.",
-        epilog="The gateway address and token come from var/up.json, written by `make up`.",
+        description="Talk to a running Concord through its gateway: health, sessions, "
+        "mailboxes, item errors, settings.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument(
@@ -65,40 +79,188 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--admin", action="store_true", help="use up.json's demo admin token, not the user's"
     )
+    parser.add_argument(
+        "--request-id",
+        help="for changes: retry with the same id and the change is made once (default: new)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Also accepted after the command (`concord sync demo --json`).
     json_after = _Parser(add_help=False)
-    json_after.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-
-    sub.add_parser(
-        "status",
-        parents=[json_after],
-        help="health of every service and NATS (exit 1 if any is down)",
+    json_after.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
     )
-    p_sync = sub.add_parser("sync", parents=[json_after], help="run a session for a mailbox now")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = sub.add_parser(name, parents=[json_after], help=help_text)
+        return made
+
+    p_status = command(
+        "status",
+        "health of every service and NATS (exit 1 if any is down); with a mailbox, its dashboard",
+    )
+    p_status.add_argument("mailbox", nargs="?", help="show this mailbox's dashboard instead")
+
+    p_sync = command("sync", "run a session for a mailbox now")
     p_sync.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
-    p_sync.add_argument("--wait", action="store_true", help="wait for the session to end")
+    p_sync.add_argument(
+        "--wait", action="store_true", help="follow the session to its end, showing its progress"
+    )
     p_sync.add_argument(
         "--timeout", type=_seconds, help="seconds to wait (implies --wait; default 30)"
     )
-    p_sessions = sub.add_parser("sessions", parents=[json_after], help="a mailbox's last sessions")
+
+    p_sessions = command("sessions", "a mailbox's last sessions")
     p_sessions.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
     p_sessions.add_argument("--limit", type=_positive_int, default=10, help="how many (10)")
-    sub.add_parser("mailboxes", parents=[json_after], help="the mailboxes you may see")
+
+    p_errors = command("errors", "a mailbox's items in error, with their reasons")
+    p_errors.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
+    p_errors.add_argument("--quarantined", action="store_true", help="only items sessions now skip")
+    p_errors.add_argument("--limit", type=_positive_int, default=50, help="how many (50)")
+
+    p_retry = command("retry", "release a quarantined item and sync it again")
+    p_retry.add_argument("item", help="`demo/<item error>` or its full name")
+
+    p_suspend = command("suspend", "stop syncing a mailbox until resumed")
+    p_suspend.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
+    p_suspend.add_argument("--reason", default="", help="shown on the dashboard")
+
+    p_resume = command("resume", "resume a suspended mailbox and sync it")
+    p_resume.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
+
+    command("mailboxes", "the mailboxes you may see (same as `mailbox list`)")
+    p_mailbox = command("mailbox", "register or list mailboxes (`mailbox add` needs --admin)")
+    mailbox_sub = p_mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
+    mailbox_sub.add_parser("list", parents=[json_after], help="the mailboxes you may see")
+    p_add = mailbox_sub.add_parser(
+        "add",
+        parents=[json_after],
+        help="register a mailbox in your org (admin); the account secret comes from "
+        "$CONCORD_MAILBOX_SECRET, never the command line",
+    )
+    p_add.add_argument("mailbox", help="the new mailbox id (lowercase letters, digits, -)")
+    p_add.add_argument("--owner", required=True, help="the owning user's id")
+    p_add.add_argument("--crm-user", required=True, help="the owner's Salesforce User Id")
+    p_add.add_argument("--address", required=True, help="the primary SMTP address")
+    p_add.add_argument(
+        "--provider", choices=sorted(_PROVIDERS), default="exchange-ews", help="(exchange-ews)"
+    )
+    p_add.add_argument("--ews-url", help="EWS endpoint; with --ews-username, connects the account")
+    p_add.add_argument("--ews-username", help="EWS service account")
+    p_add.add_argument("--ews-auth", default="basic", help="EWS auth type (basic)")
+
+    p_settings = command("settings", "read or change user settings, or the org's with --org")
+    settings_sub = p_settings.add_subparsers(
+        dest="settings_command", required=True, metavar="ACTION"
+    )
+    for action, help_text in (
+        ("get", "show settings (locked fields marked)"),
+        ("set", "change settings: field=value ... (e.g. blacklist=spam.test sync_interval=15m)"),
+    ):
+        p_action = settings_sub.add_parser(
+            action, parents=[json_after], help=help_text, description=_SETTINGS_HELP[action]
+        )
+        p_action.add_argument(
+            "mailbox", nargs="?", help="the mailbox whose user settings (omit with --org)"
+        )
+        p_action.add_argument(
+            "--org", action="store_true", help="your org's settings instead (admin)"
+        )
+        p_action.add_argument(
+            "--org-id", help="name the org (implies --org); the gateway allows only your own"
+        )
+        if action == "set":
+            p_action.add_argument("assignments", nargs="*", metavar="field=value")
     return parser
+
+
+_SETTINGS_HELP = {
+    "get": "Show a mailbox's user settings (fields the org locked are marked), or with --org "
+    "the org's settings (admin).",
+    "set": "Change the named fields only. Values: enums by short name (conflict_policy="
+    "crm_wins), durations as 90s/30m/12h/7d (sync_interval=15m), lists comma-separated "
+    "(blacklist=spam.test,ann@x.test; empty for none), true/false, and JSON for nested "
+    'fields (auto_resolve=\'{"unknownAddressAction": "UNKNOWN_ADDRESS_ACTION_CREATE_LEAD"}\'). '
+    "An admin locks user fields to the org's value with --org locked_user_fields=sharing,"
+    "blacklist.",
+}
+
+_PROVIDERS = {
+    "exchange-ews": res.MAIL_PROVIDER_EXCHANGE_EWS,
+    "graph": res.MAIL_PROVIDER_GRAPH,
+    "google": res.MAIL_PROVIDER_GOOGLE,
+    "dav": res.MAIL_PROVIDER_DAV,
+}
+
+
+def _register_request(args: argparse.Namespace) -> pb.RegisterMailboxRequest:
+    provider = _PROVIDERS[args.provider]
+    request = pb.RegisterMailboxRequest(
+        mailbox_id=args.mailbox,
+        mailbox=res.Mailbox(
+            owner_user_id=args.owner,
+            crm_user_id=args.crm_user,
+            address=args.address,
+            provider=provider,
+        ),
+    )
+    if bool(args.ews_url) != bool(args.ews_username):
+        raise UsageProblem("--ews-url and --ews-username go together")
+    if args.ews_url:
+        if provider != res.MAIL_PROVIDER_EXCHANGE_EWS:
+            raise UsageProblem("--ews-url needs --provider exchange-ews")
+        request.account.CopyFrom(
+            mail_pb.MailboxAccount(
+                address=args.address,
+                provider=provider,
+                ews=mail_pb.EwsSettings(
+                    service_url=args.ews_url, username=args.ews_username, auth_type=args.ews_auth
+                ),
+                # From the environment: a command line is visible to every user of the machine.
+                secret=os.environ.get("CONCORD_MAILBOX_SECRET", "").encode(),
+            )
+        )
+    return request
 
 
 async def _run(args: argparse.Namespace, target: Target) -> int:
     def out(text: str) -> None:
         print(text, flush=True)
 
-    if args.command == "status":
-        return await commands.status(target, args.json, out)
-    if args.command == "sync":
-        return await commands.sync(target, args.mailbox, args.wait, args.timeout, args.json, out)
-    if args.command == "sessions":
-        return await commands.sessions(target, args.mailbox, args.limit, args.json, out)
-    return await commands.mailboxes(target, args.json, out)
+    as_json: bool = args.json
+    command: str = args.command
+    if command == "status":
+        if args.mailbox:
+            return await commands.mailbox_status(target, args.mailbox, as_json, out)
+        return await commands.status(target, as_json, out)
+    if command == "sync":
+        return await commands.sync(target, args.mailbox, args.wait, args.timeout, as_json, out)
+    if command == "sessions":
+        return await commands.sessions(target, args.mailbox, args.limit, as_json, out)
+    if command == "errors":
+        return await commands.errors(
+            target, args.mailbox, args.quarantined, args.limit, as_json, out
+        )
+    if command == "retry":
+        return await commands.retry(target, args.item, as_json, out)
+    if command == "suspend":
+        return await commands.suspend(target, args.mailbox, args.reason, as_json, out)
+    if command == "resume":
+        return await commands.resume(target, args.mailbox, as_json, out)
+    if command == "mailbox" and args.mailbox_command == "add":
+        return await commands.add_mailbox(target, _register_request(args), as_json, out)
+    if command in ("mailboxes", "mailbox"):
+        return await commands.mailboxes(target, as_json, out)
+    # None: the mailbox's settings; "": the org the token is for.
+    org: str | None = args.org_id or ("" if args.org else None)
+    if args.settings_command == "get":
+        return await commands.get_settings(target, args.mailbox, org, as_json, out)
+    mailbox, assignments = args.mailbox, list(args.assignments)
+    if mailbox and "=" in mailbox:
+        # `settings set --org a=b`: argparse hands the first assignment to the optional
+        # mailbox; a mailbox id never holds '='.
+        mailbox, assignments = None, [mailbox, *assignments]
+    return await commands.set_settings(target, mailbox, org, assignments, as_json, out)
 
 
 def _nothing() -> None:
@@ -129,25 +291,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     gateway = args.gateway or "the gateway"
     flush: Callable[[], None] = _nothing
     span: Any = None
+    request_id: Token[str | None] | None = None
     try:
         target = resolve(
             up_file=args.up_file, gateway=args.gateway, token=args.token, admin=args.admin
         )
         gateway = target.gateway
+        # Set for this run only: main() may run again in this thread (tests, embedding).
+        request_id = commands.REQUEST_ID.set(args.request_id or None)
         flush, span = _traced(args.command)
         if span is None:
             return asyncio.run(_run(args, target))
         with span:
             return asyncio.run(_run(args, target))
+    except UsageProblem as exc:
+        print(f"concord: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandFailed as exc:
+        print(f"concord: {exc}", file=sys.stderr)
+        return exc.exit_code
     except CliError as exc:
         print(f"concord: {exc}", file=sys.stderr)
     except grpc.aio.AioRpcError as err:
         print(f"concord: {commands.describe_rpc_error(err, gateway)}", file=sys.stderr)
+        return exit_code_of(err.code())
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a traceback for the user; the type says where to look
         print(f"concord: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
+        if request_id is not None:
+            commands.REQUEST_ID.reset(request_id)
         flush()
     return EXIT_FAILED
 

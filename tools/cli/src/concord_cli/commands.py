@@ -3,31 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord_cli import output
-from concord_cli.config import CliError, Target, mailbox_name
+from concord_cli.config import (
+    Target,
+    UsageProblem,
+    item_error_name,
+    mailbox_name,
+    org_name,
+)
+from concord_cli.exits import EXIT_TIMED_OUT, CommandFailed
+from concord_cli.values import settings_change
 from concord_rpc import rich_status
 
-__all__ = ["describe_rpc_error", "mailboxes", "sessions", "status", "sync"]
+__all__ = [
+    "REQUEST_ID",
+    "Gateway",
+    "add_mailbox",
+    "describe_rpc_error",
+    "errors",
+    "gateway",
+    "get_settings",
+    "mailbox_status",
+    "mailboxes",
+    "resume",
+    "retry",
+    "sessions",
+    "set_settings",
+    "status",
+    "suspend",
+    "sync",
+]
 
 Out = Callable[[str], None]
 
 _CHECK_TIMEOUT = 2.0
 _CALL_TIMEOUT = 30.0
-# How long past the wait itself the call may take (the gateway answers at the wait's end).
-_WAIT_MARGIN = 15.0
 _DEFAULT_WAIT = 30.0
+# How often `sync --wait` re-reads the session: often enough to see RUNNING, cheap for the
+# gateway (one indexed read).
+_POLL_SECONDS = 0.5
+_PAGE = 100
 _ENDED_BADLY = (res.SESSION_STATE_FAILED, res.SESSION_STATE_CANCELLED)
+_ENDED = (res.SESSION_STATE_COMPLETED, *_ENDED_BADLY)
 
 
 def describe_rpc_error(err: grpc.aio.AioRpcError, gateway: str) -> str:
@@ -105,65 +138,277 @@ async def status(target: Target, as_json: bool, out: Out) -> int:
     return 0 if ok else 1
 
 
-async def sync(
-    target: Target, mailbox: str, wait: bool, wait_seconds: float | None, as_json: bool, out: Out
-) -> int:
-    wait = wait or wait_seconds is not None
-    request = pb.SyncMailboxRequest(
-        mailbox=mailbox_name(mailbox), wait=wait, request_id=str(uuid.uuid4())
-    )
-    if wait_seconds is not None:
-        request.wait_timeout.FromNanoseconds(int(wait_seconds * 1e9))
-    deadline = (wait_seconds or _DEFAULT_WAIT) + _WAIT_MARGIN if wait else _CALL_TIMEOUT
+class Gateway:
+    """The gateway's API as this run's caller: one channel, the bearer token on every call."""
+
+    def __init__(self, target: Target, channel: grpc.aio.Channel) -> None:
+        self._stub = pb_grpc.GatewayServiceStub(channel)
+        self._metadata = _metadata(target)
+
+    async def call(self, method: str, request: Any) -> Any:
+        rpc = getattr(self._stub, method)
+        return await rpc(request, metadata=self._metadata, timeout=_CALL_TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def gateway(target: Target) -> AsyncIterator[Gateway]:
+    target.require_token()  # before connecting: no token is a usage problem, not a network one
     async with grpc.aio.insecure_channel(target.gateway) as channel:
-        response = await pb_grpc.GatewayServiceStub(channel).SyncMailbox(
-            request, metadata=_metadata(target), timeout=deadline
-        )
-    session = response.session
-    out(
-        output.dumps(output.message_dict(response))
-        if as_json
-        else output.session_block(session, timed_out=response.timed_out)
+        yield Gateway(target, channel)
+
+
+#: `--request-id`: a script retrying a mutation after a lost answer passes the same id, and the
+#: gateway answers as the first time instead of acting twice.
+REQUEST_ID: ContextVar[str | None] = ContextVar("concord_cli_request_id", default=None)
+
+
+def _request_id() -> str:
+    # Otherwise one per command run, so the gateway's own retries of it stay idempotent.
+    return REQUEST_ID.get() or str(uuid.uuid4())
+
+
+def _print(out: Out, as_json: bool, message: Message, human: str) -> None:
+    out(output.dumps(output.message_dict(message)) if as_json else human)
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+
+async def sync(
+    target: Target,
+    mailbox: str,
+    wait: bool,
+    wait_seconds: float | None,
+    as_json: bool,
+    out: Out,
+    *,
+    poll_seconds: float = _POLL_SECONDS,
+) -> int:
+    """Requests a session; with `wait`, follows it to its end, showing each state it passes."""
+    wait = wait or wait_seconds is not None
+    request = pb.SyncMailboxRequest(mailbox=mailbox_name(mailbox), request_id=_request_id())
+    async with gateway(target) as gw:
+        requested = await gw.call("SyncMailbox", request)
+        session = requested.session
+        timed_out = False
+        if wait:
+            progress = output.Progress(out if not as_json else None)
+            progress.show(session, coalesced=requested.coalesced)
+            session, timed_out = await _follow(
+                gw, session, wait_seconds or _DEFAULT_WAIT, poll_seconds, progress
+            )
+    response = pb.SyncMailboxResponse(
+        session=session, coalesced=requested.coalesced, timed_out=timed_out
     )
-    if response.timed_out:
-        raise CliError(f"session {session.session_id} had not ended when the wait timed out")
+    _print(out, as_json, response, output.session_block(session, timed_out=timed_out))
+    if timed_out:
+        raise CommandFailed(
+            f"session {session.session_id} had not ended when the wait timed out", EXIT_TIMED_OUT
+        )
     if session.state in _ENDED_BADLY:
         reason = f": {session.failure_reason}" if session.failure_reason else ""
-        raise CliError(f"session {session.session_id} {output.state(session)}{reason}")
+        raise CommandFailed(f"session {session.session_id} {output.state(session)}{reason}")
     return 0
 
 
+async def _follow(
+    gw: Gateway,
+    session: res.Session,
+    wait_seconds: float,
+    poll_seconds: float,
+    progress: output.Progress,
+) -> tuple[res.Session, bool]:
+    """Re-reads the session until it ends or `wait_seconds` pass; (last seen, timed out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    # Polling GetSession rather than one long SyncMailbox(wait): only polling sees the states
+    # in between, and each short call survives a gateway restart in the middle.
+    while session.state not in _ENDED:
+        left = deadline - loop.time()
+        if left <= 0:
+            return session, True
+        await asyncio.sleep(min(poll_seconds, left))
+        answer = await gw.call("GetSession", pb.GetSessionRequest(name=session.name))
+        session = answer.session
+        progress.show(session)
+    return session, False
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
 async def sessions(target: Target, mailbox: str, limit: int, as_json: bool, out: Out) -> int:
-    async with grpc.aio.insecure_channel(target.gateway) as channel:
-        response = await pb_grpc.GatewayServiceStub(channel).ListSessions(
-            pb.ListSessionsRequest(parent=mailbox_name(mailbox), page_size=limit),
-            metadata=_metadata(target),
-            timeout=_CALL_TIMEOUT,
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "ListSessions", pb.ListSessionsRequest(parent=mailbox_name(mailbox), page_size=limit)
         )
-    if as_json:
-        out(output.dumps(output.message_dict(response)))
-    else:
-        out(output.sessions_table(response.sessions[:limit]))
+    del response.sessions[limit:]
+    _print(out, as_json, response, output.sessions_table(response.sessions))
+    return 0
+
+
+async def mailbox_status(target: Target, mailbox: str, as_json: bool, out: Out) -> int:
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "GetMailboxStatus", pb.GetMailboxStatusRequest(mailbox=mailbox_name(mailbox))
+        )
+    _print(out, as_json, response, output.dashboard(response.status))
+    return 0
+
+
+async def errors(
+    target: Target, mailbox: str, quarantined_only: bool, limit: int, as_json: bool, out: Out
+) -> int:
+    found: list[res.ItemError] = []
+    total = 0
+    page_token = ""
+    async with gateway(target) as gw:
+        while len(found) < limit:
+            response = await gw.call(
+                "ListItemErrors",
+                pb.ListItemErrorsRequest(
+                    parent=mailbox_name(mailbox),
+                    page_size=min(limit - len(found), _PAGE),
+                    page_token=page_token,
+                    quarantined_only=quarantined_only,
+                ),
+            )
+            found.extend(response.item_errors)
+            total = response.total_size
+            page_token = response.next_page_token
+            if not page_token:
+                break
+    listing = pb.ListItemErrorsResponse(item_errors=found[:limit], total_size=total)
+    shown = output.item_errors_table(listing.item_errors)
+    if total > len(listing.item_errors):
+        shown += f"\n({len(listing.item_errors)} of {total}; --limit shows more)"
+    _print(out, as_json, listing, shown)
     return 0
 
 
 async def mailboxes(target: Target, as_json: bool, out: Out) -> int:
     found: list[res.Mailbox] = []
     page_token = ""
-    async with grpc.aio.insecure_channel(target.gateway) as channel:
-        stub = pb_grpc.GatewayServiceStub(channel)
+    async with gateway(target) as gw:
         while True:
-            response = await stub.ListMailboxes(
-                pb.ListMailboxesRequest(page_size=100, page_token=page_token),
-                metadata=_metadata(target),
-                timeout=_CALL_TIMEOUT,
+            response = await gw.call(
+                "ListMailboxes", pb.ListMailboxesRequest(page_size=_PAGE, page_token=page_token)
             )
             found.extend(response.mailboxes)
             page_token = response.next_page_token
             if not page_token:
                 break
-    if as_json:
-        out(output.dumps(output.message_dict(pb.ListMailboxesResponse(mailboxes=found))))
-    else:
-        out(output.mailboxes_table(found))
+    listing = pb.ListMailboxesResponse(mailboxes=found)
+    _print(out, as_json, listing, output.mailboxes_table(found))
+    return 0
+
+
+# -- mutations -------------------------------------------------------------------------------
+
+
+async def retry(target: Target, item: str, as_json: bool, out: Out) -> int:
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "RetryItem", pb.RetryItemRequest(name=item_error_name(item), request_id=_request_id())
+        )
+    human = (
+        f"released {response.item_error.name}; "
+        f"session {response.session.session_id} {output.state(response.session)}"
+    )
+    _print(out, as_json, response, human)
+    return 0
+
+
+async def suspend(target: Target, mailbox: str, reason: str, as_json: bool, out: Out) -> int:
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "SuspendMailbox",
+            pb.SuspendMailboxRequest(
+                mailbox=mailbox_name(mailbox), reason=reason, request_id=_request_id()
+            ),
+        )
+    _print(out, as_json, response, output.mailboxes_table([response.mailbox]))
+    return 0
+
+
+async def resume(target: Target, mailbox: str, as_json: bool, out: Out) -> int:
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "ResumeMailbox",
+            pb.ResumeMailboxRequest(mailbox=mailbox_name(mailbox), request_id=_request_id()),
+        )
+    human = output.mailboxes_table([response.mailbox])
+    if response.session.name:
+        human += f"\nsession {response.session.session_id} {output.state(response.session)}"
+    _print(out, as_json, response, human)
+    return 0
+
+
+async def add_mailbox(
+    target: Target,
+    request: pb.RegisterMailboxRequest,
+    as_json: bool,
+    out: Out,
+) -> int:
+    request.request_id = request.request_id or _request_id()
+    async with gateway(target) as gw:
+        response = await gw.call("RegisterMailbox", request)
+    _print(out, as_json, response, output.mailboxes_table([response.mailbox]))
+    return 0
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def _settings_target(mailbox: str | None, org: str | None, target: Target) -> str:
+    """`org` None: the mailbox's settings; "": the token's org's; else that org's."""
+    if org is not None:
+        if mailbox:
+            raise UsageProblem("give a mailbox or --org, not both")
+        return f"{org_name(target, org)}/settings"
+    if not mailbox:
+        raise UsageProblem("give a mailbox, or --org for the org's settings")
+    return f"{mailbox_name(mailbox)}/settings"
+
+
+async def get_settings(
+    target: Target, mailbox: str | None, org: str | None, as_json: bool, out: Out
+) -> int:
+    name = _settings_target(mailbox, org, target)
+    async with gateway(target) as gw:
+        if org is not None:
+            response = await gw.call("GetOrgSettings", pb.GetOrgSettingsRequest(name=name))
+        else:
+            response = await gw.call("GetUserSettings", pb.GetUserSettingsRequest(name=name))
+    _print(out, as_json, response, output.settings_block(response.settings))
+    return 0
+
+
+async def set_settings(
+    target: Target,
+    mailbox: str | None,
+    org: str | None,
+    assignments: Sequence[str],
+    as_json: bool,
+    out: Out,
+) -> int:
+    name = _settings_target(mailbox, org, target)
+    request: pb.UpdateOrgSettingsRequest | pb.UpdateUserSettingsRequest
+    try:
+        if org is not None:
+            org_settings, paths = settings_change(st.OrgSettings, assignments)
+            org_settings.name = name
+            request = pb.UpdateOrgSettingsRequest(settings=org_settings)
+        else:
+            user_settings, paths = settings_change(st.MailboxSettings, assignments)
+            user_settings.name = name
+            request = pb.UpdateUserSettingsRequest(settings=user_settings)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+    request.update_mask.paths.extend(paths)
+    request.request_id = _request_id()
+    method = "UpdateOrgSettings" if org is not None else "UpdateUserSettings"
+    async with gateway(target) as gw:
+        response = await gw.call(method, request)
+    _print(out, as_json, response, output.settings_block(response.settings))
     return 0

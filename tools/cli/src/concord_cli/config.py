@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Mapping
@@ -11,11 +12,24 @@ from typing import Any
 
 from concord_settings import DEFAULT_NATS_URL, DEFAULT_PORTS, default_addr
 
-__all__ = ["CliError", "Target", "default_up_file", "mailbox_name", "resolve"]
+__all__ = [
+    "CliError",
+    "Target",
+    "UsageProblem",
+    "default_up_file",
+    "item_error_name",
+    "mailbox_name",
+    "org_name",
+    "resolve",
+]
 
 
 class CliError(Exception):
     """A failure to report as one line, `concord: <message>`, with exit code 1."""
+
+
+class UsageProblem(CliError):
+    """Arguments that cannot work together, or something missing (a token): exit code 2."""
 
 
 def default_up_file(env: Mapping[str, str]) -> Path:
@@ -36,7 +50,7 @@ class Target:
 
     def require_token(self) -> str:
         if not self.token:
-            raise CliError(
+            raise UsageProblem(
                 "no token: pass --token, set CONCORD_TOKEN, or start the stack with `make up`"
             )
         return self.token
@@ -95,3 +109,36 @@ def _read_up_file(path: Path, *, explicit: bool) -> dict[str, Any]:
 def mailbox_name(argument: str) -> str:
     """`demo` -> `mailboxes/demo`; a full name passes as is (the gateway validates it)."""
     return argument if "/" in argument else f"mailboxes/{argument}"
+
+
+def item_error_name(argument: str) -> str:
+    """`demo/e1` -> `mailboxes/demo/itemErrors/e1`; a full name passes as is."""
+    if argument.startswith("mailboxes/"):
+        return argument
+    mailbox, slash, item = argument.partition("/")
+    if not slash or not mailbox or not item or "/" in item:
+        raise UsageProblem(
+            f"an item is '<mailbox>/<item error>' or 'mailboxes/<m>/itemErrors/<e>', "
+            f"got {argument!r}"
+        )
+    return f"mailboxes/{mailbox}/itemErrors/{item}"
+
+
+def org_name(target: Target, org: str = "") -> str:
+    """`orgs/{org}`: the one given, else the org the token is for.
+
+    The token is read, not verified: it only picks the name to ask for; the gateway decides
+    whether the caller may.
+    """
+    if org:
+        return org if org.startswith("orgs/") else f"orgs/{org}"
+    parts = target.require_token().split(".")
+    try:
+        padded = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(padded))
+        claim = claims["org"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise UsageProblem("the token names no org: give one with --org <org>") from None
+    if not isinstance(claim, str) or not claim:
+        raise UsageProblem("the token names no org: give one with --org <org>")
+    return f"orgs/{claim}"

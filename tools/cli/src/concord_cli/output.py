@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,14 +12,19 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from concord.common.v1 import resources_pb2 as res
+from concord.gateway.v1 import gateway_service_pb2 as gw
 
 __all__ = [
+    "Progress",
     "ServiceHealth",
+    "dashboard",
     "dumps",
+    "item_errors_table",
     "mailboxes_table",
     "message_dict",
     "session_block",
     "sessions_table",
+    "settings_block",
     "status_table",
     "table",
 ]
@@ -155,8 +160,7 @@ def mailboxes_table(mailboxes: Sequence[res.Mailbox]) -> str:
             m.org.removeprefix("orgs/"),
             m.owner_user_id,
             _enum(m.provider, res.MailProvider, "MAIL_PROVIDER_"),
-            _enum(m.state, res.MailboxState, "MAILBOX_STATE_")
-            + (f" ({m.suspended_reason})" if m.suspended_reason else ""),
+            _mailbox_state(m),
             _when(m.next_sync_time, m.HasField("next_sync_time")),
         )
         for m in mailboxes
@@ -177,3 +181,102 @@ class ServiceHealth:
 
 def status_table(checks: Sequence[ServiceHealth]) -> str:
     return table(("SERVICE", "ADDRESS", "STATUS"), [(c.name, c.address, c.status) for c in checks])
+
+
+def _mailbox_state(m: res.Mailbox) -> str:
+    reason = f" ({m.suspended_reason})" if m.suspended_reason else ""
+    return _enum(m.state, res.MailboxState, "MAILBOX_STATE_") + reason
+
+
+def item_errors_table(errors: Sequence[res.ItemError]) -> str:
+    rows = [
+        (
+            e.name.rsplit("/", 1)[-1],
+            _enum(e.ref.kind, res.ObjectKind, "OBJECT_KIND_"),
+            _enum(e.side, res.SyncSide, "SYNC_SIDE_"),
+            e.reason or _NONE,
+            str(e.attempts),
+            "yes" if e.quarantined else "no",
+            _when(e.last_seen_time, e.HasField("last_seen_time")),
+            e.message or _NONE,
+        )
+        for e in errors
+    ]
+    headers = ("ITEM", "KIND", "SIDE", "REASON", "ATTEMPTS", "QUARANTINED", "LAST SEEN", "MESSAGE")
+    return table(headers, rows)
+
+
+def dashboard(status: gw.MailboxStatus) -> str:
+    """One mailbox: its state and schedule, last sessions, items in error."""
+    m = status.mailbox
+    rows = [
+        ("mailbox", m.mailbox_id or m.name.removeprefix("mailboxes/")),
+        ("owner", m.owner_user_id or _NONE),
+        ("state", _mailbox_state(m)),
+        ("push", _enum(status.push_state, res.PushState, "PUSH_STATE_")),
+        ("next sync", _when(status.next_sync_time, status.HasField("next_sync_time"))),
+        ("item errors", str(status.item_error_count)),
+    ]
+    width = max(len(key) for key, _ in rows)
+    parts = ["\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)]
+    parts.append("\nlast sessions\n" + sessions_table(status.recent_sessions))
+    if status.item_errors:
+        parts.append("\nitems in error\n" + item_errors_table(status.item_errors))
+    return "\n".join(parts)
+
+
+def _setting_value(message: Message, name: str) -> str:
+    field = message.DESCRIPTOR.fields_by_name[name]
+    value = message_dict(message).get(field.json_name)
+    if value is None or value == [] or value == "":
+        return _NONE
+    if field.enum_type is not None:
+        # As `settings set` takes them: crm_wins, not CONFLICT_POLICY_CRM_WINS.
+        prefix = enum_prefix([v.name for v in field.enum_type.values])
+        values = value if isinstance(value, list) else [value]
+        return ", ".join(str(v).removeprefix(prefix).lower() for v in values)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def enum_prefix(names: Sequence[str]) -> str:
+    """What every value name of an enum starts with, up to a `_`: `CONFLICT_POLICY_`."""
+    if not names:
+        return ""
+    first, last = min(names), max(names)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[: first.rfind("_", 0, size + 1) + 1] if size else ""
+
+
+def settings_block(settings: Message) -> str:
+    """Every field as `name  value`; locked ones marked (user settings carry locked_fields)."""
+    locked = set(getattr(settings, "locked_fields", ()))
+    rows = []
+    for field in settings.DESCRIPTOR.fields:
+        if field.name in ("locked_fields", "etag"):
+            continue
+        mark = "  (locked by the org)" if field.name in locked else ""
+        rows.append((field.name, _setting_value(settings, field.name) + mark))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+class Progress:
+    """`sync --wait`'s live display: one line each time the session changes state."""
+
+    def __init__(self, out: Callable[[str], None] | None) -> None:
+        self._out = out
+        self._last: int | None = None
+
+    def show(self, session: res.Session, *, coalesced: bool = False) -> None:
+        if self._out is None or session.state == self._last:
+            return
+        self._last = session.state
+        note = " (joined a session already queued)" if coalesced else ""
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        self._out(f"{stamp}  {session.session_id}  {state(session)}{note}")

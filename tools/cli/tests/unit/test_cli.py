@@ -165,3 +165,105 @@ def test_json_keeps_default_fields() -> None:
     assert data["name"] == "n"
     assert data["state"] == "SESSION_STATE_UNSPECIFIED"
     assert data["failureReason"] == ""
+
+
+# -- issue #8: settings values, names, exit codes, progress ------------------------------------
+
+
+def test_settings_values_are_read_as_people_type_them() -> None:
+    from concord.common.v1 import settings_pb2 as st
+    from concord_cli.values import settings_change
+
+    org, paths = settings_change(
+        st.OrgSettings,
+        [
+            "conflict_policy=crm-wins",
+            "sync_interval=1.5m",
+            "past_window=30d",
+            "locked_user_fields=sharing, blacklist",
+            "send_invitations_from_crm=yes",
+            "delete_guard_ratio=0.25",
+            "delete_guard_min_items=7",
+            'auto_resolve={"unknownAddressAction": "UNKNOWN_ADDRESS_ACTION_CREATE_LEAD"}',
+            "blacklist=",
+        ],
+    )
+    assert paths[:2] == ["conflict_policy", "sync_interval"]
+    assert org.conflict_policy == st.CONFLICT_POLICY_CRM_WINS
+    assert org.sync_interval.seconds == 90
+    assert org.past_window.seconds == 30 * 86400
+    assert list(org.locked_user_fields) == ["sharing", "blacklist"]
+    assert org.send_invitations_from_crm
+    assert (org.delete_guard_ratio, org.delete_guard_min_items) == (0.25, 7)
+    assert org.auto_resolve.unknown_address_action == st.UNKNOWN_ADDRESS_ACTION_CREATE_LEAD
+    assert list(org.blacklist) == []
+    assert "blacklist" in paths
+
+
+@pytest.mark.parametrize(
+    ("assignment", "words"),
+    [
+        ("etag=x", "not a setting"),
+        ("conflict_policy=unspecified", "one of"),
+        ("conflict_policy=wins", "one of"),  # ambiguous: mail_wins, crm_wins, newest_wins
+        ("sync_interval=1w", "duration"),
+        ("delete_guard_min_items=many", "whole number"),
+        ("send_invitations_from_crm=maybe", "true or false"),
+        ("auto_resolve=yes", "JSON"),
+        ("auto_resolve={oops", "not valid JSON"),
+        ("blacklist", "field=value"),
+    ],
+)
+def test_settings_values_that_cannot_be_read_say_why(assignment: str, words: str) -> None:
+    from concord.common.v1 import settings_pb2 as st
+    from concord_cli.values import settings_change
+
+    with pytest.raises(ValueError, match=words):
+        settings_change(st.OrgSettings, [assignment])
+
+
+def test_item_and_org_names() -> None:
+    import base64
+
+    from concord_cli.config import Target, UsageProblem, item_error_name, org_name
+
+    assert item_error_name("demo/e1") == "mailboxes/demo/itemErrors/e1"
+    assert item_error_name("mailboxes/d/itemErrors/e") == "mailboxes/d/itemErrors/e"
+    for bad in ("demo", "demo/", "/e1", "a/b/c"):
+        with pytest.raises(UsageProblem):
+            item_error_name(bad)
+    payload = base64.urlsafe_b64encode(json.dumps({"org": "acme"}).encode()).decode().rstrip("=")
+    target = Target(gateway="g", token=f"h.{payload}.s")
+    assert org_name(target) == "orgs/acme"
+    assert org_name(target, "globex") == "orgs/globex"
+    with pytest.raises(UsageProblem, match="--org"):
+        org_name(Target(gateway="g", token="opaque"))
+
+
+def test_each_kind_of_failure_has_its_exit_code() -> None:
+    import grpc
+
+    from concord_cli.exits import exit_code_of
+
+    codes = {
+        code: exit_code_of(code)
+        for code in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.INTERNAL,
+        )
+    }
+    assert list(codes.values()) == [3, 4, 5, 6, 7, 1]
+
+
+def test_progress_prints_a_line_per_state_change_only() -> None:
+    lines: list[str] = []
+    progress = output.Progress(lines.append)
+    for state in (res.SESSION_STATE_QUEUED, res.SESSION_STATE_QUEUED, res.SESSION_STATE_RUNNING):
+        progress.show(res.Session(session_id="s1", state=state))
+    assert [line.split()[1:] for line in lines] == [["s1", "QUEUED"], ["s1", "RUNNING"]]
+    silent = output.Progress(None)
+    silent.show(res.Session(state=res.SESSION_STATE_QUEUED))
