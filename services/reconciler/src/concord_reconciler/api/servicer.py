@@ -17,6 +17,7 @@ from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, session_event
 from concord_reconciler.adapters.messaging import NatsSessionEvents, NatsSessionQueue
 from concord_reconciler.adapters.peers import GrpcMailSide
+from concord_reconciler.adapters.sharing import EmailSharing, ShareError
 from concord_reconciler.adapters.store import SessionKey, SqlStore, etag, to_us
 from concord_reconciler.api.paging import decode_token, encode_token, page_size
 from concord_reconciler.domain.errors import (
@@ -48,6 +49,7 @@ from concord_reconciler.domain.settings import (
     merge_mailbox_settings,
     merge_org_settings,
 )
+from concord_reconciler.domain.sharing import EmailNotFound, EmailNotShareable, EmailShareBusy
 from concord_reconciler.wire import item_error_to_proto, mailbox_to_proto, session_to_proto
 from concord_rpc import FailedPrecondition, Unimplemented
 
@@ -454,10 +456,59 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
 
     # -- later issues --------------------------------------------------------------------
 
+    # Set by the process once crm-connector and linker channels exist (issue #7); unset, the
+    # Save button answers UNIMPLEMENTED as before.
+    email_sharing: EmailSharing | None = None
+
     async def ShareEmail(
         self, request: api.ShareEmailRequest, context: Context
     ) -> api.ShareEmailResponse:
-        raise Unimplemented("ShareEmail", 7)
+        """The Save button: share one email now, exactly once, whatever the user's selection."""
+        method = "ShareEmail"
+        if self.email_sharing is None:
+            raise Unimplemented("ShareEmail", 7)
+        mailbox_id = parse_mailbox_name(request.mailbox, "mailbox")
+        ref = request.message
+        if ref.kind not in (res.OBJECT_KIND_UNSPECIFIED, res.OBJECT_KIND_EMAIL):
+            raise InvalidRequest("message.kind", "must be OBJECT_KIND_EMAIL")
+        if not ref.native_id.strip():
+            raise InvalidRequest("message.native_id", "required")
+        replay = await self._replay(method, request.request_id, api.ShareEmailResponse)
+        if replay is not None:
+            return replay
+        mailbox = await self._mailbox(mailbox_id)
+        wanted = res.ItemRef()
+        wanted.CopyFrom(ref)
+        wanted.kind = res.OBJECT_KIND_EMAIL
+        try:
+            found = await self.mail_accounts.get_items(mailbox.name, [wanted])
+        except PeerError as error:
+            raise peer_failure(error, "message") from error
+        for failure in found.failures:
+            raise EmailNotShareable(mailbox.name, failure.problem.reason, failure.problem.message)
+        emails = [i for i in found.items if i.WhichOneof("payload") == "email"]
+        if not emails:
+            raise EmailNotFound(mailbox.name, ref.native_id)
+        org = await self._org_settings(mailbox.org_id)
+        if org.email_target == st.EMAIL_TARGET_TASK:
+            raise EmailNotShareable(
+                mailbox.name, "EMAIL_TARGET_TASK", "the org keeps emails as Tasks (not built yet)"
+            )
+        try:
+            outcome = await self.email_sharing.share_item(
+                mailbox, emails[0].ref, emails[0].email, org, await self._effective(mailbox)
+            )
+        except ShareError as error:
+            if error.retryable:
+                raise EmailShareBusy(error.message, metadata={"cause": error.reason}) from error
+            raise EmailNotShareable(mailbox.name, error.reason, error.message) from error
+        except PeerError as error:
+            raise peer_failure(error) from error
+        # Written now, outside any session: `session` stays unset. `already_shared` covers an
+        # EmailMessage another mailbox (or an earlier Save) wrote; this mailbox's relations
+        # were added to it.
+        response = api.ShareEmailResponse(already_shared=outcome.status != "created")
+        return await self._remember(method, request.request_id, response)
 
     async def GetOrgHealth(
         self, request: api.GetOrgHealthRequest, context: Context

@@ -25,6 +25,7 @@ from typing import Any
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.linker.v1 import linker_service_pb2 as linker
+from concord_rpc import Aborted, FailedPrecondition, NotFound
 
 __all__ = [
     "DRAFTS_FOLDERS",
@@ -32,7 +33,10 @@ __all__ = [
     "AttachmentFile",
     "AttachmentPolicy",
     "EmailFieldLimits",
+    "EmailNotFound",
+    "EmailNotShareable",
     "EmailSelection",
+    "EmailShareBusy",
     "FieldLoss",
     "MalformedMime",
     "Quarantine",
@@ -740,3 +744,34 @@ def plan_share(
         notes=notes,
         thread=thread,
     )
+
+
+# ---- what the Save button answers -----------------------------------------------------------
+
+
+class EmailNotFound(NotFound):
+    reason = "EMAIL_NOT_FOUND"
+
+    def __init__(self, mailbox: str, native_id: str) -> None:
+        super().__init__(
+            f"{mailbox} has no such email", metadata={"mailbox": mailbox, "nativeId": native_id}
+        )
+
+
+class EmailNotShareable(FailedPrecondition):
+    """Malformed, refused by Salesforce, or the org keeps emails elsewhere; `cause` says which."""
+
+    reason = "EMAIL_NOT_SHAREABLE"
+
+    def __init__(self, mailbox: str, cause: str, message: str) -> None:
+        super().__init__(
+            f"the email cannot be shared: {message}",
+            metadata={"mailbox": mailbox, "cause": cause},
+            precondition_violations=[("EMAIL", cause, message)],
+        )
+
+
+class EmailShareBusy(Aborted):
+    """Another session is writing the same email right now; retrying shortly succeeds."""
+
+    reason = "EMAIL_SHARE_BUSY"

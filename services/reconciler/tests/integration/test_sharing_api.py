@@ -1,0 +1,196 @@
+"""ShareEmail, the Save button: immediate, exactly once, and clear about what went wrong."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from concord.common.v1 import resources_pb2 as res
+from concord.mail.v1 import mail_connector_service_pb2 as mail
+from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
+from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord_events import EventBus
+from concord_reconciler.adapters.peers import GrpcMailSide
+from concord_reconciler.adapters.sharing import EmailSharing
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
+from concord_reconciler.domain.model import MailboxRecord
+from concord_reconciler.domain.sharing import share_key
+from concord_rpc import GrpcService, from_rpc_error
+from concord_store import create_engine, migrate
+
+from .test_sharing_store import ANN, BOB, CARL, FakeLinker, FakeSalesforce
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+BROKEN_MIME = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\nno parts\r\n'
+
+
+class FakeMailbox(mail_grpc.MailConnectorServiceServicer):
+    """GetItems over a dict of emails; `unreadable` ids come back as conversion failures."""
+
+    def __init__(self) -> None:
+        self.emails: dict[str, res.EmailItem] = {}
+        self.unreadable: set[str] = set()
+
+    async def GetItems(self, request: Any, context: Any) -> mail.GetItemsResponse:
+        response = mail.GetItemsResponse()
+        for ref in request.refs:
+            if ref.native_id in self.unreadable:
+                response.failures.add(
+                    ref=ref,
+                    problem=res.ItemProblem(reason="MALFORMED_MIME", message="cannot convert"),
+                )
+            elif ref.native_id in self.emails:
+                found = response.items.add(email=self.emails[ref.native_id])
+                found.ref.CopyFrom(ref)
+            else:
+                response.not_found.append(ref)
+        return response
+
+
+def _no_bus() -> EventBus:
+    raise AssertionError("ShareEmail needs no NATS")
+
+
+@dataclass
+class Harness:
+    stub: api_grpc.ReconcilerServiceStub
+    salesforce: FakeSalesforce
+    mailbox: FakeMailbox
+    sharing: EmailSharing
+
+    async def save(self, mailbox: str, native_id: str, request_id: str = "") -> Any:
+        return await self.stub.ShareEmail(
+            api.ShareEmailRequest(
+                mailbox=f"mailboxes/{mailbox}",
+                message=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id=native_id),
+                request_id=request_id,
+            )
+        )
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    engine = create_engine(f"sqlite:///{tmp_path}/reconciler.db")
+    await migrate(engine, "concord_reconciler.adapters.migrations")
+    store = SqlStore(engine)
+    for mailbox_id in ("bob", "carl"):
+        await store.insert_mailbox(
+            MailboxRecord(
+                mailbox_id, "acme", mailbox_id, "005000000000001AAA", f"{mailbox_id}@acme.com", 1
+            )
+        )
+    fake_mail = FakeMailbox()
+    mail_server = grpc.aio.server()
+    mail_grpc.add_MailConnectorServiceServicer_to_server(fake_mail, mail_server)
+    mail_port = mail_server.add_insecure_port("127.0.0.1:0")
+    await mail_server.start()
+    mail_channel = grpc.aio.insecure_channel(f"127.0.0.1:{mail_port}")
+    salesforce = FakeSalesforce()
+    contacts = {"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}
+    servicer = ReconcilerServicer(store, _no_bus, GrpcMailSide(mail_channel, 5.0))
+    sharing = EmailSharing(engine, salesforce, FakeLinker(contacts), wait_seconds=0.2)
+    servicer.email_sharing = sharing
+    service = GrpcService("reconciler", port=0)
+    service.add_service(
+        SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
+    )
+    port = await service.start()
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Harness(api_grpc.ReconcilerServiceStub(client), salesforce, fake_mail, sharing)
+    finally:
+        await client.close()
+        await service.shutdown()
+        await mail_channel.close()
+        await mail_server.stop(None)
+        await engine.dispose()
+
+
+def _email(cc: tuple[str, ...] = (), mime: bytes = b"") -> res.EmailItem:
+    # Not categorised, not in a shared folder: Save shares it regardless.
+    return res.EmailItem(
+        internet_message_id="<offer-3@corp.example>",
+        subject="Offer",
+        from_address=res.EmailAddress(address="ann@corp.example"),
+        to=[res.EmailAddress(address="bob@acme.com")],
+        cc=[res.EmailAddress(address=a) for a in cc],
+        body_text="Our offer.",
+        folder="Inbox",
+        mime_content=mime,
+    )
+
+
+async def _error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as excinfo:
+        await call
+    return excinfo.value
+
+
+async def test_save_shares_now_and_once(harness: Harness) -> None:
+    harness.mailbox.emails["b1"] = _email()
+    first = await harness.save("bob", "b1", request_id="r1")
+    assert first.already_shared is False
+    assert len(harness.salesforce.of("EmailMessage")) == 1
+    assert len(harness.salesforce.of("EmailMessageRelation")) == 2
+    assert await harness.save("bob", "b1", request_id="r1") == first  # replayed
+    assert (await harness.save("bob", "b1")).already_shared is True
+    harness.mailbox.emails["c1"] = _email(cc=("carl@acme.com",))
+    assert (await harness.save("carl", "c1")).already_shared is True
+    assert len(harness.salesforce.of("EmailMessage")) == 1
+    assert len(harness.salesforce.of("EmailMessageRelation")) == 3
+
+
+@pytest.mark.parametrize(
+    ("native_id", "code", "reason", "cause"),
+    [
+        ("missing", grpc.StatusCode.NOT_FOUND, "EMAIL_NOT_FOUND", None),
+        (
+            "unreadable",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "EMAIL_NOT_SHAREABLE",
+            "MALFORMED_MIME",
+        ),
+        ("broken", grpc.StatusCode.FAILED_PRECONDITION, "EMAIL_NOT_SHAREABLE", "MALFORMED_MIME"),
+    ],
+)
+async def test_what_cannot_be_shared_says_why(
+    harness: Harness, native_id: str, code: grpc.StatusCode, reason: str, cause: str | None
+) -> None:
+    harness.mailbox.unreadable.add("unreadable")
+    harness.mailbox.emails["broken"] = _email(mime=BROKEN_MIME)
+    error = await _error(harness.save("bob", native_id))
+    assert error.code() == code
+    status = from_rpc_error(error)
+    assert status.reason == reason
+    if cause:
+        assert status.metadata["cause"] == cause
+    assert harness.salesforce.of("EmailMessage") == []
+
+
+async def test_a_bad_reference_is_invalid(harness: Harness) -> None:
+    request = api.ShareEmailRequest(
+        mailbox="mailboxes/bob", message=res.ItemRef(kind=res.OBJECT_KIND_CONTACT, native_id="x")
+    )
+    error = await _error(harness.stub.ShareEmail(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = await _error(harness.stub.ShareEmail(api.ShareEmailRequest(mailbox="mailboxes/bob")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_save_during_anothers_write_is_aborted_for_a_retry(harness: Harness) -> None:
+    harness.mailbox.emails["b1"] = _email()
+    held = await harness.sharing.store.claim(share_key("acme", _email()))
+    assert held is not None
+    error = await _error(harness.save("bob", "b1"))
+    assert error.code() == grpc.StatusCode.ABORTED
+    assert from_rpc_error(error).reason == "EMAIL_SHARE_BUSY"
+    await harness.sharing.store.release(share_key("acme", _email()), held)
+    assert (await harness.save("bob", "b1")).already_shared is False
