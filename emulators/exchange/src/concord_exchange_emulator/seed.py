@@ -9,9 +9,10 @@ from email.message import EmailMessage
 
 from lxml import etree
 
-from concord_exchange_emulator import ews
+from concord_exchange_emulator import ews, ical
 from concord_exchange_emulator import items as it
-from concord_exchange_emulator.store import Store, new_id
+from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator.store import Store, StoredItem, new_id
 from concord_exchange_emulator.xmlns import T, sub, t
 
 DEMO_MAILBOX = "demo@concord.test"
@@ -62,6 +63,8 @@ def _stamp(when: dt.datetime) -> str:
 
 # Enough real messages to page through, few enough to seed in well under a second.
 REAL_MESSAGES = 24
+# Real calendars and mail shipped with the emulator (sources and licences in its README).
+DEMO_DATA = pathlib.Path(__file__).parent / "demo"
 
 
 def _real_messages(mail_dir: pathlib.Path | None) -> list[bytes]:
@@ -204,7 +207,57 @@ def seed_mailbox(store: Store, mail_dir: pathlib.Path | None = None) -> bool:
             _categories(message, "Salesforce")
         stored.append((emails.id if n % 3 else inbox.id, message))
 
+    # A real thread: the first posts filed in Salesforce Emails, the replies shared from the
+    # Inbox by their category.
+    shipped = sorted((DEMO_DATA / "mail").glob("*.eml"))
+    for n, path in enumerate(shipped):
+        message = _item("Message")
+        mime = base64.b64encode(path.read_bytes()).decode()
+        sub(message, t("MimeContent"), mime, CharacterSet="UTF-8")
+        if n >= len(shipped) // 2:
+            _categories(message, "Salesforce")
+        stored.append((emails.id if n < len(shipped) // 2 else inbox.id, message))
+
     for folder_id, node in stored:
         item, _ = it.prepare_new(node, owner=DEMO_MAILBOX, owner_name="Demo User")
         store.insert_item(new_id("AAMkI"), DEMO_MAILBOX, folder_id, etree.tostring(item))
+    _real_calendars(store, calendar.id, tasks.id, dt.datetime.now(dt.UTC))
     return True
+
+
+def _real_calendars(store: Store, calendar_id: str, tasks_id: str, now: dt.datetime) -> None:
+    """Events, series (with a deleted and an edited occurrence) and a to-do from real
+    iCalendar files, moved to the coming weeks."""
+    for path in sorted((DEMO_DATA / "calendars").glob("*.ics")):
+        for imported in ical.import_calendar(path.read_bytes(), now):
+            item, _ = it.prepare_new(imported.element, owner=DEMO_MAILBOX, owner_name="Demo User")
+            folder_id = calendar_id if imported.kind == "CalendarItem" else tasks_id
+            master = store.insert_item(
+                new_id("AAMkI"), DEMO_MAILBOX, folder_id, etree.tostring(item)
+            )
+            for original, fields in imported.exceptions:
+                _edit_occurrence(store, master.id, original, fields)
+
+
+def _edit_occurrence(
+    store: Store, master_id: str, original: dt.datetime, fields: dict[str, str]
+) -> None:
+    """As a client edits one occurrence through EWS, so the exception is stored the same way."""
+    ctx = ews.Context(store, DEMO_MAILBOX, DEMO_MAILBOX, impersonating=False)
+    master = store.item(master_id)
+    assert master is not None
+    index = next(
+        (i for i, start, _ in rec.occurrences(etree.fromstring(master.xml)) if start == original),
+        None,
+    )
+    if index is None:
+        raise ical.UnsupportedCalendar("an edited occurrence the series does not have")
+    occurrence: StoredItem = ews._occurrence(ctx, master, index)
+    xml = etree.fromstring(occurrence.xml)
+    for name, value in fields.items():
+        node = xml.find(t(name))
+        if node is None:
+            node = sub(xml, t(name))
+        node.text = value
+    it.sort_children(xml)
+    ews._save_exception(ctx, occurrence, xml)
