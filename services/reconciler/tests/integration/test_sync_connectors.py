@@ -1,0 +1,407 @@
+"""Sessions through the real peers: mail-connector, crm-connector, mapping and linker as
+processes (`python -m ...`, as `make up` runs them), against the Exchange and Salesforce
+emulators, driven through the reconciler's own API, queue and consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import requests
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    DELEGATE,
+    Account,
+    Attendee,
+    CalendarItem,
+    Configuration,
+    Credentials,
+    EWSDateTime,
+    EWSTimeZone,
+    Mailbox,
+)
+from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from google.protobuf import duration_pb2, field_mask_pb2
+from simple_salesforce.api import Salesforce, SFType
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
+from concord.mail.v1 import mail_connector_service_pb2 as mail
+from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord_events import EventBus, Topology
+from concord_exchange_emulator.testing import RunningEmulator
+from concord_reconciler.adapters.links import SqlLinkStore
+from concord_reconciler.adapters.messaging import SessionConsumer
+from concord_reconciler.adapters.peers import PeerChannels
+from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
+from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
+from concord_rpc import GrpcService, channel
+from concord_salesforce_emulator.app import Running, running_in_thread
+from concord_salesforce_emulator.server import Settings as SalesforceSettings
+from concord_store import create_engine, migrate
+from concord_testing import NatsServer, ServiceProcess, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+MIGRATIONS = "concord_reconciler.adapters.migrations"
+ORG = "orgs/demo"
+FORCE = res.SESSION_TRIGGER_FORCE
+
+
+@dataclass
+class Peer:
+    module: str
+    addr: str
+    process: ServiceProcess
+
+
+@dataclass
+class Stack:
+    """Emulators, the four peers and the reconciler, for one test."""
+
+    exchange: RunningEmulator
+    salesforce: Running
+    sf: Salesforce
+    reconciler: api_grpc.ReconcilerServiceStub
+    crm_user_id: str
+
+    def new_mailbox_user(self) -> tuple[str, str]:
+        address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
+        password = uuid.uuid4().hex
+        self.exchange.admin("POST", "users", {"username": address, "password": password})
+        return address, password
+
+    async def add_mailbox(self) -> tuple[str, Account]:
+        address, password = self.new_mailbox_user()
+        mailbox_id = f"m-{uuid.uuid4().hex[:10]}"
+        await self.reconciler.CreateMailbox(
+            api.CreateMailboxRequest(
+                mailbox_id=mailbox_id,
+                mailbox=res.Mailbox(
+                    org=ORG,
+                    owner_user_id="user-1",
+                    crm_user_id=self.crm_user_id,
+                    address=address,
+                    provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+                ),
+                account=mail.MailboxAccount(
+                    ews=mail.EwsSettings(
+                        service_url=self.exchange.endpoint, username=address, auth_type="basic"
+                    ),
+                    secret=password.encode(),
+                ),
+            )
+        )
+        config = Configuration(
+            service_endpoint=self.exchange.endpoint,
+            credentials=Credentials(address, password),
+            auth_type=BASIC,
+        )
+        account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+        return mailbox_id, account
+
+    async def session(self, mailbox_id: str) -> res.Session:
+        requested = await self.reconciler.RequestSession(
+            api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+        )
+        timeout = duration_pb2.Duration(seconds=60)
+        waited = await self.reconciler.WaitSession(
+            api.WaitSessionRequest(name=requested.session.name, timeout=timeout)
+        )
+        session = waited.session
+        assert session.state == res.SESSION_STATE_COMPLETED, session.failure_reason
+        return session
+
+    def sobject(self, name: str) -> SFType:
+        sf = self.sf
+        return SFType(name, sf.session_id, sf.sf_instance, "62.0", session=sf.session)
+
+    def events(self, subject: str) -> list[dict[str, Any]]:
+        soql = (
+            "SELECT Id, Subject, Location, WhoId, WhatId, Concord_Link_Id__c, OwnerId "
+            f"FROM Event WHERE Subject = '{subject}'"
+        )
+        found: list[dict[str, Any]] = self.sf.query_all(soql)["records"]
+        return found
+
+
+def writes(session: res.Session) -> int:
+    c = session.counts
+    return sum((s.created + s.updated + s.deleted) for s in (c.mail, c.crm))
+
+
+def _start_peers(
+    start: Callable[..., ServiceProcess], var_dir: Path, ca_cert: Path, nats_url: str
+) -> dict[str, Peer]:
+    ports = {name: free_port() for name in ("mail", "crm", "mapping", "linker")}
+    crm_addr = f"127.0.0.1:{ports['crm']}"
+    common = {
+        "CONCORD_VAR_DIR": str(var_dir),
+        "OTEL_TRACES_EXPORTER": "none",
+        "NATS_URL": nats_url,
+        "CRM_CONNECTOR_ADDR": crm_addr,
+    }
+    specs = {
+        "mail": ("concord_mail_connector", {"MAIL_CONNECTOR_PORT": str(ports["mail"])}),
+        "crm": (
+            "concord_crm_connector",
+            {"CRM_CONNECTOR_PORT": str(ports["crm"]), "CRM_CONNECTOR_CA_BUNDLE": str(ca_cert)},
+        ),
+        "mapping": ("concord_mapping", {"MAPPING_PORT": str(ports["mapping"])}),
+        "linker": ("concord_linker", {"LINKER_PORT": str(ports["linker"])}),
+    }
+    return {
+        name: Peer(module, f"127.0.0.1:{ports[name]}", start(module, env={**common, **env}))
+        for name, (module, env) in specs.items()
+    }
+
+
+@pytest.fixture
+def exchange(tmp_path: Path) -> Iterator[RunningEmulator]:
+    (tmp_path / "exchange").mkdir()
+    emulator = RunningEmulator(tmp_path / "exchange", seed=False).start()
+    try:
+        yield emulator
+    finally:
+        close_connections()
+        emulator.stop()
+
+
+@pytest.fixture
+def salesforce(tmp_path: Path) -> Iterator[Running]:
+    with running_in_thread(tmp_path / "salesforce", SalesforceSettings(), demo=True) as running:
+        yield running
+
+
+def _salesforce_client(running: Running) -> Salesforce:
+    settings = running.emulator.settings
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = str(running.ca_cert)
+    token = http.post(
+        f"{running.url}/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "username": settings.username,
+            "password": settings.password,
+        },
+        timeout=10,
+    ).json()
+    return Salesforce(
+        instance_url=token["instance_url"],
+        session_id=token["access_token"],
+        session=http,
+        version="62.0",
+    )
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path,
+    exchange: RunningEmulator,
+    salesforce: Running,
+    nats_server: NatsServer,
+    service_process: Callable[..., ServiceProcess],
+) -> AsyncIterator[Stack]:
+    peers = _start_peers(service_process, tmp_path / "var", salesforce.ca_cert, nats_server.url)
+    await asyncio.gather(
+        *(asyncio.to_thread(p.process.wait_serving, p.addr, 60.0) for p in peers.values())
+    )
+    settings = salesforce.emulator.settings
+    async with channel(peers["crm"].addr, retry=False) as crm_channel:
+        secret = (
+            f'{{"client_secret": "{settings.client_secret}", "password": "{settings.password}"}}'
+        )
+        await crm_grpc.CrmConnectorServiceStub(crm_channel).UpsertOrgConnection(
+            crm.UpsertOrgConnectionRequest(
+                connection=crm.OrgConnection(
+                    name=f"{ORG}/connection",
+                    login_url=salesforce.url,
+                    auth_flow=crm.AUTH_FLOW_PASSWORD,
+                    client_id=settings.client_id,
+                    username=settings.username,
+                    secret=secret.encode(),
+                )
+            )
+        )
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
+    await migrate(engine, MIGRATIONS)
+    store = SqlStore(engine)
+    bus = await EventBus.connect(
+        nats_server.url, "reconciler-test", topology=Topology(lease_ttl_seconds=30.0)
+    )
+    await bus.ensure_topology()
+    channels = PeerChannels.open(
+        mail_addr=peers["mail"].addr,
+        crm_addr=peers["crm"].addr,
+        mapping_addr=peers["mapping"].addr,
+        linker_addr=peers["linker"].addr,
+        timeout=30.0,
+    )
+    consumer = SessionConsumer(
+        bus,
+        store,
+        GrpcSyncEngine(
+            channels.mail, channels.crm, channels.mapping, channels.linker, SqlLinkStore(engine)
+        ),
+        deadline_seconds=120.0,
+        busy_retry_seconds=0.2,
+    )
+    servicer = ReconcilerServicer(store, lambda: bus, channels.mail, wait_max_seconds=120.0)
+    service = GrpcService("reconciler", port=0)
+    service.add_service(
+        SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
+    )
+    port = await service.start()
+    await consumer.start()
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Stack(
+            exchange,
+            salesforce,
+            _salesforce_client(salesforce),
+            api_grpc.ReconcilerServiceStub(client),
+            salesforce.emulator.admin_user_id,
+        )
+    finally:
+        await consumer.stop()
+        await client.close()
+        await service.shutdown()
+        await bus.close()
+        await channels.close()
+        await engine.dispose()
+
+
+def _meeting(account: Account, subject: str, *attendees: str) -> CalendarItem:
+    zone = EWSTimeZone("Europe/Berlin")
+    start = EWSDateTime.from_datetime(
+        (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0, second=0)
+    ).astimezone(zone)
+    item = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=subject,
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        location="Room 1",
+        body="agenda",
+        categories=["Salesforce"],
+        required_attendees=[Attendee(mailbox=Mailbox(email_address=a)) for a in attendees] or None,
+    )
+    item.save(send_meeting_invitations="SendToNone")
+    return item
+
+
+async def test_a_meeting_goes_to_salesforce_comes_back_edited_and_then_nothing_moves(
+    stack: Stack,
+) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    contact = stack.sf.query("SELECT Id, Email FROM Contact WHERE Email != null LIMIT 1")
+    attendee = contact["records"][0]["Email"]
+    subject = f"Pipeline review {uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(_meeting, account, subject, attendee)
+
+    first = await stack.session(mailbox_id)
+    assert first.counts.crm.created == 1, first.counts
+    (event,) = stack.events(subject)
+    assert event["Concord_Link_Id__c"]
+    assert event["Location"] == "Room 1"
+    assert event["OwnerId"] == stack.crm_user_id
+    # Linked to the attendee's Contact: a CRM-only field, never listed back as a change.
+    assert event["WhoId"] == contact["records"][0]["Id"]
+    kinds = {k.kind: k for k in first.counts.kinds}
+    assert kinds[res.OBJECT_KIND_CALENDAR_ITEM].crm.created == 1
+
+    second = await stack.session(mailbox_id)
+    assert writes(second) == 0, second.counts
+
+    stack.sobject("Event").update(event["Id"], {"Subject": subject + " (moved)", "Location": "Room 2"})
+    third = await stack.session(mailbox_id)
+    assert third.counts.mail.updated == 1, third.counts
+    items = await asyncio.to_thread(
+        lambda: list(account.calendar.filter(subject=subject + " (moved)"))
+    )
+    assert [i.location for i in items] == ["Room 2"]
+
+    fourth = await stack.session(mailbox_id)
+    assert writes(fourth) == 0, fourth.counts
+
+    # A meeting deleted in the mailbox deletes its Event (the org's default).
+    await asyncio.to_thread(items[0].delete, send_meeting_cancellations="SendToNone")
+    fifth = await stack.session(mailbox_id)
+    assert fifth.counts.crm.deleted == 1, fifth.counts
+    assert stack.events(subject + " (moved)") == []
+
+
+async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_completes(
+    stack: Stack,
+) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    good = f"Good {uuid.uuid4().hex[:6]}"
+    stack.sobject("Event").create(
+        {
+            "Subject": good,
+            "StartDateTime": start.isoformat(),
+            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+            "OwnerId": stack.crm_user_id,
+        }
+    )
+    bad = stack.sobject("Event").create(
+        {
+            "Subject": f"Bad {uuid.uuid4().hex[:6]}",
+            "StartDateTime": start.isoformat(),
+            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+            "OwnerId": stack.crm_user_id,
+            # Text Salesforce stores as given, but no recurrence mapping can read.
+            "Recurrence2PatternText": "RRULE:FREQ=SOMETIMES;INTERVAL=x",
+        }
+    )
+    session = await stack.session(mailbox_id)
+    assert session.counts.quarantined == 1, session.counts
+    assert session.counts.mail.created >= 1
+    errors = await stack.reconciler.ListItemErrors(
+        api.ListItemErrorsRequest(parent=f"mailboxes/{mailbox_id}")
+    )
+    (error,) = errors.item_errors
+    assert error.ref.native_id == bad["id"]
+    assert error.side == res.SYNC_SIDE_CRM
+    assert error.reason
+    assert error.quarantined
+    items = await asyncio.to_thread(lambda: list(account.calendar.filter(subject=good)))
+    assert len(items) == 1
+    assert "Salesforce" in (items[0].categories or [])
+
+
+async def test_mark_instead_of_delete_follows_the_org_setting(stack: Stack) -> None:
+    await stack.reconciler.UpdateOrgSettings(
+        api.UpdateOrgSettingsRequest(
+            settings=st.OrgSettings(
+                name=f"{ORG}/settings", mail_delete_action=st.MAIL_DELETE_ACTION_MARK_RECORD
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["mail_delete_action"]),
+        )
+    )
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Offsite {uuid.uuid4().hex[:6]}"
+    item = await asyncio.to_thread(_meeting, account, subject)
+    assert (await stack.session(mailbox_id)).counts.crm.created == 1
+    await asyncio.to_thread(item.delete, send_meeting_cancellations="SendToNone")
+    marked = await stack.session(mailbox_id)
+    assert marked.counts.crm.updated == 1, marked.counts
+    assert [e["Subject"] for e in stack.events("Cancelled: " + subject)] == [
+        "Cancelled: " + subject
+    ]
