@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
@@ -27,7 +31,7 @@ from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.domain.errors import PeerError
 from concord_reconciler.domain.model import MailboxRecord
 from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
-from concord_reconciler.domain.sharing import share_key
+from concord_reconciler.domain.sharing import normalise_message_id, share_key
 from concord_store import create_engine, migrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -44,6 +48,8 @@ class FakeSalesforce:
     writes: list[tuple[str, int]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
     lose_next_answer: bool = False
+    # With `lose_next_answer`: how many batches still get their answer before one is lost.
+    answers_before_loss: int = 0
     delay: float = 0.0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -78,7 +84,9 @@ class FakeSalesforce:
                 crm.CrmWriteResult(id=record["Id"], status=res.WRITE_STATUS_OK, created=created)
             )
         await asyncio.sleep(self.delay)
-        if self.lose_next_answer:
+        if self.lose_next_answer and self.answers_before_loss > 0:
+            self.answers_before_loss -= 1
+        elif self.lose_next_answer:
             self.lose_next_answer = False
             raise PeerError("crm-connector", "ApplyBatch", "UNAVAILABLE", "connection reset")
         return results
@@ -395,3 +403,52 @@ async def test_thread_mode_shares_later_replies(world: World) -> None:
     )
     assert report.created == 1
     assert len(world.messages()) == 2
+
+
+_OPS = hs.lists(
+    hs.tuples(
+        hs.sampled_from(sorted(MAILBOXES)),
+        hs.sampled_from(["<a@corp.example>", "<A@CORP.example>", "<b@corp.example>", ""]),
+        hs.sampled_from(["Inbox", "Salesforce Emails", "Archive"]),
+        hs.sampled_from([None, 0, 1]),  # which write's answer is lost, if any
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_OPS)
+async def test_any_history_of_shares_and_lost_answers_converges_to_one_of_each(
+    tmp_path: Path, ops: list[tuple[str, str, str, int | None]]
+) -> None:
+    """Whatever order mailboxes share in and whatever answers get lost, once every share has
+    been retried to success there is one EmailMessage per (org, email) and no relation twice."""
+    engine = create_engine(f"sqlite:///{tmp_path}/{uuid.uuid4().hex}.db")
+    try:
+        await migrate(engine, MIGRATIONS)
+        for mailbox in MAILBOXES.values():
+            await SqlStore(engine).insert_mailbox(mailbox)
+        world = World(
+            engine,
+            FakeSalesforce(),
+            FakeLinker({"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}),
+        )
+        for mailbox_id, message_id, folder, lose in ops:
+            world.salesforce.lose_next_answer = lose is not None
+            world.salesforce.answers_before_loss = lose or 0
+            await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
+        world.salesforce.lose_next_answer = False
+        for mailbox_id, message_id, folder, _ in ops:  # the next sessions retry what failed
+            report = await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
+            assert report.failures == []
+        expected = {(MAILBOXES[m].org_id, normalise_message_id(i) or "hash") for m, i, _, _ in ops}
+        assert len(world.messages()) == len(expected)
+        links = [m["Concord_Link_Id__c"] for m in world.messages()]
+        assert len(set(links)) == len(links)
+        relations = world.relations()
+        assert len(set(relations)) == len(relations)
+    finally:
+        await engine.dispose()
