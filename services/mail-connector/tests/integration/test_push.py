@@ -192,7 +192,12 @@ async def _rig(
     await migrate(engine, MIGRATIONS)
     store = SqlAccountStore(engine, SecretBox(Fernet.generate_key()))
     client = await nats.connect(nats_server.url)
-    options: dict[str, Any] = {"stream_minutes": 1, "max_back_off": 1.0, "degrade_after": 2}
+    options: dict[str, Any] = {
+        "stream_minutes": 1,
+        "max_back_off": 1.0,
+        "degrade_after": 2,
+        "healthy_stream_seconds": 1.0,
+    }
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
         {Provider.EXCHANGE_EWS: ExchangeChangeFeed(**(options | feed))},

@@ -6,7 +6,9 @@ import asyncio
 import random
 
 import pytest
+from exchangelib.errors import ErrorServerBusy  # type: ignore[import-untyped]
 
+from concord_mail_connector.adapters.push_exchange import retry_delay
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.push import Backoff, ChangeCoalescer, MailChangedNote
 
@@ -95,3 +97,10 @@ def test_backoff_grows_to_its_bound_and_resets() -> None:
     assert delays[0] <= 0.5
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+def test_a_busy_server_is_given_the_back_off_it_asked_for_within_a_bound() -> None:
+    backoff = Backoff(initial=0.5, maximum=30.0)
+    assert retry_delay(ErrorServerBusy("busy", back_off=7.5), backoff) == 7.5
+    assert retry_delay(ErrorServerBusy("busy", back_off=10_000), backoff) == 30.0
+    assert retry_delay(ConnectionError(), Backoff(initial=0.5, maximum=4.0)) <= 0.5

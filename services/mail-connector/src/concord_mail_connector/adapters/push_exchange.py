@@ -36,6 +36,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorInvalidRequest,
     ErrorInvalidSubscriptionRequest,
     ErrorSchemaValidation,
+    ErrorServerBusy,
 )
 from exchangelib.folders import FolderCollection  # type: ignore[import-untyped]
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
@@ -176,6 +177,7 @@ class _MailboxWatch:
         self.stream_failures = 0
         self.pull_until = 0.0
         self.subscribed_once = False
+        self.created = datetime.now(UTC)
         self.state = WatchState(PushMode.STARTING)
 
     async def run(self) -> None:
@@ -194,10 +196,8 @@ class _MailboxWatch:
                 # outlive the failure.
                 self.account = None
                 if self.failures >= self.feed._degrade_after:
-                    self._report(
-                        WatchState(PushMode.DEGRADED, reason=reason),
-                    )
-                delay = self.backoff.next()
+                    self._report(WatchState(PushMode.DEGRADED, reason=reason))
+                delay = retry_delay(exc, self.backoff)
                 _log.info("push %s: %s; again in %.1fs", self.access.account.mailbox, reason, delay)
                 await asyncio.sleep(delay)
 
@@ -218,17 +218,13 @@ class _MailboxWatch:
         try:
             while True:
                 ends = datetime.now(UTC) + timedelta(minutes=self.feed._stream_minutes)
-                self._report(
-                    WatchState(
-                        PushMode.STREAMING,
-                        self.state.kinds,
-                        self.state.create_time,
-                        ends,
-                    )
-                )
+                if self.state.mode != PushMode.DEGRADED:
+                    # The connection about to open is what renews the subscription.
+                    kinds = self.state.kinds
+                    self._report(WatchState(PushMode.STREAMING, kinds, self.created, ends))
                 started = time.monotonic()
                 try:
-                    await self._stream_once(subscription)
+                    await self._stream_once(subscription, ends)
                 except Exception:
                     if time.monotonic() - started < self.feed._healthy_stream_seconds:
                         self.stream_failures += 1
@@ -236,10 +232,6 @@ class _MailboxWatch:
                             self.stream_failures = 0
                             self.pull_until = time.monotonic() + self.feed._pull_fallback_seconds
                     raise
-                # A connection that lived its full length: the subscription is healthy.
-                self.stream_failures = 0
-                self.backoff.reset()
-                self.failures = 0
                 if self.folders is not None and self.folders.missing:
                     # A dedicated folder may exist now: subscribe again to cover it.
                     return
@@ -255,23 +247,32 @@ class _MailboxWatch:
                 watermark = await _in_thread(
                     partial(self._get_events, loop, subscription, watermark)
                 )
-                self.backoff.reset()
-                self.failures = 0
                 ends = datetime.now(UTC) + timedelta(minutes=self.feed._pull_timeout_minutes)
-                self._report(
-                    WatchState(PushMode.PULLING, self.state.kinds, self.state.create_time, ends)
-                )
+                self._healthy(PushMode.PULLING, ends)
                 await asyncio.sleep(self.feed._pull_seconds)
         finally:
             self._forget(subscription)
 
     def _subscribed(self, mode: PushMode, subscription: str) -> None:
         assert self.folders is not None
-        self._report(WatchState(mode, frozenset(self.folders.kinds.values()), datetime.now(UTC)))
+        self.created = datetime.now(UTC)
+        if self.state.mode != PushMode.DEGRADED:
+            # A degraded watch stays degraded (and polled) until the new subscription has
+            # proved itself: a stream that dies at once must not flap the state.
+            self._report(WatchState(mode, frozenset(self.folders.kinds.values()), self.created))
         if self.subscribed_once:
             # Changes made while no subscription was held reached no one: one catch-up hint.
             self.sink.changed(frozenset(), "resubscribed")
         self.subscribed_once = True
+
+    def _healthy(self, mode: PushMode, expire_time: datetime) -> None:
+        """The subscription works (a stream stayed up, a pull answered): failures are forgotten."""
+        assert self.folders is not None
+        self.failures = 0
+        self.stream_failures = 0
+        self.backoff.reset()
+        kinds = frozenset(self.folders.kinds.values())
+        self._report(WatchState(mode, kinds, self.created, expire_time))
 
     def _report(self, state: WatchState) -> None:
         self.state = state
@@ -340,8 +341,9 @@ class _MailboxWatch:
             if not notification.more_events:
                 return str(mark)
 
-    async def _stream_once(self, subscription: str) -> None:
-        """One streaming connection, until the server closes it (its timeout) or it fails."""
+    async def _stream_once(self, subscription: str, ends: datetime) -> None:
+        """One streaming connection, until the server closes it (its timeout) or it fails; once
+        it has stayed up `healthy_stream_seconds`, the watch counts as streaming."""
         stream = _Stream()
         loop = asyncio.get_running_loop()
         account = self.account
@@ -375,7 +377,11 @@ class _MailboxWatch:
         thread = threading.Thread(target=read, daemon=True, name="ews-stream")
         thread.start()
         try:
-            await done
+            try:
+                await asyncio.wait_for(asyncio.shield(done), self.feed._healthy_stream_seconds)
+            except TimeoutError:
+                self._healthy(PushMode.STREAMING, ends)
+                await done
         except asyncio.CancelledError:
             stream.cut()
             # The response may not have existed yet when cut() looked: look again shortly.
@@ -393,6 +399,15 @@ class _MailboxWatch:
                 account.inbox.unsubscribe(subscription)
 
         threading.Thread(target=unsubscribe, daemon=True, name="ews-unsubscribe").start()
+
+
+def retry_delay(exc: BaseException, backoff: Backoff) -> float:
+    """The next back-off, but not shorter than what a busy server asked for (BackOffMilliseconds),
+    within the same bound."""
+    delay = backoff.next()
+    if isinstance(exc, ErrorServerBusy) and exc.back_off:
+        delay = max(delay, min(float(exc.back_off), backoff.maximum))
+    return delay
 
 
 def _kinds_of(notification: Any, kinds: dict[str, Kind]) -> frozenset[Kind]:
