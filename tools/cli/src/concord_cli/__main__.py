@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_status.add_argument("mailbox", nargs="?", help="show this mailbox's dashboard instead")
 
+    p_health = command("health", "your org's health and Salesforce API budget (admin)")
+    p_health.add_argument(
+        "--org-id", default="", help="name the org; the gateway allows only your own"
+    )
+
     p_sync = command("sync", "run a session for a mailbox now")
     p_sync.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
     p_sync.add_argument(
@@ -233,6 +238,8 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
         if args.mailbox:
             return await commands.mailbox_status(target, args.mailbox, as_json, out)
         return await commands.status(target, as_json, out)
+    if command == "health":
+        return await commands.org_health(target, args.org_id, as_json, out)
     if command == "sync":
         return await commands.sync(target, args.mailbox, args.wait, args.timeout, as_json, out)
     if command == "sessions":

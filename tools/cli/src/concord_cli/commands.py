@@ -41,6 +41,7 @@ __all__ = [
     "get_settings",
     "mailbox_status",
     "mailboxes",
+    "org_health",
     "resume",
     "retry",
     "sessions",
@@ -300,6 +301,13 @@ async def mailboxes(target: Target, as_json: bool, out: Out) -> int:
                 break
     listing = pb.ListMailboxesResponse(mailboxes=found)
     _print(out, as_json, listing, output.mailboxes_table(found))
+    return 0
+
+
+async def org_health(target: Target, org: str, as_json: bool, out: Out) -> int:
+    async with gateway(target) as gw:
+        response = await gw.call("GetOrgHealth", pb.GetOrgHealthRequest(org=org_name(target, org)))
+    _print(out, as_json, response, output.org_health_block(response.health))
     return 0
 
 

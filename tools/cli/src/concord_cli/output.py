@@ -22,6 +22,7 @@ __all__ = [
     "item_errors_table",
     "mailboxes_table",
     "message_dict",
+    "org_health_block",
     "session_block",
     "sessions_table",
     "settings_block",
@@ -280,3 +281,30 @@ class Progress:
         note = " (joined a session already queued)" if coalesced else ""
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         self._out(f"{stamp}  {session.session_id}  {state(session)}{note}")
+
+
+def org_health_block(health: res.OrgHealth) -> str:
+    """An org's condition: state and why, mailboxes by state, failures, Salesforce API budget."""
+    budget = health.budget
+    by_state = ", ".join(
+        f"{_enum(c.state, res.MailboxState, 'MAILBOX_STATE_')} {c.count}" for c in health.mailboxes
+    )
+    rows = [
+        ("org", health.org.removeprefix("orgs/")),
+        ("state", _enum(health.state, res.HealthState, "HEALTH_STATE_")),
+        ("reasons", "; ".join(health.reasons) or _NONE),
+        ("mailboxes", by_state or _NONE),
+        ("failed sessions (24h)", str(health.failed_sessions_24h)),
+        ("quarantined items", str(health.quarantined_items)),
+    ]
+    if health.HasField("budget"):
+        share = f"{budget.concord_share:.0%}"
+        rows.append(
+            (
+                "api budget",
+                f"{budget.used} of {budget.limit} used; Concord {budget.concord_used} "
+                f"(allowed {share})",
+            )
+        )
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)

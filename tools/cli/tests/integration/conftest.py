@@ -307,6 +307,24 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
         return self._replayed("UpdateMailboxSettings", request, context, act)
 
+    def GetOrgHealth(self, request: Any, context: Any) -> Any:
+        self._caller(context, "GetOrgHealth")
+        return rec.GetOrgHealthResponse(
+            health=res.OrgHealth(
+                org=request.org,
+                state=res.HEALTH_STATE_DEGRADED,
+                reasons=["1 mailbox suspended"],
+                mailboxes=[
+                    res.MailboxStateCount(state=res.MAILBOX_STATE_ACTIVE, count=2),
+                    res.MailboxStateCount(state=res.MAILBOX_STATE_SUSPENDED, count=1),
+                ],
+                quarantined_items=1,
+                budget=res.ApiBudget(
+                    org=request.org, used=1200, limit=15000, concord_share=0.5, concord_used=300
+                ),
+            )
+        )
+
     def GetOrgSettings(self, request: Any, context: Any) -> Any:
         self._caller(context, "GetOrgSettings")
         return rec.GetOrgSettingsResponse(

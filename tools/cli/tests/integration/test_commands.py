@@ -342,6 +342,19 @@ def test_settings_usage_errors_exit_2(
     assert stack.fake.acted == []
 
 
+def test_org_health_is_for_the_admin(stack: Stack, capsys: Capture) -> None:
+    assert run(stack, "--admin", "health") == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^state +DEGRADED$", out, re.M)
+    assert re.search(r"^mailboxes +ACTIVE 2, SUSPENDED 1$", out, re.M)
+    assert "1200 of 15000 used; Concord 300 (allowed 50%)" in out
+    assert run(stack, "health") == 4
+    assert "PERMISSION_DENIED" in one_error_line(capsys)
+    assert run(stack, "--admin", "health", "--org-id", "globex") == 4
+    capsys.readouterr()
+    assert [method for method, _ in stack.fake.callers] == ["GetOrgHealth"]
+
+
 # -- transport -------------------------------------------------------------------------------
 
 
