@@ -166,7 +166,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def _mime() -> bytes:
+def _mime(size: int = 0) -> bytes:
     message = MimeMessage()
     message["From"] = "Ann <ann@corp.example>"
     message["To"] = "bob@acme.com"
@@ -176,10 +176,14 @@ def _mime() -> bytes:
     message.add_attachment(
         b"%PDF-1.4 quote", maintype="application", subtype="pdf", filename="quote.pdf"
     )
+    if size:
+        message.add_attachment(
+            b"z" * size, maintype="application", subtype="zip", filename="big.zip"
+        )
     return message.as_bytes()
 
 
-def _change(native_id: str, cc: tuple[str, ...] = ()) -> res.MailChange:
+def _change(native_id: str, cc: tuple[str, ...] = (), size: int = 0) -> res.MailChange:
     item = res.EmailItem(
         internet_message_id="<renewal-7@corp.example>",
         subject="Renewal",
@@ -191,7 +195,7 @@ def _change(native_id: str, cc: tuple[str, ...] = ()) -> res.MailChange:
         categories=["Salesforce"],
         folder="Inbox",
         has_attachments=True,
-        mime_content=_mime(),
+        mime_content=_mime(size),
     )
     item.sent_time.FromSeconds(1_790_000_000)
     return res.MailChange(
@@ -297,3 +301,13 @@ async def test_two_replicas_racing_on_one_message_id_create_one_email_message(
     assert sorted((r.created, r.related) for r in reports) == [(0, 1), (1, 0)]
     assert len(stack.soql("SELECT Id FROM EmailMessage")) == 1
     assert len(stack.soql("SELECT Id FROM EmailMessageRelation")) == 2
+
+
+async def test_a_file_near_the_cap_reaches_salesforce_through_grpc(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    report = await _share(stack, engine, "bob", _change("b1", size=2_400_000))
+    assert report.failures == []
+    assert report.attachments_created == 2
+    lengths = sorted(r["BodyLength"] for r in stack.soql("SELECT BodyLength FROM Attachment"))
+    assert lengths == [14, 2_400_000]

@@ -13,6 +13,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from email.message import EmailMessage as MimeMessage
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ class FakeSalesforce:
 
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, int]] = field(default_factory=list)
+    batch_bytes: list[int] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
     lose_next_answer: bool = False
     # With `lose_next_answer`: how many batches still get their answer before one is lost.
@@ -60,6 +62,7 @@ class FakeSalesforce:
         self, org: str, writes: Sequence[crm.CrmWrite]
     ) -> Sequence[crm.CrmWriteResult]:
         await asyncio.sleep(self.delay)
+        self.batch_bytes.append(crm.ApplyBatchRequest(org=org, writes=writes).ByteSize())
         results = []
         for write in writes:
             self.writes.append((write.sobject_type, write.operation))
@@ -377,6 +380,20 @@ async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World
     # The hashed key is stable: the Message-ID-less email is not shared twice.
     again = await world.share("bob", _email("a", message_id="", to=["bob@acme.com"]))
     assert again.already_shared == 1
+
+
+async def test_attachments_go_in_batches_that_fit_a_grpc_message(world: World) -> None:
+    message = MimeMessage()
+    message["From"] = "ann@corp.example"
+    message["Message-ID"] = "<deal-1@corp.example>"
+    message.set_content("three files")
+    for n in range(3):
+        payload = bytes([n]) * 2_400_000
+        message.add_attachment(payload, maintype="application", subtype="zip", filename=f"{n}.zip")
+    report = await world.share("bob", _email(mime=message.as_bytes()))
+    assert (report.created, report.attachments_created) == (1, 3)
+    assert len(world.salesforce.batch_bytes) == 5  # the EmailMessage, relations, 3 files
+    assert max(world.salesforce.batch_bytes) < 4 * 1024 * 1024
 
 
 async def test_a_categorised_draft_is_shared_from_sent_items_once(world: World) -> None:

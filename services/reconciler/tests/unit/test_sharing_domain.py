@@ -237,6 +237,12 @@ def test_addresses() -> None:
         assert not is_valid_address(bad), bad
 
 
+def test_subjects_keep_their_quotes_and_bodies_lose_nul() -> None:
+    plan = _plan(_email(subject='"Urgent"\r\n re: \x00deal', body_text="a\x00b\tc\r\nd\x1b"))
+    assert plan.fields["Subject"] == '"Urgent" re: deal'
+    assert plan.fields["TextBody"] == "ab\tc\r\nd"
+
+
 def test_display_names_lose_control_characters() -> None:
     assert clean_display_name("Ann\x00 \x1b[31mLee\u202e\r\nSales") == "Ann [31mLee Sales"
     assert clean_display_name('"Lee, Ann"') == "Lee, Ann"

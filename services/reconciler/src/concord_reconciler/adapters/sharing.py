@@ -65,6 +65,8 @@ EMAIL_MESSAGE = "EmailMessage"
 RELATION = "EmailMessageRelation"
 ATTACHMENT = "Attachment"
 LINK_FIELD = "Concord_Link_Id__c"
+# What one ApplyBatch may carry: under gRPC's default 4 MiB message limit with room to spare.
+BATCH_BYTES = 3_500_000
 
 
 class SharingCrm(Protocol):
@@ -647,22 +649,28 @@ class EmailSharing:
             )
             for relation in relations
         ]
-        writes.extend(
-            crm.CrmWrite(
+        # Relations go together (crm-connector packs them 200 to a collection); files go in
+        # batches that stay inside one gRPC message, base64 and all.
+        batches: list[list[crm.CrmWrite]] = [writes] if writes else []
+        size = BATCH_BYTES
+        for values in files:
+            write = crm.CrmWrite(
                 operation=crm.CRM_WRITE_OPERATION_CREATE,
                 sobject_type=ATTACHMENT,
-                fields=_struct(dict(values)),
+                fields=_struct(values),
             )
-            for values in files
-        )
-        if not writes:
-            return
-        results = await self.crm.apply_batch(org, writes)
-        failed = [r for r in results if r.status != res.WRITE_STATUS_OK]
-        if failed:
-            # Nothing is recorded for this mailbox, so the next try looks up what got written
-            # and adds the rest.
-            raise _write_error(failed[0], "relations and attachments")
+            if size + write.ByteSize() > BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(write)
+            size += write.ByteSize()
+        for batch in batches:
+            results = await self.crm.apply_batch(org, batch)
+            failed = [r for r in results if r.status != res.WRITE_STATUS_OK]
+            if failed:
+                # Nothing is recorded for this mailbox, so the next try looks up what got
+                # written and adds the rest.
+                raise _write_error(failed[0], "relations and attachments")
 
 
 async def share_emails(

@@ -44,11 +44,13 @@ __all__ = [
     "ShareKey",
     "SharePlan",
     "attachments_from_mime",
+    "clean_body",
     "clean_display_name",
     "email_selection",
     "is_draft",
     "is_valid_address",
     "normalise_message_id",
+    "one_line",
     "participants_of",
     "plan_share",
     "select_shared",
@@ -306,18 +308,31 @@ def is_valid_address(address: str) -> bool:
     return bool(_DOMAIN.fullmatch(ascii_domain))
 
 
-def clean_display_name(name: str) -> str:
-    """A display name without control or format characters, on one line.
+def one_line(text: str) -> str:
+    """`text` without control or format characters, on one line.
 
     Headers can carry anything a sender typed, including NUL, escape sequences and bidi
-    overrides; none of it belongs in a Salesforce name field.
+    overrides; none of it belongs in a Salesforce name or subject field.
     """
     kept = "".join(
         " " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
-        for c in name
+        for c in text
         if unicodedata.category(c) != "Cf"
     )
-    return _WHITESPACE.sub(" ", kept).strip().strip('"').strip()
+    return _WHITESPACE.sub(" ", kept).strip()
+
+
+def clean_display_name(name: str) -> str:
+    """A display name as one clean line, without the quotes a header may wrap it in."""
+    return one_line(name).strip('"').strip()
+
+
+_BODY_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_body(text: str) -> str:
+    """A body without the C0 controls (NUL above all) that a text field cannot hold."""
+    return _BODY_CONTROLS.sub("", text)
 
 
 def participants_of(item: res.EmailItem) -> tuple[list[res.Participant], list[FieldLoss]]:
@@ -505,13 +520,13 @@ def relations_from(resolution: linker.ResolveParticipantsResponse) -> list[Relat
 class AttachmentPolicy:
     """Which attachments go with a shared email.
 
-    OrgSettings has no attachment fields yet, so the caller passes the org's policy; the
-    default shares files up to 5 MB each and 10 per email, well inside what one API request
-    may carry once base64 grows it by a third.
+    OrgSettings has no attachment fields yet, so the caller passes the org's policy. The
+    default cap keeps one file, grown by a third in base64, inside one gRPC message to
+    crm-connector (4 MiB by default); 10 files per email at most.
     """
 
     enabled: bool = True
-    max_bytes: int = 5 * 1024 * 1024
+    max_bytes: int = 2_500_000
     max_count: int = 10
 
 
@@ -708,7 +723,7 @@ def plan_share(
         if cut:
             fields[name] = cut
 
-    text("Subject", clean_display_name(item.subject))
+    text("Subject", one_line(item.subject))
     sender = item.from_address.address.strip()
     if sender and is_valid_address(sender):
         text("FromAddress", sender)
@@ -720,8 +735,8 @@ def plan_share(
         losses.extend(address_losses)
         if value:
             fields[name] = value
-    text("TextBody", item.body_text)
-    text("HtmlBody", item.body_html, html=True)
+    text("TextBody", clean_body(item.body_text))
+    text("HtmlBody", clean_body(item.body_html), html=True)
     when = _message_time(item)
     if when is not None:
         fields["MessageDate"] = when.isoformat().replace("+00:00", "Z")
