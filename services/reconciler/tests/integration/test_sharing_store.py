@@ -469,3 +469,33 @@ async def test_any_history_of_shares_and_lost_answers_converges_to_one_of_each(
         assert len(set(relations)) == len(relations)
     finally:
         await engine.dispose()
+
+
+async def test_a_refused_write_is_quarantined_without_quoting_the_content(world: World) -> None:
+    async def refuse(org: str, writes: Sequence[crm.CrmWrite]) -> Sequence[crm.CrmWriteResult]:
+        return [
+            crm.CrmWriteResult(
+                status=res.WRITE_STATUS_INVALID,
+                errors=[
+                    crm.CrmError(
+                        code="STRING_TOO_LONG",
+                        message="Subject: data value too large: Renewal",
+                        fields=["Subject"],
+                    )
+                ],
+            )
+        ]
+
+    world.salesforce.apply_batch = refuse  # type: ignore[method-assign]
+    report = await world.share("bob", _email())
+    (failure,) = report.failures
+    assert (failure.reason, failure.quarantine, failure.retryable) == (
+        "STRING_TOO_LONG",
+        True,
+        False,
+    )
+    assert "Subject" in failure.message
+    assert "Renewal" not in failure.message
+    # Not recorded as shared: once the cause is fixed, the next try writes it.
+    del world.salesforce.apply_batch
+    assert (await world.share("bob", _email())).created == 1

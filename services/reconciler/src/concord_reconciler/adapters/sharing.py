@@ -340,11 +340,13 @@ def _status_name(status: int) -> str:
 
 def _write_error(result: crm.CrmWriteResult, what: str) -> ShareError:
     code = result.errors[0].code if result.errors else _status_name(result.status)
-    message = result.errors[0].message if result.errors else ""
+    fields = ", ".join(result.errors[0].fields) if result.errors else ""
     retryable = result.status == res.WRITE_STATUS_RETRYABLE
+    # Salesforce's own message can quote the value it refused (STRING_TOO_LONG does), and
+    # item errors are shown on the dashboard: the code and the field names say enough.
     return ShareError(
         code,
-        f"Salesforce refused the {what}: {code}" + (f" ({message[:200]})" if message else ""),
+        f"Salesforce refused the {what}: {code}" + (f" on {fields}" if fields else ""),
         retryable=retryable,
         quarantine=not retryable,
     )
