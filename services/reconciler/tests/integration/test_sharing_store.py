@@ -368,6 +368,9 @@ async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World
         problem,
     )
     assert report.created == 2
+    counts = report.kind_counts()
+    assert (counts.mail_changes_seen, counts.crm.created, counts.crm.errors) == (4, 2, 2)
+    assert (counts.quarantined, counts.skipped) == (2, 0)
     assert sorted((f.ref.native_id, f.reason, f.quarantine) for f in report.failures) == [
         ("c", "MALFORMED_MIME", True),
         ("unreadable", "MALFORMED_MIME", True),
@@ -399,6 +402,7 @@ async def test_attachments_go_in_batches_that_fit_a_grpc_message(world: World) -
 async def test_a_categorised_draft_is_shared_from_sent_items_once(world: World) -> None:
     draft = await world.share("bob", _email("d", folder="Drafts"))
     assert draft.selected == 0
+    assert draft.kind_counts().skipped == 1
     sent = await world.share("bob", _email("s", folder="Sent Items"))
     assert sent.created == 1
     assert len(world.messages()) == 1

@@ -33,7 +33,7 @@ from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.adapters.sharing_tables import email_share_mailboxes, email_shares
 from concord_reconciler.domain.errors import PeerError
-from concord_reconciler.domain.model import MailboxRecord
+from concord_reconciler.domain.model import KindCounts, MailboxRecord, SideCounts
 from concord_reconciler.domain.names import org_name
 from concord_reconciler.domain.sharing import (
     AttachmentPolicy,
@@ -128,6 +128,8 @@ class ShareReport:
 
     seen: int = 0
     selected: int = 0
+    # Listed with a problem instead of content (malformed MIME at the connector).
+    unreadable: int = 0
     created: int = 0
     related: int = 0
     already_shared: int = 0
@@ -145,6 +147,17 @@ class ShareReport:
     @property
     def errors(self) -> int:
         return len(self.failures)
+
+    def kind_counts(self) -> KindCounts:
+        """The session's EMAIL line: a new EmailMessage is a create, relations added to one
+        that existed an update; emails nobody selected are skipped on purpose."""
+        return KindCounts(
+            kind=res.OBJECT_KIND_EMAIL,
+            mail_changes_seen=self.seen,
+            crm=SideCounts(created=self.created, updated=self.related, errors=self.errors),
+            quarantined=self.quarantined,
+            skipped=self.seen - self.selected - self.unreadable,
+        )
 
 
 class ShareError(Exception):
@@ -397,6 +410,7 @@ class EmailSharing:
         report = ShareReport(seen=len(changes))
         for change in changes:
             if change.HasField("problem") and change.problem.reason:
+                report.unreadable += 1
                 report.failures.append(
                     ShareFailure(
                         change.ref,
