@@ -226,21 +226,53 @@ def dashboard(status: gw.MailboxStatus) -> str:
     return "\n".join(parts)
 
 
-def _setting_value(message: Message, name: str) -> str:
-    field = message.DESCRIPTOR.fields_by_name[name]
-    value = message_dict(message).get(field.json_name)
-    if value is None or value == [] or value == "":
-        return _NONE
+def _setting_value(message: Message, field: Any) -> list[str]:
+    """A field as people read and `settings set` takes it: lines (several for a list of
+    messages such as `sharing`), `-` when unset."""
+    value = getattr(message, field.name)
+    if field.is_repeated:
+        items = list(value)
+        if field.message_type is not None:
+            return [_pairs(item) for item in items] or [_NONE]
+        return [", ".join(_scalar(field, v) for v in items) or _NONE]
+    if field.message_type is not None:
+        if not message.HasField(field.name):
+            return [_NONE]
+        if field.message_type.full_name == "google.protobuf.Duration":
+            return [_seconds(value.ToTimedelta().total_seconds())]
+        if field.message_type.full_name == "google.protobuf.Timestamp":
+            return [_when(value, True)]
+        return [_pairs(value)]
+    return [_scalar(field, value) if value != "" else _NONE]
+
+
+def _scalar(field: Any, value: Any) -> str:
     if field.enum_type is not None:
         # As `settings set` takes them: crm_wins, not CONFLICT_POLICY_CRM_WINS.
         prefix = enum_prefix([v.name for v in field.enum_type.values])
-        values = value if isinstance(value, list) else [value]
-        return ", ".join(str(v).removeprefix(prefix).lower() for v in values)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return ", ".join(value)
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(", ", ": "))
+        return str(field.enum_type.values_by_number[value].name).removeprefix(prefix).lower()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _pairs(message: Message) -> str:
+    """`key=value` for each field that is set, e.g. `kind=task enabled=true direction=two_way`."""
+    parts = []
+    for field in message.DESCRIPTOR.fields:
+        lines = _setting_value(message, field)
+        # Booleans stay even when false: `enabled=false` is the point of a sharing entry.
+        if lines != [_NONE] and not lines[0].endswith("unspecified"):
+            parts.append(f"{field.name}={'+'.join(lines).replace(', ', '+')}")
+    return " ".join(parts) or _NONE
+
+
+def _seconds(total: float) -> str:
+    """The largest unit that divides it: 30d, 15m, 90s (what `settings set` takes back)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total and total % size == 0:
+            return f"{int(total // size)}{unit}"
+    return f"{total:g}s"
 
 
 def enum_prefix(names: Sequence[str]) -> str:
@@ -257,12 +289,14 @@ def enum_prefix(names: Sequence[str]) -> str:
 def settings_block(settings: Message) -> str:
     """Every field as `name  value`; locked ones marked (user settings carry locked_fields)."""
     locked = set(getattr(settings, "locked_fields", ()))
-    rows = []
+    rows: list[tuple[str, str]] = []
     for field in settings.DESCRIPTOR.fields:
         if field.name in ("locked_fields", "etag"):
             continue
-        mark = "  (locked by the org)" if field.name in locked else ""
-        rows.append((field.name, _setting_value(settings, field.name) + mark))
+        lines = _setting_value(settings, field)
+        lines[0] += "  (locked by the org)" if field.name in locked else ""
+        rows.append((field.name, lines[0]))
+        rows.extend(("", line) for line in lines[1:])
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
 

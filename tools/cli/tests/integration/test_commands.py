@@ -301,7 +301,7 @@ def test_an_admin_locks_a_setting_and_the_user_cannot_change_it(
     )
     out = capsys.readouterr().out
     assert re.search(r"^conflict_policy +crm_wins$", out, re.M)
-    assert re.search(r"^sync_interval +900s$", out, re.M)
+    assert re.search(r"^sync_interval +15m$", out, re.M)
     assert re.search(r"^locked_user_fields +blacklist$", out, re.M)
     assert run(stack, "settings", "get", "demo") == 0
     assert "(locked by the org)" in capsys.readouterr().out

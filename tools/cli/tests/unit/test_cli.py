@@ -267,3 +267,41 @@ def test_progress_prints_a_line_per_state_change_only() -> None:
     assert [line.split()[1:] for line in lines] == [["s1", "QUEUED"], ["s1", "RUNNING"]]
     silent = output.Progress(None)
     silent.show(res.Session(state=res.SESSION_STATE_QUEUED))
+
+
+def test_settings_read_as_settings_set_takes_them() -> None:
+    from google.protobuf import duration_pb2
+
+    from concord.common.v1 import settings_pb2 as st
+
+    block = output.settings_block(
+        st.MailboxSettings(
+            name="mailboxes/d/settings",
+            sharing=[
+                st.ObjectSharing(
+                    kind=res.OBJECT_KIND_TASK,
+                    enabled=False,
+                    direction=res.SYNC_DIRECTION_TWO_WAY,
+                    selection_modes=[st.SELECTION_MODE_CATEGORY, st.SELECTION_MODE_FOLDER],
+                ),
+                st.ObjectSharing(kind=res.OBJECT_KIND_EMAIL, enabled=True),
+            ],
+            locked_fields=["blacklist"],
+        )
+    ).splitlines()
+    assert block[1].split(None, 1) == [
+        "sharing",
+        "kind=task enabled=false direction=two_way selection_modes=category+folder",
+    ]
+    assert block[2].strip() == "kind=email enabled=true"
+    assert block[3].split() == ["blacklist", "-", "(locked", "by", "the", "org)"]
+    org = output.settings_block(
+        st.OrgSettings(
+            sync_interval=duration_pb2.Duration(seconds=900),
+            past_window=duration_pb2.Duration(seconds=90),
+            conflict_policy=st.CONFLICT_POLICY_MAIL_WINS,
+        )
+    )
+    assert "sync_interval" in org
+    for expected in ("15m", "90s", "mail_wins"):
+        assert expected in org
