@@ -340,13 +340,16 @@ async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:
     assert hints.messages == []
 
 
-def _restart(emulator: RunningEmulator, data_dir: Path) -> RunningEmulator:
-    """The emulator stopped and started again on the same port and data, its subscriptions gone
-    (as a real Exchange server's are after a restart or failover)."""
+def _restart(
+    emulator: RunningEmulator, data_dir: Path, *, lose_subscriptions: bool
+) -> RunningEmulator:
+    """The emulator stopped and started again on the same port and data; with
+    `lose_subscriptions`, its subscriptions gone (as after a mailbox server failover)."""
     port = emulator.port
     emulator.stop()
-    with sqlite3.connect(data_dir / "exchange.db") as db:
-        db.execute("DELETE FROM subscriptions")
+    if lose_subscriptions:
+        with sqlite3.connect(data_dir / "exchange.db") as db:
+            db.execute("DELETE FROM subscriptions")
     again = RunningEmulator(data_dir, seed=False)
     again.port = port
     again.base = f"http://127.0.0.1:{port}"
@@ -370,7 +373,9 @@ async def test_a_lost_subscription_is_recreated_and_hints_flow_again(
             first = rig.supervisor.state(mailbox)
             assert first is not None
 
-            emulator = await _blocking(lambda: _restart(emulator, data_dir))
+            emulator = await _blocking(
+                lambda: _restart(emulator, data_dir, lose_subscriptions=True)
+            )
             rig.emulator = emulator
             # The stream broke; the watch subscribes again and says so (catch-up hint).
             await eventually(lambda: any(m.hint == "resubscribed" for m in hints.parsed()))
@@ -390,6 +395,35 @@ async def test_a_lost_subscription_is_recreated_and_hints_flow_again(
         emulator.stop()
 
 
+async def test_a_dropped_connection_reconnects_to_its_subscription_and_misses_nothing(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "exchange"
+    data_dir.mkdir()
+    emulator = RunningEmulator(data_dir).start()
+    try:
+        async with _rig(emulator, nats_server, tmp_path) as rig:
+            mailbox, account, hints = await rig.mailbox()
+            first = rig.supervisor.state(mailbox)
+            assert first is not None
+
+            emulator = await _blocking(
+                lambda: _restart(emulator, data_dir, lose_subscriptions=False)
+            )
+            rig.emulator = emulator
+            # Made whenever the watch happens to reconnect: the subscription kept it queued.
+            await _blocking(_meeting(account).save)
+            await hints.wait_count(1)
+            await hints.settle()
+            assert [m.hint for m in hints.parsed()] == ["ews-streaming"]
+            await rig.wait_mode(mailbox, PushMode.STREAMING)
+            again = rig.supervisor.state(mailbox)
+            assert again is not None
+            assert again.create_time == first.create_time  # the same subscription
+    finally:
+        emulator.stop()
+
+
 async def test_streaming_that_keeps_failing_falls_back_to_pull(
     emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -397,7 +431,10 @@ async def test_streaming_that_keeps_failing_falls_back_to_pull(
         emulator, nats_server, tmp_path, pull_seconds=0.2, stream_failures_before_pull=2
     ) as rig:
         emulator.admin(
-            "POST", "faults", {"kind": "http_error", "operation": "GetStreamingEvents", "times": 50}
+            "POST",
+            "faults",
+            # A proxy in front of the server that refuses long-lived responses.
+            {"kind": "http_error", "operation": "GetStreamingEvents", "status": 502, "times": 50},
         )
         try:
             _, account, hints = await rig.mailbox(PushMode.PULLING)

@@ -31,12 +31,18 @@ from exchangelib import (  # type: ignore[import-untyped]
     FailFast,
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorExpiredSubscription,
     ErrorFolderNotFound,
     ErrorInvalidOperation,
     ErrorInvalidRequest,
+    ErrorInvalidSubscription,
     ErrorInvalidSubscriptionRequest,
+    ErrorInvalidWatermark,
+    ErrorMissedNotificationEvents,
     ErrorSchemaValidation,
     ErrorServerBusy,
+    ErrorSubscriptionNotFound,
+    ErrorTimeoutExpired,
 )
 from exchangelib.folders import FolderCollection  # type: ignore[import-untyped]
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
@@ -63,6 +69,17 @@ _DISTINGUISHED = (
 )
 _DEDICATED = (("Salesforce Contacts", Kind.CONTACT), ("Salesforce Emails", Kind.EMAIL))
 _EVENT_TYPES = ("CopiedEvent", "CreatedEvent", "DeletedEvent", "ModifiedEvent", "MovedEvent")
+# The subscription is gone at the server (expired, removed, server restarted or failed over).
+_SUBSCRIPTION_LOST = (
+    ErrorSubscriptionNotFound,
+    ErrorExpiredSubscription,
+    ErrorInvalidSubscription,
+    ErrorInvalidWatermark,
+    ErrorMissedNotificationEvents,
+)
+# What exchangelib raises when the server cannot be reached (connection refused or reset, no
+# answer in time) or answers 503 / ErrorServerBusy.
+_UNREACHABLE = (ErrorTimeoutExpired, ErrorServerBusy)
 # What a server without streaming notifications (Exchange 2007) answers a streaming Subscribe.
 _STREAMING_REFUSED = (
     ErrorInvalidOperation,
@@ -190,16 +207,20 @@ class _MailboxWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                reason = type(exc).__name__
-                self.failures += 1
                 # A new Account next time: a broken session or a changed server version must not
                 # outlive the failure.
                 self.account = None
-                if self.failures >= self.feed._degrade_after:
-                    self._report(WatchState(PushMode.DEGRADED, reason=reason))
-                delay = retry_delay(exc, self.backoff)
-                _log.info("push %s: %s; again in %.1fs", self.access.account.mailbox, reason, delay)
-                await asyncio.sleep(delay)
+                await self._failed(exc)
+
+    async def _failed(self, exc: Exception) -> None:
+        """Count the failure (degraded after `degrade_after` in a row) and wait the back-off."""
+        reason = type(exc).__name__
+        self.failures += 1
+        if self.failures >= self.feed._degrade_after:
+            self._report(WatchState(PushMode.DEGRADED, reason=reason))
+        delay = retry_delay(exc, self.backoff)
+        _log.info("push %s: %s; again in %.1fs", self.access.account.mailbox, reason, delay)
+        await asyncio.sleep(delay)
 
     # -- modes ------------------------------------------------------------------------------
 
@@ -225,13 +246,22 @@ class _MailboxWatch:
                 started = time.monotonic()
                 try:
                     await self._stream_once(subscription, ends)
-                except Exception:
-                    if time.monotonic() - started < self.feed._healthy_stream_seconds:
+                except _SUBSCRIPTION_LOST:
+                    raise  # subscribe anew, with a catch-up hint
+                except Exception as exc:
+                    young = time.monotonic() - started < self.feed._healthy_stream_seconds
+                    # A server that is down or busy would fail a pull subscription too: only a
+                    # server that answers but cannot keep a stream up sends the watch to pull.
+                    if young and not isinstance(exc, _UNREACHABLE):
                         self.stream_failures += 1
                         if self.stream_failures >= self.feed._stream_failures_before_pull:
                             self.stream_failures = 0
                             self.pull_until = time.monotonic() + self.feed._pull_fallback_seconds
-                    raise
+                            raise
+                    # A subscription outlives its connection (Exchange keeps it, and queues its
+                    # events, for 30 minutes): reconnect to it, and nothing is missed.
+                    await self._failed(exc)
+                    continue
                 if self.folders is not None and self.folders.missing:
                     # A dedicated folder may exist now: subscribe again to cover it.
                     return
