@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_status = command(
         "status",
-        "health of every service and NATS (exit 1 if any is down); with a mailbox, its dashboard",
+        "health of every service and NATS (exit 1 if any is down), then your mailboxes and "
+        "their latest item error; with a mailbox, its dashboard",
     )
     p_status.add_argument("mailbox", nargs="?", help="show this mailbox's dashboard instead")
 

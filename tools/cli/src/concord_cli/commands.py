@@ -116,27 +116,63 @@ async def _nats(url: str) -> output.ServiceHealth:
 
 
 async def status(target: Target, as_json: bool, out: Out) -> int:
+    """Every service's health; then, when the gateway serves and there is a token, the
+    caller's mailboxes with their state and items in error. Only health decides the exit code:
+    this is the command to run when something is down."""
     services, nats = await asyncio.gather(
         asyncio.gather(*(_health(n, a) for n, a in target.services.items())),
         _nats(target.nats_url),
     )
     checks = [*services, nats]
     ok = all(check.ok for check in checks)
+    gateway_up = any(c.name == "gateway" and c.ok for c in services)
+    overview: list[pb.MailboxStatus] = []
+    problem = ""
+    if target.token and gateway_up:
+        try:
+            overview = await _mailbox_overview(target)
+        except grpc.aio.AioRpcError as err:
+            problem = describe_rpc_error(err, target.gateway)
     if as_json:
-        out(
-            output.dumps(
-                {
-                    "ok": ok,
-                    "services": [
-                        {"name": c.name, "address": c.address, "status": c.status} for c in services
-                    ],
-                    "nats": {"url": nats.address, "status": nats.status},
-                }
+        data: dict[str, Any] = {
+            "ok": ok,
+            "services": [
+                {"name": c.name, "address": c.address, "status": c.status} for c in services
+            ],
+            "nats": {"url": nats.address, "status": nats.status},
+            "mailboxes": [output.message_dict(m) for m in overview],
+        }
+        if problem:
+            data["mailboxesError"] = problem
+        out(output.dumps(data))
+    else:
+        text = output.status_table(checks)
+        if overview:
+            text += "\n\n" + output.overview_table(overview)
+        elif problem:
+            text += f"\n\nmailboxes: {problem}"
+        out(text)
+    return 0 if ok else 1
+
+
+# More than a screenful is `concord mailboxes`' job; status stays quick.
+_OVERVIEW_LIMIT = 20
+
+
+async def _mailbox_overview(target: Target) -> list[pb.MailboxStatus]:
+    async with gateway(target) as gw:
+        listing = await gw.call("ListMailboxes", pb.ListMailboxesRequest(page_size=_PAGE))
+        names = [m.name for m in listing.mailboxes[:_OVERVIEW_LIMIT]]
+        answers = await asyncio.gather(
+            *(
+                gw.call(
+                    "GetMailboxStatus",
+                    pb.GetMailboxStatusRequest(mailbox=n, session_count=1, item_error_page_size=1),
+                )
+                for n in names
             )
         )
-    else:
-        out(output.status_table(checks))
-    return 0 if ok else 1
+    return [a.status for a in answers]
 
 
 class Gateway:

@@ -23,6 +23,7 @@ __all__ = [
     "mailboxes_table",
     "message_dict",
     "org_health_block",
+    "overview_table",
     "session_block",
     "sessions_table",
     "settings_block",
@@ -342,3 +343,24 @@ def org_health_block(health: res.OrgHealth) -> str:
         )
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+def overview_table(statuses: Sequence[gw.MailboxStatus]) -> str:
+    """One line per mailbox: state, last session, items in error and the latest reason."""
+    rows = []
+    for st in statuses:
+        m = st.mailbox
+        last = st.recent_sessions[0] if st.recent_sessions else None
+        latest = st.item_errors[0] if st.item_errors else None
+        rows.append(
+            (
+                m.mailbox_id or m.name.removeprefix("mailboxes/"),
+                _mailbox_state(m),
+                f"{state(last)} {_when(last.request_time, last.HasField('request_time'))}"
+                if last
+                else _NONE,
+                str(st.item_error_count),
+                f"{latest.reason}: {latest.message}" if latest else _NONE,
+            )
+        )
+    return table(("MAILBOX", "STATE", "LAST SESSION", "ITEM ERRORS", "LATEST ERROR"), rows)

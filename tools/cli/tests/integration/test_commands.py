@@ -87,6 +87,27 @@ def test_status_json_and_a_service_not_serving(stack: Stack, capsys: Capture) ->
     assert "NOT_SERVING" in capsys.readouterr().out
 
 
+def test_status_shows_your_mailboxes_and_their_latest_error(stack: Stack, capsys: Capture) -> None:
+    assert run(stack, "status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("MAILBOX")))
+    assert lines[header + 1].split()[:4] == ["demo", "ACTIVE", "-", "1"]
+    assert "UNKNOWN_TIME_ZONE: time zone 'Mars Standard Time' is not known" in lines[header + 1]
+    assert len(lines) == header + 2  # the demo user's mailbox only
+    assert run(stack, "--json", "status") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [m["mailbox"]["name"] for m in data["mailboxes"]] == ["mailboxes/demo"]
+    assert data["mailboxes"][0]["itemErrorCount"] == 1
+
+
+def test_status_with_a_bad_token_still_reports_health(stack: Stack, capsys: Capture) -> None:
+    expired = token("demo-user", "demo", "user", exp=1_000_000)
+    assert run(stack, "--token", expired, "status") == 0
+    out = capsys.readouterr().out
+    assert out.count("SERVING") == 6
+    assert "mailboxes: the bearer token has expired (UNAUTHENTICATED)" in out
+
+
 def test_status_of_a_mailbox_is_its_dashboard(stack: Stack, capsys: Capture) -> None:
     assert run(stack, "sync", "demo", "--wait") == 0
     capsys.readouterr()
