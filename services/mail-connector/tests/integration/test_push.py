@@ -340,88 +340,93 @@ async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:
     assert hints.messages == []
 
 
-def _restart(
-    emulator: RunningEmulator, data_dir: Path, *, lose_subscriptions: bool
-) -> RunningEmulator:
-    """The emulator stopped and started again on the same port and data; with
-    `lose_subscriptions`, its subscriptions gone (as after a mailbox server failover)."""
-    port = emulator.port
-    emulator.stop()
-    if lose_subscriptions:
-        with sqlite3.connect(data_dir / "exchange.db") as db:
-            db.execute("DELETE FROM subscriptions")
-    again = RunningEmulator(data_dir, seed=False)
-    again.port = port
-    again.base = f"http://127.0.0.1:{port}"
-    again.endpoint = f"{again.base}/EWS/Exchange.asmx"
-    again.server = uvicorn.Server(
-        uvicorn.Config(again.app, host="127.0.0.1", port=port, log_level="critical")
-    )
-    again.thread = threading.Thread(target=again.server.run, daemon=True)
-    return again.start()
+@dataclass
+class Restartable:
+    """A rig on an emulator of its own, which the test restarts on the same port and data."""
+
+    rig: Rig
+    data_dir: Path
+
+    async def restart(self, *, lose_subscriptions: bool) -> None:
+        """With `lose_subscriptions`, the subscriptions are gone after the restart (as after a
+        mailbox server failover)."""
+        self.rig.emulator = await _blocking(lambda: self._restart(lose_subscriptions))
+
+    def _restart(self, lose_subscriptions: bool) -> RunningEmulator:
+        port = self.rig.emulator.port
+        self.rig.emulator.stop()
+        if lose_subscriptions:
+            with sqlite3.connect(self.data_dir / "exchange.db") as db:
+                db.execute("DELETE FROM subscriptions")
+        again = RunningEmulator(self.data_dir, seed=False)
+        again.port = port
+        again.base = f"http://127.0.0.1:{port}"
+        again.endpoint = f"{again.base}/EWS/Exchange.asmx"
+        again.server = uvicorn.Server(
+            uvicorn.Config(again.app, host="127.0.0.1", port=port, log_level="critical")
+        )
+        again.thread = threading.Thread(target=again.server.run, daemon=True)
+        return again.start()
+
+
+@pytest.fixture
+async def restartable(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Restartable]:
+    data_dir = tmp_path / "exchange"
+    data_dir.mkdir()
+    emulator = RunningEmulator(data_dir).start()
+    made: Restartable | None = None
+    try:
+        async with _rig(emulator, nats_server, tmp_path) as rig:
+            made = Restartable(rig, data_dir)
+            yield made
+    finally:
+        (made.rig.emulator if made else emulator).stop()
 
 
 async def test_a_lost_subscription_is_recreated_and_hints_flow_again(
-    nats_server: NatsServer, tmp_path: Path
+    restartable: Restartable,
 ) -> None:
-    data_dir = tmp_path / "exchange"
-    data_dir.mkdir()
-    emulator = RunningEmulator(data_dir).start()
-    try:
-        async with _rig(emulator, nats_server, tmp_path) as rig:
-            mailbox, account, hints = await rig.mailbox()
-            first = rig.supervisor.state(mailbox)
-            assert first is not None
+    rig = restartable.rig
+    mailbox, account, hints = await rig.mailbox()
+    first = rig.supervisor.state(mailbox)
+    assert first is not None
+    assert first.create_time is not None
 
-            emulator = await _blocking(
-                lambda: _restart(emulator, data_dir, lose_subscriptions=True)
-            )
-            rig.emulator = emulator
-            # The stream broke; the watch subscribes again and says so (catch-up hint).
-            await eventually(lambda: any(m.hint == "resubscribed" for m in hints.parsed()))
-            await rig.wait_mode(mailbox, PushMode.STREAMING)
-            again = rig.supervisor.state(mailbox)
-            assert again is not None
-            assert again.create_time is not None
-            assert first.create_time is not None
-            assert again.create_time > first.create_time
-            await hints.settle()
+    await restartable.restart(lose_subscriptions=True)
+    # The stream broke and its subscription is gone: the watch subscribes again and says so
+    # (a catch-up hint for what happened meanwhile).
+    await eventually(lambda: any(m.hint == "resubscribed" for m in hints.parsed()))
+    await rig.wait_mode(mailbox, PushMode.STREAMING)
+    again = rig.supervisor.state(mailbox)
+    assert again is not None
+    assert again.create_time is not None
+    assert again.create_time > first.create_time
+    await hints.settle()
 
-            seen = len(hints.messages)
-            await _blocking(_meeting(account).save)
-            await hints.wait_count(seen + 1)
-            assert hints.parsed()[-1].hint == "ews-streaming"
-    finally:
-        emulator.stop()
+    seen = len(hints.messages)
+    await _blocking(_meeting(account).save)
+    await hints.wait_count(seen + 1)
+    assert hints.parsed()[-1].hint == "ews-streaming"
 
 
 async def test_a_dropped_connection_reconnects_to_its_subscription_and_misses_nothing(
-    nats_server: NatsServer, tmp_path: Path
+    restartable: Restartable,
 ) -> None:
-    data_dir = tmp_path / "exchange"
-    data_dir.mkdir()
-    emulator = RunningEmulator(data_dir).start()
-    try:
-        async with _rig(emulator, nats_server, tmp_path) as rig:
-            mailbox, account, hints = await rig.mailbox()
-            first = rig.supervisor.state(mailbox)
-            assert first is not None
+    rig = restartable.rig
+    mailbox, account, hints = await rig.mailbox()
+    first = rig.supervisor.state(mailbox)
+    assert first is not None
 
-            emulator = await _blocking(
-                lambda: _restart(emulator, data_dir, lose_subscriptions=False)
-            )
-            rig.emulator = emulator
-            # Made whenever the watch happens to reconnect: the subscription kept it queued.
-            await _blocking(_meeting(account).save)
-            await hints.wait_count(1)
-            await hints.settle()
-            assert [m.hint for m in hints.parsed()] == ["ews-streaming"]
-            await rig.wait_mode(mailbox, PushMode.STREAMING)
-            again = rig.supervisor.state(mailbox)
-            assert again is not None
-            assert again.create_time == first.create_time  # the same subscription
-    finally:
-        emulator.stop()
+    await restartable.restart(lose_subscriptions=False)
+    # Made whenever the watch happens to reconnect: the subscription kept it queued.
+    await _blocking(_meeting(account).save)
+    await hints.wait_count(1)
+    await hints.settle()
+    assert [m.hint for m in hints.parsed()] == ["ews-streaming"]
+    await rig.wait_mode(mailbox, PushMode.STREAMING)
+    again = rig.supervisor.state(mailbox)
+    assert again is not None
+    assert again.create_time == first.create_time  # the same subscription
 
 
 async def test_streaming_that_keeps_failing_falls_back_to_pull(
