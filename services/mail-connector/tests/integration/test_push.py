@@ -59,6 +59,7 @@ pytestmark = pytest.mark.integration
 WINDOW = 0.2
 # Generous: the machine is shared; the assertions are on events, not on how fast they came.
 WAIT = 10.0
+SERVICE = ("svc-concord@concord.test", "svc-password")
 SECRET_SUBJECT = "Quarterly pricing with ACME — confidential"
 
 
@@ -110,8 +111,11 @@ class Rig:
     client: Client
     store: SqlAccountStore
 
-    async def mailbox(self, mode: PushMode = PushMode.STREAMING) -> tuple[str, Account, Hints]:
-        """A new emulator user registered as a mailbox, its exchangelib account, its hints."""
+    async def mailbox(
+        self, mode: PushMode = PushMode.STREAMING, *, impersonated: bool = False
+    ) -> tuple[str, Account, Hints]:
+        """A new emulator user registered as a mailbox (reached with its own credentials, or by
+        the org's service account impersonating it), its exchangelib account, its hints."""
         address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
         password = uuid.uuid4().hex
         self.emulator.admin("POST", "users", {"username": address, "password": password})
@@ -126,10 +130,10 @@ class Rig:
                 provider=Provider.EXCHANGE_EWS,
                 settings={
                     "service_url": self.emulator.endpoint,
-                    "username": address,
+                    "username": SERVICE[0] if impersonated else address,
                     "auth_type": "basic",
                 },
-                secret=password.encode(),
+                secret=(SERVICE[1] if impersonated else password).encode(),
             )
         )
         config = Configuration(
@@ -266,6 +270,13 @@ async def test_a_created_updated_deleted_item_each_give_one_hint_without_content
         for leak in (SECRET_SUBJECT, "CFO", "Thursday", item_id, account.primary_smtp_address):
             assert leak.encode() not in msg.data
     assert len({msg.headers["Nats-Msg-Id"] for msg in hints.messages if msg.headers}) == 3
+
+
+async def test_a_mailbox_reached_by_impersonation_is_watched_too(rig: Rig) -> None:
+    mailbox, account, hints = await rig.mailbox(impersonated=True)
+    await _blocking(_meeting(account).save)
+    await hints.wait_count(1)
+    assert hints.parsed()[0].mailbox == mailbox
 
 
 async def test_a_task_is_hinted_as_a_task(rig: Rig) -> None:
