@@ -19,7 +19,7 @@ KEY = "k" * 40
 OLD_KEY = "o" * 40
 
 
-def token(key: str = KEY, algorithm: str = "HS256", **changes: Any) -> str:
+def token(key: str = KEY, algorithm: str = "HS256", kid: str | None = None, **changes: Any) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "concord",
@@ -31,7 +31,13 @@ def token(key: str = KEY, algorithm: str = "HS256", **changes: Any) -> str:
         "exp": now + 600,
     }
     claims.update(changes)
-    return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm)
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(
+        {k: v for k, v in claims.items() if v is not None},
+        key,
+        algorithm=algorithm,
+        headers=headers,
+    )
 
 
 def verifier(*keys: str) -> TokenVerifier:
@@ -165,16 +171,8 @@ def keyset_verifier(*unnamed: str) -> TokenVerifier:
     )
 
 
-def keyed(key: str, kid: Any) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": "concord",
-        "aud": "concord-gateway",
-        "sub": "ann",
-        "org": "acme",
-    }
-    claims |= {"role": "user", "exp": now + 600}
-    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": kid})
+def keyed(key: str, kid: str) -> str:
+    return token(key=key, kid=kid)
 
 
 def test_a_kid_picks_its_key_and_old_kids_verify_until_removed() -> None:
