@@ -28,7 +28,10 @@ async def build(process: ServiceProcess[GatewaySettings]) -> None:
         leeway=settings.auth_leeway_seconds,
     )
     peers = Peers.connect(
-        settings.reconciler_addr, settings.linker_addr, identity_key=identity_key(settings)
+        settings.reconciler_addr,
+        settings.linker_addr,
+        identity_key=identity_key(settings),
+        longest_call_seconds=settings.sync_wait_max_seconds + settings.peer_timeout_seconds,
     )
     process.server.on_shutdown(peers.close)
     install(process.server, settings, peers, verifier)

@@ -27,11 +27,21 @@ class Peers:
     _channels: tuple[grpc.aio.Channel, ...] = ()
 
     @classmethod
-    def connect(cls, reconciler_addr: str, linker_addr: str, *, identity_key: str) -> Peers:
+    def connect(
+        cls,
+        reconciler_addr: str,
+        linker_addr: str,
+        *,
+        identity_key: str,
+        longest_call_seconds: float = 0.0,
+    ) -> Peers:
         # Retrying channels: every call the gateway makes is a read or carries a request_id
         # (the gateway mints one when the caller sent none), so a resend cannot do work twice.
-        # Each call carries the caller it is made for, signed with the internal key.
-        attach = [AttachIdentity(IdentitySigner(identity_key))]
+        # Each call carries the caller it is made for, signed with the internal key. A retry
+        # resends the same signed metadata, so it must outlive the longest call (a WaitSession)
+        # plus the minute the signature is otherwise good for.
+        signer = IdentitySigner(identity_key, ttl=60.0 + longest_call_seconds)
+        attach = [AttachIdentity(signer)]
         reconciler = channel(reconciler_addr, retry=True, interceptors=attach)
         linker = channel(linker_addr, retry=True, interceptors=attach)
         return cls(
