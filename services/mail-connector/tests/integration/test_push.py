@@ -25,10 +25,12 @@ from exchangelib import (  # type: ignore[import-untyped]
     Account,
     CalendarItem,
     Configuration,
+    Contact,
     Credentials,
     EWSDateTime,
     EWSTimeZone,
     FailFast,
+    Folder,
     Task,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
@@ -46,7 +48,7 @@ from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.push_nats import NatsChangePublisher
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
-from concord_mail_connector.domain.model import AccountUpdate, Provider
+from concord_mail_connector.domain.model import AccountUpdate, Kind, Provider
 from concord_mail_connector.domain.push import PushMode, PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import from_rpc_error
@@ -205,6 +207,7 @@ async def _rig(
         "max_back_off": 1.0,
         "degrade_after": 2,
         "healthy_stream_seconds": 1.0,
+        "folder_recheck_seconds": 0.5,
     }
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
@@ -339,6 +342,32 @@ async def test_list_subscriptions_shows_the_live_subscription_per_kind(rig: Rig)
             )
         assert create.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert from_rpc_error(create.value).metadata["issue"] == "8"
+
+
+async def test_a_dedicated_folder_created_later_is_watched_once_it_exists(rig: Rig) -> None:
+    mailbox, account, hints = await rig.mailbox()
+    state = rig.supervisor.state(mailbox)
+    assert state is not None
+    assert Kind.CONTACT not in state.kinds
+    # What the first sync of contacts does in a new mailbox.
+    folder = Folder(
+        parent=account.msg_folder_root, name="Salesforce Contacts", folder_class="IPF.Contact"
+    )
+    await _blocking(folder.save)
+
+    def covered() -> bool:
+        state = rig.supervisor.state(mailbox)
+        return state is not None and Kind.CONTACT in state.kinds
+
+    await eventually(covered)
+    await rig.wait_mode(mailbox, PushMode.STREAMING)
+    await hints.settle()
+    seen = len(hints.messages)
+    await _blocking(
+        Contact(account=account, folder=folder, display_name="Ada", given_name="Ada").save
+    )
+    await hints.wait_count(seen + 1)
+    assert hints.parsed()[-1].kind == r.OBJECT_KIND_CONTACT
 
 
 async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:

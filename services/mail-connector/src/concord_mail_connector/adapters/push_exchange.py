@@ -125,7 +125,8 @@ class ExchangeChangeFeed:
     1 to 30). `pull_seconds`: how often a pull subscription is asked. After
     `stream_failures_before_pull` streams that die young, the watch pulls for
     `pull_fallback_seconds`, then tries streaming again. `degrade_after` failures in a row mark the
-    watch degraded (no subscription; the supervisor polls)."""
+    watch degraded (no subscription; the supervisor polls). A dedicated folder missing when the
+    watch subscribed is looked for every `folder_recheck_seconds`."""
 
     def __init__(
         self,
@@ -138,6 +139,7 @@ class ExchangeChangeFeed:
         degrade_after: int = 3,
         max_back_off: float = 30.0,
         healthy_stream_seconds: float = 5.0,
+        folder_recheck_seconds: float = 60.0,
     ) -> None:
         self._stream_minutes = stream_minutes
         self._pull_seconds = pull_seconds
@@ -147,6 +149,7 @@ class ExchangeChangeFeed:
         self._degrade_after = degrade_after
         self._max_back_off = max_back_off
         self._healthy_stream_seconds = healthy_stream_seconds
+        self._folder_recheck_seconds = folder_recheck_seconds
         self._pool_lock = threading.Lock()
 
     async def watch(self, access: MailboxAccess, sink: PushSink) -> None:
@@ -245,7 +248,8 @@ class _MailboxWatch:
                     self._report(WatchState(PushMode.STREAMING, kinds, self.created, ends))
                 started = time.monotonic()
                 try:
-                    await self._stream_once(subscription, ends)
+                    if await self._stream_until_folders_appear(subscription, ends):
+                        return  # a dedicated folder appeared: subscribe anew to cover it
                 except _SUBSCRIPTION_LOST:
                     raise  # subscribe anew, with a catch-up hint
                 except Exception as exc:
@@ -261,10 +265,6 @@ class _MailboxWatch:
                     # A subscription outlives its connection (Exchange keeps it, and queues its
                     # events, for 30 minutes): reconnect to it, and nothing is missed.
                     await self._failed(exc)
-                    continue
-                if self.folders is not None and self.folders.missing:
-                    # A dedicated folder may exist now: subscribe again to cover it.
-                    return
         finally:
             self._forget(subscription)
 
@@ -370,6 +370,48 @@ class _MailboxWatch:
                 mark = events[-1].watermark
             if not notification.more_events:
                 return str(mark)
+
+    async def _stream_until_folders_appear(self, subscription: str, ends: datetime) -> bool:
+        """One streaming connection; True when it was cut short because a dedicated folder the
+        subscription lacks has been created (by the first sync of its kind) meanwhile."""
+        assert self.folders is not None
+        streaming = asyncio.create_task(self._stream_once(subscription, ends))
+        if not self.folders.missing:
+            await streaming
+            return False
+        looking = asyncio.create_task(self._until_folders_appear())
+        try:
+            await asyncio.wait({streaming, looking}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, looking):
+                if not task.done():
+                    task.cancel()
+        if streaming.done() and not streaming.cancelled():
+            with contextlib.suppress(asyncio.CancelledError):
+                await looking
+            streaming.result()  # the stream's own failure, if it failed
+            return False
+        with contextlib.suppress(asyncio.CancelledError):
+            await streaming
+        return True
+
+    async def _until_folders_appear(self) -> None:
+        while True:
+            await asyncio.sleep(self.feed._folder_recheck_seconds)
+            with contextlib.suppress(Exception):  # a failed look is tried again later
+                if await _in_thread(self._dedicated_present):
+                    return
+
+    def _dedicated_present(self) -> bool:
+        account = self.account
+        assert account is not None
+        assert self.folders is not None
+        account.root.clear_cache()
+        for name, _ in _DEDICATED:
+            with contextlib.suppress(ErrorFolderNotFound):
+                if (account.msg_folder_root / name).id not in self.folders.kinds:
+                    return True
+        return False
 
     async def _stream_once(self, subscription: str, ends: datetime) -> None:
         """One streaming connection, until the server closes it (its timeout) or it fails; once
