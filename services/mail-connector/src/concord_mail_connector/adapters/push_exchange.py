@@ -116,7 +116,7 @@ class _Stream:
 class _Folders:
     kinds: dict[str, Kind]
     objects: list[Any]
-    # Dedicated folders not created yet: looked for again at every re-subscription.
+    # A dedicated folder does not exist yet: looked for while the subscription lasts.
     missing: bool
 
 

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -333,10 +333,3 @@ class _MailboxSink:
 
     def state(self, state: WatchState) -> None:
         self.supervisor._set_state(self.mailbox, state)
-
-
-def degraded(state: WatchState, reason: str) -> WatchState:
-    """`state` marked degraded: no provider subscription is held any more."""
-    return replace(
-        state, mode=PushMode.DEGRADED, kinds=frozenset(), expire_time=None, reason=reason
-    )
