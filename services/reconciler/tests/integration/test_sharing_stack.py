@@ -311,3 +311,41 @@ async def test_a_file_near_the_cap_reaches_salesforce_through_grpc(
     assert report.attachments_created == 2
     lengths = sorted(r["BodyLength"] for r in stack.soql("SELECT BodyLength FROM Attachment"))
     assert lengths == [14, 2_400_000]
+
+
+async def test_a_page_of_twenty_emails_costs_a_handful_of_api_calls(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    def api_calls() -> int:
+        calls = stack.admin.get(f"{stack.emulator.url}/__admin/calls").json()["calls"]
+        return sum(n for endpoint, n in calls.items() if "oauth2/token" not in endpoint)
+
+    before = api_calls()
+    changes = []
+    for n in range(20):
+        change = _change(f"b{n}")
+        change.item.email.internet_message_id = f"<page-{n}@corp.example>"
+        change.item.email.mime_content = b""  # attachments are counted elsewhere
+        change.item.email.has_attachments = False
+        changes.append(change)
+    crm_channel = grpc.aio.insecure_channel(stack.crm_addr)
+    linker_channel = grpc.aio.insecure_channel(stack.linker_addr)
+    try:
+        org = default_org_settings("acme")
+        report = await share_emails(
+            EmailSharing(engine, GrpcCrmSide(crm_channel, 30.0), GrpcLinker(linker_channel, 30.0)),
+            MAILBOXES["bob"],
+            changes,
+            org_settings=org,
+            mailbox_settings=effective_mailbox_settings("bob", None, org),
+        )
+    finally:
+        await crm_channel.close()
+        await linker_channel.close()
+    assert (report.created, report.failures) == (20, [])
+    spent = api_calls() - before
+    print(f"email sharing: {spent} Salesforce API calls for 20 emails ({spent / 20:.2f} each)")
+    # Describe, the linker's lookups, one write of the EmailMessages, one of the relations.
+    assert spent <= 6
+    assert len(stack.soql("SELECT Id FROM EmailMessage")) == 20
+    assert len(stack.soql("SELECT Id FROM EmailMessageRelation")) == 20

@@ -96,11 +96,11 @@ class FakeSalesforce:
 
     async def query_records(self, request: crm.QueryRecordsRequest) -> crm.QueryRecordsResponse:
         self.queries.append(request.sobject_type)
-        wanted = {f.field: f.values[0].string_value for f in request.filters}
+        wanted = {f.field: {v.string_value for v in f.values} for f in request.filters}
         found = [
             r
             for r in self.of(request.sobject_type)
-            if all(r.get(name) == value for name, value in wanted.items())
+            if all(r.get(name) in values for name, values in wanted.items())
         ]
         records = []
         for record in found:
@@ -383,6 +383,28 @@ async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World
     # The hashed key is stable: the Message-ID-less email is not shared twice.
     again = await world.share("bob", _email("a", message_id="", to=["bob@acme.com"]))
     assert again.already_shared == 1
+
+
+async def test_a_page_of_emails_costs_two_writes_and_one_lookup(world: World) -> None:
+    page = [_email(f"n{i}", message_id=f"<m{i}@corp.example>") for i in range(30)]
+    page.append(_email("dup", message_id="<m0@corp.example>", folder="Salesforce Emails"))
+    first = await world.share("bob", *page)
+    assert (first.created, first.already_shared, first.failures) == (30, 1, [])
+    assert len(world.salesforce.batch_bytes) == 2  # EmailMessages, then relations
+    assert len(world.messages()) == 30
+    # A second mailbox on the same page: one lookup of existing relations, one write.
+    world.salesforce.queries.clear()
+    second = await world.share(
+        "carl",
+        *(
+            _email(f"c{i}", message_id=f"<m{i}@corp.example>", cc=["carl@acme.com"])
+            for i in range(30)
+        ),
+    )
+    assert (second.related, second.relations_created) == (30, 30)
+    assert world.salesforce.queries == ["EmailMessageRelation"]
+    assert len(world.salesforce.batch_bytes) == 3
+    assert len(world.relations()) == 90
 
 
 async def test_attachments_go_in_batches_that_fit_a_grpc_message(world: World) -> None:

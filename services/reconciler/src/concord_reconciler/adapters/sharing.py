@@ -67,6 +67,8 @@ ATTACHMENT = "Attachment"
 LINK_FIELD = "Concord_Link_Id__c"
 # What one ApplyBatch may carry: under gRPC's default 4 MiB message limit with room to spare.
 BATCH_BYTES = 3_500_000
+# Values in one SOQL IN list; keeps a query far below SOQL's length limit.
+QUERY_IN_SIZE = 200
 
 
 class SharingCrm(Protocol):
@@ -405,7 +407,8 @@ class EmailSharing:
 
         `mailbox_settings` are the effective ones (org defaults filled in). Auto-share counts
         mail from the mailbox's registration on as new. One email's failure never stops the
-        others; every failure is in the report, quarantines included.
+        others; every failure is in the report, quarantines included. The writes of all the
+        emails go together: a page of emails costs a few API calls, not a few per email.
         """
         report = ShareReport(seen=len(changes))
         for change in changes:
@@ -428,45 +431,24 @@ class EmailSharing:
         saved = await self.store.saved_threads(mailbox.mailbox_id) if selection.thread else set()
         chosen = select_shared(changes, selection, saved)
         report.selected = len(chosen)
-        for index in sorted(chosen):
-            change = changes[index]
-            try:
-                outcome = await self.share_item(
-                    mailbox, change.ref, change.item.email, org_settings, mailbox_settings
-                )
-            except ShareError as error:
-                report.failures.append(
-                    ShareFailure(
-                        change.ref,
-                        error.reason,
-                        error.message,
-                        retryable=error.retryable,
-                        quarantine=error.quarantine,
-                    )
-                )
+        items = [(changes[i].ref, changes[i].item.email) for i in sorted(chosen)]
+        results = await self._share_many(mailbox, items, org_settings, mailbox_settings)
+        for (ref, _), result in zip(items, results, strict=True):
+            if isinstance(result, ShareFailure):
+                report.failures.append(result)
                 continue
-            except PeerError as error:
-                report.failures.append(
-                    ShareFailure(
-                        change.ref,
-                        f"PEER_{error.code}",
-                        error.describe(),
-                        retryable=error.retryable,
-                    )
-                )
-                continue
-            if outcome.status == "created":
+            if result.status == "created":
                 report.created += 1
-            elif outcome.status == "related":
+            elif result.status == "related":
                 report.related += 1
             else:
                 report.already_shared += 1
-            report.relations_created += outcome.relations_created
-            report.attachments_created += outcome.attachments_created
-            if outcome.losses:
-                report.losses[change.ref.native_id] = outcome.losses
-            if outcome.notes:
-                report.notes[change.ref.native_id] = outcome.notes
+            report.relations_created += result.relations_created
+            report.attachments_created += result.attachments_created
+            if result.losses:
+                report.losses[ref.native_id] = result.losses
+            if result.notes:
+                report.notes[ref.native_id] = result.notes
         return report
 
     async def share_item(
@@ -477,7 +459,28 @@ class EmailSharing:
         org_settings: st.OrgSettings,
         mailbox_settings: st.MailboxSettings,
     ) -> ShareOutcome:
-        """Shares one email now, whatever the selection (the Save button path too)."""
+        """Shares one email now, whatever the selection (the Save button path)."""
+        prepared = await self._prepare(mailbox, item, org_settings, mailbox_settings)
+        if isinstance(prepared, ShareOutcome):
+            return prepared
+        result = await self._write_waiting(mailbox, ref, item, prepared)
+        if isinstance(result, ShareFailure):
+            raise ShareError(
+                result.reason,
+                result.message,
+                retryable=result.retryable,
+                quarantine=result.quarantine,
+            )
+        return result
+
+    async def _prepare(
+        self,
+        mailbox: MailboxRecord,
+        item: res.EmailItem,
+        org_settings: st.OrgSettings,
+        mailbox_settings: st.MailboxSettings,
+    ) -> SharePlan | ShareOutcome:
+        """The plan for one email, or `already` when this mailbox shared it before."""
         key = share_key(mailbox.org_id, item)
         if await self.store.shared_by(key, mailbox.mailbox_id):
             return await self._already(key)
@@ -506,16 +509,51 @@ class EmailSharing:
         )
         if isinstance(plan, Quarantine):
             raise ShareError(plan.reason, plan.message, quarantine=True)
-        token = await self._claim(key)
-        try:
-            if await self.store.shared_by(key, mailbox.mailbox_id):
-                # The same mailbox in a racing session got here first.
-                await self.store.release(key, token)
-                return await self._already(key)
-            return await self._write(mailbox, ref, item, plan, token)
-        except BaseException:
-            await self.store.release(key, token)
-            raise
+        return plan
+
+    async def _share_many(
+        self,
+        mailbox: MailboxRecord,
+        items: Sequence[tuple[res.ItemRef, res.EmailItem]],
+        org_settings: st.OrgSettings,
+        mailbox_settings: st.MailboxSettings,
+    ) -> list[ShareOutcome | ShareFailure]:
+        results: list[ShareOutcome | ShareFailure | None] = [None] * len(items)
+        pending: list[_Pending] = []
+        # Emails another writer holds right now (or listed twice here): one by one, waiting.
+        deferred: list[tuple[int, SharePlan]] = []
+        for index, (ref, item) in enumerate(items):
+            try:
+                prepared = await self._prepare(mailbox, item, org_settings, mailbox_settings)
+            except (ShareError, PeerError) as error:
+                results[index] = _failure(ref, error)
+                continue
+            if isinstance(prepared, ShareOutcome):
+                results[index] = prepared
+                continue
+            token = await self.store.claim(prepared.key)
+            if token is None:
+                deferred.append((index, prepared))
+            else:
+                pending.append(_Pending(index, ref, item, prepared, token))
+        await self._write_claimed(mailbox, pending)
+        for done in pending:
+            results[done.index] = done.result()
+        for index, plan in deferred:
+            ref, item = items[index]
+            try:
+                results[index] = await self._write_waiting(mailbox, ref, item, plan)
+            except (ShareError, PeerError) as error:
+                results[index] = _failure(ref, error)
+        return [r if r is not None else _failure(items[i][0], None) for i, r in enumerate(results)]
+
+    async def _write_waiting(
+        self, mailbox: MailboxRecord, ref: res.ItemRef, item: res.EmailItem, plan: SharePlan
+    ) -> ShareOutcome | ShareFailure:
+        token = await self._claim(plan.key)
+        pending = _Pending(0, ref, item, plan, token)
+        await self._write_claimed(mailbox, [pending])
+        return pending.result()
 
     async def _already(self, key: ShareKey) -> ShareOutcome:
         row = await self.store.get(key)
@@ -538,155 +576,276 @@ class EmailSharing:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    async def _write(
-        self,
-        mailbox: MailboxRecord,
-        ref: res.ItemRef,
-        item: res.EmailItem,
-        plan: SharePlan,
-        token: str,
-    ) -> ShareOutcome:
-        key = plan.key
+    async def _write_claimed(self, mailbox: MailboxRecord, pending: Sequence[_Pending]) -> None:
+        """Writes claimed emails together; every claim is released, written or not."""
+        try:
+            await self._write_batch(mailbox, pending)
+        except (ShareError, PeerError) as error:
+            for each in pending:
+                if not each.finished and each.error is None:
+                    each.error = _share_error(error)
+        finally:
+            for each in pending:
+                if not each.finished:
+                    await self.store.release(each.plan.key, each.token)
+
+    async def _write_batch(self, mailbox: MailboxRecord, pending: Sequence[_Pending]) -> None:
         org = mailbox.org
-        row = await self.store.get(key)
-        message_id = row.email_message_id
-        created = False
-        if message_id is None and row.attempts:
-            # An earlier create may have reached Salesforce and lost its answer.
-            message_id = await self._find_message(org, key.link_id)
-            if message_id is not None:
-                await self.store.record_message(key, token, message_id)
-        if message_id is None:
-            await self.store.note_attempt(key, token, row.attempts + 1)
-            message_id = await self._create_message(org, plan)
-            await self.store.record_message(key, token, message_id)
-            created = True
-        # A fresh EmailMessage has no relations or attachments yet: no need to ask.
-        existing = set() if created else await self._relations(org, message_id)
-        relations = [r for r in plan.relations if (r.relation_id, r.relation_type) not in existing]
-        files: list[dict[str, Any]] = []
-        if not row.attachments_done:
-            files = plan.attachment_fields(message_id)
-            if files and not created:
-                present = await self._attachment_names(org, message_id)
-                files = [f for f in files if f["Name"] not in present]
-        await self.store.renew(key, token)
-        await self._create_children(org, message_id, relations, files)
-        await self.store.finish(
-            key,
-            token,
-            mailbox_id=mailbox.mailbox_id,
-            native_id=ref.native_id,
-            thread=plan.thread,
-            conversation_id=item.conversation_id,
-            relations=len(relations),
-            attachments_done=True,
-        )
-        return ShareOutcome(
-            "created" if created else "related",
-            message_id,
-            relations_created=len(relations),
-            attachments_created=len(files),
-            losses=plan.losses,
-            notes=plan.notes,
-        )
+        live: list[_Pending] = []
+        for each in pending:
+            key = each.plan.key
+            if await self.store.shared_by(key, mailbox.mailbox_id):
+                # The same mailbox in a racing session got here first.
+                each.outcome = await self._already(key)
+                continue
+            each.row = await self.store.get(key)
+            each.message_id = each.row.email_message_id
+            live.append(each)
 
-    async def _query(
-        self, org: str, sobject_type: str, fields: Sequence[str], where: dict[str, str]
-    ) -> list[res.CrmRecord]:
-        request = crm.QueryRecordsRequest(
-            org=org,
-            sobject_type=sobject_type,
-            fields=fields,
-            filters=[
-                crm.FieldFilter(field=name, values=[struct_pb2.Value(string_value=value)])
-                for name, value in where.items()
-            ],
-        )
-        records: list[res.CrmRecord] = []
-        while True:
-            response = await self.crm.query_records(request)
-            records.extend(response.records)
-            if not response.next_page_token:
-                return records
-            request.page_token = response.next_page_token
-
-    async def _find_message(self, org: str, link_id: str) -> str | None:
-        found = await self._query(org, EMAIL_MESSAGE, ["Id"], {LINK_FIELD: link_id})
-        return found[0].id if found else None
-
-    async def _relations(self, org: str, message_id: str) -> set[tuple[str, str]]:
-        found = await self._query(
-            org, RELATION, ["RelationId", "RelationType"], {"EmailMessageId": message_id}
-        )
-        return {
-            (
-                record.fields.fields["RelationId"].string_value,
-                record.fields.fields["RelationType"].string_value,
+        # An earlier create may have reached Salesforce and lost its answer: look first.
+        lost = [p for p in live if p.message_id is None and p.attempts]
+        if lost:
+            found = await self._query_in(
+                org,
+                EMAIL_MESSAGE,
+                ["Id", LINK_FIELD],
+                LINK_FIELD,
+                [p.plan.key.link_id for p in lost],
             )
-            for record in found
-        }
+            by_link = {r.fields.fields[LINK_FIELD].string_value.lower(): r.id for r in found}
+            for each in lost:
+                each.message_id = by_link.get(each.plan.key.link_id.lower())
+                if each.message_id:
+                    await self._step(each, self.store.record_message, each.message_id)
 
-    async def _attachment_names(self, org: str, message_id: str) -> set[str]:
-        found = await self._query(org, ATTACHMENT, ["Name"], {"ParentId": message_id})
-        return {record.fields.fields["Name"].string_value for record in found}
+        creates = [p for p in live if p.message_id is None and p.error is None]
+        for each in creates:
+            await self._step(each, self.store.note_attempt, each.attempts + 1)
+        creates = [p for p in creates if p.error is None]
+        if creates:
+            writes = [
+                crm.CrmWrite(
+                    operation=crm.CRM_WRITE_OPERATION_CREATE,
+                    sobject_type=EMAIL_MESSAGE,
+                    link_id=p.plan.key.link_id,
+                    fields=_struct(p.plan.fields),
+                )
+                for p in creates
+            ]
+            results = await self._apply(org, writes, creates)
+            for each, result in zip(creates, results, strict=True):
+                if result is None:
+                    continue
+                if result.status != res.WRITE_STATUS_OK or not result.id:
+                    each.error = _write_error(result, "EmailMessage")
+                    continue
+                each.message_id, each.created = result.id, True
+                await self._step(each, self.store.record_message, result.id)
 
-    async def _create_message(self, org: str, plan: SharePlan) -> str:
-        write = crm.CrmWrite(
-            operation=crm.CRM_WRITE_OPERATION_CREATE,
-            sobject_type=EMAIL_MESSAGE,
-            link_id=plan.key.link_id,
-            fields=_struct(plan.fields),
-        )
-        (result,) = await self.crm.apply_batch(org, [write])
-        if result.status != res.WRITE_STATUS_OK or not result.id:
-            raise _write_error(result, "EmailMessage")
-        return result.id
-
-    async def _create_children(
-        self,
-        org: str,
-        message_id: str,
-        relations: Sequence[Relation],
-        files: Sequence[dict[str, Any]],
-    ) -> None:
-        writes = [
-            crm.CrmWrite(
-                operation=crm.CRM_WRITE_OPERATION_CREATE,
-                sobject_type=RELATION,
-                fields=_struct(
-                    {
-                        "EmailMessageId": message_id,
-                        "RelationId": relation.relation_id,
-                        "RelationType": relation.relation_type,
-                        "RelationAddress": relation.address,
-                    }
-                ),
+        ready = [p for p in live if p.error is None and p.message_id]
+        older = [p for p in ready if not p.created]
+        existing: dict[str, set[tuple[str, str]]] = {}
+        if older:
+            # A fresh EmailMessage has no relations yet: only the older ones are asked about.
+            found = await self._query_in(
+                org,
+                RELATION,
+                ["EmailMessageId", "RelationId", "RelationType"],
+                "EmailMessageId",
+                [p.message_id or "" for p in older],
             )
-            for relation in relations
-        ]
+            for record in found:
+                got = record.fields.fields
+                existing.setdefault(got["EmailMessageId"].string_value, set()).add(
+                    (got["RelationId"].string_value, got["RelationType"].string_value)
+                )
+        children: list[tuple[_Pending, crm.CrmWrite]] = []
+        files: list[tuple[_Pending, crm.CrmWrite]] = []
+        for each in ready:
+            message_id = each.message_id or ""
+            have = existing.get(message_id, set())
+            each.relations = [
+                r for r in each.plan.relations if (r.relation_id, r.relation_type) not in have
+            ]
+            children.extend((each, _relation_write(message_id, r)) for r in each.relations)
+            if each.row is not None and not each.row.attachments_done:
+                wanted = each.plan.attachment_fields(message_id)
+                if wanted and not each.created:
+                    present = await self._attachment_names(org, message_id)
+                    wanted = [v for v in wanted if v["Name"] not in present]
+                each.files = len(wanted)
+                files.extend((each, _attachment_write(v)) for v in wanted)
+            await self._step(each, self.store.renew)
         # Relations go together (crm-connector packs them 200 to a collection); files go in
         # batches that stay inside one gRPC message, base64 and all.
-        batches: list[list[crm.CrmWrite]] = [writes] if writes else []
-        size = BATCH_BYTES
-        for values in files:
-            write = crm.CrmWrite(
-                operation=crm.CRM_WRITE_OPERATION_CREATE,
-                sobject_type=ATTACHMENT,
-                fields=_struct(values),
+        for batch in _batches(children, files):
+            owners = [owner for owner, _ in batch]
+            results = await self._apply(org, [write for _, write in batch], owners)
+            for owner, result in zip(owners, results, strict=True):
+                if result is not None and result.status != res.WRITE_STATUS_OK:
+                    # Nothing is recorded for this mailbox, so the next try looks up what
+                    # got written and adds the rest.
+                    owner.error = owner.error or _write_error(result, "relations and attachments")
+
+        for each in ready:
+            if each.error is not None:
+                continue
+            try:
+                await self.store.finish(
+                    each.plan.key,
+                    each.token,
+                    mailbox_id=mailbox.mailbox_id,
+                    native_id=each.ref.native_id,
+                    thread=each.plan.thread,
+                    conversation_id=each.item.conversation_id,
+                    relations=len(each.relations),
+                    attachments_done=True,
+                )
+            except ShareError as error:
+                each.error = error
+                continue
+            each.finished = True
+            each.outcome = ShareOutcome(
+                "created" if each.created else "related",
+                each.message_id or "",
+                relations_created=len(each.relations),
+                attachments_created=each.files,
+                losses=each.plan.losses,
+                notes=each.plan.notes,
             )
-            if size + write.ByteSize() > BATCH_BYTES:
-                batches.append([])
-                size = 0
-            batches[-1].append(write)
-            size += write.ByteSize()
-        for batch in batches:
-            results = await self.crm.apply_batch(org, batch)
-            failed = [r for r in results if r.status != res.WRITE_STATUS_OK]
-            if failed:
-                # Nothing is recorded for this mailbox, so the next try looks up what got
-                # written and adds the rest.
-                raise _write_error(failed[0], "relations and attachments")
+        for each in pending:
+            if each.outcome is not None and each.outcome.status == "already":
+                await self.store.release(each.plan.key, each.token)
+                each.finished = True
+
+    async def _step(self, each: _Pending, action: Any, *args: Any) -> None:
+        """A store write for one email; a lost claim fails that email, not the batch."""
+        try:
+            await action(each.plan.key, each.token, *args)
+        except ShareError as error:
+            each.error = error
+
+    async def _apply(
+        self, org: str, writes: Sequence[crm.CrmWrite], owners: Sequence[_Pending]
+    ) -> list[crm.CrmWriteResult | None]:
+        """One ApplyBatch; when the call itself fails, each email it carried fails with it."""
+        try:
+            return list(await self.crm.apply_batch(org, writes))
+        except PeerError as error:
+            for owner in owners:
+                owner.error = owner.error or _share_error(error)
+            return [None] * len(writes)
+
+    async def _query_in(
+        self, org: str, sobject_type: str, fields: Sequence[str], field: str, values: Sequence[str]
+    ) -> list[res.CrmRecord]:
+        """Records whose `field` is one of `values`, a bounded IN list per query."""
+        records: list[res.CrmRecord] = []
+        for start in range(0, len(values), QUERY_IN_SIZE):
+            request = crm.QueryRecordsRequest(
+                org=org,
+                sobject_type=sobject_type,
+                fields=fields,
+                filters=[
+                    crm.FieldFilter(
+                        field=field,
+                        values=[
+                            struct_pb2.Value(string_value=v)
+                            for v in values[start : start + QUERY_IN_SIZE]
+                        ],
+                    )
+                ],
+            )
+            while True:
+                response = await self.crm.query_records(request)
+                records.extend(response.records)
+                if not response.next_page_token:
+                    break
+                request.page_token = response.next_page_token
+        return records
+
+    async def _attachment_names(self, org: str, message_id: str) -> set[str]:
+        found = await self._query_in(org, ATTACHMENT, ["Name"], "ParentId", [message_id])
+        return {record.fields.fields["Name"].string_value for record in found}
+
+
+@dataclass
+class _Pending:
+    """One claimed email on its way through a batch, and what happened to it."""
+
+    index: int
+    ref: res.ItemRef
+    item: res.EmailItem
+    plan: SharePlan
+    token: str
+    row: ShareRow | None = None
+    message_id: str | None = None
+    created: bool = False
+    relations: list[Relation] = field(default_factory=list)
+    files: int = 0
+    error: ShareError | None = None
+    outcome: ShareOutcome | None = None
+    finished: bool = False
+
+    @property
+    def attempts(self) -> int:
+        return self.row.attempts if self.row is not None else 0
+
+    def result(self) -> ShareOutcome | ShareFailure:
+        if self.outcome is not None:
+            return self.outcome
+        return _failure(self.ref, self.error)
+
+
+def _share_error(error: ShareError | PeerError) -> ShareError:
+    if isinstance(error, ShareError):
+        return error
+    return ShareError(f"PEER_{error.code}", error.describe(), retryable=error.retryable)
+
+
+def _failure(ref: res.ItemRef, error: ShareError | PeerError | None) -> ShareFailure:
+    if error is None:
+        # Cannot happen: every email ends written, already shared or failed with a reason.
+        return ShareFailure(ref, "SHARE_NOT_FINISHED", "the email was not shared", retryable=True)
+    found = _share_error(error)
+    return ShareFailure(
+        ref, found.reason, found.message, retryable=found.retryable, quarantine=found.quarantine
+    )
+
+
+def _relation_write(message_id: str, relation: Relation) -> crm.CrmWrite:
+    return crm.CrmWrite(
+        operation=crm.CRM_WRITE_OPERATION_CREATE,
+        sobject_type=RELATION,
+        fields=_struct(
+            {
+                "EmailMessageId": message_id,
+                "RelationId": relation.relation_id,
+                "RelationType": relation.relation_type,
+                "RelationAddress": relation.address,
+            }
+        ),
+    )
+
+
+def _attachment_write(values: Mapping[str, Any]) -> crm.CrmWrite:
+    return crm.CrmWrite(
+        operation=crm.CRM_WRITE_OPERATION_CREATE, sobject_type=ATTACHMENT, fields=_struct(values)
+    )
+
+
+def _batches(
+    relations: list[tuple[_Pending, crm.CrmWrite]], files: list[tuple[_Pending, crm.CrmWrite]]
+) -> list[list[tuple[_Pending, crm.CrmWrite]]]:
+    batches = [relations] if relations else []
+    size = BATCH_BYTES
+    for owner, write in files:
+        if size + write.ByteSize() > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append((owner, write))
+        size += write.ByteSize()
+    return batches
 
 
 async def share_emails(
