@@ -483,3 +483,52 @@ async def test_unsharing_takes_the_category_off(harness: Harness) -> None:
     # Untagged, it leaves the selection without being listed as deleted from the mailbox.
     after, _ = await listing(harness, mailbox, token, kind=Kind.EMAIL)
     assert after == []
+
+
+async def test_a_batch_keeps_per_item_outcomes_in_order(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    invalid = event("Ends before it starts")
+    invalid.calendar_item.end.FromDatetime(datetime(2031, 6, 1, tzinfo=UTC))
+    results = await harness.provider.apply_items(
+        mailbox,
+        [
+            create("b1", "one"),
+            Write(WriteOperation.CREATE, "bad", r.ItemRef(), invalid),
+            create("b2", "two"),
+            create("b1", "one again"),
+        ],
+    )
+    assert [(x.link_id, x.status, x.already_applied) for x in results] == [
+        ("b1", r.WRITE_STATUS_OK, False),
+        ("bad", r.WRITE_STATUS_INVALID, False),
+        ("b2", r.WRITE_STATUS_OK, False),
+        ("b1", r.WRITE_STATUS_OK, True),
+    ]
+    assert results[3].ref == results[0].ref
+    first, second = results[0].ref, results[2].ref
+    assert first is not None
+    assert second is not None
+    harness.edit_elsewhere(mailbox, first.native_id, "theirs")
+    updated = await harness.provider.apply_items(
+        mailbox, [update(second, "two, edited"), update(first, "ours"), update(second, "again")]
+    )
+    # The stale one is a conflict; the others are written, each with its own outcome.
+    assert [x.status for x in updated] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_CONFLICT,
+        r.WRITE_STATUS_CONFLICT,  # its version went stale with the first update of the batch
+    ]
+    changes, _ = await listing(harness, mailbox)
+    assert sorted(c.item.calendar_item.subject for c in changes) == ["theirs", "two, edited"]
+
+
+async def test_a_lost_batch_answer_is_replayed_without_duplicates(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    batch = [create(f"r{n}", f"s{n}") for n in range(3)]
+    harness.lose_next_create_response()
+    lost = await harness.provider.apply_items(mailbox, batch)
+    assert {x.status for x in lost} == {r.WRITE_STATUS_RETRYABLE}
+    replayed = await harness.provider.apply_items(mailbox, batch)
+    assert [(x.status, x.already_applied) for x in replayed] == [(r.WRITE_STATUS_OK, True)] * 3
+    changes, _ = await listing(harness, mailbox)
+    assert sorted(c.ref.link_id for c in changes) == ["r0", "r1", "r2"]

@@ -736,3 +736,14 @@ async def test_item_content_stays_out_of_the_logs_even_at_debug(
     assert page.changes[0].item.calendar_item.subject == secret_subject
     assert secret_subject not in caplog.text
     assert "ada@acme.example" not in caplog.text
+
+
+async def test_a_batch_of_writes_costs_one_request_per_operation(ews: Ews) -> None:
+    mailbox = await ews.new_mailbox()
+    await ews.changes(mailbox)  # the account and its folders, looked up once
+    ews.emulator.admin("DELETE", "calls")
+    created = await ews.apply(mailbox, *(create(f"batch-{n}", meeting(f"m{n}")) for n in range(5)))
+    assert ews.emulator.admin("GET", "calls") == {"FindItem": 1, "CreateItem": 1}
+    ews.emulator.admin("DELETE", "calls")
+    await ews.apply(mailbox, *(update(c.ref, meeting("moved"), "subject") for c in created))
+    assert ews.emulator.admin("GET", "calls") == {"UpdateItem": 1}

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -44,9 +44,20 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     UnauthorizedError,
 )
 from exchangelib.fields import FieldPath  # type: ignore[import-untyped]
-from exchangelib.items import NEVER_OVERWRITE, SEND_TO_NONE  # type: ignore[import-untyped]
+from exchangelib.items import (  # type: ignore[import-untyped]
+    ALL_OCCURRENCES,
+    HARD_DELETE,
+    NEVER_OVERWRITE,
+    SAVE_ONLY,
+    SEND_TO_NONE,
+)
 from exchangelib.protocol import BaseProtocol  # type: ignore[import-untyped]
-from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
+from exchangelib.services import (  # type: ignore[import-untyped]
+    CreateItem,
+    DeleteItem,
+    SyncFolderItems,
+    UpdateItem,
+)
 
 from concord.common.v1 import resources_pb2 as r
 from concord_mail_connector.adapters.ews_items import (
@@ -126,6 +137,21 @@ class Source:
     folder: Any
     category: str | None
     name: str
+
+
+# exchangelib hands back only some per-item errors and raises the rest mid-batch (a stale
+# ChangeKey among them), which would lose the other items' outcomes; these variants hand every
+# per-item error back in place, and `_failed` decides which of them concern the whole call.
+class _CreateEach(CreateItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
+
+
+class _UpdateEach(UpdateItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
+
+
+class _DeleteEach(DeleteItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
 
 
 class _Busy(Exception):
@@ -265,16 +291,25 @@ class ExchangeProvider:
     async def apply_items(
         self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None
     ) -> list[WriteResult]:
+        """Consecutive writes of one operation go to the server as one batch (one FindItem per
+        folder and one CreateItem for creates, one UpdateItem, one DeleteItem), so runs keep the
+        input order and a batch costs a few requests, not a few per item."""
         results: list[WriteResult] = []
-        for index, write in enumerate(writes):
+        runs: list[list[Write]] = []
+        for write in writes:
+            if runs and runs[-1][0].operation == write.operation:
+                runs[-1].append(write)
+            else:
+                runs.append([write])
+        for index, run in enumerate(runs):
             try:
-                results.append(
-                    await self._run(mailbox, partial(self._write, mailbox, write), deadline)
+                results += await self._run(
+                    mailbox, partial(self._apply_run, mailbox, run), deadline
                 )
             except (ProviderThrottled, ProviderUnavailable) as exc:
                 # The writes already done stay reported; the rest are safe to resend with the
                 # same link ids (creates find their item, updates carry the version).
-                for rest in writes[index:]:
+                for rest in (w for later in runs[index:] for w in later):
                     results.append(
                         WriteResult(
                             rest.link_id,
@@ -341,112 +376,189 @@ class ExchangeProvider:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _write(self, mailbox: MailboxAccess, write: Write) -> WriteResult:
+    def _apply_run(self, mailbox: MailboxAccess, run: Sequence[Write]) -> list[WriteResult]:
         account = self._account(mailbox)
-        try:
-            if write.operation == WriteOperation.CREATE:
-                return self._create(account, write)
-            if write.operation == WriteOperation.UPDATE:
-                return self._update(account, write)
-            return self._delete(account, write)
-        except ErrorIrresolvableConflict:
-            return WriteResult(
-                write.link_id,
-                r.WRITE_STATUS_CONFLICT,
-                error_code="ErrorIrresolvableConflict",
-                error_message="the item changed since the given version",
-            )
-        except (ErrorItemNotFound, ErrorInvalidIdMalformed) as exc:
-            return WriteResult(
-                write.link_id,
-                r.WRITE_STATUS_NOT_FOUND,
-                error_code=type(exc).__name__,
-                error_message="the item no longer exists",
-            )
-        except UnwritableContent as exc:
-            return WriteResult(
-                write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=str(exc)
-            )
-        except (ValueError, TypeError):
-            # exchangelib's own validation; its messages quote values, so they stay here.
-            return WriteResult(
-                write.link_id,
-                r.WRITE_STATUS_INVALID,
-                error_code="INVALID",
-                error_message="a field has a value Exchange cannot store",
-            )
-        except (ErrorServerBusy, ErrorTimeoutExpired, ErrorFolderNotFound, *_ACCESS_DENIED):
-            # Not about this item: _translate turns these into the call's own status.
-            raise
-        except ResponseMessageError as exc:
-            return WriteResult(
-                write.link_id,
-                r.WRITE_STATUS_FAILED,
-                error_code=type(exc).__name__,
-                error_message="the server refused the write",
-            )
+        operation = run[0].operation
+        if operation == WriteOperation.CREATE:
+            return self._create(account, run)
+        if operation == WriteOperation.UPDATE:
+            return self._update(account, run)
+        return self._delete(account, run)
 
-    def _create(self, account: Account, write: Write) -> WriteResult:
-        kind = kind_of(write.item)
-        cls = ews_class(kind)
-        if cls is None or kind == r.OBJECT_KIND_EMAIL:
-            # Emails are shared one way: the mailbox never gets one from Concord.
-            raise UnwritableContent("only calendar items, tasks and contacts can be created")
-        collection = write.collection or default_collection(_kind(kind))
-        folder = self._folder(account, _kind(kind), collection)
-        fields = to_ews_fields(write.item)
-        # A retried create (lost response, crash after send) finds the item written first.
-        existing = list(folder.filter(**{LINK_ID_FIELD: write.link_id}).only("id", "changekey"))
-        if existing:
-            return WriteResult(
+    def _create(self, account: Account, run: Sequence[Write]) -> list[WriteResult]:
+        results: dict[int, WriteResult] = {}
+        # Per target folder: (position in the run, write, exchangelib item).
+        planned: dict[tuple[Kind, str], list[tuple[int, Write, Any]]] = {}
+        for position, write in enumerate(run):
+            kind = kind_of(write.item)
+            cls = ews_class(kind)
+            try:
+                if cls is None or kind == r.OBJECT_KIND_EMAIL:
+                    # Emails are shared one way: the mailbox never gets one from Concord.
+                    raise UnwritableContent(
+                        "only calendar items, tasks and contacts can be created"
+                    )
+                fields = to_ews_fields(write.item)
+            except (ValueError, TypeError) as exc:
+                results[position] = _invalid(write, exc)
+                continue
+            key = (_kind(kind), write.collection or default_collection(_kind(kind)))
+            planned.setdefault(key, []).append((position, write, (cls, fields)))
+        for (target, collection), entries in planned.items():
+            folder = self._folder(account, target, collection)
+            kind_enum = _KIND_ENUMS[target]
+            # A retried create (lost response, crash after send) finds the item written first:
+            # one FindItem for the whole batch, restricted on the link-id property.
+            link_ids = list(dict.fromkeys(w.link_id for _, w, _ in entries))
+            existing = {
+                getattr(item, LINK_ID_FIELD): item
+                for item in folder.filter(**{f"{LINK_ID_FIELD}__in": link_ids}).only(
+                    "id", "changekey", LINK_ID_FIELD
+                )
+            }
+            fresh: list[tuple[int, Write, Any]] = []
+            first_of: dict[str, int] = {}
+            for position, write, (cls, fields) in entries:
+                if write.link_id in existing or write.link_id in first_of:
+                    continue
+                try:
+                    item = cls(
+                        account=account, folder=folder, **fields, **{LINK_ID_FIELD: write.link_id}
+                    )
+                    # exchangelib validates a whole batch at once; one bad item must not fail
+                    # the others, so each is checked on its own first.
+                    item.clean(version=account.version)
+                except (ValueError, TypeError) as exc:
+                    results[position] = _invalid(write, exc)
+                    continue
+                first_of[write.link_id] = position
+                fresh.append((position, write, item))
+            # Mirroring a meeting must never mail its attendees.
+            created = (
+                list(
+                    _CreateEach(account=account).call(
+                        items=[item for _, _, item in fresh],
+                        folder=folder,
+                        message_disposition=SAVE_ONLY,
+                        send_meeting_invitations=SEND_TO_NONE,
+                    )
+                )
+                if fresh
+                else []
+            )
+            for (position, write, _), got in zip(fresh, created, strict=True):
+                if isinstance(got, Exception):
+                    results[position] = _failed(write, got)
+                    continue
+                results[position] = WriteResult(
+                    write.link_id,
+                    r.WRITE_STATUS_OK,
+                    ref=_written(got, kind_enum, write.link_id, collection),
+                )
+            for position, write, _ in entries:
+                if position in results:
+                    continue
+                if write.link_id in existing:
+                    ref: r.ItemRef | None = _written(
+                        existing[write.link_id], kind_enum, write.link_id, collection
+                    )
+                    results[position] = WriteResult(
+                        write.link_id, r.WRITE_STATUS_OK, ref=ref, already_applied=True
+                    )
+                    continue
+                # The same link id twice in one batch: the first one's outcome is this one's.
+                first = results[first_of[write.link_id]]
+                results[position] = replace(
+                    first, already_applied=first.status == r.WRITE_STATUS_OK
+                )
+        return [results[position] for position in range(len(run))]
+
+    def _update(self, account: Account, run: Sequence[Write]) -> list[WriteResult]:
+        results: dict[int, WriteResult] = {}
+        # An unconditional update still needs the current ChangeKey; NeverOverwrite then only
+        # refuses an edit made between this read and the write. One GetItem for all of them.
+        unversioned = [(p, w) for p, w in enumerate(run) if not w.ref.version]
+        current: dict[int, str] = {}
+        if unversioned:
+            fetched = account.fetch(
+                ids=[(w.ref.native_id, None) for _, w in unversioned], only_fields=["changekey"]
+            )
+            for (position, write), got in zip(unversioned, fetched, strict=True):
+                if isinstance(got, Exception):
+                    results[position] = _failed(write, got)
+                else:
+                    current[position] = got.changekey
+        planned: list[tuple[int, Write, Any, list[str]]] = []
+        for position, write in enumerate(run):
+            if position in results:
+                continue
+            kind = kind_of(write.item)
+            cls = ews_class(kind)
+            try:
+                if cls is None:
+                    raise UnwritableContent("the update has no item payload")
+                names = update_fields(write.item, list(write.update_mask))
+                values = to_ews_fields(write.item)
+                changekey = write.ref.version or current[position]
+                item = cls(account=account, id=write.ref.native_id, changekey=changekey)
+                for name in names:
+                    setattr(item, name, values.get(name))
+                    # Checked per field (the item is partial), so one bad value fails only
+                    # its own write, not the batch.
+                    field = item.get_field_by_fieldname(name)
+                    field.clean(getattr(item, name), version=account.version)
+            except (ValueError, TypeError) as exc:
+                results[position] = _invalid(write, exc)
+                continue
+            planned.append((position, write, item, names))
+        updated = (
+            list(
+                _UpdateEach(account=account).call(
+                    items=[(item, names) for _, _, item, names in planned],
+                    # exchangelib defaults to AutoResolve, which would overwrite a concurrent edit.
+                    conflict_resolution=NEVER_OVERWRITE,
+                    message_disposition=SAVE_ONLY,
+                    send_meeting_invitations_or_cancellations=SEND_TO_NONE,
+                    suppress_read_receipts=True,
+                )
+            )
+            if planned
+            else []
+        )
+        for (position, write, _, _), got in zip(planned, updated, strict=True):
+            if isinstance(got, Exception):
+                results[position] = _failed(write, got)
+                continue
+            native_id, changekey = got
+            results[position] = WriteResult(
                 write.link_id,
                 r.WRITE_STATUS_OK,
-                ref=_written(existing[0], kind, write.link_id, collection),
-                already_applied=True,
+                ref=r.ItemRef(
+                    kind=kind_of(write.item),
+                    native_id=native_id or write.ref.native_id,
+                    version=changekey or "",
+                    link_id=write.link_id,
+                    collection=write.ref.collection,
+                ),
             )
-        item = cls(account=account, folder=folder, **fields, **{LINK_ID_FIELD: write.link_id})
-        # Mirroring a meeting must never mail its attendees.
-        item.save(send_meeting_invitations=SEND_TO_NONE)
-        return WriteResult(
-            write.link_id, r.WRITE_STATUS_OK, ref=_written(item, kind, write.link_id, collection)
-        )
+        return [results[position] for position in range(len(run))]
 
-    def _update(self, account: Account, write: Write) -> WriteResult:
-        kind = kind_of(write.item)
-        cls = ews_class(kind)
-        if cls is None:
-            raise UnwritableContent("the update has no item payload")
-        names = update_fields(write.item, list(write.update_mask))
-        values = to_ews_fields(write.item)
-        changekey = write.ref.version
-        if not changekey:
-            # An unconditional update still needs the current ChangeKey; NeverOverwrite then
-            # only refuses an edit made between this read and the write.
-            current = account.fetch(ids=[(write.ref.native_id, None)], only_fields=["changekey"])
-            got = next(iter(current))
-            if isinstance(got, Exception):
-                raise got
-            changekey = got.changekey
-        item = cls(account=account, id=write.ref.native_id, changekey=changekey)
-        for name in names:
-            setattr(item, name, values.get(name))
-        item.save(
-            update_fields=names,
-            # exchangelib defaults to AutoResolve, which would overwrite a concurrent edit.
-            conflict_resolution=NEVER_OVERWRITE,
-            send_meeting_invitations=SEND_TO_NONE,
+    def _delete(self, account: Account, run: Sequence[Write]) -> list[WriteResult]:
+        deleted = list(
+            _DeleteEach(account=account).call(
+                items=[(w.ref.native_id, w.ref.version or None) for w in run],
+                delete_type=HARD_DELETE,
+                send_meeting_cancellations=SEND_TO_NONE,
+                affected_task_occurrences=ALL_OCCURRENCES,
+                suppress_read_receipts=True,
+            )
         )
-        return WriteResult(
-            write.link_id,
-            r.WRITE_STATUS_OK,
-            ref=_written(item, kind, write.link_id, write.ref.collection),
-        )
-
-    def _delete(self, account: Account, write: Write) -> WriteResult:
-        cls = ews_class(write.ref.kind) or ews_class(r.OBJECT_KIND_CALENDAR_ITEM)
-        item = cls(account=account, id=write.ref.native_id, changekey=write.ref.version or None)
-        item.delete(send_meeting_cancellations=SEND_TO_NONE)
-        return WriteResult(write.link_id, r.WRITE_STATUS_OK)
+        return [
+            _failed(write, got)
+            if isinstance(got, Exception)
+            else WriteResult(write.link_id, r.WRITE_STATUS_OK)
+            for write, got in zip(run, deleted, strict=True)
+        ]
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -674,6 +786,60 @@ def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> lis
         converted.calendar_item.series_id = series
         found.append(r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=converted.ref, item=converted))
     return found
+
+
+def _invalid(write: Write, exc: Exception) -> WriteResult:
+    if isinstance(exc, UnwritableContent):
+        message = str(exc)
+    else:
+        # exchangelib's own validation; its messages quote values, so they stay here.
+        message = "a field has a value Exchange cannot store"
+    return WriteResult(
+        write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=message
+    )
+
+
+# Per-item errors and what they mean for that one write; messages never quote the server's text.
+_ITEM_ERRORS: tuple[
+    tuple[type[Exception] | tuple[type[Exception], ...], r.WriteStatus.ValueType, str], ...
+] = (
+    (
+        ErrorIrresolvableConflict,
+        r.WRITE_STATUS_CONFLICT,
+        "the item changed since the given version",
+    ),
+    (
+        (ErrorItemNotFound, ErrorInvalidIdMalformed),
+        r.WRITE_STATUS_NOT_FOUND,
+        "the item no longer exists",
+    ),
+    # Refused inside an answer whose other items may have been written: only this one is resent
+    # (retrying the batch would turn its applied updates into false conflicts).
+    (
+        (ErrorServerBusy, ErrorTimeoutExpired),
+        r.WRITE_STATUS_RETRYABLE,
+        "the server did not apply this write; send it again",
+    ),
+)
+
+
+def _failed(write: Write, exc: Exception) -> WriteResult:
+    """One write's error as its result; errors about the call or the mailbox are raised, so
+    `_translate` turns them into the call's own status (and the rest become RETRYABLE)."""
+    if isinstance(exc, (ErrorFolderNotFound, *_ACCESS_DENIED)):
+        raise exc
+    found = next(((s, m) for errors, s, m in _ITEM_ERRORS if isinstance(exc, errors)), None)
+    if found is None:
+        if not isinstance(exc, ResponseMessageError):
+            raise exc
+        found = (r.WRITE_STATUS_FAILED, "the server refused the write")
+    status, message = found
+    return WriteResult(
+        write.link_id,
+        status,
+        error_code=type(exc).__name__,
+        error_message=message,
+    )
 
 
 def _resync(cursor: Cursor) -> ProviderChangePage:
