@@ -519,9 +519,7 @@ class EmailSharing:
         mailbox_settings: st.MailboxSettings,
     ) -> list[ShareOutcome | ShareFailure]:
         results: list[ShareOutcome | ShareFailure | None] = [None] * len(items)
-        pending: list[_Pending] = []
-        # Emails another writer holds right now (or listed twice here): one by one, waiting.
-        deferred: list[tuple[int, SharePlan]] = []
+        plans: list[tuple[int, SharePlan]] = []
         for index, (ref, item) in enumerate(items):
             try:
                 prepared = await self._prepare(mailbox, item, org_settings, mailbox_settings)
@@ -530,12 +528,19 @@ class EmailSharing:
                 continue
             if isinstance(prepared, ShareOutcome):
                 results[index] = prepared
-                continue
-            token = await self.store.claim(prepared.key)
-            if token is None:
-                deferred.append((index, prepared))
             else:
-                pending.append(_Pending(index, ref, item, prepared, token))
+                plans.append((index, prepared))
+        # Claimed only now that every email is linked, so no claim ages while the linker works.
+        pending: list[_Pending] = []
+        # Emails another writer holds right now (or listed twice here): one by one, waiting.
+        deferred: list[tuple[int, SharePlan]] = []
+        for index, plan in plans:
+            token = await self.store.claim(plan.key)
+            if token is None:
+                deferred.append((index, plan))
+            else:
+                ref, item = items[index]
+                pending.append(_Pending(index, ref, item, plan, token))
         await self._write_claimed(mailbox, pending)
         for done in pending:
             results[done.index] = done.result()
