@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 from exchangelib.errors import ErrorServerBusy  # type: ignore[import-untyped]
@@ -11,6 +12,8 @@ from exchangelib.errors import ErrorServerBusy  # type: ignore[import-untyped]
 from concord_mail_connector.adapters.push_exchange import retry_delay
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.push import Backoff, ChangeCoalescer, MailChangedNote
+from concord_mail_connector.settings import MailConnectorSettings
+from concord_settings import SettingsError
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +107,26 @@ def test_a_busy_server_is_given_the_back_off_it_asked_for_within_a_bound() -> No
     assert retry_delay(ErrorServerBusy("busy", back_off=7.5), backoff) == 7.5
     assert retry_delay(ErrorServerBusy("busy", back_off=10_000), backoff) == 30.0
     assert retry_delay(ConnectionError(), Backoff(initial=0.5, maximum=4.0)) <= 0.5
+
+
+def test_push_settings_come_from_the_environment_with_working_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CONCORD_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("NATS_URL", raising=False)
+    defaults = MailConnectorSettings.from_env()
+    assert defaults.push_enabled
+    assert defaults.nats_url == "nats://127.0.0.1:4222"
+    assert defaults.push_window_seconds == 0.2
+    monkeypatch.setenv("NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("MAIL_CONNECTOR_PUSH_ENABLED", "false")
+    monkeypatch.setenv("MAIL_CONNECTOR_PUSH_WINDOW_SECONDS", "1.5")
+    chosen = MailConnectorSettings.from_env()
+    assert (chosen.nats_url, chosen.push_enabled, chosen.push_window_seconds) == (
+        "nats://nats:4222",
+        False,
+        1.5,
+    )
+    monkeypatch.setenv("MAIL_CONNECTOR_PUSH_STREAM_MINUTES", "45")  # EWS allows 1 to 30
+    with pytest.raises(SettingsError, match="MAIL_CONNECTOR_PUSH_STREAM_MINUTES"):
+        MailConnectorSettings.from_env()
