@@ -370,8 +370,30 @@ async def test_a_dedicated_folder_created_later_is_watched_once_it_exists(rig: R
     assert hints.parsed()[-1].kind == r.OBJECT_KIND_CONTACT
 
 
-async def test_watch_follows_added_and_removed_accounts(rig: Rig) -> None:
+async def test_watch_follows_added_changed_and_removed_accounts(rig: Rig) -> None:
     mailbox, account, hints = await rig.mailbox()
+    first = rig.supervisor.state(mailbox)
+    assert first is not None
+    stored = await rig.store.get(mailbox)
+    assert stored is not None
+    # New credentials (here the same ones, stored again): the watch starts over with them.
+    await rig.store.upsert(
+        AccountUpdate(
+            mailbox=mailbox,
+            address=stored.address,
+            provider=stored.provider,
+            settings=stored.settings,
+            secret=await rig.store.secret(mailbox),
+        )
+    )
+    await rig.supervisor.rescan()
+    await rig.wait_mode(mailbox, PushMode.STREAMING)
+    again = rig.supervisor.state(mailbox)
+    assert again is not None
+    assert first.create_time is not None
+    assert again.create_time is not None
+    assert again.create_time > first.create_time
+
     await rig.store.delete(mailbox, None)
     await rig.supervisor.rescan()
     assert rig.supervisor.state(mailbox) is None
