@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 
 from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_grpc
@@ -38,14 +39,15 @@ async def _register_demo(
     admin_token: str,
     emulators: dict[str, dict[str, Any]],
 ) -> None:
+    crm_user_id = DEMO_CRM_USER
     if "salesforce" in emulators:
-        await _connect_org(crm_connector_address, emulators["salesforce"])
+        crm_user_id = await _connect_org(crm_connector_address, emulators["salesforce"])
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
         mailbox=resources_pb2.Mailbox(
             org=f"orgs/{DEMO_ORG}",
             owner_user_id=DEMO_USER,
-            crm_user_id=str(emulators.get("salesforce", {}).get("user_id") or DEMO_CRM_USER),
+            crm_user_id=crm_user_id,
             address=DEMO_ADDRESS,
             provider=resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS,
         ),
@@ -78,7 +80,9 @@ def _exchange_account(info: dict[str, Any]) -> mail_connector_service_pb2.Mailbo
     )
 
 
-async def _connect_org(address: str, info: dict[str, Any]) -> None:
+async def _connect_org(address: str, info: dict[str, Any]) -> str:
+    """Connect the demo org; the Salesforce User Id of the integration user, who owns the demo
+    mailbox's records (an OwnerId Salesforce does not know refuses every write)."""
     connection = crm_connector_service_pb2.OrgConnection(
         name=f"orgs/{DEMO_ORG}/connection",
         login_url=str(info["url"]),
@@ -98,5 +102,22 @@ async def _connect_org(address: str, info: dict[str, Any]) -> None:
                 ),
                 timeout=30,
             )
+            found = await stub.QueryRecords(
+                crm_connector_service_pb2.QueryRecordsRequest(
+                    org=f"orgs/{DEMO_ORG}",
+                    sobject_type="User",
+                    fields=["Id"],
+                    filters=[
+                        crm_connector_service_pb2.FieldFilter(
+                            field="Username",
+                            values=[struct_pb2.Value(string_value=str(info["username"]))],
+                        )
+                    ],
+                ),
+                timeout=30,
+            )
         except grpc.aio.AioRpcError as err:
             raise RuntimeError(f"connecting the demo org failed: {err.details()}") from err
+    if not found.records:
+        raise RuntimeError(f"the demo org has no user {info['username']}")
+    return found.records[0].id
