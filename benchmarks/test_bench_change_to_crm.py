@@ -59,6 +59,8 @@ def test_change_to_salesforce_latency(stack: RunningStack) -> None:
                 account=account,
                 folder=account.calendar,
                 subject=subject,
+                # What shares a meeting with Salesforce (the default selection).
+                categories=["Salesforce"],
                 start=EWSDateTime.from_datetime(start).astimezone(utc),
                 end=EWSDateTime.from_datetime(start + dt.timedelta(minutes=30)).astimezone(utc),
             ).save(send_meeting_invitations="SendToNone")
