@@ -298,7 +298,18 @@ async def test_a_lost_answer_is_looked_up_before_writing_again(world: World) -> 
     assert failed.failures[0].retryable
     assert len(world.messages()) == 1  # Salesforce had it; the answer was lost
     creates = [w for w in world.salesforce.writes if w[0] == "EmailMessage"]
+    store = SqlStore(world.engine)
+    (error,), _ = await store.list_item_errors("bob", quarantined_only=False, after=None, limit=5)
+    assert (error.reason, error.quarantined, error.side) == (
+        "PEER_UNAVAILABLE",
+        False,
+        res.SYNC_SIDE_CRM,
+    )
     retried = await world.share("bob", _email())
+    assert await store.list_item_errors("bob", quarantined_only=False, after=None, limit=5) == (
+        [],
+        0,
+    )
     assert retried.related == 1
     assert retried.relations_created == 2
     assert "EmailMessage" in world.salesforce.queries
@@ -383,6 +394,15 @@ async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World
     # The hashed key is stable: the Message-ID-less email is not shared twice.
     again = await world.share("bob", _email("a", message_id="", to=["bob@acme.com"]))
     assert again.already_shared == 1
+    # The dashboard shows both, quarantined, as unreadable on the mail side.
+    errors, total = await SqlStore(world.engine).list_item_errors(
+        "bob", quarantined_only=True, after=None, limit=10
+    )
+    assert total == 2
+    assert sorted((e.native_id, e.reason, e.side, e.kind) for e in errors) == [
+        ("c", "MALFORMED_MIME", res.SYNC_SIDE_MAIL, res.OBJECT_KIND_EMAIL),
+        ("unreadable", "MALFORMED_MIME", res.SYNC_SIDE_MAIL, res.OBJECT_KIND_EMAIL),
+    ]
 
 
 async def test_a_page_of_emails_costs_two_writes_and_one_lookup(world: World) -> None:

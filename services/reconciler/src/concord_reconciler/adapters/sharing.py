@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +32,7 @@ from concord.common.v1 import settings_pb2 as st
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.adapters.sharing_tables import email_share_mailboxes, email_shares
+from concord_reconciler.adapters.tables import item_errors
 from concord_reconciler.domain.errors import PeerError
 from concord_reconciler.domain.model import KindCounts, MailboxRecord, SideCounts
 from concord_reconciler.domain.names import org_name
@@ -107,6 +108,8 @@ class ShareFailure:
     message: str
     retryable: bool = False
     quarantine: bool = False
+    # MAIL when the email could not be read (malformed MIME), CRM when the write failed.
+    side: int = res.SYNC_SIDE_CRM
 
 
 @dataclass(frozen=True)
@@ -164,13 +167,20 @@ class ShareReport:
 
 class ShareError(Exception):
     def __init__(
-        self, reason: str, message: str, *, retryable: bool = False, quarantine: bool = False
+        self,
+        reason: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        quarantine: bool = False,
+        side: int = res.SYNC_SIDE_CRM,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retryable = retryable
         self.quarantine = quarantine
+        self.side = side
 
 
 # ---- the store ----------------------------------------------------------------------------
@@ -331,6 +341,57 @@ class EmailShareStore:
                 )
             )
 
+    async def record_failures(
+        self, mailbox_id: str, failures: Sequence[ShareFailure], shared: Sequence[str]
+    ) -> None:
+        """Failed emails as item errors for the dashboard, one row per email and side (a
+        repeat counts an attempt); an email shared now has its old errors cleared."""
+        now = _now_us()
+        email = res.OBJECT_KIND_EMAIL
+        async with self.engine.begin() as conn:
+            if shared:
+                await conn.execute(
+                    delete(item_errors).where(
+                        item_errors.c.mailbox_id == mailbox_id,
+                        item_errors.c.kind == email,
+                        item_errors.c.native_id.in_(shared),
+                    )
+                )
+            for failure in failures:
+                values = {
+                    "reason": failure.reason[:63],
+                    "message": failure.message,
+                    "version": failure.ref.version,
+                    "collection": failure.ref.collection,
+                    "last_seen_time_us": now,
+                    "quarantined": failure.quarantine,
+                }
+                repeated = await conn.execute(
+                    update(item_errors)
+                    .where(
+                        item_errors.c.mailbox_id == mailbox_id,
+                        item_errors.c.kind == email,
+                        item_errors.c.native_id == failure.ref.native_id,
+                        item_errors.c.side == failure.side,
+                    )
+                    .values(attempts=item_errors.c.attempts + 1, **values)
+                )
+                if repeated.rowcount == 0:
+                    await conn.execute(
+                        insert(item_errors).values(
+                            item_error_id=str(uuid.uuid4()),
+                            mailbox_id=mailbox_id,
+                            kind=email,
+                            native_id=failure.ref.native_id,
+                            link_id="",
+                            crm_record_id="",
+                            side=failure.side,
+                            first_seen_time_us=now,
+                            attempts=1,
+                            **values,
+                        )
+                    )
+
     async def release(self, key: ShareKey, token: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -420,6 +481,7 @@ class EmailSharing:
                         change.problem.reason,
                         change.problem.message,
                         quarantine=True,
+                        side=res.SYNC_SIDE_MAIL,
                     )
                 )
         if org_settings.email_target == st.EMAIL_TARGET_TASK:
@@ -449,6 +511,12 @@ class EmailSharing:
                 report.losses[ref.native_id] = result.losses
             if result.notes:
                 report.notes[ref.native_id] = result.notes
+        shared = [
+            ref.native_id
+            for (ref, _), r in zip(items, results, strict=True)
+            if isinstance(r, ShareOutcome)
+        ]
+        await self.store.record_failures(mailbox.mailbox_id, report.failures, shared)
         return report
 
     async def share_item(
@@ -508,7 +576,7 @@ class EmailSharing:
             linking_losses=linking_losses,
         )
         if isinstance(plan, Quarantine):
-            raise ShareError(plan.reason, plan.message, quarantine=True)
+            raise ShareError(plan.reason, plan.message, quarantine=True, side=res.SYNC_SIDE_MAIL)
         return plan
 
     async def _share_many(
@@ -814,7 +882,12 @@ def _failure(ref: res.ItemRef, error: ShareError | PeerError | None) -> ShareFai
         return ShareFailure(ref, "SHARE_NOT_FINISHED", "the email was not shared", retryable=True)
     found = _share_error(error)
     return ShareFailure(
-        ref, found.reason, found.message, retryable=found.retryable, quarantine=found.quarantine
+        ref,
+        found.reason,
+        found.message,
+        retryable=found.retryable,
+        quarantine=found.quarantine,
+        side=found.side,
     )
 
 
