@@ -8,6 +8,7 @@ import email
 import email.errors
 import email.policy
 import email.utils
+import hashlib
 import re
 import uuid
 from collections.abc import Callable
@@ -192,6 +193,7 @@ _MIME_ERRORS = (ValueError, TypeError, IndexError, AttributeError, email.errors.
 
 
 def _fill_from_mime(item: etree._Element) -> None:
+    """The fields Exchange derives from a message's MIME when it stores one."""
     mime = item.find(t("MimeContent"))
     if mime is None or not mime.text:
         return
@@ -205,12 +207,76 @@ def _fill_from_mime(item: etree._Element) -> None:
         ("Message-ID", _message_id),
         ("Date", _sent),
         ("From", _sender),
+        ("To", _recipients("ToRecipients")),
+        ("Cc", _recipients("CcRecipients")),
+        ("In-Reply-To", _text_field("InReplyTo")),
+        ("References", _text_field("References")),
     ):
         try:
             if parsed.get(name) is not None:
                 fill(item, parsed[name])
         except _MIME_ERRORS:
             continue
+    for fill_from_message in (_body, _thread):
+        try:
+            fill_from_message(item, parsed)
+        except _MIME_ERRORS:
+            continue
+
+
+def _recipients(element: str) -> Callable[[etree._Element, Any], None]:
+    def fill(item: etree._Element, value: Any) -> None:
+        addresses: tuple[Any, ...] = getattr(value, "addresses", ())
+        if item.find(t(element)) is not None or not addresses:
+            return
+        container = sub(item, t(element))
+        for address in addresses:
+            mbx = sub(container, t("Mailbox"))
+            if address.display_name:
+                sub(mbx, t("Name"), address.display_name)
+            sub(mbx, t("EmailAddress"), address.addr_spec)
+
+    return fill
+
+
+def _text_field(element: str) -> Callable[[etree._Element, Any], None]:
+    def fill(item: etree._Element, value: Any) -> None:
+        text = " ".join(str(value).split())
+        if item.find(t(element)) is None and text:
+            sub(item, t(element), text)
+
+    return fill
+
+
+def _body(item: etree._Element, parsed: Any) -> None:
+    """The plain-text part, else the HTML one (as Exchange shows a message); attachments set
+    HasAttachments."""
+    if item.find(t("Body")) is None:
+        part = parsed.get_body(preferencelist=("plain", "html"))
+        if part is not None:
+            kind = "HTML" if part.get_content_subtype() == "html" else "Text"
+            sub(item, t("Body"), part.get_content(), BodyType=kind)
+    if item.find(t("HasAttachments")) is None:
+        attached = any(True for _ in parsed.iter_attachments()) if parsed.is_multipart() else False
+        sub(item, t("HasAttachments"), "true" if attached else "false")
+
+
+def _thread(item: etree._Element, parsed: Any) -> None:
+    """One conversation per thread: Exchange keys it on the thread's first message, which is
+    the first of References (else In-Reply-To, else the message itself)."""
+    if item.find(t("ConversationId")) is not None:
+        return
+    chain = " ".join(str(parsed.get(h, "")) for h in ("References", "In-Reply-To")).split()
+    root = chain[0] if chain else (item.findtext(t("InternetMessageId")) or "")
+    if not root:
+        return
+    digest = hashlib.sha256(root.strip().encode()).digest()[:24]
+    sub(item, t("ConversationId"), Id=base64.b64encode(b"CONV" + digest).decode())
+    # Whitespace collapsed: a folded header keeps its tab, and the topic groups a thread.
+    subject = " ".join((item.findtext(t("Subject")) or "").split())
+    topic = re.sub(r"^((re|fwd?|aw|wg)\s*:\s*)+", "", subject, flags=re.IGNORECASE)
+    if item.find(t("ConversationTopic")) is None and topic:
+        sub(item, t("ConversationTopic"), topic)
 
 
 def _subject(item: etree._Element, value: Any) -> None:

@@ -89,3 +89,23 @@ def test_a_real_todo_and_a_real_thread_are_seeded(demo: Any) -> None:
     assert tagged
     assert all("Salesforce" in (m.categories or ()) for m in tagged)
     assert all(m.message_id for m in tagged)
+
+
+def test_messages_stored_from_mime_carry_what_exchange_derives(demo: Any) -> None:
+    thread = [
+        m
+        for m in demo.inbox.all()
+        if m.subject and "lib/message: Add function to get maildir" in m.subject
+    ]
+    shared = demo.msg_folder_root / "Salesforce Emails"
+    thread += [m for m in shared.all() if m.subject and "get maildir" in m.subject]
+    assert len(thread) >= 3
+    # One conversation for the whole thread, keyed on its first message.
+    assert len({m.conversation_id.id for m in thread}) == 1
+    replies = [m for m in thread if m.in_reply_to]
+    assert replies
+    assert all(m.references for m in replies)
+    assert all(m.to_recipients and m.body for m in thread)
+    assert {m.conversation_topic for m in thread} == {
+        "[notmuch] [PATCH 1/2] lib/message: Add function to get maildir flags."
+    }

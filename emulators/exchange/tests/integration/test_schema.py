@@ -49,6 +49,16 @@ def responses(monkeypatch: pytest.MonkeyPatch) -> list[etree._Element]:
     return seen
 
 
+_REPLY = (
+    b"From: Ada <ada@acme.example>\r\nTo: Rep <rep@concord.test>, b@globex.example\r\n"
+    b"Cc: c@initech.example\r\nSubject: Re: Quote\r\nMessage-ID: <r2@acme.example>\r\n"
+    b"In-Reply-To: <r1@acme.example>\r\nReferences: <r0@acme.example> <r1@acme.example>\r\n"
+    b"Date: Mon, 02 Jun 2031 08:00:00 +0000\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/html\r\n\r\n<p>Yes</p>\r\n--b\r\nContent-Type: text/plain\r\n"
+    b"Content-Disposition: attachment; filename=q.txt\r\n\r\nquote\r\n--b--\r\n"
+)
+
+
 def _session(account: Any) -> None:
     # ConvertId is exchangelib's version probe: a known id converts, "DUMMY" is malformed.
     probe = Task(account=account, folder=account.tasks, subject="probe")
@@ -118,6 +128,10 @@ def _session(account: Any) -> None:
     message = Message(account=account, folder=folder, subject="e", body="b")
     message.save()
     folder.get(id=message.id)
+    # A message stored from its MIME: recipients, body, thread fields derived from it.
+    reply = Message(account=account, folder=folder, mime_content=_REPLY)
+    reply.save()
+    folder.get(id=reply.id)
     list(account.tasks.sync_items())
     task.subject = "t2"
     task.save(update_fields=["subject"])

@@ -432,6 +432,11 @@ async def test_emails_are_the_shared_folder_plus_messages_with_the_category(
     assert shared.email.internet_message_id.endswith("@acme.example>")
     assert shared.email.from_address.address == "ada@acme.example"
     assert b"Subject: tagged in" in shared.email.mime_content
+    assert [a.address for a in shared.email.to] == ["rep@concord.test"]
+    assert shared.email.body_text.strip() == "Hello"
+    assert shared.email.conversation_id
+    assert list(shared.email.categories) == ["Salesforce"]
+    assert by_subject["tagged out"].email.folder == "Sent Items"
     assert shared.HasField("last_modified_time")
     # A second listing from the cursor is quiet.
     again, _ = await listing(harness, mailbox, token, kind=Kind.EMAIL)
