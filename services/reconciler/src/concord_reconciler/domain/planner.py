@@ -162,16 +162,29 @@ def plan(
     now: datetime,
 ) -> MergePlan:
     """The actions that bring one pair's two sides together; see the module docstring."""
+    links = links if isinstance(links, Sequence) else list(links)
+    # Only the links the changes name are indexed: a session usually lists a few changes
+    # against many links, and indexing them all would cost memory in proportion to the links.
+    wanted: dict[Side, set[str]] = {
+        Side.MAIL: {c.native_id for c in mail_changes},
+        Side.CRM: {c.native_id for c in crm_changes},
+    }
+    carried_ids = {
+        c.snapshot.link_id
+        for c in (*mail_changes, *crm_changes)
+        if c.snapshot is not None and c.snapshot.link_id
+    }
     by_id: dict[str, Link] = {}
-    by_native: dict[tuple[Side, str], Link] = {}
+    by_native: dict[Side, dict[str, Link]] = {Side.MAIL: {}, Side.CRM: {}}
     live = 0
     for link in links:
-        by_id[link.link_id] = link
-        for side in Side:
-            native = link.native(side)
-            if native:
-                by_native[(side, native)] = link
         live += link.live
+        if link.link_id in carried_ids:
+            by_id[link.link_id] = link
+        if link.mail_id is not None and link.mail_id in wanted[Side.MAIL]:
+            by_native[Side.MAIL][link.mail_id] = link
+        if link.crm_id is not None and link.crm_id in wanted[Side.CRM]:
+            by_native[Side.CRM][link.crm_id] = link
 
     pairs: dict[str, _Pair] = {}
     unlinked: dict[Side, dict[str, Change]] = {Side.MAIL: {}, Side.CRM: {}}
@@ -186,7 +199,7 @@ def plan(
         # was lost) takes the deleted one's place in its pair.
         ordered = sorted(latest.items(), key=lambda i: (i[1].snapshot is not None, i[0]))
         for native_id, change in ordered:
-            known = by_native.get((side, native_id))
+            known = by_native[side].get(native_id)
             carried = change.snapshot.link_id if change.snapshot is not None else ""
             if known is None and carried in by_id:
                 holder = by_id[carried]
@@ -198,7 +211,7 @@ def plan(
                         hash=holder.hash_of(side),
                     )
                     by_id[carried] = known
-                    by_native[(side, native_id)] = known
+                    by_native[side][native_id] = known
             if known is None:
                 if change.snapshot is not None:
                     unlinked[side][native_id] = change
@@ -218,7 +231,7 @@ def plan(
             actions.append(action)
     # A link id may be carried by a copy of an item (Outlook copies extended properties);
     # only its first holder keeps it, so one link id never names two pairs.
-    used = set(by_id)
+    used = {link.link_id for link in links} if unlinked[Side.MAIL] or unlinked[Side.CRM] else set()
     for mail, crm in _matched(mailbox_id, policy.kind, unlinked):
         if mail is not None and crm is not None:
             action = _linked(mailbox_id, policy, mail, crm, used)

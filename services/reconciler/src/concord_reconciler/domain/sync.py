@@ -97,7 +97,7 @@ def derive_link_id(mailbox_id: str, kind: int, side: Side, native_id: str) -> st
     return str(uuid.uuid5(LINK_NAMESPACE, f"{mailbox_id}\x1f{kind}\x1f{side}\x1f{native_id}"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """One side's item as mapped to the common fields of its kind."""
 
@@ -132,7 +132,7 @@ class Snapshot:
             object.__setattr__(self, "hash", content_hash(self.fields))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One item listed by one side: its snapshot, or None when it was deleted."""
 
@@ -145,7 +145,7 @@ class Change:
         return self.snapshot is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldConflict:
     """A field both sides changed differently; the loser's value is kept here, never lost."""
 
@@ -156,7 +156,7 @@ class FieldConflict:
     winner: Side | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """One mirrored pair: the base of the 3-way merge and what each side held at the last sync."""
 
@@ -209,7 +209,7 @@ class WriteOp(enum.StrEnum):
     UNSHARE = "unshare"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Write:
     """One write to one side, carrying the link id that makes it idempotent."""
 
@@ -229,7 +229,7 @@ class Write:
     participants: tuple[tuple[str, str, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     link_id: str
     ok: bool
