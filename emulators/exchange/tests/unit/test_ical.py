@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from lxml import etree
 
 from concord_exchange_emulator import ical
 from concord_exchange_emulator.xmlns import t
@@ -27,22 +28,31 @@ END:VCALENDAR
 """
 
 
+def _utc(text: str | None) -> dt.datetime:
+    assert text is not None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _find(node: etree._Element, path: str) -> etree._Element:
+    found = node.find(path)
+    assert found is not None
+    return found
+
+
 def test_a_series_moves_by_whole_weeks_in_its_zone() -> None:
     [item] = ical.import_calendar(WEEKLY, NOW)
     node = item.element
-    start = dt.datetime.fromisoformat(node.findtext(t("Start")).replace("Z", "+00:00"))
+    start = _utc(node.findtext(t("Start")))
     local = start.astimezone(dt.timezone(dt.timedelta(hours=-5)))
     assert start > NOW
     assert (local.weekday(), local.hour) == (4, 9)  # still Friday, 09:00 in New York (EST)
-    assert node.find(t("StartTimeZone")).get("Id") == "Eastern Standard Time"
-    weekly = node.find(f"{t('Recurrence')}/{t('WeeklyRecurrence')}")
+    assert _find(node, t("StartTimeZone")).get("Id") == "Eastern Standard Time"
+    weekly = _find(node, f"{t('Recurrence')}/{t('WeeklyRecurrence')}")
     assert weekly.findtext(t("DaysOfWeek")) == "Friday"
-    end = node.find(f"{t('Recurrence')}/{t('EndDateRecurrence')}")
-    assert dt.date.fromisoformat(end.findtext(t("EndDate"))).weekday() == 4
+    end = _find(node, f"{t('Recurrence')}/{t('EndDateRecurrence')}")
+    assert dt.date.fromisoformat(end.findtext(t("EndDate")) or "").weekday() == 4
     [deleted] = node.iterfind(f"{t('DeletedOccurrences')}/{t('DeletedOccurrence')}/{t('Start')}")
-    assert dt.datetime.fromisoformat(deleted.text.replace("Z", "+00:00")) - start == dt.timedelta(
-        weeks=1
-    )
+    assert _utc(deleted.text) - start == dt.timedelta(weeks=1)
 
 
 def test_a_zone_outside_the_table_gets_a_windows_zone_with_the_same_offsets() -> None:
