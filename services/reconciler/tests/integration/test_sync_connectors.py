@@ -310,9 +310,10 @@ async def test_a_meeting_goes_to_salesforce_comes_back_edited_and_then_nothing_m
 ) -> None:
     mailbox_id, account = await stack.add_mailbox()
     contact = stack.sf.query("SELECT Id, Email FROM Contact WHERE Email != null LIMIT 1")
-    attendee = contact["records"][0]["Email"]
+    lead = stack.sf.query("SELECT Id, Email FROM Lead WHERE Email != null LIMIT 1")
+    attendees = (contact["records"][0]["Email"], lead["records"][0]["Email"])
     subject = f"Pipeline review {uuid.uuid4().hex[:6]}"
-    await asyncio.to_thread(_meeting, account, subject, attendee)
+    await asyncio.to_thread(_meeting, account, subject, *attendees)
 
     first = await stack.session(mailbox_id)
     assert first.counts.crm.created == 1, first.counts
@@ -322,13 +323,20 @@ async def test_a_meeting_goes_to_salesforce_comes_back_edited_and_then_nothing_m
     assert event["OwnerId"] == stack.crm_user_id
     # Linked to the attendee's Contact: a CRM-only field, never listed back as a change.
     assert event["WhoId"] == contact["records"][0]["Id"]
+    # The other attendee is related to the Event too (EventRelation), not given a copy.
+    relations = stack.sf.query(
+        f"SELECT RelationId FROM EventRelation WHERE EventId = '{event['Id']}'"
+    )["records"]
+    assert lead["records"][0]["Id"] in {r["RelationId"] for r in relations}
     kinds = {k.kind: k for k in first.counts.kinds}
     assert kinds[res.OBJECT_KIND_CALENDAR_ITEM].crm.created == 1
 
     second = await stack.session(mailbox_id)
     assert writes(second) == 0, second.counts
 
-    stack.sobject("Event").update(event["Id"], {"Subject": subject + " (moved)", "Location": "Room 2"})
+    stack.sobject("Event").update(
+        event["Id"], {"Subject": subject + " (moved)", "Location": "Room 2"}
+    )
     third = await stack.session(mailbox_id)
     assert third.counts.mail.updated == 1, third.counts
     items = await asyncio.to_thread(

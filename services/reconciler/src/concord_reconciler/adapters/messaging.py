@@ -46,6 +46,7 @@ CONSUMER = "reconciler"
 SPAN_NAME = "sync.session"
 # After an unexpected consumer failure (NATS gone, stream deleted), wait this long and resume.
 RESTART_SECONDS = 1.0
+STOP_RETRY_SECONDS = 0.5
 
 
 def lease_key(mailbox_id: str) -> str:
@@ -160,8 +161,12 @@ class SessionConsumer:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
+            # Cancelled again until done: on Python 3.11 `asyncio.wait_for` (under nats-py's
+            # fetch, which times out every second) can swallow a cancellation that lands as
+            # its timeout fires, and the consumer would then fetch on for ever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_RETRY_SECONDS)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
