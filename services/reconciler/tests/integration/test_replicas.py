@@ -5,6 +5,7 @@ sessions at once (checked from the session records), no session is lost."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -98,9 +99,7 @@ async def test_two_replicas_never_run_one_mailbox_twice_and_lose_nothing(
     database = postgres.new_database("replicas")
     first, first_addr = start_replica(service_process, "r1", database, nats_server.url, null_peer)
     await asyncio.to_thread(first.wait_serving, first_addr, service=SERVICE_NAME)
-    second, second_addr = start_replica(
-        service_process, "r2", database, nats_server.url, null_peer
-    )
+    second, second_addr = start_replica(service_process, "r2", database, nats_server.url, null_peer)
     await asyncio.to_thread(second.wait_serving, second_addr, service=SERVICE_NAME)
 
     async with grpc.aio.insecure_channel(first_addr) as channel:
@@ -176,5 +175,5 @@ def assert_never_overlapping(mailbox_id: str, sessions: list[SessionRecord]) -> 
         for s in sessions
         if s.state is SessionState.COMPLETED and s.start_time and s.end_time
     )
-    for (_, end), (start, _) in zip(ran, ran[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(ran):
         assert end <= start, f"{mailbox_id} ran two sessions at once"

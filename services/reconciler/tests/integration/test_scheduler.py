@@ -14,7 +14,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord_events import EventBus, Topology, mail_changed
 from concord_reconciler.adapters.messaging import NatsSessionQueue
-from concord_reconciler.adapters.scheduler import ScheduleReader, Scheduler
+from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.domain.model import (
     MailboxRecord,
@@ -104,9 +104,11 @@ async def test_rows_come_from_the_mailboxes_and_their_session_history(store: Sql
     )
     rows = {r.mailbox_id: r for r in await ScheduleReader(store.engine, DEFAULT).rows()}
 
-    assert rows["fresh"].last_request is None and rows["fresh"].interval == DEFAULT
+    assert rows["fresh"].last_request is None
+    assert rows["fresh"].interval == DEFAULT
     assert rows["flaky"].interval == timedelta(minutes=5)
-    assert rows["busy"].interval == timedelta(minutes=10) and rows["busy"].pending
+    assert rows["busy"].interval == timedelta(minutes=10)
+    assert rows["busy"].pending
     assert rows["busy"].queued_since is None  # running, not queued
 
 
@@ -126,7 +128,8 @@ async def test_failures_count_only_after_the_mailbox_last_changed(store: SqlStor
     # A resume (any state change) starts a clean slate.
     await store.set_mailbox_state("flaky", MailboxState.ACTIVE, "")
     [flaky] = await reader.rows()
-    assert flaky.failures_in_row == 0 and flaky.last_outcome is None
+    assert flaky.failures_in_row == 0
+    assert flaky.last_outcome is None
 
 
 async def test_a_state_change_loses_to_a_concurrent_user_change(store: SqlStore) -> None:
@@ -136,7 +139,8 @@ async def test_a_state_change_loses_to_a_concurrent_user_change(store: SqlStore)
     change = StateChange("m1", MailboxState.ACTIVE, MailboxState.BACKING_OFF, "3 failures")
     assert not await reader.change_state(change)
     mailbox = await store.get_mailbox("m1")
-    assert mailbox is not None and mailbox.suspended_reason == "by the user"
+    assert mailbox is not None
+    assert mailbox.suspended_reason == "by the user"
 
 
 def scheduler(bus: EventBus, store: SqlStore, owner: str = "r1") -> Scheduler:
@@ -171,7 +175,8 @@ async def test_a_tick_requests_due_sessions_and_suspends_on_credentials(
     assert queued.state is SessionState.QUEUED
     assert queued.trigger == res.SESSION_TRIGGER_SCHEDULE
     locked = await store.get_mailbox("locked")
-    assert locked is not None and locked.state is MailboxState.SUSPENDED
+    assert locked is not None
+    assert locked.state is MailboxState.SUSPENDED
     assert "MAILBOX_CREDENTIALS_REJECTED" in locked.suspended_reason
 
 
@@ -220,7 +225,8 @@ async def test_one_replica_leads_and_another_takes_over_when_it_stops(
                 await asyncio.sleep(0.02)
         await second.start()
         await asyncio.sleep(0.3)
-        assert first.leading and not second.leading
+        assert first.leading
+        assert not second.leading
         await first.stop()
         async with asyncio.timeout(5):
             while not second.leading:  # noqa: ASYNC110

@@ -72,15 +72,18 @@ def test_a_mailbox_with_a_pending_session_is_not_asked_again() -> None:
 @pytest.mark.parametrize("state", [MailboxState.SUSPENDED, MailboxState.DELETING])
 def test_suspended_and_deleting_mailboxes_are_never_scheduled(state: MailboxState) -> None:
     plan = plan_tick([row(state=state), failed(9, state=state)], NOW)
-    assert plan.sessions == [] and plan.changes == []
+    assert plan.sessions == []
+    assert plan.changes == []
 
 
 @pytest.mark.parametrize("code", sorted(CREDENTIAL_FAILURES))
 def test_a_credential_failure_suspends_at_once_and_says_so(code: str) -> None:
     plan = plan_tick([failed(1, code)], NOW)
     [change] = plan.changes
-    assert change.state is MailboxState.SUSPENDED and change.expected is MailboxState.ACTIVE
-    assert code in change.reason and "resume" in change.reason
+    assert change.state is MailboxState.SUSPENDED
+    assert change.expected is MailboxState.ACTIVE
+    assert code in change.reason
+    assert "resume" in change.reason
     assert plan.sessions == []
 
 
@@ -89,7 +92,8 @@ def test_a_run_of_failures_enters_back_off_with_the_reason() -> None:
     plan = plan_tick([failed(POLICY.failures_before_back_off)], NOW)
     [change] = plan.changes
     assert change.state is MailboxState.BACKING_OFF
-    assert "PROVIDER_UNAVAILABLE" in change.reason and "3 sessions failed" in change.reason
+    assert "PROVIDER_UNAVAILABLE" in change.reason
+    assert "3 sessions failed" in change.reason
     # The first retry waits one base delay from now, not the 30-minute interval.
     assert plan.sessions == []
     assert plan.next_wake == NOW + POLICY.base_delay
@@ -113,7 +117,8 @@ def test_a_completed_session_ends_the_back_off() -> None:
     )
     plan = plan_tick([recovered], NOW)
     [change] = plan.changes
-    assert change.state is MailboxState.ACTIVE and change.reason == ""
+    assert change.state is MailboxState.ACTIVE
+    assert change.reason == ""
 
 
 def test_a_session_queued_too_long_is_requeued() -> None:
@@ -123,9 +128,9 @@ def test_a_session_queued_too_long_is_requeued() -> None:
 
 
 def test_the_policy_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 1"):
         SchedulePolicy(failures_before_back_off=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="base_delay"):
         SchedulePolicy(base_delay=timedelta(minutes=5), max_delay=timedelta(minutes=1))
 
 

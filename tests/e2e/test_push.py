@@ -1,0 +1,47 @@
+"""A meeting saved in the mailbox reaches Salesforce with nobody forcing a session (issue #8):
+the Exchange emulator streams the change, the mail-connector publishes a push hint, the
+reconciler's scheduler requests a session, the session writes the Event."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from exchangelib import CalendarItem, EWSDateTime
+
+from tests.e2e.clients import demo_mailbox, demo_org, eventually, records
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def test_a_saved_meeting_reaches_salesforce_on_its_own(stack: RunningStack) -> None:
+    account = demo_mailbox(stack)
+    sf = demo_org(stack)
+    # Past the first (scheduled) sync, with the mailbox's subscription streaming: what follows
+    # can only have been started by the push.
+    assert stack.concord("sync", "demo", "--wait").returncode == 0
+    log = stack.var_dir / "log" / "mail-connector.log"
+    eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
+    subject = f"pushed-{uuid.uuid4().hex[:8]}"
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=subject,
+        categories=["Salesforce"],
+        start=EWSDateTime.from_datetime(start),
+        end=EWSDateTime.from_datetime(start + dt.timedelta(hours=1)),
+    ).save(send_meeting_invitations="SendToNone")
+
+    [event] = eventually(
+        lambda: records(
+            sf, f"SELECT Id, Subject, Concord_Link_Id__c FROM Event WHERE Subject = '{subject}'"
+        ),
+        within=60,
+    )
+    assert event["Concord_Link_Id__c"]
+    sessions = stack.concord("--json", "sessions", "demo")
+    assert sessions.returncode == 0, sessions.stderr
+    assert "SESSION_TRIGGER_PUSH" in sessions.stdout
