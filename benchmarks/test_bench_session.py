@@ -2,8 +2,10 @@
 
 Printed as ratios measured in one run, never asserted against absolute times:
 - session time over the demo data / one gateway gRPC round trip (paid once per hop);
-- peer calls per session / the floor (one change listing per collection per side, plus
-  one mapping and one linking call).
+- peer calls per session / the floor (one change listing per two-way pair and side: with
+  the cursors kept with the links, a session after the first lists nothing and so maps,
+  links and writes nothing);
+- the writes of those sessions (must be zero: nothing changed).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from concord_testing import OtlpReceiver
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 
 ROUNDS = 30
-# 4 mailbox collections (calendar, tasks, contacts, mail) + 3 Salesforce objects + mapping + linker.
-FLOOR_CALLS = 4 + 3 + 1 + 1
+# Calendar items, tasks and contacts: one listing each in the mailbox and in Salesforce.
+FLOOR_CALLS = 3 + 3
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ async def test_noop_session_cost(stack: RunningStack) -> None:
         async def round_trip() -> object:
             return await health.Check(health_pb2.HealthCheckRequest())
 
-        await session()  # warm-up: connections, first queries
+        await session()  # warm-up: connections, and the first sync of the demo data
         rtt = await _median_seconds(round_trip, ROUNDS)
         noop = await _median_seconds(session, ROUNDS)
         last = await session()
@@ -80,13 +82,15 @@ async def test_noop_session_cost(stack: RunningStack) -> None:
     ]
     peer_calls = len([s for s in calls if "/concord." in s.name and "Reconciler" not in s.name])
     print()
-    # The demo mailbox has items, and until the engine keeps cursors (#5) every session lists
-    # them all: this is the floor cost of a session over the demo data, not of an empty one.
-    print(f"demo session (full listing), median of {ROUNDS}: {noop * 1000:.1f} ms")
+    counts = last.counts
+    written = sum(s.created + s.updated + s.deleted for s in (counts.mail, counts.crm))
+    print(f"quiet session over the synced demo data, median of {ROUNDS}: {noop * 1000:.1f} ms")
     print(f"gateway gRPC round trip, median of {ROUNDS}: {rtt * 1000:.2f} ms")
     print(f"ratio session / round trip: {noop / rtt:.1f}x")
     print(
         f"peer calls per session: {peer_calls} (floor {FLOOR_CALLS}): "
         f"{peer_calls / FLOOR_CALLS:.2f}x the floor"
     )
+    print(f"writes of a session with no changes: {written}")
     assert peer_calls > 0
+    assert written == 0
