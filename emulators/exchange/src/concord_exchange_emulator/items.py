@@ -144,6 +144,13 @@ def prepare_new(
             sub(item, t("IsRead"), "false")
         if item.find(t("InternetMessageId")) is None:
             sub(item, t("InternetMessageId"), f"<{uuid.uuid4().hex}@emulator.concord.test>")
+    # Bytes the item takes in the store; for a message, its MIME (what a client downloads).
+    mime_text = item.findtext(t("MimeContent")) or ""
+    try:
+        size = len(base64.b64decode(mime_text)) if mime_text else len(etree.tostring(item))
+    except ValueError:
+        size = len(mime_text)
+    sub(item, t("Size"), str(size))
     if item.find(t("DateTimeReceived")) is None:
         # Exchange stamps every item, not only mail, with the time it reached the store.
         sub(item, t("DateTimeReceived"), now)

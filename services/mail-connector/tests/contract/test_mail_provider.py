@@ -537,3 +537,20 @@ async def test_a_lost_batch_answer_is_replayed_without_duplicates(harness: Harne
     assert [(x.status, x.already_applied) for x in replayed] == [(r.WRITE_STATUS_OK, True)] * 3
     changes, _ = await listing(harness, mailbox)
     assert sorted(c.ref.link_id for c in changes) == ["r0", "r1", "r2"]
+
+
+async def test_mime_past_the_page_budget_is_left_to_get_items(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    big = "x" * 1_300_000
+    for n in range(3):
+        harness.deliver(mailbox, "shared", mime(f"big {n}", big))
+    page = await harness.provider.list_changes(
+        mailbox, Kind.EMAIL, Cursor(Kind.EMAIL.value, ""), 10, include_content=True
+    )
+    changes = list(page.changes)
+    assert len(changes) == 3
+    without = [c for c in changes if not c.item.email.mime_content]
+    # Two fit the page's budget; the third would push the answer towards gRPC's limit.
+    assert len(without) == 1
+    found = await harness.provider.get_items(mailbox, [without[0].ref])
+    assert big.encode() in found.items[0].email.mime_content

@@ -120,6 +120,9 @@ _FOLDER_CLASSES = {
     "IPF.Note": Kind.EMAIL,
 }
 _NOT_LISTED = frozenset({"mime_content", "mime_content_utf8"})
+# MIME carried by one listed page at most (by the server's item sizes); gRPC answers are
+# limited to 4 MiB by default, and a page carries more than the MIME.
+MIME_PAGE_BYTES = 3 * 1024 * 1024
 # The category that shares an Inbox or Sent Items message (the product's selection rule).
 SHARE_CATEGORY = "Salesforce"
 # A cursor over several folders; a plain token is one folder's SyncState (every cursor handed
@@ -726,8 +729,19 @@ def _encode_states(states: dict[str, str], sources: Sequence[Source]) -> str:
 
 
 def _attach_mime(account: Account, items: Sequence[Any]) -> None:
-    """One GetItem batch per page for the MIME of the listed messages."""
-    messages = [i for i in items if isinstance(i, Message) and i.id]
+    """One GetItem batch per page for the MIME of the listed messages, as far as MIME_PAGE_BYTES
+    (by the size the server reports) allows: an answer must stay well inside gRPC's 4 MiB.
+    Messages past the budget are listed without MIME; GetItems reads it."""
+    messages: list[Any] = []
+    budget = MIME_PAGE_BYTES
+    for item in items:
+        if not isinstance(item, Message) or not item.id:
+            continue
+        size = int(item.size or 0)
+        if size > budget:
+            continue
+        budget -= size
+        messages.append(item)
     if not messages:
         return
     fetched = account.fetch(ids=[(m.id, None) for m in messages], only_fields=["mime_content"])

@@ -110,7 +110,8 @@ class MailProvider(Protocol):
         deadline: float | None = None,
         include_content: bool = False,
     ) -> ProviderChangePage:
-        """`include_content` asks for what costs extra requests (an email's MIME)."""
+        """`include_content` asks for what costs extra requests (an email's MIME), as far as
+        the page's size budget allows; an email listed without it is read with get_items."""
 
     async def get_items(
         self,
