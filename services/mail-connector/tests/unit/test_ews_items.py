@@ -280,3 +280,27 @@ def test_a_timed_item_without_a_readable_start_is_unreadable() -> None:
     with pytest.raises(ews_items.UnreadableItem, match="no readable start") as caught:
         to_mail_item(item, "calendar-item")
     assert caught.value.reason == "CONVERSION_FAILED"
+
+
+def test_an_email_cursor_spans_folders_and_reads_an_older_single_folder_one() -> None:
+    from concord_mail_connector.adapters.exchange import (
+        Source,
+        _decode_states,
+        _encode_states,
+    )
+
+    sources = [
+        Source("", None, None, "Salesforce Emails"),
+        Source("inbox", None, "Salesforce", "Inbox"),
+        Source("sentitems", None, "Salesforce", "Sent Items"),
+    ]
+    token = _encode_states({"": "s1", "inbox": "s2"}, sources)
+    assert _decode_states(token, sources) == {"": "s1", "inbox": "s2", "sentitems": ""}
+    # A cursor from before emails spanned folders is the dedicated folder's SyncState.
+    assert _decode_states("plain-state", sources) == {"": "plain-state"}
+    assert _decode_states("", sources) == {}
+    # Anything else was not written here: a full resync, never a guess.
+    assert _decode_states("concord-multi:bm90IGpzb24=", sources) is None
+    assert _decode_states(_encode_states({}, sources[:2] + sources[:1]), sources) is None
+    # One folder: the plain SyncState, as every other collection's cursor.
+    assert _encode_states({"": "s1"}, sources[:1]) == "s1"
