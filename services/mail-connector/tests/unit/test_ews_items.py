@@ -304,3 +304,25 @@ def test_an_email_cursor_spans_folders_and_reads_an_older_single_folder_one() ->
     assert _decode_states(_encode_states({}, sources[:2] + sources[:1]), sources) is None
     # One folder: the plain SyncState, as every other collection's cursor.
     assert _encode_states({"": "s1"}, sources[:1]) == "s1"
+
+
+def test_whatever_a_conversion_raises_stays_with_its_item() -> None:
+    from concord_mail_connector.adapters.exchange import _convert
+
+    item = CalendarItem(
+        id="i",
+        changekey="k",
+        subject="Secret",
+        start=EWSDateTime(2030, 3, 18, 10, tzinfo=NEW_YORK),
+        end=EWSDateTime(2030, 3, 18, 11, tzinfo=NEW_YORK),
+        # Week 9 of a month exists nowhere: the RRULE conversion cannot map it.
+        recurrence=Recurrence(
+            pattern=RelativeMonthlyPattern(interval=1, weekday=1, week_number=9),
+            start=EWSDate(2030, 3, 18),
+        ),
+    )
+    item.type = "RecurringMaster"
+    problem = _convert(item, r.OBJECT_KIND_CALENDAR_ITEM, "calendar-item")
+    assert isinstance(problem, r.ItemProblem)
+    assert problem.reason == "CONVERSION_FAILED"
+    assert problem.message == "the item could not be converted (KeyError)"
