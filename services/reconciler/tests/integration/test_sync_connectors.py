@@ -29,6 +29,7 @@ from exchangelib import (  # type: ignore[import-untyped]
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
 from google.protobuf import duration_pb2, field_mask_pb2
+from lxml import etree
 from simple_salesforce.api import Salesforce, SFType
 
 from concord.common.v1 import resources_pb2 as res
@@ -39,6 +40,9 @@ from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
+from concord_exchange_emulator import items as emulated
+from concord_exchange_emulator import xmlns
+from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import SessionConsumer
@@ -285,6 +289,24 @@ async def stack(
         await engine.dispose()
 
 
+def _plant_unreadable_meeting(exchange: RunningEmulator, address: str) -> str:
+    """A calendar item the server holds but no client could write (its start is no date), as
+    a damaged store leaves one; shared like any other."""
+    node = etree.Element(xmlns.t("CalendarItem"), nsmap={"t": xmlns.T})
+    xmlns.sub(node, xmlns.t("Subject"), "Damaged")
+    categories = xmlns.sub(node, xmlns.t("Categories"))
+    xmlns.sub(categories, xmlns.t("String"), "Salesforce")
+    xmlns.sub(node, xmlns.t("Start"), "not-a-date")
+    xmlns.sub(node, xmlns.t("End"), "2031-06-02T09:00:00Z")
+    xmlns.sub(node, xmlns.t("IsAllDayEvent"), "false")
+    item, _ = emulated.prepare_new(node, owner=address, owner_name=address)
+    calendar = exchange.store.distinguished_folder(address, "calendar")
+    assert calendar is not None
+    native = new_id("AAMkI")
+    exchange.store.insert_item(native, address, calendar.id, etree.tostring(item))
+    return native
+
+
 def _meeting(account: Account, subject: str, *attendees: str) -> CalendarItem:
     zone = EWSTimeZone("Europe/Berlin")
     start = EWSDateTime.from_datetime(
@@ -378,17 +400,22 @@ async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_comp
             "Recurrence2PatternText": "RRULE:FREQ=SOMETIMES;INTERVAL=x",
         }
     )
+    damaged = _plant_unreadable_meeting(stack.exchange, account.primary_smtp_address)
     session = await stack.session(mailbox_id)
-    assert session.counts.quarantined == 1, session.counts
-    assert session.counts.mail.created >= 1
+    assert session.counts.quarantined == 2, session.counts
+    # The org's contacts owned by the mailbox's user arrive in its contacts folder too.
+    kinds = {k.kind: k for k in session.counts.kinds}
+    contacts = kinds[res.OBJECT_KIND_CONTACT]
+    assert contacts.crm_changes_seen > 0
+    assert (contacts.mail.created, contacts.mail.errors) == (contacts.crm_changes_seen, 0)
+    assert kinds[res.OBJECT_KIND_CALENDAR_ITEM].mail.created == 1
     errors = await stack.reconciler.ListItemErrors(
         api.ListItemErrorsRequest(parent=f"mailboxes/{mailbox_id}")
     )
-    (error,) = errors.item_errors
-    assert error.ref.native_id == bad["id"]
-    assert error.side == res.SYNC_SIDE_CRM
-    assert error.reason
-    assert error.quarantined
+    found = {(e.side, e.ref.native_id): e for e in errors.item_errors}
+    assert sorted(found) == sorted([(res.SYNC_SIDE_CRM, bad["id"]), (res.SYNC_SIDE_MAIL, damaged)])
+    assert found[(res.SYNC_SIDE_MAIL, damaged)].reason == "CONVERSION_FAILED"
+    assert all(e.reason and e.quarantined for e in errors.item_errors)
     items = await asyncio.to_thread(lambda: list(account.calendar.filter(subject=good)))
     assert len(items) == 1
     assert "Salesforce" in (items[0].categories or [])
