@@ -335,3 +335,16 @@ def test_calendar_view(account: Account) -> None:
         start=EWSDateTime(2030, 3, 1, tzinfo=UTC), end=EWSDateTime(2030, 4, 1, tzinfo=UTC)
     )
     assert [i.subject for i in view] == ["In"]
+
+
+def test_find_item_restricted_on_the_link_id_property(account: Account) -> None:
+    # How the mail-connector finds items whose create answer was lost: one FindItem on the
+    # extended property, an Or of IsEqualTo for a batch of link ids.
+    for subject, link in (("A", "l-a"), ("B", "l-b"), ("C", "l-c")):
+        _meeting(account, subject=subject, **{ATTR: link})
+    _meeting(account, subject="no link")
+    cal = account.calendar
+    found = cal.filter(**{f"{ATTR}__in": ["l-a", "l-c", "l-missing"]}).only("subject", ATTR)
+    assert sorted((i.subject, getattr(i, ATTR)) for i in found) == [("A", "l-a"), ("C", "l-c")]
+    assert [i.subject for i in cal.filter(**{ATTR: "l-b"})] == ["B"]
+    assert {i.subject for i in cal.filter(**{f"{ATTR}__exists": False})} == {"no link"}
