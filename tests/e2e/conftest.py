@@ -54,8 +54,8 @@ class RunningStack:
         _wait_gone(int(self.info["services"][name]["pid"]), 15)
 
 
-def _env(receiver: OtlpReceiver) -> dict[str, str]:
-    env = dict(os.environ)
+def _env(receiver: OtlpReceiver, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ) | (extra or {})
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         OTEL_EXPORTER_OTLP_INSECURE="true",
@@ -87,7 +87,9 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def start_stack(tmp: Path, receiver: OtlpReceiver) -> RunningStack:
+def start_stack(
+    tmp: Path, receiver: OtlpReceiver, env: dict[str, str] | None = None
+) -> RunningStack:
     var_dir = tmp / "var"
     up_file = var_dir / "up.json"
     log = (tmp / "devstack.log").open("wb")
@@ -97,7 +99,7 @@ def start_stack(tmp: Path, receiver: OtlpReceiver) -> RunningStack:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=_env(receiver),
+        env=_env(receiver, env),
     )
     log.close()
     deadline = started + 90

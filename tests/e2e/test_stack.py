@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+from exchangelib import Attendee, CalendarItem, EWSDateTime, Mailbox
 
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-from concord_testing import ReceivedSpan
-from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone
+from concord_testing import OtlpReceiver, ReceivedSpan
+from tests.e2e.clients import demo_mailbox
+from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone, start_stack, stop_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -43,7 +48,40 @@ def test_every_service_reports_serving(stack: RunningStack) -> None:
     print(f"stack reached SERVING in {stack.start_seconds:.1f}s")
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    # Without push: the sessions here are the ones the tests force (test_push covers push).
+    with OtlpReceiver() as receiver:
+        running = start_stack(
+            tmp_path_factory.mktemp("stack"), receiver, {"MAIL_CONNECTOR_PUSH_ENABLED": "false"}
+        )
+        try:
+            yield running
+        finally:
+            stop_stack(running)
+
+
+def save_meeting(stack: RunningStack) -> str:
+    """A shared meeting with an attendee, so a session has something to map and to link."""
+    account = demo_mailbox(stack)
+    subject = f"traced-{uuid.uuid4().hex[:8]}"
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3)
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=subject,
+        categories=["Salesforce"],
+        required_attendees=[Attendee(mailbox=Mailbox(email_address="ann@acme.example"))],
+        start=EWSDateTime.from_datetime(start),
+        end=EWSDateTime.from_datetime(start + dt.timedelta(hours=1)),
+    ).save(send_meeting_invitations="SendToNone")
+    return subject
+
+
 def test_a_session_is_one_trace_across_all_six_services(stack: RunningStack) -> None:
+    # The first (scheduled) sync is over; what the forced session finds is this meeting.
+    assert stack.concord("sync", "demo", "--wait").returncode == 0
+    save_meeting(stack)
     result = stack.concord("--json", "sync", "demo", "--wait")
     assert result.returncode == 0, result.stderr
     session = _session(result)
