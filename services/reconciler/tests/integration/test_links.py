@@ -139,6 +139,34 @@ async def test_cursors_intents_and_failures_commit_together(links: SqlLinkStore)
     ]
 
 
+async def test_a_released_item_is_forgotten_once_read_again_or_quarantined_anew(
+    links: SqlLinkStore,
+) -> None:
+    store = SqlStore(links.engine)
+    synced = ItemFailure(KIND, Side.MAIL, "AAMk1", "l1", "INVALID_FIELD")
+    broken = ItemFailure(KIND, Side.MAIL, "AAMk2", "", "CONVERSION_FAILED", message="no start")
+    other = ItemFailure(KIND, Side.CRM, "00U3", "", "MALFORMED_RECURRENCE")
+    await links.commit("demo", KIND, [], [], failures=[synced, broken, other])
+    assert await links.released("demo", KIND) == set()
+    page, _ = await store.list_item_errors("demo", quarantined_only=False, after=None, limit=10)
+    for error in page:
+        if error.side == 1:  # the mailbox's two: RetryItem
+            await store.release_item_error("demo", error.item_error_id)
+    assert await links.released("demo", KIND) == {Side.MAIL}
+    assert await links.released("demo", res.OBJECT_KIND_TASK) == set()
+
+    await links.commit("demo", KIND, [], [], failures=[broken], retried=[Side.MAIL])
+    assert await links.released("demo", KIND) == set()
+    async with links.engine.connect() as conn:
+        rows = (await conn.execute(select(item_errors))).mappings().all()
+    assert sorted(
+        (r["native_id"], r["attempts"], r["quarantined"], r["message"]) for r in rows
+    ) == [
+        ("00U3", 1, True, "the other side refused the write: MALFORMED_RECURRENCE"),
+        ("AAMk2", 2, True, "no start"),
+    ]
+
+
 async def test_a_failed_commit_changes_nothing(links: SqlLinkStore) -> None:
     await links.commit("demo", KIND, [_link("l1", "AAMk1", None)], [])
     with pytest.raises(IntegrityError):

@@ -122,6 +122,26 @@ async def test_an_unreadable_item_is_not_a_delete_in_a_full_listing(engine: Memo
     assert len(engine.crm.kinds[EVENT].items) == 1
 
 
+async def test_a_quarantined_item_is_tried_again_only_when_the_user_asks(
+    engine: MemoryEngine,
+) -> None:
+    crm = engine.crm.kinds[EVENT]
+    crm.reject_value = "Board meeting"  # e.g. a validation rule in the org
+    engine.mail.kinds[EVENT].create({"subject": "Board meeting"})
+    scope = _scope(SyncPolicy(kind=EVENT))
+    first = await run_session(scope, engine, now=NOW)
+    assert (first.quarantined, first.crm.created) == (1, 0)
+    crm.reject_value = None  # the admin relaxed the rule
+    second = await run_session(scope, engine, now=NOW)
+    assert second.crm.created == 0  # unchanged and not asked for: left alone
+    engine.links.release()
+    third = await run_session(scope, engine, now=NOW)
+    assert third.crm.created == 1
+    assert engine.links.released_items == []
+    fourth = await run_session(scope, engine, now=NOW)
+    assert (fourth.crm.created, fourth.mail.created, fourth.mail_changes_seen) == (0, 0, 0)
+
+
 async def test_a_connector_that_never_stops_paging_fails_the_session(
     engine: MemoryEngine,
 ) -> None:

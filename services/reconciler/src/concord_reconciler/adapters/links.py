@@ -178,6 +178,18 @@ class SqlLinkStore:
             rows = (await conn.execute(query)).all()
         return {Side(side): token for side, token in rows}
 
+    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+        # Only the engine records item errors of the mirrored kinds, always quarantined; one
+        # that is not was released by RetryItem.
+        query = select(item_errors.c.side).where(
+            item_errors.c.mailbox_id == mailbox_id,
+            item_errors.c.kind == kind,
+            item_errors.c.quarantined.is_(False),
+        )
+        async with self.engine.connect() as conn:
+            sides = set((await conn.execute(query)).scalars().all())
+        return {side for side, number in _SIDE_NUMBER.items() if number in sides}
+
     async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None:
         if not intents:
             return
@@ -222,9 +234,23 @@ class SqlLinkStore:
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,
         failures: Sequence[ItemFailure] = (),
+        retried: Sequence[Side] = (),
     ) -> None:
         now = to_us(utcnow())
         async with self.engine.begin() as conn:
+            if retried:
+                # Read again by a full listing: synced now, unless failing again just below
+                # (which counts one more attempt and quarantines it again).
+                again = [f.native_id for f in failures if f.side in retried]
+                await conn.execute(
+                    delete(item_errors).where(
+                        item_errors.c.mailbox_id == mailbox_id,
+                        item_errors.c.kind == kind,
+                        item_errors.c.side.in_([_SIDE_NUMBER[s] for s in retried]),
+                        item_errors.c.quarantined.is_(False),
+                        item_errors.c.native_id.not_in(again),
+                    )
+                )
             await self._upsert_links(conn, links, now)
             if resolved:
                 await conn.execute(

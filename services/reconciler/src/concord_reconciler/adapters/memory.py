@@ -202,6 +202,16 @@ class MemoryLinkStore:
     cursors: dict[tuple[str, int, Side], str] = field(default_factory=dict)
     intents: dict[str, Intent] = field(default_factory=dict)
     failures: list[ItemFailure] = field(default_factory=list)
+    # Failures the user released (RetryItem), by side.
+    released_items: list[ItemFailure] = field(default_factory=list)
+
+    def release(self) -> None:
+        """RetryItem for every quarantined item."""
+        self.released_items.extend(self.failures)
+        self.failures.clear()
+
+    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+        return {f.side for f in self.released_items if f.kind == kind}
 
     async def load_links(self, mailbox_id: str, kind: int) -> list[Link]:
         return [
@@ -236,7 +246,11 @@ class MemoryLinkStore:
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,
         failures: Sequence[ItemFailure] = (),
+        retried: Sequence[Side] = (),
     ) -> None:
+        self.released_items = [
+            f for f in self.released_items if f.kind != kind or f.side not in retried
+        ]
         for link in links:
             self.links[link.link_id] = replace(link)
         for link_id in resolved:

@@ -81,6 +81,11 @@ async def sync_pair(
 
     links = await store.load_links(mailbox_id, kind)
     cursors = await store.load_cursors(mailbox_id, kind)
+    # An item the user asked to retry was listed before the cursor: that side is listed in
+    # full once, which reads it again and changes nothing for the items already in sync.
+    retried = sorted(await store.released(mailbox_id, kind))
+    for side in retried:
+        cursors.pop(side, None)
     # Both sides are listed at once: they are independent, and a quiet session then costs
     # one round trip per pair instead of two.
     mail_listing, crm_listing = await _both(
@@ -121,13 +126,22 @@ async def sync_pair(
             [a.link.link_id for a in batch if a.link.link_id not in unknown],
             cursors=None if blocked or not last else next_cursors,
             failures=[*unreadable, *failures],
+            retried=() if blocked or not last else retried,
         )
         unreadable = []
         if last:
             outcome.cursors_committed = not blocked
             quiet = []
     if not busy:
-        await store.commit(mailbox_id, kind, quiet, [], cursors=next_cursors, failures=unreadable)
+        await store.commit(
+            mailbox_id,
+            kind,
+            quiet,
+            [],
+            cursors=next_cursors,
+            failures=unreadable,
+            retried=retried,
+        )
         outcome.cursors_committed = True
     return outcome
 

@@ -156,6 +156,10 @@ class LinkStore(Protocol):
 
     async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]: ...
 
+    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+        """The sides with quarantined items the user asked to retry (RetryItem)."""
+        ...
+
     async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None: ...
 
     async def pending_intents(self, mailbox_id: str, kind: int) -> list[Intent]: ...
@@ -168,7 +172,10 @@ class LinkStore(Protocol):
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,
         failures: Sequence[ItemFailure] = (),
+        retried: Sequence[Side] = (),
     ) -> None:
         """In one transaction: upsert `links`, drop the intents of `resolved` link ids, set
-        the cursors (when given) and record the failures."""
+        the cursors (when given), forget the released items of the `retried` sides (a full
+        listing read them again) and record the failures (a released item failing again is
+        quarantined again)."""
         ...
