@@ -15,7 +15,7 @@ from exchangelib import Attendee, CalendarItem, EWSDateTime, Mailbox
 
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord_testing import OtlpReceiver, ReceivedSpan
-from tests.e2e.clients import demo_mailbox
+from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone, start_stack, stop_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -203,3 +203,36 @@ def test_down_stops_every_process(fresh_stack: RunningStack) -> None:
     left = [pid for pid in pids if not _wait_gone(pid, 10)]
     assert left == [], f"processes left behind: {left}"
     assert not fresh_stack.up_file.exists()
+
+
+def test_status_and_errors_show_a_quarantined_item_with_its_reason(stack: RunningStack) -> None:
+    sf = demo_org(stack)
+    [owner] = records(
+        sf,
+        "SELECT Id FROM User WHERE Username = "
+        f"'{stack.info['emulators']['salesforce']['username']}'",
+    )
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=4)
+    bad = sf.Event.create(
+        {
+            "Subject": f"unreadable-{uuid.uuid4().hex[:6]}",
+            "StartDateTime": start.isoformat(),
+            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+            "OwnerId": owner["Id"],
+            # Salesforce stores any text here; no recurrence mapping can read this one.
+            "Recurrence2PatternText": "RRULE:FREQ=SOMETIMES;INTERVAL=x",
+        }
+    )
+    synced = _session(stack.concord("--json", "sync", "demo", "--wait"))
+    assert synced["state"].endswith("COMPLETED"), synced  # the rest of the session went on
+
+    errors = stack.concord("--json", "errors", "demo")
+    assert errors.returncode == 0, errors.stderr
+    [error] = [e for e in json.loads(errors.stdout)["itemErrors"] if bad["id"] in json.dumps(e)]
+    assert error["quarantined"]
+    assert error["reason"]
+    table = stack.concord("errors", "demo")
+    assert error["reason"] in table.stdout
+    status = stack.concord("status")
+    assert status.returncode == 0, status.stderr
+    assert error["reason"] in status.stdout
