@@ -209,6 +209,12 @@ class FakeMail:
                 )
                 # The mailbox keeps its own form of some values: it trims the location.
                 stored.calendar_item.location = stored.calendar_item.location.strip()
+                masked = write.operation == mail.MAIL_WRITE_OPERATION_UPDATE
+                if masked and "categories" not in write.update_mask.paths:
+                    # A field left out of the mask keeps what the item held (shared items).
+                    before = self.items.get(native)
+                    kept = before.calendar_item.categories if before else ["Salesforce"]
+                    stored.calendar_item.categories[:] = list(kept)
                 self.items[native] = stored
             results.append(
                 mail.MailWriteResult(
@@ -564,7 +570,12 @@ async def test_items_are_found_by_link_id_on_both_sides(mapping: FakeMapping) ->
     assert list(query.fields) == ["Subject", "Location"]
 
 
-async def test_an_item_that_cannot_be_read_still_exists(mapping: FakeMapping) -> None:
-    client = FakeMail(items={"e1": meeting("e1", "Review")}, unreadable={"e2"})
-    found = await _mail(client, mapping).fetch(EVENT, ["e1", "e2", "e3"])
+async def test_an_item_that_cannot_be_read_still_exists_and_an_unshared_one_does_not(
+    mapping: FakeMapping,
+) -> None:
+    client = FakeMail(
+        items={"e1": meeting("e1", "Review"), "e4": meeting("e4", "Lunch", category="")},
+        unreadable={"e2"},
+    )
+    found = await _mail(client, mapping).fetch(EVENT, ["e1", "e2", "e3", "e4"])
     assert sorted(found) == ["e1", "e2"]

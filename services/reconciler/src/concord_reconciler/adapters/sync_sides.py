@@ -441,7 +441,10 @@ class MailSyncSide:
         for chunk in _chunks(native_ids, MAIL_BATCH):
             refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]  # type: ignore[arg-type]
             response = await self.client.get_items(self.mailbox, refs=refs)
-            snapshots, _ = await self._mapped(kind, list(response.items))
+            # An item no longer shared is out of scope, as a listing says: so an unshare is
+            # found to have landed, and a full listing reads its removal.
+            shared = [i for i in response.items if self._shared(kind, i)]
+            snapshots, _ = await self._mapped(kind, shared)
             found.update(snapshots)
             for failure in response.failures:
                 # It exists but cannot be read: present, never mistaken for a delete.
