@@ -421,6 +421,21 @@ async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_comp
     assert "Salesforce" in (items[0].categories or [])
 
 
+async def test_a_salesforce_delete_unshares_the_mailbox_item_by_default(stack: Stack) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Demo {uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(_meeting, account, subject)
+    assert (await stack.session(mailbox_id)).counts.crm.created == 1
+    (event,) = stack.events(subject)
+    stack.sobject("Event").delete(event["Id"])
+    unshared = await stack.session(mailbox_id)
+    assert unshared.counts.mail.deleted == 1, unshared.counts
+    # The user's meeting stays; only the category that shared it is gone.
+    (item,) = await asyncio.to_thread(lambda: list(account.calendar.filter(subject=subject)))
+    assert "Salesforce" not in (item.categories or [])
+    assert writes(await stack.session(mailbox_id)) == 0
+
+
 async def test_mark_instead_of_delete_follows_the_org_setting(stack: Stack) -> None:
     await stack.reconciler.UpdateOrgSettings(
         api.UpdateOrgSettingsRequest(
