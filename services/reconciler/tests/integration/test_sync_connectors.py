@@ -436,6 +436,26 @@ async def test_a_salesforce_delete_unshares_the_mailbox_item_by_default(stack: S
     assert writes(await stack.session(mailbox_id)) == 0
 
 
+async def test_a_true_conflict_goes_to_the_newest_edit_by_the_servers_clocks(
+    stack: Stack,
+) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Kick-off {uuid.uuid4().hex[:6]}"
+    item = await asyncio.to_thread(_meeting, account, subject)
+    assert (await stack.session(mailbox_id)).counts.crm.created == 1
+    (event,) = stack.events(subject)
+    item.subject = subject + " (mailbox)"
+    await asyncio.to_thread(item.save, update_fields=["subject"])
+    await asyncio.sleep(1.1)  # Salesforce's SystemModstamp counts whole seconds
+    stack.sobject("Event").update(event["Id"], {"Subject": subject + " (salesforce)"})
+    merged = await stack.session(mailbox_id)
+    assert merged.counts.conflicts == 1, merged.counts
+    assert merged.counts.mail.updated == 1, merged.counts
+    items = await asyncio.to_thread(lambda: list(account.calendar.all()))
+    assert [i.subject for i in items] == [subject + " (salesforce)"]
+    assert writes(await stack.session(mailbox_id)) == 0
+
+
 async def test_mark_instead_of_delete_follows_the_org_setting(stack: Stack) -> None:
     await stack.reconciler.UpdateOrgSettings(
         api.UpdateOrgSettingsRequest(
