@@ -251,6 +251,53 @@ class RegisterMailboxResponse(_message.Message):
 Global___RegisterMailboxResponse: _TypeAlias = RegisterMailboxResponse  # noqa: Y015
 
 @_typing.final
+class DeleteMailboxRequest(_message.Message):
+    """Disconnects a mailbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. `mailboxes/{mailbox}`."""
+    etag: _builtins.str
+    """When set, deletes only if the mailbox is unchanged."""
+    request_id: _builtins.str
+    """Makes the call idempotent."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMailboxRequest: _TypeAlias = DeleteMailboxRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMailboxResponse(_message.Message):
+    """Empty: the mailbox is disconnected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMailboxResponse: _TypeAlias = DeleteMailboxResponse  # noqa: Y015
+
+@_typing.final
 class ListMailboxesRequest(_message.Message):
     """Lists mailboxes."""
 
@@ -816,6 +863,7 @@ class ShareEmailRequest(_message.Message):
     MAILBOX_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RELATED_RECORD_IDS_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
     request_id: _builtins.str
@@ -823,16 +871,24 @@ class ShareEmailRequest(_message.Message):
     def message(self) -> _resources_pb2.ItemRef:
         """Required. The message (kind EMAIL, native id)."""
 
+    @_builtins.property
+    def related_record_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Salesforce records the user chose in the sidebar: Contacts, Leads and Users become
+        the email's relations, one Account, Opportunity or Case its RelatedTo. Empty: the
+        linker's resolution, as for emails shared by a session.
+        """
+
     def __init__(
         self,
         *,
         mailbox: _builtins.str = ...,
         message: _resources_pb2.ItemRef | None = ...,
         request_id: _builtins.str = ...,
+        related_record_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "message", b"message", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "message", b"message", "related_record_ids", b"related_record_ids", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -840,24 +896,30 @@ Global___ShareEmailRequest: _TypeAlias = ShareEmailRequest  # noqa: Y015
 
 @_typing.final
 class ShareEmailResponse(_message.Message):
-    """The session that writes it."""
+    """The outcome of sharing it now."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
     ALREADY_SHARED_FIELD_NUMBER: _builtins.int
+    EMAIL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     already_shared: _builtins.bool
+    email_message_id: _builtins.str
+    """The EmailMessage that holds the email."""
     @_builtins.property
-    def session(self) -> _resources_pb2.Session: ...
+    def session(self) -> _resources_pb2.Session:
+        """Unset: the email is shared at once, not by a session."""
+
     def __init__(
         self,
         *,
         session: _resources_pb2.Session | None = ...,
         already_shared: _builtins.bool = ...,
+        email_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_shared", b"already_shared", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_shared", b"already_shared", "email_message_id", b"email_message_id", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

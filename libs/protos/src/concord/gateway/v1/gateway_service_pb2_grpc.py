@@ -56,6 +56,11 @@ class GatewayServiceStub:
                 request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxRequest.SerializeToString,
                 response_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxResponse.FromString,
                 _registered_method=True)
+        self.DeleteMailbox = channel.unary_unary(
+                '/concord.gateway.v1.GatewayService/DeleteMailbox',
+                request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxRequest.SerializeToString,
+                response_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxResponse.FromString,
+                _registered_method=True)
         self.ListMailboxes = channel.unary_unary(
                 '/concord.gateway.v1.GatewayService/ListMailboxes',
                 request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListMailboxesRequest.SerializeToString,
@@ -151,6 +156,14 @@ class GatewayServiceServicer:
 
     def RegisterMailbox(self, request, context):
         """Connects a mailbox to its org's Salesforce.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMailbox(self, request, context):
+        """Disconnects a mailbox: forgets its credentials, links, sessions and settings; Salesforce
+        records and mailbox items stay as they are.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +277,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RegisterMailbox,
                     request_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxRequest.FromString,
                     response_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxResponse.SerializeToString,
+            ),
+            'DeleteMailbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMailbox,
+                    request_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxRequest.FromString,
+                    response_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxResponse.SerializeToString,
             ),
             'ListMailboxes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMailboxes,
@@ -441,6 +459,33 @@ class GatewayService:
             '/concord.gateway.v1.GatewayService/RegisterMailbox',
             concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxRequest.SerializeToString,
             concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RegisterMailboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMailbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.gateway.v1.GatewayService/DeleteMailbox',
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxRequest.SerializeToString,
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.DeleteMailboxResponse.FromString,
             options,
             channel_credentials,
             insecure,

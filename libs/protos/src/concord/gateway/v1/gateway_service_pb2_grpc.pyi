@@ -25,6 +25,10 @@ class GatewayServiceStub:
     """Resumes a suspended or backing-off mailbox and syncs it."""
     RegisterMailbox: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.RegisterMailboxRequest, _gateway_service_pb2.RegisterMailboxResponse]
     """Connects a mailbox to its org's Salesforce."""
+    DeleteMailbox: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.DeleteMailboxRequest, _gateway_service_pb2.DeleteMailboxResponse]
+    """Disconnects a mailbox: forgets its credentials, links, sessions and settings; Salesforce
+    records and mailbox items stay as they are.
+    """
     ListMailboxes: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ListMailboxesRequest, _gateway_service_pb2.ListMailboxesResponse]
     """Lists the mailboxes the caller may see."""
     GetMailboxStatus: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetMailboxStatusRequest, _gateway_service_pb2.GetMailboxStatusResponse]
@@ -79,6 +83,15 @@ class GatewayServiceServicer:
         context: _aio.ServicerContext[_gateway_service_pb2.RegisterMailboxRequest, _abc.Awaitable[_gateway_service_pb2.RegisterMailboxResponse]],
     ) -> _abc.Awaitable[_gateway_service_pb2.RegisterMailboxResponse]:
         """Connects a mailbox to its org's Salesforce."""
+
+    def DeleteMailbox(
+        self,
+        request: _gateway_service_pb2.DeleteMailboxRequest,
+        context: _aio.ServicerContext[_gateway_service_pb2.DeleteMailboxRequest, _abc.Awaitable[_gateway_service_pb2.DeleteMailboxResponse]],
+    ) -> _abc.Awaitable[_gateway_service_pb2.DeleteMailboxResponse]:
+        """Disconnects a mailbox: forgets its credentials, links, sessions and settings; Salesforce
+        records and mailbox items stay as they are.
+        """
 
     def ListMailboxes(
         self,

@@ -855,6 +855,7 @@ class ShareEmailRequest(_message.Message):
     MAILBOX_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RELATED_RECORD_IDS_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
     request_id: _builtins.str
@@ -862,16 +863,23 @@ class ShareEmailRequest(_message.Message):
     def message(self) -> _resources_pb2.ItemRef:
         """Required. The message; kind EMAIL."""
 
+    @_builtins.property
+    def related_record_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Salesforce records the user chose: Contacts, Leads and Users become relations, one
+        Account, Opportunity or Case the RelatedTo. Empty: the linker's resolution.
+        """
+
     def __init__(
         self,
         *,
         mailbox: _builtins.str = ...,
         message: _resources_pb2.ItemRef | None = ...,
         request_id: _builtins.str = ...,
+        related_record_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "message", b"message", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "message", b"message", "related_record_ids", b"related_record_ids", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -879,25 +887,31 @@ Global___ShareEmailRequest: _TypeAlias = ShareEmailRequest  # noqa: Y015
 
 @_typing.final
 class ShareEmailResponse(_message.Message):
-    """The session that writes the email."""
+    """The outcome of sharing the email now."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
     ALREADY_SHARED_FIELD_NUMBER: _builtins.int
+    EMAIL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     already_shared: _builtins.bool
     """True when the email (same Message-ID) was already in Salesforce; nothing new is written."""
+    email_message_id: _builtins.str
+    """The EmailMessage that holds the email."""
     @_builtins.property
-    def session(self) -> _resources_pb2.Session: ...
+    def session(self) -> _resources_pb2.Session:
+        """Unset: the email is shared at once, not by a session."""
+
     def __init__(
         self,
         *,
         session: _resources_pb2.Session | None = ...,
         already_shared: _builtins.bool = ...,
+        email_message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_shared", b"already_shared", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_shared", b"already_shared", "email_message_id", b"email_message_id", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
