@@ -16,8 +16,16 @@ from concord.common.v1 import settings_pb2 as st
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.adapters.tables import metadata
 from concord_reconciler.domain.errors import EtagMismatch, MailboxAlreadyExists
-from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState
+from concord_reconciler.domain.model import (
+    KindCounts,
+    MailboxRecord,
+    SessionCounts,
+    SessionRecord,
+    SessionState,
+    SideCounts,
+)
 from concord_reconciler.domain.names import new_session_id
+from concord_reconciler.wire import session_to_proto
 from concord_store import create_engine, migrate, version_table
 from concord_testing import PostgresCluster
 
@@ -93,6 +101,34 @@ async def test_session_writes_are_compare_and_set_on_state(store: SqlStore) -> N
     assert not await store.save_session(session.to(SessionState.CANCELLED), SessionState.QUEUED)
     stored = await store.get_session(session.session_id)
     assert stored == running
+
+
+async def test_session_counts_keep_skipped_and_the_per_kind_numbers(store: SqlStore) -> None:
+    session, _ = await store.enqueue_session(_session())
+    running = session.to(SessionState.RUNNING)
+    assert await store.save_session(running, SessionState.QUEUED)
+    counts = SessionCounts(
+        mail_changes_seen=3,
+        crm=SideCounts(created=2, errors=1),
+        quarantined=1,
+        skipped=4,
+        kinds=(
+            KindCounts(
+                kind=res.OBJECT_KIND_CALENDAR_ITEM,
+                mail_changes_seen=3,
+                crm=SideCounts(created=2, errors=1),
+                quarantined=1,
+                skipped=3,
+            ),
+            KindCounts(kind=res.OBJECT_KIND_TASK, skipped=1, guarded=True),
+        ),
+    )
+    done = running.to(SessionState.COMPLETED, counts=counts)
+    assert await store.save_session(done, SessionState.RUNNING)
+    stored = await store.get_session(session.session_id)
+    assert stored is not None
+    assert stored.counts == counts
+    assert session_to_proto(stored).counts.kinds[1].guarded
 
 
 async def test_a_mailbox_id_is_unique(store: SqlStore) -> None:
