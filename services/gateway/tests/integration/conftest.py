@@ -139,6 +139,14 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
         return self._mutate("SuspendMailbox", request, act)
 
+    async def DeleteMailbox(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            self._get(request.name)
+            del self.mailboxes[request.name]
+            return rec_pb.DeleteMailboxResponse()
+
+        return self._mutate("DeleteMailbox", request, act)
+
     async def ResumeMailbox(self, request: Any, context: Any) -> Any:
         def act() -> Any:
             mailbox = self._get(request.name)

@@ -220,6 +220,24 @@ async def test_registering_a_mailbox_needs_an_admin(gateway: Gateway) -> None:
     )
 
 
+async def test_deleting_a_mailbox_needs_an_admin_of_its_org(gateway: Gateway) -> None:
+    request = pb.DeleteMailboxRequest(name="mailboxes/ann", request_id="d-1")
+    # Even its owner may not drop it out of the org's sync.
+    failure = from_rpc_error(await gateway.error("DeleteMailbox", request))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
+    assert "mailboxes/ann" in gateway.reconciler.mailboxes
+
+    await gateway.call("DeleteMailbox", request, gateway.admin)
+    assert "mailboxes/ann" not in gateway.reconciler.mailboxes
+    # Gone for everyone, a retry included: it is refused like any missing mailbox (nothing
+    # is deleted twice, and nothing tells whether it existed).
+    for retry in (request, pb.SyncMailboxRequest(mailbox="mailboxes/ann")):
+        method = "DeleteMailbox" if retry is request else "SyncMailbox"
+        failure = from_rpc_error(await gateway.error(method, retry, gateway.admin))
+        assert failure.code == grpc.StatusCode.PERMISSION_DENIED
+    assert gateway.reconciler.acted["DeleteMailbox"] == 1
+
+
 async def test_org_settings_need_an_admin_of_that_org(gateway: Gateway) -> None:
     request = pb.GetOrgSettingsRequest(name="orgs/acme/settings")
     assert (

@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_resume.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
 
     command("mailboxes", "the mailboxes you may see (same as `mailbox list`)")
-    p_mailbox = command("mailbox", "register or list mailboxes (`mailbox add` needs --admin)")
+    p_mailbox = command(
+        "mailbox", "register, list or remove mailboxes (`add` and `remove` need --admin)"
+    )
     mailbox_sub = p_mailbox.add_subparsers(dest="mailbox_command", required=True, metavar="ACTION")
     mailbox_sub.add_parser("list", parents=[json_after], help="the mailboxes you may see")
     p_add = mailbox_sub.add_parser(
@@ -154,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_add.add_argument("--ews-url", help="EWS endpoint; with --ews-username, connects the account")
     p_add.add_argument("--ews-username", help="EWS service account")
     p_add.add_argument("--ews-auth", default="basic", help="EWS auth type (basic)")
+
+    p_remove = mailbox_sub.add_parser(
+        "remove",
+        parents=[json_after],
+        help="disconnect a mailbox (admin): Concord forgets it; Salesforce records and "
+        "mailbox items stay",
+    )
+    p_remove.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
 
     p_settings = command("settings", "read or change user settings, or the org's with --org")
     settings_sub = p_settings.add_subparsers(
@@ -255,6 +265,8 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
         return await commands.suspend(target, args.mailbox, args.reason, as_json, out)
     if command == "resume":
         return await commands.resume(target, args.mailbox, as_json, out)
+    if command == "mailbox" and args.mailbox_command == "remove":
+        return await commands.remove_mailbox(target, args.mailbox, as_json, out)
     if command == "mailbox" and args.mailbox_command == "add":
         return await commands.add_mailbox(target, _register_request(args), as_json, out)
     if command in ("mailboxes", "mailbox"):

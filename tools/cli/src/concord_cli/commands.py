@@ -388,6 +388,16 @@ async def resume(target: Target, mailbox: str, as_json: bool, out: Out) -> int:
     return 0
 
 
+async def remove_mailbox(target: Target, mailbox: str, as_json: bool, out: Out) -> int:
+    name = mailbox_name(mailbox)
+    async with gateway(target) as gw:
+        response = await gw.call(
+            "DeleteMailbox", pb.DeleteMailboxRequest(name=name, request_id=_request_id())
+        )
+    _print(out, as_json, response, f"{name} removed")
+    return 0
+
+
 async def add_mailbox(
     target: Target,
     request: pb.RegisterMailboxRequest,

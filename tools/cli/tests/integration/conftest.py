@@ -189,6 +189,14 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
         return self._replayed("CreateMailbox", request, context, act)
 
+    def DeleteMailbox(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            self._mailbox(request.name, context)
+            del self.mailboxes[request.name]
+            return rec.DeleteMailboxResponse()
+
+        return self._replayed("DeleteMailbox", request, context, act)
+
     def SuspendMailbox(self, request: Any, context: Any) -> Any:
         def act() -> Any:
             mailbox = self._mailbox(request.name, context)

@@ -290,6 +290,12 @@ def test_mailbox_add_needs_an_admin_and_list_shows_what_you_may_see(
     assert "carol" in org
     assert "foreign" not in org
 
+    assert run(stack, "mailbox", "remove", "carol") == 4
+    assert "PERMISSION_DENIED" in one_error_line(capsys)
+    assert run(stack, "--admin", "mailbox", "remove", "carol") == 0
+    assert "mailboxes/carol removed" in capsys.readouterr().out
+    assert "mailboxes/carol" not in stack.fake.mailboxes
+
 
 # -- settings --------------------------------------------------------------------------------
 

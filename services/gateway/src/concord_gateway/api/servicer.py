@@ -191,6 +191,27 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         )
         return pb.RegisterMailboxResponse(mailbox=response.mailbox)
 
+    async def DeleteMailbox(
+        self, request: pb.DeleteMailboxRequest, context: Context
+    ) -> pb.DeleteMailboxResponse:
+        name = names.mailbox_name(request.name, "name")
+        mailbox = await self._mailbox(name, context)
+        # Like registration, disconnecting is the org admin's: a user cannot drop their
+        # mailbox out of the org's sync on their own.
+        authorize_org_admin(current_principal(), mailbox.org)
+        await ask(
+            RECONCILER,
+            self._reconciler.DeleteMailbox(
+                rec_pb.DeleteMailboxRequest(
+                    name=name,
+                    etag=request.etag,
+                    request_id=_request_id("DeleteMailbox", name, request.request_id),
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        return pb.DeleteMailboxResponse()
+
     async def ListMailboxes(
         self, request: pb.ListMailboxesRequest, context: Context
     ) -> pb.ListMailboxesResponse:
@@ -402,12 +423,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     mailbox=name,
                     message=request.message,
                     request_id=_request_id("ShareEmail", name, request.request_id),
+                    related_record_ids=request.related_record_ids,
                 ),
                 timeout=self._timeout(context),
             ),
         )
         return pb.ShareEmailResponse(
-            session=response.session, already_shared=response.already_shared
+            session=response.session,
+            already_shared=response.already_shared,
+            email_message_id=response.email_message_id,
         )
 
     async def InitialSearch(
