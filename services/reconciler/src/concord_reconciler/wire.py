@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -39,59 +40,51 @@ def _side(side: SideCounts) -> res.SideCounts:
     )
 
 
+def _numbers(counts: SessionCounts | KindCounts) -> dict[str, Any]:
+    """The numbers a session's counts and each kind's counts have in common."""
+    return {
+        "mail_changes_seen": counts.mail_changes_seen,
+        "crm_changes_seen": counts.crm_changes_seen,
+        "mail": _side(counts.mail),
+        "crm": _side(counts.crm),
+        "conflicts": counts.conflicts,
+        "quarantined": counts.quarantined,
+        "skipped": counts.skipped,
+    }
+
+
 def counts_to_proto(counts: SessionCounts) -> res.SessionCounts:
     return res.SessionCounts(
-        mail_changes_seen=counts.mail_changes_seen,
-        crm_changes_seen=counts.crm_changes_seen,
-        mail=_side(counts.mail),
-        crm=_side(counts.crm),
-        conflicts=counts.conflicts,
-        quarantined=counts.quarantined,
+        **_numbers(counts),
         guarded=counts.guarded,
-        skipped=counts.skipped,
         kinds=[
-            res.KindCounts(
-                kind=k.kind,  # type: ignore[arg-type]
-                mail_changes_seen=k.mail_changes_seen,
-                crm_changes_seen=k.crm_changes_seen,
-                mail=_side(k.mail),
-                crm=_side(k.crm),
-                conflicts=k.conflicts,
-                quarantined=k.quarantined,
-                skipped=k.skipped,
-                guarded=k.guarded,
-            )
+            res.KindCounts(kind=k.kind, guarded=k.guarded, **_numbers(k))  # type: ignore[arg-type]
             for k in counts.kinds
         ],
     )
 
 
-def counts_from_proto(counts: res.SessionCounts) -> SessionCounts:
+def _numbers_from(counts: res.SessionCounts | res.KindCounts) -> dict[str, Any]:
     def side(value: res.SideCounts) -> SideCounts:
         return SideCounts(value.created, value.updated, value.deleted, value.errors)
 
+    return {
+        "mail_changes_seen": counts.mail_changes_seen,
+        "crm_changes_seen": counts.crm_changes_seen,
+        "mail": side(counts.mail),
+        "crm": side(counts.crm),
+        "conflicts": counts.conflicts,
+        "quarantined": counts.quarantined,
+        "skipped": counts.skipped,
+    }
+
+
+def counts_from_proto(counts: res.SessionCounts) -> SessionCounts:
     return SessionCounts(
-        mail_changes_seen=counts.mail_changes_seen,
-        crm_changes_seen=counts.crm_changes_seen,
-        mail=side(counts.mail),
-        crm=side(counts.crm),
-        conflicts=counts.conflicts,
-        quarantined=counts.quarantined,
+        **_numbers_from(counts),
         guarded=counts.guarded,
-        skipped=counts.skipped,
         kinds=tuple(
-            KindCounts(
-                kind=k.kind,
-                mail_changes_seen=k.mail_changes_seen,
-                crm_changes_seen=k.crm_changes_seen,
-                mail=side(k.mail),
-                crm=side(k.crm),
-                conflicts=k.conflicts,
-                quarantined=k.quarantined,
-                skipped=k.skipped,
-                guarded=k.guarded,
-            )
-            for k in counts.kinds
+            KindCounts(kind=k.kind, guarded=k.guarded, **_numbers_from(k)) for k in counts.kinds
         ),
     )
 
