@@ -66,12 +66,15 @@ class Harness:
     mailbox: FakeMailbox
     sharing: EmailSharing
 
-    async def save(self, mailbox: str, native_id: str, request_id: str = "") -> Any:
+    async def save(
+        self, mailbox: str, native_id: str, request_id: str = "", chosen: tuple[str, ...] = ()
+    ) -> Any:
         return await self.stub.ShareEmail(
             api.ShareEmailRequest(
                 mailbox=f"mailboxes/{mailbox}",
                 message=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id=native_id),
                 request_id=request_id,
+                related_record_ids=chosen,
             )
         )
 
@@ -146,6 +149,18 @@ async def test_save_shares_now_and_once(harness: Harness) -> None:
     assert (await harness.save("carl", "c1")).already_shared is True
     assert len(harness.salesforce.of("EmailMessage")) == 1
     assert len(harness.salesforce.of("EmailMessageRelation")) == 3
+
+
+async def test_save_links_what_the_user_chose(harness: Harness) -> None:
+    harness.mailbox.emails["b1"] = _email()
+    opportunity = "006000000000042AAA"
+    saved = await harness.save("bob", "b1", chosen=(ANN, opportunity))
+    [message] = harness.salesforce.of("EmailMessage")
+    assert saved.email_message_id == message["Id"]
+    assert message["RelatedToId"] == opportunity
+    # Bob resolves too, but the user chose only Ann: one relation, hers.
+    relations = harness.salesforce.of("EmailMessageRelation")
+    assert [r["RelationId"] for r in relations] == [ANN]
 
 
 @pytest.mark.parametrize(

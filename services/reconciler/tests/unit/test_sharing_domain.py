@@ -20,6 +20,7 @@ from concord_reconciler.domain.sharing import (
     EmailSelection,
     Quarantine,
     SharePlan,
+    apply_choice,
     attachments_from_mime,
     clean_display_name,
     email_selection,
@@ -27,6 +28,7 @@ from concord_reconciler.domain.sharing import (
     normalise_message_id,
     participants_of,
     plan_share,
+    relations_from,
     select_shared,
     share_key,
     thread_identifier,
@@ -389,3 +391,33 @@ def test_broken_mime_is_quarantined_with_a_reason() -> None:
 def test_thread_identifier_prefers_the_thread_root() -> None:
     assert thread_identifier(_email(in_reply_to="<p@X.com>")) == "<p@x.com>"
     assert thread_identifier(_email(message_id="", conversation_id="AAQk")) == "AAQk"
+
+
+# ---- the user's choice (the Save button with chosen records) -------------------------------
+
+
+def test_the_users_choice_narrows_relations_and_sets_related_to() -> None:
+    chosen = ["003000000000001AAA", "001000000000009AAA"]
+    narrowed, losses = apply_choice(_resolution(), chosen)
+    assert [r.record.id for r in narrowed.resolutions] == ["003000000000001AAA"]
+    assert narrowed.what.id == "001000000000009AAA"  # the Account replaces the Opportunity
+    assert losses == []
+    relations = relations_from(narrowed)
+    assert [(r.relation_id, r.relation_type) for r in relations] == [
+        ("003000000000001AAA", "FromAddress")
+    ]
+
+
+def test_a_chosen_person_who_is_not_a_participant_is_reported_not_related() -> None:
+    narrowed, losses = apply_choice(_resolution(), ["003000000000777AAA", "006000000000001"])
+    assert list(narrowed.resolutions) == []
+    assert narrowed.what.id == "006000000000001"
+    assert [(loss.field, loss.kind) for loss in losses] == [("Relation", "DROPPED")]
+    assert "003000000000777AAA" in losses[0].detail
+
+
+def test_choosing_nothing_to_relate_to_clears_the_linkers_related_to() -> None:
+    # 15- and 18-character forms of one Id are the same record.
+    narrowed, _ = apply_choice(_resolution(), ["00Q000000000001"])
+    assert [r.record.id for r in narrowed.resolutions] == ["00Q000000000001AAA"]
+    assert not narrowed.HasField("what")

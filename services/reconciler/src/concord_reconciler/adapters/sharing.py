@@ -44,6 +44,7 @@ from concord_reconciler.domain.sharing import (
     Relation,
     ShareKey,
     SharePlan,
+    apply_choice,
     email_selection,
     participants_of,
     plan_share,
@@ -526,9 +527,11 @@ class EmailSharing:
         item: res.EmailItem,
         org_settings: st.OrgSettings,
         mailbox_settings: st.MailboxSettings,
+        chosen: Sequence[str] = (),
     ) -> ShareOutcome:
-        """Shares one email now, whatever the selection (the Save button path)."""
-        prepared = await self._prepare(mailbox, item, org_settings, mailbox_settings)
+        """Shares one email now, whatever the selection (the Save button path), linked to
+        the records the user chose when `chosen` names any."""
+        prepared = await self._prepare(mailbox, item, org_settings, mailbox_settings, chosen)
         if isinstance(prepared, ShareOutcome):
             return prepared
         result = await self._write_waiting(mailbox, ref, item, prepared)
@@ -547,6 +550,7 @@ class EmailSharing:
         item: res.EmailItem,
         org_settings: st.OrgSettings,
         mailbox_settings: st.MailboxSettings,
+        chosen: Sequence[str] = (),
     ) -> SharePlan | ShareOutcome:
         """The plan for one email, or `already` when this mailbox shared it before."""
         key = share_key(mailbox.org_id, item)
@@ -566,6 +570,9 @@ class EmailSharing:
             f"{key.link_id}/{mailbox.mailbox_id}",
             policy,
         )
+        if chosen:
+            resolution, choice_losses = apply_choice(resolution, chosen)
+            linking_losses = [*linking_losses, *choice_losses]
         plan = plan_share(
             key,
             item,

@@ -496,7 +496,12 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
             )
         try:
             outcome = await self.email_sharing.share_item(
-                mailbox, emails[0].ref, emails[0].email, org, await self._effective(mailbox)
+                mailbox,
+                emails[0].ref,
+                emails[0].email,
+                org,
+                await self._effective(mailbox),
+                chosen=list(request.related_record_ids),
             )
         except ShareError as error:
             if error.retryable:
@@ -507,7 +512,9 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
         # Written now, outside any session: `session` stays unset. `already_shared` covers an
         # EmailMessage another mailbox (or an earlier Save) wrote; this mailbox's relations
         # were added to it.
-        response = api.ShareEmailResponse(already_shared=outcome.status != "created")
+        response = api.ShareEmailResponse(
+            already_shared=outcome.status != "created", email_message_id=outcome.email_message_id
+        )
         return await self._remember(method, request.request_id, response)
 
     async def GetOrgHealth(

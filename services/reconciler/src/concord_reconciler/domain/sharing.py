@@ -43,6 +43,7 @@ __all__ = [
     "Relation",
     "ShareKey",
     "SharePlan",
+    "apply_choice",
     "attachments_from_mime",
     "clean_body",
     "clean_display_name",
@@ -514,6 +515,49 @@ def relations_from(resolution: linker.ResolveParticipantsResponse) -> list[Relat
             continue
         found.setdefault((record.id, kind), Relation(record.id, kind, decision.participant.email))
     return list(found.values())
+
+
+# Salesforce key prefixes of what the sidebar offers: people become relations, the rest the
+# email's RelatedTo (Account, Opportunity, Case).
+_PEOPLE_PREFIXES = ("003", "00Q", "005")
+_RELATED_TO_PREFIXES = ("001", "006", "500")
+
+
+def apply_choice(
+    resolution: linker.ResolveParticipantsResponse, chosen: Sequence[str]
+) -> tuple[linker.ResolveParticipantsResponse, list[FieldLoss]]:
+    """The linker's resolution narrowed to the records the user chose in the sidebar.
+
+    A relation names a participant's role (from, to, cc), so a chosen person becomes one only
+    where the resolution found them among the email's participants; a chosen person who is
+    not a participant is reported, not related under a made-up role. The chosen Account,
+    Opportunity or Case replaces the linker's RelatedTo. Records the user left out are
+    dropped: the choice is theirs.
+    """
+    ids = {c.strip() for c in chosen if c.strip()}
+    chosen_ids = {i[:15] for i in ids}
+    narrowed = linker.ResolveParticipantsResponse()
+    narrowed.CopyFrom(resolution)
+    del narrowed.resolutions[:]
+    placed: set[str] = set()
+    for decision in resolution.resolutions:
+        if decision.record.id[:15] in chosen_ids:
+            narrowed.resolutions.append(decision)
+            placed.add(decision.record.id[:15])
+    narrowed.ClearField("what")
+    related = [i for i in ids if i.startswith(_RELATED_TO_PREFIXES)]
+    if related:
+        narrowed.what.id = sorted(related)[0]
+    losses = [
+        FieldLoss("Relation", "DROPPED", f"{record_id} is not among the email's participants")
+        for record_id in sorted(ids)
+        if record_id.startswith(_PEOPLE_PREFIXES) and record_id[:15] not in placed
+    ]
+    if len(related) > 1:
+        losses.append(
+            FieldLoss("RelatedToId", "DROPPED", "an email relates to one record; kept the first")
+        )
+    return narrowed, losses
 
 
 @dataclass(frozen=True)
