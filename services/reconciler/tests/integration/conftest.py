@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,22 +175,71 @@ async def reconciler(nats_server: NatsServer, database_url: str) -> AsyncIterato
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
+    addrs = {name: peer.addr for name, peer in peers.items()}
+    try:
+        async with reconciler_in_process(
+            nats_server.url,
+            database_url,
+            addrs,
+            peer_timeout=3.0,
+            deadline_seconds=10.0,
+            lease_ttl_seconds=2.0,
+            busy_retry_seconds=0.1,
+            tracer_provider=provider,
+        ) as running:
+            yield Reconciler(
+                running.stub,
+                running.store,
+                running.bus,
+                peers,
+                recorder,
+                spans,
+                running.consumer.start,
+            )
+    finally:
+        for peer in peers.values():
+            await peer.stop()
+        provider.shutdown()
+
+
+@dataclass
+class InProcess:
+    stub: api_grpc.ReconcilerServiceStub
+    store: SqlStore
+    bus: EventBus
+    consumer: SessionConsumer
+
+
+@asynccontextmanager
+async def reconciler_in_process(
+    nats_url: str,
+    database_url: str,
+    peers: Mapping[str, str],
+    *,
+    peer_timeout: float,
+    deadline_seconds: float,
+    lease_ttl_seconds: float,
+    busy_retry_seconds: float,
+    tracer_provider: TracerProvider | None = None,
+) -> AsyncIterator[InProcess]:
+    """The reconciler as its process wires it (API, consumer, sync engine over the peers at
+    `peers`, by service name), on this test's loop; the consumer is started by the caller."""
     engine = create_engine(database_url)
     await migrate(engine, MIGRATIONS)
     store = SqlStore(engine)
     bus = await EventBus.connect(
-        nats_server.url,
+        nats_url,
         "reconciler-test",
-        topology=Topology(lease_ttl_seconds=2.0),
-        tracer_provider=provider,
+        topology=Topology(lease_ttl_seconds=lease_ttl_seconds),
+        tracer_provider=tracer_provider,
     )
     await bus.ensure_topology()
     channels = PeerChannels.open(
-        mail_addr=peers["mail-connector"].addr,
-        crm_addr=peers["crm-connector"].addr,
-        mapping_addr=peers["mapping"].addr,
-        linker_addr=peers["linker"].addr,
-        timeout=3.0,
+        mail_addr=peers["mail-connector"],
+        crm_addr=peers["crm-connector"],
+        mapping_addr=peers["mapping"],
+        linker_addr=peers["linker"],
+        timeout=peer_timeout,
     )
     consumer = SessionConsumer(
         bus,
@@ -197,39 +247,29 @@ async def reconciler(nats_server: NatsServer, database_url: str) -> AsyncIterato
         GrpcSyncEngine(
             channels.mail, channels.crm, channels.mapping, channels.linker, SqlLinkStore(engine)
         ),
-        deadline_seconds=10.0,
-        busy_retry_seconds=0.1,
+        deadline_seconds=deadline_seconds,
+        busy_retry_seconds=busy_retry_seconds,
         concurrency=2,
-        tracer_provider=provider,
+        tracer_provider=tracer_provider,
     )
-    servicer = ReconcilerServicer(store, lambda: bus, channels.mail, wait_max_seconds=10.0)
+    servicer = ReconcilerServicer(
+        store, lambda: bus, channels.mail, wait_max_seconds=deadline_seconds
+    )
     service = GrpcService("reconciler", port=0)
     service.add_service(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
     )
     port = await service.start()
     client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    harness = Reconciler(
-        api_grpc.ReconcilerServiceStub(client),
-        store,
-        bus,
-        peers,
-        recorder,
-        spans,
-        consumer.start,
-    )
     try:
-        yield harness
+        yield InProcess(api_grpc.ReconcilerServiceStub(client), store, bus, consumer)
     finally:
         await consumer.stop()
         await client.close()
         await service.shutdown()
         await bus.close()
         await channels.close()
-        for peer in peers.values():
-            await peer.stop()
         await engine.dispose()
-        provider.shutdown()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:

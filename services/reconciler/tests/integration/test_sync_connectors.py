@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import requests
 from exchangelib import (  # type: ignore[import-untyped]
@@ -39,26 +38,19 @@ from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
-from concord_events import EventBus, Topology
 from concord_exchange_emulator import items as emulated
 from concord_exchange_emulator import xmlns
 from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
-from concord_reconciler.adapters.links import SqlLinkStore
-from concord_reconciler.adapters.messaging import SessionConsumer
-from concord_reconciler.adapters.peers import PeerChannels
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
-from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
-from concord_rpc import GrpcService, channel
+from concord_rpc import channel
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as SalesforceSettings
-from concord_store import create_engine, migrate
 from concord_testing import NatsServer, ServiceProcess, free_port
+
+from .conftest import reconciler_in_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
 ORG = "orgs/demo"
 FORCE = res.SESSION_TRIGGER_FORCE
 
@@ -241,52 +233,29 @@ async def stack(
                 )
             )
         )
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
-    await migrate(engine, MIGRATIONS)
-    store = SqlStore(engine)
-    bus = await EventBus.connect(
-        nats_server.url, "reconciler-test", topology=Topology(lease_ttl_seconds=30.0)
-    )
-    await bus.ensure_topology()
-    channels = PeerChannels.open(
-        mail_addr=peers["mail"].addr,
-        crm_addr=peers["crm"].addr,
-        mapping_addr=peers["mapping"].addr,
-        linker_addr=peers["linker"].addr,
-        timeout=30.0,
-    )
-    consumer = SessionConsumer(
-        bus,
-        store,
-        GrpcSyncEngine(
-            channels.mail, channels.crm, channels.mapping, channels.linker, SqlLinkStore(engine)
-        ),
+    addrs = {
+        "mail-connector": peers["mail"].addr,
+        "crm-connector": peers["crm"].addr,
+        "mapping": peers["mapping"].addr,
+        "linker": peers["linker"].addr,
+    }
+    async with reconciler_in_process(
+        nats_server.url,
+        f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}",
+        addrs,
+        peer_timeout=30.0,
         deadline_seconds=120.0,
+        lease_ttl_seconds=30.0,
         busy_retry_seconds=0.2,
-    )
-    servicer = ReconcilerServicer(store, lambda: bus, channels.mail, wait_max_seconds=120.0)
-    service = GrpcService("reconciler", port=0)
-    service.add_service(
-        SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
-    )
-    port = await service.start()
-    await consumer.start()
-    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    ) as running:
+        await running.consumer.start()
         yield Stack(
             exchange,
             salesforce,
             _salesforce_client(salesforce),
-            api_grpc.ReconcilerServiceStub(client),
+            running.stub,
             salesforce.emulator.admin_user_id,
         )
-    finally:
-        await consumer.stop()
-        await client.close()
-        await service.shutdown()
-        await bus.close()
-        await channels.close()
-        await engine.dispose()
 
 
 def _plant_unreadable_meeting(exchange: RunningEmulator, address: str) -> str:
