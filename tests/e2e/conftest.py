@@ -102,7 +102,7 @@ def start_stack(
         env=_env(receiver, env),
     )
     log.close()
-    deadline = started + 90
+    deadline = started + 180
     while not up_file.exists():
         if supervisor.poll() is not None or time.monotonic() > deadline:
             supervisor.kill()

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start everything and wait for Ctrl-C")
     p_up.add_argument("--free-ports", action="store_true", help="use free ports, not defaults")
-    p_up.add_argument("--timeout", type=float, default=60.0, help="seconds to reach SERVING")
+    p_up.add_argument("--timeout", type=float, default=120.0, help="seconds to reach SERVING")
     p_up.set_defaults(func=up)
     p_down = sub.add_parser("down", help="stop what `up` started")
     p_down.add_argument("--timeout", type=float, default=30.0)

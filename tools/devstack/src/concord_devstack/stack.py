@@ -177,7 +177,7 @@ class Stack:
     def _log(self, name: str) -> Path:
         return self.layout.var_dir / "log" / f"{name}.log"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         nats = self.nats_process()
         self.processes["nats"] = nats
