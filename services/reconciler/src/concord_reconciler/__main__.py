@@ -12,6 +12,7 @@ from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import NatsSessionQueue, SessionConsumer
 from concord_reconciler.adapters.peers import PeerChannels
 from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
+from concord_reconciler.adapters.sharing import EmailSharing
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
@@ -50,12 +51,15 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
     messaging = Messaging()
     consumers: list[SessionConsumer] = []
     schedulers: list[Scheduler] = []
+    # Emails go one way, exactly once per org, from sessions and from the Save button.
+    sharing = EmailSharing(process.engine, channels.crm, channels.linker)
     servicer = ReconcilerServicer(
         store,
         messaging.bus,
         channels.mail,
         wait_max_seconds=settings.wait_session_max_seconds,
     )
+    servicer.email_sharing = sharing
     process.server.add_service(
         SERVICE_NAME,
         lambda server: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, server),
@@ -83,6 +87,7 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
                     channels.mapping,
                     channels.linker,
                     SqlLinkStore(process.engine),
+                    sharing,
                 ),
                 deadline_seconds=settings.session_deadline_seconds,
                 busy_retry_seconds=settings.lease_busy_retry_seconds,

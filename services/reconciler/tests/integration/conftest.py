@@ -30,6 +30,7 @@ from concord_events import EventBus, Topology
 from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import SessionConsumer
 from concord_reconciler.adapters.peers import PeerChannels
+from concord_reconciler.adapters.sharing import EmailSharing
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
@@ -221,6 +222,7 @@ async def reconciler_in_process(
     lease_ttl_seconds: float,
     busy_retry_seconds: float,
     tracer_provider: TracerProvider | None = None,
+    share_emails: bool = False,
 ) -> AsyncIterator[InProcess]:
     """The reconciler as its process wires it (API, consumer, sync engine over the peers at
     `peers`, by service name), on this test's loop; the consumer is started by the caller."""
@@ -241,11 +243,17 @@ async def reconciler_in_process(
         linker_addr=peers["linker"],
         timeout=peer_timeout,
     )
+    sharing = EmailSharing(engine, channels.crm, channels.linker) if share_emails else None
     consumer = SessionConsumer(
         bus,
         store,
         GrpcSyncEngine(
-            channels.mail, channels.crm, channels.mapping, channels.linker, SqlLinkStore(engine)
+            channels.mail,
+            channels.crm,
+            channels.mapping,
+            channels.linker,
+            SqlLinkStore(engine),
+            sharing,
         ),
         deadline_seconds=deadline_seconds,
         busy_retry_seconds=busy_retry_seconds,
@@ -255,6 +263,7 @@ async def reconciler_in_process(
     servicer = ReconcilerServicer(
         store, lambda: bus, channels.mail, wait_max_seconds=deadline_seconds
     )
+    servicer.email_sharing = sharing
     service = GrpcService("reconciler", port=0)
     service.add_service(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)

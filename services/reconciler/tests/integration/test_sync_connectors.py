@@ -25,6 +25,7 @@ from exchangelib import (  # type: ignore[import-untyped]
     EWSDateTime,
     EWSTimeZone,
     Mailbox,
+    Message,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -247,6 +248,7 @@ async def stack(
         deadline_seconds=120.0,
         lease_ttl_seconds=30.0,
         busy_retry_seconds=0.2,
+        share_emails=True,
     ) as running:
         await running.consumer.start()
         yield Stack(
@@ -256,6 +258,32 @@ async def stack(
             running.stub,
             salesforce.emulator.admin_user_id,
         )
+
+
+async def test_an_email_tagged_salesforce_is_shared_once_by_the_session(stack: Stack) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Proposal {uuid.uuid4().hex[:6]}"
+    mime = (
+        f"From: Ann Buyer <ann@acme.example>\r\nTo: {account.primary_smtp_address}\r\n"
+        f"Subject: {subject}\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@acme.example>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nHere is our proposal.\r\n"
+    ).encode()
+    await asyncio.to_thread(
+        Message(
+            account=account, folder=account.inbox, mime_content=mime, categories=["Salesforce"]
+        ).save
+    )
+    first = await stack.session(mailbox_id)
+    emails = {k.kind: k for k in first.counts.kinds}[res.OBJECT_KIND_EMAIL]
+    assert emails.crm.created == 1, first.counts
+    shared = stack.sf.query_all(f"SELECT Id, Subject FROM EmailMessage WHERE Subject = '{subject}'")
+    assert [r["Subject"] for r in shared["records"]] == [subject]
+    # The next session finds nothing new to share: still one EmailMessage.
+    second = await stack.session(mailbox_id)
+    assert {k.kind: k for k in second.counts.kinds}[res.OBJECT_KIND_EMAIL].crm.created == 0
+    again = stack.sf.query_all(f"SELECT Id FROM EmailMessage WHERE Subject = '{subject}'")
+    assert again["totalSize"] == 1
 
 
 def _plant_unreadable_meeting(exchange: RunningEmulator, address: str) -> str:

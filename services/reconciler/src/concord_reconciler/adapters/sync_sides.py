@@ -32,6 +32,8 @@ from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker_pb
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.adapters.email_share import GrpcEmailShare
+from concord_reconciler.adapters.sharing import EmailSharing
 from concord_reconciler.domain.ports import ChangePage, CrmPage, ItemFailure, LinkStore, MailPage
 from concord_reconciler.domain.runner import SessionScope, SyncPorts, participants_of
 from concord_reconciler.domain.settings import CRM_OBJECT_OF_KIND
@@ -942,9 +944,25 @@ class GrpcSyncEngine:
     mapping: MappingClient
     linker: LinkerClient
     links: LinkStore
+    # Shares the mailbox's emails after the pairs; None: sessions share no email.
+    sharing: EmailSharing | None = None
 
     def ports(self, scope: SessionScope) -> SyncPorts:
         shared = SessionMapping(self.mapping, scope.org, scope.crm_user_id)
+        emails = None
+        if (
+            self.sharing is not None
+            and scope.mailbox_record is not None
+            and scope.org_settings is not None
+            and scope.mailbox_settings is not None
+        ):
+            emails = GrpcEmailShare(
+                self.mail,
+                self.sharing,
+                scope.mailbox_record,
+                scope.org_settings,
+                scope.mailbox_settings,
+            )
         return SyncPorts(
             mail=MailSyncSide(self.mail, shared, scope.mailbox, dict(scope.categories)),
             crm=CrmSyncSide(
@@ -956,4 +974,5 @@ class GrpcSyncEngine:
                 scope.resolution,
             ),
             links=self.links,
+            emails=emails,
         )

@@ -16,9 +16,10 @@ from typing import Protocol
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.linker.v1 import linker_service_pb2 as linker
+from concord_reconciler.domain.email_pass import EmailShare, share_pass, with_kind
 from concord_reconciler.domain.errors import PeerError, SessionFailure
 from concord_reconciler.domain.executor import PairOutcome, sync_pair
-from concord_reconciler.domain.model import KindCounts, SessionCounts, SideCounts
+from concord_reconciler.domain.model import KindCounts, MailboxRecord, SessionCounts, SideCounts
 from concord_reconciler.domain.planner import SyncPolicy
 from concord_reconciler.domain.ports import LinkStore, SyncSide
 from concord_reconciler.domain.settings import CRM_OBJECT_OF_KIND
@@ -52,6 +53,11 @@ class SessionScope:
     categories: Mapping[int, str] = field(default_factory=dict)
     # What the linker may create and must ignore when it links new activities.
     resolution: linker.ResolutionPolicy | None = None
+    # As read at the session's start, for the email pass (which shares by the user's
+    # selection and the org's policy); None where a test engine needs none.
+    mailbox_record: MailboxRecord | None = None
+    org_settings: st.OrgSettings | None = None
+    mailbox_settings: st.MailboxSettings | None = None
 
     @property
     def crm_objects(self) -> tuple[str, ...]:
@@ -65,6 +71,8 @@ class SyncPorts:
     mail: SyncSide
     crm: SyncSide
     links: LinkStore
+    # The one-way email pass; None when the engine does not share emails.
+    emails: EmailShare | None = None
 
 
 class SyncEngine(Protocol):
@@ -162,13 +170,22 @@ async def run_session(
     policies: Sequence[SyncPolicy] = (),
     now: datetime | None = None,
 ) -> SessionCounts:
-    """Run one session; SessionFailure says why it could not finish."""
-    return await sync_mailbox(
-        scope.mailbox.removeprefix("mailboxes/"),
-        policies or scope.policies,
-        engine.ports(scope),
-        now or datetime.now(UTC),
+    """Run one session; SessionFailure says why it could not finish.
+
+    The two-way pairs first, then the emails the mailbox shares (one way, exactly once).
+    """
+    mailbox_id = scope.mailbox.removeprefix("mailboxes/")
+    ports = engine.ports(scope)
+    counts = await sync_mailbox(
+        mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC)
     )
+    if ports.emails is None or res.OBJECT_KIND_EMAIL not in scope.kinds:
+        return counts
+    try:
+        emails = await share_pass(mailbox_id, ports.emails, ports.links)
+    except PeerError as error:
+        raise SessionFailure.from_peer(error) from error
+    return with_kind(counts, emails)
 
 
 def participants_of(items: Iterable[res.MailItem]) -> list[res.Participant]:

@@ -236,6 +236,9 @@ async def _scope(
             # The user's list already holds the org's where the org locked it.
             blacklist=sorted({*org.blacklist, *settings.blacklist}),
         ),
+        mailbox_record=mailbox,
+        org_settings=org,
+        mailbox_settings=settings,
     )
 
 
