@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from exchangelib import CalendarItem, EWSDateTime, EWSTimeZone
+from exchangelib import CalendarItem, EWSDateTime, EWSTimeZone  # type: ignore[import-untyped]
 
 from concord_testing import OtlpReceiver
 from tests.e2e.clients import demo_mailbox, demo_org, records

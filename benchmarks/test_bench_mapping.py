@@ -41,7 +41,7 @@ class NoOverrides:
         raise AssertionError("the benchmark stores nothing")
 
 
-def _input(kind: int, **payload: Any) -> pb.MapToCrmInput:
+def _input(kind: res.ObjectKind.ValueType, **payload: Any) -> pb.MapToCrmInput:
     item = res.MailItem(ref=res.ItemRef(kind=kind, native_id="n", link_id="l"))
     json_format.ParseDict(payload, item)
     return pb.MapToCrmInput(item=item)

@@ -8,8 +8,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
-from exchangelib import BASIC, DELEGATE, Account, Configuration, Credentials
-from simple_salesforce import Salesforce
+from exchangelib import (  # type: ignore[import-untyped]
+    BASIC,
+    DELEGATE,
+    Account,
+    Configuration,
+    Credentials,
+)
+from simple_salesforce.api import Salesforce
 
 from tests.e2e.conftest import RunningStack
 

@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 
 import pytest
-from exchangelib import CalendarItem, EWSDateTime
+from exchangelib import CalendarItem, EWSDateTime  # type: ignore[import-untyped]
 
 from tests.e2e.clients import demo_mailbox, demo_org, eventually, records
 from tests.e2e.conftest import RunningStack

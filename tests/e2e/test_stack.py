@@ -13,8 +13,14 @@ from typing import Any
 
 import grpc
 import pytest
-from exchangelib import Attendee, CalendarItem, EWSDateTime, Mailbox
-from exchangelib.folders import Folder
+from exchangelib import (  # type: ignore[import-untyped]
+    Attendee,
+    CalendarItem,
+    EWSDateTime,
+    Mailbox,
+)
+from exchangelib.folders import Folder  # type: ignore[import-untyped]
+from simple_salesforce.api import SFType
 
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord_testing import OtlpReceiver, ReceivedSpan
@@ -216,7 +222,8 @@ def test_status_and_errors_show_a_quarantined_item_with_its_reason(stack: Runnin
         f"'{stack.info['emulators']['salesforce']['username']}'",
     )
     start = dt.datetime.now(dt.UTC) + dt.timedelta(days=4)
-    bad = sf.Event.create(
+    events = SFType("Event", sf.session_id, sf.sf_instance, "62.0", session=sf.session)
+    bad = events.create(
         {
             "Subject": f"unreadable-{uuid.uuid4().hex[:6]}",
             "StartDateTime": start.isoformat(),

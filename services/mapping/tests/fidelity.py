@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import icalendar
-import recurring_ical_events
+import recurring_ical_events  # type: ignore[import-untyped]
 
 from concord_mapping.adapters.packaged import table_data
 from concord_mapping.domain import recurrence as rec
@@ -248,7 +248,8 @@ def events() -> Iterator[tuple[str, icalendar.Event | None]]:
             yield path.name, None
             continue
         for component in calendar.walk("VEVENT"):
-            yield path.name, component
+            # walk("VEVENT") yields only events; icalendar types them as any component.
+            yield path.name, cast(icalendar.Event, component)
 
 
 def measure(table: Table | None = None) -> Report:

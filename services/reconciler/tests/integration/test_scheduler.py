@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from google.protobuf import duration_pb2
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
@@ -99,7 +100,7 @@ async def test_rows_come_from_the_mailboxes_and_their_session_history(store: Sql
     await add_session(store, "busy", SessionState.RUNNING)
     await store.put_org_settings(
         "other",
-        st.OrgSettings(sync_interval={"seconds": 600}),
+        st.OrgSettings(sync_interval=duration_pb2.Duration(seconds=600)),
         expected_etag="",
     )
     rows = {r.mailbox_id: r for r in await ScheduleReader(store.engine, DEFAULT).rows()}

@@ -103,8 +103,9 @@ def test_back_off_retries_are_spaced_exponentially_and_marked_retry() -> None:
     entered = NOW - timedelta(hours=1)
     backing = failed(2, state=MailboxState.BACKING_OFF, state_since=entered)
     due = next_due(backing, POLICY)
-    assert due == backing.last_end + 4 * POLICY.base_delay  # type: ignore[operator]
-    plan = plan_tick([backing], due)  # type: ignore[arg-type]
+    assert backing.last_end is not None
+    assert due == backing.last_end + 4 * POLICY.base_delay
+    plan = plan_tick([backing], due)
     assert [s.trigger for s in plan.sessions] == [res.SESSION_TRIGGER_RETRY]
 
 
