@@ -160,11 +160,13 @@ class Rig:
             yield pb_grpc.MailConnectorServiceStub(channel)
 
     async def listed(self, mailbox: str) -> list[pb.Subscription]:
+        return list((await self.listing(mailbox)).subscriptions)
+
+    async def listing(self, mailbox: str) -> pb.ListSubscriptionsResponse:
         async with self.api() as stub:
-            got = await stub.ListSubscriptions(
+            return await stub.ListSubscriptions(
                 pb.ListSubscriptionsRequest(parent=f"mailboxes/{mailbox}")
             )
-        return list(got.subscriptions)
 
     async def wait_mode(self, mailbox: str, mode: PushMode) -> None:
         def reached() -> bool:
@@ -331,6 +333,8 @@ async def test_list_subscriptions_shows_the_live_subscription_per_kind(rig: Rig)
     }
     for subscription in listed:
         assert subscription.expire_time.ToDatetime() > subscription.create_time.ToDatetime()
+    listing = await rig.listing(mailbox)
+    assert (listing.push_state, listing.push_state_reason) == (r.PUSH_STATE_ACTIVE, "")
 
     async with rig.api() as stub:
         with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -528,6 +532,9 @@ async def test_push_that_cannot_be_kept_up_is_degraded_and_polled_until_it_recov
             assert state.kinds == frozenset()
             assert state.reason
             assert await rig.listed(mailbox) == []
+            listing = await rig.listing(mailbox)
+            assert listing.push_state == r.PUSH_STATE_DEGRADED
+            assert listing.push_state_reason
             # Polled: hints keep coming with no change at all.
             await hints.wait_count(2)
             assert {m.hint for m in hints.parsed()} == {"poll"}

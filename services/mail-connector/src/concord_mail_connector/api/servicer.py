@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from concord.common.v1 import resources_pb2
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
-from concord_mail_connector.api.push import PUSH_ISSUE, subscriptions
+from concord_mail_connector.api.push import PUSH_ISSUE, push_state, subscriptions
 from concord_mail_connector.domain.errors import InvalidRequest
 from concord_mail_connector.domain.model import (
     AccountUpdate,
@@ -230,7 +230,12 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
             raise checks.error()
         await self._domain.get_account(mailbox)  # NOT_FOUND for a mailbox with no account
         state = None if self._push is None else self._push.state(mailbox)
-        return pb.ListSubscriptionsResponse(subscriptions=subscriptions(mailbox, state))
+        push, reason = push_state(state, enabled=self._push is not None)
+        return pb.ListSubscriptionsResponse(
+            subscriptions=subscriptions(mailbox, state),
+            push_state=push,
+            push_state_reason=reason,
+        )
 
     async def UpsertMailboxAccount(
         self, request: pb.UpsertMailboxAccountRequest, context: Context

@@ -628,7 +628,15 @@ class ListSubscriptionsResponse(_message.Message):
 
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PUSH_STATE_FIELD_NUMBER: _builtins.int
+    PUSH_STATE_REASON_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    push_state: _resources_pb2.PushState.ValueType
+    """The mailbox's push as a whole: ACTIVE while a provider subscription streams or is pulled,
+    DEGRADED while none can be kept (the mailbox is polled), UNAVAILABLE when push is off.
+    """
+    push_state_reason: _builtins.str
+    """Why push is not ACTIVE: an error class or code, never server text."""
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Subscription]: ...
     def __init__(
@@ -636,10 +644,12 @@ class ListSubscriptionsResponse(_message.Message):
         *,
         subscriptions: _abc.Iterable[Global___Subscription] | None = ...,
         next_page_token: _builtins.str = ...,
+        push_state: _resources_pb2.PushState.ValueType = ...,
+        push_state_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "push_state", b"push_state", "push_state_reason", b"push_state_reason", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
