@@ -120,8 +120,8 @@ def mailbox_to_proto(mailbox: MailboxRecord) -> res.Mailbox:
         provider=mailbox.provider,  # type: ignore[arg-type]
         state=mailbox.state.value,  # type: ignore[arg-type]
         suspended_reason=mailbox.suspended_reason,
-        # Push arrives with issue #8; until then only the schedule and forced sessions run.
-        push_state=res.PUSH_STATE_UNAVAILABLE,
+        # Unknown here: GetMailbox asks the mail-connector (ListSubscriptions) for it.
+        push_state=res.PUSH_STATE_UNSPECIFIED,
         create_time=timestamp(mailbox.create_time),
         update_time=timestamp(mailbox.update_time),
         etag=mailbox.etag,

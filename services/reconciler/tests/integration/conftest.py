@@ -57,6 +57,9 @@ class FakeMail(mail_grpc.MailConnectorServiceServicer):
         self.recorder.calls.append(("mail.ListChanges", request))
         return mail.ListChangesResponse(next_cursor=res.Cursor(token="t"))
 
+    async def ListSubscriptions(self, request: Any, context: Any) -> mail.ListSubscriptionsResponse:
+        return mail.ListSubscriptionsResponse(push_state=res.PUSH_STATE_ACTIVE)
+
     async def UpsertMailboxAccount(
         self, request: Any, context: Any
     ) -> mail.UpsertMailboxAccountResponse:

@@ -235,3 +235,19 @@ async def test_one_replica_leads_and_another_takes_over_when_it_stops(
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_one_mailboxs_row_reads_only_its_own_history(store: SqlStore) -> None:
+    await add_mailbox(store, "quiet", update_time=utcnow() - timedelta(hours=1))
+    await add_mailbox(store, "flaky", update_time=utcnow() - timedelta(hours=1))
+    await add_session(store, "quiet", SessionState.COMPLETED, ago=30)
+    await add_session(store, "flaky", SessionState.FAILED, "PROVIDER_UNAVAILABLE", ago=20)
+    await add_session(store, "flaky", SessionState.QUEUED, ago=10)
+    reader = ScheduleReader(store.engine, DEFAULT)
+
+    [flaky] = await reader.rows(only="flaky")
+    everyone = {r.mailbox_id: r for r in await reader.rows()}
+    assert flaky == everyone["flaky"]
+    assert flaky.failures_in_row == 1
+    assert flaky.pending
+    assert await reader.rows(only="nobody") == []

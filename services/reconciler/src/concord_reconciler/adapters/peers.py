@@ -37,6 +37,8 @@ __all__ = [
 T = TypeVar("T")
 
 MAIL_CONNECTOR = "mail-connector"
+# A mailbox read waits no longer than this for its push state (a dashboard detail).
+PUSH_STATE_SECONDS = 0.5
 CRM_CONNECTOR = "crm-connector"
 MAPPING = "mapping"
 LINKER = "linker"
@@ -90,6 +92,21 @@ class GrpcMailSide:
         return await _call(
             MAIL_CONNECTOR, "GetItems", self._stub.GetItems(request, timeout=self._timeout)
         )
+
+    async def push_state(self, mailbox: str) -> tuple[res.PushState.ValueType, str]:
+        """The mailbox's push as the mail-connector sees it; UNSPECIFIED when it cannot say in
+        time (the dashboard shows the rest of the mailbox rather than wait for it)."""
+        try:
+            response = await _call(
+                MAIL_CONNECTOR,
+                "ListSubscriptions",
+                self._stub.ListSubscriptions(
+                    mail.ListSubscriptionsRequest(parent=mailbox), timeout=PUSH_STATE_SECONDS
+                ),
+            )
+        except PeerError as error:
+            return res.PUSH_STATE_UNSPECIFIED, f"mail-connector: {error.code}"
+        return response.push_state, response.push_state_reason
 
     async def apply_items(
         self, mailbox: str, writes: Sequence[mail.MailWrite]

@@ -69,7 +69,9 @@ class ScheduleReader:
         self.engine = engine
         self.default_interval = default_interval
 
-    async def rows(self) -> list[ScheduleRow]:
+    async def rows(self, only: str | None = None) -> list[ScheduleRow]:
+        """Every mailbox's row, or only mailbox `only`'s (for its dashboard)."""
+        of_mailbox = [sessions.c.mailbox_id == only] if only is not None else []
         newest = (
             func.row_number()
             .over(partition_by=sessions.c.mailbox_id, order_by=sessions.c.end_time_us.desc())
@@ -88,37 +90,41 @@ class ScheduleReader:
             .where(
                 sessions.c.state.in_(_FINISHED),
                 sessions.c.end_time_us > mailboxes.c.update_time_us,
+                *of_mailbox,
             )
             .subquery()
         )
+        chosen = select(mailboxes)
+        if only is not None:
+            chosen = chosen.where(mailboxes.c.mailbox_id == only)
         async with self.engine.connect() as conn:
-            boxes = (await conn.execute(select(mailboxes))).mappings().all()
+            boxes = (await conn.execute(chosen)).mappings().all()
             org_rows = await conn.execute(select(org_settings.c.org_id, org_settings.c.settings))
             intervals = {org_id: _interval(blob) for org_id, blob in org_rows}
             last_request: dict[str, int] = {
-                mailbox_id: request_us
-                for mailbox_id, request_us in await conn.execute(
-                    select(sessions.c.mailbox_id, func.max(sessions.c.request_time_us)).group_by(
-                        sessions.c.mailbox_id
-                    )
+                box_id: request_us
+                for box_id, request_us in await conn.execute(
+                    select(sessions.c.mailbox_id, func.max(sessions.c.request_time_us))
+                    .where(*of_mailbox)
+                    .group_by(sessions.c.mailbox_id)
                 )
             }
             # Mailbox -> when its QUEUED session was requested (None: only a RUNNING one).
             pending: dict[str, int | None] = {}
-            for mailbox_id, state, request_us in await conn.execute(
+            for box_id, state, request_us in await conn.execute(
                 select(sessions.c.mailbox_id, sessions.c.state, sessions.c.request_time_us).where(
-                    sessions.c.state.in_(_PENDING)
+                    sessions.c.state.in_(_PENDING), *of_mailbox
                 )
             ):
-                if state == SessionState.QUEUED or mailbox_id not in pending:
-                    pending[mailbox_id] = request_us if state == SessionState.QUEUED else None
+                if state == SessionState.QUEUED or box_id not in pending:
+                    pending[box_id] = request_us if state == SessionState.QUEUED else None
             recent: dict[str, list[tuple[int, int, str, str]]] = {}
-            for mailbox_id, state, end_us, code, reason, _rank in await conn.execute(
+            for box_id, state, end_us, code, reason, _rank in await conn.execute(
                 select(history)
                 .where(history.c.rank <= _HISTORY)
                 .order_by(history.c.mailbox_id, history.c.rank)
             ):
-                recent.setdefault(mailbox_id, []).append((state, end_us, code, reason))
+                recent.setdefault(box_id, []).append((state, end_us, code, reason))
         rows = []
         for box in boxes:
             interval = (

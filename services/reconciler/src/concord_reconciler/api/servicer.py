@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -17,6 +18,7 @@ from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, session_event
 from concord_reconciler.adapters.messaging import NatsSessionEvents, NatsSessionQueue
 from concord_reconciler.adapters.peers import GrpcMailSide
+from concord_reconciler.adapters.scheduler import ScheduleReader
 from concord_reconciler.adapters.sharing import EmailSharing, ShareError
 from concord_reconciler.adapters.store import SessionKey, SqlStore, etag, to_us
 from concord_reconciler.api.paging import decode_token, encode_token, page_size
@@ -30,7 +32,7 @@ from concord_reconciler.domain.errors import (
     PeerUnavailable,
     SessionNotFound,
 )
-from concord_reconciler.domain.model import MailboxRecord, MailboxState, SessionRecord
+from concord_reconciler.domain.model import MailboxRecord, MailboxState, SessionRecord, utcnow
 from concord_reconciler.domain.names import (
     mailbox_name,
     new_mailbox_id,
@@ -42,6 +44,7 @@ from concord_reconciler.domain.names import (
     parse_org_settings_name,
     parse_session_name,
 )
+from concord_reconciler.domain.schedule import SchedulePolicy, next_due
 from concord_reconciler.domain.sessions import cancel_session, request_session
 from concord_reconciler.domain.settings import (
     default_org_settings,
@@ -50,7 +53,12 @@ from concord_reconciler.domain.settings import (
     merge_org_settings,
 )
 from concord_reconciler.domain.sharing import EmailNotFound, EmailNotShareable, EmailShareBusy
-from concord_reconciler.wire import item_error_to_proto, mailbox_to_proto, session_to_proto
+from concord_reconciler.wire import (
+    item_error_to_proto,
+    mailbox_to_proto,
+    session_to_proto,
+    timestamp,
+)
 from concord_rpc import FailedPrecondition, Unimplemented
 
 __all__ = ["SERVICE_NAME", "ReconcilerServicer"]
@@ -175,7 +183,24 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
         self, request: api.GetMailboxRequest, context: Context
     ) -> api.GetMailboxResponse:
         mailbox = await self._mailbox(parse_mailbox_name(request.name))
-        return api.GetMailboxResponse(mailbox=mailbox_to_proto(mailbox))
+        message = mailbox_to_proto(mailbox)
+        (push, _reason), due = await asyncio.gather(
+            self.mail_accounts.push_state(mailbox.name), self._next_sync(mailbox.mailbox_id)
+        )
+        message.push_state = push
+        if due is not None:
+            message.next_sync_time.CopyFrom(timestamp(due))
+        return api.GetMailboxResponse(mailbox=message)
+
+    async def _next_sync(self, mailbox_id: str) -> datetime | None:
+        """When the schedule will next sync the mailbox (None: suspended, or now pending)."""
+        if self.schedule is None:
+            return None
+        reader, policy = self.schedule
+        rows = await reader.rows(only=mailbox_id)
+        due = next_due(rows[0], policy) if rows else None
+        # Overdue means the next tick: never a time in the past.
+        return None if due is None else max(due, utcnow())
 
     async def ListMailboxes(
         self, request: api.ListMailboxesRequest, context: Context
@@ -459,6 +484,8 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
     # Set by the process once crm-connector and linker channels exist (issue #7); unset, the
     # Save button answers UNIMPLEMENTED as before.
     email_sharing: EmailSharing | None = None
+    # The scheduler's view, for a mailbox's next sync time; set by the process.
+    schedule: tuple[ScheduleReader, SchedulePolicy] | None = None
 
     async def ShareEmail(
         self, request: api.ShareEmailRequest, context: Context
