@@ -60,6 +60,17 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
         wait_max_seconds=settings.wait_session_max_seconds,
     )
     servicer.email_sharing = sharing
+    # One schedule for the scheduler and for the next sync time a mailbox read shows.
+    schedule = ScheduleReader(
+        process.engine, timedelta(seconds=settings.default_sync_interval_seconds)
+    )
+    policy = SchedulePolicy(
+        failures_before_back_off=settings.back_off_after_failures,
+        base_delay=timedelta(seconds=settings.back_off_base_seconds),
+        max_delay=timedelta(seconds=settings.back_off_max_seconds),
+        requeue_after=timedelta(seconds=settings.requeue_after_seconds),
+    )
+    servicer.schedule = (schedule, policy)
     process.server.add_service(
         SERVICE_NAME,
         lambda server: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, server),
@@ -102,17 +113,10 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
                 bus,
                 store,
                 NatsSessionQueue(bus),
-                ScheduleReader(
-                    process.engine, timedelta(seconds=settings.default_sync_interval_seconds)
-                ),
+                schedule,
                 owner=f"reconciler-{settings.port}-{uuid.uuid4().hex[:8]}",
                 tick_seconds=settings.schedule_tick_seconds,
-                policy=SchedulePolicy(
-                    failures_before_back_off=settings.back_off_after_failures,
-                    base_delay=timedelta(seconds=settings.back_off_base_seconds),
-                    max_delay=timedelta(seconds=settings.back_off_max_seconds),
-                    requeue_after=timedelta(seconds=settings.requeue_after_seconds),
-                ),
+                policy=policy,
                 tracer_provider=process.telemetry.provider,
             )
             await scheduler.start()
