@@ -5,6 +5,7 @@ reconciler's scheduler requests a session, the session writes the Event."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -45,3 +46,14 @@ def test_a_saved_meeting_reaches_salesforce_on_its_own(stack: RunningStack) -> N
     sessions = stack.concord("--json", "sessions", "demo")
     assert sessions.returncode == 0, sessions.stderr
     assert "SESSION_TRIGGER_PUSH" in sessions.stdout
+
+
+def test_the_dashboard_shows_push_active_and_the_next_scheduled_sync(stack: RunningStack) -> None:
+    log = stack.var_dir / "log" / "mail-connector.log"
+    eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
+    result = stack.concord("--json", "status", "demo")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)["status"]
+    assert status["pushState"] == "PUSH_STATE_ACTIVE"
+    assert status["mailbox"]["pushState"] == "PUSH_STATE_ACTIVE"
+    assert status["nextSyncTime"]
