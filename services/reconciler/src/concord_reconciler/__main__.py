@@ -60,6 +60,7 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
         wait_max_seconds=settings.wait_session_max_seconds,
     )
     servicer.email_sharing = sharing
+    servicer.crm_budget = channels.crm
     # One schedule for the scheduler and for the next sync time a mailbox read shows.
     schedule = ScheduleReader(
         process.engine, timedelta(seconds=settings.default_sync_interval_seconds)

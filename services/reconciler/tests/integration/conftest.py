@@ -81,6 +81,14 @@ class FakeMail(mail_grpc.MailConnectorServiceServicer):
 class FakeCrm(crm_grpc.CrmConnectorServiceServicer):
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
+        self.budget = res.ApiBudget(used=100, limit=15000, concord_share=0.5, concord_used=40)
+
+    async def GetBudget(self, request: Any, context: Any) -> crm.GetBudgetResponse:
+        self.recorder.calls.append(("crm.GetBudget", request))
+        budget = res.ApiBudget()
+        budget.CopyFrom(self.budget)
+        budget.org = request.org
+        return crm.GetBudgetResponse(budget=budget)
 
     async def ListChanges(self, request: Any, context: Any) -> crm.ListChangesResponse:
         self.recorder.calls.append(("crm.ListChanges", request))
@@ -267,6 +275,7 @@ async def reconciler_in_process(
         store, lambda: bus, channels.mail, wait_max_seconds=deadline_seconds
     )
     servicer.email_sharing = sharing
+    servicer.crm_budget = channels.crm
     service = GrpcService("reconciler", port=0)
     service.add_service(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)

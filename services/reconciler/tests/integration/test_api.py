@@ -247,15 +247,38 @@ async def test_sessions_list_newest_first_in_pages(reconciler: Reconciler) -> No
     assert not second.next_page_token
 
 
-@pytest.mark.parametrize(("method", "issue"), [("ShareEmail", "7"), ("GetOrgHealth", "8")])
-async def test_later_issues_answer_unimplemented(
-    reconciler: Reconciler, method: str, issue: str
-) -> None:
-    request = (
-        api.ShareEmailRequest(mailbox="mailboxes/demo")
-        if method == "ShareEmail"
-        else api.GetOrgHealthRequest(org="orgs/acme")
+async def test_share_email_without_sharing_answers_unimplemented(reconciler: Reconciler) -> None:
+    error = await _status(
+        reconciler.stub.ShareEmail(api.ShareEmailRequest(mailbox="mailboxes/demo"))
     )
-    error = await _status(getattr(reconciler.stub, method)(request))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert from_rpc_error(error).metadata["issue"] == issue
+    assert from_rpc_error(error).metadata["issue"] == "7"
+
+
+async def test_org_health_counts_the_orgs_mailboxes_and_reads_the_budget(
+    reconciler: Reconciler,
+) -> None:
+    await reconciler.add_mailbox("ann")
+    await reconciler.add_mailbox("bob")
+    await reconciler.add_mailbox("other", org="orgs/globex")
+    await reconciler.stub.SuspendMailbox(api.SuspendMailboxRequest(name="mailboxes/bob"))
+    got = await reconciler.stub.GetOrgHealth(api.GetOrgHealthRequest(org="orgs/acme"))
+    health = got.health
+    assert health.org == "orgs/acme"
+    assert health.state == res.HEALTH_STATE_DEGRADED
+    assert [(m.state, m.count) for m in health.mailboxes] == [
+        (res.MAILBOX_STATE_ACTIVE, 1),
+        (res.MAILBOX_STATE_SUSPENDED, 1),
+    ]
+    assert any("suspended" in reason for reason in health.reasons)
+    assert health.budget.org == "orgs/acme"
+    assert health.budget.limit == 15000
+    budget_calls = [r for n, r in reconciler.recorder.calls if n == "crm.GetBudget"]
+    assert [r.org for r in budget_calls] == ["orgs/acme"]
+
+
+async def test_org_health_fails_when_salesforce_cannot_be_reached(reconciler: Reconciler) -> None:
+    await reconciler.peers["crm-connector"].stop()
+    got = await reconciler.stub.GetOrgHealth(api.GetOrgHealthRequest(org="orgs/acme"))
+    assert got.health.state == res.HEALTH_STATE_FAILING
+    assert "could not be reached" in got.health.reasons[0]

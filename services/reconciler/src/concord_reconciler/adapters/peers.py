@@ -194,6 +194,14 @@ class GrpcCrmSide:
         )
         return response.object
 
+    async def get_budget(self, org: str) -> res.ApiBudget:
+        response = await _call(
+            CRM_CONNECTOR,
+            "GetBudget",
+            self._stub.GetBudget(crm.GetBudgetRequest(org=org), timeout=self._timeout),
+        )
+        return response.budget
+
     async def apply_batch(
         self, org: str, writes: Sequence[crm.CrmWrite]
     ) -> list[crm.CrmWriteResult]:

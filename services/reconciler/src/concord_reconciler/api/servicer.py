@@ -16,6 +16,7 @@ from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, session_event
+from concord_reconciler.adapters.health import BudgetSource, org_figures
 from concord_reconciler.adapters.messaging import NatsSessionEvents, NatsSessionQueue
 from concord_reconciler.adapters.peers import GrpcMailSide
 from concord_reconciler.adapters.scheduler import ScheduleReader
@@ -32,6 +33,7 @@ from concord_reconciler.domain.errors import (
     PeerUnavailable,
     SessionNotFound,
 )
+from concord_reconciler.domain.health import org_health
 from concord_reconciler.domain.model import MailboxRecord, MailboxState, SessionRecord, utcnow
 from concord_reconciler.domain.names import (
     mailbox_name,
@@ -484,6 +486,8 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
     # Set by the process once crm-connector and linker channels exist (issue #7); unset, the
     # Save button answers UNIMPLEMENTED as before.
     email_sharing: EmailSharing | None = None
+    # Where the org's Salesforce API budget is read (crm-connector); set by the process.
+    crm_budget: BudgetSource | None = None
     # The scheduler's view, for a mailbox's next sync time; set by the process.
     schedule: tuple[ScheduleReader, SchedulePolicy] | None = None
 
@@ -547,7 +551,12 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
     async def GetOrgHealth(
         self, request: api.GetOrgHealthRequest, context: Context
     ) -> api.GetOrgHealthResponse:
-        raise Unimplemented("GetOrgHealth", 8)
+        """The org's state for its admin: mailboxes, failures, quarantine, API budget."""
+        org_id = parse_org_name(request.org)
+        if self.crm_budget is None:
+            raise Unimplemented("GetOrgHealth without crm-connector", 8)
+        figures = await org_figures(self.store.engine, self.crm_budget, org_id)
+        return api.GetOrgHealthResponse(health=org_health(figures))
 
 
 def _new_mailbox(request: api.CreateMailboxRequest) -> MailboxRecord:
