@@ -346,3 +346,14 @@ def test_the_search_finds_what_it_looks_for(stack: RunningStack, tmp_path: Path)
         assert marker in haystack(stack)
     finally:
         log.write_text(before)
+
+
+def test_the_orgs_admin_sees_its_health_with_the_api_budget(stack: RunningStack) -> None:
+    result = stack.concord("--admin", "--json", "health")
+    assert result.returncode == 0, result.stderr
+    health = json.loads(result.stdout)["health"]
+    assert health["org"] == f"orgs/{stack.info['demo']['org']}"
+    assert health["state"] in ("HEALTH_STATE_HEALTHY", "HEALTH_STATE_DEGRADED")
+    assert int(health["budget"]["limit"]) > 0
+    denied = stack.concord("health")  # a user, not the org's admin
+    assert denied.returncode == 4, denied.stderr
