@@ -1904,3 +1904,84 @@ class OrgHealth(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrgHealth: _TypeAlias = OrgHealth  # noqa: Y015
+
+@_typing.final
+class ConflictField(_message.Message):
+    """A field both sides changed differently, held for the user (org conflict policy `manual`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    MAIL_VALUE_FIELD_NUMBER: _builtins.int
+    CRM_VALUE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """The mapped Salesforce field name, e.g. `Subject`."""
+    @_builtins.property
+    def mail_value(self) -> _struct_pb2.Value:
+        """The mailbox's value (null when the mailbox cleared it)."""
+
+    @_builtins.property
+    def crm_value(self) -> _struct_pb2.Value:
+        """Salesforce's value (null when Salesforce cleared it)."""
+
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        mail_value: _struct_pb2.Value | None = ...,
+        crm_value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["crm_value", b"crm_value", "mail_value", b"mail_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crm_value", b"crm_value", "field", b"field", "mail_value", b"mail_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConflictField: _TypeAlias = ConflictField  # noqa: Y015
+
+@_typing.final
+class Conflict(_message.Message):
+    """One mirrored item whose sides disagree and wait for the user's choice. The values are the
+    user's own items: shown only to the mailbox's owner, through the gateway.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    MAIL_REF_FIELD_NUMBER: _builtins.int
+    CRM_RECORD_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    RESOLUTION_PENDING_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`mailboxes/{mailbox}/conflicts/{link_id}`."""
+    kind: Global___ObjectKind.ValueType
+    crm_record_id: _builtins.str
+    """The Salesforce record's Id."""
+    resolution_pending: _builtins.bool
+    """Set once the user chose; the next session applies the choice."""
+    @_builtins.property
+    def mail_ref(self) -> Global___ItemRef:
+        """The mailbox item."""
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictField]:
+        """The fields in conflict; the other fields are already merged."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: Global___ObjectKind.ValueType = ...,
+        mail_ref: Global___ItemRef | None = ...,
+        crm_record_id: _builtins.str = ...,
+        fields: _abc.Iterable[Global___ConflictField] | None = ...,
+        resolution_pending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mail_ref", b"mail_ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crm_record_id", b"crm_record_id", "fields", b"fields", "kind", b"kind", "mail_ref", b"mail_ref", "name", b"name", "resolution_pending", b"resolution_pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conflict: _TypeAlias = Conflict  # noqa: Y015

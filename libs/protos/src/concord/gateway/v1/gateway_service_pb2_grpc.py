@@ -91,6 +91,16 @@ class GatewayServiceStub:
                 request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemRequest.SerializeToString,
                 response_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemResponse.FromString,
                 _registered_method=True)
+        self.ListConflicts = channel.unary_unary(
+                '/concord.gateway.v1.GatewayService/ListConflicts',
+                request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsRequest.SerializeToString,
+                response_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsResponse.FromString,
+                _registered_method=True)
+        self.ResolveConflict = channel.unary_unary(
+                '/concord.gateway.v1.GatewayService/ResolveConflict',
+                request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictRequest.SerializeToString,
+                response_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictResponse.FromString,
+                _registered_method=True)
         self.GetUserSettings = channel.unary_unary(
                 '/concord.gateway.v1.GatewayService/GetUserSettings',
                 request_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.GetUserSettingsRequest.SerializeToString,
@@ -208,6 +218,20 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConflicts(self, request, context):
+        """The conflicts held for the user under the org's `manual` policy; the mailbox's owner only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveConflict(self, request, context):
+        """Resolves a held conflict (whole item or per field); the next session applies it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUserSettings(self, request, context):
         """A user's settings for their mailbox.
         """
@@ -312,6 +336,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RetryItem,
                     request_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemRequest.FromString,
                     response_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemResponse.SerializeToString,
+            ),
+            'ListConflicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConflicts,
+                    request_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsRequest.FromString,
+                    response_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsResponse.SerializeToString,
+            ),
+            'ResolveConflict': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveConflict,
+                    request_deserializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictRequest.FromString,
+                    response_serializer=concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictResponse.SerializeToString,
             ),
             'GetUserSettings': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUserSettings,
@@ -648,6 +682,60 @@ class GatewayService:
             '/concord.gateway.v1.GatewayService/RetryItem',
             concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemRequest.SerializeToString,
             concord_dot_gateway_dot_v1_dot_gateway__service__pb2.RetryItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConflicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.gateway.v1.GatewayService/ListConflicts',
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsRequest.SerializeToString,
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ListConflictsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveConflict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.gateway.v1.GatewayService/ResolveConflict',
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictRequest.SerializeToString,
+            concord_dot_gateway_dot_v1_dot_gateway__service__pb2.ResolveConflictResponse.FromString,
             options,
             channel_credentials,
             insecure,

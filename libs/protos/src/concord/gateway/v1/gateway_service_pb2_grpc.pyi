@@ -38,6 +38,10 @@ class GatewayServiceStub:
     ListItemErrors: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ListItemErrorsRequest, _gateway_service_pb2.ListItemErrorsResponse]
     RetryItem: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.RetryItemRequest, _gateway_service_pb2.RetryItemResponse]
     """Retries a quarantined item in a new session."""
+    ListConflicts: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ListConflictsRequest, _gateway_service_pb2.ListConflictsResponse]
+    """The conflicts held for the user under the org's `manual` policy; the mailbox's owner only."""
+    ResolveConflict: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ResolveConflictRequest, _gateway_service_pb2.ResolveConflictResponse]
+    """Resolves a held conflict (whole item or per field); the next session applies it."""
     GetUserSettings: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetUserSettingsRequest, _gateway_service_pb2.GetUserSettingsResponse]
     """A user's settings for their mailbox."""
     UpdateUserSettings: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.UpdateUserSettingsRequest, _gateway_service_pb2.UpdateUserSettingsResponse]
@@ -131,6 +135,20 @@ class GatewayServiceServicer:
         context: _aio.ServicerContext[_gateway_service_pb2.RetryItemRequest, _abc.Awaitable[_gateway_service_pb2.RetryItemResponse]],
     ) -> _abc.Awaitable[_gateway_service_pb2.RetryItemResponse]:
         """Retries a quarantined item in a new session."""
+
+    def ListConflicts(
+        self,
+        request: _gateway_service_pb2.ListConflictsRequest,
+        context: _aio.ServicerContext[_gateway_service_pb2.ListConflictsRequest, _abc.Awaitable[_gateway_service_pb2.ListConflictsResponse]],
+    ) -> _abc.Awaitable[_gateway_service_pb2.ListConflictsResponse]:
+        """The conflicts held for the user under the org's `manual` policy; the mailbox's owner only."""
+
+    def ResolveConflict(
+        self,
+        request: _gateway_service_pb2.ResolveConflictRequest,
+        context: _aio.ServicerContext[_gateway_service_pb2.ResolveConflictRequest, _abc.Awaitable[_gateway_service_pb2.ResolveConflictResponse]],
+    ) -> _abc.Awaitable[_gateway_service_pb2.ResolveConflictResponse]:
+        """Resolves a held conflict (whole item or per field); the next session applies it."""
 
     def GetUserSettings(
         self,

@@ -116,6 +116,16 @@ class ReconcilerServiceStub:
                 request_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemRequest.SerializeToString,
                 response_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemResponse.FromString,
                 _registered_method=True)
+        self.ListConflicts = channel.unary_unary(
+                '/concord.reconciler.v1.ReconcilerService/ListConflicts',
+                request_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsRequest.SerializeToString,
+                response_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsResponse.FromString,
+                _registered_method=True)
+        self.ResolveConflict = channel.unary_unary(
+                '/concord.reconciler.v1.ReconcilerService/ResolveConflict',
+                request_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictRequest.SerializeToString,
+                response_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictResponse.FromString,
+                _registered_method=True)
         self.ShareEmail = channel.unary_unary(
                 '/concord.reconciler.v1.ReconcilerService/ShareEmail',
                 request_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ShareEmailRequest.SerializeToString,
@@ -240,6 +250,20 @@ class ReconcilerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConflicts(self, request, context):
+        """The conflicts held for the user under the org's `manual` policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveConflict(self, request, context):
+        """Records the user's choice for a held conflict and requests a session that applies it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ShareEmail(self, request, context):
         """Shares one email to Salesforce (exactly once, whichever mailbox shares it first).
         """
@@ -336,6 +360,16 @@ def add_ReconcilerServiceServicer_to_server(servicer, server):
                     servicer.RetryItem,
                     request_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemRequest.FromString,
                     response_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemResponse.SerializeToString,
+            ),
+            'ListConflicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConflicts,
+                    request_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsRequest.FromString,
+                    response_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsResponse.SerializeToString,
+            ),
+            'ResolveConflict': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveConflict,
+                    request_deserializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictRequest.FromString,
+                    response_serializer=concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictResponse.SerializeToString,
             ),
             'ShareEmail': grpc.unary_unary_rpc_method_handler(
                     servicer.ShareEmail,
@@ -782,6 +816,60 @@ class ReconcilerService:
             '/concord.reconciler.v1.ReconcilerService/RetryItem',
             concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemRequest.SerializeToString,
             concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.RetryItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConflicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.reconciler.v1.ReconcilerService/ListConflicts',
+            concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsRequest.SerializeToString,
+            concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ListConflictsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveConflict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.reconciler.v1.ReconcilerService/ResolveConflict',
+            concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictRequest.SerializeToString,
+            concord_dot_reconciler_dot_v1_dot_reconciler__service__pb2.ResolveConflictResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class ReconcilerServiceStub:
     """Lists the items of a mailbox that failed to sync."""
     RetryItem: _aio.UnaryUnaryMultiCallable[_reconciler_service_pb2.RetryItemRequest, _reconciler_service_pb2.RetryItemResponse]
     """Releases a quarantined item and requests a session to retry it."""
+    ListConflicts: _aio.UnaryUnaryMultiCallable[_reconciler_service_pb2.ListConflictsRequest, _reconciler_service_pb2.ListConflictsResponse]
+    """The conflicts held for the user under the org's `manual` policy."""
+    ResolveConflict: _aio.UnaryUnaryMultiCallable[_reconciler_service_pb2.ResolveConflictRequest, _reconciler_service_pb2.ResolveConflictResponse]
+    """Records the user's choice for a held conflict and requests a session that applies it."""
     ShareEmail: _aio.UnaryUnaryMultiCallable[_reconciler_service_pb2.ShareEmailRequest, _reconciler_service_pb2.ShareEmailResponse]
     """Shares one email to Salesforce (exactly once, whichever mailbox shares it first)."""
     GetOrgHealth: _aio.UnaryUnaryMultiCallable[_reconciler_service_pb2.GetOrgHealthRequest, _reconciler_service_pb2.GetOrgHealthResponse]
@@ -160,6 +164,20 @@ class ReconcilerServiceServicer:
         context: _aio.ServicerContext[_reconciler_service_pb2.RetryItemRequest, _abc.Awaitable[_reconciler_service_pb2.RetryItemResponse]],
     ) -> _abc.Awaitable[_reconciler_service_pb2.RetryItemResponse]:
         """Releases a quarantined item and requests a session to retry it."""
+
+    def ListConflicts(
+        self,
+        request: _reconciler_service_pb2.ListConflictsRequest,
+        context: _aio.ServicerContext[_reconciler_service_pb2.ListConflictsRequest, _abc.Awaitable[_reconciler_service_pb2.ListConflictsResponse]],
+    ) -> _abc.Awaitable[_reconciler_service_pb2.ListConflictsResponse]:
+        """The conflicts held for the user under the org's `manual` policy."""
+
+    def ResolveConflict(
+        self,
+        request: _reconciler_service_pb2.ResolveConflictRequest,
+        context: _aio.ServicerContext[_reconciler_service_pb2.ResolveConflictRequest, _abc.Awaitable[_reconciler_service_pb2.ResolveConflictResponse]],
+    ) -> _abc.Awaitable[_reconciler_service_pb2.ResolveConflictResponse]:
+        """Records the user's choice for a held conflict and requests a session that applies it."""
 
     def ShareEmail(
         self,
