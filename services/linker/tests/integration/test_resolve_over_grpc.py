@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import grpc
@@ -23,7 +23,7 @@ from concord_linker.adapters.tables import resolutions
 from concord_linker.api.servicer import LinkerServicer
 from concord_linker.domain.model import AutoResolvePolicy, Participant, UnknownAddressAction
 from concord_linker.domain.service import Linker
-from concord_rpc import from_rpc_error
+from concord_rpc import RpcFailure, from_rpc_error
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
 
@@ -243,9 +243,9 @@ async def test_blacklist_store_edits(engine: AsyncEngine) -> None:
     assert await store.blacklist("demo", "005U") == {"ann@x.org"}
 
 
-async def _failure(call: object) -> object:
+async def _failure(call: Awaitable[object]) -> RpcFailure:
     try:
-        await call  # type: ignore[misc]
+        await call
     except grpc.aio.AioRpcError as err:
         return from_rpc_error(err)
     raise AssertionError("the call succeeded")
@@ -273,8 +273,8 @@ async def test_initial_search_validation_names_every_field(linker_stub: Stub) ->
     got = await _failure(
         linker_stub.InitialSearch(pb.InitialSearchRequest(org="demo", page_size=1000))
     )
-    assert got.code == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert [f for f, _ in got.field_violations] == [  # type: ignore[attr-defined]
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in got.field_violations] == [
         "org",
         "user_id",
         "email",

@@ -309,7 +309,7 @@ async def test_a_failed_create_releases_its_claim() -> None:
     async def refuse(*args: object) -> str:
         raise RuntimeError("validation rule")
 
-    crm.create = refuse  # type: ignore[method-assign]
+    crm.create = refuse  # type: ignore[method-assign,assignment]
     with pytest.raises(RuntimeError):
         await linker(crm, store).resolve(ORG, USER, [p("v@initech.com")], CREATE_CONTACT)
     assert store.claims == {}
