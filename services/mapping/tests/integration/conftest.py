@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -98,7 +99,7 @@ class FakeCrmConnector(crm_grpc.CrmConnectorServiceServicer):
         self.down = False
 
     async def DescribeObject(
-        self, request: crm.DescribeObjectRequest, context: grpc.aio.ServicerContext
+        self, request: crm.DescribeObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> crm.DescribeObjectResponse:
         self.calls.append((request.org, request.sobject_type))
         if self.down:

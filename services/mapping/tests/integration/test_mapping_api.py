@@ -50,7 +50,7 @@ async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub)
     first, bad_zone, series, empty, bad_rule, attendees = response.results
     assert first.record.sobject_type == "Event"
     assert first.record.link_id == "l-a"
-    assert len(first.record.fields["Subject"]) == 255
+    assert len(json_format.MessageToDict(first.record.fields)["Subject"]) == 255
     assert first.record.fields["OwnerId"] == "005000000000001AAA"
     assert [(loss.field, loss.kind) for loss in first.losses] == [
         ("Subject", res.FIELD_LOSS_KIND_TRUNCATED)
@@ -68,9 +68,8 @@ async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub)
         "MALFORMED_RECURRENCE",
         "calendar_item.recurrence",
     )
-    assert [r["Email"] for r in attendees.record.fields["concord.EventRelations"]] == [
-        "ann@example.com"
-    ]
+    relations = json_format.MessageToDict(attendees.record.fields)["concord.EventRelations"]
+    assert [r["Email"] for r in relations] == ["ann@example.com"]
     assert [(loss.kind, loss.detail) for loss in attendees.losses] == [
         (res.FIELD_LOSS_KIND_DROPPED, "attendee 2 has no address")
     ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -178,7 +179,7 @@ def test_legacy_table_round_trips_a_series_through_salesforce_fields() -> None:
         if rule["crm_field"] == "Recurrence2PatternText":
             rule["to_crm"] = {"name": "recurrence_rrule", "params": {"format": "legacy"}}
     table = parse_table(content, DATA.schema)
-    item = {
+    item: dict[str, Any] = {
         "subject": "Standup",
         "start": "2026-03-02T14:00:00Z",
         "end": "2026-03-02T14:15:00Z",
@@ -203,7 +204,7 @@ def test_legacy_all_day_series_stays_on_its_dates() -> None:
         if rule["crm_field"] == "Recurrence2PatternText":
             rule["to_crm"] = {"name": "recurrence_rrule", "params": {"format": "legacy"}}
     table = parse_table(content, DATA.schema)
-    item = {
+    item: dict[str, Any] = {
         "subject": "Pay day",
         "all_day": True,
         "start_date": "2026-01-30",

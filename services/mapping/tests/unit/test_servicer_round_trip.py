@@ -41,8 +41,9 @@ def round_trip(item: res.MailItem, zone: str) -> tuple[pb.MappedRecord, pb.Mappe
         request = pb.MapToCrmRequest(org="orgs/demo", inputs=[pb.MapToCrmInput(item=item)])
         mapped = (await SERVICER.MapToCrm(request, None)).results[0]  # type: ignore[arg-type]
         assert not mapped.HasField("error"), mapped.error
-        back = await SERVICER.MapToMail(  # type: ignore[arg-type]
-            pb.MapToMailRequest(org="orgs/demo", records=[mapped.record], time_zone=zone), None
+        back = await SERVICER.MapToMail(
+            pb.MapToMailRequest(org="orgs/demo", records=[mapped.record], time_zone=zone),
+            None,  # type: ignore[arg-type]
         )
         return mapped, back.results[0]
 
@@ -155,7 +156,11 @@ def test_contacts_survive_the_wire(
         family_name=family_name,
         job_title=title,
         birthday=birthday,
-        email_addresses=[res.ContactEmailAddress(address="a@example.com", primary=True, type=1)],
+        email_addresses=[
+            res.ContactEmailAddress(
+                address="a@example.com", primary=True, type=res.EMAIL_ADDRESS_TYPE_WORK
+            )
+        ],
         phone_numbers=[res.PhoneNumber(number="+44 20 7946 0000", type=res.PHONE_TYPE_MOBILE)],
     )
     item = res.MailItem(ref=res.ItemRef(kind=res.OBJECT_KIND_CONTACT), contact=contact)

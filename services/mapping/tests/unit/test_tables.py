@@ -110,7 +110,7 @@ def test_custom_fields_by_name_and_custom_objects() -> None:
         {"mail_field": "calendar_item.online_meeting_url", "crm_field": "Teams_Link__c"}
     )
     MappingTables(None, DATA).check(EVENTS, content)  # type: ignore[arg-type]
-    custom = {
+    custom: dict[str, Any] = {
         "target_sobject": "Custom__c",
         "direction": "SYNC_DIRECTION_MAIL_TO_CRM",
         "rules": [
