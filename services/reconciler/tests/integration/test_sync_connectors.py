@@ -120,6 +120,15 @@ class Stack:
         assert session.state == res.SESSION_STATE_COMPLETED, session.failure_reason
         return session
 
+    async def set_org(self, **fields: Any) -> None:
+        """Sets these org settings (by field name) and no other."""
+        await self.reconciler.UpdateOrgSettings(
+            api.UpdateOrgSettingsRequest(
+                settings=st.OrgSettings(name=f"{ORG}/settings", **fields),
+                update_mask=field_mask_pb2.FieldMask(paths=sorted(fields)),
+            )
+        )
+
     def sobject(self, name: str) -> SFType:
         sf = self.sf
         return SFType(name, sf.session_id, sf.sf_instance, "62.0", session=sf.session)
@@ -433,9 +442,11 @@ async def test_a_salesforce_delete_unshares_the_mailbox_item_by_default(stack: S
     assert writes(await stack.session(mailbox_id)) == 0
 
 
-async def test_a_true_conflict_goes_to_the_newest_edit_by_the_servers_clocks(
-    stack: Stack,
-) -> None:
+async def _subject_edited_on_both_sides(
+    stack: Stack, mail_first_by: float = 0.0
+) -> tuple[str, Account, str, dict[str, Any]]:
+    """A synced meeting whose subject then changes to "<subject> (mailbox)" in the mailbox
+    and to "<subject> (salesforce)" in Salesforce."""
     mailbox_id, account = await stack.add_mailbox()
     subject = f"Kick-off {uuid.uuid4().hex[:6]}"
     item = await asyncio.to_thread(_meeting, account, subject)
@@ -443,8 +454,18 @@ async def test_a_true_conflict_goes_to_the_newest_edit_by_the_servers_clocks(
     (event,) = stack.events(subject)
     item.subject = subject + " (mailbox)"
     await asyncio.to_thread(item.save, update_fields=["subject"])
-    await asyncio.sleep(1.1)  # Salesforce's SystemModstamp counts whole seconds
+    await asyncio.sleep(mail_first_by)
     stack.sobject("Event").update(event["Id"], {"Subject": subject + " (salesforce)"})
+    return mailbox_id, account, subject, event
+
+
+async def test_a_true_conflict_goes_to_the_newest_edit_by_the_servers_clocks(
+    stack: Stack,
+) -> None:
+    mailbox_id, account, subject, _event = await _subject_edited_on_both_sides(
+        stack,
+        mail_first_by=1.1,  # Salesforce's SystemModstamp counts whole seconds
+    )
     merged = await stack.session(mailbox_id)
     assert merged.counts.conflicts == 1, merged.counts
     assert merged.counts.mail.updated == 1, merged.counts
@@ -454,14 +475,7 @@ async def test_a_true_conflict_goes_to_the_newest_edit_by_the_servers_clocks(
 
 
 async def test_mark_instead_of_delete_follows_the_org_setting(stack: Stack) -> None:
-    await stack.reconciler.UpdateOrgSettings(
-        api.UpdateOrgSettingsRequest(
-            settings=st.OrgSettings(
-                name=f"{ORG}/settings", mail_delete_action=st.MAIL_DELETE_ACTION_MARK_RECORD
-            ),
-            update_mask=field_mask_pb2.FieldMask(paths=["mail_delete_action"]),
-        )
-    )
+    await stack.set_org(mail_delete_action=st.MAIL_DELETE_ACTION_MARK_RECORD)
     mailbox_id, account = await stack.add_mailbox()
     subject = f"Offsite {uuid.uuid4().hex[:6]}"
     item = await asyncio.to_thread(_meeting, account, subject)
@@ -472,3 +486,43 @@ async def test_mark_instead_of_delete_follows_the_org_setting(stack: Stack) -> N
     assert [e["Subject"] for e in stack.events("Cancelled: " + subject)] == [
         "Cancelled: " + subject
     ]
+
+
+async def test_a_manual_conflict_waits_for_the_user_and_their_choice_is_written(
+    stack: Stack,
+) -> None:
+    await stack.set_org(conflict_policy=st.CONFLICT_POLICY_MANUAL)
+    mailbox_id, _account, subject, event = await _subject_edited_on_both_sides(stack)
+
+    held = await stack.session(mailbox_id)
+    assert (held.counts.conflicts, writes(held)) == (1, 0), held.counts
+    assert len(stack.events(subject + " (salesforce)")) == 1
+    parent = f"mailboxes/{mailbox_id}"
+    (conflict,) = (
+        await stack.reconciler.ListConflicts(api.ListConflictsRequest(parent=parent))
+    ).conflicts
+    assert conflict.crm_record_id == event["Id"]
+    assert [
+        (f.field, f.mail_value.string_value, f.crm_value.string_value) for f in conflict.fields
+    ] == [("Subject", subject + " (mailbox)", subject + " (salesforce)")]
+
+    request = api.ResolveConflictRequest(
+        name=conflict.name, take=res.SYNC_SIDE_MAIL, request_id=str(uuid.uuid4())
+    )
+    resolved = await stack.reconciler.ResolveConflict(request)
+    assert resolved.conflict.resolution_pending
+    assert resolved.session.trigger == res.SESSION_TRIGGER_RETRY
+    assert await stack.reconciler.ResolveConflict(request) == resolved
+    applied = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=resolved.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    assert applied.state == res.SESSION_STATE_COMPLETED, applied.failure_reason
+    assert (applied.counts.crm.updated, applied.counts.mail.updated) == (1, 0), applied.counts
+    assert len(stack.events(subject + " (mailbox)")) == 1
+    left = await stack.reconciler.ListConflicts(api.ListConflictsRequest(parent=parent))
+    assert list(left.conflicts) == []
+    assert writes(await stack.session(mailbox_id)) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from concord_reconciler.domain.sync import (
     Change,
     Link,
     LinkState,
+    Resolution,
     Side,
     Snapshot,
     TombstoneReason,
@@ -188,6 +190,105 @@ def test_a_manual_conflict_is_held_with_both_sides_and_nothing_written() -> None
     )
     assert only(again) == (ActionKind.HOLD, [])
     assert again.actions[0].link.conflicts == held.conflicts
+
+
+def _held(**crm_edits: Value) -> Link:
+    result = run(
+        [mail("m1", snap(edited(subject="M", location="R9")))],
+        [crm("c1", snap(edited(subject="C", **crm_edits)))],
+        conflict=ConflictPolicy.MANUAL,
+    )
+    return result.actions[0].link
+
+
+def test_a_resolved_conflict_is_written_at_the_next_session_without_a_change() -> None:
+    held = replace(_held(), resolution=Resolution(take=Side.MAIL))
+    result = run([], [], [held], conflict=ConflictPolicy.MANUAL)
+    kind, writes = only(result)
+    assert (kind, writes) == (
+        ActionKind.UPDATE,
+        [(Side.CRM, WriteOp.UPDATE, {"location": "R9", "subject": "M"})],
+    )
+    after = result.actions[0].link
+    assert after.state is LinkState.ACTIVE
+    assert (after.held_mail, after.held_crm, after.resolution) == (None, None, None)
+    assert after.base == edited(subject="M", location="R9")
+    # The losing value stays on record, now with its winner; nothing is held any more.
+    assert [(c.field, c.mail_value, c.crm_value, c.winner) for c in after.conflicts] == [
+        ("subject", "M", "C", Side.MAIL)
+    ]
+    assert run([], [], [after], conflict=ConflictPolicy.MANUAL).actions == ()
+
+
+def test_a_resolution_per_field_writes_each_choice_to_its_losing_side() -> None:
+    held = _held(location="R0")
+    choice = Resolution(take=Side.MAIL, fields={"location": Side.CRM})
+    result = run([], [], [replace(held, resolution=choice)], conflict=ConflictPolicy.MANUAL)
+    _kind, writes = only(result)
+    assert writes == [
+        (Side.MAIL, WriteOp.UPDATE, {"location": "R0"}),
+        (Side.CRM, WriteOp.UPDATE, {"subject": "M"}),
+    ]
+    assert result.actions[0].link.base == edited(subject="M", location="R0")
+
+
+def test_a_resolution_applies_to_a_side_that_moved_again_but_a_new_conflict_holds() -> None:
+    held = replace(_held(), resolution=Resolution(fields={"subject": Side.CRM}))
+    later = run(
+        [],
+        [crm("c1", snap(edited(subject="C2"), "v3"))],
+        [held],
+        conflict=ConflictPolicy.MANUAL,
+    )
+    _kind, writes = only(later)
+    assert writes == [
+        (Side.MAIL, WriteOp.UPDATE, {"subject": "C2"}),
+        (Side.CRM, WriteOp.UPDATE, {"location": "R9"}),
+    ]
+    fresh = run(
+        [],
+        [crm("c1", snap(edited(subject="C", location="R0"), "v3"))],
+        [held],
+        conflict=ConflictPolicy.MANUAL,
+    )
+    assert only(fresh) == (ActionKind.HOLD, [])
+    again = fresh.actions[0].link
+    assert again.resolution is None
+    assert {c.field for c in again.conflicts if c.winner is None} == {"subject", "location"}
+
+
+@given(
+    st.fixed_dictionaries(
+        {"subject": st.sampled_from(list(Side)), "location": st.sampled_from(list(Side))}
+    ),
+    st.sampled_from([*Side, None]),
+)
+@settings(max_examples=40, deadline=None)
+def test_after_any_resolution_both_sides_converge_and_no_value_is_lost(
+    fields: dict[str, Side], take: Side | None
+) -> None:
+    held = _held(location="R0")
+    result = run(
+        [],
+        [],
+        [replace(held, resolution=Resolution(take=take, fields=fields))],
+        conflict=ConflictPolicy.MANUAL,
+    )
+    action = result.actions[0]
+    after = action.link
+    sides = {Side.MAIL: dict(held.held_mail or {}), Side.CRM: dict(held.held_crm or {})}
+    for write in action.writes:
+        sides[write.side].update(write.fields)
+    assert sides[Side.MAIL] == sides[Side.CRM] == after.base
+    for name, side in fields.items():
+        assert after.base[name] == (sides[side][name])
+        record = next(c for c in after.conflicts if c.field == name)
+        assert record.winner is side
+        assert {record.mail_value, record.crm_value} == {
+            held.held_mail[name] if held.held_mail else None,
+            held.held_crm[name] if held.held_crm else None,
+        }
+    assert after.state is LinkState.ACTIVE
 
 
 def test_the_mailbox_owns_attendees_a_crm_edit_is_reverted() -> None:

@@ -19,6 +19,7 @@ from concord_reconciler.domain.sync import (
     FieldConflict,
     Link,
     LinkState,
+    Resolution,
     Side,
     TombstoneReason,
     Value,
@@ -46,6 +47,25 @@ def _fields_from_json(data: Mapping[str, Any] | None) -> dict[str, Value] | None
     if data is None:
         return None
     return {k: freeze(v) for k, v in data.items()}
+
+
+def _resolution_to_json(resolution: Resolution | None) -> dict[str, Any] | None:
+    if resolution is None:
+        return None
+    return {
+        "take": resolution.take.value if resolution.take is not None else None,
+        "fields": {name: side.value for name, side in resolution.fields.items()},
+    }
+
+
+def _resolution_from_json(data: Mapping[str, Any] | None) -> Resolution | None:
+    if data is None:
+        return None
+    take = data.get("take")
+    return Resolution(
+        take=Side(take) if take else None,
+        fields={name: Side(side) for name, side in data.get("fields", {}).items()},
+    )
 
 
 def _us(value: datetime | None) -> int | None:
@@ -77,6 +97,7 @@ def link_to_row(link: Link) -> dict[str, Any]:
         ],
         "held_mail": _fields_to_json(link.held_mail),
         "held_crm": _fields_to_json(link.held_crm),
+        "resolution": _resolution_to_json(link.resolution),
         "series_link_id": link.series_link_id,
         "original_start_us": _us(link.original_start),
     }
@@ -107,6 +128,7 @@ def link_from_row(row: Mapping[str, Any] | RowMapping) -> Link:
         ),
         held_mail=_fields_from_json(row["held_mail"]),
         held_crm=_fields_from_json(row["held_crm"]),
+        resolution=_resolution_from_json(row["resolution"]),
         series_link_id=row["series_link_id"],
         original_start=(
             from_us(row["original_start_us"]) if row["original_start_us"] is not None else None
@@ -167,6 +189,32 @@ class SqlLinkStore:
                 .first()
             )
         return link_from_row(row) if row is not None else None
+
+    async def list_conflicts(self, mailbox_id: str, after: str, limit: int) -> list[Link]:
+        """The mailbox's held links, by link id after `after`."""
+        query = (
+            select(links)
+            .where(
+                links.c.mailbox_id == mailbox_id,
+                links.c.state == LinkState.CONFLICT.value,
+                links.c.link_id > after,
+            )
+            .order_by(links.c.link_id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [link_from_row(row) for row in rows]
+
+    async def resolve(self, link_id: str, resolution: Resolution) -> bool:
+        """Records the user's choice on a link still held; False if it is no longer held."""
+        query = (
+            update(links)
+            .where(links.c.link_id == link_id, links.c.state == LinkState.CONFLICT.value)
+            .values(resolution=_resolution_to_json(resolution), update_time_us=to_us(utcnow()))
+        )
+        async with self.engine.begin() as conn:
+            return bool((await conn.execute(query)).rowcount)
 
     async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]:
         query = select(sync_cursors.c.side, sync_cursors.c.token).where(

@@ -181,6 +181,8 @@ links = Table(
     Column("conflicts", JSON, nullable=False),
     Column("held_mail", JSON, nullable=True),
     Column("held_crm", JSON, nullable=True),
+    # The user's choice for a held conflict, until a session applies it (r0004).
+    Column("resolution", JSON, nullable=True),
     Column("series_link_id", String(36), nullable=False, default=""),
     Column("original_start_us", BigInteger, nullable=True),
     Column("update_time_us", BigInteger, nullable=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -17,18 +18,26 @@ from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, session_event
 from concord_reconciler.adapters.health import BudgetSource, org_figures
+from concord_reconciler.adapters.links import SqlLinkStore
 from concord_reconciler.adapters.messaging import NatsSessionEvents, NatsSessionQueue
 from concord_reconciler.adapters.peers import GrpcMailSide
 from concord_reconciler.adapters.scheduler import ScheduleReader
 from concord_reconciler.adapters.sharing import EmailSharing, ShareError
 from concord_reconciler.adapters.store import SessionKey, SqlStore, etag, to_us
+from concord_reconciler.api.conflicts import conflict_to_proto, side_from_proto
 from concord_reconciler.api.paging import decode_token, encode_token, page_size
+from concord_reconciler.domain.conflicts import (
+    ConflictNotFound,
+    parse_conflict_name,
+    resolution_for,
+)
 from concord_reconciler.domain.errors import (
     EtagMismatch,
     InvalidRequest,
     ItemErrorNotFound,
     MailboxAlreadyExists,
     MailboxNotFound,
+    MailboxSuspended,
     PeerError,
     PeerUnavailable,
     SessionNotFound,
@@ -55,6 +64,7 @@ from concord_reconciler.domain.settings import (
     merge_org_settings,
 )
 from concord_reconciler.domain.sharing import EmailNotFound, EmailNotShareable, EmailShareBusy
+from concord_reconciler.domain.sync import LinkState
 from concord_reconciler.wire import (
     item_error_to_proto,
     mailbox_to_proto,
@@ -479,6 +489,57 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
         response = api.RetryItemResponse(
             item_error=item_error_to_proto(released), session=session_to_proto(session)
         )
+        return await self._remember(method, request.request_id, response)
+
+    # -- conflicts held for the user ----------------------------------------------------
+
+    async def ListConflicts(
+        self, request: api.ListConflictsRequest, context: Context
+    ) -> api.ListConflictsResponse:
+        mailbox = await self._mailbox(parse_mailbox_name(request.parent, "parent"))
+        limit = page_size(request.page_size)
+        after = decode_token("conflicts", request.page_token)
+        found = await SqlLinkStore(self.store.engine).list_conflicts(
+            mailbox.mailbox_id, str(after[0]) if after else "", limit + 1
+        )
+        response = api.ListConflictsResponse(
+            conflicts=[conflict_to_proto(link) for link in found[:limit]]
+        )
+        if len(found) > limit:
+            response.next_page_token = encode_token("conflicts", [found[limit - 1].link_id])
+        return response
+
+    async def ResolveConflict(
+        self, request: api.ResolveConflictRequest, context: Context
+    ) -> api.ResolveConflictResponse:
+        method = "ResolveConflict"
+        mailbox_id, link_id = parse_conflict_name(request.name)
+        replay = await self._replay(method, request.request_id, api.ResolveConflictResponse)
+        if replay is not None:
+            return replay
+        take = (
+            side_from_proto(request.take, "take")
+            if request.take != res.SYNC_SIDE_UNSPECIFIED
+            else None
+        )
+        choices = [(c.field, side_from_proto(c.take, "fields")) for c in request.fields]
+        links = SqlLinkStore(self.store.engine)
+        link = await links.get_link(link_id)
+        if link is None or link.mailbox_id != mailbox_id or link.state is not LinkState.CONFLICT:
+            raise ConflictNotFound(request.name)
+        resolution = resolution_for(link, take, choices)
+        if not await links.resolve(link_id, resolution):  # a session settled it meanwhile
+            raise ConflictNotFound(request.name)
+        response = api.ResolveConflictResponse(
+            conflict=conflict_to_proto(replace(link, resolution=resolution))
+        )
+        try:
+            session, _ = await self._request_session(
+                mailbox_id, res.SESSION_TRIGGER_RETRY, request.request_id
+            )
+            response.session.CopyFrom(session_to_proto(session))
+        except MailboxSuspended:
+            pass  # the choice stands; the first session after a resume applies it
         return await self._remember(method, request.request_id, response)
 
     # -- later issues --------------------------------------------------------------------

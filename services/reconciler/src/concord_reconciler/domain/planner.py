@@ -177,8 +177,12 @@ def plan(
     by_id: dict[str, Link] = {}
     by_native: dict[Side, dict[str, Link]] = {Side.MAIL: {}, Side.CRM: {}}
     live = 0
+    # A conflict the user resolved is planned even when neither side changed since.
+    resolved: list[Link] = []
     for link in links:
         live += link.live
+        if link.resolution is not None and link.state is LinkState.CONFLICT:
+            resolved.append(link)
         if link.link_id in carried_ids:
             by_id[link.link_id] = link
         if link.mail_id is not None and link.mail_id in wanted[Side.MAIL]:
@@ -222,6 +226,9 @@ def plan(
                 pair.mail = change
             else:
                 pair.crm = change
+
+    for link in resolved:
+        pairs.setdefault(link.link_id, _Pair(link=link))
 
     actions: list[Action] = []
     skipped = 0
@@ -470,7 +477,14 @@ def _version(link: Link, side: Side, snapshot: Snapshot | None) -> str:
 
 
 def _tomb(link: Link, reason: TombstoneReason) -> Link:
-    return replace(link, state=LinkState.TOMBSTONE, tombstone=reason, held_mail=None, held_crm=None)
+    return replace(
+        link,
+        state=LinkState.TOMBSTONE,
+        tombstone=reason,
+        held_mail=None,
+        held_crm=None,
+        resolution=None,
+    )
 
 
 def _tombstoned(link: Link, reason: TombstoneReason) -> Action:
@@ -505,7 +519,9 @@ def _revived(pair: _Pair, link: Link, policy: SyncPolicy) -> Action | None:
 def _recreated(link: Link, missing: Side, survivor: Snapshot | None) -> Action:
     assert survivor is not None
     fields = dict(survivor.fields)
-    after = replace(link, base=fields, state=LinkState.ACTIVE, held_mail=None, held_crm=None)
+    after = replace(
+        link, base=fields, state=LinkState.ACTIVE, held_mail=None, held_crm=None, resolution=None
+    )
     after = after.on(
         missing.other,
         native_id=link.native(missing.other),
@@ -562,14 +578,19 @@ def _merged(
 
     merged: dict[str, Value] = {}
     conflicts: list[FieldConflict] = []
+    manual = policy.conflict is ConflictPolicy.MANUAL
+    resolution = link.resolution if link.state is LinkState.CONFLICT else None
+    held = False
     for name in sorted(set(base) | set(mail_now) | set(crm_now)):
         b, mv, cv = _get(base, name), _get(mail_now, name), _get(crm_now, name)
         mail_moved = changed_mail and mv != b
         crm_moved = changed_crm and cv != b and name not in policy.mail_authoritative
         if mail_moved and crm_moved and mv != cv:
-            winner = _winner(policy, m or listed_mail, c or listed_crm)
-            manual = policy.conflict is ConflictPolicy.MANUAL
-            conflicts.append(FieldConflict(name, mv, cv, None if manual else winner))
+            chosen = resolution.side_for(name) if resolution is not None else None
+            winner = chosen or _winner(policy, m or listed_mail, c or listed_crm)
+            # A field the user's choice does not cover (a new conflict) holds the item again.
+            held = held or (manual and chosen is None)
+            conflicts.append(FieldConflict(name, mv, cv, winner))
             value = mv if winner is not Side.CRM else cv
         elif mail_moved:
             value = mv
@@ -582,13 +603,16 @@ def _merged(
 
     m_snap = m or listed_mail
     c_snap = c or listed_crm
-    if conflicts and policy.conflict is ConflictPolicy.MANUAL:
+    if held:
+        conflicts = [replace(fc, winner=None) for fc in conflicts]
         after = replace(
             link,
             state=LinkState.CONFLICT,
             held_mail=dict(mail_now),
             held_crm=dict(crm_now),
             conflicts=_recorded(link.conflicts, conflicts),
+            # A choice made before the sides moved again is not a choice about these values.
+            resolution=None,
         )
         if m_snap is not None:
             after = after.on(
@@ -601,13 +625,18 @@ def _merged(
         return Action(ActionKind.HOLD, after, (), tuple(conflicts), previous=link)
 
     writes: list[Write] = []
+    kept = link.conflicts
+    if resolution is not None:
+        # The held records become the decided ones: both values stay, the winner is named.
+        kept = tuple(fc for fc in kept if fc.winner is not None)
     after = replace(
         link,
         base=merged,
         state=LinkState.ACTIVE,
         held_mail=None,
         held_crm=None,
-        conflicts=_recorded(link.conflicts, conflicts),
+        conflicts=_recorded(kept, conflicts),
+        resolution=None,
     )
     merged_hash = content_hash(merged)
     for side, now_fields, snap in ((Side.MAIL, mail_now, m_snap), (Side.CRM, crm_now, c_snap)):

@@ -20,6 +20,7 @@ __all__ = [
     "FieldConflict",
     "Link",
     "LinkState",
+    "Resolution",
     "Side",
     "Snapshot",
     "TombstoneReason",
@@ -157,6 +158,18 @@ class FieldConflict:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolution:
+    """The user's choice for a held conflict: which side's value each field keeps."""
+
+    # The side every field not named in `fields` keeps; None: only the named fields.
+    take: Side | None = None
+    fields: Mapping[str, Side] = field(default_factory=dict)
+
+    def side_for(self, name: str) -> Side | None:
+        return self.fields.get(name, self.take)
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """One mirrored pair: the base of the 3-way merge and what each side held at the last sync."""
 
@@ -176,6 +189,8 @@ class Link:
     conflicts: tuple[FieldConflict, ...] = ()
     held_mail: Mapping[str, Value] | None = None
     held_crm: Mapping[str, Value] | None = None
+    # Set by the user on a held link; the next session writes the chosen values.
+    resolution: Resolution | None = None
     series_link_id: str = ""
     original_start: datetime | None = None
 
