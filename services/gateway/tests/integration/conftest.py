@@ -168,6 +168,28 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
         return self._mutate("RetryItem", request, act)
 
+    async def ListConflicts(self, request: Any, context: Any) -> Any:
+        self._seen(request)
+        subject = res.ConflictField(field="Subject")
+        subject.mail_value.string_value = "Kick-off (mailbox)"
+        subject.crm_value.string_value = "Kick-off (salesforce)"
+        conflict = res.Conflict(
+            name=f"{request.parent}/conflicts/l1",
+            kind=res.OBJECT_KIND_CALENDAR_ITEM,
+            fields=[subject],
+        )
+        return rec_pb.ListConflictsResponse(conflicts=[conflict], next_page_token="p2")
+
+    async def ResolveConflict(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            mailbox = request.name.split("/conflicts/")[0]
+            return rec_pb.ResolveConflictResponse(
+                conflict=res.Conflict(name=request.name, resolution_pending=True),
+                session=self._session(mailbox, res.SESSION_STATE_QUEUED),
+            )
+
+        return self._mutate("ResolveConflict", request, act)
+
     async def UpdateMailboxSettings(self, request: Any, context: Any) -> Any:
         return self._mutate(
             "UpdateMailboxSettings",

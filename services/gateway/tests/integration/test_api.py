@@ -137,6 +137,11 @@ def _same_shape(a: grpc.aio.AioRpcError, b: grpc.aio.AioRpcError, a_id: str, b_i
         ("SuspendMailbox", lambda m: pb.SuspendMailboxRequest(mailbox=m, request_id="r")),
         ("ListItemErrors", lambda m: pb.ListItemErrorsRequest(parent=m)),
         ("RetryItem", lambda m: pb.RetryItemRequest(name=f"{m}/itemErrors/e1")),
+        ("ListConflicts", lambda m: pb.ListConflictsRequest(parent=m)),
+        (
+            "ResolveConflict",
+            lambda m: pb.ResolveConflictRequest(name=f"{m}/conflicts/l1", take=res.SYNC_SIDE_MAIL),
+        ),
         ("GetUserSettings", lambda m: pb.GetUserSettingsRequest(name=f"{m}/settings")),
         ("ShareEmail", lambda m: pb.ShareEmailRequest(mailbox=m)),
     ],
@@ -498,6 +503,10 @@ async def test_a_replayed_mutation_answers_the_first_time_and_acts_once(gateway:
         ("ResumeMailbox", pb.ResumeMailboxRequest(mailbox="mailboxes/ann", request_id="q")),
         ("RetryItem", pb.RetryItemRequest(name="mailboxes/ann/itemErrors/e1", request_id="q")),
         (
+            "ResolveConflict",
+            pb.ResolveConflictRequest(name="mailboxes/ann/conflicts/l1", request_id="q"),
+        ),
+        (
             "UpdateUserSettings",
             pb.UpdateUserSettingsRequest(
                 settings=settings_pb2.MailboxSettings(name="mailboxes/ann/settings"),
@@ -577,3 +586,37 @@ async def test_org_health_is_for_the_orgs_admin(gateway: Gateway) -> None:
         await gateway.error("GetOrgHealth", pb.GetOrgHealthRequest(org="orgs/acme"))
     )
     assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
+
+
+async def test_conflicts_are_listed_and_resolved_through_the_reconciler(gateway: Gateway) -> None:
+    listed = await gateway.call(
+        "ListConflicts", pb.ListConflictsRequest(parent="mailboxes/ann", page_size=5)
+    )
+    (conflict,) = listed.conflicts
+    assert conflict.name == "mailboxes/ann/conflicts/l1"
+    assert [
+        (f.field, f.mail_value.string_value, f.crm_value.string_value) for f in conflict.fields
+    ] == [("Subject", "Kick-off (mailbox)", "Kick-off (salesforce)")]
+    assert listed.next_page_token == "p2"
+    choice = pb.ResolveConflictRequest(
+        name=conflict.name,
+        take=res.SYNC_SIDE_CRM,
+        fields=[pb.ConflictChoice(field="Subject", take=res.SYNC_SIDE_MAIL)],
+        request_id="choice",
+    )
+    resolved = await gateway.call("ResolveConflict", choice)
+    assert resolved.conflict.resolution_pending
+    assert resolved.session.state == res.SESSION_STATE_QUEUED
+    forwarded = [r for r in gateway.reconciler.requests if type(r).__name__.startswith("Res")]
+    (sent,) = forwarded
+    assert (sent.name, sent.take, [(c.field, c.take) for c in sent.fields]) == (
+        conflict.name,
+        res.SYNC_SIDE_CRM,
+        [("Subject", res.SYNC_SIDE_MAIL)],
+    )
+    # The caller's id is scoped to the caller and the conflict, like every mutation's.
+    assert sent.request_id not in ("", "choice")
+    bad = await gateway.error(
+        "ResolveConflict", pb.ResolveConflictRequest(name="mailboxes/ann/other/l1")
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -342,6 +342,46 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         )
         return pb.RetryItemResponse(item_error=response.item_error, session=response.session)
 
+    # -- conflicts held for the user -------------------------------------------------------
+
+    async def ListConflicts(
+        self, request: pb.ListConflictsRequest, context: Context
+    ) -> pb.ListConflictsResponse:
+        name = names.mailbox_name(request.parent, "parent")
+        await self._mailbox(name, context)
+        response = await ask(
+            RECONCILER,
+            self._reconciler.ListConflicts(
+                rec_pb.ListConflictsRequest(
+                    parent=name, page_size=request.page_size, page_token=request.page_token
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        return pb.ListConflictsResponse(
+            conflicts=response.conflicts, next_page_token=response.next_page_token
+        )
+
+    async def ResolveConflict(
+        self, request: pb.ResolveConflictRequest, context: Context
+    ) -> pb.ResolveConflictResponse:
+        await self._mailbox(names.mailbox_of_child(request.name, "name", "conflicts"), context)
+        response = await ask(
+            RECONCILER,
+            self._reconciler.ResolveConflict(
+                rec_pb.ResolveConflictRequest(
+                    name=request.name,
+                    take=request.take,
+                    fields=[
+                        rec_pb.ConflictChoice(field=c.field, take=c.take) for c in request.fields
+                    ],
+                    request_id=_request_id("ResolveConflict", request.name, request.request_id),
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        return pb.ResolveConflictResponse(conflict=response.conflict, session=response.session)
+
     # -- settings --------------------------------------------------------------------------
 
     async def GetUserSettings(
