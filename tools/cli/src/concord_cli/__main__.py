@@ -127,6 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_retry = command("retry", "release a quarantined item and sync it again")
     p_retry.add_argument("item", help="`demo/<item error>` or its full name")
 
+    p_conflicts = command("conflicts", "a mailbox's conflicts waiting for your choice")
+    p_conflicts.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
+    p_conflicts.add_argument("--limit", type=_positive_int, default=50, help="how many (50)")
+
+    p_resolve = command("resolve", "choose the side a held conflict keeps; the next sync writes it")
+    p_resolve.add_argument("conflict", help="`demo/<conflict>` or its full name")
+    p_resolve.add_argument(
+        "--take", required=True, help="`mail` or `crm`: the side every field keeps by default"
+    )
+    p_resolve.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FIELD=mail|crm",
+        help="the side one field keeps instead (repeatable)",
+    )
+
     p_suspend = command("suspend", "stop syncing a mailbox until resumed")
     p_suspend.add_argument("mailbox", help="`demo` or `mailboxes/demo`")
     p_suspend.add_argument("--reason", default="", help="shown on the dashboard")
@@ -261,6 +278,10 @@ async def _run(args: argparse.Namespace, target: Target) -> int:
         )
     if command == "retry":
         return await commands.retry(target, args.item, as_json, out)
+    if command == "conflicts":
+        return await commands.conflicts(target, args.mailbox, args.limit, as_json, out)
+    if command == "resolve":
+        return await commands.resolve(target, args.conflict, args.take, args.field, as_json, out)
     if command == "suspend":
         return await commands.suspend(target, args.mailbox, args.reason, as_json, out)
     if command == "resume":

@@ -23,6 +23,7 @@ from concord_cli import output
 from concord_cli.config import (
     Target,
     UsageProblem,
+    conflict_name,
     item_error_name,
     mailbox_name,
     org_name,
@@ -35,6 +36,7 @@ __all__ = [
     "REQUEST_ID",
     "Gateway",
     "add_mailbox",
+    "conflicts",
     "describe_rpc_error",
     "errors",
     "gateway",
@@ -42,6 +44,7 @@ __all__ = [
     "mailbox_status",
     "mailboxes",
     "org_health",
+    "resolve",
     "resume",
     "retry",
     "sessions",
@@ -293,32 +296,47 @@ async def mailbox_status(target: Target, mailbox: str, as_json: bool, out: Out) 
     return 0
 
 
+async def _collect(gw: Gateway, method: str, request: Any, items: str, limit: int) -> Any:
+    """Up to `limit` items of a paged listing, in its last page's response."""
+    found: list[Any] = []
+    while True:
+        request.page_size = min(limit - len(found), _PAGE)
+        response = await gw.call(method, request)
+        found.extend(getattr(response, items))
+        request.page_token = response.next_page_token
+        if not request.page_token or len(found) >= limit:
+            break
+    del found[limit:]
+    response.ClearField(items)
+    getattr(response, items).extend(found)
+    return response
+
+
 async def errors(
     target: Target, mailbox: str, quarantined_only: bool, limit: int, as_json: bool, out: Out
 ) -> int:
-    found: list[res.ItemError] = []
-    total = 0
-    page_token = ""
+    request = pb.ListItemErrorsRequest(
+        parent=mailbox_name(mailbox), quarantined_only=quarantined_only
+    )
     async with gateway(target) as gw:
-        while len(found) < limit:
-            response = await gw.call(
-                "ListItemErrors",
-                pb.ListItemErrorsRequest(
-                    parent=mailbox_name(mailbox),
-                    page_size=min(limit - len(found), _PAGE),
-                    page_token=page_token,
-                    quarantined_only=quarantined_only,
-                ),
-            )
-            found.extend(response.item_errors)
-            total = response.total_size
-            page_token = response.next_page_token
-            if not page_token:
-                break
-    listing = pb.ListItemErrorsResponse(item_errors=found[:limit], total_size=total)
+        response = await _collect(gw, "ListItemErrors", request, "item_errors", limit)
+    total = response.total_size
+    listing = pb.ListItemErrorsResponse(item_errors=response.item_errors, total_size=total)
     shown = output.item_errors_table(listing.item_errors)
     if total > len(listing.item_errors):
         shown += f"\n({len(listing.item_errors)} of {total}; --limit shows more)"
+    _print(out, as_json, listing, shown)
+    return 0
+
+
+async def conflicts(target: Target, mailbox: str, limit: int, as_json: bool, out: Out) -> int:
+    """The conflicts held for the user (org policy `manual`), one row per field."""
+    request = pb.ListConflictsRequest(parent=mailbox_name(mailbox))
+    async with gateway(target) as gw:
+        listing = await _collect(gw, "ListConflicts", request, "conflicts", limit)
+    shown = output.conflicts_table(listing.conflicts)
+    if listing.next_page_token:
+        shown += f"\n(the first {limit}; --limit shows more)"
     _print(out, as_json, listing, shown)
     return 0
 
@@ -358,6 +376,44 @@ async def retry(target: Target, item: str, as_json: bool, out: Out) -> int:
     human = (
         f"released {response.item_error.name}; "
         f"session {response.session.session_id} {output.state(response.session)}"
+    )
+    _print(out, as_json, response, human)
+    return 0
+
+
+_SIDES = {"mail": res.SYNC_SIDE_MAIL, "crm": res.SYNC_SIDE_CRM}
+
+
+def _side(text: str, what: str) -> res.SyncSide.ValueType:
+    side = _SIDES.get(text.strip().lower())
+    if side is None:
+        raise UsageProblem(f"{what} takes 'mail' or 'crm', got {text!r}")
+    return side
+
+
+async def resolve(
+    target: Target, conflict: str, take: str, fields: Sequence[str], as_json: bool, out: Out
+) -> int:
+    """Records which side's values a held conflict keeps; the next session writes them."""
+    choices = []
+    for assignment in fields:
+        name, equals, side = assignment.partition("=")
+        if not equals or not name.strip():
+            raise UsageProblem(f"--field takes FIELD=mail|crm, got {assignment!r}")
+        choices.append(pb.ConflictChoice(field=name.strip(), take=_side(side, "--field")))
+    request = pb.ResolveConflictRequest(
+        name=conflict_name(conflict),
+        take=_side(take, "--take"),
+        fields=choices,
+        request_id=_request_id(),
+    )
+    async with gateway(target) as gw:
+        response = await gw.call("ResolveConflict", request)
+    human = (
+        f"resolved {response.conflict.name}; "
+        f"session {response.session.session_id} {output.state(response.session)} applies it"
+        if response.HasField("session")
+        else f"resolved {response.conflict.name}; applied when the mailbox is resumed"
     )
     _print(out, as_json, response, human)
     return 0

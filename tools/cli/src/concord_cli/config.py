@@ -16,6 +16,7 @@ __all__ = [
     "CliError",
     "Target",
     "UsageProblem",
+    "conflict_name",
     "default_up_file",
     "item_error_name",
     "mailbox_name",
@@ -111,17 +112,26 @@ def mailbox_name(argument: str) -> str:
     return argument if "/" in argument else f"mailboxes/{argument}"
 
 
-def item_error_name(argument: str) -> str:
-    """`demo/e1` -> `mailboxes/demo/itemErrors/e1`; a full name passes as is."""
+def _child_name(argument: str, collection: str, what: tuple[str, str]) -> str:
     if argument.startswith("mailboxes/"):
         return argument
-    mailbox, slash, item = argument.partition("/")
-    if not slash or not mailbox or not item or "/" in item:
+    mailbox, slash, child = argument.partition("/")
+    if not slash or not mailbox or not child or "/" in child:
         raise UsageProblem(
-            f"an item is '<mailbox>/<item error>' or 'mailboxes/<m>/itemErrors/<e>', "
+            f"{what[0]} is '<mailbox>/<{what[1]}>' or 'mailboxes/<m>/{collection}/<id>', "
             f"got {argument!r}"
         )
-    return f"mailboxes/{mailbox}/itemErrors/{item}"
+    return f"mailboxes/{mailbox}/{collection}/{child}"
+
+
+def item_error_name(argument: str) -> str:
+    """`demo/e1` -> `mailboxes/demo/itemErrors/e1`; a full name passes as is."""
+    return _child_name(argument, "itemErrors", ("an item", "item error"))
+
+
+def conflict_name(argument: str) -> str:
+    """`demo/<id>` -> `mailboxes/demo/conflicts/<id>`; a full name passes as is."""
+    return _child_name(argument, "conflicts", ("a conflict", "conflict"))
 
 
 def org_name(target: Target, org: str = "") -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from concord.common.v1 import resources_pb2 as res
@@ -17,6 +17,7 @@ from concord.gateway.v1 import gateway_service_pb2 as gw
 __all__ = [
     "Progress",
     "ServiceHealth",
+    "conflicts_table",
     "dashboard",
     "dumps",
     "item_errors_table",
@@ -205,6 +206,32 @@ def item_errors_table(errors: Sequence[res.ItemError]) -> str:
         for e in errors
     ]
     headers = ("ITEM", "KIND", "SIDE", "REASON", "ATTEMPTS", "QUARANTINED", "LAST SEEN", "MESSAGE")
+    return table(headers, rows)
+
+
+def _shown(value: struct_pb2.Value) -> str:
+    if value.WhichOneof("kind") in (None, "null_value"):
+        return _NONE
+    if value.WhichOneof("kind") == "string_value":
+        return value.string_value
+    return json.dumps(json_format.MessageToDict(value), ensure_ascii=False)
+
+
+def conflicts_table(conflicts: Sequence[res.Conflict]) -> str:
+    """One row per field in conflict, both values side by side."""
+    rows = [
+        (
+            c.name.rsplit("/", 1)[-1],
+            _enum(c.kind, res.ObjectKind, "OBJECT_KIND_"),
+            f.field,
+            _shown(f.mail_value),
+            _shown(f.crm_value),
+            "yes" if c.resolution_pending else "no",
+        )
+        for c in conflicts
+        for f in c.fields
+    ]
+    headers = ("CONFLICT", "KIND", "FIELD", "MAILBOX VALUE", "SALESFORCE VALUE", "RESOLVED")
     return table(headers, rows)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -74,6 +74,23 @@ def _mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
     )
 
 
+def _conflict(mailbox_id: str) -> res.Conflict:
+    """A meeting whose subject and location were changed differently on both sides."""
+    subject = res.ConflictField(field="Subject")
+    subject.mail_value.string_value = "Pipeline review (moved)"
+    subject.crm_value.string_value = "Pipeline review"
+    people = res.ConflictField(field="Location")
+    people.mail_value.list_value.values.add().string_value = "Room 2"
+    people.crm_value.null_value = struct_pb2.NULL_VALUE
+    return res.Conflict(
+        name=f"mailboxes/{mailbox_id}/conflicts/l1",
+        kind=res.OBJECT_KIND_CALENDAR_ITEM,
+        mail_ref=res.ItemRef(kind=res.OBJECT_KIND_CALENDAR_ITEM, native_id="AAMk1"),
+        crm_record_id="00U000000000001",
+        fields=[subject, people],
+    )
+
+
 @dataclass
 class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
     # How sessions end once they have been read RUNNING: COMPLETED, FAILED, or never (None).
@@ -82,6 +99,8 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
     mailboxes: dict[str, res.Mailbox] = field(default_factory=dict)
     sessions: dict[str, res.Session] = field(default_factory=dict)
     item_errors: dict[str, res.ItemError] = field(default_factory=dict)
+    conflicts: dict[str, res.Conflict] = field(default_factory=dict)
+    resolutions: list[Any] = field(default_factory=list)
     user_settings: dict[str, st.MailboxSettings] = field(default_factory=dict)
     org_settings: dict[str, st.OrgSettings] = field(default_factory=dict)
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -116,6 +135,8 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
                     last_seen_time=timestamp_pb2.Timestamp(seconds=1_800_000_000),
                 )
             }
+            self.conflicts = {c.name: c for c in (_conflict("demo"), _conflict("colleague"))}
+            self.resolutions.clear()
             self.user_settings.clear()
             self.org_settings.clear()
             self.answers.clear()
@@ -276,6 +297,27 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
             return rec.RetryItemResponse(item_error=error, session=session)
 
         return self._replayed("RetryItem", request, context, act)
+
+    # -- conflicts -----------------------------------------------------------------------------
+
+    def ListConflicts(self, request: Any, context: Any) -> Any:
+        self._caller(context, "ListConflicts")
+        mine = [c for n, c in self.conflicts.items() if n.startswith(request.parent + "/")]
+        return rec.ListConflictsResponse(conflicts=mine)
+
+    def ResolveConflict(self, request: Any, context: Any) -> Any:
+        def act() -> Any:
+            conflict = self.conflicts.get(request.name)
+            if conflict is None:
+                _abort(context, code_pb2.NOT_FOUND, "CONFLICT_NOT_FOUND", "no such conflict")
+            assert conflict is not None
+            self.resolutions.append(request)
+            conflict.resolution_pending = True
+            mailbox = request.name.split("/conflicts/")[0]
+            session = self._new_session(mailbox, res.SESSION_TRIGGER_RETRY)
+            return rec.ResolveConflictResponse(conflict=conflict, session=session)
+
+        return self._replayed("ResolveConflict", request, context, act)
 
     # -- settings ------------------------------------------------------------------------------
 

@@ -244,6 +244,49 @@ def test_retrying_an_item_of_another_users_mailbox_is_refused(
     assert "<mailbox>/<item error>" in one_error_line(capsys)
 
 
+def test_conflicts_show_both_values_and_resolve_sends_the_choice(
+    stack: Stack, capsys: Capture
+) -> None:
+    assert run(stack, "conflicts", "demo") == 0
+    table = [line.split("  ") for line in capsys.readouterr().out.splitlines()]
+    rows = [[cell.strip() for cell in line if cell.strip()] for line in table]
+    assert rows == [
+        ["CONFLICT", "KIND", "FIELD", "MAILBOX VALUE", "SALESFORCE VALUE", "RESOLVED"],
+        ["l1", "CALENDAR_ITEM", "Subject", "Pipeline review (moved)", "Pipeline review", "no"],
+        ["l1", "CALENDAR_ITEM", "Location", '["Room 2"]', "-", "no"],
+    ]
+
+    argv = ("resolve", "demo/l1", "--take", "crm", "--field", "Subject=mail")
+    assert run(stack, *argv) == 0
+    out = capsys.readouterr().out
+    assert "resolved mailboxes/demo/conflicts/l1; session s-1 QUEUED applies it" in out
+    (sent,) = stack.fake.resolutions
+    assert (sent.name, sent.take, [(c.field, c.take) for c in sent.fields]) == (
+        "mailboxes/demo/conflicts/l1",
+        res.SYNC_SIDE_CRM,
+        [("Subject", res.SYNC_SIDE_MAIL)],
+    )
+    assert run(stack, "--json", "conflicts", "demo") == 0
+    (listed,) = json.loads(capsys.readouterr().out)["conflicts"]
+    assert listed["resolutionPending"] is True
+
+
+def test_resolving_needs_a_side_and_another_users_conflict_is_refused(
+    stack: Stack, capsys: Capture
+) -> None:
+    assert run(stack, "resolve", "demo/l1", "--take", "both") == 2
+    assert "'mail' or 'crm'" in one_error_line(capsys)
+    assert run(stack, "resolve", "demo/l1", "--take", "mail", "--field", "Subject") == 2
+    assert "FIELD=mail|crm" in one_error_line(capsys)
+    assert run(stack, "resolve", "l1", "--take", "mail") == 2
+    assert "<mailbox>/<conflict>" in one_error_line(capsys)
+    assert run(stack, "resolve", "colleague/l1", "--take", "mail") == 4
+    assert "PERMISSION_DENIED" in one_error_line(capsys)
+    assert run(stack, "conflicts", "colleague") == 4
+    assert "PERMISSION_DENIED" in one_error_line(capsys)
+    assert stack.fake.resolutions == []
+
+
 def test_suspend_then_resume(stack: Stack, capsys: Capture) -> None:
     assert run(stack, "suspend", "demo", "--reason", "holiday") == 0
     assert "SUSPENDED (holiday)" in capsys.readouterr().out
