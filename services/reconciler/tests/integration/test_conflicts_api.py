@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -160,3 +161,23 @@ async def test_a_resolution_is_checked_recorded_once_and_asks_for_a_session(
     assert await reconciler.stub.ResolveConflict(request) == resolved
     listed = await reconciler.stub.ListConflicts(api.ListConflictsRequest(parent="mailboxes/demo"))
     assert [c.resolution_pending for c in listed.conflicts] == [True]
+
+
+async def test_a_session_keeps_a_choice_made_while_it_ran_and_clears_it_once_applied(
+    reconciler: Reconciler,
+) -> None:
+    await reconciler.add_mailbox()
+    held = _held(1)
+    links = await _seed(reconciler, held)
+    choice = Resolution(take=Side.CRM)
+    assert await links.resolve(held.link_id, choice)
+    # The session loaded the link before the choice and holds it again with a new version.
+    await links.commit("demo", EVENT, [replace(held, mail_version="v9")], [])
+    stored = await links.get_link(held.link_id)
+    assert stored is not None
+    assert (stored.mail_version, stored.resolution) == ("v9", choice)
+    await links.commit("demo", EVENT, [replace(held, state=LinkState.ACTIVE)], [])
+    settled = await links.get_link(held.link_id)
+    assert settled is not None
+    assert settled.resolution is None
+    assert not await links.resolve(held.link_id, choice)

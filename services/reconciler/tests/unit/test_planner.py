@@ -232,7 +232,7 @@ def test_a_resolution_per_field_writes_each_choice_to_its_losing_side() -> None:
     assert result.actions[0].link.base == edited(subject="M", location="R0")
 
 
-def test_a_resolution_applies_to_a_side_that_moved_again_but_a_new_conflict_holds() -> None:
+def test_a_choice_applies_to_a_side_that_moved_again_but_an_uncovered_conflict_holds() -> None:
     held = replace(_held(), resolution=Resolution(fields={"subject": Side.CRM}))
     later = run(
         [],
@@ -253,7 +253,7 @@ def test_a_resolution_applies_to_a_side_that_moved_again_but_a_new_conflict_hold
     )
     assert only(fresh) == (ActionKind.HOLD, [])
     again = fresh.actions[0].link
-    assert again.resolution is None
+    assert again.resolution == held.resolution
     assert {c.field for c in again.conflicts if c.winner is None} == {"subject", "location"}
 
 

@@ -330,6 +330,11 @@ class SqlLinkStore:
                 )
         for link in batch:
             row = {**link_to_row(link), "update_time_us": now}
+            if link.state is LinkState.CONFLICT:
+                # A held link's choice is the user's (ResolveConflict), possibly made while
+                # this session ran; a session clears it only by taking the link out of
+                # CONFLICT.
+                del row["resolution"]
             if link.link_id in existing:
                 await conn.execute(
                     update(links).where(links.c.link_id == link.link_id).values(**row)

@@ -27,6 +27,7 @@ def _value(value: Value) -> struct_pb2.Value:
 
 
 def conflict_to_proto(link: Link) -> res.Conflict:
+    held = held_fields(link)
     return res.Conflict(
         name=conflict_name(link.mailbox_id, link.link_id),
         kind=link.kind,  # type: ignore[arg-type]
@@ -41,9 +42,10 @@ def conflict_to_proto(link: Link) -> res.Conflict:
             res.ConflictField(
                 field=c.field, mail_value=_value(c.mail_value), crm_value=_value(c.crm_value)
             )
-            for c in held_fields(link)
+            for c in held
         ],
-        resolution_pending=link.resolution is not None,
+        resolution_pending=link.resolution is not None
+        and all(link.resolution.side_for(c.field) is not None for c in held),
     )
 
 

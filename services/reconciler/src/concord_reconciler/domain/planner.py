@@ -588,7 +588,8 @@ def _merged(
         if mail_moved and crm_moved and mv != cv:
             chosen = resolution.side_for(name) if resolution is not None else None
             winner = chosen or _winner(policy, m or listed_mail, c or listed_crm)
-            # A field the user's choice does not cover (a new conflict) holds the item again.
+            # A field the user's choice does not cover (a new conflict) holds the whole item
+            # again; the choice stays for the fields it names.
             held = held or (manual and chosen is None)
             conflicts.append(FieldConflict(name, mv, cv, winner))
             value = mv if winner is not Side.CRM else cv
@@ -611,8 +612,6 @@ def _merged(
             held_mail=dict(mail_now),
             held_crm=dict(crm_now),
             conflicts=_recorded(link.conflicts, conflicts),
-            # A choice made before the sides moved again is not a choice about these values.
-            resolution=None,
         )
         if m_snap is not None:
             after = after.on(
