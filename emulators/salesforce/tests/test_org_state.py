@@ -13,14 +13,21 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from concord_salesforce_emulator.errors import SalesforceError
 from concord_salesforce_emulator.org import Org, WriteResult
-from concord_salesforce_emulator.schema import load_schema
+from concord_salesforce_emulator.schema import SObjectType, load_schema
 from concord_salesforce_emulator.store import OrgStore
 
 pytestmark = pytest.mark.unit
 
 SCHEMA = load_schema()
-TASK = SCHEMA.get("Task")
-assert TASK is not None
+
+
+def _sobject(name: str) -> SObjectType:
+    found = SCHEMA.get(name)
+    assert found is not None, name
+    return found
+
+
+TASK = _sobject("Task")
 USER = "0055e0000000001AAA"
 LINKS = st.sampled_from(["a", "b", "c", "A", "d"])
 SUBJECTS = st.sampled_from(["Call", "Email", "x" * 256, None])
