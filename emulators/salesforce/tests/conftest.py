@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce, SFType
+from simple_salesforce.exceptions import SalesforceError
 
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings
@@ -16,6 +17,29 @@ from concord_salesforce_emulator.server import Settings
 VERSION = "62.0"
 # The recorded Salesforce material beside the repository (../shared/reference, see its README).
 REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference"
+
+
+class TypedSalesforce(Salesforce):
+    """simple-salesforce, unchanged on the wire, with `sf.Contact` typed as the `SFType` it is.
+
+    The library types every attribute as `SFType | SFBulkHandler | SFBulk2Handler`: only `bulk`
+    and `bulk2` are handlers, and these tests use neither.
+    """
+
+    def __getattr__(self, name: str) -> SFType:
+        handle = super().__getattr__(name)
+        assert isinstance(handle, SFType), f"{name} is a bulk handler, not an sObject"
+        return handle
+
+
+def error_body(error: SalesforceError) -> Any:
+    """The JSON body a simple-salesforce error carries.
+
+    `content` is typed `bytes`, but the library raises with `response.json()` (the text only
+    when the body is not JSON).
+    """
+    body: object = error.content
+    return body
 
 
 @pytest.fixture
@@ -58,8 +82,8 @@ def token(emulator: Running, http: requests.Session) -> dict[str, Any]:
 
 
 @pytest.fixture
-def sf(token: dict[str, Any], http: requests.Session) -> Salesforce:
-    return Salesforce(
+def sf(token: dict[str, Any], http: requests.Session) -> TypedSalesforce:
+    return TypedSalesforce(
         instance_url=token["instance_url"],
         session_id=token["access_token"],
         session=http,

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.timefmt import parse_datetime
 
-from .conftest import REFERENCE
+from .conftest import REFERENCE, TypedSalesforce, error_body
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +28,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def test_search_by_email_across_objects(sf: Salesforce) -> None:
+def test_search_by_email_across_objects(sf: TypedSalesforce) -> None:
     contact = sf.Contact.create({"LastName": "Hopper", "Email": "grace@navy.example"})["id"]
     lead = sf.Lead.create({"LastName": "Hopper", "Company": "Navy", "Email": "GRACE@navy.example"})[
         "id"
@@ -47,7 +46,7 @@ def test_search_by_email_across_objects(sf: Salesforce) -> None:
     assert set(_fixture("sobject_search_success_response.json")[0]) <= set(records[0])
 
 
-def test_search_returning_with_where_and_limit(sf: Salesforce) -> None:
+def test_search_returning_with_where_and_limit(sf: TypedSalesforce) -> None:
     for n in range(3):
         sf.Contact.create(
             {"LastName": f"P{n}", "Email": f"p{n}@same.example", "Title": "CTO" if n else "CEO"}
@@ -61,7 +60,7 @@ def test_search_returning_with_where_and_limit(sf: Salesforce) -> None:
     assert [r["Title"] for r in narrowed["searchRecords"]] == ["CTO"]
 
 
-def test_search_by_domain_matches_whole_domains_only(sf: Salesforce) -> None:
+def test_search_by_domain_matches_whole_domains_only(sf: TypedSalesforce) -> None:
     hit = sf.Contact.create({"LastName": "A", "Email": "a@acme.example"})["id"]
     sf.Contact.create({"LastName": "B", "Email": "b@notacme.example"})
     sf.Contact.create({"LastName": "C", "Email": "c@acme.example.org"})
@@ -69,13 +68,13 @@ def test_search_by_domain_matches_whole_domains_only(sf: Salesforce) -> None:
     assert [r["Id"] for r in found["searchRecords"]] == [hit]
 
 
-def test_malformed_search(sf: Salesforce) -> None:
+def test_malformed_search(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.search("FIND grace RETURNING Contact")
     assert excinfo.value.content == _fixture("sobject_search_error_response.json")
 
 
-def test_get_updated_and_deleted(sf: Salesforce) -> None:
+def test_get_updated_and_deleted(sf: TypedSalesforce) -> None:
     start = _now() - dt.timedelta(minutes=1)
     keep = sf.Contact.create({"LastName": "Keep"})["id"]
     gone = sf.Contact.create({"LastName": "Gone"})["id"]
@@ -94,7 +93,7 @@ def test_get_updated_and_deleted(sf: Salesforce) -> None:
 
 
 def test_purged_recycle_bin_moves_earliest_date_available(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     start = _now() - dt.timedelta(minutes=5)
     gone = sf.Contact.create({"LastName": "Gone"})["id"]
@@ -107,8 +106,8 @@ def test_purged_recycle_bin_moves_earliest_date_available(
     assert sf.query_all("SELECT Id FROM Contact", include_deleted=True)["totalSize"] == 0
 
 
-def test_windows_older_than_the_logs_are_refused(sf: Salesforce) -> None:
+def test_windows_older_than_the_logs_are_refused(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Contact.deleted(_now() - dt.timedelta(days=16), _now())
-    assert excinfo.value.content[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+    assert error_body(excinfo.value)[0]["errorCode"] == "INVALID_REPLICATION_DATE"
     assert sf.Contact.updated(_now() - dt.timedelta(days=29), _now())["ids"] == []

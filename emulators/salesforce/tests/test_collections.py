@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
 
 from concord_salesforce_emulator.app import Running
 
-from .conftest import api, bearer
+from .conftest import TypedSalesforce, api, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,7 @@ def client(emulator: Running, http: requests.Session, token: dict[str, Any]) -> 
     return Client(emulator, http, token)
 
 
-def test_create_partial_success_in_input_order(client: Client, sf: Salesforce) -> None:
+def test_create_partial_success_in_input_order(client: Client, sf: TypedSalesforce) -> None:
     records = [_event("a"), _event("b", subject="x" * 300), _event("c")]
     response = client.call(
         "POST", "composite/sobjects", json={"allOrNone": False, "records": records}
@@ -61,7 +60,7 @@ def test_create_partial_success_in_input_order(client: Client, sf: Salesforce) -
     assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 2
 
 
-def test_all_or_none_rolls_everything_back(client: Client, sf: Salesforce) -> None:
+def test_all_or_none_rolls_everything_back(client: Client, sf: TypedSalesforce) -> None:
     records = [_event("a"), _event("b", subject="x" * 300)]
     body = client.call(
         "POST", "composite/sobjects", json={"allOrNone": True, "records": records}
@@ -72,7 +71,7 @@ def test_all_or_none_rolls_everything_back(client: Client, sf: Salesforce) -> No
     assert sf.query("SELECT COUNT() FROM Event")["totalSize"] == 0
 
 
-def test_more_than_200_records_is_refused(client: Client, sf: Salesforce) -> None:
+def test_more_than_200_records_is_refused(client: Client, sf: TypedSalesforce) -> None:
     records = [_event(str(n)) for n in range(201)]
     response = client.call("POST", "composite/sobjects", json={"records": records})
     assert response.status_code == 400
@@ -84,7 +83,7 @@ def test_more_than_200_records_is_refused(client: Client, sf: Salesforce) -> Non
     )
 
 
-def test_upsert_by_link_id_creates_then_updates(client: Client, sf: Salesforce) -> None:
+def test_upsert_by_link_id_creates_then_updates(client: Client, sf: TypedSalesforce) -> None:
     first = client.call(
         "PATCH",
         "composite/sobjects/Event/Concord_Link_Id__c",
@@ -112,7 +111,7 @@ def test_upsert_with_the_same_new_link_twice_in_one_batch(client: Client) -> Non
     assert body[1]["errors"][0]["statusCode"] == "DUPLICATE_VALUE"
 
 
-def test_update_and_delete_collections(client: Client, sf: Salesforce) -> None:
+def test_update_and_delete_collections(client: Client, sf: TypedSalesforce) -> None:
     created = client.call(
         "POST", "composite/sobjects", json={"records": [_event("a"), _event("b")]}
     ).json()
@@ -139,7 +138,7 @@ def test_update_and_delete_collections(client: Client, sf: Salesforce) -> None:
     assert again[0]["errors"][0]["statusCode"] == "ENTITY_IS_DELETED"
 
 
-def test_composite_with_references(client: Client, sf: Salesforce) -> None:
+def test_composite_with_references(client: Client, sf: TypedSalesforce) -> None:
     request = {
         "allOrNone": False,
         "compositeRequest": [
@@ -197,7 +196,7 @@ def test_composite_limits(client: Client) -> None:
     )
 
 
-def test_composite_all_or_none_rolls_back_and_halts(client: Client, sf: Salesforce) -> None:
+def test_composite_all_or_none_rolls_back_and_halts(client: Client, sf: TypedSalesforce) -> None:
     kept = sf.Account.create({"Name": "Before"})["id"]
     request = {
         "allOrNone": True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 from concord_salesforce_emulator import devstack
 

@@ -7,8 +7,9 @@ import base64
 from typing import Any
 
 import pytest
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+from .conftest import TypedSalesforce, error_body
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +30,18 @@ def _message(**fields: Any) -> dict[str, Any]:
 
 
 def _code(excinfo: pytest.ExceptionInfo[SalesforceMalformedRequest]) -> str:
-    content = excinfo.value.content
+    content = error_body(excinfo.value)
     assert isinstance(content, list)
     return str(content[0]["errorCode"])
 
 
-def _contact(sf: Salesforce, email: str) -> str:
+def _contact(sf: TypedSalesforce, email: str) -> str:
     return str(sf.Contact.create({"LastName": "Lee", "Email": email})["id"])
 
 
-def test_an_email_with_relations_and_an_attachment_in_one_composite_call(sf: Salesforce) -> None:
+def test_an_email_with_relations_and_an_attachment_in_one_composite_call(
+    sf: TypedSalesforce,
+) -> None:
     ann = _contact(sf, "ann@corp.example")
     message = sf.EmailMessage.upsert("Concord_Link_Id__c/email-0001", _message(), raw_response=True)
     assert message.status_code == 201
@@ -73,6 +76,7 @@ def test_an_email_with_relations_and_an_attachment_in_one_composite_call(sf: Sal
         ]
     }
     answer = sf.restful("composite", method="POST", json=body)
+    assert answer is not None
     results = answer["compositeResponse"][0]["body"]
     assert [r["success"] for r in results] == [True, True]
     relations = sf.query(
@@ -92,7 +96,7 @@ def test_an_email_with_relations_and_an_attachment_in_one_composite_call(sf: Sal
     assert sf.Attachment.get(attachment["Id"])["Body"] == attachment["Body"]
 
 
-def test_the_link_id_keeps_an_email_message_single(sf: Salesforce) -> None:
+def test_the_link_id_keeps_an_email_message_single(sf: TypedSalesforce) -> None:
     for _ in range(2):
         sf.EmailMessage.upsert("Concord_Link_Id__c/email-0002", _message())
     assert sf.query("SELECT COUNT() FROM EmailMessage")["totalSize"] == 1
@@ -114,7 +118,7 @@ def test_the_link_id_keeps_an_email_message_single(sf: Salesforce) -> None:
     ],
 )
 def test_email_message_fields_are_checked_against_the_describe(
-    sf: Salesforce, fields: dict[str, Any], code: str
+    sf: TypedSalesforce, fields: dict[str, Any], code: str
 ) -> None:
     values = {k: v for k, v in _message(**fields).items() if v is not None}
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
@@ -133,7 +137,7 @@ def test_email_message_fields_are_checked_against_the_describe(
     ],
 )
 def test_attachments_are_checked_against_the_describe(
-    sf: Salesforce, fields: dict[str, Any], code: str
+    sf: TypedSalesforce, fields: dict[str, Any], code: str
 ) -> None:
     parent = sf.EmailMessage.create(_message())["id"]
     values = {"ParentId": parent, "Name": "a.txt", "Body": base64.b64encode(b"hi").decode()}
@@ -143,7 +147,7 @@ def test_attachments_are_checked_against_the_describe(
     assert _code(excinfo) == code
 
 
-def test_a_relation_needs_a_known_type_and_a_person(sf: Salesforce) -> None:
+def test_a_relation_needs_a_known_type_and_a_person(sf: TypedSalesforce) -> None:
     message = sf.EmailMessage.create(_message())["id"]
     ann = _contact(sf, "ann@corp.example")
     with pytest.raises(SalesforceMalformedRequest) as excinfo:

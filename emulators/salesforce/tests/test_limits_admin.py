@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceGeneralError
 
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.server import Settings
 
-from .conftest import api, bearer
+from .conftest import TypedSalesforce, api, bearer, error_body
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +56,7 @@ class TestDailyAllocation:
 
 
 def test_composite_and_collections_count_as_one_call(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     records = [{"attributes": {"type": "Account"}, "Name": f"A{n}"} for n in range(200)]
     sf.restful("composite/sobjects", method="POST", json={"records": records})
@@ -67,7 +66,7 @@ def test_composite_and_collections_count_as_one_call(
 
 
 def test_counters_group_by_endpoint_and_reset(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     first = sf.Account.create({"Name": "One"})["id"]
     second = sf.Account.create({"Name": "Two"})["id"]
@@ -84,13 +83,13 @@ def test_counters_group_by_endpoint_and_reset(
 
 
 def test_throttle_5xx_and_latency_faults(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     _admin(emulator, http, "faults", kind="throttle", path="/sobjects", count=1)
     with pytest.raises(SalesforceError) as excinfo:
         sf.Account.create({"Name": "Throttled"})
     assert excinfo.value.status == 403
-    assert excinfo.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+    assert error_body(excinfo.value)[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
     assert sf.Account.create({"Name": "Fine"})["success"]
 
     _admin(emulator, http, "faults", kind="error", status=503, count=2)
@@ -108,7 +107,7 @@ def test_throttle_5xx_and_latency_faults(
 
 
 def test_lost_acknowledgement_commits_the_write(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     _admin(emulator, http, "faults", kind="drop_response", path="/composite/sobjects", count=1)
     records = [
@@ -124,6 +123,7 @@ def test_lost_acknowledgement_commits_the_write(
     retried = sf.restful(
         "composite/sobjects/Task/Concord_Link_Id__c", method="PATCH", json={"records": records}
     )
+    assert retried is not None
     assert retried[0]["created"] is False
     assert sf.query("SELECT COUNT() FROM Task")["totalSize"] == 1
 
@@ -133,7 +133,9 @@ def test_unknown_fault_kind_is_refused(emulator: Running, http: requests.Session
     assert response.status_code == 400
 
 
-def test_health_and_demo_seed(sf: Salesforce, emulator: Running, http: requests.Session) -> None:
+def test_health_and_demo_seed(
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
+) -> None:
     assert http.get(f"{emulator.url}/__admin/health").json() == {"status": "ok"}
     seeded = _admin(emulator, http, "seed", seed="demo")
     again = _admin(emulator, http, "seed", seed="demo")
@@ -151,7 +153,7 @@ def test_health_and_demo_seed(sf: Salesforce, emulator: Running, http: requests.
 
 
 def test_throttling_a_share_of_calls(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     _admin(emulator, http, "faults", kind="throttle", probability=0.5, seed=7, count=None)
     outcomes = []

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession
 
 from concord_salesforce_emulator.app import Running, running_in_thread
 
-from .conftest import REFERENCE, VERSION, api, bearer
+from .conftest import REFERENCE, VERSION, TypedSalesforce, api, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +84,7 @@ def test_missing_or_invalid_tokens_get_invalid_session_id(
 
 
 def test_expired_session_raises_in_simple_salesforce(
-    sf: Salesforce, emulator: Running, http: requests.Session
+    sf: TypedSalesforce, emulator: Running, http: requests.Session
 ) -> None:
     sf.describe()
     http.post(f"{emulator.url}/__admin/expire-sessions").raise_for_status()

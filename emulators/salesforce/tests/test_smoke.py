@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from simple_salesforce import Salesforce
+
+from .conftest import TypedSalesforce
 
 pytestmark = pytest.mark.integration
 
 
-def test_create_read_query_upsert_search(sf: Salesforce) -> None:
+def test_create_read_query_upsert_search(sf: TypedSalesforce) -> None:
     created = sf.Contact.create({"LastName": "Lovelace", "Email": "ada@example.com"})
     assert created["success"] is True
     assert created["id"].startswith("003")

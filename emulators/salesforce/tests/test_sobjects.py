@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceMalformedRequest,
     SalesforceMoreThanOneRecord,
@@ -18,7 +17,7 @@ from simple_salesforce.exceptions import (
 from concord_salesforce_emulator.app import Running
 from concord_salesforce_emulator.timefmt import parse_datetime
 
-from .conftest import REFERENCE, api, bearer
+from .conftest import REFERENCE, TypedSalesforce, api, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +41,14 @@ def _start(hour: int) -> str:
 # ---- describe ---------------------------------------------------------------------------------
 
 
-def test_recorded_describe_is_served_as_recorded(sf: Salesforce) -> None:
+def test_recorded_describe_is_served_as_recorded(sf: TypedSalesforce) -> None:
     ours = sf.Account.describe()
     recorded = json.loads((DESCRIBES / "GET_sobjects_Account_describe.json").read_text())
     assert json.loads(json.dumps(recorded).replace("/vxx.0/", "/v62.0/")) == ours
 
 
 @pytest.mark.parametrize("name", LINKED)
-def test_link_field_is_a_unique_external_id(sf: Salesforce, name: str) -> None:
+def test_link_field_is_a_unique_external_id(sf: TypedSalesforce, name: str) -> None:
     fields = {f["name"]: f for f in getattr(sf, name).describe()["fields"]}
     link = fields["Concord_Link_Id__c"]
     assert (link["externalId"], link["unique"], link["type"], link["length"]) == (
@@ -61,7 +60,7 @@ def test_link_field_is_a_unique_external_id(sf: Salesforce, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SYNTHETIC)
-def test_built_describes_have_the_recorded_shape(sf: Salesforce, name: str) -> None:
+def test_built_describes_have_the_recorded_shape(sf: TypedSalesforce, name: str) -> None:
     recorded = json.loads((DESCRIBES / "GET_sobjects_Event_describe.json").read_text())
     ours = getattr(sf, name).describe()
     assert set(ours) == set(recorded)
@@ -71,8 +70,10 @@ def test_built_describes_have_the_recorded_shape(sf: Salesforce, name: str) -> N
     assert {"Id", "CreatedDate", "LastModifiedDate", "SystemModstamp", "IsDeleted"} <= names
 
 
-def test_global_describe_lists_every_object_with_its_prefix(sf: Salesforce) -> None:
-    prefixes = {s["name"]: s["keyPrefix"] for s in sf.describe()["sobjects"]}
+def test_global_describe_lists_every_object_with_its_prefix(sf: TypedSalesforce) -> None:
+    described = sf.describe()
+    assert described is not None
+    prefixes = {s["name"]: s["keyPrefix"] for s in described["sobjects"]}
     expected = {
         "Contact": "003",
         "Lead": "00Q",
@@ -107,7 +108,7 @@ def test_unsupported_versions_are_not_found(
 # ---- create / read / update / delete --------------------------------------------------------
 
 
-def test_crud_with_system_fields(sf: Salesforce) -> None:
+def test_crud_with_system_fields(sf: TypedSalesforce) -> None:
     account = sf.Account.create({"Name": "Acme", "Website": "https://acme.example"})["id"]
     contact_id = sf.Contact.create(
         {"LastName": "Hopper", "FirstName": "Grace", "AccountId": account}
@@ -138,7 +139,7 @@ def test_crud_with_system_fields(sf: Salesforce) -> None:
 
 
 def test_get_with_fields_and_by_external_id(
-    sf: Salesforce, emulator: Running, http: requests.Session, token: Any
+    sf: TypedSalesforce, emulator: Running, http: requests.Session, token: Any
 ) -> None:
     sf.Lead.create({"LastName": "Torvalds", "Company": "Kernel", "Concord_Link_Id__c": "L-1"})
     lead = sf.Lead.get_by_custom_id("Concord_Link_Id__c", "l-1")
@@ -151,7 +152,7 @@ def test_get_with_fields_and_by_external_id(
     assert set(response.json()) == {"attributes", "Id", "Company"}
 
 
-def test_event_times_are_derived_and_all_day_events_are_dates(sf: Salesforce) -> None:
+def test_event_times_are_derived_and_all_day_events_are_dates(sf: TypedSalesforce) -> None:
     timed = sf.Event.create(
         {"Subject": "Sync", "StartDateTime": "2030-05-01T09:00:00Z", "DurationInMinutes": 90}
     )["id"]
@@ -170,7 +171,7 @@ def test_event_times_are_derived_and_all_day_events_are_dates(sf: Salesforce) ->
     assert (event["ActivityDate"], event["EndDate"]) == ("2030-06-01", "2030-06-02")
 
 
-def test_moving_an_event_start_keeps_its_duration(sf: Salesforce) -> None:
+def test_moving_an_event_start_keeps_its_duration(sf: TypedSalesforce) -> None:
     event = sf.Event.create({"StartDateTime": _start(9), "EndDateTime": _start(10)})["id"]
     sf.Event.update(event, {"StartDateTime": _start(13)})
     assert sf.Event.get(event)["EndDateTime"] == _start(14)
@@ -181,7 +182,7 @@ def test_moving_an_event_start_keeps_its_duration(sf: Salesforce) -> None:
 # ---- errors -----------------------------------------------------------------------------------
 
 
-def test_required_field_missing(sf: Salesforce) -> None:
+def test_required_field_missing(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Contact.create({"FirstName": "No Last Name"})
     assert _error(excinfo) == {
@@ -191,7 +192,7 @@ def test_required_field_missing(sf: Salesforce) -> None:
     }
 
 
-def test_string_too_long(sf: Salesforce) -> None:
+def test_string_too_long(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Event.create(
             {"Subject": "x" * 256, "StartDateTime": _start(9), "EndDateTime": _start(10)}
@@ -205,7 +206,7 @@ def test_string_too_long(sf: Salesforce) -> None:
     )["success"]
 
 
-def test_restricted_picklist(sf: Salesforce) -> None:
+def test_restricted_picklist(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Event.create(
             {"ShowAs": "Sleeping", "StartDateTime": _start(9), "EndDateTime": _start(10)}
@@ -217,7 +218,7 @@ def test_restricted_picklist(sf: Salesforce) -> None:
     }
 
 
-def test_unknown_field_matches_the_recorded_error(sf: Salesforce) -> None:
+def test_unknown_field_matches_the_recorded_error(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Contact.create({"LastName": "X", "foo": 1})
     assert _error(excinfo) == {
@@ -226,7 +227,7 @@ def test_unknown_field_matches_the_recorded_error(sf: Salesforce) -> None:
     }
 
 
-def test_malformed_and_dangling_references(sf: Salesforce) -> None:
+def test_malformed_and_dangling_references(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Event.create({"WhoId": "xyz", "StartDateTime": _start(9), "EndDateTime": _start(10)})
     assert _error(excinfo)["errorCode"] == "MALFORMED_ID"
@@ -254,7 +255,7 @@ def test_bad_id_in_the_url(emulator: Running, http: requests.Session, token: Any
     ]
 
 
-def test_event_end_before_start(sf: Salesforce) -> None:
+def test_event_end_before_start(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Event.create({"StartDateTime": _start(10), "EndDateTime": _start(9)})
     assert _error(excinfo)["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
@@ -264,7 +265,7 @@ def test_event_end_before_start(sf: Salesforce) -> None:
     assert _error(excinfo)["errorCode"] == "FIELD_INTEGRITY_EXCEPTION"
 
 
-def test_duplicate_external_id(sf: Salesforce) -> None:
+def test_duplicate_external_id(sf: TypedSalesforce) -> None:
     first = sf.Task.create({"Subject": "Call", "Concord_Link_Id__c": "T-1"})["id"]
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.Task.create({"Subject": "Call again", "Concord_Link_Id__c": "t-1"})
@@ -273,7 +274,7 @@ def test_duplicate_external_id(sf: Salesforce) -> None:
     assert first in error["message"]
 
 
-def test_failed_write_leaves_no_trace(sf: Salesforce) -> None:
+def test_failed_write_leaves_no_trace(sf: TypedSalesforce) -> None:
     contact = sf.Contact.create({"LastName": "Stable", "Title": "Before"})["id"]
     with pytest.raises(SalesforceMalformedRequest):
         sf.Contact.update(contact, {"Title": "After", "LastName": "x" * 81})
@@ -284,7 +285,7 @@ def test_failed_write_leaves_no_trace(sf: Salesforce) -> None:
 
 
 def test_upsert_created_updated_and_ambiguous(
-    sf: Salesforce, emulator: Running, http: requests.Session, token: Any
+    sf: TypedSalesforce, emulator: Running, http: requests.Session, token: Any
 ) -> None:
     url = api(emulator, "sobjects/Event/Concord_Link_Id__c/E-1")
     body = {"Subject": "One", "StartDateTime": _start(9), "EndDateTime": _start(10)}
@@ -343,7 +344,7 @@ def test_bad_json_versions_list_and_wrong_method(
 
 
 def test_external_ids_with_slashes_travel_encoded(
-    sf: Salesforce, emulator: Running, http: requests.Session, token: Any
+    sf: TypedSalesforce, emulator: Running, http: requests.Session, token: Any
 ) -> None:
     url = api(emulator, f"sobjects/Task/Concord_Link_Id__c/{quote('mail/1', safe='')}")
     assert http.patch(url, json={"Subject": "Slash"}, headers=bearer(token)).status_code == 201

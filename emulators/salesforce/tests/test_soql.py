@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from concord_salesforce_emulator import ids, soql, timefmt
 from concord_salesforce_emulator.errors import SalesforceError
 from concord_salesforce_emulator.schema import load_schema
 from concord_salesforce_emulator.server import Settings
+
+from .conftest import TypedSalesforce, error_body
 
 SCHEMA = load_schema()
 
@@ -228,7 +229,7 @@ def _conditions(draw: st.DrawFn, depth: int = 0) -> tuple[str, Any]:
             )
 
         def compare(r: dict[str, Any], op: str = op, value: str = value) -> bool:
-            actual = r["LastName"]
+            actual: str | None = r["LastName"]
             if op == "=":
                 return actual is not None and actual.lower() == value.lower()
             if op == "!=":
@@ -239,8 +240,8 @@ def _conditions(draw: st.DrawFn, depth: int = 0) -> tuple[str, Any]:
 
         return (f"LastName {op} {_quote(value)}", compare)
     if kind == "bool":
-        value = draw(st.booleans())
-        return (f"IsEmailBounced = {str(value).lower()}", lambda r: r["IsEmailBounced"] is value)
+        flag = draw(st.booleans())
+        return (f"IsEmailBounced = {str(flag).lower()}", lambda r: r["IsEmailBounced"] is flag)
     if kind == "date":
         op = draw(st.sampled_from(["=", "<", "<=", ">", ">="]))
         day = _BASE + dt.timedelta(days=draw(st.integers(min_value=0, max_value=20)))
@@ -297,7 +298,7 @@ def test_evaluator_agrees_with_a_plain_filter(
 
 
 @pytest.mark.integration
-def test_paging_with_next_records_url(sf: Salesforce) -> None:
+def test_paging_with_next_records_url(sf: TypedSalesforce) -> None:
     # The fixture's emulator pages every 5 records (Salesforce: 2,000).
     for n in range(12):
         sf.Contact.create({"LastName": f"Person {n:02d}"})
@@ -310,16 +311,16 @@ def test_paging_with_next_records_url(sf: Salesforce) -> None:
 
 
 @pytest.mark.integration
-def test_malformed_query_over_https(sf: Salesforce) -> None:
+def test_malformed_query_over_https(sf: TypedSalesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as excinfo:
         sf.query(
             "SELECT Id FROM Contact WHERE LastName = 'a' AND Email = 'b' OR IsEmailBounced = true"
         )
-    assert excinfo.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+    assert error_body(excinfo.value)[0]["errorCode"] == "MALFORMED_QUERY"
 
 
 @pytest.mark.integration
-def test_query_all_pages_include_deleted_rows(sf: Salesforce) -> None:
+def test_query_all_pages_include_deleted_rows(sf: TypedSalesforce) -> None:
     created = [sf.Lead.create({"LastName": f"L{n}", "Company": "C"})["id"] for n in range(7)]
     for record_id in created[:4]:
         sf.Lead.delete(record_id)
@@ -332,7 +333,7 @@ def test_query_all_pages_include_deleted_rows(sf: Salesforce) -> None:
 
 
 @pytest.mark.integration
-def test_polymorphic_and_two_level_parent_fields(sf: Salesforce) -> None:
+def test_polymorphic_and_two_level_parent_fields(sf: TypedSalesforce) -> None:
     account = sf.Account.create({"Name": "Acme"})["id"]
     contact = sf.Contact.create({"LastName": "Hopper", "AccountId": account})["id"]
     lead = sf.Lead.create({"LastName": "Torvalds", "Company": "Kernel"})["id"]
@@ -360,7 +361,7 @@ class TestBatchSize:
     def settings(self) -> Settings:
         return Settings()
 
-    def test_batch_size_is_honoured_between_200_and_2000(self, sf: Salesforce) -> None:
+    def test_batch_size_is_honoured_between_200_and_2000(self, sf: TypedSalesforce) -> None:
         for batch in range(3):
             records = [
                 {"attributes": {"type": "Account"}, "Name": f"A{batch}-{n}"} for n in range(150)
