@@ -235,9 +235,15 @@ class MailboxSettings(_message.Message):
     LOCKED_FIELDS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SETTINGS_ACCESS_DISABLED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `mailboxes/{mailbox}/settings`."""
     etag: _builtins.str
+    settings_access_disabled: _builtins.bool
+    """Output only. The org admin turned this mailbox owner's access to settings off
+    (OrgSettings.settings_access_disabled_users): every field is the org's value and
+    `locked_fields` lists them all; the gateway refuses the owner a read or a change.
+    """
     @_builtins.property
     def sharing(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectSharing]:
         """One entry per object kind; kinds left out use the org defaults."""
@@ -263,10 +269,11 @@ class MailboxSettings(_message.Message):
         locked_fields: _abc.Iterable[_builtins.str] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        settings_access_disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "etag", b"etag", "locked_fields", b"locked_fields", "name", b"name", "sharing", b"sharing", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blacklist", b"blacklist", "etag", b"etag", "locked_fields", b"locked_fields", "name", b"name", "settings_access_disabled", b"settings_access_disabled", "sharing", b"sharing", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -327,6 +334,7 @@ class OrgSettings(_message.Message):
     DELETE_GUARD_MIN_ITEMS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SETTINGS_ACCESS_DISABLED_USERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `orgs/{org}/settings`."""
     conflict_policy: Global___ConflictPolicy.ValueType
@@ -371,6 +379,15 @@ class OrgSettings(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def settings_access_disabled_users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """User ids (as in Mailbox.owner_user_id) whose access to their own settings is off: their
+        mailboxes run on the org's values, as if every field of `locked_user_fields` were locked.
+        A list on OrgSettings rather than a field of MailboxSettings because it is the admin's
+        decision, edited with the org's other locks through UpdateOrgSettings (one mask, one etag),
+        and it covers every mailbox the user owns.
+        """
+
     def __init__(
         self,
         *,
@@ -392,10 +409,11 @@ class OrgSettings(_message.Message):
         delete_guard_min_items: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        settings_access_disabled_users: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_resolve", b"auto_resolve", "future_window", b"future_window", "past_window", b"past_window", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_resolve", b"auto_resolve", "blacklist", b"blacklist", "conflict_policy", b"conflict_policy", "crm_delete_action", b"crm_delete_action", "default_sharing", b"default_sharing", "delete_guard_min_items", b"delete_guard_min_items", "delete_guard_ratio", b"delete_guard_ratio", "email_target", b"email_target", "etag", b"etag", "future_window", b"future_window", "locked_user_fields", b"locked_user_fields", "mail_delete_action", b"mail_delete_action", "name", b"name", "past_window", b"past_window", "private_item_policy", b"private_item_policy", "send_invitations_from_crm", b"send_invitations_from_crm", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_resolve", b"auto_resolve", "blacklist", b"blacklist", "conflict_policy", b"conflict_policy", "crm_delete_action", b"crm_delete_action", "default_sharing", b"default_sharing", "delete_guard_min_items", b"delete_guard_min_items", "delete_guard_ratio", b"delete_guard_ratio", "email_target", b"email_target", "etag", b"etag", "future_window", b"future_window", "locked_user_fields", b"locked_user_fields", "mail_delete_action", b"mail_delete_action", "name", b"name", "past_window", b"past_window", "private_item_policy", b"private_item_policy", "send_invitations_from_crm", b"send_invitations_from_crm", "settings_access_disabled_users", b"settings_access_disabled_users", "sync_interval", b"sync_interval", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
