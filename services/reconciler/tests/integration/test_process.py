@@ -12,9 +12,13 @@ from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_reconciler.api.servicer import SERVICE_NAME
+from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 from concord_testing import NatsServer, ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+# The process verifies the caller identity with this key; the test signs as the gateway would.
+IDENTITY_KEY = "process-test-internal-identity-key-0123456789"
 
 
 async def test_the_process_serves_after_migrating_and_connecting(
@@ -28,14 +32,17 @@ async def test_the_process_serves_after_migrating_and_connecting(
             "RECONCILER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
             "NATS_URL": nats_server.url,
             "OTEL_TRACES_EXPORTER": "none",
+            "RECONCILER_INTERNAL_IDENTITY_KEYS": IDENTITY_KEY,
             # Peers nobody listens on: the process must come up without them.
             "MAIL_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}",
         },
     )
     process.wait_serving(f"127.0.0.1:{port}", service=SERVICE_NAME)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    signed = AttachIdentity(IdentitySigner(IDENTITY_KEY))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=[signed]) as channel:
         stub = api_grpc.ReconcilerServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        caller = Identity(subject="ann", org="acme", role="admin")
+        with acting_as(caller), pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.RequestSession(
                 api.RequestSessionRequest(
                     mailbox="mailboxes/none", trigger=res.SESSION_TRIGGER_FORCE

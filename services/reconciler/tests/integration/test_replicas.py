@@ -24,6 +24,7 @@ from concord_events import EventBus, mail_changed
 from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.api.servicer import SERVICE_NAME
 from concord_reconciler.domain.model import SessionRecord, SessionState, utcnow
+from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 from concord_store import create_engine
 from concord_testing import NatsServer, PostgresCluster, ServiceProcess, free_port
 
@@ -32,6 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 MAILBOXES = [f"m{n:02d}" for n in range(50)]
 # Each mail listing takes this long, so sessions overlap across mailboxes and replicas.
 LISTING_SECONDS = 0.05
+# Both replicas verify caller identities with this key; the test signs as the gateway would.
+IDENTITY_KEY = "replicas-test-internal-identity-key-0123456789"
 
 
 class NullPeer(grpc.GenericRpcHandler):
@@ -85,6 +88,7 @@ def start_replica(
             "RECONCILER_LEASE_BUSY_RETRY_SECONDS": "0.2",
             "RECONCILER_SCHEDULE_TICK_SECONDS": "0.5",
             "RECONCILER_SESSION_CONCURRENCY": "8",
+            "RECONCILER_INTERNAL_IDENTITY_KEYS": IDENTITY_KEY,
         },
     )
     return process, f"127.0.0.1:{port}"
@@ -102,22 +106,25 @@ async def test_two_replicas_never_run_one_mailbox_twice_and_lose_nothing(
     second, second_addr = start_replica(service_process, "r2", database, nats_server.url, null_peer)
     await asyncio.to_thread(second.wait_serving, second_addr, service=SERVICE_NAME)
 
-    async with grpc.aio.insecure_channel(first_addr) as channel:
+    signed = AttachIdentity(IdentitySigner(IDENTITY_KEY))
+    admin = Identity(subject="admin-1", org="acme", role="admin")
+    async with grpc.aio.insecure_channel(first_addr, interceptors=[signed]) as channel:
         stub = api_grpc.ReconcilerServiceStub(channel)
         for mailbox_id in MAILBOXES:
-            await stub.CreateMailbox(
-                api.CreateMailboxRequest(
-                    mailbox_id=mailbox_id,
-                    mailbox=res.Mailbox(
-                        org="orgs/acme",
-                        owner_user_id="user-1",
-                        crm_user_id="005000000000001AAA",
-                        address=f"{mailbox_id}@example.com",
-                        provider=res.MAIL_PROVIDER_GRAPH,
+            with acting_as(admin):
+                await stub.CreateMailbox(
+                    api.CreateMailboxRequest(
+                        mailbox_id=mailbox_id,
+                        mailbox=res.Mailbox(
+                            org="orgs/acme",
+                            owner_user_id="user-1",
+                            crm_user_id="005000000000001AAA",
+                            address=f"{mailbox_id}@example.com",
+                            provider=res.MAIL_PROVIDER_GRAPH,
+                        ),
                     ),
-                ),
-                timeout=10,
-            )
+                    timeout=10,
+                )
 
     engine = create_engine(database)
     store = SqlStore(engine)
