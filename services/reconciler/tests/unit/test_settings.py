@@ -104,3 +104,54 @@ def test_org_update_honours_the_mask_and_validates() -> None:
     assert merged.sync_interval.seconds == 30 * 60
     with pytest.raises(InvalidRequest):
         merge_org_settings(current, st.OrgSettings(delete_guard_ratio=2), ["delete_guard_ratio"])
+
+
+def _org_without_access_for(*user_ids: str) -> st.OrgSettings:
+    org = default_org_settings("acme")
+    org.settings_access_disabled_users.extend(user_ids)
+    return org
+
+
+def test_a_user_without_access_runs_on_the_org_values() -> None:
+    org = _org_without_access_for("carol")
+    own = st.MailboxSettings(
+        sharing=[st.ObjectSharing(kind=res.OBJECT_KIND_TASK, enabled=False)],
+        blacklist=["rival.com"],
+    )
+    settings = effective_mailbox_settings("demo", own, org, "carol")
+    assert settings.settings_access_disabled
+    assert sorted(settings.locked_fields) == ["blacklist", "sharing"]
+    assert list(settings.sharing) == list(org.default_sharing)
+    assert list(settings.blacklist) == []
+    assert synced_kinds(settings) == tuple(ALL)
+
+
+def test_other_users_keep_their_own_settings() -> None:
+    own = st.MailboxSettings(blacklist=["rival.com"])
+    settings = effective_mailbox_settings("demo", own, _org_without_access_for("carol"), "dave")
+    assert not settings.settings_access_disabled
+    assert list(settings.locked_fields) == []
+    assert list(settings.blacklist) == ["rival.com"]
+
+
+def test_access_disabled_users_are_set_with_the_org_settings() -> None:
+    change = st.OrgSettings(settings_access_disabled_users=["carol", "dave"])
+    merged = merge_org_settings(
+        default_org_settings("acme"), change, ["settings_access_disabled_users"]
+    )
+    assert list(merged.settings_access_disabled_users) == ["carol", "dave"]
+
+
+@pytest.mark.parametrize("users", [["carol", "carol"], [""], [" carol"]])
+def test_access_disabled_users_are_distinct_user_ids(users: list[str]) -> None:
+    change = st.OrgSettings(settings_access_disabled_users=users)
+    with pytest.raises(InvalidRequest) as raised:
+        merge_org_settings(default_org_settings("acme"), change, ["settings_access_disabled_users"])
+    assert str(raised.value).startswith("settings.settings_access_disabled_users[")
+
+
+def test_the_access_flag_is_output_only() -> None:
+    with pytest.raises(InvalidRequest):
+        merge_mailbox_settings(
+            st.MailboxSettings(), st.MailboxSettings(), ["settings_access_disabled"], []
+        )

@@ -41,6 +41,7 @@ from concord_reconciler.domain.errors import (
     PeerError,
     PeerUnavailable,
     SessionNotFound,
+    SettingsAccessDisabled,
 )
 from concord_reconciler.domain.health import org_health
 from concord_reconciler.domain.model import MailboxRecord, MailboxState, SessionRecord, utcnow
@@ -60,8 +61,10 @@ from concord_reconciler.domain.sessions import cancel_session, request_session
 from concord_reconciler.domain.settings import (
     default_org_settings,
     effective_mailbox_settings,
+    locked_mailbox_fields,
     merge_mailbox_settings,
     merge_org_settings,
+    settings_access_disabled,
 )
 from concord_reconciler.domain.sharing import EmailNotFound, EmailNotShareable, EmailShareBusy
 from concord_reconciler.domain.sync import LinkState
@@ -306,7 +309,10 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
     async def _effective(self, mailbox: MailboxRecord) -> st.MailboxSettings:
         stored = await self.store.get_mailbox_settings(mailbox.mailbox_id)
         settings = effective_mailbox_settings(
-            mailbox.mailbox_id, stored, await self._org_settings(mailbox.org_id)
+            mailbox.mailbox_id,
+            stored,
+            await self._org_settings(mailbox.org_id),
+            mailbox.owner_user_id,
         )
         settings.etag = stored.etag if stored is not None else _NO_SETTINGS_ETAG
         return settings
@@ -322,6 +328,8 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
             parse_mailbox_settings_name(request.settings.name, "settings.name")
         )
         org = await self._org_settings(mailbox.org_id)
+        if settings_access_disabled(org, mailbox.owner_user_id):
+            raise SettingsAccessDisabled(request.settings.name)
         stored = await self.store.get_mailbox_settings(mailbox.mailbox_id)
         current_etag = stored.etag if stored is not None else _NO_SETTINGS_ETAG
         if request.settings.etag and request.settings.etag != current_etag:
@@ -330,7 +338,7 @@ class ReconcilerServicer(api_grpc.ReconcilerServiceServicer):
             stored or st.MailboxSettings(),
             request.settings,
             list(request.update_mask.paths),
-            list(org.locked_user_fields),
+            locked_mailbox_fields(org, mailbox.owner_user_id),
         )
         await self.store.put_mailbox_settings(
             mailbox.mailbox_id, merged, expected_etag=current_etag

@@ -24,6 +24,7 @@ __all__ = [
     "SessionFailure",
     "SessionNotFound",
     "SettingLocked",
+    "SettingsAccessDisabled",
     "TransitionError",
 ]
 
@@ -91,6 +92,19 @@ class SettingLocked(FailedPrecondition):
             f"{field} is locked by the org admin",
             metadata={"field": field},
             precondition_violations=[("LOCKED", field, "the org admin locked this setting")],
+        )
+
+
+class SettingsAccessDisabled(FailedPrecondition):
+    reason = "SETTINGS_ACCESS_DISABLED"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            "the org admin turned off the owner's access to these settings",
+            metadata={"name": name},
+            precondition_violations=[
+                ("ACCESS_DISABLED", name, "the org admin turned off access to these settings")
+            ],
         )
 
 

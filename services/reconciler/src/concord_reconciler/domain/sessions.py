@@ -221,7 +221,10 @@ async def _scope(
 ) -> SessionScope:
     org = await store.get_org_settings(mailbox.org_id) or default_org_settings(mailbox.org_id)
     settings = effective_mailbox_settings(
-        mailbox.mailbox_id, await store.get_mailbox_settings(mailbox.mailbox_id), org
+        mailbox.mailbox_id,
+        await store.get_mailbox_settings(mailbox.mailbox_id),
+        org,
+        mailbox.owner_user_id,
     )
     return SessionScope(
         session_id=session.session_id,

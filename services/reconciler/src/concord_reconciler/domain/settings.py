@@ -15,8 +15,10 @@ __all__ = [
     "CRM_OBJECT_OF_KIND",
     "default_org_settings",
     "effective_mailbox_settings",
+    "locked_mailbox_fields",
     "merge_mailbox_settings",
     "merge_org_settings",
+    "settings_access_disabled",
     "synced_kinds",
 ]
 
@@ -36,6 +38,8 @@ _ALL_KINDS = (
 )
 
 _MINUTE = 60
+
+_MAILBOX_USER_FIELDS = ("sharing", "blacklist")
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:
@@ -99,10 +103,28 @@ def default_org_settings(org_id: str) -> st.OrgSettings:
     )
 
 
+def settings_access_disabled(org: st.OrgSettings, owner_user_id: str) -> bool:
+    """Whether the org admin turned the owner's access to their settings off."""
+    return owner_user_id in org.settings_access_disabled_users
+
+
+def locked_mailbox_fields(org: st.OrgSettings, owner_user_id: str) -> list[str]:
+    """The MailboxSettings fields the owner may not change: all of them when access is off."""
+    if settings_access_disabled(org, owner_user_id):
+        return list(_MAILBOX_USER_FIELDS)
+    return list(org.locked_user_fields)
+
+
 def effective_mailbox_settings(
-    mailbox_id: str, stored: st.MailboxSettings | None, org: st.OrgSettings
+    mailbox_id: str,
+    stored: st.MailboxSettings | None,
+    org: st.OrgSettings,
+    owner_user_id: str = "",
 ) -> st.MailboxSettings:
-    """The user's settings with the org's defaults for every kind the user left out."""
+    """The user's settings with the org's defaults for every kind the user left out.
+
+    When the admin turned `owner_user_id`'s access to settings off, every field is the org's.
+    """
     settings = st.MailboxSettings()
     if stored is not None:
         settings.CopyFrom(stored)
@@ -110,9 +132,11 @@ def effective_mailbox_settings(
     own = {sharing.kind for sharing in settings.sharing}
     settings.sharing.extend(s for s in org.default_sharing if s.kind not in own)
     settings.sharing.sort(key=lambda s: s.kind)
+    locked = locked_mailbox_fields(org, owner_user_id)
+    settings.settings_access_disabled = settings_access_disabled(org, owner_user_id)
     del settings.locked_fields[:]
-    settings.locked_fields.extend(org.locked_user_fields)
-    for field in org.locked_user_fields:
+    settings.locked_fields.extend(locked)
+    for field in locked:
         # A locked field shows (and uses) the org's value, whatever the user stored.
         if field == "sharing":
             del settings.sharing[:]
@@ -132,8 +156,13 @@ def synced_kinds(settings: st.MailboxSettings) -> tuple[int, ...]:
     return tuple(kind for kind in _ALL_KINDS if kind in enabled)
 
 
-_MAILBOX_USER_FIELDS = ("sharing", "blacklist")
-_MAILBOX_OUTPUT_FIELDS = ("name", "locked_fields", "update_time", "etag")
+_MAILBOX_OUTPUT_FIELDS = (
+    "name",
+    "locked_fields",
+    "update_time",
+    "etag",
+    "settings_access_disabled",
+)
 
 
 def _validate_sharing(sharing: Sequence[st.ObjectSharing], field: str) -> None:
@@ -204,6 +233,13 @@ def _validate_org(settings: st.OrgSettings) -> None:
         raise InvalidRequest(
             "settings.locked_user_fields", f"unknown MailboxSettings fields {sorted(unknown)}"
         )
+    users = settings.settings_access_disabled_users
+    for index, user_id in enumerate(users):
+        path = f"settings.settings_access_disabled_users[{index}]"
+        if not user_id.strip() or user_id != user_id.strip():
+            raise InvalidRequest(path, "a user id, without surrounding spaces")
+        if user_id in users[:index]:
+            raise InvalidRequest(path, f"{user_id!r} is listed twice")
 
 
 def merge_org_settings(
