@@ -92,6 +92,8 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
     acted: collections.Counter[str] = field(default_factory=collections.Counter)
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)
     share_error: Exception | None = None
+    # Owners whose access to settings the org admin turned off (OrgSettings, issue #8).
+    settings_access_disabled_users: set[str] = field(default_factory=set)
 
     def _seen(self, request: Any) -> None:
         self.requests.append(request)
@@ -268,8 +270,13 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
         )
 
     async def GetMailboxSettings(self, request: Any, context: Any) -> Any:
+        owner = self._get(request.name.removesuffix("/settings")).owner_user_id
         return rec_pb.GetMailboxSettingsResponse(
-            settings=settings_pb2.MailboxSettings(name=request.name, blacklist=["spam.test"])
+            settings=settings_pb2.MailboxSettings(
+                name=request.name,
+                blacklist=["spam.test"],
+                settings_access_disabled=owner in self.settings_access_disabled_users,
+            )
         )
 
     async def GetOrgSettings(self, request: Any, context: Any) -> Any:

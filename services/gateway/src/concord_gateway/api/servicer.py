@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
-from concord.common.v1 import resources_pb2
+from concord.common.v1 import resources_pb2, settings_pb2
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord.linker.v1 import linker_service_pb2 as linker_pb
@@ -24,9 +24,11 @@ from concord_gateway.domain.access import (
     MailboxOwnership,
     authorize_mailbox,
     authorize_org_admin,
+    authorize_settings,
     may_see_mailbox,
     visible_org,
 )
+from concord_gateway.domain.principal import Role
 from concord_gateway.domain.requests import scoped_request_id
 from concord_gateway.settings import GatewaySettings
 
@@ -388,14 +390,18 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.GetUserSettingsRequest, context: Context
     ) -> pb.GetUserSettingsResponse:
         await self._mailbox(names.mailbox_of_settings(request.name, "name"), context)
+        settings = await self._mailbox_settings(request.name, context)
+        authorize_settings(current_principal(), request.name, settings.settings_access_disabled)
+        return pb.GetUserSettingsResponse(settings=settings)
+
+    async def _mailbox_settings(self, name: str, context: Context) -> settings_pb2.MailboxSettings:
         response = await ask(
             RECONCILER,
             self._reconciler.GetMailboxSettings(
-                rec_pb.GetMailboxSettingsRequest(name=request.name),
-                timeout=self._timeout(context),
+                rec_pb.GetMailboxSettingsRequest(name=name), timeout=self._timeout(context)
             ),
         )
-        return pb.GetUserSettingsResponse(settings=response.settings)
+        return response.settings
 
     async def UpdateUserSettings(
         self, request: pb.UpdateUserSettingsRequest, context: Context
@@ -403,6 +409,12 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         await self._mailbox(
             names.mailbox_of_settings(request.settings.name, "settings.name"), context
         )
+        principal = current_principal()
+        if principal.role is not Role.ADMIN:
+            # The reconciler refuses the change too (FAILED_PRECONDITION), but a user is told
+            # the same PERMISSION_DENIED as on a read: the switch is about who, not what.
+            current = await self._mailbox_settings(request.settings.name, context)
+            authorize_settings(principal, request.settings.name, current.settings_access_disabled)
         # Locked fields are the reconciler's to refuse: it owns the org's locks (issue #8).
         response = await ask(
             RECONCILER,

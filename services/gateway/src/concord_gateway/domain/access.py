@@ -1,6 +1,7 @@
 """Who may do what: the authorisation rules, one function per kind of target.
 
-- user: the mailboxes they own, in their org; their own settings.
+- user: the mailboxes they own, in their org; their own settings, unless the org admin turned
+  that user's access to settings off (OrgSettings.settings_access_disabled_users).
 - admin: every mailbox of their org, the org's settings (locks included) and health.
 - service (the sidebar backend): every mailbox of the one org its token names, acting for that
   org's users; no org administration.
@@ -14,13 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from concord_gateway.domain.errors import AdminRequired, MailboxAccessDenied, OrgAccessDenied
+from concord_gateway.domain.errors import (
+    AdminRequired,
+    MailboxAccessDenied,
+    OrgAccessDenied,
+    SettingsAccessDisabled,
+)
 from concord_gateway.domain.principal import Principal, Role
 
 __all__ = [
     "MailboxOwnership",
     "authorize_mailbox",
     "authorize_org_admin",
+    "authorize_settings",
     "may_see_mailbox",
     "visible_org",
 ]
@@ -59,6 +66,17 @@ def authorize_org_admin(principal: Principal, org: str) -> None:
         raise AdminRequired("this needs the admin role", metadata={"org": org})
     if org != principal.org_name:
         raise OrgAccessDenied("admins administer their own org only", metadata={"org": org})
+
+
+def authorize_settings(principal: Principal, name: str, access_disabled: bool) -> None:
+    """Mailbox settings whose owner's access the admin turned off are the admin's alone.
+
+    Service callers act for users, so they are refused like the user would be.
+    """
+    if access_disabled and principal.role is not Role.ADMIN:
+        raise SettingsAccessDisabled(
+            "the org admin turned off access to these settings", metadata={"name": name}
+        )
 
 
 def visible_org(principal: Principal, requested: str) -> str:

@@ -11,6 +11,7 @@ __all__ = [
     "MailboxAccessDenied",
     "OrgAccessDenied",
     "PeerUnavailable",
+    "SettingsAccessDisabled",
     "TokenExpired",
     "TokenInvalid",
     "TokenMissing",
@@ -57,6 +58,10 @@ class AdminRequired(PermissionDenied):
 
 class OrgAccessDenied(PermissionDenied):
     reason = "ORG_ACCESS_DENIED"
+
+
+class SettingsAccessDisabled(PermissionDenied):
+    reason = "SETTINGS_ACCESS_DISABLED"
 
 
 class InvalidName(InvalidArgument):
