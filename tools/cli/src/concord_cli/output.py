@@ -321,6 +321,9 @@ def settings_block(settings: Message) -> str:
     for field in settings.DESCRIPTOR.fields:
         if field.name in ("locked_fields", "etag"):
             continue
+        if field.name == "settings_access_disabled" and not getattr(settings, field.name):
+            # Only an admin ever reads it set (the owner is refused), so it is news only then.
+            continue
         lines = _setting_value(settings, field)
         lines[0] += "  (locked by the org)" if field.name in locked else ""
         rows.append((field.name, lines[0]))

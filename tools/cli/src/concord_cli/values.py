@@ -29,7 +29,9 @@ __all__ = ["OUTPUT_ONLY", "settable_fields", "settings_change"]
 M = TypeVar("M", bound=Message)
 
 #: Set by the server; a mask naming them is refused there, so refuse it here with a clear line.
-OUTPUT_ONLY = frozenset({"name", "locked_fields", "update_time", "etag"})
+OUTPUT_ONLY = frozenset(
+    {"name", "locked_fields", "update_time", "etag", "settings_access_disabled"}
+)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

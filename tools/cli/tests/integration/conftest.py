@@ -331,7 +331,11 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
         mailbox = self._mailbox(name.removesuffix("/settings"), context)
         settings = st.MailboxSettings()
         settings.CopyFrom(self.user_settings.get(name, st.MailboxSettings(name=name)))
-        settings.locked_fields[:] = self._org(mailbox.org).locked_user_fields
+        org = self._org(mailbox.org)
+        settings.locked_fields[:] = org.locked_user_fields
+        settings.settings_access_disabled = (
+            mailbox.owner_user_id in org.settings_access_disabled_users
+        )
         return settings
 
     def GetMailboxSettings(self, request: Any, context: Any) -> Any:

@@ -381,6 +381,29 @@ def test_an_admin_locks_a_setting_and_the_user_cannot_change_it(
     assert "FAILED_PRECONDITION" in line
 
 
+def test_an_admin_turns_a_users_access_to_settings_off(stack: Stack, capsys: Capture) -> None:
+    assert (
+        run(
+            stack,
+            "--admin",
+            "settings",
+            "set",
+            "--org",
+            "settings_access_disabled_users=demo-user,someone-else",
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert re.search(r"^settings_access_disabled_users +demo-user, someone-else$", out, re.M)
+    for command in (("get", "demo"), ("set", "demo", "blacklist=x.test")):
+        assert run(stack, "settings", *command) == 4
+        line = one_error_line(capsys)
+        assert "turned off access to these settings" in line
+        assert "PERMISSION_DENIED" in line
+    assert run(stack, "--admin", "settings", "get", "demo") == 0
+    assert re.search(r"^settings_access_disabled +true$", capsys.readouterr().out, re.M)
+
+
 def test_org_settings_are_for_the_orgs_admin_only(stack: Stack, capsys: Capture) -> None:
     assert run(stack, "settings", "get", "--org") == 4
     assert "PERMISSION_DENIED" in one_error_line(capsys)
@@ -397,6 +420,7 @@ def test_org_settings_are_for_the_orgs_admin_only(stack: Stack, capsys: Capture)
     [
         (["settings", "set", "demo", "nonsense=1"], "not a setting"),
         (["settings", "set", "demo", "locked_fields=blacklist"], "not a setting"),
+        (["settings", "set", "demo", "settings_access_disabled=false"], "not a setting"),
         (["settings", "set", "demo"], "nothing to set"),
         (["--admin", "settings", "set", "--org", "conflict_policy=sometimes"], "one of"),
         (["--admin", "settings", "set", "--org", "sync_interval=soon"], "duration"),
