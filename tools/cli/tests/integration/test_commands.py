@@ -343,6 +343,10 @@ def test_mailbox_add_needs_an_admin_and_list_shows_what_you_may_see(
 # -- settings --------------------------------------------------------------------------------
 
 
+def set_org_settings(stack: Stack, *assignments: str) -> int:
+    return run(stack, "--admin", "settings", "set", "--org", *assignments)
+
+
 def test_user_settings_get_and_set(stack: Stack, capsys: Capture) -> None:
     assert run(stack, "settings", "set", "demo", "blacklist=spam.test,ann@x.test") == 0
     assert "blacklist    spam.test, ann@x.test" in capsys.readouterr().out
@@ -357,15 +361,8 @@ def test_an_admin_locks_a_setting_and_the_user_cannot_change_it(
     stack: Stack, capsys: Capture
 ) -> None:
     assert (
-        run(
-            stack,
-            "--admin",
-            "settings",
-            "set",
-            "--org",
-            "locked_user_fields=blacklist",
-            "conflict_policy=crm_wins",
-            "sync_interval=15m",
+        set_org_settings(
+            stack, "locked_user_fields=blacklist", "conflict_policy=crm_wins", "sync_interval=15m"
         )
         == 0
     )
@@ -382,17 +379,7 @@ def test_an_admin_locks_a_setting_and_the_user_cannot_change_it(
 
 
 def test_an_admin_turns_a_users_access_to_settings_off(stack: Stack, capsys: Capture) -> None:
-    assert (
-        run(
-            stack,
-            "--admin",
-            "settings",
-            "set",
-            "--org",
-            "settings_access_disabled_users=demo-user,someone-else",
-        )
-        == 0
-    )
+    assert set_org_settings(stack, "settings_access_disabled_users=demo-user,someone-else") == 0
     out = capsys.readouterr().out
     assert re.search(r"^settings_access_disabled_users +demo-user, someone-else$", out, re.M)
     for command in (("get", "demo"), ("set", "demo", "blacklist=x.test")):
