@@ -16,6 +16,7 @@ from concord_reconciler.domain.errors import (
 from concord_reconciler.domain.model import SessionState
 from concord_reconciler.domain.ports import ChangePage
 from concord_reconciler.domain.sessions import abandon_session, execute_session, request_session
+from concord_reconciler.domain.settings import default_org_settings
 
 from .conftest import MemoryEngine, MemoryStore, RecordedEvents, RecordingQueue
 
@@ -218,6 +219,25 @@ async def test_the_mailbox_settings_decide_the_kinds_listed(
     assert [p.kind for p in scope.policies] == [res.OBJECT_KIND_CONTACT]
     assert scope.categories == {}
     assert scope.resolution is not None
+
+
+async def test_a_session_of_a_user_without_settings_access_runs_on_the_org_values(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    engine: MemoryEngine,
+) -> None:
+    store.mailbox_settings["demo"] = st.MailboxSettings(
+        sharing=[st.ObjectSharing(kind=res.OBJECT_KIND_CALENDAR_ITEM, enabled=False)]
+    )
+    org = default_org_settings("acme")
+    org.settings_access_disabled_users.append("u1")  # the owner of "demo"
+    store.org_settings["acme"] = org
+    session_id = await _requested(store, queue)
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
+    (scope,) = engine.scopes
+    assert res.OBJECT_KIND_CALENDAR_ITEM in scope.kinds
+    assert scope.mailbox_settings.settings_access_disabled
 
 
 async def test_abandoning_records_failed_once(
