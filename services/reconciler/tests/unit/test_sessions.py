@@ -237,6 +237,7 @@ async def test_a_session_of_a_user_without_settings_access_runs_on_the_org_value
     await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
     (scope,) = engine.scopes
     assert res.OBJECT_KIND_CALENDAR_ITEM in scope.kinds
+    assert scope.mailbox_settings is not None
     assert scope.mailbox_settings.settings_access_disabled
 
 
