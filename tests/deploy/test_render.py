@@ -350,7 +350,7 @@ def test_no_workload_is_scaled_by_both_an_hpa_and_keda(
     assert not hpa & keda
 
 
-_CREDENTIAL = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY|DATABASE_URL)$")
+_CREDENTIAL = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEYS?|DATABASE_URL)$")
 
 
 @pytest.mark.integration
@@ -373,6 +373,31 @@ def test_prod_takes_every_credential_from_secrets_it_does_not_contain(
             assert f"{SERVICES[service]['prefix']}DATABASE_URL" in env, name
         if service in ("mail-connector", "crm-connector") and overlay == "prod":
             assert f"{SERVICES[service]['prefix']}ENCRYPTION_KEY" in env, name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("overlay", SERVING)
+def test_the_reconciler_verifies_with_the_secret_the_gateway_signs_with(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    # Each pod has its own var dir, so the embedded key file would differ between them and
+    # the reconciler would refuse every call the gateway makes.
+    specs = dict(_pod_specs(rendered[overlay]))
+
+    def secret_of(deployment: str, variable: str) -> str:
+        (container,) = specs[f"Deployment/{deployment}"]["containers"]
+        (entry,) = [e for e in container.get("env", []) if e["name"] == variable]
+        return str(entry["valueFrom"]["secretKeyRef"]["name"])
+
+    signing = secret_of("gateway", "GATEWAY_INTERNAL_IDENTITY_KEY")
+    assert secret_of("reconciler", "RECONCILER_INTERNAL_IDENTITY_KEYS") == signing
+    if overlay == "local":
+        (secret,) = [
+            d
+            for d in _of_kind(rendered[overlay], "Secret").values()
+            if d["metadata"]["name"].startswith(signing)
+        ]
+        assert secret["data"]["key"] == secret["data"]["verify-keys"]
 
 
 @pytest.mark.integration
