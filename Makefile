@@ -22,7 +22,7 @@ down: ## stop what `make up` started
 test: install ## unit, integration, e2e and repository tests (what CI runs)
 	@$(UV) run --frozen pytest -n auto --dist loadfile -q
 
-check: lint types protos-check breaking test ## lint, types, protos drift and breaking changes, tests
+check: lint types types-tests protos-check breaking test ## lint, types (src and tests), protos drift and breaking changes, tests
 
 lint: install ## ruff, ruff format --check, buf lint, buf format -d
 	@$(UV) run --frozen ruff check .
@@ -38,7 +38,7 @@ format: install ## apply ruff format and buf format
 types: install ## mypy --strict on every src/ (the product code)
 	@$(UV) run --frozen mypy
 
-types-tests: install ## mypy --strict on each tests/ folder on its own (not yet clean everywhere)
+types-tests: install ## mypy --strict on each tests/ folder on its own
 	@for d in libs/*/tests services/*/tests tools/*/tests emulators/*/tests tests/* benchmarks; do \
 	  [ -d "$$d" ] || continue; \
 	  $(UV) run --frozen mypy --no-incremental "$$d" >/tmp/concord-mypy.$$$$ 2>&1 \

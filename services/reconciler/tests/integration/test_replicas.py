@@ -41,8 +41,8 @@ class NullPeer(grpc.GenericRpcHandler):
     """Any peer: every method answers an empty message (an empty page, nothing to map), so
     sessions run the whole flow without data. Mail listings are slowed down a little."""
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method = details.method  # type: ignore[attr-defined]
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        method = details.method
 
         async def answer(request: bytes, context: Any) -> bytes:
             if method.endswith("MailConnectorService/ListChanges"):
@@ -50,7 +50,7 @@ class NullPeer(grpc.GenericRpcHandler):
                 await asyncio.sleep(LISTING_SECONDS)
             return b""
 
-        return grpc.unary_unary_rpc_method_handler(answer)  # type: ignore[arg-type]
+        return grpc.unary_unary_rpc_method_handler(answer)
 
 
 @pytest.fixture
