@@ -373,6 +373,10 @@ def test_prod_takes_every_credential_from_secrets_it_does_not_contain(
             assert f"{SERVICES[service]['prefix']}DATABASE_URL" in env, name
         if service in ("mail-connector", "crm-connector") and overlay == "prod":
             assert f"{SERVICES[service]['prefix']}ENCRYPTION_KEY" in env, name
+        if service == "gateway" and overlay == "prod":
+            # Every replica verifies bearer tokens with the same keys (a per-pod key file
+            # would accept a token on one replica only).
+            assert "GATEWAY_AUTH_HS256_KEYS" in env, name
 
 
 @pytest.mark.integration
