@@ -19,6 +19,7 @@ import pytest
 from concord_testing import OtlpReceiver
 
 BIN = Path(sys.executable).parent
+START_SECONDS = 150
 
 
 @dataclass
@@ -102,15 +103,26 @@ def start_stack(
         env=_env(receiver, env),
     )
     log.close()
-    deadline = started + 180
+    # Below the modules' test timeouts, so a stack that does not come up fails with its logs.
+    deadline = started + START_SECONDS
     while not up_file.exists():
         if supervisor.poll() is not None or time.monotonic() > deadline:
             supervisor.kill()
-            output = (tmp / "devstack.log").read_text(errors="replace")
-            pytest.fail(f"the stack did not come up:\n{output[-4000:]}")
+            supervisor.wait()
+            pytest.fail(f"the stack did not come up in {START_SECONDS} s:\n{_log_tails(tmp)}")
         time.sleep(0.1)
     info = json.loads(up_file.read_text())
     return RunningStack(var_dir, up_file, info, supervisor, receiver, time.monotonic() - started)
+
+
+def _log_tails(tmp: Path) -> str:
+    """The supervisor's output and the end of every child's log, empty ones named too: a child
+    that never wrote a line is often the one that hung."""
+    parts = [f"== devstack\n{(tmp / 'devstack.log').read_text(errors='replace')[-3000:]}"]
+    for log in sorted((tmp / "var" / "log").glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-8:]
+        parts.append(f"== {log.name}" + ("\n" + "\n".join(lines) if lines else " (empty)"))
+    return "\n".join(parts)
 
 
 def stop_stack(stack: RunningStack) -> None:

@@ -14,7 +14,7 @@ from exchangelib import CalendarItem, EWSDateTime  # type: ignore[import-untyped
 from tests.e2e.clients import demo_mailbox, demo_org, eventually, records
 from tests.e2e.conftest import RunningStack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def test_a_saved_meeting_reaches_salesforce_on_its_own(stack: RunningStack) -> None:

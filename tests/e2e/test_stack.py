@@ -27,7 +27,7 @@ from concord_testing import OtlpReceiver, ReceivedSpan
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone, start_stack, stop_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SIX = {"gateway", "reconciler", "mail-connector", "crm-connector", "mapping", "linker"}
 PEERS = SIX - {"gateway", "reconciler"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -30,8 +29,6 @@ WAVES: tuple[tuple[str, ...], ...] = (
     ("gateway",),
 )
 SERVICES: tuple[str, ...] = tuple(name for wave in WAVES for name in wave)
-
-_PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -67,12 +64,11 @@ class Process:
         log = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(
-                self.argv,
+                die_with_parent(self.argv),
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -101,11 +97,20 @@ class Process:
             return ""
 
 
-def _die_with_parent() -> None:
-    # If the supervisor is killed outright, the kernel takes its children with it:
-    # `make up` must never leave a service behind.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent(argv: list[str]) -> list[str]:
+    """`argv` run so that the kernel sends it SIGTERM if the supervisor is killed outright:
+    `make up` must never leave a service behind.
+
+    util-linux's setpriv sets the parent-death signal and execs the command (the signal
+    survives exec). Not a `preexec_fn`: that runs Python between fork and exec, and with the
+    gRPC threads the supervisor has by then, the child can deadlock on a lock another thread
+    held at fork time; Popen then blocks for ever waiting for the exec (seen in CI: the
+    reconciler never started and `make up` hung past every deadline).
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or sys.platform != "linux":
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 @dataclass
