@@ -15,8 +15,8 @@ from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings
 
 VERSION = "62.0"
-# The recorded Salesforce material beside the repository (../shared/reference, see its README).
-REFERENCE = Path(__file__).resolve().parents[4] / "shared" / "reference"
+# Recorded Salesforce material (sources and licences in reference/README.md).
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 class TypedSalesforce(Salesforce):

@@ -1,7 +1,7 @@
 """Replays the recorded Salesforce interactions that apply and compares status and body shape.
 
 The cassettes (vcrpy YAML from CumulusCI 4.10.1, BSD-3-Clause, in
-../shared/reference/salesforce-recordings) were recorded against a real org. Each applicable
+tests/reference/salesforce-recordings) were recorded against a real org. Each applicable
 cassette is replayed in order against an empty emulator; ids the org minted are mapped to the
 ones the emulator mints, so later requests refer to the right records. Compared: the status
 code, and the shape of the body (dict keys, value types where both sides are non-null, list
