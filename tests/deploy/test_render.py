@@ -381,11 +381,11 @@ def test_prod_takes_every_credential_from_secrets_it_does_not_contain(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("overlay", SERVING)
-def test_the_reconciler_verifies_with_the_secret_the_gateway_signs_with(
+def test_every_internal_service_verifies_with_the_secret_the_gateway_signs_with(
     rendered: dict[str, list[Manifest]], overlay: str
 ) -> None:
     # Each pod has its own var dir, so the embedded key file would differ between them and
-    # the reconciler would refuse every call the gateway makes.
+    # every internal service would refuse every call the gateway (or a peer) makes.
     specs = dict(_pod_specs(rendered[overlay]))
 
     def secret_of(deployment: str, variable: str) -> str:
@@ -394,7 +394,9 @@ def test_the_reconciler_verifies_with_the_secret_the_gateway_signs_with(
         return str(entry["valueFrom"]["secretKeyRef"]["name"])
 
     signing = secret_of("gateway", "GATEWAY_INTERNAL_IDENTITY_KEY")
-    assert secret_of("reconciler", "RECONCILER_INTERNAL_IDENTITY_KEYS") == signing
+    for service in ("reconciler", "mail-connector", "crm-connector", "mapping", "linker"):
+        variable = f"{SERVICES[service]['prefix']}INTERNAL_IDENTITY_KEYS"
+        assert secret_of(service, variable) == signing, service
     if overlay == "local":
         (secret,) = [
             d

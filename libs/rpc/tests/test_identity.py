@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -132,16 +133,13 @@ async def whoami_stream(request: StringValue, context: Any) -> AsyncIterator[Str
     yield await whoami(request, context)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[GrpcService]:
-    service = GrpcService("whoami", port=0, drain_seconds=0)
+@contextlib.asynccontextmanager
+async def _verifying(name: str, handlers: dict[str, Any]) -> AsyncIterator[GrpcService]:
+    """A server for SERVICE's `handlers` behind RequireIdentity with KEY."""
+    service = GrpcService(name, port=0, drain_seconds=0)
     service.add_interceptor(RequireIdentity(IdentityVerifier([KEY])))
 
     def register(grpc_server: grpc.aio.Server) -> None:
-        handlers = {
-            "Get": grpc.unary_unary_rpc_method_handler(whoami, **_CODEC),
-            "Stream": grpc.unary_stream_rpc_method_handler(whoami_stream, **_CODEC),
-        }
         grpc_server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
@@ -153,6 +151,16 @@ async def server() -> AsyncIterator[GrpcService]:
         yield service
     finally:
         await service.shutdown()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GrpcService]:
+    handlers = {
+        "Get": grpc.unary_unary_rpc_method_handler(whoami, **_CODEC),
+        "Stream": grpc.unary_stream_rpc_method_handler(whoami_stream, **_CODEC),
+    }
+    async with _verifying("whoami", handlers) as service:
+        yield service
 
 
 async def ask(address: str, key: str = KEY) -> str:
@@ -213,3 +221,38 @@ async def test_streams_are_checked_and_health_stays_open(server: GrpcService) ->
             health_pb2.HealthCheckRequest(), timeout=5
         )
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+async def relay(server: GrpcService) -> AsyncIterator[GrpcService]:
+    """A service behind RequireIdentity whose handler calls `server` (as linker calls
+    crm-connector): its outgoing call carries no `acting_as` of its own."""
+    onward = channel(
+        server.address, retry=False, interceptors=[AttachIdentity(IdentitySigner(KEY))]
+    )
+    stub = onward.unary_unary(
+        f"/{SERVICE}/Get",
+        request_serializer=StringValue.SerializeToString,
+        response_deserializer=StringValue.FromString,
+    )
+
+    async def forward(request: StringValue, context: Any) -> StringValue:
+        answer: StringValue = await stub(StringValue(), timeout=5)
+        return answer
+
+    handlers = {"Get": grpc.unary_unary_rpc_method_handler(forward, **_CODEC)}
+    async with _verifying("relay", handlers) as service:
+        try:
+            yield service
+        finally:
+            await onward.close()
+
+
+@pytest.mark.integration
+async def test_a_handler_calls_its_peers_as_the_caller_it_serves(relay: GrpcService) -> None:
+    with acting_as(ANN):
+        assert await ask(relay.address) == "ann@acme/user"
+    # Outside any call and any acting_as, nothing is vouched for: the relay refuses.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ask(relay.address)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED

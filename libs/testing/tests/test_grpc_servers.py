@@ -50,6 +50,8 @@ async def test_process_lifecycle_serves_answers_and_exits_zero(
         var_dir=tmp_path / "var",
         call=call,
         env={"PYTHONPATH": os.pathsep.join([str(TESTS_DIR), *sys.path])},
+        # Health is open to probes: this process has nothing to refuse.
+        refuses_unvouched=False,
     )
     assert answered == [health_pb2.HealthCheckResponse.SERVING]
     assert process.returncode == 0

@@ -27,7 +27,7 @@ Calling side (the gateway)::
     with acting_as(Identity(subject="ann", org="acme", role="user")):
         await ReconcilerServiceStub(reconciler).GetMailbox(...)
 
-Serving side (opt-in per service; not yet enabled anywhere)::
+Serving side (every internal service, installed by concord_runtime from its settings)::
 
     server.add_interceptor(RequireIdentity(IdentityVerifier(keys)))
     ...
@@ -240,10 +240,11 @@ def current_identity() -> Identity | None:
 
 
 class AttachIdentity(grpc.aio.UnaryUnaryClientInterceptor):
-    """Client interceptor: signs the identity of :func:`acting_as` into each call's metadata.
+    """Client interceptor: signs the identity of :func:`acting_as` into each call's metadata,
+    else the identity the current handler was called with (propagation).
 
-    A call made outside any `acting_as` block goes out without one; a verifying server then
-    refuses it, which is the safe way round for a call nobody vouched for.
+    A call made outside both goes out without one; a verifying server then refuses it, which
+    is the safe way round for a call nobody vouched for.
     """
 
     def __init__(self, signer: IdentitySigner) -> None:
@@ -252,7 +253,9 @@ class AttachIdentity(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        identity = _outgoing.get()
+        # Work done for a caller goes on as that caller (the gateway's user, propagated through
+        # every hop); `acting_as` names whom work nobody called for is done as.
+        identity = _outgoing.get() or _incoming.get()
         if identity is not None:
             method = client_call_details.method
             name = method.decode() if isinstance(method, bytes) else str(method)

@@ -28,6 +28,8 @@ from typing import Generic, TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord_rpc import GrpcService, run
+from concord_rpc.identity import IdentityVerifier, RequireIdentity
+from concord_runtime.identity import CallerIdentitySettings, identity_keys
 from concord_settings import ServiceSettings, SettingsError
 from concord_store import create_engine, migrate, ping
 from concord_telemetry import Telemetry, configure_logging, setup
@@ -91,6 +93,11 @@ async def _serve(settings: S, build: Build[S], migrations: str) -> None:
         await ping(engine)
 
     server.add_readiness_check(store_ready)
+    # Every internal service mixes CallerIdentitySettings in; the gateway (which authenticates
+    # people itself) does not. `object` so the check is not judged by S's bound alone.
+    mixed_in: object = settings
+    if isinstance(mixed_in, CallerIdentitySettings):
+        _require_caller_identity(mixed_in, server)
     process = ServiceProcess(settings, telemetry, engine, server)
     try:
         await build(process)
@@ -99,6 +106,16 @@ async def _serve(settings: S, build: Build[S], migrations: str) -> None:
         telemetry.shutdown()
         raise
     await server.serve()
+
+
+def _require_caller_identity(settings: CallerIdentitySettings, server: GrpcService) -> None:
+    # Only the gateway and its peers hold the key: a caller that merely reaches the port acts
+    # as nobody (concord_rpc.identity).
+    if settings.require_caller_identity:
+        server.add_interceptor(RequireIdentity(IdentityVerifier(identity_keys(settings))))
+    else:
+        prefix = str(type(settings).model_config.get("env_prefix", ""))
+        log.warning("%sREQUIRE_CALLER_IDENTITY is off: calls are not authenticated", prefix)
 
 
 def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[None]]:

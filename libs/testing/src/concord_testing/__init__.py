@@ -6,6 +6,12 @@ The fixtures are in `concord_testing.plugin`; the classes here serve tests that 
 from __future__ import annotations
 
 from concord_testing.grpc_servers import assert_process_lifecycle, serving_in_process
+from concord_testing.identity import (
+    TEST_CALLER,
+    TEST_IDENTITY_KEY,
+    identity_env,
+    vouched,
+)
 from concord_testing.nats import NatsServer, nats_server_binary
 from concord_testing.otlp import OtlpReceiver, ReceivedSpan
 from concord_testing.ports import free_port, wait_for_port
@@ -13,6 +19,8 @@ from concord_testing.postgres import PostgresCluster, PostgresMissingError, post
 from concord_testing.processes import ServiceProcess
 
 __all__ = [
+    "TEST_CALLER",
+    "TEST_IDENTITY_KEY",
     "NatsServer",
     "OtlpReceiver",
     "PostgresCluster",
@@ -21,8 +29,10 @@ __all__ = [
     "ServiceProcess",
     "assert_process_lifecycle",
     "free_port",
+    "identity_env",
     "nats_server_binary",
     "postgres_bindir",
     "serving_in_process",
+    "vouched",
     "wait_for_port",
 ]

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from concord_rpc import GrpcService, channel
+from concord_testing.identity import identity_env, vouched
 from concord_testing.ports import free_port
 from concord_testing.processes import ServiceProcess
 
@@ -41,8 +43,11 @@ async def assert_process_lifecycle(
     var_dir: Path,
     call: Callable[[grpc.aio.Channel], Awaitable[None]],
     env: Mapping[str, str] | None = None,
+    refuses_unvouched: bool = True,
 ) -> ServiceProcess:
-    """`python -m <module>` from an empty `var_dir`: SERVING, `call` succeeds, SIGTERM exits 0."""
+    """`python -m <module>` from an empty `var_dir`: SERVING, `call` is refused without a caller
+    identity (unless `refuses_unvouched` is off: a process that is no internal service) and
+    succeeds with one (as the gateway vouches for it), SIGTERM exits 0."""
     port = free_port()
     process = service_process(
         module,
@@ -50,13 +55,19 @@ async def assert_process_lifecycle(
             "CONCORD_VAR_DIR": str(var_dir),
             port_variable: str(port),
             "OTEL_TRACES_EXPORTER": "none",
+            **identity_env(),
             **(env or {}),
         },
     )
     addr = f"127.0.0.1:{port}"
     # Blocking wait in a thread, so servers on this test's loop keep answering.
     await asyncio.to_thread(process.wait_serving, addr, service=health_service)
-    async with channel(addr, retry=False) as chan:
+    if refuses_unvouched:
+        async with channel(addr, retry=False) as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(chan)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
+    async with channel(addr, retry=False, interceptors=vouched()) as chan:
         await call(chan)
     assert process.stop() == 0, process.log_tail()
     return process

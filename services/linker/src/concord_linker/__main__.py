@@ -13,8 +13,9 @@ from concord_linker.api.servicer import LinkerServicer
 from concord_linker.domain.ports import CrmDirectory
 from concord_linker.domain.service import Linker
 from concord_linker.settings import LinkerSettings
-from concord_rpc import channel
+from concord_rpc import AttachIdentity, channel
 from concord_runtime import ServiceProcess, serve_main
+from concord_runtime.identity import identity_signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LinkerService"].full_name
 MIGRATIONS = "concord_linker.adapters.migrations"
@@ -24,7 +25,11 @@ async def build(process: ServiceProcess[LinkerSettings]) -> None:
     # No readiness check on crm-connector: peer availability is decided per call, so the
     # linker still answers what needs no Salesforce. Every call it makes is a read or an
     # upsert by idempotency key, hence the retrying channel.
-    crm_channel = channel(process.settings.crm_connector_addr, retry=True)
+    # Calls go on as the caller this service was called for (concord_rpc.identity).
+    signer = identity_signer(process.settings, ttl=60.0 + process.settings.peer_timeout_seconds)
+    crm_channel = channel(
+        process.settings.crm_connector_addr, retry=True, interceptors=[AttachIdentity(signer)]
+    )
     process.server.on_shutdown(crm_channel.close)
     rules = PublicSuffixRules()
     crm: CrmDirectory = GrpcCrmDirectory(

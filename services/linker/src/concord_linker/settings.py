@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from concord_runtime.identity import CallerIdentitySettings
 from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, peer
 
 
-class LinkerSettings(ServiceSettings):
+class LinkerSettings(ServiceSettings, CallerIdentitySettings):
     model_config = SettingsConfigDict(env_prefix="LINKER_")
     service_name: ClassVar[str] = "linker"
 

@@ -6,11 +6,12 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from concord_runtime.identity import CallerIdentitySettings
 from concord_secrets import FernetKey
 from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, nats
 
 
-class MailConnectorSettings(ServiceSettings):
+class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     model_config = SettingsConfigDict(env_prefix="MAIL_CONNECTOR_")
     service_name: ClassVar[str] = "mail-connector"
 

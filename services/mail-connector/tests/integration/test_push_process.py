@@ -31,7 +31,7 @@ from concord.events.v1 import events_pb2
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_exchange_emulator.testing import RunningEmulator
-from concord_testing import NatsServer, ServiceProcess, free_port
+from concord_testing import NatsServer, ServiceProcess, free_port, identity_env, vouched
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ async def test_the_service_publishes_hints_for_an_account_registered_while_it_ru
             "NATS_URL": nats_server.url,
             "MAIL_CONNECTOR_PUSH_RESCAN_SECONDS": "0.5",
             "MAIL_CONNECTOR_PUSH_STREAM_MINUTES": "1",
+            **identity_env(),
         },
     )
     await asyncio.to_thread(process.wait_serving, f"127.0.0.1:{port}", 30.0)
@@ -76,7 +77,7 @@ async def test_the_service_publishes_hints_for_an_account_registered_while_it_ru
 
     await client.subscribe("concord.mail.changed.demo", cb=seen)
     await client.flush()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=vouched()) as channel:
         stub = pb_grpc.MailConnectorServiceStub(channel)
         await stub.UpsertMailboxAccount(
             pb.UpsertMailboxAccountRequest(

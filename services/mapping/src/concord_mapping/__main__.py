@@ -11,8 +11,9 @@ from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
 from concord_mapping.settings import MappingSettings
-from concord_rpc import channel
+from concord_rpc import AttachIdentity, channel
 from concord_runtime import ServiceProcess, serve_main
+from concord_runtime.identity import identity_signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MappingService"].full_name
 MIGRATIONS = "concord_mapping.adapters.migrations"
@@ -20,7 +21,11 @@ MIGRATIONS = "concord_mapping.adapters.migrations"
 
 async def build(process: ServiceProcess[MappingSettings]) -> None:
     # Only UpdateMappingTable calls crm-connector (DescribeObject, a read: retrying channel).
-    crm_channel = channel(process.settings.crm_connector_addr, retry=True)
+    # Calls go on as the caller this service was called for (concord_rpc.identity).
+    signer = identity_signer(process.settings, ttl=60.0 + process.settings.peer_timeout_seconds)
+    crm_channel = channel(
+        process.settings.crm_connector_addr, retry=True, interceptors=[AttachIdentity(signer)]
+    )
     process.server.on_shutdown(crm_channel.close)
     org_schema = GrpcOrgSchema(
         crm_grpc.CrmConnectorServiceStub(crm_channel),

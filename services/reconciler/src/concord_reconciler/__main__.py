@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -20,11 +19,10 @@ from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_reconciler.domain.errors import QueueUnavailable
 from concord_reconciler.domain.schedule import SchedulePolicy
 from concord_reconciler.settings import ReconcilerSettings
-from concord_rpc.identity import IDENTITY_KEY_FILE, IdentityVerifier, RequireIdentity
 from concord_runtime import ServiceProcess, serve_main
-from concord_secrets import key_file
+from concord_runtime.identity import identity_signer
 
-__all__ = ["build", "identity_keys", "main"]
+__all__ = ["build", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +39,8 @@ class Messaging:
         return self.bus_or_none
 
 
-def identity_keys(settings: ReconcilerSettings) -> list[str]:
-    """The keys a caller identity may be signed with: configured, else the shared key file.
-
-    The file is created if missing, as the gateway would: in `make up` the reconciler starts
-    first, and whichever process writes it, both then read the same key.
-    """
-    return settings.configured_identity_keys() or [
-        key_file(IDENTITY_KEY_FILE, generate=lambda: secrets.token_urlsafe(32))
-    ]
-
-
 async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
     settings = process.settings
-    # Only the gateway calls the reconciler; it vouches for the caller (concord_rpc.identity).
-    if settings.require_caller_identity:
-        process.server.add_interceptor(RequireIdentity(IdentityVerifier(identity_keys(settings))))
-    else:
-        log.warning("RECONCILER_REQUIRE_CALLER_IDENTITY is off: calls are not authenticated")
     store = SqlStore(process.engine)
     channels = PeerChannels.open(
         mail_addr=settings.mail_connector_addr,
@@ -66,6 +48,9 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
         mapping_addr=settings.mapping_addr,
         linker_addr=settings.linker_addr,
         timeout=settings.peer_timeout_seconds,
+        # Peers refuse calls nobody vouched for: the caller's identity goes on with each call,
+        # and a session runs as the reconciler (adapters.messaging).
+        signer=identity_signer(settings, ttl=60.0 + settings.peer_timeout_seconds),
     )
     messaging = Messaging()
     consumers: list[SessionConsumer] = []

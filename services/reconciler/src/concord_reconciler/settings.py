@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from concord_rpc.identity import IdentityVerifier
+from concord_runtime.identity import CallerIdentitySettings
 from concord_settings import (
     DEFAULT_PORTS,
-    SecretStr,
     ServiceSettings,
     SettingsConfigDict,
     nats,
@@ -19,7 +18,7 @@ from concord_settings import (
 __all__ = ["ReconcilerSettings"]
 
 
-class ReconcilerSettings(ServiceSettings):
+class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     model_config = SettingsConfigDict(env_prefix="RECONCILER_")
     service_name: ClassVar[str] = "reconciler"
 
@@ -29,14 +28,6 @@ class ReconcilerSettings(ServiceSettings):
     mapping_addr: str = peer("mapping")
     linker_addr: str = peer("linker")
     nats_url: str = nats()
-
-    # Keys the gateway's signature on a call's caller identity may be made with, comma-separated
-    # (rotation: add the new key here first, then switch the gateway, then drop the old one).
-    # Unset: <CONCORD_VAR_DIR>/secrets/internal-identity.key, the gateway's default signing key.
-    internal_identity_keys: SecretStr | None = None
-    # Off only to run the reconciler alone, without a gateway: then anyone reaching the port
-    # can act as anyone.
-    require_caller_identity: bool = True
 
     # A replica that dies mid-session frees its mailbox after this long.
     lease_ttl_seconds: float = Field(default=60.0, gt=0)
@@ -64,26 +55,3 @@ class ReconcilerSettings(ServiceSettings):
     back_off_max_seconds: float = Field(default=6 * 3600.0, gt=0)
     # A session still QUEUED after this long is re-published (its message was lost).
     requeue_after_seconds: float = Field(default=120.0, gt=0)
-
-    @field_validator("internal_identity_keys", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("internal_identity_keys")
-    @classmethod
-    def _keys_usable(cls, keys: SecretStr | None) -> SecretStr | None:
-        if keys is not None:
-            # Refuses an empty list or a short key, without showing any key.
-            IdentityVerifier(_split(keys.get_secret_value()))
-        return keys
-
-    def configured_identity_keys(self) -> list[str]:
-        """The identity verification keys the environment gives; empty when none is set."""
-        if self.internal_identity_keys is None:
-            return []
-        return list(dict.fromkeys(_split(self.internal_identity_keys.get_secret_value())))
-
-
-def _split(keys: str) -> list[str]:
-    return [key.strip() for key in keys.split(",") if key.strip()]

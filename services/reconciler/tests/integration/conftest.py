@@ -35,8 +35,9 @@ from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_rpc import GrpcService
+from concord_rpc.identity import IdentitySigner, IdentityVerifier, RequireIdentity
 from concord_store import create_engine, migrate
-from concord_testing import NatsServer
+from concord_testing import TEST_IDENTITY_KEY, NatsServer, vouched
 
 MIGRATIONS = "concord_reconciler.adapters.migrations"
 
@@ -253,6 +254,7 @@ async def reconciler_in_process(
         mapping_addr=peers["mapping"],
         linker_addr=peers["linker"],
         timeout=peer_timeout,
+        signer=IdentitySigner(TEST_IDENTITY_KEY),
     )
     sharing = EmailSharing(engine, channels.crm, channels.linker) if share_emails else None
     consumer = SessionConsumer(
@@ -277,11 +279,13 @@ async def reconciler_in_process(
     servicer.email_sharing = sharing
     servicer.crm_budget = channels.crm
     service = GrpcService("reconciler", port=0)
+    # As the process serves it: only calls vouched for, whose identity goes on to the peers.
+    service.add_interceptor(RequireIdentity(IdentityVerifier([TEST_IDENTITY_KEY])))
     service.add_service(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
     )
     port = await service.start()
-    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=vouched())
     try:
         yield InProcess(api_grpc.ReconcilerServiceStub(client), store, bus, consumer)
     finally:

@@ -30,7 +30,7 @@ from concord_reconciler.domain.settings import default_org_settings, effective_m
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as EmulatorSettings
 from concord_store import create_engine, migrate
-from concord_testing import ServiceProcess, free_port
+from concord_testing import ServiceProcess, free_port, identity_env, vouched
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -80,7 +80,7 @@ def emulator(tmp_path: Path) -> Iterator[Running]:
 async def stack(
     emulator: Running, tmp_path: Path, service_process: Callable[..., ServiceProcess]
 ) -> AsyncIterator[Stack]:
-    common = {"CONCORD_VAR_DIR": str(tmp_path / "var")}
+    common = {"CONCORD_VAR_DIR": str(tmp_path / "var"), **identity_env()}
     crm_port, linker_port = free_port(), free_port()
     crm_addr, linker_addr = f"127.0.0.1:{crm_port}", f"127.0.0.1:{linker_port}"
     service_process(
@@ -104,7 +104,7 @@ async def stack(
         },
     ).wait_serving(linker_addr, timeout=60)
     settings = emulator.emulator.settings
-    async with grpc.aio.insecure_channel(crm_addr) as channel:
+    async with grpc.aio.insecure_channel(crm_addr, interceptors=vouched()) as channel:
         stub = crm_grpc.CrmConnectorServiceStub(channel)
         await stub.UpsertOrgConnection(
             crm.UpsertOrgConnectionRequest(
@@ -208,8 +208,8 @@ def _change(native_id: str, cc: tuple[str, ...] = (), size: int = 0) -> res.Mail
 async def _share(
     stack: Stack, engine: AsyncEngine, mailbox_id: str, change: res.MailChange
 ) -> ShareReport:
-    crm_channel = grpc.aio.insecure_channel(stack.crm_addr)
-    linker_channel = grpc.aio.insecure_channel(stack.linker_addr)
+    crm_channel = grpc.aio.insecure_channel(stack.crm_addr, interceptors=vouched())
+    linker_channel = grpc.aio.insecure_channel(stack.linker_addr, interceptors=vouched())
     try:
         sharing = EmailSharing(
             engine, GrpcCrmSide(crm_channel, 30.0), GrpcLinker(linker_channel, 30.0)
@@ -328,8 +328,8 @@ async def test_a_page_of_twenty_emails_costs_a_handful_of_api_calls(
         change.item.email.mime_content = b""  # attachments are counted elsewhere
         change.item.email.has_attachments = False
         changes.append(change)
-    crm_channel = grpc.aio.insecure_channel(stack.crm_addr)
-    linker_channel = grpc.aio.insecure_channel(stack.linker_addr)
+    crm_channel = grpc.aio.insecure_channel(stack.crm_addr, interceptors=vouched())
+    linker_channel = grpc.aio.insecure_channel(stack.linker_addr, interceptors=vouched())
     try:
         org = default_org_settings("acme")
         report = await share_emails(

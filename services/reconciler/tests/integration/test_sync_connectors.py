@@ -46,7 +46,7 @@ from concord_exchange_emulator.testing import RunningEmulator
 from concord_rpc import channel
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as SalesforceSettings
-from concord_testing import NatsServer, ServiceProcess, free_port
+from concord_testing import NatsServer, ServiceProcess, free_port, identity_env, vouched
 
 from .conftest import reconciler_in_process
 
@@ -157,6 +157,7 @@ def _start_peers(
         "OTEL_TRACES_EXPORTER": "none",
         "NATS_URL": nats_url,
         "CRM_CONNECTOR_ADDR": crm_addr,
+        **identity_env(),
     }
     specs = {
         "mail": ("concord_mail_connector", {"MAIL_CONNECTOR_PORT": str(ports["mail"])}),
@@ -227,7 +228,7 @@ async def stack(
         *(asyncio.to_thread(p.process.wait_serving, p.addr, 60.0) for p in peers.values())
     )
     settings = salesforce.emulator.settings
-    async with channel(peers["crm"].addr, retry=False) as crm_channel:
+    async with channel(peers["crm"].addr, retry=False, interceptors=vouched()) as crm_channel:
         secret = (
             f'{{"client_secret": "{settings.client_secret}", "password": "{settings.password}"}}'
         )

@@ -20,6 +20,7 @@ from concord_devstack.tokens import (
     DEMO_MAILBOX,
     DEMO_ORG,
     DEMO_USER,
+    internal_identity_key,
     mint,
     signing_key,
 )
@@ -77,6 +78,7 @@ def up(args: argparse.Namespace) -> int:
             layout.address("crm-connector"),
             admin_token,
             {name: spec.info for name, spec in specs.items()},
+            internal_identity_key(var_dir),
         )
     except (StackError, OSError, RuntimeError) as exc:
         print(f"make up failed: {exc}", file=sys.stderr)

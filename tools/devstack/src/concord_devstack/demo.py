@@ -19,6 +19,7 @@ from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.mail.v1 import mail_connector_service_pb2
 from concord_devstack.tokens import DEMO_ADDRESS, DEMO_MAILBOX, DEMO_ORG, DEMO_USER
+from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 
 # The integration user the demo mailbox's records belong to, when the emulator does not say.
 DEMO_CRM_USER = "005000000000001AAA"
@@ -29,8 +30,11 @@ def register_demo(
     crm_connector_address: str,
     admin_token: str,
     emulators: dict[str, dict[str, Any]],
+    identity_key: str,
 ) -> None:
-    asyncio.run(_register_demo(gateway_address, crm_connector_address, admin_token, emulators))
+    asyncio.run(
+        _register_demo(gateway_address, crm_connector_address, admin_token, emulators, identity_key)
+    )
 
 
 async def _register_demo(
@@ -38,10 +42,14 @@ async def _register_demo(
     crm_connector_address: str,
     admin_token: str,
     emulators: dict[str, dict[str, Any]],
+    identity_key: str,
 ) -> None:
     crm_user_id = DEMO_CRM_USER
     if "salesforce" in emulators:
-        crm_user_id = await _connect_org(crm_connector_address, emulators["salesforce"])
+        with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
+            crm_user_id = await _connect_org(
+                crm_connector_address, emulators["salesforce"], IdentitySigner(identity_key)
+            )
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
         mailbox=resources_pb2.Mailbox(
@@ -80,9 +88,13 @@ def _exchange_account(info: dict[str, Any]) -> mail_connector_service_pb2.Mailbo
     )
 
 
-async def _connect_org(address: str, info: dict[str, Any]) -> str:
+async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigner) -> str:
     """Connect the demo org; the Salesforce User Id of the integration user, who owns the demo
-    mailbox's records (an OwnerId Salesforce does not know refuses every write)."""
+    mailbox's records (an OwnerId Salesforce does not know refuses every write).
+
+    Connecting an org is an operator's act on crm-connector itself (no gateway API), so the
+    calls carry an identity signed with the stack's internal key, as every internal call must.
+    """
     connection = crm_connector_service_pb2.OrgConnection(
         name=f"orgs/{DEMO_ORG}/connection",
         login_url=str(info["url"]),
@@ -93,7 +105,7 @@ async def _connect_org(address: str, info: dict[str, Any]) -> str:
             {"client_secret": info["client_secret"], "password": info["password"]}
         ).encode(),
     )
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
         stub = crm_connector_service_pb2_grpc.CrmConnectorServiceStub(channel)
         try:
             await stub.UpsertOrgConnection(

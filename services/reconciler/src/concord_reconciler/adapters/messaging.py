@@ -30,6 +30,7 @@ from concord_reconciler.domain.ports import SessionStore
 from concord_reconciler.domain.runner import SyncEngine
 from concord_reconciler.domain.sessions import abandon_session, execute_session
 from concord_reconciler.wire import session_to_proto, timestamp
+from concord_rpc.identity import Identity, acting_as
 from concord_telemetry import attributes as attrs
 
 __all__ = [
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "reconciler"
 SPAN_NAME = "sync.session"
+# Whom a session calls the peers as.
+SESSION_CALLER = "concord-reconciler"
 # After an unexpected consumer failure (NATS gone, stream deleted), wait this long and resume.
 RESTART_SECONDS = 1.0
 STOP_RETRY_SECONDS = 0.5
@@ -219,7 +222,12 @@ class SessionConsumer:
             attrs.SESSION_TRIGGER: session.trigger,
             attrs.LEASE_KEY: lease_key(session.mailbox_id),
         }
-        with self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span:
+        # Nobody called for this session: its calls to the peers go as the reconciler, for the
+        # mailbox's org (concord_rpc.identity).
+        with (
+            acting_as(Identity(subject=SESSION_CALLER, org=org, role="service")),
+            self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span,
+        ):
             trace_id = format(span.get_span_context().trace_id, "032x")
             result = await execute_session(
                 session.session_id,

@@ -24,7 +24,7 @@ from concord.mapping.v1 import mapping_service_pb2 as mapping
 from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord_reconciler.domain.errors import PeerError
 from concord_reconciler.domain.ports import CrmPage, MailPage
-from concord_rpc import channel, from_rpc_error
+from concord_rpc import AttachIdentity, IdentitySigner, channel, from_rpc_error
 
 __all__ = [
     "GrpcCrmSide",
@@ -291,13 +291,23 @@ class PeerChannels:
 
     @classmethod
     def open(
-        cls, *, mail_addr: str, crm_addr: str, mapping_addr: str, linker_addr: str, timeout: float
+        cls,
+        *,
+        mail_addr: str,
+        crm_addr: str,
+        mapping_addr: str,
+        linker_addr: str,
+        timeout: float,
+        signer: IdentitySigner,
     ) -> PeerChannels:
+        # Each call carries the identity it is made for (concord_rpc.identity); peers refuse
+        # calls without one.
+        attach = [AttachIdentity(signer)]
         return cls(
-            channel(mail_addr, retry=True),
-            channel(crm_addr, retry=True),
-            channel(mapping_addr, retry=True),
-            channel(linker_addr, retry=True),
+            channel(mail_addr, retry=True, interceptors=attach),
+            channel(crm_addr, retry=True, interceptors=attach),
+            channel(mapping_addr, retry=True, interceptors=attach),
+            channel(linker_addr, retry=True, interceptors=attach),
             timeout,
         )
 
