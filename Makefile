@@ -58,7 +58,8 @@ render: install ## render every kustomize overlay and validate it, validate skaf
 	@$(UV) run --frozen scripts/render.sh
 
 bench: install ## benchmarks: ratios measured in one run
-	@$(UV) run --frozen pytest -q -s -p no:cacheprovider benchmarks
+	@$(UV) run --frozen pytest -q -s -p no:cacheprovider benchmarks \
+	  services/linker/tests/unit/test_labelled_set.py
 
 clean: ## remove var/ and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
