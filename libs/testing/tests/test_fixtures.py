@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from concord_testing import (
     PostgresCluster,
     ServiceProcess,
     free_port,
+    ports,
     wait_for_port,
 )
 
@@ -34,6 +36,35 @@ def test_free_port_can_be_bound() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    handed = [free_port() for _ in range(50)]
+    assert len(set(handed)) == len(handed)
+    assert all(port < low for port in handed)
+
+
+def test_a_port_another_live_process_claimed_is_not_handed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken, stale, other = _unclaimed_ports(3)
+    (ports.CLAIMS / str(taken)).write_text(str(os.getppid()))  # a live process, not us
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (ports.CLAIMS / str(stale)).write_text(str(dead.pid))
+    offered = iter([taken, stale, other])
+    monkeypatch.setattr(random, "choice", lambda _range: next(offered))
+    assert free_port() == stale  # the claim of a process that is gone is taken over
+    assert (ports.CLAIMS / str(stale)).read_text() == str(os.getpid())
+    (ports.CLAIMS / str(taken)).unlink()
+
+
+def _unclaimed_ports(count: int) -> list[int]:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports.CLAIMS.mkdir(parents=True, exist_ok=True)
+    found = [p for p in range(low - 1, low - 2000, -1) if not (ports.CLAIMS / str(p)).exists()]
+    return found[:count]
 
 
 def test_unique_prefix_differs_per_call(unique_prefix: str) -> None:
