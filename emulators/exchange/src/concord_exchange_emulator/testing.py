@@ -33,7 +33,12 @@ class RunningEmulator:
         if seed:
             seed_mailbox(self.store)
         self.app = build_app(self.store)
-        self.port = free_port()
+        # Bound here, on port 0, and handed to uvicorn: no other process can take the port
+        # between choosing it and serving on it.
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.tls = ensure_tls_files(data_dir / "tls") if tls else None
         self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base}/EWS/Exchange.asmx"
@@ -47,7 +52,9 @@ class RunningEmulator:
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def start(self) -> RunningEmulator:
         self.thread.start()
@@ -61,6 +68,7 @@ class RunningEmulator:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+        self.socket.close()
         self.store.close()
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
