@@ -311,12 +311,12 @@ async def test_updates_by_link_and_version_checks(org: Org) -> None:
 
 
 async def list_changes(org: Org, token: str = "", **options: Any) -> pb.ListChangesResponse:
+    options.setdefault("fields", ["Subject", "Concord_Link_Id__c"])
     response: pb.ListChangesResponse = await org.stub.ListChanges(
         pb.ListChangesRequest(
             org="orgs/demo",
             sobject_type="Event",
             cursor=res.Cursor(collection="Event", token=token),
-            fields=["Subject", "Concord_Link_Id__c"],
             **options,
         )
     )
@@ -355,6 +355,27 @@ async def test_listing_changes_advances_only_with_the_records_returned(org: Org)
     ]
     assert later.changes[0].record.fields["Subject"] == "Renamed"
     assert later.changes[1].record.is_deleted
+
+
+async def test_a_listing_of_large_records_comes_in_pages_a_client_can_receive(org: Org) -> None:
+    # 160 Events with a full 32,000-character Description: 5 MB in one page of Salesforce's,
+    # past gRPC's default 4 MiB a client accepts. The connector splits it by size instead.
+    ids = links(160)
+    for start in range(0, len(ids), 40):
+        chunk = ids[start : start + 40]
+        written = await apply(org, [event(link, Description="x" * 32000) for link in chunk])
+        assert [r.status for r in written] == [OK] * len(chunk)
+    seen: list[str] = []
+    token, pages = "", 0
+    while True:
+        page = await list_changes(org, token, fields=["Concord_Link_Id__c", "Description"])
+        assert page.ByteSize() < 4 * 1024 * 1024
+        seen += [c.record.link_id for c in page.changes]
+        token, pages = page.next_cursor.token, pages + 1
+        if not page.has_more:
+            break
+    assert sorted(seen) == ids  # every record, each once
+    assert pages >= 2
 
 
 async def test_an_owners_listing_reports_records_handed_to_others_as_leaving(org: Org) -> None:

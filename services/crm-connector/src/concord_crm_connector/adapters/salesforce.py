@@ -68,6 +68,7 @@ from concord_crm_connector.domain.queries import (
     encode_cursor,
     filter_query,
     parse_datetime,
+    rows_within,
     search_query,
     soql_literal,
 )
@@ -498,6 +499,8 @@ class SalesforceOrgs:
             )
         if after is not None and delete_log_gap(after, earliest, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
+        fetched = len(rows)
+        rows = rows[: rows_within(rows)]
         changes = tuple(_change(sobject_type, row, owner_id) for row in rows)
         last = after or EMPTY_LISTING
         if rows:
@@ -505,7 +508,8 @@ class SalesforceOrgs:
             last = ChangeCursor(stamp, str(rows[-1]["Id"]), now)
         # The records returned move the cursor; a clean delete log moves only its check time.
         token = encode_cursor(replace(last, checked=now))
-        return ChangePage(Cursor(sobject_type, token), changes, has_more=len(rows) >= limit)
+        more = len(rows) < fetched or fetched >= limit
+        return ChangePage(Cursor(sobject_type, token), changes, has_more=more)
 
     async def _field_names(self, connection: OrgConnection, sobject_type: str) -> list[str]:
         described = await self.describe(connection, sobject_type)

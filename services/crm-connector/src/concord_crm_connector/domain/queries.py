@@ -6,8 +6,9 @@ and object names must be API names.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "DELETE_LOG_DAYS",
     "EMPTY_LISTING",
     "MAX_PAGE",
+    "PAGE_BYTES",
     "ChangeCursor",
     "change_query",
     "decode_cursor",
@@ -27,12 +29,17 @@ __all__ = [
     "filter_query",
     "format_datetime",
     "parse_datetime",
+    "rows_within",
     "search_query",
     "soql_literal",
 ]
 
 # A query page holds at most 2,000 records; a bigger page would need a second call.
 MAX_PAGE = 2000
+# A listing page carries records of at most about this much text: gRPC clients accept 4 MiB
+# by default, and 2,000 records with long text fields (32,000 characters each on Event) are
+# many times that. The rest comes in the next page, from the cursor of the last one sent.
+PAGE_BYTES = 3 * 1024 * 1024
 # getDeleted answers for 15 days; a cursor older than that may have missed hard deletes.
 DELETE_LOG_DAYS = 15
 _VERSION = "v1"
@@ -219,3 +226,14 @@ def search_query(term: str, scope: str, targets: Sequence[SearchTarget]) -> str:
             inner += f" LIMIT {target.limit}"
         returning.append(f"{target.sobject_type}({inner})")
     return f"FIND {{{escaped}}} IN {scope} FIELDS RETURNING {', '.join(returning)}"
+
+
+def rows_within(rows: Sequence[Mapping[str, Any]], budget: int = PAGE_BYTES) -> int:
+    """How many of `rows`, from the first, fit in `budget` bytes of JSON; at least one, so a
+    listing always moves on (no single record comes near the budget)."""
+    used = 0
+    for count, row in enumerate(rows):
+        used += len(json.dumps(row, default=str, ensure_ascii=False).encode())
+        if used > budget and count > 0:
+            return count
+    return len(rows)
