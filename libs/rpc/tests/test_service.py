@@ -477,3 +477,13 @@ def test_run_returns_the_exit_code() -> None:
 
     assert run(ok()) == 0
     assert run(fails()) == 1
+
+
+async def test_a_large_batch_crosses_between_our_services() -> None:
+    # 10 MB each way: past gRPC's 4 MiB default, within what our channels and servers accept.
+    async def echo(request: StringValue, context: Any) -> StringValue:
+        return StringValue(value=request.value)
+
+    big = "界" * (10 * 1024 * 1024 // 3)
+    async with running({"Echo": echo}) as service:
+        assert await call(service.address, "Echo", big) == big

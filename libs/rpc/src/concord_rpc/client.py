@@ -54,6 +54,17 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+# What one message between our services may weigh, each way (gRPC's default receive limit is
+# 4 MiB). Listings are paged well under 4 MiB, but a batch of writes is cut by count: 100
+# Events with 32,000-character descriptions in a 3-byte script are ~10 MB, and a refused batch
+# would fail its session every time.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+MESSAGE_SIZE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+
 class PeerCallError(grpc.aio.AioRpcError):
     """An AioRpcError that remembers which method failed, so errors can name the dependency."""
 
@@ -98,7 +109,7 @@ def channel(
 
     Failed unary calls raise :class:`PeerCallError`, an AioRpcError that knows its method.
     """
-    all_options: list[tuple[str, Any]] = [*KEEPALIVE_OPTIONS]
+    all_options: list[tuple[str, Any]] = [*KEEPALIVE_OPTIONS, *MESSAGE_SIZE_OPTIONS]
     if retry:
         all_options += [("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_SERVICE_CONFIG)]
     else:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from concord_rpc.client import MESSAGE_SIZE_OPTIONS
 from concord_rpc.interceptor import ErrorInterceptor
 
 __all__ = ["LIVENESS", "GrpcService", "ReadinessCheck", "ShutdownHook", "run"]
@@ -37,6 +38,7 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    *MESSAGE_SIZE_OPTIONS,
 )
 
 
