@@ -89,6 +89,9 @@ def start_replica(
             "RECONCILER_SCHEDULE_TICK_SECONDS": "0.5",
             # A hint lost with the killed replica costs latency: the schedule catches up.
             "RECONCILER_DEFAULT_SYNC_INTERVAL_SECONDS": "60",
+            # A session the killed replica recorded but never published stays QUEUED until
+            # the scheduler re-publishes it (2 minutes in production; the test's wait is 2).
+            "RECONCILER_REQUEUE_AFTER_SECONDS": "5",
             "RECONCILER_SESSION_CONCURRENCY": "8",
             "RECONCILER_INTERNAL_IDENTITY_KEYS": IDENTITY_KEY,
         },
