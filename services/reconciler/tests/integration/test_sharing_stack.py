@@ -220,7 +220,7 @@ async def _share(
             MAILBOXES[mailbox_id],
             [change],
             org_settings=org,
-            mailbox_settings=effective_mailbox_settings(mailbox_id, None, org),
+            mailbox_settings=effective_mailbox_settings(mailbox_id, None, org, ""),
         )
     finally:
         await crm_channel.close()
@@ -337,7 +337,7 @@ async def test_a_page_of_twenty_emails_costs_a_handful_of_api_calls(
             MAILBOXES["bob"],
             changes,
             org_settings=org,
-            mailbox_settings=effective_mailbox_settings("bob", None, org),
+            mailbox_settings=effective_mailbox_settings("bob", None, org, ""),
         )
     finally:
         await crm_channel.close()

@@ -200,7 +200,7 @@ class World:
             mailbox,
             changes,
             org_settings=org,
-            mailbox_settings=effective_mailbox_settings(mailbox_id, None, org),
+            mailbox_settings=effective_mailbox_settings(mailbox_id, None, org, ""),
         )
 
     def messages(self) -> list[dict[str, Any]]:
@@ -452,7 +452,7 @@ async def test_a_categorised_draft_is_shared_from_sent_items_once(world: World) 
 
 async def test_thread_mode_shares_later_replies(world: World) -> None:
     org = default_org_settings("acme")
-    settings = effective_mailbox_settings("bob", None, org)
+    settings = effective_mailbox_settings("bob", None, org, "")
     for sharing in settings.sharing:
         if sharing.kind == res.OBJECT_KIND_EMAIL:
             sharing.selection_modes.append(st.SELECTION_MODE_THREAD)

@@ -167,7 +167,7 @@ def test_categories_select_only_kinds_shared_by_category_alone() -> None:
             )
         ]
     )
-    settings = effective_mailbox_settings("demo", mine, org)
+    settings = effective_mailbox_settings("demo", mine, org, "")
     # Events by the default category, tasks by the user's; contacts and emails by folder.
     assert categories_of(settings) == {EVENT: "Salesforce", TASK: "CRM"}
 

@@ -88,7 +88,7 @@ def test_policies_cover_the_two_way_kinds_with_the_users_directions() -> None:
             st.ObjectSharing(kind=TASK, enabled=True, direction=res.SYNC_DIRECTION_MAIL_TO_CRM)
         ]
     )
-    settings = effective_mailbox_settings("demo", mine, org)
+    settings = effective_mailbox_settings("demo", mine, org, "")
     policies = policies_for((EVENT, TASK, CONTACT, res.OBJECT_KIND_EMAIL), org, settings)
     assert [p.kind for p in policies] == [EVENT, TASK, CONTACT]
     assert [p.direction for p in policies] == [

@@ -37,14 +37,14 @@ def test_org_defaults_follow_the_contract() -> None:
 
 
 def test_a_user_without_settings_gets_the_org_defaults() -> None:
-    settings = effective_mailbox_settings("demo", None, default_org_settings("acme"))
+    settings = effective_mailbox_settings("demo", None, default_org_settings("acme"), "")
     assert settings.name == "mailboxes/demo/settings"
     assert synced_kinds(settings) == tuple(ALL)
 
 
 def test_user_entries_replace_the_default_of_their_kind_only() -> None:
     own = st.MailboxSettings(sharing=[st.ObjectSharing(kind=res.OBJECT_KIND_TASK, enabled=False)])
-    settings = effective_mailbox_settings("demo", own, default_org_settings("acme"))
+    settings = effective_mailbox_settings("demo", own, default_org_settings("acme"), "")
     assert synced_kinds(settings) == (
         res.OBJECT_KIND_CALENDAR_ITEM,
         res.OBJECT_KIND_CONTACT,
@@ -56,7 +56,7 @@ def test_a_locked_field_shows_the_org_value() -> None:
     org = default_org_settings("acme")
     org.locked_user_fields.append("sharing")
     own = st.MailboxSettings(sharing=[st.ObjectSharing(kind=res.OBJECT_KIND_TASK, enabled=False)])
-    settings = effective_mailbox_settings("demo", own, org)
+    settings = effective_mailbox_settings("demo", own, org, "")
     assert list(settings.locked_fields) == ["sharing"]
     assert synced_kinds(settings) == tuple(ALL)
 

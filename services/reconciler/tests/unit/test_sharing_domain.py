@@ -65,7 +65,7 @@ def _change(item: res.EmailItem, collection: str = "") -> res.MailChange:
     )
 
 
-DEFAULT = email_selection(effective_mailbox_settings("m", None, default_org_settings("acme")))
+DEFAULT = email_selection(effective_mailbox_settings("m", None, default_org_settings("acme"), ""))
 
 
 # ---- selection ----------------------------------------------------------------------------

@@ -119,11 +119,12 @@ def effective_mailbox_settings(
     mailbox_id: str,
     stored: st.MailboxSettings | None,
     org: st.OrgSettings,
-    owner_user_id: str = "",
+    owner_user_id: str,
 ) -> st.MailboxSettings:
     """The user's settings with the org's defaults for every kind the user left out.
 
-    When the admin turned `owner_user_id`'s access to settings off, every field is the org's.
+    When the admin turned `owner_user_id`'s access to settings off, every field is the org's
+    (required, so no caller can forget the switch).
     """
     settings = st.MailboxSettings()
     if stored is not None:
