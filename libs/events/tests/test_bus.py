@@ -252,3 +252,26 @@ async def test_wait_for_sees_an_event_published_after_subscribing(bus: EventBus)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
             await bus.wait_for(session_event("s3", "*"))
+
+
+async def test_a_consumer_started_with_new_settings_updates_the_durable_one(bus: EventBus) -> None:
+    # A redeploy that changes the ack wait or the delivery limit must not keep the old ones.
+    async def ignore(delivery: Delivery[StringValue]) -> None:
+        return None
+
+    async def configured() -> tuple[float, int]:
+        info = await bus.js.consumer_info(SESSIONS, "reconciler")
+        return float(info.config.ack_wait or 0), int(info.config.max_deliver or 0)
+
+    async def started(expected: tuple[float, int]) -> bool:
+        try:
+            return await configured() == expected
+        except Exception:
+            return False
+
+    first = _consume(bus, ignore, ack_wait=30.0, max_deliver=5)
+    await _eventually(lambda: started((30.0, 5)))
+    await _stop(first)
+    second = _consume(bus, ignore, ack_wait=3.0, max_deliver=-1)
+    await _eventually(lambda: started((3.0, -1)))
+    await _stop(second)

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, PubAck, StorageType
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
@@ -226,6 +226,7 @@ class EventBus:
             ack_wait=ack_wait,
             filter_subject=filter_subject,
         )
+        await self._create_or_update_consumer(stream, config)
         subscription = await self.js.pull_subscribe(
             filter_subject, durable=durable, stream=stream, config=config
         )
@@ -240,6 +241,19 @@ class EventBus:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _create_or_update_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        """Make the durable consumer have `config`: pull_subscribe alone binds to an existing
+        one as it is, so a redeploy with a new ack wait or delivery limit would keep the old.
+        With replicas on different settings (mid-rollout), the last one started wins."""
+        try:
+            await self.js.add_consumer(stream, config)
+        except APIError as error:
+            # A change the server cannot make in place (say, the ack policy): go on with the
+            # consumer as it is rather than stop consuming.
+            _log.warning(
+                "consumer %s on %s keeps its settings: %s", config.durable_name, stream, error
+            )
 
     async def _process(
         self,
