@@ -32,6 +32,7 @@ from concord_rpc.identity import (
     IdentityExpired,
     IdentityInvalid,
     IdentityMissing,
+    require_org,
 )
 
 KEY = "k" * 32
@@ -256,3 +257,33 @@ async def test_a_handler_calls_its_peers_as_the_caller_it_serves(relay: GrpcServ
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await ask(relay.address)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.integration
+async def test_a_caller_for_one_org_is_refused_another_orgs_data() -> None:
+    async def org_bound(request: StringValue, context: Any) -> StringValue:
+        return StringValue(value=require_org(request.value))
+
+    handlers = {"Get": grpc.unary_unary_rpc_method_handler(org_bound, **_CODEC)}
+    async with (
+        _verifying("org-bound", handlers) as service,
+        channel(
+            service.address, retry=False, interceptors=[AttachIdentity(IdentitySigner(KEY))]
+        ) as ch,
+    ):
+        stub = ch.unary_unary(
+            f"/{SERVICE}/Get",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
+        with acting_as(ANN):  # ann acts for acme
+            answer: StringValue = await stub(StringValue(value="acme"), timeout=5)
+            assert answer.value == "acme"
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub(StringValue(value="globex"), timeout=5)
+    failure = from_rpc_error(raised.value)
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_IN_ORG",
+    )
+    assert "globex" not in failure.message

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from concord_rpc import GrpcService, channel
-from concord_testing.identity import identity_env, vouched
+from concord_rpc.identity import Identity
+from concord_testing.identity import TEST_CALLER, identity_env, vouched
 from concord_testing.ports import free_port
 from concord_testing.processes import ServiceProcess
 
@@ -44,10 +45,11 @@ async def assert_process_lifecycle(
     call: Callable[[grpc.aio.Channel], Awaitable[None]],
     env: Mapping[str, str] | None = None,
     refuses_unvouched: bool = True,
+    caller: Identity = TEST_CALLER,
 ) -> ServiceProcess:
     """`python -m <module>` from an empty `var_dir`: SERVING, `call` is refused without a caller
     identity (unless `refuses_unvouched` is off: a process that is no internal service) and
-    succeeds with one (as the gateway vouches for it), SIGTERM exits 0."""
+    succeeds with one for `caller` (as the gateway vouches for it), SIGTERM exits 0."""
     port = free_port()
     process = service_process(
         module,
@@ -67,7 +69,7 @@ async def assert_process_lifecycle(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call(chan)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
-    async with channel(addr, retry=False, interceptors=vouched()) as chan:
+    async with channel(addr, retry=False, interceptors=vouched(caller=caller)) as chan:
         await call(chan)
     assert process.stop() == 0, process.log_tail()
     return process

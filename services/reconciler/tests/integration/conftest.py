@@ -35,9 +35,9 @@ from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
 from concord_rpc import GrpcService
-from concord_rpc.identity import IdentitySigner, IdentityVerifier, RequireIdentity
+from concord_rpc.identity import Identity, IdentitySigner, IdentityVerifier, RequireIdentity
 from concord_store import create_engine, migrate
-from concord_testing import TEST_IDENTITY_KEY, NatsServer, vouched
+from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, vouched
 
 MIGRATIONS = "concord_reconciler.adapters.migrations"
 
@@ -235,9 +235,11 @@ async def reconciler_in_process(
     busy_retry_seconds: float,
     tracer_provider: TracerProvider | None = None,
     share_emails: bool = False,
+    caller: Identity = TEST_CALLER,
 ) -> AsyncIterator[InProcess]:
     """The reconciler as its process wires it (API, consumer, sync engine over the peers at
-    `peers`, by service name), on this test's loop; the consumer is started by the caller."""
+    `peers`, by service name), on this test's loop; the consumer is started by the caller.
+    Its API is called as `caller`, as the gateway would vouch for a person."""
     engine = create_engine(database_url)
     await migrate(engine, MIGRATIONS)
     store = SqlStore(engine)
@@ -285,7 +287,7 @@ async def reconciler_in_process(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
     )
     port = await service.start()
-    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=vouched())
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=vouched(caller=caller))
     try:
         yield InProcess(api_grpc.ReconcilerServiceStub(client), store, bus, consumer)
     finally:

@@ -44,6 +44,7 @@ from concord_exchange_emulator import xmlns
 from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_rpc import channel
+from concord_rpc.identity import Identity
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as SalesforceSettings
 from concord_testing import NatsServer, ServiceProcess, free_port, identity_env, vouched
@@ -53,6 +54,8 @@ from .conftest import reconciler_in_process
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 ORG = "orgs/demo"
+# Whom the test acts as: the demo org's admin (peers refuse callers for another org).
+DEMO_ADMIN = Identity(subject="demo-admin", org="demo", role="admin")
 FORCE = res.SESSION_TRIGGER_FORCE
 
 
@@ -228,7 +231,9 @@ async def stack(
         *(asyncio.to_thread(p.process.wait_serving, p.addr, 60.0) for p in peers.values())
     )
     settings = salesforce.emulator.settings
-    async with channel(peers["crm"].addr, retry=False, interceptors=vouched()) as crm_channel:
+    async with channel(
+        peers["crm"].addr, retry=False, interceptors=vouched(caller=DEMO_ADMIN)
+    ) as crm_channel:
         secret = (
             f'{{"client_secret": "{settings.client_secret}", "password": "{settings.password}"}}'
         )
@@ -259,6 +264,7 @@ async def stack(
         lease_ttl_seconds=30.0,
         busy_retry_seconds=0.2,
         share_emails=True,
+        caller=DEMO_ADMIN,
     ) as running:
         await running.consumer.start()
         yield Stack(

@@ -29,6 +29,7 @@ from concord_crm_connector.domain.model import (
     parse_org_name,
 )
 from concord_crm_connector.domain.service import CrmConnector
+from concord_rpc.identity import require_org
 from concord_rpc.requests import Violations
 
 __all__ = ["CrmConnectorServicer"]
@@ -60,6 +61,17 @@ _STATUSES = {
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 
 
+def _org_name(name: str, field: str = "org") -> str:
+    """The org id of `orgs/{org}`, for a caller who acts for that org (concord_rpc.identity):
+    this service holds every org's Salesforce credentials, so no call crosses orgs."""
+    return require_org(parse_org_name(name, field))
+
+
+def _connection_name(name: str, field: str = "name") -> str:
+    """The org id of `orgs/{org}/connection`, for a caller who acts for that org."""
+    return require_org(parse_connection_name(name, field))
+
+
 class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     def __init__(self, domain: CrmConnector, *, budget_share: float) -> None:
         self._domain = domain
@@ -69,7 +81,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         self, request: pb.ListChangesRequest, context: Context
     ) -> pb.ListChangesResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
         checks.check("page_size", request.page_size >= 0, "must not be negative")
         checks.check(
@@ -107,7 +119,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         self, request: pb.GetRecordsRequest, context: Context
     ) -> pb.GetRecordsResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
         checks.check("ids", 0 < len(request.ids) <= 200, "between 1 and 200 ids")
         checks.check(
@@ -127,7 +139,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         self, request: pb.QueryRecordsRequest, context: Context
     ) -> pb.QueryRecordsResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
         checks.check("page_size", request.page_size >= 0, "must not be negative")
         for number, item in enumerate(request.filters):
@@ -154,7 +166,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         self, request: pb.ApplyBatchRequest, context: Context
     ) -> pb.ApplyBatchResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         writes = []
         for number, write in enumerate(request.writes):
             operation = _OPERATIONS.get(write.operation)
@@ -205,7 +217,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         checks.check("targets", len(request.targets) > 0, "is required")
         for number, target in enumerate(request.targets):
             if not SOBJECT_TYPE.fullmatch(target.sobject_type):
@@ -226,7 +238,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         self, request: pb.DescribeObjectRequest, context: Context
     ) -> pb.DescribeObjectResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         _check_sobject_type(checks, request.sobject_type)
         checks.raise_if_any()
         described = await self._domain.describe(org, request.sobject_type)
@@ -268,7 +280,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     async def GetBudget(
         self, request: pb.GetBudgetRequest, context: Context
     ) -> pb.GetBudgetResponse:
-        budget = await self._domain.budget(parse_org_name(request.org))
+        budget = await self._domain.budget(_org_name(request.org))
         message = resources_pb2.ApiBudget(
             org=request.org,
             used=budget.used,
@@ -289,7 +301,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
     async def GetOrgConnection(
         self, request: pb.GetOrgConnectionRequest, context: Context
     ) -> pb.GetOrgConnectionResponse:
-        connection = await self._domain.get_connection(parse_connection_name(request.name))
+        connection = await self._domain.get_connection(_connection_name(request.name))
         return pb.GetOrgConnectionResponse(connection=_connection_proto(connection))
 
 
@@ -325,7 +337,7 @@ def _connection_update(request: pb.UpsertOrgConnectionRequest) -> ConnectionUpda
         checks.add("connection", "is required")
         raise checks.error()
     connection = request.connection
-    org = checks.name(parse_connection_name, connection.name, "connection.name")
+    org = checks.name(_connection_name, connection.name, "connection.name")
     checks.check(
         "connection.login_url",
         connection.login_url.startswith(("https://", "http://")),

@@ -223,9 +223,10 @@ class SessionConsumer:
             attrs.LEASE_KEY: lease_key(session.mailbox_id),
         }
         # Nobody called for this session: its calls to the peers go as the reconciler, for the
-        # mailbox's org (concord_rpc.identity).
+        # mailbox's org (concord_rpc.identity; identities carry the org id, not its name).
+        caller = Identity(subject=SESSION_CALLER, org=org.removeprefix("orgs/"), role="service")
         with (
-            acting_as(Identity(subject=SESSION_CALLER, org=org, role="service")),
+            acting_as(caller),
             self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span,
         ):
             trace_id = format(span.get_span_context().trace_id, "032x")
