@@ -21,8 +21,16 @@ from concord_linker.adapters.tables import blacklist_entries
 from concord_linker.api.servicer import LinkerServicer
 from concord_linker.domain.service import Linker
 from concord_rpc import RpcFailure, from_rpc_error
+from concord_rpc.identity import Identity
 from concord_store import create_engine, migrate
-from concord_testing import ServiceProcess, assert_process_lifecycle, free_port, serving_in_process
+from concord_testing import (
+    ServiceProcess,
+    assert_process_lifecycle,
+    free_port,
+    identity_env,
+    serving_in_process,
+    vouched,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,4 +119,34 @@ async def test_process_serves_without_crm_connector_and_stops_on_sigterm(
         call=call,
         # Nothing listens there: the linker must not wait for it to report SERVING.
         env={"CRM_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}"},
+        caller=Identity(subject="demo-admin", org="demo", role="admin"),
     )
+
+
+async def test_a_caller_for_another_org_is_refused(
+    service_process: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    process = service_process(
+        "concord_linker",
+        env={
+            "CONCORD_VAR_DIR": str(tmp_path / "var"),
+            "LINKER_PORT": str(port),
+            "OTEL_TRACES_EXPORTER": "none",
+            "CRM_CONNECTOR_ADDR": f"127.0.0.1:{free_port()}",
+            **identity_env(),
+        },
+    )
+    addr = f"127.0.0.1:{port}"
+    process.wait_serving(addr, service=SERVICE_NAME)
+    stranger = Identity(subject="mallory", org="globex", role="admin")
+    request = pb.ResolveParticipantsRequest(org="orgs/demo", user_id="005x", kind=TASK)
+    async with grpc.aio.insecure_channel(addr, interceptors=vouched(caller=stranger)) as chan:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await pb_grpc.LinkerServiceStub(chan).ResolveParticipants(request, timeout=5)
+    failure = from_rpc_error(raised.value)
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_IN_ORG",
+    )
+    assert process.stop() == 0

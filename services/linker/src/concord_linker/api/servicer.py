@@ -20,6 +20,7 @@ from concord_linker.domain.model import (
     parse_org_name,
 )
 from concord_linker.domain.service import Linker
+from concord_rpc.identity import require_org
 from concord_rpc.requests import Violations
 
 __all__ = ["MAX_PARTICIPANTS", "LinkerServicer"]
@@ -46,6 +47,12 @@ def _address(a: resources_pb2.EmailAddress, role: Role) -> Participant:
     return Participant(a.address, a.display_name, role)
 
 
+def _org_name(name: str, field: str = "org") -> str:
+    """The org id of `orgs/{org}`, for a caller who acts for that org (concord_rpc.identity):
+    the linker reads and creates that org's people, and never another's."""
+    return require_org(parse_org_name(name, field))
+
+
 class LinkerServicer(pb_grpc.LinkerServiceServicer):
     def __init__(self, linker: Linker) -> None:
         self._linker = linker
@@ -54,7 +61,7 @@ class LinkerServicer(pb_grpc.LinkerServiceServicer):
         self, request: pb.ResolveParticipantsRequest, context: Context
     ) -> pb.ResolveParticipantsResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         checks.require("user_id", request.user_id)
         checks.check("kind", request.kind != resources_pb2.OBJECT_KIND_UNSPECIFIED, "is required")
         for index, participant in enumerate(request.participants):
@@ -109,7 +116,7 @@ class LinkerServicer(pb_grpc.LinkerServiceServicer):
         self, request: pb.InitialSearchRequest, context: Context
     ) -> pb.InitialSearchResponse:
         checks = Violations(InvalidRequest)
-        org = checks.name(parse_org_name, request.org, "org")
+        org = checks.name(_org_name, request.org, "org")
         checks.require("user_id", request.user_id)
         email = request.email
         checks.check(
