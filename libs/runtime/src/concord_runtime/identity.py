@@ -14,13 +14,14 @@ first key is the one a service signs with); then drop the old key.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from pydantic import BaseModel, SecretStr, field_validator
 
 from concord_rpc.identity import IDENTITY_KEY_FILE, IdentitySigner, IdentityVerifier
 from concord_secrets import key_file
 
-__all__ = ["CallerIdentitySettings", "identity_keys", "identity_signer"]
+__all__ = ["CallerIdentitySettings", "identity_keys", "identity_signer", "shared_identity_key"]
 
 
 class CallerIdentitySettings(BaseModel):
@@ -53,20 +54,27 @@ class CallerIdentitySettings(BaseModel):
         return list(dict.fromkeys(_split(self.internal_identity_keys.get_secret_value())))
 
 
+def shared_identity_key(var_dir: Path | None = None) -> str:
+    """The embedded stack's internal identity key: `<var_dir>/secrets/internal-identity.key`,
+    created if missing. Whichever process (gateway, a peer, devstack) writes it first, they all
+    read the same key."""
+    return key_file(IDENTITY_KEY_FILE, var_dir=var_dir, generate=lambda: secrets.token_urlsafe(32))
+
+
 def identity_keys(settings: CallerIdentitySettings) -> list[str]:
-    """The keys a caller identity may be signed with: configured, else the shared key file.
+    """The keys a caller identity may be signed with: configured, else the shared key file."""
+    return settings.configured_identity_keys() or [shared_identity_key()]
 
-    The file is created if missing, as the gateway would: whichever process of an embedded stack
-    writes it first, they all read the same key.
+
+def identity_signer(
+    settings: CallerIdentitySettings, *, longest_call_seconds: float
+) -> IdentitySigner:
+    """Signs the caller identity on this service's calls to its peers, with its first key.
+
+    A channel retry resends the same signed metadata, so a signature stays good for a minute
+    beyond the longest call the service makes.
     """
-    return settings.configured_identity_keys() or [
-        key_file(IDENTITY_KEY_FILE, generate=lambda: secrets.token_urlsafe(32))
-    ]
-
-
-def identity_signer(settings: CallerIdentitySettings, *, ttl: float = 60.0) -> IdentitySigner:
-    """Signs the caller identity on this service's calls to its peers, with its first key."""
-    return IdentitySigner(identity_keys(settings)[0], ttl=ttl)
+    return IdentitySigner(identity_keys(settings)[0], ttl=60.0 + longest_call_seconds)
 
 
 def _split(keys: str) -> list[str]:

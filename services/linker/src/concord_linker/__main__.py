@@ -26,7 +26,9 @@ async def build(process: ServiceProcess[LinkerSettings]) -> None:
     # linker still answers what needs no Salesforce. Every call it makes is a read or an
     # upsert by idempotency key, hence the retrying channel.
     # Calls go on as the caller this service was called for (concord_rpc.identity).
-    signer = identity_signer(process.settings, ttl=60.0 + process.settings.peer_timeout_seconds)
+    signer = identity_signer(
+        process.settings, longest_call_seconds=process.settings.peer_timeout_seconds
+    )
     crm_channel = channel(
         process.settings.crm_connector_addr, retry=True, interceptors=[AttachIdentity(signer)]
     )

@@ -22,7 +22,9 @@ MIGRATIONS = "concord_mapping.adapters.migrations"
 async def build(process: ServiceProcess[MappingSettings]) -> None:
     # Only UpdateMappingTable calls crm-connector (DescribeObject, a read: retrying channel).
     # Calls go on as the caller this service was called for (concord_rpc.identity).
-    signer = identity_signer(process.settings, ttl=60.0 + process.settings.peer_timeout_seconds)
+    signer = identity_signer(
+        process.settings, longest_call_seconds=process.settings.peer_timeout_seconds
+    )
     crm_channel = channel(
         process.settings.crm_connector_addr, retry=True, interceptors=[AttachIdentity(signer)]
     )

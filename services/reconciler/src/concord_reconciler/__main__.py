@@ -50,7 +50,7 @@ async def build(process: ServiceProcess[ReconcilerSettings]) -> None:
         timeout=settings.peer_timeout_seconds,
         # Peers refuse calls nobody vouched for: the caller's identity goes on with each call,
         # and a session runs as the reconciler (adapters.messaging).
-        signer=identity_signer(settings, ttl=60.0 + settings.peer_timeout_seconds),
+        signer=identity_signer(settings, longest_call_seconds=settings.peer_timeout_seconds),
     )
     messaging = Messaging()
     consumers: list[SessionConsumer] = []

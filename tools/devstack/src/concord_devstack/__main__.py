@@ -20,10 +20,10 @@ from concord_devstack.tokens import (
     DEMO_MAILBOX,
     DEMO_ORG,
     DEMO_USER,
-    internal_identity_key,
     mint,
     signing_key,
 )
+from concord_runtime.identity import shared_identity_key
 
 UP_FILE = "up.json"
 
@@ -78,7 +78,7 @@ def up(args: argparse.Namespace) -> int:
             layout.address("crm-connector"),
             admin_token,
             {name: spec.info for name, spec in specs.items()},
-            internal_identity_key(var_dir),
+            shared_identity_key(var_dir),
         )
     except (StackError, OSError, RuntimeError) as exc:
         print(f"make up failed: {exc}", file=sys.stderr)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import jwt
 
-from concord_rpc.identity import IDENTITY_KEY_FILE
 from concord_secrets import key_file
 
 ISSUER = "concord"
@@ -30,12 +29,6 @@ def signing_key(var_dir: Path) -> str:
     The gateway reads the same file (`concord_gateway.adapters.keys`) when no key is configured.
     """
     return key_file("gateway-auth", var_dir=var_dir, generate=lambda: secrets.token_urlsafe(32))
-
-
-def internal_identity_key(var_dir: Path) -> str:
-    """The key internal calls are vouched for with (concord_rpc.identity): the file every
-    service of the stack reads when none is configured, created once."""
-    return key_file(IDENTITY_KEY_FILE, var_dir=var_dir, generate=lambda: secrets.token_urlsafe(32))
 
 
 def mint(key: str, *, subject: str, org: str, role: str) -> str:

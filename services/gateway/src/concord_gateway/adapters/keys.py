@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 from concord_gateway.settings import MIN_KEY_BYTES, GatewaySettings
-from concord_rpc.identity import IDENTITY_KEY_FILE
+from concord_runtime.identity import shared_identity_key
 from concord_secrets import key_file, key_path
 
 __all__ = ["dev_key_path", "identity_key", "verification_keys"]
@@ -45,4 +45,4 @@ def identity_key(settings: GatewaySettings, base: Path | None = None) -> str:
     """
     if settings.internal_identity_key is not None:
         return settings.internal_identity_key.get_secret_value()
-    return key_file(IDENTITY_KEY_FILE, var_dir=base, generate=lambda: secrets.token_urlsafe(32))
+    return shared_identity_key(base)

@@ -26,6 +26,7 @@ from concord_events import (
 )
 from concord_reconciler.domain.errors import SessionFailure
 from concord_reconciler.domain.model import SessionRecord
+from concord_reconciler.domain.names import parse_org_name
 from concord_reconciler.domain.ports import SessionStore
 from concord_reconciler.domain.runner import SyncEngine
 from concord_reconciler.domain.sessions import abandon_session, execute_session
@@ -224,7 +225,7 @@ class SessionConsumer:
         }
         # Nobody called for this session: its calls to the peers go as the reconciler, for the
         # mailbox's org (concord_rpc.identity; identities carry the org id, not its name).
-        caller = Identity(subject=SESSION_CALLER, org=org.removeprefix("orgs/"), role="service")
+        caller = Identity(subject=SESSION_CALLER, org=parse_org_name(org), role="service")
         with (
             acting_as(caller),
             self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span,
