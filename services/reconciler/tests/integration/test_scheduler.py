@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_events import EventBus, Topology, mail_changed
+from concord_events import SESSIONS, EventBus, Topology, mail_changed
 from concord_reconciler.adapters.messaging import NatsSessionQueue
 from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.adapters.store import SqlStore
@@ -251,3 +251,30 @@ async def test_one_mailboxs_row_reads_only_its_own_history(store: SqlStore) -> N
     assert flaky.failures_in_row == 1
     assert flaky.pending
     assert await reader.rows(only="nobody") == []
+
+
+async def test_a_queued_session_whose_message_was_lost_is_published_again(
+    store: SqlStore, bus: EventBus
+) -> None:
+    # Published, then taken off the queue without running (a replica killed at the wrong
+    # moment): the store still says QUEUED. The re-queue must reach the queue, not collapse
+    # with the first message in JetStream's duplicate window.
+    await add_mailbox(store, "lost", update_time=utcnow())
+    queued = await add_session(store, "lost", SessionState.QUEUED, ago=600)
+    await NatsSessionQueue(bus).enqueue(queued, "orgs/acme")
+    taker = await bus.js.pull_subscribe(
+        "concord.sessions.requested.>", durable="taker", stream=SESSIONS
+    )
+    [taken] = await taker.fetch(batch=1, timeout=5)
+    await taken.ack_sync()
+    await taker.unsubscribe()
+    await bus.js.delete_consumer(SESSIONS, "taker")
+    assert (await bus.js.stream_info(SESSIONS)).state.messages == 0
+
+    plan = await scheduler(bus, store).tick()
+
+    assert plan.requeued == ["lost"]
+    assert (await bus.js.stream_info(SESSIONS)).state.messages == 1
+    # Within one re-queue period, ticks add no more.
+    await scheduler(bus, store).tick()
+    assert (await bus.js.stream_info(SESSIONS)).state.messages == 1

@@ -130,11 +130,14 @@ class RecordedEvents:
 class RecordingQueue:
     queued: list[str] = field(default_factory=list)
     broken: bool = False
+    # (session id, republish) of every enqueue.
+    attempts: list[tuple[str, str]] = field(default_factory=list)
 
-    async def enqueue(self, session: SessionRecord, org: str) -> None:
+    async def enqueue(self, session: SessionRecord, org: str, *, republish: str = "") -> None:
         if self.broken:
             raise ConnectionError("nats down")
         self.queued.append(session.session_id)
+        self.attempts.append((session.session_id, republish))
 
 
 @pytest.fixture

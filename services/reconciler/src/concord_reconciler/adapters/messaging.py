@@ -63,7 +63,7 @@ class NatsSessionQueue:
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
 
-    async def enqueue(self, session: SessionRecord, org: str) -> None:
+    async def enqueue(self, session: SessionRecord, org: str, *, republish: str = "") -> None:
         message = events_pb2.SessionRequested(
             session_id=session.session_id,
             session=session.name,
@@ -73,9 +73,8 @@ class NatsSessionQueue:
             request_time=timestamp(session.request_time),
             request_id=session.request_id,
         )
-        await self.bus.publish(
-            session_requested(session.mailbox_id), message, msg_id=session.session_id
-        )
+        msg_id = f"{session.session_id}-{republish}" if republish else session.session_id
+        await self.bus.publish(session_requested(session.mailbox_id), message, msg_id=msg_id)
 
 
 class NatsSessionEvents:

@@ -272,9 +272,13 @@ class Scheduler:
                 )
         for due in plan.sessions:
             await self._request(due.mailbox_id, due.trigger)
+        # One more message per requeue period at most: the same id within a period collapses.
+        period = int(now.timestamp() // self.policy.requeue_after.total_seconds())
         for mailbox_id in plan.requeued:
             log.warning("mailbox %s: its queued session waited too long; re-queuing", mailbox_id)
-            await self._request(mailbox_id, res.SESSION_TRIGGER_RETRY)
+            await self._request(
+                mailbox_id, res.SESSION_TRIGGER_RETRY, republish=f"requeue-{period}"
+            )
         return plan
 
     async def _lead(self) -> None:
@@ -309,10 +313,16 @@ class Scheduler:
         until = (plan.next_wake - self.clock()).total_seconds()
         return min(self.tick_seconds, max(0.05, until))
 
-    async def _request(self, mailbox_id: str, trigger: int) -> None:
+    async def _request(self, mailbox_id: str, trigger: int, *, republish: str = "") -> None:
         try:
             await request_session(
-                mailbox_id, trigger, "", store=self.store, queue=self.queue, now=self.clock
+                mailbox_id,
+                trigger,
+                "",
+                store=self.store,
+                queue=self.queue,
+                now=self.clock,
+                republish=republish,
             )
         except (MailboxNotFound, MailboxSuspended):
             pass  # deleted or suspended since the plan was read

@@ -83,9 +83,13 @@ class SessionEvents(Protocol):
 
 
 class SessionQueue(Protocol):
-    """Where requested sessions wait for a reconciler (SESSIONS); re-queuing is harmless."""
+    """Where requested sessions wait for a reconciler (SESSIONS); re-queuing is harmless.
 
-    async def enqueue(self, session: SessionRecord, org: str) -> None: ...
+    Repeats of one session's request collapse (the session id is the message id) unless
+    `republish` names a new attempt: a request whose message was lost must get through.
+    """
+
+    async def enqueue(self, session: SessionRecord, org: str, *, republish: str = "") -> None: ...
 
 
 # -- the sync engine's ports: one side of a pair in mapped terms, and the link store ---------

@@ -55,11 +55,14 @@ async def request_session(
     store: SessionStore,
     queue: SessionQueue,
     now: Clock = utcnow,
+    republish: str = "",
 ) -> tuple[SessionRecord, bool]:
     """The session that will run for this request, and whether it coalesced with a queued one.
 
     The queued session is (re)published every time: JetStream drops the repeat by its
     Nats-Msg-Id (the session id), and a publish that failed before is made good by the retry.
+    `republish` names an attempt that must not be dropped so: the scheduler's re-queue of a
+    session whose message was lost after it was published.
     """
     mailbox = await store.get_mailbox(mailbox_id)
     if mailbox is None:
@@ -75,7 +78,7 @@ async def request_session(
     )
     session, created = await store.enqueue_session(candidate)
     try:
-        await queue.enqueue(session, mailbox.org)
+        await queue.enqueue(session, mailbox.org, republish=republish)
     except Exception as error:
         log.warning("could not queue session %s: %s", session.session_id, error)
         raise QueueUnavailable(
