@@ -259,15 +259,15 @@ async def test_a_consumer_started_with_new_settings_updates_the_durable_one(bus:
     async def ignore(delivery: Delivery[StringValue]) -> None:
         return None
 
-    async def configured() -> tuple[float, int]:
-        info = await bus.js.consumer_info(SESSIONS, "reconciler")
-        return float(info.config.ack_wait or 0), int(info.config.max_deliver or 0)
-
     async def started(expected: tuple[float, int]) -> bool:
+        # Configured as expected, and fetching (a pull request waiting): only then is the
+        # consume loop past its set-up, where a cancellation can be lost in the client.
         try:
-            return await configured() == expected
+            info = await bus.js.consumer_info(SESSIONS, "reconciler")
         except Exception:
             return False
+        config = (float(info.config.ack_wait or 0), int(info.config.max_deliver or 0))
+        return config == expected and (info.num_waiting or 0) > 0
 
     first = _consume(bus, ignore, ack_wait=30.0, max_deliver=5)
     await _eventually(lambda: started((30.0, 5)))
