@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -154,27 +154,39 @@ class RestApi:
         return call.body
 
     def run_query(self, call: Call, include_deleted: bool) -> Reply:
-        text = call.param("q")
+        explain = call.param("explain")
+        text = call.param("q") if explain is None else explain
         if text is None:
             raise malformed_query("A query string has to be specified")
         planned = soql.plan(text, self.org.schema)
-        records = (r.fields for r in self.org.live(planned.sobject, include_deleted))
-        rows = planned.run(records, self._resolve)
-        if planned.query.fields is None:
+        records = [r.fields for r in self.org.live(planned.sobject, include_deleted)]
+        if explain is not None:
+            matched = planned.run(records, self._resolve, self._source)
+            return Reply(200, planned.explain(len(matched), len(records)))
+        if planned.query.count_only:
+            rows = planned.run(records, self._resolve, self._source)
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
-        if planned.query.count_of is not None:
-            column = planned.columns[0]
-            count = sum(1 for r in rows if planned.value_of(r, column, self._resolve) is not None)
-            aggregate = {"attributes": {"type": "AggregateResult"}, "expr0": count}
-            return Reply(200, {"totalSize": 1, "done": True, "records": [aggregate]})
+        if planned.is_aggregate:
+            results = planned.aggregate(records, self._resolve, self._source)
+            return Reply(200, {"totalSize": len(results), "done": True, "records": results})
+        rows = planned.run(records, self._resolve, self._source)
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
-            return planned.render(row, planned.sobject.name, self._resolve, call.version)
+            return planned.render(
+                row, planned.sobject.name, self._resolve, call.version, self._source
+            )
 
         cursor = Cursor(rows, render, len(rows), 0, self._batch_size(call))
         return Reply(
             200, self._page(cursor, call.version, "queryAll" if include_deleted else "query")
         )
+
+    def _source(self, name: str) -> Iterable[dict[str, Any]]:
+        """The live records of one type, for subqueries and semi-joins."""
+        sobject = self.org.schema.get(name)
+        if sobject is None:
+            return []
+        return [r.fields for r in self.org.live(sobject)]
 
     def _batch_size(self, call: Call) -> int:
         options = call.headers.get("sforce-query-options", "")

@@ -1,16 +1,24 @@
-"""A SOQL subset: parsed with a grammar, checked against the describes, evaluated in Python.
+"""SOQL as Salesforce's SOQL and SOSL Reference defines it for reading data.
 
-Anything outside the subset fails to parse and becomes MALFORMED_QUERY: a client never gets a
+Parsed with a grammar, checked against the describes, evaluated in Python: field paths both
+ways (child-to-parent dotted paths, parent-to-child subqueries), polymorphic TYPEOF, aliases,
+aggregates with GROUP BY / ROLLUP / CUBE and HAVING, date functions and date literals,
+FIELDS(), semi- and anti-joins, INCLUDES/EXCLUDES, ORDER BY … NULLS, LIMIT/OFFSET and the
+clauses that do not change what is read (FOR VIEW, WITH SECURITY_ENFORCED, USING SCOPE).
+
+Anything outside the language fails to parse and becomes MALFORMED_QUERY: a client never gets a
 plausible but wrong answer. As in SOQL, AND and OR cannot be mixed without parentheses, text
 compares case-insensitively, and `!=` matches nulls.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
@@ -20,23 +28,73 @@ from concord_salesforce_emulator import ids, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, malformed_query
 from concord_salesforce_emulator.schema import Schema, SObjectType
 
-_GRAMMAR = r"""
-start: "SELECT"i select_list "FROM"i NAME where? order? limit? offset?
-select_list: count | count_field | path ("," path)*
-count: "COUNT"i "(" ")"
-count_field: "COUNT"i "(" path ")"
+_AGGREGATES = ("COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX")
+_DATE_FUNCTIONS = (
+    "CALENDAR_MONTH",
+    "CALENDAR_QUARTER",
+    "CALENDAR_YEAR",
+    "DAY_IN_MONTH",
+    "DAY_IN_WEEK",
+    "DAY_IN_YEAR",
+    "DAY_ONLY",
+    "FISCAL_MONTH",
+    "FISCAL_QUARTER",
+    "FISCAL_YEAR",
+    "HOUR_IN_DAY",
+    "WEEK_IN_MONTH",
+    "WEEK_IN_YEAR",
+)
+# Functions that change how a value is shown, not which rows are read.
+_PASS_THROUGH = ("TOLABEL", "FORMAT", "CONVERTCURRENCY", "CONVERTTIMEZONE", "GROUPING")
+_FUNCTIONS = "|".join(_AGGREGATES + _DATE_FUNCTIONS + _PASS_THROUGH)
+# Checked against the full list when parsed: the pattern only has to find the token.
+_DATE_LITERAL = "|".join(
+    (
+        r"[A-Z_]+_N_[A-Z_]+:\d+",
+        r"N_[A-Z_]+_AGO:\d+",
+        "TODAY|YESTERDAY|TOMORROW",
+        "(LAST|THIS|NEXT)_(WEEK|MONTH|QUARTER|YEAR|FISCAL_QUARTER|FISCAL_YEAR)",
+        "(LAST|NEXT)_90_DAYS",
+    )
+)
+
+_GRAMMAR = rf"""
+start: query
+query: "SELECT"i select_list "FROM"i NAME alias? using? where? with_? group? having? order? \
+       limit? offset? for_*
+select_list: select_item ("," select_item)*
+?select_item: path alias? -> field_item
+            | function alias? -> function_item
+            | "(" query ")" -> subquery
+            | "TYPEOF"i NAME when+ else_? "END"i -> typeof
+            | "FIELDS"i "(" FIELDS_KIND ")" -> fields_item
+function: FUNCTION "(" (path | function)? ")"
+when: "WHEN"i NAME "THEN"i path ("," path)*
+else_: "ELSE"i path ("," path)*
+alias: NAME
 path: NAME ("." NAME)*
+using: "USING"i "SCOPE"i NAME
 where: "WHERE"i condition
+with_: "WITH"i WITH_WHAT
+group: "GROUP"i "BY"i operand ("," operand)* -> group
+     | "GROUP"i "BY"i ROLLUP_CUBE "(" operand ("," operand)* ")" -> group_special
+having: "HAVING"i condition
 ?condition: simple
           | simple ("AND"i simple)+ -> and_
           | simple ("OR"i simple)+ -> or_
 ?simple: "NOT"i simple -> not_
        | "(" condition ")"
        | comparison
-comparison: path OP value -> compare
-          | path "LIKE"i STRING -> like
-          | path "IN"i "(" value ("," value)* ")" -> in_
-          | path "NOT"i "IN"i "(" value ("," value)* ")" -> not_in
+?operand: path | function
+comparison: operand OP value -> compare
+          | operand "LIKE"i value -> like
+          | operand "NOT"i "LIKE"i value -> not_like
+          | operand "IN"i "(" value ("," value)* ")" -> in_
+          | operand "NOT"i "IN"i "(" value ("," value)* ")" -> not_in
+          | operand "IN"i "(" query ")" -> semi_join
+          | operand "NOT"i "IN"i "(" query ")" -> anti_join
+          | operand "INCLUDES"i "(" value ("," value)* ")" -> includes
+          | operand "EXCLUDES"i "(" value ("," value)* ")" -> excludes
 value: STRING -> string
      | NUMBER -> number
      | DATETIME -> datetime
@@ -46,16 +104,22 @@ value: STRING -> string
      | "FALSE"i -> false
      | "NULL"i -> null
 order: "ORDER"i "BY"i ordering ("," ordering)*
-ordering: path DIRECTION? nulls?
+ordering: operand DIRECTION? nulls?
 nulls: "NULLS"i NULLS_WHERE
 limit: "LIMIT"i INT
 offset: "OFFSET"i INT
+for_: "FOR"i FOR_WHAT ("," FOR_WHAT)*
 OP: "!=" | "<>" | "<=" | ">=" | "=" | "<" | ">"
-DIRECTION: /asc|desc/i
-NULLS_WHERE: /first|last/i
-DATE_LITERAL.4: /(today|yesterday|tomorrow|(last|next)_n_days:\d+)(?![A-Za-z0-9_])/i
-DATETIME.3: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})/
-DATE.2: /\d{4}-\d{2}-\d{2}/
+DIRECTION.2: /(asc|desc)(?![A-Za-z0-9_])/i
+NULLS_WHERE.2: /(first|last)(?![A-Za-z0-9_])/i
+ROLLUP_CUBE.2: /(rollup|cube)(?=\s*\()/i
+FIELDS_KIND: /all|standard|custom/i
+WITH_WHAT: /security_enforced|user_mode|system_mode/i
+FOR_WHAT: /view|reference|update/i
+FUNCTION.5: /({_FUNCTIONS})(?=\s*\()/i
+DATE_LITERAL.4: /({_DATE_LITERAL})(?![A-Za-z0-9_])/i
+DATETIME.3: /\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}(\.\d+)?(Z|[+-]\d{{2}}:?\d{{2}})/
+DATE.2: /\d{{4}}-\d{{2}}-\d{{2}}/
 NUMBER: /-?\d+(\.\d+)?/
 STRING: /'(\\.|[^'\\])*'/
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
@@ -77,10 +141,24 @@ class Literal:
 
 
 @dataclass(frozen=True)
+class Function:
+    name: str  # upper case
+    argument: tuple[str, ...] | Function | None
+
+
+Operand = tuple[str, ...] | Function
+
+
+@dataclass(frozen=True)
 class Compare:
-    path: tuple[str, ...]
+    operand: Operand
     op: str
-    values: tuple[Literal, ...]
+    values: tuple[Literal, ...] = ()
+    subquery: Query | None = None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return self.operand if isinstance(self.operand, tuple) else ()
 
 
 @dataclass(frozen=True)
@@ -91,20 +169,74 @@ class BoolOp:
 
 @dataclass(frozen=True)
 class Ordering:
-    path: tuple[str, ...]
+    operand: Operand
     descending: bool
     nulls_last: bool
 
 
 @dataclass(frozen=True)
+class FieldItem:
+    path: tuple[str, ...]
+    alias: str | None = None
+
+
+@dataclass(frozen=True)
+class FunctionItem:
+    function: Function
+    alias: str | None = None
+
+
+@dataclass(frozen=True)
+class SubqueryItem:
+    query: Query
+
+
+@dataclass(frozen=True)
+class TypeofItem:
+    relationship: str
+    whens: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]
+    otherwise: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class FieldsItem:
+    kind: str  # ALL STANDARD CUSTOM
+
+
+SelectItem = FieldItem | FunctionItem | SubqueryItem | TypeofItem | FieldsItem
+
+
+@dataclass(frozen=True)
 class Query:
     sobject: str
-    fields: tuple[tuple[str, ...], ...] | None  # None: COUNT()
-    where: Any | None
-    order: tuple[Ordering, ...]
-    limit: int | None
-    offset: int | None
-    count_of: tuple[str, ...] | None = None  # COUNT(field): one AggregateResult row
+    items: tuple[SelectItem, ...]
+    where: Any | None = None
+    order: tuple[Ordering, ...] = ()
+    limit: int | None = None
+    offset: int | None = None
+    alias: str | None = None
+    group: tuple[Operand, ...] = ()
+    group_kind: str | None = None  # ROLLUP CUBE
+    having: Any | None = None
+    scope: str | None = None
+    modes: tuple[str, ...] = ()  # FOR VIEW/REFERENCE/UPDATE, WITH SECURITY_ENFORCED
+
+    @property
+    def count_only(self) -> bool:
+        """`SELECT COUNT() FROM …`: the answer is totalSize alone."""
+        return (
+            len(self.items) == 1
+            and isinstance(self.items[0], FunctionItem)
+            and self.items[0].function.name == "COUNT"
+            and self.items[0].function.argument is None
+        )
+
+    @property
+    def fields(self) -> tuple[tuple[str, ...], ...] | None:
+        """The plain field paths selected (None for COUNT())."""
+        if self.count_only:
+            return None
+        return tuple(i.path for i in self.items if isinstance(i, FieldItem))
 
 
 _UNESCAPE = {
@@ -135,32 +267,85 @@ def _unescape(token: str) -> str:
 
 @v_args(inline=True)
 class _Build(Transformer[Token, Query]):
-    def start(self, select: Any, sobject: Token, *clauses: Any) -> Query:
-        parts = {kind: value for kind, value in clauses}
-        count_of = select[1] if isinstance(select, tuple) and select[:1] == ("COUNT",) else None
+    def start(self, query: Query) -> Query:
+        return query
+
+    def query(self, items: tuple[SelectItem, ...], sobject: Token, *clauses: Any) -> Query:
+        parts: dict[str, Any] = {}
+        modes: list[str] = []
+        for kind, value in clauses:
+            if kind == "mode":
+                modes.extend(value)
+            else:
+                parts[kind] = value
+        group = parts.get("group", (None, ()))
         return Query(
             sobject=str(sobject),
-            fields=((count_of,) if count_of else select),
-            count_of=count_of,
+            items=items,
+            alias=parts.get("alias"),
             where=parts.get("where"),
             order=parts.get("order", ()),
             limit=parts.get("limit"),
             offset=parts.get("offset"),
+            group=group[1],
+            group_kind=group[0],
+            having=parts.get("having"),
+            scope=parts.get("scope"),
+            modes=tuple(modes),
         )
 
-    def select_list(self, *items: Any) -> Any:
-        if len(items) == 1 and (items[0] is None or items[0][:1] == ("COUNT",)):
-            return items[0]
-        return tuple(items)
+    def select_list(self, *items: SelectItem) -> tuple[SelectItem, ...]:
+        return items
 
-    def count_field(self, path: tuple[str, ...]) -> tuple[Any, ...]:
-        return ("COUNT", path)
+    def field_item(self, path: tuple[str, ...], alias: Any = None) -> FieldItem:
+        return FieldItem(path, alias[1] if alias else None)
 
-    def count(self) -> None:
-        return None
+    def function_item(self, function: Function, alias: Any = None) -> FunctionItem:
+        return FunctionItem(function, alias[1] if alias else None)
+
+    def function(self, name: Token, argument: Any = None) -> Function:
+        return Function(str(name).upper(), argument)
+
+    def subquery(self, query: Query) -> SubqueryItem:
+        return SubqueryItem(query)
+
+    def typeof(self, relationship: Token, *branches: Any) -> TypeofItem:
+        whens = tuple(b[1] for b in branches if b[0] == "when")
+        otherwise = next((b[1] for b in branches if b[0] == "else"), ())
+        return TypeofItem(str(relationship), whens, otherwise)
+
+    def when(self, sobject: Token, *paths: tuple[str, ...]) -> tuple[str, Any]:
+        return ("when", (str(sobject), paths))
+
+    def else_(self, *paths: tuple[str, ...]) -> tuple[str, Any]:
+        return ("else", paths)
+
+    def fields_item(self, kind: Token) -> FieldsItem:
+        return FieldsItem(str(kind).upper())
+
+    def alias(self, name: Token) -> tuple[str, str]:
+        return ("alias", str(name))
 
     def path(self, *names: Token) -> tuple[str, ...]:
         return tuple(str(n) for n in names)
+
+    def using(self, scope: Token) -> tuple[str, str]:
+        return ("scope", str(scope))
+
+    def with_(self, what: Token) -> tuple[str, list[str]]:
+        return ("mode", [f"WITH {str(what).upper()}"])
+
+    def for_(self, *what: Token) -> tuple[str, list[str]]:
+        return ("mode", [f"FOR {str(w).upper()}" for w in what])
+
+    def group(self, *operands: Operand) -> tuple[str, Any]:
+        return ("group", (None, operands))
+
+    def group_special(self, kind: Token, *operands: Operand) -> tuple[str, Any]:
+        return ("group", (str(kind).upper(), operands))
+
+    def having(self, condition: Any) -> tuple[str, Any]:
+        return ("having", condition)
 
     def where(self, condition: Any) -> tuple[str, Any]:
         return ("where", condition)
@@ -174,17 +359,32 @@ class _Build(Transformer[Token, Query]):
     def not_(self, part: Any) -> BoolOp:
         return BoolOp("not", (part,))
 
-    def compare(self, path: tuple[str, ...], op: Token, value: Literal) -> Compare:
-        return Compare(path, "!=" if str(op) == "<>" else str(op), (value,))
+    def compare(self, operand: Operand, op: Token, value: Literal) -> Compare:
+        return Compare(operand, "!=" if str(op) == "<>" else str(op), (value,))
 
-    def like(self, path: tuple[str, ...], pattern: Token) -> Compare:
-        return Compare(path, "like", (Literal("string", _unescape(str(pattern))),))
+    def like(self, operand: Operand, pattern: Literal) -> Compare:
+        return Compare(operand, "like", (pattern,))
 
-    def in_(self, path: tuple[str, ...], *values: Literal) -> Compare:
-        return Compare(path, "in", values)
+    def not_like(self, operand: Operand, pattern: Literal) -> BoolOp:
+        return BoolOp("not", (Compare(operand, "like", (pattern,)),))
 
-    def not_in(self, path: tuple[str, ...], *values: Literal) -> Compare:
-        return Compare(path, "not in", values)
+    def in_(self, operand: Operand, *values: Literal) -> Compare:
+        return Compare(operand, "in", values)
+
+    def not_in(self, operand: Operand, *values: Literal) -> Compare:
+        return Compare(operand, "not in", values)
+
+    def semi_join(self, operand: Operand, query: Query) -> Compare:
+        return Compare(operand, "in", (), query)
+
+    def anti_join(self, operand: Operand, query: Query) -> Compare:
+        return Compare(operand, "not in", (), query)
+
+    def includes(self, operand: Operand, *values: Literal) -> Compare:
+        return Compare(operand, "includes", values)
+
+    def excludes(self, operand: Operand, *values: Literal) -> Compare:
+        return Compare(operand, "excludes", values)
 
     def string(self, token: Token) -> Literal:
         return Literal("string", _unescape(str(token)))
@@ -205,7 +405,11 @@ class _Build(Transformer[Token, Query]):
             ) from None
 
     def date_literal(self, token: Token) -> Literal:
-        return Literal("date_literal", str(token).upper())
+        text = str(token).upper()
+        name = text.split(":")[0]
+        if name not in _DATE_LITERALS:
+            raise malformed_query(f"line 1:0 no viable alternative at character '{token}'")
+        return Literal("date_literal", text)
 
     def true(self) -> Literal:
         return Literal("boolean", True)
@@ -219,7 +423,7 @@ class _Build(Transformer[Token, Query]):
     def order(self, *orderings: Ordering) -> tuple[str, tuple[Ordering, ...]]:
         return ("order", orderings)
 
-    def ordering(self, path: tuple[str, ...], *rest: Any) -> Ordering:
+    def ordering(self, operand: Operand, *rest: Any) -> Ordering:
         descending = False
         nulls_last: bool | None = None
         for item in rest:
@@ -230,7 +434,7 @@ class _Build(Transformer[Token, Query]):
         if nulls_last is None:
             # SOQL's default: nulls first ascending, last descending.
             nulls_last = descending
-        return Ordering(path, descending, nulls_last)
+        return Ordering(operand, descending, nulls_last)
 
     def nulls(self, where: Token) -> bool:
         return str(where).lower() == "last"
@@ -267,11 +471,27 @@ def _position(text: str, error: UnexpectedInput, message: str) -> str:
     return f"\n{text}\n{' ' * (column - 1)}^\nERROR at Row:{error.line}:Column:{column}\n{message}"
 
 
+def _caret(text: str, needle: str, message: str) -> str:
+    """Salesforce's error text: the query, a caret under the offending name, then the reason."""
+    found = text.lower().find(needle.lower())
+    column = max(found, 0)
+    return f"\n{text}\n{' ' * column}^\nERROR at Row:1:Column:{column + 1}\n{message}"
+
+
 # ---- checking and evaluating --------------------------------------------------------------------
 
 
 Record = dict[str, Any]
 Resolver = Callable[[str], tuple[str, Record] | None]  # id -> (type name, fields)
+Source = Callable[[str], Iterable[Record]]  # type name -> its live records
+
+
+def _no_source(name: str) -> Iterable[Record]:
+    return ()
+
+
+# Child relationships whose rows are Tasks and Events seen through one lens.
+_ACTIVITY_VIEWS = {"ActivityHistory": True, "OpenActivity": False}
 
 
 @dataclass(frozen=True)
@@ -284,39 +504,119 @@ class _Column:
     targets: tuple[str, ...]  # parent types a relationship step may point at
 
 
+@dataclass
+class _Child:
+    """A parent-to-child subquery: the planned inner query and how children point at a parent."""
+
+    name: str
+    planned: PlannedQuery
+    link: str  # the child's field holding the parent's id
+    activity: bool | None = None  # ActivityHistories (True) / OpenActivities (False)
+
+
+@dataclass
+class _Typeof:
+    item: TypeofItem
+    reference: dict[str, Any]
+    branches: dict[str, list[_Column]] = field(default_factory=dict)
+    otherwise: list[_Column] = field(default_factory=list)
+
+
 class PlannedQuery:
-    def __init__(self, query: Query, schema: Schema, text: str) -> None:
-        sobject = schema.get(query.sobject)
-        if sobject is None:
-            raise SalesforceError(
-                "INVALID_TYPE",
-                f"\n{text}\n{' ' * text.lower().find(query.sobject.lower())}^\n"
-                f"ERROR at Row:1:Column:{text.lower().find(query.sobject.lower()) + 1}\n"
-                f"sObject type '{query.sobject}' is not supported. If you are attempting to use "
-                "a custom object, be sure to append the '__c' after the entity name. Please "
-                "reference your WSDL or the describe call for the appropriate names.",
-            )
+    def __init__(
+        self,
+        query: Query,
+        schema: Schema,
+        text: str,
+        sobject: SObjectType | None = None,
+    ) -> None:
         self.query = query
         self.schema = schema
-        self.sobject = sobject
+        self.text = text
+        found = sobject or schema.get(query.sobject)
+        if found is None:
+            raise SalesforceError(
+                "INVALID_TYPE",
+                _caret(
+                    text,
+                    query.sobject,
+                    f"sObject type '{query.sobject}' is not supported. If you are attempting to "
+                    "use a custom object, be sure to append the '__c' after the entity name. "
+                    "Please reference your WSDL or the describe call for the appropriate names.",
+                ),
+            )
+        self.sobject: SObjectType = found
+        self.items: list[SelectItem] = []
         self.columns: list[_Column] = []
+        self.children: dict[int, _Child] = {}
+        self.typeofs: dict[int, _Typeof] = {}
+        self.joins: dict[int, PlannedQuery] = {}
+        self._expand_items()
         seen: set[tuple[str, ...]] = set()
-        for path in query.fields or ():
-            column = self._resolve(path)
-            key = tuple(p.lower() for p in column.canonical)
-            if key in seen:
-                raise malformed_query(f"duplicate field selected: {'.'.join(path)}")
-            seen.add(key)
-            self.columns.append(column)
+        for index, item in enumerate(self.items):
+            if isinstance(item, FieldItem):
+                column = self._resolve(item.path)
+                key = tuple(p.lower() for p in column.canonical)
+                if key in seen:
+                    raise malformed_query(f"duplicate field selected: {'.'.join(item.path)}")
+                seen.add(key)
+                self.columns.append(column)
+            elif isinstance(item, FunctionItem):
+                self._check_function(item.function)
+            elif isinstance(item, SubqueryItem):
+                self.children[index] = self._plan_child(item.query)
+            elif isinstance(item, TypeofItem):
+                self.typeofs[index] = self._plan_typeof(item)
+        self.is_aggregate = bool(query.group) or any(
+            isinstance(i, FunctionItem) and _is_aggregate(i.function) for i in self.items
+        )
+        if self.is_aggregate and not query.count_only:
+            self._check_grouping()
         if query.where is not None:
-            self._check(query.where)
-        self.orderings = [(self._resolve(o.path), o) for o in query.order]
+            self._check(query.where, aggregates=False)
+        if query.having is not None:
+            if not self.is_aggregate:
+                raise malformed_query("HAVING clause requires a GROUP BY clause or aggregate")
+            self._check(query.having, aggregates=True)
+        for ordering in query.order:
+            self._operand_column(ordering.operand, aggregates=self.is_aggregate)
         if query.offset is not None and query.offset > 2000:
             raise SalesforceError(
                 "NUMBER_OUTSIDE_VALID_RANGE", "Maximum SOQL offset allowed is 2000"
             )
 
+    # ---- planning ----------------------------------------------------------------------------
+
+    def _expand_items(self) -> None:
+        explicit = {
+            tuple(p.lower() for p in i.path) for i in self.query.items if isinstance(i, FieldItem)
+        }
+        for item in self.query.items:
+            if not isinstance(item, FieldsItem):
+                self.items.append(item)
+                continue
+            if item.kind != "STANDARD" and (self.query.limit is None or self.query.limit > 200):
+                raise malformed_query(
+                    _caret(
+                        self.text,
+                        "FIELDS",
+                        "The SOQL FIELDS function must have a LIMIT of at most 200",
+                    )
+                )
+            for described in self.sobject.describe["fields"]:
+                custom = bool(described.get("custom"))
+                if (item.kind == "STANDARD" and custom) or (item.kind == "CUSTOM" and not custom):
+                    continue
+                key = (described["name"].lower(),)
+                if key not in explicit:
+                    explicit.add(key)
+                    self.items.append(FieldItem((described["name"],)))
+
     def _resolve(self, path: tuple[str, ...]) -> _Column:
+        own = {self.sobject.name.lower(), (self.query.alias or "").lower()}
+        if len(path) > 1 and path[0].lower() in own and not self.sobject.relationship(path[0]):
+            # `SELECT Contact.LastName FROM Contact`: the object's own name may lead a path.
+            path = path[1:]
         current: list[SObjectType] = [self.sobject]
         canonical: list[str] = []
         for position, name in enumerate(path):
@@ -329,7 +629,7 @@ class PlannedQuery:
                         return _Column(
                             path, tuple(canonical), described, tuple(c.name for c in current)
                         )
-                raise _no_column(".".join(path), current[0].name)
+                raise self._no_column(".".join(path), current[0].name)
             relationship = None
             for candidate in current:
                 relationship = candidate.relationship(name)
@@ -338,47 +638,221 @@ class PlannedQuery:
             if relationship is None:
                 raise SalesforceError(
                     "INVALID_FIELD",
-                    f"Didn't understand relationship '{name}' in field path. If you are "
-                    "attempting to use a custom relationship, be sure to append the '__r' after "
-                    "the custom relationship name. Please reference your WSDL or the describe "
-                    "call for the appropriate names.",
+                    _caret(
+                        self.text,
+                        ".".join(path),
+                        f"Didn't understand relationship '{name}' in field path. If you are "
+                        "attempting to use a custom relationship, be sure to append the '__r' "
+                        "after the custom relationship name. Please reference your WSDL or the "
+                        "describe call for the appropriate names.",
+                    ),
                 )
             canonical.append(relationship["relationshipName"])
             current = [t for t in (self.schema.get(n) for n in relationship["referenceTo"]) if t]
             if not current:
-                raise _no_column(".".join(path), self.sobject.name)
+                raise self._no_column(".".join(path), self.sobject.name)
         raise malformed_query("empty field path")
 
-    def _check(self, node: Any) -> None:
+    def _no_column(self, name: str, sobject: str) -> SalesforceError:
+        return SalesforceError(
+            "INVALID_FIELD",
+            _caret(
+                self.text,
+                name,
+                f"No such column '{name}' on entity '{sobject}'. If you are attempting to use a "
+                "custom field, be sure to append the '__c' after the custom field name. Please "
+                "reference your WSDL or the describe call for the appropriate names.",
+            ),
+        )
+
+    def _plan_child(self, query: Query) -> _Child:
+        wanted = query.sobject.lower()
+        for relation in self.sobject.describe.get("childRelationships", []):
+            name = relation.get("relationshipName")
+            if not name or name.lower() != wanted:
+                continue
+            child_type = str(relation["childSObject"])
+            if child_type in _ACTIVITY_VIEWS:
+                view = _activity_type(self.schema, child_type)
+                planned = PlannedQuery(query, self.schema, self.text, view)
+                return _Child(name, planned, str(relation["field"]), _ACTIVITY_VIEWS[child_type])
+            sobject = self.schema.get(child_type)
+            if sobject is None:
+                continue
+            planned = PlannedQuery(query, self.schema, self.text, sobject)
+            return _Child(name, planned, str(relation["field"]))
+        raise SalesforceError(
+            "INVALID_TYPE",
+            _caret(
+                self.text,
+                query.sobject,
+                f"Didn't understand relationship '{query.sobject}' in FROM part of query call. "
+                "If you are attempting to use a custom relationship, be sure to append the '__r' "
+                "after the custom relationship name. Please reference your WSDL or the describe "
+                "call for the appropriate names.",
+            ),
+        )
+
+    def _plan_typeof(self, item: TypeofItem) -> _Typeof:
+        reference = self.sobject.relationship(item.relationship)
+        if reference is None:
+            raise self._no_column(item.relationship, self.sobject.name)
+        planned = _Typeof(item, reference)
+        for type_name, paths in item.whens:
+            target = self.schema.get(type_name)
+            if target is None or target.name not in reference["referenceTo"]:
+                raise SalesforceError(
+                    "INVALID_TYPE",
+                    _caret(self.text, type_name, f"sObject type '{type_name}' is not supported."),
+                )
+            inner = PlannedQuery(
+                Query(target.name, tuple(FieldItem(p) for p in paths)), self.schema, self.text
+            )
+            planned.branches[target.name] = inner.columns
+        if item.otherwise:
+            # Without a type, ELSE may only name the fields every target has (Name, Id…).
+            first = self.schema.get(reference["referenceTo"][0])
+            assert first is not None
+            inner = PlannedQuery(
+                Query(first.name, tuple(FieldItem(p) for p in item.otherwise)),
+                self.schema,
+                self.text,
+            )
+            planned.otherwise = inner.columns
+        return planned
+
+    def _check_function(self, function: Function, aggregates: bool = True) -> _Column:
+        name = function.name
+        if name in _AGGREGATES and not aggregates:
+            raise malformed_query(
+                _caret(self.text, name, "Aggregate functions are not allowed in this context")
+            )
+        argument = function.argument
+        if argument is None:
+            if name != "COUNT":
+                raise malformed_query(_caret(self.text, name, f"{name}() needs a field"))
+            return _Column((), (), {"type": "int", "name": "expr"}, ())
+        inner = (
+            self._check_function(argument, aggregates=False)
+            if isinstance(argument, Function)
+            else self._resolve(argument)
+        )
+        kind = inner.field["type"]
+        if name in ("SUM", "AVG") and kind not in _NUMBER:
+            raise malformed_query(
+                _caret(
+                    self.text,
+                    name,
+                    f"field {'.'.join(inner.path)} does not support aggregate operator {name}",
+                )
+            )
+        if name in _DATE_FUNCTIONS:
+            if kind not in ("date", "datetime"):
+                raise malformed_query(
+                    _caret(
+                        self.text,
+                        name,
+                        f"{name} only accepts date or dateTime fields: {'.'.join(inner.path)}",
+                    )
+                )
+            result_kind = "date" if name == "DAY_ONLY" else "int"
+            return _Column(inner.path, inner.canonical, {"type": result_kind, "name": name}, ())
+        if name in ("COUNT", "COUNT_DISTINCT", "GROUPING"):
+            return _Column(inner.path, inner.canonical, {"type": "int", "name": name}, ())
+        return inner
+
+    def _operand_column(self, operand: Operand, aggregates: bool) -> _Column:
+        if isinstance(operand, Function):
+            return self._check_function(operand, aggregates)
+        return self._resolve(operand)
+
+    def _check_grouping(self) -> None:
+        grouped = {
+            _operand_key(self._operand_column(o, aggregates=False), o) for o in self.query.group
+        }
+        for item in self.items:
+            if isinstance(item, FieldItem):
+                key = _operand_key(self._resolve(item.path), item.path)
+                if key not in grouped:
+                    raise malformed_query(
+                        _caret(
+                            self.text,
+                            ".".join(item.path),
+                            f"Field must be grouped or aggregated: {'.'.join(item.path)}",
+                        )
+                    )
+            elif isinstance(item, FunctionItem) and not _is_aggregate(item.function):
+                column = self._check_function(item.function)
+                if _operand_key(column, item.function) not in grouped:
+                    raise malformed_query(
+                        f"Field must be grouped or aggregated: {item.function.name}"
+                    )
+            elif isinstance(item, SubqueryItem | TypeofItem):
+                raise malformed_query("Nested queries cannot be combined with aggregates")
+
+    def _check(self, node: Any, aggregates: bool) -> None:
         if isinstance(node, BoolOp):
             for part in node.parts:
-                self._check(part)
+                self._check(part, aggregates)
             return
-        column = self._resolve(node.path)
+        column = self._operand_column(node.operand, aggregates)
+        if node.subquery is not None:
+            inner = PlannedQuery(node.subquery, self.schema, self.text)
+            if len(inner.columns) != 1 or inner.is_aggregate:
+                raise malformed_query(
+                    "The selected field in a semi join or anti join subquery must be one Id "
+                    "or reference field"
+                )
+            if column.field["type"] not in ("id", "reference") or inner.columns[0].field[
+                "type"
+            ] not in ("id", "reference"):
+                raise SalesforceError(
+                    "INVALID_FIELD",
+                    _caret(
+                        self.text,
+                        ".".join(column.path),
+                        "Invalid semi join or anti join: only Id and reference fields may be "
+                        "compared with a subquery",
+                    ),
+                )
+            self.joins[id(node)] = inner
+            return
+        if node.op in ("includes", "excludes") and column.field["type"] != "multipicklist":
+            raise SalesforceError(
+                "INVALID_QUERY_FILTER_OPERATOR",
+                f"invalid operator on field: {'.'.join(column.path)}. includes or excludes "
+                "operator only valid on multipicklist field",
+            )
         for literal in node.values:
             _coerce_literal(column, literal, node.op)
 
     # ---- evaluation --------------------------------------------------------------------------
 
-    def run(self, records: Iterable[Record], resolve: Resolver) -> list[Record]:
+    def run(
+        self, records: Iterable[Record], resolve: Resolver, source: Source | None = None
+    ) -> list[Record]:
         """Matching records, ordered, after OFFSET and LIMIT (as raw field dicts)."""
-        where = self.query.where
-        today = timefmt.now().date()
-        matched = [r for r in records if where is None or self._test(where, r, resolve, today)]
-        # One stable sort per ordering, last first: each value is computed once per record.
-        for column, ordering in reversed(self.orderings):
-            keyed = [
-                (_sort_key(_normalise(column.field, self.value_of(r, column, resolve))), r)
-                for r in matched
-            ]
-            present = [pair for pair in keyed if pair[0] is not None]
-            present.sort(key=lambda pair: pair[0], reverse=ordering.descending)
-            nulls = [r for key, r in keyed if key is None]
-            ordered = [r for _, r in present]
-            matched = ordered + nulls if ordering.nulls_last else nulls + ordered
+        context = _Context(resolve, source or _no_source, timefmt.now().date())
+        matched = [r for r in records if self._matches(r, context)]
+        matched = self._sort(matched, lambda r, operand: self._operand_value(operand, r, context))
         start = self.query.offset or 0
         end = None if self.query.limit is None else start + self.query.limit
         return matched[start:end]
+
+    def _matches(self, record: Record, context: _Context) -> bool:
+        where = self.query.where
+        return where is None or self._test(where, record, context)
+
+    def _sort(self, rows: list[Any], value: Callable[[Any, Operand], Any]) -> list[Any]:
+        # One stable sort per ordering, last first: each value is computed once per row.
+        for ordering in reversed(self.query.order):
+            keyed = [(_sort_key(value(row, ordering.operand)), row) for row in rows]
+            present = [pair for pair in keyed if pair[0] is not None]
+            present.sort(key=lambda pair: pair[0], reverse=ordering.descending)
+            nulls = [row for key, row in keyed if key is None]
+            ordered = [row for _, row in present]
+            rows = ordered + nulls if ordering.nulls_last else nulls + ordered
+        return rows
 
     def value_of(self, record: Record, column: _Column, resolve: Resolver) -> Any:
         current: Record | None = record
@@ -393,6 +867,19 @@ class PlannedQuery:
             current = found[1] if found else None
         return None
 
+    def _operand_value(self, operand: Operand, record: Record, context: _Context) -> Any:
+        """A row's value for a path or a (non-aggregate) function, normalised for comparing."""
+        if isinstance(operand, tuple):
+            column = self._resolve(operand)
+            return _normalise(column.field, self.value_of(record, column, context.resolve))
+        argument = operand.argument
+        if argument is None:
+            return None
+        inner = self._operand_value(argument, record, context)
+        if operand.name in _DATE_FUNCTIONS:
+            return _date_function(operand.name, inner)
+        return inner
+
     def _reference_field(self, column: _Column, step: int) -> str:
         sobject: SObjectType | None = self.sobject
         for index in range(step + 1):
@@ -404,15 +891,30 @@ class PlannedQuery:
             sobject = self.schema.get(relationship["referenceTo"][0])
         raise AssertionError("unreachable")
 
-    def _test(self, node: Any, record: Record, resolve: Resolver, today: dt.date) -> bool:
+    def _test(self, node: Any, record: Record, context: _Context) -> bool:
         if isinstance(node, BoolOp):
             if node.op == "and":
-                return all(self._test(p, record, resolve, today) for p in node.parts)
+                return all(self._test(p, record, context) for p in node.parts)
             if node.op == "or":
-                return any(self._test(p, record, resolve, today) for p in node.parts)
-            return not self._test(node.parts[0], record, resolve, today)
-        column = self._resolve(node.path)
-        actual = _normalise(column.field, self.value_of(record, column, resolve))
+                return any(self._test(p, record, context) for p in node.parts)
+            return not self._test(node.parts[0], record, context)
+        actual = self._operand_value(node.operand, record, context)
+        return self._compare(node, actual, context)
+
+    def _compare(self, node: Compare, actual: Any, context: _Context) -> bool:
+        today = context.today
+        column = self._operand_column(node.operand, aggregates=True)
+        if node.subquery is not None:
+            found = actual is not None and ids.normalize(str(actual)) in context.join(
+                self.joins[id(node)]
+            )
+            return found if node.op == "in" else not found
+        if node.op in ("includes", "excludes"):
+            chosen = {v.strip().lower() for v in str(actual or "").split(";") if v.strip()}
+            hit = any(
+                {v.strip().lower() for v in str(w.value).split(";")} <= chosen for w in node.values
+            )
+            return hit if node.op == "includes" else not hit
         if node.op in ("in", "not in"):
             wanted = [_coerce_literal(column, v, "=") for v in node.values]
             hit = any(_equals(actual, w, today) for w in wanted)
@@ -428,10 +930,31 @@ class PlannedQuery:
             return False
         return _ordered(actual, node.op, expected, today)
 
-    def render(self, record: Record, sobject: str, resolve: Resolver, version: str) -> Record:
+    # ---- rendering plain rows ----------------------------------------------------------------
+
+    def render(
+        self,
+        record: Record,
+        sobject: str,
+        resolve: Resolver,
+        version: str,
+        source: Source | None = None,
+    ) -> Record:
         out: Record = {"attributes": _attributes(sobject, record["Id"], version)}
-        for column in self.columns:
-            self._render_column(out, record, column, 0, resolve, version)
+        context = _Context(resolve, source or _no_source, timefmt.now().date())
+        for index, item in enumerate(self.items):
+            if isinstance(item, FieldItem):
+                column = self._resolve(item.path)
+                self._render_column(out, record, column, 0, resolve, version)
+            elif isinstance(item, FunctionItem):
+                # toLabel(), FORMAT(), convertCurrency(): the value under the field's name.
+                key = item.alias or _function_field(item.function) or item.function.name
+                out[key] = self._operand_value(item.function, record, context)
+            elif isinstance(item, SubqueryItem):
+                child = self.children[index]
+                out[child.name] = self._render_children(child, record, context, version)
+            elif isinstance(item, TypeofItem):
+                self._render_typeof(out, self.typeofs[index], record, resolve, version)
         return out
 
     def _render_column(
@@ -464,6 +987,341 @@ class PlannedQuery:
             out[name] = nested
         self._render_column(nested, parent, column, step + 1, resolve, version)
 
+    def _render_typeof(
+        self, out: Record, typeof: _Typeof, record: Record, resolve: Resolver, version: str
+    ) -> None:
+        name = typeof.reference["relationshipName"]
+        target = record.get(typeof.reference["name"])
+        found = resolve(target) if target else None
+        if found is None:
+            out[name] = None
+            return
+        parent_type, parent = found
+        columns = typeof.branches.get(parent_type, typeof.otherwise)
+        nested: Record = {"attributes": _attributes(parent_type, parent["Id"], version)}
+        for column in columns:
+            nested[column.canonical[-1]] = _field_value(parent, column.canonical[-1])
+        out[name] = nested
+
+    def _render_children(
+        self, child: _Child, parent: Record, context: _Context, version: str
+    ) -> Record | None:
+        planned = child.planned
+        parent_id = parent["Id"]
+        if child.activity is None:
+            pool = (
+                r
+                for r in context.source(planned.sobject.name)
+                if _field_value(r, child.link) == parent_id
+            )
+            typed: list[tuple[str, Record]] = [(planned.sobject.name, r) for r in pool]
+        else:
+            typed = _activities(context, parent_id, child.activity)
+        kinds = {id(r): kind for kind, r in typed}
+        rows = planned.run([r for _, r in typed], context.resolve, context.source)
+        if not rows:
+            # Salesforce answers an empty child relationship with null, not an empty list.
+            return None
+        records = []
+        for row in rows:
+            kind = planned.sobject.name if child.activity is not None else kinds[id(row)]
+            records.append(planned.render(row, kind, context.resolve, version, context.source))
+        return {"totalSize": len(records), "done": True, "records": records}
+
+    # ---- aggregates --------------------------------------------------------------------------
+
+    def aggregate(
+        self, records: Iterable[Record], resolve: Resolver, source: Source | None = None
+    ) -> list[Record]:
+        """AggregateResult rows for a query with aggregate functions or GROUP BY."""
+        context = _Context(resolve, source or _no_source, timefmt.now().date())
+        matched = [r for r in records if self._matches(r, context)]
+        group = self.query.group
+        groups: dict[tuple[Any, ...], list[Record]] = {}
+        for record in matched:
+            key = tuple(_group_key(self._operand_value(o, record, context)) for o in group)
+            groups.setdefault(key, []).append(record)
+        if not group:
+            groups = {(): matched}
+        rows: list[tuple[dict[int, bool], list[Record]]] = [
+            (dict.fromkeys(range(len(group)), False), members) for members in groups.values()
+        ]
+        if self.query.group_kind:
+            for rolled in self._subtotals(len(group)):
+                buckets: dict[tuple[Any, ...], list[Record]] = {}
+                for key, members in groups.items():
+                    kept = tuple(None if i in rolled else k for i, k in enumerate(key))
+                    buckets.setdefault(kept, []).extend(members)
+                for members in buckets.values():
+                    rows.append(({i: i in rolled for i in range(len(group))}, members))
+        having = self.query.having
+        if having is not None:
+            rows = [row for row in rows if self._test_group(having, row, context)]
+        rows = self._sort(rows, lambda row, operand: self._group_value(operand, row, context))
+        start = self.query.offset or 0
+        end = None if self.query.limit is None else start + self.query.limit
+        return [self._render_group(row, context) for row in rows[start:end]]
+
+    def _subtotals(self, size: int) -> list[set[int]]:
+        if self.query.group_kind == "ROLLUP":
+            return [set(range(keep, size)) for keep in range(size - 1, -1, -1)]
+        subsets = []
+        for count in range(1, size + 1):
+            for rolled in combinations(range(size), count):
+                subsets.append(set(rolled))
+        return subsets
+
+    def _group_value(
+        self,
+        operand: Operand,
+        row: tuple[dict[int, bool], list[Record]],
+        context: _Context,
+        raw: bool = False,
+    ) -> Any:
+        rolled, members = row
+        if isinstance(operand, Function) and _is_aggregate(operand):
+            return _aggregate_value(self, operand, members, context, raw)
+        if isinstance(operand, Function) and operand.name == "GROUPING":
+            position = self._group_position(operand.argument)
+            return 1 if position is not None and rolled.get(position) else 0
+        position = self._group_position(operand)
+        if position is not None and rolled.get(position):
+            return None
+        if not members:
+            return None
+        if raw and isinstance(operand, tuple):
+            column = self._resolve(operand)
+            return self.value_of(members[0], column, context.resolve)
+        return self._operand_value(operand, members[0], context)
+
+    def _group_position(self, operand: Any) -> int | None:
+        if operand is None:
+            return None
+        wanted = _operand_key(self._operand_column(operand, aggregates=False), operand)
+        for position, grouped in enumerate(self.query.group):
+            column = self._operand_column(grouped, aggregates=False)
+            if _operand_key(column, grouped) == wanted:
+                return position
+        return None
+
+    def _test_group(
+        self, node: Any, row: tuple[dict[int, bool], list[Record]], context: _Context
+    ) -> bool:
+        if isinstance(node, BoolOp):
+            if node.op == "and":
+                return all(self._test_group(p, row, context) for p in node.parts)
+            if node.op == "or":
+                return any(self._test_group(p, row, context) for p in node.parts)
+            return not self._test_group(node.parts[0], row, context)
+        actual = self._group_value(node.operand, row, context)
+        if isinstance(actual, int) and not isinstance(actual, bool):
+            actual = float(actual)
+        return self._compare(node, actual, context)
+
+    def _render_group(self, row: tuple[dict[int, bool], list[Record]], context: _Context) -> Record:
+        out: Record = {"attributes": {"type": "AggregateResult"}}
+        unnamed = 0
+        for item in self.items:
+            if isinstance(item, FieldItem):
+                column = self._resolve(item.path)
+                key = item.alias or column.canonical[-1]
+                out[key] = self._group_value(item.path, row, context, raw=True)
+            elif isinstance(item, FunctionItem):
+                if item.alias:
+                    key = item.alias
+                else:
+                    key = f"expr{unnamed}"
+                    unnamed += 1
+                value = self._group_value(item.function, row, context, raw=True)
+                out[key] = value.isoformat() if isinstance(value, dt.date) else value
+        return out
+
+    # ---- explain -----------------------------------------------------------------------------
+
+    def explain(self, cardinality: int, total: int) -> dict[str, Any]:
+        """Salesforce's query-plan shape: one plan, a table scan unless an indexed Id filter."""
+        indexed = _filters_on_id(self.query.where)
+        operation = "Index" if indexed else "TableScan"
+        fields = ["Id"] if indexed else []
+        notes = []
+        if not indexed and self.query.where is not None:
+            notes.append(
+                {
+                    "description": "Not considering filter for optimization because unindexed",
+                    "fields": sorted({".".join(p) for p in _filter_paths(self.query.where)}),
+                    "tableEnumOrId": self.sobject.name,
+                }
+            )
+        return {
+            "plans": [
+                {
+                    "cardinality": cardinality,
+                    "fields": fields,
+                    "leadingOperationType": operation,
+                    "notes": notes,
+                    "relativeCost": round((0.1 if indexed else 1.0) * max(total, 1) / 1000, 4)
+                    or 0.0001,
+                    "sobjectCardinality": total,
+                    "sobjectType": self.sobject.name,
+                }
+            ],
+            "sourceQuery": self.text,
+        }
+
+
+@dataclass
+class _Context:
+    resolve: Resolver
+    source: Source
+    today: dt.date
+    _joins: dict[int, set[str]] = field(default_factory=dict)
+
+    def join(self, planned: PlannedQuery) -> set[str]:
+        """The ids a semi-join subquery selects, computed once per query run."""
+        key = id(planned)
+        if key not in self._joins:
+            rows = planned.run(planned_records(planned, self), self.resolve, self.source)
+            column = planned.columns[0]
+            values = (planned.value_of(r, column, self.resolve) for r in rows)
+            self._joins[key] = {n for n in (ids.normalize(str(v)) for v in values if v) if n}
+        return self._joins[key]
+
+
+def planned_records(planned: PlannedQuery, context: _Context) -> Iterable[Record]:
+    return context.source(planned.sobject.name)
+
+
+def _activity_type(schema: Schema, name: str) -> SObjectType:
+    """ActivityHistory / OpenActivity: read-only views over Tasks and Events together."""
+    task = schema.get("Task")
+    event = schema.get("Event")
+    assert task is not None
+    assert event is not None
+    fields = {**event.fields, **task.fields}
+    describe = {"name": name, "fields": list(fields.values()), "childRelationships": []}
+    return SObjectType(name, "", describe, fields)
+
+
+def _activities(context: _Context, parent_id: str, history: bool) -> list[tuple[str, Record]]:
+    now = timefmt.now()
+    found: list[tuple[str, Record]] = []
+    for kind in ("Task", "Event"):
+        for record in context.source(kind):
+            if parent_id not in (
+                record.get("WhoId"),
+                record.get("WhatId"),
+                record.get("AccountId"),
+            ):
+                continue
+            if kind == "Task":
+                closed = bool(record.get("IsClosed")) or record.get("Status") == "Completed"
+            else:
+                end = record.get("EndDateTime")
+                closed = end is not None and timefmt.parse_datetime(end) < now
+            if closed == history:
+                found.append((kind, record))
+    return found
+
+
+def _is_aggregate(function: Function) -> bool:
+    return function.name in _AGGREGATES
+
+
+def _function_field(function: Function) -> str | None:
+    argument = function.argument
+    while isinstance(argument, Function):
+        argument = argument.argument
+    return argument[-1] if argument else None
+
+
+def _operand_key(column: _Column, operand: Any) -> tuple[str, ...]:
+    prefix = (operand.name,) if isinstance(operand, Function) else ()
+    return prefix + tuple(p.lower() for p in column.canonical)
+
+
+def _group_key(value: Any) -> Any:
+    # Grouping is case-insensitive, as text comparison is.
+    return value.lower() if isinstance(value, str) else value
+
+
+def _aggregate_value(
+    planned: PlannedQuery,
+    function: Function,
+    members: list[Record],
+    context: _Context,
+    raw: bool,
+) -> Any:
+    argument = function.argument
+    if argument is None:
+        return len(members)
+    pairs = []
+    for record in members:
+        value = planned._operand_value(argument, record, context)
+        if value is None:
+            continue
+        original = value
+        if raw and isinstance(argument, tuple):
+            original = planned.value_of(record, planned._resolve(argument), context.resolve)
+        pairs.append((value, original))
+    name = function.name
+    if name == "COUNT":
+        return len(pairs)
+    if name == "COUNT_DISTINCT":
+        return len({_group_key(v) for v, _ in pairs})
+    if not pairs:
+        return None
+    if name == "SUM":
+        return float(sum(v for v, _ in pairs))
+    if name == "AVG":
+        return float(sum(v for v, _ in pairs)) / len(pairs)
+    chosen = (min if name == "MIN" else max)(pairs, key=lambda pair: _sort_key(pair[0]))
+    return chosen[1]
+
+
+def _date_function(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    moment: dt.datetime | None = value if isinstance(value, dt.datetime) else None
+    day = _as_date(value)
+    if name == "DAY_ONLY":
+        return day
+    if name == "HOUR_IN_DAY":
+        return moment.hour if moment else 0
+    if name in ("CALENDAR_MONTH", "FISCAL_MONTH"):
+        return day.month
+    if name in ("CALENDAR_QUARTER", "FISCAL_QUARTER"):
+        return (day.month - 1) // 3 + 1
+    if name in ("CALENDAR_YEAR", "FISCAL_YEAR"):
+        return day.year
+    if name == "DAY_IN_MONTH":
+        return day.day
+    if name == "DAY_IN_WEEK":
+        return (day.weekday() + 1) % 7 + 1  # 1 is Sunday
+    if name == "DAY_IN_YEAR":
+        return day.timetuple().tm_yday
+    if name == "WEEK_IN_MONTH":
+        return (day.day - 1) // 7 + 1
+    if name == "WEEK_IN_YEAR":
+        return (day.timetuple().tm_yday - 1) // 7 + 1
+    raise AssertionError(name)
+
+
+def _filters_on_id(node: Any) -> bool:
+    if isinstance(node, BoolOp):
+        return node.op == "and" and any(_filters_on_id(p) for p in node.parts)
+    return (
+        isinstance(node, Compare)
+        and node.path[-1:] == ("Id",)
+        and len(node.path) == 1
+        and node.op in ("=", "in")
+    )
+
+
+def _filter_paths(node: Any) -> list[tuple[str, ...]]:
+    if isinstance(node, BoolOp):
+        return [p for part in node.parts for p in _filter_paths(part)]
+    return [node.path] if isinstance(node, Compare) and node.path else []
+
 
 def _attributes(sobject: str, record_id: str, version: str) -> dict[str, str]:
     return {"type": sobject, "url": f"/services/data/v{version}/sobjects/{sobject}/{record_id}"}
@@ -477,15 +1335,6 @@ def _field_value(record: Record, name: str) -> Any:
         if key.lower() == lowered:
             return value
     return None
-
-
-def _no_column(name: str, sobject: str) -> SalesforceError:
-    return SalesforceError(
-        "INVALID_FIELD",
-        f"No such column '{name}' on entity '{sobject}'. If you are attempting to use a custom "
-        "field, be sure to append the '__c' after the custom field name. Please reference your "
-        "WSDL or the describe call for the appropriate names.",
-    )
 
 
 _TEXT = frozenset(
@@ -578,20 +1427,83 @@ def _normalise(field: dict[str, Any], value: Any) -> Any:
     return value
 
 
+_UNITS = ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")
+_DATE_LITERALS = frozenset(
+    {"TODAY", "YESTERDAY", "TOMORROW", "LAST_90_DAYS", "NEXT_90_DAYS"}
+    | {
+        f"{when}_{fiscal}{unit}"
+        for when in ("LAST", "THIS", "NEXT")
+        for unit in ("WEEK", "MONTH", "QUARTER", "YEAR")
+        for fiscal in ("", "FISCAL_")
+        if not fiscal or unit in ("QUARTER", "YEAR")
+    }
+    | {
+        form.format(unit=f"{fiscal}{unit}S")
+        for form in ("LAST_N_{unit}", "NEXT_N_{unit}", "N_{unit}_AGO")
+        for unit in _UNITS
+        for fiscal in ("", "FISCAL_")
+        if not fiscal or unit in ("QUARTER", "YEAR")
+    }
+)
+
+
+def _unit_start(today: dt.date, unit: str) -> dt.date:
+    """The first day of the week (Sunday), month, quarter or year holding today.
+
+    The fiscal year is the calendar year, as in an org that has not customised it."""
+    if unit == "DAY":
+        return today
+    if unit == "WEEK":
+        return today - dt.timedelta(days=(today.weekday() + 1) % 7)
+    if unit == "MONTH":
+        return today.replace(day=1)
+    if unit == "QUARTER":
+        return today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1)
+    return today.replace(month=1, day=1)
+
+
+def _shift(start: dt.date, unit: str, count: int) -> dt.date:
+    if unit == "DAY":
+        return start + dt.timedelta(days=count)
+    if unit == "WEEK":
+        return start + dt.timedelta(weeks=count)
+    months = {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[unit] * count
+    index = start.year * 12 + start.month - 1 + months
+    year, month = divmod(index, 12)
+    return start.replace(
+        year=year, month=month + 1, day=min(start.day, calendar.monthrange(year, month + 1)[1])
+    )
+
+
 def _range(literal: Literal, today: dt.date) -> tuple[dt.date, dt.date]:
     """A date literal as [first day, day after the last day)."""
-    text = literal.value
-    if text == "TODAY":
-        return today, today + dt.timedelta(days=1)
-    if text == "YESTERDAY":
-        return today - dt.timedelta(days=1), today
-    if text == "TOMORROW":
-        return today + dt.timedelta(days=1), today + dt.timedelta(days=2)
-    count = int(text.split(":")[1])
-    if text.startswith("LAST_N_DAYS"):
-        # From midnight n days ago up to now, today included.
-        return today - dt.timedelta(days=count), today + dt.timedelta(days=1)
-    return today + dt.timedelta(days=1), today + dt.timedelta(days=count + 1)
+    text = literal.value.replace("FISCAL_", "")
+    name, _, number = text.partition(":")
+    count = int(number) if number else 0
+    fixed = {"TODAY": 0, "YESTERDAY": -1, "TOMORROW": 1}
+    if name in fixed:
+        day = today + dt.timedelta(days=fixed[name])
+        return day, day + dt.timedelta(days=1)
+    if name == "LAST_90_DAYS":
+        name, count = "LAST_N_DAYS", 90
+    if name == "NEXT_90_DAYS":
+        name, count = "NEXT_N_DAYS", 90
+    unit = next(u for u in _UNITS if name.endswith(u) or f"_{u}S" in name or f"_{u}" in name)
+    start = _unit_start(today, unit)
+    if name.startswith("THIS_"):
+        return start, _shift(start, unit, 1)
+    if name.startswith("LAST_N_"):
+        if unit == "DAY":
+            # From midnight n days ago up to now, today included.
+            return today - dt.timedelta(days=count), today + dt.timedelta(days=1)
+        return _shift(start, unit, -count), start
+    if name.startswith("NEXT_N_"):
+        return _shift(start, unit, 1), _shift(start, unit, count + 1)
+    if name.startswith("N_"):
+        return _shift(start, unit, -count), _shift(start, unit, -count + 1)
+    if name.startswith("LAST_"):
+        return _shift(start, unit, -1), start
+    return _shift(start, unit, 1), _shift(start, unit, 2)
 
 
 def _as_date(value: dt.date | dt.datetime) -> dt.date:
