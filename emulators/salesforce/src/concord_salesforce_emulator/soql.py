@@ -60,7 +60,7 @@ _DATE_LITERAL = "|".join(
 
 _GRAMMAR = rf"""
 start: query
-query: "SELECT"i select_list "FROM"i NAME alias? using? where? with_? group? having? order? \
+query: "SELECT"i select_list "FROM"i path alias? using? where? with_? group? having? order? \
        limit? offset? for_*
 select_list: select_item ("," select_item)*
 ?select_item: path alias? -> field_item
@@ -270,7 +270,9 @@ class _Build(Transformer[Token, Query]):
     def start(self, query: Query) -> Query:
         return query
 
-    def query(self, items: tuple[SelectItem, ...], sobject: Token, *clauses: Any) -> Query:
+    def query(
+        self, items: tuple[SelectItem, ...], sobject: tuple[str, ...], *clauses: Any
+    ) -> Query:
         parts: dict[str, Any] = {}
         modes: list[str] = []
         for kind, value in clauses:
@@ -280,7 +282,7 @@ class _Build(Transformer[Token, Query]):
                 parts[kind] = value
         group = parts.get("group", (None, ()))
         return Query(
-            sobject=str(sobject),
+            sobject=".".join(sobject),
             items=items,
             alias=parts.get("alias"),
             where=parts.get("where"),
@@ -490,6 +492,36 @@ def _no_source(name: str) -> Iterable[Record]:
     return ()
 
 
+# `Who.Type`: the type a polymorphic reference points at, not a field of any one target.
+_TYPE_FIELD: dict[str, Any] = {"name": "Type", "type": "string"}
+
+_NAME_FIELDS = {
+    n.lower(): n
+    for n in (
+        "Id",
+        "Name",
+        "FirstName",
+        "LastName",
+        "Alias",
+        "Email",
+        "Phone",
+        "Title",
+        "Type",
+        "Username",
+        "IsActive",
+        "RecordTypeId",
+        "UserRoleId",
+        "ProfileId",
+        "LastReferencedDate",
+        "LastViewedDate",
+        "NameOrAlias",
+        "SmallPhotoUrl",
+        "MediumPhotoUrl",
+        "FullPhotoUrl",
+        "CommunityNickname",
+    )
+}
+
 # Child relationships whose rows are Tasks and Events seen through one lens.
 _ACTIVITY_VIEWS = {"ActivityHistory": True, "OpenActivity": False}
 
@@ -533,6 +565,10 @@ class PlannedQuery:
         self.query = query
         self.schema = schema
         self.text = text
+        if sobject is None and "." in query.sobject:
+            raise malformed_query(
+                _caret(text, query.sobject, f"unexpected token: '{query.sobject}'")
+            )
         found = sobject or schema.get(query.sobject)
         if found is None:
             raise SalesforceError(
@@ -604,7 +640,8 @@ class PlannedQuery:
                     )
                 )
             for described in self.sobject.describe["fields"]:
-                custom = bool(described.get("custom"))
+                # Some recorded custom fields say custom=false; the `__c` suffix does not lie.
+                custom = bool(described.get("custom")) or described["name"].endswith("__c")
                 if (item.kind == "STANDARD" and custom) or (item.kind == "CUSTOM" and not custom):
                     continue
                 key = (described["name"].lower(),)
@@ -622,6 +659,12 @@ class PlannedQuery:
         for position, name in enumerate(path):
             last = position == len(path) - 1
             if last:
+                if len(current) > 1 and name.lower() == "type":
+                    # A polymorphic parent (Who, What) answers with the type it points at.
+                    canonical.append("Type")
+                    return _Column(
+                        path, tuple(canonical), _TYPE_FIELD, tuple(c.name for c in current)
+                    )
                 for candidate in current:
                     described = candidate.field(name)
                     if described is not None:
@@ -667,6 +710,10 @@ class PlannedQuery:
 
     def _plan_child(self, query: Query) -> _Child:
         wanted = query.sobject.lower()
+        owner, _, relation_name = wanted.rpartition(".")
+        if owner in (self.sobject.name.lower(), (self.query.alias or "").lower()):
+            # `(SELECT … FROM Account.Contacts)`: the parent's name may lead the relationship.
+            wanted = relation_name
         for relation in self.sobject.describe.get("childRelationships", []):
             name = relation.get("relationshipName")
             if not name or name.lower() != wanted:
@@ -709,17 +756,22 @@ class PlannedQuery:
                 Query(target.name, tuple(FieldItem(p) for p in paths)), self.schema, self.text
             )
             planned.branches[target.name] = inner.columns
-        if item.otherwise:
-            # Without a type, ELSE may only name the fields every target has (Name, Id…).
-            first = self.schema.get(reference["referenceTo"][0])
-            assert first is not None
-            inner = PlannedQuery(
-                Query(first.name, tuple(FieldItem(p) for p in item.otherwise)),
-                self.schema,
-                self.text,
-            )
-            planned.otherwise = inner.columns
+        for path in item.otherwise:
+            # ELSE names fields of whatever the reference points at: one target having it will do.
+            planned.otherwise.append(self._else_column(reference, path))
         return planned
+
+    def _else_column(self, reference: dict[str, Any], path: tuple[str, ...]) -> _Column:
+        for type_name in reference["referenceTo"]:
+            target = self.schema.get(type_name)
+            if target is not None and target.field(path[-1]) is not None:
+                described = target.field(path[-1])
+                assert described is not None
+                return _Column(path, (described["name"],), described, (target.name,))
+        if len(path) == 1 and path[0].lower() in _NAME_FIELDS:
+            # The fields of Salesforce's `Name` object, which every polymorphic target maps onto.
+            return _Column(path, (_NAME_FIELDS[path[0].lower()],), {"type": "string"}, ())
+        raise self._no_column(".".join(path), reference["referenceTo"][0])
 
     def _check_function(self, function: Function, aggregates: bool = True) -> _Column:
         name = function.name
@@ -781,7 +833,11 @@ class PlannedQuery:
                             f"Field must be grouped or aggregated: {'.'.join(item.path)}",
                         )
                     )
-            elif isinstance(item, FunctionItem) and not _is_aggregate(item.function):
+            elif (
+                isinstance(item, FunctionItem)
+                and not _is_aggregate(item.function)
+                and item.function.name != "GROUPING"
+            ):
                 column = self._check_function(item.function)
                 if _operand_key(column, item.function) not in grouped:
                     raise malformed_query(
@@ -865,6 +921,12 @@ class PlannedQuery:
             target = current.get(reference)
             found = resolve(target) if target else None
             current = found[1] if found else None
+            if (
+                found is not None
+                and column.field is _TYPE_FIELD
+                and step == len(column.canonical) - 2
+            ):
+                return found[0]
         return None
 
     def _operand_value(self, operand: Operand, record: Record, context: _Context) -> Any:
@@ -879,6 +941,15 @@ class PlannedQuery:
         if operand.name in _DATE_FUNCTIONS:
             return _date_function(operand.name, inner)
         return inner
+
+    def _shown_value(self, function: Function, record: Record, context: _Context) -> Any:
+        """toLabel(), FORMAT(), convertCurrency(): the field's value as stored (one locale, one
+        currency); a date function's value as JSON has it."""
+        argument = function.argument
+        if function.name in _PASS_THROUGH and isinstance(argument, tuple):
+            return self.value_of(record, self._resolve(argument), context.resolve)
+        value = self._operand_value(function, record, context)
+        return value.isoformat() if isinstance(value, dt.date) else value
 
     def _reference_field(self, column: _Column, step: int) -> str:
         sobject: SObjectType | None = self.sobject
@@ -949,7 +1020,7 @@ class PlannedQuery:
             elif isinstance(item, FunctionItem):
                 # toLabel(), FORMAT(), convertCurrency(): the value under the field's name.
                 key = item.alias or _function_field(item.function) or item.function.name
-                out[key] = self._operand_value(item.function, record, context)
+                out[key] = self._shown_value(item.function, record, context)
             elif isinstance(item, SubqueryItem):
                 child = self.children[index]
                 out[child.name] = self._render_children(child, record, context, version)
@@ -969,6 +1040,8 @@ class PlannedQuery:
         name = column.canonical[step]
         if step == len(column.canonical) - 1:
             value = _field_value(record, name)
+            if column.field is _TYPE_FIELD:
+                value = record.get("__type__")
             described = self.sobject.field(name) if step == 0 else None
             if described is not None and described["type"] == "base64" and value is not None:
                 # As the REST API does: a blob field answers with its URL, never its bytes.
@@ -981,6 +1054,8 @@ class PlannedQuery:
             out[name] = None
             return
         parent_type, parent = found
+        if column.field is _TYPE_FIELD:
+            parent = {**parent, "__type__": parent_type}
         nested = out.get(name)
         if not isinstance(nested, dict):
             nested = {"attributes": _attributes(parent_type, parent["Id"], version)}
@@ -1079,11 +1154,11 @@ class PlannedQuery:
         raw: bool = False,
     ) -> Any:
         rolled, members = row
-        if isinstance(operand, Function) and _is_aggregate(operand):
-            return _aggregate_value(self, operand, members, context, raw)
         if isinstance(operand, Function) and operand.name == "GROUPING":
             position = self._group_position(operand.argument)
             return 1 if position is not None and rolled.get(position) else 0
+        if isinstance(operand, Function) and _is_aggregate(operand):
+            return _aggregate_value(self, operand, members, context, raw)
         position = self._group_position(operand)
         if position is not None and rolled.get(position):
             return None

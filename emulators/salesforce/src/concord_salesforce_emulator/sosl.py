@@ -74,7 +74,7 @@ def search(
                 specs.append((name, inner))
         elif child.data == "limit":
             overall_limit = int(str(child.children[0]))
-    if len(term.replace("*", "")) < 2:
+    if len(term.replace("*", "").replace('"', "").strip()) < 2:
         raise _malformed("search term must be longer than one character")
     if not specs:
         specs = [(name, None) for name in _DEFAULT_TYPES]
@@ -123,19 +123,34 @@ def _searched_fields(sobject: SObjectType, scope: str) -> list[str]:
 
 
 def _matcher(term: str) -> Any:
-    words = [w for w in re.split(r"\s+", term) if w]
-    patterns = [
-        re.compile(
-            # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
-            "(?<![\\w.-])" + ".*?".join(re.escape(p) for p in word.split("*")) + "(?![\\w.@-])",
-            re.IGNORECASE,
+    """SOSL's term: `OR`-separated alternatives of words and "exact phrases", all of which match.
+
+    A quoted phrase matches its words in that order and next to each other; an unquoted word
+    matches anywhere in the value."""
+    alternatives: list[list[re.Pattern[str]]] = [[]]
+    for token in re.findall(r'"[^"]*"|\S+', term):
+        if token.upper() == "OR":
+            alternatives.append([])
+            continue
+        if token.upper() == "AND":
+            continue
+        words = [w for w in re.split(r"\s+", token.strip('"')) if w]
+        if not words:
+            continue
+        alternatives[-1].append(
+            re.compile(
+                # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
+                "(?<![\\w.-])"
+                + r"\s+".join(".*?".join(re.escape(p) for p in w.split("*")) for w in words)
+                + "(?![\\w.@-])",
+                re.IGNORECASE,
+            )
         )
-        for word in words
-    ]
+    alternatives = [a for a in alternatives if a]
 
     def matches(value: Any) -> bool:
         if not isinstance(value, str):
             return False
-        return all(p.search(value) for p in patterns)
+        return any(all(p.search(value) for p in patterns) for patterns in alternatives)
 
     return matches
