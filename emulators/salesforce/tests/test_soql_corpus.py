@@ -4,8 +4,6 @@ The corpus and its sources are in `reference/soql-corpus/`. Each example must pa
 in Salesforce's result shape: records carrying `attributes` of the queried type, parent paths as
 nested records, child subqueries as nested query results (or null), aggregate queries as
 `AggregateResult` rows, `COUNT()` as totalSize alone, and an object the org lacks as INVALID_TYPE.
-The examples that need objects this org does not serve yet are expected to fail, named in
-`NOT_YET` so that a fixed one is noticed (strict xfail).
 """
 
 from __future__ import annotations
@@ -27,14 +25,6 @@ from .conftest import REFERENCE, VERSION, TypedSalesforce, error_body
 CORPUS: list[dict[str, str]] = json.loads((REFERENCE / "soql-corpus" / "queries.json").read_text())
 
 # Examples reading objects the emulator does not serve yet (issue 16, objects part).
-_MISSING = re.compile(r"FROM (Notes|OpportunityLineItems?|LoginHistory|RecordType|Campaign)\b")
-NOT_YET: dict[str, str] = {
-    e["query"]: f"reads {found.group(1)}, which the emulator does not serve yet"
-    for e in CORPUS
-    if (found := _MISSING.search(e["query"]))
-}
-
-
 @pytest.fixture(scope="module")
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TypedSalesforce]:
     settings = Settings()
@@ -130,16 +120,7 @@ def _check_record(record: dict[str, Any], sobject: str) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "example",
-    [
-        pytest.param(
-            e,
-            id=f"{i:03d}",
-            marks=[pytest.mark.xfail(strict=True, reason=NOT_YET[e["query"]])]
-            if e["query"] in NOT_YET
-            else [],
-        )
-        for i, e in enumerate(CORPUS)
-    ],
+    [pytest.param(e, id=f"{i:03d}") for i, e in enumerate(CORPUS)],
 )
 def test_reference_example_runs_with_salesforce_result_shape(
     org: TypedSalesforce, example: dict[str, str]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from concord_salesforce_emulator import synthetic
+from concord_salesforce_emulator import catalog, synthetic
 
 Describe = dict[str, Any]
 FieldDescribe = dict[str, Any]
@@ -98,6 +98,9 @@ def load_schema() -> Schema:
     event = next(d for d in describes if d["name"] == "Event")
     object_template = {k: v for k, v in event.items() if k != "fields"}
     describes.extend(synthetic.describes(_template_field(describes), object_template))
+    known = {d["name"] for d in describes}
+    describes.extend(catalog.describes(known, _template_field(describes), object_template))
+    catalog.add_child_relationships(describes, RECORDED)
     for describe in describes:
         if describe["name"] in LINKED_OBJECTS:
             describe["fields"].append(synthetic.link_field(_template_field(describes)))

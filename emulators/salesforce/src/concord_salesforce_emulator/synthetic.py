@@ -494,3 +494,20 @@ def describes(
         )
         result.append(describe)
     return result
+
+
+# The builders other modules synthesise describes with (catalog.py).
+field = _field
+system_fields = _system
+id_field = _id
+SYSTEM_FIELD_NAMES = frozenset(
+    {
+        "Id",
+        "IsDeleted",
+        "CreatedDate",
+        "CreatedById",
+        "LastModifiedDate",
+        "LastModifiedById",
+        "SystemModstamp",
+    }
+)
