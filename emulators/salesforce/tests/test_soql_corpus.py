@@ -24,7 +24,7 @@ from .conftest import REFERENCE, VERSION, TypedSalesforce, error_body
 
 CORPUS: list[dict[str, str]] = json.loads((REFERENCE / "soql-corpus" / "queries.json").read_text())
 
-# Examples reading objects the emulator does not serve yet (issue 16, objects part).
+
 @pytest.fixture(scope="module")
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TypedSalesforce]:
     settings = Settings()

@@ -382,3 +382,14 @@ def add_child_relationships(describes: list[Describe], recorded: tuple[str, ...]
                         "restrictedDelete": False,
                     }
                 )
+
+
+def apply_global_flags(describes: list[Describe], recorded: tuple[str, ...]) -> None:
+    """A synthesised describe of an object the global describe records takes its flags from
+    there (User may not be deleted, for one)."""
+    entries = {e["name"]: e for e in _global_entries()}
+    for describe in describes:
+        entry = entries.get(describe["name"])
+        if entry is None or describe["name"] in recorded:
+            continue
+        describe.update({k: v for k, v in entry.items() if k not in ("urls", "keyPrefix")})

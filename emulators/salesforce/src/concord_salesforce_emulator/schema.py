@@ -101,6 +101,7 @@ def load_schema() -> Schema:
     known = {d["name"] for d in describes}
     describes.extend(catalog.describes(known, _template_field(describes), object_template))
     catalog.add_child_relationships(describes, RECORDED)
+    catalog.apply_global_flags(describes, RECORDED)
     for describe in describes:
         if describe["name"] in LINKED_OBJECTS:
             describe["fields"].append(synthetic.link_field(_template_field(describes)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from concord_salesforce_emulator import ids, timefmt
+from concord_salesforce_emulator import catalog, ids, timefmt
 from concord_salesforce_emulator.org import Org
 from concord_salesforce_emulator.store import StoredRecord
 
@@ -39,6 +39,60 @@ def ensure_admin_user(org: Org, username: str) -> str:
     )
     org.commit_records([StoredRecord(record_id, "User", fields)])
     return record_id
+
+
+_WEEK = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def ensure_standard_rows(org: Org, admin_user_id: str) -> None:
+    """The rows every new org has: its Organization, the Standard Price Book and the default
+    business hours (24 hours, every day). Made directly: Salesforce does not let a client create
+    them either."""
+    now = timefmt.format_datetime(timefmt.now())
+    audit = {
+        "IsDeleted": False,
+        "CreatedDate": now,
+        "CreatedById": admin_user_id,
+        "LastModifiedDate": now,
+        "LastModifiedById": admin_user_id,
+        "SystemModstamp": now,
+    }
+    rows: list[tuple[str, str | None, dict[str, Any]]] = [
+        (
+            "Organization",
+            org.org_id,
+            {**catalog.organization_values(), "Name": "Concord Emulated Org"},
+        ),
+        ("Pricebook2", None, {"Name": "Standard Price Book", "IsActive": True, "IsStandard": True}),
+        (
+            "BusinessHours",
+            None,
+            {
+                "Name": "Default",
+                "IsActive": True,
+                "IsDefault": True,
+                "TimeZoneSidKey": "America/Los_Angeles",
+                **{
+                    f"{day}{edge}Time": "00:00:00.000Z"
+                    for day in _WEEK
+                    for edge in ("Start", "End")
+                },
+            },
+        ),
+    ]
+    records = []
+    for name, fixed_id, values in rows:
+        sobject = org.schema.get(name)
+        assert sobject is not None
+        if any(True for _ in org.live(sobject)):
+            continue
+        record_id = fixed_id or ids.mint(sobject.key_prefix, org.store.next_sequence(name))
+        fields: dict[str, Any] = {f["name"]: None for f in sobject.describe["fields"]}
+        fields.update({k: v for k, v in values.items() if sobject.field(k) is not None})
+        fields.update(audit, Id=record_id)
+        records.append(StoredRecord(record_id, name, fields))
+    if records:
+        org.commit_records(records)
 
 
 _COMPANIES = [

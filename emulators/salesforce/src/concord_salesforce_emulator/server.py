@@ -87,6 +87,7 @@ class Emulator:
         self.runtime = Runtime()
         self.api = RestApi(self.org, self.settings.page_size, self.api_usage)
         self.admin_user_id = seed.ensure_admin_user(self.org, self.settings.username)
+        seed.ensure_standard_rows(self.org, self.admin_user_id)
         self.base_url = ""  # set once the server knows its port
 
     # ---- limits ------------------------------------------------------------------------------
