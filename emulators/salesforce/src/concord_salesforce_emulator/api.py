@@ -24,8 +24,8 @@ from concord_salesforce_emulator.schema import SObjectType
 
 log = logging.getLogger(__name__)
 
-MIN_VERSION = 50.0
-LATEST_VERSION = "62.0"
+MIN_VERSION = 31.0
+LATEST_VERSION = "65.0"
 COLLECTION_LIMIT = 200
 COMPOSITE_LIMIT = 25
 COMPOSITE_HEAVY_LIMIT = 5
@@ -58,9 +58,15 @@ Handler = Callable[["RestApi", Call, re.Match[str]], Reply]
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 
 
-def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+def route(method: str, pattern: str, first: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler; `first` puts it ahead of the catch-all `sobjects/{type}/{id}` ones."""
+
     def register(handler: Handler) -> Handler:
-        _ROUTES.append((method, re.compile(f"^{pattern}/?$"), handler))
+        entry = (method, re.compile(f"^{pattern}/?$"), handler)
+        if first:
+            _ROUTES.insert(0, entry)
+        else:
+            _ROUTES.append(entry)
         return handler
 
     return register
@@ -80,7 +86,11 @@ class Cursor:
 def version_of(text: str) -> str | None:
     """`62.0` from `v62.0` when the API serves that version, else None."""
     match = re.fullmatch(r"v(\d+)\.0", text)
-    if not match or float(match.group(1)) < MIN_VERSION or float(match.group(1)) > 62.0:
+    if (
+        not match
+        or float(match.group(1)) < MIN_VERSION
+        or float(match.group(1)) > float(LATEST_VERSION)
+    ):
         return None
     return f"{match.group(1)}.0"
 
@@ -224,20 +234,88 @@ class RestApi:
 @route("GET", "")
 def _resources(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     base = f"/services/data/v{call.version}"
-    names = ["sobjects", "query", "queryAll", "search", "composite", "limits"]
+    names = [
+        "sobjects",
+        "query",
+        "queryAll",
+        "search",
+        "composite",
+        "limits",
+        "recent",
+        "tabs",
+        "theme",
+    ]
     return Reply(200, {name: f"{base}/{name}" for name in names})
+
+
+# What a Developer Edition org's `/limits` lists, with its maxima (REST API Developer Guide,
+# "List Organization Limits"); only DailyApiRequests is counted here.
+_LIMITS: dict[str, int] = {
+    "ActiveScratchOrgs": 3,
+    "AnalyticsExternalDataSizeMB": 40960,
+    "ConcurrentAsyncGetReportInstances": 200,
+    "ConcurrentEinsteinDataInsightsStoryCreation": 5,
+    "ConcurrentEinsteinDiscoveryStoryCreation": 2,
+    "ConcurrentSyncReportRuns": 20,
+    "DailyAnalyticsDataflowJobExecutions": 60,
+    "DailyAnalyticsUploadedFilesSizeMB": 51200,
+    "DailyAsyncApexExecutions": 250000,
+    "DailyAsyncApexTests": 500,
+    "DailyBulkApiBatches": 15000,
+    "DailyBulkV2QueryFileStorageMB": 976562,
+    "DailyBulkV2QueryJobs": 10000,
+    "DailyDeliveredPlatformEvents": 10000,
+    "DailyDurableGenericStreamingApiEvents": 10000,
+    "DailyDurableStreamingApiEvents": 10000,
+    "DailyEinsteinDataInsightsStoryCreation": 1000,
+    "DailyEinsteinDiscoveryPredictAPICalls": 50000,
+    "DailyEinsteinDiscoveryPredictionsByCDC": 500000,
+    "DailyEinsteinDiscoveryStoryCreation": 100,
+    "DailyFunctionsApiCallLimit": 235000,
+    "DailyGenericStreamingApiEvents": 10000,
+    "DailyScratchOrgs": 6,
+    "DailyStandardVolumePlatformEvents": 10000,
+    "DailyStreamingApiEvents": 10000,
+    "DailyWorkflowEmails": 15,
+    "DataStorageMB": 5,
+    "DurableStreamingApiConcurrentClients": 20,
+    "FileStorageMB": 20,
+    "HourlyAsyncReportRuns": 1200,
+    "HourlyDashboardRefreshes": 200,
+    "HourlyDashboardResults": 5000,
+    "HourlyDashboardStatuses": 999999999,
+    "HourlyLongTermIdMapping": 100000,
+    "HourlyManagedContentPublicRequests": 50000,
+    "HourlyODataCallout": 10000,
+    "HourlyPublishedPlatformEvents": 50000,
+    "HourlyPublishedStandardVolumePlatformEvents": 1000,
+    "HourlyShortTermIdMapping": 100000,
+    "HourlySyncReportRuns": 500,
+    "HourlyTimeBasedWorkflow": 50,
+    "MassEmail": 10,
+    "MonthlyEinsteinDiscoveryStoryCreation": 500,
+    "MonthlyPlatformEventsUsageEntitlement": 0,
+    "Package2VersionCreates": 6,
+    "Package2VersionCreatesWithoutValidation": 500,
+    "PermissionSets": 1500,
+    "PrivateConnectOutboundCalloutHourlyLimitMB": 0,
+    "PublishCallbackUsageInApex": 5000000,
+    "SingleEmail": 15,
+    "StreamingApiConcurrentClients": 20,
+}
 
 
 @route("GET", "limits")
 def _limits(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     used, limit = api.api_limit()
-    return Reply(
-        200,
-        {
-            "DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)},
-            "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
-        },
-    )
+    body: dict[str, Any] = {
+        name: {"Max": most, "Remaining": most} for name, most in sorted(_LIMITS.items())
+    }
+    body["DailyApiRequests"] = {"Max": limit, "Remaining": max(limit - used, 0)}
+    # Storage is what the org's rows take: Salesforce counts about 2 KB a record.
+    records = sum(1 for _ in api.org.store.memory.records.values())
+    body["DataStorageMB"] = {"Max": 5, "Remaining": max(5 - records * 2 // 1024, 0)}
+    return Reply(200, dict(sorted(body.items())))
 
 
 @route("GET", "limits/recordCount")
@@ -379,6 +457,9 @@ def _delete(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 @route("GET", r"sobjects/(?P<type>\w+)/(?P<field>\w+)/(?P<value>[^/]+)")
 def _retrieve_by_external_id(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     sobject = api.sobject(match["type"])
+    if sobject.field(match["field"]) is None:
+        # `sobjects/Account/quickActions/x`: a sub-resource this org lacks, not an id lookup.
+        raise not_found()
     value = unquote(match["value"])
     _kind, record_id = api.org.upsert_plan(sobject, match["field"], value)
     if record_id is None:
@@ -490,7 +571,7 @@ def _collection_reply(
 
 
 def _type_of(api: RestApi, record: dict[str, Any]) -> SObjectType:
-    attributes = record.get("attributes")
+    attributes = next((v for k, v in record.items() if k.lower() == "attributes"), None)
     name = attributes.get("type") if isinstance(attributes, dict) else None
     if not name:
         raise SalesforceError(
@@ -542,13 +623,21 @@ def _collection_write(
     early: dict[int, SalesforceError] = {}
     ids_in: list[str | None] = []
     for index, record in enumerate(records):
-        record_id = record.get("Id") if isinstance(record, dict) else None
+        # Field names are case-insensitive: `id` is the record's Id.
+        id_key = (
+            next((k for k in record if k.lower() == "id"), "Id")
+            if isinstance(record, dict)
+            else "Id"
+        )
+        record_id = record.get(id_key) if isinstance(record, dict) else None
         ids_in.append(record_id if mode == "update" else None)
         try:
             if not isinstance(record, dict):
                 raise SalesforceError("JSON_PARSER_ERROR", "expected an sObject", [])
             sobject = _type_of(api, record)
-            values = {k: v for k, v in record.items() if k != "attributes"}
+            values = {k: v for k, v in record.items() if k.lower() != "attributes"}
+            if id_key != "Id" and id_key in values:
+                values["Id"] = values.pop(id_key)
             if mode == "create":
                 if record_id is not None:
                     raise SalesforceError(
@@ -750,6 +839,255 @@ def _subcall(api: RestApi, call: Call, method: str, url: str, body: Any) -> Repl
     if reply.status == 201 and method == "POST" and isinstance(reply.body, dict):
         reply.headers = {"Location": f"/services/data/v{version}/{sub.path}/{reply.body['id']}"}
     return reply
+
+
+# ---- sObject Collections retrieve, UI resources ---------------------------------------------
+
+
+def _split(values: Any) -> list[str]:
+    if isinstance(values, list):
+        return [str(v).strip() for v in values if str(v).strip()]
+    return [v.strip() for v in str(values or "").split(",") if v.strip()]
+
+
+def _collection_retrieve(
+    api: RestApi, call: Call, type_name: str, raw_ids: Any, raw_fields: Any
+) -> Reply:
+    sobject = api.sobject(type_name)
+    wanted_ids, names = _split(raw_ids), _split(raw_fields)
+    if not wanted_ids or not names:
+        raise SalesforceError(
+            "MISSING_ARGUMENT", "Both ids and fields are required", [], status=400
+        )
+    if len(wanted_ids) > 2000:
+        raise SalesforceError("LIMIT_EXCEEDED", "Maximum number of ids is 2000", [], status=400)
+    for name in names:
+        if sobject.field(name) is None:
+            raise SalesforceError(
+                "INVALID_FIELD",
+                f"No such column '{name}' on entity '{sobject.name}'. If you are attempting to "
+                "use a custom field, be sure to append the '__c' after the custom field name. "
+                "Please reference your WSDL or the describe call for the appropriate names.",
+                status=400,
+            )
+    rows: list[dict[str, Any] | None] = []
+    for raw_id in wanted_ids:
+        try:
+            record = api.org.retrieve(sobject, raw_id)
+        except SalesforceError:
+            # A deleted, unknown or malformed id answers null in its position.
+            rows.append(None)
+            continue
+        rows.append(api.org.render(sobject, record, call.version, names))
+    return Reply(200, rows)
+
+
+@route("POST", r"composite/sobjects/(?P<type>\w+)")
+def _collection_retrieve_post(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    body = api.record_body(call)
+    lowered = {k.lower(): v for k, v in body.items()}
+    return _collection_retrieve(api, call, match["type"], lowered.get("ids"), lowered.get("fields"))
+
+
+@route("GET", r"composite/sobjects/(?P<type>\w+)")
+def _collection_retrieve_get(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    return _collection_retrieve(api, call, match["type"], call.param("ids"), call.param("fields"))
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/describe/layouts", first=True)
+def _layouts(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    # One page layout listing the object's editable fields, two to a row, as the UI shows.
+    items = [
+        {
+            "editableForNew": bool(f["createable"]),
+            "editableForUpdate": bool(f["updateable"]),
+            "label": f["label"],
+            "layoutComponents": [
+                {
+                    "details": f,
+                    "displayLines": 1,
+                    "tabOrder": n,
+                    "type": "Field",
+                    "value": f["name"],
+                }
+            ],
+            "placeholder": False,
+            "required": not f["nillable"] and f["createable"] and not f["defaultedOnCreate"],
+        }
+        for n, f in enumerate(sobject.describe["fields"])
+        if f["createable"] or f["updateable"]
+    ]
+    rows = [
+        {"layoutItems": items[i : i + 2], "numItems": len(items[i : i + 2])}
+        for i in range(0, len(items), 2)
+    ]
+    section = {
+        "collapsed": False,
+        "columns": 2,
+        "heading": "Information",
+        "layoutRows": rows,
+        "layoutSectionId": f"01B{sobject.key_prefix}0000000001",
+        "parentLayoutId": f"00h{sobject.key_prefix}0000000001",
+        "rows": len(rows),
+        "tabOrder": "TopToBottom",
+        "useCollapsibleSection": False,
+        "useHeading": True,
+    }
+    layout: dict[str, Any] = {
+        "buttonLayoutSection": None,
+        "detailLayoutSections": [section],
+        "editLayoutSections": [section],
+        "feedView": None,
+        "highlightsPanelLayoutSection": None,
+        "id": f"00h{sobject.key_prefix}0000000001",
+        "multirowEditLayoutSections": [],
+        "offlineLinks": [],
+        "quickActionList": {"quickActionListItems": []},
+        "relatedContent": None,
+        "relatedLists": [],
+        "saveOptions": [],
+    }
+    return Reply(
+        200,
+        {
+            "layouts": [layout],
+            "recordTypeMappings": [],
+            "recordTypeSelectorRequired": [False],
+        },
+    )
+
+
+def _list_view(sobject: SObjectType, version: str) -> dict[str, Any]:
+    list_id = f"00B{sobject.key_prefix}000000Al1"
+    base = f"/services/data/v{version}/sobjects/{sobject.name}/listviews/{list_id}"
+    return {
+        "describeUrl": f"{base}/describe",
+        "developerName": "All",
+        "id": list_id,
+        "label": f"All {sobject.describe.get('labelPlural') or sobject.name}",
+        "resultsUrl": f"{base}/results",
+        "soqlCompatible": True,
+        "url": base,
+    }
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/listviews", first=True)
+def _listviews(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    base = f"/services/data/v{call.version}/sobjects/{sobject.name}/listviews"
+    return Reply(
+        200,
+        {
+            "done": True,
+            "listviews": [_list_view(sobject, call.version)],
+            "nextRecordsUrl": None,
+            "size": 1,
+            "sobjectType": sobject.name,
+        }
+        | {"url": base},
+    )
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/listviews/(?P<id>\w+)", first=True)
+def _listview(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    sobject = api.sobject(match["type"])
+    view = _list_view(sobject, call.version)
+    if match["id"] != view["id"]:
+        raise not_found()
+    return Reply(200, view)
+
+
+@route("GET", r"sobjects/(?P<type>\w+)/listviews/recent", first=True)
+def _listviews_recent(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    return _listviews(api, call, match)
+
+
+@route("GET", "recent")
+def _recent(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    # Recently viewed: the newest records the org's users touched, newest first (no UI here).
+    limit = int(call.param("limit") or 200)
+    records = sorted(
+        (r for r in api.org.store.memory.records.values() if r.deleted_at is None),
+        key=lambda r: str(r.fields.get("LastModifiedDate") or ""),
+        reverse=True,
+    )
+    shown = []
+    for record in records:
+        sobject = api.org.schema.get(record.sobject)
+        if sobject is None or sobject.field("Name") is None or record.sobject in _NOT_RECENT:
+            continue
+        shown.append(
+            {
+                "attributes": api.org.attributes(record.sobject, record.id, call.version),
+                "Id": record.id,
+                "Name": record.fields.get("Name"),
+            }
+        )
+        if len(shown) >= limit:
+            break
+    return Reply(200, shown)
+
+
+_NOT_RECENT = frozenset({"Organization", "BusinessHours", "Pricebook2", "User"})
+_TABBED = ("Account", "Contact", "Lead", "Opportunity", "Case", "Campaign", "Product2", "Task")
+
+
+def _icon(name: str, version: str) -> list[dict[str, Any]]:
+    slug = name.lower()
+    return [
+        {
+            "contentType": "image/svg+xml",
+            "height": 0,
+            "theme": "theme4",
+            "url": f"/img/icon/t4v35/standard/{slug}.svg",
+            "width": 0,
+        },
+        {
+            "contentType": "image/png",
+            "height": 120,
+            "theme": "theme4",
+            "url": f"/img/icon/t4v35/standard/{slug}_120.png",
+            "width": 120,
+        },
+    ]
+
+
+@route("GET", "tabs")
+def _tabs(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    tabs = []
+    for name in _TABBED:
+        sobject = api.org.schema.get(name)
+        if sobject is None:
+            continue
+        tabs.append(
+            {
+                "colors": [{"color": "5867E8", "context": "primary", "theme": "theme4"}],
+                "custom": False,
+                "iconUrl": f"/img/icon/{name.lower()}s32.png",
+                "icons": _icon(name, call.version),
+                "label": sobject.describe.get("labelPlural") or name,
+                "miniIconUrl": f"/img/icon/{name.lower()}s16.png",
+                "name": f"standard-{name}",
+                "sobjectName": name,
+                "url": f"/{sobject.key_prefix}/o",
+            }
+        )
+    return Reply(200, tabs)
+
+
+@route("GET", "theme")
+def _theme(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
+    items = [
+        {
+            "colors": [{"color": "5867E8", "context": "primary", "theme": "theme4"}],
+            "icons": _icon(name, call.version),
+            "name": name,
+        }
+        for name in _TABBED
+        if api.org.schema.get(name) is not None
+    ]
+    return Reply(200, {"themeItems": items})
 
 
 def encode(reply: Reply) -> bytes | None:

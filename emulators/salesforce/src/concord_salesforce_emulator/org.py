@@ -378,7 +378,7 @@ class Org:
     ) -> dict[str, Any]:
         clean: dict[str, Any] = {}
         for key, value in values.items():
-            if key == "attributes" or (key == "Id" and value is None):
+            if key.lower() == "attributes" or (key.lower() == "id" and value is None):
                 continue
             described = sobject.field(key)
             if described is None:

@@ -25,7 +25,15 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from concord_salesforce_emulator import seed
-from concord_salesforce_emulator.api import Call, Reply, RestApi, encode, version_of
+from concord_salesforce_emulator.api import (
+    LATEST_VERSION,
+    MIN_VERSION,
+    Call,
+    Reply,
+    RestApi,
+    encode,
+    version_of,
+)
 from concord_salesforce_emulator.errors import (
     SalesforceError,
     invalid_session,
@@ -89,6 +97,7 @@ class Emulator:
         self.admin_user_id = seed.ensure_admin_user(self.org, self.settings.username)
         seed.ensure_standard_rows(self.org, self.admin_user_id)
         self.base_url = ""  # set once the server knows its port
+        self._session: str | None = None  # the access token the last login got
 
     # ---- limits ------------------------------------------------------------------------------
 
@@ -128,10 +137,13 @@ class Emulator:
                     "error": "invalid_grant",
                     "error_description": "authentication failure",
                 }
-        token = f"{self.org.org_id}!{secrets.token_urlsafe(72)}"
-        self.store.save_token(
-            token, self.admin_user_id, time.time() + self.settings.token_ttl_seconds
-        )
+        token = self._live_session()
+        if token is None:
+            token = f"{self.org.org_id}!{secrets.token_urlsafe(72)}"
+            self.store.save_token(
+                token, self.admin_user_id, time.time() + self.settings.token_ttl_seconds
+            )
+            self._session = token
         identity = f"{self.base_url}/id/{self.org.org_id}/{self.admin_user_id}"
         issued_at = str(int(time.time() * 1000))
         # What Salesforce signs: the identity URL and issue time, keyed by the client secret.
@@ -149,6 +161,74 @@ class Emulator:
             "token_type": "Bearer",
             "issued_at": issued_at,
             "signature": signature,
+        }
+
+    def _live_session(self) -> str | None:
+        """The session a new login gets while the last one is valid: Salesforce hands a user
+        logging in again through the same connected app the access token it already holds."""
+        if self._session is None:
+            return None
+        found = self.store.token(self._session)
+        if found is None or found[1] < time.time():
+            return None
+        return self._session
+
+    def identity(self, request: web.Request, org_id: str, user_id: str) -> tuple[int, Any]:
+        """The identity service (`id` in the token response): who the token's user is."""
+        if self.user_for(request) is None:
+            return 403, "Bad_OAuth_Token"
+        user = self.store.get(user_id)
+        if org_id != self.org.org_id or user is None or user.sobject != "User":
+            return 404, "Bad_Id"
+        fields = user.fields
+        base = self.base_url
+        version = LATEST_VERSION
+        data = f"{base}/services/data/v{version}"
+        urls = {
+            "enterprise": f"{base}/services/Soap/c/{version}/{org_id}",
+            "partner": f"{base}/services/Soap/u/{version}/{org_id}",
+            "rest": f"{data}/",
+            "sobjects": f"{data}/sobjects/",
+            "search": f"{data}/search/",
+            "query": f"{data}/query/",
+            "recent": f"{data}/recent/",
+            "limits": f"{data}/limits/",
+            "profile": f"{base}/{user_id}",
+        }
+        return 200, {
+            "id": f"{base}/id/{org_id}/{user_id}",
+            "asserted_user": True,
+            "user_id": user_id,
+            "organization_id": org_id,
+            "username": fields.get("Username"),
+            "nick_name": fields.get("CommunityNickname") or fields.get("Alias"),
+            "display_name": fields.get("Name"),
+            "email": fields.get("Email"),
+            "email_verified": True,
+            "first_name": fields.get("FirstName"),
+            "last_name": fields.get("LastName"),
+            "timezone": fields.get("TimeZoneSidKey"),
+            "photos": {
+                "picture": f"{base}/profilephoto/005/F",
+                "thumbnail": f"{base}/profilephoto/005/T",
+            },
+            "addr_street": None,
+            "addr_city": None,
+            "addr_state": None,
+            "addr_country": None,
+            "addr_zip": None,
+            "mobile_phone": None,
+            "mobile_phone_verified": False,
+            "is_lightning_login_user": False,
+            "status": {"created_date": None, "body": None},
+            "urls": urls,
+            "active": bool(fields.get("IsActive", True)),
+            "user_type": "STANDARD",
+            "language": "en_US",
+            "locale": "en_US",
+            "utcOffset": 0,
+            "last_modified_date": fields.get("LastModifiedDate"),
+            "is_app_installed": True,
         }
 
     def user_for(self, request: web.Request) -> str | None:
@@ -191,6 +271,17 @@ def build_app(emulator: Emulator) -> web.Application:
         status, body = emulator.issue_token(form)
         return _json(status, body)
 
+    @routes.get("/id/{org_id}/{user_id}")
+    async def identity(request: web.Request) -> web.Response:
+        emulator.runtime.counters["GET /id"] += 1
+        status, body = emulator.identity(
+            request, request.match_info["org_id"], request.match_info["user_id"]
+        )
+        if isinstance(body, str):
+            # The identity service answers a bad token or id with a bare word, not JSON.
+            return web.Response(status=status, text=body)
+        return _json(status, body)
+
     @routes.get("/services/data")
     @routes.get("/services/data/")
     async def versions(request: web.Request) -> web.Response:
@@ -199,7 +290,7 @@ def build_app(emulator: Emulator) -> web.Application:
             200,
             [
                 {"label": f"v{v}", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
-                for v in range(50, 63)
+                for v in range(int(MIN_VERSION), int(float(LATEST_VERSION)) + 1)
             ],
         )
 
