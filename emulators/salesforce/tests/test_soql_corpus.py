@@ -161,3 +161,36 @@ def _outer_object(text: str) -> str:
         elif depth == 0 and word.upper() == "FROM":
             return words[index + 1]
     raise AssertionError(text)
+
+
+SEARCHES: list[dict[str, Any]] = json.loads(
+    (REFERENCE / "soql-corpus" / "searches.json").read_text()
+)
+
+
+@pytest.fixture(scope="module")
+def searchable(org: TypedSalesforce) -> TypedSalesforce:
+    org.Account.create({"Name": "Acme Widgets", "Industry": "Energy"})
+    org.Contact.create({"FirstName": "Joe", "LastName": "Smith", "Email": "joe@mycompany.example"})
+    org.Contact.create({"FirstName": "Joe", "LastName": "Jones", "Phone": "4155551212"})
+    org.Contact.create({"FirstName": "Dan", "LastName": "Fielding"})
+    return org
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "example", [pytest.param(e, id=f"sosl-{i:02d}") for i, e in enumerate(SEARCHES)]
+)
+def test_reference_search_runs_with_salesforce_result_shape(
+    searchable: TypedSalesforce, example: dict[str, Any]
+) -> None:
+    found = searchable.search(example["search"])
+    assert set(found) >= {"searchRecords"}
+    for record in found["searchRecords"]:
+        assert re.fullmatch(
+            rf"/services/data/v{VERSION}/sobjects/{record['attributes']['type']}/\w{{18}}",
+            record["attributes"]["url"],
+        )
+    if "hits" in example:
+        names = sorted(r.get("LastName") or r.get("Name") for r in found["searchRecords"])
+        assert names == sorted(example["hits"])

@@ -26,7 +26,7 @@ spec: NAME ("(" INNER ")")?
 limit: "LIMIT"i INT
 TERM: /\{(\\.|[^}\\])*\}/
 SCOPE: /all|email|name|phone/i
-INNER: /[^()]+/
+INNER: /([^()]|\([^()]*\))+/
 NAME: /[A-Za-z_][A-Za-z0-9_]*/
 %import common.INT
 %import common.WS
@@ -86,9 +86,7 @@ def search(
             raise SalesforceError("INVALID_TYPE", f"sObject type '{name}' is not supported.")
         planned = soql.plan(_soql(sobject.name, inner), schema)
         fields = _searched_fields(sobject, scope)
-        hits = [
-            r.fields for r in org.live(sobject) if any(matcher(r.fields.get(f)) for f in fields)
-        ]
+        hits = [r.fields for r in org.live(sobject) if matcher([r.fields.get(f) for f in fields])]
         for row in planned.run(hits, resolve):
             results.append(planned.render(row, sobject.name, resolve, version))
     return results[:overall_limit] if overall_limit is not None else results
@@ -123,34 +121,66 @@ def _searched_fields(sobject: SObjectType, scope: str) -> list[str]:
 
 
 def _matcher(term: str) -> Any:
-    """SOSL's term: `OR`-separated alternatives of words and "exact phrases", all of which match.
+    """SOSL's search expression over a record's searched fields.
 
-    A quoted phrase matches its words in that order and next to each other; an unquoted word
-    matches anywhere in the value."""
-    alternatives: list[list[re.Pattern[str]]] = [[]]
-    for token in re.findall(r'"[^"]*"|\S+', term):
-        if token.upper() == "OR":
-            alternatives.append([])
-            continue
-        if token.upper() == "AND":
-            continue
+    Words and "exact phrases" joined by AND, OR, AND NOT and parentheses (juxtaposed terms mean
+    AND). A quoted phrase matches its words in order and next to each other within one field;
+    `*` is a wildcard."""
+    tokens: list[str] = re.findall(r'"[^"]*"|\(|\)|[^\s()]+', term)
+    position = 0
+
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def either() -> Any:
+        parts = [both()]
+        while (peek() or "").upper() == "OR":
+            take()
+            parts.append(both())
+        return lambda text: any(p(text) for p in parts)
+
+    def both() -> Any:
+        parts = [single()]
+        while peek() is not None and peek() != ")" and (peek() or "").upper() != "OR":
+            negate = False
+            if (peek() or "").upper() == "AND":
+                take()
+                if (peek() or "").upper() == "NOT":
+                    take()
+                    negate = True
+            part = single()
+            parts.append((lambda p: lambda text: not p(text))(part) if negate else part)
+        return lambda text: all(p(text) for p in parts)
+
+    def single() -> Any:
+        token = take() if peek() is not None else ""
+        if token == "(":
+            inner = either()
+            if peek() == ")":
+                take()
+            return inner
         words = [w for w in re.split(r"\s+", token.strip('"')) if w]
         if not words:
-            continue
-        alternatives[-1].append(
-            re.compile(
-                # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
-                "(?<![\\w.-])"
-                + r"\s+".join(".*?".join(re.escape(p) for p in w.split("*")) for w in words)
-                + "(?![\\w.@-])",
-                re.IGNORECASE,
-            )
+            return lambda text: True
+        pattern = re.compile(
+            # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
+            "(?<![\\w.-])"
+            + r"[ \t]+".join(".*?".join(re.escape(p) for p in w.split("*")) for w in words)
+            + "(?![\\w.@-])",
+            re.IGNORECASE,
         )
-    alternatives = [a for a in alternatives if a]
+        return lambda text: pattern.search(text) is not None
 
-    def matches(value: Any) -> bool:
-        if not isinstance(value, str):
-            return False
-        return any(all(p.search(value) for p in patterns) for patterns in alternatives)
+    expression = either()
+
+    def matches(values: list[Any]) -> bool:
+        # One text per record; a line per field, so a phrase never spans two fields.
+        text = "\n".join(v for v in values if isinstance(v, str))
+        return bool(text) and bool(expression(text))
 
     return matches
