@@ -261,3 +261,14 @@ def test_sosl_quoted_phrase_is_an_exact_phrase(sf: TypedSalesforce) -> None:
     assert len(words["searchRecords"]) == 2
     either = sf.search('FIND {"head of" OR jones} IN ALL FIELDS RETURNING Contact(Id)')
     assert len(either["searchRecords"]) == 2
+
+
+def test_sosl_escaped_characters_are_literal_and_operators_group(sf: TypedSalesforce) -> None:
+    star = sf.Contact.create({"LastName": "Widget* (UK)"})["id"]
+    plain = sf.Contact.create({"LastName": "Widgets"})["id"]
+    escaped = sf.search(r"FIND {Widget\* \(UK\)} IN NAME FIELDS RETURNING Contact(Id)")
+    assert [r["Id"] for r in escaped["searchRecords"]] == [star]
+    wildcard = sf.search("FIND {Widget*} IN NAME FIELDS RETURNING Contact(Id)")
+    assert {r["Id"] for r in wildcard["searchRecords"]} == {star, plain}
+    grouped = sf.search("FIND {Widgets AND NOT (UK OR US)} IN NAME FIELDS RETURNING Contact(Id)")
+    assert [r["Id"] for r in grouped["searchRecords"]] == [plain]

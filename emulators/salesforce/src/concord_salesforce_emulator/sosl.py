@@ -61,7 +61,8 @@ def search(
     overall_limit: int | None = None
     for child in tree.children:
         if isinstance(child, Token) and child.type == "TERM":
-            term = child[1:-1].replace("\\", "").strip()
+            # Escapes stay until the term is parsed: `\(` or `\"` is a character, not syntax.
+            term = child[1:-1].strip()
         elif not isinstance(child, Tree):
             continue
         elif child.data == "scope":
@@ -74,7 +75,7 @@ def search(
                 specs.append((name, inner))
         elif child.data == "limit":
             overall_limit = int(str(child.children[0]))
-    if len(term.replace("*", "").replace('"', "").strip()) < 2:
+    if len(re.sub(r'[*"\\]', "", term).strip()) < 2:
         raise _malformed("search term must be longer than one character")
     if not specs:
         specs = [(name, None) for name in _DEFAULT_TYPES]
@@ -126,7 +127,7 @@ def _matcher(term: str) -> Any:
     Words and "exact phrases" joined by AND, OR, AND NOT and parentheses (juxtaposed terms mean
     AND). A quoted phrase matches its words in order and next to each other within one field;
     `*` is a wildcard."""
-    tokens: list[str] = re.findall(r'"[^"]*"|\(|\)|[^\s()]+', term)
+    tokens: list[str] = re.findall(r'"(?:\\.|[^"\\])*"|\(|\)|(?:\\.|[^\s()\\])+', term)
     position = 0
 
     def peek() -> str | None:
@@ -164,14 +165,13 @@ def _matcher(term: str) -> Any:
             if peek() == ")":
                 take()
             return inner
-        words = [w for w in re.split(r"\s+", token.strip('"')) if w]
+        phrase = token[1:-1] if len(token) > 1 and token.startswith('"') else token
+        words = [w for w in re.split(r"(?<!\\)\s+", phrase) if w]
         if not words:
             return lambda text: True
         pattern = re.compile(
             # `@` separates tokens (an email's domain is a word), `.` and `-` do not.
-            "(?<![\\w.-])"
-            + r"[ \t]+".join(".*?".join(re.escape(p) for p in w.split("*")) for w in words)
-            + "(?![\\w.@-])",
+            "(?<![\\w.-])" + r"[ \t]+".join(_word(w) for w in words) + "(?![\\w.@-])",
             re.IGNORECASE,
         )
         return lambda text: pattern.search(text) is not None
@@ -184,3 +184,18 @@ def _matcher(term: str) -> Any:
         return bool(text) and bool(expression(text))
 
     return matches
+
+
+def _word(word: str) -> str:
+    """One search word as a regex: `*` any characters, `?` one, `\\x` the character x."""
+    out = ""
+    index = 0
+    while index < len(word):
+        char = word[index]
+        if char == "\\" and index + 1 < len(word):
+            out += re.escape(word[index + 1])
+            index += 2
+            continue
+        out += ".*?" if char == "*" else "." if char == "?" else re.escape(char)
+        index += 1
+    return out
