@@ -524,3 +524,19 @@ async def test_only_the_configured_ca_bundle_is_trusted(
     finally:
         untrusting.close()
         trusting.close()
+
+
+async def test_search_term_with_sosl_reserved_characters_matches_literally(org: Org) -> None:
+    # The emulator once dropped every backslash of a search term, so an escaped `*` searched as
+    # a wildcard and escaping was never exercised; it now parses SOSL as Salesforce does. A
+    # user's `*` must reach it escaped and match only the literal name.
+    salesforce = org.emulator.emulator
+    contact = salesforce.org.schema.get("Contact")
+    assert contact is not None
+    hit = salesforce.org.create(contact, {"LastName": "Widget* (UK)"}, salesforce.admin_user_id).id
+    salesforce.org.create(contact, {"LastName": "Widgets UK"}, salesforce.admin_user_id)
+    target = pb.SearchTarget(sobject_type="Contact", fields=["LastName"], limit=5)
+    found = await org.stub.Search(
+        pb.SearchRequest(org="orgs/demo", terms=["Widget* (UK)"], targets=[target])
+    )
+    assert [r.id for r in found.records] == [hit]
