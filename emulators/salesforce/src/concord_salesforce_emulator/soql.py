@@ -582,6 +582,8 @@ class PlannedQuery:
                 ),
             )
         self.sobject: SObjectType = found
+        self._resolved: dict[tuple[str, ...], _Column] = {}
+        self._functions: dict[tuple[Function, bool], _Column] = {}
         self.items: list[SelectItem] = []
         self.columns: list[_Column] = []
         self.children: dict[int, _Child] = {}
@@ -650,6 +652,13 @@ class PlannedQuery:
                     self.items.append(FieldItem((described["name"],)))
 
     def _resolve(self, path: tuple[str, ...]) -> _Column:
+        # Evaluation resolves the same paths for every row: resolve each once.
+        column = self._resolved.get(path)
+        if column is None:
+            column = self._resolved[path] = self._resolve_path(path)
+        return column
+
+    def _resolve_path(self, path: tuple[str, ...]) -> _Column:
         own = {self.sobject.name.lower(), (self.query.alias or "").lower()}
         if len(path) > 1 and path[0].lower() in own and not self.sobject.relationship(path[0]):
             # `SELECT Contact.LastName FROM Contact`: the object's own name may lead a path.
@@ -815,7 +824,11 @@ class PlannedQuery:
 
     def _operand_column(self, operand: Operand, aggregates: bool) -> _Column:
         if isinstance(operand, Function):
-            return self._check_function(operand, aggregates)
+            key = (operand, aggregates)
+            column = self._functions.get(key)
+            if column is None:
+                column = self._functions[key] = self._check_function(operand, aggregates)
+            return column
         return self._resolve(operand)
 
     def _check_grouping(self) -> None:
