@@ -65,6 +65,7 @@ def _contact(n: int, **fields: Any) -> dict[str, Any]:
         "SELECT Id, Id FROM Contact",
         # Grouped queries select only what is grouped or aggregated.
         "SELECT LastName, COUNT(Id) FROM Contact",
+        "SELECT MAX(CreatedDate) FROM Contact LIMIT 1",
         "SELECT FIELDS(ALL) FROM Contact",
         "SELECT Id FROM Contact WHERE CreatedDate = LAST_N_FORTNIGHTS:2",
     ],

@@ -610,6 +610,13 @@ class PlannedQuery:
         )
         if self.is_aggregate and not query.count_only:
             self._check_grouping()
+            if not query.group and query.limit is not None:
+                # The reference: LIMIT with an aggregate function needs a GROUP BY.
+                raise malformed_query(
+                    _caret(
+                        text, "LIMIT", "LIMIT is not allowed on an aggregate query without GROUP BY"
+                    )
+                )
         if query.where is not None:
             self._check(query.where, aggregates=False)
         if query.having is not None:
