@@ -113,3 +113,27 @@ def test_objects_salesforce_does_not_let_a_client_create_are_refused(sf: TypedSa
         "INVALID_TYPE",
         "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY",
     )
+
+
+@pytest.mark.parametrize(
+    "sobject",
+    [
+        "Note",
+        "Product2",
+        "Pricebook2",
+        "PricebookEntry",
+        "OpportunityLineItem",
+        "BusinessHours",
+        "CronTrigger",
+        "CronJobDetail",
+        "LoginHistory",
+        "RecordType",
+    ],
+)
+def test_standard_objects_beyond_the_recording_are_served(
+    sf: TypedSalesforce, sobject: str
+) -> None:
+    described: dict[str, Any] = sf.__getattr__(sobject).describe() or {}
+    assert described["name"] == sobject
+    assert described["keyPrefix"]
+    assert sf.query(f"SELECT Id, CreatedDate FROM {sobject}")["done"] is True
