@@ -362,3 +362,26 @@ def test_the_orgs_admin_sees_its_health_with_the_api_budget(stack: RunningStack)
     assert int(health["budget"]["limit"]) > 0
     denied = stack.concord("health")  # a user, not the org's admin
     assert denied.returncode == 4, denied.stderr
+
+
+def test_a_second_make_up_over_the_same_var_syncs_with_this_runs_addresses(
+    tmp_path: Path,
+) -> None:
+    """With --free-ports the emulators listen elsewhere on every run: the org's connection and
+    the mailbox's account must follow, or every session of the second run fails."""
+    with OtlpReceiver() as receiver:
+        first = start_stack(tmp_path, receiver)
+        try:
+            assert first.concord("sync", "demo", "--wait").returncode == 0
+            first_emulators = {name: e["url"] for name, e in first.info["emulators"].items()}
+        finally:
+            stop_stack(first)
+        second = start_stack(tmp_path, receiver)
+        try:
+            second_emulators = {name: e["url"] for name, e in second.info["emulators"].items()}
+            assert second_emulators != first_emulators, "the ports did not change; no test"
+            result = second.concord("--json", "sync", "demo", "--wait")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert _session(result)["state"].endswith("COMPLETED")
+        finally:
+            stop_stack(second)

@@ -74,8 +74,7 @@ def up(args: argparse.Namespace) -> int:
         user_token = mint(key, subject=DEMO_USER, org=DEMO_ORG, role="user")
         admin_token = mint(key, subject="demo-admin", org=DEMO_ORG, role="admin")
         register_demo(
-            layout.address("gateway"),
-            layout.address("crm-connector"),
+            {name: layout.address(name) for name in ("gateway", "crm-connector", "mail-connector")},
             admin_token,
             {name: spec.info for name, spec in specs.items()},
             shared_identity_key(var_dir),

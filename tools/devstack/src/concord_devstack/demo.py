@@ -1,23 +1,26 @@
 """The demo: the org's Salesforce connection and the demo mailbox, registered as an admin would.
 
-Both are idempotent, so a second `make up` over the same var/ finds them in place. Without the
-emulators (a checkout that has none installed) the mailbox is registered without an account
-and syncs nothing.
+Both are idempotent, so a second `make up` over the same var/ finds them in place — with the
+addresses of this run: with `--free-ports` the emulators listen elsewhere each time, so each
+write's request id is derived from what it writes (the same content replays, new content
+applies) and an existing mailbox gets this run's account. Without the emulators (a checkout
+that has none installed) the mailbox is registered without an account and syncs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import message, struct_pb2
 
 from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_grpc
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-from concord.mail.v1 import mail_connector_service_pb2
+from concord.mail.v1 import mail_connector_service_pb2, mail_connector_service_pb2_grpc
 from concord_devstack.tokens import DEMO_ADDRESS, DEMO_MAILBOX, DEMO_ORG, DEMO_USER
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 
@@ -25,30 +28,35 @@ from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, actin
 DEMO_CRM_USER = "005000000000001AAA"
 
 
+def content_request_id(kind: str, written: message.Message) -> str:
+    """A request id that names what is written: a retry of the same write replays, while a write
+    of other content (this run's emulator addresses) is a new request and applies."""
+    digest = hashlib.sha256(written.SerializeToString(deterministic=True)).hexdigest()[:24]
+    return f"devstack-{kind}-{digest}"
+
+
 def register_demo(
-    gateway_address: str,
-    crm_connector_address: str,
+    addresses: dict[str, str],
     admin_token: str,
     emulators: dict[str, dict[str, Any]],
     identity_key: str,
 ) -> None:
-    asyncio.run(
-        _register_demo(gateway_address, crm_connector_address, admin_token, emulators, identity_key)
-    )
+    """`addresses` holds the gateway's, crm-connector's and mail-connector's."""
+    asyncio.run(_register_demo(addresses, admin_token, emulators, identity_key))
 
 
 async def _register_demo(
-    gateway_address: str,
-    crm_connector_address: str,
+    addresses: dict[str, str],
     admin_token: str,
     emulators: dict[str, dict[str, Any]],
     identity_key: str,
 ) -> None:
     crm_user_id = DEMO_CRM_USER
+    signer = IdentitySigner(identity_key)
     if "salesforce" in emulators:
         with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
             crm_user_id = await _connect_org(
-                crm_connector_address, emulators["salesforce"], IdentitySigner(identity_key)
+                addresses["crm-connector"], emulators["salesforce"], signer
             )
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
@@ -59,11 +67,11 @@ async def _register_demo(
             address=DEMO_ADDRESS,
             provider=resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS,
         ),
-        request_id=f"devstack-register-{DEMO_MAILBOX}",
     )
     if "exchange" in emulators:
         request.account.CopyFrom(_exchange_account(emulators["exchange"]))
-    async with grpc.aio.insecure_channel(gateway_address) as channel:
+    request.request_id = content_request_id("register", request)
+    async with grpc.aio.insecure_channel(addresses["gateway"]) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         try:
             await stub.RegisterMailbox(
@@ -72,6 +80,28 @@ async def _register_demo(
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise RuntimeError(f"registering the demo mailbox failed: {err.details()}") from err
+            if request.HasField("account"):
+                with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
+                    await _replace_account(addresses["mail-connector"], request.account, signer)
+
+
+async def _replace_account(
+    address: str, account: mail_connector_service_pb2.MailboxAccount, signer: IdentitySigner
+) -> None:
+    """The mailbox registered by an earlier run keeps its links and cursors; only how it is
+    reached changes (the emulator's address differs from run to run with `--free-ports`)."""
+    replaced = mail_connector_service_pb2.MailboxAccount()
+    replaced.CopyFrom(account)
+    replaced.name = f"mailboxes/{DEMO_MAILBOX}/account"
+    upsert = mail_connector_service_pb2.UpsertMailboxAccountRequest(account=replaced)
+    upsert.request_id = content_request_id("account", upsert)
+    async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
+        stub = mail_connector_service_pb2_grpc.MailConnectorServiceStub(channel)
+        try:
+            await stub.UpsertMailboxAccount(upsert, timeout=20)
+        except grpc.aio.AioRpcError as err:
+            reason = err.details()
+            raise RuntimeError(f"updating the demo mailbox's account failed: {reason}") from err
 
 
 def _exchange_account(info: dict[str, Any]) -> mail_connector_service_pb2.MailboxAccount:
@@ -107,13 +137,10 @@ async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigne
     )
     async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
         stub = crm_connector_service_pb2_grpc.CrmConnectorServiceStub(channel)
+        upsert = crm_connector_service_pb2.UpsertOrgConnectionRequest(connection=connection)
+        upsert.request_id = content_request_id("connect", upsert)
         try:
-            await stub.UpsertOrgConnection(
-                crm_connector_service_pb2.UpsertOrgConnectionRequest(
-                    connection=connection, request_id=f"devstack-connect-{DEMO_ORG}"
-                ),
-                timeout=30,
-            )
+            await stub.UpsertOrgConnection(upsert, timeout=30)
             found = await stub.QueryRecords(
                 crm_connector_service_pb2.QueryRecordsRequest(
                     org=f"orgs/{DEMO_ORG}",
