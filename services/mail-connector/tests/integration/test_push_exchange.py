@@ -78,6 +78,8 @@ class Hints:
 
     messages: list[Msg] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # The hints sent once the watch's first subscription was in place, set aside by the rig.
+    catch_up: list[events_pb2.MailChanged] = field(default_factory=list)
 
     async def add(self, msg: Msg) -> None:
         self.messages.append(msg)
@@ -147,6 +149,11 @@ class Rig:
         account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
         await self.supervisor.rescan()
         await self.wait_mode(mailbox, mode)
+        if mode != PushMode.DEGRADED:
+            await hints.wait_count(1)
+            await hints.settle(WINDOW * 2)
+            hints.catch_up = hints.parsed()
+            hints.messages.clear()
         return mailbox, account, hints
 
     @contextlib.asynccontextmanager
@@ -277,6 +284,12 @@ async def test_a_created_updated_deleted_item_each_give_one_hint_without_content
     assert len({msg.headers["Nats-Msg-Id"] for msg in hints.messages if msg.headers}) == 3
 
 
+async def test_a_new_watch_sends_one_catch_up_hint_once_subscribed(rig: Rig) -> None:
+    # Whatever changed between the mailbox's last session and the subscription reached no one.
+    _, _, hints = await rig.mailbox()
+    assert [(m.hint, m.kind) for m in hints.catch_up] == [("subscribed", r.OBJECT_KIND_UNSPECIFIED)]
+
+
 async def test_a_mailbox_reached_by_impersonation_is_watched_too(rig: Rig) -> None:
     mailbox, account, hints = await rig.mailbox(impersonated=True)
     await _blocking(_meeting(account).save)
@@ -397,6 +410,11 @@ async def test_watch_follows_added_changed_and_removed_accounts(rig: Rig) -> Non
     assert first.create_time is not None
     assert again.create_time is not None
     assert again.create_time > first.create_time
+    # The new watch's subscription is a new start: one catch-up hint.
+    await hints.wait_count(1)
+    await hints.settle(WINDOW * 2)
+    assert [m.hint for m in hints.parsed()] == ["subscribed"]
+    hints.messages.clear()
 
     await rig.store.delete(mailbox, None)
     await rig.supervisor.rescan()

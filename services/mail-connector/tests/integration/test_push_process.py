@@ -100,6 +100,10 @@ async def test_the_service_publishes_hints_for_an_account_registered_while_it_ru
                 if listed.subscriptions:
                     break
                 await asyncio.sleep(0.2)
+        # What changed before the watch held its subscription: one catch-up hint for any kind.
+        async with asyncio.timeout(15):
+            caught_up = events_pb2.MailChanged.FromString((await hints.get()).data)
+        assert (caught_up.hint, caught_up.kind) == ("subscribed", r.OBJECT_KIND_UNSPECIFIED)
 
     config = Configuration(
         service_endpoint=emulator.endpoint,

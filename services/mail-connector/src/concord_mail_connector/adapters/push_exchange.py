@@ -290,9 +290,9 @@ class _MailboxWatch:
             # A degraded watch stays degraded (and polled) until the new subscription has
             # proved itself: a stream that dies at once must not flap the state.
             self._report(WatchState(mode, frozenset(self.folders.kinds.values()), self.created))
-        if self.subscribed_once:
-            # Changes made while no subscription was held reached no one: one catch-up hint.
-            self.sink.changed(frozenset(), "resubscribed")
+        # Changes made while no subscription was held reached no one — before the first one too
+        # (between the mailbox's last session and now): one catch-up hint.
+        self.sink.changed(frozenset(), "resubscribed" if self.subscribed_once else "subscribed")
         self.subscribed_once = True
 
     def _healthy(self, mode: PushMode, expire_time: datetime) -> None:

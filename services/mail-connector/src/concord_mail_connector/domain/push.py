@@ -73,7 +73,12 @@ class ChangeFeed(Protocol):
     """One mail system's notifications for one mailbox."""
 
     async def watch(self, access: MailboxAccess, sink: PushSink) -> None:
-        """Runs until cancelled: subscribes, re-subscribes after loss, reports to `sink`."""
+        """Runs until cancelled: subscribes, re-subscribes after loss, reports to `sink`.
+
+        Once each provider subscription is in place — the first one included — the feed sends
+        one catch-up hint (`sink.changed` with no kinds): what changed before it was held
+        reached no one.
+        """
 
 
 @dataclass(frozen=True)
