@@ -237,7 +237,44 @@ async def test_a_retryable_error_carries_retry_info() -> None:
     failure = from_rpc_error(err)
     assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert failure.retry_after == 30
-    assert ("grpc-retry-pushback-ms", "30000") in tuple(err.trailing_metadata())
+
+
+async def test_a_long_retry_after_reaches_a_retrying_caller_at_once_not_at_its_deadline() -> None:
+    attempts = 0
+
+    async def sync(request: StringValue, context: object) -> StringValue:
+        nonlocal attempts
+        attempts += 1
+        raise ResourceExhausted("Salesforce API budget spent", retry_after=300)
+
+    async with running({"Sync": sync}) as service:
+        started = time.monotonic()
+        err = await call_error(service.address, "Sync", retry=True)
+        waited = time.monotonic() - started
+    failure = from_rpc_error(err)
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED, failure
+    assert failure.retry_after == 300
+    assert attempts == 1
+    assert waited < 5, f"the channel waited {waited:.1f} s of the caller's 10 s deadline"
+
+
+async def test_a_short_retry_after_is_waited_out_by_the_retrying_channel() -> None:
+    attempts = 0
+
+    async def sync(request: StringValue, context: object) -> StringValue:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ResourceExhausted("busy", retry_after=0.3)
+        return StringValue(value="done")
+
+    async with running({"Sync": sync}) as service:
+        started = time.monotonic()
+        assert await call(service.address, "Sync", retry=True) == "done"
+        waited = time.monotonic() - started
+    assert attempts == 2
+    # The server's pushback, not the channel's 0.1 s initial back-off.
+    assert waited >= 0.3
 
 
 async def test_a_precondition_failure_is_detailed() -> None:

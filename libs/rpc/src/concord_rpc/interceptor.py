@@ -183,8 +183,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         grpc_status = rpc_status.to_status(status)
         trailers = tuple(grpc_status.trailing_metadata)
         if retry_after is not None:
-            # The channel's retry policy reads pushback, not RetryInfo; without it a retrying
-            # client would come back after 0.1 s however long the server asked it to wait.
-            trailers += (("grpc-retry-pushback-ms", str(int(retry_after * 1000))),)
+            trailers += (("grpc-retry-pushback-ms", _pushback(retry_after)),)
         await context.abort(grpc_status.code, grpc_status.details, trailing_metadata=trailers)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+# The longest a retrying channel may wait on its own before resending. A caller's deadline is
+# seconds; gRPC waits out any pushback even past the deadline, so a 10 s or 300 s retry-after
+# (a throttled mailbox, a spent Salesforce allocation) would stall the caller into
+# DEADLINE_EXCEEDED and lose the reason. Longer waits are the caller's to schedule: RetryInfo
+# carries them.
+CHANNEL_RETRY_MAX_WAIT_SECONDS = 1.0
+
+
+def _pushback(retry_after: float) -> str:
+    """The channel's retry policy reads pushback, not RetryInfo: a short wait is honoured there
+    (without pushback a retrying client would come back after 0.1 s), a long one is "do not
+    retry" (a negative value, gRFC A6), so the caller gets the error and its RetryInfo at once."""
+    if retry_after > CHANNEL_RETRY_MAX_WAIT_SECONDS:
+        return "-1"
+    return str(int(retry_after * 1000))
