@@ -128,6 +128,29 @@ async def test_a_peer_failure_is_recorded_as_failed_with_its_reason(
     assert events.kinds == ["started", "failed"]
 
 
+async def test_a_throttled_peer_fails_the_session_at_once_saying_when_to_retry(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    engine: MemoryEngine,
+) -> None:
+    engine.crm.broken = PeerError(
+        "crm-connector",
+        "QueryRecords",
+        "RESOURCE_EXHAUSTED",
+        "the org's daily API allocation is spent",
+        "API_LIMIT_EXCEEDED",
+        retry_after=300,
+    )
+    session_id = await _requested(store, queue)
+    await execute_session(session_id, store=store, events=events, engine=engine, deadline_seconds=5)
+    stored = store.sessions[session_id]
+    assert stored.state is SessionState.FAILED
+    assert stored.failure_code == "API_LIMIT_EXCEEDED"
+    assert stored.failure_reason.startswith("crm-connector resource exhausted (QueryRecords)")
+    assert stored.failure_reason.endswith("; retry after 300 s")
+
+
 async def test_a_session_past_its_deadline_fails(
     store: MemoryStore,
     queue: RecordingQueue,

@@ -49,7 +49,14 @@ async def _call(peer: str, method: str, call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as error:
         failure = from_rpc_error(error)
-        raise PeerError(peer, method, failure.code.name, failure.message, failure.reason) from error
+        raise PeerError(
+            peer,
+            method,
+            failure.code.name,
+            failure.message,
+            failure.reason,
+            failure.retry_after,
+        ) from error
 
 
 class GrpcMailSide:

@@ -134,12 +134,22 @@ class PeerError(Exception):
         {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
     )
 
-    def __init__(self, peer: str, method: str, code: str, message: str, reason: str = "") -> None:
+    def __init__(
+        self,
+        peer: str,
+        method: str,
+        code: str,
+        message: str,
+        reason: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         self.peer = peer
         self.method = method
         self.code = code
         self.message = message
         self.reason = reason
+        # How long the peer (or the mail server or Salesforce behind it) asked us to wait.
+        self.retry_after = retry_after
         super().__init__(self.describe())
 
     @property
@@ -150,7 +160,11 @@ class PeerError(Exception):
         """E.g. `mail-connector unavailable (ListChanges): connection refused`."""
         status = self.code.lower().replace("_", " ")
         text = self.message if len(self.message) <= 300 else self.message[:297] + "..."
-        return f"{self.peer} {status} ({self.method})" + (f": {text}" if text else "")
+        described = f"{self.peer} {status} ({self.method})" + (f": {text}" if text else "")
+        if self.retry_after is not None:
+            # A throttled mailbox or a spent API allocation: when trying again can help.
+            described += f"; retry after {self.retry_after:g} s"
+        return described
 
 
 class SessionFailure(Exception):
