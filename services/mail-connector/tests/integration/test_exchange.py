@@ -747,3 +747,43 @@ async def test_a_batch_of_writes_costs_one_request_per_operation(ews: Ews) -> No
     ews.emulator.admin("DELETE", "calls")
     await ews.apply(mailbox, *(update(c.ref, meeting("moved"), "subject") for c in created))
     assert ews.emulator.admin("GET", "calls") == {"UpdateItem": 1}
+
+
+async def test_an_item_exchangelib_cannot_parse_is_quarantined_and_its_page_goes_on(
+    ews: Ews,
+) -> None:
+    # An all-day item in a zone no table knows (written by some other client) breaks
+    # exchangelib's parsing of the whole SyncFolderItems page it is on.
+    from lxml import etree
+
+    from concord_exchange_emulator import items as emulated
+    from concord_exchange_emulator.store import new_id
+    from concord_exchange_emulator.xmlns import T, sub, t
+
+    address, _ = ews.new_user()
+    mailbox = await ews.register(address)
+    [before] = await ews.apply(mailbox, create("before", meeting("before the poison")))
+    node = etree.Element(t("CalendarItem"), nsmap={"t": T})
+    sub(node, t("Subject"), "All day on Mars")
+    sub(node, t("Start"), "2030-03-18T00:00:00Z")
+    sub(node, t("End"), "2030-03-19T00:00:00Z")
+    sub(node, t("IsAllDayEvent"), "true")
+    sub(node, t("StartTimeZone"), Id="Mars Standard Time")
+    sub(node, t("EndTimeZone"), Id="Mars Standard Time")
+    item, _ = emulated.prepare_new(node, owner=address, owner_name=address)
+    store = ews.emulator.store
+    calendar = store.distinguished_folder(address, "calendar")
+    assert calendar is not None
+    poison_id = new_id("AAMkI")
+    store.insert_item(poison_id, address, calendar.id, etree.tostring(item))
+    [after] = await ews.apply(mailbox, create("after", meeting("after the poison")))
+
+    page = await ews.changes(mailbox)
+    good = {c.ref.native_id for c in page.changes if not c.HasField("problem")}
+    assert good == {before.ref.native_id, after.ref.native_id}
+    [bad] = [c for c in page.changes if c.HasField("problem")]
+    assert bad.ref.native_id == poison_id
+    assert bad.problem.reason in ("UNKNOWN_TIME_ZONE", "CONVERSION_FAILED")
+    # The cursor went past it: the next listing is quiet, the mailbox is not blocked.
+    again = await ews.changes(mailbox, page.next_cursor.token)
+    assert list(again.changes) == []

@@ -39,6 +39,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorNonExistentMailbox,
     ErrorServerBusy,
     ErrorTimeoutExpired,
+    EWSError,
     ResponseMessageError,
     TransportError,
     UnauthorizedError,
@@ -676,26 +677,36 @@ def _sync(
 ) -> tuple[list[tuple[str, Any]], str, bool] | None:
     """One SyncFolderItems call: (changes, new state, complete), or None when the state is no
     longer valid."""
-    svc = SyncFolderItems(account=account)
     # Everything but MIME, which would multiply what every sync of a mail folder transfers; it
     # is fetched per page, and only when content was asked for.
-    fields = {
-        FieldPath(field=f)
-        for f in folder.allowed_item_fields(account.version)
-        if f.name not in _NOT_LISTED
-    }
-    try:
-        listed = list(
-            svc.call(
-                folder=folder,
-                shape="IdOnly",
-                additional_fields=fields,
-                sync_state=state or None,
-                ignore=None,
-                max_changes_returned=budget,
-                sync_scope=None,
-            )
+    listed_fields = [
+        f for f in folder.allowed_item_fields(account.version) if f.name not in _NOT_LISTED
+    ]
+
+    def listing(fields: set[Any]) -> tuple[list[Any], SyncFolderItems]:
+        svc = SyncFolderItems(account=account)
+        found = svc.call(
+            folder=folder,
+            shape="IdOnly",
+            additional_fields=fields,
+            sync_state=state or None,
+            ignore=None,
+            max_changes_returned=budget,
+            sync_scope=None,
         )
+        return list(found), svc
+
+    try:
+        try:
+            listed, svc = listing({FieldPath(field=f) for f in listed_fields})
+        except Exception as exc:
+            if _from_server(exc):
+                raise
+            # exchangelib could not parse one of the page's items (e.g. an all-day item in a
+            # zone no table knows) and so lost the whole page. The same SyncState lists the
+            # same changes again: by id alone, which always parses, then read item by item.
+            listed, svc = listing(set())
+            listed = _read_listed(account, folder, [f.name for f in listed_fields], listed)
     except ErrorInvalidSyncStateData:
         return None
     for entry in listed:
@@ -705,6 +716,54 @@ def _sync(
         if isinstance(entry, Exception):
             raise entry
     return listed, svc.sync_state or state or "", bool(svc.includes_last_item_in_range)
+
+
+@dataclass(frozen=True)
+class _Unparsed:
+    """A listed item exchangelib could not parse: quarantined by its id, never guessed at."""
+
+    id: str
+    changekey: str
+    error: str  # the exception's class name, never the item's content
+
+
+def _from_server(exc: Exception) -> bool:
+    """An error the server or the network answered, as opposed to one parsing an answer."""
+    return isinstance(exc, (EWSError, OSError))
+
+
+def _read_listed(
+    account: Account, folder: Any, fields: list[str], listed: list[tuple[str, Any]]
+) -> list[tuple[str, Any]]:
+    """The items of an id-only listing, read in one GetItem batch, or — when that batch does
+    not parse either — one by one, so only the unparseable ones are set aside."""
+    wanted = [item for change, item in listed if change in ("create", "update")]
+    try:
+        got = list(account.fetch(ids=wanted, folder=folder, only_fields=fields))
+    except Exception as exc:
+        if _from_server(exc):
+            raise
+        got = [_read_one(account, folder, fields, item) for item in wanted]
+    read = {id(item): found for item, found in zip(wanted, got, strict=True)}
+    out: list[tuple[str, Any]] = []
+    for change, item in listed:
+        found = read.get(id(item), item)
+        if isinstance(found, ErrorItemNotFound):
+            continue  # deleted since the listing: the next one says so
+        if isinstance(found, Exception):
+            raise found
+        out.append((change, found))
+    return out
+
+
+def _read_one(account: Account, folder: Any, fields: list[str], item: Any) -> Any:
+    try:
+        [found] = list(account.fetch(ids=[item], folder=folder, only_fields=fields))
+    except Exception as exc:
+        if _from_server(exc):
+            raise
+        return _Unparsed(item.id or "", item.changekey or "", type(exc).__name__)
+    return found
 
 
 def _decode_states(token: str, sources: Sequence[Source]) -> dict[str, str] | None:
@@ -909,6 +968,15 @@ def _change(
     if change == "read_flag_change":
         # A read flag is not part of any mirrored field.
         return None
+    if isinstance(item, _Unparsed):
+        ref = r.ItemRef(
+            kind=kind_enum, native_id=item.id, version=item.changekey, collection=collection
+        )
+        problem = r.ItemProblem(
+            reason="CONVERSION_FAILED",
+            message=f"the server's item could not be read ({item.error})",
+        )
+        return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref, problem=problem)
     if source.category is not None and source.category not in (item.categories or ()):
         return None
     converted = _convert(item, kind_enum, collection, source.name)
