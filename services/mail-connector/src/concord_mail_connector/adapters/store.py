@@ -61,6 +61,8 @@ class SqlAccountStore:
                 "etag": uuid.uuid4().hex,
                 "request_id": change.request_id or None,
             }
+            if change.org_id and (row is None or row.org_id is None):
+                values["org_id"] = change.org_id
             if change.secret is not None:
                 values["secret_ciphertext"] = self._cipher.seal(change.secret)
                 values["secret_update_time"] = now
@@ -124,4 +126,5 @@ def _account(row: Row[Any]) -> MailboxAccount:
         secret_update_time=row.secret_update_time,
         update_time=row.update_time,
         etag=row.etag,
+        org_id=row.org_id or "",
     )

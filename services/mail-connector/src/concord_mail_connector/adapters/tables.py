@@ -22,6 +22,9 @@ mailbox_accounts = Table(
     Column("etag", String(64), nullable=False),
     # The request id of the last applied upsert, so its retry changes nothing.
     Column("request_id", String(128), nullable=True),
+    # The org of the caller that registered the account; null for accounts stored before
+    # callers were vouched for, until one writes them.
+    Column("org_id", String(63), nullable=True),
 )
 
 sync_cursors = Table(

@@ -66,6 +66,8 @@ class MailboxAccount:
     secret_update_time: datetime | None
     update_time: datetime
     etag: str
+    # The org the account belongs to; empty when no vouched caller has written it yet.
+    org_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class AccountUpdate:
     expected_etag: str | None = None
     # A retry with the request id of the last applied update returns that result unchanged.
     request_id: str | None = None
+    # The writing caller's org: recorded when the account has none; never changes one.
+    org_id: str | None = None
 
 
 @dataclass(frozen=True)

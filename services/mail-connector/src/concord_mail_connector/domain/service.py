@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from concord.common.v1 import resources_pb2
@@ -24,6 +25,7 @@ from concord_mail_connector.domain.provider import (
     Write,
     WriteResult,
 )
+from concord_rpc.identity import current_identity, require_org
 
 __all__ = ["AccountStore", "MailConnector", "ProviderAdapter"]
 
@@ -53,15 +55,22 @@ class MailConnector:
         self._providers = providers
 
     async def upsert_account(self, update: AccountUpdate) -> MailboxAccount:
-        return await self._store.upsert(update)
+        existing = await self._store.get(update.mailbox)
+        if existing is not None:
+            _owned(existing)
+        caller = current_identity()
+        return await self._store.upsert(
+            replace(update, org_id=caller.org) if caller is not None else update
+        )
 
     async def get_account(self, mailbox: str) -> MailboxAccount:
         account = await self._store.get(mailbox)
         if account is None:
             raise AccountNotFound(mailbox)
-        return account
+        return _owned(account)
 
     async def delete_account(self, mailbox: str, etag: str | None) -> None:
+        await self.get_account(mailbox)
         await self._store.delete(mailbox, etag)
 
     async def list_changes(
@@ -110,9 +119,18 @@ class MailConnector:
         return await provider.list_collections(access, kind, deadline)
 
     async def _open(self, account: MailboxAccount) -> tuple[MailProvider, MailboxAccess]:
+        _owned(account)
         provider = self._providers.get(account.provider)
         if provider is None:
             raise ProviderNotImplemented(
                 account.provider.label, account.provider.value, account.provider.issue
             )
         return provider, MailboxAccess(account, await self._store.secret(account.mailbox))
+
+
+def _owned(account: MailboxAccount) -> MailboxAccount:
+    """The account, if the vouched caller acts for its org (CALLER_NOT_IN_ORG otherwise): a
+    call for one org's mailbox never reads or writes another org's."""
+    if account.org_id:
+        require_org(account.org_id)
+    return account
