@@ -287,3 +287,64 @@ async def test_bench_crm_writes_and_quiet_sessions(
         f"no-change session: {quiet} calls for {len(objects)} objects "
         f"= {quiet / len(objects):.2f} per object (floor 1)"
     )
+
+
+async def test_bench_crm_guarded_updates(
+    emulator: Emulator, connector: pb_grpc.CrmConnectorServiceStub
+) -> None:
+    """Updates that carry the version they were planned against (issue #17): what closing the
+    window between the version check and the write costs, against the unguarded floor."""
+    size = 1000
+    prefix = uuid.uuid4().hex[:8]
+    creates = []
+    for n in range(size):
+        fields = struct_pb2.Struct()
+        fields.update(event_fields(n))
+        creates.append(
+            pb.CrmWrite(
+                operation=pb.CRM_WRITE_OPERATION_UPSERT,
+                sobject_type="Event",
+                link_id=f"guard-{prefix}-{n}",
+                fields=fields,
+            )
+        )
+    created = await connector.ApplyBatch(pb.ApplyBatchRequest(org="orgs/bench", writes=creates))
+    record_ids = [r.id for r in created.results]
+    stamps = {}
+    for start in range(0, size, 200):
+        listed = await connector.GetRecords(
+            pb.GetRecordsRequest(
+                org="orgs/bench",
+                sobject_type="Event",
+                ids=record_ids[start : start + 200],
+                fields=["SystemModstamp"],
+            )
+        )
+        stamps.update({r.id: r.system_modstamp for r in listed.records})
+    updates = []
+    for n, record_id in enumerate(record_ids):
+        fields = struct_pb2.Struct()
+        fields.update({"Subject": f"Moved {n}"})
+        write = pb.CrmWrite(
+            operation=pb.CRM_WRITE_OPERATION_UPDATE,
+            sobject_type="Event",
+            id=record_id,
+            link_id=f"guard-{prefix}-{n}",
+            fields=fields,
+        )
+        write.expected_system_modstamp.CopyFrom(stamps[record_id])
+        updates.append(write)
+    emulator.reset()
+    began = time.perf_counter()
+    response = await connector.ApplyBatch(pb.ApplyBatchRequest(org="orgs/bench", writes=updates))
+    seconds = time.perf_counter() - began
+    assert all(r.status == res.WRITE_STATUS_OK for r in response.results)
+    calls = sum(emulator.calls().values())
+    collections_floor = math.ceil(size / 200)
+    composite_floor = math.ceil(size / 1000)
+    print()
+    print(
+        f"{size} guarded updates (If-Unmodified-Since, 25 per Composite): {calls} calls "
+        f"= {calls / size * 200:.1f} per 200 records vs floor {collections_floor}/{composite_floor}"
+        f" unguarded (Collections/Composite), {size / seconds:.0f} rec/s"
+    )

@@ -236,3 +236,66 @@ def test_composite_all_or_none_rolls_back_and_halts(client: Client, sf: TypedSal
         "PROCESSING_HALTED",
     ]
     assert [r["Name"] for r in sf.query("SELECT Name FROM Account")["records"]] == ["Before"]
+
+
+def _patch(client: Client, path: str, json: Any, guard: str) -> requests.Response:
+    headers = client.headers | {"If-Unmodified-Since": guard}
+    return client.http.request("PATCH", api(client.emulator, path), headers=headers, json=json)
+
+
+def test_if_unmodified_since_guards_an_update_alone_and_inside_composite(
+    client: Client, sf: TypedSalesforce
+) -> None:
+    import datetime as dt
+    import email.utils
+
+    created = sf.Event.create(_event("guarded") | {"attributes": None})
+    record_id = created["id"]
+    modified = dt.datetime.fromisoformat(
+        sf.Event.get(record_id)["LastModifiedDate"].replace("+0000", "+00:00")
+    )
+
+    def http_date(value: dt.datetime) -> str:
+        return email.utils.format_datetime(value.astimezone(dt.UTC), usegmt=True)
+
+    before, after = modified - dt.timedelta(hours=1), modified + dt.timedelta(hours=1)
+    # Changed since the caller's version: refused, the record untouched.
+    stale = _patch(
+        client,
+        f"sobjects/Event/{record_id}",
+        json={"Subject": "overwrite"},
+        guard=http_date(before),
+    )
+    assert stale.status_code == 412
+    assert sf.Event.get(record_id)["Subject"] == "Meeting"
+    fresh = _patch(
+        client,
+        f"sobjects/Event/{record_id}",
+        json={"Subject": "mine"},
+        guard=http_date(after),
+    )
+    assert fresh.status_code == 204
+    # The same check per subrequest of a Composite request (its own httpHeaders).
+    request = {
+        "allOrNone": False,
+        "compositeRequest": [
+            {
+                "method": "PATCH",
+                "url": f"/services/data/v62.0/sobjects/Event/{record_id}",
+                "referenceId": ref,
+                "body": {"Subject": subject},
+                "httpHeaders": {"If-Unmodified-Since": http_date(when)},
+            }
+            for ref, subject, when in (("old", "lost", before), ("new", "kept", after))
+        ],
+    }
+    results = client.call("POST", "composite", json=request).json()["compositeResponse"]
+    assert [r["httpStatusCode"] for r in results] == [412, 204]
+    assert sf.Event.get(record_id)["Subject"] == "kept"
+    bad = _patch(
+        client,
+        f"sobjects/Event/{record_id}",
+        json={"Subject": "x"},
+        guard="yesterday",
+    )
+    assert bad.status_code == 400

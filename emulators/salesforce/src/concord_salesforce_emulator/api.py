@@ -7,6 +7,7 @@ exactly like the call it stands for.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
 import json
 import logging
@@ -433,6 +434,9 @@ def _retrieve(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 def _update(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     sobject = api.sobject(match["type"])
     record = api.org.retrieve(sobject, unquote(match["id"]))
+    if _modified_since(record.fields, call.headers.get("if-unmodified-since")):
+        # Weak validation, as Salesforce documents it: against LastModifiedDate, to the second.
+        return Reply(412)
     _single(
         api.org.write_many(
             [("update", sobject, record.id, api.record_body(call))], call.user_id, all_or_none=True
@@ -783,7 +787,15 @@ def _run_composite(
                 400, [{"errorCode": "INVALID_REFERENCE", "message": "Invalid reference specified."}]
             )
         else:
-            reply = _subcall(api, call, str(sub.get("method", "GET")).upper(), url, sub_body)
+            headers = sub.get("httpHeaders")
+            reply = _subcall(
+                api,
+                call,
+                str(sub.get("method", "GET")).upper(),
+                url,
+                sub_body,
+                headers if isinstance(headers, dict) else {},
+            )
         if reply.status < 300:
             results[reference] = reply.body
         responses.append(
@@ -814,7 +826,11 @@ def _halted(reference: str) -> dict[str, Any]:
     }
 
 
-def _subcall(api: RestApi, call: Call, method: str, url: str, body: Any) -> Reply:
+def _subcall(
+    api: RestApi, call: Call, method: str, url: str, body: Any, headers: dict[str, Any]
+) -> Reply:
+    """One subrequest, with the headers the subrequest carries (conditional ones included) over
+    those of the Composite request."""
     parts = urlsplit(url)
     match = re.match(r"^/services/data/(v[^/]+)/?(.*)$", parts.path)
     version = version_of(match.group(1)) if match else None
@@ -833,7 +849,7 @@ def _subcall(api: RestApi, call: Call, method: str, url: str, body: Any) -> Repl
         body,
         call.user_id,
         version,
-        call.headers,
+        call.headers | {str(k).lower(): str(v) for k, v in headers.items()},
     )
     reply = api.dispatch(sub)
     if reply.status == 201 and method == "POST" and isinstance(reply.body, dict):
@@ -1092,3 +1108,20 @@ def _theme(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 
 def encode(reply: Reply) -> bytes | None:
     return None if reply.body is None else json.dumps(reply.body).encode()
+
+
+def _modified_since(fields: dict[str, Any], header: str | None) -> bool:
+    """Whether `If-Unmodified-Since` fails: the record's LastModifiedDate, truncated to the
+    second as an HTTP date is, lies after the header's time."""
+    if not header:
+        return False
+    try:
+        limit = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        # Salesforce documents the 400 for an invalid value; the error code is ours.
+        raise SalesforceError(
+            "INVALID_HEADER_TYPE", f"If-Unmodified-Since: not an HTTP date: {header}", status=400
+        ) from None
+    stamp = fields.get("LastModifiedDate") or fields["SystemModstamp"]
+    modified = timefmt.parse_datetime(str(stamp)).replace(microsecond=0)
+    return modified > limit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+import requests
 from cryptography.fernet import Fernet
 from google.protobuf import struct_pb2
 
@@ -540,3 +542,90 @@ async def test_search_term_with_sosl_reserved_characters_matches_literally(org: 
         pb.SearchRequest(org="orgs/demo", terms=["Widget* (UK)"], targets=[target])
     )
     assert [r.id for r in found.records] == [hit]
+
+
+async def test_a_salesforce_edit_made_while_an_update_is_in_flight_is_a_conflict_not_lost(
+    org: Org,
+) -> None:
+    # Found by a fault probe: the version was checked by one call and the write made by
+    # another, so whatever Salesforce saved in between was overwritten (20 of 20 edits lost).
+    ids = links(20)
+    created = await apply(org, [event(link) for link in ids])
+    record_ids = [c.id for c in created]
+    listed = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo", sobject_type="Event", ids=record_ids, fields=["SystemModstamp"]
+        )
+    )
+    stamps = {r.id: r.system_modstamp for r in listed.records}
+    # Salesforce compares to the second: the edit below must land in a later second.
+    await asyncio.sleep(1.1)
+    updates = []
+    for link, record_id in zip(ids, record_ids, strict=True):
+        update = event(link, "Moved by Concord", operation=pb.CRM_WRITE_OPERATION_UPDATE)
+        update.id = record_id
+        update.expected_system_modstamp.CopyFrom(stamps[record_id])
+        updates.append(update)
+    # The write waits 800 ms at the door; the version check before it has already passed.
+    org.fault("latency", path="composite$", method="POST", latency_ms=800, count=1)
+    writing = asyncio.create_task(apply(org, updates))
+    await asyncio.sleep(0.3)
+    session = _salesforce_user(org)
+    for record_id in record_ids:
+        edited = session.patch(
+            f"{org.emulator.url}/services/data/v62.0/sobjects/Event/{record_id}",
+            json={"Subject": "Edited in Salesforce"},
+        )
+        assert edited.status_code == 204
+    results = await writing
+    assert [r.status for r in results] == [res.WRITE_STATUS_CONFLICT] * 20
+    got = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo", sobject_type="Event", ids=record_ids, fields=["Subject"]
+        )
+    )
+    assert {r.fields["Subject"] for r in got.records} == {"Edited in Salesforce"}
+
+
+async def test_guarded_updates_of_unchanged_records_apply_25_to_a_call(org: Org) -> None:
+    ids = links(30)
+    created = await apply(org, [event(link) for link in ids])
+    listed = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo",
+            sobject_type="Event",
+            ids=[c.id for c in created],
+            fields=["SystemModstamp"],
+        )
+    )
+    updates = []
+    for link, record in zip(ids, listed.records, strict=True):
+        update = event(link, "Moved", operation=pb.CRM_WRITE_OPERATION_UPDATE)
+        update.id = record.id
+        update.expected_system_modstamp.CopyFrom(record.system_modstamp)
+        updates.append(update)
+    org.admin_post("reset")
+    assert [r.status for r in await apply(org, updates)] == [OK] * 30
+    # The version check (one query) and two Composite requests of at most 25 updates each.
+    assert org.calls() == {"GET query": 1, "POST composite": 2}
+
+
+def _salesforce_user(org: Org) -> requests.Session:
+    """Someone editing in Salesforce itself: their own session, not Concord's."""
+    settings = org.emulator.emulator.settings
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(org.emulator.ca_cert)
+    token = session.post(
+        f"{org.emulator.url}/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "username": settings.username,
+            "password": settings.password,
+        },
+    )
+    token.raise_for_status()
+    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return session

@@ -78,6 +78,7 @@ from concord_crm_connector.domain.writes import (
     CollectionCall,
     backoff_seconds,
     error_outcome,
+    if_unmodified_since,
     invalid_write,
     outcome_of,
     pack_composites,
@@ -691,6 +692,8 @@ def _write_pack(
 ) -> dict[int, WriteOutcome]:
     """One API call: a Collections request, or a Composite request of up to five of them."""
     outcomes: dict[int, WriteOutcome] = {}
+    if pack[0].kind == "guarded_update":
+        return _write_guarded(sf, pack[0], writes, ids, all_or_none)
     if len(pack) == 1:
         call = pack[0]
         method, path, body = _collection_request(call, writes, ids, all_or_none)
@@ -733,6 +736,64 @@ def _write_pack(
             _fail_call(outcomes, call, writes, rest_errors(response.get("body")))
         else:
             _read_results(outcomes, call, writes, response.get("body"))
+    return outcomes
+
+
+def _write_guarded(
+    sf: SalesforceClient,
+    call: CollectionCall,
+    writes: Sequence[RecordWrite],
+    ids: Mapping[int, str],
+    all_or_none: bool,
+) -> dict[int, WriteOutcome]:
+    """One Composite request of conditional sObject Rows updates: each applies only if the
+    record is unmodified since the version the write was planned against; otherwise it is a
+    conflict, and the edit made in Salesforce stays."""
+    version = sf.sf_version
+    subrequests = []
+    for index in call.indices:
+        write = writes[index]
+        record_id = ids.get(index) or write.id
+        expected = write.expected_system_modstamp
+        assert expected is not None  # what makes a write a guarded update
+        body = record_body(write, "update", record_id)
+        for envelope in ("attributes", "Id"):
+            body.pop(envelope, None)
+        subrequests.append(
+            {
+                "method": "PATCH",
+                "url": f"/services/data/v{version}/sobjects/{write.sobject_type}/{record_id}",
+                "referenceId": f"u{index}",
+                "body": body,
+                "httpHeaders": {"If-Unmodified-Since": if_unmodified_since(expected)},
+            }
+        )
+    answer = sf.restful(
+        "composite",
+        method="POST",
+        json={"allOrNone": all_or_none, "compositeRequest": subrequests},
+        headers=WRITE_HEADERS,
+    )
+    responses = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
+    outcomes: dict[int, WriteOutcome] = {}
+    for index in call.indices:
+        write = writes[index]
+        record_id = ids.get(index) or write.id
+        response = responses.get(f"u{index}", {})
+        status = int(response.get("httpStatusCode", 500))
+        if status < 300:
+            outcomes[index] = WriteOutcome(WriteStatus.OK, record_id, write.link_id)
+        elif status == 412:
+            outcomes[index] = WriteOutcome(
+                WriteStatus.CONFLICT,
+                record_id,
+                write.link_id,
+                errors=(RecordError("CONFLICT", "the record changed since the expected version"),),
+            )
+        elif status >= 500:
+            raise _Transient(rest_errors(response.get("body")))
+        else:
+            outcomes[index] = error_outcome(write, call.kind, rest_errors(response.get("body")))
     return outcomes
 
 
