@@ -276,6 +276,23 @@ async def test_a_malformed_name_is_invalid_argument(gateway: Gateway) -> None:
     assert failure.field_violations == [("mailbox", "must be 'mailboxes/{mailbox}'")]
 
 
+async def test_a_request_past_the_api_limits_is_refused_before_any_peer_sees_it(
+    gateway: Gateway,
+) -> None:
+    # Found by a probe: a plain user's 20 MiB suspension reason was stored, and every later
+    # status read of the org then failed on the answer's size.
+    huge = pb.SuspendMailboxRequest(mailbox="mailboxes/ann", reason="x" * (20 << 20))
+    failure = from_rpc_error(await gateway.error("SuspendMailbox", huge))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.reason == "REQUEST_LIMIT_VIOLATED"
+    assert failure.field_violations == [("reason", "at most 1000 characters")]
+    nul = pb.SuspendMailboxRequest(mailbox="mailboxes/ann", reason="a\x00b")
+    assert from_rpc_error(await gateway.error("SuspendMailbox", nul)).field_violations[0][0] == (
+        "reason"
+    )
+    assert gateway.reconciler.acted.get("SuspendMailbox", 0) == 0
+
+
 # -- delegation ------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "MailboxAccessDenied",
     "OrgAccessDenied",
     "PeerUnavailable",
+    "RequestTooLarge",
     "SettingsAccessDisabled",
     "TokenExpired",
     "TokenInvalid",
@@ -66,6 +67,18 @@ class SettingsAccessDisabled(PermissionDenied):
 
 class InvalidName(InvalidArgument):
     reason = "INVALID_RESOURCE_NAME"
+
+
+class RequestTooLarge(InvalidArgument):
+    """A field past the public API's limits (see domain/limits.py); each field says which."""
+
+    reason = "REQUEST_LIMIT_VIOLATED"
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__(
+            "the request is past the API's limits: " + ", ".join(f for f, _ in violations[:5]),
+            field_violations=violations,
+        )
 
 
 class InvalidRequestId(InvalidArgument):

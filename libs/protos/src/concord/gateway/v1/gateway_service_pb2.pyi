@@ -102,6 +102,7 @@ class SuspendMailboxRequest(_message.Message):
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
     reason: _builtins.str
+    """Shown on the dashboard; at most 1,000 characters."""
     request_id: _builtins.str
     def __init__(
         self,

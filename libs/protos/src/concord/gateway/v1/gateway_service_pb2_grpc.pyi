@@ -14,6 +14,16 @@ GRPC_VERSION: str
 class GatewayServiceStub:
     """The public API, for the sidebar backend, operators and the `concord` CLI. It authenticates
     and authorises callers, then delegates to the reconciler and the linker; it holds no state.
+
+    Limits on every request (and the messages inside it), unless a field says otherwise: a
+    string at most 1,000 characters, with no NUL or other control character but tab and line
+    breaks; bytes at most 16 KiB; a repeated field at most 100 items. A request past a limit is
+    INVALID_ARGUMENT (reason REQUEST_LIMIT_VIOLATED) with a BadRequest field violation per field.
+    Larger limits: blacklists (MailboxSettings, OrgSettings) 5,000 entries of at most 254
+    characters, each an address or a domain (`ann@example.com`, `example.com`, `@example.com`,
+    `*.example.com`); AutoResolve.free_mail_domains and OrgSettings.settings_access_disabled_users
+    5,000 items; in InitialSearchRequest.email, body_text and body_html 1,000,000 characters,
+    mime_content 10 MiB, to/cc/bcc and references 500 items each.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -58,6 +68,16 @@ class GatewayServiceStub:
 class GatewayServiceServicer:
     """The public API, for the sidebar backend, operators and the `concord` CLI. It authenticates
     and authorises callers, then delegates to the reconciler and the linker; it holds no state.
+
+    Limits on every request (and the messages inside it), unless a field says otherwise: a
+    string at most 1,000 characters, with no NUL or other control character but tab and line
+    breaks; bytes at most 16 KiB; a repeated field at most 100 items. A request past a limit is
+    INVALID_ARGUMENT (reason REQUEST_LIMIT_VIOLATED) with a BadRequest field violation per field.
+    Larger limits: blacklists (MailboxSettings, OrgSettings) 5,000 entries of at most 254
+    characters, each an address or a domain (`ann@example.com`, `example.com`, `@example.com`,
+    `*.example.com`); AutoResolve.free_mail_domains and OrgSettings.settings_access_disabled_users
+    5,000 items; in InitialSearchRequest.email, body_text and body_html 1,000,000 characters,
+    mime_content 10 MiB, to/cc/bcc and references 500 items each.
     """
 
     def SyncMailbox(
