@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -26,6 +27,7 @@ def _paths(
         chain = (*prefix, field)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             kind = field.message_type
+            assert kind is not None
             if kind.full_name.startswith("google.protobuf.") or kind.full_name in seen:
                 if field.is_repeated:
                     yield chain
@@ -50,7 +52,7 @@ def _fields() -> list[tuple[str, tuple[FieldDescriptor, ...]]]:
 
 def _request(name: str, chain: tuple[FieldDescriptor, ...], size: int) -> Message:
     """A request whose field at `chain` is `size` long (characters, bytes or items)."""
-    request = pb.DESCRIPTOR.pool.FindMessageTypeByName(name)._concrete_class()
+    request = message_factory.GetMessageClass(pb.DESCRIPTOR.pool.FindMessageTypeByName(name))()
     target: Message = request
     for field in chain[:-1]:
         target = getattr(target, field.name)
