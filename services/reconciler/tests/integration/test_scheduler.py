@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import duration_pb2
+from sqlalchemy import update
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord_events import SESSIONS, EventBus, Topology, mail_changed
 from concord_reconciler.adapters.messaging import NatsSessionQueue
 from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
-from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.adapters.store import SqlStore, to_us
+from concord_reconciler.adapters.tables import requests
 from concord_reconciler.domain.model import (
     MailboxRecord,
     MailboxState,
@@ -278,3 +280,20 @@ async def test_a_queued_session_whose_message_was_lost_is_published_again(
     # Within one re-queue period, ticks add no more.
     await scheduler(bus, store).tick()
     assert (await bus.js.stream_info(SESSIONS)).state.messages == 1
+
+
+async def test_stored_request_answers_are_forgotten_after_their_retention(
+    store: SqlStore, bus: EventBus
+) -> None:
+    # Nothing pruned the table: every mutation's answer (once a 20 MiB one) stayed for ever.
+    await store.save_response("SuspendMailbox", "old", b"answer")
+    await store.save_response("SuspendMailbox", "new", b"answer")
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(requests)
+            .where(requests.c.request_id == "old")
+            .values(create_time_us=to_us(utcnow() - timedelta(days=2)))
+        )
+    await scheduler(bus, store).tick()
+    assert await store.get_response("SuspendMailbox", "old") is None
+    assert await store.get_response("SuspendMailbox", "new") == b"answer"

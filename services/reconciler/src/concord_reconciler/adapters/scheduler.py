@@ -19,14 +19,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord_events import EventBus, LeaseLost
 from concord_reconciler.adapters.store import from_us, to_us
-from concord_reconciler.adapters.tables import mailboxes, org_settings, sessions
+from concord_reconciler.adapters.tables import mailboxes, org_settings, requests, sessions
 from concord_reconciler.domain.errors import MailboxNotFound, MailboxSuspended, QueueUnavailable
 from concord_reconciler.domain.model import MailboxState, SessionState, utcnow
 from concord_reconciler.domain.ports import SessionQueue, SessionStore
@@ -62,12 +62,24 @@ _FINISHED = (int(SessionState.COMPLETED), int(SessionState.FAILED))
 _PENDING = (int(SessionState.QUEUED), int(SessionState.RUNNING))
 
 
+# Stored request answers are pruned by the leading replica this often.
+PRUNE_EVERY = timedelta(minutes=10)
+
+
 class ScheduleReader:
     """The schedule's view of the store: four queries for every mailbox, whatever their number."""
 
     def __init__(self, engine: AsyncEngine, default_interval: timedelta) -> None:
         self.engine = engine
         self.default_interval = default_interval
+
+    async def forget_answers(self, before: datetime) -> int:
+        """Drop the stored answers of mutations made before `before`; how many went."""
+        async with self.engine.begin() as conn:
+            gone = await conn.execute(
+                delete(requests).where(requests.c.create_time_us < to_us(before))
+            )
+        return int(gone.rowcount or 0)
 
     async def rows(self, only: str | None = None) -> list[ScheduleRow]:
         """Every mailbox's row, or only mailbox `only`'s (for its dashboard)."""
@@ -237,6 +249,7 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscriptions: list[Subscription] = []
         self.leading = False
+        self._next_prune: datetime | None = None
 
     async def start(self) -> None:
         for subject, handler in (
@@ -279,6 +292,11 @@ class Scheduler:
             await self._request(
                 mailbox_id, res.SESSION_TRIGGER_RETRY, republish=f"requeue-{period}"
             )
+        if self._next_prune is None or now >= self._next_prune:
+            forgotten = await self.reader.forget_answers(now - self.policy.answer_retention)
+            if forgotten:
+                log.info("forgot %d stored request answers past their retention", forgotten)
+            self._next_prune = now + PRUNE_EVERY
         return plan
 
     async def _lead(self) -> None:

@@ -44,6 +44,10 @@ class SchedulePolicy:
     # A session QUEUED this long was probably never delivered (its NATS message was lost):
     # request it again, which re-publishes the same session (no duplicate can run).
     requeue_after: timedelta = timedelta(minutes=2)
+    # How long the answer to a mutation is kept for a retry carrying the same request id.
+    # Clients retry within seconds to minutes; a day covers a caller that was down a while,
+    # and the table no longer grows for ever (a 20 MiB answer once stayed there).
+    answer_retention: timedelta = timedelta(days=1)
 
     def __post_init__(self) -> None:
         if self.failures_before_back_off < 1:
