@@ -19,6 +19,7 @@ from concord_reconciler.adapters.messaging import NatsSessionQueue
 from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.adapters.store import SqlStore, to_us
 from concord_reconciler.adapters.tables import requests
+from concord_reconciler.adapters.tables import sessions as sessions_table
 from concord_reconciler.domain.model import (
     MailboxRecord,
     MailboxState,
@@ -187,6 +188,8 @@ async def test_a_burst_of_push_hints_coalesces_into_one_session(
     store: SqlStore, bus: EventBus
 ) -> None:
     await add_mailbox(store, "pushed")
+    # Synced a minute ago, so the schedule's own tick does not race the hints with a session.
+    await add_session(store, "pushed", SessionState.COMPLETED, ago=60)
     await add_mailbox(store, "resting", state=MailboxState.BACKING_OFF)
     running = scheduler(bus, store)
     await running.start()
@@ -297,3 +300,32 @@ async def test_stored_request_answers_are_forgotten_after_their_retention(
     await scheduler(bus, store).tick()
     assert await store.get_response("SuspendMailbox", "old") is None
     assert await store.get_response("SuspendMailbox", "new") == b"answer"
+
+
+async def test_a_session_failed_by_a_throttled_peer_holds_the_mailbox_until_the_retry_after(
+    store: SqlStore, bus: EventBus
+) -> None:
+    await add_mailbox(store, "busy", update_time=utcnow() - timedelta(hours=2))
+    done = await add_session(store, "busy", SessionState.FAILED, "API_LIMIT_EXCEEDED", ago=3600)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(sessions_table)
+            .where(sessions_table.c.session_id == done.session_id)
+            .values(retry_not_before_us=to_us(utcnow() + timedelta(minutes=5)))
+        )
+    reader = ScheduleReader(store.engine, DEFAULT)
+    [row] = await reader.rows(only="busy")
+    assert row.retry_not_before is not None
+    assert await reader.held_until("busy") == row.retry_not_before
+    running = scheduler(bus, store)
+    plan = await running.tick()
+    assert plan.sessions == []
+    await running.start()
+    try:
+        await bus.client.publish(mail_changed("busy"), b"")
+        await bus.client.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        await running.stop()
+    # Neither the schedule nor a push started a session.
+    assert [s.state for s in await sessions_of(store, "busy")] == [SessionState.FAILED]

@@ -16,6 +16,7 @@ from concord_reconciler.domain.schedule import (
     SchedulePolicy,
     ScheduleRow,
     back_off_delay,
+    may_push,
     next_due,
     plan_tick,
 )
@@ -172,3 +173,21 @@ def test_a_tick_never_schedules_what_it_must_not(rows: list[ScheduleRow]) -> Non
         assert session.mailbox_id not in suspended
     if plan.next_wake is not None:
         assert plan.next_wake > NOW
+
+
+def test_a_throttled_mailbox_waits_for_the_peers_retry_after_not_for_its_interval() -> None:
+    # A spent Salesforce allocation answered "retry after 300 s": no session before then, by
+    # schedule or by push, although the mailbox is due and active.
+    throttled = replace(
+        failed(1, "API_LIMIT_EXCEEDED", retry_not_before=NOW + timedelta(seconds=300)),
+        last_request=NOW - timedelta(hours=1),
+    )
+    assert next_due(throttled, POLICY) == NOW + timedelta(seconds=300)
+    assert plan_tick([throttled], NOW).sessions == []
+    assert not may_push(throttled, NOW)
+    later = NOW + timedelta(seconds=301)
+    assert [s.mailbox_id for s in plan_tick([throttled], later).sessions] == ["m1"]
+    assert may_push(throttled, later)
+    # A retry-after already past changes nothing.
+    past = replace(throttled, retry_not_before=NOW - timedelta(hours=2))
+    assert next_due(past, POLICY) == next_due(replace(past, retry_not_before=None), POLICY)

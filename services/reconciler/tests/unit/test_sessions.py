@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -149,6 +150,8 @@ async def test_a_throttled_peer_fails_the_session_at_once_saying_when_to_retry(
     assert stored.failure_code == "API_LIMIT_EXCEEDED"
     assert stored.failure_reason.startswith("crm-connector resource exhausted (QueryRecords)")
     assert stored.failure_reason.endswith("; retry after 300 s")
+    assert stored.end_time is not None
+    assert stored.retry_not_before == stored.end_time + timedelta(seconds=300)
 
 
 async def test_a_session_past_its_deadline_fails(

@@ -35,6 +35,7 @@ from concord_reconciler.domain.schedule import (
     ScheduleRow,
     StateChange,
     TickPlan,
+    may_push,
     plan_tick,
 )
 from concord_reconciler.domain.sessions import request_session
@@ -73,6 +74,25 @@ class ScheduleReader:
         self.engine = engine
         self.default_interval = default_interval
 
+    async def held_until(self, mailbox_id: str) -> datetime | None:
+        """When a throttled peer allows the mailbox's next session, if its newest finished
+        session says so (one indexed query: it runs for every push hint)."""
+        async with self.engine.connect() as conn:
+            newest = (
+                await conn.execute(
+                    select(sessions.c.state, sessions.c.retry_not_before_us)
+                    .where(
+                        sessions.c.mailbox_id == mailbox_id,
+                        sessions.c.state.in_(_FINISHED),
+                    )
+                    .order_by(sessions.c.end_time_us.desc())
+                    .limit(1)
+                )
+            ).first()
+        if newest is None or newest[0] != SessionState.FAILED or newest[1] is None:
+            return None
+        return from_us(newest[1])
+
     async def forget_answers(self, before: datetime) -> int:
         """Drop the stored answers of mutations made before `before`; how many went."""
         async with self.engine.begin() as conn:
@@ -96,6 +116,7 @@ class ScheduleReader:
                 sessions.c.end_time_us,
                 sessions.c.failure_code,
                 sessions.c.failure_reason,
+                sessions.c.retry_not_before_us,
                 newest,
             )
             .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
@@ -130,13 +151,13 @@ class ScheduleReader:
             ):
                 if state == SessionState.QUEUED or box_id not in pending:
                     pending[box_id] = request_us if state == SessionState.QUEUED else None
-            recent: dict[str, list[tuple[int, int, str, str]]] = {}
-            for box_id, state, end_us, code, reason, _rank in await conn.execute(
+            recent: dict[str, list[tuple[int, int, str, str, int | None]]] = {}
+            for box_id, state, end_us, code, reason, not_before_us, _rank in await conn.execute(
                 select(history)
                 .where(history.c.rank <= _HISTORY)
                 .order_by(history.c.mailbox_id, history.c.rank)
             ):
-                recent.setdefault(box_id, []).append((state, end_us, code, reason))
+                recent.setdefault(box_id, []).append((state, end_us, code, reason, not_before_us))
         rows = []
         for box in boxes:
             interval = (
@@ -196,7 +217,7 @@ def _row(
     last_request_us: int | None,
     pending: bool,
     queued_us: int | None,
-    recent: list[tuple[int, int, str, str]],
+    recent: list[tuple[int, int, str, str, int | None]],
 ) -> ScheduleRow:
     failures = 0
     for outcome, *_ in recent:
@@ -218,6 +239,9 @@ def _row(
         last_failure_reason=newest[3] if newest and failures else "",
         pending=pending,
         queued_since=from_us(queued_us) if queued_us is not None else None,
+        retry_not_before=(
+            from_us(newest[4]) if newest and failures and newest[4] is not None else None
+        ),
     )
 
 
@@ -354,8 +378,12 @@ class Scheduler:
         ) as span:
             span.set_attribute("concord.mailbox", f"mailboxes/{mailbox_id}")
             mailbox = await self.store.get_mailbox(mailbox_id)
-            # A mailbox in back-off waits for its retry: pushes must not defeat the back-off.
-            if mailbox is not None and mailbox.state is MailboxState.ACTIVE:
+            # A mailbox in back-off, or one a throttled peer asked to leave alone for a while,
+            # waits for its retry: pushes must not defeat either.
+            if mailbox is None or mailbox.state is not MailboxState.ACTIVE:
+                return
+            held = await self.reader.held_until(mailbox_id)
+            if held is None or held <= self.clock():
                 await self._request(mailbox_id, res.SESSION_TRIGGER_PUSH)
 
     async def _on_crm_changed(self, msg: Msg) -> None:
@@ -364,6 +392,7 @@ class Scheduler:
             "schedule.push", context=extract(msg.headers), kind=trace.SpanKind.CONSUMER
         ) as span:
             span.set_attribute("concord.org", f"orgs/{org_id}")
+            now = self.clock()
             for row in await self.reader.rows():
-                if row.org_id == org_id and row.state is MailboxState.ACTIVE:
+                if row.org_id == org_id and may_push(row, now):
                     await self._request(row.mailbox_id, res.SESSION_TRIGGER_PUSH)

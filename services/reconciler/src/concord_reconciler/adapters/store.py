@@ -497,6 +497,9 @@ def _session_values(session: SessionRecord) -> dict[str, Any]:
         "start_time_us": to_us(session.start_time) if session.start_time else None,
         "end_time_us": to_us(session.end_time) if session.end_time else None,
         "trace_id": session.trace_id,
+        "retry_not_before_us": (
+            to_us(session.retry_not_before) if session.retry_not_before else None
+        ),
     }
 
 
@@ -514,6 +517,9 @@ def _session(row: RowMapping) -> SessionRecord:
         start_time=from_us(row["start_time_us"]) if row["start_time_us"] is not None else None,
         end_time=from_us(row["end_time_us"]) if row["end_time_us"] is not None else None,
         trace_id=row["trace_id"],
+        retry_not_before=(
+            from_us(row["retry_not_before_us"]) if row["retry_not_before_us"] is not None else None
+        ),
     )
 
 

@@ -80,6 +80,8 @@ sessions = Table(
     Column("start_time_us", BigInteger, nullable=True),
     Column("end_time_us", BigInteger, nullable=True),
     Column("trace_id", String(32), nullable=False, default=""),
+    # A peer throttled the session: no session of the mailbox before then (RetryInfo).
+    Column("retry_not_before_us", BigInteger, nullable=True),
     Index("ix_sessions_mailbox_newest", "mailbox_id", "request_time_us", "session_id"),
     # At most one QUEUED session per mailbox: concurrent RequestSession calls (from any
     # replica) race on this index, and the loser coalesces with the winner's session.

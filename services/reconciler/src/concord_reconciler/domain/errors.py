@@ -170,11 +170,15 @@ class PeerError(Exception):
 class SessionFailure(Exception):
     """Why a session failed: `reason` for people, `code` for machines (SessionFailed.code)."""
 
-    def __init__(self, reason: str, code: str, *, retryable: bool) -> None:
+    def __init__(
+        self, reason: str, code: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.retryable = retryable
+        # Seconds a throttled peer asked us to wait before the mailbox's next session.
+        self.retry_after = retry_after
 
     @classmethod
     def from_peer(cls, error: PeerError) -> SessionFailure:
@@ -184,4 +188,4 @@ class SessionFailure(Exception):
             code = "DEPENDENCY_UNAVAILABLE"
         else:
             code = "DEPENDENCY_FAILED"
-        return cls(error.describe(), code, retryable=error.retryable)
+        return cls(error.describe(), code, retryable=error.retryable, retry_after=error.retry_after)

@@ -154,6 +154,8 @@ class SessionRecord:
     start_time: datetime | None = None
     end_time: datetime | None = None
     trace_id: str = ""
+    # A peer that failed the session asked not to be called again before this.
+    retry_not_before: datetime | None = None
 
     @property
     def name(self) -> str:

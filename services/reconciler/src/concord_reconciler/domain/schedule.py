@@ -23,6 +23,7 @@ __all__ = [
     "StateChange",
     "TickPlan",
     "back_off_delay",
+    "may_push",
     "next_due",
     "plan_tick",
 ]
@@ -83,6 +84,8 @@ class ScheduleRow:
     pending: bool = False
     # When the mailbox's QUEUED session was requested, if it has one.
     queued_since: datetime | None = None
+    # The newest session failed by a throttled peer, which asked not to be called before this.
+    retry_not_before: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,15 @@ def back_off_delay(failures_in_back_off: int, policy: SchedulePolicy) -> timedel
 
 
 def next_due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
-    """When the mailbox's next session is due; None while nothing may be scheduled."""
+    """When the mailbox's next session is due; None while nothing may be scheduled. Never
+    before the moment a throttled peer asked for (its RetryInfo)."""
+    due = _due(row, policy)
+    if due is not None and row.retry_not_before is not None:
+        return max(due, row.retry_not_before)
+    return due
+
+
+def _due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
     if row.pending:
         return None
     if row.state is MailboxState.ACTIVE:
@@ -136,6 +147,14 @@ def next_due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
         since = max(t for t in (row.last_end, row.state_since) if t is not None)
         return since + back_off_delay(row.failures_in_row, policy)
     return None  # suspended or being deleted: only a resume brings it back
+
+
+def may_push(row: ScheduleRow, now: datetime) -> bool:
+    """Whether a push hint may start a session now: an active mailbox that no throttled peer
+    asked to leave alone until later (a back-off is not defeated by pushes either)."""
+    if row.state is not MailboxState.ACTIVE:
+        return False
+    return row.retry_not_before is None or row.retry_not_before <= now
 
 
 def plan_tick(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.domain.errors import (
@@ -206,11 +206,17 @@ async def _fail(
     events: SessionEvents,
     now: Clock,
 ) -> SessionRecord | None:
+    ended = now()
     failed = session.to(
         SessionState.FAILED,
         failure_reason=failure.reason,
         failure_code=failure.code,
-        end_time=now(),
+        end_time=ended,
+        retry_not_before=(
+            ended + timedelta(seconds=failure.retry_after)
+            if failure.retry_after is not None
+            else None
+        ),
     )
     if not await store.save_session(failed, expected=session.state):
         return None
