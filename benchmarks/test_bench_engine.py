@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.adapters.sync_sides import CrmSyncSide, MailSyncSide, SessionMapping
-from concord_reconciler.domain.executor import sync_pair
-from concord_reconciler.domain.planner import SyncPolicy, plan
-from concord_reconciler.domain.ports import CrmPage, MailPage
-from concord_reconciler.domain.sync import Change, Link, Side, Snapshot, Value, content_hash
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.adapters.sync_sides import CrmSyncSide, MailSyncSide, SessionMapping
+from concord_reconciler.mirror.domain.executor import sync_pair
+from concord_reconciler.mirror.domain.planner import SyncPolicy, plan
+from concord_reconciler.mirror.domain.ports import CrmPage, MailPage
+from concord_reconciler.mirror.domain.sync import Change, Link, Side, Snapshot, Value, content_hash
 
 TARGET_ITEMS_PER_SECOND = 20_000
 TARGET_RSS_MB = 250
@@ -103,7 +103,7 @@ _MEMORY_PROBE = """
 import json, resource, sys
 import concord_reconciler.__main__  # the whole service: gRPC, SQLAlchemy, NATS, protos
 from benchmarks.test_bench_engine import EVENT, NOW, workload
-from concord_reconciler.domain.planner import SyncPolicy, plan
+from concord_reconciler.mirror.domain.planner import SyncPolicy, plan
 with open("/proc/self/status") as status:
     before = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 links, mail, crm = workload(int(sys.argv[1]))

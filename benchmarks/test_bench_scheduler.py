@@ -17,11 +17,13 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord_events import EventBus, Topology
-from concord_reconciler.adapters.messaging import NatsSessionQueue
-from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState, utcnow
-from concord_reconciler.domain.names import new_session_id
+from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.kernel.names import new_session_id
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.sessions.adapters.messaging import NatsSessionQueue
+from concord_reconciler.sessions.adapters.scheduler import Scheduler, ScheduleReader
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.settings import ReconcilerSettings
 from concord_store import create_engine, migrate
 from concord_testing import NatsServer
@@ -35,7 +37,7 @@ TARGET_SHARE = 0.05
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
-    await migrate(engine, "concord_reconciler.adapters.migrations")
+    await migrate(engine, "concord_reconciler.migrations")
     store = SqlStore(engine)
     past = utcnow() - timedelta(days=1)
     for n in range(MAILBOXES):

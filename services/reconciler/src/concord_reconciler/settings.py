@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,9 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     mapping_addr: str = peer("mapping")
     linker_addr: str = peer("linker")
     nats_url: str = nats()
+    # What this process runs (`app.py`): `all`; `api`, the API and the scheduler; or `worker`,
+    # the sessions only, so that scaling workers out does not scale the API.
+    role: Literal["all", "api", "worker"] = "all"
 
     # A replica that dies mid-session frees its mailbox after this long.
     lease_ttl_seconds: float = Field(default=60.0, gt=0)

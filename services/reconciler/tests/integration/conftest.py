@@ -27,19 +27,17 @@ from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
-from concord_reconciler.adapters.links import SqlLinkStore
-from concord_reconciler.adapters.messaging import SessionConsumer
-from concord_reconciler.adapters.peers import PeerChannels
-from concord_reconciler.adapters.sharing import EmailSharing
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.adapters.sync_sides import GrpcSyncEngine
-from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
+from concord_reconciler.api.servicer import SERVICE_NAME
+from concord_reconciler.app import build
+from concord_reconciler.sessions.adapters.messaging import SessionConsumer
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.settings import ReconcilerSettings
 from concord_rpc import GrpcService
 from concord_rpc.identity import Identity, IdentitySigner, IdentityVerifier, RequireIdentity
 from concord_store import create_engine, migrate
 from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, vouched
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 
 
 @dataclass
@@ -242,60 +240,51 @@ async def reconciler_in_process(
     Its API is called as `caller`, as the gateway would vouch for a person."""
     engine = create_engine(database_url)
     await migrate(engine, MIGRATIONS)
-    store = SqlStore(engine)
+    settings = ReconcilerSettings(
+        mail_connector_addr=peers["mail-connector"],
+        crm_connector_addr=peers["crm-connector"],
+        mapping_addr=peers["mapping"],
+        linker_addr=peers["linker"],
+        nats_url=nats_url,
+        peer_timeout_seconds=peer_timeout,
+        session_deadline_seconds=deadline_seconds,
+        wait_session_max_seconds=deadline_seconds,
+        lease_ttl_seconds=lease_ttl_seconds,
+        lease_busy_retry_seconds=busy_retry_seconds,
+        session_concurrency=2,
+    )
+    running = build(
+        settings,
+        engine,
+        signer=IdentitySigner(TEST_IDENTITY_KEY),
+        tracer_provider=tracer_provider,
+        share_emails=share_emails,
+    )
     bus = await EventBus.connect(
         nats_url,
         "reconciler-test",
         topology=Topology(lease_ttl_seconds=lease_ttl_seconds),
         tracer_provider=tracer_provider,
     )
-    await bus.ensure_topology()
-    channels = PeerChannels.open(
-        mail_addr=peers["mail-connector"],
-        crm_addr=peers["crm-connector"],
-        mapping_addr=peers["mapping"],
-        linker_addr=peers["linker"],
-        timeout=peer_timeout,
-        signer=IdentitySigner(TEST_IDENTITY_KEY),
-    )
-    sharing = EmailSharing(engine, channels.crm, channels.linker) if share_emails else None
-    consumer = SessionConsumer(
-        bus,
-        store,
-        GrpcSyncEngine(
-            channels.mail,
-            channels.crm,
-            channels.mapping,
-            channels.linker,
-            SqlLinkStore(engine),
-            sharing,
-        ),
-        deadline_seconds=deadline_seconds,
-        busy_retry_seconds=busy_retry_seconds,
-        concurrency=2,
-        tracer_provider=tracer_provider,
-    )
-    servicer = ReconcilerServicer(
-        store, lambda: bus, channels.mail, wait_max_seconds=deadline_seconds
-    )
-    servicer.email_sharing = sharing
-    servicer.crm_budget = channels.crm
+    # The API and the bus as the process has them; the consumer is the caller's to start.
+    await running.start(bus, consume=False, schedule=False)
+    consumer = running.consumer(bus)
+    running.consumers.append(consumer)
     service = GrpcService("reconciler", port=0)
     # As the process serves it: only calls vouched for, whose identity goes on to the peers.
     service.add_interceptor(RequireIdentity(IdentityVerifier([TEST_IDENTITY_KEY])))
     service.add_service(
-        SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)
+        SERVICE_NAME,
+        lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(running.servicer, s),
     )
     port = await service.start()
     client = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=vouched(caller=caller))
     try:
-        yield InProcess(api_grpc.ReconcilerServiceStub(client), store, bus, consumer)
+        yield InProcess(api_grpc.ReconcilerServiceStub(client), running.store, bus, consumer)
     finally:
-        await consumer.stop()
         await client.close()
         await service.shutdown()
-        await bus.close()
-        await channels.close()
+        await running.close()
         await engine.dispose()
 
 

@@ -12,7 +12,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
-from concord_reconciler.domain.model import ItemErrorRecord, SessionState
+from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionState
 from concord_rpc import from_rpc_error
 
 from .conftest import Reconciler
@@ -69,6 +69,9 @@ async def test_create_mailbox_forwards_the_account_and_is_idempotent(
     # Reading one mailbox adds its live push state, as the mail-connector reports it.
     assert got.mailbox.push_state == res.PUSH_STATE_ACTIVE
     got.mailbox.push_state = mailbox.push_state
+    # ...and when the schedule will next sync it (the process's wiring, as served).
+    assert got.mailbox.HasField("next_sync_time")
+    got.mailbox.ClearField("next_sync_time")
     assert got.mailbox == mailbox
 
 

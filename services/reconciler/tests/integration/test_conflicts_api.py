@@ -11,8 +11,8 @@ from google.protobuf import struct_pb2
 
 from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
-from concord_reconciler.adapters.links import SqlLinkStore
-from concord_reconciler.domain.sync import (
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.domain.sync import (
     FieldConflict,
     Link,
     LinkState,

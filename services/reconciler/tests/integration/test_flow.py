@@ -11,8 +11,8 @@ from google.protobuf import duration_pb2
 from concord.common.v1 import resources_pb2 as res
 from concord.events.v1 import events_pb2
 from concord.reconciler.v1 import reconciler_service_pb2 as api
-from concord_reconciler.adapters.links import SqlLinkStore
-from concord_reconciler.domain.sync import Side
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.domain.sync import Side
 from concord_rpc import error_info, from_rpc_error
 from concord_telemetry import attributes as attrs
 

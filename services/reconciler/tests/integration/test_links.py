@@ -12,15 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.adapters.links import SqlLinkStore
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.adapters.tables import item_errors
-from concord_reconciler.domain.executor import sync_pair
-from concord_reconciler.domain.model import MailboxRecord
-from concord_reconciler.domain.planner import SyncPolicy
-from concord_reconciler.domain.ports import Intent, ItemFailure
-from concord_reconciler.domain.sync import (
+from concord_reconciler.kernel.schema import item_errors
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.executor import sync_pair
+from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.ports import Intent, ItemFailure
+from concord_reconciler.mirror.domain.sync import (
     FieldConflict,
     Link,
     LinkState,
@@ -29,11 +28,12 @@ from concord_reconciler.domain.sync import (
     Write,
     WriteOp,
 )
+from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_store import create_engine, migrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 KIND = res.OBJECT_KIND_CALENDAR_ITEM
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 

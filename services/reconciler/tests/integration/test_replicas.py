@@ -21,9 +21,10 @@ from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, mail_changed
-from concord_reconciler.adapters.store import SqlStore
 from concord_reconciler.api.servicer import SERVICE_NAME
-from concord_reconciler.domain.model import SessionRecord, SessionState, utcnow
+from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 from concord_store import create_engine
 from concord_testing import NatsServer, PostgresCluster, ServiceProcess, free_port

@@ -15,26 +15,23 @@ from sqlalchemy import update
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord_events import SESSIONS, EventBus, Topology, mail_changed
-from concord_reconciler.adapters.messaging import NatsSessionQueue
-from concord_reconciler.adapters.scheduler import Scheduler, ScheduleReader
-from concord_reconciler.adapters.store import SqlStore, to_us
-from concord_reconciler.adapters.tables import requests
-from concord_reconciler.adapters.tables import sessions as sessions_table
-from concord_reconciler.domain.model import (
-    MailboxRecord,
-    MailboxState,
-    SessionRecord,
-    SessionState,
-    utcnow,
-)
-from concord_reconciler.domain.names import new_session_id
-from concord_reconciler.domain.schedule import SchedulePolicy, StateChange
+from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.kernel.names import new_session_id
+from concord_reconciler.kernel.schema import requests
+from concord_reconciler.kernel.schema import sessions as sessions_table
+from concord_reconciler.kernel.sql import to_us
+from concord_reconciler.mailboxes.domain.model import MailboxRecord, MailboxState
+from concord_reconciler.sessions.adapters.messaging import NatsSessionQueue
+from concord_reconciler.sessions.adapters.scheduler import Scheduler, ScheduleReader
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.schedule import SchedulePolicy, StateChange
 from concord_store import create_engine, migrate
 from concord_testing import NatsServer
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 DEFAULT = timedelta(minutes=30)
 
 

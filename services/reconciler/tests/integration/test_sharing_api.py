@@ -16,12 +16,15 @@ from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus
-from concord_reconciler.adapters.peers import GrpcMailSide
-from concord_reconciler.adapters.sharing import EmailSharing
-from concord_reconciler.adapters.store import SqlStore
+from concord_reconciler.api.base import ApiPorts
 from concord_reconciler.api.servicer import SERVICE_NAME, ReconcilerServicer
-from concord_reconciler.domain.model import MailboxRecord
-from concord_reconciler.domain.sharing import share_key
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.adapters.peers import GrpcMailSide
+from concord_reconciler.sessions.adapters.messaging import NatsSessionMessaging
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sharing.adapters.sharing import EmailSharing
+from concord_reconciler.sharing.domain.sharing import share_key
 from concord_rpc import GrpcService, from_rpc_error
 from concord_store import create_engine, migrate
 
@@ -82,7 +85,7 @@ class Harness:
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     engine = create_engine(f"sqlite:///{tmp_path}/reconciler.db")
-    await migrate(engine, "concord_reconciler.adapters.migrations")
+    await migrate(engine, "concord_reconciler.migrations")
     store = SqlStore(engine)
     for mailbox_id in ("bob", "carl"):
         await store.insert_mailbox(
@@ -98,9 +101,19 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     mail_channel = grpc.aio.insecure_channel(f"127.0.0.1:{mail_port}")
     salesforce = FakeSalesforce()
     contacts = {"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}
-    servicer = ReconcilerServicer(store, _no_bus, GrpcMailSide(mail_channel, 5.0))
     sharing = EmailSharing(engine, salesforce, FakeLinker(contacts), wait_seconds=0.2)
-    servicer.email_sharing = sharing
+    servicer = ReconcilerServicer(
+        ApiPorts(
+            mailboxes=store,
+            session_store=store,
+            sessions=store,
+            answers=store,
+            messaging=NatsSessionMessaging(_no_bus),
+            accounts=GrpcMailSide(mail_channel, 5.0),
+            conflicts=SqlLinkStore(engine),
+            sharing=sharing,
+        )
+    )
     service = GrpcService("reconciler", port=0)
     service.add_service(
         SERVICE_NAME, lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(servicer, s)

@@ -22,11 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from concord.common.v1 import resources_pb2 as res
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
-from concord_reconciler.adapters.peers import GrpcCrmSide, GrpcLinker
-from concord_reconciler.adapters.sharing import EmailSharing, ShareReport, share_emails
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.domain.model import MailboxRecord
-from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mailboxes.domain.settings import (
+    default_org_settings,
+    effective_mailbox_settings,
+)
+from concord_reconciler.mirror.adapters.peers import GrpcCrmSide, GrpcLinker
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sharing.adapters.sharing import EmailSharing, share_emails
+from concord_reconciler.sharing.domain.ports import ShareReport
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as EmulatorSettings
 from concord_store import create_engine, migrate
@@ -34,7 +38,7 @@ from concord_testing import ServiceProcess, free_port, identity_env, vouched
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 
 
 @dataclass

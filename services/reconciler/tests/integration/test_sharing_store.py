@@ -27,17 +27,21 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker
-from concord_reconciler.adapters.sharing import EmailSharing, ShareReport, share_emails
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.domain.errors import PeerError
-from concord_reconciler.domain.model import MailboxRecord
-from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
-from concord_reconciler.domain.sharing import normalise_message_id, share_key
+from concord_reconciler.kernel.errors import PeerError
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mailboxes.domain.settings import (
+    default_org_settings,
+    effective_mailbox_settings,
+)
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sharing.adapters.sharing import EmailSharing, share_emails
+from concord_reconciler.sharing.domain.ports import ShareReport
+from concord_reconciler.sharing.domain.sharing import normalise_message_id, share_key
 from concord_store import create_engine, migrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 PREFIXES = {"EmailMessage": "02s", "EmailMessageRelation": "0Rc", "Attachment": "00P"}
 
 

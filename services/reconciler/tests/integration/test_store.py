@@ -13,25 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.adapters.store import SqlStore
-from concord_reconciler.adapters.tables import metadata
-from concord_reconciler.domain.errors import EtagMismatch, MailboxAlreadyExists
-from concord_reconciler.domain.model import (
-    KindCounts,
-    MailboxRecord,
-    SessionCounts,
-    SessionRecord,
-    SessionState,
-    SideCounts,
-)
-from concord_reconciler.domain.names import new_session_id
-from concord_reconciler.wire import session_to_proto
+from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
+from concord_reconciler.kernel.errors import EtagMismatch, MailboxAlreadyExists
+from concord_reconciler.kernel.names import new_session_id
+from concord_reconciler.kernel.schema import metadata
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.wire import session_to_proto
 from concord_store import create_engine, migrate, version_table
 from concord_testing import PostgresCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-MIGRATIONS = "concord_reconciler.adapters.migrations"
+MIGRATIONS = "concord_reconciler.migrations"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

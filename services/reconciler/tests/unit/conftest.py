@@ -10,11 +10,12 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.domain.model import MailboxRecord, SessionRecord, SessionState
-from concord_reconciler.domain.ports import ChangePage
-from concord_reconciler.domain.runner import SessionScope, SyncPorts
-from concord_reconciler.domain.sync import Side, Snapshot, Write, WriteResult
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.ports import ChangePage
+from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 
 
 class ByKind:
@@ -99,7 +100,7 @@ class MemoryStore:
         return True
 
     def suspend(self, mailbox_id: str, reason: str) -> None:
-        from concord_reconciler.domain.model import MailboxState
+        from concord_reconciler.mailboxes.domain.model import MailboxState
 
         self.mailboxes[mailbox_id] = replace(
             self.mailboxes[mailbox_id], state=MailboxState.SUSPENDED, suspended_reason=reason

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.adapters.memory import MemoryLinkStore
-from concord_reconciler.domain.email_pass import EmailOutcome, share_pass, with_kind
-from concord_reconciler.domain.errors import SessionFailure
-from concord_reconciler.domain.model import KindCounts, SessionCounts, SideCounts
-from concord_reconciler.domain.ports import MailPage
-from concord_reconciler.domain.sync import Side
+from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
+from concord_reconciler.kernel.errors import SessionFailure
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore
+from concord_reconciler.mirror.domain.ports import MailPage
+from concord_reconciler.mirror.domain.sync import Side
+from concord_reconciler.sharing.domain.email_pass import EmailOutcome, share_pass, with_kind
 
 pytestmark = pytest.mark.unit
 

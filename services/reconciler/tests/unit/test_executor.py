@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.domain.executor import PairOutcome, sync_pair
-from concord_reconciler.domain.planner import SyncPolicy
-from concord_reconciler.domain.ports import ChangePage
-from concord_reconciler.domain.sync import LinkState, Side
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.ports import ChangePage
+from concord_reconciler.mirror.domain.sync import LinkState, Side
 
 pytestmark = pytest.mark.unit
 

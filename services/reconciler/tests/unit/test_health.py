@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.domain.health import OrgFigures, org_health
-from concord_reconciler.domain.model import MailboxState
+from concord_reconciler.mailboxes.domain.health import OrgFigures, org_health
+from concord_reconciler.mailboxes.domain.model import MailboxState
 
 pytestmark = pytest.mark.unit
 

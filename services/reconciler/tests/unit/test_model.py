@@ -3,8 +3,13 @@ from __future__ import annotations
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.domain.errors import TransitionError
-from concord_reconciler.domain.model import SessionRecord, SessionState, can_transition, coalesce
+from concord_reconciler.kernel.errors import TransitionError
+from concord_reconciler.sessions.domain.model import (
+    SessionRecord,
+    SessionState,
+    can_transition,
+    coalesce,
+)
 
 pytestmark = pytest.mark.unit
 

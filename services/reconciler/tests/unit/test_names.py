@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from concord_reconciler.domain.errors import InvalidRequest
-from concord_reconciler.domain.names import (
+from concord_reconciler.kernel.errors import InvalidRequest
+from concord_reconciler.kernel.names import (
     parse_mailbox_name,
     parse_org_settings_name,
     parse_session_name,

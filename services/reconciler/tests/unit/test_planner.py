@@ -12,15 +12,15 @@ from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as cst
-from concord_reconciler.domain.planner import (
+from concord_reconciler.mailboxes.domain.settings import default_org_settings
+from concord_reconciler.mirror.domain.planner import (
     ActionKind,
     ConflictPolicy,
     MergePlan,
     SyncPolicy,
     plan,
 )
-from concord_reconciler.domain.settings import default_org_settings
-from concord_reconciler.domain.sync import (
+from concord_reconciler.mirror.domain.sync import (
     Change,
     Link,
     LinkState,

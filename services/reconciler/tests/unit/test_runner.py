@@ -9,17 +9,16 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.domain.errors import SessionFailure
-from concord_reconciler.domain.planner import SyncPolicy
-from concord_reconciler.domain.ports import ChangePage
-from concord_reconciler.domain.runner import (
-    SessionScope,
-    categories_of,
-    participants_of,
-    run_session,
+from concord_reconciler.kernel.errors import SessionFailure
+from concord_reconciler.mailboxes.domain.settings import (
+    default_org_settings,
+    effective_mailbox_settings,
 )
-from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
-from concord_reconciler.domain.sync import Change, Side
+from concord_reconciler.mirror.domain.participants import participants_of
+from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.ports import ChangePage
+from concord_reconciler.mirror.domain.sync import Change, Side
+from concord_reconciler.sessions.domain.runner import SessionScope, categories_of, run_session
 
 from .conftest import MemoryEngine
 
@@ -86,7 +85,7 @@ async def test_skipped_items_are_counted_per_kind(engine: MemoryEngine) -> None:
 async def test_unreadable_items_are_quarantined_and_the_session_goes_on(
     engine: MemoryEngine,
 ) -> None:
-    from concord_reconciler.domain.ports import ItemFailure
+    from concord_reconciler.mirror.domain.ports import ItemFailure
 
     engine.mail.kinds[EVENT].create({"subject": "fine"})
     listing = engine.mail.kinds[EVENT].list_changes
@@ -106,7 +105,7 @@ async def test_unreadable_items_are_quarantined_and_the_session_goes_on(
 
 
 async def test_an_unreadable_item_is_not_a_delete_in_a_full_listing(engine: MemoryEngine) -> None:
-    from concord_reconciler.domain.ports import ItemFailure
+    from concord_reconciler.mirror.domain.ports import ItemFailure
 
     native = engine.mail.kinds[EVENT].create({"subject": "fine"})
     await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.domain.model import MailboxState, SessionState
-from concord_reconciler.domain.schedule import (
+from concord_reconciler.mailboxes.domain.model import MailboxState
+from concord_reconciler.sessions.domain.model import SessionState
+from concord_reconciler.sessions.domain.schedule import (
     CREDENTIAL_FAILURES,
     SchedulePolicy,
     ScheduleRow,

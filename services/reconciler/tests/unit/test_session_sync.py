@@ -7,12 +7,15 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.domain.errors import PeerError
-from concord_reconciler.domain.model import SessionRecord, SessionState
-from concord_reconciler.domain.names import new_session_id
-from concord_reconciler.domain.runner import policies_for
-from concord_reconciler.domain.sessions import execute_session
-from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
+from concord_reconciler.kernel.errors import PeerError
+from concord_reconciler.kernel.names import new_session_id
+from concord_reconciler.mailboxes.domain.settings import (
+    default_org_settings,
+    effective_mailbox_settings,
+)
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.runner import policies_for
+from concord_reconciler.sessions.domain.sessions import execute_session
 
 from .conftest import MemoryEngine, MemoryStore, RecordedEvents
 

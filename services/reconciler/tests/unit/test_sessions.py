@@ -7,17 +7,21 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.domain.errors import (
+from concord_reconciler.kernel.errors import (
     MailboxNotFound,
     MailboxSuspended,
     PeerError,
     QueueUnavailable,
     SessionFailure,
 )
-from concord_reconciler.domain.model import SessionState
-from concord_reconciler.domain.ports import ChangePage
-from concord_reconciler.domain.sessions import abandon_session, execute_session, request_session
-from concord_reconciler.domain.settings import default_org_settings
+from concord_reconciler.mailboxes.domain.settings import default_org_settings
+from concord_reconciler.mirror.domain.ports import ChangePage
+from concord_reconciler.sessions.domain.model import SessionState
+from concord_reconciler.sessions.domain.sessions import (
+    abandon_session,
+    execute_session,
+    request_session,
+)
 
 from .conftest import MemoryEngine, MemoryStore, RecordedEvents, RecordingQueue
 

@@ -4,8 +4,8 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_reconciler.domain.errors import InvalidRequest, SettingLocked
-from concord_reconciler.domain.settings import (
+from concord_reconciler.kernel.errors import InvalidRequest, SettingLocked
+from concord_reconciler.mailboxes.domain.settings import (
     default_org_settings,
     effective_mailbox_settings,
     merge_mailbox_settings,

@@ -12,8 +12,11 @@ from hypothesis import strategies as hs
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.linker.v1 import linker_service_pb2 as linker
-from concord_reconciler.domain.settings import default_org_settings, effective_mailbox_settings
-from concord_reconciler.domain.sharing import (
+from concord_reconciler.mailboxes.domain.settings import (
+    default_org_settings,
+    effective_mailbox_settings,
+)
+from concord_reconciler.sharing.domain.sharing import (
     LINKER_MAX_PARTICIPANTS,
     AttachmentPolicy,
     EmailFieldLimits,

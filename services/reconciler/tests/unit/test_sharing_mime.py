@@ -9,7 +9,7 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.linker.v1 import linker_service_pb2 as linker
-from concord_reconciler.domain.sharing import Quarantine, SharePlan, plan_share, share_key
+from concord_reconciler.sharing.domain.sharing import Quarantine, SharePlan, plan_share, share_key
 
 pytestmark = pytest.mark.timeout(60)
 

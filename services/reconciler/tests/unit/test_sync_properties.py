@@ -30,10 +30,10 @@ from hypothesis.stateful import (
 )
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.domain.executor import PairOutcome, sync_pair
-from concord_reconciler.domain.planner import ConflictPolicy, SyncPolicy
-from concord_reconciler.domain.sync import LinkState, Side, TombstoneReason, Value
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.planner import ConflictPolicy, SyncPolicy
+from concord_reconciler.mirror.domain.sync import LinkState, Side, TombstoneReason, Value
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(600)]
 

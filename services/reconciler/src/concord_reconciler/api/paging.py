@@ -7,7 +7,7 @@ import binascii
 import json
 from typing import Any
 
-from concord_reconciler.domain.errors import InvalidRequest
+from concord_reconciler.kernel.errors import InvalidRequest
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "decode_token", "encode_token", "page_size"]
 

@@ -1,0 +1,1 @@
+"""Mailboxes and settings in SQL; an org's health figures."""

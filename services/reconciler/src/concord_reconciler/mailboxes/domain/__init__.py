@@ -1,0 +1,1 @@
+"""Mailboxes and settings: records, states, defaults and masked updates. No I/O."""

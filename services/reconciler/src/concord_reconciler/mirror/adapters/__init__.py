@@ -1,0 +1,1 @@
+"""The mirror's sides over the peers' gRPC APIs, in memory, and the link store on SQL."""

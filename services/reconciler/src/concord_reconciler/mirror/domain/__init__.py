@@ -1,0 +1,1 @@
+"""The mirror's vocabulary, planner and executor. No I/O: the world comes in through `ports`."""

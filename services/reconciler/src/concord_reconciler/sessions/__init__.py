@@ -1,0 +1,1 @@
+"""Sessions: requests (coalesced, idempotent), the queue, the scheduler, leases, the runner."""

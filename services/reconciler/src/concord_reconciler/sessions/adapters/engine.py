@@ -1,0 +1,65 @@
+"""Each session's sync engine over the peers' gRPC APIs: the mirror's two sides, the link store
+and the email pass, bound to the session's mailbox, org and user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from concord_reconciler.mirror.adapters.sync_sides import (
+    CrmClient,
+    CrmSyncSide,
+    LinkerClient,
+    MailClient,
+    MailSyncSide,
+    MappingClient,
+    SessionMapping,
+)
+from concord_reconciler.mirror.domain.ports import (
+    LinkStore,
+)
+from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
+from concord_reconciler.sharing.adapters.email_share import GrpcEmailShare
+from concord_reconciler.sharing.adapters.sharing import EmailSharing
+
+
+@dataclass
+class GrpcSyncEngine:
+    """Builds each session's sides over the peers' channels, with the link store."""
+
+    mail: MailClient
+    crm: CrmClient
+    mapping: MappingClient
+    linker: LinkerClient
+    links: LinkStore
+    # Shares the mailbox's emails after the pairs; None: sessions share no email.
+    sharing: EmailSharing | None = None
+
+    def ports(self, scope: SessionScope) -> SyncPorts:
+        shared = SessionMapping(self.mapping, scope.org, scope.crm_user_id)
+        emails = None
+        if (
+            self.sharing is not None
+            and scope.mailbox_record is not None
+            and scope.org_settings is not None
+            and scope.mailbox_settings is not None
+        ):
+            emails = GrpcEmailShare(
+                self.mail,
+                self.sharing,
+                scope.mailbox_record,
+                scope.org_settings,
+                scope.mailbox_settings,
+            )
+        return SyncPorts(
+            mail=MailSyncSide(self.mail, shared, scope.mailbox, dict(scope.categories)),
+            crm=CrmSyncSide(
+                self.crm,
+                shared,
+                self.linker,
+                scope.org,
+                scope.crm_user_id,
+                scope.resolution,
+            ),
+            links=self.links,
+            emails=emails,
+        )

@@ -1,0 +1,400 @@
+"""The scheduler: sessions on each mailbox's interval, on push hints, and back-off/suspension.
+
+One replica at a time plans the schedule: the one holding the `scheduler` lease (a replica
+killed while holding it frees it by expiry). Every replica turns push hints into session
+requests through a queue-group subscription, so each hint reaches one replica. Requests
+coalesce in the store (at most one QUEUED session per mailbox), so a burst of hints, or two
+replicas racing, give at most the running session and one queued behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from concord.common.v1 import resources_pb2 as res
+from concord.common.v1 import settings_pb2 as st
+from concord_events import EventBus, LeaseLost
+from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.kernel.errors import MailboxNotFound, MailboxSuspended, QueueUnavailable
+from concord_reconciler.kernel.schema import mailboxes, org_settings, requests, sessions
+from concord_reconciler.kernel.sql import from_us, to_us
+from concord_reconciler.mailboxes.domain.model import MailboxState
+from concord_reconciler.sessions.domain.model import SessionState
+from concord_reconciler.sessions.domain.ports import SessionQueue, SessionStore
+from concord_reconciler.sessions.domain.schedule import (
+    SchedulePolicy,
+    ScheduleRow,
+    StateChange,
+    TickPlan,
+    may_push,
+    plan_tick,
+)
+from concord_reconciler.sessions.domain.sessions import request_session
+from concord_telemetry.propagation import extract
+
+__all__ = [
+    "CRM_CHANGED_ALL",
+    "LEADER_KEY",
+    "MAIL_CHANGED_ALL",
+    "PUSH_QUEUE_GROUP",
+    "ScheduleReader",
+    "Scheduler",
+]
+
+log = logging.getLogger(__name__)
+
+LEADER_KEY = "scheduler"
+MAIL_CHANGED_ALL = "concord.mail.changed.*"
+CRM_CHANGED_ALL = "concord.crm.changed.*"
+PUSH_QUEUE_GROUP = "reconciler-push"
+# Finished sessions read per mailbox: enough to count a run of failures into deep back-off.
+_HISTORY = 25
+
+_FINISHED = (int(SessionState.COMPLETED), int(SessionState.FAILED))
+_PENDING = (int(SessionState.QUEUED), int(SessionState.RUNNING))
+
+
+# Stored request answers are pruned by the leading replica this often.
+PRUNE_EVERY = timedelta(minutes=10)
+
+
+class ScheduleReader:
+    """The schedule's view of the store: four queries for every mailbox, whatever their number."""
+
+    def __init__(self, engine: AsyncEngine, default_interval: timedelta) -> None:
+        self.engine = engine
+        self.default_interval = default_interval
+
+    async def held_until(self, mailbox_id: str) -> datetime | None:
+        """When a throttled peer allows the mailbox's next session, if its newest finished
+        session says so (one indexed query: it runs for every push hint)."""
+        async with self.engine.connect() as conn:
+            newest = (
+                await conn.execute(
+                    select(sessions.c.state, sessions.c.retry_not_before_us)
+                    .where(
+                        sessions.c.mailbox_id == mailbox_id,
+                        sessions.c.state.in_(_FINISHED),
+                    )
+                    .order_by(sessions.c.end_time_us.desc())
+                    .limit(1)
+                )
+            ).first()
+        if newest is None or newest[0] != SessionState.FAILED or newest[1] is None:
+            return None
+        return from_us(newest[1])
+
+    async def forget_answers(self, before: datetime) -> int:
+        """Drop the stored answers of mutations made before `before`; how many went."""
+        async with self.engine.begin() as conn:
+            gone = await conn.execute(
+                delete(requests).where(requests.c.create_time_us < to_us(before))
+            )
+        return int(gone.rowcount or 0)
+
+    async def rows(self, only: str | None = None) -> list[ScheduleRow]:
+        """Every mailbox's row, or only mailbox `only`'s (for its dashboard)."""
+        of_mailbox = [sessions.c.mailbox_id == only] if only is not None else []
+        newest = (
+            func.row_number()
+            .over(partition_by=sessions.c.mailbox_id, order_by=sessions.c.end_time_us.desc())
+            .label("rank")
+        )
+        history = (
+            select(
+                sessions.c.mailbox_id,
+                sessions.c.state,
+                sessions.c.end_time_us,
+                sessions.c.failure_code,
+                sessions.c.failure_reason,
+                sessions.c.retry_not_before_us,
+                newest,
+            )
+            .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
+            .where(
+                sessions.c.state.in_(_FINISHED),
+                sessions.c.end_time_us > mailboxes.c.update_time_us,
+                *of_mailbox,
+            )
+            .subquery()
+        )
+        chosen = select(mailboxes)
+        if only is not None:
+            chosen = chosen.where(mailboxes.c.mailbox_id == only)
+        async with self.engine.connect() as conn:
+            boxes = (await conn.execute(chosen)).mappings().all()
+            org_rows = await conn.execute(select(org_settings.c.org_id, org_settings.c.settings))
+            intervals = {org_id: _interval(blob) for org_id, blob in org_rows}
+            last_request: dict[str, int] = {
+                box_id: request_us
+                for box_id, request_us in await conn.execute(
+                    select(sessions.c.mailbox_id, func.max(sessions.c.request_time_us))
+                    .where(*of_mailbox)
+                    .group_by(sessions.c.mailbox_id)
+                )
+            }
+            # Mailbox -> when its QUEUED session was requested (None: only a RUNNING one).
+            pending: dict[str, int | None] = {}
+            for box_id, state, request_us in await conn.execute(
+                select(sessions.c.mailbox_id, sessions.c.state, sessions.c.request_time_us).where(
+                    sessions.c.state.in_(_PENDING), *of_mailbox
+                )
+            ):
+                if state == SessionState.QUEUED or box_id not in pending:
+                    pending[box_id] = request_us if state == SessionState.QUEUED else None
+            recent: dict[str, list[tuple[int, int, str, str, int | None]]] = {}
+            for box_id, state, end_us, code, reason, not_before_us, _rank in await conn.execute(
+                select(history)
+                .where(history.c.rank <= _HISTORY)
+                .order_by(history.c.mailbox_id, history.c.rank)
+            ):
+                recent.setdefault(box_id, []).append((state, end_us, code, reason, not_before_us))
+        rows = []
+        for box in boxes:
+            interval = (
+                timedelta(seconds=box.sync_interval_seconds)
+                if box.sync_interval_seconds
+                else intervals.get(box.org_id) or self.default_interval
+            )
+            rows.append(
+                _row(
+                    box.mailbox_id,
+                    box.org_id,
+                    MailboxState(box.state),
+                    from_us(box.update_time_us),
+                    interval,
+                    last_request.get(box.mailbox_id),
+                    box.mailbox_id in pending,
+                    pending.get(box.mailbox_id),
+                    recent.get(box.mailbox_id, []),
+                )
+            )
+        return rows
+
+    async def change_state(self, change: StateChange) -> bool:
+        """Apply `change` if the mailbox is still in its expected state (a user's suspend or
+        resume in between wins)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(mailboxes)
+                .where(
+                    mailboxes.c.mailbox_id == change.mailbox_id,
+                    mailboxes.c.state == int(change.expected),
+                )
+                .values(
+                    state=int(change.state),
+                    suspended_reason=change.reason,
+                    update_time_us=to_us(utcnow()),
+                    version=mailboxes.c.version + 1,
+                )
+            )
+        return bool(result.rowcount)
+
+
+def _interval(blob: bytes) -> timedelta | None:
+    settings = st.OrgSettings.FromString(blob)
+    if not settings.HasField("sync_interval"):
+        return None
+    value: timedelta = settings.sync_interval.ToTimedelta()
+    return value if value > timedelta(0) else None
+
+
+def _row(
+    mailbox_id: str,
+    org_id: str,
+    state: MailboxState,
+    state_since: datetime,
+    interval: timedelta,
+    last_request_us: int | None,
+    pending: bool,
+    queued_us: int | None,
+    recent: list[tuple[int, int, str, str, int | None]],
+) -> ScheduleRow:
+    failures = 0
+    for outcome, *_ in recent:
+        if outcome != SessionState.FAILED:
+            break
+        failures += 1
+    newest = recent[0] if recent else None
+    return ScheduleRow(
+        mailbox_id=mailbox_id,
+        org_id=org_id,
+        state=state,
+        state_since=state_since,
+        interval=interval,
+        last_request=from_us(last_request_us) if last_request_us is not None else None,
+        last_end=from_us(newest[1]) if newest else None,
+        failures_in_row=failures,
+        last_outcome=SessionState(newest[0]) if newest else None,
+        last_failure_code=newest[2] if newest and failures else "",
+        last_failure_reason=newest[3] if newest and failures else "",
+        pending=pending,
+        queued_since=from_us(queued_us) if queued_us is not None else None,
+        retry_not_before=(
+            from_us(newest[4]) if newest and failures and newest[4] is not None else None
+        ),
+    )
+
+
+class Scheduler:
+    """Runs the schedule while this replica leads, and turns push hints into sessions."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        store: SessionStore,
+        queue: SessionQueue,
+        reader: ScheduleReader,
+        *,
+        owner: str,
+        tick_seconds: float,
+        policy: SchedulePolicy | None = None,
+        tracer_provider: TracerProvider | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.queue = queue
+        self.reader = reader
+        self.owner = owner
+        self.tick_seconds = tick_seconds
+        self.policy = policy or SchedulePolicy()
+        self.clock = clock
+        self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: list[Subscription] = []
+        self.leading = False
+        self._next_prune: datetime | None = None
+
+    async def start(self) -> None:
+        for subject, handler in (
+            (MAIL_CHANGED_ALL, self._on_mail_changed),
+            (CRM_CHANGED_ALL, self._on_crm_changed),
+        ):
+            self._subscriptions.append(
+                await self.bus.client.subscribe(subject, queue=PUSH_QUEUE_GROUP, cb=handler)
+            )
+        await self.bus.client.flush()
+        self._tasks.append(asyncio.create_task(self._lead(), name="scheduler"))
+
+    async def stop(self) -> None:
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def tick(self) -> TickPlan:
+        """Apply due state changes and request due sessions; what was done, for tests."""
+        now = self.clock()
+        plan = plan_tick(await self.reader.rows(), now, self.policy)
+        for change in plan.changes:
+            if await self.reader.change_state(change):
+                log.info(
+                    "mailbox %s: %s -> %s",
+                    change.mailbox_id,
+                    change.expected.name,
+                    change.state.name,
+                )
+        for due in plan.sessions:
+            await self._request(due.mailbox_id, due.trigger)
+        # One more message per requeue period at most: the same id within a period collapses.
+        period = int(now.timestamp() // self.policy.requeue_after.total_seconds())
+        for mailbox_id in plan.requeued:
+            log.warning("mailbox %s: its queued session waited too long; re-queuing", mailbox_id)
+            await self._request(
+                mailbox_id, res.SESSION_TRIGGER_RETRY, republish=f"requeue-{period}"
+            )
+        if self._next_prune is None or now >= self._next_prune:
+            forgotten = await self.reader.forget_answers(now - self.policy.answer_retention)
+            if forgotten:
+                log.info("forgot %d stored request answers past their retention", forgotten)
+            self._next_prune = now + PRUNE_EVERY
+        return plan
+
+    async def _lead(self) -> None:
+        leases = await self.bus.leases()
+        while True:
+            try:
+                lease = await leases.acquire(LEADER_KEY, self.owner)
+                if lease is None:
+                    await asyncio.sleep(self.tick_seconds)
+                    continue
+                async with lease:
+                    self.leading = True
+                    while True:
+                        plan = await self.tick()
+                        await asyncio.sleep(self._pause(plan))
+            except LeaseLost:
+                log.warning("lost the scheduler lease; another replica schedules now")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # NATS or the database hiccuped: the schedule resumes at the next tick.
+                log.exception("scheduler tick failed")
+                await asyncio.sleep(self.tick_seconds)
+            finally:
+                self.leading = False
+
+    def _pause(self, plan: TickPlan) -> float:
+        # Sleep until the next due moment, but re-read at least every tick: new mailboxes,
+        # resumes and finished sessions change the plan.
+        if plan.next_wake is None:
+            return self.tick_seconds
+        until = (plan.next_wake - self.clock()).total_seconds()
+        return min(self.tick_seconds, max(0.05, until))
+
+    async def _request(self, mailbox_id: str, trigger: int, *, republish: str = "") -> None:
+        try:
+            await request_session(
+                mailbox_id,
+                trigger,
+                "",
+                store=self.store,
+                queue=self.queue,
+                now=self.clock,
+                republish=republish,
+            )
+        except (MailboxNotFound, MailboxSuspended):
+            pass  # deleted or suspended since the plan was read
+        except QueueUnavailable:
+            log.warning("could not queue the session of mailbox %s; next tick retries", mailbox_id)
+
+    async def _on_mail_changed(self, msg: Msg) -> None:
+        mailbox_id = msg.subject.rsplit(".", 1)[-1]
+        with self.tracer.start_as_current_span(
+            "schedule.push", context=extract(msg.headers), kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("concord.mailbox", f"mailboxes/{mailbox_id}")
+            mailbox = await self.store.get_mailbox(mailbox_id)
+            # A mailbox in back-off, or one a throttled peer asked to leave alone for a while,
+            # waits for its retry: pushes must not defeat either.
+            if mailbox is None or mailbox.state is not MailboxState.ACTIVE:
+                return
+            held = await self.reader.held_until(mailbox_id)
+            if held is None or held <= self.clock():
+                await self._request(mailbox_id, res.SESSION_TRIGGER_PUSH)
+
+    async def _on_crm_changed(self, msg: Msg) -> None:
+        org_id = msg.subject.rsplit(".", 1)[-1]
+        with self.tracer.start_as_current_span(
+            "schedule.push", context=extract(msg.headers), kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("concord.org", f"orgs/{org_id}")
+            now = self.clock()
+            for row in await self.reader.rows():
+                if row.org_id == org_id and may_push(row, now):
+                    await self._request(row.mailbox_id, res.SESSION_TRIGGER_PUSH)

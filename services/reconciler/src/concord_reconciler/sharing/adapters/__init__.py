@@ -1,0 +1,1 @@
+"""Sharing against the world: claim the key, link, write, remember."""

@@ -1,0 +1,1 @@
+"""Which emails are shared, under which key, as what. No I/O."""
