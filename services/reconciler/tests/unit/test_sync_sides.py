@@ -15,7 +15,9 @@ from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker_pb
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
-from concord_reconciler.mirror.adapters.sync_sides import CrmSyncSide, MailSyncSide, SessionMapping
+from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
+from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
+from concord_reconciler.mirror.adapters.sync_sides import SessionMapping
 from concord_reconciler.mirror.domain.ports import CrmPage, MailPage
 from concord_reconciler.mirror.domain.sync import Side, Write, WriteOp, content_hash
 

@@ -2,7 +2,8 @@
 
 A pure function (no I/O, no clock: `now` is an argument), so every rule below is checked by
 example and property tests without a store or a connector. A pair is one mailbox and one
-object kind; each pair is planned, guarded and committed on its own.
+object kind; each pair is planned, guarded and committed on its own. The module is long on
+purpose: one algorithm's rules, read top to bottom, each next to its reason.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
+from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
 from concord_reconciler.mirror.adapters.sync_sides import (
     CrmClient,
-    CrmSyncSide,
     LinkerClient,
     MailClient,
-    MailSyncSide,
     MappingClient,
     SessionMapping,
 )

@@ -3,7 +3,9 @@
 One way and exactly once: an email becomes one EmailMessage per org, keyed by its Internet
 Message-ID, whichever mailbox shares it first; the others only add their relations. This
 module decides and builds; it does no I/O (the adapter in `adapters/sharing.py` claims keys,
-calls the linker and writes through crm-connector).
+calls the linker and writes through crm-connector). It is long because it holds everything an
+email becomes on the way — selection, key, field limits, relations, attachments — each part
+small and pure, and split apart they would only import each other.
 """
 
 from __future__ import annotations

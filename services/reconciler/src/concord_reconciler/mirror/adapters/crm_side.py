@@ -1,0 +1,360 @@
+"""Salesforce as one side of the mirror: crm-connector for records, normalised through mapping,
+activities linked to people by the linker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format, struct_pb2
+
+from concord.common.v1 import resources_pb2 as res
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.linker.v1 import linker_service_pb2 as linker_pb
+from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
+from concord_reconciler.mirror.adapters.sync_sides import (
+    CrmClient,
+    LinkerClient,
+    SessionMapping,
+    chunks,
+    common_fields,
+    failed_result,
+    instant,
+    problem,
+    snapshot_of,
+    struct_of,
+)
+from concord_reconciler.mirror.domain.ports import (
+    ChangePage,
+    ItemFailure,
+)
+from concord_reconciler.mirror.domain.sync import (
+    Change,
+    Side,
+    Snapshot,
+    Write,
+    WriteOp,
+    WriteResult,
+)
+
+log = logging.getLogger(__name__)
+
+LINK_FIELD = "Concord_Link_Id__c"
+
+# What marks a record whose mailbox item was cancelled (MAIL_DELETE_ACTION_MARK_RECORD):
+# Salesforce's Event has no cancelled flag, and a subject is what every list view shows.
+CANCELLED_PREFIX = "Cancelled: "
+
+CRM_READ_BATCH = 200
+
+# Linker calls in flight at once for one batch of creates.
+LINKER_CONCURRENCY = 8
+
+# Activities are linked to people (WhoId/WhatId); contacts are the people.
+_ACTIVITY_KINDS = (res.OBJECT_KIND_CALENDAR_ITEM, res.OBJECT_KIND_TASK)
+
+
+@dataclass
+class CrmSyncSide:
+    """Salesforce for one session: crm-connector for records, normalised through mapping.
+
+    Writes carry the link id in `Concord_Link_Id__c`: a create is an upsert by it (a replay
+    finds its record), and `find` is a query on it. Activities created here are linked to
+    people (WhoId/WhatId) by the linker; those fields are Salesforce's alone and never part of
+    the compared fields (the normalisation drops what the table does not map).
+    """
+
+    client: CrmClient
+    mapping: SessionMapping
+    linker: LinkerClient
+    org: str
+    owner_id: str
+    policy: linker_pb.ResolutionPolicy | None = None
+    side: Side = Side.CRM
+    _fields: dict[str, list[str]] = field(default_factory=dict)
+
+    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        # No field list: crm-connector then reads every field of the describe, which keeps
+        # a quiet session to one call per object (the table would cost one more).
+        page = await self.client.list_changes(
+            self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id
+        )
+        changes: list[Change] = []
+        records: list[res.CrmRecord] = []
+        for listed in page.changes:
+            if listed.type == res.CHANGE_TYPE_DELETE or listed.record.is_deleted:
+                changes.append(Change(Side.CRM, listed.record.id, None))
+            else:
+                records.append(listed.record)
+        snapshots, failures = await self._normalised(kind, records)
+        changes.extend(Change(Side.CRM, n, s) for n, s in snapshots.items())
+        return ChangePage(
+            changes,
+            next_cursor=page.next_cursor.token,
+            full_resync_required=page.full_resync_required,
+            has_more=page.has_more,
+            failures=failures,
+        )
+
+    async def _normalised(
+        self, kind: int, records: Sequence[res.CrmRecord]
+    ) -> tuple[dict[str, Snapshot], list[ItemFailure]]:
+        """Records in the common field space, by the MapToMail → MapToCrm round trip."""
+        failures: list[ItemFailure] = []
+        items: list[tuple[res.CrmRecord, res.MailItem]] = []
+        for record, mapped in zip(records, await self.mapping.to_mail(records), strict=True):
+            if mapped.HasField("error"):
+                failures.append(self._failure(kind, record, mapped.error))
+            else:
+                items.append((record, mapped.item))
+        snapshots: dict[str, Snapshot] = {}
+        back = await self.mapping.to_crm([item for _, item in items])
+        for (record, item), mapped_back in zip(items, back, strict=True):
+            if mapped_back.HasField("error"):
+                failures.append(self._failure(kind, record, mapped_back.error))
+                continue
+            stamp = record.system_modstamp if record.HasField("system_modstamp") else None
+            snapshots[record.id] = snapshot_of(
+                kind,
+                item,
+                common_fields(mapped_back.record),
+                version=stamp.ToJsonString() if stamp is not None else "",
+                server_time=instant(stamp) if stamp is not None else None,
+                link_id=record.link_id,
+            )
+        return snapshots, failures
+
+    @staticmethod
+    def _failure(kind: int, record: res.CrmRecord, error: mapping_pb.MappingError) -> ItemFailure:
+        version = (
+            record.system_modstamp.ToJsonString() if record.HasField("system_modstamp") else ""
+        )
+        return problem(kind, Side.CRM, record.id, version, error.reason, error.message)
+
+    async def _readable(self, sobject: str) -> list[str]:
+        """Every field a listing returns, for reads by id or link id (once per session)."""
+        if sobject not in self._fields:
+            described = await self.client.describe(self.org, sobject)
+            # Compound fields (address, location) cannot be selected beside their parts.
+            self._fields[sobject] = [
+                f.name for f in described.fields if f.type not in ("address", "location")
+            ]
+        return self._fields[sobject]
+
+    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        fields = await self._readable(sobject)
+        found: dict[str, Snapshot] = {}
+        for chunk in chunks(native_ids, CRM_READ_BATCH):
+            response = await self.client.get_records(self.org, sobject, chunk, fields)
+            snapshots, failures = await self._normalised(kind, list(response.records))
+            found.update(snapshots)
+            for failure in failures:
+                found.setdefault(failure.native_id, Snapshot(fields={}, version=failure.version))
+        return found
+
+    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        fields = await self._readable(sobject)
+        found: dict[str, tuple[str, Snapshot]] = {}
+        for chunk in chunks(link_ids, CRM_READ_BATCH):
+            values = [struct_pb2.Value(string_value=link_id) for link_id in chunk]
+            token = ""
+            while True:
+                response = await self.client.query_records(
+                    crm.QueryRecordsRequest(
+                        org=self.org,
+                        sobject_type=sobject,
+                        fields=fields,
+                        filters=[crm.FieldFilter(field=LINK_FIELD, values=values)],
+                        page_token=token,
+                    )
+                )
+                snapshots, _ = await self._normalised(kind, list(response.records))
+                for record in response.records:
+                    link_id = record.link_id or str(
+                        json_format.MessageToDict(record.fields).get(LINK_FIELD) or ""
+                    )
+                    if record.id in snapshots and link_id:
+                        found[link_id] = (record.id, snapshots[record.id])
+                token = response.next_page_token
+                if not token:
+                    break
+        return found
+
+    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        links = await self._links(kind, [w for w in writes if w.op is WriteOp.CREATE])
+        subjects = await self._subjects(sobject, [w for w in writes if w.op is WriteOp.MARK])
+        sent: list[crm.CrmWrite] = []
+        for write in writes:
+            sent.append(self._crm_write(sobject, write, links, subjects))
+        answers = await self.client.apply_batch(self.org, sent) if sent else []
+        results = [_crm_result(w, a) for w, a in zip(writes, answers, strict=True)]
+        await self._relate(kind, writes, results, links)
+        return results
+
+    def _crm_write(
+        self,
+        sobject: str,
+        write: Write,
+        links: Mapping[str, linker_pb.ResolveParticipantsResponse],
+        subjects: Mapping[str, str],
+    ) -> crm.CrmWrite:
+        if write.op is WriteOp.DELETE:
+            return crm.CrmWrite(
+                operation=crm.CRM_WRITE_OPERATION_DELETE,
+                sobject_type=sobject,
+                id=write.native_id or "",
+            )
+        if write.op is WriteOp.MARK:
+            subject = subjects.get(write.native_id or "", "")
+            marked = subject if subject.startswith(CANCELLED_PREFIX) else CANCELLED_PREFIX + subject
+            return crm.CrmWrite(
+                operation=crm.CRM_WRITE_OPERATION_UPDATE,
+                sobject_type=sobject,
+                id=write.native_id or "",
+                fields=struct_of({"Subject": marked}),
+            )
+        values = {k: v for k, v in write.fields.items() if v is not None}
+        if write.op is WriteOp.CREATE:
+            resolved = links.get(write.link_id)
+            if resolved is not None:
+                # Salesforce's own fields, set once at creation: the user may relink later.
+                if resolved.HasField("who") and resolved.who.id:
+                    values["WhoId"] = resolved.who.id
+                if resolved.HasField("what") and resolved.what.id:
+                    values["WhatId"] = resolved.what.id
+            return crm.CrmWrite(
+                # An upsert by link id: a create replayed after a lost answer finds its record.
+                operation=crm.CRM_WRITE_OPERATION_UPSERT,
+                sobject_type=sobject,
+                link_id=write.link_id,
+                fields=struct_of(values),
+            )
+        update = crm.CrmWrite(
+            operation=crm.CRM_WRITE_OPERATION_UPDATE,
+            sobject_type=sobject,
+            id=write.native_id or "",
+            fields=struct_of(values),
+            fields_to_null=sorted(k for k, v in write.fields.items() if v is None),
+        )
+        if write.expected_version:
+            try:
+                update.expected_system_modstamp.FromJsonString(write.expected_version)
+            except ValueError:
+                update.ClearField("expected_system_modstamp")
+        return update
+
+    async def _subjects(self, sobject: str, writes: Sequence[Write]) -> dict[str, str]:
+        ids = [w.native_id for w in writes if w.native_id]
+        if not ids:
+            return {}
+        response = await self.client.get_records(self.org, sobject, ids, ["Subject"])
+        return {
+            r.id: str(json_format.MessageToDict(r.fields).get("Subject") or "")
+            for r in response.records
+        }
+
+    async def _links(
+        self, kind: int, creates: Sequence[Write]
+    ) -> dict[str, linker_pb.ResolveParticipantsResponse]:
+        """The linker's answer for each activity created, asked once per distinct set of
+        people in the batch (a series' occurrences share theirs)."""
+        if kind not in _ACTIVITY_KINDS:
+            return {}
+        by_people: dict[tuple[tuple[str, str, int], ...], list[str]] = {}
+        for write in creates:
+            if write.participants:
+                by_people.setdefault(write.participants, []).append(write.link_id)
+        if not by_people:
+            return {}
+        gate = asyncio.Semaphore(LINKER_CONCURRENCY)
+
+        async def resolve(
+            people: tuple[tuple[str, str, int], ...], link_id: str
+        ) -> linker_pb.ResolveParticipantsResponse:
+            async with gate:
+                return await self.linker.resolve_participants(
+                    self.org,
+                    self.owner_id,
+                    kind,
+                    [
+                        res.Participant(email=e, display_name=n, role=r)  # type: ignore[arg-type]
+                        for e, n, r in people
+                    ],
+                    # The first activity's link id: a retried session asks again with the
+                    # same key, so records the linker creates are created once.
+                    request_id=link_id,
+                    policy=self.policy,
+                )
+
+        answers = await asyncio.gather(*(resolve(p, ids[0]) for p, ids in by_people.items()))
+        return {
+            link_id: answer
+            for (_, ids), answer in zip(by_people.items(), answers, strict=True)
+            for link_id in ids
+        }
+
+    async def _relate(
+        self,
+        kind: int,
+        writes: Sequence[Write],
+        results: Sequence[WriteResult],
+        links: Mapping[str, linker_pb.ResolveParticipantsResponse],
+    ) -> None:
+        """EventRelation rows for the attendees besides WhoId, on events just created.
+
+        Best effort: the event itself is written and linked; a relation Salesforce refuses
+        (e.g. a duplicate after a replay) is logged, never a reason to write the event again.
+        """
+        if kind != res.OBJECT_KIND_CALENDAR_ITEM:
+            return
+        rows: list[crm.CrmWrite] = []
+        for write, result in zip(writes, results, strict=True):
+            resolved = links.get(write.link_id)
+            if write.op is not WriteOp.CREATE or resolved is None or not result.ok:
+                continue
+            if result.already_applied:
+                continue  # a replay: its relations were written with it
+            who = resolved.who.id if resolved.HasField("who") else ""
+            for relation in resolved.relations:
+                if relation.id and relation.id != who:
+                    rows.append(
+                        crm.CrmWrite(
+                            operation=crm.CRM_WRITE_OPERATION_CREATE,
+                            sobject_type="EventRelation",
+                            fields=struct_of(
+                                {"EventId": result.native_id, "RelationId": relation.id}
+                            ),
+                        )
+                    )
+        if not rows:
+            return
+        answers = await self.client.apply_batch(self.org, rows)
+        refused = [a for a in answers if a.status != res.WRITE_STATUS_OK]
+        if refused:
+            log.warning(
+                "%d of %d event relations were refused: %s",
+                len(refused),
+                len(rows),
+                sorted({e.code for a in refused for e in a.errors}),
+            )
+
+
+def _crm_result(write: Write, answer: crm.CrmWriteResult) -> WriteResult:
+    status = answer.status
+    if status == res.WRITE_STATUS_OK:
+        stamp = answer.system_modstamp.ToJsonString() if answer.HasField("system_modstamp") else ""
+        replayed = write.op is WriteOp.CREATE and not answer.created
+        return WriteResult(
+            write.link_id, True, answer.id or write.native_id or "", stamp, already_applied=replayed
+        )
+    if status == res.WRITE_STATUS_NOT_FOUND and write.op is WriteOp.DELETE:
+        return WriteResult(write.link_id, True, write.native_id or "", already_applied=True)
+    code = answer.errors[0].code if answer.errors else ""
+    return failed_result(write.link_id, status, code)

@@ -1,0 +1,320 @@
+"""The mailbox as one side of the mirror: the mail-connector's items, normalised through mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import field_mask_pb2
+
+from concord.common.v1 import resources_pb2 as res
+from concord.mail.v1 import mail_connector_service_pb2 as mail
+from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
+from concord_reconciler.mirror.adapters.sync_sides import (
+    MailClient,
+    SessionMapping,
+    chunks,
+    common_fields,
+    failed_result,
+    instant,
+    problem,
+    snapshot_of,
+    struct_of,
+)
+from concord_reconciler.mirror.domain.ports import (
+    ChangePage,
+    ItemFailure,
+)
+from concord_reconciler.mirror.domain.sync import (
+    Change,
+    Side,
+    Snapshot,
+    Write,
+    WriteOp,
+    WriteResult,
+)
+
+log = logging.getLogger(__name__)
+
+# ApplyItems and GetItems take 100 items a call; ApplyBatch packs Collections itself.
+MAIL_BATCH = 100
+
+_PAYLOAD_OF_KIND: dict[int, str] = {
+    res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
+    res.OBJECT_KIND_TASK: "task",
+    res.OBJECT_KIND_CONTACT: "contact",
+}
+
+
+@dataclass
+class MailSyncSide:
+    """The mailbox of one session: mail-connector for items, mapping for their fields.
+
+    Items are selected by category where the mailbox's settings say so: an item without it
+    is not shared (listed as a removal, like an item deleted), one created from Salesforce
+    gets it, and unsharing takes it off again.
+    """
+
+    client: MailClient
+    mapping: SessionMapping
+    mailbox: str
+    # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
+    categories: Mapping[int, str] = field(default_factory=dict)
+    side: Side = Side.MAIL
+
+    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+        page = await self.client.list_changes(self.mailbox, kind, res.Cursor(token=cursor))
+        changes: list[Change] = []
+        failures: list[ItemFailure] = []
+        items: list[res.MailItem] = []
+        for listed in page.changes:
+            native = listed.ref.native_id or listed.item.ref.native_id
+            if listed.HasField("problem"):
+                failures.append(
+                    problem(
+                        kind,
+                        Side.MAIL,
+                        native,
+                        listed.ref.version,
+                        listed.problem.reason,
+                        listed.problem.message,
+                    )
+                )
+            elif listed.type == res.CHANGE_TYPE_DELETE or not listed.HasField("item"):
+                changes.append(Change(Side.MAIL, native, None))
+            elif self._shared(kind, listed.item):
+                items.append(listed.item)
+            elif cursor:
+                # No longer carrying the category: out of scope, which reads as a removal. A
+                # full listing leaves unshared items out instead.
+                changes.append(Change(Side.MAIL, native, None))
+        snapshots, unmapped = await self._mapped(kind, items)
+        changes.extend(Change(Side.MAIL, n, s) for n, s in snapshots.items())
+        failures.extend(unmapped)
+        return ChangePage(
+            changes,
+            next_cursor=page.next_cursor.token,
+            full_resync_required=page.full_resync_required,
+            has_more=page.has_more,
+            failures=failures,
+        )
+
+    def _shared(self, kind: int, item: res.MailItem) -> bool:
+        category = self.categories.get(kind, "")
+        if not category:
+            return True
+        payload = item.WhichOneof("payload")
+        held = getattr(item, payload).categories if payload else ()
+        return any(c.strip().lower() == category.strip().lower() for c in held)
+
+    async def _mapped(
+        self, kind: int, items: Sequence[res.MailItem]
+    ) -> tuple[dict[str, Snapshot], list[ItemFailure]]:
+        snapshots: dict[str, Snapshot] = {}
+        failures: list[ItemFailure] = []
+        for item, mapped in zip(items, await self.mapping.to_crm(items), strict=True):
+            ref = item.ref
+            if mapped.HasField("error"):
+                failures.append(
+                    problem(
+                        kind,
+                        Side.MAIL,
+                        ref.native_id,
+                        ref.version,
+                        mapped.error.reason,
+                        mapped.error.message,
+                    )
+                )
+                continue
+            server_time = (
+                instant(item.last_modified_time) if item.HasField("last_modified_time") else None
+            )
+            uid = item.calendar_item.ical_uid if item.HasField("calendar_item") else ""
+            snapshots[ref.native_id] = snapshot_of(
+                kind,
+                item,
+                common_fields(mapped.record),
+                version=ref.version,
+                server_time=server_time,
+                link_id=ref.link_id,
+                uid=uid,
+            )
+        return snapshots, failures
+
+    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+        found: dict[str, Snapshot] = {}
+        for chunk in chunks(native_ids, MAIL_BATCH):
+            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]  # type: ignore[arg-type]
+            response = await self.client.get_items(self.mailbox, refs=refs)
+            # An item no longer shared is out of scope, as a listing says: so an unshare is
+            # found to have landed, and a full listing reads its removal.
+            shared = [i for i in response.items if self._shared(kind, i)]
+            snapshots, _ = await self._mapped(kind, shared)
+            found.update(snapshots)
+            for failure in response.failures:
+                # It exists but cannot be read: present, never mistaken for a delete.
+                found.setdefault(
+                    failure.ref.native_id, Snapshot(fields={}, version=failure.ref.version)
+                )
+        return found
+
+    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+        found: dict[str, tuple[str, Snapshot]] = {}
+        for chunk in chunks(link_ids, MAIL_BATCH):
+            response = await self.client.get_items(self.mailbox, link_ids=chunk, kind=kind)
+            snapshots, _ = await self._mapped(kind, list(response.items))
+            for item in response.items:
+                snapshot = snapshots.get(item.ref.native_id)
+                if snapshot is not None and item.ref.link_id:
+                    found[item.ref.link_id] = (item.ref.native_id, snapshot)
+        return found
+
+    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        results: dict[int, WriteResult] = {}
+        planned: list[tuple[int, mail.MailWrite]] = []
+        converted = await self._items(
+            kind, [w for w in writes if w.op in (WriteOp.CREATE, WriteOp.UPDATE)]
+        )
+        unshared = await self._current([w for w in writes if w.op is WriteOp.UNSHARE], kind)
+        for index, write in enumerate(writes):
+            outcome = await self._mail_write(kind, write, converted, unshared)
+            if isinstance(outcome, WriteResult):
+                results[index] = outcome
+            else:
+                planned.append((index, outcome))
+        for chunk in chunks(planned, MAIL_BATCH):
+            answers = await self.client.apply_items(self.mailbox, [w for _, w in chunk])
+            for (index, _), answer in zip(chunk, answers, strict=True):
+                results[index] = _mail_result(writes[index], answer)
+        await self._read_back(kind, writes, results)
+        return [results[i] for i in range(len(writes))]
+
+    async def _items(self, kind: int, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:
+        """Each create's or update's mailbox item, from the fields the item will hold."""
+        records = [
+            res.CrmRecord(
+                sobject_type=CRM_OBJECT_OF_KIND[kind],
+                link_id=w.link_id,
+                fields=struct_of(w.full or w.fields),
+            )
+            for w in writes
+        ]
+        mapped = await self.mapping.to_mail(records)
+        return {w.link_id: m for w, m in zip(writes, mapped, strict=True)}
+
+    async def _current(self, writes: Sequence[Write], kind: int) -> dict[str, res.MailItem]:
+        natives = [w.native_id for w in writes if w.native_id]
+        found: dict[str, res.MailItem] = {}
+        for chunk in chunks(natives, MAIL_BATCH):
+            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]  # type: ignore[arg-type]
+            response = await self.client.get_items(self.mailbox, refs=refs)
+            found.update((i.ref.native_id, i) for i in response.items)
+        return found
+
+    async def _mail_write(
+        self,
+        kind: int,
+        write: Write,
+        converted: Mapping[str, mapping_pb.MappedItem],
+        unshared: Mapping[str, res.MailItem],
+    ) -> mail.MailWrite | WriteResult:
+        ref = res.ItemRef(
+            kind=kind,  # type: ignore[arg-type]
+            native_id=write.native_id or "",
+            version=write.expected_version,
+            link_id=write.link_id,
+        )
+        if write.op is WriteOp.DELETE:
+            return mail.MailWrite(
+                operation=mail.MAIL_WRITE_OPERATION_DELETE, link_id=write.link_id, ref=ref
+            )
+        if write.op is WriteOp.UNSHARE:
+            current = unshared.get(write.native_id or "")
+            if current is None:
+                return WriteResult(write.link_id, True, write.native_id or "", already_applied=True)
+            item = res.MailItem()
+            item.CopyFrom(current)
+            payload = getattr(item, item.WhichOneof("payload") or "calendar_item")
+            category = (self.categories.get(kind) or "").strip().lower()
+            kept = [c for c in payload.categories if c.strip().lower() != category]
+            del payload.categories[:]
+            payload.categories.extend(kept)
+            item.ref.CopyFrom(ref)
+            return mail.MailWrite(
+                operation=mail.MAIL_WRITE_OPERATION_UPDATE,
+                link_id=write.link_id,
+                ref=ref,
+                item=item,
+                update_mask=field_mask_pb2.FieldMask(paths=["categories"]),
+            )
+        if write.op is WriteOp.MARK:
+            # Marking is a Salesforce record's fate; a mailbox item is deleted or unshared.
+            return WriteResult(write.link_id, False, retryable=False, reason="UNSUPPORTED_WRITE")
+        mapped = converted[write.link_id]
+        if mapped.HasField("error"):
+            return WriteResult(
+                write.link_id, False, retryable=False, reason=mapped.error.reason or "UNMAPPABLE"
+            )
+        item = res.MailItem()
+        item.CopyFrom(mapped.item)
+        item.ref.CopyFrom(ref)
+        payload = getattr(item, _PAYLOAD_OF_KIND[kind])
+        if write.op is WriteOp.CREATE:
+            category = self.categories.get(kind, "")
+            if category and category not in payload.categories:
+                payload.categories.append(category)
+            item.ref.ClearField("native_id")
+            item.ref.ClearField("version")
+            return mail.MailWrite(
+                operation=mail.MAIL_WRITE_OPERATION_CREATE, link_id=write.link_id, item=item
+            )
+        paths = await self.mapping.mail_paths(kind, write.fields)
+        if not paths:
+            # Only fields the mailbox does not hold changed: nothing to write on this side.
+            return WriteResult(write.link_id, True, write.native_id or "", write.expected_version)
+        return mail.MailWrite(
+            operation=mail.MAIL_WRITE_OPERATION_UPDATE,
+            link_id=write.link_id,
+            ref=ref,
+            item=item,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        )
+
+    async def _read_back(
+        self, kind: int, writes: Sequence[Write], results: dict[int, WriteResult]
+    ) -> None:
+        """The written items as the mailbox now lists them, so a value the mailbox keeps in
+        its own form (a zone name, a body) is not mistaken next session for a user's edit."""
+        written = {
+            i: r
+            for i, r in results.items()
+            if r.ok and r.native_id and writes[i].op in (WriteOp.CREATE, WriteOp.UPDATE)
+        }
+        if not written:
+            return
+        listed = await self.fetch(kind, sorted({r.native_id for r in written.values()}))
+        for index, result in written.items():
+            snapshot = listed.get(result.native_id)
+            if snapshot is not None and snapshot.fields:
+                results[index] = WriteResult(
+                    result.link_id,
+                    True,
+                    result.native_id,
+                    snapshot.version or result.version,
+                    already_applied=result.already_applied,
+                    hash=snapshot.hash,
+                )
+
+
+def _mail_result(write: Write, answer: mail.MailWriteResult) -> WriteResult:
+    status = answer.status
+    native = answer.ref.native_id or write.native_id or ""
+    if status == res.WRITE_STATUS_OK:
+        return WriteResult(
+            write.link_id, True, native, answer.ref.version, already_applied=answer.already_applied
+        )
+    if status == res.WRITE_STATUS_NOT_FOUND and write.op in (WriteOp.DELETE, WriteOp.UNSHARE):
+        return WriteResult(write.link_id, True, native, already_applied=True)
+    return failed_result(write.link_id, status, answer.error_code)
