@@ -629,3 +629,91 @@ def _salesforce_user(org: Org) -> requests.Session:
     token.raise_for_status()
     session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
     return session
+
+
+# ---- activities: callers say what, the connector says how ------------------------------------
+
+
+async def _created(org: Org, sobject_type: str, **values: Any) -> str:
+    fields = struct_pb2.Struct()
+    fields.update(values)
+    write = pb.CrmWrite(
+        operation=pb.CRM_WRITE_OPERATION_CREATE, sobject_type=sobject_type, fields=fields
+    )
+    (result,) = await apply(org, [write])
+    assert result.status == OK, result
+    return result.id
+
+
+async def _read(org: Org, sobject_type: str, field: str, value: str, *wanted: str) -> list[Any]:
+    response = await org.stub.QueryRecords(
+        pb.QueryRecordsRequest(
+            org="orgs/demo",
+            sobject_type=sobject_type,
+            fields=list(wanted),
+            filters=[pb.FieldFilter(field=field, values=[struct_pb2.Value(string_value=value)])],
+        )
+    )
+    return [dict(r.fields) for r in response.records]
+
+
+async def test_activity_links_become_who_what_and_event_relations_once(org: Org) -> None:
+    account = await _created(org, "Account", Name="Acme")
+    ann = await _created(org, "Contact", LastName="Ann", Email="ann@acme.example")
+    bob = await _created(org, "Contact", LastName="Bob", Email="bob@acme.example")
+    write = event(links(1)[0])
+    write.activity_links.CopyFrom(
+        pb.ActivityLinks(who_id=ann, what_id=account, invitee_ids=[ann, bob, bob])
+    )
+    (created,) = await apply(org, [write])
+    assert created.status == OK
+    assert created.created
+    (stored,) = await _read(org, "Event", "Id", created.id, "WhoId", "WhatId")
+    assert (stored["WhoId"], stored["WhatId"]) == (ann, account)
+    # The invitee beside WhoId is related once; WhoId has its own relation already.
+    relations = await _read(org, "EventRelation", "EventId", created.id, "RelationId")
+    assert sorted(r["RelationId"] for r in relations if r["RelationId"] != ann) == [bob]
+    # A replay (the answer was lost) finds the Event and adds no second relation.
+    (again,) = await apply(org, [write])
+    assert again.id == created.id
+    assert not again.created
+    assert len(await _read(org, "EventRelation", "EventId", created.id, "RelationId")) == len(
+        relations
+    )
+
+
+async def test_a_cancelled_activity_is_marked_once_and_a_missing_one_is_not_found(
+    org: Org,
+) -> None:
+    (created,) = await apply(org, [event(links(1)[0], "Offsite")])
+    mark = pb.CrmWrite(
+        operation=pb.CRM_WRITE_OPERATION_MARK_CANCELLED, sobject_type="Event", id=created.id
+    )
+    first, second = await apply(org, [mark, mark])
+    assert (first.status, second.status) == (OK, OK)
+    (stored,) = await _read(org, "Event", "Id", created.id, "Subject")
+    assert stored["Subject"] == "Cancelled: Offsite"
+    # One deleted in Salesforce meanwhile is not found, not given a subject nobody read.
+    (doomed,) = await apply(org, [event(links(1)[0], "Dinner")])
+    delete = pb.CrmWrite(
+        operation=pb.CRM_WRITE_OPERATION_DELETE, sobject_type="Event", id=doomed.id
+    )
+    assert [r.status for r in await apply(org, [delete])] == [OK]
+    mark.id = doomed.id
+    (missing,) = await apply(org, [mark])
+    assert missing.status == res.WRITE_STATUS_NOT_FOUND
+
+
+async def test_activity_links_on_a_contact_or_bad_ids_are_refused(org: Org) -> None:
+    contact = pb.CrmWrite(
+        operation=pb.CRM_WRITE_OPERATION_UPSERT,
+        sobject_type="Contact",
+        link_id=links(1)[0],
+        activity_links=pb.ActivityLinks(who_id="003000000000001AAA"),
+    )
+    (refused,) = await apply(org, [contact])
+    assert refused.status == res.WRITE_STATUS_INVALID
+    write = event(links(1)[0])
+    write.activity_links.CopyFrom(pb.ActivityLinks(who_id="'; DROP"))
+    failed = await failure(apply(org, [write]))
+    assert [f for f, _ in failed.field_violations] == ["writes[0].activity_links.who_id"]

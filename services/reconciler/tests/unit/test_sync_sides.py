@@ -451,24 +451,20 @@ async def test_crm_creates_are_upserts_by_link_id_linked_once_per_set_of_people(
     results = await _crm(client, mapping, linker).apply(EVENT, writes)
     assert [r.ok for r in results] == [True, True, True]
     assert [a for a, _ in linker.asked] == ["L1"]
-    events, relations = client.batches
+    (events,) = client.batches
     assert [w.operation for w in events] == [crm.CRM_WRITE_OPERATION_UPSERT] * 3
     assert [w.link_id for w in events] == ["L1", "L2", "L3"]
+    # Only what Concord maps goes as fields: who and what the activity concerns, and the
+    # other attendees, go as activity links for crm-connector to write as Salesforce keeps them.
     sent = [json_format.MessageToDict(w.fields) for w in events]
-    assert sent[0] == {"Subject": "Review", "OwnerId": OWNER, "WhoId": "003AAA", "WhatId": "006BBB"}
-    assert sent[2] == {"Subject": "Review", "OwnerId": OWNER}
-    # The other attendee becomes an EventRelation row; WhoId has its own.
-    assert [
-        (w.sobject_type, json_format.MessageToDict(w.fields)["RelationId"]) for w in relations
-    ] == [
-        ("EventRelation", "00QCCC"),
-        ("EventRelation", "00QCCC"),
-    ]
+    assert sent == [{"Subject": "Review", "OwnerId": OWNER}] * 3
+    linked = crm.ActivityLinks(who_id="003AAA", what_id="006BBB", invitee_ids=["00QCCC"])
+    assert [w.activity_links for w in events[:2]] == [linked, linked]
+    assert not events[2].HasField("activity_links")
 
 
 async def test_crm_updates_deletes_and_marks(mapping: FakeMapping) -> None:
     client = FakeCrm(
-        records={"00U9": record("00U9", Subject="Offsite")},
         statuses={"00U7": res.WRITE_STATUS_CONFLICT, "00U8": res.WRITE_STATUS_INVALID},
     )
     writes = [
@@ -491,7 +487,8 @@ async def test_crm_updates_deletes_and_marks(mapping: FakeMapping) -> None:
     assert list(update.fields_to_null) == ["Location"]
     assert update.expected_system_modstamp.ToJsonString() == "2030-03-04T09:00:00Z"
     assert (delete.operation, delete.id) == (crm.CRM_WRITE_OPERATION_DELETE, "00U2")
-    assert json_format.MessageToDict(mark.fields) == {"Subject": "Cancelled: Offsite"}
+    assert (mark.operation, mark.id) == (crm.CRM_WRITE_OPERATION_MARK_CANCELLED, "00U9")
+    assert not mark.fields
     assert [r.ok for r in results] == [True, True, True, False, False]
     assert (results[3].retryable, results[3].reason) == (True, "VERSION_MISMATCH")
     assert (results[4].retryable, results[4].reason) == (False, "FIELD_CUSTOM_VALIDATION_EXCEPTION")

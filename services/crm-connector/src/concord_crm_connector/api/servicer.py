@@ -16,6 +16,7 @@ from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
 from concord_crm_connector.domain.errors import InvalidRequest
 from concord_crm_connector.domain.model import (
     SOBJECT_TYPE,
+    ActivityLinks,
     AuthFlow,
     ConnectionUpdate,
     FieldFilter,
@@ -48,6 +49,7 @@ _OPERATIONS = {
     pb.CRM_WRITE_OPERATION_UPDATE: WriteOperation.UPDATE,
     pb.CRM_WRITE_OPERATION_UPSERT: WriteOperation.UPSERT,
     pb.CRM_WRITE_OPERATION_DELETE: WriteOperation.DELETE,
+    pb.CRM_WRITE_OPERATION_MARK_CANCELLED: WriteOperation.MARK_CANCELLED,
 }
 _STATUSES = {
     WriteStatus.OK: resources_pb2.WRITE_STATUS_OK,
@@ -190,6 +192,7 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
                     fields=_json_values(json_format.MessageToDict(write.fields)),
                     fields_to_null=tuple(write.fields_to_null),
                     expected_system_modstamp=expected,
+                    links=_activity_links(write, number, checks),
                 )
             )
         checks.check(
@@ -382,3 +385,17 @@ def _timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def _activity_links(write: pb.CrmWrite, number: int, checks: Violations) -> ActivityLinks | None:
+    if not write.HasField("activity_links"):
+        return None
+    given = write.activity_links
+    where = f"writes[{number}].activity_links"
+    for field, value in (("who_id", given.who_id), ("what_id", given.what_id)):
+        if value and not _RECORD_ID.fullmatch(value):
+            checks.add(f"{where}.{field}", "must be a Salesforce record Id")
+    for index, invitee in enumerate(given.invitee_ids):
+        if not _RECORD_ID.fullmatch(invitee):
+            checks.add(f"{where}.invitee_ids[{index}]", "must be a Salesforce record Id")
+    return ActivityLinks(given.who_id, given.what_id, tuple(given.invitee_ids))

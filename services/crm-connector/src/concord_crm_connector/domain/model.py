@@ -13,6 +13,7 @@ from concord_rpc.requests import ResourceName
 
 __all__ = [
     "LINK_FIELD",
+    "ActivityLinks",
     "AuthFlow",
     "Budget",
     "Change",
@@ -138,6 +139,18 @@ class WriteOperation(StrEnum):
     UPDATE = "update"
     UPSERT = "upsert"
     DELETE = "delete"
+    # An activity marked cancelled (`domain.activities`): a read of its subject, then an update.
+    MARK_CANCELLED = "mark-cancelled"
+
+
+@dataclass(frozen=True)
+class ActivityLinks:
+    """Who and what an activity concerns, by record Id (the linker's answer)."""
+
+    who_id: str = ""
+    what_id: str = ""
+    # Further people an Event is with, beside `who_id` (EventRelation rows once it exists).
+    invitee_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,8 @@ class RecordWrite:
     fields: dict[str, Any] = field(default_factory=dict)
     fields_to_null: tuple[str, ...] = ()
     expected_system_modstamp: datetime | None = None
+    # Creates and upserts of Events and Tasks: set as WhoId/WhatId, and EventRelation rows.
+    links: ActivityLinks | None = None
 
 
 class WriteStatus(StrEnum):

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
+from concord_crm_connector.domain.activities import (
+    event_relations,
+    marks_to_read,
+    salesforce_writes,
+)
 from concord_crm_connector.domain.errors import ConnectionNotFound, InvalidRequest
 from concord_crm_connector.domain.model import (
     Budget,
@@ -17,9 +23,11 @@ from concord_crm_connector.domain.model import (
     ObjectDescription,
     OrgConnection,
     Record,
+    RecordError,
     RecordWrite,
     SearchTarget,
     WriteOutcome,
+    WriteStatus,
 )
 from concord_rpc import Unimplemented
 
@@ -27,6 +35,13 @@ __all__ = ["SALESFORCE_ISSUE", "CrmConnector", "LoginInfo", "OrgStore", "RecordP
 
 SALESFORCE_ISSUE = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger(__name__)
+ROLLED_BACK = RecordError(
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "Record rolled back because not all records were valid and the request was using "
+    "AllOrNone header",
+)
 
 
 class OrgStore(Protocol):
@@ -166,10 +181,50 @@ class CrmConnector:
     async def apply_batch(
         self, org: str, writes: Sequence[RecordWrite], all_or_none: bool
     ) -> list[WriteOutcome]:
+        """Applies `writes` in order. Activity links and cancellations are turned into
+        Salesforce's own fields here (`domain.activities`); the EventRelation rows of Events
+        just created follow as a second batch, best effort: the Event is written and linked,
+        and a relation Salesforce refuses is logged, never a reason to write the Event again."""
         if not writes:
             return []
         salesforce = self._require_salesforce("writing to Salesforce")
-        return await salesforce.apply_batch(await self.get_connection(org), writes, all_or_none)
+        connection = await self.get_connection(org)
+        subjects: dict[str, str] = {}
+        for sobject_type, ids in marks_to_read(writes).items():
+            for record in await salesforce.get_records(connection, sobject_type, ids, ["Subject"]):
+                subjects[record.id] = str(record.fields.get("Subject") or "")
+        planned = salesforce_writes(writes, subjects)
+        sent = [i for i, p in enumerate(planned) if isinstance(p, RecordWrite)]
+        if all_or_none and len(sent) < len(planned):
+            # One write is refused before Salesforce: so is the batch, as allOrNone would.
+            return [
+                p
+                if isinstance(p, WriteOutcome)
+                else WriteOutcome(WriteStatus.ROLLED_BACK, p.id, p.link_id, errors=(ROLLED_BACK,))
+                for p in planned
+            ]
+        answered = await salesforce.apply_batch(
+            connection, [cast(RecordWrite, planned[i]) for i in sent], all_or_none
+        )
+        outcomes = [p if isinstance(p, WriteOutcome) else None for p in planned]
+        for index, outcome in zip(sent, answered, strict=True):
+            outcomes[index] = outcome
+        done = [o for o in outcomes if o is not None]
+        relations = event_relations(writes, done)
+        if relations:
+            refused = [
+                o
+                for o in await salesforce.apply_batch(connection, relations, False)
+                if o.status is not WriteStatus.OK
+            ]
+            if refused:
+                log.warning(
+                    "%d of %d event relations were refused: %s",
+                    len(refused),
+                    len(relations),
+                    sorted({e.code for o in refused for e in o.errors}),
+                )
+        return done
 
     async def search(
         self,

@@ -34,6 +34,10 @@ class _CrmWriteOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Crm
     CRM_WRITE_OPERATION_UPSERT: _CrmWriteOperation.ValueType  # 3
     """Create or update by the external id `Concord_Link_Id__c`."""
     CRM_WRITE_OPERATION_DELETE: _CrmWriteOperation.ValueType  # 4
+    CRM_WRITE_OPERATION_MARK_CANCELLED: _CrmWriteOperation.ValueType  # 5
+    """Mark an activity (`id`) as cancelled, in the way Salesforce users see it: the object has no
+    cancelled flag, so its subject gets a "Cancelled: " prefix (once; marking again is a no-op).
+    """
 
 class CrmWriteOperation(_CrmWriteOperation, metaclass=_CrmWriteOperationEnumTypeWrapper):
     """What to do with one record."""
@@ -44,6 +48,10 @@ CRM_WRITE_OPERATION_UPDATE: CrmWriteOperation.ValueType  # 2
 CRM_WRITE_OPERATION_UPSERT: CrmWriteOperation.ValueType  # 3
 """Create or update by the external id `Concord_Link_Id__c`."""
 CRM_WRITE_OPERATION_DELETE: CrmWriteOperation.ValueType  # 4
+CRM_WRITE_OPERATION_MARK_CANCELLED: CrmWriteOperation.ValueType  # 5
+"""Mark an activity (`id`) as cancelled, in the way Salesforce users see it: the object has no
+cancelled flag, so its subject gets a "Cancelled: " prefix (once; marking again is a no-op).
+"""
 Global___CrmWriteOperation: _TypeAlias = CrmWriteOperation  # noqa: Y015
 
 class _AuthFlow:
@@ -324,6 +332,43 @@ class QueryRecordsResponse(_message.Message):
 Global___QueryRecordsResponse: _TypeAlias = QueryRecordsResponse  # noqa: Y015
 
 @_typing.final
+class ActivityLinks(_message.Message):
+    """Who and what an activity (Event, Task) concerns, as the linker resolved them. crm-connector
+    turns them into the object's own fields (WhoId, WhatId) and, for an Event it creates, the
+    other people into EventRelation rows: the caller says what, crm-connector knows how.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WHO_ID_FIELD_NUMBER: _builtins.int
+    WHAT_ID_FIELD_NUMBER: _builtins.int
+    INVITEE_IDS_FIELD_NUMBER: _builtins.int
+    who_id: _builtins.str
+    """The Contact or Lead the activity is with (WhoId)."""
+    what_id: _builtins.str
+    """The Account, Opportunity or other record it is about (WhatId)."""
+    @_builtins.property
+    def invitee_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Further people (Contact, Lead or User Ids) an Event is with, beside `who_id`; written as
+        EventRelation rows when the Event is created (not when an upsert finds it existing).
+        """
+
+    def __init__(
+        self,
+        *,
+        who_id: _builtins.str = ...,
+        what_id: _builtins.str = ...,
+        invitee_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitee_ids", b"invitee_ids", "what_id", b"what_id", "who_id", b"who_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityLinks: _TypeAlias = ActivityLinks  # noqa: Y015
+
+@_typing.final
 class CrmWrite(_message.Message):
     """One write to Salesforce."""
 
@@ -336,6 +381,7 @@ class CrmWrite(_message.Message):
     FIELDS_FIELD_NUMBER: _builtins.int
     FIELDS_TO_NULL_FIELD_NUMBER: _builtins.int
     EXPECTED_SYSTEM_MODSTAMP_FIELD_NUMBER: _builtins.int
+    ACTIVITY_LINKS_FIELD_NUMBER: _builtins.int
     operation: Global___CrmWriteOperation.ValueType
     """Required."""
     sobject_type: _builtins.str
@@ -356,6 +402,10 @@ class CrmWrite(_message.Message):
     def expected_system_modstamp(self) -> _timestamp_pb2.Timestamp:
         """Updates: write only if the record's SystemModstamp still equals this."""
 
+    @_builtins.property
+    def activity_links(self) -> Global___ActivityLinks:
+        """Creates and upserts of activities: who and what they concern."""
+
     def __init__(
         self,
         *,
@@ -366,10 +416,11 @@ class CrmWrite(_message.Message):
         fields: _struct_pb2.Struct | None = ...,
         fields_to_null: _abc.Iterable[_builtins.str] | None = ...,
         expected_system_modstamp: _timestamp_pb2.Timestamp | None = ...,
+        activity_links: Global___ActivityLinks | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_system_modstamp", b"expected_system_modstamp", "fields", b"fields"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity_links", b"activity_links", "expected_system_modstamp", b"expected_system_modstamp", "fields", b"fields"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_system_modstamp", b"expected_system_modstamp", "fields", b"fields", "fields_to_null", b"fields_to_null", "id", b"id", "link_id", b"link_id", "operation", b"operation", "sobject_type", b"sobject_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_links", b"activity_links", "expected_system_modstamp", b"expected_system_modstamp", "fields", b"fields", "fields_to_null", b"fields_to_null", "id", b"id", "link_id", b"link_id", "operation", b"operation", "sobject_type", b"sobject_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,9 +44,6 @@ log = logging.getLogger(__name__)
 
 LINK_FIELD = "Concord_Link_Id__c"
 
-# What marks a record whose mailbox item was cancelled (MAIL_DELETE_ACTION_MARK_RECORD):
-# Salesforce's Event has no cancelled flag, and a subject is what every list view shows.
-CANCELLED_PREFIX = "Cancelled: "
 
 CRM_READ_BATCH = 200
 
@@ -189,21 +186,15 @@ class CrmSyncSide:
     async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
         sobject = CRM_OBJECT_OF_KIND[kind]
         links = await self._links(kind, [w for w in writes if w.op is WriteOp.CREATE])
-        subjects = await self._subjects(sobject, [w for w in writes if w.op is WriteOp.MARK])
-        sent: list[crm.CrmWrite] = []
-        for write in writes:
-            sent.append(self._crm_write(sobject, write, links, subjects))
+        sent = [self._crm_write(sobject, write, links) for write in writes]
         answers = await self.client.apply_batch(self.org, sent) if sent else []
-        results = [_crm_result(w, a) for w, a in zip(writes, answers, strict=True)]
-        await self._relate(kind, writes, results, links)
-        return results
+        return [_crm_result(w, a) for w, a in zip(writes, answers, strict=True)]
 
     def _crm_write(
         self,
         sobject: str,
         write: Write,
         links: Mapping[str, linker_pb.ResolveParticipantsResponse],
-        subjects: Mapping[str, str],
     ) -> crm.CrmWrite:
         if write.op is WriteOp.DELETE:
             return crm.CrmWrite(
@@ -212,30 +203,27 @@ class CrmSyncSide:
                 id=write.native_id or "",
             )
         if write.op is WriteOp.MARK:
-            subject = subjects.get(write.native_id or "", "")
-            marked = subject if subject.startswith(CANCELLED_PREFIX) else CANCELLED_PREFIX + subject
+            # What a cancelled activity looks like in Salesforce is crm-connector's to know.
             return crm.CrmWrite(
-                operation=crm.CRM_WRITE_OPERATION_UPDATE,
+                operation=crm.CRM_WRITE_OPERATION_MARK_CANCELLED,
                 sobject_type=sobject,
                 id=write.native_id or "",
-                fields=struct_of({"Subject": marked}),
             )
         values = {k: v for k, v in write.fields.items() if v is not None}
         if write.op is WriteOp.CREATE:
-            resolved = links.get(write.link_id)
-            if resolved is not None:
-                # Salesforce's own fields, set once at creation: the user may relink later.
-                if resolved.HasField("who") and resolved.who.id:
-                    values["WhoId"] = resolved.who.id
-                if resolved.HasField("what") and resolved.what.id:
-                    values["WhatId"] = resolved.what.id
-            return crm.CrmWrite(
+            create = crm.CrmWrite(
                 # An upsert by link id: a create replayed after a lost answer finds its record.
                 operation=crm.CRM_WRITE_OPERATION_UPSERT,
                 sobject_type=sobject,
                 link_id=write.link_id,
                 fields=struct_of(values),
             )
+            resolved = links.get(write.link_id)
+            if resolved is not None:
+                # Who and what the activity concerns; crm-connector sets them as Salesforce
+                # keeps them (WhoId, WhatId, EventRelation rows for the other people).
+                create.activity_links.CopyFrom(activity_links(resolved))
+            return create
         update = crm.CrmWrite(
             operation=crm.CRM_WRITE_OPERATION_UPDATE,
             sobject_type=sobject,
@@ -249,16 +237,6 @@ class CrmSyncSide:
             except ValueError:
                 update.ClearField("expected_system_modstamp")
         return update
-
-    async def _subjects(self, sobject: str, writes: Sequence[Write]) -> dict[str, str]:
-        ids = [w.native_id for w in writes if w.native_id]
-        if not ids:
-            return {}
-        response = await self.client.get_records(self.org, sobject, ids, ["Subject"])
-        return {
-            r.id: str(json_format.MessageToDict(r.fields).get("Subject") or "")
-            for r in response.records
-        }
 
     async def _links(
         self, kind: int, creates: Sequence[Write]
@@ -300,50 +278,15 @@ class CrmSyncSide:
             for link_id in ids
         }
 
-    async def _relate(
-        self,
-        kind: int,
-        writes: Sequence[Write],
-        results: Sequence[WriteResult],
-        links: Mapping[str, linker_pb.ResolveParticipantsResponse],
-    ) -> None:
-        """EventRelation rows for the attendees besides WhoId, on events just created.
 
-        Best effort: the event itself is written and linked; a relation Salesforce refuses
-        (e.g. a duplicate after a replay) is logged, never a reason to write the event again.
-        """
-        if kind != res.OBJECT_KIND_CALENDAR_ITEM:
-            return
-        rows: list[crm.CrmWrite] = []
-        for write, result in zip(writes, results, strict=True):
-            resolved = links.get(write.link_id)
-            if write.op is not WriteOp.CREATE or resolved is None or not result.ok:
-                continue
-            if result.already_applied:
-                continue  # a replay: its relations were written with it
-            who = resolved.who.id if resolved.HasField("who") else ""
-            for relation in resolved.relations:
-                if relation.id and relation.id != who:
-                    rows.append(
-                        crm.CrmWrite(
-                            operation=crm.CRM_WRITE_OPERATION_CREATE,
-                            sobject_type="EventRelation",
-                            fields=struct_of(
-                                {"EventId": result.native_id, "RelationId": relation.id}
-                            ),
-                        )
-                    )
-        if not rows:
-            return
-        answers = await self.client.apply_batch(self.org, rows)
-        refused = [a for a in answers if a.status != res.WRITE_STATUS_OK]
-        if refused:
-            log.warning(
-                "%d of %d event relations were refused: %s",
-                len(refused),
-                len(rows),
-                sorted({e.code for a in refused for e in a.errors}),
-            )
+def activity_links(resolved: linker_pb.ResolveParticipantsResponse) -> crm.ActivityLinks:
+    """The linker's answer as what crm-connector needs to link an activity."""
+    who = resolved.who.id if resolved.HasField("who") else ""
+    return crm.ActivityLinks(
+        who_id=who,
+        what_id=resolved.what.id if resolved.HasField("what") else "",
+        invitee_ids=[r.id for r in resolved.relations if r.id and r.id != who],
+    )
 
 
 def _crm_result(write: Write, answer: crm.CrmWriteResult) -> WriteResult:
