@@ -1,15 +1,16 @@
-"""The link store on SQLite and PostgreSQL: links round-trip, unique native ids, cursors and
-journal committed together, and the sync engine behaving exactly as over the memory store."""
+"""The link-store contract: every `LinkStore` (in memory, SQLite, PostgreSQL) round-trips links,
+keeps native ids unique, commits cursors, journal and links together or not at all; and the
+SQL store's item errors and the sync engine over it behave as over the memory store."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.schema import item_errors
@@ -18,7 +19,7 @@ from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import sync_pair
 from concord_reconciler.mirror.domain.planner import SyncPolicy
-from concord_reconciler.mirror.domain.ports import Intent, ItemFailure
+from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
     FieldConflict,
     Link,
@@ -38,9 +39,29 @@ KIND = res.OBJECT_KIND_CALENDAR_ITEM
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LinkStore]:
+    """Each implementation of the port, fresh, with mailbox `demo` known."""
+    if request.param == "memory":
+        yield MemoryLinkStore()
+        return
+    url = (
+        f"sqlite:///{tmp_path}/store.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres").new_database("store")
+    )
+    async for sql in _sql_links(url):
+        yield sql
+
+
 @pytest.fixture
 async def links(store_url: str) -> AsyncIterator[SqlLinkStore]:
-    engine = create_engine(store_url)
+    async for sql in _sql_links(store_url):
+        yield sql
+
+
+async def _sql_links(url: str) -> AsyncIterator[SqlLinkStore]:
+    engine = create_engine(url)
     await migrate(engine, MIGRATIONS)
     await SqlStore(engine).insert_mailbox(
         MailboxRecord(
@@ -73,7 +94,8 @@ def _link(link_id: str, mail_id: str | None, crm_id: str | None, **changes: obje
     return Link(**values)  # type: ignore[arg-type]
 
 
-async def test_a_link_round_trips_with_every_field(links: SqlLinkStore) -> None:
+async def test_a_link_round_trips_with_every_field(store: LinkStore) -> None:
+    links = store
     link = _link(
         "00000000-0000-0000-0000-000000000001",
         "AAMk1",
@@ -90,11 +112,12 @@ async def test_a_link_round_trips_with_every_field(links: SqlLinkStore) -> None:
     assert await links.load_links("demo", res.OBJECT_KIND_TASK) == []
 
 
-async def test_a_native_id_names_one_link_per_side(links: SqlLinkStore) -> None:
+async def test_a_native_id_names_one_link_per_side(store: LinkStore) -> None:
+    links = store
     await links.commit("demo", KIND, [_link("l1", "AAMk1", "00U1"), _link("l2", None, None)], [])
-    with pytest.raises(IntegrityError):
+    with pytest.raises(NativeIdTaken):
         await links.commit("demo", KIND, [_link("l3", "AAMk1", None)], [])
-    with pytest.raises(IntegrityError):
+    with pytest.raises(NativeIdTaken):
         await links.commit("demo", KIND, [_link("l4", None, "00U1")], [])
     # Pending creates (no id yet on one side) never collide with each other.
     await links.commit("demo", KIND, [_link("l5", "AAMk5", None), _link("l6", "AAMk6", None)], [])
@@ -106,7 +129,8 @@ async def test_a_native_id_names_one_link_per_side(links: SqlLinkStore) -> None:
     }
 
 
-async def test_a_native_id_moves_between_links_in_one_commit(links: SqlLinkStore) -> None:
+async def test_a_native_id_moves_between_links_in_one_commit(store: LinkStore) -> None:
+    links = store
     await links.commit("demo", KIND, [_link("l1", "AAMk1", "00U1")], [])
     moved = [
         _link("l1", None, "00U1", state=LinkState.TOMBSTONE, tombstone=TombstoneReason.DELETED),
@@ -114,6 +138,23 @@ async def test_a_native_id_moves_between_links_in_one_commit(links: SqlLinkStore
     ]
     await links.commit("demo", KIND, moved, [])
     assert sorted(await links.load_links("demo", KIND), key=lambda x: x.link_id) == moved
+
+
+async def test_cursors_and_the_journal_commit_with_the_links(store: LinkStore) -> None:
+    links = store
+    link = _link("l1", "AAMk1", None, state=LinkState.PENDING_CREATE)
+    write = Write(Side.CRM, WriteOp.CREATE, "l1", fields={"subject": "Kick-off", "n": (1, 2)})
+    await links.journal("demo", [Intent("l1", KIND, link, (write,))])
+    await links.journal("demo", [Intent("l1", KIND, link, (write,))])  # replaced, not doubled
+    assert await links.pending_intents("demo", KIND) == [Intent("l1", KIND, link, (write,))]
+    assert await links.load_cursors("demo", KIND) == {}
+    done = _link("l1", "AAMk1", "00U1")
+    await links.commit("demo", KIND, [done], ["l1"], cursors={Side.MAIL: "m-7", Side.CRM: "c-3"})
+    await links.commit("demo", KIND, [], [], cursors={Side.CRM: "c-4"})
+    assert await links.pending_intents("demo", KIND) == []
+    assert await links.load_cursors("demo", KIND) == {Side.MAIL: "m-7", Side.CRM: "c-4"}
+    assert await links.load_cursors("demo", res.OBJECT_KIND_TASK) == {}
+    assert await links.load_links("demo", KIND) == [done]
 
 
 async def test_cursors_intents_and_failures_commit_together(links: SqlLinkStore) -> None:
@@ -167,9 +208,10 @@ async def test_a_released_item_is_forgotten_once_read_again_or_quarantined_anew(
     ]
 
 
-async def test_a_failed_commit_changes_nothing(links: SqlLinkStore) -> None:
+async def test_a_failed_commit_changes_nothing(store: LinkStore) -> None:
+    links = store
     await links.commit("demo", KIND, [_link("l1", "AAMk1", None)], [])
-    with pytest.raises(IntegrityError):
+    with pytest.raises(NativeIdTaken):
         await links.commit(
             "demo", KIND, [_link("l2", "AAMk1", None)], [], cursors={Side.MAIL: "m-1"}
         )

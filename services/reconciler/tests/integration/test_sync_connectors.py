@@ -75,6 +75,8 @@ class Stack:
     sf: Salesforce
     reconciler: api_grpc.ReconcilerServiceStub
     crm_user_id: str
+    # The peers' addresses, by service name.
+    peers: dict[str, str]
 
     def new_mailbox_user(self) -> tuple[str, str]:
         address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
@@ -273,6 +275,7 @@ async def stack(
             _salesforce_client(salesforce),
             running.stub,
             salesforce.emulator.admin_user_id,
+            addrs,
         )
 
 

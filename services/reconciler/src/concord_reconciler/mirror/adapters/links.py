@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.schema import item_errors, links, sync_cursors, write_journal
 from concord_reconciler.kernel.sql import from_us, to_us
-from concord_reconciler.mirror.domain.ports import Intent, ItemFailure
+from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
     FieldConflict,
     Link,
@@ -285,6 +286,22 @@ class SqlLinkStore:
         retried: Sequence[Side] = (),
     ) -> None:
         now = to_us(utcnow())
+        try:
+            await self._commit(mailbox_id, kind, links, resolved, cursors, failures, retried, now)
+        except IntegrityError as error:
+            raise NativeIdTaken(f"{mailbox_id}: a native id would belong to two links") from error
+
+    async def _commit(
+        self,
+        mailbox_id: str,
+        kind: int,
+        links: Sequence[Link],
+        resolved: Sequence[str],
+        cursors: dict[Side, str] | None,
+        failures: Sequence[ItemFailure],
+        retried: Sequence[Side],
+        now: int,
+    ) -> None:
         async with self.engine.begin() as conn:
             if retried:
                 # Read again by a full listing: synced now, unless failing again just below

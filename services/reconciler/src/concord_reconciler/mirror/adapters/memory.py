@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from concord_reconciler.kernel.errors import PeerError
-from concord_reconciler.mirror.domain.ports import ChangePage, Intent, ItemFailure
+from concord_reconciler.mirror.domain.ports import ChangePage, Intent, ItemFailure, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
     Change,
     Link,
@@ -248,11 +248,23 @@ class MemoryLinkStore:
         failures: Sequence[ItemFailure] = (),
         retried: Sequence[Side] = (),
     ) -> None:
+        after = dict(self.links)
+        for link in links:
+            after[link.link_id] = replace(link)
+        # As the SQL store's unique indexes: one link per native id and side in a mailbox,
+        # checked before anything of the commit is applied.
+        for side in ("mail_id", "crm_id"):
+            owned = [
+                (link.mailbox_id, getattr(link, side))
+                for link in after.values()
+                if getattr(link, side)
+            ]
+            if len(owned) != len(set(owned)):
+                raise NativeIdTaken(f"{mailbox_id}: a native id would belong to two links")
         self.released_items = [
             f for f in self.released_items if f.kind != kind or f.side not in retried
         ]
-        for link in links:
-            self.links[link.link_id] = replace(link)
+        self.links = after
         for link_id in resolved:
             self.intents.pop(link_id, None)
         for side, cursor in (cursors or {}).items():

@@ -100,6 +100,11 @@ class ItemFailure:
     message: str = ""
 
 
+class NativeIdTaken(Exception):
+    """A commit would give one item (a native id of one side) to two links; nothing of that
+    commit was written. Every link store raises it, so the engine never sees a driver's error."""
+
+
 class LinkStore(Protocol):
     async def load_links(self, mailbox_id: str, kind: int) -> list[Link]: ...
 
