@@ -240,6 +240,11 @@ async def test_the_engine_over_sql_matches_the_memory_store(links: SqlLinkStore)
         quiet = await sync_pair("demo", policy, mail, crm, store, NOW)
         assert quiet.writes == 0
         found = sorted(await store.load_links("demo", res.OBJECT_KIND_CONTACT), key=repr)
-        return (found, mail.items, crm.items, await store.load_cursors("demo", 3))
+        return (
+            found,
+            mail.items,
+            crm.items,
+            await store.load_cursors("demo", res.OBJECT_KIND_CONTACT),
+        )
 
     assert await scenario(links) == await scenario(MemoryLinkStore())

@@ -90,7 +90,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     for mailbox_id in ("bob", "carl"):
         await store.insert_mailbox(
             MailboxRecord(
-                mailbox_id, "acme", mailbox_id, "005000000000001AAA", f"{mailbox_id}@acme.com", 1
+                mailbox_id,
+                "acme",
+                mailbox_id,
+                "005000000000001AAA",
+                f"{mailbox_id}@acme.com",
+                res.MAIL_PROVIDER_EXCHANGE_EWS,
             )
         )
     fake_mail = FakeMailbox()

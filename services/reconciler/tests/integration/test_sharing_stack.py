@@ -153,9 +153,10 @@ async def stack(
         admin.close()
 
 
+EWS = res.MAIL_PROVIDER_EXCHANGE_EWS
 MAILBOXES = {
-    "bob": MailboxRecord("bob", "acme", "bob", "005000000000001AAA", "bob@acme.com", 1),
-    "dan": MailboxRecord("dan", "acme", "dan", "005000000000001AAA", "dan@acme.com", 1),
+    "bob": MailboxRecord("bob", "acme", "bob", "005000000000001AAA", "bob@acme.com", EWS),
+    "dan": MailboxRecord("dan", "acme", "dan", "005000000000001AAA", "dan@acme.com", EWS),
 }
 
 

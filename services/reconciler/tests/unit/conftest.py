@@ -10,12 +10,19 @@ import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.ports import ChangePage
 from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
+
+KIND_NAMES = {
+    res.OBJECT_KIND_CALENDAR_ITEM: "event",
+    res.OBJECT_KIND_TASK: "task",
+    res.OBJECT_KIND_CONTACT: "contact",
+}
 
 
 class ByKind:
@@ -25,23 +32,23 @@ class ByKind:
         ticks = itertools.count(1)
         self.side = side
         self.kinds: dict[int, MemorySide] = {
-            k: MemorySide(side, lambda: next(ticks))
+            k: MemorySide(side, lambda: next(ticks), prefix=f"{side.value}-{KIND_NAMES[k]}")
             for k in (res.OBJECT_KIND_CALENDAR_ITEM, res.OBJECT_KIND_TASK, res.OBJECT_KIND_CONTACT)
         }
         self.broken: Exception | None = None
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         if self.broken is not None:
             raise self.broken
         return await self.kinds[kind].list_changes(kind, cursor)
 
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         return await self.kinds[kind].apply(kind, writes)
 
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
         return await self.kinds[kind].find(kind, link_ids)
 
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         return await self.kinds[kind].fetch(kind, native_ids)
 
 

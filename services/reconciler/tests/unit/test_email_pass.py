@@ -105,7 +105,9 @@ async def test_a_connector_that_never_stops_asking_to_relist_fails_the_session()
 
 def test_the_email_line_adds_to_the_session_totals() -> None:
     session = SessionCounts(
-        mail_changes_seen=3, crm=SideCounts(created=1), kinds=(KindCounts(kind=1),)
+        mail_changes_seen=3,
+        crm=SideCounts(created=1),
+        kinds=(KindCounts(kind=res.OBJECT_KIND_CALENDAR_ITEM),),
     )
     emails = KindCounts(
         kind=EMAIL, mail_changes_seen=4, crm=SideCounts(created=2, errors=1), quarantined=1

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
 from concord_reconciler.mirror.domain.planner import SyncPolicy
@@ -119,7 +120,7 @@ class Truncated:
         self._inner, self._hidden = inner, hidden
         self.side = inner.side
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         page = await self._inner.list_changes(kind, cursor)
         return ChangePage(
             [c for c in page.changes if c.native_id not in self._hidden],

@@ -53,8 +53,8 @@ async def test_a_session_syncs_every_pair_and_records_its_counts(
     # Events: 25 of 30 deleted trips the guard; contacts and tasks still sync.
     for native in sorted(mail.kinds[EVENT].items)[:25]:
         mail.kinds[EVENT].delete(native)
-    mail.kinds[CONTACT].edit("mail-1", "name", "Ann B.")
-    crm.kinds[CONTACT].edit("crm-1", "name", "Ann C.")
+    mail.kinds[CONTACT].edit("mail-contact-1", "name", "Ann B.")
+    crm.kinds[CONTACT].edit("crm-contact-1", "name", "Ann C.")
     second = await _run(store, events, engine)
     assert second.counts.guarded == 1
     assert second.counts.crm.deleted == 0

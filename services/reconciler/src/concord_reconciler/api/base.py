@@ -15,6 +15,7 @@ from concord_reconciler.kernel.errors import (
     PeerError,
     PeerUnavailable,
 )
+from concord_reconciler.kernel.kinds import Trigger
 from concord_reconciler.kernel.names import mailbox_name
 from concord_reconciler.kernel.sql import etag
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
@@ -106,7 +107,7 @@ class RoomApi:
         return mailbox
 
     async def _request_session(
-        self, mailbox_id: str, trigger: int, request_id: str
+        self, mailbox_id: str, trigger: Trigger, request_id: str
     ) -> tuple[SessionRecord, bool]:
         return await request_session(
             mailbox_id,

@@ -67,7 +67,7 @@ class MailboxesApi(RoomApi):
             account.CopyFrom(request.account)
             account.name = f"{record.name}/account"
             account.address = account.address or record.address
-            account.provider = account.provider or record.provider  # type: ignore[assignment]
+            account.provider = account.provider or record.provider
             try:
                 await self.ports.accounts.upsert_account(account, request.request_id)
             except PeerError as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from concord_reconciler.kernel.kinds import Kind
+
 
 @dataclass(frozen=True)
 class SideCounts:
@@ -17,7 +19,7 @@ class SideCounts:
 class KindCounts:
     """What a session saw and did for one object kind."""
 
-    kind: int  # concord.common.v1.ObjectKind
+    kind: Kind  # concord.common.v1.ObjectKind
     mail_changes_seen: int = 0
     crm_changes_seen: int = 0
     mail: SideCounts = field(default_factory=SideCounts)

@@ -17,7 +17,7 @@ def mailbox_to_proto(mailbox: MailboxRecord) -> res.Mailbox:
         owner_user_id=mailbox.owner_user_id,
         crm_user_id=mailbox.crm_user_id,
         address=mailbox.address,
-        provider=mailbox.provider,  # type: ignore[arg-type]
+        provider=mailbox.provider,
         state=mailbox.state.value,  # type: ignore[arg-type]
         suspended_reason=mailbox.suspended_reason,
         # Unknown here: GetMailbox asks the mail-connector (ListSubscriptions) for it.

@@ -30,9 +30,9 @@ def conflict_to_proto(link: Link) -> res.Conflict:
     held = held_fields(link)
     return res.Conflict(
         name=conflict_name(link.mailbox_id, link.link_id),
-        kind=link.kind,  # type: ignore[arg-type]
+        kind=link.kind,
         mail_ref=res.ItemRef(
-            kind=link.kind,  # type: ignore[arg-type]
+            kind=link.kind,
             native_id=link.mail_id or "",
             version=link.mail_version,
             link_id=link.link_id,

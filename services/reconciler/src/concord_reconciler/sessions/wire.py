@@ -34,10 +34,7 @@ def counts_to_proto(counts: SessionCounts) -> res.SessionCounts:
     return res.SessionCounts(
         **_numbers(counts),
         guarded=counts.guarded,
-        kinds=[
-            res.KindCounts(kind=k.kind, guarded=k.guarded, **_numbers(k))  # type: ignore[arg-type]
-            for k in counts.kinds
-        ],
+        kinds=[res.KindCounts(kind=k.kind, guarded=k.guarded, **_numbers(k)) for k in counts.kinds],
     )
 
 
@@ -72,7 +69,7 @@ def session_to_proto(session: SessionRecord) -> res.Session:
         session_id=session.session_id,
         mailbox=session.mailbox,
         state=session.state.value,  # type: ignore[arg-type]
-        trigger=session.trigger,  # type: ignore[arg-type]
+        trigger=session.trigger,
         failure_reason=session.failure_reason,
         failure_code=session.failure_code,
         counts=counts_to_proto(session.counts),
@@ -91,14 +88,14 @@ def item_error_to_proto(error: ItemErrorRecord) -> res.ItemError:
         name=item_error_name(error.mailbox_id, error.item_error_id),
         mailbox=f"mailboxes/{error.mailbox_id}",
         ref=res.ItemRef(
-            kind=error.kind,  # type: ignore[arg-type]
+            kind=error.kind,
             native_id=error.native_id,
             version=error.version,
             link_id=error.link_id,
             collection=error.collection,
         ),
         crm_record_id=error.crm_record_id,
-        side=error.side,  # type: ignore[arg-type]
+        side=error.side,
         reason=error.reason,
         message=error.message,
         first_seen_time=timestamp(error.first_seen_time),

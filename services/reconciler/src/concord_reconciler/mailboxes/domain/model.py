@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.kernel.kinds import Provider
 from concord_reconciler.kernel.names import mailbox_name, org_name
 
 
@@ -33,7 +34,7 @@ class MailboxRecord:
     owner_user_id: str
     crm_user_id: str
     address: str
-    provider: int  # concord.common.v1.MailProvider
+    provider: Provider  # concord.common.v1.MailProvider
     state: MailboxState = MailboxState.ACTIVE
     suspended_reason: str = ""
     sync_interval_seconds: float = 0.0  # 0: the org's interval

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord_reconciler.kernel.errors import InvalidRequest, SettingLocked
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.kernel.names import mailbox_name, org_name
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 
 # The Salesforce object each two-way kind mirrors; emails are shared one way and never listed
 # back from Salesforce.
-CRM_OBJECT_OF_KIND: dict[int, str] = {
+CRM_OBJECT_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "Event",
     res.OBJECT_KIND_TASK: "Task",
     res.OBJECT_KIND_CONTACT: "Contact",
@@ -147,7 +148,7 @@ def effective_mailbox_settings(
     return settings
 
 
-def synced_kinds(settings: st.MailboxSettings) -> tuple[int, ...]:
+def synced_kinds(settings: st.MailboxSettings) -> tuple[Kind, ...]:
     """The object kinds a session lists, in a stable order."""
     enabled = {
         s.kind

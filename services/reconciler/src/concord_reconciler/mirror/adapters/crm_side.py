@@ -14,6 +14,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker_pb
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.adapters.sync_sides import (
     CrmClient,
@@ -73,7 +74,7 @@ class CrmSyncSide:
     side: Side = Side.CRM
     _fields: dict[str, list[str]] = field(default_factory=dict)
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         sobject = CRM_OBJECT_OF_KIND[kind]
         # No field list: crm-connector then reads every field of the describe, which keeps
         # a quiet session to one call per object (the table would cost one more).
@@ -98,7 +99,7 @@ class CrmSyncSide:
         )
 
     async def _normalised(
-        self, kind: int, records: Sequence[res.CrmRecord]
+        self, kind: Kind, records: Sequence[res.CrmRecord]
     ) -> tuple[dict[str, Snapshot], list[ItemFailure]]:
         """Records in the common field space, by the MapToMail → MapToCrm round trip."""
         failures: list[ItemFailure] = []
@@ -126,7 +127,7 @@ class CrmSyncSide:
         return snapshots, failures
 
     @staticmethod
-    def _failure(kind: int, record: res.CrmRecord, error: mapping_pb.MappingError) -> ItemFailure:
+    def _failure(kind: Kind, record: res.CrmRecord, error: mapping_pb.MappingError) -> ItemFailure:
         version = (
             record.system_modstamp.ToJsonString() if record.HasField("system_modstamp") else ""
         )
@@ -142,7 +143,7 @@ class CrmSyncSide:
             ]
         return self._fields[sobject]
 
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         sobject = CRM_OBJECT_OF_KIND[kind]
         fields = await self._readable(sobject)
         found: dict[str, Snapshot] = {}
@@ -154,7 +155,7 @@ class CrmSyncSide:
                 found.setdefault(failure.native_id, Snapshot(fields={}, version=failure.version))
         return found
 
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
         sobject = CRM_OBJECT_OF_KIND[kind]
         fields = await self._readable(sobject)
         found: dict[str, tuple[str, Snapshot]] = {}
@@ -183,7 +184,7 @@ class CrmSyncSide:
                     break
         return found
 
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         sobject = CRM_OBJECT_OF_KIND[kind]
         links = await self._links(kind, [w for w in writes if w.op is WriteOp.CREATE])
         sent = [self._crm_write(sobject, write, links) for write in writes]
@@ -239,7 +240,7 @@ class CrmSyncSide:
         return update
 
     async def _links(
-        self, kind: int, creates: Sequence[Write]
+        self, kind: Kind, creates: Sequence[Write]
     ) -> dict[str, linker_pb.ResolveParticipantsResponse]:
         """The linker's answer for each activity created, asked once per distinct set of
         people in the batch (a series' occurrences share theirs)."""

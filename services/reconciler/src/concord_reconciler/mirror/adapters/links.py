@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.kernel.schema import item_errors, links, sync_cursors, write_journal
 from concord_reconciler.kernel.sql import from_us, to_us
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, NativeIdTaken
@@ -154,7 +155,7 @@ def intent_to_json(intent: Intent) -> dict[str, Any]:
     }
 
 
-def intent_from_json(kind: int, data: Mapping[str, Any]) -> Intent:
+def intent_from_json(kind: Kind, data: Mapping[str, Any]) -> Intent:
     link = link_from_row(data["link"])
     writes = tuple(
         Write(
@@ -176,7 +177,7 @@ class SqlLinkStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def load_links(self, mailbox_id: str, kind: int) -> list[Link]:
+    async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]:
         query = select(links).where(links.c.mailbox_id == mailbox_id, links.c.kind == kind)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
@@ -217,7 +218,7 @@ class SqlLinkStore:
         async with self.engine.begin() as conn:
             return bool((await conn.execute(query)).rowcount)
 
-    async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]:
+    async def load_cursors(self, mailbox_id: str, kind: Kind) -> dict[Side, str]:
         query = select(sync_cursors.c.side, sync_cursors.c.token).where(
             sync_cursors.c.mailbox_id == mailbox_id,
             sync_cursors.c.kind == kind,
@@ -227,7 +228,7 @@ class SqlLinkStore:
             rows = (await conn.execute(query)).all()
         return {Side(side): token for side, token in rows}
 
-    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+    async def released(self, mailbox_id: str, kind: Kind) -> set[Side]:
         # Only the engine records item errors of the mirrored kinds, always quarantined; one
         # that is not was released by RetryItem.
         query = select(item_errors.c.side).where(
@@ -265,7 +266,7 @@ class SqlLinkStore:
                 ],
             )
 
-    async def pending_intents(self, mailbox_id: str, kind: int) -> list[Intent]:
+    async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
         query = (
             select(write_journal.c.kind, write_journal.c.intent)
             .where(write_journal.c.mailbox_id == mailbox_id, write_journal.c.kind == kind)
@@ -278,7 +279,7 @@ class SqlLinkStore:
     async def commit(
         self,
         mailbox_id: str,
-        kind: int,
+        kind: Kind,
         links: Sequence[Link],
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,
@@ -294,7 +295,7 @@ class SqlLinkStore:
     async def _commit(
         self,
         mailbox_id: str,
-        kind: int,
+        kind: Kind,
         links: Sequence[Link],
         resolved: Sequence[str],
         cursors: dict[Side, str] | None,
@@ -361,7 +362,7 @@ class SqlLinkStore:
 
     @staticmethod
     async def _set_cursor(
-        conn: AsyncConnection, mailbox_id: str, kind: int, side: Side, token: str, now: int
+        conn: AsyncConnection, mailbox_id: str, kind: Kind, side: Side, token: str, now: int
     ) -> None:
         where = (
             (sync_cursors.c.mailbox_id == mailbox_id)

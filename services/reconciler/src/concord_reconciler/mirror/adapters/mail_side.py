@@ -11,6 +11,7 @@ from google.protobuf import field_mask_pb2
 from concord.common.v1 import resources_pb2 as res
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.adapters.sync_sides import (
     MailClient,
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 # ApplyItems and GetItems take 100 items a call; ApplyBatch packs Collections itself.
 MAIL_BATCH = 100
 
-_PAYLOAD_OF_KIND: dict[int, str] = {
+_PAYLOAD_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
     res.OBJECT_KIND_TASK: "task",
     res.OBJECT_KIND_CONTACT: "contact",
@@ -61,10 +62,10 @@ class MailSyncSide:
     mapping: SessionMapping
     mailbox: str
     # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
-    categories: Mapping[int, str] = field(default_factory=dict)
+    categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         page = await self.client.list_changes(self.mailbox, kind, res.Cursor(token=cursor))
         changes: list[Change] = []
         failures: list[ItemFailure] = []
@@ -101,7 +102,7 @@ class MailSyncSide:
             failures=failures,
         )
 
-    def _shared(self, kind: int, item: res.MailItem) -> bool:
+    def _shared(self, kind: Kind, item: res.MailItem) -> bool:
         category = self.categories.get(kind, "")
         if not category:
             return True
@@ -110,7 +111,7 @@ class MailSyncSide:
         return any(c.strip().lower() == category.strip().lower() for c in held)
 
     async def _mapped(
-        self, kind: int, items: Sequence[res.MailItem]
+        self, kind: Kind, items: Sequence[res.MailItem]
     ) -> tuple[dict[str, Snapshot], list[ItemFailure]]:
         snapshots: dict[str, Snapshot] = {}
         failures: list[ItemFailure] = []
@@ -143,10 +144,10 @@ class MailSyncSide:
             )
         return snapshots, failures
 
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         found: dict[str, Snapshot] = {}
         for chunk in chunks(native_ids, MAIL_BATCH):
-            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]  # type: ignore[arg-type]
+            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]
             response = await self.client.get_items(self.mailbox, refs=refs)
             # An item no longer shared is out of scope, as a listing says: so an unshare is
             # found to have landed, and a full listing reads its removal.
@@ -160,7 +161,7 @@ class MailSyncSide:
                 )
         return found
 
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
         found: dict[str, tuple[str, Snapshot]] = {}
         for chunk in chunks(link_ids, MAIL_BATCH):
             response = await self.client.get_items(self.mailbox, link_ids=chunk, kind=kind)
@@ -171,7 +172,7 @@ class MailSyncSide:
                     found[item.ref.link_id] = (item.ref.native_id, snapshot)
         return found
 
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         results: dict[int, WriteResult] = {}
         planned: list[tuple[int, mail.MailWrite]] = []
         converted = await self._items(
@@ -191,7 +192,7 @@ class MailSyncSide:
         await self._read_back(kind, writes, results)
         return [results[i] for i in range(len(writes))]
 
-    async def _items(self, kind: int, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:
+    async def _items(self, kind: Kind, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:
         """Each create's or update's mailbox item, from the fields the item will hold."""
         records = [
             res.CrmRecord(
@@ -204,24 +205,24 @@ class MailSyncSide:
         mapped = await self.mapping.to_mail(records)
         return {w.link_id: m for w, m in zip(writes, mapped, strict=True)}
 
-    async def _current(self, writes: Sequence[Write], kind: int) -> dict[str, res.MailItem]:
+    async def _current(self, writes: Sequence[Write], kind: Kind) -> dict[str, res.MailItem]:
         natives = [w.native_id for w in writes if w.native_id]
         found: dict[str, res.MailItem] = {}
         for chunk in chunks(natives, MAIL_BATCH):
-            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]  # type: ignore[arg-type]
+            refs = [res.ItemRef(kind=kind, native_id=n) for n in chunk]
             response = await self.client.get_items(self.mailbox, refs=refs)
             found.update((i.ref.native_id, i) for i in response.items)
         return found
 
     async def _mail_write(
         self,
-        kind: int,
+        kind: Kind,
         write: Write,
         converted: Mapping[str, mapping_pb.MappedItem],
         unshared: Mapping[str, res.MailItem],
     ) -> mail.MailWrite | WriteResult:
         ref = res.ItemRef(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             native_id=write.native_id or "",
             version=write.expected_version,
             link_id=write.link_id,
@@ -283,7 +284,7 @@ class MailSyncSide:
         )
 
     async def _read_back(
-        self, kind: int, writes: Sequence[Write], results: dict[int, WriteResult]
+        self, kind: Kind, writes: Sequence[Write], results: dict[int, WriteResult]
     ) -> None:
         """The written items as the mailbox now lists them, so a value the mailbox keeps in
         its own form (a zone name, a body) is not mistaken next session for a user's edit."""

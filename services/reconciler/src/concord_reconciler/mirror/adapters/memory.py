@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from concord_reconciler.kernel.errors import PeerError
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.ports import ChangePage, Intent, ItemFailure, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
     Change,
@@ -56,13 +57,16 @@ class MemorySide:
     # Writes that are refused for good, by native id or by field value.
     reject_value: Value = None
     calls: dict[str, int] = field(default_factory=dict)
+    # Native ids are `<prefix>-<n>` (the side's name by default); sides of one mailbox that
+    # hold different kinds need prefixes of their own, as a real mailbox never reuses an id.
+    prefix: str = ""
     _next_id: int = 0
 
     # -- what users do -------------------------------------------------------------------
 
     def create(self, fields: Mapping[str, Value], *, link_id: str = "") -> str:
         self._next_id += 1
-        native = f"{self.side.value}-{self._next_id}"
+        native = f"{self.prefix or self.side.value}-{self._next_id}"
         self.items[native] = MemoryItem(dict(fields), link_id=link_id, modified=self.clock())
         self.log.append(native)
         return native
@@ -113,7 +117,7 @@ class MemorySide:
     def _count(self, call: str) -> None:
         self.calls[call] = self.calls.get(call, 0) + 1
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         self._count("list")
         end = len(self.log)
         if not cursor:
@@ -133,7 +137,7 @@ class MemorySide:
             changes.append(Change(self.side, native, self.snapshot(native) if live else None))
         return ChangePage(changes, next_cursor=str(stop), has_more=stop < end)
 
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         self._count("apply")
         results = [self._apply(w) for w in writes]
         if self.lose_next_answer:
@@ -180,7 +184,7 @@ class MemorySide:
         self._bump(native)
         return WriteResult(write.link_id, True, native, str(item.version))
 
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
         self._count("find")
         wanted = set(link_ids)
         return {
@@ -189,7 +193,7 @@ class MemorySide:
             if i.link_id in wanted and i.shared
         }
 
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         self._count("fetch")
         return {n: self.snapshot(n) for n in native_ids if n in self.shared_items()}
 
@@ -210,17 +214,17 @@ class MemoryLinkStore:
         self.released_items.extend(self.failures)
         self.failures.clear()
 
-    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+    async def released(self, mailbox_id: str, kind: Kind) -> set[Side]:
         return {f.side for f in self.released_items if f.kind == kind}
 
-    async def load_links(self, mailbox_id: str, kind: int) -> list[Link]:
+    async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]:
         return [
             link
             for link in self.links.values()
             if link.mailbox_id == mailbox_id and link.kind == kind
         ]
 
-    async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]:
+    async def load_cursors(self, mailbox_id: str, kind: Kind) -> dict[Side, str]:
         return {
             side: self.cursors[(mailbox_id, kind, side)]
             for side in Side
@@ -231,7 +235,7 @@ class MemoryLinkStore:
         for intent in intents:
             self.intents[intent.link_id] = intent
 
-    async def pending_intents(self, mailbox_id: str, kind: int) -> list[Intent]:
+    async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
         return [
             i
             for i in self.intents.values()
@@ -241,7 +245,7 @@ class MemoryLinkStore:
     async def commit(
         self,
         mailbox_id: str,
-        kind: int,
+        kind: Kind,
         links: Sequence[Link],
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,

@@ -23,6 +23,7 @@ from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
 from concord.mapping.v1 import mapping_service_pb2 as mapping
 from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord_reconciler.kernel.errors import PeerError
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.ports import CrmPage, MailPage
 from concord_rpc import AttachIdentity, IdentitySigner, channel, from_rpc_error
 
@@ -64,10 +65,10 @@ class GrpcMailSide:
         self._stub = mail_grpc.MailConnectorServiceStub(channel)
         self._timeout = timeout
 
-    async def list_changes(self, mailbox: str, kind: int, cursor: res.Cursor) -> MailPage:
+    async def list_changes(self, mailbox: str, kind: Kind, cursor: res.Cursor) -> MailPage:
         request = mail.ListChangesRequest(
             mailbox=mailbox,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             cursor=cursor,
             include_items=True,
         )
@@ -88,13 +89,13 @@ class GrpcMailSide:
         mailbox: str,
         refs: Sequence[res.ItemRef] = (),
         link_ids: Sequence[str] = (),
-        kind: int = res.OBJECT_KIND_UNSPECIFIED,
+        kind: Kind = res.OBJECT_KIND_UNSPECIFIED,
     ) -> mail.GetItemsResponse:
         request = mail.GetItemsRequest(
             mailbox=mailbox,
             refs=refs,
             link_ids=link_ids,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
         )
         return await _call(
             MAIL_CONNECTOR, "GetItems", self._stub.GetItems(request, timeout=self._timeout)
@@ -266,7 +267,7 @@ class GrpcLinker:
         self,
         org: str,
         user_id: str,
-        kind: int,
+        kind: Kind,
         participants: Sequence[res.Participant],
         request_id: str,
         policy: linker.ResolutionPolicy | None = None,
@@ -274,7 +275,7 @@ class GrpcLinker:
         request = linker.ResolveParticipantsRequest(
             org=org,
             user_id=user_id,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             participants=participants,
             request_id=request_id,
             policy=policy,

@@ -32,6 +32,7 @@ from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker_pb
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.participants import participants_of
 from concord_reconciler.mirror.domain.ports import (
     CrmPage,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 HINT_PREFIX = "concord."
 
 
-_TABLE_OF_KIND: dict[int, str] = {
+_TABLE_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar-item",
     res.OBJECT_KIND_TASK: "task",
     res.OBJECT_KIND_CONTACT: "contact",
@@ -70,14 +71,14 @@ _TO_MAIL = (
 
 
 class MailClient(Protocol):
-    async def list_changes(self, mailbox: str, kind: int, cursor: res.Cursor) -> MailPage: ...
+    async def list_changes(self, mailbox: str, kind: Kind, cursor: res.Cursor) -> MailPage: ...
 
     async def get_items(
         self,
         mailbox: str,
         refs: Sequence[res.ItemRef] = (),
         link_ids: Sequence[str] = (),
-        kind: int = res.OBJECT_KIND_UNSPECIFIED,
+        kind: Kind = res.OBJECT_KIND_UNSPECIFIED,
     ) -> mail.GetItemsResponse: ...
 
     async def apply_items(
@@ -125,7 +126,7 @@ class LinkerClient(Protocol):
         self,
         org: str,
         user_id: str,
-        kind: int,
+        kind: Kind,
         participants: Sequence[res.Participant],
         request_id: str,
         policy: linker_pb.ResolutionPolicy | None = None,
@@ -177,7 +178,7 @@ def _day(text: str) -> datetime | None:
         return None
 
 
-def _match_keys(kind: int, fields: Mapping[str, Value], uid: str = "") -> tuple[str, ...]:
+def _match_keys(kind: Kind, fields: Mapping[str, Value], uid: str = "") -> tuple[str, ...]:
     """First-sync matching keys, computed from the common fields so both sides agree."""
     keys: list[str] = []
     if uid:
@@ -196,7 +197,7 @@ def _match_keys(kind: int, fields: Mapping[str, Value], uid: str = "") -> tuple[
 
 
 def snapshot_of(
-    kind: int,
+    kind: Kind,
     item: res.MailItem,
     fields: Mapping[str, Value],
     *,
@@ -253,7 +254,7 @@ def snapshot_of(
 
 
 def problem(
-    kind: int, side: Side, native_id: str, version: str, reason: str, message: str
+    kind: Kind, side: Side, native_id: str, version: str, reason: str, message: str
 ) -> ItemFailure:
     return ItemFailure(
         kind=kind,
@@ -280,7 +281,7 @@ class SessionMapping:
     owner_id: str
     _tables: dict[int, mapping_pb.MappingTable] = field(default_factory=dict)
 
-    async def table(self, kind: int) -> mapping_pb.MappingTable:
+    async def table(self, kind: Kind) -> mapping_pb.MappingTable:
         if kind not in self._tables:
             name = f"{self.org}/mappingTables/{_TABLE_OF_KIND[kind]}"
             self._tables[kind] = await self.client.get_mapping_table(name)
@@ -296,7 +297,7 @@ class SessionMapping:
             return []
         return list(await self.client.map_to_mail(self.org, records))
 
-    async def mail_paths(self, kind: int, crm_fields: Iterable[str]) -> list[str]:
+    async def mail_paths(self, kind: Kind, crm_fields: Iterable[str]) -> list[str]:
         """The item paths (relative to the payload) an update of these fields writes."""
         table = await self.table(kind)
         wanted = set(crm_fields)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.planner import Action, MergePlan, SyncPolicy, plan
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import (
@@ -43,7 +44,7 @@ MAX_PAGES = 1000
 class PairOutcome:
     """What one pair's sync did, for the session's counts."""
 
-    kind: int
+    kind: Kind
     mail_seen: int = 0
     crm_seen: int = 0
     created: dict[Side, int] = field(default_factory=lambda: {Side.MAIL: 0, Side.CRM: 0})
@@ -158,7 +159,7 @@ async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -
 
 
 async def _listing(
-    port: SyncSide, kind: int, cursor: str, links: Sequence[Link]
+    port: SyncSide, kind: Kind, cursor: str, links: Sequence[Link]
 ) -> tuple[list[Change], str, list[ItemFailure]]:
     changes: list[Change] = []
     failures: list[ItemFailure] = []
@@ -189,7 +190,7 @@ async def _listing(
 
 
 async def _vanished(
-    port: SyncSide, kind: int, listed: Sequence[Change], links: Sequence[Link]
+    port: SyncSide, kind: Kind, listed: Sequence[Change], links: Sequence[Link]
 ) -> list[Change]:
     """Deletes a full listing implies, each confirmed by reading the item.
 
@@ -209,7 +210,7 @@ async def _vanished(
 
 
 async def _recover(
-    mailbox_id: str, kind: int, sides: dict[Side, SyncSide], store: LinkStore
+    mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore
 ) -> int:
     """Settle the intents a crash left behind, by looking each write's target up.
 
@@ -269,7 +270,7 @@ def _landed(
 
 async def _execute(
     mailbox_id: str,
-    kind: int,
+    kind: Kind,
     batch: Sequence[Action],
     sides: dict[Side, SyncSide],
     store: LinkStore,
@@ -334,7 +335,7 @@ async def _execute(
     return done, failures, retry, unknown
 
 
-def _failure(kind: int, action: Action, side: Side, result: WriteResult) -> ItemFailure:
+def _failure(kind: Kind, action: Action, side: Side, result: WriteResult) -> ItemFailure:
     # The item that failed to mirror is the one on the other side, the one the user sees.
     source = side.other
     native = action.link.native(source) or action.link.native(side) or ""

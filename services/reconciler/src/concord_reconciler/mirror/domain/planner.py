@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.sync import (
     Change,
     FieldConflict,
@@ -54,7 +55,7 @@ class ConflictPolicy(enum.IntEnum):
 class SyncPolicy:
     """The settings that decide one pair's plan, read once per session."""
 
-    kind: int = res.OBJECT_KIND_CALENDAR_ITEM
+    kind: Kind = res.OBJECT_KIND_CALENDAR_ITEM
     direction: int = res.SYNC_DIRECTION_TWO_WAY
     conflict: ConflictPolicy = ConflictPolicy.NEWEST_WINS
     mark_instead_of_delete: bool = False  # MAIL_DELETE_ACTION_MARK_RECORD
@@ -71,7 +72,7 @@ class SyncPolicy:
 
     @classmethod
     def from_settings(
-        cls, kind: int, org: st.OrgSettings, sharing: st.ObjectSharing | None
+        cls, kind: Kind, org: st.OrgSettings, sharing: st.ObjectSharing | None
     ) -> SyncPolicy:
         direction = sharing.direction if sharing is not None else res.SYNC_DIRECTION_TWO_WAY
         conflict = org.conflict_policy or st.CONFLICT_POLICY_NEWEST_WINS
@@ -275,7 +276,7 @@ def plan(
 # -- matching ------------------------------------------------------------------------------
 
 
-def _keys(mailbox_id: str, kind: int, side: Side, change: Change) -> list[str]:
+def _keys(mailbox_id: str, kind: Kind, side: Side, change: Change) -> list[str]:
     snapshot = change.snapshot
     assert snapshot is not None
     keys = [f"link:{derive_link_id(mailbox_id, kind, side, change.native_id)}"]
@@ -286,7 +287,7 @@ def _keys(mailbox_id: str, kind: int, side: Side, change: Change) -> list[str]:
 
 
 def _matched(
-    mailbox_id: str, kind: int, unlinked: Mapping[Side, Mapping[str, Change]]
+    mailbox_id: str, kind: Kind, unlinked: Mapping[Side, Mapping[str, Change]]
 ) -> list[tuple[Change | None, Change | None]]:
     """Unlinked items paired one to one by link id first, then by match keys; the rest alone.
 
@@ -347,7 +348,7 @@ def _in_window(policy: SyncPolicy, snapshot: Snapshot, now: datetime) -> bool:
     return True
 
 
-def _new_link_id(mailbox_id: str, kind: int, change: Change, carried: str, used: set[str]) -> str:
+def _new_link_id(mailbox_id: str, kind: Kind, change: Change, carried: str, used: set[str]) -> str:
     if carried and carried not in used:
         return carried
     return derive_link_id(mailbox_id, kind, change.side, change.native_id)

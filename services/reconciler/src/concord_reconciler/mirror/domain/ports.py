@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from concord.common.v1 import resources_pb2
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.sync import (
     Change,
     Link,
@@ -57,20 +58,20 @@ class SyncSide(Protocol):
 
     side: Side
 
-    async def list_changes(self, kind: int, cursor: str) -> ChangePage:
+    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
         """Changes after `cursor`; an empty cursor lists every shared item as an upsert."""
         ...
 
-    async def apply(self, kind: int, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         """One result per write, in order; idempotent per link id (a replayed create finds
         the item written before)."""
         ...
 
-    async def find(self, kind: int, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
         """The items carrying these link ids: link id -> (native id, snapshot)."""
         ...
 
-    async def fetch(self, kind: int, native_ids: Sequence[str]) -> dict[str, Snapshot]:
+    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         """The items that still exist among `native_ids`."""
         ...
 
@@ -80,7 +81,7 @@ class Intent:
     """A journalled action: written before its writes, resolved with its link's commit."""
 
     link_id: str
-    kind: int
+    kind: Kind
     link_after: Link
     writes: tuple[Write, ...]
 
@@ -90,7 +91,7 @@ class ItemFailure:
     """An item quarantined with its reason (a write refused for good, or an item that could
     not be read or mapped); the session goes on without it."""
 
-    kind: int
+    kind: Kind
     side: Side
     native_id: str
     link_id: str
@@ -106,22 +107,22 @@ class NativeIdTaken(Exception):
 
 
 class LinkStore(Protocol):
-    async def load_links(self, mailbox_id: str, kind: int) -> list[Link]: ...
+    async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]: ...
 
-    async def load_cursors(self, mailbox_id: str, kind: int) -> dict[Side, str]: ...
+    async def load_cursors(self, mailbox_id: str, kind: Kind) -> dict[Side, str]: ...
 
-    async def released(self, mailbox_id: str, kind: int) -> set[Side]:
+    async def released(self, mailbox_id: str, kind: Kind) -> set[Side]:
         """The sides with quarantined items the user asked to retry (RetryItem)."""
         ...
 
     async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None: ...
 
-    async def pending_intents(self, mailbox_id: str, kind: int) -> list[Intent]: ...
+    async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]: ...
 
     async def commit(
         self,
         mailbox_id: str,
-        kind: int,
+        kind: Kind,
         links: Sequence[Link],
         resolved: Sequence[str],
         cursors: dict[Side, str] | None = None,

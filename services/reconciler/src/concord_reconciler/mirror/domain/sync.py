@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from concord_reconciler.kernel.kinds import Kind
+
 __all__ = [
     "LINK_NAMESPACE",
     "Change",
@@ -94,7 +96,7 @@ def freeze(value: object) -> Value:
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
-def derive_link_id(mailbox_id: str, kind: int, side: Side, native_id: str) -> str:
+def derive_link_id(mailbox_id: str, kind: Kind, side: Side, native_id: str) -> str:
     return str(uuid.uuid5(LINK_NAMESPACE, f"{mailbox_id}\x1f{kind}\x1f{side}\x1f{native_id}"))
 
 
@@ -175,7 +177,7 @@ class Link:
 
     link_id: str
     mailbox_id: str
-    kind: int  # concord.common.v1.ObjectKind
+    kind: Kind  # concord.common.v1.ObjectKind
     mail_id: str | None = None
     crm_id: str | None = None
     mail_version: str = ""

@@ -73,7 +73,7 @@ class NatsSessionQueue:
             session=session.name,
             mailbox=session.mailbox,
             org=org,
-            trigger=session.trigger,  # type: ignore[arg-type]
+            trigger=session.trigger,
             request_time=timestamp(session.request_time),
             request_id=session.request_id,
         )

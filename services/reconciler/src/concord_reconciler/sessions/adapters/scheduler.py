@@ -27,6 +27,7 @@ from concord.common.v1 import settings_pb2 as st
 from concord_events import EventBus, LeaseLost
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.errors import MailboxNotFound, MailboxSuspended, QueueUnavailable
+from concord_reconciler.kernel.kinds import Trigger
 from concord_reconciler.kernel.schema import mailboxes, org_settings, requests, sessions
 from concord_reconciler.kernel.sql import from_us, to_us
 from concord_reconciler.mailboxes.domain.model import MailboxState
@@ -357,7 +358,7 @@ class Scheduler:
         until = (plan.next_wake - self.clock()).total_seconds()
         return min(self.tick_seconds, max(0.05, until))
 
-    async def _request(self, mailbox_id: str, trigger: int, *, republish: str = "") -> None:
+    async def _request(self, mailbox_id: str, trigger: Trigger, *, republish: str = "") -> None:
         try:
             await request_session(
                 mailbox_id,

@@ -12,6 +12,7 @@ from datetime import datetime
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.counts import SessionCounts
 from concord_reconciler.kernel.errors import TransitionError
+from concord_reconciler.kernel.kinds import ErrorSide, Kind, Trigger
 from concord_reconciler.kernel.names import mailbox_name, session_name
 
 
@@ -51,7 +52,7 @@ def can_transition(source: SessionState, target: SessionState) -> bool:
 class SessionRecord:
     session_id: str
     mailbox_id: str
-    trigger: int  # concord.common.v1.SessionTrigger
+    trigger: Trigger  # concord.common.v1.SessionTrigger
     state: SessionState = SessionState.QUEUED
     request_id: str = ""
     failure_reason: str = ""
@@ -83,9 +84,9 @@ class SessionRecord:
 class ItemErrorRecord:
     item_error_id: str
     mailbox_id: str
-    kind: int  # concord.common.v1.ObjectKind
+    kind: Kind  # concord.common.v1.ObjectKind
     native_id: str
-    side: int  # concord.common.v1.SyncSide
+    side: ErrorSide  # concord.common.v1.SyncSide
     reason: str
     message: str
     version: str = ""

@@ -18,6 +18,7 @@ from concord.common.v1 import settings_pb2 as st
 from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
@@ -35,11 +36,11 @@ class SessionScope:
     mailbox: str  # mailboxes/{mailbox}
     org: str  # orgs/{org}
     crm_user_id: str
-    kinds: tuple[int, ...]  # ObjectKind values, in listing order
+    kinds: tuple[Kind, ...]  # ObjectKind values, in listing order
     # The two-way pairs' settings, read once at the session's start.
     policies: tuple[SyncPolicy, ...] = ()
     # Kind -> the category that shares a mailbox item of that kind (SELECTION_MODE_CATEGORY).
-    categories: Mapping[int, str] = field(default_factory=dict)
+    categories: Mapping[Kind, str] = field(default_factory=dict)
     # What the linker may create and must ignore when it links new activities.
     resolution: linker.ResolutionPolicy | None = None
     # As read at the session's start, for the email pass (which shares by the user's
@@ -71,11 +72,11 @@ class SyncEngine(Protocol):
 
 
 def policies_for(
-    kinds: Iterable[int], org: st.OrgSettings, mailbox: st.MailboxSettings
+    kinds: Iterable[Kind], org: st.OrgSettings, mailbox: st.MailboxSettings
 ) -> tuple[SyncPolicy, ...]:
     """One policy per two-way kind the mailbox shares; emails go one way, exactly once, and
     are not mirrored pairs."""
-    sharing: dict[int, st.ObjectSharing] = {int(s.kind): s for s in mailbox.sharing}
+    sharing: dict[Kind, st.ObjectSharing] = {s.kind: s for s in mailbox.sharing}
     return tuple(
         SyncPolicy.from_settings(kind, org, sharing.get(kind))
         for kind in kinds
@@ -83,20 +84,20 @@ def policies_for(
     )
 
 
-def categories_of(mailbox: st.MailboxSettings) -> dict[int, str]:
+def categories_of(mailbox: st.MailboxSettings) -> dict[Kind, str]:
     """The category each kind is shared by, where sharing goes by category alone.
 
     A kind shared by folder is already selected by the collection the connector lists, and
     one that auto-shares every new item takes everything.
     """
-    found: dict[int, str] = {}
+    found: dict[Kind, str] = {}
     for sharing in mailbox.sharing:
         modes = set(sharing.selection_modes)
         if st.SELECTION_MODE_CATEGORY in modes and not modes & {
             st.SELECTION_MODE_FOLDER,
             st.SELECTION_MODE_ALL_NEW,
         }:
-            found[int(sharing.kind)] = sharing.category or "Salesforce"
+            found[sharing.kind] = sharing.category or "Salesforce"
     return found
 
 

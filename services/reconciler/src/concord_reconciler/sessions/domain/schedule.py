@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.kernel.kinds import Trigger
 from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 
@@ -92,7 +93,7 @@ class ScheduleRow:
 @dataclass(frozen=True)
 class ScheduledSession:
     mailbox_id: str
-    trigger: int  # SessionTrigger
+    trigger: Trigger  # SessionTrigger
 
 
 @dataclass(frozen=True)

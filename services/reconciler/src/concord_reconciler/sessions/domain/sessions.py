@@ -20,6 +20,7 @@ from concord_reconciler.kernel.errors import (
     QueueUnavailable,
     SessionFailure,
 )
+from concord_reconciler.kernel.kinds import Trigger
 from concord_reconciler.kernel.names import mailbox_name, new_session_id
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mailboxes.domain.settings import (
@@ -46,7 +47,7 @@ Clock = Callable[[], datetime]
 
 async def request_session(
     mailbox_id: str,
-    trigger: int,
+    trigger: Trigger,
     request_id: str,
     *,
     store: SessionStore,

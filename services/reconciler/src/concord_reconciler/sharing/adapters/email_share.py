@@ -9,6 +9,7 @@ from typing import Protocol
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.domain.ports import MailPage
 from concord_reconciler.sharing.adapters.sharing import EmailSharing
@@ -18,7 +19,7 @@ __all__ = ["GrpcEmailShare"]
 
 
 class EmailLister(Protocol):
-    async def list_changes(self, mailbox: str, kind: int, cursor: res.Cursor) -> MailPage: ...
+    async def list_changes(self, mailbox: str, kind: Kind, cursor: res.Cursor) -> MailPage: ...
 
 
 @dataclass(frozen=True)

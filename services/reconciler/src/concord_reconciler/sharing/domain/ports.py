@@ -12,6 +12,7 @@ from concord.common.v1 import settings_pb2 as st
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker
 from concord_reconciler.kernel.counts import KindCounts, SideCounts
+from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.sharing.domain.sharing import (
     FieldLoss,
@@ -35,7 +36,7 @@ class SharingLinker(Protocol):
         self,
         org: str,
         user_id: str,
-        kind: int,
+        kind: Kind,
         participants: Sequence[res.Participant],
         request_id: str,
         policy: linker.ResolutionPolicy | None = None,
