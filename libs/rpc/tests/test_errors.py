@@ -12,6 +12,7 @@ from concord_rpc import (
     Unavailable,
     Unimplemented,
 )
+from concord_rpc.errors import STATUS_NAMES
 
 pytestmark = pytest.mark.unit
 
@@ -29,7 +30,7 @@ def test_service_errors_inherit_code_and_retryability() -> None:
 
     err = QuotaSpent("daily API quota spent", metadata={"org": "00D1"})
     assert (err.code, err.reason, err.retryable) == (
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RESOURCE_EXHAUSTED",
         "SALESFORCE_QUOTA_SPENT",
         True,
     )
@@ -52,4 +53,18 @@ def test_unimplemented_names_the_issue() -> None:
     err = Unimplemented("Linker.ResolveParticipants", issue=42)
     assert str(err) == "Linker.ResolveParticipants is not implemented yet (issue #42)"
     assert err.metadata == {"issue": "42"}
-    assert err.code == grpc.StatusCode.UNIMPLEMENTED
+    assert err.code == "UNIMPLEMENTED"
+
+
+def test_every_status_name_is_one_grpc_knows() -> None:
+    assert {grpc.StatusCode[name] for name in STATUS_NAMES} == set(grpc.StatusCode) - {
+        grpc.StatusCode.OK
+    }
+
+
+def test_a_class_with_an_unknown_status_fails_at_definition() -> None:
+    with pytest.raises(TypeError, match="gRPC status name"):
+
+        class Wrong(DomainError):
+            code = "NOT_A_STATUS"
+            reason = "WRONG"

@@ -19,9 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-import grpc
-
 __all__ = [
+    "STATUS_NAMES",
     "Aborted",
     "AlreadyExists",
     "DomainError",
@@ -35,6 +34,28 @@ __all__ = [
     "Unimplemented",
 ]
 
+# google.rpc.Code, by name: what `DomainError.code` may be.
+STATUS_NAMES = frozenset(
+    {
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    }
+)
+
 # google.rpc.ErrorInfo: "should match /[A-Z][A-Z0-9_]+[A-Z0-9]/, at most 63 characters".
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{1,61}[A-Z0-9]")
 
@@ -42,7 +63,9 @@ _REASON = re.compile(r"[A-Z][A-Z0-9_]{1,61}[A-Z0-9]")
 class DomainError(Exception):
     """An expected failure with a gRPC status code and a machine-readable reason."""
 
-    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    # The gRPC status by its canonical name (google.rpc.Code); the interceptor maps it to
+    # grpc.StatusCode, so an error class says what went wrong without depending on gRPC.
+    code: ClassVar[str] = "INTERNAL"
     reason: ClassVar[str] = "INTERNAL"
     retryable: ClassVar[bool] = False
     # Sent as RetryInfo (and as gRPC retry pushback) when not None.
@@ -53,6 +76,8 @@ class DomainError(Exception):
         # Checked when the class is defined, so a bad reason fails at import, not in production.
         if not _REASON.fullmatch(cls.reason):
             raise TypeError(f"{cls.__name__}.reason must be UPPER_SNAKE_CASE, got {cls.reason!r}")
+        if cls.code not in STATUS_NAMES:
+            raise TypeError(f"{cls.__name__}.code must be a gRPC status name, got {cls.code!r}")
 
     def __init__(
         self,
@@ -74,22 +99,22 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
     reason = "INVALID_ARGUMENT"
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
     reason = "NOT_FOUND"
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
     reason = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
 
 
@@ -99,39 +124,39 @@ class Aborted(DomainError):
     Retryable by the caller, not by the channel: resending the same request would conflict again.
     """
 
-    code = grpc.StatusCode.ABORTED
+    code = "ABORTED"
     reason = "ABORTED"
     retryable = True
 
 
 class Unavailable(DomainError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
     reason = "UNAVAILABLE"
     retryable = True
     default_retry_after = 1.0
 
 
 class ResourceExhausted(DomainError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"
     retryable = True
     default_retry_after = 1.0
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
     reason = "PERMISSION_DENIED"
 
 
 class Unimplemented(DomainError):
     """A part of the skeleton that an issue will fill; the message points at the issue."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = "UNIMPLEMENTED"
     reason = "NOT_IMPLEMENTED_YET"
 
     def __init__(self, what: str, issue: int) -> None:

@@ -165,7 +165,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(exc.retry_after * 1e9))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-        return self._status(exc.code, exc.message, *details)
+        return self._status(grpc.StatusCode[exc.code], exc.message, *details)
 
     @staticmethod
     def _status(code: grpc.StatusCode, message: str, *details: Any) -> status_pb2.Status:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import grpc
 import pytest
 from cryptography.fernet import Fernet
 
@@ -77,7 +76,7 @@ async def test_a_connection_without_the_adapter_names_issue_3() -> None:
     domain = CrmConnector(MemoryStore(CONNECTION), salesforce=None)
     with pytest.raises(Unimplemented) as caught:
         await domain.list_changes("demo", "Event", "", 0)
-    assert caught.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert caught.value.code == "UNIMPLEMENTED"
     assert caught.value.issue == 3
 
 
