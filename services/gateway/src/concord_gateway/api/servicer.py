@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 from concord.common.v1 import resources_pb2, settings_pb2
 from concord.gateway.v1 import gateway_service_pb2 as pb
@@ -30,6 +31,7 @@ from concord_gateway.domain.access import (
 )
 from concord_gateway.domain.principal import Role
 from concord_gateway.domain.requests import scoped_request_id
+from concord_gateway.domain.routes import ROUTES, Scope, target_of
 from concord_gateway.settings import GatewaySettings
 
 __all__ = ["GatewayServicer"]
@@ -86,6 +88,34 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         assert found is not None  # authorize_mailbox refused a missing one
         return found
 
+    async def _route(
+        self, method: str, request: Message, context: Context
+    ) -> tuple[str, resources_pb2.Mailbox | None]:
+        """What `method`'s request names, once the route table says the caller may act on it:
+        (the mailbox and its record, or the org and None; nothing for Scope.CALLER)."""
+        route = ROUTES[method]
+        principal = current_principal()
+        if route.scope is Scope.CALLER:
+            return "", None
+        target = target_of(route, request)
+        if route.scope is Scope.ORG_ADMIN:
+            org = target or principal.org_name
+            authorize_org_admin(principal, org)
+            return org, None
+        mailbox = await self._mailbox(target, context)
+        if route.scope is Scope.MAILBOX_ADMIN:
+            authorize_org_admin(principal, mailbox.org)
+        return target, mailbox
+
+    async def _routed_mailbox(
+        self, method: str, request: Message, context: Context
+    ) -> tuple[str, resources_pb2.Mailbox]:
+        """`_route` for a method whose route names a mailbox, with the mailbox's record."""
+        name, mailbox = await self._route(method, request, context)
+        if mailbox is None:
+            raise AssertionError(f"{method}'s route names no mailbox")
+        return name, mailbox
+
     def _wait_seconds(self, requested: duration_pb2.Duration, context: Context) -> float:
         settings = self._settings
         wait = requested.ToTimedelta().total_seconds() if requested.ByteSize() else 0.0
@@ -102,8 +132,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def SyncMailbox(
         self, request: pb.SyncMailboxRequest, context: Context
     ) -> pb.SyncMailboxResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        await self._mailbox(name, context)
+        name, _ = await self._route("SyncMailbox", request, context)
         requested = await ask(
             RECONCILER,
             self._reconciler.RequestSession(
@@ -135,8 +164,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def SuspendMailbox(
         self, request: pb.SuspendMailboxRequest, context: Context
     ) -> pb.SuspendMailboxResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        await self._mailbox(name, context)
+        name, _ = await self._route("SuspendMailbox", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.SuspendMailbox(
@@ -153,8 +181,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ResumeMailbox(
         self, request: pb.ResumeMailboxRequest, context: Context
     ) -> pb.ResumeMailboxResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        await self._mailbox(name, context)
+        name, _ = await self._route("ResumeMailbox", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ResumeMailbox(
@@ -171,12 +198,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def RegisterMailbox(
         self, request: pb.RegisterMailboxRequest, context: Context
     ) -> pb.RegisterMailboxResponse:
-        principal = current_principal()
+        # An admin registers into their own org; leaving it out means exactly that.
+        org, _ = await self._route("RegisterMailbox", request, context)
         mailbox = resources_pb2.Mailbox()
         mailbox.CopyFrom(request.mailbox)
-        # An admin registers into their own org; leaving it out means exactly that.
-        org = names.org_name(mailbox.org, "mailbox.org") if mailbox.org else principal.org_name
-        authorize_org_admin(principal, org)
         mailbox.org = org
         if request.mailbox_id:
             names.check_mailbox_id(request.mailbox_id, "mailbox_id")
@@ -196,11 +221,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def DeleteMailbox(
         self, request: pb.DeleteMailboxRequest, context: Context
     ) -> pb.DeleteMailboxResponse:
-        name = names.mailbox_name(request.name, "name")
-        mailbox = await self._mailbox(name, context)
-        # Like registration, disconnecting is the org admin's: a user cannot drop their
-        # mailbox out of the org's sync on their own.
-        authorize_org_admin(current_principal(), mailbox.org)
+        # Like registration, disconnecting is the org admin's (Scope.MAILBOX_ADMIN): a user
+        # cannot drop their mailbox out of the org's sync on their own.
+        name, _ = await self._route("DeleteMailbox", request, context)
         await ask(
             RECONCILER,
             self._reconciler.DeleteMailbox(
@@ -217,6 +240,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ListMailboxes(
         self, request: pb.ListMailboxesRequest, context: Context
     ) -> pb.ListMailboxesResponse:
+        await self._route("ListMailboxes", request, context)
         principal = current_principal()
         org = visible_org(principal, names.org_name(request.org, "org") if request.org else "")
         response = await ask(
@@ -238,8 +262,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def GetMailboxStatus(
         self, request: pb.GetMailboxStatusRequest, context: Context
     ) -> pb.GetMailboxStatusResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        mailbox = await self._mailbox(name, context)
+        name, mailbox = await self._routed_mailbox("GetMailboxStatus", request, context)
         sessions, errors = await asyncio.gather(
             ask(
                 RECONCILER,
@@ -278,8 +301,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
-        name = names.mailbox_name(request.parent, "parent")
-        await self._mailbox(name, context)
+        name, _ = await self._route("ListSessions", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ListSessions(
@@ -296,7 +318,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def GetSession(
         self, request: pb.GetSessionRequest, context: Context
     ) -> pb.GetSessionResponse:
-        await self._mailbox(names.mailbox_of_child(request.name, "name", "sessions"), context)
+        await self._route("GetSession", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.GetSession(
@@ -308,8 +330,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ListItemErrors(
         self, request: pb.ListItemErrorsRequest, context: Context
     ) -> pb.ListItemErrorsResponse:
-        name = names.mailbox_name(request.parent, "parent")
-        await self._mailbox(name, context)
+        name, _ = await self._route("ListItemErrors", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ListItemErrors(
@@ -331,7 +352,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def RetryItem(
         self, request: pb.RetryItemRequest, context: Context
     ) -> pb.RetryItemResponse:
-        await self._mailbox(names.mailbox_of_child(request.name, "name", "itemErrors"), context)
+        await self._route("RetryItem", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.RetryItem(
@@ -349,8 +370,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ListConflicts(
         self, request: pb.ListConflictsRequest, context: Context
     ) -> pb.ListConflictsResponse:
-        name = names.mailbox_name(request.parent, "parent")
-        await self._mailbox(name, context)
+        name, _ = await self._route("ListConflicts", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ListConflicts(
@@ -367,7 +387,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ResolveConflict(
         self, request: pb.ResolveConflictRequest, context: Context
     ) -> pb.ResolveConflictResponse:
-        await self._mailbox(names.mailbox_of_child(request.name, "name", "conflicts"), context)
+        await self._route("ResolveConflict", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ResolveConflict(
@@ -389,7 +409,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def GetUserSettings(
         self, request: pb.GetUserSettingsRequest, context: Context
     ) -> pb.GetUserSettingsResponse:
-        await self._mailbox(names.mailbox_of_settings(request.name, "name"), context)
+        await self._route("GetUserSettings", request, context)
         settings = await self._mailbox_settings(request.name, context)
         authorize_settings(current_principal(), request.name, settings.settings_access_disabled)
         return pb.GetUserSettingsResponse(settings=settings)
@@ -406,9 +426,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def UpdateUserSettings(
         self, request: pb.UpdateUserSettingsRequest, context: Context
     ) -> pb.UpdateUserSettingsResponse:
-        await self._mailbox(
-            names.mailbox_of_settings(request.settings.name, "settings.name"), context
-        )
+        await self._route("UpdateUserSettings", request, context)
         principal = current_principal()
         if principal.role is not Role.ADMIN:
             # The reconciler refuses the change too (FAILED_PRECONDITION), but a user is told
@@ -434,7 +452,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def GetOrgSettings(
         self, request: pb.GetOrgSettingsRequest, context: Context
     ) -> pb.GetOrgSettingsResponse:
-        authorize_org_admin(current_principal(), names.org_of_settings(request.name, "name"))
+        await self._route("GetOrgSettings", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.GetOrgSettings(
@@ -446,8 +464,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def UpdateOrgSettings(
         self, request: pb.UpdateOrgSettingsRequest, context: Context
     ) -> pb.UpdateOrgSettingsResponse:
-        org = names.org_of_settings(request.settings.name, "settings.name")
-        authorize_org_admin(current_principal(), org)
+        org, _ = await self._route("UpdateOrgSettings", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.UpdateOrgSettings(
@@ -466,8 +483,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def ShareEmail(
         self, request: pb.ShareEmailRequest, context: Context
     ) -> pb.ShareEmailResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        await self._mailbox(name, context)
+        name, _ = await self._route("ShareEmail", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.ShareEmail(
@@ -489,8 +505,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def InitialSearch(
         self, request: pb.InitialSearchRequest, context: Context
     ) -> pb.InitialSearchResponse:
-        name = names.mailbox_name(request.mailbox, "mailbox")
-        mailbox = await self._mailbox(name, context)
+        name, mailbox = await self._routed_mailbox("InitialSearch", request, context)
         # The user's blacklist (org entries filled in) is honoured in search results too.
         settings = await ask(
             RECONCILER,
@@ -529,8 +544,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def GetOrgHealth(
         self, request: pb.GetOrgHealthRequest, context: Context
     ) -> pb.GetOrgHealthResponse:
-        org = names.org_name(request.org, "org")
-        authorize_org_admin(current_principal(), org)
+        org, _ = await self._route("GetOrgHealth", request, context)
         response = await ask(
             RECONCILER,
             self._reconciler.GetOrgHealth(
