@@ -14,13 +14,16 @@ from sqlalchemy import update
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
-from concord_events import SESSIONS, EventBus, Topology, mail_changed
+from concord.events.v1 import events_pb2
+from concord_events import SESSIONS, EventBus, Topology, crm_changed, mail_changed
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.names import new_session_id
 from concord_reconciler.kernel.schema import requests
 from concord_reconciler.kernel.schema import sessions as sessions_table
 from concord_reconciler.kernel.sql import to_us
 from concord_reconciler.mailboxes.domain.model import MailboxRecord, MailboxState
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.domain.sync import Link
 from concord_reconciler.sessions.adapters.messaging import NatsSessionQueue
 from concord_reconciler.sessions.adapters.scheduler import Scheduler, ScheduleReader
 from concord_reconciler.sessions.adapters.store import SqlStore
@@ -326,3 +329,77 @@ async def test_a_session_failed_by_a_throttled_peer_holds_the_mailbox_until_the_
         await running.stop()
     # Neither the schedule nor a push started a session.
     assert [s.state for s in await sessions_of(store, "busy")] == [SessionState.FAILED]
+
+
+async def test_a_salesforce_change_syncs_the_owners_and_the_mirroring_mailboxes_only(
+    store: SqlStore, bus: EventBus
+) -> None:
+    """Issue #19: a CrmChanged hint names owners and records; only their mailboxes sync,
+    unless the hint says the stream lost track (everyone)."""
+    owners = {"ann": "005000000000001AAA", "bob": "005000000000002AAA", "cy": "005000000000003AAA"}
+    for mailbox_id, crm_user in owners.items():
+        await store.insert_mailbox(
+            MailboxRecord(
+                mailbox_id=mailbox_id,
+                org_id="acme",
+                owner_user_id=mailbox_id,
+                crm_user_id=crm_user,
+                address=f"{mailbox_id}@example.com",
+                provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+            )
+        )
+        await add_session(store, mailbox_id, SessionState.COMPLETED, ago=60)
+    await add_mailbox(store, "elsewhere", org="globex")
+    await add_session(store, "elsewhere", SessionState.COMPLETED, ago=60)
+    # Bob mirrors an Event that Ann owns now (handed over, or about to be deleted).
+    await SqlLinkStore(store.engine).commit(
+        "bob",
+        res.OBJECT_KIND_CALENDAR_ITEM,
+        [
+            Link(
+                link_id="l-1",
+                mailbox_id="bob",
+                kind=res.OBJECT_KIND_CALENDAR_ITEM,
+                mail_id="AAMk-1",
+                crm_id="00U000000000001AAA",
+            )
+        ],
+        [],
+    )
+    running = scheduler(bus, store)
+    await running.start()
+
+    async def pushed() -> set[str]:
+        return {
+            mailbox_id
+            for mailbox_id in [*owners, "elsewhere"]
+            for s in await sessions_of(store, mailbox_id)
+            if s.trigger == res.SESSION_TRIGGER_PUSH and s.state is SessionState.QUEUED
+        }
+
+    async def after(hint: events_pb2.CrmChanged, expected: set[str]) -> None:
+        await bus.client.publish(crm_changed(hint.org), hint.SerializeToString())
+        await bus.client.flush()
+        async with asyncio.timeout(5):
+            while await pushed() != expected:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert await pushed() == expected
+
+    try:
+        await after(
+            events_pb2.CrmChanged(
+                org="acme", owner_ids=[owners["ann"]], ids=["00U000000000001AAA"]
+            ),
+            {"ann", "bob"},
+        )
+        await after(
+            events_pb2.CrmChanged(org="acme", everyone=True, reason="GAP_OVERFLOW"),
+            {
+                "ann",
+                "bob",
+                "cy",
+            },
+        )
+    finally:
+        await running.stop()

@@ -365,14 +365,35 @@ class CrmChanged(_message.Message):
     IDS_FIELD_NUMBER: _builtins.int
     CHANGE_ORIGIN_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
+    OWNER_IDS_FIELD_NUMBER: _builtins.int
+    EVERYONE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOBJECT_TYPES_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     sobject_type: _builtins.str
     change_origin: _builtins.str
     """CDC changeOrigin; Concord's own writes are recognised and skipped."""
+    everyone: _builtins.bool
+    """Sync every mailbox of the org: the stream cannot say which (a gap, an overflow, a replay
+    id Salesforce no longer keeps, an owner that could not be read); `reason` says why.
+    """
+    reason: _builtins.str
     @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The records that changed: the mailboxes that mirror them are synced."""
+
     @_builtins.property
-    def commit_time(self) -> _timestamp_pb2.Timestamp: ...
+    def commit_time(self) -> _timestamp_pb2.Timestamp:
+        """The latest commit the hint covers."""
+
+    @_builtins.property
+    def owner_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The records' owners (Salesforce user ids): their mailboxes are synced too."""
+
+    @_builtins.property
+    def sobject_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every object type the hint covers (`sobject_type` holds the first)."""
+
     def __init__(
         self,
         *,
@@ -381,10 +402,14 @@ class CrmChanged(_message.Message):
         ids: _abc.Iterable[_builtins.str] | None = ...,
         change_origin: _builtins.str = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
+        owner_ids: _abc.Iterable[_builtins.str] | None = ...,
+        everyone: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        sobject_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_origin", b"change_origin", "commit_time", b"commit_time", "ids", b"ids", "org", b"org", "sobject_type", b"sobject_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_origin", b"change_origin", "commit_time", b"commit_time", "everyone", b"everyone", "ids", b"ids", "org", b"org", "owner_ids", b"owner_ids", "reason", b"reason", "sobject_type", b"sobject_type", "sobject_types", b"sobject_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
@@ -24,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord.events.v1 import events_pb2
 from concord_events import EventBus, LeaseLost
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.errors import MailboxNotFound, MailboxSuspended, QueueUnavailable
 from concord_reconciler.kernel.kinds import Trigger
-from concord_reconciler.kernel.schema import mailboxes, org_settings, requests, sessions
+from concord_reconciler.kernel.schema import links, mailboxes, org_settings, requests, sessions
 from concord_reconciler.kernel.sql import from_us, to_us
 from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
@@ -95,6 +97,44 @@ class ScheduleReader:
         if newest is None or newest[0] != SessionState.FAILED or newest[1] is None:
             return None
         return from_us(newest[1])
+
+    async def hinted_mailboxes(
+        self, org_id: str, owner_ids: Sequence[str], crm_ids: Sequence[str]
+    ) -> set[str]:
+        """The org's mailboxes a Salesforce change concerns: those of the records' owners, and
+        those mirroring one of the records (which may have been given away or deleted)."""
+        found: set[str] = set()
+        async with self.engine.connect() as conn:
+            if owner_ids:
+                found.update(
+                    (
+                        await conn.execute(
+                            select(mailboxes.c.mailbox_id).where(
+                                mailboxes.c.org_id == org_id,
+                                mailboxes.c.crm_user_id.in_(list(owner_ids)),
+                            )
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            for start in range(0, len(crm_ids), 500):
+                found.update(
+                    (
+                        await conn.execute(
+                            select(links.c.mailbox_id)
+                            .join(mailboxes, mailboxes.c.mailbox_id == links.c.mailbox_id)
+                            .where(
+                                mailboxes.c.org_id == org_id,
+                                links.c.crm_id.in_(list(crm_ids[start : start + 500])),
+                            )
+                            .distinct()
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+        return found
 
     async def forget_answers(self, before: datetime) -> int:
         """Drop the stored answers of mutations made before `before`; how many went."""
@@ -390,12 +430,27 @@ class Scheduler:
                 await self._request(mailbox_id, res.SESSION_TRIGGER_PUSH)
 
     async def _on_crm_changed(self, msg: Msg) -> None:
+        """A Salesforce change (issue #19): sessions for the mailboxes it concerns — the
+        records' owners' and those mirroring the records — or the whole org's when the hint
+        says the stream cannot tell (a gap) or carries no detail."""
         org_id = msg.subject.rsplit(".", 1)[-1]
         with self.tracer.start_as_current_span(
             "schedule.push", context=extract(msg.headers), kind=trace.SpanKind.CONSUMER
         ) as span:
             span.set_attribute("concord.org", f"orgs/{org_id}")
+            hint = events_pb2.CrmChanged()
+            with contextlib.suppress(DecodeError):
+                hint.ParseFromString(msg.data)
+            wanted: set[str] | None = None
+            if not hint.everyone and (hint.owner_ids or hint.ids):
+                wanted = await self.reader.hinted_mailboxes(
+                    org_id, list(hint.owner_ids), list(hint.ids)
+                )
+            elif hint.reason:
+                log.info("orgs/%s: every mailbox syncs (%s)", org_id, hint.reason)
             now = self.clock()
             for row in await self.reader.rows():
-                if row.org_id == org_id and may_push(row, now):
+                if row.org_id != org_id or (wanted is not None and row.mailbox_id not in wanted):
+                    continue
+                if may_push(row, now):
                     await self._request(row.mailbox_id, res.SESSION_TRIGGER_PUSH)
