@@ -1,0 +1,185 @@
+"""The change streams: one subscriber per connected org (held by lease across replicas), one
+stream per channel, each batch turned into a hint before its replay id is kept.
+
+At least once, never lost: a batch's hint is published before the batch's last replay id is
+stored, so a replica killed in between resumes before the batch and sends its hint again (a
+repeated hint costs one coalesced session, a lost one a stale mailbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from concord_crm_connector.changes.model import (
+    CHANNELS,
+    ChangeEvent,
+    CrmHint,
+    StreamMode,
+    StreamState,
+    hints_for,
+    ids_to_look_up,
+)
+from concord_crm_connector.changes.ports import (
+    ChangeSource,
+    HintSink,
+    OrgLeases,
+    OwnerLookup,
+    ReplayStore,
+    ReplayTooOld,
+)
+
+__all__ = ["ChangeStreams"]
+
+log = logging.getLogger(__name__)
+
+# An empty replay id stored means "from now on" (after an expired one was given up).
+_FROM_NOW = b""
+
+
+class ChangeStreams:
+    def __init__(
+        self,
+        orgs: Callable[[], Awaitable[Sequence[str]]],
+        source: ChangeSource,
+        replays: ReplayStore,
+        owners: OwnerLookup,
+        sink: HintSink,
+        leases: OrgLeases,
+        *,
+        channels: Iterable[str] = CHANNELS.values(),
+        rescan_seconds: float = 10.0,
+        retry_base_seconds: float = 1.0,
+        retry_max_seconds: float = 60.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._orgs = orgs
+        self._source = source
+        self._replays = replays
+        self._owners = owners
+        self._sink = sink
+        self._leases = leases
+        self._channels = tuple(channels)
+        self._rescan_seconds = rescan_seconds
+        self._retry_base = retry_base_seconds
+        self._retry_max = retry_max_seconds
+        self._clock = clock
+        self._running: dict[str, list[asyncio.Task[None]]] = {}
+        self._states: dict[str, StreamState] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="change-streams")
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for org in list(self._running):
+            await self._drop(org)
+
+    def state(self, org: str) -> StreamState | None:
+        return self._states.get(org)
+
+    async def rescan(self) -> None:
+        """Streams for the orgs this replica may hold; none for the others."""
+        connected = set(await self._orgs())
+        for org in list(self._running):
+            if org not in connected or not await self._leases.hold(org):
+                await self._drop(org)
+                if org in connected:
+                    self._states[org] = StreamState(StreamMode.STANDBY)
+        for org in sorted(connected - set(self._running)):
+            if await self._leases.hold(org):
+                self._states[org] = StreamState(StreamMode.STARTING, channels=self._channels)
+                self._running[org] = [
+                    asyncio.create_task(self._stream(org, channel), name=f"cdc {org} {channel}")
+                    for channel in self._channels
+                ]
+            else:
+                self._states[org] = StreamState(StreamMode.STANDBY)
+        for org in set(self._states) - connected:
+            del self._states[org]
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self.rescan()
+            except Exception:
+                log.warning("change streams: rescan failed", exc_info=True)
+            await asyncio.sleep(self._rescan_seconds)
+
+    async def _drop(self, org: str) -> None:
+        tasks = self._running.pop(org, [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._leases.release(org)
+
+    async def _stream(self, org: str, channel: str) -> None:
+        failures = 0
+        while True:
+            stored = await self._replays.get(org, channel)
+            try:
+                async for batch in self._source.subscribe(org, channel, stored or None):
+                    failures = 0
+                    if batch:
+                        await self.handle(org, channel, batch)
+                    self._streaming(org)
+                return  # the source ended the stream cleanly: the rescan starts another
+            except asyncio.CancelledError:
+                raise
+            except ReplayTooOld:
+                # Nothing tells what happened since: every mailbox of the org syncs, and the
+                # stream starts again from now on.
+                await self._sink.publish(
+                    CrmHint(org=org, everyone=True, reason=f"{channel}: replay id expired")
+                )
+                await self._replays.put(org, channel, _FROM_NOW)
+            except Exception as error:
+                failures += 1
+                reason = f"{channel}: {type(error).__name__}"
+                log.warning("change stream %s %s failed: %s", org, channel, error)
+                self._states[org] = replace(
+                    self._states.get(org, StreamState(StreamMode.FAILING)),
+                    mode=StreamMode.FAILING,
+                    reason=reason,
+                )
+                delay = min(self._retry_max, self._retry_base * 2 ** min(failures - 1, 10))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def handle(self, org: str, channel: str, batch: Sequence[ChangeEvent]) -> None:
+        """One batch: its hint out first, then its replay id kept."""
+        wanted = ids_to_look_up(batch)
+        owners: dict[str, str] = {}
+        if wanted:
+            try:
+                owners = await self._owners.owners(org, wanted)
+            except Exception:
+                log.warning("change stream %s: owners unreadable", org, exc_info=True)
+        hint = hints_for(org, batch, owners)
+        if hint is not None:
+            await self._sink.publish(hint)
+        await self._replays.put(org, channel, batch[-1].replay_id)
+        commits = [e.commit_time for e in batch if e.commit_time is not None]
+        current = self._states.get(org, StreamState(StreamMode.STREAMING))
+        self._states[org] = replace(
+            current,
+            mode=StreamMode.STREAMING,
+            last_event=self._clock(),
+            last_commit=max(commits) if commits else current.last_commit,
+            reason="",
+        )
+
+    def _streaming(self, org: str) -> None:
+        current = self._states.get(org)
+        if current is None or current.mode is not StreamMode.STREAMING:
+            self._states[org] = replace(
+                current or StreamState(StreamMode.STREAMING), mode=StreamMode.STREAMING, reason=""
+            )

@@ -1,0 +1,151 @@
+"""The change streams' promises: hints before replay ids, one org per lease, expired replays
+resynced, failures retried."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from concord_crm_connector.changes.model import ChangeEvent, CrmHint, StreamMode
+from concord_crm_connector.changes.ports import ReplayTooOld
+from concord_crm_connector.changes.streams import ChangeStreams
+
+pytestmark = pytest.mark.unit
+
+CHANNEL = "/data/EventChangeEvent"
+ANN = "005000000000001AAA"
+
+
+def _event(n: int, owner: str = ANN) -> ChangeEvent:
+    return ChangeEvent(CHANNEL, bytes([n]), "Event", "CREATE", (f"00U{n}",), owner_id=owner)
+
+
+@dataclass
+class World:
+    """Salesforce's stream, the store, NATS and the lease, in memory; one journal of effects."""
+
+    batches: list[list[ChangeEvent]] = field(default_factory=list)
+    journal: list[str] = field(default_factory=list)
+    replays: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    hints: list[CrmHint] = field(default_factory=list)
+    expired: bool = False
+    failures: int = 0
+    others_hold: set[str] = field(default_factory=set)
+    subscribed_from: list[bytes | None] = field(default_factory=list)
+
+    async def subscribe(
+        self, org: str, channel: str, replay_id: bytes | None
+    ) -> AsyncIterator[Sequence[ChangeEvent]]:
+        self.subscribed_from.append(replay_id)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("stream reset")
+        if self.expired and replay_id is not None:
+            self.expired = False
+            raise ReplayTooOld(replay_id.hex())
+        while self.batches:
+            yield self.batches.pop(0)
+        await asyncio.sleep(3600)  # an open stream with nothing to say
+        yield []
+
+    async def get(self, org: str, channel: str) -> bytes | None:
+        return self.replays.get((org, channel))
+
+    async def put(self, org: str, channel: str, replay_id: bytes) -> None:
+        self.journal.append(f"replay {replay_id.hex()}")
+        self.replays[(org, channel)] = replay_id
+
+    async def owners(self, org: str, ids_by_type: Mapping[str, Sequence[str]]) -> dict[str, str]:
+        return {}
+
+    async def publish(self, hint: CrmHint) -> None:
+        self.journal.append(f"hint {','.join(hint.record_ids) or hint.reason}")
+        self.hints.append(hint)
+
+    async def hold(self, org: str) -> bool:
+        return org not in self.others_hold
+
+    async def release(self, org: str) -> None:
+        self.journal.append(f"release {org}")
+
+
+def _streams(world: World, orgs: Sequence[str] = ("acme",)) -> ChangeStreams:
+    async def connected() -> Sequence[str]:
+        return orgs
+
+    return ChangeStreams(
+        connected,
+        world,
+        world,
+        world,
+        world,
+        world,
+        channels=[CHANNEL],
+        rescan_seconds=3600,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.02,
+    )
+
+
+async def _until(check: Callable[[], object], within: float = 2.0) -> None:
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110 - polling in-memory state the streams change
+            await asyncio.sleep(0.005)
+
+
+async def test_each_batch_hints_before_its_replay_id_is_kept() -> None:
+    world = World(batches=[[_event(1), _event(2)], [_event(3)]])
+    streams = _streams(world)
+    await streams.rescan()
+    await _until(lambda: len(world.journal) == 4)
+    assert world.journal == ["hint 00U1,00U2", "replay 02", "hint 00U3", "replay 03"]
+    state = streams.state("acme")
+    assert state is not None
+    assert state.mode is StreamMode.STREAMING
+    await streams.stop()
+    # A restart resumes after the last batch handled.
+    again = World(replays=dict(world.replays))
+    restarted = _streams(again)
+    await restarted.rescan()
+    await _until(lambda: again.subscribed_from)
+    assert again.subscribed_from == [b"\x03"]
+    await restarted.stop()
+
+
+async def test_an_expired_replay_id_syncs_the_whole_org_and_starts_from_now() -> None:
+    world = World(replays={("acme", CHANNEL): b"\x07"}, expired=True)
+    streams = _streams(world)
+    await streams.rescan()
+    await _until(lambda: len(world.subscribed_from) == 2)
+    assert [h.everyone for h in world.hints] == [True]
+    assert "replay id expired" in world.hints[0].reason
+    assert world.subscribed_from == [b"\x07", None]
+    await streams.stop()
+
+
+async def test_another_replicas_org_is_left_to_it() -> None:
+    world = World(batches=[[_event(1)]], others_hold={"globex"})
+    streams = _streams(world, orgs=("acme", "globex"))
+    await streams.rescan()
+    await _until(lambda: world.hints)
+    globex = streams.state("globex")
+    assert globex is not None
+    assert globex.mode is StreamMode.STANDBY
+    assert len(world.subscribed_from) == 1
+    await streams.stop()
+
+
+async def test_a_failing_stream_is_retried_and_reports_why_meanwhile() -> None:
+    world = World(batches=[[_event(5)]], failures=2)
+    streams = _streams(world)
+    await streams.rescan()
+    await _until(lambda: world.hints)
+    assert len(world.subscribed_from) == 3
+    state = streams.state("acme")
+    assert state is not None
+    assert state.mode is StreamMode.STREAMING
+    await streams.stop()
+    assert world.journal[-1] == "release acme"
