@@ -13,10 +13,10 @@ out=libs/protos/src
 add_package_files() {
   local root=$1
   local module
-  for module in $(find "$root/concord" -name '*_pb2_grpc.py'); do
+  for module in $(find "$root/concord" "$root/eventbus" -name '*_pb2_grpc.py'); do
     grep -q '^class .*Stub' "$module" || rm -f "$module" "${module}i"
   done
-  find "$root/concord" -type d -exec touch {}/__init__.py \;
+  find "$root/concord" "$root/eventbus" -type d -exec touch {}/__init__.py \;
   touch "$root/concord/py.typed"
 }
 
@@ -28,7 +28,7 @@ generate_into() {
 
 case "${1:-}" in
   generate)
-    rm -rf "$out/concord"
+    rm -rf "$out/concord" "$out/eventbus"
     generate_into .
     ;;
   check)
@@ -38,7 +38,8 @@ case "${1:-}" in
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     generate_into "$tmp"
-    if ! diff -ru --exclude=__pycache__ "$out/concord" "$tmp/$out/concord"; then
+    if ! diff -ru --exclude=__pycache__ "$out/concord" "$tmp/$out/concord" \
+      || ! diff -ru --exclude=__pycache__ "$out/eventbus" "$tmp/$out/eventbus"; then
       echo "libs/protos is out of date with protos/: run 'make protos' and commit the result" >&2
       status=1
     fi
