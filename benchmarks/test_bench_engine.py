@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.adapters.sync_sides import SessionMapping
 from concord_reconciler.mirror.domain.executor import sync_pair
 from concord_reconciler.mirror.domain.planner import SyncPolicy, plan
