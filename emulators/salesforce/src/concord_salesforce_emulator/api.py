@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from concord_salesforce_emulator import ids, soql, sosl, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, malformed_query, not_found
 from concord_salesforce_emulator.org import ROLLED_BACK, AmbiguousUpsert, Org, WriteResult
+from concord_salesforce_emulator.pubsub import WriteContext, change_origin, current_write
 from concord_salesforce_emulator.schema import SObjectType
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,13 @@ class RestApi:
             allowed = True
             if method != call.method:
                 continue
+            # Who writes, and through which client: change events carry both.
+            token = current_write.set(
+                WriteContext(
+                    call.user_id,
+                    change_origin(call.version, call.headers.get("sforce-call-options", "")),
+                )
+            )
             try:
                 return handler(self, call, match)
             except AmbiguousUpsert as error:
@@ -140,6 +148,8 @@ class RestApi:
                         }
                     ],
                 )
+            finally:
+                current_write.reset(token)
         if allowed:
             return Reply(
                 405,

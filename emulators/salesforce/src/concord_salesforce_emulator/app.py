@@ -10,9 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from aiohttp import web
+from eventbus.v1 import pubsub_api_pb2_grpc as pubsub_grpc
 
 from concord_salesforce_emulator import certs, seed
+from concord_salesforce_emulator.pubsub import PubSubServicer
 from concord_salesforce_emulator.server import Emulator, Settings, build_app
 
 
@@ -22,11 +25,21 @@ class Running:
     url: str
     ca_cert: Path
     port: int
+    # The Pub/Sub API (gRPC over TLS, same certificate), `host:port`.
+    pubsub_addr: str = ""
+    pubsub_server: grpc.aio.Server | None = None
 
 
 async def start(
-    data_dir: Path, host: str, port: int, settings: Settings | None = None, demo: bool = False
+    data_dir: Path,
+    host: str,
+    port: int,
+    settings: Settings | None = None,
+    demo: bool = False,
+    pubsub_port: int | None = None,
 ) -> tuple[web.AppRunner, Running]:
+    """The REST API on `port`, the Pub/Sub API on `pubsub_port` (port + 1 by default; 0 for
+    any free one when `port` is 0)."""
     files = certs.ensure_tls(data_dir)
     emulator = Emulator(data_dir, settings)
     if demo:
@@ -42,7 +55,24 @@ async def start(
     await site.start()
     shown = f"[{host}]" if ":" in host else host
     emulator.base_url = f"https://{shown}:{actual}"
-    return runner, Running(emulator, emulator.base_url, files.ca_cert, actual)
+    pubsub = grpc.aio.server()
+    pubsub_grpc.add_PubSubServicer_to_server(
+        PubSubServicer(emulator.changes, emulator.valid_token, lambda: emulator.base_url), pubsub
+    )
+    wanted = pubsub_port if pubsub_port is not None else (actual + 1 if port else 0)
+    credentials = grpc.ssl_server_credentials([(files.key.read_bytes(), files.cert.read_bytes())])
+    bound = pubsub.add_secure_port(f"{shown}:{wanted}", credentials)
+    await pubsub.start()
+    running = Running(emulator, emulator.base_url, files.ca_cert, actual)
+    running.pubsub_addr = f"{shown}:{bound}"
+    running.pubsub_server = pubsub
+    return runner, running
+
+
+async def stop_pubsub(running: Running) -> None:
+    if running.pubsub_server is not None:
+        running.emulator.changes.close_streams()
+        await running.pubsub_server.stop(0.5)
 
 
 async def stop_serving(runner: web.AppRunner) -> None:
@@ -79,6 +109,7 @@ def running_in_thread(
         holder["state"] = state
         ready.set()
         await stop.wait()
+        await stop_pubsub(state)
         await stop_serving(runner)
         state.emulator.store.close()
 

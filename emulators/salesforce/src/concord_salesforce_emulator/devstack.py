@@ -42,5 +42,7 @@ def spec(var_dir: pathlib.Path, port: int = DEFAULT_PORT) -> dict[str, Any]:
             "client_secret": settings.client_secret,
             "ca_cert": ca_cert,
             "admin_url": f"{url}/__admin",
+            # Salesforce's Pub/Sub API (Change Data Capture), gRPC over TLS with `ca_cert`.
+            "pubsub_addr": f"127.0.0.1:{port + 1}",
         },
     }

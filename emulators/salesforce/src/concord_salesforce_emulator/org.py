@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,10 @@ class _Planned:
     created: bool
 
 
+# A committed record: its state before (None: new) and after.
+Written = tuple[StoredRecord | None, StoredRecord]
+
+
 class Org:
     def __init__(self, store: OrgStore, schema: Schema) -> None:
         self.store = store
@@ -69,6 +73,11 @@ class Org:
             self._index_add(record)
         # Set while a Composite allOrNone request runs: each touched record's state before it.
         self._journal: dict[str, StoredRecord | None] | None = None
+        # Committed writes, (before, after), for Change Data Capture (`pubsub.ChangeBus`).
+        self.on_commit: Callable[[list[tuple[StoredRecord | None, StoredRecord]]], None] | None = (
+            None
+        )
+        self._pending_events: list[tuple[StoredRecord | None, StoredRecord]] = []
         self.org_id = "00D5e000000Concd"[:15]
         self.org_id += ids.checksum(self.org_id)
 
@@ -535,6 +544,9 @@ class Org:
     def end_journal(self, rollback: bool) -> None:
         """Stops journalling; with `rollback`, puts every journalled record back as it was."""
         journal, self._journal = self._journal or {}, None
+        pending, self._pending_events = self._pending_events, []
+        if not rollback and pending and self.on_commit is not None:
+            self.on_commit(pending)
         if not rollback or not journal:
             return
         changes = []
@@ -559,6 +571,13 @@ class Org:
             for record, before in zip(records, previous, strict=True):
                 self._journal.setdefault(record.id, before)
         self.store.apply([Change(r) for r in records])
+        # Change events leave on commit: inside a journal (an all-or-none Composite) only once
+        # it ends without a rollback.
+        written = list(zip(previous, records, strict=True))
+        if self._journal is not None:
+            self._pending_events.extend(written)
+        elif self.on_commit is not None:
+            self.on_commit(written)
         for old in previous:
             if old is not None:
                 self._index_remove(old)

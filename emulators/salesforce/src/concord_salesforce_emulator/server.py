@@ -41,6 +41,7 @@ from concord_salesforce_emulator.errors import (
     request_limit_exceeded,
 )
 from concord_salesforce_emulator.org import Org
+from concord_salesforce_emulator.pubsub import ChangeBus
 from concord_salesforce_emulator.schema import load_schema
 from concord_salesforce_emulator.store import OrgStore
 
@@ -94,6 +95,9 @@ class Emulator:
         self.org = Org(self.store, load_schema())
         self.runtime = Runtime()
         self.api = RestApi(self.org, self.settings.page_size, self.api_usage)
+        # Change Data Capture: every committed write of a captured object, for the Pub/Sub API.
+        self.changes = ChangeBus(self.org.schema, self.org.org_id)
+        self.org.on_commit = self.changes.committed
         self.admin_user_id = seed.ensure_admin_user(self.org, self.settings.username)
         seed.ensure_standard_rows(self.org, self.admin_user_id)
         self.base_url = ""  # set once the server knows its port
@@ -230,6 +234,10 @@ class Emulator:
             "last_modified_date": fields.get("LastModifiedDate"),
             "is_app_installed": True,
         }
+
+    def valid_token(self, token: str) -> bool:
+        found = self.store.token(token.strip())
+        return found is not None and found[1] >= time.time()
 
     def user_for(self, request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
@@ -443,6 +451,29 @@ def build_app(emulator: Emulator) -> web.Application:
     async def expire(request: web.Request) -> web.Response:
         emulator.store.expire_tokens()
         return _json(200, {"expired": True})
+
+    @routes.post("/__admin/pubsub/gap")
+    async def pubsub_gap(request: web.Request) -> web.Response:
+        """A gap or overflow event: `{"sobject": "Event", "change_type": "GAP_OVERFLOW",
+        "record_ids": [...]}`."""
+        body = await _body(request)
+        change_type = str(body.get("change_type", "GAP_OVERFLOW"))
+        if not change_type.startswith("GAP_"):
+            return _json(400, {"error": "change_type must be a GAP_ type"})
+        emulator.changes.gap(
+            str(body.get("sobject", "Event")), change_type, list(body.get("record_ids", []))
+        )
+        return _json(200, {"published": change_type})
+
+    @routes.post("/__admin/pubsub/expire")
+    async def pubsub_expire(request: web.Request) -> web.Response:
+        """Past retention: every event kept so far (replay ids up to now are refused)."""
+        return _json(200, {"expired": emulator.changes.expire(older_than=time.time() + 1)})
+
+    @routes.post("/__admin/pubsub/close")
+    async def pubsub_close(request: web.Request) -> web.Response:
+        emulator.changes.close_streams()
+        return _json(200, {"closed": True})
 
     @routes.post("/__admin/recycle-bin/purge")
     async def purge(request: web.Request) -> web.Response:
