@@ -8,7 +8,7 @@ from pydantic import Field
 
 from concord_runtime.identity import CallerIdentitySettings
 from concord_secrets import FernetKey
-from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict
+from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, nats
 
 
 class CrmConnectorSettings(ServiceSettings, CallerIdentitySettings):
@@ -36,3 +36,11 @@ class CrmConnectorSettings(ServiceSettings, CallerIdentitySettings):
     retry_max_seconds: float = Field(default=8.0, ge=0)
     # Object describes change rarely; they are kept per org this long.
     describe_ttl_seconds: float = Field(default=3600.0, ge=0)
+
+    # Change Data Capture (issue #19): each connected org's changes, streamed from Salesforce's
+    # Pub/Sub API and sent as `concord.crm.changed.<org>` hints on NATS.
+    change_streams: bool = True
+    pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
+    nats_url: str = nats()
+    # How often connected orgs and their leases are looked at (below the leases' TTL).
+    change_rescan_seconds: float = Field(default=10.0, gt=0)

@@ -83,6 +83,7 @@ class Org:
     emulator: Running
     admin: requests.Session
     salesforce: SalesforceOrgs
+    store: SqlOrgStore
 
     def admin_post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         response = self.admin.post(f"{self.emulator.url}/__admin/{path}", json=body or {})
@@ -153,7 +154,7 @@ async def org(emulator: Running, tmp_path: Path) -> AsyncIterator[Org]:
             await stub.UpsertOrgConnection(
                 pb.UpsertOrgConnectionRequest(connection=connection_for(emulator))
             )
-            found = Org(stub, emulator, admin, salesforce)
+            found = Org(stub, emulator, admin, salesforce, store)
             found.admin_post("reset")
             yield found
     finally:

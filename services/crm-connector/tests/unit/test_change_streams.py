@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from concord_crm_connector.changes.model import ChangeEvent, CrmHint, StreamMode
-from concord_crm_connector.changes.ports import ReplayTooOld
+from concord_crm_connector.changes.ports import ChangeBatch, ReplayTooOld
 from concord_crm_connector.changes.streams import ChangeStreams
 
 pytestmark = pytest.mark.unit
@@ -38,7 +38,7 @@ class World:
 
     async def subscribe(
         self, org: str, channel: str, replay_id: bytes | None
-    ) -> AsyncIterator[Sequence[ChangeEvent]]:
+    ) -> AsyncIterator[ChangeBatch]:
         self.subscribed_from.append(replay_id)
         if self.failures:
             self.failures -= 1
@@ -47,9 +47,10 @@ class World:
             self.expired = False
             raise ReplayTooOld(replay_id.hex())
         while self.batches:
-            yield self.batches.pop(0)
+            events = self.batches.pop(0)
+            yield ChangeBatch(events, events[-1].replay_id)
         await asyncio.sleep(3600)  # an open stream with nothing to say
-        yield []
+        yield ChangeBatch()
 
     async def get(self, org: str, channel: str) -> bytes | None:
         return self.replays.get((org, channel))

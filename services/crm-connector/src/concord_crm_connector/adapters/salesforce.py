@@ -250,6 +250,34 @@ class SalesforceOrgs:
                 await self._store.record_login(org, info.instance_url, info.organization_id)
             return fresh
 
+    async def session(self, connection: OrgConnection, *, renew: bool = False) -> LoginInfo:
+        """The org's current session for the Pub/Sub API: its token travels as `accesstoken`
+        beside the instance URL and the org id (`tenantid`). `renew`: the one used was refused."""
+        stale = self._clients.get(connection.org) if renew else None
+        client = await self._client(connection, stale=stale)
+        token = str(client.sf.session_id)
+        prefix = token.split("!", 1)[0]
+        return LoginInfo(
+            f"https://{client.sf.sf_instance}",
+            prefix if prefix.startswith("00D") else connection.organization_id,
+            token,
+        )
+
+    async def owners(
+        self, connection: OrgConnection, ids_by_type: Mapping[str, Sequence[str]]
+    ) -> dict[str, str]:
+        """OwnerId of each live record, one query per object type (200 ids a query)."""
+        found: dict[str, str] = {}
+        for sobject_type, ids in ids_by_type.items():
+            for start in range(0, len(ids), 200):
+                for record in await self.get_records(
+                    connection, sobject_type, ids[start : start + 200], ["OwnerId"]
+                ):
+                    owner = record.fields.get("OwnerId")
+                    if owner:
+                        found[record.id] = str(owner)
+        return found
+
     async def _call(self, connection: OrgConnection, work: Callable[[SalesforceClient], T]) -> T:
         """One Salesforce API call; a new token and one more try on INVALID_SESSION_ID."""
         client = await self._client(connection)

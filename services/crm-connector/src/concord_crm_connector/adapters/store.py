@@ -12,7 +12,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
+from concord_crm_connector.adapters.tables import (
+    api_budget,
+    change_replays,
+    org_connections,
+    sync_cursors,
+)
 from concord_crm_connector.domain.errors import EtagMismatch
 from concord_crm_connector.domain.model import (
     AuthFlow,
@@ -23,7 +28,7 @@ from concord_crm_connector.domain.model import (
 )
 from concord_secrets import SecretBox
 
-__all__ = ["SqlOrgStore"]
+__all__ = ["SqlOrgStore", "SqlReplayStore"]
 
 Clock = Callable[[], datetime]
 
@@ -34,9 +39,20 @@ def _utc_now() -> datetime:
 
 class SqlOrgStore:
     def __init__(self, engine: AsyncEngine, cipher: SecretBox, clock: Clock = _utc_now) -> None:
+        self.engine = engine
         self._engine = engine
         self._cipher = cipher
         self._clock = clock
+
+    async def connected(self) -> list[str]:
+        """The orgs with a stored secret: those whose changes can be streamed."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(org_connections.c.org)
+                .where(org_connections.c.secret_ciphertext.is_not(None))
+                .order_by(org_connections.c.org)
+            )
+            return [str(org) for org in rows.scalars()]
 
     async def get(self, org: str) -> OrgConnection | None:
         async with self._engine.connect() as conn:
@@ -180,3 +196,35 @@ def _connection(row: Row[Any]) -> OrgConnection:
         instance_url=row.instance_url,
         organization_id=row.organization_id,
     )
+
+
+class SqlReplayStore:
+    """`ReplayStore`: each org's change stream position, per channel."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock = _utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def get(self, org: str, channel: str) -> bytes | None:
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                select(change_replays.c.replay_id).where(
+                    change_replays.c.org == org, change_replays.c.channel == channel
+                )
+            )
+        return bytes(found) if found is not None else None
+
+    async def put(self, org: str, channel: str, replay_id: bytes) -> None:
+        table = change_replays
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(
+                update(table)
+                .where(table.c.org == org, table.c.channel == channel)
+                .values(replay_id=replay_id, update_time=self._clock())
+            )
+            if moved.rowcount == 0:
+                await conn.execute(
+                    insert(table).values(
+                        org=org, channel=channel, replay_id=replay_id, update_time=self._clock()
+                    )
+                )

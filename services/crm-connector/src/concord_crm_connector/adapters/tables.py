@@ -56,3 +56,14 @@ api_budget = Table(
     # When Concord's own count (`concord_used`) started; it restarts after 24 hours.
     Column("window_start", UtcDateTime, nullable=True),
 )
+
+# Where each org's change stream stopped, per channel (issue #19): the replay id of the last
+# event whose hint went out. Empty: start from now on (an expired one was given up).
+change_replays = Table(
+    "change_replays",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("channel", String(255), primary_key=True),
+    Column("replay_id", LargeBinary, nullable=False),
+    Column("update_time", UtcDateTime, nullable=False),
+)

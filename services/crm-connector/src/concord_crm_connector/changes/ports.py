@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from concord_crm_connector.changes.model import ChangeEvent, CrmHint
 
-__all__ = ["ChangeSource", "HintSink", "OrgLeases", "OwnerLookup", "ReplayStore", "ReplayTooOld"]
+__all__ = [
+    "ChangeBatch",
+    "ChangeSource",
+    "HintSink",
+    "OrgLeases",
+    "OwnerLookup",
+    "ReplayStore",
+    "ReplayTooOld",
+]
 
 
 class ReplayTooOld(Exception):
@@ -15,14 +24,23 @@ class ReplayTooOld(Exception):
     whatever happened since is unknown, so every mailbox of the org syncs."""
 
 
+@dataclass(frozen=True)
+class ChangeBatch:
+    """What one response of the stream brought: events, and how far the stream has read
+    (`latest_replay_id`), which an empty batch (a keepalive) moves too."""
+
+    events: Sequence[ChangeEvent] = ()
+    latest_replay_id: bytes = b""
+
+
 class ChangeSource(Protocol):
     """Salesforce's Pub/Sub API for one org: batches of decoded change events on a channel."""
 
     def subscribe(
         self, org: str, channel: str, replay_id: bytes | None
-    ) -> AsyncIterator[Sequence[ChangeEvent]]:
-        """Events after `replay_id` (None: from now on), in batches as they arrive; an empty
-        batch is a keepalive. Raises ReplayTooOld when `replay_id` has expired."""
+    ) -> AsyncIterator[ChangeBatch]:
+        """Events after `replay_id` (None: from now on), in batches as they arrive. Raises
+        ReplayTooOld when `replay_id` has expired."""
         ...
 
 

@@ -129,8 +129,13 @@ class ChangeStreams:
             try:
                 async for batch in self._source.subscribe(org, channel, stored or None):
                     failures = 0
-                    if batch:
-                        await self.handle(org, channel, batch)
+                    if batch.events:
+                        await self.handle(org, channel, batch.events)
+                    elif batch.latest_replay_id and batch.latest_replay_id != stored:
+                        # Nothing new up to here: a restart may begin here, not "from now on"
+                        # (which would skip what is committed while no replica streams).
+                        await self._replays.put(org, channel, batch.latest_replay_id)
+                        stored = batch.latest_replay_id
                     self._streaming(org)
                 return  # the source ended the stream cleanly: the rescan starts another
             except asyncio.CancelledError:

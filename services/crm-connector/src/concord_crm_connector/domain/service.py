@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
@@ -63,6 +63,8 @@ class OrgStore(Protocol):
 class LoginInfo:
     instance_url: str
     organization_id: str
+    # The session's access token; only the Pub/Sub adapter reads it (never logged or stored).
+    access_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
