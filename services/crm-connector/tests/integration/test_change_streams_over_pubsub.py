@@ -101,6 +101,7 @@ async def test_salesforce_edits_become_hints_and_concords_own_do_not(
 ) -> None:
     org.emulator.emulator.changes.keepalive_seconds = 0.2
     streams, source = _streams(org, bus)
+    admin = org.emulator.emulator.admin_user_id
     async with bus.watch(crm_changed("demo")) as watch:
         await streams.start()
         try:
