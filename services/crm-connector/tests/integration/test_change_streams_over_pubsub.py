@@ -35,7 +35,8 @@ class Owners:
     async def owners(self, org: str, ids_by_type: Mapping[str, Sequence[str]]) -> dict[str, str]:
         connection = await self.org.store.get(org)
         assert connection is not None
-        return await self.org.salesforce.owners(connection, ids_by_type)
+        found: dict[str, str] = await self.org.salesforce.owners(connection, ids_by_type)
+        return found
 
 
 @pytest.fixture
