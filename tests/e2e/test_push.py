@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from exchangelib import CalendarItem, EWSDateTime  # type: ignore[import-untyped]
+from simple_salesforce.api import SFType
 
 from tests.e2e.clients import demo_mailbox, demo_org, eventually, records
 from tests.e2e.conftest import RunningStack
@@ -57,3 +58,29 @@ def test_the_dashboard_shows_push_active_and_the_next_scheduled_sync(stack: Runn
     assert status["pushState"] == "PUSH_STATE_ACTIVE"
     assert status["mailbox"]["pushState"] == "PUSH_STATE_ACTIVE"
     assert status["nextSyncTime"]
+
+
+def test_a_salesforce_edit_reaches_the_mailbox_on_its_own(stack: RunningStack) -> None:
+    """Issue #19: an Event saved in Salesforce streams out as a change event (the emulator's
+    Pub/Sub API), crm-connector hints its owner's mailbox, the scheduler runs a session."""
+    account = demo_mailbox(stack)
+    sf = demo_org(stack)
+    assert stack.concord("sync", "demo", "--wait").returncode == 0
+    log = stack.var_dir / "log" / "crm-connector.log"
+    eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
+    subject = f"from-salesforce-{uuid.uuid4().hex[:8]}"
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3)
+    events = sf.Event
+    assert isinstance(events, SFType)
+    events.create(
+        {
+            "Subject": subject,
+            "StartDateTime": start.isoformat(),
+            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+        }
+    )
+    found = eventually(lambda: list(account.calendar.filter(subject=subject)), within=60, every=0.5)
+    assert [item.subject for item in found] == [subject]
+    sessions = stack.concord("--json", "sessions", "demo")
+    assert sessions.returncode == 0, sessions.stderr
+    assert "SESSION_TRIGGER_PUSH" in sessions.stdout

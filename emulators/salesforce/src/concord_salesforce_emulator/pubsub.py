@@ -461,6 +461,9 @@ class PubSubServicer(pb_grpc.PubSubServicer):
             position = self.bus._channels[topic].expired_through
         else:
             position = self.bus.latest(topic)
+        # The stream is open: say so now rather than with the first event (a client waits
+        # for these headers to know its subscription stands).
+        await context.send_initial_metadata(())
         credit = max(first.num_requested, 0)
         more: asyncio.Queue[int] = asyncio.Queue()
 

@@ -61,6 +61,10 @@ def up(args: argparse.Namespace) -> int:
     if "salesforce" in specs and specs["salesforce"].ca_cert:
         # The emulator's own CA: the connector trusts it and nothing else for that org.
         extra_env["crm-connector"] = {"CRM_CONNECTOR_CA_BUNDLE": specs["salesforce"].ca_cert}
+        pubsub = specs["salesforce"].info.get("pubsub_addr")
+        if pubsub:
+            # Salesforce changes stream from the emulator's Pub/Sub API (issue #19).
+            extra_env["crm-connector"]["CRM_CONNECTOR_PUBSUB_ENDPOINT"] = str(pubsub)
     stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 

@@ -131,6 +131,9 @@ class PubSubSource:
 
         call = self._stub().Subscribe(requests(), metadata=metadata)
         try:
+            # Accepted (headers received): the stream stands before its first event.
+            await call.initial_metadata()
+            yield ChangeBatch()
             async for response in call:
                 batch = []
                 for event in response.events:

@@ -185,6 +185,7 @@ class ChangeStreams:
     def _streaming(self, org: str) -> None:
         current = self._states.get(org)
         if current is None or current.mode is not StreamMode.STREAMING:
+            log.info("change stream %s -> streaming", org)
             self._states[org] = replace(
                 current or StreamState(StreamMode.STREAMING), mode=StreamMode.STREAMING, reason=""
             )
