@@ -155,6 +155,10 @@ async def test_a_restarted_replica_resumes_and_an_expired_replay_resyncs_the_org
             org.emulator.emulator.admin_user_id,
         )
         await _next_hint(watch)
+        replays = SqlReplayStore(org.store.engine)
+        async with asyncio.timeout(5):
+            while await replays.get("demo", EVENTS) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
         await first.stop()
         await source.close()
         # Changed while no replica streamed: the next one resumes from the replay id.
