@@ -177,12 +177,16 @@ def build_app(store: Store) -> Starlette:
         return JSONResponse({"id": item.id, "folder": folder.id}, status_code=201)
 
     async def admin_item(request: Request) -> Response:
-        """Another client edits an item (merging these properties); its change key moves on."""
+        """Another client edits an item (merging these properties; `title` sets whichever
+        property titles the kind); its change key moves on."""
         body = await request.json()
         box = _box(request)
         item = box.items.get(request.path_params["id"])
         if item is None:
             return JSONResponse({"error": "no such item"}, status_code=404)
+        if "title" in body:
+            titled = {"contact": "displayName", "todoTask": "title"}.get(item.kind, "subject")
+            body[titled] = body.pop("title")
         item.data.update(body)
         store.updated(box, item)
         return JSONResponse({"changeKey": item.change_key})

@@ -105,12 +105,15 @@ class GraphResponse:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    # Applied, but its answer is lost on the way back (a `drop_response` fault).
+    dropped: bool = False
 
 
 class GraphError(Exception):
     def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.dropped = False
 
     def response(self) -> GraphResponse:
         body = {
@@ -219,7 +222,9 @@ class GraphApi:
         try:
             return await self._serve(req)
         except GraphError as err:
-            return err.response()
+            answer = err.response()
+            answer.dropped = err.dropped
+            return answer
         except res.BadInput as exc:
             return GraphError(400, exc.code, exc.message).response()
 
@@ -306,7 +311,9 @@ class GraphApi:
                 self.control.in_flight[key] -= 1
         if fault is not None and fault.kind == "drop_response":
             # Applied, but the client never learns it did (a gateway timeout on the way back).
-            raise GraphError(504, "GatewayTimeout", "The gateway did not receive a response.")
+            lost = GraphError(504, "GatewayTimeout", "The gateway did not receive a response.")
+            lost.dropped = True
+            raise lost
         return answer
 
     # -- helpers ---------------------------------------------------------------------------
@@ -584,10 +591,7 @@ class GraphApi:
     # -- folders and their items -------------------------------------------------------------
 
     def _folder(self, box: Mailbox, ref: str | None, kind: str) -> Folder:
-        if ref is None:
-            found = box.well_known("contacts")
-        else:
-            found = box.folder(ref, kind)
+        found = box.well_known("contacts") if ref is None else box.folder(ref, kind)
         if found is None:
             raise _not_found("folder")
         return found
@@ -810,6 +814,7 @@ class GraphApi:
         if "" in ids or len(set(ids)) != len(ids):
             raise res.BadInput("BadRequest", "Each request of a batch needs a unique id.")
         responses = []
+        dropped = False
         for sub in requests:
             parts = urlsplit(str(sub.get("url") or ""))
             sub_req = GraphRequest(
@@ -824,6 +829,7 @@ class GraphApi:
             with self.control.lock:
                 self.control.calls["batched"] += 1
             answer = await self.serve(sub_req)
+            dropped = dropped or answer.dropped
             body = answer.body
             headers = dict(answer.headers)
             if isinstance(body, bytes):
@@ -836,6 +842,9 @@ class GraphApi:
             if body is not None:
                 entry["body"] = body
             responses.append(entry)
+        if dropped:
+            # One lost answer loses the batch's: every request in it was applied, unanswered.
+            raise GraphError(504, "GatewayTimeout", "The gateway did not receive a response.")
         return GraphResponse(200, {"responses": responses})
 
     # -- subscriptions -----------------------------------------------------------------------

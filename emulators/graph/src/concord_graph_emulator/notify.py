@@ -21,26 +21,16 @@ __all__ = ["Notifier", "SubscriptionRefused"]
 VALIDATION_TIMEOUT = 10.0
 _CHANGE_TYPES = {"created", "updated", "deleted"}
 # resource path -> (item kind, folder reference or "" for the kind's whole mailbox).
+_USER = r"^/?(?:users/(?P<u>[^/]+)|me)"
+_IN_FOLDER = r"(?:\('|/)(?P<f>[^'/)]+)'?\)?"
 _RESOURCES = (
-    (re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/events$", re.I), "event", ""),
-    (re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/messages$", re.I), "message", ""),
-    (
-        re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/mailFolders(?:\('|/)(?P<f>[^'/)]+)'?\)?/messages$", re.I),
-        "message",
-        "folder",
-    ),
-    (re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/contacts$", re.I), "contact", ""),
-    (
-        re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/contactFolders(?:\('|/)(?P<f>[^'/)]+)'?\)?/contacts$", re.I),
-        "contact",
-        "folder",
-    ),
-    (
-        re.compile(r"^/?(?:users/(?P<u>[^/]+)|me)/todo/lists/(?P<f>[^/]+)/tasks$", re.I),
-        "todoTask",
-        "folder",
-    ),
-)  # fmt: skip
+    (re.compile(rf"{_USER}/events$", re.I), "event", ""),
+    (re.compile(rf"{_USER}/messages$", re.I), "message", ""),
+    (re.compile(rf"{_USER}/mailFolders{_IN_FOLDER}/messages$", re.I), "message", "folder"),
+    (re.compile(rf"{_USER}/contacts$", re.I), "contact", ""),
+    (re.compile(rf"{_USER}/contactFolders{_IN_FOLDER}/contacts$", re.I), "contact", "folder"),
+    (re.compile(rf"{_USER}/todo/lists/(?P<f>[^/]+)/tasks$", re.I), "todoTask", "folder"),
+)
 _FOLDER_KINDS = {"message": "mailFolder", "contact": "contactFolder", "todoTask": "todoList"}
 _ENTITY_SETS = {
     "event": "Events",

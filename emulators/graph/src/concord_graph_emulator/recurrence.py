@@ -45,6 +45,7 @@ def local_starts(
     pattern, span = recurrence.get("pattern") or {}, recurrence.get("range") or {}
     interval = int(pattern.get("interval") or 1)
     kind = pattern.get("type")
+    freq: Any
     kwargs: dict[str, Any] = {"interval": interval, "dtstart": first}
     if kind == "daily":
         freq = rrule.DAILY

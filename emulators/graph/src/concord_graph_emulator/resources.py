@@ -271,7 +271,9 @@ def _overlaps(instance: Instance, window: tuple[dt.datetime, dt.datetime]) -> bo
     return instance.start < window[1] and instance.end > window[0]
 
 
-def _event(item: Item, instance: Instance | None, zone_name: str) -> dict[str, Any]:
+def _event(
+    item: Item, instance: Instance | None, zone_name: str, select: set[str]
+) -> dict[str, Any]:
     data = dict(item.data)
     if data.pop("_raw", False):
         return data
@@ -334,6 +336,18 @@ def _event(item: Item, instance: Instance | None, zone_name: str) -> dict[str, A
     body = out.get("body") or {}
     out["bodyPreview"] = _preview(str(body.get("content") or ""))
     out.setdefault("iCalUId", "")
+    if out["type"] == "seriesMaster" and "cancelledOccurrences" in select:
+        # Returned only when selected, as on Graph: `OID.{master}.{local date}`.
+        out["cancelledOccurrences"] = [
+            f"OID.{item.id}.{res_date}"
+            for res_date in sorted(
+                parse_utc(s)
+                .astimezone(zones.zone(data["start"].get("timeZone") or "UTC"))
+                .date()
+                .isoformat()
+                for s in item.cancelled
+            )
+        ]
     return out
 
 
@@ -476,7 +490,7 @@ def render(
     """The item as Graph returns it: `select` keeps those properties (plus id and etag);
     `expand_props` adds the named single-value extended properties that the item has."""
     if item.kind == "event":
-        body = _event(item, instance, zone_name)
+        body = _event(item, instance, zone_name, select or set())
     elif item.kind == "message":
         body = _message(item, item.parent)
     elif item.kind == "contact":

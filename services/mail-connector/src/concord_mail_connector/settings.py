@@ -27,6 +27,13 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
     ews_request_timeout_seconds: float = 30.0
 
+    # Graph: the longest 429/503 Retry-After waited out inside one call (longer ones answer
+    # RESOURCE_EXHAUSTED), one request's time limit, and a CA file to trust for Graph and its
+    # login endpoint instead of the system's (an emulator's CA in the devstack).
+    graph_max_back_off_seconds: float = 30.0
+    graph_request_timeout_seconds: float = 30.0
+    graph_ca_bundle: str | None = None
+
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()
     push_enabled: bool = True
