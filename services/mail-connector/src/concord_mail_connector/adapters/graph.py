@@ -111,6 +111,7 @@ class _Mailbox:
     busy_until: float = 0.0
     folders: dict[str, str] = field(default_factory=dict)
     throttled: int = 0
+    token_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class _Answer:
@@ -831,8 +832,11 @@ class GraphProvider:
             result: dict[str, Any] = app.acquire_token_for_client(scopes=SCOPES)
             return result
 
+        # One acquisition at a time per mailbox: the first fills msal's cache, the ones waiting
+        # behind it are served from there instead of each asking the token endpoint.
         try:
-            result = await asyncio.to_thread(acquire)
+            async with self._state(mailbox).token_lock:
+                result = await asyncio.to_thread(acquire)
         except (requests.RequestException, ValueError) as exc:
             raise ProviderUnavailable(mailbox.account.mailbox, type(exc).__name__) from None
         if "access_token" in result:
