@@ -33,6 +33,14 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     graph_max_back_off_seconds: float = 30.0
     graph_request_timeout_seconds: float = 30.0
     graph_ca_bundle: str | None = None
+    # Graph push: the webhook receiver's public URL (what Graph POSTs to; behind the gateway's
+    # ingress or its own Service in Kubernetes) and where it listens. Unset: Graph mailboxes are
+    # not pushed, only synced on the schedule.
+    graph_webhook_url: str | None = None
+    graph_webhook_host: str = "0.0.0.0"
+    graph_webhook_port: int = 50080
+    # How long each Graph subscription is made for (Outlook resources: 7 days at most).
+    graph_subscription_hours: float = Field(default=48.0, gt=0, le=168)
 
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()

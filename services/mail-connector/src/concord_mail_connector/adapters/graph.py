@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ from concord_mail_connector.domain.provider import (
     WriteResult,
 )
 
-__all__ = ["GraphProvider"]
+__all__ = ["GraphProvider", "SubscriptionRefused"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,14 @@ class _Answer:
 
     def json(self) -> dict[str, Any]:
         return self.body if isinstance(self.body, dict) else {}
+
+
+class SubscriptionRefused(Exception):
+    """Graph would not subscribe (most often: the receiver failed the validation handshake)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _Lost(Exception):
@@ -330,6 +339,58 @@ class GraphProvider:
                 key = default_collection(folder_kind) if default else str(entry["id"])
                 found.append(Collection(key, name, folder_kind, default))
         return [c for c in found if kind is None or c.kind == kind]
+
+    # -- change notifications (push_graph's primitives) --------------------------------------
+
+    async def subscribe(
+        self,
+        mailbox: MailboxAccess,
+        kind: Kind,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires: dt.datetime,
+    ) -> tuple[str, dt.datetime]:
+        """A change-notification subscription on the collection Concord syncs for `kind`; Graph
+        validates the receiver (a POST with a validation token) before it answers."""
+        user = self._user(mailbox)
+        if kind == Kind.CALENDAR_ITEM:
+            resource = f"{user}/events"
+        elif kind == Kind.EMAIL:
+            # Mailbox-wide: the dedicated folder, Inbox and Sent Items are all shared from.
+            resource = f"{user}/messages"
+        else:
+            resource = await self._collection_url(mailbox, kind, default_collection(kind), None)
+        body = {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "resource": resource,
+            "expirationDateTime": expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "clientState": client_state,
+        }
+        answer = await self._send(mailbox, "POST", "subscriptions", None, body)
+        if answer.status == 400:
+            raise SubscriptionRefused(answer.code or "400")
+        self._raise_for(mailbox, answer, "")
+        made = answer.json()
+        return str(made["id"]), _parse_utc(str(made["expirationDateTime"]))
+
+    async def renew_subscription(
+        self, mailbox: MailboxAccess, subscription: str, expires: dt.datetime
+    ) -> dt.datetime | None:
+        """The new expiry; None when Graph no longer has the subscription (re-create it)."""
+        body = {"expirationDateTime": expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        answer = await self._send(mailbox, "PATCH", f"subscriptions/{subscription}", None, body)
+        if answer.status == 404:
+            return None
+        self._raise_for(mailbox, answer, "")
+        return _parse_utc(str(answer.json()["expirationDateTime"]))
+
+    async def delete_subscription(self, mailbox: MailboxAccess, subscription: str) -> None:
+        answer = await self._send(mailbox, "DELETE", f"subscriptions/{subscription}", None)
+        if answer.status != 404:
+            self._raise_for(mailbox, answer, "")
 
     def throttle_budget(self, mailbox: str) -> dict[str, float]:
         """For the mailbox dashboard: requests free now, and the seconds still to wait."""
@@ -1002,6 +1063,10 @@ class GraphProvider:
 
 
 # -- module helpers ----------------------------------------------------------------------------
+
+
+def _parse_utc(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
 def _ends(deadline: float | None) -> float | None:
