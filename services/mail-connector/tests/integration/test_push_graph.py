@@ -188,7 +188,7 @@ async def test_subscriptions_are_renewed_before_they_expire(
             # The same subscriptions, each extended (never re-made).
             return set(now) == set(first) and all(now[i] > first[i] for i in first)
 
-        await made.sink.wait(extended, timeout=6)
+        await made.sink.wait(extended, within=6)
     finally:
         await made.stop()
 
