@@ -83,7 +83,6 @@ _PRIORITY_NAMES = {v: k for k, v in _PRIORITY.items()}
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _RRULE_DAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 _INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
-_INDEX_NAMES = {v: k for k, v in _INDEX.items()}
 
 
 def _ts(value: dt.datetime) -> Timestamp:
@@ -605,56 +604,9 @@ def _event_body(c: r.CalendarItem) -> dict[str, Any]:
     body["isReminderOn"] = c.HasField("reminder_minutes")
     body["reminderMinutesBeforeStart"] = c.reminder_minutes if c.HasField("reminder_minutes") else 0
     body["categories"] = list(c.categories)
-    if c.HasField("recurrence") and c.recurrence.rules:
-        body["recurrence"] = _patterned(c.recurrence.rules[0], start, tz)
+    # A series is not written from the canonical item, as the EWS provider does not either: the
+    # mapping has no round trip for every RRULE, and Salesforce refuses pattern updates.
     return body
-
-
-def _patterned(rule: str, start: dt.datetime, tz: dt.tzinfo) -> dict[str, Any]:
-    """Graph's patternedRecurrence for an RRULE of the kinds `_rrule` writes."""
-    parts = dict(p.split("=", 1) for p in rule.removeprefix("RRULE:").split(";") if "=" in p)
-    interval = int(parts.get("INTERVAL", "1"))
-    freq = parts.get("FREQ")
-    pattern: dict[str, Any] = {"interval": interval}
-    byday = [d for d in parts.get("BYDAY", "").split(",") if d]
-    if freq == "DAILY":
-        pattern["type"] = "daily"
-    elif freq == "WEEKLY":
-        pattern["type"] = "weekly"
-        pattern["daysOfWeek"] = [_DAYS[_RRULE_DAYS.index(d[-2:])] for d in byday] or [
-            _DAYS[start.weekday()]
-        ]
-        pattern["firstDayOfWeek"] = _DAYS[_RRULE_DAYS.index(parts.get("WKST", "SU"))]
-    elif freq in ("MONTHLY", "YEARLY") and byday:
-        match = re.fullmatch(r"(-?\d)?(MO|TU|WE|TH|FR|SA|SU)", byday[0])
-        if match is None:
-            raise UnwritableContent("a recurrence rule Graph cannot express")
-        pattern["type"] = "relativeMonthly" if freq == "MONTHLY" else "relativeYearly"
-        pattern["daysOfWeek"] = [_DAYS[_RRULE_DAYS.index(match.group(2))]]
-        pattern["index"] = _INDEX_NAMES.get(int(match.group(1) or 1), "first")
-        if freq == "YEARLY":
-            pattern["month"] = int(parts.get("BYMONTH", str(start.month)))
-    elif freq == "MONTHLY":
-        pattern["type"] = "absoluteMonthly"
-        pattern["dayOfMonth"] = int(parts.get("BYMONTHDAY", str(start.day)))
-    elif freq == "YEARLY":
-        pattern["type"] = "absoluteYearly"
-        pattern["month"] = int(parts.get("BYMONTH", str(start.month)))
-        pattern["dayOfMonth"] = int(parts.get("BYMONTHDAY", str(start.day)))
-    else:
-        raise UnwritableContent("a recurrence rule Graph cannot express")
-    span: dict[str, Any] = {"type": "noEnd", "startDate": start.date().isoformat()}
-    if "COUNT" in parts:
-        span.update(type="numbered", numberOfOccurrences=int(parts["COUNT"]))
-    elif "UNTIL" in parts:
-        until = parts["UNTIL"]
-        if until.endswith("Z"):
-            when = dt.datetime.strptime(until, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-            last = when.astimezone(tz).date()
-        else:
-            last = dt.datetime.strptime(until[:8], "%Y%m%d").date()
-        span.update(type="endDate", endDate=last.isoformat())
-    return {"pattern": pattern, "range": span}
 
 
 def _contact_body(c: r.ContactItem) -> dict[str, Any]:
