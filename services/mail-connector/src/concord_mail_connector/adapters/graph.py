@@ -69,6 +69,7 @@ _KIND_ENUMS = {
 }
 _KINDS = {v: k for k, v in _KIND_ENUMS.items()}
 _CURSOR = "graph1:"
+_DONE = "_done"
 # Ids that survive moves between folders; every time in UTC, so instants are exact.
 _PREFER = 'IdType="ImmutableId", outlook.timezone="UTC"'
 _EVENT_SELECT = ",".join(
@@ -198,7 +199,12 @@ class GraphProvider:
             return _resync(cursor)
         listed: list[tuple[dict[str, Any], _Source]] = []
         has_more = False
+        # Sources that reached their deltaLink earlier in this round (a page before ran out of
+        # budget after them): not asked again until the round is over.
+        done = set(json.loads(states.pop(_DONE, "[]")))
         for source in sources:
+            if source.key in done:
+                continue
             budget = size - len(listed)
             if budget <= 0:
                 has_more = True
@@ -222,6 +228,9 @@ class GraphProvider:
                 has_more = True
                 break
             states[source.key] = str(body.get("@odata.deltaLink") or "")
+            done.add(source.key)
+        if has_more and done:
+            states[_DONE] = json.dumps(sorted(done))
         changes = await self._changes(
             mailbox, kind, cursor.collection, listed, include_content, ends
         )
@@ -1142,7 +1151,13 @@ def _decode_states(token: str, keys: set[str]) -> dict[str, str] | None:
         states = json.loads(base64.urlsafe_b64decode(token[len(_CURSOR) :]))
     except ValueError:
         return None
-    if not isinstance(states, dict) or not set(states) <= keys:
+    if not isinstance(states, dict) or not set(states) <= keys | {_DONE}:
+        return None
+    try:
+        done = json.loads(str(states.get(_DONE, "[]")))
+    except ValueError:
+        return None
+    if not isinstance(done, list) or not set(map(str, done)) <= keys:
         return None
     return {str(k): str(v) for k, v in states.items() if v}
 
