@@ -1,7 +1,8 @@
 """Exchange Online through Graph, end to end (issue #13): a meeting created through Graph in the
 demo-graph mailbox with the `Salesforce` category reaches Salesforce with nobody forcing a
 session (the Graph emulator notifies the mail-connector's webhook, which publishes a hint, and
-the reconciler's scheduler runs the session); a private meeting never leaves the mailbox."""
+the reconciler's scheduler runs the session); a Salesforce edit comes back on the next session;
+deletes go both ways; a private meeting never leaves the mailbox."""
 
 from __future__ import annotations
 
@@ -83,3 +84,21 @@ def _meeting_reaches_salesforce(
     sessions = stack.concord("--json", "sessions", "demo-graph")
     assert "SESSION_TRIGGER_PUSH" in sessions.stdout
     assert records(sf, f"SELECT Id FROM Event WHERE Subject = '{private}'") == []
+
+    # A Salesforce edit comes back to the Graph event on the next session.
+    sf.Event.update(event["Id"], {"Subject": f"{subject} (edited)"})
+    assert stack.concord("sync", "demo-graph", "--wait").returncode == 0
+    mine = f"{user}/events/{made.json()['id']}"
+    eventually(lambda: http.get(mine).json().get("subject") == f"{subject} (edited)", within=30)
+    # Deletes go both ways: in Salesforce → unshared in the mailbox (the org's default: the
+    # user's meeting stays, the category that shared it goes) ...
+    sf.Event.delete(event["Id"])
+    assert stack.concord("sync", "demo-graph", "--wait").returncode == 0
+    eventually(lambda: "Salesforce" not in http.get(mine).json()["categories"], within=30)
+    # ... and in the mailbox → gone from Salesforce.
+    other = f"graph-{uuid.uuid4().hex[:8]}"
+    second = http.post(f"{user}/events", json=meeting(other, categories=["Salesforce"])).json()
+    soql = f"SELECT Id FROM Event WHERE Subject = '{other}'"
+    eventually(lambda: records(sf, soql), within=60)
+    assert http.delete(f"{user}/events/{second['id']}").status_code == 204
+    eventually(lambda: records(sf, soql) == [], within=60)
