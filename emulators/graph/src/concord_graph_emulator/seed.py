@@ -11,6 +11,7 @@ from typing import Any
 
 from concord_graph_emulator import resources as res
 from concord_graph_emulator import zones
+from concord_graph_emulator.ical import import_calendar
 from concord_graph_emulator.store import Item, Mailbox, Store, new_id
 
 __all__ = [
@@ -154,6 +155,10 @@ def seed_demo(store: Store, demo_dir: pathlib.Path = EXCHANGE_DEMO) -> Mailbox:
         late = n >= len(shipped) // 2
         folder_id = inbox.id if late else emails.id
         _deliver(store, box, folder_id, path.read_bytes(), late, base - dt.timedelta(hours=n))
+    # Real calendars: single meetings, a weekly series with a deleted occurrence, a daily one
+    # with an edited occurrence, an all-day invitation with attendees, a to-do.
+    for path in sorted((demo_dir / "calendars").glob("*.ics")):
+        import_calendar(store, box, path.read_bytes(), dt.datetime.now(dt.UTC))
     return box
 
 
