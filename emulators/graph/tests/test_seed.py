@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -38,8 +39,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     emu.stop()
 
 
-def _all(client: httpx.Client, url: str, **params: str) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
+def _all(client: httpx.Client, url: str, **params: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
     next_url: str | None = url
     while next_url:
         body = client.get(next_url, params=params or None).json()
