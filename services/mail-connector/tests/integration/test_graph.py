@@ -31,7 +31,12 @@ from concord_mail_connector.domain.errors import (
     ProviderThrottled,
 )
 from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount, Provider
-from concord_mail_connector.domain.provider import MailboxAccess, ProviderChangePage
+from concord_mail_connector.domain.provider import (
+    MailboxAccess,
+    ProviderChangePage,
+    Write,
+    WriteOperation,
+)
 from concord_mail_connector.domain.service import MailConnector
 from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
@@ -316,3 +321,18 @@ async def test_a_graph_account_is_served_through_the_api(
     finally:
         await provider.close()
         await engine.dispose()
+
+
+async def test_a_write_in_an_unknown_zone_is_refused_with_the_reason(mailbox: Mailbox) -> None:
+    item = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM))
+    item.calendar_item.subject = "Somewhere"
+    item.calendar_item.time_zone = "Mars/Olympus_Mons"
+    item.calendar_item.start.FromDatetime(dt.datetime(2031, 6, 2, 8))
+    item.calendar_item.end.FromDatetime(dt.datetime(2031, 6, 2, 9))
+    [result] = await mailbox.provider.apply_items(
+        mailbox.access, [Write(WriteOperation.CREATE, "z1", r.ItemRef(), item)]
+    )
+    assert (result.status, result.error_message) == (
+        r.WRITE_STATUS_INVALID,
+        "unknown time zone 'Mars/Olympus_Mons'",
+    )
