@@ -336,3 +336,48 @@ async def test_a_write_in_an_unknown_zone_is_refused_with_the_reason(mailbox: Ma
         r.WRITE_STATUS_INVALID,
         "unknown time zone 'Mars/Olympus_Mons'",
     )
+
+
+async def test_to_do_tasks_are_written_listed_with_their_link_id_and_found_by_it(
+    mailbox: Mailbox,
+) -> None:
+    _, token = await mailbox.listing(Kind.TASK)
+    task = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_TASK))
+    task.task.subject = "Send the quote"
+    task.task.due_date = "2031-06-02"
+    task.task.priority = r.TASK_PRIORITY_HIGH
+    made = Write(WriteOperation.CREATE, "t1", r.ItemRef(), task)
+    [created] = await mailbox.provider.apply_items(mailbox.access, [made])
+    [again] = await mailbox.provider.apply_items(mailbox.access, [made])
+    assert (created.status, again.status, again.already_applied) == (
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_OK,
+        True,
+    )
+    changes, token = await mailbox.listing(Kind.TASK, token)
+    [listed] = changes
+    got = listed.item.task
+    assert (listed.ref.link_id, got.subject, got.due_date, got.priority) == (
+        "t1",
+        "Send the quote",
+        "2031-06-02",
+        r.TASK_PRIORITY_HIGH,
+    )
+    task.task.status = r.TASK_STATUS_COMPLETED
+    assert created.ref is not None
+    [done] = await mailbox.provider.apply_items(
+        mailbox.access,
+        [Write(WriteOperation.UPDATE, "t1", listed.ref, task, update_mask=["status"])],
+    )
+    assert done.status == r.WRITE_STATUS_OK
+    found = await mailbox.provider.get_items(mailbox.access, [], link_ids=["t1"], kind=Kind.TASK)
+    assert [i.task.status for i in found.items] == [r.TASK_STATUS_COMPLETED]
+    [deleted] = await mailbox.provider.apply_items(
+        mailbox.access, [Write(WriteOperation.DELETE, "t1", listed.ref, r.MailItem())]
+    )
+    assert deleted.status == r.WRITE_STATUS_OK
+    changes, _ = await mailbox.listing(Kind.TASK, token)
+    # The update and the delete of one item since the cursor: its last state, the delete.
+    assert [(c.type, c.ref.native_id) for c in changes] == [
+        (r.CHANGE_TYPE_DELETE, listed.ref.native_id)
+    ]
