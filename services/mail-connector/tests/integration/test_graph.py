@@ -381,3 +381,18 @@ async def test_to_do_tasks_are_written_listed_with_their_link_id_and_found_by_it
     assert [(c.type, c.ref.native_id) for c in changes] == [
         (r.CHANGE_TYPE_DELETE, listed.ref.native_id)
     ]
+
+
+async def test_writes_go_in_batches_of_twenty(mailbox: Mailbox) -> None:
+    item = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM))
+    item.calendar_item.subject = "batched"
+    item.calendar_item.start.FromDatetime(dt.datetime(2031, 6, 2, 8))
+    item.calendar_item.end.FromDatetime(dt.datetime(2031, 6, 2, 9))
+    writes = [Write(WriteOperation.CREATE, f"b{n}", r.ItemRef(), item) for n in range(25)]
+    await mailbox.provider.list_collections(mailbox.access, None)  # the token, the folders
+    mailbox.emulator.admin("DELETE", "calls")
+    results = await mailbox.provider.apply_items(mailbox.access, writes)
+    assert {x.status for x in results} == {r.WRITE_STATUS_OK}
+    calls = mailbox.emulator.admin("GET", "calls")["calls"]
+    # Two `$batch`es of link-id lookups (20 + 5), two of creates: 4 HTTP requests for 50.
+    assert (calls["batch"], calls["requests"] - calls["batched"], calls["batched"]) == (4, 4, 50)
