@@ -221,7 +221,11 @@ def test_service_deployment_probes_grpc_and_outlasts_its_drain(
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     assert container["image"] == f"concord-{service}"
-    assert container["ports"] == [{"name": "grpc", "containerPort": row["port"], "protocol": "TCP"}]
+    grpc_port = {"name": "grpc", "containerPort": row["port"], "protocol": "TCP"}
+    # The mail-connector also receives Graph's change notifications over HTTP.
+    webhook = [{"name": "graph-webhook", "containerPort": 50080, "protocol": "TCP"}]
+    extra = webhook if service == "mail-connector" else []
+    assert container["ports"] == [grpc_port, *extra]
     assert container["readinessProbe"]["grpc"] == {"port": row["port"]}
     for probe in ("livenessProbe", "startupProbe"):
         assert container[probe]["grpc"] == {"port": row["port"], "service": "liveness"}
@@ -262,8 +266,11 @@ def test_network_is_denied_by_default_and_allowed_per_caller(
     for service, row in SERVICES.items():
         spec = policies[service]["spec"]
         assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": service}}
-        (rule,) = spec["ingress"]
+        rule, *others = spec["ingress"]
         assert rule["ports"] == [{"port": row["port"], "protocol": "TCP"}]
+        # Graph's notifications reach the mail-connector's webhook from outside, on its port.
+        webhook = [{"ports": [{"port": 50080, "protocol": "TCP"}]}]
+        assert others == (webhook if service == "mail-connector" else [])
         if service == "gateway":
             assert {"podSelector": {}} in rule["from"]
             continue

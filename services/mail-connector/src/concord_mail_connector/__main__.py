@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_mail_connector.adapters import push_nats
 from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.graph import GraphProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
+from concord_mail_connector.adapters.push_graph import GraphChangeFeed, GraphWebhook
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import Provider
-from concord_mail_connector.domain.push import PushSupervisor
+from concord_mail_connector.domain.push import ChangeFeed, PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
@@ -36,10 +39,18 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         request_timeout=process.settings.ews_request_timeout_seconds,
     )
     process.server.on_shutdown(exchange.close)
+    graph = GraphProvider(
+        max_back_off=process.settings.graph_max_back_off_seconds,
+        request_timeout=process.settings.graph_request_timeout_seconds,
+        ca_bundle=process.settings.graph_ca_bundle,
+    )
+    process.server.on_shutdown(graph.close)
     store = SqlAccountStore(process.engine, cipher)
-    # Graph, Google and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.
-    domain = MailConnector(store, providers={Provider.EXCHANGE_EWS: exchange})
-    push = start_push(process, store) if process.settings.push_enabled else None
+    # Google and DAV adapters come later; their accounts answer UNIMPLEMENTED.
+    domain = MailConnector(
+        store, providers={Provider.EXCHANGE_EWS: exchange, Provider.GRAPH: graph}
+    )
+    push = start_push(process, store, graph) if process.settings.push_enabled else None
     servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(
         SERVICE_NAME,
@@ -48,7 +59,9 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
 
 
 def start_push(
-    process: ServiceProcess[MailConnectorSettings], store: SqlAccountStore
+    process: ServiceProcess[MailConnectorSettings],
+    store: SqlAccountStore,
+    graph: GraphProvider | None = None,
 ) -> PushSupervisor:
     """Watch every mailbox account for changes and publish hints on NATS, in the background:
     the service serves syncs whether or not NATS is reachable, and push joins when it is."""
@@ -59,9 +72,16 @@ def start_push(
         max_back_off=settings.push_max_back_off_seconds,
     )
     publisher = push_nats.NatsChangePublisher(tracer_provider=process.telemetry.provider)
+    feeds: dict[Provider, ChangeFeed] = {Provider.EXCHANGE_EWS: feed}
+    webhook: GraphWebhook | None = None
+    if graph is not None and settings.graph_webhook_url:
+        webhook = GraphWebhook(settings.graph_webhook_url)
+        feeds[Provider.GRAPH] = GraphChangeFeed(
+            graph, webhook, lifetime=dt.timedelta(hours=settings.graph_subscription_hours)
+        )
     supervisor = PushSupervisor(
         SqlPushAccounts(process.engine, store),
-        {Provider.EXCHANGE_EWS: feed},
+        feeds,
         publisher,
         window=settings.push_window_seconds,
         rescan_seconds=settings.push_rescan_seconds,
@@ -69,6 +89,9 @@ def start_push(
     )
 
     async def run() -> None:
+        if webhook is not None:
+            # Graph validates the receiver when a subscription is made: it listens first.
+            await webhook.start(settings.graph_webhook_host, settings.graph_webhook_port)
         client = await push_nats.connect(settings.nats_url, f"mail-connector-{settings.port}")
         publisher.attach(client)
         await supervisor.start()
@@ -88,6 +111,8 @@ def start_push(
                 await task
         await supervisor.stop()
         await publisher.close()
+        if webhook is not None:
+            await webhook.stop()
 
     process.server.add_readiness_check(start)
     process.server.on_shutdown(stop)

@@ -27,6 +27,21 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
     ews_request_timeout_seconds: float = 30.0
 
+    # Graph: the longest 429/503 Retry-After waited out inside one call (longer ones answer
+    # RESOURCE_EXHAUSTED), one request's time limit, and a CA file to trust for Graph and its
+    # login endpoint instead of the system's (an emulator's CA in the devstack).
+    graph_max_back_off_seconds: float = 30.0
+    graph_request_timeout_seconds: float = 30.0
+    graph_ca_bundle: str | None = None
+    # Graph push: the webhook receiver's public URL (what Graph POSTs to; behind the gateway's
+    # ingress or its own Service in Kubernetes) and where it listens. Unset: Graph mailboxes are
+    # not pushed, only synced on the schedule.
+    graph_webhook_url: str | None = None
+    graph_webhook_host: str = "0.0.0.0"
+    graph_webhook_port: int = 50080
+    # How long each Graph subscription is made for (Outlook resources: 7 days at most).
+    graph_subscription_hours: float = Field(default=48.0, gt=0, le=168)
+
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()
     push_enabled: bool = True

@@ -1,6 +1,7 @@
 """The MailProvider contract: what every mail system adapter must do, run against each one.
 
-Later providers (IMAP/CalDAV/CardDAV, Graph, Google) add a harness to `HARNESSES`.
+Each provider adds a harness to `HARNESSES` (Exchange/EWS, Graph; later IMAP/CalDAV/CardDAV and
+Google): every test runs once per harness.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from concord_exchange_emulator import items as emulated
 from concord_exchange_emulator import xmlns
 from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
+from concord_graph_emulator.testing import RunningEmulator as RunningGraph
 from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.graph import GraphProvider
 from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount, Provider
 from concord_mail_connector.domain.provider import (
     MailboxAccess,
@@ -64,6 +67,8 @@ class Harness(Protocol):
 
     def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
         """Files a message in `where`: `shared` (the dedicated folder), `inbox` or `sent`."""
+
+    async def close(self) -> None: ...
 
 
 class ExchangeHarness:
@@ -142,6 +147,68 @@ class ExchangeHarness:
             account=account, folder=folder, mime_content=mime, categories=list(categories) or None
         ).save()
 
+    async def close(self) -> None:
+        await self.provider.close()
+        self.emulator.admin("DELETE", "faults")
+        close_connections()
+        with warnings.catch_warnings():
+            # Pooled sessions dropped after an injected fault; see test_exchange.
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+
+
+class GraphHarness:
+    """Graph through its emulator: one app registration (client credentials) per harness."""
+
+    def __init__(self, emulator: RunningGraph) -> None:
+        self.emulator = emulator
+        self.provider = GraphProvider(max_back_off=2, ca_bundle=emulator.ca_cert)
+        self.app = emulator.new_app()
+
+    def new_mailbox(self) -> MailboxAccess:
+        address = self.emulator.new_mailbox("c")
+        settings = {
+            "tenant_id": self.app.tenant_id,
+            "client_id": self.app.client_id,
+            "authority_url": self.emulator.base,
+            "graph_url": self.emulator.graph_url,
+        }
+        now = datetime.now(UTC)
+        account = MailboxAccount(
+            address.split("@")[0], address, Provider.GRAPH, settings, True, now, now, "e"
+        )
+        return MailboxAccess(account, self.app.client_secret.encode())
+
+    def lose_next_create_response(self) -> None:
+        self.emulator.admin("POST", "faults", {"kind": "drop_response", "operation": "create"})
+
+    def edit_elsewhere(self, mailbox: MailboxAccess, native_id: str, subject: str) -> None:
+        self.emulator.admin(
+            "PATCH", f"users/{mailbox.account.address}/items/{native_id}", {"title": subject}
+        )
+
+    def plant_unreadable_event(self, mailbox: MailboxAccess) -> None:
+        # A start that is no date: no Graph write makes one, so it goes in through the admin API.
+        self.emulator.admin(
+            "POST",
+            f"users/{mailbox.account.address}/plant",
+            {
+                "subject": "Damaged",
+                "type": "singleInstance",
+                "isAllDay": False,
+                "start": {"dateTime": "not-a-date", "timeZone": "UTC"},
+                "end": {"dateTime": "2031-06-02T09:00:00.0000000", "timeZone": "UTC"},
+            },
+        )
+
+    def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
+        folder = {"shared": "Salesforce Emails", "inbox": "inbox", "sent": "sentitems"}[where]
+        self.emulator.deliver(mailbox.account.address, folder, mime, *categories)
+
+    async def close(self) -> None:
+        await self.provider.close()
+        self.emulator.admin("DELETE", "faults")
+
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
@@ -150,23 +217,25 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulat
     emu.stop()
 
 
-HARNESSES: dict[str, Callable[[RunningEmulator], Harness]] = {"exchange": ExchangeHarness}
+@pytest.fixture(scope="module")
+def graph_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGraph]:
+    emu = RunningGraph(tmp_path_factory.mktemp("graph")).start()
+    yield emu
+    emu.stop()
+
+
+# Each harness takes its own emulator, started only when its tests run.
+HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
+    "exchange": lambda request: ExchangeHarness(request.getfixturevalue("emulator")),
+    "graph": lambda request: GraphHarness(request.getfixturevalue("graph_emulator")),
+}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
-async def harness(
-    request: pytest.FixtureRequest, emulator: RunningEmulator
-) -> AsyncIterator[Harness]:
-    made = HARNESSES[request.param](emulator)
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    made = HARNESSES[request.param](request)
     yield made
-    if isinstance(made, ExchangeHarness):
-        await made.provider.close()
-    emulator.admin("DELETE", "faults")
-    close_connections()
-    with warnings.catch_warnings():
-        # Pooled sessions dropped after an injected fault; see test_exchange.
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    await made.close()
 
 
 def _ts(value: datetime) -> Timestamp:

@@ -145,10 +145,10 @@ async def test_ews_account_without_adapter_names_issue_4() -> None:
 
 
 async def test_providers_without_an_issue_say_so_without_a_number() -> None:
-    domain = MailConnector(MemoryStore({"demo": account(Provider.GRAPH)}), {})
+    domain = MailConnector(MemoryStore({"demo": account(Provider.DAV)}), {})
     with pytest.raises(ProviderNotImplemented) as caught:
         await domain.list_changes("demo", Kind.EMAIL, "", "", 0)
-    assert caught.value.message == "the Microsoft Graph provider is not implemented yet"
+    assert caught.value.message == "the IMAP/CalDAV/CardDAV provider is not implemented yet"
     assert "issue" not in caught.value.metadata
 
 

@@ -15,7 +15,14 @@ from typing import Any
 
 from concord_devstack import emulators
 from concord_devstack.demo import register_demo
-from concord_devstack.stack import SERVICES, Layout, Stack, StackError, service_env
+from concord_devstack.stack import (
+    SERVICES,
+    Layout,
+    Stack,
+    StackError,
+    free_port,
+    service_env,
+)
 from concord_devstack.tokens import (
     DEMO_MAILBOX,
     DEMO_ORG,
@@ -26,6 +33,8 @@ from concord_devstack.tokens import (
 from concord_runtime.identity import shared_identity_key
 
 UP_FILE = "up.json"
+# The mail-connector's Graph webhook receiver, on the embedded default's fixed ports.
+GRAPH_WEBHOOK_PORT = 50081
 
 
 def _var_dir(arg: str | None) -> Path:
@@ -65,6 +74,8 @@ def up(args: argparse.Namespace) -> int:
         if pubsub:
             # Salesforce changes stream from the emulator's Pub/Sub API (issue #19).
             extra_env["crm-connector"]["CRM_CONNECTOR_PUBSUB_ENDPOINT"] = str(pubsub)
+    if "graph" in specs and specs["graph"].ca_cert:
+        extra_env["mail-connector"] = graph_env(specs["graph"].ca_cert, args.free_ports)
     stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 
@@ -103,6 +114,18 @@ def up(args: argparse.Namespace) -> int:
     up_path.unlink(missing_ok=True)
     print("stopped.")
     return 0
+
+
+def graph_env(ca_cert: str, free_ports: bool) -> dict[str, str]:
+    """The mail-connector trusts the Graph emulator's CA (for Graph and its login endpoint)
+    and runs its Graph webhook receiver where the emulator's notifications reach it."""
+    port = free_port() if free_ports else GRAPH_WEBHOOK_PORT
+    return {
+        "MAIL_CONNECTOR_GRAPH_CA_BUNDLE": ca_cert,
+        "MAIL_CONNECTOR_GRAPH_WEBHOOK_URL": f"http://127.0.0.1:{port}",
+        "MAIL_CONNECTOR_GRAPH_WEBHOOK_HOST": "127.0.0.1",
+        "MAIL_CONNECTOR_GRAPH_WEBHOOK_PORT": str(port),
+    }
 
 
 def _up_info(stack: Stack, user_token: str, admin_token: str) -> dict[str, Any]:

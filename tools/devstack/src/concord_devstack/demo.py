@@ -21,7 +21,13 @@ from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_grpc
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.mail.v1 import mail_connector_service_pb2, mail_connector_service_pb2_grpc
-from concord_devstack.tokens import DEMO_ADDRESS, DEMO_MAILBOX, DEMO_ORG, DEMO_USER
+from concord_devstack.tokens import (
+    DEMO_ADDRESS,
+    DEMO_GRAPH_MAILBOX,
+    DEMO_MAILBOX,
+    DEMO_ORG,
+    DEMO_USER,
+)
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 
 # The integration user the demo mailbox's records belong to, when the emulator does not say.
@@ -70,7 +76,32 @@ async def _register_demo(
     )
     if "exchange" in emulators:
         request.account.CopyFrom(_exchange_account(emulators["exchange"]))
-    request.request_id = content_request_id("register", request)
+    requests = [request]
+    if "graph" in emulators:
+        # The same demo mailbox's data, served by the Graph emulator, as a mailbox of its own.
+        graph = gateway_service_pb2.RegisterMailboxRequest(
+            mailbox_id=DEMO_GRAPH_MAILBOX,
+            mailbox=resources_pb2.Mailbox(
+                org=f"orgs/{DEMO_ORG}",
+                owner_user_id=DEMO_USER,
+                crm_user_id=crm_user_id,
+                address=str(emulators["graph"]["mailbox"]),
+                provider=resources_pb2.MAIL_PROVIDER_GRAPH,
+            ),
+            account=_graph_account(emulators["graph"]),
+        )
+        requests.append(graph)
+    for each in requests:
+        each.request_id = content_request_id("register", each)
+        await _register(addresses, admin_token, signer, each)
+
+
+async def _register(
+    addresses: dict[str, str],
+    admin_token: str,
+    signer: IdentitySigner,
+    request: gateway_service_pb2.RegisterMailboxRequest,
+) -> None:
     async with grpc.aio.insecure_channel(addresses["gateway"]) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         try:
@@ -82,17 +113,22 @@ async def _register_demo(
                 raise RuntimeError(f"registering the demo mailbox failed: {err.details()}") from err
             if request.HasField("account"):
                 with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
-                    await _replace_account(addresses["mail-connector"], request.account, signer)
+                    await _replace_account(
+                        addresses["mail-connector"], request.mailbox_id, request.account, signer
+                    )
 
 
 async def _replace_account(
-    address: str, account: mail_connector_service_pb2.MailboxAccount, signer: IdentitySigner
+    address: str,
+    mailbox: str,
+    account: mail_connector_service_pb2.MailboxAccount,
+    signer: IdentitySigner,
 ) -> None:
     """The mailbox registered by an earlier run keeps its links and cursors; only how it is
     reached changes (the emulator's address differs from run to run with `--free-ports`)."""
     replaced = mail_connector_service_pb2.MailboxAccount()
     replaced.CopyFrom(account)
-    replaced.name = f"mailboxes/{DEMO_MAILBOX}/account"
+    replaced.name = f"mailboxes/{mailbox}/account"
     upsert = mail_connector_service_pb2.UpsertMailboxAccountRequest(account=replaced)
     upsert.request_id = content_request_id("account", upsert)
     async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
@@ -115,6 +151,20 @@ def _exchange_account(info: dict[str, Any]) -> mail_connector_service_pb2.Mailbo
             auth_type="basic",
         ),
         secret=str(service.get("password") or info["password"]).encode(),
+    )
+
+
+def _graph_account(info: dict[str, Any]) -> mail_connector_service_pb2.MailboxAccount:
+    return mail_connector_service_pb2.MailboxAccount(
+        address=str(info["mailbox"]),
+        provider=resources_pb2.MAIL_PROVIDER_GRAPH,
+        graph=mail_connector_service_pb2.GraphSettings(
+            tenant_id=str(info["tenant_id"]),
+            client_id=str(info["client_id"]),
+            authority_url=str(info["authority_url"]),
+            graph_url=str(info["url"]),
+        ),
+        secret=str(info["client_secret"]).encode(),
     )
 
 

@@ -19,6 +19,8 @@ AUDIENCE = "concord-gateway"
 DEMO_ORG = "demo"
 DEMO_USER = "demo-user"
 DEMO_MAILBOX = "demo"
+# The demo mailbox's data served by the Graph emulator, registered beside it (issue #13).
+DEMO_GRAPH_MAILBOX = "demo-graph"
 DEMO_ADDRESS = "demo@concord.test"
 _LIFETIME_SECONDS = 30 * 24 * 3600
 
