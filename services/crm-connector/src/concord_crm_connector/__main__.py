@@ -57,7 +57,9 @@ async def build(process: ServiceProcess[CrmConnectorSettings]) -> None:
     process.server.on_shutdown(close_salesforce)
     if settings.change_streams:
         streams = ChangeStreamsProcess(settings, store, salesforce, process.telemetry.provider)
-        await streams.start()
+        # Started once the store is migrated (the first readiness check); never waited for:
+        # without NATS the service serves, and Salesforce changes wait for the schedule.
+        process.server.add_readiness_check(streams.start)
         process.server.on_shutdown(streams.stop)
     domain = CrmConnector(store, salesforce)
     servicer = CrmConnectorServicer(domain, budget_share=settings.budget_share)
@@ -91,7 +93,8 @@ class ChangeStreamsProcess:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="change-streams-start")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="change-streams-start")
 
     async def _run(self) -> None:
         while self.bus is None:

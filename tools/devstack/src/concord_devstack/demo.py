@@ -78,13 +78,20 @@ async def _register_demo(
         request.account.CopyFrom(_exchange_account(emulators["exchange"]))
     requests = [request]
     if "graph" in emulators:
-        # The same demo mailbox's data, served by the Graph emulator, as a mailbox of its own.
+        # The same demo mailbox's data, served by the Graph emulator, as a mailbox of its own
+        # (of another Salesforce user: see DEMO_GRAPH_CRM_USERNAME).
+        graph_user = crm_user_id
+        if "salesforce" in emulators:
+            with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
+                graph_user = await _crm_user(
+                    addresses["crm-connector"], DEMO_GRAPH_CRM_USERNAME, signer
+                )
         graph = gateway_service_pb2.RegisterMailboxRequest(
             mailbox_id=DEMO_GRAPH_MAILBOX,
             mailbox=resources_pb2.Mailbox(
                 org=f"orgs/{DEMO_ORG}",
                 owner_user_id=DEMO_USER,
-                crm_user_id=crm_user_id,
+                crm_user_id=graph_user,
                 address=str(emulators["graph"]["mailbox"]),
                 provider=resources_pb2.MAIL_PROVIDER_GRAPH,
             ),
@@ -166,6 +173,37 @@ def _graph_account(info: dict[str, Any]) -> mail_connector_service_pb2.MailboxAc
         ),
         secret=str(info["client_secret"]).encode(),
     )
+
+
+# Each demo mailbox belongs to its own Salesforce user, as two people's mailboxes would: the
+# Graph (and Google) demo mailboxes hold the same seeded meetings as the Exchange one, and one
+# user's two mailboxes would mirror the same Events both ways and undo each other's changes.
+DEMO_GRAPH_CRM_USERNAME = "sales@concord-demo.example"
+
+
+async def _crm_user(address: str, username: str, signer: IdentitySigner) -> str:
+    """The Salesforce User Id of `username` in the demo org (connected already)."""
+    async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
+        stub = crm_connector_service_pb2_grpc.CrmConnectorServiceStub(channel)
+        try:
+            found = await stub.QueryRecords(
+                crm_connector_service_pb2.QueryRecordsRequest(
+                    org=f"orgs/{DEMO_ORG}",
+                    sobject_type="User",
+                    fields=["Id"],
+                    filters=[
+                        crm_connector_service_pb2.FieldFilter(
+                            field="Username", values=[struct_pb2.Value(string_value=username)]
+                        )
+                    ],
+                ),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise RuntimeError(f"reading the demo org's users failed: {err.details()}") from err
+    if not found.records:
+        raise RuntimeError(f"the demo org has no user {username}")
+    return found.records[0].id
 
 
 async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigner) -> str:
