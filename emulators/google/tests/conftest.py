@@ -14,6 +14,7 @@ from concord_google_emulator.testing import RunningEmulator, build_service
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
     emu = RunningEmulator(tmp_path_factory.mktemp("google")).start()

@@ -24,11 +24,11 @@ def meeting(summary: str, **extra: object) -> dict[str, object]:
     }
 
 
-def full_listing(events: object, **params: object) -> tuple[list[dict[str, object]], str]:
-    items: list[dict[str, object]] = []
+def full_listing(events: Any, **params: Any) -> tuple[list[dict[str, Any]], str]:
+    items: list[dict[str, Any]] = []
     token = None
     while True:
-        page = events.list(calendarId="primary", pageToken=token, maxResults=2, **params).execute()  # type: ignore[attr-defined]
+        page = events.list(calendarId="primary", pageToken=token, maxResults=2, **params).execute()
         items += page.get("items", [])
         token = page.get("nextPageToken")
         if not token:
@@ -107,8 +107,10 @@ def test_recurring_masters_instances_exceptions_and_cancelled_instances(client: 
     moved = events.patch(
         calendarId="primary",
         eventId=second["id"],
-        body={"start": {"dateTime": "2031-06-09T14:00:00+02:00", "timeZone": "Europe/Paris"},
-              "end": {"dateTime": "2031-06-09T15:00:00+02:00", "timeZone": "Europe/Paris"}},
+        body={
+            "start": {"dateTime": "2031-06-09T14:00:00+02:00", "timeZone": "Europe/Paris"},
+            "end": {"dateTime": "2031-06-09T15:00:00+02:00", "timeZone": "Europe/Paris"},
+        },
     ).execute()
     assert moved["recurringEventId"] == master["id"]
     assert moved["originalStartTime"]["dateTime"].startswith("2031-06-09T10:00")
@@ -131,16 +133,15 @@ def test_all_day_events_keep_dates_with_an_exclusive_end(client: Builder) -> Non
     made = events.insert(calendarId="primary", body=body).execute()
     assert (made["start"], made["end"]) == ({"date": "2031-06-02"}, {"date": "2031-06-04"})
     with pytest.raises(HttpError) as empty:
-        events.insert(
-            calendarId="primary", body=body | {"end": {"date": "2031-06-02"}}
-        ).execute()
+        events.insert(calendarId="primary", body=body | {"end": {"date": "2031-06-02"}}).execute()
     assert empty.value.error_details[0]["reason"] == "timeRangeEmpty"
 
 
 def test_private_extended_properties_filter_a_listing(client: Builder) -> None:
     events = client("calendar").events()
-    tagged = meeting("linked", extendedProperties={"private": {"link_id": "L1"}},
-                     visibility="private")
+    tagged = meeting(
+        "linked", extendedProperties={"private": {"link_id": "L1"}}, visibility="private"
+    )
     events.insert(calendarId="primary", body=tagged).execute()
     events.insert(calendarId="primary", body=meeting("other")).execute()
     found = events.list(calendarId="primary", privateExtendedProperty="link_id=L1").execute()

@@ -137,7 +137,7 @@ class Emulator:
     def _handlers(self) -> dict[str, Callable[[Call], Any]]:
         c, g, p, t = self.calendar, self.gmail, self.people, self.tasks
         return {
-            "calendar.events.list": c.list,
+            "calendar.events.list": c.list_events,
             "calendar.events.get": c.get,
             "calendar.events.insert": c.insert,
             "calendar.events.patch": lambda call: c.modify(call, replace=False),
@@ -224,7 +224,12 @@ class Emulator:
         grant = self.issuer.grant(headers.get("authorization"))
         if grant is None:
             error = ApiError(401, "authError", "Invalid Credentials", status="UNAUTHENTICATED")
-            return 401, {"www-authenticate": 'Bearer realm="https://accounts.google.com/"'}, error.body(), None
+            return (
+                401,
+                {"www-authenticate": 'Bearer realm="https://accounts.google.com/"'},
+                error.body(),
+                None,
+            )
         if method.scopes and not grant.scopes & set(method.scopes):
             error = ApiError(
                 403,
@@ -366,7 +371,9 @@ class BatchEndpoint:
         for part in parts:
             raw = part.get_payload(decode=True)
             content_id = str(part.get("Content-ID", "")).strip("<>")
-            status, answer, fault = self._one(raw if isinstance(raw, bytes) else b"", outer_auth, base)
+            status, answer, fault = self._one(
+                raw if isinstance(raw, bytes) else b"", outer_auth, base
+            )
             drop = drop or (fault is not None and fault.kind == "drop_response")
             payload = b"" if answer is None else json.dumps(answer).encode()
             out.append(
@@ -380,9 +387,9 @@ class BatchEndpoint:
         if drop:
             await _drop(send)
         out.append(f"--{boundary}--\r\n".encode())
-        await Response(
-            b"".join(out), media_type=f"multipart/mixed; boundary={boundary}"
-        )(scope, receive, send)
+        await Response(b"".join(out), media_type=f"multipart/mixed; boundary={boundary}")(
+            scope, receive, send
+        )
 
     def _one(self, raw: bytes, outer_auth: str, base: str) -> tuple[int, Any, Fault | None]:
         head, _, body = raw.partition(b"\r\n\r\n")
@@ -404,10 +411,20 @@ class BatchEndpoint:
         return status, answer, fault
 
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 409: "Conflict", 410: "Gone",
-            412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def build_app(emulator: Emulator) -> ASGIApp:

@@ -95,7 +95,9 @@ class TokenIssuer:
                 serialization.NoEncryption(),
             ).decode(),
             public_pem=key.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode(),
             granted_scopes=set(ALL_SCOPES if scopes is None else scopes),
         )
@@ -108,8 +110,8 @@ class TokenIssuer:
             raise OAuthError(400, "unsupported_grant_type", "Invalid grant_type.")
         assertion = form.get("assertion", "")
         try:
-            unverified = jwt.decode(assertion, verify=False)
-            header = jwt.decode_header(assertion)
+            unverified = jwt.decode(assertion, verify=False)  # type: ignore[no-untyped-call]
+            header = jwt.decode_header(assertion)  # type: ignore[no-untyped-call]
         except (ValueError, auth_exceptions.GoogleAuthError):
             raise OAuthError(400, "invalid_grant", "Invalid JWT: malformed.") from None
         account = self.accounts.get(str(unverified.get("iss", "")))
@@ -118,7 +120,7 @@ class TokenIssuer:
         if header.get("alg") != "RS256":
             raise OAuthError(400, "invalid_grant", "Invalid JWT: the algorithm must be RS256.")
         try:
-            claims = jwt.decode(
+            claims = jwt.decode(  # type: ignore[no-untyped-call]
                 assertion,
                 certs={account.key_id: account.public_pem},
                 # google-auth signs for Google's own token URI whatever the key file says.

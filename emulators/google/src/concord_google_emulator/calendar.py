@@ -8,6 +8,7 @@ id `<master>_<original start>`. Instances nobody changed exist only by expansion
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import secrets
 import time
@@ -133,7 +134,7 @@ class CalendarStore:
         calendar.events[event["id"]] = event
         for channel in list(self.channels.values()):
             if channel.calendar == calendar.id and channel.user == call.user:
-                call.after.append(lambda c=channel: self.notify(c, "exists"))
+                call.after.append(functools.partial(self.notify, channel, "exists"))
         return event
 
     def insert(self, call: Call) -> dict[str, Any]:
@@ -214,7 +215,7 @@ class CalendarStore:
             raise ApiError(404, "notFound", "Not Found")
         return _public(event)
 
-    def list(self, call: Call) -> dict[str, Any]:
+    def list_events(self, call: Call) -> dict[str, Any]:
         calendar = self.calendar(call)
         params = call.params
         size = min(int(params.get("maxResults", 250)), 2500)
@@ -453,9 +454,7 @@ def _when(value: Any, what: str) -> dt.datetime | dt.date:
             elif value.get("timeZone"):
                 _zone(str(value["timeZone"]))
             return parsed
-    except ValueError as exc:
-        if isinstance(exc, ApiError):
-            raise
+    except ValueError:
         raise bad_request(f"Invalid {what} time.") from None
     raise bad_request(f"Missing {what} time.", "required")
 
@@ -466,11 +465,15 @@ def _check_times(event: dict[str, Any]) -> None:
     start, end = _when(event.get("start"), "start"), _when(event.get("end"), "end")
     if type(start) is not type(end):
         raise bad_request("Start and end must both be dates or both be date-times.")
-    if end < start or (isinstance(start, dt.date) and not isinstance(start, dt.datetime) and end == start):  # type: ignore[operator]
+    all_day = not isinstance(start, dt.datetime)
+    if end < start or (all_day and end == start):
         raise bad_request("The specified time range is empty.", "timeRangeEmpty")
-    if event.get("recurrence") and isinstance(start, dt.datetime):
-        if not event["start"].get("timeZone"):
-            raise bad_request("Missing time zone definition for start time.", "required")
+    if (
+        event.get("recurrence")
+        and isinstance(start, dt.datetime)
+        and not event["start"].get("timeZone")
+    ):
+        raise bad_request("Missing time zone definition for start time.", "required")
     if event.get("recurrence"):
         _rule_set(event)
 
@@ -557,7 +560,7 @@ def _exdates(line: str, dtstart: dt.datetime) -> Iterator[dt.datetime]:
 def _expand(master: dict[str, Any], until: dt.datetime | None) -> Iterator[dict[str, Any]]:
     start = _when(master["start"], "start")
     end = _when(master["end"], "end")
-    length = end - start  # type: ignore[operator]
+    length = end - start
     all_day = not isinstance(start, dt.datetime)
     zone_name = master["start"].get("timeZone")
     for count, occurrence in enumerate(_rule_set(master)):

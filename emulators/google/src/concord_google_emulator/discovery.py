@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import googleapiclient
+import googleapiclient  # type: ignore[import-untyped]
 
 __all__ = [
     "API_NAMES",
@@ -174,9 +174,7 @@ class Router:
         return None
 
     def batch_paths(self) -> set[str]:
-        return {
-            document(api)["batchPath"] for api in {m.api for m in self.by_id.values()}
-        }
+        return {document(api)["batchPath"] for api in {m.api for m in self.by_id.values()}}
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -211,10 +209,10 @@ def schema_violations(api: str, schema: str, value: Any) -> list[str]:
             return
         if "enum" in spec and node not in spec["enum"]:
             problems.append(f"{where}: {node!r} is not one of the enum's values")
-        if kind == "array":
+        if isinstance(node, list):
             for n, item in enumerate(node):
                 check(spec.get("items", {}), item, f"{where}[{n}]")
-        elif kind == "object":
+        elif isinstance(node, dict):
             properties = spec.get("properties", {})
             extra = spec.get("additionalProperties")
             for key, item in node.items():

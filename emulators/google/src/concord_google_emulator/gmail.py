@@ -107,7 +107,11 @@ class GmailStore:
         except ValueError:
             raise bad_request("Invalid raw message.") from None
         if not raw:
-            raise bad_request("'raw' RFC822 payload message string or uploading message via /upload/* URL required", "invalidArgument")
+            raise bad_request(
+                "'raw' RFC822 payload message string or uploading message via /upload/* URL "
+                "required",
+                "invalidArgument",
+            )
         label_ids = list(body.get("labelIds") or [])
         for label_id in label_ids:
             if label_id not in box.labels:

@@ -18,8 +18,8 @@ import uvicorn
 from google.oauth2 import service_account
 from googleapiclient.discovery import build  # type: ignore[import-untyped]
 
-from concord_google_emulator.auth import ALL_SCOPES
 from concord_google_emulator.app import Emulator, build_app
+from concord_google_emulator.auth import ALL_SCOPES
 from concord_google_emulator.tls import ensure_tls_files
 
 __all__ = ["RunningEmulator", "build_service"]
@@ -104,7 +104,7 @@ def build_service(
     scopes: tuple[str, ...] = ALL_SCOPES,
 ) -> Any:
     """The real client for `api`, as a delegated service account acting as `subject`."""
-    credentials = service_account.Credentials.from_service_account_info(
+    credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
         key, scopes=list(scopes), subject=subject
     )
     http = google_auth_httplib2.AuthorizedHttp(
