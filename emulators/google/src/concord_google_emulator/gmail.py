@@ -21,6 +21,12 @@ from concord_google_emulator.core import (
 
 __all__ = ["GmailStore"]
 
+_HISTORY_KEYS = {
+    "messageAdded": "messagesAdded",
+    "messageDeleted": "messagesDeleted",
+    "labelAdded": "labelsAdded",
+    "labelRemoved": "labelsRemoved",
+}
 SYSTEM_LABELS = ("INBOX", "SENT", "TRASH", "SPAM", "DRAFT", "UNREAD", "STARRED", "IMPORTANT")
 
 
@@ -221,7 +227,8 @@ class GmailStore:
         if start < box.history_floor:
             raise ApiError(404, "notFound", "Requested entity was not found.")
         label = call.params.get("labelId")
-        types = set(call.params.get("historyTypes", []))
+        # historyTypes name kinds in the singular (messageAdded); records key them plural.
+        types = {_HISTORY_KEYS[t] for t in call.params.get("historyTypes", [])}
         chosen = []
         for record in box.history:
             if int(record["id"]) <= start:

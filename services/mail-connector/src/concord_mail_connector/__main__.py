@@ -9,6 +9,7 @@ from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_mail_connector.adapters import push_nats
 from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.google import GoogleProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.store import SqlAccountStore
@@ -36,9 +37,18 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         request_timeout=process.settings.ews_request_timeout_seconds,
     )
     process.server.on_shutdown(exchange.close)
+    google = GoogleProvider(
+        max_workers=process.settings.google_max_workers,
+        max_back_off=process.settings.google_max_back_off_seconds,
+        request_timeout=process.settings.google_request_timeout_seconds,
+        ca_file=process.settings.google_ca_file,
+    )
+    process.server.on_shutdown(google.close)
     store = SqlAccountStore(process.engine, cipher)
-    # Graph, Google and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.
-    domain = MailConnector(store, providers={Provider.EXCHANGE_EWS: exchange})
+    # Graph and DAV adapters come after issue #4; their accounts answer UNIMPLEMENTED.
+    domain = MailConnector(
+        store, providers={Provider.EXCHANGE_EWS: exchange, Provider.GOOGLE: google}
+    )
     push = start_push(process, store) if process.settings.push_enabled else None
     servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(

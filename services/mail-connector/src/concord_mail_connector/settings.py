@@ -26,6 +26,16 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     ews_max_back_off_seconds: float = 30.0
     # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
     ews_request_timeout_seconds: float = 30.0
+    # Google calls in flight at once for the whole process (the client blocks a thread each).
+    google_max_workers: int = 16
+    # Longest quota back-off (403 rateLimitExceeded / 429, doubling per refusal) waited out
+    # inside one call; longer ones answer RESOURCE_EXHAUSTED with RetryInfo instead.
+    google_max_back_off_seconds: float = 30.0
+    # Seconds one Google request may take before it counts as lost.
+    google_request_timeout_seconds: float = 30.0
+    # A CA bundle Google endpoints are also trusted by (the devstack's emulator); unset: the
+    # system's only.
+    google_ca_file: str | None = None
 
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()

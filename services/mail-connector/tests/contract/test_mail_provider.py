@@ -150,14 +150,18 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulat
     emu.stop()
 
 
-HARNESSES: dict[str, Callable[[RunningEmulator], Harness]] = {"exchange": ExchangeHarness}
+HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
+    "exchange": lambda request: ExchangeHarness(request.getfixturevalue("emulator")),
+    # conftest.py: the Google emulator and provider (issue #14).
+    "google": lambda request: request.getfixturevalue("google_harness"),
+}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
 async def harness(
     request: pytest.FixtureRequest, emulator: RunningEmulator
 ) -> AsyncIterator[Harness]:
-    made = HARNESSES[request.param](emulator)
+    made = HARNESSES[request.param](request)
     yield made
     if isinstance(made, ExchangeHarness):
         await made.provider.close()
