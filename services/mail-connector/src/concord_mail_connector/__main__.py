@@ -12,14 +12,16 @@ from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.adapters.google import GoogleProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
+from concord_mail_connector.adapters.push_google import GoogleChangeFeed, NotificationReceiver
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import Provider
-from concord_mail_connector.domain.push import PushSupervisor
+from concord_mail_connector.domain.push import ChangeFeed, PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
 from concord_secrets import SecretBox
+from concord_settings import var_dir
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MailConnectorService"].full_name
 MIGRATIONS = "concord_mail_connector.adapters.migrations"
@@ -49,7 +51,7 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
     domain = MailConnector(
         store, providers={Provider.EXCHANGE_EWS: exchange, Provider.GOOGLE: google}
     )
-    push = start_push(process, store) if process.settings.push_enabled else None
+    push = start_push(process, store, google) if process.settings.push_enabled else None
     servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(
         SERVICE_NAME,
@@ -58,7 +60,7 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
 
 
 def start_push(
-    process: ServiceProcess[MailConnectorSettings], store: SqlAccountStore
+    process: ServiceProcess[MailConnectorSettings], store: SqlAccountStore, google: GoogleProvider
 ) -> PushSupervisor:
     """Watch every mailbox account for changes and publish hints on NATS, in the background:
     the service serves syncs whether or not NATS is reachable, and push joins when it is."""
@@ -69,9 +71,26 @@ def start_push(
         max_back_off=settings.push_max_back_off_seconds,
     )
     publisher = push_nats.NatsChangePublisher(tracer_provider=process.telemetry.provider)
+    feeds: dict[Provider, ChangeFeed] = {Provider.EXCHANGE_EWS: feed}
+    receiver = None
+    if settings.google_push_port:
+        receiver = NotificationReceiver(
+            settings.google_push_host,
+            settings.google_push_port,
+            var_dir() / "google-push",
+            settings.google_push_url,
+        )
+        feeds[Provider.GOOGLE] = GoogleChangeFeed(
+            google,
+            receiver,
+            channel_seconds=settings.google_channel_seconds,
+            renew_margin=settings.google_channel_renew_margin_seconds,
+            gmail_poll_seconds=settings.google_gmail_poll_seconds,
+            max_back_off=settings.push_max_back_off_seconds,
+        )
     supervisor = PushSupervisor(
         SqlPushAccounts(process.engine, store),
-        {Provider.EXCHANGE_EWS: feed},
+        feeds,
         publisher,
         window=settings.push_window_seconds,
         rescan_seconds=settings.push_rescan_seconds,
@@ -79,6 +98,8 @@ def start_push(
     )
 
     async def run() -> None:
+        if receiver is not None:
+            await receiver.start()
         client = await push_nats.connect(settings.nats_url, f"mail-connector-{settings.port}")
         publisher.attach(client)
         await supervisor.start()
@@ -98,6 +119,8 @@ def start_push(
                 await task
         await supervisor.stop()
         await publisher.close()
+        if receiver is not None:
+            await receiver.stop()
 
     process.server.add_readiness_check(start)
     process.server.on_shutdown(stop)

@@ -36,6 +36,18 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     # A CA bundle Google endpoints are also trusted by (the devstack's emulator); unset: the
     # system's only.
     google_ca_file: str | None = None
+    # Google Calendar push: the HTTPS receiver watch channels POST to (port 0: none, Google
+    # mailboxes are then polled). Its certificate is made once under
+    # <CONCORD_VAR_DIR>/google-push/ (ca.pem is what the sender must trust).
+    google_push_host: str = "127.0.0.1"
+    google_push_port: int = Field(default=0, ge=0, le=65535)
+    # The receiver's address as Google reaches it (behind a proxy); unset: host and port above.
+    google_push_url: str | None = None
+    # A channel's requested lifetime, and how long before its expiry it is replaced.
+    google_channel_seconds: float = Field(default=24 * 3600, gt=0)
+    google_channel_renew_margin_seconds: float = Field(default=600, gt=0)
+    # How often each Google mailbox's Gmail history id is asked for (the email hint).
+    google_gmail_poll_seconds: float = Field(default=30.0, gt=0)
 
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()

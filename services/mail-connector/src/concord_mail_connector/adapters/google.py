@@ -1308,6 +1308,59 @@ class GoogleProvider:
         )
         return WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=ref)
 
+    # -- push (adapters/push_google.py) -----------------------------------------------------
+
+    async def watch_calendar(
+        self, mailbox: MailboxAccess, channel_id: str, address: str, token: str, seconds: float
+    ) -> tuple[str, float]:
+        """A watch channel on the mailbox's calendar POSTing to `address`: (resourceId,
+        expiration as a Unix time). Google never renews a channel: a new one replaces it."""
+
+        def watch(session: _Session) -> tuple[str, float]:
+            expiration = int((time.time() + seconds) * 1000)
+            answer = (
+                session.service("calendar")
+                .events()
+                .watch(
+                    calendarId=self._calendar_id(mailbox, ""),
+                    body={
+                        "id": channel_id,
+                        "type": "web_hook",
+                        "address": address,
+                        "token": token,
+                        "expiration": expiration,
+                    },
+                )
+                .execute()
+            )
+            self._count(mailbox, "calendar.events.watch")
+            return str(answer["resourceId"]), int(answer.get("expiration", expiration)) / 1000
+
+        return await self._run(mailbox, watch, None)
+
+    async def stop_channel(self, mailbox: MailboxAccess, channel_id: str, resource_id: str) -> None:
+        def stop(session: _Session) -> None:
+            body = {"id": channel_id, "resourceId": resource_id}
+            try:
+                session.service("calendar").channels().stop(body=body).execute()
+            except HttpError as exc:
+                if _status(exc) != 404:  # already gone (expired): nothing to stop
+                    raise
+            finally:
+                self._count(mailbox, "calendar.channels.stop")
+
+        await self._run(mailbox, stop, None)
+
+    async def history_id(self, mailbox: MailboxAccess) -> str:
+        """The mailbox's current Gmail history id: it moves with every change to the mailbox."""
+
+        def profile(session: _Session) -> str:
+            answer = session.service("gmail").users().getProfile(userId="me").execute()
+            self._count(mailbox, "gmail.users.getProfile")
+            return str(answer["historyId"])
+
+        return await self._run(mailbox, profile, None)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _count(self, mailbox: MailboxAccess, method: str, n: int = 1) -> None:
