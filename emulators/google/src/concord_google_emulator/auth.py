@@ -104,6 +104,25 @@ class TokenIssuer:
         self.accounts[account.client_email] = account
         return account
 
+    def load_account(self, key: dict[str, Any], scopes: set[str] | None = None) -> ServiceAccount:
+        """A service account from the JSON key an earlier run handed out, so that file keeps
+        working across restarts."""
+        private = serialization.load_pem_private_key(str(key["private_key"]).encode(), None)
+        account = ServiceAccount(
+            client_email=str(key["client_email"]),
+            client_id=str(key["client_id"]),
+            key_id=str(key["private_key_id"]),
+            private_pem=str(key["private_key"]),
+            public_pem=private.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode(),
+            granted_scopes=set(ALL_SCOPES if scopes is None else scopes),
+        )
+        self.accounts[account.client_email] = account
+        return account
+
     def exchange(self, form: dict[str, str], token_uri: str, users: set[str]) -> dict[str, Any]:
         """The JWT bearer grant (RFC 7523): an access token for the assertion's subject."""
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":

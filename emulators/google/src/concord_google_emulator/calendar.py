@@ -269,7 +269,9 @@ class CalendarStore:
             offset = decode_token(next_token)["offset"]
             answer["nextPageToken"] = encode_token(offset=offset, mark=mark)
         else:
-            answer["nextSyncToken"] = encode_token(c=calendar.id, e=calendar.epoch, s=mark)
+            answer["nextSyncToken"] = encode_token(
+                b=self.seq.boot, c=calendar.id, e=calendar.epoch, s=mark
+            )
         return answer
 
     def _since(self, calendar: Calendar, token: str) -> int:
@@ -278,7 +280,7 @@ class CalendarStore:
             since, epoch, owner = int(values["s"]), int(values["e"]), values["c"]
         except (ValueError, KeyError, TypeError):
             raise bad_request("Invalid sync token value.") from None
-        if owner != calendar.id or epoch != calendar.epoch:
+        if owner != calendar.id or epoch != calendar.epoch or values.get("b") != self.seq.boot:
             raise ApiError(
                 410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required."
             )

@@ -9,6 +9,7 @@ import itertools
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +103,12 @@ class Sequence:
     """A process-wide counter: every write takes the next number, so "changed since N" is a
     comparison, and etags and history ids are strictly increasing."""
 
-    def __init__(self, start: int = 1000) -> None:
+    def __init__(self, start: int | None = None) -> None:
+        # Counted from the boot time in milliseconds: ids handed out by an earlier run of the
+        # emulator are older than anything this run has, as a restarted server's would be.
+        start = int(time.time() * 1000) if start is None else start
+        # Sync tokens carry it: a token from another run is stale here.
+        self.boot = secrets.token_hex(4)
         self._next = itertools.count(start)
         self._lock = threading.Lock()
         self.current = start - 1

@@ -224,7 +224,8 @@ class GmailStore:
             start = int(str(call.params["startHistoryId"]))
         except (KeyError, ValueError):
             raise bad_request("Invalid startHistoryId") from None
-        if start < box.history_floor:
+        # Older than what is kept, or from another run of the emulator (newer than anything).
+        if start < box.history_floor or start > self.seq.current:
             raise ApiError(404, "notFound", "Requested entity was not found.")
         label = call.params.get("labelId")
         # historyTypes name kinds in the singular (messageAdded); records key them plural.

@@ -113,7 +113,7 @@ class PeopleStore:
                 since, epoch = int(values["s"]), int(values["e"])
             except (ValueError, KeyError, TypeError):
                 raise bad_request("Sync token is invalid.") from None
-            if epoch != contacts.epoch:
+            if epoch != contacts.epoch or values.get("b") != self.seq.boot:
                 raise ApiError(
                     400,
                     "failedPrecondition",
@@ -136,7 +136,7 @@ class PeopleStore:
         if next_page:
             answer["nextPageToken"] = next_page
         elif call.params.get("requestSyncToken") or token:
-            answer["nextSyncToken"] = encode_token(s=mark, e=contacts.epoch)
+            answer["nextSyncToken"] = encode_token(s=mark, e=contacts.epoch, b=self.seq.boot)
         if not items:
             del answer["connections"]
         return answer

@@ -319,3 +319,30 @@ async def test_listing_a_thousand_events_costs_the_call_floor(
     assert len(page.changes) == 30
     # One events.list for the page; no per-event reads for single events.
     assert provider.calls_made(mailbox.account.mailbox) - before == 1
+
+
+async def test_the_google_selection_shows_as_the_share_category(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    # Made by another client: in the selection ("every meeting"), so it carries the category
+    # the reconciler shares by; an unshared event written by Concord keeps no category.
+    calendar.insert(calendarId="primary", body=timed("foreign")).execute()
+    unshared = event_item_with("unshared", [])
+    await provider.apply_items(mailbox, [Write(WriteOperation.CREATE, "u1", r.ItemRef(), unshared)])
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    categories = {
+        c.item.calendar_item.subject: list(c.item.calendar_item.categories) for c in changes
+    }
+    assert categories == {"foreign": ["Salesforce"], "unshared": []}
+
+
+def event_item_with(subject: str, categories: list[str]) -> r.MailItem:
+    start = datetime(2031, 6, 2, 8, tzinfo=UTC)
+    item = r.MailItem(
+        calendar_item=r.CalendarItem(
+            subject=subject, time_zone="Europe/Paris", categories=categories
+        )
+    )
+    item.calendar_item.start.FromDatetime(start)
+    item.calendar_item.end.FromDatetime(start.replace(hour=9))
+    return item

@@ -15,7 +15,14 @@ from typing import Any
 
 from concord_devstack import emulators
 from concord_devstack.demo import register_demo
-from concord_devstack.stack import SERVICES, Layout, Stack, StackError, service_env
+from concord_devstack.stack import (
+    SERVICES,
+    Layout,
+    Stack,
+    StackError,
+    free_port,
+    service_env,
+)
 from concord_devstack.tokens import (
     DEMO_MAILBOX,
     DEMO_ORG,
@@ -26,6 +33,8 @@ from concord_devstack.tokens import (
 from concord_runtime.identity import shared_identity_key
 
 UP_FILE = "up.json"
+# The mail-connector's receiver for Google watch channels, on the embedded default.
+GOOGLE_PUSH_PORT = 50069
 
 
 def _var_dir(arg: str | None) -> Path:
@@ -61,6 +70,14 @@ def up(args: argparse.Namespace) -> int:
     if "salesforce" in specs and specs["salesforce"].ca_cert:
         # The emulator's own CA: the connector trusts it and nothing else for that org.
         extra_env["crm-connector"] = {"CRM_CONNECTOR_CA_BUNDLE": specs["salesforce"].ca_cert}
+    if "google" in specs and specs["google"].ca_cert:
+        # The Google emulator's CA, and a port for the receiver its watch channels POST to.
+        extra_env["mail-connector"] = {
+            "MAIL_CONNECTOR_GOOGLE_CA_FILE": specs["google"].ca_cert,
+            "MAIL_CONNECTOR_GOOGLE_PUSH_PORT": str(
+                free_port() if args.free_ports else GOOGLE_PUSH_PORT
+            ),
+        }
     stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +24,9 @@ from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.mail.v1 import mail_connector_service_pb2, mail_connector_service_pb2_grpc
 from concord_devstack.tokens import DEMO_ADDRESS, DEMO_MAILBOX, DEMO_ORG, DEMO_USER
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
+
+# The Google emulator's demo user, registered beside the Exchange one (issue #14).
+DEMO_GOOGLE_MAILBOX = "demo-google"
 
 # The integration user the demo mailbox's records belong to, when the emulator does not say.
 DEMO_CRM_USER = "005000000000001AAA"
@@ -70,6 +74,45 @@ async def _register_demo(
     )
     if "exchange" in emulators:
         request.account.CopyFrom(_exchange_account(emulators["exchange"]))
+    await _register(addresses, admin_token, request, signer)
+    if "google" in emulators:
+        await _register(
+            addresses, admin_token, _google_request(emulators["google"], crm_user_id), signer
+        )
+
+
+def _google_request(
+    info: dict[str, Any], crm_user_id: str
+) -> gateway_service_pb2.RegisterMailboxRequest:
+    """`demo-google`: the Google emulator's demo user, reached through its service account."""
+    key = json.loads(Path(str(info["service_account_file"])).read_text())
+    address = str(info["user"])
+    return gateway_service_pb2.RegisterMailboxRequest(
+        mailbox_id=DEMO_GOOGLE_MAILBOX,
+        mailbox=resources_pb2.Mailbox(
+            org=f"orgs/{DEMO_ORG}",
+            owner_user_id=DEMO_USER,
+            crm_user_id=crm_user_id,
+            address=address,
+            provider=resources_pb2.MAIL_PROVIDER_GOOGLE,
+        ),
+        account=mail_connector_service_pb2.MailboxAccount(
+            address=address,
+            provider=resources_pb2.MAIL_PROVIDER_GOOGLE,
+            google=mail_connector_service_pb2.GoogleSettings(
+                service_account_email=str(key["client_email"]), api_url=str(info["url"])
+            ),
+            secret=json.dumps(key).encode(),
+        ),
+    )
+
+
+async def _register(
+    addresses: dict[str, str],
+    admin_token: str,
+    request: gateway_service_pb2.RegisterMailboxRequest,
+    signer: IdentitySigner,
+) -> None:
     request.request_id = content_request_id("register", request)
     async with grpc.aio.insecure_channel(addresses["gateway"]) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
@@ -82,17 +125,22 @@ async def _register_demo(
                 raise RuntimeError(f"registering the demo mailbox failed: {err.details()}") from err
             if request.HasField("account"):
                 with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
-                    await _replace_account(addresses["mail-connector"], request.account, signer)
+                    await _replace_account(
+                        addresses["mail-connector"], request.mailbox_id, request.account, signer
+                    )
 
 
 async def _replace_account(
-    address: str, account: mail_connector_service_pb2.MailboxAccount, signer: IdentitySigner
+    address: str,
+    mailbox: str,
+    account: mail_connector_service_pb2.MailboxAccount,
+    signer: IdentitySigner,
 ) -> None:
     """The mailbox registered by an earlier run keeps its links and cursors; only how it is
     reached changes (the emulator's address differs from run to run with `--free-ports`)."""
     replaced = mail_connector_service_pb2.MailboxAccount()
     replaced.CopyFrom(account)
-    replaced.name = f"mailboxes/{DEMO_MAILBOX}/account"
+    replaced.name = f"mailboxes/{mailbox}/account"
     upsert = mail_connector_service_pb2.UpsertMailboxAccountRequest(account=replaced)
     upsert.request_id = content_request_id("account", upsert)
     async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:

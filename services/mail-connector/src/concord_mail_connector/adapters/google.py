@@ -34,6 +34,7 @@ from googleapiclient.http import BatchHttpRequest  # type: ignore[import-untyped
 from concord.common.v1 import resources_pb2 as r
 from concord_mail_connector.adapters.ews_items import UnreadableItem, UnwritableContent
 from concord_mail_connector.adapters.google_items import (
+    CATEGORIES_PROPERTY,
     LINK_ID_PROPERTY,
     PERSON_FIELDS,
     event_body,
@@ -578,10 +579,27 @@ class GoogleProvider:
                 return r.MailChange()
             return r.MailChange(type=r.CHANGE_TYPE_DELETE, ref=ref)
         try:
-            item = event_item(event, collection, excluded)
+            item = self._event_item(mailbox, event, collection, excluded)
         except UnreadableItem as exc:
             return _problem_change(ref, exc)
         return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=item.ref, item=item)
+
+    def _event_item(
+        self,
+        mailbox: MailboxAccess,
+        event: Mapping[str, Any],
+        collection: str,
+        excluded: Sequence[Mapping[str, Any]] = (),
+    ) -> r.MailItem:
+        """The canonical event. Google Calendar has no categories: an event Concord never
+        categorised carries the share category when the mailbox's selection takes it, so the
+        reconciler's category rule shares what the Google selection chose; categories Concord
+        wrote (in a private property) are the event's own, so unsharing sticks."""
+        item = event_item(event, collection, excluded)
+        private = event.get("extendedProperties", {}).get("private", {})
+        if CATEGORIES_PROPERTY not in private and self._selected(mailbox, event):
+            item.calendar_item.categories.append(SHARE_LABEL)
+        return item
 
     # -- People -------------------------------------------------------------------------------
 
@@ -740,6 +758,8 @@ class GoogleProvider:
             if task.get("deleted"):
                 changes.append(r.MailChange(type=r.CHANGE_TYPE_DELETE, ref=item.ref))
             else:
+                # Tasks have no categories either: the task list is the selection.
+                item.task.categories.append(SHARE_LABEL)
                 changes.append(r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=item.ref, item=item))
         started = state.get("full") or now
         if answer.get("nextPageToken"):
@@ -933,7 +953,7 @@ class GoogleProvider:
                         out.append((ref, None))
                     continue
                 try:
-                    out.append((ref, event_item(event, ref.collection)))
+                    out.append((ref, self._event_item(mailbox, event, ref.collection)))
                 except UnreadableItem as exc:
                     out.append((event_ref(event, ref.collection), exc))
             return out
@@ -985,7 +1005,9 @@ class GoogleProvider:
                         out.append((ref, None))
                     continue
                 try:
-                    out.append((ref, task_item(task, ref.collection)))
+                    found = task_item(task, ref.collection)
+                    found.task.categories.append(SHARE_LABEL)
+                    out.append((ref, found))
                 except UnreadableItem as exc:
                     out.append((ref, exc))
             return out

@@ -598,6 +598,8 @@ def task_item(task: Mapping[str, Any], collection: str) -> r.MailItem:
         if task.get("status") == "completed"
         else r.TASK_STATUS_NOT_STARTED,
         percent_complete=100 if task.get("status") == "completed" else 0,
+        # Google Tasks has no priority; Salesforce requires one, and EWS's default is Normal.
+        priority=r.TASK_PRIORITY_NORMAL,
     )
     if task.get("due"):
         try:
