@@ -56,6 +56,8 @@ class Fault:
 @dataclass
 class Control:
     calls: Counter[str] = field(default_factory=Counter)
+    # HTTP requests by endpoint ("api", "batch", "token"): a batch is one request, many calls.
+    requests: Counter[str] = field(default_factory=Counter)
     faults: list[Fault] = field(default_factory=list)
     # Requests the discovery documents refuse, or responses that depart from their schemas.
     violations: list[str] = field(default_factory=list)
@@ -320,6 +322,8 @@ class ApiEndpoint:
         body = await request.body()
         base = str(request.base_url)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        with self.emulator.control.lock:
+            self.emulator.control.requests["api"] += 1
         status, extra, answer, fault = self.emulator.call(
             request.method, request.url.path, request.url.query, headers, body, base
         )
@@ -355,6 +359,8 @@ class BatchEndpoint:
         request = Request(scope, receive)
         body = await request.body()
         content_type = request.headers.get("content-type", "")
+        with self.emulator.control.lock:
+            self.emulator.control.requests["batch"] += 1
         if request.method != "POST" or not content_type.startswith("multipart/mixed"):
             error = ApiError(400, "badRequest", "Batch requests are multipart/mixed POSTs")
             await JSONResponse(error.body(), 400)(scope, receive, send)
@@ -432,6 +438,8 @@ def build_app(emulator: Emulator) -> ASGIApp:
     control = emulator.control
 
     async def token(request: Request) -> Response:
+        with control.lock:
+            control.requests["token"] += 1
         # application/x-www-form-urlencoded, as RFC 6749 has it.
         parsed = urllib.parse.parse_qs((await request.body()).decode("latin-1"))
         form = {k: v[0] for k, v in parsed.items()}
@@ -503,6 +511,12 @@ def build_app(emulator: Emulator) -> ASGIApp:
                 control.calls.clear()
             return JSONResponse(dict(control.calls))
 
+    async def requests(request: Request) -> Response:
+        with control.lock:
+            if request.method == "DELETE":
+                control.requests.clear()
+            return JSONResponse(dict(control.requests))
+
     async def violations(request: Request) -> Response:
         with control.lock:
             found = list(control.violations)
@@ -558,6 +572,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         Route("/__admin/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/__admin/quota", quota, methods=["POST", "DELETE"]),
         Route("/__admin/calls", calls, methods=["GET", "DELETE"]),
+        Route("/__admin/requests", requests, methods=["GET", "DELETE"]),
         Route("/__admin/violations", violations, methods=["GET", "DELETE"]),
         Route("/__admin/deliveries", deliveries),
         Route("/__admin/trust", trust, methods=["POST"]),

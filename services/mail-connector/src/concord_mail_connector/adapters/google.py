@@ -110,6 +110,20 @@ MIME_PAGE_BYTES = 3 * 1024 * 1024
 TASK_RESYNC_SECONDS = 7 * 24 * 3600
 # Calendar selection kinds (Google Calendar has no categories); see the README.
 SELECTIONS = ("all", "external", "calendar", "color")
+_CACHE_SECONDS = 60.0
+_SYSTEM_GROUPS = {
+    f"contactGroups/{name}"
+    for name in (
+        "myContacts",
+        "starred",
+        "friends",
+        "family",
+        "coworkers",
+        "chatBuddies",
+        "all",
+        "blocked",
+    )
+}
 _RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 _DENIED_REASONS = {"insufficientPermissions", "forbidden", "authError", "domainPolicy"}
 
@@ -154,6 +168,17 @@ class _Session:
     timeout: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     services: dict[str, Any] = field(default_factory=dict)
+    # Label and contact-group maps, kept for a minute: every listed page needs them, and they
+    # change rarely (a label made by a write here clears the cache).
+    cached: dict[str, tuple[float, dict[str, str]]] = field(default_factory=dict)
+
+    def remembered(self, what: str, load: Callable[[], dict[str, str]]) -> dict[str, str]:
+        found = self.cached.get(what)
+        if found is not None and time.monotonic() - found[0] < _CACHE_SECONDS:
+            return found[1]
+        value = load()
+        self.cached[what] = (time.monotonic(), value)
+        return value
 
     def service(self, api: str) -> Any:
         found = self.services.get(api)
@@ -603,15 +628,23 @@ class GoogleProvider:
 
     # -- People -------------------------------------------------------------------------------
 
-    def _groups(self, session: _Session, mailbox: MailboxAccess) -> dict[str, str]:
-        """resourceName -> name of the user's own contact groups."""
-        answer = session.service("people").contactGroups().list().execute()
-        self._count(mailbox, "people.contactGroups.list")
-        return {
-            str(g["resourceName"]): str(g.get("name", ""))
-            for g in answer.get("contactGroups", [])
-            if g.get("groupType") == "USER_CONTACT_GROUP"
-        }
+    def _groups(
+        self, session: _Session, mailbox: MailboxAccess, fresh: bool = False
+    ) -> dict[str, str]:
+        """resourceName -> name of the user's own contact groups (read again when `fresh`)."""
+        if fresh:
+            session.cached.pop("groups", None)
+
+        def load() -> dict[str, str]:
+            answer = session.service("people").contactGroups().list().execute()
+            self._count(mailbox, "people.contactGroups.list")
+            return {
+                str(g["resourceName"]): str(g.get("name", ""))
+                for g in answer.get("contactGroups", [])
+                if g.get("groupType") == "USER_CONTACT_GROUP"
+            }
+
+        return session.remembered("groups", load)
 
     def _share_group(self, session: _Session, mailbox: MailboxAccess, create: bool) -> str | None:
         for resource, name in self._groups(session, mailbox).items():
@@ -634,9 +667,9 @@ class GoogleProvider:
         state = _decode(cursor.token)
         if state is None:
             raise _Resync
-        groups = self._groups(session, mailbox)
-        share = next((g for g, n in groups.items() if n == CONTACT_GROUP), None)
         full = "s" not in state
+        groups = self._groups(session, mailbox, fresh=full and not state.get("p"))
+        share = next((g for g, n in groups.items() if n == CONTACT_GROUP), None)
         params: dict[str, Any] = {
             "resourceName": "people/me",
             "personFields": PERSON_FIELDS,
@@ -657,6 +690,14 @@ class GoogleProvider:
             raise
         finally:
             self._count(mailbox, "people.people.connections.list")
+        members_of = {
+            m.get("contactGroupMembership", {}).get("contactGroupResourceName", "")
+            for person in answer.get("connections", [])
+            for m in person.get("memberships") or ()
+        }
+        if members_of - set(groups) - _SYSTEM_GROUPS:
+            groups = self._groups(session, mailbox, fresh=True)
+            share = next((g for g, n in groups.items() if n == CONTACT_GROUP), None)
         names = {g: n for g, n in groups.items() if g != share}
         changes: list[r.MailChange] = []
         for person in answer.get("connections", []):
@@ -773,8 +814,12 @@ class GoogleProvider:
 
     # -- Gmail --------------------------------------------------------------------------------
 
-    def _labels(self, session: _Session, mailbox: MailboxAccess) -> dict[str, str]:
-        """id -> name of the user's own labels."""
+    def _labels(
+        self, session: _Session, mailbox: MailboxAccess, fresh: bool = False
+    ) -> dict[str, str]:
+        """id -> name of the user's own labels (read again when `fresh`)."""
+        if fresh:
+            session.cached.pop("labels", None)
         answer = session.service("gmail").users().labels().list(userId="me").execute()
         self._count(mailbox, "gmail.users.labels.list")
         return {
@@ -795,7 +840,9 @@ class GoogleProvider:
         if state is None:
             raise _Resync
         users = session.service("gmail").users()
-        labels = self._labels(session, mailbox)
+        # A full listing reads the labels afresh; later pages trust the minute-old map unless
+        # a message carries a label it does not know.
+        labels = self._labels(session, mailbox, fresh="h" not in state and "start" not in state)
         selection = {i for i, n in labels.items() if n in (SHARE_LABEL, SHARED_FOLDER_LABEL)}
         folder_label = next((i for i, n in labels.items() if n == SHARED_FOLDER_LABEL), "")
         if "h" not in state:
@@ -854,6 +901,17 @@ class GoogleProvider:
             raise
         finally:
             self._count(mailbox, "gmail.users.history.list")
+        seen = {
+            label
+            for record in answer.get("history", [])
+            for entry in record.get("messagesAdded", []) + record.get("labelsAdded", [])
+            for label in entry.get("message", {}).get("labelIds") or ()
+        }
+        # User label ids are mixed case (Label_12); system ones (INBOX, CATEGORY_...) are not.
+        if any(label not in labels and not label.isupper() for label in seen):
+            labels = self._labels(session, mailbox, fresh=True)
+            selection = {i for i, n in labels.items() if n in (SHARE_LABEL, SHARED_FOLDER_LABEL)}
+            folder_label = next((i for i, n in labels.items() if n == SHARED_FOLDER_LABEL), "")
         added: list[str] = []
         for record in answer.get("history", []):
             for entry in record.get("messagesAdded", []) + record.get("labelsAdded", []):
@@ -1297,6 +1355,7 @@ class GoogleProvider:
         by_name = {n: i for i, n in labels.items()}
         wanted = set(write.item.email.categories)
         for name in wanted - set(by_name):
+            session.cached.pop("labels", None)
             made = users.labels().create(userId="me", body={"name": name}).execute()
             self._count(mailbox, "gmail.users.labels.create")
             by_name[name] = str(made["id"])
