@@ -820,13 +820,17 @@ class GoogleProvider:
         """id -> name of the user's own labels (read again when `fresh`)."""
         if fresh:
             session.cached.pop("labels", None)
-        answer = session.service("gmail").users().labels().list(userId="me").execute()
-        self._count(mailbox, "gmail.users.labels.list")
-        return {
-            str(x["id"]): str(x["name"])
-            for x in answer.get("labels", [])
-            if x.get("type") == "user"
-        }
+
+        def load() -> dict[str, str]:
+            answer = session.service("gmail").users().labels().list(userId="me").execute()
+            self._count(mailbox, "gmail.users.labels.list")
+            return {
+                str(x["id"]): str(x["name"])
+                for x in answer.get("labels", [])
+                if x.get("type") == "user"
+            }
+
+        return session.remembered("labels", load)
 
     def _list_messages(
         self,
