@@ -18,10 +18,8 @@ from concord_google_emulator.seed import DEMO_USER, seed_demo
 pytestmark = pytest.mark.unit
 
 
-def call(
-    emulator: Emulator, method: str, body: object = None, **params: object
-) -> dict[str, object]:
-    answer: dict[str, object] = emulator.handlers[method](
+def call(emulator: Emulator, method: str, body: object = None, **params: object) -> Any:
+    return emulator.handlers[method](
         Call(DEMO_USER, method, dict(params), body, {}, "https://127.0.0.1/")
     )
 
