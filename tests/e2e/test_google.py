@@ -15,6 +15,7 @@ import httplib2  # type: ignore[import-untyped]
 import pytest
 from google.oauth2 import service_account
 from googleapiclient.discovery import build  # type: ignore[import-untyped]
+from simple_salesforce.api import SFType
 
 from tests.e2e.clients import demo_org, eventually, records
 from tests.e2e.conftest import RunningStack
@@ -76,3 +77,55 @@ def test_an_inserted_meeting_reaches_salesforce_on_its_own(stack: RunningStack) 
     assert sessions.returncode == 0, sessions.stderr
     assert "SESSION_TRIGGER_PUSH" in sessions.stdout
     assert "SESSION_TRIGGER_FORCE" not in sessions.stdout
+
+
+def test_edits_and_deletes_go_both_ways_and_a_private_event_stays(stack: RunningStack) -> None:
+    sf = demo_org(stack)
+    service = calendar(stack)
+    events = service.events()
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=3)
+
+    def meeting(subject: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "summary": subject,
+            "start": {"dateTime": start.isoformat()},
+            "end": {"dateTime": (start + dt.timedelta(hours=1)).isoformat()},
+            **extra,
+        }
+
+    def sync() -> None:
+        done = stack.concord("sync", "demo-google", "--wait")
+        assert done.returncode == 0, done.stderr
+
+    subject = f"both-{uuid.uuid4().hex[:8]}"
+    made = events.insert(calendarId="primary", body=meeting(subject)).execute()
+    [event] = eventually(
+        lambda: records(sf, f"SELECT Id FROM Event WHERE Subject = '{subject}'"), within=60
+    )
+    # simple-salesforce's SFType by name (its attribute access confuses the stubs).
+    SFType(
+        object_name="Event",
+        session_id=sf.session_id,
+        sf_instance=sf.sf_instance,
+        sf_version=sf.sf_version,
+        session=sf.session,
+    ).update(event["Id"], {"Subject": f"{subject} edited"})
+
+    def edited() -> bool | None:
+        sync()
+        got = events.get(calendarId="primary", eventId=made["id"]).execute()
+        return got["summary"] == f"{subject} edited" or None
+
+    eventually(edited, within=60, every=1)
+
+    events.delete(calendarId="primary", eventId=made["id"]).execute()
+    eventually(
+        lambda: not records(sf, f"SELECT Id FROM Event WHERE Id = '{event['Id']}'") or None,
+        within=60,
+    )
+
+    private = f"private-{uuid.uuid4().hex[:8]}"
+    events.insert(calendarId="primary", body=meeting(private, visibility="private")).execute()
+    sync()
+    assert records(sf, f"SELECT Id FROM Event WHERE Subject = '{private}'") == []
+    service.close()
