@@ -784,8 +784,18 @@ class GoogleProvider:
             self._count(mailbox, "tasks.tasks.list")
         changes: list[r.MailChange] = []
         newest = str(state.get("m") or state.get("u") or "")
+        # Tasks listed last time at the boundary instant, unchanged since: not listed again.
+        already = set(state.get("seen") or ())
+        at_newest = set(state.get("at") or ())
         for task in answer.get("items", []):
-            newest = max(newest, str(task.get("updated", "")))
+            updated = str(task.get("updated", ""))
+            version = f"{task.get('id')}/{task.get('etag')}"
+            if version in already:
+                continue
+            if updated > newest:
+                newest, at_newest = updated, set()
+            if updated == newest:
+                at_newest.add(version)
             try:
                 item = task_item(task, cursor.collection)
             except UnreadableItem as exc:
@@ -805,12 +815,23 @@ class GoogleProvider:
         started = state.get("full") or now
         if answer.get("nextPageToken"):
             token = _encode(
-                p=answer["nextPageToken"], u=state.get("u"), m=newest or None, full=started
+                p=answer["nextPageToken"],
+                u=state.get("u"),
+                m=newest or None,
+                full=started,
+                seen=sorted(already) or None,
+                at=sorted(at_newest) or None,
             )
             return ProviderChangePage(changes, Cursor(cursor.collection, token), has_more=True)
-        # `updatedMin` is inclusive: the newest task seen is listed once more, never missed.
-        mark = newest or dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        return ProviderChangePage(changes, Cursor(cursor.collection, _encode(u=mark, full=started)))
+        # `updatedMin` is inclusive, so nothing updated in the newest instant seen is missed;
+        # what was seen in it is remembered, so a quiet list lists nothing. With nothing seen
+        # yet, five minutes back from our clock allows for the server's being behind.
+        fallback = dt.datetime.fromtimestamp(now - 300, dt.UTC)
+        mark = newest or fallback.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        if mark != state.get("u"):
+            already = set()
+        token = _encode(u=mark, full=started, seen=sorted(already | at_newest) or None)
+        return ProviderChangePage(changes, Cursor(cursor.collection, token))
 
     # -- Gmail --------------------------------------------------------------------------------
 
