@@ -4,6 +4,7 @@ quotas, faults, watch-channel delivery, and the admin API under /__admin/."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.parser
 import email.policy
 import json
@@ -115,7 +116,9 @@ class Emulator:
         self.issuer = TokenIssuer()
         self.users: set[str] = set()
         self.calendar = CalendarStore(self.seq, self._notify)
-        self.gmail = GmailStore(self.seq)
+        self.gmail = GmailStore(self.seq, self._publish)
+        # Pub/Sub push subscriptions: topic -> the endpoints its messages are POSTed to.
+        self.subscriptions: dict[str, list[str]] = {}
         self.people = PeopleStore(self.seq)
         self.tasks = TasksStore(self.seq)
         self.router = Router()
@@ -275,6 +278,19 @@ class Emulator:
 
     # ---- watch channels
 
+    def _publish(self, topic: str, data: dict[str, Any]) -> None:
+        """A Gmail watch notification, as Pub/Sub pushes it: base64 JSON in `message.data`."""
+        for endpoint in self.subscriptions.get(topic, []):
+            body = {
+                "message": {
+                    "data": base64.b64encode(json.dumps(data).encode()).decode(),
+                    "messageId": uuid.uuid4().hex,
+                    "publishTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                "subscription": topic.replace("/topics/", "/subscriptions/") + "-push",
+            }
+            self._send(endpoint, {"content-type": "application/json"}, json.dumps(body).encode())
+
     def _notify(self, channel: Channel, state: str) -> None:
         channel.message_number += 1
         headers = {
@@ -289,22 +305,25 @@ class Emulator:
         }
         if channel.token:
             headers["X-Goog-Channel-Token"] = channel.token
+        self._send(channel.address, headers, b"")
+
+    def _send(self, address: str, headers: dict[str, str], body: bytes) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no server loop (state built offline): nobody is listening
-        task = loop.create_task(self._deliver(channel.address, headers))
+        task = loop.create_task(self._deliver(address, headers, body))
         self._pending.append(task)
         task.add_done_callback(self._pending.remove)
 
-    async def _deliver(self, address: str, headers: dict[str, str]) -> None:
+    async def _deliver(self, address: str, headers: dict[str, str], body: bytes) -> None:
         context = ssl.create_default_context()
         for ca in self.trusted_ca:
             context.load_verify_locations(cafile=ca)
         outcome: dict[str, Any] = {"address": address, "headers": headers}
         try:
             async with httpx.AsyncClient(verify=context, timeout=10) as client:
-                reply = await client.post(address, headers=headers)
+                reply = await client.post(address, headers=headers, content=body)
             outcome["status"] = reply.status_code
         except httpx.HTTPError as exc:
             outcome["error"] = type(exc).__name__
@@ -527,6 +546,12 @@ def build_app(emulator: Emulator) -> ASGIApp:
     async def deliveries(request: Request) -> Response:
         return JSONResponse(emulator.deliveries)
 
+    async def pubsub(request: Request) -> Response:
+        """A push subscription on a topic, as an operator makes one in Google Cloud."""
+        spec: dict[str, Any] = await request.json()
+        emulator.subscriptions.setdefault(str(spec["topic"]), []).append(str(spec["push_endpoint"]))
+        return JSONResponse(emulator.subscriptions, 201)
+
     async def trust(request: Request) -> Response:
         spec: dict[str, Any] = await request.json()
         emulator.trusted_ca.append(str(spec["ca_file"]))
@@ -576,6 +601,7 @@ def build_app(emulator: Emulator) -> ASGIApp:
         Route("/__admin/violations", violations, methods=["GET", "DELETE"]),
         Route("/__admin/deliveries", deliveries),
         Route("/__admin/trust", trust, methods=["POST"]),
+        Route("/__admin/pubsub", pubsub, methods=["POST"]),
         Route("/__admin/users/{user}/invalidate/{what}", invalidate, methods=["POST"]),
         Route("/__admin/users/{user}/events", plant_event, methods=["POST"]),
         Route("/__admin/users/{user}/calendars", calendars, methods=["POST"]),

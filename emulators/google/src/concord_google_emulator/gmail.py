@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import functools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +42,13 @@ class Mailbox:
 
 
 class GmailStore:
-    def __init__(self, seq: Sequence) -> None:
+    def __init__(
+        self, seq: Sequence, publish: Callable[[str, dict[str, Any]], None] | None = None
+    ) -> None:
         self.seq = seq
+        # Where a watched mailbox's changes go: (topic, Pub/Sub message data) once the state
+        # lock is released (see Emulator._publish).
+        self.publish = publish
         self.mailboxes: dict[str, Mailbox] = {}
 
     def add_user(self, user: str) -> None:
@@ -95,8 +102,17 @@ class GmailStore:
 
     # ---- messages
 
-    def _record(self, box: Mailbox, kind: str, message: dict[str, Any], **extra: Any) -> None:
+    def _record(
+        self, call: Call, box: Mailbox, kind: str, message: dict[str, Any], **extra: Any
+    ) -> None:
         history_id = self.seq.take()
+        watch = box.watch
+        if watch is not None and self.publish is not None:
+            wanted = set(watch.get("labelIds") or ())
+            touched = set(message["labelIds"]) | set(extra.get("labelIds", ()))
+            if not wanted or wanted & touched:
+                data = {"emailAddress": call.user, "historyId": history_id}
+                call.after.append(functools.partial(self.publish, watch["topicName"], data))
         message["historyId"] = str(history_id)
         ref = {"id": message["id"], "threadId": message["threadId"]}
         if kind in {"labelsAdded", "labelsRemoved"}:
@@ -136,7 +152,7 @@ class GmailStore:
             "_message_id": str(parsed.get("Message-ID", "")).strip(),
         }
         box.messages[message_id] = message
-        self._record(box, "messagesAdded", message)
+        self._record(call, box, "messagesAdded", message)
         return _public(message, "minimal")
 
     def _thread_of(self, box: Mailbox, parsed: email.message.Message) -> str | None:
@@ -195,15 +211,15 @@ class GmailStore:
                 raise bad_request(f"Invalid label: {label_id}")
         message["labelIds"] = [x for x in message["labelIds"] if x not in removing] + adding
         if adding:
-            self._record(box, "labelsAdded", message, labelIds=adding)
+            self._record(call, box, "labelsAdded", message, labelIds=adding)
         if removing:
-            self._record(box, "labelsRemoved", message, labelIds=removing)
+            self._record(call, box, "labelsRemoved", message, labelIds=removing)
         return _public(message, "minimal")
 
     def delete(self, call: Call) -> None:
         box, message = self._message(call)
         del box.messages[message["id"]]
-        self._record(box, "messagesDeleted", message)
+        self._record(call, box, "messagesDeleted", message)
 
     def trash(self, call: Call) -> dict[str, Any]:
         call.body = {"addLabelIds": ["TRASH"], "removeLabelIds": ["INBOX"]}

@@ -79,6 +79,7 @@ def start_push(
             settings.google_push_port,
             var_dir() / "google-push",
             settings.google_push_url,
+            settings.google_pubsub_token,
         )
         feeds[Provider.GOOGLE] = GoogleChangeFeed(
             google,
@@ -86,6 +87,7 @@ def start_push(
             channel_seconds=settings.google_channel_seconds,
             renew_margin=settings.google_channel_renew_margin_seconds,
             gmail_poll_seconds=settings.google_gmail_poll_seconds,
+            gmail_topic=settings.google_pubsub_topic,
             max_back_off=settings.push_max_back_off_seconds,
         )
     supervisor = PushSupervisor(

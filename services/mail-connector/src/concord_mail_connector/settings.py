@@ -48,6 +48,11 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     google_channel_renew_margin_seconds: float = Field(default=600, gt=0)
     # How often each Google mailbox's Gmail history id is asked for (the email hint).
     google_gmail_poll_seconds: float = Field(default=30.0, gt=0)
+    # Gmail push: the Pub/Sub topic `users.watch` publishes to (Gmail granted publish on it),
+    # whose push subscription POSTs to the receiver's /google/gmail/pubsub?token=<token>.
+    # Unset: Gmail is polled.
+    google_pubsub_topic: str | None = None
+    google_pubsub_token: str | None = None
 
     # Push: EWS notifications become `concord.mail.changed.<mailbox>` hints on NATS.
     nats_url: str = nats()

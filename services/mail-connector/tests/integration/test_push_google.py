@@ -49,7 +49,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulat
 async def receiver(
     tmp_path: Path, emulator: RunningEmulator
 ) -> AsyncIterator[NotificationReceiver]:
-    made = NotificationReceiver("127.0.0.1", 0, tmp_path / "push")
+    made = NotificationReceiver("127.0.0.1", 0, tmp_path / "push", pubsub_token="pst")
     await made.start()
     emulator.admin("POST", "trust", {"ca_file": str(made.ca_file)})
     yield made
@@ -139,3 +139,63 @@ async def test_a_post_with_another_token_is_refused(receiver: NotificationReceiv
     assert hits == []
     assert await asyncio.to_thread(post, "right", "exists") == 200
     assert hits == ["changed"]
+
+
+async def test_gmail_pushes_through_users_watch_and_pubsub_where_a_topic_is_set(
+    emulator: RunningEmulator, receiver: NotificationReceiver
+) -> None:
+    topic = f"projects/concord/topics/gmail-{uuid.uuid4().hex[:6]}"
+    emulator.admin("POST", "pubsub", {"topic": topic, "push_endpoint": receiver.pubsub_address})
+    key = emulator.service_account()
+    address = emulator.add_user(f"w-{uuid.uuid4().hex[:8]}@concord.test")
+    now = datetime.now(UTC)
+    account = MailboxAccount(
+        "w",
+        address,
+        Provider.GOOGLE,
+        {"service_account_email": key["client_email"], "api_url": emulator.base},
+        True,
+        now,
+        now,
+        "e",
+    )
+    provider = GoogleProvider(max_workers=2, ca_file=emulator.ca_file)
+    # Polling would take an hour: a hint within seconds can only be the push.
+    feed = GoogleChangeFeed(provider, receiver, gmail_poll_seconds=3600, gmail_topic=topic)
+    sink = Sink()
+    task = asyncio.create_task(feed.watch(MailboxAccess(account, json.dumps(key).encode()), sink))
+    try:
+        await until(lambda: sink.hints[:1] == [(frozenset(), "subscribed")])
+        gmail = build_service(emulator, key, "gmail", address)
+        raw = "RnJvbTogYUBiLmMNClN1YmplY3Q6IHgNCg0KaGk="
+        await asyncio.to_thread(
+            gmail.users().messages().insert(userId="me", body={"raw": raw}).execute
+        )
+        await until(lambda: (frozenset({Kind.EMAIL}), "gmail-watch") in sink.hints)
+        gmail.close()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await provider.close()
+    assert emulator.admin("DELETE", "violations") == []
+
+
+async def test_a_pubsub_push_needs_the_token_and_a_foreign_message_is_acknowledged(
+    receiver: NotificationReceiver,
+) -> None:
+    context = ssl.create_default_context(cafile=str(receiver.ca_file))
+
+    def post(url: str, body: bytes) -> int:
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("content-type", "application/json")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    wrong = receiver.pubsub_address.replace("token=pst", "token=nope")
+    assert await asyncio.to_thread(post, wrong, b"{}") == 403
+    assert await asyncio.to_thread(post, receiver.pubsub_address, b"not json") == 204
+    assert receiver.received == 0

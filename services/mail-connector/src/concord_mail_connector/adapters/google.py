@@ -1457,6 +1457,22 @@ class GoogleProvider:
 
         await self._run(mailbox, stop, None)
 
+    async def watch_gmail(self, mailbox: MailboxAccess, topic: str) -> float:
+        """Gmail's `users.watch` on `topic` (its Pub/Sub push subscription reaches our
+        receiver): the watch's expiration as a Unix time. Renewed by calling it again."""
+
+        def watch(session: _Session) -> float:
+            answer = (
+                session.service("gmail")
+                .users()
+                .watch(userId="me", body={"topicName": topic})
+                .execute()
+            )
+            self._count(mailbox, "gmail.users.watch")
+            return int(answer["expiration"]) / 1000
+
+        return await self._run(mailbox, watch, None)
+
     async def history_id(self, mailbox: MailboxAccess) -> str:
         """The mailbox's current Gmail history id: it moves with every change to the mailbox."""
 

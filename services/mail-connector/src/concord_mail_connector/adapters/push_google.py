@@ -11,7 +11,9 @@ from anyone else is refused.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import secrets
 import ssl
@@ -36,6 +38,7 @@ __all__ = ["GoogleChangeFeed", "NotificationReceiver"]
 
 _log = logging.getLogger(__name__)
 PATH = "/google/calendar/notifications"
+PUBSUB_PATH = "/google/gmail/pubsub"
 
 
 @dataclass
@@ -47,8 +50,18 @@ class _Channel:
 class NotificationReceiver:
     """The HTTPS endpoint watch channels POST to; one per process, shared by every watch."""
 
-    def __init__(self, host: str, port: int, tls_dir: Path, public_url: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls_dir: Path,
+        public_url: str | None = None,
+        pubsub_token: str | None = None,
+    ) -> None:
         self._host = host
+        # The secret the Pub/Sub push subscription's endpoint URL carries (`?token=`).
+        self._pubsub_token = pubsub_token
+        self._mailboxes: dict[str, Callable[[], None]] = {}
         self._port = port
         self._tls = ensure_tls(tls_dir, "Concord mail-connector push receiver")
         self._public_url = public_url
@@ -62,13 +75,22 @@ class NotificationReceiver:
 
     @property
     def address(self) -> str:
+        return self._base() + PATH
+
+    @property
+    def pubsub_address(self) -> str:
+        """Where the Pub/Sub push subscription of the Gmail topic must POST."""
+        return f"{self._base()}{PUBSUB_PATH}?token={self._pubsub_token or ''}"
+
+    def _base(self) -> str:
         if self._public_url:
-            return self._public_url.rstrip("/") + PATH
-        return f"https://{self._host}:{self._port}{PATH}"
+            return self._public_url.rstrip("/")
+        return f"https://{self._host}:{self._port}"
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post(PATH, self._notified)
+        app.router.add_post(PUBSUB_PATH, self._published)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         context: ssl.SSLContext = server_context(self._tls)
@@ -88,6 +110,31 @@ class NotificationReceiver:
 
     def forget(self, channel_id: str) -> None:
         self._channels.pop(channel_id, None)
+
+    def register_mailbox(self, address: str, on_change: Callable[[], None]) -> None:
+        self._mailboxes[address.lower()] = on_change
+
+    def forget_mailbox(self, address: str) -> None:
+        self._mailboxes.pop(address.lower(), None)
+
+    async def _published(self, request: web.Request) -> web.Response:
+        """A Pub/Sub push: `message.data` is base64 JSON {emailAddress, historyId}."""
+        given = request.query.get("token", "")
+        if not self._pubsub_token or not secrets.compare_digest(given, self._pubsub_token):
+            return web.Response(status=403)
+        try:
+            envelope = await request.json()
+            data = json.loads(base64.b64decode(envelope["message"]["data"]))
+            address = str(data["emailAddress"]).lower()
+        except (ValueError, KeyError, TypeError):
+            # Acknowledged all the same: a message Pub/Sub would redeliver forever helps no one.
+            _log.warning("google pubsub: a push message that is not Gmail's")
+            return web.Response(status=204)
+        on_change = self._mailboxes.get(address)
+        if on_change is not None:
+            self.received += 1
+            on_change()
+        return web.Response(status=204)
 
     async def _notified(self, request: web.Request) -> web.Response:
         channel = self._channels.get(request.headers.get("X-Goog-Channel-ID", ""))
@@ -116,8 +163,11 @@ class GoogleChangeFeed:
         channel_seconds: float = 24 * 3600,
         renew_margin: float = 600,
         gmail_poll_seconds: float = 30.0,
+        gmail_topic: str | None = None,
         max_back_off: float = 30.0,
     ) -> None:
+        # With a topic, Gmail pushes through users.watch and Pub/Sub; without one it is polled.
+        self._gmail_topic = gmail_topic
         self._provider = provider
         self._receiver = receiver
         self._channel_seconds = channel_seconds
@@ -146,6 +196,14 @@ class GoogleChangeFeed:
                     if channel is not None:
                         await self._stop(access, channel)
                     channel = (channel_id, resource_id)
+                    if self._gmail_topic:
+                        self._receiver.register_mailbox(
+                            access.account.address,
+                            lambda: sink.changed(frozenset({Kind.EMAIL}), "gmail-watch"),
+                        )
+                        # Renewed with every channel (a day by default; Gmail wants ≤ 7).
+                        gmail_expires = await self._provider.watch_gmail(access, self._gmail_topic)
+                        expires = min(expires, gmail_expires)
                     created = datetime.now(UTC)
                     kinds = frozenset({Kind.CALENDAR_ITEM, Kind.EMAIL})
                     expire_time = datetime.fromtimestamp(expires, UTC)
@@ -154,6 +212,8 @@ class GoogleChangeFeed:
                     first = False
                     backoff.reset()
                     renew_at = expires - self._renew_margin
+                    if self._gmail_topic:
+                        await asyncio.sleep(max(0.0, renew_at - time.time()))
                     # Until the channel is due for replacement: Gmail's history, polled.
                     while time.time() < renew_at:
                         latest = await self._provider.history_id(access)
@@ -177,6 +237,7 @@ class GoogleChangeFeed:
                     else:
                         await asyncio.sleep(backoff.next())
         finally:
+            self._receiver.forget_mailbox(access.account.address)
             if channel is not None:
                 self._receiver.forget(channel[0])
                 with contextlib.suppress(Exception):
