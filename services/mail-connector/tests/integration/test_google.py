@@ -347,3 +347,54 @@ def event_item_with(subject: str, categories: list[str]) -> r.MailItem:
     item.calendar_item.start.FromDatetime(start)
     item.calendar_item.end.FromDatetime(start.replace(hour=9))
     return item
+
+
+async def test_a_chosen_calendar_is_the_selection(
+    provider: GoogleProvider, emulator: RunningEmulator, key: dict[str, Any]
+) -> None:
+    probe = mailbox_for(emulator, key)
+    chosen = emulator.admin(
+        "POST", f"users/{probe.account.address}/calendars", {"summary": "Customers"}
+    )
+    mailbox = MailboxAccess(
+        MailboxAccount(
+            probe.account.mailbox,
+            probe.account.address,
+            Provider.GOOGLE,
+            dict(probe.account.settings)
+            | {"calendar_selection": "calendar", "calendar_id": chosen["id"]},
+            True,
+            probe.account.update_time,
+            probe.account.update_time,
+            "e",
+        ),
+        probe.secret,
+    )
+    service = build_service(emulator, key, "calendar", probe.account.address)
+    service.events().insert(calendarId="primary", body=timed("on primary")).execute()
+    service.events().insert(calendarId=chosen["id"], body=timed("for customers")).execute()
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    assert [c.item.calendar_item.subject for c in changes] == ["for customers"]
+    [written] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.CREATE, "c1", r.ItemRef(), event_item_with("from crm", []))]
+    )
+    assert written.status == r.WRITE_STATUS_OK
+    stored = service.events().list(calendarId=chosen["id"]).execute()["items"]
+    assert sorted(e["summary"] for e in stored) == ["for customers", "from crm"]
+    service.close()
+
+
+async def test_collections_are_the_calendars_the_task_lists_the_group_and_the_label(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    emulator.admin("POST", f"users/{mailbox.account.address}/calendars", {"summary": "Customers"})
+    found = await provider.list_collections(mailbox, None)
+    assert sorted((c.kind.value, c.display_name, c.is_default) for c in found) == [
+        ("calendar-item", "Customers", False),
+        ("calendar-item", mailbox.account.address, True),
+        ("contact", "Salesforce", True),
+        ("email", "Salesforce Emails", True),
+        ("task", "My Tasks", True),
+    ]
+    only = await provider.list_collections(mailbox, Kind.TASK)
+    assert [c.id for c in only] == ["task"]
