@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 from typing import Any
 
+import httplib2  # type: ignore[import-untyped]
 import pytest
 from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
@@ -155,3 +157,22 @@ def test_an_unknown_time_zone_is_refused(client: Builder) -> None:
     with pytest.raises(HttpError) as caught:
         events.insert(calendarId="primary", body=body).execute()
     assert caught.value.status_code == 400
+
+
+def test_a_dropped_answer_still_commits_and_a_second_delete_is_410(
+    client: Builder, emulator: RunningEmulator
+) -> None:
+    events = client("calendar").events()
+    emulator.admin("POST", "faults", {"kind": "drop_response", "method": "calendar.events.insert"})
+    with pytest.raises((OSError, http.client.HTTPException, httplib2.HttpLib2Error)):
+        events.insert(calendarId="primary", body=meeting("cut", id="cut00001")).execute()
+    assert events.get(calendarId="primary", eventId="cut00001").execute()["summary"] == "cut"
+    stale = events.delete(calendarId="primary", eventId="cut00001")
+    stale.headers["If-Match"] = '"1"'
+    with pytest.raises(HttpError) as precondition:
+        stale.execute()
+    assert precondition.value.status_code == 412
+    events.delete(calendarId="primary", eventId="cut00001").execute()
+    with pytest.raises(HttpError) as gone:
+        events.delete(calendarId="primary", eventId="cut00001").execute()
+    assert (gone.value.status_code, gone.value.error_details[0]["reason"]) == (410, "deleted")
