@@ -95,9 +95,14 @@ class GoogleHarness:
         raw = base64.urlsafe_b64encode(mime).decode()
         users.messages().insert(userId="me", body={"raw": raw, "labelIds": ids}).execute()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Idempotent: the suite's harness fixture may close it, and this module's fixture does."""
         for made in self._services:
             made.close()
+        self._services.clear()
         self.provider.shutdown()
         self.emulator.admin("DELETE", "faults")
 
@@ -114,6 +119,6 @@ def google_harness(google_emulator: GoogleEmulator) -> Iterator[GoogleHarness]:
     # Synchronous: the suite's own (async) harness fixture asks for it by name.
     made = GoogleHarness(google_emulator)
     yield made
-    made.close()
+    made.shutdown()
     # Every request the provider sent is one the discovery documents allow.
     assert google_emulator.admin("DELETE", "violations") == []
