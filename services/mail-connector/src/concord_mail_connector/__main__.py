@@ -10,9 +10,11 @@ from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_mail_connector.adapters import push_nats
 from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.adapters.google import GoogleProvider
 from concord_mail_connector.adapters.graph import GraphProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
+from concord_mail_connector.adapters.push_google import GoogleChangeFeed, NotificationReceiver
 from concord_mail_connector.adapters.push_graph import GraphChangeFeed, GraphWebhook
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
@@ -22,6 +24,7 @@ from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
 from concord_runtime import ServiceProcess, serve_main
 from concord_secrets import SecretBox
+from concord_settings import var_dir
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MailConnectorService"].full_name
 MIGRATIONS = "concord_mail_connector.adapters.migrations"
@@ -45,12 +48,24 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         ca_bundle=process.settings.graph_ca_bundle,
     )
     process.server.on_shutdown(graph.close)
-    store = SqlAccountStore(process.engine, cipher)
-    # Google and DAV adapters come later; their accounts answer UNIMPLEMENTED.
-    domain = MailConnector(
-        store, providers={Provider.EXCHANGE_EWS: exchange, Provider.GRAPH: graph}
+    google = GoogleProvider(
+        max_workers=process.settings.google_max_workers,
+        max_back_off=process.settings.google_max_back_off_seconds,
+        request_timeout=process.settings.google_request_timeout_seconds,
+        ca_file=process.settings.google_ca_file,
     )
-    push = start_push(process, store, graph) if process.settings.push_enabled else None
+    process.server.on_shutdown(google.close)
+    store = SqlAccountStore(process.engine, cipher)
+    # The DAV adapters come later; their accounts answer UNIMPLEMENTED.
+    domain = MailConnector(
+        store,
+        providers={
+            Provider.EXCHANGE_EWS: exchange,
+            Provider.GRAPH: graph,
+            Provider.GOOGLE: google,
+        },
+    )
+    push = start_push(process, store, graph, google) if process.settings.push_enabled else None
     servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(
         SERVICE_NAME,
@@ -62,6 +77,7 @@ def start_push(
     process: ServiceProcess[MailConnectorSettings],
     store: SqlAccountStore,
     graph: GraphProvider | None = None,
+    google: GoogleProvider | None = None,
 ) -> PushSupervisor:
     """Watch every mailbox account for changes and publish hints on NATS, in the background:
     the service serves syncs whether or not NATS is reachable, and push joins when it is."""
@@ -79,6 +95,24 @@ def start_push(
         feeds[Provider.GRAPH] = GraphChangeFeed(
             graph, webhook, lifetime=dt.timedelta(hours=settings.graph_subscription_hours)
         )
+    receiver = None
+    if google is not None and settings.google_push_port:
+        receiver = NotificationReceiver(
+            settings.google_push_host,
+            settings.google_push_port,
+            var_dir() / "google-push",
+            settings.google_push_url,
+            settings.google_pubsub_token,
+        )
+        feeds[Provider.GOOGLE] = GoogleChangeFeed(
+            google,
+            receiver,
+            channel_seconds=settings.google_channel_seconds,
+            renew_margin=settings.google_channel_renew_margin_seconds,
+            gmail_poll_seconds=settings.google_gmail_poll_seconds,
+            gmail_topic=settings.google_pubsub_topic,
+            max_back_off=settings.push_max_back_off_seconds,
+        )
     supervisor = PushSupervisor(
         SqlPushAccounts(process.engine, store),
         feeds,
@@ -92,6 +126,8 @@ def start_push(
         if webhook is not None:
             # Graph validates the receiver when a subscription is made: it listens first.
             await webhook.start(settings.graph_webhook_host, settings.graph_webhook_port)
+        if receiver is not None:
+            await receiver.start()
         client = await push_nats.connect(settings.nats_url, f"mail-connector-{settings.port}")
         publisher.attach(client)
         await supervisor.start()
@@ -113,6 +149,8 @@ def start_push(
         await publisher.close()
         if webhook is not None:
             await webhook.stop()
+        if receiver is not None:
+            await receiver.stop()
 
     process.server.add_readiness_check(start)
     process.server.on_shutdown(stop)

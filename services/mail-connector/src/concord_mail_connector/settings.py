@@ -26,6 +26,33 @@ class MailConnectorSettings(ServiceSettings, CallerIdentitySettings):
     ews_max_back_off_seconds: float = 30.0
     # Seconds one EWS request may take before it counts as lost (UNAVAILABLE / RETRYABLE).
     ews_request_timeout_seconds: float = 30.0
+    # Google calls in flight at once for the whole process (the client blocks a thread each).
+    google_max_workers: int = 16
+    # Longest quota back-off (403 rateLimitExceeded / 429, doubling per refusal) waited out
+    # inside one call; longer ones answer RESOURCE_EXHAUSTED with RetryInfo instead.
+    google_max_back_off_seconds: float = 30.0
+    # Seconds one Google request may take before it counts as lost.
+    google_request_timeout_seconds: float = 30.0
+    # A CA bundle Google endpoints are also trusted by (the devstack's emulator); unset: the
+    # system's only.
+    google_ca_file: str | None = None
+    # Google Calendar push: the HTTPS receiver watch channels POST to (port 0: none, Google
+    # mailboxes are then polled). Its certificate is made once under
+    # <CONCORD_VAR_DIR>/google-push/ (ca.pem is what the sender must trust).
+    google_push_host: str = "127.0.0.1"
+    google_push_port: int = Field(default=0, ge=0, le=65535)
+    # The receiver's address as Google reaches it (behind a proxy); unset: host and port above.
+    google_push_url: str | None = None
+    # A channel's requested lifetime, and how long before its expiry it is replaced.
+    google_channel_seconds: float = Field(default=24 * 3600, gt=0)
+    google_channel_renew_margin_seconds: float = Field(default=600, gt=0)
+    # How often each Google mailbox's Gmail history id is asked for (the email hint).
+    google_gmail_poll_seconds: float = Field(default=30.0, gt=0)
+    # Gmail push: the Pub/Sub topic `users.watch` publishes to (Gmail granted publish on it),
+    # whose push subscription POSTs to the receiver's /google/gmail/pubsub?token=<token>.
+    # Unset: Gmail is polled.
+    google_pubsub_topic: str | None = None
+    google_pubsub_token: str | None = None
 
     # Graph: the longest 429/503 Retry-After waited out inside one call (longer ones answer
     # RESOURCE_EXHAUSTED), one request's time limit, and a CA file to trust for Graph and its

@@ -228,6 +228,8 @@ def graph_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 HARNESSES: dict[str, Callable[[pytest.FixtureRequest], Harness]] = {
     "exchange": lambda request: ExchangeHarness(request.getfixturevalue("emulator")),
     "graph": lambda request: GraphHarness(request.getfixturevalue("graph_emulator")),
+    # conftest.py: the Google emulator and provider (issue #14).
+    "google": lambda request: request.getfixturevalue("google_harness"),
 }
 
 

@@ -35,6 +35,8 @@ from concord_runtime.identity import shared_identity_key
 UP_FILE = "up.json"
 # The mail-connector's Graph webhook receiver, on the embedded default's fixed ports.
 GRAPH_WEBHOOK_PORT = 50081
+# The mail-connector's receiver for Google watch channels, on the embedded default.
+GOOGLE_PUSH_PORT = 50069
 
 
 def _var_dir(arg: str | None) -> Path:
@@ -74,8 +76,17 @@ def up(args: argparse.Namespace) -> int:
         if pubsub:
             # Salesforce changes stream from the emulator's Pub/Sub API (issue #19).
             extra_env["crm-connector"]["CRM_CONNECTOR_PUBSUB_ENDPOINT"] = str(pubsub)
+    mail_env: dict[str, str] = {}
     if "graph" in specs and specs["graph"].ca_cert:
-        extra_env["mail-connector"] = graph_env(specs["graph"].ca_cert, args.free_ports)
+        mail_env.update(graph_env(specs["graph"].ca_cert, args.free_ports))
+    if "google" in specs and specs["google"].ca_cert:
+        # The Google emulator's CA, and a port for the receiver its watch channels POST to.
+        mail_env["MAIL_CONNECTOR_GOOGLE_CA_FILE"] = specs["google"].ca_cert
+        mail_env["MAIL_CONNECTOR_GOOGLE_PUSH_PORT"] = str(
+            free_port() if args.free_ports else GOOGLE_PUSH_PORT
+        )
+    if mail_env:
+        extra_env["mail-connector"] = mail_env
     stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,6 +30,9 @@ from concord_devstack.tokens import (
     DEMO_USER,
 )
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
+
+# The Google emulator's demo user, registered beside the Exchange one (issue #14).
+DEMO_GOOGLE_MAILBOX = "demo-google"
 
 # The integration user the demo mailbox's records belong to, when the emulator does not say.
 DEMO_CRM_USER = "005000000000001AAA"
@@ -98,9 +102,44 @@ async def _register_demo(
             account=_graph_account(emulators["graph"]),
         )
         requests.append(graph)
+    if "google" in emulators:
+        # The same data again through the Google emulator, of a third Salesforce user.
+        google_user = crm_user_id
+        if "salesforce" in emulators:
+            with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
+                google_user = await _crm_user(
+                    addresses["crm-connector"], DEMO_GOOGLE_CRM_USERNAME, signer
+                )
+        requests.append(_google_request(emulators["google"], google_user))
     for each in requests:
         each.request_id = content_request_id("register", each)
         await _register(addresses, admin_token, signer, each)
+
+
+def _google_request(
+    info: dict[str, Any], crm_user_id: str
+) -> gateway_service_pb2.RegisterMailboxRequest:
+    """`demo-google`: the Google emulator's demo user, reached through its service account."""
+    key = json.loads(Path(str(info["service_account_file"])).read_text())
+    address = str(info["user"])
+    return gateway_service_pb2.RegisterMailboxRequest(
+        mailbox_id=DEMO_GOOGLE_MAILBOX,
+        mailbox=resources_pb2.Mailbox(
+            org=f"orgs/{DEMO_ORG}",
+            owner_user_id=DEMO_USER,
+            crm_user_id=crm_user_id,
+            address=address,
+            provider=resources_pb2.MAIL_PROVIDER_GOOGLE,
+        ),
+        account=mail_connector_service_pb2.MailboxAccount(
+            address=address,
+            provider=resources_pb2.MAIL_PROVIDER_GOOGLE,
+            google=mail_connector_service_pb2.GoogleSettings(
+                service_account_email=str(key["client_email"]), api_url=str(info["url"])
+            ),
+            secret=json.dumps(key).encode(),
+        ),
+    )
 
 
 async def _register(
@@ -179,6 +218,7 @@ def _graph_account(info: dict[str, Any]) -> mail_connector_service_pb2.MailboxAc
 # Graph (and Google) demo mailboxes hold the same seeded meetings as the Exchange one, and one
 # user's two mailboxes would mirror the same Events both ways and undo each other's changes.
 DEMO_GRAPH_CRM_USERNAME = "sales@concord-demo.example"
+DEMO_GOOGLE_CRM_USERNAME = "support@concord-demo.example"
 
 
 async def _crm_user(address: str, username: str, signer: IdentitySigner) -> str:

@@ -56,6 +56,8 @@ _OPERATIONS = {
 MAX_BATCH = 100
 # Empty means impersonation (one service account for the org), the adapter's default.
 EWS_ACCESS_TYPES = frozenset({"", "impersonation", "delegate"})
+# Google Calendar has no categories: what a Google account shares (empty means `all`).
+GOOGLE_CALENDAR_SELECTIONS = frozenset({"", "all", "external", "calendar", "color"})
 # The `provider_settings` member each provider takes, and its required fields.
 _SETTINGS: dict[Provider, tuple[str, tuple[str, ...]]] = {
     Provider.EXCHANGE_EWS: ("ews", ("service_url", "username")),
@@ -282,6 +284,8 @@ def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
                     given.access_type in EWS_ACCESS_TYPES,
                     "must be impersonation or delegate",
                 )
+            if provider is Provider.GOOGLE:
+                _check_google(checks, given)
             settings = json_format.MessageToDict(given, preserving_proto_field_name=True)
     if checks or provider is None:
         raise checks.error()
@@ -294,6 +298,19 @@ def _account_update(request: pb.UpsertMailboxAccountRequest) -> AccountUpdate:
         expected_etag=account.etag or None,
         request_id=request.request_id or None,
     )
+
+
+def _check_google(checks: Violations, given: pb.GoogleSettings) -> None:
+    selection = given.calendar_selection
+    checks.check(
+        "account.google.calendar_selection",
+        selection in GOOGLE_CALENDAR_SELECTIONS,
+        "must be all, external, calendar or color",
+    )
+    if selection == "calendar":
+        checks.require("account.google.calendar_id", given.calendar_id)
+    if selection == "color":
+        checks.require("account.google.color_id", given.color_id)
 
 
 def _account_proto(account: MailboxAccount) -> pb.MailboxAccount:

@@ -44,7 +44,7 @@ _PROVIDER_LABELS = {
     Provider.GOOGLE: "Google",
     Provider.DAV: "IMAP/CalDAV/CardDAV",
 }
-_PROVIDER_ISSUES = {Provider.EXCHANGE_EWS: 4, Provider.GRAPH: 13}
+_PROVIDER_ISSUES = {Provider.EXCHANGE_EWS: 4, Provider.GRAPH: 13, Provider.GOOGLE: 14}
 
 
 class Kind(StrEnum):

@@ -733,19 +733,35 @@ class GoogleSettings(_message.Message):
 
     SERVICE_ACCOUNT_EMAIL_FIELD_NUMBER: _builtins.int
     API_URL_FIELD_NUMBER: _builtins.int
+    CALENDAR_SELECTION_FIELD_NUMBER: _builtins.int
+    CALENDAR_ID_FIELD_NUMBER: _builtins.int
+    COLOR_ID_FIELD_NUMBER: _builtins.int
     service_account_email: _builtins.str
     """Required."""
     api_url: _builtins.str
     """Overrides the API endpoint (emulators)."""
+    calendar_selection: _builtins.str
+    """Which events are shared, since Google Calendar has no categories: `all` (the default:
+    every meeting), `external` (meetings with an attendee outside the user's domain),
+    `calendar` (the events of `calendar_id` instead of the primary calendar) or `color` (the
+    events of colour `color_id`).
+    """
+    calendar_id: _builtins.str
+    """With `calendar_selection` `calendar`: the calendar's id."""
+    color_id: _builtins.str
+    """With `calendar_selection` `color`: the event colour's id (Calendar's `colorId`, "1".."11")."""
     def __init__(
         self,
         *,
         service_account_email: _builtins.str = ...,
         api_url: _builtins.str = ...,
+        calendar_selection: _builtins.str = ...,
+        calendar_id: _builtins.str = ...,
+        color_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_url", b"api_url", "service_account_email", b"service_account_email"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_url", b"api_url", "calendar_id", b"calendar_id", "calendar_selection", b"calendar_selection", "color_id", b"color_id", "service_account_email", b"service_account_email"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,258 @@
+"""People v1: the user's contacts with sync tokens, contact groups and etags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from concord_google_emulator.core import (
+    ApiError,
+    Call,
+    Sequence,
+    bad_request,
+    decode_token,
+    encode_token,
+    new_id,
+    not_found,
+    page,
+    rfc3339,
+)
+
+__all__ = ["PeopleStore"]
+
+_PERSON_FIELDS = {
+    "names",
+    "emailAddresses",
+    "phoneNumbers",
+    "organizations",
+    "addresses",
+    "biographies",
+    "memberships",
+    "urls",
+    "birthdays",
+    "nicknames",
+    "userDefined",
+    "clientData",
+    "metadata",
+}
+_EXPIRED = {
+    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+    "reason": "EXPIRED_SYNC_TOKEN",
+    "domain": "people.googleapis.com",
+}
+
+
+@dataclass
+class Contacts:
+    people: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epoch: int = 0
+
+
+class PeopleStore:
+    def __init__(self, seq: Sequence) -> None:
+        self.seq = seq
+        self.users: dict[str, Contacts] = {}
+
+    def add_user(self, user: str) -> None:
+        if user in self.users:
+            return
+        contacts = Contacts()
+        for system in ("myContacts", "starred"):
+            contacts.groups[f"contactGroups/{system}"] = {
+                "resourceName": f"contactGroups/{system}",
+                "etag": f"g{self.seq.take()}",
+                "groupType": "SYSTEM_CONTACT_GROUP",
+                "name": system,
+                "formattedName": system,
+            }
+        self.users[user] = contacts
+
+    def invalidate_sync_tokens(self, user: str) -> None:
+        self.users[user].epoch += 1
+
+    def _stamp(self, person: dict[str, Any], *, deleted: bool = False) -> dict[str, Any]:
+        seq = self.seq.take()
+        person["etag"] = f"%E{seq}"
+        person["_seq"] = seq
+        source = {
+            "type": "CONTACT",
+            "id": person["resourceName"].split("/")[-1],
+            "etag": person["etag"],
+            "updateTime": rfc3339(),
+        }
+        person["metadata"] = {"sources": [source], "objectType": "PERSON"}
+        if deleted:
+            person["metadata"]["deleted"] = True
+        return person
+
+    def _fields(self, call: Call, name: str, required: bool = True) -> set[str]:
+        mask = str(call.params.get(name) or "")
+        fields = {f.strip() for f in mask.split(",") if f.strip()}
+        if required and not fields:
+            raise bad_request(f"{name} mask is required. Please specify one or more valid paths.")
+        unknown = fields - _PERSON_FIELDS
+        if unknown:
+            raise bad_request(f"Invalid {name} mask path: {sorted(unknown)[0]}")
+        return fields
+
+    def _view(self, person: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+        keep = fields | {"resourceName", "etag", "metadata"}
+        return {k: v for k, v in person.items() if k in keep}
+
+    def connections(self, call: Call) -> dict[str, Any]:
+        if call.params["resourceName"] != "people/me":
+            raise bad_request("Only people/me is valid.")
+        contacts = self.users[call.user]
+        fields = self._fields(call, "personFields")
+        token = call.params.get("syncToken")
+        ordered = sorted(contacts.people.values(), key=lambda p: p["_seq"])
+        if token:
+            try:
+                values = decode_token(str(token))
+                since, epoch = int(values["s"]), int(values["e"])
+            except (ValueError, KeyError, TypeError):
+                raise bad_request("Sync token is invalid.") from None
+            if epoch != contacts.epoch or values.get("b") != self.seq.boot:
+                raise ApiError(
+                    400,
+                    "failedPrecondition",
+                    "Sync token is expired. Clear local cache and retry call without the sync "
+                    "token.",
+                    status="FAILED_PRECONDITION",
+                    details=[_EXPIRED],
+                )
+            chosen = [p for p in ordered if p["_seq"] > since]
+        else:
+            chosen = [p for p in ordered if not p["metadata"].get("deleted")]
+        mark = self.seq.current
+        size = int(call.params.get("pageSize") or 100)
+        items, next_page = page(chosen, call.params.get("pageToken"), size)
+        answer: dict[str, Any] = {
+            "connections": [self._view(p, fields) for p in items],
+            "totalPeople": len(chosen),
+            "totalItems": len(chosen),
+        }
+        if next_page:
+            answer["nextPageToken"] = next_page
+        elif call.params.get("requestSyncToken") or token:
+            answer["nextSyncToken"] = encode_token(s=mark, e=contacts.epoch, b=self.seq.boot)
+        if not items:
+            del answer["connections"]
+        return answer
+
+    def create(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        body = {k: v for k, v in (call.body or {}).items() if k in _PERSON_FIELDS - {"metadata"}}
+        self._check_groups(contacts, body)
+        person = {"resourceName": f"people/c{new_id(19)}"} | body
+        person.setdefault("memberships", [])
+        _ensure_my_contacts(person)
+        contacts.people[person["resourceName"]] = self._stamp(person)
+        return self._view(person, self._fields(call, "personFields", required=False) or set(body))
+
+    def _check_groups(self, contacts: Contacts, body: dict[str, Any]) -> None:
+        for membership in body.get("memberships", []):
+            name = membership.get("contactGroupMembership", {}).get("contactGroupResourceName")
+            if name and name not in contacts.groups:
+                raise bad_request(f"Contact group {name} not found.")
+
+    def _person(self, call: Call) -> dict[str, Any]:
+        person = self.users[call.user].people.get(str(call.params["resourceName"]))
+        if person is None or person["metadata"].get("deleted"):
+            raise not_found("Requested entity was not found.")
+        return person
+
+    def get(self, call: Call) -> dict[str, Any]:
+        return self._view(self._person(call), self._fields(call, "personFields"))
+
+    def update(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        person = self._person(call)
+        body = call.body or {}
+        if body.get("etag") != person["etag"]:
+            raise ApiError(
+                400,
+                "failedPrecondition",
+                "Request person.etag is different than the current person.etag. Clear local "
+                "cache and get the latest person.",
+                status="FAILED_PRECONDITION",
+            )
+        fields = self._fields(call, "updatePersonFields")
+        self._check_groups(contacts, body)
+        for name in fields:
+            if name in body:
+                person[name] = body[name]
+            else:
+                person.pop(name, None)
+        _ensure_my_contacts(person)
+        self._stamp(person)
+        return self._view(person, self._fields(call, "personFields", required=False) or fields)
+
+    def delete(self, call: Call) -> None:
+        person = self._person(call)
+        tombstone = {"resourceName": person["resourceName"]}
+        self.users[call.user].people[person["resourceName"]] = self._stamp(tombstone, deleted=True)
+
+    def groups_list(self, call: Call) -> dict[str, Any]:
+        groups = list(self.users[call.user].groups.values())
+        return {"contactGroups": groups, "totalItems": len(groups)}
+
+    def group_create(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        name = str((call.body or {}).get("contactGroup", {}).get("name") or "")
+        if not name:
+            raise bad_request("Contact group name is required.")
+        if any(g["name"] == name for g in contacts.groups.values()):
+            raise ApiError(409, "duplicate", "Contact group name already exists.")
+        resource = f"contactGroups/{new_id(12)}"
+        group = {
+            "resourceName": resource,
+            "etag": f"g{self.seq.take()}",
+            "groupType": "USER_CONTACT_GROUP",
+            "name": name,
+            "formattedName": name,
+        }
+        contacts.groups[resource] = group
+        return group
+
+    def members_modify(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        group = str(call.params["resourceName"])
+        if group not in contacts.groups:
+            raise not_found("Requested entity was not found.")
+        body = call.body or {}
+        missing = []
+        for name in body.get("resourceNamesToAdd", []) + body.get("resourceNamesToRemove", []):
+            person = contacts.people.get(name)
+            if person is None or person["metadata"].get("deleted"):
+                missing.append(name)
+                continue
+            others = [
+                m
+                for m in person.get("memberships", [])
+                if m.get("contactGroupMembership", {}).get("contactGroupResourceName") != group
+            ]
+            if name in body.get("resourceNamesToAdd", []):
+                others.append(_membership(group))
+            person["memberships"] = others
+            self._stamp(person)
+        return {"notFoundResourceNames": missing} if missing else {}
+
+
+def _membership(group: str) -> dict[str, Any]:
+    return {
+        "contactGroupMembership": {
+            "contactGroupId": group.split("/")[-1],
+            "contactGroupResourceName": group,
+        }
+    }
+
+
+def _ensure_my_contacts(person: dict[str, Any]) -> None:
+    names = {
+        m.get("contactGroupMembership", {}).get("contactGroupResourceName")
+        for m in person.get("memberships", [])
+    }
+    if "contactGroups/myContacts" not in names:
+        person.setdefault("memberships", []).append(_membership("contactGroups/myContacts"))

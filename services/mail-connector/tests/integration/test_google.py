@@ -1,0 +1,400 @@
+"""The Google provider against the Google emulator: what the contract suite does not cover
+(recurrence keys, all-day dates, privacy, selections, tasks, resyncs, quotas, refused keys)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from concord.common.v1 import resources_pb2 as r
+from concord_google_emulator.testing import RunningEmulator, build_service
+from concord_mail_connector.adapters.google import GoogleProvider
+from concord_mail_connector.domain.errors import MailboxAccessDenied, ProviderThrottled
+from concord_mail_connector.domain.model import Cursor, Kind, MailboxAccount, Provider
+from concord_mail_connector.domain.provider import MailboxAccess, Write, WriteOperation
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emu = RunningEmulator(tmp_path_factory.mktemp("google")).start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="module")
+def key(emulator: RunningEmulator) -> dict[str, Any]:
+    return emulator.service_account()
+
+
+@pytest.fixture
+async def provider(emulator: RunningEmulator) -> AsyncIterator[GoogleProvider]:
+    made = GoogleProvider(
+        max_workers=2, max_back_off=1, base_back_off=0.05, ca_file=emulator.ca_file
+    )
+    yield made
+    await made.close()
+    emulator.admin("DELETE", "faults")
+    assert emulator.admin("DELETE", "violations") == []
+
+
+def mailbox_for(emulator: RunningEmulator, key: dict[str, Any], **settings: str) -> MailboxAccess:
+    address = emulator.add_user(f"t-{uuid.uuid4().hex[:10]}@concord.test")
+    now = datetime.now(UTC)
+    account = MailboxAccount(
+        address.split("@")[0],
+        address,
+        Provider.GOOGLE,
+        {"service_account_email": key["client_email"], "api_url": emulator.base, **settings},
+        True,
+        now,
+        now,
+        "e",
+    )
+    return MailboxAccess(account, json.dumps(key).encode())
+
+
+@pytest.fixture
+def mailbox(emulator: RunningEmulator, key: dict[str, Any]) -> MailboxAccess:
+    return mailbox_for(emulator, key)
+
+
+@pytest.fixture
+def calendar(
+    emulator: RunningEmulator, key: dict[str, Any], mailbox: MailboxAccess
+) -> Iterator[Any]:
+    service = build_service(emulator, key, "calendar", mailbox.account.address)
+    yield service.events()
+    service.close()
+
+
+async def listing(
+    provider: GoogleProvider, mailbox: MailboxAccess, kind: Kind, token: str = ""
+) -> tuple[list[r.MailChange], str]:
+    changes: list[r.MailChange] = []
+    while True:
+        page = await provider.list_changes(mailbox, kind, Cursor(kind.value, token), 3)
+        assert not page.full_resync_required
+        changes += page.changes
+        token = page.next_cursor.token
+        if not page.has_more:
+            return changes, token
+
+
+def timed(summary: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "start": {"dateTime": "2031-06-02T10:00:00+02:00", "timeZone": "Europe/Paris"},
+        "end": {"dateTime": "2031-06-02T11:00:00+02:00", "timeZone": "Europe/Paris"},
+        **extra,
+    }
+
+
+def stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+async def test_series_occurrences_and_exceptions_are_keyed_by_series_and_original_start(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    master = calendar.insert(
+        calendarId="primary",
+        body=timed(
+            "weekly",
+            recurrence=["RRULE:FREQ=WEEKLY;COUNT=5", "EXDATE;TZID=Europe/Paris:20310609T100000"],
+        ),
+    ).execute()
+    _, token = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    third = f"{master['id']}_20310616T080000Z"
+    fourth = f"{master['id']}_20310623T080000Z"
+    calendar.patch(calendarId="primary", eventId=third, body={"summary": "moved"}).execute()
+    calendar.delete(calendarId="primary", eventId=fourth).execute()
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM, token)
+    by_id = {c.ref.native_id: c for c in changes}
+    exception = by_id[third].item.calendar_item
+    assert (exception.series_id, exception.subject) == (master["id"], "moved")
+    assert exception.original_start.ToDatetime(UTC) == datetime(2031, 6, 16, 8, tzinfo=UTC)
+    assert by_id[fourth].type == r.CHANGE_TYPE_DELETE
+    series = by_id[master["id"]].item.calendar_item
+    assert list(series.recurrence.rules) == ["RRULE:FREQ=WEEKLY;COUNT=5"]
+    assert series.recurrence.time_zone == "Europe/Paris"
+    assert sorted(s.ToDatetime(UTC) for s in series.recurrence.excluded_starts) == [
+        datetime(2031, 6, 9, 8, tzinfo=UTC),
+        datetime(2031, 6, 23, 8, tzinfo=UTC),
+    ]
+
+
+async def test_all_day_dates_keep_their_exclusive_end_and_private_events_stay_private(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    calendar.insert(
+        calendarId="primary",
+        body={
+            "summary": "offsite",
+            "start": {"date": "2031-06-02"},
+            "end": {"date": "2031-06-04"},
+            "visibility": "private",
+        },
+    ).execute()
+    [change], _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    item = change.item.calendar_item
+    assert (item.all_day, item.start_date, item.end_date) == (True, "2031-06-02", "2031-06-04")
+    assert not item.HasField("start")
+    assert (item.is_private, item.sensitivity) == (True, r.SENSITIVITY_PRIVATE)
+    # Written back, the dates stay dates (never through UTC) and the event stays private.
+    [written] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.CREATE, "allday", r.ItemRef(), change.item)]
+    )
+    assert written.ref is not None
+    stored = calendar.get(calendarId="primary", eventId=written.ref.native_id).execute()
+    assert (stored["start"], stored["end"], stored["visibility"]) == (
+        {"date": "2031-06-02"},
+        {"date": "2031-06-04"},
+        "private",
+    )
+    assert stored["extendedProperties"]["private"]["concord_link_id"] == "allday"
+
+
+async def test_an_event_in_an_unknown_zone_is_quarantined_with_the_reason(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    emulator.admin(
+        "POST",
+        f"users/{mailbox.account.address}/events",
+        {
+            "event": timed("zoned")
+            | {"start": {"dateTime": "2031-06-02T10:00:00", "timeZone": "Mars/Olympus"}}
+        },
+    )
+    [change], _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    assert change.problem.reason == "UNKNOWN_TIME_ZONE"
+    assert "Mars/Olympus" in change.problem.message
+
+
+async def test_a_stale_sync_token_asks_for_a_full_resync(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    address = mailbox.account.address
+    for kind, what in [
+        (Kind.CALENDAR_ITEM, "calendar-sync-tokens"),
+        (Kind.CONTACT, "people-sync-tokens"),
+        (Kind.EMAIL, "gmail-history"),
+    ]:
+        _, token = await listing(provider, mailbox, kind)
+        emulator.admin("POST", f"users/{address}/invalidate/{what}")
+        page = await provider.list_changes(mailbox, kind, Cursor(kind.value, token), 10)
+        assert page.full_resync_required, kind
+        assert page.next_cursor.token == ""
+    garbled = await provider.list_changes(
+        mailbox, Kind.TASK, Cursor(Kind.TASK.value, "not a cursor"), 10
+    )
+    assert garbled.full_resync_required
+
+
+def task(subject: str, due: str = "") -> r.MailItem:
+    return r.MailItem(
+        ref=r.ItemRef(kind=r.OBJECT_KIND_TASK),
+        task=r.TaskItem(subject=subject, due_date=due, body_text="call back"),
+    )
+
+
+async def test_tasks_mirror_both_ways_and_deletes_are_listed_from_updated_min(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    _, token = await listing(provider, mailbox, Kind.TASK)
+    made = Write(WriteOperation.CREATE, "t1", r.ItemRef(), task("Send quote", "2031-06-02"))
+    [created] = await provider.apply_items(mailbox, [made])
+    [again] = await provider.apply_items(mailbox, [made])
+    assert created.ref is not None
+    assert (again.already_applied, again.ref) == (True, created.ref)
+    changes, token = await listing(provider, mailbox, Kind.TASK, token)
+    [listed] = [c for c in changes if c.ref.native_id == created.ref.native_id]
+    assert (listed.ref.link_id, listed.item.task.due_date, listed.item.task.body_text) == (
+        "t1",
+        "2031-06-02",
+        "call back",
+    )
+    done = task("Send quote")
+    done.task.status = r.TASK_STATUS_COMPLETED
+    [updated] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.UPDATE, "t1", created.ref, done, update_mask=["status"])]
+    )
+    assert updated.status == r.WRITE_STATUS_OK
+    [stale] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.UPDATE, "t1", created.ref, done, update_mask=["status"])]
+    )
+    assert stale.status == r.WRITE_STATUS_CONFLICT
+    assert updated.ref is not None
+    [deleted] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.DELETE, "t1", updated.ref, r.MailItem())]
+    )
+    assert deleted.status == r.WRITE_STATUS_OK
+    changes, token = await listing(provider, mailbox, Kind.TASK, token)
+    assert [(c.type, c.ref.native_id) for c in changes] == [
+        (r.CHANGE_TYPE_DELETE, created.ref.native_id)
+    ]
+    # Quiet: what the boundary instant held is not listed again.
+    assert (await listing(provider, mailbox, Kind.TASK, token))[0] == []
+
+
+async def test_quota_errors_back_off_per_mailbox_then_throttle(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    emulator.admin(
+        "POST", "faults", {"kind": "rate_limit", "method": "calendar.events.list", "times": 2}
+    )
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    assert changes == []
+    assert emulator.admin("GET", "faults") == []
+    emulator.admin(
+        "POST", "faults", {"kind": "rate_limit", "method": "calendar.events.list", "times": 50}
+    )
+    with pytest.raises(ProviderThrottled):
+        await provider.list_changes(mailbox, Kind.CALENDAR_ITEM, Cursor("calendar-item", ""), 10)
+
+
+async def test_a_scope_not_delegated_denies_the_mailbox(
+    provider: GoogleProvider, emulator: RunningEmulator
+) -> None:
+    narrow = emulator.service_account(scopes=["https://www.googleapis.com/auth/calendar"])
+    mailbox = mailbox_for(emulator, narrow)
+    with pytest.raises(MailboxAccessDenied) as caught:
+        await provider.list_changes(mailbox, Kind.CALENDAR_ITEM, Cursor("calendar-item", ""), 10)
+    assert caught.value.reason == "MAILBOX_ACCESS_DENIED"
+    assert caught.value.metadata["provider_code"] == "unauthorized_client"
+    other = mailbox_for(emulator, emulator.service_account())
+    forged = MailboxAccess(other.account, b"{not json")
+    with pytest.raises(MailboxAccessDenied):
+        await provider.list_changes(forged, Kind.CALENDAR_ITEM, Cursor("calendar-item", ""), 10)
+
+
+async def test_selections_outside_attendees_and_colour(
+    provider: GoogleProvider, emulator: RunningEmulator, key: dict[str, Any]
+) -> None:
+    outside = mailbox_for(emulator, key, calendar_selection="external")
+    service = build_service(emulator, key, "calendar", outside.account.address)
+    events = service.events()
+    own = outside.account.address.rpartition("@")[2]
+    events.insert(
+        calendarId="primary", body=timed("internal", attendees=[{"email": f"x@{own}"}])
+    ).execute()
+    events.insert(
+        calendarId="primary", body=timed("customer", attendees=[{"email": "ada@acme.example"}])
+    ).execute()
+    events.insert(calendarId="primary", body=timed("red", colorId="11")).execute()
+    changes, _ = await listing(provider, outside, Kind.CALENDAR_ITEM)
+    assert [c.item.calendar_item.subject for c in changes] == ["customer"]
+    coloured = MailboxAccess(
+        MailboxAccount(
+            outside.account.mailbox,
+            outside.account.address,
+            Provider.GOOGLE,
+            dict(outside.account.settings) | {"calendar_selection": "color", "color_id": "11"},
+            True,
+            outside.account.update_time,
+            outside.account.update_time,
+            "e",
+        ),
+        outside.secret,
+    )
+    changes, _ = await listing(provider, coloured, Kind.CALENDAR_ITEM)
+    assert [c.item.calendar_item.subject for c in changes] == ["red"]
+    service.close()
+
+
+async def test_listing_a_thousand_events_costs_the_call_floor(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    for n in range(30):
+        calendar.insert(calendarId="primary", body=timed(f"e{n}")).execute()
+    before = provider.calls_made(mailbox.account.mailbox)
+    page = await provider.list_changes(
+        mailbox, Kind.CALENDAR_ITEM, Cursor("calendar-item", ""), 250
+    )
+    assert len(page.changes) == 30
+    # One events.list for the page; no per-event reads for single events.
+    assert provider.calls_made(mailbox.account.mailbox) - before == 1
+
+
+async def test_the_google_selection_shows_as_the_share_category(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    # Made by another client: in the selection ("every meeting"), so it carries the category
+    # the reconciler shares by; an unshared event written by Concord keeps no category.
+    calendar.insert(calendarId="primary", body=timed("foreign")).execute()
+    unshared = event_item_with("unshared", [])
+    await provider.apply_items(mailbox, [Write(WriteOperation.CREATE, "u1", r.ItemRef(), unshared)])
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    categories = {
+        c.item.calendar_item.subject: list(c.item.calendar_item.categories) for c in changes
+    }
+    assert categories == {"foreign": ["Salesforce"], "unshared": []}
+
+
+def event_item_with(subject: str, categories: list[str]) -> r.MailItem:
+    start = datetime(2031, 6, 2, 8, tzinfo=UTC)
+    item = r.MailItem(
+        calendar_item=r.CalendarItem(
+            subject=subject, time_zone="Europe/Paris", categories=categories
+        )
+    )
+    item.calendar_item.start.FromDatetime(start)
+    item.calendar_item.end.FromDatetime(start.replace(hour=9))
+    return item
+
+
+async def test_a_chosen_calendar_is_the_selection(
+    provider: GoogleProvider, emulator: RunningEmulator, key: dict[str, Any]
+) -> None:
+    probe = mailbox_for(emulator, key)
+    chosen = emulator.admin(
+        "POST", f"users/{probe.account.address}/calendars", {"summary": "Customers"}
+    )
+    mailbox = MailboxAccess(
+        MailboxAccount(
+            probe.account.mailbox,
+            probe.account.address,
+            Provider.GOOGLE,
+            dict(probe.account.settings)
+            | {"calendar_selection": "calendar", "calendar_id": chosen["id"]},
+            True,
+            probe.account.update_time,
+            probe.account.update_time,
+            "e",
+        ),
+        probe.secret,
+    )
+    service = build_service(emulator, key, "calendar", probe.account.address)
+    service.events().insert(calendarId="primary", body=timed("on primary")).execute()
+    service.events().insert(calendarId=chosen["id"], body=timed("for customers")).execute()
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    assert [c.item.calendar_item.subject for c in changes] == ["for customers"]
+    [written] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.CREATE, "c1", r.ItemRef(), event_item_with("from crm", []))]
+    )
+    assert written.status == r.WRITE_STATUS_OK
+    stored = service.events().list(calendarId=chosen["id"]).execute()["items"]
+    assert sorted(e["summary"] for e in stored) == ["for customers", "from crm"]
+    service.close()
+
+
+async def test_collections_are_the_calendars_the_task_lists_the_group_and_the_label(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    emulator.admin("POST", f"users/{mailbox.account.address}/calendars", {"summary": "Customers"})
+    found = await provider.list_collections(mailbox, None)
+    assert sorted((c.kind.value, c.display_name, c.is_default) for c in found) == [
+        ("calendar-item", "Customers", False),
+        ("calendar-item", mailbox.account.address, True),
+        ("contact", "Salesforce", True),
+        ("email", "Salesforce Emails", True),
+        ("task", "My Tasks", True),
+    ]
+    only = await provider.list_collections(mailbox, Kind.TASK)
+    assert [c.id for c in only] == ["task"]
