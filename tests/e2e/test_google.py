@@ -51,12 +51,20 @@ def test_an_inserted_meeting_reaches_salesforce_on_its_own(stack: RunningStack) 
         within=60,
     )
 
-    def triggers() -> dict[str, str]:
-        """Session name -> trigger, of the mailbox's last sessions."""
+    def sessions() -> list[dict[str, str]]:
         listed = stack.concord("--json", "sessions", "demo-google", "--limit", "50")
         assert listed.returncode == 0, listed.stderr
-        return {s["name"]: s["trigger"] for s in json.loads(listed.stdout).get("sessions", [])}
+        found: list[dict[str, str]] = json.loads(listed.stdout).get("sessions", [])
+        return found
 
+    def triggers() -> dict[str, str]:
+        """Session name -> trigger, of the mailbox's last sessions."""
+        return {s["name"]: s["trigger"] for s in sessions()}
+
+    # At rest first: a session already queued or running would carry the meeting too, and
+    # would not count as one started since.
+    pending = ("SESSION_STATE_QUEUED", "SESSION_STATE_RUNNING")
+    eventually(lambda: all(s.get("state") not in pending for s in sessions()), within=60)
     before = triggers()
     subject = f"google-pushed-{uuid.uuid4().hex[:8]}"
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=2)
