@@ -155,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         _admin(
             f"https://127.0.0.1:{port}",
             "users",
-            {"username": ACCOUNT, "password": PASSWORD, "display_name": "Exchangelib Test"},
+            # The suite's own test mailbox is a Danish one (its tests run with locale da_DK).
+            {
+                "username": ACCOUNT,
+                "password": PASSWORD,
+                "display_name": "Exchangelib Test",
+                "language": "da-DK",
+            },
         )
         settings.write_text(
             f"server: '127.0.0.1:{port}'\n"

@@ -289,7 +289,13 @@ def build_app(store: Store) -> Starlette:
         mailbox = str(spec.get("mailbox", username))
 
         def create() -> None:
-            ews.ensure_mailbox(store, mailbox, str(spec.get("display_name", mailbox)))
+            language = spec.get("language")
+            ews.ensure_mailbox(
+                store,
+                mailbox,
+                str(spec.get("display_name", mailbox)),
+                str(language) if language else None,
+            )
             store.add_user(
                 username, password, mailbox, can_impersonate=bool(spec.get("can_impersonate"))
             )

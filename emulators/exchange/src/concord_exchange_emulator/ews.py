@@ -12,6 +12,7 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
 from concord_exchange_emulator.store import Change, Folder, Store, StoredItem, new_id
@@ -26,25 +27,14 @@ SERVER_VERSION = {
     "Version": "Exchange2016",
 }
 
-DISTINGUISHED = {
-    # name: (parent, display name, element, folder class)
-    "root": (None, "Top of Information Store", "Folder", ""),
-    "msgfolderroot": ("root", "Top of Information Store", "Folder", "IPF.Note"),
-    "inbox": ("msgfolderroot", "Inbox", "Folder", "IPF.Note"),
-    "sentitems": ("msgfolderroot", "Sent Items", "Folder", "IPF.Note"),
-    "deleteditems": ("msgfolderroot", "Deleted Items", "Folder", "IPF.Note"),
-    "drafts": ("msgfolderroot", "Drafts", "Folder", "IPF.Note"),
-    "calendar": ("msgfolderroot", "Calendar", "CalendarFolder", "IPF.Appointment"),
-    "tasks": ("msgfolderroot", "Tasks", "TasksFolder", "IPF.Task"),
-    "contacts": ("msgfolderroot", "Contacts", "ContactsFolder", "IPF.Contact"),
-}
 DEFAULT_FOLDER = {"CalendarItem": "calendar", "Task": "tasks", "Contact": "contacts"}
+# The class a new folder gets when the client names none: a generic Folder has none in Exchange.
 FOLDER_ELEMENTS = {
-    "Folder": "IPF.Note",
+    "Folder": "",
     "CalendarFolder": "IPF.Appointment",
     "TasksFolder": "IPF.Task",
     "ContactsFolder": "IPF.Contact",
-    "SearchFolder": "IPF.Note",
+    "SearchFolder": "",
 }
 EVENT_ELEMENTS = {
     "create": "CreatedEvent",
@@ -100,22 +90,39 @@ class Context:
         raise EwsError("ErrorAccessDenied", "The caller has no access to this mailbox.")
 
 
-def ensure_mailbox(store: Store, address: str, display_name: str) -> None:
-    """Create a mailbox with its distinguished folders (idempotent)."""
+def ensure_mailbox(
+    store: Store, address: str, display_name: str, language: str | None = None
+) -> None:
+    """Create a mailbox with Exchange 2016's folder tree, in `language` when given (a culture
+    such as "da-DK"); an existing mailbox gets the well-known folders it lacks (idempotent)."""
     address = address.lower()
-    if not store.add_mailbox(address, display_name):
-        return
+    store.add_mailbox(address, display_name)
     ids: dict[str, str] = {}
-    for name, (parent, title, element, folder_class) in DISTINGUISHED.items():
-        folder = store.add_folder(
-            address,
-            ids[parent] if parent else None,
-            title,
-            folder_class,
-            element,
-            distinguished=name,
+    for known in fl.parents_first():
+        parent_id = ids[known.parent] if known.parent else None
+        existing = (
+            store.distinguished_folder(address, known.distinguished)
+            if known.distinguished
+            else next(
+                (
+                    f
+                    for f in store.child_folders(parent_id or "")
+                    if f.display_name.lower()
+                    in {known.name.lower(), fl.folder_name(known, language).lower()}
+                ),
+                None,
+            )
         )
-        ids[name] = folder.id
+        if existing is None:
+            existing = store.add_folder(
+                address,
+                parent_id,
+                fl.folder_name(known, language),
+                known.folder_class,
+                known.element,
+                distinguished=known.distinguished,
+            )
+        ids[known.key] = existing.id
 
 
 # Envelope
@@ -264,7 +271,8 @@ def occurrence_xml(master: etree._Element, start: dt.datetime, end: dt.datetime)
     sub(occ, t("CalendarItemType"), "Occurrence")
     recurring = occ.find(t("IsRecurring"))
     if recurring is None:
-        sub(occ, t("IsRecurring"), "true")
+        recurring = sub(occ, t("IsRecurring"))
+    recurring.text = "true"
     return it.sort_children(occ)
 
 
@@ -379,11 +387,38 @@ def folder_element(ctx: Context, folder: Folder) -> etree._Element:
     return node
 
 
+def _add_first_and_last_occurrence(stored: StoredItem, el: etree._Element) -> None:
+    """A series' master names its first and (for a series with an end) last occurrence."""
+    recurrence = el.find(t("Recurrence"))
+    if recurrence is None or el.findtext(t("CalendarItemType")) != "RecurringMaster":
+        return
+    ends = len(recurrence) > 1 and local(recurrence[1].tag) != "NoEndRecurrence"
+    try:
+        series = rec.occurrences(el)
+        # A series without an end has no last occurrence: only its first is worked out.
+        found = list(series) if ends else [next(series)]
+    except (rec.RecurrenceNotSupported, ValueError, StopIteration):
+        return
+    if not found:
+        return
+    for name, (index, start, end) in (("FirstOccurrence", found[0]), ("LastOccurrence", found[-1])):
+        if name == "LastOccurrence" and not ends:
+            continue
+        node = sub(el, t(name))
+        sub(node, t("ItemId"), Id=occurrence_id(stored.id, index), ChangeKey=stored.change_key)
+        sub(node, t("Start"), rec.utc_text(start))
+        sub(node, t("End"), rec.utc_text(end))
+        sub(node, t("OriginalStart"), rec.utc_text(start))
+
+
 def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Element:
     folder = ctx.store.folder(stored.folder_id)
     assert folder is not None
+    el = etree.fromstring(stored.xml)
+    if local(el.tag) == "CalendarItem":
+        _add_first_and_last_occurrence(stored, el)
     return it.render(
-        etree.fromstring(stored.xml),
+        el,
         shape,
         item_id=stored.id,
         change_key=stored.change_key,
@@ -459,10 +494,14 @@ def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
         if parent is None:
             raise EwsError("ErrorInvalidRequest", "CreateFolder needs a ParentFolderId")
         name = node.findtext(t("DisplayName")) or ""
-        if any(f.display_name == name for f in ctx.store.child_folders(parent.id)):
-            raise EwsError("ErrorFolderExists", "A folder with the specified name already exists.")
+        # Folder names are unique among siblings regardless of case, as in Exchange.
+        if any(f.display_name.lower() == name.lower() for f in ctx.store.child_folders(parent.id)):
+            raise EwsError(
+                "ErrorFolderExists",
+                f"A folder with the specified name already exists., Could not create folder '{name}'.",
+            )
         element = local(node.tag)
-        folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "IPF.Note")
+        folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "")
         folder = ctx.store.add_folder(parent.mailbox, parent.id, name, folder_class, element)
         out = sub(sub(msg, m("Folders")), t(element))
         sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
@@ -675,7 +714,9 @@ def _in_view(
     found = []
     for stored, el in rows:
         s, e = el.findtext(t("Start")), el.findtext(t("End"))
-        if s and e and it.compare(s, end) < 0 and it.compare(e, start) > 0:
+        # An item ending exactly where the view starts is in it (Exchange's edge), one starting
+        # exactly where it ends is not.
+        if s and e and it.compare(s, end) < 0 and it.compare(e, start) >= 0:
             found.append((stored, el))
 
     def by_start(a: tuple[StoredItem, etree._Element], b: tuple[StoredItem, etree._Element]) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import recurrence as rec
 from concord_exchange_emulator.schema import boolean_fields, field_order
 from concord_exchange_emulator.xmlns import T, local, sub, t
 
@@ -177,10 +178,30 @@ def prepare_new(
             sub(item, t("MyResponseType"), "Organizer")
         if item.find(t("IsAllDayEvent")) is None:
             sub(item, t("IsAllDayEvent"), "false")
+        if item.find(t("IsRecurring")) is None:
+            # Only occurrences and exceptions are "recurring"; a series' master is not.
+            sub(item, t("IsRecurring"), "false")
         if item.find(t("CalendarItemType")) is None:
             recurring = item.find(t("Recurrence")) is not None
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
+    apply_store_rules(item)
     return sort_children(item), kind
+
+
+# Exchange keeps at most 255 characters of a subject (the rest is cut off on save).
+SUBJECT_MAX = 255
+# Name properties a longer value cannot be written to (Exchange refuses the update).
+NAME_FIELDS_MAX = {"GivenName": 255, "MiddleName": 255, "Surname": 255}
+
+
+def apply_store_rules(item: etree._Element) -> None:
+    """What Exchange does to an item whenever it is saved (created or updated)."""
+    normalise_booleans(item)
+    subject = item.find(t("Subject"))
+    if subject is not None and subject.text and len(subject.text) > SUBJECT_MAX:
+        subject.text = subject.text[:SUBJECT_MAX]
+    rec.snap_all_day(item)
+    rec.date_recurrence_range(item)
 
 
 def sort_attendee(attendee: etree._Element) -> None:
@@ -448,7 +469,13 @@ def apply_updates(stored: etree._Element, updates: etree._Element) -> set[str]:
             if attendee.find(t("ResponseType")) is None:
                 sub(attendee, t("ResponseType"), "Unknown")
                 sort_attendee(attendee)
+        limit = NAME_FIELDS_MAX.get(name)
+        if limit is not None and len(copied.text or "") > limit:
+            raise QueryNotSupported(
+                "ErrorPropertyUpdate", f"The value of {name} exceeds {limit} characters."
+            )
         stored.append(copied)
+    apply_store_rules(stored)
     sort_children(stored)
     return changed
 
@@ -525,7 +552,8 @@ def values_at(node: etree._Element, path: etree._Element) -> list[str]:
         return []
     if not len(found_el):
         return [found_el.text or ""]
-    if name == "Categories":
+    if all(local(c.tag) == "String" for c in found_el):
+        # A list of strings (Categories, Children, Companies, …): any of them may match.
         return [c.text or "" for c in found_el]
     addresses = [a.text or "" for a in found_el.iter(t("EmailAddress"))]
     if addresses:
