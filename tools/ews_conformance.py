@@ -61,19 +61,9 @@ def _deps() -> pathlib.Path:
     marker = target / ".installed"
     if not marker.exists():
         uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+        command = [uv, "pip", "install", "--quiet", "--no-deps", "--python", sys.executable]
         subprocess.run(
-            [
-                uv,
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--python",
-                sys.executable,
-                "--target",
-                str(target),
-            ]
-            + SUITE_DEPS,
+            [*command, "--target", str(target), *SUITE_DEPS],
             check=True,
         )
         marker.write_text(" ".join(SUITE_DEPS))

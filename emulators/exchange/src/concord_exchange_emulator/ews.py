@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,9 @@ EMPTY_CONTAINER_ON_ERROR = {
     "MoveItem": "Items",
     "GetFolder": "Folders",
     "CreateFolder": "Folders",
+    "CopyItem": "Items",
+    "UpdateFolder": "Folders",
+    "MoveFolder": "Folders",
 }
 
 
@@ -210,8 +214,19 @@ def _each(
 # Folders and items
 
 
+_OUR_FOLDER_ID = re.compile(r"^AQMkF[0-9A-F]{32}$")
+
+
 def resolve_folder(ctx: Context, node: etree._Element) -> Folder:
     kind = local(node.tag)
+    if kind == "DistinguishedFolderId" and node.get("Id") == "publicfoldersroot":
+        # A 2016 organisation without public folder mailboxes answers this way.
+        raise EwsError(
+            "ErrorNoPublicFolderReplicaAvailable", "There are no public folder servers available."
+        )
+    if kind == "FolderId" and not _OUR_FOLDER_ID.match(node.get("Id", "")):
+        # Exchange tells an id it cannot decode from one it cannot find.
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
     if kind == "DistinguishedFolderId":
         mailbox = node.findtext(f"{t('Mailbox')}/{t('EmailAddress')}") or ctx.acting_as
         ctx.check_access(mailbox)
@@ -383,7 +398,12 @@ def folder_element(ctx: Context, folder: Folder) -> etree._Element:
     if folder.distinguished:
         sub(node, t("DistinguishedFolderId"), folder.distinguished)
     if folder.element in {"Folder", "SearchFolder"}:
-        sub(node, t("UnreadCount"), "0")
+        unread = sum(
+            1
+            for stored in ctx.store.items_in(folder.id)
+            if (etree.fromstring(stored.xml).findtext(t("IsRead")) or "true") == "false"
+        )
+        sub(node, t("UnreadCount"), str(unread))
     return node
 
 
@@ -432,9 +452,11 @@ def _children(node: etree._Element | None) -> list[etree._Element]:
 
 
 def get_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = _folder_shape(req)
+
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
-        sub(msg, m("Folders")).append(folder_element(ctx, folder))
+        sub(msg, m("Folders")).append(shape(folder_element(ctx, folder)))
 
     return _each("GetFolder", _children(req.find(m("FolderIds"))), fill)
 
@@ -459,9 +481,29 @@ def _page(req: etree._Element, view_name: str, total: int) -> tuple[int, int]:
     return offset, limit
 
 
+def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
+    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name."""
+    shape = req.find(m("FolderShape"))
+    base = shape.findtext(t("BaseShape")) if shape is not None else "AllProperties"
+    extra = shape.find(t("AdditionalProperties")) if shape is not None else None
+    wanted = {"FolderId"} | {
+        it.element_for_uri(p.get("FieldURI", "")) for p in _children(extra) if p.get("FieldURI")
+    }
+
+    def apply(node: etree._Element) -> etree._Element:
+        if base == "IdOnly":
+            for child in list(node):
+                if local(child.tag) not in wanted:
+                    node.remove(child)
+        return node
+
+    return apply
+
+
 def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
     deep = req.get("Traversal", "Shallow") == "Deep"
     restriction = req.find(m("Restriction"))
+    shape = _folder_shape(req)
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         parent = resolve_folder(ctx, node)
@@ -481,7 +523,7 @@ def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
         )
         container = sub(root, t("Folders"))
         for el in page:
-            container.append(el)
+            container.append(shape(el))
 
     return _each("FindFolder", _children(req.find(m("ParentFolderIds"))), fill)
 
@@ -498,7 +540,8 @@ def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
         if any(f.display_name.lower() == name.lower() for f in ctx.store.child_folders(parent.id)):
             raise EwsError(
                 "ErrorFolderExists",
-                f"A folder with the specified name already exists., Could not create folder '{name}'.",
+                "A folder with the specified name already exists., "
+                f"Could not create folder '{name}'.",
             )
         element = local(node.tag)
         folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "")
@@ -509,6 +552,17 @@ def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("CreateFolder", _children(req.find(m("Folders"))), fill)
 
 
+def _is_system_folder(ctx: Context, folder: Folder) -> bool:
+    """One of the mailbox's own folders without a distinguished id (Common Views, GAL Contacts,
+    …): a well-known name directly under a well-known folder."""
+    if folder.display_name.lower() not in fl.system_folder_names() or not folder.parent_id:
+        return False
+    parent = ctx.store.folder(folder.parent_id)
+    return parent is not None and (
+        parent.distinguished is not None or _is_system_folder(ctx, parent)
+    )
+
+
 def delete_folder(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
@@ -516,6 +570,8 @@ def delete_folder(ctx: Context, req: etree._Element) -> etree._Element:
             raise EwsError(
                 "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
             )
+        if _is_system_folder(ctx, folder):
+            raise EwsError("ErrorCannotDeleteObject", "The object cannot be deleted.")
         ctx.store.delete_folder(folder)
 
     return _each("DeleteFolder", _children(req.find(m("FolderIds"))), fill)
@@ -552,10 +608,164 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
         item, _ = it.prepare_new(
             node, owner=folder.mailbox, owner_name=ctx.store.display_name(folder.mailbox)
         )
+        if kind == "Message" and disposition in {"SendOnly", "SendAndSaveCopy"}:
+            # A message sent at creation: Exchange answers with no item (the copy, if kept, is
+            # a new item in the Sent Items or the named folder), and keeps nothing for SendOnly.
+            sub(msg, m("Items"))
+            if disposition == "SendAndSaveCopy":
+                _mark_sent(item)
+                ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
+            return
         stored = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
         sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
 
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+def _mark_sent(item: etree._Element) -> None:
+    for name, value in (("IsDraft", "false"), ("DateTimeSent", it.now_iso()), ("IsRead", "true")):
+        node = item.find(t(name))
+        if node is None:
+            node = sub(item, t(name))
+        node.text = value
+    it.sort_children(item)
+
+
+def send_item(ctx: Context, req: etree._Element) -> etree._Element:
+    """Send saved messages (drafts): kept in Sent Items (or the folder named), else removed."""
+    save = req.get("SaveItemToFolder", "true").lower() in {"true", "1"}
+    target_node = _children(req.find(m("SavedItemFolderId")))
+    target = resolve_folder(ctx, target_node[0]) if target_node else None
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if local(etree.fromstring(stored.xml).tag) != "Message":
+            raise EwsError("ErrorInvalidItemForOperation", "Only messages can be sent.")
+        if not save:
+            ctx.store.delete_item(stored)
+            return
+        folder = target or ctx.store.distinguished_folder(stored.mailbox, "sentitems")
+        assert folder is not None
+        item = etree.fromstring(stored.xml)
+        _mark_sent(item)
+        ctx.store.move_item(stored, new_id("AAMkI"), folder.id, _xml(item))
+
+    return _each("SendItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def copy_item(ctx: Context, req: etree._Element) -> etree._Element:
+    target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+    id_only = it.Shape(None)
+    id_only.base = "IdOnly"
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if _parse_occurrence_id(stored.id) is not None:
+            raise EwsError("ErrorInvalidOperation", "an occurrence cannot be copied on its own")
+        if stored.mailbox != target.mailbox:
+            raise EwsError("ErrorInvalidOperation", "copies across mailboxes are not supported")
+        copy = ctx.store.insert_item(new_id("AAMkI"), target.mailbox, target.id, stored.xml)
+        sub(msg, m("Items")).append(render_item(ctx, copy, id_only))
+
+    return _each("CopyItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def mark_as_junk(ctx: Context, req: etree._Element) -> etree._Element:
+    """Junk goes to Junk Email, not-junk back to the Inbox, when MoveItem is true."""
+    is_junk = req.get("IsJunk", "true").lower() in {"true", "1"}
+    move = req.get("MoveItem", "true").lower() in {"true", "1"}
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if not move:
+            return
+        folder = ctx.store.distinguished_folder(stored.mailbox, "junkemail" if is_junk else "inbox")
+        assert folder is not None
+        moved = stored
+        if folder.id != stored.folder_id:
+            moved = ctx.store.move_item(stored, new_id("AAMkI"), folder.id, stored.xml)
+        sub(msg, m("MovedItemId"), Id=moved.id, ChangeKey=moved.change_key)
+
+    return _each("MarkAsJunk", _children(req.find(m("ItemIds"))), fill)
+
+
+def update_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        id_node = next(c for c in _children(node) if local(c.tag).endswith("FolderId"))
+        try:
+            folder = resolve_folder(ctx, id_node)
+        except EwsError as exc:
+            # Exchange's answer for an update of a folder that is gone.
+            if exc.code != "ErrorFolderNotFound":
+                raise
+            raise EwsError("ErrorItemNotFound", NOT_FOUND) from None
+        name = None
+        for update in _children(node.find(t("Updates"))):
+            path = next((c for c in update if local(c.tag).endswith("FieldURI")), None)
+            uri = path.get("FieldURI", "") if path is not None else ""
+            value = next((c for c in update if not local(c.tag).endswith("FieldURI")), None)
+            new_class = value.findtext(t("FolderClass")) if value is not None else None
+            if uri == "folder:FolderClass" and (new_class or "") != folder.folder_class:
+                raise EwsError(
+                    "ErrorObjectTypeChanged", "Object cannot be saved because its type has changed."
+                )
+            if uri == "folder:DisplayName" and local(update.tag) == "SetFolderField":
+                name = value.findtext(t("DisplayName")) if value is not None else None
+                if not name:
+                    raise EwsError("ErrorInvalidPropertySet", "A folder needs a DisplayName.")
+            # Other folder properties are accepted and not kept (the emulator stores none).
+        if name is not None and folder.parent_id:
+            clash = [
+                f
+                for f in ctx.store.child_folders(folder.parent_id)
+                if f.id != folder.id and f.display_name.lower() == name.lower()
+            ]
+            if clash:
+                raise EwsError(
+                    "ErrorFolderExists", "A folder with the specified name already exists."
+                )
+        updated = ctx.store.update_folder(folder, display_name=name)
+        out = sub(sub(msg, m("Folders")), t(updated.element))
+        sub(out, t("FolderId"), Id=updated.id, ChangeKey=updated.change_key)
+
+    return _each("UpdateFolder", _children(req.find(m("FolderChanges"))), fill)
+
+
+def move_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        if folder.distinguished:
+            raise EwsError("ErrorMoveDistinguishedFolder", "Distinguished folders cannot be moved.")
+        if any(
+            f.display_name.lower() == folder.display_name.lower()
+            for f in ctx.store.child_folders(target.id)
+        ):
+            raise EwsError("ErrorFolderExists", "A folder with the specified name already exists.")
+        moved = ctx.store.update_folder(folder, parent_id=target.id)
+        out = sub(sub(msg, m("Folders")), t(moved.element))
+        sub(out, t("FolderId"), Id=moved.id, ChangeKey=moved.change_key)
+
+    return _each("MoveFolder", _children(req.find(m("FolderIds"))), fill)
+
+
+def empty_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a folder's items (and, when asked, its sub-folders); the folder stays."""
+    delete_subfolders = req.get("DeleteSubFolders", "false").lower() in {"true", "1"}
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        if folder.distinguished in {"root", "msgfolderroot", "searchfolders"}:
+            raise EwsError("ErrorCannotEmptyFolder", "This folder cannot be emptied.")
+        for stored in ctx.store.items_in(folder.id):
+            ctx.store.delete_item(stored)
+        if delete_subfolders:
+            for child in ctx.store.child_folders(folder.id):
+                if not child.distinguished and not _is_system_folder(ctx, child):
+                    ctx.store.delete_folder(child)
+
+    return _each("EmptyFolder", _children(req.find(m("FolderIds"))), fill)
 
 
 def _xml(node: etree._Element) -> bytes:
@@ -564,6 +774,7 @@ def _xml(node: etree._Element) -> bytes:
 
 def update_item(ctx: Context, req: etree._Element) -> etree._Element:
     resolution = req.get("ConflictResolution", "AutoResolve")
+    disposition = req.get("MessageDisposition", "SaveOnly")
     id_only = it.Shape(None)
     id_only.base = "IdOnly"
 
@@ -587,6 +798,18 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
             updated = _save_exception(ctx, stored, xml)
         else:
             updated = ctx.store.update_item(stored, _xml(xml), read_flag_only=changed == {"IsRead"})
+        if disposition in {"SendOnly", "SendAndSaveCopy"} and local(xml.tag) == "Message":
+            # Updated, then sent: the answer has no item, the copy goes to Sent Items.
+            sub(msg, m("Items"))
+            if disposition == "SendOnly":
+                ctx.store.delete_item(updated)
+            else:
+                sent = ctx.store.distinguished_folder(updated.mailbox, "sentitems")
+                assert sent is not None
+                _mark_sent(xml)
+                ctx.store.move_item(updated, new_id("AAMkI"), sent.id, _xml(xml))
+            sub(sub(msg, m("ConflictResults")), t("Count"), "0")
+            return
         sub(msg, m("Items")).append(render_item(ctx, updated, id_only))
         sub(sub(msg, m("ConflictResults")), t("Count"), "0")
 
@@ -649,6 +872,11 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     calendar_view = req.find(m("CalendarView"))
     if req.find(m("GroupBy")) is not None or req.find(m("DistinguishedGroupBy")) is not None:
         raise SoapFault("ErrorInvalidRequest", "grouping is not supported by the emulator")
+    if calendar_view is not None and restriction is not None and len(restriction):
+        # Exchange expands a CalendarView itself and takes no restriction with it.
+        raise EwsError(
+            "ErrorInvalidOperation", "Restrictions are not supported for CalendarView requests."
+        )
     if req.get("Traversal", "Shallow") != "Shallow":
         raise SoapFault("ErrorInvalidRequest", "only Shallow traversal is supported")
 
@@ -977,6 +1205,12 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
     "MoveItem": move_item,
+    "CopyItem": copy_item,
+    "SendItem": send_item,
+    "MarkAsJunk": mark_as_junk,
+    "UpdateFolder": update_folder,
+    "MoveFolder": move_folder,
+    "EmptyFolder": empty_folder,
     "SyncFolderItems": sync_folder_items,
     "Subscribe": subscribe,
     "GetEvents": get_events,

@@ -32,9 +32,7 @@ def _f(
     *,
     distinguished: bool = True,
 ) -> WellKnownFolder:
-    return WellKnownFolder(
-        key, parent, name, element, folder_class, key if distinguished else None
-    )
+    return WellKnownFolder(key, parent, name, element, folder_class, key if distinguished else None)
 
 
 MAILBOX_TREE: tuple[WellKnownFolder, ...] = (
@@ -87,7 +85,13 @@ MAILBOX_TREE: tuple[WellKnownFolder, ...] = (
         "IPF.Contact.GalContacts",
         distinguished=False,
     ),
-    _f("recipientcache", "contacts", "Recipient Cache", "ContactsFolder", "IPF.Contact.RecipientCache"),
+    _f(
+        "recipientcache",
+        "contacts",
+        "Recipient Cache",
+        "ContactsFolder",
+        "IPF.Contact.RecipientCache",
+    ),
     _f(
         "quickcontacts",
         "contacts",
@@ -102,6 +106,18 @@ MAILBOX_TREE: tuple[WellKnownFolder, ...] = (
         "ContactsFolder",
         "IPF.Contact.MOC.ImContactList",
     ),
+    _f("Archive", "msgfolderroot", "Archive", folder_class="IPF.Note", distinguished=False),
+    _f("Files", "msgfolderroot", "Files", folder_class="IPF.Files", distinguished=False),
+    _f(
+        "Organizational Contacts",
+        "contacts",
+        "Organizational Contacts",
+        "ContactsFolder",
+        "IPF.Contact.OrganizationalContacts",
+        distinguished=False,
+    ),
+    _f("PersonMetadata", "root", "PersonMetadata", folder_class="IPF.Contact", distinguished=False),
+    _f("DiscoveryHolds", "recoverableitemsroot", "DiscoveryHolds", distinguished=False),
     # Beside Top of Information Store, under root: what Outlook and the store keep for themselves.
     _f("Common Views", "root", "Common Views", distinguished=False),
     _f("Deferred Action", "root", "Deferred Action", distinguished=False),
@@ -149,6 +165,7 @@ LOCALIZED_NAMES: dict[str, dict[str, str]] = {
         "journal": "Journal",
         "Conversation Action Settings": "Indstillinger for samtalehandlinger",
         "Reminders": "Påmindelser",
+        "Files": "Filer",
     },
 }
 
@@ -172,3 +189,16 @@ def parents_first() -> list[WellKnownFolder]:
             placed.add(folder.key)
             pending.remove(folder)
     return ordered
+
+
+def system_folder_names() -> frozenset[str]:
+    """Names (any language, lower case) of the well-known folders that have no distinguished id:
+    Exchange refuses to delete them as it refuses the distinguished ones."""
+    names = {f.name.lower() for f in MAILBOX_TREE if f.distinguished is None}
+    for localized in LOCALIZED_NAMES.values():
+        names |= {
+            name.lower()
+            for key, name in localized.items()
+            if any(f.key == key and f.distinguished is None for f in MAILBOX_TREE)
+        }
+    return frozenset(names)

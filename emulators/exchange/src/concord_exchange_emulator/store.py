@@ -472,3 +472,23 @@ class Store:
     def delete_subscription(self, sub_id: str) -> bool:
         with self.transaction() as db:
             return db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount == 1
+
+    # folder changes (UpdateFolder, MoveFolder)
+
+    def update_folder(
+        self, folder: Folder, *, display_name: str | None = None, parent_id: str | None = None
+    ) -> Folder:
+        """Rename or move a folder; its ChangeKey changes, its id stays (as in Exchange)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE folders SET display_name = ?, parent_id = ?, version = version + 1"
+                " WHERE id = ?",
+                (
+                    folder.display_name if display_name is None else display_name,
+                    folder.parent_id if parent_id is None else parent_id,
+                    folder.id,
+                ),
+            )
+        found = self.folder(folder.id)
+        assert found is not None
+        return found

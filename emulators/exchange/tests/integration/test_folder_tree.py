@@ -24,7 +24,8 @@ MakeConfig = Callable[..., Any]
 
 
 def test_root_sits_above_top_of_information_store(account: Account) -> None:
-    assert [p.name for p in account.calendar.parts] == ["root", "Top of Information Store", "Calendar"]
+    parts = [p.name for p in account.calendar.parts]
+    assert parts == ["root", "Top of Information Store", "Calendar"]
     assert account.calendar.absolute == "/root/Top of Information Store/Calendar"
     assert account.root.tree().startswith("root")
 
