@@ -31,6 +31,7 @@ EWS_PATH = "/EWS/Exchange.asmx"
 STREAM_HEARTBEAT_SECONDS = 5.0
 # How often a stream looks for new changes: bounds the change → event latency.
 STREAM_POLL_SECONDS = 0.05
+AFFINITY_COOKIE = "X-BackEndOverrideCookie"
 FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
 
 
@@ -161,12 +162,21 @@ class EwsEndpoint:
                 await Response("injected failure", status_code=fault.status)(scope, receive, send)
                 return
             if operation == "GetStreamingEvents":
-                sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
+                try:
+                    sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
+                except ews.InvalidSubscriptions as exc:
+                    invalid = _xml_response(ews.invalid_subscriptions(exc.sub_ids))
+                    await invalid(scope, receive, send)
+                    return
                 minutes = int(req.findtext(m("ConnectionTimeout")) or "30")
                 await self._stream(sub_ids, minutes * 60, receive, send)
                 return
             env = await run_in_threadpool(ews.handle, ctx, operation, req)
             response = _xml_response(env)
+            if operation == "Subscribe":
+                # Exchange pins a subscription to the mailbox server that holds it; clients send
+                # this cookie back with their GetEvents/GetStreamingEvents calls.
+                response.set_cookie(AFFINITY_COOKIE, f"{ctx.acting_as}~emulator")
         except ews.SoapFault as exc:
             response = _xml_response(ews.fault(exc.code, exc.text, exc.back_off_ms), status=500)
         if fault is not None and fault.kind == "drop_response":

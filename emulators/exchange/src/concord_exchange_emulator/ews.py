@@ -16,7 +16,14 @@ from lxml import etree
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
-from concord_exchange_emulator.store import Change, Folder, Store, StoredItem, new_id
+from concord_exchange_emulator.store import (
+    ALL_FOLDERS,
+    Change,
+    Folder,
+    Store,
+    StoredItem,
+    new_id,
+)
 from concord_exchange_emulator.xmlns import NSMAP, XSI, E, M, S, T, local, m, sub, t
 
 SERVER_VERSION = {
@@ -1058,14 +1065,18 @@ def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
         if local(node.tag) not in {"PullSubscriptionRequest", "StreamingSubscriptionRequest"}:
             raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported yet")
         folders = [resolve_folder(ctx, f) for f in _children(node.find(t("FolderIds")))]
-        if not folders:
+        all_folders = node.get("SubscribeToAllFolders", "false").lower() in {"true", "1"}
+        if not folders and not all_folders:
             raise EwsError("ErrorInvalidSubscriptionRequest", "no folders to watch")
         events = [e.text or "" for e in _children(node.find(t("EventTypes")))]
         mark = node.findtext(t("Watermark"))
         seq = _decode_watermark(mark) if mark else ctx.store.last_seq()
-        sub_id = ctx.store.add_subscription(
-            folders[0].mailbox, [f.id for f in folders], events, seq
-        )
+        if all_folders:
+            # Every folder of the mailbox, those made later included.
+            mailbox, folder_ids = ctx.acting_as, [ALL_FOLDERS]
+        else:
+            mailbox, folder_ids = folders[0].mailbox, [f.id for f in folders]
+        sub_id = ctx.store.add_subscription(mailbox, folder_ids, events, seq)
         sub(msg, m("SubscriptionId"), sub_id)
         if local(node.tag) == "PullSubscriptionRequest":
             sub(msg, m("Watermark"), _encode_watermark(seq))
@@ -1082,7 +1093,7 @@ def get_events(ctx: Context, req: etree._Element) -> etree._Element:
         mailbox, folder_ids, event_types, _ = found
         ctx.check_access(mailbox)
         after = _decode_watermark(req.findtext(m("Watermark")) or "")
-        changes = ctx.store.changes(folder_ids, after)[:512]
+        changes = ctx.store.changes(folder_ids, after, mailbox)[:512]
         note = sub(msg, m("Notification"))
         sub(note, t("SubscriptionId"), sub_id)
         sub(note, t("PreviousWatermark"), _encode_watermark(after))
@@ -1121,10 +1132,12 @@ def _add_events(
 def streaming_subscriptions(ctx: Context, req: etree._Element) -> list[str]:
     """The subscription ids of a GetStreamingEvents request, checked (a SoapFault otherwise)."""
     ids = [i.text or "" for i in _children(req.find(m("SubscriptionIds")))]
+    unknown = [sub_id for sub_id in ids if ctx.store.subscription(sub_id) is None]
+    if unknown:
+        raise InvalidSubscriptions(unknown)
     for sub_id in ids:
         found = ctx.store.subscription(sub_id)
-        if found is None:
-            raise SoapFault("ErrorSubscriptionNotFound", "The subscription was not found.")
+        assert found is not None
         try:
             ctx.check_access(found[0])
         except EwsError as exc:
@@ -1132,6 +1145,25 @@ def streaming_subscriptions(ctx: Context, req: etree._Element) -> list[str]:
     if not ids:
         raise SoapFault("ErrorInvalidRequest", "GetStreamingEvents needs SubscriptionIds")
     return ids
+
+
+class InvalidSubscriptions(Exception):
+    """GetStreamingEvents named subscriptions that do not exist (answered, not faulted)."""
+
+    def __init__(self, sub_ids: list[str]) -> None:
+        super().__init__(", ".join(sub_ids))
+        self.sub_ids = sub_ids
+
+
+def invalid_subscriptions(sub_ids: list[str]) -> etree._Element:
+    """Exchange's answer to a stream request naming unknown subscriptions: an error message that
+    lists them, so a client can drop those and keep the others."""
+    message = _message("GetStreamingEvents", "ErrorInvalidSubscription", "Subscription is invalid.")
+    ids = sub(message, m("ErrorSubscriptionIds"))
+    for sub_id in sub_ids:
+        # The schema types the list in t: (NonEmptyArrayOfSubscriptionIdsType).
+        sub(ids, t("SubscriptionId"), sub_id)
+    return envelope(_response("GetStreamingEvents", [message]))
 
 
 def streaming_status(status: str) -> etree._Element:
@@ -1149,8 +1181,8 @@ def streaming_envelope(store: Store, sub_ids: list[str], status: str) -> etree._
         found = store.subscription(sub_id)
         if found is None:
             continue
-        _, folder_ids, event_types, after = found
-        changes = store.changes(folder_ids, after)
+        mailbox, folder_ids, event_types, after = found
+        changes = store.changes(folder_ids, after, mailbox)
         if not changes:
             continue
         note = etree.Element(t("Notification"))

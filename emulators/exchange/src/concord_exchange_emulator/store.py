@@ -90,6 +90,10 @@ class Change:
     at: str
 
 
+# A subscription's folder list meaning "every folder of the mailbox" (SubscribeToAllFolders).
+ALL_FOLDERS = "*"
+
+
 def exceptions_of(master_id: str) -> str:
     """The pseudo folder holding a series' modified occurrences."""
     return f"exceptions:{master_id}"
@@ -414,13 +418,22 @@ class Store:
             row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
         return int(row[0] or 0)
 
-    def changes(self, folder_ids: list[str], after: int) -> list[Change]:
-        marks = ",".join("?" for _ in folder_ids)
+    def changes(
+        self, folder_ids: list[str], after: int, mailbox: str | None = None
+    ) -> list[Change]:
+        """Changes after `after` in these folders (ALL_FOLDERS: every folder of `mailbox`)."""
         with self.lock:
-            rows = self._db.execute(
-                f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ? ORDER BY seq",
-                (*folder_ids, after),
-            ).fetchall()
+            if folder_ids == [ALL_FOLDERS]:
+                rows = self._db.execute(
+                    "SELECT * FROM changes WHERE mailbox = ? AND seq > ? ORDER BY seq",
+                    ((mailbox or "").lower(), after),
+                ).fetchall()
+            else:
+                marks = ",".join("?" for _ in folder_ids)
+                rows = self._db.execute(
+                    f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ? ORDER BY seq",
+                    (*folder_ids, after),
+                ).fetchall()
         return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
 
     def sync_generation(self) -> int:
