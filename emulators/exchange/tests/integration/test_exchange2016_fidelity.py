@@ -1,0 +1,171 @@
+"""What Exchange 2016 does that a naive store would not (issue #15), kept without exchangelib's
+external suite: all-day snapping, dated recurrence ranges, 255-character subjects and name
+fields, list-field restrictions, sending, copying, junk, folder updates, subscriptions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+from exchangelib import (  # type: ignore[import-untyped]
+    Account,
+    CalendarItem,
+    Contact,
+    EWSDate,
+    Folder,
+    Message,
+    Task,
+)
+from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorCannotDeleteObject,
+    ErrorInvalidIdMalformed,
+    ErrorInvalidOperation,
+    ErrorObjectTypeChanged,
+    ErrorPropertyUpdate,
+)
+from exchangelib.folders import Messages  # type: ignore[import-untyped]
+from exchangelib.recurrence import DailyPattern, NumberedPattern, Recurrence  # type: ignore[import-untyped]
+
+pytestmark = pytest.mark.integration
+
+COPENHAGEN = zoneinfo.ZoneInfo("Europe/Copenhagen")
+
+
+def test_an_all_day_event_spans_whole_days_of_its_zone(account: Account) -> None:
+    start = dt.datetime(2030, 3, 30, 15, 20, tzinfo=COPENHAGEN)
+    end = dt.datetime(2030, 4, 2, 9, 5, tzinfo=COPENHAGEN)
+    item = CalendarItem(
+        account=account, folder=account.calendar, start=start, end=end, is_all_day=True
+    ).save()
+    fetched = account.calendar.get(id=item.id)
+    # Start back to the midnight before, end forward to the midnight after (exchangelib then
+    # reads the end as the last day): no day lost or added.
+    assert (fetched.start, fetched.end) == (start.date(), end.date())
+
+
+def test_a_recurrence_range_starts_on_a_date(account: Account) -> None:
+    start = dt.datetime(2030, 1, 7, 9, tzinfo=COPENHAGEN)
+    item = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="daily",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        recurrence=Recurrence(
+            pattern=DailyPattern(interval=1), boundary=NumberedPattern(start=start.date(), number=4)
+        ),
+    ).save()
+    master = account.calendar.get(id=item.id)
+    assert master.recurrence.boundary.start == EWSDate(2030, 1, 7)
+    assert master.is_recurring is False
+    assert master.first_occurrence.start == start
+    assert master.last_occurrence.start == start + dt.timedelta(days=3)
+
+
+def test_subjects_are_cut_at_255_and_long_names_refused(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # exchangelib checks lengths itself: lift its limit, as its own live test does.
+    for field in (
+        Message.get_field_by_fieldname("subject"),
+        Contact.get_field_by_fieldname("surname"),
+    ):
+        monkeypatch.setattr(field, "max_length", 4000)
+    message = Message(account=account, folder=account.drafts, subject="x" * 4000).save()
+    assert len(account.drafts.get(id=message.id).subject) == 255
+    contact = Contact(
+        account=account, folder=account.contacts, display_name="Ada", given_name="Ada"
+    ).save()
+    contact.surname = "y" * 4000
+    with pytest.raises(ErrorPropertyUpdate):
+        contact.save(update_fields=["surname"])
+
+
+def test_restrictions_match_any_string_of_a_list_field(account: Account) -> None:
+    Contact(
+        account=account, folder=account.contacts, display_name="K", children=["Ann", "Bo"]
+    ).save()
+    Task(account=account, folder=account.tasks, subject="t", companies=["Acme"]).save()
+    assert account.contacts.filter(children__in=["Bo"]).count() == 1
+    assert account.tasks.filter(companies__in=["Acme"]).count() == 1
+
+
+def test_a_calendar_view_takes_no_restriction_and_includes_what_ends_at_its_start(
+    account: Account,
+) -> None:
+    start = dt.datetime(2030, 5, 1, 8, tzinfo=COPENHAGEN)
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="a",
+        start=start,
+        end=start + dt.timedelta(hours=2),
+    ).save()
+    view = account.calendar.view(
+        start=start + dt.timedelta(hours=2), end=start + dt.timedelta(days=1)
+    )
+    assert [i.subject for i in view] == ["a"]
+    with pytest.raises(ErrorInvalidOperation):
+        view.filter(subject="a").count()
+
+
+def test_sending_keeps_a_copy_in_sent_items_or_nothing(account: Account) -> None:
+    Message(account=account, subject="no copy", to_recipients=["x@example.com"]).send(
+        save_copy=False
+    )
+    kept = Message(account=account, folder=account.inbox, subject="keep")
+    kept.send_and_save()
+    assert kept.id is None
+    draft = Message(account=account, folder=account.drafts, subject="draft").save()
+    draft.send()
+    assert account.sent.filter(subject="draft").count() == 1
+    assert account.drafts.filter(subject="draft").count() == 0
+    assert account.inbox.filter(subject="keep").count() == 1
+    assert account.sent.filter(subject="no copy").count() == 0
+
+
+def test_copy_and_mark_as_junk(account: Account) -> None:
+    message = Message(account=account, folder=account.inbox, subject="spam?").save()
+    message.copy(account.drafts)
+    assert account.drafts.filter(subject="spam?").count() == 1
+    message.mark_as_junk(is_junk=True, move_item=True)
+    assert account.junk.filter(subject="spam?").count() == 1
+    assert account.inbox.filter(subject="spam?").count() == 0
+
+
+def test_folders_are_renamed_moved_emptied_and_system_ones_kept(account: Account) -> None:
+    first = Messages(parent=account.inbox, name="first").save()
+    second = Folder(parent=account.inbox, name="second").save()
+    first.name = "renamed"
+    first.save()
+    first.refresh()
+    assert first.name == "renamed"
+    first.folder_class = "IPF.Other"
+    with pytest.raises(ErrorObjectTypeChanged):
+        first.save(update_fields=["folder_class"])
+    first.folder_class = "IPF.Note"
+    kept_id = first.id
+    first.move(second)
+    assert first.id == kept_id
+    Message(account=account, folder=first, subject="in it").save()
+    Folder(parent=first, name="child").save()
+    first.empty(delete_sub_folders=True)
+    first.refresh()
+    assert (first.total_count, first.child_folder_count) == (0, 0)
+    with pytest.raises(ErrorCannotDeleteObject):
+        (account.root / "Common Views").delete()
+    with pytest.raises(ErrorInvalidIdMalformed):
+        Folder(root=account.root, id="XXX").refresh()
+
+
+def test_a_subscription_to_all_folders_sees_every_folder(account: Account) -> None:
+    with account.pull_subscription() as (subscription_id, watermark):
+        Message(account=account, folder=account.drafts, subject="seen").save()
+        Task(account=account, folder=account.tasks, subject="seen too").save()
+        notifications = list(account.inbox.get_events(subscription_id, watermark))
+    created = [e for n in notifications for e in n.events if type(e).__name__ == "CreatedEvent"]
+    assert len(created) == 2
+    with account.inbox.streaming_subscription():
+        pass
+    assert account.affinity_cookie
