@@ -190,6 +190,9 @@ def _error_message(op: str, code: str, text: str) -> etree._Element:
         # Exchange keeps these two in an error answer, and exchangelib reads SyncState first.
         sub(msg, m("SyncState"), "")
         sub(msg, m("IncludesLastItemInRange"), "true")
+    if op == "SyncFolderHierarchy":
+        sub(msg, m("SyncState"), "")
+        sub(msg, m("IncludesLastFolderInRange"), "true")
     return msg
 
 
@@ -324,8 +327,22 @@ def _occurrence(ctx: Context, master: StoredItem, index: int) -> StoredItem:
     )
 
 
+_OUR_ITEM_ID = re.compile(r"^(AAMkI[0-9A-F]{32}|AAMkOAAMkI[0-9A-F]{32}_\d+)$")
+_OUR_CHANGE_KEY = re.compile(r"^CQAAAB\d{8}$")
+
+
+def _check_item_id(item_id: str, change_key: str | None) -> None:
+    """Exchange tells an id or ChangeKey it cannot decode from one that is out of date."""
+    if not _OUR_ITEM_ID.match(item_id):
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
+    if change_key and not _OUR_CHANGE_KEY.match(change_key):
+        raise EwsError("ErrorInvalidChangeKey", "ChangeKey is invalid.")
+
+
 def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
     kind = local(node.tag)
+    if kind == "ItemId":
+        _check_item_id(node.get("Id", ""), node.get("ChangeKey"))
     if kind == "OccurrenceItemId":
         master = _master(ctx, node.get("RecurringMasterId", ""))
         return _occurrence(ctx, master, int(node.get("InstanceIndex", "0")))
@@ -884,13 +901,16 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
         raise EwsError(
             "ErrorInvalidOperation", "Restrictions are not supported for CalendarView requests."
         )
-    if req.get("Traversal", "Shallow") != "Shallow":
+    traversal = req.get("Traversal", "Shallow")
+    if traversal not in {"Shallow", "Associated", "SoftDeleted"}:
         raise SoapFault("ErrorInvalidRequest", "only Shallow traversal is supported")
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
         full = it.Shape.everything()
-        stored_items = ctx.store.items_in(folder.id)
+        # The emulator keeps no folder-associated items (views, rules) and no dumpster: those
+        # traversals find nothing, as in a fresh mailbox.
+        stored_items = ctx.store.items_in(folder.id) if traversal == "Shallow" else []
         if calendar_view is not None:
             stored_items = _expand(ctx, stored_items, calendar_view)
         rows = [(s, render_item(ctx, s, full)) for s in stored_items]
@@ -1044,6 +1064,51 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
                 entry.append(render_item(ctx, current, shape))
 
     return _each("SyncFolderItems", _children(req.find(m("SyncFolderId"))), fill)
+
+
+def sync_folder_hierarchy(ctx: Context, req: etree._Element) -> etree._Element:
+    """The folders below SyncFolderId (the whole mailbox without one): all of them as created
+    on a first sync, then what was created, changed or deleted since the state."""
+    shape = _folder_shape(req)
+    node = _children(req.find(m("SyncFolderId")))
+    state = (req.findtext(m("SyncState")) or "").strip()
+
+    def fill(_: etree._Element, msg: etree._Element) -> None:
+        top = (
+            resolve_folder(ctx, node[0])
+            if node
+            else ctx.store.distinguished_folder(ctx.acting_as, "root")
+        )
+        assert top is not None
+        generation = ctx.store.sync_generation()
+        head = ctx.store.last_seq()
+        below = {f.id: f for f in _descendants(ctx, top, deep=True)}
+        changes: list[tuple[str, str]] = []  # (kind, folder id)
+        if not state:
+            changes = [("Create", folder_id) for folder_id in below]
+        else:
+            after = _decode_state(state, top.id, generation)
+            inside = {top.id, *below}
+            first: dict[str, str] = {}
+            for change in ctx.store.folder_changes(top.mailbox, after):
+                if change.folder_id in inside or change.item_id in inside:
+                    first.setdefault(change.item_id, change.kind)
+            for folder_id, kind in first.items():
+                if folder_id in below:
+                    changes.append(("Create" if kind == "create" else "Update", folder_id))
+                elif kind != "create":
+                    changes.append(("Delete", folder_id))
+        sub(msg, m("SyncState"), _encode_state(top.id, head, generation))
+        sub(msg, m("IncludesLastFolderInRange"), "true")
+        container = sub(msg, m("Changes"))
+        for kind, folder_id in changes:
+            entry = sub(container, t(kind))
+            if kind == "Delete":
+                sub(entry, t("FolderId"), Id=folder_id)
+            else:
+                entry.append(shape(folder_element(ctx, below[folder_id])))
+
+    return _each("SyncFolderHierarchy", [req], fill)
 
 
 def _encode_watermark(seq: int) -> str:
@@ -1244,6 +1309,7 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "MoveFolder": move_folder,
     "EmptyFolder": empty_folder,
     "SyncFolderItems": sync_folder_items,
+    "SyncFolderHierarchy": sync_folder_hierarchy,
     "Subscribe": subscribe,
     "GetEvents": get_events,
     "Unsubscribe": unsubscribe,

@@ -90,6 +90,9 @@ class Change:
     at: str
 
 
+# Folder changes share the change log with item changes; item listings leave them out.
+_ITEM_CHANGES = "kind NOT LIKE 'folder-%'"
+
 # A subscription's folder list meaning "every folder of the mailbox" (SubscribeToAllFolders).
 ALL_FOLDERS = "*"
 
@@ -213,6 +216,8 @@ class Store:
             1,
         )
         with self.transaction() as db:
+            if parent_id:
+                self._log(db, folder.mailbox, parent_id, folder.id, "folder-create")
             db.execute(
                 "INSERT INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -280,6 +285,10 @@ class Store:
                         "DELETE FROM items WHERE id = ? OR folder_id = ?",
                         (row["id"], exceptions_of(row["id"])),
                     )
+                gone = db.execute("SELECT parent_id FROM folders WHERE id = ?", (folder_id,))
+                parent = gone.fetchone()
+                if parent is not None and parent["parent_id"]:
+                    self._log(db, folder.mailbox, parent["parent_id"], folder_id, "folder-delete")
                 db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
 
     def folder_counts(self, folder_id: str) -> tuple[int, int]:
@@ -425,16 +434,34 @@ class Store:
         with self.lock:
             if folder_ids == [ALL_FOLDERS]:
                 rows = self._db.execute(
-                    "SELECT * FROM changes WHERE mailbox = ? AND seq > ? ORDER BY seq",
+                    "SELECT * FROM changes WHERE mailbox = ? AND seq > ?"
+                    f" AND {_ITEM_CHANGES} ORDER BY seq",
                     ((mailbox or "").lower(), after),
                 ).fetchall()
             else:
                 marks = ",".join("?" for _ in folder_ids)
                 rows = self._db.execute(
-                    f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ? ORDER BY seq",
+                    f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ?"
+                    f" AND {_ITEM_CHANGES} ORDER BY seq",
                     (*folder_ids, after),
                 ).fetchall()
         return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+
+    def folder_changes(self, mailbox: str, after: int) -> list[Change]:
+        """Folders created, changed (renamed, moved) or deleted after `after`; `folder_id` is the
+        parent the folder was under (its new one for a move), `item_id` the folder."""
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT * FROM changes WHERE mailbox = ? AND seq > ? AND kind LIKE 'folder-%'"
+                " ORDER BY seq",
+                (mailbox.lower(), after),
+            ).fetchall()
+        return [
+            Change(
+                r["seq"], r["folder_id"], r["item_id"], r["kind"].removeprefix("folder-"), r["at"]
+            )
+            for r in rows
+        ]
 
     def sync_generation(self) -> int:
         with self.lock:
@@ -493,6 +520,9 @@ class Store:
     ) -> Folder:
         """Rename or move a folder; its ChangeKey changes, its id stays (as in Exchange)."""
         with self.transaction() as db:
+            new_parent = folder.parent_id if parent_id is None else parent_id
+            if new_parent:
+                self._log(db, folder.mailbox, new_parent, folder.id, "folder-update")
             db.execute(
                 "UPDATE folders SET display_name = ?, parent_id = ?, version = version + 1"
                 " WHERE id = ?",

@@ -169,3 +169,34 @@ def test_a_subscription_to_all_folders_sees_every_folder(account: Account) -> No
     with account.inbox.streaming_subscription():
         pass
     assert account.affinity_cookie
+
+
+def test_sync_folder_hierarchy_reports_created_renamed_and_deleted_folders(
+    account: Account,
+) -> None:
+    top = Folder(parent=account.inbox, name="top").save()
+    assert list(top.sync_hierarchy()) == []
+    child = Folder(parent=top, name="child").save()
+    assert [(kind, f.id) for kind, f in top.sync_hierarchy()] == [("create", child.id)]
+    child.name = "renamed"
+    child.save(update_fields=["name"])
+    assert [(kind, f.id) for kind, f in top.sync_hierarchy()] == [("update", child.id)]
+    child_id = child.id
+    child.delete()
+    assert [(kind, f.id) for kind, f in top.sync_hierarchy()] == [("delete", child_id)]
+
+
+def test_ids_and_change_keys_the_server_never_issued_are_malformed(account: Account) -> None:
+    from exchangelib.errors import ErrorInvalidChangeKey  # type: ignore[import-untyped]
+
+    items = [Task(account=account, folder=account.tasks, subject=f"t{n}").save() for n in range(3)]
+    items[1].changekey = "XXX"
+    items[2].id = "AAAA=="
+    results = account.bulk_delete(items)
+    assert results[0] is True
+    assert isinstance(results[1], ErrorInvalidChangeKey)
+    assert isinstance(results[2], ErrorInvalidIdMalformed)
+    # Associated (folder-associated) items: a fresh mailbox has none.
+    from exchangelib.items import ASSOCIATED  # type: ignore[import-untyped]
+
+    assert account.tasks.all().depth(ASSOCIATED).count() == 0
