@@ -19,12 +19,14 @@ from exchangelib import (  # type: ignore[import-untyped]
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorCannotDeleteObject,
+    ErrorInvalidChangeKey,
     ErrorInvalidIdMalformed,
     ErrorInvalidOperation,
     ErrorObjectTypeChanged,
     ErrorPropertyUpdate,
 )
 from exchangelib.folders import Messages  # type: ignore[import-untyped]
+from exchangelib.items import ASSOCIATED  # type: ignore[import-untyped]
 from exchangelib.recurrence import DailyPattern, NumberedPattern, Recurrence  # type: ignore[import-untyped]
 
 pytestmark = pytest.mark.integration
@@ -187,8 +189,6 @@ def test_sync_folder_hierarchy_reports_created_renamed_and_deleted_folders(
 
 
 def test_ids_and_change_keys_the_server_never_issued_are_malformed(account: Account) -> None:
-    from exchangelib.errors import ErrorInvalidChangeKey  # type: ignore[import-untyped]
-
     items = [Task(account=account, folder=account.tasks, subject=f"t{n}").save() for n in range(3)]
     items[1].changekey = "XXX"
     items[2].id = "AAAA=="
@@ -197,6 +197,4 @@ def test_ids_and_change_keys_the_server_never_issued_are_malformed(account: Acco
     assert isinstance(results[1], ErrorInvalidChangeKey)
     assert isinstance(results[2], ErrorInvalidIdMalformed)
     # Associated (folder-associated) items: a fresh mailbox has none.
-    from exchangelib.items import ASSOCIATED  # type: ignore[import-untyped]
-
     assert account.tasks.all().depth(ASSOCIATED).count() == 0
