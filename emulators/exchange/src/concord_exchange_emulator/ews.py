@@ -1273,6 +1273,73 @@ def unsubscribe(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("Unsubscribe", [req], fill)
 
 
+def get_delegate(ctx: Context, req: etree._Element) -> etree._Element:
+    """The mailbox's delegates (all, or those asked for by address); the emulator's delegates
+    may open the whole mailbox, which Exchange reports as Editor on every folder."""
+    mailbox = (req.findtext(f"{m('Mailbox')}/{t('EmailAddress')}") or ctx.acting_as).lower()
+    ctx.check_access(mailbox)
+    with_permissions = req.get("IncludePermissions", "false").lower() in {"true", "1"}
+    delegates = ctx.store.delegates_of(mailbox)
+    asked = _children(req.find(m("UserIds")))
+
+    def delegate_user(msg: etree._Element, username: str) -> None:
+        user = sub(msg, m("DelegateUser"))
+        user_id = sub(user, t("UserId"))
+        sub(user_id, t("PrimarySmtpAddress"), username)
+        sub(user_id, t("DisplayName"), ctx.store.display_name(username))
+        if with_permissions:
+            rights = sub(user, t("DelegatePermissions"))
+            for folder in ("Calendar", "Tasks", "Inbox", "Contacts", "Notes", "Journal"):
+                sub(rights, t(f"{folder}FolderPermissionLevel"), "Editor")
+        sub(user, t("ReceiveCopiesOfMeetingMessages"), "false")
+        sub(user, t("ViewPrivateItems"), "true")
+
+    messages = []
+    for node in asked or [None]:
+        if node is None:
+            targets = delegates
+        else:
+            sid = node.findtext(t("SID"))
+            address = (node.findtext(t("PrimarySmtpAddress")) or "").lower()
+            if sid is not None:
+                # The emulator's users have no Windows SIDs: any SID names nobody.
+                messages.append(
+                    _error_message("DelegateUser", "ErrorInvalidUserSid", "SID is invalid.")
+                )
+                continue
+            if ctx.store.user(address) is None and not ctx.store.mailbox_exists(address):
+                messages.append(
+                    _error_message(
+                        "DelegateUser", "ErrorDelegateNoUser", "The user has no mailbox."
+                    )
+                )
+                continue
+            if address not in delegates:
+                messages.append(
+                    _error_message(
+                        "DelegateUser", "ErrorNotDelegate", "The user is not a delegate."
+                    )
+                )
+                continue
+            targets = [address]
+        for username in targets:
+            msg = _message("DelegateUser")
+            delegate_user(msg, username)
+            messages.append(msg)
+    for msg in messages:
+        # The schema names these elements after their type.
+        msg.tag = m("DelegateUserResponseMessageType")
+    resp = etree.Element(m("GetDelegateResponse"), nsmap={"m": M, "t": T})
+    resp.set("ResponseClass", "Success")
+    sub(resp, m("ResponseCode"), "NoError")
+    if messages:
+        container = sub(resp, m("ResponseMessages"))
+        for msg in messages:
+            container.append(msg)
+    sub(resp, m("DeliverMeetingRequests"), "DelegatesAndMe")
+    return resp
+
+
 def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
     destination = req.get("DestinationFormat", "EwsId")
 
@@ -1292,6 +1359,7 @@ def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
 
 OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "ConvertId": convert_id,
+    "GetDelegate": get_delegate,
     "GetFolder": get_folder,
     "FindFolder": find_folder,
     "CreateFolder": create_folder,

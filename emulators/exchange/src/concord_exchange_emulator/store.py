@@ -186,6 +186,14 @@ class Store:
                 "INSERT OR IGNORE INTO delegates VALUES (?, ?)", (mailbox.lower(), username.lower())
             )
 
+    def delegates_of(self, mailbox: str) -> list[str]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT username FROM delegates WHERE mailbox = ? ORDER BY username",
+                (mailbox.lower(),),
+            ).fetchall()
+        return [str(r["username"]) for r in rows]
+
     def is_delegate(self, mailbox: str, username: str) -> bool:
         with self.lock:
             row = self._db.execute(

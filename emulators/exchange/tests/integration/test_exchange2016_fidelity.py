@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from exchangelib import (  # type: ignore[import-untyped]
+    DELEGATE,
     Account,
     CalendarItem,
     Contact,
@@ -19,17 +22,29 @@ from exchangelib import (  # type: ignore[import-untyped]
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorCannotDeleteObject,
+    ErrorDelegateNoUser,
     ErrorInvalidChangeKey,
     ErrorInvalidIdMalformed,
     ErrorInvalidOperation,
+    ErrorInvalidUserSid,
+    ErrorNotDelegate,
     ErrorObjectTypeChanged,
     ErrorPropertyUpdate,
 )
 from exchangelib.folders import Messages  # type: ignore[import-untyped]
 from exchangelib.items import ASSOCIATED  # type: ignore[import-untyped]
+from exchangelib.properties import UserId  # type: ignore[import-untyped]
 from exchangelib.recurrence import DailyPattern, NumberedPattern, Recurrence  # type: ignore[import-untyped]
+from exchangelib.services import GetDelegate  # type: ignore[import-untyped]
+from lxml import etree
+
+from concord_exchange_emulator import ews, schema
+from concord_exchange_emulator.testing import RunningEmulator
+from concord_exchange_emulator.xmlns import M, T
 
 pytestmark = pytest.mark.integration
+
+MakeConfig = Callable[..., Any]
 
 COPENHAGEN = zoneinfo.ZoneInfo("Europe/Copenhagen")
 
@@ -198,3 +213,31 @@ def test_ids_and_change_keys_the_server_never_issued_are_malformed(account: Acco
     assert isinstance(results[2], ErrorInvalidIdMalformed)
     # Associated (folder-associated) items: a fresh mailbox has none.
     assert account.tasks.all().depth(ASSOCIATED).count() == 0
+
+
+def test_get_delegate_lists_the_mailbox_delegates(
+    emulator: RunningEmulator, make_config: MakeConfig, new_user: Callable[..., tuple[str, str]]
+) -> None:
+    owner, password = new_user()
+    helper, _ = new_user(delegate_of=[owner])
+    stranger, _ = new_user()
+    account = Account(
+        owner, config=make_config(owner, password), autodiscover=False, access_type=DELEGATE
+    )
+    [delegate] = account.delegates
+    assert delegate.user_id.primary_smtp_address == helper
+    assert delegate.delegate_permissions.calendar_folder_permission_level == "Editor"
+    service = GetDelegate(account=account)
+    with pytest.raises(ErrorNotDelegate):
+        list(service.call(user_ids=[stranger], include_permissions=False))
+    with pytest.raises(ErrorDelegateNoUser):
+        list(service.call(user_ids=["nobody@example.com"], include_permissions=False))
+    with pytest.raises(ErrorInvalidUserSid):
+        list(service.call(user_ids=[UserId(sid="XXX")], include_permissions=False))
+    # The answer is valid against the delegate-management schema.
+    ctx = ews.Context(emulator.store, owner, owner, impersonating=False)
+    request = etree.fromstring(
+        f'<m:GetDelegate xmlns:m="{M}" xmlns:t="{T}" IncludePermissions="true">'
+        f"<m:Mailbox><t:EmailAddress>{owner}</t:EmailAddress></m:Mailbox></m:GetDelegate>"
+    )
+    assert schema.validation_errors(ews.get_delegate(ctx, request)) == []
