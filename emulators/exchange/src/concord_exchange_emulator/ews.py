@@ -1295,7 +1295,8 @@ def get_delegate(ctx: Context, req: etree._Element) -> etree._Element:
         sub(user, t("ViewPrivateItems"), "true")
 
     messages = []
-    for node in asked or [None]:
+    wanted: list[etree._Element | None] = list(asked) or [None]
+    for node in wanted:
         if node is None:
             targets = delegates
         else:
