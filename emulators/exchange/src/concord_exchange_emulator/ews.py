@@ -620,6 +620,9 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         kind = local(node.tag)
+        if kind in MEETING_RESPONSES or kind == "CancelCalendarItem":
+            _respond_to_meeting(ctx, node, msg, disposition, target)
+            return
         if kind not in it.ITEM_TYPES:
             raise EwsError("ErrorInvalidItemForOperation", f"{kind} items are not supported")
         folder = target
@@ -644,6 +647,79 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
         sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
 
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+MEETING_RESPONSES = {
+    "AcceptItem": "Accept",
+    "TentativelyAcceptItem": "Tentative",
+    "DeclineItem": "Decline",
+}
+
+
+def _respond_to_meeting(
+    ctx: Context,
+    node: etree._Element,
+    msg: etree._Element,
+    disposition: str,
+    target: Folder | None,
+) -> None:
+    """An attendee's answer to a meeting (its MyResponseType; a declined meeting leaves the
+    calendar), or the organizer's cancellation (the meeting leaves the calendar and the
+    cancellation is kept in Sent Items). Nothing is delivered to anyone."""
+    kind = local(node.tag)
+    reference = node.find(t("ReferenceItemId"))
+    if reference is None:
+        raise EwsError("ErrorMissingInformationReferenceItemId", "The ReferenceItemId is missing.")
+    as_item_id = etree.Element(t("ItemId"), Id=reference.get("Id", ""))
+    if reference.get("ChangeKey"):
+        as_item_id.set("ChangeKey", reference.get("ChangeKey", ""))
+    meeting = resolve_item(ctx, as_item_id)
+    el = etree.fromstring(meeting.xml)
+    if local(el.tag) != "CalendarItem":
+        raise EwsError("ErrorInvalidItemForOperation", f"{kind} needs a meeting")
+    organizer = (el.findtext(f"{t('Organizer')}/{t('Mailbox')}/{t('EmailAddress')}") or "").lower()
+    is_organizer = organizer in {"", meeting.mailbox}
+    items = sub(msg, m("Items"))
+    if kind == "CancelCalendarItem":
+        if not is_organizer:
+            raise EwsError(
+                "ErrorCalendarIsNotOrganizer", "Only the organizer can cancel a meeting."
+            )
+        ctx.store.delete_item(meeting)
+        if disposition == "SendOnly":
+            return
+        folder = target or ctx.store.distinguished_folder(meeting.mailbox, "sentitems")
+        assert folder is not None
+        note = etree.Element(t("MeetingCancellation"), nsmap={"t": T})
+        sub(note, t("ItemClass"), "IPM.Schedule.Meeting.Canceled")
+        sub(note, t("Subject"), f"Canceled: {el.findtext(t('Subject')) or ''}")
+        sub(note, t("DateTimeSent"), it.now_iso())
+        sub(note, t("IsRead"), "true")
+        sub(note, t("IsDraft"), "false")
+        it.sort_children(note)
+        kept = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(note))
+        sub(items, t("MeetingCancellation")).append(
+            etree.Element(t("ItemId"), Id=kept.id, ChangeKey=kept.change_key)
+        )
+        return
+    answer = MEETING_RESPONSES[kind]
+    if is_organizer:
+        raise EwsError(
+            f"ErrorCalendarIsOrganizerFor{'Decline' if answer == 'Decline' else answer}",
+            "The organizer of a meeting cannot answer it.",
+        )
+    if answer == "Decline":
+        ctx.store.delete_item(meeting)
+        return
+    mine = el.find(t("MyResponseType"))
+    if mine is None:
+        mine = sub(el, t("MyResponseType"))
+    mine.text = answer
+    it.sort_children(el)
+    updated = ctx.store.update_item(meeting, _xml(el), read_flag_only=False)
+    sub(items, t("CalendarItem")).append(
+        etree.Element(t("ItemId"), Id=updated.id, ChangeKey=updated.change_key)
+    )
 
 
 def _mark_sent(item: etree._Element) -> None:

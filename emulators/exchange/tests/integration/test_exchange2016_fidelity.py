@@ -21,26 +21,31 @@ from exchangelib import (  # type: ignore[import-untyped]
     Task,
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorCalendarIsOrganizerForAccept,
     ErrorCannotDeleteObject,
     ErrorDelegateNoUser,
     ErrorInvalidChangeKey,
     ErrorInvalidIdMalformed,
     ErrorInvalidOperation,
     ErrorInvalidUserSid,
+    ErrorItemNotFound,
+    ErrorMissingInformationReferenceItemId,
     ErrorNotDelegate,
     ErrorObjectTypeChanged,
     ErrorPropertyUpdate,
 )
 from exchangelib.folders import Messages  # type: ignore[import-untyped]
-from exchangelib.items import ASSOCIATED  # type: ignore[import-untyped]
-from exchangelib.properties import UserId  # type: ignore[import-untyped]
+from exchangelib.items import ASSOCIATED, AcceptItem  # type: ignore[import-untyped]
+from exchangelib.properties import ReferenceItemId, UserId  # type: ignore[import-untyped]
 from exchangelib.recurrence import DailyPattern, NumberedPattern, Recurrence  # type: ignore[import-untyped]
 from exchangelib.services import GetDelegate  # type: ignore[import-untyped]
 from lxml import etree
 
 from concord_exchange_emulator import ews, schema
+from concord_exchange_emulator import items as it
+from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
-from concord_exchange_emulator.xmlns import M, T
+from concord_exchange_emulator.xmlns import M, T, sub, t
 
 pytestmark = pytest.mark.integration
 
@@ -241,3 +246,43 @@ def test_get_delegate_lists_the_mailbox_delegates(
         f"<m:Mailbox><t:EmailAddress>{owner}</t:EmailAddress></m:Mailbox></m:GetDelegate>"
     )
     assert schema.validation_errors(ews.get_delegate(ctx, request)) == []
+
+
+def test_meeting_answers_and_cancellation(emulator: RunningEmulator, account: Account) -> None:
+    start = dt.datetime(2030, 6, 3, 10, tzinfo=COPENHAGEN)
+    # An invitation someone else organizes, as delivery would have filed it.
+    node = etree.Element(t("CalendarItem"), nsmap={"t": T})
+    sub(node, t("Subject"), "from someone else")
+    sub(node, t("Start"), "2030-06-03T08:00:00Z")
+    sub(node, t("End"), "2030-06-03T09:00:00Z")
+    sub(sub(sub(node, t("Organizer")), t("Mailbox")), t("EmailAddress"), "boss@example.com")
+    address = account.primary_smtp_address
+    planted, _ = it.prepare_new(node, owner=address, owner_name=address)
+    calendar = emulator.store.distinguished_folder(address, "calendar")
+    assert calendar is not None
+    invited = emulator.store.insert_item(
+        new_id("AAMkI"), address, calendar.id, etree.tostring(planted)
+    )
+    AcceptItem(
+        account=account,
+        reference_item_id=ReferenceItemId(id=invited.id, changekey=invited.change_key),
+    ).send()
+    assert account.calendar.get(id=invited.id).my_response_type == "Accept"
+    mine = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="mine",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+    ).save()
+    with pytest.raises(ErrorCalendarIsOrganizerForAccept):
+        AcceptItem(
+            account=account, reference_item_id=ReferenceItemId(id=mine.id, changekey=mine.changekey)
+        ).send()
+    with pytest.raises(ErrorMissingInformationReferenceItemId):
+        AcceptItem(account=account).send()
+    result = mine.cancel()
+    assert result.id
+    assert account.sent.filter(subject="Canceled: mine").count() == 1
+    with pytest.raises(ErrorItemNotFound):
+        mine.cancel()

@@ -242,6 +242,13 @@ def _session_of_issue_15(account: Any) -> None:
         recurrence=Recurrence(pattern=DailyPattern(interval=1), start=start.date(), number=3),
     ).save()
     list(account.calendar.all())
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="called off",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+    ).save().cancel()
     with account.pull_subscription() as (subscription, watermark):
         list(account.inbox.get_events(subscription, watermark))
 
