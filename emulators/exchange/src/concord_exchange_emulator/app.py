@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from concord_exchange_emulator import ews
 from concord_exchange_emulator.ntlm import NtlmAcceptor
+from concord_exchange_emulator.push import PushSender
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store, User
 from concord_exchange_emulator.xmlns import m
@@ -335,7 +337,17 @@ def build_app(store: Store) -> Starlette:
         Route("/__admin/seed/{name}", seed, methods=["POST"]),
         Route("/__admin/invalidate-sync-states", invalidate_sync_states, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    pusher = PushSender(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pusher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pusher.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.control = control
     app.state.store = store
     return app

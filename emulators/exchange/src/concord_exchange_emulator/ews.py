@@ -1203,8 +1203,16 @@ def _decode_watermark(text: str) -> int:
 
 def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
-        if local(node.tag) not in {"PullSubscriptionRequest", "StreamingSubscriptionRequest"}:
-            raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported yet")
+        request = local(node.tag)
+        if request not in {
+            "PullSubscriptionRequest",
+            "StreamingSubscriptionRequest",
+            "PushSubscriptionRequest",
+        }:
+            raise EwsError("ErrorInvalidOperation", f"{request} is not supported")
+        url = node.findtext(t("URL")) or ""
+        if request == "PushSubscriptionRequest" and not url.startswith(("http://", "https://")):
+            raise EwsError("ErrorInvalidPushSubscriptionUrl", "The push URL is invalid.")
         folders = [resolve_folder(ctx, f) for f in _children(node.find(t("FolderIds")))]
         all_folders = node.get("SubscribeToAllFolders", "false").lower() in {"true", "1"}
         if not folders and not all_folders:
@@ -1218,8 +1226,11 @@ def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
         else:
             mailbox, folder_ids = folders[0].mailbox, [f.id for f in folders]
         sub_id = ctx.store.add_subscription(mailbox, folder_ids, events, seq)
+        if request == "PushSubscriptionRequest":
+            minutes = int(node.findtext(t("StatusFrequency")) or "30")
+            ctx.store.add_push_target(sub_id, url, minutes)
         sub(msg, m("SubscriptionId"), sub_id)
-        if local(node.tag) == "PullSubscriptionRequest":
+        if request != "StreamingSubscriptionRequest":
             sub(msg, m("Watermark"), _encode_watermark(seq))
 
     return _each("Subscribe", _children(req), fill)
@@ -1307,6 +1318,28 @@ def invalid_subscriptions(sub_ids: list[str]) -> etree._Element:
     return envelope(_response("GetStreamingEvents", [message]))
 
 
+def push_notification(store: Store, sub_id: str) -> tuple[etree._Element, int] | None:
+    """The SendNotification document for a push subscription's new events (a status event when
+    there are none) and the watermark it reaches; None when the subscription is gone."""
+    found = store.subscription(sub_id)
+    if found is None:
+        return None
+    mailbox, folder_ids, event_types, after = found
+    changes = store.changes(folder_ids, after, mailbox)
+    message = _message("SendNotification")
+    note = sub(message, m("Notification"))
+    sub(note, t("SubscriptionId"), sub_id)
+    sub(note, t("PreviousWatermark"), _encode_watermark(after))
+    sub(note, t("MoreEvents"), "false")
+    last = changes[-1].seq if changes else after
+    if not _add_events(store, note, changes, event_types):
+        sub(sub(note, t("StatusEvent")), t("Watermark"), _encode_watermark(last))
+    # The request's element is named for the operation, not "…Response".
+    body = etree.Element(m("SendNotification"), nsmap={"m": M, "t": T})
+    sub(body, m("ResponseMessages")).append(message)
+    return envelope(body), last
+
+
 def streaming_status(status: str) -> etree._Element:
     message = _message("GetStreamingEvents")
     sub(message, m("ConnectionStatus"), status)
@@ -1343,7 +1376,14 @@ def streaming_envelope(store: Store, sub_ids: list[str], status: str) -> etree._
 
 def unsubscribe(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
-        if not ctx.store.delete_subscription(node.findtext(m("SubscriptionId")) or ""):
+        sub_id = node.findtext(m("SubscriptionId")) or ""
+        if ctx.store.is_push(sub_id):
+            # A push subscription ends by answering a notification with Unsubscribe.
+            raise EwsError(
+                "ErrorInvalidSubscription",
+                "Push subscriptions end when the client answers a notification with Unsubscribe.",
+            )
+        if not ctx.store.delete_subscription(sub_id):
             raise EwsError("ErrorSubscriptionNotFound", "The subscription was not found.")
 
     return _each("Unsubscribe", [req], fill)

@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS changes (
     item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
 CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS push_targets (
+    subscription_id TEXT PRIMARY KEY, url TEXT NOT NULL, status_minutes INTEGER NOT NULL,
+    last_sent REAL NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_ids TEXT NOT NULL,
     event_types TEXT NOT NULL, watermark INTEGER NOT NULL);
@@ -543,3 +546,46 @@ class Store:
         found = self.folder(folder.id)
         assert found is not None
         return found
+
+    # push subscriptions: where their notifications go
+
+    def add_push_target(self, sub_id: str, url: str, status_minutes: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO push_targets (subscription_id, url, status_minutes) VALUES (?, ?, ?)",
+                (sub_id, url, status_minutes),
+            )
+
+    def push_targets(self) -> list[tuple[str, str, int, float, int]]:
+        """(subscription id, URL, status frequency in minutes, last sent, failures in a row)."""
+        with self.lock:
+            rows = self._db.execute("SELECT * FROM push_targets").fetchall()
+        return [
+            (r["subscription_id"], r["url"], r["status_minutes"], r["last_sent"], r["failures"])
+            for r in rows
+        ]
+
+    def is_push(self, sub_id: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM push_targets WHERE subscription_id = ?", (sub_id,)
+            ).fetchone()
+        return row is not None
+
+    def push_sent(self, sub_id: str, at: float, *, failed: bool) -> None:
+        with self.transaction() as db:
+            if failed:
+                db.execute(
+                    "UPDATE push_targets SET failures = failures + 1 WHERE subscription_id = ?",
+                    (sub_id,),
+                )
+            else:
+                db.execute(
+                    "UPDATE push_targets SET last_sent = ?, failures = 0 WHERE subscription_id = ?",
+                    (at, sub_id),
+                )
+
+    def drop_push(self, sub_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM push_targets WHERE subscription_id = ?", (sub_id,))
+            db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
