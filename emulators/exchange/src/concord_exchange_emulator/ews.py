@@ -970,6 +970,7 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     restriction = req.find(m("Restriction"))
     order = req.find(m("SortOrder"))
     calendar_view = req.find(m("CalendarView"))
+    query_string = (req.findtext(m("QueryString")) or "").strip()
     if req.find(m("GroupBy")) is not None or req.find(m("DistinguishedGroupBy")) is not None:
         raise SoapFault("ErrorInvalidRequest", "grouping is not supported by the emulator")
     if calendar_view is not None and restriction is not None and len(restriction):
@@ -994,6 +995,8 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
             rows = _in_view(rows, calendar_view)
         if restriction is not None and len(restriction):
             rows = [r for r in rows if it.matches(r[1], restriction[0])]
+        if query_string:
+            rows = [r for r in rows if it.aqs_matches(r[1], query_string)]
         if order is not None and len(order):
             key = _sort_key(order)
             rows.sort(key=lambda r: key(r[1]))

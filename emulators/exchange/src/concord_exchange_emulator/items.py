@@ -200,6 +200,13 @@ def apply_store_rules(item: etree._Element) -> None:
     subject = item.find(t("Subject"))
     if subject is not None and subject.text and len(subject.text) > SUBJECT_MAX:
         subject.text = subject.text[:SUBJECT_MAX]
+    for mailbox in item.iter(t("Mailbox")):
+        # Exchange resolves every recipient: one it knows no name for is named by its address.
+        address = mailbox.findtext(t("EmailAddress"))
+        if address and mailbox.find(t("Name")) is None:
+            name = etree.Element(t("Name"))
+            name.text = address
+            mailbox.insert(0, name)
     rec.snap_all_day(item)
     rec.date_recurrence_range(item)
 
@@ -650,3 +657,58 @@ def _contains(value: str, want: str, mode: str, exact: bool) -> bool:
     if mode in {"Substring", "ExactPhrase"}:
         return want in value
     raise QueryNotSupported("ErrorUnsupportedQueryFilter", f"ContainmentMode {mode}")
+
+
+# AQS (Advanced Query Syntax) for FindItem's QueryString: the search box of Outlook.
+
+_AQS_TERM = re.compile(r'(?:(?P<key>[A-Za-z]+):)?(?:"(?P<quoted>[^"]*)"|(?P<word>\S+))')
+_PEOPLE = {
+    "to": ("ToRecipients",),
+    "cc": ("CcRecipients",),
+    "bcc": ("BccRecipients",),
+    "from": ("From", "Sender"),
+    "participants": ("From", "Sender", "ToRecipients", "CcRecipients", "BccRecipients"),
+}
+
+
+def _people(item: etree._Element, elements: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    for name in elements:
+        node = item.find(t(name))
+        if node is None:
+            continue
+        for mailbox in node.iter(t("Mailbox")):
+            found += [mailbox.findtext(t("Name")) or "", mailbox.findtext(t("EmailAddress")) or ""]
+    return found
+
+
+def _aqs_values(item: etree._Element, key: str) -> list[str]:
+    if key in _PEOPLE:
+        return _people(item, _PEOPLE[key])
+    if key in {"subject", "body"}:
+        return [item.findtext(t(key.capitalize())) or ""]
+    if key in {"category", "categories"}:
+        return [c.text or "" for c in item.iterfind(f"{t('Categories')}/{t('String')}")]
+    if key == "":
+        texts = [item.findtext(t("Subject")) or "", item.findtext(t("Body")) or ""]
+        return [*texts, *_people(item, _PEOPLE["participants"])]
+    raise QueryNotSupported("ErrorInvalidArgument", f"the emulator has no AQS property {key!r}")
+
+
+def aqs_matches(item: etree._Element, query: str) -> bool:
+    """Terms (`Subject:word`, `To:"a name"`, bare words) joined by AND (the default) or OR;
+    a term matches a property containing it, ignoring case, as Exchange's index does."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    for found in _AQS_TERM.finditer(query):
+        value = found["quoted"] if found["quoted"] is not None else found["word"]
+        key = (found["key"] or "").lower()
+        if not key and value == "OR":
+            groups.append([])
+            continue
+        if not key and value == "AND":
+            continue
+        groups[-1].append((key, value.casefold()))
+    return any(
+        group and all(any(v in s.casefold() for s in _aqs_values(item, k)) for k, v in group)
+        for group in groups
+    )

@@ -286,3 +286,20 @@ def test_meeting_answers_and_cancellation(emulator: RunningEmulator, account: Ac
     assert account.sent.filter(subject="Canceled: mine").count() == 1
     with pytest.raises(ErrorItemNotFound):
         mine.cancel()
+
+
+def test_aqs_query_strings_and_resolved_recipient_names(account: Account) -> None:
+    Message(
+        account=account,
+        folder=account.inbox,
+        subject="Quarterly numbers",
+        body="see attached",
+        to_recipients=["ada@example.com"],
+    ).save()
+    Message(account=account, folder=account.inbox, subject="Lunch").save()
+    [found] = account.inbox.filter("Subject:quarterly AND To:ada@example.com")
+    # A recipient given without a name is named by its address, as Exchange resolves it.
+    assert found.to_recipients[0].name == "ada@example.com"
+    assert account.inbox.filter("Subject:lunch OR Subject:quarterly").count() == 2
+    assert account.inbox.filter("attached").count() == 1
+    assert account.inbox.filter('Participants:"ada@example.com" AND Subject:lunch').count() == 0
