@@ -16,6 +16,7 @@ from lxml import etree
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator.schema import field_order
 from concord_exchange_emulator.store import (
     ALL_FOLDERS,
     Change,
@@ -428,7 +429,35 @@ def folder_element(ctx: Context, folder: Folder) -> etree._Element:
             if (etree.fromstring(stored.xml).findtext(t("IsRead")) or "true") == "false"
         )
         sub(node, t("UnreadCount"), str(unread))
+    if folder.element != "CalendarFolder":
+        node.append(_permission_set(ctx, folder))
+    # Schema order (PermissionSet sits between ReplicaList and UnreadCount).
+    order = {name: i for i, name in enumerate(field_order(f"{folder.element}Type"))}
+    for child in sorted(node, key=lambda c: order.get(local(c.tag), len(order))):
+        node.append(child)
     return node
+
+
+def _permission_set(ctx: Context, folder: Folder) -> etree._Element:
+    """The folder's PermissionSet as last written, else Exchange's default: the Default and
+    Anonymous users may do nothing."""
+    stored = ctx.store.folder_permissions(folder.id)
+    if stored is not None:
+        return etree.fromstring(stored)
+    permissions = etree.Element(t("PermissionSet"))
+    container = sub(permissions, t("Permissions"))
+    for who in ("Default", "Anonymous"):
+        entry = sub(container, t("Permission"))
+        sub(sub(entry, t("UserId")), t("DistinguishedUser"), who)
+        for flag in ("CanCreateItems", "CanCreateSubFolders", "IsFolderOwner"):
+            sub(entry, t(flag), "false")
+        sub(entry, t("IsFolderVisible"), "false")
+        sub(entry, t("IsFolderContact"), "false")
+        for access in ("EditItems", "DeleteItems"):
+            sub(entry, t(access), "None")
+        sub(entry, t("ReadItems"), "None")
+        sub(entry, t("PermissionLevel"), "None")
+    return permissions
 
 
 def _add_first_and_last_occurrence(stored: StoredItem, el: etree._Element) -> None:
@@ -515,10 +544,11 @@ def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Elem
     }
 
     def apply(node: etree._Element) -> etree._Element:
-        if base == "IdOnly":
-            for child in list(node):
-                if local(child.tag) not in wanted:
-                    node.remove(child)
+        for child in list(node):
+            name = local(child.tag)
+            # Permissions come only when asked for by name, as in Exchange.
+            if (base == "IdOnly" or name == "PermissionSet") and name not in wanted:
+                node.remove(child)
         return node
 
     return apply
@@ -809,6 +839,10 @@ def update_folder(ctx: Context, req: etree._Element) -> etree._Element:
                 raise EwsError(
                     "ErrorObjectTypeChanged", "Object cannot be saved because its type has changed."
                 )
+            if uri == "folder:PermissionSet" and value is not None:
+                permissions = value.find(t("PermissionSet"))
+                if permissions is not None:
+                    ctx.store.set_folder_permissions(folder.id, etree.tostring(permissions))
             if uri == "folder:DisplayName" and local(update.tag) == "SetFolderField":
                 name = value.findtext(t("DisplayName")) if value is not None else None
                 if not name:

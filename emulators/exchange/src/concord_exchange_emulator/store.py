@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS changes (
     item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
 CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS folder_permissions (folder_id TEXT PRIMARY KEY, xml BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS push_targets (
     subscription_id TEXT PRIMARY KEY, url TEXT NOT NULL, status_minutes INTEGER NOT NULL,
     last_sent REAL NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0);
@@ -589,3 +590,16 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM push_targets WHERE subscription_id = ?", (sub_id,))
             db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+
+    # folder permissions (a folder's PermissionSet as last written)
+
+    def folder_permissions(self, folder_id: str) -> bytes | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT xml FROM folder_permissions WHERE folder_id = ?", (folder_id,)
+            ).fetchone()
+        return bytes(row["xml"]) if row else None
+
+    def set_folder_permissions(self, folder_id: str, xml: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO folder_permissions VALUES (?, ?)", (folder_id, xml))

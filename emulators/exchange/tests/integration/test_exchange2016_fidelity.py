@@ -303,3 +303,28 @@ def test_aqs_query_strings_and_resolved_recipient_names(account: Account) -> Non
     assert account.inbox.filter("Subject:lunch OR Subject:quarterly").count() == 2
     assert account.inbox.filter("attached").count() == 1
     assert account.inbox.filter('Participants:"ada@example.com" AND Subject:lunch').count() == 0
+
+
+def test_a_folder_permission_set_is_answered_when_asked_and_kept_when_set(
+    account: Account,
+) -> None:
+    from exchangelib.properties import Permission, PermissionSet  # type: ignore[import-untyped]
+
+    folder = Folder(parent=account.inbox, name="shared with the team").save()
+    folder.refresh()
+    # Not asked for by name: not answered (exchangelib asks for it on refresh).
+    default = folder.permission_set
+    assert [p.user_id.distinguished_user for p in default.permissions] == ["Default", "Anonymous"]
+    folder.permission_set = PermissionSet(
+        permissions=[
+            Permission(
+                user_id=default.permissions[0].user_id,
+                permission_level="Reviewer",
+                read_items="FullDetails",
+                is_folder_visible=True,
+            )
+        ]
+    )
+    folder.save(update_fields=["permission_set"])
+    folder.refresh()
+    assert [p.permission_level for p in folder.permission_set.permissions] == ["Reviewer"]

@@ -220,6 +220,7 @@ def _session_of_issue_15(account: Any) -> None:
     list(account.inbox.sync_hierarchy())
     first.name = "renamed"
     first.save()
+    first.refresh()  # asks for the PermissionSet too
     first.move(second)
     list(account.inbox.sync_hierarchy())
     list(SingleFolderQuerySet(account=account, folder=account.inbox).only("name").all())
