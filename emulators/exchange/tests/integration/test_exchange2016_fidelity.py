@@ -36,7 +36,12 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
 )
 from exchangelib.folders import Messages  # type: ignore[import-untyped]
 from exchangelib.items import ASSOCIATED, AcceptItem  # type: ignore[import-untyped]
-from exchangelib.properties import ReferenceItemId, UserId  # type: ignore[import-untyped]
+from exchangelib.properties import (  # type: ignore[import-untyped]
+    Permission,
+    PermissionSet,
+    ReferenceItemId,
+    UserId,
+)
 from exchangelib.recurrence import DailyPattern, NumberedPattern, Recurrence  # type: ignore[import-untyped]
 from exchangelib.services import GetDelegate  # type: ignore[import-untyped]
 from lxml import etree
@@ -308,8 +313,6 @@ def test_aqs_query_strings_and_resolved_recipient_names(account: Account) -> Non
 def test_a_folder_permission_set_is_answered_when_asked_and_kept_when_set(
     account: Account,
 ) -> None:
-    from exchangelib.properties import Permission, PermissionSet  # type: ignore[import-untyped]
-
     folder = Folder(parent=account.inbox, name="shared with the team").save()
     folder.refresh()
     # Not asked for by name: not answered (exchangelib asks for it on refresh).
