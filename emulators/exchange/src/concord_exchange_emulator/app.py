@@ -34,6 +34,8 @@ STREAM_HEARTBEAT_SECONDS = 5.0
 # How often a stream looks for new changes: bounds the change → event latency.
 STREAM_POLL_SECONDS = 0.05
 AFFINITY_COOKIE = "X-BackEndOverrideCookie"
+# How long an idle keep-alive connection stays open (IIS's default connection timeout).
+IDLE_CONNECTION_SECONDS = 120
 FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
 
 
