@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help install up down test check lint format types protos protos-check breaking types-tests render bench clean
+.PHONY: help install up down test check lint format types protos protos-check breaking types-tests render bench clean ews-conformance
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,3 +63,7 @@ bench: install ## benchmarks: ratios measured in one run
 
 clean: ## remove var/ and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+ews-conformance: install ## exchangelib's live tests against a fresh Exchange emulator: SUITE=<exchangelib checkout>
+	@test -n "$(SUITE)" || { echo "usage: make ews-conformance SUITE=/path/to/exchangelib"; exit 2; }
+	@$(UV) run --frozen python tools/ews_conformance.py "$(SUITE)" --list-failures

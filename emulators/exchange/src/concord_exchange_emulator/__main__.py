@@ -7,7 +7,7 @@ import pathlib
 
 import uvicorn
 
-from concord_exchange_emulator.app import build_app
+from concord_exchange_emulator.app import IDLE_CONNECTION_SECONDS, build_app
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
 from concord_exchange_emulator.tls import ensure_tls_files
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         # Open GetStreamingEvents responses last up to 30 min: don't wait for them on SIGTERM.
         timeout_graceful_shutdown=2,
+        # IIS keeps an idle connection for 120 s; clients reuse theirs within that.
+        timeout_keep_alive=IDLE_CONNECTION_SECONDS,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
     )

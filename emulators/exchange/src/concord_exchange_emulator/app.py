@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from concord_exchange_emulator import ews
 from concord_exchange_emulator.ntlm import NtlmAcceptor
+from concord_exchange_emulator.push import PushSender
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store, User
 from concord_exchange_emulator.xmlns import m
@@ -31,6 +33,9 @@ EWS_PATH = "/EWS/Exchange.asmx"
 STREAM_HEARTBEAT_SECONDS = 5.0
 # How often a stream looks for new changes: bounds the change → event latency.
 STREAM_POLL_SECONDS = 0.05
+AFFINITY_COOKIE = "X-BackEndOverrideCookie"
+# How long an idle keep-alive connection stays open (IIS's default connection timeout).
+IDLE_CONNECTION_SECONDS = 120
 FAULT_KINDS = {"server_busy", "http_error", "latency", "drop_response"}
 
 
@@ -161,12 +166,21 @@ class EwsEndpoint:
                 await Response("injected failure", status_code=fault.status)(scope, receive, send)
                 return
             if operation == "GetStreamingEvents":
-                sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
+                try:
+                    sub_ids = await run_in_threadpool(ews.streaming_subscriptions, ctx, req)
+                except ews.InvalidSubscriptions as exc:
+                    invalid = _xml_response(ews.invalid_subscriptions(exc.sub_ids))
+                    await invalid(scope, receive, send)
+                    return
                 minutes = int(req.findtext(m("ConnectionTimeout")) or "30")
                 await self._stream(sub_ids, minutes * 60, receive, send)
                 return
             env = await run_in_threadpool(ews.handle, ctx, operation, req)
             response = _xml_response(env)
+            if operation == "Subscribe":
+                # Exchange pins a subscription to the mailbox server that holds it; clients send
+                # this cookie back with their GetEvents/GetStreamingEvents calls.
+                response.set_cookie(AFFINITY_COOKIE, f"{ctx.acting_as}~emulator")
         except ews.SoapFault as exc:
             response = _xml_response(ews.fault(exc.code, exc.text, exc.back_off_ms), status=500)
         if fault is not None and fault.kind == "drop_response":
@@ -289,7 +303,13 @@ def build_app(store: Store) -> Starlette:
         mailbox = str(spec.get("mailbox", username))
 
         def create() -> None:
-            ews.ensure_mailbox(store, mailbox, str(spec.get("display_name", mailbox)))
+            language = spec.get("language")
+            ews.ensure_mailbox(
+                store,
+                mailbox,
+                str(spec.get("display_name", mailbox)),
+                str(language) if language else None,
+            )
             store.add_user(
                 username, password, mailbox, can_impersonate=bool(spec.get("can_impersonate"))
             )
@@ -319,7 +339,17 @@ def build_app(store: Store) -> Starlette:
         Route("/__admin/seed/{name}", seed, methods=["POST"]),
         Route("/__admin/invalidate-sync-states", invalidate_sync_states, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    pusher = PushSender(store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pusher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(pusher.stop)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.control = control
     app.state.store = store
     return app

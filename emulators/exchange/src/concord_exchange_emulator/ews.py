@@ -6,15 +6,25 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
-from concord_exchange_emulator.store import Change, Folder, Store, StoredItem, new_id
+from concord_exchange_emulator.schema import field_order
+from concord_exchange_emulator.store import (
+    ALL_FOLDERS,
+    Change,
+    Folder,
+    Store,
+    StoredItem,
+    new_id,
+)
 from concord_exchange_emulator.xmlns import NSMAP, XSI, E, M, S, T, local, m, sub, t
 
 SERVER_VERSION = {
@@ -26,25 +36,14 @@ SERVER_VERSION = {
     "Version": "Exchange2016",
 }
 
-DISTINGUISHED = {
-    # name: (parent, display name, element, folder class)
-    "root": (None, "Top of Information Store", "Folder", ""),
-    "msgfolderroot": ("root", "Top of Information Store", "Folder", "IPF.Note"),
-    "inbox": ("msgfolderroot", "Inbox", "Folder", "IPF.Note"),
-    "sentitems": ("msgfolderroot", "Sent Items", "Folder", "IPF.Note"),
-    "deleteditems": ("msgfolderroot", "Deleted Items", "Folder", "IPF.Note"),
-    "drafts": ("msgfolderroot", "Drafts", "Folder", "IPF.Note"),
-    "calendar": ("msgfolderroot", "Calendar", "CalendarFolder", "IPF.Appointment"),
-    "tasks": ("msgfolderroot", "Tasks", "TasksFolder", "IPF.Task"),
-    "contacts": ("msgfolderroot", "Contacts", "ContactsFolder", "IPF.Contact"),
-}
 DEFAULT_FOLDER = {"CalendarItem": "calendar", "Task": "tasks", "Contact": "contacts"}
+# The class a new folder gets when the client names none: a generic Folder has none in Exchange.
 FOLDER_ELEMENTS = {
-    "Folder": "IPF.Note",
+    "Folder": "",
     "CalendarFolder": "IPF.Appointment",
     "TasksFolder": "IPF.Task",
     "ContactsFolder": "IPF.Contact",
-    "SearchFolder": "IPF.Note",
+    "SearchFolder": "",
 }
 EVENT_ELEMENTS = {
     "create": "CreatedEvent",
@@ -61,6 +60,9 @@ EMPTY_CONTAINER_ON_ERROR = {
     "MoveItem": "Items",
     "GetFolder": "Folders",
     "CreateFolder": "Folders",
+    "CopyItem": "Items",
+    "UpdateFolder": "Folders",
+    "MoveFolder": "Folders",
 }
 
 
@@ -100,22 +102,39 @@ class Context:
         raise EwsError("ErrorAccessDenied", "The caller has no access to this mailbox.")
 
 
-def ensure_mailbox(store: Store, address: str, display_name: str) -> None:
-    """Create a mailbox with its distinguished folders (idempotent)."""
+def ensure_mailbox(
+    store: Store, address: str, display_name: str, language: str | None = None
+) -> None:
+    """Create a mailbox with Exchange 2016's folder tree, in `language` when given (a culture
+    such as "da-DK"); an existing mailbox gets the well-known folders it lacks (idempotent)."""
     address = address.lower()
-    if not store.add_mailbox(address, display_name):
-        return
+    store.add_mailbox(address, display_name)
     ids: dict[str, str] = {}
-    for name, (parent, title, element, folder_class) in DISTINGUISHED.items():
-        folder = store.add_folder(
-            address,
-            ids[parent] if parent else None,
-            title,
-            folder_class,
-            element,
-            distinguished=name,
+    for known in fl.parents_first():
+        parent_id = ids[known.parent] if known.parent else None
+        existing = (
+            store.distinguished_folder(address, known.distinguished)
+            if known.distinguished
+            else next(
+                (
+                    f
+                    for f in store.child_folders(parent_id or "")
+                    if f.display_name.lower()
+                    in {known.name.lower(), fl.folder_name(known, language).lower()}
+                ),
+                None,
+            )
         )
-        ids[name] = folder.id
+        if existing is None:
+            existing = store.add_folder(
+                address,
+                parent_id,
+                fl.folder_name(known, language),
+                known.folder_class,
+                known.element,
+                distinguished=known.distinguished,
+            )
+        ids[known.key] = existing.id
 
 
 # Envelope
@@ -172,6 +191,9 @@ def _error_message(op: str, code: str, text: str) -> etree._Element:
         # Exchange keeps these two in an error answer, and exchangelib reads SyncState first.
         sub(msg, m("SyncState"), "")
         sub(msg, m("IncludesLastItemInRange"), "true")
+    if op == "SyncFolderHierarchy":
+        sub(msg, m("SyncState"), "")
+        sub(msg, m("IncludesLastFolderInRange"), "true")
     return msg
 
 
@@ -203,8 +225,19 @@ def _each(
 # Folders and items
 
 
+_OUR_FOLDER_ID = re.compile(r"^AQMkF[0-9A-F]{32}$")
+
+
 def resolve_folder(ctx: Context, node: etree._Element) -> Folder:
     kind = local(node.tag)
+    if kind == "DistinguishedFolderId" and node.get("Id") == "publicfoldersroot":
+        # A 2016 organisation without public folder mailboxes answers this way.
+        raise EwsError(
+            "ErrorNoPublicFolderReplicaAvailable", "There are no public folder servers available."
+        )
+    if kind == "FolderId" and not _OUR_FOLDER_ID.match(node.get("Id", "")):
+        # Exchange tells an id it cannot decode from one it cannot find.
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
     if kind == "DistinguishedFolderId":
         mailbox = node.findtext(f"{t('Mailbox')}/{t('EmailAddress')}") or ctx.acting_as
         ctx.check_access(mailbox)
@@ -264,7 +297,8 @@ def occurrence_xml(master: etree._Element, start: dt.datetime, end: dt.datetime)
     sub(occ, t("CalendarItemType"), "Occurrence")
     recurring = occ.find(t("IsRecurring"))
     if recurring is None:
-        sub(occ, t("IsRecurring"), "true")
+        recurring = sub(occ, t("IsRecurring"))
+    recurring.text = "true"
     return it.sort_children(occ)
 
 
@@ -294,8 +328,22 @@ def _occurrence(ctx: Context, master: StoredItem, index: int) -> StoredItem:
     )
 
 
+_OUR_ITEM_ID = re.compile(r"^(AAMkI[0-9A-F]{32}|AAMkOAAMkI[0-9A-F]{32}_\d+)$")
+_OUR_CHANGE_KEY = re.compile(r"^CQAAAB\d{8}$")
+
+
+def _check_item_id(item_id: str, change_key: str | None) -> None:
+    """Exchange tells an id or ChangeKey it cannot decode from one that is out of date."""
+    if not _OUR_ITEM_ID.match(item_id):
+        raise EwsError("ErrorInvalidIdMalformed", "Id is malformed.")
+    if change_key and not _OUR_CHANGE_KEY.match(change_key):
+        raise EwsError("ErrorInvalidChangeKey", "ChangeKey is invalid.")
+
+
 def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
     kind = local(node.tag)
+    if kind == "ItemId":
+        _check_item_id(node.get("Id", ""), node.get("ChangeKey"))
     if kind == "OccurrenceItemId":
         master = _master(ctx, node.get("RecurringMasterId", ""))
         return _occurrence(ctx, master, int(node.get("InstanceIndex", "0")))
@@ -375,15 +423,75 @@ def folder_element(ctx: Context, folder: Folder) -> etree._Element:
     if folder.distinguished:
         sub(node, t("DistinguishedFolderId"), folder.distinguished)
     if folder.element in {"Folder", "SearchFolder"}:
-        sub(node, t("UnreadCount"), "0")
+        unread = sum(
+            1
+            for stored in ctx.store.items_in(folder.id)
+            if (etree.fromstring(stored.xml).findtext(t("IsRead")) or "true") == "false"
+        )
+        sub(node, t("UnreadCount"), str(unread))
+    if folder.element != "CalendarFolder":
+        node.append(_permission_set(ctx, folder))
+    # Schema order (PermissionSet sits between ReplicaList and UnreadCount).
+    order = {name: i for i, name in enumerate(field_order(f"{folder.element}Type"))}
+    for child in sorted(node, key=lambda c: order.get(local(c.tag), len(order))):
+        node.append(child)
     return node
+
+
+def _permission_set(ctx: Context, folder: Folder) -> etree._Element:
+    """The folder's PermissionSet as last written, else Exchange's default: the Default and
+    Anonymous users may do nothing."""
+    stored = ctx.store.folder_permissions(folder.id)
+    if stored is not None:
+        return etree.fromstring(stored)
+    permissions = etree.Element(t("PermissionSet"))
+    container = sub(permissions, t("Permissions"))
+    for who in ("Default", "Anonymous"):
+        entry = sub(container, t("Permission"))
+        sub(sub(entry, t("UserId")), t("DistinguishedUser"), who)
+        for flag in ("CanCreateItems", "CanCreateSubFolders", "IsFolderOwner"):
+            sub(entry, t(flag), "false")
+        sub(entry, t("IsFolderVisible"), "false")
+        sub(entry, t("IsFolderContact"), "false")
+        for access in ("EditItems", "DeleteItems"):
+            sub(entry, t(access), "None")
+        sub(entry, t("ReadItems"), "None")
+        sub(entry, t("PermissionLevel"), "None")
+    return permissions
+
+
+def _add_first_and_last_occurrence(stored: StoredItem, el: etree._Element) -> None:
+    """A series' master names its first and (for a series with an end) last occurrence."""
+    recurrence = el.find(t("Recurrence"))
+    if recurrence is None or el.findtext(t("CalendarItemType")) != "RecurringMaster":
+        return
+    ends = len(recurrence) > 1 and local(recurrence[1].tag) != "NoEndRecurrence"
+    try:
+        series = rec.occurrences(el)
+        # A series without an end has no last occurrence: only its first is worked out.
+        found = list(series) if ends else [next(series)]
+    except (rec.RecurrenceNotSupported, ValueError, StopIteration):
+        return
+    if not found:
+        return
+    for name, (index, start, end) in (("FirstOccurrence", found[0]), ("LastOccurrence", found[-1])):
+        if name == "LastOccurrence" and not ends:
+            continue
+        node = sub(el, t(name))
+        sub(node, t("ItemId"), Id=occurrence_id(stored.id, index), ChangeKey=stored.change_key)
+        sub(node, t("Start"), rec.utc_text(start))
+        sub(node, t("End"), rec.utc_text(end))
+        sub(node, t("OriginalStart"), rec.utc_text(start))
 
 
 def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Element:
     folder = ctx.store.folder(stored.folder_id)
     assert folder is not None
+    el = etree.fromstring(stored.xml)
+    if local(el.tag) == "CalendarItem":
+        _add_first_and_last_occurrence(stored, el)
     return it.render(
-        etree.fromstring(stored.xml),
+        el,
         shape,
         item_id=stored.id,
         change_key=stored.change_key,
@@ -397,9 +505,11 @@ def _children(node: etree._Element | None) -> list[etree._Element]:
 
 
 def get_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = _folder_shape(req)
+
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
-        sub(msg, m("Folders")).append(folder_element(ctx, folder))
+        sub(msg, m("Folders")).append(shape(folder_element(ctx, folder)))
 
     return _each("GetFolder", _children(req.find(m("FolderIds"))), fill)
 
@@ -424,9 +534,30 @@ def _page(req: etree._Element, view_name: str, total: int) -> tuple[int, int]:
     return offset, limit
 
 
+def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
+    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name."""
+    shape = req.find(m("FolderShape"))
+    base = shape.findtext(t("BaseShape")) if shape is not None else "AllProperties"
+    extra = shape.find(t("AdditionalProperties")) if shape is not None else None
+    wanted = {"FolderId"} | {
+        it.element_for_uri(p.get("FieldURI", "")) for p in _children(extra) if p.get("FieldURI")
+    }
+
+    def apply(node: etree._Element) -> etree._Element:
+        for child in list(node):
+            name = local(child.tag)
+            # Permissions come only when asked for by name, as in Exchange.
+            if (base == "IdOnly" or name == "PermissionSet") and name not in wanted:
+                node.remove(child)
+        return node
+
+    return apply
+
+
 def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
     deep = req.get("Traversal", "Shallow") == "Deep"
     restriction = req.find(m("Restriction"))
+    shape = _folder_shape(req)
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         parent = resolve_folder(ctx, node)
@@ -446,7 +577,7 @@ def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
         )
         container = sub(root, t("Folders"))
         for el in page:
-            container.append(el)
+            container.append(shape(el))
 
     return _each("FindFolder", _children(req.find(m("ParentFolderIds"))), fill)
 
@@ -459,15 +590,31 @@ def create_folder(ctx: Context, req: etree._Element) -> etree._Element:
         if parent is None:
             raise EwsError("ErrorInvalidRequest", "CreateFolder needs a ParentFolderId")
         name = node.findtext(t("DisplayName")) or ""
-        if any(f.display_name == name for f in ctx.store.child_folders(parent.id)):
-            raise EwsError("ErrorFolderExists", "A folder with the specified name already exists.")
+        # Folder names are unique among siblings regardless of case, as in Exchange.
+        if any(f.display_name.lower() == name.lower() for f in ctx.store.child_folders(parent.id)):
+            raise EwsError(
+                "ErrorFolderExists",
+                "A folder with the specified name already exists., "
+                f"Could not create folder '{name}'.",
+            )
         element = local(node.tag)
-        folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "IPF.Note")
+        folder_class = node.findtext(t("FolderClass")) or FOLDER_ELEMENTS.get(element, "")
         folder = ctx.store.add_folder(parent.mailbox, parent.id, name, folder_class, element)
         out = sub(sub(msg, m("Folders")), t(element))
         sub(out, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
 
     return _each("CreateFolder", _children(req.find(m("Folders"))), fill)
+
+
+def _is_system_folder(ctx: Context, folder: Folder) -> bool:
+    """One of the mailbox's own folders without a distinguished id (Common Views, GAL Contacts,
+    …): a well-known name directly under a well-known folder."""
+    if folder.display_name.lower() not in fl.system_folder_names() or not folder.parent_id:
+        return False
+    parent = ctx.store.folder(folder.parent_id)
+    return parent is not None and (
+        parent.distinguished is not None or _is_system_folder(ctx, parent)
+    )
 
 
 def delete_folder(ctx: Context, req: etree._Element) -> etree._Element:
@@ -477,6 +624,8 @@ def delete_folder(ctx: Context, req: etree._Element) -> etree._Element:
             raise EwsError(
                 "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
             )
+        if _is_system_folder(ctx, folder):
+            raise EwsError("ErrorCannotDeleteObject", "The object cannot be deleted.")
         ctx.store.delete_folder(folder)
 
     return _each("DeleteFolder", _children(req.find(m("FolderIds"))), fill)
@@ -501,6 +650,9 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         kind = local(node.tag)
+        if kind in MEETING_RESPONSES or kind == "CancelCalendarItem":
+            _respond_to_meeting(ctx, node, msg, disposition, target)
+            return
         if kind not in it.ITEM_TYPES:
             raise EwsError("ErrorInvalidItemForOperation", f"{kind} items are not supported")
         folder = target
@@ -513,10 +665,241 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
         item, _ = it.prepare_new(
             node, owner=folder.mailbox, owner_name=ctx.store.display_name(folder.mailbox)
         )
+        if kind == "Message" and disposition in {"SendOnly", "SendAndSaveCopy"}:
+            # A message sent at creation: Exchange answers with no item (the copy, if kept, is
+            # a new item in the Sent Items or the named folder), and keeps nothing for SendOnly.
+            sub(msg, m("Items"))
+            if disposition == "SendAndSaveCopy":
+                _mark_sent(item)
+                ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
+            return
         stored = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
         sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
 
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+MEETING_RESPONSES = {
+    "AcceptItem": "Accept",
+    "TentativelyAcceptItem": "Tentative",
+    "DeclineItem": "Decline",
+}
+
+
+def _respond_to_meeting(
+    ctx: Context,
+    node: etree._Element,
+    msg: etree._Element,
+    disposition: str,
+    target: Folder | None,
+) -> None:
+    """An attendee's answer to a meeting (its MyResponseType; a declined meeting leaves the
+    calendar), or the organizer's cancellation (the meeting leaves the calendar and the
+    cancellation is kept in Sent Items). Nothing is delivered to anyone."""
+    kind = local(node.tag)
+    reference = node.find(t("ReferenceItemId"))
+    if reference is None:
+        raise EwsError("ErrorMissingInformationReferenceItemId", "The ReferenceItemId is missing.")
+    as_item_id = etree.Element(t("ItemId"), Id=reference.get("Id", ""))
+    if reference.get("ChangeKey"):
+        as_item_id.set("ChangeKey", reference.get("ChangeKey", ""))
+    meeting = resolve_item(ctx, as_item_id)
+    el = etree.fromstring(meeting.xml)
+    if local(el.tag) != "CalendarItem":
+        raise EwsError("ErrorInvalidItemForOperation", f"{kind} needs a meeting")
+    organizer = (el.findtext(f"{t('Organizer')}/{t('Mailbox')}/{t('EmailAddress')}") or "").lower()
+    is_organizer = organizer in {"", meeting.mailbox}
+    items = sub(msg, m("Items"))
+    if kind == "CancelCalendarItem":
+        if not is_organizer:
+            raise EwsError(
+                "ErrorCalendarIsNotOrganizer", "Only the organizer can cancel a meeting."
+            )
+        ctx.store.delete_item(meeting)
+        if disposition == "SendOnly":
+            return
+        folder = target or ctx.store.distinguished_folder(meeting.mailbox, "sentitems")
+        assert folder is not None
+        note = etree.Element(t("MeetingCancellation"), nsmap={"t": T})
+        sub(note, t("ItemClass"), "IPM.Schedule.Meeting.Canceled")
+        sub(note, t("Subject"), f"Canceled: {el.findtext(t('Subject')) or ''}")
+        sub(note, t("DateTimeSent"), it.now_iso())
+        sub(note, t("IsRead"), "true")
+        sub(note, t("IsDraft"), "false")
+        it.sort_children(note)
+        kept = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(note))
+        sub(items, t("MeetingCancellation")).append(
+            etree.Element(t("ItemId"), Id=kept.id, ChangeKey=kept.change_key)
+        )
+        return
+    answer = MEETING_RESPONSES[kind]
+    if is_organizer:
+        raise EwsError(
+            f"ErrorCalendarIsOrganizerFor{'Decline' if answer == 'Decline' else answer}",
+            "The organizer of a meeting cannot answer it.",
+        )
+    if answer == "Decline":
+        ctx.store.delete_item(meeting)
+        return
+    mine = el.find(t("MyResponseType"))
+    if mine is None:
+        mine = sub(el, t("MyResponseType"))
+    mine.text = answer
+    it.sort_children(el)
+    updated = ctx.store.update_item(meeting, _xml(el), read_flag_only=False)
+    sub(items, t("CalendarItem")).append(
+        etree.Element(t("ItemId"), Id=updated.id, ChangeKey=updated.change_key)
+    )
+
+
+def _mark_sent(item: etree._Element) -> None:
+    for name, value in (("IsDraft", "false"), ("DateTimeSent", it.now_iso()), ("IsRead", "true")):
+        node = item.find(t(name))
+        if node is None:
+            node = sub(item, t(name))
+        node.text = value
+    it.sort_children(item)
+
+
+def send_item(ctx: Context, req: etree._Element) -> etree._Element:
+    """Send saved messages (drafts): kept in Sent Items (or the folder named), else removed."""
+    save = req.get("SaveItemToFolder", "true").lower() in {"true", "1"}
+    target_node = _children(req.find(m("SavedItemFolderId")))
+    target = resolve_folder(ctx, target_node[0]) if target_node else None
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if local(etree.fromstring(stored.xml).tag) != "Message":
+            raise EwsError("ErrorInvalidItemForOperation", "Only messages can be sent.")
+        if not save:
+            ctx.store.delete_item(stored)
+            return
+        folder = target or ctx.store.distinguished_folder(stored.mailbox, "sentitems")
+        assert folder is not None
+        item = etree.fromstring(stored.xml)
+        _mark_sent(item)
+        ctx.store.move_item(stored, new_id("AAMkI"), folder.id, _xml(item))
+
+    return _each("SendItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def copy_item(ctx: Context, req: etree._Element) -> etree._Element:
+    target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+    id_only = it.Shape(None)
+    id_only.base = "IdOnly"
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if _parse_occurrence_id(stored.id) is not None:
+            raise EwsError("ErrorInvalidOperation", "an occurrence cannot be copied on its own")
+        if stored.mailbox != target.mailbox:
+            raise EwsError("ErrorInvalidOperation", "copies across mailboxes are not supported")
+        copy = ctx.store.insert_item(new_id("AAMkI"), target.mailbox, target.id, stored.xml)
+        sub(msg, m("Items")).append(render_item(ctx, copy, id_only))
+
+    return _each("CopyItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def mark_as_junk(ctx: Context, req: etree._Element) -> etree._Element:
+    """Junk goes to Junk Email, not-junk back to the Inbox, when MoveItem is true."""
+    is_junk = req.get("IsJunk", "true").lower() in {"true", "1"}
+    move = req.get("MoveItem", "true").lower() in {"true", "1"}
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        stored = resolve_item(ctx, node)
+        if not move:
+            return
+        folder = ctx.store.distinguished_folder(stored.mailbox, "junkemail" if is_junk else "inbox")
+        assert folder is not None
+        moved = stored
+        if folder.id != stored.folder_id:
+            moved = ctx.store.move_item(stored, new_id("AAMkI"), folder.id, stored.xml)
+        sub(msg, m("MovedItemId"), Id=moved.id, ChangeKey=moved.change_key)
+
+    return _each("MarkAsJunk", _children(req.find(m("ItemIds"))), fill)
+
+
+def update_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        id_node = next(c for c in _children(node) if local(c.tag).endswith("FolderId"))
+        try:
+            folder = resolve_folder(ctx, id_node)
+        except EwsError as exc:
+            # Exchange's answer for an update of a folder that is gone.
+            if exc.code != "ErrorFolderNotFound":
+                raise
+            raise EwsError("ErrorItemNotFound", NOT_FOUND) from None
+        name = None
+        for update in _children(node.find(t("Updates"))):
+            path = next((c for c in update if local(c.tag).endswith("FieldURI")), None)
+            uri = path.get("FieldURI", "") if path is not None else ""
+            value = next((c for c in update if not local(c.tag).endswith("FieldURI")), None)
+            new_class = value.findtext(t("FolderClass")) if value is not None else None
+            if uri == "folder:FolderClass" and (new_class or "") != folder.folder_class:
+                raise EwsError(
+                    "ErrorObjectTypeChanged", "Object cannot be saved because its type has changed."
+                )
+            if uri == "folder:PermissionSet" and value is not None:
+                permissions = value.find(t("PermissionSet"))
+                if permissions is not None:
+                    ctx.store.set_folder_permissions(folder.id, etree.tostring(permissions))
+            if uri == "folder:DisplayName" and local(update.tag) == "SetFolderField":
+                name = value.findtext(t("DisplayName")) if value is not None else None
+                if not name:
+                    raise EwsError("ErrorInvalidPropertySet", "A folder needs a DisplayName.")
+            # Other folder properties are accepted and not kept (the emulator stores none).
+        if name is not None and folder.parent_id:
+            clash = [
+                f
+                for f in ctx.store.child_folders(folder.parent_id)
+                if f.id != folder.id and f.display_name.lower() == name.lower()
+            ]
+            if clash:
+                raise EwsError(
+                    "ErrorFolderExists", "A folder with the specified name already exists."
+                )
+        updated = ctx.store.update_folder(folder, display_name=name)
+        out = sub(sub(msg, m("Folders")), t(updated.element))
+        sub(out, t("FolderId"), Id=updated.id, ChangeKey=updated.change_key)
+
+    return _each("UpdateFolder", _children(req.find(m("FolderChanges"))), fill)
+
+
+def move_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        if folder.distinguished:
+            raise EwsError("ErrorMoveDistinguishedFolder", "Distinguished folders cannot be moved.")
+        if any(
+            f.display_name.lower() == folder.display_name.lower()
+            for f in ctx.store.child_folders(target.id)
+        ):
+            raise EwsError("ErrorFolderExists", "A folder with the specified name already exists.")
+        moved = ctx.store.update_folder(folder, parent_id=target.id)
+        out = sub(sub(msg, m("Folders")), t(moved.element))
+        sub(out, t("FolderId"), Id=moved.id, ChangeKey=moved.change_key)
+
+    return _each("MoveFolder", _children(req.find(m("FolderIds"))), fill)
+
+
+def empty_folder(ctx: Context, req: etree._Element) -> etree._Element:
+    """Delete a folder's items (and, when asked, its sub-folders); the folder stays."""
+    delete_subfolders = req.get("DeleteSubFolders", "false").lower() in {"true", "1"}
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        folder = resolve_folder(ctx, node)
+        if folder.distinguished in {"root", "msgfolderroot", "searchfolders"}:
+            raise EwsError("ErrorCannotEmptyFolder", "This folder cannot be emptied.")
+        for stored in ctx.store.items_in(folder.id):
+            ctx.store.delete_item(stored)
+        if delete_subfolders:
+            for child in ctx.store.child_folders(folder.id):
+                if not child.distinguished and not _is_system_folder(ctx, child):
+                    ctx.store.delete_folder(child)
+
+    return _each("EmptyFolder", _children(req.find(m("FolderIds"))), fill)
 
 
 def _xml(node: etree._Element) -> bytes:
@@ -525,6 +908,7 @@ def _xml(node: etree._Element) -> bytes:
 
 def update_item(ctx: Context, req: etree._Element) -> etree._Element:
     resolution = req.get("ConflictResolution", "AutoResolve")
+    disposition = req.get("MessageDisposition", "SaveOnly")
     id_only = it.Shape(None)
     id_only.base = "IdOnly"
 
@@ -548,6 +932,18 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
             updated = _save_exception(ctx, stored, xml)
         else:
             updated = ctx.store.update_item(stored, _xml(xml), read_flag_only=changed == {"IsRead"})
+        if disposition in {"SendOnly", "SendAndSaveCopy"} and local(xml.tag) == "Message":
+            # Updated, then sent: the answer has no item, the copy goes to Sent Items.
+            sub(msg, m("Items"))
+            if disposition == "SendOnly":
+                ctx.store.delete_item(updated)
+            else:
+                sent = ctx.store.distinguished_folder(updated.mailbox, "sentitems")
+                assert sent is not None
+                _mark_sent(xml)
+                ctx.store.move_item(updated, new_id("AAMkI"), sent.id, _xml(xml))
+            sub(sub(msg, m("ConflictResults")), t("Count"), "0")
+            return
         sub(msg, m("Items")).append(render_item(ctx, updated, id_only))
         sub(sub(msg, m("ConflictResults")), t("Count"), "0")
 
@@ -608,15 +1004,24 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     restriction = req.find(m("Restriction"))
     order = req.find(m("SortOrder"))
     calendar_view = req.find(m("CalendarView"))
+    query_string = (req.findtext(m("QueryString")) or "").strip()
     if req.find(m("GroupBy")) is not None or req.find(m("DistinguishedGroupBy")) is not None:
         raise SoapFault("ErrorInvalidRequest", "grouping is not supported by the emulator")
-    if req.get("Traversal", "Shallow") != "Shallow":
+    if calendar_view is not None and restriction is not None and len(restriction):
+        # Exchange expands a CalendarView itself and takes no restriction with it.
+        raise EwsError(
+            "ErrorInvalidOperation", "Restrictions are not supported for CalendarView requests."
+        )
+    traversal = req.get("Traversal", "Shallow")
+    if traversal not in {"Shallow", "Associated", "SoftDeleted"}:
         raise SoapFault("ErrorInvalidRequest", "only Shallow traversal is supported")
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
         full = it.Shape.everything()
-        stored_items = ctx.store.items_in(folder.id)
+        # The emulator keeps no folder-associated items (views, rules) and no dumpster: those
+        # traversals find nothing, as in a fresh mailbox.
+        stored_items = ctx.store.items_in(folder.id) if traversal == "Shallow" else []
         if calendar_view is not None:
             stored_items = _expand(ctx, stored_items, calendar_view)
         rows = [(s, render_item(ctx, s, full)) for s in stored_items]
@@ -624,6 +1029,8 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
             rows = _in_view(rows, calendar_view)
         if restriction is not None and len(restriction):
             rows = [r for r in rows if it.matches(r[1], restriction[0])]
+        if query_string:
+            rows = [r for r in rows if it.aqs_matches(r[1], query_string)]
         if order is not None and len(order):
             key = _sort_key(order)
             rows.sort(key=lambda r: key(r[1]))
@@ -675,7 +1082,9 @@ def _in_view(
     found = []
     for stored, el in rows:
         s, e = el.findtext(t("Start")), el.findtext(t("End"))
-        if s and e and it.compare(s, end) < 0 and it.compare(e, start) > 0:
+        # An item ending exactly where the view starts is in it (Exchange's edge), one starting
+        # exactly where it ends is not.
+        if s and e and it.compare(s, end) < 0 and it.compare(e, start) >= 0:
             found.append((stored, el))
 
     def by_start(a: tuple[StoredItem, etree._Element], b: tuple[StoredItem, etree._Element]) -> int:
@@ -770,6 +1179,51 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("SyncFolderItems", _children(req.find(m("SyncFolderId"))), fill)
 
 
+def sync_folder_hierarchy(ctx: Context, req: etree._Element) -> etree._Element:
+    """The folders below SyncFolderId (the whole mailbox without one): all of them as created
+    on a first sync, then what was created, changed or deleted since the state."""
+    shape = _folder_shape(req)
+    node = _children(req.find(m("SyncFolderId")))
+    state = (req.findtext(m("SyncState")) or "").strip()
+
+    def fill(_: etree._Element, msg: etree._Element) -> None:
+        top = (
+            resolve_folder(ctx, node[0])
+            if node
+            else ctx.store.distinguished_folder(ctx.acting_as, "root")
+        )
+        assert top is not None
+        generation = ctx.store.sync_generation()
+        head = ctx.store.last_seq()
+        below = {f.id: f for f in _descendants(ctx, top, deep=True)}
+        changes: list[tuple[str, str]] = []  # (kind, folder id)
+        if not state:
+            changes = [("Create", folder_id) for folder_id in below]
+        else:
+            after = _decode_state(state, top.id, generation)
+            inside = {top.id, *below}
+            first: dict[str, str] = {}
+            for change in ctx.store.folder_changes(top.mailbox, after):
+                if change.folder_id in inside or change.item_id in inside:
+                    first.setdefault(change.item_id, change.kind)
+            for folder_id, kind in first.items():
+                if folder_id in below:
+                    changes.append(("Create" if kind == "create" else "Update", folder_id))
+                elif kind != "create":
+                    changes.append(("Delete", folder_id))
+        sub(msg, m("SyncState"), _encode_state(top.id, head, generation))
+        sub(msg, m("IncludesLastFolderInRange"), "true")
+        container = sub(msg, m("Changes"))
+        for kind, folder_id in changes:
+            entry = sub(container, t(kind))
+            if kind == "Delete":
+                sub(entry, t("FolderId"), Id=folder_id)
+            else:
+                entry.append(shape(folder_element(ctx, below[folder_id])))
+
+    return _each("SyncFolderHierarchy", [req], fill)
+
+
 def _encode_watermark(seq: int) -> str:
     return base64.b64encode(f"concord-wm:{seq}".encode()).decode()
 
@@ -786,19 +1240,34 @@ def _decode_watermark(text: str) -> int:
 
 def subscribe(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
-        if local(node.tag) not in {"PullSubscriptionRequest", "StreamingSubscriptionRequest"}:
-            raise EwsError("ErrorInvalidOperation", f"{local(node.tag)} is not supported yet")
+        request = local(node.tag)
+        if request not in {
+            "PullSubscriptionRequest",
+            "StreamingSubscriptionRequest",
+            "PushSubscriptionRequest",
+        }:
+            raise EwsError("ErrorInvalidOperation", f"{request} is not supported")
+        url = node.findtext(t("URL")) or ""
+        if request == "PushSubscriptionRequest" and not url.startswith(("http://", "https://")):
+            raise EwsError("ErrorInvalidPushSubscriptionUrl", "The push URL is invalid.")
         folders = [resolve_folder(ctx, f) for f in _children(node.find(t("FolderIds")))]
-        if not folders:
+        all_folders = node.get("SubscribeToAllFolders", "false").lower() in {"true", "1"}
+        if not folders and not all_folders:
             raise EwsError("ErrorInvalidSubscriptionRequest", "no folders to watch")
         events = [e.text or "" for e in _children(node.find(t("EventTypes")))]
         mark = node.findtext(t("Watermark"))
         seq = _decode_watermark(mark) if mark else ctx.store.last_seq()
-        sub_id = ctx.store.add_subscription(
-            folders[0].mailbox, [f.id for f in folders], events, seq
-        )
+        if all_folders:
+            # Every folder of the mailbox, those made later included.
+            mailbox, folder_ids = ctx.acting_as, [ALL_FOLDERS]
+        else:
+            mailbox, folder_ids = folders[0].mailbox, [f.id for f in folders]
+        sub_id = ctx.store.add_subscription(mailbox, folder_ids, events, seq)
+        if request == "PushSubscriptionRequest":
+            minutes = int(node.findtext(t("StatusFrequency")) or "30")
+            ctx.store.add_push_target(sub_id, url, minutes)
         sub(msg, m("SubscriptionId"), sub_id)
-        if local(node.tag) == "PullSubscriptionRequest":
+        if request != "StreamingSubscriptionRequest":
             sub(msg, m("Watermark"), _encode_watermark(seq))
 
     return _each("Subscribe", _children(req), fill)
@@ -813,7 +1282,7 @@ def get_events(ctx: Context, req: etree._Element) -> etree._Element:
         mailbox, folder_ids, event_types, _ = found
         ctx.check_access(mailbox)
         after = _decode_watermark(req.findtext(m("Watermark")) or "")
-        changes = ctx.store.changes(folder_ids, after)[:512]
+        changes = ctx.store.changes(folder_ids, after, mailbox)[:512]
         note = sub(msg, m("Notification"))
         sub(note, t("SubscriptionId"), sub_id)
         sub(note, t("PreviousWatermark"), _encode_watermark(after))
@@ -852,10 +1321,12 @@ def _add_events(
 def streaming_subscriptions(ctx: Context, req: etree._Element) -> list[str]:
     """The subscription ids of a GetStreamingEvents request, checked (a SoapFault otherwise)."""
     ids = [i.text or "" for i in _children(req.find(m("SubscriptionIds")))]
+    unknown = [sub_id for sub_id in ids if ctx.store.subscription(sub_id) is None]
+    if unknown:
+        raise InvalidSubscriptions(unknown)
     for sub_id in ids:
         found = ctx.store.subscription(sub_id)
-        if found is None:
-            raise SoapFault("ErrorSubscriptionNotFound", "The subscription was not found.")
+        assert found is not None
         try:
             ctx.check_access(found[0])
         except EwsError as exc:
@@ -863,6 +1334,47 @@ def streaming_subscriptions(ctx: Context, req: etree._Element) -> list[str]:
     if not ids:
         raise SoapFault("ErrorInvalidRequest", "GetStreamingEvents needs SubscriptionIds")
     return ids
+
+
+class InvalidSubscriptions(Exception):
+    """GetStreamingEvents named subscriptions that do not exist (answered, not faulted)."""
+
+    def __init__(self, sub_ids: list[str]) -> None:
+        super().__init__(", ".join(sub_ids))
+        self.sub_ids = sub_ids
+
+
+def invalid_subscriptions(sub_ids: list[str]) -> etree._Element:
+    """Exchange's answer to a stream request naming unknown subscriptions: an error message that
+    lists them, so a client can drop those and keep the others."""
+    message = _message("GetStreamingEvents", "ErrorInvalidSubscription", "Subscription is invalid.")
+    ids = sub(message, m("ErrorSubscriptionIds"))
+    for sub_id in sub_ids:
+        # The schema types the list in t: (NonEmptyArrayOfSubscriptionIdsType).
+        sub(ids, t("SubscriptionId"), sub_id)
+    return envelope(_response("GetStreamingEvents", [message]))
+
+
+def push_notification(store: Store, sub_id: str) -> tuple[etree._Element, int] | None:
+    """The SendNotification document for a push subscription's new events (a status event when
+    there are none) and the watermark it reaches; None when the subscription is gone."""
+    found = store.subscription(sub_id)
+    if found is None:
+        return None
+    mailbox, folder_ids, event_types, after = found
+    changes = store.changes(folder_ids, after, mailbox)
+    message = _message("SendNotification")
+    note = sub(message, m("Notification"))
+    sub(note, t("SubscriptionId"), sub_id)
+    sub(note, t("PreviousWatermark"), _encode_watermark(after))
+    sub(note, t("MoreEvents"), "false")
+    last = changes[-1].seq if changes else after
+    if not _add_events(store, note, changes, event_types):
+        sub(sub(note, t("StatusEvent")), t("Watermark"), _encode_watermark(last))
+    # The request's element is named for the operation, not "…Response".
+    body = etree.Element(m("SendNotification"), nsmap={"m": M, "t": T})
+    sub(body, m("ResponseMessages")).append(message)
+    return envelope(body), last
 
 
 def streaming_status(status: str) -> etree._Element:
@@ -880,8 +1392,8 @@ def streaming_envelope(store: Store, sub_ids: list[str], status: str) -> etree._
         found = store.subscription(sub_id)
         if found is None:
             continue
-        _, folder_ids, event_types, after = found
-        changes = store.changes(folder_ids, after)
+        mailbox, folder_ids, event_types, after = found
+        changes = store.changes(folder_ids, after, mailbox)
         if not changes:
             continue
         note = etree.Element(t("Notification"))
@@ -901,10 +1413,85 @@ def streaming_envelope(store: Store, sub_ids: list[str], status: str) -> etree._
 
 def unsubscribe(ctx: Context, req: etree._Element) -> etree._Element:
     def fill(node: etree._Element, msg: etree._Element) -> None:
-        if not ctx.store.delete_subscription(node.findtext(m("SubscriptionId")) or ""):
+        sub_id = node.findtext(m("SubscriptionId")) or ""
+        if ctx.store.is_push(sub_id):
+            # A push subscription ends by answering a notification with Unsubscribe.
+            raise EwsError(
+                "ErrorInvalidSubscription",
+                "Push subscriptions end when the client answers a notification with Unsubscribe.",
+            )
+        if not ctx.store.delete_subscription(sub_id):
             raise EwsError("ErrorSubscriptionNotFound", "The subscription was not found.")
 
     return _each("Unsubscribe", [req], fill)
+
+
+def get_delegate(ctx: Context, req: etree._Element) -> etree._Element:
+    """The mailbox's delegates (all, or those asked for by address); the emulator's delegates
+    may open the whole mailbox, which Exchange reports as Editor on every folder."""
+    mailbox = (req.findtext(f"{m('Mailbox')}/{t('EmailAddress')}") or ctx.acting_as).lower()
+    ctx.check_access(mailbox)
+    with_permissions = req.get("IncludePermissions", "false").lower() in {"true", "1"}
+    delegates = ctx.store.delegates_of(mailbox)
+    asked = _children(req.find(m("UserIds")))
+
+    def delegate_user(msg: etree._Element, username: str) -> None:
+        user = sub(msg, m("DelegateUser"))
+        user_id = sub(user, t("UserId"))
+        sub(user_id, t("PrimarySmtpAddress"), username)
+        sub(user_id, t("DisplayName"), ctx.store.display_name(username))
+        if with_permissions:
+            rights = sub(user, t("DelegatePermissions"))
+            for folder in ("Calendar", "Tasks", "Inbox", "Contacts", "Notes", "Journal"):
+                sub(rights, t(f"{folder}FolderPermissionLevel"), "Editor")
+        sub(user, t("ReceiveCopiesOfMeetingMessages"), "false")
+        sub(user, t("ViewPrivateItems"), "true")
+
+    messages = []
+    wanted: list[etree._Element | None] = list(asked) or [None]
+    for node in wanted:
+        if node is None:
+            targets = delegates
+        else:
+            sid = node.findtext(t("SID"))
+            address = (node.findtext(t("PrimarySmtpAddress")) or "").lower()
+            if sid is not None:
+                # The emulator's users have no Windows SIDs: any SID names nobody.
+                messages.append(
+                    _error_message("DelegateUser", "ErrorInvalidUserSid", "SID is invalid.")
+                )
+                continue
+            if ctx.store.user(address) is None and not ctx.store.mailbox_exists(address):
+                messages.append(
+                    _error_message(
+                        "DelegateUser", "ErrorDelegateNoUser", "The user has no mailbox."
+                    )
+                )
+                continue
+            if address not in delegates:
+                messages.append(
+                    _error_message(
+                        "DelegateUser", "ErrorNotDelegate", "The user is not a delegate."
+                    )
+                )
+                continue
+            targets = [address]
+        for username in targets:
+            msg = _message("DelegateUser")
+            delegate_user(msg, username)
+            messages.append(msg)
+    for msg in messages:
+        # The schema names these elements after their type.
+        msg.tag = m("DelegateUserResponseMessageType")
+    resp = etree.Element(m("GetDelegateResponse"), nsmap={"m": M, "t": T})
+    resp.set("ResponseClass", "Success")
+    sub(resp, m("ResponseCode"), "NoError")
+    if messages:
+        container = sub(resp, m("ResponseMessages"))
+        for msg in messages:
+            container.append(msg)
+    sub(resp, m("DeliverMeetingRequests"), "DelegatesAndMe")
+    return resp
 
 
 def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
@@ -926,6 +1513,7 @@ def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
 
 OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "ConvertId": convert_id,
+    "GetDelegate": get_delegate,
     "GetFolder": get_folder,
     "FindFolder": find_folder,
     "CreateFolder": create_folder,
@@ -936,7 +1524,14 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
     "MoveItem": move_item,
+    "CopyItem": copy_item,
+    "SendItem": send_item,
+    "MarkAsJunk": mark_as_junk,
+    "UpdateFolder": update_folder,
+    "MoveFolder": move_folder,
+    "EmptyFolder": empty_folder,
     "SyncFolderItems": sync_folder_items,
+    "SyncFolderHierarchy": sync_folder_hierarchy,
     "Subscribe": subscribe,
     "GetEvents": get_events,
     "Unsubscribe": unsubscribe,

@@ -17,6 +17,7 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import recurrence as rec
 from concord_exchange_emulator.schema import boolean_fields, field_order
 from concord_exchange_emulator.xmlns import T, local, sub, t
 
@@ -177,10 +178,37 @@ def prepare_new(
             sub(item, t("MyResponseType"), "Organizer")
         if item.find(t("IsAllDayEvent")) is None:
             sub(item, t("IsAllDayEvent"), "false")
+        if item.find(t("IsRecurring")) is None:
+            # Only occurrences and exceptions are "recurring"; a series' master is not.
+            sub(item, t("IsRecurring"), "false")
         if item.find(t("CalendarItemType")) is None:
             recurring = item.find(t("Recurrence")) is not None
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
+    apply_store_rules(item)
     return sort_children(item), kind
+
+
+# Exchange keeps at most 255 characters of a subject (the rest is cut off on save).
+SUBJECT_MAX = 255
+# Name properties a longer value cannot be written to (Exchange refuses the update).
+NAME_FIELDS_MAX = {"GivenName": 255, "MiddleName": 255, "Surname": 255}
+
+
+def apply_store_rules(item: etree._Element) -> None:
+    """What Exchange does to an item whenever it is saved (created or updated)."""
+    normalise_booleans(item)
+    subject = item.find(t("Subject"))
+    if subject is not None and subject.text and len(subject.text) > SUBJECT_MAX:
+        subject.text = subject.text[:SUBJECT_MAX]
+    for mailbox in item.iter(t("Mailbox")):
+        # Exchange resolves every recipient: one it knows no name for is named by its address.
+        address = mailbox.findtext(t("EmailAddress"))
+        if address and mailbox.find(t("Name")) is None:
+            name = etree.Element(t("Name"))
+            name.text = address
+            mailbox.insert(0, name)
+    rec.snap_all_day(item)
+    rec.date_recurrence_range(item)
 
 
 def sort_attendee(attendee: etree._Element) -> None:
@@ -448,7 +476,13 @@ def apply_updates(stored: etree._Element, updates: etree._Element) -> set[str]:
             if attendee.find(t("ResponseType")) is None:
                 sub(attendee, t("ResponseType"), "Unknown")
                 sort_attendee(attendee)
+        limit = NAME_FIELDS_MAX.get(name)
+        if limit is not None and len(copied.text or "") > limit:
+            raise QueryNotSupported(
+                "ErrorPropertyUpdate", f"The value of {name} exceeds {limit} characters."
+            )
         stored.append(copied)
+    apply_store_rules(stored)
     sort_children(stored)
     return changed
 
@@ -525,7 +559,8 @@ def values_at(node: etree._Element, path: etree._Element) -> list[str]:
         return []
     if not len(found_el):
         return [found_el.text or ""]
-    if name == "Categories":
+    if all(local(c.tag) == "String" for c in found_el):
+        # A list of strings (Categories, Children, Companies, …): any of them may match.
         return [c.text or "" for c in found_el]
     addresses = [a.text or "" for a in found_el.iter(t("EmailAddress"))]
     if addresses:
@@ -622,3 +657,58 @@ def _contains(value: str, want: str, mode: str, exact: bool) -> bool:
     if mode in {"Substring", "ExactPhrase"}:
         return want in value
     raise QueryNotSupported("ErrorUnsupportedQueryFilter", f"ContainmentMode {mode}")
+
+
+# AQS (Advanced Query Syntax) for FindItem's QueryString: the search box of Outlook.
+
+_AQS_TERM = re.compile(r'(?:(?P<key>[A-Za-z]+):)?(?:"(?P<quoted>[^"]*)"|(?P<word>\S+))')
+_PEOPLE = {
+    "to": ("ToRecipients",),
+    "cc": ("CcRecipients",),
+    "bcc": ("BccRecipients",),
+    "from": ("From", "Sender"),
+    "participants": ("From", "Sender", "ToRecipients", "CcRecipients", "BccRecipients"),
+}
+
+
+def _people(item: etree._Element, elements: tuple[str, ...]) -> list[str]:
+    found: list[str] = []
+    for name in elements:
+        node = item.find(t(name))
+        if node is None:
+            continue
+        for mailbox in node.iter(t("Mailbox")):
+            found += [mailbox.findtext(t("Name")) or "", mailbox.findtext(t("EmailAddress")) or ""]
+    return found
+
+
+def _aqs_values(item: etree._Element, key: str) -> list[str]:
+    if key in _PEOPLE:
+        return _people(item, _PEOPLE[key])
+    if key in {"subject", "body"}:
+        return [item.findtext(t(key.capitalize())) or ""]
+    if key in {"category", "categories"}:
+        return [c.text or "" for c in item.iterfind(f"{t('Categories')}/{t('String')}")]
+    if key == "":
+        texts = [item.findtext(t("Subject")) or "", item.findtext(t("Body")) or ""]
+        return [*texts, *_people(item, _PEOPLE["participants"])]
+    raise QueryNotSupported("ErrorInvalidArgument", f"the emulator has no AQS property {key!r}")
+
+
+def aqs_matches(item: etree._Element, query: str) -> bool:
+    """Terms (`Subject:word`, `To:"a name"`, bare words) joined by AND (the default) or OR;
+    a term matches a property containing it, ignoring case, as Exchange's index does."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    for found in _AQS_TERM.finditer(query):
+        value = found["quoted"] if found["quoted"] is not None else found["word"]
+        key = (found["key"] or "").lower()
+        if not key and value == "OR":
+            groups.append([])
+            continue
+        if not key and value == "AND":
+            continue
+        groups[-1].append((key, value.casefold()))
+    return any(
+        group and all(any(v in s.casefold() for s in _aqs_values(item, k)) for k, v in group)
+        for group in groups
+    )

@@ -169,3 +169,71 @@ def occurrence(item: etree._Element, index: int) -> tuple[dt.datetime, dt.dateti
 
 def utc_text(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _zone_named(item: etree._Element, element: str) -> dt.tzinfo:
+    node = item.find(t(element))
+    if node is None:
+        return zone_of(item)
+    iana = _windows_zones().get(node.get("Id", ""))
+    try:
+        return ZoneInfo(iana) if iana else zone_of(item)
+    except ZoneInfoNotFoundError:
+        return zone_of(item)
+
+
+def _zone_or_utc(item: etree._Element, element: str) -> dt.tzinfo:
+    try:
+        return _zone_named(item, element)
+    except RecurrenceNotSupported:
+        return dt.UTC
+
+
+def snap_all_day(item: etree._Element) -> None:
+    """An all-day event spans whole days of its own time zone: Exchange moves a start that is not
+    midnight back to the midnight before it and an end forward to the midnight after it."""
+    if (item.findtext(t("IsAllDayEvent")) or "").strip().lower() not in {"true", "1"}:
+        return
+    for element, zone_element, forward in (
+        ("Start", "StartTimeZone", False),
+        ("End", "EndTimeZone", True),
+    ):
+        node = item.find(t(element))
+        if node is None or not node.text:
+            continue
+        tz = _zone_or_utc(item, zone_element)
+        local_time = parse_utc(node.text).astimezone(tz)
+        midnight = dt.datetime.combine(local_time.date(), dt.time(), tzinfo=tz)
+        if forward and local_time.replace(tzinfo=None) != midnight.replace(tzinfo=None):
+            midnight = dt.datetime.combine(
+                local_time.date() + dt.timedelta(days=1), dt.time(), tzinfo=tz
+            )
+        node.text = utc_text(midnight)
+
+
+def _offset_suffix(tz: dt.tzinfo, day: dt.date) -> str:
+    offset = dt.datetime.combine(day, dt.time(12), tzinfo=tz).utcoffset() or dt.timedelta()
+    if not offset:
+        return "Z"
+    sign = "-" if offset < dt.timedelta() else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def date_recurrence_range(item: etree._Element) -> None:
+    """A recurrence's range starts and ends on dates: Exchange answers them as xs:date with the
+    series' UTC offset ("2024-03-01+01:00"), however the client wrote them."""
+    recurrence = item.find(t("Recurrence"))
+    if recurrence is None:
+        return
+    tz = _zone_or_utc(item, "StartTimeZone")
+    for range_ in recurrence:
+        for name in ("StartDate", "EndDate"):
+            node = range_.find(t(name))
+            if node is None or not node.text or len(node.text) < 10:
+                continue
+            try:
+                day = dt.date.fromisoformat(node.text[:10])
+            except ValueError:
+                continue
+            node.text = day.isoformat() + _offset_suffix(tz, day)

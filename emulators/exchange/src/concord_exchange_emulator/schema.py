@@ -30,6 +30,8 @@ def _entry_documents() -> tuple[bytes, bytes]:
         f'<xs:schema xmlns:xs="{XS}" targetNamespace="{M}" elementFormDefault="qualified">'
         f'<xs:import namespace="{T}" schemaLocation="all-types.xsd"/>'
         '<xs:include schemaLocation="MS-OXWSCDATA-messages.xsd"/>'
+        # Delegate management is a messages file the common one does not include.
+        '<xs:include schemaLocation="MS-OXWSDLGM-message.xsd"/>'
         "</xs:schema>"
     ).encode()
     return all_types, entry

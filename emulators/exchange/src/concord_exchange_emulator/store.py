@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS changes (
     item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
 CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS folder_permissions (folder_id TEXT PRIMARY KEY, xml BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS push_targets (
+    subscription_id TEXT PRIMARY KEY, url TEXT NOT NULL, status_minutes INTEGER NOT NULL,
+    last_sent REAL NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_ids TEXT NOT NULL,
     event_types TEXT NOT NULL, watermark INTEGER NOT NULL);
@@ -88,6 +92,13 @@ class Change:
     item_id: str
     kind: str  # create, update, readflag, delete
     at: str
+
+
+# Folder changes share the change log with item changes; item listings leave them out.
+_ITEM_CHANGES = "kind NOT LIKE 'folder-%'"
+
+# A subscription's folder list meaning "every folder of the mailbox" (SubscribeToAllFolders).
+ALL_FOLDERS = "*"
 
 
 def exceptions_of(master_id: str) -> str:
@@ -179,6 +190,14 @@ class Store:
                 "INSERT OR IGNORE INTO delegates VALUES (?, ?)", (mailbox.lower(), username.lower())
             )
 
+    def delegates_of(self, mailbox: str) -> list[str]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT username FROM delegates WHERE mailbox = ? ORDER BY username",
+                (mailbox.lower(),),
+            ).fetchall()
+        return [str(r["username"]) for r in rows]
+
     def is_delegate(self, mailbox: str, username: str) -> bool:
         with self.lock:
             row = self._db.execute(
@@ -209,6 +228,8 @@ class Store:
             1,
         )
         with self.transaction() as db:
+            if parent_id:
+                self._log(db, folder.mailbox, parent_id, folder.id, "folder-create")
             db.execute(
                 "INSERT INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -276,6 +297,10 @@ class Store:
                         "DELETE FROM items WHERE id = ? OR folder_id = ?",
                         (row["id"], exceptions_of(row["id"])),
                     )
+                gone = db.execute("SELECT parent_id FROM folders WHERE id = ?", (folder_id,))
+                parent = gone.fetchone()
+                if parent is not None and parent["parent_id"]:
+                    self._log(db, folder.mailbox, parent["parent_id"], folder_id, "folder-delete")
                 db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
 
     def folder_counts(self, folder_id: str) -> tuple[int, int]:
@@ -414,14 +439,41 @@ class Store:
             row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
         return int(row[0] or 0)
 
-    def changes(self, folder_ids: list[str], after: int) -> list[Change]:
-        marks = ",".join("?" for _ in folder_ids)
+    def changes(
+        self, folder_ids: list[str], after: int, mailbox: str | None = None
+    ) -> list[Change]:
+        """Changes after `after` in these folders (ALL_FOLDERS: every folder of `mailbox`)."""
+        with self.lock:
+            if folder_ids == [ALL_FOLDERS]:
+                rows = self._db.execute(
+                    "SELECT * FROM changes WHERE mailbox = ? AND seq > ?"
+                    f" AND {_ITEM_CHANGES} ORDER BY seq",
+                    ((mailbox or "").lower(), after),
+                ).fetchall()
+            else:
+                marks = ",".join("?" for _ in folder_ids)
+                rows = self._db.execute(
+                    f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ?"
+                    f" AND {_ITEM_CHANGES} ORDER BY seq",
+                    (*folder_ids, after),
+                ).fetchall()
+        return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+
+    def folder_changes(self, mailbox: str, after: int) -> list[Change]:
+        """Folders created, changed (renamed, moved) or deleted after `after`; `folder_id` is the
+        parent the folder was under (its new one for a move), `item_id` the folder."""
         with self.lock:
             rows = self._db.execute(
-                f"SELECT * FROM changes WHERE folder_id IN ({marks}) AND seq > ? ORDER BY seq",
-                (*folder_ids, after),
+                "SELECT * FROM changes WHERE mailbox = ? AND seq > ? AND kind LIKE 'folder-%'"
+                " ORDER BY seq",
+                (mailbox.lower(), after),
             ).fetchall()
-        return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+        return [
+            Change(
+                r["seq"], r["folder_id"], r["item_id"], r["kind"].removeprefix("folder-"), r["at"]
+            )
+            for r in rows
+        ]
 
     def sync_generation(self) -> int:
         with self.lock:
@@ -472,3 +524,82 @@ class Store:
     def delete_subscription(self, sub_id: str) -> bool:
         with self.transaction() as db:
             return db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,)).rowcount == 1
+
+    # folder changes (UpdateFolder, MoveFolder)
+
+    def update_folder(
+        self, folder: Folder, *, display_name: str | None = None, parent_id: str | None = None
+    ) -> Folder:
+        """Rename or move a folder; its ChangeKey changes, its id stays (as in Exchange)."""
+        with self.transaction() as db:
+            new_parent = folder.parent_id if parent_id is None else parent_id
+            if new_parent:
+                self._log(db, folder.mailbox, new_parent, folder.id, "folder-update")
+            db.execute(
+                "UPDATE folders SET display_name = ?, parent_id = ?, version = version + 1"
+                " WHERE id = ?",
+                (
+                    folder.display_name if display_name is None else display_name,
+                    folder.parent_id if parent_id is None else parent_id,
+                    folder.id,
+                ),
+            )
+        found = self.folder(folder.id)
+        assert found is not None
+        return found
+
+    # push subscriptions: where their notifications go
+
+    def add_push_target(self, sub_id: str, url: str, status_minutes: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO push_targets (subscription_id, url, status_minutes) VALUES (?, ?, ?)",
+                (sub_id, url, status_minutes),
+            )
+
+    def push_targets(self) -> list[tuple[str, str, int, float, int]]:
+        """(subscription id, URL, status frequency in minutes, last sent, failures in a row)."""
+        with self.lock:
+            rows = self._db.execute("SELECT * FROM push_targets").fetchall()
+        return [
+            (r["subscription_id"], r["url"], r["status_minutes"], r["last_sent"], r["failures"])
+            for r in rows
+        ]
+
+    def is_push(self, sub_id: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM push_targets WHERE subscription_id = ?", (sub_id,)
+            ).fetchone()
+        return row is not None
+
+    def push_sent(self, sub_id: str, at: float, *, failed: bool) -> None:
+        with self.transaction() as db:
+            if failed:
+                db.execute(
+                    "UPDATE push_targets SET failures = failures + 1 WHERE subscription_id = ?",
+                    (sub_id,),
+                )
+            else:
+                db.execute(
+                    "UPDATE push_targets SET last_sent = ?, failures = 0 WHERE subscription_id = ?",
+                    (at, sub_id),
+                )
+
+    def drop_push(self, sub_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM push_targets WHERE subscription_id = ?", (sub_id,))
+            db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+
+    # folder permissions (a folder's PermissionSet as last written)
+
+    def folder_permissions(self, folder_id: str) -> bytes | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT xml FROM folder_permissions WHERE folder_id = ?", (folder_id,)
+            ).fetchone()
+        return bytes(row["xml"]) if row else None
+
+    def set_folder_permissions(self, folder_id: str, xml: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO folder_permissions VALUES (?, ?)", (folder_id, xml))

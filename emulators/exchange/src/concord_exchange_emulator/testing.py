@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from concord_exchange_emulator.app import build_app
+from concord_exchange_emulator.app import IDLE_CONNECTION_SECONDS, build_app
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
 from concord_exchange_emulator.tls import ensure_tls_files
@@ -48,6 +48,8 @@ class RunningEmulator:
             port=self.port,
             log_level="critical",
             timeout_graceful_shutdown=2,
+            # IIS keeps an idle connection for 120 s; clients reuse theirs within that.
+            timeout_keep_alive=IDLE_CONNECTION_SECONDS,
             ssl_certfile=str(self.tls.cert) if self.tls else None,
             ssl_keyfile=str(self.tls.key) if self.tls else None,
         )

@@ -33,7 +33,8 @@ def test_distinguished_folders(account: Account) -> None:
         account.root.name,
         account.msg_folder_root.name,
     }
-    assert names == {"Inbox", "Sent Items", "Deleted Items", "Top of Information Store"}
+    # Exchange gives the mailbox root an empty DisplayName, which exchangelib names "root".
+    assert names == {"Inbox", "Sent Items", "Deleted Items", "Top of Information Store", "root"}
 
 
 def test_create_then_find_custom_folders(account: Account) -> None:

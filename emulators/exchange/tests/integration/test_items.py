@@ -215,7 +215,7 @@ def test_delete_and_move(account: Account) -> None:
         account.calendar.get(id=first_id)
     task = Task(account=account, folder=account.tasks, subject="To move")
     task.save()
-    target = Folder(parent=account.msg_folder_root, name="Archive")
+    target = Folder(parent=account.msg_folder_root, name="Moved here")
     target.save()
     old_id = task.id
     task.move(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import pathlib
 import subprocess
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from concord_exchange_emulator import devstack
-from concord_exchange_emulator.testing import free_port
+from concord_exchange_emulator.testing import RunningEmulator, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +78,18 @@ def test_the_devstack_command_serves_the_seeded_mailbox_across_restarts(
     with _running(tmp_path, port) as spec:
         # Seeding again is a no-op: the same items, not twice as many.
         assert _calendar_subjects(spec) == subjects
+
+
+def test_an_idle_connection_stays_open_as_iis_keeps_it(emulator: RunningEmulator) -> None:
+    """Clients (exchangelib's pooled sessions) reuse a connection after pauses of many seconds;
+    a server that drops it after a few seconds of idleness fails their next request."""
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
+    try:
+        for pause in (0.0, 6.0):
+            time.sleep(pause)
+            connection.request("GET", "/__admin/health")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        connection.close()

@@ -18,11 +18,13 @@ from exchangelib import (  # type: ignore[import-untyped]
     Task,
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorFolderExists,
     ErrorInvalidIdMalformed,
     ErrorInvalidSyncStateData,
     ErrorIrresolvableConflict,
     ErrorItemNotFound,
 )
+from exchangelib.folders import SingleFolderQuerySet  # type: ignore[import-untyped]
 from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore[import-untyped]
 from exchangelib.recurrence import DailyPattern, Recurrence  # type: ignore[import-untyped]
 from lxml import etree
@@ -209,3 +211,68 @@ def test_streaming_documents_validate(emulator: RunningEmulator, account: Any) -
     assert schema.validation_errors(heartbeat) == []
     assert with_events.find(f".//{{{T}}}CreatedEvent") is not None
     account.tasks.unsubscribe(subscription)
+
+
+def _session_of_issue_15(account: Any) -> None:
+    """The operations and answers added for Exchange 2016 fidelity (#15)."""
+    first = Folder(parent=account.inbox, name="first").save()
+    second = Folder(parent=account.inbox, name="second").save()
+    list(account.inbox.sync_hierarchy())
+    first.name = "renamed"
+    first.save()
+    first.refresh()  # asks for the PermissionSet too
+    first.move(second)
+    list(account.inbox.sync_hierarchy())
+    list(SingleFolderQuerySet(account=account, folder=account.inbox).only("name").all())
+    with pytest.raises(ErrorFolderExists):
+        Folder(parent=account.inbox, name="SECOND").save()
+    message = Message(account=account, folder=first, subject="m").save()
+    message.copy(account.drafts)
+    message.mark_as_junk(is_junk=True, move_item=True)
+    Message(account=account, folder=account.inbox, subject="sent").send_and_save()
+    draft = Message(account=account, folder=account.drafts, subject="draft").save()
+    draft.send()
+    first.empty(delete_sub_folders=True)
+    start = EWSDateTime(2030, 1, 1, 9, tzinfo=EWSTimeZone("Europe/Berlin"))
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="daily",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        recurrence=Recurrence(pattern=DailyPattern(interval=1), start=start.date(), number=3),
+    ).save()
+    list(account.calendar.all())
+    CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="called off",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+    ).save().cancel()
+    with account.pull_subscription() as (subscription, watermark):
+        list(account.inbox.get_events(subscription, watermark))
+
+
+def test_the_answers_added_for_exchange_2016_fidelity_validate(
+    account: Any, responses: list[etree._Element]
+) -> None:
+    _session_of_issue_15(account)
+    operations = set()
+    for env in responses:
+        body = env.find(f"{{{S}}}Body")
+        assert body is not None
+        operations.add(local(body[0].tag))
+        assert schema.validation_errors(body[0]) == [], etree.tostring(body[0]).decode()
+    assert {
+        "SyncFolderHierarchyResponse",
+        "UpdateFolderResponse",
+        "MoveFolderResponse",
+        "EmptyFolderResponse",
+        "CopyItemResponse",
+        "MarkAsJunkResponse",
+        "SendItemResponse",
+    } <= operations
+    invalid = ews.invalid_subscriptions(["AAA-"]).find(f"{{{S}}}Body")
+    assert invalid is not None
+    assert schema.validation_errors(invalid[0]) == []

@@ -625,3 +625,60 @@ async def test_mime_past_the_page_budget_is_left_to_get_items(harness: Harness) 
     assert len(without) == 1
     found = await harness.provider.get_items(mailbox, [without[0].ref])
     assert big.encode() in found.items[0].email.mime_content
+
+
+# What a real server does that an emulator may not (issue #15): all-day dates, field lengths,
+# the system folders of a real mailbox.
+
+
+def all_day_event(subject: str, first: str, after_last: str) -> r.MailItem:
+    return r.MailItem(
+        ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM),
+        calendar_item=r.CalendarItem(
+            subject=subject,
+            all_day=True,
+            start_date=first,
+            end_date=after_last,
+            time_zone="Europe/Paris",
+        ),
+    )
+
+
+async def test_an_all_day_event_keeps_its_dates(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    _, token = await listing(harness, mailbox)
+    # Across a DST change in its zone, where a day off would show first.
+    written = Write(
+        WriteOperation.CREATE,
+        "allday",
+        r.ItemRef(),
+        all_day_event("Offsite", "2031-03-29", "2031-04-01"),
+    )
+    [result] = await harness.provider.apply_items(mailbox, [written])
+    assert result.status == r.WRITE_STATUS_OK
+    changes, _ = await listing(harness, mailbox, token, include_content=True)
+    [read] = [c.item.calendar_item for c in changes]
+    assert (read.all_day, read.start_date, read.end_date) == (True, "2031-03-29", "2031-04-01")
+
+
+async def test_a_subject_the_server_cannot_hold_whole_is_refused_not_cut(
+    harness: Harness,
+) -> None:
+    mailbox = harness.new_mailbox()
+    _, token = await listing(harness, mailbox)
+    long_subject = "Quarterly review " * 30  # 510 characters
+    [result] = await harness.provider.apply_items(mailbox, [create("long", long_subject)])
+    if result.status == r.WRITE_STATUS_OK:
+        changes, _ = await listing(harness, mailbox, token, include_content=True)
+        assert [c.item.calendar_item.subject for c in changes] == [long_subject]
+    else:
+        assert result.status == r.WRITE_STATUS_INVALID
+        assert "subject" in result.error_message
+        assert (await listing(harness, mailbox, token))[0] == []
+
+
+async def test_a_new_mailbox_offers_no_system_folder_as_a_collection(harness: Harness) -> None:
+    mailbox = harness.new_mailbox()
+    for kind in (Kind.CALENDAR_ITEM, Kind.TASK, Kind.CONTACT):
+        collections = await harness.provider.list_collections(mailbox, kind)
+        assert [c.display_name for c in collections if not c.is_default] == [], kind

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -336,7 +337,8 @@ class ExchangeProvider:
                 found.append(Collection(default_collection(wanted), folder.name, wanted, True))
             for folder in account.msg_folder_root.walk():
                 folder_kind = _FOLDER_CLASSES.get(folder.folder_class or "")
-                if folder_kind is None or folder.is_distinguished:
+                # A mailbox's own system folders (ExternalContacts, …) are no place for items.
+                if folder_kind is None or folder.is_distinguished or not folder.is_deletable:
                     continue
                 is_default = _DEDICATED.get(folder_kind, ("",))[0] == folder.name
                 found.append(
@@ -861,12 +863,21 @@ def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> lis
     return found
 
 
+# exchangelib's field errors start with the field's name; a length error ends with the limit.
+_FIELD_ERROR = re.compile(r"^'(?P<field>[a-z_]+)'(?:.* exceeds length (?P<limit>\d+)$)?", re.S)
+
+
 def _invalid(write: Write, exc: Exception) -> WriteResult:
     if isinstance(exc, UnwritableContent):
         message = str(exc)
     else:
-        # exchangelib's own validation; its messages quote values, so they stay here.
+        # exchangelib's own validation; its messages quote values, so only the field's name and
+        # a length limit leave here (e.g. a subject over Exchange's 255 characters).
+        found = _FIELD_ERROR.match(str(exc))
         message = "a field has a value Exchange cannot store"
+        if found:
+            limit = f" (longer than {found['limit']} characters)" if found["limit"] else ""
+            message = f"the {found['field']} field has a value Exchange cannot store{limit}"
     return WriteResult(
         write.link_id, r.WRITE_STATUS_INVALID, error_code="INVALID", error_message=message
     )
