@@ -185,3 +185,44 @@ async def test_a_restarted_replica_resumes_and_an_expired_replay_resyncs_the_org
         finally:
             await second.stop()
             await source.close()
+
+
+async def test_a_stream_the_server_closes_comes_back_and_an_unreadable_event_resyncs_the_org(
+    org: Org, bus: EventBus
+) -> None:
+    org.emulator.emulator.changes.keepalive_seconds = 0.2
+    emulated = org.emulator.emulator.org
+    admin = org.emulator.emulator.admin_user_id
+    values = {
+        "StartDateTime": "2026-03-02T09:00:00.000+0000",
+        "EndDateTime": "2026-03-02T10:00:00.000+0000",
+    }
+    streams, source = _streams(org, bus)
+    async with bus.watch(crm_changed("demo")) as watch:
+        await streams.start()
+        try:
+            await _streaming(streams)
+            # Streaming a while (a keepalive kept its position), then the server closes it.
+            replays = SqlReplayStore(org.store.engine)
+            async with asyncio.timeout(5):
+                while await replays.get("demo", EVENTS) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            org.admin_post("pubsub/close")
+            after = emulated.create(emulated.sobject("Event"), dict(values, Subject="After"), admin)
+            seen: list[str] = []
+            while after.id not in seen:
+                seen += (await _next_hint(watch)).ids
+            # An event whose schema nobody can read: said so, and the whole org syncs.
+            bus_of_org = org.emulator.emulator.changes
+            bus_of_org._schema_of_entity["Event"] = "unknown-schema-id"
+            bus_of_org._schemas["unknown-schema-id"] = bus_of_org._schemas[
+                next(k for k in bus_of_org._schemas if k != "unknown-schema-id")
+            ]
+            emulated.create(emulated.sobject("Event"), dict(values, Subject="Odd"), admin)
+            del bus_of_org._schemas["unknown-schema-id"]
+            hint = await _next_hint(watch)
+            assert hint.everyone
+            assert "GAP_UNREADABLE" in hint.reason
+        finally:
+            await streams.stop()
+            await source.close()

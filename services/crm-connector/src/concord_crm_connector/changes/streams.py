@@ -137,7 +137,9 @@ class ChangeStreams:
                         await self._replays.put(org, channel, batch.latest_replay_id)
                         stored = batch.latest_replay_id
                     self._streaming(org)
-                return  # the source ended the stream cleanly: the rescan starts another
+                # The server ended the stream (it closes long-lived ones): subscribe again from
+                # the replay id kept.
+                log.info("change stream %s %s ended by the server; subscribing again", org, channel)
             except asyncio.CancelledError:
                 raise
             except ReplayTooOld:
