@@ -99,3 +99,12 @@ def test_categories_are_the_mailbox_master_list(graph: Graph) -> None:
         for c in graph.http.get(f"{graph.user}/outlook/masterCategories").json()["value"]
     ]
     assert names == ["Salesforce"]
+
+
+def test_contact_folders_are_those_inside_the_default_contacts_folder(graph: Graph) -> None:
+    listed = graph.http.get(f"{graph.user}/contactFolders").json()["value"]
+    assert "Contacts" not in [f["displayName"] for f in listed]
+    made = graph.http.post(f"{graph.user}/contactFolders", json={"displayName": "Clients"})
+    assert made.status_code == 201
+    listed = graph.http.get(f"{graph.user}/contactFolders").json()["value"]
+    assert [f["displayName"] for f in listed] == ["Clients"]

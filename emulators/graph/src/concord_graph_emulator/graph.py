@@ -620,6 +620,10 @@ class GraphApi:
 
     async def list_folders(self, req: GraphRequest, box: Mailbox, kind: str) -> GraphResponse:
         folders = [f for f in box.folders.values() if f.kind == kind]
+        if kind == "contactFolder":
+            # Graph lists the folders inside the default Contacts folder, not that folder
+            # itself (it is `/contacts`).
+            folders = [f for f in folders if f.well_known != "contacts"]
         text = (req.query.get("$filter") or "").strip()
         if text:
             match = _FILTER_NAME.match(text)
