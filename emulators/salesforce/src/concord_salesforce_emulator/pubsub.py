@@ -325,6 +325,13 @@ class ChangeBus:
             raise ReplayExpired(topic)
         return [e for e in channel.events if e.replay > position]
 
+    def check_replay(self, topic: str, position: int) -> None:
+        """A subscriber's replay id must name an event still retained: one whose event passed
+        retention is refused, even when nothing newer was lost."""
+        self.expire()
+        if 0 < position <= self._channels[topic].expired_through:
+            raise ReplayExpired(topic)
+
     async def wait(self, seconds: float) -> bool:
         """Until something is published or streams are closed; False after `seconds`."""
         try:
@@ -449,7 +456,7 @@ class PubSubServicer(pb_grpc.PubSubServicer):
         if first.replay_preset == pb.ReplayPreset.CUSTOM:
             try:
                 position = _position(first.replay_id)
-                self.bus.after(topic, position)
+                self.bus.check_replay(topic, position)
             except (ValueError, ReplayExpired):
                 await _abort(
                     context,

@@ -78,7 +78,7 @@ async def _streaming(streams: ChangeStreams) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _next_hint(watch: EventWatch, within: float = 10.0) -> events_pb2.CrmChanged:
+async def _next_hint(watch: EventWatch, within: float = 30.0) -> events_pb2.CrmChanged:
     async with asyncio.timeout(within):
         return (await watch.next()).parse(events_pb2.CrmChanged)
 
