@@ -36,8 +36,9 @@ from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
 from concord_crm_connector.__main__ import MIGRATIONS, SERVICE_NAME
 from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
-from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.adapters.store import SqlOrgStore, SqlStreamReports
 from concord_crm_connector.api.servicer import CrmConnectorServicer
+from concord_crm_connector.changes.status import StreamStatus
 from concord_crm_connector.domain.service import CrmConnector
 from concord_salesforce_emulator.certs import tls_files
 from concord_salesforce_emulator.server import Settings as EmulatorSettings
@@ -117,7 +118,11 @@ async def connector(
     await migrate(engine, MIGRATIONS)
     store = SqlOrgStore(engine, SecretBox(Fernet.generate_key()))
     salesforce = SalesforceOrgs(store, SalesforceOptions(ca_bundle=str(emulator.ca_cert)))
-    servicer = CrmConnectorServicer(CrmConnector(store, salesforce), budget_share=0.5)
+    # Change streams are #19's own benchmark (test_bench_cdc.py); here they are off.
+    streams = StreamStatus(SqlStreamReports(engine), enabled=False, silent_after=timedelta(0))
+    servicer = CrmConnectorServicer(
+        CrmConnector(store, salesforce), budget_share=0.5, streams=streams
+    )
     defaults = EmulatorSettings()
     try:
         async with serving_in_process(

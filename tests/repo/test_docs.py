@@ -24,7 +24,7 @@ def _registered_providers() -> set[str]:
         if isinstance(node, ast.keyword) and node.arg == "providers":
             assert isinstance(node.value, ast.Dict), "providers= must be a dict literal"
             for key in node.value.keys:
-                assert isinstance(key, ast.Attribute), ast.dump(key)
+                assert isinstance(key, ast.Attribute), key and ast.dump(key)
                 found.add(key.attr)
     return found
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from opentelemetry.trace import TracerProvider
@@ -15,8 +16,9 @@ from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
 from concord_crm_connector.adapters.hints import NatsHints, NatsOrgLeases
 from concord_crm_connector.adapters.pubsub import PubSubSource
 from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
-from concord_crm_connector.adapters.store import SqlOrgStore, SqlReplayStore
+from concord_crm_connector.adapters.store import SqlOrgStore, SqlReplayStore, SqlStreamReports
 from concord_crm_connector.api.servicer import CrmConnectorServicer
+from concord_crm_connector.changes.status import StreamStatus
 from concord_crm_connector.changes.streams import ChangeStreams
 from concord_crm_connector.domain.service import CrmConnector
 from concord_crm_connector.settings import CrmConnectorSettings
@@ -62,7 +64,13 @@ async def build(process: ServiceProcess[CrmConnectorSettings]) -> None:
         process.server.add_readiness_check(streams.start)
         process.server.on_shutdown(streams.stop)
     domain = CrmConnector(store, salesforce)
-    servicer = CrmConnectorServicer(domain, budget_share=settings.budget_share)
+    status = StreamStatus(
+        SqlStreamReports(process.engine),
+        enabled=settings.change_streams,
+        # The holder reports every rescan; three missed reports and the org reads as silent.
+        silent_after=timedelta(seconds=3 * settings.change_rescan_seconds + 5),
+    )
+    servicer = CrmConnectorServicer(domain, budget_share=settings.budget_share, streams=status)
     process.server.add_service(
         SERVICE_NAME,
         lambda server: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, server),
@@ -118,6 +126,7 @@ class ChangeStreamsProcess:
             OrgOwners(self.store, self.salesforce),
             NatsHints(self.bus, self.tracer_provider),
             NatsOrgLeases(self.bus, owner),
+            reports=SqlStreamReports(self.store.engine),
             rescan_seconds=self.settings.change_rescan_seconds,
         )
         await self.streams.start()

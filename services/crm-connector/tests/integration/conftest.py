@@ -4,6 +4,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,17 @@ from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
 from concord_crm_connector.__main__ import MIGRATIONS, SERVICE_NAME
 from concord_crm_connector.adapters.salesforce import SalesforceOptions, SalesforceOrgs
-from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.adapters.store import SqlOrgStore, SqlStreamReports
 from concord_crm_connector.api.servicer import CrmConnectorServicer
+from concord_crm_connector.changes.status import StreamStatus
 from concord_crm_connector.domain.service import CrmConnector
 from concord_salesforce_emulator.app import Running, running_in_thread
 from concord_salesforce_emulator.server import Settings as EmulatorSettings
 from concord_secrets import SecretBox
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
+
+SILENT_AFTER = timedelta(seconds=35)
 
 
 @pytest.fixture
@@ -45,21 +49,26 @@ def store(engine: AsyncEngine, cipher: SecretBox) -> SqlOrgStore:
 
 
 @pytest.fixture
-async def stub(tmp_path: Path) -> AsyncIterator[pb_grpc.CrmConnectorServiceStub]:
-    """The real servicer on SQLite behind a real server on port 0, through a real channel."""
+async def api_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(f"sqlite:///{tmp_path}/api.db")
     await migrate(engine, MIGRATIONS)
-    store = SqlOrgStore(engine, SecretBox(Fernet.generate_key()))
-    servicer = CrmConnectorServicer(CrmConnector(store, salesforce=None), budget_share=0.5)
-    try:
-        async with serving_in_process(
-            "crm-connector",
-            SERVICE_NAME,
-            lambda s: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, s),
-        ) as chan:
-            yield pb_grpc.CrmConnectorServiceStub(chan)
-    finally:
-        await engine.dispose()
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def stub(api_engine: AsyncEngine) -> AsyncIterator[pb_grpc.CrmConnectorServiceStub]:
+    """The real servicer on SQLite behind a real server on port 0, through a real channel."""
+    store = SqlOrgStore(api_engine, SecretBox(Fernet.generate_key()))
+    servicer = CrmConnectorServicer(
+        CrmConnector(store, salesforce=None), budget_share=0.5, streams=_status(api_engine)
+    )
+    async with serving_in_process(
+        "crm-connector",
+        SERVICE_NAME,
+        lambda s: pb_grpc.add_CrmConnectorServiceServicer_to_server(servicer, s),
+    ) as chan:
+        yield pb_grpc.CrmConnectorServiceStub(chan)
 
 
 # ---- against the Salesforce emulator ----------------------------------------------------------
@@ -140,7 +149,9 @@ async def org(emulator: Running, tmp_path: Path) -> AsyncIterator[Org]:
         SalesforceOptions(ca_bundle=str(emulator.ca_cert), retry_base_seconds=0.01),
         sleep=_no_sleep,
     )
-    servicer = CrmConnectorServicer(CrmConnector(store, salesforce), budget_share=0.5)
+    servicer = CrmConnectorServicer(
+        CrmConnector(store, salesforce), budget_share=0.5, streams=_status(engine)
+    )
     admin = requests.Session()
     admin.trust_env = False
     admin.verify = str(emulator.ca_cert)
@@ -161,3 +172,7 @@ async def org(emulator: Running, tmp_path: Path) -> AsyncIterator[Org]:
         salesforce.close()
         admin.close()
         await engine.dispose()
+
+
+def _status(engine: AsyncEngine) -> StreamStatus:
+    return StreamStatus(SqlStreamReports(engine), enabled=True, silent_after=SILENT_AFTER)

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_crm_connector.adapters.store import SqlStreamReports
+from concord_crm_connector.adapters.tables import change_streams
+from concord_crm_connector.changes.model import StreamMode, StreamState
 from concord_rpc import RpcFailure, from_rpc_error
 
 pytestmark = pytest.mark.integration
@@ -116,3 +122,35 @@ async def test_batches_are_validated_before_any_call(stub: Stub) -> None:
         stub.ApplyBatch(pb.ApplyBatchRequest(org="orgs/demo", writes=too_big, all_or_none=True))
     )
     assert [field for field, _ in got.field_violations] == ["writes"]
+
+
+async def test_the_change_stream_shows_its_holders_report_and_silence_once_it_stops(
+    stub: Stub, api_engine: AsyncEngine
+) -> None:
+    never = (await stub.GetChangeStream(pb.GetChangeStreamRequest(org="orgs/demo"))).stream
+    assert never.state == resources_pb2.CHANGE_STREAM_STATE_SILENT
+    assert "no replica" in never.reason
+    now = datetime.now(UTC)
+    await SqlStreamReports(api_engine).put(
+        "demo",
+        StreamState(
+            StreamMode.STREAMING,
+            last_commit=now - timedelta(seconds=2),
+            last_event=now - timedelta(seconds=1, milliseconds=500),
+        ),
+    )
+    live = (await stub.GetChangeStream(pb.GetChangeStreamRequest(org="orgs/demo"))).stream
+    assert (live.org, live.state, live.reason) == (
+        "orgs/demo",
+        resources_pb2.CHANGE_STREAM_STATE_STREAMING,
+        "",
+    )
+    assert live.lag.ToTimedelta() == timedelta(milliseconds=500)
+    assert live.report_time.ToDatetime(UTC) >= now
+    # The holder dies: its last report ages past the bound.
+    async with api_engine.begin() as conn:
+        await conn.execute(update(change_streams).values(report_time=now - timedelta(minutes=5)))
+    silent = (await stub.GetChangeStream(pb.GetChangeStreamRequest(org="orgs/demo"))).stream
+    assert silent.state == resources_pb2.CHANGE_STREAM_STATE_SILENT
+    assert "no report from the streaming replica for 30" in silent.reason
+    assert silent.lag.ToTimedelta() == timedelta(milliseconds=500)

@@ -7,8 +7,9 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord_crm_connector.adapters.store import SqlOrgStore
+from concord_crm_connector.adapters.store import SqlOrgStore, SqlStreamReports
 from concord_crm_connector.adapters.tables import api_budget, org_connections, sync_cursors
+from concord_crm_connector.changes.model import StreamMode, StreamReport, StreamState
 from concord_crm_connector.domain.errors import EtagMismatch
 from concord_crm_connector.domain.model import AuthFlow, Budget, ConnectionUpdate, Cursor
 from concord_secrets import SecretBox
@@ -90,3 +91,21 @@ async def test_concords_count_restarts_with_each_24_hour_window(
     restarted = await store.record_usage("demo", 30, 15000, 4)
     assert restarted.concord_used == 4
     assert restarted.used == 30
+
+
+async def test_a_stream_report_is_one_row_per_org_rewritten_by_its_holder(
+    engine: AsyncEngine,
+) -> None:
+    times = iter([datetime(2026, 12, 5, 9, 0, s, tzinfo=UTC) for s in (1, 2)])
+    reports = SqlStreamReports(engine, clock=lambda: next(times))
+    assert await reports.get("demo") is None
+    await reports.put("demo", StreamState(StreamMode.FAILING, reason="Event: UNAVAILABLE"))
+    committed = datetime(2026, 12, 5, 8, 59, 58, tzinfo=UTC)
+    streaming = StreamState(
+        StreamMode.STREAMING, last_commit=committed, last_event=committed + timedelta(seconds=1)
+    )
+    await reports.put("demo", streaming)
+    assert await reports.get("demo") == StreamReport(
+        streaming, datetime(2026, 12, 5, 9, 0, 2, tzinfo=UTC)
+    )
+    assert await reports.get("other") is None

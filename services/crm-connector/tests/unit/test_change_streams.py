@@ -4,12 +4,20 @@ resynced, failures retried."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from concord_crm_connector.changes.model import ChangeEvent, CrmHint, StreamMode
+from concord_crm_connector.changes.model import (
+    ChangeEvent,
+    CrmHint,
+    StreamMode,
+    StreamReport,
+    StreamState,
+    observed,
+)
 from concord_crm_connector.changes.ports import ChangeBatch, ReplayTooOld
 from concord_crm_connector.changes.streams import ChangeStreams
 
@@ -19,8 +27,19 @@ CHANNEL = "/data/EventChangeEvent"
 ANN = "005000000000001AAA"
 
 
+COMMITTED = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+
+
 def _event(n: int, owner: str = ANN) -> ChangeEvent:
-    return ChangeEvent(CHANNEL, bytes([n]), "Event", "CREATE", (f"00U{n}",), owner_id=owner)
+    return ChangeEvent(
+        CHANNEL,
+        bytes([n]),
+        "Event",
+        "CREATE",
+        (f"00U{n}",),
+        owner_id=owner,
+        commit_time=COMMITTED + timedelta(seconds=n),
+    )
 
 
 @dataclass
@@ -35,6 +54,7 @@ class World:
     failures: int = 0
     others_hold: set[str] = field(default_factory=set)
     subscribed_from: list[bytes | None] = field(default_factory=list)
+    reported: list[tuple[str, StreamState]] = field(default_factory=list)
 
     async def subscribe(
         self, org: str, channel: str, replay_id: bytes | None
@@ -66,11 +86,25 @@ class World:
         self.journal.append(f"hint {','.join(hint.record_ids) or hint.reason}")
         self.hints.append(hint)
 
+    async def report(self, org: str, state: StreamState) -> None:
+        self.reported.append((org, state))
+
     async def hold(self, org: str) -> bool:
         return org not in self.others_hold
 
     async def release(self, org: str) -> None:
         self.journal.append(f"release {org}")
+
+
+@dataclass
+class Reports:
+    world: World
+
+    async def put(self, org: str, state: StreamState) -> None:
+        await self.world.report(org, state)
+
+    async def get(self, org: str) -> StreamReport | None:  # pragma: no cover - write side only
+        raise AssertionError("the streams only write reports")
 
 
 def _streams(world: World, orgs: Sequence[str] = ("acme",)) -> ChangeStreams:
@@ -84,6 +118,7 @@ def _streams(world: World, orgs: Sequence[str] = ("acme",)) -> ChangeStreams:
         world,
         world,
         world,
+        reports=Reports(world),
         channels=[CHANNEL],
         rescan_seconds=3600,
         retry_base_seconds=0.01,
@@ -150,3 +185,63 @@ async def test_a_failing_stream_is_retried_and_reports_why_meanwhile() -> None:
     assert state.mode is StreamMode.STREAMING
     await streams.stop()
     assert world.journal[-1] == "release acme"
+
+
+async def test_the_dashboard_hears_each_change_of_mode_at_once_and_the_lag_on_each_report() -> None:
+    handled = COMMITTED + timedelta(seconds=10)
+    world = World(batches=[[_event(1), _event(2)]], failures=1)
+    streams = ChangeStreams(
+        _orgs("acme"),
+        world,
+        world,
+        world,
+        world,
+        world,
+        reports=Reports(world),
+        channels=[CHANNEL],
+        rescan_seconds=3600,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.02,
+        clock=lambda: handled,
+    )
+    await streams.rescan()
+    await _until(lambda: world.hints)
+    modes = [state.mode for _, state in world.reported]
+    assert modes == [StreamMode.STARTING, StreamMode.FAILING, StreamMode.STREAMING]
+    assert world.reported[1][1].reason == f"{CHANNEL}: ConnectionError"
+    # Times ride on the periodic report, which also says this replica lives.
+    await streams.report()
+    org, last = world.reported[-1]
+    assert org == "acme"
+    assert (last.mode, last.reason) == (StreamMode.STREAMING, "")
+    assert last.last_commit == COMMITTED + timedelta(seconds=2)
+    assert last.lag == timedelta(seconds=8)
+    await streams.stop()
+
+
+def _orgs(*orgs: str) -> Callable[[], Awaitable[Sequence[str]]]:
+    async def connected() -> Sequence[str]:
+        return orgs
+
+    return connected
+
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+STREAMING = StreamState(StreamMode.STREAMING, last_commit=NOW, last_event=NOW)
+
+
+@pytest.mark.parametrize(
+    ("report", "enabled", "mode"),
+    [
+        (StreamReport(STREAMING, NOW - timedelta(seconds=20)), True, StreamMode.STREAMING),
+        (StreamReport(STREAMING, NOW - timedelta(seconds=40)), True, StreamMode.SILENT),
+        (None, True, StreamMode.SILENT),
+        (StreamReport(STREAMING, NOW), False, StreamMode.OFF),
+    ],
+)
+def test_the_dashboard_reads_a_report_older_than_the_silence_bound_as_silent(
+    report: StreamReport | None, enabled: bool, mode: StreamMode
+) -> None:
+    seen = observed(report, NOW, enabled=enabled, silent_after=timedelta(seconds=35))
+    assert seen.state.mode is mode
+    assert bool(seen.state.reason) is (mode is not StreamMode.STREAMING)

@@ -71,3 +71,49 @@ def test_an_unreadable_budget_fails_it_and_says_why(failure: str, says: str) -> 
     assert health.state == res.HEALTH_STATE_FAILING
     assert says in health.reasons[0]
     assert not health.HasField("budget")
+
+
+def stream(
+    state: res.ChangeStreamState.ValueType, lag_s: int = 0, reason: str = ""
+) -> res.ChangeStream:
+    message = res.ChangeStream(org="orgs/acme", state=state, reason=reason)
+    message.lag.FromSeconds(lag_s)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("change_stream", "state", "says"),
+    [
+        (None, res.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_STREAMING, lag_s=2), res.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_OFF), res.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_STARTING), res.HEALTH_STATE_HEALTHY, None),
+        (
+            stream(res.CHANGE_STREAM_STATE_STREAMING, lag_s=95),
+            res.HEALTH_STATE_DEGRADED,
+            "Salesforce changes reach Concord 95 s late",
+        ),
+        (
+            stream(res.CHANGE_STREAM_STATE_FAILING, reason="/data/EventChangeEvent: AioRpcError"),
+            res.HEALTH_STATE_DEGRADED,
+            "the change stream fails (/data/EventChangeEvent: AioRpcError)",
+        ),
+        (
+            stream(res.CHANGE_STREAM_STATE_SILENT, reason="no report for 41 s"),
+            res.HEALTH_STATE_DEGRADED,
+            "wait for the schedule: the change stream is silent (no report for 41 s)",
+        ),
+    ],
+)
+def test_the_change_stream_is_shown_and_a_failing_silent_or_late_one_degrades_it(
+    change_stream: res.ChangeStream | None, state: res.HealthState.ValueType, says: str | None
+) -> None:
+    health = org_health(figures(change_stream=change_stream))
+    assert health.state == state
+    if says is None:
+        assert list(health.reasons) == []
+    else:
+        assert [says in reason for reason in health.reasons] == [True]
+    assert health.HasField("change_stream") is (change_stream is not None)
+    if change_stream is not None:
+        assert health.change_stream == change_stream

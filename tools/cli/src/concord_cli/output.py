@@ -17,6 +17,7 @@ from concord.gateway.v1 import gateway_service_pb2 as gw
 __all__ = [
     "Progress",
     "ServiceHealth",
+    "change_stream_line",
     "conflicts_table",
     "dashboard",
     "dumps",
@@ -349,7 +350,8 @@ class Progress:
 
 
 def org_health_block(health: res.OrgHealth) -> str:
-    """An org's condition: state and why, mailboxes by state, failures, Salesforce API budget."""
+    """An org's condition: state and why, mailboxes by state, failures, Salesforce API budget,
+    and the change stream that brings Salesforce edits in seconds."""
     budget = health.budget
     by_state = ", ".join(
         f"{_enum(c.state, res.MailboxState, 'MAILBOX_STATE_')} {c.count}" for c in health.mailboxes
@@ -371,8 +373,22 @@ def org_health_block(health: res.OrgHealth) -> str:
                 f"(allowed {share})",
             )
         )
+    if health.HasField("change_stream"):
+        rows.append(("change stream", change_stream_line(health.change_stream)))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+def change_stream_line(stream: res.ChangeStream) -> str:
+    """`streaming, 0.4 s behind (last change 2026-12-05 09:00:01Z)`, or the state and why."""
+    line = _enum(stream.state, res.ChangeStreamState, "CHANGE_STREAM_STATE_")
+    if stream.state == res.CHANGE_STREAM_STATE_STREAMING and stream.HasField("lag"):
+        line += f", {stream.lag.ToTimedelta().total_seconds():.1f} s behind"
+    if stream.reason:
+        line += f": {stream.reason}"
+    if stream.HasField("last_commit_time"):
+        line += f" (last change {_when(stream.last_commit_time, True)})"
+    return line
 
 
 def overview_table(statuses: Sequence[gw.MailboxStatus]) -> str:

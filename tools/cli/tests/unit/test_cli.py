@@ -305,3 +305,18 @@ def test_settings_read_as_settings_set_takes_them() -> None:
     assert "sync_interval" in org
     for expected in ("15m", "90s", "mail_wins"):
         assert expected in org
+
+
+def test_the_org_block_shows_the_change_stream_with_its_lag_or_why_it_is_not_streaming() -> None:
+    streaming = res.ChangeStream(org="orgs/acme", state=res.CHANGE_STREAM_STATE_STREAMING)
+    streaming.lag.FromMilliseconds(400)
+    streaming.last_commit_time.FromDatetime(datetime(2026, 12, 5, 9, 0, 1, tzinfo=UTC))
+    health = res.OrgHealth(org="orgs/acme", state=res.HEALTH_STATE_HEALTHY)
+    health.change_stream.CopyFrom(streaming)
+    block = output.org_health_block(health)
+    assert block.splitlines()[-1].split(maxsplit=2)[2] == (
+        "STREAMING, 0.4 s behind (last change 2026-12-05 09:00:01Z)"
+    )
+    silent = res.ChangeStream(state=res.CHANGE_STREAM_STATE_SILENT, reason="no report for 41 s")
+    assert output.change_stream_line(silent) == "SILENT: no report for 41 s"
+    assert "change stream" not in output.org_health_block(res.OrgHealth(org="orgs/acme"))

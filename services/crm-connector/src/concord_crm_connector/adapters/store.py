@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from concord_crm_connector.adapters.tables import (
     api_budget,
     change_replays,
+    change_streams,
     org_connections,
     sync_cursors,
 )
+from concord_crm_connector.changes.model import StreamMode, StreamReport, StreamState
 from concord_crm_connector.domain.errors import EtagMismatch
 from concord_crm_connector.domain.model import (
     AuthFlow,
@@ -28,7 +30,7 @@ from concord_crm_connector.domain.model import (
 )
 from concord_secrets import SecretBox
 
-__all__ = ["SqlOrgStore", "SqlReplayStore"]
+__all__ = ["SqlOrgStore", "SqlReplayStore", "SqlStreamReports"]
 
 Clock = Callable[[], datetime]
 
@@ -228,3 +230,40 @@ class SqlReplayStore:
                         org=org, channel=channel, replay_id=replay_id, update_time=self._clock()
                     )
                 )
+
+
+class SqlStreamReports:
+    """`StreamReports`: one row per org, rewritten by the replica holding its stream."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock = _utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def put(self, org: str, state: StreamState) -> None:
+        table = change_streams
+        values = {
+            "mode": state.mode.value,
+            "reason": state.reason,
+            "last_commit": state.last_commit,
+            "last_event": state.last_event,
+            "report_time": self._clock(),
+        }
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(update(table).where(table.c.org == org).values(**values))
+            if moved.rowcount == 0:
+                await conn.execute(insert(table).values(org=org, **values))
+
+    async def get(self, org: str) -> StreamReport | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(change_streams).where(change_streams.c.org == org))
+            ).first()
+        if row is None:
+            return None
+        state = StreamState(
+            StreamMode(row.mode),
+            last_commit=row.last_commit,
+            last_event=row.last_event,
+            reason=row.reason,
+        )
+        return StreamReport(state, row.report_time)

@@ -67,3 +67,15 @@ change_replays = Table(
     Column("replay_id", LargeBinary, nullable=False),
     Column("update_time", UtcDateTime, nullable=False),
 )
+
+# Each org's change stream as the replica holding it last reported it (the dashboard's view).
+change_streams = Table(
+    "change_streams",
+    metadata,
+    Column("org", String(63), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("last_commit", UtcDateTime),
+    Column("last_event", UtcDateTime),
+    Column("report_time", UtcDateTime, nullable=False),
+)

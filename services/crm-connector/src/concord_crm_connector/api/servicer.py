@@ -13,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2 as pb
 from concord.crm.v1 import crm_connector_service_pb2_grpc as pb_grpc
+from concord_crm_connector.changes.model import StreamMode
+from concord_crm_connector.changes.status import StreamStatus
 from concord_crm_connector.domain.errors import InvalidRequest
 from concord_crm_connector.domain.model import (
     SOBJECT_TYPE,
@@ -60,6 +62,15 @@ _STATUSES = {
     WriteStatus.FAILED: resources_pb2.WRITE_STATUS_FAILED,
     WriteStatus.ROLLED_BACK: resources_pb2.WRITE_STATUS_ROLLED_BACK,
 }
+_STREAM_STATES = {
+    StreamMode.OFF: resources_pb2.CHANGE_STREAM_STATE_OFF,
+    StreamMode.STARTING: resources_pb2.CHANGE_STREAM_STATE_STARTING,
+    StreamMode.STREAMING: resources_pb2.CHANGE_STREAM_STATE_STREAMING,
+    StreamMode.FAILING: resources_pb2.CHANGE_STREAM_STATE_FAILING,
+    StreamMode.SILENT: resources_pb2.CHANGE_STREAM_STATE_SILENT,
+    # A replica on standby never reports; should one, the org's stream is not its to show.
+    StreamMode.STANDBY: resources_pb2.CHANGE_STREAM_STATE_SILENT,
+}
 _RECORD_ID = re.compile(r"[A-Za-z0-9]{15}([A-Za-z0-9]{3})?")
 
 
@@ -75,9 +86,10 @@ def _connection_name(name: str, field: str = "name") -> str:
 
 
 class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
-    def __init__(self, domain: CrmConnector, *, budget_share: float) -> None:
+    def __init__(self, domain: CrmConnector, *, budget_share: float, streams: StreamStatus) -> None:
         self._domain = domain
         self._budget_share = budget_share
+        self._streams = streams
 
     async def ListChanges(
         self, request: pb.ListChangesRequest, context: Context
@@ -294,6 +306,24 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
         if budget.measure_time is not None:
             message.measure_time.CopyFrom(_timestamp(budget.measure_time))
         return pb.GetBudgetResponse(budget=message)
+
+    async def GetChangeStream(
+        self, request: pb.GetChangeStreamRequest, context: Context
+    ) -> pb.GetChangeStreamResponse:
+        report = await self._streams.of(_org_name(request.org))
+        state = report.state
+        message = resources_pb2.ChangeStream(
+            org=request.org, state=_STREAM_STATES[state.mode], reason=state.reason
+        )
+        if state.last_commit is not None:
+            message.last_commit_time.CopyFrom(_timestamp(state.last_commit))
+        if state.last_event is not None:
+            message.last_event_time.CopyFrom(_timestamp(state.last_event))
+        if state.lag is not None:
+            message.lag.FromTimedelta(state.lag)
+        if report.report_time is not None:
+            message.report_time.CopyFrom(_timestamp(report.report_time))
+        return pb.GetChangeStreamResponse(stream=message)
 
     async def UpsertOrgConnection(
         self, request: pb.UpsertOrgConnectionRequest, context: Context

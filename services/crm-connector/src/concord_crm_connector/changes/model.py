@@ -11,8 +11,8 @@ of the org, with its reason.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 __all__ = [
@@ -20,11 +20,13 @@ __all__ = [
     "ChangeEvent",
     "CrmHint",
     "StreamMode",
+    "StreamReport",
     "StreamState",
     "channel_of",
     "hints_for",
     "ids_to_look_up",
     "is_concord_origin",
+    "observed",
 ]
 
 # The change event channels of the objects Concord mirrors, and those linking needs to know.
@@ -157,6 +159,10 @@ class StreamMode(StrEnum):
     # The stream keeps failing (a refused login, an unreachable endpoint): retried with back-off;
     # the schedule still syncs every mailbox.
     FAILING = "failing"
+    # Seen from outside only (the dashboard): streams are turned off in the settings, or no
+    # replica has reported for a while.
+    OFF = "off"
+    SILENT = "silent"
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,44 @@ class StreamState:
     last_event: datetime | None = None
     reason: str = ""
     channels: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def lag(self) -> timedelta | None:
+        """How late the newest change handled reached Concord after Salesforce committed it."""
+        if self.last_commit is None or self.last_event is None:
+            return None
+        return max(timedelta(0), self.last_event - self.last_commit)
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """What the replica holding an org's stream last said of it, and when (None: no replica
+    ever reported)."""
+
+    state: StreamState
+    report_time: datetime | None
+
+
+def observed(
+    report: StreamReport | None, now: datetime, *, enabled: bool, silent_after: timedelta
+) -> StreamReport:
+    """An org's stream as the dashboard shows it, whichever replica is asked: the holder's
+    last report while it is fresh, SILENT once it is older than `silent_after` (the holder died
+    and the lease has not passed on, or no replica holds the org)."""
+    if not enabled:
+        return StreamReport(
+            StreamState(StreamMode.OFF, reason="change streams are turned off"), None
+        )
+    if report is None or report.report_time is None:
+        return StreamReport(
+            StreamState(StreamMode.SILENT, reason="no replica has streamed this org yet"), None
+        )
+    age = now - report.report_time
+    if age > silent_after:
+        silent = replace(
+            report.state,
+            mode=StreamMode.SILENT,
+            reason=f"no report from the streaming replica for {int(age.total_seconds())} s",
+        )
+        return StreamReport(silent, report.report_time)
+    return report

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from concord_crm_connector.changes.model import ChangeEvent, CrmHint
+from concord_crm_connector.changes.model import ChangeEvent, CrmHint, StreamReport, StreamState
 
 __all__ = [
     "ChangeBatch",
@@ -16,6 +16,7 @@ __all__ = [
     "OwnerLookup",
     "ReplayStore",
     "ReplayTooOld",
+    "StreamReports",
 ]
 
 
@@ -72,3 +73,12 @@ class OrgLeases(Protocol):
         ...
 
     async def release(self, org: str) -> None: ...
+
+
+class StreamReports(Protocol):
+    """Each org's stream state as its holder last reported it, readable by every replica (the
+    dashboard may ask any of them)."""
+
+    async def put(self, org: str, state: StreamState) -> None: ...
+
+    async def get(self, org: str) -> StreamReport | None: ...

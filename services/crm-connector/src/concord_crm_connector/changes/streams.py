@@ -32,6 +32,7 @@ from concord_crm_connector.changes.ports import (
     OwnerLookup,
     ReplayStore,
     ReplayTooOld,
+    StreamReports,
 )
 
 __all__ = ["ChangeStreams"]
@@ -52,6 +53,7 @@ class ChangeStreams:
         sink: HintSink,
         leases: OrgLeases,
         *,
+        reports: StreamReports | None = None,
         channels: Iterable[str] = CHANNELS.values(),
         rescan_seconds: float = 10.0,
         retry_base_seconds: float = 1.0,
@@ -64,6 +66,7 @@ class ChangeStreams:
         self._owners = owners
         self._sink = sink
         self._leases = leases
+        self._reports = reports
         self._channels = tuple(channels)
         self._rescan_seconds = rescan_seconds
         self._retry_base = retry_base_seconds
@@ -97,7 +100,7 @@ class ChangeStreams:
                     self._states[org] = StreamState(StreamMode.STANDBY)
         for org in sorted(connected - set(self._running)):
             if await self._leases.hold(org):
-                self._states[org] = StreamState(StreamMode.STARTING, channels=self._channels)
+                await self._set(org, StreamState(StreamMode.STARTING, channels=self._channels))
                 self._running[org] = [
                     asyncio.create_task(self._stream(org, channel), name=f"cdc {org} {channel}")
                     for channel in self._channels
@@ -111,6 +114,7 @@ class ChangeStreams:
         while True:
             try:
                 await self.rescan()
+                await self.report()
             except Exception:
                 log.warning("change streams: rescan failed", exc_info=True)
             await asyncio.sleep(self._rescan_seconds)
@@ -136,7 +140,7 @@ class ChangeStreams:
                         # (which would skip what is committed while no replica streams).
                         await self._replays.put(org, channel, batch.latest_replay_id)
                         stored = batch.latest_replay_id
-                    self._streaming(org)
+                    await self._streaming(org)
                 # The server ended the stream (it closes long-lived ones): subscribe again from
                 # the replay id kept.
                 log.info("change stream %s %s ended by the server; subscribing again", org, channel)
@@ -153,10 +157,13 @@ class ChangeStreams:
                 failures += 1
                 reason = f"{channel}: {type(error).__name__}"
                 log.warning("change stream %s %s failed: %s", org, channel, error)
-                self._states[org] = replace(
-                    self._states.get(org, StreamState(StreamMode.FAILING)),
-                    mode=StreamMode.FAILING,
-                    reason=reason,
+                await self._set(
+                    org,
+                    replace(
+                        self._states.get(org, StreamState(StreamMode.FAILING)),
+                        mode=StreamMode.FAILING,
+                        reason=reason,
+                    ),
                 )
                 delay = min(self._retry_max, self._retry_base * 2 ** min(failures - 1, 10))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -176,18 +183,49 @@ class ChangeStreams:
         await self._replays.put(org, channel, batch[-1].replay_id)
         commits = [e.commit_time for e in batch if e.commit_time is not None]
         current = self._states.get(org, StreamState(StreamMode.STREAMING))
-        self._states[org] = replace(
-            current,
-            mode=StreamMode.STREAMING,
-            last_event=self._clock(),
-            last_commit=max(commits) if commits else current.last_commit,
-            reason="",
+        await self._set(
+            org,
+            replace(
+                current,
+                mode=StreamMode.STREAMING,
+                last_event=self._clock(),
+                last_commit=max(commits) if commits else current.last_commit,
+                reason="",
+            ),
         )
 
-    def _streaming(self, org: str) -> None:
+    async def _streaming(self, org: str) -> None:
         current = self._states.get(org)
         if current is None or current.mode is not StreamMode.STREAMING:
             log.info("change stream %s -> streaming", org)
-            self._states[org] = replace(
-                current or StreamState(StreamMode.STREAMING), mode=StreamMode.STREAMING, reason=""
+            await self._set(
+                org,
+                replace(
+                    current or StreamState(StreamMode.STREAMING),
+                    mode=StreamMode.STREAMING,
+                    reason="",
+                ),
             )
+
+    async def report(self) -> None:
+        """Every held org's state, for the dashboard; the report's time says this replica
+        lives (a report that grows old reads as SILENT)."""
+        for org in list(self._running):
+            if org in self._states:
+                await self._put_report(org, self._states[org])
+
+    async def _set(self, org: str, state: StreamState) -> None:
+        """A change of mode is reported at once; lag and times ride on the periodic report."""
+        before = self._states.get(org)
+        self._states[org] = state
+        if before is None or before.mode is not state.mode or before.reason != state.reason:
+            await self._put_report(org, state)
+
+    async def _put_report(self, org: str, state: StreamState) -> None:
+        if self._reports is None:
+            return
+        try:
+            await self._reports.put(org, state)
+        except Exception:
+            # The dashboard's view only: never a reason to stop streaming.
+            log.warning("change stream %s: state not reported", org, exc_info=True)

@@ -570,6 +570,42 @@ PUSH_STATE_UNAVAILABLE: PushState.ValueType  # 3
 """The provider or configuration does not offer push; schedule only."""
 Global___PushState: _TypeAlias = PushState  # noqa: Y015
 
+class _ChangeStreamState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChangeStreamStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChangeStreamState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANGE_STREAM_STATE_UNSPECIFIED: _ChangeStreamState.ValueType  # 0
+    CHANGE_STREAM_STATE_OFF: _ChangeStreamState.ValueType  # 1
+    """Turned off in crm-connector's settings: Salesforce changes wait for the schedule."""
+    CHANGE_STREAM_STATE_STARTING: _ChangeStreamState.ValueType  # 2
+    """A replica took the org's lease and is subscribing."""
+    CHANGE_STREAM_STATE_STREAMING: _ChangeStreamState.ValueType  # 3
+    CHANGE_STREAM_STATE_FAILING: _ChangeStreamState.ValueType  # 4
+    """Subscribing keeps failing (refused login, unreachable endpoint); retried with back-off."""
+    CHANGE_STREAM_STATE_SILENT: _ChangeStreamState.ValueType  # 5
+    """No replica reported for a while: none holds the org's lease, or the holder died and its
+    lease has not passed on yet.
+    """
+
+class ChangeStreamState(_ChangeStreamState, metaclass=_ChangeStreamStateEnumTypeWrapper):
+    """What an org's change stream is doing."""
+
+CHANGE_STREAM_STATE_UNSPECIFIED: ChangeStreamState.ValueType  # 0
+CHANGE_STREAM_STATE_OFF: ChangeStreamState.ValueType  # 1
+"""Turned off in crm-connector's settings: Salesforce changes wait for the schedule."""
+CHANGE_STREAM_STATE_STARTING: ChangeStreamState.ValueType  # 2
+"""A replica took the org's lease and is subscribing."""
+CHANGE_STREAM_STATE_STREAMING: ChangeStreamState.ValueType  # 3
+CHANGE_STREAM_STATE_FAILING: ChangeStreamState.ValueType  # 4
+"""Subscribing keeps failing (refused login, unreachable endpoint); retried with back-off."""
+CHANGE_STREAM_STATE_SILENT: ChangeStreamState.ValueType  # 5
+"""No replica reported for a while: none holds the org's lease, or the holder died and its
+lease has not passed on yet.
+"""
+Global___ChangeStreamState: _TypeAlias = ChangeStreamState  # noqa: Y015
+
 class _HealthState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1835,6 +1871,64 @@ class ApiBudget(_message.Message):
 Global___ApiBudget: _TypeAlias = ApiBudget  # noqa: Y015
 
 @_typing.final
+class ChangeStream(_message.Message):
+    """An org's stream of Salesforce record changes (Change Data Capture through the Pub/Sub API):
+    while it streams, a Salesforce edit reaches the mailboxes it concerns in seconds; otherwise it
+    waits for the next scheduled session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LAST_COMMIT_TIME_FIELD_NUMBER: _builtins.int
+    LAST_EVENT_TIME_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    REPORT_TIME_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    """`orgs/{org}`."""
+    state: Global___ChangeStreamState.ValueType
+    reason: _builtins.str
+    """Why the stream is not streaming, e.g. `Event: UNAVAILABLE`; empty while it streams."""
+    @_builtins.property
+    def last_commit_time(self) -> _timestamp_pb2.Timestamp:
+        """When the newest change handled was committed in Salesforce."""
+
+    @_builtins.property
+    def last_event_time(self) -> _timestamp_pb2.Timestamp:
+        """When that change was handled (turned into a hint for the mailboxes it concerns)."""
+
+    @_builtins.property
+    def lag(self) -> _duration_pb2.Duration:
+        """`last_event_time - last_commit_time`: how late Salesforce changes reach Concord."""
+
+    @_builtins.property
+    def report_time(self) -> _timestamp_pb2.Timestamp:
+        """When the crm-connector replica holding the stream last reported; it reports every few
+        seconds while it lives, so an old report means no replica streams.
+        """
+
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+        state: Global___ChangeStreamState.ValueType = ...,
+        reason: _builtins.str = ...,
+        last_commit_time: _timestamp_pb2.Timestamp | None = ...,
+        last_event_time: _timestamp_pb2.Timestamp | None = ...,
+        lag: _duration_pb2.Duration | None = ...,
+        report_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "report_time", b"report_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "org", b"org", "reason", b"reason", "report_time", b"report_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeStream: _TypeAlias = ChangeStream  # noqa: Y015
+
+@_typing.final
 class MailboxStateCount(_message.Message):
     """Mailbox counts by state."""
 
@@ -1871,6 +1965,7 @@ class OrgHealth(_message.Message):
     FAILED_SESSIONS_24H_FIELD_NUMBER: _builtins.int
     QUARANTINED_ITEMS_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
+    CHANGE_STREAM_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     """`orgs/{org}`."""
     state: Global___HealthState.ValueType
@@ -1886,6 +1981,10 @@ class OrgHealth(_message.Message):
     def mailboxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MailboxStateCount]: ...
     @_builtins.property
     def budget(self) -> Global___ApiBudget: ...
+    @_builtins.property
+    def change_stream(self) -> Global___ChangeStream:
+        """The org's Salesforce change stream, when crm-connector could tell."""
+
     def __init__(
         self,
         *,
@@ -1896,10 +1995,11 @@ class OrgHealth(_message.Message):
         failed_sessions_24h: _builtins.int = ...,
         quarantined_items: _builtins.int = ...,
         budget: Global___ApiBudget | None = ...,
+        change_stream: Global___ChangeStream | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "change_stream", b"change_stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "failed_sessions_24h", b"failed_sessions_24h", "mailboxes", b"mailboxes", "org", b"org", "quarantined_items", b"quarantined_items", "reasons", b"reasons", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "change_stream", b"change_stream", "failed_sessions_24h", b"failed_sessions_24h", "mailboxes", b"mailboxes", "org", b"org", "quarantined_items", b"quarantined_items", "reasons", b"reasons", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

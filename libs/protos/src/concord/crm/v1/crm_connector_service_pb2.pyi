@@ -869,6 +869,50 @@ class GetBudgetResponse(_message.Message):
 Global___GetBudgetResponse: _TypeAlias = GetBudgetResponse  # noqa: Y015
 
 @_typing.final
+class GetChangeStreamRequest(_message.Message):
+    """Asks for an org's change stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    """Required. `orgs/{org}`."""
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org", b"org"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChangeStreamRequest: _TypeAlias = GetChangeStreamRequest  # noqa: Y015
+
+@_typing.final
+class GetChangeStreamResponse(_message.Message):
+    """The org's change stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stream(self) -> _resources_pb2.ChangeStream: ...
+    def __init__(
+        self,
+        *,
+        stream: _resources_pb2.ChangeStream | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChangeStreamResponse: _TypeAlias = GetChangeStreamResponse  # noqa: Y015
+
+@_typing.final
 class OrgConnection(_message.Message):
     """How Concord reaches one Salesforce org."""
 

@@ -71,6 +71,11 @@ class CrmConnectorServiceStub:
                 request_serializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetRequest.SerializeToString,
                 response_deserializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetResponse.FromString,
                 _registered_method=True)
+        self.GetChangeStream = channel.unary_unary(
+                '/concord.crm.v1.CrmConnectorService/GetChangeStream',
+                request_serializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamRequest.SerializeToString,
+                response_deserializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamResponse.FromString,
+                _registered_method=True)
         self.UpsertOrgConnection = channel.unary_unary(
                 '/concord.crm.v1.CrmConnectorService/UpsertOrgConnection',
                 request_serializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.UpsertOrgConnectionRequest.SerializeToString,
@@ -138,6 +143,13 @@ class CrmConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChangeStream(self, request, context):
+        """Reports the org's Salesforce change stream: its state and how late changes arrive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpsertOrgConnection(self, request, context):
         """Registers or replaces how to reach an org; the secret is stored encrypted.
         """
@@ -189,6 +201,11 @@ def add_CrmConnectorServiceServicer_to_server(servicer, server):
                     servicer.GetBudget,
                     request_deserializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetRequest.FromString,
                     response_serializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetResponse.SerializeToString,
+            ),
+            'GetChangeStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChangeStream,
+                    request_deserializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamRequest.FromString,
+                    response_serializer=concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamResponse.SerializeToString,
             ),
             'UpsertOrgConnection': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertOrgConnection,
@@ -392,6 +409,33 @@ class CrmConnectorService:
             '/concord.crm.v1.CrmConnectorService/GetBudget',
             concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetRequest.SerializeToString,
             concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChangeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.crm.v1.CrmConnectorService/GetChangeStream',
+            concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamRequest.SerializeToString,
+            concord_dot_crm_dot_v1_dot_crm__connector__service__pb2.GetChangeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

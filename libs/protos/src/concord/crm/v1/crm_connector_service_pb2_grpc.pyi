@@ -33,6 +33,8 @@ class CrmConnectorServiceStub:
     """Describes an object's fields, so mapping can respect lengths, types and picklists."""
     GetBudget: _aio.UnaryUnaryMultiCallable[_crm_connector_service_pb2.GetBudgetRequest, _crm_connector_service_pb2.GetBudgetResponse]
     """Reports the org's API use, so sessions slow down before the org runs out."""
+    GetChangeStream: _aio.UnaryUnaryMultiCallable[_crm_connector_service_pb2.GetChangeStreamRequest, _crm_connector_service_pb2.GetChangeStreamResponse]
+    """Reports the org's Salesforce change stream: its state and how late changes arrive."""
     UpsertOrgConnection: _aio.UnaryUnaryMultiCallable[_crm_connector_service_pb2.UpsertOrgConnectionRequest, _crm_connector_service_pb2.UpsertOrgConnectionResponse]
     """Registers or replaces how to reach an org; the secret is stored encrypted."""
     GetOrgConnection: _aio.UnaryUnaryMultiCallable[_crm_connector_service_pb2.GetOrgConnectionRequest, _crm_connector_service_pb2.GetOrgConnectionResponse]
@@ -93,6 +95,13 @@ class CrmConnectorServiceServicer:
         context: _aio.ServicerContext[_crm_connector_service_pb2.GetBudgetRequest, _abc.Awaitable[_crm_connector_service_pb2.GetBudgetResponse]],
     ) -> _abc.Awaitable[_crm_connector_service_pb2.GetBudgetResponse]:
         """Reports the org's API use, so sessions slow down before the org runs out."""
+
+    def GetChangeStream(
+        self,
+        request: _crm_connector_service_pb2.GetChangeStreamRequest,
+        context: _aio.ServicerContext[_crm_connector_service_pb2.GetChangeStreamRequest, _abc.Awaitable[_crm_connector_service_pb2.GetChangeStreamResponse]],
+    ) -> _abc.Awaitable[_crm_connector_service_pb2.GetChangeStreamResponse]:
+        """Reports the org's Salesforce change stream: its state and how late changes arrive."""
 
     def UpsertOrgConnection(
         self,

@@ -1,5 +1,5 @@
 """The figures behind an org's health: three queries over the org's mailboxes, sessions and
-item errors, and the Salesforce API budget from crm-connector."""
+item errors, and the Salesforce API budget and change stream from crm-connector."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from concord_reconciler.kernel.sql import to_us
 from concord_reconciler.mailboxes.domain.health import OrgFigures
 from concord_reconciler.mailboxes.domain.model import MailboxState
 
-__all__ = ["BudgetSource", "SqlHealthFigures", "org_figures"]
+__all__ = ["CrmFigures", "SqlHealthFigures", "org_figures"]
 
 DAY = timedelta(hours=24)
 
 
-class BudgetSource(Protocol):
+class CrmFigures(Protocol):
     async def get_budget(self, org: str) -> res.ApiBudget: ...
 
+    async def get_change_stream(self, org: str) -> res.ChangeStream: ...
 
-async def org_figures(engine: AsyncEngine, crm: BudgetSource, org_id: str) -> OrgFigures:
+
+async def org_figures(engine: AsyncEngine, crm: CrmFigures, org_id: str) -> OrgFigures:
     of_org = select(mailboxes.c.mailbox_id).where(mailboxes.c.org_id == org_id)
     since = to_us(utcnow() - DAY)
     async with engine.connect() as conn:
@@ -58,6 +60,14 @@ async def org_figures(engine: AsyncEngine, crm: BudgetSource, org_id: str) -> Or
         budget = await crm.get_budget(f"orgs/{org_id}")
     except PeerError as error:
         failure = error.reason or error.code
+    stream: res.ChangeStream | None = None
+    if budget is not None:
+        try:
+            stream = await crm.get_change_stream(f"orgs/{org_id}")
+        except PeerError:
+            # An older crm-connector, or one that cannot tell: the dashboard shows no stream
+            # rather than a false alarm (Salesforce's reachability is the budget's to report).
+            stream = None
     return OrgFigures(
         org_id=org_id,
         mailboxes=by_state,
@@ -65,13 +75,14 @@ async def org_figures(engine: AsyncEngine, crm: BudgetSource, org_id: str) -> Or
         quarantined_items=int(quarantined or 0),
         budget=budget,
         budget_failure=failure,
+        change_stream=stream,
     )
 
 
 class SqlHealthFigures:
     """`HealthFigures` over the reconciler's database and crm-connector's budget."""
 
-    def __init__(self, engine: AsyncEngine, crm: BudgetSource) -> None:
+    def __init__(self, engine: AsyncEngine, crm: CrmFigures) -> None:
         self.engine = engine
         self.crm = crm
 

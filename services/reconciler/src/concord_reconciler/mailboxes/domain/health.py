@@ -1,13 +1,15 @@
 """An org's health for its admin's dashboard: one state, and the reasons behind it.
 
 Pure: the caller gathers the numbers (mailboxes by state, failed sessions, quarantined items,
-the Salesforce API budget or why it could not be read) and this decides what they mean.
+the Salesforce API budget or why it could not be read, the org's change stream) and this
+decides what they mean.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.mailboxes.domain.model import MailboxState
@@ -15,6 +17,7 @@ from concord_reconciler.mailboxes.domain.model import MailboxState
 __all__ = [
     "BUDGET_NEARLY_USED",
     "CRM_CREDENTIAL_FAILURES",
+    "STREAM_LAG_DEGRADED",
     "OrgFigures",
     "org_health",
 ]
@@ -24,6 +27,8 @@ __all__ = [
 BUDGET_NEARLY_USED = 0.8
 # Failure reasons of crm-connector that no retry fixes: the org's connection must be repaired.
 CRM_CREDENTIAL_FAILURES = frozenset({"SALESFORCE_LOGIN_FAILED", "ORG_CONNECTION_NOT_FOUND"})
+# Past this lag, Salesforce changes reach the mailboxes noticeably late (the promise is seconds).
+STREAM_LAG_DEGRADED = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class OrgFigures:
     budget: res.ApiBudget | None
     # Why the budget could not be read (crm-connector's reason or status), when it could not.
     budget_failure: str = ""
+    # The org's Salesforce change stream, when crm-connector could tell.
+    change_stream: res.ChangeStream | None = None
 
 
 def org_health(figures: OrgFigures) -> res.OrgHealth:
@@ -60,6 +67,7 @@ def org_health(figures: OrgFigures) -> res.OrgHealth:
             )
         if budget.used >= budget.limit:
             failing.append("the org's Salesforce API limit is reached")
+    degraded.extend(_stream_reasons(figures.change_stream))
     suspended = figures.mailboxes.get(MailboxState.SUSPENDED, 0)
     backing_off = figures.mailboxes.get(MailboxState.BACKING_OFF, 0)
     if suspended:
@@ -88,4 +96,24 @@ def org_health(figures: OrgFigures) -> res.OrgHealth:
     )
     if budget is not None:
         health.budget.CopyFrom(budget)
+    if figures.change_stream is not None:
+        health.change_stream.CopyFrom(figures.change_stream)
     return health
+
+
+def _stream_reasons(stream: res.ChangeStream | None) -> list[str]:
+    """A stream that fails or fell silent costs freshness, never data (the schedule syncs every
+    mailbox): DEGRADED, with what the admin would want to know."""
+    if stream is None:
+        return []
+    if stream.state in (res.CHANGE_STREAM_STATE_FAILING, res.CHANGE_STREAM_STATE_SILENT):
+        return [f"Salesforce changes wait for the schedule: the change stream {_why(stream)}"]
+    lag = stream.lag.ToTimedelta()
+    if stream.state == res.CHANGE_STREAM_STATE_STREAMING and lag > STREAM_LAG_DEGRADED:
+        return [f"Salesforce changes reach Concord {int(lag.total_seconds())} s late"]
+    return []
+
+
+def _why(stream: res.ChangeStream) -> str:
+    verb = "fails" if stream.state == res.CHANGE_STREAM_STATE_FAILING else "is silent"
+    return f"{verb} ({stream.reason})" if stream.reason else verb

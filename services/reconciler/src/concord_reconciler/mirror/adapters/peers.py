@@ -210,6 +210,14 @@ class GrpcCrmSide:
         )
         return response.budget
 
+    async def get_change_stream(self, org: str) -> res.ChangeStream:
+        response = await _call(
+            CRM_CONNECTOR,
+            "GetChangeStream",
+            self._stub.GetChangeStream(crm.GetChangeStreamRequest(org=org), timeout=self._timeout),
+        )
+        return response.stream
+
     async def apply_batch(
         self, org: str, writes: Sequence[crm.CrmWrite]
     ) -> list[crm.CrmWriteResult]:
