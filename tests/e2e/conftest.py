@@ -54,6 +54,25 @@ class RunningStack:
         os.kill(int(self.info["services"][name]["pid"]), signal.SIGTERM)
         _wait_gone(int(self.info["services"][name]["pid"]), 15)
 
+    def kill_service(self, name: str) -> None:
+        """`kill -9` of one service: no shutdown hook runs (the supervisor starts it again)."""
+        pid = int(self.info["services"][name]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_gone(pid, 15), f"{name} survived SIGKILL"
+
+    def wait_restarted(self, name: str, within: float = 30) -> int:
+        """The pid of `name` once the supervisor has started it again (up.json is rewritten)."""
+        before = int(self.info["services"][name]["pid"])
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                self.info = json.loads(self.up_file.read_text())
+            pid = int(self.info["services"][name]["pid"])
+            if pid != before and _alive(pid):
+                return pid
+            time.sleep(0.1)
+        raise AssertionError(f"{name} was not restarted within {within} s")
+
 
 def _env(receiver: OtlpReceiver, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ) | (extra or {})

@@ -20,6 +20,24 @@ async def test_second_owner_cannot_acquire_a_held_lease(bus: EventBus) -> None:
     assert await leases.holder("mailbox.demo") == "replica-a"
 
 
+async def test_a_restarted_owner_reclaims_its_own_lease_at_once_and_nobody_elses(
+    bus: EventBus,
+) -> None:
+    leases = await bus.leases()
+    died_holding = await leases.acquire("change-streams.acme", "pod-1")
+    assert died_holding is not None
+    # Without reclaim, even its own name waits out the TTL (two tasks of one process must not
+    # both hold a key).
+    assert await leases.acquire("change-streams.acme", "pod-1") is None
+    again = await leases.acquire("change-streams.acme", "pod-1", reclaim=True)
+    assert again is not None
+    assert await leases.acquire("change-streams.acme", "pod-2", reclaim=True) is None
+    # The new run's lease is the one that renews; the dead run's revision is stale.
+    await again.renew()
+    with pytest.raises(LeaseLost):
+        await died_holding.renew()
+
+
 async def test_release_lets_the_next_owner_in_at_once(bus: EventBus) -> None:
     leases = await bus.leases()
     first = await leases.acquire("mailbox.demo", "replica-a")

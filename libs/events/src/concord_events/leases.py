@@ -131,12 +131,29 @@ class LeaseStore:
         self.kv = kv
         self.ttl = ttl
 
-    async def acquire(self, key: str, owner: str) -> Lease | None:
-        """The lease on `key` for `owner`, or None while another owner holds it."""
+    async def acquire(self, key: str, owner: str, *, reclaim: bool = False) -> Lease | None:
+        """The lease on `key` for `owner`, or None while another owner holds it.
+
+        With `reclaim`, a lease still held under `owner`'s own name is taken back at once: for
+        an owner id that names one replica instance across restarts (a pod's name), whose
+        previous run died holding it — waiting out the TTL would only delay its own work. The
+        caller must hold each key once per process (two holders of one name are one holder).
+        """
         try:
             revision = await self.kv.create(key, owner.encode())
         except KeyWrongLastSequenceError:
-            return None
+            if not reclaim:
+                return None
+            try:
+                entry = await self.kv.get(key)
+            except NotFoundError:  # released or expired meanwhile: the next try creates it
+                return None
+            if entry.value != owner.encode() or entry.revision is None:
+                return None
+            try:
+                revision = await self.kv.update(key, owner.encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                return None
         return Lease(self.kv, key, owner, revision, self.ttl)
 
     async def holder(self, key: str) -> str | None:

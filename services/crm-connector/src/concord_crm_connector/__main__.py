@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import socket
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -118,7 +118,10 @@ class ChangeStreamsProcess:
                 log.warning("change streams: NATS not reachable yet (%s)", type(error).__name__)
                 self.bus = None
                 await asyncio.sleep(2.0)
-        owner = f"crm-connector-{self.settings.port}-{uuid.uuid4().hex[:8]}"
+        # One name per replica instance that outlives a restart of its process (the pod's name
+        # under Kubernetes, the host here): a restarted replica takes its orgs' leases back at
+        # once instead of leaving their changes waiting for the lease's TTL.
+        owner = f"crm-connector-{socket.gethostname()}-{self.settings.port}"
         self.streams = ChangeStreams(
             self.store.connected,
             self.source,

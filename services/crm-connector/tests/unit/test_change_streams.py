@@ -136,8 +136,9 @@ async def test_each_batch_hints_before_its_replay_id_is_kept() -> None:
     world = World(batches=[[_event(1), _event(2)], [_event(3)]])
     streams = _streams(world)
     await streams.rescan()
-    await _until(lambda: len(world.journal) == 4)
-    assert world.journal == ["hint 00U1,00U2", "replay 02", "hint 00U3", "replay 03"]
+    await _until(lambda: len(world.journal) == 5)
+    # The first stream marks the org as streamed (without a position yet) before anything else.
+    assert world.journal == ["replay ", "hint 00U1,00U2", "replay 02", "hint 00U3", "replay 03"]
     state = streams.state("acme")
     assert state is not None
     assert state.mode is StreamMode.STREAMING
@@ -160,6 +161,34 @@ async def test_an_expired_replay_id_syncs_the_whole_org_and_starts_from_now() ->
     assert "replay id expired" in world.hints[0].reason
     assert world.subscribed_from == [b"\x07", None]
     await streams.stop()
+
+
+async def test_a_run_that_died_before_its_first_replay_id_makes_the_next_one_sync_everyone() -> None:
+    first = World()
+    streams = _streams(first)
+    await streams.rescan()
+    await _until(lambda: first.subscribed_from)
+    assert first.hints == []  # an org's very first stream has nothing to catch up
+    await streams.stop()  # as good as killed: no event or keepalive gave it a position
+    assert first.replays == {("acme", CHANNEL): b""}
+
+    second = World(replays=dict(first.replays), batches=[[_event(4)]])
+    restarted = _streams(second)
+    await restarted.rescan()
+    await _until(lambda: len(second.hints) == 2)
+    assert [(h.everyone, h.reason) for h in second.hints] == [
+        (True, f"{CHANNEL}: resumed without a replay id"),
+        (False, ""),
+    ]
+    assert second.subscribed_from == [None]
+    await restarted.stop()
+    # Once a position is kept, a restart resumes from it and hints no one extra.
+    third = World(replays=dict(second.replays))
+    again = _streams(third)
+    await again.rescan()
+    await _until(lambda: third.subscribed_from)
+    assert (third.subscribed_from, third.hints) == ([b"\x04"], [])
+    await again.stop()
 
 
 async def test_another_replicas_org_is_left_to_it() -> None:

@@ -115,9 +115,15 @@ def up(args: argparse.Namespace) -> int:
     _print_summary(info, time.monotonic() - started)
 
     reported: set[str] = set()
-    while not stopping.wait(0.5):
+    while not stopping.wait(0.25):
+        said = stack.revive()
+        for line in said:
+            print(line, flush=True)
+        if any(line.startswith("~") for line in said):
+            # Tools find services by up.json: the restarted ones have new pids.
+            _write_json(up_path, _up_info(stack, user_token, admin_token))
         for process in stack.dead():
-            if process.name not in reported:
+            if process.name in specs and process.name not in reported:
                 reported.add(process.name)
                 print(f"! {process.name} exited (code {process.exited()}); see {process.log_path}")
     print("stopping ...", flush=True)

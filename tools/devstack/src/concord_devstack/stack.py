@@ -29,6 +29,10 @@ WAVES: tuple[tuple[str, ...], ...] = (
     ("gateway",),
 )
 SERVICES: tuple[str, ...] = tuple(name for wave in WAVES for name in wave)
+# A dead service or NATS is started again after 0.5 s, doubling while runs die within a minute.
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0
 
 
 class StackError(RuntimeError):
@@ -58,8 +62,14 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    # Restarts in a row that died young (see Stack.revive); reset once a run lives long enough.
+    crashes: int = 0
+    restart_at: float | None = None
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
+        self.restart_at = None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
@@ -212,6 +222,31 @@ class Stack:
         for process in self.processes.values():
             if process.exited() is not None:
                 yield process
+
+    def revive(self, now: float | None = None) -> list[str]:
+        """Start again what died, as Kubernetes' `restartPolicy: Always` would: NATS and the
+        services after a back-off that doubles while runs keep dying young (crash loops cost
+        little), never the emulators (they stand for the outside world; their state is gone with
+        them). Returns what happened, a line each, for the supervisor to print."""
+        now = time.monotonic() if now is None else now
+        said: list[str] = []
+        for process in self.processes.values():
+            code = process.exited()
+            if code is None or process.name in self.emulators:
+                continue
+            if process.restart_at is None:
+                lived = now - process.started_at
+                process.crashes = 0 if lived >= RESTART_RESET_SECONDS else process.crashes + 1
+                delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2**process.crashes)
+                process.restart_at = now + delay
+                said.append(
+                    f"! {process.name} exited (code {code}); restarting in {delay:g} s "
+                    f"(see {process.log_path})"
+                )
+            elif now >= process.restart_at:
+                process.start()
+                said.append(f"~ {process.name} restarted (pid {process.pid})")
+        return said
 
 
 def _wait_tcp(process: Process, host: str, port: int, deadline: float) -> None:

@@ -94,7 +94,8 @@ class NatsOrgLeases:
             except LeaseLost:
                 del self._held[org]
         leases = await self._bus.leases()
-        lease = await leases.acquire(f"change-streams.{_org_id(org)}", self._owner)
+        # Reclaimed: a replica restarted under its own name resumes its orgs' streams at once.
+        lease = await leases.acquire(f"change-streams.{_org_id(org)}", self._owner, reclaim=True)
         if lease is None:
             return False
         self._held[org] = lease

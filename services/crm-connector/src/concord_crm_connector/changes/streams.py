@@ -128,8 +128,27 @@ class ChangeStreams:
 
     async def _stream(self, org: str, channel: str) -> None:
         failures = 0
+        stored = await self._replays.get(org, channel)
+        # Whether the changes this run may not see (committed while no stream held a position)
+        # were hinted: nothing to catch up on an org's very first stream.
+        caught_up = stored is None
+        if stored is None:
+            # Marked at once, so a run that dies before its first event or keepalive leaves
+            # "streamed without a position" behind, not "never streamed".
+            await self._replays.put(org, channel, _FROM_NOW)
         while True:
             stored = await self._replays.get(org, channel)
+            if stored:
+                caught_up = False
+            elif not caught_up:
+                # The last run streamed from "now on" and died (or the stream broke) before
+                # Salesforce gave it a replay id: what was committed since is unknown.
+                await self._sink.publish(
+                    CrmHint(
+                        org=org, everyone=True, reason=f"{channel}: resumed without a replay id"
+                    )
+                )
+                caught_up = True
             try:
                 async for batch in self._source.subscribe(org, channel, stored or None):
                     failures = 0
@@ -153,6 +172,7 @@ class ChangeStreams:
                     CrmHint(org=org, everyone=True, reason=f"{channel}: replay id expired")
                 )
                 await self._replays.put(org, channel, _FROM_NOW)
+                caught_up = True
             except Exception as error:
                 failures += 1
                 reason = f"{channel}: {type(error).__name__}"
