@@ -163,7 +163,7 @@ async def test_an_expired_replay_id_syncs_the_whole_org_and_starts_from_now() ->
     await streams.stop()
 
 
-async def test_a_run_that_died_before_its_first_replay_id_makes_the_next_one_sync_everyone() -> None:
+async def test_a_run_that_died_before_its_first_replay_id_makes_the_next_sync_everyone() -> None:
     first = World()
     streams = _streams(first)
     await streams.rescan()
