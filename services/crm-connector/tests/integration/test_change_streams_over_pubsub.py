@@ -157,7 +157,7 @@ async def test_a_restarted_replica_resumes_and_an_expired_replay_resyncs_the_org
         await _next_hint(watch)
         replays = SqlReplayStore(org.store.engine)
         async with asyncio.timeout(5):
-            while await replays.get("demo", EVENTS) is None:  # noqa: ASYNC110
+            while not await replays.get("demo", EVENTS):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         await first.stop()
         await source.close()
@@ -205,7 +205,7 @@ async def test_a_stream_the_server_closes_comes_back_and_an_unreadable_event_res
             # Streaming a while (a keepalive kept its position), then the server closes it.
             replays = SqlReplayStore(org.store.engine)
             async with asyncio.timeout(5):
-                while await replays.get("demo", EVENTS) is None:  # noqa: ASYNC110
+                while not await replays.get("demo", EVENTS):  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
             org.admin_post("pubsub/close")
             after = emulated.create(emulated.sobject("Event"), dict(values, Subject="After"), admin)

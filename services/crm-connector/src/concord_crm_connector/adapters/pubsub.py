@@ -46,22 +46,34 @@ class Sessions(Protocol):
 
 
 def decode_event(channel: str, event: pb.ConsumerEvent, schema: Any) -> ChangeEvent:
-    """One consumer event as Concord reads it: its header, and the owner if it carries one."""
-    record = fastavro.schemaless_reader(io.BytesIO(event.event.payload), schema)
-    if not isinstance(record, dict):
-        raise ValueError("a change event that is not a record")
-    header = record.get("ChangeEventHeader") or {}
-    committed = header.get("commitTimestamp")
-    return ChangeEvent(
-        channel=channel,
-        replay_id=event.replay_id,
-        entity=str(header.get("entityName", "")),
-        change_type=str(header.get("changeType", "")),
-        record_ids=tuple(str(r) for r in header.get("recordIds") or ()),
-        change_origin=str(header.get("changeOrigin") or ""),
-        commit_time=datetime.fromtimestamp(committed / 1000, UTC) if committed else None,
-        owner_id=str(record.get("OwnerId") or ""),
-    )
+    """One consumer event as Concord reads it: its header, and the owner if it carries one.
+
+    Raises ValueError for any payload that does not read as a change event: whatever a broken
+    payload makes the Avro reader raise (EOF, an index or overflow error, bad UTF-8), so one bad
+    event never fails the stream (it would come back at every retry from the same replay id).
+    """
+    try:
+        record = fastavro.schemaless_reader(io.BytesIO(event.event.payload), schema)
+        if not isinstance(record, dict):
+            raise ValueError("not a record")
+        header = record.get("ChangeEventHeader")
+        if not isinstance(header, dict):
+            raise ValueError("no ChangeEventHeader")
+        committed = header.get("commitTimestamp")
+        return ChangeEvent(
+            channel=channel,
+            replay_id=event.replay_id,
+            entity=str(header.get("entityName", "")),
+            change_type=str(header.get("changeType", "")),
+            record_ids=tuple(str(r) for r in header.get("recordIds") or ()),
+            change_origin=str(header.get("changeOrigin") or ""),
+            commit_time=datetime.fromtimestamp(committed / 1000, UTC) if committed else None,
+            owner_id=str(record.get("OwnerId") or ""),
+        )
+    except Exception as error:
+        raise ValueError(
+            f"unreadable change event payload ({type(error).__name__}: {error})"
+        ) from error
 
 
 class PubSubSource:
