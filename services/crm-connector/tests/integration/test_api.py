@@ -137,6 +137,8 @@ async def test_the_change_stream_shows_its_holders_report_and_silence_once_it_st
             StreamMode.STREAMING,
             last_commit=now - timedelta(seconds=2),
             last_event=now - timedelta(seconds=1, milliseconds=500),
+            resync_reason="/data/EventChangeEvent: replay id expired",
+            resync_time=now - timedelta(minutes=1),
         ),
     )
     live = (await stub.GetChangeStream(pb.GetChangeStreamRequest(org="orgs/demo"))).stream
@@ -146,6 +148,8 @@ async def test_the_change_stream_shows_its_holders_report_and_silence_once_it_st
         "",
     )
     assert live.lag.ToTimedelta() == timedelta(milliseconds=500)
+    assert live.resync_reason == "/data/EventChangeEvent: replay id expired"
+    assert live.resync_time.ToDatetime(UTC) == now - timedelta(minutes=1)
     assert live.report_time.ToDatetime(UTC) >= now
     # The holder dies: its last report ages past the bound.
     async with api_engine.begin() as conn:

@@ -102,7 +102,11 @@ async def test_a_stream_report_is_one_row_per_org_rewritten_by_its_holder(
     await reports.put("demo", StreamState(StreamMode.FAILING, reason="Event: UNAVAILABLE"))
     committed = datetime(2026, 12, 5, 8, 59, 58, tzinfo=UTC)
     streaming = StreamState(
-        StreamMode.STREAMING, last_commit=committed, last_event=committed + timedelta(seconds=1)
+        StreamMode.STREAMING,
+        last_commit=committed,
+        last_event=committed + timedelta(seconds=1),
+        resync_reason="/data/EventChangeEvent: GAP_OVERFLOW",
+        resync_time=committed,
     )
     await reports.put("demo", streaming)
     assert await reports.get("demo") == StreamReport(

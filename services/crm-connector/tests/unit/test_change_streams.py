@@ -160,6 +160,12 @@ async def test_an_expired_replay_id_syncs_the_whole_org_and_starts_from_now() ->
     assert [h.everyone for h in world.hints] == [True]
     assert "replay id expired" in world.hints[0].reason
     assert world.subscribed_from == [b"\x07", None]
+    # The dashboard keeps why every mailbox synced.
+    state = streams.state("acme")
+    assert state is not None
+    assert state.resync_reason == f"{CHANNEL}: replay id expired"
+    assert state.resync_time is not None
+    assert world.reported[-1][1].resync_reason == state.resync_reason
     await streams.stop()
 
 

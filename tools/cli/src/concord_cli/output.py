@@ -388,6 +388,8 @@ def change_stream_line(stream: res.ChangeStream) -> str:
         line += f": {stream.reason}"
     if stream.HasField("last_commit_time"):
         line += f" (last change {_when(stream.last_commit_time, True)})"
+    if stream.HasField("resync_time"):
+        line += f"; every mailbox synced {_when(stream.resync_time, True)}: {stream.resync_reason}"
     return line
 
 

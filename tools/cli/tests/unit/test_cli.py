@@ -319,4 +319,10 @@ def test_the_org_block_shows_the_change_stream_with_its_lag_or_why_it_is_not_str
     )
     silent = res.ChangeStream(state=res.CHANGE_STREAM_STATE_SILENT, reason="no report for 41 s")
     assert output.change_stream_line(silent) == "SILENT: no report for 41 s"
+    silent.resync_reason = "/data/EventChangeEvent: replay id expired"
+    silent.resync_time.FromDatetime(datetime(2026, 12, 5, 9, 30, tzinfo=UTC))
+    assert output.change_stream_line(silent) == (
+        "SILENT: no report for 41 s; every mailbox synced 2026-12-05 09:30:00Z: "
+        "/data/EventChangeEvent: replay id expired"
+    )
     assert "change stream" not in output.org_health_block(res.OrgHealth(org="orgs/acme"))

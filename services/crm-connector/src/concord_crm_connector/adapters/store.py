@@ -246,6 +246,8 @@ class SqlStreamReports:
             "reason": state.reason,
             "last_commit": state.last_commit,
             "last_event": state.last_event,
+            "resync_reason": state.resync_reason,
+            "resync_time": state.resync_time,
             "report_time": self._clock(),
         }
         async with self._engine.begin() as conn:
@@ -265,5 +267,7 @@ class SqlStreamReports:
             last_commit=row.last_commit,
             last_event=row.last_event,
             reason=row.reason,
+            resync_reason=row.resync_reason,
+            resync_time=row.resync_time,
         )
         return StreamReport(state, row.report_time)

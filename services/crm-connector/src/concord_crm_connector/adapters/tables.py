@@ -77,5 +77,7 @@ change_streams = Table(
     Column("reason", Text, nullable=False),
     Column("last_commit", UtcDateTime),
     Column("last_event", UtcDateTime),
+    Column("resync_reason", Text, nullable=False),
+    Column("resync_time", UtcDateTime),
     Column("report_time", UtcDateTime, nullable=False),
 )

@@ -321,6 +321,9 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
             message.last_event_time.CopyFrom(_timestamp(state.last_event))
         if state.lag is not None:
             message.lag.FromTimedelta(state.lag)
+        if state.resync_time is not None:
+            message.resync_reason = state.resync_reason
+            message.resync_time.CopyFrom(_timestamp(state.resync_time))
         if report.report_time is not None:
             message.report_time.CopyFrom(_timestamp(report.report_time))
         return pb.GetChangeStreamResponse(stream=message)

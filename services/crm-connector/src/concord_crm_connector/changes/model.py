@@ -174,6 +174,9 @@ class StreamState:
     last_event: datetime | None = None
     reason: str = ""
     channels: tuple[str, ...] = field(default_factory=tuple)
+    # The last time the stream could not tell what changed and every mailbox synced, and why.
+    resync_reason: str = ""
+    resync_time: datetime | None = None
 
     @property
     def lag(self) -> timedelta | None:

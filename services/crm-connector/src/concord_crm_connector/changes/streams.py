@@ -143,7 +143,7 @@ class ChangeStreams:
             elif not caught_up:
                 # The last run streamed from "now on" and died (or the stream broke) before
                 # Salesforce gave it a replay id: what was committed since is unknown.
-                await self._sink.publish(
+                await self._publish(
                     CrmHint(
                         org=org, everyone=True, reason=f"{channel}: resumed without a replay id"
                     )
@@ -168,7 +168,7 @@ class ChangeStreams:
             except ReplayTooOld:
                 # Nothing tells what happened since: every mailbox of the org syncs, and the
                 # stream starts again from now on.
-                await self._sink.publish(
+                await self._publish(
                     CrmHint(org=org, everyone=True, reason=f"{channel}: replay id expired")
                 )
                 await self._replays.put(org, channel, _FROM_NOW)
@@ -199,7 +199,7 @@ class ChangeStreams:
                 log.warning("change stream %s: owners unreadable", org, exc_info=True)
         hint = hints_for(org, batch, owners)
         if hint is not None:
-            await self._sink.publish(hint)
+            await self._publish(hint)
         await self._replays.put(org, channel, batch[-1].replay_id)
         commits = [e.commit_time for e in batch if e.commit_time is not None]
         current = self._states.get(org, StreamState(StreamMode.STREAMING))
@@ -234,11 +234,25 @@ class ChangeStreams:
             if org in self._states:
                 await self._put_report(org, self._states[org])
 
+    async def _publish(self, hint: CrmHint) -> None:
+        """A hint out; one that syncs the whole org is kept on the dashboard with its reason
+        (the admin sees why every mailbox ran a session)."""
+        await self._sink.publish(hint)
+        if hint.everyone:
+            current = self._states.get(hint.org, StreamState(StreamMode.STARTING))
+            await self._set(
+                hint.org, replace(current, resync_reason=hint.reason, resync_time=self._clock())
+            )
+
     async def _set(self, org: str, state: StreamState) -> None:
         """A change of mode is reported at once; lag and times ride on the periodic report."""
         before = self._states.get(org)
         self._states[org] = state
-        if before is None or before.mode is not state.mode or before.reason != state.reason:
+        if before is None or (before.mode, before.reason, before.resync_time) != (
+            state.mode,
+            state.reason,
+            state.resync_time,
+        ):
             await self._put_report(org, state)
 
     async def _put_report(self, org: str, state: StreamState) -> None:

@@ -1886,11 +1886,18 @@ class ChangeStream(_message.Message):
     LAST_EVENT_TIME_FIELD_NUMBER: _builtins.int
     LAG_FIELD_NUMBER: _builtins.int
     REPORT_TIME_FIELD_NUMBER: _builtins.int
+    RESYNC_REASON_FIELD_NUMBER: _builtins.int
+    RESYNC_TIME_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     """`orgs/{org}`."""
     state: Global___ChangeStreamState.ValueType
     reason: _builtins.str
     """Why the stream is not streaming, e.g. `Event: UNAVAILABLE`; empty while it streams."""
+    resync_reason: _builtins.str
+    """The last time the stream could not tell what changed (a gap or overflow event, an expired
+    replay id, an unreadable event, a restart without a replay id) and every mailbox of the
+    org synced instead, and why.
+    """
     @_builtins.property
     def last_commit_time(self) -> _timestamp_pb2.Timestamp:
         """When the newest change handled was committed in Salesforce."""
@@ -1909,6 +1916,8 @@ class ChangeStream(_message.Message):
         seconds while it lives, so an old report means no replica streams.
         """
 
+    @_builtins.property
+    def resync_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1919,10 +1928,12 @@ class ChangeStream(_message.Message):
         last_event_time: _timestamp_pb2.Timestamp | None = ...,
         lag: _duration_pb2.Duration | None = ...,
         report_time: _timestamp_pb2.Timestamp | None = ...,
+        resync_reason: _builtins.str = ...,
+        resync_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "report_time", b"report_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "report_time", b"report_time", "resync_time", b"resync_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "org", b"org", "reason", b"reason", "report_time", b"report_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag", "last_commit_time", b"last_commit_time", "last_event_time", b"last_event_time", "org", b"org", "reason", b"reason", "report_time", b"report_time", "resync_reason", b"resync_reason", "resync_time", b"resync_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,8 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("last_commit", sa.DateTime(timezone=True)),
         sa.Column("last_event", sa.DateTime(timezone=True)),
+        sa.Column("resync_reason", sa.Text, nullable=False),
+        sa.Column("resync_time", sa.DateTime(timezone=True)),
         sa.Column("report_time", sa.DateTime(timezone=True), nullable=False),
     )
 
