@@ -5,7 +5,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_PYTHON ?= 3.11
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help install up down test check lint format types protos protos-check breaking types-tests render bench clean ews-conformance
+.PHONY: help install up down test check lint format types protos protos-check breaking types-tests render bench chaos clean ews-conformance
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ render: install ## render every kustomize overlay and validate it, validate skaf
 bench: install ## benchmarks: ratios measured in one run
 	@$(UV) run --frozen pytest -q -s -p no:cacheprovider benchmarks \
 	  services/linker/tests/unit/test_labelled_set.py
+
+chaos: install ## the chaos harness: 10 minutes of faults while both sides are edited (SECONDS=600)
+	@$(UV) run --frozen python -m tests.chaos --seconds $(or $(SECONDS),600)
 
 clean: ## remove var/ and caches
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -54,6 +54,7 @@ class PostgresCluster:
         self.user = "postgres"
         self._root: Path | None = None
         self._started = False
+        self._options = ""
 
     @property
     def _as_server_user(self) -> list[str]:
@@ -103,28 +104,37 @@ class PostgresCluster:
                 "--no-sync",
             )
             self.port = free_port()
-            options = (
+            self._options = (
                 f"-p {self.port} -c listen_addresses={self.host} -k {sockets} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
-            self._run_server_tool(
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(self.log_path),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
+            self._pg_ctl("start")
             self._started = True
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        self._run_server_tool(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-l",
+            str(self.log_path),
+            "-o",
+            self._options,
+            *extra,
+            "-w",
+            "-t",
+            "60",
+            action,
+        )
+
+    def restart(self) -> None:
+        """Stop at once (as a crash would: no checkpoint) and start again on the same port and
+        data: every open connection breaks, nothing committed is lost."""
+        self._pg_ctl("restart", "-m", "immediate")
 
     def log_tail(self, lines: int = 30) -> str:
         if self._root is None:
