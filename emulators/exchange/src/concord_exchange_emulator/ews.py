@@ -16,6 +16,7 @@ from lxml import etree
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator import tasks
 from concord_exchange_emulator.schema import field_order
 from concord_exchange_emulator.store import (
     ALL_FOLDERS,
@@ -923,11 +924,26 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
                 "passed in the request does not match the current change key for the item.",
             )
         xml = etree.fromstring(stored.xml)
+        before = etree.fromstring(stored.xml)
         updates = node.find(t("Updates"))
         changed = it.apply_updates(xml, updates if updates is not None else etree.Element("x"))
         modified = xml.find(t("LastModifiedTime"))
         if modified is not None:
             modified.text = it.now_iso()
+        one_off = tasks.split_occurrence(before, xml) if local(xml.tag) == "Task" else None
+        if one_off is not None:
+            # A recurring task's occurrence split off: the answer names the new one-off task.
+            ctx.store.update_item(stored, _xml(it.sort_children(xml)), read_flag_only=False)
+            for name in ("DateTimeCreated", "LastModifiedTime", "DateTimeReceived"):
+                field = one_off.find(t(name))
+                if field is not None:
+                    field.text = it.now_iso()
+            split = ctx.store.insert_item(
+                new_id("AAMkI"), stored.mailbox, stored.folder_id, _xml(it.sort_children(one_off))
+            )
+            sub(msg, m("Items")).append(render_item(ctx, split, id_only))
+            sub(sub(msg, m("ConflictResults")), t("Count"), "0")
+            return
         if _parse_occurrence_id(stored.id) is not None:
             updated = _save_exception(ctx, stored, xml)
         else:

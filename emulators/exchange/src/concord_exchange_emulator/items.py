@@ -18,6 +18,7 @@ from typing import Any
 from lxml import etree
 
 from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator import tasks
 from concord_exchange_emulator.schema import boolean_fields, field_order
 from concord_exchange_emulator.xmlns import T, local, sub, t
 
@@ -184,6 +185,8 @@ def prepare_new(
         if item.find(t("CalendarItemType")) is None:
             recurring = item.find(t("Recurrence")) is not None
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
+    if kind == "Task":
+        tasks.stamp(item, created=True)
     apply_store_rules(item)
     return sort_children(item), kind
 
@@ -209,6 +212,8 @@ def apply_store_rules(item: etree._Element) -> None:
             mailbox.insert(0, name)
     rec.snap_all_day(item)
     rec.date_recurrence_range(item)
+    if local(item.tag) == "Task":
+        tasks.stamp(item, created=False)
 
 
 def sort_attendee(attendee: etree._Element) -> None:

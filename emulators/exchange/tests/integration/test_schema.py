@@ -26,7 +26,12 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
 )
 from exchangelib.folders import SingleFolderQuerySet  # type: ignore[import-untyped]
 from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore[import-untyped]
-from exchangelib.recurrence import DailyPattern, Recurrence  # type: ignore[import-untyped]
+from exchangelib.recurrence import (  # type: ignore[import-untyped]
+    DailyPattern,
+    DailyRegeneration,
+    Recurrence,
+    TaskRecurrence,
+)
 from lxml import etree
 
 from concord_exchange_emulator import ews, schema
@@ -252,6 +257,17 @@ def _session_of_issue_15(account: Any) -> None:
     ).save().cancel()
     with account.pull_subscription() as (subscription, watermark):
         list(account.inbox.get_events(subscription, watermark))
+    chore = Task(
+        account=account,
+        folder=account.tasks,
+        subject="chore",
+        recurrence=TaskRecurrence(
+            pattern=DailyRegeneration(interval=1), start=start.date(), number=2
+        ),
+    ).save()
+    chore.status = Task.COMPLETED
+    chore.save()  # splits the occurrence off: the answer names a new one-off task
+    chore.refresh()
 
 
 def test_the_answers_added_for_exchange_2016_fidelity_validate(
