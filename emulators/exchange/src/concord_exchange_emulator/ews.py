@@ -13,6 +13,7 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import attachments as att
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
@@ -55,6 +56,8 @@ EVENT_ELEMENTS = {
 
 
 EMPTY_CONTAINER_ON_ERROR = {
+    "CreateAttachment": "Attachments",
+    "GetAttachment": "Attachments",
     "GetItem": "Items",
     "CreateItem": "Items",
     "UpdateItem": "Items",
@@ -217,7 +220,7 @@ def _each(
             fill(node, msg)
         except it.QueryNotSupported as exc:
             msg = _error_message(op, exc.code, str(exc))
-        except EwsError as exc:
+        except (EwsError, att.AttachmentError) as exc:
             msg = _error_message(op, exc.code, exc.text)
         messages.append(msg)
     return _response(op, messages)
@@ -491,7 +494,7 @@ def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Ele
     el = etree.fromstring(stored.xml)
     if local(el.tag) == "CalendarItem":
         _add_first_and_last_occurrence(stored, el)
-    return it.render(
+    out = it.render(
         el,
         shape,
         item_id=stored.id,
@@ -499,6 +502,12 @@ def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Ele
         folder_id=folder.id,
         folder_change_key=folder.change_key,
     )
+    listed = out.find(t("Attachments"))
+    if listed is not None:
+        # Attachments are listed, not sent whole: GetAttachment fetches one's content.
+        for attachment in list(listed):
+            listed.replace(attachment, att.summary(attachment, stored.id))
+    return out
 
 
 def _children(node: etree._Element | None) -> list[etree._Element]:
@@ -675,9 +684,98 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
                 ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
             return
         stored = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
-        sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
+        answer = render_item(ctx, stored, id_only)
+        attached = item.findall(f"{t('Attachments')}/*")
+        if attached:
+            # The answer names each new attachment, so a client can keep its id.
+            listed = sub(answer, t("Attachments"))
+            for attachment in attached:
+                listed.append(att.id_only(attachment, stored.id, stored.change_key))
+            it.sort_children(answer)
+        sub(msg, m("Items")).append(answer)
 
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+# Attachments
+
+
+def _attachment_root(ctx: Context, attachment_id: str) -> tuple[StoredItem, etree._Element, str]:
+    """(item, its stored XML, the attachment's key) for an attachment id."""
+    root_id, key = att.parse_id(attachment_id)
+    found = ctx.store.item(root_id)
+    if found is None or found.folder_id.startswith("exceptions:"):
+        raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+    ctx.check_access(found.mailbox)
+    return found, etree.fromstring(found.xml), key
+
+
+def create_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attachments added to a saved item: one answer per attachment, each naming the item's
+    ChangeKey after it was added."""
+    parent_node = req.find(m("ParentItemId"))
+    if parent_node is None:
+        raise EwsError("ErrorInvalidRequest", "CreateAttachment needs a ParentItemId.")
+    as_item_id = etree.Element(t("ItemId"), attrib=dict(parent_node.attrib))
+    parent = resolve_item(ctx, as_item_id)
+    if _parse_occurrence_id(parent.id) is not None:
+        raise EwsError("ErrorInvalidOperation", "attachments of one occurrence are not supported")
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        nonlocal parent
+        item = etree.fromstring(parent.xml)
+        prepared = att.prepare(
+            node,
+            it.now_iso(),
+            lambda inner: it.prepare_new(
+                inner, owner=parent.mailbox, owner_name=ctx.store.display_name(parent.mailbox)
+            )[0],
+        )
+        att.add(item, prepared)
+        it.sort_children(item)
+        parent = ctx.store.update_item(parent, _xml(item), read_flag_only=False)
+        sub(msg, m("Attachments")).append(att.id_only(prepared, parent.id, parent.change_key))
+
+    return _each("CreateAttachment", _children(req.find(m("Attachments"))), fill)
+
+
+def get_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = it.Shape(req.find(m("AttachmentShape")))
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        root, item, key = _attachment_root(ctx, node.get("Id", ""))
+        found = att.find(item, key)
+        if found is None:
+            raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+
+        def embedded(inner: etree._Element) -> etree._Element:
+            out = etree.Element(inner.tag, nsmap={"t": T})
+            for child in inner:
+                if shape.wants(child):
+                    out.append(etree.fromstring(etree.tostring(child)))
+            listed = out.find(t("Attachments"))
+            if listed is not None:
+                for nested in list(listed):
+                    listed.replace(nested, att.summary(nested, root.id))
+            return it.sort_children(out)
+
+        sub(msg, m("Attachments")).append(att.whole(found, root.id, embedded))
+
+    return _each("GetAttachment", _children(req.find(m("AttachmentIds"))), fill)
+
+
+def delete_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        root, item, key = _attachment_root(ctx, node.get("Id", ""))
+        found = att.find(item, key)
+        if found is None:
+            raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+        att.remove(item, found)
+        it.sort_children(item)
+        updated = ctx.store.update_item(root, _xml(item), read_flag_only=False)
+        sub(msg, m("RootItemId"), RootItemId=updated.id, RootItemChangeKey=updated.change_key)
+
+    return _each("DeleteAttachment", _children(req.find(m("AttachmentIds"))), fill)
 
 
 MEETING_RESPONSES = {
@@ -1542,6 +1640,9 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "MoveItem": move_item,
     "CopyItem": copy_item,
     "SendItem": send_item,
+    "CreateAttachment": create_attachment,
+    "GetAttachment": get_attachment,
+    "DeleteAttachment": delete_attachment,
     "MarkAsJunk": mark_as_junk,
     "UpdateFolder": update_folder,
     "MoveFolder": move_folder,

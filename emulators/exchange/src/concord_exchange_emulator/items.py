@@ -17,6 +17,7 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import attachments as att
 from concord_exchange_emulator import recurrence as rec
 from concord_exchange_emulator import tasks
 from concord_exchange_emulator.schema import boolean_fields, field_order
@@ -187,6 +188,19 @@ def prepare_new(
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
     if kind == "Task":
         tasks.stamp(item, created=True)
+    attached = item.find(t("Attachments"))
+    if attached is not None:
+        # Attachments given with the item (Exchange 2013 and later): each stored with its key.
+        item.remove(attached)
+        for attachment in attached:
+            att.add(
+                item,
+                att.prepare(
+                    attachment,
+                    now,
+                    lambda inner: prepare_new(inner, owner=owner, owner_name=owner_name)[0],
+                ),
+            )
     apply_store_rules(item)
     return sort_children(item), kind
 

@@ -17,6 +17,7 @@ from exchangelib import (  # type: ignore[import-untyped]
     Message,
     Task,
 )
+from exchangelib.attachments import FileAttachment, ItemAttachment  # type: ignore[import-untyped]
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorFolderExists,
     ErrorInvalidIdMalformed,
@@ -268,6 +269,16 @@ def _session_of_issue_15(account: Any) -> None:
     chore.status = Task.COMPLETED
     chore.save()  # splits the occurrence off: the answer names a new one-off task
     chore.refresh()
+    with_file = Message(account=account, folder=account.drafts, subject="attached")
+    with_file.attach(FileAttachment(name="a.txt", content=b"a"))
+    with_file.save()
+    later = FileAttachment(name="b.txt", content=b"b")
+    with_file.attach(later)
+    with_file.attach(ItemAttachment(name="inner", item=Message(account=account, subject="inner")))
+    for attachment in account.drafts.get(id=with_file.id).attachments:
+        fetched = attachment.content if isinstance(attachment, FileAttachment) else attachment.item
+        assert fetched  # fetched by GetAttachment
+    with_file.detach(later)
 
 
 def test_the_answers_added_for_exchange_2016_fidelity_validate(
@@ -288,6 +299,9 @@ def test_the_answers_added_for_exchange_2016_fidelity_validate(
         "CopyItemResponse",
         "MarkAsJunkResponse",
         "SendItemResponse",
+        "CreateAttachmentResponse",
+        "GetAttachmentResponse",
+        "DeleteAttachmentResponse",
     } <= operations
     invalid = ews.invalid_subscriptions(["AAA-"]).find(f"{{{S}}}Body")
     assert invalid is not None
