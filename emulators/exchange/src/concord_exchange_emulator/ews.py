@@ -716,7 +716,11 @@ def create_attachment(ctx: Context, req: etree._Element) -> etree._Element:
     parent_node = req.find(m("ParentItemId"))
     if parent_node is None:
         raise EwsError("ErrorInvalidRequest", "CreateAttachment needs a ParentItemId.")
-    as_item_id = etree.Element(t("ItemId"), attrib=dict(parent_node.attrib))
+    as_item_id = etree.Element(t("ItemId"))
+    for name in ("Id", "ChangeKey"):
+        value = parent_node.get(name)
+        if value is not None:
+            as_item_id.set(name, value)
     parent = resolve_item(ctx, as_item_id)
     if _parse_occurrence_id(parent.id) is not None:
         raise EwsError("ErrorInvalidOperation", "attachments of one occurrence are not supported")
