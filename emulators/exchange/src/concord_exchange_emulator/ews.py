@@ -38,7 +38,12 @@ SERVER_VERSION = {
     "Version": "Exchange2016",
 }
 
-DEFAULT_FOLDER = {"CalendarItem": "calendar", "Task": "tasks", "Contact": "contacts"}
+DEFAULT_FOLDER = {
+    "CalendarItem": "calendar",
+    "Task": "tasks",
+    "Contact": "contacts",
+    "DistributionList": "contacts",
+}
 # The class a new folder gets when the client names none: a generic Folder has none in Exchange.
 FOLDER_ELEMENTS = {
     "Folder": "",

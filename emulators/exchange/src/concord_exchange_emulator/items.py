@@ -29,6 +29,7 @@ ITEM_TYPES = {
     "CalendarItem": "CalendarItemType",
     "Task": "TaskType",
     "Contact": "ContactItemType",
+    "DistributionList": "DistributionListType",
     "PostItem": "PostItemType",
 }
 ITEM_CLASSES = {
@@ -37,6 +38,7 @@ ITEM_CLASSES = {
     "CalendarItem": "IPM.Appointment",
     "Task": "IPM.Task",
     "Contact": "IPM.Contact",
+    "DistributionList": "IPM.DistList",
     "PostItem": "IPM.Post",
 }
 # Fields the server owns: a client's values for them are ignored on create.
@@ -188,6 +190,9 @@ def prepare_new(
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
     if kind == "Task":
         tasks.stamp(item, created=True)
+    if kind == "DistributionList" and item.find(t("FileAs")) is None:
+        # A list is filed under its name, as Outlook and Exchange file it.
+        sub(item, t("FileAs"), item.findtext(t("DisplayName")) or "")
     attached = item.find(t("Attachments"))
     if attached is not None:
         # Attachments given with the item (Exchange 2013 and later): each stored with its key.
@@ -226,6 +231,12 @@ def apply_store_rules(item: etree._Element) -> None:
             mailbox.insert(0, name)
     rec.snap_all_day(item)
     rec.date_recurrence_range(item)
+    for member in item.iter(t("Member")):
+        # Exchange keys each member of a list and states it (Normal unless it was demoted).
+        if member.get("Key") is None:
+            member.set("Key", base64.b64encode(uuid.uuid4().bytes).decode())
+        if member.find(t("Status")) is None:
+            sub(member, t("Status"), "Normal")
     if local(item.tag) == "Task":
         tasks.stamp(item, created=False)
 

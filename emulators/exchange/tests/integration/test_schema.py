@@ -10,6 +10,7 @@ from exchangelib import (  # type: ignore[import-untyped]
     Attendee,
     CalendarItem,
     Contact,
+    DistributionList,
     EWSDateTime,
     EWSTimeZone,
     Folder,
@@ -26,7 +27,12 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorItemNotFound,
 )
 from exchangelib.folders import SingleFolderQuerySet  # type: ignore[import-untyped]
-from exchangelib.properties import ENTRY_ID, EWS_ID, AlternateId  # type: ignore[import-untyped]
+from exchangelib.properties import (  # type: ignore[import-untyped]
+    ENTRY_ID,
+    EWS_ID,
+    AlternateId,
+    Member,
+)
 from exchangelib.recurrence import (  # type: ignore[import-untyped]
     DailyPattern,
     DailyRegeneration,
@@ -279,6 +285,10 @@ def _session_of_issue_15(account: Any) -> None:
         fetched = attachment.content if isinstance(attachment, FileAttachment) else attachment.item
         assert fetched  # fetched by GetAttachment
     with_file.detach(later)
+    buyers = DistributionList(account=account, folder=account.contacts, display_name="Buyers")
+    buyers.members = {Member(mailbox=Mailbox(email_address="ada@acme.example"))}
+    buyers.save()
+    buyers.refresh()
 
 
 def test_the_answers_added_for_exchange_2016_fidelity_validate(
