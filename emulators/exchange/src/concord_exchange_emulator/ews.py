@@ -60,6 +60,10 @@ EVENT_ELEMENTS = {
 }
 
 
+# Kept in the items table under folder keys of their own, never reached by an item id: a
+# series' modified occurrences, and folders' user configurations.
+CONFIGURATIONS = "configurations:"
+UNLISTED = ("exceptions:", CONFIGURATIONS)
 EMPTY_CONTAINER_ON_ERROR = {
     "CreateAttachment": "Attachments",
     "GetAttachment": "Attachments",
@@ -365,7 +369,7 @@ def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
     if parsed is not None:
         return _occurrence(ctx, _master(ctx, parsed[0]), parsed[1])
     found = ctx.store.item(node.get("Id", ""))
-    if found is None or found.folder_id.startswith("exceptions:"):
+    if found is None or found.folder_id.startswith(UNLISTED):
         raise EwsError("ErrorItemNotFound", NOT_FOUND)
     ctx.check_access(found.mailbox)
     return found
@@ -702,6 +706,140 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
 
 
+# User configurations: named settings objects a folder keeps (folder-associated items of class
+# IPM.Configuration.<name>), kept apart from the folder's items as Exchange keeps them.
+
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9.]{1,236}$")
+CONFIG_PARTS = ("Dictionary", "XmlData", "BinaryData")
+
+
+def _configurations_of(folder: Folder) -> str:
+    return f"{CONFIGURATIONS}{folder.id}"
+
+
+def _configuration_name(ctx: Context, node: etree._Element | None) -> tuple[Folder, str]:
+    if node is None:
+        raise EwsError("ErrorInvalidRequest", "The UserConfigurationName is missing.")
+    name = node.get("Name", "")
+    if not _CONFIG_NAME.match(name) or name.startswith("IPM.Configuration"):
+        raise EwsError(
+            "ErrorInvalidRequest",
+            "The user configuration name is not valid.",
+        )
+    target = _children(node)
+    if not target:
+        raise EwsError("ErrorInvalidRequest", "The user configuration names no folder.")
+    return resolve_folder(ctx, target[0]), name
+
+
+def _stored_configuration(ctx: Context, folder: Folder, name: str) -> StoredItem | None:
+    for stored in ctx.store.items_in(_configurations_of(folder)):
+        if etree.fromstring(stored.xml).get("Name") == name:
+            return stored
+    return None
+
+
+def _configuration_xml(name: str, config: etree._Element) -> bytes:
+    kept = etree.Element(t("UserConfiguration"), Name=name, nsmap={"t": T})
+    for part in CONFIG_PARTS:
+        found = config.find(t(part))
+        if found is not None:
+            kept.append(etree.fromstring(etree.tostring(found)))
+    for entry in kept.iter(t("DictionaryKey"), t("DictionaryValue")):
+        # xs:boolean allows 1/0, which exchangelib sends; Exchange answers true/false.
+        if entry.findtext(t("Type")) == "Boolean":
+            for value in entry.findall(t("Value")):
+                value.text = {"1": "true", "0": "false"}.get(value.text or "", value.text)
+    return _xml(kept)
+
+
+def create_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("CreateUserConfiguration")
+    try:
+        config = req.find(m("UserConfiguration"))
+        if config is None:
+            raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
+        folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
+        if _stored_configuration(ctx, folder, name) is not None:
+            # One configuration of a name per folder: Exchange cannot save a second.
+            raise EwsError("ErrorItemSave", "An object with the same key already exists.")
+        ctx.store.put_unlisted(
+            new_id("AAMkI"),
+            folder.mailbox,
+            _configurations_of(folder),
+            _configuration_xml(name, config),
+        )
+    except EwsError as exc:
+        msg = _error_message("CreateUserConfiguration", exc.code, exc.text)
+    return _response("CreateUserConfiguration", [msg])
+
+
+def get_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("GetUserConfiguration")
+    try:
+        name_node = req.find(m("UserConfigurationName"))
+        folder, name = _configuration_name(ctx, name_node)
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        wanted = set((req.findtext(m("UserConfigurationProperties")) or "All").split())
+        if "All" in wanted:
+            wanted = {"Id", *CONFIG_PARTS}
+        kept = etree.fromstring(stored.xml)
+        out = sub(msg, m("UserConfiguration"))
+        named = sub(out, t("UserConfigurationName"), Name=name)
+        sub(named, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+        if "Id" in wanted:
+            sub(out, t("ItemId"), Id=stored.id, ChangeKey=stored.change_key)
+        for part in CONFIG_PARTS:
+            found = kept.find(t(part))
+            if part in wanted and found is not None:
+                out.append(found)
+    except EwsError as exc:
+        msg = _error_message("GetUserConfiguration", exc.code, exc.text)
+    return _response("GetUserConfiguration", [msg])
+
+
+def update_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """The parts given replace the kept ones; parts not given stay as they were."""
+    msg = _message("UpdateUserConfiguration")
+    try:
+        config = req.find(m("UserConfiguration"))
+        if config is None:
+            raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
+        folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        kept = etree.fromstring(stored.xml)
+        for part in CONFIG_PARTS:
+            given = config.find(t(part))
+            if given is None:
+                continue
+            for old in kept.findall(t(part)):
+                kept.remove(old)
+            kept.append(etree.fromstring(etree.tostring(given)))
+        ctx.store.put_unlisted(
+            stored.id, stored.mailbox, stored.folder_id, _configuration_xml(name, kept)
+        )
+    except EwsError as exc:
+        msg = _error_message("UpdateUserConfiguration", exc.code, exc.text)
+    return _response("UpdateUserConfiguration", [msg])
+
+
+def delete_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("DeleteUserConfiguration")
+    try:
+        folder, name = _configuration_name(ctx, req.find(m("UserConfigurationName")))
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        ctx.store.drop_unlisted(stored.id)
+    except EwsError as exc:
+        msg = _error_message("DeleteUserConfiguration", exc.code, exc.text)
+    return _response("DeleteUserConfiguration", [msg])
+
+
 # Attachments
 
 
@@ -709,7 +847,7 @@ def _attachment_root(ctx: Context, attachment_id: str) -> tuple[StoredItem, etre
     """(item, its stored XML, the attachment's key) for an attachment id."""
     root_id, key = att.parse_id(attachment_id)
     found = ctx.store.item(root_id)
-    if found is None or found.folder_id.startswith("exceptions:"):
+    if found is None or found.folder_id.startswith(UNLISTED):
         raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
     ctx.check_access(found.mailbox)
     return found, etree.fromstring(found.xml), key
@@ -1652,6 +1790,10 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "CreateAttachment": create_attachment,
     "GetAttachment": get_attachment,
     "DeleteAttachment": delete_attachment,
+    "CreateUserConfiguration": create_user_configuration,
+    "GetUserConfiguration": get_user_configuration,
+    "UpdateUserConfiguration": update_user_configuration,
+    "DeleteUserConfiguration": delete_user_configuration,
     "MarkAsJunk": mark_as_junk,
     "UpdateFolder": update_folder,
     "MoveFolder": move_folder,

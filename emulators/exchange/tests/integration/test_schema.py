@@ -43,7 +43,7 @@ from lxml import etree
 
 from concord_exchange_emulator import ews, schema
 from concord_exchange_emulator.testing import RunningEmulator
-from concord_exchange_emulator.xmlns import S, T, local
+from concord_exchange_emulator.xmlns import M, S, T, local
 
 pytestmark = pytest.mark.integration
 
@@ -316,3 +316,29 @@ def test_the_answers_added_for_exchange_2016_fidelity_validate(
     invalid = ews.invalid_subscriptions(["AAA-"]).find(f"{{{S}}}Body")
     assert invalid is not None
     assert schema.validation_errors(invalid[0]) == []
+
+
+def test_user_configuration_answers_validate(account: Any, responses: list[etree._Element]) -> None:
+    folder = Folder(parent=account.inbox, name="configured").save()
+    folder.create_user_configuration(name="Concord.Sync", dictionary={"on": True}, xml_data=b"<a/>")
+    folder.get_user_configuration(name="Concord.Sync")
+    folder.update_user_configuration(name="Concord.Sync", binary_data=b"\x01")
+    with pytest.raises(ErrorItemNotFound):
+        account.inbox.get_user_configuration(name="Concord.Sync")
+    folder.delete_user_configuration(name="Concord.Sync")
+    answers = {}
+    for env in responses:
+        body = env.find(f"{{{S}}}Body")
+        assert body is not None
+        answers.setdefault(local(body[0].tag), []).append(body[0])
+    for name in ("Create", "Update", "Delete"):
+        for answer in answers[f"{name}UserConfigurationResponse"]:
+            assert schema.validation_errors(answer) == [], etree.tostring(answer).decode()
+    # MS-OXWSUSRCFG's XSD gives GetUserConfigurationResponse the type of one response message,
+    # while Exchange (and every client) wraps messages in ResponseMessages, as the EWS reference
+    # documents the element: each message is checked against that message type instead.
+    for answer in answers["GetUserConfigurationResponse"]:
+        [message] = answer.iter(f"{{{M}}}GetUserConfigurationResponseMessage")
+        as_root = etree.Element(f"{{{M}}}GetUserConfigurationResponse", attrib=message.attrib)
+        as_root.extend(etree.fromstring(etree.tostring(message)))
+        assert schema.validation_errors(as_root) == [], etree.tostring(answer).decode()
