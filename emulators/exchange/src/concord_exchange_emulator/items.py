@@ -701,6 +701,9 @@ _PEOPLE = {
 }
 
 
+_AQS_KEYS = {*_PEOPLE, "subject", "body", "category", "categories"}
+
+
 def _people(item: etree._Element, elements: tuple[str, ...]) -> list[str]:
     found: list[str] = []
     for name in elements:
@@ -732,6 +735,10 @@ def aqs_matches(item: etree._Element, query: str) -> bool:
     for found in _AQS_TERM.finditer(query):
         value = found["quoted"] if found["quoted"] is not None else found["word"]
         key = (found["key"] or "").lower()
+        if key and key not in _AQS_KEYS:
+            # Not a property Exchange's index knows: the whole "word:word" is searched as text,
+            # as Exchange does (a body with a colon in it is still found by its words).
+            value, key = f"{found['key']}:{value}", ""
         if not key and value == "OR":
             groups.append([])
             continue
