@@ -6,8 +6,9 @@ API (`fail_next`, `down`, `calls`), never by subclassing it, so each service has
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import grpc
@@ -15,6 +16,9 @@ import grpc
 from concord_rpc import DomainError, Identity, current_identity
 
 __all__ = ["Call", "Peer", "PeerDown"]
+
+# Numbers every call of every peer in one order, so the calls of several peers can be merged.
+_sequence = itertools.count()
 
 
 class PeerDown(DomainError):
@@ -35,6 +39,7 @@ class Call:
     method: str
     request: Any
     caller: Identity | None
+    seq: int = field(default_factory=lambda: next(_sequence))
 
 
 class Peer:

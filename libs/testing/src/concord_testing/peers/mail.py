@@ -44,6 +44,8 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         self.results: dict[str, tuple[res.WriteStatus.ValueType, str]] = {}
         self.stored_form: Callable[[res.MailItem], None] | None = None
         self.push_state: res.PushState.ValueType = res.PUSH_STATE_ACTIVE
+        #: The sync state a listing with nothing new answers as its cursor.
+        self.state_token = "t"
         self._ids = itertools.count(1)
         self._versions = itertools.count(1)
         for item in items:
@@ -74,8 +76,8 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         self._enter("ListChanges", request)
         if self.change_pages:
             return self.change_pages.pop(0)
-        # Nothing changed: a cursor that says "listed up to here".
-        return mail.ListChangesResponse(next_cursor=res.Cursor(token=f"c{next(self._ids)}"))
+        # Nothing changed: the cursor of the mailbox's current state.
+        return mail.ListChangesResponse(next_cursor=res.Cursor(token=self.state_token))
 
     async def GetItems(self, request: mail.GetItemsRequest, context: Any) -> mail.GetItemsResponse:
         self._enter("GetItems", request)
