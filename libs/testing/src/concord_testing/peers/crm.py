@@ -71,7 +71,7 @@ class CrmPeer(Peer, crm_grpc.CrmConnectorServiceServicer):
 
     Tests seed `records` with `add`, read them with `of`, and steer it with `describes` (per
     object), `unconnected` (orgs without a connection), `budget`, `change_pages` (what
-    ListChanges answers, oldest first), `results` (a write's status by link id or record id),
+    ListChanges answers, oldest first), `refuse` (writes Salesforce refuses),
     `lose_answers_after` (commit a batch, then fail its answer), and `delay`.
     """
 
@@ -86,7 +86,7 @@ class CrmPeer(Peer, crm_grpc.CrmConnectorServiceServicer):
         self.unconnected: set[str] = set()
         self.budget = res.ApiBudget(limit=15000, concord_share=0.5)
         self.change_pages: list[crm.ListChangesResponse] = []
-        self.results: dict[str, tuple[res.WriteStatus.ValueType, str]] = {}
+        self.refusals: dict[str, tuple[res.WriteStatus.ValueType, crm.CrmError]] = {}
         #: With a number n: the next n batches are answered, the one after is committed and its
         #: answer lost (UNAVAILABLE), as when the connection drops after Salesforce committed.
         self.lose_answers_after: int | None = None
@@ -103,6 +103,17 @@ class CrmPeer(Peer, crm_grpc.CrmConnectorServiceServicer):
     def of(self, sobject_type: str) -> list[dict[str, Any]]:
         """The records of one object as field dicts (with `Id`), in creation order."""
         return [_values(r) for r in self.records.values() if r.sobject_type == sobject_type]
+
+    def refuse(
+        self,
+        error: crm.CrmError,
+        key: str = "*",
+        status: res.WriteStatus.ValueType = res.WRITE_STATUS_INVALID,
+    ) -> None:
+        """Writes with this link id or record id (`*`: every write) fail with `error`, as
+        Salesforce refuses them (a validation rule, a value too long); `refusals.clear()` ends it.
+        """
+        self.refusals[key] = (status, error)
 
     def _connected(self, org: str) -> None:
         if org.removeprefix("orgs/") in self.unconnected:
@@ -173,13 +184,13 @@ class CrmPeer(Peer, crm_grpc.CrmConnectorServiceServicer):
 
     def _write(self, write: crm.CrmWrite) -> crm.CrmWriteResult:
         values = json_format.MessageToDict(write.fields)
-        status, code = self.results.get(write.link_id or write.id, (res.WRITE_STATUS_OK, ""))
-        if status != res.WRITE_STATUS_OK:
+        refused = next(
+            (self.refusals[k] for k in (write.link_id, write.id, "*") if k in self.refusals), None
+        )
+        if refused is not None:
+            status, error = refused
             return crm.CrmWriteResult(
-                link_id=write.link_id,
-                id=write.id,
-                status=status,
-                errors=[crm.CrmError(code=code or "FIELD_CUSTOM_VALIDATION_EXCEPTION")],
+                link_id=write.link_id, id=write.id, status=status, errors=[error]
             )
         if write.sobject_type in _NAMED and "LastName" in values and not values["LastName"]:
             return crm.CrmWriteResult(
