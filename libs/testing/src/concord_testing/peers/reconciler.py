@@ -108,6 +108,10 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         self.mailboxes[mailbox.name] = mailbox
         return mailbox
 
+    def add_session(self, session: res.Session) -> res.Session:
+        self.sessions[session.name] = session
+        return session
+
     def add_item_error(self, error: res.ItemError) -> res.ItemError:
         self.item_errors[error.name] = error
         return error
