@@ -59,11 +59,15 @@ def _values(record: res.CrmRecord) -> dict[str, Any]:
 
 
 def _project(record: res.CrmRecord, fields: Iterable[str]) -> res.CrmRecord:
+    """The record with only `fields` (and `Id`), as a SOQL query selecting them returns it."""
     values = _values(record)
     wanted = {name.partition(".")[0] for name in fields}
-    return crm_record(
+    projected = crm_record(
         record.sobject_type, record.id, **{n: values[n] for n in wanted if n in values}
     )
+    projected.link_id = record.link_id
+    projected.system_modstamp.CopyFrom(record.system_modstamp)
+    return projected
 
 
 class CrmPeer(Peer, crm_grpc.CrmConnectorServiceServicer):

@@ -26,9 +26,9 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
     """Mail items by native id behind mail-connector's API.
 
     Tests seed `items` with `add`, and steer it with `change_pages` (what ListChanges answers,
-    oldest first), `unreadable` (native ids GetItems reports as failures), `results` (a write's
-    status and provider error by link id), `stored_form` (how the provider keeps a written item,
-    e.g. trimming a value) and `push_state`.
+    oldest first), `make_unreadable` (items GetItems reports as failures), `refuse` (writes
+    the provider refuses), `stored_form` (how the provider keeps a written item, e.g. trimming
+    a value), `state_token` and `push_state`.
     """
 
     service = "mail-connector"
@@ -41,7 +41,7 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         self.accounts: dict[str, mail.MailboxAccount] = {}
         self.change_pages: list[mail.ListChangesResponse] = []
         self.unreadable: dict[str, str] = {}
-        self.results: dict[str, tuple[res.WriteStatus.ValueType, str]] = {}
+        self.refusals: dict[str, tuple[res.WriteStatus.ValueType, str]] = {}
         self.stored_form: Callable[[res.MailItem], None] | None = None
         self.push_state: res.PushState.ValueType = res.PUSH_STATE_ACTIVE
         #: The sync state a listing with nothing new answers as its cursor.
@@ -63,6 +63,12 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
                 ref=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id=native_id), email=email
             )
         )
+
+    def refuse(
+        self, link_id: str, status: res.WriteStatus.ValueType, error_code: str = "ErrorSomething"
+    ) -> None:
+        """Writes with this link id fail with `status` and the provider's `error_code`."""
+        self.refusals[link_id] = (status, error_code)
 
     def make_unreadable(self, native_id: str, reason: str = "MALFORMED_MIME") -> None:
         """GetItems reports this item as one the connector cannot convert, with `reason`."""
@@ -107,13 +113,10 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         return mail.ApplyItemsResponse(results=[self._write(w) for w in request.writes])
 
     def _write(self, write: mail.MailWrite) -> mail.MailWriteResult:
-        status, code = self.results.get(write.link_id, (res.WRITE_STATUS_OK, ""))
-        if status != res.WRITE_STATUS_OK:
+        if write.link_id in self.refusals:
+            status, code = self.refusals[write.link_id]
             return mail.MailWriteResult(
-                link_id=write.link_id,
-                status=status,
-                ref=write.ref,
-                error_code=code or "ErrorSomething",
+                link_id=write.link_id, status=status, ref=write.ref, error_code=code
             )
         if write.operation == mail.MAIL_WRITE_OPERATION_CREATE:
             stored = next(
@@ -126,7 +129,10 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
             )
             if stored is not None:
                 return mail.MailWriteResult(
-                    link_id=write.link_id, status=status, ref=stored.ref, already_applied=True
+                    link_id=write.link_id,
+                    status=res.WRITE_STATUS_OK,
+                    ref=stored.ref,
+                    already_applied=True,
                 )
             native_id = f"n-{write.link_id}" if write.link_id else f"n{next(self._ids)}"
             return self._store(write, native_id, res.MailItem())
