@@ -101,6 +101,8 @@ MAPPED = (
 TABLE = "orgs/acme/mappingTables/calendar-item"
 # A field of the org's Event that no query may select beside its parts.
 COMPOUND = crm.FieldDescription(name="Address__c", type="address")
+MailWrite = mail.MailWrite
+CrmWrite = crm.CrmWrite
 ANN = linker_pb.LinkedRecord(sobject_type="Contact", id="003AAA")
 CARL = linker_pb.LinkedRecord(sobject_type="Lead", id="00QCCC")
 
@@ -157,10 +159,10 @@ class Peers:
             OWNER,
         )
 
-    def mail_batches(self) -> list[list[mail.MailWrite]]:
+    def mail_batches(self) -> list[list[MailWrite]]:
         return [list(r.writes) for r in self.mail.received("ApplyItems")]
 
-    def crm_batches(self) -> list[list[crm.CrmWrite]]:
+    def crm_batches(self) -> list[list[CrmWrite]]:
         return [list(r.writes) for r in self.crm.received("ApplyBatch")]
 
 
