@@ -13,9 +13,11 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import attachments as att
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator import tasks
 from concord_exchange_emulator.schema import field_order
 from concord_exchange_emulator.store import (
     ALL_FOLDERS,
@@ -36,7 +38,12 @@ SERVER_VERSION = {
     "Version": "Exchange2016",
 }
 
-DEFAULT_FOLDER = {"CalendarItem": "calendar", "Task": "tasks", "Contact": "contacts"}
+DEFAULT_FOLDER = {
+    "CalendarItem": "calendar",
+    "Task": "tasks",
+    "Contact": "contacts",
+    "DistributionList": "contacts",
+}
 # The class a new folder gets when the client names none: a generic Folder has none in Exchange.
 FOLDER_ELEMENTS = {
     "Folder": "",
@@ -53,7 +60,13 @@ EVENT_ELEMENTS = {
 }
 
 
+# Kept in the items table under folder keys of their own, never reached by an item id: a
+# series' modified occurrences, and folders' user configurations.
+CONFIGURATIONS = "configurations:"
+UNLISTED = ("exceptions:", CONFIGURATIONS)
 EMPTY_CONTAINER_ON_ERROR = {
+    "CreateAttachment": "Attachments",
+    "GetAttachment": "Attachments",
     "GetItem": "Items",
     "CreateItem": "Items",
     "UpdateItem": "Items",
@@ -216,7 +229,7 @@ def _each(
             fill(node, msg)
         except it.QueryNotSupported as exc:
             msg = _error_message(op, exc.code, str(exc))
-        except EwsError as exc:
+        except (EwsError, att.AttachmentError) as exc:
             msg = _error_message(op, exc.code, exc.text)
         messages.append(msg)
     return _response(op, messages)
@@ -356,7 +369,7 @@ def resolve_item(ctx: Context, node: etree._Element) -> StoredItem:
     if parsed is not None:
         return _occurrence(ctx, _master(ctx, parsed[0]), parsed[1])
     found = ctx.store.item(node.get("Id", ""))
-    if found is None or found.folder_id.startswith("exceptions:"):
+    if found is None or found.folder_id.startswith(UNLISTED):
         raise EwsError("ErrorItemNotFound", NOT_FOUND)
     ctx.check_access(found.mailbox)
     return found
@@ -490,7 +503,7 @@ def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Ele
     el = etree.fromstring(stored.xml)
     if local(el.tag) == "CalendarItem":
         _add_first_and_last_occurrence(stored, el)
-    return it.render(
+    out = it.render(
         el,
         shape,
         item_id=stored.id,
@@ -498,6 +511,12 @@ def render_item(ctx: Context, stored: StoredItem, shape: it.Shape) -> etree._Ele
         folder_id=folder.id,
         folder_change_key=folder.change_key,
     )
+    listed = out.find(t("Attachments"))
+    if listed is not None:
+        # Attachments are listed, not sent whole: GetAttachment fetches one's content.
+        for attachment in list(listed):
+            listed.replace(attachment, att.summary(attachment, stored.id))
+    return out
 
 
 def _children(node: etree._Element | None) -> list[etree._Element]:
@@ -674,9 +693,236 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
                 ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
             return
         stored = ctx.store.insert_item(new_id("AAMkI"), folder.mailbox, folder.id, _xml(item))
-        sub(msg, m("Items")).append(render_item(ctx, stored, id_only))
+        answer = render_item(ctx, stored, id_only)
+        attached = item.findall(f"{t('Attachments')}/*")
+        if attached:
+            # The answer names each new attachment, so a client can keep its id.
+            listed = sub(answer, t("Attachments"))
+            for attachment in attached:
+                listed.append(att.id_only(attachment, stored.id, stored.change_key))
+            it.sort_children(answer)
+        sub(msg, m("Items")).append(answer)
 
     return _each("CreateItem", _children(req.find(m("Items"))), fill)
+
+
+# User configurations: named settings objects a folder keeps (folder-associated items of class
+# IPM.Configuration.<name>), kept apart from the folder's items as Exchange keeps them.
+
+_CONFIG_NAME = re.compile(r"^[A-Za-z0-9.]{1,236}$")
+CONFIG_PARTS = ("Dictionary", "XmlData", "BinaryData")
+
+
+def _configurations_of(folder: Folder) -> str:
+    return f"{CONFIGURATIONS}{folder.id}"
+
+
+def _configuration_name(ctx: Context, node: etree._Element | None) -> tuple[Folder, str]:
+    if node is None:
+        raise EwsError("ErrorInvalidRequest", "The UserConfigurationName is missing.")
+    name = node.get("Name", "")
+    if not _CONFIG_NAME.match(name) or name.startswith("IPM.Configuration"):
+        raise EwsError(
+            "ErrorInvalidRequest",
+            "The user configuration name is not valid.",
+        )
+    target = _children(node)
+    if not target:
+        raise EwsError("ErrorInvalidRequest", "The user configuration names no folder.")
+    return resolve_folder(ctx, target[0]), name
+
+
+def _stored_configuration(ctx: Context, folder: Folder, name: str) -> StoredItem | None:
+    for stored in ctx.store.items_in(_configurations_of(folder)):
+        if etree.fromstring(stored.xml).get("Name") == name:
+            return stored
+    return None
+
+
+def _configuration_xml(name: str, config: etree._Element) -> bytes:
+    kept = etree.Element(t("UserConfiguration"), Name=name, nsmap={"t": T})
+    for part in CONFIG_PARTS:
+        found = config.find(t(part))
+        if found is not None:
+            kept.append(etree.fromstring(etree.tostring(found)))
+    for entry in kept.iter(t("DictionaryKey"), t("DictionaryValue")):
+        # xs:boolean allows 1/0, which exchangelib sends; Exchange answers true/false.
+        if entry.findtext(t("Type")) == "Boolean":
+            for value in entry.findall(t("Value")):
+                value.text = {"1": "true", "0": "false"}.get(value.text or "", value.text)
+    return _xml(kept)
+
+
+def create_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("CreateUserConfiguration")
+    try:
+        config = req.find(m("UserConfiguration"))
+        if config is None:
+            raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
+        folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
+        if _stored_configuration(ctx, folder, name) is not None:
+            # One configuration of a name per folder: Exchange cannot save a second.
+            raise EwsError("ErrorItemSave", "An object with the same key already exists.")
+        ctx.store.put_unlisted(
+            new_id("AAMkI"),
+            folder.mailbox,
+            _configurations_of(folder),
+            _configuration_xml(name, config),
+        )
+    except EwsError as exc:
+        msg = _error_message("CreateUserConfiguration", exc.code, exc.text)
+    return _response("CreateUserConfiguration", [msg])
+
+
+def get_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("GetUserConfiguration")
+    try:
+        name_node = req.find(m("UserConfigurationName"))
+        folder, name = _configuration_name(ctx, name_node)
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        wanted = set((req.findtext(m("UserConfigurationProperties")) or "All").split())
+        if "All" in wanted:
+            wanted = {"Id", *CONFIG_PARTS}
+        kept = etree.fromstring(stored.xml)
+        out = sub(msg, m("UserConfiguration"))
+        named = sub(out, t("UserConfigurationName"), Name=name)
+        sub(named, t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+        if "Id" in wanted:
+            sub(out, t("ItemId"), Id=stored.id, ChangeKey=stored.change_key)
+        for part in CONFIG_PARTS:
+            found = kept.find(t(part))
+            if part in wanted and found is not None:
+                out.append(found)
+    except EwsError as exc:
+        msg = _error_message("GetUserConfiguration", exc.code, exc.text)
+    return _response("GetUserConfiguration", [msg])
+
+
+def update_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    """The parts given replace the kept ones; parts not given stay as they were."""
+    msg = _message("UpdateUserConfiguration")
+    try:
+        config = req.find(m("UserConfiguration"))
+        if config is None:
+            raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
+        folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        kept = etree.fromstring(stored.xml)
+        for part in CONFIG_PARTS:
+            given = config.find(t(part))
+            if given is None:
+                continue
+            for old in kept.findall(t(part)):
+                kept.remove(old)
+            kept.append(etree.fromstring(etree.tostring(given)))
+        ctx.store.put_unlisted(
+            stored.id, stored.mailbox, stored.folder_id, _configuration_xml(name, kept)
+        )
+    except EwsError as exc:
+        msg = _error_message("UpdateUserConfiguration", exc.code, exc.text)
+    return _response("UpdateUserConfiguration", [msg])
+
+
+def delete_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
+    msg = _message("DeleteUserConfiguration")
+    try:
+        folder, name = _configuration_name(ctx, req.find(m("UserConfigurationName")))
+        stored = _stored_configuration(ctx, folder, name)
+        if stored is None:
+            raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
+        ctx.store.drop_unlisted(stored.id)
+    except EwsError as exc:
+        msg = _error_message("DeleteUserConfiguration", exc.code, exc.text)
+    return _response("DeleteUserConfiguration", [msg])
+
+
+# Attachments
+
+
+def _attachment_root(ctx: Context, attachment_id: str) -> tuple[StoredItem, etree._Element, str]:
+    """(item, its stored XML, the attachment's key) for an attachment id."""
+    root_id, key = att.parse_id(attachment_id)
+    found = ctx.store.item(root_id)
+    if found is None or found.folder_id.startswith(UNLISTED):
+        raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+    ctx.check_access(found.mailbox)
+    return found, etree.fromstring(found.xml), key
+
+
+def create_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    """Attachments added to a saved item: one answer per attachment, each naming the item's
+    ChangeKey after it was added."""
+    parent_node = req.find(m("ParentItemId"))
+    if parent_node is None:
+        raise EwsError("ErrorInvalidRequest", "CreateAttachment needs a ParentItemId.")
+    as_item_id = etree.Element(t("ItemId"))
+    for name in ("Id", "ChangeKey"):
+        value = parent_node.get(name)
+        if value is not None:
+            as_item_id.set(name, value)
+    parent = resolve_item(ctx, as_item_id)
+    if _parse_occurrence_id(parent.id) is not None:
+        raise EwsError("ErrorInvalidOperation", "attachments of one occurrence are not supported")
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        nonlocal parent
+        item = etree.fromstring(parent.xml)
+        prepared = att.prepare(
+            node,
+            it.now_iso(),
+            lambda inner: it.prepare_new(
+                inner, owner=parent.mailbox, owner_name=ctx.store.display_name(parent.mailbox)
+            )[0],
+        )
+        att.add(item, prepared)
+        it.sort_children(item)
+        parent = ctx.store.update_item(parent, _xml(item), read_flag_only=False)
+        sub(msg, m("Attachments")).append(att.id_only(prepared, parent.id, parent.change_key))
+
+    return _each("CreateAttachment", _children(req.find(m("Attachments"))), fill)
+
+
+def get_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    shape = it.Shape(req.find(m("AttachmentShape")))
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        root, item, key = _attachment_root(ctx, node.get("Id", ""))
+        found = att.find(item, key)
+        if found is None:
+            raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+
+        def embedded(inner: etree._Element) -> etree._Element:
+            out = etree.Element(inner.tag, nsmap={"t": T})
+            for child in inner:
+                if shape.wants(child):
+                    out.append(etree.fromstring(etree.tostring(child)))
+            listed = out.find(t("Attachments"))
+            if listed is not None:
+                for nested in list(listed):
+                    listed.replace(nested, att.summary(nested, root.id))
+            return it.sort_children(out)
+
+        sub(msg, m("Attachments")).append(att.whole(found, root.id, embedded))
+
+    return _each("GetAttachment", _children(req.find(m("AttachmentIds"))), fill)
+
+
+def delete_attachment(ctx: Context, req: etree._Element) -> etree._Element:
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        root, item, key = _attachment_root(ctx, node.get("Id", ""))
+        found = att.find(item, key)
+        if found is None:
+            raise EwsError("ErrorInvalidAttachmentId", "The attachment id is not valid.")
+        att.remove(item, found)
+        it.sort_children(item)
+        updated = ctx.store.update_item(root, _xml(item), read_flag_only=False)
+        sub(msg, m("RootItemId"), RootItemId=updated.id, RootItemChangeKey=updated.change_key)
+
+    return _each("DeleteAttachment", _children(req.find(m("AttachmentIds"))), fill)
 
 
 MEETING_RESPONSES = {
@@ -923,11 +1169,26 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
                 "passed in the request does not match the current change key for the item.",
             )
         xml = etree.fromstring(stored.xml)
+        before = etree.fromstring(stored.xml)
         updates = node.find(t("Updates"))
         changed = it.apply_updates(xml, updates if updates is not None else etree.Element("x"))
         modified = xml.find(t("LastModifiedTime"))
         if modified is not None:
             modified.text = it.now_iso()
+        one_off = tasks.split_occurrence(before, xml) if local(xml.tag) == "Task" else None
+        if one_off is not None:
+            # A recurring task's occurrence split off: the answer names the new one-off task.
+            ctx.store.update_item(stored, _xml(it.sort_children(xml)), read_flag_only=False)
+            for name in ("DateTimeCreated", "LastModifiedTime", "DateTimeReceived"):
+                field = one_off.find(t(name))
+                if field is not None:
+                    field.text = it.now_iso()
+            split = ctx.store.insert_item(
+                new_id("AAMkI"), stored.mailbox, stored.folder_id, _xml(it.sort_children(one_off))
+            )
+            sub(msg, m("Items")).append(render_item(ctx, split, id_only))
+            sub(sub(msg, m("ConflictResults")), t("Count"), "0")
+            return
         if _parse_occurrence_id(stored.id) is not None:
             updated = _save_exception(ctx, stored, xml)
         else:
@@ -1526,6 +1787,13 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "MoveItem": move_item,
     "CopyItem": copy_item,
     "SendItem": send_item,
+    "CreateAttachment": create_attachment,
+    "GetAttachment": get_attachment,
+    "DeleteAttachment": delete_attachment,
+    "CreateUserConfiguration": create_user_configuration,
+    "GetUserConfiguration": get_user_configuration,
+    "UpdateUserConfiguration": update_user_configuration,
+    "DeleteUserConfiguration": delete_user_configuration,
     "MarkAsJunk": mark_as_junk,
     "UpdateFolder": update_folder,
     "MoveFolder": move_folder,

@@ -17,7 +17,9 @@ from typing import Any
 
 from lxml import etree
 
+from concord_exchange_emulator import attachments as att
 from concord_exchange_emulator import recurrence as rec
+from concord_exchange_emulator import tasks
 from concord_exchange_emulator.schema import boolean_fields, field_order
 from concord_exchange_emulator.xmlns import T, local, sub, t
 
@@ -27,6 +29,7 @@ ITEM_TYPES = {
     "CalendarItem": "CalendarItemType",
     "Task": "TaskType",
     "Contact": "ContactItemType",
+    "DistributionList": "DistributionListType",
     "PostItem": "PostItemType",
 }
 ITEM_CLASSES = {
@@ -35,6 +38,7 @@ ITEM_CLASSES = {
     "CalendarItem": "IPM.Appointment",
     "Task": "IPM.Task",
     "Contact": "IPM.Contact",
+    "DistributionList": "IPM.DistList",
     "PostItem": "IPM.Post",
 }
 # Fields the server owns: a client's values for them are ignored on create.
@@ -184,6 +188,24 @@ def prepare_new(
         if item.find(t("CalendarItemType")) is None:
             recurring = item.find(t("Recurrence")) is not None
             sub(item, t("CalendarItemType"), "RecurringMaster" if recurring else "Single")
+    if kind == "Task":
+        tasks.stamp(item, created=True)
+    if kind == "DistributionList" and item.find(t("FileAs")) is None:
+        # A list is filed under its name, as Outlook and Exchange file it.
+        sub(item, t("FileAs"), item.findtext(t("DisplayName")) or "")
+    attached = item.find(t("Attachments"))
+    if attached is not None:
+        # Attachments given with the item (Exchange 2013 and later): each stored with its key.
+        item.remove(attached)
+        for attachment in attached:
+            att.add(
+                item,
+                att.prepare(
+                    attachment,
+                    now,
+                    lambda inner: prepare_new(inner, owner=owner, owner_name=owner_name)[0],
+                ),
+            )
     apply_store_rules(item)
     return sort_children(item), kind
 
@@ -209,6 +231,14 @@ def apply_store_rules(item: etree._Element) -> None:
             mailbox.insert(0, name)
     rec.snap_all_day(item)
     rec.date_recurrence_range(item)
+    for member in item.iter(t("Member")):
+        # Exchange keys each member of a list and states it (Normal unless it was demoted).
+        if member.get("Key") is None:
+            member.set("Key", base64.b64encode(uuid.uuid4().bytes).decode())
+        if member.find(t("Status")) is None:
+            sub(member, t("Status"), "Normal")
+    if local(item.tag) == "Task":
+        tasks.stamp(item, created=False)
 
 
 def sort_attendee(attendee: etree._Element) -> None:
@@ -671,6 +701,9 @@ _PEOPLE = {
 }
 
 
+_AQS_KEYS = {*_PEOPLE, "subject", "body", "category", "categories"}
+
+
 def _people(item: etree._Element, elements: tuple[str, ...]) -> list[str]:
     found: list[str] = []
     for name in elements:
@@ -702,6 +735,10 @@ def aqs_matches(item: etree._Element, query: str) -> bool:
     for found in _AQS_TERM.finditer(query):
         value = found["quoted"] if found["quoted"] is not None else found["word"]
         key = (found["key"] or "").lower()
+        if key and key not in _AQS_KEYS:
+            # Not a property Exchange's index knows: the whole "word:word" is searched as text,
+            # as Exchange does (a body with a colon in it is still found by its words).
+            value, key = f"{found['key']}:{value}", ""
         if not key and value == "OR":
             groups.append([])
             continue

@@ -102,8 +102,16 @@ def _rule(item: etree._Element) -> rrule.rrule:
     start_text, end_text = item.findtext(t("Start")), item.findtext(t("End"))
     if recurrence is None or not start_text or not end_text:
         raise RecurrenceNotSupported("no recurrence")
-    tz = zone_of(item)
-    first = parse_utc(start_text).astimezone(tz)
+    first = parse_utc(start_text).astimezone(zone_of(item))
+    # Occurrences keep the master's wall-clock time across DST changes, as Exchange does.
+    return pattern_rule(recurrence, first.time().replace(tzinfo=None))
+
+
+def pattern_rule(
+    recurrence: etree._Element, at: dt.time = dt.time(), *, bounded: bool = True
+) -> rrule.rrule:
+    """The occurrences of a pattern and range (calendar or task recurrence), each at `at` local
+    time from the range's start date; `bounded=False` ignores the range's end."""
     pattern, range_ = recurrence[0], recurrence[1]
     kind = local(pattern.tag)
     interval = int(pattern.findtext(t("Interval")) or "1")
@@ -133,10 +141,11 @@ def _rule(item: etree._Element) -> rrule.rrule:
     else:
         raise RecurrenceNotSupported(f"pattern {kind}")
     start_date = dt.date.fromisoformat((range_.findtext(t("StartDate")) or "")[:10])
-    # Occurrences keep the master's wall-clock time across DST changes, as Exchange does.
-    dtstart = dt.datetime.combine(start_date, first.time().replace(tzinfo=None))
+    dtstart = dt.datetime.combine(start_date, at)
     range_kind = local(range_.tag)
-    if range_kind == "NumberedRecurrence":
+    if not bounded:
+        args["count"] = MAX_OCCURRENCES
+    elif range_kind == "NumberedRecurrence":
         args["count"] = int(range_.findtext(t("NumberOfOccurrences")) or "1")
     elif range_kind == "EndDateRecurrence":
         end_date = dt.date.fromisoformat((range_.findtext(t("EndDate")) or "")[:10])

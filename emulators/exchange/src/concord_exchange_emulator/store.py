@@ -396,6 +396,21 @@ class Store:
             )
         return StoredItem(occurrence_id, master.mailbox, master.folder_id, xml, version, 0)
 
+    def put_unlisted(self, item_id: str, mailbox: str, folder_id: str, xml: bytes) -> None:
+        """Keep an item no change log or subscription reports (a folder's user configurations,
+        kept under their own folder key): written anew, or replaced with a new version."""
+        with self.transaction() as db:
+            row = db.execute("SELECT version FROM items WHERE id = ?", (item_id,)).fetchone()
+            version = int(row["version"]) + 1 if row else 1
+            db.execute(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                (item_id, mailbox, folder_id, xml, version, 0),
+            )
+
+    def drop_unlisted(self, item_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
     def drop_exception(self, occurrence_id: str, master: StoredItem, master_xml: bytes) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM items WHERE id = ?", (occurrence_id,))

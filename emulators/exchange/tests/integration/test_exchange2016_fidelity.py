@@ -308,6 +308,10 @@ def test_aqs_query_strings_and_resolved_recipient_names(account: Account) -> Non
     assert account.inbox.filter("Subject:lunch OR Subject:quarterly").count() == 2
     assert account.inbox.filter("attached").count() == 1
     assert account.inbox.filter('Participants:"ada@example.com" AND Subject:lunch').count() == 0
+    # A word with a colon that names no property is searched as text, not refused.
+    Message(account=account, folder=account.inbox, subject="Ratio", body="odds ab:cd today").save()
+    assert account.inbox.filter("Body:odds ab:cd").count() == 1
+    assert account.inbox.filter("odds zz:yy").count() == 0
 
 
 def test_a_folder_permission_set_is_answered_when_asked_and_kept_when_set(

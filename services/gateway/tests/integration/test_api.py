@@ -1,4 +1,4 @@
-"""GatewayService in process before fake reconciler and linker servers: auth, delegation, errors."""
+"""GatewayService in process before the in-memory reconciler and linker: auth, delegation."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from concord.reconciler.v1 import reconciler_service_pb2 as rec_pb
 from concord_gateway.settings import GatewaySettings
 from concord_rpc import FailedPrecondition, Identity, from_rpc_error
 from concord_testing import free_port
@@ -43,7 +42,7 @@ async def test_no_token_is_unauthenticated(gateway: Gateway) -> None:
     failure = from_rpc_error(await gateway.error("SyncMailbox", SYNC_ANN, token=None))
     assert failure.code == grpc.StatusCode.UNAUTHENTICATED
     assert (failure.reason, failure.domain) == ("TOKEN_MISSING", "gateway.concord.dev")
-    assert gateway.reconciler.requests == []
+    assert gateway.forwarded() == []
 
 
 @pytest.mark.parametrize(
@@ -65,7 +64,7 @@ async def test_a_bad_token_is_unauthenticated_and_not_echoed(
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
     assert token not in (err.details() or "")
     assert token not in str(failure.metadata)
-    assert gateway.reconciler.requests == []
+    assert gateway.forwarded() == []
 
 
 async def test_health_and_reflection_need_no_token(gateway: Gateway) -> None:
@@ -108,9 +107,7 @@ async def test_a_user_cannot_act_on_another_users_mailbox(gateway: Gateway) -> N
         grpc.StatusCode.PERMISSION_DENIED,
         "MAILBOX_ACCESS_DENIED",
     )
-    assert not [
-        r for r in gateway.reconciler.requests if isinstance(r, rec_pb.RequestSessionRequest)
-    ]
+    assert not gateway.reconciler.received("RequestSession")
 
 
 def _same_shape(a: grpc.aio.AioRpcError, b: grpc.aio.AioRpcError, a_id: str, b_id: str) -> None:
@@ -158,7 +155,7 @@ async def test_another_users_another_orgs_and_a_missing_mailbox_get_one_answer(
     _same_shape(eves, missing, "eve", "nope")
     # Nothing was asked of the reconciler but whether the mailbox is there.
     assert gateway.reconciler.acted == {}
-    assert gateway.reconciler.requests == []
+    assert gateway.forwarded() == []
 
 
 async def test_a_service_token_acts_in_its_own_org_only(gateway: Gateway, mint: Mint) -> None:
@@ -209,9 +206,7 @@ async def test_registering_a_mailbox_needs_an_admin(gateway: Gateway) -> None:
 
     response = await gateway.call("RegisterMailbox", request, gateway.admin)
     assert response.mailbox.name == "mailboxes/carol"
-    (create,) = [
-        r for r in gateway.reconciler.requests if isinstance(r, rec_pb.CreateMailboxRequest)
-    ]
+    (create,) = gateway.reconciler.received("CreateMailbox")
     assert create.mailbox.org == "orgs/acme"  # the admin's org, filled in
     assert create.mailbox_id == "carol"
     assert create.request_id not in ("", "r-1")  # scoped to the caller (domain/requests.py)
@@ -258,9 +253,9 @@ async def test_org_settings_need_an_admin_of_that_org(gateway: Gateway) -> None:
 
 
 async def test_a_user_lists_their_own_mailboxes_an_admin_the_orgs(gateway: Gateway) -> None:
-    mine = await gateway.call("ListMailboxes", pb.ListMailboxesRequest())
+    mine = await gateway.call("ListMailboxes", pb.ListMailboxesRequest(page_size=1))
     assert [m.name for m in mine.mailboxes] == ["mailboxes/ann"]
-    assert mine.next_page_token == "next"
+    assert mine.next_page_token == "o1"  # the reconciler's, passed on
     org = await gateway.call("ListMailboxes", pb.ListMailboxesRequest(), gateway.admin)
     assert sorted(m.name for m in org.mailboxes) == ["mailboxes/ann", "mailboxes/bob"]
     other = pb.ListMailboxesRequest(org="orgs/globex")
@@ -297,12 +292,21 @@ async def test_a_request_past_the_api_limits_is_refused_before_any_peer_sees_it(
 
 
 async def test_sync_with_wait_returns_the_ended_session(gateway: Gateway) -> None:
+    # A session already queued for ann, which the request joins.
+    gateway.reconciler.add_session(
+        res.Session(
+            name="mailboxes/ann/sessions/s1",
+            session_id="s1",
+            mailbox="mailboxes/ann",
+            state=res.SESSION_STATE_QUEUED,
+        )
+    )
     request = pb.SyncMailboxRequest(mailbox="mailboxes/ann", wait=True)
     response = await gateway.call("SyncMailbox", request, deadline=60)
     assert response.session.state == res.SESSION_STATE_COMPLETED
     assert response.session.counts.mail_changes_seen == 3
     assert (response.coalesced, response.timed_out) == (True, False)
-    asked, waited = gateway.reconciler.requests
+    asked, waited = gateway.forwarded()
     assert asked.trigger == res.SESSION_TRIGGER_FORCE
     assert asked.request_id  # minted, so channel retries stay idempotent
     assert waited.name == "mailboxes/ann/sessions/s1"
@@ -314,12 +318,12 @@ async def test_sync_without_wait_returns_the_queued_session(gateway: Gateway) ->
         "SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/ann", request_id="x")
     )
     assert response.session.state == res.SESSION_STATE_QUEUED
-    (asked,) = gateway.reconciler.requests
+    (asked,) = gateway.forwarded()
     assert asked.request_id not in ("", "x")
 
 
 async def test_a_wait_is_capped_and_a_timeout_is_reported(gateway: Gateway) -> None:
-    gateway.reconciler.wait_timed_out = True
+    gateway.reconciler.outcome = None  # the session never ends
     request = pb.SyncMailboxRequest(
         mailbox="mailboxes/ann", wait=True, wait_timeout=duration_pb2.Duration(seconds=10_000)
     )
@@ -327,7 +331,7 @@ async def test_a_wait_is_capped_and_a_timeout_is_reported(gateway: Gateway) -> N
     assert response.timed_out
     assert response.session.state == res.SESSION_STATE_RUNNING
     # Capped at GATEWAY_SYNC_WAIT_MAX_SECONDS, and kept within the caller's 10 s deadline.
-    assert 0 < gateway.reconciler.requests[-1].timeout.seconds < 10
+    assert 0 < gateway.forwarded()[-1].timeout.seconds < 10
 
 
 async def test_a_reconciler_not_found_reaches_the_caller_with_its_reason(gateway: Gateway) -> None:
@@ -339,16 +343,24 @@ async def test_a_reconciler_not_found_reaches_the_caller_with_its_reason(gateway
 
 
 async def test_the_mailbox_status_is_assembled(gateway: Gateway) -> None:
+    gateway.reconciler.add_session(
+        res.Session(
+            name="mailboxes/ann/sessions/s1",
+            session_id="s1",
+            mailbox="mailboxes/ann",
+            state=res.SESSION_STATE_COMPLETED,
+        )
+    )
     response = await gateway.call(
         "GetMailboxStatus", pb.GetMailboxStatusRequest(mailbox="mailboxes/ann")
     )
     status = response.status
     assert status.mailbox.name == "mailboxes/ann"
     assert [s.name for s in status.recent_sessions] == ["mailboxes/ann/sessions/s1"]
-    assert (status.item_error_count, status.item_errors_next_page_token) == (7, "p2")
+    assert (status.item_error_count, status.item_errors_next_page_token) == (25, "o20")
     assert status.item_errors[0].reason == "UNKNOWN_TIME_ZONE"
     assert status.push_state == res.PUSH_STATE_UNAVAILABLE
-    page_sizes = {type(r).__name__: r.page_size for r in gateway.reconciler.requests}
+    page_sizes = {type(r).__name__: r.page_size for r in gateway.forwarded()}
     assert page_sizes == {"ListSessionsRequest": 10, "ListItemErrorsRequest": 20}
 
 
@@ -362,7 +374,7 @@ async def test_initial_search_asks_the_linker_for_the_mailboxs_org_and_user(
     assert [(r.sobject_type, r.id, r.explanation) for r in response.records] == [
         ("Contact", "003A", "sender")
     ]
-    (asked,) = gateway.linker.requests
+    (asked,) = gateway.linker.received("InitialSearch")
     assert (asked.org, asked.user_id, asked.page_size) == ("orgs/acme", "005ann", 5)
     assert list(asked.blacklist) == ["spam.test"]
     assert asked.email.internet_message_id == "<m@x>"
@@ -426,7 +438,7 @@ async def test_alg_none_and_a_wrong_key_get_one_sentence(gateway: Gateway, mint:
     }
     assert all(not metadata for *_, metadata in answers)
     assert gateway.reconciler.acted == {}
-    assert gateway.reconciler.callers == []
+    assert gateway.callers(gateway.reconciler) == []
 
 
 async def test_a_token_naming_the_new_key_verifies_and_the_old_unnamed_key_still_does(
@@ -471,7 +483,7 @@ async def test_another_orgs_settings_are_denied_without_asking_the_reconciler(
             grpc.StatusCode.PERMISSION_DENIED,
             "ORG_ACCESS_DENIED",
         )
-    assert gateway.reconciler.requests == []
+    assert gateway.forwarded() == []
 
 
 async def test_an_admin_locks_a_user_setting_for_the_org(gateway: Gateway) -> None:
@@ -486,7 +498,7 @@ async def test_an_admin_locks_a_user_setting_for_the_org(gateway: Gateway) -> No
     assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
     response = await gateway.call("UpdateOrgSettings", change, gateway.admin)
     assert list(response.settings.locked_user_fields) == ["sharing", "blacklist"]
-    (forwarded,) = gateway.reconciler.requests
+    (forwarded,) = gateway.forwarded()
     assert list(forwarded.update_mask.paths) == ["locked_user_fields"]
 
 
@@ -561,11 +573,11 @@ async def test_peers_see_the_caller_signed_by_the_gateway(gateway: Gateway) -> N
     )
     ann = Identity(subject="ann", org="acme", role="user")
     sidebar = Identity(subject="sidebar", org="acme", role="service")
-    # GetMailbox, ListSessions, ListItemErrors for ann; GetMailbox, GetMailboxSettings untracked
-    # by `callers` except GetMailbox for the sidebar.
-    assert set(gateway.reconciler.callers) == {ann, sidebar}
-    assert gateway.reconciler.callers[:3] == [ann, ann, ann]
-    assert gateway.linker.callers == [sidebar]
+    # GetMailbox, ListSessions, ListItemErrors for ann; GetMailbox, GetMailboxSettings for the
+    # sidebar.
+    assert set(gateway.callers(gateway.reconciler)) == {ann, sidebar}
+    assert gateway.callers(gateway.reconciler)[:3] == [ann, ann, ann]
+    assert gateway.callers(gateway.linker) == [sidebar]
 
 
 async def test_share_email_is_forwarded_and_the_reconcilers_refusal_reaches_the_caller(
@@ -578,13 +590,13 @@ async def test_share_email_is_forwarded_and_the_reconcilers_refusal_reaches_the_
     )
     response = await gateway.call("ShareEmail", request)
     assert response.session.mailbox == "mailboxes/ann"
-    (forwarded,) = gateway.reconciler.requests
+    (forwarded,) = gateway.forwarded()
     assert forwarded.message.native_id == "AAMk1"
 
     class NotAnEmail(FailedPrecondition):
         reason = "ITEM_NOT_AN_EMAIL"
 
-    gateway.reconciler.share_error = NotAnEmail("the item is not an email")
+    gateway.reconciler.fail_next("ShareEmail", NotAnEmail("the item is not an email"))
     request.request_id = "share-2"
     failure = from_rpc_error(await gateway.error("ShareEmail", request))
     assert (failure.code, failure.reason, failure.domain) == (
@@ -607,14 +619,14 @@ async def test_org_health_is_for_the_orgs_admin(gateway: Gateway) -> None:
 
 async def test_conflicts_are_listed_and_resolved_through_the_reconciler(gateway: Gateway) -> None:
     listed = await gateway.call(
-        "ListConflicts", pb.ListConflictsRequest(parent="mailboxes/ann", page_size=5)
+        "ListConflicts", pb.ListConflictsRequest(parent="mailboxes/ann", page_size=1)
     )
     (conflict,) = listed.conflicts
     assert conflict.name == "mailboxes/ann/conflicts/l1"
     assert [
         (f.field, f.mail_value.string_value, f.crm_value.string_value) for f in conflict.fields
     ] == [("Subject", "Kick-off (mailbox)", "Kick-off (salesforce)")]
-    assert listed.next_page_token == "p2"
+    assert listed.next_page_token == "o1"
     choice = pb.ResolveConflictRequest(
         name=conflict.name,
         take=res.SYNC_SIDE_CRM,
@@ -624,7 +636,7 @@ async def test_conflicts_are_listed_and_resolved_through_the_reconciler(gateway:
     resolved = await gateway.call("ResolveConflict", choice)
     assert resolved.conflict.resolution_pending
     assert resolved.session.state == res.SESSION_STATE_QUEUED
-    forwarded = [r for r in gateway.reconciler.requests if type(r).__name__.startswith("Res")]
+    forwarded = gateway.reconciler.received("ResolveConflict")
     (sent,) = forwarded
     assert (sent.name, sent.take, [(c.field, c.take) for c in sent.fields]) == (
         conflict.name,

@@ -19,15 +19,15 @@ from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord_testing import ServiceProcess, free_port
 
 if TYPE_CHECKING:
-    from conftest import FakePeers, Mint  # type: ignore[import-not-found]
+    from conftest import GatewayPeers, Mint  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-# The fake peers' identity key (conftest.py): the gateway must sign with it for them to answer.
+# The peers' identity key (conftest.py): the gateway must sign with it for them to answer.
 IDENTITY_KEY = "internal-identity-key-0123456789-abcdef"
 
 
-def _env(tmp_path: Path, peers: FakePeers, port: int) -> dict[str, str]:
+def _env(tmp_path: Path, peers: GatewayPeers, port: int) -> dict[str, str]:
     return {
         "CONCORD_VAR_DIR": str(tmp_path / "var"),
         "GATEWAY_PORT": str(port),
@@ -43,7 +43,7 @@ def _env(tmp_path: Path, peers: FakePeers, port: int) -> dict[str, str]:
 
 async def test_without_a_key_the_gateway_makes_the_dev_key_and_honours_it(
     tmp_path: Path,
-    fake_peers: FakePeers,
+    fake_peers: GatewayPeers,
     mint: Mint,
     service_process: Callable[..., ServiceProcess],
 ) -> None:
@@ -51,7 +51,7 @@ async def test_without_a_key_the_gateway_makes_the_dev_key_and_honours_it(
     # Empty means unset, whatever the environment running the tests holds.
     env = _env(tmp_path, fake_peers, port)
     process = service_process("concord_gateway", env=env, name="gateway")
-    # Blocking wait in a thread: the fake reconciler answering its health lives on this loop.
+    # Blocking wait in a thread: the reconciler peer answering its health lives on this loop.
     await asyncio.to_thread(process.wait_serving, f"127.0.0.1:{port}", 30.0)
 
     key_file = tmp_path / "var" / "secrets" / "gateway-auth.key"
@@ -64,13 +64,13 @@ async def test_without_a_key_the_gateway_makes_the_dev_key_and_honours_it(
             metadata=[("authorization", f"Bearer {token}")],
             timeout=10,
         )
-    assert response.session.name == "mailboxes/ann/sessions/s1"
+    assert response.session.name == "mailboxes/ann/sessions/s-1"
     assert process.stop() == 0
     assert token not in process.log_path.read_text()
 
 
 async def test_the_gateway_is_not_serving_until_the_reconciler_is(
-    tmp_path: Path, fake_peers: FakePeers, service_process: Callable[..., ServiceProcess]
+    tmp_path: Path, fake_peers: GatewayPeers, service_process: Callable[..., ServiceProcess]
 ) -> None:
     port = free_port()
     env = _env(tmp_path, fake_peers, port) | {"RECONCILER_ADDR": f"127.0.0.1:{free_port()}"}

@@ -31,7 +31,7 @@ UPDATE = pb.UpdateUserSettingsRequest(
 async def test_the_owner_is_refused_when_the_admin_turned_access_off(
     gateway: Gateway, method: str, request_: object
 ) -> None:
-    gateway.reconciler.settings_access_disabled_users.add("ann")
+    gateway.reconciler.org("orgs/acme").settings_access_disabled_users.append("ann")
     for token in (gateway.ann, gateway.sidebar):
         error = await gateway.error(method, request_, token)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -40,7 +40,7 @@ async def test_the_owner_is_refused_when_the_admin_turned_access_off(
 
 
 async def test_the_admin_still_reads_and_changes_them(gateway: Gateway) -> None:
-    gateway.reconciler.settings_access_disabled_users.add("ann")
+    gateway.reconciler.org("orgs/acme").settings_access_disabled_users.append("ann")
     got = await gateway.call("GetUserSettings", GET, gateway.admin)
     assert got.settings.settings_access_disabled
     await gateway.call("UpdateUserSettings", UPDATE, gateway.admin)
@@ -48,7 +48,7 @@ async def test_the_admin_still_reads_and_changes_them(gateway: Gateway) -> None:
 
 
 async def test_other_users_keep_their_access(gateway: Gateway) -> None:
-    gateway.reconciler.settings_access_disabled_users.add("bob")
+    gateway.reconciler.org("orgs/acme").settings_access_disabled_users.append("bob")
     got = await gateway.call("GetUserSettings", GET)
     assert not got.settings.settings_access_disabled
     updated = await gateway.call("UpdateUserSettings", UPDATE)

@@ -15,8 +15,8 @@ from concord_linker.adapters.domain_rules import PublicSuffixRules
 from concord_linker.adapters.memory import InMemoryCrm
 from concord_linker.domain.model import Account, Case, Opportunity, Person
 from concord_linker.domain.ports import CrmDirectory
-
-from .conftest import FakeCrmConnector, record
+from concord_testing.peers import CrmPeer
+from concord_testing.peers import crm_record as record
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,9 @@ CASES = [
 ]
 
 
-def seed_fake(fake: FakeCrmConnector) -> None:
+def seed_fake(fake: CrmPeer) -> None:
     for a in ACCOUNTS:
-        fake.records.append(
+        fake.add(
             record(
                 "Account", a.id, Name=a.name, Website=a.website, LastModifiedDate=a.last_modified
             )
@@ -63,14 +63,14 @@ def seed_fake(fake: FakeCrmConnector) -> None:
             fields |= {"AccountId": p.account_id, "Account": {"Name": account.name}}
         else:
             fields |= {"Company": p.company, "IsConverted": p.id in CONVERTED}
-        fake.records.append(record(p.sobject_type, p.id, **fields))
+        fake.add(record(p.sobject_type, p.id, **fields))
     for o in OPPORTUNITIES:
-        fake.records.append(
+        fake.add(
             record("Opportunity", o.id, Name=o.name, AccountId=o.account_id, OwnerId=o.owner_id,
                    IsClosed=o.is_closed, LastActivityDate=o.last_activity)
         )  # fmt: skip
     for c in CASES:
-        fake.records.append(
+        fake.add(
             record("Case", c.id, CaseNumber=c.case_number, Subject=c.subject,
                    AccountId=c.account_id, ContactId=c.contact_id, IsClosed=c.is_closed)
         )  # fmt: skip
@@ -79,7 +79,7 @@ def seed_fake(fake: FakeCrmConnector) -> None:
 @pytest.fixture(params=["memory", "grpc", "cached-grpc"])
 async def directory(
     request: pytest.FixtureRequest,
-    fake_crm: FakeCrmConnector,
+    fake_crm: CrmPeer,
     crm_stub: crm_grpc.CrmConnectorServiceStub,
 ) -> AsyncIterator[CrmDirectory]:
     if request.param == "memory":

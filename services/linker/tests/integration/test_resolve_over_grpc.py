@@ -26,8 +26,8 @@ from concord_linker.domain.service import Linker
 from concord_rpc import RpcFailure, from_rpc_error
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
-
-from .conftest import FakeCrmConnector, record
+from concord_testing.peers import CrmPeer
+from concord_testing.peers import crm_record as record
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,8 @@ TO = resources_pb2.PARTICIPANT_ROLE_TO_RECIPIENT
 RULES = PublicSuffixRules()
 
 
-def seed(crm: FakeCrmConnector) -> None:
-    crm.records += [
+def seed(crm: CrmPeer) -> None:
+    crm.add(*[
         record("Account", "001ACME", Name="Acme", Website="https://www.acme.co.uk"),
         record(
             "Contact",
@@ -67,7 +67,7 @@ def seed(crm: FakeCrmConnector) -> None:
             "Case", "500C", CaseNumber="00001026", Subject="Broken widget", AccountId="001ACME",
             IsClosed=False,
         ),
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def request(
 
 
 async def test_resolve_over_grpc_explains_every_decision(
-    linker_stub: Stub, fake_crm: FakeCrmConnector, engine: AsyncEngine
+    linker_stub: Stub, fake_crm: CrmPeer, engine: AsyncEngine
 ) -> None:
     seed(fake_crm)
     got = await linker_stub.ResolveParticipants(
@@ -126,7 +126,7 @@ async def test_resolve_over_grpc_explains_every_decision(
     assert all(r.explanation for r in got.resolutions)
     assert got.resolutions[0].record.id == "003ANN"
     # One Search for the people, one query for the Opportunities: the Account came with them.
-    assert fake_crm.calls == {"Search": 1, "QueryRecords": 1}
+    assert sorted(fake_crm.methods()) == ["QueryRecords", "Search"]
     async with engine.connect() as conn:
         rows = (await conn.execute(select(resolutions))).mappings().all()
     stored = {row["address"]: row for row in rows}
@@ -136,7 +136,7 @@ async def test_resolve_over_grpc_explains_every_decision(
 
 
 async def test_auto_create_over_grpc_upserts_with_the_idempotency_key(
-    linker_stub: Stub, fake_crm: FakeCrmConnector
+    linker_stub: Stub, fake_crm: CrmPeer
 ) -> None:
     seed(fake_crm)
     policy = pb.ResolutionPolicy(
@@ -159,7 +159,7 @@ async def test_auto_create_over_grpc_upserts_with_the_idempotency_key(
     assert [c.sobject_type for c in got.created] == ["Account", "Contact"]
     assert got.resolutions[0].outcome == pb.RESOLUTION_OUTCOME_CREATED_CONTACT
     assert "Account created from corporate domain initech.com" in got.resolutions[0].explanation
-    writes = [w for r in fake_crm.requests if hasattr(r, "writes") for w in r.writes]
+    writes = [w for r in fake_crm.received("ApplyBatch") for w in r.writes]
     assert all(w.link_id for w in writes)
     assert {w.sobject_type for w in writes} == {"Account", "Contact"}
     again = await linker_stub.ResolveParticipants(
@@ -170,7 +170,7 @@ async def test_auto_create_over_grpc_upserts_with_the_idempotency_key(
 
 
 async def test_crm_connector_down_is_unavailable_naming_the_peer(
-    linker_stub: Stub, fake_crm: FakeCrmConnector
+    linker_stub: Stub, fake_crm: CrmPeer
 ) -> None:
     fake_crm.down = True
     got = await _failure(
@@ -179,7 +179,7 @@ async def test_crm_connector_down_is_unavailable_naming_the_peer(
     assert got.code == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_initial_search_over_grpc(linker_stub: Stub, fake_crm: FakeCrmConnector) -> None:
+async def test_initial_search_over_grpc(linker_stub: Stub, fake_crm: CrmPeer) -> None:
     seed(fake_crm)
     email = resources_pb2.EmailItem(
         subject="Re: Case 00001026 widget",
@@ -207,7 +207,7 @@ async def test_initial_search_over_grpc(linker_stub: Stub, fake_crm: FakeCrmConn
 
 
 async def test_two_sessions_racing_over_sql_create_one_record(
-    store_url: str, crm_stub: crm_grpc.CrmConnectorServiceStub, fake_crm: FakeCrmConnector
+    store_url: str, crm_stub: crm_grpc.CrmConnectorServiceStub, fake_crm: CrmPeer
 ) -> None:
     engines = [create_engine(store_url), create_engine(store_url)]
     await migrate(engines[0], MIGRATIONS)
@@ -223,7 +223,7 @@ async def test_two_sessions_racing_over_sql_create_one_record(
         results = await asyncio.gather(
             *(linker.resolve("demo", USER, people, policy) for linker in linkers * 3)
         )
-        assert fake_crm.calls["ApplyBatch"] == 1
+        assert fake_crm.methods().count("ApplyBatch") == 1
         assert len({r.who for r in results}) == 1
         assert sum(len(r.created) for r in results) == 1
     finally:
@@ -252,10 +252,10 @@ async def _failure(call: Awaitable[object]) -> RpcFailure:
 
 
 async def test_contact_without_account_is_attached_over_grpc(
-    linker_stub: Stub, fake_crm: FakeCrmConnector
+    linker_stub: Stub, fake_crm: CrmPeer
 ) -> None:
     seed(fake_crm)
-    fake_crm.records.append(record("Contact", "003LONE", Name="Lone", Email="lone@acme.co.uk"))
+    fake_crm.add(record("Contact", "003LONE", Name="Lone", Email="lone@acme.co.uk"))
     policy = pb.ResolutionPolicy(
         auto_resolve=settings_pb2.AutoResolve(create_accounts_from_domain=True)
     )
@@ -264,7 +264,7 @@ async def test_contact_without_account_is_attached_over_grpc(
     )
     assert got.what.id == "006DEAL"
     assert "given Account Acme" in got.resolutions[0].explanation
-    (update,) = [w for r in fake_crm.requests if hasattr(r, "writes") for w in r.writes]
+    (update,) = [w for r in fake_crm.received("ApplyBatch") for w in r.writes]
     assert (update.operation, update.id) == (2, "003LONE")
     assert dict(update.fields) == {"AccountId": "001ACME"}
 
@@ -283,7 +283,7 @@ async def test_initial_search_validation_names_every_field(linker_stub: Stub) ->
 
 
 async def test_control_characters_and_bad_addresses_do_not_fail_the_activity(
-    linker_stub: Stub, fake_crm: FakeCrmConnector
+    linker_stub: Stub, fake_crm: CrmPeer
 ) -> None:
     seed(fake_crm)
     got = await linker_stub.ResolveParticipants(

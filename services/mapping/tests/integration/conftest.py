@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -19,10 +18,11 @@ from concord_mapping.adapters.packaged import table_data
 from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.adapters.tables import mapping_tables
 from concord_mapping.api.servicer import MappingServicer
-from concord_mapping.domain.describe import FieldDescribe, SObjectDescribe
+from concord_mapping.domain.describe import FieldDescribe
 from concord_mapping.domain.service import MappingTables
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
+from concord_testing.peers import CrmPeer, serving_peers
 
 CONTENT = {
     "target_sobject": "Task",
@@ -48,7 +48,6 @@ async def add_versions(engine: AsyncEngine, org: str, kind: str, count: int) -> 
             )
 
 
-CRM_SERVICE = crm.DESCRIPTOR.services_by_name["CrmConnectorService"].full_name
 # An org crm-connector has no connection for.
 UNCONNECTED = "unconnected"
 # The demo org's own fields on Event, beyond the shipped describe.
@@ -89,46 +88,26 @@ def _field_proto(field: FieldDescribe) -> crm.FieldDescription:
     )
 
 
-class FakeCrmConnector(crm_grpc.CrmConnectorServiceServicer):
-    """DescribeObject as crm-connector answers it: the shipped describes stand in for the org's
-    standard fields, plus the org's own custom fields; no connection for UNCONNECTED."""
-
-    def __init__(self, describes: Mapping[str, SObjectDescribe]) -> None:
-        self.describes = describes
-        self.calls: list[tuple[str, str]] = []
-        self.down = False
-
-    async def DescribeObject(
-        self, request: crm.DescribeObjectRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> crm.DescribeObjectResponse:
-        self.calls.append((request.org, request.sobject_type))
-        if self.down:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "Salesforce is down")
-        if request.org == f"orgs/{UNCONNECTED}":
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, "no connection for orgs/unconnected"
-            )
-        described = self.describes.get(request.sobject_type)
-        if described is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such object")
-        assert described is not None
-        fields = [_field_proto(f) for f in described.fields.values()]
-        if described.name == "Event":
+def org_describes() -> dict[str, crm.ObjectDescription]:
+    """The demo org's describes as crm-connector answers them: the shipped describes stand in
+    for the org's standard fields, plus the org's own custom fields on Event."""
+    described = {}
+    for name, shipped in table_data().describes.items():
+        fields = [_field_proto(f) for f in shipped.fields.values()]
+        if name == "Event":
             fields += ORG_EVENT_FIELDS
-        return crm.DescribeObjectResponse(
-            object=crm.ObjectDescription(name=described.name, fields=fields)
-        )
+        described[name] = crm.ObjectDescription(name=name, fields=fields)
+    return described
 
 
 @pytest.fixture
-async def crm_connector() -> AsyncIterator[tuple[FakeCrmConnector, grpc.aio.Channel]]:
-    fake = FakeCrmConnector(table_data().describes)
-    async with serving_in_process(
-        "crm-connector",
-        CRM_SERVICE,
-        lambda s: crm_grpc.add_CrmConnectorServiceServicer_to_server(fake, s),
-    ) as chan:
-        yield fake, chan
+async def crm_connector() -> AsyncIterator[tuple[CrmPeer, grpc.aio.Channel]]:
+    """crm-connector in memory with the demo org's describes; no connection for UNCONNECTED."""
+    peer = CrmPeer()
+    peer.describes.update(org_describes())
+    peer.unconnected.add(UNCONNECTED)
+    async with serving_peers(peer) as served, served.channel("crm-connector") as chan:
+        yield peer, chan
 
 
 @pytest.fixture
@@ -149,10 +128,10 @@ async def api_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def stub(
-    api_engine: AsyncEngine, crm_connector: tuple[FakeCrmConnector, grpc.aio.Channel]
+    api_engine: AsyncEngine, crm_connector: tuple[CrmPeer, grpc.aio.Channel]
 ) -> AsyncIterator[pb_grpc.MappingServiceStub]:
     """The real servicer on SQLite behind a real server on port 0, through a real channel; the
-    org's describe from a fake crm-connector, through a real channel too."""
+    org's describe from crm-connector in memory, through a real channel too."""
     org_schema = GrpcOrgSchema(
         crm_grpc.CrmConnectorServiceStub(crm_connector[1]), timeout_seconds=5
     )

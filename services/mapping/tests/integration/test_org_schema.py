@@ -8,8 +8,9 @@ import pytest
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
 from concord_rpc import DEPENDENCY_UNAVAILABLE
+from concord_testing.peers import CrmPeer
 
-from .conftest import UNCONNECTED, FakeCrmConnector
+from .conftest import UNCONNECTED
 from .test_api import failure
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def with_region(table: pb.MappingTable, value: str, crm_field: str = "Region__c"
 
 
 async def test_the_orgs_custom_picklist_is_accepted_with_an_allowed_value(
-    stub: Stub, crm_connector: tuple[FakeCrmConnector, grpc.aio.Channel]
+    stub: Stub, crm_connector: tuple[CrmPeer, grpc.aio.Channel]
 ) -> None:
     fake = crm_connector[0]
     table = await default_events(stub)
@@ -41,7 +42,9 @@ async def test_the_orgs_custom_picklist_is_accepted_with_an_allowed_value(
         pb.UpdateMappingTableRequest(table=table, validate_only=True)
     )
     assert checked.table.version == 1
-    assert fake.calls == [("orgs/demo", "Event")]
+    assert [(r.org, r.sobject_type) for r in fake.received("DescribeObject")] == [
+        ("orgs/demo", "Event")
+    ]
     stored = (await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))).table
     assert (stored.version, stored.is_default) == (1, False)
     # Reading and mapping use the stored table: crm-connector is not asked again.
@@ -107,7 +110,7 @@ async def test_an_org_without_connection_cannot_change_its_tables(stub: Stub) ->
 
 
 async def test_crm_connector_down_is_unavailable(
-    stub: Stub, crm_connector: tuple[FakeCrmConnector, grpc.aio.Channel]
+    stub: Stub, crm_connector: tuple[CrmPeer, grpc.aio.Channel]
 ) -> None:
     crm_connector[0].down = True
     table = await default_events(stub)

@@ -1,11 +1,12 @@
-"""The reconciler in-process over SQLite and a real nats-server, its peers as fake gRPC servers."""
+"""The reconciler in-process over SQLite and a real nats-server, its peers in memory
+(concord_testing.peers) behind real gRPC servers."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from concord.common.v1 import resources_pb2 as res
-from concord.crm.v1 import crm_connector_service_pb2 as crm
-from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
-from concord.linker.v1 import linker_service_pb2 as linker
-from concord.linker.v1 import linker_service_pb2_grpc as linker_grpc
-from concord.mail.v1 import mail_connector_service_pb2 as mail
-from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
-from concord.mapping.v1 import mapping_service_pb2 as mapping
-from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus, Topology
@@ -36,100 +29,26 @@ from concord_rpc import GrpcService
 from concord_rpc.identity import Identity, IdentitySigner, IdentityVerifier, RequireIdentity
 from concord_store import create_engine, migrate
 from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, vouched
+from concord_testing.peers import (
+    CrmPeer,
+    LinkerPeer,
+    MailPeer,
+    MappingPeer,
+    Peer,
+    ServedPeers,
+    serving_peers,
+)
 
 MIGRATIONS = "concord_reconciler.migrations"
 
 
-@dataclass
-class Recorder:
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-
-class FakeMail(mail_grpc.MailConnectorServiceServicer):
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    async def ListChanges(self, request: Any, context: Any) -> mail.ListChangesResponse:
-        self.recorder.calls.append(("mail.ListChanges", request))
-        return mail.ListChangesResponse(next_cursor=res.Cursor(token="t"))
-
-    async def ListSubscriptions(self, request: Any, context: Any) -> mail.ListSubscriptionsResponse:
-        return mail.ListSubscriptionsResponse(push_state=res.PUSH_STATE_ACTIVE)
-
-    async def UpsertMailboxAccount(
-        self, request: Any, context: Any
-    ) -> mail.UpsertMailboxAccountResponse:
-        self.recorder.calls.append(("mail.UpsertMailboxAccount", request))
-        account = mail.MailboxAccount()
-        account.CopyFrom(request.account)
-        account.ClearField("secret")
-        account.has_secret = bool(request.account.secret)
-        return mail.UpsertMailboxAccountResponse(account=account)
-
-    async def DeleteMailboxAccount(
-        self, request: Any, context: Any
-    ) -> mail.DeleteMailboxAccountResponse:
-        self.recorder.calls.append(("mail.DeleteMailboxAccount", request))
-        await context.abort(grpc.StatusCode.NOT_FOUND, "no such account")
-        raise AssertionError
-
-
-class FakeCrm(crm_grpc.CrmConnectorServiceServicer):
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-        self.budget = res.ApiBudget(used=100, limit=15000, concord_share=0.5, concord_used=40)
-
-    async def GetBudget(self, request: Any, context: Any) -> crm.GetBudgetResponse:
-        self.recorder.calls.append(("crm.GetBudget", request))
-        budget = res.ApiBudget()
-        budget.CopyFrom(self.budget)
-        budget.org = request.org
-        return crm.GetBudgetResponse(budget=budget)
-
-    async def ListChanges(self, request: Any, context: Any) -> crm.ListChangesResponse:
-        self.recorder.calls.append(("crm.ListChanges", request))
-        return crm.ListChangesResponse()
-
-
-class FakeMapping(mapping_grpc.MappingServiceServicer):
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    async def MapToCrm(self, request: Any, context: Any) -> mapping.MapToCrmResponse:
-        self.recorder.calls.append(("mapping.MapToCrm", request))
-        return mapping.MapToCrmResponse(mapping_version=1)
-
-
-class FakeLinker(linker_grpc.LinkerServiceServicer):
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    async def ResolveParticipants(
-        self, request: Any, context: Any
-    ) -> linker.ResolveParticipantsResponse:
-        self.recorder.calls.append(("linker.ResolveParticipants", request))
-        return linker.ResolveParticipantsResponse()
-
-
-@dataclass
-class FakePeer:
-    name: str
-    server: grpc.aio.Server
-    addr: str
-
-    async def stop(self) -> None:
-        await self.server.stop(None)
-
-
-async def _serve(name: str, add: Callable[[grpc.aio.Server], None]) -> FakePeer:
-    server = grpc.aio.server()
-    add(server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return FakePeer(name, server, f"127.0.0.1:{port}")
+# Short names of the peers' calls, as `peer_calls()` lists them (`mail.ListChanges`).
+_PREFIXES = {
+    "mail-connector": "mail",
+    "crm-connector": "crm",
+    "mapping": "mapping",
+    "linker": "linker",
+}
 
 
 @dataclass
@@ -137,10 +56,21 @@ class Reconciler:
     stub: api_grpc.ReconcilerServiceStub
     store: SqlStore
     bus: EventBus
-    peers: dict[str, FakePeer]
-    recorder: Recorder
+    peers: ServedPeers
+    mail: MailPeer
+    crm: CrmPeer
     spans: InMemorySpanExporter
     start_consumer: Callable[[], Awaitable[None]]
+    all_peers: tuple[Peer, ...]
+
+    def peer_calls(self) -> list[tuple[str, Any]]:
+        """Every call the peers received, in order, as (`mail.ListChanges`, request)."""
+        calls = [(p.service, c) for p in self.all_peers for c in p.calls]
+        calls.sort(key=lambda pair: pair[1].seq)
+        return [(f"{_PREFIXES[service]}.{c.method}", c.request) for service, c in calls]
+
+    def peer_call_names(self) -> list[str]:
+        return [name for name, _ in self.peer_calls()]
 
     async def add_mailbox(self, mailbox_id: str = "demo", org: str = "orgs/acme") -> None:
         await self.stub.CreateMailbox(
@@ -164,52 +94,38 @@ def database_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 async def reconciler(nats_server: NatsServer, database_url: str) -> AsyncIterator[Reconciler]:
-    recorder = Recorder()
-    peers = {
-        "mail-connector": await _serve(
-            "mail-connector",
-            lambda s: mail_grpc.add_MailConnectorServiceServicer_to_server(FakeMail(recorder), s),
-        ),
-        "crm-connector": await _serve(
-            "crm-connector",
-            lambda s: crm_grpc.add_CrmConnectorServiceServicer_to_server(FakeCrm(recorder), s),
-        ),
-        "mapping": await _serve(
-            "mapping",
-            lambda s: mapping_grpc.add_MappingServiceServicer_to_server(FakeMapping(recorder), s),
-        ),
-        "linker": await _serve(
-            "linker",
-            lambda s: linker_grpc.add_LinkerServiceServicer_to_server(FakeLinker(recorder), s),
-        ),
-    }
+    mail, crm = MailPeer(), CrmPeer()
+    crm.budget = res.ApiBudget(used=100, limit=15000, concord_share=0.5, concord_used=40)
+    peers = (mail, crm, MappingPeer(), LinkerPeer())
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    addrs = {name: peer.addr for name, peer in peers.items()}
     try:
-        async with reconciler_in_process(
-            nats_server.url,
-            database_url,
-            addrs,
-            peer_timeout=3.0,
-            deadline_seconds=10.0,
-            lease_ttl_seconds=2.0,
-            busy_retry_seconds=0.1,
-            tracer_provider=provider,
-        ) as running:
+        async with (
+            serving_peers(*peers) as served,
+            reconciler_in_process(
+                nats_server.url,
+                database_url,
+                served.addresses,
+                peer_timeout=3.0,
+                deadline_seconds=10.0,
+                lease_ttl_seconds=2.0,
+                busy_retry_seconds=0.1,
+                tracer_provider=provider,
+            ) as running,
+        ):
             yield Reconciler(
                 running.stub,
                 running.store,
                 running.bus,
-                peers,
-                recorder,
+                served,
+                mail,
+                crm,
                 spans,
                 running.consumer.start,
+                peers,
             )
     finally:
-        for peer in peers.values():
-            await peer.stop()
         provider.shutdown()
 
 

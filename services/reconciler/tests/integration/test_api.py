@@ -52,7 +52,7 @@ async def test_create_mailbox_forwards_the_account_and_is_idempotent(
     assert mailbox.name == "mailboxes/ann"
     assert mailbox.state == res.MAILBOX_STATE_ACTIVE
     assert mailbox.etag
-    forwarded = [r for n, r in reconciler.recorder.calls if n == "mail.UpsertMailboxAccount"]
+    forwarded = [r for n, r in reconciler.peer_calls() if n == "mail.UpsertMailboxAccount"]
     assert len(forwarded) == 1
     account = forwarded[0].account
     assert account.name == "mailboxes/ann/account"
@@ -81,13 +81,13 @@ async def test_create_mailbox_validates(reconciler: Reconciler) -> None:
     error = await _status(reconciler.stub.CreateMailbox(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in from_rpc_error(error).field_violations] == ["mailbox.address"]
-    assert not reconciler.recorder.calls
+    assert not reconciler.peer_calls()
 
 
 async def test_create_mailbox_with_the_mail_connector_down_is_unavailable(
     reconciler: Reconciler,
 ) -> None:
-    await reconciler.peers["mail-connector"].stop()
+    await reconciler.peers.stop("mail-connector")
     error = await _status(reconciler.stub.CreateMailbox(_create()))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     failure = from_rpc_error(error)
@@ -123,7 +123,7 @@ async def test_delete_mailbox_forgets_it_and_its_account(reconciler: Reconciler)
     )
     assert stale.code() == grpc.StatusCode.ABORTED
     await reconciler.stub.DeleteMailbox(api.DeleteMailboxRequest(name="mailboxes/gone"))
-    assert "mail.DeleteMailboxAccount" in reconciler.recorder.names()
+    assert "mail.DeleteMailboxAccount" in reconciler.peer_call_names()
     missing = await _status(
         reconciler.stub.GetMailbox(api.GetMailboxRequest(name="mailboxes/gone"))
     )
@@ -276,12 +276,12 @@ async def test_org_health_counts_the_orgs_mailboxes_and_reads_the_budget(
     assert any("suspended" in reason for reason in health.reasons)
     assert health.budget.org == "orgs/acme"
     assert health.budget.limit == 15000
-    budget_calls = [r for n, r in reconciler.recorder.calls if n == "crm.GetBudget"]
+    budget_calls = [r for n, r in reconciler.peer_calls() if n == "crm.GetBudget"]
     assert [r.org for r in budget_calls] == ["orgs/acme"]
 
 
 async def test_org_health_fails_when_salesforce_cannot_be_reached(reconciler: Reconciler) -> None:
-    await reconciler.peers["crm-connector"].stop()
+    await reconciler.peers.stop("crm-connector")
     got = await reconciler.stub.GetOrgHealth(api.GetOrgHealthRequest(org="orgs/acme"))
     assert got.health.state == res.HEALTH_STATE_FAILING
     assert "could not be reached" in got.health.reasons[0]

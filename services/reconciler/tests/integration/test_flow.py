@@ -45,7 +45,9 @@ async def test_a_requested_session_completes_and_wait_returns_it(reconciler: Rec
     assert session.HasField("end_time")
     # A session with nothing to do: one listing per two-way pair on each side (emails are
     # shared one way, issue #7), nothing to map, link or write.
-    assert sorted(reconciler.recorder.names()) == ["crm.ListChanges"] * 3 + ["mail.ListChanges"] * 3
+    assert (
+        sorted(reconciler.peer_call_names()) == ["crm.ListChanges"] * 3 + ["mail.ListChanges"] * 3
+    )
     # The cursors the listings returned are kept with the links for the next session.
     links = SqlLinkStore(reconciler.store.engine)
     assert await links.load_cursors("demo", res.OBJECT_KIND_TASK) == {Side.MAIL: "t", Side.CRM: ""}
@@ -151,7 +153,7 @@ async def test_a_malformed_request_is_an_invalid_argument(
 
 async def test_a_dead_peer_fails_the_session_naming_it(reconciler: Reconciler) -> None:
     await reconciler.add_mailbox()
-    await reconciler.peers["crm-connector"].stop()
+    await reconciler.peers.stop("crm-connector")
     await reconciler.start_consumer()
     async with reconciler.bus.watch("concord.events.sessions.*.failed") as watch:
         requested = await reconciler.stub.RequestSession(
@@ -214,7 +216,7 @@ async def test_a_replayed_request_for_a_finished_session_changes_nothing(
         api.RequestSessionRequest(mailbox="mailboxes/demo", trigger=FORCE)
     )
     done = await reconciler.stub.WaitSession(_wait(requested.session.name))
-    calls = len(reconciler.recorder.calls)
+    calls = len(reconciler.peer_calls())
     # Published again past JetStream's de-duplication (another msg id): acked and ignored.
     replay = events_pb2.SessionRequested(
         session_id=requested.session.session_id,
@@ -229,6 +231,6 @@ async def test_a_replayed_request_for_a_finished_session_changes_nothing(
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     await eventually(consumed)
-    assert len(reconciler.recorder.calls) == calls
+    assert len(reconciler.peer_calls()) == calls
     after = await reconciler.stub.GetSession(api.GetSessionRequest(name=done.session.name))
     assert after.session == done.session

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,6 @@ import grpc
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
-from concord.mail.v1 import mail_connector_service_pb2 as mail
-from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
 from concord_events import EventBus
@@ -27,35 +26,13 @@ from concord_reconciler.sharing.adapters.sharing import EmailSharing
 from concord_reconciler.sharing.domain.sharing import share_key
 from concord_rpc import GrpcService, from_rpc_error
 from concord_store import create_engine, migrate
+from concord_testing.peers import CrmPeer, MailPeer, serving_peers
 
-from .test_sharing_store import ANN, BOB, CARL, FakeLinker, FakeSalesforce
+from .test_sharing_store import ANN, serving_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 BROKEN_MIME = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\nno parts\r\n'
-
-
-class FakeMailbox(mail_grpc.MailConnectorServiceServicer):
-    """GetItems over a dict of emails; `unreadable` ids come back as conversion failures."""
-
-    def __init__(self) -> None:
-        self.emails: dict[str, res.EmailItem] = {}
-        self.unreadable: set[str] = set()
-
-    async def GetItems(self, request: Any, context: Any) -> mail.GetItemsResponse:
-        response = mail.GetItemsResponse()
-        for ref in request.refs:
-            if ref.native_id in self.unreadable:
-                response.failures.add(
-                    ref=ref,
-                    problem=res.ItemProblem(reason="MALFORMED_MIME", message="cannot convert"),
-                )
-            elif ref.native_id in self.emails:
-                found = response.items.add(email=self.emails[ref.native_id])
-                found.ref.CopyFrom(ref)
-            else:
-                response.not_found.append(ref)
-        return response
 
 
 def _no_bus() -> EventBus:
@@ -65,8 +42,8 @@ def _no_bus() -> EventBus:
 @dataclass
 class Harness:
     stub: api_grpc.ReconcilerServiceStub
-    salesforce: FakeSalesforce
-    mailbox: FakeMailbox
+    salesforce: CrmPeer
+    mailbox: MailPeer
     sharing: EmailSharing
 
     async def save(
@@ -98,15 +75,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
                 res.MAIL_PROVIDER_EXCHANGE_EWS,
             )
         )
-    fake_mail = FakeMailbox()
-    mail_server = grpc.aio.server()
-    mail_grpc.add_MailConnectorServiceServicer_to_server(fake_mail, mail_server)
-    mail_port = mail_server.add_insecure_port("127.0.0.1:0")
-    await mail_server.start()
-    mail_channel = grpc.aio.insecure_channel(f"127.0.0.1:{mail_port}")
-    salesforce = FakeSalesforce()
-    contacts = {"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}
-    sharing = EmailSharing(engine, salesforce, FakeLinker(contacts), wait_seconds=0.2)
+    peers = AsyncExitStack()
+    mail = MailPeer()
+    served = await peers.enter_async_context(serving_peers(mail))
+    mail_channel = await peers.enter_async_context(served.channel("mail-connector"))
+    world = await peers.enter_async_context(serving_world(engine))
+    sharing = world.sharing(wait_seconds=0.2)
     servicer = ReconcilerServicer(
         ApiPorts(
             mailboxes=store,
@@ -126,12 +100,11 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     port = await service.start()
     client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Harness(api_grpc.ReconcilerServiceStub(client), salesforce, fake_mail, sharing)
+        yield Harness(api_grpc.ReconcilerServiceStub(client), world.salesforce, mail, sharing)
     finally:
         await client.close()
         await service.shutdown()
-        await mail_channel.close()
-        await mail_server.stop(None)
+        await peers.aclose()
         await engine.dispose()
 
 
@@ -156,21 +129,21 @@ async def _error(call: Any) -> grpc.aio.AioRpcError:
 
 
 async def test_save_shares_now_and_once(harness: Harness) -> None:
-    harness.mailbox.emails["b1"] = _email()
+    harness.mailbox.add_email("b1", _email())
     first = await harness.save("bob", "b1", request_id="r1")
     assert first.already_shared is False
     assert len(harness.salesforce.of("EmailMessage")) == 1
     assert len(harness.salesforce.of("EmailMessageRelation")) == 2
     assert await harness.save("bob", "b1", request_id="r1") == first  # replayed
     assert (await harness.save("bob", "b1")).already_shared is True
-    harness.mailbox.emails["c1"] = _email(cc=("carl@acme.com",))
+    harness.mailbox.add_email("c1", _email(cc=("carl@acme.com",)))
     assert (await harness.save("carl", "c1")).already_shared is True
     assert len(harness.salesforce.of("EmailMessage")) == 1
     assert len(harness.salesforce.of("EmailMessageRelation")) == 3
 
 
 async def test_save_links_what_the_user_chose(harness: Harness) -> None:
-    harness.mailbox.emails["b1"] = _email()
+    harness.mailbox.add_email("b1", _email())
     opportunity = "006000000000042AAA"
     saved = await harness.save("bob", "b1", chosen=(ANN, opportunity))
     [message] = harness.salesforce.of("EmailMessage")
@@ -197,8 +170,8 @@ async def test_save_links_what_the_user_chose(harness: Harness) -> None:
 async def test_what_cannot_be_shared_says_why(
     harness: Harness, native_id: str, code: grpc.StatusCode, reason: str, cause: str | None
 ) -> None:
-    harness.mailbox.unreadable.add("unreadable")
-    harness.mailbox.emails["broken"] = _email(mime=BROKEN_MIME)
+    harness.mailbox.make_unreadable("unreadable")
+    harness.mailbox.add_email("broken", _email(mime=BROKEN_MIME))
     error = await _error(harness.save("bob", native_id))
     assert error.code() == code
     status = from_rpc_error(error)
@@ -219,7 +192,7 @@ async def test_a_bad_reference_is_invalid(harness: Harness) -> None:
 
 
 async def test_a_save_during_anothers_write_is_aborted_for_a_retry(harness: Harness) -> None:
-    harness.mailbox.emails["b1"] = _email()
+    harness.mailbox.add_email("b1", _email())
     held = await harness.sharing.store.claim(share_key("acme", _email()))
     assert held is not None
     error = await _error(harness.save("bob", "b1"))

@@ -1,24 +1,23 @@
 """Email sharing exactly once, on SQLite and PostgreSQL: retries, lost answers, moves,
 re-categorising, two mailboxes of one org, crashed writers and races between replicas.
 
-Salesforce is a small in-memory stand-in here that behaves as crm-connector does on the points
-that matter (a create carrying a link id is an upsert by it; a lost answer after a commit); the
-real crm-connector, emulator and linker are in test_sharing_stack.py.
+crm-connector and the linker are concord_testing's in-memory peers here, which behave as the real
+ones do on the points that matter (a create carrying a link id is an upsert by it; a lost answer
+after a commit); the real crm-connector, emulator and linker are in test_sharing_stack.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,17 +26,18 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.linker.v1 import linker_service_pb2 as linker
-from concord_reconciler.kernel.errors import PeerError
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mailboxes.domain.settings import (
     default_org_settings,
     effective_mailbox_settings,
 )
+from concord_reconciler.mirror.adapters.peers import GrpcCrmSide, GrpcLinker
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sharing.adapters.sharing import EmailSharing, share_emails
 from concord_reconciler.sharing.domain.ports import ShareReport
 from concord_reconciler.sharing.domain.sharing import normalise_message_id, share_key
 from concord_store import create_engine, migrate
+from concord_testing.peers import CrmPeer, LinkerPeer, serving_peers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,115 +45,18 @@ MIGRATIONS = "concord_reconciler.migrations"
 PREFIXES = {"EmailMessage": "02s", "EmailMessageRelation": "0Rc", "Attachment": "00P"}
 
 
-@dataclass
-class FakeSalesforce:
-    """crm-connector's answers for the three objects sharing writes."""
-
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    writes: list[tuple[str, int]] = field(default_factory=list)
-    batch_bytes: list[int] = field(default_factory=list)
-    queries: list[str] = field(default_factory=list)
-    lose_next_answer: bool = False
-    # With `lose_next_answer`: how many batches still get their answer before one is lost.
-    answers_before_loss: int = 0
-    delay: float = 0.0
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    def of(self, sobject: str) -> list[dict[str, Any]]:
-        return [r for r in self.records.values() if r["type"] == sobject]
-
-    async def apply_batch(
-        self, org: str, writes: Sequence[crm.CrmWrite]
-    ) -> Sequence[crm.CrmWriteResult]:
-        await asyncio.sleep(self.delay)
-        self.batch_bytes.append(crm.ApplyBatchRequest(org=org, writes=writes).ByteSize())
-        results = []
-        for write in writes:
-            self.writes.append((write.sobject_type, write.operation))
-            values = json_format.MessageToDict(write.fields)
-            existing = [
-                r
-                for r in self.of(write.sobject_type)
-                if write.link_id and r.get("Concord_Link_Id__c") == write.link_id
-            ]
-            if existing:  # crm-connector sends creates with a link id as upserts
-                record = existing[0]
-                record.update(values)
-                created = False
-            else:
-                record_id = f"{PREFIXES[write.sobject_type]}{next(self._ids):015d}"
-                record = {"type": write.sobject_type, "Id": record_id, **values}
-                if write.link_id:
-                    record["Concord_Link_Id__c"] = write.link_id
-                self.records[record_id] = record
-                created = True
-            results.append(
-                crm.CrmWriteResult(id=record["Id"], status=res.WRITE_STATUS_OK, created=created)
-            )
-        await asyncio.sleep(self.delay)
-        if self.lose_next_answer and self.answers_before_loss > 0:
-            self.answers_before_loss -= 1
-        elif self.lose_next_answer:
-            self.lose_next_answer = False
-            raise PeerError("crm-connector", "ApplyBatch", "UNAVAILABLE", "connection reset")
-        return results
-
-    async def query_records(self, request: crm.QueryRecordsRequest) -> crm.QueryRecordsResponse:
-        self.queries.append(request.sobject_type)
-        wanted = {f.field: {v.string_value for v in f.values} for f in request.filters}
-        found = [
-            r
-            for r in self.of(request.sobject_type)
-            if all(r.get(name) in values for name, values in wanted.items())
-        ]
-        records = []
-        for record in found:
-            fields = {name: record.get(name) for name in request.fields}
-            converted = res.CrmRecord(sobject_type=request.sobject_type, id=record["Id"])
-            converted.fields.update(fields)
-            records.append(converted)
-        return crm.QueryRecordsResponse(records=records)
-
-    async def describe(self, org: str, sobject_type: str) -> crm.ObjectDescription:
-        return crm.ObjectDescription(
-            name=sobject_type, fields=[crm.FieldDescription(name="TextBody", length=32000)]
-        )
-
-
-class FakeLinker:
-    """Contacts by address; everything else unresolved."""
-
-    def __init__(self, contacts: dict[str, str]) -> None:
-        self.contacts = contacts
-        self.calls: list[linker.ResolveParticipantsRequest] = []
-
-    async def resolve_participants(
-        self,
-        org: str,
-        user_id: str,
-        kind: int,
-        participants: Sequence[res.Participant],
-        request_id: str,
-        policy: linker.ResolutionPolicy | None = None,
-    ) -> linker.ResolveParticipantsResponse:
-        self.calls.append(
-            linker.ResolveParticipantsRequest(
-                org=org, participants=participants, request_id=request_id
-            )
-        )
-        response = linker.ResolveParticipantsResponse()
-        for participant in participants:
-            decision = response.resolutions.add(participant=participant)
-            contact = self.contacts.get(participant.email)
-            if contact:
-                decision.record.CopyFrom(linker.LinkedRecord(sobject_type="Contact", id=contact))
-                response.relations.append(decision.record)
-        return response
-
-
 ANN = "003000000000001AAA"
 BOB = "003000000000002AAA"
 CARL = "003000000000003AAA"
+# Whom the linker knows: the sender and two colleagues, as Contacts.
+PEOPLE = {
+    email: linker.LinkedRecord(sobject_type="Contact", id=contact)
+    for email, contact in (
+        ("ann@corp.example", ANN),
+        ("bob@acme.com", BOB),
+        ("carl@acme.com", CARL),
+    )
+}
 
 
 @pytest.fixture
@@ -187,12 +90,17 @@ MAILBOXES = {
 
 @dataclass
 class World:
+    """Sharing over crm-connector and the linker in memory, through the reconciler's own gRPC
+    clients (without channel retries: a lost answer reaches the sharing code)."""
+
     engine: AsyncEngine
-    salesforce: FakeSalesforce
-    linker: FakeLinker
+    salesforce: CrmPeer
+    linker: LinkerPeer
+    crm_side: GrpcCrmSide
+    linker_side: GrpcLinker
 
     def sharing(self, **options: Any) -> EmailSharing:
-        return EmailSharing(self.engine, self.salesforce, self.linker, **options)
+        return EmailSharing(self.engine, self.crm_side, self.linker_side, **options)
 
     async def share(
         self, mailbox_id: str, *changes: res.MailChange, sharing: EmailSharing | None = None
@@ -207,6 +115,21 @@ class World:
             mailbox_settings=effective_mailbox_settings(mailbox_id, None, org, ""),
         )
 
+    def writes(self) -> list[tuple[str, int]]:
+        """(object, operation) of every write Salesforce received, in order."""
+        return [
+            (w.sobject_type, w.operation)
+            for r in self.salesforce.received("ApplyBatch")
+            for w in r.writes
+        ]
+
+    def batch_bytes(self) -> list[int]:
+        return [r.ByteSize() for r in self.salesforce.received("ApplyBatch")]
+
+    def queries(self) -> list[str]:
+        """The objects queried, in order."""
+        return [r.sobject_type for r in self.salesforce.received("QueryRecords")]
+
     def messages(self) -> list[dict[str, Any]]:
         return self.salesforce.of("EmailMessage")
 
@@ -217,13 +140,30 @@ class World:
         )
 
 
-@pytest.fixture
-def world(engine: AsyncEngine) -> World:
-    return World(
-        engine,
-        FakeSalesforce(),
-        FakeLinker({"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}),
+@asynccontextmanager
+async def serving_world(engine: AsyncEngine) -> AsyncIterator[World]:
+    salesforce, people = CrmPeer(), LinkerPeer(PEOPLE)
+    salesforce.describes["EmailMessage"] = crm.ObjectDescription(
+        name="EmailMessage", fields=[crm.FieldDescription(name="TextBody", length=32000)]
     )
+    async with (
+        serving_peers(salesforce, people) as served,
+        served.channel("crm-connector") as crm_channel,
+        served.channel("linker") as linker_channel,
+    ):
+        yield World(
+            engine,
+            salesforce,
+            people,
+            GrpcCrmSide(crm_channel, timeout=10),
+            GrpcLinker(linker_channel, timeout=10),
+        )
+
+
+@pytest.fixture
+async def world(engine: AsyncEngine) -> AsyncIterator[World]:
+    async with serving_world(engine) as world:
+        yield world
 
 
 def _email(
@@ -259,10 +199,10 @@ def _email(
 async def test_a_retry_after_success_writes_nothing(world: World) -> None:
     first = await world.share("bob", _email())
     assert (first.created, first.relations_created, first.failures) == (1, 2, [])
-    writes = len(world.salesforce.writes)
+    writes = len(world.writes())
     again = await world.share("bob", _email())
     assert (again.created, again.already_shared) == (0, 1)
-    assert len(world.salesforce.writes) == writes
+    assert len(world.writes()) == writes
     assert len(world.messages()) == 1
 
 
@@ -296,12 +236,12 @@ async def test_another_org_gets_its_own_email_message(world: World) -> None:
 
 
 async def test_a_lost_answer_is_looked_up_before_writing_again(world: World) -> None:
-    world.salesforce.lose_next_answer = True
+    world.salesforce.lose_answers_after = 0
     failed = await world.share("bob", _email())
     assert [f.reason for f in failed.failures] == ["PEER_UNAVAILABLE"]
     assert failed.failures[0].retryable
     assert len(world.messages()) == 1  # Salesforce had it; the answer was lost
-    creates = [w for w in world.salesforce.writes if w[0] == "EmailMessage"]
+    creates = [w for w in world.writes() if w[0] == "EmailMessage"]
     store = SqlStore(world.engine)
     (error,), _ = await store.list_item_errors("bob", quarantined_only=False, after=None, limit=5)
     assert (error.reason, error.quarantined, error.side) == (
@@ -316,8 +256,8 @@ async def test_a_lost_answer_is_looked_up_before_writing_again(world: World) -> 
     )
     assert retried.related == 1
     assert retried.relations_created == 2
-    assert "EmailMessage" in world.salesforce.queries
-    assert [w for w in world.salesforce.writes if w[0] == "EmailMessage"] == creates
+    assert "EmailMessage" in world.queries()
+    assert [w for w in world.writes() if w[0] == "EmailMessage"] == creates
     assert len(world.messages()) == 1
     assert len(world.relations()) == 2
 
@@ -352,7 +292,7 @@ async def test_racing_replicas_create_one_email_message(
                 world.share(
                     mailbox_id,
                     _email(f"{mailbox_id}-{i}", cc=["carl@acme.com"]),
-                    sharing=EmailSharing(engine, world.salesforce, world.linker),
+                    sharing=EmailSharing(engine, world.crm_side, world.linker_side),
                 )
                 for i, (mailbox_id, engine) in enumerate(zip(mailboxes, engines, strict=True))
             )
@@ -364,7 +304,7 @@ async def test_racing_replicas_create_one_email_message(
     assert len(world.messages()) == 1
     assert sum(r.created for r in reports) == 1
     assert len(world.relations()) == 3  # no duplicates either
-    assert len([w for w in world.salesforce.writes if w[0] == "EmailMessage"]) == 1
+    assert len([w for w in world.writes() if w[0] == "EmailMessage"]) == 1
 
 
 async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World) -> None:
@@ -392,7 +332,7 @@ async def test_bad_input_is_shared_as_far_as_it_goes_or_quarantined(world: World
     ]
     assert "no Message-ID" in report.notes["a"][0]
     assert any(loss.field == "ToAddress" for loss in report.losses["a"])
-    assert max(len(call.participants) for call in world.linker.calls) <= 500
+    assert max(len(r.participants) for r in world.linker.received("ResolveParticipants")) <= 500
     big = next(m for m in world.messages() if m.get("MessageIdentifier") == "<big@corp.example>")
     assert len(big["ToAddress"]) <= 4000
     # The hashed key is stable: the Message-ID-less email is not shared twice.
@@ -414,10 +354,10 @@ async def test_a_page_of_emails_costs_two_writes_and_one_lookup(world: World) ->
     page.append(_email("dup", message_id="<m0@corp.example>", folder="Salesforce Emails"))
     first = await world.share("bob", *page)
     assert (first.created, first.already_shared, first.failures) == (30, 1, [])
-    assert len(world.salesforce.batch_bytes) == 2  # EmailMessages, then relations
+    assert len(world.batch_bytes()) == 2  # EmailMessages, then relations
     assert len(world.messages()) == 30
     # A second mailbox on the same page: one lookup of existing relations, one write.
-    world.salesforce.queries.clear()
+    queried = len(world.queries())
     second = await world.share(
         "carl",
         *(
@@ -426,8 +366,8 @@ async def test_a_page_of_emails_costs_two_writes_and_one_lookup(world: World) ->
         ),
     )
     assert (second.related, second.relations_created) == (30, 30)
-    assert world.salesforce.queries == ["EmailMessageRelation"]
-    assert len(world.salesforce.batch_bytes) == 3
+    assert world.queries()[queried:] == ["EmailMessageRelation"]
+    assert len(world.batch_bytes()) == 3
     assert len(world.relations()) == 90
 
 
@@ -441,8 +381,8 @@ async def test_attachments_go_in_batches_that_fit_a_grpc_message(world: World) -
         message.add_attachment(payload, maintype="application", subtype="zip", filename=f"{n}.zip")
     report = await world.share("bob", _email(mime=message.as_bytes()))
     assert (report.created, report.attachments_created) == (1, 3)
-    assert len(world.salesforce.batch_bytes) == 5  # the EmailMessage, relations, 3 files
-    assert max(world.salesforce.batch_bytes) < 4 * 1024 * 1024
+    assert len(world.batch_bytes()) == 5  # the EmailMessage, relations, 3 files
+    assert max(world.batch_bytes()) < 4 * 1024 * 1024
 
 
 async def test_a_categorised_draft_is_shared_from_sent_items_once(world: World) -> None:
@@ -498,45 +438,34 @@ async def test_any_history_of_shares_and_lost_answers_converges_to_one_of_each(
         await migrate(engine, MIGRATIONS)
         for mailbox in MAILBOXES.values():
             await SqlStore(engine).insert_mailbox(mailbox)
-        world = World(
-            engine,
-            FakeSalesforce(),
-            FakeLinker({"ann@corp.example": ANN, "bob@acme.com": BOB, "carl@acme.com": CARL}),
-        )
-        for mailbox_id, message_id, folder, lose in ops:
-            world.salesforce.lose_next_answer = lose is not None
-            world.salesforce.answers_before_loss = lose or 0
-            await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
-        world.salesforce.lose_next_answer = False
-        for mailbox_id, message_id, folder, _ in ops:  # the next sessions retry what failed
-            report = await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
-            assert report.failures == []
-        expected = {(MAILBOXES[m].org_id, normalise_message_id(i) or "hash") for m, i, _, _ in ops}
-        assert len(world.messages()) == len(expected)
-        links = [m["Concord_Link_Id__c"] for m in world.messages()]
-        assert len(set(links)) == len(links)
-        relations = world.relations()
-        assert len(set(relations)) == len(relations)
+        async with serving_world(engine) as world:
+            for mailbox_id, message_id, folder, lose in ops:
+                world.salesforce.lose_answers_after = lose
+                await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
+            world.salesforce.lose_answers_after = None
+            for mailbox_id, message_id, folder, _ in ops:  # the next sessions retry what failed
+                report = await world.share(mailbox_id, _email(folder=folder, message_id=message_id))
+                assert report.failures == []
+            expected = {
+                (MAILBOXES[m].org_id, normalise_message_id(i) or "hash") for m, i, _, _ in ops
+            }
+            assert len(world.messages()) == len(expected)
+            links = [m["Concord_Link_Id__c"] for m in world.messages()]
+            assert len(set(links)) == len(links)
+            relations = world.relations()
+            assert len(set(relations)) == len(relations)
     finally:
         await engine.dispose()
 
 
 async def test_a_refused_write_is_quarantined_without_quoting_the_content(world: World) -> None:
-    async def refuse(org: str, writes: Sequence[crm.CrmWrite]) -> Sequence[crm.CrmWriteResult]:
-        return [
-            crm.CrmWriteResult(
-                status=res.WRITE_STATUS_INVALID,
-                errors=[
-                    crm.CrmError(
-                        code="STRING_TOO_LONG",
-                        message="Subject: data value too large: Renewal",
-                        fields=["Subject"],
-                    )
-                ],
-            )
-        ]
-
-    world.salesforce.apply_batch = refuse  # type: ignore[method-assign]
+    world.salesforce.refuse(
+        crm.CrmError(
+            code="STRING_TOO_LONG",
+            message="Subject: data value too large: Renewal",
+            fields=["Subject"],
+        )
+    )
     report = await world.share("bob", _email())
     (failure,) = report.failures
     assert (failure.reason, failure.quarantine, failure.retryable) == (
@@ -547,5 +476,5 @@ async def test_a_refused_write_is_quarantined_without_quoting_the_content(world:
     assert "Subject" in failure.message
     assert "Renewal" not in failure.message
     # Not recorded as shared: once the cause is fixed, the next try writes it.
-    del world.salesforce.apply_batch
+    world.salesforce.refusals.clear()
     assert (await world.share("bob", _email())).created == 1

@@ -82,7 +82,7 @@ def test_status_json_and_a_service_not_serving(stack: Stack, capsys: Capture) ->
     assert run(stack, "--json", "status") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is True
-    stack.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    stack.set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     assert run(stack, "status") == 1
     assert "NOT_SERVING" in capsys.readouterr().out
 
@@ -134,8 +134,8 @@ def test_sync_wait_shows_each_state_then_the_counts(stack: Stack, capsys: Captur
     assert "crm writes   created 2" in block
     # Through the real gateway, as the demo user, signed for the reconciler.
     demo = Identity(subject="demo-user", org="demo", role="user")
-    assert ("RequestSession", demo) in stack.fake.callers
-    assert ("GetSession", demo) in stack.fake.callers
+    assert ("RequestSession", demo) in stack.callers()
+    assert ("GetSession", demo) in stack.callers()
 
 
 def test_sync_json_is_the_final_session_only(stack: Stack, capsys: Capture) -> None:
@@ -151,8 +151,8 @@ def test_sync_without_wait_returns_the_queued_session(stack: Stack, capsys: Capt
 
 
 def test_a_failed_session_exits_1_with_its_reason(stack: Stack, capsys: Capture) -> None:
-    stack.fake.outcome = res.SESSION_STATE_FAILED
-    stack.fake.failure_reason = "mail-connector is down"
+    stack.reconciler.outcome = res.SESSION_STATE_FAILED
+    stack.reconciler.failure_reason = "mail-connector is down"
     assert run(stack, "--json", "sync", "demo", "--wait") == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["session"]["failureReason"] == "mail-connector is down"
@@ -160,7 +160,7 @@ def test_a_failed_session_exits_1_with_its_reason(stack: Stack, capsys: Capture)
 
 
 def test_a_wait_that_runs_out_exits_8(stack: Stack, capsys: Capture) -> None:
-    stack.fake.outcome = None  # stays RUNNING
+    stack.reconciler.outcome = None  # stays RUNNING
     assert run(stack, "sync", "demo", "--timeout", "1.5") == 8
     assert "timed out" in one_error_line(capsys)
 
@@ -176,7 +176,7 @@ def test_another_users_another_orgs_and_a_missing_mailbox_are_one_refusal(
         assert run(stack, "sync", mailbox, "--wait") == 4
         lines.append(one_error_line(capsys).replace(mailbox, "X"))
     assert lines == ["concord: you may not act on mailbox 'X' (PERMISSION_DENIED)"] * 3
-    assert stack.fake.acted == []
+    assert not stack.reconciler.acted
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_a_bad_token_exits_3_without_echoing_it(stack: Stack, capsys: Capture, b
     line = one_error_line(capsys)
     assert "UNAUTHENTICATED" in line
     assert bad not in line
-    assert stack.fake.callers == []
+    assert stack.callers() == []
 
 
 def test_no_token_is_a_usage_error(stack: Stack, capsys: Capture) -> None:
@@ -211,10 +211,10 @@ def test_a_replayed_mutation_answers_as_the_first_time_and_acts_once(
     assert run(stack, *replay, "--reason", "something else") == 0
     assert json.loads(capsys.readouterr().out) == first
     assert first["mailbox"]["suspendedReason"] == "holiday"
-    assert stack.fake.acted == ["SuspendMailbox"]
+    assert stack.reconciler.acted == {"SuspendMailbox": 1}
     # Another caller with the same id is another request: it acts (the admin, same mailbox).
     assert run(stack, "--admin", *replay) == 0
-    assert stack.fake.acted == ["SuspendMailbox", "SuspendMailbox"]
+    assert stack.reconciler.acted == {"SuspendMailbox": 2}
 
 
 # -- item errors, retry, suspend, resume ------------------------------------------------------
@@ -260,7 +260,7 @@ def test_conflicts_show_both_values_and_resolve_sends_the_choice(
     assert run(stack, *argv) == 0
     out = capsys.readouterr().out
     assert "resolved mailboxes/demo/conflicts/l1; session s-1 QUEUED applies it" in out
-    (sent,) = stack.fake.resolutions
+    (sent,) = stack.reconciler.resolutions
     assert (sent.name, sent.take, [(c.field, c.take) for c in sent.fields]) == (
         "mailboxes/demo/conflicts/l1",
         res.SYNC_SIDE_CRM,
@@ -284,7 +284,7 @@ def test_resolving_needs_a_side_and_another_users_conflict_is_refused(
     assert "PERMISSION_DENIED" in one_error_line(capsys)
     assert run(stack, "conflicts", "colleague") == 4
     assert "PERMISSION_DENIED" in one_error_line(capsys)
-    assert stack.fake.resolutions == []
+    assert stack.reconciler.resolutions == []
 
 
 def test_suspend_then_resume(stack: Stack, capsys: Capture) -> None:
@@ -322,7 +322,7 @@ def test_mailbox_add_needs_an_admin_and_list_shows_what_you_may_see(
     monkeypatch.setenv("CONCORD_MAILBOX_SECRET", "s3cret")
     assert run(stack, "--admin", *add) == 0
     assert "carol" in capsys.readouterr().out
-    assert stack.fake.mailboxes["mailboxes/carol"].org == "orgs/demo"
+    assert stack.reconciler.mailboxes["mailboxes/carol"].org == "orgs/demo"
 
     assert run(stack, "--json", "mailbox", "list") == 0
     mine = [m["name"] for m in json.loads(capsys.readouterr().out)["mailboxes"]]
@@ -337,7 +337,7 @@ def test_mailbox_add_needs_an_admin_and_list_shows_what_you_may_see(
     assert "PERMISSION_DENIED" in one_error_line(capsys)
     assert run(stack, "--admin", "mailbox", "remove", "carol") == 0
     assert "mailboxes/carol removed" in capsys.readouterr().out
-    assert "mailboxes/carol" not in stack.fake.mailboxes
+    assert "mailboxes/carol" not in stack.reconciler.mailboxes
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_org_settings_are_for_the_orgs_admin_only(stack: Stack, capsys: Capture)
     assert run(stack, "--admin", "--json", "settings", "get", "--org") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["settings"]["name"] == "orgs/demo/settings"
-    assert stack.fake.acted == []
+    assert not stack.reconciler.acted
 
 
 @pytest.mark.parametrize(
@@ -420,7 +420,7 @@ def test_settings_usage_errors_exit_2(
 ) -> None:
     assert run(stack, *argv) == 2
     assert words in one_error_line(capsys)
-    assert stack.fake.acted == []
+    assert not stack.reconciler.acted
 
 
 def test_org_health_is_for_the_admin(stack: Stack, capsys: Capture) -> None:
@@ -433,7 +433,7 @@ def test_org_health_is_for_the_admin(stack: Stack, capsys: Capture) -> None:
     assert "PERMISSION_DENIED" in one_error_line(capsys)
     assert run(stack, "--admin", "health", "--org-id", "globex") == 4
     capsys.readouterr()
-    assert [method for method, _ in stack.fake.callers] == ["GetOrgHealth"]
+    assert [method for method, _ in stack.callers()] == ["GetOrgHealth"]
 
 
 # -- transport -------------------------------------------------------------------------------
@@ -449,7 +449,8 @@ def test_a_dead_gateway_exits_7_with_one_line(
 
 
 def test_sessions_table_and_json(stack: Stack, capsys: Capture) -> None:
-    assert run(stack, "sync", "demo") == 0
+    # The first runs to its end, so the second is a session of its own (not joined to it).
+    assert run(stack, "sync", "demo", "--wait") == 0
     assert run(stack, "sync", "demo") == 0
     capsys.readouterr()
     assert run(stack, "sessions", "demo", "--limit", "1") == 0

@@ -1,0 +1,475 @@
+"""The sync sides over the peers' gRPC clients: mail-connector, crm-connector and the linker in
+memory (concord_testing.peers), the real mapping servicer in process with a small table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from concord.common.v1 import resources_pb2 as res
+from concord.crm.v1 import crm_connector_service_pb2 as crm
+from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
+from concord.linker.v1 import linker_service_pb2 as linker_pb
+from concord.mail.v1 import mail_connector_service_pb2 as mail
+from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
+from concord_mapping.__main__ import MIGRATIONS as MAPPING_MIGRATIONS
+from concord_mapping.__main__ import SERVICE_NAME as MAPPING_SERVICE
+from concord_mapping.adapters.crm_schema import GrpcOrgSchema
+from concord_mapping.adapters.packaged import table_data
+from concord_mapping.adapters.store import SqlMappingTableStore
+from concord_mapping.api.servicer import MappingServicer
+from concord_mapping.domain.service import MappingTables
+from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
+from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
+from concord_reconciler.mirror.adapters.peers import (
+    GrpcCrmSide,
+    GrpcLinker,
+    GrpcMailSide,
+    GrpcMapping,
+)
+from concord_reconciler.mirror.adapters.sync_sides import SessionMapping
+from concord_reconciler.mirror.domain.sync import Side, Write, WriteOp, content_hash
+from concord_store import create_engine, migrate
+from concord_testing import serving_in_process
+from concord_testing.peers import CrmPeer, LinkerPeer, MailPeer, serving_peers
+
+pytestmark = pytest.mark.integration
+
+EVENT = res.OBJECT_KIND_CALENDAR_ITEM
+OWNER = "005000000000001AAA"
+START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def meeting(
+    native: str, subject: str, *, category: str = "Salesforce", **extra: Any
+) -> res.MailItem:
+    return res.MailItem(
+        ref=res.ItemRef(
+            kind=EVENT, native_id=native, version=f"ck-{native}", link_id=extra.pop("link_id", "")
+        ),
+        calendar_item=res.CalendarItem(
+            subject=subject,
+            start=_ts(START),
+            end=_ts(START.replace(hour=10)),
+            location=extra.pop("location", "Room 1"),
+            categories=[category] if category else [],
+            ical_uid=f"uid-{native}",
+            attendees=[res.Attendee(email="ann@acme.example", role=res.ATTENDEE_ROLE_REQUIRED)],
+            **extra,
+        ),
+        last_modified_time=_ts(START),
+    )
+
+
+DAILY = res.Recurrence(rules=["RRULE:FREQ=DAILY"])
+
+
+def record(record_id: str, **fields: Any) -> res.CrmRecord:
+    values = struct_pb2.Struct()
+    values.update(fields)
+    return res.CrmRecord(
+        sobject_type="Event",
+        id=record_id,
+        fields=values,
+        system_modstamp=_ts(START),
+        link_id=str(fields.get("Concord_Link_Id__c", "")),
+    )
+
+
+# The org's table for meetings: Subject, Location, StartDateTime and the recurrence both ways,
+# attendees to Salesforce only.
+MAPPED = (
+    "Subject",
+    "Location",
+    "StartDateTime",
+    "Recurrence2PatternText",
+    "concord.EventRelations",
+)
+TABLE = "orgs/acme/mappingTables/calendar-item"
+# A field of the org's Event that no query may select beside its parts.
+COMPOUND = crm.FieldDescription(name="Address__c", type="address")
+MailWrite = mail.MailWrite
+CrmWrite = crm.CrmWrite
+ANN = linker_pb.LinkedRecord(sobject_type="Contact", id="003AAA")
+CARL = linker_pb.LinkedRecord(sobject_type="Lead", id="00QCCC")
+
+
+def _describes() -> dict[str, crm.ObjectDescription]:
+    """The org's describes as crm-connector answers them: the shipped ones, with a compound
+    field on Event."""
+    described = {}
+    for name, shipped in table_data().describes.items():
+        fields = [
+            crm.FieldDescription(
+                name=f.name,
+                type=f.type,
+                length=f.length,
+                createable=f.createable,
+                updateable=f.updateable,
+            )
+            for f in shipped.fields.values()
+        ]
+        described[name] = crm.ObjectDescription(name=name, fields=fields)
+    described["Event"].fields.append(COMPOUND)
+    return described
+
+
+def _trim_location(item: res.MailItem) -> None:
+    # The mailbox keeps its own form of some values: it trims the location.
+    item.calendar_item.location = item.calendar_item.location.strip()
+
+
+@dataclass
+class Peers:
+    mail: MailPeer
+    crm: CrmPeer
+    linker: LinkerPeer
+    mail_client: GrpcMailSide
+    crm_client: GrpcCrmSide
+    linker_client: GrpcLinker
+    mapping: GrpcMapping
+
+    def mail_side(self) -> MailSyncSide:
+        return MailSyncSide(
+            self.mail_client,
+            SessionMapping(self.mapping, "orgs/acme", OWNER),
+            "mailboxes/demo",
+            {EVENT: "Salesforce"},
+        )
+
+    def crm_side(self) -> CrmSyncSide:
+        return CrmSyncSide(
+            self.crm_client,
+            SessionMapping(self.mapping, "orgs/acme", OWNER),
+            self.linker_client,
+            "orgs/acme",
+            OWNER,
+        )
+
+    def mail_batches(self) -> list[list[MailWrite]]:
+        return [list(r.writes) for r in self.mail.received("ApplyItems")]
+
+    def crm_batches(self) -> list[list[CrmWrite]]:
+        return [list(r.writes) for r in self.crm.received("ApplyBatch")]
+
+
+@pytest.fixture
+async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
+    mail_peer, crm_peer = MailPeer(), CrmPeer()
+    mail_peer.stored_form = _trim_location
+    crm_peer.describes.update(_describes())
+    linker = LinkerPeer(
+        {"ann@acme.example": ANN, "carl@acme.example": CARL},
+        what=linker_pb.LinkedRecord(sobject_type="Opportunity", id="006BBB"),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path}/mapping.db")
+    await migrate(engine, MAPPING_MIGRATIONS)
+    try:
+        async with (
+            serving_peers(mail_peer, crm_peer, linker) as served,
+            served.channel("mail-connector") as mail_channel,
+            served.channel("crm-connector") as crm_channel,
+            served.channel("linker") as linker_channel,
+        ):
+            org_schema = GrpcOrgSchema(
+                crm_grpc.CrmConnectorServiceStub(crm_channel), timeout_seconds=5
+            )
+            servicer = MappingServicer(
+                MappingTables(SqlMappingTableStore(engine), table_data(), org_schema)
+            )
+            async with serving_in_process(
+                "mapping",
+                MAPPING_SERVICE,
+                lambda s: mapping_grpc.add_MappingServiceServicer_to_server(servicer, s),
+            ) as mapping_channel:
+                tables = mapping_grpc.MappingServiceStub(mapping_channel)
+                shipped = await tables.GetMappingTable(
+                    mapping_pb.GetMappingTableRequest(name=TABLE)
+                )
+                table = mapping_pb.MappingTable()
+                table.CopyFrom(shipped.table)
+                del table.rules[:]
+                table.rules.extend(r for r in shipped.table.rules if r.crm_field in MAPPED)
+                await tables.UpdateMappingTable(mapping_pb.UpdateMappingTableRequest(table=table))
+                crm_peer.calls.clear()  # the sides' calls only
+                yield Peers(
+                    mail_peer,
+                    crm_peer,
+                    linker,
+                    GrpcMailSide(mail_channel, 5),
+                    GrpcCrmSide(crm_channel, 5),
+                    GrpcLinker(linker_channel, 5),
+                    GrpcMapping(mapping_channel, 5),
+                )
+    finally:
+        await engine.dispose()
+
+
+def _upsert(item: res.MailItem) -> res.MailChange:
+    return res.MailChange(type=res.CHANGE_TYPE_UPSERT, ref=item.ref, item=item)
+
+
+async def test_mail_listing_maps_shared_items_without_the_linkers_hints(peers: Peers) -> None:
+    shared = meeting("e1", "Review", link_id="L1")
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(
+            changes=[
+                _upsert(shared),
+                _upsert(meeting("e2", "Lunch", category="")),
+                # A series without the zone it recurs in: the mapping cannot place it.
+                _upsert(meeting("e3", "Daily", recurrence=DAILY)),
+                res.MailChange(
+                    type=res.CHANGE_TYPE_UPSERT,
+                    ref=res.ItemRef(kind=EVENT, native_id="e4", version="ck4"),
+                    problem=res.ItemProblem(reason="MALFORMED_MIME", message="bad MIME"),
+                ),
+                res.MailChange(
+                    type=res.CHANGE_TYPE_DELETE, ref=res.ItemRef(kind=EVENT, native_id="e5")
+                ),
+            ],
+            next_cursor=res.Cursor(token="c2"),
+        )
+    )
+    page = await peers.mail_side().list_changes(EVENT, "c1")
+    by_id = {c.native_id: c for c in page.changes}
+    # Unshared (no category) and deleted both read as removals on an incremental listing.
+    assert by_id["e2"].snapshot is None
+    assert by_id["e5"].snapshot is None
+    snapshot = by_id["e1"].snapshot
+    assert snapshot is not None
+    assert dict(snapshot.fields) == {
+        "Subject": "Review",
+        "Location": "Room 1",
+        "StartDateTime": "2030-03-04T09:00:00Z",
+        "OwnerId": OWNER,
+    }
+    assert (snapshot.version, snapshot.link_id, snapshot.server_time) == ("ck-e1", "L1", START)
+    assert snapshot.start == START
+    assert snapshot.participants == (
+        ("ann@acme.example", "", res.PARTICIPANT_ROLE_REQUIRED_ATTENDEE),
+    )
+    assert "uid:uid-e1" in snapshot.match_keys
+    assert sorted((f.native_id, f.reason, f.side) for f in page.failures) == [
+        ("e3", "UNKNOWN_TIME_ZONE", Side.MAIL),
+        ("e4", "MALFORMED_MIME", Side.MAIL),
+    ]
+    assert page.next_cursor == "c2"
+
+
+async def test_a_full_mail_listing_leaves_unshared_items_out(peers: Peers) -> None:
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(changes=[_upsert(meeting("e2", "Lunch", category=""))])
+    )
+    page = await peers.mail_side().list_changes(EVENT, "")
+    assert page.changes == []
+
+
+async def test_crm_records_normalised_by_the_round_trip_hash_like_their_mail_item(
+    peers: Peers,
+) -> None:
+    item = meeting("e1", "Review", link_id="L1")
+    peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(item)]))
+    mail_page = await peers.mail_side().list_changes(EVENT, "")
+    # Salesforce's own datetime format, and fields the table does not map (WhoId).
+    listed = record(
+        "00U1",
+        Subject="Review",
+        Location="Room 1",
+        StartDateTime="2030-03-04T09:00:00.000+0000",
+        WhoId="003AAA",
+        Concord_Link_Id__c="L1",
+    )
+    peers.crm.change_pages.append(
+        crm.ListChangesResponse(
+            changes=[
+                res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=listed),
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT,
+                    record=record("00U2", Subject="Series", Recurrence2PatternText="garbage"),
+                ),
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_DELETE, record=res.CrmRecord(id="00U3", is_deleted=True)
+                ),
+            ],
+            next_cursor=res.Cursor(token="t"),
+        )
+    )
+    crm_page = await peers.crm_side().list_changes(EVENT, "")
+    (mail_change,) = mail_page.changes
+    by_id = {c.native_id: c for c in crm_page.changes}
+    crm_snapshot = by_id["00U1"].snapshot
+    assert crm_snapshot is not None
+    assert mail_change.snapshot is not None
+    assert crm_snapshot.hash == mail_change.snapshot.hash
+    assert crm_snapshot.version == "2030-03-04T09:00:00Z"
+    assert crm_snapshot.link_id == "L1"
+    assert by_id["00U3"].snapshot is None
+    assert [(f.native_id, f.reason, f.side) for f in crm_page.failures] == [
+        ("00U2", "MALFORMED_RECURRENCE", Side.CRM)
+    ]
+
+
+async def test_crm_creates_are_upserts_by_link_id_linked_once_per_set_of_people(
+    peers: Peers,
+) -> None:
+    people = (
+        ("ann@acme.example", "Ann", res.PARTICIPANT_ROLE_REQUIRED_ATTENDEE),
+        ("carl@acme.example", "Carl", res.PARTICIPANT_ROLE_OPTIONAL_ATTENDEE),
+    )
+    fields = {"Subject": "Review", "OwnerId": OWNER}
+    writes = [
+        Write(Side.CRM, WriteOp.CREATE, "L1", fields=fields, participants=people),
+        Write(Side.CRM, WriteOp.CREATE, "L2", fields=fields, participants=people),
+        Write(Side.CRM, WriteOp.CREATE, "L3", fields=fields),
+    ]
+    results = await peers.crm_side().apply(EVENT, writes)
+    assert [r.ok for r in results] == [True, True, True]
+    assert [r.request_id for r in peers.linker.received("ResolveParticipants")] == ["L1"]
+    (events,) = peers.crm_batches()
+    assert [w.operation for w in events] == [crm.CRM_WRITE_OPERATION_UPSERT] * 3
+    assert [w.link_id for w in events] == ["L1", "L2", "L3"]
+    # Only what Concord maps goes as fields: who and what the activity concerns, and the
+    # other attendees, go as activity links for crm-connector to write as Salesforce keeps them.
+    sent = [json_format.MessageToDict(w.fields) for w in events]
+    assert sent == [{"Subject": "Review", "OwnerId": OWNER}] * 3
+    linked = crm.ActivityLinks(who_id="003AAA", what_id="006BBB", invitee_ids=["00QCCC"])
+    assert [w.activity_links for w in events[:2]] == [linked, linked]
+    assert not events[2].HasField("activity_links")
+
+
+async def test_crm_updates_deletes_and_marks(peers: Peers) -> None:
+    for record_id in ("00U1", "00U2", "00U7", "00U8", "00U9"):
+        peers.crm.add(record(record_id, Subject="Old"))
+    peers.crm.refuse(
+        crm.CrmError(code="ENTITY_CHANGED"), key="00U7", status=res.WRITE_STATUS_CONFLICT
+    )
+    peers.crm.refuse(crm.CrmError(code="FIELD_CUSTOM_VALIDATION_EXCEPTION"), key="00U8")
+    writes = [
+        Write(
+            Side.CRM,
+            WriteOp.UPDATE,
+            "L1",
+            "00U1",
+            "2030-03-04T09:00:00Z",
+            {"Location": None, "Subject": "New"},
+        ),
+        Write(Side.CRM, WriteOp.DELETE, "L2", "00U2"),
+        Write(Side.CRM, WriteOp.MARK, "L9", "00U9", fields={"cancelled": True}),
+        Write(Side.CRM, WriteOp.UPDATE, "L7", "00U7", fields={"Subject": "x"}),
+        Write(Side.CRM, WriteOp.UPDATE, "L8", "00U8", fields={"Subject": "x"}),
+    ]
+    results = await peers.crm_side().apply(EVENT, writes)
+    update, delete, mark, _, _ = peers.crm_batches()[0]
+    assert json_format.MessageToDict(update.fields) == {"Subject": "New"}
+    assert list(update.fields_to_null) == ["Location"]
+    assert update.expected_system_modstamp.ToJsonString() == "2030-03-04T09:00:00Z"
+    assert (delete.operation, delete.id) == (crm.CRM_WRITE_OPERATION_DELETE, "00U2")
+    assert (mark.operation, mark.id) == (crm.CRM_WRITE_OPERATION_MARK_CANCELLED, "00U9")
+    assert not mark.fields
+    assert [r.ok for r in results] == [True, True, True, False, False]
+    assert (results[3].retryable, results[3].reason) == (True, "VERSION_MISMATCH")
+    assert (results[4].retryable, results[4].reason) == (False, "FIELD_CUSTOM_VALIDATION_EXCEPTION")
+
+
+async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers: Peers) -> None:
+    peers.mail.add(meeting("e2", "Review", link_id="L2"))
+    peers.mail.add(meeting("e7", "Old", link_id="L7", location="Room 1"))
+    peers.mail.add(meeting("e8", "Gone", link_id="L8"))
+    full = {"Subject": "Review", "Location": " Room 2 ", "StartDateTime": "2030-03-04T09:00:00Z"}
+    writes = [
+        Write(Side.MAIL, WriteOp.CREATE, "L1", fields=full),
+        Write(Side.MAIL, WriteOp.UPDATE, "L2", "e2", "ck-e2", {"Location": " Room 2 "}, full=full),
+        Write(Side.MAIL, WriteOp.UNSHARE, "L7", "e7"),
+        Write(Side.MAIL, WriteOp.DELETE, "L8", "e8"),
+    ]
+    results = await peers.mail_side().apply(EVENT, writes)
+    (sent,) = peers.mail_batches()
+    create, update, unshare, delete = sent
+    assert create.operation == mail.MAIL_WRITE_OPERATION_CREATE
+    assert list(create.item.calendar_item.categories) == ["Salesforce"]
+    assert create.item.calendar_item.subject == "Review"
+    # An update writes the whole converted item but only the paths whose fields changed.
+    assert list(update.update_mask.paths) == ["location"]
+    assert (update.ref.native_id, update.ref.version) == ("e2", "ck-e2")
+    assert update.item.calendar_item.subject == "Review"
+    assert list(unshare.update_mask.paths) == ["categories"]
+    assert list(unshare.item.calendar_item.categories) == []
+    assert list(peers.mail.items["e7"].calendar_item.categories) == []
+    assert delete.operation == mail.MAIL_WRITE_OPERATION_DELETE
+    assert "e8" not in peers.mail.items
+    assert all(r.ok for r in results)
+    # What the mailbox stored (it trimmed the location) is what the link remembers, so the
+    # next listing of the item is no edit.
+    stored = content_hash({**full, "Location": "Room 2", "OwnerId": OWNER})
+    created = peers.mail.items["n-L1"]
+    assert (results[0].hash, results[0].version) == (stored, created.ref.version)
+    assert results[1].hash == stored
+
+
+async def test_mail_writes_go_a_hundred_a_call_and_report_refusals(peers: Peers) -> None:
+    peers.mail.refuse("L0", res.WRITE_STATUS_INVALID, "ErrorSomething")
+    peers.mail.refuse("L1", res.WRITE_STATUS_CONFLICT, "ErrorIrresolvableConflict")
+    writes = [
+        Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(150)
+    ]
+    results = await peers.mail_side().apply(EVENT, writes)
+    assert [len(call) for call in peers.mail_batches()] == [100, 50]
+    assert (results[0].ok, results[0].retryable, results[0].reason) == (
+        False,
+        False,
+        "ErrorSomething",
+    )
+    assert (results[1].ok, results[1].retryable, results[1].reason) == (
+        False,
+        True,
+        "VERSION_MISMATCH",
+    )
+    assert all(r.ok for r in results[2:])
+
+
+async def test_items_are_found_by_link_id_on_both_sides(peers: Peers) -> None:
+    peers.mail.add(meeting("e1", "Review", link_id="L1"))
+    found = await peers.mail_side().find(EVENT, ["L1", "L2"])
+    assert list(found) == ["L1"]
+    assert found["L1"][0] == "e1"
+    (lookup,) = peers.mail.received("GetItems")
+    assert (list(lookup.link_ids), lookup.kind) == (["L1", "L2"], EVENT)
+
+    peers.crm.add(
+        record(
+            "00U1",
+            Subject="Review",
+            StartDateTime="2030-03-04T09:00:00.000+0000",
+            Concord_Link_Id__c="L1",
+        )
+    )
+    on_crm = await peers.crm_side().find(EVENT, ["L1"])
+    assert on_crm["L1"][0] == "00U1"
+    (query,) = peers.crm.received("QueryRecords")
+    assert [f.field for f in query.filters] == ["Concord_Link_Id__c"]
+    # Every field a listing returns, compound ones aside.
+    described = peers.crm.describes["Event"].fields
+    assert list(query.fields) == [f.name for f in described if f.name != COMPOUND.name]
+
+
+async def test_an_item_that_cannot_be_read_still_exists_and_an_unshared_one_does_not(
+    peers: Peers,
+) -> None:
+    peers.mail.add(meeting("e1", "Review"))
+    peers.mail.add(meeting("e4", "Lunch", category=""))
+    peers.mail.make_unreadable("e2")
+    found = await peers.mail_side().fetch(EVENT, ["e1", "e2", "e3", "e4"])
+    assert sorted(found) == ["e1", "e2"]
