@@ -134,6 +134,16 @@ class Stack:
             )
         )
 
+    def fault(self, **body: Any) -> None:
+        """An emulator fault (`/__admin/faults`): latency, throttling, errors, lost answers."""
+        url = f"{self.salesforce.url}/__admin/faults"
+        self.sf.session.post(url, json=body, timeout=10).raise_for_status()
+
+    def calls(self, endpoint: str) -> int:
+        """Calls the emulator has seen to `endpoint` (counted before any injected latency)."""
+        url = f"{self.salesforce.url}/__admin/calls"
+        return int(self.sf.session.get(url, timeout=10).json()["calls"].get(endpoint, 0))
+
     def sobject(self, name: str) -> SFType:
         sf = self.sf
         return SFType(name, sf.session_id, sf.sf_instance, "62.0", session=sf.session)
@@ -536,3 +546,60 @@ async def test_a_manual_conflict_waits_for_the_user_and_their_choice_is_written(
     left = await stack.reconciler.ListConflicts(api.ListConflictsRequest(parent=parent))
     assert list(left.conflicts) == []
     assert writes(await stack.session(mailbox_id)) == 0
+
+
+async def test_a_salesforce_edit_made_while_concords_update_is_in_flight_is_a_held_conflict(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 1, end to end: Concord's update of an Event waits 800 ms at
+    Salesforce's door (after crm-connector's version check) and someone edits the Event in
+    Salesforce meanwhile. The edit is not overwritten: the write is refused by its
+    precondition, the next session sees both edits, and the org's policy (manual here) holds
+    the conflict with both values."""
+    await stack.set_org(conflict_policy=st.CONFLICT_POLICY_MANUAL)
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Race {uuid.uuid4().hex[:6]}"
+    item = await asyncio.to_thread(_meeting, account, subject)
+    assert (await stack.session(mailbox_id)).counts.crm.created == 1
+    (event,) = stack.events(subject)
+    # Salesforce's conditional requests compare to the second.
+    await asyncio.sleep(1.1)
+    item.subject = subject + " (mailbox)"
+    await asyncio.to_thread(item.save, update_fields=["subject"])
+    # Every Composite request waits 800 ms at Salesforce's door: the session's listings and
+    # its update, which crm-connector sends right after its version check (a query).
+    stack.fault(kind="latency", path="composite$", method="POST", latency_ms=800, count=20)
+    checked = stack.calls("GET query")
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while stack.calls("GET query") == checked:
+        assert asyncio.get_running_loop().time() < deadline, "the update never reached Salesforce"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    # The update is waiting at the door: the person in Salesforce saves first.
+    stack.sobject("Event").update(event["Id"], {"Subject": subject + " (salesforce)"})
+    raced = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    assert raced.counts.crm.updated == 0, raced.counts
+    assert len(stack.events(subject + " (salesforce)")) == 1
+    held = await stack.session(mailbox_id)
+    assert held.counts.conflicts == 1, held.counts
+    (conflict,) = (
+        await stack.reconciler.ListConflicts(
+            api.ListConflictsRequest(parent=f"mailboxes/{mailbox_id}")
+        )
+    ).conflicts
+    assert [
+        (f.field, f.mail_value.string_value, f.crm_value.string_value) for f in conflict.fields
+    ] == [("Subject", subject + " (mailbox)", subject + " (salesforce)")]
+    # Nothing lost: Salesforce keeps its edit, the mailbox its own, until the user chooses.
+    assert len(stack.events(subject + " (salesforce)")) == 1
+    items = await asyncio.to_thread(lambda: list(account.calendar.all()))
+    assert [i.subject for i in items] == [subject + " (mailbox)"]
