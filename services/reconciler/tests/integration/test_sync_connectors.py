@@ -603,3 +603,40 @@ async def test_a_salesforce_edit_made_while_concords_update_is_in_flight_is_a_he
     assert len(stack.events(subject + " (salesforce)")) == 1
     items = await asyncio.to_thread(lambda: list(account.calendar.all()))
     assert [i.subject for i in items] == [subject + " (mailbox)"]
+
+
+async def test_a_spent_salesforce_allocation_fails_the_session_at_once_and_holds_the_org(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 3: crm-connector answers RESOURCE_EXHAUSTED (retry after 300 s) in
+    milliseconds; the session must fail as fast, saying so, not stall into "deadline exceeded"
+    while the channel waits out the pushback. Every mailbox of the org is then held."""
+    mailbox_id, _account = await stack.add_mailbox()
+    sibling_id, _ = await stack.add_mailbox()
+    # The org's rolling 24-hour allocation is spent: every call is REQUEST_LIMIT_EXCEEDED.
+    stack.fault(kind="throttle", count=10_000)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    failed = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    seconds = loop.time() - began
+    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.failure_code == "SALESFORCE_API_LIMIT", failed.failure_reason
+    assert "retry after 300 s" in failed.failure_reason
+    print(f"\nspent allocation: session failed in {seconds:.2f} s: {failed.failure_reason}")
+    assert seconds < 8, f"the session took {seconds:.1f} s to fail"
+    # The sibling never met the limit, but its next sync waits for the org's retry-after.
+    sibling = (
+        await stack.reconciler.GetMailbox(api.GetMailboxRequest(name=f"mailboxes/{sibling_id}"))
+    ).mailbox
+    assert sibling.HasField("next_sync_time")
+    wait = sibling.next_sync_time.ToDatetime(dt.UTC) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(seconds=250) < wait <= dt.timedelta(seconds=300)
