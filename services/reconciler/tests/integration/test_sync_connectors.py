@@ -640,3 +640,42 @@ async def test_a_spent_salesforce_allocation_fails_the_session_at_once_and_holds
     assert sibling.HasField("next_sync_time")
     wait = sibling.next_sync_time.ToDatetime(dt.UTC) - dt.datetime.now(dt.UTC)
     assert dt.timedelta(seconds=250) < wait <= dt.timedelta(seconds=300)
+
+
+async def test_ews_throttling_fails_the_session_at_once_and_backs_the_mailbox_off_by_it(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 3: a mail server asking for a back-off longer than the caller's deadline
+    (EWS ErrorServerBusy, 60 s) made the session stall into "mail-connector deadline
+    exceeded". It fails at once now, saying when to retry, and the mailbox's next sync waits
+    that long."""
+    mailbox_id, _account = await stack.add_mailbox()
+    await stack.session(mailbox_id)  # the account's folders and version are known
+    stack.exchange.admin(
+        "POST",
+        "faults",
+        {"kind": "server_busy", "operation": "SyncFolderItems", "back_off_ms": 60_000},
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    failed = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    seconds = loop.time() - began
+    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.failure_code == "PROVIDER_THROTTLED", failed.failure_reason
+    assert failed.failure_reason.count("retry after 60") == 1, failed.failure_reason
+    print(f"\nEWS throttling: session failed in {seconds:.2f} s: {failed.failure_reason}")
+    assert seconds < 5, f"the session took {seconds:.1f} s to fail"
+    mailbox = (
+        await stack.reconciler.GetMailbox(api.GetMailboxRequest(name=f"mailboxes/{mailbox_id}"))
+    ).mailbox
+    wait = mailbox.next_sync_time.ToDatetime(dt.UTC) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(seconds=50) < wait <= dt.timedelta(seconds=60)

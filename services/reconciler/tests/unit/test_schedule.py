@@ -191,9 +191,27 @@ def test_a_throttled_mailbox_waits_for_the_peers_retry_after_not_for_its_interva
     later = NOW + timedelta(seconds=301)
     assert [s.mailbox_id for s in plan_tick([throttled], later).sessions] == ["m1"]
     assert may_push(throttled, later)
-    # A retry-after already past changes nothing.
+    # A retry-after already past is an overdue retry: due at once, not at the next interval.
     past = replace(throttled, retry_not_before=NOW - timedelta(hours=2))
-    assert next_due(past, POLICY) == next_due(replace(past, retry_not_before=None), POLICY)
+    assert next_due(past, POLICY) == NOW - timedelta(hours=2)
+    assert [s.mailbox_id for s in plan_tick([past], NOW).sessions] == ["m1"]
+
+
+def test_a_throttled_session_is_retried_at_the_retry_after_not_at_the_next_interval() -> None:
+    """Issue #17 case 3: the mailbox is backed off *by* the retry-after: a 60 s throttle a
+    minute into a 30-minute interval retries after 60 s, not 29 minutes later."""
+    throttled = replace(
+        failed(1, "PROVIDER_THROTTLED", retry_not_before=NOW + timedelta(seconds=60)),
+        last_request=NOW - timedelta(minutes=1),
+    )
+    assert next_due(throttled, POLICY) == NOW + timedelta(seconds=60)
+    later = NOW + timedelta(seconds=60)
+    assert [(s.mailbox_id, s.trigger) for s in plan_tick([throttled], later).sessions] == [
+        ("m1", res.SESSION_TRIGGER_RETRY)
+    ]
+    # Any other failure waits for the interval, as before.
+    plain = replace(throttled, retry_not_before=None)
+    assert next_due(plain, POLICY) == NOW + timedelta(minutes=29)
 
 
 def test_an_org_wide_limit_holds_every_mailbox_of_the_org_until_its_retry_after() -> None:

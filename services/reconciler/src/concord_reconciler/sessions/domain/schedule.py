@@ -146,8 +146,12 @@ def back_off_delay(failures_in_back_off: int, policy: SchedulePolicy) -> timedel
 
 def next_due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
     """When the mailbox's next session is due; None while nothing may be scheduled. Never
-    before the moment a throttled peer asked for (its RetryInfo)."""
+    before the moment a throttled peer asked for (its RetryInfo) — and for an active mailbox
+    whose session a throttled peer failed, at that moment: the mailbox is backed off by the
+    retry-after, not left until its next interval with its changes waiting."""
     due = _due(row, policy)
+    if due is not None and row.state is MailboxState.ACTIVE and row.retry_not_before is not None:
+        due = row.retry_not_before
     held = row.held_until
     if due is not None and held is not None:
         return max(due, held)
@@ -226,7 +230,7 @@ def plan_tick(
         if due <= now:
             trigger = (
                 res.SESSION_TRIGGER_RETRY
-                if row.state is MailboxState.BACKING_OFF
+                if row.state is MailboxState.BACKING_OFF or row.retry_not_before is not None
                 else res.SESSION_TRIGGER_SCHEDULE
             )
             plan.sessions.append(ScheduledSession(row.mailbox_id, trigger))
