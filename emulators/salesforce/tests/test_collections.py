@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -299,3 +300,98 @@ def test_if_unmodified_since_guards_an_update_alone_and_inside_composite(
         guard="yesterday",
     )
     assert bad.status_code == 400
+
+
+def test_account_rows_carry_an_etag_that_if_match_and_if_none_match_check(
+    client: Client, sf: TypedSalesforce
+) -> None:
+    """Strong validation, Account rows only (Conditional Request Headers): GET and PATCH
+    answer an ETag; a PATCH whose If-Match names no current tag is a 412 and changes nothing;
+    If-None-Match with the current tag is a 304 for a GET and a 412 for a PATCH."""
+    record_id = sf.Account.create({"Name": "Acme"})["id"]
+    path = f"sobjects/Account/{record_id}"
+    read = client.call("GET", path)
+    tag = read.headers["ETag"]
+    assert re.fullmatch(r'"[A-Za-z0-9+/=]+--gzip"', tag), tag
+
+    def patch(name: str, **headers: str) -> requests.Response:
+        return client.http.request(
+            "PATCH",
+            api(client.emulator, path),
+            headers=client.headers | headers,
+            json={"Name": name},
+        )
+
+    assert patch("Stale", **{"If-Match": '"someone-elses--gzip"'}).status_code == 412
+    assert sf.Account.get(record_id)["Name"] == "Acme"
+    updated = patch("Acme Corp", **{"If-Match": f'"other--gzip", {tag}'})
+    assert updated.status_code == 204
+    new_tag = updated.headers["ETag"]
+    assert new_tag != tag
+    # The old tag no longer matches: the edit above wins over a writer who read before it.
+    assert patch("Lost", **{"If-Match": tag}).status_code == 412
+    assert sf.Account.get(record_id)["Name"] == "Acme Corp"
+    assert patch("Lost", **{"If-None-Match": new_tag}).status_code == 412
+    cached = client.http.get(
+        api(client.emulator, path), headers=client.headers | {"If-None-Match": new_tag}
+    )
+    assert (cached.status_code, cached.content) == (304, b"")
+    assert patch("x", **{"If-Match": "not-quoted"}).status_code == 400
+    # The same check inside a Composite request, per subrequest.
+    request = {
+        "allOrNone": False,
+        "compositeRequest": [
+            {
+                "method": "PATCH",
+                "url": f"/services/data/v62.0/{path}",
+                "referenceId": ref,
+                "body": {"Name": name},
+                "httpHeaders": {"If-Match": guard},
+            }
+            for ref, name, guard in (("old", "Lost", tag), ("new", "Acme Inc", new_tag))
+        ],
+    }
+    results = client.call("POST", "composite", json=request).json()["compositeResponse"]
+    assert [r["httpStatusCode"] for r in results] == [412, 204]
+    assert sf.Account.get(record_id)["Name"] == "Acme Inc"
+
+
+def test_other_objects_have_no_etag_and_ignore_if_match(
+    client: Client, sf: TypedSalesforce
+) -> None:
+    record_id = sf.Event.create(_event("untagged") | {"attributes": None})["id"]
+    path = f"sobjects/Event/{record_id}"
+    assert "ETag" not in client.call("GET", path).headers
+    edited = client.http.request(
+        "PATCH",
+        api(client.emulator, path),
+        headers=client.headers | {"If-Match": '"anything--gzip"'},
+        json={"Subject": "applied"},
+    )
+    assert edited.status_code == 204
+    assert sf.Event.get(record_id)["Subject"] == "applied"
+
+
+def test_a_read_if_modified_since_is_a_304_until_the_record_changes(
+    client: Client, sf: TypedSalesforce
+) -> None:
+    import datetime as dt
+    import email.utils
+
+    record_id = sf.Event.create(_event("cached") | {"attributes": None})["id"]
+    path = f"sobjects/Event/{record_id}"
+    later = email.utils.format_datetime(
+        dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), usegmt=True
+    )
+    earlier = email.utils.format_datetime(
+        dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), usegmt=True
+    )
+
+    def read(since: str) -> int:
+        headers = client.headers | {"If-Modified-Since": since}
+        return client.http.get(api(client.emulator, path), headers=headers).status_code
+
+    assert read(later) == 304
+    assert read(earlier) == 200
+    # An unreadable date is ignored on a read.
+    assert read("yesterday") == 200

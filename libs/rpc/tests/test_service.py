@@ -258,6 +258,33 @@ async def test_a_long_retry_after_reaches_a_retrying_caller_at_once_not_at_its_d
     assert waited < 5, f"the channel waited {waited:.1f} s of the caller's 10 s deadline"
 
 
+async def test_a_retry_after_past_the_callers_deadline_is_not_waited_out() -> None:
+    """Issue #17: never wait past a deadline: a short pushback the caller's remaining time
+    cannot cover comes back at once, with its reason, not as DEADLINE_EXCEEDED."""
+    attempts = 0
+
+    async def sync(request: StringValue, context: object) -> StringValue:
+        nonlocal attempts
+        attempts += 1
+        raise ResourceExhausted("busy", retry_after=0.9)
+
+    async with running({"Sync": sync}) as service, channel(service.address, retry=True) as ch:
+        stub = ch.unary_unary(
+            f"/{SERVICE}/Sync",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub(StringValue(value=""), timeout=0.6)
+        waited = time.monotonic() - started
+    failure = from_rpc_error(raised.value)
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED, failure
+    assert failure.retry_after == 0.9
+    assert attempts == 1
+    assert waited < 0.5
+
+
 async def test_a_short_retry_after_is_waited_out_by_the_retrying_channel() -> None:
     attempts = 0
 

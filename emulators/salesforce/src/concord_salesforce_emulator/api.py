@@ -6,6 +6,7 @@ exactly like the call it stands for.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import hashlib
@@ -437,7 +438,14 @@ def _retrieve(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     record = api.org.retrieve(sobject, unquote(match["id"]))
     fields = call.param("fields")
     names = [f.strip() for f in fields.split(",")] if fields else None
-    return Reply(200, api.org.render(sobject, record, call.version, names))
+    tag = _etag(sobject, record.fields)
+    refused = _strong_precondition(tag, call.headers)
+    if refused is not None:
+        # HTTP's rule for reads: a matching If-None-Match is "not modified", not a failure.
+        return Reply(304 if refused == "none-match" else 412, headers=_tagged(tag))
+    if _not_modified_since(record.fields, call.headers.get("if-modified-since")):
+        return Reply(304, headers=_tagged(tag))
+    return Reply(200, api.org.render(sobject, record, call.version, names), _tagged(tag))
 
 
 @route("PATCH", r"sobjects/(?P<type>\w+)/(?P<id>[^/]+)")
@@ -447,12 +455,15 @@ def _update(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     if _modified_since(record.fields, call.headers.get("if-unmodified-since")):
         # Weak validation, as Salesforce documents it: against LastModifiedDate, to the second.
         return Reply(412)
+    if _strong_precondition(_etag(sobject, record.fields), call.headers) is not None:
+        return Reply(412)
     _single(
         api.org.write_many(
             [("update", sobject, record.id, api.record_body(call))], call.user_id, all_or_none=True
         )
     )
-    return Reply(204)
+    updated = api.org.retrieve(sobject, record.id)
+    return Reply(204, headers=_tagged(_etag(sobject, updated.fields)))
 
 
 @route("DELETE", r"sobjects/(?P<type>\w+)/(?P<id>[^/]+)")
@@ -1118,6 +1129,63 @@ def _theme(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 
 def encode(reply: Reply) -> bytes | None:
     return None if reply.body is None else json.dumps(reply.body).encode()
+
+
+# Salesforce computes ETags for Account rows only; other objects neither send one nor honour
+# If-Match / If-None-Match (Conditional Request Headers, REST API Developer Guide).
+_ETAGGED = frozenset({"Account"})
+
+
+def _etag(sobject: SObjectType, fields: dict[str, Any]) -> str | None:
+    """A strong ETag of the record's content, shaped as Salesforce's (`"<base64>--gzip"`)."""
+    if sobject.name not in _ETAGGED:
+        return None
+    content = json.dumps(fields, sort_keys=True, default=str).encode()
+    return f'"{base64.b64encode(hashlib.sha256(content).digest()).decode()}--gzip"'
+
+
+def _tagged(tag: str | None) -> dict[str, str]:
+    return {"ETag": tag} if tag else {}
+
+
+def _strong_precondition(tag: str | None, headers: dict[str, str]) -> str | None:
+    """Which of If-Match / If-None-Match refuses the request ("match", "none-match"), if any.
+
+    Only where the record has an ETag (Account rows); a value that is not a list of quoted
+    entity tags (or `*`) is a 400, as Salesforce documents for PATCH and POST."""
+    if tag is None:
+        return None
+    wanted = headers.get("if-match")
+    if wanted is not None and not _tag_listed(tag, wanted, "If-Match"):
+        return "match"
+    unwanted = headers.get("if-none-match")
+    if unwanted is not None and _tag_listed(tag, unwanted, "If-None-Match"):
+        return "none-match"
+    return None
+
+
+def _tag_listed(tag: str, header: str, name: str) -> bool:
+    values = [v.strip() for v in header.split(",") if v.strip()]
+    if values == ["*"]:
+        return True
+    for value in values:
+        if not re.fullmatch(r'(W/)?"[^"]*"', value):
+            raise SalesforceError(
+                "INVALID_HEADER_TYPE", f"{name}: not a list of entity tags: {header}", status=400
+            )
+    # Strong comparison: a weak tag never matches a strong one.
+    return tag in values
+
+
+def _not_modified_since(fields: dict[str, Any], header: str | None) -> bool:
+    """Whether a read's `If-Modified-Since` makes it a 304; an unreadable date is ignored, as
+    HTTP says for reads."""
+    if not header:
+        return False
+    try:
+        return not _modified_since(fields, header)
+    except SalesforceError:
+        return False
 
 
 def _modified_since(fields: dict[str, Any], header: str | None) -> bool:

@@ -183,7 +183,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         grpc_status = rpc_status.to_status(status)
         trailers = tuple(grpc_status.trailing_metadata)
         if retry_after is not None:
-            trailers += (("grpc-retry-pushback-ms", _pushback(retry_after)),)
+            pushback = _pushback(retry_after, context.time_remaining())
+            trailers += (("grpc-retry-pushback-ms", pushback),)
         await context.abort(grpc_status.code, grpc_status.details, trailing_metadata=trailers)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
@@ -196,10 +197,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 CHANNEL_RETRY_MAX_WAIT_SECONDS = 1.0
 
 
-def _pushback(retry_after: float) -> str:
+def _pushback(retry_after: float, remaining: float | None = None) -> str:
     """The channel's retry policy reads pushback, not RetryInfo: a short wait is honoured there
     (without pushback a retrying client would come back after 0.1 s), a long one is "do not
-    retry" (a negative value, gRFC A6), so the caller gets the error and its RetryInfo at once."""
+    retry" (a negative value, gRFC A6), so the caller gets the error and its RetryInfo at once.
+    So is any wait the caller's deadline (`remaining` seconds) would not outlive: waiting would
+    only turn the reason into DEADLINE_EXCEEDED."""
     if retry_after > CHANNEL_RETRY_MAX_WAIT_SECONDS:
+        return "-1"
+    if remaining is not None and retry_after >= remaining:
         return "-1"
     return str(int(retry_after * 1000))

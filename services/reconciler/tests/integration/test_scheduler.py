@@ -331,6 +331,50 @@ async def test_a_session_failed_by_a_throttled_peer_holds_the_mailbox_until_the_
     assert [s.state for s in await sessions_of(store, "busy")] == [SessionState.FAILED]
 
 
+async def test_a_spent_salesforce_allocation_holds_every_mailbox_of_the_org(
+    store: SqlStore, bus: EventBus
+) -> None:
+    """Issue #17: crm-connector's SALESFORCE_API_LIMIT (retry after 300 s) met by one mailbox's
+    session holds the whole org: no mailbox of it starts a session, by schedule or push; other
+    orgs go on; a completed session of the org lifts the hold."""
+    for mailbox_id, org in (("met", "acme"), ("sibling", "acme"), ("elsewhere", "globex")):
+        await add_mailbox(store, mailbox_id, org=org, update_time=utcnow() - timedelta(hours=2))
+    spent = await add_session(store, "met", SessionState.FAILED, "SALESFORCE_API_LIMIT", ago=5)
+    until = utcnow() + timedelta(seconds=300)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(sessions_table)
+            .where(sessions_table.c.session_id == spent.session_id)
+            .values(retry_not_before_us=to_us(until))
+        )
+    reader = ScheduleReader(store.engine, DEFAULT)
+    [sibling] = await reader.rows(only="sibling")
+    assert sibling.org_held_until is not None
+    assert abs((sibling.org_held_until - until).total_seconds()) < 0.001
+    assert await reader.held_until("sibling") == sibling.org_held_until
+    assert await reader.held_until("elsewhere") is None
+    running = scheduler(bus, store)
+    plan = await running.tick()
+    assert [s.mailbox_id for s in plan.sessions] == ["elsewhere"]
+    await running.start()
+    try:
+        await bus.client.publish(mail_changed("sibling"), b"")
+        await bus.client.publish(
+            crm_changed("acme"), events_pb2.CrmChanged(everyone=True).SerializeToString()
+        )
+        await bus.client.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        await running.stop()
+    assert await sessions_of(store, "sibling") == []
+    assert [s.state for s in await sessions_of(store, "met")] == [SessionState.FAILED]
+    # A forced sync of the org completed since (the allocation is back): the hold is lifted.
+    await add_session(store, "met", SessionState.COMPLETED, ago=1)
+    assert await reader.held_until("sibling") is None
+    [sibling] = await reader.rows(only="sibling")
+    assert sibling.org_held_until is None
+
+
 async def test_a_salesforce_change_syncs_the_owners_and_the_mirroring_mailboxes_only(
     store: SqlStore, bus: EventBus
 ) -> None:

@@ -134,6 +134,16 @@ class Stack:
             )
         )
 
+    def fault(self, **body: Any) -> None:
+        """An emulator fault (`/__admin/faults`): latency, throttling, errors, lost answers."""
+        url = f"{self.salesforce.url}/__admin/faults"
+        self.sf.session.post(url, json=body, timeout=10).raise_for_status()
+
+    def calls(self, endpoint: str) -> int:
+        """Calls the emulator has seen to `endpoint` (counted before any injected latency)."""
+        url = f"{self.salesforce.url}/__admin/calls"
+        return int(self.sf.session.get(url, timeout=10).json()["calls"].get(endpoint, 0))
+
     def sobject(self, name: str) -> SFType:
         sf = self.sf
         return SFType(name, sf.session_id, sf.sf_instance, "62.0", session=sf.session)
@@ -536,3 +546,136 @@ async def test_a_manual_conflict_waits_for_the_user_and_their_choice_is_written(
     left = await stack.reconciler.ListConflicts(api.ListConflictsRequest(parent=parent))
     assert list(left.conflicts) == []
     assert writes(await stack.session(mailbox_id)) == 0
+
+
+async def test_a_salesforce_edit_made_while_concords_update_is_in_flight_is_a_held_conflict(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 1, end to end: Concord's update of an Event waits 800 ms at
+    Salesforce's door (after crm-connector's version check) and someone edits the Event in
+    Salesforce meanwhile. The edit is not overwritten: the write is refused by its
+    precondition, the next session sees both edits, and the org's policy (manual here) holds
+    the conflict with both values."""
+    await stack.set_org(conflict_policy=st.CONFLICT_POLICY_MANUAL)
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Race {uuid.uuid4().hex[:6]}"
+    item = await asyncio.to_thread(_meeting, account, subject)
+    assert (await stack.session(mailbox_id)).counts.crm.created == 1
+    (event,) = stack.events(subject)
+    # Salesforce's conditional requests compare to the second.
+    await asyncio.sleep(1.1)
+    item.subject = subject + " (mailbox)"
+    await asyncio.to_thread(item.save, update_fields=["subject"])
+    # Every Composite request waits 800 ms at Salesforce's door: the session's listings and
+    # its update, which crm-connector sends right after its version check (a query).
+    stack.fault(kind="latency", path="composite$", method="POST", latency_ms=800, count=20)
+    checked = stack.calls("GET query")
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while stack.calls("GET query") == checked:
+        assert asyncio.get_running_loop().time() < deadline, "the update never reached Salesforce"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    # The update is waiting at the door: the person in Salesforce saves first.
+    stack.sobject("Event").update(event["Id"], {"Subject": subject + " (salesforce)"})
+    raced = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    assert raced.counts.crm.updated == 0, raced.counts
+    assert len(stack.events(subject + " (salesforce)")) == 1
+    held = await stack.session(mailbox_id)
+    assert held.counts.conflicts == 1, held.counts
+    (conflict,) = (
+        await stack.reconciler.ListConflicts(
+            api.ListConflictsRequest(parent=f"mailboxes/{mailbox_id}")
+        )
+    ).conflicts
+    assert [
+        (f.field, f.mail_value.string_value, f.crm_value.string_value) for f in conflict.fields
+    ] == [("Subject", subject + " (mailbox)", subject + " (salesforce)")]
+    # Nothing lost: Salesforce keeps its edit, the mailbox its own, until the user chooses.
+    assert len(stack.events(subject + " (salesforce)")) == 1
+    items = await asyncio.to_thread(lambda: list(account.calendar.all()))
+    assert [i.subject for i in items] == [subject + " (mailbox)"]
+
+
+async def test_a_spent_salesforce_allocation_fails_the_session_at_once_and_holds_the_org(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 3: crm-connector answers RESOURCE_EXHAUSTED (retry after 300 s) in
+    milliseconds; the session must fail as fast, saying so, not stall into "deadline exceeded"
+    while the channel waits out the pushback. Every mailbox of the org is then held."""
+    mailbox_id, _account = await stack.add_mailbox()
+    sibling_id, _ = await stack.add_mailbox()
+    # The org's rolling 24-hour allocation is spent: every call is REQUEST_LIMIT_EXCEEDED.
+    stack.fault(kind="throttle", count=10_000)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    failed = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    seconds = loop.time() - began
+    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.failure_code == "SALESFORCE_API_LIMIT", failed.failure_reason
+    assert "retry after 300 s" in failed.failure_reason
+    print(f"\nspent allocation: session failed in {seconds:.2f} s: {failed.failure_reason}")
+    assert seconds < 8, f"the session took {seconds:.1f} s to fail"
+    # The sibling never met the limit, but its next sync waits for the org's retry-after.
+    sibling = (
+        await stack.reconciler.GetMailbox(api.GetMailboxRequest(name=f"mailboxes/{sibling_id}"))
+    ).mailbox
+    assert sibling.HasField("next_sync_time")
+    wait = sibling.next_sync_time.ToDatetime(dt.UTC) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(seconds=250) < wait <= dt.timedelta(seconds=300)
+
+
+async def test_ews_throttling_fails_the_session_at_once_and_backs_the_mailbox_off_by_it(
+    stack: Stack,
+) -> None:
+    """Issue #17 case 3: a mail server asking for a back-off longer than the caller's deadline
+    (EWS ErrorServerBusy, 60 s) made the session stall into "mail-connector deadline
+    exceeded". It fails at once now, saying when to retry, and the mailbox's next sync waits
+    that long."""
+    mailbox_id, _account = await stack.add_mailbox()
+    await stack.session(mailbox_id)  # the account's folders and version are known
+    stack.exchange.admin(
+        "POST",
+        "faults",
+        {"kind": "server_busy", "operation": "SyncFolderItems", "back_off_ms": 60_000},
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    requested = await stack.reconciler.RequestSession(
+        api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
+    )
+    failed = (
+        await stack.reconciler.WaitSession(
+            api.WaitSessionRequest(
+                name=requested.session.name, timeout=duration_pb2.Duration(seconds=60)
+            )
+        )
+    ).session
+    seconds = loop.time() - began
+    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.failure_code == "PROVIDER_THROTTLED", failed.failure_reason
+    assert failed.failure_reason.count("retry after 60") == 1, failed.failure_reason
+    print(f"\nEWS throttling: session failed in {seconds:.2f} s: {failed.failure_reason}")
+    assert seconds < 5, f"the session took {seconds:.1f} s to fail"
+    mailbox = (
+        await stack.reconciler.GetMailbox(api.GetMailboxRequest(name=f"mailboxes/{mailbox_id}"))
+    ).mailbox
+    wait = mailbox.next_sync_time.ToDatetime(dt.UTC) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(seconds=50) < wait <= dt.timedelta(seconds=60)

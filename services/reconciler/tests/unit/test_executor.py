@@ -16,9 +16,9 @@ from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
-from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.planner import ConflictPolicy, SyncPolicy
 from concord_reconciler.mirror.domain.ports import ChangePage
-from concord_reconciler.mirror.domain.sync import LinkState, Side
+from concord_reconciler.mirror.domain.sync import FieldConflict, LinkState, Side, Write
 
 pytestmark = pytest.mark.unit
 
@@ -98,6 +98,54 @@ def test_a_failed_write_holds_the_cursors_and_the_next_session_retries() -> None
     retried = world.sync()
     assert (retried.updated[Side.CRM], retried.cursors_committed) == (1, True)
     assert world.crm.items["crm-1"].fields == {"name": "new"}
+
+
+class EditedInFlight:
+    """The CRM side with someone editing the record in Salesforce while Concord's write is in
+    flight: the edit lands first, so the write's version precondition fails (crm-connector's
+    conditional PATCH answers CONFLICT, which the sync side reads as VERSION_MISMATCH)."""
+
+    def __init__(self, inner: MemorySide, native: str, value: str) -> None:
+        self._inner, self._native, self._value = inner, native, value
+        self.side = inner.side
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    async def apply(self, kind: Kind, writes: list[Write]) -> Any:
+        self._inner.edit(self._native, "name", self._value)
+        return await self._inner.apply(kind, writes)
+
+
+@pytest.mark.parametrize("policy", [ConflictPolicy.NEWEST_WINS, ConflictPolicy.MANUAL])
+def test_a_salesforce_edit_during_concords_write_is_a_conflict_and_nothing_is_lost(
+    policy: ConflictPolicy,
+) -> None:
+    """Issue #17 case 1: the write refused by its precondition is not retried blindly; the
+    next session sees both edits and the org's policy decides, the losing value kept."""
+    world = World(conflict=policy)
+    world.linked(1)
+    world.mail.edit("mail-1", "name", "from the mailbox")
+    raced = world.sync(crm=EditedInFlight(world.crm, "crm-1", "from Salesforce"))
+    assert (raced.errors[Side.CRM], raced.cursors_committed) == (1, False)
+    # The edit made in Salesforce while the write was in flight is still there.
+    assert world.crm.items["crm-1"].fields == {"name": "from Salesforce"}
+    merged = world.sync()
+    assert merged.conflicts == 1
+    (link,) = world.store.links.values()
+    (conflict,) = link.conflicts
+    assert (conflict.mail_value, conflict.crm_value) == ("from the mailbox", "from Salesforce")
+    if policy is ConflictPolicy.NEWEST_WINS:
+        # Salesforce's edit is the newer: both sides hold it, the mailbox's value is kept.
+        assert conflict.winner is Side.CRM
+        assert world.mail.items["mail-1"].fields == {"name": "from Salesforce"}
+    else:
+        # Held for the user: neither side is written until they choose.
+        assert conflict == FieldConflict("name", "from the mailbox", "from Salesforce", None)
+        assert link.state is LinkState.CONFLICT
+        assert world.mail.items["mail-1"].fields == {"name": "from the mailbox"}
+    assert world.crm.items["crm-1"].fields == {"name": "from Salesforce"}
+    assert world.sync().writes == 0
 
 
 def test_a_lost_answer_is_looked_up_by_link_id_before_writing_again() -> None:

@@ -14,11 +14,13 @@ from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 from concord_reconciler.sessions.domain.schedule import (
     CREDENTIAL_FAILURES,
+    ORG_WIDE_FAILURES,
     SchedulePolicy,
     ScheduleRow,
     back_off_delay,
     may_push,
     next_due,
+    org_holds,
     plan_tick,
 )
 
@@ -189,6 +191,60 @@ def test_a_throttled_mailbox_waits_for_the_peers_retry_after_not_for_its_interva
     later = NOW + timedelta(seconds=301)
     assert [s.mailbox_id for s in plan_tick([throttled], later).sessions] == ["m1"]
     assert may_push(throttled, later)
-    # A retry-after already past changes nothing.
+    # A retry-after already past is an overdue retry: due at once, not at the next interval.
     past = replace(throttled, retry_not_before=NOW - timedelta(hours=2))
-    assert next_due(past, POLICY) == next_due(replace(past, retry_not_before=None), POLICY)
+    assert next_due(past, POLICY) == NOW - timedelta(hours=2)
+    assert [s.mailbox_id for s in plan_tick([past], NOW).sessions] == ["m1"]
+
+
+def test_a_throttled_session_is_retried_at_the_retry_after_not_at_the_next_interval() -> None:
+    """Issue #17 case 3: the mailbox is backed off *by* the retry-after: a 60 s throttle a
+    minute into a 30-minute interval retries after 60 s, not 29 minutes later."""
+    throttled = replace(
+        failed(1, "PROVIDER_THROTTLED", retry_not_before=NOW + timedelta(seconds=60)),
+        last_request=NOW - timedelta(minutes=1),
+    )
+    assert next_due(throttled, POLICY) == NOW + timedelta(seconds=60)
+    later = NOW + timedelta(seconds=60)
+    assert [(s.mailbox_id, s.trigger) for s in plan_tick([throttled], later).sessions] == [
+        ("m1", res.SESSION_TRIGGER_RETRY)
+    ]
+    # Any other failure waits for the interval, as before.
+    plain = replace(throttled, retry_not_before=None)
+    assert next_due(plain, POLICY) == NOW + timedelta(minutes=29)
+
+
+def test_an_org_wide_limit_holds_every_mailbox_of_the_org_until_its_retry_after() -> None:
+    """Issue #17: Salesforce's allocation is the org's; one mailbox meeting it holds them all."""
+    assert "SALESFORCE_API_LIMIT" in ORG_WIDE_FAILURES
+    until = NOW + timedelta(seconds=300)
+    holds = org_holds([("acme", NOW - timedelta(seconds=5), until)], {})
+    assert holds == {"acme": until}
+    # Another mailbox of the org, due and never synced: neither the schedule nor a push runs it.
+    other = row(mailbox_id="m2", org_held_until=holds.get("acme"))
+    assert next_due(other, POLICY) == until
+    assert plan_tick([other], NOW).sessions == []
+    assert plan_tick([other], NOW).next_wake == until
+    assert not may_push(other, NOW)
+    later = NOW + timedelta(seconds=301)
+    assert [s.mailbox_id for s in plan_tick([other], later).sessions] == ["m2"]
+    assert may_push(other, later)
+    # Its own longer hold still counts.
+    own = replace(other, retry_not_before=NOW + timedelta(hours=1))
+    assert next_due(own, POLICY) == NOW + timedelta(hours=1)
+
+
+def test_the_newest_org_wide_failure_holds_unless_a_session_completed_after_it() -> None:
+    early, late = NOW - timedelta(minutes=10), NOW - timedelta(minutes=1)
+    failures = [
+        ("acme", early, NOW + timedelta(hours=1)),
+        ("acme", late, NOW + timedelta(minutes=5)),
+        ("globex", early, NOW + timedelta(minutes=5)),
+    ]
+    assert org_holds(failures, {}) == {
+        "acme": NOW + timedelta(minutes=5),
+        "globex": NOW + timedelta(minutes=5),
+    }
+    # A session of globex completed after its failure: the allocation is back.
+    completed = {"globex": early + timedelta(seconds=1), "acme": early}
+    assert org_holds(failures, completed) == {"acme": NOW + timedelta(minutes=5)}

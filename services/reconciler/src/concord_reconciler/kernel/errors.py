@@ -161,8 +161,9 @@ class PeerError(Exception):
         status = self.code.lower().replace("_", " ")
         text = self.message if len(self.message) <= 300 else self.message[:297] + "..."
         described = f"{self.peer} {status} ({self.method})" + (f": {text}" if text else "")
-        if self.retry_after is not None:
-            # A throttled mailbox or a spent API allocation: when trying again can help.
+        if self.retry_after is not None and "retry after" not in text:
+            # A throttled mailbox or a spent API allocation: when trying again can help (once:
+            # a peer's message may say so already).
             described += f"; retry after {self.retry_after:g} s"
         return described
 

@@ -21,7 +21,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
@@ -36,11 +36,13 @@ from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 from concord_reconciler.sessions.domain.ports import SessionQueue, SessionStore
 from concord_reconciler.sessions.domain.schedule import (
+    ORG_WIDE_FAILURES,
     SchedulePolicy,
     ScheduleRow,
     StateChange,
     TickPlan,
     may_push,
+    org_holds,
     plan_tick,
 )
 from concord_reconciler.sessions.domain.sessions import request_session
@@ -81,7 +83,7 @@ class ScheduleReader:
 
     async def held_until(self, mailbox_id: str) -> datetime | None:
         """When a throttled peer allows the mailbox's next session, if its newest finished
-        session says so (one indexed query: it runs for every push hint)."""
+        session says so or its org is held (indexed queries: they run for every push hint)."""
         async with self.engine.connect() as conn:
             newest = (
                 await conn.execute(
@@ -94,9 +96,53 @@ class ScheduleReader:
                     .limit(1)
                 )
             ).first()
-        if newest is None or newest[0] != SessionState.FAILED or newest[1] is None:
-            return None
-        return from_us(newest[1])
+            org_id = await conn.scalar(
+                select(mailboxes.c.org_id).where(mailboxes.c.mailbox_id == mailbox_id)
+            )
+            org_hold = (
+                (await self._org_holds(conn, org_id)).get(org_id) if org_id is not None else None
+            )
+        own = (
+            from_us(newest[1])
+            if newest is not None and newest[0] == SessionState.FAILED and newest[1] is not None
+            else None
+        )
+        holds = [t for t in (own, org_hold) if t is not None]
+        return max(holds) if holds else None
+
+    async def _org_holds(self, conn: AsyncConnection, org_id: str | None) -> dict[str, datetime]:
+        """Orgs (all, or `org_id`) held by a session failed by an org-wide limit whose
+        retry-after is still ahead (see `org_holds`)."""
+        of_org = [mailboxes.c.org_id == org_id] if org_id is not None else []
+        failures = [
+            (org, from_us(end_us), from_us(until_us))
+            for org, end_us, until_us in await conn.execute(
+                select(mailboxes.c.org_id, sessions.c.end_time_us, sessions.c.retry_not_before_us)
+                .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
+                .where(
+                    sessions.c.state == int(SessionState.FAILED),
+                    sessions.c.failure_code.in_(sorted(ORG_WIDE_FAILURES)),
+                    sessions.c.retry_not_before_us > to_us(utcnow()),
+                    *of_org,
+                )
+            )
+        ]
+        if not failures:
+            return {}
+        held = sorted({org for org, _, _ in failures})
+        completions = {
+            org: from_us(end_us)
+            for org, end_us in await conn.execute(
+                select(mailboxes.c.org_id, func.max(sessions.c.end_time_us))
+                .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
+                .where(
+                    sessions.c.state == int(SessionState.COMPLETED),
+                    mailboxes.c.org_id.in_(held),
+                )
+                .group_by(mailboxes.c.org_id)
+            )
+        }
+        return org_holds(failures, completions)
 
     async def hinted_mailboxes(
         self, org_id: str, owner_ids: Sequence[str], crm_ids: Sequence[str]
@@ -175,6 +221,7 @@ class ScheduleReader:
             chosen = chosen.where(mailboxes.c.mailbox_id == only)
         async with self.engine.connect() as conn:
             boxes = (await conn.execute(chosen)).mappings().all()
+            held = await self._org_holds(conn, boxes[0].org_id if only and boxes else None)
             org_rows = await conn.execute(select(org_settings.c.org_id, org_settings.c.settings))
             intervals = {org_id: _interval(blob) for org_id, blob in org_rows}
             last_request: dict[str, int] = {
@@ -219,6 +266,7 @@ class ScheduleReader:
                     box.mailbox_id in pending,
                     pending.get(box.mailbox_id),
                     recent.get(box.mailbox_id, []),
+                    held.get(box.org_id),
                 )
             )
         return rows
@@ -261,6 +309,7 @@ def _row(
     pending: bool,
     queued_us: int | None,
     recent: list[tuple[int, int, str, str, int | None]],
+    org_held_until: datetime | None = None,
 ) -> ScheduleRow:
     failures = 0
     for outcome, *_ in recent:
@@ -285,6 +334,7 @@ def _row(
         retry_not_before=(
             from_us(newest[4]) if newest and failures and newest[4] is not None else None
         ),
+        org_held_until=org_held_until,
     )
 
 

@@ -8,7 +8,7 @@ schedule after another one dies, with no schedule state of its own to lose.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +19,7 @@ from concord_reconciler.sessions.domain.model import SessionState
 
 __all__ = [
     "CREDENTIAL_FAILURES",
+    "ORG_WIDE_FAILURES",
     "SchedulePolicy",
     "ScheduleRow",
     "ScheduledSession",
@@ -27,6 +28,7 @@ __all__ = [
     "back_off_delay",
     "may_push",
     "next_due",
+    "org_holds",
     "plan_tick",
 ]
 
@@ -35,6 +37,11 @@ __all__ = [
 CREDENTIAL_FAILURES = frozenset(
     {"MAILBOX_CREDENTIALS_REJECTED", "MAILBOX_ACCESS_DENIED", "SALESFORCE_LOGIN_FAILED"}
 )
+
+# Failure codes whose retry-after holds every mailbox of the org, not only the one whose session
+# met it: Salesforce's API allocation is the org's (a rolling 24 h), so another mailbox's session
+# would only spend a call, and the caller's time, to be told the same.
+ORG_WIDE_FAILURES = frozenset({"SALESFORCE_API_LIMIT"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,15 @@ class ScheduleRow:
     queued_since: datetime | None = None
     # The newest session failed by a throttled peer, which asked not to be called before this.
     retry_not_before: datetime | None = None
+    # A session of another mailbox of the org met an org-wide limit (ORG_WIDE_FAILURES): no
+    # session of this org before this either (see `org_holds`).
+    org_held_until: datetime | None = None
+
+    @property
+    def held_until(self) -> datetime | None:
+        """The later of the mailbox's own and its org's hold."""
+        holds = [t for t in (self.retry_not_before, self.org_held_until) if t is not None]
+        return max(holds) if holds else None
 
 
 @dataclass(frozen=True)
@@ -130,10 +146,15 @@ def back_off_delay(failures_in_back_off: int, policy: SchedulePolicy) -> timedel
 
 def next_due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
     """When the mailbox's next session is due; None while nothing may be scheduled. Never
-    before the moment a throttled peer asked for (its RetryInfo)."""
+    before the moment a throttled peer asked for (its RetryInfo) — and for an active mailbox
+    whose session a throttled peer failed, at that moment: the mailbox is backed off by the
+    retry-after, not left until its next interval with its changes waiting."""
     due = _due(row, policy)
-    if due is not None and row.retry_not_before is not None:
-        return max(due, row.retry_not_before)
+    if due is not None and row.state is MailboxState.ACTIVE and row.retry_not_before is not None:
+        due = row.retry_not_before
+    held = row.held_until
+    if due is not None and held is not None:
+        return max(due, held)
     return due
 
 
@@ -153,10 +174,33 @@ def _due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
 
 def may_push(row: ScheduleRow, now: datetime) -> bool:
     """Whether a push hint may start a session now: an active mailbox that no throttled peer
-    asked to leave alone until later (a back-off is not defeated by pushes either)."""
+    asked to leave alone until later, itself or its org (a back-off is not defeated by pushes
+    either)."""
     if row.state is not MailboxState.ACTIVE:
         return False
-    return row.retry_not_before is None or row.retry_not_before <= now
+    held = row.held_until
+    return held is None or held <= now
+
+
+def org_holds(
+    failures: Iterable[tuple[str, datetime, datetime]], completions: Mapping[str, datetime]
+) -> dict[str, datetime]:
+    """Per org, until when no session of it may start.
+
+    `failures`: (org, when the session ended, its retry-after) of sessions failed by an
+    org-wide limit; `completions`: per org, when its newest completed session ended. The newest
+    such failure holds the org until its retry-after, unless a session of the org completed
+    after it (the allocation is back: a forced sync showed it).
+    """
+    newest: dict[str, tuple[datetime, datetime]] = {}
+    for org, ended, until in failures:
+        if org not in newest or ended > newest[org][0]:
+            newest[org] = (ended, until)
+    return {
+        org: until
+        for org, (ended, until) in newest.items()
+        if org not in completions or completions[org] <= ended
+    }
 
 
 def plan_tick(
@@ -186,7 +230,7 @@ def plan_tick(
         if due <= now:
             trigger = (
                 res.SESSION_TRIGGER_RETRY
-                if row.state is MailboxState.BACKING_OFF
+                if row.state is MailboxState.BACKING_OFF or row.retry_not_before is not None
                 else res.SESSION_TRIGGER_SCHEDULE
             )
             plan.sessions.append(ScheduledSession(row.mailbox_id, trigger))
