@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.app import schedule_policy
 from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 from concord_reconciler.sessions.domain.schedule import (
@@ -21,6 +22,7 @@ from concord_reconciler.sessions.domain.schedule import (
     next_due,
     plan_tick,
 )
+from concord_reconciler.settings import ReconcilerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -192,3 +194,9 @@ def test_a_throttled_mailbox_waits_for_the_peers_retry_after_not_for_its_interva
     # A retry-after already past changes nothing.
     past = replace(throttled, retry_not_before=NOW - timedelta(hours=2))
     assert next_due(past, POLICY) == next_due(replace(past, retry_not_before=None), POLICY)
+
+
+def test_the_retention_of_stored_answers_is_a_setting() -> None:
+    assert schedule_policy(ReconcilerSettings()).answer_retention == timedelta(days=1)
+    hour = ReconcilerSettings(request_answer_retention_seconds=3600)
+    assert schedule_policy(hour).answer_retention == timedelta(hours=1)
