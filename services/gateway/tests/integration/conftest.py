@@ -26,6 +26,7 @@ from concord_gateway.api import install
 from concord_gateway.domain.tokens import TokenVerifier
 from concord_gateway.settings import GatewaySettings
 from concord_rpc import (
+    AlreadyExists,
     GrpcService,
     Identity,
     IdentityVerifier,
@@ -33,6 +34,7 @@ from concord_rpc import (
     RequireIdentity,
     current_identity,
 )
+from concord_rpc.identity import CallerNotInOrg
 
 KEY = "test-signing-key-0123456789-abcdefghij"
 # The internal key gateway and fake peers share; the peers verify like the real ones will.
@@ -43,6 +45,10 @@ NEW_KEY = "new-signing-key-2026-11-0123456789-abcdef"
 
 class MailboxMissing(NotFound):
     reason = "MAILBOX_NOT_FOUND"
+
+
+class MailboxExists(AlreadyExists):
+    reason = "MAILBOX_ALREADY_EXISTS"
 
 
 class SessionMissing(NotFound):
@@ -128,7 +134,14 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
     async def GetMailbox(self, request: Any, context: Any) -> Any:
         self.callers.append(current_identity())
-        return rec_pb.GetMailboxResponse(mailbox=self._get(request.name))
+        return rec_pb.GetMailboxResponse(mailbox=self._in_callers_org(self._get(request.name)))
+
+    def _in_callers_org(self, mailbox: res.Mailbox) -> res.Mailbox:
+        # As the reconciler: a caller vouched for another org is refused (issue #17, case 6).
+        caller = current_identity()
+        if caller is not None and mailbox.org != f"orgs/{caller.org}":
+            raise CallerNotInOrg("the caller does not act for this mailbox's org")
+        return mailbox
 
     async def SuspendMailbox(self, request: Any, context: Any) -> Any:
         def act() -> Any:
@@ -229,6 +242,12 @@ class FakeReconciler(rec_grpc.ReconcilerServiceServicer):
 
     async def CreateMailbox(self, request: Any, context: Any) -> Any:
         def act() -> Any:
+            taken = self.mailboxes.get(f"mailboxes/{request.mailbox_id}")
+            if taken is not None:
+                # The reconciler's answers: another org's id is not the caller's; their own
+                # org's is taken.
+                self._in_callers_org(taken)
+                raise MailboxExists(f"mailboxes/{request.mailbox_id} already exists")
             created = res.Mailbox()
             created.CopyFrom(request.mailbox)
             created.name = f"mailboxes/{request.mailbox_id or 'generated'}"
