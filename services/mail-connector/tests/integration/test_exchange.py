@@ -787,3 +787,74 @@ async def test_an_item_exchangelib_cannot_parse_is_quarantined_and_its_page_goes
     # The cursor went past it: the next listing is quiet, the mailbox is not blocked.
     again = await ews.changes(mailbox, page.next_cursor.token)
     assert list(again.changes) == []
+
+
+def _raw_soap_create(emulator: RunningEmulator, address: str, password: str, item: str) -> str:
+    """CreateItem as some other client sends it, past exchangelib: its item id."""
+    import base64
+    import urllib.request
+
+    from lxml import etree
+
+    envelope = (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"'
+        ' xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"'
+        ' xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">'
+        '<soap:Header><t:RequestServerVersion Version="Exchange2016"/></soap:Header>'
+        '<soap:Body><m:CreateItem SendMeetingInvitations="SendToNone">'
+        '<m:SavedItemFolderId><t:DistinguishedFolderId Id="calendar"/></m:SavedItemFolderId>'
+        f"<m:Items>{item}</m:Items></m:CreateItem></soap:Body></soap:Envelope>"
+    )
+    request = urllib.request.Request(emulator.endpoint, data=envelope.encode(), method="POST")
+    request.add_header("content-type", "text/xml; charset=utf-8")
+    basic = base64.b64encode(f"{address}:{password}".encode()).decode()
+    request.add_header("authorization", f"Basic {basic}")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        tree = etree.fromstring(answer.read())
+    [item_id] = tree.xpath(
+        "//t:ItemId/@Id",
+        namespaces={"t": "http://schemas.microsoft.com/exchange/services/2006/types"},
+    )
+    return str(item_id)
+
+
+MARS_ALL_DAY = (
+    "<t:CalendarItem><t:Subject>All day on Mars</t:Subject>"
+    "<t:Start>2030-03-18T00:00:00Z</t:Start><t:End>2030-03-19T00:00:00Z</t:End>"
+    "<t:IsAllDayEvent>true</t:IsAllDayEvent>"
+    '<t:StartTimeZone Id="Mars Standard Time"/><t:EndTimeZone Id="Mars Standard Time"/>'
+    "</t:CalendarItem>"
+)
+
+
+@pytest.mark.parametrize("page_size", [0, 1, 2])
+async def test_a_poison_item_created_by_raw_soap_is_quarantined_on_any_page(
+    ews: Ews, page_size: int
+) -> None:
+    # Issue #17, case 2: an all-day item in a zone no Windows table knows, written by another
+    # client over raw SOAP, failed exchangelib's parsing of the whole SyncFolderItems page, so
+    # every session of the mailbox failed. Whatever the page size, the other items come, the
+    # poison one is quarantined by id with a reason, and the cursor passes it.
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    [before] = await ews.apply(mailbox, create("before", meeting("before the poison")))
+    poison_id = _raw_soap_create(ews.emulator, address, password, MARS_ALL_DAY)
+    [after] = await ews.apply(mailbox, create("after", meeting("after the poison")))
+
+    good: set[str] = set()
+    bad: list[r.MailChange] = []
+    token = ""
+    for _ in range(10):
+        page = await ews.changes(mailbox, token, page_size=page_size)
+        good |= {c.ref.native_id for c in page.changes if not c.HasField("problem")}
+        bad += [c for c in page.changes if c.HasField("problem")]
+        token = page.next_cursor.token
+        if not page.has_more:
+            break
+    assert good == {before.ref.native_id, after.ref.native_id}
+    assert [c.ref.native_id for c in bad] == [poison_id]
+    assert bad[0].problem.reason in ("UNKNOWN_TIME_ZONE", "CONVERSION_FAILED")
+    assert bad[0].problem.message
+    again = await ews.changes(mailbox, token)
+    assert list(again.changes) == []
