@@ -812,11 +812,13 @@ def _raw_soap_create(emulator: RunningEmulator, address: str, password: str, ite
     request.add_header("authorization", f"Basic {basic}")
     with urllib.request.urlopen(request, timeout=10) as answer:
         tree = etree.fromstring(answer.read())
-    [item_id] = tree.xpath(
+    ids = tree.xpath(
         "//t:ItemId/@Id",
         namespaces={"t": "http://schemas.microsoft.com/exchange/services/2006/types"},
     )
-    return str(item_id)
+    assert isinstance(ids, list)
+    assert len(ids) == 1, "CreateItem answered no item"
+    return str(ids[0])
 
 
 MARS_ALL_DAY = (
