@@ -860,3 +860,18 @@ async def test_a_poison_item_created_by_raw_soap_is_quarantined_on_any_page(
     assert bad[0].problem.message
     again = await ews.changes(mailbox, token)
     assert list(again.changes) == []
+
+
+async def test_reading_a_poison_item_by_reference_fails_that_item_alone(ews: Ews) -> None:
+    # A retry of the quarantined item (RetryItem) reads it by reference, in a batch with others:
+    # the batch must not fail with it.
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    [good] = await ews.apply(mailbox, create("good", meeting("an ordinary meeting")))
+    poison_id = _raw_soap_create(ews.emulator, address, password, MARS_ALL_DAY)
+    poison = r.ItemRef(kind=CALENDAR, native_id=poison_id, collection=good.ref.collection)
+    got = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=[good.ref, poison]))
+    assert [i.ref.native_id for i in got.items] == [good.ref.native_id]
+    [failed] = got.failures
+    assert failed.ref.native_id == poison_id
+    assert failed.problem.reason == "CONVERSION_FAILED"
