@@ -789,38 +789,6 @@ async def test_an_item_exchangelib_cannot_parse_is_quarantined_and_its_page_goes
     assert list(again.changes) == []
 
 
-def _raw_soap_create(emulator: RunningEmulator, address: str, password: str, item: str) -> str:
-    """CreateItem as some other client sends it, past exchangelib: its item id."""
-    import base64
-    import urllib.request
-
-    from lxml import etree
-
-    envelope = (
-        '<?xml version="1.0" encoding="utf-8"?>'
-        '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"'
-        ' xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"'
-        ' xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">'
-        '<soap:Header><t:RequestServerVersion Version="Exchange2016"/></soap:Header>'
-        '<soap:Body><m:CreateItem SendMeetingInvitations="SendToNone">'
-        '<m:SavedItemFolderId><t:DistinguishedFolderId Id="calendar"/></m:SavedItemFolderId>'
-        f"<m:Items>{item}</m:Items></m:CreateItem></soap:Body></soap:Envelope>"
-    )
-    request = urllib.request.Request(emulator.endpoint, data=envelope.encode(), method="POST")
-    request.add_header("content-type", "text/xml; charset=utf-8")
-    basic = base64.b64encode(f"{address}:{password}".encode()).decode()
-    request.add_header("authorization", f"Basic {basic}")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        tree = etree.fromstring(answer.read())
-    ids = tree.xpath(
-        "//t:ItemId/@Id",
-        namespaces={"t": "http://schemas.microsoft.com/exchange/services/2006/types"},
-    )
-    assert isinstance(ids, list)
-    assert len(ids) == 1, "CreateItem answered no item"
-    return str(ids[0])
-
-
 MARS_ALL_DAY = (
     "<t:CalendarItem><t:Subject>All day on Mars</t:Subject>"
     "<t:Start>2030-03-18T00:00:00Z</t:Start><t:End>2030-03-19T00:00:00Z</t:End>"
@@ -841,7 +809,7 @@ async def test_a_poison_item_created_by_raw_soap_is_quarantined_on_any_page(
     address, password = ews.new_user()
     mailbox = await ews.register(address)
     [before] = await ews.apply(mailbox, create("before", meeting("before the poison")))
-    poison_id = _raw_soap_create(ews.emulator, address, password, MARS_ALL_DAY)
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
     [after] = await ews.apply(mailbox, create("after", meeting("after the poison")))
 
     good: set[str] = set()
@@ -868,7 +836,7 @@ async def test_reading_a_poison_item_by_reference_fails_that_item_alone(ews: Ews
     address, password = ews.new_user()
     mailbox = await ews.register(address)
     [good] = await ews.apply(mailbox, create("good", meeting("an ordinary meeting")))
-    poison_id = _raw_soap_create(ews.emulator, address, password, MARS_ALL_DAY)
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
     poison = r.ItemRef(kind=CALENDAR, native_id=poison_id, collection=good.ref.collection)
     got = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=[good.ref, poison]))
     assert [i.ref.native_id for i in got.items] == [good.ref.native_id]
