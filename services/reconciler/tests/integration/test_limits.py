@@ -13,9 +13,12 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
+from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord_reconciler.kernel.schema import requests
+from concord_reconciler.kernel.wire import REASON_SHOWN
+from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_rpc import from_rpc_error
 
 from .conftest import Reconciler
@@ -78,3 +81,18 @@ async def test_blacklist_entries_must_name_an_address_or_a_domain(reconciler: Re
         "ann@partner.example",
         "*.spam.example",
     ]
+
+
+async def test_a_huge_reason_stored_before_the_limits_no_longer_breaks_the_orgs_status(
+    reconciler: Reconciler,
+) -> None:
+    # Written straight to the store, as a reconciler without the limits stored it.
+    await reconciler.add_mailbox("ann")
+    await reconciler.store.set_mailbox_state("ann", MailboxState.SUSPENDED, "x" * (20 << 20))
+    # The test's channel takes gRPC's default 4 MiB answers, as the CLI's does.
+    listed = await reconciler.stub.ListMailboxes(api.ListMailboxesRequest(org="orgs/acme"))
+    [ann] = listed.mailboxes
+    assert ann.state == res.MAILBOX_STATE_SUSPENDED
+    assert 0 < len(ann.suspended_reason) <= REASON_SHOWN
+    got = await reconciler.stub.GetMailbox(api.GetMailboxRequest(name="mailboxes/ann"))
+    assert got.mailbox.suspended_reason == ann.suspended_reason
