@@ -143,10 +143,13 @@ class MailboxesApi(RoomApi):
         self, request: api.DeleteMailboxRequest, context: Context
     ) -> api.DeleteMailboxResponse:
         method = "DeleteMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        # Before any stored answer is replayed: a retry is answered to its own org only.
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.DeleteMailboxResponse)
         if replay is not None:
             return replay
-        mailbox = await self._mailbox(parse_mailbox_name(request.name))
+        mailbox = await self._mailbox(mailbox_id)
         if request.etag and request.etag != mailbox.etag:
             raise EtagMismatch(mailbox.name)
         try:
@@ -160,11 +163,11 @@ class MailboxesApi(RoomApi):
         self, request: api.SuspendMailboxRequest, context: Context
     ) -> api.SuspendMailboxResponse:
         method = "SuspendMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.SuspendMailboxResponse)
         if replay is not None:
             return replay
-        mailbox_id = parse_mailbox_name(request.name)
-        await self._check_mailbox_org(mailbox_id)
         reason = request.reason.strip() or "suspended on request"
         mailbox = await self.ports.mailboxes.set_mailbox_state(
             mailbox_id, MailboxState.SUSPENDED, reason
@@ -195,11 +198,11 @@ class MailboxesApi(RoomApi):
         self, request: api.ResumeMailboxRequest, context: Context
     ) -> api.ResumeMailboxResponse:
         method = "ResumeMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.ResumeMailboxResponse)
         if replay is not None:
             return replay
-        mailbox_id = parse_mailbox_name(request.name)
-        await self._check_mailbox_org(mailbox_id)
         mailbox = await self.ports.mailboxes.set_mailbox_state(mailbox_id, MailboxState.ACTIVE, "")
         session, _ = await self._request_session(
             mailbox_id, res.SESSION_TRIGGER_FORCE, request.request_id
@@ -219,12 +222,12 @@ class MailboxesApi(RoomApi):
         self, request: api.UpdateMailboxSettingsRequest, context: Context
     ) -> api.UpdateMailboxSettingsResponse:
         method = "UpdateMailboxSettings"
+        mailbox_id = parse_mailbox_settings_name(request.settings.name, "settings.name")
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.UpdateMailboxSettingsResponse)
         if replay is not None:
             return replay
-        mailbox = await self._mailbox(
-            parse_mailbox_settings_name(request.settings.name, "settings.name")
-        )
+        mailbox = await self._mailbox(mailbox_id)
         org = await self._org_settings(mailbox.org_id)
         if settings_access_disabled(org, mailbox.owner_user_id):
             raise SettingsAccessDisabled(request.settings.name)
@@ -254,10 +257,10 @@ class MailboxesApi(RoomApi):
         self, request: api.UpdateOrgSettingsRequest, context: Context
     ) -> api.UpdateOrgSettingsResponse:
         method = "UpdateOrgSettings"
+        org_id = self._callers_org(parse_org_settings_name(request.settings.name, "settings.name"))
         replay = await self._replay(method, request.request_id, api.UpdateOrgSettingsResponse)
         if replay is not None:
             return replay
-        org_id = self._callers_org(parse_org_settings_name(request.settings.name, "settings.name"))
         current = await self._org_settings(org_id)
         if request.settings.etag and request.settings.etag != current.etag:
             raise EtagMismatch(request.settings.name)
