@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -22,7 +22,9 @@ from exchangelib import (  # type: ignore[import-untyped]
 from exchangelib.folders import Folder  # type: ignore[import-untyped]
 from simple_salesforce.api import SFType
 
+from concord.common.v1 import resources_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord_devstack.tokens import mint, signing_key
 from concord_testing import OtlpReceiver, ReceivedSpan
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import BIN, RunningStack, _alive, _wait_gone, start_stack, stop_stack
@@ -362,6 +364,72 @@ def test_the_orgs_admin_sees_its_health_with_the_api_budget(stack: RunningStack)
     assert int(health["budget"]["limit"]) > 0
     denied = stack.concord("health")  # a user, not the org's admin
     assert denied.returncode == 4, denied.stderr
+
+
+def test_another_orgs_admin_is_not_told_a_mailbox_id_exists(stack: RunningStack) -> None:
+    # Issue #17, case 6: registering `demo` (the demo org's) as another org's admin said
+    # "mailboxes/demo already exists". Now it is answered like any mailbox not theirs.
+    token = mint(signing_key(stack.var_dir), subject="root", org="globex", role="admin")
+    metadata = [("authorization", f"Bearer {token}")]
+    channel, gateway = _gateway(stack)
+    with channel:
+        with pytest.raises(grpc.RpcError) as taken:
+            gateway.RegisterMailbox(
+                gateway_service_pb2.RegisterMailboxRequest(
+                    mailbox_id="demo",
+                    mailbox=resources_pb2.Mailbox(
+                        owner_user_id="carol",
+                        crm_user_id="005000000000009AAA",
+                        address="carol@globex.example",
+                        provider=resources_pb2.MAIL_PROVIDER_EXCHANGE_EWS,
+                    ),
+                ),
+                metadata=metadata,
+                timeout=20,
+            )
+        with pytest.raises(grpc.RpcError) as missing:
+            gateway.GetMailboxStatus(
+                gateway_service_pb2.GetMailboxStatusRequest(mailbox="mailboxes/nope"),
+                metadata=metadata,
+                timeout=20,
+            )
+    assert taken.value.code() == missing.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (taken.value.details() or "").replace("demo", "X") == (
+        missing.value.details() or ""
+    ).replace("nope", "X")
+    assert "exist" not in (taken.value.details() or "")
+
+
+def test_a_huge_suspension_reason_is_refused_and_status_still_answers(
+    stack: RunningStack,
+) -> None:
+    # Issue #17, case 4: a 20 MiB reason by a plain user was stored, and every later
+    # `concord status` of the org failed with "Received message larger than max".
+    channel, gateway = _gateway(stack)
+    metadata = [("authorization", f"Bearer {stack.info['demo']['token']}")]
+    with channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.SuspendMailbox(
+                gateway_service_pb2.SuspendMailboxRequest(
+                    mailbox="mailboxes/demo", reason="x" * (20 << 20)
+                ),
+                metadata=metadata,
+                timeout=20,
+            )
+        # A blocking channel answers the message itself (the stubs are typed for asyncio).
+        demo = cast(
+            gateway_service_pb2.GetMailboxStatusResponse,
+            gateway.GetMailboxStatus(
+                gateway_service_pb2.GetMailboxStatusRequest(mailbox="mailboxes/demo"),
+                metadata=metadata,
+                timeout=20,
+            ),
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reason" in (refused.value.details() or "")
+    assert demo.status.mailbox.state != resources_pb2.MAILBOX_STATE_SUSPENDED
+    status = stack.concord("status")
+    assert status.returncode == 0, status.stderr
 
 
 def test_a_second_make_up_over_the_same_var_syncs_with_this_runs_addresses(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import socket
@@ -12,11 +13,13 @@ import urllib.request
 from typing import Any
 
 import uvicorn
+from lxml import etree
 
 from concord_exchange_emulator.app import IDLE_CONNECTION_SECONDS, build_app
 from concord_exchange_emulator.seed import seed_mailbox
 from concord_exchange_emulator.store import Store
 from concord_exchange_emulator.tls import ensure_tls_files
+from concord_exchange_emulator.xmlns import M, T
 
 
 def free_port() -> int:
@@ -80,3 +83,30 @@ class RunningEmulator:
         context = ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else None
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return json.loads(resp.read() or b"null")
+
+    def create_raw(
+        self, address: str, password: str, item_xml: str, folder: str = "calendar"
+    ) -> str:
+        """CreateItem as some other client sends it, past exchangelib and its checks (e.g. an
+        all-day item in a zone no Windows table knows): the new item's id. `item_xml` is one
+        item element with the `t:` prefix (EWS types)."""
+        envelope = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"'
+            f' xmlns:t="{T}" xmlns:m="{M}">'
+            '<soap:Header><t:RequestServerVersion Version="Exchange2016"/></soap:Header>'
+            '<soap:Body><m:CreateItem SendMeetingInvitations="SendToNone">'
+            f'<m:SavedItemFolderId><t:DistinguishedFolderId Id="{folder}"/></m:SavedItemFolderId>'
+            f"<m:Items>{item_xml}</m:Items></m:CreateItem></soap:Body></soap:Envelope>"
+        )
+        req = urllib.request.Request(self.endpoint, data=envelope.encode(), method="POST")
+        req.add_header("content-type", "text/xml; charset=utf-8")
+        basic = base64.b64encode(f"{address}:{password}".encode()).decode()
+        req.add_header("authorization", f"Basic {basic}")
+        context = ssl.create_default_context(cafile=str(self.tls.ca_cert)) if self.tls else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            answer = etree.fromstring(resp.read())
+        ids = answer.xpath("//t:ItemId/@Id", namespaces={"t": T})
+        if not isinstance(ids, list) or len(ids) != 1:
+            raise RuntimeError("CreateItem answered no item")
+        return str(ids[0])

@@ -220,6 +220,27 @@ async def test_registering_a_mailbox_needs_an_admin(gateway: Gateway) -> None:
     )
 
 
+async def test_registering_an_id_another_org_holds_does_not_say_it_exists(
+    gateway: Gateway, mint: Mint
+) -> None:
+    # eve is globex's; acme's admin registering "eve" must not learn that (issue #17, case 6).
+    globex_admin = mint("root", "globex", "admin")
+    request = pb.RegisterMailboxRequest(
+        mailbox_id="ann", mailbox=res.Mailbox(owner_user_id="ann", address="ann@globex.test")
+    )
+    taken = await gateway.error("RegisterMailbox", request, globex_admin)
+    missing = await gateway.error(
+        "GetMailboxStatus", pb.GetMailboxStatusRequest(mailbox="mailboxes/nope"), globex_admin
+    )
+    # The same answer as for a mailbox that does not exist: nothing says "ann" is acme's.
+    _same_shape(taken, missing, "ann", "nope")
+    assert "exist" not in taken.details()
+    # In one's own org a taken id is still said to be taken.
+    request.mailbox_id = "bob"
+    own = from_rpc_error(await gateway.error("RegisterMailbox", request, gateway.admin))
+    assert own.code == grpc.StatusCode.ALREADY_EXISTS
+
+
 async def test_deleting_a_mailbox_needs_an_admin_of_its_org(gateway: Gateway) -> None:
     request = pb.DeleteMailboxRequest(name="mailboxes/ann", request_id="d-1")
     # Even its owner may not drop it out of the org's sync.

@@ -81,6 +81,22 @@ class GoogleHarness:
             },
         )
 
+    def plant_poison_event(self, mailbox: MailboxAccess) -> str:
+        too_far = {"useDefault": False, "overrides": [{"method": "popup", "minutes": 2**31}]}
+        planted = self.emulator.admin(
+            "POST",
+            f"users/{mailbox.account.address}/events",
+            {
+                "event": {
+                    "summary": "Remind me in 4,000 years",
+                    "start": {"dateTime": "2031-06-02T08:00:00Z"},
+                    "end": {"dateTime": "2031-06-02T09:00:00Z"},
+                    "reminders": too_far,
+                }
+            },
+        )
+        return str(planted["id"])
+
     def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
         users = self.service(mailbox, "gmail").users()
         labels = {x["name"]: x["id"] for x in users.labels().list(userId="me").execute()["labels"]}

@@ -65,6 +65,12 @@ class Harness(Protocol):
         """Puts a calendar item the server holds but whose content cannot be read (here: a
         start that is no date), as a damaged store or a foreign client leaves one."""
 
+    def plant_poison_event(self, mailbox: MailboxAccess) -> str:
+        """Puts a calendar item whose reading fails as no reader foresees (issue #17, case 2):
+        for Exchange an all-day item in a zone no Windows table knows, by raw SOAP, which makes
+        exchangelib lose the whole SyncFolderItems page; for Graph and Google a reminder past
+        what the item's field holds. Its native id."""
+
     def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
         """Files a message in `where`: `shared` (the dedicated folder), `inbox` or `sent`."""
 
@@ -128,6 +134,16 @@ class ExchangeHarness:
         calendar = store.distinguished_folder(address, "calendar")
         assert calendar is not None
         store.insert_item(new_id("AAMkI"), address, calendar.id, etree.tostring(item))
+
+    def plant_poison_event(self, mailbox: MailboxAccess) -> str:
+        mars = (
+            "<t:CalendarItem><t:Subject>All day on Mars</t:Subject>"
+            "<t:Start>2031-03-18T00:00:00Z</t:Start><t:End>2031-03-19T00:00:00Z</t:End>"
+            "<t:IsAllDayEvent>true</t:IsAllDayEvent>"
+            '<t:StartTimeZone Id="Mars Standard Time"/><t:EndTimeZone Id="Mars Standard Time"/>'
+            "</t:CalendarItem>"
+        )
+        return self.emulator.create_raw(mailbox.account.address, "x", mars)
 
     def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
         account = self._client(mailbox)
@@ -200,6 +216,22 @@ class GraphHarness:
                 "end": {"dateTime": "2031-06-02T09:00:00.0000000", "timeZone": "UTC"},
             },
         )
+
+    def plant_poison_event(self, mailbox: MailboxAccess) -> str:
+        planted = self.emulator.admin(
+            "POST",
+            f"users/{mailbox.account.address}/plant",
+            {
+                "subject": "Remind me in 4,000 years",
+                "type": "singleInstance",
+                "isAllDay": False,
+                "start": {"dateTime": "2031-06-02T08:00:00.0000000", "timeZone": "UTC"},
+                "end": {"dateTime": "2031-06-02T09:00:00.0000000", "timeZone": "UTC"},
+                "isReminderOn": True,
+                "reminderMinutesBeforeStart": 2**31,
+            },
+        )
+        return str(planted["id"])
 
     def deliver(self, mailbox: MailboxAccess, where: str, mime: bytes, *categories: str) -> None:
         folder = {"shared": "Salesforce Emails", "inbox": "inbox", "sent": "sentitems"}[where]
@@ -381,6 +413,32 @@ async def test_an_unreadable_item_is_quarantined_and_the_page_goes_on(harness: H
     assert [i.ref.native_id for i in found.items] == [good.ref.native_id]
     assert [(f.ref.native_id, f.problem.reason) for f in found.failures] == [
         (bad.ref.native_id, "CONVERSION_FAILED")
+    ]
+
+
+async def test_a_poison_item_fails_alone_on_pages_of_any_size(harness: Harness) -> None:
+    # Issue #17, case 2: one item the reader fails on must never fail its page (every session
+    # of the mailbox failed), whatever layer fails: the page, a batch read, the conversion.
+    mailbox = harness.new_mailbox()
+    [before] = await harness.provider.apply_items(mailbox, [create("before", "Before")])
+    poison = harness.plant_poison_event(mailbox)
+    [after] = await harness.provider.apply_items(mailbox, [create("after", "After")])
+    assert before.ref is not None
+    assert after.ref is not None
+    changes, token = await listing(harness, mailbox)
+    good = {c.ref.native_id for c in changes if not c.HasField("problem")}
+    assert good == {before.ref.native_id, after.ref.native_id}
+    [bad] = [c for c in changes if c.HasField("problem")]
+    assert bad.ref.native_id == poison
+    assert bad.problem.reason == "CONVERSION_FAILED"
+    # The cursor went past it: nothing more to list.
+    again, _ = await listing(harness, mailbox, token)
+    assert [c for c in again if c.ref.native_id == poison] == []
+    # Read by reference in a batch with another, it fails alone.
+    found = await harness.provider.get_items(mailbox, [bad.ref, before.ref])
+    assert [i.ref.native_id for i in found.items] == [before.ref.native_id]
+    assert [(f.ref.native_id, f.problem.reason) for f in found.failures] == [
+        (poison, "CONVERSION_FAILED")
     ]
 
 

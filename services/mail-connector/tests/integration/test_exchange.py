@@ -787,3 +787,59 @@ async def test_an_item_exchangelib_cannot_parse_is_quarantined_and_its_page_goes
     # The cursor went past it: the next listing is quiet, the mailbox is not blocked.
     again = await ews.changes(mailbox, page.next_cursor.token)
     assert list(again.changes) == []
+
+
+MARS_ALL_DAY = (
+    "<t:CalendarItem><t:Subject>All day on Mars</t:Subject>"
+    "<t:Start>2030-03-18T00:00:00Z</t:Start><t:End>2030-03-19T00:00:00Z</t:End>"
+    "<t:IsAllDayEvent>true</t:IsAllDayEvent>"
+    '<t:StartTimeZone Id="Mars Standard Time"/><t:EndTimeZone Id="Mars Standard Time"/>'
+    "</t:CalendarItem>"
+)
+
+
+@pytest.mark.parametrize("page_size", [0, 1, 2])
+async def test_a_poison_item_created_by_raw_soap_is_quarantined_on_any_page(
+    ews: Ews, page_size: int
+) -> None:
+    # Issue #17, case 2: an all-day item in a zone no Windows table knows, written by another
+    # client over raw SOAP, failed exchangelib's parsing of the whole SyncFolderItems page, so
+    # every session of the mailbox failed. Whatever the page size, the other items come, the
+    # poison one is quarantined by id with a reason, and the cursor passes it.
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    [before] = await ews.apply(mailbox, create("before", meeting("before the poison")))
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
+    [after] = await ews.apply(mailbox, create("after", meeting("after the poison")))
+
+    good: set[str] = set()
+    bad: list[r.MailChange] = []
+    token = ""
+    for _ in range(10):
+        page = await ews.changes(mailbox, token, page_size=page_size)
+        good |= {c.ref.native_id for c in page.changes if not c.HasField("problem")}
+        bad += [c for c in page.changes if c.HasField("problem")]
+        token = page.next_cursor.token
+        if not page.has_more:
+            break
+    assert good == {before.ref.native_id, after.ref.native_id}
+    assert [c.ref.native_id for c in bad] == [poison_id]
+    assert bad[0].problem.reason in ("UNKNOWN_TIME_ZONE", "CONVERSION_FAILED")
+    assert bad[0].problem.message
+    again = await ews.changes(mailbox, token)
+    assert list(again.changes) == []
+
+
+async def test_reading_a_poison_item_by_reference_fails_that_item_alone(ews: Ews) -> None:
+    # A retry of the quarantined item (RetryItem) reads it by reference, in a batch with others:
+    # the batch must not fail with it.
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    [good] = await ews.apply(mailbox, create("good", meeting("an ordinary meeting")))
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
+    poison = r.ItemRef(kind=CALENDAR, native_id=poison_id, collection=good.ref.collection)
+    got = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=[good.ref, poison]))
+    assert [i.ref.native_id for i in got.items] == [good.ref.native_id]
+    [failed] = got.failures
+    assert failed.ref.native_id == poison_id
+    assert failed.problem.reason == "CONVERSION_FAILED"

@@ -177,6 +177,30 @@ async def test_an_event_in_an_unknown_zone_is_quarantined_with_the_reason(
     assert "Mars/Olympus" in change.problem.message
 
 
+async def test_an_event_no_reader_foresaw_is_quarantined_and_the_page_goes_on(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    # Issue #17, case 2, for Google: a reader failing otherwise than it foresees
+    # (UnreadableItem) failed the whole listing, so nothing else of the mailbox synced. Here a
+    # reminder past what the item's field holds (Google documents 0 to 40320 minutes; any
+    # surprise in one item must stay with that item).
+    address = mailbox.account.address
+    too_far = {"useDefault": False, "overrides": [{"method": "popup", "minutes": 2**31}]}
+    for summary, extra in (("before", {}), ("poison", {"reminders": too_far}), ("after", {})):
+        emulator.admin("POST", f"users/{address}/events", {"event": timed(summary, **extra)})
+    changes, token = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    good = sorted(c.item.calendar_item.subject for c in changes if not c.HasField("problem"))
+    assert good == ["after", "before"]
+    [bad] = [c for c in changes if c.HasField("problem")]
+    assert (bad.problem.reason, bad.problem.message) == (
+        "CONVERSION_FAILED",
+        "the item could not be converted (ValueError)",
+    )
+    assert bad.ref.native_id
+    again, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM, token)
+    assert again == []
+
+
 async def test_a_stale_sync_token_asks_for_a_full_resync(
     provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
 ) -> None:

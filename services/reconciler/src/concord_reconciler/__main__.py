@@ -7,6 +7,7 @@ from concord_events import EventBus, Topology
 from concord_reconciler.api.servicer import SERVICE_NAME
 from concord_reconciler.app import build
 from concord_reconciler.settings import ReconcilerSettings
+from concord_rpc.limits import RequestLimits
 from concord_runtime import ServiceProcess, serve_main
 from concord_runtime.identity import identity_signer
 
@@ -22,6 +23,9 @@ async def serve(process: ServiceProcess[ReconcilerSettings]) -> None:
         tracer_provider=process.telemetry.provider,
     )
     if reconciler.serves_api:
+        # The public API's limits, checked again here: what the reconciler stores (a suspension
+        # reason, settings, stored answers) is read back by every later status of the org.
+        process.server.add_interceptor(RequestLimits())
         process.server.add_service(
             SERVICE_NAME,
             lambda server: api_grpc.add_ReconcilerServiceServicer_to_server(

@@ -36,7 +36,7 @@ from concord_reconciler.settings import ReconcilerSettings
 from concord_reconciler.sharing.adapters.sharing import EmailSharing
 from concord_rpc.identity import IdentitySigner
 
-__all__ = ["Reconciler", "build"]
+__all__ = ["Reconciler", "build", "schedule_policy"]
 
 
 @dataclass
@@ -119,6 +119,17 @@ class Reconciler:
         await self.channels.close()
 
 
+def schedule_policy(settings: ReconcilerSettings) -> SchedulePolicy:
+    """The scheduler's policy as the settings say (back-off, re-queue, answer retention)."""
+    return SchedulePolicy(
+        failures_before_back_off=settings.back_off_after_failures,
+        base_delay=timedelta(seconds=settings.back_off_base_seconds),
+        max_delay=timedelta(seconds=settings.back_off_max_seconds),
+        requeue_after=timedelta(seconds=settings.requeue_after_seconds),
+        answer_retention=timedelta(seconds=settings.request_answer_retention_seconds),
+    )
+
+
 def build(
     settings: ReconcilerSettings,
     engine: AsyncEngine,
@@ -144,12 +155,7 @@ def build(
     sharing = EmailSharing(engine, channels.crm, channels.linker) if share_emails else None
     # One schedule for the scheduler and for the next sync time a mailbox read shows.
     schedule = ScheduleReader(engine, timedelta(seconds=settings.default_sync_interval_seconds))
-    policy = SchedulePolicy(
-        failures_before_back_off=settings.back_off_after_failures,
-        base_delay=timedelta(seconds=settings.back_off_base_seconds),
-        max_delay=timedelta(seconds=settings.back_off_max_seconds),
-        requeue_after=timedelta(seconds=settings.requeue_after_seconds),
-    )
+    policy = schedule_policy(settings)
     holder: list[Reconciler] = []
 
     def bus() -> EventBus:

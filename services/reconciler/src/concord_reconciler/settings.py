@@ -58,3 +58,7 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     back_off_max_seconds: float = Field(default=6 * 3600.0, gt=0)
     # A session still QUEUED after this long is re-published (its message was lost).
     requeue_after_seconds: float = Field(default=120.0, gt=0)
+    # The answer to a mutation is kept this long for a retry carrying the same request id, then
+    # pruned by the leading scheduler (every ten minutes): clients retry within minutes, and a
+    # day covers one that was down a while without the table growing for ever.
+    request_answer_retention_seconds: float = Field(default=86400.0, ge=60)

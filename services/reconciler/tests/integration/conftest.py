@@ -27,6 +27,7 @@ from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.settings import ReconcilerSettings
 from concord_rpc import GrpcService
 from concord_rpc.identity import Identity, IdentitySigner, IdentityVerifier, RequireIdentity
+from concord_rpc.limits import RequestLimits
 from concord_store import create_engine, migrate
 from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, vouched
 from concord_testing.peers import (
@@ -189,6 +190,7 @@ async def reconciler_in_process(
     service = GrpcService("reconciler", port=0)
     # As the process serves it: only calls vouched for, whose identity goes on to the peers.
     service.add_interceptor(RequireIdentity(IdentityVerifier([TEST_IDENTITY_KEY])))
+    service.add_interceptor(RequestLimits())
     service.add_service(
         SERVICE_NAME,
         lambda s: api_grpc.add_ReconcilerServiceServicer_to_server(running.servicer, s),

@@ -56,6 +56,17 @@ async def test_only_calls_signed_with_a_listed_key_reach_the_service(
     assert await _get_mailbox(addr, NEW_KEY) == grpc.StatusCode.NOT_FOUND
     assert await _get_mailbox(addr, OLD_KEY) == grpc.StatusCode.NOT_FOUND
 
+    # The process checks the API's limits too (issue #17, case 4), before the handler.
+    async with grpc.aio.insecure_channel(
+        addr, interceptors=[AttachIdentity(IdentitySigner(NEW_KEY))]
+    ) as channel:
+        stub = api_grpc.ReconcilerServiceStub(channel)
+        with acting_as(CALLER), pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.SuspendMailbox(
+                api.SuspendMailboxRequest(name="mailboxes/none", reason="a\x00b"), timeout=5
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
     async with grpc.aio.insecure_channel(addr) as channel:
         health = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5

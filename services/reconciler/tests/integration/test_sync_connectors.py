@@ -447,6 +447,49 @@ async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_comp
     assert "Salesforce" in (items[0].categories or [])
 
 
+# An all-day meeting in a zone no Windows table knows, as another client can write it over raw
+# SOAP; shared like any other. exchangelib cannot parse it.
+MARS_ALL_DAY = (
+    "<t:CalendarItem><t:Subject>All day on Mars</t:Subject>"
+    "<t:Categories><t:String>Salesforce</t:String></t:Categories>"
+    "<t:Start>2031-03-18T00:00:00Z</t:Start><t:End>2031-03-19T00:00:00Z</t:End>"
+    "<t:IsAllDayEvent>true</t:IsAllDayEvent>"
+    '<t:StartTimeZone Id="Mars Standard Time"/><t:EndTimeZone Id="Mars Standard Time"/>'
+    "</t:CalendarItem>"
+)
+
+
+async def test_a_poison_item_is_quarantined_and_the_mailbox_syncs_on(stack: Stack) -> None:
+    # Issue #17, case 2: every session of such a mailbox failed in ListChanges, and nothing
+    # else synced until the item was deleted.
+    mailbox_id, account = await stack.add_mailbox()
+    before = f"Before {uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(_meeting, account, before)
+    password = account.protocol.credentials.password
+    poison = stack.exchange.create_raw(account.primary_smtp_address, password, MARS_ALL_DAY)
+    first = await stack.session(mailbox_id)
+    assert first.counts.quarantined == 1, first.counts
+    assert len(stack.events(before)) == 1
+    errors = await stack.reconciler.ListItemErrors(
+        api.ListItemErrorsRequest(parent=f"mailboxes/{mailbox_id}")
+    )
+    [error] = errors.item_errors
+    assert (error.side, error.ref.native_id) == (res.SYNC_SIDE_MAIL, poison)
+    assert error.reason == "CONVERSION_FAILED"
+    assert error.quarantined
+    # A retry reads it again by reference: it fails alone, the session completes.
+    retried = await stack.reconciler.RetryItem(api.RetryItemRequest(name=error.name))
+    waited = await stack.reconciler.WaitSession(
+        api.WaitSessionRequest(name=retried.session.name, timeout=duration_pb2.Duration(seconds=60))
+    )
+    assert waited.session.state == res.SESSION_STATE_COMPLETED, waited.session.failure_reason
+    # And what comes after it syncs.
+    after = f"After {uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(_meeting, account, after)
+    await stack.session(mailbox_id)
+    assert len(stack.events(after)) == 1
+
+
 async def test_a_salesforce_delete_unshares_the_mailbox_item_by_default(stack: Stack) -> None:
     mailbox_id, account = await stack.add_mailbox()
     subject = f"Demo {uuid.uuid4().hex[:6]}"

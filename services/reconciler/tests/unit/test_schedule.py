@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as hs
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.app import schedule_policy
 from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 from concord_reconciler.sessions.domain.schedule import (
@@ -23,6 +24,7 @@ from concord_reconciler.sessions.domain.schedule import (
     org_holds,
     plan_tick,
 )
+from concord_reconciler.settings import ReconcilerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -248,3 +250,9 @@ def test_the_newest_org_wide_failure_holds_unless_a_session_completed_after_it()
     # A session of globex completed after its failure: the allocation is back.
     completed = {"globex": early + timedelta(seconds=1), "acme": early}
     assert org_holds(failures, completed) == {"acme": NOW + timedelta(minutes=5)}
+
+
+def test_the_retention_of_stored_answers_is_a_setting() -> None:
+    assert schedule_policy(ReconcilerSettings()).answer_retention == timedelta(days=1)
+    hour = ReconcilerSettings(request_answer_retention_seconds=3600)
+    assert schedule_policy(hour).answer_retention == timedelta(hours=1)

@@ -2,9 +2,11 @@
 
 Both are idempotent, so a second `make up` over the same var/ finds them in place — with the
 addresses of this run: with `--free-ports` the emulators listen elsewhere each time, so each
-write's request id is derived from what it writes (the same content replays, new content
-applies) and an existing mailbox gets this run's account. Without the emulators (a checkout
-that has none installed) the mailbox is registered without an account and syncs nothing.
+write's request id names this run and what it writes (a retry within the run replays; every
+run applies, even one whose addresses an earlier run had, since the run between may have
+written others), and an existing mailbox gets this run's account. Without the emulators (a
+checkout that has none installed) the mailbox is registered without an account and syncs
+nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,22 @@ DEMO_GOOGLE_MAILBOX = "demo-google"
 DEMO_CRM_USER = "005000000000001AAA"
 
 
-def content_request_id(kind: str, written: message.Message) -> str:
-    """A request id that names what is written: a retry of the same write replays, while a write
-    of other content (this run's emulator addresses) is a new request and applies."""
+def content_request_id(kind: str, written: message.Message, run: str) -> str:
+    """A request id that names the run and what is written: a retry of the same write in the
+    same run replays, any other write applies.
+
+    Content alone is not enough: `make up` on default ports, then with `--free-ports`, then on
+    default ports again writes the first run's content a third time, and the peer replayed the
+    first run's answer (kept a day) without applying it, so the org's connection and the
+    mailbox's account kept the second run's addresses (issue #17, case 5).
+    """
     digest = hashlib.sha256(written.SerializeToString(deterministic=True)).hexdigest()[:24]
-    return f"devstack-{kind}-{digest}"
+    return f"devstack-{kind}-{run}-{digest}"
+
+
+def new_run() -> str:
+    """The id of one `up`: its writes are its own requests."""
+    return uuid.uuid4().hex[:12]
 
 
 def register_demo(
@@ -63,10 +77,11 @@ async def _register_demo(
 ) -> None:
     crm_user_id = DEMO_CRM_USER
     signer = IdentitySigner(identity_key)
+    run = new_run()
     if "salesforce" in emulators:
         with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
             crm_user_id = await _connect_org(
-                addresses["crm-connector"], emulators["salesforce"], signer
+                addresses["crm-connector"], emulators["salesforce"], signer, run
             )
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
@@ -112,8 +127,8 @@ async def _register_demo(
                 )
         requests.append(_google_request(emulators["google"], google_user))
     for each in requests:
-        each.request_id = content_request_id("register", each)
-        await _register(addresses, admin_token, signer, each)
+        each.request_id = content_request_id("register", each, run)
+        await _register(addresses, admin_token, signer, each, run)
 
 
 def _google_request(
@@ -147,6 +162,7 @@ async def _register(
     admin_token: str,
     signer: IdentitySigner,
     request: gateway_service_pb2.RegisterMailboxRequest,
+    run: str,
 ) -> None:
     async with grpc.aio.insecure_channel(addresses["gateway"]) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
@@ -160,7 +176,11 @@ async def _register(
             if request.HasField("account"):
                 with acting_as(Identity(subject="devstack", org=DEMO_ORG, role="admin")):
                     await _replace_account(
-                        addresses["mail-connector"], request.mailbox_id, request.account, signer
+                        addresses["mail-connector"],
+                        request.mailbox_id,
+                        request.account,
+                        signer,
+                        run,
                     )
 
 
@@ -169,6 +189,7 @@ async def _replace_account(
     mailbox: str,
     account: mail_connector_service_pb2.MailboxAccount,
     signer: IdentitySigner,
+    run: str,
 ) -> None:
     """The mailbox registered by an earlier run keeps its links and cursors; only how it is
     reached changes (the emulator's address differs from run to run with `--free-ports`)."""
@@ -176,7 +197,7 @@ async def _replace_account(
     replaced.CopyFrom(account)
     replaced.name = f"mailboxes/{mailbox}/account"
     upsert = mail_connector_service_pb2.UpsertMailboxAccountRequest(account=replaced)
-    upsert.request_id = content_request_id("account", upsert)
+    upsert.request_id = content_request_id("account", upsert, run)
     async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
         stub = mail_connector_service_pb2_grpc.MailConnectorServiceStub(channel)
         try:
@@ -246,7 +267,7 @@ async def _crm_user(address: str, username: str, signer: IdentitySigner) -> str:
     return found.records[0].id
 
 
-async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigner) -> str:
+async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigner, run: str) -> str:
     """Connect the demo org; the Salesforce User Id of the integration user, who owns the demo
     mailbox's records (an OwnerId Salesforce does not know refuses every write).
 
@@ -266,7 +287,7 @@ async def _connect_org(address: str, info: dict[str, Any], signer: IdentitySigne
     async with grpc.aio.insecure_channel(address, interceptors=[AttachIdentity(signer)]) as channel:
         stub = crm_connector_service_pb2_grpc.CrmConnectorServiceStub(channel)
         upsert = crm_connector_service_pb2.UpsertOrgConnectionRequest(connection=connection)
-        upsert.request_id = content_request_id("connect", upsert)
+        upsert.request_id = content_request_id("connect", upsert, run)
         try:
             await stub.UpsertOrgConnection(upsert, timeout=30)
             found = await stub.QueryRecords(

@@ -21,7 +21,14 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.reconciler.v1 import reconciler_service_pb2 as rec
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as rec_grpc
-from concord_rpc import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from concord_rpc import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    current_identity,
+)
+from concord_rpc.identity import CallerNotInOrg
 from concord_testing.peers.base import Peer
 
 __all__ = ["ReconcilerPeer"]
@@ -134,6 +141,14 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
             raise MailboxNotFound(f"no {name}", metadata={"mailbox": name})
         return self.mailboxes[name]
 
+    @staticmethod
+    def _in_callers_org(mailbox: res.Mailbox) -> res.Mailbox:
+        """As the reconciler: a caller vouched for another org is refused (#17, case 6)."""
+        caller = current_identity()
+        if caller is not None and mailbox.org != f"orgs/{caller.org}":
+            raise CallerNotInOrg("the caller does not act for this mailbox's org")
+        return mailbox
+
     def _once(self, method: str, request: Any, act: Callable[[], T]) -> T:
         """Carry out a mutation once per request id; a retry gets the first answer."""
         self._enter(method, request)
@@ -178,6 +193,8 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
             mailbox_id = request.mailbox_id or f"m-{next(self._ids)}"
             name = f"mailboxes/{mailbox_id}"
             if name in self.mailboxes:
+                # Another org's id is not the caller's to know of; their own org's is taken.
+                self._in_callers_org(self.mailboxes[name])
                 raise MailboxExists(f"{name} exists", metadata={"mailbox": name})
             created = res.Mailbox()
             created.CopyFrom(request.mailbox)
@@ -190,7 +207,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
 
     async def GetMailbox(self, request: rec.GetMailboxRequest, context: Any) -> Any:
         self._enter("GetMailbox", request)
-        return rec.GetMailboxResponse(mailbox=self._mailbox(request.name))
+        return rec.GetMailboxResponse(mailbox=self._in_callers_org(self._mailbox(request.name)))
 
     async def ListMailboxes(self, request: rec.ListMailboxesRequest, context: Any) -> Any:
         self._enter("ListMailboxes", request)

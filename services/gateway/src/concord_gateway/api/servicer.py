@@ -29,10 +29,13 @@ from concord_gateway.domain.access import (
     may_see_mailbox,
     visible_org,
 )
+from concord_gateway.domain.errors import MailboxAccessDenied
 from concord_gateway.domain.principal import Role
 from concord_gateway.domain.requests import scoped_request_id
 from concord_gateway.domain.routes import ROUTES, Scope, target_of
 from concord_gateway.settings import GatewaySettings
+from concord_rpc import from_rpc_error
+from concord_rpc.identity import CallerNotInOrg
 
 __all__ = ["GatewayServicer"]
 
@@ -45,6 +48,13 @@ _DEADLINE_MARGIN = 0.5
 _DEFAULT_SESSION_COUNT = 10
 _DEFAULT_ITEM_ERROR_PAGE = 20
 _LIST_PAGE = 100
+CALLER_NOT_IN_ORG = CallerNotInOrg.reason
+
+
+def _not_callers_org(err: grpc.aio.AioRpcError) -> bool:
+    """The reconciler refused the caller a mailbox or org that is not theirs."""
+    failure = from_rpc_error(err)
+    return (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, CALLER_NOT_IN_ORG)
 
 
 def _request_id(method: str, target: str, given: str) -> str:
@@ -76,7 +86,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                 ),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+            # Another org's mailbox is refused by the reconciler itself (CALLER_NOT_IN_ORG):
+            # to the caller, the same as a missing one.
+            if err.code() != grpc.StatusCode.NOT_FOUND and not _not_callers_org(err):
                 raise
             found = None
         else:
@@ -213,9 +225,17 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         # Optional until the mail providers arrive (issue #4); forwarded when given.
         if request.HasField("account"):
             create.account.CopyFrom(request.account)
-        response = await ask(
-            RECONCILER, self._reconciler.CreateMailbox(create, timeout=self._timeout(context))
-        )
+        try:
+            response = await ask(
+                RECONCILER, self._reconciler.CreateMailbox(create, timeout=self._timeout(context))
+            )
+        except grpc.aio.AioRpcError as err:
+            if not _not_callers_org(err):
+                raise
+            # An id another org holds (mailbox ids are one namespace): answered as any mailbox
+            # the caller may not act on, never "already exists", which would tell one org
+            # another's mailbox ids (docs/adr/0004-mailbox-ids-across-orgs.md).
+            raise MailboxAccessDenied.named(f"mailboxes/{request.mailbox_id}") from None
         return pb.RegisterMailboxResponse(mailbox=response.mailbox)
 
     async def DeleteMailbox(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concord_rpc import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
+from concord_rpc.limits import RequestTooLarge
 
 __all__ = [
     "AdminRequired",
@@ -67,18 +68,6 @@ class SettingsAccessDisabled(PermissionDenied):
 
 class InvalidName(InvalidArgument):
     reason = "INVALID_RESOURCE_NAME"
-
-
-class RequestTooLarge(InvalidArgument):
-    """A field past the public API's limits (see domain/limits.py); each field says which."""
-
-    reason = "REQUEST_LIMIT_VIOLATED"
-
-    def __init__(self, violations: list[tuple[str, str]]) -> None:
-        super().__init__(
-            "the request is past the API's limits: " + ", ".join(f for f, _ in violations[:5]),
-            field_violations=violations,
-        )
 
 
 class InvalidRequestId(InvalidArgument):

@@ -6,9 +6,10 @@ import datetime as dt
 import email
 import email.errors
 import email.policy
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from exchangelib import (  # type: ignore[import-untyped]
     CalendarItem,
@@ -43,11 +44,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.common.v1 import resources_pb2 as r
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 __all__ = [
     "LINK_ID_FIELD",
     "LinkId",
     "UnreadableItem",
     "UnwritableContent",
+    "contained",
     "register_link_id",
     "to_ews_fields",
     "to_mail_item",
@@ -74,6 +79,26 @@ class UnreadableItem(Exception):
 
     def problem(self) -> r.ItemProblem:
         return r.ItemProblem(reason=self.reason, message=self.message)
+
+
+def contained(read: Callable[P, T]) -> Callable[P, T]:
+    """`read` (one item's reader), whose every failure is that item's: an exception it does
+    not foresee becomes UnreadableItem CONVERSION_FAILED, so the listing that called it
+    quarantines the one item and goes on (issue #17, case 2: one item must never fail its
+    page). The reason names the exception's class, never the item's content."""
+
+    @functools.wraps(read)
+    def reading(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return read(*args, **kwargs)
+        except UnreadableItem:
+            raise
+        except Exception as exc:
+            raise UnreadableItem(
+                "CONVERSION_FAILED", f"the item could not be converted ({type(exc).__name__})"
+            ) from exc
+
+    return reading
 
 
 class LinkId(ExtendedProperty):  # type: ignore[misc]

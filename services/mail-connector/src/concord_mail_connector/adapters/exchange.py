@@ -275,13 +275,16 @@ class ExchangeProvider:
             failures: list[ItemFailure] = []
             if not wanted:
                 return FoundItems(found, missing)
-            results = account.fetch(ids=[(ref.native_id, None) for ref in wanted])
+            results = _fetch_each(account, [(ref.native_id, None) for ref in wanted])
             for ref, got in zip(wanted, results, strict=True):
                 if isinstance(got, ErrorItemNotFound | ErrorInvalidIdMalformed):
                     missing.append(ref)
                     continue
                 if isinstance(got, Exception):
                     raise got
+                if isinstance(got, _Unparsed):
+                    failures.append(ItemFailure(ref, got.problem()))
+                    continue
                 converted = _convert(got, ref.kind, ref.collection)
                 if isinstance(converted, r.ItemProblem):
                     failures.append(ItemFailure(item_ref(got, ref.kind, ref.collection), converted))
@@ -722,11 +725,22 @@ def _sync(
 
 @dataclass(frozen=True)
 class _Unparsed:
-    """A listed item exchangelib could not parse: quarantined by its id, never guessed at."""
+    """An item exchangelib could not parse: quarantined by its id, never guessed at."""
 
     id: str
     changekey: str
     error: str  # the exception's class name, never the item's content
+
+    def ref(self, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
+        return r.ItemRef(
+            kind=kind, native_id=self.id, version=self.changekey, collection=collection
+        )
+
+    def problem(self) -> r.ItemProblem:
+        return r.ItemProblem(
+            reason="CONVERSION_FAILED",
+            message=f"the server's item could not be read ({self.error})",
+        )
 
 
 def _from_server(exc: Exception) -> bool:
@@ -734,18 +748,36 @@ def _from_server(exc: Exception) -> bool:
     return isinstance(exc, (EWSError, OSError))
 
 
-def _read_listed(
-    account: Account, folder: Any, fields: list[str], listed: list[tuple[str, Any]]
-) -> list[tuple[str, Any]]:
-    """The items of an id-only listing, read in one GetItem batch, or — when that batch does
-    not parse either — one by one, so only the unparseable ones are set aside."""
-    wanted = [item for change, item in listed if change in ("create", "update")]
+def _fetch_each(account: Account, ids: Sequence[Any], **options: Any) -> list[Any]:
+    """GetItem of `ids` (items or (id, changekey) pairs), one result per id: in one batch, or —
+    when exchangelib cannot parse the batch (one poison item loses all of it) — id by id, so
+    only an unparseable item is set aside, as `_Unparsed`. Errors the server answered stay
+    errors: of the batch (raised) or of an item (in its place)."""
     try:
-        got = list(account.fetch(ids=wanted, folder=folder, only_fields=fields))
+        return list(account.fetch(ids=ids, **options))
     except Exception as exc:
         if _from_server(exc):
             raise
-        got = [_read_one(account, folder, fields, item) for item in wanted]
+    return [_fetch_one(account, each, options) for each in ids]
+
+
+def _fetch_one(account: Account, each: Any, options: dict[str, Any]) -> Any:
+    try:
+        [found] = list(account.fetch(ids=[each], **options))
+    except Exception as exc:
+        if _from_server(exc):
+            raise
+        native, key = (each.id, each.changekey) if hasattr(each, "id") else each
+        return _Unparsed(native or "", key or "", type(exc).__name__)
+    return found
+
+
+def _read_listed(
+    account: Account, folder: Any, fields: list[str], listed: list[tuple[str, Any]]
+) -> list[tuple[str, Any]]:
+    """The items of an id-only listing, read by GetItem (`_fetch_each`)."""
+    wanted = [item for change, item in listed if change in ("create", "update")]
+    got = _fetch_each(account, wanted, folder=folder, only_fields=fields)
     read = {id(item): found for item, found in zip(wanted, got, strict=True)}
     out: list[tuple[str, Any]] = []
     for change, item in listed:
@@ -756,16 +788,6 @@ def _read_listed(
             raise found
         out.append((change, found))
     return out
-
-
-def _read_one(account: Account, folder: Any, fields: list[str], item: Any) -> Any:
-    try:
-        [found] = list(account.fetch(ids=[item], folder=folder, only_fields=fields))
-    except Exception as exc:
-        if _from_server(exc):
-            raise
-        return _Unparsed(item.id or "", item.changekey or "", type(exc).__name__)
-    return found
 
 
 def _decode_states(token: str, sources: Sequence[Source]) -> dict[str, str] | None:
@@ -843,7 +865,7 @@ def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> lis
             ]
     if not wanted:
         return []
-    fetched = account.fetch(ids=[(occurrence, key) for _, occurrence, key in wanted])
+    fetched = _fetch_each(account, [(occurrence, key) for _, occurrence, key in wanted])
     found: list[r.MailChange] = []
     for (series, _, _), got in zip(wanted, fetched, strict=True):
         if isinstance(got, ErrorItemNotFound):
@@ -851,6 +873,10 @@ def _exceptions(account: Account, listed: Sequence[Any], collection: str) -> lis
             continue
         if isinstance(got, Exception):
             raise got
+        if isinstance(got, _Unparsed):
+            ref = got.ref(r.OBJECT_KIND_CALENDAR_ITEM, collection)
+            found.append(r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref, problem=got.problem()))
+            continue
         converted = _convert(got, r.OBJECT_KIND_CALENDAR_ITEM, collection)
         if isinstance(converted, r.ItemProblem):
             ref = item_ref(got, r.OBJECT_KIND_CALENDAR_ITEM, collection)
@@ -980,14 +1006,9 @@ def _change(
         # A read flag is not part of any mirrored field.
         return None
     if isinstance(item, _Unparsed):
-        ref = r.ItemRef(
-            kind=kind_enum, native_id=item.id, version=item.changekey, collection=collection
+        return r.MailChange(
+            type=r.CHANGE_TYPE_UPSERT, ref=item.ref(kind_enum, collection), problem=item.problem()
         )
-        problem = r.ItemProblem(
-            reason="CONVERSION_FAILED",
-            message=f"the server's item could not be read ({item.error})",
-        )
-        return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref, problem=problem)
     if source.category is not None and source.category not in (item.categories or ()):
         return None
     converted = _convert(item, kind_enum, collection, source.name)

@@ -23,6 +23,7 @@ from concord_mail_connector.adapters.ews_items import (
     UnreadableItem,
     UnwritableContent,
     checked_mime,
+    contained,
 )
 
 __all__ = [
@@ -130,6 +131,7 @@ def _when(value: Any, what: str) -> tuple[dt.datetime | None, str, str]:
     return parsed, "", zone_name
 
 
+@contained
 def event_item(
     event: Mapping[str, Any], collection: str, excluded: Sequence[Mapping[str, Any]] = ()
 ) -> r.MailItem:
@@ -442,6 +444,7 @@ def person_ref(person: Mapping[str, Any], collection: str) -> r.ItemRef:
     )
 
 
+@contained
 def person_item(
     person: Mapping[str, Any], collection: str, group_names: Mapping[str, str]
 ) -> r.MailItem:
@@ -589,6 +592,7 @@ def split_notes(notes: str) -> tuple[str, str]:
     return notes, ""
 
 
+@contained
 def task_item(task: Mapping[str, Any], collection: str) -> r.MailItem:
     notes, link_id = split_notes(str(task.get("notes", "")))
     out = r.TaskItem(
@@ -666,6 +670,7 @@ def _body_text(parsed: email.message.Message) -> tuple[str, str]:
     return text, html
 
 
+@contained
 def message_item(
     message: Mapping[str, Any],
     collection: str,

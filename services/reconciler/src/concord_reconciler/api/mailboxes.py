@@ -43,6 +43,7 @@ from concord_reconciler.sessions.domain.schedule import next_due
 from concord_reconciler.sessions.domain.sessions import cancel_session
 from concord_reconciler.sessions.wire import session_to_proto
 from concord_rpc import Unimplemented
+from concord_rpc.identity import CallerNotInOrg, require_org
 
 __all__ = ["MailboxesApi"]
 
@@ -55,12 +56,12 @@ class MailboxesApi(RoomApi):
         self, request: api.CreateMailboxRequest, context: Context
     ) -> api.CreateMailboxResponse:
         method = "CreateMailbox"
+        record = _new_mailbox(request)
+        require_org(record.org_id)
         replay = await self._replay(method, request.request_id, api.CreateMailboxResponse)
         if replay is not None:
             return replay
-        record = _new_mailbox(request)
-        if await self.ports.mailboxes.get_mailbox(record.mailbox_id) is not None:
-            raise MailboxAlreadyExists(record.name)
+        await self._refuse_taken(record)
         response = api.CreateMailboxResponse(mailbox=mailbox_to_proto(record))
         if request.HasField("account"):
             account = mail.MailboxAccount()
@@ -84,8 +85,21 @@ class MailboxesApi(RoomApi):
             replay = await self._replay(method, request.request_id, api.CreateMailboxResponse)
             if replay is not None:
                 return replay
+            await self._refuse_taken(record)
             raise
         return response
+
+    async def _refuse_taken(self, record: MailboxRecord) -> None:
+        """Mailbox ids are one namespace for every org (`mailboxes/{mailbox}`): an id another
+        org holds is refused as not the caller's (CALLER_NOT_IN_ORG, which the gateway answers
+        like any mailbox the caller may not see), never as "already exists", which would tell
+        one org the ids of another's mailboxes (docs/adr/0004-mailbox-ids-across-orgs.md)."""
+        existing = await self.ports.mailboxes.get_mailbox(record.mailbox_id)
+        if existing is None:
+            return
+        if existing.org_id != record.org_id:
+            raise CallerNotInOrg("the caller does not act for this mailbox's org")
+        raise MailboxAlreadyExists(record.name)
 
     async def GetMailbox(
         self, request: api.GetMailboxRequest, context: Context
@@ -113,7 +127,7 @@ class MailboxesApi(RoomApi):
     async def ListMailboxes(
         self, request: api.ListMailboxesRequest, context: Context
     ) -> api.ListMailboxesResponse:
-        org_id = parse_org_name(request.org) if request.org else None
+        org_id = self._callers_org(parse_org_name(request.org) if request.org else "") or None
         state = MailboxState(request.state) if request.state else None
         limit = page_size(request.page_size)
         after = decode_token("mailboxes", request.page_token)
@@ -129,10 +143,13 @@ class MailboxesApi(RoomApi):
         self, request: api.DeleteMailboxRequest, context: Context
     ) -> api.DeleteMailboxResponse:
         method = "DeleteMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        # Before any stored answer is replayed: a retry is answered to its own org only.
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.DeleteMailboxResponse)
         if replay is not None:
             return replay
-        mailbox = await self._mailbox(parse_mailbox_name(request.name))
+        mailbox = await self._mailbox(mailbox_id)
         if request.etag and request.etag != mailbox.etag:
             raise EtagMismatch(mailbox.name)
         try:
@@ -146,10 +163,11 @@ class MailboxesApi(RoomApi):
         self, request: api.SuspendMailboxRequest, context: Context
     ) -> api.SuspendMailboxResponse:
         method = "SuspendMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.SuspendMailboxResponse)
         if replay is not None:
             return replay
-        mailbox_id = parse_mailbox_name(request.name)
         reason = request.reason.strip() or "suspended on request"
         mailbox = await self.ports.mailboxes.set_mailbox_state(
             mailbox_id, MailboxState.SUSPENDED, reason
@@ -180,10 +198,11 @@ class MailboxesApi(RoomApi):
         self, request: api.ResumeMailboxRequest, context: Context
     ) -> api.ResumeMailboxResponse:
         method = "ResumeMailbox"
+        mailbox_id = parse_mailbox_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.ResumeMailboxResponse)
         if replay is not None:
             return replay
-        mailbox_id = parse_mailbox_name(request.name)
         mailbox = await self.ports.mailboxes.set_mailbox_state(mailbox_id, MailboxState.ACTIVE, "")
         session, _ = await self._request_session(
             mailbox_id, res.SESSION_TRIGGER_FORCE, request.request_id
@@ -203,12 +222,12 @@ class MailboxesApi(RoomApi):
         self, request: api.UpdateMailboxSettingsRequest, context: Context
     ) -> api.UpdateMailboxSettingsResponse:
         method = "UpdateMailboxSettings"
+        mailbox_id = parse_mailbox_settings_name(request.settings.name, "settings.name")
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.UpdateMailboxSettingsResponse)
         if replay is not None:
             return replay
-        mailbox = await self._mailbox(
-            parse_mailbox_settings_name(request.settings.name, "settings.name")
-        )
+        mailbox = await self._mailbox(mailbox_id)
         org = await self._org_settings(mailbox.org_id)
         if settings_access_disabled(org, mailbox.owner_user_id):
             raise SettingsAccessDisabled(request.settings.name)
@@ -231,17 +250,17 @@ class MailboxesApi(RoomApi):
     async def GetOrgSettings(
         self, request: api.GetOrgSettingsRequest, context: Context
     ) -> api.GetOrgSettingsResponse:
-        org_id = parse_org_settings_name(request.name)
+        org_id = self._callers_org(parse_org_settings_name(request.name))
         return api.GetOrgSettingsResponse(settings=await self._org_settings(org_id))
 
     async def UpdateOrgSettings(
         self, request: api.UpdateOrgSettingsRequest, context: Context
     ) -> api.UpdateOrgSettingsResponse:
         method = "UpdateOrgSettings"
+        org_id = self._callers_org(parse_org_settings_name(request.settings.name, "settings.name"))
         replay = await self._replay(method, request.request_id, api.UpdateOrgSettingsResponse)
         if replay is not None:
             return replay
-        org_id = parse_org_settings_name(request.settings.name, "settings.name")
         current = await self._org_settings(org_id)
         if request.settings.etag and request.settings.etag != current.etag:
             raise EtagMismatch(request.settings.name)
@@ -256,7 +275,7 @@ class MailboxesApi(RoomApi):
         self, request: api.GetOrgHealthRequest, context: Context
     ) -> api.GetOrgHealthResponse:
         """The org's state for its admin: mailboxes, failures, quarantine, API budget."""
-        org_id = parse_org_name(request.org)
+        org_id = self._callers_org(parse_org_name(request.org))
         if self.ports.health is None:
             raise Unimplemented("GetOrgHealth without crm-connector", 8)
         figures = await self.ports.health.figures(org_id)

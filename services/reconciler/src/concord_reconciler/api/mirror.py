@@ -49,6 +49,7 @@ class MirrorApi(RoomApi):
     ) -> api.ResolveConflictResponse:
         method = "ResolveConflict"
         mailbox_id, link_id = parse_conflict_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.ResolveConflictResponse)
         if replay is not None:
             return replay

@@ -38,6 +38,7 @@ class SessionsApi(RoomApi):
     ) -> api.RequestSessionResponse:
         method = "RequestSession"
         mailbox_id = parse_mailbox_name(request.mailbox, "mailbox")
+        await self._check_mailbox_org(mailbox_id)
         if request.trigger == res.SESSION_TRIGGER_UNSPECIFIED:
             raise InvalidRequest("trigger", "required")
         if request.trigger not in res.SessionTrigger.values():
@@ -55,6 +56,7 @@ class SessionsApi(RoomApi):
 
     async def _session(self, name: str) -> SessionRecord:
         mailbox_id, session_id = parse_session_name(name)
+        await self._check_mailbox_org(mailbox_id)
         session = await self.ports.sessions.get_session(session_id)
         if session is None or session.mailbox_id != mailbox_id:
             raise SessionNotFound(name)
@@ -145,6 +147,7 @@ class SessionsApi(RoomApi):
     ) -> api.RetryItemResponse:
         method = "RetryItem"
         mailbox_id, item_error_id = parse_item_error_name(request.name)
+        await self._check_mailbox_org(mailbox_id)
         replay = await self._replay(method, request.request_id, api.RetryItemResponse)
         if replay is not None:
             return replay

@@ -34,6 +34,7 @@ class SharingApi(RoomApi):
         if sharing is None:
             raise Unimplemented("ShareEmail", 7)
         mailbox_id = parse_mailbox_name(request.mailbox, "mailbox")
+        await self._check_mailbox_org(mailbox_id)
         ref = request.message
         if ref.kind not in (res.OBJECT_KIND_UNSPECIFIED, res.OBJECT_KIND_EMAIL):
             raise InvalidRequest("message.kind", "must be OBJECT_KIND_EMAIL")

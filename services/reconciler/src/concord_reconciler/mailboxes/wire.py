@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import duration_pb2
 
 from concord.common.v1 import resources_pb2 as res
-from concord_reconciler.kernel.wire import timestamp
+from concord_reconciler.kernel.wire import shown_reason, timestamp
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 
 
@@ -19,7 +19,7 @@ def mailbox_to_proto(mailbox: MailboxRecord) -> res.Mailbox:
         address=mailbox.address,
         provider=mailbox.provider,
         state=mailbox.state.value,  # type: ignore[arg-type]
-        suspended_reason=mailbox.suspended_reason,
+        suspended_reason=shown_reason(mailbox.suspended_reason),
         # Unknown here: GetMailbox asks the mail-connector (ListSubscriptions) for it.
         push_state=res.PUSH_STATE_UNSPECIFIED,
         create_time=timestamp(mailbox.create_time),

@@ -7,7 +7,7 @@ from typing import Any
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
 from concord_reconciler.kernel.names import item_error_name
-from concord_reconciler.kernel.wire import timestamp
+from concord_reconciler.kernel.wire import shown_reason, timestamp
 from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord
 
 
@@ -70,7 +70,7 @@ def session_to_proto(session: SessionRecord) -> res.Session:
         mailbox=session.mailbox,
         state=session.state.value,  # type: ignore[arg-type]
         trigger=session.trigger,
-        failure_reason=session.failure_reason,
+        failure_reason=shown_reason(session.failure_reason),
         failure_code=session.failure_code,
         counts=counts_to_proto(session.counts),
         request_time=timestamp(session.request_time),

@@ -14,6 +14,11 @@ GRPC_VERSION: str
 class ReconcilerServiceStub:
     """Owns mailboxes, settings, sessions and links; runs sessions (3-way merge, conflict policy,
     journaled writes) and schedules them. The source of truth the gateway and dashboard read.
+
+    Every request is held to the public API's limits (see GatewayService; the same
+    concord_rpc.limits), INVALID_ARGUMENT REQUEST_LIMIT_VIOLATED past one. Every method acts for
+    the vouched caller's org only: a mailbox or org of another is PERMISSION_DENIED
+    CALLER_NOT_IN_ORG, and so is a CreateMailbox whose id another org holds.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -56,6 +61,11 @@ class ReconcilerServiceStub:
 class ReconcilerServiceServicer:
     """Owns mailboxes, settings, sessions and links; runs sessions (3-way merge, conflict policy,
     journaled writes) and schedules them. The source of truth the gateway and dashboard read.
+
+    Every request is held to the public API's limits (see GatewayService; the same
+    concord_rpc.limits), INVALID_ARGUMENT REQUEST_LIMIT_VIOLATED past one. Every method acts for
+    the vouched caller's org only: a mailbox or org of another is PERMISSION_DENIED
+    CALLER_NOT_IN_ORG, and so is a CreateMailbox whose id another org holds.
     """
 
     def CreateMailbox(
