@@ -19,7 +19,7 @@ from concord_rpc.limits import (
 )
 
 # protobuf refuses lone surrogates itself; everything else a client can send is generated.
-TEXT = hs.text(alphabet=hs.characters(exclude_categories=("Cs",)), max_size=DEFAULT_TEXT + 20)
+TEXT = hs.text(alphabet=hs.characters(exclude_categories=["Cs"]), max_size=DEFAULT_TEXT + 20)
 # Control characters a text field may carry: tab, line feed, carriage return.
 _REFUSED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
