@@ -326,7 +326,7 @@ def test_user_configuration_answers_validate(account: Any, responses: list[etree
     with pytest.raises(ErrorItemNotFound):
         account.inbox.get_user_configuration(name="Concord.Sync")
     folder.delete_user_configuration(name="Concord.Sync")
-    answers = {}
+    answers: dict[str, list[Any]] = {}
     for env in responses:
         body = env.find(f"{{{S}}}Body")
         assert body is not None
