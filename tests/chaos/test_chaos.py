@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import run
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(900),
@@ -28,6 +26,10 @@ pytestmark = [
 def test_faults_while_both_sides_are_edited_lose_duplicate_and_block_nothing(
     tmp_path: Path,
 ) -> None:
+    # Imported here: collection never needs the stack's clients (another `tests` package
+    # collected first in the same worker may shadow this one's name).
+    from tests.chaos.harness import run
+
     outcome = run(tmp_path, seconds=120, fault_every=6, per_pair=8, seed=17)
     print(outcome.table())
     assert sum(outcome.faults.values()) >= 15
