@@ -17,10 +17,10 @@ from concord_devstack import emulators
 from concord_devstack.demo import register_demo
 from concord_devstack.stack import (
     SERVICES,
+    FreePorts,
     Layout,
     Stack,
     StackError,
-    free_port,
     service_env,
 )
 from concord_devstack.tokens import (
@@ -60,8 +60,9 @@ def up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"make up failed: {exc}", file=sys.stderr)
         return 1
+    ports = FreePorts() if args.free_ports else None
     layout = Layout.create(
-        var_dir, free_ports=args.free_ports, emulator_names=[name for name, _ in installed]
+        var_dir, free_ports=ports, emulator_names=[name for name, _ in installed]
     )
     key = signing_key(var_dir)
     specs = {
@@ -78,15 +79,17 @@ def up(args: argparse.Namespace) -> int:
             extra_env["crm-connector"]["CRM_CONNECTOR_PUBSUB_ENDPOINT"] = str(pubsub)
     mail_env: dict[str, str] = {}
     if "graph" in specs and specs["graph"].ca_cert:
-        mail_env.update(graph_env(specs["graph"].ca_cert, args.free_ports))
+        mail_env.update(graph_env(specs["graph"].ca_cert, ports))
     if "google" in specs and specs["google"].ca_cert:
         # The Google emulator's CA, and a port for the receiver its watch channels POST to.
         mail_env["MAIL_CONNECTOR_GOOGLE_CA_FILE"] = specs["google"].ca_cert
         mail_env["MAIL_CONNECTOR_GOOGLE_PUSH_PORT"] = str(
-            free_port() if args.free_ports else GOOGLE_PUSH_PORT
+            ports.take() if ports else GOOGLE_PUSH_PORT
         )
     if mail_env:
         extra_env["mail-connector"] = mail_env
+    if ports:
+        ports.release()  # every port is picked: the children may bind them now
     stack = Stack(layout, service_env(), extra_env=extra_env, emulators=specs)
     stopping = threading.Event()
 
@@ -133,10 +136,10 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def graph_env(ca_cert: str, free_ports: bool) -> dict[str, str]:
+def graph_env(ca_cert: str, free_ports: FreePorts | None) -> dict[str, str]:
     """The mail-connector trusts the Graph emulator's CA (for Graph and its login endpoint)
     and runs its Graph webhook receiver where the emulator's notifications reach it."""
-    port = free_port() if free_ports else GRAPH_WEBHOOK_PORT
+    port = free_ports.take() if free_ports else GRAPH_WEBHOOK_PORT
     return {
         "MAIL_CONNECTOR_GRAPH_CA_BUNDLE": ca_cert,
         "MAIL_CONNECTOR_GRAPH_WEBHOOK_URL": f"http://127.0.0.1:{port}",

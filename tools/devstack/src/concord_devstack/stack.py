@@ -47,9 +47,38 @@ def module_name(service: str) -> str:
     return "concord_" + service.replace("-", "_")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+class FreePorts:
+    """Distinct free loopback ports for one run of the stack.
+
+    Every port picked stays bound here until `release`, just before the children start: a
+    port released at once can be handed out again by the kernel's next pick, and two children
+    given one port fail to start (seen: the linker and the Salesforce emulator).
+    """
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+
+    def take(self, *, with_next: bool = False) -> int:
+        """A free port; with `with_next`, one whose next port is free too (an emulator may
+        serve a second protocol there, as Salesforce's Pub/Sub API does)."""
+        while True:
+            port = self._hold(0)
+            if port is not None and (not with_next or self._hold(port + 1) is not None):
+                return port
+
+    def release(self) -> None:
+        for sock in self._held:
+            sock.close()
+        self._held.clear()
+
+    def _hold(self, port: int) -> int | None:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return None
+        self._held.append(sock)
         return int(sock.getsockname()[1])
 
 
@@ -134,13 +163,15 @@ class Layout:
     host: str = "127.0.0.1"
 
     @classmethod
-    def create(cls, var_dir: Path, *, free_ports: bool, emulator_names: list[str]) -> Layout:
-        if free_ports:
+    def create(
+        cls, var_dir: Path, *, free_ports: FreePorts | None, emulator_names: list[str]
+    ) -> Layout:
+        if free_ports is not None:
             return cls(
                 var_dir,
-                {name: free_port() for name in SERVICES},
-                free_port(),
-                {name: free_port() for name in emulator_names},
+                {name: free_ports.take() for name in SERVICES},
+                free_ports.take(),
+                {name: free_ports.take(with_next=True) for name in emulator_names},
             )
         return cls(
             var_dir,
