@@ -19,8 +19,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from concord.common.v1 import resources_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_testing import OtlpReceiver
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 
@@ -57,9 +57,9 @@ async def test_noop_session_cost(stack: RunningStack) -> None:
         gateway = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         request = gateway_service_pb2.SyncMailboxRequest(mailbox="mailboxes/demo", wait=True)
 
-        async def session() -> resources_pb2.Session:
+        async def session() -> rres.Session:
             reply = await gateway.SyncMailbox(request, metadata=auth, timeout=30)
-            assert reply.session.state == resources_pb2.SESSION_STATE_COMPLETED
+            assert reply.session.state == rres.SESSION_STATE_COMPLETED
             return reply.session
 
         async def round_trip() -> object:

@@ -24,6 +24,7 @@ from simple_salesforce.api import SFType
 
 from concord.common.v1 import resources_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_devstack.tokens import mint, signing_key
 from concord_testing import OtlpReceiver, ReceivedSpan
 from tests.e2e.clients import demo_mailbox, demo_org, records
@@ -377,7 +378,7 @@ def test_another_orgs_admin_is_not_told_a_mailbox_id_exists(stack: RunningStack)
             gateway.RegisterMailbox(
                 gateway_service_pb2.RegisterMailboxRequest(
                     mailbox_id="demo",
-                    mailbox=resources_pb2.Mailbox(
+                    mailbox=rres.Mailbox(
                         owner_user_id="carol",
                         crm_user_id="005000000000009AAA",
                         address="carol@globex.example",
@@ -427,7 +428,7 @@ def test_a_huge_suspension_reason_is_refused_and_status_still_answers(
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "reason" in (refused.value.details() or "")
-    assert demo.status.mailbox.state != resources_pb2.MAILBOX_STATE_SUSPENDED
+    assert demo.status.mailbox.state != rres.MAILBOX_STATE_SUSPENDED
     status = stack.concord("status")
     assert status.returncode == 0, status.stderr
 

@@ -16,6 +16,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 import concord
 from concord.common.v1 import resources_pb2
 from concord.reconciler.v1 import reconciler_service_pb2, reconciler_service_pb2_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 
 pytestmark = pytest.mark.unit
 
@@ -108,9 +109,7 @@ class _Reconciler(reconciler_service_pb2_grpc.ReconcilerServiceServicer):
         context: Any,
     ) -> reconciler_service_pb2.GetSessionResponse:
         return reconciler_service_pb2.GetSessionResponse(
-            session=resources_pb2.Session(
-                name=request.name, state=resources_pb2.SESSION_STATE_COMPLETED
-            )
+            session=rres.Session(name=request.name, state=rres.SESSION_STATE_COMPLETED)
         )
 
 
@@ -120,4 +119,4 @@ def test_servicer_base_is_typed_for_asyncio() -> None:
     response = asyncio.run(_Reconciler().GetSession(request, cast(Any, None)))
 
     assert response.session.name == "mailboxes/demo/sessions/s1"
-    assert response.session.state == resources_pb2.SESSION_STATE_COMPLETED
+    assert response.session.state == rres.SESSION_STATE_COMPLETED

@@ -17,6 +17,7 @@ from concord.mapping.v1 import mapping_service_pb2 as mapping
 from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord.reconciler.v1 import reconciler_service_pb2 as rec
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as rec_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_rpc import FailedPrecondition, from_rpc_error
 from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, vouched
 from concord_testing.peers import (
@@ -138,7 +139,7 @@ async def test_mapping_keeps_versions_and_says_it_does_not_translate() -> None:
 
 async def test_reconciler_replays_mutations_pages_and_moves_sessions_on() -> None:
     peer = ReconcilerPeer(
-        [res.Mailbox(name=f"mailboxes/m{n}", org="orgs/acme", owner_user_id="u") for n in range(3)]
+        [rres.Mailbox(name=f"mailboxes/m{n}", org="orgs/acme", owner_user_id="u") for n in range(3)]
     )
     async with (
         serving_peers(peer, identity_keys=(TEST_IDENTITY_KEY,)) as served,
@@ -165,9 +166,9 @@ async def test_reconciler_replays_mutations_pages_and_moves_sessions_on() -> Non
             for _ in range(3)
         ]
         assert states == [
-            res.SESSION_STATE_QUEUED,
-            res.SESSION_STATE_RUNNING,
-            res.SESSION_STATE_COMPLETED,
+            rres.SESSION_STATE_QUEUED,
+            rres.SESSION_STATE_RUNNING,
+            rres.SESSION_STATE_COMPLETED,
         ]
         page = await stub.ListMailboxes(rec.ListMailboxesRequest(org="orgs/acme", page_size=2))
         rest = await stub.ListMailboxes(
@@ -191,7 +192,7 @@ async def test_reconciler_replays_mutations_pages_and_moves_sessions_on() -> Non
 
 
 def test_peers_in_a_thread_answer_a_caller_on_another_loop() -> None:
-    peer = ReconcilerPeer([res.Mailbox(name="mailboxes/m0", org="orgs/acme")])
+    peer = ReconcilerPeer([rres.Mailbox(name="mailboxes/m0", org="orgs/acme")])
 
     async def read(address: str) -> str:
         async with grpc.aio.insecure_channel(address) as channel:

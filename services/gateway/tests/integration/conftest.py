@@ -17,6 +17,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord.linker.v1 import linker_service_pb2 as linker_pb
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_gateway.adapters.peers import Peers
 from concord_gateway.api import install
 from concord_gateway.domain.tokens import TokenVerifier
@@ -52,15 +53,15 @@ def mint_token(
     return jwt.encode(claims, key, algorithm="HS256", headers=headers)
 
 
-def mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
-    return res.Mailbox(
+def mailbox(mailbox_id: str, org: str, owner: str) -> rres.Mailbox:
+    return rres.Mailbox(
         name=f"mailboxes/{mailbox_id}",
         mailbox_id=mailbox_id,
         org=f"orgs/{org}",
         owner_user_id=owner,
         crm_user_id=f"005{owner}",
         address=f"{owner}@{org}.test",
-        state=res.MAILBOX_STATE_ACTIVE,
+        state=rres.MAILBOX_STATE_ACTIVE,
         push_state=res.PUSH_STATE_UNAVAILABLE,
     )
 
@@ -169,14 +170,14 @@ async def fake_peers() -> AsyncIterator[GatewayPeers]:
             mailbox("eve", "globex", "eve"),
         ]
     )
-    reconciler.counts = res.SessionCounts(mail_changes_seen=3)
+    reconciler.counts = rres.SessionCounts(mail_changes_seen=3)
     for name in reconciler.mailboxes:
         reconciler.user_settings[f"{name}/settings"] = settings_pb2.MailboxSettings(
             name=f"{name}/settings", blacklist=["spam.test"]
         )
     for n in range(1, 26):
         reconciler.add_item_error(
-            res.ItemError(
+            rres.ItemError(
                 name=f"mailboxes/ann/itemErrors/e{n}",
                 mailbox="mailboxes/ann",
                 reason="UNKNOWN_TIME_ZONE" if n == 1 else "INVALID_FIELD",
@@ -184,11 +185,11 @@ async def fake_peers() -> AsyncIterator[GatewayPeers]:
             )
         )
     for conflict_id in ("l1", "l2"):
-        subject = res.ConflictField(field="Subject")
+        subject = rres.ConflictField(field="Subject")
         subject.mail_value.string_value = "Kick-off (mailbox)"
         subject.crm_value.string_value = "Kick-off (salesforce)"
         reconciler.add_conflict(
-            res.Conflict(
+            rres.Conflict(
                 name=f"mailboxes/ann/conflicts/{conflict_id}",
                 kind=res.OBJECT_KIND_CALENDAR_ITEM,
                 fields=[subject],

@@ -16,6 +16,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_gateway.settings import GatewaySettings
 from concord_rpc import FailedPrecondition, Identity, from_rpc_error
 from concord_testing import free_port
@@ -198,7 +199,7 @@ async def test_an_admin_acts_on_any_mailbox_of_their_org(gateway: Gateway) -> No
 async def test_registering_a_mailbox_needs_an_admin(gateway: Gateway) -> None:
     request = pb.RegisterMailboxRequest(
         mailbox_id="carol",
-        mailbox=res.Mailbox(owner_user_id="carol", address="carol@acme.test"),
+        mailbox=rres.Mailbox(owner_user_id="carol", address="carol@acme.test"),
         request_id="r-1",
     )
     failure = from_rpc_error(await gateway.error("RegisterMailbox", request))
@@ -226,7 +227,7 @@ async def test_registering_an_id_another_org_holds_does_not_say_it_exists(
     # eve is globex's; acme's admin registering "eve" must not learn that (issue #17, case 6).
     globex_admin = mint("root", "globex", "admin")
     request = pb.RegisterMailboxRequest(
-        mailbox_id="ann", mailbox=res.Mailbox(owner_user_id="ann", address="ann@globex.test")
+        mailbox_id="ann", mailbox=rres.Mailbox(owner_user_id="ann", address="ann@globex.test")
     )
     taken = await gateway.error("RegisterMailbox", request, globex_admin)
     missing = await gateway.error(
@@ -315,16 +316,16 @@ async def test_a_request_past_the_api_limits_is_refused_before_any_peer_sees_it(
 async def test_sync_with_wait_returns_the_ended_session(gateway: Gateway) -> None:
     # A session already queued for ann, which the request joins.
     gateway.reconciler.add_session(
-        res.Session(
+        rres.Session(
             name="mailboxes/ann/sessions/s1",
             session_id="s1",
             mailbox="mailboxes/ann",
-            state=res.SESSION_STATE_QUEUED,
+            state=rres.SESSION_STATE_QUEUED,
         )
     )
     request = pb.SyncMailboxRequest(mailbox="mailboxes/ann", wait=True)
     response = await gateway.call("SyncMailbox", request, deadline=60)
-    assert response.session.state == res.SESSION_STATE_COMPLETED
+    assert response.session.state == rres.SESSION_STATE_COMPLETED
     assert response.session.counts.mail_changes_seen == 3
     assert (response.coalesced, response.timed_out) == (True, False)
     asked, waited = gateway.forwarded()
@@ -338,7 +339,7 @@ async def test_sync_without_wait_returns_the_queued_session(gateway: Gateway) ->
     response = await gateway.call(
         "SyncMailbox", pb.SyncMailboxRequest(mailbox="mailboxes/ann", request_id="x")
     )
-    assert response.session.state == res.SESSION_STATE_QUEUED
+    assert response.session.state == rres.SESSION_STATE_QUEUED
     (asked,) = gateway.forwarded()
     assert asked.request_id not in ("", "x")
 
@@ -350,7 +351,7 @@ async def test_a_wait_is_capped_and_a_timeout_is_reported(gateway: Gateway) -> N
     )
     response = await gateway.call("SyncMailbox", request)
     assert response.timed_out
-    assert response.session.state == res.SESSION_STATE_RUNNING
+    assert response.session.state == rres.SESSION_STATE_RUNNING
     # Capped at GATEWAY_SYNC_WAIT_MAX_SECONDS, and kept within the caller's 10 s deadline.
     assert 0 < gateway.forwarded()[-1].timeout.seconds < 10
 
@@ -365,11 +366,11 @@ async def test_a_reconciler_not_found_reaches_the_caller_with_its_reason(gateway
 
 async def test_the_mailbox_status_is_assembled(gateway: Gateway) -> None:
     gateway.reconciler.add_session(
-        res.Session(
+        rres.Session(
             name="mailboxes/ann/sessions/s1",
             session_id="s1",
             mailbox="mailboxes/ann",
-            state=res.SESSION_STATE_COMPLETED,
+            state=rres.SESSION_STATE_COMPLETED,
         )
     )
     response = await gateway.call(
@@ -656,7 +657,7 @@ async def test_conflicts_are_listed_and_resolved_through_the_reconciler(gateway:
     )
     resolved = await gateway.call("ResolveConflict", choice)
     assert resolved.conflict.resolution_pending
-    assert resolved.session.state == res.SESSION_STATE_QUEUED
+    assert resolved.session.state == rres.SESSION_STATE_QUEUED
     forwarded = gateway.reconciler.received("ResolveConflict")
     (sent,) = forwarded
     assert (sent.name, sent.take, [(c.field, c.take) for c in sent.fields]) == (

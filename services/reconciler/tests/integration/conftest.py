@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_events import EventBus, Topology
 from concord_reconciler.api.servicer import SERVICE_NAME
 from concord_reconciler.app import build
@@ -77,7 +78,7 @@ class Reconciler:
         await self.stub.CreateMailbox(
             api.CreateMailboxRequest(
                 mailbox_id=mailbox_id,
-                mailbox=res.Mailbox(
+                mailbox=rres.Mailbox(
                     org=org,
                     owner_user_id="user-1",
                     crm_user_id="005000000000001AAA",

@@ -12,6 +12,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionState
 from concord_rpc import from_rpc_error
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 def _create(mailbox_id: str = "ann", request_id: str = "") -> api.CreateMailboxRequest:
     return api.CreateMailboxRequest(
         mailbox_id=mailbox_id,
-        mailbox=res.Mailbox(
+        mailbox=rres.Mailbox(
             org="orgs/acme",
             owner_user_id="user-1",
             crm_user_id="005000000000001AAA",
@@ -65,7 +66,7 @@ async def test_create_mailbox_forwards_the_account_and_is_idempotent(
     created = await reconciler.stub.CreateMailbox(_create(request_id="req-1"))
     mailbox = created.mailbox
     assert mailbox.name == "mailboxes/ann"
-    assert mailbox.state == res.MAILBOX_STATE_ACTIVE
+    assert mailbox.state == rres.MAILBOX_STATE_ACTIVE
     assert mailbox.etag
     forwarded = [r for n, r in reconciler.peer_calls() if n == "mail.UpsertMailboxAccount"]
     assert len(forwarded) == 1
@@ -284,10 +285,10 @@ async def test_org_health_counts_the_orgs_mailboxes_and_reads_the_budget(
     got = await reconciler.stub.GetOrgHealth(api.GetOrgHealthRequest(org="orgs/acme"))
     health = got.health
     assert health.org == "orgs/acme"
-    assert health.state == res.HEALTH_STATE_DEGRADED
+    assert health.state == rres.HEALTH_STATE_DEGRADED
     assert [(m.state, m.count) for m in health.mailboxes] == [
-        (res.MAILBOX_STATE_ACTIVE, 1),
-        (res.MAILBOX_STATE_SUSPENDED, 1),
+        (rres.MAILBOX_STATE_ACTIVE, 1),
+        (rres.MAILBOX_STATE_SUSPENDED, 1),
     ]
     assert any("suspended" in reason for reason in health.reasons)
     assert health.budget.org == "orgs/acme"
@@ -299,5 +300,5 @@ async def test_org_health_counts_the_orgs_mailboxes_and_reads_the_budget(
 async def test_org_health_fails_when_salesforce_cannot_be_reached(reconciler: Reconciler) -> None:
     await reconciler.peers.stop("crm-connector")
     got = await reconciler.stub.GetOrgHealth(api.GetOrgHealthRequest(org="orgs/acme"))
-    assert got.health.state == res.HEALTH_STATE_FAILING
+    assert got.health.state == rres.HEALTH_STATE_FAILING
     assert "could not be reached" in got.health.reasons[0]

@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 from concord.common.v1 import resources_pb2 as res
 from concord.events.v1 import events_pb2
 from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.domain.sync import Side
 from concord_rpc import error_info, from_rpc_error
@@ -35,12 +36,12 @@ async def test_a_requested_session_completes_and_wait_returns_it(reconciler: Rec
     requested = await reconciler.stub.RequestSession(
         api.RequestSessionRequest(mailbox="mailboxes/demo", trigger=FORCE, request_id="r1")
     )
-    assert requested.session.state == res.SESSION_STATE_QUEUED
+    assert requested.session.state == rres.SESSION_STATE_QUEUED
     assert not requested.coalesced
     waited = await reconciler.stub.WaitSession(_wait(requested.session.name))
     assert not waited.timed_out
     session = waited.session
-    assert session.state == res.SESSION_STATE_COMPLETED
+    assert session.state == rres.SESSION_STATE_COMPLETED
     assert session.HasField("start_time")
     assert session.HasField("end_time")
     # A session with nothing to do: one listing per two-way pair on each side (emails are
@@ -112,11 +113,11 @@ async def test_concurrent_requests_coalesce_into_one_queued_session(
     # The mailbox busy: the session waits (still queued) rather than failing...
     pending = await reconciler.stub.WaitSession(_wait(responses[0].session.name, 0.5))
     assert pending.timed_out
-    assert pending.session.state == res.SESSION_STATE_QUEUED
+    assert pending.session.state == rres.SESSION_STATE_QUEUED
     # ...and runs once the other session lets go.
     await held.release()
     done = await reconciler.stub.WaitSession(_wait(responses[0].session.name))
-    assert done.session.state == res.SESSION_STATE_COMPLETED
+    assert done.session.state == rres.SESSION_STATE_COMPLETED
     listed = await reconciler.stub.ListSessions(api.ListSessionsRequest(parent="mailboxes/demo"))
     assert len(listed.sessions) == 1
 
@@ -163,7 +164,7 @@ async def test_a_dead_peer_fails_the_session_naming_it(reconciler: Reconciler) -
         async with asyncio.timeout(5):
             envelope = await watch.next()
     session = waited.session
-    assert session.state == res.SESSION_STATE_FAILED
+    assert session.state == rres.SESSION_STATE_FAILED
     assert session.failure_reason.startswith("crm-connector unavailable (ListChanges)")
     assert session.failure_code == "DEPENDENCY_UNAVAILABLE"
     failed = envelope.parse(events_pb2.SessionFailed)
@@ -188,11 +189,11 @@ async def test_a_suspended_mailbox_refuses_sessions_until_resumed(reconciler: Re
     suspended = await reconciler.stub.SuspendMailbox(
         api.SuspendMailboxRequest(name="mailboxes/demo", reason="left the company")
     )
-    assert suspended.mailbox.state == res.MAILBOX_STATE_SUSPENDED
+    assert suspended.mailbox.state == rres.MAILBOX_STATE_SUSPENDED
     assert suspended.mailbox.suspended_reason == "left the company"
     # The queued session will not run; its waiter hears so at once.
     cancelled = await reconciler.stub.WaitSession(_wait(queued.session.name, 3))
-    assert cancelled.session.state == res.SESSION_STATE_CANCELLED
+    assert cancelled.session.state == rres.SESSION_STATE_CANCELLED
     assert cancelled.session.failure_code == "MAILBOX_SUSPENDED"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await reconciler.stub.RequestSession(
@@ -202,9 +203,9 @@ async def test_a_suspended_mailbox_refuses_sessions_until_resumed(reconciler: Re
     assert from_rpc_error(raised.value).reason == "MAILBOX_SUSPENDED"
     await held.release()
     resumed = await reconciler.stub.ResumeMailbox(api.ResumeMailboxRequest(name="mailboxes/demo"))
-    assert resumed.mailbox.state == res.MAILBOX_STATE_ACTIVE
+    assert resumed.mailbox.state == rres.MAILBOX_STATE_ACTIVE
     done = await reconciler.stub.WaitSession(_wait(resumed.session.name))
-    assert done.session.state == res.SESSION_STATE_COMPLETED
+    assert done.session.state == rres.SESSION_STATE_COMPLETED
 
 
 async def test_a_replayed_request_for_a_finished_session_changes_nothing(

@@ -13,9 +13,9 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.schema import requests
 from concord_reconciler.kernel.wire import REASON_SHOWN
 from concord_reconciler.mailboxes.domain.model import MailboxState
@@ -92,7 +92,7 @@ async def test_a_huge_reason_stored_before_the_limits_no_longer_breaks_the_orgs_
     # The test's channel takes gRPC's default 4 MiB answers, as the CLI's does.
     listed = await reconciler.stub.ListMailboxes(api.ListMailboxesRequest(org="orgs/acme"))
     [ann] = listed.mailboxes
-    assert ann.state == res.MAILBOX_STATE_SUSPENDED
+    assert ann.state == rres.MAILBOX_STATE_SUSPENDED
     assert 0 < len(ann.suspended_reason) <= REASON_SHOWN
     got = await reconciler.stub.GetMailbox(api.GetMailboxRequest(name="mailboxes/ann"))
     assert got.mailbox.suspended_reason == ann.suspended_reason

@@ -16,6 +16,7 @@ import pytest
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mailboxes.domain.model import MailboxRecord, MailboxState
 from concord_rpc import from_rpc_error
 
@@ -136,7 +137,7 @@ async def test_registering_an_id_another_org_holds_does_not_say_it_exists(
     await _globex_mailbox(reconciler)
     create = api.CreateMailboxRequest(
         mailbox_id="carol",
-        mailbox=res.Mailbox(
+        mailbox=rres.Mailbox(
             org="orgs/acme",
             owner_user_id="user-1",
             crm_user_id="005000000000001AAA",
@@ -161,7 +162,7 @@ async def test_registering_an_id_another_org_holds_does_not_say_it_exists(
 async def test_a_mailbox_cannot_be_registered_into_another_org(reconciler: Reconciler) -> None:
     create = api.CreateMailboxRequest(
         mailbox_id="dan",
-        mailbox=res.Mailbox(
+        mailbox=rres.Mailbox(
             org="orgs/globex",
             owner_user_id="user-1",
             crm_user_id="005000000000001AAA",

@@ -20,6 +20,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_events import EventBus, mail_changed
 from concord_reconciler.api.servicer import SERVICE_NAME
 from concord_reconciler.kernel.clock import utcnow
@@ -121,7 +122,7 @@ async def test_two_replicas_never_run_one_mailbox_twice_and_lose_nothing(
                 await stub.CreateMailbox(
                     api.CreateMailboxRequest(
                         mailbox_id=mailbox_id,
-                        mailbox=res.Mailbox(
+                        mailbox=rres.Mailbox(
                             org="orgs/acme",
                             owner_user_id="user-1",
                             crm_user_id="005000000000001AAA",

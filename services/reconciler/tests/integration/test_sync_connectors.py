@@ -39,6 +39,7 @@ from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as api_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_exchange_emulator import items as emulated
 from concord_exchange_emulator import xmlns
 from concord_exchange_emulator.store import new_id
@@ -90,7 +91,7 @@ class Stack:
         await self.reconciler.CreateMailbox(
             api.CreateMailboxRequest(
                 mailbox_id=mailbox_id,
-                mailbox=res.Mailbox(
+                mailbox=rres.Mailbox(
                     org=ORG,
                     owner_user_id="user-1",
                     crm_user_id=self.crm_user_id,
@@ -113,7 +114,7 @@ class Stack:
         account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
         return mailbox_id, account
 
-    async def session(self, mailbox_id: str) -> res.Session:
+    async def session(self, mailbox_id: str) -> rres.Session:
         requested = await self.reconciler.RequestSession(
             api.RequestSessionRequest(mailbox=f"mailboxes/{mailbox_id}", trigger=FORCE)
         )
@@ -122,7 +123,7 @@ class Stack:
             api.WaitSessionRequest(name=requested.session.name, timeout=timeout)
         )
         session = waited.session
-        assert session.state == res.SESSION_STATE_COMPLETED, session.failure_reason
+        assert session.state == rres.SESSION_STATE_COMPLETED, session.failure_reason
         return session
 
     async def set_org(self, **fields: Any) -> None:
@@ -157,7 +158,7 @@ class Stack:
         return found
 
 
-def writes(session: res.Session) -> int:
+def writes(session: rres.Session) -> int:
     c = session.counts
     return sum((s.created + s.updated + s.deleted) for s in (c.mail, c.crm))
 
@@ -482,7 +483,7 @@ async def test_a_poison_item_is_quarantined_and_the_mailbox_syncs_on(stack: Stac
     waited = await stack.reconciler.WaitSession(
         api.WaitSessionRequest(name=retried.session.name, timeout=duration_pb2.Duration(seconds=60))
     )
-    assert waited.session.state == res.SESSION_STATE_COMPLETED, waited.session.failure_reason
+    assert waited.session.state == rres.SESSION_STATE_COMPLETED, waited.session.failure_reason
     # And what comes after it syncs.
     after = f"After {uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(_meeting, account, after)
@@ -583,7 +584,7 @@ async def test_a_manual_conflict_waits_for_the_user_and_their_choice_is_written(
             )
         )
     ).session
-    assert applied.state == res.SESSION_STATE_COMPLETED, applied.failure_reason
+    assert applied.state == rres.SESSION_STATE_COMPLETED, applied.failure_reason
     assert (applied.counts.crm.updated, applied.counts.mail.updated) == (1, 0), applied.counts
     assert len(stack.events(subject + " (mailbox)")) == 1
     left = await stack.reconciler.ListConflicts(api.ListConflictsRequest(parent=parent))
@@ -671,7 +672,7 @@ async def test_a_spent_salesforce_allocation_fails_the_session_at_once_and_holds
         )
     ).session
     seconds = loop.time() - began
-    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.state == rres.SESSION_STATE_FAILED
     assert failed.failure_code == "SALESFORCE_API_LIMIT", failed.failure_reason
     assert "retry after 300 s" in failed.failure_reason
     print(f"\nspent allocation: session failed in {seconds:.2f} s: {failed.failure_reason}")
@@ -712,7 +713,7 @@ async def test_ews_throttling_fails_the_session_at_once_and_backs_the_mailbox_of
         )
     ).session
     seconds = loop.time() - began
-    assert failed.state == res.SESSION_STATE_FAILED
+    assert failed.state == rres.SESSION_STATE_FAILED
     assert failed.failure_code == "PROVIDER_THROTTLED", failed.failure_reason
     assert failed.failure_reason.count("retry after 60") == 1, failed.failure_reason
     print(f"\nEWS throttling: session failed in {seconds:.2f} s: {failed.failure_reason}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mailboxes.domain.health import OrgFigures, org_health
 from concord_reconciler.mailboxes.domain.model import MailboxState
 
@@ -29,9 +30,9 @@ def figures(**changes: object) -> OrgFigures:
 
 def test_active_mailboxes_with_budget_to_spare_are_healthy() -> None:
     health = org_health(figures())
-    assert health.state == res.HEALTH_STATE_HEALTHY
+    assert health.state == rres.HEALTH_STATE_HEALTHY
     assert list(health.reasons) == []
-    assert [(m.state, m.count) for m in health.mailboxes] == [(res.MAILBOX_STATE_ACTIVE, 3)]
+    assert [(m.state, m.count) for m in health.mailboxes] == [(rres.MAILBOX_STATE_ACTIVE, 3)]
     assert health.quarantined_items == 2  # item problems are shown, not an org problem
     assert health.budget.concord_used == 40
 
@@ -47,19 +48,19 @@ def test_suspended_or_backing_off_mailboxes_and_failed_sessions_degrade_it() -> 
             failed_sessions_24h=5,
         )
     )
-    assert health.state == res.HEALTH_STATE_DEGRADED
+    assert health.state == rres.HEALTH_STATE_DEGRADED
     assert len(health.reasons) == 3
     assert any("5 session(s) failed" in r for r in health.reasons)
 
 
 def test_a_nearly_used_budget_degrades_and_a_used_up_one_fails() -> None:
     nearly = org_health(figures(budget=budget(concord_used=6_100)))
-    assert nearly.state == res.HEALTH_STATE_DEGRADED
+    assert nearly.state == rres.HEALTH_STATE_DEGRADED
     assert "81%" in nearly.reasons[0]
     used_up = org_health(figures(budget=budget(concord_used=7_500)))
-    assert used_up.state == res.HEALTH_STATE_FAILING
+    assert used_up.state == rres.HEALTH_STATE_FAILING
     org_limit = org_health(figures(budget=budget(used=15_000, concord_used=10)))
-    assert org_limit.state == res.HEALTH_STATE_FAILING
+    assert org_limit.state == rres.HEALTH_STATE_FAILING
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,7 @@ def test_a_nearly_used_budget_degrades_and_a_used_up_one_fails() -> None:
 )
 def test_an_unreadable_budget_fails_it_and_says_why(failure: str, says: str) -> None:
     health = org_health(figures(budget=None, budget_failure=failure))
-    assert health.state == res.HEALTH_STATE_FAILING
+    assert health.state == rres.HEALTH_STATE_FAILING
     assert says in health.reasons[0]
     assert not health.HasField("budget")
 
@@ -84,29 +85,29 @@ def stream(
 @pytest.mark.parametrize(
     ("change_stream", "state", "says"),
     [
-        (None, res.HEALTH_STATE_HEALTHY, None),
-        (stream(res.CHANGE_STREAM_STATE_STREAMING, lag_s=2), res.HEALTH_STATE_HEALTHY, None),
-        (stream(res.CHANGE_STREAM_STATE_OFF), res.HEALTH_STATE_HEALTHY, None),
-        (stream(res.CHANGE_STREAM_STATE_STARTING), res.HEALTH_STATE_HEALTHY, None),
+        (None, rres.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_STREAMING, lag_s=2), rres.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_OFF), rres.HEALTH_STATE_HEALTHY, None),
+        (stream(res.CHANGE_STREAM_STATE_STARTING), rres.HEALTH_STATE_HEALTHY, None),
         (
             stream(res.CHANGE_STREAM_STATE_STREAMING, lag_s=95),
-            res.HEALTH_STATE_DEGRADED,
+            rres.HEALTH_STATE_DEGRADED,
             "Salesforce changes reach Concord 95 s late",
         ),
         (
             stream(res.CHANGE_STREAM_STATE_FAILING, reason="/data/EventChangeEvent: AioRpcError"),
-            res.HEALTH_STATE_DEGRADED,
+            rres.HEALTH_STATE_DEGRADED,
             "the change stream fails (/data/EventChangeEvent: AioRpcError)",
         ),
         (
             stream(res.CHANGE_STREAM_STATE_SILENT, reason="no report for 41 s"),
-            res.HEALTH_STATE_DEGRADED,
+            rres.HEALTH_STATE_DEGRADED,
             "wait for the schedule: the change stream is silent (no report for 41 s)",
         ),
     ],
 )
 def test_the_change_stream_is_shown_and_a_failing_silent_or_late_one_degrades_it(
-    change_stream: res.ChangeStream | None, state: res.HealthState.ValueType, says: str | None
+    change_stream: res.ChangeStream | None, state: rres.HealthState.ValueType, says: str | None
 ) -> None:
     health = org_health(figures(change_stream=change_stream))
     assert health.state == state

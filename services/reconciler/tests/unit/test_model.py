@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.errors import TransitionError
 from concord_reconciler.sessions.domain.model import (
     SessionRecord,
@@ -20,7 +21,7 @@ def _session(state: SessionState) -> SessionRecord:
 
 def test_state_numbers_match_the_proto() -> None:
     for state in SessionState:
-        assert res.SessionState.Value(f"SESSION_STATE_{state.name}") == state.value
+        assert rres.SessionState.Value(f"SESSION_STATE_{state.name}") == state.value
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import grpc
 from concord.common.v1 import resources_pb2 as res
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2 as mail_pb
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_cli import commands
 from concord_cli.config import CliError, Target, UsageProblem, resolve
 from concord_cli.exits import EXIT_FAILED, EXIT_USAGE, CommandFailed, exit_code_of
@@ -230,7 +231,7 @@ def _register_request(args: argparse.Namespace) -> pb.RegisterMailboxRequest:
     provider = _PROVIDERS[args.provider]
     request = pb.RegisterMailboxRequest(
         mailbox_id=args.mailbox,
-        mailbox=res.Mailbox(
+        mailbox=rres.Mailbox(
             owner_user_id=args.owner,
             crm_user_id=args.crm_user,
             address=args.address,

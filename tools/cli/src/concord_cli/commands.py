@@ -19,6 +19,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_cli import output
 from concord_cli.config import (
     Target,
@@ -63,8 +64,8 @@ _DEFAULT_WAIT = 30.0
 # gateway (one indexed read).
 _POLL_SECONDS = 0.5
 _PAGE = 100
-_ENDED_BADLY = (res.SESSION_STATE_FAILED, res.SESSION_STATE_CANCELLED)
-_ENDED = (res.SESSION_STATE_COMPLETED, *_ENDED_BADLY)
+_ENDED_BADLY = (rres.SESSION_STATE_FAILED, rres.SESSION_STATE_CANCELLED)
+_ENDED = (rres.SESSION_STATE_COMPLETED, *_ENDED_BADLY)
 
 
 def describe_rpc_error(err: grpc.aio.AioRpcError, gateway: str) -> str:
@@ -253,11 +254,11 @@ async def sync(
 
 async def _follow(
     gw: Gateway,
-    session: res.Session,
+    session: rres.Session,
     wait_seconds: float,
     poll_seconds: float,
     progress: output.Progress,
-) -> tuple[res.Session, bool]:
+) -> tuple[rres.Session, bool]:
     """Re-reads the session until it ends or `wait_seconds` pass; (last seen, timed out)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
@@ -342,7 +343,7 @@ async def conflicts(target: Target, mailbox: str, limit: int, as_json: bool, out
 
 
 async def mailboxes(target: Target, as_json: bool, out: Out) -> int:
-    found: list[res.Mailbox] = []
+    found: list[rres.Mailbox] = []
     page_token = ""
     async with gateway(target) as gw:
         while True:

@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from concord.common.v1 import resources_pb2 as res
 from concord.gateway.v1 import gateway_service_pb2 as gw
+from concord.reconciler.v1 import resources_pb2 as rres
 
 __all__ = [
     "Progress",
@@ -62,8 +63,8 @@ def _enum(value: int, enum: Any, prefix: str) -> str:
         return str(value)
 
 
-def state(session: res.Session) -> str:
-    return _enum(session.state, res.SessionState, "SESSION_STATE_")
+def state(session: rres.Session) -> str:
+    return _enum(session.state, rres.SessionState, "SESSION_STATE_")
 
 
 def _when(stamp: timestamp_pb2.Timestamp, present: bool) -> str:
@@ -72,7 +73,7 @@ def _when(stamp: timestamp_pb2.Timestamp, present: bool) -> str:
     return stamp.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def duration(session: res.Session, now: datetime | None = None) -> str:
+def duration(session: rres.Session, now: datetime | None = None) -> str:
     if not session.HasField("start_time"):
         return _NONE
     start = session.start_time.ToDatetime(tzinfo=UTC)
@@ -87,21 +88,21 @@ def duration(session: res.Session, now: datetime | None = None) -> str:
     return f"{minutes}m{rest:02d}s"
 
 
-def _side(counts: res.SideCounts) -> str:
+def _side(counts: rres.SideCounts) -> str:
     return (
         f"created {counts.created}, updated {counts.updated}, deleted {counts.deleted}, "
         f"errors {counts.errors}"
     )
 
 
-def _failure(session: res.Session) -> str:
+def _failure(session: rres.Session) -> str:
     if not session.failure_reason:
         return ""
     code = f" ({session.failure_code})" if session.failure_code else ""
     return session.failure_reason + code
 
 
-def session_block(session: res.Session, *, timed_out: bool = False) -> str:
+def session_block(session: rres.Session, *, timed_out: bool = False) -> str:
     """One session as `key  value` lines."""
     counts = session.counts
     rows = [
@@ -128,7 +129,7 @@ def session_block(session: res.Session, *, timed_out: bool = False) -> str:
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
 
 
-def sessions_table(sessions: Sequence[res.Session]) -> str:
+def sessions_table(sessions: Sequence[rres.Session]) -> str:
     rows = [
         (
             s.session_id or s.name.rsplit("/", 1)[-1],
@@ -157,7 +158,7 @@ def sessions_table(sessions: Sequence[res.Session]) -> str:
     return table(headers, rows)
 
 
-def mailboxes_table(mailboxes: Sequence[res.Mailbox]) -> str:
+def mailboxes_table(mailboxes: Sequence[rres.Mailbox]) -> str:
     rows = [
         (
             m.mailbox_id or m.name.removeprefix("mailboxes/"),
@@ -187,12 +188,12 @@ def status_table(checks: Sequence[ServiceHealth]) -> str:
     return table(("SERVICE", "ADDRESS", "STATUS"), [(c.name, c.address, c.status) for c in checks])
 
 
-def _mailbox_state(m: res.Mailbox) -> str:
+def _mailbox_state(m: rres.Mailbox) -> str:
     reason = f" ({m.suspended_reason})" if m.suspended_reason else ""
-    return _enum(m.state, res.MailboxState, "MAILBOX_STATE_") + reason
+    return _enum(m.state, rres.MailboxState, "MAILBOX_STATE_") + reason
 
 
-def item_errors_table(errors: Sequence[res.ItemError]) -> str:
+def item_errors_table(errors: Sequence[rres.ItemError]) -> str:
     rows = [
         (
             e.name.rsplit("/", 1)[-1],
@@ -218,7 +219,7 @@ def _shown(value: struct_pb2.Value) -> str:
     return json.dumps(json_format.MessageToDict(value), ensure_ascii=False)
 
 
-def conflicts_table(conflicts: Sequence[res.Conflict]) -> str:
+def conflicts_table(conflicts: Sequence[rres.Conflict]) -> str:
     """One row per field in conflict, both values side by side."""
     rows = [
         (
@@ -340,7 +341,7 @@ class Progress:
         self._out = out
         self._last: int | None = None
 
-    def show(self, session: res.Session, *, coalesced: bool = False) -> None:
+    def show(self, session: rres.Session, *, coalesced: bool = False) -> None:
         if self._out is None or session.state == self._last:
             return
         self._last = session.state
@@ -349,16 +350,16 @@ class Progress:
         self._out(f"{stamp}  {session.session_id}  {state(session)}{note}")
 
 
-def org_health_block(health: res.OrgHealth) -> str:
+def org_health_block(health: rres.OrgHealth) -> str:
     """An org's condition: state and why, mailboxes by state, failures, Salesforce API budget,
     and the change stream that brings Salesforce edits in seconds."""
     budget = health.budget
     by_state = ", ".join(
-        f"{_enum(c.state, res.MailboxState, 'MAILBOX_STATE_')} {c.count}" for c in health.mailboxes
+        f"{_enum(c.state, rres.MailboxState, 'MAILBOX_STATE_')} {c.count}" for c in health.mailboxes
     )
     rows = [
         ("org", health.org.removeprefix("orgs/")),
-        ("state", _enum(health.state, res.HealthState, "HEALTH_STATE_")),
+        ("state", _enum(health.state, rres.HealthState, "HEALTH_STATE_")),
         ("reasons", "; ".join(health.reasons) or _NONE),
         ("mailboxes", by_state or _NONE),
         ("failed sessions (24h)", str(health.failed_sessions_24h)),

@@ -21,6 +21,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_rpc import Identity
 from concord_testing import NatsServer, ServiceProcess, free_port
 from concord_testing.peers import ReconcilerPeer, ServedPeers, serving_peers_in_thread
@@ -42,8 +43,8 @@ USER_TOKEN = mint("demo-user", "demo", "user")
 ADMIN_TOKEN = mint("root", "demo", "admin")
 
 
-def _mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
-    return res.Mailbox(
+def _mailbox(mailbox_id: str, org: str, owner: str) -> rres.Mailbox:
+    return rres.Mailbox(
         name=f"mailboxes/{mailbox_id}",
         mailbox_id=mailbox_id,
         org=f"orgs/{org}",
@@ -51,20 +52,20 @@ def _mailbox(mailbox_id: str, org: str, owner: str) -> res.Mailbox:
         crm_user_id="005000000000001AAA",
         address=f"{owner}@{org}.test",
         provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
-        state=res.MAILBOX_STATE_ACTIVE,
+        state=rres.MAILBOX_STATE_ACTIVE,
         push_state=res.PUSH_STATE_UNAVAILABLE,
     )
 
 
-def _conflict(mailbox_id: str) -> res.Conflict:
+def _conflict(mailbox_id: str) -> rres.Conflict:
     """A meeting whose subject and location were changed differently on both sides."""
-    subject = res.ConflictField(field="Subject")
+    subject = rres.ConflictField(field="Subject")
     subject.mail_value.string_value = "Pipeline review (moved)"
     subject.crm_value.string_value = "Pipeline review"
-    people = res.ConflictField(field="Location")
+    people = rres.ConflictField(field="Location")
     people.mail_value.list_value.values.add().string_value = "Room 2"
     people.crm_value.null_value = struct_pb2.NULL_VALUE
-    return res.Conflict(
+    return rres.Conflict(
         name=f"mailboxes/{mailbox_id}/conflicts/l1",
         kind=res.OBJECT_KIND_CALENDAR_ITEM,
         mail_ref=res.ItemRef(kind=res.OBJECT_KIND_CALENDAR_ITEM, native_id="AAMk1"),
@@ -85,9 +86,9 @@ def seed(reconciler: ReconcilerPeer) -> None:
     ):
         reconciler.add_mailbox(mailbox)
     away = reconciler.mailboxes["mailboxes/away"]
-    away.state, away.suspended_reason = res.MAILBOX_STATE_SUSPENDED, "on leave"
+    away.state, away.suspended_reason = rres.MAILBOX_STATE_SUSPENDED, "on leave"
     reconciler.add_item_error(
-        res.ItemError(
+        rres.ItemError(
             name="mailboxes/demo/itemErrors/e1",
             mailbox="mailboxes/demo",
             ref=res.ItemRef(kind=res.OBJECT_KIND_CALENDAR_ITEM, native_id="AAMk1"),

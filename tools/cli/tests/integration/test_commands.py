@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_cli.__main__ import main
 from concord_rpc import Identity
 from concord_testing import OtlpReceiver
@@ -151,7 +152,7 @@ def test_sync_without_wait_returns_the_queued_session(stack: Stack, capsys: Capt
 
 
 def test_a_failed_session_exits_1_with_its_reason(stack: Stack, capsys: Capture) -> None:
-    stack.reconciler.outcome = res.SESSION_STATE_FAILED
+    stack.reconciler.outcome = rres.SESSION_STATE_FAILED
     stack.reconciler.failure_reason = "mail-connector is down"
     assert run(stack, "--json", "sync", "demo", "--wait") == 1
     captured = capsys.readouterr()

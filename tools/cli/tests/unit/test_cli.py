@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_cli import output
 from concord_cli.__main__ import build_parser, main
 from concord_cli.config import CliError, default_up_file, mailbox_name, resolve
@@ -119,15 +120,15 @@ def test_a_table_aligns_its_columns() -> None:
 
 
 def test_a_session_block_shows_state_duration_counts_and_failure() -> None:
-    session = res.Session(
+    session = rres.Session(
         name="mailboxes/demo/sessions/s1",
         session_id="s1",
         mailbox="mailboxes/demo",
-        state=res.SESSION_STATE_FAILED,
+        state=rres.SESSION_STATE_FAILED,
         trigger=res.SESSION_TRIGGER_FORCE,
         failure_reason="mail-connector is unavailable",
         failure_code="DEPENDENCY_UNAVAILABLE",
-        counts=res.SessionCounts(mail_changes_seen=4, crm=res.SideCounts(created=2)),
+        counts=rres.SessionCounts(mail_changes_seen=4, crm=rres.SideCounts(created=2)),
         start_time=stamp(100),
         end_time=stamp(100.25),
         trace_id="abc",
@@ -144,15 +145,15 @@ def test_a_session_block_shows_state_duration_counts_and_failure() -> None:
 
 
 def test_durations_of_running_and_long_sessions() -> None:
-    running = res.Session(start_time=stamp(0))
+    running = rres.Session(start_time=stamp(0))
     assert output.duration(running, now=datetime.fromtimestamp(125, UTC)) == "2m05s"
-    assert output.duration(res.Session()) == "-"
+    assert output.duration(rres.Session()) == "-"
 
 
 def test_the_sessions_table_has_one_row_per_session() -> None:
     sessions = [
-        res.Session(name="mailboxes/d/sessions/a1", state=res.SESSION_STATE_COMPLETED),
-        res.Session(session_id="b2", state=res.SESSION_STATE_QUEUED),
+        rres.Session(name="mailboxes/d/sessions/a1", state=rres.SESSION_STATE_COMPLETED),
+        rres.Session(session_id="b2", state=rres.SESSION_STATE_QUEUED),
     ]
     lines = output.sessions_table(sessions).splitlines()
     assert lines[0].split()[:3] == ["SESSION", "STATE", "TRIGGER"]
@@ -161,7 +162,7 @@ def test_the_sessions_table_has_one_row_per_session() -> None:
 
 
 def test_json_keeps_default_fields() -> None:
-    data = output.message_dict(res.Session(name="n"))
+    data = output.message_dict(rres.Session(name="n"))
     assert data["name"] == "n"
     assert data["state"] == "SESSION_STATE_UNSPECIFIED"
     assert data["failureReason"] == ""
@@ -262,11 +263,11 @@ def test_each_kind_of_failure_has_its_exit_code() -> None:
 def test_progress_prints_a_line_per_state_change_only() -> None:
     lines: list[str] = []
     progress = output.Progress(lines.append)
-    for state in (res.SESSION_STATE_QUEUED, res.SESSION_STATE_QUEUED, res.SESSION_STATE_RUNNING):
-        progress.show(res.Session(session_id="s1", state=state))
+    for state in (rres.SESSION_STATE_QUEUED, rres.SESSION_STATE_QUEUED, rres.SESSION_STATE_RUNNING):
+        progress.show(rres.Session(session_id="s1", state=state))
     assert [line.split()[1:] for line in lines] == [["s1", "QUEUED"], ["s1", "RUNNING"]]
     silent = output.Progress(None)
-    silent.show(res.Session(state=res.SESSION_STATE_QUEUED))
+    silent.show(rres.Session(state=rres.SESSION_STATE_QUEUED))
 
 
 def test_settings_read_as_settings_set_takes_them() -> None:
@@ -311,7 +312,7 @@ def test_the_org_block_shows_the_change_stream_with_its_lag_or_why_it_is_not_str
     streaming = res.ChangeStream(org="orgs/acme", state=res.CHANGE_STREAM_STATE_STREAMING)
     streaming.lag.FromMilliseconds(400)
     streaming.last_commit_time.FromDatetime(datetime(2026, 12, 5, 9, 0, 1, tzinfo=UTC))
-    health = res.OrgHealth(org="orgs/acme", state=res.HEALTH_STATE_HEALTHY)
+    health = rres.OrgHealth(org="orgs/acme", state=rres.HEALTH_STATE_HEALTHY)
     health.change_stream.CopyFrom(streaming)
     block = output.org_health_block(health)
     assert block.splitlines()[-1].split(maxsplit=2)[2] == (
@@ -325,4 +326,4 @@ def test_the_org_block_shows_the_change_stream_with_its_lag_or_why_it_is_not_str
         "SILENT: no report for 41 s; every mailbox synced 2026-12-05 09:30:00Z: "
         "/data/EventChangeEvent: replay id expired"
     )
-    assert "change stream" not in output.org_health_block(res.OrgHealth(org="orgs/acme"))
+    assert "change stream" not in output.org_health_block(rres.OrgHealth(org="orgs/acme"))

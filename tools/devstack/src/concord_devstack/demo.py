@@ -25,6 +25,7 @@ from concord.common.v1 import resources_pb2
 from concord.crm.v1 import crm_connector_service_pb2, crm_connector_service_pb2_grpc
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.mail.v1 import mail_connector_service_pb2, mail_connector_service_pb2_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_devstack.tokens import (
     DEMO_ADDRESS,
     DEMO_GRAPH_MAILBOX,
@@ -85,7 +86,7 @@ async def _register_demo(
             )
     request = gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_MAILBOX,
-        mailbox=resources_pb2.Mailbox(
+        mailbox=rres.Mailbox(
             org=f"orgs/{DEMO_ORG}",
             owner_user_id=DEMO_USER,
             crm_user_id=crm_user_id,
@@ -107,7 +108,7 @@ async def _register_demo(
                 )
         graph = gateway_service_pb2.RegisterMailboxRequest(
             mailbox_id=DEMO_GRAPH_MAILBOX,
-            mailbox=resources_pb2.Mailbox(
+            mailbox=rres.Mailbox(
                 org=f"orgs/{DEMO_ORG}",
                 owner_user_id=DEMO_USER,
                 crm_user_id=graph_user,
@@ -139,7 +140,7 @@ def _google_request(
     address = str(info["user"])
     return gateway_service_pb2.RegisterMailboxRequest(
         mailbox_id=DEMO_GOOGLE_MAILBOX,
-        mailbox=resources_pb2.Mailbox(
+        mailbox=rres.Mailbox(
             org=f"orgs/{DEMO_ORG}",
             owner_user_id=DEMO_USER,
             crm_user_id=crm_user_id,

@@ -21,6 +21,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
 from concord.reconciler.v1 import reconciler_service_pb2 as rec
 from concord.reconciler.v1 import reconciler_service_pb2_grpc as rec_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_rpc import (
     AlreadyExists,
     FailedPrecondition,
@@ -83,7 +84,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
     full_name = rec.DESCRIPTOR.services_by_name["ReconcilerService"].full_name
     _add_to_server = rec_grpc.add_ReconcilerServiceServicer_to_server
 
-    def __init__(self, mailboxes: Iterable[res.Mailbox] = ()) -> None:
+    def __init__(self, mailboxes: Iterable[rres.Mailbox] = ()) -> None:
         super().__init__()
         self.reset()
         for mailbox in mailboxes:
@@ -94,14 +95,14 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         self.calls.clear()
         self.down = False
         self._failures.clear()
-        self.outcome: res.SessionState.ValueType | None = res.SESSION_STATE_COMPLETED
+        self.outcome: rres.SessionState.ValueType | None = rres.SESSION_STATE_COMPLETED
         self.failure_reason = ""
-        self.counts = res.SessionCounts(mail_changes_seen=2, crm=res.SideCounts(created=2))
+        self.counts = rres.SessionCounts(mail_changes_seen=2, crm=rres.SideCounts(created=2))
         self.budget = res.ApiBudget(limit=15000, concord_share=0.5)
-        self.mailboxes: dict[str, res.Mailbox] = {}
-        self.sessions: dict[str, res.Session] = {}
-        self.item_errors: dict[str, res.ItemError] = {}
-        self.conflicts: dict[str, res.Conflict] = {}
+        self.mailboxes: dict[str, rres.Mailbox] = {}
+        self.sessions: dict[str, rres.Session] = {}
+        self.item_errors: dict[str, rres.ItemError] = {}
+        self.conflicts: dict[str, rres.Conflict] = {}
         self.resolutions: list[rec.ResolveConflictRequest] = []
         self.user_settings: dict[str, st.MailboxSettings] = {}
         self.org_settings: dict[str, st.OrgSettings] = {}
@@ -111,19 +112,19 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
 
     # -- the test's side -------------------------------------------------------------------
 
-    def add_mailbox(self, mailbox: res.Mailbox) -> res.Mailbox:
+    def add_mailbox(self, mailbox: rres.Mailbox) -> rres.Mailbox:
         self.mailboxes[mailbox.name] = mailbox
         return mailbox
 
-    def add_session(self, session: res.Session) -> res.Session:
+    def add_session(self, session: rres.Session) -> rres.Session:
         self.sessions[session.name] = session
         return session
 
-    def add_item_error(self, error: res.ItemError) -> res.ItemError:
+    def add_item_error(self, error: rres.ItemError) -> rres.ItemError:
         self.item_errors[error.name] = error
         return error
 
-    def add_conflict(self, conflict: res.Conflict) -> res.Conflict:
+    def add_conflict(self, conflict: rres.Conflict) -> rres.Conflict:
         self.conflicts[conflict.name] = conflict
         return conflict
 
@@ -136,13 +137,13 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _mailbox(self, name: str) -> res.Mailbox:
+    def _mailbox(self, name: str) -> rres.Mailbox:
         if name not in self.mailboxes:
             raise MailboxNotFound(f"no {name}", metadata={"mailbox": name})
         return self.mailboxes[name]
 
     @staticmethod
-    def _in_callers_org(mailbox: res.Mailbox) -> res.Mailbox:
+    def _in_callers_org(mailbox: rres.Mailbox) -> rres.Mailbox:
         """As the reconciler: a caller vouched for another org is refused (#17, case 6)."""
         caller = current_identity()
         if caller is not None and mailbox.org != f"orgs/{caller.org}":
@@ -162,25 +163,25 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
             self._answers[key] = answer
         return answer
 
-    def _new_session(self, mailbox: str, trigger: res.SessionTrigger.ValueType) -> res.Session:
+    def _new_session(self, mailbox: str, trigger: res.SessionTrigger.ValueType) -> rres.Session:
         session_id = f"s-{next(self._ids)}"
-        session = res.Session(
+        session = rres.Session(
             name=f"{mailbox}/sessions/{session_id}",
             session_id=session_id,
             mailbox=mailbox,
-            state=res.SESSION_STATE_QUEUED,
+            state=rres.SESSION_STATE_QUEUED,
             trigger=trigger,
             request_time=timestamp_pb2.Timestamp(seconds=int(time.time())),
         )
         self.sessions[session.name] = session
         return session
 
-    def _advance(self, session: res.Session) -> None:
+    def _advance(self, session: rres.Session) -> None:
         """One step of a session's life: QUEUED -> RUNNING -> `outcome`."""
-        if session.state == res.SESSION_STATE_QUEUED:
-            session.state = res.SESSION_STATE_RUNNING
+        if session.state == rres.SESSION_STATE_QUEUED:
+            session.state = rres.SESSION_STATE_RUNNING
             session.start_time.GetCurrentTime()
-        elif session.state == res.SESSION_STATE_RUNNING and self.outcome is not None:
+        elif session.state == rres.SESSION_STATE_RUNNING and self.outcome is not None:
             session.state = self.outcome
             session.end_time.GetCurrentTime()
             session.failure_reason = self.failure_reason
@@ -196,10 +197,10 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
                 # Another org's id is not the caller's to know of; their own org's is taken.
                 self._in_callers_org(self.mailboxes[name])
                 raise MailboxExists(f"{name} exists", metadata={"mailbox": name})
-            created = res.Mailbox()
+            created = rres.Mailbox()
             created.CopyFrom(request.mailbox)
             created.name, created.mailbox_id = name, mailbox_id
-            created.state = res.MAILBOX_STATE_ACTIVE
+            created.state = rres.MAILBOX_STATE_ACTIVE
             self.mailboxes[name] = created
             return rec.CreateMailboxResponse(mailbox=created)
 
@@ -214,7 +215,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         found = [
             m
             for m in self.mailboxes.values()
-            if m.org == request.org and request.state in (res.MAILBOX_STATE_UNSPECIFIED, m.state)
+            if m.org == request.org and request.state in (rres.MAILBOX_STATE_UNSPECIFIED, m.state)
         ]
         page, token = _page(found, request.page_size, request.page_token)
         return rec.ListMailboxesResponse(mailboxes=page, next_page_token=token)
@@ -230,7 +231,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
     async def SuspendMailbox(self, request: rec.SuspendMailboxRequest, context: Any) -> Any:
         def act() -> rec.SuspendMailboxResponse:
             mailbox = self._mailbox(request.name)
-            mailbox.state = res.MAILBOX_STATE_SUSPENDED
+            mailbox.state = rres.MAILBOX_STATE_SUSPENDED
             mailbox.suspended_reason = request.reason or "suspended on request"
             return rec.SuspendMailboxResponse(mailbox=mailbox)
 
@@ -239,7 +240,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
     async def ResumeMailbox(self, request: rec.ResumeMailboxRequest, context: Any) -> Any:
         def act() -> rec.ResumeMailboxResponse:
             mailbox = self._mailbox(request.name)
-            mailbox.state, mailbox.suspended_reason = res.MAILBOX_STATE_ACTIVE, ""
+            mailbox.state, mailbox.suspended_reason = rres.MAILBOX_STATE_ACTIVE, ""
             session = self._new_session(request.name, res.SESSION_TRIGGER_FORCE)
             return rec.ResumeMailboxResponse(mailbox=mailbox, session=session)
 
@@ -253,7 +254,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
             waiting = [
                 s
                 for s in self.sessions.values()
-                if s.mailbox == request.mailbox and s.state == res.SESSION_STATE_QUEUED
+                if s.mailbox == request.mailbox and s.state == rres.SESSION_STATE_QUEUED
             ]
             if waiting:  # a session not started yet takes this request too
                 return rec.RequestSessionResponse(session=waiting[0], coalesced=True)
@@ -267,7 +268,7 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         session = self.sessions.get(request.name)
         if session is None:
             raise SessionNotFound(f"no {request.name}", metadata={"session": request.name})
-        answer = res.Session()
+        answer = rres.Session()
         answer.CopyFrom(session)
         self._advance(session)
         return rec.GetSessionResponse(session=answer)
@@ -285,8 +286,8 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         if session is None:
             raise SessionNotFound(f"no {request.name}", metadata={"session": request.name})
         while self.outcome is not None and session.state in (
-            res.SESSION_STATE_QUEUED,
-            res.SESSION_STATE_RUNNING,
+            rres.SESSION_STATE_QUEUED,
+            rres.SESSION_STATE_RUNNING,
         ):
             self._advance(session)
         if self.outcome is None:
@@ -394,17 +395,17 @@ class ReconcilerPeer(Peer, rec_grpc.ReconcilerServiceServicer):
         mailboxes = [m for m in self.mailboxes.values() if m.org == request.org]
         names = {m.name for m in mailboxes}
         by_state = collections.Counter(m.state for m in mailboxes)
-        suspended = by_state[res.MAILBOX_STATE_SUSPENDED]
+        suspended = by_state[rres.MAILBOX_STATE_SUSPENDED]
         budget = res.ApiBudget()
         budget.CopyFrom(self.budget)
         budget.org = request.org
         return rec.GetOrgHealthResponse(
-            health=res.OrgHealth(
+            health=rres.OrgHealth(
                 org=request.org,
-                state=res.HEALTH_STATE_DEGRADED if suspended else res.HEALTH_STATE_HEALTHY,
+                state=rres.HEALTH_STATE_DEGRADED if suspended else rres.HEALTH_STATE_HEALTHY,
                 reasons=[f"{suspended} mailbox suspended"] if suspended else [],
                 mailboxes=[
-                    res.MailboxStateCount(state=state, count=count)
+                    rres.MailboxStateCount(state=state, count=count)
                     for state, count in sorted(by_state.items())
                 ],
                 quarantined_items=sum(

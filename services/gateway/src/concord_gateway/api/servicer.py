@@ -18,6 +18,7 @@ from concord.gateway.v1 import gateway_service_pb2 as pb
 from concord.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from concord.linker.v1 import linker_service_pb2 as linker_pb
 from concord.reconciler.v1 import reconciler_service_pb2 as rec_pb
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_gateway.adapters.peers import Peers, ask
 from concord_gateway.api.authentication import current_principal
 from concord_gateway.domain import names
@@ -76,7 +77,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             timeout = min(timeout, max(remaining, 0.0))
         return timeout
 
-    async def _mailbox(self, name: str, context: Context) -> resources_pb2.Mailbox:
+    async def _mailbox(self, name: str, context: Context) -> rres.Mailbox:
         """The mailbox, once the caller is known to be allowed to act on it."""
         try:
             response = await ask(
@@ -102,7 +103,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def _route(
         self, method: str, request: Message, context: Context
-    ) -> tuple[str, resources_pb2.Mailbox | None]:
+    ) -> tuple[str, rres.Mailbox | None]:
         """What `method`'s request names, once the route table says the caller may act on it:
         (the mailbox and its record, or the org and None; nothing for Scope.CALLER)."""
         route = ROUTES[method]
@@ -121,7 +122,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
     async def _routed_mailbox(
         self, method: str, request: Message, context: Context
-    ) -> tuple[str, resources_pb2.Mailbox]:
+    ) -> tuple[str, rres.Mailbox]:
         """`_route` for a method whose route names a mailbox, with the mailbox's record."""
         name, mailbox = await self._route(method, request, context)
         if mailbox is None:
@@ -212,7 +213,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.RegisterMailboxResponse:
         # An admin registers into their own org; leaving it out means exactly that.
         org, _ = await self._route("RegisterMailbox", request, context)
-        mailbox = resources_pb2.Mailbox()
+        mailbox = rres.Mailbox()
         mailbox.CopyFrom(request.mailbox)
         mailbox.org = org
         if request.mailbox_id:
@@ -574,7 +575,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return pb.GetOrgHealthResponse(health=response.health)
 
 
-def _ownership(mailbox: resources_pb2.Mailbox, name: str = "") -> MailboxOwnership:
+def _ownership(mailbox: rres.Mailbox, name: str = "") -> MailboxOwnership:
     return MailboxOwnership(
         name=name or mailbox.name, org=mailbox.org, owner_user_id=mailbox.owner_user_id
     )

@@ -43,7 +43,7 @@ __all__ = [
 
 metadata = MetaData()
 
-# Numeric states mirror concord.common.v1.SessionState (and sessions.domain.model.SessionState),
+# Numeric states mirror concord.reconciler.v1.SessionState (and sessions.domain.model.SessionState),
 # for the partial index below and for rooms that count sessions without owning them (health).
 SESSION_QUEUED = 1
 SESSION_FAILED = 4
@@ -80,7 +80,7 @@ sessions = Table(
     Column("request_id", String(255), nullable=False, default=""),
     Column("failure_reason", Text, nullable=False, default=""),
     Column("failure_code", String(63), nullable=False, default=""),
-    # concord.common.v1.SessionCounts, serialized: the counts grow with issue #5.
+    # concord.reconciler.v1.SessionCounts, serialized: the counts grow with issue #5.
     Column("counts", LargeBinary, nullable=False, default=b""),
     Column("request_time_us", BigInteger, nullable=False),
     Column("start_time_us", BigInteger, nullable=True),

@@ -1,16 +1,17 @@
-"""A mailbox as the shared proto (concord.common.v1.Mailbox)."""
+"""A mailbox as the shared proto (concord.reconciler.v1.Mailbox)."""
 
 from __future__ import annotations
 
 from google.protobuf import duration_pb2
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.wire import shown_reason, timestamp
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 
 
-def mailbox_to_proto(mailbox: MailboxRecord) -> res.Mailbox:
-    message = res.Mailbox(
+def mailbox_to_proto(mailbox: MailboxRecord) -> rres.Mailbox:
+    message = rres.Mailbox(
         name=mailbox.name,
         mailbox_id=mailbox.mailbox_id,
         org=mailbox.org,

@@ -1,4 +1,4 @@
-"""Held conflicts on the wire (concord.common.v1.Conflict)."""
+"""Held conflicts on the wire (concord.reconciler.v1.Conflict)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.errors import InvalidRequest
 from concord_reconciler.mirror.domain.conflicts import conflict_name, held_fields
 from concord_reconciler.mirror.domain.sync import Link, Side, Value
@@ -26,9 +27,9 @@ def _value(value: Value) -> struct_pb2.Value:
     return holder.fields["value"]
 
 
-def conflict_to_proto(link: Link) -> res.Conflict:
+def conflict_to_proto(link: Link) -> rres.Conflict:
     held = held_fields(link)
-    return res.Conflict(
+    return rres.Conflict(
         name=conflict_name(link.mailbox_id, link.link_id),
         kind=link.kind,
         mail_ref=res.ItemRef(
@@ -39,7 +40,7 @@ def conflict_to_proto(link: Link) -> res.Conflict:
         ),
         crm_record_id=link.crm_id or "",
         fields=[
-            res.ConflictField(
+            rres.ConflictField(
                 field=c.field, mail_value=_value(c.mail_value), crm_value=_value(c.crm_value)
             )
             for c in held

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
 from concord_reconciler.kernel.names import item_error_name
 from concord_reconciler.kernel.wire import shown_reason, timestamp
 from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord
 
 
-def _side(side: SideCounts) -> res.SideCounts:
-    return res.SideCounts(
+def _side(side: SideCounts) -> rres.SideCounts:
+    return rres.SideCounts(
         created=side.created, updated=side.updated, deleted=side.deleted, errors=side.errors
     )
 
@@ -30,16 +31,18 @@ def _numbers(counts: SessionCounts | KindCounts) -> dict[str, Any]:
     }
 
 
-def counts_to_proto(counts: SessionCounts) -> res.SessionCounts:
-    return res.SessionCounts(
+def counts_to_proto(counts: SessionCounts) -> rres.SessionCounts:
+    return rres.SessionCounts(
         **_numbers(counts),
         guarded=counts.guarded,
-        kinds=[res.KindCounts(kind=k.kind, guarded=k.guarded, **_numbers(k)) for k in counts.kinds],
+        kinds=[
+            rres.KindCounts(kind=k.kind, guarded=k.guarded, **_numbers(k)) for k in counts.kinds
+        ],
     )
 
 
-def _numbers_from(counts: res.SessionCounts | res.KindCounts) -> dict[str, Any]:
-    def side(value: res.SideCounts) -> SideCounts:
+def _numbers_from(counts: rres.SessionCounts | rres.KindCounts) -> dict[str, Any]:
+    def side(value: rres.SideCounts) -> SideCounts:
         return SideCounts(value.created, value.updated, value.deleted, value.errors)
 
     return {
@@ -53,7 +56,7 @@ def _numbers_from(counts: res.SessionCounts | res.KindCounts) -> dict[str, Any]:
     }
 
 
-def counts_from_proto(counts: res.SessionCounts) -> SessionCounts:
+def counts_from_proto(counts: rres.SessionCounts) -> SessionCounts:
     return SessionCounts(
         **_numbers_from(counts),
         guarded=counts.guarded,
@@ -63,8 +66,8 @@ def counts_from_proto(counts: res.SessionCounts) -> SessionCounts:
     )
 
 
-def session_to_proto(session: SessionRecord) -> res.Session:
-    message = res.Session(
+def session_to_proto(session: SessionRecord) -> rres.Session:
+    message = rres.Session(
         name=session.name,
         session_id=session.session_id,
         mailbox=session.mailbox,
@@ -83,8 +86,8 @@ def session_to_proto(session: SessionRecord) -> res.Session:
     return message
 
 
-def item_error_to_proto(error: ItemErrorRecord) -> res.ItemError:
-    return res.ItemError(
+def item_error_to_proto(error: ItemErrorRecord) -> rres.ItemError:
+    return rres.ItemError(
         name=item_error_name(error.mailbox_id, error.item_error_id),
         mailbox=f"mailboxes/{error.mailbox_id}",
         ref=res.ItemRef(

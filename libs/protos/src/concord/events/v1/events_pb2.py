@@ -23,32 +23,33 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.common.v1 import resources_pb2 as concord_dot_common_dot_v1_dot_resources__pb2
+from concord.reconciler.v1 import resources_pb2 as concord_dot_reconciler_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63oncord/events/v1/events.proto\x12\x11\x63oncord.events.v1\x1a!concord/common/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x10SessionRequested\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07session\x18\x02 \x01(\tR\x07session\x12\x18\n\x07mailbox\x18\x03 \x01(\tR\x07mailbox\x12\x10\n\x03org\x18\x04 \x01(\tR\x03org\x12;\n\x07trigger\x18\x05 \x01(\x0e\x32!.concord.common.v1.SessionTriggerR\x07trigger\x12=\n\x0crequest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0brequestTime\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\"\xb0\x01\n\x0eSessionStarted\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07session\x18\x02 \x01(\tR\x07session\x12\x18\n\x07mailbox\x18\x03 \x01(\tR\x07mailbox\x12\x10\n\x03org\x18\x04 \x01(\tR\x03org\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"Z\n\x10SessionCompleted\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32\x1a.concord.common.v1.SessionR\x07session\x12\x10\n\x03org\x18\x02 \x01(\tR\x03org\"\xa1\x01\n\rSessionFailed\x12\x34\n\x07session\x18\x01 \x01(\x0b\x32\x1a.concord.common.v1.SessionR\x07session\x12\x10\n\x03org\x18\x02 \x01(\tR\x03org\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n\x04\x63ode\x18\x04 \x01(\tR\x04\x63ode\x12\x1c\n\tretryable\x18\x05 \x01(\x08R\tretryable\"\xa5\x03\n\nItemSynced\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07mailbox\x18\x02 \x01(\tR\x07mailbox\x12\x17\n\x07link_id\x18\x03 \x01(\tR\x06linkId\x12/\n\x04side\x18\x04 \x01(\x0e\x32\x1b.concord.common.v1.SyncSideR\x04side\x12\x35\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x1d.concord.events.v1.ItemActionR\x06\x61\x63tion\x12,\n\x03ref\x18\x06 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12(\n\x10\x63rm_sobject_type\x18\x07 \x01(\tR\x0e\x63rmSobjectType\x12\"\n\rcrm_record_id\x18\x08 \x01(\tR\x0b\x63rmRecordId\x12\x34\n\x06losses\x18\t \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12+\n\x11\x63onflict_resolved\x18\n \x01(\x08R\x10\x63onflictResolved\"\xd3\x02\n\nItemFailed\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07mailbox\x18\x02 \x01(\tR\x07mailbox\x12\x17\n\x07link_id\x18\x03 \x01(\tR\x06linkId\x12/\n\x04side\x18\x04 \x01(\x0e\x32\x1b.concord.common.v1.SyncSideR\x04side\x12,\n\x03ref\x18\x05 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12\"\n\rcrm_record_id\x18\x06 \x01(\tR\x0b\x63rmRecordId\x12\x16\n\x06reason\x18\x07 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x08 \x01(\tR\x07message\x12\x1c\n\tretryable\x18\t \x01(\x08R\tretryable\x12 \n\x0bquarantined\x18\n \x01(\x08R\x0bquarantined\"\xcb\x01\n\x0bMailChanged\x12\x18\n\x07mailbox\x18\x01 \x01(\tR\x07mailbox\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.concord.common.v1.ObjectKindR\x04kind\x12\x1e\n\ncollection\x18\x03 \x01(\tR\ncollection\x12\x12\n\x04hint\x18\x04 \x01(\tR\x04hint\x12;\n\x0bnotify_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nnotifyTime\"\xab\x02\n\nCrmChanged\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12!\n\x0csobject_type\x18\x02 \x01(\tR\x0bsobjectType\x12\x10\n\x03ids\x18\x03 \x03(\tR\x03ids\x12#\n\rchange_origin\x18\x04 \x01(\tR\x0c\x63hangeOrigin\x12;\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncommitTime\x12\x1b\n\towner_ids\x18\x06 \x03(\tR\x08ownerIds\x12\x1a\n\x08\x65veryone\x18\x07 \x01(\x08R\x08\x65veryone\x12\x16\n\x06reason\x18\x08 \x01(\tR\x06reason\x12#\n\rsobject_types\x18\t \x03(\tR\x0csobjectTypes*\xa4\x01\n\nItemAction\x12\x1b\n\x17ITEM_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13ITEM_ACTION_CREATED\x10\x01\x12\x17\n\x13ITEM_ACTION_UPDATED\x10\x02\x12\x17\n\x13ITEM_ACTION_DELETED\x10\x03\x12\x18\n\x14ITEM_ACTION_UNLINKED\x10\x04\x12\x14\n\x10ITEM_ACTION_HELD\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63oncord/events/v1/events.proto\x12\x11\x63oncord.events.v1\x1a!concord/common/v1/resources.proto\x1a%concord/reconciler/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x10SessionRequested\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07session\x18\x02 \x01(\tR\x07session\x12\x18\n\x07mailbox\x18\x03 \x01(\tR\x07mailbox\x12\x10\n\x03org\x18\x04 \x01(\tR\x03org\x12;\n\x07trigger\x18\x05 \x01(\x0e\x32!.concord.common.v1.SessionTriggerR\x07trigger\x12=\n\x0crequest_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0brequestTime\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\"\xb0\x01\n\x0eSessionStarted\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07session\x18\x02 \x01(\tR\x07session\x12\x18\n\x07mailbox\x18\x03 \x01(\tR\x07mailbox\x12\x10\n\x03org\x18\x04 \x01(\tR\x03org\x12\x39\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"^\n\x10SessionCompleted\x12\x38\n\x07session\x18\x01 \x01(\x0b\x32\x1e.concord.reconciler.v1.SessionR\x07session\x12\x10\n\x03org\x18\x02 \x01(\tR\x03org\"\xa5\x01\n\rSessionFailed\x12\x38\n\x07session\x18\x01 \x01(\x0b\x32\x1e.concord.reconciler.v1.SessionR\x07session\x12\x10\n\x03org\x18\x02 \x01(\tR\x03org\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n\x04\x63ode\x18\x04 \x01(\tR\x04\x63ode\x12\x1c\n\tretryable\x18\x05 \x01(\x08R\tretryable\"\xa5\x03\n\nItemSynced\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07mailbox\x18\x02 \x01(\tR\x07mailbox\x12\x17\n\x07link_id\x18\x03 \x01(\tR\x06linkId\x12/\n\x04side\x18\x04 \x01(\x0e\x32\x1b.concord.common.v1.SyncSideR\x04side\x12\x35\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x1d.concord.events.v1.ItemActionR\x06\x61\x63tion\x12,\n\x03ref\x18\x06 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12(\n\x10\x63rm_sobject_type\x18\x07 \x01(\tR\x0e\x63rmSobjectType\x12\"\n\rcrm_record_id\x18\x08 \x01(\tR\x0b\x63rmRecordId\x12\x34\n\x06losses\x18\t \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12+\n\x11\x63onflict_resolved\x18\n \x01(\x08R\x10\x63onflictResolved\"\xd3\x02\n\nItemFailed\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x18\n\x07mailbox\x18\x02 \x01(\tR\x07mailbox\x12\x17\n\x07link_id\x18\x03 \x01(\tR\x06linkId\x12/\n\x04side\x18\x04 \x01(\x0e\x32\x1b.concord.common.v1.SyncSideR\x04side\x12,\n\x03ref\x18\x05 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12\"\n\rcrm_record_id\x18\x06 \x01(\tR\x0b\x63rmRecordId\x12\x16\n\x06reason\x18\x07 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x08 \x01(\tR\x07message\x12\x1c\n\tretryable\x18\t \x01(\x08R\tretryable\x12 \n\x0bquarantined\x18\n \x01(\x08R\x0bquarantined\"\xcb\x01\n\x0bMailChanged\x12\x18\n\x07mailbox\x18\x01 \x01(\tR\x07mailbox\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.concord.common.v1.ObjectKindR\x04kind\x12\x1e\n\ncollection\x18\x03 \x01(\tR\ncollection\x12\x12\n\x04hint\x18\x04 \x01(\tR\x04hint\x12;\n\x0bnotify_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nnotifyTime\"\xab\x02\n\nCrmChanged\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12!\n\x0csobject_type\x18\x02 \x01(\tR\x0bsobjectType\x12\x10\n\x03ids\x18\x03 \x03(\tR\x03ids\x12#\n\rchange_origin\x18\x04 \x01(\tR\x0c\x63hangeOrigin\x12;\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncommitTime\x12\x1b\n\towner_ids\x18\x06 \x03(\tR\x08ownerIds\x12\x1a\n\x08\x65veryone\x18\x07 \x01(\x08R\x08\x65veryone\x12\x16\n\x06reason\x18\x08 \x01(\tR\x06reason\x12#\n\rsobject_types\x18\t \x03(\tR\x0csobjectTypes*\xa4\x01\n\nItemAction\x12\x1b\n\x17ITEM_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13ITEM_ACTION_CREATED\x10\x01\x12\x17\n\x13ITEM_ACTION_UPDATED\x10\x02\x12\x17\n\x13ITEM_ACTION_DELETED\x10\x03\x12\x18\n\x14ITEM_ACTION_UNLINKED\x10\x04\x12\x14\n\x10ITEM_ACTION_HELD\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMACTION']._serialized_start=2108
-  _globals['_ITEMACTION']._serialized_end=2272
-  _globals['_SESSIONREQUESTED']._serialized_start=122
-  _globals['_SESSIONREQUESTED']._serialized_end=396
-  _globals['_SESSIONSTARTED']._serialized_start=399
-  _globals['_SESSIONSTARTED']._serialized_end=575
-  _globals['_SESSIONCOMPLETED']._serialized_start=577
-  _globals['_SESSIONCOMPLETED']._serialized_end=667
-  _globals['_SESSIONFAILED']._serialized_start=670
-  _globals['_SESSIONFAILED']._serialized_end=831
-  _globals['_ITEMSYNCED']._serialized_start=834
-  _globals['_ITEMSYNCED']._serialized_end=1255
-  _globals['_ITEMFAILED']._serialized_start=1258
-  _globals['_ITEMFAILED']._serialized_end=1597
-  _globals['_MAILCHANGED']._serialized_start=1600
-  _globals['_MAILCHANGED']._serialized_end=1803
-  _globals['_CRMCHANGED']._serialized_start=1806
-  _globals['_CRMCHANGED']._serialized_end=2105
+  _globals['_ITEMACTION']._serialized_start=2155
+  _globals['_ITEMACTION']._serialized_end=2319
+  _globals['_SESSIONREQUESTED']._serialized_start=161
+  _globals['_SESSIONREQUESTED']._serialized_end=435
+  _globals['_SESSIONSTARTED']._serialized_start=438
+  _globals['_SESSIONSTARTED']._serialized_end=614
+  _globals['_SESSIONCOMPLETED']._serialized_start=616
+  _globals['_SESSIONCOMPLETED']._serialized_end=710
+  _globals['_SESSIONFAILED']._serialized_start=713
+  _globals['_SESSIONFAILED']._serialized_end=878
+  _globals['_ITEMSYNCED']._serialized_start=881
+  _globals['_ITEMSYNCED']._serialized_end=1302
+  _globals['_ITEMFAILED']._serialized_start=1305
+  _globals['_ITEMFAILED']._serialized_end=1644
+  _globals['_MAILCHANGED']._serialized_start=1647
+  _globals['_MAILCHANGED']._serialized_end=1850
+  _globals['_CRMCHANGED']._serialized_start=1853
+  _globals['_CRMCHANGED']._serialized_end=2152
 # @@protoc_insertion_point(module_scope)

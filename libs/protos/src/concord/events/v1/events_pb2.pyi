@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from concord.common.v1 import resources_pb2 as _resources_pb2
+from concord.reconciler.v1 import resources_pb2 as _resources_pb2_1
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -150,13 +151,13 @@ class SessionCompleted(_message.Message):
     ORG_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     @_builtins.property
-    def session(self) -> _resources_pb2.Session:
+    def session(self) -> _resources_pb2_1.Session:
         """State COMPLETED, with counts and times."""
 
     def __init__(
         self,
         *,
-        session: _resources_pb2.Session | None = ...,
+        session: _resources_pb2_1.Session | None = ...,
         org: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
@@ -186,13 +187,13 @@ class SessionFailed(_message.Message):
     retryable: _builtins.bool
     """True when a later session may succeed unchanged (the scheduler backs off and retries)."""
     @_builtins.property
-    def session(self) -> _resources_pb2.Session:
+    def session(self) -> _resources_pb2_1.Session:
         """State FAILED, with counts of what was done before the failure."""
 
     def __init__(
         self,
         *,
-        session: _resources_pb2.Session | None = ...,
+        session: _resources_pb2_1.Session | None = ...,
         org: _builtins.str = ...,
         reason: _builtins.str = ...,
         code: _builtins.str = ...,

@@ -4,9 +4,10 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from concord.common.v1 import resources_pb2 as _resources_pb2
+from concord.common.v1 import resources_pb2 as _resources_pb2_1
 from concord.common.v1 import settings_pb2 as _settings_pb2
 from concord.mail.v1 import mail_connector_service_pb2 as _mail_connector_service_pb2
+from concord.reconciler.v1 import resources_pb2 as _resources_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -398,7 +399,7 @@ class MailboxStatus(_message.Message):
     """All item errors of the mailbox."""
     item_errors_next_page_token: _builtins.str
     """Continue with ListItemErrors."""
-    push_state: _resources_pb2.PushState.ValueType
+    push_state: _resources_pb2_1.PushState.ValueType
     @_builtins.property
     def mailbox(self) -> _resources_pb2.Mailbox:
         """Includes state, suspended reason, push state and next sync time."""
@@ -422,7 +423,7 @@ class MailboxStatus(_message.Message):
         item_errors: _abc.Iterable[_resources_pb2.ItemError] | None = ...,
         item_errors_next_page_token: _builtins.str = ...,
         next_sync_time: _timestamp_pb2.Timestamp | None = ...,
-        push_state: _resources_pb2.PushState.ValueType = ...,
+        push_state: _resources_pb2_1.PushState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["mailbox", b"mailbox", "next_sync_time", b"next_sync_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -869,7 +870,7 @@ class ShareEmailRequest(_message.Message):
     """Required. `mailboxes/{mailbox}`."""
     request_id: _builtins.str
     @_builtins.property
-    def message(self) -> _resources_pb2.ItemRef:
+    def message(self) -> _resources_pb2_1.ItemRef:
         """Required. The message (kind EMAIL, native id)."""
 
     @_builtins.property
@@ -883,7 +884,7 @@ class ShareEmailRequest(_message.Message):
         self,
         *,
         mailbox: _builtins.str = ...,
-        message: _resources_pb2.ItemRef | None = ...,
+        message: _resources_pb2_1.ItemRef | None = ...,
         request_id: _builtins.str = ...,
         related_record_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
@@ -940,7 +941,7 @@ class InitialSearchRequest(_message.Message):
     """Required. `mailboxes/{mailbox}`: decides the org and the Salesforce user."""
     page_size: _builtins.int
     @_builtins.property
-    def email(self) -> _resources_pb2.EmailItem:
+    def email(self) -> _resources_pb2_1.EmailItem:
         """Required. The email as the sidebar has it."""
 
     @_builtins.property
@@ -949,7 +950,7 @@ class InitialSearchRequest(_message.Message):
         self,
         *,
         mailbox: _builtins.str = ...,
-        email: _resources_pb2.EmailItem | None = ...,
+        email: _resources_pb2_1.EmailItem | None = ...,
         sobject_types: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
     ) -> None: ...
@@ -1123,13 +1124,13 @@ class ConflictChoice(_message.Message):
     TAKE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """Required. A field of the conflict."""
-    take: _resources_pb2.SyncSide.ValueType
+    take: _resources_pb2_1.SyncSide.ValueType
     """Required. SYNC_SIDE_MAIL or SYNC_SIDE_CRM."""
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
-        take: _resources_pb2.SyncSide.ValueType = ...,
+        take: _resources_pb2_1.SyncSide.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1151,7 +1152,7 @@ class ResolveConflictRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. `mailboxes/{mailbox}/conflicts/{conflict}`."""
-    take: _resources_pb2.SyncSide.ValueType
+    take: _resources_pb2_1.SyncSide.ValueType
     """The side every field not named in `fields` keeps."""
     request_id: _builtins.str
     @_builtins.property
@@ -1162,7 +1163,7 @@ class ResolveConflictRequest(_message.Message):
         self,
         *,
         name: _builtins.str = ...,
-        take: _resources_pb2.SyncSide.ValueType = ...,
+        take: _resources_pb2_1.SyncSide.ValueType = ...,
         fields: _abc.Iterable[Global___ConflictChoice] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...

@@ -4,9 +4,10 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from concord.common.v1 import resources_pb2 as _resources_pb2
+from concord.common.v1 import resources_pb2 as _resources_pb2_1
 from concord.common.v1 import settings_pb2 as _settings_pb2
 from concord.mail.v1 import mail_connector_service_pb2 as _mail_connector_service_pb2
+from concord.reconciler.v1 import resources_pb2 as _resources_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -538,7 +539,7 @@ class RequestSessionRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
-    trigger: _resources_pb2.SessionTrigger.ValueType
+    trigger: _resources_pb2_1.SessionTrigger.ValueType
     """Required."""
     request_id: _builtins.str
     """Retries with the same id return the same session."""
@@ -546,7 +547,7 @@ class RequestSessionRequest(_message.Message):
         self,
         *,
         mailbox: _builtins.str = ...,
-        trigger: _resources_pb2.SessionTrigger.ValueType = ...,
+        trigger: _resources_pb2_1.SessionTrigger.ValueType = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -860,7 +861,7 @@ class ShareEmailRequest(_message.Message):
     """Required. `mailboxes/{mailbox}`."""
     request_id: _builtins.str
     @_builtins.property
-    def message(self) -> _resources_pb2.ItemRef:
+    def message(self) -> _resources_pb2_1.ItemRef:
         """Required. The message; kind EMAIL."""
 
     @_builtins.property
@@ -873,7 +874,7 @@ class ShareEmailRequest(_message.Message):
         self,
         *,
         mailbox: _builtins.str = ...,
-        message: _resources_pb2.ItemRef | None = ...,
+        message: _resources_pb2_1.ItemRef | None = ...,
         request_id: _builtins.str = ...,
         related_record_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
@@ -1024,13 +1025,13 @@ class ConflictChoice(_message.Message):
     TAKE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """Required. A field of the conflict."""
-    take: _resources_pb2.SyncSide.ValueType
+    take: _resources_pb2_1.SyncSide.ValueType
     """Required. SYNC_SIDE_MAIL or SYNC_SIDE_CRM."""
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
-        take: _resources_pb2.SyncSide.ValueType = ...,
+        take: _resources_pb2_1.SyncSide.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1052,7 +1053,7 @@ class ResolveConflictRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. `mailboxes/{mailbox}/conflicts/{conflict}`."""
-    take: _resources_pb2.SyncSide.ValueType
+    take: _resources_pb2_1.SyncSide.ValueType
     """The side whose values every field not named in `fields` keeps; unspecified: every
     field of the conflict must be named in `fields`.
     """
@@ -1065,7 +1066,7 @@ class ResolveConflictRequest(_message.Message):
         self,
         *,
         name: _builtins.str = ...,
-        take: _resources_pb2.SyncSide.ValueType = ...,
+        take: _resources_pb2_1.SyncSide.ValueType = ...,
         fields: _abc.Iterable[Global___ConflictChoice] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...

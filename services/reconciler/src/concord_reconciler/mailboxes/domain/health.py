@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mailboxes.domain.model import MailboxState
 
 __all__ = [
@@ -44,7 +45,7 @@ class OrgFigures:
     change_stream: res.ChangeStream | None = None
 
 
-def org_health(figures: OrgFigures) -> res.OrgHealth:
+def org_health(figures: OrgFigures) -> rres.OrgHealth:
     failing: list[str] = []
     degraded: list[str] = []
     budget = figures.budget
@@ -77,17 +78,17 @@ def org_health(figures: OrgFigures) -> res.OrgHealth:
     if figures.failed_sessions_24h:
         degraded.append(f"{figures.failed_sessions_24h} session(s) failed in the last 24 hours")
     if failing:
-        state = res.HEALTH_STATE_FAILING
+        state = rres.HEALTH_STATE_FAILING
     elif degraded:
-        state = res.HEALTH_STATE_DEGRADED
+        state = rres.HEALTH_STATE_DEGRADED
     else:
-        state = res.HEALTH_STATE_HEALTHY
-    health = res.OrgHealth(
+        state = rres.HEALTH_STATE_HEALTHY
+    health = rres.OrgHealth(
         org=f"orgs/{figures.org_id}",
         state=state,
         reasons=[*failing, *degraded],
         mailboxes=[
-            res.MailboxStateCount(state=int(s), count=n)  # type: ignore[arg-type]
+            rres.MailboxStateCount(state=int(s), count=n)  # type: ignore[arg-type]
             for s, n in sorted(figures.mailboxes.items())
             if n
         ],

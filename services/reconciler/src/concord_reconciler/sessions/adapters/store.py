@@ -10,7 +10,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from concord.common.v1 import resources_pb2 as res
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.kernel.errors import MailboxNotFound
 from concord_reconciler.kernel.names import mailbox_name
 from concord_reconciler.kernel.schema import (
@@ -241,7 +241,7 @@ def _session(row: RowMapping) -> SessionRecord:
         request_id=row["request_id"],
         failure_reason=row["failure_reason"],
         failure_code=row["failure_code"],
-        counts=counts_from_proto(res.SessionCounts.FromString(row["counts"])),
+        counts=counts_from_proto(rres.SessionCounts.FromString(row["counts"])),
         request_time=from_us(row["request_time_us"]),
         start_time=from_us(row["start_time_us"]) if row["start_time_us"] is not None else None,
         end_time=from_us(row["end_time_us"]) if row["end_time_us"] is not None else None,
