@@ -107,6 +107,15 @@ class EventWatch:
 Handler = Callable[[Delivery[M]], Awaitable[None]]
 
 
+def servers(url: str) -> list[str]:
+    """The servers of `NATS_URL`: one URL, or several comma-separated (a cluster's nodes, as
+    the NATS tools spell them), so a client can connect while any one node is down."""
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError("NATS_URL names no server")
+    return found
+
+
 class EventBus:
     """One NATS connection with JetStream, as Concord uses it."""
 
@@ -131,7 +140,7 @@ class EventBus:
         topology: Topology | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> EventBus:
-        client = await nats.connect(url, name=name, max_reconnect_attempts=-1)
+        client = await nats.connect(servers(url), name=name, max_reconnect_attempts=-1)
         return cls(client, topology=topology, tracer_provider=tracer_provider)
 
     async def close(self) -> None:
@@ -155,7 +164,13 @@ class EventBus:
 
     async def _ensure_leases_bucket(self) -> None:
         ttl = self.topology.lease_ttl_seconds
-        config = KeyValueConfig(bucket=LEASES, history=1, ttl=ttl, storage=StorageType.FILE)
+        config = KeyValueConfig(
+            bucket=LEASES,
+            history=1,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            replicas=self.topology.replicas,
+        )
         try:
             await self.js.create_key_value(config)
         except BadRequestError:
@@ -164,6 +179,7 @@ class EventBus:
             stream = info.config
             stream.max_age = ttl
             stream.duplicate_window = min(120.0, ttl)
+            stream.num_replicas = self.topology.replicas
             await self.js.update_stream(stream)
 
     async def leases(self) -> LeaseStore:
