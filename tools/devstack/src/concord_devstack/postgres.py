@@ -80,10 +80,19 @@ class Postgres:
     def url(self, database: str) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
+    @property
+    def marker(self) -> Path:
+        """Written into the state directory with the cluster: a cluster outside it belongs to
+        this `var/` only while the marker is there (`make clean` removes both together)."""
+        return self.var_dir / "postgres" / "cluster"
+
     def initdb(self) -> None:
-        """Create the cluster unless it exists."""
-        if (self.data_dir / "PG_VERSION").exists():
+        """Create the cluster unless this state directory has one."""
+        if (self.data_dir / "PG_VERSION").exists() and self.marker.exists():
             return
+        # Left by an earlier, removed `var/` at the same path: its data was sealed with keys
+        # that went with it, so it is not this state's.
+        shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
         if self.as_root:
             shutil.chown(self.root, SERVER_USER, SERVER_USER)
@@ -97,6 +106,8 @@ class Postgres:
         if result.returncode != 0:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise PostgresError(f"initdb failed ({result.returncode}): {result.stderr.strip()}")
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(f"{self.data_dir}\n")
 
     @property
     def server_user(self) -> str | None:
