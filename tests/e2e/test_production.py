@@ -149,6 +149,23 @@ def test_the_profile_runs_a_nats_cluster_two_reconcilers_and_postgres(
     assert list(stack.var_dir.glob("*.db")) == []
 
 
+def test_both_reconcilers_run_sessions(stack: RunningStack) -> None:
+    # The session queue is one work queue both replicas pull from: sessions land on either.
+    both = {"reconciler", "reconciler-2"}
+
+    def instances() -> set[str]:
+        spans = stack.receiver.spans()
+        return {
+            str(s.resource.get("service.instance.id")) for s in spans if s.name == "sync.session"
+        }
+
+    for _ in range(20):
+        if instances() >= both:
+            break
+        assert stack.concord("sync", "demo", "--wait").returncode == 0
+    eventually(lambda: instances() >= both, within=20)
+
+
 def test_a_sync_survives_killing_one_nats_node(stack: RunningStack) -> None:
     info = _refresh(stack)
     assert stack.concord("sync", "demo", "--wait").returncode == 0

@@ -86,6 +86,7 @@ def test_services_get_their_own_database_the_cluster_and_three_copies(tmp_path: 
     assert second.env["RECONCILER_PORT"] == str(layout.ports["reconciler-2"])
     assert second.env["RECONCILER_DATABASE_URL"] == urls["reconciler"]  # one store, shared
     assert second.env["OTEL_SERVICE_NAME"] == "reconciler"
+    assert second.env["OTEL_RESOURCE_ATTRIBUTES"] == "service.instance.id=reconciler-2"
     assert second.log_path.name == "reconciler-2.log"
     assert database_name("mail-connector") == "concord_mail_connector"
 

@@ -313,6 +313,9 @@ class Stack:
         env["CONCORD_VAR_DIR"] = str(self.layout.var_dir)
         env["NATS_URL"] = self.layout.nats_url
         env["OTEL_SERVICE_NAME"] = service
+        # Which replica exported a span (`reconciler-2`), as a pod's name says under Kubernetes.
+        resource = [env.get("OTEL_RESOURCE_ATTRIBUTES", ""), f"service.instance.id={name}"]
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(part for part in resource if part)
         for peer in SERVICES:
             env[env_prefix(peer) + "ADDR"] = self.layout.address(peer)
         prefix = env_prefix(service)
