@@ -163,8 +163,8 @@ class Process:
 def die_with_parent(
     argv: list[str], *, user: str | None = None, death_signal: int = signal.SIGTERM
 ) -> list[str]:
-    """`argv` run so that the kernel sends it SIGTERM if the supervisor is killed outright:
-    `make up` must never leave a service behind.
+    """`argv` run so that the kernel sends it SIGTERM (or `death_signal`) if the supervisor is
+    killed outright: `make up` must never leave a service behind.
 
     util-linux's setpriv sets the parent-death signal and execs the command (the signal
     survives exec). Not a `preexec_fn`: that runs Python between fork and exec, and with the
