@@ -13,8 +13,8 @@ help: ## list the targets
 install: ## install the toolchain and the workspace (uv, .venv, system packages tests need)
 	@scripts/install.sh
 
-up: install ## run the whole system on embedded defaults (Ctrl-C stops it)
-	@$(UV) run --frozen concord-devstack up
+up: install ## run the whole system on embedded defaults (Ctrl-C stops it); PROFILE=production: PostgreSQL, 3 NATS nodes, 2 reconcilers
+	@$(UV) run --frozen concord-devstack up --profile $(or $(PROFILE),embedded)
 
 down: ## stop what `make up` started
 	@$(UV) run --frozen concord-devstack down

@@ -13,13 +13,15 @@ UV=$(command -v uv 2>/dev/null || echo .tools/bin/uv)
 
 "$UV" sync --frozen --all-packages --quiet
 
-# PostgreSQL: the stores are tested against it as well as SQLite.
+# PostgreSQL: the stores are tested against it as well as SQLite, and `make up PROFILE=production`
+# runs on it.
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing postgresql (Debian) ..." >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   else
-    echo "note: PostgreSQL is not installed; its tests will fail. Install the 'postgresql' package." >&2
+    echo "note: PostgreSQL is not installed; its tests and \`make up PROFILE=production\` will fail." \
+      "Install the 'postgresql' package." >&2
   fi
 fi
 

@@ -334,6 +334,10 @@ def test_prod_is_replicated_spread_and_scaled_on_the_sessions_backlog(
         if "nats.conf" in c["data"]
     )
     assert all(f"nats-{i}.nats-headless:6222" in conf for i in range(3))
+    # The services creating the streams and the lease bucket keep 3 copies on the 3 nodes.
+    for service in ("reconciler", "crm-connector"):
+        (config,) = [c for n, c in _of_kind(docs, "ConfigMap").items() if n.startswith(service)]
+        assert config["data"]["NATS_JETSTREAM_REPLICAS"] == "3", service
 
     (scaled,) = _of_kind(docs, "ScaledObject").values()
     assert scaled["spec"]["scaleTargetRef"]["name"] == "reconciler"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from concord_testing import OtlpReceiver
 
 BIN = Path(sys.executable).parent
 START_SECONDS = 150
+# PostgreSQL, three NATS nodes electing a leader and a second reconciler come up too.
+PRODUCTION_START_SECONDS = 200
 
 
 @dataclass
@@ -45,6 +48,9 @@ class RunningStack:
     def pids(self) -> list[int]:
         children = [
             self.info["nats"],
+            *self.info["nats"].get("nodes", []),
+            *([self.info["postgres"]] if "postgres" in self.info else []),
+            *self.info.get("replicas", {}).values(),
             *self.info["services"].values(),
             *self.info["emulators"].values(),
         ]
@@ -108,14 +114,21 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def start_stack(
-    tmp: Path, receiver: OtlpReceiver, env: dict[str, str] | None = None
+    tmp: Path,
+    receiver: OtlpReceiver,
+    env: dict[str, str] | None = None,
+    *,
+    profile: str = "embedded",
 ) -> RunningStack:
     var_dir = tmp / "var"
     up_file = var_dir / "up.json"
     log = (tmp / "devstack.log").open("wb")
     started = time.monotonic()
+    within = START_SECONDS if profile == "embedded" else PRODUCTION_START_SECONDS
+    argv = [str(BIN / "concord-devstack"), "--var-dir", str(var_dir), "up", "--free-ports"]
+    argv += ["--profile", profile, "--timeout", str(within - 10)]
     supervisor = subprocess.Popen(
-        [str(BIN / "concord-devstack"), "--var-dir", str(var_dir), "up", "--free-ports"],
+        argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -123,12 +136,12 @@ def start_stack(
     )
     log.close()
     # Below the modules' test timeouts, so a stack that does not come up fails with its logs.
-    deadline = started + START_SECONDS
+    deadline = started + within
     while not up_file.exists():
         if supervisor.poll() is not None or time.monotonic() > deadline:
             supervisor.kill()
             supervisor.wait()
-            pytest.fail(f"the stack did not come up in {START_SECONDS} s:\n{_log_tails(tmp)}")
+            pytest.fail(f"the stack did not come up in {within} s:\n{_log_tails(tmp)}")
         time.sleep(0.1)
     info = json.loads(up_file.read_text())
     return RunningStack(var_dir, up_file, info, supervisor, receiver, time.monotonic() - started)
@@ -145,6 +158,8 @@ def _log_tails(tmp: Path) -> str:
 
 
 def stop_stack(stack: RunningStack) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        stack.info = json.loads(stack.up_file.read_text())  # the pids of restarted children
     stack.supervisor.send_signal(signal.SIGTERM)
     try:
         stack.supervisor.wait(30)
@@ -153,6 +168,10 @@ def stop_stack(stack: RunningStack) -> None:
     for pid in stack.pids():
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+    # As root, the production profile's PostgreSQL lives outside the test's directory.
+    data = Path(stack.info.get("postgres", {}).get("data_dir") or stack.var_dir)
+    if not data.is_relative_to(stack.var_dir):
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

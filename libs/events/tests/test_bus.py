@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
+from nats.js.errors import NoStreamResponseError
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -91,6 +92,25 @@ async def test_same_msg_id_coalesces_on_sessions(bus: EventBus) -> None:
     assert second.duplicate
     assert not third.duplicate
     assert await _stream_messages(bus, SESSIONS) == 2
+
+
+async def test_a_publish_no_stream_answers_is_tried_again_until_one_does(bus: EventBus) -> None:
+    # As while a cluster elects a stream leader after losing a node: nobody answers for a while.
+    await bus.js.delete_stream(SESSIONS)
+    publish = asyncio.create_task(
+        bus.publish(session_requested("demo"), StringValue(value="a"), msg_id="demo-1")
+    )
+    await asyncio.sleep(0.5)
+    assert not publish.done()
+    await bus.ensure_topology()
+    ack = await asyncio.wait_for(publish, 5)
+    assert ack.stream == SESSIONS
+    assert await _stream_messages(bus, SESSIONS) == 1
+    # Not for ever: past the window the caller hears of it.
+    await bus.js.delete_stream(SESSIONS)
+    bus.publish_retry_seconds = 0.3
+    with pytest.raises(NoStreamResponseError):
+        await bus.publish(session_requested("demo"), StringValue(value="b"), msg_id="demo-2")
 
 
 async def test_work_queue_delivers_each_message_to_one_consumer(bus: EventBus) -> None:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from concord_events import topology
-from concord_events.bus import Delivery, Envelope, EventBus, EventWatch, Reject, Retry
+from concord_events.bus import (
+    Delivery,
+    Envelope,
+    EventBus,
+    EventWatch,
+    Reject,
+    Retry,
+    servers,
+)
 from concord_events.leases import Lease, LeaseLost, LeaseStore
 from concord_events.topology import (
     ALL_SESSION_REQUESTS,
@@ -34,6 +42,7 @@ __all__ = [
     "Topology",
     "crm_changed",
     "mail_changed",
+    "servers",
     "session_event",
     "session_requested",
     "topology",

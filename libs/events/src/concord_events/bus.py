@@ -16,7 +16,13 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, PubAck, StorageType
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
@@ -37,6 +43,12 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 # Back-off for unexpected handler failures, by delivery attempt: 1 s, 2 s, 4 s ... capped.
 _BACKOFF_BASE_SECONDS = 1.0
 _BACKOFF_CAP_SECONDS = 60.0
+# A publish no stream answered was not stored. On a cluster that happens for a few seconds
+# after a node is lost (its streams elect new leaders, the client moves to another node), so
+# the publish is tried again for this long before the caller hears of it.
+PUBLISH_RETRY_SECONDS = 10.0
+_PUBLISH_RETRY_FIRST_SECONDS = 0.1
+_PUBLISH_RETRY_MAX_SECONDS = 1.0
 
 
 class Retry(Exception):
@@ -107,6 +119,15 @@ class EventWatch:
 Handler = Callable[[Delivery[M]], Awaitable[None]]
 
 
+def servers(url: str) -> list[str]:
+    """The servers of `NATS_URL`: one URL, or several comma-separated (a cluster's nodes, as
+    the NATS tools spell them), so a client can connect while any one node is down."""
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError("NATS_URL names no server")
+    return found
+
+
 class EventBus:
     """One NATS connection with JetStream, as Concord uses it."""
 
@@ -116,10 +137,12 @@ class EventBus:
         *,
         topology: Topology | None = None,
         tracer_provider: TracerProvider | None = None,
+        publish_retry_seconds: float = PUBLISH_RETRY_SECONDS,
     ) -> None:
         self.client = client
         self.js: JetStreamContext = client.jetstream()
         self.topology = topology or Topology()
+        self.publish_retry_seconds = publish_retry_seconds
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
     @classmethod
@@ -131,7 +154,7 @@ class EventBus:
         topology: Topology | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> EventBus:
-        client = await nats.connect(url, name=name, max_reconnect_attempts=-1)
+        client = await nats.connect(servers(url), name=name, max_reconnect_attempts=-1)
         return cls(client, topology=topology, tracer_provider=tracer_provider)
 
     async def close(self) -> None:
@@ -155,7 +178,13 @@ class EventBus:
 
     async def _ensure_leases_bucket(self) -> None:
         ttl = self.topology.lease_ttl_seconds
-        config = KeyValueConfig(bucket=LEASES, history=1, ttl=ttl, storage=StorageType.FILE)
+        config = KeyValueConfig(
+            bucket=LEASES,
+            history=1,
+            ttl=ttl,
+            storage=StorageType.FILE,
+            replicas=self.topology.replicas,
+        )
         try:
             await self.js.create_key_value(config)
         except BadRequestError:
@@ -164,6 +193,7 @@ class EventBus:
             stream = info.config
             stream.max_age = ttl
             stream.duplicate_window = min(120.0, ttl)
+            stream.num_replicas = self.topology.replicas
             await self.js.update_stream(stream)
 
     async def leases(self) -> LeaseStore:
@@ -195,10 +225,31 @@ class EventBus:
             if msg_id is not None:
                 headers[HEADER_MSG_ID] = msg_id
             inject(headers)
-            ack: PubAck = await self.js.publish(subject, data, headers=headers)
+            ack = await self._publish_until_stored(subject, data, headers, msg_id is not None)
             span.set_attribute(attrs.MESSAGING_STREAM_NAME, ack.stream)
             span.set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
             return ack
+
+    async def _publish_until_stored(
+        self, subject: str, data: bytes, headers: dict[str, str], deduplicated: bool
+    ) -> PubAck:
+        """Publish, again while no stream leader answers (a cluster electing one). A timeout
+        is tried again only with a message id: the stream may have stored the first try, and
+        only the id makes the repeat harmless."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_retry_seconds
+        delay = _PUBLISH_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                ack: PubAck = await self.js.publish(subject, data, headers=headers)
+                return ack
+            except (NoStreamResponseError, ServiceUnavailableError, NatsTimeoutError) as error:
+                unsure = isinstance(error, NatsTimeoutError) and not deduplicated
+                if unsure or loop.time() + delay > deadline:
+                    raise
+                _log.info("publish to %s not stored yet (%s); again", subject, type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(_PUBLISH_RETRY_MAX_SECONDS, delay * 2)
 
     async def consume(
         self,

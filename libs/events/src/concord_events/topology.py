@@ -56,10 +56,11 @@ def crm_changed(org: str) -> str:
     return f"concord.crm.changed.{token(org, 'org')}"
 
 
-def sessions_stream() -> StreamConfig:
+def sessions_stream(replicas: int = 1) -> StreamConfig:
     """Work queue: each request is delivered to one reconciler and removed once acknowledged."""
     return StreamConfig(
         name=SESSIONS,
+        num_replicas=replicas,
         subjects=[SESSIONS_SUBJECTS],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
@@ -67,10 +68,11 @@ def sessions_stream() -> StreamConfig:
     )
 
 
-def events_stream() -> StreamConfig:
+def events_stream(replicas: int = 1) -> StreamConfig:
     """Audit trail of outcomes, kept a week for late readers and replays."""
     return StreamConfig(
         name=EVENTS,
+        num_replicas=replicas,
         subjects=[EVENTS_SUBJECTS],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
@@ -83,6 +85,10 @@ class Topology:
     """What `EventBus.ensure_topology` creates; tests shorten the lease TTL."""
 
     lease_ttl_seconds: float = DEFAULT_LEASE_TTL_SECONDS
+    # Copies JetStream keeps of each stream and of the lease bucket: 1 on one embedded server,
+    # 3 on a 3-node cluster (production, `make up PROFILE=production`), so losing a node loses
+    # nothing and the streams keep a quorum.
+    replicas: int = 1
 
     def streams(self) -> list[StreamConfig]:
-        return [sessions_stream(), events_stream()]
+        return [sessions_stream(self.replicas), events_stream(self.replicas)]

@@ -33,6 +33,7 @@ __all__ = [
     "SettingsConfigDict",
     "SettingsError",
     "default_addr",
+    "jetstream_replicas",
     "nats",
     "peer",
     "sqlite_url",
@@ -97,6 +98,13 @@ def peer(service: str, *, default: str | None = None) -> Any:
 def nats() -> Any:
     """A field holding the NATS server URL, read from the un-prefixed `NATS_URL`."""
     return Field(default=DEFAULT_NATS_URL, validation_alias="NATS_URL")
+
+
+def jetstream_replicas() -> Any:
+    """A field holding how many copies JetStream keeps of Concord's streams and buckets, read
+    from the un-prefixed `NATS_JETSTREAM_REPLICAS`: 1 (one server, the embedded default) up to
+    5, JetStream's limit; 3 on a 3-node cluster. Every service creating them reads the same."""
+    return Field(default=1, ge=1, le=5, validation_alias="NATS_JETSTREAM_REPLICAS")
 
 
 class ServiceSettings(BaseSettings):

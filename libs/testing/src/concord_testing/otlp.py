@@ -30,6 +30,8 @@ class ReceivedSpan:
     status_message: str = ""
     # Span events (exceptions recorded on the span among them): name and attributes.
     events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # The exporting process's resource: service.name, service.instance.id (which replica), ...
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 def _value(value: AnyValue) -> Any:
@@ -64,6 +66,7 @@ def _spans(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterable[Rec
                         (event.name, {kv.key: _value(kv.value) for kv in event.attributes})
                         for event in span.events
                     ),
+                    resource=resource,
                 )
 
 

@@ -110,7 +110,7 @@ class ChangeStreamsProcess:
                 self.bus = await EventBus.connect(
                     self.settings.nats_url,
                     f"crm-connector-{self.settings.port}",
-                    topology=Topology(),
+                    topology=Topology(replicas=self.settings.jetstream_replicas),
                     tracer_provider=self.tracer_provider,
                 )
                 await self.bus.ensure_topology()

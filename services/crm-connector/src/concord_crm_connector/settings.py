@@ -8,7 +8,13 @@ from pydantic import Field
 
 from concord_runtime.identity import CallerIdentitySettings
 from concord_secrets import FernetKey
-from concord_settings import DEFAULT_PORTS, ServiceSettings, SettingsConfigDict, nats
+from concord_settings import (
+    DEFAULT_PORTS,
+    ServiceSettings,
+    SettingsConfigDict,
+    jetstream_replicas,
+    nats,
+)
 
 
 class CrmConnectorSettings(ServiceSettings, CallerIdentitySettings):
@@ -42,5 +48,7 @@ class CrmConnectorSettings(ServiceSettings, CallerIdentitySettings):
     change_streams: bool = True
     pubsub_endpoint: str = "api.pubsub.salesforce.com:7443"
     nats_url: str = nats()
+    # Copies JetStream keeps of the streams and the lease bucket (`NATS_JETSTREAM_REPLICAS`).
+    jetstream_replicas: int = jetstream_replicas()
     # How often connected orgs and their leases are looked at (below the leases' TTL).
     change_rescan_seconds: float = Field(default=10.0, gt=0)

@@ -39,7 +39,10 @@ async def serve(process: ServiceProcess[ReconcilerSettings]) -> None:
             bus = await EventBus.connect(
                 settings.nats_url,
                 f"reconciler-{settings.port}",
-                topology=Topology(lease_ttl_seconds=settings.lease_ttl_seconds),
+                topology=Topology(
+                    lease_ttl_seconds=settings.lease_ttl_seconds,
+                    replicas=settings.jetstream_replicas,
+                ),
                 tracer_provider=process.telemetry.provider,
             )
         else:

@@ -11,6 +11,7 @@ from concord_settings import (
     DEFAULT_PORTS,
     ServiceSettings,
     SettingsConfigDict,
+    jetstream_replicas,
     nats,
     peer,
 )
@@ -28,6 +29,8 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     mapping_addr: str = peer("mapping")
     linker_addr: str = peer("linker")
     nats_url: str = nats()
+    # Copies JetStream keeps of the streams and the lease bucket (`NATS_JETSTREAM_REPLICAS`).
+    jetstream_replicas: int = jetstream_replicas()
     # What this process runs (`app.py`): `all`; `api`, the API and the scheduler; or `worker`,
     # the sessions only, so that scaling workers out does not scale the API.
     role: Literal["all", "api", "worker"] = "all"

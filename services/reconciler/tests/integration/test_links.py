@@ -112,6 +112,15 @@ async def test_a_link_round_trips_with_every_field(store: LinkStore) -> None:
     assert await links.load_links("demo", res.OBJECT_KIND_TASK) == []
 
 
+async def test_an_occurrence_keeps_its_series_native_id_however_long(store: LinkStore) -> None:
+    # The series is named by the mailbox's own id of its master item (an EWS ItemId runs to
+    # 150+ characters); PostgreSQL refused one over 36 (seen on `make up PROFILE=production`).
+    series = "AAMkADk0" + "x" * 144
+    link = _link("00000000-0000-0000-0000-000000000002", "AAMk2", None, series_link_id=series)
+    await store.commit("demo", KIND, [link], [])
+    assert [x.series_link_id for x in await store.load_links("demo", KIND)] == [series]
+
+
 async def test_a_native_id_names_one_link_per_side(store: LinkStore) -> None:
     links = store
     await links.commit("demo", KIND, [_link("l1", "AAMk1", "00U1"), _link("l2", None, None)], [])

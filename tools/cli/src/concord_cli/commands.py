@@ -99,7 +99,16 @@ async def _health(name: str, address: str) -> output.ServiceHealth:
 
 
 async def _nats(url: str) -> output.ServiceHealth:
-    """Reachable when the server greets with its INFO line, as every NATS server does first."""
+    """Reachable when a server greets with its INFO line, as every NATS server does first. A
+    cluster's URL lists its nodes, comma-separated: reachable while any node is (the clients
+    fail over to it)."""
+    servers = [part.strip() for part in url.split(",") if part.strip()] or [url]
+    states = await asyncio.gather(*(_nats_state(server) for server in servers))
+    state = "REACHABLE" if "REACHABLE" in states else states[0]
+    return output.ServiceHealth("nats", url, state)
+
+
+async def _nats_state(url: str) -> str:
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     host, port = parts.hostname or "127.0.0.1", parts.port or 4222
     state = "UNREACHABLE"
@@ -116,7 +125,7 @@ async def _nats(url: str) -> output.ServiceHealth:
                 await writer.wait_closed()
     except (OSError, TimeoutError):
         pass
-    return output.ServiceHealth("nats", url, state)
+    return state
 
 
 async def status(target: Target, as_json: bool, out: Out) -> int:

@@ -79,6 +79,22 @@ def test_status_lists_every_service_and_nats(stack: Stack, capsys: Capture) -> N
     assert "REACHABLE" in out
 
 
+def test_a_cluster_is_reachable_while_one_of_its_nodes_is(
+    stack: Stack, dead_address: str, capsys: Capture
+) -> None:
+    # The production profile's up.json lists every node of the NATS cluster, comma-separated.
+    info = json.loads(stack.up_file.read_text())
+    live = info["nats"]["url"]
+    info["nats"]["url"] = f"nats://{dead_address},{live}"
+    stack.up_file.write_text(json.dumps(info))
+    assert run(stack, "--json", "status") == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    info["nats"]["url"] = f"nats://{dead_address}"
+    stack.up_file.write_text(json.dumps(info))
+    assert run(stack, "status") == 1
+    assert "UNREACHABLE" in capsys.readouterr().out
+
+
 def test_status_json_and_a_service_not_serving(stack: Stack, capsys: Capture) -> None:
     assert run(stack, "--json", "status") == 0
     data = json.loads(capsys.readouterr().out)

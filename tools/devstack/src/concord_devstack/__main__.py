@@ -16,6 +16,8 @@ from typing import Any
 from concord_devstack import emulators
 from concord_devstack.demo import register_demo
 from concord_devstack.stack import (
+    EMBEDDED,
+    PROFILES,
     SERVICES,
     FreePorts,
     Layout,
@@ -62,7 +64,10 @@ def up(args: argparse.Namespace) -> int:
         return 1
     ports = FreePorts() if args.free_ports else None
     layout = Layout.create(
-        var_dir, free_ports=ports, emulator_names=[name for name, _ in installed]
+        var_dir,
+        free_ports=ports,
+        emulator_names=[name for name, _ in installed],
+        profile=args.profile,
     )
     key = signing_key(var_dir)
     specs = {
@@ -154,7 +159,9 @@ def _up_info(stack: Stack, user_token: str, admin_token: str) -> dict[str, Any]:
         "ready": True,
         "supervisor_pid": os.getpid(),
         "var_dir": str(layout.var_dir),
-        "nats": {"url": layout.nats_url, "pid": stack.processes["nats"].pid},
+        "profile": layout.profile,
+        "nats": _nats_info(stack),
+        **_production_info(stack),
         "services": {
             name: {
                 "address": layout.address(name),
@@ -177,6 +184,63 @@ def _up_info(stack: Stack, user_token: str, admin_token: str) -> dict[str, Any]:
     }
 
 
+def _nats_info(stack: Stack) -> dict[str, Any]:
+    """NATS's URL (every node's, comma-separated, on a cluster) and the pid of its first node."""
+    layout = stack.layout
+    if not layout.nats_nodes:
+        return {"url": layout.nats_url, "pid": stack.processes["nats"].pid}
+    nodes = [
+        {
+            "name": node.name,
+            "url": f"nats://{layout.host}:{node.port}",
+            "cluster_url": f"nats://{layout.host}:{node.cluster_port}",
+            "monitor_url": f"http://{layout.host}:{node.monitor_port}",
+            "pid": stack.processes[node.name].pid,
+            "log": str(stack.processes[node.name].log_path),
+        }
+        for node in layout.nats_nodes
+    ]
+    return {"url": layout.nats_url, "pid": nodes[0]["pid"], "nodes": nodes}
+
+
+def _production_info(stack: Stack) -> dict[str, Any]:
+    """PostgreSQL and the services' extra replicas, when the profile runs them."""
+    layout = stack.layout
+    info: dict[str, Any] = {}
+    postgres = layout.postgres
+    if postgres is not None:
+        info["postgres"] = {
+            "url": postgres.url("postgres"),
+            "pid": stack.processes["postgres"].pid,
+            "data_dir": str(postgres.data_dir),
+            "log": str(stack.processes["postgres"].log_path),
+            "databases": stack.database_urls,
+        }
+    if layout.replicas:
+        info["replicas"] = {
+            name: {
+                "service": service,
+                "address": layout.address(name),
+                "pid": stack.processes[name].pid,
+                "log": str(stack.processes[name].log_path),
+            }
+            for name, service in layout.replicas.items()
+        }
+    return info
+
+
+def _children(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every child process up.json names."""
+    return [
+        info["nats"],
+        *info["nats"].get("nodes", []),
+        *([info["postgres"]] if "postgres" in info else []),
+        *info.get("replicas", {}).values(),
+        *info["services"].values(),
+        *info["emulators"].values(),
+    ]
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     # Written atomically: readers (the CLI, tests) never see half a file.
     tmp = path.with_suffix(".tmp")
@@ -187,8 +251,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _print_summary(info: dict[str, Any], seconds: float) -> None:
     print(f"concord is up in {seconds:.1f}s — every service reports SERVING\n")
-    print(f"  {'nats':<16} {info['nats']['url']}")
-    for name, svc in info["services"].items():
+    print(f"  {'profile':<16} {info['profile']}")
+    for node in info["nats"].get("nodes", []):
+        print(f"  {node['name']:<16} {node['url']:<22} log: {node['log']}")
+    if not info["nats"].get("nodes"):
+        print(f"  {'nats':<16} {info['nats']['url']}")
+    if "postgres" in info:
+        pg = info["postgres"]
+        print(f"  {'postgres':<16} {pg['url']:<22} log: {pg['log']}")
+    for name, svc in [*info["services"].items(), *info.get("replicas", {}).items()]:
         print(f"  {name:<16} {svc['address']:<22} log: {svc['log']}")
     for name, emulator in info["emulators"].items():
         print(f"  {name + ' (emulator)':<16} {emulator.get('url', '')}")
@@ -233,7 +304,7 @@ def down(args: argparse.Namespace) -> int:
     # The supervisor did not stop in time: take its children down by hand.
     with contextlib.suppress(OSError):
         info = json.loads(up_path.read_text())
-        for child in [info["nats"], *info["services"].values(), *info["emulators"].values()]:
+        for child in _children(info):
             with contextlib.suppress(OSError):
                 os.kill(int(child["pid"]), signal.SIGKILL)
     with contextlib.suppress(OSError):
@@ -249,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start everything and wait for Ctrl-C")
     p_up.add_argument("--free-ports", action="store_true", help="use free ports, not defaults")
     p_up.add_argument("--timeout", type=float, default=120.0, help="seconds to reach SERVING")
+    p_up.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=EMBEDDED,
+        help="embedded (default: one NATS server, SQLite) or production (PostgreSQL, "
+        "a 3-node NATS cluster, two reconcilers)",
+    )
     p_up.set_defaults(func=up)
     p_down = sub.add_parser("down", help="stop what `up` started")
     p_down.add_argument("--timeout", type=float, default=30.0)

@@ -1,8 +1,14 @@
-"""The local stack: nats-server and the six services, started in dependency order."""
+"""The local stack: nats-server and the six services, started in dependency order.
+
+Two profiles: `embedded` (the default: one nats-server, each service on its own SQLite file)
+and `production` (as deployed, on loopback: PostgreSQL with a database per service, a 3-node
+nats-server cluster keeping 3 copies of every stream, and two reconciler replicas).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -10,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord_devstack import emulators
 from concord_devstack.emulators import EmulatorSpec
+from concord_devstack.postgres import Postgres
 from concord_settings import DEFAULT_PORTS, NATS_PORT
 
 # Start order: a service starts only after every service it calls reports SERVING.
@@ -33,6 +41,19 @@ SERVICES: tuple[str, ...] = tuple(name for wave in WAVES for name in wave)
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
 RESTART_RESET_SECONDS = 60.0
+
+EMBEDDED = "embedded"
+PRODUCTION = "production"
+PROFILES: tuple[str, ...] = (EMBEDDED, PRODUCTION)
+# The production profile, as deploy/k8s/overlays/prod runs it: a 3-node NATS cluster with every
+# stream kept on each node, and two reconciler replicas.
+NATS_CLUSTER_SIZE = 3
+NATS_CLUSTER_NAME = "concord"
+REPLICAS: Mapping[str, int] = {"reconciler": 2}
+# The production profile's fixed ports (without --free-ports): clients, routes, monitoring.
+NATS_NODE_PORTS = (4222, 6222, 8222)
+POSTGRES_PORT = 50058
+REPLICA_PORTS: Mapping[str, int] = {"reconciler-2": 50056}
 
 
 class StackError(RuntimeError):
@@ -95,6 +116,9 @@ class Process:
     # Restarts in a row that died young (see Stack.revive); reset once a run lives long enough.
     crashes: int = 0
     restart_at: float | None = None
+    # What stops it cleanly (also what it gets if the supervisor dies), and whom it runs as.
+    stop_signal: int = signal.SIGTERM
+    user: str | None = None
 
     def start(self) -> None:
         self.started_at = time.monotonic()
@@ -103,7 +127,7 @@ class Process:
         log = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(
-                die_with_parent(self.argv),
+                die_with_parent(self.argv, user=self.user, death_signal=self.stop_signal),
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -122,7 +146,7 @@ class Process:
     def stop(self, grace: float) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
-        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(self.stop_signal)
         try:
             self.popen.wait(grace)
         except subprocess.TimeoutExpired:
@@ -136,20 +160,37 @@ class Process:
             return ""
 
 
-def die_with_parent(argv: list[str]) -> list[str]:
-    """`argv` run so that the kernel sends it SIGTERM if the supervisor is killed outright:
-    `make up` must never leave a service behind.
+def die_with_parent(
+    argv: list[str], *, user: str | None = None, death_signal: int = signal.SIGTERM
+) -> list[str]:
+    """`argv` run so that the kernel sends it SIGTERM (or `death_signal`) if the supervisor is
+    killed outright: `make up` must never leave a service behind.
 
     util-linux's setpriv sets the parent-death signal and execs the command (the signal
     survives exec). Not a `preexec_fn`: that runs Python between fork and exec, and with the
     gRPC threads the supervisor has by then, the child can deadlock on a lock another thread
     held at fork time; Popen then blocks for ever waiting for the exec (seen in CI: the
     reconciler never started and `make up` hung past every deadline).
+
+    With `user`, the same setpriv also switches to that user: one exec, so the parent-death
+    signal is set after the switch (a change of user clears it).
     """
     setpriv = shutil.which("setpriv")
     if setpriv is None or sys.platform != "linux":
-        return argv
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+        return ["runuser", "-u", user, "--", *argv] if user else argv
+    switch = [f"--reuid={user}", f"--regid={user}", "--init-groups"] if user else []
+    name = signal.Signals(death_signal).name.removeprefix("SIG")
+    return [setpriv, *switch, "--pdeathsig", name, "--", *argv]
+
+
+@dataclass(frozen=True)
+class NatsNode:
+    """One server of the production profile's NATS cluster."""
+
+    name: str
+    port: int
+    cluster_port: int
+    monitor_port: int
 
 
 @dataclass
@@ -161,31 +202,81 @@ class Layout:
     nats_port: int
     emulator_ports: dict[str, int] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    profile: str = EMBEDDED
+    # The production profile's parts; empty/None on the embedded default.
+    nats_nodes: tuple[NatsNode, ...] = ()
+    postgres_port: int | None = None
+    # Replicas beyond each service's first, by process name (`reconciler-2`); their ports are
+    # in `ports` too.
+    replicas: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, var_dir: Path, *, free_ports: FreePorts | None, emulator_names: list[str]
+        cls,
+        var_dir: Path,
+        *,
+        free_ports: FreePorts | None,
+        emulator_names: list[str],
+        profile: str = EMBEDDED,
     ) -> Layout:
+        if profile not in PROFILES:
+            raise StackError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
         if free_ports is not None:
-            return cls(
+            layout = cls(
                 var_dir,
                 {name: free_ports.take() for name in SERVICES},
                 free_ports.take(),
                 {name: free_ports.take(with_next=True) for name in emulator_names},
+                profile=profile,
             )
-        return cls(
-            var_dir,
-            {name: DEFAULT_PORTS[name] for name in SERVICES},
-            NATS_PORT,
-            emulators.default_ports(emulator_names),
+        else:
+            layout = cls(
+                var_dir,
+                {name: DEFAULT_PORTS[name] for name in SERVICES},
+                NATS_PORT,
+                emulators.default_ports(emulator_names),
+                profile=profile,
+            )
+        if profile == PRODUCTION:
+            layout._add_production_parts(free_ports)
+        return layout
+
+    def _add_production_parts(self, free_ports: FreePorts | None) -> None:
+        def port(default: int) -> int:
+            return free_ports.take() if free_ports else default
+
+        client, route, monitor = NATS_NODE_PORTS
+        self.nats_nodes = tuple(
+            NatsNode(f"nats-{i + 1}", port(client + i), port(route + i), port(monitor + i))
+            for i in range(NATS_CLUSTER_SIZE)
         )
+        self.nats_port = self.nats_nodes[0].port
+        self.postgres_port = port(POSTGRES_PORT)
+        for service, count in REPLICAS.items():
+            for n in range(2, count + 1):
+                name = f"{service}-{n}"
+                self.replicas[name] = service
+                self.ports[name] = port(REPLICA_PORTS[name])
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
 
+    def replicas_of(self, service: str) -> list[str]:
+        """The process names running `service`: itself, then its extra replicas."""
+        return [service, *(name for name, of in self.replicas.items() if of == service)]
+
     @property
     def nats_url(self) -> str:
+        """What the services get as NATS_URL: the server, or every node of the cluster."""
+        if self.nats_nodes:
+            return ",".join(f"nats://{self.host}:{node.port}" for node in self.nats_nodes)
         return f"nats://{self.host}:{self.nats_port}"
+
+    @property
+    def postgres(self) -> Postgres | None:
+        if self.postgres_port is None:
+            return None
+        return Postgres(self.var_dir, self.postgres_port, host=self.host)
 
 
 @dataclass
@@ -195,54 +286,128 @@ class Stack:
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     emulators: dict[str, EmulatorSpec] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    # Each service's PostgreSQL URL (production profile), once its database exists.
+    database_urls: dict[str, str] = field(default_factory=dict)
 
     def nats_process(self) -> Process:
-        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent))
-        binary = binary or shutil.which("nats-server")
-        if binary is None:
-            raise StackError("nats-server not found: install the workspace (make install)")
         data = self.layout.var_dir / "nats"
-        argv = [binary, "-a", self.layout.host, "-p", str(self.layout.nats_port), "-js"]
+        argv = [_nats_server(), "-a", self.layout.host, "-p", str(self.layout.nats_port), "-js"]
         argv += ["-sd", str(data)]
         return Process("nats", argv, dict(self.base_env), self._log("nats"))
 
-    def service_process(self, service: str) -> Process:
+    def nats_node_process(self, node: NatsNode) -> Process:
+        """One server of the cluster: routes to every node (its own is skipped by the server),
+        JetStream in its own store, monitoring on for the cluster's health."""
+        host = self.layout.host
+        routes = ",".join(f"nats://{host}:{n.cluster_port}" for n in self.layout.nats_nodes)
+        argv = [_nats_server(), "-n", node.name, "-a", host, "-p", str(node.port)]
+        argv += ["-m", str(node.monitor_port), "-js", "-sd", str(self.layout.var_dir / node.name)]
+        argv += ["--cluster_name", NATS_CLUSTER_NAME]
+        argv += ["--cluster", f"nats://{host}:{node.cluster_port}", "--routes", routes]
+        return Process(node.name, argv, dict(self.base_env), self._log(node.name))
+
+    def service_process(self, service: str, name: str | None = None) -> Process:
+        """`service`'s process; `name` is a second replica's (`reconciler-2`), on its own port."""
+        name = name or service
         env = dict(self.base_env)
         env["CONCORD_VAR_DIR"] = str(self.layout.var_dir)
         env["NATS_URL"] = self.layout.nats_url
         env["OTEL_SERVICE_NAME"] = service
+        # Which replica exported a span (`reconciler-2`), as a pod's name says under Kubernetes.
+        resource = [env.get("OTEL_RESOURCE_ATTRIBUTES", ""), f"service.instance.id={name}"]
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(part for part in resource if part)
         for peer in SERVICES:
             env[env_prefix(peer) + "ADDR"] = self.layout.address(peer)
         prefix = env_prefix(service)
         env[prefix + "HOST"] = self.layout.host
-        env[prefix + "PORT"] = str(self.layout.ports[service])
+        env[prefix + "PORT"] = str(self.layout.ports[name])
+        if self.layout.nats_nodes:
+            env["NATS_JETSTREAM_REPLICAS"] = str(len(self.layout.nats_nodes))
+        if service in self.database_urls:
+            env[prefix + "DATABASE_URL"] = self.database_urls[service]
         env.update(self.extra_env.get(service, {}))
         argv = [sys.executable, "-m", module_name(service)]
-        return Process(service, argv, env, self._log(service))
+        return Process(name, argv, env, self._log(name))
 
     def _log(self, name: str) -> Path:
         return self.layout.var_dir / "log" / f"{name}.log"
 
     def start(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        nats = self.nats_process()
-        self.processes["nats"] = nats
-        nats.start()
+        postgres = self.layout.postgres
+        if postgres is not None:
+            postgres.initdb()
+            server = Process(
+                "postgres",
+                postgres.server_argv(),
+                dict(self.base_env),
+                self._log("postgres"),
+                # PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+                stop_signal=signal.SIGINT,
+                user=postgres.server_user,
+            )
+            self.processes["postgres"] = server
+            server.start()
+        if self.layout.nats_nodes:
+            for node in self.layout.nats_nodes:
+                self.processes[node.name] = self.nats_node_process(node)
+                self.processes[node.name].start()
+        else:
+            self.processes["nats"] = self.nats_process()
+            self.processes["nats"].start()
         # Emulators stand for the outside world: up before any service that may call them.
         for spec in self.emulators.values():
             process = Process(spec.name, spec.argv, dict(self.base_env), self._log(spec.name))
             self.processes[spec.name] = process
             process.start()
-        _wait_tcp(nats, self.layout.host, self.layout.nats_port, deadline)
+        if postgres is not None:
+            postgres.wait_ready(lambda: _raise_if_exited(self.processes["postgres"]), deadline)
+            self.database_urls = postgres.ensure_databases(SERVICES)
+        if self.layout.nats_nodes:
+            for node in self.layout.nats_nodes:
+                _wait_tcp(self.processes[node.name], self.layout.host, node.port, deadline)
+            self.wait_nats_cluster(deadline)
+        else:
+            _wait_tcp(self.processes["nats"], self.layout.host, self.layout.nats_port, deadline)
         for spec in self.emulators.values():
             _wait_emulator(self.processes[spec.name], spec, deadline)
         for wave in WAVES:
-            for service in wave:
-                process = self.service_process(service)
-                self.processes[service] = process
+            names = [
+                (service, name) for service in wave for name in self.layout.replicas_of(service)
+            ]
+            for service, name in names:
+                process = self.service_process(service, name)
+                self.processes[name] = process
                 process.start()
-            for service in wave:
-                wait_serving(self.processes[service], self.layout.address(service), deadline)
+            for _service, name in names:
+                wait_serving(self.processes[name], self.layout.address(name), deadline)
+
+    def nats_cluster(self, node: NatsNode) -> dict[str, object]:
+        """What `node` knows of the JetStream cluster (its monitoring `/jsz`'s `meta_cluster`):
+        `leader`, `cluster_size`, and the other peers as `replicas`."""
+        url = f"http://{self.layout.host}:{node.monitor_port}/jsz"
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            meta = json.loads(reply.read()).get("meta_cluster") or {}
+        return dict(meta)
+
+    def wait_nats_cluster(self, deadline: float) -> None:
+        """Block until every node sees the same JetStream leader in a cluster of all of them:
+        before that, creating a replicated stream fails."""
+        size = len(self.layout.nats_nodes)
+        while True:
+            leaders: set[object] = set()
+            for node in self.layout.nats_nodes:
+                _raise_if_exited(self.processes[node.name])
+                meta: dict[str, object] = {}
+                with contextlib.suppress(OSError, ValueError):
+                    meta = self.nats_cluster(node)
+                whole = meta.get("cluster_size") == size
+                leaders.add((meta.get("leader") or None) if whole else None)
+            if len(leaders) == 1 and None not in leaders:
+                return
+            if time.monotonic() > deadline:
+                raise StackError("the NATS cluster did not elect a JetStream leader in time")
+            time.sleep(0.1)
 
     def stop(self, grace: float = 10.0) -> None:
         # Reverse order: callers stop before what they call, so no session fails on the way down.
@@ -278,6 +443,14 @@ class Stack:
                 process.start()
                 said.append(f"~ {process.name} restarted (pid {process.pid})")
         return said
+
+
+def _nats_server() -> str:
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+    binary = binary or shutil.which("nats-server")
+    if binary is None:
+        raise StackError("nats-server not found: install the workspace (make install)")
+    return binary
 
 
 def _wait_tcp(process: Process, host: str, port: int, deadline: float) -> None:

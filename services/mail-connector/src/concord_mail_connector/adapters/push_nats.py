@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 
 from concord.common.v1 import resources_pb2 as r
 from concord.events.v1 import events_pb2
-from concord_events import mail_changed
+from concord_events import mail_changed, servers
 from concord_events.bus import CONTENT_TYPE, HEADER_CONTENT_TYPE, HEADER_MESSAGE_TYPE, HEADER_MSG_ID
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.push import MailChangedNote
@@ -107,7 +107,7 @@ async def connect(url: str, name: str, *, retry_seconds: float = 2.0) -> Client:
     while True:
         try:
             return await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1
+                servers(url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=1
             )
         except (OSError, nats.errors.Error) as exc:
             _log.warning(

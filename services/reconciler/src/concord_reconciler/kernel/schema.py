@@ -191,7 +191,8 @@ links = Table(
     Column("held_crm", JSON, nullable=True),
     # The user's choice for a held conflict, until a session applies it (r0004).
     Column("resolution", JSON, nullable=True),
-    Column("series_link_id", String(36), nullable=False, default=""),
+    # The series master's native id in the mailbox (r0006: as long as the mailbox makes it).
+    Column("series_link_id", Text, nullable=False, default=""),
     Column("original_start_us", BigInteger, nullable=True),
     Column("update_time_us", BigInteger, nullable=False),
     Index("uq_links_mail_id", "mailbox_id", "mail_id", unique=True),
