@@ -29,7 +29,7 @@ def test_a_meeting_saved_while_the_mail_connector_is_down_is_synced_when_its_wat
     log = stack.var_dir / "log" / "mail-connector.log"
     eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
     # Every session so far has ended (the first sync, the first watch's own catch-up).
-    before = eventually(lambda: (s := _sessions(stack)) and _all_ended(s) and s, within=60)
+    before = eventually(lambda: _ended_sessions(stack), within=60)
 
     stack.kill_service("mail-connector")
     subject = f"while-push-was-down-{uuid.uuid4().hex[:8]}"
@@ -65,6 +65,8 @@ def _sessions(stack: RunningStack) -> list[dict[str, Any]]:
     return listed
 
 
-def _all_ended(sessions: list[dict[str, Any]]) -> bool:
+def _ended_sessions(stack: RunningStack) -> list[dict[str, Any]] | None:
+    """The mailbox's sessions once every one of them has ended, else None."""
+    sessions = _sessions(stack)
     ended = ("SESSION_STATE_COMPLETED", "SESSION_STATE_FAILED")
-    return all(s.get("state") in ended for s in sessions)
+    return sessions if sessions and all(s.get("state") in ended for s in sessions) else None
