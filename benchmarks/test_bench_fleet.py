@@ -57,6 +57,7 @@ from concord.common.v1 import resources_pb2
 from concord.events.v1 import events_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.mail.v1 import mail_connector_service_pb2
+from concord.reconciler.v1 import resources_pb2 as reconciler_pb2
 from concord_events import mail_changed
 from concord_reconciler.sessions.adapters.scheduler import ScheduleReader
 from concord_store import create_engine, migrate
@@ -136,10 +137,10 @@ class Fleet:
         used: int = answer.json()["apiUsage"]["used"]
         return used
 
-    async def sessions_since(self, since: dt.datetime) -> list[resources_pb2.Session]:
+    async def sessions_since(self, since: dt.datetime) -> list[reconciler_pb2.Session]:
         async with grpc.aio.insecure_channel(self.gateway) as channel:
             stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
-            found: list[resources_pb2.Session] = []
+            found: list[reconciler_pb2.Session] = []
             for member in self.members:
                 reply = await stub.ListSessions(
                     gateway_service_pb2.ListSessionsRequest(
@@ -152,8 +153,8 @@ class Fleet:
             return found
 
     @staticmethod
-    def completed(sessions: list[resources_pb2.Session]) -> list[resources_pb2.Session]:
-        return [s for s in sessions if s.state == resources_pb2.SESSION_STATE_COMPLETED]
+    def completed(sessions: list[reconciler_pb2.Session]) -> list[reconciler_pb2.Session]:
+        return [s for s in sessions if s.state == reconciler_pb2.SESSION_STATE_COMPLETED]
 
     async def hint(self, mailbox_ids: list[str]) -> None:
         """A push hint for each mailbox, as the mail-connector publishes one."""
@@ -210,7 +211,7 @@ class Fleet:
                     gateway_service_pb2.RegisterMailboxRequest(
                         mailbox_id=mailbox_id,
                         request_id=f"fleet-{mailbox_id}",
-                        mailbox=resources_pb2.Mailbox(
+                        mailbox=reconciler_pb2.Mailbox(
                             org=f"orgs/{org}",
                             owner_user_id=mailbox_id,
                             crm_user_id=crm_user,
@@ -244,7 +245,7 @@ class Fleet:
                     s
                     for s in asyncio.run(self.sessions_since(since))
                     if s.state
-                    in (resources_pb2.SESSION_STATE_QUEUED, resources_pb2.SESSION_STATE_RUNNING)
+                    in (reconciler_pb2.SESSION_STATE_QUEUED, reconciler_pb2.SESSION_STATE_RUNNING)
                 ]
                 if not pending:
                     return
