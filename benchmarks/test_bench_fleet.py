@@ -81,6 +81,7 @@ QUIET_SAMPLES = 10
 SYNC_INTERVAL_SECONDS = 1800.0  # the reconciler's default interval
 TICK_SECONDS = 5.0  # the reconciler's default schedule tick
 SCHEDULE_HISTORY = 25  # finished sessions per mailbox in the schedule's store
+HINT_SAMPLES = 20
 IDLE_SECONDS = 5.0
 SETTLE_SECONDS = 2.0
 QUIET_SECONDS = 5.0
@@ -288,10 +289,11 @@ class Fleet:
             time.sleep(1)
 
 
-async def _schedule_read_cpu(path: Path, mailboxes: int, history: int) -> float:
+async def _schedule_costs(path: Path, mailboxes: int, history: int) -> tuple[float, float]:
     """CPU seconds (this process: the event loop and SQLite's thread) of one read of the whole
-    schedule, as the leading replica makes every tick, over `mailboxes` mailboxes with
-    `history` finished sessions each (rows written directly: a fleet's history in seconds)."""
+    schedule, as the leading replica makes every tick, and of the check every push hint makes
+    (`held_until`: the mailbox's newest session and its org's holds), over `mailboxes`
+    mailboxes of one org with `history` finished sessions each (rows written directly)."""
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     await migrate(engine, "concord_reconciler.migrations")
     await engine.dispose()
@@ -323,9 +325,13 @@ async def _schedule_read_cpu(path: Path, mailboxes: int, history: int) -> float:
             cpu = time.process_time()
             assert len(await reader.rows()) == mailboxes
             samples.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        for n in range(HINT_SAMPLES):
+            assert await reader.held_until(f"m{n}") is None
+        per_hint = (time.process_time() - cpu) / HINT_SAMPLES
     finally:
         await engine.dispose()
-    return statistics.median(samples)
+    return statistics.median(samples), per_hint
 
 
 def _sf_time(value: str) -> float:
@@ -343,8 +349,8 @@ def test_mailboxes_per_reconciler_replica_and_salesforce_calls_per_user(
 ) -> None:
     # The leading replica's schedule read at the target's size (grows with the mailboxes and
     # with their session history, which nothing prunes).
-    schedule_cpu = asyncio.run(
-        _schedule_read_cpu(tmp_path / "schedule.db", TARGET_MAILBOXES, SCHEDULE_HISTORY)
+    schedule_cpu, hint_cpu = asyncio.run(
+        _schedule_costs(tmp_path / "schedule.db", TARGET_MAILBOXES, SCHEDULE_HISTORY)
     )
     fleet = Fleet(stack)
     fleet.make(FLEET)
@@ -412,11 +418,16 @@ def test_mailboxes_per_reconciler_replica_and_salesforce_calls_per_user(
     change_sessions = sessions_per_change * CHANGES_PER_USER_DAY / WORKDAY_SECONDS
     need = change_sessions + 1 / SYNC_INTERVAL_SECONDS
     cpu_per_session = burst_cpu / len(burst_sessions)
-    # The replica's CPU at N mailboxes: sessions, plus its cost at rest (schedule ticks read
-    # every mailbox's row: counted per mailbox, from this fleet's idle share).
-    idle_per_mailbox = idle_share / (len(fleet.members) + 3)
+    # The replica's CPU per mailbox: its sessions, and its share of the schedule read every
+    # tick by the leading replica (measured at the target's size; leases and heartbeats, this
+    # fleet's cost at rest, do not grow with mailboxes).
+    tick_per_mailbox = schedule_cpu / TICK_SECONDS / TARGET_MAILBOXES
+    # A push session costs at least one hint's check at the target's size, on top of what the
+    # small fleet measured (its check reads a small org's history).
     per_mailbox_share = (
-        change_sessions * cpu_per_session + quiet_cpu / SYNC_INTERVAL_SECONDS + idle_per_mailbox
+        change_sessions * (cpu_per_session + hint_cpu)
+        + quiet_cpu / SYNC_INTERVAL_SECONDS
+        + tick_per_mailbox
     )
     by_cpu = REPLICA_CORE_SHARE / per_mailbox_share
     by_wall = burst_rate / need
@@ -444,7 +455,8 @@ def test_mailboxes_per_reconciler_replica_and_salesforce_calls_per_user(
     print(
         f"  schedule read (the leader, every {TICK_SECONDS:g} s) at {TARGET_MAILBOXES:,} "
         f"mailboxes x {SCHEDULE_HISTORY} past sessions: {schedule_cpu * 1000:.0f} ms CPU = "
-        f"{schedule_cpu / TICK_SECONDS:.1%} of a core (grows with the history, never pruned)"
+        f"{schedule_cpu / TICK_SECONDS:.1%} of a core; a push hint's check: "
+        f"{hint_cpu * 1000:.1f} ms CPU (both grow with the history, which nothing prunes)"
     )
     print(
         f"  paced: {len(paced)} meetings at {paced_achieved:.2f}/s for {PACED_SECONDS:g} s: "
@@ -462,6 +474,15 @@ def test_mailboxes_per_reconciler_replica_and_salesforce_calls_per_user(
         f"target {TARGET_MAILBOXES:,}: {by_cpu / TARGET_MAILBOXES:.2f}x); {by_wall:,.0f} by "
         f"the whole stack's throughput on this shared machine (every peer and emulator on "
         f"the same cores)"
+    )
+    parts = {
+        "sessions' own work": change_sessions * cpu_per_session + quiet_cpu / SYNC_INTERVAL_SECONDS,
+        "push hints' checks": change_sessions * hint_cpu,
+        "the schedule read": tick_per_mailbox,
+    }
+    print(
+        "  where the replica's CPU goes at that size: "
+        + ", ".join(f"{name} {share / per_mailbox_share:.0%}" for name, share in parts.items())
     )
     print(
         f"  Salesforce API calls: {calls_per_change:.1f} per change, {quiet_calls:.1f} per quiet "
