@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from concord.common.v1 import resources_pb2 as res
 from concord.events.v1 import events_pb2
@@ -78,7 +79,11 @@ async def _mailbox(
 
 
 async def _finished(
-    store: SqlStore, mailbox_id: str, state: SessionState, retry_not_before: datetime | None
+    store: SqlStore,
+    mailbox_id: str,
+    state: SessionState,
+    retry_not_before: datetime | None,
+    code: str = "EWS_THROTTLED",
 ) -> None:
     when = utcnow() - timedelta(seconds=5)
     session, _ = await store.enqueue_session(
@@ -92,7 +97,7 @@ async def _finished(
     )
     running = session.to(SessionState.RUNNING, start_time=when)
     assert await store.save_session(running, expected=SessionState.QUEUED)
-    done = running.to(state, end_time=when, failure_code="EWS_THROTTLED", failure_reason="busy")
+    done = running.to(state, end_time=when, failure_code=code, failure_reason="busy")
     assert await store.save_session(done, expected=SessionState.RUNNING)
     if retry_not_before is not None:
         async with store.engine.begin() as conn:
@@ -140,3 +145,36 @@ async def test_a_salesforce_change_naming_owners_reads_only_their_mailboxes(
 
 def _msg(bus: EventBus, hint: events_pb2.CrmChanged) -> Msg:
     return Msg(bus.client, crm_changed(hint.org), data=hint.SerializeToString())
+
+
+class CountingHolds(ScheduleReader):
+    """Counts the reads of an org's holds (the org's whole session history)."""
+
+    hold_reads = 0
+
+    async def _org_holds(self, conn: AsyncConnection, org_id: str | None) -> dict[str, datetime]:
+        self.hold_reads += 1
+        return await super()._org_holds(conn, org_id)
+
+
+async def test_push_checks_read_an_orgs_holds_at_most_once_per_max_age(store: SqlStore) -> None:
+    for mailbox_id, crm_user in (("ann", ANN), ("bo", BO), ("cy", CY)):
+        await _mailbox(store, mailbox_id, crm_user)
+    clock = [100.0]
+    reader = CountingHolds(store.engine, timedelta(minutes=30), monotonic=lambda: clock[0])
+    for mailbox_id in ("ann", "bo", "cy", "ann"):
+        assert await reader.held_until(mailbox_id, org_hold_max_age=1.0) is None
+    assert reader.hold_reads == 1
+
+    # Ann's session meets the org's spent Salesforce allocation: the org is held. Within the
+    # max age a check does not see it yet; after it, every check does.
+    until = utcnow() + timedelta(minutes=5)
+    await _finished(store, "ann", SessionState.FAILED, until, code="SALESFORCE_API_LIMIT")
+    assert await reader.held_until("bo", org_hold_max_age=1.0) is None
+    clock[0] += 1.5
+    assert await reader.held_until("bo", org_hold_max_age=1.0) == until
+    assert await reader.held_until("cy", org_hold_max_age=1.0) == until
+    assert reader.hold_reads == 2
+    # Without a max age (the dashboard, the tests of the hold itself) the read is fresh.
+    assert await reader.held_until("cy") == until
+    assert reader.hold_reads == 3
