@@ -197,6 +197,9 @@ class _MailboxWatch:
         self.stream_failures = 0
         self.pull_until = 0.0
         self.subscribed_once = False
+        # A stream broke under a subscription that lives on: once a new connection to it holds,
+        # one catch-up hint (see `_streaming`).
+        self.reconnect_hint_due = False
         self.created = datetime.now(UTC)
         self.state = WatchState(PushMode.STARTING)
 
@@ -263,7 +266,12 @@ class _MailboxWatch:
                             self.pull_until = time.monotonic() + self.feed._pull_fallback_seconds
                             raise
                     # A subscription outlives its connection (Exchange keeps it, and queues its
-                    # events, for 30 minutes): reconnect to it, and nothing is missed.
+                    # events, for 30 minutes): reconnect to it. What the server had already
+                    # written to the broken connection is gone with it (a stream has no
+                    # acknowledgement: the server's watermark moved when it sent them), so the
+                    # reconnection that holds sends one catch-up hint; a failed attempt while the
+                    # server is away sends none, so an outage is not a hint storm.
+                    self.reconnect_hint_due = True
                     await self._failed(exc)
         finally:
             self._forget(subscription)
@@ -294,10 +302,14 @@ class _MailboxWatch:
         # (between the mailbox's last session and now): one catch-up hint.
         self.sink.changed(frozenset(), "resubscribed" if self.subscribed_once else "subscribed")
         self.subscribed_once = True
+        self.reconnect_hint_due = False  # this hint covers a broken stream of the old one too
 
     def _healthy(self, mode: PushMode, expire_time: datetime) -> None:
         """The subscription works (a stream stayed up, a pull answered): failures are forgotten."""
         assert self.folders is not None
+        if self.reconnect_hint_due and mode == PushMode.STREAMING:
+            self.reconnect_hint_due = False
+            self.sink.changed(frozenset(), "reconnected")
         self.failures = 0
         self.stream_failures = 0
         self.backoff.reset()
