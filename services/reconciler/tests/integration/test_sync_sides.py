@@ -440,6 +440,17 @@ async def test_mail_writes_go_a_hundred_a_call_and_report_refusals(peers: Peers)
     assert all(r.ok for r in results[2:])
 
 
+async def test_a_create_proved_new_asks_the_mailbox_for_no_link_id_search(peers: Peers) -> None:
+    fields = {"Subject": "s", "StartDateTime": "2030-03-04T09:00:00Z"}
+    writes = [
+        Write(Side.MAIL, WriteOp.CREATE, "L1", fields=fields, known_new=True),
+        Write(Side.MAIL, WriteOp.CREATE, "L2", fields=fields),
+    ]
+    await peers.mail_side().apply(EVENT, writes)
+    (sent,) = peers.mail_batches()
+    assert [(w.link_id, w.known_new) for w in sent] == [("L1", True), ("L2", False)]
+
+
 async def test_items_are_found_by_link_id_on_both_sides(peers: Peers) -> None:
     peers.mail.add(meeting("e1", "Review", link_id="L1"))
     found = await peers.mail_side().find(EVENT, ["L1", "L2"])

@@ -269,7 +269,10 @@ class MailSyncSide:
             item.ref.ClearField("native_id")
             item.ref.ClearField("version")
             return mail.MailWrite(
-                operation=mail.MAIL_WRITE_OPERATION_CREATE, link_id=write.link_id, item=item
+                operation=mail.MAIL_WRITE_OPERATION_CREATE,
+                link_id=write.link_id,
+                item=item,
+                known_new=write.known_new,
             )
         paths = await self.mapping.mail_paths(kind, write.fields)
         if not paths:
