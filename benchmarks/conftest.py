@@ -14,10 +14,12 @@ from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
-    """The stack with an OTLP receiver, so a benchmark can read the spans of what it ran."""
+    """The stack with an OTLP receiver, so a benchmark can read the spans of what it ran; a
+    module's STACK_ENV adds to the services' environment."""
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_bench_")
+    env: dict[str, str] | None = getattr(request.module, "STACK_ENV", None)
     with OtlpReceiver() as receiver:
-        running = start_stack(tmp_path_factory.mktemp(name), receiver)
+        running = start_stack(tmp_path_factory.mktemp(name), receiver, env)
         try:
             yield running
         finally:
