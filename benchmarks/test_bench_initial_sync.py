@@ -131,6 +131,7 @@ def _mailbox_items(account: Account, prefix: str, first: dt.datetime) -> float:
         Contact(
             account=account,
             folder=contacts_folder,
+            display_name=f"Ada {prefix} {n}",
             given_name="Ada",
             surname=f"{prefix} {n}",
             email_addresses=[
