@@ -269,6 +269,12 @@ async def test_mail_listing_maps_shared_items_without_the_linkers_hints(peers: P
     assert page.next_cursor == "c2"
 
 
+async def test_mail_listings_ask_for_pages_as_big_as_a_provider_lists(peers: Peers) -> None:
+    await peers.mail_side().list_changes(EVENT, "")
+    (request,) = peers.mail.received("ListChanges")
+    assert request.page_size == 500
+
+
 async def test_a_full_mail_listing_leaves_unshared_items_out(peers: Peers) -> None:
     peers.mail.change_pages.append(
         mail.ListChangesResponse(changes=[_upsert(meeting("e2", "Lunch", category=""))])
