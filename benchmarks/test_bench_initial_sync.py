@@ -14,8 +14,9 @@ measured in one run (never gated on times: the machine is shared):
   the session that writes them to Salesforce; its items/s over the raw Collections rate.
 
 Targets: both ratios ≥ 50%, and each session ≤ 60 s for 10,000 Events + 5,000 Contacts. The
-counts can be scaled down with INITIAL_SYNC_EVENTS / INITIAL_SYNC_CONTACTS (the printout says
-which counts ran).
+default run is scaled to 2,000 + 1,000 (the printout says which counts ran, and the time the
+full counts would take at the measured rate); INITIAL_SYNC_EVENTS=10000
+INITIAL_SYNC_CONTACTS=5000 runs the issue's counts.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ from simple_salesforce.api import Salesforce
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import RunningStack
 
-EVENTS = int(os.environ.get("INITIAL_SYNC_EVENTS", "10000"))
-CONTACTS = int(os.environ.get("INITIAL_SYNC_CONTACTS", "5000"))
+# One fifth of the issue's 10,000 + 5,000 by default: on the shared 2-core machine the full
+# counts take many minutes of `make bench`; the ratios are what is compared.
+EVENTS = int(os.environ.get("INITIAL_SYNC_EVENTS", "2000"))
+CONTACTS = int(os.environ.get("INITIAL_SYNC_CONTACTS", "1000"))
+FULL = (10_000, 5_000)
 TARGET_RATIO = 0.5
 TARGET_SECONDS = 60.0
 COLLECTION = 200
@@ -202,7 +206,6 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     to_mail.session_seconds = _synced(stack, "mail", items)
     arrived = account.calendar.filter(subject__startswith=prefix).count()
     assert arrived == EVENTS
-    print(f"\nSalesforce -> mailbox: {to_mail.session_seconds:.1f} s, raw {to_mail.raw_rate:.0f}/s")
     # Concord's own writes come back as changes once: read here, outside both timings.
     _cli(stack, "sync", "demo", "--timeout", "1800", timeout=1900)
 
@@ -216,14 +219,16 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     assert len(found) == EVENTS
 
     print()
-    print(f"initial sync, {EVENTS:,} Events + {CONTACTS:,} Contacts each way (one run):")
+    scaled = "" if (EVENTS, CONTACTS) == FULL else " (scaled down from 10,000 + 5,000)"
+    print(f"initial sync, {EVENTS:,} Events + {CONTACTS:,} Contacts each way{scaled}, one run:")
     for name, leg, raw, library in (
         ("Salesforce -> mailbox", to_mail, to_crm.raw_rate, "exchangelib CreateItem"),
         ("mailbox -> Salesforce", to_crm, to_mail.raw_rate, "simple-salesforce Collections"),
     ):
         ratio = leg.rate / raw
+        full = sum(FULL) / leg.rate
         print(
             f"  {name}: {leg.session_seconds:.1f} s, {leg.rate:.0f} items/s; raw {library} "
-            f"{raw:.0f} items/s; ratio {ratio:.0%} (target ≥ {TARGET_RATIO:.0%}, "
-            f"≤ {TARGET_SECONDS:.0f} s)"
+            f"{raw:.0f} items/s; ratio {ratio:.0%} (target ≥ {TARGET_RATIO:.0%}); "
+            f"15,000 items at this rate: {full:.0f} s (target ≤ {TARGET_SECONDS:.0f} s)"
         )
