@@ -15,28 +15,16 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from simple_salesforce.api import SFType
 
-from concord_testing import OtlpReceiver
 from tests.e2e.clients import demo_mailbox, demo_org, eventually
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.e2e.conftest import RunningStack
 
 EDITS = 200
 PER_SECOND = 10
 SEED_SCHEDULE_SECONDS = 30 * 60
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with OtlpReceiver() as receiver:
-        running = start_stack(tmp_path_factory.mktemp("crm-to-mailbox"), receiver)
-        try:
-            yield running
-        finally:
-            stop_stack(running)
 
 
 @pytest.mark.timeout(900)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -21,22 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from concord.reconciler.v1 import resources_pb2 as rres
-from concord_testing import OtlpReceiver
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.e2e.conftest import RunningStack
 
 ROUNDS = 30
 # Calendar items, tasks and contacts: one listing each in the mailbox and in Salesforce.
 FLOOR_CALLS = 3 + 3
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with OtlpReceiver() as receiver:
-        running = start_stack(tmp_path_factory.mktemp("bench"), receiver)
-        try:
-            yield running
-        finally:
-            stop_stack(running)
 
 
 async def _median_seconds(action: Callable[[], Awaitable[object]], rounds: int) -> float:

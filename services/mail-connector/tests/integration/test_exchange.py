@@ -749,6 +749,34 @@ async def test_a_batch_of_writes_costs_one_request_per_operation(ews: Ews) -> No
     assert ews.emulator.admin("GET", "calls") == {"UpdateItem": 1}
 
 
+async def test_creates_known_new_skip_the_link_id_search(ews: Ews) -> None:
+    """A first sync's creates are proved new by the caller: 250 of them cost 3 CreateItem
+    calls (100 a call, as ApplyItems takes them) and no FindItem; a mixed batch searches only
+    for the ones that may be replays."""
+    mailbox = await ews.new_mailbox()
+    await ews.changes(mailbox)
+    ews.emulator.admin("DELETE", "calls")
+    fresh = [create(f"new-{n}", meeting(f"m{n}")) for n in range(250)]
+    for write in fresh:
+        write.known_new = True
+    for start in range(0, len(fresh), 100):
+        answers = await ews.apply(mailbox, *fresh[start : start + 100])
+        assert {a.status for a in answers} == {r.WRITE_STATUS_OK}
+    assert ews.emulator.admin("GET", "calls") == {"CreateItem": 3}
+    ews.emulator.admin("DELETE", "calls")
+    replay = create("new-0", meeting("m0"))
+    proved = create("new-250", meeting("m250"))
+    proved.known_new = True
+    again, other = await ews.apply(mailbox, replay, proved)
+    assert again.already_applied
+    assert not other.already_applied
+    calls = ews.emulator.admin("GET", "calls")
+    # (exchangelib reads the found item's link id by GetItem.)
+    assert (calls["FindItem"], calls["CreateItem"]) == (1, 1)
+    page = await ews.changes(mailbox, page_size=500)
+    assert len(page.changes) == 251
+
+
 async def test_an_item_exchangelib_cannot_parse_is_quarantined_and_its_page_goes_on(
     ews: Ews,
 ) -> None:

@@ -422,3 +422,29 @@ async def test_collections_are_the_calendars_the_task_lists_the_group_and_the_la
     ]
     only = await provider.list_collections(mailbox, Kind.TASK)
     assert [c.id for c in only] == ["task"]
+
+
+async def test_contacts_known_new_are_created_without_listing_every_contact(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    """People has no query by client data: a create that may be a replay lists every contact
+    first, once per call; creates the caller proved new skip that listing."""
+
+    def contact(n: int, known_new: bool) -> Write:
+        item = r.MailItem(
+            ref=r.ItemRef(kind=r.OBJECT_KIND_CONTACT),
+            contact=r.ContactItem(
+                given_name=f"Ada {n}",
+                family_name="Lovelace",
+                email_addresses=[r.ContactEmailAddress(address=f"ada{n}@acme.example")],
+            ),
+        )
+        return Write(WriteOperation.CREATE, f"c{n}", r.ItemRef(), item, known_new=known_new)
+
+    listings = f"{mailbox.account.mailbox}:people.people.connections.list"
+    made = await provider.apply_items(mailbox, [contact(n, True) for n in range(3)])
+    assert {x.status for x in made} == {r.WRITE_STATUS_OK}
+    assert provider.calls.get(listings, 0) == 0
+    again = await provider.apply_items(mailbox, [contact(0, False), contact(3, True)])
+    assert [x.already_applied for x in again] == [True, False]
+    assert provider.calls[listings] == 1

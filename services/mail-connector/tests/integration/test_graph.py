@@ -396,3 +396,20 @@ async def test_writes_go_in_batches_of_twenty(mailbox: Mailbox) -> None:
     calls = mailbox.emulator.admin("GET", "calls")["calls"]
     # Two `$batch`es of link-id lookups (20 + 5), two of creates: 4 HTTP requests for 50.
     assert (calls["batch"], calls["requests"] - calls["batched"], calls["batched"]) == (4, 4, 50)
+
+
+async def test_creates_known_new_go_without_link_id_lookups(mailbox: Mailbox) -> None:
+    item = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM))
+    item.calendar_item.subject = "proved new"
+    item.calendar_item.start.FromDatetime(dt.datetime(2031, 6, 3, 8))
+    item.calendar_item.end.FromDatetime(dt.datetime(2031, 6, 3, 9))
+    writes = [
+        Write(WriteOperation.CREATE, f"n{n}", r.ItemRef(), item, known_new=True) for n in range(25)
+    ]
+    await mailbox.provider.list_collections(mailbox.access, None)
+    mailbox.emulator.admin("DELETE", "calls")
+    results = await mailbox.provider.apply_items(mailbox.access, writes)
+    assert {x.status for x in results} == {r.WRITE_STATUS_OK}
+    calls = mailbox.emulator.admin("GET", "calls")["calls"]
+    # Only the two `$batch`es of creates (20 + 5).
+    assert (calls["batch"], calls["batched"]) == (2, 25)

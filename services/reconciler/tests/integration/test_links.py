@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.schema import item_errors
@@ -257,3 +257,36 @@ async def test_the_engine_over_sql_matches_the_memory_store(links: SqlLinkStore)
         )
 
     assert await scenario(links) == await scenario(MemoryLinkStore())
+
+
+async def test_a_commit_stores_its_links_in_a_few_statements_whatever_their_number(
+    links: SqlLinkStore,
+) -> None:
+    """A first sync commits a chunk of new links, then updates them: the statements of each
+    commit stay the same for 3 links or 300 (one per kind of row, many rows each)."""
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]).split(None, 1)[0])
+
+    event.listen(links.engine.sync_engine, "before_cursor_execute", count)
+
+    async def commit(prefix: str, size: int, **changes: object) -> list[str]:
+        chunk = [
+            _link(f"{prefix}-{n:04d}", f"m-{prefix}-{n}", f"c-{prefix}-{n}", **changes)
+            for n in range(size)
+        ]
+        statements.clear()
+        await links.commit("demo", KIND, chunk, [])
+        return list(statements)
+
+    try:
+        assert await commit("a", 3) == ["SELECT", "INSERT"]
+        assert await commit("b", 300) == ["SELECT", "INSERT"]
+        # Updated, and held: which links exist, their native ids cleared, their rows.
+        assert await commit("b", 300, state=LinkState.CONFLICT) == ["SELECT", "UPDATE", "UPDATE"]
+    finally:
+        event.remove(links.engine.sync_engine, "before_cursor_execute", count)
+    stored = await links.load_links("demo", KIND)
+    assert len(stored) == 303
+    assert {link.state for link in stored if link.link_id.startswith("b-")} == {LinkState.CONFLICT}

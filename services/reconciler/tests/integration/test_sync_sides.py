@@ -3,6 +3,7 @@ memory (concord_testing.peers), the real mapping servicer in process with a smal
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from concord_mapping.adapters.packaged import table_data
 from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
+from concord_reconciler.kernel.errors import PeerError
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
 from concord_reconciler.mirror.adapters.peers import (
@@ -36,6 +38,7 @@ from concord_reconciler.mirror.adapters.peers import (
 )
 from concord_reconciler.mirror.adapters.sync_sides import SessionMapping
 from concord_reconciler.mirror.domain.sync import Side, Write, WriteOp, content_hash
+from concord_rpc import Unavailable
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
 from concord_testing.peers import CrmPeer, LinkerPeer, MailPeer, serving_peers
@@ -269,6 +272,12 @@ async def test_mail_listing_maps_shared_items_without_the_linkers_hints(peers: P
     assert page.next_cursor == "c2"
 
 
+async def test_mail_listings_ask_for_pages_as_big_as_a_provider_lists(peers: Peers) -> None:
+    await peers.mail_side().list_changes(EVENT, "")
+    (request,) = peers.mail.received("ListChanges")
+    assert request.page_size == 500
+
+
 async def test_a_full_mail_listing_leaves_unshared_items_out(peers: Peers) -> None:
     peers.mail.change_pages.append(
         mail.ListChangesResponse(changes=[_upsert(meeting("e2", "Lunch", category=""))])
@@ -419,14 +428,42 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
     assert results[1].hash == stored
 
 
-async def test_mail_writes_go_a_hundred_a_call_and_report_refusals(peers: Peers) -> None:
+class InFlight:
+    """A mail client that counts its ApplyItems calls in flight at once."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.now = self.most = 0
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+    async def apply_items(self, mailbox: str, writes: Any) -> Any:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.01)
+            return await self._inner.apply_items(mailbox, writes)
+        finally:
+            self.now -= 1
+
+
+async def test_mail_writes_go_in_calls_of_25_four_at_once_and_report_refusals(
+    peers: Peers,
+) -> None:
     peers.mail.refuse("L0", res.WRITE_STATUS_INVALID, "ErrorSomething")
     peers.mail.refuse("L1", res.WRITE_STATUS_CONFLICT, "ErrorIrresolvableConflict")
     writes = [
         Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(150)
     ]
-    results = await peers.mail_side().apply(EVENT, writes)
-    assert [len(call) for call in peers.mail_batches()] == [100, 50]
+    side = peers.mail_side()
+    counted = InFlight(side.client)
+    side.client = counted
+    results = await side.apply(EVENT, writes)
+    assert sorted(len(call) for call in peers.mail_batches()) == [25] * 6
+    # Each call is read back as soon as it is answered, while the others are being written.
+    assert counted.most == 4
+    assert [r.link_id for r in results] == [f"L{n}" for n in range(150)]
     assert (results[0].ok, results[0].retryable, results[0].reason) == (
         False,
         False,
@@ -438,6 +475,17 @@ async def test_mail_writes_go_a_hundred_a_call_and_report_refusals(peers: Peers)
         "VERSION_MISMATCH",
     )
     assert all(r.ok for r in results[2:])
+
+
+async def test_a_create_proved_new_asks_the_mailbox_for_no_link_id_search(peers: Peers) -> None:
+    fields = {"Subject": "s", "StartDateTime": "2030-03-04T09:00:00Z"}
+    writes = [
+        Write(Side.MAIL, WriteOp.CREATE, "L1", fields=fields, known_new=True),
+        Write(Side.MAIL, WriteOp.CREATE, "L2", fields=fields),
+    ]
+    await peers.mail_side().apply(EVENT, writes)
+    (sent,) = peers.mail_batches()
+    assert [(w.link_id, w.known_new) for w in sent] == [("L1", True), ("L2", False)]
 
 
 async def test_items_are_found_by_link_id_on_both_sides(peers: Peers) -> None:
@@ -473,3 +521,17 @@ async def test_an_item_that_cannot_be_read_still_exists_and_an_unshared_one_does
     peers.mail.make_unreadable("e2")
     found = await peers.mail_side().fetch(EVENT, ["e1", "e2", "e3", "e4"])
     assert sorted(found) == ["e1", "e2"]
+
+
+async def test_a_failed_call_among_those_in_flight_fails_the_batch_as_a_peer_error(
+    peers: Peers,
+) -> None:
+    """The executor reads a PeerError as a lost answer (the intents stay journalled); one
+    call of several failing must reach it as that, not wrapped."""
+    peers.mail.fail_next("ApplyItems", Unavailable("the mailbox server is gone"))
+    writes = [
+        Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(100)
+    ]
+    with pytest.raises(PeerError) as caught:
+        await peers.mail_side().apply(EVENT, writes)
+    assert caught.value.retryable

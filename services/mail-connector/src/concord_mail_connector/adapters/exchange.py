@@ -417,14 +417,20 @@ class ExchangeProvider:
             folder = self._folder(account, target, collection)
             kind_enum = _KIND_ENUMS[target]
             # A retried create (lost response, crash after send) finds the item written first:
-            # one FindItem for the whole batch, restricted on the link-id property.
-            link_ids = list(dict.fromkeys(w.link_id for _, w, _ in entries))
-            existing = {
-                getattr(item, LINK_ID_FIELD): item
-                for item in folder.filter(**{f"{LINK_ID_FIELD}__in": link_ids}).only(
-                    "id", "changekey", LINK_ID_FIELD
-                )
-            }
+            # one FindItem for the whole batch, restricted on the link-id property. Creates the
+            # caller proved new skip it: on a first sync that is every create, and the search
+            # costs the server a scan of the folder per batch.
+            link_ids = list(dict.fromkeys(w.link_id for _, w, _ in entries if not w.known_new))
+            existing = (
+                {
+                    getattr(item, LINK_ID_FIELD): item
+                    for item in folder.filter(**{f"{LINK_ID_FIELD}__in": link_ids}).only(
+                        "id", "changekey", LINK_ID_FIELD
+                    )
+                }
+                if link_ids
+                else {}
+            )
             fresh: list[tuple[int, Write, Any]] = []
             first_of: dict[str, int] = {}
             for position, write, (cls, fields) in entries:

@@ -659,6 +659,9 @@ class GoogleProvider:
             .execute()
         )
         self._count(mailbox, "people.contactGroups.create")
+        # Known from now on: the next create of the same call must not make it a second time
+        # (Google refuses a second group of the name).
+        self._groups(session, mailbox)[str(made["resourceName"])] = CONTACT_GROUP
         return str(made["resourceName"])
 
     def _list_people(
@@ -1272,9 +1275,10 @@ class GoogleProvider:
         people = session.service("people").people()
         collection = write.collection or write.ref.collection or default_collection(Kind.CONTACT)
         if write.operation == WriteOperation.CREATE:
-            if "people" not in context:
+            # A create the caller proved new has nothing to find: no listing of every contact.
+            if "people" not in context and not write.known_new:
                 context["people"] = self._people_by_link(session, mailbox)
-            existing = context["people"].get(write.link_id)
+            existing = context.get("people", {}).get(write.link_id)
             if existing is not None:
                 return WriteResult(
                     write.link_id,
@@ -1289,7 +1293,8 @@ class GoogleProvider:
             }
             made = people.createContact(body=body, personFields=PERSON_FIELDS).execute()
             self._count(mailbox, "people.people.createContact")
-            context["people"][write.link_id] = made
+            if "people" in context:
+                context["people"][write.link_id] = made
             return WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=person_ref(made, collection))
         if write.operation == WriteOperation.UPDATE:
             current = people.get(
@@ -1327,9 +1332,9 @@ class GoogleProvider:
         task_list = self._task_list(collection)
         if write.operation == WriteOperation.CREATE:
             key = f"tasks:{collection}"
-            if key not in context:
+            if key not in context and not write.known_new:
                 context[key] = self._tasks_by_link(session, mailbox, collection)
-            existing = context[key].get(write.link_id)
+            existing = context.get(key, {}).get(write.link_id)
             if existing is not None:
                 return WriteResult(
                     write.link_id,
@@ -1341,7 +1346,8 @@ class GoogleProvider:
                 tasklist=task_list, body=task_body(write.item, write.link_id)
             ).execute()
             self._count(mailbox, "tasks.tasks.insert")
-            context[key][write.link_id] = made
+            if key in context:
+                context[key][write.link_id] = made
             return WriteResult(
                 write.link_id, r.WRITE_STATUS_OK, ref=task_item(made, collection).ref
             )

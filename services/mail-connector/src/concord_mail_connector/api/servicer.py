@@ -164,6 +164,7 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
                     item=write.item,
                     collection=write.collection,
                     update_mask=list(write.update_mask.paths),
+                    known_new=write.known_new and operation == WriteOperation.CREATE,
                 )
             )
         if checks:

@@ -73,6 +73,9 @@ class Write:
     collection: str = ""
     # Updates: payload paths to change; empty changes every mapped field.
     update_mask: Sequence[str] = ()
+    # Creates: no item carries the link id yet (the caller's listings prove it), so the
+    # provider need not look it up before writing (ApplyItems' `known_new`).
+    known_new: bool = False
 
 
 @dataclass(frozen=True)

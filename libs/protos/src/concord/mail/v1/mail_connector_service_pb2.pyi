@@ -238,12 +238,19 @@ class MailWrite(_message.Message):
     ITEM_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     COLLECTION_FIELD_NUMBER: _builtins.int
+    KNOWN_NEW_FIELD_NUMBER: _builtins.int
     operation: Global___MailWriteOperation.ValueType
     """Required."""
     link_id: _builtins.str
     """Required. Stored with the item (extended property, client id, ...) so a replayed create finds it."""
     collection: _builtins.str
     """Creates: the target collection; empty means the kind's default."""
+    known_new: _builtins.bool
+    """Creates: the caller vouches that no item in the mailbox carries `link_id` (its listings
+    prove it, e.g. a first sync that listed every item), so the provider skips the look-up by
+    link id that lets a replayed create find the item it wrote before. Leave it false for any
+    create that may be a replay (a lost answer, a crash): that look-up is what keeps one copy.
+    """
     @_builtins.property
     def ref(self) -> _resources_pb2.ItemRef:
         """Updates and deletes: the target; a non-empty `version` makes the write conditional."""
@@ -267,10 +274,11 @@ class MailWrite(_message.Message):
         item: _resources_pb2.MailItem | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         collection: _builtins.str = ...,
+        known_new: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "ref", b"ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "item", b"item", "link_id", b"link_id", "operation", b"operation", "ref", b"ref", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "item", b"item", "known_new", b"known_new", "link_id", b"link_id", "operation", b"operation", "ref", b"ref", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,6 +33,8 @@ from concord_reconciler.mirror.domain.sync import (
 __all__ = ["SqlLinkStore", "intent_from_json", "intent_to_json", "link_from_row", "link_to_row"]
 
 _SIDE_NUMBER = {Side.MAIL: 1, Side.CRM: 2}  # concord.common.v1.SyncSide
+# Ids per IN list: far below SQLite's and PostgreSQL's limits on bound parameters.
+_IN_CHUNK = 500
 
 
 def _fields_to_json(fields: Mapping[str, Value] | None) -> dict[str, Any] | None:
@@ -329,36 +331,51 @@ class SqlLinkStore:
 
     @staticmethod
     async def _upsert_links(conn: AsyncConnection, batch: Sequence[Link], now: int) -> None:
-        if not batch:
+        """The links of one commit in a few statements whatever their number (a first sync
+        commits a hundred at a time): one look-up, one clearing, one insert and one update
+        (two when held links are among them), each over the whole chunk."""
+        # The last state of a link given twice is the one kept, as if written in order.
+        latest = {link.link_id: link for link in batch}
+        if not latest:
             return
-        ids = [link.link_id for link in batch]
-        existing = set(
-            (await conn.execute(select(links.c.link_id).where(links.c.link_id.in_(ids))))
-            .scalars()
-            .all()
-        )
+        ids = list(latest)
+        existing: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            found = await conn.execute(select(links.c.link_id).where(links.c.link_id.in_(chunk)))
+            existing.update(found.scalars().all())
+        old = [link_id for link_id in ids if link_id in existing]
         # A native id moves between links only when one link gives it up in this very batch
         # (a recreated item); clearing first keeps the unique indexes satisfied mid-batch.
-        for link in batch:
-            if link.link_id in existing:
-                await conn.execute(
-                    update(links)
-                    .where(links.c.link_id == link.link_id)
-                    .values(mail_id=None, crm_id=None)
-                )
-        for link in batch:
+        for start in range(0, len(old), _IN_CHUNK):
+            await conn.execute(
+                update(links)
+                .where(links.c.link_id.in_(old[start : start + _IN_CHUNK]))
+                .values(mail_id=None, crm_id=None)
+            )
+        inserted: list[dict[str, Any]] = []
+        updated: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for link_id, link in latest.items():
             row = {**link_to_row(link), "update_time_us": now}
-            if link.state is LinkState.CONFLICT:
+            if link_id not in existing:
+                inserted.append(row)
+                continue
+            held = link.state is LinkState.CONFLICT
+            if held:
                 # A held link's choice is the user's (ResolveConflict), possibly made while
                 # this session ran; a session clears it only by taking the link out of
                 # CONFLICT.
                 del row["resolution"]
-            if link.link_id in existing:
+            row["existing_link_id"] = row.pop("link_id")
+            updated[held].append(row)
+        if inserted:
+            await conn.execute(insert(links), inserted)
+        for rows in updated.values():
+            if rows:
+                # Executed once per chunk with one set of values per link (executemany).
                 await conn.execute(
-                    update(links).where(links.c.link_id == link.link_id).values(**row)
+                    update(links).where(links.c.link_id == bindparam("existing_link_id")), rows
                 )
-            else:
-                await conn.execute(insert(links).values(**row))
 
     @staticmethod
     async def _set_cursor(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf import field_mask_pb2
 
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # ApplyItems and GetItems take 100 items a call; ApplyBatch packs Collections itself.
 MAIL_BATCH = 100
+# Writes go in calls of this many, up to WRITES_IN_FLIGHT of them at once (see `apply`).
+WRITE_CHUNK = 25
+WRITES_IN_FLIGHT = 4
 
 _PAYLOAD_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
@@ -185,11 +190,23 @@ class MailSyncSide:
                 results[index] = outcome
             else:
                 planned.append((index, outcome))
-        for chunk in chunks(planned, MAIL_BATCH):
+        decided = dict(results)
+
+        async def send(chunk: Sequence[tuple[int, mail.MailWrite]]) -> None:
             answers = await self.client.apply_items(self.mailbox, [w for _, w in chunk])
-            for (index, _), answer in zip(chunk, answers, strict=True):
-                results[index] = _mail_result(writes[index], answer)
-        await self._read_back(kind, writes, results)
+            done = {
+                index: _mail_result(writes[index], answer)
+                for (index, _), answer in zip(chunk, answers, strict=True)
+            }
+            await self._read_back(kind, writes, done)
+            results.update(done)
+
+        # A batch goes in several calls at once, each read back as soon as it is answered: the
+        # mailbox writes one call's items while the connector reads another's back and mapping
+        # converts a third's, instead of each waiting for the others in turn.
+        await _at_once([send(c) for c in chunks(planned, WRITE_CHUNK)], WRITES_IN_FLIGHT)
+        await self._read_back(kind, writes, decided)
+        results.update(decided)
         return [results[i] for i in range(len(writes))]
 
     async def _items(self, kind: Kind, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:
@@ -269,7 +286,10 @@ class MailSyncSide:
             item.ref.ClearField("native_id")
             item.ref.ClearField("version")
             return mail.MailWrite(
-                operation=mail.MAIL_WRITE_OPERATION_CREATE, link_id=write.link_id, item=item
+                operation=mail.MAIL_WRITE_OPERATION_CREATE,
+                link_id=write.link_id,
+                item=item,
+                known_new=write.known_new,
             )
         paths = await self.mapping.mail_paths(kind, write.fields)
         if not paths:
@@ -307,6 +327,25 @@ class MailSyncSide:
                     already_applied=result.already_applied,
                     hash=snapshot.hash,
                 )
+
+
+async def _at_once(calls: Sequence[Coroutine[Any, Any, None]], limit: int) -> None:
+    """Run `calls`, at most `limit` at a time; the first failure cancels the rest (their
+    writes may have landed: the executor's journal looks them up) and is raised as it is."""
+    gate = asyncio.Semaphore(limit)
+
+    async def gated(call: Coroutine[Any, Any, None]) -> None:
+        async with gate:
+            await call
+
+    tasks = [asyncio.ensure_future(gated(c)) for c in calls]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _mail_result(write: Write, answer: mail.MailWriteResult) -> WriteResult:

@@ -60,6 +60,12 @@ async def _call(peer: str, method: str, call: Awaitable[T]) -> T:
         ) from error
 
 
+# Changes asked for per ListChanges page: about the most a provider lists in one call (EWS's
+# SyncFolderItems 512; Graph and Google cap it lower themselves), so a first sync of thousands
+# of items costs a few pages, each one round trip and one mapping call, instead of one per 100.
+MAIL_LIST_PAGE = 500
+
+
 class GrpcMailSide:
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._stub = mail_grpc.MailConnectorServiceStub(channel)
@@ -70,6 +76,7 @@ class GrpcMailSide:
             mailbox=mailbox,
             kind=kind,
             cursor=cursor,
+            page_size=MAIL_LIST_PAGE,
             include_items=True,
         )
         response = await _call(

@@ -78,9 +78,12 @@ async def sync_pair(
     kind = policy.kind
     sides = {Side.MAIL: mail, Side.CRM: crm}
     outcome = PairOutcome(kind=kind)
-    outcome.recovered = await _recover(mailbox_id, kind, sides, store)
+    outcome.recovered, replayed = await _recover(mailbox_id, kind, sides, store)
 
     links = await store.load_links(mailbox_id, kind)
+    # The link ids an item may already carry: every write Concord made is committed as its
+    # link or journalled as an intent (the only ways a link id gets into an item).
+    written = {link.link_id for link in links} | replayed
     cursors = await store.load_cursors(mailbox_id, kind)
     # An item the user asked to retry was listed before the cursor: that side is listed in
     # full once, which reads it again and changes nothing for the items already in sync.
@@ -116,7 +119,7 @@ async def sync_pair(
     for start in range(0, len(busy), batch_size):
         batch = busy[start : start + batch_size]
         done, failures, retry, unknown = await _execute(
-            mailbox_id, kind, batch, sides, store, outcome
+            mailbox_id, kind, batch, sides, store, outcome, written
         )
         blocked = blocked or retry
         last = start + batch_size >= len(busy)
@@ -211,16 +214,18 @@ async def _vanished(
 
 async def _recover(
     mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore
-) -> int:
+) -> tuple[int, set[str]]:
     """Settle the intents a crash left behind, by looking each write's target up.
 
     A create is found by the link id it carried, an update or delete by the item's native
     id. An intent whose writes all landed commits its link; any other is dropped, because its
     changes were not acknowledged (the cursors did not move) and are listed and planned again.
+    Returns how many were adopted, and the link ids of all of them: a write planned again
+    under one of those ids may still meet its first attempt landing late.
     """
     intents = await store.pending_intents(mailbox_id, kind)
     if not intents:
-        return 0
+        return 0, set()
     by_link: dict[Side, dict[str, tuple[str, Snapshot]]] = {}
     by_native: dict[Side, dict[str, Snapshot]] = {}
     for side, port in sides.items():
@@ -239,7 +244,7 @@ async def _recover(
         if link is not None:
             adopted.append(link)
     await store.commit(mailbox_id, kind, adopted, [i.link_id for i in intents])
-    return len(adopted)
+    return len(adopted), {i.link_id for i in intents}
 
 
 def _landed(
@@ -275,12 +280,13 @@ async def _execute(
     sides: dict[Side, SyncSide],
     store: LinkStore,
     outcome: PairOutcome,
+    written: set[str],
 ) -> tuple[list[Link], list[ItemFailure], bool, set[str]]:
     await store.journal(mailbox_id, [Intent(a.link.link_id, kind, a.link, a.writes) for a in batch])
     results: dict[tuple[Side, str], WriteResult] = {}
     unknown: set[str] = set()
     for side, port in sides.items():
-        writes = [w for a in batch for w in a.writes if w.side is side]
+        writes = [_proved_new(w, a, written) for a in batch for w in a.writes if w.side is side]
         if not writes:
             continue
         try:
@@ -333,6 +339,20 @@ async def _execute(
         _count(outcome, action)
         done.append(link)
     return done, failures, retry, unknown
+
+
+def _proved_new(write: Write, action: Action, written: set[str]) -> Write:
+    """`write`, marked known new when no item can carry its link id yet.
+
+    A link id reaches an item only by a write of Concord's, which is committed as its link or
+    stays journalled as an intent; so a create for a brand-new link (no link before it, no
+    intent left by a crash) has nothing to find, and the side may skip the look-up by link id
+    that makes a replayed create find its first copy: on a first sync that look-up is one
+    search of the mailbox per batch, for nothing.
+    """
+    if write.op is not WriteOp.CREATE or action.previous is not None or write.link_id in written:
+        return write
+    return replace(write, known_new=True)
 
 
 def _failure(kind: Kind, action: Action, side: Side, result: WriteResult) -> ItemFailure:

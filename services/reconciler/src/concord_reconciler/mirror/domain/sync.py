@@ -244,6 +244,9 @@ class Write:
     full: Mapping[str, Value] = field(default_factory=dict)
     # Creates: the source item's people, for linking (see Snapshot.participants).
     participants: tuple[tuple[str, str, int], ...] = ()
+    # Creates: no item on the side can carry this link id yet, so the side need not look it
+    # up before writing (set by the executor; see `executor._proved_new`). Not journalled.
+    known_new: bool = False
 
 
 @dataclass(frozen=True, slots=True)

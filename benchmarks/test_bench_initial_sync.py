@@ -1,0 +1,258 @@
+"""A first sync's worth of new items, both ways, against the raw write rate of the same client
+library into the same emulator (issue #18).
+
+The stack as `make up` runs it, the demo mailbox (Exchange emulator) and its Salesforce user.
+Salesforce's change stream is off, so nothing syncs the items as they are made: the mailbox is
+suspended while they are written and resumed at the start of the timed session. Printed, as
+measured in one run (never gated on times: the machine is shared):
+
+- Salesforce → mailbox: EVENTS Events and CONTACTS Contacts made in Salesforce (simple-salesforce
+  Collections, 200 a call: the raw Salesforce rate), then the session that writes them all into
+  the mailbox; its items/s over exchangelib's own bulk write rate into the same emulator
+  (CreateItem, 100 a call, measured in the other direction's setup).
+- mailbox → Salesforce: as many meetings and contacts made in the mailbox by exchangelib, then
+  the session that writes them to Salesforce; its items/s over the raw Collections rate, and
+  beside it exchangelib's own rate of listing the mailbox in full (the session must read every
+  item through it, which bounds this direction long before Salesforce does).
+
+Targets: both ratios ≥ 50%, and each session ≤ 60 s for 10,000 Events + 5,000 Contacts. The
+default run is scaled to 2,000 + 1,000 (the printout says which counts ran, and the time the
+full counts would take at the measured rate); INITIAL_SYNC_EVENTS=10000
+INITIAL_SYNC_CONTACTS=5000 runs the issue's counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from exchangelib import (  # type: ignore[import-untyped]
+    Account,
+    CalendarItem,
+    Contact,
+    EWSDateTime,
+    EWSTimeZone,
+)
+from exchangelib.indexed_properties import EmailAddress  # type: ignore[import-untyped]
+from simple_salesforce.api import Salesforce
+
+from tests.e2e.clients import demo_mailbox, demo_org, records
+from tests.e2e.conftest import RunningStack
+
+# One fifth of the issue's 10,000 + 5,000 by default: on the shared 2-core machine the full
+# counts take many minutes of `make bench`; the ratios are what is compared.
+EVENTS = int(os.environ.get("INITIAL_SYNC_EVENTS", "2000"))
+CONTACTS = int(os.environ.get("INITIAL_SYNC_CONTACTS", "1000"))
+FULL = (10_000, 5_000)
+TARGET_RATIO = 0.5
+TARGET_SECONDS = 60.0
+COLLECTION = 200
+EWS_CHUNK = 100
+# Off: the items must wait for the timed session, not trickle in as they are made.
+STACK_ENV = {"CRM_CONNECTOR_CHANGE_STREAMS": "false"}
+
+
+@dataclass
+class Leg:
+    items: int
+    raw_seconds: float
+    session_seconds: float = 0.0
+
+    @property
+    def raw_rate(self) -> float:
+        return self.items / self.raw_seconds
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.session_seconds
+
+
+def _slots(count: int, first: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    # Half-hour meetings around the clock, all inside the default window (a year ahead).
+    return [
+        (first + dt.timedelta(minutes=30 * n), first + dt.timedelta(minutes=30 * n + 25))
+        for n in range(count)
+    ]
+
+
+def _collections(sf: Salesforce, records_: list[dict[str, Any]]) -> None:
+    for start in range(0, len(records_), COLLECTION):
+        answers = sf.restful(
+            "composite/sobjects",
+            method="POST",
+            json={"allOrNone": False, "records": records_[start : start + COLLECTION]},
+        )
+        assert answers is not None
+        assert all(a["success"] for a in answers), answers[:2]
+
+
+def _salesforce_items(sf: Salesforce, prefix: str, first: dt.datetime) -> float:
+    """Seconds to make EVENTS Events and CONTACTS Contacts by Collections, one call at a time."""
+    events = [
+        {
+            "attributes": {"type": "Event"},
+            "Subject": f"{prefix} meeting {n}",
+            "StartDateTime": start.isoformat(),
+            "EndDateTime": end.isoformat(),
+        }
+        for n, (start, end) in enumerate(_slots(EVENTS, first))
+    ]
+    contacts = [
+        {
+            "attributes": {"type": "Contact"},
+            "FirstName": "Ada",
+            "LastName": f"{prefix} {n}",
+            "Email": f"{prefix}-{n}@sf.example",
+        }
+        for n in range(CONTACTS)
+    ]
+    began = time.perf_counter()
+    _collections(sf, events)
+    _collections(sf, contacts)
+    return time.perf_counter() - began
+
+
+def _mailbox_items(account: Account, prefix: str, first: dt.datetime) -> float:
+    """Seconds to make EVENTS meetings and CONTACTS contacts by exchangelib's bulk_create."""
+    utc = EWSTimeZone("UTC")
+    contacts_folder = account.msg_folder_root / "Salesforce Contacts"
+    meetings = [
+        CalendarItem(
+            account=account,
+            folder=account.calendar,
+            subject=f"{prefix} meeting {n}",
+            categories=["Salesforce"],
+            start=EWSDateTime.from_datetime(start).astimezone(utc),
+            end=EWSDateTime.from_datetime(end).astimezone(utc),
+        )
+        for n, (start, end) in enumerate(_slots(EVENTS, first))
+    ]
+    people = [
+        Contact(
+            account=account,
+            folder=contacts_folder,
+            display_name=f"Ada {prefix} {n}",
+            given_name="Ada",
+            surname=f"{prefix} {n}",
+            email_addresses=[
+                EmailAddress(email=f"{prefix}-{n}@mail.example", label="EmailAddress1")
+            ],
+        )
+        for n in range(CONTACTS)
+    ]
+    began = time.perf_counter()
+    for folder, items in ((account.calendar, meetings), (contacts_folder, people)):
+        written = account.bulk_create(
+            folder=folder,
+            items=items,
+            chunk_size=EWS_CHUNK,
+            message_disposition="SaveOnly",
+            send_meeting_invitations="SendToNone",
+        )
+        assert not [w for w in written if isinstance(w, Exception)][:1]
+    return time.perf_counter() - began
+
+
+def _listing_rate(account: Account) -> float:
+    """Items/s of exchangelib's own full listing (SyncFolderItems, 512 a call, every field but
+    MIME, as the mail-connector lists) of the calendar and the contacts folder: what reading the
+    mailbox costs the same library, the other bound of the mailbox -> Salesforce direction."""
+    listed = 0
+    began = time.perf_counter()
+    for folder in (account.calendar, account.msg_folder_root / "Salesforce Contacts"):
+        fields = [
+            f.name
+            for f in folder.allowed_item_fields(account.version)
+            if f.name not in {"mime_content", "mime_content_utf8"}
+        ]
+        for _ in folder.sync_items(only_fields=fields, max_changes_returned=512):
+            listed += 1
+    return listed / (time.perf_counter() - began)
+
+
+def _cli(stack: RunningStack, *args: str, timeout: float = 60) -> Any:
+    done = stack.concord("--json", *args, timeout=timeout)
+    assert done.returncode == 0, done.stderr or done.stdout
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def _instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _synced(stack: RunningStack, side: str, wanted: int) -> float:
+    """Seconds from the mailbox's resume to the end of the last session that wrote to `side`
+    ("mail" or "crm"), once they wrote `wanted` items: the resume starts a session and forced
+    ones follow it (a later one only reads the echoes of the writes, outside the timing)."""
+    resumed = dt.datetime.now(dt.UTC)
+    _cli(stack, "resume", "demo")
+    for _ in range(10):
+        _cli(stack, "sync", "demo", "--timeout", "1800", timeout=1900)
+        listed = _cli(stack, "sessions", "demo", "--limit", "50")["sessions"]
+        writers = [
+            s
+            for s in listed
+            if s.get("startTime")
+            and _instant(s["startTime"]) >= resumed
+            and int(s["counts"][side].get("created", 0)) > 0
+        ]
+        written = sum(int(s["counts"][side]["created"]) for s in writers)
+        if written >= wanted:
+            ended = max(_instant(s["endTime"]) for s in writers)
+            return (ended - resumed).total_seconds()
+    raise AssertionError(f"{written} of {wanted} items written to {side}")
+
+
+@pytest.mark.timeout(3600)
+def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack) -> None:
+    account = demo_mailbox(stack)
+    sf = demo_org(stack)
+    _cli(stack, "sync", "demo", "--timeout", "300", timeout=320)  # the demo data, first
+    first = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    first += dt.timedelta(days=1)
+    items = EVENTS + CONTACTS
+
+    # Salesforce -> mailbox.
+    _cli(stack, "suspend", "demo", "--reason", "benchmark setup")
+    prefix = f"sf{uuid.uuid4().hex[:6]}"
+    to_mail = Leg(items, _salesforce_items(sf, prefix, first))
+    to_mail.session_seconds = _synced(stack, "mail", items)
+    arrived = account.calendar.filter(subject__startswith=prefix).count()
+    assert arrived == EVENTS
+    # Concord's own writes come back as changes once: read here, outside both timings.
+    _cli(stack, "sync", "demo", "--timeout", "1800", timeout=1900)
+
+    # Mailbox -> Salesforce.
+    _cli(stack, "suspend", "demo", "--reason", "benchmark setup")
+    prefix = f"mb{uuid.uuid4().hex[:6]}"
+    later = first + dt.timedelta(minutes=30 * EVENTS + 15)
+    to_crm = Leg(items, _mailbox_items(account, prefix, later))
+    to_crm.session_seconds = _synced(stack, "crm", items)
+    found = records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix} meeting %'")
+    assert len(found) == EVENTS
+    reading = _listing_rate(account)
+
+    print()
+    scaled = "" if (EVENTS, CONTACTS) == FULL else " (scaled down from 10,000 + 5,000)"
+    print(f"initial sync, {EVENTS:,} Events + {CONTACTS:,} Contacts each way{scaled}, one run:")
+    for name, leg, raw, library in (
+        ("Salesforce -> mailbox", to_mail, to_crm.raw_rate, "exchangelib CreateItem"),
+        ("mailbox -> Salesforce", to_crm, to_mail.raw_rate, "simple-salesforce Collections"),
+    ):
+        ratio = leg.rate / raw
+        full = sum(FULL) / leg.rate
+        print(
+            f"  {name}: {leg.session_seconds:.1f} s, {leg.rate:.0f} items/s; raw {library} "
+            f"{raw:.0f} items/s; ratio {ratio:.0%} (target ≥ {TARGET_RATIO:.0%}); "
+            f"15,000 items at this rate: {full:.0f} s (target ≤ {TARGET_SECONDS:.0f} s)"
+        )
+    print(
+        f"  (reading the mailbox alone, exchangelib's full listing: {reading:.0f} items/s; "
+        f"mailbox -> Salesforce is {to_crm.rate / reading:.0%} of it)"
+    )
