@@ -473,3 +473,69 @@ async def test_an_item_that_cannot_be_read_still_exists_and_an_unshared_one_does
     peers.mail.make_unreadable("e2")
     found = await peers.mail_side().fetch(EVENT, ["e1", "e2", "e3", "e4"])
     assert sorted(found) == ["e1", "e2"]
+
+
+class CountingMapping:
+    """The mapping client, counting what the sides ask of it."""
+
+    def __init__(self, inner: GrpcMapping) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_items_listed_at_the_version_their_link_holds_are_echoes_never_mapped(
+    peers: Peers,
+) -> None:
+    counting = CountingMapping(peers.mapping)
+    mapping = SessionMapping(counting, "orgs/acme", OWNER)
+    mail_side = MailSyncSide(peers.mail_client, mapping, "mailboxes/demo", {EVENT: "Salesforce"})
+    crm_side = CrmSyncSide(peers.crm_client, mapping, peers.linker_client, "orgs/acme", OWNER)
+    stamp = "2030-03-04T09:00:00Z"  # `record`'s SystemModstamp
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(
+            changes=[_upsert(meeting("e1", "Review")), _upsert(meeting("e2", "Lunch"))]
+        )
+    )
+    peers.crm.change_pages.append(
+        crm.ListChangesResponse(
+            changes=[
+                res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A")),
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT,
+                    record=record(
+                        "00U2", Subject="B", StartDateTime="2030-03-04T09:00:00.000+0000"
+                    ),
+                ),
+            ]
+        )
+    )
+    # e1 and 00U1 are as Concord wrote them; e2 and 00U2 were edited since.
+    mail_page = await mail_side.list_changes(EVENT, "c1", {"e1": "ck-e1", "e2": "ck-before"})
+    crm_page = await crm_side.list_changes(
+        EVENT, "t1", {"00U1": stamp, "00U2": "2030-01-01T00:00:00Z"}
+    )
+    assert (list(mail_page.echoes), [c.native_id for c in mail_page.changes]) == (["e1"], ["e2"])
+    assert (list(crm_page.echoes), [c.native_id for c in crm_page.changes]) == (["00U1"], ["00U2"])
+
+    # A page of echoes only costs its listing: no mapping call at all.
+    peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(meeting("e1", "R"))]))
+    peers.crm.change_pages.append(
+        crm.ListChangesResponse(
+            changes=[res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A"))]
+        )
+    )
+    counting.calls.clear()
+    mail_page = await mail_side.list_changes(EVENT, "c2", {"e1": "ck-e1"})
+    crm_page = await crm_side.list_changes(EVENT, "t2", {"00U1": stamp})
+    assert (list(mail_page.echoes), list(crm_page.echoes)) == (["e1"], ["00U1"])
+    assert (mail_page.changes, crm_page.changes) == ([], [])
+    assert counting.calls == []
