@@ -166,6 +166,26 @@ async def test_write_results_carry_the_system_modstamp_a_listing_shows(org: Org)
     assert moved[0].system_modstamp.ToDatetime() > created[0].system_modstamp.ToDatetime()
 
 
+async def test_a_stamp_read_that_fails_leaves_the_writes_written_without_stamps(org: Org) -> None:
+    from concord_salesforce_emulator.api import Reply
+
+    original = org.emulator.emulator.api.dispatch
+
+    def refuse_reads(call: Any) -> Any:
+        body = call.body if isinstance(call.body, dict) else {}
+        subrequests = body.get("compositeRequest", [])
+        if subrequests and all(r.get("method") == "GET" for r in subrequests):
+            return Reply(400, [{"errorCode": "INVALID_QUERY", "message": "refused"}])
+        return original(call)
+
+    org.emulator.emulator.api.dispatch = refuse_reads
+    ids = links(2)
+    results = await apply(org, [event(link) for link in ids])
+    assert [r.status for r in results] == [OK, OK]
+    assert not any(r.HasField("system_modstamp") for r in results)
+    assert await count_events(org, ids) == dict.fromkeys(ids, 1)
+
+
 @pytest.mark.parametrize(
     "fault",
     [
