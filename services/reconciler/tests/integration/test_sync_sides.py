@@ -419,6 +419,29 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
     assert results[1].hash == stored
 
 
+async def test_an_edit_between_a_mail_write_and_its_read_back_is_not_taken_for_the_write(
+    peers: Peers,
+) -> None:
+    peers.mail.add(meeting("e2", "Review", link_id="L2"))
+    full = {"Subject": "Review", "Location": "Room 2", "StartDateTime": "2030-03-04T09:00:00Z"}
+    reading = peers.mail_client.get_items
+
+    async def edited_first(*args: Any, **kwargs: Any) -> Any:
+        # The user moves the meeting again right after Concord's write landed.
+        edited = peers.mail.items["e2"]
+        edited.calendar_item.location = "Room 9"
+        edited.ref.version = "ck-user"
+        return await reading(*args, **kwargs)
+
+    peers.mail_client.get_items = edited_first  # type: ignore[method-assign]
+    write = Write(Side.MAIL, WriteOp.UPDATE, "L2", "e2", "ck-e2", {"Location": "Room 2"}, full=full)
+    (result,) = await peers.mail_side().apply(EVENT, [write])
+    assert result.ok
+    # The version the write answered, never the user's: the next listing is that edit.
+    assert result.version not in ("", "ck-user")
+    assert result.hash == ""
+
+
 async def test_mail_writes_go_a_hundred_a_call_and_report_refusals(peers: Peers) -> None:
     peers.mail.refuse("L0", res.WRITE_STATUS_INVALID, "ErrorSomething")
     peers.mail.refuse("L1", res.WRITE_STATUS_CONFLICT, "ErrorIrresolvableConflict")

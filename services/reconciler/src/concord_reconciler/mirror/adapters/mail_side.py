@@ -306,6 +306,11 @@ class MailSyncSide:
         listed = await self.fetch(kind, sorted({r.native_id for r in written.values()}))
         for index, result in written.items():
             snapshot = listed.get(result.native_id)
+            if result.version and snapshot is not None and snapshot.version != result.version:
+                # Edited by someone between the write and this read: the link keeps the
+                # version the write answered, so the next listing carries that edit instead
+                # of taking it for Concord's own (an echo).
+                continue
             if snapshot is not None and snapshot.fields:
                 results[index] = WriteResult(
                     result.link_id,
