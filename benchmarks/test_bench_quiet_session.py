@@ -6,18 +6,22 @@ asks for, and any a push hint for Concord's own writes started) must find nothin
 and object kind at most one listing, no other peer call, no write. Printed as measured in one
 run: the calls by method, the writes, and the quiet session's time beside the initial sync's
 (a ratio) and beside one gateway round trip. Target: <= 1 call per side and kind, 0 writes,
-< 1 s. `CONCORD_BENCH_QUIET_ITEMS` sets N (default 300).
+< 1 s. `CONCORD_BENCH_QUIET_ITEMS` sets N (default 300). The engine's share alone (SQLite, memory
+sides paged as the connectors page, 2,400 Tasks each way) is measured first, without the stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,11 +31,20 @@ from simple_salesforce.api import Salesforce
 
 from concord.common.v1 import resources_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.adapters.memory import MemorySide
+from concord_reconciler.mirror.domain.executor import sync_pair
+from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.sync import Side
+from concord_reconciler.sessions.adapters.store import SqlStore
+from concord_store import create_engine, migrate
 from concord_testing import OtlpReceiver
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 
 ITEMS = int(os.environ.get("CONCORD_BENCH_QUIET_ITEMS", "300"))
+ENGINE_ITEMS = 2400
 # Calendar items, tasks and contacts are shared by the demo mailbox.
 KINDS = 3
 # Peer methods a quiet session may call: one listing per side and kind.
@@ -40,6 +53,74 @@ LISTINGS = {
     "crm": "/concord.crm.v1.CrmConnectorService/ListChanges",
 }
 WRITES = ("ApplyItems", "ApplyBatch")
+
+
+async def _engine_sessions(size: int, tmp: Path) -> dict[str, Any]:
+    """The sync engine over the SQL link store (SQLite) and two memory sides paged as the
+    connectors page (SyncFolderItems 512, the Salesforce listing 2,000)."""
+    engine = create_engine(f"sqlite:///{tmp}/links.db")
+    await migrate(engine, "concord_reconciler.migrations")
+    await SqlStore(engine).insert_mailbox(
+        MailboxRecord(
+            mailbox_id="bench",
+            org_id="acme",
+            owner_user_id="u1",
+            crm_user_id="005000000000001AAA",
+            address="bench@example.com",
+            provider=resources_pb2.MAIL_PROVIDER_GRAPH,
+        )
+    )
+    try:
+        store = SqlLinkStore(engine)
+        ticks = itertools.count(1)
+        mail = MemorySide(Side.MAIL, lambda: next(ticks), page_size=512)
+        crm = MemorySide(Side.CRM, lambda: next(ticks), page_size=2000)
+        for n in range(size):
+            mail.create({"Subject": f"task-mail-{n}", "Status": "Open"})
+            crm.create({"Subject": f"task-crm-{n}", "Status": "Open"})
+        policy = SyncPolicy(kind=resources_pb2.OBJECT_KIND_TASK)
+        now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+        started = time.perf_counter()
+        first = await sync_pair("bench", policy, mail, crm, store, now)
+        first_seconds = time.perf_counter() - started
+        first_calls = {"mail": dict(mail.calls), "crm": dict(crm.calls)}
+        mail.calls.clear()
+        crm.calls.clear()
+        started = time.perf_counter()
+        quiet = await sync_pair("bench", policy, mail, crm, store, now)
+        quiet_seconds = time.perf_counter() - started
+        return {
+            "first_writes": first.writes,
+            "first_seconds": first_seconds,
+            "first_calls": first_calls,
+            "quiet_writes": quiet.writes,
+            "quiet_seen": quiet.mail_seen + quiet.crm_seen,
+            "quiet_seconds": quiet_seconds,
+            "quiet_calls": {"mail": dict(mail.calls), "crm": dict(crm.calls)},
+        }
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.timeout(900)
+async def test_the_engine_after_an_initial_sync_lists_one_page_per_side(tmp_path: Path) -> None:
+    """Without the stack: the engine's share of the measure, over SQLite, 2,400 Tasks each way
+    (the issue's case: 4,800 echoes re-compared for 15 s)."""
+    found = await _engine_sessions(ENGINE_ITEMS, tmp_path)
+    print()
+    print(
+        f"engine, {ENGINE_ITEMS} Tasks each way over SQLite and memory sides: initial sync "
+        f"{found['first_writes']} writes in {found['first_seconds']:.2f} s, "
+        f"calls {found['first_calls']}"
+    )
+    print(
+        f"  the session after: calls {found['quiet_calls']}, {found['quiet_seen']} changes "
+        f"planned, {found['quiet_writes']} writes, {found['quiet_seconds'] * 1000:.1f} ms = "
+        f"{found['quiet_seconds'] / found['first_seconds']:.4f}x the initial sync"
+    )
+    assert found["first_writes"] == 2 * ENGINE_ITEMS
+    assert found["quiet_calls"] == {"mail": {"list": 1}, "crm": {"list": 1}}
+    assert (found["quiet_writes"], found["quiet_seen"]) == (0, 0)
 
 
 @pytest.fixture(scope="module")
