@@ -31,6 +31,7 @@ from simple_salesforce.api import Salesforce
 
 from concord.common.v1 import resources_pb2
 from concord.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.memory import MemorySide
@@ -193,10 +194,10 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
         health = health_pb2_grpc.HealthStub(channel)
         request = gateway_service_pb2.SyncMailboxRequest(mailbox="mailboxes/demo", wait=True)
 
-        async def session() -> tuple[resources_pb2.Session, float]:
+        async def session() -> tuple[rres.Session, float]:
             started = time.perf_counter()
             reply = await gateway.SyncMailbox(request, metadata=auth, timeout=1200)
-            assert reply.session.state == resources_pb2.SESSION_STATE_COMPLETED
+            assert reply.session.state == rres.SESSION_STATE_COMPLETED
             return reply.session, time.perf_counter() - started
 
         await session()  # the demo data, synced first: not part of the measure
