@@ -129,7 +129,8 @@ async def test_a_batch_of_450_is_one_composite_call_and_its_replay_changes_nothi
     assert [r.link_id for r in results] == ids
     assert {r.status for r in results} == {OK}
     assert all(r.created and r.id.startswith("00U") for r in results)
-    assert org.calls() == {"POST composite": 1}
+    # One call writes the 450; one more reads their SystemModstamp back (three queries).
+    assert org.calls() == {"POST composite": 2}
     again = await apply(org, [event(link, f"Meeting {n}") for n, link in enumerate(ids)])
     assert [r.id for r in again] == [r.id for r in results]
     assert not any(r.created for r in again)
@@ -141,12 +142,48 @@ async def test_writes_carry_the_concord_call_option(org: Org) -> None:
     original = org.emulator.emulator.api.dispatch
 
     def spy(call: Any) -> Any:
-        seen.append(call.headers.get("sforce-call-options", ""))
+        body = call.body if isinstance(call.body, dict) else {}
+        writes = any(r.get("method") != "GET" for r in body.get("compositeRequest", [{}]))
+        if call.method != "GET" and writes:
+            seen.append(call.headers.get("sforce-call-options", ""))
         return original(call)
 
     org.emulator.emulator.api.dispatch = spy
     await apply(org, [event(links(1)[0])])
     assert seen == ["client=concord"]
+
+
+async def test_write_results_carry_the_system_modstamp_a_listing_shows(org: Org) -> None:
+    """The version the reconciler keeps to know its own write when a listing brings it back."""
+    ids = links(3)
+    created = await apply(org, [event(link) for link in ids])
+    update = event(ids[0], "Moved", operation=pb.CRM_WRITE_OPERATION_UPDATE)
+    moved = await apply(org, [update])
+    listed = {c.record.id: c.record.system_modstamp for c in (await list_changes(org)).changes}
+    assert all(r.HasField("system_modstamp") for r in [*created, *moved])
+    assert [r.system_modstamp for r in created[1:]] == [listed[r.id] for r in created[1:]]
+    assert moved[0].system_modstamp == listed[moved[0].id]
+    assert moved[0].system_modstamp.ToDatetime() > created[0].system_modstamp.ToDatetime()
+
+
+async def test_a_stamp_read_that_fails_leaves_the_writes_written_without_stamps(org: Org) -> None:
+    from concord_salesforce_emulator.api import Reply
+
+    original = org.emulator.emulator.api.dispatch
+
+    def refuse_reads(call: Any) -> Any:
+        body = call.body if isinstance(call.body, dict) else {}
+        subrequests = body.get("compositeRequest", [])
+        if subrequests and all(r.get("method") == "GET" for r in subrequests):
+            return Reply(400, [{"errorCode": "INVALID_QUERY", "message": "refused"}])
+        return original(call)
+
+    org.emulator.emulator.api.dispatch = refuse_reads
+    ids = links(2)
+    results = await apply(org, [event(link) for link in ids])
+    assert [r.status for r in results] == [OK, OK]
+    assert not any(r.HasField("system_modstamp") for r in results)
+    assert await count_events(org, ids) == dict.fromkeys(ids, 1)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +203,8 @@ async def test_after_a_transient_failure_the_retried_batch_leaves_one_record_per
     results = await apply(org, [event(link) for link in ids])
     assert {r.status for r in results} == {OK}
     assert await count_events(org, ids) == dict.fromkeys(ids, 1)
-    assert org.calls()["POST composite"] == 2
+    # The write, its retry, and the read of the records' SystemModstamp.
+    assert org.calls()["POST composite"] == 3
 
 
 async def test_single_collection_calls_are_retried_too(org: Org) -> None:
@@ -606,8 +644,9 @@ async def test_guarded_updates_of_unchanged_records_apply_25_to_a_call(org: Org)
         updates.append(update)
     org.admin_post("reset")
     assert [r.status for r in await apply(org, updates)] == [OK] * 30
-    # The version check (one query) and two Composite requests of at most 25 updates each.
-    assert org.calls() == {"GET query": 1, "POST composite": 2}
+    # The version check (one query), two Composite requests of at most 25 updates each, and
+    # one reading the records' SystemModstamp back.
+    assert org.calls() == {"GET query": 1, "POST composite": 3}
 
 
 def _salesforce_user(org: Org) -> requests.Session:

@@ -428,6 +428,29 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
     assert results[1].hash == stored
 
 
+async def test_an_edit_between_a_mail_write_and_its_read_back_is_not_taken_for_the_write(
+    peers: Peers,
+) -> None:
+    peers.mail.add(meeting("e2", "Review", link_id="L2"))
+    full = {"Subject": "Review", "Location": "Room 2", "StartDateTime": "2030-03-04T09:00:00Z"}
+    reading = peers.mail_client.get_items
+
+    async def edited_first(*args: Any, **kwargs: Any) -> Any:
+        # The user moves the meeting again right after Concord's write landed.
+        edited = peers.mail.items["e2"]
+        edited.calendar_item.location = "Room 9"
+        edited.ref.version = "ck-user"
+        return await reading(*args, **kwargs)
+
+    peers.mail_client.get_items = edited_first  # type: ignore[method-assign]
+    write = Write(Side.MAIL, WriteOp.UPDATE, "L2", "e2", "ck-e2", {"Location": "Room 2"}, full=full)
+    (result,) = await peers.mail_side().apply(EVENT, [write])
+    assert result.ok
+    # The version the write answered, never the user's: the next listing is that edit.
+    assert result.version not in ("", "ck-user")
+    assert result.hash == ""
+
+
 class InFlight:
     """A mail client that counts its ApplyItems calls in flight at once."""
 
@@ -535,3 +558,69 @@ async def test_a_failed_call_among_those_in_flight_fails_the_batch_as_a_peer_err
     with pytest.raises(PeerError) as caught:
         await peers.mail_side().apply(EVENT, writes)
     assert caught.value.retryable
+
+
+class CountingMapping:
+    """The mapping client, counting what the sides ask of it."""
+
+    def __init__(self, inner: GrpcMapping) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_items_listed_at_the_version_their_link_holds_are_echoes_never_mapped(
+    peers: Peers,
+) -> None:
+    counting = CountingMapping(peers.mapping)
+    mapping = SessionMapping(counting, "orgs/acme", OWNER)
+    mail_side = MailSyncSide(peers.mail_client, mapping, "mailboxes/demo", {EVENT: "Salesforce"})
+    crm_side = CrmSyncSide(peers.crm_client, mapping, peers.linker_client, "orgs/acme", OWNER)
+    stamp = "2030-03-04T09:00:00Z"  # `record`'s SystemModstamp
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(
+            changes=[_upsert(meeting("e1", "Review")), _upsert(meeting("e2", "Lunch"))]
+        )
+    )
+    peers.crm.change_pages.append(
+        crm.ListChangesResponse(
+            changes=[
+                res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A")),
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT,
+                    record=record(
+                        "00U2", Subject="B", StartDateTime="2030-03-04T09:00:00.000+0000"
+                    ),
+                ),
+            ]
+        )
+    )
+    # e1 and 00U1 are as Concord wrote them; e2 and 00U2 were edited since.
+    mail_page = await mail_side.list_changes(EVENT, "c1", {"e1": "ck-e1", "e2": "ck-before"})
+    crm_page = await crm_side.list_changes(
+        EVENT, "t1", {"00U1": stamp, "00U2": "2030-01-01T00:00:00Z"}
+    )
+    assert (list(mail_page.echoes), [c.native_id for c in mail_page.changes]) == (["e1"], ["e2"])
+    assert (list(crm_page.echoes), [c.native_id for c in crm_page.changes]) == (["00U1"], ["00U2"])
+
+    # A page of echoes only costs its listing: no mapping call at all.
+    peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(meeting("e1", "R"))]))
+    peers.crm.change_pages.append(
+        crm.ListChangesResponse(
+            changes=[res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A"))]
+        )
+    )
+    counting.calls.clear()
+    mail_page = await mail_side.list_changes(EVENT, "c2", {"e1": "ck-e1"})
+    crm_page = await crm_side.list_changes(EVENT, "t2", {"00U1": stamp})
+    assert (list(mail_page.echoes), list(crm_page.echoes)) == (["e1"], ["00U1"])
+    assert (mail_page.changes, crm_page.changes) == ([], [])
+    assert counting.calls == []

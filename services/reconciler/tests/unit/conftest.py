@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -37,10 +37,12 @@ class ByKind:
         }
         self.broken: Exception | None = None
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         if self.broken is not None:
             raise self.broken
-        return await self.kinds[kind].list_changes(kind, cursor)
+        return await self.kinds[kind].list_changes(kind, cursor, known)
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         return await self.kinds[kind].apply(kind, writes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,8 +80,9 @@ def test_intents_are_journalled_before_writes_and_cursors_commit_last() -> None:
         Recording(world.store, log, "store"),
     )
     writes = [e for e in log if e.endswith((".journal", ".apply", ".commit"))]
-    # Two batches of at most four: journal, write, commit each.
-    assert writes == ["store.journal", "crm.apply", "store.commit"] * 2
+    # Two batches of at most four: journal, write, commit each; then the CRM cursor moves
+    # past the six records Concord just wrote (their echoes), in a commit of its own.
+    assert writes == ["store.journal", "crm.apply", "store.commit"] * 2 + ["store.commit"]
     assert outcome.created[Side.CRM] == 6
     assert outcome.cursors_committed
     assert world.store.intents == {}
@@ -168,13 +170,16 @@ class Truncated:
         self._inner, self._hidden = inner, hidden
         self.side = inner.side
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
-        page = await self._inner.list_changes(kind, cursor)
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
+        page = await self._inner.list_changes(kind, cursor, known)
         return ChangePage(
             [c for c in page.changes if c.native_id not in self._hidden],
             page.next_cursor,
             page.full_resync_required,
             page.has_more,
+            echoes=[n for n in page.echoes if n not in self._hidden],
         )
 
     def __getattr__(self, attr: str) -> Any:

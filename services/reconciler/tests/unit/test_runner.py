@@ -3,6 +3,7 @@ scope read from the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -91,8 +92,10 @@ async def test_unreadable_items_are_quarantined_and_the_session_goes_on(
     engine.mail.kinds[EVENT].create({"subject": "fine"})
     listing = engine.mail.kinds[EVENT].list_changes
 
-    async def with_a_bad_item(kind: Kind, cursor: str) -> ChangePage:
-        page = await listing(kind, cursor)
+    async def with_a_bad_item(
+        kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
+        page = await listing(kind, cursor, known)
         bad = ItemFailure(kind, Side.MAIL, "mail-bad", "", "UNKNOWN_TIME_ZONE", message="zone")
         return ChangePage(page.changes, page.next_cursor, failures=[bad])
 
@@ -112,7 +115,9 @@ async def test_an_unreadable_item_is_not_a_delete_in_a_full_listing(engine: Memo
     await run_session(_scope(SyncPolicy(kind=EVENT)), engine, now=NOW)
     engine.links.cursors.clear()  # a lost cursor: the next listing is a full one
 
-    async def unreadable(kind: Kind, cursor: str) -> ChangePage:
+    async def unreadable(
+        kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         bad = ItemFailure(kind, Side.MAIL, native, "", "MALFORMED_MIME")
         return ChangePage([], "9", failures=[bad])
 
@@ -145,7 +150,9 @@ async def test_a_quarantined_item_is_tried_again_only_when_the_user_asks(
 async def test_a_connector_that_never_stops_paging_fails_the_session(
     engine: MemoryEngine,
 ) -> None:
-    async def endless(kind: Kind, cursor: str) -> ChangePage:
+    async def endless(
+        kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         return ChangePage([Change(Side.CRM, "x", None)], next_cursor="1", has_more=True)
 
     engine.crm.kinds[EVENT].list_changes = endless  # type: ignore[method-assign]

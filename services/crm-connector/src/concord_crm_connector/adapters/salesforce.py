@@ -98,6 +98,10 @@ WRITE_HEADERS = {"Sforce-Call-Options": "client=concord"}
 LIMIT_RETRY_AFTER_SECONDS = 300.0
 # Composite runs at most 25 subrequests; SOSL searches are not among the 5 "heavy" ones.
 COMPOSITE_SUBREQUESTS = 25
+# Composite counts queries among its five "collections or queries" subrequests.
+QUERIES_PER_COMPOSITE = 5
+# Ids in one SOQL `IN`, as the reconciler reads them: the URL stays well under its limit.
+STAMPS_PER_QUERY = 200
 
 
 class UsageStore(Protocol):
@@ -498,6 +502,26 @@ class SalesforceOrgs:
         return ids
 
     # ---- reads -------------------------------------------------------------------------------
+
+    async def modstamps(
+        self, connection: OrgConnection, ids: Mapping[str, Sequence[str]]
+    ) -> dict[str, datetime]:
+        """One SOQL query per object type and 200 ids, five of them to a Composite call."""
+        queries = [
+            filter_query(sobject_type, ["SystemModstamp"], [FieldFilter("Id", tuple(chunk))])
+            for sobject_type, record_ids in ids.items()
+            for chunk in (
+                record_ids[start : start + STAMPS_PER_QUERY]
+                for start in range(0, len(record_ids), STAMPS_PER_QUERY)
+            )
+        ]
+        stamps: dict[str, datetime] = {}
+        for start in range(0, len(queries), QUERIES_PER_COMPOSITE):
+            chunk = queries[start : start + QUERIES_PER_COMPOSITE]
+            for row in await self._read(connection, partial(_query_many, queries=chunk)):
+                if row.get("SystemModstamp"):
+                    stamps[str(row["Id"])[:15]] = parse_datetime(str(row["SystemModstamp"]))
+        return stamps
 
     async def list_changes(
         self,
@@ -902,6 +926,35 @@ def _changes_and_delete_log(
 
 def _query_all(sf: SalesforceClient, query: str) -> list[dict[str, Any]]:
     return list(sf.query_all(query)["records"])
+
+
+def _query_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str, Any]]:
+    """SOQL queries of at most 2,000 rows each, in one Composite call (one API call)."""
+    version = sf.sf_version
+    answer = sf.restful(
+        "composite",
+        method="POST",
+        json={
+            "allOrNone": False,
+            "compositeRequest": [
+                {
+                    "method": "GET",
+                    "url": f"/services/data/v{version}/query?{urlencode({'q': q})}",
+                    "referenceId": f"q{number}",
+                }
+                for number, q in enumerate(queries)
+            ],
+        },
+    )
+    rows: list[dict[str, Any]] = []
+    for response in (answer or {}).get("compositeResponse", []):
+        status = int(response.get("httpStatusCode", 500))
+        if status >= 500:
+            raise _Transient(rest_errors(response.get("body")))
+        if status >= 300:
+            raise _Rejected(rest_errors(response.get("body")))
+        rows.extend((response.get("body") or {}).get("records", []))
+    return rows
 
 
 def _search_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str, Any]]:

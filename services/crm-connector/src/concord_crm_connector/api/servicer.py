@@ -221,6 +221,11 @@ class CrmConnectorServicer(pb_grpc.CrmConnectorServiceServicer):
                     id=outcome.id,
                     status=_STATUSES[outcome.status],
                     created=outcome.created,
+                    system_modstamp=(
+                        _timestamp(outcome.system_modstamp)
+                        if outcome.system_modstamp is not None
+                        else None
+                    ),
                     errors=[
                         pb.CrmError(code=e.code, message=e.message, fields=list(e.fields))
                         for e in outcome.errors

@@ -192,6 +192,8 @@ class WriteOutcome:
     link_id: str = ""
     created: bool = False
     errors: tuple[RecordError, ...] = ()
+    # The record's SystemModstamp after the write (read back: Collections do not answer it).
+    system_modstamp: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol, cast
@@ -13,7 +13,13 @@ from concord_crm_connector.domain.activities import (
     marks_to_read,
     salesforce_writes,
 )
-from concord_crm_connector.domain.errors import ConnectionNotFound, InvalidRequest
+from concord_crm_connector.domain.errors import (
+    ApiLimitExceeded,
+    ConnectionNotFound,
+    InvalidRequest,
+    SalesforceRejected,
+    SalesforceUnavailable,
+)
 from concord_crm_connector.domain.model import (
     Budget,
     ChangePage,
@@ -26,6 +32,7 @@ from concord_crm_connector.domain.model import (
     RecordError,
     RecordWrite,
     SearchTarget,
+    WriteOperation,
     WriteOutcome,
     WriteStatus,
 )
@@ -34,6 +41,9 @@ from concord_rpc import Unimplemented
 __all__ = ["SALESFORCE_ISSUE", "CrmConnector", "LoginInfo", "OrgStore", "RecordPage", "Salesforce"]
 
 SALESFORCE_ISSUE = 3
+# The objects whose changes the reconciler lists back: their writes answer a SystemModstamp.
+# Others (EmailMessage, EventRelation, Attachment) are written once and never listed.
+LISTED_BACK = frozenset({"Event", "Task", "Contact"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger(__name__)
@@ -90,6 +100,12 @@ class Salesforce(Protocol):
     async def apply_batch(
         self, connection: OrgConnection, writes: Sequence[RecordWrite], all_or_none: bool
     ) -> list[WriteOutcome]: ...
+
+    async def modstamps(
+        self, connection: OrgConnection, ids: Mapping[str, Sequence[str]]
+    ) -> dict[str, datetime]:
+        """SystemModstamp of each record, by object type -> ids; keyed by 15-character Id."""
+        ...
 
     async def search(
         self,
@@ -226,7 +242,7 @@ class CrmConnector:
                     len(relations),
                     sorted({e.code for o in refused for e in o.errors}),
                 )
-        return done
+        return await _stamped(salesforce, connection, planned, done)
 
     async def search(
         self,
@@ -282,3 +298,40 @@ class CrmConnector:
         if self._salesforce is None:
             raise Unimplemented(what, issue=SALESFORCE_ISSUE)
         return self._salesforce
+
+
+async def _stamped(
+    salesforce: Salesforce,
+    connection: OrgConnection,
+    planned: Sequence[RecordWrite | WriteOutcome],
+    outcomes: list[WriteOutcome],
+) -> list[WriteOutcome]:
+    """The outcomes with each written record's SystemModstamp, read back right after the
+    writes (one call per 1,000 records): the version the reconciler keeps on its link, so the
+    next listing knows Concord's own write when it comes back (issue #18).
+
+    An edit made by someone else between the write and this read would be taken for
+    Concord's: the window is one round trip. A read that fails leaves the stamps out, which
+    costs the next session a comparison and nothing else.
+    """
+    wanted: dict[str, list[str]] = {}
+    for write, outcome in zip(planned, outcomes, strict=True):
+        if (
+            isinstance(write, RecordWrite)
+            and write.sobject_type in LISTED_BACK
+            and write.operation is not WriteOperation.DELETE
+            and outcome.status is WriteStatus.OK
+            and outcome.id
+        ):
+            wanted.setdefault(write.sobject_type, []).append(outcome.id)
+    if not wanted:
+        return outcomes
+    try:
+        stamps = await salesforce.modstamps(connection, wanted)
+    except (ApiLimitExceeded, SalesforceRejected, SalesforceUnavailable):
+        log.warning("written records' SystemModstamp unreadable", exc_info=True)
+        return outcomes
+    return [
+        replace(o, system_modstamp=stamps.get(o.id[:15])) if o.id[:15] in stamps else o
+        for o in outcomes
+    ]

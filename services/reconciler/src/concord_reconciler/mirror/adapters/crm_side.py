@@ -28,6 +28,7 @@ from concord_reconciler.mirror.adapters.sync_sides import (
     snapshot_of,
     struct_of,
 )
+from concord_reconciler.mirror.domain.echoes import is_echo
 from concord_reconciler.mirror.domain.ports import (
     ChangePage,
     ItemFailure,
@@ -74,7 +75,9 @@ class CrmSyncSide:
     side: Side = Side.CRM
     _fields: dict[str, list[str]] = field(default_factory=dict)
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         sobject = CRM_OBJECT_OF_KIND[kind]
         # No field list: crm-connector then reads every field of the describe, which keeps
         # a quiet session to one call per object (the table would cost one more).
@@ -83,11 +86,19 @@ class CrmSyncSide:
         )
         changes: list[Change] = []
         records: list[res.CrmRecord] = []
+        echoes: list[str] = []
         for listed in page.changes:
-            if listed.type == res.CHANGE_TYPE_DELETE or listed.record.is_deleted:
-                changes.append(Change(Side.CRM, listed.record.id, None))
+            record = listed.record
+            if listed.type == res.CHANGE_TYPE_DELETE or record.is_deleted:
+                changes.append(Change(Side.CRM, record.id, None))
+            elif record.HasField("system_modstamp") and is_echo(
+                known or {}, record.id, record.system_modstamp.ToJsonString()
+            ):
+                # Unchanged since its link recorded it (Concord's own write): no mapping
+                # round trip.
+                echoes.append(record.id)
             else:
-                records.append(listed.record)
+                records.append(record)
         snapshots, failures = await self._normalised(kind, records)
         changes.extend(Change(Side.CRM, n, s) for n, s in snapshots.items())
         return ChangePage(
@@ -96,6 +107,7 @@ class CrmSyncSide:
             full_resync_required=page.full_resync_required,
             has_more=page.has_more,
             failures=failures,
+            echoes=echoes,
         )
 
     async def _normalised(

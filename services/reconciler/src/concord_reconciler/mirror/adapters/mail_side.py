@@ -26,6 +26,7 @@ from concord_reconciler.mirror.adapters.sync_sides import (
     snapshot_of,
     struct_of,
 )
+from concord_reconciler.mirror.domain.echoes import is_echo
 from concord_reconciler.mirror.domain.ports import (
     ChangePage,
     ItemFailure,
@@ -70,11 +71,14 @@ class MailSyncSide:
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         page = await self.client.list_changes(self.mailbox, kind, res.Cursor(token=cursor))
         changes: list[Change] = []
         failures: list[ItemFailure] = []
         items: list[res.MailItem] = []
+        echoes: list[str] = []
         for listed in page.changes:
             native = listed.ref.native_id or listed.item.ref.native_id
             if listed.HasField("problem"):
@@ -90,6 +94,9 @@ class MailSyncSide:
                 )
             elif listed.type == res.CHANGE_TYPE_DELETE or not listed.HasField("item"):
                 changes.append(Change(Side.MAIL, native, None))
+            elif is_echo(known or {}, native, listed.item.ref.version or listed.ref.version):
+                # Unchanged since its link recorded it (Concord's own write): not mapped.
+                echoes.append(native)
             elif self._shared(kind, listed.item):
                 items.append(listed.item)
             elif cursor:
@@ -105,6 +112,7 @@ class MailSyncSide:
             full_resync_required=page.full_resync_required,
             has_more=page.has_more,
             failures=failures,
+            echoes=echoes,
         )
 
     def _shared(self, kind: Kind, item: res.MailItem) -> bool:
@@ -318,6 +326,11 @@ class MailSyncSide:
         listed = await self.fetch(kind, sorted({r.native_id for r in written.values()}))
         for index, result in written.items():
             snapshot = listed.get(result.native_id)
+            if result.version and snapshot is not None and snapshot.version != result.version:
+                # Edited by someone between the write and this read: the link keeps the
+                # version the write answered, so the next listing carries that edit instead
+                # of taking it for Concord's own (an echo).
+                continue
             if snapshot is not None and snapshot.fields:
                 results[index] = WriteResult(
                     result.link_id,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from concord_reconciler.kernel.errors import PeerError
 from concord_reconciler.kernel.kinds import Kind
+from concord_reconciler.mirror.domain.echoes import is_echo
 from concord_reconciler.mirror.domain.ports import ChangePage, Intent, ItemFailure, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
     Change,
@@ -117,25 +118,39 @@ class MemorySide:
     def _count(self, call: str) -> None:
         self.calls[call] = self.calls.get(call, 0) + 1
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         self._count("list")
         end = len(self.log)
         if not cursor:
             # A full listing: every shared item once, as an upsert.
-            natives = sorted(self.shared_items())
-            return ChangePage(
-                [Change(self.side, n, self.snapshot(n)) for n in natives], next_cursor=str(end)
-            )
+            return self._page(sorted(self.shared_items()), known, next_cursor=str(end))
         position = int(cursor)
         if position < self.invalid_before:
             return ChangePage([], full_resync_required=True)
         stop = end if not self.page_size else min(end, position + self.page_size)
-        changes = []
-        for native in dict.fromkeys(self.log[position:stop]):
+        natives = list(dict.fromkeys(self.log[position:stop]))
+        return self._page(natives, known, next_cursor=str(stop), has_more=stop < end)
+
+    def _page(
+        self,
+        natives: Sequence[str],
+        known: Mapping[str, str] | None,
+        next_cursor: str,
+        has_more: bool = False,
+    ) -> ChangePage:
+        changes: list[Change] = []
+        echoes: list[str] = []
+        for native in natives:
             item = self.items.get(native)
-            live = item is not None and item.shared
-            changes.append(Change(self.side, native, self.snapshot(native) if live else None))
-        return ChangePage(changes, next_cursor=str(stop), has_more=stop < end)
+            if item is None or not item.shared:
+                changes.append(Change(self.side, native, None))
+            elif is_echo(known or {}, native, str(item.version)):
+                echoes.append(native)
+            else:
+                changes.append(Change(self.side, native, self.snapshot(native)))
+        return ChangePage(changes, next_cursor, has_more=has_more, echoes=echoes)
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         self._count("apply")

@@ -9,13 +9,14 @@ so a crash at any point replays the same changes against the same links.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
 from concord_reconciler.kernel.kinds import Kind
+from concord_reconciler.mirror.domain.echoes import known_versions, settled
 from concord_reconciler.mirror.domain.planner import Action, MergePlan, SyncPolicy, plan
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import (
@@ -92,9 +93,12 @@ async def sync_pair(
         cursors.pop(side, None)
     # Both sides are listed at once: they are independent, and a quiet session then costs
     # one round trip per pair instead of two.
+    # Items listed at the version their link holds (Concord's own writes, mostly) are not
+    # mapped or planned; a side listed again for a retried item reads every item afresh.
+    known = {side: {} if side in retried else known_versions(links, side) for side in Side}
     mail_listing, crm_listing = await _both(
-        _listing(mail, kind, cursors.get(Side.MAIL, ""), links),
-        _listing(crm, kind, cursors.get(Side.CRM, ""), links),
+        _listing(mail, kind, cursors.get(Side.MAIL, ""), links, known[Side.MAIL]),
+        _listing(crm, kind, cursors.get(Side.CRM, ""), links, known[Side.CRM]),
     )
     listed = {Side.MAIL: mail_listing[0], Side.CRM: crm_listing[0]}
     next_cursors = {Side.MAIL: mail_listing[1], Side.CRM: crm_listing[1]}
@@ -114,6 +118,7 @@ async def sync_pair(
     outcome.conflicts = merge.conflicts
 
     blocked = False
+    committed: list[Link] = []
     quiet = [a.link for a in merge.actions if not a.writes]
     busy = [a for a in merge.actions if a.writes]
     for start in range(0, len(busy), batch_size):
@@ -123,6 +128,7 @@ async def sync_pair(
         )
         blocked = blocked or retry
         last = start + batch_size >= len(busy)
+        committed.extend(done)
         await store.commit(
             mailbox_id,
             kind,
@@ -147,6 +153,11 @@ async def sync_pair(
             retried=retried,
         )
         outcome.cursors_committed = True
+    wrote = [s for s in Side if outcome.created[s] + outcome.updated[s] + outcome.deleted[s]]
+    if outcome.cursors_committed and wrote:
+        await _absorb_own_writes(
+            mailbox_id, kind, {s: sides[s] for s in wrote}, store, links, committed, next_cursors
+        )
     return outcome
 
 
@@ -162,20 +173,22 @@ async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -
 
 
 async def _listing(
-    port: SyncSide, kind: Kind, cursor: str, links: Sequence[Link]
+    port: SyncSide, kind: Kind, cursor: str, links: Sequence[Link], known: Mapping[str, str]
 ) -> tuple[list[Change], str, list[ItemFailure]]:
     changes: list[Change] = []
     failures: list[ItemFailure] = []
+    echoes: list[str] = []
     full = not cursor
     for _ in range(MAX_PAGES):
-        page = await port.list_changes(kind, cursor)
+        page = await port.list_changes(kind, cursor, known)
         if page.full_resync_required:
             # What was listed so far under the dead cursor is still true, but the listing
             # starts over from nothing so it ends complete.
-            changes, failures, cursor, full = [], [], "", True
+            changes, failures, echoes, cursor, full = [], [], [], "", True
             continue
         changes.extend(page.changes)
         failures.extend(page.failures)
+        echoes.extend(page.echoes)
         cursor = page.next_cursor
         if not page.has_more:
             break
@@ -187,9 +200,59 @@ async def _listing(
         )
     if full:
         # An unreadable item still exists: it is quarantined, not deleted.
-        present = [*changes, *(Change(port.side, f.native_id, None) for f in failures)]
+        present = [
+            *changes,
+            *(Change(port.side, f.native_id, None) for f in failures),
+            *(Change(port.side, native, None) for native in echoes),
+        ]
         changes.extend(await _vanished(port, kind, present, links))
     return changes, cursor, failures
+
+
+async def _absorb_own_writes(
+    mailbox_id: str,
+    kind: Kind,
+    sides: dict[Side, SyncSide],
+    store: LinkStore,
+    links: Sequence[Link],
+    written: Sequence[Link],
+    cursors: dict[Side, str],
+) -> None:
+    """Move each written side's cursor past Concord's own writes, so the next session does
+    not list them again (issue #18: after an initial sync, the next session lists nothing).
+
+    The side is listed from the cursor just committed; a page holding only echoes (items at
+    the version Concord wrote) and removals no live link cares about is settled, and its
+    cursor is committed. The first page with anything else stops the walk before its cursor:
+    that change, whoever made it, is listed and planned by the next session as before.
+    """
+    latest = {link.link_id: link for link in links}
+    latest.update((link.link_id, link) for link in written)
+    for side, port in sides.items():
+        cursor = cursors.get(side, "")
+        if not cursor:
+            continue
+        known = known_versions(latest.values(), side)
+        live = {n for link in latest.values() if link.live and (n := link.native(side))}
+        settled_cursor = cursor
+        for _ in range(MAX_PAGES):
+            try:
+                page = await port.list_changes(kind, cursor, known)
+            except PeerError:
+                # Only a saving: the session's work is committed, and the next session lists
+                # from the cursor it holds.
+                break
+            if (
+                page.full_resync_required
+                or page.failures
+                or not all(settled(c, known, live) for c in page.changes)
+            ):
+                break
+            cursor = settled_cursor = page.next_cursor
+            if not page.has_more or not cursor:
+                break
+        if settled_cursor and settled_cursor != cursors[side]:
+            await store.commit(mailbox_id, kind, [], [], cursors={side: settled_cursor})
 
 
 async def _vanished(

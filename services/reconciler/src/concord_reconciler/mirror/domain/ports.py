@@ -8,7 +8,7 @@ Failures are :class:`~concord_reconciler.kernel.errors.PeerError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,6 +51,10 @@ class ChangePage:
     # Items listed but unreadable or unmappable: quarantined with their reason, left out of
     # `changes`, and listed again only when they change.
     failures: Sequence[ItemFailure] = ()
+    # Items listed at the version their link holds (`known`): Concord's own writes coming back,
+    # or items touched back to a version already synced. Neither mapped nor planned; they
+    # count as present in a full listing.
+    echoes: Sequence[str] = ()
 
 
 class SyncSide(Protocol):
@@ -58,8 +62,14 @@ class SyncSide(Protocol):
 
     side: Side
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
-        """Changes after `cursor`; an empty cursor lists every shared item as an upsert."""
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
+        """Changes after `cursor`; an empty cursor lists every shared item as an upsert.
+
+        `known`: native id -> the version its link holds (`echoes.known_versions`); an item
+        listed at that version goes to `echoes` without being read further or mapped.
+        """
         ...
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:

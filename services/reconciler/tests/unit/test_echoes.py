@@ -1,0 +1,285 @@
+"""Echo suppression (issue #18): Concord's own writes, recognised by the version they left.
+
+By example: after an initial sync the next session lists one page per side and writes
+nothing; an echo is never mapped or planned. As a property: users edit and delete at any
+point of a session (between any two port calls, so also right after Concord's write and
+during the walk past its echoes), and no edit is ever dropped as an echo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.echoes import is_echo, known_versions, settled
+from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.planner import ConflictPolicy, SyncPolicy
+from concord_reconciler.mirror.domain.sync import Change, Link, LinkState, Side, Snapshot, Value
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(600)]
+
+KIND = res.OBJECT_KIND_CONTACT
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+FIELDS = ("name", "phone", "title")
+
+
+@dataclass
+class UserAction:
+    """What a user does when the session reaches its `at`-th port call."""
+
+    at: int
+    side: Side
+    index: int
+    name: str
+    delete: bool = False
+
+
+@dataclass
+class World:
+    policy: SyncPolicy = field(default_factory=lambda: SyncPolicy(kind=KIND))
+    page_size: int = 0
+
+    def __post_init__(self) -> None:
+        ticks = itertools.count(1)
+        self.mail = MemorySide(Side.MAIL, lambda: next(ticks), page_size=self.page_size)
+        self.crm = MemorySide(Side.CRM, lambda: next(ticks), page_size=self.page_size)
+        self.store = MemoryLinkStore()
+        self.values = itertools.count(1)
+        # (side, native, field) -> the value a user last wrote there.
+        self.edits: dict[tuple[Side, str, str], Value] = {}
+
+    def side(self, side: Side) -> MemorySide:
+        return self.mail if side is Side.MAIL else self.crm
+
+    def sync(self, hook: Callable[[], None] | None = None) -> PairOutcome:
+        ports: list[Any] = [self.mail, self.crm, self.store]
+        if hook is not None:
+            ports = [Interleaved(p, hook) for p in ports]
+        mail, crm, store = ports
+        return asyncio.run(sync_pair("mb", self.policy, mail, crm, store, NOW, batch_size=3))
+
+    def act(self, action: UserAction) -> None:
+        target = self.side(action.side)
+        natives = sorted(target.shared_items())
+        if not natives:
+            return
+        native = natives[action.index % len(natives)]
+        if action.delete:
+            target.delete(native)
+            self.edits = {k: v for k, v in self.edits.items() if k[:2] != (action.side, native)}
+            return
+        value = f"user-{next(self.values)}"
+        target.edit(native, action.name, value)
+        self.edits[(action.side, native, action.name)] = value
+
+    def settle(self) -> None:
+        for _ in range(6):
+            if self.sync().writes == 0:
+                return
+        raise AssertionError("no quiescence after six sessions")
+
+
+class Interleaved:
+    """A port that lets users act between any two of the session's calls."""
+
+    def __init__(self, inner: Any, hook: Callable[[], None]) -> None:
+        self._inner, self._hook = inner, hook
+        self.side = getattr(inner, "side", None)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self._hook()
+
+        return call
+
+
+def _at_steps(world: World, actions: list[UserAction]) -> Callable[[], None]:
+    steps = itertools.count(1)
+    pending = sorted(actions, key=lambda a: a.at)
+
+    def hook() -> None:
+        step = next(steps)
+        while pending and pending[0].at <= step:
+            world.act(pending.pop(0))
+
+    return hook
+
+
+# -- by example ----------------------------------------------------------------------------
+
+
+def test_the_session_after_an_initial_sync_lists_one_page_per_side_and_writes_nothing() -> None:
+    world = World(page_size=10)
+    for n in range(40):
+        world.mail.create({"name": f"mail-{n}"})
+        world.crm.create({"name": f"crm-{n}"})
+    first = world.sync()
+    assert (first.created[Side.CRM], first.created[Side.MAIL]) == (40, 40)
+    world.mail.calls.clear()
+    world.crm.calls.clear()
+
+    second = world.sync()
+
+    assert second.writes == 0
+    assert (second.mail_seen, second.crm_seen) == (0, 0)
+    # One listing per side, and nothing read, found or written.
+    assert world.mail.calls == {"list": 1}
+    assert world.crm.calls == {"list": 1}
+
+
+def test_echoes_are_not_planned_even_when_listed_again() -> None:
+    world = World()
+    for n in range(5):
+        world.mail.create({"name": f"n{n}"})
+    world.sync()
+    # The cursors fall back to before Concord's writes (a restored backup, a replayed hint).
+    world.store.cursors = {k: "0" for k in world.store.cursors}
+    again = world.sync()
+    assert again.writes == 0
+    assert (again.mail_seen, again.crm_seen) == (0, 0)
+
+
+def test_an_edit_right_after_concords_write_is_carried() -> None:
+    world = World()
+    native = world.mail.create({"name": "Ann"})
+    crm_item: list[str] = []
+
+    def edit_after_the_crm_write() -> None:
+        # The record Concord just created, edited in Salesforce before the session ends.
+        if not crm_item and world.crm.items:
+            crm_item.append(next(iter(world.crm.items)))
+            world.crm.edit(crm_item[0], "title", "CEO")
+
+    world.sync(edit_after_the_crm_write)
+    world.settle()
+    assert world.mail.items[native].fields == {"name": "Ann", "title": "CEO"}
+
+
+def test_a_full_listing_counts_echoes_as_present() -> None:
+    world = World()
+    for n in range(3):
+        world.mail.create({"name": f"n{n}"})
+    world.sync()
+    world.store.cursors.clear()  # a lost cursor: full listings, all of them echoes
+    world.mail.calls.clear()
+    world.crm.calls.clear()
+    resync = world.sync()
+    assert resync.writes == 0
+    assert "fetch" not in world.mail.calls
+    assert "fetch" not in world.crm.calls
+    assert len(world.crm.items) == 3
+
+
+def test_a_version_only_matches_itself() -> None:
+    link = Link("l", "mb", KIND, mail_id="m1", crm_id="c1", mail_version="7", crm_version="")
+    known = known_versions([link], Side.MAIL)
+    assert is_echo(known, "m1", "7")
+    assert not is_echo(known, "m1", "8")
+    assert not is_echo(known, "m2", "7")
+    # An empty version proves nothing.
+    assert not is_echo(known_versions([link], Side.CRM), "c1", "")
+    # Held, quarantined or tombstoned links lend no version.
+    for state in (LinkState.CONFLICT, LinkState.QUARANTINED, LinkState.TOMBSTONE):
+        held = Link("l", "mb", KIND, mail_id="m1", mail_version="7", state=state)
+        assert known_versions([held], Side.MAIL) == {}
+
+
+def test_a_removal_is_settled_only_when_no_live_link_holds_the_item() -> None:
+    known = {"m1": "7"}
+    assert settled(Change(Side.MAIL, "m1", Snapshot({"name": "a"}, version="7")), known, set())
+    assert not settled(Change(Side.MAIL, "m1", Snapshot({"name": "a"}, version="8")), known, set())
+    assert settled(Change(Side.MAIL, "gone", None), known, {"m1"})
+    assert not settled(Change(Side.MAIL, "m1", None), known, {"m1"})
+
+
+# -- as a property -------------------------------------------------------------------------
+
+
+actions = st.lists(
+    st.builds(
+        UserAction,
+        at=st.integers(1, 40),
+        side=st.sampled_from([Side.MAIL, Side.CRM]),
+        index=st.integers(0, 7),
+        name=st.sampled_from(FIELDS),
+        delete=st.sampled_from([False, False, False, True]),
+    ),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    mail_items=st.integers(0, 5),
+    crm_items=st.integers(0, 5),
+    page_size=st.sampled_from([0, 1, 2, 5]),
+    conflict=st.sampled_from(list(ConflictPolicy)[:3]),
+    first=actions,
+    second=actions,
+)
+def test_no_user_edit_is_ever_dropped_as_an_echo(
+    mail_items: int,
+    crm_items: int,
+    page_size: int,
+    conflict: ConflictPolicy,
+    first: list[UserAction],
+    second: list[UserAction],
+) -> None:
+    world = World(SyncPolicy(kind=KIND, conflict=conflict, guard_min_items=10_000), page_size)
+    for n in range(mail_items):
+        world.mail.create({"name": f"mail-{n}"})
+    for n in range(crm_items):
+        world.crm.create({"name": f"crm-{n}"})
+    # Users act between any two calls of the initial sync, and of the session after it.
+    world.sync(_at_steps(world, first))
+    world.sync(_at_steps(world, second))
+    world.settle()
+
+    live = [link for link in world.store.links.values() if link.live]
+    for link in live:
+        for item_side in Side:
+            partner = link.native(item_side)
+            assert partner is not None
+            assert world.side(item_side).items[partner].fields == dict(link.base)
+    latest: dict[tuple[str, str], dict[Side, Value]] = {}
+    for (side, native, name), value in world.edits.items():
+        holder = next((x for x in live if x.native(side) == native), None)
+        if holder is None:
+            # Gone with its partner's delete, which wins over an edit already carried.
+            assert native not in world.side(side).shared_items(), f"{side} {native} unlinked"
+            continue
+        latest.setdefault((holder.link_id, name), {})[side] = value
+    for (link_id, name), by_side in latest.items():
+        final = world.store.links[link_id].base.get(name)
+        recorded = {
+            v
+            for c in world.store.links[link_id].conflicts
+            if c.field == name
+            for v in (c.mail_value, c.crm_value)
+        }
+        for side, value in by_side.items():
+            # On both sides, the losing value of a recorded conflict, or overwritten by a later
+            # edit of the same field on the other side.
+            assert value == final or value in recorded or by_side.get(side.other) == final, (
+                f"{side}'s edit of {name} dropped"
+            )
