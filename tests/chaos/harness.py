@@ -176,6 +176,12 @@ class Cluster:
         except subprocess.TimeoutExpired as expired:
             return subprocess.CompletedProcess(expired.cmd, 124, "", "timed out")
 
+    def dump_spans(self, path: Path) -> None:
+        """Every span received, one JSON object a line (for reading a run afterwards)."""
+        with path.open("w") as out:
+            for span in self.receiver.spans():
+                out.write(json.dumps(span.__dict__, default=str) + "\n")
+
     def close(self) -> None:
         if self.second is not None and self.second.poll() is None:
             self.second.send_signal(signal.SIGTERM)
@@ -385,11 +391,13 @@ def _settle(
 
 
 @contextmanager
-def _cluster(tmp: Path) -> Iterator[Cluster]:
+def _cluster(tmp: Path, *, keep_spans: bool) -> Iterator[Cluster]:
     cluster = Cluster(tmp)
     try:
         yield cluster
     finally:
+        if keep_spans:
+            cluster.dump_spans(tmp / "spans.jsonl")
         cluster.close()
 
 
@@ -402,9 +410,10 @@ def run(
     settle_seconds: float = 240,
     seed: int | None = None,
     say: Callable[[str], None] = print,
+    keep_spans: bool = False,
 ) -> Outcome:
     rng = random.Random(seed)
-    with _cluster(tmp) as cluster:
+    with _cluster(tmp, keep_spans=keep_spans) as cluster:
         # Start from synced mailboxes, so the first edits do not wait behind a first sync.
         for mailbox in ("demo", "demo-graph"):
             cluster.concord("sync", mailbox, "--wait")
