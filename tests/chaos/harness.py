@@ -78,6 +78,8 @@ class Outcome:
     lost: list[str]
     duplicated: list[str]
     stuck: list[str]
+    # From the last fault to the invariants holding (or the settle bound).
+    converged_in: float = 0.0
 
     def table(self) -> str:
         kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.faults.items()))
@@ -92,7 +94,10 @@ class Outcome:
             ("duplicated", f"{len(self.duplicated)}  {' '.join(self.duplicated[:5])}".rstrip()),
             ("stuck", f"{len(self.stuck)}  {' '.join(self.stuck)}".rstrip()),
         ]
-        head = f"chaos: {self.seconds:.0f} s, {self.mailboxes} mailboxes"
+        head = (
+            f"chaos: {self.seconds:.0f} s, {self.mailboxes} mailboxes, converged "
+            f"{self.converged_in:.0f} s after the faults stopped"
+        )
         return "\n".join([head, *(f"  {k:<16} {v}" for k, v in rows)])
 
 
@@ -414,19 +419,25 @@ def run(
 ) -> Outcome:
     rng = random.Random(seed)
     with _cluster(tmp, keep_spans=keep_spans) as cluster:
+        say(f"stack up in {cluster.stack.start_seconds:.0f} s")
         # Start from synced mailboxes, so the first edits do not wait behind a first sync.
         for mailbox in ("demo", "demo-graph"):
             cluster.concord("sync", mailbox, "--wait")
         pairs = _pairs(cluster)
         driver = Driver(pairs, uuid.uuid4().hex[:6], rng, per_pair)
         faults = _faults(cluster)
+        # Every kind once per round, in a new order each round: a short run still meets
+        # each kind, as a random choice with replacement does not.
+        rounds: list[tuple[str, Callable[[], None]]] = []
         injected: Counter[str] = Counter()
         started = time.monotonic()
         next_fault = started + fault_every
         while time.monotonic() - started < seconds:
             cluster.revive_second()
             if time.monotonic() >= next_fault:
-                name, inject = rng.choice(faults)
+                if not rounds:
+                    rounds = rng.sample(faults, len(faults))
+                name, inject = rounds.pop()
                 try:
                     inject()
                     injected[name] += 1
@@ -437,6 +448,7 @@ def run(
             driver.step()
             time.sleep(0.1)
         _clear_faults(cluster)
+        faults_over = time.monotonic()
         try:
             lost, duplicated, stuck = _settle(cluster, driver, settle_seconds)
         finally:
@@ -453,4 +465,5 @@ def run(
             lost=lost,
             duplicated=duplicated,
             stuck=stuck,
+            converged_in=time.monotonic() - faults_over,
         )
