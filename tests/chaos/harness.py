@@ -19,6 +19,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -78,6 +79,10 @@ class Outcome:
     lost: list[str]
     duplicated: list[str]
     stuck: list[str]
+    # From the last fault to the invariants holding (or the settle bound).
+    converged_in: float = 0.0
+    # How many kinds of fault the loop could inject (a run of one round meets them all).
+    fault_kinds: int = 0
 
     def table(self) -> str:
         kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.faults.items()))
@@ -92,7 +97,10 @@ class Outcome:
             ("duplicated", f"{len(self.duplicated)}  {' '.join(self.duplicated[:5])}".rstrip()),
             ("stuck", f"{len(self.stuck)}  {' '.join(self.stuck)}".rstrip()),
         ]
-        head = f"chaos: {self.seconds:.0f} s, {self.mailboxes} mailboxes"
+        head = (
+            f"chaos: {self.seconds:.0f} s, {self.mailboxes} mailboxes, converged "
+            f"{self.converged_in:.0f} s after the faults stopped"
+        )
         return "\n".join([head, *(f"  {k:<16} {v}" for k, v in rows)])
 
 
@@ -107,13 +115,15 @@ class Cluster:
     """The stack, PostgreSQL under both reconcilers, and the second reconciler (this harness
     is its supervisor, the devstack the others')."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        # Settings every process gets (both reconcilers included), e.g. a shorter lease.
+        self.env = dict(env or {})
         self.pg = PostgresCluster().start()
         self.database = self.pg.new_database("reconciler")
         self.receiver = OtlpReceiver().__enter__()
         self.stack: RunningStack = start_stack(
-            tmp, self.receiver, {"RECONCILER_DATABASE_URL": self.database}
+            tmp, self.receiver, {**self.env, "RECONCILER_DATABASE_URL": self.database}
         )
         self.second: subprocess.Popen[bytes] | None = None
         self.start_second()
@@ -125,7 +135,7 @@ class Cluster:
 
     def start_second(self) -> None:
         info = self.info()
-        env = dict(os.environ)
+        env = dict(os.environ) | self.env
         env.update(
             CONCORD_VAR_DIR=str(self.stack.var_dir),
             NATS_URL=info["nats"]["url"],
@@ -175,6 +185,12 @@ class Cluster:
             return self.stack.concord(*args, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
             return subprocess.CompletedProcess(expired.cmd, 124, "", "timed out")
+
+    def dump_spans(self, path: Path) -> None:
+        """Every span received, one JSON object a line (for reading a run afterwards)."""
+        with path.open("w") as out:
+            for span in self.receiver.spans():
+                out.write(json.dumps(span.__dict__, default=str) + "\n")
 
     def close(self) -> None:
         if self.second is not None and self.second.poll() is None:
@@ -239,6 +255,47 @@ def _faults(cluster: Cluster) -> list[tuple[str, Callable[[], None]]]:
         ("graph throttle", post("graph", {"kind": "throttle", "times": 2})),
         ("graph dropped answer", post("graph", {"kind": "drop_response", "times": 1})),
     ]
+
+
+class Injector:
+    """Injects faults from a thread of its own, paced by the clock and not by the driver
+    (whose edits may wait on a slow emulator), every kind once per round in a new order each
+    round: a short run still meets each kind, as a random choice with replacement does not."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        faults: list[tuple[str, Callable[[], None]]],
+        rng: random.Random,
+        say: Callable[[str], None],
+    ) -> None:
+        self.cluster = cluster
+        self.faults = faults
+        self.rng = rng
+        self.say = say
+        self.injected: Counter[str] = Counter()
+        self.stop = threading.Event()
+
+    def run(self, count: int, every: float, started: float) -> None:
+        rounds: list[tuple[str, Callable[[], None]]] = []
+        for n in range(1, count + 1):
+            if self.stop.wait(max(0.0, started + n * every - time.monotonic())):
+                return
+            # The second reconciler has no supervisor but this harness.
+            self.cluster.revive_second()
+            if not rounds:
+                rounds = self.rng.sample(self.faults, len(self.faults))
+            name, inject = rounds.pop()
+            for attempt in range(3):
+                try:
+                    inject()
+                except Exception as error:
+                    self.say(f"{time.monotonic() - started:6.1f} s  fault {name} failed: {error}")
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                self.injected[name] += 1
+                self.say(f"{time.monotonic() - started:6.1f} s  fault: {name}")
+                break
 
 
 def _clear_faults(cluster: Cluster) -> None:
@@ -385,11 +442,13 @@ def _settle(
 
 
 @contextmanager
-def _cluster(tmp: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp)
+def _cluster(tmp: Path, env: dict[str, str] | None, *, keep_spans: bool) -> Iterator[Cluster]:
+    cluster = Cluster(tmp, env)
     try:
         yield cluster
     finally:
+        if keep_spans:
+            cluster.dump_spans(tmp / "spans.jsonl")
         cluster.close()
 
 
@@ -402,32 +461,38 @@ def run(
     settle_seconds: float = 240,
     seed: int | None = None,
     say: Callable[[str], None] = print,
+    keep_spans: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Outcome:
     rng = random.Random(seed)
-    with _cluster(tmp) as cluster:
+    with _cluster(tmp, env, keep_spans=keep_spans) as cluster:
+        say(f"stack up in {cluster.stack.start_seconds:.0f} s")
         # Start from synced mailboxes, so the first edits do not wait behind a first sync.
         for mailbox in ("demo", "demo-graph"):
             cluster.concord("sync", mailbox, "--wait")
+        say("first syncs done; faults and edits start")
         pairs = _pairs(cluster)
         driver = Driver(pairs, uuid.uuid4().hex[:6], rng, per_pair)
         faults = _faults(cluster)
-        injected: Counter[str] = Counter()
+        injector = Injector(cluster, faults, random.Random(rng.random()), say)
+        count = max(1, int(seconds / fault_every))
         started = time.monotonic()
-        next_fault = started + fault_every
-        while time.monotonic() - started < seconds:
-            cluster.revive_second()
-            if time.monotonic() >= next_fault:
-                name, inject = rng.choice(faults)
-                try:
-                    inject()
-                    injected[name] += 1
-                    say(f"{time.monotonic() - started:6.1f} s  fault: {name}")
-                except Exception as error:
-                    say(f"{time.monotonic() - started:6.1f} s  fault {name} not injected: {error}")
-                next_fault += fault_every
-            driver.step()
-            time.sleep(0.1)
+        thread = threading.Thread(
+            target=injector.run, args=(count, fault_every, started), name="chaos-faults"
+        )
+        thread.start()
+        try:
+            # The edits go on until the time is up and every fault is in (an injection may
+            # take seconds: a database restart, a loaded machine).
+            while thread.is_alive() or time.monotonic() - started < seconds:
+                driver.step()
+                time.sleep(0.1)
+        finally:
+            injector.stop.set()
+            thread.join()
+        injected = injector.injected
         _clear_faults(cluster)
+        faults_over = time.monotonic()
         try:
             lost, duplicated, stuck = _settle(cluster, driver, settle_seconds)
         finally:
@@ -444,4 +509,6 @@ def run(
             lost=lost,
             duplicated=duplicated,
             stuck=stuck,
+            converged_in=time.monotonic() - faults_over,
+            fault_kinds=len(faults),
         )

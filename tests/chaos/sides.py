@@ -132,7 +132,11 @@ class GraphSide:
     def update(self, token: str, subject: str) -> bool:
         found = [e for e in self._events() if str(e.get("subject", "")).startswith(f"{token} ")]
         for event in found:
-            self.http.patch(f"{self.user}/events/{event['id']}", json={"subject": subject})
+            # A refused write (a throttled 429) is no edit: it raises, so the driver tries
+            # again or counts its outcome unknown, never as made.
+            url = f"{self.user}/events/{event['id']}"
+            patched = self.http.patch(url, json={"subject": subject})
+            patched.raise_for_status()
         return bool(found)
 
     def holdings(self, prefix: str) -> dict[str, list[str]]:

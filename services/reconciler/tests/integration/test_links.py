@@ -18,16 +18,19 @@ from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import sync_pair
-from concord_reconciler.mirror.domain.planner import SyncPolicy
+from concord_reconciler.mirror.domain.planner import SyncPolicy, plan
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, NativeIdTaken
 from concord_reconciler.mirror.domain.sync import (
+    Change,
     FieldConflict,
     Link,
     LinkState,
     Side,
+    Snapshot,
     TombstoneReason,
     Write,
     WriteOp,
+    derive_link_id,
 )
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_store import create_engine, migrate
@@ -226,6 +229,32 @@ async def test_a_failed_commit_changes_nothing(store: LinkStore) -> None:
         )
     assert await links.load_cursors("demo", KIND) == {}
     assert [link.link_id for link in await links.load_links("demo", KIND)] == ["l1"]
+
+
+async def test_an_occurrence_of_a_series_with_a_real_exchange_id_is_committed(
+    store: LinkStore,
+) -> None:
+    """A real EWS id is ~150 characters: the occurrence's link names its series by link id, so
+    PostgreSQL (which enforces column lengths, unlike SQLite) stores it. Before, the series'
+    native id went into the link and every session of a mailbox with a recurring meeting failed
+    at its commit (found by the chaos harness, #17)."""
+    series = "AAMkAGI2" + "x" * 144
+    occurrence = Change(
+        Side.MAIL,
+        series + "_2",
+        Snapshot(
+            fields={"Subject": "Weekly"},
+            version="ck-1",
+            series_id=series,
+            original_start=datetime(2026, 3, 1, 9, tzinfo=UTC),
+        ),
+    )
+    merge = plan("demo", [occurrence], [], [], SyncPolicy(kind=KIND, past_window=None), NOW)
+    created = [a.link for a in merge.actions]
+    await store.commit("demo", KIND, created, [])
+    [held] = await store.load_links("demo", KIND)
+    assert held.series_link_id == derive_link_id("demo", KIND, Side.MAIL, series)
+    assert held.mail_id == series + "_2"
 
 
 async def test_the_engine_over_sql_matches_the_memory_store(links: SqlLinkStore) -> None:

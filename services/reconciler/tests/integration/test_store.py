@@ -17,7 +17,7 @@ from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCoun
 from concord_reconciler.kernel.errors import EtagMismatch, MailboxAlreadyExists
 from concord_reconciler.kernel.names import new_session_id
 from concord_reconciler.kernel.schema import metadata
-from concord_reconciler.mailboxes.domain.model import MailboxRecord
+from concord_reconciler.mailboxes.domain.model import MailboxRecord, MailboxState
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.wire import session_to_proto
@@ -96,6 +96,21 @@ async def test_session_writes_are_compare_and_set_on_state(store: SqlStore) -> N
     assert not await store.save_session(session.to(SessionState.CANCELLED), SessionState.QUEUED)
     stored = await store.get_session(session.session_id)
     assert stored == running
+
+
+async def test_ending_a_back_off_is_compare_and_set_on_the_mailbox_state(store: SqlStore) -> None:
+    assert not await store.end_back_off("demo")  # active: nothing to end
+    await store.set_mailbox_state("demo", MailboxState.BACKING_OFF, "3 sessions failed")
+    assert await store.end_back_off("demo")
+    mailbox = await store.get_mailbox("demo")
+    assert mailbox is not None
+    assert (mailbox.state, mailbox.suspended_reason) == (MailboxState.ACTIVE, "")
+    # A person's suspend in between wins.
+    await store.set_mailbox_state("demo", MailboxState.SUSPENDED, "on holiday")
+    assert not await store.end_back_off("demo")
+    mailbox = await store.get_mailbox("demo")
+    assert mailbox is not None
+    assert mailbox.state is MailboxState.SUSPENDED
 
 
 async def test_session_counts_keep_skipped_and_the_per_kind_numbers(store: SqlStore) -> None:

@@ -108,6 +108,17 @@ class MemoryStore:
         self.sessions[session.session_id] = session
         return True
 
+    async def end_back_off(self, mailbox_id: str) -> bool:
+        from concord_reconciler.mailboxes.domain.model import MailboxState
+
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None or mailbox.state is not MailboxState.BACKING_OFF:
+            return False
+        self.mailboxes[mailbox_id] = replace(
+            mailbox, state=MailboxState.ACTIVE, suspended_reason=""
+        )
+        return True
+
     def suspend(self, mailbox_id: str, reason: str) -> None:
         from concord_reconciler.mailboxes.domain.model import MailboxState
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,9 +15,10 @@ from concord_reconciler.kernel.errors import (
     QueueUnavailable,
     SessionFailure,
 )
+from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.mailboxes.domain.settings import default_org_settings
 from concord_reconciler.mirror.domain.ports import ChangePage
-from concord_reconciler.sessions.domain.model import SessionState
+from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.sessions import (
     abandon_session,
     execute_session,
@@ -115,6 +117,37 @@ async def test_a_session_runs_to_completed_with_counts_and_events(
     assert stored.start_time is not None
     assert stored.end_time is not None
     assert events.kinds == ["started", "completed"]
+
+
+async def test_a_completed_session_ends_a_back_off_before_it_is_announced(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    engine: MemoryEngine,
+) -> None:
+    """Not at the scheduler's next tick: until then push hints were dropped and the mailbox
+    read as failing (the chaos harness saw it, #17)."""
+    store.mailboxes["demo"] = replace(
+        store.mailboxes["demo"], state=MailboxState.BACKING_OFF, suspended_reason="3 failed"
+    )
+    states: list[MailboxState] = []
+
+    class Watching(RecordedEvents):
+        async def completed(self, session: SessionRecord, org: str) -> None:
+            states.append(store.mailboxes["demo"].state)
+
+    engine.mail.broken = PeerError("mail-connector", "ListChanges", "UNAVAILABLE", "refused")
+    failed = await _requested(store, queue)
+    await execute_session(failed, store=store, events=Watching(), engine=engine, deadline_seconds=5)
+    assert store.mailboxes["demo"].state is MailboxState.BACKING_OFF
+
+    engine.mail.broken = None
+    session_id = await _requested(store, queue)
+    await execute_session(
+        session_id, store=store, events=Watching(), engine=engine, deadline_seconds=5
+    )
+    assert store.sessions[session_id].state is SessionState.COMPLETED
+    assert states == [MailboxState.ACTIVE]
+    assert store.mailboxes["demo"].suspended_reason == ""
 
 
 async def test_a_peer_failure_is_recorded_as_failed_with_its_reason(

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.reconciler.v1 import resources_pb2 as rres
+from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.errors import MailboxNotFound
 from concord_reconciler.kernel.names import mailbox_name
 from concord_reconciler.kernel.schema import (
@@ -20,6 +21,7 @@ from concord_reconciler.kernel.schema import (
 )
 from concord_reconciler.kernel.sql import from_us, to_us
 from concord_reconciler.mailboxes.adapters.store import SqlMailboxStore
+from concord_reconciler.mailboxes.domain.model import MailboxState
 from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord, SessionState
 from concord_reconciler.sessions.domain.ports import SessionKey
 from concord_reconciler.sessions.wire import counts_from_proto, counts_to_proto
@@ -92,6 +94,23 @@ class SqlSessionStore:
                     sessions.c.state == int(expected),
                 )
                 .values(**values)
+            )
+        return bool(result.rowcount == 1)
+
+    async def end_back_off(self, mailbox_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(mailboxes)
+                .where(
+                    mailboxes.c.mailbox_id == mailbox_id,
+                    mailboxes.c.state == int(MailboxState.BACKING_OFF),
+                )
+                .values(
+                    state=int(MailboxState.ACTIVE),
+                    suspended_reason="",
+                    update_time_us=to_us(utcnow()),
+                    version=mailboxes.c.version + 1,
+                )
             )
         return bool(result.rowcount == 1)
 

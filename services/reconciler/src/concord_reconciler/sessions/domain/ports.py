@@ -37,6 +37,11 @@ class SessionStore(Protocol):
         """Write `session` if the stored row is still in state `expected` (compare-and-set)."""
         ...
 
+    async def end_back_off(self, mailbox_id: str) -> bool:
+        """Move the mailbox from BACKING_OFF to ACTIVE, clearing its reason, if it is still
+        backing off (compare-and-set: a suspend in between wins); whether it moved."""
+        ...
+
 
 class SessionEvents(Protocol):
     """Outcomes published for watchers (WaitSession, the gateway, the dashboard)."""

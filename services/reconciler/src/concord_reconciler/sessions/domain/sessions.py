@@ -152,6 +152,15 @@ async def execute_session(
     completed = running.to(SessionState.COMPLETED, counts=counts, end_time=now())
     if not await store.save_session(completed, expected=SessionState.RUNNING):
         return None
+    # A completed session ends a back-off at once, before anyone learns of it: a mailbox
+    # left BACKING_OFF until the scheduler's next tick would drop the push hints of that gap
+    # (their changes then waited for the next interval), and show a sync that works as failing.
+    if await store.end_back_off(mailbox.mailbox_id):
+        log.info(
+            "mailbox %s: BACKING_OFF -> ACTIVE (session %s completed)",
+            mailbox.mailbox_id,
+            session_id,
+        )
     await events.completed(completed, mailbox.org)
     return completed
 
