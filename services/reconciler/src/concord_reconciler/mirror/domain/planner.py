@@ -354,14 +354,6 @@ def _new_link_id(mailbox_id: str, kind: Kind, change: Change, carried: str, used
     return derive_link_id(mailbox_id, kind, change.side, change.native_id)
 
 
-def _series_link_id(mailbox_id: str, kind: Kind, side: Side, snapshot: Snapshot) -> str:
-    """The link of an occurrence's series: the one the series item gets on `side` (a link id,
-    never the series' native id, which may be any length: an EWS id is ~150 characters)."""
-    if not snapshot.series_id:
-        return ""
-    return derive_link_id(mailbox_id, kind, side, snapshot.series_id)
-
-
 def _created(
     mailbox_id: str, policy: SyncPolicy, change: Change, now: datetime, used: set[str]
 ) -> Action | None:
@@ -376,7 +368,7 @@ def _created(
         mailbox_id=mailbox_id,
         kind=policy.kind,
         base=fields,
-        series_link_id=_series_link_id(mailbox_id, policy.kind, change.side, snapshot),
+        series_link_id=snapshot.series_id,
         original_start=snapshot.original_start,
     ).on(change.side, native_id=change.native_id, version=snapshot.version, hash=snapshot.hash)
     link = link.on(change.side.other, native_id=None, version="", hash=content_hash(fields))
@@ -408,7 +400,7 @@ def _linked(
         crm_version=c.version,
         mail_hash=m.hash,
         crm_hash=c.hash,
-        series_link_id=_series_link_id(mailbox_id, policy.kind, Side.MAIL, m),
+        series_link_id=m.series_id,
         original_start=m.original_start,
     )
     # No base yet: every difference is a conflict, settled by the org policy like any other.
