@@ -9,6 +9,7 @@ so a crash at any point replays the same changes against the same links.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
 from concord_reconciler.kernel.kinds import Kind
+from concord_reconciler.mirror.domain.hints import PushHints
 from concord_reconciler.mirror.domain.planner import Action, MergePlan, SyncPolicy, plan
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import (
@@ -74,6 +76,7 @@ async def sync_pair(
     now: datetime,
     *,
     batch_size: int = BATCH_SIZE,
+    hints: PushHints | None = None,
 ) -> PairOutcome:
     kind = policy.kind
     sides = {Side.MAIL: mail, Side.CRM: crm}
@@ -111,40 +114,158 @@ async def sync_pair(
     outcome.conflicts = merge.conflicts
 
     blocked = False
-    quiet = [a.link for a in merge.actions if not a.writes]
-    busy = [a for a in merge.actions if a.writes]
-    for start in range(0, len(busy), batch_size):
-        batch = busy[start : start + batch_size]
-        done, failures, retry, unknown = await _execute(
-            mailbox_id, kind, batch, sides, store, outcome
-        )
-        blocked = blocked or retry
-        last = start + batch_size >= len(busy)
+    quiet = [a for a in merge.actions if not a.writes]
+    backlog = deque(a for a in merge.actions if a.writes)
+    # What was listed, by side and native id: a push served mid-pair re-plans the backlog's
+    # items from it, with the push's newer changes laid over.
+    seen = {side: {c.native_id: c for c in listed[side]} for side in Side}
+    chunks = 0
+    while True:
+        # Between chunks: a push hint for this mailbox is served before the backlog goes on,
+        # so a big session holds none of the mailbox's other changes hostage. Not after a lost
+        # answer: its item may exist unlinked, and only the next session's recovery finds it.
+        if chunks and backlog and hints is not None and not blocked:
+            hinted = hints.take()
+            if hinted:
+                served = await _serve_push(
+                    mailbox_id,
+                    policy,
+                    sides,
+                    store,
+                    hinted,
+                    next_cursors,
+                    seen,
+                    backlog,
+                    quiet,
+                    now,
+                    outcome,
+                )
+                if served is not None:
+                    backlog, quiet, next_cursors, pushed_failures = served
+                    unreadable.extend(pushed_failures)
+        batch = [backlog.popleft() for _ in range(min(batch_size, len(backlog)))]
+        last = not backlog
+        done: list[Link] = []
+        failures: list[ItemFailure] = []
+        unknown: set[str] = set()
+        if batch:
+            done, failures, retry, unknown = await _execute(
+                mailbox_id, kind, batch, sides, store, outcome
+            )
+            blocked = blocked or retry
+        # Every chunk commits its links (so a crash replays only what is left); the cursors
+        # move only with the last, once every change they cover is applied.
         await store.commit(
             mailbox_id,
             kind,
-            [*done, *(quiet if last else [])],
+            [*done, *([a.link for a in quiet] if last else [])],
             [a.link.link_id for a in batch if a.link.link_id not in unknown],
             cursors=None if blocked or not last else next_cursors,
             failures=[*unreadable, *failures],
             retried=() if blocked or not last else retried,
         )
         unreadable = []
+        chunks += 1
         if last:
             outcome.cursors_committed = not blocked
-            quiet = []
-    if not busy:
-        await store.commit(
-            mailbox_id,
-            kind,
-            quiet,
-            [],
-            cursors=next_cursors,
-            failures=unreadable,
-            retried=retried,
+            return outcome
+
+
+async def _serve_push(
+    mailbox_id: str,
+    policy: SyncPolicy,
+    sides: dict[Side, SyncSide],
+    store: LinkStore,
+    hinted: frozenset[Side],
+    cursors: dict[Side, str],
+    seen: dict[Side, dict[str, Change]],
+    backlog: deque[Action],
+    quiet: list[Action],
+    now: datetime,
+    outcome: PairOutcome,
+) -> tuple[deque[Action], list[Action], dict[Side, str], list[ItemFailure]] | None:
+    """List the hinted sides since the pair's listing and re-plan the rest of the backlog
+    with what they brought; the push's own actions go first.
+
+    Nothing is committed here: the pair's cursors, now past the push's changes, still move
+    only once every action is applied. None leaves the backlog as it was (the push is then
+    served by the next session): a cursor the side no longer accepts, or a guarded re-plan.
+    """
+    kind = policy.kind
+    delta: dict[Side, list[Change]] = {Side.MAIL: [], Side.CRM: []}
+    moved = dict(cursors)
+    failures: list[ItemFailure] = []
+    for side in sorted(hinted):
+        if not cursors.get(side):
+            continue  # the side listed nothing a cursor could follow: not a delta to serve
+        listing = await _delta(sides[side], kind, cursors[side])
+        if listing is None:
+            continue
+        delta[side], moved[side], side_failures = listing
+        failures.extend(side_failures)
+    if moved == cursors:
+        return None
+    outcome.mail_seen += len(delta[Side.MAIL])
+    outcome.crm_seen += len(delta[Side.CRM])
+    outcome.quarantined += len(failures)
+    pending: dict[Side, set[str]] = {Side.MAIL: set(), Side.CRM: set()}
+    for action in (*backlog, *quiet):
+        for link in (action.link, action.previous):
+            for side in Side:
+                native = link.native(side) if link is not None else None
+                if native is not None:
+                    pending[side].add(native)
+    for side in Side:
+        seen[side].update((c.native_id, c) for c in delta[side])
+    touched = {side: {c.native_id for c in delta[side]} for side in Side}
+    merged = {
+        side: [seen[side][n] for n in sorted(pending[side] | touched[side]) if n in seen[side]]
+        for side in Side
+    }
+    # The links as committed so far: the chunks done are in them, the backlog's are not.
+    links = await store.load_links(mailbox_id, kind)
+    replan = plan(mailbox_id, merged[Side.MAIL], merged[Side.CRM], links, policy, now)
+    if replan.guarded:
+        return None
+    outcome.conflicts += replan.conflicts - sum(len(a.conflicts) for a in (*backlog, *quiet))
+    outcome.skipped += replan.skipped
+
+    def pushed(action: Action) -> bool:
+        return any(
+            (native := link.native(side)) is not None and native in touched[side]
+            for link in (action.link, action.previous)
+            if link is not None
+            for side in Side
         )
-        outcome.cursors_committed = True
-    return outcome
+
+    busy = [a for a in replan.actions if a.writes]
+    first = [a for a in busy if pushed(a)]
+    rest = [a for a in busy if not pushed(a)]
+    return (
+        deque([*first, *rest]),
+        [a for a in replan.actions if not a.writes],
+        moved,
+        failures,
+    )
+
+
+async def _delta(
+    port: SyncSide, kind: Kind, cursor: str
+) -> tuple[list[Change], str, list[ItemFailure]] | None:
+    """The changes after `cursor`, or None when the side asks for a full listing (not a
+    delta: the next session does it, reconciled against the links)."""
+    changes: list[Change] = []
+    failures: list[ItemFailure] = []
+    for _ in range(MAX_PAGES):
+        page = await port.list_changes(kind, cursor)
+        if page.full_resync_required:
+            return None
+        changes.extend(page.changes)
+        failures.extend(page.failures)
+        cursor = page.next_cursor
+        if not page.has_more:
+            return changes, cursor, failures
+    return None
 
 
 async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
