@@ -4,6 +4,11 @@ Crash safety comes from three rules (isync/mbsync's): an action's intent is jour
 its writes; every write carries the link id, so a side finds a replayed create instead of
 making a second copy; and links and cursors are committed only after the writes they cover,
 so a crash at any point replays the same changes against the same links.
+
+A big pair (a first sync) is written in chunks of `batch_size` actions, each committing its
+links, and between chunks it serves a push hint for its mailbox (`hints.py`): the hinted side
+is listed since the pair's listing and the rest of the backlog re-planned with it, the push's
+actions first, in a chunk of their own. The cursors still move once, with the last chunk.
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ async def sync_pair(
     # items from it, with the push's newer changes laid over.
     seen = {side: {c.native_id: c for c in listed[side]} for side in Side}
     chunks = 0
+    # How many actions at the backlog's head a served push put there: they go in a chunk of
+    # their own, so they wait for no backlog write.
+    urgent = 0
     while True:
         # Between chunks: a push hint for this mailbox is served before the backlog goes on,
         # so a big session holds none of the mailbox's other changes hostage. Not after a lost
@@ -141,9 +149,11 @@ async def sync_pair(
                     outcome,
                 )
                 if served is not None:
-                    backlog, quiet, next_cursors, pushed_failures = served
+                    backlog, quiet, next_cursors, pushed_failures, urgent = served
                     unreadable.extend(pushed_failures)
-        batch = [backlog.popleft() for _ in range(min(batch_size, len(backlog)))]
+        size = min(urgent, batch_size) if urgent else batch_size
+        urgent = 0
+        batch = [backlog.popleft() for _ in range(min(size, len(backlog)))]
         last = not backlog
         done: list[Link] = []
         failures: list[ItemFailure] = []
@@ -183,7 +193,7 @@ async def _serve_push(
     quiet: list[Action],
     now: datetime,
     outcome: PairOutcome,
-) -> tuple[deque[Action], list[Action], dict[Side, str], list[ItemFailure]] | None:
+) -> tuple[deque[Action], list[Action], dict[Side, str], list[ItemFailure], int] | None:
     """List the hinted sides since the pair's listing and re-plan the rest of the backlog
     with what they brought; the push's own actions go first.
 
@@ -246,6 +256,7 @@ async def _serve_push(
         [a for a in replan.actions if not a.writes],
         moved,
         failures,
+        len(first),
     )
 
 
