@@ -22,6 +22,7 @@ from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.hints import PushHints
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.ports import LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import Side
@@ -102,14 +103,24 @@ def categories_of(mailbox: st.MailboxSettings) -> dict[Kind, str]:
 
 
 async def sync_mailbox(
-    mailbox_id: str, policies: Sequence[SyncPolicy], ports: SyncPorts, now: datetime
+    mailbox_id: str,
+    policies: Sequence[SyncPolicy],
+    ports: SyncPorts,
+    now: datetime,
+    hints: PushHints | None = None,
 ) -> SessionCounts:
-    """Sync every pair of a mailbox in turn; a pair the guard stops does not stop the others."""
+    """Sync every pair of a mailbox in turn; a pair the guard stops does not stop the others.
+
+    A push hint heard meanwhile is served by the pair in progress between its chunks (its own
+    kind's delta); a change of another kind is listed when its pair's turn comes.
+    """
     outcomes: list[PairOutcome] = []
     for policy in policies:
         try:
             outcomes.append(
-                await sync_pair(mailbox_id, policy, ports.mail, ports.crm, ports.links, now)
+                await sync_pair(
+                    mailbox_id, policy, ports.mail, ports.crm, ports.links, now, hints=hints
+                )
             )
         except PeerError as error:
             raise SessionFailure.from_peer(error) from error
@@ -159,6 +170,7 @@ async def run_session(
     engine: SyncEngine,
     policies: Sequence[SyncPolicy] = (),
     now: datetime | None = None,
+    hints: PushHints | None = None,
 ) -> SessionCounts:
     """Run one session; SessionFailure says why it could not finish.
 
@@ -167,7 +179,7 @@ async def run_session(
     mailbox_id = scope.mailbox.removeprefix("mailboxes/")
     ports = engine.ports(scope)
     counts = await sync_mailbox(
-        mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC)
+        mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC), hints
     )
     if ports.emails is None or res.OBJECT_KIND_EMAIL not in scope.kinds:
         return counts
