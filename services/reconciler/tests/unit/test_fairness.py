@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.kernel.errors import PeerError
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
@@ -196,3 +197,66 @@ def test_a_crash_between_chunks_resumes_from_the_chunk_nothing_lost_or_twice(
     assert world.names(world.mail) == world.names(world.crm)
     assert len(world.mail.items) == BACKLOG + pushed
     assert world.sync().writes == 0
+
+
+class AnswersLost(Watched):
+    """Every write lands, and every answer is lost (the mail-connector past its deadline)."""
+
+    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        await super().apply(kind, writes)
+        raise PeerError("mail-connector", "ApplyItems", "DEADLINE_EXCEEDED", "deadline exceeded")
+
+
+class Looked(Watched):
+    """Counts the ids each lookup asks for."""
+
+    def __init__(self, inner: MemorySide, log: list[tuple[Side, tuple[str, ...]]]) -> None:
+        super().__init__(inner, log)
+        self.asked: list[int] = []
+
+    async def find(self, kind: Kind, link_ids: Sequence[str]):  # type: ignore[no-untyped-def]
+        self.asked.append(len(link_ids))
+        return await super().find(kind, link_ids)
+
+
+def test_the_intents_of_many_lost_answers_are_looked_up_a_chunk_at_a_time() -> None:
+    world = World()
+    lost = AnswersLost(world.mail, world.log)
+    outcome = world.sync(mail=lost)
+    assert not outcome.cursors_committed
+    assert len(world.store.intents) == BACKLOG
+
+    looked = Looked(world.mail, world.log)
+    resumed = world.sync(mail=looked)
+    assert resumed.recovered == BACKLOG
+    assert looked.asked == [CHUNK] * (BACKLOG // CHUNK)
+    assert resumed.writes == 0
+    assert len(world.mail.items) == BACKLOG
+    assert world.store.intents == {}
+
+
+class DeltaUnlistable(Watched):
+    """A side whose listings after a cursor fail for now (its connector is overloaded)."""
+
+    async def list_changes(self, kind: Kind, cursor: str):  # type: ignore[no-untyped-def]
+        if cursor:
+            raise PeerError("mail-connector", "ListChanges", "DEADLINE_EXCEEDED", "deadline")
+        return await super().list_changes(kind, cursor)
+
+
+def test_a_push_that_cannot_be_listed_now_waits_for_the_next_session() -> None:
+    world = World()
+    mail = DeltaUnlistable(world.mail, world.log)
+
+    def save_meeting() -> None:
+        world.mail.create({"name": "saved-meanwhile"})
+        world.hints.note(Side.MAIL)
+
+    mail.at[2] = save_meeting
+    outcome = world.sync(mail=mail)
+    # The backlog went on and the cursors moved only as far as what was listed.
+    assert outcome.cursors_committed
+    assert outcome.created == {Side.MAIL: BACKLOG, Side.CRM: 0}
+    following = world.sync()
+    assert following.created == {Side.MAIL: 0, Side.CRM: 1}
+    assert "saved-meanwhile" in world.names(world.crm)

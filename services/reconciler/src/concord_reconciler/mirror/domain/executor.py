@@ -86,7 +86,7 @@ async def sync_pair(
     kind = policy.kind
     sides = {Side.MAIL: mail, Side.CRM: crm}
     outcome = PairOutcome(kind=kind)
-    outcome.recovered = await _recover(mailbox_id, kind, sides, store)
+    outcome.recovered = await _recover(mailbox_id, kind, sides, store, batch_size)
 
     links = await store.load_links(mailbox_id, kind)
     cursors = await store.load_cursors(mailbox_id, kind)
@@ -208,7 +208,13 @@ async def _serve_push(
     for side in sorted(hinted):
         if not cursors.get(side):
             continue  # the side listed nothing a cursor could follow: not a delta to serve
-        listing = await _delta(sides[side], kind, cursors[side])
+        try:
+            listing = await _delta(sides[side], kind, cursors[side])
+        except PeerError as error:
+            # The backlog goes on: a push the side cannot list now waits for the next session.
+            if not error.retryable:
+                raise
+            listing = None
         if listing is None:
             continue
         delta[side], moved[side], side_failures = listing
@@ -342,7 +348,7 @@ async def _vanished(
 
 
 async def _recover(
-    mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore
+    mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore, batch_size: int
 ) -> int:
     """Settle the intents a crash left behind, by looking each write's target up.
 
@@ -359,8 +365,14 @@ async def _recover(
         writes = [w for i in intents for w in i.writes if w.side is side]
         link_ids = sorted({w.link_id for w in writes if w.op is WriteOp.CREATE})
         natives = sorted({w.native_id for w in writes if w.native_id})
-        by_link[side] = dict(await port.find(kind, link_ids)) if link_ids else {}
-        by_native[side] = dict(await port.fetch(kind, natives)) if natives else {}
+        # Looked up a batch at a time: a big session that lost many answers leaves many
+        # intents, and one call for them all outlasted its deadline every time (the mailbox
+        # then failed every session and backed off for good).
+        by_link[side], by_native[side] = {}, {}
+        for start in range(0, len(link_ids), batch_size):
+            by_link[side].update(await port.find(kind, link_ids[start : start + batch_size]))
+        for start in range(0, len(natives), batch_size):
+            by_native[side].update(await port.fetch(kind, natives[start : start + batch_size]))
     adopted: list[Link] = []
     for intent in intents:
         link: Link | None = intent.link_after
