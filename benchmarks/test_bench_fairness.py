@@ -122,14 +122,23 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
     assert stack.concord("resume", "demo").returncode == 0
     assert stack.concord("sync", "demo").returncode == 0
 
-    def big_session() -> dict[str, Any] | None:
+    def running_now() -> str | None:
+        """The id of A's session that runs since the resume: the one with the backlog."""
         for session in _sessions(stack, "demo"):
             started = session.get("startTime")
-            if started and _when(started) >= resumed_at - 1:
-                return session
+            if (
+                started
+                and _when(started) >= resumed_at - 1
+                and session["state"] == "SESSION_STATE_RUNNING"
+            ):
+                return str(session["sessionId"])
         return None
 
-    eventually(big_session, within=120, every=0.2)
+    big_id = eventually(running_now, within=120, every=0.2)
+
+    def big_session() -> dict[str, Any]:
+        [found] = [s for s in _sessions(stack, "demo") if s["sessionId"] == big_id]
+        return found
 
     saved: dict[str, tuple[str, float]] = {}  # subject -> (mailbox, when saved)
     arrived: dict[str, float] = {}
@@ -181,7 +190,7 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
     finished: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         session = big_session()
-        if session is not None and session["state"] not in (
+        if session["state"] not in (
             "SESSION_STATE_QUEUED",
             "SESSION_STATE_RUNNING",
         ):
