@@ -73,7 +73,7 @@ class World:
         self.log: list[tuple[Side, tuple[str, ...]]] = []
         self.hints = PendingPushes()
         for n in range(BACKLOG):
-            self.crm.create({"name": f"backlog-{n:02d}"})
+            self.crm.create({"name": f"backlog-{n:02d}", "uid": f"uid-{n:02d}"})
 
     def sides(self) -> tuple[Watched, Watched]:
         return Watched(self.mail, self.log), Watched(self.crm, self.log)
@@ -94,6 +94,7 @@ class World:
         )
 
     def names(self, side: MemorySide) -> list[str]:
+        """Every item's name, sorted (twice if it is there twice)."""
         return sorted(str(i.fields["name"]) for i in side.items.values())
 
     def chunk_of(self, name: str) -> int:
@@ -152,6 +153,25 @@ def test_a_salesforce_edit_to_an_item_still_in_the_backlog_is_written_once_as_ed
     assert outcome.created[Side.MAIL] == BACKLOG - 1
     assert "backlog-38" not in world.names(world.mail)
     assert world.names(world.mail) == world.names(world.crm)
+    assert world.sync().writes == 0
+
+
+def test_a_meeting_made_in_the_mailbox_like_one_still_in_the_backlog_is_linked_not_copied() -> None:
+    """The same meeting, made on both sides before Concord mirrored it: first-sync matching
+    pairs them (one meeting each side), as it would have in one listing."""
+    world = World()
+    mail, crm = world.sides()
+
+    def make_the_same_meeting() -> None:
+        world.mail.create({"name": "backlog-39", "uid": "uid-39"})
+        world.hints.note(Side.MAIL)
+
+    mail.at[2] = make_the_same_meeting
+    outcome = world.sync(mail, crm)
+    assert outcome.cursors_committed
+    assert outcome.created == {Side.MAIL: BACKLOG - 1, Side.CRM: 0}
+    assert world.names(world.mail) == world.names(world.crm)
+    assert len(world.mail.items) == BACKLOG
     assert world.sync().writes == 0
 
 

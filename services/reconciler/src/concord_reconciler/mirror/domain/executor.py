@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.hints import PushHints
-from concord_reconciler.mirror.domain.planner import Action, MergePlan, SyncPolicy, plan
+from concord_reconciler.mirror.domain.planner import (
+    Action,
+    MergePlan,
+    SyncPolicy,
+    pairing_keys,
+    plan,
+)
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import (
     Change,
@@ -124,6 +130,9 @@ async def sync_pair(
     # What was listed, by side and native id: a push served mid-pair re-plans the backlog's
     # items from it, with the push's newer changes laid over.
     seen = {side: {c.native_id: c for c in listed[side]} for side in Side}
+    # The links as committed so far (the chunks done are in them, the backlog's are not),
+    # kept here rather than read again for every push.
+    committed = {link.link_id: link for link in links}
     chunks = 0
     # How many actions at the backlog's head a served push put there: they go in a chunk of
     # their own, so they wait for no backlog write.
@@ -139,12 +148,12 @@ async def sync_pair(
                     mailbox_id,
                     policy,
                     sides,
-                    store,
                     hinted,
                     next_cursors,
                     seen,
                     backlog,
                     quiet,
+                    committed,
                     now,
                     outcome,
                 )
@@ -175,6 +184,7 @@ async def sync_pair(
             retried=() if blocked or not last else retried,
         )
         unreadable = []
+        committed.update((link.link_id, link) for link in done)
         chunks += 1
         if last:
             outcome.cursors_committed = not blocked
@@ -185,17 +195,17 @@ async def _serve_push(
     mailbox_id: str,
     policy: SyncPolicy,
     sides: dict[Side, SyncSide],
-    store: LinkStore,
     hinted: frozenset[Side],
     cursors: dict[Side, str],
     seen: dict[Side, dict[str, Change]],
     backlog: deque[Action],
     quiet: list[Action],
+    links: dict[str, Link],
     now: datetime,
     outcome: PairOutcome,
 ) -> tuple[deque[Action], list[Action], dict[Side, str], list[ItemFailure], int] | None:
-    """List the hinted sides since the pair's listing and re-plan the rest of the backlog
-    with what they brought; the push's own actions go first.
+    """List the hinted sides since the pair's listing and re-plan what they brought with the
+    backlog's actions it concerns; the push's actions go first.
 
     Nothing is committed here: the pair's cursors, now past the push's changes, still move
     only once every action is applied. None leaves the backlog as it was (the push is then
@@ -224,42 +234,67 @@ async def _serve_push(
     outcome.mail_seen += len(delta[Side.MAIL])
     outcome.crm_seen += len(delta[Side.CRM])
     outcome.quarantined += len(failures)
-    pending: dict[Side, set[str]] = {Side.MAIL: set(), Side.CRM: set()}
-    for action in (*backlog, *quiet):
-        for link in (action.link, action.previous):
-            for side in Side:
-                native = link.native(side) if link is not None else None
-                if native is not None:
-                    pending[side].add(native)
     for side in Side:
         seen[side].update((c.native_id, c) for c in delta[side])
     touched = {side: {c.native_id for c in delta[side]} for side in Side}
-    merged = {
-        side: [seen[side][n] for n in sorted(pending[side] | touched[side]) if n in seen[side]]
+    keys = {
+        key
         for side in Side
+        for change in delta[side]
+        if change.snapshot is not None
+        for key in pairing_keys(mailbox_id, kind, side, change)
     }
-    # The links as committed so far: the chunks done are in them, the backlog's are not.
-    links = await store.load_links(mailbox_id, kind)
-    replan = plan(mailbox_id, merged[Side.MAIL], merged[Side.CRM], links, policy, now)
+
+    def affected(action: Action) -> bool:
+        """Whether the push concerns the action's items: it changed one of them, or brought
+        an item that could be paired with one (the same meeting made on both sides)."""
+        for link in (action.link, action.previous):
+            if link is None:
+                continue
+            for side in Side:
+                native = link.native(side)
+                if native is None:
+                    continue
+                if native in touched[side]:
+                    return True
+                listed = seen[side].get(native)
+                if (
+                    listed is not None
+                    and listed.snapshot is not None
+                    and keys.intersection(pairing_keys(mailbox_id, kind, side, listed))
+                ):
+                    return True
+        return False
+
+    # Only what the push concerns is planned again (the rest of the backlog stands as it was
+    # planned): the cost of a push is its delta's, not the backlog's.
+    hit = [a for a in (*backlog, *quiet) if affected(a)]
+    hit_ids = {id(a) for a in hit}
+    merged: dict[Side, dict[str, Change]] = {Side.MAIL: {}, Side.CRM: {}}
+    for action in hit:
+        for link in (action.link, action.previous):
+            for side in Side:
+                native = link.native(side) if link is not None else None
+                if native is not None and native in seen[side]:
+                    merged[side][native] = seen[side][native]
+    for side in Side:
+        merged[side].update((c.native_id, c) for c in delta[side])
+    replan = plan(
+        mailbox_id,
+        list(merged[Side.MAIL].values()),
+        list(merged[Side.CRM].values()),
+        list(links.values()),
+        policy,
+        now,
+    )
     if replan.guarded:
         return None
-    outcome.conflicts += replan.conflicts - sum(len(a.conflicts) for a in (*backlog, *quiet))
+    outcome.conflicts += replan.conflicts - sum(len(a.conflicts) for a in hit)
     outcome.skipped += replan.skipped
-
-    def pushed(action: Action) -> bool:
-        return any(
-            (native := link.native(side)) is not None and native in touched[side]
-            for link in (action.link, action.previous)
-            if link is not None
-            for side in Side
-        )
-
-    busy = [a for a in replan.actions if a.writes]
-    first = [a for a in busy if pushed(a)]
-    rest = [a for a in busy if not pushed(a)]
+    first = [a for a in replan.actions if a.writes]
     return (
-        deque([*first, *rest]),
-        [a for a in replan.actions if not a.writes],
+        deque([*first, *(a for a in backlog if id(a) not in hit_ids)]),
+        [*(a for a in quiet if id(a) not in hit_ids), *(a for a in replan.actions if not a.writes)],
         moved,
         failures,
         len(first),
