@@ -21,6 +21,7 @@ for is the chunk in progress, whatever the backlog behind it).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import statistics
@@ -78,6 +79,24 @@ def _when(stamp: str) -> float:
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
     ordered = sorted(latencies)
     return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+
+
+def _where_the_time_went(stack: RunningStack, trace_id: str) -> str:
+    """The big session's calls to its peers, by name: how many, and the mean time from each
+    call's start to the next call's (spans carry their start only)."""
+    calls = [
+        s
+        for s in stack.receiver.trace(trace_id)
+        if s.service_name == "reconciler" and s.kind == "CLIENT"
+    ]
+    spent: dict[str, list[float]] = {}
+    for call, following in itertools.pairwise(calls):
+        name = call.name.rsplit("/", 1)[-1]
+        spent.setdefault(name, []).append(
+            (following.start_time_unix_nano - call.start_time_unix_nano) / 1e9
+        )
+    ranked = sorted(spent.items(), key=lambda item: -sum(item[1]))[:6]
+    return ", ".join(f"{n} {len(t)}x {statistics.mean(t):.2f} s" for n, t in ranked)
 
 
 def _make_backlog(sf: Any, prefix: str) -> None:
@@ -236,6 +255,8 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
         f"(target <= 3 s after the chunk in progress: p99 - 1 chunk = "
         f"{a99 - chunk_seconds:.2f} s)"
     )
+    if finished.get("traceId"):
+        print(f"  the big session's calls: {_where_the_time_went(stack, finished['traceId'])}")
     if hostage:
         print(
             f"  waiting for the big session's end instead (before): mean "
