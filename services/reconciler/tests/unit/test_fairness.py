@@ -23,6 +23,7 @@ from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
 from concord_reconciler.mirror.domain.hints import PendingPushes
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.sync import Side, Write, WriteResult
+from concord_reconciler.sessions.domain.runner import FINAL_ROUNDS, SyncPorts, sync_mailbox
 
 pytestmark = pytest.mark.unit
 
@@ -280,3 +281,44 @@ def test_a_push_that_cannot_be_listed_now_waits_for_the_next_session() -> None:
     following = world.sync()
     assert following.created == {Side.MAIL: 0, Side.CRM: 1}
     assert "saved-meanwhile" in world.names(world.crm)
+
+
+def test_a_push_during_the_last_chunk_is_served_by_the_same_session() -> None:
+    world = World()
+    mail, crm = world.sides()
+
+    def save_meeting() -> None:
+        world.mail.create({"name": "saved-meanwhile"})
+        world.hints.note(Side.MAIL)
+
+    mail.at[1] = save_meeting  # the backlog is one chunk of the session's batch size
+    ports = SyncPorts(mail, crm, world.store)
+    counts = asyncio.run(sync_mailbox("mb", [world.policy], ports, NOW, world.hints))
+    assert (counts.mail.created, counts.crm.created) == (BACKLOG, 1)
+    assert [k.kind for k in counts.kinds] == [KIND]
+    assert "saved-meanwhile" in world.names(world.crm)
+
+
+class EchoingSide(Watched):
+    """Every write to the mailbox comes back as a hint, as the mailbox's own notifications do."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.mail, world.log)
+        self.hints = world.hints
+        self.listings = 0
+
+    async def list_changes(self, kind: Kind, cursor: str):  # type: ignore[no-untyped-def]
+        self.listings += 1
+        self.hints.note(Side.MAIL)  # a hint always pending: only the bound ends the session
+        return await super().list_changes(kind, cursor)
+
+
+def test_hints_that_keep_coming_do_not_keep_the_session_going() -> None:
+    world = World()
+    mail = EchoingSide(world)
+    _, crm = world.sides()
+    counts = asyncio.run(
+        sync_mailbox("mb", [world.policy], SyncPorts(mail, crm, world.store), NOW, world.hints)
+    )
+    assert counts.mail.created == BACKLOG
+    assert mail.listings == 1 + FINAL_ROUNDS
