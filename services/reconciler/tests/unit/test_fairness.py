@@ -322,3 +322,22 @@ def test_hints_that_keep_coming_do_not_keep_the_session_going() -> None:
     )
     assert counts.mail.created == BACKLOG
     assert mail.listings == 1 + FINAL_ROUNDS
+
+
+def test_a_write_refused_for_now_does_not_stop_pushes_being_served() -> None:
+    world = World()
+    mail, crm = world.sides()
+    world.mail.fail_next = 1  # the backlog's first write is throttled: retried next session
+
+    def save_meeting() -> None:
+        world.mail.create({"name": "saved-meanwhile"})
+        world.hints.note(Side.MAIL)
+
+    mail.at[2] = save_meeting
+    outcome = world.sync(mail, crm)
+    assert world.chunk_of("saved-meanwhile") == 2
+    assert not outcome.cursors_committed
+    assert outcome.created == {Side.MAIL: BACKLOG - 1, Side.CRM: 1}
+    following = world.sync()
+    assert following.created == {Side.MAIL: 1, Side.CRM: 0}
+    assert world.names(world.mail) == world.names(world.crm)

@@ -134,6 +134,7 @@ async def sync_pair(
     # kept here rather than read again for every push.
     committed = {link.link_id: link for link in links}
     chunks = 0
+    lost = False
     # How many actions at the backlog's head a served push put there: they go in a chunk of
     # their own, so they wait for no backlog write.
     urgent = 0
@@ -141,7 +142,7 @@ async def sync_pair(
         # Between chunks: a push hint for this mailbox is served before the backlog goes on,
         # so a big session holds none of the mailbox's other changes hostage. Not after a lost
         # answer: its item may exist unlinked, and only the next session's recovery finds it.
-        if chunks and backlog and hints is not None and not blocked:
+        if chunks and backlog and hints is not None and not lost:
             hinted = hints.take()
             if hinted:
                 served = await _serve_push(
@@ -172,6 +173,9 @@ async def sync_pair(
                 mailbox_id, kind, batch, sides, store, outcome
             )
             blocked = blocked or retry
+            # A write refused for now (throttled, a version moved) is tried next session; a
+            # lost answer may have left an item the push's listing would take for a new one.
+            lost = lost or bool(unknown)
         # Every chunk commits its links (so a crash replays only what is left); the cursors
         # move only with the last, once every change they cover is applied.
         await store.commit(
