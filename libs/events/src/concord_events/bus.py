@@ -262,8 +262,12 @@ class EventBus:
         max_deliver: int = 5,
         ack_wait: float = 30.0,
         fetch_timeout: float = 1.0,
+        before_fetch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Process messages from a durable pull consumer until cancelled.
+
+        `before_fetch`, when given, is awaited before each fetch: a consumer that may not take
+        more work right now (all its slots busy) waits there instead of holding a message.
 
         Each message runs `handler` inside a CONSUMER span parented by the publisher's span.
         Success acks; `Retry` naks with its delay; `Reject` and unparseable messages are
@@ -283,6 +287,8 @@ class EventBus:
         )
         try:
             while True:
+                if before_fetch is not None:
+                    await before_fetch()
                 try:
                     messages = await subscription.fetch(batch=1, timeout=fetch_timeout)
                 except NatsTimeoutError:

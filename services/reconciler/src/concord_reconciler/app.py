@@ -78,6 +78,7 @@ class Reconciler:
             deadline_seconds=settings.session_deadline_seconds,
             busy_retry_seconds=settings.lease_busy_retry_seconds,
             concurrency=settings.session_concurrency,
+            long_after_seconds=settings.session_long_after_seconds,
             ack_wait_seconds=settings.session_ack_wait_seconds,
             tracer_provider=self.tracer_provider,
         )

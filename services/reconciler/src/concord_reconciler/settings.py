@@ -47,6 +47,9 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     session_ack_wait_seconds: float = Field(default=30.0, ge=1)
     # Sessions one replica runs at once (of different mailboxes: the lease serialises one mailbox).
     session_concurrency: int = Field(default=4, ge=1)
+    # A session running longer than this (a first sync) gives its slot to the next request,
+    # so other mailboxes are not held back; as many may run long at once as there are slots.
+    session_long_after_seconds: float = Field(default=2.0, gt=0)
     # The longest WaitSession waits, whatever the client asks.
     wait_session_max_seconds: float = Field(default=60.0, gt=0)
 

@@ -114,6 +114,8 @@ async def test_rows_come_from_the_mailboxes_and_their_session_history(store: Sql
     assert rows["busy"].interval == timedelta(minutes=10)
     assert rows["busy"].pending
     assert rows["busy"].queued_since is None  # running, not queued
+    assert rows["busy"].running
+    assert not rows["flaky"].running
 
 
 async def test_failures_count_only_after_the_mailbox_last_changed(store: SqlStore) -> None:

@@ -134,6 +134,12 @@ def test_a_session_queued_too_long_is_requeued() -> None:
     assert plan_tick([fresh, stale], NOW).requeued == ["m2"]
 
 
+def test_a_session_queued_behind_a_long_running_one_is_not_requeued() -> None:
+    """It waits for the mailbox's lease (a first sync runs for minutes), not for a message."""
+    behind = row(pending=True, running=True, queued_since=NOW - 3 * POLICY.requeue_after)
+    assert plan_tick([behind], NOW).requeued == []
+
+
 def test_the_policy_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SchedulePolicy(failures_before_back_off=0)

@@ -4,11 +4,17 @@ Crash safety comes from three rules (isync/mbsync's): an action's intent is jour
 its writes; every write carries the link id, so a side finds a replayed create instead of
 making a second copy; and links and cursors are committed only after the writes they cover,
 so a crash at any point replays the same changes against the same links.
+
+A big pair (a first sync) is written in chunks of `batch_size` actions, each committing its
+links, and between chunks it serves a push hint for its mailbox (`hints.py`): the hinted side
+is listed since the pair's listing and the rest of the backlog re-planned with it, the push's
+actions first, in a chunk of their own. The cursors still move once, with the last chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -17,7 +23,14 @@ from typing import Any, TypeVar
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.domain.echoes import known_versions, settled
-from concord_reconciler.mirror.domain.planner import Action, MergePlan, SyncPolicy, plan
+from concord_reconciler.mirror.domain.hints import PushHints
+from concord_reconciler.mirror.domain.planner import (
+    Action,
+    MergePlan,
+    SyncPolicy,
+    pairing_keys,
+    plan,
+)
 from concord_reconciler.mirror.domain.ports import Intent, ItemFailure, LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import (
     Change,
@@ -75,11 +88,12 @@ async def sync_pair(
     now: datetime,
     *,
     batch_size: int = BATCH_SIZE,
+    hints: PushHints | None = None,
 ) -> PairOutcome:
     kind = policy.kind
     sides = {Side.MAIL: mail, Side.CRM: crm}
     outcome = PairOutcome(kind=kind)
-    outcome.recovered, replayed = await _recover(mailbox_id, kind, sides, store)
+    outcome.recovered, replayed = await _recover(mailbox_id, kind, sides, store, batch_size)
 
     links = await store.load_links(mailbox_id, kind)
     # The link ids an item may already carry: every write Concord made is committed as its
@@ -118,47 +132,223 @@ async def sync_pair(
     outcome.conflicts = merge.conflicts
 
     blocked = False
-    committed: list[Link] = []
-    quiet = [a.link for a in merge.actions if not a.writes]
-    busy = [a for a in merge.actions if a.writes]
-    for start in range(0, len(busy), batch_size):
-        batch = busy[start : start + batch_size]
-        done, failures, retry, unknown = await _execute(
-            mailbox_id, kind, batch, sides, store, outcome, written
-        )
-        blocked = blocked or retry
-        last = start + batch_size >= len(busy)
-        committed.extend(done)
+    quiet = [a for a in merge.actions if not a.writes]
+    backlog = deque(a for a in merge.actions if a.writes)
+    # What was listed, by side and native id: a push served mid-pair re-plans the backlog's
+    # items from it, with the push's newer changes laid over.
+    seen = {side: {c.native_id: c for c in listed[side]} for side in Side}
+    # The links as committed so far (the chunks done are in them, the backlog's are not),
+    # kept here rather than read again for every push.
+    committed = {link.link_id: link for link in links}
+    chunks = 0
+    lost = False
+    # How many actions at the backlog's head a served push put there: they go in a chunk of
+    # their own, so they wait for no backlog write.
+    urgent = 0
+    while True:
+        # Between chunks: a push hint for this mailbox is served before the backlog goes on,
+        # so a big session holds none of the mailbox's other changes hostage. Not after a lost
+        # answer: its item may exist unlinked, and only the next session's recovery finds it.
+        if chunks and backlog and hints is not None and not lost:
+            hinted = hints.take()
+            if hinted:
+                served = await _serve_push(
+                    mailbox_id,
+                    policy,
+                    sides,
+                    hinted,
+                    next_cursors,
+                    seen,
+                    backlog,
+                    quiet,
+                    committed,
+                    now,
+                    outcome,
+                )
+                if served is not None:
+                    backlog, quiet, next_cursors, pushed_failures, urgent = served
+                    unreadable.extend(pushed_failures)
+        size = min(urgent, batch_size) if urgent else batch_size
+        urgent = 0
+        batch = [backlog.popleft() for _ in range(min(size, len(backlog)))]
+        last = not backlog
+        done: list[Link] = []
+        failures: list[ItemFailure] = []
+        unknown: set[str] = set()
+        if batch:
+            done, failures, retry, unknown = await _execute(
+                mailbox_id, kind, batch, sides, store, outcome, written
+            )
+            # Any write attempted may have put its link id into an item: a later create under
+            # that id (a push's re-plan) looks it up first.
+            written.update(a.link.link_id for a in batch)
+            blocked = blocked or retry
+            # A write refused for now (throttled, a version moved) is tried next session; a
+            # lost answer may have left an item the push's listing would take for a new one.
+            lost = lost or bool(unknown)
+        # Every chunk commits its links (so a crash replays only what is left); the cursors
+        # move only with the last, once every change they cover is applied.
         await store.commit(
             mailbox_id,
             kind,
-            [*done, *(quiet if last else [])],
+            [*done, *([a.link for a in quiet] if last else [])],
             [a.link.link_id for a in batch if a.link.link_id not in unknown],
             cursors=None if blocked or not last else next_cursors,
             failures=[*unreadable, *failures],
             retried=() if blocked or not last else retried,
         )
         unreadable = []
+        committed.update((link.link_id, link) for link in done)
+        chunks += 1
         if last:
             outcome.cursors_committed = not blocked
-            quiet = []
-    if not busy:
-        await store.commit(
-            mailbox_id,
-            kind,
-            quiet,
-            [],
-            cursors=next_cursors,
-            failures=unreadable,
-            retried=retried,
-        )
-        outcome.cursors_committed = True
-    wrote = [s for s in Side if outcome.created[s] + outcome.updated[s] + outcome.deleted[s]]
-    if outcome.cursors_committed and wrote:
-        await _absorb_own_writes(
-            mailbox_id, kind, {s: sides[s] for s in wrote}, store, links, committed, next_cursors
-        )
-    return outcome
+            wrote = [
+                s for s in Side if outcome.created[s] + outcome.updated[s] + outcome.deleted[s]
+            ]
+            if outcome.cursors_committed and wrote:
+                await _absorb_own_writes(
+                    mailbox_id,
+                    kind,
+                    {s: sides[s] for s in wrote},
+                    store,
+                    list(committed.values()),
+                    [],
+                    next_cursors,
+                )
+            return outcome
+
+
+async def _serve_push(
+    mailbox_id: str,
+    policy: SyncPolicy,
+    sides: dict[Side, SyncSide],
+    hinted: frozenset[Side],
+    cursors: dict[Side, str],
+    seen: dict[Side, dict[str, Change]],
+    backlog: deque[Action],
+    quiet: list[Action],
+    links: dict[str, Link],
+    now: datetime,
+    outcome: PairOutcome,
+) -> tuple[deque[Action], list[Action], dict[Side, str], list[ItemFailure], int] | None:
+    """List the hinted sides since the pair's listing and re-plan what they brought with the
+    backlog's actions it concerns; the push's actions go first.
+
+    Nothing is committed here: the pair's cursors, now past the push's changes, still move
+    only once every action is applied. None leaves the backlog as it was (the push is then
+    served by the next session): a cursor the side no longer accepts, or a guarded re-plan.
+    """
+    kind = policy.kind
+    delta: dict[Side, list[Change]] = {Side.MAIL: [], Side.CRM: []}
+    moved = dict(cursors)
+    failures: list[ItemFailure] = []
+    for side in sorted(hinted):
+        if not cursors.get(side):
+            continue  # the side listed nothing a cursor could follow: not a delta to serve
+        try:
+            listing = await _delta(
+                sides[side], kind, cursors[side], known_versions(links.values(), side)
+            )
+        except PeerError as error:
+            # The backlog goes on: a push the side cannot list now waits for the next session.
+            if not error.retryable:
+                raise
+            listing = None
+        if listing is None:
+            continue
+        delta[side], moved[side], side_failures = listing
+        failures.extend(side_failures)
+    if moved == cursors:
+        return None
+    outcome.mail_seen += len(delta[Side.MAIL])
+    outcome.crm_seen += len(delta[Side.CRM])
+    outcome.quarantined += len(failures)
+    for side in Side:
+        seen[side].update((c.native_id, c) for c in delta[side])
+    touched = {side: {c.native_id for c in delta[side]} for side in Side}
+    keys = {
+        key
+        for side in Side
+        for change in delta[side]
+        if change.snapshot is not None
+        for key in pairing_keys(mailbox_id, kind, side, change)
+    }
+
+    def affected(action: Action) -> bool:
+        """Whether the push concerns the action's items: it changed one of them, or brought
+        an item that could be paired with one (the same meeting made on both sides)."""
+        for link in (action.link, action.previous):
+            if link is None:
+                continue
+            for side in Side:
+                native = link.native(side)
+                if native is None:
+                    continue
+                if native in touched[side]:
+                    return True
+                listed = seen[side].get(native)
+                if (
+                    listed is not None
+                    and listed.snapshot is not None
+                    and keys.intersection(pairing_keys(mailbox_id, kind, side, listed))
+                ):
+                    return True
+        return False
+
+    # Only what the push concerns is planned again (the rest of the backlog stands as it was
+    # planned): the cost of a push is its delta's, not the backlog's.
+    hit = [a for a in (*backlog, *quiet) if affected(a)]
+    hit_ids = {id(a) for a in hit}
+    merged: dict[Side, dict[str, Change]] = {Side.MAIL: {}, Side.CRM: {}}
+    for action in hit:
+        for link in (action.link, action.previous):
+            for side in Side:
+                native = link.native(side) if link is not None else None
+                if native is not None and native in seen[side]:
+                    merged[side][native] = seen[side][native]
+    for side in Side:
+        merged[side].update((c.native_id, c) for c in delta[side])
+    replan = plan(
+        mailbox_id,
+        list(merged[Side.MAIL].values()),
+        list(merged[Side.CRM].values()),
+        list(links.values()),
+        policy,
+        now,
+    )
+    if replan.guarded:
+        return None
+    outcome.conflicts += replan.conflicts - sum(len(a.conflicts) for a in hit)
+    outcome.skipped += replan.skipped
+    first = [a for a in replan.actions if a.writes]
+    return (
+        deque([*first, *(a for a in backlog if id(a) not in hit_ids)]),
+        [*(a for a in quiet if id(a) not in hit_ids), *(a for a in replan.actions if not a.writes)],
+        moved,
+        failures,
+        len(first),
+    )
+
+
+async def _delta(
+    port: SyncSide, kind: Kind, cursor: str, known: Mapping[str, str]
+) -> tuple[list[Change], str, list[ItemFailure]] | None:
+    """The changes after `cursor`, or None when the side asks for a full listing (not a
+    delta: the next session does it, reconciled against the links)."""
+    changes: list[Change] = []
+    failures: list[ItemFailure] = []
+    for _ in range(MAX_PAGES):
+        # The chunks' own writes come back here: at the version their links hold, they are
+        # echoes, neither mapped nor planned again.
+        page = await port.list_changes(kind, cursor, known)
+        if page.full_resync_required:
+            return None
+        changes.extend(page.changes)
+        failures.extend(page.failures)
+        cursor = page.next_cursor
+        if not page.has_more:
+            return changes, cursor, failures
+    return None
 
 
 async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
@@ -276,7 +466,7 @@ async def _vanished(
 
 
 async def _recover(
-    mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore
+    mailbox_id: str, kind: Kind, sides: dict[Side, SyncSide], store: LinkStore, batch_size: int
 ) -> tuple[int, set[str]]:
     """Settle the intents a crash left behind, by looking each write's target up.
 
@@ -295,8 +485,14 @@ async def _recover(
         writes = [w for i in intents for w in i.writes if w.side is side]
         link_ids = sorted({w.link_id for w in writes if w.op is WriteOp.CREATE})
         natives = sorted({w.native_id for w in writes if w.native_id})
-        by_link[side] = dict(await port.find(kind, link_ids)) if link_ids else {}
-        by_native[side] = dict(await port.fetch(kind, natives)) if natives else {}
+        # Looked up a batch at a time: a big session that lost many answers leaves many
+        # intents, and one call for them all outlasted its deadline every time (the mailbox
+        # then failed every session and backed off for good).
+        by_link[side], by_native[side] = {}, {}
+        for start in range(0, len(link_ids), batch_size):
+            by_link[side].update(await port.find(kind, link_ids[start : start + batch_size]))
+        for start in range(0, len(natives), batch_size):
+            by_native[side].update(await port.fetch(kind, natives[start : start + batch_size]))
     adopted: list[Link] = []
     for intent in intents:
         link: Link | None = intent.link_after

@@ -37,6 +37,7 @@ __all__ = [
     "ConflictPolicy",
     "MergePlan",
     "SyncPolicy",
+    "pairing_keys",
     "plan",
 ]
 
@@ -276,7 +277,9 @@ def plan(
 # -- matching ------------------------------------------------------------------------------
 
 
-def _keys(mailbox_id: str, kind: Kind, side: Side, change: Change) -> list[str]:
+def pairing_keys(mailbox_id: str, kind: Kind, side: Side, change: Change) -> list[str]:
+    """What an unlinked item is paired with an item of the other side by: link ids, then
+    content (first-sync matching)."""
     snapshot = change.snapshot
     assert snapshot is not None
     keys = [f"link:{derive_link_id(mailbox_id, kind, side, change.native_id)}"]
@@ -296,7 +299,7 @@ def _matched(
     """
     index: dict[str, list[str]] = {}
     for native_id, change in unlinked[Side.CRM].items():
-        for key in _keys(mailbox_id, kind, Side.CRM, change):
+        for key in pairing_keys(mailbox_id, kind, Side.CRM, change):
             index.setdefault(key, []).append(native_id)
     taken: set[str] = set()
     pairs: list[tuple[Change | None, Change | None]] = []
@@ -304,7 +307,7 @@ def _matched(
         for native_id, change in unlinked[Side.MAIL].items():
             if any(m is not None and m.native_id == native_id for m, _ in pairs):
                 continue
-            keys = _keys(mailbox_id, kind, Side.MAIL, change)
+            keys = pairing_keys(mailbox_id, kind, Side.MAIL, change)
             keys = [k for k in keys if k.startswith("link:") == (rank == 0)]
             partner = next(
                 (c for k in keys for c in index.get(k, ()) if c not in taken),

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode, TracerProvider
 
@@ -24,12 +27,16 @@ from concord_events import (
     LeaseLost,
     LeaseStore,
     Retry,
+    crm_changed,
+    mail_changed,
     session_event,
     session_requested,
 )
 from concord_reconciler.kernel.errors import SessionFailure
 from concord_reconciler.kernel.names import parse_org_name
 from concord_reconciler.kernel.wire import timestamp
+from concord_reconciler.mirror.domain.hints import PendingPushes
+from concord_reconciler.mirror.domain.sync import Side
 from concord_reconciler.sessions.domain.model import SessionRecord
 from concord_reconciler.sessions.domain.ports import SessionStore
 from concord_reconciler.sessions.domain.runner import SyncEngine
@@ -140,12 +147,38 @@ class NatsSessionMessaging:
         return self.bus().watch(session_event(session_id, "*"))
 
 
+class _Slot:
+    """One fetch loop's claim on one of the replica's session slots."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self.held = False
+        # The session this loop runs ran long and gave its slot to another mailbox's.
+        self.aside = False
+
+    async def take(self) -> None:
+        if not self.held:
+            await self._slots.acquire()
+            self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+
 class SessionConsumer:
     """Runs requested sessions: the durable pull consumer `reconciler` on SESSIONS.
 
     For each request: skip it if the session is gone or over; take the mailbox lease (busy:
     retry later, the message stays queued); run the session under the span `sync.session`,
     whose parent is the request's publish (so the trace continues from the caller).
+
+    Fairness (issue #18): the replica runs `concurrency` sessions at once, and a session that
+    runs longer than `long_after_seconds` (a first sync of thousands of items) gives its slot
+    to the next request, so one mailbox's big session never holds another's small one back;
+    at most `max_long` sessions run long at once beside the `concurrency` others. While a
+    session runs, the push hints for its mailbox are heard and served between its chunks.
     """
 
     def __init__(
@@ -158,6 +191,8 @@ class SessionConsumer:
         busy_retry_seconds: float,
         concurrency: int = 1,
         ack_wait_seconds: float = 30.0,
+        long_after_seconds: float = 2.0,
+        max_long: int | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.bus = bus
@@ -171,15 +206,21 @@ class SessionConsumer:
         self.deadline_seconds = deadline_seconds
         self.busy_retry_seconds = busy_retry_seconds
         self.concurrency = concurrency
+        self.long_after_seconds = long_after_seconds
+        self.max_long = concurrency if max_long is None else max_long
+        self.running_long = 0
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._leases: LeaseStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._leases = await self.bus.leases()
-        for index in range(self.concurrency):
+        slots = asyncio.Semaphore(self.concurrency)
+        # One fetch loop per slot, and one more for each session that may run long: a loop
+        # whose session stood aside keeps running it, and another loop takes the slot.
+        for index in range(self.concurrency + self.max_long):
             self._tasks.append(
-                asyncio.create_task(self._consume(), name=f"session-consumer-{index}")
+                asyncio.create_task(self._consume(_Slot(slots)), name=f"session-consumer-{index}")
             )
 
     async def stop(self) -> None:
@@ -194,7 +235,7 @@ class SessionConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _consume(self) -> None:
+    async def _consume(self, slot: _Slot) -> None:
         while True:
             try:
                 # Unlimited deliveries: a request waits for a busy mailbox as long as it
@@ -204,15 +245,38 @@ class SessionConsumer:
                     CONSUMER,
                     ALL_SESSION_REQUESTS,
                     events_pb2.SessionRequested,
-                    self.handle,
+                    functools.partial(self._handle_in, slot),
                     max_deliver=-1,
                     ack_wait=self.ack_wait_seconds,
+                    before_fetch=slot.take,
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("session consumer stopped; restarting in %ss", RESTART_SECONDS)
                 await asyncio.sleep(RESTART_SECONDS)
+
+    async def _handle_in(
+        self, slot: _Slot, delivery: Delivery[events_pb2.SessionRequested]
+    ) -> None:
+        timer = asyncio.get_running_loop().call_later(
+            self.long_after_seconds, self._stand_aside, slot
+        )
+        try:
+            await self.handle(delivery)
+        finally:
+            timer.cancel()
+            if slot.aside:
+                slot.aside = False
+                self.running_long -= 1
+            slot.give_back()
+
+    def _stand_aside(self, slot: _Slot) -> None:
+        """The session ran long: its slot goes to the next request, if few enough stand aside."""
+        if slot.held and self.running_long < self.max_long:
+            slot.give_back()
+            slot.aside = True
+            self.running_long += 1
 
     async def handle(self, delivery: Delivery[events_pb2.SessionRequested]) -> None:
         request = delivery.message
@@ -251,17 +315,54 @@ class SessionConsumer:
             self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span,
         ):
             trace_id = format(span.get_span_context().trace_id, "032x")
-            result = await execute_session(
-                session.session_id,
-                store=self.store,
-                events=self.events,
-                engine=self.engine,
-                deadline_seconds=self.deadline_seconds,
-                trace_id=trace_id,
-            )
+            async with self._hints(session.mailbox_id, parse_org_name(org)) as hints:
+                result = await execute_session(
+                    session.session_id,
+                    store=self.store,
+                    events=self.events,
+                    engine=self.engine,
+                    deadline_seconds=self.deadline_seconds,
+                    trace_id=trace_id,
+                    hints=hints,
+                )
+                if hints.noted:
+                    span.set_attribute("concord.push_hints", hints.noted)
             if result is None:
                 span.set_attribute(attrs.OUTCOME, "skipped")
                 return
             span.set_attribute(attrs.OUTCOME, result.state.name.lower())
             if result.failure_code:
                 span.set_status(Status(StatusCode.ERROR, result.failure_code))
+
+    @contextlib.asynccontextmanager
+    async def _hints(self, mailbox_id: str, org_id: str) -> AsyncIterator[PendingPushes]:
+        """The push hints for the mailbox while its session runs (plain subscriptions, not
+        the scheduler's queue group: every hint reaches the replica running the session)."""
+        hints = PendingPushes()
+        mailbox = await self.store.get_mailbox(mailbox_id)
+        crm_user = mailbox.crm_user_id if mailbox is not None else ""
+
+        async def on_mail(msg: Msg) -> None:
+            hints.note(Side.MAIL)
+
+        async def on_crm(msg: Msg) -> None:
+            hint = events_pb2.CrmChanged()
+            with contextlib.suppress(DecodeError):
+                hint.ParseFromString(msg.data)
+            # Another user's records only, by the hint's own word: not this mailbox's.
+            mine = not hint.owner_ids or crm_user in hint.owner_ids
+            if not (mine or hint.everyone or hint.ids):
+                return
+            hints.note(Side.CRM)
+
+        client = self.bus.client
+        subscriptions = [
+            await client.subscribe(mail_changed(mailbox_id), cb=on_mail),
+            await client.subscribe(crm_changed(org_id), cb=on_crm),
+        ]
+        try:
+            yield hints
+        finally:
+            for subscription in subscriptions:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()

@@ -265,11 +265,14 @@ class ScheduleReader:
             }
             # Mailbox -> when its QUEUED session was requested (None: only a RUNNING one).
             pending: dict[str, int | None] = {}
+            running: set[str] = set()
             for box_id, state, request_us in await conn.execute(
                 select(sessions.c.mailbox_id, sessions.c.state, sessions.c.request_time_us).where(
                     sessions.c.state.in_(_PENDING), *of_mailbox
                 )
             ):
+                if state == SessionState.RUNNING:
+                    running.add(box_id)
                 if state == SessionState.QUEUED or box_id not in pending:
                     pending[box_id] = request_us if state == SessionState.QUEUED else None
             recent: dict[str, list[tuple[int, int, str, str, int | None]]] = {}
@@ -298,6 +301,7 @@ class ScheduleReader:
                     pending.get(box.mailbox_id),
                     recent.get(box.mailbox_id, []),
                     held.get(box.org_id),
+                    running=box.mailbox_id in running,
                 )
             )
         return rows
@@ -341,6 +345,8 @@ def _row(
     queued_us: int | None,
     recent: list[tuple[int, int, str, str, int | None]],
     org_held_until: datetime | None = None,
+    *,
+    running: bool = False,
 ) -> ScheduleRow:
     failures = 0
     for outcome, *_ in recent:
@@ -366,6 +372,7 @@ def _row(
             from_us(newest[4]) if newest and failures and newest[4] is not None else None
         ),
         org_held_until=org_held_until,
+        running=running,
     )
 
 

@@ -22,6 +22,7 @@ from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.hints import PushHints
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.ports import LinkStore, SyncSide
 from concord_reconciler.mirror.domain.sync import Side
@@ -102,18 +103,61 @@ def categories_of(mailbox: st.MailboxSettings) -> dict[Kind, str]:
 
 
 async def sync_mailbox(
-    mailbox_id: str, policies: Sequence[SyncPolicy], ports: SyncPorts, now: datetime
+    mailbox_id: str,
+    policies: Sequence[SyncPolicy],
+    ports: SyncPorts,
+    now: datetime,
+    hints: PushHints | None = None,
 ) -> SessionCounts:
-    """Sync every pair of a mailbox in turn; a pair the guard stops does not stop the others."""
-    outcomes: list[PairOutcome] = []
-    for policy in policies:
-        try:
-            outcomes.append(
-                await sync_pair(mailbox_id, policy, ports.mail, ports.crm, ports.links, now)
-            )
-        except PeerError as error:
-            raise SessionFailure.from_peer(error) from error
-    return counts_of(outcomes)
+    """Sync every pair of a mailbox in turn; a pair the guard stops does not stop the others.
+
+    A push hint heard meanwhile is served by the pair in progress between its chunks (its own
+    kind's delta); a change of another kind is listed when its pair's turn comes. A hint
+    still pending when the pairs are done (it came during a pair's last chunk) is served by
+    one more round of the pairs since their new cursors, not left to the next session.
+    """
+    outcomes: dict[Kind, PairOutcome] = {}
+    for round_ in range(1 + FINAL_ROUNDS):
+        if round_ and (hints is None or not hints.take()):
+            break
+        for policy in policies:
+            try:
+                outcome = await sync_pair(
+                    mailbox_id, policy, ports.mail, ports.crm, ports.links, now, hints=hints
+                )
+            except PeerError as error:
+                raise SessionFailure.from_peer(error) from error
+            if policy.kind in outcomes:
+                _add(outcomes[policy.kind], outcome)
+            else:
+                outcomes[policy.kind] = outcome
+    return counts_of(outcomes.values())
+
+
+# Rounds of the pairs after the first for hints still pending; bounded, as the session's own
+# writes come back as hints too.
+FINAL_ROUNDS = 2
+
+
+def _add(total: PairOutcome, more: PairOutcome) -> None:
+    """`more` (a later round of the same pair) counted into `total`."""
+    total.mail_seen += more.mail_seen
+    total.crm_seen += more.crm_seen
+    for mine, theirs in (
+        (total.created, more.created),
+        (total.updated, more.updated),
+        (total.deleted, more.deleted),
+        (total.errors, more.errors),
+    ):
+        for side in Side:
+            mine[side] += theirs[side]
+    total.conflicts += more.conflicts
+    total.quarantined += more.quarantined
+    total.skipped += more.skipped
+    total.guarded = total.guarded or more.guarded
+    total.guard_reason = total.guard_reason or more.guard_reason
+    total.recovered += more.recovered
+    total.cursors_committed = more.cursors_committed
 
 
 def _sides(done: Sequence[PairOutcome], which: Side) -> SideCounts:
@@ -159,6 +203,7 @@ async def run_session(
     engine: SyncEngine,
     policies: Sequence[SyncPolicy] = (),
     now: datetime | None = None,
+    hints: PushHints | None = None,
 ) -> SessionCounts:
     """Run one session; SessionFailure says why it could not finish.
 
@@ -167,7 +212,7 @@ async def run_session(
     mailbox_id = scope.mailbox.removeprefix("mailboxes/")
     ports = engine.ports(scope)
     counts = await sync_mailbox(
-        mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC)
+        mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC), hints
     )
     if ports.emails is None or res.OBJECT_KIND_EMAIL not in scope.kinds:
         return counts

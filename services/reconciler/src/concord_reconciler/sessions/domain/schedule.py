@@ -93,6 +93,9 @@ class ScheduleRow:
     pending: bool = False
     # When the mailbox's QUEUED session was requested, if it has one.
     queued_since: datetime | None = None
+    # A session of the mailbox is RUNNING: its QUEUED one waits for the lease, not for a
+    # lost message (a first sync runs for minutes).
+    running: bool = False
     # The newest session failed by a throttled peer, which asked not to be called before this.
     retry_not_before: datetime | None = None
     # A session of another mailbox of the org met an org-wide limit (ORG_WIDE_FAILURES): no
@@ -215,7 +218,11 @@ def plan_tick(
     """
     plan = TickPlan()
     for row in rows:
-        if row.queued_since is not None and row.queued_since + policy.requeue_after <= now:
+        if (
+            row.queued_since is not None
+            and not row.running
+            and row.queued_since + policy.requeue_after <= now
+        ):
             plan.requeued.append(row.mailbox_id)
         change = _state_change(row, policy)
         if change is not None:

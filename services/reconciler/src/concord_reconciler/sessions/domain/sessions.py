@@ -28,6 +28,7 @@ from concord_reconciler.mailboxes.domain.settings import (
     effective_mailbox_settings,
     synced_kinds,
 )
+from concord_reconciler.mirror.domain.hints import PushHints
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.ports import SessionEvents, SessionQueue, SessionStore
 from concord_reconciler.sessions.domain.runner import (
@@ -95,6 +96,7 @@ async def execute_session(
     deadline_seconds: float,
     trace_id: str = "",
     now: Clock = utcnow,
+    hints: PushHints | None = None,
 ) -> SessionRecord | None:
     """Run a requested session to its end and record it; None if there was nothing to run.
 
@@ -132,7 +134,7 @@ async def execute_session(
     try:
         scope = await _scope(running, mailbox, store)
         async with asyncio.timeout(deadline_seconds):
-            counts = await run_session(scope, engine, now=now())
+            counts = await run_session(scope, engine, now=now(), hints=hints)
     except SessionFailure as failure:
         return await _fail(running, mailbox, failure, store=store, events=events, now=now)
     except TimeoutError:
