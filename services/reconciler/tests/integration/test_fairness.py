@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -48,13 +48,15 @@ class Calendar:
         self.on_apply: Callable[[int], None] = lambda applies: None
         self.applies: list[tuple[str, ...]] = []
 
-    async def list_changes(self, kind: Kind, cursor: str) -> ChangePage:
+    async def list_changes(
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ) -> ChangePage:
         if kind != EVENT:
             return ChangePage([])
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        return await self.items.list_changes(kind, cursor)
+        return await self.items.list_changes(kind, cursor, known)
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         self.on_apply(len(self.applies))

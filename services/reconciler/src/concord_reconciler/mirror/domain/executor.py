@@ -9,6 +9,10 @@ A big pair (a first sync) is written in chunks of `batch_size` actions, each com
 links, and between chunks it serves a push hint for its mailbox (`hints.py`): the hinted side
 is listed since the pair's listing and the rest of the backlog re-planned with it, the push's
 actions first, in a chunk of their own. The cursors still move once, with the last chunk.
+After that, each side written is listed past Concord's own writes (`echoes.py`).
+
+The module is long because these steps share one pair's state (links committed so far, the
+backlog, the cursors, what was listed) and read best top to bottom as one sequence.
 """
 
 from __future__ import annotations
