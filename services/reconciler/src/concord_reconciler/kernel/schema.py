@@ -92,9 +92,9 @@ sessions = Table(
     # The schedule's reads of open sessions (QUEUED, RUNNING) and of a state's recent ones
     # (health's failures in 24 h, the retention's prune) read only those, not the history.
     Index("ix_sessions_state_end", "state", "end_time_us"),
-    # The org-hold read (sessions whose throttled peer's retry-after is still ahead): almost
-    # every row has none (NULL), which a range over the index skips.
-    Index("ix_sessions_retry_not_before", "retry_not_before_us"),
+    # The org-hold read (failed sessions whose throttled peer's retry-after is still ahead):
+    # almost every failed session has none (NULL), which the range over the index skips.
+    Index("ix_sessions_held", "state", "retry_not_before_us"),
     # At most one QUEUED session per mailbox: concurrent RequestSession calls (from any
     # replica) race on this index, and the loser coalesces with the winner's session.
     Index(

@@ -361,8 +361,8 @@ class ScheduleReader:
 
 def held_sessions(org_id: str | None, now: datetime) -> Select[str, int, int]:
     """The sessions failed by an org-wide limit whose retry-after is still ahead, with their
-    org (all orgs', or `org_id`'s): a range over ix_sessions_retry_not_before, which every
-    session without a retry-after (almost all) stays out of."""
+    org (all orgs', or `org_id`'s): a range over ix_sessions_held, which every session without
+    a retry-after (almost all) stays out of."""
     of_org = [mailboxes.c.org_id == org_id] if org_id is not None else []
     return (
         select(mailboxes.c.org_id, sessions.c.end_time_us, sessions.c.retry_not_before_us)
