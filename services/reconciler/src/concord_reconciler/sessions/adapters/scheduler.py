@@ -266,6 +266,14 @@ class ScheduleReader:
             .over(partition_by=sessions.c.mailbox_id, order_by=sessions.c.end_time_us.desc())
             .label("rank")
         )
+        # Each mailbox's newest completed session: the history the schedule needs is it and
+        # the failures since (the run the back-off counts), not every finished session.
+        completed = (
+            select(sessions.c.mailbox_id, func.max(sessions.c.end_time_us).label("end_us"))
+            .where(sessions.c.state == int(SessionState.COMPLETED), *of_mailbox)
+            .group_by(sessions.c.mailbox_id)
+            .subquery()
+        )
         history = (
             select(
                 sessions.c.mailbox_id,
@@ -277,9 +285,11 @@ class ScheduleReader:
                 newest,
             )
             .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
+            .outerjoin(completed, completed.c.mailbox_id == sessions.c.mailbox_id)
             .where(
                 sessions.c.state.in_(_FINISHED),
                 sessions.c.end_time_us > mailboxes.c.update_time_us,
+                or_(completed.c.end_us.is_(None), sessions.c.end_time_us >= completed.c.end_us),
                 *of_mailbox,
             )
             .subquery()
