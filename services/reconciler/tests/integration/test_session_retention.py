@@ -174,3 +174,38 @@ async def _plan(conn: AsyncConnection, query: Select[str, int, int]) -> str:
     explain = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
     rows = await conn.execute(text(explain + sql))
     return "\n".join(str(row[-1]) for row in rows)
+
+
+async def test_the_schedule_reads_the_newest_completed_session_and_the_failures_since(
+    engine: AsyncEngine,
+) -> None:
+    # The read takes each mailbox's newest completed session and the failed ones after it
+    # (not every finished session): what the back-off counts must come out the same.
+    for state, minutes in (
+        (SessionState.FAILED, 50),
+        (SessionState.COMPLETED, 40),
+        (SessionState.COMPLETED, 30),
+        (SessionState.FAILED, 20),
+        (SessionState.CANCELLED, 15),
+        (SessionState.FAILED, 10),
+    ):
+        await _add(engine, "busy", state, timedelta(minutes=minutes), code="PROVIDER_UNAVAILABLE")
+    for minutes in (30, 20):
+        await _add(engine, "quiet", SessionState.FAILED, timedelta(minutes=minutes), code="X")
+    async with engine.begin() as conn:
+        # The mailboxes changed before all of it (they were created just now).
+        await conn.execute(
+            text("UPDATE mailboxes SET update_time_us = :t"),
+            {"t": to_us(utcnow() - timedelta(hours=1))},
+        )
+    rows = {r.mailbox_id: r for r in await ScheduleReader(engine, timedelta(minutes=30)).rows()}
+
+    busy, quiet = rows["busy"], rows["quiet"]
+    assert busy.failures_in_row == 2
+    assert busy.last_outcome is SessionState.FAILED
+    assert busy.last_failure_code == "PROVIDER_UNAVAILABLE"
+    assert busy.last_end is not None
+    assert utcnow() - busy.last_end < timedelta(minutes=11)
+    # No completed session at all: every failure since the mailbox changed counts.
+    assert quiet.failures_in_row == 2
+    assert quiet.last_outcome is SessionState.FAILED

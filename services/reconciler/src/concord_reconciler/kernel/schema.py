@@ -95,6 +95,9 @@ sessions = Table(
     # The org-hold read (failed sessions whose throttled peer's retry-after is still ahead):
     # almost every failed session has none (NULL), which the range over the index skips.
     Index("ix_sessions_held", "state", "retry_not_before_us"),
+    # The schedule's history read: each mailbox's newest completed session and the finished
+    # ones since, by seeks per mailbox rather than through every finished session.
+    Index("ix_sessions_mailbox_state_end", "mailbox_id", "state", "end_time_us"),
     # At most one QUEUED session per mailbox: concurrent RequestSession calls (from any
     # replica) race on this index, and the loser coalesces with the winner's session.
     Index(

@@ -15,8 +15,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_index("ix_sessions_state_end", "sessions", ["state", "end_time_us"])
     op.create_index("ix_sessions_held", "sessions", ["state", "retry_not_before_us"])
+    op.create_index(
+        "ix_sessions_mailbox_state_end", "sessions", ["mailbox_id", "state", "end_time_us"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sessions_mailbox_state_end", table_name="sessions")
     op.drop_index("ix_sessions_held", table_name="sessions")
     op.drop_index("ix_sessions_state_end", table_name="sessions")

@@ -268,11 +268,15 @@ class ScheduleReader:
         )
         # Each mailbox's newest completed session: the history the schedule needs is it and
         # the failures since (the run the back-off counts), not every finished session.
+        # One seek per mailbox down ix_sessions_mailbox_state_end; so is the range that follows.
+        done = sessions.alias("done")
         completed = (
-            select(sessions.c.mailbox_id, func.max(sessions.c.end_time_us).label("end_us"))
-            .where(sessions.c.state == int(SessionState.COMPLETED), *of_mailbox)
-            .group_by(sessions.c.mailbox_id)
-            .subquery()
+            select(func.max(done.c.end_time_us))
+            .where(
+                done.c.mailbox_id == mailboxes.c.mailbox_id,
+                done.c.state == int(SessionState.COMPLETED),
+            )
+            .scalar_subquery()
         )
         history = (
             select(
@@ -285,11 +289,10 @@ class ScheduleReader:
                 newest,
             )
             .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
-            .outerjoin(completed, completed.c.mailbox_id == sessions.c.mailbox_id)
             .where(
                 sessions.c.state.in_(_FINISHED),
                 sessions.c.end_time_us > mailboxes.c.update_time_us,
-                or_(completed.c.end_us.is_(None), sessions.c.end_time_us >= completed.c.end_us),
+                sessions.c.end_time_us >= func.coalesce(completed, 0),
                 *of_mailbox,
             )
             .subquery()
