@@ -103,11 +103,12 @@ class ScheduleReader:
         """When a throttled peer allows the mailbox's next session, if its newest finished
         session says so or its org is held (they run for every push hint).
 
-        The org's hold reads the org's whole session history (no index leads there: tens of
-        ms at 5,000 mailboxes, benchmarks/test_bench_fleet.py), so a hint's check may take it
-        as read up to `org_hold_max_age` seconds ago: a hold set since lets one session start,
-        which crm-connector refuses at once, without a call to Salesforce; a hold lifted since
-        refuses a hint, as during the hold, and the schedule syncs the mailbox.
+        The org's hold is read through ix_sessions_held (a few ms at 5,000 mailboxes,
+        benchmarks/test_bench_fleet.py; tens of ms when it scanned the org's history), and a
+        hint's check may still take it as read up to `org_hold_max_age` seconds ago: a hold set
+        since lets one session start, which crm-connector refuses at once, without a call to
+        Salesforce; a hold lifted since refuses a hint, as during the hold, and the schedule
+        syncs the mailbox.
         """
         async with self.engine.connect() as conn:
             newest = (
@@ -619,8 +620,8 @@ class Scheduler:
                 log.info("orgs/%s: every mailbox syncs (%s)", org_id, hint.reason)
             if wanted is not None:
                 # Only the mailboxes the change concerns, read one by one: the whole schedule's
-                # read grows with every mailbox's session history (0.6 s of CPU for 5,000
-                # mailboxes of 25 sessions, benchmarks/test_bench_fleet.py), and a hint comes
+                # read grows with the mailboxes and their session history (0.2 s of CPU for
+                # 5,000 mailboxes of 25 sessions, benchmarks/test_bench_fleet.py), and a hint comes
                 # with every Salesforce change of the org — Concord's own writes' echoes too.
                 for mailbox_id in sorted(wanted):
                     await self._push(mailbox_id)
