@@ -121,13 +121,14 @@ class Reconciler:
 
 
 def schedule_policy(settings: ReconcilerSettings) -> SchedulePolicy:
-    """The scheduler's policy as the settings say (back-off, re-queue, answer retention)."""
+    """The scheduler's policy as the settings say (back-off, re-queue, retentions)."""
     return SchedulePolicy(
         failures_before_back_off=settings.back_off_after_failures,
         base_delay=timedelta(seconds=settings.back_off_base_seconds),
         max_delay=timedelta(seconds=settings.back_off_max_seconds),
         requeue_after=timedelta(seconds=settings.requeue_after_seconds),
         answer_retention=timedelta(seconds=settings.request_answer_retention_seconds),
+        session_retention=timedelta(seconds=settings.session_retention_seconds),
     )
 
 

@@ -68,3 +68,8 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     # pruned by the leading scheduler (every ten minutes): clients retry within minutes, and a
     # day covers one that was down a while without the table growing for ever.
     request_answer_retention_seconds: float = Field(default=86400.0, ge=60)
+    # Finished sessions (completed, failed, cancelled) are kept this long, then pruned by the
+    # leading scheduler (every ten minutes), except each mailbox's newest 25 (the schedule's
+    # back-off reads them; `concord sessions` and the dashboard show them): the schedule's
+    # reads grow with the history. At least a day: health counts the failures of the last 24 h.
+    session_retention_seconds: float = Field(default=7 * 86400.0, ge=86400)

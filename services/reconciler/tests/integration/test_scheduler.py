@@ -304,6 +304,23 @@ async def test_stored_request_answers_are_forgotten_after_their_retention(
     assert await store.get_response("SuspendMailbox", "new") == b"answer"
 
 
+async def test_the_leading_scheduler_prunes_finished_sessions_past_their_retention(
+    store: SqlStore, bus: EventBus
+) -> None:
+    # Nothing pruned them: the schedule's reads grew with every mailbox's whole history.
+    await add_mailbox(store, "old", update_time=utcnow() - timedelta(days=60))
+    week = 7 * 86400
+    history = [
+        await add_session(store, "old", SessionState.COMPLETED, ago=week + 3600 * (n + 1))
+        for n in range(30)
+    ]
+    await scheduler(bus, store).tick()
+    kept = {s.session_id for s in await store.list_sessions("old", after=None, limit=100)}
+    # The newest 25 stay, whatever their age (and the tick's own request).
+    assert {s.session_id for s in history[:25]} <= kept
+    assert not kept & {s.session_id for s in history[25:]}
+
+
 async def test_a_session_failed_by_a_throttled_peer_holds_the_mailbox_until_the_retry_after(
     store: SqlStore, bus: EventBus
 ) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
+from pydantic import ValidationError
 
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.app import schedule_policy
@@ -258,7 +259,13 @@ def test_the_newest_org_wide_failure_holds_unless_a_session_completed_after_it()
     assert org_holds(failures, completed) == {"acme": NOW + timedelta(minutes=5)}
 
 
-def test_the_retention_of_stored_answers_is_a_setting() -> None:
+def test_the_retentions_of_stored_answers_and_finished_sessions_are_settings() -> None:
     assert schedule_policy(ReconcilerSettings()).answer_retention == timedelta(days=1)
     hour = ReconcilerSettings(request_answer_retention_seconds=3600)
     assert schedule_policy(hour).answer_retention == timedelta(hours=1)
+    assert schedule_policy(ReconcilerSettings()).session_retention == timedelta(days=7)
+    day = ReconcilerSettings(session_retention_seconds=86400)
+    assert schedule_policy(day).session_retention == timedelta(days=1)
+    # Health counts the failures of the last 24 h: a shorter retention would lose some.
+    with pytest.raises(ValidationError):
+        ReconcilerSettings(session_retention_seconds=3600)

@@ -89,6 +89,15 @@ sessions = Table(
     # A peer throttled the session: no session of the mailbox before then (RetryInfo).
     Column("retry_not_before_us", BigInteger, nullable=True),
     Index("ix_sessions_mailbox_newest", "mailbox_id", "request_time_us", "session_id"),
+    # The schedule's reads of open sessions (QUEUED, RUNNING) and of a state's recent ones
+    # (health's failures in 24 h, the retention's prune) read only those, not the history.
+    Index("ix_sessions_state_end", "state", "end_time_us"),
+    # The org-hold read (failed sessions whose throttled peer's retry-after is still ahead):
+    # almost every failed session has none (NULL), which the range over the index skips.
+    Index("ix_sessions_held", "state", "retry_not_before_us"),
+    # The schedule's history read: each mailbox's newest completed session and the finished
+    # ones since, by seeks per mailbox rather than through every finished session.
+    Index("ix_sessions_mailbox_state_end", "mailbox_id", "state", "end_time_us"),
     # At most one QUEUED session per mailbox: concurrent RequestSession calls (from any
     # replica) race on this index, and the loser coalesces with the winner's session.
     Index(

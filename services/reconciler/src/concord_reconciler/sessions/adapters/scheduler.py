@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
@@ -56,6 +56,8 @@ __all__ = [
     "PUSH_QUEUE_GROUP",
     "ScheduleReader",
     "Scheduler",
+    "held_sessions",
+    "open_sessions",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,13 +71,17 @@ _HISTORY = 25
 
 _FINISHED = (int(SessionState.COMPLETED), int(SessionState.FAILED))
 _PENDING = (int(SessionState.QUEUED), int(SessionState.RUNNING))
+_DONE = (*_FINISHED, int(SessionState.CANCELLED))
 
 
 # How old an org's hold, as read, a push hint's check may take (see `held_until`).
 ORG_HOLD_MAX_AGE_SECONDS = 1.0
 
-# Stored request answers are pruned by the leading replica this often.
+# Stored request answers and finished sessions are pruned by the leading replica this often...
 PRUNE_EVERY = timedelta(minutes=10)
+# ...at most this many sessions per tick (a first prune of a long history goes on at the next
+# tick rather than stalling this one).
+PRUNE_BATCH = 5000
 
 
 class ScheduleReader:
@@ -97,11 +103,12 @@ class ScheduleReader:
         """When a throttled peer allows the mailbox's next session, if its newest finished
         session says so or its org is held (they run for every push hint).
 
-        The org's hold reads the org's whole session history (no index leads there: tens of
-        ms at 5,000 mailboxes, benchmarks/test_bench_fleet.py), so a hint's check may take it
-        as read up to `org_hold_max_age` seconds ago: a hold set since lets one session start,
-        which crm-connector refuses at once, without a call to Salesforce; a hold lifted since
-        refuses a hint, as during the hold, and the schedule syncs the mailbox.
+        The org's hold is read through ix_sessions_held (a few ms at 5,000 mailboxes,
+        benchmarks/test_bench_fleet.py; tens of ms when it scanned the org's history), and a
+        hint's check may still take it as read up to `org_hold_max_age` seconds ago: a hold set
+        since lets one session start, which crm-connector refuses at once, without a call to
+        Salesforce; a hold lifted since refuses a hint, as during the hold, and the schedule
+        syncs the mailbox.
         """
         async with self.engine.connect() as conn:
             newest = (
@@ -144,19 +151,9 @@ class ScheduleReader:
     async def _org_holds(self, conn: AsyncConnection, org_id: str | None) -> dict[str, datetime]:
         """Orgs (all, or `org_id`) held by a session failed by an org-wide limit whose
         retry-after is still ahead (see `org_holds`)."""
-        of_org = [mailboxes.c.org_id == org_id] if org_id is not None else []
         failures = [
             (org, from_us(end_us), from_us(until_us))
-            for org, end_us, until_us in await conn.execute(
-                select(mailboxes.c.org_id, sessions.c.end_time_us, sessions.c.retry_not_before_us)
-                .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
-                .where(
-                    sessions.c.state == int(SessionState.FAILED),
-                    sessions.c.failure_code.in_(sorted(ORG_WIDE_FAILURES)),
-                    sessions.c.retry_not_before_us > to_us(utcnow()),
-                    *of_org,
-                )
-            )
+            for org, end_us, until_us in await conn.execute(held_sessions(org_id, utcnow()))
         ]
         if not failures:
             return {}
@@ -221,6 +218,47 @@ class ScheduleReader:
             )
         return int(gone.rowcount or 0)
 
+    async def forget_sessions(self, before: datetime, now: datetime, keep: int = _HISTORY) -> int:
+        """Drop up to `PRUNE_BATCH` finished sessions that ended before `before`, but never a
+        mailbox's newest `keep` (the schedule's back-off counts them, and users see them) nor
+        one whose throttled peer's retry-after is still ahead; how many went."""
+        ended = func.coalesce(sessions.c.end_time_us, sessions.c.request_time_us)
+        ranked = (
+            select(
+                sessions.c.session_id,
+                ended.label("ended_us"),
+                sessions.c.retry_not_before_us,
+                func.row_number()
+                .over(
+                    partition_by=sessions.c.mailbox_id,
+                    order_by=(ended.desc(), sessions.c.session_id.desc()),
+                )
+                .label("rank"),
+            )
+            .where(sessions.c.state.in_(_DONE))
+            .subquery()
+        )
+        expired = (
+            select(ranked.c.session_id)
+            .where(
+                ranked.c.rank > keep,
+                ranked.c.ended_us < to_us(before),
+                or_(
+                    ranked.c.retry_not_before_us.is_(None),
+                    ranked.c.retry_not_before_us <= to_us(now),
+                ),
+            )
+            .limit(PRUNE_BATCH)
+        )
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(expired)).scalars())
+            if ids:
+                for start in range(0, len(ids), 500):
+                    await conn.execute(
+                        delete(sessions).where(sessions.c.session_id.in_(ids[start : start + 500]))
+                    )
+        return len(ids)
+
     async def rows(self, only: str | None = None) -> list[ScheduleRow]:
         """Every mailbox's row, or only mailbox `only`'s (for its dashboard)."""
         of_mailbox = [sessions.c.mailbox_id == only] if only is not None else []
@@ -228,6 +266,18 @@ class ScheduleReader:
             func.row_number()
             .over(partition_by=sessions.c.mailbox_id, order_by=sessions.c.end_time_us.desc())
             .label("rank")
+        )
+        # Each mailbox's newest completed session: the history the schedule needs is it and
+        # the failures since (the run the back-off counts), not every finished session.
+        # One seek per mailbox down ix_sessions_mailbox_state_end; so is the range that follows.
+        done = sessions.alias("done")
+        completed = (
+            select(func.max(done.c.end_time_us))
+            .where(
+                done.c.mailbox_id == mailboxes.c.mailbox_id,
+                done.c.state == int(SessionState.COMPLETED),
+            )
+            .scalar_subquery()
         )
         history = (
             select(
@@ -243,11 +293,20 @@ class ScheduleReader:
             .where(
                 sessions.c.state.in_(_FINISHED),
                 sessions.c.end_time_us > mailboxes.c.update_time_us,
+                sessions.c.end_time_us >= func.coalesce(completed, 0),
                 *of_mailbox,
             )
             .subquery()
         )
-        chosen = select(mailboxes)
+        # The newest request of each mailbox: one seek per mailbox down its index (a grouped
+        # max over the sessions read every mailbox's whole history).
+        last_request = (
+            select(func.max(sessions.c.request_time_us))
+            .where(sessions.c.mailbox_id == mailboxes.c.mailbox_id)
+            .scalar_subquery()
+            .label("last_request_us")
+        )
+        chosen = select(mailboxes, last_request)
         if only is not None:
             chosen = chosen.where(mailboxes.c.mailbox_id == only)
         async with self.engine.connect() as conn:
@@ -255,22 +314,10 @@ class ScheduleReader:
             held = await self._org_holds(conn, boxes[0].org_id if only and boxes else None)
             org_rows = await conn.execute(select(org_settings.c.org_id, org_settings.c.settings))
             intervals = {org_id: _interval(blob) for org_id, blob in org_rows}
-            last_request: dict[str, int] = {
-                box_id: request_us
-                for box_id, request_us in await conn.execute(
-                    select(sessions.c.mailbox_id, func.max(sessions.c.request_time_us))
-                    .where(*of_mailbox)
-                    .group_by(sessions.c.mailbox_id)
-                )
-            }
             # Mailbox -> when its QUEUED session was requested (None: only a RUNNING one).
             pending: dict[str, int | None] = {}
             running: set[str] = set()
-            for box_id, state, request_us in await conn.execute(
-                select(sessions.c.mailbox_id, sessions.c.state, sessions.c.request_time_us).where(
-                    sessions.c.state.in_(_PENDING), *of_mailbox
-                )
-            ):
+            for box_id, state, request_us in await conn.execute(open_sessions(only)):
                 if state == SessionState.RUNNING:
                     running.add(box_id)
                 if state == SessionState.QUEUED or box_id not in pending:
@@ -296,7 +343,7 @@ class ScheduleReader:
                     MailboxState(box.state),
                     from_us(box.update_time_us),
                     interval,
-                    last_request.get(box.mailbox_id),
+                    box.last_request_us,
                     box.mailbox_id in pending,
                     pending.get(box.mailbox_id),
                     recent.get(box.mailbox_id, []),
@@ -324,6 +371,32 @@ class ScheduleReader:
                 )
             )
         return bool(result.rowcount)
+
+
+def held_sessions(org_id: str | None, now: datetime) -> Select[str, int, int]:
+    """The sessions failed by an org-wide limit whose retry-after is still ahead, with their
+    org (all orgs', or `org_id`'s): a range over ix_sessions_held, which every session without
+    a retry-after (almost all) stays out of."""
+    of_org = [mailboxes.c.org_id == org_id] if org_id is not None else []
+    return (
+        select(mailboxes.c.org_id, sessions.c.end_time_us, sessions.c.retry_not_before_us)
+        .join(mailboxes, mailboxes.c.mailbox_id == sessions.c.mailbox_id)
+        .where(
+            sessions.c.retry_not_before_us > to_us(now),
+            sessions.c.state == int(SessionState.FAILED),
+            sessions.c.failure_code.in_(sorted(ORG_WIDE_FAILURES)),
+            *of_org,
+        )
+    )
+
+
+def open_sessions(only: str | None = None) -> Select[str, int, int]:
+    """The QUEUED and RUNNING sessions (all mailboxes', or `only`'s): ix_sessions_state_end
+    leads to them, not through the finished history."""
+    of_mailbox = [sessions.c.mailbox_id == only] if only is not None else []
+    return select(sessions.c.mailbox_id, sessions.c.state, sessions.c.request_time_us).where(
+        sessions.c.state.in_(_PENDING), *of_mailbox
+    )
 
 
 def _interval(blob: bytes) -> timedelta | None:
@@ -451,7 +524,11 @@ class Scheduler:
             forgotten = await self.reader.forget_answers(now - self.policy.answer_retention)
             if forgotten:
                 log.info("forgot %d stored request answers past their retention", forgotten)
-            self._next_prune = now + PRUNE_EVERY
+            pruned = await self.reader.forget_sessions(now - self.policy.session_retention, now)
+            if pruned:
+                log.info("forgot %d finished sessions past their retention", pruned)
+            # A full batch: more are due (a first prune of a long history); the next tick goes on.
+            self._next_prune = now if pruned >= PRUNE_BATCH else now + PRUNE_EVERY
         return plan
 
     async def _lead(self) -> None:
@@ -543,8 +620,8 @@ class Scheduler:
                 log.info("orgs/%s: every mailbox syncs (%s)", org_id, hint.reason)
             if wanted is not None:
                 # Only the mailboxes the change concerns, read one by one: the whole schedule's
-                # read grows with every mailbox's session history (0.6 s of CPU for 5,000
-                # mailboxes of 25 sessions, benchmarks/test_bench_fleet.py), and a hint comes
+                # read grows with the mailboxes and their session history (0.2 s of CPU for
+                # 5,000 mailboxes of 25 sessions, benchmarks/test_bench_fleet.py), and a hint comes
                 # with every Salesforce change of the org — Concord's own writes' echoes too.
                 for mailbox_id in sorted(wanted):
                     await self._push(mailbox_id)

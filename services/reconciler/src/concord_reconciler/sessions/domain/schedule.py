@@ -58,6 +58,9 @@ class SchedulePolicy:
     # Clients retry within seconds to minutes; a day covers a caller that was down a while,
     # and the table no longer grows for ever (a 20 MiB answer once stayed there).
     answer_retention: timedelta = timedelta(days=1)
+    # How long finished sessions are kept (each mailbox's newest few stay whatever their age):
+    # the schedule's reads grow with the history, which nothing pruned before (issue #18).
+    session_retention: timedelta = timedelta(days=7)
 
     def __post_init__(self) -> None:
         if self.failures_before_back_off < 1:
