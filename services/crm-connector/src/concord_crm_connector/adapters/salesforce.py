@@ -930,31 +930,7 @@ def _query_all(sf: SalesforceClient, query: str) -> list[dict[str, Any]]:
 
 def _query_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str, Any]]:
     """SOQL queries of at most 2,000 rows each, in one Composite call (one API call)."""
-    version = sf.sf_version
-    answer = sf.restful(
-        "composite",
-        method="POST",
-        json={
-            "allOrNone": False,
-            "compositeRequest": [
-                {
-                    "method": "GET",
-                    "url": f"/services/data/v{version}/query?{urlencode({'q': q})}",
-                    "referenceId": f"q{number}",
-                }
-                for number, q in enumerate(queries)
-            ],
-        },
-    )
-    rows: list[dict[str, Any]] = []
-    for response in (answer or {}).get("compositeResponse", []):
-        status = int(response.get("httpStatusCode", 500))
-        if status >= 500:
-            raise _Transient(rest_errors(response.get("body")))
-        if status >= 300:
-            raise _Rejected(rest_errors(response.get("body")))
-        rows.extend((response.get("body") or {}).get("records", []))
-    return rows
+    return _composite_gets(sf, "query", queries, "records")
 
 
 def _search_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str, Any]]:
@@ -962,6 +938,13 @@ def _search_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str,
     if len(queries) == 1:
         answer = sf.search(queries[0]) or {}
         return list(answer.get("searchRecords", []))
+    return _composite_gets(sf, "search", queries, "searchRecords")
+
+
+def _composite_gets(
+    sf: SalesforceClient, resource: str, queries: Sequence[str], rows_key: str
+) -> list[dict[str, Any]]:
+    """GET `resource?q=` for each query in one Composite call; the rows of all, in order."""
     version = sf.sf_version
     answer = sf.restful(
         "composite",
@@ -971,8 +954,8 @@ def _search_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str,
             "compositeRequest": [
                 {
                     "method": "GET",
-                    "url": f"/services/data/v{version}/search?{urlencode({'q': q})}",
-                    "referenceId": f"s{number}",
+                    "url": f"/services/data/v{version}/{resource}?{urlencode({'q': q})}",
+                    "referenceId": f"{resource[0]}{number}",
                 }
                 for number, q in enumerate(queries)
             ],
@@ -985,7 +968,7 @@ def _search_many(sf: SalesforceClient, queries: Sequence[str]) -> list[dict[str,
             raise _Transient(rest_errors(response.get("body")))
         if status >= 300:
             raise _Rejected(rest_errors(response.get("body")))
-        rows.extend((response.get("body") or {}).get("searchRecords", []))
+        rows.extend((response.get("body") or {}).get(rows_key, []))
     return rows
 
 
