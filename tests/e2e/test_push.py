@@ -72,7 +72,9 @@ def test_a_salesforce_edit_reaches_the_mailbox_on_its_own(stack: RunningStack) -
     Pub/Sub API), crm-connector hints its owner's mailbox, the scheduler runs a session."""
     account = demo_mailbox(stack)
     sf = demo_org(stack)
-    assert stack.concord("sync", "demo", "--wait").returncode == 0
+    # A session of a stack just started may meet a peer past its deadline (a cold EWS
+    # connection on a loaded machine) and fail, to be tried again: this test needs one done.
+    eventually(lambda: stack.concord("sync", "demo", "--wait").returncode == 0, within=90, every=1)
     log = stack.var_dir / "log" / "crm-connector.log"
     eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
     subject = f"from-salesforce-{uuid.uuid4().hex[:8]}"
@@ -103,7 +105,9 @@ def test_changes_made_while_crm_connector_is_killed_reach_the_mailbox_after_its_
     stack = fresh_stack
     account = demo_mailbox(stack)
     sf = demo_org(stack)
-    assert stack.concord("sync", "demo", "--wait").returncode == 0
+    # A session of a stack just started may meet a peer past its deadline (a cold EWS
+    # connection on a loaded machine) and fail, to be tried again: this test needs one done.
+    eventually(lambda: stack.concord("sync", "demo", "--wait").returncode == 0, within=90, every=1)
     log = stack.var_dir / "log" / "crm-connector.log"
     eventually(lambda: "-> streaming" in log.read_text(errors="replace"), within=60)
     assert _change_stream(stack)["state"] == "CHANGE_STREAM_STATE_STREAMING"

@@ -5,6 +5,10 @@ killed while holding it frees it by expiry). Every replica turns push hints into
 requests through a queue-group subscription, so each hint reaches one replica. Requests
 coalesce in the store (at most one QUEUED session per mailbox), so a burst of hints, or two
 replicas racing, give at most the running session and one queued behind it.
+
+The module is long because the schedule's reads and writes (open sessions, back-off, holds,
+retention) are SQL against one sessions table, kept beside the loop that runs them so the
+indexes they rely on (r0007) are read with the queries.
 """
 
 from __future__ import annotations
