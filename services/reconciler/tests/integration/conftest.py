@@ -90,6 +90,16 @@ class Reconciler:
 
 
 @pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """The session store over a migrated SQLite file (modules that test more stores override
+    it)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
+    await migrate(engine, MIGRATIONS)
+    yield SqlStore(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}"
 

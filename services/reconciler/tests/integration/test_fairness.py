@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +23,10 @@ from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 from concord_reconciler.sessions.domain.sessions import request_session
-from concord_store import create_engine, migrate
 from concord_testing import NatsServer
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = "concord_reconciler.migrations"
 EVENT = res.OBJECT_KIND_CALENDAR_ITEM
 
 
@@ -88,14 +85,6 @@ class Mailboxes:
     def ports(self, scope: SessionScope) -> SyncPorts:
         mail, crm = self.sides[scope.mailbox.removeprefix("mailboxes/")]
         return SyncPorts(mail, crm, self.links)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
-    await migrate(engine, MIGRATIONS)
-    yield SqlStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from google.protobuf import duration_pb2
@@ -29,21 +28,11 @@ from concord_reconciler.sessions.adapters.scheduler import Scheduler, ScheduleRe
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.schedule import SchedulePolicy, StateChange
-from concord_store import create_engine, migrate
 from concord_testing import NatsServer
 
 pytestmark = pytest.mark.integration
 
-MIGRATIONS = "concord_reconciler.migrations"
 DEFAULT = timedelta(minutes=30)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
-    await migrate(engine, MIGRATIONS)
-    yield SqlStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from nats.aio.msg import Msg
@@ -26,7 +25,6 @@ from concord_reconciler.sessions.adapters.scheduler import Scheduler, ScheduleRe
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
 from concord_reconciler.sessions.domain.schedule import ScheduleRow
-from concord_store import create_engine, migrate
 from concord_testing import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -43,14 +41,6 @@ class CountingReader(ScheduleReader):
         if only is None:
             self.whole_reads += 1
         return await super().rows(only)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}")
-    await migrate(engine, "concord_reconciler.migrations")
-    yield SqlStore(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
