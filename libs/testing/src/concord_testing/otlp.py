@@ -27,6 +27,7 @@ class ReceivedSpan:
     attributes: dict[str, Any] = field(default_factory=dict)
     status: str = "UNSET"
     start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0
     status_message: str = ""
     # Span events (exceptions recorded on the span among them): name and attributes.
     events: tuple[tuple[str, dict[str, Any]], ...] = ()
@@ -61,6 +62,7 @@ def _spans(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterable[Rec
                         "STATUS_CODE_"
                     ),
                     start_time_unix_nano=span.start_time_unix_nano,
+                    end_time_unix_nano=span.end_time_unix_nano,
                     status_message=span.status.message,
                     events=tuple(
                         (event.name, {kv.key: _value(kv.value) for kv in event.attributes})
