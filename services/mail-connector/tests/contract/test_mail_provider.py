@@ -309,11 +309,17 @@ async def listing(
     token: str = "",
     kind: Kind = Kind.CALENDAR_ITEM,
     include_content: bool = False,
+    refs_only: bool = False,
 ) -> tuple[list[r.MailChange], str]:
     changes: list[r.MailChange] = []
     while True:
         page = await h.provider.list_changes(
-            mailbox, kind, Cursor(kind.value, token), 2, include_content=include_content
+            mailbox,
+            kind,
+            Cursor(kind.value, token),
+            2,
+            include_content=include_content,
+            refs_only=refs_only,
         )
         assert not page.full_resync_required
         changes += page.changes
@@ -331,6 +337,24 @@ async def test_cursor_round_trip(harness: Harness) -> None:
         await listing(harness, mailbox, token) == ([], token)
         or (await listing(harness, mailbox, token))[0] == []
     )
+
+
+async def test_a_listing_of_references_names_each_write_at_the_version_it_answered(
+    harness: Harness,
+) -> None:
+    """Issue #18: what a caller expecting its own writes back relies on. Listed for references
+    only, every upsert carries the id and version its write answered (with or without its
+    item), and the cursor reached lists nothing more."""
+    mailbox = harness.new_mailbox()
+    _, token = await listing(harness, mailbox)
+    results = await harness.provider.apply_items(
+        mailbox, [create(f"l{n}", f"s{n}") for n in range(3)]
+    )
+    written = sorted((x.ref.native_id, x.ref.version) for x in results if x.ref is not None)
+    assert len(written) == 3
+    changes, after = await listing(harness, mailbox, token, refs_only=True)
+    assert sorted((c.ref.native_id, c.ref.version) for c in changes) == written
+    assert (await listing(harness, mailbox, after, refs_only=True))[0] == []
 
 
 async def test_create_update_delete_are_listed_in_pages(harness: Harness) -> None:

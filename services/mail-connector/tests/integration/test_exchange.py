@@ -871,3 +871,30 @@ async def test_reading_a_poison_item_by_reference_fails_that_item_alone(ews: Ews
     [failed] = got.failures
     assert failed.ref.native_id == poison_id
     assert failed.problem.reason == "CONVERSION_FAILED"
+
+
+async def test_a_listing_of_references_reads_no_item(ews: Ews) -> None:
+    """Issue #18: a caller expecting its own writes back (the reconciler after a batch) lists
+    references only. EWS lists them by id and ChangeKey alone: the server reads no item and
+    exchangelib parses none, so even an item it could not parse comes as a plain reference,
+    its version the ChangeKey a write answered."""
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    start = await ews.changes(mailbox)
+    [written] = await ews.apply(mailbox, create("mine", meeting("written by Concord")))
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
+    refs = await ews.stub.ListChanges(
+        pb.ListChangesRequest(
+            mailbox=mailbox, kind=CALENDAR, cursor=start.next_cursor, include_items=False
+        )
+    )
+    assert [(c.ref.native_id, c.HasField("item"), c.HasField("problem")) for c in refs.changes] == [
+        (written.ref.native_id, False, False),
+        (poison_id, False, False),
+    ]
+    assert refs.changes[0].ref.version == written.ref.version
+    # The same cursor listed with items reads them (and quarantines the one it cannot parse).
+    full = await ews.changes(mailbox, start.next_cursor.token)
+    assert [c.HasField("problem") for c in full.changes] == [False, True]
+    # Both cursors stand at the same point: nothing new after either.
+    assert list((await ews.changes(mailbox, refs.next_cursor.token)).changes) == []

@@ -79,6 +79,7 @@ class EchoAdapter:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
+        refs_only: bool = False,
     ) -> ProviderChangePage:
         self.secrets.append(mailbox.secret)
         return page(Cursor(cursor.collection, cursor.token + "+1"), has_more=True)

@@ -633,8 +633,8 @@ async def test_a_salesforce_edit_made_while_concords_update_is_in_flight_is_a_he
     ).session
     assert raced.counts.crm.updated == 0, raced.counts
     assert len(stack.events(subject + " (salesforce)")) == 1
-    held = await stack.session(mailbox_id)
-    assert held.counts.conflicts == 1, held.counts
+    # The next session sees both edits (or a push's session did so first, on a loaded machine).
+    await stack.session(mailbox_id)
     (conflict,) = (
         await stack.reconciler.ListConflicts(
             api.ListConflictsRequest(parent=f"mailboxes/{mailbox_id}")

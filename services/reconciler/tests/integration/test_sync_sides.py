@@ -37,7 +37,7 @@ from concord_reconciler.mirror.adapters.peers import (
     GrpcMapping,
 )
 from concord_reconciler.mirror.adapters.sync_sides import SessionMapping
-from concord_reconciler.mirror.domain.sync import Side, Write, WriteOp, content_hash
+from concord_reconciler.mirror.domain.sync import Side, Write, WriteOp
 from concord_rpc import Unavailable
 from concord_store import create_engine, migrate
 from concord_testing import serving_in_process
@@ -420,35 +420,14 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
     assert delete.operation == mail.MAIL_WRITE_OPERATION_DELETE
     assert "e8" not in peers.mail.items
     assert all(r.ok for r in results)
-    # What the mailbox stored (it trimmed the location) is what the link remembers, so the
-    # next listing of the item is no edit.
-    stored = content_hash({**full, "Location": "Room 2", "OwnerId": OWNER})
+    # The link keeps the version each write answered (the next listing knows the item by it
+    # as Concord's own) and, with no hash of the mailbox's own form, the fields written: the
+    # items are not read back (only the unshare reads its item's categories first).
     created = peers.mail.items["n-L1"]
-    assert (results[0].hash, results[0].version) == (stored, created.ref.version)
-    assert results[1].hash == stored
-
-
-async def test_an_edit_between_a_mail_write_and_its_read_back_is_not_taken_for_the_write(
-    peers: Peers,
-) -> None:
-    peers.mail.add(meeting("e2", "Review", link_id="L2"))
-    full = {"Subject": "Review", "Location": "Room 2", "StartDateTime": "2030-03-04T09:00:00Z"}
-    reading = peers.mail_client.get_items
-
-    async def edited_first(*args: Any, **kwargs: Any) -> Any:
-        # The user moves the meeting again right after Concord's write landed.
-        edited = peers.mail.items["e2"]
-        edited.calendar_item.location = "Room 9"
-        edited.ref.version = "ck-user"
-        return await reading(*args, **kwargs)
-
-    peers.mail_client.get_items = edited_first  # type: ignore[method-assign]
-    write = Write(Side.MAIL, WriteOp.UPDATE, "L2", "e2", "ck-e2", {"Location": "Room 2"}, full=full)
-    (result,) = await peers.mail_side().apply(EVENT, [write])
-    assert result.ok
-    # The version the write answered, never the user's: the next listing is that edit.
-    assert result.version not in ("", "ck-user")
-    assert result.hash == ""
+    assert (results[0].hash, results[0].version) == ("", created.ref.version)
+    assert (results[1].hash, results[1].version) == ("", peers.mail.items["e2"].ref.version)
+    read = [ref.native_id for r in peers.mail.received("GetItems") for ref in r.refs]
+    assert read == ["e7"]
 
 
 class InFlight:
@@ -624,3 +603,54 @@ async def test_items_listed_at_the_version_their_link_holds_are_echoes_never_map
     assert (list(mail_page.echoes), list(crm_page.echoes)) == (["e1"], ["00U1"])
     assert (mail_page.changes, crm_page.changes) == ([], [])
     assert counting.calls == []
+
+
+async def test_after_a_write_a_delta_is_listed_by_reference_first(peers: Peers) -> None:
+    """Issue #18: once the session wrote items of a kind, most of a delta is those writes
+    coming back; their references alone prove it, and only a page holding anything else is
+    listed again in full, from the same cursor."""
+    side = peers.mail_side()
+    # Before any write, a delta is listed with its items, as always.
+    peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(meeting("e0", "A"))]))
+    await side.list_changes(EVENT, "c0", {"e0": "ck-old"})
+    assert [r.include_items for r in peers.mail.received("ListChanges")] == [True]
+
+    fields = {"Subject": "Review", "StartDateTime": "2030-03-04T09:00:00Z"}
+    (created,) = await side.apply(EVENT, [Write(Side.MAIL, WriteOp.CREATE, "L1", fields=fields)])
+    native, version = created.native_id, created.version
+    known = {native: version, "e2": "ck-e2"}
+    listed = peers.mail.received("ListChanges")
+    # Echoes and a removal: the page of references is the page.
+    echoed = meeting(native, "Review")
+    echoed.ref.version = version
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(
+            changes=[
+                _upsert(echoed),
+                res.MailChange(type=res.CHANGE_TYPE_DELETE, ref=res.ItemRef(native_id="e9")),
+            ],
+            next_cursor=res.Cursor(token="c2"),
+        )
+    )
+    page = await side.list_changes(EVENT, "c1", known)
+    assert (list(page.echoes), [c.native_id for c in page.changes]) == ([native], ["e9"])
+    assert page.next_cursor == "c2"
+    asked = peers.mail.received("ListChanges")[len(listed) :]
+    assert [(r.include_items, r.cursor.token) for r in asked] == [(False, "c1")]
+
+    # An edit among the echoes: that page is listed again, in full, from the same cursor.
+    edited = meeting("e2", "Review (moved)")
+    edited.ref.version = "ck-user"
+    full_page = mail.ListChangesResponse(
+        changes=[_upsert(echoed), _upsert(edited)], next_cursor=res.Cursor(token="c3")
+    )
+    peers.mail.change_pages.extend([full_page, full_page])
+    listed = peers.mail.received("ListChanges")
+    page = await side.list_changes(EVENT, "c2", known)
+    asked = peers.mail.received("ListChanges")[len(listed) :]
+    assert [(r.include_items, r.cursor.token) for r in asked] == [(False, "c2"), (True, "c2")]
+    assert list(page.echoes) == [native]
+    (change,) = page.changes
+    assert change.native_id == "e2"
+    assert change.snapshot is not None
+    assert change.snapshot.fields["Subject"] == "Review (moved)"

@@ -81,7 +81,17 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
     ) -> mail.ListChangesResponse:
         self._enter("ListChanges", request)
         if self.change_pages:
-            return self.change_pages.pop(0)
+            page = self.change_pages.pop(0)
+            if request.include_items:
+                return page
+            # References only, as the connector answers: an upsert keeps its ref, not its item.
+            bare = mail.ListChangesResponse()
+            bare.CopyFrom(page)
+            for change in bare.changes:
+                if not change.ref.native_id:
+                    change.ref.CopyFrom(change.item.ref)
+                change.ClearField("item")
+            return bare
         # Nothing changed: the cursor of the mailbox's current state.
         return mail.ListChangesResponse(next_cursor=res.Cursor(token=self.state_token))
 

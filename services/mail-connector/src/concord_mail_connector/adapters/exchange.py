@@ -208,8 +208,13 @@ class ExchangeProvider:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
+        refs_only: bool = False,
     ) -> ProviderChangePage:
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+        # By id and ChangeKey alone (BaseShape IdOnly): the server neither reads nor sends the
+        # items, nor does exchangelib parse them. Not for emails: which Inbox message is shared
+        # depends on its categories.
+        ids_only = refs_only and kind != Kind.EMAIL
 
         def page() -> ProviderChangePage:
             account = self._account(mailbox)
@@ -226,7 +231,7 @@ class ExchangeProvider:
                     has_more = True
                     break
                 try:
-                    got = _sync(account, source.folder, states.get(source.key), budget)
+                    got = _sync(account, source.folder, states.get(source.key), budget, ids_only)
                 except ErrorFolderNotFound:
                     if cursor.collection != default_collection(kind):
                         raise
@@ -241,6 +246,19 @@ class ExchangeProvider:
                 if not complete:
                     has_more = True
                     break
+            if ids_only:
+                # An edited occurrence changes its master's ChangeKey: the master's reference
+                # stands for its exceptions too.
+                changes = [
+                    c
+                    for change, item, _ in listed
+                    if (c := _reference(change, item, kind, cursor.collection)) is not None
+                ]
+                return ProviderChangePage(
+                    changes=changes,
+                    next_cursor=Cursor(cursor.collection, _encode_states(states, sources)),
+                    has_more=has_more,
+                )
             if include_content and kind == Kind.EMAIL:
                 _attach_mime(account, [item for change, item, _ in listed if change != "delete"])
             changes = [
@@ -684,10 +702,10 @@ def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable
 
 
 def _sync(
-    account: Account, folder: Any, state: str | None, budget: int
+    account: Account, folder: Any, state: str | None, budget: int, ids_only: bool = False
 ) -> tuple[list[tuple[str, Any]], str, bool] | None:
     """One SyncFolderItems call: (changes, new state, complete), or None when the state is no
-    longer valid."""
+    longer valid. `ids_only` lists ids and ChangeKeys, no other field."""
     # Everything but MIME, which would multiply what every sync of a mail folder transfers; it
     # is fetched per page, and only when content was asked for.
     listed_fields = [
@@ -708,16 +726,19 @@ def _sync(
         return list(found), svc
 
     try:
-        try:
-            listed, svc = listing({FieldPath(field=f) for f in listed_fields})
-        except Exception as exc:
-            if _from_server(exc):
-                raise
-            # exchangelib could not parse one of the page's items (e.g. an all-day item in a
-            # zone no table knows) and so lost the whole page. The same SyncState lists the
-            # same changes again: by id alone, which always parses, then read item by item.
+        if ids_only:
             listed, svc = listing(set())
-            listed = _read_listed(account, folder, [f.name for f in listed_fields], listed)
+        else:
+            try:
+                listed, svc = listing({FieldPath(field=f) for f in listed_fields})
+            except Exception as exc:
+                if _from_server(exc):
+                    raise
+                # exchangelib could not parse one of the page's items (e.g. an all-day item in
+                # a zone no table knows) and so lost the whole page. The same SyncState lists
+                # the same changes again: by id alone, which always parses, then item by item.
+                listed, svc = listing(set())
+                listed = _read_listed(account, folder, [f.name for f in listed_fields], listed)
     except ErrorInvalidSyncStateData:
         return None
     for entry in listed:
@@ -993,6 +1014,17 @@ def _written(item: Any, kind: r.ObjectKind.ValueType, link_id: str, collection: 
         link_id=link_id,
         collection=collection,
     )
+
+
+def _reference(change: str, item: Any, kind: Kind, collection: str) -> r.MailChange | None:
+    """A change of an id-only listing: the item's reference, its ChangeKey as the version."""
+    if change == "read_flag_change":
+        return None
+    ref = r.ItemRef(kind=_KIND_ENUMS[kind], native_id=item.id or "", collection=collection)
+    if change == "delete":
+        return r.MailChange(type=r.CHANGE_TYPE_DELETE, ref=ref)
+    ref.version = item.changekey or ""
+    return r.MailChange(type=r.CHANGE_TYPE_UPSERT, ref=ref)
 
 
 def _change(

@@ -190,6 +190,7 @@ class GraphProvider:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
+        refs_only: bool = False,  # listed with items all the same (see MailProvider)
     ) -> ProviderChangePage:
         ends = _ends(deadline)
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)

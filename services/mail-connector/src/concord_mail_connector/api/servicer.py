@@ -96,6 +96,7 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
             request.page_size,
             _deadline(context),
             include_content=request.include_items,
+            refs_only=not request.include_items,
         )
         changes = []
         for change in page.changes:

@@ -112,9 +112,14 @@ class MailProvider(Protocol):
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
+        refs_only: bool = False,
     ) -> ProviderChangePage:
         """`include_content` asks for what costs extra requests (an email's MIME), as far as
-        the page's size budget allows; an email listed without it is read with get_items."""
+        the page's size budget allows; an email listed without it is read with get_items.
+
+        `refs_only` asks for upserts as references (id and version) without their items: what
+        a caller expecting its own writes back needs. A provider that lists references no
+        cheaper than items may list items (the API answers references either way)."""
 
     async def get_items(
         self,

@@ -82,6 +82,7 @@ class MailConnector:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
+        refs_only: bool = False,
     ) -> ProviderChangePage:
         key = collection or default_collection(kind)
         account = await self._store.get(mailbox)
@@ -92,7 +93,13 @@ class MailConnector:
             return ProviderChangePage(changes=(), next_cursor=stored or Cursor(key, cursor_token))
         provider, access = await self._open(account)
         return await provider.list_changes(
-            access, kind, Cursor(key, cursor_token), page_size, deadline, include_content
+            access,
+            kind,
+            Cursor(key, cursor_token),
+            page_size,
+            deadline,
+            include_content,
+            refs_only=refs_only,
         )
 
     async def get_items(

@@ -70,10 +70,20 @@ class MailSyncSide:
     # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
+    # The kinds this session wrote: their deltas are listed by reference first (`list_changes`).
+    _wrote: set[Kind] = field(default_factory=set, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
     ) -> ChangePage:
+        if cursor and known and kind in self._wrote:
+            # This session wrote items of this kind, so most of what a delta lists now is those
+            # writes coming back (a push served mid-session, the listing past Concord's own
+            # writes). Their references alone prove it, at a fraction of what listing them in
+            # full costs the mailbox; a page holding anything else is listed again in full.
+            echoed = await self._echoes_only(kind, cursor, known)
+            if echoed is not None:
+                return echoed
         page = await self.client.list_changes(self.mailbox, kind, res.Cursor(token=cursor))
         changes: list[Change] = []
         failures: list[ItemFailure] = []
@@ -113,6 +123,32 @@ class MailSyncSide:
             has_more=page.has_more,
             failures=failures,
             echoes=echoes,
+        )
+
+    async def _echoes_only(
+        self, kind: Kind, cursor: str, known: Mapping[str, str]
+    ) -> ChangePage | None:
+        """A page of references that holds only echoes and removals, as the page; None when
+        it holds anything else (an edit, a problem, a dead cursor): that page needs items."""
+        page = await self.client.list_changes(
+            self.mailbox, kind, res.Cursor(token=cursor), items=False
+        )
+        if page.full_resync_required:
+            return None
+        removals: list[Change] = []
+        echoes: list[str] = []
+        for listed in page.changes:
+            native = listed.ref.native_id
+            if listed.HasField("problem"):
+                return None
+            if listed.type == res.CHANGE_TYPE_DELETE:
+                removals.append(Change(Side.MAIL, native, None))
+            elif is_echo(known, native, listed.ref.version):
+                echoes.append(native)
+            else:
+                return None
+        return ChangePage(
+            removals, next_cursor=page.next_cursor.token, has_more=page.has_more, echoes=echoes
         )
 
     def _shared(self, kind: Kind, item: res.MailItem) -> bool:
@@ -186,6 +222,12 @@ class MailSyncSide:
         return found
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        """The written items are not read back: a link keeps the version each write answered
+        (the next listing knows the item as an echo by it) and the hash of the fields written.
+        Reading back what the mailbox keeps in its own form cost as much as the write itself,
+        and saved only a refresh of the link when the item's version moved later without a
+        mapped field changing."""
+        self._wrote.add(kind)
         results: dict[int, WriteResult] = {}
         planned: list[tuple[int, mail.MailWrite]] = []
         converted = await self._items(
@@ -202,18 +244,14 @@ class MailSyncSide:
 
         async def send(chunk: Sequence[tuple[int, mail.MailWrite]]) -> None:
             answers = await self.client.apply_items(self.mailbox, [w for _, w in chunk])
-            done = {
-                index: _mail_result(writes[index], answer)
+            results.update(
+                (index, _mail_result(writes[index], answer))
                 for (index, _), answer in zip(chunk, answers, strict=True)
-            }
-            await self._read_back(kind, writes, done)
-            results.update(done)
+            )
 
-        # A batch goes in several calls at once, each read back as soon as it is answered: the
-        # mailbox writes one call's items while the connector reads another's back and mapping
-        # converts a third's, instead of each waiting for the others in turn.
+        # A batch goes in several calls at once: the connector converts one call's items while
+        # the mailbox writes another's, instead of each waiting for the other in turn.
         await _at_once([send(c) for c in chunks(planned, WRITE_CHUNK)], WRITES_IN_FLIGHT)
-        await self._read_back(kind, writes, decided)
         results.update(decided)
         return [results[i] for i in range(len(writes))]
 
@@ -310,36 +348,6 @@ class MailSyncSide:
             item=item,
             update_mask=field_mask_pb2.FieldMask(paths=paths),
         )
-
-    async def _read_back(
-        self, kind: Kind, writes: Sequence[Write], results: dict[int, WriteResult]
-    ) -> None:
-        """The written items as the mailbox now lists them, so a value the mailbox keeps in
-        its own form (a zone name, a body) is not mistaken next session for a user's edit."""
-        written = {
-            i: r
-            for i, r in results.items()
-            if r.ok and r.native_id and writes[i].op in (WriteOp.CREATE, WriteOp.UPDATE)
-        }
-        if not written:
-            return
-        listed = await self.fetch(kind, sorted({r.native_id for r in written.values()}))
-        for index, result in written.items():
-            snapshot = listed.get(result.native_id)
-            if result.version and snapshot is not None and snapshot.version != result.version:
-                # Edited by someone between the write and this read: the link keeps the
-                # version the write answered, so the next listing carries that edit instead
-                # of taking it for Concord's own (an echo).
-                continue
-            if snapshot is not None and snapshot.fields:
-                results[index] = WriteResult(
-                    result.link_id,
-                    True,
-                    result.native_id,
-                    snapshot.version or result.version,
-                    already_applied=result.already_applied,
-                    hash=snapshot.hash,
-                )
 
 
 async def _at_once(calls: Sequence[Coroutine[Any, Any, None]], limit: int) -> None:

@@ -71,13 +71,15 @@ class GrpcMailSide:
         self._stub = mail_grpc.MailConnectorServiceStub(channel)
         self._timeout = timeout
 
-    async def list_changes(self, mailbox: str, kind: Kind, cursor: res.Cursor) -> MailPage:
+    async def list_changes(
+        self, mailbox: str, kind: Kind, cursor: res.Cursor, items: bool = True
+    ) -> MailPage:
         request = mail.ListChangesRequest(
             mailbox=mailbox,
             kind=kind,
             cursor=cursor,
             page_size=MAIL_LIST_PAGE,
-            include_items=True,
+            include_items=items,
         )
         response = await _call(
             MAIL_CONNECTOR,

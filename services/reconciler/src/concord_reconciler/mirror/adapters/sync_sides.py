@@ -71,7 +71,12 @@ _TO_MAIL = (
 
 
 class MailClient(Protocol):
-    async def list_changes(self, mailbox: str, kind: Kind, cursor: res.Cursor) -> MailPage: ...
+    async def list_changes(
+        self, mailbox: str, kind: Kind, cursor: res.Cursor, items: bool = True
+    ) -> MailPage:
+        """A page of changes; without `items`, upserts carry only their reference (id and
+        version), which costs the mailbox far less to list."""
+        ...
 
     async def get_items(
         self,
