@@ -16,6 +16,7 @@ from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.domain.executor import BATCH_SIZE
 from concord_reconciler.mirror.domain.ports import ChangePage
 from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
 from concord_reconciler.sessions.adapters.messaging import NatsSessionQueue, SessionConsumer
@@ -190,9 +191,9 @@ async def test_a_push_for_the_mailbox_is_served_while_its_big_session_writes(
 ) -> None:
     _, engine = consumer
     mail, crm = engine.sides["big"]
-    # 500 Salesforce records to mirror into the mailbox: five chunks of 100, 0.3 s each.
-    for n in range(500):
-        crm.items.create({"name": f"backlog-{n:03d}"})
+    # Salesforce records to mirror into the mailbox: five chunks, 0.3 s each.
+    for n in range(5 * BATCH_SIZE):
+        crm.items.create({"name": f"backlog-{n:04d}"})
     mail.write_seconds = 0.3
     loop = asyncio.get_running_loop()
     published: list[asyncio.Task[object]] = []
@@ -210,7 +211,7 @@ async def test_a_push_for_the_mailbox_is_served_while_its_big_session_writes(
     done = await ended(store, session_id, within=30)
 
     assert done.state is SessionState.COMPLETED
-    assert (done.counts.mail.created, done.counts.crm.created) == (500, 1)
+    assert (done.counts.mail.created, done.counts.crm.created) == (5 * BATCH_SIZE, 1)
     # Written to Salesforce right after the chunk in progress, in a chunk of its own, not
     # after the whole backlog.
     assert crm.applies == [("saved-meanwhile",)]

@@ -229,30 +229,36 @@ class MailSyncSide:
         mapped field changing."""
         self._wrote.add(kind)
         results: dict[int, WriteResult] = {}
-        planned: list[tuple[int, mail.MailWrite]] = []
-        converted = await self._items(
-            kind, [w for w in writes if w.op in (WriteOp.CREATE, WriteOp.UPDATE)]
-        )
-        unshared = await self._current([w for w in writes if w.op is WriteOp.UNSHARE], kind)
-        for index, write in enumerate(writes):
-            outcome = await self._mail_write(kind, write, converted, unshared)
-            if isinstance(outcome, WriteResult):
-                results[index] = outcome
-            else:
-                planned.append((index, outcome))
-        decided = dict(results)
 
-        async def send(chunk: Sequence[tuple[int, mail.MailWrite]]) -> None:
-            answers = await self.client.apply_items(self.mailbox, [w for _, w in chunk])
+        async def write(part: Sequence[int]) -> None:
+            # Each call's items are converted on their way: mapping converts one call's items
+            # while the connector and the mailbox handle the others.
+            own = [writes[i] for i in part]
+            converted = await self._items(
+                kind, [w for w in own if w.op in (WriteOp.CREATE, WriteOp.UPDATE)]
+            )
+            unshared = await self._current([w for w in own if w.op is WriteOp.UNSHARE], kind)
+            planned: list[tuple[int, mail.MailWrite]] = []
+            for index in part:
+                outcome = await self._mail_write(kind, writes[index], converted, unshared)
+                if isinstance(outcome, WriteResult):
+                    results[index] = outcome
+                else:
+                    planned.append((index, outcome))
+            if not planned:
+                return
+            answers = await self.client.apply_items(self.mailbox, [w for _, w in planned])
             results.update(
                 (index, _mail_result(writes[index], answer))
-                for (index, _), answer in zip(chunk, answers, strict=True)
+                for (index, _), answer in zip(planned, answers, strict=True)
             )
 
-        # A batch goes in several calls at once: the connector converts one call's items while
-        # the mailbox writes another's, instead of each waiting for the other in turn.
-        await _at_once([send(c) for c in chunks(planned, WRITE_CHUNK)], WRITES_IN_FLIGHT)
-        results.update(decided)
+        # A batch goes in several calls at once, instead of each step of each call waiting
+        # for all the others in turn.
+        await _at_once(
+            [write(part) for part in chunks(list(range(len(writes))), WRITE_CHUNK)],
+            WRITES_IN_FLIGHT,
+        )
         return [results[i] for i in range(len(writes))]
 
     async def _items(self, kind: Kind, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:

@@ -53,8 +53,10 @@ __all__ = ["BATCH_SIZE", "MAX_PAGES", "PairOutcome", "sync_pair"]
 A = TypeVar("A")
 B = TypeVar("B")
 
-# Salesforce sObject Collections take 200 records a call; the mail connector takes 100.
-BATCH_SIZE = 100
+# Actions per chunk. Each chunk costs a journal entry, a commit, and a listing when a push is
+# served after it: at 500 those are a small part of a first sync (the sides split a chunk
+# into calls of their own size), and a push waits about a second of writes.
+BATCH_SIZE = 500
 MAX_PAGES = 1000
 
 
