@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import logging
@@ -898,3 +899,46 @@ async def test_a_listing_of_references_reads_no_item(ews: Ews) -> None:
     assert [c.HasField("problem") for c in full.changes] == [False, True]
     # Both cursors stand at the same point: nothing new after either.
     assert list((await ews.changes(mailbox, refs.next_cursor.token)).changes) == []
+
+
+async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_time(
+    ews: Ews,
+) -> None:
+    """exchangelib keeps one session per credential unless told otherwise, so every mailbox a
+    service account opens waited for the one request in flight: a slow answer for one mailbox
+    held all the others (and a first sync's calls of 25 items went one by one). The provider
+    gives the credential as many sessions as it has workers (within EWS's 27 concurrent)."""
+    slow_address, _ = ews.new_user()
+    quick_address, _ = ews.new_user()
+    slow = await ews.register(slow_address)
+    quick = await ews.register(quick_address)
+    await ews.changes(slow)  # both accounts opened, the credential's version probed
+    await ews.changes(quick)
+    ews.emulator.admin("DELETE", "calls")
+    ews.emulator.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "latency",
+            "operation": "SyncFolderItems",
+            "mailbox": slow_address,
+            "latency_ms": 3000,
+        },
+    )
+    finished: list[str] = []
+
+    async def listed(mailbox: str, name: str) -> None:
+        await ews.changes(mailbox)
+        finished.append(name)
+
+    held = asyncio.create_task(listed(slow, "slow"))
+    # Until the slow mailbox's listing is at the server, held there.
+    for _ in range(500):
+        if ews.emulator.admin("GET", "calls").get("SyncFolderItems"):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the slow mailbox's listing never reached the server")
+    await listed(quick, "quick")
+    await held
+    assert finished == ["quick", "slow"]

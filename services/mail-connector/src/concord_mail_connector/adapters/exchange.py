@@ -147,6 +147,11 @@ class Source:
 # exchangelib hands back only some per-item errors and raises the rest mid-batch (a stale
 # ChangeKey among them), which would lose the other items' outcomes; these variants hand every
 # per-item error back in place, and `_failed` decides which of them concern the whole call.
+# EWSMaxConcurrency, the concurrent requests Exchange Online and Exchange 2013+ allow one
+# account by default (Exchange 2010: 10); past it a request fails ErrorExceededConnectionCount.
+EWS_MAX_CONCURRENCY = 27
+
+
 class _CreateEach(CreateItem):  # type: ignore[misc]
     ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
 
@@ -184,6 +189,7 @@ class ExchangeProvider:
         # setting is process-wide in exchangelib, and this process talks EWS only through here.
         BaseProtocol.TIMEOUT = request_timeout
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="ews")
+        self._max_workers = max_workers
         self._max_back_off = max_back_off
         self._default_back_off = default_back_off
         # exchangelib keeps a session pool and the probed version per Configuration; one per
@@ -620,6 +626,10 @@ class ExchangeProvider:
                     auth_type=_AUTH_TYPES.get(auth, NTLM),
                     # We wait out ErrorServerBusy ourselves, bounded by the caller's deadline.
                     retry_policy=FailFast(),
+                    # exchangelib's default is one session per credential: every mailbox a
+                    # service account opens would wait for the one request in flight. As many
+                    # as this process has workers, within what EWS allows an account at once.
+                    max_connections=min(self._max_workers, EWS_MAX_CONCURRENCY),
                 )
                 self._configs[key] = config
             account_key = (*key, address, access)
