@@ -629,7 +629,12 @@ async def test_content_the_provider_cannot_write_is_invalid_per_item(ews: Ews) -
     assert "Olympus" in results[1].error_message
 
 
-async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(ews: Ews) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["listed", "series-version-held"])
+async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(
+    ews: Ews, held: bool
+) -> None:
+    # `held`: the caller names the series' version it holds (issue #18); the occurrence's
+    # edit moved the master's ChangeKey, so the master is read, its exception with it.
     address, password = ews.new_user()
     mailbox = await ews.register(address, address, password)
     config = Configuration(
@@ -666,7 +671,19 @@ async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(ews:
     third.refresh()
     third.delete()
 
-    page = await ews.changes(mailbox, first.next_cursor.token)
+    page = (
+        await ews.stub.ListChanges(
+            pb.ListChangesRequest(
+                mailbox=mailbox,
+                kind=CALENDAR,
+                cursor=first.next_cursor,
+                include_items=True,
+                known=[series.ref],
+            )
+        )
+        if held
+        else await ews.changes(mailbox, first.next_cursor.token)
+    )
     updated, exception = page.changes
     assert updated.ref.native_id == master.id
     assert [
@@ -942,3 +959,30 @@ async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_
     await listed(quick, "quick")
     await held
     assert finished == ["quick", "slow"]
+
+
+async def test_items_at_a_version_the_caller_holds_are_answered_unread(ews: Ews) -> None:
+    """Issue #18: a caller that just wrote (the reconciler mid-session) names the versions its
+    writes answered; EWS lists ids and ChangeKeys, answers those items by reference, and reads
+    only the others (here an item exchangelib cannot parse, quarantined as ever)."""
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    start = await ews.changes(mailbox)
+    [mine] = await ews.apply(mailbox, create("mine", meeting("written by Concord")))
+    [theirs] = await ews.apply(mailbox, create("theirs", meeting("edited since")))
+    poison_id = ews.emulator.create_raw(address, password, MARS_ALL_DAY)
+    listed = await ews.stub.ListChanges(
+        pb.ListChangesRequest(
+            mailbox=mailbox,
+            kind=CALENDAR,
+            cursor=start.next_cursor,
+            include_items=True,
+            known=[mine.ref, r.ItemRef(native_id=theirs.ref.native_id, version="an older one")],
+        )
+    )
+    by_id = {c.ref.native_id: c for c in listed.changes}
+    assert set(by_id) == {mine.ref.native_id, theirs.ref.native_id, poison_id}
+    assert not by_id[mine.ref.native_id].HasField("item")
+    assert by_id[mine.ref.native_id].ref.version == mine.ref.version
+    assert by_id[theirs.ref.native_id].item.calendar_item.subject == "edited since"
+    assert by_id[poison_id].problem.reason in ("UNKNOWN_TIME_ZONE", "CONVERSION_FAILED")

@@ -80,6 +80,7 @@ class EchoAdapter:
         deadline: float | None = None,
         include_content: bool = False,
         refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         self.secrets.append(mailbox.secret)
         return page(Cursor(cursor.collection, cursor.token + "+1"), has_more=True)

@@ -605,52 +605,67 @@ async def test_items_listed_at_the_version_their_link_holds_are_echoes_never_map
     assert counting.calls == []
 
 
-async def test_after_a_write_a_delta_is_listed_by_reference_first(peers: Peers) -> None:
+async def test_after_a_write_a_delta_names_the_versions_written(peers: Peers) -> None:
     """Issue #18: once the session wrote items of a kind, most of a delta is those writes
-    coming back; their references alone prove it, and only a page holding anything else is
-    listed again in full, from the same cursor."""
+    coming back. The connector is told the versions the writes answered and answers those
+    items by reference, unread; anything else comes in full, in the same call."""
     side = peers.mail_side()
-    # Before any write, a delta is listed with its items, as always.
+    # Before any write, a delta names no version.
     peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(meeting("e0", "A"))]))
     await side.list_changes(EVENT, "c0", {"e0": "ck-old"})
-    assert [r.include_items for r in peers.mail.received("ListChanges")] == [True]
+    assert [list(r.known) for r in peers.mail.received("ListChanges")] == [[]]
 
     fields = {"Subject": "Review", "StartDateTime": "2030-03-04T09:00:00Z"}
     (created,) = await side.apply(EVENT, [Write(Side.MAIL, WriteOp.CREATE, "L1", fields=fields)])
     native, version = created.native_id, created.version
-    known = {native: version, "e2": "ck-e2"}
-    listed = peers.mail.received("ListChanges")
-    # Echoes and a removal: the page of references is the page.
     echoed = meeting(native, "Review")
     echoed.ref.version = version
+    edited = meeting("e2", "Review (moved)")
+    edited.ref.version = "ck-user"
     peers.mail.change_pages.append(
         mail.ListChangesResponse(
             changes=[
                 _upsert(echoed),
+                _upsert(edited),
                 res.MailChange(type=res.CHANGE_TYPE_DELETE, ref=res.ItemRef(native_id="e9")),
             ],
             next_cursor=res.Cursor(token="c2"),
         )
     )
-    page = await side.list_changes(EVENT, "c1", known)
-    assert (list(page.echoes), [c.native_id for c in page.changes]) == ([native], ["e9"])
-    assert page.next_cursor == "c2"
-    asked = peers.mail.received("ListChanges")[len(listed) :]
-    assert [(r.include_items, r.cursor.token) for r in asked] == [(False, "c1")]
-
-    # An edit among the echoes: that page is listed again, in full, from the same cursor.
-    edited = meeting("e2", "Review (moved)")
-    edited.ref.version = "ck-user"
-    full_page = mail.ListChangesResponse(
-        changes=[_upsert(echoed), _upsert(edited)], next_cursor=res.Cursor(token="c3")
-    )
-    peers.mail.change_pages.extend([full_page, full_page])
-    listed = peers.mail.received("ListChanges")
-    page = await side.list_changes(EVENT, "c2", known)
-    asked = peers.mail.received("ListChanges")[len(listed) :]
-    assert [(r.include_items, r.cursor.token) for r in asked] == [(False, "c2"), (True, "c2")]
+    listed = len(peers.mail.received("ListChanges"))
+    page = await side.list_changes(EVENT, "c1", {native: version, "e2": "ck-e2"})
+    (asked,) = peers.mail.received("ListChanges")[listed:]
+    assert [(r.native_id, r.version) for r in asked.known] == [(native, version)]
+    assert asked.include_items
     assert list(page.echoes) == [native]
+    assert [c.native_id for c in page.changes] == ["e9", "e2"]
+    moved = page.changes[1].snapshot
+    assert moved is not None
+    assert moved.fields["Subject"] == "Review (moved)"
+    assert page.next_cursor == "c2"
+    # Seen back, the write is no longer named; a full listing (no cursor) names none.
+    peers.mail.change_pages.append(mail.ListChangesResponse(next_cursor=res.Cursor(token="c3")))
+    await side.list_changes(EVENT, "c2", {native: version})
+    assert list(peers.mail.received("ListChanges")[-1].known) == []
+
+
+async def test_a_reference_at_a_version_no_link_holds_is_read_like_any_change(
+    peers: Peers,
+) -> None:
+    """The connector answers by reference an item at a version this session wrote; if no link
+    holds that version (the write's link was not committed), the item is read and planned."""
+    side = peers.mail_side()
+    fields = {"Subject": "Review", "StartDateTime": "2030-03-04T09:00:00Z"}
+    (created,) = await side.apply(EVENT, [Write(Side.MAIL, WriteOp.CREATE, "L1", fields=fields)])
+    stored = peers.mail.items[created.native_id]
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(changes=[_upsert(stored)], next_cursor=res.Cursor(token="c2"))
+    )
+    page = await side.list_changes(EVENT, "c1", {})
+    assert list(page.echoes) == []
     (change,) = page.changes
-    assert change.native_id == "e2"
+    assert change.native_id == created.native_id
     assert change.snapshot is not None
-    assert change.snapshot.fields["Subject"] == "Review (moved)"
+    assert [ref.native_id for r in peers.mail.received("GetItems") for ref in r.refs] == [
+        created.native_id
+    ]

@@ -82,15 +82,19 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         self._enter("ListChanges", request)
         if self.change_pages:
             page = self.change_pages.pop(0)
-            if request.include_items:
+            known = {ref.native_id: ref.version for ref in request.known}
+            if request.include_items and not known:
                 return page
-            # References only, as the connector answers: an upsert keeps its ref, not its item.
+            # As the connector answers: an upsert without items asked for, or at a version
+            # the caller said it holds, keeps its reference, not its item.
             bare = mail.ListChangesResponse()
             bare.CopyFrom(page)
             for change in bare.changes:
                 if not change.ref.native_id:
                     change.ref.CopyFrom(change.item.ref)
-                change.ClearField("item")
+                held = known.get(change.ref.native_id)
+                if not request.include_items or (held and held == change.ref.version):
+                    change.ClearField("item")
             return bare
         # Nothing changed: the cursor of the mailbox's current state.
         return mail.ListChangesResponse(next_cursor=res.Cursor(token=self.state_token))

@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -215,12 +215,13 @@ class ExchangeProvider:
         deadline: float | None = None,
         include_content: bool = False,
         refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
         # By id and ChangeKey alone (BaseShape IdOnly): the server neither reads nor sends the
-        # items, nor does exchangelib parse them. Not for emails: which Inbox message is shared
-        # depends on its categories.
-        ids_only = refs_only and kind != Kind.EMAIL
+        # items, nor does exchangelib parse them; with `known`, the other items are read after.
+        # Not for emails: which Inbox message is shared depends on its categories.
+        ids_only = (refs_only or bool(known)) and kind != Kind.EMAIL
 
         def page() -> ProviderChangePage:
             account = self._account(mailbox)
@@ -253,13 +254,31 @@ class ExchangeProvider:
                     has_more = True
                     break
             if ids_only:
-                # An edited occurrence changes its master's ChangeKey: the master's reference
-                # stands for its exceptions too.
-                changes = [
-                    c
-                    for change, item, _ in listed
-                    if (c := _reference(change, item, kind, cursor.collection)) is not None
+                # Items at a version the caller holds stay references; the others are read in
+                # full (GetItem), with the exceptions of their masters. An edited occurrence
+                # changes its master's ChangeKey, so a master held stands for its exceptions.
+                held = known or {}
+                wanted = [
+                    (item, source)
+                    for change, item, source in listed
+                    if not refs_only
+                    and change in ("create", "update")
+                    and held.get(item.id) != item.changekey
                 ]
+                read = _read_entries(account, wanted)
+                changes: list[r.MailChange] = []
+                full: list[tuple[str, Any]] = []
+                for change, item, source in listed:
+                    if id(item) not in read:
+                        listed_change = _reference(change, item, kind, cursor.collection)
+                    elif (got := read[id(item)]) is None:
+                        continue  # deleted since the listing: the next one says so
+                    else:
+                        full.append((change, got))
+                        listed_change = _change(change, got, kind, cursor.collection, source)
+                    if listed_change is not None:
+                        changes.append(listed_change)
+                changes += _exceptions(account, full, cursor.collection)
                 return ProviderChangePage(
                     changes=changes,
                     next_cursor=Cursor(cursor.collection, _encode_states(states, sources)),
@@ -716,11 +735,7 @@ def _sync(
 ) -> tuple[list[tuple[str, Any]], str, bool] | None:
     """One SyncFolderItems call: (changes, new state, complete), or None when the state is no
     longer valid. `ids_only` lists ids and ChangeKeys, no other field."""
-    # Everything but MIME, which would multiply what every sync of a mail folder transfers; it
-    # is fetched per page, and only when content was asked for.
-    listed_fields = [
-        f for f in folder.allowed_item_fields(account.version) if f.name not in _NOT_LISTED
-    ]
+    listed_fields = _listed_fields(account, folder)
 
     def listing(fields: set[Any]) -> tuple[list[Any], SyncFolderItems]:
         svc = SyncFolderItems(account=account)
@@ -758,6 +773,12 @@ def _sync(
         if isinstance(entry, Exception):
             raise entry
     return listed, svc.sync_state or state or "", bool(svc.includes_last_item_in_range)
+
+
+def _listed_fields(account: Account, folder: Any) -> list[Any]:
+    # Everything but MIME, which would multiply what every sync of a mail folder transfers; it
+    # is fetched per page, and only when content was asked for.
+    return [f for f in folder.allowed_item_fields(account.version) if f.name not in _NOT_LISTED]
 
 
 @dataclass(frozen=True)
@@ -1024,6 +1045,24 @@ def _written(item: Any, kind: r.ObjectKind.ValueType, link_id: str, collection: 
         link_id=link_id,
         collection=collection,
     )
+
+
+def _read_entries(account: Account, wanted: list[tuple[Any, Source]]) -> dict[int, Any]:
+    """Items of an id-only listing read in full (one GetItem batch per folder), by the
+    listed item's `id()`; None for one deleted since the listing."""
+    read: dict[int, Any] = {}
+    for source in dict.fromkeys(source for _, source in wanted):
+        items = [item for item, s in wanted if s is source]
+        fields = [f.name for f in _listed_fields(account, source.folder)]
+        got = _fetch_each(account, items, folder=source.folder, only_fields=fields)
+        for item, found in zip(items, got, strict=True):
+            if isinstance(found, ErrorItemNotFound):
+                read[id(item)] = None
+            elif isinstance(found, Exception):
+                raise found
+            else:
+                read[id(item)] = found
+    return read
 
 
 def _reference(change: str, item: Any, kind: Kind, collection: str) -> r.MailChange | None:

@@ -316,7 +316,9 @@ class GoogleProvider:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
-        refs_only: bool = False,  # listed with items all the same (see MailProvider)
+        # Listed with items all the same (see MailProvider).
+        refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         size = max(1, min(page_size or DEFAULT_PAGE, MAX_PAGE))
         listers: dict[

@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -190,7 +190,9 @@ class GraphProvider:
         page_size: int,
         deadline: float | None = None,
         include_content: bool = False,
-        refs_only: bool = False,  # listed with items all the same (see MailProvider)
+        # Listed with items all the same (see MailProvider).
+        refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         ends = _ends(deadline)
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)

@@ -54,6 +54,9 @@ _OPERATIONS = {
     pb.MAIL_WRITE_OPERATION_DELETE: WriteOperation.DELETE,
 }
 MAX_BATCH = 100
+# Versions a listing may be told the caller holds (ListChangesRequest.known): a few chunks of
+# writes, about 1 MB of references.
+MAX_KNOWN = 5000
 # Empty means impersonation (one service account for the org), the adapter's default.
 EWS_ACCESS_TYPES = frozenset({"", "impersonation", "delegate"})
 # Google Calendar has no categories: what a Google account shares (empty means `all`).
@@ -86,6 +89,9 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
         if kind is None:
             checks.add("kind", "is required")
         checks.check("page_size", request.page_size >= 0, "must not be negative")
+        checks.check("known", len(request.known) <= MAX_KNOWN, f"takes at most {MAX_KNOWN}")
+        for index, ref in enumerate(request.known[:MAX_KNOWN]):
+            checks.require(f"known[{index}].native_id", ref.native_id)
         if checks or kind is None:
             raise checks.error()
         page = await self._domain.list_changes(
@@ -97,6 +103,7 @@ class MailConnectorServicer(pb_grpc.MailConnectorServiceServicer):
             _deadline(context),
             include_content=request.include_items,
             refs_only=not request.include_items,
+            known={ref.native_id: ref.version for ref in request.known if ref.version},
         )
         changes = []
         for change in page.changes:

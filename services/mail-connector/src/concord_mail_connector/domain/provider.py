@@ -6,7 +6,7 @@ model of every service, and plain data (no gRPC, no I/O), so the domain can hold
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -113,13 +113,15 @@ class MailProvider(Protocol):
         deadline: float | None = None,
         include_content: bool = False,
         refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         """`include_content` asks for what costs extra requests (an email's MIME), as far as
         the page's size budget allows; an email listed without it is read with get_items.
 
-        `refs_only` asks for upserts as references (id and version) without their items: what
-        a caller expecting its own writes back needs. A provider that lists references no
-        cheaper than items may list items (the API answers references either way)."""
+        `refs_only` asks for upserts as references (id and version) without their items, and
+        `known` (native id -> version) for the items listed at those versions: what a caller
+        expecting its own writes back needs. A provider that lists references no cheaper than
+        items may list items (the API answers references either way)."""
 
     async def get_items(
         self,

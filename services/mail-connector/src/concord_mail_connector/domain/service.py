@@ -83,6 +83,7 @@ class MailConnector:
         deadline: float | None = None,
         include_content: bool = False,
         refs_only: bool = False,
+        known: Mapping[str, str] | None = None,
     ) -> ProviderChangePage:
         key = collection or default_collection(kind)
         account = await self._store.get(mailbox)
@@ -100,6 +101,7 @@ class MailConnector:
             deadline,
             include_content,
             refs_only=refs_only,
+            known=known,
         )
 
     async def get_items(

@@ -54,6 +54,7 @@ class ListChangesRequest(_message.Message):
     CURSOR_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     INCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
+    KNOWN_FIELD_NUMBER: _builtins.int
     mailbox: _builtins.str
     """Required. `mailboxes/{mailbox}`."""
     kind: _resources_pb2.ObjectKind.ValueType
@@ -68,6 +69,14 @@ class ListChangesRequest(_message.Message):
     def cursor(self) -> _resources_pb2.Cursor:
         """Where the previous listing stopped; absent or empty token starts a full listing."""
 
+    @_builtins.property
+    def known(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.ItemRef]:
+        """Items the caller holds at these versions (`native_id` and `version`; at most 5,000): one
+        listed at its version is answered as a reference only, and the connector need not read
+        it (EWS lists ids and ChangeKeys, then reads only the other items). What a caller
+        expecting its own writes back sends: the versions its writes answered.
+        """
+
     def __init__(
         self,
         *,
@@ -77,10 +86,11 @@ class ListChangesRequest(_message.Message):
         cursor: _resources_pb2.Cursor | None = ...,
         page_size: _builtins.int = ...,
         include_items: _builtins.bool = ...,
+        known: _abc.Iterable[_resources_pb2.ItemRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "cursor", b"cursor", "include_items", b"include_items", "kind", b"kind", "mailbox", b"mailbox", "page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection", b"collection", "cursor", b"cursor", "include_items", b"include_items", "kind", b"kind", "known", b"known", "mailbox", b"mailbox", "page_size", b"page_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,8 @@ MAIL_BATCH = 100
 # Writes go in calls of this many, up to WRITES_IN_FLIGHT of them at once (see `apply`).
 WRITE_CHUNK = 25
 WRITES_IN_FLIGHT = 4
+# The connector takes 5,000 known versions a listing: ten chunks of writes.
+FRESH_WRITES = 5000
 
 _PAYLOAD_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
@@ -70,25 +72,25 @@ class MailSyncSide:
     # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
-    # The kinds this session wrote: their deltas are listed by reference first (`list_changes`).
-    _wrote: set[Kind] = field(default_factory=set, init=False)
+    # Per kind, native id -> the version this session's latest write of it answered, the
+    # most recent FRESH_WRITES of them: told to the connector when listing (`list_changes`).
+    _fresh: dict[Kind, dict[str, str]] = field(default_factory=dict, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
     ) -> ChangePage:
-        if cursor and known and kind in self._wrote:
-            # This session wrote items of this kind, so most of what a delta lists now is those
-            # writes coming back (a push served mid-session, the listing past Concord's own
-            # writes). Their references alone prove it, at a fraction of what listing them in
-            # full costs the mailbox; a page holding anything else is listed again in full.
-            echoed = await self._echoes_only(kind, cursor, known)
-            if echoed is not None:
-                return echoed
-        page = await self.client.list_changes(self.mailbox, kind, res.Cursor(token=cursor))
+        # A delta after this session's writes is mostly those writes coming back (a push
+        # served mid-session, the listing past Concord's own writes): the connector is told
+        # their versions, and answers those items by reference without reading them.
+        fresh = self._fresh.get(kind, {}) if cursor else {}
+        page = await self.client.list_changes(
+            self.mailbox, kind, res.Cursor(token=cursor), known=fresh
+        )
         changes: list[Change] = []
         failures: list[ItemFailure] = []
         items: list[res.MailItem] = []
         echoes: list[str] = []
+        unconfirmed: list[res.ItemRef] = []
         for listed in page.changes:
             native = listed.ref.native_id or listed.item.ref.native_id
             if listed.HasField("problem"):
@@ -102,17 +104,25 @@ class MailSyncSide:
                         listed.problem.message,
                     )
                 )
-            elif listed.type == res.CHANGE_TYPE_DELETE or not listed.HasField("item"):
+            elif listed.type == res.CHANGE_TYPE_DELETE:
                 changes.append(Change(Side.MAIL, native, None))
             elif is_echo(known or {}, native, listed.item.ref.version or listed.ref.version):
                 # Unchanged since its link recorded it (Concord's own write): not mapped.
                 echoes.append(native)
+                fresh.pop(native, None)
+            elif not listed.HasField("item"):
+                # Answered by reference at a version this session wrote, which its link does
+                # not hold (yet): read like any other change.
+                unconfirmed.append(listed.ref)
             elif self._shared(kind, listed.item):
                 items.append(listed.item)
             elif cursor:
                 # No longer carrying the category: out of scope, which reads as a removal. A
                 # full listing leaves unshared items out instead.
                 changes.append(Change(Side.MAIL, native, None))
+        for chunk in chunks(unconfirmed, MAIL_BATCH):
+            found = await self.client.get_items(self.mailbox, refs=chunk)
+            items.extend(i for i in found.items if self._shared(kind, i))
         snapshots, unmapped = await self._mapped(kind, items)
         changes.extend(Change(Side.MAIL, n, s) for n, s in snapshots.items())
         failures.extend(unmapped)
@@ -123,32 +133,6 @@ class MailSyncSide:
             has_more=page.has_more,
             failures=failures,
             echoes=echoes,
-        )
-
-    async def _echoes_only(
-        self, kind: Kind, cursor: str, known: Mapping[str, str]
-    ) -> ChangePage | None:
-        """A page of references that holds only echoes and removals, as the page; None when
-        it holds anything else (an edit, a problem, a dead cursor): that page needs items."""
-        page = await self.client.list_changes(
-            self.mailbox, kind, res.Cursor(token=cursor), items=False
-        )
-        if page.full_resync_required:
-            return None
-        removals: list[Change] = []
-        echoes: list[str] = []
-        for listed in page.changes:
-            native = listed.ref.native_id
-            if listed.HasField("problem"):
-                return None
-            if listed.type == res.CHANGE_TYPE_DELETE:
-                removals.append(Change(Side.MAIL, native, None))
-            elif is_echo(known, native, listed.ref.version):
-                echoes.append(native)
-            else:
-                return None
-        return ChangePage(
-            removals, next_cursor=page.next_cursor.token, has_more=page.has_more, echoes=echoes
         )
 
     def _shared(self, kind: Kind, item: res.MailItem) -> bool:
@@ -227,7 +211,6 @@ class MailSyncSide:
         Reading back what the mailbox keeps in its own form cost as much as the write itself,
         and saved only a refresh of the link when the item's version moved later without a
         mapped field changing."""
-        self._wrote.add(kind)
         results: dict[int, WriteResult] = {}
 
         async def write(part: Sequence[int]) -> None:
@@ -259,6 +242,13 @@ class MailSyncSide:
             [write(part) for part in chunks(list(range(len(writes))), WRITE_CHUNK)],
             WRITES_IN_FLIGHT,
         )
+        fresh = self._fresh.setdefault(kind, {})
+        for result in (results[i] for i in range(len(writes))):
+            if result.ok and result.native_id and result.version:
+                fresh.pop(result.native_id, None)  # re-inserted as the most recent
+                fresh[result.native_id] = result.version
+        for stale in list(fresh)[: max(0, len(fresh) - FRESH_WRITES)]:
+            del fresh[stale]
         return [results[i] for i in range(len(writes))]
 
     async def _items(self, kind: Kind, writes: Sequence[Write]) -> dict[str, mapping_pb.MappedItem]:

@@ -7,7 +7,7 @@ the peer, the method and the status, so a failed session says which dependency b
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -72,14 +72,19 @@ class GrpcMailSide:
         self._timeout = timeout
 
     async def list_changes(
-        self, mailbox: str, kind: Kind, cursor: res.Cursor, items: bool = True
+        self,
+        mailbox: str,
+        kind: Kind,
+        cursor: res.Cursor,
+        known: Mapping[str, str] | None = None,
     ) -> MailPage:
         request = mail.ListChangesRequest(
             mailbox=mailbox,
             kind=kind,
             cursor=cursor,
             page_size=MAIL_LIST_PAGE,
-            include_items=items,
+            include_items=True,
+            known=[res.ItemRef(native_id=n, version=v) for n, v in (known or {}).items()],
         )
         response = await _call(
             MAIL_CONNECTOR,

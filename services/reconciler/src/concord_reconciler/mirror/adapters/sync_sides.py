@@ -72,10 +72,14 @@ _TO_MAIL = (
 
 class MailClient(Protocol):
     async def list_changes(
-        self, mailbox: str, kind: Kind, cursor: res.Cursor, items: bool = True
+        self,
+        mailbox: str,
+        kind: Kind,
+        cursor: res.Cursor,
+        known: Mapping[str, str] | None = None,
     ) -> MailPage:
-        """A page of changes; without `items`, upserts carry only their reference (id and
-        version), which costs the mailbox far less to list."""
+        """A page of changes; an upsert at a version in `known` (native id -> version) comes
+        as its reference alone, which the mailbox need not read."""
         ...
 
     async def get_items(
