@@ -16,6 +16,7 @@ from typing import Any
 from concord_salesforce_emulator import ids, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, not_found
 from concord_salesforce_emulator.schema import SYSTEM_FIELDS, Schema, SObjectType
+from concord_salesforce_emulator.soql import IndexAccess
 from concord_salesforce_emulator.store import Change, OrgStore, StoredRecord
 
 _STRING_TYPES = frozenset(
@@ -107,6 +108,30 @@ class Org:
         for record in self.store.of_type(sobject.name):
             if include_deleted or record.deleted_at is None:
                 yield record
+
+    def indexed(self, sobject_name: str, field_name: str) -> bool:
+        """Whether the org keeps an index on the field (external id, idLookup, unique)."""
+        return field_name in self._indexed_fields.get(sobject_name, ())
+
+    def read_index(
+        self, sobject: SObjectType, access: IndexAccess, include_deleted: bool
+    ) -> list[StoredRecord]:
+        """The records of the type an index names (by Id, or an indexed field's values), in
+        the order a scan of the type would meet them."""
+        if access.field == "Id":
+            found: set[str] = set(access.keys)
+        else:
+            bucket = self._index.get((sobject.name, access.field.lower()), {})
+            found = set().union(*(bucket.get(key, set()) for key in access.keys))
+        records = [
+            r
+            for r in (self.store.get(i) for i in found)
+            if r is not None
+            and r.sobject == sobject.name
+            and (include_deleted or r.deleted_at is None)
+        ]
+        position = self.store.memory.position
+        return sorted(records, key=lambda r: position[r.id])
 
     def find_by(self, sobject: SObjectType, field_name: str, value: Any) -> list[StoredRecord]:
         """Live records whose external-id (or idLookup) field equals `value`, case-insensitively."""
