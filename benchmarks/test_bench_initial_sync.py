@@ -59,6 +59,7 @@ FULL = (10_000, 5_000)
 TARGET_RATIO = 0.5
 TARGET_SECONDS = 60.0
 COLLECTION = 200
+SLOT_MINUTES = 15
 EWS_CHUNK = 100
 # Off: the items must wait for the timed session, not trickle in as they are made.
 STACK_ENV = {"CRM_CONNECTOR_CHANGE_STREAMS": "false"}
@@ -81,9 +82,13 @@ class Leg:
 
 
 def _slots(count: int, first: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
-    # Half-hour meetings around the clock, all inside the default window (a year ahead).
+    # Short meetings around the clock: both legs' at the full counts (2 x 10,000, 208 days) fit
+    # in the default window (a year ahead); half-hour slots did not, and items past it never sync.
     return [
-        (first + dt.timedelta(minutes=30 * n), first + dt.timedelta(minutes=30 * n + 25))
+        (
+            first + dt.timedelta(minutes=SLOT_MINUTES * n),
+            first + dt.timedelta(minutes=SLOT_MINUTES * n + SLOT_MINUTES - 5),
+        )
         for n in range(count)
     ]
 
@@ -305,7 +310,7 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     # Mailbox -> Salesforce.
     _cli(stack, "suspend", "demo", "--reason", "benchmark setup")
     prefix = f"mb{uuid.uuid4().hex[:6]}"
-    later = first + dt.timedelta(minutes=30 * EVENTS + 15)
+    later = first + dt.timedelta(minutes=SLOT_MINUTES * (EVENTS + 1))
     to_crm = Leg(items, _mailbox_items(account, prefix, later))
     to_crm.session_seconds, to_crm.traces = _synced(stack, "crm", items)
     found = records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix} meeting %'")
