@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -1596,12 +1597,19 @@ def _type_error(name: str, kind: str) -> SalesforceError:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _stored_datetime(text: str) -> dt.datetime:
+    # A change listing compares every row's SystemModstamp two or three times per page, and
+    # rows written together share one: parsed once each (a datetime is immutable).
+    return timefmt.parse_datetime(text)
+
+
 def _normalise(field: dict[str, Any], value: Any) -> Any:
     if value is None:
         return None
     kind = field["type"]
     if kind == "datetime":
-        return timefmt.parse_datetime(value)
+        return _stored_datetime(value)
     if kind == "date":
         return dt.date.fromisoformat(value)
     if kind in _NUMBER:
