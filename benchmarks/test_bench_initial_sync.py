@@ -16,7 +16,8 @@ measured in one run (never gated on times: the machine is shared):
   item through it, which bounds this direction long before Salesforce does: the ceiling printed
   is that rate over the raw Collections rate).
 - for each direction, where its sessions' time went, from their spans: the reconciler's calls
-  to each peer (a method's calls merged where they overlap) and the rest, the reconciler's own
+  to each peer (a method's calls merged where they overlap; calls to different peers may run
+  at once, and then the shares add up to more than 100%) and the rest, the reconciler's own
   work between calls; the write calls' items/s beside the raw rate of the side written.
 
 Targets: both ratios ≥ 50%, and each session ≤ 60 s for 10,000 Events + 5,000 Contacts. The
@@ -281,6 +282,7 @@ def _print_breakdown(
     shares = ", ".join(
         f"{what} {seconds:.1f} s ({seconds / wall:.0%})" for what, seconds in spent.items()
     )
+    # Calls to different peers may run at once: then the shares add up to more than 100%.
     print(f"  {name}, its sessions' {wall:.1f} s: {shares}")
     writing = spent.get(WRITES[side], 0.0)
     if writing:
