@@ -13,7 +13,12 @@ measured in one run (never gated on times: the machine is shared):
 - mailbox → Salesforce: as many meetings and contacts made in the mailbox by exchangelib, then
   the session that writes them to Salesforce; its items/s over the raw Collections rate, and
   beside it exchangelib's own rate of listing the mailbox in full (the session must read every
-  item through it, which bounds this direction long before Salesforce does).
+  item through it, which bounds this direction long before Salesforce does: the ceiling printed
+  is that rate over the raw Collections rate).
+- for each direction, where its sessions' time went, from their spans: the reconciler's calls
+  to each peer (a method's calls merged where they overlap; calls to different peers may run
+  at once, and then the shares add up to more than 100%) and the rest, the reconciler's own
+  work between calls; the write calls' items/s beside the raw rate of the side written.
 
 Targets: both ratios ≥ 50%, and each session ≤ 60 s for 10,000 Events + 5,000 Contacts. The
 default run is scaled to 2,000 + 1,000 (the printout says which counts ran, and the time the
@@ -28,7 +33,8 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -42,6 +48,7 @@ from exchangelib import (  # type: ignore[import-untyped]
 from exchangelib.indexed_properties import EmailAddress  # type: ignore[import-untyped]
 from simple_salesforce.api import Salesforce
 
+from concord_testing import ReceivedSpan
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import RunningStack
 
@@ -53,6 +60,7 @@ FULL = (10_000, 5_000)
 TARGET_RATIO = 0.5
 TARGET_SECONDS = 60.0
 COLLECTION = 200
+SLOT_MINUTES = 15
 EWS_CHUNK = 100
 # Off: the items must wait for the timed session, not trickle in as they are made.
 STACK_ENV = {"CRM_CONNECTOR_CHANGE_STREAMS": "false"}
@@ -63,6 +71,7 @@ class Leg:
     items: int
     raw_seconds: float
     session_seconds: float = 0.0
+    traces: list[str] = field(default_factory=list)  # the sessions that wrote the items
 
     @property
     def raw_rate(self) -> float:
@@ -74,9 +83,13 @@ class Leg:
 
 
 def _slots(count: int, first: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
-    # Half-hour meetings around the clock, all inside the default window (a year ahead).
+    # Short meetings around the clock: both legs' at the full counts (2 x 10,000, 208 days) fit
+    # in the default window (a year ahead); half-hour slots did not, and items past it never sync.
     return [
-        (first + dt.timedelta(minutes=30 * n), first + dt.timedelta(minutes=30 * n + 25))
+        (
+            first + dt.timedelta(minutes=SLOT_MINUTES * n),
+            first + dt.timedelta(minutes=SLOT_MINUTES * n + SLOT_MINUTES - 5),
+        )
         for n in range(count)
     ]
 
@@ -186,10 +199,11 @@ def _instant(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _synced(stack: RunningStack, side: str, wanted: int) -> float:
+def _synced(stack: RunningStack, side: str, wanted: int) -> tuple[float, list[str]]:
     """Seconds from the mailbox's resume to the end of the last session that wrote to `side`
-    ("mail" or "crm"), once they wrote `wanted` items: the resume starts a session and forced
-    ones follow it (a later one only reads the echoes of the writes, outside the timing)."""
+    ("mail" or "crm"), once they wrote `wanted` items, and those sessions' trace ids: the
+    resume starts a session and forced ones follow it (a later one only reads the echoes of the
+    writes, outside the timing)."""
     resumed = dt.datetime.now(dt.UTC)
     _cli(stack, "resume", "demo")
     for _ in range(10):
@@ -205,8 +219,75 @@ def _synced(stack: RunningStack, side: str, wanted: int) -> float:
         written = sum(int(s["counts"][side]["created"]) for s in writers)
         if written >= wanted:
             ended = max(_instant(s["endTime"]) for s in writers)
-            return (ended - resumed).total_seconds()
+            return (ended - resumed).total_seconds(), [str(s.get("traceId", "")) for s in writers]
     raise AssertionError(f"{written} of {wanted} items written to {side}")
+
+
+# A session's peer calls as the breakdown names them (the reconciler's client spans).
+PEERS = {
+    "/concord.mail.v1.MailConnectorService/ListChanges": "listing the mailbox",
+    "/concord.crm.v1.CrmConnectorService/ApplyBatch": "writing Salesforce",
+    "/concord.mail.v1.MailConnectorService/ApplyItems": "writing the mailbox",
+    "/concord.crm.v1.CrmConnectorService/ListChanges": "listing Salesforce",
+    "/concord.mapping.v1.MappingService/": "mapping",
+    "/concord.linker.v1.LinkerService/": "linker",
+}
+WRITES = {"crm": "writing Salesforce", "mail": "writing the mailbox"}
+
+
+def _covered(intervals: Iterable[tuple[int, int]]) -> float:
+    """Seconds covered by (start, end) nanosecond intervals, overlaps counted once."""
+    total, reach = 0, 0
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total / 1e9
+
+
+def _breakdown(stack: RunningStack, traces: list[str]) -> tuple[float, dict[str, float]]:
+    """The sessions' wall time and where it went: seconds in the reconciler's calls to each kind
+    of peer, and the rest (the reconciler itself: its store, planning, waiting on nothing)."""
+
+    def sessions(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [
+            s
+            for s in spans
+            if s.trace_id in traces and s.name == "sync.session" and s.service_name == "reconciler"
+        ]
+
+    spans = stack.receiver.wait_for(lambda got: len(sessions(got)) == len(traces), timeout=30)
+    wall = sum((s.end_time_unix_nano - s.start_time_unix_nano) / 1e9 for s in sessions(spans))
+    calls: dict[str, list[tuple[int, int]]] = {}
+    for span in spans:
+        if span.trace_id not in traces or span.service_name != "reconciler":
+            continue
+        if span.kind != "CLIENT" or not span.name.startswith("/concord."):
+            continue
+        # Calls not named above by service and method, e.g. "MailConnectorService.GetItems".
+        service, method = span.name.rsplit("/", 2)[-2:]
+        other = f"{service.rsplit('.', 1)[-1]}.{method}"
+        name = next((v for k, v in PEERS.items() if span.name.startswith(k)), other)
+        calls.setdefault(name, []).append((span.start_time_unix_nano, span.end_time_unix_nano))
+    spent = {name: _covered(intervals) for name, intervals in calls.items()}
+    spent["the reconciler between calls"] = wall - _covered(
+        interval for intervals in calls.values() for interval in intervals
+    )
+    return wall, dict(sorted(spent.items(), key=lambda item: -item[1]))
+
+
+def _print_breakdown(
+    name: str, leg: Leg, side: str, raw: float, wall: float, spent: dict[str, float]
+) -> None:
+    shares = ", ".join(
+        f"{what} {seconds:.1f} s ({seconds / wall:.0%})" for what, seconds in spent.items()
+    )
+    # Calls to different peers may run at once: then the shares add up to more than 100%.
+    print(f"  {name}, its sessions' {wall:.1f} s: {shares}")
+    writing = spent.get(WRITES[side], 0.0)
+    if writing:
+        rate = leg.items / writing
+        print(f"    the write calls alone: {rate:.0f} items/s, {rate / raw:.0%} of the raw rate")
 
 
 @pytest.mark.timeout(3600)
@@ -222,7 +303,7 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     _cli(stack, "suspend", "demo", "--reason", "benchmark setup")
     prefix = f"sf{uuid.uuid4().hex[:6]}"
     to_mail = Leg(items, _salesforce_items(sf, prefix, first))
-    to_mail.session_seconds = _synced(stack, "mail", items)
+    to_mail.session_seconds, to_mail.traces = _synced(stack, "mail", items)
     arrived = account.calendar.filter(subject__startswith=prefix).count()
     assert arrived == EVENTS
     # Concord's own writes come back as changes once: read here, outside both timings.
@@ -231,9 +312,9 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     # Mailbox -> Salesforce.
     _cli(stack, "suspend", "demo", "--reason", "benchmark setup")
     prefix = f"mb{uuid.uuid4().hex[:6]}"
-    later = first + dt.timedelta(minutes=30 * EVENTS + 15)
+    later = first + dt.timedelta(minutes=SLOT_MINUTES * (EVENTS + 1))
     to_crm = Leg(items, _mailbox_items(account, prefix, later))
-    to_crm.session_seconds = _synced(stack, "crm", items)
+    to_crm.session_seconds, to_crm.traces = _synced(stack, "crm", items)
     found = records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix} meeting %'")
     assert len(found) == EVENTS
     reading = _listing_rate(account)
@@ -254,5 +335,12 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
         )
     print(
         f"  (reading the mailbox alone, exchangelib's full listing: {reading:.0f} items/s; "
-        f"mailbox -> Salesforce is {to_crm.rate / reading:.0%} of it)"
+        f"mailbox -> Salesforce is {to_crm.rate / reading:.0%} of it; a session that did "
+        f"nothing but read the mailbox at that rate would reach {reading / to_mail.raw_rate:.0%}"
+        " of raw Collections: the ceiling of this direction while the mailbox is read so)"
     )
+    for name, leg, side, raw in (
+        ("Salesforce -> mailbox", to_mail, "mail", to_crm.raw_rate),
+        ("mailbox -> Salesforce", to_crm, "crm", to_mail.raw_rate),
+    ):
+        _print_breakdown(name, leg, side, raw, *_breakdown(stack, leg.traces))

@@ -112,6 +112,34 @@ def test_upsert_with_the_same_new_link_twice_in_one_batch(client: Client) -> Non
     assert body[1]["errors"][0]["statusCode"] == "DUPLICATE_VALUE"
 
 
+def test_a_link_freed_earlier_in_a_batch_can_be_taken_later_in_it(client: Client) -> None:
+    """Uniqueness is checked against the batch as planned so far: a value one record gives up
+    is free for the next, a value one takes is not."""
+    made = client.call(
+        "POST",
+        "composite/sobjects",
+        json={"records": [_event("old"), _event("kept"), _event("other")]},
+    ).json()
+    first, second, third = (r["id"] for r in made)
+    moved = client.call(
+        "PATCH",
+        "composite/sobjects",
+        json={
+            "records": [
+                _event_with_id(first, "new"),
+                _event_with_id(second, "OLD"),
+                _event_with_id(third, "new"),
+            ]
+        },
+    ).json()
+    assert [r["success"] for r in moved] == [True, True, False]
+    assert moved[2]["errors"][0]["statusCode"] == "DUPLICATE_VALUE"
+
+
+def _event_with_id(record_id: str, link: str) -> dict[str, Any]:
+    return {"attributes": {"type": "Event"}, "Id": record_id, "Concord_Link_Id__c": link}
+
+
 def test_update_and_delete_collections(client: Client, sf: TypedSalesforce) -> None:
     created = client.call(
         "POST", "composite/sobjects", json={"records": [_event("a"), _event("b")]}

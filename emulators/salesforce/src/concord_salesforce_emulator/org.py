@@ -16,6 +16,7 @@ from typing import Any
 from concord_salesforce_emulator import ids, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, not_found
 from concord_salesforce_emulator.schema import SYSTEM_FIELDS, Schema, SObjectType
+from concord_salesforce_emulator.soql import IndexAccess
 from concord_salesforce_emulator.store import Change, OrgStore, StoredRecord
 
 _STRING_TYPES = frozenset(
@@ -50,6 +51,40 @@ class WriteResult:
 class _Planned:
     record: StoredRecord
     created: bool
+
+
+class _Batch(dict[str, StoredRecord]):
+    """The records a write batch has planned so far, by id, and which of them hold each value of
+    a unique field: a record's uniqueness check looks its value up instead of comparing it with
+    every record planned before it (200 records to a Collections call made that 20,000)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._holders: dict[tuple[str, str], dict[str, set[str]]] = {}
+
+    def holders(self, sobject: str, field_name: str, value: str) -> set[str]:
+        """Ids of the planned records of `sobject` whose `field_name` is `value` (lower case)."""
+        key = (sobject, field_name)
+        index = self._holders.get(key)
+        if index is None:
+            index = self._holders[key] = {}
+            for record in self.values():
+                if record.sobject == sobject:
+                    index.setdefault(_unique_value(record, field_name), set()).add(record.id)
+        return index.get(value, set())
+
+    def __setitem__(self, record_id: str, record: StoredRecord) -> None:
+        before = self.get(record_id)
+        for (sobject, field_name), index in self._holders.items():
+            if before is not None and before.sobject == sobject:
+                index.get(_unique_value(before, field_name), set()).discard(record_id)
+            if record.sobject == sobject:
+                index.setdefault(_unique_value(record, field_name), set()).add(record_id)
+        super().__setitem__(record_id, record)
+
+
+def _unique_value(record: StoredRecord, field_name: str) -> str:
+    return str(record.fields.get(field_name) or "").lower()
 
 
 # A committed record: its state before (None: new) and after.
@@ -108,6 +143,30 @@ class Org:
             if include_deleted or record.deleted_at is None:
                 yield record
 
+    def indexed(self, sobject_name: str, field_name: str) -> bool:
+        """Whether the org keeps an index on the field (external id, idLookup, unique)."""
+        return field_name in self._indexed_fields.get(sobject_name, ())
+
+    def read_index(
+        self, sobject: SObjectType, access: IndexAccess, include_deleted: bool
+    ) -> list[StoredRecord]:
+        """The records of the type an index names (by Id, or an indexed field's values), in
+        the order a scan of the type would meet them."""
+        if access.field == "Id":
+            found: set[str] = set(access.keys)
+        else:
+            bucket = self._index.get((sobject.name, access.field.lower()), {})
+            found = set().union(*(bucket.get(key, set()) for key in access.keys))
+        records = [
+            r
+            for r in (self.store.get(i) for i in found)
+            if r is not None
+            and r.sobject == sobject.name
+            and (include_deleted or r.deleted_at is None)
+        ]
+        position = self.store.memory.position
+        return sorted(records, key=lambda r: position[r.id])
+
     def find_by(self, sobject: SObjectType, field_name: str, value: Any) -> list[StoredRecord]:
         """Live records whose external-id (or idLookup) field equals `value`, case-insensitively."""
         if value is None:
@@ -165,7 +224,7 @@ class Org:
         they would in Salesforce. With `all_or_none`, one failure rolls every record back.
         """
         now = timefmt.format_datetime(timefmt.now())
-        planned: dict[str, StoredRecord] = {}
+        planned = _Batch()
         outcomes: list[_Planned | SalesforceError] = []
         for kind, sobject, record_id, values in operations:
             try:
@@ -292,7 +351,7 @@ class Org:
         values: dict[str, Any],
         user_id: str,
         now: str,
-        planned: dict[str, StoredRecord],
+        planned: _Batch,
     ) -> StoredRecord:
         if not sobject.describe.get("createable", True):
             raise SalesforceError("INVALID_TYPE", f"Cannot create {sobject.name}", [])
@@ -347,7 +406,7 @@ class Org:
         values: dict[str, Any],
         user_id: str,
         now: str,
-        planned: dict[str, StoredRecord],
+        planned: _Batch,
     ) -> StoredRecord:
         record_id = ids.normalize(raw_id)
         if record_id is None:
@@ -508,19 +567,14 @@ class Org:
         sobject: SObjectType,
         record_id: str,
         fields: dict[str, Any],
-        planned: dict[str, StoredRecord],
+        planned: _Batch,
     ) -> None:
         for described in sobject.fields.values():
             if not described["unique"] or fields.get(described["name"]) is None:
                 continue
             value = str(fields[described["name"]]).lower()
             holders = {r.id for r in self.find_by(sobject, described["name"], value)}
-            holders |= {
-                r.id
-                for r in planned.values()
-                if r.sobject == sobject.name
-                and str(r.fields.get(described["name"]) or "").lower() == value
-            }
+            holders |= planned.holders(sobject.name, described["name"], value)
             # A record planned in this batch may have moved off the value it holds in the store.
             holders = {h for h in holders if self._holds(h, described["name"], value, planned)}
             holders.discard(record_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -554,6 +555,42 @@ class _Typeof:
     otherwise: list[_Column] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class IndexAccess:
+    """Rows to read instead of the whole type: by Id, or through an indexed field's values."""
+
+    field: str  # the field's name as described
+    keys: tuple[str, ...]  # 18-character Ids, or the field's values in lower case
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """An IN list, coerced: a set lookup per row (text compares case-insensitively, so strings
+    are kept in lower case), plus any date literals, which match a range of values."""
+
+    keys: frozenset[Any]
+    ranges: tuple[Literal, ...]
+
+    @staticmethod
+    def of(values: list[Any]) -> _Wanted:
+        keys = {
+            v.lower() if isinstance(v, str) else v for v in values if not isinstance(v, Literal)
+        }
+        ranges = tuple(v for v in values if isinstance(v, Literal))
+        return _Wanted(frozenset(keys), ranges)
+
+    def holds(self, actual: Any, today: dt.date) -> bool:
+        # As `_equals`: a null matches a null literal, text matches ignoring case, anything else
+        # by equality (a str never equals a non-str, so one set holds both).
+        key = actual.lower() if isinstance(actual, str) else actual
+        try:
+            if key in self.keys:
+                return True
+        except TypeError:  # an unhashable value (a compound field) equals no literal
+            pass
+        return any(_equals(actual, r, today) for r in self.ranges)
+
+
 class PlannedQuery:
     def __init__(
         self,
@@ -589,6 +626,10 @@ class PlannedQuery:
         self.children: dict[int, _Child] = {}
         self.typeofs: dict[int, _Typeof] = {}
         self.joins: dict[int, PlannedQuery] = {}
+        # A comparison's literals as comparable values, coerced once per query (by node id):
+        # coercing them per row made `Id IN (200 ids)` cost rows x literals id checksums.
+        self._expected: dict[int, Any] = {}
+        self._wanted: dict[int, _Wanted] = {}
         self._expand_items()
         seen: set[tuple[str, ...]] = set()
         for index, item in enumerate(self.items):
@@ -1007,10 +1048,9 @@ class PlannedQuery:
             )
             return hit if node.op == "includes" else not hit
         if node.op in ("in", "not in"):
-            wanted = [_coerce_literal(column, v, "=") for v in node.values]
-            hit = any(_equals(actual, w, today) for w in wanted)
+            hit = self._wanted_of(node, column).holds(actual, today)
             return hit if node.op == "in" else not hit
-        expected = _coerce_literal(column, node.values[0], node.op)
+        expected = self._expected_of(node, column)
         if node.op == "like":
             return actual is not None and _like(str(expected), str(actual))
         if node.op == "=":
@@ -1020,6 +1060,64 @@ class PlannedQuery:
         if actual is None or expected is None:
             return False
         return _ordered(actual, node.op, expected, today)
+
+    def _expected_of(self, node: Compare, column: _Column) -> Any:
+        key = id(node)
+        if key not in self._expected:
+            self._expected[key] = _coerce_literal(column, node.values[0], node.op)
+        return self._expected[key]
+
+    def _wanted_of(self, node: Compare, column: _Column) -> _Wanted:
+        wanted = self._wanted.get(id(node))
+        if wanted is None:
+            values = [_coerce_literal(column, v, "=") for v in node.values]
+            wanted = self._wanted[id(node)] = _Wanted.of(values)
+        return wanted
+
+    # ---- index access ------------------------------------------------------------------------
+
+    def index_access(self, indexed: Callable[[str, str], bool]) -> IndexAccess | None:
+        """The index that answers this query, as Salesforce's optimizer would choose one.
+
+        A conjunct of the top-level AND (or the whole WHERE) of the form `Id = / IN`, or
+        `Field = / IN` on a text field the org indexes (`indexed(type, field)`: external ids,
+        idLookup and unique fields), names every row that can match: reading those rows alone
+        gives the same answer as a scan, because the whole WHERE is still tested on each. The
+        conjunct with the fewest values wins; None means a table scan.
+        """
+        where = self.query.where
+        if where is None:
+            return None
+        conjuncts = where.parts if isinstance(where, BoolOp) and where.op == "and" else (where,)
+        best: IndexAccess | None = None
+        for node in conjuncts:
+            if (
+                not isinstance(node, Compare)
+                or node.subquery is not None
+                or node.op not in ("=", "in")
+                or not isinstance(node.operand, tuple)
+            ):
+                continue
+            column = self._resolve(node.operand)
+            if len(column.canonical) != 1:
+                continue
+            name = column.canonical[0]
+            kind = column.field["type"]
+            if node.op == "=":
+                values = [self._expected_of(node, column)]
+            else:
+                values = [_coerce_literal(column, v, "=") for v in node.values]
+            if kind == "id":
+                # Every row has an Id: a null in the list matches nothing.
+                keys = {v for v in values if v is not None}
+            elif kind in _TEXT and indexed(self.sobject.name, name) and None not in values:
+                # An index holds values, not nulls: `Field = null` has to scan.
+                keys = {str(v).lower() for v in values}
+            else:
+                continue
+            if best is None or len(keys) < len(best.keys):
+                best = IndexAccess(name, tuple(sorted(keys)))
+        return best
 
     # ---- rendering plain rows ----------------------------------------------------------------
 
@@ -1233,11 +1331,12 @@ class PlannedQuery:
 
     # ---- explain -----------------------------------------------------------------------------
 
-    def explain(self, cardinality: int, total: int) -> dict[str, Any]:
-        """Salesforce's query-plan shape: one plan, a table scan unless an indexed Id filter."""
-        indexed = _filters_on_id(self.query.where)
+    def explain(self, cardinality: int, total: int, access: IndexAccess | None) -> dict[str, Any]:
+        """Salesforce's query-plan shape: one plan, the index the query was answered from (the
+        same choice `run_query` makes), a table scan otherwise."""
+        indexed = access is not None
         operation = "Index" if indexed else "TableScan"
-        fields = ["Id"] if indexed else []
+        fields = [access.field] if access is not None else []
         notes = []
         if not indexed and self.query.where is not None:
             notes.append(
@@ -1401,17 +1500,6 @@ def _date_function(name: str, value: Any) -> Any:
     raise AssertionError(name)
 
 
-def _filters_on_id(node: Any) -> bool:
-    if isinstance(node, BoolOp):
-        return node.op == "and" and any(_filters_on_id(p) for p in node.parts)
-    return (
-        isinstance(node, Compare)
-        and node.path[-1:] == ("Id",)
-        and len(node.path) == 1
-        and node.op in ("=", "in")
-    )
-
-
 def _filter_paths(node: Any) -> list[tuple[str, ...]]:
     if isinstance(node, BoolOp):
         return [p for part in node.parts for p in _filter_paths(part)]
@@ -1509,12 +1597,19 @@ def _type_error(name: str, kind: str) -> SalesforceError:
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _stored_datetime(text: str) -> dt.datetime:
+    # A change listing compares every row's SystemModstamp two or three times per page, and
+    # rows written together share one: parsed once each (a datetime is immutable).
+    return timefmt.parse_datetime(text)
+
+
 def _normalise(field: dict[str, Any], value: Any) -> Any:
     if value is None:
         return None
     kind = field["type"]
     if kind == "datetime":
-        return timefmt.parse_datetime(value)
+        return _stored_datetime(value)
     if kind == "date":
         return dt.date.fromisoformat(value)
     if kind in _NUMBER:

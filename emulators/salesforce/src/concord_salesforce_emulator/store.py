@@ -51,6 +51,9 @@ class Memory:
     records: dict[str, StoredRecord] = field(default_factory=dict)
     # Per type, in insertion order: the order queries without ORDER BY return.
     by_type: dict[str, dict[str, StoredRecord]] = field(default_factory=dict)
+    # Each record's place in that order, so rows read through an index come back in it too.
+    position: dict[str, int] = field(default_factory=dict)
+    next_position: int = 0
 
 
 class OrgStore:
@@ -101,6 +104,7 @@ class OrgStore:
             if change.purge:
                 self.memory.records.pop(change.record.id, None)
                 self.memory.by_type.get(change.record.sobject, {}).pop(change.record.id, None)
+                self.memory.position.pop(change.record.id, None)
             else:
                 self._remember(change.record)
 
@@ -155,5 +159,10 @@ class OrgStore:
         )
 
     def _remember(self, record: StoredRecord) -> None:
-        self.memory.records[record.id] = record
+        memory = self.memory
+        if record.id not in memory.position:
+            # A rewrite keeps the record's place in `by_type`; only a new record goes last.
+            memory.position[record.id] = memory.next_position
+            memory.next_position += 1
+        memory.records[record.id] = record
         self.memory.by_type.setdefault(record.sobject, {})[record.id] = record

@@ -150,7 +150,8 @@ async def test_writes_carry_the_concord_call_option(org: Org) -> None:
 
     org.emulator.emulator.api.dispatch = spy
     await apply(org, [event(links(1)[0])])
-    assert seen == ["client=concord"]
+    # The Composite request and the Collections write inside it.
+    assert seen == ["client=concord"] * 2
 
 
 async def test_write_results_carry_the_system_modstamp_a_listing_shows(org: Org) -> None:
@@ -166,15 +167,49 @@ async def test_write_results_carry_the_system_modstamp_a_listing_shows(org: Org)
     assert moved[0].system_modstamp.ToDatetime() > created[0].system_modstamp.ToDatetime()
 
 
+async def test_a_small_batch_and_its_stamp_read_are_one_call(org: Org) -> None:
+    """Up to 400 records (two Collections and two queries in one Composite request): the
+    stamps are read in the request that writes, in order after the writes."""
+    ids = links(400)
+    seen: list[dict[str, Any]] = []
+    original = org.emulator.emulator.api.dispatch
+
+    def spy(call: Any) -> Any:
+        if call.path == "composite" and isinstance(call.body, dict):
+            seen.append(call.body)
+        return original(call)
+
+    org.emulator.emulator.api.dispatch = spy
+    created = await apply(org, [event(link) for link in ids])
+    assert org.calls() == {"POST composite": 1}
+    (request,) = seen
+    assert [r["method"] for r in request["compositeRequest"]] == ["PATCH", "PATCH", "GET", "GET"]
+    assert request["collateSubrequests"] is False
+    listed = {c.record.id: c.record.system_modstamp for c in (await list_changes(org)).changes}
+    assert [r.system_modstamp for r in created] == [listed[r.id] for r in created]
+    org.admin_post("reset")
+    moved = await apply(
+        org, [event(link, "Moved", operation=pb.CRM_WRITE_OPERATION_UPDATE) for link in ids[:3]]
+    )
+    # An update by link id: the query for its Id, then the write with its read.
+    assert org.calls() == {"GET query": 1, "POST composite": 1}
+    assert all(
+        m.system_modstamp.ToDatetime() > c.system_modstamp.ToDatetime()
+        for m, c in zip(moved, created, strict=False)
+    )
+
+
 async def test_a_stamp_read_that_fails_leaves_the_writes_written_without_stamps(org: Org) -> None:
     from concord_salesforce_emulator.api import Reply
 
     original = org.emulator.emulator.api.dispatch
 
     def refuse_reads(call: Any) -> Any:
+        # The read beside the write in its Composite request, and the read on its own after.
         body = call.body if isinstance(call.body, dict) else {}
         subrequests = body.get("compositeRequest", [])
-        if subrequests and all(r.get("method") == "GET" for r in subrequests):
+        alone = subrequests and all(r.get("method") == "GET" for r in subrequests)
+        if alone or (call.method, call.path) == ("GET", "query"):
             return Reply(400, [{"errorCode": "INVALID_QUERY", "message": "refused"}])
         return original(call)
 
@@ -183,6 +218,7 @@ async def test_a_stamp_read_that_fails_leaves_the_writes_written_without_stamps(
     results = await apply(org, [event(link) for link in ids])
     assert [r.status for r in results] == [OK, OK]
     assert not any(r.HasField("system_modstamp") for r in results)
+    org.emulator.emulator.api.dispatch = original
     assert await count_events(org, ids) == dict.fromkeys(ids, 1)
 
 
@@ -203,14 +239,15 @@ async def test_after_a_transient_failure_the_retried_batch_leaves_one_record_per
     results = await apply(org, [event(link) for link in ids])
     assert {r.status for r in results} == {OK}
     assert await count_events(org, ids) == dict.fromkeys(ids, 1)
-    # The write, its retry, and the read of the records' SystemModstamp.
-    assert org.calls()["POST composite"] == 3
+    # The write with the read of the records' SystemModstamp beside it, and its retry.
+    assert org.calls()["POST composite"] == 2
 
 
 async def test_single_collection_calls_are_retried_too(org: Org) -> None:
     ids = links(3)
     org.fault("drop_response", path="composite/sobjects", count=2)
-    results = await apply(org, [event(link) for link in ids])
+    # allOrNone: no stamp read rides with the write, which goes as one Collections call.
+    results = await apply(org, [event(link) for link in ids], all_or_none=True)
     assert {r.status for r in results} == {OK}
     assert await count_events(org, ids) == dict.fromkeys(ids, 1)
     assert org.calls()["PATCH composite/sobjects/Event/Concord_Link_Id__c"] == 3
@@ -221,7 +258,7 @@ async def test_a_failure_that_outlasts_the_retries_is_reported_retryable(org: Or
     results = await apply(org, [event(link) for link in links(2)])
     assert {r.status for r in results} == {res.WRITE_STATUS_RETRYABLE}
     assert results[0].errors[0].code == "SERVER_UNAVAILABLE"
-    assert org.calls()["PATCH composite/sobjects/Event/Concord_Link_Id__c"] == 5
+    assert org.calls()["POST composite"] == 5
 
 
 async def test_a_refused_request_is_reported_on_each_of_its_records(org: Org) -> None:

@@ -74,6 +74,7 @@ from concord_crm_connector.domain.queries import (
 )
 from concord_crm_connector.domain.service import LoginInfo, RecordPage
 from concord_crm_connector.domain.writes import (
+    COMPOSITE_COLLECTIONS,
     CallKind,
     CollectionCall,
     backoff_seconds,
@@ -349,7 +350,11 @@ class SalesforceOrgs:
     # ---- writes ------------------------------------------------------------------------------
 
     async def apply_batch(
-        self, connection: OrgConnection, writes: Sequence[RecordWrite], all_or_none: bool
+        self,
+        connection: OrgConnection,
+        writes: Sequence[RecordWrite],
+        all_or_none: bool,
+        read_back: frozenset[str] = frozenset(),
     ) -> list[WriteOutcome]:
         outcomes: list[WriteOutcome | None] = [invalid_write(w) for w in writes]
         if all_or_none and any(outcomes):
@@ -368,7 +373,12 @@ class SalesforceOrgs:
                     results = await self._call(
                         connection,
                         partial(
-                            _write_pack, pack=pack, writes=writes, ids=ids, all_or_none=all_or_none
+                            _write_pack,
+                            pack=pack,
+                            writes=writes,
+                            ids=ids,
+                            all_or_none=all_or_none,
+                            read_back=read_back,
                         ),
                     )
                 except _LimitReached:
@@ -735,18 +745,47 @@ def _collection_request(
     return ("POST" if call.kind == "create" else "PATCH"), "composite/sobjects", body
 
 
+def _stamp_queries(
+    pack: Sequence[CollectionCall],
+    writes: Sequence[RecordWrite],
+    ids: Mapping[int, str],
+    read_back: frozenset[str],
+) -> list[str]:
+    """SOQL reading the SystemModstamp of what the pack writes, for a Composite request to run
+    right after the writes: only where the records are named before they are written (an
+    upsert's link ids, an update's Ids), and only when the queries fit beside the writes (a
+    Composite request runs at most five Collections and queries)."""
+    queries = []
+    for call in pack:
+        if call.sobject_type not in read_back:
+            continue
+        if call.kind == "upsert":
+            key, values = LINK_FIELD, {writes[i].link_id for i in call.indices}
+        elif call.kind == "update":
+            key, values = "Id", {ids.get(i) or writes[i].id for i in call.indices}
+        else:
+            continue  # a create's Id exists only after it, a delete has no stamp to keep
+        filters = [FieldFilter(key, tuple(sorted(values)))]
+        queries.append(filter_query(call.sobject_type, ["SystemModstamp"], filters))
+    return queries if len(pack) + len(queries) <= COMPOSITE_COLLECTIONS else []
+
+
 def _write_pack(
     sf: SalesforceClient,
     pack: Sequence[CollectionCall],
     writes: Sequence[RecordWrite],
     ids: Mapping[int, str],
     all_or_none: bool,
+    read_back: frozenset[str] = frozenset(),
 ) -> dict[int, WriteOutcome]:
-    """One API call: a Collections request, or a Composite request of up to five of them."""
+    """One API call: a Collections request, or a Composite request of up to five of them, with
+    the read of the written records' SystemModstamp where it fits (`_stamp_queries`)."""
     outcomes: dict[int, WriteOutcome] = {}
     if pack[0].kind == "guarded_update":
         return _write_guarded(sf, pack[0], writes, ids, all_or_none)
-    if len(pack) == 1:
+    # Not with allOrNone: a read that failed would roll the writes back with it.
+    reads = [] if all_or_none else _stamp_queries(pack, writes, ids, read_back)
+    if len(pack) == 1 and not reads:
         call = pack[0]
         method, path, body = _collection_request(call, writes, ids, all_or_none)
         try:
@@ -771,12 +810,20 @@ def _write_pack(
         if body is not None:
             sub["body"] = body
         subrequests.append(sub)
-    answer = sf.restful(
-        "composite",
-        method="POST",
-        json={"allOrNone": all_or_none, "compositeRequest": subrequests},
-        headers=WRITE_HEADERS,
-    )
+    for number, query in enumerate(reads):
+        subrequests.append(
+            {
+                "method": "GET",
+                "url": f"/services/data/v{version}/query?{urlencode({'q': query})}",
+                "referenceId": f"s{number}",
+            }
+        )
+    request: dict[str, Any] = {"allOrNone": all_or_none, "compositeRequest": subrequests}
+    if reads:
+        # Collated, the reads could run before the writes they read (Salesforce collates by
+        # default from API version 49.0): in order, they see them, one round trip later at most.
+        request["collateSubrequests"] = False
+    answer = sf.restful("composite", method="POST", json=request, headers=WRITE_HEADERS)
     # By reference, not position: Salesforce may collate subrequests and run them out of order.
     responses = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
     for number, call in enumerate(pack):
@@ -788,6 +835,18 @@ def _write_pack(
             _fail_call(outcomes, call, writes, rest_errors(response.get("body")))
         else:
             _read_results(outcomes, call, writes, response.get("body"))
+    stamps: dict[str, datetime] = {}
+    for number in range(len(reads)):
+        response = responses.get(f"s{number}", {})
+        if int(response.get("httpStatusCode", 500)) >= 300:
+            continue  # the writes stand; their stamps are read on their own afterwards
+        for row in (response.get("body") or {}).get("records", []):
+            if row.get("SystemModstamp"):
+                stamps[str(row["Id"])[:15]] = parse_datetime(str(row["SystemModstamp"]))
+    for index, outcome in outcomes.items():
+        stamp = stamps.get(outcome.id[:15]) if outcome.status is WriteStatus.OK else None
+        if stamp is not None:
+            outcomes[index] = replace(outcome, system_modstamp=stamp)
     return outcomes
 
 

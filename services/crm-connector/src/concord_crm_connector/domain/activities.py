@@ -22,6 +22,7 @@ __all__ = [
     "CANCELLED_PREFIX",
     "cancelled_subject",
     "event_relations",
+    "invitees",
     "marks_to_read",
     "salesforce_writes",
 ]
@@ -101,25 +102,25 @@ def event_relations(
     """
     rows: list[RecordWrite] = []
     for write, outcome in zip(writes, outcomes, strict=True):
-        links = write.links
-        if (
-            links is None
-            or write.sobject_type != "Event"
-            or outcome.status is not WriteStatus.OK
-            or not outcome.created
-            or not outcome.id
-        ):
+        if outcome.status is not WriteStatus.OK or not outcome.created or not outcome.id:
             continue
-        for invitee in dict.fromkeys(links.invitee_ids):
-            if invitee and invitee != links.who_id:
-                rows.append(
-                    RecordWrite(
-                        operation=WriteOperation.CREATE,
-                        sobject_type="EventRelation",
-                        fields={"EventId": outcome.id, "RelationId": invitee},
-                    )
+        for invitee in invitees(write):
+            rows.append(
+                RecordWrite(
+                    operation=WriteOperation.CREATE,
+                    sobject_type="EventRelation",
+                    fields={"EventId": outcome.id, "RelationId": invitee},
                 )
+            )
     return rows
+
+
+def invitees(write: RecordWrite) -> list[str]:
+    """Whom an Event write is with beyond its WhoId: an EventRelation each, once it is made."""
+    links = write.links
+    if links is None or write.sobject_type != "Event":
+        return []
+    return [i for i in dict.fromkeys(links.invitee_ids) if i and i != links.who_id]
 
 
 def _refused(write: RecordWrite, message: str, code: str = "INVALID_OPERATION") -> WriteOutcome:

@@ -10,6 +10,7 @@ from typing import Protocol, cast
 
 from concord_crm_connector.domain.activities import (
     event_relations,
+    invitees,
     marks_to_read,
     salesforce_writes,
 )
@@ -98,8 +99,16 @@ class Salesforce(Protocol):
     ) -> ChangePage: ...
 
     async def apply_batch(
-        self, connection: OrgConnection, writes: Sequence[RecordWrite], all_or_none: bool
-    ) -> list[WriteOutcome]: ...
+        self,
+        connection: OrgConnection,
+        writes: Sequence[RecordWrite],
+        all_or_none: bool,
+        read_back: frozenset[str] = frozenset(),
+    ) -> list[WriteOutcome]:
+        """Outcomes in input order. For the object types in `read_back`, an outcome may carry
+        its record's SystemModstamp, read in the same request as the write where that fits;
+        the rest are for `modstamps`."""
+        ...
 
     async def modstamps(
         self, connection: OrgConnection, ids: Mapping[str, Sequence[str]]
@@ -221,8 +230,11 @@ class CrmConnector:
                 else WriteOutcome(WriteStatus.ROLLED_BACK, p.id, p.link_id, errors=(ROLLED_BACK,))
                 for p in planned
             ]
+        # An Event that gets EventRelation rows below may change with them: its stamp is read
+        # after they are written, not with the Event.
+        read_back = LISTED_BACK - {"Event"} if any(invitees(w) for w in writes) else LISTED_BACK
         answered = await salesforce.apply_batch(
-            connection, [cast(RecordWrite, planned[i]) for i in sent], all_or_none
+            connection, [cast(RecordWrite, planned[i]) for i in sent], all_or_none, read_back
         )
         outcomes = [p if isinstance(p, WriteOutcome) else None for p in planned]
         for index, outcome in zip(sent, answered, strict=True):
@@ -307,8 +319,9 @@ async def _stamped(
     outcomes: list[WriteOutcome],
 ) -> list[WriteOutcome]:
     """The outcomes with each written record's SystemModstamp, read back right after the
-    writes (one call per 1,000 records): the version the reconciler keeps on its link, so the
-    next listing knows Concord's own write when it comes back (issue #18).
+    writes (one call per 1,000 records) unless the write's own request read it already: the
+    version the reconciler keeps on its link, so the next listing knows Concord's own write when
+    it comes back (issue #18).
 
     An edit made by someone else between the write and this read would be taken for
     Concord's: the window is one round trip. A read that fails leaves the stamps out, which
@@ -322,6 +335,7 @@ async def _stamped(
             and write.operation is not WriteOperation.DELETE
             and outcome.status is WriteStatus.OK
             and outcome.id
+            and outcome.system_modstamp is None
         ):
             wanted.setdefault(write.sobject_type, []).append(outcome.id)
     if not wanted:

@@ -1,0 +1,166 @@
+"""Rows named by Id or by an indexed field are read through the index, as Salesforce's optimizer
+does: the answer is the scan's answer, the query plan says `Index`, and only those rows are
+examined (a scan made `Id IN (200 ids)` cost every row of the type times every literal)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+from concord_salesforce_emulator import soql
+
+from .conftest import TypedSalesforce, error_body
+
+
+def _contacts(sf: TypedSalesforce, count: int) -> list[str]:
+    created = sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={
+            "allOrNone": True,
+            "records": [
+                {
+                    "attributes": {"type": "Contact"},
+                    "LastName": f"Person {n:03d}",
+                    "Concord_Link_Id__c": f"link-{n:03d}" if n % 2 == 0 else None,
+                }
+                for n in range(count)
+            ],
+        },
+    )
+    assert isinstance(created, list)
+    return [r["id"] for r in created]
+
+
+def _plan(sf: TypedSalesforce, query: str) -> dict[str, Any]:
+    answer = sf.restful("query", params={"explain": query})
+    assert isinstance(answer, dict)
+    plans = answer["plans"]
+    assert len(plans) == 1
+    plan: dict[str, Any] = plans[0]
+    return plan
+
+
+def _in(values: list[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+@pytest.fixture
+def examined(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Ids of the rows a query's WHERE is tested on (the emulator runs in this process)."""
+    seen: list[str] = []
+    original = soql.PlannedQuery._matches
+
+    def counting(self: soql.PlannedQuery, record: soql.Record, context: Any) -> bool:
+        seen.append(record["Id"])
+        return original(self, record, context)
+
+    monkeypatch.setattr(soql.PlannedQuery, "_matches", counting)
+    return seen
+
+
+def test_explain_says_an_id_in_list_uses_the_index_and_other_filters_scan(
+    sf: TypedSalesforce,
+) -> None:
+    people = _contacts(sf, 12)
+    by_id = _plan(sf, f"SELECT Id FROM Contact WHERE Id IN ({_in(people[:3])})")
+    assert (by_id["leadingOperationType"], by_id["fields"], by_id["cardinality"]) == (
+        "Index",
+        ["Id"],
+        3,
+    )
+    assert by_id["sobjectCardinality"] == 12
+    by_link = _plan(
+        sf,
+        "SELECT Id FROM Contact WHERE LastName != 'x' AND Concord_Link_Id__c IN "
+        "('LINK-000', 'link-002', 'link-999')",
+    )
+    assert (by_link["leadingOperationType"], by_link["fields"], by_link["cardinality"]) == (
+        "Index",
+        ["Concord_Link_Id__c"],
+        2,
+    )
+    scan = _plan(sf, "SELECT Id FROM Contact WHERE LastName IN ('Person 001', 'Person 002')")
+    assert (scan["leadingOperationType"], scan["fields"], scan["cardinality"]) == (
+        "TableScan",
+        [],
+        2,
+    )
+    assert scan["notes"][0]["fields"] == ["LastName"]
+    # Under an OR the Id no longer bounds the rows: a scan.
+    either = _plan(sf, f"SELECT Id FROM Contact WHERE Id = '{people[0]}' OR LastName = 'x'")
+    assert either["leadingOperationType"] == "TableScan"
+    # An index holds no nulls: `= null` on an indexed field scans (and finds the nulls).
+    nulls = _plan(sf, "SELECT Id FROM Contact WHERE Concord_Link_Id__c = null")
+    assert (nulls["leadingOperationType"], nulls["cardinality"]) == ("TableScan", 6)
+
+
+def test_an_id_in_query_examines_only_the_rows_it_names(
+    sf: TypedSalesforce, examined: list[str]
+) -> None:
+    people = _contacts(sf, 40)
+    wanted = [people[30], people[3], people[17]]
+    rows = sf.query(f"SELECT Id, SystemModstamp FROM Contact WHERE Id IN ({_in(wanted)})")
+    # In the order a scan meets them (insertion), not the order of the list.
+    assert [r["Id"] for r in rows["records"]] == [people[3], people[17], people[30]]
+    assert sorted(examined) == sorted(wanted)
+    examined.clear()
+    linked = sf.query(
+        "SELECT Id FROM Contact WHERE Concord_Link_Id__c IN ('link-004', 'LINK-010', 'link-011')"
+    )
+    assert [r["Id"] for r in linked["records"]] == [people[4], people[10]]
+    assert sorted(examined) == sorted([people[4], people[10]])
+    examined.clear()
+    sf.query("SELECT Id FROM Contact WHERE LastName = 'Person 004'")
+    assert len(examined) == 40
+
+
+def test_index_reads_keep_scan_semantics(sf: TypedSalesforce) -> None:
+    people = _contacts(sf, 6)
+    sf.Contact.delete(people[2])
+    listed = _in(people[:4])
+    live = sf.query(f"SELECT Id FROM Contact WHERE Id IN ({listed})")["records"]
+    assert [r["Id"] for r in live] == [people[0], people[1], people[3]]
+    everything = sf.query_all(
+        f"SELECT Id, IsDeleted FROM Contact WHERE Id IN ({listed})", include_deleted=True
+    )["records"]
+    assert [(r["Id"], r["IsDeleted"]) for r in everything] == [
+        (people[0], False),
+        (people[1], False),
+        (people[2], True),
+        (people[3], False),
+    ]
+    deleted_link = sf.query_all(
+        "SELECT Id FROM Contact WHERE Concord_Link_Id__c = 'link-002'", include_deleted=True
+    )["records"]
+    assert [r["Id"] for r in deleted_link] == [people[2]]
+    # 15-character ids, other conjuncts, ORDER BY and LIMIT, as a scan answers them.
+    short = _in([p[:15] for p in people])
+    ordered = sf.query(
+        f"SELECT Id FROM Contact WHERE Id IN ({short}) AND LastName != 'Person 001' "
+        "ORDER BY LastName DESC LIMIT 3"
+    )["records"]
+    assert [r["Id"] for r in ordered] == [people[5], people[4], people[3]]
+    assert sf.query(f"SELECT COUNT() FROM Contact WHERE Id IN ({short})")["totalSize"] == 5
+    assert sf.query("SELECT Id FROM Contact WHERE Id = null")["totalSize"] == 0
+    with pytest.raises(SalesforceMalformedRequest) as excinfo:
+        sf.query(f"SELECT Id FROM Contact WHERE Id IN ('{people[0]}', 'not-an-id')")
+    assert error_body(excinfo.value)[0] == {
+        "errorCode": "INVALID_QUERY_FILTER_OPERATOR",
+        "message": "invalid ID field: not-an-id",
+    }
+
+
+def test_in_lists_compare_like_equals(sf: TypedSalesforce) -> None:
+    """The set lookup matches exactly what `=` matches: text ignoring case, nulls, dates."""
+    people = _contacts(sf, 4)
+    by_name = sf.query("SELECT Id FROM Contact WHERE LastName IN ('PERSON 001', 'person 003')")
+    assert [r["Id"] for r in by_name["records"]] == [people[1], people[3]]
+    unlinked = sf.query("SELECT Id FROM Contact WHERE Concord_Link_Id__c IN (null, 'link-000')")
+    assert [r["Id"] for r in unlinked["records"]] == [people[0], people[1], people[3]]
+    others = sf.query("SELECT Id FROM Contact WHERE Concord_Link_Id__c NOT IN (null)")
+    assert [r["Id"] for r in others["records"]] == [people[0], people[2]]
+    today = sf.query("SELECT Id FROM Contact WHERE CreatedDate IN (TODAY, YESTERDAY)")
+    assert len(today["records"]) == 4
