@@ -74,6 +74,9 @@ class World:
         if hook is not None:
             ports = [Interleaved(p, hook) for p in ports]
         mail, crm, store = ports
+        # Sessions are seconds apart: a user's edit shares the SystemModstamp of a write
+        # Concord made in the same session only.
+        self.crm.second += 1
         return asyncio.run(sync_pair("mb", self.policy, mail, crm, store, NOW, batch_size=3))
 
     def act(self, action: UserAction) -> None:

@@ -39,8 +39,10 @@ class MemoryItem:
     modified: int = 0  # the side's logical clock at the last change
     is_private: bool = False
     shared: bool = True
-    # The last change was Concord's write (Salesforce's LastModifiedById is its user).
+    # The last change was Concord's write (Salesforce's LastModifiedById is its user), and
+    # the side's `second` it was made in.
     by_concord: bool = False
+    second: int = 0
 
 
 @dataclass
@@ -63,10 +65,12 @@ class MemorySide:
     # Native ids are `<prefix>-<n>` (the side's name by default); sides of one mailbox that
     # hold different kinds need prefixes of their own, as a real mailbox never reuses an id.
     prefix: str = ""
-    # Versions kept to the second, like Salesforce's SystemModstamp: a user's edit right after
-    # Concord's write lands in its second and keeps its version; only who made the last
-    # change (`MemoryItem.by_concord`, LastModifiedById) tells the edit from the echo.
+    # Versions kept to the second, like Salesforce's SystemModstamp: a user's edit in the
+    # `second` of Concord's write keeps the write's version; only who made the last change
+    # (`MemoryItem.by_concord`, LastModifiedById) tells the edit from the echo. The caller
+    # moves `second` on (e.g. once a session).
     same_second_edits: bool = False
+    second: int = 0
     _next_id: int = 0
 
     # -- what users do -------------------------------------------------------------------
@@ -84,7 +88,7 @@ class MemorySide:
             item.fields.pop(name, None)
         else:
             item.fields[name] = value
-        if self.same_second_edits and item.by_concord:
+        if self.same_second_edits and item.by_concord and item.second == self.second:
             item.by_concord = False
             item.modified = self.clock()
             self.log.append(native)
@@ -108,7 +112,7 @@ class MemorySide:
 
     def _bump(self, native: str, *, by_concord: bool = False) -> None:
         item = self.items[native]
-        item.by_concord = by_concord
+        item.by_concord, item.second = by_concord, self.second
         item.version += 1
         item.modified = self.clock()
         self.log.append(native)
@@ -188,7 +192,7 @@ class MemorySide:
             native = self.create(
                 {k: v for k, v in write.fields.items() if v is not None}, link_id=write.link_id
             )
-            self.items[native].by_concord = True
+            self.items[native].by_concord, self.items[native].second = True, self.second
             return WriteResult(write.link_id, True, native, "1")
         native = write.native_id or ""
         item = self.items.get(native)
