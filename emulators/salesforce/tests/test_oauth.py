@@ -116,3 +116,47 @@ def test_sessions_and_records_survive_a_restart(tmp_path: Path) -> None:
         session.close()
     assert response.status_code == 200
     assert response.json()["Name"] == "Kept"
+
+
+def test_each_user_logs_in_as_themselves_and_their_edits_carry_their_id(
+    emulator: Running, http: requests.Session, token: dict[str, Any]
+) -> None:
+    """Like Salesforce: the token's identity URL ends in the user's Id, and every write is
+    stamped LastModifiedById with the user who made it (what tells Concord's writes apart)."""
+    admin_id = token["id"].rsplit("/", 1)[1]
+    user = http.post(
+        api(emulator, "sobjects/User"),
+        json={
+            "Username": "rep@example.com",
+            "LastName": "Rep",
+            "Alias": "rep",
+            "Email": "rep@example.com",
+            "TimeZoneSidKey": "GMT",
+        },
+        headers=bearer(token),
+    ).json()["id"]
+    theirs = http.post(
+        f"{emulator.url}/services/oauth2/token", data=_form(emulator, username="rep@example.com")
+    ).json()
+    assert theirs["id"].endswith(f"/id/{emulator.emulator.org.org_id}/{user}")
+    assert theirs["access_token"] != token["access_token"]
+    created = http.post(
+        api(emulator, "sobjects/Account"), json={"Name": "Stamped"}, headers=bearer(token)
+    ).json()["id"]
+    path = api(emulator, f"sobjects/Account/{created}")
+
+    def last_modified_by() -> str:
+        got = http.get(f"{path}?fields=LastModifiedById", headers=bearer(token)).json()
+        return str(got["LastModifiedById"])
+
+    assert last_modified_by() == admin_id
+    edit = http.patch(path, json={"Name": "Edited"}, headers=bearer(theirs))
+    assert edit.status_code == 204
+    assert last_modified_by() == user
+    composite = http.patch(
+        api(emulator, "composite/sobjects"),
+        json={"records": [{"attributes": {"type": "Account"}, "id": created, "Name": "Back"}]},
+        headers=bearer(token),
+    )
+    assert composite.json()[0]["success"]
+    assert last_modified_by() == admin_id

@@ -132,23 +132,28 @@ class Emulator:
                 "error": "invalid_client",
                 "error_description": "invalid client credentials",
             }
+        user_id = self.admin_user_id
         if grant == "password":
-            good = form.get("username") == self.settings.username and hmac.compare_digest(
+            # Any active user of the org may log in (with the org's one password): a person
+            # editing in Salesforce is another user than the integration user Concord logs in
+            # as, and Salesforce stamps their edits with their own LastModifiedById.
+            found = self._user_named(form.get("username", ""))
+            good = found is not None and hmac.compare_digest(
                 form.get("password", ""), self.settings.password
             )
-            if not good:
+            if found is None or not good:
                 return 400, {
                     "error": "invalid_grant",
                     "error_description": "authentication failure",
                 }
-        token = self._live_session()
+            user_id = found
+        token = self._live_session() if user_id == self.admin_user_id else None
         if token is None:
             token = f"{self.org.org_id}!{secrets.token_urlsafe(72)}"
-            self.store.save_token(
-                token, self.admin_user_id, time.time() + self.settings.token_ttl_seconds
-            )
-            self._session = token
-        identity = f"{self.base_url}/id/{self.org.org_id}/{self.admin_user_id}"
+            self.store.save_token(token, user_id, time.time() + self.settings.token_ttl_seconds)
+            if user_id == self.admin_user_id:
+                self._session = token
+        identity = f"{self.base_url}/id/{self.org.org_id}/{user_id}"
         issued_at = str(int(time.time() * 1000))
         # What Salesforce signs: the identity URL and issue time, keyed by the client secret.
         signature = base64.b64encode(
@@ -166,6 +171,19 @@ class Emulator:
             "issued_at": issued_at,
             "signature": signature,
         }
+
+    def _user_named(self, username: str) -> str | None:
+        """The Id of the org's active user of this username (the run-as user's included)."""
+        if username == self.settings.username:
+            return self.admin_user_id
+        user = self.org.schema.get("User")
+        assert user is not None
+        found = [
+            r
+            for r in self.org.find_by(user, "Username", username)
+            if r.fields.get("IsActive") is not False
+        ]
+        return found[0].id if found else None
 
     def _live_session(self) -> str | None:
         """The session a new login gets while the last one is valid: Salesforce hands a user

@@ -22,6 +22,7 @@ from concord_crm_connector.adapters.store import SqlOrgStore
 from concord_crm_connector.domain.errors import SalesforceUnavailable
 from concord_crm_connector.domain.model import AuthFlow, OrgConnection
 from concord_rpc import RpcFailure, from_rpc_error
+from concord_salesforce_emulator import timefmt
 from concord_salesforce_emulator.app import Running
 from concord_secrets import SecretBox
 from concord_store import create_engine
@@ -31,6 +32,8 @@ from .conftest import Org, connection_for  # type: ignore[import-not-found]
 pytestmark = pytest.mark.integration
 
 OK = res.WRITE_STATUS_OK
+# A user of the demo org other than the one Concord logs in as.
+PERSON = "sales@concord-demo.example"
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
 
@@ -197,6 +200,104 @@ async def test_a_small_batch_and_its_stamp_read_are_one_call(org: Org) -> None:
         m.system_modstamp.ToDatetime() > c.system_modstamp.ToDatetime()
         for m, c in zip(moved, created, strict=False)
     )
+
+
+async def test_a_same_second_edit_by_someone_else_is_listed_as_not_concords(
+    org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Salesforce keeps SystemModstamp to the second: Concord's write and a person's edit in
+    that second carry one stamp, and only LastModifiedById tells them apart (issue #18)."""
+    second = datetime.now(UTC).replace(microsecond=0)
+    monkeypatch.setattr(timefmt, "now", lambda: second)
+    written = await apply(org, [event(link) for link in links(2)])
+    edited = _salesforce_user(org).patch(
+        f"{org.emulator.url}/services/data/v62.0/sobjects/Event/{written[1].id}",
+        json={"Subject": "Edited in Salesforce"},
+    )
+    assert edited.status_code == 204
+    listed = {c.record.id: c.record for c in (await list_changes(org)).changes}
+    assert [listed[r.id].system_modstamp for r in written] == [r.system_modstamp for r in written]
+    assert [listed[r.id].last_modified_by_concord for r in written] == [True, False]
+    got = await org.stub.GetRecords(
+        pb.GetRecordsRequest(
+            org="orgs/demo",
+            sobject_type="Event",
+            ids=[r.id for r in written],
+            fields=["LastModifiedById"],
+        )
+    )
+    assert {r.id: r.last_modified_by_concord for r in got.records} == {
+        written[0].id: True,
+        written[1].id: False,
+    }
+
+
+async def test_a_record_edited_by_someone_else_before_the_read_back_gets_no_stamp(
+    org: Org,
+) -> None:
+    """The stamp read back after a write is the reconciler's proof of its own write: a record
+    someone saved in between carries their version, which must not be taken for Concord's."""
+    emulator = org.emulator.emulator
+    person = emulator.org.find_by(_users(org), "Username", PERSON)
+    original = emulator.api.dispatch
+    mine, theirs = links(2)
+
+    def edit_before_the_read(call: Any) -> Any:
+        body = call.body if isinstance(call.body, dict) else {}
+        subrequests = body.get("compositeRequest", [])
+        if subrequests and all(r.get("method") == "GET" for r in subrequests):
+            sobject = emulator.org.schema.get("Event")
+            assert sobject is not None
+            record = emulator.org.find_by(sobject, "Concord_Link_Id__c", theirs)[0]
+            emulator.org.write_many(
+                [("update", sobject, record.id, {"Subject": "Saved meanwhile"})],
+                person[0].id,
+                True,
+            )
+        return original(call)
+
+    emulator.api.dispatch = edit_before_the_read
+    # Past 400 records the stamps are read in a Composite call of their own, after the writes.
+    others = links(399)
+    results = await apply(org, [event(mine), event(theirs), *(event(link) for link in others)])
+    assert {r.status for r in results} == {OK}
+    assert [r.HasField("system_modstamp") for r in results[:2]] == [True, False]
+
+
+async def test_a_record_edited_by_someone_else_before_the_read_in_the_write_call_gets_no_stamp(
+    org: Org,
+) -> None:
+    """The same rule where the stamps are read in the request that writes (a small batch): the
+    read keeps no stamp for a record someone else saved after the write."""
+    emulator = org.emulator.emulator
+    person = emulator.org.find_by(_users(org), "Username", PERSON)
+    original = emulator.api.run_query
+    mine, theirs = links(2)
+    edited: list[str] = []
+
+    def edit_before_the_read(call: Any, include_deleted: bool) -> Any:
+        if not edited:
+            sobject = emulator.org.schema.get("Event")
+            assert sobject is not None
+            record = emulator.org.find_by(sobject, "Concord_Link_Id__c", theirs)[0]
+            emulator.org.write_many(
+                [("update", sobject, record.id, {"Subject": "Saved meanwhile"})],
+                person[0].id,
+                True,
+            )
+            edited.append(record.id)
+        return original(call, include_deleted)
+
+    emulator.api.run_query = edit_before_the_read
+    results = await apply(org, [event(mine), event(theirs)])
+    assert edited == [results[1].id]
+    assert [r.HasField("system_modstamp") for r in results] == [True, False]
+
+
+def _users(org: Org) -> Any:
+    users = org.emulator.emulator.org.schema.get("User")
+    assert users is not None
+    return users
 
 
 async def test_a_stamp_read_that_fails_leaves_the_writes_written_without_stamps(org: Org) -> None:
@@ -686,7 +787,7 @@ async def test_guarded_updates_of_unchanged_records_apply_25_to_a_call(org: Org)
     assert org.calls() == {"GET query": 1, "POST composite": 3}
 
 
-def _salesforce_user(org: Org) -> requests.Session:
+def _salesforce_user(org: Org, username: str = PERSON) -> requests.Session:
     """Someone editing in Salesforce itself: their own session, not Concord's."""
     settings = org.emulator.emulator.settings
     session = requests.Session()
@@ -698,7 +799,7 @@ def _salesforce_user(org: Org) -> requests.Session:
             "grant_type": "password",
             "client_id": settings.client_id,
             "client_secret": settings.client_secret,
-            "username": settings.username,
+            "username": username,
             "password": settings.password,
         },
     )

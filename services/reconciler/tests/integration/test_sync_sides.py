@@ -80,7 +80,7 @@ def meeting(
 DAILY = res.Recurrence(rules=["RRULE:FREQ=DAILY"])
 
 
-def record(record_id: str, **fields: Any) -> res.CrmRecord:
+def record(record_id: str, *, by_concord: bool = False, **fields: Any) -> res.CrmRecord:
     values = struct_pb2.Struct()
     values.update(fields)
     return res.CrmRecord(
@@ -89,6 +89,7 @@ def record(record_id: str, **fields: Any) -> res.CrmRecord:
         fields=values,
         system_modstamp=_ts(START),
         link_id=str(fields.get("Concord_Link_Id__c", "")),
+        last_modified_by_concord=by_concord,
     )
 
 
@@ -572,29 +573,49 @@ async def test_items_listed_at_the_version_their_link_holds_are_echoes_never_map
     peers.crm.change_pages.append(
         crm.ListChangesResponse(
             changes=[
-                res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A")),
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A", by_concord=True)
+                ),
                 res.CrmChange(
                     type=res.CHANGE_TYPE_UPSERT,
                     record=record(
-                        "00U2", Subject="B", StartDateTime="2030-03-04T09:00:00.000+0000"
+                        "00U2",
+                        Subject="B",
+                        StartDateTime="2030-03-04T09:00:00.000+0000",
+                        by_concord=True,
+                    ),
+                ),
+                # At the stamp of Concord's write, but someone else's edit in that second.
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT,
+                    record=record(
+                        "00U3", Subject="C", StartDateTime="2030-03-04T09:00:00.000+0000"
                     ),
                 ),
             ]
         )
     )
-    # e1 and 00U1 are as Concord wrote them; e2 and 00U2 were edited since.
+    # e1 and 00U1 are as Concord wrote them; e2 and 00U2 were edited since, 00U3 in the
+    # second Concord wrote it (same SystemModstamp, another LastModifiedById).
     mail_page = await mail_side.list_changes(EVENT, "c1", {"e1": "ck-e1", "e2": "ck-before"})
     crm_page = await crm_side.list_changes(
-        EVENT, "t1", {"00U1": stamp, "00U2": "2030-01-01T00:00:00Z"}
+        EVENT, "t1", {"00U1": stamp, "00U2": "2030-01-01T00:00:00Z", "00U3": stamp}
     )
     assert (list(mail_page.echoes), [c.native_id for c in mail_page.changes]) == (["e1"], ["e2"])
-    assert (list(crm_page.echoes), [c.native_id for c in crm_page.changes]) == (["00U1"], ["00U2"])
+    assert (list(crm_page.echoes), [c.native_id for c in crm_page.changes]) == (
+        ["00U1"],
+        ["00U2", "00U3"],
+    )
 
     # A page of echoes only costs its listing: no mapping call at all.
     peers.mail.change_pages.append(mail.ListChangesResponse(changes=[_upsert(meeting("e1", "R"))]))
     peers.crm.change_pages.append(
         crm.ListChangesResponse(
-            changes=[res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A"))]
+            changes=[
+                res.CrmChange(
+                    type=res.CHANGE_TYPE_UPSERT, record=record("00U1", Subject="A", by_concord=True)
+                )
+            ]
         )
     )
     counting.calls.clear()

@@ -3,7 +3,8 @@
 By example: after an initial sync the next session lists one page per side and writes
 nothing; an echo is never mapped or planned. As a property: users edit and delete at any
 point of a session (between any two port calls, so also right after Concord's write and
-during the walk past its echoes), and no edit is ever dropped as an echo.
+during the walk past its echoes), and no edit is ever dropped as an echo; also when Salesforce
+stamps a user's edit with the SystemModstamp of Concord's write (the same second).
 """
 
 from __future__ import annotations
@@ -48,11 +49,18 @@ class UserAction:
 class World:
     policy: SyncPolicy = field(default_factory=lambda: SyncPolicy(kind=KIND))
     page_size: int = 0
+    # Salesforce's stamps to the second: an edit right after Concord's write keeps its version.
+    same_second: bool = False
 
     def __post_init__(self) -> None:
         ticks = itertools.count(1)
         self.mail = MemorySide(Side.MAIL, lambda: next(ticks), page_size=self.page_size)
-        self.crm = MemorySide(Side.CRM, lambda: next(ticks), page_size=self.page_size)
+        self.crm = MemorySide(
+            Side.CRM,
+            lambda: next(ticks),
+            page_size=self.page_size,
+            same_second_edits=self.same_second,
+        )
         self.store = MemoryLinkStore()
         self.values = itertools.count(1)
         # (side, native, field) -> the value a user last wrote there.
@@ -66,6 +74,9 @@ class World:
         if hook is not None:
             ports = [Interleaved(p, hook) for p in ports]
         mail, crm, store = ports
+        # Sessions are seconds apart: a user's edit shares the SystemModstamp of a write
+        # Concord made in the same session only.
+        self.crm.second += 1
         return asyncio.run(sync_pair("mb", self.policy, mail, crm, store, NOW, batch_size=3))
 
     def act(self, action: UserAction) -> None:
@@ -200,11 +211,43 @@ def test_a_version_only_matches_itself() -> None:
 
 
 def test_a_removal_is_settled_only_when_no_live_link_holds_the_item() -> None:
-    known = {"m1": "7"}
-    assert settled(Change(Side.MAIL, "m1", Snapshot({"name": "a"}, version="7")), known, set())
-    assert not settled(Change(Side.MAIL, "m1", Snapshot({"name": "a"}, version="8")), known, set())
-    assert settled(Change(Side.MAIL, "gone", None), known, {"m1"})
-    assert not settled(Change(Side.MAIL, "m1", None), known, {"m1"})
+    assert settled(Change(Side.MAIL, "gone", None), {"m1"})
+    assert not settled(Change(Side.MAIL, "m1", None), {"m1"})
+    # A change with content is never settled, even at the version its link holds: the side
+    # has set its echoes apart already, and a Salesforce record at the stamp of Concord's write
+    # may carry an edit made in the same second.
+    assert not settled(Change(Side.CRM, "c1", Snapshot({"name": "a"}, version="7")), set())
+
+
+def test_a_salesforce_edit_in_the_second_of_concords_write_is_carried() -> None:
+    """SystemModstamp is kept to the second: the edit keeps the stamp Concord's write left,
+    and is told apart by LastModifiedById alone (issue #18)."""
+    world = World(same_second=True)
+    native = world.mail.create({"name": "Ann"})
+    world.sync()
+    record = next(iter(world.crm.items))
+    before = world.crm.items[record].version
+    world.crm.edit(record, "title", "CEO")
+    assert world.crm.items[record].version == before
+    world.settle()
+    assert world.mail.items[native].fields == {"name": "Ann", "title": "CEO"}
+
+
+def test_a_same_second_edit_during_the_walk_past_concords_writes_is_carried() -> None:
+    """The session walks its side's cursor past its own writes: a record edited in the second
+    of Concord's write stops that walk instead of being passed as an echo."""
+    world = World(same_second=True)
+    native = world.mail.create({"name": "Ann"})
+    edited: list[str] = []
+
+    def edit_after_the_crm_write() -> None:
+        if not edited and world.crm.items:
+            edited.append(next(iter(world.crm.items)))
+            world.crm.edit(edited[0], "title", "CEO")
+
+    world.sync(edit_after_the_crm_write)
+    world.settle()
+    assert world.mail.items[native].fields == {"name": "Ann", "title": "CEO"}
 
 
 # -- as a property -------------------------------------------------------------------------
@@ -236,6 +279,7 @@ actions = st.lists(
     conflict=st.sampled_from(list(ConflictPolicy)[:3]),
     first=actions,
     second=actions,
+    same_second=st.booleans(),
 )
 def test_no_user_edit_is_ever_dropped_as_an_echo(
     mail_items: int,
@@ -244,8 +288,11 @@ def test_no_user_edit_is_ever_dropped_as_an_echo(
     conflict: ConflictPolicy,
     first: list[UserAction],
     second: list[UserAction],
+    same_second: bool,
 ) -> None:
-    world = World(SyncPolicy(kind=KIND, conflict=conflict, guard_min_items=10_000), page_size)
+    world = World(
+        SyncPolicy(kind=KIND, conflict=conflict, guard_min_items=10_000), page_size, same_second
+    )
     for n in range(mail_items):
         world.mail.create({"name": f"mail-{n}"})
     for n in range(crm_items):

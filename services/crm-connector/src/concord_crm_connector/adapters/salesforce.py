@@ -103,6 +103,8 @@ COMPOSITE_SUBREQUESTS = 25
 QUERIES_PER_COMPOSITE = 5
 # Ids in one SOQL `IN`, as the reconciler reads them: the URL stays well under its limit.
 STAMPS_PER_QUERY = 200
+# Who made a record's last change; the integration user's own writes are Concord's.
+LAST_MODIFIED_BY = "LastModifiedById"
 
 
 class UsageStore(Protocol):
@@ -156,6 +158,9 @@ class _Client:
     sf: SalesforceClient
     http: requests.Session
     connection_etag: str
+    # The Id of the user the session acts as (the connection's integration user); "" when the
+    # login did not say, and then no record is taken for Concord's own write.
+    user_id: str = ""
 
 
 class SalesforceOrgs:
@@ -205,6 +210,10 @@ class SalesforceOrgs:
         data = token_request(connection, secret)
         http = self._http()
         token_url = connection.login_url.rstrip("/") + "/services/oauth2/token"
+        # simple-salesforce keeps the token and the instance of the token response; its `id`
+        # (the identity URL) names the user, so the login's own answer is kept as it passes.
+        answers: list[requests.Response] = []
+        http.hooks["response"].append(lambda response, *args, **kwargs: answers.append(response))
         try:
             token, instance = token_login(
                 token_url, data, "login", connection.client_id, None, None, session=http
@@ -217,6 +226,8 @@ class SalesforceOrgs:
         except requests.RequestException as failure:
             http.close()
             raise SalesforceUnavailable(connection.org, type(failure).__name__) from None
+        finally:
+            http.hooks["response"].clear()
         instance_url = f"https://{instance}"
         sf = SalesforceClient(
             instance_url=instance_url,
@@ -227,7 +238,9 @@ class SalesforceOrgs:
         # Salesforce access tokens start with the org's Id (`00D…!…`): no identity call needed.
         prefix = str(token).split("!", 1)[0]
         organization_id = prefix if prefix.startswith("00D") and len(prefix) in (15, 18) else ""
-        return _Client(sf, http, connection.etag), LoginInfo(instance_url, organization_id)
+        user_id = integration_user(answers[-1]) if answers else ""
+        client = _Client(sf, http, connection.etag, user_id)
+        return client, LoginInfo(instance_url, organization_id)
 
     async def _client(self, connection: OrgConnection, stale: _Client | None = None) -> _Client:
         org = connection.org
@@ -282,6 +295,10 @@ class SalesforceOrgs:
                     if owner:
                         found[record.id] = str(owner)
         return found
+
+    async def _user_id(self, connection: OrgConnection) -> str:
+        """The integration user's Id, learnt with the login (no call of its own)."""
+        return (await self._client(connection)).user_id
 
     async def _call(self, connection: OrgConnection, work: Callable[[SalesforceClient], T]) -> T:
         """One Salesforce API call; a new token and one more try on INVALID_SESSION_ID."""
@@ -360,6 +377,8 @@ class SalesforceOrgs:
         if all_or_none and any(outcomes):
             return _rolled_back(outcomes)
         ids = await self._resolve(connection, writes, outcomes)
+        # Whose stamps a read with the writes may keep: the integration user's (`modstamps`).
+        user_id = await self._user_id(connection) if read_back else ""
         if all_or_none and any(outcomes):
             return _rolled_back(outcomes)
         pending = [i for i, o in enumerate(outcomes) if o is None]
@@ -379,6 +398,7 @@ class SalesforceOrgs:
                             ids=ids,
                             all_or_none=all_or_none,
                             read_back=read_back,
+                            user_id=user_id,
                         ),
                     )
                 except _LimitReached:
@@ -516,9 +536,19 @@ class SalesforceOrgs:
     async def modstamps(
         self, connection: OrgConnection, ids: Mapping[str, Sequence[str]]
     ) -> dict[str, datetime]:
-        """One SOQL query per object type and 200 ids, five of them to a Composite call."""
+        """One SOQL query per object type and 200 ids, five of them to a Composite call.
+
+        Only records last modified by the integration user get a stamp: a record someone else
+        edited since Concord's write carries their version, which must not be taken for
+        Concord's own (issue #18).
+        """
+        user_id = await self._user_id(connection)
         queries = [
-            filter_query(sobject_type, ["SystemModstamp"], [FieldFilter("Id", tuple(chunk))])
+            filter_query(
+                sobject_type,
+                ["SystemModstamp", LAST_MODIFIED_BY],
+                [FieldFilter("Id", tuple(chunk))],
+            )
             for sobject_type, record_ids in ids.items()
             for chunk in (
                 record_ids[start : start + STAMPS_PER_QUERY]
@@ -529,7 +559,7 @@ class SalesforceOrgs:
         for start in range(0, len(queries), QUERIES_PER_COMPOSITE):
             chunk = queries[start : start + QUERIES_PER_COMPOSITE]
             for row in await self._read(connection, partial(_query_many, queries=chunk)):
-                if row.get("SystemModstamp"):
+                if row.get("SystemModstamp") and by_user(row, user_id):
                     stamps[str(row["Id"])[:15]] = parse_datetime(str(row["SystemModstamp"]))
         return stamps
 
@@ -546,6 +576,9 @@ class SalesforceOrgs:
         names = list(fields) or await self._field_names(connection, sobject_type)
         if owner_id:
             names = [*names, "OwnerId"]
+        if LAST_MODIFIED_BY.lower() not in {n.lower() for n in names}:
+            names = [*names, LAST_MODIFIED_BY]
+        user_id = await self._user_id(connection)
         limit = min(page_size or MAX_PAGE, MAX_PAGE)
         query = change_query(sobject_type, names, after, limit)
         now = datetime.now(UTC)
@@ -564,7 +597,7 @@ class SalesforceOrgs:
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
         fetched = len(rows)
         rows = rows[: rows_within(rows)]
-        changes = tuple(_change(sobject_type, row, owner_id) for row in rows)
+        changes = tuple(_change(sobject_type, row, owner_id, user_id) for row in rows)
         last = after or EMPTY_LISTING
         if rows:
             stamp = parse_datetime(str(rows[-1]["SystemModstamp"]))
@@ -608,8 +641,9 @@ class SalesforceOrgs:
         for start in range(0, len(queries), COMPOSITE_SUBREQUESTS):
             chunk = queries[start : start + COMPOSITE_SUBREQUESTS]
             rows = await self._read(connection, partial(_search_many, queries=chunk))
+            user_id = await self._user_id(connection)
             for row in rows:
-                record = _record(row)
+                record = _record(row, user_id)
                 found.setdefault(record.id, record)
         return list(found.values())
 
@@ -624,7 +658,8 @@ class SalesforceOrgs:
             return []
         query = filter_query(sobject_type, fields, [FieldFilter("Id", tuple(ids))])
         rows = await self._read(connection, lambda sf: sf.query_all(query)["records"])
-        return [_record(row) for row in rows]
+        user_id = await self._user_id(connection)
+        return [_record(row, user_id) for row in rows]
 
     async def query_records(
         self,
@@ -640,7 +675,8 @@ class SalesforceOrgs:
         offset = _offset(page_token)
         query = filter_query(sobject_type, fields, filters, order_by, size, offset)
         rows = await self._read(connection, lambda sf: sf.query(query)["records"])
-        records = tuple(_record(row) for row in rows)
+        user_id = await self._user_id(connection)
+        records = tuple(_record(row, user_id) for row in rows)
         # SOQL's OFFSET stops at 2,000: a later page would be refused, so there is none.
         more = len(rows) >= size and offset + size < MAX_PAGE
         return RecordPage(records, f"o{offset + size}" if more else "")
@@ -766,7 +802,9 @@ def _stamp_queries(
         else:
             continue  # a create's Id exists only after it, a delete has no stamp to keep
         filters = [FieldFilter(key, tuple(sorted(values)))]
-        queries.append(filter_query(call.sobject_type, ["SystemModstamp"], filters))
+        queries.append(
+            filter_query(call.sobject_type, ["SystemModstamp", LAST_MODIFIED_BY], filters)
+        )
     return queries if len(pack) + len(queries) <= COMPOSITE_COLLECTIONS else []
 
 
@@ -777,9 +815,12 @@ def _write_pack(
     ids: Mapping[int, str],
     all_or_none: bool,
     read_back: frozenset[str] = frozenset(),
+    user_id: str = "",
 ) -> dict[int, WriteOutcome]:
     """One API call: a Collections request, or a Composite request of up to five of them, with
-    the read of the written records' SystemModstamp where it fits (`_stamp_queries`)."""
+    the read of the written records' SystemModstamp where it fits (`_stamp_queries`); a stamp
+    is kept only for a record `user_id` (the integration user) last modified, as `modstamps`
+    does."""
     outcomes: dict[int, WriteOutcome] = {}
     if pack[0].kind == "guarded_update":
         return _write_guarded(sf, pack[0], writes, ids, all_or_none)
@@ -841,7 +882,7 @@ def _write_pack(
         if int(response.get("httpStatusCode", 500)) >= 300:
             continue  # the writes stand; their stamps are read on their own afterwards
         for row in (response.get("body") or {}).get("records", []):
-            if row.get("SystemModstamp"):
+            if row.get("SystemModstamp") and by_user(row, user_id):
                 stamps[str(row["Id"])[:15]] = parse_datetime(str(row["SystemModstamp"]))
     for index, outcome in outcomes.items():
         stamp = stamps.get(outcome.id[:15]) if outcome.status is WriteStatus.OK else None
@@ -1047,7 +1088,25 @@ def _rolled_back(outcomes: Sequence[WriteOutcome | None]) -> list[WriteOutcome]:
     return [o or WriteOutcome(WriteStatus.ROLLED_BACK, errors=(rolled,)) for o in outcomes]
 
 
-def _record(row: Mapping[str, Any]) -> Record:
+def integration_user(token_response: requests.Response) -> str:
+    """The Id of the user a token acts as: the last segment of the token response's `id`,
+    Salesforce's identity URL `https://login.salesforce.com/id/<orgId>/<userId>`."""
+    try:
+        answer = token_response.json()
+    except ValueError:
+        return ""
+    identity = str(answer.get("id") or "") if isinstance(answer, dict) else ""
+    user_id = identity.rstrip("/").rsplit("/", 1)[-1]
+    return user_id if user_id.startswith("005") and len(user_id) in (15, 18) else ""
+
+
+def by_user(row: Mapping[str, Any], user_id: str) -> bool:
+    """Whether a row read with LastModifiedById was last modified by `user_id`."""
+    modified_by = str(row.get(LAST_MODIFIED_BY) or "")
+    return bool(user_id) and bool(modified_by) and modified_by[:15] == user_id[:15]
+
+
+def _record(row: Mapping[str, Any], user_id: str = "") -> Record:
     attributes = row.get("attributes") or {}
     fields = {k: v for k, v in row.items() if k != "attributes"}
     stamp = fields.get("SystemModstamp")
@@ -1058,10 +1117,13 @@ def _record(row: Mapping[str, Any]) -> Record:
         system_modstamp=parse_datetime(str(stamp)) if stamp else None,
         link_id=str(fields.get(LINK_FIELD) or ""),
         is_deleted=bool(fields.get("IsDeleted", False)),
+        last_modified_by_concord=by_user(fields, user_id),
     )
 
 
-def _change(sobject_type: str, row: Mapping[str, Any], owner_id: str = "") -> Change:
+def _change(
+    sobject_type: str, row: Mapping[str, Any], owner_id: str = "", user_id: str = ""
+) -> Change:
     """A record as a change; with `owner_id`, another owner's record is out of scope.
 
     The owner is checked here rather than in the query: a record handed to someone else must
@@ -1079,19 +1141,8 @@ def _change(sobject_type: str, row: Mapping[str, Any], owner_id: str = "") -> Ch
             ),
             deleted=True,
         )
-    record = _record(row)
-    return Change(record if record.sobject_type else _typed(record, sobject_type))
-
-
-def _typed(record: Record, sobject_type: str) -> Record:
-    return Record(
-        sobject_type,
-        record.id,
-        record.fields,
-        record.system_modstamp,
-        record.link_id,
-        record.is_deleted,
-    )
+    record = _record(row, user_id)
+    return Change(record if record.sobject_type else replace(record, sobject_type=sobject_type))
 
 
 def _description(raw: Any) -> ObjectDescription:

@@ -352,6 +352,7 @@ def _record_proto(record: Record) -> resources_pb2.CrmRecord:
         id=record.id,
         link_id=record.link_id,
         is_deleted=record.is_deleted,
+        last_modified_by_concord=record.last_modified_by_concord,
     )
     if record.fields:
         message.fields.update(record.fields)

@@ -96,6 +96,9 @@ class Record:
     system_modstamp: datetime | None = None
     link_id: str = ""
     is_deleted: bool = False
+    # LastModifiedById is the user crm-connector logs in as: the last change was Concord's
+    # (SystemModstamp is kept to the second, so only this tells a same-second edit apart).
+    last_modified_by_concord: bool = False
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,8 @@ class Salesforce(Protocol):
     async def modstamps(
         self, connection: OrgConnection, ids: Mapping[str, Sequence[str]]
     ) -> dict[str, datetime]:
-        """SystemModstamp of each record, by object type -> ids; keyed by 15-character Id."""
+        """SystemModstamp of each record last modified by the integration user, by object
+        type -> ids; keyed by 15-character Id. Records someone else modified are left out."""
         ...
 
     async def search(
@@ -323,9 +324,9 @@ async def _stamped(
     version the reconciler keeps on its link, so the next listing knows Concord's own write when
     it comes back (issue #18).
 
-    An edit made by someone else between the write and this read would be taken for
-    Concord's: the window is one round trip. A read that fails leaves the stamps out, which
-    costs the next session a comparison and nothing else.
+    A record someone else edited between the write and this read (LastModifiedById is not the
+    integration user) gets no stamp: their version is not Concord's. A read that fails leaves
+    the stamps out; either costs the next session a comparison and nothing else.
     """
     wanted: dict[str, list[str]] = {}
     for write, outcome in zip(planned, outcomes, strict=True):

@@ -1188,6 +1188,7 @@ class CrmRecord(_message.Message):
     SYSTEM_MODSTAMP_FIELD_NUMBER: _builtins.int
     LINK_ID_FIELD_NUMBER: _builtins.int
     IS_DELETED_FIELD_NUMBER: _builtins.int
+    LAST_MODIFIED_BY_CONCORD_FIELD_NUMBER: _builtins.int
     sobject_type: _builtins.str
     """Required. API name, e.g. `Event`, `Contact`."""
     id: _builtins.str
@@ -1196,6 +1197,12 @@ class CrmRecord(_message.Message):
     """The value of the external-id field `Concord_Link_Id__c`."""
     is_deleted: _builtins.bool
     """Output only. True when listed from the recycle bin (getDeleted)."""
+    last_modified_by_concord: _builtins.bool
+    """Output only. LastModifiedById is the connection's own user (the integration user
+    crm-connector logs in as): the record's last change was Concord's, unless someone logged
+    in as that user edited it. Always read by ListChanges; by GetRecords and QueryRecords when
+    they read LastModifiedById (it is among the fields asked for, or no fields were named).
+    """
     @_builtins.property
     def fields(self) -> _struct_pb2.Struct:
         """Field API name to value (JSON types; dates and datetimes as ISO 8601 strings)."""
@@ -1213,10 +1220,11 @@ class CrmRecord(_message.Message):
         system_modstamp: _timestamp_pb2.Timestamp | None = ...,
         link_id: _builtins.str = ...,
         is_deleted: _builtins.bool = ...,
+        last_modified_by_concord: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "system_modstamp", b"system_modstamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "id", b"id", "is_deleted", b"is_deleted", "link_id", b"link_id", "sobject_type", b"sobject_type", "system_modstamp", b"system_modstamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "id", b"id", "is_deleted", b"is_deleted", "last_modified_by_concord", b"last_modified_by_concord", "link_id", b"link_id", "sobject_type", b"sobject_type", "system_modstamp", b"system_modstamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

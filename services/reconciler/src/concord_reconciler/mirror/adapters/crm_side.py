@@ -91,11 +91,15 @@ class CrmSyncSide:
             record = listed.record
             if listed.type == res.CHANGE_TYPE_DELETE or record.is_deleted:
                 changes.append(Change(Side.CRM, record.id, None))
-            elif record.HasField("system_modstamp") and is_echo(
-                known or {}, record.id, record.system_modstamp.ToJsonString()
+            elif (
+                record.last_modified_by_concord
+                and record.HasField("system_modstamp")
+                and is_echo(known or {}, record.id, record.system_modstamp.ToJsonString())
             ):
-                # Unchanged since its link recorded it (Concord's own write): no mapping
-                # round trip.
+                # Concord's own write, unchanged since its link recorded it: no mapping round
+                # trip. SystemModstamp is kept to the second, so a user's edit in the second of
+                # Concord's write carries the same stamp: only LastModifiedById (not the
+                # integration user) tells it apart, and it is mapped and planned.
                 echoes.append(record.id)
             else:
                 records.append(record)

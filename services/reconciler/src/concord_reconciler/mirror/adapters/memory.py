@@ -39,6 +39,10 @@ class MemoryItem:
     modified: int = 0  # the side's logical clock at the last change
     is_private: bool = False
     shared: bool = True
+    # The last change was Concord's write (Salesforce's LastModifiedById is its user), and
+    # the side's `second` it was made in.
+    by_concord: bool = False
+    second: int = 0
 
 
 @dataclass
@@ -61,6 +65,12 @@ class MemorySide:
     # Native ids are `<prefix>-<n>` (the side's name by default); sides of one mailbox that
     # hold different kinds need prefixes of their own, as a real mailbox never reuses an id.
     prefix: str = ""
+    # Versions kept to the second, like Salesforce's SystemModstamp: a user's edit in the
+    # `second` of Concord's write keeps the write's version; only who made the last change
+    # (`MemoryItem.by_concord`, LastModifiedById) tells the edit from the echo. The caller
+    # moves `second` on (e.g. once a session).
+    same_second_edits: bool = False
+    second: int = 0
     _next_id: int = 0
 
     # -- what users do -------------------------------------------------------------------
@@ -78,7 +88,12 @@ class MemorySide:
             item.fields.pop(name, None)
         else:
             item.fields[name] = value
-        self._bump(native)
+        if self.same_second_edits and item.by_concord and item.second == self.second:
+            item.by_concord = False
+            item.modified = self.clock()
+            self.log.append(native)
+        else:
+            self._bump(native)
 
     def touch(self, native: str) -> None:
         """A new version with the same content (an item opened in Outlook)."""
@@ -95,8 +110,9 @@ class MemorySide:
     def shared_items(self) -> dict[str, MemoryItem]:
         return {n: i for n, i in self.items.items() if i.shared}
 
-    def _bump(self, native: str) -> None:
+    def _bump(self, native: str, *, by_concord: bool = False) -> None:
         item = self.items[native]
+        item.by_concord, item.second = by_concord, self.second
         item.version += 1
         item.modified = self.clock()
         self.log.append(native)
@@ -146,7 +162,9 @@ class MemorySide:
             item = self.items.get(native)
             if item is None or not item.shared:
                 changes.append(Change(self.side, native, None))
-            elif is_echo(known or {}, native, str(item.version)):
+            elif is_echo(known or {}, native, str(item.version)) and (
+                item.by_concord or not self.same_second_edits
+            ):
                 echoes.append(native)
             else:
                 changes.append(Change(self.side, native, self.snapshot(native)))
@@ -174,6 +192,7 @@ class MemorySide:
             native = self.create(
                 {k: v for k, v in write.fields.items() if v is not None}, link_id=write.link_id
             )
+            self.items[native].by_concord, self.items[native].second = True, self.second
             return WriteResult(write.link_id, True, native, "1")
         native = write.native_id or ""
         item = self.items.get(native)
@@ -196,7 +215,7 @@ class MemorySide:
             else:
                 item.fields[name] = value
         item.link_id = item.link_id or write.link_id
-        self._bump(native)
+        self._bump(native, by_concord=True)
         return WriteResult(write.link_id, True, native, str(item.version))
 
     async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:

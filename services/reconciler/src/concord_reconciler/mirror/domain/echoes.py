@@ -8,6 +8,13 @@ the link holds has not changed since Concord last wrote or read it: it needs no 
 comparison and no write. Versions move with every edit, so an edit made after Concord's write
 is never taken for an echo; an empty version proves nothing and never matches.
 
+Salesforce keeps SystemModstamp to the second: a user's edit in the second of Concord's write
+carries the write's stamp. There the version is not enough, and a record is an echo only when
+its LastModifiedById is also the integration user crm-connector logs in as
+(`CrmRecord.last_modified_by_concord`); crm-connector reads the stamp back after a write only
+for records that user last modified, so a version someone else left is never kept as
+Concord's.
+
 Only ACTIVE links lend their versions: a held conflict, a quarantined item or a tombstone is
 planned from its listing as before.
 """
@@ -39,9 +46,15 @@ def is_echo(known: Mapping[str, str], native_id: str, version: str) -> bool:
     return bool(version) and known.get(native_id) == version
 
 
-def settled(change: Change, known: Mapping[str, str], live: AbstractSet[str]) -> bool:
-    """Whether a listed change asks nothing of the planner: an echo, or the removal of an item
-    no live link holds (one Concord deleted or unshared itself, or one it never mirrored)."""
+def settled(change: Change, live: AbstractSet[str]) -> bool:
+    """Whether a listed change asks nothing of the planner: the removal of an item no live
+    link holds (one Concord deleted or unshared itself, or one it never mirrored).
+
+    A change with content never is: the side has already set its echoes apart
+    (`ChangePage.echoes`), and only the side can tell an echo by more than its version (a
+    Salesforce record listed at the stamp of Concord's write may carry a user's edit made in
+    the same second, which LastModifiedById alone shows).
+    """
     if change.snapshot is not None:
-        return is_echo(known, change.native_id, change.snapshot.version)
+        return False
     return change.native_id not in live

@@ -417,8 +417,8 @@ async def _absorb_own_writes(
     """Move each written side's cursor past Concord's own writes, so the next session does
     not list them again (issue #18: after an initial sync, the next session lists nothing).
 
-    The side is listed from the cursor just committed; a page holding only echoes (items at
-    the version Concord wrote) and removals no live link cares about is settled, and its
+    The side is listed from the cursor just committed; a page holding only echoes (items the
+    side knows for Concord's writes) and removals no live link cares about is settled, and its
     cursor is committed. The first page with anything else stops the walk before its cursor:
     that change, whoever made it, is listed and planned by the next session as before.
     """
@@ -441,7 +441,7 @@ async def _absorb_own_writes(
             if (
                 page.full_resync_required
                 or page.failures
-                or not all(settled(c, known, live) for c in page.changes)
+                or not all(settled(c, live) for c in page.changes)
             ):
                 break
             cursor = settled_cursor = page.next_cursor
