@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,7 +32,14 @@ from concord_reconciler.mirror.domain.sync import (
     freeze,
 )
 
-__all__ = ["SqlLinkStore", "intent_from_json", "intent_to_json", "link_from_row", "link_to_row"]
+__all__ = [
+    "SessionLinks",
+    "SqlLinkStore",
+    "intent_from_json",
+    "intent_to_json",
+    "link_from_row",
+    "link_to_row",
+]
 
 _SIDE_NUMBER = {Side.MAIL: 1, Side.CRM: 2}  # concord.common.v1.SyncSide
 # Ids per IN list: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -179,6 +188,43 @@ class SqlLinkStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    def session(self) -> SessionLinks:
+        """The store as one session uses it (`SessionLinks`)."""
+        return SessionLinks(self)
+
+    async def mailbox_rows(self, mailbox_id: str) -> MailboxRows:
+        """What the pairs of a session read first, for every kind of the mailbox at once: its
+        journal, links, cursors and released sides, on one connection."""
+        rows = MailboxRows()
+        async with self.engine.connect() as conn:
+            journal = await conn.execute(
+                select(write_journal.c.kind, write_journal.c.intent)
+                .where(write_journal.c.mailbox_id == mailbox_id)
+                .order_by(write_journal.c.create_time_us, write_journal.c.link_id)
+            )
+            for kind, data in journal.all():
+                rows.intents.setdefault(kind, []).append(intent_from_json(kind, data))
+            found = await conn.execute(select(links).where(links.c.mailbox_id == mailbox_id))
+            for row in found.mappings().all():
+                rows.links.setdefault(row["kind"], []).append(link_from_row(row))
+            cursors = await conn.execute(
+                select(sync_cursors.c.kind, sync_cursors.c.side, sync_cursors.c.token).where(
+                    sync_cursors.c.mailbox_id == mailbox_id, sync_cursors.c.collection == ""
+                )
+            )
+            for kind, side, token in cursors.all():
+                rows.cursors.setdefault(kind, {})[Side(side)] = token
+            released = await conn.execute(
+                select(item_errors.c.kind, item_errors.c.side)
+                .where(item_errors.c.mailbox_id == mailbox_id, item_errors.c.quarantined.is_(False))
+                .distinct()
+            )
+            sides = {number: side for side, number in _SIDE_NUMBER.items()}
+            for kind, number in released.all():
+                if number in sides:
+                    rows.released.setdefault(kind, set()).add(sides[number])
+        return rows
+
     async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]:
         query = select(links).where(links.c.mailbox_id == mailbox_id, links.c.kind == kind)
         async with self.engine.connect() as conn:
@@ -324,8 +370,8 @@ class SqlLinkStore:
                 await conn.execute(
                     delete(write_journal).where(write_journal.c.link_id.in_(list(resolved)))
                 )
-            for side, token in (cursors or {}).items():
-                await self._set_cursor(conn, mailbox_id, kind, side, token, now)
+            if cursors:
+                await self._set_cursors(conn, mailbox_id, kind, cursors, now)
             for failure in failures:
                 await self._record_failure(conn, mailbox_id, failure, now)
 
@@ -378,29 +424,39 @@ class SqlLinkStore:
                 )
 
     @staticmethod
-    async def _set_cursor(
-        conn: AsyncConnection, mailbox_id: str, kind: Kind, side: Side, token: str, now: int
+    async def _set_cursors(
+        conn: AsyncConnection, mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
     ) -> None:
-        where = (
-            (sync_cursors.c.mailbox_id == mailbox_id)
-            & (sync_cursors.c.kind == kind)
-            & (sync_cursors.c.side == side.value)
-            & (sync_cursors.c.collection == "")
+        """Every side's cursor of one commit in one statement (an upsert), not one look-up
+        and one write per side."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(sync_cursors).values(
+            [
+                {
+                    "mailbox_id": mailbox_id,
+                    "kind": kind,
+                    "side": side.value,
+                    "collection": "",
+                    "token": token,
+                    "update_time_us": now,
+                }
+                for side, token in cursors.items()
+            ]
         )
-        result = await conn.execute(
-            update(sync_cursors).where(where).values(token=token, update_time_us=now)
-        )
-        if result.rowcount == 0:
-            await conn.execute(
-                insert(sync_cursors).values(
-                    mailbox_id=mailbox_id,
-                    kind=kind,
-                    side=side.value,
-                    collection="",
-                    token=token,
-                    update_time_us=now,
-                )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[
+                    sync_cursors.c.mailbox_id,
+                    sync_cursors.c.kind,
+                    sync_cursors.c.side,
+                    sync_cursors.c.collection,
+                ],
+                set_={
+                    "token": statement.excluded.token,
+                    "update_time_us": statement.excluded.update_time_us,
+                },
             )
+        )
 
     @staticmethod
     async def _record_failure(
@@ -447,3 +503,118 @@ class SqlLinkStore:
                     quarantined=True,
                 )
             )
+
+
+@dataclass
+class MailboxRows:
+    """A mailbox's journal, links, cursors and released sides, by kind (`mailbox_rows`)."""
+
+    intents: dict[Kind, list[Intent]] = field(default_factory=dict)
+    links: dict[Kind, list[Link]] = field(default_factory=dict)
+    cursors: dict[Kind, dict[Side, str]] = field(default_factory=dict)
+    released: dict[Kind, set[Side]] = field(default_factory=dict)
+
+
+# What a pair reads before it lists, in `MailboxRows`' terms.
+_PIECES = ("intents", "links", "cursors", "released")
+
+
+class SessionLinks:
+    """The link store as one session uses it: what its pairs read first in one go, and no
+    write of what did not change (issue #18: a quiet session's cost is mostly its SQL).
+
+    - The first read of a mailbox reads every kind's rows at once (`mailbox_rows`): four
+      statements a session instead of four a pair. Each kind's share serves that kind's first
+      read once; after that, or once the session commits anything of the kind (a recovery, a
+      second round of the pair), the kind is read from the database again, and every kind is
+      once a commit or a journal names links (a link id says nothing of its kind).
+      The rows are the session's own: only this session (it holds the mailbox's lease) writes
+      them, but for a user's ResolveConflict or RetryItem, which may land while a session runs
+      and are then taken up by the next one, as they always could be.
+    - A cursor is written only when it moved: a quiet pair whose sides answer the same tokens
+      commits nothing, and a commit left with nothing to write opens no transaction.
+
+    Made per session (`SqlLinkStore.session()`), so nothing read is kept beyond it.
+    """
+
+    def __init__(self, store: SqlLinkStore) -> None:
+        self.store = store
+        self._rows: dict[str, MailboxRows] = {}
+        # (mailbox, kind, piece) already served, or made stale by a commit of the kind.
+        self._spent: set[tuple[str, Kind, str]] = set()
+        # Mailboxes whose links or journal this session wrote: read from the database.
+        self._written: set[str] = set()
+        # The cursors as stored, as far as this session read or wrote them.
+        self._stored: dict[tuple[str, Kind], dict[Side, str]] = {}
+
+    async def _first(self, mailbox_id: str, kind: Kind, piece: str) -> MailboxRows | None:
+        """The mailbox's rows if this kind's `piece` was not served yet (then it is)."""
+        if (mailbox_id, kind, piece) in self._spent or mailbox_id in self._written:
+            return None
+        self._spent.add((mailbox_id, kind, piece))
+        rows = self._rows.get(mailbox_id)
+        if rows is None:
+            rows = self._rows[mailbox_id] = await self.store.mailbox_rows(mailbox_id)
+        return rows
+
+    def _stale(self, mailbox_id: str, kind: Kind) -> None:
+        self._spent.update((mailbox_id, kind, piece) for piece in _PIECES)
+
+    async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
+        rows = await self._first(mailbox_id, kind, "intents")
+        if rows is None:
+            return await self.store.pending_intents(mailbox_id, kind)
+        return list(rows.intents.get(kind, ()))
+
+    async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]:
+        rows = await self._first(mailbox_id, kind, "links")
+        if rows is None:
+            return await self.store.load_links(mailbox_id, kind)
+        return list(rows.links.get(kind, ()))
+
+    async def load_cursors(self, mailbox_id: str, kind: Kind) -> dict[Side, str]:
+        rows = await self._first(mailbox_id, kind, "cursors")
+        if rows is None:
+            cursors = await self.store.load_cursors(mailbox_id, kind)
+        else:
+            cursors = dict(rows.cursors.get(kind, {}))
+        self._stored[(mailbox_id, kind)] = dict(cursors)
+        return cursors
+
+    async def released(self, mailbox_id: str, kind: Kind) -> set[Side]:
+        rows = await self._first(mailbox_id, kind, "released")
+        if rows is None:
+            return await self.store.released(mailbox_id, kind)
+        return set(rows.released.get(kind, ()))
+
+    async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None:
+        if intents:
+            self._written.add(mailbox_id)
+        await self.store.journal(mailbox_id, intents)
+
+    async def commit(
+        self,
+        mailbox_id: str,
+        kind: Kind,
+        links: Sequence[Link],
+        resolved: Sequence[str],
+        cursors: dict[Side, str] | None = None,
+        failures: Sequence[ItemFailure] = (),
+        retried: Sequence[Side] = (),
+    ) -> None:
+        stored = self._stored.get((mailbox_id, kind))
+        moved = {
+            side: token
+            for side, token in (cursors or {}).items()
+            if stored is None or stored.get(side) != token
+        }
+        if not (links or resolved or moved or failures or retried):
+            return
+        self._stale(mailbox_id, kind)
+        for failure in failures:
+            self._stale(mailbox_id, failure.kind)
+        if links or resolved:
+            self._written.add(mailbox_id)
+        await self.store.commit(mailbox_id, kind, links, resolved, moved or None, failures, retried)
+        if stored is not None:
+            stored.update(moved)
