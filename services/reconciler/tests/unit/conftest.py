@@ -15,7 +15,7 @@ from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.ports import ChangePage
 from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
-from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import MailboxContext, SessionRecord, SessionState
 from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 
 KIND_NAMES = {
@@ -93,6 +93,14 @@ class MemoryStore:
 
     async def get_mailbox_settings(self, mailbox_id: str) -> st.MailboxSettings | None:
         return self.mailbox_settings.get(mailbox_id)
+
+    async def mailbox_context(self, mailbox_id: str) -> MailboxContext | None:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        return MailboxContext(
+            mailbox, self.org_settings.get(mailbox.org_id), self.mailbox_settings.get(mailbox_id)
+        )
 
     async def enqueue_session(self, session: SessionRecord) -> tuple[SessionRecord, bool]:
         for queued in self.sessions.values():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
 from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
+from concord_reconciler.mirror.adapters.session_links import SessionLinks
 from concord_reconciler.mirror.adapters.sync_sides import (
     CrmClient,
     LinkerClient,
@@ -60,6 +61,6 @@ class GrpcSyncEngine:
                 scope.crm_user_id,
                 scope.resolution,
             ),
-            links=self.links.session(),
+            links=SessionLinks(self.links),
             emails=emails,
         )

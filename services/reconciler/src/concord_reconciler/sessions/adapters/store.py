@@ -16,13 +16,25 @@ from concord_reconciler.kernel.errors import MailboxNotFound
 from concord_reconciler.kernel.names import mailbox_name
 from concord_reconciler.kernel.schema import (
     item_errors,
+    mailbox_settings,
     mailboxes,
+    org_settings,
     sessions,
 )
 from concord_reconciler.kernel.sql import from_us, to_us
-from concord_reconciler.mailboxes.adapters.store import SqlMailboxStore
+from concord_reconciler.mailboxes.adapters.store import (
+    SqlMailboxStore,
+    mailbox_of,
+    mailbox_settings_of,
+    org_settings_of,
+)
 from concord_reconciler.mailboxes.domain.model import MailboxState
-from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import (
+    ItemErrorRecord,
+    MailboxContext,
+    SessionRecord,
+    SessionState,
+)
 from concord_reconciler.sessions.domain.ports import SessionKey
 from concord_reconciler.sessions.wire import counts_from_proto, counts_to_proto
 
@@ -229,6 +241,51 @@ class SqlSessionStore:
 class SqlStore(SqlSessionStore, SqlMailboxStore):
     """The session flow's store (`SessionStore`): its own rows, and the mailboxes and settings
     a session reads."""
+
+    async def mailbox_context(self, mailbox_id: str) -> MailboxContext | None:
+        # One statement where a session made three (the mailbox, then each settings row).
+        query = (
+            select(
+                mailboxes,
+                mailbox_settings.c.settings.label("mailbox_settings"),
+                mailbox_settings.c.update_time_us.label("mailbox_settings_update_time_us"),
+                mailbox_settings.c.version.label("mailbox_settings_version"),
+                org_settings.c.settings.label("org_settings"),
+                org_settings.c.update_time_us.label("org_settings_update_time_us"),
+                org_settings.c.version.label("org_settings_version"),
+            )
+            .select_from(
+                mailboxes.outerjoin(
+                    mailbox_settings, mailbox_settings.c.mailbox_id == mailboxes.c.mailbox_id
+                ).outerjoin(org_settings, org_settings.c.org_id == mailboxes.c.org_id)
+            )
+            .where(mailboxes.c.mailbox_id == mailbox_id)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return MailboxContext(
+            mailbox=mailbox_of(row),
+            org_settings=(
+                org_settings_of(
+                    row["org_settings"],
+                    row["org_settings_update_time_us"],
+                    row["org_settings_version"],
+                )
+                if row["org_settings"] is not None
+                else None
+            ),
+            mailbox_settings=(
+                mailbox_settings_of(
+                    row["mailbox_settings"],
+                    row["mailbox_settings_update_time_us"],
+                    row["mailbox_settings_version"],
+                )
+                if row["mailbox_settings"] is not None
+                else None
+            ),
+        )
 
 
 def _session_values(session: SessionRecord) -> dict[str, Any]:
