@@ -167,3 +167,33 @@ async def test_what_a_session_wrote_is_read_again_not_taken_from_its_first_read(
     intent = Intent("journalled", third, _link("journalled", third, 7), ())
     await session.journal("demo", [intent])
     assert [i.link_id for i in await session.pending_intents("demo", third)] == ["journalled"]
+
+
+async def test_a_pair_that_wrote_leaves_the_other_kinds_first_read_standing(
+    links: SqlLinkStore,
+) -> None:
+    """A change session: the pair of the change commits its links, and the pairs after it are
+    still served by the session's first read."""
+    await _seed(links)
+    session = SessionLinks(links)
+    first, second = KINDS[0], KINDS[1]
+    await _pair_reads(session, first)
+    await session.journal("demo", [Intent("made", first, _link("made", first, 5), ())])
+    await session.commit("demo", first, [_link("made", first, 5)], ["made"])
+    with statements(links) as seen:
+        read = await _pair_reads(session, second)
+    assert seen == []
+    assert read == await _pair_reads(SessionLinks(links), second)
+
+
+async def test_a_link_id_another_kind_held_makes_that_kind_read_again(
+    links: SqlLinkStore,
+) -> None:
+    """An item may carry a link id of another kind: the commit moves that link to its new
+    kind, and the other kind's first read no longer says what the store holds."""
+    await _seed(links)
+    session = SessionLinks(links)
+    first, second = KINDS[0], KINDS[1]
+    await _pair_reads(session, first)
+    await session.commit("demo", first, [_link(f"link-{second}", first, 1)], [])
+    assert [link.link_id for link in await session.load_links("demo", second)] == []

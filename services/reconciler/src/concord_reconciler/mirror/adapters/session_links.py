@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.links import MailboxRows, SqlLinkStore
@@ -22,8 +22,8 @@ class SessionLinks:
     - The first read of a mailbox reads every kind's rows at once (`mailbox_rows`): four
       statements a session instead of four a pair. Each kind's share serves that kind's first
       read once; after that, or once the session commits anything of the kind (a recovery, a
-      second round of the pair), the kind is read from the database again, and every kind is
-      once a commit or a journal names links (a link id says nothing of its kind).
+      second round of the pair), the kind is read from the database again, and so is any
+      other kind whose rows as first read hold a link id the session wrote.
       The rows are the session's own: only this session (it holds the mailbox's lease) writes
       them, but for a user's ResolveConflict or RetryItem, which may land while a session runs
       and are then taken up by the next one, as they always could be.
@@ -38,14 +38,14 @@ class SessionLinks:
         self._rows: dict[str, MailboxRows] = {}
         # (mailbox, kind, piece) already served, or made stale by a commit of the kind.
         self._spent: set[tuple[str, Kind, str]] = set()
-        # Mailboxes whose links or journal this session wrote: read from the database.
-        self._written: set[str] = set()
+        # Per mailbox, the kind of each link id in its rows as first read.
+        self._kind_of: dict[str, dict[str, Kind]] = {}
         # The cursors as stored, as far as this session read or wrote them.
         self._stored: dict[tuple[str, Kind], dict[Side, str]] = {}
 
     async def _first(self, mailbox_id: str, kind: Kind, piece: str) -> MailboxRows | None:
         """The mailbox's rows if this kind's `piece` was not served yet (then it is)."""
-        if (mailbox_id, kind, piece) in self._spent or mailbox_id in self._written:
+        if (mailbox_id, kind, piece) in self._spent:
             return None
         self._spent.add((mailbox_id, kind, piece))
         rows = self._rows.get(mailbox_id)
@@ -55,6 +55,25 @@ class SessionLinks:
 
     def _stale(self, mailbox_id: str, kind: Kind) -> None:
         self._spent.update((mailbox_id, kind, piece) for piece in _PIECES)
+
+    def _written(self, mailbox_id: str, kind: Kind, link_ids: Iterable[str]) -> None:
+        """Links or intents of these ids written for `kind`: that kind is read again, and so
+        is any other whose rows as first read hold one of the ids (a link id is derived with
+        its kind, but an item may carry one of another kind's)."""
+        self._stale(mailbox_id, kind)
+        rows = self._rows.get(mailbox_id)
+        if rows is None:
+            return
+        kind_of = self._kind_of.get(mailbox_id)
+        if kind_of is None:
+            kind_of = self._kind_of[mailbox_id] = {
+                **{i.link_id: k for k, found in rows.intents.items() for i in found},
+                **{link.link_id: k for k, found in rows.links.items() for link in found},
+            }
+        for link_id in link_ids:
+            other = kind_of.get(link_id)
+            if other is not None and other != kind:
+                self._stale(mailbox_id, other)
 
     async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
         rows = await self._first(mailbox_id, kind, "intents")
@@ -84,8 +103,8 @@ class SessionLinks:
         return set(rows.released.get(kind, ()))
 
     async def journal(self, mailbox_id: str, intents: Sequence[Intent]) -> None:
-        if intents:
-            self._written.add(mailbox_id)
+        for intent in intents:
+            self._written(mailbox_id, intent.kind, [intent.link_id])
         await self.store.journal(mailbox_id, intents)
 
     async def commit(
@@ -106,11 +125,11 @@ class SessionLinks:
         }
         if not (links or resolved or moved or failures or retried):
             return
-        self._stale(mailbox_id, kind)
+        self._written(mailbox_id, kind, [*(link.link_id for link in links), *resolved])
+        for link in links:
+            self._written(mailbox_id, link.kind, [link.link_id])
         for failure in failures:
             self._stale(mailbox_id, failure.kind)
-        if links or resolved:
-            self._written.add(mailbox_id)
         await self.store.commit(mailbox_id, kind, links, resolved, moved or None, failures, retried)
         if stored is not None:
             stored.update(moved)
