@@ -55,15 +55,18 @@ async def request_session(
     queue: SessionQueue,
     now: Clock = utcnow,
     republish: str = "",
+    mailbox: MailboxRecord | None = None,
 ) -> tuple[SessionRecord, bool]:
     """The session that will run for this request, and whether it coalesced with a queued one.
 
     The queued session is (re)published every time: JetStream drops the repeat by its
     Nats-Msg-Id (the session id), and a publish that failed before is made good by the retry.
     `republish` names an attempt that must not be dropped so: the scheduler's re-queue of a
-    session whose message was lost after it was published.
+    session whose message was lost after it was published. `mailbox`: as the caller has just
+    read it (not read again).
     """
-    mailbox = await store.get_mailbox(mailbox_id)
+    if mailbox is None:
+        mailbox = await store.get_mailbox(mailbox_id)
     if mailbox is None:
         raise MailboxNotFound(mailbox_name(mailbox_id))
     if not mailbox.state.accepts_sessions:
