@@ -116,6 +116,11 @@ class MemoryStore:
         self.sessions[session.session_id] = session
         return True
 
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        if not await self.save_session(session, SessionState.RUNNING):
+            return False, False
+        return True, await self.end_back_off(session.mailbox_id)
+
     async def end_back_off(self, mailbox_id: str) -> bool:
         from concord_reconciler.mailboxes.domain.model import MailboxState
 

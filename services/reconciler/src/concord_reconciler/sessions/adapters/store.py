@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Update, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -109,21 +109,26 @@ class SqlSessionStore:
             )
         return bool(result.rowcount == 1)
 
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        values = _session_values(session)
+        del values["session_id"], values["mailbox_id"]
+        async with self.engine.begin() as conn:
+            saved = await conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.session_id == session.session_id,
+                    sessions.c.state == int(SessionState.RUNNING),
+                )
+                .values(**values)
+            )
+            if saved.rowcount != 1:
+                return False, False
+            ended = await conn.execute(_end_back_off(session.mailbox_id))
+        return True, bool(ended.rowcount == 1)
+
     async def end_back_off(self, mailbox_id: str) -> bool:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(mailboxes)
-                .where(
-                    mailboxes.c.mailbox_id == mailbox_id,
-                    mailboxes.c.state == int(MailboxState.BACKING_OFF),
-                )
-                .values(
-                    state=int(MailboxState.ACTIVE),
-                    suspended_reason="",
-                    update_time_us=to_us(utcnow()),
-                    version=mailboxes.c.version + 1,
-                )
-            )
+            result = await conn.execute(_end_back_off(mailbox_id))
         return bool(result.rowcount == 1)
 
     async def list_sessions(
@@ -286,6 +291,23 @@ class SqlStore(SqlSessionStore, SqlMailboxStore):
                 else None
             ),
         )
+
+
+def _end_back_off(mailbox_id: str) -> Update:
+    """BACKING_OFF -> ACTIVE, if the mailbox is still backing off (a suspend in between wins)."""
+    return (
+        update(mailboxes)
+        .where(
+            mailboxes.c.mailbox_id == mailbox_id,
+            mailboxes.c.state == int(MailboxState.BACKING_OFF),
+        )
+        .values(
+            state=int(MailboxState.ACTIVE),
+            suspended_reason="",
+            update_time_us=to_us(utcnow()),
+            version=mailboxes.c.version + 1,
+        )
+    )
 
 
 def _session_values(session: SessionRecord) -> dict[str, Any]:

@@ -39,9 +39,10 @@ class SessionStore(Protocol):
         """Write `session` if the stored row is still in state `expected` (compare-and-set)."""
         ...
 
-    async def end_back_off(self, mailbox_id: str) -> bool:
-        """Move the mailbox from BACKING_OFF to ACTIVE, clearing its reason, if it is still
-        backing off (compare-and-set: a suspend in between wins); whether it moved."""
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        """Write `session` (COMPLETED) if the stored row is still RUNNING and, in the same
+        transaction move its mailbox from BACKING_OFF to ACTIVE, clearing its reason, if it is
+        still backing off (compare-and-set: a suspend in between wins); whether each happened."""
         ...
 
 

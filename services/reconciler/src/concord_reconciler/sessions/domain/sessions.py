@@ -155,12 +155,14 @@ async def execute_session(
         )
         return await _fail(running, mailbox, internal, store=store, events=events, now=now)
     completed = running.to(SessionState.COMPLETED, counts=counts, end_time=now())
-    if not await store.save_session(completed, expected=SessionState.RUNNING):
+    # A completed session ends a back-off at once (in the transaction that records it), before
+    # anyone learns of it: a mailbox left BACKING_OFF until the scheduler's next tick would
+    # drop the push hints of that gap (their changes then waited for the next interval), and
+    # show a sync that works as failing.
+    saved, back_off_ended = await store.complete_session(completed)
+    if not saved:
         return None
-    # A completed session ends a back-off at once, before anyone learns of it: a mailbox
-    # left BACKING_OFF until the scheduler's next tick would drop the push hints of that gap
-    # (their changes then waited for the next interval), and show a sync that works as failing.
-    if await store.end_back_off(mailbox.mailbox_id):
+    if back_off_ended:
         log.info(
             "mailbox %s: BACKING_OFF -> ACTIVE (session %s completed)",
             mailbox.mailbox_id,
