@@ -197,3 +197,22 @@ async def test_a_link_id_another_kind_held_makes_that_kind_read_again(
     await _pair_reads(session, first)
     await session.commit("demo", first, [_link(f"link-{second}", first, 1)], [])
     assert [link.link_id for link in await session.load_links("demo", second)] == []
+
+
+async def test_a_journal_is_one_statement_and_replaces_a_leftover_intent(
+    links: SqlLinkStore,
+) -> None:
+    kind = KINDS[0]
+    await links.journal("demo", [Intent("left", kind, _link("left", kind, 1), ())])
+    again = [
+        Intent("left", kind, _link("left", kind, 2), ()),
+        Intent("other", kind, _link("other", kind, 3), ()),
+    ]
+    with statements(links) as seen:
+        await links.journal("demo", again)
+    assert seen == ["INSERT INTO write_journal"], seen
+    pending = await links.pending_intents("demo", kind)
+    assert sorted((i.link_id, i.link_after.mail_id) for i in pending) == [
+        ("left", "m-2"),
+        ("other", "m-3"),
+    ]

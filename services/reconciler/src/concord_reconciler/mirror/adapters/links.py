@@ -288,26 +288,29 @@ class SqlLinkStore:
         if not intents:
             return
         now = to_us(utcnow())
+        rows = {
+            i.link_id: {
+                "link_id": i.link_id,
+                "mailbox_id": mailbox_id,
+                "kind": i.kind,
+                "intent": intent_to_json(i),
+                "create_time_us": now,
+            }
+            for i in intents
+        }
         async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(write_journal).values(list(rows.values()))
             # A leftover intent of the same link (an earlier crash already recovered from)
-            # is replaced, never duplicated.
+            # is replaced, never duplicated: one upsert, not a delete and an insert.
             await conn.execute(
-                delete(write_journal).where(
-                    write_journal.c.link_id.in_([i.link_id for i in intents])
+                statement.on_conflict_do_update(
+                    index_elements=[write_journal.c.link_id],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("mailbox_id", "kind", "intent", "create_time_us")
+                    },
                 )
-            )
-            await conn.execute(
-                insert(write_journal),
-                [
-                    {
-                        "link_id": i.link_id,
-                        "mailbox_id": mailbox_id,
-                        "kind": i.kind,
-                        "intent": intent_to_json(i),
-                        "create_time_us": now,
-                    }
-                    for i in intents
-                ],
             )
 
     async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
