@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from google.protobuf import duration_pb2
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
@@ -455,3 +455,30 @@ async def test_a_salesforce_change_syncs_the_owners_and_the_mirroring_mailboxes_
         )
     finally:
         await running.stop()
+
+
+async def test_a_push_hint_reads_its_mailbox_once(store: SqlStore, bus: EventBus) -> None:
+    """A hint's SQL runs for every push (issue #18): the mailbox is read once, for its state,
+    its org's hold and the session's request alike."""
+    await add_mailbox(store, "pushed")
+    await add_session(store, "pushed", SessionState.COMPLETED, ago=60)
+    running = scheduler(bus, store)
+    seen: list[str] = []
+
+    def count(*args: object) -> None:
+        seen.append(" ".join(str(args[2]).split()[:2]))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await running._push("pushed")
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    # The mailbox, its newest finished session, its org's hold; the session requested.
+    assert seen == [
+        "SELECT mailboxes.mailbox_id,",
+        "SELECT sessions.state,",
+        "SELECT mailboxes.org_id,",
+        "INSERT INTO",
+    ], seen
+    requested = await sessions_of(store, "pushed")
+    assert requested[0].trigger == res.SESSION_TRIGGER_PUSH

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
+from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.counts import KindCounts, SessionCounts, SideCounts
 from concord_reconciler.kernel.errors import EtagMismatch, MailboxAlreadyExists
 from concord_reconciler.kernel.names import new_session_id
@@ -155,6 +157,65 @@ async def test_settings_writes_check_the_etag(store: SqlStore) -> None:
         await store.put_org_settings("acme", settings, expected_etag='W/"0"')
     second = await store.put_org_settings("acme", settings, expected_etag=first.etag)
     assert second.etag != first.etag
+
+
+async def test_completing_a_session_ends_its_mailboxs_back_off_in_the_same_transaction(
+    store: SqlStore,
+) -> None:
+    session, _ = await store.enqueue_session(_session())
+    running = session.to(SessionState.RUNNING, start_time=utcnow())
+    assert await store.save_session(running, SessionState.QUEUED)
+    await store.set_mailbox_state("demo", MailboxState.BACKING_OFF, "3 sessions failed")
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(store.engine.sync_engine, "commit", committed)
+    try:
+        completed = running.to(SessionState.COMPLETED, end_time=utcnow())
+        assert await store.complete_session(completed) == (True, True)
+    finally:
+        event.remove(store.engine.sync_engine, "commit", committed)
+    assert len(commits) == 1
+    assert await store.get_session(session.session_id) == completed
+    mailbox = await store.get_mailbox("demo")
+    assert mailbox is not None
+    assert mailbox.state is MailboxState.ACTIVE
+    # Once over, the session is not completed again, and an active mailbox stays as it is.
+    assert await store.complete_session(completed) == (False, False)
+
+
+async def test_a_mailbox_context_is_the_mailbox_and_its_settings_in_one_statement(
+    store: SqlStore,
+) -> None:
+    """As a session starts on it (issue #18): one statement where there were three."""
+    context = await store.mailbox_context("demo")
+    assert context is not None
+    assert context.mailbox == await store.get_mailbox("demo")
+    assert (context.org_settings, context.mailbox_settings) == (None, None)
+    await store.put_org_settings(
+        "acme", st.OrgSettings(conflict_policy=st.CONFLICT_POLICY_MANUAL), expected_etag=""
+    )
+    await store.put_mailbox_settings(
+        "demo", st.MailboxSettings(blacklist=["x.com"]), expected_etag=""
+    )
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        context = await store.mailbox_context("demo")
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert context is not None
+    assert context.mailbox == await store.get_mailbox("demo")
+    assert context.org_settings == await store.get_org_settings("acme")
+    assert context.mailbox_settings == await store.get_mailbox_settings("demo")
+    assert await store.mailbox_context("nobody") is None
 
 
 async def test_deleting_a_mailbox_deletes_its_sessions_and_settings(store: SqlStore) -> None:

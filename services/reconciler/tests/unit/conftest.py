@@ -15,7 +15,7 @@ from concord_reconciler.mailboxes.domain.model import MailboxRecord
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.ports import ChangePage
 from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
-from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import MailboxContext, SessionRecord, SessionState
 from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 
 KIND_NAMES = {
@@ -94,6 +94,14 @@ class MemoryStore:
     async def get_mailbox_settings(self, mailbox_id: str) -> st.MailboxSettings | None:
         return self.mailbox_settings.get(mailbox_id)
 
+    async def mailbox_context(self, mailbox_id: str) -> MailboxContext | None:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        return MailboxContext(
+            mailbox, self.org_settings.get(mailbox.org_id), self.mailbox_settings.get(mailbox_id)
+        )
+
     async def enqueue_session(self, session: SessionRecord) -> tuple[SessionRecord, bool]:
         for queued in self.sessions.values():
             if queued.mailbox_id == session.mailbox_id and queued.state is SessionState.QUEUED:
@@ -107,6 +115,11 @@ class MemoryStore:
             return False
         self.sessions[session.session_id] = session
         return True
+
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        if not await self.save_session(session, SessionState.RUNNING):
+            return False, False
+        return True, await self.end_back_off(session.mailbox_id)
 
     async def end_back_off(self, mailbox_id: str) -> bool:
         from concord_reconciler.mailboxes.domain.model import MailboxState

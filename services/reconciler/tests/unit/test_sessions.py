@@ -313,3 +313,52 @@ async def test_abandoning_records_failed_once(
     await abandon_session(session_id, failure, store=store, events=events)
     assert store.sessions[session_id].failure_code == "LEASE_LOST"
     assert events.kinds == ["failed"]
+
+
+async def test_a_session_read_before_its_lease_is_started_from_the_state_it_is_in_now(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    engine: MemoryEngine,
+) -> None:
+    """The consumer reads the session before it takes the mailbox's lease and hands it over
+    (not read again, issue #18); meanwhile another replica may have started it and died."""
+    session_id = await _requested(store, queue)
+    read_before = store.sessions[session_id]
+    store.sessions[session_id] = read_before.to(SessionState.RUNNING)
+    context = await store.mailbox_context("demo")
+    result = await execute_session(
+        session_id,
+        store=store,
+        events=events,
+        engine=engine,
+        deadline_seconds=5,
+        session=read_before,
+        context=context,
+    )
+    assert result is not None
+    assert store.sessions[session_id].state is SessionState.COMPLETED
+    assert events.kinds == ["started", "completed"]
+
+
+async def test_a_session_read_before_its_lease_and_finished_since_is_left_alone(
+    store: MemoryStore,
+    queue: RecordingQueue,
+    events: RecordedEvents,
+    engine: MemoryEngine,
+) -> None:
+    session_id = await _requested(store, queue)
+    read_before = store.sessions[session_id]
+    finished = read_before.to(SessionState.RUNNING).to(SessionState.COMPLETED)
+    store.sessions[session_id] = finished
+    result = await execute_session(
+        session_id,
+        store=store,
+        events=events,
+        engine=engine,
+        deadline_seconds=5,
+        session=read_before,
+    )
+    assert result is None
+    assert store.sessions[session_id] == finished
+    assert events.kinds == []

@@ -40,7 +40,7 @@ class SqlMailboxStore(SqlAnswers):
                 .mappings()
                 .first()
             )
-        return _mailbox(row) if row else None
+        return mailbox_of(row) if row else None
 
     async def insert_mailbox(
         self, mailbox: MailboxRecord, *, response: tuple[str, str, bytes] | None = None
@@ -84,7 +84,7 @@ class SqlMailboxStore(SqlAnswers):
             query = query.where(mailboxes.c.mailbox_id > after)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [_mailbox(row) for row in rows]
+        return [mailbox_of(row) for row in rows]
 
     async def delete_mailbox(self, mailbox_id: str, *, expected_etag: str = "") -> None:
         """Delete a mailbox with its sessions, settings and item errors."""
@@ -124,7 +124,7 @@ class SqlMailboxStore(SqlAnswers):
                 .mappings()
                 .one()
             )
-        return _mailbox(row)
+        return mailbox_of(row)
 
     # -- settings ------------------------------------------------------------------------
 
@@ -137,10 +137,7 @@ class SqlMailboxStore(SqlAnswers):
             )
         if row is None:
             return None
-        settings = st.OrgSettings.FromString(row["settings"])
-        settings.update_time.CopyFrom(timestamp(from_us(row["update_time_us"])))
-        settings.etag = etag(row["version"])
-        return settings
+        return org_settings_of(row["settings"], row["update_time_us"], row["version"])
 
     async def put_org_settings(
         self, org_id: str, settings: st.OrgSettings, *, expected_etag: str
@@ -165,10 +162,7 @@ class SqlMailboxStore(SqlAnswers):
             )
         if row is None:
             return None
-        settings = st.MailboxSettings.FromString(row["settings"])
-        settings.update_time.CopyFrom(timestamp(from_us(row["update_time_us"])))
-        settings.etag = etag(row["version"])
-        return settings
+        return mailbox_settings_of(row["settings"], row["update_time_us"], row["version"])
 
     async def put_mailbox_settings(
         self, mailbox_id: str, settings: st.MailboxSettings, *, expected_etag: str
@@ -229,7 +223,23 @@ class SqlMailboxStore(SqlAnswers):
             raise EtagMismatch(name) from None
 
 
-def _mailbox(row: RowMapping) -> MailboxRecord:
+def org_settings_of(blob: bytes, update_time_us: int, version: int) -> st.OrgSettings:
+    """Stored org settings as the API shows them (with their update time and etag)."""
+    settings = st.OrgSettings.FromString(blob)
+    settings.update_time.CopyFrom(timestamp(from_us(update_time_us)))
+    settings.etag = etag(version)
+    return settings
+
+
+def mailbox_settings_of(blob: bytes, update_time_us: int, version: int) -> st.MailboxSettings:
+    """Stored mailbox settings as the API shows them (with their update time and etag)."""
+    settings = st.MailboxSettings.FromString(blob)
+    settings.update_time.CopyFrom(timestamp(from_us(update_time_us)))
+    settings.etag = etag(version)
+    return settings
+
+
+def mailbox_of(row: RowMapping) -> MailboxRecord:
     return MailboxRecord(
         mailbox_id=row["mailbox_id"],
         org_id=row["org_id"],

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,7 +32,14 @@ from concord_reconciler.mirror.domain.sync import (
     freeze,
 )
 
-__all__ = ["SqlLinkStore", "intent_from_json", "intent_to_json", "link_from_row", "link_to_row"]
+__all__ = [
+    "MailboxRows",
+    "SqlLinkStore",
+    "intent_from_json",
+    "intent_to_json",
+    "link_from_row",
+    "link_to_row",
+]
 
 _SIDE_NUMBER = {Side.MAIL: 1, Side.CRM: 2}  # concord.common.v1.SyncSide
 # Ids per IN list: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -179,6 +188,39 @@ class SqlLinkStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    async def mailbox_rows(self, mailbox_id: str) -> MailboxRows:
+        """What the pairs of a session read first, for every kind of the mailbox at once: its
+        journal, links, cursors and released sides, on one connection."""
+        rows = MailboxRows()
+        async with self.engine.connect() as conn:
+            journal = await conn.execute(
+                select(write_journal.c.kind, write_journal.c.intent)
+                .where(write_journal.c.mailbox_id == mailbox_id)
+                .order_by(write_journal.c.create_time_us, write_journal.c.link_id)
+            )
+            for kind, data in journal.all():
+                rows.intents.setdefault(kind, []).append(intent_from_json(kind, data))
+            found = await conn.execute(select(links).where(links.c.mailbox_id == mailbox_id))
+            for row in found.mappings().all():
+                rows.links.setdefault(row["kind"], []).append(link_from_row(row))
+            cursors = await conn.execute(
+                select(sync_cursors.c.kind, sync_cursors.c.side, sync_cursors.c.token).where(
+                    sync_cursors.c.mailbox_id == mailbox_id, sync_cursors.c.collection == ""
+                )
+            )
+            for kind, side, token in cursors.all():
+                rows.cursors.setdefault(kind, {})[Side(side)] = token
+            released = await conn.execute(
+                select(item_errors.c.kind, item_errors.c.side)
+                .where(item_errors.c.mailbox_id == mailbox_id, item_errors.c.quarantined.is_(False))
+                .distinct()
+            )
+            sides = {number: side for side, number in _SIDE_NUMBER.items()}
+            for kind, number in released.all():
+                if number in sides:
+                    rows.released.setdefault(kind, set()).add(sides[number])
+        return rows
+
     async def load_links(self, mailbox_id: str, kind: Kind) -> list[Link]:
         query = select(links).where(links.c.mailbox_id == mailbox_id, links.c.kind == kind)
         async with self.engine.connect() as conn:
@@ -246,26 +288,29 @@ class SqlLinkStore:
         if not intents:
             return
         now = to_us(utcnow())
+        rows = {
+            i.link_id: {
+                "link_id": i.link_id,
+                "mailbox_id": mailbox_id,
+                "kind": i.kind,
+                "intent": intent_to_json(i),
+                "create_time_us": now,
+            }
+            for i in intents
+        }
         async with self.engine.begin() as conn:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            statement = dialect.insert(write_journal).values(list(rows.values()))
             # A leftover intent of the same link (an earlier crash already recovered from)
-            # is replaced, never duplicated.
+            # is replaced, never duplicated: one upsert, not a delete and an insert.
             await conn.execute(
-                delete(write_journal).where(
-                    write_journal.c.link_id.in_([i.link_id for i in intents])
+                statement.on_conflict_do_update(
+                    index_elements=[write_journal.c.link_id],
+                    set_={
+                        name: statement.excluded[name]
+                        for name in ("mailbox_id", "kind", "intent", "create_time_us")
+                    },
                 )
-            )
-            await conn.execute(
-                insert(write_journal),
-                [
-                    {
-                        "link_id": i.link_id,
-                        "mailbox_id": mailbox_id,
-                        "kind": i.kind,
-                        "intent": intent_to_json(i),
-                        "create_time_us": now,
-                    }
-                    for i in intents
-                ],
             )
 
     async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
@@ -324,8 +369,8 @@ class SqlLinkStore:
                 await conn.execute(
                     delete(write_journal).where(write_journal.c.link_id.in_(list(resolved)))
                 )
-            for side, token in (cursors or {}).items():
-                await self._set_cursor(conn, mailbox_id, kind, side, token, now)
+            if cursors:
+                await self._set_cursors(conn, mailbox_id, kind, cursors, now)
             for failure in failures:
                 await self._record_failure(conn, mailbox_id, failure, now)
 
@@ -378,29 +423,39 @@ class SqlLinkStore:
                 )
 
     @staticmethod
-    async def _set_cursor(
-        conn: AsyncConnection, mailbox_id: str, kind: Kind, side: Side, token: str, now: int
+    async def _set_cursors(
+        conn: AsyncConnection, mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
     ) -> None:
-        where = (
-            (sync_cursors.c.mailbox_id == mailbox_id)
-            & (sync_cursors.c.kind == kind)
-            & (sync_cursors.c.side == side.value)
-            & (sync_cursors.c.collection == "")
+        """Every side's cursor of one commit in one statement (an upsert), not one look-up
+        and one write per side."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(sync_cursors).values(
+            [
+                {
+                    "mailbox_id": mailbox_id,
+                    "kind": kind,
+                    "side": side.value,
+                    "collection": "",
+                    "token": token,
+                    "update_time_us": now,
+                }
+                for side, token in cursors.items()
+            ]
         )
-        result = await conn.execute(
-            update(sync_cursors).where(where).values(token=token, update_time_us=now)
-        )
-        if result.rowcount == 0:
-            await conn.execute(
-                insert(sync_cursors).values(
-                    mailbox_id=mailbox_id,
-                    kind=kind,
-                    side=side.value,
-                    collection="",
-                    token=token,
-                    update_time_us=now,
-                )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[
+                    sync_cursors.c.mailbox_id,
+                    sync_cursors.c.kind,
+                    sync_cursors.c.side,
+                    sync_cursors.c.collection,
+                ],
+                set_={
+                    "token": statement.excluded.token,
+                    "update_time_us": statement.excluded.update_time_us,
+                },
             )
+        )
 
     @staticmethod
     async def _record_failure(
@@ -447,3 +502,13 @@ class SqlLinkStore:
                     quarantined=True,
                 )
             )
+
+
+@dataclass
+class MailboxRows:
+    """A mailbox's journal, links, cursors and released sides, by kind (`mailbox_rows`)."""
+
+    intents: dict[Kind, list[Intent]] = field(default_factory=dict)
+    links: dict[Kind, list[Link]] = field(default_factory=dict)
+    cursors: dict[Kind, dict[Side, str]] = field(default_factory=dict)
+    released: dict[Kind, set[Side]] = field(default_factory=dict)

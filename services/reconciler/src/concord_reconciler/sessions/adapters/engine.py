@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
+from concord_reconciler.mirror.adapters.session_links import SessionLinks
 from concord_reconciler.mirror.adapters.sync_sides import (
     CrmClient,
     LinkerClient,
     MailClient,
     MappingClient,
     SessionMapping,
-)
-from concord_reconciler.mirror.domain.ports import (
-    LinkStore,
 )
 from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 from concord_reconciler.sharing.adapters.email_share import GrpcEmailShare
@@ -30,7 +29,9 @@ class GrpcSyncEngine:
     crm: CrmClient
     mapping: MappingClient
     linker: LinkerClient
-    links: LinkStore
+    # Each session gets its own view (`SessionLinks`): its first reads in one go, no write of
+    # a cursor that did not move.
+    links: SqlLinkStore
     # Shares the mailbox's emails after the pairs; None: sessions share no email.
     sharing: EmailSharing | None = None
 
@@ -60,6 +61,6 @@ class GrpcSyncEngine:
                 scope.crm_user_id,
                 scope.resolution,
             ),
-            links=self.links,
+            links=SessionLinks(self.links),
             emails=emails,
         )

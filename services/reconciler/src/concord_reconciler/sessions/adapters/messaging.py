@@ -315,7 +315,10 @@ class SessionConsumer:
             self._tracer.start_as_current_span(SPAN_NAME, attributes=attributes) as span,
         ):
             trace_id = format(span.get_span_context().trace_id, "032x")
-            async with self._hints(session.mailbox_id, parse_org_name(org)) as hints:
+            # Read once, under the lease, for the hints and the session alike.
+            context = await self.store.mailbox_context(session.mailbox_id)
+            crm_user = context.mailbox.crm_user_id if context is not None else ""
+            async with self._hints(session.mailbox_id, parse_org_name(org), crm_user) as hints:
                 result = await execute_session(
                     session.session_id,
                     store=self.store,
@@ -324,6 +327,8 @@ class SessionConsumer:
                     deadline_seconds=self.deadline_seconds,
                     trace_id=trace_id,
                     hints=hints,
+                    session=session,
+                    context=context,
                 )
                 if hints.noted:
                     span.set_attribute("concord.push_hints", hints.noted)
@@ -335,12 +340,12 @@ class SessionConsumer:
                 span.set_status(Status(StatusCode.ERROR, result.failure_code))
 
     @contextlib.asynccontextmanager
-    async def _hints(self, mailbox_id: str, org_id: str) -> AsyncIterator[PendingPushes]:
+    async def _hints(
+        self, mailbox_id: str, org_id: str, crm_user: str
+    ) -> AsyncIterator[PendingPushes]:
         """The push hints for the mailbox while its session runs (plain subscriptions, not
         the scheduler's queue group: every hint reaches the replica running the session)."""
         hints = PendingPushes()
-        mailbox = await self.store.get_mailbox(mailbox_id)
-        crm_user = mailbox.crm_user_id if mailbox is not None else ""
 
         async def on_mail(msg: Msg) -> None:
             hints.note(Side.MAIL)

@@ -37,7 +37,7 @@ from concord_reconciler.kernel.errors import MailboxNotFound, MailboxSuspended, 
 from concord_reconciler.kernel.kinds import Trigger
 from concord_reconciler.kernel.schema import links, mailboxes, org_settings, requests, sessions
 from concord_reconciler.kernel.sql import from_us, to_us
-from concord_reconciler.mailboxes.domain.model import MailboxState
+from concord_reconciler.mailboxes.domain.model import MailboxRecord, MailboxState
 from concord_reconciler.sessions.domain.model import SessionState
 from concord_reconciler.sessions.domain.ports import SessionQueue, SessionStore
 from concord_reconciler.sessions.domain.schedule import (
@@ -103,7 +103,9 @@ class ScheduleReader:
         # Per org: until when (monotonic) its hold as last read stands for a hint's check.
         self._org_hold_seen: dict[str, tuple[float, datetime | None]] = {}
 
-    async def held_until(self, mailbox_id: str, org_hold_max_age: float = 0.0) -> datetime | None:
+    async def held_until(
+        self, mailbox_id: str, org_hold_max_age: float = 0.0, org_id: str | None = None
+    ) -> datetime | None:
         """When a throttled peer allows the mailbox's next session, if its newest finished
         session says so or its org is held (they run for every push hint).
 
@@ -112,7 +114,7 @@ class ScheduleReader:
         hint's check may still take it as read up to `org_hold_max_age` seconds ago: a hold set
         since lets one session start, which crm-connector refuses at once, without a call to
         Salesforce; a hold lifted since refuses a hint, as during the hold, and the schedule
-        syncs the mailbox.
+        syncs the mailbox. `org_id`: the mailbox's, when the caller has read it.
         """
         async with self.engine.connect() as conn:
             newest = (
@@ -126,9 +128,10 @@ class ScheduleReader:
                     .limit(1)
                 )
             ).first()
-            org_id = await conn.scalar(
-                select(mailboxes.c.org_id).where(mailboxes.c.mailbox_id == mailbox_id)
-            )
+            if org_id is None:
+                org_id = await conn.scalar(
+                    select(mailboxes.c.org_id).where(mailboxes.c.mailbox_id == mailbox_id)
+                )
             org_hold = (
                 await self._org_hold(conn, org_id, org_hold_max_age) if org_id is not None else None
             )
@@ -567,7 +570,14 @@ class Scheduler:
         until = (plan.next_wake - self.clock()).total_seconds()
         return min(self.tick_seconds, max(0.05, until))
 
-    async def _request(self, mailbox_id: str, trigger: Trigger, *, republish: str = "") -> None:
+    async def _request(
+        self,
+        mailbox_id: str,
+        trigger: Trigger,
+        *,
+        republish: str = "",
+        mailbox: MailboxRecord | None = None,
+    ) -> None:
         try:
             await request_session(
                 mailbox_id,
@@ -577,6 +587,7 @@ class Scheduler:
                 queue=self.queue,
                 now=self.clock,
                 republish=republish,
+                mailbox=mailbox,
             )
         except (MailboxNotFound, MailboxSuspended):
             pass  # deleted or suspended since the plan was read
@@ -599,9 +610,10 @@ class Scheduler:
         # waits for its retry: pushes must not defeat either.
         if mailbox is None or mailbox.state is not MailboxState.ACTIVE:
             return
-        held = await self.reader.held_until(mailbox_id, ORG_HOLD_MAX_AGE_SECONDS)
+        # The mailbox just read is not read again (issue #18: a hint's SQL runs for every push).
+        held = await self.reader.held_until(mailbox_id, ORG_HOLD_MAX_AGE_SECONDS, mailbox.org_id)
         if held is None or held <= self.clock():
-            await self._request(mailbox_id, res.SESSION_TRIGGER_PUSH)
+            await self._request(mailbox_id, res.SESSION_TRIGGER_PUSH, mailbox=mailbox)
 
     async def _on_crm_changed(self, msg: Msg) -> None:
         """A Salesforce change (issue #19): sessions for the mailboxes it concerns — the

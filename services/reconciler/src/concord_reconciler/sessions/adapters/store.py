@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Update, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,13 +16,25 @@ from concord_reconciler.kernel.errors import MailboxNotFound
 from concord_reconciler.kernel.names import mailbox_name
 from concord_reconciler.kernel.schema import (
     item_errors,
+    mailbox_settings,
     mailboxes,
+    org_settings,
     sessions,
 )
 from concord_reconciler.kernel.sql import from_us, to_us
-from concord_reconciler.mailboxes.adapters.store import SqlMailboxStore
+from concord_reconciler.mailboxes.adapters.store import (
+    SqlMailboxStore,
+    mailbox_of,
+    mailbox_settings_of,
+    org_settings_of,
+)
 from concord_reconciler.mailboxes.domain.model import MailboxState
-from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import (
+    ItemErrorRecord,
+    MailboxContext,
+    SessionRecord,
+    SessionState,
+)
 from concord_reconciler.sessions.domain.ports import SessionKey
 from concord_reconciler.sessions.wire import counts_from_proto, counts_to_proto
 
@@ -97,21 +109,26 @@ class SqlSessionStore:
             )
         return bool(result.rowcount == 1)
 
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        values = _session_values(session)
+        del values["session_id"], values["mailbox_id"]
+        async with self.engine.begin() as conn:
+            saved = await conn.execute(
+                update(sessions)
+                .where(
+                    sessions.c.session_id == session.session_id,
+                    sessions.c.state == int(SessionState.RUNNING),
+                )
+                .values(**values)
+            )
+            if saved.rowcount != 1:
+                return False, False
+            ended = await conn.execute(_end_back_off(session.mailbox_id))
+        return True, bool(ended.rowcount == 1)
+
     async def end_back_off(self, mailbox_id: str) -> bool:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(mailboxes)
-                .where(
-                    mailboxes.c.mailbox_id == mailbox_id,
-                    mailboxes.c.state == int(MailboxState.BACKING_OFF),
-                )
-                .values(
-                    state=int(MailboxState.ACTIVE),
-                    suspended_reason="",
-                    update_time_us=to_us(utcnow()),
-                    version=mailboxes.c.version + 1,
-                )
-            )
+            result = await conn.execute(_end_back_off(mailbox_id))
         return bool(result.rowcount == 1)
 
     async def list_sessions(
@@ -229,6 +246,68 @@ class SqlSessionStore:
 class SqlStore(SqlSessionStore, SqlMailboxStore):
     """The session flow's store (`SessionStore`): its own rows, and the mailboxes and settings
     a session reads."""
+
+    async def mailbox_context(self, mailbox_id: str) -> MailboxContext | None:
+        # One statement where a session made three (the mailbox, then each settings row).
+        query = (
+            select(
+                mailboxes,
+                mailbox_settings.c.settings.label("mailbox_settings"),
+                mailbox_settings.c.update_time_us.label("mailbox_settings_update_time_us"),
+                mailbox_settings.c.version.label("mailbox_settings_version"),
+                org_settings.c.settings.label("org_settings"),
+                org_settings.c.update_time_us.label("org_settings_update_time_us"),
+                org_settings.c.version.label("org_settings_version"),
+            )
+            .select_from(
+                mailboxes.outerjoin(
+                    mailbox_settings, mailbox_settings.c.mailbox_id == mailboxes.c.mailbox_id
+                ).outerjoin(org_settings, org_settings.c.org_id == mailboxes.c.org_id)
+            )
+            .where(mailboxes.c.mailbox_id == mailbox_id)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return MailboxContext(
+            mailbox=mailbox_of(row),
+            org_settings=(
+                org_settings_of(
+                    row["org_settings"],
+                    row["org_settings_update_time_us"],
+                    row["org_settings_version"],
+                )
+                if row["org_settings"] is not None
+                else None
+            ),
+            mailbox_settings=(
+                mailbox_settings_of(
+                    row["mailbox_settings"],
+                    row["mailbox_settings_update_time_us"],
+                    row["mailbox_settings_version"],
+                )
+                if row["mailbox_settings"] is not None
+                else None
+            ),
+        )
+
+
+def _end_back_off(mailbox_id: str) -> Update:
+    """BACKING_OFF -> ACTIVE, if the mailbox is still backing off (a suspend in between wins)."""
+    return (
+        update(mailboxes)
+        .where(
+            mailboxes.c.mailbox_id == mailbox_id,
+            mailboxes.c.state == int(MailboxState.BACKING_OFF),
+        )
+        .values(
+            state=int(MailboxState.ACTIVE),
+            suspended_reason="",
+            update_time_us=to_us(utcnow()),
+            version=mailboxes.c.version + 1,
+        )
+    )
 
 
 def _session_values(session: SessionRecord) -> dict[str, Any]:

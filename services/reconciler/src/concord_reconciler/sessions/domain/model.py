@@ -9,11 +9,13 @@ import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from concord.common.v1 import settings_pb2 as st
 from concord_reconciler.kernel.clock import utcnow
 from concord_reconciler.kernel.counts import SessionCounts
 from concord_reconciler.kernel.errors import TransitionError
 from concord_reconciler.kernel.kinds import ErrorSide, Kind, Trigger
 from concord_reconciler.kernel.names import mailbox_name, session_name
+from concord_reconciler.mailboxes.domain.model import MailboxRecord
 
 
 class SessionState(enum.IntEnum):
@@ -108,3 +110,13 @@ def coalesce(queued: SessionRecord | None) -> bool:
     rule with a unique index on (mailbox) for QUEUED rows, so concurrent requests agree.
     """
     return queued is not None and queued.state is SessionState.QUEUED
+
+
+@dataclass(frozen=True)
+class MailboxContext:
+    """A mailbox as a session starts on it: its record and the settings stored for it and for
+    its org (None where none are stored: the defaults apply), read together."""
+
+    mailbox: MailboxRecord
+    org_settings: st.OrgSettings | None = None
+    mailbox_settings: st.MailboxSettings | None = None

@@ -7,9 +7,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from concord.common.v1 import settings_pb2
 from concord_reconciler.mailboxes.domain.model import MailboxRecord
-from concord_reconciler.sessions.domain.model import ItemErrorRecord, SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import (
+    ItemErrorRecord,
+    MailboxContext,
+    SessionRecord,
+    SessionState,
+)
 from concord_reconciler.sessions.domain.schedule import ScheduleRow
 
 
@@ -20,11 +24,9 @@ class SessionStore(Protocol):
 
     async def get_mailbox(self, mailbox_id: str) -> MailboxRecord | None: ...
 
-    async def get_org_settings(self, org_id: str) -> settings_pb2.OrgSettings | None: ...
-
-    async def get_mailbox_settings(
-        self, mailbox_id: str
-    ) -> settings_pb2.MailboxSettings | None: ...
+    async def mailbox_context(self, mailbox_id: str) -> MailboxContext | None:
+        """The mailbox with its own and its org's stored settings, in one read."""
+        ...
 
     async def enqueue_session(self, session: SessionRecord) -> tuple[SessionRecord, bool]:
         """Insert `session` (QUEUED), or return the mailbox's QUEUED session instead.
@@ -37,9 +39,10 @@ class SessionStore(Protocol):
         """Write `session` if the stored row is still in state `expected` (compare-and-set)."""
         ...
 
-    async def end_back_off(self, mailbox_id: str) -> bool:
-        """Move the mailbox from BACKING_OFF to ACTIVE, clearing its reason, if it is still
-        backing off (compare-and-set: a suspend in between wins); whether it moved."""
+    async def complete_session(self, session: SessionRecord) -> tuple[bool, bool]:
+        """Write `session` (COMPLETED) if the stored row is still RUNNING and, in the same
+        transaction move its mailbox from BACKING_OFF to ACTIVE, clearing its reason, if it is
+        still backing off (compare-and-set: a suspend in between wins); whether each happened."""
         ...
 
 

@@ -29,7 +29,7 @@ from concord_reconciler.mailboxes.domain.settings import (
     synced_kinds,
 )
 from concord_reconciler.mirror.domain.hints import PushHints
-from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_reconciler.sessions.domain.model import MailboxContext, SessionRecord, SessionState
 from concord_reconciler.sessions.domain.ports import SessionEvents, SessionQueue, SessionStore
 from concord_reconciler.sessions.domain.runner import (
     SessionScope,
@@ -55,15 +55,18 @@ async def request_session(
     queue: SessionQueue,
     now: Clock = utcnow,
     republish: str = "",
+    mailbox: MailboxRecord | None = None,
 ) -> tuple[SessionRecord, bool]:
     """The session that will run for this request, and whether it coalesced with a queued one.
 
     The queued session is (re)published every time: JetStream drops the repeat by its
     Nats-Msg-Id (the session id), and a publish that failed before is made good by the retry.
     `republish` names an attempt that must not be dropped so: the scheduler's re-queue of a
-    session whose message was lost after it was published.
+    session whose message was lost after it was published. `mailbox`: as the caller has just
+    read it (not read again).
     """
-    mailbox = await store.get_mailbox(mailbox_id)
+    if mailbox is None:
+        mailbox = await store.get_mailbox(mailbox_id)
     if mailbox is None:
         raise MailboxNotFound(mailbox_name(mailbox_id))
     if not mailbox.state.accepts_sessions:
@@ -97,19 +100,26 @@ async def execute_session(
     trace_id: str = "",
     now: Clock = utcnow,
     hints: PushHints | None = None,
+    session: SessionRecord | None = None,
+    context: MailboxContext | None = None,
 ) -> SessionRecord | None:
     """Run a requested session to its end and record it; None if there was nothing to run.
 
     The caller holds the mailbox's lease. A session already terminal (a replayed request) or
     gone (its mailbox was deleted) is left alone. Cancellation (shutdown, lost lease) leaves
-    the row RUNNING for the redelivered request to start over.
+    the row RUNNING for the redelivered request to start over. `session` and `context`, when
+    the caller has just read them, are not read again (issue #18: a quiet session's cost is
+    mostly its SQL); the session's start is a compare-and-set on the state it was read in.
     """
-    session = await store.get_session(session_id)
+    if session is None:
+        session = await store.get_session(session_id)
     if session is None or session.state.terminal:
         return None
-    mailbox = await store.get_mailbox(session.mailbox_id)
-    if mailbox is None:
+    if context is None:
+        context = await store.mailbox_context(session.mailbox_id)
+    if context is None:
         return None
+    mailbox = context.mailbox
     if not mailbox.state.accepts_sessions:
         return await cancel_session(
             session,
@@ -120,19 +130,12 @@ async def execute_session(
             events=events,
             now=now,
         )
-    running = session.to(
-        SessionState.RUNNING,
-        start_time=now(),
-        end_time=None,
-        trace_id=trace_id,
-        failure_reason="",
-        failure_code="",
-    )
-    if not await store.save_session(running, expected=session.state):
+    running = await _start(session, store, trace_id=trace_id, now=now)
+    if running is None:
         return None
     await events.started(running, mailbox.org)
     try:
-        scope = await _scope(running, mailbox, store)
+        scope = _scope(running, context)
         async with asyncio.timeout(deadline_seconds):
             counts = await run_session(scope, engine, now=now(), hints=hints)
     except SessionFailure as failure:
@@ -152,12 +155,14 @@ async def execute_session(
         )
         return await _fail(running, mailbox, internal, store=store, events=events, now=now)
     completed = running.to(SessionState.COMPLETED, counts=counts, end_time=now())
-    if not await store.save_session(completed, expected=SessionState.RUNNING):
+    # A completed session ends a back-off at once (in the transaction that records it), before
+    # anyone learns of it: a mailbox left BACKING_OFF until the scheduler's next tick would
+    # drop the push hints of that gap (their changes then waited for the next interval), and
+    # show a sync that works as failing.
+    saved, back_off_ended = await store.complete_session(completed)
+    if not saved:
         return None
-    # A completed session ends a back-off at once, before anyone learns of it: a mailbox
-    # left BACKING_OFF until the scheduler's next tick would drop the push hints of that gap
-    # (their changes then waited for the next interval), and show a sync that works as failing.
-    if await store.end_back_off(mailbox.mailbox_id):
+    if back_off_ended:
         log.info(
             "mailbox %s: BACKING_OFF -> ACTIVE (session %s completed)",
             mailbox.mailbox_id,
@@ -234,15 +239,38 @@ async def _fail(
     return failed
 
 
-async def _scope(
-    session: SessionRecord, mailbox: MailboxRecord, store: SessionStore
-) -> SessionScope:
-    org = await store.get_org_settings(mailbox.org_id) or default_org_settings(mailbox.org_id)
+async def _start(
+    session: SessionRecord, store: SessionStore, *, trace_id: str, now: Clock
+) -> SessionRecord | None:
+    """The session recorded RUNNING, or None if it is no longer the caller's to run.
+
+    A compare-and-set on the state the session was read in: a session read before its lease
+    was taken may have moved since (another replica started it, then died); it is read again
+    and, if it is still not over, started from the state it is in.
+    """
+    for _ in range(2):
+        running = session.to(
+            SessionState.RUNNING,
+            start_time=now(),
+            end_time=None,
+            trace_id=trace_id,
+            failure_reason="",
+            failure_code="",
+        )
+        if await store.save_session(running, expected=session.state):
+            return running
+        fresh = await store.get_session(session.session_id)
+        if fresh is None or fresh.state.terminal or fresh.state is session.state:
+            return None
+        session = fresh
+    return None
+
+
+def _scope(session: SessionRecord, context: MailboxContext) -> SessionScope:
+    mailbox = context.mailbox
+    org = context.org_settings or default_org_settings(mailbox.org_id)
     settings = effective_mailbox_settings(
-        mailbox.mailbox_id,
-        await store.get_mailbox_settings(mailbox.mailbox_id),
-        org,
-        mailbox.owner_user_id,
+        mailbox.mailbox_id, context.mailbox_settings, org, mailbox.owner_user_id
     )
     return SessionScope(
         session_id=session.session_id,
