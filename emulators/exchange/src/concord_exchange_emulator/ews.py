@@ -1571,7 +1571,10 @@ def _add_events(
         sub(event, t("Watermark"), _encode_watermark(change.seq))
         stamp = dt.datetime.fromisoformat(change.at).replace(tzinfo=dt.UTC)
         sub(event, t("TimeStamp"), stamp.isoformat().replace("+00:00", "Z"))
-        sub(event, t("ItemId"), Id=change.item_id)
+        # As Exchange reports it: the ChangeKey the change left, so a client can tell an event
+        # of its own write (whose answer carried that ChangeKey) from a later edit.
+        key = change.change_key
+        sub(event, t("ItemId"), Id=change.item_id, **({"ChangeKey": key} if key else {}))
         folder = store.folder(change.folder_id)
         if folder is not None:
             sub(event, t("ParentFolderId"), Id=folder.id, ChangeKey=folder.change_key)

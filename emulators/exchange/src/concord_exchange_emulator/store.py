@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_folder ON items (folder_id, created_seq);
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, mailbox TEXT NOT NULL, folder_id TEXT NOT NULL,
-    item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')));
+    item_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL DEFAULT (datetime('now')),
+    version INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS changes_folder ON changes (folder_id, seq);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS folder_permissions (folder_id TEXT PRIMARY KEY, xml BLOB NOT NULL);
@@ -82,7 +83,11 @@ class StoredItem:
 
     @property
     def change_key(self) -> str:
-        return f"CQAAAB{self.version:08d}"
+        return item_change_key(self.version)
+
+
+def item_change_key(version: int) -> str:
+    return f"CQAAAB{version:08d}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,13 @@ class Change:
     item_id: str
     kind: str  # create, update, readflag, delete
     at: str
+    # The item's version the change left (its last one for a delete); 0 for folders and for
+    # changes logged before versions were kept.
+    version: int = 0
+
+    @property
+    def change_key(self) -> str | None:
+        return item_change_key(self.version) if self.version else None
 
 
 # Folder changes share the change log with item changes; item listings leave them out.
@@ -104,6 +116,10 @@ ALL_FOLDERS = "*"
 def exceptions_of(master_id: str) -> str:
     """The pseudo folder holding a series' modified occurrences."""
     return f"exceptions:{master_id}"
+
+
+def _version(db: sqlite3.Connection, item_id: str) -> int:
+    return int(db.execute("SELECT version FROM items WHERE id = ?", (item_id,)).fetchone()[0])
 
 
 def new_id(prefix: str) -> str:
@@ -125,6 +141,9 @@ class Store:
         # machine's: no test needs that.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(changes)")}
+        if "version" not in columns:  # a database from before the log kept versions
+            self._db.execute("ALTER TABLE changes ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
         self.lock = threading.RLock()
 
     def close(self) -> None:
@@ -295,9 +314,11 @@ class Store:
                 rows = db.execute("SELECT id FROM folders WHERE parent_id = ?", (current,))
                 pending.extend(r["id"] for r in rows.fetchall())
             for folder_id in ids:
-                items = db.execute("SELECT id FROM items WHERE folder_id = ?", (folder_id,))
+                items = db.execute(
+                    "SELECT id, version FROM items WHERE folder_id = ?", (folder_id,)
+                )
                 for row in items.fetchall():
-                    self._log(db, folder.mailbox, folder_id, row["id"], "delete")
+                    self._log(db, folder.mailbox, folder_id, row["id"], "delete", row["version"])
                     db.execute(
                         "DELETE FROM items WHERE id = ? OR folder_id = ?",
                         (row["id"], exceptions_of(row["id"])),
@@ -322,17 +343,24 @@ class Store:
     # items
 
     def _log(
-        self, db: sqlite3.Connection, mailbox: str, folder_id: str, item_id: str, kind: str
+        self,
+        db: sqlite3.Connection,
+        mailbox: str,
+        folder_id: str,
+        item_id: str,
+        kind: str,
+        version: int = 0,
     ) -> int:
         cur = db.execute(
-            "INSERT INTO changes (mailbox, folder_id, item_id, kind) VALUES (?, ?, ?, ?)",
-            (mailbox, folder_id, item_id, kind),
+            "INSERT INTO changes (mailbox, folder_id, item_id, kind, version)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (mailbox, folder_id, item_id, kind, version),
         )
         return int(cur.lastrowid or 0)
 
     def insert_item(self, item_id: str, mailbox: str, folder_id: str, xml: bytes) -> StoredItem:
         with self.transaction() as db:
-            seq = self._log(db, mailbox, folder_id, item_id, "create")
+            seq = self._log(db, mailbox, folder_id, item_id, "create", 1)
             db.execute(
                 "INSERT INTO items VALUES (?, ?, ?, ?, 1, ?)",
                 (item_id, mailbox, folder_id, xml, seq),
@@ -368,17 +396,17 @@ class Store:
     def update_item(self, item: StoredItem, xml: bytes, *, read_flag_only: bool) -> StoredItem:
         with self.transaction() as db:
             kind = "readflag" if read_flag_only else "update"
-            self._log(db, item.mailbox, item.folder_id, item.id, kind)
             db.execute(
                 "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?", (xml, item.id)
             )
+            self._log(db, item.mailbox, item.folder_id, item.id, kind, _version(db, item.id))
         return StoredItem(
             item.id, item.mailbox, item.folder_id, xml, item.version + 1, item.created_seq
         )
 
     def delete_item(self, item: StoredItem) -> None:
         with self.transaction() as db:
-            self._log(db, item.mailbox, item.folder_id, item.id, "delete")
+            self._log(db, item.mailbox, item.folder_id, item.id, "delete", item.version)
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
             db.execute("DELETE FROM items WHERE folder_id = ?", (exceptions_of(item.id),))
 
@@ -394,11 +422,12 @@ class Store:
                 "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?)",
                 (occurrence_id, master.mailbox, exceptions_of(master.id), xml, version, 0),
             )
-            self._log(db, master.mailbox, master.folder_id, master.id, "update")
             db.execute(
                 "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?",
                 (master_xml, master.id),
             )
+            bumped = _version(db, master.id)
+            self._log(db, master.mailbox, master.folder_id, master.id, "update", bumped)
         return StoredItem(occurrence_id, master.mailbox, master.folder_id, xml, version, 0)
 
     def put_unlisted(self, item_id: str, mailbox: str, folder_id: str, xml: bytes) -> None:
@@ -419,17 +448,18 @@ class Store:
     def drop_exception(self, occurrence_id: str, master: StoredItem, master_xml: bytes) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM items WHERE id = ?", (occurrence_id,))
-            self._log(db, master.mailbox, master.folder_id, master.id, "update")
             db.execute(
                 "UPDATE items SET xml = ?, version = version + 1 WHERE id = ?",
                 (master_xml, master.id),
             )
+            bumped = _version(db, master.id)
+            self._log(db, master.mailbox, master.folder_id, master.id, "update", bumped)
 
     def move_item(self, item: StoredItem, new_id_: str, folder_id: str, xml: bytes) -> StoredItem:
         """Exchange gives a moved item a new id: the old one is deleted from the source folder."""
         with self.transaction() as db:
-            self._log(db, item.mailbox, item.folder_id, item.id, "delete")
-            seq = self._log(db, item.mailbox, folder_id, new_id_, "create")
+            self._log(db, item.mailbox, item.folder_id, item.id, "delete", item.version)
+            seq = self._log(db, item.mailbox, folder_id, new_id_, "create", item.version + 1)
             db.execute("DELETE FROM items WHERE id = ?", (item.id,))
             # A series' exceptions follow it; their ids embed the master's id.
             old, new = item.id.encode(), new_id_.encode()
@@ -477,7 +507,10 @@ class Store:
                     f" AND {_ITEM_CHANGES} ORDER BY seq",
                     (*folder_ids, after),
                 ).fetchall()
-        return [Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"]) for r in rows]
+        return [
+            Change(r["seq"], r["folder_id"], r["item_id"], r["kind"], r["at"], r["version"])
+            for r in rows
+        ]
 
     def folder_changes(self, mailbox: str, after: int) -> list[Change]:
         """Folders created, changed (renamed, moved) or deleted after `after`; `folder_id` is the

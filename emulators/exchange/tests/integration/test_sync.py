@@ -101,15 +101,21 @@ def test_pull_subscription_and_get_events(account: Any) -> None:
     assert [type(e).__name__ for e in _events(tasks, subscription_id, watermark)] == ["StatusEvent"]
     task = Task(account=account, folder=tasks, subject="watched")
     task.save()
+    created = task.changekey
     task.subject = "watched, edited"
     task.save(update_fields=["subject"])
     events = _events(tasks, subscription_id, watermark)
     assert [type(e).__name__ for e in events] == ["CreatedEvent", "ModifiedEvent"]
     assert events[0].item_id.id == task.id
+    # Each event names the ChangeKey its change left, as the write's answer did.
+    assert [e.item_id.changekey for e in events] == [created, task.changekey]
+    assert created != task.changekey
     last = events[-1].watermark
+    edited = task.changekey
     task.delete()
     events = _events(tasks, subscription_id, last)
     assert [type(e).__name__ for e in events] == ["DeletedEvent"]
+    assert events[0].item_id.changekey == edited
     tasks.unsubscribe(subscription_id)
 
 
