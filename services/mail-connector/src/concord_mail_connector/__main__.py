@@ -19,6 +19,7 @@ from concord_mail_connector.adapters.push_graph import GraphChangeFeed, GraphWeb
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import Provider
+from concord_mail_connector.domain.own_writes import OwnWrites
 from concord_mail_connector.domain.push import ChangeFeed, PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_mail_connector.settings import MailConnectorSettings
@@ -57,6 +58,8 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
     process.server.on_shutdown(google.close)
     store = SqlAccountStore(process.engine, cipher)
     # The DAV adapters come later; their accounts answer UNIMPLEMENTED.
+    # The versions this process's writes left: their notifications are not sent on as hints.
+    own_writes = OwnWrites()
     domain = MailConnector(
         store,
         providers={
@@ -64,8 +67,13 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
             Provider.GRAPH: graph,
             Provider.GOOGLE: google,
         },
+        own_writes=own_writes,
     )
-    push = start_push(process, store, graph, google) if process.settings.push_enabled else None
+    push = (
+        start_push(process, store, graph, google, own_writes)
+        if process.settings.push_enabled
+        else None
+    )
     servicer = MailConnectorServicer(domain, push=push)
     process.server.add_service(
         SERVICE_NAME,
@@ -78,6 +86,7 @@ def start_push(
     store: SqlAccountStore,
     graph: GraphProvider | None = None,
     google: GoogleProvider | None = None,
+    own_writes: OwnWrites | None = None,
 ) -> PushSupervisor:
     """Watch every mailbox account for changes and publish hints on NATS, in the background:
     the service serves syncs whether or not NATS is reachable, and push joins when it is."""
@@ -120,6 +129,7 @@ def start_push(
         window=settings.push_window_seconds,
         rescan_seconds=settings.push_rescan_seconds,
         poll_seconds=settings.push_poll_seconds,
+        own_writes=own_writes,
     )
 
     async def run() -> None:

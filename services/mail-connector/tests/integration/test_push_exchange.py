@@ -34,6 +34,7 @@ from exchangelib import (  # type: ignore[import-untyped]
     Task,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from google.protobuf import timestamp_pb2
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -43,12 +44,15 @@ from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.push_nats import NatsChangePublisher
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.model import AccountUpdate, Kind, Provider
+from concord_mail_connector.domain.own_writes import OwnWrites
+from concord_mail_connector.domain.provider import Write, WriteOperation
 from concord_mail_connector.domain.push import PushMode, PushSupervisor
 from concord_mail_connector.domain.service import MailConnector
 from concord_rpc import from_rpc_error
@@ -114,6 +118,8 @@ class Rig:
     supervisor: PushSupervisor
     client: Client
     store: SqlAccountStore
+    # The mail-connector's write path, sharing what its writes left with the push path.
+    connector: MailConnector
 
     async def mailbox(
         self, mode: PushMode = PushMode.STREAMING, *, impersonated: bool = False
@@ -218,6 +224,7 @@ async def _rig(
         "healthy_stream_seconds": 1.0,
         "folder_recheck_seconds": 0.5,
     }
+    own_writes = OwnWrites()
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
         {Provider.EXCHANGE_EWS: ExchangeChangeFeed(**(options | feed))},
@@ -225,10 +232,14 @@ async def _rig(
         window=window,
         rescan_seconds=3600,
         poll_seconds=0.5,
+        own_writes=own_writes,
     )
+    exchange = ExchangeProvider()
+    connector = MailConnector(store, {Provider.EXCHANGE_EWS: exchange}, own_writes=own_writes)
     try:
-        yield Rig(emulator, supervisor, client, store)
+        yield Rig(emulator, supervisor, client, store, connector)
     finally:
+        await exchange.close()
         await supervisor.stop()
         await client.drain()
         await engine.dispose()
@@ -282,6 +293,71 @@ async def test_a_created_updated_deleted_item_each_give_one_hint_without_content
         for leak in (SECRET_SUBJECT, "CFO", "Thursday", item_id, account.primary_smtp_address):
             assert leak.encode() not in msg.data
     assert len({msg.headers["Nats-Msg-Id"] for msg in hints.messages if msg.headers}) == 3
+
+
+async def test_concords_own_writes_are_not_hinted_and_a_users_edit_between_them_is(
+    rig: Rig,
+) -> None:
+    """Issue #18: the events of Concord's creates, updates and deletes name the ChangeKeys their
+    answers carried, so they start no session; a user's edit of the same item is hinted."""
+    mailbox, account, hints = await rig.mailbox()
+    start = EWSDateTime(2026, 12, 1, 9, tzinfo=EWSTimeZone("UTC"))
+    creates = [
+        Write(
+            WriteOperation.CREATE,
+            f"link-{n}",
+            r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM),
+            r.MailItem(
+                ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM),
+                calendar_item=r.CalendarItem(
+                    subject=f"from Salesforce {n}",
+                    start=timestamp_pb2.Timestamp(seconds=int(start.timestamp()) + 3600 * n),
+                    end=timestamp_pb2.Timestamp(seconds=int(start.timestamp()) + 3600 * n + 1800),
+                ),
+            ),
+        )
+        for n in range(30)
+    ]
+    created = await rig.connector.apply_items(mailbox, creates)
+    assert [c.status for c in created] == [r.WRITE_STATUS_OK] * 30
+    first = created[0].ref
+    assert first is not None
+    renamed = r.MailItem()
+    renamed.CopyFrom(creates[0].item)
+    renamed.calendar_item.subject = "from Salesforce, renamed"
+    [updated] = await rig.connector.apply_items(
+        mailbox,
+        [
+            Write(
+                WriteOperation.UPDATE,
+                "link-0",
+                first,
+                renamed,
+                update_mask=["subject"],
+            )
+        ],
+    )
+    assert updated.status == r.WRITE_STATUS_OK
+    await hints.settle(WINDOW * 5)
+    assert hints.messages == []
+
+    # The user edits the item Concord just wrote: someone's change, hinted.
+    item = await _blocking(lambda: account.calendar.get(id=first.native_id))
+    item.location = "Room 4"
+    await _blocking(lambda: item.save(update_fields=["location"]))
+    await hints.wait_count(1)
+    await hints.settle()
+    assert len(hints.messages) == 1
+
+    gone = [
+        Write(WriteOperation.DELETE, f"link-{n}", c.ref, r.MailItem())
+        for n, c in enumerate(created[1:], start=1)
+        if c.ref is not None
+    ]
+    deleted = await rig.connector.apply_items(mailbox, gone)
+    assert {d.status for d in deleted} == {r.WRITE_STATUS_OK}
+    await hints.settle(WINDOW * 5)
+    assert len(hints.messages) == 1
 
 
 async def test_a_new_watch_sends_one_catch_up_hint_once_subscribed(rig: Rig) -> None:

@@ -9,7 +9,7 @@ import ssl
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from concord_google_emulator.testing import RunningEmulator, build_service
 from concord_mail_connector.adapters.google import GoogleProvider
 from concord_mail_connector.adapters.push_google import GoogleChangeFeed, NotificationReceiver
 from concord_mail_connector.domain.model import Kind, MailboxAccount, Provider
+from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
 from concord_mail_connector.domain.push import PushMode, WatchState
 
@@ -31,7 +32,7 @@ class Sink:
         self.hints: list[tuple[frozenset[Kind], str]] = []
         self.states: list[WatchState] = []
 
-    def changed(self, kinds: frozenset[Kind], hint: str) -> None:
+    def changed(self, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()) -> None:
         self.hints.append((kinds, hint))
 
     def state(self, state: WatchState) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from concord_graph_emulator.testing import RunningEmulator
 from concord_mail_connector.adapters.graph import GraphProvider
 from concord_mail_connector.adapters.push_graph import GraphChangeFeed, GraphWebhook
 from concord_mail_connector.domain.model import Kind, MailboxAccount, Provider
+from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
 from concord_mail_connector.domain.push import PushMode, WatchState
 from concord_testing import free_port
@@ -35,7 +36,7 @@ class Sink:
         self.changes: list[tuple[float, frozenset[Kind], str]] = []
         self.states: list[WatchState] = []
 
-    def changed(self, kinds: frozenset[Kind], hint: str) -> None:
+    def changed(self, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()) -> None:
         self.changes.append((time.monotonic(), kinds, hint))
 
     def state(self, state: WatchState) -> None:

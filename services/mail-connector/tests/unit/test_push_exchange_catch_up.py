@@ -5,7 +5,7 @@ server closed on time, or a reconnection attempt that fails, sends none."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +14,7 @@ from exchangelib.errors import ErrorTimeoutExpired  # type: ignore[import-untype
 from concord_mail_connector.adapters import push_exchange
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.domain.model import Kind, MailboxAccount, Provider
+from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
 from concord_mail_connector.domain.push import PushMode, WatchState
 
@@ -29,7 +30,7 @@ class Sink:
         self.hints: list[tuple[frozenset[Kind], str]] = []
         self.states: list[WatchState] = []
 
-    def changed(self, kinds: frozenset[Kind], hint: str) -> None:
+    def changed(self, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()) -> None:
         self.hints.append((kinds, hint))
 
     def state(self, state: WatchState) -> None:

@@ -45,9 +45,15 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorTimeoutExpired,
 )
 from exchangelib.folders import FolderCollection  # type: ignore[import-untyped]
+from exchangelib.properties import (  # type: ignore[import-untyped]
+    CreatedEvent,
+    DeletedEvent,
+    ModifiedEvent,
+)
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
 
 from concord_mail_connector.domain.model import Kind
+from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
 from concord_mail_connector.domain.push import Backoff, PushMode, PushSink, WatchState
 
@@ -374,9 +380,9 @@ class _MailboxWatch:
         mark = watermark
         while True:
             notification = service.get(subscription_id=subscription, watermark=mark)
-            changed = _kinds_of(notification, self.folders.kinds)
-            if changed:
-                loop.call_soon_threadsafe(self.sink.changed, changed, "ews-pull")
+            changed, items = _changes_of(notification, self.folders.kinds)
+            if changed or items:
+                loop.call_soon_threadsafe(self.sink.changed, changed, "ews-pull", items)
             events = notification.events or []
             if events and events[-1].watermark:
                 mark = events[-1].watermark
@@ -446,10 +452,12 @@ class _MailboxWatch:
                 ):
                     if stream.stop.is_set():
                         raise _Stopped
-                    changed = _kinds_of(notification, kinds)
-                    if changed:
+                    changed, items = _changes_of(notification, kinds)
+                    if changed or items:
                         with contextlib.suppress(RuntimeError):  # the loop closed: exiting
-                            loop.call_soon_threadsafe(self.sink.changed, changed, "ews-streaming")
+                            loop.call_soon_threadsafe(
+                                self.sink.changed, changed, "ews-streaming", items
+                            )
             except BaseException as exc:
                 if not stream.stop.is_set():
                     _hand_back(loop, done, exc)
@@ -494,15 +502,30 @@ def retry_delay(exc: BaseException, backoff: Backoff) -> float:
     return delay
 
 
-def _kinds_of(notification: Any, kinds: dict[str, Kind]) -> frozenset[Kind]:
+# The events that name one item at the version the change left (a move or copy names two).
+_ITEM_EVENTS = (CreatedEvent, ModifiedEvent, DeletedEvent)
+
+
+def _changes_of(
+    notification: Any, kinds: dict[str, Kind]
+) -> tuple[frozenset[Kind], tuple[ItemEvent, ...]]:
+    """The kinds a notification's events changed, and apart from them the item creates,
+    edits and deletes it names at a version (each may be Concord's own write's echo)."""
     found: set[Kind] = set()
+    items: list[ItemEvent] = []
     for event in notification.events or ():
         for attribute in ("parent_folder_id", "old_parent_folder_id"):
             folder = getattr(event, attribute, None)
             kind = kinds.get(getattr(folder, "id", None) or "")
-            if kind is not None:
+            if kind is None:
+                continue
+            item = getattr(event, "item_id", None)
+            if isinstance(event, _ITEM_EVENTS) and item is not None and item.id:
+                deleted = isinstance(event, DeletedEvent)
+                items.append(ItemEvent(kind, item.id, item.changekey or "", deleted))
+            else:
                 found.add(kind)
-    return frozenset(found)
+    return frozenset(found), tuple(items)
 
 
 def _hand_back(

@@ -13,13 +13,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
 from concord_mail_connector.domain.model import Kind, Provider
+from concord_mail_connector.domain.own_writes import ItemEvent, OwnWrites
 from concord_mail_connector.domain.provider import MailboxAccess
 
 __all__ = [
@@ -64,7 +65,9 @@ class WatchState:
 class PushSink(Protocol):
     """Where a feed reports; called on the event loop."""
 
-    def changed(self, kinds: frozenset[Kind], hint: str) -> None: ...
+    def changed(self, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()) -> None:
+        """`kinds` changed (none and no `items`: any kind); `items` are changes the
+        notification names item by item, at a version: those Concord wrote are its echoes."""
 
     def state(self, state: WatchState) -> None: ...
 
@@ -142,27 +145,57 @@ class _Pending:
     # Any-kind requested (a poll, a catch-up): overrides the kind list.
     any_kind: bool = False
     flush: asyncio.TimerHandle | None = None
+    # Item changes not judged yet (Concord's echo or not), the writes in flight when they came,
+    # and until when the judgement may wait for those writes' answers.
+    unsure: list[ItemEvent] = field(default_factory=list)
+    awaited: frozenset[int] = frozenset()
+    judge_by: float = 0.0
 
 
 class ChangeCoalescer:
     """At most one hint per mailbox per `window`: the first change after a quiet window goes out
     at once (lowest latency), the changes that follow within the window go out together at its
-    end (none lost), so a burst of N changes becomes about burst-length / window hints."""
+    end (none lost), so a burst of N changes becomes about burst-length / window hints.
+
+    Item changes at a version Concord's own write left (`own_writes`) are its echoes: a hint made
+    only of those is not sent. An item change noted while writes to its mailbox are in flight
+    waits for their answers (at most `max_wait`), since the server may report a write first."""
 
     def __init__(
-        self, emit: Emit, window: float, clock: Callable[[], float] = time.monotonic
+        self,
+        emit: Emit,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        own_writes: OwnWrites | None = None,
+        max_wait: float = 2.0,
+        recheck: float = 0.05,
     ) -> None:
         self._emit = emit
         self._window = window
         self._clock = clock
+        self._own_writes = own_writes or OwnWrites()
+        self._max_wait = max_wait
+        self._recheck = recheck
         self._pending: dict[str, _Pending] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
-    def note(self, mailbox: str, kinds: frozenset[Kind], hint: str) -> None:
+    def note(
+        self,
+        mailbox: str,
+        kinds: frozenset[Kind],
+        hint: str,
+        items: Sequence[ItemEvent] = (),
+    ) -> None:
         slot = self._pending.setdefault(mailbox, _Pending())
         slot.kinds |= kinds
-        slot.any_kind |= not kinds
+        slot.any_kind |= not kinds and not items
         slot.hints.add(hint)
+        if items:
+            if not slot.unsure:
+                slot.judge_by = self._clock() + self._max_wait
+            slot.unsure.extend(items)
+            slot.awaited |= self._own_writes.in_flight(mailbox)
         if slot.flush is not None:
             return
         wait = slot.quiet_until - self._clock()
@@ -187,6 +220,22 @@ class ChangeCoalescer:
         if slot is None:
             return
         now = self._clock()
+        if slot.unsure:
+            if not self._own_writes.answered(mailbox, slot.awaited) and now < slot.judge_by:
+                slot.flush = asyncio.get_running_loop().call_later(
+                    self._recheck, self._send, mailbox
+                )
+                return
+            slot.kinds.update(
+                e.kind for e in slot.unsure if not self._own_writes.is_own(mailbox, e)
+            )
+            slot.unsure.clear()
+            slot.awaited = frozenset()
+            if not slot.kinds and not slot.any_kind:
+                # Only Concord's own writes: nothing to hint, and the window stays open.
+                slot.hints.clear()
+                slot.flush = None
+                return
         wall = datetime.now(UTC)
         note = MailChangedNote(
             mailbox=mailbox,
@@ -234,12 +283,13 @@ class PushSupervisor:
         window: float = 0.2,
         rescan_seconds: float = 10.0,
         poll_seconds: float = 300.0,
+        own_writes: OwnWrites | None = None,
     ) -> None:
         self._accounts = accounts
         self._feeds = feeds
         self._rescan_seconds = rescan_seconds
         self._poll_seconds = poll_seconds
-        self._coalescer = ChangeCoalescer(publisher.publish, window)
+        self._coalescer = ChangeCoalescer(publisher.publish, window, own_writes=own_writes)
         self._watches: dict[str, _Watch] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._rescan_lock = asyncio.Lock()
@@ -303,9 +353,11 @@ class PushSupervisor:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    def _changed(self, mailbox: str, kinds: frozenset[Kind], hint: str) -> None:
+    def _changed(
+        self, mailbox: str, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()
+    ) -> None:
         if mailbox in self._watches:
-            self._coalescer.note(mailbox, kinds, hint)
+            self._coalescer.note(mailbox, kinds, hint, items)
 
     def _set_state(self, mailbox: str, state: WatchState) -> None:
         watch = self._watches.get(mailbox)
@@ -333,8 +385,8 @@ class _MailboxSink:
     supervisor: PushSupervisor
     mailbox: str
 
-    def changed(self, kinds: frozenset[Kind], hint: str) -> None:
-        self.supervisor._changed(self.mailbox, kinds, hint)
+    def changed(self, kinds: frozenset[Kind], hint: str, items: Sequence[ItemEvent] = ()) -> None:
+        self.supervisor._changed(self.mailbox, kinds, hint, items)
 
     def state(self, state: WatchState) -> None:
         self.supervisor._set_state(self.mailbox, state)

@@ -16,6 +16,7 @@ from concord_mail_connector.domain.model import (
     Provider,
     default_collection,
 )
+from concord_mail_connector.domain.own_writes import OwnWrites
 from concord_mail_connector.domain.provider import (
     Collection,
     FoundItems,
@@ -50,9 +51,16 @@ ProviderAdapter = MailProvider
 
 
 class MailConnector:
-    def __init__(self, store: AccountStore, providers: Mapping[Provider, MailProvider]) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        providers: Mapping[Provider, MailProvider],
+        own_writes: OwnWrites | None = None,
+    ) -> None:
         self._store = store
         self._providers = providers
+        # What the writes left, for the push path to know their notifications for echoes.
+        self._own_writes = own_writes or OwnWrites()
 
     async def upsert_account(self, update: AccountUpdate) -> MailboxAccount:
         existing = await self._store.get(update.mailbox)
@@ -118,8 +126,15 @@ class MailConnector:
     async def apply_items(
         self, mailbox: str, writes: Sequence[Write], deadline: float | None = None
     ) -> list[WriteResult]:
-        provider, access = await self._open(await self.get_account(mailbox))
-        return await provider.apply_items(access, writes, deadline)
+        account = await self.get_account(mailbox)
+        provider, access = await self._open(account)
+        token = self._own_writes.begin(account.mailbox)
+        results: list[WriteResult] = []
+        try:
+            results = await provider.apply_items(access, writes, deadline)
+        finally:
+            self._own_writes.end(account.mailbox, token, writes, results)
+        return results
 
     async def list_collections(
         self, mailbox: str, kind: Kind | None, deadline: float | None = None
