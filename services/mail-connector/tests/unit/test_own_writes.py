@@ -154,3 +154,23 @@ async def test_writes_to_another_mailbox_hold_nothing_back() -> None:
     await asyncio.sleep(0)
     assert [n.mailbox for n in sent.notes] == ["m1"]
     await coalescer.close()
+
+
+async def test_writes_that_never_stop_hold_back_no_event_of_a_write_that_answered() -> None:
+    """A big session keeps several writes in flight all along: each event waits only for the
+    writes in flight when it came, not for every later one."""
+    own, sent = OwnWrites(), Recorder()
+    coalescer = ChangeCoalescer(sent.emit, window=0.02, own_writes=own, max_wait=0.3, recheck=0.01)
+    flying = [own.begin("m1") for _ in range(4)]
+    for n in range(40):
+        # The server streams write n's item before its answer; write n answers; another begins.
+        coalescer.note("m1", frozenset(), "ews-streaming", [ItemEvent(CAL, f"i{n}", "v1")])
+        await asyncio.sleep(0.01)
+        own.end("m1", flying.pop(0), [_write(WriteOperation.CREATE)], [_ok(f"i{n}", "v1")])
+        flying.append(own.begin("m1"))
+    await asyncio.sleep(0.1)
+    assert sent.notes == []
+    coalescer.note("m1", frozenset(), "ews-streaming", [ItemEvent(CAL, "i3", "v2")])
+    await asyncio.sleep(0.4)  # still in flight: judged once its wait is over
+    assert [(n.kinds, n.hint) for n in sent.notes] == [(frozenset({CAL}), "ews-streaming")]
+    await coalescer.close()

@@ -145,11 +145,9 @@ class _Pending:
     # Any-kind requested (a poll, a catch-up): overrides the kind list.
     any_kind: bool = False
     flush: asyncio.TimerHandle | None = None
-    # Item changes not judged yet (Concord's echo or not), the writes in flight when they came,
-    # and until when the judgement may wait for those writes' answers.
-    unsure: list[ItemEvent] = field(default_factory=list)
-    awaited: frozenset[int] = frozenset()
-    judge_by: float = 0.0
+    # Item changes not judged yet (Concord's echo or not): each with the writes in flight when
+    # it came, and until when its judgement may wait for those writes' answers.
+    unsure: list[tuple[ItemEvent, str, frozenset[int], float]] = field(default_factory=list)
 
 
 class ChangeCoalescer:
@@ -190,12 +188,12 @@ class ChangeCoalescer:
         slot = self._pending.setdefault(mailbox, _Pending())
         slot.kinds |= kinds
         slot.any_kind |= not kinds and not items
-        slot.hints.add(hint)
+        if kinds or not items:
+            slot.hints.add(hint)
         if items:
-            if not slot.unsure:
-                slot.judge_by = self._clock() + self._max_wait
-            slot.unsure.extend(items)
-            slot.awaited |= self._own_writes.in_flight(mailbox)
+            flying = self._own_writes.in_flight(mailbox)
+            by = self._clock() + self._max_wait
+            slot.unsure.extend((item, hint, flying, by) for item in items)
         if slot.flush is not None:
             return
         wait = slot.quiet_until - self._clock()
@@ -221,20 +219,21 @@ class ChangeCoalescer:
             return
         now = self._clock()
         if slot.unsure:
-            if not self._own_writes.answered(mailbox, slot.awaited) and now < slot.judge_by:
-                slot.flush = asyncio.get_running_loop().call_later(
-                    self._recheck, self._send, mailbox
-                )
-                return
-            slot.kinds.update(
-                e.kind for e in slot.unsure if not self._own_writes.is_own(mailbox, e)
-            )
-            slot.unsure.clear()
-            slot.awaited = frozenset()
+            waiting = []
+            for item, hint, awaited, by in slot.unsure:
+                if not self._own_writes.answered(mailbox, awaited) and now < by:
+                    waiting.append((item, hint, awaited, by))
+                elif not self._own_writes.is_own(mailbox, item):
+                    slot.kinds.add(item.kind)
+                    slot.hints.add(hint)
+            slot.unsure = waiting
             if not slot.kinds and not slot.any_kind:
-                # Only Concord's own writes: nothing to hint, and the window stays open.
-                slot.hints.clear()
+                # Nothing but Concord's own writes so far: no hint, and the window stays open.
                 slot.flush = None
+                if waiting:
+                    slot.flush = asyncio.get_running_loop().call_later(
+                        self._recheck, self._send, mailbox
+                    )
                 return
         wall = datetime.now(UTC)
         note = MailChangedNote(
@@ -250,6 +249,9 @@ class ChangeCoalescer:
         slot.hints.clear()
         slot.any_kind = False
         slot.flush = None
+        if slot.unsure:
+            # Still waiting for writes' answers: judged at the end of this window at the earliest.
+            slot.flush = asyncio.get_running_loop().call_later(self._window, self._send, mailbox)
         task = asyncio.create_task(self._emit_quietly(note))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
