@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.mapping.v1 import mapping_service_pb2 as pb
@@ -151,3 +154,38 @@ async def test_a_bad_override_is_refused_field_by_field_and_the_old_one_stays(st
     got = await failure(stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=no_direction)))
     assert [f for f, _ in got.field_violations] == ["table"]
     assert "direction" in got.field_violations[0][1]
+
+
+async def test_a_mapping_call_reads_the_tables_in_force_in_one_statement(
+    stub: Stub, api_engine: AsyncEngine
+) -> None:
+    """Records carry no kind, so MapToMail looks at every kind's table: the versions in force
+    are one read for all of them, and a stored version's content is read once, not per call."""
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    mapped = await stub.MapToCrm(pb.MapToCrmRequest(org="orgs/demo", inputs=[meeting("a")]))
+    record = mapped.results[0].record
+    record.id = "00U000000000001AAA"
+    request = pb.MapToMailRequest(org="orgs/demo", records=[record], time_zone="Europe/London")
+    event.listen(api_engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await stub.MapToMail(request)
+        assert len(statements) == 1
+        # An override stored since is in force at the next call, read once and then known.
+        default = (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table
+        table = pb.MappingTable()
+        table.CopyFrom(default)
+        table.rules.add(mail_field="calendar_item.location", crm_field="Location")
+        await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))
+        statements.clear()
+        first = await stub.MapToMail(request)
+        assert first.mapping_version == 1
+        assert len(statements) == 2  # the versions in force, then version 1's content
+        statements.clear()
+        await stub.MapToMail(request)
+        assert len(statements) == 1
+    finally:
+        event.remove(api_engine.sync_engine, "before_cursor_execute", count)

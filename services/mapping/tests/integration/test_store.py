@@ -28,3 +28,14 @@ async def test_versions_are_kept_and_read_newest_first(engine: AsyncEngine) -> N
     assert [v.version for v in await store.versions(name, 0, 10)] == [3, 2, 1]
     assert [v.version for v in await store.versions(name, 3, 1)] == [2]
     assert await store.version(TableName("demo", Kind.EMAIL), 0) is None
+
+
+async def test_the_versions_in_force_of_all_an_orgs_tables_are_one_read(
+    engine: AsyncEngine,
+) -> None:
+    await add_versions(engine, "demo", "task", 3)
+    await add_versions(engine, "demo", "contact", 2)
+    await add_versions(engine, "other", "task", 5)
+    store = SqlMappingTableStore(engine)
+    assert await store.newest("demo") == {Kind.TASK: 3, Kind.CONTACT: 2}
+    assert await store.newest("nobody") == {}

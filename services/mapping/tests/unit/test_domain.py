@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -29,6 +29,9 @@ class MemoryStore:
     async def version(self, name: TableName, version: int) -> TableVersion | None:
         matching = [r for r in self.rows if version in (0, r.version)]
         return matching[-1] if matching else None
+
+    async def newest(self, org: str) -> Mapping[Kind, int]:
+        return {NAME.kind: self.rows[-1].version} if self.rows else {}
 
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         return [r for r in reversed(self.rows) if not before or r.version < before][:limit]

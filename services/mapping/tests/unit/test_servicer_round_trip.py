@@ -4,7 +4,7 @@ out) is the identity on the mapped fields: what the reconciler sees on the wire.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -16,7 +16,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord_mapping.adapters.packaged import table_data
 from concord_mapping.api.servicer import MappingServicer
-from concord_mapping.domain.model import TableName, TableVersion
+from concord_mapping.domain.model import Kind, TableName, TableVersion
 from concord_mapping.domain.service import MappingTables
 
 pytestmark = pytest.mark.unit
@@ -25,6 +25,9 @@ pytestmark = pytest.mark.unit
 class NoOverrides:
     async def version(self, name: TableName, version: int) -> TableVersion | None:
         return None
+
+    async def newest(self, org: str) -> Mapping[Kind, int]:
+        return {}
 
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         return []

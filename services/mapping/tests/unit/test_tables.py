@@ -167,6 +167,9 @@ async def test_records_come_back_through_the_table_that_owns_their_object() -> N
             content["rules"] = [{"mail_field": "calendar_item.subject", "crm_field": "Subject"}]
             return TableVersion(name, 3, content, "e3", None, "admin")
 
+        async def newest(self, org: str) -> Any:
+            return {Kind.CALENDAR_ITEM: 3}
+
     tables = MappingTables(Overrides(), DATA)  # type: ignore[arg-type]
     chosen = await tables.by_object("demo", 0)
     assert chosen["Task"][0] is Kind.TASK

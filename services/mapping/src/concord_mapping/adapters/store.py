@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +29,17 @@ class SqlMappingTableStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return _version(row) if row else None
+
+    async def newest(self, org: str) -> Mapping[Kind, int]:
+        query = (
+            select(mapping_tables.c.kind, func.max(mapping_tables.c.version))
+            .where(mapping_tables.c.org == org)
+            .group_by(mapping_tables.c.kind)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        known = {kind.value: kind for kind in Kind}
+        return {known[kind]: int(version) for kind, version in rows if kind in known}
 
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         query = select(mapping_tables).where(*_of(name))

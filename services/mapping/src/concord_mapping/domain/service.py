@@ -34,6 +34,9 @@ class MappingTableStore(Protocol):
     async def version(self, name: TableName, version: int) -> TableVersion | None:
         """`version` 0 means the newest."""
 
+    async def newest(self, org: str) -> Mapping[Kind, int]:
+        """The newest stored version of each of the org's tables (kinds with none left out)."""
+
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         """Newest first, only versions below `before` (0: no bound)."""
 
@@ -89,15 +92,25 @@ class MappingTables:
             raise MappingTableNotFound(name, version)
         return self.default(name)
 
-    async def rules(self, name: TableName, version: int) -> tuple[Table, int]:
-        """The parsed table in force (or pinned) and its version (0: the default)."""
-        found = await self.get(name, version)
-        if found.is_default:
-            return self._data.defaults[name.kind], 0
-        key = (name, found.version)
+    async def rules(
+        self, name: TableName, version: int, newest: Mapping[Kind, int] | None = None
+    ) -> tuple[Table, int]:
+        """The parsed table in force (or pinned) and its version (0: the default).
+
+        The version in force is looked up by number alone (`newest`, when the caller read the
+        org's already): a stored version never changes, so its content is read and parsed once.
+        """
+        if not version:
+            if newest is None:
+                newest = await self._store.newest(name.org)
+            version = newest.get(name.kind, 0)
+            if not version:
+                return self._data.defaults[name.kind], 0
+        key = (name, version)
         if key not in self._parsed:
+            found = await self.get(name, version)
             self._parsed[key] = parse_table(found.content, self._data.schema)
-        return self._parsed[key], found.version
+        return self._parsed[key], version
 
     async def by_object(self, org: str, version: int) -> dict[str, tuple[Kind, Table, int]]:
         """For records coming back from Salesforce: which kind's table reads each sObject.
@@ -105,8 +118,10 @@ class MappingTables:
         sent to Task), a table that maps back wins, then the kind that object belongs to by
         default (a Task record is a task)."""
         found: dict[str, list[tuple[Kind, Table, int]]] = {}
+        # One read of the org's versions in force for every kind's table.
+        newest = None if version else await self._store.newest(org)
         for kind in Kind:
-            table, used = await self.rules(TableName(org, kind), version)
+            table, used = await self.rules(TableName(org, kind), version, newest)
             found.setdefault(table.target_sobject, []).append((kind, table, used))
 
         def rank(entry: tuple[Kind, Table, int]) -> tuple[bool, bool]:
