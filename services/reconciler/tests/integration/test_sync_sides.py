@@ -690,3 +690,66 @@ async def test_a_reference_at_a_version_no_link_holds_is_read_like_any_change(
     assert [ref.native_id for r in peers.mail.received("GetItems") for ref in r.refs] == [
         created.native_id
     ]
+
+
+async def _listings_asked(peer: MailPeer, count: int) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            if len(peer.received("ListChanges")) >= count:
+                return
+            await asyncio.sleep(0.01)
+
+
+class GatedMapping:
+    """The mapping client, answering only once the mail peer was asked for `pages` pages."""
+
+    def __init__(self, inner: GrpcMapping, mail_peer: MailPeer, pages: int) -> None:
+        self._inner, self._peer, self._pages = inner, mail_peer, pages
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await _listings_asked(self._peer, self._pages)
+            return await method(*args, **kwargs)
+
+        return call
+
+
+async def test_a_listings_next_page_is_read_while_the_current_one_is_mapped(
+    peers: Peers,
+) -> None:
+    """Issue #18: reading page n+1 overlaps mapping page n (another service each)."""
+    mapping = SessionMapping(GatedMapping(peers.mapping, peers.mail, 2), "orgs/acme", OWNER)
+    side = MailSyncSide(peers.mail_client, mapping, "mailboxes/demo", {EVENT: "Salesforce"})
+    peers.mail.change_pages.extend(
+        [
+            mail.ListChangesResponse(
+                changes=[_upsert(meeting("e1", "Review"))],
+                next_cursor=res.Cursor(token="c1"),
+                has_more=True,
+            ),
+            mail.ListChangesResponse(
+                changes=[_upsert(meeting("e2", "Lunch"))], next_cursor=res.Cursor(token="c2")
+            ),
+        ]
+    )
+    first = await side.list_changes(EVENT, "")
+    assert [c.native_id for c in first.changes] == ["e1"]
+    second = await side.list_changes(EVENT, first.next_cursor)
+    assert [c.native_id for c in second.changes] == ["e2"]
+    assert [r.cursor.token for r in peers.mail.received("ListChanges")] == ["", "c1"]
+
+    # A listing that starts over drops the page read ahead and asks again.
+    peers.mail.change_pages.extend(
+        [
+            mail.ListChangesResponse(next_cursor=res.Cursor(token="d1"), has_more=True),
+            mail.ListChangesResponse(next_cursor=res.Cursor(token="d2")),
+            mail.ListChangesResponse(next_cursor=res.Cursor(token="d3")),
+        ]
+    )
+    await side.list_changes(EVENT, "c2")
+    await _listings_asked(peers.mail, 4)  # d1, read ahead
+    again = await side.list_changes(EVENT, "c2")
+    assert again.next_cursor == "d3"
+    assert [r.cursor.token for r in peers.mail.received("ListChanges")][2:] == ["c2", "d1", "c2"]

@@ -19,6 +19,7 @@ from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.adapters.sync_sides import (
     CrmClient,
     LinkerClient,
+    ReadAhead,
     SessionMapping,
     chunks,
     common_fields,
@@ -31,6 +32,7 @@ from concord_reconciler.mirror.adapters.sync_sides import (
 from concord_reconciler.mirror.domain.echoes import is_echo
 from concord_reconciler.mirror.domain.ports import (
     ChangePage,
+    CrmPage,
     ItemFailure,
 )
 from concord_reconciler.mirror.domain.sync import (
@@ -74,16 +76,15 @@ class CrmSyncSide:
     policy: linker_pb.ResolutionPolicy | None = None
     side: Side = Side.CRM
     _fields: dict[str, list[str]] = field(default_factory=dict)
+    _pages: ReadAhead[CrmPage] = field(default_factory=ReadAhead, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
     ) -> ChangePage:
-        sobject = CRM_OBJECT_OF_KIND[kind]
-        # No field list: crm-connector then reads every field of the describe, which keeps
-        # a quiet session to one call per object (the table would cost one more).
-        page = await self.client.list_changes(
-            self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id
-        )
+        page = await self._pages.read((kind, cursor), lambda: self._listed(kind, cursor))
+        if page.has_more and not page.full_resync_required:
+            after = page.next_cursor.token
+            self._pages.read_next((kind, after), lambda: self._listed(kind, after))
         changes: list[Change] = []
         records: list[res.CrmRecord] = []
         echoes: list[str] = []
@@ -112,6 +113,14 @@ class CrmSyncSide:
             has_more=page.has_more,
             failures=failures,
             echoes=echoes,
+        )
+
+    async def _listed(self, kind: Kind, cursor: str) -> CrmPage:
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        # No field list: crm-connector then reads every field of the describe, which keeps
+        # a quiet session to one call per object (the table would cost one more).
+        return await self.client.list_changes(
+            self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id
         )
 
     async def _normalised(

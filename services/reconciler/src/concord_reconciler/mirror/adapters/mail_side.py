@@ -17,6 +17,7 @@ from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mailboxes.domain.settings import CRM_OBJECT_OF_KIND
 from concord_reconciler.mirror.adapters.sync_sides import (
     MailClient,
+    ReadAhead,
     SessionMapping,
     chunks,
     common_fields,
@@ -30,6 +31,7 @@ from concord_reconciler.mirror.domain.echoes import is_echo
 from concord_reconciler.mirror.domain.ports import (
     ChangePage,
     ItemFailure,
+    MailPage,
 )
 from concord_reconciler.mirror.domain.sync import (
     Change,
@@ -75,6 +77,7 @@ class MailSyncSide:
     # Per kind, native id -> the version this session's latest write of it answered, the
     # most recent FRESH_WRITES of them: told to the connector when listing (`list_changes`).
     _fresh: dict[Kind, dict[str, str]] = field(default_factory=dict, init=False)
+    _pages: ReadAhead[MailPage] = field(default_factory=ReadAhead, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
@@ -82,10 +85,11 @@ class MailSyncSide:
         # A delta after this session's writes is mostly those writes coming back (a push
         # served mid-session, the listing past Concord's own writes): the connector is told
         # their versions, and answers those items by reference without reading them.
+        page = await self._pages.read((kind, cursor), lambda: self._listed(kind, cursor))
+        if page.has_more and not page.full_resync_required:
+            after = page.next_cursor.token
+            self._pages.read_next((kind, after), lambda: self._listed(kind, after))
         fresh = self._fresh.get(kind, {}) if cursor else {}
-        page = await self.client.list_changes(
-            self.mailbox, kind, res.Cursor(token=cursor), known=fresh
-        )
         changes: list[Change] = []
         failures: list[ItemFailure] = []
         items: list[res.MailItem] = []
@@ -133,6 +137,12 @@ class MailSyncSide:
             has_more=page.has_more,
             failures=failures,
             echoes=echoes,
+        )
+
+    async def _listed(self, kind: Kind, cursor: str) -> MailPage:
+        fresh = self._fresh.get(kind, {}) if cursor else {}
+        return await self.client.list_changes(
+            self.mailbox, kind, res.Cursor(token=cursor), known=fresh
         )
 
     def _shared(self, kind: Kind, item: res.MailItem) -> bool:

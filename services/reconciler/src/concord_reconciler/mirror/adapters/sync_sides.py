@@ -19,11 +19,12 @@ linking the records created from it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
@@ -274,6 +275,38 @@ def problem(
         version=version,
         message=message or "the item could not be read or mapped",
     )
+
+
+P = TypeVar("P")
+
+
+class ReadAhead(Generic[P]):
+    """A listing's next page, asked for while the current one is mapped.
+
+    A listing goes page by page, each page's cursor given by the one before, and mapping a page
+    (in the mapping service) takes about as long as reading one (in a connector): so once a page
+    says more follow, the next is asked for at once and handed over when the listing asks for
+    that cursor. A page asked for under any other key (the listing started over) drops it.
+    """
+
+    def __init__(self) -> None:
+        self._ahead: tuple[Hashable, asyncio.Future[P]] | None = None
+
+    async def read(self, key: Hashable, fetch: Callable[[], Awaitable[P]]) -> P:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[0] == key:
+                return await ahead[1]
+            ahead[1].cancel()
+        return await fetch()
+
+    def read_next(self, key: Hashable, fetch: Callable[[], Awaitable[P]]) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+        task = asyncio.ensure_future(fetch())
+        # A page no one asks for after all (the session failed meanwhile) fails unheard.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._ahead = (key, task)
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
