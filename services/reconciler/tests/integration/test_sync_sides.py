@@ -28,6 +28,7 @@ from concord_mapping.adapters.store import SqlMappingTableStore
 from concord_mapping.api.servicer import MappingServicer
 from concord_mapping.domain.service import MappingTables
 from concord_reconciler.kernel.errors import PeerError
+from concord_reconciler.mirror.adapters import mail_side as mail_side_module
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
 from concord_reconciler.mirror.adapters.peers import (
@@ -753,3 +754,35 @@ async def test_a_listings_next_page_is_read_while_the_current_one_is_mapped(
     again = await side.list_changes(EVENT, "c2")
     assert again.next_cursor == "d3"
     assert [r.cursor.token for r in peers.mail.received("ListChanges")][2:] == ["c2", "d1", "c2"]
+
+
+async def test_a_delta_names_the_oldest_writes_not_listed_back_yet(
+    peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync writes more items than one listing may name: a delta lists changes oldest
+    first, so the versions named are the oldest writes still to come back."""
+    monkeypatch.setattr(mail_side_module, "FRESH_WRITES", 2)
+    side = peers.mail_side()
+    fields = {"Subject": "Review", "StartDateTime": "2030-03-04T09:00:00Z"}
+    written = await side.apply(
+        EVENT, [Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields=fields) for n in range(3)]
+    )
+    refs = [(w.native_id, w.version) for w in written]
+    peers.mail.change_pages.append(
+        mail.ListChangesResponse(
+            changes=[
+                res.MailChange(type=res.CHANGE_TYPE_UPSERT, ref=res.ItemRef(native_id=n, version=v))
+                for n, v in refs[:2]
+            ],
+            next_cursor=res.Cursor(token="c2"),
+        )
+    )
+    page = await side.list_changes(EVENT, "c1", dict(refs))
+    assert sorted(page.echoes) == sorted(n for n, _ in refs[:2])
+    peers.mail.change_pages.append(mail.ListChangesResponse(next_cursor=res.Cursor(token="c3")))
+    await side.list_changes(EVENT, "c2", dict(refs))
+    named = [
+        [(r.native_id, r.version) for r in asked.known]
+        for asked in peers.mail.received("ListChanges")
+    ]
+    assert named == [refs[:2], refs[2:]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ WRITE_CHUNK = 25
 WRITES_IN_FLIGHT = 4
 # The connector takes 5,000 known versions a listing: ten chunks of writes.
 FRESH_WRITES = 5000
+# The writes a session remembers until it sees them come back (a first sync's, per kind).
+FRESH_KEPT = 200_000
 
 _PAYLOAD_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
@@ -74,8 +77,8 @@ class MailSyncSide:
     # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
-    # Per kind, native id -> the version this session's latest write of it answered, the
-    # most recent FRESH_WRITES of them: told to the connector when listing (`list_changes`).
+    # Per kind, native id -> the version this session's latest write of it answered, oldest
+    # first, until the item is listed back: told to the connector when listing (`_listed`).
     _fresh: dict[Kind, dict[str, str]] = field(default_factory=dict, init=False)
     _pages: ReadAhead[MailPage] = field(default_factory=ReadAhead, init=False)
 
@@ -97,6 +100,8 @@ class MailSyncSide:
         unconfirmed: list[res.ItemRef] = []
         for listed in page.changes:
             native = listed.ref.native_id or listed.item.ref.native_id
+            # Listed back: a later listing names the writes still to come.
+            fresh.pop(native, None)
             if listed.HasField("problem"):
                 failures.append(
                     problem(
@@ -113,7 +118,6 @@ class MailSyncSide:
             elif is_echo(known or {}, native, listed.item.ref.version or listed.ref.version):
                 # Unchanged since its link recorded it (Concord's own write): not mapped.
                 echoes.append(native)
-                fresh.pop(native, None)
             elif not listed.HasField("item"):
                 # Answered by reference at a version this session wrote, which its link does
                 # not hold (yet): read like any other change.
@@ -140,9 +144,12 @@ class MailSyncSide:
         )
 
     async def _listed(self, kind: Kind, cursor: str) -> MailPage:
+        # A delta lists changes oldest first: the versions named are the oldest writes not
+        # listed back yet (a first sync writes more than one listing can name).
         fresh = self._fresh.get(kind, {}) if cursor else {}
+        known = dict(itertools.islice(fresh.items(), FRESH_WRITES))
         return await self.client.list_changes(
-            self.mailbox, kind, res.Cursor(token=cursor), known=fresh
+            self.mailbox, kind, res.Cursor(token=cursor), known=known
         )
 
     def _shared(self, kind: Kind, item: res.MailItem) -> bool:
@@ -257,7 +264,7 @@ class MailSyncSide:
             if result.ok and result.native_id and result.version:
                 fresh.pop(result.native_id, None)  # re-inserted as the most recent
                 fresh[result.native_id] = result.version
-        for stale in list(fresh)[: max(0, len(fresh) - FRESH_WRITES)]:
+        for stale in list(fresh)[: max(0, len(fresh) - FRESH_KEPT)]:
             del fresh[stale]
         return [results[i] for i in range(len(writes))]
 
