@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
@@ -250,6 +250,38 @@ def test_a_same_second_edit_during_the_walk_past_concords_writes_is_carried() ->
     assert world.mail.items[native].fields == {"name": "Ann", "title": "CEO"}
 
 
+def test_a_merge_one_side_refused_never_reads_as_the_other_sides_edit() -> None:
+    """A merge writes both sides; the mailbox takes its half, Salesforce refuses its own (the
+    record was edited in between). The mailbox item now holds Concord's write, not an edit of
+    its user's: under mail_wins the Salesforce edit made in between still wins over the older
+    Salesforce value Concord carried into the mailbox."""
+    world = World(SyncPolicy(kind=KIND, conflict=ConflictPolicy.MAIL_WINS))
+    native = world.mail.create({"name": "Ann"})
+    world.sync()
+    record = next(iter(world.crm.items))
+    world.mail.edit(native, "name", "Bob")
+    world.crm.edit(record, "phone", "1")
+
+    edited: list[str] = []
+
+    def edit_after_the_mailbox_write() -> None:
+        # Concord's half of the merge landed in the mailbox: Salesforce is edited again
+        # before Concord writes its other half, which is refused for the version it expected.
+        if not edited and world.mail.items[native].fields.get("phone") == "1":
+            edited.append(record)
+            world.crm.edit(record, "phone", "2")
+
+    half = world.sync(edit_after_the_mailbox_write)
+    assert half.errors[Side.CRM] == 1
+    assert not half.cursors_committed
+    world.settle()
+    expected = {"name": "Bob", "phone": "2"}
+    assert world.mail.items[native].fields == expected
+    assert world.crm.items[record].fields == expected
+    # Nothing was in conflict: each side changed a field of its own.
+    assert all(not link.conflicts for link in world.store.links.values())
+
+
 # -- as a property -------------------------------------------------------------------------
 
 
@@ -280,6 +312,17 @@ actions = st.lists(
     first=actions,
     second=actions,
     same_second=st.booleans(),
+)
+# Found by the property (a rare seed): Salesforce refuses its half of a merge the mailbox took;
+# the mailbox's copy of the older Salesforce phone then beat the newer one under mail_wins.
+@example(
+    mail_items=1,
+    crm_items=0,
+    page_size=0,
+    conflict=ConflictPolicy.MAIL_WINS,
+    first=[UserAction(1, Side.MAIL, 0, "phone"), UserAction(8, Side.CRM, 0, "phone")],
+    second=[UserAction(1, Side.MAIL, 0, "name"), UserAction(6, Side.CRM, 0, "phone")],
+    same_second=False,
 )
 def test_no_user_edit_is_ever_dropped_as_an_echo(
     mail_items: int,
