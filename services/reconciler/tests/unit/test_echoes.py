@@ -292,6 +292,32 @@ def test_a_merge_one_side_refused_never_reads_as_the_other_sides_edit() -> None:
     assert all(not link.conflicts for link in world.store.links.values())
 
 
+def test_a_merge_one_side_rejected_for_good_keeps_its_later_edit_out_of_conflict() -> None:
+    """The mailbox rejects its half of a merge for good (the item is quarantined) and
+    Salesforce takes its own. Once the user retries, the mailbox's newer edit is carried: the
+    value Concord wrote into Salesforce is not that side's edit, so it is no conflict to lose
+    (under crm_wins it would be)."""
+    world = World(SyncPolicy(kind=KIND, conflict=ConflictPolicy.CRM_WINS))
+    native = world.mail.create({"name": "Ann"})
+    world.sync()
+    record = next(iter(world.crm.items))
+    world.mail.edit(native, "name", "Bob")
+    world.crm.edit(record, "phone", "bad")
+    world.mail.reject_value = "bad"  # e.g. a value the mailbox's server refuses
+    rejected = world.sync()
+    assert rejected.quarantined == 1
+    assert world.crm.items[record].fields == {"name": "Bob", "phone": "bad"}
+
+    world.mail.edit(native, "name", "Carl")
+    world.mail.reject_value = None
+    world.store.release()  # RetryItem
+    world.settle()
+    expected = {"name": "Carl", "phone": "bad"}
+    assert world.mail.items[native].fields == expected
+    assert world.crm.items[record].fields == expected
+    assert all(not link.conflicts for link in world.store.links.values())
+
+
 # -- as a property -------------------------------------------------------------------------
 
 
