@@ -4,7 +4,7 @@ streams, hints on a real nats-server (issue #19)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +15,8 @@ from concord.events.v1 import events_pb2
 from concord_crm_connector.adapters.hints import NatsHints, NatsOrgLeases
 from concord_crm_connector.adapters.pubsub import PubSubSource
 from concord_crm_connector.adapters.store import SqlReplayStore
-from concord_crm_connector.changes.model import StreamMode
+from concord_crm_connector.changes.model import CHANNELS, StreamMode
+from concord_crm_connector.changes.ports import ChangeBatch
 from concord_crm_connector.changes.streams import ChangeStreams
 from concord_events import EventBus, EventWatch, Topology, crm_changed
 from concord_testing import NatsServer
@@ -49,8 +50,30 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[EventBus]:
     await bus.close()
 
 
+@dataclass
+class LateEvents:
+    """The Pub/Sub source with the Event channel subscribed last, a moment after the others
+    (as a loaded machine brings the channels up one by one)."""
+
+    source: PubSubSource
+    delay: float = 1.0
+
+    async def subscribe(
+        self, org: str, channel: str, replay_id: bytes | None
+    ) -> AsyncIterator[ChangeBatch]:
+        if channel == EVENTS:
+            await asyncio.sleep(self.delay)
+        async for batch in self.source.subscribe(org, channel, replay_id):
+            yield batch
+
+
 def _streams(
-    org: Org, bus: EventBus, owner: str = "replica-1"
+    org: Org,
+    bus: EventBus,
+    owner: str = "replica-1",
+    channels: Iterable[str] = (EVENTS,),
+    *,
+    events_late: bool = False,
 ) -> tuple[ChangeStreams, PubSubSource]:
     source = PubSubSource(
         org.store,
@@ -60,12 +83,12 @@ def _streams(
     )
     streams = ChangeStreams(
         org.store.connected,
-        source,
+        LateEvents(source) if events_late else source,
         SqlReplayStore(org.store.engine),
         Owners(org),
         NatsHints(bus),
         NatsOrgLeases(bus, owner),
-        channels=[EVENTS],
+        channels=channels,
         rescan_seconds=0.2,
         retry_base_seconds=0.05,
     )
@@ -130,6 +153,33 @@ async def test_salesforce_edits_become_hints_and_concords_own_do_not(
             gap = await _next_hint(watch)
             assert gap.everyone
             assert gap.reason == "GAP_OVERFLOW"
+        finally:
+            await streams.stop()
+            await source.close()
+
+
+async def test_an_event_saved_the_moment_the_org_streams_is_hinted(org: Org, bus: EventBus) -> None:
+    """Every channel Concord reads, each subscribed on its own, the Event channel last:
+    STREAMING waits for it, so an Event saved at once is on a channel that listens (a change
+    saved before its channel listens "from now on" is never hinted; issue #18)."""
+    org.emulator.emulator.changes.keepalive_seconds = 0.2
+    streams, source = _streams(org, bus, channels=CHANNELS.values(), events_late=True)
+    emulated = org.emulator.emulator.org
+    async with bus.watch(crm_changed("demo")) as watch:
+        await streams.start()
+        try:
+            await _streaming(streams)
+            created = emulated.create(
+                emulated.sobject("Event"),
+                {
+                    "Subject": "At once",
+                    "StartDateTime": "2026-03-02T09:00:00.000+0000",
+                    "EndDateTime": "2026-03-02T10:00:00.000+0000",
+                },
+                org.emulator.emulator.admin_user_id,
+            )
+            hint = await _next_hint(watch, within=10)
+            assert list(hint.ids) == [created.id]
         finally:
             await streams.stop()
             await source.close()

@@ -254,6 +254,104 @@ async def test_the_dashboard_hears_each_change_of_mode_at_once_and_the_lag_on_ea
     await streams.stop()
 
 
+TASKS = "/data/TaskChangeEvent"
+
+
+@dataclass
+class Channels(World):
+    """Salesforce's stream with each channel's subscription accepted when the test says so (as
+    PubSubSource yields an empty batch once Salesforce accepts it), or failed for the channels
+    in `broken` (then tried again only once the test opens the channel's gate again)."""
+
+    accepted: dict[str, asyncio.Event] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
+    queued: dict[str, list[list[ChangeEvent]]] = field(default_factory=dict)
+
+    def gate(self, channel: str) -> asyncio.Event:
+        return self.accepted.setdefault(channel, asyncio.Event())
+
+    async def subscribe(
+        self, org: str, channel: str, replay_id: bytes | None
+    ) -> AsyncIterator[ChangeBatch]:
+        self.subscribed_from.append(replay_id)
+        await self.gate(channel).wait()
+        if channel in self.broken:
+            self.gate(channel).clear()  # the retry waits for the test
+            raise ConnectionError("stream reset")
+        yield ChangeBatch()
+        while True:
+            while self.queued.get(channel):
+                events = self.queued[channel].pop(0)
+                yield ChangeBatch(events, events[-1].replay_id)
+            await asyncio.sleep(0.005)
+
+
+def _two_channels(world: World) -> ChangeStreams:
+    return ChangeStreams(
+        _orgs("acme"),
+        world,
+        world,
+        world,
+        world,
+        world,
+        reports=Reports(world),
+        channels=[CHANNEL, TASKS],
+        rescan_seconds=3600,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.02,
+    )
+
+
+def _mode(streams: ChangeStreams) -> StreamMode | None:
+    state = streams.state("acme")
+    return None if state is None else state.mode
+
+
+async def test_an_org_streams_only_once_every_channel_listens() -> None:
+    """A change on a channel not listening yet is never hinted (its stream starts "from now
+    on"): STREAMING, which says every change from now on is hinted, waits for the last one."""
+    world = Channels()
+    streams = _two_channels(world)
+    await streams.rescan()
+    world.gate(CHANNEL).set()
+    world.queued[CHANNEL] = [[_event(1)]]
+    await _until(lambda: world.hints)
+    state = streams.state("acme")
+    assert state is not None
+    assert state.mode is StreamMode.STARTING
+    assert state.reason == f"waiting for 1 of 2 channels: {TASKS}"
+    assert state.last_commit == COMMITTED + timedelta(seconds=1)  # the events handled count
+    assert StreamMode.STREAMING not in {s.mode for _, s in world.reported}
+
+    world.gate(TASKS).set()
+    await _until(lambda: _mode(streams) is StreamMode.STREAMING)
+    state = streams.state("acme")
+    assert state is not None
+    assert state.reason == ""
+    assert world.reported[-1][1].mode is StreamMode.STREAMING
+    await streams.stop()
+
+
+async def test_an_org_with_a_failing_channel_fails_while_the_others_stream() -> None:
+    world = Channels(broken={TASKS})
+    streams = _two_channels(world)
+    await streams.rescan()
+    world.gate(CHANNEL).set()
+    world.gate(TASKS).set()
+    await _until(lambda: _mode(streams) is StreamMode.FAILING)
+    # Events on the channel that listens are hinted, and say nothing of the one that fails.
+    world.queued[CHANNEL] = [[_event(2)]]
+    await _until(lambda: world.hints)
+    state = streams.state("acme")
+    assert state is not None
+    assert (state.mode, state.reason) == (StreamMode.FAILING, f"{TASKS}: ConnectionError")
+
+    world.broken.clear()
+    world.gate(TASKS).set()
+    await _until(lambda: _mode(streams) is StreamMode.STREAMING)
+    await streams.stop()
+
+
 def _orgs(*orgs: str) -> Callable[[], Awaitable[Sequence[str]]]:
     async def connected() -> Sequence[str]:
         return orgs

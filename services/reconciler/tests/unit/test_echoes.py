@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from concord.common.v1 import resources_pb2 as res
@@ -65,6 +65,12 @@ class World:
         self.values = itertools.count(1)
         # (side, native, field) -> the value a user last wrote there.
         self.edits: dict[tuple[Side, str, str], Value] = {}
+        # (side, native, field) -> every value a user wrote there, oldest first.
+        self.written: dict[tuple[Side, str, str], list[Value]] = {}
+        # Link id -> (side, field) -> the values a user wrote into an item of that side deleted
+        # while its link lived: any of them may have reached the other side before the delete,
+        # and a change there (modify beats delete) keeps the pair, and that value, alive.
+        self.deleted_edits: dict[str, dict[tuple[Side, str], set[Value]]] = {}
 
     def side(self, side: Side) -> MemorySide:
         return self.mail if side is Side.MAIL else self.crm
@@ -87,11 +93,19 @@ class World:
         native = natives[action.index % len(natives)]
         if action.delete:
             target.delete(native)
+            holder = next(
+                (x for x in self.store.links.values() if x.native(action.side) == native), None
+            )
+            for (side, item, name), values in self.written.items():
+                if holder is not None and (side, item) == (action.side, native):
+                    gone = self.deleted_edits.setdefault(holder.link_id, {})
+                    gone.setdefault((side, name), set()).update(values)
             self.edits = {k: v for k, v in self.edits.items() if k[:2] != (action.side, native)}
             return
         value = f"user-{next(self.values)}"
         target.edit(native, action.name, value)
         self.edits[(action.side, native, action.name)] = value
+        self.written.setdefault((action.side, native, action.name), []).append(value)
 
     def settle(self) -> None:
         for _ in range(6):
@@ -250,6 +264,64 @@ def test_a_same_second_edit_during_the_walk_past_concords_writes_is_carried() ->
     assert world.mail.items[native].fields == {"name": "Ann", "title": "CEO"}
 
 
+def test_a_merge_one_side_refused_never_reads_as_the_other_sides_edit() -> None:
+    """A merge writes both sides; the mailbox takes its half, Salesforce refuses its own (the
+    record was edited in between). The mailbox item now holds Concord's write, not an edit of
+    its user's: under mail_wins the Salesforce edit made in between still wins over the older
+    Salesforce value Concord carried into the mailbox."""
+    world = World(SyncPolicy(kind=KIND, conflict=ConflictPolicy.MAIL_WINS))
+    native = world.mail.create({"name": "Ann"})
+    world.sync()
+    record = next(iter(world.crm.items))
+    world.mail.edit(native, "name", "Bob")
+    world.crm.edit(record, "phone", "1")
+
+    edited: list[str] = []
+
+    def edit_after_the_mailbox_write() -> None:
+        # Concord's half of the merge landed in the mailbox: Salesforce is edited again
+        # before Concord writes its other half, which is refused for the version it expected.
+        if not edited and world.mail.items[native].fields.get("phone") == "1":
+            edited.append(record)
+            world.crm.edit(record, "phone", "2")
+
+    half = world.sync(edit_after_the_mailbox_write)
+    assert half.errors[Side.CRM] == 1
+    assert not half.cursors_committed
+    world.settle()
+    expected = {"name": "Bob", "phone": "2"}
+    assert world.mail.items[native].fields == expected
+    assert world.crm.items[record].fields == expected
+    # Nothing was in conflict: each side changed a field of its own.
+    assert all(not link.conflicts for link in world.store.links.values())
+
+
+def test_a_merge_one_side_rejected_for_good_keeps_its_later_edit_out_of_conflict() -> None:
+    """The mailbox rejects its half of a merge for good (the item is quarantined) and
+    Salesforce takes its own. Once the user retries, the mailbox's newer edit is carried: the
+    value Concord wrote into Salesforce is not that side's edit, so it is no conflict to lose
+    (under crm_wins it would be)."""
+    world = World(SyncPolicy(kind=KIND, conflict=ConflictPolicy.CRM_WINS))
+    native = world.mail.create({"name": "Ann"})
+    world.sync()
+    record = next(iter(world.crm.items))
+    world.mail.edit(native, "name", "Bob")
+    world.crm.edit(record, "phone", "bad")
+    world.mail.reject_value = "bad"  # e.g. a value the mailbox's server refuses
+    rejected = world.sync()
+    assert rejected.quarantined == 1
+    assert world.crm.items[record].fields == {"name": "Bob", "phone": "bad"}
+
+    world.mail.edit(native, "name", "Carl")
+    world.mail.reject_value = None
+    world.store.release()  # RetryItem
+    world.settle()
+    expected = {"name": "Carl", "phone": "bad"}
+    assert world.mail.items[native].fields == expected
+    assert world.crm.items[record].fields == expected
+    assert all(not link.conflicts for link in world.store.links.values())
+
+
 # -- as a property -------------------------------------------------------------------------
 
 
@@ -280,6 +352,34 @@ actions = st.lists(
     first=actions,
     second=actions,
     same_second=st.booleans(),
+)
+# Found by the property (a rare seed): Salesforce refuses its half of a merge the mailbox took;
+# the mailbox's copy of the older Salesforce phone then beat the newer one under mail_wins.
+@example(
+    mail_items=1,
+    crm_items=0,
+    page_size=0,
+    conflict=ConflictPolicy.MAIL_WINS,
+    first=[UserAction(1, Side.MAIL, 0, "phone"), UserAction(8, Side.CRM, 0, "phone")],
+    second=[UserAction(1, Side.MAIL, 0, "name"), UserAction(6, Side.CRM, 0, "phone")],
+    same_second=False,
+)
+# Also found by it, and right: Salesforce's phone reaches the mailbox, then it is edited again
+# and the record deleted; the mailbox's own edit (its name) keeps the pair (modify beats
+# delete) with the phone the mailbox holds, which overwrote the mailbox's older one.
+@example(
+    mail_items=1,
+    crm_items=0,
+    page_size=0,
+    conflict=ConflictPolicy.MAIL_WINS,
+    first=[UserAction(1, Side.MAIL, 0, "phone")],
+    second=[
+        UserAction(1, Side.MAIL, 0, "name"),
+        UserAction(1, Side.CRM, 0, "phone"),
+        UserAction(6, Side.CRM, 0, "phone"),
+        UserAction(6, Side.CRM, 0, "name", delete=True),
+    ],
+    same_second=False,
 )
 def test_no_user_edit_is_ever_dropped_as_an_echo(
     mail_items: int,
@@ -324,9 +424,13 @@ def test_no_user_edit_is_ever_dropped_as_an_echo(
             if c.field == name
             for v in (c.mail_value, c.crm_value)
         }
+        deleted = world.deleted_edits.get(link_id, {})
         for side, value in by_side.items():
             # On both sides, the losing value of a recorded conflict, or overwritten by a later
-            # edit of the same field on the other side.
-            assert value == final or value in recorded or by_side.get(side.other) == final, (
+            # edit of the same field on the other side (also one made on an item deleted since).
+            overwritten = final == by_side.get(side.other) or final in deleted.get(
+                (side.other, name), set()
+            )
+            assert value == final or value in recorded or overwritten, (
                 f"{side}'s edit of {name} dropped"
             )

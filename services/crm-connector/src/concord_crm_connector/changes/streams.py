@@ -4,6 +4,11 @@ stream per channel, each batch turned into a hint before its replay id is kept.
 At least once, never lost: a batch's hint is published before the batch's last replay id is
 stored, so a replica killed in between resumes before the batch and sends its hint again (a
 repeated hint costs one coalesced session, a lost one a stale mailbox).
+
+An org streams once every one of its channels listens (its subscription accepted), not once the
+first does: the channels come up one by one, and a change on a channel not yet listening "from
+now on" is never hinted. So STREAMING promises that every change made from then on is hinted;
+until then the org is STARTING and its changes are the schedule's, as before any stream.
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class ChangeStreams:
         self._clock = clock
         self._running: dict[str, list[asyncio.Task[None]]] = {}
         self._states: dict[str, StreamState] = {}
+        # The channels of each held org whose subscription stands (accepted, or delivering).
+        self._listening: dict[str, set[str]] = {}
         self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -100,7 +107,13 @@ class ChangeStreams:
                     self._states[org] = StreamState(StreamMode.STANDBY)
         for org in sorted(connected - set(self._running)):
             if await self._leases.hold(org):
-                await self._set(org, StreamState(StreamMode.STARTING, channels=self._channels))
+                self._listening[org] = set()
+                await self._set(
+                    org,
+                    StreamState(
+                        StreamMode.STARTING, reason=self._waiting(org), channels=self._channels
+                    ),
+                )
                 self._running[org] = [
                     asyncio.create_task(self._stream(org, channel), name=f"cdc {org} {channel}")
                     for channel in self._channels
@@ -121,6 +134,7 @@ class ChangeStreams:
 
     async def _drop(self, org: str) -> None:
         tasks = self._running.pop(org, [])
+        self._listening.pop(org, None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -152,6 +166,9 @@ class ChangeStreams:
             try:
                 async for batch in self._source.subscribe(org, channel, stored or None):
                     failures = 0
+                    # Every batch, the first one (the subscription accepted) included, says
+                    # the channel listens.
+                    self._listening.setdefault(org, set()).add(channel)
                     if batch.events:
                         await self.handle(org, channel, batch.events)
                     elif batch.latest_replay_id and batch.latest_replay_id != stored:
@@ -175,6 +192,8 @@ class ChangeStreams:
                 caught_up = True
             except Exception as error:
                 failures += 1
+                # Not listening until a subscription of this channel stands again.
+                self._listening.get(org, set()).discard(channel)
                 reason = f"{channel}: {type(error).__name__}"
                 log.warning("change stream %s %s failed: %s", org, channel, error)
                 await self._set(
@@ -202,30 +221,38 @@ class ChangeStreams:
             await self._publish(hint)
         await self._replays.put(org, channel, batch[-1].replay_id)
         commits = [e.commit_time for e in batch if e.commit_time is not None]
-        current = self._states.get(org, StreamState(StreamMode.STREAMING))
+        current = self._states.get(org, StreamState(StreamMode.STARTING))
         await self._set(
             org,
             replace(
                 current,
-                mode=StreamMode.STREAMING,
                 last_event=self._clock(),
                 last_commit=max(commits) if commits else current.last_commit,
-                reason="",
             ),
         )
+        await self._streaming(org)
 
     async def _streaming(self, org: str) -> None:
-        current = self._states.get(org)
-        if current is None or current.mode is not StreamMode.STREAMING:
-            log.info("change stream %s -> streaming", org)
-            await self._set(
-                org,
-                replace(
-                    current or StreamState(StreamMode.STREAMING),
-                    mode=StreamMode.STREAMING,
-                    reason="",
-                ),
-            )
+        """STREAMING once every channel listens; until then a starting org says which wait (a
+        failing one keeps saying why it fails)."""
+        current = self._states.get(org) or StreamState(StreamMode.STARTING)
+        waiting = self._waiting(org)
+        if not waiting:
+            if current.mode is not StreamMode.STREAMING:
+                log.info("change stream %s -> streaming", org)
+                await self._set(org, replace(current, mode=StreamMode.STREAMING, reason=""))
+        elif current.mode is StreamMode.STARTING and current.reason != waiting:
+            await self._set(org, replace(current, reason=waiting))
+
+    def _waiting(self, org: str) -> str:
+        """Which of the org's channels do not listen yet, or "" when all do."""
+        listening = self._listening.get(org, set())
+        missing = [c for c in self._channels if c not in listening]
+        if not missing:
+            return ""
+        return f"waiting for {len(missing)} of {len(self._channels)} channels: " + ", ".join(
+            missing
+        )
 
     async def report(self) -> None:
         """Every held org's state, for the dashboard; the report's time says this replica

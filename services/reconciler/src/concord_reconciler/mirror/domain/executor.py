@@ -592,10 +592,18 @@ async def _execute(
                     hash=result.hash or content_hash(link.base),
                 )
         if not ok:
+            # One side took its half of a merge and the other refused its own: the link the
+            # planner made for that case (`planner._half_applied`), so Concord's write never
+            # reads as the first side's edit.
+            refused = [w.side for w in action.writes if not results[(w.side, w.link_id)].ok]
+            half = action.if_refused.get(refused[0]) if len(refused) == 1 else None
             if any(not results[(w.side, w.link_id)].retryable for w in action.writes):
                 outcome.quarantined += 1
                 if action.previous is not None:
-                    done.append(replace(action.previous, state=LinkState.QUARANTINED))
+                    kept = half if half is not None else action.previous
+                    done.append(replace(kept, state=LinkState.QUARANTINED))
+            elif half is not None:
+                done.append(half)
             elif action.previous is not None and action.conflicts:
                 # The other write may have landed with the winner's value: the losing value
                 # is recorded now, whatever happens to the item before the retry.

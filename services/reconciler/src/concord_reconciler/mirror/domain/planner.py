@@ -126,6 +126,9 @@ class Action:
     writes: tuple[Write, ...] = ()
     conflicts: tuple[FieldConflict, ...] = ()
     previous: Link | None = None
+    # A merge that writes both sides: the link to keep when the write to the side named is
+    # refused and the other side's lands (`_half_applied`).
+    if_refused: Mapping[Side, Link] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -643,7 +646,8 @@ def _merged(
         resolution=None,
     )
     merged_hash = content_hash(merged)
-    for side, now_fields, snap in ((Side.MAIL, mail_now, m_snap), (Side.CRM, crm_now, c_snap)):
+    now_of = {Side.MAIL: (mail_now, m_snap), Side.CRM: (crm_now, c_snap)}
+    for side, (now_fields, snap) in now_of.items():
         diff = {
             k: merged.get(k)
             for k in sorted(set(merged) | set(now_fields))
@@ -666,7 +670,41 @@ def _merged(
             after = after.on(
                 side, native_id=link.native(side), version=snap.version, hash=snap.hash
             )
-    return Action(kind, after, tuple(writes), tuple(conflicts), previous=link)
+    if_refused: dict[Side, Link] = {}
+    if len(writes) == 2:
+        for side, (now_fields, snap) in now_of.items():
+            if_refused[side] = _half_applied(link, after, side, now_fields, snap)
+    return Action(
+        kind, after, tuple(writes), tuple(conflicts), previous=link, if_refused=if_refused
+    )
+
+
+def _half_applied(
+    link: Link,
+    after: Link,
+    refused: Side,
+    refused_fields: Mapping[str, Value],
+    refused_snapshot: Snapshot | None,
+) -> Link:
+    """The link once the other side took the merge and `refused` did not (its version had
+    moved, it was throttled, the answer was lost and the write had not landed).
+
+    The other side now holds the merge: read against the old base, Concord's write there
+    would pass for its user's edit, and under mail_wins or crm_wins beat the refused side's
+    newer edit with a value that side had already given up. So the base becomes what the
+    refused side held when the merge read it: the other side then differs from it by exactly
+    the write still owed (carried again next session, against the refused side's newest
+    version), and the refused side by nothing but what its user did since. The other side's
+    version and hash are cleared, so it is listed and compared, never taken for an echo.
+    """
+    kept = replace(after, base=dict(refused_fields))
+    kept = kept.on(
+        refused,
+        native_id=link.native(refused),
+        version=_version(link, refused, refused_snapshot),
+        hash=refused_snapshot.hash if refused_snapshot is not None else link.hash_of(refused),
+    )
+    return kept.on(refused.other, native_id=link.native(refused.other), version="", hash="")
 
 
 def _recorded(
