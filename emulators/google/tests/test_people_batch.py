@@ -190,3 +190,19 @@ def test_a_batch_delete_with_a_missing_contact_deletes_none(
     gone = _changes(people, token)
     assert sorted(p["resourceName"] for p in gone["connections"]) == sorted(made)
     assert all(p["metadata"]["deleted"] for p in gone["connections"])
+
+
+def test_a_batch_get_answers_each_name_a_missing_one_with_its_own_404(
+    client: Builder, emulator: RunningEmulator, user: str
+) -> None:
+    people = client("people").people()
+    [made] = people.batchCreateContacts(
+        body={"contacts": [_contact("Ada")], "readMask": "names"}
+    ).execute()["createdPeople"]
+    name = made["person"]["resourceName"]
+    got = people.getBatchGet(
+        resourceNames=[name, "people/c0000000000000000001"], personFields="names"
+    ).execute()["responses"]
+    assert got[0]["person"]["names"] == [{"givenName": "Ada"}]
+    assert (got[1]["httpStatusCode"], got[1]["status"]["code"]) == (404, 5)
+    assert "person" not in got[1]

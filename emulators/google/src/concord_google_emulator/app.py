@@ -170,6 +170,7 @@ class Emulator:
             "people.people.createContact": p.create,
             "people.people.updateContact": p.update,
             "people.people.deleteContact": p.delete,
+            "people.people.getBatchGet": p.batch_get,
             "people.people.batchCreateContacts": p.batch_create,
             "people.people.batchUpdateContacts": p.batch_update,
             "people.people.batchDeleteContacts": p.batch_delete,

@@ -36,9 +36,9 @@ _PERSON_FIELDS = {
     "metadata",
 }
 # Batch limits and error shapes from the People v1 reference (developers.google.com/people/api/
-# rest/v1/people/batchCreateContacts, batchUpdateContacts, batchDeleteContacts and
+# rest/v1/people/batchCreateContacts, batchUpdateContacts, batchDeleteContacts, getBatchGet and
 # BatchCreateContactsErrorDetails / BatchUpdateContactsErrorDetails): up to 200 contacts a
-# create or update, 500 resource names a delete; a batch with a bad contact fails as a whole,
+# create, update or get, 500 resource names a delete; a batch with a bad contact fails as a whole,
 # its error details naming each bad contact (by index for creates, by resource name for
 # updates) with a google.rpc.Status, so the client can resend the others.
 _BATCH_WRITE = 200
@@ -182,6 +182,27 @@ class PeopleStore:
 
     def get(self, call: Call) -> dict[str, Any]:
         return self._view(self._person(call), self._fields(call, "personFields"))
+
+    def batch_get(self, call: Call) -> dict[str, Any]:
+        """people.getBatchGet: up to 200 resource names a call, each answered on its own (a
+        missing contact is a 404 PersonResponse, not a failed call)."""
+        contacts = self.users[call.user]
+        names = [str(n) for n in call.params.get("resourceNames") or []]
+        _check_size(len(names), _BATCH_WRITE, "resourceNames")
+        fields = self._fields(call, "personFields")
+        responses = []
+        for name in names:
+            try:
+                responses.append(_response(self._view(self._live(contacts, name), fields)))
+            except ApiError as exc:
+                responses.append(
+                    {
+                        "requestedResourceName": name,
+                        "httpStatusCode": exc.code,
+                        "status": _rpc_status(exc),
+                    }
+                )
+        return {"responses": responses}
 
     def _check_update(self, contacts: Contacts, resource: str, body: dict[str, Any]) -> None:
         person = self._live(contacts, resource)
