@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from googleapiclient.errors import HttpError
+from googleapiclient.errors import HttpError  # type: ignore[import-untyped]
 
 from concord_google_emulator.testing import RunningEmulator
 
