@@ -206,3 +206,17 @@ def test_a_batch_get_answers_each_name_a_missing_one_with_its_own_404(
     assert got[0]["person"]["names"] == [{"givenName": "Ada"}]
     assert (got[1]["httpStatusCode"], got[1]["status"]["code"]) == (404, 5)
     assert "person" not in got[1]
+
+
+def test_a_batch_get_of_200_names_goes_as_a_post_with_the_method_override(
+    client: Builder, emulator: RunningEmulator, user: str
+) -> None:
+    """200 names make a URL past the client's 2,048 characters: it POSTs the query as a form
+    with X-HTTP-Method-Override: GET, which Google takes as the GET."""
+    people = client("people").people()
+    made = people.batchCreateContacts(
+        body={"contacts": [_contact(f"Ada {n}") for n in range(200)], "readMask": "names"}
+    ).execute()["createdPeople"]
+    names = [a["person"]["resourceName"] for a in made]
+    got = people.getBatchGet(resourceNames=names, personFields="names").execute()["responses"]
+    assert [g["person"]["resourceName"] for g in got] == names
