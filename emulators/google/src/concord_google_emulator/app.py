@@ -36,7 +36,7 @@ from concord_google_emulator.tasks import TasksStore
 __all__ = ["FAULT_KINDS", "Emulator", "build_app"]
 
 TOKEN_PATH = "/token"
-FAULT_KINDS = {"latency", "http_error", "rate_limit", "drop_response"}
+FAULT_KINDS = {"latency", "http_error", "rate_limit", "drop_response", "refuse_contact"}
 _JSON = "application/json; charset=UTF-8"
 
 
@@ -52,6 +52,10 @@ class Fault:
     status: int = 503
     latency_ms: int = 0
     retry_after: int = 0
+    # refuse_contact: a People batch create/update refuses its contact at this position, as
+    # Google does for a value it will not store, failing the batch (BatchCreate/Update-
+    # ContactsErrorDetails name it).
+    contact: int = 0
 
 
 @dataclass
@@ -272,6 +276,8 @@ class Emulator:
             except ValueError:
                 raise ApiError(400, "parseError", "Parse Error") from None
             call = Call(grant.user, method.id, params, parsed, headers, base_url)
+            if fault is not None and fault.kind == "refuse_contact":
+                call.refuse_contact = fault.contact
             with self.lock:
                 answer = handler(call)
             for after in call.after:

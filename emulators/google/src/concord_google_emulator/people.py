@@ -260,6 +260,7 @@ class PeopleStore:
             try:
                 self._check_groups(contacts, body)
                 self._check_singletons(body)
+                _check_refused(call, index)
             except ApiError as exc:
                 errors[str(index)] = _rpc_status(exc)
         if errors:
@@ -277,9 +278,10 @@ class PeopleStore:
         fields = _mask(str(request.get("updateMask") or ""), "updateMask")
         read = _mask(str(request.get("readMask") or ""), "readMask", required=False)
         errors: dict[str, Any] = {}
-        for resource, body in wanted.items():
+        for index, (resource, body) in enumerate(wanted.items()):
             try:
                 self._check_update(contacts, resource, body)
+                _check_refused(call, index)
             except ApiError as exc:
                 errors[resource] = _rpc_status(exc)
         if errors:
@@ -365,6 +367,11 @@ def _check_size(count: int, limit: int, name: str) -> None:
         raise bad_request(f"Request must contain at least one of {name}.")
     if count > limit:
         raise bad_request(f"Too many {name} in the request: at most {limit} are allowed.")
+
+
+def _check_refused(call: Call, index: int) -> None:
+    if call.refuse_contact == index:
+        raise bad_request("Invalid contact: a value cannot be stored.")
 
 
 def _rpc_status(exc: ApiError) -> dict[str, Any]:

@@ -494,6 +494,32 @@ async def test_a_contact_google_cannot_take_fails_alone_in_its_batch(
     assert _people_calls(provider, mailbox) == {"batchCreateContacts": 1}
 
 
+async def test_a_contact_google_refuses_fails_alone_and_the_rest_are_sent_again(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    """A batch with a contact Google refuses writes nothing and names it: the others go in a
+    second call, and the refused one is INVALID on its own."""
+    emulator.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "refuse_contact",
+            "method": "people.people.batchCreateContacts",
+            "user": mailbox.account.address,
+            "contact": 1,
+        },
+    )
+    made = await provider.apply_items(mailbox, [_contact_write(n) for n in range(3)])
+    assert [x.status for x in made] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_INVALID,
+        r.WRITE_STATUS_OK,
+    ]
+    assert _people_calls(provider, mailbox) == {"batchCreateContacts": 2}
+    changes, _ = await listing(provider, mailbox, Kind.CONTACT)
+    assert sorted(c.ref.link_id for c in changes) == ["g0", "g2"]
+
+
 def _rename(ref: r.ItemRef, given: str) -> Write:
     item = r.MailItem(ref=ref, contact=r.ContactItem(given_name=given))
     return Write(WriteOperation.UPDATE, ref.link_id, ref, item, update_mask=("given_name",))

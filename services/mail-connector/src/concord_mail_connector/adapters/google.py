@@ -1416,11 +1416,23 @@ class GoogleProvider:
                     else [p for i, p in enumerate(pending) if str(i) not in refused]
                 )
                 continue
-            created = answer.get("createdPeople") or []
-            for (position, write, _), made in zip(pending, created, strict=True):
-                person = made.get("person")
-                if not isinstance(person, dict) or (made.get("status") or {}).get("code"):
-                    results[position] = _refused(write, made.get("status") or {})
+            # Matched by the link id each carries, not by position in the answer.
+            created = {
+                person_link_id(made["person"]): made["person"]
+                for made in answer.get("createdPeople") or ()
+                if isinstance(made.get("person"), dict)
+            }
+            for position, write, _ in pending:
+                person = created.get(write.link_id)
+                if person is None:
+                    # The batch committed (it is all or nothing) but did not read this one
+                    # back: a retry finds it by link id.
+                    results[position] = WriteResult(
+                        write.link_id,
+                        r.WRITE_STATUS_RETRYABLE,
+                        error_code="unanswered",
+                        error_message="Google did not answer for this contact",
+                    )
                     continue
                 results[position] = WriteResult(
                     write.link_id,
