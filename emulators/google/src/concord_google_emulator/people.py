@@ -43,8 +43,8 @@ _PERSON_FIELDS = {
 # updates) with a google.rpc.Status, so the client can resend the others.
 _BATCH_WRITE = 200
 _BATCH_DELETE = 500
-# Contact sources hold at most one of these ("a singleton for contact sources", Person
-# reference).
+# More than one of these is a 400: each is "a singleton for contact sources" (People v1
+# reference, people/createContact).
 _SINGLETONS = ("names", "biographies", "birthdays", "genders")
 _EXPIRED = {
     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
