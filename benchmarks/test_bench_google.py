@@ -6,8 +6,10 @@ one run; call counts are deterministic, so the listing target is asserted:
 - listing: one events.list per page of changes (≤250 a page as the provider asks) is the floor;
   target within 1.1x of it. Gmail has no listing with content: one messages.get (format=raw)
   per message is inherent, sent 50 to a batch request; both counts are printed.
-- writing: one write request per item is the floor (Google has no bulk write); event creates
-  go 50 to a batch request (each part still counts against the quota).
+- writing: one write request per item is the floor for events (Calendar has no bulk write);
+  event creates go 50 to a batch request (each part still counts against the quota). Contacts
+  go in People's own batch calls: 200 creates or updates a call (an update also reads the
+  contacts in one getBatchGet), 500 deletes; calls per 100 contacts written are printed.
 - latency: a watch channel POST → the push hint; target p99 ≤ 1 s. Printed, not asserted.
 """
 
@@ -241,6 +243,62 @@ async def test_google_calls_per_hundred_items_written(emulator: RunningEmulator)
         print(
             f"google {what} {WRITTEN} events: {total} calls {dict(sorted(calls.items()))} in "
             f"{http} HTTP requests; {total / WRITTEN:.2f}x the floor of one write per item"
+        )
+
+
+def _person(n: int, given: str = "Ada") -> r.MailItem:
+    return r.MailItem(
+        contact=r.ContactItem(
+            given_name=f"{given} {n}",
+            family_name="Lovelace",
+            email_addresses=[r.ContactEmailAddress(address=f"ada{n}@acme.example")],
+        )
+    )
+
+
+@pytest.mark.timeout(300)
+async def test_google_calls_per_hundred_contacts_written(emulator: RunningEmulator) -> None:
+    provider = GoogleProvider(max_workers=2, ca_file=emulator.ca_file)
+    mailbox = _mailbox(emulator)
+    try:
+        await provider.list_changes(mailbox, Kind.CONTACT, Cursor("contact", ""), 1)
+        _counted(emulator)
+        # As an initial sync writes them: the cursor proves each new (no lookup by link id).
+        creates = [
+            Write(WriteOperation.CREATE, f"bench-{n}", r.ItemRef(), _person(n), known_new=True)
+            for n in range(WRITTEN)
+        ]
+        created = await provider.apply_items(mailbox, creates)
+        create = _counted(emulator)
+        updates = [
+            Write(
+                WriteOperation.UPDATE,
+                w.link_id,
+                w.ref or r.ItemRef(),
+                _person(n, "Augusta"),
+                update_mask=["given_name"],
+            )
+            for n, w in enumerate(created)
+        ]
+        updated = await provider.apply_items(mailbox, updates)
+        update = _counted(emulator)
+        deletes = [
+            Write(WriteOperation.DELETE, w.link_id, w.ref or r.ItemRef(), r.MailItem())
+            for w in updated
+        ]
+        deleted = await provider.apply_items(mailbox, deletes)
+        delete = _counted(emulator)
+    finally:
+        await provider.close()
+    for results in (created, updated, deleted):
+        assert {x.status for x in results} == {r.WRITE_STATUS_OK}
+    print()
+    for what, (calls, requests) in (("create", create), ("update", update), ("delete", delete)):
+        total = sum(calls.values())
+        http = sum(requests.values())
+        print(
+            f"google {what} {WRITTEN} contacts: {total} calls {dict(sorted(calls.items()))} in "
+            f"{http} HTTP requests; {total * 100 / WRITTEN:.0f} calls per 100 contacts written"
         )
 
 

@@ -36,7 +36,7 @@ from concord_google_emulator.tasks import TasksStore
 __all__ = ["FAULT_KINDS", "Emulator", "build_app"]
 
 TOKEN_PATH = "/token"
-FAULT_KINDS = {"latency", "http_error", "rate_limit", "drop_response"}
+FAULT_KINDS = {"latency", "http_error", "rate_limit", "drop_response", "refuse_contact"}
 _JSON = "application/json; charset=UTF-8"
 
 
@@ -52,6 +52,10 @@ class Fault:
     status: int = 503
     latency_ms: int = 0
     retry_after: int = 0
+    # refuse_contact: a People batch create/update refuses its contact at this position, as
+    # Google does for a value it will not store, failing the batch (BatchCreate/Update-
+    # ContactsErrorDetails name it).
+    contact: int = 0
 
 
 @dataclass
@@ -170,6 +174,10 @@ class Emulator:
             "people.people.createContact": p.create,
             "people.people.updateContact": p.update,
             "people.people.deleteContact": p.delete,
+            "people.people.getBatchGet": p.batch_get,
+            "people.people.batchCreateContacts": p.batch_create,
+            "people.people.batchUpdateContacts": p.batch_update,
+            "people.people.batchDeleteContacts": p.batch_delete,
             "people.contactGroups.list": p.groups_list,
             "people.contactGroups.create": p.group_create,
             "people.contactGroups.members.modify": p.members_modify,
@@ -214,6 +222,15 @@ class Emulator:
         base_url: str,
     ) -> tuple[int, dict[str, str], Any, Fault | None]:
         """(status, headers, JSON body or None, fault to apply after answering)."""
+        override = headers.get("x-http-method-override", "").upper()
+        if http_method == "POST" and override:
+            # A GET whose URL would pass 2,048 characters comes as a POST naming the method in
+            # X-HTTP-Method-Override, its query as a form body (google-api-python-client does
+            # so, e.g. people.getBatchGet for 200 names; Google's front end takes it).
+            http_method = override
+            if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                query = "&".join(part for part in (query, body.decode()) if part)
+                body = b""
         routed = self.router.route(http_method, path.lstrip("/"))
         if routed is None:
             self._violation(f"{http_method} {path}: no discovery method")
@@ -259,6 +276,8 @@ class Emulator:
             except ValueError:
                 raise ApiError(400, "parseError", "Parse Error") from None
             call = Call(grant.user, method.id, params, parsed, headers, base_url)
+            if fault is not None and fault.kind == "refuse_contact":
+                call.refuse_contact = fault.contact
             with self.lock:
                 answer = handler(call)
             for after in call.after:

@@ -94,6 +94,8 @@ class Call:
     base_url: str
     # Work to do once the state lock is released (e.g. watch notifications).
     after: list[Callable[[], None]] = field(default_factory=list)
+    # A refuse_contact fault: the position of the batch write's contact to refuse.
+    refuse_contact: int | None = None
 
     def if_match(self) -> str | None:
         return self.headers.get("if-match")

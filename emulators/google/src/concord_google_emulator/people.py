@@ -35,6 +35,17 @@ _PERSON_FIELDS = {
     "clientData",
     "metadata",
 }
+# Batch limits and error shapes from the People v1 reference (developers.google.com/people/api/
+# rest/v1/people/batchCreateContacts, batchUpdateContacts, batchDeleteContacts, getBatchGet and
+# BatchCreateContactsErrorDetails / BatchUpdateContactsErrorDetails): up to 200 contacts a
+# create, update or get, 500 resource names a delete; a batch with a bad contact fails as a whole,
+# its error details naming each bad contact (by index for creates, by resource name for
+# updates) with a google.rpc.Status, so the client can resend the others.
+_BATCH_WRITE = 200
+_BATCH_DELETE = 500
+# More than one of these is a 400: each is "a singleton for contact sources" (People v1
+# reference, people/createContact).
+_SINGLETONS = ("names", "biographies", "birthdays", "genders")
 _EXPIRED = {
     "@type": "type.googleapis.com/google.rpc.ErrorInfo",
     "reason": "EXPIRED_SYNC_TOKEN",
@@ -87,14 +98,7 @@ class PeopleStore:
         return person
 
     def _fields(self, call: Call, name: str, required: bool = True) -> set[str]:
-        mask = str(call.params.get(name) or "")
-        fields = {f.strip() for f in mask.split(",") if f.strip()}
-        if required and not fields:
-            raise bad_request(f"{name} mask is required. Please specify one or more valid paths.")
-        unknown = fields - _PERSON_FIELDS
-        if unknown:
-            raise bad_request(f"Invalid {name} mask path: {sorted(unknown)[0]}")
-        return fields
+        return _mask(str(call.params.get(name) or ""), name, required)
 
     def _view(self, person: dict[str, Any], fields: set[str]) -> dict[str, Any]:
         keep = fields | {"resourceName", "etag", "metadata"}
@@ -143,13 +147,18 @@ class PeopleStore:
 
     def create(self, call: Call) -> dict[str, Any]:
         contacts = self.users[call.user]
-        body = {k: v for k, v in (call.body or {}).items() if k in _PERSON_FIELDS - {"metadata"}}
+        body = _writable(call.body or {})
         self._check_groups(contacts, body)
+        self._check_singletons(body)
+        person = self._insert(contacts, body)
+        return self._view(person, self._fields(call, "personFields", required=False) or set(body))
+
+    def _insert(self, contacts: Contacts, body: dict[str, Any]) -> dict[str, Any]:
         person = {"resourceName": f"people/c{new_id(19)}"} | body
         person.setdefault("memberships", [])
         _ensure_my_contacts(person)
         contacts.people[person["resourceName"]] = self._stamp(person)
-        return self._view(person, self._fields(call, "personFields", required=False) or set(body))
+        return person
 
     def _check_groups(self, contacts: Contacts, body: dict[str, Any]) -> None:
         for membership in body.get("memberships", []):
@@ -157,19 +166,46 @@ class PeopleStore:
             if name and name not in contacts.groups:
                 raise bad_request(f"Contact group {name} not found.")
 
-    def _person(self, call: Call) -> dict[str, Any]:
-        person = self.users[call.user].people.get(str(call.params["resourceName"]))
+    def _check_singletons(self, body: dict[str, Any]) -> None:
+        for name in _SINGLETONS:
+            if len(body.get(name) or ()) > 1:
+                raise bad_request(f"Invalid person.{name}: a contact has at most one.")
+
+    def _live(self, contacts: Contacts, resource: str) -> dict[str, Any]:
+        person = contacts.people.get(resource)
         if person is None or person["metadata"].get("deleted"):
             raise not_found("Requested entity was not found.")
         return person
 
+    def _person(self, call: Call) -> dict[str, Any]:
+        return self._live(self.users[call.user], str(call.params["resourceName"]))
+
     def get(self, call: Call) -> dict[str, Any]:
         return self._view(self._person(call), self._fields(call, "personFields"))
 
-    def update(self, call: Call) -> dict[str, Any]:
+    def batch_get(self, call: Call) -> dict[str, Any]:
+        """people.getBatchGet: up to 200 resource names a call, each answered on its own (a
+        missing contact is a 404 PersonResponse, not a failed call)."""
         contacts = self.users[call.user]
-        person = self._person(call)
-        body = call.body or {}
+        names = [str(n) for n in call.params.get("resourceNames") or []]
+        _check_size(len(names), _BATCH_WRITE, "resourceNames")
+        fields = self._fields(call, "personFields")
+        responses = []
+        for name in names:
+            try:
+                responses.append(_response(self._view(self._live(contacts, name), fields)))
+            except ApiError as exc:
+                responses.append(
+                    {
+                        "requestedResourceName": name,
+                        "httpStatusCode": exc.code,
+                        "status": _rpc_status(exc),
+                    }
+                )
+        return {"responses": responses}
+
+    def _check_update(self, contacts: Contacts, resource: str, body: dict[str, Any]) -> None:
+        person = self._live(contacts, resource)
         if body.get("etag") != person["etag"]:
             raise ApiError(
                 400,
@@ -178,21 +214,93 @@ class PeopleStore:
                 "cache and get the latest person.",
                 status="FAILED_PRECONDITION",
             )
-        fields = self._fields(call, "updatePersonFields")
         self._check_groups(contacts, body)
+        self._check_singletons(body)
+
+    def _replace(
+        self, contacts: Contacts, resource: str, body: dict[str, Any], fields: set[str]
+    ) -> dict[str, Any]:
+        person = contacts.people[resource]
         for name in fields:
             if name in body:
                 person[name] = body[name]
             else:
                 person.pop(name, None)
         _ensure_my_contacts(person)
-        self._stamp(person)
+        return self._stamp(person)
+
+    def update(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        resource = str(call.params["resourceName"])
+        body = call.body or {}
+        self._check_update(contacts, resource, body)
+        fields = self._fields(call, "updatePersonFields")
+        person = self._replace(contacts, resource, body, fields)
         return self._view(person, self._fields(call, "personFields", required=False) or fields)
+
+    def _remove(self, contacts: Contacts, resource: str) -> None:
+        contacts.people[resource] = self._stamp({"resourceName": resource}, deleted=True)
 
     def delete(self, call: Call) -> None:
         person = self._person(call)
-        tombstone = {"resourceName": person["resourceName"]}
-        self.users[call.user].people[person["resourceName"]] = self._stamp(tombstone, deleted=True)
+        self._remove(self.users[call.user], person["resourceName"])
+
+    # ---- batches: every contact is checked before any is written (a batch fails as a whole)
+
+    def batch_create(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        request = call.body or {}
+        wanted = request.get("contacts") or []
+        _check_size(len(wanted), _BATCH_WRITE, "contacts")
+        # An empty readMask skips the post-mutate read: the answer holds no people.
+        read = _mask(str(request.get("readMask") or ""), "readMask", required=False)
+        bodies = [_writable(entry.get("contactPerson") or {}) for entry in wanted]
+        errors: dict[str, Any] = {}
+        for index, body in enumerate(bodies):
+            try:
+                self._check_groups(contacts, body)
+                self._check_singletons(body)
+                _check_refused(call, index)
+            except ApiError as exc:
+                errors[str(index)] = _rpc_status(exc)
+        if errors:
+            raise _batch_failed("BatchCreateContactsErrorDetails", errors)
+        made = [self._insert(contacts, body) for body in bodies]
+        if not read:
+            return {}
+        return {"createdPeople": [_response(self._view(p, read)) for p in made]}
+
+    def batch_update(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        request = call.body or {}
+        wanted: dict[str, dict[str, Any]] = request.get("contacts") or {}
+        _check_size(len(wanted), _BATCH_WRITE, "contacts")
+        fields = _mask(str(request.get("updateMask") or ""), "updateMask")
+        read = _mask(str(request.get("readMask") or ""), "readMask", required=False)
+        errors: dict[str, Any] = {}
+        for index, (resource, body) in enumerate(wanted.items()):
+            try:
+                self._check_update(contacts, resource, body)
+                _check_refused(call, index)
+            except ApiError as exc:
+                errors[resource] = _rpc_status(exc)
+        if errors:
+            raise _batch_failed("BatchUpdateContactsErrorDetails", errors)
+        made = {r: self._replace(contacts, r, b, fields) for r, b in wanted.items()}
+        if not read:
+            return {}
+        return {"updateResult": {r: _response(self._view(p, read)) for r, p in made.items()}}
+
+    def batch_delete(self, call: Call) -> dict[str, Any]:
+        contacts = self.users[call.user]
+        names = [str(n) for n in (call.body or {}).get("resourceNames") or []]
+        _check_size(len(names), _BATCH_DELETE, "resourceNames")
+        # One missing contact fails the whole request, and nothing is deleted.
+        for name in names:
+            self._live(contacts, name)
+        for name in dict.fromkeys(names):
+            self._remove(contacts, name)
+        return {}
 
     def groups_list(self, call: Call) -> dict[str, Any]:
         groups = list(self.users[call.user].groups.values())
@@ -238,6 +346,60 @@ class PeopleStore:
             person["memberships"] = others
             self._stamp(person)
         return {"notFoundResourceNames": missing} if missing else {}
+
+
+def _mask(mask: str, name: str, required: bool = True) -> set[str]:
+    fields = {f.strip() for f in mask.split(",") if f.strip()}
+    if required and not fields:
+        raise bad_request(f"{name} mask is required. Please specify one or more valid paths.")
+    unknown = fields - _PERSON_FIELDS
+    if unknown:
+        raise bad_request(f"Invalid {name} mask path: {sorted(unknown)[0]}")
+    return fields
+
+
+def _writable(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k in _PERSON_FIELDS - {"metadata"}}
+
+
+def _check_size(count: int, limit: int, name: str) -> None:
+    if not count:
+        raise bad_request(f"Request must contain at least one of {name}.")
+    if count > limit:
+        raise bad_request(f"Too many {name} in the request: at most {limit} are allowed.")
+
+
+def _check_refused(call: Call, index: int) -> None:
+    if call.refuse_contact == index:
+        raise bad_request("Invalid contact: a value cannot be stored.")
+
+
+def _rpc_status(exc: ApiError) -> dict[str, Any]:
+    """An error as the google.rpc.Status a batch's error details carry per contact."""
+    codes = {"INVALID_ARGUMENT": 3, "NOT_FOUND": 5, "FAILED_PRECONDITION": 9}
+    return {"code": codes.get(exc.status, 2), "message": exc.message}
+
+
+def _batch_failed(kind: str, errors: dict[str, Any]) -> ApiError:
+    return ApiError(
+        400,
+        "badRequest",
+        "Request contains an invalid argument.",
+        status="INVALID_ARGUMENT",
+        details=[
+            {"@type": f"type.googleapis.com/google.people.v1.{kind}", "contactErrors": errors}
+        ],
+    )
+
+
+def _response(person: dict[str, Any]) -> dict[str, Any]:
+    """A PersonResponse of a batch write: the person read back and the per-person status."""
+    return {
+        "requestedResourceName": person["resourceName"],
+        "httpStatusCode": 200,
+        "status": {},
+        "person": person,
+    }
 
 
 def _membership(group: str) -> dict[str, Any]:

@@ -448,3 +448,139 @@ async def test_contacts_known_new_are_created_without_listing_every_contact(
     again = await provider.apply_items(mailbox, [contact(0, False), contact(3, True)])
     assert [x.already_applied for x in again] == [True, False]
     assert provider.calls[listings] == 1
+
+
+def _contact_write(n: int, birthday: str = "") -> Write:
+    item = r.MailItem(
+        ref=r.ItemRef(kind=r.OBJECT_KIND_CONTACT),
+        contact=r.ContactItem(
+            given_name=f"Grace {n}",
+            family_name="Hopper",
+            birthday=birthday,
+            email_addresses=[r.ContactEmailAddress(address=f"grace{n}@acme.example")],
+        ),
+    )
+    return Write(WriteOperation.CREATE, f"g{n}", r.ItemRef(), item, known_new=True)
+
+
+def _people_calls(provider: GoogleProvider, mailbox: MailboxAccess) -> dict[str, int]:
+    prefix = f"{mailbox.account.mailbox}:people.people."
+    return {k.removeprefix(prefix): v for k, v in provider.calls.items() if k.startswith(prefix)}
+
+
+async def test_250_contact_creates_cost_two_people_calls(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    """People takes 200 contacts a batchCreateContacts call: 250 creates are two calls, each
+    contact with its link id and in the share group."""
+    made = await provider.apply_items(mailbox, [_contact_write(n) for n in range(250)])
+    assert {x.status for x in made} == {r.WRITE_STATUS_OK}
+    assert _people_calls(provider, mailbox) == {"batchCreateContacts": 2}
+    changes, _ = await listing(provider, mailbox, Kind.CONTACT)
+    assert sorted(c.ref.link_id for c in changes) == sorted(x.link_id for x in made)
+    assert {c.ref.native_id for c in changes} == {x.ref.native_id for x in made if x.ref}
+
+
+async def test_a_contact_google_cannot_take_fails_alone_in_its_batch(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    writes = [_contact_write(0), _contact_write(1, birthday="1906-13-45"), _contact_write(2)]
+    made = await provider.apply_items(mailbox, writes)
+    assert [x.status for x in made] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_INVALID,
+        r.WRITE_STATUS_OK,
+    ]
+    assert _people_calls(provider, mailbox) == {"batchCreateContacts": 1}
+
+
+async def test_a_contact_google_refuses_fails_alone_and_the_rest_are_sent_again(
+    provider: GoogleProvider, emulator: RunningEmulator, mailbox: MailboxAccess
+) -> None:
+    """A batch with a contact Google refuses writes nothing and names it: the others go in a
+    second call, and the refused one is INVALID on its own."""
+    emulator.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "refuse_contact",
+            "method": "people.people.batchCreateContacts",
+            "user": mailbox.account.address,
+            "contact": 1,
+        },
+    )
+    made = await provider.apply_items(mailbox, [_contact_write(n) for n in range(3)])
+    assert [x.status for x in made] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_INVALID,
+        r.WRITE_STATUS_OK,
+    ]
+    assert _people_calls(provider, mailbox) == {"batchCreateContacts": 2}
+    changes, _ = await listing(provider, mailbox, Kind.CONTACT)
+    assert sorted(c.ref.link_id for c in changes) == ["g0", "g2"]
+
+
+def _rename(ref: r.ItemRef, given: str) -> Write:
+    item = r.MailItem(ref=ref, contact=r.ContactItem(given_name=given))
+    return Write(WriteOperation.UPDATE, ref.link_id, ref, item, update_mask=("given_name",))
+
+
+async def test_contact_updates_batch_and_a_stale_or_missing_one_fails_alone(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    made = await provider.apply_items(mailbox, [_contact_write(n) for n in range(4)])
+    refs = [x.ref for x in made if x.ref is not None]
+    assert len(refs) == 4
+    [moved] = await provider.apply_items(mailbox, [_rename(refs[1], "Elsewhere")])
+    [gone] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.DELETE, refs[3].link_id, refs[3], r.MailItem())]
+    )
+    assert (moved.status, gone.status) == (r.WRITE_STATUS_OK, r.WRITE_STATUS_OK)
+    before = _people_calls(provider, mailbox)
+    # refs[1] still carries the etag from before `moved`: Google refuses it as stale.
+    results = await provider.apply_items(
+        mailbox, [_rename(ref, f"Renamed {n}") for n, ref in enumerate(refs)]
+    )
+    assert [x.status for x in results] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_CONFLICT,
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_NOT_FOUND,
+    ]
+    after = _people_calls(provider, mailbox)
+    assert after["getBatchGet"] - before.get("getBatchGet", 0) == 1
+    # The first batch names the stale contact and writes nothing; the second writes the rest.
+    assert after["batchUpdateContacts"] - before.get("batchUpdateContacts", 0) == 2
+    changes, _ = await listing(provider, mailbox, Kind.CONTACT)
+    names = {c.ref.link_id: c.item.contact.given_name for c in changes}
+    assert names == {"g0": "Renamed 0", "g1": "Elsewhere", "g2": "Renamed 2"}
+    assert all(c.item.contact.family_name == "Hopper" for c in changes)
+
+
+async def test_contact_deletes_batch_and_a_missing_one_is_not_found_alone(
+    provider: GoogleProvider, mailbox: MailboxAccess
+) -> None:
+    made = await provider.apply_items(mailbox, [_contact_write(n) for n in range(3)])
+    refs = [x.ref for x in made if x.ref is not None]
+
+    def delete(ref: r.ItemRef) -> Write:
+        return Write(WriteOperation.DELETE, ref.link_id, ref, r.MailItem())
+
+    assert [x.status for x in await provider.apply_items(mailbox, [delete(refs[0])])] == [
+        r.WRITE_STATUS_OK
+    ]
+    results = await provider.apply_items(mailbox, [delete(ref) for ref in refs])
+    assert [x.status for x in results] == [
+        r.WRITE_STATUS_NOT_FOUND,
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_OK,
+    ]
+    calls = _people_calls(provider, mailbox)
+    # The batch deletes nothing when one is gone; each then goes on its own.
+    assert (calls["batchDeleteContacts"], calls["deleteContact"]) == (1, 4)
+    changes, _ = await listing(provider, mailbox, Kind.CONTACT)
+    assert changes == []
+    three = await provider.apply_items(mailbox, [_contact_write(n) for n in range(5, 8)])
+    done = await provider.apply_items(mailbox, [delete(x.ref) for x in three if x.ref])
+    assert {x.status for x in done} == {r.WRITE_STATUS_OK}
+    assert _people_calls(provider, mailbox)["batchDeleteContacts"] == 2

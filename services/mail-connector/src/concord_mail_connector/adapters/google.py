@@ -98,6 +98,13 @@ MAX_PAGE = 250
 DEFAULT_PAGE = 100
 # Gmail asks for batches of at most 50 calls.
 _BATCH = 50
+# People's own batch writes take up to 200 contacts a create or update (and getBatchGet 200
+# names), 500 names a delete (developers.google.com/people/api/rest/v1/people/
+# batchCreateContacts, batchUpdateContacts, batchDeleteContacts, getBatchGet).
+_PEOPLE_BATCH = 200
+_PEOPLE_DELETE_BATCH = 500
+# google.rpc codes a batch's error details give a contact (google.rpc.Code).
+_RPC_INVALID, _RPC_NOT_FOUND, _RPC_PRECONDITION = 3, 5, 9
 # The group and labels that are the selection, as the dedicated folders are for Exchange.
 SHARE_LABEL = "Salesforce"
 SHARED_FOLDER_LABEL = "Salesforce Emails"
@@ -375,34 +382,47 @@ class GoogleProvider:
     async def apply_items(
         self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None
     ) -> list[WriteResult]:
-        """One request per write, in order (Google has no bulk write, and wants one user's
-        mutations sequential); a write refused for quota is retried after the back-off."""
+        """Writes in order, one request each except where Google writes many at once:
+        consecutive event creates go as one HTTP batch, consecutive contact creates, updates
+        (of one field set) and deletes as People's own batch calls. One user's mutations stay
+        sequential, as Google asks; a write refused for quota is retried after the back-off."""
         results: list[WriteResult] = []
         context: dict[str, Any] = {}
-        # Consecutive event creates go as one batch call: their ids are the links', so they
-        # are independent of each other and a lost batch answer is replayed without duplicates.
+        # A run is retried as a whole after a back-off, so it holds only writes that replay
+        # safely: event creates (their ids are the links'), contact writes of one kind whose
+        # batch call is all-or-nothing (see _create_people).
         runs: list[list[Write]] = []
+        keys: list[tuple[str, ...] | None] = []
         for write in writes:
-            creates_event = write.operation == WriteOperation.CREATE and (
-                (write.ref.kind or _kind_of(write.item)) == r.OBJECT_KIND_CALENDAR_ITEM
-            )
+            key = _run_key(write)
+            last = runs[-1] if runs else []
             if (
-                creates_event
-                and runs
-                and runs[-1][0].operation == WriteOperation.CREATE
-                and len(runs[-1]) < _BATCH
-                and (runs[-1][0].ref.kind or _kind_of(runs[-1][0].item))
-                == (r.OBJECT_KIND_CALENDAR_ITEM)
+                key is not None
+                and keys
+                and keys[-1] == key
+                and len(last) < _RUN_LIMITS[key[0]]
+                # One contact twice (an update map is keyed by it) waits for the next call.
+                and (
+                    key[0] in {"event", "person-create"}
+                    or write.ref.native_id not in {w.ref.native_id for w in last}
+                )
             ):
-                runs[-1].append(write)
+                last.append(write)
             else:
                 runs.append([write])
+                keys.append(key)
         done = 0
-        for run in runs:
+        batched: dict[str, Callable[..., list[WriteResult]]] = {
+            "event": self._create_events,
+            "person-create": partial(self._create_people, context=context),
+            "person-update": self._update_people,
+            "person-delete": partial(self._delete_people, context=context),
+        }
+        for run, key in zip(runs, keys, strict=True):
             try:
-                if len(run) > 1:
+                if len(run) > 1 and key is not None:
                     results += await self._run(
-                        mailbox, partial(self._create_events, mailbox=mailbox, run=run), deadline
+                        mailbox, partial(batched[key[0]], mailbox=mailbox, run=run), deadline
                     )
                 else:
                     write = run[0]
@@ -1323,9 +1343,219 @@ class GoogleProvider:
             ref = person_ref(made, collection)
             ref.link_id = ref.link_id or write.link_id
             return WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=ref)
-        people.deleteContact(resourceName=write.ref.native_id).execute()
+        # Counted before it runs: a delete Google refuses is a call made all the same.
         self._count(mailbox, "people.people.deleteContact")
+        people.deleteContact(resourceName=write.ref.native_id).execute()
         return WriteResult(write.link_id, r.WRITE_STATUS_OK)
+
+    def _create_people(
+        self,
+        session: _Session,
+        mailbox: MailboxAccess,
+        run: Sequence[Write],
+        context: dict[str, Any],
+    ) -> list[WriteResult]:
+        """Contact creates as batchCreateContacts calls. A batch with a bad contact creates
+        none and names the bad ones, so the rest are sent again without them: whichever call
+        succeeds is the only one that wrote, and a run retried after a back-off duplicates
+        nothing the single-create path would not."""
+        if "people" not in context and not all(w.known_new for w in run):
+            context["people"] = self._people_by_link(session, mailbox)
+        known: dict[str, dict[str, Any]] = context.get("people", {})
+        results: dict[int, WriteResult] = {}
+        pending: list[tuple[int, Write, dict[str, Any]]] = []
+        first_of: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        for position, write in enumerate(run):
+            collection = _contact_collection(write)
+            existing = known.get(write.link_id)
+            if existing is not None:
+                results[position] = WriteResult(
+                    write.link_id,
+                    r.WRITE_STATUS_OK,
+                    ref=person_ref(existing, collection),
+                    already_applied=True,
+                )
+                continue
+            if write.link_id in first_of:
+                repeats.append((position, first_of[write.link_id]))
+                continue
+            try:
+                body = person_body(write.item)
+            except (UnwritableContent, ValueError) as exc:
+                results[position] = _invalid(write, exc)
+                continue
+            group = self._share_group(session, mailbox, create=True)
+            body |= {
+                "clientData": [{"key": LINK_ID_PROPERTY, "value": write.link_id}],
+                "memberships": [{"contactGroupMembership": {"contactGroupResourceName": group}}],
+            }
+            first_of[write.link_id] = position
+            pending.append((position, write, body))
+        people = session.service("people").people()
+        while pending:
+            request = people.batchCreateContacts(
+                body={
+                    "contacts": [{"contactPerson": body} for _, _, body in pending],
+                    "readMask": PERSON_FIELDS,
+                }
+            )
+            self._count(mailbox, "people.people.batchCreateContacts")
+            try:
+                answer = request.execute()
+            except HttpError as exc:
+                refused = _contact_errors(exc, [str(i) for i in range(len(pending))])
+                for index, (position, write, _) in enumerate(pending):
+                    if refused is None:
+                        results[position] = _failed(write, exc)
+                    elif str(index) in refused:
+                        results[position] = _refused(write, refused[str(index)])
+                pending = (
+                    []
+                    if refused is None
+                    else [p for i, p in enumerate(pending) if str(i) not in refused]
+                )
+                continue
+            # Matched by the link id each carries, not by position in the answer.
+            created = {
+                person_link_id(made["person"]): made["person"]
+                for made in answer.get("createdPeople") or ()
+                if isinstance(made.get("person"), dict)
+            }
+            for position, write, _ in pending:
+                person = created.get(write.link_id)
+                if person is None:
+                    # The batch committed (it is all or nothing) but did not read this one
+                    # back: a retry finds it by link id.
+                    results[position] = WriteResult(
+                        write.link_id,
+                        r.WRITE_STATUS_RETRYABLE,
+                        error_code="unanswered",
+                        error_message="Google did not answer for this contact",
+                    )
+                    continue
+                results[position] = WriteResult(
+                    write.link_id,
+                    r.WRITE_STATUS_OK,
+                    ref=person_ref(person, _contact_collection(write)),
+                )
+                if "people" in context:
+                    context["people"][write.link_id] = person
+            pending = []
+        for position, first in repeats:
+            # The same link twice in one call: the second is the first's replay.
+            made_first = results[first]
+            results[position] = WriteResult(
+                run[position].link_id,
+                made_first.status,
+                ref=made_first.ref,
+                error_code=made_first.error_code,
+                error_message=made_first.error_message,
+                already_applied=made_first.status == r.WRITE_STATUS_OK,
+            )
+        return [results[position] for position in range(len(run))]
+
+    def _update_people(
+        self, session: _Session, mailbox: MailboxAccess, run: Sequence[Write]
+    ) -> list[WriteResult]:
+        """Contact updates of one field set: one getBatchGet for the contacts as they are (an
+        update of some of a Person field's parts keeps the others), one batchUpdateContacts
+        with each write's expected etag. A stale etag or a missing contact fails that write
+        alone: the batch is sent again without it."""
+        fields = person_fields(list(run[0].update_mask))
+        people = session.service("people").people()
+        self._count(mailbox, "people.people.getBatchGet")
+        try:
+            got = people.getBatchGet(
+                resourceNames=[w.ref.native_id for w in run], personFields=PERSON_FIELDS
+            ).execute()
+        except HttpError as exc:
+            # Should Google refuse the whole read for one bad name, each goes on its own.
+            _call_level(exc)
+            return [self._apply(session, mailbox, write, {}) for write in run]
+        current = {str(x.get("requestedResourceName")): x for x in got.get("responses") or ()}
+        results: dict[int, WriteResult] = {}
+        pending: dict[str, tuple[int, Write, dict[str, Any]]] = {}
+        for position, write in enumerate(run):
+            collection = _contact_collection(write)
+            found = current.get(write.ref.native_id) or {}
+            person = found.get("person")
+            if not isinstance(person, dict):
+                results[position] = _refused(write, found.get("status") or {"code": _RPC_NOT_FOUND})
+                continue
+            if not fields:
+                results[position] = WriteResult(
+                    write.link_id, r.WRITE_STATUS_OK, ref=person_ref(person, collection)
+                )
+                continue
+            try:
+                merged = person_item(person, collection, {})
+                _copy_fields(write.item.contact, merged.contact, list(write.update_mask))
+                body = {k: v for k, v in person_body(merged).items() if k in fields}
+            except (UnwritableContent, UnreadableItem, ValueError) as exc:
+                results[position] = _invalid(write, exc)
+                continue
+            body["etag"] = write.ref.version or person["etag"]
+            pending[write.ref.native_id] = (position, write, body)
+        while pending:
+            request = people.batchUpdateContacts(
+                body={
+                    "contacts": {name: body for name, (_, _, body) in pending.items()},
+                    "updateMask": ",".join(fields),
+                    "readMask": PERSON_FIELDS,
+                }
+            )
+            self._count(mailbox, "people.people.batchUpdateContacts")
+            try:
+                answer = request.execute()
+            except HttpError as exc:
+                refused = _contact_errors(exc, list(pending))
+                for name, (position, write, _) in pending.items():
+                    if refused is None:
+                        results[position] = _failed(write, exc)
+                    elif name in refused:
+                        results[position] = _refused(write, refused[name])
+                pending = (
+                    {}
+                    if refused is None
+                    else {n: p for n, p in pending.items() if n not in refused}
+                )
+                continue
+            updated = answer.get("updateResult") or {}
+            for name, (position, write, _) in pending.items():
+                made = updated.get(name) or {}
+                person = made.get("person")
+                if not isinstance(person, dict):
+                    results[position] = _refused(write, made.get("status") or {})
+                    continue
+                ref = person_ref(person, _contact_collection(write))
+                ref.link_id = ref.link_id or write.link_id
+                results[position] = WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=ref)
+            pending = {}
+        return [results[position] for position in range(len(run))]
+
+    def _delete_people(
+        self,
+        session: _Session,
+        mailbox: MailboxAccess,
+        run: Sequence[Write],
+        context: dict[str, Any],
+    ) -> list[WriteResult]:
+        """Contact deletes as one batchDeleteContacts call. It deletes none when one contact
+        is gone already, so then each is deleted on its own, and the missing one answers
+        NOT_FOUND as a single delete would."""
+        request = (
+            session.service("people")
+            .people()
+            .batchDeleteContacts(body={"resourceNames": [w.ref.native_id for w in run]})
+        )
+        self._count(mailbox, "people.people.batchDeleteContacts")
+        try:
+            request.execute()
+        except HttpError as exc:
+            _call_level(exc)
+            return [self._apply(session, mailbox, write, context) for write in run]
+        return [WriteResult(write.link_id, r.WRITE_STATUS_OK) for write in run]
 
     def _write_task(
         self, session: _Session, mailbox: MailboxAccess, write: Write, context: dict[str, Any]
@@ -1664,17 +1894,102 @@ def _invalid(write: Write, exc: Exception) -> WriteResult:
     )
 
 
+_RUN_LIMITS = {
+    "event": _BATCH,
+    "person-create": _PEOPLE_BATCH,
+    "person-update": _PEOPLE_BATCH,
+    "person-delete": _PEOPLE_DELETE_BATCH,
+}
+
+
+def _run_key(write: Write) -> tuple[str, ...] | None:
+    """What consecutive writes share to go in one batch call (None: sent on its own)."""
+    kind = write.ref.kind or _kind_of(write.item)
+    if kind == r.OBJECT_KIND_CALENDAR_ITEM and write.operation == WriteOperation.CREATE:
+        return ("event",)
+    if kind != r.OBJECT_KIND_CONTACT:
+        return None
+    if write.operation == WriteOperation.CREATE:
+        return ("person-create",)
+    if write.operation == WriteOperation.DELETE:
+        return ("person-delete",)
+    try:
+        # One batchUpdateContacts takes one updateMask for all its contacts.
+        return ("person-update", *person_fields(list(write.update_mask)))
+    except UnwritableContent:
+        return None
+
+
+def _contact_collection(write: Write) -> str:
+    return write.collection or write.ref.collection or default_collection(Kind.CONTACT)
+
+
+def _contact_errors(exc: HttpError, keys: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+    """The contacts a failed People batch write names as bad (by index for creates, by
+    resource name for updates: BatchCreateContactsErrorDetails / BatchUpdateContactsErrorDetails),
+    or None when the call failed as a whole."""
+    _call_level(exc)
+    try:
+        details = json.loads(exc.content or b"{}").get("error", {}).get("details") or ()
+    except ValueError:
+        return None
+    for detail in details:
+        errors = detail.get("contactErrors") if isinstance(detail, dict) else None
+        if isinstance(errors, dict) and set(errors) & set(keys):
+            return {str(k): v if isinstance(v, dict) else {} for k, v in errors.items()}
+    return None
+
+
+def _refused(write: Write, status: Mapping[str, Any]) -> WriteResult:
+    """One contact's outcome from the google.rpc.Status a batch answer gives it."""
+    code = int(status.get("code") or 0)
+    if code == _RPC_PRECONDITION:
+        return WriteResult(
+            write.link_id,
+            r.WRITE_STATUS_CONFLICT,
+            error_code="failedPrecondition",
+            error_message="the item changed since the given version",
+        )
+    if code == _RPC_NOT_FOUND:
+        return WriteResult(
+            write.link_id,
+            r.WRITE_STATUS_NOT_FOUND,
+            error_code="notFound",
+            error_message="the item no longer exists",
+        )
+    if code == _RPC_INVALID:
+        return WriteResult(
+            write.link_id,
+            r.WRITE_STATUS_INVALID,
+            error_code="invalid",
+            error_message="Google refused a field's value",
+        )
+    return WriteResult(
+        write.link_id,
+        r.WRITE_STATUS_FAILED,
+        error_code=str(code or "unknown"),
+        error_message="Google refused the write",
+    )
+
+
+def _call_level(exc: HttpError) -> None:
+    """Raises an error that is the call's own (quota, access, Google's side), not a write's:
+    _translate turns it into a back-off, a suspended mailbox or a retryable failure."""
+    status = _status(exc)
+    if (
+        status == 429
+        or (status == 403 and _reason(exc) in _RATE_REASONS)
+        or status in (401, 403)
+        or status >= 500
+    ):
+        raise exc
+
+
 # Per-write outcomes of the API's errors; messages never quote the server's text.
 def _failed(write: Write, exc: HttpError) -> WriteResult:
     status = _status(exc)
     reason = _reason(exc)
-    if (
-        status == 429
-        or (status == 403 and reason in _RATE_REASONS)
-        or status in (401, 403)
-        or status >= 500
-    ):
-        raise exc  # the call's own status (_translate), not this write's
+    _call_level(exc)  # the call's own status (_translate), not this write's
     if status == 412 or (status == 400 and reason == "failedPrecondition"):
         return WriteResult(
             write.link_id,
