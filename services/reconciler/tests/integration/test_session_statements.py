@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf import duration_pb2
 from sqlalchemy import event
+from sqlalchemy.engine.default import CACHE_HIT
 
 from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
@@ -64,3 +65,36 @@ async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(
     # Its record (RUNNING, then COMPLETED) and the end of a back-off, if any; no cursor that
     # did not move.
     assert writes == ["UPDATE sessions SET", "UPDATE sessions SET", "UPDATE mailboxes SET"], seen
+
+
+async def test_a_session_whose_cursors_move_runs_only_statements_compiled_before(
+    reconciler: Reconciler,
+) -> None:
+    await reconciler.add_mailbox()
+    await reconciler.start_consumer()
+    await _session(reconciler)
+    # Every pair's mail cursor moves: each commits it, as a session after a change does.
+    reconciler.mail.state_token = "t2"
+    await _session(reconciler)  # every statement such a session runs is compiled once here
+    reconciler.mail.state_token = "t3"
+    seen: list[str] = []
+    compiled: list[str] = []
+
+    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        task = asyncio.current_task()
+        if task is None or not task.get_name().startswith("session-consumer"):
+            return
+        seen.append(" ".join(statement.split()[:3]))
+        if context.cache_hit is not CACHE_HIT:
+            compiled.append(statement)
+
+    engine = reconciler.store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", check)
+    try:
+        await _session(reconciler)
+    finally:
+        event.remove(engine, "before_cursor_execute", check)
+    assert seen.count("INSERT INTO sync_cursors") == 3, seen
+    # A statement built anew with its rows in it (an upsert's VALUES) has no cache key: it is
+    # compiled again every time it runs, the reconciler's CPU spent for nothing.
+    assert compiled == []

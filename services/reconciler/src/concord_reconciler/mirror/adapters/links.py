@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -299,19 +300,9 @@ class SqlLinkStore:
             for i in intents
         }
         async with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            statement = dialect.insert(write_journal).values(list(rows.values()))
             # A leftover intent of the same link (an earlier crash already recovered from)
             # is replaced, never duplicated: one upsert, not a delete and an insert.
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[write_journal.c.link_id],
-                    set_={
-                        name: statement.excluded[name]
-                        for name in ("mailbox_id", "kind", "intent", "create_time_us")
-                    },
-                )
-            )
+            await conn.execute(_upsert(conn.dialect.name, "write_journal"), list(rows.values()))
 
     async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
         query = (
@@ -428,8 +419,8 @@ class SqlLinkStore:
     ) -> None:
         """Every side's cursor of one commit in one statement (an upsert), not one look-up
         and one write per side."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(sync_cursors).values(
+        await conn.execute(
+            _upsert(conn.dialect.name, "sync_cursors"),
             [
                 {
                     "mailbox_id": mailbox_id,
@@ -440,21 +431,7 @@ class SqlLinkStore:
                     "update_time_us": now,
                 }
                 for side, token in cursors.items()
-            ]
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[
-                    sync_cursors.c.mailbox_id,
-                    sync_cursors.c.kind,
-                    sync_cursors.c.side,
-                    sync_cursors.c.collection,
-                ],
-                set_={
-                    "token": statement.excluded.token,
-                    "update_time_us": statement.excluded.update_time_us,
-                },
-            )
+            ],
         )
 
     @staticmethod
@@ -502,6 +479,36 @@ class SqlLinkStore:
                     quarantined=True,
                 )
             )
+
+
+# What each upsert replaces of a row already there, by its table's unique key.
+_UPSERTS: dict[str, tuple[Table, tuple[str, ...], tuple[str, ...]]] = {
+    "write_journal": (
+        write_journal,
+        ("link_id",),
+        ("mailbox_id", "kind", "intent", "create_time_us"),
+    ),
+    "sync_cursors": (
+        sync_cursors,
+        ("mailbox_id", "kind", "side", "collection"),
+        ("token", "update_time_us"),
+    ),
+}
+
+
+@functools.cache
+def _upsert(dialect_name: str, table_name: str) -> Executable:
+    """The table's upsert as one statement, built once per dialect and executed with a list of
+    rows: SQLAlchemy then compiles it once (a statement with its rows inlined as VALUES is a
+    new statement each time, compiled again every commit)."""
+    table, key, replaced = _UPSERTS[table_name]
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=[table.c[name] for name in key],
+        set_={name: statement.excluded[name] for name in replaced},
+    )
+    return upsert
 
 
 @dataclass
