@@ -413,6 +413,23 @@ class SqlLinkStore:
                     update(links).where(links.c.link_id == bindparam("existing_link_id")), rows
                 )
 
+    async def move_cursors(
+        self, mailbox_id: str, cursors: Mapping[Kind, Mapping[Side, str]]
+    ) -> None:
+        """Several kinds' cursors in one transaction and one statement."""
+        rows = [
+            row
+            for kind, sides in cursors.items()
+            for row in _cursor_rows(mailbox_id, kind, sides, to_us(utcnow()))
+        ]
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(_upsert(conn.dialect.name, "sync_cursors"), rows)
+
+    async def flush(self) -> None:
+        """Nothing is held back here: every commit is written when made."""
+
     @staticmethod
     async def _set_cursors(
         conn: AsyncConnection, mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
@@ -421,17 +438,7 @@ class SqlLinkStore:
         and one write per side."""
         await conn.execute(
             _upsert(conn.dialect.name, "sync_cursors"),
-            [
-                {
-                    "mailbox_id": mailbox_id,
-                    "kind": kind,
-                    "side": side.value,
-                    "collection": "",
-                    "token": token,
-                    "update_time_us": now,
-                }
-                for side, token in cursors.items()
-            ],
+            _cursor_rows(mailbox_id, kind, cursors, now),
         )
 
     @staticmethod
@@ -479,6 +486,22 @@ class SqlLinkStore:
                     quarantined=True,
                 )
             )
+
+
+def _cursor_rows(
+    mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "mailbox_id": mailbox_id,
+            "kind": kind,
+            "side": side.value,
+            "collection": "",
+            "token": token,
+            "update_time_us": now,
+        }
+        for side, token in cursors.items()
+    ]
 
 
 # What each upsert replaces of a row already there, by its table's unique key.
