@@ -124,18 +124,74 @@ async def test_a_quiet_pair_writes_no_cursor_that_did_not_move(links: SqlLinkSto
     with statements(links) as seen:
         # Both sides answered the cursors they were given: nothing to write, no transaction.
         await session.commit("demo", kind, [], [], cursors=dict(cursors))
+        await session.flush()
     assert seen == []
     with statements(links) as seen:
-        # One side moved: that cursor alone, in one statement.
+        # One side moved: held back until the session's flush, then that cursor alone.
         await session.commit("demo", kind, [], [], cursors={**cursors, Side.CRM: "crm-2"})
+    assert seen == []
+    # The session sees the cursor where it moved it.
+    assert await session.load_cursors("demo", kind) == {**cursors, Side.CRM: "crm-2"}
+    with statements(links) as seen:
+        await session.flush()
     assert seen == ["INSERT INTO sync_cursors"], seen
     assert await links.load_cursors("demo", kind) == {Side.MAIL: f"mail-{kind}", Side.CRM: "crm-2"}
     with statements(links) as seen:
-        # ... and once written, it is the stored one: moving back is a write again.
+        # ... and once written, it is the stored one: moving back is a write again, and a
+        # cursor moved and moved back before the flush is no write at all.
+        await session.commit("demo", kind, [], [], cursors={**cursors, Side.CRM: "crm-3"})
         await session.commit("demo", kind, [], [], cursors={**cursors, Side.CRM: "crm-2"})
+        await session.flush()
+        assert seen == []
         await session.commit("demo", kind, [], [], cursors=dict(cursors))
+        await session.flush()
     assert len(seen) == 1, seen
     assert await links.load_cursors("demo", kind) == cursors
+
+
+async def test_the_cursors_held_back_are_written_in_one_statement_at_the_flush(
+    links: SqlLinkStore,
+) -> None:
+    """A session's pairs that list nothing to write, its walk past its own writes and its
+    email pages each move cursors: one transaction for them all, not one each."""
+    await _seed(links)
+    session = SessionLinks(links)
+    for kind in KINDS:
+        await _pair_reads(session, kind)
+    with statements(links) as seen:
+        for n, kind in enumerate(KINDS):
+            await session.commit("demo", kind, [], [], cursors={Side.MAIL: f"moved-{n}"})
+    assert seen == []
+    # Until the flush the store holds the cursors as they were: a session that ends before it
+    # lists those changes again next time.
+    assert await SessionLinks(links).load_cursors("demo", KINDS[0]) == {
+        Side.MAIL: f"mail-{KINDS[0]}",
+        Side.CRM: f"crm-{KINDS[0]}",
+    }
+    with statements(links) as seen:
+        await session.flush()
+        await session.flush()  # nothing left to write
+    assert seen == ["INSERT INTO sync_cursors"], seen
+    assert [(await links.load_cursors("demo", kind))[Side.MAIL] for kind in KINDS] == [
+        "moved-0",
+        "moved-1",
+        "moved-2",
+    ]
+
+
+async def test_a_commit_with_links_writes_its_cursors_at_once(links: SqlLinkStore) -> None:
+    await _seed(links)
+    session = SessionLinks(links)
+    kind = KINDS[0]
+    await _pair_reads(session, kind)
+    await session.commit("demo", kind, [], [], cursors={Side.CRM: "held"})
+    # The pair goes on and commits links with its cursors: written now, the held one with
+    # them (it is the same side's, moved on).
+    await session.commit("demo", kind, [_link("made", kind, 5)], [], cursors={Side.CRM: "last"})
+    assert await links.load_cursors("demo", kind) == {Side.MAIL: f"mail-{kind}", Side.CRM: "last"}
+    with statements(links) as seen:
+        await session.flush()
+    assert seen == []
 
 
 async def test_a_cursor_the_session_never_read_is_written(links: SqlLinkStore) -> None:

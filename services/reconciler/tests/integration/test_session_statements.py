@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from google.protobuf import duration_pb2
 from sqlalchemy import event
+from sqlalchemy.engine.default import CACHE_HIT
 
 from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
 from concord.reconciler.v1 import resources_pb2 as rres
+from concord_reconciler.mirror.adapters.links import SqlLinkStore
+from concord_reconciler.mirror.domain.sync import Side
 
 from .conftest import Reconciler
 
@@ -64,3 +67,69 @@ async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(
     # Its record (RUNNING, then COMPLETED) and the end of a back-off, if any; no cursor that
     # did not move.
     assert writes == ["UPDATE sessions SET", "UPDATE sessions SET", "UPDATE mailboxes SET"], seen
+
+
+async def test_a_session_whose_cursors_move_runs_only_statements_compiled_before(
+    reconciler: Reconciler,
+) -> None:
+    await reconciler.add_mailbox()
+    await reconciler.start_consumer()
+    await _session(reconciler)
+    # Every pair's mail cursor moves: each commits it, as a session after a change does.
+    reconciler.mail.state_token = "t2"
+    await _session(reconciler)  # every statement such a session runs is compiled once here
+    reconciler.mail.state_token = "t3"
+    seen: list[str] = []
+    compiled: list[str] = []
+
+    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        task = asyncio.current_task()
+        if task is None or not task.get_name().startswith("session-consumer"):
+            return
+        seen.append(" ".join(statement.split()[:3]))
+        if context.cache_hit is not CACHE_HIT:
+            compiled.append(statement)
+
+    engine = reconciler.store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", check)
+    try:
+        await _session(reconciler)
+    finally:
+        event.remove(engine, "before_cursor_execute", check)
+    assert "INSERT INTO sync_cursors" in seen, seen
+    # A statement built anew with its rows in it (an upsert's VALUES) has no cache key: it is
+    # compiled again every time it runs, the reconciler's CPU spent for nothing.
+    assert compiled == []
+
+
+async def test_a_session_whose_cursors_move_writes_them_all_in_one_statement(
+    reconciler: Reconciler,
+) -> None:
+    await reconciler.add_mailbox()
+    await reconciler.start_consumer()
+    await _session(reconciler)
+    # Every pair's mail cursor moves, as after a change in the mailbox.
+    reconciler.mail.state_token = "t2"
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith("session-consumer"):
+            seen.append(" ".join(statement.split()[:3]))
+
+    engine = reconciler.store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await _session(reconciler)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # The three pairs' cursors in one statement of one transaction, not one transaction each.
+    assert [s for s in seen if not s.startswith("SELECT")] == [
+        "UPDATE sessions SET",
+        "INSERT INTO sync_cursors",
+        "UPDATE sessions SET",
+        "UPDATE mailboxes SET",
+    ], seen
+    links = SqlLinkStore(reconciler.store.engine)
+    for kind in (res.OBJECT_KIND_CALENDAR_ITEM, res.OBJECT_KIND_TASK, res.OBJECT_KIND_CONTACT):
+        assert (await links.load_cursors("demo", kind))[Side.MAIL] == "t2"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
@@ -34,6 +35,7 @@ from concord_reconciler.mailboxes.domain.settings import (
 from concord_reconciler.mirror.adapters.peers import GrpcCrmSide, GrpcLinker
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sharing.adapters.sharing import EmailSharing, share_emails
+from concord_reconciler.sharing.adapters.store import EmailShareStore
 from concord_reconciler.sharing.domain.ports import ShareReport
 from concord_reconciler.sharing.domain.sharing import normalise_message_id, share_key
 from concord_store import create_engine, migrate
@@ -194,6 +196,20 @@ def _email(
         ref=res.ItemRef(kind=res.OBJECT_KIND_EMAIL, native_id=native_id, collection=folder),
         item=res.MailItem(email=item),
     )
+
+
+async def test_a_page_with_nothing_shared_or_failed_records_no_transaction(
+    engine: AsyncEngine,
+) -> None:
+    """Every session's email pass ends its page with this: for a quiet mailbox, nothing."""
+    transactions: list[object] = []
+    listener = transactions.append
+    event.listen(engine.sync_engine, "begin", listener)
+    try:
+        await EmailShareStore(engine).record_failures("bob", [], [])
+    finally:
+        event.remove(engine.sync_engine, "begin", listener)
+    assert transactions == []
 
 
 async def test_a_retry_after_success_writes_nothing(world: World) -> None:

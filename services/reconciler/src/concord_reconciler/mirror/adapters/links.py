@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Executable, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -299,19 +300,9 @@ class SqlLinkStore:
             for i in intents
         }
         async with self.engine.begin() as conn:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            statement = dialect.insert(write_journal).values(list(rows.values()))
             # A leftover intent of the same link (an earlier crash already recovered from)
             # is replaced, never duplicated: one upsert, not a delete and an insert.
-            await conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[write_journal.c.link_id],
-                    set_={
-                        name: statement.excluded[name]
-                        for name in ("mailbox_id", "kind", "intent", "create_time_us")
-                    },
-                )
-            )
+            await conn.execute(_upsert(conn.dialect.name, "write_journal"), list(rows.values()))
 
     async def pending_intents(self, mailbox_id: str, kind: Kind) -> list[Intent]:
         query = (
@@ -422,39 +413,32 @@ class SqlLinkStore:
                     update(links).where(links.c.link_id == bindparam("existing_link_id")), rows
                 )
 
+    async def move_cursors(
+        self, mailbox_id: str, cursors: Mapping[Kind, Mapping[Side, str]]
+    ) -> None:
+        """Several kinds' cursors in one transaction and one statement."""
+        rows = [
+            row
+            for kind, sides in cursors.items()
+            for row in _cursor_rows(mailbox_id, kind, sides, to_us(utcnow()))
+        ]
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(_upsert(conn.dialect.name, "sync_cursors"), rows)
+
+    async def flush(self) -> None:
+        """Nothing is held back here: every commit is written when made."""
+
     @staticmethod
     async def _set_cursors(
         conn: AsyncConnection, mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
     ) -> None:
         """Every side's cursor of one commit in one statement (an upsert), not one look-up
         and one write per side."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(sync_cursors).values(
-            [
-                {
-                    "mailbox_id": mailbox_id,
-                    "kind": kind,
-                    "side": side.value,
-                    "collection": "",
-                    "token": token,
-                    "update_time_us": now,
-                }
-                for side, token in cursors.items()
-            ]
-        )
         await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[
-                    sync_cursors.c.mailbox_id,
-                    sync_cursors.c.kind,
-                    sync_cursors.c.side,
-                    sync_cursors.c.collection,
-                ],
-                set_={
-                    "token": statement.excluded.token,
-                    "update_time_us": statement.excluded.update_time_us,
-                },
-            )
+            _upsert(conn.dialect.name, "sync_cursors"),
+            _cursor_rows(mailbox_id, kind, cursors, now),
         )
 
     @staticmethod
@@ -502,6 +486,52 @@ class SqlLinkStore:
                     quarantined=True,
                 )
             )
+
+
+def _cursor_rows(
+    mailbox_id: str, kind: Kind, cursors: Mapping[Side, str], now: int
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "mailbox_id": mailbox_id,
+            "kind": kind,
+            "side": side.value,
+            "collection": "",
+            "token": token,
+            "update_time_us": now,
+        }
+        for side, token in cursors.items()
+    ]
+
+
+# What each upsert replaces of a row already there, by its table's unique key.
+_UPSERTS: dict[str, tuple[Table, tuple[str, ...], tuple[str, ...]]] = {
+    "write_journal": (
+        write_journal,
+        ("link_id",),
+        ("mailbox_id", "kind", "intent", "create_time_us"),
+    ),
+    "sync_cursors": (
+        sync_cursors,
+        ("mailbox_id", "kind", "side", "collection"),
+        ("token", "update_time_us"),
+    ),
+}
+
+
+@functools.cache
+def _upsert(dialect_name: str, table_name: str) -> Executable:
+    """The table's upsert as one statement, built once per dialect and executed with a list of
+    rows: SQLAlchemy then compiles it once (a statement with its rows inlined as VALUES is a
+    new statement each time, compiled again every commit)."""
+    table, key, replaced = _UPSERTS[table_name]
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=[table.c[name] for name in key],
+        set_={name: statement.excluded[name] for name in replaced},
+    )
+    return upsert
 
 
 @dataclass

@@ -308,3 +308,6 @@ class MemoryLinkStore:
         for side, cursor in (cursors or {}).items():
             self.cursors[(mailbox_id, kind, side)] = cursor
         self.failures.extend(failures)
+
+    async def flush(self) -> None:
+        """Nothing is held back: every commit is applied when made."""

@@ -29,6 +29,12 @@ class SessionLinks:
       and are then taken up by the next one, as they always could be.
     - A cursor is written only when it moved: a quiet pair whose sides answer the same tokens
       commits nothing, and a commit left with nothing to write opens no transaction.
+    - A commit of cursors alone (a pair that listed nothing to write, the walk past Concord's
+      own writes, a page of emails) is held back and written by `flush`, every kind's in one
+      transaction at the session's end, instead of one transaction each. Holding a cursor back
+      only delays it: a session that ends before its flush leaves the cursors where they were,
+      and the next session lists those changes again, which writes nothing twice. A commit
+      with anything else in it is written at once, with its cursors, as before.
 
     Made per session (`GrpcSyncEngine.ports`), so nothing read is kept beyond it.
     """
@@ -42,6 +48,8 @@ class SessionLinks:
         self._kind_of: dict[str, dict[str, Kind]] = {}
         # The cursors as stored, as far as this session read or wrote them.
         self._stored: dict[tuple[str, Kind], dict[Side, str]] = {}
+        # Cursors moved by commits of cursors alone, not written yet (`flush` writes them).
+        self._held: dict[tuple[str, Kind], dict[Side, str]] = {}
 
     async def _first(self, mailbox_id: str, kind: Kind, piece: str) -> MailboxRows | None:
         """The mailbox's rows if this kind's `piece` was not served yet (then it is)."""
@@ -94,7 +102,8 @@ class SessionLinks:
         else:
             cursors = dict(rows.cursors.get(kind, {}))
         self._stored[(mailbox_id, kind)] = dict(cursors)
-        return cursors
+        # What this session moved and holds back is where its pairs stand.
+        return {**cursors, **self._held.get((mailbox_id, kind), {})}
 
     async def released(self, mailbox_id: str, kind: Kind) -> set[Side]:
         rows = await self._first(mailbox_id, kind, "released")
@@ -118,11 +127,20 @@ class SessionLinks:
         retried: Sequence[Side] = (),
     ) -> None:
         stored = self._stored.get((mailbox_id, kind))
+        held = self._held.setdefault((mailbox_id, kind), {})
+        given = cursors or {}
+        for side, token in given.items():
+            # A cursor moved back to where it is stored has nothing left to write.
+            if stored is not None and stored.get(side) == token:
+                held.pop(side, None)
         moved = {
             side: token
-            for side, token in (cursors or {}).items()
+            for side, token in given.items()
             if stored is None or stored.get(side) != token
         }
+        if stored is not None and moved and not (links or resolved or failures or retried):
+            held.update(moved)
+            return
         if not (links or resolved or moved or failures or retried):
             return
         self._written(mailbox_id, kind, [*(link.link_id for link in links), *resolved])
@@ -131,5 +149,19 @@ class SessionLinks:
         for failure in failures:
             self._stale(mailbox_id, failure.kind)
         await self.store.commit(mailbox_id, kind, links, resolved, moved or None, failures, retried)
+        for side in moved:
+            held.pop(side, None)
         if stored is not None:
             stored.update(moved)
+
+    async def flush(self) -> None:
+        """Write the cursors held back, every kind's in one transaction."""
+        by_mailbox: dict[str, dict[Kind, dict[Side, str]]] = {}
+        for (mailbox_id, kind), held in self._held.items():
+            if held:
+                by_mailbox.setdefault(mailbox_id, {})[kind] = dict(held)
+        for mailbox_id, cursors in by_mailbox.items():
+            await self.store.move_cursors(mailbox_id, cursors)
+            for kind, moved in cursors.items():
+                self._stored.setdefault((mailbox_id, kind), {}).update(moved)
+                self._held.pop((mailbox_id, kind), None)

@@ -145,6 +145,11 @@ class LinkStore(Protocol):
         quarantined again)."""
         ...
 
+    async def flush(self) -> None:
+        """Write what the store held back of the commits made (a session's cursors,
+        `SessionLinks`); the session calls it once its pairs and emails are done."""
+        ...
+
 
 class ConflictStore(Protocol):
     """Links held for the user's choice (org policy `manual`)."""

@@ -214,10 +214,13 @@ async def run_session(
     counts = await sync_mailbox(
         mailbox_id, policies or scope.policies, ports, now or datetime.now(UTC), hints
     )
-    if ports.emails is None or res.OBJECT_KIND_EMAIL not in scope.kinds:
-        return counts
-    try:
-        emails = await share_pass(mailbox_id, ports.emails, ports.links)
-    except PeerError as error:
-        raise SessionFailure.from_peer(error) from error
-    return with_kind(counts, emails)
+    if ports.emails is not None and res.OBJECT_KIND_EMAIL in scope.kinds:
+        try:
+            emails = await share_pass(mailbox_id, ports.emails, ports.links)
+        except PeerError as error:
+            raise SessionFailure.from_peer(error) from error
+        counts = with_kind(counts, emails)
+    # The cursors the link store held back (those of commits with nothing else in them), in
+    # one transaction; a session that failed before here leaves them where they were.
+    await ports.links.flush()
+    return counts

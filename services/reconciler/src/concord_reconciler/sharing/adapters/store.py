@@ -184,7 +184,10 @@ class EmailShareStore:
         self, mailbox_id: str, failures: Sequence[ShareFailure], shared: Sequence[str]
     ) -> None:
         """Failed emails as item errors for the dashboard, one row per email and side (a
-        repeat counts an attempt); an email shared now has its old errors cleared."""
+        repeat counts an attempt); an email shared now has its old errors cleared. A page with
+        neither opens no transaction (most pages of a quiet mailbox)."""
+        if not failures and not shared:
+            return
         now = _now_us()
         email = res.OBJECT_KIND_EMAIL
         async with self.engine.begin() as conn:
