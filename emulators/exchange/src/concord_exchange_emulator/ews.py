@@ -1385,11 +1385,18 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
         state = (req.findtext(m("SyncState")) or "").strip()
         max_changes = int(req.findtext(m("MaxChangesReturned")) or "512")
         ignored = {i.get("Id") for i in _children(req.find(m("Ignore")))}
-        changes: list[tuple[int, str, str]] = []  # (last seq, kind, item id)
+        # (last seq, kind, item id, the item now): the page, then whether any change is left.
+        page: list[tuple[int, str, str, StoredItem | None]] = []
+        complete = True
         if not state:
             head = ctx.store.last_seq()
             for stored in ctx.store.items_in(folder.id):
-                changes.append((stored.created_seq, "Create", stored.id))
+                if stored.id in ignored:
+                    continue
+                if len(page) == max_changes:
+                    complete = False
+                    break
+                page.append((stored.created_seq, "Create", stored.id, stored))
         else:
             after = _decode_state(state, folder.id, ctx.store.sync_generation())
             head = ctx.store.last_seq()
@@ -1400,7 +1407,12 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
                 first.setdefault(change.item_id, change.kind)
                 last[change.item_id] = change.seq
                 kinds.setdefault(change.item_id, set()).add(change.kind)
-            for item_id, seq in last.items():
+            # Items are read in the order of their last change, only until the page is full
+            # and one more change is known to follow: a delta of 10,000 items answered in
+            # pages of 512 reads each item once, not every item for every page.
+            for item_id, seq in sorted(last.items(), key=lambda entry: entry[1]):
+                if item_id in ignored:
+                    continue
                 current = ctx.store.item(item_id)
                 present = current is not None and current.folder_id == folder.id
                 existed = first[item_id] != "create"
@@ -1412,22 +1424,20 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
                     kind = "Delete"
                 else:
                     continue
-                changes.append((seq, kind, item_id))
-            changes.sort()
-        changes = [c for c in changes if c[2] not in ignored]
-        page = changes[:max_changes]
-        complete = len(page) == len(changes)
+                if len(page) == max_changes:
+                    complete = False
+                    break
+                page.append((seq, kind, item_id, current))
         # A change committed while this answer was built may be in it already: never hand out
         # a state older than what was reported, or it would be reported twice.
-        reported = max((c[0] for c in changes), default=0)
+        reported = max((c[0] for c in page), default=0)
         new_seq = max(head, reported) if complete else page[-1][0]
         generation = ctx.store.sync_generation()
         sub(msg, m("SyncState"), _encode_state(folder.id, new_seq, generation))
         sub(msg, m("IncludesLastItemInRange"), str(complete).lower())
         container = sub(msg, m("Changes"))
-        for _, kind, item_id in page:
+        for _, kind, item_id, current in page:
             entry = sub(container, t(kind))
-            current = ctx.store.item(item_id)
             if kind == "Delete" or current is None:
                 sub(entry, t("ItemId"), Id=item_id)
             elif kind == "ReadFlagChange":
