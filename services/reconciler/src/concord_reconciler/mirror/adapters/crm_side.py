@@ -76,15 +76,17 @@ class CrmSyncSide:
     policy: linker_pb.ResolutionPolicy | None = None
     side: Side = Side.CRM
     _fields: dict[str, list[str]] = field(default_factory=dict)
-    _pages: ReadAhead[CrmPage] = field(default_factory=ReadAhead, init=False)
+    # Per kind: two kinds may be listed at once (a pair's walk past its writes, the next pair).
+    _pages: dict[Kind, ReadAhead[CrmPage]] = field(default_factory=dict, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
     ) -> ChangePage:
-        page = await self._pages.read((kind, cursor), lambda: self._listed(kind, cursor))
+        pages = self._pages.setdefault(kind, ReadAhead())
+        page = await pages.read(cursor, lambda: self._listed(kind, cursor))
         if page.has_more and not page.full_resync_required:
             after = page.next_cursor.token
-            self._pages.read_next((kind, after), lambda: self._listed(kind, after))
+            pages.read_next(after, lambda: self._listed(kind, after))
         changes: list[Change] = []
         records: list[res.CrmRecord] = []
         echoes: list[str] = []

@@ -80,7 +80,8 @@ class MailSyncSide:
     # Per kind, native id -> the version this session's latest write of it answered, oldest
     # first, until the item is listed back: told to the connector when listing (`_listed`).
     _fresh: dict[Kind, dict[str, str]] = field(default_factory=dict, init=False)
-    _pages: ReadAhead[MailPage] = field(default_factory=ReadAhead, init=False)
+    # Per kind: two kinds may be listed at once (a pair's walk past its writes, the next pair).
+    _pages: dict[Kind, ReadAhead[MailPage]] = field(default_factory=dict, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
@@ -88,10 +89,11 @@ class MailSyncSide:
         # A delta after this session's writes is mostly those writes coming back (a push
         # served mid-session, the listing past Concord's own writes): the connector is told
         # their versions, and answers those items by reference without reading them.
-        page = await self._pages.read((kind, cursor), lambda: self._listed(kind, cursor))
+        pages = self._pages.setdefault(kind, ReadAhead())
+        page = await pages.read(cursor, lambda: self._listed(kind, cursor))
         if page.has_more and not page.full_resync_required:
             after = page.next_cursor.token
-            self._pages.read_next((kind, after), lambda: self._listed(kind, after))
+            pages.read_next(after, lambda: self._listed(kind, after))
         fresh = self._fresh.get(kind, {}) if cursor else {}
         changes: list[Change] = []
         failures: list[ItemFailure] = []

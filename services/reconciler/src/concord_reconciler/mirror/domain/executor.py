@@ -95,7 +95,11 @@ async def sync_pair(
     *,
     batch_size: int = BATCH_SIZE,
     hints: PushHints | None = None,
+    walks: list[asyncio.Task[None]] | None = None,
 ) -> PairOutcome:
+    """Sync one pair. With `walks`, the walk past the pair's own writes (which only moves
+    cursors) is started there instead of awaited, for the caller to await: it then overlaps
+    the next pair's listing, which needs the mailbox connector far less than the walk does."""
     kind = policy.kind
     sides = {Side.MAIL: mail, Side.CRM: crm}
     outcome = PairOutcome(kind=kind)
@@ -212,7 +216,7 @@ async def sync_pair(
                 s for s in Side if outcome.created[s] + outcome.updated[s] + outcome.deleted[s]
             ]
             if outcome.cursors_committed and wrote:
-                await _absorb_own_writes(
+                walk = _absorb_own_writes(
                     mailbox_id,
                     kind,
                     {s: sides[s] for s in wrote},
@@ -221,6 +225,10 @@ async def sync_pair(
                     [],
                     next_cursors,
                 )
+                if walks is None:
+                    await walk
+                else:
+                    walks.append(asyncio.ensure_future(walk))
             return outcome
 
 

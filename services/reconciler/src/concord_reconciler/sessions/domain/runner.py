@@ -8,6 +8,7 @@ over the connectors' gRPC APIs in production (`adapters/sync_sides.py`), in memo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,17 +121,32 @@ async def sync_mailbox(
     for round_ in range(1 + FINAL_ROUNDS):
         if round_ and (hints is None or not hints.take()):
             break
-        for policy in policies:
-            try:
+        # Each pair's walk past its own writes runs while the next pair lists; a round ends
+        # once every walk of it has.
+        walks: list[asyncio.Task[None]] = []
+        try:
+            for policy in policies:
                 outcome = await sync_pair(
-                    mailbox_id, policy, ports.mail, ports.crm, ports.links, now, hints=hints
+                    mailbox_id,
+                    policy,
+                    ports.mail,
+                    ports.crm,
+                    ports.links,
+                    now,
+                    hints=hints,
+                    walks=walks,
                 )
-            except PeerError as error:
-                raise SessionFailure.from_peer(error) from error
-            if policy.kind in outcomes:
-                _add(outcomes[policy.kind], outcome)
-            else:
-                outcomes[policy.kind] = outcome
+                if policy.kind in outcomes:
+                    _add(outcomes[policy.kind], outcome)
+                else:
+                    outcomes[policy.kind] = outcome
+            await asyncio.gather(*walks)
+        except PeerError as error:
+            raise SessionFailure.from_peer(error) from error
+        finally:
+            for walk in walks:
+                walk.cancel()
+            await asyncio.gather(*walks, return_exceptions=True)
     return counts_of(outcomes.values())
 
 
