@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord_mapping.adapters.packaged import table_data
 from concord_mapping.api.servicer import MappingServicer
-from concord_mapping.domain.model import TableName, TableVersion
+from concord_mapping.domain.model import Kind, TableName, TableVersion
 from concord_mapping.domain.service import MappingTables
 from services.mapping.tests.fidelity import canonical, events, measure
 
@@ -33,6 +33,9 @@ TARGETS = {"calendar-item": 5_000, "task": 20_000, "contact": 20_000, "email": 2
 class NoOverrides:
     async def version(self, name: TableName, version: int) -> TableVersion | None:
         return None
+
+    async def newest(self, org: str) -> Mapping[Kind, int]:
+        return {}
 
     async def versions(self, name: TableName, before: int, limit: int) -> Sequence[TableVersion]:
         return []

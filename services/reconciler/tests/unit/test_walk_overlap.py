@@ -8,19 +8,20 @@ goes on with the next pair, and the round ends once every walk has.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.kinds import Kind
-from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
+from concord_reconciler.mirror.adapters.memory import MemoryLinkStore
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.ports import ChangePage
-from concord_reconciler.mirror.domain.sync import Side, Snapshot, Write, WriteResult
+from concord_reconciler.mirror.domain.sync import Side
 from concord_reconciler.sessions.domain.runner import SyncPorts, sync_mailbox
+
+from .conftest import ByKind
 
 pytestmark = pytest.mark.unit
 
@@ -28,12 +29,11 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CONTACT, TASK = res.OBJECT_KIND_CONTACT, res.OBJECT_KIND_TASK
 
 
-class ByKind:
-    """One side of one mailbox over a MemorySide per kind (a real side keeps kinds apart)."""
+class Watched(ByKind):
+    """The conftest's per-kind side, recording its listings and holding some back."""
 
-    def __init__(self, side: Side, kinds: Mapping[Kind, MemorySide]) -> None:
-        self.side = side
-        self.kinds = kinds
+    def __init__(self, side: Side) -> None:
+        super().__init__(side)
         self.listed: list[tuple[Kind, str]] = []
         # Per kind: a listing from a cursor (a walk, or a delta) waits for this first.
         self.hold: dict[Kind, asyncio.Event] = {}
@@ -44,28 +44,11 @@ class ByKind:
         self.listed.append((kind, cursor))
         if cursor and kind in self.hold:
             await asyncio.wait_for(self.hold[kind].wait(), 5)
-        return await self.kinds[kind].list_changes(kind, cursor, known)
-
-    async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
-        return await self.kinds[kind].apply(kind, writes)
-
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
-        return await self.kinds[kind].find(kind, link_ids)
-
-    async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
-        return await self.kinds[kind].fetch(kind, native_ids)
+        return await super().list_changes(kind, cursor, known)
 
 
-def _world() -> tuple[ByKind, ByKind, MemoryLinkStore]:
-    ticks = itertools.count(1)
-    mail = ByKind(
-        Side.MAIL,
-        {k: MemorySide(Side.MAIL, lambda: next(ticks), prefix=f"m{k}") for k in (CONTACT, TASK)},
-    )
-    crm = ByKind(
-        Side.CRM,
-        {k: MemorySide(Side.CRM, lambda: next(ticks), prefix=f"c{k}") for k in (CONTACT, TASK)},
-    )
+def _world() -> tuple[Watched, Watched, MemoryLinkStore]:
+    mail, crm = Watched(Side.MAIL), Watched(Side.CRM)
     for kind in (CONTACT, TASK):
         for n in range(3):
             crm.kinds[kind].create({"name": f"{kind}-{n}"})
@@ -76,7 +59,7 @@ def test_a_pairs_walk_past_its_writes_runs_while_the_next_pair_lists() -> None:
     mail, crm, store = _world()
     policies = [SyncPolicy(kind=CONTACT), SyncPolicy(kind=TASK)]
 
-    class TaskListingFreesTheWalk(ByKind):
+    class TaskListingFreesTheWalk(Watched):
         async def list_changes(
             self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
         ) -> ChangePage:
@@ -84,7 +67,8 @@ def test_a_pairs_walk_past_its_writes_runs_while_the_next_pair_lists() -> None:
                 mail.hold[CONTACT].set()
             return await super().list_changes(kind, cursor, known)
 
-    watched = TaskListingFreesTheWalk(Side.CRM, crm.kinds)
+    watched = TaskListingFreesTheWalk(Side.CRM)
+    watched.kinds = crm.kinds
 
     async def session() -> None:
         # The contacts' walk waits until the tasks are listed in Salesforce: it would wait
@@ -109,7 +93,7 @@ def test_a_pairs_walk_past_its_writes_runs_while_the_next_pair_lists() -> None:
 def test_a_walk_that_fails_fails_the_session_once_the_pairs_are_done() -> None:
     mail, crm, store = _world()
 
-    class Broken(ByKind):
+    class Broken(Watched):
         async def list_changes(
             self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
         ) -> ChangePage:
@@ -117,7 +101,8 @@ def test_a_walk_that_fails_fails_the_session_once_the_pairs_are_done() -> None:
                 raise RuntimeError("a bug in the walk")
             return await super().list_changes(kind, cursor, known)
 
-    broken = Broken(Side.MAIL, mail.kinds)
+    broken = Broken(Side.MAIL)
+    broken.kinds = mail.kinds
     policies = [SyncPolicy(kind=CONTACT), SyncPolicy(kind=TASK)]
     with pytest.raises(RuntimeError, match="a bug in the walk"):
         asyncio.run(sync_mailbox("mb", policies, SyncPorts(broken, crm, store), NOW))
