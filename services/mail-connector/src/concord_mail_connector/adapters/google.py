@@ -1940,36 +1940,25 @@ def _contact_errors(exc: HttpError, keys: Sequence[str]) -> dict[str, dict[str, 
     return None
 
 
+# A batch answer's per-contact google.rpc.Status code -> (status, error code, message).
+_REFUSALS: dict[int, tuple[r.WriteStatus.ValueType, str, str]] = {
+    _RPC_PRECONDITION: (
+        r.WRITE_STATUS_CONFLICT,
+        "failedPrecondition",
+        "the item changed since the given version",
+    ),
+    _RPC_NOT_FOUND: (r.WRITE_STATUS_NOT_FOUND, "notFound", "the item no longer exists"),
+    _RPC_INVALID: (r.WRITE_STATUS_INVALID, "invalid", "Google refused a field's value"),
+}
+
+
 def _refused(write: Write, status: Mapping[str, Any]) -> WriteResult:
     """One contact's outcome from the google.rpc.Status a batch answer gives it."""
     code = int(status.get("code") or 0)
-    if code == _RPC_PRECONDITION:
-        return WriteResult(
-            write.link_id,
-            r.WRITE_STATUS_CONFLICT,
-            error_code="failedPrecondition",
-            error_message="the item changed since the given version",
-        )
-    if code == _RPC_NOT_FOUND:
-        return WriteResult(
-            write.link_id,
-            r.WRITE_STATUS_NOT_FOUND,
-            error_code="notFound",
-            error_message="the item no longer exists",
-        )
-    if code == _RPC_INVALID:
-        return WriteResult(
-            write.link_id,
-            r.WRITE_STATUS_INVALID,
-            error_code="invalid",
-            error_message="Google refused a field's value",
-        )
-    return WriteResult(
-        write.link_id,
-        r.WRITE_STATUS_FAILED,
-        error_code=str(code or "unknown"),
-        error_message="Google refused the write",
+    outcome, error_code, message = _REFUSALS.get(
+        code, (r.WRITE_STATUS_FAILED, str(code or "unknown"), "Google refused the write")
     )
+    return WriteResult(write.link_id, outcome, error_code=error_code, error_message=message)
 
 
 def _call_level(exc: HttpError) -> None:
