@@ -5,6 +5,8 @@ its writes; every write carries the link id, so a side finds a replayed create i
 making a second copy; and links and cursors are committed only after the writes they cover,
 so a crash at any point replays the same changes against the same links.
 
+While one side still lists, the other's listing complete, the items nothing can pair with are
+created at once, page by page (`_EarlyCreates`): a first sync writes from its first page on.
 A big pair (a first sync) is written in chunks of `batch_size` actions, each committing its
 links, and between chunks it serves a push hint for its mailbox (`hints.py`): the hinted side
 is listed since the pair's listing and the rest of the backlog re-planned with it, the push's
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from concord_reconciler.kernel.errors import PeerError, SessionFailure
 from concord_reconciler.kernel.kinds import Kind
@@ -50,8 +52,6 @@ from concord_reconciler.mirror.domain.sync import (
 
 __all__ = ["BATCH_SIZE", "MAX_PAGES", "PairOutcome", "sync_pair"]
 
-A = TypeVar("A")
-B = TypeVar("B")
 
 # Actions per chunk. Each chunk costs a journal entry, a commit, and a listing when a push is
 # served after it: at 500 those are a small part of a first sync (the sides split a chunk
@@ -120,28 +120,40 @@ async def sync_pair(
     # Items listed at the version their link holds (Concord's own writes, mostly) are not
     # mapped or planned; a side listed again for a retried item reads every item afresh.
     known = {side: {} if side in retried else known_versions(links, side) for side in Side}
-    mail_listing, crm_listing = await _both(
-        _listing(mail, kind, cursors.get(Side.MAIL, ""), links, known[Side.MAIL]),
-        _listing(crm, kind, cursors.get(Side.CRM, ""), links, known[Side.CRM]),
+    early = _EarlyCreates(mailbox_id, policy, sides, store, links, now, batch_size, written)
+    mail_listing, crm_listing = await early.listing(
+        _listing(mail, kind, cursors.get(Side.MAIL, ""), links, known[Side.MAIL], early.heard),
+        _listing(crm, kind, cursors.get(Side.CRM, ""), links, known[Side.CRM], early.heard),
+        outcome,
     )
     listed = {Side.MAIL: mail_listing[0], Side.CRM: crm_listing[0]}
     next_cursors = {Side.MAIL: mail_listing[1], Side.CRM: crm_listing[1]}
     unreadable = [*mail_listing[2], *crm_listing[2]]
     outcome.mail_seen = len(listed[Side.MAIL]) + len(mail_listing[2])
     outcome.crm_seen = len(listed[Side.CRM]) + len(crm_listing[2])
-    outcome.quarantined = len(unreadable)
+    outcome.quarantined += len(unreadable)
 
-    merge: MergePlan = plan(mailbox_id, listed[Side.MAIL], listed[Side.CRM], links, policy, now)
-    outcome.skipped = merge.skipped
+    # What was created while the listing ran is committed (its links are in `early.links`)
+    # or settled; the rest is planned here as one.
+    links = early.links
+    merge: MergePlan = plan(
+        mailbox_id,
+        early.left(listed[Side.MAIL]),
+        early.left(listed[Side.CRM]),
+        links,
+        policy,
+        now,
+    )
+    outcome.skipped += merge.skipped
     if merge.guarded:
         # The pair stops whole: no write, and the cursors stay so nothing listed is lost.
         outcome.guarded, outcome.guard_reason = True, merge.guard_reason
         if unreadable:
             await store.commit(mailbox_id, kind, [], [], failures=unreadable)
         return outcome
-    outcome.conflicts = merge.conflicts
+    outcome.conflicts += merge.conflicts
 
-    blocked = False
+    blocked = early.blocked
     quiet = [a for a in merge.actions if not a.writes]
     backlog = deque(a for a in merge.actions if a.writes)
     # What was listed, by side and native id: a push served mid-pair re-plans the backlog's
@@ -150,8 +162,8 @@ async def sync_pair(
     # The links as committed so far (the chunks done are in them, the backlog's are not),
     # kept here rather than read again for every push.
     committed = {link.link_id: link for link in links}
-    chunks = 0
-    lost = False
+    chunks = early.chunks
+    lost = early.lost
     # How many actions at the backlog's head a served push put there: they go in a chunk of
     # their own, so they wait for no backlog write.
     urgent = 0
@@ -365,20 +377,160 @@ async def _delta(
     return None
 
 
-async def _both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
-    """Both results, or the first failure with the other call cancelled (not left running)."""
-    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
-    try:
-        return await one, await two
-    except BaseException:
-        one.cancel()
-        two.cancel()
-        raise
+Listed = tuple[list[Change], str, list[ItemFailure]]
+
+
+class _EarlyCreates:
+    """Creates written while the other side is still listing (issue #18: a first sync's
+    writes begin with the first page of the bigger side, not after its last).
+
+    Once one side's listing is complete, an item of the other side's pages that nothing can
+    pair with is planned alone and its create written at once, a chunk at a time, while the
+    rest of the listing comes. Nothing can pair with it when it carries no link id, no link
+    names it, and no item of the complete side shares a pairing key with it: the whole
+    listing would plan it just the same. (A later listing of the same item is planned against
+    the link its create made, as an update.) Only while the mass-delete guard
+    cannot fire (fewer live links than its minimum), since a guarded pair writes nothing and
+    the guard needs the whole listing. Pushes are served between the later chunks, as before.
+    """
+
+    def __init__(
+        self,
+        mailbox_id: str,
+        policy: SyncPolicy,
+        sides: dict[Side, SyncSide],
+        store: LinkStore,
+        links: Sequence[Link],
+        now: datetime,
+        batch_size: int,
+        written: set[str],
+    ) -> None:
+        self._mailbox_id, self._policy, self._sides, self._store = mailbox_id, policy, sides, store
+        self._now, self._batch_size, self._written = now, batch_size, written
+        self._on = sum(link.live for link in links) < max(policy.guard_min_items, 1)
+        # The links as committed so far: the pair's own, then the early creates'.
+        self.links = list(links)
+        self._linked = {s: {n for link in links if (n := link.native(s))} for s in Side}
+        self._pending: dict[Side, list[Change]] = {Side.MAIL: [], Side.CRM: []}
+        self._keys: dict[Side, set[str]] = {}
+        self._attempted: set[tuple[Side, str, str, str]] = set()
+        self._news = asyncio.Event()
+        self.chunks = 0
+        self.blocked = False
+        self.lost = False
+
+    def heard(self, side: Side, changes: Sequence[Change]) -> None:
+        if not self._on:
+            return
+        self._pending[side].extend(changes)
+        self._news.set()
+
+    async def listing(
+        self,
+        mail: Coroutine[Any, Any, Listed],
+        crm: Coroutine[Any, Any, Listed],
+        outcome: PairOutcome,
+    ) -> tuple[Listed, Listed]:
+        tasks = {Side.MAIL: asyncio.ensure_future(mail), Side.CRM: asyncio.ensure_future(crm)}
+        try:
+            while self._on and not all(t.done() for t in tasks.values()):
+                if any(t.done() and (t.cancelled() or t.exception()) for t in tasks.values()):
+                    break
+                ready = [side for side in Side if tasks[side.other].done() and self._pending[side]]
+                for side in ready:
+                    await self._create(side, tasks[side.other].result()[0], outcome)
+                if ready:
+                    continue
+                self._news.clear()
+                news = asyncio.ensure_future(self._news.wait())
+                running = [t for t in tasks.values() if not t.done()]
+                await asyncio.wait([news, *running], return_when=asyncio.FIRST_COMPLETED)
+                news.cancel()
+            return await tasks[Side.MAIL], await tasks[Side.CRM]
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            raise
+
+    def left(self, changes: Sequence[Change]) -> list[Change]:
+        """`changes` without the listings planned early: each is written once, and a
+        refused one quarantined once."""
+        return [c for c in changes if _attempt(c) not in self._attempted]
+
+    async def _create(self, side: Side, complete: Sequence[Change], outcome: PairOutcome) -> None:
+        kind = self._policy.kind
+        taken, self._pending[side] = self._pending[side], []
+        if side.other not in self._keys:
+            self._keys[side.other] = {
+                key
+                for change in complete
+                if change.snapshot is not None
+                for key in pairing_keys(self._mailbox_id, kind, side.other, change)
+            }
+        keys = self._keys[side.other]
+        alone = [
+            change
+            for change in taken
+            if change.snapshot is not None
+            and not change.snapshot.link_id
+            and not change.snapshot.series_id
+            and change.native_id not in self._linked[side]
+            and keys.isdisjoint(pairing_keys(self._mailbox_id, kind, side, change))
+        ]
+        if not alone:
+            return
+        self._attempted.update(_attempt(c) for c in alone)
+        by_side = {side: alone, side.other: []}
+        merge = plan(
+            self._mailbox_id,
+            by_side[Side.MAIL],
+            by_side[Side.CRM],
+            self.links,
+            self._policy,
+            self._now,
+        )
+        assert not merge.guarded, "the guard cannot fire below its minimum of live links"
+        outcome.skipped += merge.skipped
+        quiet = [a.link for a in merge.actions if not a.writes]
+        actions = [a for a in merge.actions if a.writes]
+        for start in range(0, max(len(actions), 1 if quiet else 0), self._batch_size):
+            batch = actions[start : start + self._batch_size]
+            done, failures, retry, unknown = await _execute(
+                self._mailbox_id, kind, batch, self._sides, self._store, outcome, self._written
+            )
+            self._written.update(a.link.link_id for a in batch)
+            self.blocked = self.blocked or retry
+            self.lost = self.lost or bool(unknown)
+            await self._store.commit(
+                self._mailbox_id,
+                kind,
+                [*done, *(quiet if not start else [])],
+                [a.link.link_id for a in batch if a.link.link_id not in unknown],
+                failures=failures,
+            )
+            self.links.extend([*done, *(quiet if not start else [])])
+            self.chunks += 1
+
+
+def _attempt(change: Change) -> tuple[Side, str, str, str]:
+    snapshot = change.snapshot
+    return (
+        change.side,
+        change.native_id,
+        snapshot.version if snapshot is not None else "",
+        snapshot.hash if snapshot is not None else "",
+    )
 
 
 async def _listing(
-    port: SyncSide, kind: Kind, cursor: str, links: Sequence[Link], known: Mapping[str, str]
+    port: SyncSide,
+    kind: Kind,
+    cursor: str,
+    links: Sequence[Link],
+    known: Mapping[str, str],
+    heard: Callable[[Side, Sequence[Change]], None] | None = None,
 ) -> tuple[list[Change], str, list[ItemFailure]]:
+    """Every change after `cursor`; `heard` is told each page's changes as they come."""
     changes: list[Change] = []
     failures: list[ItemFailure] = []
     echoes: list[str] = []
@@ -393,6 +545,8 @@ async def _listing(
         changes.extend(page.changes)
         failures.extend(page.failures)
         echoes.extend(page.echoes)
+        if heard is not None:
+            heard(port.side, page.changes)
         cursor = page.next_cursor
         if not page.has_more:
             break
