@@ -11,6 +11,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -765,6 +766,45 @@ async def test_a_batch_of_writes_costs_one_request_per_operation(ews: Ews) -> No
     ews.emulator.admin("DELETE", "calls")
     await ews.apply(mailbox, *(update(c.ref, meeting("moved"), "subject") for c in created))
     assert ews.emulator.admin("GET", "calls") == {"UpdateItem": 1}
+
+
+async def test_one_invalid_create_costs_the_others_nothing(
+    ews: Ews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exchangelib validates every item of a request before sending it: a valid batch is
+    validated once (by the send), and one bad item is found, refused alone, and the others
+    sent, all in one CreateItem request."""
+    mailbox = await ews.new_mailbox()
+    await ews.changes(mailbox)
+    cleaned: list[str] = []
+    clean = CalendarItem.clean
+
+    def counted(self: CalendarItem, *args: Any, **kwargs: Any) -> None:
+        cleaned.append(str(self.subject))
+        clean(self, *args, **kwargs)
+
+    monkeypatch.setattr(CalendarItem, "clean", counted)
+    ews.emulator.admin("DELETE", "calls")
+    fresh = [create(f"valid-{n}", meeting(f"v{n}")) for n in range(4)]
+    for write in fresh:
+        write.known_new = True
+    assert {a.status for a in await ews.apply(mailbox, *fresh)} == {r.WRITE_STATUS_OK}
+    assert sorted(cleaned) == ["v0", "v1", "v2", "v3"]
+    backwards = meeting("backwards")
+    backwards.calendar_item.end.CopyFrom(_ts(START - dt.timedelta(hours=1)))
+    mixed = [create("good-1", meeting("good 1")), create("bad", backwards)]
+    mixed.append(create("good-2", meeting("good 2")))
+    for write in mixed:
+        write.known_new = True
+    answers = await ews.apply(mailbox, *mixed)
+    assert [a.status for a in answers] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_INVALID,
+        r.WRITE_STATUS_OK,
+    ]
+    assert ews.emulator.admin("GET", "calls") == {"CreateItem": 2}
+    subjects = [c.item.calendar_item.subject for c in (await ews.changes(mailbox)).changes]
+    assert sorted(subjects) == ["good 1", "good 2", "v0", "v1", "v2", "v3"]
 
 
 async def test_creates_known_new_skip_the_link_id_search(ews: Ews) -> None:

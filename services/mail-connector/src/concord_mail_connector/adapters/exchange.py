@@ -152,8 +152,19 @@ class Source:
 EWS_MAX_CONCURRENCY = 27
 
 
+class _UnsentBatch(Exception):
+    """exchangelib refused to build a CreateItem request: an item of it did not validate, and
+    nothing was sent."""
+
+
 class _CreateEach(CreateItem):  # type: ignore[misc]
     ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
+
+    def get_payload(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_payload(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise _UnsentBatch(str(exc)) from exc
 
 
 class _UpdateEach(UpdateItem):  # type: ignore[misc]
@@ -483,27 +494,27 @@ class ExchangeProvider:
                     item = cls(
                         account=account, folder=folder, **fields, **{LINK_ID_FIELD: write.link_id}
                     )
-                    # exchangelib validates a whole batch at once; one bad item must not fail
-                    # the others, so each is checked on its own first.
-                    item.clean(version=account.version)
                 except (ValueError, TypeError) as exc:
                     results[position] = _invalid(write, exc)
                     continue
                 first_of[write.link_id] = position
                 fresh.append((position, write, item))
-            # Mirroring a meeting must never mail its attendees.
-            created = (
-                list(
-                    _CreateEach(account=account).call(
-                        items=[item for _, _, item in fresh],
-                        folder=folder,
-                        message_disposition=SAVE_ONLY,
-                        send_meeting_invitations=SEND_TO_NONE,
-                    )
-                )
-                if fresh
-                else []
-            )
+            try:
+                created = _create_items(account, folder, [item for _, _, item in fresh])
+            except _UnsentBatch:
+                # exchangelib validates a whole request before sending it, so one bad item
+                # refuses them all: each is checked on its own, and the others sent. (Checking
+                # each first, every time, cost as much again as the validation in the send.)
+                valid: list[tuple[int, Write, Any]] = []
+                for position, write, item in fresh:
+                    try:
+                        item.clean(version=account.version)
+                    except (ValueError, TypeError) as exc:
+                        results[position] = _invalid(write, exc)
+                    else:
+                        valid.append((position, write, item))
+                fresh = valid
+                created = _create_items(account, folder, [item for _, _, item in fresh])
             for (position, write, _), got in zip(fresh, created, strict=True):
                 if isinstance(got, Exception):
                     results[position] = _failed(write, got)
@@ -702,6 +713,23 @@ class ExchangeProvider:
         if back_off > self._max_back_off or (left is not None and back_off >= left):
             raise ProviderThrottled(mailbox, round(back_off, 3))
         await asyncio.sleep(back_off)
+
+
+def _create_items(account: Account, folder: Folder, items: list[Any]) -> list[Any]:
+    """One CreateItem request for all of `items` (one request, so a refused payload means
+    none was sent); an item refused by the server comes back as its exception."""
+    if not items:
+        return []
+    service = _CreateEach(account=account, chunk_size=len(items))
+    # Mirroring a meeting must never mail its attendees.
+    return list(
+        service.call(
+            items=items,
+            folder=folder,
+            message_disposition=SAVE_ONLY,
+            send_meeting_invitations=SEND_TO_NONE,
+        )
+    )
 
 
 def _translate(mailbox: str, collection: str, call: Callable[[], T]) -> Callable[[], T]:
