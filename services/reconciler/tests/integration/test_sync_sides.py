@@ -452,22 +452,22 @@ class InFlight:
             self.now -= 1
 
 
-async def test_mail_writes_go_in_calls_of_25_four_at_once_and_report_refusals(
+async def test_mail_writes_go_in_calls_of_100_four_at_once_and_report_refusals(
     peers: Peers,
 ) -> None:
     peers.mail.refuse("L0", res.WRITE_STATUS_INVALID, "ErrorSomething")
     peers.mail.refuse("L1", res.WRITE_STATUS_CONFLICT, "ErrorIrresolvableConflict")
     writes = [
-        Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(150)
+        Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(450)
     ]
     side = peers.mail_side()
     counted = InFlight(side.client)
     side.client = counted
     results = await side.apply(EVENT, writes)
-    assert sorted(len(call) for call in peers.mail_batches()) == [25] * 6
+    assert sorted(len(call) for call in peers.mail_batches()) == [50, 100, 100, 100, 100]
     # Each call is read back as soon as it is answered, while the others are being written.
     assert counted.most == 4
-    assert [r.link_id for r in results] == [f"L{n}" for n in range(150)]
+    assert [r.link_id for r in results] == [f"L{n}" for n in range(450)]
     assert (results[0].ok, results[0].retryable, results[0].reason) == (
         False,
         False,

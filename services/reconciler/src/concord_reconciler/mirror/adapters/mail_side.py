@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 
 # ApplyItems and GetItems take 100 items a call; ApplyBatch packs Collections itself.
 MAIL_BATCH = 100
-# Writes go in calls of this many, up to WRITES_IN_FLIGHT of them at once (see `apply`).
-WRITE_CHUNK = 25
+# Writes go in calls of this many, up to WRITES_IN_FLIGHT of them at once (see `apply`). As
+# many as a call takes: each provider request costs the connector a fixed part (envelope,
+# answer, trace), and at 25 a call that part made EWS writes 20% dearer per item (issue #18).
+WRITE_CHUNK = MAIL_BATCH
 WRITES_IN_FLIGHT = 4
 # The connector takes 5,000 known versions a listing: ten chunks of writes.
 FRESH_WRITES = 5000
