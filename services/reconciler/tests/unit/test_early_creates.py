@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,8 +35,13 @@ class Mailbox(MemorySide):
     def __init__(self, clock: Any) -> None:
         super().__init__(Side.MAIL, clock)
         self.written = asyncio.Event()
+        # How long a write takes, in turns of the event loop (a page takes 5).
+        self.turns = 8
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        # The listing goes on meanwhile.
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
         results = await super().apply(kind, writes)
         self.written.set()
         return results
@@ -48,6 +53,8 @@ class SlowOrg(MemorySide):
     def __init__(self, clock: Any) -> None:
         super().__init__(Side.CRM, clock, page_size=3)
         self.wait_for: asyncio.Event | None = None
+        # Done once the session's first page is listed (a user's edit meanwhile).
+        self.after_first_page: Callable[[], None] | None = None
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
@@ -58,7 +65,11 @@ class SlowOrg(MemorySide):
         # A page takes time, as over the network: the session goes on meanwhile.
         for _ in range(5):
             await asyncio.sleep(0)
-        return await super().list_changes(kind, cursor, known)
+        page = await super().list_changes(kind, cursor, known)
+        if cursor == "0" and self.after_first_page is not None:
+            self.after_first_page()
+            self.after_first_page = None
+        return page
 
 
 class World:
@@ -118,16 +129,32 @@ def test_a_record_that_pairs_with_a_mail_item_is_linked_not_created_early() -> N
     assert sum(1 for i in world.crm.items.values() if i.fields.get("uid") == "u-lunch") == 1
 
 
-def test_a_record_listed_again_after_its_early_create_is_mirrored_at_its_latest() -> None:
+@pytest.mark.parametrize("turns", [8, 20], ids=["listing-goes-on", "listing-ends"])
+@pytest.mark.parametrize("edited", range(3))
+def test_a_record_listed_again_after_its_early_plan_is_mirrored_at_its_latest(
+    edited: int, turns: int
+) -> None:
     world = World()
+    # A write of a page and a half: the page with the edit is planned early too; of four
+    # pages: the listing ends while the first chunk is written.
+    world.mail.turns = turns
     for n in range(5):
         world.crm.create({"name": f"c{n}"})
-    # Edited after it was made: listed on the first page, and again on the last.
-    first = next(n for n, i in world.crm.items.items() if i.fields["name"] == "c0")
-    world.crm.edit(first, "title", "edited")
-    world.sync()
-    assert len(world.mail.items) == 5
-    mirrored = next(f for f in world.mailbox() if f["name"] == "c0")
+    # Edited once the first page is listed, so listed again on the last: its early create is
+    # written by then (the first chunk's two), or still waiting (the third).
+    native = next(n for n, i in world.crm.items.items() if i.fields["name"] == f"c{edited}")
+
+    def meanwhile() -> None:
+        world.crm.edit(native, "title", "edited")
+        # More records after the edit: pages are still coming when it is listed again.
+        for n in range(5, 11):
+            world.crm.create({"name": f"c{n}"})
+
+    world.crm.after_first_page = meanwhile
+    outcome = world.sync()
+    assert len(world.mail.items) == 11
+    assert outcome.errors[Side.MAIL] == 0
+    mirrored = next(f for f in world.mailbox() if f["name"] == f"c{edited}")
     assert mirrored.get("title") == "edited"
     assert world.sync().writes == 0
 

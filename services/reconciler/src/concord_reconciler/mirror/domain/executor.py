@@ -136,14 +136,8 @@ async def sync_pair(
     # What was created while the listing ran is committed (its links are in `early.links`)
     # or settled; the rest is planned here as one.
     links = early.links
-    merge: MergePlan = plan(
-        mailbox_id,
-        early.left(listed[Side.MAIL]),
-        early.left(listed[Side.CRM]),
-        links,
-        policy,
-        now,
-    )
+    rest = {side: early.left(listed[side]) for side in Side}
+    merge: MergePlan = plan(mailbox_id, rest[Side.MAIL], rest[Side.CRM], links, policy, now)
     outcome.skipped += merge.skipped
     if merge.guarded:
         # The pair stops whole: no write, and the cursors stay so nothing listed is lost.
@@ -155,7 +149,7 @@ async def sync_pair(
 
     blocked = early.blocked
     quiet = [a for a in merge.actions if not a.writes]
-    backlog = deque(a for a in merge.actions if a.writes)
+    backlog = deque([*early.handover(rest), *(a for a in merge.actions if a.writes)])
     # What was listed, by side and native id: a push served mid-pair re-plans the backlog's
     # items from it, with the push's newer changes laid over.
     seen = {side: {c.native_id: c for c in listed[side]} for side in Side}
@@ -414,6 +408,9 @@ class _EarlyCreates:
         self._pending: dict[Side, list[Change]] = {Side.MAIL: [], Side.CRM: []}
         self._keys: dict[Side, set[str]] = {}
         self._attempted: set[tuple[Side, str, str, str]] = set()
+        self._planned: set[tuple[Side, str]] = set()
+        # Planned early, not written yet.
+        self._backlog: deque[Action] = deque()
         self._news = asyncio.Event()
         self.chunks = 0
         self.blocked = False
@@ -431,15 +428,18 @@ class _EarlyCreates:
         crm: Coroutine[Any, Any, Listed],
         outcome: PairOutcome,
     ) -> tuple[Listed, Listed]:
+        """Both sides' listings, writing early creates a chunk at a time meanwhile; what is
+        planned and not yet written once both are listed is left to `handover`."""
         tasks = {Side.MAIL: asyncio.ensure_future(mail), Side.CRM: asyncio.ensure_future(crm)}
         try:
             while self._on and not all(t.done() for t in tasks.values()):
                 if any(t.done() and (t.cancelled() or t.exception()) for t in tasks.values()):
                     break
-                ready = [side for side in Side if tasks[side.other].done() and self._pending[side]]
-                for side in ready:
-                    await self._create(side, tasks[side.other].result()[0], outcome)
-                if ready:
+                for side in Side:
+                    if tasks[side.other].done() and self._pending[side]:
+                        self._plan(side, tasks[side.other].result()[0], outcome)
+                if self._backlog:
+                    await self._write_chunk(outcome)
                     continue
                 self._news.clear()
                 news = asyncio.ensure_future(self._news.wait())
@@ -457,7 +457,18 @@ class _EarlyCreates:
         refused one quarantined once."""
         return [c for c in changes if _attempt(c) not in self._attempted]
 
-    async def _create(self, side: Side, complete: Sequence[Change], outcome: PairOutcome) -> None:
+    def handover(self, listed: Mapping[Side, Sequence[Change]]) -> list[Action]:
+        """The early actions not written yet, to go first in the pair's backlog; but not one
+        whose item the rest of the listing holds again (edited since): the whole listing's
+        plan, which has the later version, makes it instead."""
+        again = {(c.side, c.native_id) for side in Side for c in listed[side]}
+        return [
+            action
+            for action in self._backlog
+            if not any((s, action.link.native(s)) in again for s in Side)
+        ]
+
+    def _plan(self, side: Side, complete: Sequence[Change], outcome: PairOutcome) -> None:
         kind = self._policy.kind
         taken, self._pending[side] = self._pending[side], []
         if side.other not in self._keys:
@@ -475,11 +486,14 @@ class _EarlyCreates:
             and not change.snapshot.link_id
             and not change.snapshot.series_id
             and change.native_id not in self._linked[side]
+            and (side, change.native_id) not in self._planned
             and keys.isdisjoint(pairing_keys(self._mailbox_id, kind, side, change))
         ]
         if not alone:
             return
         self._attempted.update(_attempt(c) for c in alone)
+        # Listed again later (edited meanwhile), an item is left to the whole listing's plan.
+        self._planned.update((side, c.native_id) for c in alone)
         by_side = {side: alone, side.other: []}
         merge = plan(
             self._mailbox_id,
@@ -491,25 +505,29 @@ class _EarlyCreates:
         )
         assert not merge.guarded, "the guard cannot fire below its minimum of live links"
         outcome.skipped += merge.skipped
-        quiet = [a.link for a in merge.actions if not a.writes]
-        actions = [a for a in merge.actions if a.writes]
-        for start in range(0, max(len(actions), 1 if quiet else 0), self._batch_size):
-            batch = actions[start : start + self._batch_size]
-            done, failures, retry, unknown = await _execute(
-                self._mailbox_id, kind, batch, self._sides, self._store, outcome, self._written
-            )
-            self._written.update(a.link.link_id for a in batch)
-            self.blocked = self.blocked or retry
-            self.lost = self.lost or bool(unknown)
-            await self._store.commit(
-                self._mailbox_id,
-                kind,
-                [*done, *(quiet if not start else [])],
-                [a.link.link_id for a in batch if a.link.link_id not in unknown],
-                failures=failures,
-            )
-            self.links.extend([*done, *(quiet if not start else [])])
-            self.chunks += 1
+        # An item alone plans a create or nothing (out of the window, private, a direction
+        # not synced): every action writes.
+        self._backlog.extend(a for a in merge.actions if a.writes)
+
+    async def _write_chunk(self, outcome: PairOutcome) -> None:
+        kind = self._policy.kind
+        size = min(self._batch_size, len(self._backlog))
+        batch = [self._backlog.popleft() for _ in range(size)]
+        done, failures, retry, unknown = await _execute(
+            self._mailbox_id, kind, batch, self._sides, self._store, outcome, self._written
+        )
+        self._written.update(a.link.link_id for a in batch)
+        self.blocked = self.blocked or retry
+        self.lost = self.lost or bool(unknown)
+        await self._store.commit(
+            self._mailbox_id,
+            kind,
+            done,
+            [a.link.link_id for a in batch if a.link.link_id not in unknown],
+            failures=failures,
+        )
+        self.links.extend(done)
+        self.chunks += 1
 
 
 def _attempt(change: Change) -> tuple[Side, str, str, str]:
