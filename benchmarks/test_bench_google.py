@@ -7,7 +7,8 @@ one run; call counts are deterministic, so the listing target is asserted:
   target within 1.1x of it. Gmail has no listing with content: one messages.get (format=raw)
   per message is inherent, sent 50 to a batch request; both counts are printed.
 - writing: one write request per item is the floor for events (Calendar has no bulk write);
-  event creates go 50 to a batch request (each part still counts against the quota). Contacts
+  event creates, updates and deletes go 50 to a batch request (each part still counts against
+  the quota). Contacts
   go in People's own batch calls: 200 creates or updates a call (an update also reads the
   contacts in one getBatchGet), 500 deletes; calls per 100 contacts written are printed.
 - latency: a watch channel POST → the push hint; target p99 ≤ 1 s. Printed, not asserted.

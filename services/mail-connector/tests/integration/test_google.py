@@ -584,3 +584,61 @@ async def test_contact_deletes_batch_and_a_missing_one_is_not_found_alone(
     done = await provider.apply_items(mailbox, [delete(x.ref) for x in three if x.ref])
     assert {x.status for x in done} == {r.WRITE_STATUS_OK}
     assert _people_calls(provider, mailbox)["batchDeleteContacts"] == 2
+
+
+async def test_event_updates_and_deletes_batch_and_a_stale_or_missing_one_fails_alone(
+    provider: GoogleProvider, mailbox: MailboxAccess, emulator: RunningEmulator
+) -> None:
+    """60 event updates or deletes cost 2 HTTP requests each (50 a batch), one call per event
+    all the same; a stale etag or a missing event fails alone."""
+    made = await provider.apply_items(
+        mailbox,
+        [
+            Write(WriteOperation.CREATE, f"e{n}", r.ItemRef(), event_item_with(f"m{n}", []))
+            for n in range(60)
+        ],
+    )
+    refs = [x.ref for x in made if x.ref is not None]
+    assert len(refs) == 60
+    # refs[1] is then stale (its etag is from before this rename), refs[2] gone.
+    rename = event_item_with("moved", [])
+    [moved] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.UPDATE, "e1", refs[1], rename, update_mask=("subject",))]
+    )
+    [gone] = await provider.apply_items(
+        mailbox, [Write(WriteOperation.DELETE, "e2", refs[2], r.MailItem())]
+    )
+    assert (moved.status, gone.status) == (r.WRITE_STATUS_OK, r.WRITE_STATUS_OK)
+    emulator.admin("DELETE", "requests")
+    updates = [
+        Write(
+            WriteOperation.UPDATE,
+            ref.link_id,
+            ref,
+            event_item_with(f"renamed {n}", []),
+            update_mask=("subject",),
+        )
+        for n, ref in enumerate(refs)
+    ]
+    updated = await provider.apply_items(mailbox, updates)
+    assert [x.status for x in updated[:3]] == [
+        r.WRITE_STATUS_OK,
+        r.WRITE_STATUS_CONFLICT,
+        r.WRITE_STATUS_NOT_FOUND,
+    ]
+    assert {x.status for x in updated[3:]} == {r.WRITE_STATUS_OK}
+    assert sum(emulator.admin("GET", "requests").values()) == 2
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    subjects = {c.ref.link_id: c.item.calendar_item.subject for c in changes}
+    assert (subjects["e0"], subjects["e1"], subjects["e59"]) == ("renamed 0", "moved", "renamed 59")
+    assert "e2" not in subjects
+    emulator.admin("DELETE", "requests")
+    fresh = [x.ref for x in updated if x.ref is not None and x.status == r.WRITE_STATUS_OK]
+    deletes = [Write(WriteOperation.DELETE, ref.link_id, ref, r.MailItem()) for ref in fresh]
+    deletes.append(Write(WriteOperation.DELETE, "e2", refs[2], r.MailItem()))
+    deleted = await provider.apply_items(mailbox, deletes)
+    assert {x.status for x in deleted[:-1]} == {r.WRITE_STATUS_OK}
+    assert deleted[-1].status == r.WRITE_STATUS_NOT_FOUND
+    assert sum(emulator.admin("GET", "requests").values()) == 2
+    changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
+    assert {c.ref.link_id for c in changes if c.item.HasField("calendar_item")} == {"e1"}

@@ -383,14 +383,17 @@ class GoogleProvider:
         self, mailbox: MailboxAccess, writes: Sequence[Write], deadline: float | None = None
     ) -> list[WriteResult]:
         """Writes in order, one request each except where Google writes many at once:
-        consecutive event creates go as one HTTP batch, consecutive contact creates, updates
+        consecutive event creates, updates or deletes go as one HTTP batch (50 a request),
+        consecutive contact creates, updates
         (of one field set) and deletes as People's own batch calls. One user's mutations stay
         sequential, as Google asks; a write refused for quota is retried after the back-off."""
         results: list[WriteResult] = []
         context: dict[str, Any] = {}
         # A run is retried as a whole after a back-off, so it holds only writes that replay
-        # safely: event creates (their ids are the links'), contact writes of one kind whose
-        # batch call is all-or-nothing (see _create_people).
+        # safely: event creates (their ids are the links'), event updates (one that landed
+        # is refused as stale when replayed, and listed again) and deletes (a replay finds it
+        # gone), contact writes of one kind whose batch call is all-or-nothing (see
+        # _create_people).
         runs: list[list[Write]] = []
         keys: list[tuple[str, ...] | None] = []
         for write in writes:
@@ -414,6 +417,8 @@ class GoogleProvider:
         done = 0
         batched: dict[str, Callable[..., list[WriteResult]]] = {
             "event": self._create_events,
+            "event-update": self._patch_events,
+            "event-delete": self._delete_events,
             "person-create": partial(self._create_people, context=context),
             "person-update": self._update_people,
             "person-delete": partial(self._delete_people, context=context),
@@ -1271,26 +1276,80 @@ class GoogleProvider:
                 )
             return WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=event_ref(made, collection))
         if write.operation == WriteOperation.UPDATE:
+            [result] = self._patch_events(session, mailbox, [write])
+        else:
+            [result] = self._delete_events(session, mailbox, [write])
+        return result
+
+    def _patch_events(
+        self, session: _Session, mailbox: MailboxAccess, run: Sequence[Write]
+    ) -> list[WriteResult]:
+        """Event updates, 50 to an HTTP batch request (one patch each all the same)."""
+
+        def request(events: Any, calendar_id: str, write: Write) -> Any:
             # Patch semantics: extendedProperties merge key by key, so the link id stays.
             body = event_patch(write.item, list(write.update_mask))
-            request = events.patch(
+            return events.patch(
                 calendarId=calendar_id, eventId=write.ref.native_id, body=body, sendUpdates="none"
             )
-            if write.ref.version:
-                request.headers["If-Match"] = write.ref.version
-            self._count(mailbox, "calendar.events.patch")
-            made = request.execute()
+
+        def answered(write: Write, collection: str, made: Any) -> WriteResult:
             ref = event_ref(made, collection)
             ref.link_id = ref.link_id or write.link_id
             return WriteResult(write.link_id, r.WRITE_STATUS_OK, ref=ref)
-        request = events.delete(
-            calendarId=calendar_id, eventId=write.ref.native_id, sendUpdates="none"
-        )
-        if write.ref.version:
-            request.headers["If-Match"] = write.ref.version
-        self._count(mailbox, "calendar.events.delete")
-        request.execute()
-        return WriteResult(write.link_id, r.WRITE_STATUS_OK)
+
+        return self._event_batch(session, mailbox, run, "patch", request, answered)
+
+    def _delete_events(
+        self, session: _Session, mailbox: MailboxAccess, run: Sequence[Write]
+    ) -> list[WriteResult]:
+        """Event deletes, 50 to an HTTP batch request."""
+
+        def request(events: Any, calendar_id: str, write: Write) -> Any:
+            return events.delete(
+                calendarId=calendar_id, eventId=write.ref.native_id, sendUpdates="none"
+            )
+
+        def answered(write: Write, collection: str, made: Any) -> WriteResult:
+            return WriteResult(write.link_id, r.WRITE_STATUS_OK)
+
+        return self._event_batch(session, mailbox, run, "delete", request, answered)
+
+    def _event_batch(
+        self,
+        session: _Session,
+        mailbox: MailboxAccess,
+        run: Sequence[Write],
+        method: str,
+        request: Callable[[Any, str, Write], Any],
+        answered: Callable[[Write, str, Any], WriteResult],
+    ) -> list[WriteResult]:
+        """Each write's request (with its If-Match) in as few batch calls as can take them;
+        a write Google refuses fails alone, as it would on its own."""
+        results: dict[int, WriteResult] = {}
+        events = session.service("calendar").events()
+        sent: list[tuple[int, Write, str, Any]] = []
+        for position, write in enumerate(run):
+            collection = (
+                write.collection or write.ref.collection or default_collection(Kind.CALENDAR_ITEM)
+            )
+            try:
+                made = request(events, self._calendar_id(mailbox, collection), write)
+            except (UnwritableContent, ValueError) as exc:
+                results[position] = _invalid(write, exc)
+                continue
+            if write.ref.version:
+                made.headers["If-Match"] = write.ref.version
+            sent.append((position, write, collection, made))
+        # Counted before they run: a write Google refuses is a call made all the same.
+        self._count(mailbox, f"calendar.events.{method}", len(sent))
+        answers = _batch_get(session, "calendar", [x[3] for x in sent])
+        for (position, write, collection, _), answer in zip(sent, answers, strict=True):
+            if isinstance(answer, HttpError):
+                results[position] = _failed(write, answer)
+            else:
+                results[position] = answered(write, collection, answer)
+        return [results[position] for position in range(len(run))]
 
     def _write_person(
         self, session: _Session, mailbox: MailboxAccess, write: Write, context: dict[str, Any]
@@ -1896,6 +1955,8 @@ def _invalid(write: Write, exc: Exception) -> WriteResult:
 
 _RUN_LIMITS = {
     "event": _BATCH,
+    "event-update": _BATCH,
+    "event-delete": _BATCH,
     "person-create": _PEOPLE_BATCH,
     "person-update": _PEOPLE_BATCH,
     "person-delete": _PEOPLE_DELETE_BATCH,
@@ -1905,8 +1966,12 @@ _RUN_LIMITS = {
 def _run_key(write: Write) -> tuple[str, ...] | None:
     """What consecutive writes share to go in one batch call (None: sent on its own)."""
     kind = write.ref.kind or _kind_of(write.item)
-    if kind == r.OBJECT_KIND_CALENDAR_ITEM and write.operation == WriteOperation.CREATE:
-        return ("event",)
+    if kind == r.OBJECT_KIND_CALENDAR_ITEM:
+        return {
+            WriteOperation.CREATE: ("event",),
+            WriteOperation.UPDATE: ("event-update",),
+            WriteOperation.DELETE: ("event-delete",),
+        }.get(write.operation)
     if kind != r.OBJECT_KIND_CONTACT:
         return None
     if write.operation == WriteOperation.CREATE:
