@@ -1624,8 +1624,10 @@ def invalid_subscriptions(sub_ids: list[str]) -> etree._Element:
     message = _message("GetStreamingEvents", "ErrorInvalidSubscription", "Subscription is invalid.")
     ids = sub(message, m("ErrorSubscriptionIds"))
     for sub_id in sub_ids:
-        # The schema types the list in t: (NonEmptyArrayOfSubscriptionIdsType).
-        sub(ids, t("SubscriptionId"), sub_id)
+        # In m:, as Exchange sends them: exchangelib reads them there and its live suite, run
+        # against a real server, expects the ids; the schema types the list with the request's
+        # t: array (NonEmptyArrayOfSubscriptionIdsType).
+        sub(ids, m("SubscriptionId"), sub_id)
     return envelope(_response("GetStreamingEvents", [message]))
 
 
