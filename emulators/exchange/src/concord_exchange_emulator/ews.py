@@ -684,6 +684,8 @@ def create_item(ctx: Context, req: etree._Element) -> etree._Element:
         item, _ = it.prepare_new(
             node, owner=folder.mailbox, owner_name=ctx.store.display_name(folder.mailbox)
         )
+        if kind == "CalendarItem":
+            _invited(item, req.get("SendMeetingInvitations", ""))
         if kind == "Message" and disposition in {"SendOnly", "SendAndSaveCopy"}:
             # A message sent at creation: Exchange answers with no item (the copy, if kept, is
             # a new item in the Sent Items or the named folder), and keeps nothing for SendOnly.
@@ -932,6 +934,27 @@ MEETING_RESPONSES = {
 }
 
 
+# The SendMeetingInvitations(OrCancellations) values that send the meeting to its attendees.
+_SENDS_INVITATIONS = frozenset(
+    {"SendOnlyToAll", "SendToAllAndSaveCopy", "SendOnlyToChanged", "SendToChangedAndSaveCopy"}
+)
+
+
+def _invited(item: etree._Element, send: str) -> None:
+    """A meeting with attendees created or updated with invitations sent: Exchange marks it
+    MeetingRequestWasSent, and from then on a cancellation has someone to go to."""
+    attendees = any(
+        item.find(t(name)) is not None
+        for name in ("RequiredAttendees", "OptionalAttendees", "Resources")
+    )
+    flag = item.find(t("MeetingRequestWasSent"))
+    if send in _SENDS_INVITATIONS and attendees:
+        if flag is None:
+            flag = sub(item, t("MeetingRequestWasSent"))
+            it.sort_children(item)
+        flag.text = "true"
+
+
 def _respond_to_meeting(
     ctx: Context,
     node: etree._Element,
@@ -960,6 +983,15 @@ def _respond_to_meeting(
         if not is_organizer:
             raise EwsError(
                 "ErrorCalendarIsNotOrganizer", "Only the organizer can cancel a meeting."
+            )
+        if disposition != "SaveOnly" and el.findtext(t("MeetingRequestWasSent")) != "true":
+            # A cancellation goes to those the meeting was sent to: one never sent (saved with
+            # SendToNone, or with no attendees) leaves it no recipient, and Exchange refuses to
+            # send it (the meeting stays). exchangelib's live test_cancel expects exactly this.
+            raise EwsError(
+                "ErrorInvalidRecipients",
+                "At least one recipient isn't valid., A message can't be sent because it "
+                "contains no recipients.",
             )
         ctx.store.delete_item(meeting)
         if disposition == "SendOnly":
@@ -1175,6 +1207,8 @@ def update_item(ctx: Context, req: etree._Element) -> etree._Element:
         modified = xml.find(t("LastModifiedTime"))
         if modified is not None:
             modified.text = it.now_iso()
+        if local(xml.tag) == "CalendarItem":
+            _invited(xml, req.get("SendMeetingInvitationsOrCancellations", ""))
         one_off = tasks.split_occurrence(before, xml) if local(xml.tag) == "Task" else None
         if one_off is not None:
             # A recurring task's occurrence split off: the answer names the new one-off task.

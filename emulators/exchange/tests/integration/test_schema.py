@@ -261,7 +261,8 @@ def _session_of_issue_15(account: Any) -> None:
         subject="called off",
         start=start,
         end=start + dt.timedelta(hours=1),
-    ).save().cancel()
+        required_attendees=["colleague@example.com"],
+    ).save(send_meeting_invitations="SendToAllAndSaveCopy").cancel()
     with account.pull_subscription() as (subscription, watermark):
         list(account.inbox.get_events(subscription, watermark))
     chore = Task(
