@@ -1347,6 +1347,148 @@ def find_item(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("FindItem", _children(req.find(m("ParentFolderIds"))), fill)
 
 
+# Personas (FindPeople, GetPersona): Exchange 2013 and later aggregate a mailbox's contacts into
+# people; here each contact is one persona (the emulator links no contacts into one person).
+
+_PERSONA_PREFIX = "AAUQ"
+_OUR_PERSONA_ID = re.compile(r"^AAUQ(AAMkI[0-9A-F]{32})$")
+
+
+def _persona(ctx: Context, stored: StoredItem) -> etree._Element:
+    """A contact as Exchange's PersonaType lists it (the schema's order)."""
+    contact = etree.fromstring(stored.xml)
+    persona = etree.Element(t("Persona"), nsmap={"t": T})
+    sub(persona, t("PersonaId"), Id=f"{_PERSONA_PREFIX}{stored.id}")
+    sub(persona, t("PersonaType"), "Person")
+    created = contact.findtext(t("DateTimeCreated"))
+    if created:
+        sub(persona, t("CreationTime"), created)
+    given, surname = contact.findtext(t("GivenName")), contact.findtext(t("Surname"))
+    display = contact.findtext(t("DisplayName")) or contact.findtext(t("FileAs")) or ""
+    sub(persona, t("DisplayName"), display)
+    if given or surname:
+        sub(persona, t("DisplayNameFirstLast"), " ".join(n for n in (given, surname) if n))
+        sub(persona, t("DisplayNameLastFirst"), " ".join(n for n in (surname, given) if n))
+    for name in ("FileAs", "GivenName", "Surname", "CompanyName"):
+        value = contact.findtext(t(name))
+        if value:
+            sub(persona, t(name), value)
+    addresses = [e.text for e in contact.iterfind(f"{t('EmailAddresses')}/{t('Entry')}") if e.text]
+    if addresses:
+        first = sub(persona, t("EmailAddress"))
+        sub(first, t("Name"), display or addresses[0])
+        sub(first, t("EmailAddress"), addresses[0])
+        sub(first, t("RoutingType"), "SMTP")
+        listed = sub(persona, t("EmailAddresses"))
+        for address in addresses:
+            entry = sub(listed, t("Address"))
+            sub(entry, t("Name"), display or address)
+            sub(entry, t("EmailAddress"), address)
+            sub(entry, t("RoutingType"), "SMTP")
+    folder = ctx.store.folder(stored.folder_id)
+    if folder is not None:
+        sub(sub(persona, t("FolderIds")), t("FolderId"), Id=folder.id, ChangeKey=folder.change_key)
+    return persona
+
+
+def _persona_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
+    """A PersonaShape: IdOnly keeps the PersonaId and the properties asked for by name."""
+    shape = req.find(m("PersonaShape"))
+    base = shape.findtext(t("BaseShape")) if shape is not None else "Default"
+    extra = shape.find(t("AdditionalProperties")) if shape is not None else None
+    wanted = {"PersonaId"} | {
+        it.element_for_uri(p.get("FieldURI", "")) for p in _children(extra) if p.get("FieldURI")
+    }
+
+    def apply(persona: etree._Element) -> etree._Element:
+        if base == "IdOnly":
+            for child in list(persona):
+                if local(child.tag) not in wanted:
+                    persona.remove(child)
+        return persona
+
+    return apply
+
+
+def _persona_query_matches(persona: etree._Element, query: str) -> bool:
+    """Every word of the query (a `Property:` prefix aside) in the person's names or addresses,
+    ignoring case, as the people index matches them."""
+    texts = [str(text).casefold() for text in persona.itertext()]
+    words = [w.split(":", 1)[-1].strip('"').casefold() for w in query.split()]
+    return all(any(w in text for text in texts) for w in words if w and w not in {"and", "or"})
+
+
+def _flat_message(op: str, code: str = "NoError", text: str | None = None) -> etree._Element:
+    """An answer that is itself the response message (FindPeople, GetPersona), not a list."""
+    message = _message(op, code, text)
+    message.tag = m(f"{op}Response" if op == "FindPeople" else f"{op}ResponseMessage")
+    return message
+
+
+def find_people(ctx: Context, req: etree._Element) -> etree._Element:
+    try:
+        parent = _children(req.find(m("ParentFolderId")))
+        if parent:
+            folder = resolve_folder(ctx, parent[0])
+        else:
+            found = ctx.store.distinguished_folder(ctx.acting_as, "contacts")
+            assert found is not None
+            folder = found
+        restriction = req.find(m("Restriction"))
+        order = req.find(m("SortOrder"))
+        query = (req.findtext(m("QueryString")) or "").strip()
+        people = [
+            _persona(ctx, s)
+            for s in ctx.store.items_in(folder.id)
+            if local(etree.fromstring(s.xml).tag) == "Contact"
+        ]
+        if restriction is not None and len(restriction):
+            people = [p for p in people if it.matches(p, restriction[0])]
+        if query:
+            people = [p for p in people if _persona_query_matches(p, query)]
+        if order is not None and len(order):
+            people.sort(key=_sort_key(order))
+        else:
+            people.sort(key=lambda p: (p.findtext(t("DisplayName")) or "").casefold())
+    except it.QueryNotSupported as exc:
+        return _flat_message("FindPeople", exc.code, str(exc))
+    except EwsError as exc:
+        return _flat_message("FindPeople", exc.code, exc.text)
+    offset, limit = _page(req, "IndexedPageItemView", len(people))
+    answer = _flat_message("FindPeople")
+    listed = sub(answer, m("People"))
+    apply = _persona_shape(req)
+    for persona in people[offset : offset + limit]:
+        listed.append(apply(persona))
+    sub(answer, m("TotalNumberOfPeopleInView"), str(len(people)))
+    sub(answer, m("FirstMatchingRowIndex"), str(offset))
+    sub(answer, m("FirstLoadedRowIndex"), str(offset))
+    return answer
+
+
+def get_persona(ctx: Context, req: etree._Element) -> etree._Element:
+    persona_id = req.find(m("PersonaId"))
+    if persona_id is None:
+        persona_id = req.find(t("PersonaId"))
+    matched = _OUR_PERSONA_ID.match(persona_id.get("Id", "") if persona_id is not None else "")
+    if matched is None:
+        return _flat_message("GetPersona", "ErrorInvalidIdMalformed", "Id is malformed.")
+    stored = ctx.store.item(matched[1])
+    if stored is None or local(etree.fromstring(stored.xml).tag) != "Contact":
+        return _flat_message(
+            "GetPersona", "ErrorItemNotFound", "The specified object was not found in the store."
+        )
+    try:
+        ctx.check_access(stored.mailbox)
+    except EwsError as exc:
+        return _flat_message("GetPersona", exc.code, exc.text)
+    answer = _flat_message("GetPersona")
+    persona = _persona(ctx, stored)
+    persona.tag = m("Persona")  # GetPersona's Persona is the messages schema's element
+    answer.append(persona)
+    return answer
+
+
 def _expand(ctx: Context, stored_items: list[StoredItem], view: etree._Element) -> list[StoredItem]:
     """CalendarView lists occurrences and exceptions of a series instead of its master."""
     end = rec.parse_utc(view.get("EndDate", ""))
@@ -1830,6 +1972,8 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "DeleteFolder": delete_folder,
     "GetItem": get_item,
     "FindItem": find_item,
+    "FindPeople": find_people,
+    "GetPersona": get_persona,
     "CreateItem": create_item,
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
