@@ -1489,6 +1489,45 @@ def get_persona(ctx: Context, req: etree._Element) -> etree._Element:
     return answer
 
 
+# Mail tips (GetMailTips): what Outlook shows before a message is sent to a recipient.
+
+# Exchange 2016's default message size limit (the organisation's MaxReceiveSize), in bytes.
+MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+
+
+def get_mail_tips(ctx: Context, req: etree._Element) -> etree._Element:
+    """Per recipient: a mailbox of this server is a known internal one, another address of its
+    domain is an invalid recipient, any other domain counts as external."""
+    recipients = _children(req.find(m("Recipients")))
+    home = ctx.acting_as.rpartition("@")[2]
+    answer = etree.Element(m("GetMailTipsResponse"), nsmap={"m": M, "t": T})
+    answer.set("ResponseClass", "Success")
+    sub(answer, m("ResponseCode"), "NoError")
+    messages = sub(answer, m("ResponseMessages"))
+    for recipient in recipients:
+        address = (recipient.findtext(t("EmailAddress")) or "").strip()
+        known = ctx.store.mailbox_exists(address.lower())
+        external = address.rpartition("@")[2].lower() != home
+        # exchangelib reads each message under this element name, as Exchange sends it.
+        message = sub(messages, m("MailTipsResponseMessageType"), ResponseClass="Success")
+        sub(message, m("ResponseCode"), "NoError")
+        tips = sub(message, m("MailTips"))
+        named = sub(tips, t("RecipientAddress"))
+        if known:
+            sub(named, t("Name"), ctx.store.display_name(address.lower()))
+        sub(named, t("EmailAddress"), address)
+        sub(named, t("RoutingType"), "SMTP")
+        sub(sub(sub(tips, t("OutOfOffice")), t("ReplyBody")), t("Message"))
+        sub(tips, t("MailboxFull"), "false")
+        sub(tips, t("TotalMemberCount"), "1")
+        sub(tips, t("ExternalMemberCount"), "1" if external else "0")
+        sub(tips, t("MaxMessageSize"), str(MAX_MESSAGE_SIZE))
+        sub(tips, t("DeliveryRestricted"), "false")
+        sub(tips, t("IsModerated"), "false")
+        sub(tips, t("InvalidRecipient"), "true" if not known and not external else "false")
+    return answer
+
+
 def _expand(ctx: Context, stored_items: list[StoredItem], view: etree._Element) -> list[StoredItem]:
     """CalendarView lists occurrences and exceptions of a series instead of its master."""
     end = rec.parse_utc(view.get("EndDate", ""))
@@ -1974,6 +2013,7 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "FindItem": find_item,
     "FindPeople": find_people,
     "GetPersona": get_persona,
+    "GetMailTips": get_mail_tips,
     "CreateItem": create_item,
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
