@@ -24,7 +24,7 @@ import math
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -202,49 +202,80 @@ def _meeting(n: int) -> r.MailItem:
     )
 
 
-@pytest.mark.timeout(300)
-async def test_google_calls_per_hundred_items_written(emulator: RunningEmulator) -> None:
+Counts = tuple[dict[str, int], dict[str, int]]
+
+
+async def _write_round(
+    emulator: RunningEmulator,
+    kind: Kind,
+    item: Callable[[int, bool], r.MailItem],
+    update_mask: list[str],
+    known_new: bool = False,
+) -> dict[str, Counts]:
+    """WRITTEN items of `kind` created, updated (`item(n, True)`, the fields in `update_mask`)
+    and deleted through the provider: the emulator's calls and HTTP requests for each step."""
     provider = GoogleProvider(max_workers=2, ca_file=emulator.ca_file)
     mailbox = _mailbox(emulator)
+    counted: dict[str, Counts] = {}
     try:
-        await provider.list_changes(mailbox, Kind.CALENDAR_ITEM, Cursor("calendar-item", ""), 1)
+        await provider.list_changes(mailbox, kind, Cursor(kind.value, ""), 1)
         _counted(emulator)
         creates = [
-            Write(WriteOperation.CREATE, f"bench-{n}", r.ItemRef(), _meeting(n))
+            Write(
+                WriteOperation.CREATE,
+                f"bench-{n}",
+                r.ItemRef(),
+                item(n, False),
+                known_new=known_new,
+            )
             for n in range(WRITTEN)
         ]
         created = await provider.apply_items(mailbox, creates)
-        create = _counted(emulator)
+        counted["create"] = _counted(emulator)
         updates = [
             Write(
                 WriteOperation.UPDATE,
                 w.link_id,
                 w.ref or r.ItemRef(),
-                _meeting(n),
-                update_mask=["subject"],
+                item(n, True),
+                update_mask=update_mask,
             )
             for n, w in enumerate(created)
         ]
         updated = await provider.apply_items(mailbox, updates)
-        update = _counted(emulator)
+        counted["update"] = _counted(emulator)
         deletes = [
             Write(WriteOperation.DELETE, w.link_id, w.ref or r.ItemRef(), r.MailItem())
             for w in updated
         ]
         deleted = await provider.apply_items(mailbox, deletes)
-        delete = _counted(emulator)
+        counted["delete"] = _counted(emulator)
     finally:
         await provider.close()
     for results in (created, updated, deleted):
         assert {x.status for x in results} == {r.WRITE_STATUS_OK}
+    return counted
+
+
+def _print_rounds(counted: dict[str, Counts], noun: str, per: Callable[[int], str]) -> None:
     print()
-    for what, (calls, requests) in (("create", create), ("update", update), ("delete", delete)):
+    for what, (calls, requests) in counted.items():
         total = sum(calls.values())
         http = sum(requests.values())
         print(
-            f"google {what} {WRITTEN} events: {total} calls {dict(sorted(calls.items()))} in "
-            f"{http} HTTP requests; {total / WRITTEN:.2f}x the floor of one write per item"
+            f"google {what} {WRITTEN} {noun}: {total} calls {dict(sorted(calls.items()))} in "
+            f"{http} HTTP requests; {per(total)}"
         )
+
+
+@pytest.mark.timeout(300)
+async def test_google_calls_per_hundred_items_written(emulator: RunningEmulator) -> None:
+    counted = await _write_round(
+        emulator, Kind.CALENDAR_ITEM, lambda n, _: _meeting(n), update_mask=["subject"]
+    )
+    _print_rounds(
+        counted, "events", lambda total: f"{total / WRITTEN:.2f}x the floor of one write per item"
+    )
 
 
 def _person(n: int, given: str = "Ada") -> r.MailItem:
@@ -259,48 +290,19 @@ def _person(n: int, given: str = "Ada") -> r.MailItem:
 
 @pytest.mark.timeout(300)
 async def test_google_calls_per_hundred_contacts_written(emulator: RunningEmulator) -> None:
-    provider = GoogleProvider(max_workers=2, ca_file=emulator.ca_file)
-    mailbox = _mailbox(emulator)
-    try:
-        await provider.list_changes(mailbox, Kind.CONTACT, Cursor("contact", ""), 1)
-        _counted(emulator)
-        # As an initial sync writes them: the cursor proves each new (no lookup by link id).
-        creates = [
-            Write(WriteOperation.CREATE, f"bench-{n}", r.ItemRef(), _person(n), known_new=True)
-            for n in range(WRITTEN)
-        ]
-        created = await provider.apply_items(mailbox, creates)
-        create = _counted(emulator)
-        updates = [
-            Write(
-                WriteOperation.UPDATE,
-                w.link_id,
-                w.ref or r.ItemRef(),
-                _person(n, "Augusta"),
-                update_mask=["given_name"],
-            )
-            for n, w in enumerate(created)
-        ]
-        updated = await provider.apply_items(mailbox, updates)
-        update = _counted(emulator)
-        deletes = [
-            Write(WriteOperation.DELETE, w.link_id, w.ref or r.ItemRef(), r.MailItem())
-            for w in updated
-        ]
-        deleted = await provider.apply_items(mailbox, deletes)
-        delete = _counted(emulator)
-    finally:
-        await provider.close()
-    for results in (created, updated, deleted):
-        assert {x.status for x in results} == {r.WRITE_STATUS_OK}
-    print()
-    for what, (calls, requests) in (("create", create), ("update", update), ("delete", delete)):
-        total = sum(calls.values())
-        http = sum(requests.values())
-        print(
-            f"google {what} {WRITTEN} contacts: {total} calls {dict(sorted(calls.items()))} in "
-            f"{http} HTTP requests; {total * 100 / WRITTEN:.0f} calls per 100 contacts written"
-        )
+    # As an initial sync writes them: the cursor proves each new (no lookup by link id).
+    counted = await _write_round(
+        emulator,
+        Kind.CONTACT,
+        lambda n, updated: _person(n, "Augusta" if updated else "Ada"),
+        update_mask=["given_name"],
+        known_new=True,
+    )
+    _print_rounds(
+        counted,
+        "contacts",
+        lambda total: f"{total * 100 / WRITTEN:.0f} calls per 100 contacts written",
+    )
 
 
 def _percentile(samples: list[float], share: float) -> float:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from concord_exchange_emulator import ews
+from concord_exchange_emulator import autodiscover, ews
 from concord_exchange_emulator.ntlm import NtlmAcceptor
 from concord_exchange_emulator.push import PushSender
 from concord_exchange_emulator.seed import seed_mailbox
@@ -261,6 +261,32 @@ class EwsEndpoint:
         return ews.Context(self.store, username, target, impersonating=True)
 
 
+class AutodiscoverEndpoint(EwsEndpoint):
+    """SOAP Autodiscover, authenticated as EWS is (see `autodiscover`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if request.method != "POST":
+            await Response("Autodiscover accepts POST", status_code=405)(scope, receive, send)
+            return
+        user, refusal = await self._authenticate(request)
+        if refusal is not None or user is None:
+            await (refusal or _unauthorized())(scope, receive, send)
+            return
+        body = await request.body()
+        # The EWS endpoint of this very server, as the client reached it.
+        ews_url = f"{request.url.scheme}://{request.url.netloc}{EWS_PATH}"
+        try:
+            answer = await run_in_threadpool(
+                autodiscover.get_user_settings, self.store, body, ews_url
+            )
+            status = 200
+        except autodiscover.AutodiscoverFault as exc:
+            answer, status = autodiscover.fault(str(exc)), 500
+        media_type = "text/xml; charset=utf-8"
+        await Response(answer, status_code=status, media_type=media_type)(scope, receive, send)
+
+
 def build_app(store: Store) -> Starlette:
     control = Control()
     started = time.monotonic()
@@ -332,6 +358,7 @@ def build_app(store: Store) -> Starlette:
 
     routes = [
         Route(EWS_PATH, EwsEndpoint(store, control), methods=["POST", "GET"]),
+        Route(autodiscover.PATH, AutodiscoverEndpoint(store, control), methods=["POST", "GET"]),
         Route("/__admin/health", health),
         Route("/__admin/calls", calls, methods=["GET", "DELETE"]),
         Route("/__admin/faults", faults, methods=["GET", "POST", "DELETE"]),

@@ -178,6 +178,9 @@ def prepare_new(
                 sort_attendee(attendee)
         if item.find(t("IsMeeting")) is None:
             sub(item, t("IsMeeting"), "true" if has_attendees else "false")
+        # Set by CreateItem or UpdateItem when they send the invitations (see `invited`).
+        if item.find(t("MeetingRequestWasSent")) is None:
+            sub(item, t("MeetingRequestWasSent"), "false")
         if item.find(t("MyResponseType")) is None:
             sub(item, t("MyResponseType"), "Organizer")
         if item.find(t("IsAllDayEvent")) is None:

@@ -27,6 +27,7 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorInvalidChangeKey,
     ErrorInvalidIdMalformed,
     ErrorInvalidOperation,
+    ErrorInvalidRecipients,
     ErrorInvalidUserSid,
     ErrorItemNotFound,
     ErrorMissingInformationReferenceItemId,
@@ -279,18 +280,53 @@ def test_meeting_answers_and_cancellation(emulator: RunningEmulator, account: Ac
         subject="mine",
         start=start,
         end=start + dt.timedelta(hours=1),
-    ).save()
+        required_attendees=["colleague@example.com"],
+    ).save(send_meeting_invitations="SendToAllAndSaveCopy")
     with pytest.raises(ErrorCalendarIsOrganizerForAccept):
         AcceptItem(
             account=account, reference_item_id=ReferenceItemId(id=mine.id, changekey=mine.changekey)
         ).send()
     with pytest.raises(ErrorMissingInformationReferenceItemId):
         AcceptItem(account=account).send()
+    assert account.calendar.get(id=mine.id).meeting_request_was_sent is True
     result = mine.cancel()
     assert result.id
     assert account.sent.filter(subject="Canceled: mine").count() == 1
     with pytest.raises(ErrorItemNotFound):
         mine.cancel()
+
+
+@pytest.mark.parametrize(
+    ("attendees", "sent"),
+    [(["colleague@example.com"], "SendToNone"), ([], "SendToAllAndSaveCopy")],
+    ids=["never-invited", "no-attendees"],
+)
+def test_a_meeting_sent_to_no_one_cannot_be_cancelled(
+    account: Account, attendees: list[str], sent: str
+) -> None:
+    """exchangelib's live test_cancel: a cancellation goes to those the meeting was sent to;
+    with none, Exchange refuses to send it (ErrorInvalidRecipients) and the meeting stays."""
+    start = dt.datetime(2030, 6, 4, 10, tzinfo=COPENHAGEN)
+    kept = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject=f"unsent {sent}",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        required_attendees=attendees or None,
+    ).save(send_meeting_invitations=sent)
+    assert account.calendar.get(id=kept.id).meeting_request_was_sent is False
+    with pytest.raises(ErrorInvalidRecipients):
+        kept.cancel()
+    assert account.calendar.get(id=kept.id).subject == f"unsent {sent}"
+    assert account.sent.filter(subject=f"Canceled: unsent {sent}").count() == 0
+    # Sent later by an update, it has someone to cancel to.
+    if attendees:
+        kept.subject = "sent at last"
+        kept.save(update_fields=["subject"], send_meeting_invitations="SendToAllAndSaveCopy")
+        kept.cancel()
+        with pytest.raises(ErrorItemNotFound):
+            account.calendar.get(id=kept.id)
 
 
 def test_aqs_query_strings_and_resolved_recipient_names(account: Account) -> None:

@@ -189,3 +189,20 @@ def test_an_idle_stream_sends_heartbeats(
     assert b"<m:ConnectionStatus>OK</m:ConnectionStatus>" in first
     assert b"Notification" not in first
     account.tasks.unsubscribe(subscription_id)
+
+
+def test_a_stream_naming_an_unknown_subscription_lists_it(account: Any) -> None:
+    from exchangelib.errors import ErrorInvalidSubscription
+
+    drafts = account.drafts
+    with (
+        drafts.streaming_subscription() as subscription_id,
+        pytest.raises(ErrorInvalidSubscription) as refused,
+    ):
+        list(
+            drafts.get_streaming_events(
+                ("AAA-", subscription_id), connection_timeout=1, max_notifications_returned=1
+            )
+        )
+    # exchangelib names the refused ids only when they come in m:, as Exchange sends them.
+    assert refused.value.value == "Subscription is invalid. (subscription IDs: ['AAA-'])"

@@ -645,3 +645,44 @@ async def test_push_that_cannot_be_kept_up_is_degraded_and_polled_until_it_recov
 def _hints_sent(hints: Hints) -> list[str]:
     """Each source of each hint, as the coalescer may join two sent in one window."""
     return [source for m in hints.parsed() for source in m.hint.split(",")]
+
+
+async def test_a_watch_opened_first_leaves_the_provider_its_sessions(
+    rig: Rig, emulator: RunningEmulator
+) -> None:
+    """exchangelib shares one session pool per endpoint and credential, sized by whichever
+    Configuration opened it first. When the watches of a service account's mailboxes opened it
+    (as on a fresh stack, before the first sync), the provider's listings went one at a time
+    through the one session the streams left: a first sync's first ListChanges overran the
+    reconciler's peer timeout. Whichever opens first, a slow listing must not hold a quick one."""
+    slow, _, _ = await rig.mailbox(impersonated=True)
+    quick, _, _ = await rig.mailbox(impersonated=True)
+    # Both mailboxes opened by the provider too (the credential's version already probed).
+    for mailbox in (slow, quick):
+        await rig.connector.list_changes(mailbox, Kind.CALENDAR_ITEM, "", "", 0)
+    slow_address = (await rig.store.get(slow)).address  # type: ignore[union-attr]
+    emulator.admin("DELETE", "calls")
+    emulator.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "latency",
+            "operation": "SyncFolderItems",
+            "mailbox": slow_address,
+            "latency_ms": 3000,
+        },
+    )
+    finished: list[str] = []
+
+    async def listed(mailbox: str, name: str) -> None:
+        await rig.connector.list_changes(mailbox, Kind.CALENDAR_ITEM, "", "", 0)
+        finished.append(name)
+
+    try:
+        held = asyncio.create_task(listed(slow, "slow"))
+        await eventually(lambda: bool(emulator.admin("GET", "calls").get("SyncFolderItems")))
+        await listed(quick, "quick")
+        await held
+    finally:
+        emulator.admin("DELETE", "faults")
+    assert finished == ["quick", "slow"]

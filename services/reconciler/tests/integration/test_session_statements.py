@@ -5,6 +5,7 @@ counted (not timed) with a SQLAlchemy event listener."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -37,26 +38,48 @@ async def _session(reconciler: Reconciler) -> None:
     await asyncio.sleep(0.2)
 
 
-async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(
-    reconciler: Reconciler,
-) -> None:
+async def _started(reconciler: Reconciler) -> None:
+    """The demo mailbox with the consumer running and its first session done: every pair has
+    listed in full and kept its cursors."""
     await reconciler.add_mailbox()
     await reconciler.start_consumer()
-    await _session(reconciler)  # the first: every pair lists in full and keeps its cursors
-    seen: list[str] = []
+    await _session(reconciler)
 
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        # The consumer's own tasks only: not the API answering RequestSession or WaitSession.
+
+@dataclass(frozen=True)
+class _Ran:
+    statement: str
+    compiled: bool  # built anew, not found in SQLAlchemy's compiled cache
+
+    @property
+    def head(self) -> str:
+        return " ".join(self.statement.split()[:3])
+
+
+async def _consumer_statements(reconciler: Reconciler) -> list[_Ran]:
+    """The statements one session runs in the consumer's own tasks: not the API answering
+    RequestSession or WaitSession."""
+    ran: list[_Ran] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
         task = asyncio.current_task()
         if task is not None and task.get_name().startswith("session-consumer"):
-            seen.append(" ".join(statement.split()[:3]))
+            ran.append(_Ran(statement, context.cache_hit is not CACHE_HIT))
 
     engine = reconciler.store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "before_cursor_execute", record)
     try:
         await _session(reconciler)
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "before_cursor_execute", record)
+    return ran
+
+
+async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(
+    reconciler: Reconciler,
+) -> None:
+    await _started(reconciler)
+    seen = [ran.head for ran in await _consumer_statements(reconciler)]
     reads = [s for s in seen if s.startswith("SELECT")]
     writes = [s for s in seen if not s.startswith("SELECT")]
     # The session (read before its lease), its mailbox with both settings rows, and the three
@@ -72,57 +95,25 @@ async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(
 async def test_a_session_whose_cursors_move_runs_only_statements_compiled_before(
     reconciler: Reconciler,
 ) -> None:
-    await reconciler.add_mailbox()
-    await reconciler.start_consumer()
-    await _session(reconciler)
+    await _started(reconciler)
     # Every pair's mail cursor moves: each commits it, as a session after a change does.
     reconciler.mail.state_token = "t2"
     await _session(reconciler)  # every statement such a session runs is compiled once here
     reconciler.mail.state_token = "t3"
-    seen: list[str] = []
-    compiled: list[str] = []
-
-    def check(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
-        task = asyncio.current_task()
-        if task is None or not task.get_name().startswith("session-consumer"):
-            return
-        seen.append(" ".join(statement.split()[:3]))
-        if context.cache_hit is not CACHE_HIT:
-            compiled.append(statement)
-
-    engine = reconciler.store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", check)
-    try:
-        await _session(reconciler)
-    finally:
-        event.remove(engine, "before_cursor_execute", check)
-    assert "INSERT INTO sync_cursors" in seen, seen
+    ran = await _consumer_statements(reconciler)
+    assert "INSERT INTO sync_cursors" in [r.head for r in ran], ran
     # A statement built anew with its rows in it (an upsert's VALUES) has no cache key: it is
     # compiled again every time it runs, the reconciler's CPU spent for nothing.
-    assert compiled == []
+    assert [r.statement for r in ran if r.compiled] == []
 
 
 async def test_a_session_whose_cursors_move_writes_them_all_in_one_statement(
     reconciler: Reconciler,
 ) -> None:
-    await reconciler.add_mailbox()
-    await reconciler.start_consumer()
-    await _session(reconciler)
+    await _started(reconciler)
     # Every pair's mail cursor moves, as after a change in the mailbox.
     reconciler.mail.state_token = "t2"
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        task = asyncio.current_task()
-        if task is not None and task.get_name().startswith("session-consumer"):
-            seen.append(" ".join(statement.split()[:3]))
-
-    engine = reconciler.store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        await _session(reconciler)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    seen = [ran.head for ran in await _consumer_statements(reconciler)]
     # The three pairs' cursors in one statement of one transaction, not one transaction each.
     assert [s for s in seen if not s.startswith("SELECT")] == [
         "UPDATE sessions SET",

@@ -152,6 +152,14 @@ class Source:
 EWS_MAX_CONCURRENCY = 27
 
 
+def credential_sessions(max_workers: int) -> int:
+    """The EWS sessions one credential is given in this process: as many as the provider has
+    workers, within what EWS allows an account at once. exchangelib pools sessions per endpoint
+    and credential, shared by every Configuration for them and sized by the first one opened, so
+    the push feed opens its accounts with the same size (its streams each add one on top)."""
+    return min(max_workers, EWS_MAX_CONCURRENCY)
+
+
 class _UnsentBatch(Exception):
     """exchangelib refused to build a CreateItem request: an item of it did not validate, and
     nothing was sent."""
@@ -659,7 +667,7 @@ class ExchangeProvider:
                     # exchangelib's default is one session per credential: every mailbox a
                     # service account opens would wait for the one request in flight. As many
                     # as this process has workers, within what EWS allows an account at once.
-                    max_connections=min(self._max_workers, EWS_MAX_CONCURRENCY),
+                    max_connections=credential_sessions(self._max_workers),
                 )
                 self._configs[key] = config
             account_key = (*key, address, access)

@@ -52,6 +52,7 @@ from exchangelib.properties import (  # type: ignore[import-untyped]
 )
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
 
+from concord_mail_connector.adapters.exchange import credential_sessions
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
@@ -146,6 +147,7 @@ class ExchangeChangeFeed:
         max_back_off: float = 30.0,
         healthy_stream_seconds: float = 5.0,
         folder_recheck_seconds: float = 60.0,
+        sessions: int = credential_sessions(16),
     ) -> None:
         self._stream_minutes = stream_minutes
         self._pull_seconds = pull_seconds
@@ -156,6 +158,9 @@ class ExchangeChangeFeed:
         self._max_back_off = max_back_off
         self._healthy_stream_seconds = healthy_stream_seconds
         self._folder_recheck_seconds = folder_recheck_seconds
+        # The provider's sessions per credential: exchangelib's pool for a credential is shared
+        # with the provider and sized by whichever opens it first, so both open it alike.
+        self._sessions = sessions
         self._pool_lock = threading.Lock()
 
     async def watch(self, access: MailboxAccess, sink: PushSink) -> None:
@@ -178,6 +183,7 @@ class ExchangeChangeFeed:
             auth_type=_AUTH_TYPES.get(str(settings.get("auth_type") or "ntlm").lower(), NTLM),
             # Back-off is ours (bounded, with jitter), not exchangelib's blocking retries.
             retry_policy=FailFast(),
+            max_connections=self._sessions,
         )
         return Account(
             primary_smtp_address=address, config=config, autodiscover=False, access_type=access_type
@@ -185,8 +191,8 @@ class ExchangeChangeFeed:
 
     def _grow_pool(self, account: Account, by: int) -> None:
         # exchangelib shares one session pool per endpoint and credentials across the process
-        # (the Exchange provider's too), one session by default. An open stream holds a session
-        # for its whole connection, so each stream brings its own, and syncs never wait on it.
+        # (the Exchange provider's too), of `sessions`. An open stream holds a session for its
+        # whole connection, so each stream brings its own, and syncs never wait on it.
         with self._pool_lock:
             account.protocol.max_connections = max(1, account.protocol.max_connections + by)
 
