@@ -239,6 +239,8 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
             for s in spans
             if s.name == "sync.session"
             and s.service_name == "reconciler"
+            # The stack's other demo mailboxes sync on their own schedule meanwhile.
+            and s.attributes.get("concord.mailbox") == "mailboxes/demo"
             and s.start_time_unix_nano > initial_start
             and s.trace_id != initial.trace_id
         }
