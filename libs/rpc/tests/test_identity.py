@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import concord_rpc.identity as identity_module
 from concord_rpc import (
     AttachIdentity,
     GrpcService,
@@ -104,6 +105,39 @@ def test_an_old_identity_has_expired_and_a_future_one_is_invalid() -> None:
     assert verifier(at=NOW + 60).verify(signed(), METHOD) == ANN  # within ttl
     with pytest.raises(IdentityInvalid):
         verifier(at=NOW - 600).verify(signed(), METHOD)
+
+
+@pytest.mark.unit
+def test_the_same_identity_and_method_within_a_second_are_signed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [NOW]
+    signer = IdentitySigner(KEY, clock=lambda: clock[0])
+    macs: list[str] = []
+    real = identity_module._mac
+
+    def counted(key: bytes, method: str, payload: str) -> bytes:
+        macs.append(method)
+        return real(key, method, payload)
+
+    monkeypatch.setattr(identity_module, "_mac", counted)
+    first = signer.metadata(ANN, METHOD)
+    clock[0] = NOW + 0.9
+    assert signer.metadata(ANN, METHOD) == first
+    assert macs == [METHOD]
+    # Another method, another identity, the next second: each signed afresh.
+    other_method = "/concord.reconciler.v1.ReconcilerService/ListMailboxes"
+    bob = Identity(subject="bob", org="acme", role="user")
+    for_other_method = signer.metadata(ANN, other_method)
+    for_bob = signer.metadata(bob, METHOD)
+    clock[0] = NOW + 1
+    later = signer.metadata(ANN, METHOD)
+    assert macs == [METHOD, other_method, METHOD, METHOD]
+    assert later != first
+    monkeypatch.undo()
+    assert verifier().verify(for_other_method, other_method) == ANN
+    assert verifier().verify(for_bob, METHOD) == bob
+    assert verifier(at=NOW + 1).verify(later, METHOD) == ANN
 
 
 @pytest.mark.unit

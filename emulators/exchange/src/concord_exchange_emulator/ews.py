@@ -1603,8 +1603,11 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
         # (last seq, kind, item id, the item now): the page, then whether any change is left.
         page: list[tuple[int, str, str, StoredItem | None]] = []
         complete = True
+        # The state a complete answer hands out stands at the folder's own last change, as
+        # Exchange's does: a change elsewhere (another folder, another mailbox) leaves it as
+        # it was, so a client holding one state per folder sees which folders changed.
         if not state:
-            head = ctx.store.last_seq()
+            head = ctx.store.last_seq(folder.id)
             for stored in ctx.store.items_in(folder.id):
                 if stored.id in ignored:
                     continue
@@ -1614,11 +1617,12 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
                 page.append((stored.created_seq, "Create", stored.id, stored))
         else:
             after = _decode_state(state, folder.id, ctx.store.sync_generation())
-            head = ctx.store.last_seq()
+            head = after
             first: dict[str, str] = {}
             last: dict[str, int] = {}
             kinds: dict[str, set[str]] = {}
             for change in ctx.store.changes([folder.id], after):
+                head = max(head, change.seq)
                 first.setdefault(change.item_id, change.kind)
                 last[change.item_id] = change.seq
                 kinds.setdefault(change.item_id, set()).add(change.kind)

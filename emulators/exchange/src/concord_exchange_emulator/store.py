@@ -484,9 +484,17 @@ class Store:
 
     # change log
 
-    def last_seq(self) -> int:
+    def last_seq(self, folder_id: str | None = None) -> int:
+        """The change log's head: the whole store's, or one folder's item changes' (what a
+        SyncState of that folder stands at once every change of it is reported)."""
         with self.lock:
-            row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
+            if folder_id is None:
+                row = self._db.execute("SELECT MAX(seq) FROM changes").fetchone()
+            else:
+                row = self._db.execute(
+                    f"SELECT MAX(seq) FROM changes WHERE folder_id = ? AND {_ITEM_CHANGES}",
+                    (folder_id,),
+                ).fetchone()
         return int(row[0] or 0)
 
     def changes(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from exchangelib import Message, Task  # type: ignore[import-untyped]
+from exchangelib import DELEGATE, Account, Message, Task  # type: ignore[import-untyped]
 from exchangelib.errors import ErrorInvalidSyncStateData  # type: ignore[import-untyped]
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,31 @@ def test_incremental_sync(account: Any) -> None:
     # An old state still works: it replays everything since then, collapsed per item.
     tasks.item_sync_state = state
     assert _changes(tasks) == [("update", "one, edited")]
+
+
+def test_a_folder_state_moves_only_with_that_folders_changes(
+    account: Any, make_config: Any, new_user: Any
+) -> None:
+    tasks, drafts = account.tasks, account.drafts
+    Task(account=account, folder=tasks, subject="mine").save()
+    assert _changes(tasks) == [("create", "mine")]
+    assert _changes(drafts) == []
+    tasks_state, drafts_state = tasks.item_sync_state, drafts.item_sync_state
+    # Changes in another folder of the mailbox, and in another mailbox altogether.
+    Message(account=account, folder=drafts, subject="elsewhere").save()
+    address, password = new_user()
+    other = Account(
+        address, config=make_config(address, password), autodiscover=False, access_type=DELEGATE
+    )
+    Task(account=other, folder=other.tasks, subject="theirs").save()
+    assert _changes(tasks) == []
+    assert tasks.item_sync_state == tasks_state
+    assert _changes(drafts) == [("create", "elsewhere")]
+    assert drafts.item_sync_state != drafts_state
+    # A folder's first sync stands at its own last change too.
+    tasks.item_sync_state = None
+    assert _changes(tasks) == [("create", "mine")]
+    assert tasks.item_sync_state == tasks_state
 
 
 def test_max_changes_returned_pages_the_changes(account: Any) -> None:

@@ -157,9 +157,22 @@ class IdentitySigner:
         self._key = _check_key(key)
         self._ttl = ttl
         self._clock = clock
+        # The metadata made within the current second, by identity and method: it is a function
+        # of them and the second alone, and a session makes a dozen calls as one identity
+        # within one (issue #18: CPU per sync session). Only the current second's are kept.
+        self._second = -1
+        self._made: dict[tuple[Identity, str], tuple[tuple[str, str], ...]] = {}
 
     def metadata(self, identity: Identity, method: str) -> tuple[tuple[str, str], ...]:
         now = int(self._clock())
+        if now != self._second:
+            self._second, self._made = now, {}
+        made = self._made.get((identity, method))
+        if made is None:
+            made = self._made[(identity, method)] = self._sign(identity, method, now)
+        return made
+
+    def _sign(self, identity: Identity, method: str, now: int) -> tuple[tuple[str, str], ...]:
         claims = {
             "sub": identity.subject,
             "org": identity.org,
