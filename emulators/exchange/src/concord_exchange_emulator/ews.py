@@ -17,7 +17,7 @@ from concord_exchange_emulator import attachments as att
 from concord_exchange_emulator import folders as fl
 from concord_exchange_emulator import items as it
 from concord_exchange_emulator import recurrence as rec
-from concord_exchange_emulator import tasks
+from concord_exchange_emulator import rules, tasks
 from concord_exchange_emulator.schema import field_order
 from concord_exchange_emulator.store import (
     ALL_FOLDERS,
@@ -1989,6 +1989,63 @@ def get_delegate(ctx: Context, req: etree._Element) -> etree._Element:
     return resp
 
 
+# Inbox rules (MS-OXWSRULES): answered as the response element itself, with no ResponseMessages.
+
+
+def _rules_mailbox(ctx: Context, req: etree._Element) -> str:
+    mailbox = (req.findtext(m("MailboxSmtpAddress")) or ctx.acting_as).lower()
+    ctx.check_access(mailbox)
+    return mailbox
+
+
+def _flat_error(op: str, exc: EwsError) -> etree._Element:
+    answer = _message(op, exc.code, exc.text)
+    answer.tag = m(f"{op}Response")
+    return answer
+
+
+def get_inbox_rules(ctx: Context, req: etree._Element) -> etree._Element:
+    try:
+        mailbox = _rules_mailbox(ctx, req)
+    except EwsError as exc:
+        return _flat_error("GetInboxRules", exc)
+    answer = _message("GetInboxRules")
+    answer.tag = m("GetInboxRulesResponse")
+    # Outlook's client-only rule blob: the emulator never has one.
+    sub(answer, m("OutlookRuleBlobExists"), "false")
+    listed = sub(answer, m("InboxRules"))
+    for _, xml in ctx.store.inbox_rules(mailbox):
+        listed.append(etree.fromstring(xml))
+    return answer
+
+
+def update_inbox_rules(ctx: Context, req: etree._Element) -> etree._Element:
+    op = "UpdateInboxRules"
+    try:
+        mailbox = _rules_mailbox(ctx, req)
+    except EwsError as exc:
+        return _flat_error(op, exc)
+
+    def folder_of(node: etree._Element) -> tuple[str, str]:
+        try:
+            folder = resolve_folder(ctx, node)
+        except EwsError:
+            raise rules.FolderNotFound() from None
+        return folder.id, folder.change_key
+
+    existing = {rule_id for rule_id, _ in ctx.store.inbox_rules(mailbox)}
+    changes, failed = rules.plan(req.find(m("Operations")), existing, folder_of)
+    if failed:
+        # All or nothing: one failing operation leaves the rule set as it was.
+        answer = _flat_error(op, EwsError("ErrorInboxRulesValidationError", rules.VALIDATION_TEXT))
+        rules.operation_errors(answer, failed)
+        return answer
+    ctx.store.replace_inbox_rules(mailbox, changes.upserts, changes.deletes)
+    answer = _message(op)
+    answer.tag = m(f"{op}Response")
+    return answer
+
+
 def convert_id(ctx: Context, req: etree._Element) -> etree._Element:
     destination = req.get("DestinationFormat", "EwsId")
 
@@ -2040,6 +2097,8 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "Subscribe": subscribe,
     "GetEvents": get_events,
     "Unsubscribe": unsubscribe,
+    "GetInboxRules": get_inbox_rules,
+    "UpdateInboxRules": update_inbox_rules,
 }
 
 

@@ -1,4 +1,5 @@
-"""SQLite storage: users, mailboxes, folders, items (as EWS XML), a change log, subscriptions.
+"""SQLite storage: users, mailboxes, folders, items (as EWS XML), a change log, subscriptions,
+inbox rules.
 
 Items are kept as the XML element a client sent (with the server's fields added), so every item
 type and extended property round-trips without a column per field. The change log drives
@@ -45,6 +46,10 @@ CREATE TABLE IF NOT EXISTS push_targets (
 CREATE TABLE IF NOT EXISTS subscriptions (
     id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, folder_ids TEXT NOT NULL,
     event_types TEXT NOT NULL, watermark INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox_rules (
+    id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, priority INTEGER NOT NULL,
+    created INTEGER NOT NULL, xml BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS inbox_rules_mailbox ON inbox_rules (mailbox, priority, created);
 """
 
 
@@ -664,3 +669,41 @@ class Store:
     def set_folder_permissions(self, folder_id: str, xml: bytes) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO folder_permissions VALUES (?, ?)", (folder_id, xml))
+
+    # inbox rules (each kept as the EWS Rule element; a table created by SCHEMA on open, so a
+    # database from before rules existed gains it without a migration)
+
+    def inbox_rules(self, mailbox: str) -> list[tuple[str, bytes]]:
+        """(rule id, Rule XML) of a mailbox's rules in the order they run: by priority."""
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT id, xml FROM inbox_rules WHERE mailbox = ? ORDER BY priority, created",
+                (mailbox,),
+            ).fetchall()
+        return [(row["id"], bytes(row["xml"])) for row in rows]
+
+    def replace_inbox_rules(
+        self,
+        mailbox: str,
+        upserts: list[tuple[str, int, bytes]],
+        deletes: list[str],
+    ) -> None:
+        """Apply one UpdateInboxRules request at once: (id, priority, xml) written, ids removed."""
+        with self.transaction() as db:
+            for rule_id in deletes:
+                db.execute(
+                    "DELETE FROM inbox_rules WHERE id = ? AND mailbox = ?", (rule_id, mailbox)
+                )
+            for rule_id, priority, xml in upserts:
+                updated = db.execute(
+                    "UPDATE inbox_rules SET priority = ?, xml = ? WHERE id = ? AND mailbox = ?",
+                    (priority, xml, rule_id, mailbox),
+                ).rowcount
+                if not updated:
+                    created = db.execute(
+                        "SELECT COALESCE(MAX(created), 0) + 1 FROM inbox_rules"
+                    ).fetchone()[0]
+                    db.execute(
+                        "INSERT INTO inbox_rules VALUES (?, ?, ?, ?, ?)",
+                        (rule_id, mailbox, priority, created, xml),
+                    )
