@@ -106,3 +106,30 @@ def test_a_delta_page_reads_only_the_items_it_answers(
         assert len(reads) <= 33
     finally:
         store.close()
+
+
+def test_a_database_from_before_inbox_rules_opens_and_keeps_them(tmp_path: pathlib.Path) -> None:
+    """Inbox rules came with #18: an older database gains their table when it is opened, and
+    each mailbox's rules are its own, kept across a restart in priority order."""
+    import sqlite3
+
+    path = tmp_path / "exchange.db"
+    Store(path).close()
+    old = sqlite3.connect(path)
+    old.execute("DROP TABLE inbox_rules")
+    old.commit()
+    old.close()
+    store = Store(path)
+    try:
+        store.replace_inbox_rules("a", [("r1", 5, b"<t:Rule/>"), ("r2", 2, b"<t:Rule/>")], [])
+        store.replace_inbox_rules("b", [("r3", 1, b"<t:Rule/>")], [])
+    finally:
+        store.close()
+    store = Store(path)
+    try:
+        assert [rule_id for rule_id, _ in store.inbox_rules("a")] == ["r2", "r1"]
+        store.replace_inbox_rules("a", [("r1", 1, b"<t:Rule/>")], ["r2"])
+        assert [rule_id for rule_id, _ in store.inbox_rules("a")] == ["r1"]
+        assert [rule_id for rule_id, _ in store.inbox_rules("b")] == ["r3"]
+    finally:
+        store.close()
