@@ -139,14 +139,23 @@ class EwsEndpoint:
             return None, _unauthorized()
         return user, None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+    async def _caller(
+        self, request: Request, service: str, receive: Receive, send: Send
+    ) -> User | None:
+        """The authenticated user of a POST, or None once the refusal (405, 401) is sent."""
         if request.method != "POST":
-            await Response("EWS accepts POST", status_code=405)(scope, receive, send)
-            return
+            await Response(f"{service} accepts POST", status_code=405)(request.scope, receive, send)
+            return None
         user, refusal = await self._authenticate(request)
         if refusal is not None or user is None:
-            await (refusal or _unauthorized())(scope, receive, send)
+            await (refusal or _unauthorized())(request.scope, receive, send)
+            return None
+        return user
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        user = await self._caller(request, "EWS", receive, send)
+        if user is None:
             return
         body = await request.body()
         fault: Fault | None = None
@@ -266,12 +275,8 @@ class AutodiscoverEndpoint(EwsEndpoint):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        if request.method != "POST":
-            await Response("Autodiscover accepts POST", status_code=405)(scope, receive, send)
-            return
-        user, refusal = await self._authenticate(request)
-        if refusal is not None or user is None:
-            await (refusal or _unauthorized())(scope, receive, send)
+        user = await self._caller(request, "Autodiscover", receive, send)
+        if user is None:
             return
         body = await request.body()
         # The EWS endpoint of this very server, as the client reached it.
