@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_mail_connector.__main__ import MIGRATIONS
+from concord_mail_connector.adapters.exchange import credential_sessions
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
 from concord_mail_connector.adapters.push_exchange import ExchangeChangeFeed
 from concord_mail_connector.adapters.push_nats import NatsChangePublisher
@@ -95,7 +96,11 @@ async def test_change_to_event_latency(
     await client.subscribe("concord.mail.changed.bench", cb=arrived)
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
-        {Provider.EXCHANGE_EWS: ExchangeChangeFeed(stream_minutes=30)},
+        {
+            Provider.EXCHANGE_EWS: ExchangeChangeFeed(
+                stream_minutes=30, sessions=credential_sessions(16)
+            )
+        },
         NatsChangePublisher(client),
         window=WINDOW,
         rescan_seconds=3600,

@@ -9,7 +9,7 @@ import datetime as dt
 from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_mail_connector.adapters import push_nats
-from concord_mail_connector.adapters.exchange import ExchangeProvider, credential_sessions
+from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.adapters.google import GoogleProvider
 from concord_mail_connector.adapters.graph import GraphProvider
 from concord_mail_connector.adapters.push_accounts import SqlPushAccounts
@@ -70,7 +70,7 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
         own_writes=own_writes,
     )
     push = (
-        start_push(process, store, graph, google, own_writes)
+        start_push(process, store, exchange, graph, google, own_writes)
         if process.settings.push_enabled
         else None
     )
@@ -84,6 +84,7 @@ async def build(process: ServiceProcess[MailConnectorSettings]) -> None:
 def start_push(
     process: ServiceProcess[MailConnectorSettings],
     store: SqlAccountStore,
+    exchange: ExchangeProvider,
     graph: GraphProvider | None = None,
     google: GoogleProvider | None = None,
     own_writes: OwnWrites | None = None,
@@ -96,7 +97,7 @@ def start_push(
         pull_seconds=settings.push_pull_seconds,
         max_back_off=settings.push_max_back_off_seconds,
         # The provider's size for a credential's session pool, which the two share.
-        sessions=credential_sessions(settings.ews_max_workers),
+        sessions=exchange.sessions_per_credential,
     )
     publisher = push_nats.NatsChangePublisher(tracer_provider=process.telemetry.provider)
     feeds: dict[Provider, ChangeFeed] = {Provider.EXCHANGE_EWS: feed}

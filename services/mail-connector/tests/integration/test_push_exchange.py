@@ -225,6 +225,8 @@ async def _rig(
         "folder_recheck_seconds": 0.5,
     }
     own_writes = OwnWrites()
+    exchange = ExchangeProvider()
+    options["sessions"] = exchange.sessions_per_credential
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
         {Provider.EXCHANGE_EWS: ExchangeChangeFeed(**(options | feed))},
@@ -234,7 +236,6 @@ async def _rig(
         poll_seconds=0.5,
         own_writes=own_writes,
     )
-    exchange = ExchangeProvider()
     connector = MailConnector(store, {Provider.EXCHANGE_EWS: exchange}, own_writes=own_writes)
     try:
         yield Rig(emulator, supervisor, client, store, connector)

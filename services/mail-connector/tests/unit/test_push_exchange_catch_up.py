@@ -88,7 +88,7 @@ async def _watch(
     monkeypatch.setattr(push_exchange._MailboxWatch, "_subscribe_streaming", subscribe)
     monkeypatch.setattr(push_exchange._MailboxWatch, "_stream_until_folders_appear", stream)
     monkeypatch.setattr(push_exchange._MailboxWatch, "_forget", lambda self, subscription: None)
-    feed = ExchangeChangeFeed(max_back_off=0.01, healthy_stream_seconds=0.0)
+    feed = ExchangeChangeFeed(max_back_off=0.01, healthy_stream_seconds=0.0, sessions=1)
     task = asyncio.create_task(feed.watch(_access(), sink))
     try:
         async with asyncio.timeout(5):

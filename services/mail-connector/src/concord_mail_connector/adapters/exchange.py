@@ -219,6 +219,12 @@ class ExchangeProvider:
         # Per mailbox: the monotonic time until which the server asked us to back off.
         self._busy_until: dict[str, float] = {}
 
+    @property
+    def sessions_per_credential(self) -> int:
+        """The size of a credential's exchangelib session pool: whoever else opens that pool
+        (the push feed) must open it at this size (see `credential_sessions`)."""
+        return credential_sessions(self._max_workers)
+
     async def close(self) -> None:
         """After the drain: no call is waiting on the pool any more."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -667,7 +673,7 @@ class ExchangeProvider:
                     # exchangelib's default is one session per credential: every mailbox a
                     # service account opens would wait for the one request in flight. As many
                     # as this process has workers, within what EWS allows an account at once.
-                    max_connections=credential_sessions(self._max_workers),
+                    max_connections=self.sessions_per_credential,
                 )
                 self._configs[key] = config
             account_key = (*key, address, access)

@@ -52,7 +52,6 @@ from exchangelib.properties import (  # type: ignore[import-untyped]
 )
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
 
-from concord_mail_connector.adapters.exchange import credential_sessions
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
@@ -147,7 +146,7 @@ class ExchangeChangeFeed:
         max_back_off: float = 30.0,
         healthy_stream_seconds: float = 5.0,
         folder_recheck_seconds: float = 60.0,
-        sessions: int = credential_sessions(16),
+        sessions: int,
     ) -> None:
         self._stream_minutes = stream_minutes
         self._pull_seconds = pull_seconds
@@ -158,8 +157,9 @@ class ExchangeChangeFeed:
         self._max_back_off = max_back_off
         self._healthy_stream_seconds = healthy_stream_seconds
         self._folder_recheck_seconds = folder_recheck_seconds
-        # The provider's sessions per credential: exchangelib's pool for a credential is shared
-        # with the provider and sized by whichever opens it first, so both open it alike.
+        # The provider's sessions per credential (`ExchangeProvider.sessions_per_credential`,
+        # required so no caller forgets it): exchangelib's pool for a credential is shared with
+        # the provider and sized by whichever opens it first, so both open it alike.
         self._sessions = sessions
         self._pool_lock = threading.Lock()
 
