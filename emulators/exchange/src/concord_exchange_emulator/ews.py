@@ -553,14 +553,23 @@ def _page(req: etree._Element, view_name: str, total: int) -> tuple[int, int]:
     return offset, limit
 
 
-def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
-    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name."""
-    shape = req.find(m("FolderShape"))
-    base = shape.findtext(t("BaseShape")) if shape is not None else "AllProperties"
+def _shape_of(
+    req: etree._Element, element: str, default: str, id_name: str
+) -> tuple[str, set[str]]:
+    """A response shape's BaseShape (`default` when absent) and the element names it keeps
+    besides the base: the id, and the properties asked for by FieldURI."""
+    shape = req.find(m(element))
+    base = shape.findtext(t("BaseShape")) if shape is not None else default
     extra = shape.find(t("AdditionalProperties")) if shape is not None else None
-    wanted = {"FolderId"} | {
+    wanted = {id_name} | {
         it.element_for_uri(p.get("FieldURI", "")) for p in _children(extra) if p.get("FieldURI")
     }
+    return base or default, wanted
+
+
+def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
+    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name."""
+    base, wanted = _shape_of(req, "FolderShape", "AllProperties", "FolderId")
 
     def apply(node: etree._Element) -> etree._Element:
         for child in list(node):
@@ -1393,12 +1402,7 @@ def _persona(ctx: Context, stored: StoredItem) -> etree._Element:
 
 def _persona_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
     """A PersonaShape: IdOnly keeps the PersonaId and the properties asked for by name."""
-    shape = req.find(m("PersonaShape"))
-    base = shape.findtext(t("BaseShape")) if shape is not None else "Default"
-    extra = shape.find(t("AdditionalProperties")) if shape is not None else None
-    wanted = {"PersonaId"} | {
-        it.element_for_uri(p.get("FieldURI", "")) for p in _children(extra) if p.get("FieldURI")
-    }
+    base, wanted = _shape_of(req, "PersonaShape", "Default", "PersonaId")
 
     def apply(persona: etree._Element) -> etree._Element:
         if base == "IdOnly":

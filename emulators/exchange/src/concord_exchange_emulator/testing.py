@@ -84,6 +84,12 @@ class RunningEmulator:
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return json.loads(resp.read() or b"null")
 
+    def slow(self, operation: str, mailbox: str, *, latency_ms: int) -> None:
+        """Answer `mailbox`'s `operation` calls `latency_ms` late, until the faults are cleared
+        (a slow mailbox, to show it holds no other)."""
+        fault = {"operation": operation, "mailbox": mailbox, "latency_ms": latency_ms}
+        self.admin("POST", "faults", {"kind": "latency", **fault})
+
     def create_raw(
         self, address: str, password: str, item_xml: str, folder: str = "calendar"
     ) -> str:

@@ -972,16 +972,7 @@ async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_
     await ews.changes(slow)  # both accounts opened, the credential's version probed
     await ews.changes(quick)
     ews.emulator.admin("DELETE", "calls")
-    ews.emulator.admin(
-        "POST",
-        "faults",
-        {
-            "kind": "latency",
-            "operation": "SyncFolderItems",
-            "mailbox": slow_address,
-            "latency_ms": 3000,
-        },
-    )
+    ews.emulator.slow("SyncFolderItems", slow_address, latency_ms=3000)
     finished: list[str] = []
 
     async def listed(mailbox: str, name: str) -> None:

@@ -663,16 +663,7 @@ async def test_a_watch_opened_first_leaves_the_provider_its_sessions(
         await rig.connector.list_changes(mailbox, Kind.CALENDAR_ITEM, "", "", 0)
     slow_address = (await rig.store.get(slow)).address  # type: ignore[union-attr]
     emulator.admin("DELETE", "calls")
-    emulator.admin(
-        "POST",
-        "faults",
-        {
-            "kind": "latency",
-            "operation": "SyncFolderItems",
-            "mailbox": slow_address,
-            "latency_ms": 3000,
-        },
-    )
+    emulator.slow("SyncFolderItems", slow_address, latency_ms=3000)
     finished: list[str] = []
 
     async def listed(mailbox: str, name: str) -> None:
