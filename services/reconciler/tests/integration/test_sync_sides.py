@@ -4,6 +4,7 @@ memory (concord_testing.peers), the real mapping servicer in process with a smal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -433,11 +434,15 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
 
 
 class InFlight:
-    """A mail client that counts its ApplyItems calls in flight at once."""
+    """A mail client that counts its ApplyItems calls in flight at once. A call waits (up to
+    2 s) until `expected` are in flight, so how many the side lets go at once is what it
+    counts, not how fast the machine maps each call's items."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, expected: int) -> None:
         self._inner = inner
         self.now = self.most = 0
+        self._expected = expected
+        self._reached = asyncio.Event()
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._inner, attr)
@@ -445,8 +450,11 @@ class InFlight:
     async def apply_items(self, mailbox: str, writes: Any) -> Any:
         self.now += 1
         self.most = max(self.most, self.now)
+        if self.now >= self._expected:
+            self._reached.set()
         try:
-            await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reached.wait(), 2)
             return await self._inner.apply_items(mailbox, writes)
         finally:
             self.now -= 1
@@ -461,7 +469,7 @@ async def test_mail_writes_go_in_calls_of_100_four_at_once_and_report_refusals(
         Write(Side.MAIL, WriteOp.CREATE, f"L{n}", fields={"Subject": f"s{n}"}) for n in range(450)
     ]
     side = peers.mail_side()
-    counted = InFlight(side.client)
+    counted = InFlight(side.client, expected=4)
     side.client = counted
     results = await side.apply(EVENT, writes)
     assert sorted(len(call) for call in peers.mail_batches()) == [50, 100, 100, 100, 100]
