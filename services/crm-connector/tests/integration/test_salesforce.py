@@ -587,6 +587,38 @@ async def test_an_owners_listing_reports_records_handed_to_others_as_leaving(org
     ]
 
 
+async def _user_ids(org: Org) -> tuple[str, str]:
+    """The integration user's id and another user's."""
+    users = await org.stub.QueryRecords(
+        pb.QueryRecordsRequest(org="orgs/demo", sobject_type="User", fields=["Username"])
+    )
+    names = {record.fields["Username"]: record.id for record in users.records}
+    return names["admin@concord-demo.example"], names["sales@concord-demo.example"]
+
+
+async def test_someone_elses_bulk_load_is_read_thin_by_an_owners_listing(org: Org) -> None:
+    # 120 Events of another user's with a full 32,000-character Description: 3.8 MB, more
+    # than a page of the connector's. An owner's listing reports them as out of its scope and
+    # needs none of their fields, so they cost it one small page; its own record comes whole.
+    mine, other = await _user_ids(org)
+    start = await list_changes(org, owner_id=mine)
+    theirs = links(120)
+    for first in range(0, len(theirs), 40):
+        chunk = theirs[first : first + 40]
+        loaded = [event(link, Description="x" * 32000, OwnerId=other) for link in chunk]
+        assert [r.status for r in await apply(org, loaded)] == [OK] * len(chunk)
+    [own] = links(1)
+    [written] = await apply(org, [event(own, Description="mine")])
+    listed = await list_changes(
+        org, start.next_cursor.token, owner_id=mine, fields=["Concord_Link_Id__c", "Description"]
+    )
+    assert not listed.has_more
+    assert listed.ByteSize() < 100_000
+    assert sum(c.type == res.CHANGE_TYPE_DELETE for c in listed.changes) == len(theirs)
+    [kept] = [c for c in listed.changes if c.type == res.CHANGE_TYPE_UPSERT]
+    assert (kept.record.id, kept.record.fields["Description"]) == (written.id, "mine")
+
+
 async def test_a_gap_in_the_delete_log_asks_for_a_full_resync(org: Org) -> None:
     await apply(org, [event(link) for link in links(2)])
     listed = await list_changes(org)

@@ -19,6 +19,7 @@ from concord_crm_connector.domain.queries import (
     delete_log_gap,
     encode_cursor,
     filter_query,
+    owner_rows,
     search_query,
     soql_literal,
 )
@@ -157,6 +158,28 @@ def test_soql_is_escaped_and_ordered_for_cursors() -> None:
         filter_query("Contact", ["Email) FROM User --"], [])
     with pytest.raises(InvalidRequest):
         filter_query("Contact", [], [], order_by="Name; DELETE")
+
+
+def test_an_owners_change_query_names_the_owner() -> None:
+    text = change_query("Event", ["Subject"], None, 5, owner_id="005A")
+    assert text == (
+        "SELECT Id, SystemModstamp, IsDeleted, Subject FROM Event WHERE OwnerId = '005A' "
+        "ORDER BY SystemModstamp, Id LIMIT 5"
+    )
+
+
+def test_an_owners_rows_come_whole_and_others_thin() -> None:
+    def thin(record_id: str, owner: str, deleted: bool = False) -> dict[str, object]:
+        return {"Id": record_id, "OwnerId": owner, "IsDeleted": deleted}
+
+    me, other = "005A00000000001", "005A00000000002"
+    listed = [thin("1", me), thin("2", other), thin("3", me, True), thin("4", me)]
+    whole = {"Id": "1", "OwnerId": me, "Subject": "Call"}
+    # Record 4 changed between the two reads: the next page reports it. The owner is named
+    # by 18 characters, the rows by 15.
+    paired = owner_rows(listed, [whole], me + "AAA")
+    assert [reported for _, reported in paired] == [whole, listed[1], listed[2], None]
+    assert [row for row, _ in paired] == listed
 
 
 def test_sosl_terms_are_escaped() -> None:

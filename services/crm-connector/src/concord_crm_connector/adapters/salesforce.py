@@ -67,6 +67,7 @@ from concord_crm_connector.domain.queries import (
     delete_log_gap,
     encode_cursor,
     filter_query,
+    owner_rows,
     parse_datetime,
     rows_within,
     search_query,
@@ -580,31 +581,40 @@ class SalesforceOrgs:
             names = [*names, LAST_MODIFIED_BY]
         user_id = await self._user_id(connection)
         limit = min(page_size or MAX_PAGE, MAX_PAGE)
-        query = change_query(sobject_type, names, after, limit)
+        # An owner's listing reads everyone's changes thin and only the owner's in full: a
+        # bulk load of 10,000 records for one user would otherwise be read in full, every field
+        # of the describe, by every other mailbox of the org (issue #18).
+        queries = {"changes": change_query(sobject_type, names, after, limit)}
+        if owner_id:
+            queries = {
+                "changes": change_query(sobject_type, ["OwnerId"], after, limit),
+                "owned": change_query(sobject_type, names, after, limit, owner_id),
+            }
         now = datetime.now(UTC)
         if after is not None and delete_log_gap(after, None, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
-        if after is None:
-            rows = await self._read(
-                connection, lambda sf: sf.query(query, include_deleted=True)["records"]
-            )
-            earliest = None
-        else:
-            rows, earliest = await self._read(
-                connection, lambda sf: _changes_and_delete_log(sf, query, sobject_type, after, now)
-            )
+        window = (after.checked, now) if after is not None else None
+        listed, earliest = await self._read(
+            connection,
+            partial(_changes_and_delete_log, queries=queries, sobject=sobject_type, window=window),
+        )
         if after is not None and delete_log_gap(after, earliest, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
-        fetched = len(rows)
-        rows = rows[: rows_within(rows)]
-        changes = tuple(_change(sobject_type, row, owner_id, user_id) for row in rows)
+        rows = listed["changes"]
+        paired = owner_rows(rows, listed["owned"], owner_id) if owner_id else [(r, r) for r in rows]
+        paired = paired[: rows_within([reported or row for row, reported in paired])]
+        changes = tuple(
+            _change(sobject_type, reported, owner_id, user_id)
+            for _, reported in paired
+            if reported is not None
+        )
         last = after or EMPTY_LISTING
-        if rows:
-            stamp = parse_datetime(str(rows[-1]["SystemModstamp"]))
-            last = ChangeCursor(stamp, str(rows[-1]["Id"]), now)
+        if paired:
+            row = paired[-1][0]
+            last = ChangeCursor(parse_datetime(str(row["SystemModstamp"])), str(row["Id"]), now)
         # The records returned move the cursor; a clean delete log moves only its check time.
         token = encode_cursor(replace(last, checked=now))
-        more = len(rows) < fetched or fetched >= limit
+        more = len(paired) < len(rows) or len(rows) >= limit
         return ChangePage(Cursor(sobject_type, token), changes, has_more=more)
 
     async def _field_names(self, connection: OrgConnection, sobject_type: str) -> list[str]:
@@ -979,47 +989,47 @@ def _fail_call(
 
 
 def _changes_and_delete_log(
-    sf: SalesforceClient, query: str, sobject_type: str, after: ChangeCursor, now: datetime
-) -> tuple[list[dict[str, Any]], datetime | None]:
-    """The changed records and getDeleted's `earliestDateAvailable`, in one Composite call."""
+    sf: SalesforceClient,
+    queries: Mapping[str, str],
+    sobject: str,
+    window: tuple[datetime, datetime] | None,
+) -> tuple[dict[str, list[dict[str, Any]]], datetime | None]:
+    """The rows of each change query (queryAll) and, over `window`, getDeleted's
+    `earliestDateAvailable`, in one Composite call."""
     version = sf.sf_version
-    window = urlencode(
+    subrequests = [
         {
-            "start": after.checked.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "method": "GET",
+            "url": f"/services/data/v{version}/queryAll?{urlencode({'q': query})}",
+            "referenceId": reference,
         }
-    )
+        for reference, query in queries.items()
+    ]
+    if window is not None:
+        start, end = (moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in window)
+        subrequests.append(
+            {
+                "method": "GET",
+                "url": f"/services/data/v{version}/sobjects/{sobject}/deleted?"
+                + urlencode({"start": start, "end": end}),
+                "referenceId": "deleteLog",
+            }
+        )
     answer = sf.restful(
-        "composite",
-        method="POST",
-        json={
-            "allOrNone": False,
-            "compositeRequest": [
-                {
-                    "method": "GET",
-                    "url": f"/services/data/v{version}/queryAll?{urlencode({'q': query})}",
-                    "referenceId": "changes",
-                },
-                {
-                    "method": "GET",
-                    "url": f"/services/data/v{version}/sobjects/{sobject_type}/deleted?{window}",
-                    "referenceId": "deleteLog",
-                },
-            ],
-        },
+        "composite", method="POST", json={"allOrNone": False, "compositeRequest": subrequests}
     )
     responses = {r.get("referenceId"): r for r in (answer or {}).get("compositeResponse", [])}
-    changes, log = responses.get("changes", {}), responses.get("deleteLog", {})
-    for response in (changes, log):
+    wanted = [*queries, *(["deleteLog"] if window is not None else [])]
+    for reference in wanted:
+        response = responses.get(reference, {})
         status = int(response.get("httpStatusCode", 500))
         if status >= 500:
             raise _Transient(rest_errors(response.get("body")))
         if status >= 300:
             raise _Rejected(rest_errors(response.get("body")))
-    body = changes.get("body") or {}
-    rows = list(body.get("records", []))
-    # A page is at most 2,000 records and the query asks for no more, so no nextRecordsUrl.
-    earliest_text = (log.get("body") or {}).get("earliestDateAvailable")
+    # A page is at most 2,000 records and each query asks for no more, so no nextRecordsUrl.
+    rows = {ref: list((responses[ref].get("body") or {}).get("records", [])) for ref in queries}
+    earliest_text = (responses.get("deleteLog", {}).get("body") or {}).get("earliestDateAvailable")
     earliest = parse_datetime(str(earliest_text)) if earliest_text else None
     return rows, earliest
 

@@ -28,6 +28,7 @@ __all__ = [
     "encode_cursor",
     "filter_query",
     "format_datetime",
+    "owner_rows",
     "parse_datetime",
     "rows_within",
     "search_query",
@@ -156,22 +157,53 @@ def _names(fields: Sequence[str], field: str) -> list[str]:
 
 
 def change_query(
-    sobject_type: str, fields: Sequence[str], after: ChangeCursor | None, limit: int
+    sobject_type: str,
+    fields: Sequence[str],
+    after: ChangeCursor | None,
+    limit: int,
+    owner_id: str = "",
 ) -> str:
-    """Changed records in (SystemModstamp, Id) order, strictly after the cursor.
+    """Changed records in (SystemModstamp, Id) order, strictly after the cursor; with
+    `owner_id`, only that user's.
 
     Run through queryAll so deleted records come back with IsDeleted = true in the same call.
     """
     wanted = [f for f in _names(fields, "fields") if f not in ("Id", "SystemModstamp", "IsDeleted")]
     select = ", ".join(["Id", "SystemModstamp", "IsDeleted", *wanted])
-    where = ""
+    conditions = []
     if after is not None:
         stamp = format_datetime(after.modstamp)
-        where = (
-            f" WHERE (SystemModstamp > {stamp} OR "
+        conditions.append(
+            f"(SystemModstamp > {stamp} OR "
             f"(SystemModstamp = {stamp} AND Id > {soql_literal(after.record_id)}))"
         )
+    if owner_id:
+        conditions.append(f"OwnerId = {soql_literal(owner_id)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     return f"SELECT {select} FROM {sobject_type}{where} ORDER BY SystemModstamp, Id LIMIT {limit}"
+
+
+def owner_rows(
+    listed: Sequence[Mapping[str, Any]], owned: Sequence[Mapping[str, Any]], owner_id: str
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any] | None]]:
+    """Each row of an org's listing beside the row to report for it.
+
+    An owner's listing reads every changed record thin (`listed`: Id, SystemModstamp,
+    IsDeleted, OwnerId), because a record handed to someone else must be reported as leaving
+    the scope, and reads the owner's own records in full (`owned`). Someone else's records
+    and deleted ones are reported from their thin row; the owner's from the full one. None
+    where the owner's record changed between the two reads: its new SystemModstamp lies past
+    this page, so the next page reports it.
+    """
+    full = {str(row.get("Id")): row for row in owned}
+    paired: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = []
+    for row in listed:
+        foreign = str(row.get("OwnerId") or "")[:15] != owner_id[:15]
+        if row.get("IsDeleted") or foreign:
+            paired.append((row, row))
+        else:
+            paired.append((row, full.get(str(row.get("Id")))))
+    return paired
 
 
 def filter_query(
