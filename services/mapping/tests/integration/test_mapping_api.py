@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -77,6 +78,26 @@ async def test_a_batch_maps_in_order_with_losses_and_per_item_errors(stub: Stub)
         (res.FIELD_LOSS_KIND_DROPPED, "attendee 2 has no address")
     ]
     assert response.mapping_version == 0
+
+
+async def test_a_small_call_is_answered_while_a_big_one_maps(stub: Stub) -> None:
+    # The server and this test share one event loop, as the server's calls share its loop in
+    # production: a big call that never gave it back would answer before the small one.
+    mapped = await stub.MapToCrm(pb.MapToCrmRequest(org="orgs/demo", inputs=[meeting("a")]))
+    record = mapped.results[0].record
+    record.id = "00U000000000001AAA"
+    order: list[str] = []
+
+    async def call(name: str, request: pb.MapToMailRequest) -> None:
+        await stub.MapToMail(request)
+        order.append(name)
+
+    big = pb.MapToMailRequest(org="orgs/demo", records=[record] * 2000, time_zone="UTC")
+    started = asyncio.create_task(call("big", big))
+    await asyncio.sleep(0.05)
+    await call("small", pb.MapToMailRequest(org="orgs/demo", records=[record], time_zone="UTC"))
+    await started
+    assert order == ["small", "big"]
 
 
 async def test_records_map_back_to_items(stub: Stub) -> None:
