@@ -4,9 +4,12 @@ examined (a scan made `Id IN (200 ids)` cost every row of the type times every l
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from concord_salesforce_emulator import soql
@@ -164,3 +167,91 @@ def test_in_lists_compare_like_equals(sf: TypedSalesforce) -> None:
     assert [r["Id"] for r in others["records"]] == [people[0], people[2]]
     today = sf.query("SELECT Id FROM Contact WHERE CreatedDate IN (TODAY, YESTERDAY)")
     assert len(today["records"]) == 4
+
+
+def _batches(sf: TypedSalesforce, batches: int, size: int) -> list[list[str]]:
+    """Contacts made `size` to a call: the rows of a call share one SystemModstamp."""
+    made: list[list[str]] = []
+    for batch in range(batches):
+        created = sf.restful(
+            "composite/sobjects",
+            method="POST",
+            json={
+                "allOrNone": True,
+                "records": [
+                    {"attributes": {"type": "Contact"}, "LastName": f"Person {batch}-{n:03d}"}
+                    for n in range(size)
+                ],
+            },
+        )
+        assert isinstance(created, list)
+        made.append([r["id"] for r in created])
+        # Each call gets its own millisecond, so batches never share a SystemModstamp.
+        time.sleep(0.002)
+    return made
+
+
+def test_a_change_listing_examines_its_page_not_the_type(
+    sf: TypedSalesforce, examined: list[str]
+) -> None:
+    first, second, third, fourth = _batches(sf, 4, 10)
+    [after] = sf.query(f"SELECT SystemModstamp FROM Contact WHERE Id = '{first[0]}'")["records"]
+    stamp = after["SystemModstamp"].replace("+0000", "Z")
+    examined.clear()
+    page = sf.query_all(
+        f"SELECT Id FROM Contact WHERE SystemModstamp > {stamp} ORDER BY SystemModstamp, Id LIMIT 5"
+    )["records"]
+    assert [r["Id"] for r in page] == sorted(second)[:5]
+    # Through Salesforce's index on the audit field: the rows at the cursor's stamp and the
+    # page's, not the forty of the type.
+    assert set(examined) == set(first + second)
+
+
+@pytest.fixture
+def history(sf: TypedSalesforce) -> list[str]:
+    """Contacts made in batches (ties), some edited since (new stamps), some deleted."""
+    made = [contact for batch in _batches(sf, 6, 5) for contact in batch]
+    for contact in made[3:30:4]:
+        sf.Contact.update(contact, {"LastName": "Edited"})
+        time.sleep(0.002)
+    for contact in made[::7]:
+        sf.Contact.delete(contact)
+    stamps = sf.query_all("SELECT SystemModstamp FROM Contact", include_deleted=True)["records"]
+    return sorted({r["SystemModstamp"].replace("+0000", "Z") for r in stamps})
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=st.data(),
+    operator=st.sampled_from([">", ">=", "="]),
+    order=st.sampled_from(
+        ["SystemModstamp", "SystemModstamp, Id", "SystemModstamp, LastName DESC"]
+    ),
+    limit=st.integers(1, 12),
+    offset=st.integers(0, 3),
+    deleted=st.booleans(),
+    edited=st.booleans(),
+)
+def test_the_index_walk_answers_as_a_scan_does(
+    sf: TypedSalesforce,
+    history: list[str],
+    data: st.DataObject,
+    operator: str,
+    order: str,
+    limit: int,
+    offset: int,
+    deleted: bool,
+    edited: bool,
+) -> None:
+    stamp = data.draw(st.sampled_from(history))
+    where = f"SystemModstamp {operator} {stamp}"
+    if edited:
+        where = f"({where} OR LastName = 'Edited') AND LastName != 'Person 1-001'"
+    query = f"SELECT Id FROM Contact WHERE {where} ORDER BY {order}"
+    scan = sf.query_all(query, include_deleted=deleted)["records"]
+    page = sf.query_all(f"{query} LIMIT {limit} OFFSET {offset}", include_deleted=deleted)
+    assert [r["Id"] for r in page["records"]] == [r["Id"] for r in scan][offset : offset + limit]

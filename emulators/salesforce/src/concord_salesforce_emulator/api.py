@@ -184,11 +184,22 @@ class RestApi:
         # As Salesforce's optimizer: rows named by an Id or an indexed field are read through
         # the index, not by scanning the type (the WHERE is still tested on each).
         access = planned.index_access(self.org.indexed)
-        if access is None:
-            stored = list(self.org.live(planned.sobject, include_deleted))
+        walk = planned.modstamp_walk() if access is None and explain is None else None
+        ordered = (
+            self.org.by_modstamp(planned.sobject, walk.floor, include_deleted) if walk else None
+        )
+        if access is not None:
+            records = [
+                r.fields for r in self.org.read_index(planned.sobject, access, include_deleted)
+            ]
+        elif walk is not None and ordered is not None:
+            fields = (r.fields for r in ordered)
+            walked = planned.walk(fields, walk.limit, self._resolve, self._source)
+            # In the order a scan meets them, so rows sharing a SystemModstamp rank as they
+            # would in a scan of the type.
+            records = self.org.in_scan_order(walked)
         else:
-            stored = self.org.read_index(planned.sobject, access, include_deleted)
-        records = [r.fields for r in stored]
+            records = [r.fields for r in self.org.live(planned.sobject, include_deleted)]
         if explain is not None:
             matched = planned.run(records, self._resolve, self._source)
             total = sum(1 for _ in self.org.live(planned.sobject, include_deleted))

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from concord_salesforce_emulator import ids, timefmt
 from concord_salesforce_emulator.errors import SalesforceError, not_found
 from concord_salesforce_emulator.schema import SYSTEM_FIELDS, Schema, SObjectType
-from concord_salesforce_emulator.soql import IndexAccess
+from concord_salesforce_emulator.soql import MODSTAMP, IndexAccess
 from concord_salesforce_emulator.store import Change, OrgStore, StoredRecord
 
 _STRING_TYPES = frozenset(
@@ -96,6 +97,9 @@ class Org:
         self.store = store
         self.schema = schema
         self._index: dict[tuple[str, str], dict[str, set[str]]] = {}
+        # Per type, (SystemModstamp, Id) of every stored record, sorted: the audit-field index
+        # a change listing walks from its cursor instead of scanning the type.
+        self._modstamps: dict[str, list[tuple[dt.datetime, str]]] = {}
         self._indexed_fields = {
             sobject.name: [
                 f["name"]
@@ -166,6 +170,37 @@ class Org:
         ]
         position = self.store.memory.position
         return sorted(records, key=lambda r: position[r.id])
+
+    def by_modstamp(
+        self, sobject: SObjectType, floor: dt.datetime | None, include_deleted: bool
+    ) -> Iterator[StoredRecord] | None:
+        """The type's records in SystemModstamp order from `floor` on; None when some record
+        of the type has no SystemModstamp (the index could not give them their place)."""
+        entries = self._modstamps.get(sobject.name, [])
+        if len(entries) != len(self.store.memory.by_type.get(sobject.name, {})):
+            return None
+        start = bisect.bisect_left(entries, (floor, "")) if floor is not None else 0
+        return self._walk(sobject.name, entries, start, include_deleted)
+
+    def in_scan_order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        position = self.store.memory.position
+        return sorted(rows, key=lambda row: position[row["Id"]])
+
+    def _walk(
+        self,
+        sobject: str,
+        entries: list[tuple[dt.datetime, str]],
+        start: int,
+        include_deleted: bool,
+    ) -> Iterator[StoredRecord]:
+        for _, record_id in entries[start:]:
+            record = self.store.get(record_id)
+            if (
+                record is not None
+                and record.sobject == sobject
+                and (include_deleted or record.deleted_at is None)
+            ):
+                yield record
 
     def find_by(self, sobject: SObjectType, field_name: str, value: Any) -> list[StoredRecord]:
         """Live records whose external-id (or idLookup) field equals `value`, case-insensitively."""
@@ -639,6 +674,10 @@ class Org:
             self._index_add(record)
 
     def _index_add(self, record: StoredRecord) -> None:
+        stamp = record.fields.get(MODSTAMP)
+        if stamp:
+            entries = self._modstamps.setdefault(record.sobject, [])
+            bisect.insort(entries, (timefmt.parse_datetime(stamp), record.id))
         for name in self._indexed_fields.get(record.sobject, []):
             value = record.fields.get(name)
             if value is not None:
@@ -646,6 +685,13 @@ class Org:
                 self._index.setdefault(key, {}).setdefault(str(value).lower(), set()).add(record.id)
 
     def _index_remove(self, record: StoredRecord) -> None:
+        stamp = record.fields.get(MODSTAMP)
+        if stamp:
+            entries = self._modstamps.get(record.sobject, [])
+            key = (timefmt.parse_datetime(stamp), record.id)
+            at = bisect.bisect_left(entries, key)
+            if at < len(entries) and entries[at] == key:
+                del entries[at]
         for name in self._indexed_fields.get(record.sobject, []):
             value = record.fields.get(name)
             if value is not None:

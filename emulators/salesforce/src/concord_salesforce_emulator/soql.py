@@ -556,6 +556,14 @@ class _Typeof:
 
 
 @dataclass(frozen=True)
+class ModstampWalk:
+    """Rows to read in SystemModstamp order, from `floor` (None: the first) until `limit` match."""
+
+    floor: dt.datetime | None
+    limit: int
+
+
+@dataclass(frozen=True)
 class IndexAccess:
     """Rows to read instead of the whole type: by Id, or through an indexed field's values."""
 
@@ -1119,6 +1127,68 @@ class PlannedQuery:
                 best = IndexAccess(name, tuple(sorted(keys)))
         return best
 
+    def modstamp_walk(self) -> ModstampWalk | None:
+        """Whether Salesforce's index on SystemModstamp answers this query in its own order:
+        ORDER BY SystemModstamp ascending first, a LIMIT, nothing aggregated. The walk starts
+        at the lowest SystemModstamp the WHERE admits (from its ANDed and ORed comparisons),
+        and stops once LIMIT rows (plus OFFSET) match, so a change listing reads its page and
+        not the whole type."""
+        query = self.query
+        if query.limit is None or not query.order or self.is_aggregate or query.count_only:
+            return None
+        first = query.order[0]
+        if first.descending or not isinstance(first.operand, tuple):
+            return None
+        if self._resolve(first.operand).canonical != (MODSTAMP,):
+            return None
+        floor = self._modstamp_floor(query.where) if query.where is not None else None
+        return ModstampWalk(floor, (query.offset or 0) + query.limit)
+
+    def _modstamp_floor(self, node: Any) -> dt.datetime | None:
+        if isinstance(node, BoolOp):
+            if node.op == "and":
+                floors = [f for f in map(self._modstamp_floor, node.parts) if f is not None]
+                return max(floors) if floors else None
+            if node.op == "or":
+                each = [self._modstamp_floor(part) for part in node.parts]
+                return None if any(f is None for f in each) else min(f for f in each if f)
+            return None
+        if (
+            not isinstance(node, Compare)
+            or node.subquery is not None
+            or node.op not in (">", ">=", "=")
+            or not isinstance(node.operand, tuple)
+        ):
+            return None
+        column = self._resolve(node.operand)
+        if column.canonical != (MODSTAMP,):
+            return None
+        value = self._expected_of(node, column)
+        return value if isinstance(value, dt.datetime) else None
+
+    def walk(
+        self,
+        ordered: Iterable[Record],
+        limit: int,
+        resolve: Resolver,
+        source: Source | None = None,
+    ) -> list[Record]:
+        """The rows `run` needs from `ordered` (the type's rows in SystemModstamp order from
+        the walk's floor): every match up to the `limit`-th, and the rows that share its
+        SystemModstamp, which the rest of ORDER BY may still rank ahead of it."""
+        context = _Context(resolve, source or _no_source, timefmt.now().date())
+        found: list[Record] = []
+        last: dt.datetime | None = None
+        for record in ordered:
+            stamp = _stored_datetime(record[MODSTAMP])
+            if last is not None and stamp > last:
+                break
+            if self._matches(record, context):
+                found.append(record)
+                if last is None and len(found) >= limit:
+                    last = stamp
+        return found
+
     # ---- rendering plain rows ----------------------------------------------------------------
 
     def render(
@@ -1520,6 +1590,8 @@ def _field_value(record: Record, name: str) -> Any:
     return None
 
 
+# The audit field Salesforce indexes, which change listings filter and order by.
+MODSTAMP = "SystemModstamp"
 _TEXT = frozenset(
     {
         "string",
