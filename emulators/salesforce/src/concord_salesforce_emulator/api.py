@@ -184,7 +184,14 @@ class RestApi:
         # As Salesforce's optimizer: rows named by an Id or an indexed field are read through
         # the index, not by scanning the type (the WHERE is still tested on each).
         access = planned.index_access(self.org.indexed)
-        walk = planned.modstamp_walk() if access is None and explain is None else None
+        walk = planned.modstamp_walk() if explain is None else None
+        if access is not None and walk is not None:
+            # The cheaper of the two, as the optimizer weighs them: an owner's few records by
+            # OwnerId, the next page of many by SystemModstamp.
+            if self.org.index_size(planned.sobject, access) > walk.limit:
+                access = None
+            else:
+                walk = None
         ordered = (
             self.org.by_modstamp(planned.sobject, walk.floor, include_deleted) if walk else None
         )

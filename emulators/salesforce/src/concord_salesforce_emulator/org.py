@@ -104,8 +104,14 @@ class Org:
             sobject.name: [
                 f["name"]
                 for f in sobject.fields.values()
-                if (f["externalId"] or f["idLookup"] or f["unique"]) and f["type"] != "id"
+                # Salesforce also indexes every lookup (foreign key): OwnerId, WhoId, ...
+                if (f["externalId"] or f["idLookup"] or f["unique"] or f["type"] == "reference")
+                and f["type"] != "id"
             ]
+            for sobject in schema.types.values()
+        }
+        self._lookups = {
+            sobject.name: {f["name"] for f in sobject.fields.values() if f["type"] == "reference"}
             for sobject in schema.types.values()
         }
         for record in list(store.memory.records.values()):
@@ -148,8 +154,15 @@ class Org:
                 yield record
 
     def indexed(self, sobject_name: str, field_name: str) -> bool:
-        """Whether the org keeps an index on the field (external id, idLookup, unique)."""
+        """Whether the org keeps an index on the field (external id, idLookup, unique, lookup)."""
         return field_name in self._indexed_fields.get(sobject_name, ())
+
+    def index_size(self, sobject: SObjectType, access: IndexAccess) -> int:
+        """How many rows an index access reads (the optimizer's cardinality estimate)."""
+        if access.field == "Id":
+            return len(access.keys)
+        bucket = self._index.get((sobject.name, access.field.lower()), {})
+        return sum(len(bucket.get(key, ())) for key in access.keys)
 
     def read_index(
         self, sobject: SObjectType, access: IndexAccess, include_deleted: bool
@@ -682,7 +695,8 @@ class Org:
             value = record.fields.get(name)
             if value is not None:
                 key = (record.sobject, name.lower())
-                self._index.setdefault(key, {}).setdefault(str(value).lower(), set()).add(record.id)
+                value_key = self._index_key(record.sobject, name, value)
+                self._index.setdefault(key, {}).setdefault(value_key, set()).add(record.id)
 
     def _index_remove(self, record: StoredRecord) -> None:
         stamp = record.fields.get(MODSTAMP)
@@ -696,7 +710,15 @@ class Org:
             value = record.fields.get(name)
             if value is not None:
                 bucket = self._index.get((record.sobject, name.lower()), {})
-                bucket.get(str(value).lower(), set()).discard(record.id)
+                bucket.get(self._index_key(record.sobject, name, value), set()).discard(record.id)
+
+    def _index_key(self, sobject: str, name: str, value: Any) -> str:
+        """Text in lower case (it compares so); a lookup's Id in its 18-character form, as a
+        query's literal is read (the lower case is harmless: the WHERE is tested on each row)."""
+        text = str(value)
+        if name in self._lookups.get(sobject, ()):
+            text = ids.normalize(text) or text
+        return text.lower()
 
 
 class AmbiguousUpsert(SalesforceError):

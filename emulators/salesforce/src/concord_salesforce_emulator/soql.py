@@ -1118,6 +1118,8 @@ class PlannedQuery:
             if kind == "id":
                 # Every row has an Id: a null in the list matches nothing.
                 keys = {v for v in values if v is not None}
+            elif kind == "reference" and indexed(self.sobject.name, name) and None not in values:
+                keys = {str(v).lower() for v in values}
             elif kind in _TEXT and indexed(self.sobject.name, name) and None not in values:
                 # An index holds values, not nulls: `Field = null` has to scan.
                 keys = {str(v).lower() for v in values}
