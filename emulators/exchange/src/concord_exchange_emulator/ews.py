@@ -71,6 +71,7 @@ EMPTY_CONTAINER_ON_ERROR = {
     "CreateItem": "Items",
     "UpdateItem": "Items",
     "MoveItem": "Items",
+    "ArchiveItem": "Items",
     "GetFolder": "Folders",
     "CreateFolder": "Folders",
     "CopyItem": "Items",
@@ -1274,19 +1275,43 @@ def delete_item(ctx: Context, req: etree._Element) -> etree._Element:
 
 def move_item(ctx: Context, req: etree._Element) -> etree._Element:
     target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        _move_answered(ctx, resolve_item(ctx, node), target, msg)
+
+    return _each("MoveItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def _move_answered(ctx: Context, stored: StoredItem, target: Folder, msg: etree._Element) -> None:
+    """Move an item within its mailbox; the answer names it by its new id (IdOnly)."""
+    if _parse_occurrence_id(stored.id) is not None:
+        raise EwsError("ErrorInvalidOperation", "an occurrence cannot be moved on its own")
+    if stored.mailbox != target.mailbox:
+        raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
+    moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
     id_only = it.Shape(None)
     id_only.base = "IdOnly"
+    sub(msg, m("Items")).append(render_item(ctx, moved, id_only))
+
+
+def archive_item(ctx: Context, req: etree._Element) -> etree._Element:
+    """Items moved to the folder ArchiveSourceFolderId names, as MoveItem moves them: Exchange
+    runs ArchiveItem as a MoveItem (its internal error names a MoveItemRequest), and exchangelib's
+    suite saw an item archived to the DistinguishedFolderId `deleteditems` of its own mailbox
+    come back, by the new id the answer gave, in that Deleted Items. Without an archive every
+    item is refused, as the EWS reference shows."""
+    named = _children(req.find(m("ArchiveSourceFolderId")))
+    if not named:
+        raise EwsError("ErrorInvalidRequest", "ArchiveItem needs an ArchiveSourceFolderId.")
+    target = resolve_folder(ctx, named[0])
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         stored = resolve_item(ctx, node)
-        if _parse_occurrence_id(stored.id) is not None:
-            raise EwsError("ErrorInvalidOperation", "an occurrence cannot be moved on its own")
-        if stored.mailbox != target.mailbox:
-            raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
-        moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
-        sub(msg, m("Items")).append(render_item(ctx, moved, id_only))
+        if not ctx.store.has_archive(stored.mailbox):
+            raise EwsError("ErrorInvalidOperation", "Archive mailbox is not enabled for this user.")
+        _move_answered(ctx, stored, target, msg)
 
-    return _each("MoveItem", _children(req.find(m("ItemIds"))), fill)
+    return _each("ArchiveItem", _children(req.find(m("ItemIds"))), fill)
 
 
 def _sort_key(order: etree._Element) -> Callable[[etree._Element], Any]:
@@ -2083,6 +2108,7 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
     "MoveItem": move_item,
+    "ArchiveItem": archive_item,
     "CopyItem": copy_item,
     "SendItem": send_item,
     "CreateAttachment": create_attachment,

@@ -1,5 +1,5 @@
-"""SQLite storage: users, mailboxes, folders, items (as EWS XML), a change log, subscriptions,
-inbox rules.
+"""SQLite storage: users, mailboxes (and which have an archive), folders, items (as EWS XML), a
+change log, subscriptions, inbox rules.
 
 Items are kept as the XML element a client sent (with the server's fields added), so every item
 type and extended property round-trips without a column per field. The change log drives
@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY, password TEXT NOT NULL, mailbox TEXT NOT NULL,
     can_impersonate INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS mailboxes (address TEXT PRIMARY KEY, display_name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archives (mailbox TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS delegates (
     mailbox TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (mailbox, username));
 CREATE TABLE IF NOT EXISTS folders (
@@ -203,6 +204,17 @@ class Store:
         with self.lock:
             row = self._db.execute(
                 "SELECT 1 FROM mailboxes WHERE address = ?", (address.lower(),)
+            ).fetchone()
+        return row is not None
+
+    def enable_archive(self, address: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO archives VALUES (?)", (address.lower(),))
+
+    def has_archive(self, address: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM archives WHERE mailbox = ?", (address.lower(),)
             ).fetchone()
         return row is not None
 
