@@ -341,6 +341,8 @@ def build_app(store: Store) -> Starlette:
                 str(spec.get("display_name", mailbox)),
                 str(language) if language else None,
             )
+            if spec.get("archive"):
+                store.enable_archive(mailbox)
             store.add_user(
                 username, password, mailbox, can_impersonate=bool(spec.get("can_impersonate"))
             )

@@ -71,6 +71,7 @@ EMPTY_CONTAINER_ON_ERROR = {
     "CreateItem": "Items",
     "UpdateItem": "Items",
     "MoveItem": "Items",
+    "ArchiveItem": "Items",
     "GetFolder": "Folders",
     "CreateFolder": "Folders",
     "CopyItem": "Items",
@@ -148,6 +149,28 @@ def ensure_mailbox(
                 distinguished=known.distinguished,
             )
         ids[known.key] = existing.id
+    options = fl.REGIONAL_OPTIONS.get(language or "")
+    root = store.distinguished_folder(address, "root")
+    if options and root is not None and _stored_configuration(store, root, REGIONAL) is None:
+        store.put_unlisted(
+            new_id("AAMkI"), address, _configurations_of(root), _dictionary_xml(REGIONAL, options)
+        )
+
+
+# A localized mailbox's regional settings (see folders.REGIONAL_OPTIONS).
+REGIONAL = "OWA.UserOptions"
+
+
+def _dictionary_xml(name: str, entries: dict[str, str]) -> bytes:
+    config = etree.Element(t("UserConfiguration"), nsmap={"t": T})
+    dictionary = sub(config, t("Dictionary"))
+    for key, value in entries.items():
+        entry = sub(dictionary, t("DictionaryEntry"))
+        for part, text in (("DictionaryKey", key), ("DictionaryValue", value)):
+            node = sub(entry, t(part))
+            sub(node, t("Type"), "String")
+            sub(node, t("Value"), text)
+    return _configuration_xml(name, config)
 
 
 # Envelope
@@ -444,11 +467,51 @@ def folder_element(ctx: Context, folder: Folder) -> etree._Element:
         sub(node, t("UnreadCount"), str(unread))
     if folder.element != "CalendarFolder":
         node.append(_permission_set(ctx, folder))
-    # Schema order (PermissionSet sits between ReplicaList and UnreadCount).
-    order = {name: i for i, name in enumerate(field_order(f"{folder.element}Type"))}
+    return _in_schema_order(node)
+
+
+def _in_schema_order(node: etree._Element) -> etree._Element:
+    """A folder's children in its type's order (PermissionSet sits between ReplicaList and
+    UnreadCount, ExtendedProperty after ChildFolderCount)."""
+    order = {name: i for i, name in enumerate(field_order(f"{local(node.tag)}Type"))}
     for child in sorted(node, key=lambda c: order.get(local(c.tag), len(order))):
         node.append(child)
     return node
+
+
+# PR_MESSAGE_SIZE_EXTENDED (0x0E08, PT_I8, EWS "Long"): on a folder, the bytes of the messages it
+# holds, its hidden (folder-associated) ones included; Exchange computes it, nobody sets it.
+FOLDER_SIZE_TAG = 0x0E08
+
+
+def _folder_size(ctx: Context, folder: Folder) -> int:
+    """What the folder holds: its items' Size, plus its associated messages as the emulator
+    keeps them: user configurations, and in the Inbox the inbox rules and the Junk E-mail rule
+    (Exchange keeps every server-side rule as an associated message there, MS-OXORULE,
+    MS-OXCSPAM)."""
+    size = sum(
+        int(etree.fromstring(stored.xml).findtext(t("Size")) or 0)
+        for stored in ctx.store.items_in(folder.id)
+    )
+    size += sum(len(stored.xml) for stored in ctx.store.items_in(_configurations_of(folder)))
+    if folder.distinguished == "inbox":
+        size += sum(len(xml) for _, xml in ctx.store.inbox_rules(folder.mailbox))
+        blocked = ctx.store.blocked_senders(folder.mailbox)
+        if blocked is not None:
+            size += len(_junk_rule(blocked))
+    return size
+
+
+def _computed_folder_property(ctx: Context, folder: Folder, uri: etree._Element) -> str | None:
+    """The value of a folder property Exchange computes, asked for by ExtendedFieldURI."""
+    tag = uri.get("PropertyTag", "")
+    try:
+        number = int(tag, 16) if tag.lower().startswith("0x") else int(tag)
+    except ValueError:
+        return None
+    if number == FOLDER_SIZE_TAG and uri.get("PropertyType") == "Long":
+        return str(_folder_size(ctx, folder))
+    return None
 
 
 def _permission_set(ctx: Context, folder: Folder) -> etree._Element:
@@ -524,11 +587,11 @@ def _children(node: etree._Element | None) -> list[etree._Element]:
 
 
 def get_folder(ctx: Context, req: etree._Element) -> etree._Element:
-    shape = _folder_shape(req)
+    shape = _folder_shape(ctx, req)
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         folder = resolve_folder(ctx, node)
-        sub(msg, m("Folders")).append(shape(folder_element(ctx, folder)))
+        sub(msg, m("Folders")).append(shape(folder_element(ctx, folder), folder))
 
     return _each("GetFolder", _children(req.find(m("FolderIds"))), fill)
 
@@ -567,17 +630,29 @@ def _shape_of(
     return base or default, wanted
 
 
-def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Element]:
-    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name."""
+def _folder_shape(
+    ctx: Context, req: etree._Element
+) -> Callable[[etree._Element, Folder], etree._Element]:
+    """A FolderShape: IdOnly keeps the FolderId and the properties asked for by name; extended
+    properties Exchange computes for a folder are answered when asked for by ExtendedFieldURI."""
     base, wanted = _shape_of(req, "FolderShape", "AllProperties", "FolderId")
+    shape = req.find(m("FolderShape"))
+    extra = shape.find(t("AdditionalProperties")) if shape is not None else None
+    extended = [p for p in _children(extra) if local(p.tag) == "ExtendedFieldURI"]
 
-    def apply(node: etree._Element) -> etree._Element:
+    def apply(node: etree._Element, folder: Folder) -> etree._Element:
         for child in list(node):
             name = local(child.tag)
             # Permissions come only when asked for by name, as in Exchange.
             if (base == "IdOnly" or name == "PermissionSet") and name not in wanted:
                 node.remove(child)
-        return node
+        for uri in extended:
+            value = _computed_folder_property(ctx, folder, uri)
+            if value is not None:
+                prop = sub(node, t("ExtendedProperty"))
+                prop.append(etree.fromstring(etree.tostring(uri)))
+                sub(prop, t("Value"), value)
+        return _in_schema_order(node) if extended else node
 
     return apply
 
@@ -585,13 +660,13 @@ def _folder_shape(req: etree._Element) -> Callable[[etree._Element], etree._Elem
 def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
     deep = req.get("Traversal", "Shallow") == "Deep"
     restriction = req.find(m("Restriction"))
-    shape = _folder_shape(req)
+    shape = _folder_shape(ctx, req)
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         parent = resolve_folder(ctx, node)
         folders = [
-            el
-            for el in (folder_element(ctx, f) for f in _descendants(ctx, parent, deep))
+            (el, f)
+            for el, f in ((folder_element(ctx, f), f) for f in _descendants(ctx, parent, deep))
             if restriction is None or it.matches(el, restriction[0])
         ]
         offset, limit = _page(req, "IndexedPageFolderView", len(folders))
@@ -604,8 +679,8 @@ def find_folder(ctx: Context, req: etree._Element) -> etree._Element:
             IncludesLastItemInRange=str(offset + len(page) >= len(folders)).lower(),
         )
         container = sub(root, t("Folders"))
-        for el in page:
-            container.append(shape(el))
+        for el, folder in page:
+            container.append(shape(el, folder))
 
     return _each("FindFolder", _children(req.find(m("ParentFolderIds"))), fill)
 
@@ -743,8 +818,8 @@ def _configuration_name(ctx: Context, node: etree._Element | None) -> tuple[Fold
     return resolve_folder(ctx, target[0]), name
 
 
-def _stored_configuration(ctx: Context, folder: Folder, name: str) -> StoredItem | None:
-    for stored in ctx.store.items_in(_configurations_of(folder)):
+def _stored_configuration(store: Store, folder: Folder, name: str) -> StoredItem | None:
+    for stored in store.items_in(_configurations_of(folder)):
         if etree.fromstring(stored.xml).get("Name") == name:
             return stored
     return None
@@ -771,7 +846,7 @@ def create_user_configuration(ctx: Context, req: etree._Element) -> etree._Eleme
         if config is None:
             raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
         folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
-        if _stored_configuration(ctx, folder, name) is not None:
+        if _stored_configuration(ctx.store, folder, name) is not None:
             # One configuration of a name per folder: Exchange cannot save a second.
             raise EwsError("ErrorItemSave", "An object with the same key already exists.")
         ctx.store.put_unlisted(
@@ -790,7 +865,7 @@ def get_user_configuration(ctx: Context, req: etree._Element) -> etree._Element:
     try:
         name_node = req.find(m("UserConfigurationName"))
         folder, name = _configuration_name(ctx, name_node)
-        stored = _stored_configuration(ctx, folder, name)
+        stored = _stored_configuration(ctx.store, folder, name)
         if stored is None:
             raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
         wanted = set((req.findtext(m("UserConfigurationProperties")) or "All").split())
@@ -819,7 +894,7 @@ def update_user_configuration(ctx: Context, req: etree._Element) -> etree._Eleme
         if config is None:
             raise EwsError("ErrorInvalidRequest", "The UserConfiguration is missing.")
         folder, name = _configuration_name(ctx, config.find(t("UserConfigurationName")))
-        stored = _stored_configuration(ctx, folder, name)
+        stored = _stored_configuration(ctx.store, folder, name)
         if stored is None:
             raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
         kept = etree.fromstring(stored.xml)
@@ -842,7 +917,7 @@ def delete_user_configuration(ctx: Context, req: etree._Element) -> etree._Eleme
     msg = _message("DeleteUserConfiguration")
     try:
         folder, name = _configuration_name(ctx, req.find(m("UserConfigurationName")))
-        stored = _stored_configuration(ctx, folder, name)
+        stored = _stored_configuration(ctx.store, folder, name)
         if stored is None:
             raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
         ctx.store.drop_unlisted(stored.id)
@@ -1087,13 +1162,39 @@ def copy_item(ctx: Context, req: etree._Element) -> etree._Element:
     return _each("CopyItem", _children(req.find(m("ItemIds"))), fill)
 
 
+def _junk_rule(blocked: list[str]) -> bytes:
+    """The mailbox's Junk E-mail rule as the emulator keeps it: MS-OXCSPAM's rule (an associated
+    message of the Inbox) named as that protocol requires, with its blocked sender addresses."""
+    rule = etree.Element("JunkEmailRule", Name="Junk E-mail rule", Provider="JunkEmailRule")
+    for address in blocked:
+        etree.SubElement(rule, "BlockedSender").text = address
+    return bytes(etree.tostring(rule))
+
+
+def _sender_of(stored: StoredItem) -> str | None:
+    item = etree.fromstring(stored.xml)
+    for field in ("Sender", "From"):
+        address = item.findtext(f"{t(field)}/{t('Mailbox')}/{t('EmailAddress')}")
+        if address:
+            return address.lower()
+    return None
+
+
 def mark_as_junk(ctx: Context, req: etree._Element) -> etree._Element:
-    """Junk goes to Junk Email, not-junk back to the Inbox, when MoveItem is true."""
+    """IsJunk adds the item's sender to the mailbox's blocked senders (kept in its Junk E-mail
+    rule), IsJunk false removes it; with MoveItem, junk goes to Junk Email and not-junk back to
+    the Inbox (the EWS reference's four cases)."""
     is_junk = req.get("IsJunk", "true").lower() in {"true", "1"}
     move = req.get("MoveItem", "true").lower() in {"true", "1"}
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         stored = resolve_item(ctx, node)
+        sender = _sender_of(stored)
+        blocked = ctx.store.blocked_senders(stored.mailbox)
+        if sender is not None and is_junk and sender not in (blocked or []):
+            ctx.store.set_blocked_senders(stored.mailbox, [*(blocked or []), sender])
+        elif sender is not None and not is_junk and blocked and sender in blocked:
+            ctx.store.set_blocked_senders(stored.mailbox, [a for a in blocked if a != sender])
         if not move:
             return
         folder = ctx.store.distinguished_folder(stored.mailbox, "junkemail" if is_junk else "inbox")
@@ -1274,19 +1375,43 @@ def delete_item(ctx: Context, req: etree._Element) -> etree._Element:
 
 def move_item(ctx: Context, req: etree._Element) -> etree._Element:
     target = resolve_folder(ctx, _children(req.find(m("ToFolderId")))[0])
+
+    def fill(node: etree._Element, msg: etree._Element) -> None:
+        _move_answered(ctx, resolve_item(ctx, node), target, msg)
+
+    return _each("MoveItem", _children(req.find(m("ItemIds"))), fill)
+
+
+def _move_answered(ctx: Context, stored: StoredItem, target: Folder, msg: etree._Element) -> None:
+    """Move an item within its mailbox; the answer names it by its new id (IdOnly)."""
+    if _parse_occurrence_id(stored.id) is not None:
+        raise EwsError("ErrorInvalidOperation", "an occurrence cannot be moved on its own")
+    if stored.mailbox != target.mailbox:
+        raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
+    moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
     id_only = it.Shape(None)
     id_only.base = "IdOnly"
+    sub(msg, m("Items")).append(render_item(ctx, moved, id_only))
+
+
+def archive_item(ctx: Context, req: etree._Element) -> etree._Element:
+    """Items moved to the folder ArchiveSourceFolderId names, as MoveItem moves them: Exchange
+    runs ArchiveItem as a MoveItem (its internal error names a MoveItemRequest), and exchangelib's
+    suite saw an item archived to the DistinguishedFolderId `deleteditems` of its own mailbox
+    come back, by the new id the answer gave, in that Deleted Items. Without an archive every
+    item is refused, as the EWS reference shows."""
+    named = _children(req.find(m("ArchiveSourceFolderId")))
+    if not named:
+        raise EwsError("ErrorInvalidRequest", "ArchiveItem needs an ArchiveSourceFolderId.")
+    target = resolve_folder(ctx, named[0])
 
     def fill(node: etree._Element, msg: etree._Element) -> None:
         stored = resolve_item(ctx, node)
-        if _parse_occurrence_id(stored.id) is not None:
-            raise EwsError("ErrorInvalidOperation", "an occurrence cannot be moved on its own")
-        if stored.mailbox != target.mailbox:
-            raise EwsError("ErrorInvalidOperation", "moves across mailboxes are not supported")
-        moved = ctx.store.move_item(stored, new_id("AAMkI"), target.id, stored.xml)
-        sub(msg, m("Items")).append(render_item(ctx, moved, id_only))
+        if not ctx.store.has_archive(stored.mailbox):
+            raise EwsError("ErrorInvalidOperation", "Archive mailbox is not enabled for this user.")
+        _move_answered(ctx, stored, target, msg)
 
-    return _each("MoveItem", _children(req.find(m("ItemIds"))), fill)
+    return _each("ArchiveItem", _children(req.find(m("ItemIds"))), fill)
 
 
 def _sort_key(order: etree._Element) -> Callable[[etree._Element], Any]:
@@ -1676,7 +1801,7 @@ def sync_folder_items(ctx: Context, req: etree._Element) -> etree._Element:
 def sync_folder_hierarchy(ctx: Context, req: etree._Element) -> etree._Element:
     """The folders below SyncFolderId (the whole mailbox without one): all of them as created
     on a first sync, then what was created, changed or deleted since the state."""
-    shape = _folder_shape(req)
+    shape = _folder_shape(ctx, req)
     node = _children(req.find(m("SyncFolderId")))
     state = (req.findtext(m("SyncState")) or "").strip()
 
@@ -1713,7 +1838,7 @@ def sync_folder_hierarchy(ctx: Context, req: etree._Element) -> etree._Element:
             if kind == "Delete":
                 sub(entry, t("FolderId"), Id=folder_id)
             else:
-                entry.append(shape(folder_element(ctx, below[folder_id])))
+                entry.append(shape(folder_element(ctx, below[folder_id]), below[folder_id]))
 
     return _each("SyncFolderHierarchy", [req], fill)
 
@@ -2083,6 +2208,7 @@ OPERATIONS: dict[str, Callable[[Context, etree._Element], etree._Element]] = {
     "UpdateItem": update_item,
     "DeleteItem": delete_item,
     "MoveItem": move_item,
+    "ArchiveItem": archive_item,
     "CopyItem": copy_item,
     "SendItem": send_item,
     "CreateAttachment": create_attachment,

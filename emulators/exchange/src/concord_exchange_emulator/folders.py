@@ -170,6 +170,14 @@ LOCALIZED_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+# What Set-MailboxRegionalConfiguration saves for a language given alone: the language's short
+# date and time patterns (.NET's culture data), kept as the dictionary of the mailbox's
+# "OWA.UserOptions" configuration in its root folder, where Exchange keeps its regional settings.
+REGIONAL_OPTIONS: dict[str, dict[str, str]] = {
+    "da-DK": {"dateformat": "dd-MM-yyyy", "timeformat": "HH:mm"},
+}
+
+
 def folder_name(folder: WellKnownFolder, language: str | None) -> str:
     names = LOCALIZED_NAMES.get(language or "", {})
     return names.get(folder.key, folder.name)

@@ -1,5 +1,5 @@
-"""SQLite storage: users, mailboxes, folders, items (as EWS XML), a change log, subscriptions,
-inbox rules.
+"""SQLite storage: users, mailboxes (and which have an archive), folders, items (as EWS XML), a
+change log, subscriptions, inbox rules, blocked senders.
 
 Items are kept as the XML element a client sent (with the server's fields added), so every item
 type and extended property round-trips without a column per field. The change log drives
@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY, password TEXT NOT NULL, mailbox TEXT NOT NULL,
     can_impersonate INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS mailboxes (address TEXT PRIMARY KEY, display_name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS archives (mailbox TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS delegates (
     mailbox TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (mailbox, username));
 CREATE TABLE IF NOT EXISTS folders (
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS inbox_rules (
     id TEXT PRIMARY KEY, mailbox TEXT NOT NULL, priority INTEGER NOT NULL,
     created INTEGER NOT NULL, xml BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS inbox_rules_mailbox ON inbox_rules (mailbox, priority, created);
+CREATE TABLE IF NOT EXISTS junk_rules (mailbox TEXT PRIMARY KEY, blocked TEXT NOT NULL);
 """
 
 
@@ -203,6 +205,17 @@ class Store:
         with self.lock:
             row = self._db.execute(
                 "SELECT 1 FROM mailboxes WHERE address = ?", (address.lower(),)
+            ).fetchone()
+        return row is not None
+
+    def enable_archive(self, address: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO archives VALUES (?)", (address.lower(),))
+
+    def has_archive(self, address: str) -> bool:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM archives WHERE mailbox = ?", (address.lower(),)
             ).fetchone()
         return row is not None
 
@@ -707,3 +720,20 @@ class Store:
                         "INSERT INTO inbox_rules VALUES (?, ?, ?, ?, ?)",
                         (rule_id, mailbox, priority, created, xml),
                     )
+
+    # the Junk E-mail rule: one per mailbox, from the first sender blocked
+
+    def blocked_senders(self, mailbox: str) -> list[str] | None:
+        """The addresses the mailbox's Junk E-mail rule blocks; None while it has no rule."""
+        with self.lock:
+            row = self._db.execute(
+                "SELECT blocked FROM junk_rules WHERE mailbox = ?", (mailbox.lower(),)
+            ).fetchone()
+        return None if row is None else [a for a in str(row["blocked"]).split("\n") if a]
+
+    def set_blocked_senders(self, mailbox: str, blocked: list[str]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO junk_rules VALUES (?, ?)",
+                (mailbox.lower(), "\n".join(blocked)),
+            )
