@@ -24,6 +24,7 @@ from concord_reconciler.mirror.adapters.sync_sides import (
     chunks,
     common_fields,
     failed_result,
+    in_turns,
     instant,
     problem,
     snapshot_of,
@@ -138,7 +139,7 @@ class CrmSyncSide:
                 items.append((record, mapped.item))
         snapshots: dict[str, Snapshot] = {}
         back = await self.mapping.to_crm([item for _, item in items])
-        for (record, item), mapped_back in zip(items, back, strict=True):
+        async for (record, item), mapped_back in in_turns(zip(items, back, strict=True)):
             if mapped_back.HasField("error"):
                 failures.append(self._failure(kind, record, mapped_back.error))
                 continue

@@ -23,6 +23,7 @@ from concord_reconciler.mirror.adapters.sync_sides import (
     chunks,
     common_fields,
     failed_result,
+    in_turns,
     instant,
     problem,
     snapshot_of,
@@ -169,7 +170,8 @@ class MailSyncSide:
     ) -> tuple[dict[str, Snapshot], list[ItemFailure]]:
         snapshots: dict[str, Snapshot] = {}
         failures: list[ItemFailure] = []
-        for item, mapped in zip(items, await self.mapping.to_crm(items), strict=True):
+        mapped_items = await self.mapping.to_crm(items)
+        async for item, mapped in in_turns(zip(items, mapped_items, strict=True)):
             ref = item.ref
             if mapped.HasField("error"):
                 failures.append(

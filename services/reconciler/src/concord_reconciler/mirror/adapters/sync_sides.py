@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -307,6 +315,20 @@ class ReadAhead(Generic[P]):
         # A page no one asks for after all (the session failed meanwhile) fails unheard.
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._ahead = (key, task)
+
+
+T = TypeVar("T")
+# Turning a page of thousands of items into snapshots is CPU work on the replica's one event
+# loop, shared by every session it runs: other sessions get it back this often (issue #18).
+TURN_EVERY = 100
+
+
+async def in_turns(values: Iterable[T], every: int = TURN_EVERY) -> AsyncIterator[T]:
+    """Each of `values`, giving the event loop back before every `every`-th."""
+    for count, value in enumerate(values):
+        if count and count % every == 0:
+            await asyncio.sleep(0)
+        yield value
 
 
 def chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

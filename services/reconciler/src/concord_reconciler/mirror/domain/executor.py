@@ -137,7 +137,7 @@ async def sync_pair(
     # or settled; the rest is planned here as one.
     links = early.links
     rest = {side: early.left(listed[side]) for side in Side}
-    merge: MergePlan = plan(mailbox_id, rest[Side.MAIL], rest[Side.CRM], links, policy, now)
+    merge = await _plan_aside(mailbox_id, rest[Side.MAIL], rest[Side.CRM], links, policy, now)
     outcome.skipped += merge.skipped
     if merge.guarded:
         # The pair stops whole: no write, and the cursors stay so nothing listed is lost.
@@ -437,7 +437,7 @@ class _EarlyCreates:
                     break
                 for side in Side:
                     if tasks[side.other].done() and self._pending[side]:
-                        self._plan(side, tasks[side.other].result()[0], outcome)
+                        await self._plan(side, tasks[side.other].result()[0], outcome)
                 if self._backlog:
                     await self._write_chunk(outcome)
                     continue
@@ -468,9 +468,31 @@ class _EarlyCreates:
             if not any((s, action.link.native(s)) in again for s in Side)
         ]
 
-    def _plan(self, side: Side, complete: Sequence[Change], outcome: PairOutcome) -> None:
-        kind = self._policy.kind
+    async def _plan(self, side: Side, complete: Sequence[Change], outcome: PairOutcome) -> None:
         taken, self._pending[side] = self._pending[side], []
+        if len(taken) < PLAN_ASIDE_FROM:
+            alone, merge = self._alone_planned(side, complete, taken, self.links)
+        else:
+            # A page of thousands: searched and planned off the event loop (`_plan_aside`).
+            alone, merge = await asyncio.to_thread(
+                self._alone_planned, side, complete, taken, list(self.links)
+            )
+        if not alone:
+            return
+        self._attempted.update(_attempt(c) for c in alone)
+        # Listed again later (edited meanwhile), an item is left to the whole listing's plan.
+        self._planned.update((side, c.native_id) for c in alone)
+        assert not merge.guarded, "the guard cannot fire below its minimum of live links"
+        outcome.skipped += merge.skipped
+        # An item alone plans a create or nothing (out of the window, private, a direction
+        # not synced): every action writes.
+        self._backlog.extend(a for a in merge.actions if a.writes)
+
+    def _alone_planned(
+        self, side: Side, complete: Sequence[Change], taken: Sequence[Change], links: list[Link]
+    ) -> tuple[list[Change], MergePlan]:
+        """The items of `taken` nothing can pair with, and their plan."""
+        kind = self._policy.kind
         if side.other not in self._keys:
             self._keys[side.other] = {
                 key
@@ -489,25 +511,11 @@ class _EarlyCreates:
             and (side, change.native_id) not in self._planned
             and keys.isdisjoint(pairing_keys(self._mailbox_id, kind, side, change))
         ]
-        if not alone:
-            return
-        self._attempted.update(_attempt(c) for c in alone)
-        # Listed again later (edited meanwhile), an item is left to the whole listing's plan.
-        self._planned.update((side, c.native_id) for c in alone)
-        by_side = {side: alone, side.other: []}
+        by_side: dict[Side, list[Change]] = {side: alone, side.other: []}
         merge = plan(
-            self._mailbox_id,
-            by_side[Side.MAIL],
-            by_side[Side.CRM],
-            self.links,
-            self._policy,
-            self._now,
+            self._mailbox_id, by_side[Side.MAIL], by_side[Side.CRM], links, self._policy, self._now
         )
-        assert not merge.guarded, "the guard cannot fire below its minimum of live links"
-        outcome.skipped += merge.skipped
-        # An item alone plans a create or nothing (out of the window, private, a direction
-        # not synced): every action writes.
-        self._backlog.extend(a for a in merge.actions if a.writes)
+        return alone, merge
 
     async def _write_chunk(self, outcome: PairOutcome) -> None:
         kind = self._policy.kind
@@ -528,6 +536,27 @@ class _EarlyCreates:
         )
         self.links.extend(done)
         self.chunks += 1
+
+
+# Below this many changes a plan takes less than the hop to a worker thread.
+PLAN_ASIDE_FROM = 200
+
+
+async def _plan_aside(
+    mailbox_id: str,
+    mail: Sequence[Change],
+    crm: Sequence[Change],
+    links: Sequence[Link],
+    policy: SyncPolicy,
+    now: datetime,
+) -> MergePlan:
+    """`plan`, on a worker thread when the listing is big. Planning 10,000 items takes a
+    second or more of CPU; on the event loop that second would stall every other session of
+    this replica (another mailbox's push among them, issue #18), while on a thread the loop
+    keeps its turn every few milliseconds."""
+    if len(mail) + len(crm) < PLAN_ASIDE_FROM:
+        return plan(mailbox_id, mail, crm, links, policy, now)
+    return await asyncio.to_thread(plan, mailbox_id, mail, crm, links, policy, now)
 
 
 def _attempt(change: Change) -> tuple[Side, str, str, str]:
