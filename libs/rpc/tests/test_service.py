@@ -579,6 +579,32 @@ async def test_a_balanced_channel_spreads_calls_over_the_replicas_that_serve() -
             assert set(await answers(20)) == {"b"}
 
 
+async def test_a_connection_is_renewed_after_its_maximum_age() -> None:
+    # So a balanced client resolves its target again and finds replicas added since.
+    async def peer(request: StringValue, context: Any) -> StringValue:
+        return StringValue(value=str(context.peer()))
+
+    service = GrpcService("test", port=0, drain_seconds=0, max_connection_age_seconds=0.2)
+    service.add_service(SERVICE, register({"Peer": peer}, {}))
+    await service.start()
+    try:
+        async with channel(service.address, retry=True) as ch:
+            ask = ch.unary_unary(
+                f"/{SERVICE}/Peer",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+            seen: set[str] = set()
+
+            async def reconnected() -> bool:
+                seen.add((await ask(StringValue(), timeout=5)).value)
+                return len(seen) > 1
+
+            await eventually(reconnected)
+    finally:
+        await service.shutdown()
+
+
 def test_run_returns_the_exit_code() -> None:
     async def ok() -> None:
         pass
