@@ -420,9 +420,10 @@ def tasks(stack: Stack, subject: str) -> list[dict[str, Any]]:
 async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_ways(
     stack: Stack,
 ) -> None:
-    """Exchange splits a completed occurrence off a recurring task as a new item carrying a copy
-    of the task's properties, Concord's link id among them; the copy is a new item, never the
-    link's, and the recurring task moves on to its next occurrence."""
+    """Exchange splits a completed occurrence off a recurring task as a new item (UpdateItem
+    answers its id) and moves the task on to its next occurrence. Completed in the mailbox, the
+    one-off is a new item, a Task of its own; completed in Salesforce, the Task follows the
+    one-off and the moved-on task is a new Task: no duplicate, no completion undone."""
     mailbox_id, account = await stack.add_mailbox()
     subject = f"Weekly report {uuid.uuid4().hex[:6]}"
     start = dt.date.today() + dt.timedelta(days=1)
