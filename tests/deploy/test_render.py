@@ -51,6 +51,9 @@ def _architecture_table() -> dict[str, dict[str, Any]]:
 
 SERVICES = _architecture_table()
 CALLERS = {s: sorted(c for c, row in SERVICES.items() if s in row["peers"]) for s in SERVICES}
+# Callers that spread their calls over every replica of these peers (a balanced channel over a
+# headless Service's name), so one replica dying costs none of them.
+BALANCED = {"gateway": ("linker", "reconciler")}
 
 
 def _kubectl() -> str:
@@ -245,12 +248,24 @@ def test_service_deployment_probes_grpc_and_outlasts_its_drain(
     assert config["OTEL_SERVICE_NAME"] == service
     peers = {k: v for k, v in config.items() if k.endswith("_ADDR")}
     assert peers == {
-        f"{SERVICES[p]['prefix']}ADDR": f"{p}:{SERVICES[p]['port']}" for p in row["peers"]
+        f"{SERVICES[p]['prefix']}ADDR": (
+            f"dns:///{p}-headless:{SERVICES[p]['port']}"
+            if p in BALANCED.get(service, ())
+            else f"{p}:{SERVICES[p]['port']}"
+        )
+        for p in row["peers"]
     }
 
     services = _of_kind(docs, "Service")
     assert services[service]["spec"]["ports"][0]["name"] == "grpc"
     assert services[service]["spec"]["ports"][0]["port"] == row["port"]
+    if service in {p for peers in BALANCED.values() for p in peers}:
+        # Every ready pod in DNS, the same pods as the Service's, on the same port.
+        headless = services[f"{service}-headless"]["spec"]
+        assert headless["clusterIP"] == "None"
+        assert headless["selector"] == services[service]["spec"]["selector"]
+        assert headless["ports"] == services[service]["spec"]["ports"]
+        assert not headless.get("publishNotReadyAddresses", False)
     assert service in _of_kind(docs, "PodDisruptionBudget")
     assert _of_kind(docs, "ServiceAccount")[service]["automountServiceAccountToken"] is False
 

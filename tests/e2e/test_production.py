@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from concord.gateway.v1 import gateway_service_pb2
 from concord_devstack.postgres import Postgres
 from concord_testing import OtlpReceiver
 from tests.e2e.clients import eventually
@@ -26,6 +27,7 @@ from tests.e2e.test_push import (
     test_a_saved_meeting_reaches_salesforce_on_its_own,
 )
 from tests.e2e.test_stack import (
+    _gateway,
     test_every_service_reports_serving,
     test_sessions_lists_the_last_session,
     test_status_and_errors_show_a_quarantined_item_with_its_reason,
@@ -191,3 +193,50 @@ def test_a_sync_survives_killing_one_nats_node(stack: RunningStack) -> None:
 
     eventually(rejoined, within=60, every=0.5)
     assert all(_whole(node) for node in stack.info["nats"]["nodes"])
+
+
+def test_gateway_calls_reach_both_reconcilers_and_survive_one_dying(stack: RunningStack) -> None:
+    info = _refresh(stack)
+    channel, gateway = _gateway(stack)
+    metadata = [("authorization", f"Bearer {info['demo']['token']}")]
+    request = gateway_service_pb2.GetMailboxStatusRequest(mailbox="mailboxes/demo")
+
+    def answering() -> set[str]:
+        """The reconciler replicas that answered the gateway's reads of a mailbox."""
+        return {
+            str(s.resource.get("service.instance.id"))
+            for s in stack.receiver.spans()
+            if s.service_name == "reconciler"
+            and s.kind == "SERVER"
+            and s.name.endswith("ReconcilerService/GetMailbox")
+        }
+
+    with channel:
+
+        def status() -> None:
+            # The channel is synchronous; the stub is typed for grpc.aio (test_stack._gateway).
+            response: Any = gateway.GetMailboxStatus(request, metadata=metadata, timeout=10)
+            assert response.status.mailbox.name == "mailboxes/demo"
+
+        for _ in range(10):
+            status()
+        # Spread over both: one connection to the first replica took every call before.
+        eventually(lambda: answering() >= {"reconciler", "reconciler-2"}, within=20)
+
+        # The replica every call went to before dies: the other answers every call while the
+        # supervisor has not started it again (0.5 s, then its start-up).
+        stack.kill_service("reconciler")
+        started = time.monotonic()
+        for _ in range(20):
+            status()
+        print(f"20 calls answered {time.monotonic() - started:.2f} s after the kill")
+    stack.wait_restarted("reconciler")
+    address = stack.info["services"]["reconciler"]["address"]
+
+    def serving_again() -> bool:
+        try:
+            return _serving(address)
+        except grpc.RpcError:
+            return False  # not listening yet
+
+    eventually(serving_again, within=60)

@@ -532,6 +532,79 @@ async def test_retries_wait_as_long_as_the_server_asks() -> None:
     assert attempts[1] - attempts[0] >= 0.35  # the policy's own back-off starts at 0.1 s
 
 
+def _named(name: str) -> Mapping[str, Unary]:
+    async def who(request: StringValue, context: object) -> StringValue:
+        return StringValue(value=name)
+
+    return {"Who": who}
+
+
+async def test_a_balanced_channel_spreads_calls_over_the_replicas_that_serve() -> None:
+    async with (
+        running(_named("a"), name="a", drain_seconds=0) as a,
+        running(_named("b"), name="b", drain_seconds=0) as b,
+    ):
+        await a.become_ready()
+        await b.become_ready()
+        target = f"ipv4:{a.address},{b.address}"
+        async with channel(target, retry=True, balance=SERVICE) as ch:
+            who = ch.unary_unary(
+                f"/{SERVICE}/Who",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+
+            async def answers(count: int) -> list[str]:
+                return [(await who(StringValue(), timeout=5)).value for _ in range(count)]
+
+            # Round robin: both replicas answer (pick_first would send every call to `a`).
+            async def both_answer() -> bool:
+                return set(await answers(4)) == {"a", "b"}
+
+            await eventually(both_answer)
+
+            # A replica not SERVING its service (starting, draining) gets no calls.
+            await b.health.set(SERVICE, NOT_SERVING)
+
+            async def only_a() -> bool:
+                return set(await answers(4)) == {"a"}
+
+            await eventually(only_a)
+            assert set(await answers(20)) == {"a"}
+
+            # One replica gone: every call is answered by the other, none fails.
+            await b.health.set(SERVICE, SERVING)
+            await eventually(both_answer)
+            await a.shutdown()
+            assert set(await answers(20)) == {"b"}
+
+
+async def test_a_connection_is_renewed_after_its_maximum_age() -> None:
+    # So a balanced client resolves its target again and finds replicas added since.
+    async def peer(request: StringValue, context: Any) -> StringValue:
+        return StringValue(value=str(context.peer()))
+
+    service = GrpcService("test", port=0, drain_seconds=0, max_connection_age_seconds=0.2)
+    service.add_service(SERVICE, register({"Peer": peer}, {}))
+    await service.start()
+    try:
+        async with channel(service.address, retry=True) as ch:
+            ask = ch.unary_unary(
+                f"/{SERVICE}/Peer",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+            seen: set[str] = set()
+
+            async def reconnected() -> bool:
+                seen.add((await ask(StringValue(), timeout=5)).value)
+                return len(seen) > 1
+
+            await eventually(reconnected)
+    finally:
+        await service.shutdown()
+
+
 def test_run_returns_the_exit_code() -> None:
     async def ok() -> None:
         pass

@@ -91,11 +91,20 @@ def test_services_get_their_own_database_the_cluster_and_three_copies(tmp_path: 
     assert database_name("mail-connector") == "concord_mail_connector"
 
 
+def test_callers_are_given_every_reconciler_replica(tmp_path: Path) -> None:
+    layout = _production(tmp_path)
+    env = Stack(layout, {}).service_process("gateway").env
+    first, second = layout.address("reconciler"), layout.address("reconciler-2")
+    assert env["RECONCILER_ADDR"] == f"ipv4:{first},{second}"
+    assert env["LINKER_ADDR"] == layout.address("linker")
+
+
 def test_on_the_embedded_default_services_keep_their_sqlite_and_one_copy(tmp_path: Path) -> None:
     stack = Stack(Layout.create(tmp_path, free_ports=None, emulator_names=[]), {})
     env = stack.service_process("reconciler").env
     assert "RECONCILER_DATABASE_URL" not in env
     assert "NATS_JETSTREAM_REPLICAS" not in env
+    assert stack.service_process("gateway").env["RECONCILER_ADDR"] == "127.0.0.1:50051"
 
 
 def test_a_server_run_as_another_user_still_dies_with_the_supervisor() -> None:

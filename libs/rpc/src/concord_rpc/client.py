@@ -26,22 +26,17 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # the caller has to re-read and retry the whole operation.
 RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 
-_RETRY_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{}],  # every method of every service on this channel
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": list(RETRYABLE_CODES),
-                },
-            }
-        ]
-    }
-)
+_RETRY_POLICY: dict[str, Any] = {
+    "name": [{}],  # every method of every service on this channel
+    "retryPolicy": {
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": list(RETRYABLE_CODES),
+    },
+}
+
 
 # Pings only while calls are open, every 30 s, so a peer that vanished without closing the
 # connection (a killed pod) fails the calls within ~40 s instead of hanging. Servers built with
@@ -99,21 +94,36 @@ def channel(
     retry: bool,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
+    balance: str | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to a peer at `host:port`.
+    """An insecure channel to a peer at `addr`: `host:port`, or any gRPC target
+    (`ipv4:127.0.0.1:50051,127.0.0.1:50056`, `dns:///reconciler-headless:50051`).
 
     With `retry=True`, every call that fails with UNAVAILABLE or RESOURCE_EXHAUSTED is resent
     up to 4 attempts in all, with exponential back-off (or the server's pushback). Use it only for
     idempotent calls (reads, or mutations carrying a `request_id`): the server may have done the
     work before answering UNAVAILABLE. Keep a second channel with `retry=False` for the rest.
 
+    With `balance` (the full name of the service every address serves), calls go round-robin
+    over every address the target resolves to that reports that service SERVING on its health
+    service (gRPC's `round_robin` policy with client-side health checks): a dead, starting or
+    draining replica gets no calls while another serves. Without it, gRPC's default
+    `pick_first` sends every call over one connection to one address.
+
     Failed unary calls raise :class:`PeerCallError`, an AioRpcError that knows its method.
     """
     all_options: list[tuple[str, Any]] = [*KEEPALIVE_OPTIONS, *MESSAGE_SIZE_OPTIONS]
+    config: dict[str, Any] = {}
     if retry:
-        all_options += [("grpc.enable_retries", 1), ("grpc.service_config", _RETRY_SERVICE_CONFIG)]
+        all_options += [("grpc.enable_retries", 1)]
+        config["methodConfig"] = [_RETRY_POLICY]
     else:
         all_options += [("grpc.enable_retries", 0)]
+    if balance is not None:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        config["healthCheckConfig"] = {"serviceName": balance}
+    if config:
+        all_options += [("grpc.service_config", json.dumps(config))]
     all_options += options
     return grpc.aio.insecure_channel(
         addr, options=all_options, interceptors=[_NameFailedMethod(), *interceptors]

@@ -41,6 +41,12 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     *MESSAGE_SIZE_OPTIONS,
 )
 
+# How long a client's connection lives before the server asks it to open a new one (GOAWAY;
+# calls in flight finish on the old one, however long they take). A balanced client resolves
+# its target again when it reconnects (a headless Service's name), so replicas added by a
+# scale-out get their share of its calls within this time (gRFC A9).
+MAX_CONNECTION_AGE_SECONDS = 300.0
+
 
 class GrpcService:
     """One service's gRPC server and its life cycle.
@@ -60,6 +66,7 @@ class GrpcService:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         readiness_checks: Sequence[ReadinessCheck] = (),
         max_check_interval: float = 5.0,
+        max_connection_age_seconds: float = MAX_CONNECTION_AGE_SECONDS,
     ) -> None:
         self.name = name
         self.host = host
@@ -70,6 +77,7 @@ class GrpcService:
         self._registrations: list[tuple[str, Register]] = []
         self._readiness_checks = list(readiness_checks)
         self._max_check_interval = max_check_interval
+        self._max_connection_age_ms = int(max_connection_age_seconds * 1000)
         self._shutdown_hooks: list[ShutdownHook] = []
         self._stop = asyncio.Event()
         self._server: grpc.aio.Server | None = None
@@ -106,7 +114,8 @@ class GrpcService:
 
     async def start(self) -> int:
         """Bind and start serving with health NOT_SERVING; returns the port (useful with 0)."""
-        server = grpc.aio.server(interceptors=self._interceptors, options=SERVER_OPTIONS)
+        options = [*SERVER_OPTIONS, ("grpc.max_connection_age_ms", self._max_connection_age_ms)]
+        server = grpc.aio.server(interceptors=self._interceptors, options=options)
         names = [name for name, _ in self._registrations]
         for _, register in self._registrations:
             register(server)

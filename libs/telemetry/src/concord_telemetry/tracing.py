@@ -22,6 +22,7 @@ _log = logging.getLogger(__name__)
 
 _grpc_lock = threading.Lock()
 _grpc_instrumented = False
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 @dataclass
@@ -108,9 +109,14 @@ def instrument_grpc(provider: TracerProvider | None) -> bool:
         from opentelemetry.instrumentation.grpc import (
             GrpcAioInstrumentorClient,
             GrpcAioInstrumentorServer,
+            filters,
         )
 
-        GrpcAioInstrumentorServer().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        # Not the health service: its Watch streams by `context.write`, which the aio server
+        # interceptor cannot wrap (it iterates the handler, and fails every Watch: the
+        # client-side health checks of balanced channels), and probes would only add noise.
+        untraced = filters.negate(filters.service_name(HEALTH_SERVICE))
+        GrpcAioInstrumentorServer(filter_=untraced).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
         GrpcAioInstrumentorClient().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
         _grpc_instrumented = True
         return True

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord_gateway.adapters.keys import identity_key, verification_keys
-from concord_gateway.adapters.peers import Peers
+from concord_gateway.adapters.peers import RECONCILER_SERVICE, Peers
 from concord_gateway.api import install
 from concord_gateway.domain.tokens import TokenVerifier
 from concord_gateway.settings import GatewaySettings
@@ -15,7 +15,6 @@ from concord_rpc import channel
 from concord_runtime import ServiceProcess, serve_main
 
 MIGRATIONS = "concord_gateway.adapters.migrations"
-_RECONCILER_SERVICE = "concord.reconciler.v1.ReconcilerService"
 
 
 async def build(process: ServiceProcess[GatewaySettings]) -> None:
@@ -37,10 +36,13 @@ async def build(process: ServiceProcess[GatewaySettings]) -> None:
     install(process.server, settings, peers, verifier)
 
     async def reconciler_serving() -> None:
-        # Every RPC but InitialSearch needs the reconciler: not SERVING until it is.
-        async with channel(settings.reconciler_addr, retry=False) as probe:
+        # Every RPC but InitialSearch needs the reconciler: not SERVING until one replica is
+        # (balanced as the calls are, the probe reaches only a replica that serves).
+        async with channel(
+            settings.reconciler_addr, retry=False, balance=RECONCILER_SERVICE
+        ) as probe:
             response = await health_pb2_grpc.HealthStub(probe).Check(
-                health_pb2.HealthCheckRequest(service=_RECONCILER_SERVICE), timeout=2
+                health_pb2.HealthCheckRequest(service=RECONCILER_SERVICE), timeout=2
             )
         if response.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError("the reconciler is not SERVING yet")

@@ -19,6 +19,8 @@ class GatewaySettings(ServiceSettings):
     service_name: ClassVar[str] = "gateway"
 
     port: int = DEFAULT_PORTS["gateway"]
+    # A gRPC target: `host:port`, or every replica (`ipv4:127.0.0.1:50051,127.0.0.1:50056`,
+    # `dns:///reconciler-headless:50051`), over which calls are spread (adapters/peers.py).
     reconciler_addr: str = peer("reconciler")
     linker_addr: str = peer("linker")
 

@@ -26,8 +26,13 @@ from exchangelib import (  # type: ignore[import-untyped]
     EWSTimeZone,
     Mailbox,
     Message,
+    Task,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
+from exchangelib.recurrence import (  # type: ignore[import-untyped]
+    TaskRecurrence,
+    WeeklyPattern,
+)
 from google.protobuf import duration_pb2, field_mask_pb2
 from lxml import etree
 from simple_salesforce.api import Salesforce, SFType
@@ -401,6 +406,107 @@ async def test_a_meeting_goes_to_salesforce_comes_back_edited_and_then_nothing_m
     fifth = await stack.session(mailbox_id)
     assert fifth.counts.crm.deleted == 1, fifth.counts
     assert stack.events(subject + " (moved)") == []
+
+
+def tasks(stack: Stack, subject: str) -> list[dict[str, Any]]:
+    soql = (
+        "SELECT Id, Subject, Status, ActivityDate, Concord_Link_Id__c "
+        f"FROM Task WHERE Subject = '{subject}' ORDER BY ActivityDate"
+    )
+    found: list[dict[str, Any]] = stack.sf.query_all(soql)["records"]
+    return found
+
+
+async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_ways(
+    stack: Stack,
+) -> None:
+    """Exchange splits a completed occurrence off a recurring task as a new item (UpdateItem
+    answers its id) and moves the task on to its next occurrence. Completed in the mailbox, the
+    one-off is a new item, a Task of its own; completed in Salesforce, the Task follows the
+    one-off and the moved-on task is a new Task: no duplicate, no completion undone."""
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Weekly report {uuid.uuid4().hex[:6]}"
+    start = dt.date.today() + dt.timedelta(days=1)
+    recurrence = TaskRecurrence(
+        pattern=WeeklyPattern(interval=1, weekdays=[start.isoweekday()]), start=start, number=5
+    )
+
+    def create() -> Any:
+        task = Task(
+            account=account,
+            folder=account.tasks,
+            subject=subject,
+            recurrence=recurrence,
+            categories=["Salesforce"],
+        )
+        task.save()
+        return task
+
+    master = await asyncio.to_thread(create)
+    first = await stack.session(mailbox_id)
+    assert first.counts.crm.created == 1, first.counts
+    (original,) = tasks(stack, subject)
+    assert original["ActivityDate"] == start.isoformat()
+
+    # Completed in Outlook: the occurrence is split off, the task moves on a week.
+    def complete_in_mailbox() -> None:
+        master.refresh()
+        master.status = Task.COMPLETED
+        master.save(update_fields=["status"])
+
+    await asyncio.to_thread(complete_in_mailbox)
+    assert await settle(stack, mailbox_id) == {"crm.created": 1, "crm.updated": 1}
+    found = tasks(stack, subject)
+    assert len(found) == 2, found
+    week = (start + dt.timedelta(days=7)).isoformat()
+    [moved] = [t for t in found if t["Id"] == original["Id"]]
+    [done] = [t for t in found if t["Id"] != original["Id"]]
+    assert (moved["ActivityDate"], moved["Status"]) == (week, "Not Started")
+    assert (done["ActivityDate"], done["Status"]) == (start.isoformat(), "Completed")
+    assert done["Concord_Link_Id__c"] not in ("", None, original["Concord_Link_Id__c"])
+
+    # Completed in Salesforce: Concord completes the occurrence in the mailbox and Exchange
+    # splits it off again, answering the one-off's id; the Task stays the one-off's, and the
+    # task, moved on to its next occurrence, is new to Concord: a Task of its own (it was
+    # created under the Task's own link id, undoing its completion, before).
+    stack.sobject("Task").update(original["Id"], {"Status": "Completed"})
+    assert await settle(stack, mailbox_id) == {"mail.updated": 1, "crm.created": 1}
+    found = tasks(stack, subject)
+    assert len(found) == 3, found
+    by_id = {t["Id"]: t for t in found}
+    completed = by_id[original["Id"]]
+    assert (completed["ActivityDate"], completed["Status"]) == (week, "Completed")
+    [following] = [t for t in found if t["Id"] not in (original["Id"], done["Id"])]
+    two_weeks = (start + dt.timedelta(days=14)).isoformat()
+    assert (following["ActivityDate"], following["Status"]) == (two_weeks, "Not Started")
+    assert len({t["Concord_Link_Id__c"] for t in found}) == 3
+    in_mailbox = await asyncio.to_thread(
+        lambda: sorted(
+            (t.due_date.isoformat(), t.status) for t in account.tasks.filter(subject=subject)
+        )
+    )
+    assert in_mailbox == [
+        (start.isoformat(), "Completed"),
+        (week, "Completed"),
+        (two_weeks, "NotStarted"),
+    ]
+
+
+async def settle(stack: Stack, mailbox_id: str) -> dict[str, int]:
+    """Sessions until one writes nothing (a push heard mid-session may take a write into the
+    session it interrupts, or leave it to the next); what they wrote, by side and count."""
+    total: dict[str, int] = {}
+    for _ in range(4):
+        session = await stack.session(mailbox_id)
+        if writes(session) == 0:
+            return total
+        for side in ("mail", "crm"):
+            counts = getattr(session.counts, side)
+            for name in ("created", "updated", "deleted"):
+                if getattr(counts, name):
+                    key = f"{side}.{name}"
+                    total[key] = total.get(key, 0) + getattr(counts, name)
+    raise AssertionError(f"still writing after 4 sessions: {total}")
 
 
 async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_completes(

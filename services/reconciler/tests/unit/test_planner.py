@@ -465,6 +465,30 @@ def test_a_record_carrying_the_link_id_a_create_would_use_is_linked_not_duplicat
     assert (kind, writes, again.actions[0].link.link_id) == (ActionKind.LINK, [], link_id)
 
 
+def test_an_item_whose_derived_link_id_a_link_holds_for_another_item_gets_one_of_its_own() -> None:
+    # A recurring task first synced from the mailbox: its link id was derived from its id.
+    task = res.OBJECT_KIND_TASK
+    first = run([mail("m1", snap({"subject": "report"}))], [], [], kind=task)
+    holder = first.actions[0].link
+    # Concord completed the occurrence: UpdateItem answered the one-off Exchange split off,
+    # and the link followed it; the task, moved on, is listed again with no link naming it.
+    holder = holder.on(Side.MAIL, native_id="one-off", version="v5", hash=holder.mail_hash)
+    holder = holder.on(Side.CRM, native_id="c1", version="v5", hash=holder.crm_hash)
+    moved_on = mail("m1", snap({"subject": "report", "due_date": "2026-06-08"}))
+    result = run([moved_on], [], [holder], kind=task)
+    kind, writes = only(result)
+    assert (kind, writes[0][:2]) == (ActionKind.CREATE, (Side.CRM, WriteOp.CREATE))
+    new_id = result.actions[0].link.link_id
+    assert new_id != holder.link_id  # an upsert under it would overwrite the link's record
+    # Deterministic, so a create replayed after a lost answer carries the same id, and the
+    # record that answer left is linked, not created again.
+    assert run([moved_on], [], [holder], kind=task).actions[0].link.link_id == new_id
+    landed = crm("c2", snap({"subject": "report", "due_date": "2026-06-08"}, link_id=new_id))
+    again = run([moved_on], [landed], [holder], kind=task)
+    kind, writes = only(again)
+    assert (kind, writes, again.actions[0].link.link_id) == (ActionKind.LINK, [], new_id)
+
+
 def test_replayed_and_permuted_changes_collapse_to_the_latest() -> None:
     changes = [
         mail("m1", snap(edited(subject="old"), "v2")),

@@ -265,6 +265,15 @@ class Layout:
         """The process names running `service`: itself, then its extra replicas."""
         return [service, *(name for name, of in self.replicas.items() if of == service)]
 
+    def target(self, service: str) -> str:
+        """What its callers get as `<SERVICE>_ADDR`: its address, or, when it runs replicas,
+        the gRPC target listing every one (`ipv4:127.0.0.1:50051,127.0.0.1:50056`), as a
+        headless Service's name does under Kubernetes, so a caller can use all of them."""
+        names = self.replicas_of(service)
+        if len(names) == 1:
+            return self.address(service)
+        return "ipv4:" + ",".join(self.address(name) for name in names)
+
     @property
     def nats_url(self) -> str:
         """What the services get as NATS_URL: the server, or every node of the cluster."""
@@ -317,7 +326,7 @@ class Stack:
         resource = [env.get("OTEL_RESOURCE_ATTRIBUTES", ""), f"service.instance.id={name}"]
         env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(part for part in resource if part)
         for peer in SERVICES:
-            env[env_prefix(peer) + "ADDR"] = self.layout.address(peer)
+            env[env_prefix(peer) + "ADDR"] = self.layout.target(peer)
         prefix = env_prefix(service)
         env[prefix + "HOST"] = self.layout.host
         env[prefix + "PORT"] = str(self.layout.ports[name])

@@ -8,14 +8,19 @@ from typing import TypeVar
 
 import grpc
 
-from concord.linker.v1 import linker_service_pb2_grpc
-from concord.reconciler.v1 import reconciler_service_pb2_grpc
+from concord.linker.v1 import linker_service_pb2, linker_service_pb2_grpc
+from concord.reconciler.v1 import reconciler_service_pb2, reconciler_service_pb2_grpc
 from concord_gateway.domain.errors import PeerUnavailable
 from concord_rpc import AttachIdentity, IdentitySigner, PeerCallError, channel, error_info
 
-__all__ = ["Peers", "ask"]
+__all__ = ["LINKER_SERVICE", "RECONCILER_SERVICE", "Peers", "ask"]
 
 T = TypeVar("T")
+
+RECONCILER_SERVICE = reconciler_service_pb2.DESCRIPTOR.services_by_name[
+    "ReconcilerService"
+].full_name
+LINKER_SERVICE = linker_service_pb2.DESCRIPTOR.services_by_name["LinkerService"].full_name
 
 _DEAD = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -42,8 +47,14 @@ class Peers:
         # plus the minute the signature is otherwise good for.
         signer = IdentitySigner(identity_key, ttl=60.0 + longest_call_seconds)
         attach = [AttachIdentity(signer)]
-        reconciler = channel(reconciler_addr, retry=True, interceptors=attach)
-        linker = channel(linker_addr, retry=True, interceptors=attach)
+        # Each address may name several replicas (`ipv4:a:1,b:2`, or a headless Service's
+        # `dns:///` name): calls are spread over those SERVING, so one dead or draining replica
+        # costs no call while another serves (one connection to one replica would, as gRPC
+        # keeps a single HTTP/2 connection behind a Service's one virtual address).
+        reconciler = channel(
+            reconciler_addr, retry=True, interceptors=attach, balance=RECONCILER_SERVICE
+        )
+        linker = channel(linker_addr, retry=True, interceptors=attach, balance=LINKER_SERVICE)
         return cls(
             reconciler=reconciler_service_pb2_grpc.ReconcilerServiceStub(reconciler),
             linker=linker_service_pb2_grpc.LinkerServiceStub(linker),

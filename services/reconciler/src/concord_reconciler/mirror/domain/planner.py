@@ -245,7 +245,7 @@ def plan(
     # A link id may be carried by a copy of an item (Outlook copies extended properties);
     # only its first holder keeps it, so one link id never names two pairs.
     used = {link.link_id for link in links} if unlinked[Side.MAIL] or unlinked[Side.CRM] else set()
-    for mail, crm in _matched(mailbox_id, policy.kind, unlinked):
+    for mail, crm in _matched(mailbox_id, policy.kind, unlinked, used):
         if mail is not None and crm is not None:
             action = _linked(mailbox_id, policy, mail, crm, used)
         else:
@@ -293,16 +293,27 @@ def pairing_keys(mailbox_id: str, kind: Kind, side: Side, change: Change) -> lis
 
 
 def _matched(
-    mailbox_id: str, kind: Kind, unlinked: Mapping[Side, Mapping[str, Change]]
+    mailbox_id: str,
+    kind: Kind,
+    unlinked: Mapping[Side, Mapping[str, Change]],
+    used: set[str],
 ) -> list[tuple[Change | None, Change | None]]:
     """Unlinked items paired one to one by link id first, then by match keys; the rest alone.
 
     A CRM record carrying the link id a mail item would get is the answer of a create whose
     acknowledgement was lost: linking it instead of creating again is what keeps one copy.
     """
+
+    def keys_of(side: Side, change: Change) -> list[str]:
+        keys = pairing_keys(mailbox_id, kind, side, change)
+        if keys[0].removeprefix("link:") not in used:
+            return keys
+        # A link holds the id derived from the item: the id its create carries instead.
+        return [f"link:{_new_link_id(mailbox_id, kind, change, '', used)}", *keys]
+
     index: dict[str, list[str]] = {}
     for native_id, change in unlinked[Side.CRM].items():
-        for key in pairing_keys(mailbox_id, kind, Side.CRM, change):
+        for key in keys_of(Side.CRM, change):
             index.setdefault(key, []).append(native_id)
     taken: set[str] = set()
     pairs: list[tuple[Change | None, Change | None]] = []
@@ -310,7 +321,7 @@ def _matched(
         for native_id, change in unlinked[Side.MAIL].items():
             if any(m is not None and m.native_id == native_id for m, _ in pairs):
                 continue
-            keys = pairing_keys(mailbox_id, kind, Side.MAIL, change)
+            keys = keys_of(Side.MAIL, change)
             keys = [k for k in keys if k.startswith("link:") == (rank == 0)]
             partner = next(
                 (c for k in keys for c in index.get(k, ()) if c not in taken),
@@ -357,7 +368,19 @@ def _in_window(policy: SyncPolicy, snapshot: Snapshot, now: datetime) -> bool:
 def _new_link_id(mailbox_id: str, kind: Kind, change: Change, carried: str, used: set[str]) -> str:
     if carried and carried not in used:
         return carried
-    return derive_link_id(mailbox_id, kind, change.side, change.native_id)
+    # Derived from the item, so a create replayed after a crash carries the same id; but never
+    # an id a link already holds for another item. A recurring task's link follows the one-off
+    # Exchange splits off when Concord completes an occurrence (UpdateItem answers the one-off),
+    # and the task itself, moved on to its next occurrence, comes back unlinked: the id it was
+    # first derived to is its old link's, and a create under it would upsert over that link's
+    # record (the Salesforce Task's completion undone, the one-off left without a record).
+    link_id = derive_link_id(mailbox_id, kind, change.side, change.native_id)
+    generation = 1
+    while link_id in used:
+        generation += 1
+        salted = f"{change.native_id}\x1f{generation}"
+        link_id = derive_link_id(mailbox_id, kind, change.side, salted)
+    return link_id
 
 
 def _created(
