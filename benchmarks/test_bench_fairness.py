@@ -255,6 +255,12 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
         f"(target <= 3 s after the chunk in progress: p99 - 1 chunk = "
         f"{a99 - chunk_seconds:.2f} s)"
     )
+    first = min(t for _, t in saved.values())
+    slowest = sorted(((arrived[s] - t, b, t - first) for s, (b, t) in saved.items()), reverse=True)
+    print(
+        "  the slowest, by when they were saved after the first: "
+        + ", ".join(f"{b} +{at:.0f} s: {waited:.2f} s" for waited, b, at in slowest[:4])
+    )
     if finished.get("traceId"):
         print(f"  the big session's calls: {_where_the_time_went(stack, finished['traceId'])}")
     if hostage:
