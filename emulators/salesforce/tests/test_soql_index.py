@@ -17,7 +17,8 @@ from concord_salesforce_emulator import soql
 from .conftest import TypedSalesforce, error_body
 
 
-def _contacts(sf: TypedSalesforce, count: int) -> list[str]:
+def _contacts(sf: TypedSalesforce, count: int, batch: int | None = None) -> list[str]:
+    """Contacts made in one call; the even ones linked, unless they are one `batch` of many."""
     created = sf.restful(
         "composite/sobjects",
         method="POST",
@@ -26,8 +27,8 @@ def _contacts(sf: TypedSalesforce, count: int) -> list[str]:
             "records": [
                 {
                     "attributes": {"type": "Contact"},
-                    "LastName": f"Person {n:03d}",
-                    "Concord_Link_Id__c": f"link-{n:03d}" if n % 2 == 0 else None,
+                    "LastName": f"Person {n:03d}" if batch is None else f"Person {batch}-{n:03d}",
+                    "Concord_Link_Id__c": f"link-{n:03d}" if n % 2 == 0 and batch is None else None,
                 }
                 for n in range(count)
             ],
@@ -173,19 +174,7 @@ def _batches(sf: TypedSalesforce, batches: int, size: int) -> list[list[str]]:
     """Contacts made `size` to a call: the rows of a call share one SystemModstamp."""
     made: list[list[str]] = []
     for batch in range(batches):
-        created = sf.restful(
-            "composite/sobjects",
-            method="POST",
-            json={
-                "allOrNone": True,
-                "records": [
-                    {"attributes": {"type": "Contact"}, "LastName": f"Person {batch}-{n:03d}"}
-                    for n in range(size)
-                ],
-            },
-        )
-        assert isinstance(created, list)
-        made.append([r["id"] for r in created])
+        made.append(_contacts(sf, size, batch))
         # Each call gets its own millisecond, so batches never share a SystemModstamp.
         time.sleep(0.002)
     return made
