@@ -59,14 +59,15 @@ from concord_crm_connector.domain.model import (
     WriteStatus,
 )
 from concord_crm_connector.domain.queries import (
-    EMPTY_LISTING,
     MAX_PAGE,
     ChangeCursor,
     change_query,
     decode_cursor,
     delete_log_gap,
+    delete_log_window,
     encode_cursor,
     filter_query,
+    listed_cursor,
     parse_datetime,
     rows_within,
     search_query,
@@ -598,12 +599,11 @@ class SalesforceOrgs:
         fetched = len(rows)
         rows = rows[: rows_within(rows)]
         changes = tuple(_change(sobject_type, row, owner_id, user_id) for row in rows)
-        last = after or EMPTY_LISTING
-        if rows:
-            stamp = parse_datetime(str(rows[-1]["SystemModstamp"]))
-            last = ChangeCursor(stamp, str(rows[-1]["Id"]), now)
-        # The records returned move the cursor; a clean delete log moves only its check time.
-        token = encode_cursor(replace(last, checked=now))
+        last_record = (
+            (parse_datetime(str(rows[-1]["SystemModstamp"])), str(rows[-1]["Id"])) if rows else None
+        )
+        listed = listed_cursor(after, last_record, now)
+        token = cursor.token if listed == after else encode_cursor(listed)
         more = len(rows) < fetched or fetched >= limit
         return ChangePage(Cursor(sobject_type, token), changes, has_more=more)
 
@@ -983,11 +983,9 @@ def _changes_and_delete_log(
 ) -> tuple[list[dict[str, Any]], datetime | None]:
     """The changed records and getDeleted's `earliestDateAvailable`, in one Composite call."""
     version = sf.sf_version
+    start, end = delete_log_window(after, now)
     window = urlencode(
-        {
-            "start": after.checked.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
+        {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")}
     )
     answer = sf.restful(
         "composite",
