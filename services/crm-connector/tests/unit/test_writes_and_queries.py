@@ -13,12 +13,17 @@ from concord_crm_connector.domain.model import (
     WriteStatus,
 )
 from concord_crm_connector.domain.queries import (
+    CHECKED_REFRESH,
+    DELETE_LOG_WINDOW,
+    EMPTY_LISTING,
     ChangeCursor,
     change_query,
     decode_cursor,
     delete_log_gap,
+    delete_log_window,
     encode_cursor,
     filter_query,
+    listed_cursor,
     owner_rows,
     search_query,
     soql_literal,
@@ -140,6 +145,47 @@ def test_the_delete_log_gap_rule() -> None:
     # Rounded to the minute by Salesforce: a purge in the checked minute counts as a gap.
     assert delete_log_gap(cursor, NOW, NOW + timedelta(seconds=30))
     assert delete_log_gap(cursor, None, NOW + timedelta(days=16))
+
+
+def test_a_listing_with_no_record_answers_its_cursor_until_the_check_is_old() -> None:
+    after = ChangeCursor(NOW, "00U5e0000000001", NOW)
+    # Quiet: the cursor as it came, so the reconciler has nothing to write (issue #18).
+    assert listed_cursor(after, None, NOW + timedelta(minutes=30)) == after
+    later = NOW + CHECKED_REFRESH
+    assert listed_cursor(after, None, later) == ChangeCursor(NOW, "00U5e0000000001", later)
+    record = (NOW + timedelta(seconds=5), "00U5e0000000002")
+    assert listed_cursor(after, record, NOW + timedelta(minutes=1)) == ChangeCursor(
+        *record, NOW + timedelta(minutes=1)
+    )
+    assert listed_cursor(None, None, NOW) == ChangeCursor(
+        EMPTY_LISTING.modstamp, EMPTY_LISTING.record_id, NOW
+    )
+
+
+def test_a_cursor_kept_quiet_finds_every_purge_one_moved_each_listing_finds() -> None:
+    # Listings every 30 min, none returning a record, and purges between them: the cursor
+    # kept (old `checked`) answers a gap exactly where the cursor moved at each listing does.
+    kept = moved = ChangeCursor(NOW, "00U5e0000000001", NOW)
+    purge = None
+    for n in range(1, 40):
+        at = NOW + timedelta(minutes=30 * n)
+        if n % 7 == 0:
+            purge = (at - timedelta(minutes=n % 3 * 10 + 1)).replace(second=0)
+        assert delete_log_gap(kept, purge, at) == delete_log_gap(moved, purge, at), n
+        if delete_log_gap(moved, purge, at):
+            kept = moved = listed_cursor(None, None, at)  # the full listing that follows
+            continue
+        kept, moved = listed_cursor(kept, None, at), ChangeCursor(NOW, moved.record_id, at)
+
+
+def test_the_delete_log_is_asked_for_a_short_window() -> None:
+    recent = ChangeCursor(NOW, "00U5e0000000001", NOW)
+    assert delete_log_window(recent, NOW + timedelta(minutes=5)) == (
+        NOW,
+        NOW + timedelta(minutes=5),
+    )
+    later = NOW + CHECKED_REFRESH - timedelta(minutes=1)
+    assert delete_log_window(recent, later) == (later - DELETE_LOG_WINDOW, later)
 
 
 def test_soql_is_escaped_and_ordered_for_cursors() -> None:

@@ -99,6 +99,7 @@ def start_push(
         # The provider's size for a credential's session pool, which the two share.
         sessions=exchange.sessions_per_credential,
     )
+    exchange.on_folder_created(feed.folder_created)
     publisher = push_nats.NatsChangePublisher(tracer_provider=process.telemetry.provider)
     feeds: dict[Provider, ChangeFeed] = {Provider.EXCHANGE_EWS: feed}
     webhook: GraphWebhook | None = None

@@ -227,9 +227,12 @@ async def _rig(
     own_writes = OwnWrites()
     exchange = ExchangeProvider()
     options["sessions"] = exchange.sessions_per_credential
+    changes = ExchangeChangeFeed(**(options | feed))
+    # As the service wires them: the folders the connector makes are watched at once.
+    exchange.on_folder_created(changes.folder_created)
     supervisor = PushSupervisor(
         SqlPushAccounts(engine, store),
-        {Provider.EXCHANGE_EWS: ExchangeChangeFeed(**(options | feed))},
+        {Provider.EXCHANGE_EWS: changes},
         NatsChangePublisher(client),
         window=window,
         rescan_seconds=3600,
@@ -462,6 +465,30 @@ async def test_a_dedicated_folder_created_later_is_watched_once_it_exists(rig: R
     )
     await hints.wait_count(seen + 1)
     assert hints.parsed()[-1].kind == r.OBJECT_KIND_CONTACT
+
+
+async def test_a_dedicated_folder_the_connector_makes_is_watched_at_once(
+    emulator: RunningEmulator, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    # The watch's own look for the folder is an hour away: only the connector's word can make
+    # it subscribe anew (it waited up to a minute for its look: a new mailbox's first sync
+    # made the folder, and a push session came a minute after that sync, issue #18).
+    async with _rig(emulator, nats_server, tmp_path, folder_recheck_seconds=3600) as rig:
+        mailbox, _, hints = await rig.mailbox()
+        state = rig.supervisor.state(mailbox)
+        assert state is not None
+        assert Kind.CONTACT not in state.kinds
+        # A first sync of contacts makes the mailbox's `Salesforce Contacts` folder.
+        await rig.connector.list_changes(mailbox, Kind.CONTACT, "", "", 0)
+
+        def covered() -> bool:
+            state = rig.supervisor.state(mailbox)
+            return state is not None and Kind.CONTACT in state.kinds
+
+        await eventually(covered)
+        # Subscribed anew: one catch-up hint for what the folder held before.
+        await hints.wait_count(1)
+        assert [h.hint for h in hints.parsed()] == ["resubscribed"]
 
 
 async def test_watch_follows_added_changed_and_removed_accounts(rig: Rig) -> None:

@@ -5,6 +5,7 @@ counted (not timed) with a SQLAlchemy event listener."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from google.protobuf import duration_pb2
 from sqlalchemy import event
 from sqlalchemy.engine.default import CACHE_HIT
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.reconciler.v1 import reconciler_service_pb2 as api
@@ -47,7 +49,7 @@ async def _started(reconciler: Reconciler) -> None:
 
 
 @dataclass(frozen=True)
-class _Ran:
+class Ran:
     statement: str
     compiled: bool  # built anew, not found in SQLAlchemy's compiled cache
 
@@ -56,23 +58,26 @@ class _Ran:
         return " ".join(self.statement.split()[:3])
 
 
-async def _consumer_statements(reconciler: Reconciler) -> list[_Ran]:
-    """The statements one session runs in the consumer's own tasks: not the API answering
-    RequestSession or WaitSession."""
-    ran: list[_Ran] = []
+async def consumer_statements(engine: AsyncEngine, session: Awaitable[object]) -> list[Ran]:
+    """The statements `session` (a session requested and waited for) runs in the consumer's
+    own tasks: not the API answering RequestSession or WaitSession."""
+    ran: list[Ran] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
         task = asyncio.current_task()
         if task is not None and task.get_name().startswith("session-consumer"):
-            ran.append(_Ran(statement, context.cache_hit is not CACHE_HIT))
+            ran.append(Ran(statement, context.cache_hit is not CACHE_HIT))
 
-    engine = reconciler.store.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        await _session(reconciler)
+        await session
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
     return ran
+
+
+async def _consumer_statements(reconciler: Reconciler) -> list[Ran]:
+    return await consumer_statements(reconciler.store.engine, _session(reconciler))
 
 
 async def test_a_quiet_session_runs_few_statements_and_writes_only_its_record(

@@ -36,6 +36,7 @@ from exchangelib.recurrence import (  # type: ignore[import-untyped]
 from google.protobuf import duration_pb2, field_mask_pb2
 from lxml import etree
 from simple_salesforce.api import Salesforce, SFType
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from concord.common.v1 import resources_pb2 as res
 from concord.common.v1 import settings_pb2 as st
@@ -56,6 +57,7 @@ from concord_salesforce_emulator.server import Settings as SalesforceSettings
 from concord_testing import NatsServer, ServiceProcess, free_port, identity_env, vouched
 
 from .conftest import reconciler_in_process
+from .test_session_statements import consumer_statements
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -83,6 +85,8 @@ class Stack:
     crm_user_id: str
     # The peers' addresses, by service name.
     peers: dict[str, str]
+    # The reconciler's store.
+    engine: AsyncEngine
 
     def new_mailbox_user(self) -> tuple[str, str]:
         address = f"u-{uuid.uuid4().hex[:10]}@concord.test"
@@ -292,6 +296,7 @@ async def stack(
             running.stub,
             salesforce.emulator.admin_user_id,
             addrs,
+            running.store.engine,
         )
 
 
@@ -507,6 +512,22 @@ async def settle(stack: Stack, mailbox_id: str) -> dict[str, int]:
                     key = f"{side}.{name}"
                     total[key] = total.get(key, 0) + getattr(counts, name)
     raise AssertionError(f"still writing after 4 sessions: {total}")
+
+
+async def test_a_quiet_session_writes_nothing_but_its_own_record(stack: Stack) -> None:
+    mailbox_id, account = await stack.add_mailbox()
+    await asyncio.to_thread(_meeting, account, f"Quiet {uuid.uuid4().hex[:6]}")
+    assert writes(await stack.session(mailbox_id)) > 0  # the first sync, both ways
+    assert writes(await stack.session(mailbox_id)) == 0
+    ran = await consumer_statements(stack.engine, stack.session(mailbox_id))
+    # Its record (RUNNING, COMPLETED) and the end of a back-off, if any: no cursor, although
+    # every side was listed again (a Salesforce cursor's `checked` time moved with every
+    # listing, so every quiet session wrote the three Salesforce cursors, issue #18).
+    assert [r.head for r in ran if not r.head.startswith("SELECT")] == [
+        "UPDATE sessions SET",
+        "UPDATE sessions SET",
+        "UPDATE mailboxes SET",
+    ], ran
 
 
 async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_completes(

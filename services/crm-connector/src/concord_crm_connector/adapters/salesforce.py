@@ -59,14 +59,14 @@ from concord_crm_connector.domain.model import (
     WriteStatus,
 )
 from concord_crm_connector.domain.queries import (
-    EMPTY_LISTING,
     MAX_PAGE,
-    ChangeCursor,
     change_query,
     decode_cursor,
     delete_log_gap,
+    delete_log_window,
     encode_cursor,
     filter_query,
+    listed_cursor,
     owner_rows,
     parse_datetime,
     rows_within,
@@ -593,7 +593,7 @@ class SalesforceOrgs:
         now = datetime.now(UTC)
         if after is not None and delete_log_gap(after, None, now):
             return ChangePage(Cursor(sobject_type, ""), full_resync_required=True)
-        window = (after.checked, now) if after is not None else None
+        window = delete_log_window(after, now) if after is not None else None
         listed, earliest = await self._read(
             connection,
             partial(_changes_and_delete_log, queries=queries, sobject=sobject_type, window=window),
@@ -608,12 +608,13 @@ class SalesforceOrgs:
             for _, reported in paired
             if reported is not None
         )
-        last = after or EMPTY_LISTING
-        if paired:
-            row = paired[-1][0]
-            last = ChangeCursor(parse_datetime(str(row["SystemModstamp"])), str(row["Id"]), now)
-        # The records returned move the cursor; a clean delete log moves only its check time.
-        token = encode_cursor(replace(last, checked=now))
+        last_record = (
+            (parse_datetime(str(paired[-1][0]["SystemModstamp"])), str(paired[-1][0]["Id"]))
+            if paired
+            else None
+        )
+        listed_at = listed_cursor(after, last_record, now)
+        token = cursor.token if listed_at == after else encode_cursor(listed_at)
         more = len(paired) < len(rows) or len(rows) >= limit
         return ChangePage(Cursor(sobject_type, token), changes, has_more=more)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,9 @@ from concord_crm_connector.domain.errors import InvalidRequest
 from concord_crm_connector.domain.model import FIELD_NAME, SOBJECT_TYPE, FieldFilter, SearchTarget
 
 __all__ = [
+    "CHECKED_REFRESH",
     "DELETE_LOG_DAYS",
+    "DELETE_LOG_WINDOW",
     "EMPTY_LISTING",
     "MAX_PAGE",
     "PAGE_BYTES",
@@ -25,9 +27,11 @@ __all__ = [
     "change_query",
     "decode_cursor",
     "delete_log_gap",
+    "delete_log_window",
     "encode_cursor",
     "filter_query",
     "format_datetime",
+    "listed_cursor",
     "owner_rows",
     "parse_datetime",
     "rows_within",
@@ -43,6 +47,14 @@ MAX_PAGE = 2000
 PAGE_BYTES = 3 * 1024 * 1024
 # getDeleted answers for 15 days; a cursor older than that may have missed hard deletes.
 DELETE_LOG_DAYS = 15
+# A listing that returns no record answers the cursor it was given, `checked` time and all, so
+# the reconciler has no cursor to write for a quiet session (issue #18), until that time is
+# this old: then it moves, so that it stays well inside the delete log's days.
+CHECKED_REFRESH = timedelta(days=1)
+# getDeleted is asked for `earliestDateAvailable` alone (the deletes themselves are listed by
+# queryAll), so its window reaches back no further than this: a `checked` time kept for a day
+# would otherwise fetch a day of the org's deletes of the object at every listing.
+DELETE_LOG_WINDOW = timedelta(hours=1)
 _VERSION = "v1"
 
 
@@ -131,6 +143,33 @@ def delete_log_gap(
     return earliest_available is not None and cursor.checked < earliest_available + timedelta(
         minutes=1
     )
+
+
+def listed_cursor(
+    after: ChangeCursor | None, last_record: tuple[datetime, str] | None, now: datetime
+) -> ChangeCursor:
+    """The cursor a listing at `now` answers: at `last_record` (its SystemModstamp and Id),
+    checked `now`, when it returned records; else `after` unchanged while its `checked` time
+    is younger than CHECKED_REFRESH.
+
+    Keeping the older `checked` time finds no gap that moving it would not: a purge between it
+    and this listing's `now` would have made this listing answer a gap instead (the rule
+    compares `checked` with the latest purge). Only a Salesforce whose `earliestDateAvailable`
+    lagged its purges could see one more gap, which costs a full listing, never a lost delete.
+    """
+    if last_record is not None:
+        return ChangeCursor(last_record[0], last_record[1], now)
+    if after is None:
+        return replace(EMPTY_LISTING, checked=now)
+    if now - after.checked >= CHECKED_REFRESH:
+        return replace(after, checked=now)
+    return after
+
+
+def delete_log_window(after: ChangeCursor, now: datetime) -> tuple[datetime, datetime]:
+    """The getDeleted window a listing from `after` at `now` asks for its
+    `earliestDateAvailable`: from `checked`, at most DELETE_LOG_WINDOW back."""
+    return max(after.checked, now - DELETE_LOG_WINDOW), now
 
 
 def soql_literal(value: Any) -> str:

@@ -218,12 +218,19 @@ class ExchangeProvider:
         self._lock = threading.Lock()
         # Per mailbox: the monotonic time until which the server asked us to back off.
         self._busy_until: dict[str, float] = {}
+        self._folder_listeners: list[Callable[[str], None]] = []
 
     @property
     def sessions_per_credential(self) -> int:
         """The size of a credential's exchangelib session pool: whoever else opens that pool
         (the push feed) must open it at this size (see `credential_sessions`)."""
         return credential_sessions(self._max_workers)
+
+    def on_folder_created(self, listener: Callable[[str], None]) -> None:
+        """`listener(address)` is called, on a pool thread, for each dedicated folder this
+        provider creates in a mailbox: the push feed then watches it at once, not at its next
+        look (a new mailbox's first sync creates them; issue #18)."""
+        self._folder_listeners.append(listener)
 
     async def close(self) -> None:
         """After the drain: no call is waiting on the pool any more."""
@@ -692,7 +699,11 @@ class ExchangeProvider:
         if collection == default_collection(kind):
             if kind in _DISTINGUISHED:
                 return getattr(account, _DISTINGUISHED[kind])
-            return _dedicated(account, kind)
+            folder, created = _dedicated(account, kind)
+            if created:
+                for listener in self._folder_listeners:
+                    listener(account.primary_smtp_address)
+            return folder
         cached = account.root.get_folder(Folder(id=collection))
         if cached is not None:
             return cached
@@ -1059,20 +1070,21 @@ def _resync(cursor: Cursor) -> ProviderChangePage:
     )
 
 
-def _dedicated(account: Account, kind: Kind) -> Folder:
+def _dedicated(account: Account, kind: Kind) -> tuple[Folder, bool]:
+    """The mailbox's dedicated folder of `kind`, and whether it was created just now."""
     name, folder_class = _DEDICATED[kind]
     root = account.msg_folder_root
     try:
-        return root / name
+        return root / name, False
     except ErrorFolderNotFound:
         # The account's folder cache may predate the folder: look again before creating it.
         account.root.clear_cache()
     try:
-        return account.msg_folder_root / name
+        return account.msg_folder_root / name, False
     except ErrorFolderNotFound:
         folder = Folder(parent=account.msg_folder_root, name=name, folder_class=folder_class)
         folder.save()
-        return folder
+        return folder, True
 
 
 def _kind(kind: r.ObjectKind.ValueType) -> Kind:

@@ -162,9 +162,34 @@ class ExchangeChangeFeed:
         # the provider and sized by whichever opens it first, so both open it alike.
         self._sessions = sessions
         self._pool_lock = threading.Lock()
+        # Per mailbox address: the watches waiting for a dedicated folder, told when one is made.
+        self._folder_news: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._news_lock = threading.Lock()
 
     async def watch(self, access: MailboxAccess, sink: PushSink) -> None:
-        await _MailboxWatch(self, access, sink).run()
+        watch = _MailboxWatch(self, access, sink)
+        heard = (asyncio.get_running_loop(), watch.folder_news)
+        key = access.account.address.lower()
+        with self._news_lock:
+            self._folder_news.setdefault(key, set()).add(heard)
+        try:
+            await watch.run()
+        finally:
+            with self._news_lock:
+                self._folder_news.get(key, set()).discard(heard)
+                if not self._folder_news.get(key):
+                    self._folder_news.pop(key, None)
+
+    def folder_created(self, address: str) -> None:
+        """A dedicated folder was made in `address`'s mailbox (by this process's provider, from
+        any thread): a watch that subscribed without it looks again at once instead of at its
+        next `folder_recheck_seconds`, so its subscription covers the folder from the mailbox's
+        first sync on (`ExchangeProvider.on_folder_created`)."""
+        with self._news_lock:
+            heard = list(self._folder_news.get(address.lower(), ()))
+        for loop, news in heard:
+            with contextlib.suppress(RuntimeError):  # the loop closed: exiting
+                loop.call_soon_threadsafe(news.set)
 
     def _open_account(self, access: MailboxAccess) -> Account:
         settings = access.account.settings
@@ -214,6 +239,8 @@ class _MailboxWatch:
         self.reconnect_hint_due = False
         self.created = datetime.now(UTC)
         self.state = WatchState(PushMode.STARTING)
+        # Set when the provider made a dedicated folder since the watch last read its folders.
+        self.folder_news = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -243,6 +270,7 @@ class _MailboxWatch:
     # -- modes ------------------------------------------------------------------------------
 
     async def _streaming(self) -> None:
+        self.folder_news.clear()  # what it says is read with the folders now
         try:
             subscription = await _in_thread(self._subscribe_streaming)
         except _STREAMING_REFUSED as exc:
@@ -290,6 +318,7 @@ class _MailboxWatch:
 
     async def _pulling(self) -> None:
         loop = asyncio.get_running_loop()
+        self.folder_news.clear()  # what it says is read with the folders now
         subscription, watermark = await _in_thread(self._subscribe_pull)
         self._subscribed(PushMode.PULLING, subscription)
         try:
@@ -421,7 +450,11 @@ class _MailboxWatch:
 
     async def _until_folders_appear(self) -> None:
         while True:
-            await asyncio.sleep(self.feed._folder_recheck_seconds)
+            # Told by the provider that made one, or found by looking now and then (a person
+            # may make the folder too).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.folder_news.wait(), self.feed._folder_recheck_seconds)
+            self.folder_news.clear()
             with contextlib.suppress(Exception):  # a failed look is tried again later
                 if await _in_thread(self._dedicated_present):
                     return
