@@ -1814,6 +1814,13 @@ def _sort_key(value: Any) -> Any:
 
 
 def _like(pattern: str, value: str) -> bool:
+    return _like_regex(pattern).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    """A LIKE pattern as a regular expression, built once per pattern (a scan tests it on
+    every row)."""
     regex = ""
     index = 0
     while index < len(pattern):
@@ -1824,7 +1831,7 @@ def _like(pattern: str, value: str) -> bool:
             continue
         regex += ".*" if char == "%" else "." if char == "_" else re.escape(char)
         index += 1
-    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL) is not None
+    return re.compile(regex, re.IGNORECASE | re.DOTALL)
 
 
 def plan(text: str, schema: Schema) -> PlannedQuery:
