@@ -302,6 +302,9 @@ def search_query(term: str, scope: str, targets: Sequence[SearchTarget]) -> str:
 def rows_within(rows: Sequence[Mapping[str, Any]], budget: int = PAGE_BYTES) -> int:
     """How many of `rows`, from the first, fit in `budget` bytes of JSON; at least one, so a
     listing always moves on (no single record comes near the budget)."""
+    # Most pages are far below the budget: one encoding of the whole page says so.
+    if len(json.dumps(rows, default=str, ensure_ascii=False).encode()) <= budget:
+        return len(rows)
     used = 0
     for count, row in enumerate(rows):
         used += len(json.dumps(row, default=str, ensure_ascii=False).encode())
