@@ -19,6 +19,7 @@ from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.hints import PendingPushes
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.ports import ChangePage
 from concord_reconciler.mirror.domain.sync import Side, Write, WriteResult
@@ -186,3 +187,37 @@ def test_a_record_refused_early_is_quarantined_once() -> None:
     assert outcome.errors[Side.MAIL] == 1
     assert outcome.quarantined == 1
     assert len(world.mail.items) == 4
+
+
+def test_a_push_waiting_stops_the_early_writes_until_the_listing_is_complete() -> None:
+    world = World()
+    for n in range(10):
+        world.crm.create({"name": f"c{n}"})
+    happened: list[str] = []
+    listed, applied = world.crm.list_changes, world.mail.apply
+
+    async def list_changes(*args: Any) -> ChangePage:
+        page = await listed(*args)
+        happened.append("page" if page.has_more else "last page")
+        return page
+
+    async def apply(*args: Any) -> Sequence[WriteResult]:
+        happened.append("write")
+        return await applied(*args)
+
+    world.crm.list_changes = list_changes  # type: ignore[method-assign,assignment]
+    world.mail.apply = apply  # type: ignore[method-assign,assignment]
+    # A meeting saved in the mailbox as the big session starts: its push waits.
+    hints = PendingPushes()
+    hints.note(Side.MAIL)
+
+    async def run() -> PairOutcome:
+        return await sync_pair(
+            "mb", world.policy, world.mail, world.crm, world.store, NOW, batch_size=2, hints=hints
+        )
+
+    outcome = asyncio.run(run())
+    # Early writes would slow the listing the push has to wait for: none until it is complete.
+    assert happened.index("last page") < happened.index("write")
+    assert outcome.created[Side.MAIL] == 10
+    assert not hints.waiting()  # served between the backlog's chunks

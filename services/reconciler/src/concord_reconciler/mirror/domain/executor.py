@@ -120,7 +120,7 @@ async def sync_pair(
     # Items listed at the version their link holds (Concord's own writes, mostly) are not
     # mapped or planned; a side listed again for a retried item reads every item afresh.
     known = {side: {} if side in retried else known_versions(links, side) for side in Side}
-    early = _EarlyCreates(mailbox_id, policy, sides, store, links, now, batch_size, written)
+    early = _EarlyCreates(mailbox_id, policy, sides, store, links, now, batch_size, written, hints)
     mail_listing, crm_listing = await early.listing(
         _listing(mail, kind, cursors.get(Side.MAIL, ""), links, known[Side.MAIL], early.heard),
         _listing(crm, kind, cursors.get(Side.CRM, ""), links, known[Side.CRM], early.heard),
@@ -398,8 +398,10 @@ class _EarlyCreates:
         now: datetime,
         batch_size: int,
         written: set[str],
+        hints: PushHints | None = None,
     ) -> None:
         self._mailbox_id, self._policy, self._sides, self._store = mailbox_id, policy, sides, store
+        self._hints = hints
         self._now, self._batch_size, self._written = now, batch_size, written
         self._on = sum(link.live for link in links) < max(policy.guard_min_items, 1)
         # The links as committed so far: the pair's own, then the early creates'.
@@ -438,7 +440,10 @@ class _EarlyCreates:
                 for side in Side:
                     if tasks[side.other].done() and self._pending[side]:
                         await self._plan(side, tasks[side.other].result()[0], outcome)
-                if self._backlog:
+                # A push waiting for this mailbox stops the early writes: they slow the
+                # listing, and only once it is complete can the push be served (between the
+                # chunks of the backlog, which the early actions not written join).
+                if self._backlog and not (self._hints is not None and self._hints.waiting()):
                     await self._write_chunk(outcome)
                     continue
                 self._news.clear()

@@ -24,6 +24,10 @@ class PushHints(Protocol):
         """The sides hinted since the last call; they are forgotten once taken."""
         ...
 
+    def waiting(self) -> bool:
+        """Whether a hint waits to be taken (it stays)."""
+        ...
+
 
 class PendingPushes:
     """The sides hinted and not yet served. Taking clears them before the delta is listed, so
@@ -36,6 +40,9 @@ class PendingPushes:
     def note(self, side: Side) -> None:
         self._sides.add(side)
         self.noted += 1
+
+    def waiting(self) -> bool:
+        return bool(self._sides)
 
     def take(self) -> frozenset[Side]:
         taken = frozenset(self._sides)
