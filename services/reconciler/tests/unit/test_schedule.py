@@ -106,6 +106,27 @@ def test_a_run_of_failures_enters_back_off_with_the_reason() -> None:
     assert plan.next_wake == NOW + POLICY.base_delay
 
 
+def test_a_failed_session_is_tried_again_soon_not_at_the_next_interval() -> None:
+    once = failed(1)
+    assert once.last_end is not None
+    assert next_due(once, POLICY) == once.last_end + POLICY.base_delay
+    assert [s.trigger for s in plan_tick([once], NOW).sessions] == [res.SESSION_TRIGGER_RETRY]
+    twice = replace(failed(2), last_end=NOW - timedelta(minutes=1))
+    assert twice.last_end is not None
+    assert next_due(twice, POLICY) == twice.last_end + 2 * POLICY.base_delay
+    # Never later than the interval would have it.
+    short = failed(1, interval=timedelta(seconds=30))
+    assert short.last_request is not None
+    assert next_due(short, POLICY) == short.last_request + timedelta(seconds=30)
+    # A completed session after them: back to the interval.
+    fine = row(
+        last_outcome=SessionState.COMPLETED,
+        last_request=NOW - timedelta(minutes=5),
+        last_end=NOW - timedelta(minutes=5),
+    )
+    assert next_due(fine, POLICY) == NOW + timedelta(minutes=25)
+
+
 def test_back_off_retries_are_spaced_exponentially_and_marked_retry() -> None:
     entered = NOW - timedelta(hours=1)
     backing = failed(2, state=MailboxState.BACKING_OFF, state_since=entered)
@@ -218,9 +239,10 @@ def test_a_throttled_session_is_retried_at_the_retry_after_not_at_the_next_inter
     assert [(s.mailbox_id, s.trigger) for s in plan_tick([throttled], later).sessions] == [
         ("m1", res.SESSION_TRIGGER_RETRY)
     ]
-    # Any other failure waits for the interval, as before.
+    # Any other failure is tried again one base delay after it ended.
     plain = replace(throttled, retry_not_before=None)
-    assert next_due(plain, POLICY) == NOW + timedelta(minutes=29)
+    assert plain.last_end is not None
+    assert next_due(plain, POLICY) == plain.last_end + POLICY.base_delay
 
 
 def test_an_org_wide_limit_holds_every_mailbox_of_the_org_until_its_retry_after() -> None:

@@ -170,12 +170,24 @@ def _due(row: ScheduleRow, policy: SchedulePolicy) -> datetime | None:
     if row.state is MailboxState.ACTIVE:
         if row.last_request is None:
             return _NEVER
-        return row.last_request + row.interval
+        due = row.last_request + row.interval
+        if _retrying(row) and row.last_end is not None:
+            # Tried again after the back-off's first delays (1, then 2 minutes), not at the next
+            # interval: a new mailbox whose first sync met a peer's deadline on a busy replica
+            # waited 30 minutes for its second try.
+            due = min(due, row.last_end + back_off_delay(row.failures_in_row - 1, policy))
+        return due
     if row.state is MailboxState.BACKING_OFF:
         # Spaced from the latest attempt (or from entering back-off), longer after each failure.
         since = max(t for t in (row.last_end, row.state_since) if t is not None)
         return since + back_off_delay(row.failures_in_row, policy)
     return None  # suspended or being deleted: only a resume brings it back
+
+
+def _retrying(row: ScheduleRow) -> bool:
+    """Whether an active mailbox's latest session failed (fewer times in a row than back-off
+    needs)."""
+    return row.last_outcome is SessionState.FAILED and row.failures_in_row > 0
 
 
 def may_push(row: ScheduleRow, now: datetime) -> bool:
@@ -240,7 +252,9 @@ def plan_tick(
         if due <= now:
             trigger = (
                 res.SESSION_TRIGGER_RETRY
-                if row.state is MailboxState.BACKING_OFF or row.retry_not_before is not None
+                if row.state is MailboxState.BACKING_OFF
+                or row.retry_not_before is not None
+                or _retrying(row)
                 else res.SESSION_TRIGGER_SCHEDULE
             )
             plan.sessions.append(ScheduledSession(row.mailbox_id, trigger))
