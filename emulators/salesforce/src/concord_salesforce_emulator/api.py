@@ -185,26 +185,26 @@ class RestApi:
         # the index, not by scanning the type (the WHERE is still tested on each).
         access = planned.index_access(self.org.indexed)
         walk = planned.modstamp_walk() if explain is None else None
-        if access is not None and walk is not None:
-            # The cheaper of the two, as the optimizer weighs them: an owner's few records by
-            # OwnerId, the next page of many by SystemModstamp.
-            if self.org.index_size(planned.sobject, access) > walk.limit:
-                access = None
-            else:
-                walk = None
         ordered = (
             self.org.by_modstamp(planned.sobject, walk.floor, include_deleted) if walk else None
         )
-        if access is not None:
-            records = [
-                r.fields for r in self.org.read_index(planned.sobject, access, include_deleted)
-            ]
-        elif walk is not None and ordered is not None:
+        # Of an index and the walk by SystemModstamp, the one that reads fewer rows, as the
+        # optimizer weighs them: an owner's few records by OwnerId, the next page of many by
+        # SystemModstamp.
+        if (
+            walk is not None
+            and ordered is not None
+            and (access is None or self.org.index_size(planned.sobject, access) > walk.limit)
+        ):
             fields = (r.fields for r in ordered)
             walked = planned.walk(fields, walk.limit, self._resolve, self._source)
             # In the order a scan meets them, so rows sharing a SystemModstamp rank as they
             # would in a scan of the type.
             records = self.org.in_scan_order(walked)
+        elif access is not None:
+            records = [
+                r.fields for r in self.org.read_index(planned.sobject, access, include_deleted)
+            ]
         else:
             records = [r.fields for r in self.org.live(planned.sobject, include_deleted)]
         if explain is not None:
