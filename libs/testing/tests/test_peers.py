@@ -133,6 +133,18 @@ async def test_mapping_keeps_versions_and_says_it_does_not_translate() -> None:
             mapping.ListMappingTableVersionsRequest(name=table.name)
         )
         assert [t.version for t in listed.tables] == [2, 1]
+        # An org without a stored table has the default, as the real service answers.
+        default = await stub.GetMappingTable(
+            mapping.GetMappingTableRequest(name="orgs/other/mappingTables/contact")
+        )
+        assert (default.table.version, default.table.is_default) == (0, True)
+        assert default.table.target_sobject == "Contact"
+        missing = await _refused(
+            stub.GetMappingTable(
+                mapping.GetMappingTableRequest(name="orgs/other/mappingTables/contact", version=3)
+            )
+        )
+        assert missing.code() == grpc.StatusCode.NOT_FOUND
         refused = await _refused(stub.MapToCrm(mapping.MapToCrmRequest(org="orgs/acme")))
         assert refused.code() == grpc.StatusCode.UNIMPLEMENTED
 

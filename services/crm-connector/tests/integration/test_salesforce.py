@@ -537,6 +537,19 @@ async def test_listing_changes_advances_only_with_the_records_returned(org: Org)
     assert later.changes[1].record.is_deleted
 
 
+async def test_a_listing_leaves_out_fields_the_object_lacks(org: Org) -> None:
+    # A mapping table reads fields an org may not have (the legacy recurrence fields, a custom
+    # field); the listing answers with the rest instead of failing on the whole query.
+    ids = links(1)
+    await apply(org, [event(ids[0], "Standup")])
+    page = await list_changes(org, fields=["Subject", "Concord_Link_Id__c", "No_Such_Field__c"])
+    assert [c.record.link_id for c in page.changes] == ids
+    fields = page.changes[0].record.fields
+    assert (fields["Subject"], fields["Concord_Link_Id__c"]) == ("Standup", ids[0])
+    assert "No_Such_Field__c" not in fields
+    assert "Location" not in fields
+
+
 async def test_a_listing_of_large_records_comes_in_pages_a_client_can_receive(org: Org) -> None:
     # 160 Events with a full 32,000-character Description: 5 MB in one page of Salesforce's,
     # past gRPC's default 4 MiB a client accepts. The connector splits it by size instead.

@@ -134,6 +134,11 @@ async def test_an_override_is_validated_stored_and_used(stub: Stub) -> None:
     assert (await stub.GetMappingTable(pb.GetMappingTableRequest(name=EVENTS))).table.is_default
     stored = (await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))).table
     assert (stored.version, stored.is_default, stored.etag != default.etag) == (1, False, True)
+    # What a listing must select follows the table: the new rule's field, beside the siblings
+    # the default's transforms read (an event's end reads IsAllDayEvent).
+    assert {"StartDateTime", "IsAllDayEvent"} <= set(default.crm_fields_read)
+    assert "Meeting_Link__c" not in default.crm_fields_read
+    assert list(stored.crm_fields_read) == [*default.crm_fields_read, "Meeting_Link__c"]
     retried = (await stub.UpdateMappingTable(pb.UpdateMappingTableRequest(table=table))).table
     assert retried.version == 1
     link = meeting("a", online_meeting_url="https://meet.example/abc")

@@ -44,10 +44,11 @@ async def test_a_requested_session_completes_and_wait_returns_it(reconciler: Rec
     assert session.state == rres.SESSION_STATE_COMPLETED
     assert session.HasField("start_time")
     assert session.HasField("end_time")
-    # A session with nothing to do: one listing per two-way pair on each side (emails are
-    # shared one way, issue #7), nothing to map, link or write.
-    assert (
-        sorted(reconciler.peer_call_names()) == ["crm.ListChanges"] * 3 + ["mail.ListChanges"] * 3
+    # A first session with nothing to do: one listing per two-way pair on each side (emails
+    # are shared one way, issue #7) and the pair's table (a listing from scratch selects the
+    # fields it reads), nothing to map, link or write.
+    assert sorted(reconciler.peer_call_names()) == (
+        ["crm.ListChanges"] * 3 + ["mail.ListChanges"] * 3 + ["mapping.GetMappingTable"] * 3
     )
     # The cursors the listings returned are kept with the links for the next session.
     links = SqlLinkStore(reconciler.store.engine)

@@ -794,3 +794,45 @@ async def test_a_delta_names_the_oldest_writes_not_listed_back_yet(
         for asked in peers.mail.received("ListChanges")
     ]
     assert named == [refs[:2], refs[2:]]
+
+
+def _crm_side_asking(peers: Peers, mapping: CountingMapping) -> CrmSyncSide:
+    """A session's Salesforce side whose mapping calls are counted."""
+    return CrmSyncSide(
+        peers.crm_client,
+        SessionMapping(mapping, "orgs/acme", OWNER),
+        peers.linker_client,
+        "orgs/acme",
+        OWNER,
+    )
+
+
+async def test_a_long_crm_listing_selects_only_what_the_table_reads(peers: Peers) -> None:
+    """A first sync's pages (and a bulk load's) carry the fields the table reads, not the
+    whole describe; a listing's first page after a cursor names none, so a quiet session
+    asks the mapping for nothing (issue #18)."""
+    counting = CountingMapping(peers.mapping)
+    first = _crm_side_asking(peers, counting)
+    peers.crm.change_pages.extend(
+        [
+            crm.ListChangesResponse(next_cursor=res.Cursor(token="a"), has_more=True),
+            crm.ListChangesResponse(next_cursor=res.Cursor(token="b")),
+        ]
+    )
+    assert (await first.list_changes(EVENT, "")).has_more
+    assert not (await first.list_changes(EVENT, "a")).has_more
+    assert counting.calls == ["get_mapping_table"]
+    counting.calls.clear()
+    later = _crm_side_asking(peers, counting)
+    peers.crm.change_pages.append(crm.ListChangesResponse(next_cursor=res.Cursor(token="b")))
+    await later.list_changes(EVENT, "b")
+    assert counting.calls == []
+    asked = [list(r.fields) for r in peers.crm.received("ListChanges")]
+    # The test's table maps Subject, Location, StartDateTime and the recurrence: the start's
+    # transform reads IsAllDayEvent beside it, the recurrence's its zone and legacy fields.
+    named = asked[0]
+    assert {"Subject", "Location", "StartDateTime", "IsAllDayEvent", "RecurrenceType"} <= set(named)
+    assert "Concord_Link_Id__c" in named
+    assert "WhoId" not in named
+    assert not any(name.startswith("concord.") for name in named)
+    assert asked == [named, named, []]

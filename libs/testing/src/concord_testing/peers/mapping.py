@@ -10,12 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from concord.common.v1 import resources_pb2 as res
 from concord.mapping.v1 import mapping_service_pb2 as mapping
 from concord.mapping.v1 import mapping_service_pb2_grpc as mapping_grpc
 from concord_rpc import DomainError, NotFound
 from concord_testing.peers.base import Peer
 
 __all__ = ["MappingPeer"]
+
+# The objects the real service's default tables target, by the kind in a table's name.
+_DEFAULT_TARGETS = {
+    "calendar-item": "Event",
+    "task": "Task",
+    "contact": "Contact",
+    "email": "EmailMessage",
+}
 
 
 class NotTranslated(DomainError):
@@ -52,6 +61,8 @@ class MappingPeer(Peer, mapping_grpc.MappingServiceServicer):
     ) -> mapping.GetMappingTableResponse:
         self._enter("GetMappingTable", request)
         versions = self.tables.get(request.name, [])
+        if not versions and not request.version:
+            return mapping.GetMappingTableResponse(table=_default(request.name))
         found = (
             [t for t in versions if t.version == request.version] if request.version else versions
         )
@@ -92,3 +103,17 @@ _NO_TRANSLATION = (
     "the in-memory mapping peer keeps tables only; serve concord_mapping's MappingServicer "
     "in process to translate (issue #20: no second copy of the mapping)"
 )
+
+
+def _default(name: str) -> mapping.MappingTable:
+    """What the real service answers for an org without a stored table: its default, version
+    0. Its rules are the mapping service's own (see the module's docstring), so this one has
+    none, and names no field a listing must read."""
+    kind = name.rsplit("/", 1)[-1]
+    return mapping.MappingTable(
+        name=name,
+        target_sobject=_DEFAULT_TARGETS.get(kind, ""),
+        direction=res.SYNC_DIRECTION_TWO_WAY,
+        is_default=True,
+        etag="default-1",
+    )

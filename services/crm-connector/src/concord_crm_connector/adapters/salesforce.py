@@ -574,7 +574,7 @@ class SalesforceOrgs:
     ) -> ChangePage:
         after = decode_cursor(cursor.token)
         sobject_type = cursor.sobject_type
-        names = list(fields) or await self._field_names(connection, sobject_type)
+        names = await self._listed_fields(connection, sobject_type, fields)
         if owner_id:
             names = [*names, "OwnerId"]
         if LAST_MODIFIED_BY.lower() not in {n.lower() for n in names}:
@@ -618,10 +618,18 @@ class SalesforceOrgs:
         more = len(paired) < len(rows) or len(rows) >= limit
         return ChangePage(Cursor(sobject_type, token), changes, has_more=more)
 
-    async def _field_names(self, connection: OrgConnection, sobject_type: str) -> list[str]:
+    async def _listed_fields(
+        self, connection: OrgConnection, sobject_type: str, fields: Sequence[str]
+    ) -> list[str]:
+        """The fields asked for that the object has, or every field of its describe. A mapping
+        table reads fields an org may not have (the legacy recurrence fields beside
+        Recurrence2PatternText): left out, they read as empty, as in a listing of every field."""
         described = await self.describe(connection, sobject_type)
-        # Compound fields (address, location) cannot be selected beside their parts.
-        return [f.name for f in described.fields if f.type not in ("address", "location")]
+        if not fields:
+            # Compound fields (address, location) cannot be selected beside their parts.
+            return [f.name for f in described.fields if f.type not in ("address", "location")]
+        known = {f.name.lower() for f in described.fields}
+        return [name for name in fields if name.lower() in known]
 
     async def describe(self, connection: OrgConnection, sobject_type: str) -> ObjectDescription:
         key = (connection.org, sobject_type.lower())

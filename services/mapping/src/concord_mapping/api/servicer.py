@@ -18,7 +18,7 @@ from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
 from concord_mapping.api.conversions import fill_struct, message_to_dict
 from concord_mapping.domain.describe import SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
-from concord_mapping.domain.mapper import map_to_crm, map_to_mail
+from concord_mapping.domain.mapper import crm_fields_read, map_to_crm, map_to_mail
 from concord_mapping.domain.model import (
     InvalidRequest,
     Kind,
@@ -43,7 +43,16 @@ MAPPING_FAILED = "MAPPING_FAILED"
 MISSING_PAYLOAD = "MISSING_PAYLOAD"
 UNKNOWN_SOBJECT = "UNKNOWN_SOBJECT"
 # Fields of MappingTable the server sets; an update's content is everything else.
-_OUTPUT_ONLY = ("name", "kind", "version", "is_default", "update_time", "update_user_id", "etag")
+_OUTPUT_ONLY = (
+    "name",
+    "kind",
+    "version",
+    "is_default",
+    "update_time",
+    "update_user_id",
+    "etag",
+    "crm_fields_read",
+)
 
 _KIND_ENUMS = {
     Kind.CALENDAR_ITEM: resources_pb2.OBJECT_KIND_CALENDAR_ITEM,
@@ -183,7 +192,7 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
         if request.version < 0:
             _invalid("version", "must not be negative")
         found = await self._tables.get(name, request.version)
-        return pb.GetMappingTableResponse(table=_table_proto(found))
+        return pb.GetMappingTableResponse(table=self._table_proto(found))
 
     async def UpdateMappingTable(
         self, request: pb.UpdateMappingTableRequest, context: Context
@@ -200,7 +209,7 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
             datetime.now(UTC),
             validate_only=request.validate_only,
         )
-        return pb.UpdateMappingTableResponse(table=_table_proto(stored))
+        return pb.UpdateMappingTableResponse(table=self._table_proto(stored))
 
     async def ListMappingTableVersions(
         self, request: pb.ListMappingTableVersionsRequest, context: Context
@@ -217,26 +226,26 @@ class MappingServicer(pb_grpc.MappingServiceServicer):
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         versions, next_before = await self._tables.list_versions(name, before, page_size)
         return pb.ListMappingTableVersionsResponse(
-            tables=[_table_proto(v) for v in versions],
+            tables=[self._table_proto(v) for v in versions],
             next_page_token=str(next_before) if next_before else "",
         )
+
+    def _table_proto(self, found: TableVersion) -> pb.MappingTable:
+        table = json_format.ParseDict(dict(found.content), pb.MappingTable())
+        table.name = str(found.name)
+        table.kind = _KIND_ENUMS[found.name.kind]
+        table.version = found.version
+        table.is_default = found.is_default
+        if found.create_time is not None:
+            table.update_time.FromDatetime(found.create_time)
+        table.update_user_id = found.update_user_id
+        table.etag = found.etag
+        table.crm_fields_read.extend(crm_fields_read(self._tables.parsed(found)))
+        return table
 
 
 def _invalid(field: str, problem: str) -> NoReturn:
     raise InvalidRequest(f"{field} {problem}", field_violations=[(field, problem)])
-
-
-def _table_proto(found: TableVersion) -> pb.MappingTable:
-    table = json_format.ParseDict(dict(found.content), pb.MappingTable())
-    table.name = str(found.name)
-    table.kind = _KIND_ENUMS[found.name.kind]
-    table.version = found.version
-    table.is_default = found.is_default
-    if found.create_time is not None:
-        table.update_time.FromDatetime(found.create_time)
-    table.update_user_id = found.update_user_id
-    table.etag = found.etag
-    return table
 
 
 def _json(message: Message) -> dict[str, Any]:

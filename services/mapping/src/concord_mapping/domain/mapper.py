@@ -11,8 +11,16 @@ from concord_mapping.domain.describe import SObjectDescribe
 from concord_mapping.domain.errors import MappingFailure
 from concord_mapping.domain.table import Table
 from concord_mapping.domain.transforms import TRANSFORMS, Loss, Side, Step, get_path
+from concord_mapping.domain.validation import HINT_PREFIX
 
-__all__ = ["ONE_WAY", "WRONG_KIND", "MappedFields", "map_to_crm", "map_to_mail"]
+__all__ = [
+    "ONE_WAY",
+    "WRONG_KIND",
+    "MappedFields",
+    "crm_fields_read",
+    "map_to_crm",
+    "map_to_mail",
+]
 
 WRONG_KIND = "WRONG_KIND"
 ONE_WAY = "ONE_WAY"
@@ -61,3 +69,19 @@ def map_to_mail(
         )
         TRANSFORMS[rule.to_mail.name].to_mail(step, step.read())
     return MappedFields(out, losses)
+
+
+def crm_fields_read(table: Table) -> list[str]:
+    """Every Salesforce field `map_to_mail` reads with this table: each rule's own and those its
+    transform reads beside it. A record listed with only these maps as one listed in full, so a
+    listing need not carry the rest of the describe (issue #18)."""
+    names: dict[str, None] = {}
+    if not table.direction.to_mail:
+        return []
+    for rule in table.mail_rules:
+        reads = TRANSFORMS[rule.to_mail.name].mail_reads(rule, rule.to_mail.params)
+        for name in (rule.crm_field, *reads):
+            # `concord.*` values are Concord's own, never selected from Salesforce.
+            if not name.startswith(HINT_PREFIX):
+                names.setdefault(name)
+    return list(names)

@@ -112,6 +112,13 @@ class MappingTables:
             self._parsed[key] = parse_table(found.content, self._data.schema)
         return self._parsed[key], version
 
+    def parsed(self, found: TableVersion) -> Table:
+        """The rules of one version as read. Not kept: a `validate_only` answer carries a
+        version number that is not stored."""
+        if found.is_default:
+            return self._data.defaults[found.name.kind]
+        return parse_table(found.content, self._data.schema)
+
     async def by_object(self, org: str, version: int) -> dict[str, tuple[Kind, Table, int]]:
         """For records coming back from Salesforce: which kind's table reads each sObject.
         A record carries no kind, so when two tables target one object (e.g. calendar items

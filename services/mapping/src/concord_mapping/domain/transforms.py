@@ -147,6 +147,11 @@ class Transform:
     extra_fields: Callable[[FieldRule, Mapping[str, Any]], Sequence[str]] = field(
         default=lambda rule, params: ()
     )
+    # Salesforce fields the mail direction reads besides the rule's own: a listing that selects
+    # only what a table reads (`mapper.crm_fields_read`) must map as one that selects them all.
+    mail_reads: Callable[[FieldRule, Mapping[str, Any]], Sequence[str]] = field(
+        default=lambda rule, params: ()
+    )
 
 
 # --- value forms ---------------------------------------------------------------------------
@@ -485,7 +490,7 @@ def _recurrence_to_mail(step: Step, value: Any) -> None:
     if value:
         rule = rec.parse_rrule(str(value).splitlines()[0], step.rule.crm_field)
     else:
-        rule = rec.sf_legacy_to_rrule(dict(step.source))
+        rule = rec.sf_legacy_to_rrule(step.source)
     out: dict[str, Any] = {"rules": [rule.text()], "time_zone": zone_name}
     exclusions = step.sibling("concord.RecurrenceExclusions") or []
     out["excluded_dates"] = [e for e in exclusions if len(e) == 10]
@@ -634,14 +639,27 @@ def _reminder_fields(rule: FieldRule, params: Mapping[str, Any]) -> Sequence[str
 
 def _recurrence_fields(rule: FieldRule, params: Mapping[str, Any]) -> Sequence[str]:
     if params.get("format") == "legacy":
-        return [
-            "RecurrenceType",
-            "RecurrenceInterval",
-            "RecurrenceEndDateOnly",
-            "RecurrenceStartDateTime",
-            "RecurrenceTimeZoneSidKey",
-        ]
+        return _LEGACY_RECURRENCE[:5]
     return ["RecurrenceTimeZoneSidKey"]
+
+
+# What `recurrence.sf_legacy_to_rrule` reads; the first five are what the legacy format writes.
+_LEGACY_RECURRENCE = [
+    "RecurrenceType",
+    "RecurrenceInterval",
+    "RecurrenceEndDateOnly",
+    "RecurrenceStartDateTime",
+    "RecurrenceTimeZoneSidKey",
+    "RecurrenceDayOfWeekMask",
+    "RecurrenceInstance",
+    "RecurrenceMonthOfYear",
+    "RecurrenceDayOfMonth",
+    "IsAllDayEvent",
+]
+
+
+def _reads(*names: str) -> Callable[[FieldRule, Mapping[str, Any]], Sequence[str]]:
+    return lambda rule, params: names
 
 
 _TEXT = TEXT_TYPES
@@ -658,26 +676,54 @@ TRANSFORMS: Mapping[str, Transform] = {
     "date_of": Transform(_date_of_to_crm, _nothing, _DATE),
     "instant": Transform(_instant, _instant, _DATETIME),
     "private": Transform(_private_to_crm, _copy_to_mail, frozenset({"boolean"})),
-    "event_start": Transform(_event_start_to_crm, _event_start_to_mail, _DATETIME),
-    "event_end": Transform(_event_end_to_crm, _event_end_to_mail, _DATETIME),
-    "all_day_date": Transform(_all_day_date_to_crm, _all_day_date_to_mail, _DATE),
-    "time_zone": Transform(_time_zone_to_crm, _time_zone_to_mail, _TEXT),
+    "event_start": Transform(
+        _event_start_to_crm, _event_start_to_mail, _DATETIME, mail_reads=_reads("IsAllDayEvent")
+    ),
+    "event_end": Transform(
+        _event_end_to_crm,
+        _event_end_to_mail,
+        _DATETIME,
+        mail_reads=_reads("IsAllDayEvent", "EndDateTime", "StartDateTime"),
+    ),
+    "all_day_date": Transform(
+        _all_day_date_to_crm,
+        _all_day_date_to_mail,
+        _DATE,
+        mail_reads=_reads("IsAllDayEvent", "StartDateTime"),
+    ),
+    "time_zone": Transform(
+        _time_zone_to_crm,
+        _time_zone_to_mail,
+        _TEXT,
+        mail_reads=_reads("Recurrence2PatternTimeZone"),
+    ),
     "reminder_before_start": Transform(
         _reminder_before_start_to_crm,
         _reminder_before_start_to_mail,
         _DATETIME,
         _reminder_fields,
+        _reads("IsReminderSet", "StartDateTime", "IsAllDayEvent", "RecurrenceTimeZoneSidKey"),
     ),
     "reminder_at": Transform(
-        _reminder_at_to_crm, _reminder_at_to_mail, _DATETIME, _reminder_fields
+        _reminder_at_to_crm,
+        _reminder_at_to_mail,
+        _DATETIME,
+        _reminder_fields,
+        _reminder_fields,
     ),
     "recurrence_rrule": Transform(
-        _recurrence_to_crm, _recurrence_to_mail, _TEXT, _recurrence_fields
+        _recurrence_to_crm,
+        _recurrence_to_mail,
+        _TEXT,
+        _recurrence_fields,
+        _reads(*_LEGACY_RECURRENCE, "Recurrence2PatternTimeZone"),
     ),
     "address": Transform(_address_to_crm, _nothing, _TEXT),
     "address_list": Transform(_address_list_to_crm, _nothing, _TEXT),
     "event_relations": Transform(_event_relations_to_crm, _nothing),
     "primary_email": Transform(_primary_email_to_crm, _primary_email_to_mail, _TEXT),
-    "phones": Transform(_phones_to_crm, _phones_to_mail, _TEXT, _phone_fields),
-    "postal_addresses": Transform(_addresses_to_crm, _addresses_to_mail, _TEXT, _address_fields),
+    "phones": Transform(_phones_to_crm, _phones_to_mail, _TEXT, _phone_fields, _phone_fields),
+    "postal_addresses": Transform(
+        _addresses_to_crm, _addresses_to_mail, _TEXT, _address_fields, _address_fields
+    ),
 }

@@ -109,7 +109,9 @@ class ListChangesRequest(_message.Message):
 
     @_builtins.property
     def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Fields to return; empty returns the fields the mapping table uses."""
+        """Fields to return; empty returns every field of the object's describe. Names the object
+        lacks are left out (a mapping table may read a field an org has not enabled).
+        """
 
     def __init__(
         self,

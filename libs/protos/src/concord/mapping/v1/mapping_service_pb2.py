@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(concord/mapping/v1/mapping_service.proto\x12\x12\x63oncord.mapping.v1\x1a!concord/common/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0e\x46ieldTransform\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12/\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06params\"\xff\x01\n\tFieldRule\x12\x1d\n\nmail_field\x18\x01 \x01(\tR\tmailField\x12\x1b\n\tcrm_field\x18\x02 \x01(\tR\x08\x63rmField\x12>\n\tdirection\x18\x03 \x01(\x0e\x32 .concord.common.v1.SyncDirectionR\tdirection\x12\x39\n\x06to_crm\x18\x04 \x01(\x0b\x32\".concord.mapping.v1.FieldTransformR\x05toCrm\x12;\n\x07to_mail\x18\x05 \x01(\x0b\x32\".concord.mapping.v1.FieldTransformR\x06toMail\"\xa1\x03\n\x0cMappingTable\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.concord.common.v1.ObjectKindR\x04kind\x12\x18\n\x07version\x18\x03 \x01(\x03R\x07version\x12%\n\x0etarget_sobject\x18\x04 \x01(\tR\rtargetSobject\x12>\n\tdirection\x18\x05 \x01(\x0e\x32 .concord.common.v1.SyncDirectionR\tdirection\x12\x33\n\x05rules\x18\x06 \x03(\x0b\x32\x1d.concord.mapping.v1.FieldRuleR\x05rules\x12\x1d\n\nis_default\x18\x07 \x01(\x08R\tisDefault\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12$\n\x0eupdate_user_id\x18\t \x01(\tR\x0cupdateUserId\x12\x12\n\x04\x65tag\x18\n \x01(\tR\x04\x65tag\"]\n\rMapToCrmInput\x12/\n\x04item\x18\x01 \x01(\x0b\x32\x1b.concord.common.v1.MailItemR\x04item\x12\x1b\n\trecord_id\x18\x02 \x01(\tR\x08recordId\"\xa2\x01\n\x0fMapToCrmRequest\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12\x39\n\x06inputs\x18\x02 \x03(\x0b\x32!.concord.mapping.v1.MapToCrmInputR\x06inputs\x12\x19\n\x08owner_id\x18\x03 \x01(\tR\x07ownerId\x12\'\n\x0fmapping_version\x18\x04 \x01(\x03R\x0emappingVersion\"V\n\x0cMappingError\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x14\n\x05\x66ield\x18\x03 \x01(\tR\x05\x66ield\"\xe0\x01\n\x0cMappedRecord\x12,\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12\x34\n\x06record\x18\x02 \x01(\x0b\x32\x1c.concord.common.v1.CrmRecordR\x06record\x12\x34\n\x06losses\x18\x03 \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12\x36\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .concord.mapping.v1.MappingErrorR\x05\x65rror\"w\n\x10MapToCrmResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32 .concord.mapping.v1.MappedRecordR\x07results\x12\'\n\x0fmapping_version\x18\x02 \x01(\x03R\x0emappingVersion\"\xa2\x01\n\x10MapToMailRequest\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12\x36\n\x07records\x18\x02 \x03(\x0b\x32\x1c.concord.common.v1.CrmRecordR\x07records\x12\x1b\n\ttime_zone\x18\x03 \x01(\tR\x08timeZone\x12\'\n\x0fmapping_version\x18\x04 \x01(\x03R\x0emappingVersion\"\xc8\x01\n\nMappedItem\x12\x1b\n\trecord_id\x18\x01 \x01(\tR\x08recordId\x12/\n\x04item\x18\x02 \x01(\x0b\x32\x1b.concord.common.v1.MailItemR\x04item\x12\x34\n\x06losses\x18\x03 \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12\x36\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .concord.mapping.v1.MappingErrorR\x05\x65rror\"v\n\x11MapToMailResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\x1e.concord.mapping.v1.MappedItemR\x07results\x12\'\n\x0fmapping_version\x18\x02 \x01(\x03R\x0emappingVersion\"F\n\x16GetMappingTableRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"Q\n\x17GetMappingTableResponse\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\"\x97\x01\n\x19UpdateMappingTableRequest\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12#\n\rvalidate_only\x18\x03 \x01(\x08R\x0cvalidateOnly\"T\n\x1aUpdateMappingTableResponse\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\"q\n\x1fListMappingTableVersionsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n ListMappingTableVersionsResponse\x12\x38\n\x06tables\x18\x01 \x03(\x0b\x32 .concord.mapping.v1.MappingTableR\x06tables\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xaa\x04\n\x0eMappingService\x12U\n\x08MapToCrm\x12#.concord.mapping.v1.MapToCrmRequest\x1a$.concord.mapping.v1.MapToCrmResponse\x12X\n\tMapToMail\x12$.concord.mapping.v1.MapToMailRequest\x1a%.concord.mapping.v1.MapToMailResponse\x12j\n\x0fGetMappingTable\x12*.concord.mapping.v1.GetMappingTableRequest\x1a+.concord.mapping.v1.GetMappingTableResponse\x12s\n\x12UpdateMappingTable\x12-.concord.mapping.v1.UpdateMappingTableRequest\x1a..concord.mapping.v1.UpdateMappingTableResponse\x12\x85\x01\n\x18ListMappingTableVersions\x12\x33.concord.mapping.v1.ListMappingTableVersionsRequest\x1a\x34.concord.mapping.v1.ListMappingTableVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(concord/mapping/v1/mapping_service.proto\x12\x12\x63oncord.mapping.v1\x1a!concord/common/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"U\n\x0e\x46ieldTransform\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12/\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructR\x06params\"\xff\x01\n\tFieldRule\x12\x1d\n\nmail_field\x18\x01 \x01(\tR\tmailField\x12\x1b\n\tcrm_field\x18\x02 \x01(\tR\x08\x63rmField\x12>\n\tdirection\x18\x03 \x01(\x0e\x32 .concord.common.v1.SyncDirectionR\tdirection\x12\x39\n\x06to_crm\x18\x04 \x01(\x0b\x32\".concord.mapping.v1.FieldTransformR\x05toCrm\x12;\n\x07to_mail\x18\x05 \x01(\x0b\x32\".concord.mapping.v1.FieldTransformR\x06toMail\"\xc9\x03\n\x0cMappingTable\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.concord.common.v1.ObjectKindR\x04kind\x12\x18\n\x07version\x18\x03 \x01(\x03R\x07version\x12%\n\x0etarget_sobject\x18\x04 \x01(\tR\rtargetSobject\x12>\n\tdirection\x18\x05 \x01(\x0e\x32 .concord.common.v1.SyncDirectionR\tdirection\x12\x33\n\x05rules\x18\x06 \x03(\x0b\x32\x1d.concord.mapping.v1.FieldRuleR\x05rules\x12\x1d\n\nis_default\x18\x07 \x01(\x08R\tisDefault\x12;\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12$\n\x0eupdate_user_id\x18\t \x01(\tR\x0cupdateUserId\x12\x12\n\x04\x65tag\x18\n \x01(\tR\x04\x65tag\x12&\n\x0f\x63rm_fields_read\x18\x0b \x03(\tR\rcrmFieldsRead\"]\n\rMapToCrmInput\x12/\n\x04item\x18\x01 \x01(\x0b\x32\x1b.concord.common.v1.MailItemR\x04item\x12\x1b\n\trecord_id\x18\x02 \x01(\tR\x08recordId\"\xa2\x01\n\x0fMapToCrmRequest\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12\x39\n\x06inputs\x18\x02 \x03(\x0b\x32!.concord.mapping.v1.MapToCrmInputR\x06inputs\x12\x19\n\x08owner_id\x18\x03 \x01(\tR\x07ownerId\x12\'\n\x0fmapping_version\x18\x04 \x01(\x03R\x0emappingVersion\"V\n\x0cMappingError\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x14\n\x05\x66ield\x18\x03 \x01(\tR\x05\x66ield\"\xe0\x01\n\x0cMappedRecord\x12,\n\x03ref\x18\x01 \x01(\x0b\x32\x1a.concord.common.v1.ItemRefR\x03ref\x12\x34\n\x06record\x18\x02 \x01(\x0b\x32\x1c.concord.common.v1.CrmRecordR\x06record\x12\x34\n\x06losses\x18\x03 \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12\x36\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .concord.mapping.v1.MappingErrorR\x05\x65rror\"w\n\x10MapToCrmResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32 .concord.mapping.v1.MappedRecordR\x07results\x12\'\n\x0fmapping_version\x18\x02 \x01(\x03R\x0emappingVersion\"\xa2\x01\n\x10MapToMailRequest\x12\x10\n\x03org\x18\x01 \x01(\tR\x03org\x12\x36\n\x07records\x18\x02 \x03(\x0b\x32\x1c.concord.common.v1.CrmRecordR\x07records\x12\x1b\n\ttime_zone\x18\x03 \x01(\tR\x08timeZone\x12\'\n\x0fmapping_version\x18\x04 \x01(\x03R\x0emappingVersion\"\xc8\x01\n\nMappedItem\x12\x1b\n\trecord_id\x18\x01 \x01(\tR\x08recordId\x12/\n\x04item\x18\x02 \x01(\x0b\x32\x1b.concord.common.v1.MailItemR\x04item\x12\x34\n\x06losses\x18\x03 \x03(\x0b\x32\x1c.concord.common.v1.FieldLossR\x06losses\x12\x36\n\x05\x65rror\x18\x04 \x01(\x0b\x32 .concord.mapping.v1.MappingErrorR\x05\x65rror\"v\n\x11MapToMailResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\x1e.concord.mapping.v1.MappedItemR\x07results\x12\'\n\x0fmapping_version\x18\x02 \x01(\x03R\x0emappingVersion\"F\n\x16GetMappingTableRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n\x07version\x18\x02 \x01(\x03R\x07version\"Q\n\x17GetMappingTableResponse\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\"\x97\x01\n\x19UpdateMappingTableRequest\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12#\n\rvalidate_only\x18\x03 \x01(\x08R\x0cvalidateOnly\"T\n\x1aUpdateMappingTableResponse\x12\x36\n\x05table\x18\x01 \x01(\x0b\x32 .concord.mapping.v1.MappingTableR\x05table\"q\n\x1fListMappingTableVersionsRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"\x84\x01\n ListMappingTableVersionsResponse\x12\x38\n\x06tables\x18\x01 \x03(\x0b\x32 .concord.mapping.v1.MappingTableR\x06tables\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xaa\x04\n\x0eMappingService\x12U\n\x08MapToCrm\x12#.concord.mapping.v1.MapToCrmRequest\x1a$.concord.mapping.v1.MapToCrmResponse\x12X\n\tMapToMail\x12$.concord.mapping.v1.MapToMailRequest\x1a%.concord.mapping.v1.MapToMailResponse\x12j\n\x0fGetMappingTable\x12*.concord.mapping.v1.GetMappingTableRequest\x1a+.concord.mapping.v1.GetMappingTableResponse\x12s\n\x12UpdateMappingTable\x12-.concord.mapping.v1.UpdateMappingTableRequest\x1a..concord.mapping.v1.UpdateMappingTableResponse\x12\x85\x01\n\x18ListMappingTableVersions\x12\x33.concord.mapping.v1.ListMappingTableVersionsRequest\x1a\x34.concord.mapping.v1.ListMappingTableVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,35 +39,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FIELDRULE']._serialized_start=250
   _globals['_FIELDRULE']._serialized_end=505
   _globals['_MAPPINGTABLE']._serialized_start=508
-  _globals['_MAPPINGTABLE']._serialized_end=925
-  _globals['_MAPTOCRMINPUT']._serialized_start=927
-  _globals['_MAPTOCRMINPUT']._serialized_end=1020
-  _globals['_MAPTOCRMREQUEST']._serialized_start=1023
-  _globals['_MAPTOCRMREQUEST']._serialized_end=1185
-  _globals['_MAPPINGERROR']._serialized_start=1187
-  _globals['_MAPPINGERROR']._serialized_end=1273
-  _globals['_MAPPEDRECORD']._serialized_start=1276
-  _globals['_MAPPEDRECORD']._serialized_end=1500
-  _globals['_MAPTOCRMRESPONSE']._serialized_start=1502
-  _globals['_MAPTOCRMRESPONSE']._serialized_end=1621
-  _globals['_MAPTOMAILREQUEST']._serialized_start=1624
-  _globals['_MAPTOMAILREQUEST']._serialized_end=1786
-  _globals['_MAPPEDITEM']._serialized_start=1789
-  _globals['_MAPPEDITEM']._serialized_end=1989
-  _globals['_MAPTOMAILRESPONSE']._serialized_start=1991
-  _globals['_MAPTOMAILRESPONSE']._serialized_end=2109
-  _globals['_GETMAPPINGTABLEREQUEST']._serialized_start=2111
-  _globals['_GETMAPPINGTABLEREQUEST']._serialized_end=2181
-  _globals['_GETMAPPINGTABLERESPONSE']._serialized_start=2183
-  _globals['_GETMAPPINGTABLERESPONSE']._serialized_end=2264
-  _globals['_UPDATEMAPPINGTABLEREQUEST']._serialized_start=2267
-  _globals['_UPDATEMAPPINGTABLEREQUEST']._serialized_end=2418
-  _globals['_UPDATEMAPPINGTABLERESPONSE']._serialized_start=2420
-  _globals['_UPDATEMAPPINGTABLERESPONSE']._serialized_end=2504
-  _globals['_LISTMAPPINGTABLEVERSIONSREQUEST']._serialized_start=2506
-  _globals['_LISTMAPPINGTABLEVERSIONSREQUEST']._serialized_end=2619
-  _globals['_LISTMAPPINGTABLEVERSIONSRESPONSE']._serialized_start=2622
-  _globals['_LISTMAPPINGTABLEVERSIONSRESPONSE']._serialized_end=2754
-  _globals['_MAPPINGSERVICE']._serialized_start=2757
-  _globals['_MAPPINGSERVICE']._serialized_end=3311
+  _globals['_MAPPINGTABLE']._serialized_end=965
+  _globals['_MAPTOCRMINPUT']._serialized_start=967
+  _globals['_MAPTOCRMINPUT']._serialized_end=1060
+  _globals['_MAPTOCRMREQUEST']._serialized_start=1063
+  _globals['_MAPTOCRMREQUEST']._serialized_end=1225
+  _globals['_MAPPINGERROR']._serialized_start=1227
+  _globals['_MAPPINGERROR']._serialized_end=1313
+  _globals['_MAPPEDRECORD']._serialized_start=1316
+  _globals['_MAPPEDRECORD']._serialized_end=1540
+  _globals['_MAPTOCRMRESPONSE']._serialized_start=1542
+  _globals['_MAPTOCRMRESPONSE']._serialized_end=1661
+  _globals['_MAPTOMAILREQUEST']._serialized_start=1664
+  _globals['_MAPTOMAILREQUEST']._serialized_end=1826
+  _globals['_MAPPEDITEM']._serialized_start=1829
+  _globals['_MAPPEDITEM']._serialized_end=2029
+  _globals['_MAPTOMAILRESPONSE']._serialized_start=2031
+  _globals['_MAPTOMAILRESPONSE']._serialized_end=2149
+  _globals['_GETMAPPINGTABLEREQUEST']._serialized_start=2151
+  _globals['_GETMAPPINGTABLEREQUEST']._serialized_end=2221
+  _globals['_GETMAPPINGTABLERESPONSE']._serialized_start=2223
+  _globals['_GETMAPPINGTABLERESPONSE']._serialized_end=2304
+  _globals['_UPDATEMAPPINGTABLEREQUEST']._serialized_start=2307
+  _globals['_UPDATEMAPPINGTABLEREQUEST']._serialized_end=2458
+  _globals['_UPDATEMAPPINGTABLERESPONSE']._serialized_start=2460
+  _globals['_UPDATEMAPPINGTABLERESPONSE']._serialized_end=2544
+  _globals['_LISTMAPPINGTABLEVERSIONSREQUEST']._serialized_start=2546
+  _globals['_LISTMAPPINGTABLEVERSIONSREQUEST']._serialized_end=2659
+  _globals['_LISTMAPPINGTABLEVERSIONSRESPONSE']._serialized_start=2662
+  _globals['_LISTMAPPINGTABLEVERSIONSRESPONSE']._serialized_end=2794
+  _globals['_MAPPINGSERVICE']._serialized_start=2797
+  _globals['_MAPPINGSERVICE']._serialized_end=3351
 # @@protoc_insertion_point(module_scope)

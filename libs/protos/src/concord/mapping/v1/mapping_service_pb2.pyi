@@ -109,6 +109,7 @@ class MappingTable(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_USER_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    CRM_FIELDS_READ_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `orgs/{org}/mappingTables/{kind}`, kind as in `calendar-item`, `task`, `contact`, `email`."""
     kind: _resources_pb2.ObjectKind.ValueType
@@ -130,6 +131,14 @@ class MappingTable(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def crm_fields_read(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Every Salesforce field MapToMail reads with this table: each rule's own and
+        those its transform reads beside it (an event's end reads IsAllDayEvent). A record listed
+        with only these maps as one listed with every field. Empty when the table never maps to
+        the mailbox.
+        """
+
     def __init__(
         self,
         *,
@@ -143,10 +152,11 @@ class MappingTable(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         update_user_id: _builtins.str = ...,
         etag: _builtins.str = ...,
+        crm_fields_read: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "etag", b"etag", "is_default", b"is_default", "kind", b"kind", "name", b"name", "rules", b"rules", "target_sobject", b"target_sobject", "update_time", b"update_time", "update_user_id", b"update_user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crm_fields_read", b"crm_fields_read", "direction", b"direction", "etag", b"etag", "is_default", b"is_default", "kind", b"kind", "name", b"name", "rules", b"rules", "target_sobject", b"target_sobject", "update_time", b"update_time", "update_user_id", b"update_user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

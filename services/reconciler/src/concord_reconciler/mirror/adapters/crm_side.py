@@ -79,6 +79,8 @@ class CrmSyncSide:
     _fields: dict[str, list[str]] = field(default_factory=dict)
     # Per kind: two kinds may be listed at once (a pair's walk past its writes, the next pair).
     _pages: dict[Kind, ReadAhead[CrmPage]] = field(default_factory=dict, init=False)
+    # Kinds whose listing this session runs past one page.
+    _long: set[Kind] = field(default_factory=set, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
@@ -86,6 +88,7 @@ class CrmSyncSide:
         pages = self._pages.setdefault(kind, ReadAhead())
         page = await pages.read(cursor, lambda: self._listed(kind, cursor))
         if page.has_more and not page.full_resync_required:
+            self._long.add(kind)
             after = page.next_cursor.token
             pages.read_next(after, lambda: self._listed(kind, after))
         changes: list[Change] = []
@@ -120,11 +123,24 @@ class CrmSyncSide:
 
     async def _listed(self, kind: Kind, cursor: str) -> CrmPage:
         sobject = CRM_OBJECT_OF_KIND[kind]
-        # No field list: crm-connector then reads every field of the describe, which keeps
-        # a quiet session to one call per object (the table would cost one more).
+        fields: list[str] = []
+        if not cursor or kind in self._long:
+            fields = await self._mapped_fields(kind, sobject)
         return await self.client.list_changes(
-            self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id
+            self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id, fields
         )
+
+    async def _mapped_fields(self, kind: Kind, sobject: str) -> list[str]:
+        """What the kind's table reads, for a listing of many pages (a first sync, a bulk load).
+        Every field of the describe is most of a wide page's bytes, and its conversion held the
+        services' loops while another mailbox waited (issue #18). A short listing names none:
+        crm-connector then reads every field, and a quiet session stays one call per object
+        (the table is one call more). Empty (every field) when the table reads another object's
+        records or never maps to the mailbox."""
+        table = await self.mapping.table(kind)
+        if table.target_sobject != sobject or not table.crm_fields_read:
+            return []
+        return [*table.crm_fields_read, LINK_FIELD]
 
     async def _normalised(
         self, kind: Kind, records: Sequence[res.CrmRecord]
