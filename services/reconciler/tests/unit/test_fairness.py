@@ -136,6 +136,34 @@ def test_a_meeting_saved_during_a_big_first_sync_is_served_at_the_next_chunk() -
     assert world.sync().writes == 0
 
 
+class SavedAfterListing(Watched):
+    """The mailbox side: a meeting is saved, and its push heard, just after it was listed."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world.mail, world.log)
+        self._world = world
+
+    async def list_changes(  # type: ignore[no-untyped-def]
+        self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
+    ):
+        page = await super().list_changes(kind, cursor, known)
+        if not cursor:
+            self._world.mail.create({"name": "saved-meanwhile"})
+            self._world.hints.note(Side.MAIL)
+        return page
+
+
+def test_a_meeting_saved_while_a_big_first_sync_lists_is_served_before_its_first_chunk() -> None:
+    world = World()
+    outcome = world.sync(mail=SavedAfterListing(world))
+    # It waited for the listing; it waits for no chunk of the backlog.
+    assert world.chunk_of("saved-meanwhile") == 0
+    assert outcome.cursors_committed
+    assert outcome.created == {Side.MAIL: BACKLOG, Side.CRM: 1}
+    assert world.names(world.mail) == world.names(world.crm)
+    assert world.sync().writes == 0
+
+
 def test_a_salesforce_edit_to_an_item_still_in_the_backlog_is_written_once_as_edited() -> None:
     world = World()
     mail, crm = world.sides()

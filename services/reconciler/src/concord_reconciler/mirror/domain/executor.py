@@ -8,9 +8,9 @@ so a crash at any point replays the same changes against the same links.
 While one side still lists, the other's listing complete, the items nothing can pair with are
 created at once, page by page (`_EarlyCreates`): a first sync writes from its first page on.
 A big pair (a first sync) is written in chunks of `batch_size` actions, each committing its
-links, and between chunks it serves a push hint for its mailbox (`hints.py`): the hinted side
-is listed since the pair's listing and the rest of the backlog re-planned with it, the push's
-actions first, in a chunk of their own. The cursors still move once, with the last chunk.
+links, and before and between chunks it serves a push hint for its mailbox (`hints.py`): the
+hinted side is listed since the pair's listing and the rest of the backlog re-planned with it,
+the push's actions first, in a chunk of their own. The cursors still move once, with the last chunk.
 After that, each side written is listed past Concord's own writes (`echoes.py`).
 
 The module is long because these steps share one pair's state (links committed so far, the
@@ -163,9 +163,11 @@ async def sync_pair(
     urgent = 0
     while True:
         # Between chunks: a push hint for this mailbox is served before the backlog goes on,
-        # so a big session holds none of the mailbox's other changes hostage. Not after a lost
-        # answer: its item may exist unlinked, and only the next session's recovery finds it.
-        if chunks and backlog and hints is not None and not lost:
+        # so a big session holds none of the mailbox's other changes hostage; before the first
+        # chunk too when there are several, since a push heard during the listing has waited
+        # for all of it already. Not after a lost answer: its item may exist unlinked, and only
+        # the next session's recovery finds it.
+        if (chunks or len(backlog) > batch_size) and backlog and hints is not None and not lost:
             hinted = hints.take()
             if hinted:
                 served = await _serve_push(
