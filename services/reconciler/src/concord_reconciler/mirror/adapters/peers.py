@@ -29,6 +29,10 @@ from concord_reconciler.mirror.domain.ports import CrmPage, MailPage
 from concord_rpc import AttachIdentity, IdentitySigner, channel, from_rpc_error
 
 __all__ = [
+    "CRM_CONNECTOR_SERVICE",
+    "LINKER_SERVICE",
+    "MAIL_CONNECTOR_SERVICE",
+    "MAPPING_SERVICE",
     "GrpcCrmSide",
     "GrpcLinker",
     "GrpcMailSide",
