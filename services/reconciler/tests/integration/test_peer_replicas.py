@@ -18,12 +18,12 @@ from concord.reconciler.v1 import resources_pb2 as rres
 from concord_reconciler.app import build
 from concord_reconciler.mirror.adapters.peers import PeerChannels
 from concord_reconciler.settings import ReconcilerSettings
-from concord_rpc.identity import IdentitySigner
+from concord_rpc.identity import IdentitySigner, acting_as
 from concord_store import create_engine
-from concord_testing import TEST_IDENTITY_KEY, NatsServer
+from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer
 from concord_testing.peers import CrmPeer, LinkerPeer, MailPeer, MappingPeer, Peer, serving_peers
 
-from .conftest import eventually, reconciler_in_process
+from .conftest import add_mailbox, eventually, reconciler_in_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -81,7 +81,12 @@ async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_st
 ) -> None:
     first, second = _replica(peer), _replica(peer)
     others = [_replica(other) for other in PEERS if other != peer]
-    async with serving_peers(first, *others) as one, serving_peers(second) as two:
+    # As the real services do, each refuses a call nobody vouched for (health stays open).
+    keys = (TEST_IDENTITY_KEY,)
+    async with (
+        serving_peers(first, *others, identity_keys=keys) as one,
+        serving_peers(second, identity_keys=keys) as two,
+    ):
         addresses = dict(one.addresses)
         addresses[peer] = f"ipv4:{one.address(peer)},{two.address(peer)}"
         engine = create_engine(engine_url)
@@ -90,8 +95,10 @@ async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_st
         call = CALLS[peer]
 
         async def calls(count: int) -> None:
-            for _ in range(count):
-                await call(reconciler.channels)
+            # Made for a caller, as the gateway vouches for one (or a session acts as itself).
+            with acting_as(TEST_CALLER):
+                for _ in range(count):
+                    await call(reconciler.channels)
 
         try:
             # Round robin: both replicas answer (one connection to the first took every call).
@@ -132,9 +139,12 @@ async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
     nats_server: NatsServer, engine_url: str
 ) -> None:
     first, second = MailPeer(), MailPeer()
+    keys = (TEST_IDENTITY_KEY,)
     async with (
-        serving_peers(first, CrmPeer(), _replica("mapping"), LinkerPeer()) as one,
-        serving_peers(second) as two,
+        serving_peers(
+            first, CrmPeer(), _replica("mapping"), LinkerPeer(), identity_keys=keys
+        ) as one,
+        serving_peers(second, identity_keys=keys) as two,
     ):
         addresses = dict(one.addresses)
         addresses["mail-connector"] = (
@@ -149,18 +159,7 @@ async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
             lease_ttl_seconds=2.0,
             busy_retry_seconds=0.1,
         ) as running:
-            await running.stub.CreateMailbox(
-                api.CreateMailboxRequest(
-                    mailbox_id="demo",
-                    mailbox=rres.Mailbox(
-                        org="orgs/acme",
-                        owner_user_id="user-1",
-                        crm_user_id="005000000000001AAA",
-                        address="demo@example.com",
-                        provider=res.MAIL_PROVIDER_GRAPH,
-                    ),
-                )
-            )
+            await add_mailbox(running.stub)
             await running.consumer.start()
 
             async def session() -> rres.Session:
