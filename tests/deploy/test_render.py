@@ -53,7 +53,10 @@ SERVICES = _architecture_table()
 CALLERS = {s: sorted(c for c, row in SERVICES.items() if s in row["peers"]) for s in SERVICES}
 # Callers that spread their calls over every replica of these peers (a balanced channel over a
 # headless Service's name), so one replica dying costs none of them.
-BALANCED = {"gateway": ("linker", "reconciler")}
+BALANCED = {
+    "gateway": ("linker", "reconciler"),
+    "reconciler": ("crm-connector", "linker", "mail-connector", "mapping"),
+}
 
 
 def _kubectl() -> str:
@@ -260,11 +263,11 @@ def test_service_deployment_probes_grpc_and_outlasts_its_drain(
     assert services[service]["spec"]["ports"][0]["name"] == "grpc"
     assert services[service]["spec"]["ports"][0]["port"] == row["port"]
     if service in {p for peers in BALANCED.values() for p in peers}:
-        # Every ready pod in DNS, the same pods as the Service's, on the same port.
+        # Every ready pod in DNS, the same pods as the Service's, on the same gRPC port.
         headless = services[f"{service}-headless"]["spec"]
         assert headless["clusterIP"] == "None"
         assert headless["selector"] == services[service]["spec"]["selector"]
-        assert headless["ports"] == services[service]["spec"]["ports"]
+        assert headless["ports"] == services[service]["spec"]["ports"][:1]
         assert not headless.get("publishNotReadyAddresses", False)
     assert service in _of_kind(docs, "PodDisruptionBudget")
     assert _of_kind(docs, "ServiceAccount")[service]["automountServiceAccountToken"] is False

@@ -24,6 +24,8 @@ class ReconcilerSettings(ServiceSettings, CallerIdentitySettings):
     service_name: ClassVar[str] = "reconciler"
 
     port: int = DEFAULT_PORTS["reconciler"]
+    # Each a gRPC target: `host:port`, or every replica (`ipv4:127.0.0.1:50055,127.0.0.1:50057`,
+    # `dns:///linker-headless:50055`), over which calls are spread (mirror/adapters/peers.py).
     mail_connector_addr: str = peer("mail-connector")
     crm_connector_addr: str = peer("crm-connector")
     mapping_addr: str = peer("mapping")

@@ -75,18 +75,25 @@ class Reconciler:
         return [name for name, _ in self.peer_calls()]
 
     async def add_mailbox(self, mailbox_id: str = "demo", org: str = "orgs/acme") -> None:
-        await self.stub.CreateMailbox(
-            api.CreateMailboxRequest(
-                mailbox_id=mailbox_id,
-                mailbox=rres.Mailbox(
-                    org=org,
-                    owner_user_id="user-1",
-                    crm_user_id="005000000000001AAA",
-                    address=f"{mailbox_id}@example.com",
-                    provider=res.MAIL_PROVIDER_GRAPH,
-                ),
-            )
+        await add_mailbox(self.stub, mailbox_id, org)
+
+
+async def add_mailbox(
+    stub: api_grpc.ReconcilerServiceStub, mailbox_id: str = "demo", org: str = "orgs/acme"
+) -> None:
+    """A Graph mailbox of `user-1` in `org`, registered through the API."""
+    await stub.CreateMailbox(
+        api.CreateMailboxRequest(
+            mailbox_id=mailbox_id,
+            mailbox=rres.Mailbox(
+                org=org,
+                owner_user_id="user-1",
+                crm_user_id="005000000000001AAA",
+                address=f"{mailbox_id}@example.com",
+                provider=res.MAIL_PROVIDER_GRAPH,
+            ),
         )
+    )
 
 
 @pytest.fixture

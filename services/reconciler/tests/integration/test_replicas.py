@@ -24,8 +24,15 @@ from concord.reconciler.v1 import resources_pb2 as rres
 from concord_events import EventBus, mail_changed
 from concord_reconciler.api.servicer import SERVICE_NAME
 from concord_reconciler.kernel.clock import utcnow
+from concord_reconciler.mirror.adapters.peers import (
+    CRM_CONNECTOR_SERVICE,
+    LINKER_SERVICE,
+    MAIL_CONNECTOR_SERVICE,
+    MAPPING_SERVICE,
+)
 from concord_reconciler.sessions.adapters.store import SqlStore
 from concord_reconciler.sessions.domain.model import SessionRecord, SessionState
+from concord_rpc import GrpcService
 from concord_rpc.identity import AttachIdentity, Identity, IdentitySigner, acting_as
 from concord_store import create_engine
 from concord_testing import NatsServer, PostgresCluster, ServiceProcess, free_port
@@ -37,14 +44,19 @@ MAILBOXES = [f"m{n:02d}" for n in range(50)]
 LISTING_SECONDS = 0.05
 # Both replicas verify caller identities with this key; the test signs as the gateway would.
 IDENTITY_KEY = "replicas-test-internal-identity-key-0123456789"
+PEER_SERVICES = (MAIL_CONNECTOR_SERVICE, CRM_CONNECTOR_SERVICE, MAPPING_SERVICE, LINKER_SERVICE)
 
 
 class NullPeer(grpc.GenericRpcHandler):
     """Any peer: every method answers an empty message (an empty page, nothing to map), so
     sessions run the whole flow without data. Mail listings are slowed down a little."""
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+    def service(
+        self, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         method = details.method
+        if method.startswith("/grpc.health.v1.Health/"):
+            return None  # the server's own health service answers
 
         async def answer(request: bytes, context: Any) -> bytes:
             if method.endswith("MailConnectorService/ListChanges"):
@@ -57,12 +69,15 @@ class NullPeer(grpc.GenericRpcHandler):
 
 @pytest.fixture
 async def null_peer() -> AsyncIterator[str]:
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((NullPeer(),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    # SERVING under each peer's service name, which the reconciler's balanced channels watch
+    # before they send a call.
+    server = GrpcService("null-peer", port=0, drain_seconds=0)
+    for name in PEER_SERVICES:
+        server.add_service(name, lambda s: s.add_generic_rpc_handlers((NullPeer(),)))
     await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(None)
+    await server.become_ready()
+    yield server.address
+    await server.shutdown()
 
 
 def start_replica(

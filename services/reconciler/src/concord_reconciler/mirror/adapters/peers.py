@@ -2,7 +2,8 @@
 
 Every call has a deadline; the channels retry UNAVAILABLE / RESOURCE_EXHAUSTED (all these
 calls are reads or idempotent writes), and what still fails becomes a domain PeerError naming
-the peer, the method and the status, so a failed session says which dependency broke.
+the peer, the method and the status, so a failed session says which dependency broke. Each
+channel spreads its calls over every replica of its peer that reports SERVING.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from concord_reconciler.mirror.domain.ports import CrmPage, MailPage
 from concord_rpc import AttachIdentity, IdentitySigner, channel, from_rpc_error
 
 __all__ = [
+    "CRM_CONNECTOR_SERVICE",
+    "LINKER_SERVICE",
+    "MAIL_CONNECTOR_SERVICE",
+    "MAPPING_SERVICE",
     "GrpcCrmSide",
     "GrpcLinker",
     "GrpcMailSide",
@@ -43,6 +48,12 @@ PUSH_STATE_SECONDS = 0.5
 CRM_CONNECTOR = "crm-connector"
 MAPPING = "mapping"
 LINKER = "linker"
+
+# What each peer's replicas report SERVING on their health service while they take calls.
+MAIL_CONNECTOR_SERVICE = mail.DESCRIPTOR.services_by_name["MailConnectorService"].full_name
+CRM_CONNECTOR_SERVICE = crm.DESCRIPTOR.services_by_name["CrmConnectorService"].full_name
+MAPPING_SERVICE = mapping.DESCRIPTOR.services_by_name["MappingService"].full_name
+LINKER_SERVICE = linker.DESCRIPTOR.services_by_name["LinkerService"].full_name
 
 
 async def _call(peer: str, method: str, call: Awaitable[T]) -> T:
@@ -311,7 +322,7 @@ class GrpcLinker:
 
 @dataclass
 class PeerChannels:
-    """One retrying channel per peer, and the ports over them."""
+    """One retrying, balanced channel per peer, and the ports over them."""
 
     mail_channel: grpc.aio.Channel
     crm_channel: grpc.aio.Channel
@@ -333,11 +344,19 @@ class PeerChannels:
         # Each call carries the identity it is made for (concord_rpc.identity); peers refuse
         # calls without one.
         attach = [AttachIdentity(signer)]
+
+        def balanced(addr: str, service: str) -> grpc.aio.Channel:
+            # An address may name several replicas (`ipv4:a:1,b:2`, a headless Service's
+            # `dns:///` name): calls go round-robin over those SERVING, so a scale-out shares
+            # the sessions' calls and a dead or draining replica costs none while another
+            # serves (through one virtual address gRPC keeps one connection to one replica).
+            return channel(addr, retry=True, interceptors=attach, balance=service)
+
         return cls(
-            channel(mail_addr, retry=True, interceptors=attach),
-            channel(crm_addr, retry=True, interceptors=attach),
-            channel(mapping_addr, retry=True, interceptors=attach),
-            channel(linker_addr, retry=True, interceptors=attach),
+            balanced(mail_addr, MAIL_CONNECTOR_SERVICE),
+            balanced(crm_addr, CRM_CONNECTOR_SERVICE),
+            balanced(mapping_addr, MAPPING_SERVICE),
+            balanced(linker_addr, LINKER_SERVICE),
             timeout,
         )
 

@@ -1,0 +1,189 @@
+"""Two replicas of a peer behind the reconciler: its calls are spread over both, and the first
+stopping costs no call and no session while the second serves (one connection to one replica
+took every call before)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from google.protobuf import duration_pb2
+from grpc_health.v1.health_pb2 import HealthCheckResponse
+
+from concord.common.v1 import resources_pb2 as res
+from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
+from concord.reconciler.v1 import reconciler_service_pb2 as api
+from concord.reconciler.v1 import resources_pb2 as rres
+from concord_reconciler.app import build
+from concord_reconciler.mirror.adapters.peers import PeerChannels
+from concord_reconciler.settings import ReconcilerSettings
+from concord_rpc.identity import IdentitySigner, acting_as
+from concord_store import create_engine
+from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer
+from concord_testing.peers import CrmPeer, LinkerPeer, MailPeer, MappingPeer, Peer, serving_peers
+
+from .conftest import add_mailbox, eventually, reconciler_in_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+TABLE = "mappingTables/event"
+SERVING = HealthCheckResponse.SERVING
+NOT_SERVING = HealthCheckResponse.NOT_SERVING
+
+
+def _replica(service: str) -> Peer:
+    """One replica of `service`; replicas of one service answer alike (a shared store)."""
+    if service == "mail-connector":
+        return MailPeer()
+    if service == "crm-connector":
+        return CrmPeer()
+    if service == "mapping":
+        return MappingPeer(
+            [mapping_pb.MappingTable(name=TABLE, kind=res.OBJECT_KIND_CALENDAR_ITEM)]
+        )
+    return LinkerPeer()
+
+
+PEERS = ("mail-connector", "crm-connector", "mapping", "linker")
+
+# One call the reconciler makes to each peer, through the port its sessions and API use.
+CALLS: dict[str, Callable[[PeerChannels], Awaitable[object]]] = {
+    "mail-connector": lambda peers: peers.mail.list_changes(
+        "demo", res.OBJECT_KIND_CALENDAR_ITEM, res.Cursor()
+    ),
+    "crm-connector": lambda peers: peers.crm.get_budget("orgs/acme"),
+    "mapping": lambda peers: peers.mapping.get_mapping_table(TABLE),
+    "linker": lambda peers: peers.linker.resolve_participants(
+        "orgs/acme", "005000000000001AAA", res.OBJECT_KIND_CALENDAR_ITEM, [], "request-1"
+    ),
+}
+
+
+def _settings(addresses: dict[str, str]) -> ReconcilerSettings:
+    return ReconcilerSettings(
+        mail_connector_addr=addresses["mail-connector"],
+        crm_connector_addr=addresses["crm-connector"],
+        mapping_addr=addresses["mapping"],
+        linker_addr=addresses["linker"],
+        peer_timeout_seconds=5.0,
+    )
+
+
+@pytest.fixture
+def engine_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'reconciler.db'}"
+
+
+@pytest.mark.parametrize("peer", PEERS)
+async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_stopping(
+    peer: str, engine_url: str
+) -> None:
+    first, second = _replica(peer), _replica(peer)
+    others = [_replica(other) for other in PEERS if other != peer]
+    # As the real services do, each refuses a call nobody vouched for (health stays open).
+    keys = (TEST_IDENTITY_KEY,)
+    async with (
+        serving_peers(first, *others, identity_keys=keys) as one,
+        serving_peers(second, identity_keys=keys) as two,
+    ):
+        addresses = dict(one.addresses)
+        addresses[peer] = f"ipv4:{one.address(peer)},{two.address(peer)}"
+        engine = create_engine(engine_url)
+        # Wired as the process wires it: the peers' addresses from the settings.
+        reconciler = build(_settings(addresses), engine, signer=IdentitySigner(TEST_IDENTITY_KEY))
+        call = CALLS[peer]
+
+        async def calls(count: int) -> None:
+            # Made for a caller, as the gateway vouches for one (or a session acts as itself).
+            with acting_as(TEST_CALLER):
+                for _ in range(count):
+                    await call(reconciler.channels)
+
+        try:
+            # Round robin: both replicas answer (one connection to the first took every call).
+            async def both_answer() -> bool:
+                was_first, was_second = len(first.calls), len(second.calls)
+                await calls(4)
+                return len(first.calls) > was_first and len(second.calls) > was_second
+
+            await eventually(both_answer)
+
+            # A replica not SERVING (starting, draining) gets no calls while the other serves.
+            health = one.services[peer].health
+            await health.set(first.full_name, NOT_SERVING)
+
+            async def only_second() -> bool:
+                before = len(first.calls)
+                await calls(4)
+                return len(first.calls) == before
+
+            await eventually(only_second)
+            before = len(first.calls)
+            await calls(20)
+            assert len(first.calls) == before
+
+            # The first stopped: every call is answered, by the second.
+            await health.set(first.full_name, SERVING)
+            await eventually(both_answer)
+            await one.stop(peer)
+            answered = len(second.calls)
+            await calls(20)
+            assert len(second.calls) == answered + 20
+        finally:
+            await reconciler.close()
+            await engine.dispose()
+
+
+async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
+    nats_server: NatsServer, engine_url: str
+) -> None:
+    first, second = MailPeer(), MailPeer()
+    keys = (TEST_IDENTITY_KEY,)
+    async with (
+        serving_peers(
+            first, CrmPeer(), _replica("mapping"), LinkerPeer(), identity_keys=keys
+        ) as one,
+        serving_peers(second, identity_keys=keys) as two,
+    ):
+        addresses = dict(one.addresses)
+        addresses["mail-connector"] = (
+            f"ipv4:{one.address('mail-connector')},{two.address('mail-connector')}"
+        )
+        async with reconciler_in_process(
+            nats_server.url,
+            engine_url,
+            addresses,
+            peer_timeout=3.0,
+            deadline_seconds=10.0,
+            lease_ttl_seconds=2.0,
+            busy_retry_seconds=0.1,
+        ) as running:
+            await add_mailbox(running.stub)
+            await running.consumer.start()
+
+            async def session() -> rres.Session:
+                requested = await running.stub.RequestSession(
+                    api.RequestSessionRequest(
+                        mailbox="mailboxes/demo", trigger=res.SESSION_TRIGGER_FORCE
+                    )
+                )
+                timeout = duration_pb2.Duration(seconds=10)
+                waited = await running.stub.WaitSession(
+                    api.WaitSessionRequest(name=requested.session.name, timeout=timeout)
+                )
+                return waited.session
+
+            # Each session lists the mailbox three times (one per two-way pair), in turn.
+            async def both_listed() -> bool:
+                assert (await session()).state == rres.SESSION_STATE_COMPLETED
+                return bool(first.received("ListChanges") and second.received("ListChanges"))
+
+            await eventually(both_listed, within=20)
+
+            await one.stop("mail-connector")
+            listed = len(second.received("ListChanges"))
+            for _ in range(3):
+                done = await session()
+                assert done.state == rres.SESSION_STATE_COMPLETED, done.failure_reason
+            assert len(second.received("ListChanges")) == listed + 9
