@@ -46,7 +46,7 @@ async def _serve(
     await stop.wait()
     await stop_pubsub(state)
     await stop_serving(runner)
-    state.emulator.store.close()
+    state.emulator.close()
     return 0
 
 
