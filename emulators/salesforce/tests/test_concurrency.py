@@ -8,6 +8,7 @@ can answer the short call only after the hold gives up.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -381,8 +382,8 @@ def test_interleaved_writes_and_queries_never_fail_and_read_whole_records(
             count()
             whole([record], "retrieve")
 
-    readers = [in_thread(lambda s=s: reader(s)) for s in range(2)]
-    writers = [in_thread(lambda s=s: writer(s)) for s in range(100, 103)]
+    readers = [in_thread(functools.partial(reader, s)) for s in range(2)]
+    writers = [in_thread(functools.partial(writer, s)) for s in range(100, 103)]
     for thread, outcome in writers:
         result_of(thread, outcome)
     stop.set()

@@ -308,36 +308,31 @@ class Org:
         they would in Salesforce. With `all_or_none`, one failure rolls every record back.
         """
         with self.writing():
-            return self._write_many(operations, user_id, all_or_none)
-
-    def _write_many(
-        self,
-        operations: list[tuple[str, SObjectType, str | None, dict[str, Any]]],
-        user_id: str,
-        all_or_none: bool,
-    ) -> list[WriteResult | SalesforceError]:
-        now = timefmt.format_datetime(timefmt.now())
-        planned = _Batch()
-        outcomes: list[_Planned | SalesforceError] = []
-        for kind, sobject, record_id, values in operations:
-            try:
-                if kind == "create":
-                    record = self._plan_create(sobject, values, user_id, now, planned)
-                    outcomes.append(_Planned(record, True))
-                else:
-                    assert record_id is not None
-                    record = self._plan_update(sobject, record_id, values, user_id, now, planned)
-                    outcomes.append(_Planned(record, False))
-                planned[record.id] = record
-            except SalesforceError as error:
-                outcomes.append(error)
-        failed = any(isinstance(o, SalesforceError) for o in outcomes)
-        if failed and all_or_none:
-            return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self.commit_records([o.record for o in outcomes if isinstance(o, _Planned)])
-        return [
-            WriteResult(o.record.id, o.created) if isinstance(o, _Planned) else o for o in outcomes
-        ]
+            now = timefmt.format_datetime(timefmt.now())
+            planned = _Batch()
+            outcomes: list[_Planned | SalesforceError] = []
+            for kind, sobject, record_id, values in operations:
+                try:
+                    if kind == "create":
+                        record = self._plan_create(sobject, values, user_id, now, planned)
+                        outcomes.append(_Planned(record, True))
+                    else:
+                        assert record_id is not None
+                        record = self._plan_update(
+                            sobject, record_id, values, user_id, now, planned
+                        )
+                        outcomes.append(_Planned(record, False))
+                    planned[record.id] = record
+                except SalesforceError as error:
+                    outcomes.append(error)
+            failed = any(isinstance(o, SalesforceError) for o in outcomes)
+            if failed and all_or_none:
+                return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
+            self.commit_records([o.record for o in outcomes if isinstance(o, _Planned)])
+            return [
+                WriteResult(o.record.id, o.created) if isinstance(o, _Planned) else o
+                for o in outcomes
+            ]
 
     def upsert_plan(
         self, sobject: SObjectType, field_name: str, value: Any
@@ -371,36 +366,35 @@ class Org:
         self, raw_ids: list[str], all_or_none: bool
     ) -> list[WriteResult | SalesforceError]:
         with self.writing():
-            return self._delete_many(raw_ids, all_or_none)
-
-    def _delete_many(
-        self, raw_ids: list[str], all_or_none: bool
-    ) -> list[WriteResult | SalesforceError]:
-        now = timefmt.format_datetime(timefmt.now())
-        outcomes: list[StoredRecord | SalesforceError] = []
-        for raw in raw_ids:
-            record_id = ids.normalize(raw)
-            record = self.store.get(record_id) if record_id else None
-            if record_id is None:
-                outcomes.append(
-                    SalesforceError("MALFORMED_ID", f"malformed id {raw}", [], status=400)
-                )
-            elif record is None:
-                outcomes.append(
-                    SalesforceError(
-                        "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [], 404
+            now = timefmt.format_datetime(timefmt.now())
+            outcomes: list[StoredRecord | SalesforceError] = []
+            for raw in raw_ids:
+                record_id = ids.normalize(raw)
+                record = self.store.get(record_id) if record_id else None
+                if record_id is None:
+                    outcomes.append(
+                        SalesforceError("MALFORMED_ID", f"malformed id {raw}", [], status=400)
                     )
-                )
-            elif record.deleted_at is not None:
-                outcomes.append(SalesforceError("ENTITY_IS_DELETED", "entity is deleted", [], 404))
-            else:
-                fields = dict(record.fields, IsDeleted=True, SystemModstamp=now)
-                outcomes.append(StoredRecord(record.id, record.sobject, fields, now))
-        failed = any(isinstance(o, SalesforceError) for o in outcomes)
-        if failed and all_or_none:
-            return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self.commit_records([o for o in outcomes if isinstance(o, StoredRecord)])
-        return [WriteResult(o.id, False) if isinstance(o, StoredRecord) else o for o in outcomes]
+                elif record is None:
+                    outcomes.append(
+                        SalesforceError(
+                            "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [], 404
+                        )
+                    )
+                elif record.deleted_at is not None:
+                    outcomes.append(
+                        SalesforceError("ENTITY_IS_DELETED", "entity is deleted", [], 404)
+                    )
+                else:
+                    fields = dict(record.fields, IsDeleted=True, SystemModstamp=now)
+                    outcomes.append(StoredRecord(record.id, record.sobject, fields, now))
+            failed = any(isinstance(o, SalesforceError) for o in outcomes)
+            if failed and all_or_none:
+                return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
+            self.commit_records([o for o in outcomes if isinstance(o, StoredRecord)])
+            return [
+                WriteResult(o.id, False) if isinstance(o, StoredRecord) else o for o in outcomes
+            ]
 
     def purge_recycle_bin(self) -> int:
         """Hard-deletes recycled records, so getDeleted's window starts now (a delete-log gap)."""

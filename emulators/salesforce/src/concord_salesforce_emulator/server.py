@@ -444,6 +444,7 @@ def build_app(emulator: Emulator) -> web.Application:
         name = str(body.get("seed", "demo"))
         if name != "demo":
             return _json(400, {"error": f"unknown seed {name!r}"})
+
         def seed_demo() -> dict[str, Any]:
             # Seeding looks for what exists before it adds: one write, as a request is.
             with emulator.org.writing():
