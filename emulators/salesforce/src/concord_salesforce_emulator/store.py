@@ -73,6 +73,7 @@ class OrgStore:
         # An open all-or-none transaction: the thread running it and, by id, the records it
         # wrote as they were before it (None: it created the record).
         self._hidden: tuple[int, dict[str, StoredRecord | None]] | None = None
+        self._hidings = 0  # bumped by every hide and reveal
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -87,10 +88,15 @@ class OrgStore:
             self._db.close()
 
     def get(self, record_id: str) -> StoredRecord | None:
-        # Read before the hidden set: a transaction hides a record before it stores the new
-        # version, and shows it only once the version it keeps is the committed one.
+        hidings = self._hidings
         record = self.memory.records.get(record_id)
-        hidden = self.hidden_from_me()
+        if self._hidden is None and self._hidings == hidings:
+            # No transaction was open while the record was read: it is the committed version.
+            return record
+        # Under the lock a transaction's record and what it hides change together.
+        with self.lock:
+            record = self.memory.records.get(record_id)
+            hidden = self.hidden_from_me()
         if hidden and record_id in hidden:
             return hidden[record_id]
         return record
@@ -117,10 +123,12 @@ class OrgStore:
         calling thread fills as it writes) as `before` holds them."""
         with self.lock:
             self._hidden = (threading.get_ident(), before)
+            self._hidings += 1
 
     def reveal(self) -> None:
         with self.lock:
             self._hidden = None
+            self._hidings += 1
 
     def hidden_from_me(self) -> dict[str, StoredRecord | None] | None:
         """The records another thread's open transaction hides from this one, by id."""
