@@ -132,7 +132,8 @@ class Org:
         }
         for record in list(store.memory.records.values()):
             self._index_add(record)
-        # Set while a Composite allOrNone request runs: each touched record's state before it.
+        # Set while an all-or-none Composite runs, from its first write: each touched record's
+        # state before it.
         self._journal: dict[str, StoredRecord | None] | None = None
         self._write_lock = threading.RLock()
         self._thread = threading.local()  # `transaction`: the one this thread runs, if any
