@@ -160,8 +160,8 @@ def event_fields(n: int) -> dict[str, Any]:
     }
 
 
-def raw_collections(emulator: Emulator, count: int) -> float:
-    """Records/s of direct simple-salesforce Collections upserts, 200 a call, in sequence."""
+def login(emulator: Emulator) -> Salesforce:
+    """simple-salesforce as the emulator's admin, on a session of its own."""
     defaults = EmulatorSettings()
     http = requests.Session()
     http.trust_env = False
@@ -176,12 +176,18 @@ def raw_collections(emulator: Emulator, count: int) -> float:
             "password": defaults.password,
         },
     ).json()
-    sf = Salesforce(
+    return Salesforce(
         instance_url=token["instance_url"],
         session_id=token["access_token"],
         session=http,
         version="62.0",
     )
+
+
+def raw_collections(emulator: Emulator, count: int) -> float:
+    """Records/s of direct simple-salesforce Collections upserts, 200 a call, in sequence."""
+    sf = login(emulator)
+    http = sf.session
     prefix = uuid.uuid4().hex[:8]
     records = [
         {

@@ -1,7 +1,9 @@
 """The REST API under `/services/data/vXX.X/`, as a router independent of the HTTP server.
 
 Composite requests run their subrequests through the same router, so a subrequest behaves
-exactly like the call it stands for.
+exactly like the call it stands for. Calls are dispatched on several threads at once: a call
+that writes holds the org's write lock (`Org.writing`) for its whole handler, so what it
+checks is what it commits onto; reads take no lock.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import json
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -109,6 +113,7 @@ class RestApi:
         self.page_size = page_size
         self.api_limit = api_limit or (lambda: (0, 0))
         self.cursors: dict[str, Cursor] = {}
+        self._cursors_lock = threading.Lock()
 
     def dispatch(self, call: Call) -> Reply:
         allowed = False
@@ -127,7 +132,8 @@ class RestApi:
                 )
             )
             try:
-                return handler(self, call, match)
+                with self._lock_for(call, handler):
+                    return handler(self, call, match)
             except AmbiguousUpsert as error:
                 urls = [
                     f"/services/data/v{call.version}/sobjects/{error.sobject.name}/{m}"
@@ -162,6 +168,11 @@ class RestApi:
                 ],
             )
         return Reply(404, not_found().rest_body())
+
+    def _lock_for(self, call: Call, handler: Handler) -> AbstractContextManager[None]:
+        if call.method == "GET" or handler in _LOCKING_ITSELF:
+            return nullcontext()
+        return self.org.writing()
 
     # ---- shared pieces -----------------------------------------------------------------------
 
@@ -251,13 +262,24 @@ class RestApi:
         if end < cursor.total:
             locator = "01g5e" + secrets.token_hex(6).upper()[:10]
             cursor.position = end
-            self.cursors[locator] = cursor
-            # Salesforce keeps a bounded number of open cursors; the oldest go first.
-            while len(self.cursors) > OPEN_CURSORS:
-                del self.cursors[next(iter(self.cursors))]
+            with self._cursors_lock:
+                self.cursors[locator] = cursor
+                # Salesforce keeps a bounded number of open cursors; the oldest go first.
+                while len(self.cursors) > OPEN_CURSORS:
+                    del self.cursors[next(iter(self.cursors))]
             body["nextRecordsUrl"] = f"/services/data/v{version}/{resource}/{locator}-{end}"
         body["records"] = page
         return body
+
+    def take_cursor(self, locator: str, position: int) -> Cursor | None:
+        """The open cursor at `position`, closed (its next page opens another): two clients
+        asking for one page cannot both get it."""
+        with self._cursors_lock:
+            cursor = self.cursors.get(locator)
+            if cursor is None or cursor.position != position:
+                return None
+            del self.cursors[locator]
+            return cursor
 
     def _resolve(self, raw_id: str) -> tuple[str, dict[str, Any]] | None:
         record = self.org.store.get(raw_id)
@@ -351,7 +373,7 @@ def _limits(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     }
     body["DailyApiRequests"] = {"Max": limit, "Remaining": max(limit - used, 0)}
     # Storage is what the org's rows take: Salesforce counts about 2 KB a record.
-    records = sum(1 for _ in api.org.store.memory.records.values())
+    records = len(api.org.store.every_record())
     body["DataStorageMB"] = {"Max": 5, "Remaining": max(5 - records * 2 // 1024, 0)}
     return Reply(200, dict(sorted(body.items())))
 
@@ -568,10 +590,9 @@ def _query_all(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
 
 @route("GET", r"(?P<resource>query|queryAll)/(?P<locator>\w+)-(?P<position>\d+)")
 def _query_more(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
-    cursor = api.cursors.get(match["locator"])
-    if cursor is None or cursor.position != int(match["position"]):
+    cursor = api.take_cursor(match["locator"], int(match["position"]))
+    if cursor is None:
         raise SalesforceError("INVALID_QUERY_LOCATOR", "invalid query locator")
-    del api.cursors[match["locator"]]
     return Reply(200, api._page(cursor, call.version, match["resource"]))
 
 
@@ -799,14 +820,9 @@ def _composite(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     all_or_none = bool(body.get("allOrNone", False))
     if not all_or_none:
         return Reply(200, {"compositeResponse": _run_composite(api, call, subrequests, False)})
-    api.org.begin_journal()
-    try:
+    with api.org.transaction() as transaction:
         responses = _run_composite(api, call, subrequests, True)
-    except BaseException:
-        api.org.end_journal(rollback=True)
-        raise
-    failed = any(r["httpStatusCode"] >= 400 for r in responses)
-    api.org.end_journal(rollback=failed)
+        failed = transaction.rollback = any(r["httpStatusCode"] >= 400 for r in responses)
     if failed:
         # Salesforce reports every subrequest but the failed one as rolled back.
         responses = [
@@ -1071,7 +1087,7 @@ def _recent(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
     # Recently viewed: the newest records the org's users touched, newest first (no UI here).
     limit = int(call.param("limit") or 200)
     records = sorted(
-        (r for r in api.org.store.memory.records.values() if r.deleted_at is None),
+        (r for r in api.org.store.every_record() if r.deleted_at is None),
         key=lambda r: str(r.fields.get("LastModifiedDate") or ""),
         reverse=True,
     )
@@ -1151,6 +1167,12 @@ def _theme(api: RestApi, call: Call, match: re.Match[str]) -> Reply:
         if api.org.schema.get(name) is not None
     ]
     return Reply(200, {"themeItems": items})
+
+
+# Handlers that write take the write lock themselves, or write nothing: a Composite, for its
+# writing subrequests only (an all-or-none one from its first write to its end); a Collections
+# retrieve, which is a POST that reads.
+_LOCKING_ITSELF: frozenset[Handler] = frozenset({_composite, _collection_retrieve_post})
 
 
 def encode(reply: Reply) -> bytes | None:

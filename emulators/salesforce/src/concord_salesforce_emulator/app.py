@@ -111,7 +111,7 @@ def running_in_thread(
         await stop.wait()
         await stop_pubsub(state)
         await stop_serving(runner)
-        state.emulator.store.close()
+        state.emulator.close()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

@@ -2,6 +2,12 @@
 
 Every operation is checked in full before anything is written, so a failed request leaves no
 trace, and `allOrNone` batches are all-or-nothing by construction.
+
+Requests are served on worker threads. Writes take the org's write lock (`writing`) while they
+plan and commit, so a batch is checked against the state it commits onto; an all-or-none
+Composite (`transaction`) holds it from its first write to its end. Reads take no lock: they
+copy what they iterate under the store's lock, and an open transaction's writes stay hidden
+from them until it commits (`OrgStore.hide`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import base64
 import binascii
 import bisect
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +60,14 @@ class WriteResult:
 class _Planned:
     record: StoredRecord
     created: bool
+
+
+@dataclass
+class Transaction:
+    """An all-or-none Composite: rolled back at its end when `rollback` is set by then."""
+
+    rollback: bool = False
+    locked: bool = False  # it has written, so it holds the write lock and journals
 
 
 class _Batch(dict[str, StoredRecord]):
@@ -116,8 +132,11 @@ class Org:
         }
         for record in list(store.memory.records.values()):
             self._index_add(record)
-        # Set while a Composite allOrNone request runs: each touched record's state before it.
+        # Set while an all-or-none Composite runs, from its first write: each touched record's
+        # state before it.
         self._journal: dict[str, StoredRecord | None] | None = None
+        self._write_lock = threading.RLock()
+        self._thread = threading.local()  # `transaction`: the one this thread runs, if any
         # Committed writes, (before, after), for Change Data Capture (`pubsub.ChangeBus`).
         self.on_commit: Callable[[list[tuple[StoredRecord | None, StoredRecord]]], None] | None = (
             None
@@ -172,8 +191,12 @@ class Org:
         if access.field == "Id":
             found: set[str] = set(access.keys)
         else:
-            bucket = self._index.get((sobject.name, access.field.lower()), {})
-            found = set().union(*(bucket.get(key, set()) for key in access.keys))
+            with self.store.lock:
+                bucket = self._index.get((sobject.name, access.field.lower()), {})
+                found = set().union(*(bucket.get(key, set()) for key in access.keys))
+                # The index holds an open transaction's values: its records may still hold
+                # the value for this reader (the WHERE, tested on each row, decides).
+                found |= set(self.store.hidden_from_me() or ())
         records = [
             r
             for r in (self.store.get(i) for i in found)
@@ -181,32 +204,31 @@ class Org:
             and r.sobject == sobject.name
             and (include_deleted or r.deleted_at is None)
         ]
-        position = self.store.memory.position
-        return sorted(records, key=lambda r: position[r.id])
+        return sorted(records, key=lambda r: self.store.position(r.id))
 
     def by_modstamp(
         self, sobject: SObjectType, floor: dt.datetime | None, include_deleted: bool
     ) -> Iterator[StoredRecord] | None:
         """The type's records in SystemModstamp order from `floor` on; None when some record
         of the type has no SystemModstamp (the index could not give them their place)."""
-        entries = self._modstamps.get(sobject.name, [])
-        if len(entries) != len(self.store.memory.by_type.get(sobject.name, {})):
-            return None
-        start = bisect.bisect_left(entries, (floor, "")) if floor is not None else 0
-        return self._walk(sobject.name, entries, start, include_deleted)
+        with self.store.lock:
+            entries = self._modstamps.get(sobject.name, [])
+            if len(entries) != len(self.store.memory.by_type.get(sobject.name, {})):
+                return None
+            if self.store.hidden_from_me():
+                # The index places an open transaction's records by their new SystemModstamp,
+                # not by the one this reader sees.
+                return None
+            start = bisect.bisect_left(entries, (floor, "")) if floor is not None else 0
+            return self._walk(sobject.name, entries[start:], include_deleted)
 
     def in_scan_order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        position = self.store.memory.position
-        return sorted(rows, key=lambda row: position[row["Id"]])
+        return sorted(rows, key=lambda row: self.store.position(row["Id"]))
 
     def _walk(
-        self,
-        sobject: str,
-        entries: list[tuple[dt.datetime, str]],
-        start: int,
-        include_deleted: bool,
+        self, sobject: str, entries: list[tuple[dt.datetime, str]], include_deleted: bool
     ) -> Iterator[StoredRecord]:
-        for _, record_id in entries[start:]:
+        for _, record_id in entries:
             record = self.store.get(record_id)
             if (
                 record is not None
@@ -220,7 +242,22 @@ class Org:
         if value is None:
             return []
         key = str(value).lower()
-        found = self._index.get((sobject.name, field_name.lower()), {}).get(key, set())
+        with self.store.lock:
+            found = set(self._index.get((sobject.name, field_name.lower()), {}).get(key, ()))
+            hidden = dict(self.store.hidden_from_me() or {})
+        if hidden:
+            # An open transaction's records, as this reader sees them, hold what they held.
+            described = sobject.field(field_name)
+            name = described["name"] if described else field_name
+            found = {i for i in found if i not in hidden}
+            found |= {
+                i
+                for i, r in hidden.items()
+                if r is not None
+                and r.sobject == sobject.name
+                and r.fields.get(name) is not None
+                and self._index_key(sobject.name, name, r.fields[name]) == key
+            }
         return sorted(
             (r for r in (self.store.get(i) for i in found) if r and r.deleted_at is None),
             key=lambda r: r.id,
@@ -271,28 +308,32 @@ class Org:
         Later operations see earlier ones, so two new records with one external id collide as
         they would in Salesforce. With `all_or_none`, one failure rolls every record back.
         """
-        now = timefmt.format_datetime(timefmt.now())
-        planned = _Batch()
-        outcomes: list[_Planned | SalesforceError] = []
-        for kind, sobject, record_id, values in operations:
-            try:
-                if kind == "create":
-                    record = self._plan_create(sobject, values, user_id, now, planned)
-                    outcomes.append(_Planned(record, True))
-                else:
-                    assert record_id is not None
-                    record = self._plan_update(sobject, record_id, values, user_id, now, planned)
-                    outcomes.append(_Planned(record, False))
-                planned[record.id] = record
-            except SalesforceError as error:
-                outcomes.append(error)
-        failed = any(isinstance(o, SalesforceError) for o in outcomes)
-        if failed and all_or_none:
-            return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self.commit_records([o.record for o in outcomes if isinstance(o, _Planned)])
-        return [
-            WriteResult(o.record.id, o.created) if isinstance(o, _Planned) else o for o in outcomes
-        ]
+        with self.writing():
+            now = timefmt.format_datetime(timefmt.now())
+            planned = _Batch()
+            outcomes: list[_Planned | SalesforceError] = []
+            for kind, sobject, record_id, values in operations:
+                try:
+                    if kind == "create":
+                        record = self._plan_create(sobject, values, user_id, now, planned)
+                        outcomes.append(_Planned(record, True))
+                    else:
+                        assert record_id is not None
+                        record = self._plan_update(
+                            sobject, record_id, values, user_id, now, planned
+                        )
+                        outcomes.append(_Planned(record, False))
+                    planned[record.id] = record
+                except SalesforceError as error:
+                    outcomes.append(error)
+            failed = any(isinstance(o, SalesforceError) for o in outcomes)
+            if failed and all_or_none:
+                return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
+            self.commit_records([o.record for o in outcomes if isinstance(o, _Planned)])
+            return [
+                WriteResult(o.record.id, o.created) if isinstance(o, _Planned) else o
+                for o in outcomes
+            ]
 
     def upsert_plan(
         self, sobject: SObjectType, field_name: str, value: Any
@@ -325,38 +366,44 @@ class Org:
     def delete_many(
         self, raw_ids: list[str], all_or_none: bool
     ) -> list[WriteResult | SalesforceError]:
-        now = timefmt.format_datetime(timefmt.now())
-        outcomes: list[StoredRecord | SalesforceError] = []
-        for raw in raw_ids:
-            record_id = ids.normalize(raw)
-            record = self.store.get(record_id) if record_id else None
-            if record_id is None:
-                outcomes.append(
-                    SalesforceError("MALFORMED_ID", f"malformed id {raw}", [], status=400)
-                )
-            elif record is None:
-                outcomes.append(
-                    SalesforceError(
-                        "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [], 404
+        with self.writing():
+            now = timefmt.format_datetime(timefmt.now())
+            outcomes: list[StoredRecord | SalesforceError] = []
+            for raw in raw_ids:
+                record_id = ids.normalize(raw)
+                record = self.store.get(record_id) if record_id else None
+                if record_id is None:
+                    outcomes.append(
+                        SalesforceError("MALFORMED_ID", f"malformed id {raw}", [], status=400)
                     )
-                )
-            elif record.deleted_at is not None:
-                outcomes.append(SalesforceError("ENTITY_IS_DELETED", "entity is deleted", [], 404))
-            else:
-                fields = dict(record.fields, IsDeleted=True, SystemModstamp=now)
-                outcomes.append(StoredRecord(record.id, record.sobject, fields, now))
-        failed = any(isinstance(o, SalesforceError) for o in outcomes)
-        if failed and all_or_none:
-            return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
-        self.commit_records([o for o in outcomes if isinstance(o, StoredRecord)])
-        return [WriteResult(o.id, False) if isinstance(o, StoredRecord) else o for o in outcomes]
+                elif record is None:
+                    outcomes.append(
+                        SalesforceError(
+                            "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [], 404
+                        )
+                    )
+                elif record.deleted_at is not None:
+                    outcomes.append(
+                        SalesforceError("ENTITY_IS_DELETED", "entity is deleted", [], 404)
+                    )
+                else:
+                    fields = dict(record.fields, IsDeleted=True, SystemModstamp=now)
+                    outcomes.append(StoredRecord(record.id, record.sobject, fields, now))
+            failed = any(isinstance(o, SalesforceError) for o in outcomes)
+            if failed and all_or_none:
+                return [o if isinstance(o, SalesforceError) else ROLLED_BACK for o in outcomes]
+            self.commit_records([o for o in outcomes if isinstance(o, StoredRecord)])
+            return [
+                WriteResult(o.id, False) if isinstance(o, StoredRecord) else o for o in outcomes
+            ]
 
     def purge_recycle_bin(self) -> int:
         """Hard-deletes recycled records, so getDeleted's window starts now (a delete-log gap)."""
-        doomed = [r for r in self.store.memory.records.values() if r.deleted_at is not None]
-        self.store.apply([Change(r, purge=True) for r in doomed])
-        for record in doomed:
-            self._index_remove(record)
+        with self.writing(), self.store.lock:
+            doomed = [r for r in self.store.memory.records.values() if r.deleted_at is not None]
+            self.store.apply([Change(r, purge=True) for r in doomed])
+            for record in doomed:
+                self._index_remove(record)
         self.store.set_setting("earliest_delete", timefmt.format_datetime(timefmt.now()))
         return len(doomed)
 
@@ -640,51 +687,89 @@ class Org:
         record = planned.get(record_id) or self.store.get(record_id)
         return record is not None and str(record.fields.get(field_name) or "").lower() == value
 
-    def begin_journal(self) -> None:
-        self._journal = {}
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The write lock, for one write request; inside a `transaction`, the first write takes
+        it for the rest of the transaction and starts its journal."""
+        transaction: Transaction | None = getattr(self._thread, "transaction", None)
+        if transaction is None:
+            with self._write_lock:
+                yield
+            return
+        if not transaction.locked:
+            self._write_lock.acquire()
+            transaction.locked = True
+            self._journal = {}
+            self.store.hide(self._journal)
+        yield
 
-    def end_journal(self, rollback: bool) -> None:
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """An all-or-none Composite: its writes are seen by no other thread until it ends, and
+        are put back as they were when it ends with `rollback` set (or with an exception)."""
+        transaction = self._thread.transaction = Transaction()
+        try:
+            yield transaction
+        except BaseException:
+            transaction.rollback = True
+            raise
+        finally:
+            self._thread.transaction = None
+            if transaction.locked:
+                try:
+                    self._end_journal(transaction.rollback)
+                finally:
+                    self._write_lock.release()
+
+    def _end_journal(self, rollback: bool) -> None:
         """Stops journalling; with `rollback`, puts every journalled record back as it was."""
-        journal, self._journal = self._journal or {}, None
+        journal = self._journal or {}
         pending, self._pending_events = self._pending_events, []
+        if rollback and journal:
+            changes = []
+            with self.store.lock:
+                for record_id, before in journal.items():
+                    current = self.store.get(record_id)
+                    if current is not None:
+                        self._index_remove(current)
+                    if before is None:
+                        if current is not None:
+                            changes.append(Change(current, purge=True))
+                    else:
+                        changes.append(Change(before))
+                self.store.apply(changes)
+                for before in journal.values():
+                    if before is not None:
+                        self._index_add(before)
+        # Others see the records again only once they are what the transaction leaves.
+        self._journal = None
+        self.store.reveal()
         if not rollback and pending and self.on_commit is not None:
             self.on_commit(pending)
-        if not rollback or not journal:
-            return
-        changes = []
-        for record_id, before in journal.items():
-            current = self.store.get(record_id)
-            if current is not None:
-                self._index_remove(current)
-            if before is None:
-                if current is not None:
-                    changes.append(Change(current, purge=True))
-            else:
-                changes.append(Change(before))
-        self.store.apply(changes)
-        for before in journal.values():
-            if before is not None:
-                self._index_add(before)
 
     def commit_records(self, records: list[StoredRecord]) -> None:
         """Writes records as they are (already validated), keeping the indexes current."""
-        previous = [self.store.get(r.id) for r in records]
-        if self._journal is not None:
-            for record, before in zip(records, previous, strict=True):
-                self._journal.setdefault(record.id, before)
-        self.store.apply([Change(r) for r in records])
-        # Change events leave on commit: inside a journal (an all-or-none Composite) only once
-        # it ends without a rollback.
-        written = list(zip(previous, records, strict=True))
-        if self._journal is not None:
-            self._pending_events.extend(written)
-        elif self.on_commit is not None:
-            self.on_commit(written)
-        for old in previous:
-            if old is not None:
-                self._index_remove(old)
-        for record in records:
-            self._index_add(record)
+        with self.writing():
+            # The mirror and its indexes change together: a reader never finds a record the
+            # index does not name yet.
+            with self.store.lock:
+                previous = [self.store.get(r.id) for r in records]
+                if self._journal is not None:
+                    for record, before in zip(records, previous, strict=True):
+                        self._journal.setdefault(record.id, before)
+                self.store.apply([Change(r) for r in records])
+                for old in previous:
+                    if old is not None:
+                        self._index_remove(old)
+                for record in records:
+                    self._index_add(record)
+            # Change events leave on commit: inside a journal (an all-or-none Composite) only
+            # once it ends without a rollback.
+            written = list(zip(previous, records, strict=True))
+            if self._journal is not None:
+                self._pending_events.extend(written)
+            elif self.on_commit is not None:
+                self.on_commit(written)
 
     def _index_add(self, record: StoredRecord) -> None:
         stamp = record.fields.get(MODSTAMP)

@@ -27,6 +27,7 @@ import hashlib
 import io
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -175,7 +176,11 @@ class _Channel:
 
 
 class ChangeBus:
-    """The org's change events, per channel, in commit order."""
+    """The org's change events, per channel, in commit order.
+
+    Writes commit on the REST API's worker threads and streams read on the loop: channels
+    change under `_lock`, and a commit wakes the streams through the loop.
+    """
 
     def __init__(self, schema: Schema, org_id: str, clock: Callable[[], float] = time.time) -> None:
         self.org_id = org_id
@@ -188,6 +193,8 @@ class ChangeBus:
         self._positions = itertools.count(1)
         self._commits = itertools.count(1)
         self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the streams', once one waits
+        self._lock = threading.Lock()
         self._closing = 0  # bumped to close every open stream
         for name in CAPTURED:
             sobject = schema.get(name)
@@ -282,14 +289,30 @@ class ChangeBus:
             record[name] = _avro_value(values.get(name), avro_field["type"])
         buffer = io.BytesIO()
         fastavro.schemaless_writer(buffer, parsed, record)
-        event = StoredEvent(
-            next(self._positions), schema_id, buffer.getvalue(), str(uuid.uuid4()), self.clock()
-        )
-        self._channels[channel_of(sobject)].events.append(event)
-        self._channels[ALL_CHANGES].events.append(event)
+        with self._lock:
+            event = StoredEvent(
+                next(self._positions),
+                schema_id,
+                buffer.getvalue(),
+                str(uuid.uuid4()),
+                self.clock(),
+            )
+            self._channels[channel_of(sobject)].events.append(event)
+            self._channels[ALL_CHANGES].events.append(event)
         self._wake()
 
     def _wake(self) -> None:
+        loop = self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or loop is here:
+            self._wake_streams()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_streams)
+
+    def _wake_streams(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -299,13 +322,14 @@ class ChangeBus:
         """Drops events past retention (or every event when `older_than` is None)."""
         cutoff = self.clock() - self.retention_seconds if older_than is None else older_than
         dropped = 0
-        for channel in self._channels.values():
-            keep = [e for e in channel.events if e.at > cutoff]
-            gone = channel.events[: len(channel.events) - len(keep)]
-            if gone:
-                channel.expired_through = max(channel.expired_through, gone[-1].replay)
-                dropped += len(gone)
-            channel.events = keep
+        with self._lock:
+            for channel in self._channels.values():
+                keep = [e for e in channel.events if e.at > cutoff]
+                gone = channel.events[: len(channel.events) - len(keep)]
+                if gone:
+                    channel.expired_through = max(channel.expired_through, gone[-1].replay)
+                    dropped += len(gone)
+                channel.events = keep
         return dropped
 
     def close_streams(self) -> None:
@@ -315,15 +339,17 @@ class ChangeBus:
     # ---- reading ---------------------------------------------------------------------------------
 
     def latest(self, topic: str) -> int:
-        channel = self._channels[topic]
-        return channel.events[-1].replay if channel.events else channel.expired_through
+        with self._lock:
+            channel = self._channels[topic]
+            return channel.events[-1].replay if channel.events else channel.expired_through
 
     def after(self, topic: str, position: int) -> list[StoredEvent]:
         self.expire()
-        channel = self._channels[topic]
-        if position < channel.expired_through:
-            raise ReplayExpired(topic)
-        return [e for e in channel.events if e.replay > position]
+        with self._lock:
+            channel = self._channels[topic]
+            if position < channel.expired_through:
+                raise ReplayExpired(topic)
+            return [e for e in channel.events if e.replay > position]
 
     def check_replay(self, topic: str, position: int) -> None:
         """A subscriber's replay id must name an event still retained: one whose event passed
@@ -334,6 +360,7 @@ class ChangeBus:
 
     async def wait(self, seconds: float) -> bool:
         """Until something is published or streams are closed; False after `seconds`."""
+        self._loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(seconds):
                 await self._changed.wait()

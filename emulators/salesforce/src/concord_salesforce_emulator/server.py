@@ -1,8 +1,10 @@
 """The HTTPS server: OAuth, the REST API, API limits, call counters, faults and the admin API.
 
-Handlers are synchronous inside the event loop on purpose: one writer at a time makes every
-request atomic against SQLite and memory without locks, and a request takes microseconds to
-milliseconds. Only injected latency awaits.
+As Salesforce does, one client's long call holds up no other's: the REST API's work (a query
+of thousands of rows, a Composite, rendering its JSON) runs on a pool of worker threads, and
+the loop only receives, authenticates, counts and answers. What keeps each request atomic and
+each row whole there is the org's (`org.py`, `store.py`); API usage is checked and counted on
+the loop, one request after another, so the limit holds exactly.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from aiohttp import web
@@ -45,7 +49,11 @@ from concord_salesforce_emulator.pubsub import ChangeBus
 from concord_salesforce_emulator.schema import load_schema
 from concord_salesforce_emulator.store import OrgStore
 
+_T = TypeVar("_T")
+
 JSON_TYPE = "application/json;charset=UTF-8"
+# Requests served at once; more wait for a thread (they are still received and counted).
+WORKER_THREADS = 16
 
 
 @dataclass
@@ -102,6 +110,19 @@ class Emulator:
         seed.ensure_standard_rows(self.org, self.admin_user_id)
         self.base_url = ""  # set once the server knows its port
         self._session: str | None = None  # the access token the last login got
+        self.workers = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="salesforce-api")
+
+    def serve(self, call: Call) -> tuple[Reply, bytes | None]:
+        """One REST call, answered and encoded (on a worker thread)."""
+        reply = self.api.dispatch(call)
+        return reply, encode(reply)
+
+    async def in_worker(self, work: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self.workers, work)
+
+    def close(self) -> None:
+        self.workers.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
 
     # ---- limits ------------------------------------------------------------------------------
 
@@ -382,7 +403,7 @@ def build_app(emulator: Emulator) -> web.Application:
             version=version,
             headers={k.lower(): v for k, v in request.headers.items()},
         )
-        reply: Reply = emulator.api.dispatch(call)
+        reply, payload = await emulator.in_worker(lambda: emulator.serve(call))
         if drop:
             # The lost acknowledgement: the write is committed, the client never hears of it.
             transport = request.transport
@@ -390,7 +411,6 @@ def build_app(emulator: Emulator) -> web.Application:
                 transport.abort()
             return web.Response(status=204)
         response = web.Response(status=reply.status, headers=reply.headers)
-        payload = encode(reply)
         if payload is not None:
             response.body = payload
             response.content_type = "application/json"
@@ -424,7 +444,13 @@ def build_app(emulator: Emulator) -> web.Application:
         name = str(body.get("seed", "demo"))
         if name != "demo":
             return _json(400, {"error": f"unknown seed {name!r}"})
-        return _json(200, seed.demo(emulator.org, emulator.admin_user_id))
+
+        def seed_demo() -> dict[str, Any]:
+            # Seeding looks for what exists before it adds: one write, as a request is.
+            with emulator.org.writing():
+                return seed.demo(emulator.org, emulator.admin_user_id)
+
+        return _json(200, await emulator.in_worker(seed_demo))
 
     @routes.post("/__admin/faults")
     async def add_fault(request: web.Request) -> web.Response:
@@ -495,7 +521,7 @@ def build_app(emulator: Emulator) -> web.Application:
 
     @routes.post("/__admin/recycle-bin/purge")
     async def purge(request: web.Request) -> web.Response:
-        return _json(200, {"purged": emulator.org.purge_recycle_bin()})
+        return _json(200, {"purged": await emulator.in_worker(emulator.org.purge_recycle_bin)})
 
     app.add_routes(routes)
     return app
