@@ -14,9 +14,8 @@ from concord.common.v1 import resources_pb2 as res
 from concord.linker.v1 import linker_service_pb2 as pb
 from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
 from concord_linker.__main__ import SERVICE_NAME
-from concord_rpc import channel
-from concord_testing import TEST_IDENTITY_KEY, ServiceProcess, start_serving, vouched
-from concord_testing.peers import CrmPeer, crm_record, serving_replicas
+from concord_testing import ServiceProcess
+from concord_testing.peers import CrmPeer, crm_record, process_over_replicas
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -31,43 +30,37 @@ def _replica() -> CrmPeer:
 async def test_searches_go_to_each_crm_connector_replica_that_serves(
     service_process: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
-    async with serving_replicas(
-        _replica(), _replica(), identity_keys=(TEST_IDENTITY_KEY,)
-    ) as replicas:
-        # Wired as the process wires it: crm-connector's address from CRM_CONNECTOR_ADDR; no
-        # cache, so every resolution asks Salesforce.
-        _, addr = await start_serving(
-            service_process,
-            "concord_linker",
-            port_variable="LINKER_PORT",
-            health_service=SERVICE_NAME,
-            var_dir=tmp_path / "var",
-            env={
-                "CRM_CONNECTOR_ADDR": replicas.target,
-                "LINKER_CRM_CACHE_SECONDS": "0",
-                "LINKER_PEER_TIMEOUT_SECONDS": "5",
-            },
-        )
-        ids = itertools.count()
-        async with channel(addr, retry=False, interceptors=vouched()) as chan:
-            stub = pb_grpc.LinkerServiceStub(chan)
+    ids = itertools.count()
+    # Wired as the process wires it: crm-connector's address from CRM_CONNECTOR_ADDR; no
+    # cache, so every resolution asks Salesforce.
+    async with process_over_replicas(
+        service_process,
+        "concord_linker",
+        _replica(),
+        _replica(),
+        port_variable="LINKER_PORT",
+        health_service=SERVICE_NAME,
+        var_dir=tmp_path / "var",
+        env={"LINKER_CRM_CACHE_SECONDS": "0", "LINKER_PEER_TIMEOUT_SECONDS": "5"},
+    ) as (replicas, chan):
+        stub = pb_grpc.LinkerServiceStub(chan)
 
-            async def calls(count: int) -> None:
-                for _ in range(count):
-                    got = await stub.ResolveParticipants(
-                        pb.ResolveParticipantsRequest(
-                            org="orgs/acme",
-                            user_id="005USER",
-                            kind=res.OBJECT_KIND_EMAIL,
-                            participants=[
-                                res.Participant(
-                                    email="ann@acme.example", role=res.PARTICIPANT_ROLE_SENDER
-                                )
-                            ],
-                            request_id=f"request-{next(ids)}",
-                        ),
-                        timeout=10,
-                    )
-                    assert got.who.id == "003ANN"
+        async def calls(count: int) -> None:
+            for _ in range(count):
+                got = await stub.ResolveParticipants(
+                    pb.ResolveParticipantsRequest(
+                        org="orgs/acme",
+                        user_id="005USER",
+                        kind=res.OBJECT_KIND_EMAIL,
+                        participants=[
+                            res.Participant(
+                                email="ann@acme.example", role=res.PARTICIPANT_ROLE_SENDER
+                            )
+                        ],
+                        request_id=f"request-{next(ids)}",
+                    ),
+                    timeout=10,
+                )
+                assert got.who.id == "003ANN"
 
-            await replicas.assert_balanced(calls)
+        await replicas.assert_balanced(calls)

@@ -13,9 +13,8 @@ from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.mapping.v1 import mapping_service_pb2 as pb
 from concord.mapping.v1 import mapping_service_pb2_grpc as pb_grpc
 from concord_mapping.__main__ import SERVICE_NAME
-from concord_rpc import channel
-from concord_testing import TEST_IDENTITY_KEY, ServiceProcess, start_serving, vouched
-from concord_testing.peers import CrmPeer, serving_replicas
+from concord_testing import ServiceProcess
+from concord_testing.peers import CrmPeer, process_over_replicas
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -35,34 +34,32 @@ def _replica() -> CrmPeer:
 async def test_describes_go_to_each_crm_connector_replica_that_serves(
     service_process: Callable[..., ServiceProcess], tmp_path: Path
 ) -> None:
-    async with serving_replicas(
-        _replica(), _replica(), identity_keys=(TEST_IDENTITY_KEY,)
-    ) as replicas:
-        # Wired as the process wires it: crm-connector's address from CRM_CONNECTOR_ADDR.
-        _, addr = await start_serving(
-            service_process,
-            "concord_mapping",
-            port_variable="MAPPING_PORT",
-            health_service=SERVICE_NAME,
-            var_dir=tmp_path / "var",
-            env={"CRM_CONNECTOR_ADDR": replicas.target, "MAPPING_PEER_TIMEOUT_SECONDS": "5"},
+    # Wired as the process wires it: crm-connector's address from CRM_CONNECTOR_ADDR.
+    async with process_over_replicas(
+        service_process,
+        "concord_mapping",
+        _replica(),
+        _replica(),
+        port_variable="MAPPING_PORT",
+        health_service=SERVICE_NAME,
+        var_dir=tmp_path / "var",
+        env={"MAPPING_PEER_TIMEOUT_SECONDS": "5"},
+    ) as (replicas, chan):
+        stub = pb_grpc.MappingServiceStub(chan)
+        default = await stub.GetMappingTable(pb.GetMappingTableRequest(name=TASKS), timeout=5)
+        table = pb.MappingTable(
+            name=TASKS,
+            target_sobject="Task",
+            direction=default.table.direction,
+            etag=default.table.etag,
+            rules=[pb.FieldRule(mail_field="task.subject", crm_field="Subject")],
         )
-        async with channel(addr, retry=False, interceptors=vouched()) as chan:
-            stub = pb_grpc.MappingServiceStub(chan)
-            default = await stub.GetMappingTable(pb.GetMappingTableRequest(name=TASKS), timeout=5)
-            table = pb.MappingTable(
-                name=TASKS,
-                target_sobject="Task",
-                direction=default.table.direction,
-                etag=default.table.etag,
-                rules=[pb.FieldRule(mail_field="task.subject", crm_field="Subject")],
-            )
-            check = pb.UpdateMappingTableRequest(table=table, validate_only=True)
+        check = pb.UpdateMappingTableRequest(table=table, validate_only=True)
 
-            async def calls(count: int) -> None:
-                # Each check describes Task through crm-connector; nothing is stored.
-                for _ in range(count):
-                    checked = await stub.UpdateMappingTable(check, timeout=10)
-                    assert checked.table.version == 1
+        async def calls(count: int) -> None:
+            # Each check describes Task through crm-connector; nothing is stored.
+            for _ in range(count):
+                checked = await stub.UpdateMappingTable(check, timeout=10)
+                assert checked.table.version == 1
 
-            await replicas.assert_balanced(calls)
+        await replicas.assert_balanced(calls)

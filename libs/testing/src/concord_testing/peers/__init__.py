@@ -15,7 +15,7 @@ from concord_testing.peers.linker import LinkerPeer
 from concord_testing.peers.mail import MailPeer
 from concord_testing.peers.mapping import MappingPeer
 from concord_testing.peers.reconciler import ReconcilerPeer
-from concord_testing.peers.replicas import Replicas, serving_replicas
+from concord_testing.peers.replicas import Replicas, process_over_replicas, serving_replicas
 from concord_testing.peers.serving import ServedPeers, serving_peers, serving_peers_in_thread
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Replicas",
     "ServedPeers",
     "crm_record",
+    "process_over_replicas",
     "serving_peers",
     "serving_peers_in_thread",
     "serving_replicas",

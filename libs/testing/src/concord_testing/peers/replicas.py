@@ -5,16 +5,22 @@ does not report SERVING, and none is lost when one stops while the other serves.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 from grpc_health.v1.health_pb2 import HealthCheckResponse
 
+from concord_rpc import channel
+from concord_testing.grpc_servers import start_serving
+from concord_testing.identity import TEST_IDENTITY_KEY, vouched
 from concord_testing.peers.base import Peer
 from concord_testing.peers.serving import ServedPeers, serving_peers
+from concord_testing.processes import ServiceProcess
 from concord_testing.waiting import eventually
 
-__all__ = ["Replicas", "serving_replicas"]
+__all__ = ["Replicas", "process_over_replicas", "serving_replicas"]
 
 SERVING = HealthCheckResponse.SERVING
 NOT_SERVING = HealthCheckResponse.NOT_SERVING
@@ -95,3 +101,32 @@ async def serving_replicas(
         serving_peers(second, identity_keys=identity_keys) as two,
     ):
         yield Replicas(first, second, one, two)
+
+
+@contextlib.asynccontextmanager
+async def process_over_replicas(
+    service_process: Callable[..., ServiceProcess],
+    module: str,
+    first: Peer,
+    second: Peer,
+    *,
+    port_variable: str,
+    health_service: str,
+    var_dir: Path,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[tuple[Replicas, grpc.aio.Channel]]:
+    """`python -m <module>` (start_serving) with its `<PEER>_ADDR` naming both replicas, wired
+    as the process wires it; yields them and a channel to it that vouches for TEST_CALLER. The
+    replicas require caller identities signed with the test key, as the real services do."""
+    async with serving_replicas(first, second, identity_keys=(TEST_IDENTITY_KEY,)) as replicas:
+        peer_variable = f"{first.service.upper().replace('-', '_')}_ADDR"
+        _, addr = await start_serving(
+            service_process,
+            module,
+            port_variable=port_variable,
+            health_service=health_service,
+            var_dir=var_dir,
+            env={peer_variable: replicas.target, **(env or {})},
+        )
+        async with channel(addr, retry=False, interceptors=vouched()) as chan:
+            yield replicas, chan
