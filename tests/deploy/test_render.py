@@ -55,6 +55,8 @@ CALLERS = {s: sorted(c for c, row in SERVICES.items() if s in row["peers"]) for 
 # headless Service's name), so one replica dying costs none of them.
 BALANCED = {
     "gateway": ("linker", "reconciler"),
+    "linker": ("crm-connector",),
+    "mapping": ("crm-connector",),
     "reconciler": ("crm-connector", "linker", "mail-connector", "mapping"),
 }
 

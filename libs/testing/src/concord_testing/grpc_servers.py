@@ -17,7 +17,7 @@ from concord_testing.identity import TEST_CALLER, identity_env, vouched
 from concord_testing.ports import free_port
 from concord_testing.processes import ServiceProcess
 
-__all__ = ["assert_process_lifecycle", "serving_in_process"]
+__all__ = ["assert_process_lifecycle", "serving_in_process", "start_serving"]
 
 
 @asynccontextmanager
@@ -35,6 +35,35 @@ async def serving_in_process(
         await server.shutdown()
 
 
+async def start_serving(
+    service_process: Callable[..., ServiceProcess],
+    module: str,
+    *,
+    port_variable: str,
+    health_service: str,
+    var_dir: Path,
+    env: Mapping[str, str] | None = None,
+) -> tuple[ServiceProcess, str]:
+    """`python -m <module>` on a free port from `var_dir`, verifying caller identities signed
+    with the test key (identity_env); returns once it reports `health_service` SERVING, with
+    its `host:port`."""
+    port = free_port()
+    process = service_process(
+        module,
+        env={
+            "CONCORD_VAR_DIR": str(var_dir),
+            port_variable: str(port),
+            "OTEL_TRACES_EXPORTER": "none",
+            **identity_env(),
+            **(env or {}),
+        },
+    )
+    addr = f"127.0.0.1:{port}"
+    # Blocking wait in a thread, so servers on this test's loop keep answering.
+    await asyncio.to_thread(process.wait_serving, addr, service=health_service)
+    return process, addr
+
+
 async def assert_process_lifecycle(
     service_process: Callable[..., ServiceProcess],
     module: str,
@@ -50,20 +79,14 @@ async def assert_process_lifecycle(
     """`python -m <module>` from an empty `var_dir`: SERVING, `call` is refused without a caller
     identity (unless `refuses_unvouched` is off: a process that is no internal service) and
     succeeds with one for `caller` (as the gateway vouches for it), SIGTERM exits 0."""
-    port = free_port()
-    process = service_process(
+    process, addr = await start_serving(
+        service_process,
         module,
-        env={
-            "CONCORD_VAR_DIR": str(var_dir),
-            port_variable: str(port),
-            "OTEL_TRACES_EXPORTER": "none",
-            **identity_env(),
-            **(env or {}),
-        },
+        port_variable=port_variable,
+        health_service=health_service,
+        var_dir=var_dir,
+        env=env,
     )
-    addr = f"127.0.0.1:{port}"
-    # Blocking wait in a thread, so servers on this test's loop keep answering.
-    await asyncio.to_thread(process.wait_serving, addr, service=health_service)
     if refuses_unvouched:
         async with channel(addr, retry=False) as chan:
             with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concord.crm.v1 import crm_connector_service_pb2 as crm
 from concord.crm.v1 import crm_connector_service_pb2_grpc as crm_grpc
 from concord.linker.v1 import linker_service_pb2 as pb
 from concord.linker.v1 import linker_service_pb2_grpc as pb_grpc
@@ -19,6 +20,8 @@ from concord_runtime.identity import identity_signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LinkerService"].full_name
 MIGRATIONS = "concord_linker.adapters.migrations"
+# What each crm-connector replica reports SERVING on its health service while it takes calls.
+CRM_CONNECTOR_SERVICE = crm.DESCRIPTOR.services_by_name["CrmConnectorService"].full_name
 
 
 async def build(process: ServiceProcess[LinkerSettings]) -> None:
@@ -29,8 +32,15 @@ async def build(process: ServiceProcess[LinkerSettings]) -> None:
     signer = identity_signer(
         process.settings, longest_call_seconds=process.settings.peer_timeout_seconds
     )
+    # The address may name every replica (`ipv4:a:1,b:2`, a headless Service's `dns:///` name):
+    # calls go round-robin over those SERVING, so a dead, starting or draining crm-connector
+    # costs no call while another serves (through one virtual address gRPC keeps one connection
+    # to one replica).
     crm_channel = channel(
-        process.settings.crm_connector_addr, retry=True, interceptors=[AttachIdentity(signer)]
+        process.settings.crm_connector_addr,
+        retry=True,
+        interceptors=[AttachIdentity(signer)],
+        balance=CRM_CONNECTOR_SERVICE,
     )
     process.server.on_shutdown(crm_channel.close)
     rules = PublicSuffixRules()

@@ -15,6 +15,8 @@ class LinkerSettings(ServiceSettings, CallerIdentitySettings):
     port: int = DEFAULT_PORTS["linker"]
     # Called per resolution (issue #7), never a readiness condition: with crm-connector down
     # the linker still answers what needs no Salesforce and says UNAVAILABLE for the rest.
+    # A gRPC target: `host:port`, or every replica (`ipv4:127.0.0.1:50053,127.0.0.1:50063`,
+    # `dns:///crm-connector-headless:50053`), over which calls are spread (__main__.py).
     crm_connector_addr: str = peer("crm-connector")
     # How long CRM answers (people by address, Accounts by domain, open Opportunities) are
     # reused. Salesforce API calls are the scarce resource; 0 disables the cache.

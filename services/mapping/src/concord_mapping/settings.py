@@ -15,6 +15,8 @@ class MappingSettings(ServiceSettings, CallerIdentitySettings):
     port: int = DEFAULT_PORTS["mapping"]
     # UpdateMappingTable checks a table against the org's live describe (DescribeObject);
     # nothing else calls it, so it is no readiness condition.
+    # A gRPC target: `host:port`, or every replica (`ipv4:127.0.0.1:50053,127.0.0.1:50063`,
+    # `dns:///crm-connector-headless:50053`), over which calls are spread (__main__.py).
     crm_connector_addr: str = peer("crm-connector")
     # Deadline of each call to crm-connector.
     peer_timeout_seconds: float = 10.0

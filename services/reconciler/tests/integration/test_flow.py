@@ -16,8 +16,9 @@ from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.domain.sync import Side
 from concord_rpc import error_info, from_rpc_error
 from concord_telemetry import attributes as attrs
+from concord_testing import eventually
 
-from .conftest import Reconciler, eventually
+from .conftest import Reconciler
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import duration_pb2
-from grpc_health.v1.health_pb2 import HealthCheckResponse
 
 from concord.common.v1 import resources_pb2 as res
 from concord.mapping.v1 import mapping_service_pb2 as mapping_pb
@@ -20,16 +19,21 @@ from concord_reconciler.mirror.adapters.peers import PeerChannels
 from concord_reconciler.settings import ReconcilerSettings
 from concord_rpc.identity import IdentitySigner, acting_as
 from concord_store import create_engine
-from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer
-from concord_testing.peers import CrmPeer, LinkerPeer, MailPeer, MappingPeer, Peer, serving_peers
+from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, eventually
+from concord_testing.peers import (
+    CrmPeer,
+    LinkerPeer,
+    MailPeer,
+    MappingPeer,
+    Peer,
+    serving_replicas,
+)
 
-from .conftest import add_mailbox, eventually, reconciler_in_process
+from .conftest import add_mailbox, reconciler_in_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 TABLE = "mappingTables/event"
-SERVING = HealthCheckResponse.SERVING
-NOT_SERVING = HealthCheckResponse.NOT_SERVING
 
 
 def _replica(service: str) -> Peer:
@@ -79,19 +83,16 @@ def engine_url(tmp_path: Path) -> str:
 async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_stopping(
     peer: str, engine_url: str
 ) -> None:
-    first, second = _replica(peer), _replica(peer)
     others = [_replica(other) for other in PEERS if other != peer]
     # As the real services do, each refuses a call nobody vouched for (health stays open).
-    keys = (TEST_IDENTITY_KEY,)
-    async with (
-        serving_peers(first, *others, identity_keys=keys) as one,
-        serving_peers(second, identity_keys=keys) as two,
-    ):
-        addresses = dict(one.addresses)
-        addresses[peer] = f"ipv4:{one.address(peer)},{two.address(peer)}"
+    async with serving_replicas(
+        _replica(peer), _replica(peer), *others, identity_keys=(TEST_IDENTITY_KEY,)
+    ) as replicas:
         engine = create_engine(engine_url)
         # Wired as the process wires it: the peers' addresses from the settings.
-        reconciler = build(_settings(addresses), engine, signer=IdentitySigner(TEST_IDENTITY_KEY))
+        reconciler = build(
+            _settings(replicas.addresses), engine, signer=IdentitySigner(TEST_IDENTITY_KEY)
+        )
         call = CALLS[peer]
 
         async def calls(count: int) -> None:
@@ -101,35 +102,7 @@ async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_st
                     await call(reconciler.channels)
 
         try:
-            # Round robin: both replicas answer (one connection to the first took every call).
-            async def both_answer() -> bool:
-                was_first, was_second = len(first.calls), len(second.calls)
-                await calls(4)
-                return len(first.calls) > was_first and len(second.calls) > was_second
-
-            await eventually(both_answer)
-
-            # A replica not SERVING (starting, draining) gets no calls while the other serves.
-            health = one.services[peer].health
-            await health.set(first.full_name, NOT_SERVING)
-
-            async def only_second() -> bool:
-                before = len(first.calls)
-                await calls(4)
-                return len(first.calls) == before
-
-            await eventually(only_second)
-            before = len(first.calls)
-            await calls(20)
-            assert len(first.calls) == before
-
-            # The first stopped: every call is answered, by the second.
-            await health.set(first.full_name, SERVING)
-            await eventually(both_answer)
-            await one.stop(peer)
-            answered = len(second.calls)
-            await calls(20)
-            assert len(second.calls) == answered + 20
+            await replicas.assert_balanced(calls)
         finally:
             await reconciler.close()
             await engine.dispose()
@@ -139,51 +112,45 @@ async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
     nats_server: NatsServer, engine_url: str
 ) -> None:
     first, second = MailPeer(), MailPeer()
+    others = (CrmPeer(), _replica("mapping"), LinkerPeer())
     keys = (TEST_IDENTITY_KEY,)
     async with (
-        serving_peers(
-            first, CrmPeer(), _replica("mapping"), LinkerPeer(), identity_keys=keys
-        ) as one,
-        serving_peers(second, identity_keys=keys) as two,
-    ):
-        addresses = dict(one.addresses)
-        addresses["mail-connector"] = (
-            f"ipv4:{one.address('mail-connector')},{two.address('mail-connector')}"
-        )
-        async with reconciler_in_process(
+        serving_replicas(first, second, *others, identity_keys=keys) as replicas,
+        reconciler_in_process(
             nats_server.url,
             engine_url,
-            addresses,
+            replicas.addresses,
             peer_timeout=3.0,
             deadline_seconds=10.0,
             lease_ttl_seconds=2.0,
             busy_retry_seconds=0.1,
-        ) as running:
-            await add_mailbox(running.stub)
-            await running.consumer.start()
+        ) as running,
+    ):
+        await add_mailbox(running.stub)
+        await running.consumer.start()
 
-            async def session() -> rres.Session:
-                requested = await running.stub.RequestSession(
-                    api.RequestSessionRequest(
-                        mailbox="mailboxes/demo", trigger=res.SESSION_TRIGGER_FORCE
-                    )
+        async def session() -> rres.Session:
+            requested = await running.stub.RequestSession(
+                api.RequestSessionRequest(
+                    mailbox="mailboxes/demo", trigger=res.SESSION_TRIGGER_FORCE
                 )
-                timeout = duration_pb2.Duration(seconds=10)
-                waited = await running.stub.WaitSession(
-                    api.WaitSessionRequest(name=requested.session.name, timeout=timeout)
-                )
-                return waited.session
+            )
+            timeout = duration_pb2.Duration(seconds=10)
+            waited = await running.stub.WaitSession(
+                api.WaitSessionRequest(name=requested.session.name, timeout=timeout)
+            )
+            return waited.session
 
-            # Each session lists the mailbox three times (one per two-way pair), in turn.
-            async def both_listed() -> bool:
-                assert (await session()).state == rres.SESSION_STATE_COMPLETED
-                return bool(first.received("ListChanges") and second.received("ListChanges"))
+        # Each session lists the mailbox three times (one per two-way pair), in turn.
+        async def both_listed() -> bool:
+            assert (await session()).state == rres.SESSION_STATE_COMPLETED
+            return bool(first.received("ListChanges") and second.received("ListChanges"))
 
-            await eventually(both_listed, within=20)
+        await eventually(both_listed, within=20)
 
-            await one.stop("mail-connector")
-            listed = len(second.received("ListChanges"))
-            for _ in range(3):
-                done = await session()
-                assert done.state == rres.SESSION_STATE_COMPLETED, done.failure_reason
-            assert len(second.received("ListChanges")) == listed + 9
+        await replicas.stop_first()
+        listed = len(second.received("ListChanges"))
+        for _ in range(3):
+            done = await session()
+            assert done.state == rres.SESSION_STATE_COMPLETED, done.failure_reason
+        assert len(second.received("ListChanges")) == listed + 9
