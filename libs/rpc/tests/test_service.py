@@ -579,6 +579,34 @@ async def test_a_balanced_channel_spreads_calls_over_the_replicas_that_serve() -
             assert set(await answers(20)) == {"b"}
 
 
+async def test_a_balanced_channel_to_one_address_calls_its_peer_as_soon_as_it_is_back() -> None:
+    """`make up` gives every peer one `host:port`: after that peer restarts, the next call
+    reaches it (round_robin waited out its reconnect back-off and failed the call)."""
+    async with running(_named("before"), drain_seconds=0) as before:
+        await before.become_ready()
+        address = before.address
+        async with channel(address, retry=True, balance=SERVICE) as ch:
+            who = ch.unary_unary(
+                f"/{SERVICE}/Who",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+            assert (await who(StringValue(), timeout=5)).value == "before"
+            await before.shutdown()
+            # Down for a few seconds (a restart) with no call made meanwhile: a round_robin
+            # channel tries to reconnect all along, and its back-off (1 s, then 1.6 times
+            # longer each time) has grown to seconds by the time the peer is back.
+            await asyncio.sleep(6)
+            after = GrpcService("test", port=int(address.rsplit(":", 1)[1]), drain_seconds=0)
+            after.add_service(SERVICE, register(_named("after"), {}))
+            await after.start()
+            try:
+                await after.become_ready()
+                assert (await who(StringValue(), timeout=5)).value == "after"
+            finally:
+                await after.shutdown()
+
+
 async def test_a_connection_is_renewed_after_its_maximum_age() -> None:
     # So a balanced client resolves its target again and finds replicas added since.
     async def peer(request: StringValue, context: Any) -> StringValue:

@@ -49,6 +49,11 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
+# A balanced channel tries a replica that failed again at least this often (gRPC's own
+# back-off grows to two minutes): one restarted is called again within about a second.
+MAX_RECONNECT_BACKOFF_MS = 1000
+
+
 # What one message between our services may weigh, each way (gRPC's default receive limit is
 # 4 MiB). Listings are paged well under 4 MiB, but a batch of writes is cut by count: 100
 # Events with 32,000-character descriptions in a 3-byte script are ~10 MB, and a refused batch
@@ -104,11 +109,15 @@ def channel(
     idempotent calls (reads, or mutations carrying a `request_id`): the server may have done the
     work before answering UNAVAILABLE. Keep a second channel with `retry=False` for the rest.
 
-    With `balance` (the full name of the service every address serves), calls go round-robin
-    over every address the target resolves to that reports that service SERVING on its health
-    service (gRPC's `round_robin` policy with client-side health checks): a dead, starting or
-    draining replica gets no calls while another serves. Without it, gRPC's default
-    `pick_first` sends every call over one connection to one address.
+    With `balance` (the full name of the service every address serves), a target that can name
+    several replicas (a list, or a `dns:` name) has its calls go round-robin over every address
+    it resolves to that reports that service SERVING on its health service (gRPC's
+    `round_robin` policy with client-side health checks): a dead, starting or draining replica
+    gets no calls while another serves, and one that failed is tried again at least every
+    second. A plain `host:port` names one replica, with nothing to balance: it keeps gRPC's
+    default `pick_first`, which connects again at the first call after its peer restarts
+    (`round_robin` reconnects on its own back-off, seconds after a peer that was down for a
+    while is back, and fails the calls made meanwhile). Without `balance`, `pick_first` too.
 
     Failed unary calls raise :class:`PeerCallError`, an AioRpcError that knows its method.
     """
@@ -119,15 +128,21 @@ def channel(
         config["methodConfig"] = [_RETRY_POLICY]
     else:
         all_options += [("grpc.enable_retries", 0)]
-    if balance is not None:
+    if balance is not None and _names_several(addr):
         config["loadBalancingConfig"] = [{"round_robin": {}}]
         config["healthCheckConfig"] = {"serviceName": balance}
+        all_options += [("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
     if config:
         all_options += [("grpc.service_config", json.dumps(config))]
     all_options += options
     return grpc.aio.insecure_channel(
         addr, options=all_options, interceptors=[_NameFailedMethod(), *interceptors]
     )
+
+
+def _names_several(addr: str) -> bool:
+    """`ipv4:a:1,b:2` or `dns:///reconciler-headless:50051`; not `localhost:50051`."""
+    return "," in addr or addr.startswith("dns:")
 
 
 def rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
