@@ -214,7 +214,7 @@ class MemorySide:
                 item.fields.pop(name, None)
             else:
                 item.fields[name] = value
-        item.link_id = item.link_id or write.link_id
+        item.link_id = write.link_id if write.relink else item.link_id or write.link_id
         self._bump(native, by_concord=True)
         return WriteResult(write.link_id, True, native, str(item.version))
 

@@ -799,11 +799,14 @@ async def _execute(
                     failures.append(_failure(kind, action, write.side, result))
                 continue
             if write.op in (WriteOp.CREATE, WriteOp.UPDATE):
+                # A relink alone changes no content: the item keeps the hash it was read at.
+                alone = write.relink and not write.fields
                 link = link.on(
                     write.side,
                     native_id=result.native_id or link.native(write.side),
                     version=result.version,
-                    hash=result.hash or content_hash(link.base),
+                    hash=result.hash
+                    or (link.hash_of(write.side) if alone else content_hash(link.base)),
                 )
         if not ok:
             # One side took its half of a merge and the other refused its own: the link the
