@@ -508,6 +508,51 @@ async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_w
     ), carried
 
 
+async def test_a_completion_whose_answer_was_lost_completes_no_second_occurrence(
+    stack: Stack,
+) -> None:
+    """Completed in Salesforce, the occurrence is completed in the mailbox and split off, but
+    the answer naming the one-off is lost (the connection dies mid-response, as a crash after
+    the write loses it): the next session finds where the update went, and the task, moved on,
+    is not completed again."""
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Weekly check {uuid.uuid4().hex[:6]}"
+    start = dt.date.today() + dt.timedelta(days=1)
+    await asyncio.to_thread(weekly_task, account, subject, start)
+    await stack.session(mailbox_id)
+    (original,) = tasks(stack, subject)
+
+    stack.exchange.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "drop_response",
+            "operation": "UpdateItem",
+            "mailbox": account.primary_smtp_address,
+            "times": 1,
+        },
+    )
+    stack.sobject("Task").update(original["Id"], {"Status": "Completed"})
+    lost = await stack.session(mailbox_id)
+    assert lost.counts.mail.errors == 1, lost.counts
+    # Its answer lost, the completion is found where it went (the one-off carries the link
+    # id the update stored), and the task moved on becomes a Task of its own, once.
+    assert await settle(stack, mailbox_id) == {"mail.updated": 1, "crm.created": 1}
+
+    week = (start + dt.timedelta(days=7)).isoformat()
+    assert await asyncio.to_thread(in_mailbox, account, subject) == [
+        (start.isoformat(), "Completed"),
+        (week, "NotStarted"),
+    ]
+    found = tasks(stack, subject)
+    assert sorted((t["ActivityDate"], t["Status"]) for t in found) == [
+        (start.isoformat(), "Completed"),
+        (week, "Not Started"),
+    ]
+    carried = task_link_ids(stack.exchange, account.primary_smtp_address)
+    assert sorted(carried.values()) == sorted(t["Concord_Link_Id__c"] for t in found)
+
+
 def task_link_ids(exchange: RunningEmulator, address: str) -> dict[str, str]:
     """The link id Concord stored in each task of the mailbox (by item id), read from the
     emulator's store: the extended property the mail-connector writes."""

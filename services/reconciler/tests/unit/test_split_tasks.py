@@ -1,6 +1,6 @@
 """Recurring tasks split as Exchange splits them: a completed occurrence becomes a new item, a
 copy of the task carrying its link id, and the task moves on to its next occurrence. No two
-mailbox items keep one link id.
+mailbox items keep one link id, and a completion replayed after a crash completes nothing more.
 (The emulator's split, end to end: tests/integration/test_sync_connectors.py.)"""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from concord.common.v1 import resources_pb2 as res
+from concord_reconciler.kernel.errors import PeerError
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
 from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
@@ -37,6 +38,10 @@ class SplittingMailbox:
         self.inner = inner
         self.side = inner.side
         self.recurring: set[str] = set()
+        # The next apply lands, then its answer is lost (a crash, a gRPC deadline) or comes
+        # back retryable (the connector's connection to the server died mid-response).
+        self.lose_next_answer = False
+        self.answer_next_retryable = False
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
@@ -66,6 +71,14 @@ class SplittingMailbox:
                 one_off = self._split(write.native_id or "")
                 version = str(self.inner.items[one_off].version)
                 results[index] = replace(result, native_id=one_off, version=version)
+        if self.lose_next_answer:
+            # What a crash after the write landed, before its commit, leaves: the intent.
+            self.lose_next_answer = False
+            raise PeerError("mail-connector", "ApplyItems", "UNAVAILABLE", "answer lost")
+        if self.answer_next_retryable:
+            self.answer_next_retryable = False
+            lost = WriteResult("", False, reason="PROVIDER_UNAVAILABLE", maybe_landed=True)
+            return [replace(lost, link_id=w.link_id) for w in writes]
         return results
 
 
@@ -148,3 +161,33 @@ def test_a_task_moved_on_by_concords_completion_gets_its_own_link_id_written_int
     assert world.mailbox.inner.items[task].link_id not in ("", first)
     assert len(set(world.link_ids_in_mailbox())) == 2
     assert world.sync().writes == 0
+
+
+@pytest.mark.parametrize("lost", ["crash", "retryable answer"])
+def test_a_completion_replayed_after_a_crash_completes_no_second_occurrence(lost: str) -> None:
+    clean = World()
+    _, record = clean.a_weekly_task_from_salesforce()
+    clean.crm.edit(record, "status", "done")
+    for _ in range(3):
+        clean.sync()
+
+    crashed = World()
+    _, record = crashed.a_weekly_task_from_salesforce()
+    crashed.crm.edit(record, "status", "done")
+    if lost == "crash":
+        crashed.mailbox.lose_next_answer = True
+    else:
+        crashed.mailbox.answer_next_retryable = True
+    crashed.sync()
+    journalled = len(crashed.store.intents)  # landed and split, not committed
+    resumed = crashed.sync()
+    crashed.sync()
+
+    # The next occurrence is still open, in the mailbox and as a Task of its own: as if
+    # nothing had crashed.
+    assert crashed.mailbox_state() == clean.mailbox_state() == [(1, "done"), (8, "open")]
+    assert crashed.crm_state() == clean.crm_state() == [(1, "done"), (8, "open")]
+    assert len(set(crashed.link_ids_in_mailbox())) == 2
+    assert (journalled, resumed.recovered) == (1, 1)
+    assert resumed.updated[Side.MAIL] == 1  # the moved-on task's relink, nothing more
+    assert crashed.sync().writes == 0

@@ -224,15 +224,17 @@ class MailSyncSide:
                 )
         return found
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
-        found: dict[str, tuple[str, Snapshot]] = {}
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
+        found: dict[str, list[tuple[str, Snapshot]]] = {}
         for chunk in chunks(link_ids, MAIL_BATCH):
             response = await self.client.get_items(self.mailbox, link_ids=chunk, kind=kind)
             snapshots, _ = await self._mapped(kind, list(response.items))
             for item in response.items:
                 snapshot = snapshots.get(item.ref.native_id)
                 if snapshot is not None and item.ref.link_id:
-                    found[item.ref.link_id] = (item.ref.native_id, snapshot)
+                    found.setdefault(item.ref.link_id, []).append((item.ref.native_id, snapshot))
         return found
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:

@@ -268,3 +268,7 @@ class WriteResult:
     # The content hash of the item as the side now lists it, when the side read it back
     # (a side that stores values in its own form); empty means the written fields' hash.
     hash: str = ""
+    # A failure that may have landed all the same (a timeout, a connection lost after the
+    # request went out): its intent stays journalled, as after a lost answer, for the next
+    # session to look it up before planning it again.
+    maybe_landed: bool = False
