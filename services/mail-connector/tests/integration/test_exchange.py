@@ -27,9 +27,14 @@ from exchangelib import (  # type: ignore[import-untyped]
     EWSDateTime,
     EWSTimeZone,
     Folder,
+    Task,
 )
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
-from exchangelib.recurrence import Recurrence, WeeklyPattern  # type: ignore[import-untyped]
+from exchangelib.recurrence import (  # type: ignore[import-untyped]
+    Recurrence,
+    TaskRecurrence,
+    WeeklyPattern,
+)
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -92,6 +97,17 @@ class Ews:
     async def new_mailbox(self) -> str:
         address, _ = self.new_user()
         return await self.register(address)
+
+    async def own_mailbox(self) -> tuple[str, Account]:
+        """A mailbox registered with its user's own credentials, and that user's client."""
+        address, password = self.new_user()
+        mailbox = await self.register(address, address, password)
+        config = Configuration(
+            service_endpoint=self.emulator.endpoint,
+            credentials=Credentials(address, password),
+            auth_type=BASIC,
+        )
+        return mailbox, Account(address, config=config, autodiscover=False, access_type=DELEGATE)
 
     async def changes(
         self, mailbox: str, token: str = "", page_size: int = 0, kind: int = CALENDAR
@@ -636,14 +652,7 @@ async def test_an_edited_occurrence_is_listed_as_an_exception_of_its_series(
 ) -> None:
     # `held`: the caller names the series' version it holds (issue #18); the occurrence's
     # edit moved the master's ChangeKey, so the master is read, its exception with it.
-    address, password = ews.new_user()
-    mailbox = await ews.register(address, address, password)
-    config = Configuration(
-        service_endpoint=ews.emulator.endpoint,
-        credentials=Credentials(address, password),
-        auth_type=BASIC,
-    )
-    account = Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+    mailbox, account = await ews.own_mailbox()
     berlin = EWSTimeZone("Europe/Berlin")
     start = EWSDateTime(2030, 3, 18, 10, 0, tzinfo=berlin)
     master = CalendarItem(
@@ -1017,3 +1026,60 @@ async def test_items_at_a_version_the_caller_holds_are_answered_unread(ews: Ews)
     assert by_id[mine.ref.native_id].ref.version == mine.ref.version
     assert by_id[theirs.ref.native_id].item.calendar_item.subject == "edited since"
     assert by_id[poison_id].problem.reason in ("UNKNOWN_TIME_ZONE", "CONVERSION_FAILED")
+
+
+async def test_an_update_stores_its_link_id_and_a_link_id_alone_replaces_a_copys(
+    ews: Ews,
+) -> None:
+    """Completing a recurring task splits the occurrence off as a copy: the update's link id
+    goes with it (how a crash that lost the answer finds where the update went), and the task
+    moved on gets an id of its own by an update of the link id alone, which changes nothing
+    else."""
+    mailbox, account = await ews.own_mailbox()
+    start = dt.date(2030, 5, 6)
+    recurrence = TaskRecurrence(
+        pattern=WeeklyPattern(interval=1, weekdays=[start.isoweekday()]), start=start, number=3
+    )
+    task = Task(account=account, folder=account.tasks, subject="Report", recurrence=recurrence)
+    await asyncio.to_thread(task.save)
+    ref = r.ItemRef(kind=r.OBJECT_KIND_TASK, native_id=task.id, version=task.changekey)
+    done = r.MailItem(ref=ref, task=r.TaskItem(status=r.TASK_STATUS_COMPLETED))
+    [completed] = await ews.apply(
+        mailbox,
+        pb.MailWrite(
+            operation=pb.MAIL_WRITE_OPERATION_UPDATE,
+            link_id="weekly",
+            ref=ref,
+            item=done,
+            update_mask=FieldMask(paths=["status"]),
+        ),
+    )
+    assert completed.status == r.WRITE_STATUS_OK
+    one_off = completed.ref.native_id
+    assert one_off != task.id  # split off: the answer names the one-off
+
+    async def carrying(link_id: str) -> list[tuple[str, str, str]]:
+        found = await ews.stub.GetItems(
+            pb.GetItemsRequest(mailbox=mailbox, link_ids=[link_id], kind=r.OBJECT_KIND_TASK)
+        )
+        return sorted((i.ref.native_id, i.task.due_date, str(i.task.status)) for i in found.items)
+
+    before = await carrying("weekly")
+    assert {native for native, _, _ in before} == {one_off, task.id}
+    moved_on = next(t for t in before if t[0] == task.id)
+
+    alone = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_TASK, native_id=task.id))
+    alone.task.SetInParent()
+    [relinked] = await ews.apply(
+        mailbox,
+        pb.MailWrite(
+            operation=pb.MAIL_WRITE_OPERATION_UPDATE,
+            link_id="next",
+            ref=alone.ref,
+            item=alone,
+            update_mask=FieldMask(paths=["link_id"]),
+        ),
+    )
+    assert relinked.status == r.WRITE_STATUS_OK
+    assert [native for native, _, _ in await carrying("weekly")] == [one_off]
+    assert await carrying("next") == [moved_on]  # its content as it was

@@ -64,7 +64,9 @@ class Calendar:
         await asyncio.sleep(self.write_seconds)
         return await self.items.apply(kind, writes)
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
         return await self.items.find(kind, link_ids)
 
     async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:

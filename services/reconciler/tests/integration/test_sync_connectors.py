@@ -422,6 +422,28 @@ def tasks(stack: Stack, subject: str) -> list[dict[str, Any]]:
     return found
 
 
+def weekly_task(account: Account, subject: str, start: dt.date) -> Any:
+    """A task of five weekly occurrences from `start`, shared, as a user makes it in Outlook."""
+    recurrence = TaskRecurrence(
+        pattern=WeeklyPattern(interval=1, weekdays=[start.isoweekday()]), start=start, number=5
+    )
+    task = Task(
+        account=account,
+        folder=account.tasks,
+        subject=subject,
+        recurrence=recurrence,
+        categories=["Salesforce"],
+    )
+    task.save()
+    return task
+
+
+def in_mailbox(account: Account, subject: str) -> list[tuple[str, str]]:
+    """The tasks of that subject in the mailbox: (due date, status), by date."""
+    found = account.tasks.filter(subject=subject)
+    return sorted((t.due_date.isoformat(), t.status) for t in found)
+
+
 async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_ways(
     stack: Stack,
 ) -> None:
@@ -432,22 +454,7 @@ async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_w
     mailbox_id, account = await stack.add_mailbox()
     subject = f"Weekly report {uuid.uuid4().hex[:6]}"
     start = dt.date.today() + dt.timedelta(days=1)
-    recurrence = TaskRecurrence(
-        pattern=WeeklyPattern(interval=1, weekdays=[start.isoweekday()]), start=start, number=5
-    )
-
-    def create() -> Any:
-        task = Task(
-            account=account,
-            folder=account.tasks,
-            subject=subject,
-            recurrence=recurrence,
-            categories=["Salesforce"],
-        )
-        task.save()
-        return task
-
-    master = await asyncio.to_thread(create)
+    master = await asyncio.to_thread(weekly_task, account, subject, start)
     first = await stack.session(mailbox_id)
     assert first.counts.crm.created == 1, first.counts
     (original,) = tasks(stack, subject)
@@ -474,8 +481,11 @@ async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_w
     # splits it off again, answering the one-off's id; the Task stays the one-off's, and the
     # task, moved on to its next occurrence, is new to Concord: a Task of its own (it was
     # created under the Task's own link id, undoing its completion, before).
+    # The completing update stores the Task's link id in the task, so the one-off carries it
+    # (the link follows it) and so does the task moved on, which gets its own written into
+    # it: no two items carry one link id, and a look-up by one finds its own item.
     stack.sobject("Task").update(original["Id"], {"Status": "Completed"})
-    assert await settle(stack, mailbox_id) == {"mail.updated": 1, "crm.created": 1}
+    assert await settle(stack, mailbox_id) == {"mail.updated": 2, "crm.created": 1}
     found = tasks(stack, subject)
     assert len(found) == 3, found
     by_id = {t["Id"]: t for t in found}
@@ -485,16 +495,76 @@ async def test_a_completed_recurring_task_occurrence_is_a_task_of_its_own_both_w
     two_weeks = (start + dt.timedelta(days=14)).isoformat()
     assert (following["ActivityDate"], following["Status"]) == (two_weeks, "Not Started")
     assert len({t["Concord_Link_Id__c"] for t in found}) == 3
-    in_mailbox = await asyncio.to_thread(
-        lambda: sorted(
-            (t.due_date.isoformat(), t.status) for t in account.tasks.filter(subject=subject)
-        )
-    )
-    assert in_mailbox == [
+    assert await asyncio.to_thread(in_mailbox, account, subject) == [
         (start.isoformat(), "Completed"),
         (week, "Completed"),
         (two_weeks, "NotStarted"),
     ]
+    # The one-off split off in the mailbox copied nothing (Concord had never written into
+    # the task); the other two carry their own Tasks' link ids.
+    carried = task_link_ids(stack.exchange, account.primary_smtp_address)
+    assert sorted(carried.values()) == sorted(
+        t["Concord_Link_Id__c"] for t in (completed, following)
+    ), carried
+
+
+async def test_a_completion_whose_answer_was_lost_completes_no_second_occurrence(
+    stack: Stack,
+) -> None:
+    """Completed in Salesforce, the occurrence is completed in the mailbox and split off, but
+    the answer naming the one-off is lost (the connection dies mid-response, as a crash after
+    the write loses it): the next session finds where the update went, and the task, moved on,
+    is not completed again."""
+    mailbox_id, account = await stack.add_mailbox()
+    subject = f"Weekly check {uuid.uuid4().hex[:6]}"
+    start = dt.date.today() + dt.timedelta(days=1)
+    await asyncio.to_thread(weekly_task, account, subject, start)
+    await stack.session(mailbox_id)
+    (original,) = tasks(stack, subject)
+
+    stack.exchange.admin(
+        "POST",
+        "faults",
+        {
+            "kind": "drop_response",
+            "operation": "UpdateItem",
+            "mailbox": account.primary_smtp_address,
+            "times": 1,
+        },
+    )
+    stack.sobject("Task").update(original["Id"], {"Status": "Completed"})
+    lost = await stack.session(mailbox_id)
+    assert lost.counts.mail.errors == 1, lost.counts
+    # Its answer lost, the completion is found where it went (the one-off carries the link
+    # id the update stored), and the task moved on becomes a Task of its own, once.
+    assert await settle(stack, mailbox_id) == {"mail.updated": 1, "crm.created": 1}
+
+    week = (start + dt.timedelta(days=7)).isoformat()
+    assert await asyncio.to_thread(in_mailbox, account, subject) == [
+        (start.isoformat(), "Completed"),
+        (week, "NotStarted"),
+    ]
+    found = tasks(stack, subject)
+    assert sorted((t["ActivityDate"], t["Status"]) for t in found) == [
+        (start.isoformat(), "Completed"),
+        (week, "Not Started"),
+    ]
+    carried = task_link_ids(stack.exchange, account.primary_smtp_address)
+    assert sorted(carried.values()) == sorted(t["Concord_Link_Id__c"] for t in found)
+
+
+def task_link_ids(exchange: RunningEmulator, address: str) -> dict[str, str]:
+    """The link id Concord stored in each task of the mailbox (by item id), read from the
+    emulator's store: the extended property the mail-connector writes."""
+    folder = exchange.store.distinguished_folder(address, "tasks")
+    assert folder is not None
+    found: dict[str, str] = {}
+    for stored in exchange.store.items_in(folder.id):
+        for prop in etree.fromstring(stored.xml).iterfind(xmlns.t("ExtendedProperty")):
+            uri = prop.find(xmlns.t("ExtendedFieldURI"))
+            if uri is not None and uri.get("PropertyName") == "concord_link_id":
+                found[stored.id] = prop.findtext(xmlns.t("Value")) or ""
+    return found
 
 
 async def settle(stack: Stack, mailbox_id: str) -> dict[str, int]:

@@ -70,7 +70,7 @@ async def _holds(
     # Found by its link id and fetched by its native id, with the fields written.
     found = await side.find(CONTACT, [link_id, str(uuid.uuid4())])
     assert list(found) == [link_id]
-    native, snapshot = found[link_id]
+    ((native, snapshot),) = found[link_id]
     assert native == created.native_id
     assert {k: snapshot.fields.get(k) for k in wanted} == dict(wanted)
     fetched = await side.fetch(CONTACT, [native])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -433,6 +433,31 @@ async def test_mail_writes_convert_share_and_update_only_the_changed_paths(peers
     assert read == ["e7"]
 
 
+async def test_a_relink_stores_the_link_id_alone_or_with_the_merges_paths(peers: Peers) -> None:
+    peers.mail.add(meeting("e3", "Copy", link_id="L-other"))
+    peers.mail.add(meeting("e4", "Copy too", link_id="L-other"))
+    full = {"Subject": "Copy too", "Location": "Room 4", "StartDateTime": "2030-03-04T09:00:00Z"}
+    writes = [
+        Write(Side.MAIL, WriteOp.UPDATE, "L3", "e3", "ck-e3", relink=True),
+        Write(Side.MAIL, WriteOp.UPDATE, "L4", "e4", "", {"Location": "Room 4"}, full, relink=True),
+    ]
+    results = await peers.mail_side().apply(EVENT, writes)
+    (sent,) = peers.mail_batches()
+    alone, merged = sent
+    assert (list(alone.update_mask.paths), alone.link_id) == (["link_id"], "L3")
+    assert (alone.ref.native_id, alone.ref.version) == ("e3", "ck-e3")
+    assert alone.item.WhichOneof("payload") == "calendar_item"
+    assert alone.item.calendar_item == res.CalendarItem()  # no field to write but the id
+    assert (list(merged.update_mask.paths), merged.link_id) == (["location", "link_id"], "L4")
+    assert all(r.ok for r in results)
+
+    # A provider that does not take the path: answered as done, nothing sent.
+    side = replace(peers.mail_side(), relinks=False)
+    (done,) = await side.apply(EVENT, writes[:1])
+    assert (done.ok, done.native_id) == (True, "e3")
+    assert len(peers.mail_batches()) == 1
+
+
 class InFlight:
     """A mail client that counts its ApplyItems calls in flight at once. A call waits (up to
     2 s) until `expected` are in flight, so how many the side lets go at once is what it
@@ -504,7 +529,7 @@ async def test_items_are_found_by_link_id_on_both_sides(peers: Peers) -> None:
     peers.mail.add(meeting("e1", "Review", link_id="L1"))
     found = await peers.mail_side().find(EVENT, ["L1", "L2"])
     assert list(found) == ["L1"]
-    assert found["L1"][0] == "e1"
+    assert [native for native, _ in found["L1"]] == ["e1"]
     (lookup,) = peers.mail.received("GetItems")
     assert (list(lookup.link_ids), lookup.kind) == (["L1", "L2"], EVENT)
 
@@ -517,7 +542,7 @@ async def test_items_are_found_by_link_id_on_both_sides(peers: Peers) -> None:
         )
     )
     on_crm = await peers.crm_side().find(EVENT, ["L1"])
-    assert on_crm["L1"][0] == "00U1"
+    assert [native for native, _ in on_crm["L1"]] == ["00U1"]
     (query,) = peers.crm.received("QueryRecords")
     assert [f.field for f in query.filters] == ["Concord_Link_Id__c"]
     # Every field a listing returns, compound ones aside.

@@ -47,7 +47,9 @@ class ByKind:
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
         return await self.kinds[kind].apply(kind, writes)
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
         return await self.kinds[kind].find(kind, link_ids)
 
     async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:

@@ -13,6 +13,8 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from google.protobuf import field_mask_pb2
+
 from concord.common.v1 import resources_pb2 as res
 from concord.mail.v1 import mail_connector_service_pb2 as mail
 from concord.mail.v1 import mail_connector_service_pb2_grpc as mail_grpc
@@ -176,11 +178,13 @@ class MailPeer(Peer, mail_grpc.MailConnectorServiceServicer):
         stored = res.MailItem()
         stored.CopyFrom(write.item)
         payload = stored.WhichOneof("payload")
+        # `link_id` is no payload field: the link id is stored with every update (below).
+        paths = [p for p in write.update_mask.paths if p != "link_id"]
         if write.update_mask.paths and payload and before.WhichOneof("payload") == payload:
             # Only the masked fields change; the rest is what the item held.
             kept = getattr(stored, payload)
             kept.CopyFrom(getattr(before, payload))
-            write.update_mask.MergeMessage(
+            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
                 getattr(write.item, payload), kept, replace_repeated_field=True
             )
         stored.ref.CopyFrom(

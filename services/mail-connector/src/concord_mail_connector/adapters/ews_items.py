@@ -43,6 +43,7 @@ from exchangelib.recurrence import (  # type: ignore[import-untyped]
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.common.v1 import resources_pb2 as r
+from concord_mail_connector.domain.provider import LINK_ID_PATH
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -623,11 +624,15 @@ _FIELD_TABLES = {
 
 
 def update_fields(item: r.MailItem, mask: Sequence[str]) -> list[str]:
-    """exchangelib field names an update writes; an empty mask writes every mapped field."""
+    """exchangelib field names an update writes besides the link id (every update stores that);
+    an empty mask writes every mapped field, a mask of LINK_ID_PATH alone none."""
     table = _FIELD_TABLES.get(item.WhichOneof("payload") or "")
     if table is None:
         raise UnwritableContent("an update needs an item payload")
-    paths = mask or list(table)
+    paths = [p for p in mask if p != LINK_ID_PATH]
+    if mask and not paths:
+        return []
+    paths = paths or list(table)
     unknown = [p for p in paths if p not in table]
     if unknown:
         raise UnwritableContent(f"unsupported update_mask paths: {', '.join(unknown)}")

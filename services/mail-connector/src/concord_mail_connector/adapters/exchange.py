@@ -588,7 +588,16 @@ class ExchangeProvider:
                 if cls is None:
                     raise UnwritableContent("the update has no item payload")
                 names = update_fields(write.item, list(write.update_mask))
-                values = to_ews_fields(write.item)
+                values = to_ews_fields(write.item) if names else {}
+                # Every update stores the write's link id, over whatever the item carries:
+                # an item Concord updates is then found by its link's id, and a copy of it
+                # the server makes (a recurring task's completed occurrence, split off by
+                # this very update) carries it too, which is how a crash that lost the
+                # answer finds where the update went. A copy Concord adopts as an item of
+                # its own gets its own id by an update of the link id alone.
+                if write.link_id:
+                    names.append(LINK_ID_FIELD)
+                    values[LINK_ID_FIELD] = write.link_id
                 changekey = write.ref.version or current[position]
                 item = cls(account=account, id=write.ref.native_id, changekey=changekey)
                 for name in names:

@@ -63,6 +63,11 @@ class WriteOperation:
     DELETE = "delete"
 
 
+# An update_mask path that is no payload field: the update stores the write's link id in the
+# item, over the one it carries (ApplyItems' `update_mask`). Alone, the update writes nothing else.
+LINK_ID_PATH = "link_id"
+
+
 @dataclass(frozen=True)
 class Write:
     operation: str
@@ -71,7 +76,7 @@ class Write:
     item: resources_pb2.MailItem
     # Creates: the folder; empty means the kind's default.
     collection: str = ""
-    # Updates: payload paths to change; empty changes every mapped field.
+    # Updates: payload paths to change (and LINK_ID_PATH); empty changes every mapped field.
     update_mask: Sequence[str] = ()
     # Creates: no item carries the link id yet (the caller's listings prove it), so the
     # provider need not look it up before writing (ApplyItems' `known_new`).

@@ -272,7 +272,9 @@ class MailWrite(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Updates: the payload fields to change (paths relative to the payload, e.g. `subject`);
-        empty replaces every mapped field.
+        empty replaces every mapped field. The path `link_id` stores `link_id` in the item, over
+        the one it carries (a copy's); alone, the update writes nothing else. EWS stores it with
+        every update.
         """
 
     def __init__(

@@ -199,10 +199,12 @@ class CrmSyncSide:
                 found.setdefault(failure.native_id, Snapshot(fields={}, version=failure.version))
         return found
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
         sobject = CRM_OBJECT_OF_KIND[kind]
         fields = await self._readable(sobject)
-        found: dict[str, tuple[str, Snapshot]] = {}
+        found: dict[str, list[tuple[str, Snapshot]]] = {}
         for chunk in chunks(link_ids, CRM_READ_BATCH):
             values = [struct_pb2.Value(string_value=link_id) for link_id in chunk]
             token = ""
@@ -222,7 +224,7 @@ class CrmSyncSide:
                         json_format.MessageToDict(record.fields).get(LINK_FIELD) or ""
                     )
                     if record.id in snapshots and link_id:
-                        found[link_id] = (record.id, snapshots[record.id])
+                        found.setdefault(link_id, []).append((record.id, snapshots[record.id]))
                 token = response.next_page_token
                 if not token:
                     break

@@ -161,6 +161,7 @@ def intent_to_json(intent: Intent) -> dict[str, Any]:
                 "native_id": w.native_id,
                 "expected_version": w.expected_version,
                 "fields": _fields_to_json(w.fields),
+                **({"relink": True} if w.relink else {}),
             }
             for w in intent.writes
         ],
@@ -177,6 +178,7 @@ def intent_from_json(kind: Kind, data: Mapping[str, Any]) -> Intent:
             native_id=w["native_id"],
             expected_version=w["expected_version"],
             fields=_fields_from_json(w["fields"]) or {},
+            relink=bool(w.get("relink", False)),
         )
         for w in data["writes"]
     )

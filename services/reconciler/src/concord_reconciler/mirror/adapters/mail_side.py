@@ -58,6 +58,9 @@ FRESH_WRITES = 5000
 # The writes a session remembers until it sees them come back (a first sync's, per kind).
 FRESH_KEPT = 200_000
 
+# ApplyItems' update_mask path that stores the write's link id in the item (a relink).
+LINK_ID_PATH = "link_id"
+
 _PAYLOAD_OF_KIND: dict[Kind, str] = {
     res.OBJECT_KIND_CALENDAR_ITEM: "calendar_item",
     res.OBJECT_KIND_TASK: "task",
@@ -80,6 +83,10 @@ class MailSyncSide:
     # Kind -> the category that shares an item of that kind; kinds absent are not filtered.
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
+    # Whether the provider stores a link id an update names (ApplyItems' `link_id` path):
+    # EWS does. Elsewhere a relink is answered as done without a write, and the copy keeps
+    # the link id it carries (docs/architecture.md, known gaps).
+    relinks: bool = True
     # Per kind, native id -> the version this session's latest write of it answered, oldest
     # first, until the item is listed back: told to the connector when listing (`_listed`).
     _fresh: dict[Kind, dict[str, str]] = field(default_factory=dict, init=False)
@@ -217,15 +224,17 @@ class MailSyncSide:
                 )
         return found
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
-        found: dict[str, tuple[str, Snapshot]] = {}
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
+        found: dict[str, list[tuple[str, Snapshot]]] = {}
         for chunk in chunks(link_ids, MAIL_BATCH):
             response = await self.client.get_items(self.mailbox, link_ids=chunk, kind=kind)
             snapshots, _ = await self._mapped(kind, list(response.items))
             for item in response.items:
                 snapshot = snapshots.get(item.ref.native_id)
                 if snapshot is not None and item.ref.link_id:
-                    found[item.ref.link_id] = (item.ref.native_id, snapshot)
+                    found.setdefault(item.ref.link_id, []).append((item.ref.native_id, snapshot))
         return found
 
     async def apply(self, kind: Kind, writes: Sequence[Write]) -> Sequence[WriteResult]:
@@ -241,7 +250,8 @@ class MailSyncSide:
             # while the connector and the mailbox handle the others.
             own = [writes[i] for i in part]
             converted = await self._items(
-                kind, [w for w in own if w.op in (WriteOp.CREATE, WriteOp.UPDATE)]
+                kind,
+                [w for w in own if w.op is WriteOp.CREATE or (w.op is WriteOp.UPDATE and w.fields)],
             )
             unshared = await self._current([w for w in own if w.op is WriteOp.UNSHARE], kind)
             planned: list[tuple[int, mail.MailWrite]] = []
@@ -325,16 +335,16 @@ class MailSyncSide:
             del payload.categories[:]
             payload.categories.extend(kept)
             item.ref.CopyFrom(ref)
-            return mail.MailWrite(
-                operation=mail.MAIL_WRITE_OPERATION_UPDATE,
-                link_id=write.link_id,
-                ref=ref,
-                item=item,
-                update_mask=field_mask_pb2.FieldMask(paths=["categories"]),
-            )
+            return _update(write, ref, item, ["categories"])
         if write.op is WriteOp.MARK:
             # Marking is a Salesforce record's fate; a mailbox item is deleted or unshared.
             return WriteResult(write.link_id, False, retryable=False, reason="UNSUPPORTED_WRITE")
+        relink = [LINK_ID_PATH] if write.relink and self.relinks else []
+        if write.op is WriteOp.UPDATE and not write.fields:
+            # A relink alone: no field for the mapping to convert, only the link id.
+            item = res.MailItem(ref=ref)
+            getattr(item, _PAYLOAD_OF_KIND[kind]).SetInParent()
+            return _update(write, ref, item, relink)
         mapped = converted[write.link_id]
         if mapped.HasField("error"):
             return WriteResult(
@@ -356,17 +366,25 @@ class MailSyncSide:
                 item=item,
                 known_new=write.known_new,
             )
-        paths = await self.mapping.mail_paths(kind, write.fields)
-        if not paths:
-            # Only fields the mailbox does not hold changed: nothing to write on this side.
-            return WriteResult(write.link_id, True, write.native_id or "", write.expected_version)
-        return mail.MailWrite(
-            operation=mail.MAIL_WRITE_OPERATION_UPDATE,
-            link_id=write.link_id,
-            ref=ref,
-            item=item,
-            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        return _update(
+            write, ref, item, [*await self.mapping.mail_paths(kind, write.fields), *relink]
         )
+
+
+def _update(
+    write: Write, ref: res.ItemRef, item: res.MailItem, paths: Sequence[str]
+) -> mail.MailWrite | WriteResult:
+    if not paths:
+        # Only fields the mailbox does not hold changed, or a relink the provider does not
+        # take: nothing to write on this side (an empty mask would write every field).
+        return WriteResult(write.link_id, True, write.native_id or "", write.expected_version)
+    return mail.MailWrite(
+        operation=mail.MAIL_WRITE_OPERATION_UPDATE,
+        link_id=write.link_id,
+        ref=ref,
+        item=item,
+        update_mask=field_mask_pb2.FieldMask(paths=paths),
+    )
 
 
 async def _at_once(calls: Sequence[Coroutine[Any, Any, None]], limit: int) -> None:

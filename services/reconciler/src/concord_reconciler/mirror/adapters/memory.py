@@ -214,18 +214,20 @@ class MemorySide:
                 item.fields.pop(name, None)
             else:
                 item.fields[name] = value
-        item.link_id = item.link_id or write.link_id
+        item.link_id = write.link_id if write.relink else item.link_id or write.link_id
         self._bump(native, by_concord=True)
         return WriteResult(write.link_id, True, native, str(item.version))
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
         self._count("find")
         wanted = set(link_ids)
-        return {
-            i.link_id: (n, self.snapshot(n))
-            for n, i in self.items.items()
-            if i.link_id in wanted and i.shared
-        }
+        found: dict[str, list[tuple[str, Snapshot]]] = {}
+        for native, item in self.items.items():
+            if item.link_id in wanted and item.shared:
+                found.setdefault(item.link_id, []).append((native, self.snapshot(native)))
+        return found
 
     async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:
         self._count("fetch")

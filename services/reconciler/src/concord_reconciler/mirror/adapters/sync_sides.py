@@ -378,7 +378,11 @@ class SessionMapping:
 def failed_result(link_id: str, status: int, code: str) -> WriteResult:
     if status == res.WRITE_STATUS_CONFLICT:
         return WriteResult(link_id, False, reason="VERSION_MISMATCH")
-    if status in (res.WRITE_STATUS_RETRYABLE, res.WRITE_STATUS_ROLLED_BACK):
+    if status == res.WRITE_STATUS_RETRYABLE:
+        # Throttled, timed out, a 5xx or a connection lost: only the first is sure not to
+        # have landed, and the connectors do not always know which it was.
+        return WriteResult(link_id, False, reason=code or "RETRYABLE", maybe_landed=True)
+    if status == res.WRITE_STATUS_ROLLED_BACK:
         return WriteResult(link_id, False, reason=code or "RETRYABLE")
     if status == res.WRITE_STATUS_NOT_FOUND:
         # The target vanished between listing and writing: the next listing says so.

@@ -701,20 +701,31 @@ async def _recover(
     intents = await store.pending_intents(mailbox_id, kind)
     if not intents:
         return 0, set()
-    by_link: dict[Side, dict[str, tuple[str, Snapshot]]] = {}
+    by_link: dict[Side, dict[str, list[tuple[str, Snapshot]]]] = {}
     by_native: dict[Side, dict[str, Snapshot]] = {}
     for side, port in sides.items():
-        writes = [w for i in intents for w in i.writes if w.side is side]
-        link_ids = sorted({w.link_id for w in writes if w.op is WriteOp.CREATE})
-        natives = sorted({w.native_id for w in writes if w.native_id})
+        writes = [(i.link_after, w) for i in intents for w in i.writes if w.side is side]
+        natives = sorted({w.native_id for _, w in writes if w.native_id})
         # Looked up a batch at a time: a big session that lost many answers leaves many
         # intents, and one call for them all outlasted its deadline every time (the mailbox
         # then failed every session and backed off for good).
         by_link[side], by_native[side] = {}, {}
-        for start in range(0, len(link_ids), batch_size):
-            by_link[side].update(await port.find(kind, link_ids[start : start + batch_size]))
         for start in range(0, len(natives), batch_size):
             by_native[side].update(await port.fetch(kind, natives[start : start + batch_size]))
+        # Creates are found by their link id; so is an update found at its target with other
+        # content than it wrote, which may have landed on a split: Exchange answers an update
+        # completing a recurring task's occurrence with the one-off it splits off (a copy that
+        # carries the link id the update stored), and moves the task itself on to its next
+        # occurrence. Read by its native id alone, that update would count as not landed, and
+        # planned again it would complete the next occurrence too.
+        link_ids = sorted(
+            {w.link_id for _, w in writes if w.op is WriteOp.CREATE}
+            | {w.link_id for link, w in writes if _moved_on(link, w, by_native[side])}
+        )
+        for start in range(0, len(link_ids), batch_size):
+            found = await port.find(kind, link_ids[start : start + batch_size])
+            for link_id, hits in found.items():
+                by_link[side].setdefault(link_id, []).extend(hits)
     adopted: list[Link] = []
     for intent in intents:
         link: Link | None = intent.link_after
@@ -728,26 +739,48 @@ async def _recover(
     return len(adopted), {i.link_id for i in intents}
 
 
+def _moved_on(link: Link, write: Write, by_native: Mapping[str, Snapshot]) -> bool:
+    """Whether `write` is an update whose target exists with content it did not write."""
+    found = by_native.get(write.native_id or "")
+    return write.op is WriteOp.UPDATE and found is not None and not _holds(link, write, found)
+
+
+def _holds(link: Link, write: Write, found: Snapshot) -> bool:
+    """Whether `found` is what `write` left: its content, and the link id a relink stored."""
+    return found.hash == link.hash_of(write.side) and (
+        not write.relink or found.link_id == write.link_id
+    )
+
+
 def _landed(
     link: Link,
     write: Write,
-    by_link: dict[str, tuple[str, Snapshot]],
-    by_native: dict[str, Snapshot],
+    by_link: Mapping[str, Sequence[tuple[str, Snapshot]]],
+    by_native: Mapping[str, Snapshot],
 ) -> Link | None:
     """`link` completed with what `write` left on its side, or None if it did not land."""
     expected = link.hash_of(write.side)
+    hits = by_link.get(write.link_id, ())
     if write.op is WriteOp.CREATE:
         # Found by its link id, the create landed, whatever the user did to it since: the
         # link records what was written, so a later edit is listed as a change to carry.
-        hit = by_link.get(write.link_id)
-        if hit is None:
+        if not hits:
             return None
-        return link.on(write.side, native_id=hit[0], version="", hash=expected)
+        return link.on(write.side, native_id=hits[0][0], version="", hash=expected)
     found = by_native.get(write.native_id or "")
     if write.op is WriteOp.UPDATE:
-        if found is None or found.hash != expected:
+        if found is not None and _holds(link, write, found):
+            return link.on(
+                write.side, native_id=write.native_id, version=found.version, hash=expected
+            )
+        # Split off (see `_recover`): the link follows the item holding what was written, as
+        # it follows the one-off an answered update names; the task moved on comes back
+        # unlinked and is an item of its own, its occurrence not completed again.
+        split = [(n, s) for n, s in hits if n != write.native_id and s.hash == expected]
+        if found is None or not split:
             return None
-        return link.on(write.side, native_id=write.native_id, version=found.version, hash=expected)
+        native, snapshot = split[0]
+        return link.on(write.side, native_id=native, version=snapshot.version, hash=expected)
     if write.op in (WriteOp.DELETE, WriteOp.UNSHARE):
         return link if found is None else None
     # A mark leaves no trace to look up; planning it again is harmless.
@@ -783,6 +816,11 @@ async def _execute(
             unknown.update(w.link_id for w in writes)
         for write, result in zip(writes, answered, strict=True):
             results[(side, write.link_id)] = result
+            if result.maybe_landed:
+                # Planned again from the next listing, a write that did land would be made
+                # twice: a recurring task's completion, split off, completes the next
+                # occurrence. Its intent is looked up first (`_recover`).
+                unknown.add(write.link_id)
 
     done: list[Link] = []
     failures: list[ItemFailure] = []
@@ -801,11 +839,14 @@ async def _execute(
                     failures.append(_failure(kind, action, write.side, result))
                 continue
             if write.op in (WriteOp.CREATE, WriteOp.UPDATE):
+                # A relink alone changes no content: the item keeps the hash it was read at.
+                alone = write.relink and not write.fields
                 link = link.on(
                     write.side,
                     native_id=result.native_id or link.native(write.side),
                     version=result.version,
-                    hash=result.hash or content_hash(link.base),
+                    hash=result.hash
+                    or (link.hash_of(write.side) if alone else content_hash(link.base)),
                 )
         if not ok:
             # One side took its half of a merge and the other refused its own: the link the

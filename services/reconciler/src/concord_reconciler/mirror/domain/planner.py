@@ -256,6 +256,8 @@ def plan(
                 skipped += 1
                 continue
             action = created
+        if mail is not None:
+            action = _relinked(action, mail)
         used.add(action.link.link_id)
         actions.append(action)
 
@@ -434,6 +436,39 @@ def _linked(
     )
     # No base yet: every difference is a conflict, settled by the org policy like any other.
     return _merged(link, policy, m, c, changed_mail=True, changed_crm=True, kind=ActionKind.LINK)
+
+
+def _relinked(action: Action, mail: Change) -> Action:
+    """`action`, storing its link id in the mail item when the item carries another link's.
+
+    Such an item is a copy that took its own link id (`_new_link_id`): a recurring task's
+    occurrence Exchange split off, or the task moved on after the link followed the one-off
+    Concord's update split off, or an Outlook copy. Left carrying the other link's id, it is
+    what a look-up by that id finds: a create replayed after a crash, or an item recreated
+    under its link id (deleted in the mailbox, its record edited), would take the copy for
+    its own item and leave two links on one item.
+    """
+    snapshot = mail.snapshot
+    carried = snapshot.link_id if snapshot is not None else ""
+    if not carried or carried == action.link.link_id or action.kind is ActionKind.HOLD:
+        # A held link writes nothing until the user decides; its item keeps the copy's id
+        # until then, and is looked up by native id meanwhile.
+        return action
+    assert snapshot is not None
+    writes = list(action.writes)
+    for index, write in enumerate(writes):
+        if write.side is Side.MAIL and write.op is WriteOp.UPDATE:
+            writes[index] = replace(write, relink=True)
+            return replace(action, writes=tuple(writes))
+    relink = Write(
+        Side.MAIL,
+        WriteOp.UPDATE,
+        action.link.link_id,
+        native_id=mail.native_id,
+        expected_version=snapshot.version,
+        relink=True,
+    )
+    return replace(action, writes=(*writes, relink))
 
 
 # -- linked items --------------------------------------------------------------------------

@@ -77,8 +77,11 @@ class SyncSide(Protocol):
         the item written before)."""
         ...
 
-    async def find(self, kind: Kind, link_ids: Sequence[str]) -> dict[str, tuple[str, Snapshot]]:
-        """The items carrying these link ids: link id -> (native id, snapshot)."""
+    async def find(
+        self, kind: Kind, link_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, Snapshot]]]:
+        """The items carrying these link ids: link id -> [(native id, snapshot)]; more than
+        one when the side copied an item with its link id (a split-off recurring task)."""
         ...
 
     async def fetch(self, kind: Kind, native_ids: Sequence[str]) -> dict[str, Snapshot]:

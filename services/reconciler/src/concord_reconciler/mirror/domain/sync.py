@@ -247,6 +247,11 @@ class Write:
     # Creates: no item on the side can carry this link id yet, so the side need not look it
     # up before writing (set by the executor; see `executor._proved_new`). Not journalled.
     known_new: bool = False
+    # Mailbox updates: store `link_id` in the item over the one it carries, which is another
+    # link's (a copy: Exchange copies the property into a recurring task's split-off
+    # occurrence, Outlook into a copied item), so no two items carry one link id and a look-up
+    # by it finds its own item or nothing. With no `fields`, the update writes nothing else.
+    relink: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,3 +268,7 @@ class WriteResult:
     # The content hash of the item as the side now lists it, when the side read it back
     # (a side that stores values in its own form); empty means the written fields' hash.
     hash: str = ""
+    # A failure that may have landed all the same (a timeout, a connection lost after the
+    # request went out): its intent stays journalled, as after a lost answer, for the next
+    # session to look it up before planning it again.
+    maybe_landed: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.mirror.adapters.crm_side import CrmSyncSide
 from concord_reconciler.mirror.adapters.links import SqlLinkStore
 from concord_reconciler.mirror.adapters.mail_side import MailSyncSide
@@ -52,7 +53,14 @@ class GrpcSyncEngine:
                 scope.mailbox_settings,
             )
         return SyncPorts(
-            mail=MailSyncSide(self.mail, shared, scope.mailbox, dict(scope.categories)),
+            mail=MailSyncSide(
+                self.mail,
+                shared,
+                scope.mailbox,
+                dict(scope.categories),
+                relinks=scope.mailbox_record is None
+                or scope.mailbox_record.provider == res.MAIL_PROVIDER_EXCHANGE_EWS,
+            ),
             crm=CrmSyncSide(
                 self.crm,
                 shared,
