@@ -581,7 +581,8 @@ async def test_a_balanced_channel_spreads_calls_over_the_replicas_that_serve() -
 
 async def test_a_balanced_channel_to_one_address_calls_its_peer_as_soon_as_it_is_back() -> None:
     """`make up` gives every peer one `host:port`: after that peer restarts, the next call
-    reaches it (round_robin waited out its reconnect back-off and failed the call)."""
+    reaches it, even when calls failed while it was down (the channel's reconnect back-off
+    had grown to seconds and failed the call)."""
     async with running(_named("before"), drain_seconds=0) as before:
         await before.become_ready()
         address = before.address
@@ -593,10 +594,14 @@ async def test_a_balanced_channel_to_one_address_calls_its_peer_as_soon_as_it_is
             )
             assert (await who(StringValue(), timeout=5)).value == "before"
             await before.shutdown()
-            # Down for a few seconds (a restart) with no call made meanwhile: a round_robin
-            # channel tries to reconnect all along, and its back-off (1 s, then 1.6 times
-            # longer each time) has grown to seconds by the time the peer is back.
-            await asyncio.sleep(6)
+            # Down for a few seconds (a restart), called meanwhile (other mailboxes' sessions):
+            # those calls fail, and gRPC's own reconnect back-off (1 s, then 1.6 times longer
+            # each time) would have grown to seconds by the time the peer is back.
+            down_until = time.monotonic() + 6
+            while time.monotonic() < down_until:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await who(StringValue(), timeout=1)
+                await asyncio.sleep(0.25)
             after = GrpcService("test", port=int(address.rsplit(":", 1)[1]), drain_seconds=0)
             after.add_service(SERVICE, register(_named("after"), {}))
             await after.start()

@@ -49,9 +49,11 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-# A balanced channel tries a replica that failed again at least this often (gRPC's own
-# back-off grows to two minutes): one restarted is called again within about a second.
-MAX_RECONNECT_BACKOFF_MS = 1000
+# A channel tries a peer it could not reach again at least this often (gRPC's own back-off
+# grows to two minutes): once a restarted peer serves, the next call's retries reach it, where
+# calls made while it was down had put the channel seconds into its back-off (a session a
+# restarted mail-connector's catch-up push started failed, and waited a minute for its retry).
+MAX_RECONNECT_BACKOFF_MS = 250
 
 
 # What one message between our services may weigh, each way (gRPC's default receive limit is
@@ -113,15 +115,19 @@ def channel(
     several replicas (a list, or a `dns:` name) has its calls go round-robin over every address
     it resolves to that reports that service SERVING on its health service (gRPC's
     `round_robin` policy with client-side health checks): a dead, starting or draining replica
-    gets no calls while another serves, and one that failed is tried again at least every
-    second. A plain `host:port` names one replica, with nothing to balance: it keeps gRPC's
-    default `pick_first`, which connects again at the first call after its peer restarts
-    (`round_robin` reconnects on its own back-off, seconds after a peer that was down for a
-    while is back, and fails the calls made meanwhile). Without `balance`, `pick_first` too.
+    gets no calls while another serves. A plain `host:port` names one replica, with nothing to
+    balance: it keeps gRPC's default `pick_first`, as does a channel without `balance`. Either
+    way a peer that could not be reached is tried again at least every 250 ms, so calls made
+    while it was down do not keep the channel failing after it is back.
 
     Failed unary calls raise :class:`PeerCallError`, an AioRpcError that knows its method.
     """
-    all_options: list[tuple[str, Any]] = [*KEEPALIVE_OPTIONS, *MESSAGE_SIZE_OPTIONS]
+    all_options: list[tuple[str, Any]] = [
+        *KEEPALIVE_OPTIONS,
+        *MESSAGE_SIZE_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
     config: dict[str, Any] = {}
     if retry:
         all_options += [("grpc.enable_retries", 1)]
@@ -131,7 +137,6 @@ def channel(
     if balance is not None and _names_several(addr):
         config["loadBalancingConfig"] = [{"round_robin": {}}]
         config["healthCheckConfig"] = {"serviceName": balance}
-        all_options += [("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
     if config:
         all_options += [("grpc.service_config", json.dumps(config))]
     all_options += options
