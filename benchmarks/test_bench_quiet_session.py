@@ -181,8 +181,26 @@ def _seed(stack: RunningStack, prefix: str) -> None:
         )
 
 
-def _mirrored(sf: Salesforce, prefix: str) -> int:
-    return len(records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix}-%'"))
+def _mirrored(stack: RunningStack, sf: Salesforce, prefix: str) -> tuple[int, int]:
+    """The seeded items in Salesforce and in the mailbox's calendar."""
+    account = demo_mailbox(stack)
+    in_mailbox = account.calendar.filter(subject__startswith=f"{prefix}-").only("id").count()
+    return len(records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix}-%'")), in_mailbox
+
+
+def _described(session: rres.Session) -> str:
+    """A session's trigger, outcome and, per kind, what it saw and wrote on each side."""
+    trigger = resources_pb2.SessionTrigger.Name(session.trigger).removeprefix("SESSION_TRIGGER_")
+    kinds = [
+        f"{resources_pb2.ObjectKind.Name(k.kind).removeprefix('OBJECT_KIND_').lower()}: "
+        f"seen {k.mail_changes_seen}/{k.crm_changes_seen}, written "
+        f"{k.mail.created + k.mail.updated + k.mail.deleted}"
+        f"/{k.crm.created + k.crm.updated + k.crm.deleted}"
+        for k in session.counts.kinds
+        if k.mail_changes_seen or k.crm_changes_seen
+    ]
+    state = rres.SessionState.Name(session.state).removeprefix("SESSION_STATE_")
+    return f"{trigger} {state}: " + ("; ".join(kinds) or "nothing seen") + " (mail/crm)"
 
 
 @pytest.mark.timeout(1800)
@@ -213,8 +231,9 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
         initial, _ = await session()
         initial_seconds = time.perf_counter() - seeded
         sf = demo_org(stack)
-        # Sessions a hint started may have carried part of the work: the mirror must be whole.
-        assert await asyncio.to_thread(_mirrored, sf, prefix) == 2 * ITEMS
+        # Sessions a hint started may have carried part of the work: the mirror must be whole,
+        # both ways.
+        assert await asyncio.to_thread(_mirrored, stack, sf, prefix) == (2 * ITEMS, 2 * ITEMS)
 
         # Whatever runs from here on comes after the initial sync: hinted sessions included.
         await asyncio.sleep(3)  # the hints for Concord's own writes, and their sessions
@@ -225,6 +244,16 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
             await health.Check(health_pb2.HealthCheckRequest())
             samples.append(time.perf_counter() - started)
         rtt = sorted(samples)[len(samples) // 2]
+        listed = await gateway.ListSessions(
+            gateway_service_pb2.ListSessionsRequest(parent="mailboxes/demo", page_size=20),
+            metadata=auth,
+        )
+    # Newest first: the sessions from the initial sync on, to say which did what.
+    since_initial = list(
+        reversed(
+            list(itertools.takewhile(lambda s: s.session_id != initial.session_id, listed.sessions))
+        )
+    )
 
     await asyncio.to_thread(
         stack.receiver.wait_for,
@@ -232,7 +261,16 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
         timeout=20,
     )
     spans = stack.receiver.spans()
-    initial_start = min(s.start_time_unix_nano for s in spans if s.trace_id == initial.trace_id)
+    # The asked-for session's own start, not its trace's: when it is a queued push session it
+    # joined, its trace begins at the push, and a session that ran before it (the one that
+    # mirrored the seed) may start after that but before it.
+    [initial_start] = [
+        s.start_time_unix_nano
+        for s in spans
+        if s.trace_id == initial.trace_id
+        and s.name == "sync.session"
+        and s.service_name == "reconciler"
+    ]
     sessions = sorted(
         {
             s.trace_id
@@ -281,7 +319,10 @@ async def test_the_session_after_an_initial_sync_finds_nothing(stack: RunningSta
         f"  {initial_seconds:.2f} s from the last item saved; {initial_writes} writes in the "
         "session asked for (hinted sessions wrote the rest)"
     )
+    print(f"  the session asked for: {_described(initial)}")
     print(f"sessions after it: {len(sessions)} (this test's, and any a hint started)")
+    for each in since_initial:
+        print(f"  {_described(each)}")
     print(f"  peer calls by method: {dict(sorted(calls.items()))}")
     print(
         "  listings per side and kind per session: "
