@@ -5,14 +5,18 @@ of Events made in Salesforce while it was suspended, mirrored into it by one ses
 is resumed. Meanwhile a meeting is saved every second, in turn in mailbox B (`demo-graph`,
 Graph) and in A itself, and each is timed from its save to its Event in Salesforce, with
 nobody forcing a session: B's sessions must not wait for A's (a long session gives its slot
-to the next request), and A's own push is served between the big session's chunks.
+to the next request), and A's own push is served between the big session's chunks. Before A
+resumes, the other mailboxes sync once: a new user's records are in Salesforce long before
+their mailbox joins, and every other mailbox has listed them (as someone else's) by then; made
+here a moment before, they would otherwise be a bulk load every mailbox lists at once, on top
+of A's first sync (how long that took each is printed).
 
 Printed as measured in one run (never gated on times): p50/p99 of both, beside how long a
 change in A would have waited for the big session to end (as it did before: 10 to 64 s), and
 the mean time of one chunk (`BATCH_SIZE` items). Targets: p99 <= 3 s for B, and for A <= 3 s after
 the chunk in progress.
 
-The issue asks for 10,000 items; `CONCORD_BENCH_FAIRNESS_ITEMS` sets how many (2,000 by
+The issue asks for 10,000 items; `CONCORD_BENCH_FAIRNESS_ITEMS` sets how many (1,000 by
 default: at the mailbox emulator's write rate through Concord on a shared 2-core machine the
 whole 10,000 takes many minutes, longer than `make bench` should run, and what a change waits
 for is the chunk in progress, whatever the backlog behind it).
@@ -43,6 +47,8 @@ from tests.e2e.test_graph import graph_client, meeting
 ITEMS = int(os.environ.get("CONCORD_BENCH_FAIRNESS_ITEMS", "1000"))
 CHUNK = BATCH_SIZE  # one chunk of the big session
 EVERY_SECONDS = 1.0
+# The stack's other demo mailboxes (Graph, Google), each its own Salesforce user.
+OTHER_MAILBOXES = ("demo-graph", "demo-google")
 COLLECTION = 200  # records per sObject Collections call
 # On a loaded shared machine one call of a chunk can pass the 10 s default, and its answer is
 # then lost (its items looked up again next session). The benchmark measures waiting, not
@@ -99,6 +105,27 @@ def _where_the_time_went(stack: RunningStack, trace_id: str) -> str:
     return ", ".join(f"{n} {len(t)}x {statistics.mean(t):.2f} s" for n, t in ranked)
 
 
+def _tail(stack: RunningStack, trace_id: str) -> str:
+    """What the big session did after its last write: its peer calls from the end of that
+    write to the session's end, merged by method (a change saved then waits for them)."""
+    spans = stack.receiver.trace(trace_id)
+    [session] = [s for s in spans if s.name == "sync.session" and s.service_name == "reconciler"]
+    calls = [s for s in spans if s.service_name == "reconciler" and s.kind == "CLIENT"]
+    writes = [s for s in calls if s.name.endswith(("ApplyItems", "ApplyBatch"))]
+    if not writes:
+        return "no writes"
+    after = max(s.end_time_unix_nano for s in writes)
+    spent: dict[str, list[float]] = {}
+    for call in calls:
+        if call.start_time_unix_nano >= after:
+            spent.setdefault(call.name.rsplit("/", 1)[-1], []).append(
+                (call.end_time_unix_nano - call.start_time_unix_nano) / 1e9
+            )
+    return f"{(session.end_time_unix_nano - after) / 1e9:.1f} s: " + (
+        ", ".join(f"{n} {len(t)}x {sum(t):.1f} s" for n, t in sorted(spent.items())) or "no calls"
+    )
+
+
 def _make_backlog(sf: Any, prefix: str) -> None:
     """ITEMS Events of A's Salesforce user (the integration user), 200 a call."""
     first = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
@@ -137,6 +164,15 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
     made = time.monotonic()
     _make_backlog(sf, f"backlog-{run}")
     made = time.monotonic() - made
+    # A new user's years of meetings are in Salesforce long before their mailbox joins, and
+    # every other mailbox of the org has listed them (as someone else's) since. Made here a
+    # moment ago, they are first brought to the others' notice, as a bulk load would be, so
+    # what is measured is A's first sync, not the bulk load every mailbox lists once.
+    caught_up = {}
+    for other in OTHER_MAILBOXES:
+        began = time.monotonic()
+        assert stack.concord("sync", other, "--wait", timeout=300).returncode == 0
+        caught_up[other] = time.monotonic() - began
     resumed_at = time.time()
     assert stack.concord("resume", "demo").returncode == 0
     assert stack.concord("sync", "demo").returncode == 0
@@ -254,6 +290,10 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
         f"a meeting saved every {EVERY_SECONDS:g} s meanwhile, in turn in B and in A:"
     )
     print(
+        "  before A resumed, the other mailboxes' sessions that list the backlog as someone "
+        "else's: " + ", ".join(f"{m} {t:.1f} s" for m, t in caught_up.items())
+    )
+    print(
         f"  B (another mailbox), {len(latency['B'])} meetings -> Salesforce: "
         f"p50 {b50:.2f} s, p99 {b99:.2f} s (target p99 <= 3 s)"
     )
@@ -271,6 +311,7 @@ def test_a_change_waits_for_no_big_session(stack: RunningStack) -> None:
     )
     if finished.get("traceId"):
         print(f"  the big session's calls: {_where_the_time_went(stack, finished['traceId'])}")
+        print(f"  after its last write: {_tail(stack, finished['traceId'])}")
     if hostage:
         print(
             f"  waiting for the big session's end instead (before): mean "
