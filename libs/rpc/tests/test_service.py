@@ -579,6 +579,63 @@ async def test_a_balanced_channel_spreads_calls_over_the_replicas_that_serve() -
             assert set(await answers(20)) == {"b"}
 
 
+async def test_a_channel_with_affinity_keeps_each_key_on_one_replica_while_it_serves() -> None:
+    names = ("a", "b", "c")
+    async with (
+        running(_named("a"), name="a", drain_seconds=0) as a,
+        running(_named("b"), name="b", drain_seconds=0) as b,
+        running(_named("c"), name="c", drain_seconds=0) as c,
+    ):
+        replicas = dict(zip(names, (a, b, c), strict=True))
+        for replica in replicas.values():
+            await replica.become_ready()
+        target = "ipv4:" + ",".join(r.address for r in replicas.values())
+        async with channel(target, retry=True, balance=SERVICE, affinity="x-key") as ch:
+            who = ch.unary_unary(
+                f"/{SERVICE}/Who",
+                request_serializer=StringValue.SerializeToString,
+                response_deserializer=StringValue.FromString,
+            )
+
+            async def answered(key: str) -> str:
+                reply = await who(StringValue(), metadata=[("x-key", key)], timeout=5)
+                return str(reply.value)
+
+            keys = [f"mailbox-{n}" for n in range(24)]
+
+            async def placed() -> dict[str, str]:
+                """Each key's replica, asked four times over: always the same one."""
+                where: dict[str, set[str]] = {}
+                for _ in range(4):
+                    for key in keys:
+                        where.setdefault(key, set()).add(await answered(key))
+                assert all(len(replicas_of) == 1 for replicas_of in where.values()), where
+                return {key: replicas_of.pop() for key, replicas_of in where.items()}
+
+            before = await placed()
+            # Spread over the replicas (round robin would not keep a key on one; pick_first
+            # would send every key to the first).
+            assert set(before.values()) == set(names)
+
+            # A replica that stops serving hands its keys on; every other key stays put.
+            leaving = before[keys[0]]
+            await replicas[leaving].health.set(SERVICE, NOT_SERVING)
+
+            async def moved() -> bool:
+                return await answered(keys[0]) != leaving
+
+            await eventually(moved)
+            after = await placed()
+            assert leaving not in after.values()
+            assert {k: r for k, r in after.items() if before[k] != leaving} == {
+                k: r for k, r in before.items() if r != leaving
+            }
+
+            # A call without the header still reaches a replica that serves.
+            reply = await who(StringValue(), timeout=5)
+            assert reply.value in set(names) - {leaving}
+
+
 async def test_a_balanced_channel_to_one_address_calls_its_peer_as_soon_as_it_is_back() -> None:
     """`make up` gives every peer one `host:port`: after that peer restarts, the next call
     reaches it, even when calls failed while it was down (the channel's reconnect back-off

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,12 @@ __all__ = [
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# gRPC's ring_hash policy hashes a request header only with this switch on (gRFC A76, still
+# experimental in grpcio 1.85): without it, ring_hash outside xDS fails every call ("hash
+# attribute not present"). gRPC reads it when it first makes a channel or server, after this
+# module is imported by any service.
+os.environ.setdefault("GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY", "true")
 
 # ABORTED is deliberately absent: resending the same request after a conflict conflicts again;
 # the caller has to re-read and retry the whole operation.
@@ -102,6 +109,7 @@ def channel(
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
     balance: str | None = None,
+    affinity: str | None = None,
 ) -> grpc.aio.Channel:
     """An insecure channel to a peer at `addr`: `host:port`, or any gRPC target
     (`ipv4:127.0.0.1:50051,127.0.0.1:50056`, `dns:///reconciler-headless:50051`).
@@ -120,6 +128,13 @@ def channel(
     way a peer that could not be reached is tried again at least every 250 ms, so calls made
     while it was down do not keep the channel failing after it is back.
 
+    With `affinity` too (a request header's name), a balanced channel sends the calls that carry
+    one value of that header to one replica, the same while it serves (gRPC's `ring_hash` over
+    the header's value): what a replica keeps in memory for that value (a mailbox's throttling,
+    its provider's session) is then used by all its calls. A replica that stops serving hands
+    its values to the next ones on the ring; the others stay where they were. A call without
+    the header goes to a replica picked at random.
+
     Failed unary calls raise :class:`PeerCallError`, an AioRpcError that knows its method.
     """
     all_options: list[tuple[str, Any]] = [
@@ -135,7 +150,12 @@ def channel(
     else:
         all_options += [("grpc.enable_retries", 0)]
     if balance is not None and _names_several(addr):
-        config["loadBalancingConfig"] = [{"round_robin": {}}]
+        policy = (
+            {"ring_hash_experimental": {"requestHashHeader": affinity}}
+            if affinity
+            else {"round_robin": {}}
+        )
+        config["loadBalancingConfig"] = [policy]
         config["healthCheckConfig"] = {"serviceName": balance}
     if config:
         all_options += [("grpc.service_config", json.dumps(config))]

@@ -1,9 +1,10 @@
-"""Two replicas of a peer behind the reconciler: its calls are spread over both, and the first
-stopping costs no call and no session while the second serves (one connection to one replica
-took every call before)."""
+"""Two replicas of a peer behind the reconciler: its calls are spread over both (a mailbox's
+calls to the mail-connector all to one of them), and the first stopping costs no call and no
+session while the second serves (one connection to one replica took every call before)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from concord_reconciler.mirror.adapters.peers import PeerChannels
 from concord_reconciler.settings import ReconcilerSettings
 from concord_rpc.identity import IdentitySigner, acting_as
 from concord_store import create_engine
-from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer, eventually
+from concord_testing import TEST_CALLER, TEST_IDENTITY_KEY, NatsServer
 from concord_testing.peers import (
     CrmPeer,
     LinkerPeer,
@@ -51,10 +52,13 @@ def _replica(service: str) -> Peer:
 
 PEERS = ("mail-connector", "crm-connector", "mapping", "linker")
 
+# Mailboxes in turn: a mailbox's calls all go to one mail-connector replica.
+MAILBOXES = (f"mailboxes/m{n}" for n in itertools.count())
+
 # One call the reconciler makes to each peer, through the port its sessions and API use.
 CALLS: dict[str, Callable[[PeerChannels], Awaitable[object]]] = {
     "mail-connector": lambda peers: peers.mail.list_changes(
-        "demo", res.OBJECT_KIND_CALENDAR_ITEM, res.Cursor()
+        next(MAILBOXES), res.OBJECT_KIND_CALENDAR_ITEM, res.Cursor()
     ),
     "crm-connector": lambda peers: peers.crm.get_budget("orgs/acme"),
     "mapping": lambda peers: peers.mapping.get_mapping_table(TABLE),
@@ -108,6 +112,41 @@ async def test_calls_to_a_peer_go_to_each_replica_that_serves_and_survive_one_st
             await engine.dispose()
 
 
+async def test_a_mailboxs_calls_go_to_one_mail_connector_replica_while_it_serves(
+    engine_url: str,
+) -> None:
+    others = (CrmPeer(), _replica("mapping"), LinkerPeer())
+    async with serving_replicas(
+        MailPeer(), MailPeer(), *others, identity_keys=(TEST_IDENTITY_KEY,)
+    ) as replicas:
+        engine = create_engine(engine_url)
+        reconciler = build(
+            _settings(replicas.addresses), engine, signer=IdentitySigner(TEST_IDENTITY_KEY)
+        )
+        mail = reconciler.channels.mail
+        first, second = replicas.first, replicas.second
+
+        async def each_method(mailbox: str) -> None:
+            """Every kind of call a session or the API makes for a mailbox."""
+            await mail.list_changes(mailbox, res.OBJECT_KIND_CALENDAR_ITEM, res.Cursor())
+            await mail.get_items(mailbox, link_ids=["link-1"], kind=res.OBJECT_KIND_TASK)
+            await mail.apply_items(mailbox, [])
+            await mail.push_state(mailbox)
+
+        try:
+            with acting_as(TEST_CALLER):
+                for mailbox in ("mailboxes/a", "mailboxes/b", "mailboxes/c"):
+                    was = len(first.calls), len(second.calls)
+                    for _ in range(5):
+                        await each_method(mailbox)
+                    got = len(first.calls) - was[0], len(second.calls) - was[1]
+                    # Its throttling and provider session live on the replica that has it.
+                    assert sorted(got) == [0, 20], (mailbox, got)
+        finally:
+            await reconciler.close()
+            await engine.dispose()
+
+
 async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
     nats_server: NatsServer, engine_url: str
 ) -> None:
@@ -141,16 +180,16 @@ async def test_sessions_complete_while_a_mail_connector_replica_is_gone(
             )
             return waited.session
 
-        # Each session lists the mailbox three times (one per two-way pair), in turn.
-        async def both_listed() -> bool:
-            assert (await session()).state == rres.SESSION_STATE_COMPLETED
-            return bool(first.received("ListChanges") and second.received("ListChanges"))
+        # Each session lists the mailbox three times (one per two-way pair), on the replica
+        # that has the mailbox.
+        assert (await session()).state == rres.SESSION_STATE_COMPLETED
+        holder, other = (first, second) if first.received("ListChanges") else (second, first)
+        assert len(holder.received("ListChanges")) == 3
+        assert not other.received("ListChanges")
 
-        await eventually(both_listed, within=20)
-
-        await replicas.stop_first()
-        listed = len(second.received("ListChanges"))
+        # The mailbox's replica stops: the other takes its sessions, and none fails.
+        await (replicas.one if holder is first else replicas.two).stop(replicas.service)
         for _ in range(3):
             done = await session()
             assert done.state == rres.SESSION_STATE_COMPLETED, done.failure_reason
-        assert len(second.received("ListChanges")) == listed + 9
+        assert len(other.received("ListChanges")) == 9

@@ -75,6 +75,15 @@ async def _call(peer: str, method: str, call: Awaitable[T]) -> T:
 # SyncFolderItems 512; Graph and Google cap it lower themselves), so a first sync of thousands
 # of items costs a few pages, each one round trip and one mapping call, instead of one per 100.
 MAIL_LIST_PAGE = 500
+# The request header a mail-connector replica is chosen by: every call for one mailbox goes
+# to one replica while it serves, so the mailbox's throttling (Graph's 4 requests in flight, a
+# server's "wait") and its provider session are kept in one place.
+MAILBOX_AFFINITY = "concord-mailbox"
+
+
+def _for(mailbox: str) -> tuple[tuple[str, str]]:
+    """The metadata that sends a call to the mailbox's replica (`MAILBOX_AFFINITY`)."""
+    return ((MAILBOX_AFFINITY, mailbox),)
 
 
 class GrpcMailSide:
@@ -100,7 +109,7 @@ class GrpcMailSide:
         response = await _call(
             MAIL_CONNECTOR,
             "ListChanges",
-            self._stub.ListChanges(request, timeout=self._timeout),
+            self._stub.ListChanges(request, timeout=self._timeout, metadata=_for(mailbox)),
         )
         return MailPage(
             changes=list(response.changes),
@@ -123,7 +132,9 @@ class GrpcMailSide:
             kind=kind,
         )
         return await _call(
-            MAIL_CONNECTOR, "GetItems", self._stub.GetItems(request, timeout=self._timeout)
+            MAIL_CONNECTOR,
+            "GetItems",
+            self._stub.GetItems(request, timeout=self._timeout, metadata=_for(mailbox)),
         )
 
     async def push_state(self, mailbox: str) -> tuple[res.PushState.ValueType, str]:
@@ -134,7 +145,9 @@ class GrpcMailSide:
                 MAIL_CONNECTOR,
                 "ListSubscriptions",
                 self._stub.ListSubscriptions(
-                    mail.ListSubscriptionsRequest(parent=mailbox), timeout=PUSH_STATE_SECONDS
+                    mail.ListSubscriptionsRequest(parent=mailbox),
+                    timeout=PUSH_STATE_SECONDS,
+                    metadata=_for(mailbox),
                 ),
             )
         except PeerError as error:
@@ -146,7 +159,9 @@ class GrpcMailSide:
     ) -> list[mail.MailWriteResult]:
         request = mail.ApplyItemsRequest(mailbox=mailbox, writes=writes)
         response = await _call(
-            MAIL_CONNECTOR, "ApplyItems", self._stub.ApplyItems(request, timeout=self._timeout)
+            MAIL_CONNECTOR,
+            "ApplyItems",
+            self._stub.ApplyItems(request, timeout=self._timeout, metadata=_for(mailbox)),
         )
         return list(response.results)
 
@@ -159,6 +174,7 @@ class GrpcMailSide:
             self._stub.UpsertMailboxAccount(
                 mail.UpsertMailboxAccountRequest(account=account, request_id=request_id),
                 timeout=self._timeout,
+                metadata=_for(account.name.removesuffix("/account")),
             ),
         )
         return response.account
@@ -172,6 +188,7 @@ class GrpcMailSide:
                 self._stub.DeleteMailboxAccount(
                     mail.DeleteMailboxAccountRequest(name=f"{mailbox}/account"),
                     timeout=self._timeout,
+                    metadata=_for(mailbox),
                 ),
             )
         except PeerError as error:
@@ -353,7 +370,13 @@ class PeerChannels:
             return channel(addr, retry=True, interceptors=attach, balance=service)
 
         return cls(
-            balanced(mail_addr, MAIL_CONNECTOR_SERVICE),
+            channel(
+                mail_addr,
+                retry=True,
+                interceptors=attach,
+                balance=MAIL_CONNECTOR_SERVICE,
+                affinity=MAILBOX_AFFINITY,
+            ),
             balanced(crm_addr, CRM_CONNECTOR_SERVICE),
             balanced(mapping_addr, MAPPING_SERVICE),
             balanced(linker_addr, LINKER_SERVICE),
