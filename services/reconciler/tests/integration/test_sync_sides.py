@@ -861,3 +861,78 @@ async def test_a_long_crm_listing_selects_only_what_the_table_reads(peers: Peers
     assert "WhoId" not in named
     assert not any(name.startswith("concord.") for name in named)
     assert asked == [named, named, []]
+
+
+async def test_a_long_listing_of_concords_own_writes_goes_on_thin(peers: Peers) -> None:
+    """Past a page nearly all echoes (the walk past a first sync's writes), the next pages
+    carry each record's id, stamp and last modifier only, and the few that are not echoes are
+    read in full by id: the listing says the same, at a fraction of its bytes (issue #18)."""
+    side = _crm_side_asking(peers, CountingMapping(peers.mapping))
+    stamp = "2030-03-04T09:00:00Z"  # `record`'s SystemModstamp
+    known = {f"00U{n}": stamp for n in range(10)}
+
+    def upsert(found: res.CrmRecord) -> res.CrmChange:
+        return res.CrmChange(type=res.CHANGE_TYPE_UPSERT, record=found)
+
+    def thin(record_id: str, *, by_concord: bool = True) -> res.CrmChange:
+        return upsert(record(record_id, by_concord=by_concord))
+
+    edited = record("00U9", Subject="Edited by Ann", StartDateTime="2030-03-04T09:00:00.000+0000")
+    peers.crm.records[edited.id] = edited  # what a read by id finds; 00U8 is deleted by then
+    peers.crm.change_pages.extend(
+        [
+            crm.ListChangesResponse(
+                changes=[
+                    upsert(record(f"00U{n}", Subject="A", by_concord=True)) for n in range(10)
+                ],
+                next_cursor=res.Cursor(token="p1"),
+                has_more=True,
+            ),
+            crm.ListChangesResponse(
+                changes=[
+                    *(thin(f"00U{n}") for n in range(8)),
+                    thin("00U8", by_concord=False),
+                    thin("00U9", by_concord=False),
+                ],
+                next_cursor=res.Cursor(token="p2"),
+                has_more=True,
+            ),
+            crm.ListChangesResponse(
+                changes=[thin("00U1"), thin("00U9", by_concord=False)],
+                next_cursor=res.Cursor(token="p3"),
+            ),
+        ]
+    )
+    first = await side.list_changes(EVENT, "p0", known)
+    second = await side.list_changes(EVENT, "p1", known)
+    third = await side.list_changes(EVENT, "p2", known)
+
+    assert len(first.echoes) == 10
+    assert len(second.echoes) == 8
+    [changed] = second.changes  # 00U8, deleted before it was read, is the next listing's
+    assert changed.native_id == "00U9"
+    assert changed.snapshot is not None
+    assert changed.snapshot.fields["Subject"] == "Edited by Ann"
+    assert changed.snapshot.version == stamp
+    assert [list(r.ids) for r in peers.crm.received("GetRecords")] == [["00U8", "00U9"]]
+    # The second page had 2 records in 10 that were not echoes: the third is listed in full.
+    assert list(third.echoes) == ["00U1"]
+    asked = [list(r.fields) for r in peers.crm.received("ListChanges")]
+    # The first page after a cursor names no field (every field); past it, the table's.
+    assert asked[0] == []
+    assert asked[1] == ["LastModifiedById"]
+    assert {"Subject", "Concord_Link_Id__c"} <= set(asked[2])
+
+
+async def test_a_listing_without_known_versions_is_never_thin(peers: Peers) -> None:
+    side = _crm_side_asking(peers, CountingMapping(peers.mapping))
+    peers.crm.change_pages.extend(
+        [
+            crm.ListChangesResponse(next_cursor=res.Cursor(token="p1"), has_more=True),
+            crm.ListChangesResponse(next_cursor=res.Cursor(token="p2")),
+        ]
+    )
+    await side.list_changes(EVENT, "p0")
+    await side.list_changes(EVENT, "p1")
+    asked = [list(r.fields) for r in peers.crm.received("ListChanges")]
+    assert "LastModifiedById" not in [f for fields in asked for f in fields]

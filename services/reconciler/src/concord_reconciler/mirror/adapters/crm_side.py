@@ -52,6 +52,13 @@ LINK_FIELD = "Concord_Link_Id__c"
 
 CRM_READ_BATCH = 200
 
+# A long listing whose page was nearly all Concord's own writes (the walk past a first sync's
+# writes, a push served between a big session's chunks) lists its next pages thin: each row's
+# id, SystemModstamp and LastModifiedById, all an echo is told by; the few others are then
+# read in full by id. Id, SystemModstamp and IsDeleted come with every row.
+THIN_AFTER_ECHO_SHARE = 0.9
+THIN_FIELDS = ("LastModifiedById",)
+
 # Linker calls in flight at once for one batch of creates.
 LINKER_CONCURRENCY = 8
 
@@ -81,16 +88,43 @@ class CrmSyncSide:
     _pages: dict[Kind, ReadAhead[CrmPage]] = field(default_factory=dict, init=False)
     # Kinds whose listing this session runs past one page.
     _long: set[Kind] = field(default_factory=set, init=False)
+    # Kinds whose listing goes on thin (`THIN_AFTER_ECHO_SHARE`).
+    _thin: set[Kind] = field(default_factory=set, init=False)
 
     async def list_changes(
         self, kind: Kind, cursor: str, known: Mapping[str, str] | None = None
     ) -> ChangePage:
         pages = self._pages.setdefault(kind, ReadAhead())
-        page = await pages.read(cursor, lambda: self._listed(kind, cursor))
+        thin = bool(known) and kind in self._thin
+        page = await pages.read((cursor, thin), lambda: self._listed(kind, cursor, thin))
+        changes, records, echoes = self._sorted(page, known or {})
         if page.has_more and not page.full_resync_required:
             self._long.add(kind)
-            after = page.next_cursor.token
-            pages.read_next(after, lambda: self._listed(kind, after))
+            listed = len(records) + len(echoes)
+            if known and listed and len(echoes) >= THIN_AFTER_ECHO_SHARE * listed:
+                self._thin.add(kind)
+            else:
+                self._thin.discard(kind)
+            after, thin_after = page.next_cursor.token, bool(known) and kind in self._thin
+            pages.read_next((after, thin_after), lambda: self._listed(kind, after, thin_after))
+        if thin and records:
+            records = await self._read_in_full(kind, [r.id for r in records])
+        snapshots, failures = await self._normalised(kind, records)
+        changes.extend(Change(Side.CRM, n, s) for n, s in snapshots.items())
+        return ChangePage(
+            changes,
+            next_cursor=page.next_cursor.token,
+            full_resync_required=page.full_resync_required,
+            has_more=page.has_more,
+            failures=failures,
+            echoes=echoes,
+        )
+
+    @staticmethod
+    def _sorted(
+        page: CrmPage, known: Mapping[str, str]
+    ) -> tuple[list[Change], list[res.CrmRecord], list[str]]:
+        """A page's removals, its records to map, and its echoes."""
         changes: list[Change] = []
         records: list[res.CrmRecord] = []
         echoes: list[str] = []
@@ -110,25 +144,29 @@ class CrmSyncSide:
                 echoes.append(record.id)
             else:
                 records.append(record)
-        snapshots, failures = await self._normalised(kind, records)
-        changes.extend(Change(Side.CRM, n, s) for n, s in snapshots.items())
-        return ChangePage(
-            changes,
-            next_cursor=page.next_cursor.token,
-            full_resync_required=page.full_resync_required,
-            has_more=page.has_more,
-            failures=failures,
-            echoes=echoes,
-        )
+        return changes, records, echoes
 
-    async def _listed(self, kind: Kind, cursor: str) -> CrmPage:
+    async def _listed(self, kind: Kind, cursor: str, thin: bool = False) -> CrmPage:
         sobject = CRM_OBJECT_OF_KIND[kind]
         fields: list[str] = []
-        if not cursor or kind in self._long:
+        if thin:
+            fields = list(THIN_FIELDS)
+        elif not cursor or kind in self._long:
             fields = await self._mapped_fields(kind, sobject)
         return await self.client.list_changes(
             self.org, sobject, res.Cursor(collection=sobject, token=cursor), self.owner_id, fields
         )
+
+    async def _read_in_full(self, kind: Kind, ids: Sequence[str]) -> list[res.CrmRecord]:
+        """The records a thin page listed that are not echoes, read by id (every field, as
+        `fetch` reads). One deleted since is left out: the next listing has its removal."""
+        sobject = CRM_OBJECT_OF_KIND[kind]
+        fields = await self._readable(sobject)
+        read: list[res.CrmRecord] = []
+        for chunk in chunks(ids, CRM_READ_BATCH):
+            response = await self.client.get_records(self.org, sobject, chunk, fields)
+            read.extend(response.records)
+        return read
 
     async def _mapped_fields(self, kind: Kind, sobject: str) -> list[str]:
         """What the kind's table reads, for a listing of many pages (a first sync, a bulk load).
