@@ -96,7 +96,8 @@ def test_a_tasks_linked_resources_are_resources_of_their_own(graph: Graph) -> No
     ).json()  # fmt: skip
     task = f"{url}/{made['id']}"
     [linked] = graph.http.get(f"{task}/linkedResources").json()["value"]
-    assert linked["id"] and linked["externalId"] == "l1"
+    assert linked["id"]
+    assert linked["externalId"] == "l1"
     first = graph.http.get(f"{url}/delta").json()
     patched = graph.http.patch(f"{task}/linkedResources/{linked['id']}", json={"externalId": "l2"})
     assert patched.status_code == 200, patched.text

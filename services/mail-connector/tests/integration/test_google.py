@@ -658,7 +658,8 @@ async def test_an_event_update_stores_its_link_id_and_a_link_id_alone_replaces_a
     carries its link id. An update of the link id alone gives it its own, its content and
     its other private keys (the categories) as they were; every update stores its link id."""
     [made] = await provider.apply_items(
-        mailbox, [Write(WriteOperation.CREATE, "orig", r.ItemRef(), event_item_with("Kick-off", []))]
+        mailbox,
+        [Write(WriteOperation.CREATE, "orig", r.ItemRef(), event_item_with("Kick-off", []))],
     )
     assert made.ref is not None
     private = {"concord_link_id": "orig", "concord_categories": json.dumps(["Clients"])}
@@ -678,7 +679,8 @@ async def test_an_event_update_stores_its_link_id_and_a_link_id_alone_replaces_a
 
     [relinked] = await provider.apply_items(mailbox, [_alone(ref, "calendar_item", "copy")])
     assert relinked.status == r.WRITE_STATUS_OK
-    assert relinked.ref is not None and relinked.ref.link_id == "copy"
+    assert relinked.ref is not None
+    assert relinked.ref.link_id == "copy"
     assert await read(copy["id"]) == ("copy", "Kick-off (copy)", ["Clients"])
     assert await read(made.ref.native_id) == ("orig", "Kick-off", [])
     [moved] = await provider.apply_items(

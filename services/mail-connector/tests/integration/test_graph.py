@@ -467,7 +467,8 @@ async def test_an_update_stores_its_link_id_and_a_link_id_alone_replaces_a_copys
         mailbox.access, [_alone(ref, "calendar_item", "copy")]
     )
     assert relinked.status == r.WRITE_STATUS_OK
-    assert relinked.ref is not None and relinked.ref.link_id == "copy"
+    assert relinked.ref is not None
+    assert relinked.ref.link_id == "copy"
     assert await carrying("orig") == [(made.ref.native_id, "Kick-off")]
     assert await carrying("copy") == [(copy["id"], "Kick-off (copy)")]  # its content as it was
 
@@ -509,9 +510,7 @@ async def test_a_to_do_task_takes_a_link_id_in_its_linked_resource(mailbox: Mail
     stale = r.ItemRef()
     stale.CopyFrom(refs[copied["id"]])
     stale.version = "stale"
-    [conflict] = await mailbox.provider.apply_items(
-        mailbox.access, [_alone(stale, "task", "copy")]
-    )
+    [conflict] = await mailbox.provider.apply_items(mailbox.access, [_alone(stale, "task", "copy")])
     assert conflict.status == r.WRITE_STATUS_CONFLICT
     assert await carrying("copy") == []
 

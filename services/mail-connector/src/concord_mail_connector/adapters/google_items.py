@@ -384,9 +384,7 @@ def event_patch(item: r.MailItem, mask: Sequence[str], link_id: str = "") -> dic
         for path in paths:
             name = path.split(".")[0]
             if name not in _EVENT_FIELDS:
-                raise UnwritableContent(
-                    f"the field {name!r} cannot be written to Google Calendar"
-                )
+                raise UnwritableContent(f"the field {name!r} cannot be written to Google Calendar")
             wanted.update(_EVENT_FIELDS[name])
         body = {k: v for k, v in body.items() if k in wanted}
     if link_id:
