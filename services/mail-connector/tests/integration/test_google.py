@@ -74,6 +74,13 @@ def calendar(
     service.close()
 
 
+@pytest.fixture
+def people(emulator: RunningEmulator, key: dict[str, Any], mailbox: MailboxAccess) -> Iterator[Any]:
+    service = build_service(emulator, key, "people", mailbox.account.address)
+    yield service.people()
+    service.close()
+
+
 async def listing(
     provider: GoogleProvider, mailbox: MailboxAccess, kind: Kind, token: str = ""
 ) -> tuple[list[r.MailChange], str]:
@@ -700,11 +707,12 @@ async def test_an_event_update_stores_its_link_id_and_a_link_id_alone_replaces_a
 
 
 async def test_contact_and_task_updates_store_their_link_id_a_link_id_alone_nothing_else(
-    provider: GoogleProvider, mailbox: MailboxAccess
+    provider: GoogleProvider, mailbox: MailboxAccess, people: Any
 ) -> None:
     """Contacts keep the link id in clientData, tasks at the end of their notes: an update of
-    the link id alone replaces the one they carry and changes nothing else, and every update
-    stores its link id. Two contacts in a row go as one batch, one alone on its own."""
+    the link id alone replaces the one they carry and changes nothing else (another client's
+    clientData stays), and every update stores its link id. Two contacts in a row go as one
+    batch, one alone on its own."""
     made = await provider.apply_items(
         mailbox,
         [
@@ -714,6 +722,22 @@ async def test_contact_and_task_updates_store_their_link_id_a_link_id_alone_noth
     )
     assert [x.status for x in made] == [r.WRITE_STATUS_OK] * 4
     refs = [x.ref for x in made if x.ref is not None]
+
+    def client_data(n: int) -> list[tuple[str, str]]:
+        found = people.get(resourceName=refs[n].native_id, personFields="clientData").execute()
+        return sorted((e["key"], e["value"]) for e in found.get("clientData") or ())
+
+    for n in (0, 2):
+        person = people.get(resourceName=refs[n].native_id, personFields="clientData").execute()
+        written = people.updateContact(
+            resourceName=refs[n].native_id,
+            updatePersonFields="clientData",
+            body={
+                "etag": person["etag"],
+                "clientData": [*person["clientData"], {"key": "crm", "value": f"x{n}"}],
+            },
+        ).execute()
+        refs[n].version = written["etag"]
     results = await provider.apply_items(
         mailbox,
         [
@@ -726,6 +750,8 @@ async def test_contact_and_task_updates_store_their_link_id_a_link_id_alone_noth
     )  # fmt: skip
     assert [x.status for x in results] == [r.WRITE_STATUS_OK] * 4
     assert [x.ref.link_id for x in results if x.ref] == ["c-own0", "c-own1", "c-renamed", "t-own"]
+    assert client_data(0) == [("concord_link_id", "c-own0"), ("crm", "x0")]
+    assert client_data(2) == [("concord_link_id", "c-renamed"), ("crm", "x2")]
 
     async def carrying(kind: Kind, *link_ids: str) -> list[tuple[str, str]]:
         found = await provider.get_items(mailbox, [], link_ids=link_ids, kind=kind)

@@ -598,9 +598,10 @@ def person_fields(mask: Sequence[str]) -> list[str]:
 def client_data(person: Mapping[str, Any], link_id: str) -> list[dict[str, Any]]:
     """The person's clientData with `link_id` as its link id, over the one it carries (an
     update replaces the whole field, so the other entries are written back as they are)."""
-    kept = [dict(e) for e in person.get("clientData") or () if e.get("key") != LINK_ID_PROPERTY]
+    entries = [dict(e) for e in person.get("clientData") or ()]
     if not link_id:
-        return [dict(e) for e in person.get("clientData") or ()]
+        return entries
+    kept = [e for e in entries if e.get("key") != LINK_ID_PROPERTY]
     return [*kept, {"key": LINK_ID_PROPERTY, "value": link_id}]
 
 
