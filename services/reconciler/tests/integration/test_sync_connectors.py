@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -67,6 +67,8 @@ from .test_session_statements import consumer_statements
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 ORG = "orgs/demo"
+# The emulators a test may start beside Exchange's.
+Cloud = TypeVar("Cloud", RunningGraph, RunningGoogle)
 # Whom the test acts as: the demo org's admin (peers refuse callers for another org).
 DEMO_ADMIN = Identity(subject="demo-admin", org="demo", role="admin")
 FORCE = res.SESSION_TRIGGER_FORCE
@@ -99,8 +101,10 @@ class Stack:
         self.exchange.admin("POST", "users", {"username": address, "password": password})
         return address, password
 
-    async def add_mailbox(self) -> tuple[str, Account]:
-        address, password = self.new_mailbox_user()
+    async def create_mailbox(
+        self, address: str, provider: res.MailProvider.ValueType, account: mail.MailboxAccount
+    ) -> str:
+        """Registers a mailbox of the demo org's user with the reconciler: its id."""
         mailbox_id = f"m-{uuid.uuid4().hex[:10]}"
         await self.reconciler.CreateMailbox(
             api.CreateMailboxRequest(
@@ -110,15 +114,22 @@ class Stack:
                     owner_user_id="user-1",
                     crm_user_id=self.crm_user_id,
                     address=address,
-                    provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+                    provider=provider,
                 ),
-                account=mail.MailboxAccount(
-                    ews=mail.EwsSettings(
-                        service_url=self.exchange.endpoint, username=address, auth_type="basic"
-                    ),
-                    secret=password.encode(),
-                ),
+                account=account,
             )
+        )
+        return mailbox_id
+
+    async def add_mailbox(self) -> tuple[str, Account]:
+        address, password = self.new_mailbox_user()
+        settings = mail.EwsSettings(
+            service_url=self.exchange.endpoint, username=address, auth_type="basic"
+        )
+        mailbox_id = await self.create_mailbox(
+            address,
+            res.MAIL_PROVIDER_EXCHANGE_EWS,
+            mail.MailboxAccount(ews=settings, secret=password.encode()),
         )
         config = Configuration(
             service_endpoint=self.exchange.endpoint,
@@ -158,6 +169,19 @@ class Stack:
         """Calls the emulator has seen to `endpoint` (counted before any injected latency)."""
         url = f"{self.salesforce.url}/__admin/calls"
         return int(self.sf.session.get(url, timeout=10).json()["calls"].get(endpoint, 0))
+
+    def crm_meeting(self, subject: str, start: dt.datetime, **fields: str) -> dict[str, Any]:
+        """An hour's Event the mailbox's user owns, made in Salesforce: its create answer."""
+        made: dict[str, Any] = self.sobject("Event").create(
+            {
+                "Subject": subject,
+                "StartDateTime": start.isoformat(),
+                "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+                "OwnerId": self.crm_user_id,
+                **fields,
+            }
+        )
+        return made
 
     def sobject(self, name: str) -> SFType:
         sf = self.sf
@@ -266,16 +290,16 @@ async def stack(
 
 @pytest.fixture
 def graph(tmp_path: Path) -> Iterator[RunningGraph]:
-    emulator = RunningGraph(tmp_path / "graph").start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    yield from _running(RunningGraph(tmp_path / "graph"))
 
 
 @pytest.fixture
 def google(tmp_path: Path) -> Iterator[RunningGoogle]:
-    emulator = RunningGoogle(tmp_path / "google").start()
+    yield from _running(RunningGoogle(tmp_path / "google"))
+
+
+def _running(emulator: Cloud) -> Iterator[Cloud]:
+    emulator.start()
     try:
         yield emulator
     finally:
@@ -671,23 +695,12 @@ async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_comp
     mailbox_id, account = await stack.add_mailbox()
     start = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
     good = f"Good {uuid.uuid4().hex[:6]}"
-    stack.sobject("Event").create(
-        {
-            "Subject": good,
-            "StartDateTime": start.isoformat(),
-            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
-            "OwnerId": stack.crm_user_id,
-        }
-    )
-    bad = stack.sobject("Event").create(
-        {
-            "Subject": f"Bad {uuid.uuid4().hex[:6]}",
-            "StartDateTime": start.isoformat(),
-            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
-            "OwnerId": stack.crm_user_id,
-            # Text Salesforce stores as given, but no recurrence mapping can read.
-            "Recurrence2PatternText": "RRULE:FREQ=SOMETIMES;INTERVAL=x",
-        }
+    stack.crm_meeting(good, start)
+    bad = stack.crm_meeting(
+        f"Bad {uuid.uuid4().hex[:6]}",
+        start,
+        # Text Salesforce stores as given, but no recurrence mapping can read.
+        Recurrence2PatternText="RRULE:FREQ=SOMETIMES;INTERVAL=x",
     )
     damaged = _plant_unreadable_meeting(stack.exchange, account.primary_smtp_address)
     session = await stack.session(mailbox_id)
@@ -801,7 +814,7 @@ async def add_graph_mailbox(stack: Stack, graph: RunningGraph) -> tuple[str, Gra
         ),
         secret=app.client_secret.encode(),
     )
-    mailbox_id = await _create_mailbox(stack, address, res.MAIL_PROVIDER_GRAPH, account)
+    mailbox_id = await stack.create_mailbox(address, res.MAIL_PROVIDER_GRAPH, account)
     token = await asyncio.to_thread(
         lambda: requests.post(
             graph.token_url(app.tenant_id),
@@ -827,30 +840,10 @@ async def add_google_mailbox(
         google=mail.GoogleSettings(service_account_email=key["client_email"], api_url=google.base),
         secret=json.dumps(key).encode(),
     )
-    mailbox_id = await _create_mailbox(stack, address, res.MAIL_PROVIDER_GOOGLE, account)
+    mailbox_id = await stack.create_mailbox(address, res.MAIL_PROVIDER_GOOGLE, account)
     service = build_service(google, key, "calendar", address)
     services.append(service)
     return mailbox_id, GoogleUser(service.events())
-
-
-async def _create_mailbox(
-    stack: Stack, address: str, provider: res.MailProvider.ValueType, account: mail.MailboxAccount
-) -> str:
-    mailbox_id = f"m-{uuid.uuid4().hex[:10]}"
-    await stack.reconciler.CreateMailbox(
-        api.CreateMailboxRequest(
-            mailbox_id=mailbox_id,
-            mailbox=rres.Mailbox(
-                org=ORG,
-                owner_user_id="user-1",
-                crm_user_id=stack.crm_user_id,
-                address=address,
-                provider=provider,
-            ),
-            account=account,
-        )
-    )
-    return mailbox_id
 
 
 @pytest.mark.parametrize("provider", ["graph", "google"])
@@ -869,16 +862,8 @@ async def test_a_copy_of_a_meeting_concord_wrote_gets_a_link_id_of_its_own(
         mailbox_id, user = await add_graph_mailbox(stack, graph)
     else:
         mailbox_id, user = await add_google_mailbox(stack, google, services)
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
     subject = f"Board {uuid.uuid4().hex[:6]}"
-    stack.sobject("Event").create(
-        {
-            "Subject": subject,
-            "StartDateTime": start.isoformat(),
-            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
-            "OwnerId": stack.crm_user_id,
-        }
-    )
+    stack.crm_meeting(subject, dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
     try:
         first = await stack.session(mailbox_id)
         assert first.counts.mail.created >= 1, first.counts
