@@ -150,6 +150,31 @@ def test_private_extended_properties_filter_a_listing(client: Builder) -> None:
     assert [(e["summary"], e["visibility"]) for e in found["items"]] == [("linked", "private")]
 
 
+def test_a_patch_merges_private_properties_key_by_key_and_an_update_replaces_them(
+    client: Builder,
+) -> None:
+    # Patch semantics (Calendar v3 reference, events/patch): objects merge field by field,
+    # arrays are replaced; an update (PUT) writes the whole event.
+    events = client("calendar").events()
+    made = events.insert(
+        calendarId="primary",
+        body=meeting("linked", extendedProperties={"private": {"link": "L1", "keep": "k"}}),
+    ).execute()
+    patched = events.patch(
+        calendarId="primary",
+        eventId=made["id"],
+        body={"extendedProperties": {"private": {"link": "L2"}}},
+    ).execute()
+    assert patched["summary"] == "linked"
+    assert patched["extendedProperties"]["private"] == {"link": "L2", "keep": "k"}
+    replaced = events.update(
+        calendarId="primary",
+        eventId=made["id"],
+        body=meeting("linked", extendedProperties={"private": {"link": "L3"}}),
+    ).execute()
+    assert replaced["extendedProperties"]["private"] == {"link": "L3"}
+
+
 def test_an_unknown_time_zone_is_refused(client: Builder) -> None:
     events = client("calendar").events()
     body = meeting("zone")

@@ -104,6 +104,33 @@ def test_extended_properties_are_written_filtered_and_expanded(graph: Graph) -> 
     assert answer.status_code == 400
 
 
+def test_a_patch_sets_the_extended_properties_it_names_and_keeps_the_others(
+    graph: Graph,
+) -> None:
+    link = "String {7d1b4a5e-1f7b-4c5e-9a51-6b3e1c2f0a11} Name concordLinkId"
+    other = "String {00020329-0000-0000-c000-000000000046} Name Keep"
+    made = graph.event(
+        singleValueExtendedProperties=[
+            {"id": link, "value": "link-1"},
+            {"id": other, "value": "kept"},
+        ]
+    )
+    url = f"{graph.user}/events/{made['id']}"
+    patched = graph.http.patch(
+        url, json={"singleValueExtendedProperties": [{"id": link, "value": "link-2"}]}
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["subject"] == "Kick-off"
+    assert patched.json()["@odata.etag"] != made["@odata.etag"]
+    # Extended properties are answered when asked for, never as a property of the event.
+    assert "singleValueExtendedProperties" not in graph.http.get(url).json()
+    expand = f"singleValueExtendedProperties($filter=id eq '{link}' or id eq '{other}')"
+    read = graph.http.get(url, params={"$expand": expand}).json()
+    assert sorted((p["id"], p["value"]) for p in read["singleValueExtendedProperties"]) == sorted(
+        [(link, "link-2"), (other, "kept")]
+    )
+
+
 def _times() -> dict[str, Any]:
     return {
         "start": {"dateTime": "2031-06-02T10:00:00", "timeZone": "UTC"},

@@ -85,6 +85,36 @@ def test_todo_lists_and_tasks_with_delta(graph: Graph) -> None:
     ]
 
 
+def test_a_tasks_linked_resources_are_resources_of_their_own(graph: Graph) -> None:
+    lists = graph.http.get(f"{graph.user}/todo/lists").json()["value"]
+    default = next(x for x in lists if x["wellknownListName"] == "defaultList")
+    url = f"{graph.user}/todo/lists/{default['id']}/tasks"
+    made = graph.http.post(
+        url,
+        json={"title": "Call Acme",
+              "linkedResources": [{"applicationName": "Concord", "externalId": "l1"}]},
+    ).json()  # fmt: skip
+    task = f"{url}/{made['id']}"
+    [linked] = graph.http.get(f"{task}/linkedResources").json()["value"]
+    assert linked["id"]
+    assert linked["externalId"] == "l1"
+    first = graph.http.get(f"{url}/delta").json()
+    patched = graph.http.patch(f"{task}/linkedResources/{linked['id']}", json={"externalId": "l2"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json() == {**linked, "externalId": "l2"}
+    added = graph.http.post(
+        f"{task}/linkedResources", json={"applicationName": "CRM", "externalId": "x"}
+    )
+    assert added.status_code == 201
+    # A linked resource's write is a change of its task.
+    changed = graph.http.get(first["@odata.deltaLink"]).json()["value"]
+    assert [[x["externalId"] for x in t["linkedResources"]] for t in changed] == [["l2", "x"]]
+    missing = graph.http.patch(f"{task}/linkedResources/nope", json={"externalId": "l3"})
+    assert missing.status_code == 404
+    bad = graph.http.post(f"{task}/linkedResources", json={"colour": "red"})
+    assert bad.status_code == 400
+
+
 def test_categories_are_the_mailbox_master_list(graph: Graph) -> None:
     made = graph.http.post(
         f"{graph.user}/outlook/masterCategories", json={"displayName": "Salesforce"}

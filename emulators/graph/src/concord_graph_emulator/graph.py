@@ -195,6 +195,11 @@ class GraphApi:
             add("GET", rf"{f}/{items}/(?P<id>[^/]+)", "read", self.get_item, kind=kind)
             add("PATCH", rf"{f}/{items}/(?P<id>[^/]+)", "update", self.update_item, kind=kind)
             add("DELETE", rf"{f}/{items}/(?P<id>[^/]+)", "delete", self.delete_item, kind=kind)
+        # A To Do task's linked resources (its own resources: a task's PATCH writes none).
+        linked = rf"{u}/todo/lists/(?P<folder>[^/]+)/tasks/(?P<id>[^/]+)/linkedResources"
+        add("GET", linked, "read", self.list_linked)
+        add("POST", linked, "create", self.create_linked)
+        add("PATCH", rf"{linked}/(?P<lid>[^/]+)", "update", self.update_linked)
         # The default contacts folder, and items by id alone.
         add("GET", rf"{u}/contacts/delta", "delta", self.folder_delta, kind="contactFolder")
         add("GET", rf"{u}/contacts", "read", self.list_items, kind="contactFolder")
@@ -519,10 +524,11 @@ class GraphApi:
             exception.data["end"] = _in_zone(exception.data["end"], inst.end)
             item = exception
             box.items[item.id] = item
-        merged = {**item.data, **data}
-        res.validate("event", data, merged)
+        res.validate("event", data, {**item.data, **data})
+        # Extended properties are the item's own, set one by one (the others kept), and no
+        # event property: they are answered only when asked for by $expand.
         self._write_props(item, data)
-        item.data = _normalise_event(merged, box, keep=item.data)
+        item.data = _normalise_event({**item.data, **data}, box, keep=item.data)
         self.store.updated(box, item)
         return GraphResponse(200, self._render(req, item))
 
@@ -671,6 +677,8 @@ class GraphApi:
         res.validate(item_kind, data, data)
         item = Item(new_id(), item_kind, where.id, {})
         self._write_props(item, data)
+        if "linkedResources" in data:
+            data["linkedResources"] = [res.linked_resource(x) for x in data["linkedResources"]]
         item.data = data
         if item_kind == "message":
             data.setdefault("internetMessageId", f"<{uuid.uuid4().hex}@emulator.concord.test>")
@@ -706,6 +714,38 @@ class GraphApi:
         self._check_etag(req, item)
         self.store.remove(box, item)
         return GraphResponse(204)
+
+    def _task(self, box: Mailbox, folder: str, id: str) -> Item:
+        return self._item(box, id, "todoList", self._folder(box, folder, "todoList"))
+
+    async def list_linked(
+        self, req: GraphRequest, box: Mailbox, folder: str, id: str
+    ) -> GraphResponse:
+        item = self._task(box, folder, id)
+        return self._page(req, list(item.data.get("linkedResources") or []))
+
+    async def create_linked(
+        self, req: GraphRequest, box: Mailbox, folder: str, id: str
+    ) -> GraphResponse:
+        item = self._task(box, folder, id)
+        made = res.linked_resource(dict(req.body or {}))
+        item.data["linkedResources"] = [*(item.data.get("linkedResources") or []), made]
+        # Exchange keeps a task's linked resources in the task item: it changed.
+        self.store.updated(box, item)
+        return GraphResponse(201, made)
+
+    async def update_linked(
+        self, req: GraphRequest, box: Mailbox, folder: str, id: str, lid: str
+    ) -> GraphResponse:
+        item = self._task(box, folder, id)
+        kept = list(item.data.get("linkedResources") or [])
+        for n, linked in enumerate(kept):
+            if linked.get("id") == lid:
+                kept[n] = res.linked_resource({**linked, **dict(req.body or {})}, lid)
+                item.data["linkedResources"] = kept
+                self.store.updated(box, item)
+                return GraphResponse(200, kept[n])
+        raise _not_found()
 
     async def message_mime(self, req: GraphRequest, box: Mailbox, id: str) -> GraphResponse:
         item = self._item(box, id, "mailFolder")

@@ -9,6 +9,7 @@ import email.policy
 import email.utils
 import hashlib
 import re
+import uuid
 from email.message import Message
 from typing import Any
 
@@ -128,6 +129,23 @@ def _zoned(value: Any, what: str) -> tuple[dt.datetime, str]:
 def _one_of(data: dict[str, Any], name: str, allowed: set[str]) -> None:
     if name in data and data[name] not in allowed:
         raise BadInput("ErrorInvalidRequest", f"{name} has no value {data[name]!r}")
+
+
+_LINKED_RESOURCE = {"id", "applicationName", "displayName", "externalId", "webUrl"}
+
+
+def linked_resource(data: dict[str, Any], id: str = "") -> dict[str, Any]:
+    """A To Do task's linked resource as stored: Graph's properties, and `id` or a new one
+    (the server makes them; a client's is ignored)."""
+    data = {k: v for k, v in data.items() if k not in ("@odata.type", "id")}
+    unknown = set(data) - _LINKED_RESOURCE
+    if unknown:
+        raise BadInput(
+            "RequestBodyRead",
+            f"The property '{sorted(unknown)[0]}' does not exist on type "
+            "'microsoft.graph.linkedResource'",
+        )
+    return {"id": id or str(uuid.uuid4()), **data}
 
 
 def validate(kind: str, data: dict[str, Any], merged: dict[str, Any]) -> None:

@@ -74,6 +74,13 @@ def calendar(
     service.close()
 
 
+@pytest.fixture
+def people(emulator: RunningEmulator, key: dict[str, Any], mailbox: MailboxAccess) -> Iterator[Any]:
+    service = build_service(emulator, key, "people", mailbox.account.address)
+    yield service.people()
+    service.close()
+
+
 async def listing(
     provider: GoogleProvider, mailbox: MailboxAccess, kind: Kind, token: str = ""
 ) -> tuple[list[r.MailChange], str]:
@@ -642,3 +649,128 @@ async def test_event_updates_and_deletes_batch_and_a_stale_or_missing_one_fails_
     assert sum(emulator.admin("GET", "requests").values()) == 2
     changes, _ = await listing(provider, mailbox, Kind.CALENDAR_ITEM)
     assert {c.ref.link_id for c in changes if c.item.HasField("calendar_item")} == {"e1"}
+
+
+def _alone(ref: r.ItemRef, payload: str, link_id: str) -> Write:
+    """An update of `ref` whose mask is the link id alone (the reconciler's relink)."""
+    item = r.MailItem(ref=ref)
+    getattr(item, payload).SetInParent()
+    return Write(WriteOperation.UPDATE, link_id, ref, item, update_mask=["link_id"])
+
+
+async def test_an_event_update_stores_its_link_id_and_a_link_id_alone_replaces_a_copys(
+    provider: GoogleProvider, mailbox: MailboxAccess, calendar: Any
+) -> None:
+    """A copy of an event Concord wrote (another client's, private properties and all)
+    carries its link id. An update of the link id alone gives it its own, its content and
+    its other private keys (the categories) as they were; every update stores its link id."""
+    [made] = await provider.apply_items(
+        mailbox,
+        [Write(WriteOperation.CREATE, "orig", r.ItemRef(), event_item_with("Kick-off", []))],
+    )
+    assert made.ref is not None
+    private = {"concord_link_id": "orig", "concord_categories": json.dumps(["Clients"])}
+    copy = calendar.insert(
+        calendarId="primary",
+        body=timed("Kick-off (copy)", extendedProperties={"private": private}),
+    ).execute()
+    ref = r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM, native_id=copy["id"], version=copy["etag"])
+
+    async def read(native_id: str) -> tuple[str, str, list[str]]:
+        found = await provider.get_items(
+            mailbox, [r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM, native_id=native_id)]
+        )
+        [item] = found.items
+        c = item.calendar_item
+        return item.ref.link_id, c.subject, sorted(c.categories)
+
+    [relinked] = await provider.apply_items(mailbox, [_alone(ref, "calendar_item", "copy")])
+    assert relinked.status == r.WRITE_STATUS_OK
+    assert relinked.ref is not None
+    assert relinked.ref.link_id == "copy"
+    assert await read(copy["id"]) == ("copy", "Kick-off (copy)", ["Clients"])
+    assert await read(made.ref.native_id) == ("orig", "Kick-off", [])
+    [moved] = await provider.apply_items(
+        mailbox,
+        [
+            Write(
+                WriteOperation.UPDATE,
+                "moved",
+                relinked.ref,
+                event_item_with("Moved", []),
+                update_mask=["subject"],
+            )
+        ],
+    )
+    assert moved.status == r.WRITE_STATUS_OK
+    assert await read(copy["id"]) == ("moved", "Moved", ["Clients"])
+
+
+async def test_contact_and_task_updates_store_their_link_id_a_link_id_alone_nothing_else(
+    provider: GoogleProvider, mailbox: MailboxAccess, people: Any
+) -> None:
+    """Contacts keep the link id in clientData, tasks at the end of their notes: an update of
+    the link id alone replaces the one they carry and changes nothing else (another client's
+    clientData stays), and every update stores its link id. Two contacts in a row go as one
+    batch, one alone on its own."""
+    made = await provider.apply_items(
+        mailbox,
+        [
+            *(_contact_write(n) for n in range(3)),
+            Write(WriteOperation.CREATE, "t1", r.ItemRef(), task("Send quote", "2031-06-02")),
+        ],
+    )
+    assert [x.status for x in made] == [r.WRITE_STATUS_OK] * 4
+    refs = [x.ref for x in made if x.ref is not None]
+
+    def client_data(n: int) -> list[tuple[str, str]]:
+        found = people.get(resourceName=refs[n].native_id, personFields="clientData").execute()
+        return sorted((e["key"], e["value"]) for e in found.get("clientData") or ())
+
+    for n in (0, 2):
+        person = people.get(resourceName=refs[n].native_id, personFields="clientData").execute()
+        written = people.updateContact(
+            resourceName=refs[n].native_id,
+            updatePersonFields="clientData",
+            body={
+                "etag": person["etag"],
+                "clientData": [*person["clientData"], {"key": "crm", "value": f"x{n}"}],
+            },
+        ).execute()
+        refs[n].version = written["etag"]
+    results = await provider.apply_items(
+        mailbox,
+        [
+            _alone(refs[0], "contact", "c-own0"),
+            _alone(refs[1], "contact", "c-own1"),
+            Write(WriteOperation.UPDATE, "c-renamed", refs[2], _rename(refs[2], "Ada").item,
+                  update_mask=["given_name"]),
+            _alone(refs[3], "task", "t-own"),
+        ],
+    )  # fmt: skip
+    assert [x.status for x in results] == [r.WRITE_STATUS_OK] * 4
+    assert [x.ref.link_id for x in results if x.ref] == ["c-own0", "c-own1", "c-renamed", "t-own"]
+    assert client_data(0) == [("concord_link_id", "c-own0"), ("crm", "x0")]
+    assert client_data(2) == [("concord_link_id", "c-renamed"), ("crm", "x2")]
+
+    async def carrying(kind: Kind, *link_ids: str) -> list[tuple[str, str]]:
+        found = await provider.get_items(mailbox, [], link_ids=link_ids, kind=kind)
+        return sorted(
+            (i.ref.link_id, i.contact.given_name if kind == Kind.CONTACT else i.task.body_text)
+            for i in found.items
+        )
+
+    assert await carrying(Kind.CONTACT, "g0", "g1", "g2", "c-own0", "c-own1", "c-renamed") == [
+        ("c-own0", "Grace 0"),
+        ("c-own1", "Grace 1"),
+        ("c-renamed", "Ada"),
+    ]
+    assert await carrying(Kind.TASK, "t1", "t-own") == [("t-own", "call back")]
+    changes, _ = await listing(provider, mailbox, Kind.TASK)
+    [listed] = changes
+    got = listed.item.task
+    assert (got.subject, got.due_date, got.status) == (
+        "Send quote",
+        "2031-06-02",
+        r.TASK_STATUS_NOT_STARTED,
+    )

@@ -22,7 +22,9 @@ from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_graph_emulator.testing import RunningEmulator
 from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mail_connector.adapters import graph_items as gi
 from concord_mail_connector.adapters.graph import GraphProvider
+from concord_mail_connector.adapters.graph_items import LINK_ID_PROPERTY
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
 from concord_mail_connector.domain.errors import (
@@ -413,3 +415,118 @@ async def test_creates_known_new_go_without_link_id_lookups(mailbox: Mailbox) ->
     calls = mailbox.emulator.admin("GET", "calls")["calls"]
     # Only the two `$batch`es of creates (20 + 5).
     assert (calls["batch"], calls["batched"]) == (2, 25)
+
+
+def _meeting(subject: str) -> r.MailItem:
+    item = r.MailItem(ref=r.ItemRef(kind=r.OBJECT_KIND_CALENDAR_ITEM))
+    item.calendar_item.subject = subject
+    item.calendar_item.start.FromDatetime(dt.datetime(2031, 6, 4, 8))
+    item.calendar_item.end.FromDatetime(dt.datetime(2031, 6, 4, 9))
+    return item
+
+
+def _alone(ref: r.ItemRef, payload: str, link_id: str) -> Write:
+    """An update of `ref` whose mask is the link id alone (the reconciler's relink)."""
+    item = r.MailItem(ref=ref)
+    getattr(item, payload).SetInParent()
+    return Write(WriteOperation.UPDATE, link_id, ref, item, update_mask=["link_id"])
+
+
+async def test_an_update_stores_its_link_id_and_a_link_id_alone_replaces_a_copys(
+    mailbox: Mailbox,
+) -> None:
+    """An Outlook copy of an event Concord wrote carries its link id: a look-up by that id
+    may find the copy. An update of the link id alone gives the copy its own and changes
+    nothing else; every update stores the write's link id."""
+    [made] = await mailbox.provider.apply_items(
+        mailbox.access, [Write(WriteOperation.CREATE, "orig", r.ItemRef(), _meeting("Kick-off"))]
+    )
+    assert made.ref is not None
+    copy = mailbox.graph(
+        "POST",
+        "events",
+        {
+            "subject": "Kick-off (copy)",
+            "start": {"dateTime": "2031-06-04T08:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2031-06-04T09:00:00", "timeZone": "UTC"},
+            "singleValueExtendedProperties": [{"id": LINK_ID_PROPERTY, "value": "orig"}],
+        },
+    )
+
+    async def carrying(link_id: str) -> list[tuple[str, str]]:
+        found = await mailbox.provider.get_items(
+            mailbox.access, [], link_ids=[link_id], kind=Kind.CALENDAR_ITEM
+        )
+        return sorted((i.ref.native_id, i.calendar_item.subject) for i in found.items)
+
+    assert {native for native, _ in await carrying("orig")} <= {made.ref.native_id, copy["id"]}
+    ref = r.ItemRef(
+        kind=r.OBJECT_KIND_CALENDAR_ITEM, native_id=copy["id"], version=copy["changeKey"]
+    )
+    [relinked] = await mailbox.provider.apply_items(
+        mailbox.access, [_alone(ref, "calendar_item", "copy")]
+    )
+    assert relinked.status == r.WRITE_STATUS_OK
+    assert relinked.ref is not None
+    assert relinked.ref.link_id == "copy"
+    assert await carrying("orig") == [(made.ref.native_id, "Kick-off")]
+    assert await carrying("copy") == [(copy["id"], "Kick-off (copy)")]  # its content as it was
+
+    # Any other update stores its link id too.
+    moved = _meeting("Moved")
+    [updated] = await mailbox.provider.apply_items(
+        mailbox.access,
+        [Write(WriteOperation.UPDATE, "moved", relinked.ref, moved, update_mask=["subject"])],
+    )
+    assert updated.status == r.WRITE_STATUS_OK
+    assert await carrying("copy") == []
+    assert await carrying("moved") == [(copy["id"], "Moved")]
+    changes, _ = await mailbox.listing()
+    assert sorted((c.ref.native_id, c.ref.link_id) for c in changes) == sorted(
+        [(made.ref.native_id, "orig"), (copy["id"], "moved")]
+    )
+
+
+async def test_a_to_do_task_takes_a_link_id_in_its_linked_resource(mailbox: Mailbox) -> None:
+    """To Do tasks keep link ids in a linked resource: an update naming the link id stores
+    it there (made when the task has none), with or without fields of its own."""
+    lists = mailbox.graph("GET", "todo/lists")["value"]
+    default = next(x["id"] for x in lists if x["wellknownListName"] == "defaultList")
+    copied = mailbox.graph(
+        "POST",
+        f"todo/lists/{default}/tasks",
+        {"title": "Send the quote", "linkedResources": [gi.linked_resource("orig")]},
+    )
+    bare = mailbox.graph("POST", f"todo/lists/{default}/tasks", {"title": "Call back"})
+
+    async def carrying(link_id: str) -> list[tuple[str, str, int]]:
+        found = await mailbox.provider.get_items(
+            mailbox.access, [], link_ids=[link_id], kind=Kind.TASK
+        )
+        return [(i.ref.native_id, i.task.subject, i.task.status) for i in found.items]
+
+    changes, token = await mailbox.listing(Kind.TASK)
+    refs = {c.ref.native_id: c.ref for c in changes}
+    stale = r.ItemRef()
+    stale.CopyFrom(refs[copied["id"]])
+    stale.version = "stale"
+    [conflict] = await mailbox.provider.apply_items(mailbox.access, [_alone(stale, "task", "copy")])
+    assert conflict.status == r.WRITE_STATUS_CONFLICT
+    assert await carrying("copy") == []
+
+    relink = _alone(refs[copied["id"]], "task", "copy")
+    done = r.MailItem(ref=refs[bare["id"]], task=r.TaskItem(status=r.TASK_STATUS_COMPLETED))
+    merged = Write(
+        WriteOperation.UPDATE, "bare", refs[bare["id"]], done, update_mask=["status", "link_id"]
+    )
+    results = await mailbox.provider.apply_items(mailbox.access, [relink, merged])
+    assert [x.status for x in results] == [r.WRITE_STATUS_OK, r.WRITE_STATUS_OK]
+    assert await carrying("orig") == []
+    assert await carrying("copy") == [(copied["id"], "Send the quote", r.TASK_STATUS_NOT_STARTED)]
+    assert await carrying("bare") == [(bare["id"], "Call back", r.TASK_STATUS_COMPLETED)]
+    linked = mailbox.graph("GET", f"todo/lists/{default}/tasks/{copied['id']}/linkedResources")
+    assert [x["externalId"] for x in linked["value"]] == ["copy"]  # the one it had, updated
+    # Each answer names the version a later listing shows.
+    changes, _ = await mailbox.listing(Kind.TASK, token)
+    listed = {c.ref.native_id: c.ref.version for c in changes}
+    assert {x.ref.native_id: x.ref.version for x in results if x.ref} == listed

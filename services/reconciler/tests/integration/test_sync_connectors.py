@@ -5,12 +5,14 @@ emulators, driven through the reconciler's own API, queue and consumer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -50,6 +52,9 @@ from concord_exchange_emulator import items as emulated
 from concord_exchange_emulator import xmlns
 from concord_exchange_emulator.store import new_id
 from concord_exchange_emulator.testing import RunningEmulator
+from concord_google_emulator.testing import RunningEmulator as RunningGoogle
+from concord_google_emulator.testing import build_service
+from concord_graph_emulator.testing import RunningEmulator as RunningGraph
 from concord_rpc import channel
 from concord_rpc.identity import Identity
 from concord_salesforce_emulator.app import Running, running_in_thread
@@ -62,6 +67,8 @@ from .test_session_statements import consumer_statements
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 ORG = "orgs/demo"
+# The emulators a test may start beside Exchange's.
+Cloud = TypeVar("Cloud", RunningGraph, RunningGoogle)
 # Whom the test acts as: the demo org's admin (peers refuse callers for another org).
 DEMO_ADMIN = Identity(subject="demo-admin", org="demo", role="admin")
 FORCE = res.SESSION_TRIGGER_FORCE
@@ -94,8 +101,10 @@ class Stack:
         self.exchange.admin("POST", "users", {"username": address, "password": password})
         return address, password
 
-    async def add_mailbox(self) -> tuple[str, Account]:
-        address, password = self.new_mailbox_user()
+    async def create_mailbox(
+        self, address: str, provider: res.MailProvider.ValueType, account: mail.MailboxAccount
+    ) -> str:
+        """Registers a mailbox of the demo org's user with the reconciler: its id."""
         mailbox_id = f"m-{uuid.uuid4().hex[:10]}"
         await self.reconciler.CreateMailbox(
             api.CreateMailboxRequest(
@@ -105,15 +114,22 @@ class Stack:
                     owner_user_id="user-1",
                     crm_user_id=self.crm_user_id,
                     address=address,
-                    provider=res.MAIL_PROVIDER_EXCHANGE_EWS,
+                    provider=provider,
                 ),
-                account=mail.MailboxAccount(
-                    ews=mail.EwsSettings(
-                        service_url=self.exchange.endpoint, username=address, auth_type="basic"
-                    ),
-                    secret=password.encode(),
-                ),
+                account=account,
             )
+        )
+        return mailbox_id
+
+    async def add_mailbox(self) -> tuple[str, Account]:
+        address, password = self.new_mailbox_user()
+        settings = mail.EwsSettings(
+            service_url=self.exchange.endpoint, username=address, auth_type="basic"
+        )
+        mailbox_id = await self.create_mailbox(
+            address,
+            res.MAIL_PROVIDER_EXCHANGE_EWS,
+            mail.MailboxAccount(ews=settings, secret=password.encode()),
         )
         config = Configuration(
             service_endpoint=self.exchange.endpoint,
@@ -154,6 +170,19 @@ class Stack:
         url = f"{self.salesforce.url}/__admin/calls"
         return int(self.sf.session.get(url, timeout=10).json()["calls"].get(endpoint, 0))
 
+    def crm_meeting(self, subject: str, start: dt.datetime, **fields: str) -> dict[str, Any]:
+        """An hour's Event the mailbox's user owns, made in Salesforce: its create answer."""
+        made: dict[str, Any] = self.sobject("Event").create(
+            {
+                "Subject": subject,
+                "StartDateTime": start.isoformat(),
+                "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
+                "OwnerId": self.crm_user_id,
+                **fields,
+            }
+        )
+        return made
+
     def sobject(self, name: str) -> SFType:
         sf = self.sf
         return SFType(name, sf.session_id, sf.sf_instance, "62.0", session=sf.session)
@@ -173,7 +202,11 @@ def writes(session: rres.Session) -> int:
 
 
 def _start_peers(
-    start: Callable[..., ServiceProcess], var_dir: Path, ca_cert: Path, nats_url: str
+    start: Callable[..., ServiceProcess],
+    var_dir: Path,
+    ca_cert: Path,
+    nats_url: str,
+    mail_env: dict[str, str],
 ) -> dict[str, Peer]:
     ports = {name: free_port() for name in ("mail", "crm", "mapping", "linker")}
     crm_addr = f"127.0.0.1:{ports['crm']}"
@@ -185,7 +218,10 @@ def _start_peers(
         **identity_env(),
     }
     specs = {
-        "mail": ("concord_mail_connector", {"MAIL_CONNECTOR_PORT": str(ports["mail"])}),
+        "mail": (
+            "concord_mail_connector",
+            {"MAIL_CONNECTOR_PORT": str(ports["mail"]), **mail_env},
+        ),
         "crm": (
             "concord_crm_connector",
             {"CRM_CONNECTOR_PORT": str(ports["crm"]), "CRM_CONNECTOR_CA_BUNDLE": str(ca_cert)},
@@ -248,7 +284,60 @@ async def stack(
     nats_server: NatsServer,
     service_process: Callable[..., ServiceProcess],
 ) -> AsyncIterator[Stack]:
-    peers = _start_peers(service_process, tmp_path / "var", salesforce.ca_cert, nats_server.url)
+    async with _stack(tmp_path, exchange, salesforce, nats_server, service_process) as made:
+        yield made
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Iterator[RunningGraph]:
+    yield from _running(RunningGraph(tmp_path / "graph"))
+
+
+@pytest.fixture
+def google(tmp_path: Path) -> Iterator[RunningGoogle]:
+    yield from _running(RunningGoogle(tmp_path / "google"))
+
+
+def _running(emulator: Cloud) -> Iterator[Cloud]:
+    emulator.start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+async def cloud_stack(
+    graph: RunningGraph,
+    google: RunningGoogle,
+    tmp_path: Path,
+    exchange: RunningEmulator,
+    salesforce: Running,
+    nats_server: NatsServer,
+    service_process: Callable[..., ServiceProcess],
+) -> AsyncIterator[Stack]:
+    """The stack, its mail-connector trusting the Graph and Google emulators too. They are
+    asked for first, so they stop after the processes that hold connections to them."""
+    trust = {
+        "MAIL_CONNECTOR_GRAPH_CA_BUNDLE": graph.ca_cert,
+        "MAIL_CONNECTOR_GOOGLE_CA_FILE": google.ca_file,
+    }
+    async with _stack(tmp_path, exchange, salesforce, nats_server, service_process, trust) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _stack(
+    tmp_path: Path,
+    exchange: RunningEmulator,
+    salesforce: Running,
+    nats_server: NatsServer,
+    service_process: Callable[..., ServiceProcess],
+    mail_env: dict[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    peers = _start_peers(
+        service_process, tmp_path / "var", salesforce.ca_cert, nats_server.url, mail_env or {}
+    )
     await asyncio.gather(
         *(asyncio.to_thread(p.process.wait_serving, p.addr, 60.0) for p in peers.values())
     )
@@ -606,23 +695,12 @@ async def test_an_item_that_cannot_be_mapped_is_quarantined_and_the_session_comp
     mailbox_id, account = await stack.add_mailbox()
     start = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
     good = f"Good {uuid.uuid4().hex[:6]}"
-    stack.sobject("Event").create(
-        {
-            "Subject": good,
-            "StartDateTime": start.isoformat(),
-            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
-            "OwnerId": stack.crm_user_id,
-        }
-    )
-    bad = stack.sobject("Event").create(
-        {
-            "Subject": f"Bad {uuid.uuid4().hex[:6]}",
-            "StartDateTime": start.isoformat(),
-            "EndDateTime": (start + dt.timedelta(hours=1)).isoformat(),
-            "OwnerId": stack.crm_user_id,
-            # Text Salesforce stores as given, but no recurrence mapping can read.
-            "Recurrence2PatternText": "RRULE:FREQ=SOMETIMES;INTERVAL=x",
-        }
+    stack.crm_meeting(good, start)
+    bad = stack.crm_meeting(
+        f"Bad {uuid.uuid4().hex[:6]}",
+        start,
+        # Text Salesforce stores as given, but no recurrence mapping can read.
+        Recurrence2PatternText="RRULE:FREQ=SOMETIMES;INTERVAL=x",
     )
     damaged = _plant_unreadable_meeting(stack.exchange, account.primary_smtp_address)
     session = await stack.session(mailbox_id)
@@ -655,6 +733,158 @@ MARS_ALL_DAY = (
     '<t:StartTimeZone Id="Mars Standard Time"/><t:EndTimeZone Id="Mars Standard Time"/>'
     "</t:CalendarItem>"
 )
+
+
+# The single-value extended property Concord keeps a Graph item's link id in, and the
+# private extended property of a Google event's.
+GRAPH_LINK_ID = "String {7d1b4a5e-1f7b-4c5e-9a51-6b3e1c2f0a11} Name concordLinkId"
+GOOGLE_LINK_ID = "concord_link_id"
+
+
+@dataclass
+class GraphUser:
+    """A Graph mailbox's own client (Outlook)."""
+
+    graph: RunningGraph
+    address: str
+    token: str
+
+    def call(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        answer = requests.request(
+            method,
+            f"{self.graph.graph_url}/users/{self.address}/{path}",
+            json=body,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+            verify=self.graph.ca_cert,
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return answer.json() if answer.content else None
+
+    def events(self, subject: str) -> dict[str, str]:
+        """The events of that subject: id -> the link id each carries."""
+        expand = f"singleValueExtendedProperties($filter=id eq '{GRAPH_LINK_ID}')"
+        found = self.call("GET", "events", **{"$expand": expand})["value"]
+        return {
+            e["id"]: next((p["value"] for p in e.get("singleValueExtendedProperties") or ()), "")
+            for e in found
+            if e["subject"] == subject
+        }
+
+    def copy(self, native_id: str, subject: str) -> str:
+        """What Outlook's copy makes: the event's content and extended properties."""
+        expand = f"singleValueExtendedProperties($filter=id eq '{GRAPH_LINK_ID}')"
+        made = self.call("GET", f"events/{native_id}", **{"$expand": expand})
+        kept = ("start", "end", "categories", "body", "location", "singleValueExtendedProperties")
+        copied = self.call("POST", "events", {**{k: made[k] for k in kept}, "subject": subject})
+        return str(copied["id"])
+
+
+@dataclass
+class GoogleUser:
+    """A Google mailbox's own client (Calendar)."""
+
+    events_api: Any
+
+    def events(self, subject: str) -> dict[str, str]:
+        found = self.events_api.list(calendarId="primary", maxResults=2500).execute()["items"]
+        return {
+            e["id"]: e.get("extendedProperties", {}).get("private", {}).get(GOOGLE_LINK_ID, "")
+            for e in found
+            if e.get("summary") == subject
+        }
+
+    def copy(self, native_id: str, subject: str) -> str:
+        made = self.events_api.get(calendarId="primary", eventId=native_id).execute()
+        kept = ("start", "end", "description", "location", "extendedProperties")
+        body = {**{k: made[k] for k in kept if k in made}, "summary": subject}
+        return str(self.events_api.insert(calendarId="primary", body=body).execute()["id"])
+
+
+async def add_graph_mailbox(stack: Stack, graph: RunningGraph) -> tuple[str, GraphUser]:
+    app = graph.new_app()
+    address = graph.new_mailbox("r")
+    account = mail.MailboxAccount(
+        graph=mail.GraphSettings(
+            tenant_id=app.tenant_id,
+            client_id=app.client_id,
+            authority_url=graph.base,
+            graph_url=graph.graph_url,
+        ),
+        secret=app.client_secret.encode(),
+    )
+    mailbox_id = await stack.create_mailbox(address, res.MAIL_PROVIDER_GRAPH, account)
+    token = await asyncio.to_thread(
+        lambda: requests.post(
+            graph.token_url(app.tenant_id),
+            data={
+                "grant_type": "client_credentials",
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "scope": "https://graph.microsoft.com/.default",
+            },
+            verify=graph.ca_cert,
+            timeout=10,
+        ).json()["access_token"]
+    )
+    return mailbox_id, GraphUser(graph, address, str(token))
+
+
+async def add_google_mailbox(
+    stack: Stack, google: RunningGoogle, services: list[Any]
+) -> tuple[str, GoogleUser]:
+    key = google.service_account()
+    address = google.add_user(f"r-{uuid.uuid4().hex[:10]}@concord.test")
+    account = mail.MailboxAccount(
+        google=mail.GoogleSettings(service_account_email=key["client_email"], api_url=google.base),
+        secret=json.dumps(key).encode(),
+    )
+    mailbox_id = await stack.create_mailbox(address, res.MAIL_PROVIDER_GOOGLE, account)
+    service = build_service(google, key, "calendar", address)
+    services.append(service)
+    return mailbox_id, GoogleUser(service.events())
+
+
+@pytest.mark.parametrize("provider", ["graph", "google"])
+async def test_a_copy_of_a_meeting_concord_wrote_gets_a_link_id_of_its_own(
+    cloud_stack: Stack, graph: RunningGraph, google: RunningGoogle, provider: str
+) -> None:
+    """Outlook copies an event's extended properties (and a Calendar client may copy its
+    private ones): a copy of a meeting Concord wrote carries its link id. The copy becomes an
+    Event of its own and gets its own link id written into it, so no two items carry one
+    link id (a look-up by the first's, a create replayed or an item recreated under it,
+    finds the first meeting only)."""
+    stack = cloud_stack
+    services: list[Any] = []
+    user: GraphUser | GoogleUser
+    if provider == "graph":
+        mailbox_id, user = await add_graph_mailbox(stack, graph)
+    else:
+        mailbox_id, user = await add_google_mailbox(stack, google, services)
+    subject = f"Board {uuid.uuid4().hex[:6]}"
+    stack.crm_meeting(subject, dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    try:
+        first = await stack.session(mailbox_id)
+        assert first.counts.mail.created >= 1, first.counts
+        ((original, link),) = user.events(subject).items()
+        assert link
+
+        copy = user.copy(original, f"Copy: {subject}")
+        assert user.events(f"Copy: {subject}") == {copy: link}
+        second = await stack.session(mailbox_id)
+        assert second.counts.crm.created == 1, second.counts
+        (event,) = stack.events(f"Copy: {subject}")
+        own = event["Concord_Link_Id__c"]
+        assert own not in ("", link)
+        assert user.events(f"Copy: {subject}") == {copy: own}
+        assert user.events(subject) == {original: link}
+
+        third = await stack.session(mailbox_id)
+        assert writes(third) == 0, third.counts
+    finally:
+        for service in services:
+            service.close()
 
 
 async def test_a_poison_item_is_quarantined_and_the_mailbox_syncs_on(stack: Stack) -> None:

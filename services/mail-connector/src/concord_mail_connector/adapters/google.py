@@ -37,6 +37,7 @@ from concord_mail_connector.adapters.google_items import (
     CATEGORIES_PROPERTY,
     LINK_ID_PROPERTY,
     PERSON_FIELDS,
+    client_data,
     event_body,
     event_id_for,
     event_item,
@@ -58,6 +59,7 @@ from concord_mail_connector.domain.errors import (
 )
 from concord_mail_connector.domain.model import Cursor, Kind, default_collection
 from concord_mail_connector.domain.provider import (
+    LINK_ID_PATH,
     Collection,
     FoundItems,
     ItemFailure,
@@ -1287,8 +1289,9 @@ class GoogleProvider:
         """Event updates, 50 to an HTTP batch request (one patch each all the same)."""
 
         def request(events: Any, calendar_id: str, write: Write) -> Any:
-            # Patch semantics: extendedProperties merge key by key, so the link id stays.
-            body = event_patch(write.item, list(write.update_mask))
+            # Patch semantics: extendedProperties merge key by key, so the event's other
+            # private keys stay beside the link id every update stores.
+            body = event_patch(write.item, list(write.update_mask), write.link_id)
             return events.patch(
                 calendarId=calendar_id, eventId=write.ref.native_id, body=body, sendUpdates="none"
             )
@@ -1387,11 +1390,8 @@ class GoogleProvider:
             merged = person_item(current, collection, {})
             _copy_fields(write.item.contact, merged.contact, list(write.update_mask))
             body = {k: v for k, v in person_body(merged).items() if k in fields}
+            body["clientData"] = client_data(current, write.link_id)
             body["etag"] = write.ref.version or current["etag"]
-            if not fields:
-                return WriteResult(
-                    write.link_id, r.WRITE_STATUS_OK, ref=person_ref(current, collection)
-                )
             made = people.updateContact(
                 resourceName=write.ref.native_id,
                 updatePersonFields=",".join(fields),
@@ -1542,15 +1542,11 @@ class GoogleProvider:
             if not isinstance(person, dict):
                 results[position] = _refused(write, found.get("status") or {"code": _RPC_NOT_FOUND})
                 continue
-            if not fields:
-                results[position] = WriteResult(
-                    write.link_id, r.WRITE_STATUS_OK, ref=person_ref(person, collection)
-                )
-                continue
             try:
                 merged = person_item(person, collection, {})
                 _copy_fields(write.item.contact, merged.contact, list(write.update_mask))
                 body = {k: v for k, v in person_body(merged).items() if k in fields}
+                body["clientData"] = client_data(person, write.link_id)
             except (UnwritableContent, UnreadableItem, ValueError) as exc:
                 results[position] = _invalid(write, exc)
                 continue
@@ -1655,7 +1651,8 @@ class GoogleProvider:
         if write.operation == WriteOperation.UPDATE:
             merged = task_item(current, collection)
             _copy_fields(write.item.task, merged.task, list(write.update_mask))
-            link = merged.ref.link_id or write.link_id
+            # Every update stores its link id, over the one the task carries.
+            link = write.link_id or merged.ref.link_id
             made = tasks.patch(
                 tasklist=task_list, task=write.ref.native_id, body=task_body(merged, link)
             ).execute()
@@ -1888,8 +1885,12 @@ def _kind_of(item: r.MailItem) -> r.ObjectKind.ValueType:
 
 
 def _copy_fields(source: Any, target: Any, mask: Sequence[str]) -> None:
-    """Copies the masked top-level fields of a canonical payload (all when the mask is empty)."""
-    names = [p.split(".")[0] for p in mask] or [f.name for f in source.DESCRIPTOR.fields]
+    """Copies the masked top-level fields of a canonical payload (all when the mask is empty,
+    none when it is LINK_ID_PATH alone: the link id is no payload field)."""
+    paths = [p for p in mask if p != LINK_ID_PATH]
+    if mask and not paths:
+        return
+    names = [p.split(".")[0] for p in paths] or [f.name for f in source.DESCRIPTOR.fields]
     for name in dict.fromkeys(names):
         descriptor = source.DESCRIPTOR.fields_by_name.get(name)
         if descriptor is None:

@@ -25,10 +25,12 @@ from concord_mail_connector.adapters.ews_items import (
     checked_mime,
     contained,
 )
+from concord_mail_connector.domain.provider import LINK_ID_PATH
 
 __all__ = [
     "CATEGORIES_PROPERTY",
     "LINK_ID_PROPERTY",
+    "client_data",
     "event_body",
     "event_id_for",
     "event_item",
@@ -366,18 +368,29 @@ def _exdates(c: r.CalendarItem, zone_name: str) -> list[str]:
     return [f"EXDATE;TZID={zone_name or 'UTC'}:{','.join(stamps)}"]
 
 
-def event_patch(item: r.MailItem, mask: Sequence[str]) -> dict[str, Any]:
-    """The fields an update changes: those under `mask` (every mapped one when empty)."""
-    body = event_body(item)
-    if not mask:
-        return body
-    wanted: set[str] = set()
-    for path in mask:
-        name = path.split(".")[0]
-        if name not in _EVENT_FIELDS:
-            raise UnwritableContent(f"the field {name!r} cannot be written to Google Calendar")
-        wanted.update(_EVENT_FIELDS[name])
-    return {k: v for k, v in body.items() if k in wanted}
+def event_patch(item: r.MailItem, mask: Sequence[str], link_id: str = "") -> dict[str, Any]:
+    """The fields an update changes: those under `mask` (every mapped one when empty, none
+    when it is LINK_ID_PATH alone), and `link_id` in the private extended properties.
+
+    Every update stores its link id over the one the event carries, as the EWS provider's
+    do: events.patch merges `extendedProperties.private` key by key, so the event's other
+    keys (its categories) stay."""
+    paths = [p for p in mask if p != LINK_ID_PATH]
+    body: dict[str, Any] = {}
+    if paths or not mask:
+        body = event_body(item)
+    if paths:
+        wanted: set[str] = set()
+        for path in paths:
+            name = path.split(".")[0]
+            if name not in _EVENT_FIELDS:
+                raise UnwritableContent(f"the field {name!r} cannot be written to Google Calendar")
+            wanted.update(_EVENT_FIELDS[name])
+        body = {k: v for k, v in body.items() if k in wanted}
+    if link_id:
+        private = body.setdefault("extendedProperties", {}).setdefault("private", {})
+        private[LINK_ID_PROPERTY] = link_id
+    return body
 
 
 # ---- People --------------------------------------------------------------------------------
@@ -567,18 +580,29 @@ def person_body(item: r.MailItem) -> dict[str, Any]:
 
 
 def person_fields(mask: Sequence[str]) -> list[str]:
-    """The Person fields an update of `mask` rewrites (all mapped ones when empty)."""
+    """The Person fields an update of `mask` rewrites (all mapped ones when empty), and
+    `clientData`: every update stores its link id there (`client_data`)."""
     if not mask:
-        return sorted(set(_PERSON_FIELD_OF.values()))
-    found: set[str] = set()
+        return sorted({*_PERSON_FIELD_OF.values(), "clientData"})
+    found: set[str] = {"clientData"}
     for path in mask:
         name = path.split(".")[0]
-        if name == "categories":
+        if name in ("categories", LINK_ID_PATH):
             continue  # group memberships are the selection; see the README
         if name not in _PERSON_FIELD_OF:
             raise UnwritableContent(f"the field {name!r} cannot be written to Google Contacts")
         found.add(_PERSON_FIELD_OF[name])
     return sorted(found)
+
+
+def client_data(person: Mapping[str, Any], link_id: str) -> list[dict[str, Any]]:
+    """The person's clientData with `link_id` as its link id, over the one it carries (an
+    update replaces the whole field, so the other entries are written back as they are)."""
+    entries = [dict(e) for e in person.get("clientData") or ()]
+    if not link_id:
+        return entries
+    kept = [e for e in entries if e.get("key") != LINK_ID_PROPERTY]
+    return [*kept, {"key": LINK_ID_PROPERTY, "value": link_id}]
 
 
 # ---- Tasks ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from concord_mail_connector.domain.errors import (
 )
 from concord_mail_connector.domain.model import Cursor, Kind, default_collection
 from concord_mail_connector.domain.provider import (
+    LINK_ID_PATH,
     Collection,
     FoundItems,
     ItemFailure,
@@ -624,10 +625,7 @@ class GraphProvider:
                     )
                     continue
                 if kind == Kind.TASK:
-                    body["linkedResources"] = [
-                        {"applicationName": "Concord", "externalId": write.link_id,
-                         "displayName": "Concord link"}
-                    ]  # fmt: skip
+                    body["linkedResources"] = [gi.linked_resource(write.link_id)]
                 else:
                     body["singleValueExtendedProperties"] = [
                         {"id": gi.LINK_ID_PROPERTY, "value": write.link_id}
@@ -666,23 +664,85 @@ class GraphProvider:
     ) -> list[WriteResult]:
         results: dict[int, WriteResult] = {}
         pending: list[tuple[int, dict[str, Any]]] = []
+        # To Do tasks whose update names LINK_ID_PATH, by the task's URL: their link id goes
+        # in a linked resource once the task's PATCH (if any) is done (`_relink_task`).
+        relinks: dict[int, str] = {}
         for n, write in enumerate(run):
             url = await self._item_url(mailbox, write.ref, ends)
             if write.operation == WriteOperation.DELETE:
                 pending.append((n, {"method": "DELETE", "url": url}))
                 continue
             try:
-                body = gi.update_body(write.item, write.update_mask)
+                body = gi.update_body(write.item, write.update_mask, write.link_id)
             except (UnwritableContent, ValueError) as exc:
                 results[n] = _invalid(write, str(exc) if isinstance(exc, UnwritableContent) else "")
                 continue
+            if write.ref.kind == r.OBJECT_KIND_TASK and LINK_ID_PATH in write.update_mask:
+                relinks[n] = url
+                if not body:
+                    continue
             headers = {"If-Match": f'W/"{write.ref.version}"'} if write.ref.version else {}
             pending.append((n, {"method": "PATCH", "url": url, "body": body, "headers": headers}))
         answers = await self._batch(mailbox, [req for _, req in pending], ends, writes=True)
         for (n, _), answer in zip(pending, answers, strict=True):
             write = run[n]
             results[n] = self._written(mailbox, write, answer, write.ref.kind, write.ref.collection)
+        for n, url in relinks.items():
+            patched = results.get(n)
+            if patched is None or patched.status == r.WRITE_STATUS_OK:
+                results[n] = await self._relink_task(mailbox, run[n], url, patched is None, ends)
         return [results[n] for n in range(len(run))]
+
+    async def _relink_task(
+        self, mailbox: MailboxAccess, write: Write, url: str, check: bool, ends: float | None
+    ) -> WriteResult:
+        """Stores a To Do task's link id in its Concord linked resource, made if it has none:
+        To Do tasks have no extended properties, and a task's PATCH writes no linked resource.
+        Two requests more than the task's own (three with `check`: no PATCH carried the
+        write's version, so the task is read to compare it), which is why only an update that
+        names LINK_ID_PATH stores a task's link id."""
+        kind, collection = write.ref.kind, write.ref.collection
+        if check:
+            task = await self._get(mailbox, url, ends)
+            self._raise_for(mailbox, task, "")
+            if task.status >= 300:
+                return self._written(mailbox, write, task, kind, collection)
+            if write.ref.version and gi.item_ref(task.json(), kind, "").version != (
+                write.ref.version
+            ):
+                return WriteResult(
+                    write.link_id,
+                    r.WRITE_STATUS_CONFLICT,
+                    error_code="ErrorIrresolvableConflict",
+                    error_message="the item changed since the given version",
+                )
+        listed = await self._get(mailbox, f"{url}/linkedResources", ends)
+        self._raise_for(mailbox, listed, "")
+        if listed.status >= 300:
+            return self._written(mailbox, write, listed, kind, collection)
+        ours = [
+            x
+            for x in listed.json().get("value") or ()
+            if x.get("applicationName") == gi.LINKED_APPLICATION
+        ]
+        if ours:
+            lid = quote(str(ours[0].get("id") or ""), safe="")
+            request = {
+                "method": "PATCH",
+                "url": f"{url}/linkedResources/{lid}",
+                "body": {"externalId": write.link_id},
+            }
+        else:
+            request = {
+                "method": "POST",
+                "url": f"{url}/linkedResources",
+                "body": gi.linked_resource(write.link_id),
+            }
+        [stored] = await self._batch(mailbox, [request], ends, writes=True)
+        if stored.status >= 300:
+            return self._written(mailbox, write, stored, kind, collection)
+        # The task as it now is: the answer's version is what a later listing names.
+        return self._written(mailbox, write, await self._get(mailbox, url, ends), kind, collection)
 
     def _written(
         self,

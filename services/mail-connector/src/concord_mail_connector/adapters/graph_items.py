@@ -22,11 +22,14 @@ from concord_mail_connector.adapters.ews_items import (
     UnwritableContent,
     checked_mime,
 )
+from concord_mail_connector.domain.provider import LINK_ID_PATH
 
 __all__ = [
+    "LINKED_APPLICATION",
     "LINK_ID_PROPERTY",
     "SIZE_PROPERTY",
     "link_id_of",
+    "linked_resource",
     "to_graph",
     "to_mail_item",
     "update_body",
@@ -35,6 +38,8 @@ __all__ = [
 # Concord's link id, a named single-value extended property in Concord's own property set
 # (the same GUID the EWS provider's LinkId uses, so an item keeps its link id across providers).
 LINK_ID_PROPERTY = "String {7d1b4a5e-1f7b-4c5e-9a51-6b3e1c2f0a11} Name concordLinkId"
+# A To Do task's linked resource of this application carries its link id.
+LINKED_APPLICATION = "Concord"
 # PidTagMessageSize: Graph's message has no size property of its own.
 SIZE_PROPERTY = "Integer 0x0E08"
 
@@ -141,12 +146,22 @@ def windows_zone(name: str) -> str:
     return str(found[0] if isinstance(found, tuple) else found)
 
 
+def linked_resource(link_id: str) -> dict[str, str]:
+    """The To Do linked resource that carries a task's link id (tasks have no extended
+    properties)."""
+    return {
+        "applicationName": LINKED_APPLICATION,
+        "externalId": link_id,
+        "displayName": "Concord link",
+    }
+
+
 def link_id_of(resource: dict[str, Any]) -> str:
     for prop in resource.get("singleValueExtendedProperties") or ():
         if str(prop.get("id", "")).lower() == LINK_ID_PROPERTY.lower():
             return str(prop.get("value") or "")
     for linked in resource.get("linkedResources") or ():
-        if linked.get("applicationName") == "Concord":
+        if linked.get("applicationName") == LINKED_APPLICATION:
             return str(linked.get("externalId") or "")
     return ""
 
@@ -552,18 +567,31 @@ def to_graph(item: r.MailItem) -> dict[str, Any]:
     )
 
 
-def update_body(item: r.MailItem, mask: Sequence[str]) -> dict[str, Any]:
-    """The PATCH body of an update: the properties `mask` maps to (empty: every one)."""
-    table = _FIELD_TABLES.get(item.WhichOneof("payload") or "")
+def update_body(item: r.MailItem, mask: Sequence[str], link_id: str = "") -> dict[str, Any]:
+    """The PATCH body of an update: the properties `mask` maps to (empty: every one, a mask
+    of LINK_ID_PATH alone none) and, but for a To Do task, `link_id` in LINK_ID_PROPERTY.
+
+    Every update stores its link id over the one the item carries, as the EWS provider's do:
+    a PATCH's extended properties are set one by one, the item's others kept. A To Do task
+    keeps its link id in a linked resource, which no task PATCH writes (see GraphProvider)."""
+    payload = item.WhichOneof("payload") or ""
+    table = _FIELD_TABLES.get(payload)
     if table is None:
         raise UnwritableContent("an update needs an item payload")
-    paths = list(mask) or list(table)
-    unknown = [p for p in paths if p not in table]
-    if unknown:
-        raise UnwritableContent(f"unsupported update_mask paths: {', '.join(unknown)}")
-    full = to_graph(item)
-    wanted = {f for p in paths for f in table[p]}
-    return {k: v for k, v in full.items() if k in wanted}
+    paths = [p for p in mask if p != LINK_ID_PATH]
+    if mask and not paths:
+        body: dict[str, Any] = {}
+    else:
+        paths = paths or list(table)
+        unknown = [p for p in paths if p not in table]
+        if unknown:
+            raise UnwritableContent(f"unsupported update_mask paths: {', '.join(unknown)}")
+        full = to_graph(item)
+        wanted = {f for p in paths for f in table[p]}
+        body = {k: v for k, v in full.items() if k in wanted}
+    if link_id and payload != "task":
+        body["singleValueExtendedProperties"] = [{"id": LINK_ID_PROPERTY, "value": link_id}]
+    return body
 
 
 def _graph_dt(value: dt.datetime) -> str:

@@ -273,8 +273,8 @@ class MailWrite(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Updates: the payload fields to change (paths relative to the payload, e.g. `subject`);
         empty replaces every mapped field. The path `link_id` stores `link_id` in the item, over
-        the one it carries (a copy's); alone, the update writes nothing else. EWS stores it with
-        every update.
+        the one it carries (a copy's); alone, the update writes nothing else. EWS, Graph and
+        Google store it with every update (a Graph To Do task only when the path names it).
         """
 
     def __init__(

@@ -84,8 +84,8 @@ class MailSyncSide:
     categories: Mapping[Kind, str] = field(default_factory=dict)
     side: Side = Side.MAIL
     # Whether the provider stores a link id an update names (ApplyItems' `link_id` path):
-    # EWS does. Elsewhere a relink is answered as done without a write, and the copy keeps
-    # the link id it carries (docs/architecture.md, known gaps).
+    # EWS, Graph and Google do (`engine.RELINKING_PROVIDERS`). Elsewhere a relink is answered
+    # as done without a write, and the copy keeps the link id it carries.
     relinks: bool = True
     # Per kind, native id -> the version this session's latest write of it answered, oldest
     # first, until the item is listed back: told to the connector when listing (`_listed`).

@@ -21,6 +21,12 @@ from concord_reconciler.sessions.domain.runner import SessionScope, SyncPorts
 from concord_reconciler.sharing.adapters.email_share import GrpcEmailShare
 from concord_reconciler.sharing.adapters.sharing import EmailSharing
 
+# The mail providers whose adapters store the link id an update names (ApplyItems'
+# `link_id` path). DAV has no adapter yet: its sessions fail before writing anything.
+RELINKING_PROVIDERS = frozenset(
+    {res.MAIL_PROVIDER_EXCHANGE_EWS, res.MAIL_PROVIDER_GRAPH, res.MAIL_PROVIDER_GOOGLE}
+)
+
 
 @dataclass
 class GrpcSyncEngine:
@@ -59,7 +65,7 @@ class GrpcSyncEngine:
                 scope.mailbox,
                 dict(scope.categories),
                 relinks=scope.mailbox_record is None
-                or scope.mailbox_record.provider == res.MAIL_PROVIDER_EXCHANGE_EWS,
+                or scope.mailbox_record.provider in RELINKING_PROVIDERS,
             ),
             crm=CrmSyncSide(
                 self.crm,
