@@ -18,7 +18,7 @@ import pytest
 from concord.common.v1 import resources_pb2 as res
 from concord_reconciler.kernel.kinds import Kind
 from concord_reconciler.mirror.adapters.memory import MemoryLinkStore, MemorySide
-from concord_reconciler.mirror.domain.executor import PairOutcome, sync_pair
+from concord_reconciler.mirror.domain.executor import PLAN_ASIDE_FROM, PairOutcome, sync_pair
 from concord_reconciler.mirror.domain.hints import PendingPushes
 from concord_reconciler.mirror.domain.planner import SyncPolicy
 from concord_reconciler.mirror.domain.ports import ChangePage
@@ -221,3 +221,34 @@ def test_a_push_waiting_stops_the_early_writes_until_the_listing_is_complete() -
     assert happened.index("last page") < happened.index("write")
     assert outcome.created[Side.MAIL] == 10
     assert not hints.waiting()  # served between the backlog's chunks
+
+
+def test_a_listing_that_ends_while_a_big_page_is_planned_aside_does_not_hang_the_pair() -> None:
+    """A push waiting, a page big enough to be planned off the event loop, and the listing's
+    last page arriving meanwhile: the listing is complete, and the pair goes on to serve the
+    push and write (it waited for news that would never come, until the session's deadline)."""
+    world = World()
+    world.crm.page_size = PLAN_ASIDE_FROM + 50
+    for n in range(PLAN_ASIDE_FROM + 100):
+        world.crm.create({"name": f"c{n}"})
+    hints = PendingPushes()
+    hints.note(Side.MAIL)
+
+    async def run() -> PairOutcome:
+        return await asyncio.wait_for(
+            sync_pair(
+                "mb",
+                world.policy,
+                world.mail,
+                world.crm,
+                world.store,
+                NOW,
+                batch_size=100,
+                hints=hints,
+            ),
+            timeout=20,
+        )
+
+    outcome = asyncio.run(run())
+    assert outcome.created[Side.MAIL] == PLAN_ASIDE_FROM + 100
+    assert not hints.waiting()

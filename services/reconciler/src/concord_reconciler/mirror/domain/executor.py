@@ -439,6 +439,9 @@ class _EarlyCreates:
             while self._on and not all(t.done() for t in tasks.values()):
                 if any(t.done() and (t.cancelled() or t.exception()) for t in tasks.values()):
                     break
+                # Pages heard from here on (while a big one is planned aside, or a chunk is
+                # written) wake the wait below at once.
+                self._news.clear()
                 for side in Side:
                     if tasks[side.other].done() and self._pending[side]:
                         await self._plan(side, tasks[side.other].result()[0], outcome)
@@ -448,9 +451,12 @@ class _EarlyCreates:
                 if self._backlog and not (self._hints is not None and self._hints.waiting()):
                     await self._write_chunk(outcome)
                     continue
-                self._news.clear()
-                news = asyncio.ensure_future(self._news.wait())
                 running = [t for t in tasks.values() if not t.done()]
+                if not running:
+                    # Both listings ended while a page was planned: nothing is left to wait
+                    # for (waiting for news here hung the pair until the session's deadline).
+                    continue
+                news = asyncio.ensure_future(self._news.wait())
                 await asyncio.wait([news, *running], return_when=asyncio.FIRST_COMPLETED)
                 news.cancel()
             return await tasks[Side.MAIL], await tasks[Side.CRM]
