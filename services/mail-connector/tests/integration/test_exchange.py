@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+import requests
 from cryptography.fernet import Fernet
 from exchangelib import (  # type: ignore[import-untyped]
     BASIC,
@@ -1240,3 +1241,29 @@ async def test_full_items_list_and_read_as_they_did_with_every_field(
     assert people_[0].item.contact.postal_addresses[0].city == "Berlin"
     assert sorted(c.item.email.subject for c in shared) == ["Categorised", "Filed"]
     assert all(e.email.mime_content for e in read)
+
+
+async def test_listing_and_reading_parse_each_answer_whole(
+    ews: Ews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # exchangelib reads an answer through iter_content() at requests' default chunk size, one
+    # byte per Python call (issue #18: a third of a big listing's CPU).
+    mailbox = await ews.register("demo@concord.test")
+    for kind in (CALENDAR, r.OBJECT_KIND_EMAIL):
+        await ews.changes(mailbox, kind=kind)  # the folders' lookups, cached from here on
+    by_byte: list[str] = []
+    iter_content = requests.Response.iter_content
+
+    def counted(response: requests.Response, chunk_size: int | None = 1, **kwargs: Any) -> Any:
+        if chunk_size == 1:
+            by_byte.append(response.url)
+        return iter_content(response, chunk_size, **kwargs)
+
+    monkeypatch.setattr(requests.Response, "iter_content", counted)
+    listed = [await ews.changes(mailbox, kind=kind) for kind in (CALENDAR, r.OBJECT_KIND_EMAIL)]
+    refs = [c.ref for page in listed for c in page.changes]
+    read = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=refs))
+    assert len(read.items) == len(refs) > 0
+    assert any(e.email.mime_content for e in read.items)
+    assert any(c.item.calendar_item.recurrence.rules for c in listed[0].changes)
+    assert by_byte == []
