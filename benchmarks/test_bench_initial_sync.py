@@ -200,6 +200,8 @@ def _listing_rate(account: Account, *, trimmed: bool) -> float:
                 for f in folder.allowed_item_fields(account.version)
                 if f.name not in {"mime_content", "mime_content_utf8"}
             ]
+        # From scratch: a folder keeps the state its last listing ended at.
+        folder.item_sync_state = None
         for _ in folder.sync_items(only_fields=fields, max_changes_returned=512):
             listed += 1
     return listed / (time.perf_counter() - began)
