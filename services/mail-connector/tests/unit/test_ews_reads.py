@@ -72,7 +72,7 @@ def recording(cls: Any) -> tuple[Any, set[str]]:
     reads: set[str] = set()
     names = frozenset(f.name for f in cls.FIELDS)
 
-    class Recording(cls):  # type: ignore[misc,valid-type]
+    class Recording(cls):  # type: ignore[misc]
         def __getattribute__(self, name: str) -> Any:
             if name in names:
                 reads.add(name)
