@@ -12,9 +12,11 @@ measured in one run (never gated on times: the machine is shared):
   (CreateItem, 100 a call, measured in the other direction's setup).
 - mailbox → Salesforce: as many meetings and contacts made in the mailbox by exchangelib, then
   the session that writes them to Salesforce; its items/s over the raw Collections rate, and
-  beside it exchangelib's own rate of listing the mailbox in full (the session must read every
-  item through it, which bounds this direction long before Salesforce does: the ceiling printed
-  is that rate over the raw Collections rate).
+  beside it the rates of listing the mailbox (SyncFolderItems, 512 a call): exchangelib's own
+  with every field but MIME, exchangelib's own with the mail-connector's field list, and the
+  mail-connector's provider itself, in this process (its field list, each answer parsed
+  whole). The session must read every item so, which bounds this direction long before
+  Salesforce does: the ceiling printed is the provider's rate over the raw Collections rate.
 - for each direction, where its sessions' time went, from their spans: the reconciler's calls
   to each peer (a method's calls merged where they overlap; calls to different peers may run
   at once, and then the shares add up to more than 100%) and the rest, the reconciler's own
@@ -28,6 +30,7 @@ INITIAL_SYNC_CONTACTS=5000 runs the issue's counts.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -48,6 +51,16 @@ from exchangelib import (  # type: ignore[import-untyped]
 from exchangelib.indexed_properties import EmailAddress  # type: ignore[import-untyped]
 from simple_salesforce.api import Salesforce
 
+from concord_mail_connector.adapters.ews_items import listed_fields
+from concord_mail_connector.adapters.exchange import ExchangeProvider
+from concord_mail_connector.domain.model import (
+    Cursor,
+    Kind,
+    MailboxAccount,
+    Provider,
+    default_collection,
+)
+from concord_mail_connector.domain.provider import MailboxAccess
 from concord_testing import ReceivedSpan
 from tests.e2e.clients import demo_mailbox, demo_org, records
 from tests.e2e.conftest import RunningStack
@@ -172,20 +185,67 @@ def _mailbox_items(account: Account, prefix: str, first: dt.datetime) -> float:
     return time.perf_counter() - began
 
 
-def _listing_rate(account: Account) -> float:
-    """Items/s of exchangelib's own full listing (SyncFolderItems, 512 a call, every field but
-    MIME, as the mail-connector lists) of the calendar and the contacts folder: what reading the
-    mailbox costs the same library, the other bound of the mailbox -> Salesforce direction."""
+def _listing_rate(account: Account, *, trimmed: bool) -> float:
+    """Items/s of exchangelib's own listing (SyncFolderItems, 512 a call) of the calendar and
+    the contacts folder, with every field but MIME or (`trimmed`) the mail-connector's field
+    list: what reading the mailbox costs the same library."""
     listed = 0
     began = time.perf_counter()
     for folder in (account.calendar, account.msg_folder_root / "Salesforce Contacts"):
-        fields = [
-            f.name
-            for f in folder.allowed_item_fields(account.version)
-            if f.name not in {"mime_content", "mime_content_utf8"}
-        ]
+        if trimmed:
+            fields = [f.name for f in listed_fields(folder.supported_item_models, account.version)]
+        else:
+            fields = [
+                f.name
+                for f in folder.allowed_item_fields(account.version)
+                if f.name not in {"mime_content", "mime_content_utf8"}
+            ]
+        # From scratch: a folder keeps the state its last listing ended at.
+        folder.item_sync_state = None
         for _ in folder.sync_items(only_fields=fields, max_changes_returned=512):
             listed += 1
+    return listed / (time.perf_counter() - began)
+
+
+def _provider_rate(stack: RunningStack) -> float:
+    """Items/s of the mail-connector's Exchange provider listing the calendar and the contacts
+    in full (512 a page, as a session's pages are cut), in this process: the session's own
+    reading of the mailbox, without gRPC and the reconciler."""
+    exchange = stack.info["emulators"]["exchange"]
+    account = MailboxAccount(
+        mailbox="bench",
+        address=exchange["mailbox"],
+        provider=Provider.EXCHANGE_EWS,
+        settings={
+            "service_url": exchange["url"],
+            "username": exchange["username"],
+            "auth_type": "basic",
+        },
+        has_secret=True,
+        secret_update_time=None,
+        update_time=dt.datetime.now(dt.UTC),
+        etag="",
+    )
+    access = MailboxAccess(account, exchange["password"].encode())
+
+    async def listing() -> int:
+        provider = ExchangeProvider()
+        listed = 0
+        try:
+            for kind in (Kind.CALENDAR_ITEM, Kind.CONTACT):
+                cursor = Cursor(default_collection(kind), "")
+                while True:
+                    page = await provider.list_changes(access, kind, cursor, 512)
+                    listed += len(page.changes)
+                    cursor = page.next_cursor
+                    if not page.has_more:
+                        break
+        finally:
+            await provider.close()
+        return listed
+
+    began = time.perf_counter()
+    listed = asyncio.run(listing())
     return listed / (time.perf_counter() - began)
 
 
@@ -317,7 +377,9 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
     to_crm.session_seconds, to_crm.traces = _synced(stack, "crm", items)
     found = records(sf, f"SELECT Id FROM Event WHERE Subject LIKE '{prefix} meeting %'")
     assert len(found) == EVENTS
-    reading = _listing_rate(account)
+    reading = _listing_rate(account, trimmed=False)
+    reading_trimmed = _listing_rate(account, trimmed=True)
+    reading_provider = _provider_rate(stack)
 
     print()
     scaled = "" if (EVENTS, CONTACTS) == FULL else " (scaled down from 10,000 + 5,000)"
@@ -334,10 +396,12 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
             f"15,000 items at this rate: {full:.0f} s (target ≤ {TARGET_SECONDS:.0f} s)"
         )
     print(
-        f"  (reading the mailbox alone, exchangelib's full listing: {reading:.0f} items/s; "
-        f"mailbox -> Salesforce is {to_crm.rate / reading:.0%} of it; a session that did "
-        f"nothing but read the mailbox at that rate would reach {reading / to_mail.raw_rate:.0%}"
-        " of raw Collections: the ceiling of this direction while the mailbox is read so)"
+        f"  (reading the mailbox alone: exchangelib's full listing {reading:.0f} items/s, "
+        f"with the mail-connector's field list {reading_trimmed:.0f} items/s, the "
+        f"mail-connector's provider {reading_provider:.0f} items/s; mailbox -> Salesforce is "
+        f"{to_crm.rate / reading_provider:.0%} of the provider's; a session that did nothing but "
+        f"read the mailbox at that rate would reach {reading_provider / to_mail.raw_rate:.0%} "
+        "of raw Collections: the ceiling of this direction while the mailbox is read so)"
     )
     for name, leg, side, raw in (
         ("Salesforce -> mailbox", to_mail, "mail", to_crm.raw_rate),

@@ -10,11 +10,13 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import requests
 from cryptography.fernet import Fernet
 from exchangelib import (  # type: ignore[import-untyped]
     BASIC,
@@ -23,12 +25,22 @@ from exchangelib import (  # type: ignore[import-untyped]
     Account,
     CalendarItem,
     Configuration,
+    Contact,
     Credentials,
+    EWSDate,
     EWSDateTime,
     EWSTimeZone,
     Folder,
+    HTMLBody,
+    Message,
     Task,
 )
+from exchangelib.indexed_properties import (  # type: ignore[import-untyped]
+    EmailAddress,
+    PhoneNumber,
+    PhysicalAddress,
+)
+from exchangelib.properties import Attendee, Mailbox  # type: ignore[import-untyped]
 from exchangelib.protocol import close_connections  # type: ignore[import-untyped]
 from exchangelib.recurrence import (  # type: ignore[import-untyped]
     Recurrence,
@@ -43,6 +55,8 @@ from concord.mail.v1 import mail_connector_service_pb2 as pb
 from concord.mail.v1 import mail_connector_service_pb2_grpc as pb_grpc
 from concord_exchange_emulator.testing import RunningEmulator
 from concord_mail_connector.__main__ import MIGRATIONS, SERVICE_NAME
+from concord_mail_connector.adapters import exchange
+from concord_mail_connector.adapters.ews_items import LINK_ID_FIELD
 from concord_mail_connector.adapters.exchange import ExchangeProvider
 from concord_mail_connector.adapters.store import SqlAccountStore
 from concord_mail_connector.api.servicer import MailConnectorServicer
@@ -1083,3 +1097,173 @@ async def test_an_update_stores_its_link_id_and_a_link_id_alone_replaces_a_copys
     assert relinked.status == r.WRITE_STATUS_OK
     assert [native for native, _, _ in await carrying("weekly")] == [one_off]
     assert await carrying("next") == [moved_on]  # its content as it was
+
+
+def _every_field(models: Any, version: Any, *, mime: bool = False) -> list[Any]:
+    """What listings and reads asked for before they named the fields the conversion reads
+    (issue #18): every field of the item classes, MIME only when asked for."""
+    mimes = () if mime else ("mime_content", "mime_content_utf8")
+    return [f for m in models for f in m.supported_fields(version=version) if f.name not in mimes]
+
+
+async def test_full_items_list_and_read_as_they_did_with_every_field(
+    ews: Ews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox, account = await ews.own_mailbox()
+    # East of UTC: an all-day item's dates read in any other zone are the day before.
+    berlin, tokyo = EWSTimeZone("Europe/Berlin"), EWSTimeZone("Asia/Tokyo")
+    start = EWSDateTime(2030, 3, 18, 10, 0, tzinfo=berlin)
+    people = [Mailbox(email_address=f"p{n}@acme.example", name=f"Person {n}") for n in range(4)]
+    full = {
+        "body": HTMLBody("<p>agenda</p>"),
+        "categories": ["Salesforce", "Blue"],
+        "sensitivity": "Private",
+        "location": "Room 1",
+        "legacy_free_busy_status": "Tentative",
+        "reminder_is_set": True,
+        "reminder_minutes_before_start": 30,
+        "required_attendees": [Attendee(mailbox=people[0], response_type="Accept")],
+        "optional_attendees": [Attendee(mailbox=people[1], response_type="Tentative")],
+        "resources": [Attendee(mailbox=people[2], response_type="Unknown")],
+        LINK_ID_FIELD: "link-full",
+    }
+    meetings = [
+        CalendarItem(subject="Timed", start=start, end=start + dt.timedelta(hours=1), **full),
+        CalendarItem(
+            subject="All day",
+            start=EWSDate(2030, 3, 19),
+            end=EWSDate(2030, 3, 20),
+            is_all_day=True,
+            _start_timezone=tokyo,
+            _end_timezone=tokyo,
+            **full,
+        ),
+        CalendarItem(
+            subject="Weekly",
+            start=start,
+            end=start + dt.timedelta(minutes=30),
+            recurrence=Recurrence(
+                pattern=WeeklyPattern(interval=1, weekdays=[1]), start=start.date(), number=4
+            ),
+            **full,
+        ),
+    ]
+    for meeting_ in meetings:
+        meeting_.account, meeting_.folder = account, account.calendar
+        meeting_.save(send_meeting_invitations="SendToNone")
+    series = meetings[2]
+    moved = series.occurrence(index=2)
+    moved.refresh()
+    moved.start += dt.timedelta(hours=2)
+    moved.end += dt.timedelta(hours=2)
+    moved.save(update_fields=["start", "end"], conflict_resolution="NeverOverwrite")
+    gone = series.occurrence(index=3)
+    gone.refresh()
+    gone.delete()
+    Task(
+        account=account,
+        folder=account.tasks,
+        subject="Call back",
+        body="notes",
+        due_date=EWSDate(2030, 3, 20),
+        start_date=EWSDate(2030, 3, 18),
+        status="InProgress",
+        percent_complete=Decimal(50),
+        importance="High",
+        categories=["Salesforce"],
+        reminder_is_set=True,
+        reminder_due_by=start,
+        **{LINK_ID_FIELD: "link-task"},
+    ).save()
+    contacts = Folder(
+        parent=account.msg_folder_root, name="Salesforce Contacts", folder_class="IPF.Contact"
+    )
+    contacts.save()
+    Contact(
+        account=account,
+        folder=contacts,
+        given_name="Ada",
+        middle_name="King",
+        surname="Lovelace",
+        generation="II",
+        display_name="Ada Lovelace",
+        email_addresses=[EmailAddress(label="EmailAddress1", email="ada@acme.example")],
+        phone_numbers=[PhoneNumber(label="MobilePhone", phone_number="+49 30 1")],
+        physical_addresses=[PhysicalAddress(label="Business", street="1 Main St", city="Berlin")],
+        company_name="Acme",
+        job_title="CTO",
+        department="R&D",
+        body="met at the fair",
+        categories=["Salesforce"],
+        birthday=EWSDate(1990, 12, 10),
+        **{LINK_ID_FIELD: "link-contact"},
+    ).save()
+    emails = Folder(
+        parent=account.msg_folder_root, name="Salesforce Emails", folder_class="IPF.Note"
+    )
+    emails.save()
+    for folder, subject in ((emails, "Filed"), (account.inbox, "Categorised")):
+        Message(
+            account=account,
+            folder=folder,
+            subject=subject,
+            body=HTMLBody("<p>offer</p>"),
+            to_recipients=[people[0]],
+            cc_recipients=[people[1]],
+            bcc_recipients=[people[2]],
+            categories=["Salesforce"],
+        ).save()
+
+    async def listed_and_read() -> list[Any]:
+        got: list[Any] = []
+        for kind in (CALENDAR, r.OBJECT_KIND_TASK, r.OBJECT_KIND_CONTACT, r.OBJECT_KIND_EMAIL):
+            page = await ews.changes(mailbox, kind=kind)
+            found = await ews.stub.GetItems(
+                pb.GetItemsRequest(mailbox=mailbox, refs=[c.ref for c in page.changes])
+            )
+            got += [list(page.changes), list(found.items)]
+        return got
+
+    now = await listed_and_read()
+    with monkeypatch.context() as patched:
+        patched.setattr(exchange, "listed_fields", _every_field)
+        before = await listed_and_read()
+    assert now == before
+    calendar, _, tasks, _, people_, _, shared, read = now
+    # Every kind, every field: what the comparison covers.
+    assert len(calendar) == 4
+    assert calendar[3].item.calendar_item.series_id == series.id
+    assert [c.item.calendar_item.all_day for c in calendar[:2]] == [False, True]
+    assert calendar[2].item.calendar_item.recurrence.excluded_starts
+    assert calendar[0].item.calendar_item.attendees[2].role == r.ATTENDEE_ROLE_RESOURCE
+    assert tasks[0].item.task.reminder_time.seconds
+    assert tasks[0].item.ref.link_id
+    assert people_[0].item.contact.postal_addresses[0].city == "Berlin"
+    assert sorted(c.item.email.subject for c in shared) == ["Categorised", "Filed"]
+    assert all(e.email.mime_content for e in read)
+
+
+async def test_listing_and_reading_parse_each_answer_whole(
+    ews: Ews, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # exchangelib reads an answer through iter_content() at requests' default chunk size, one
+    # byte per Python call (issue #18: a third of a big listing's CPU).
+    mailbox = await ews.register("demo@concord.test")
+    for kind in (CALENDAR, r.OBJECT_KIND_EMAIL):
+        await ews.changes(mailbox, kind=kind)  # the folders' lookups, cached from here on
+    by_byte: list[str] = []
+    iter_content = requests.Response.iter_content
+
+    def counted(response: requests.Response, chunk_size: int | None = 1, **kwargs: Any) -> Any:
+        if chunk_size == 1:
+            by_byte.append(response.url)
+        return iter_content(response, chunk_size, **kwargs)
+
+    monkeypatch.setattr(requests.Response, "iter_content", counted)
+    listed = [await ews.changes(mailbox, kind=kind) for kind in (CALENDAR, r.OBJECT_KIND_EMAIL)]
+    refs = [c.ref for page in listed for c in page.changes]
+    read = await ews.stub.GetItems(pb.GetItemsRequest(mailbox=mailbox, refs=refs))
+    assert len(read.items) == len(refs) > 0
+    assert any(e.email.mime_content for e in read.items)
+    assert any(c.item.calendar_item.recurrence.rules for c in listed[0].changes)
+    assert by_byte == []

@@ -50,10 +50,16 @@ T = TypeVar("T")
 
 __all__ = [
     "LINK_ID_FIELD",
+    "MIME_FIELD",
+    "READS",
     "LinkId",
     "UnreadableItem",
     "UnwritableContent",
+    "carries_category",
     "contained",
+    "listed_fields",
+    "message_size",
+    "modified_occurrences",
     "register_link_id",
     "to_ews_fields",
     "to_mail_item",
@@ -227,6 +233,132 @@ def _ref(item: Any, kind: r.ObjectKind.ValueType, collection: str) -> r.ItemRef:
     )
 
 
+# What the conversion reads of each item class, by exchangelib field name: `to_mail_item`
+# and the listing's own reads of a listed item below (its category, size and edited
+# occurrences). A listing asks the server for these fields and no other (`listed_fields`), so
+# a field read here must be named here; a unit test converts items that log every read and
+# fails on one not named. Some are read by exchangelib itself while it parses an item: an
+# all-day item's start and end are dates in its start and end zones, so those zones are named
+# beside the fields converted. Ids and ChangeKeys come with every item; a message's MIME is
+# read apart (`MIME_FIELD`): once per page, within a budget, and only when content is asked for.
+_EVERY_ITEM = ("last_modified_time", LINK_ID_FIELD, "body", "categories")
+MIME_FIELD = "mime_content"
+READS: dict[type, frozenset[str]] = {
+    CalendarItem: frozenset(
+        {
+            *_EVERY_ITEM,
+            "subject",
+            "_start_timezone",
+            "_end_timezone",
+            "start",
+            "end",
+            "is_all_day",
+            "location",
+            "legacy_free_busy_status",
+            "sensitivity",
+            "uid",
+            "is_cancelled",
+            "reminder_is_set",
+            "reminder_minutes_before_start",
+            "organizer",
+            "required_attendees",
+            "optional_attendees",
+            "resources",
+            "type",
+            "recurrence",
+            "original_start",
+            "deleted_occurrences",
+            "modified_occurrences",
+        }
+    ),
+    Task: frozenset(
+        {
+            *_EVERY_ITEM,
+            "subject",
+            "due_date",
+            "start_date",
+            "status",
+            "importance",
+            "percent_complete",
+            "sensitivity",
+            "reminder_is_set",
+            "reminder_due_by",
+            "complete_date",
+        }
+    ),
+    Contact: frozenset(
+        {
+            *_EVERY_ITEM,
+            "given_name",
+            "middle_name",
+            "surname",
+            "generation",
+            "display_name",
+            "email_addresses",
+            "phone_numbers",
+            "physical_addresses",
+            "company_name",
+            "job_title",
+            "department",
+            "birthday",
+        }
+    ),
+    Message: frozenset(
+        {
+            *_EVERY_ITEM,
+            "subject",
+            "message_id",
+            "conversation_id",
+            "to_recipients",
+            "cc_recipients",
+            "bcc_recipients",
+            "in_reply_to",
+            "references",
+            "has_attachments",
+            "author",
+            "sender",
+            "datetime_sent",
+            "datetime_received",
+            "size",
+        }
+    ),
+}
+
+
+def listed_fields(models: Iterable[Any], version: Any, *, mime: bool = False) -> list[Any]:
+    """The exchangelib fields to ask for items of `models` (a folder's item classes): what the
+    conversion reads of those it converts, in fields `version` supports; with `mime`, messages'
+    MIME too. Items of other classes (a meeting request among messages) are listed by id and
+    class only, and not converted."""
+    found: dict[tuple[str, str | None], Any] = {}
+    for model in models:
+        names = next((n for cls, n in READS.items() if issubclass(model, cls)), frozenset())
+        if mime and names and issubclass(model, Message):
+            names |= {MIME_FIELD}
+        for field in model.supported_fields(version=version):
+            if field.name in names:
+                found.setdefault((field.name, getattr(field, "field_uri", None)), field)
+    return [found[key] for key in sorted(found, key=lambda k: (k[0], k[1] or ""))]
+
+
+def carries_category(item: Any, category: str) -> bool:
+    """Whether a listed message is selected by `category` (the share category in Inbox)."""
+    return category in (item.categories or ())
+
+
+def message_size(item: Any) -> int:
+    """The size the server gives a listed message: what reading its MIME will cost."""
+    return int(item.size or 0)
+
+
+def modified_occurrences(item: Any) -> list[tuple[str, str]]:
+    """The edited occurrences of a listed series, as (id, ChangeKey): Exchange lists them only
+    as an update of their master, so they are read after it."""
+    if not isinstance(item, CalendarItem) or item.type != "RecurringMaster":
+        return []
+    return [(o.id, o.changekey) for o in item.modified_occurrences or () if o.id]
+
+
 def to_mail_item(item: Any, collection: str, folder: str = "") -> r.MailItem | None:
     """The canonical item, or None for item types Concord does not mirror (e.g. a meeting
     request in the calendar folder); `folder` is the display path emails carry. Raises
@@ -312,7 +444,7 @@ def _email(item: Any, folder: str) -> r.EmailItem:
     )
     # Only present when asked for (it costs a GetItem per page); checked so a message whose
     # parts cannot be told apart is quarantined rather than shared half-read.
-    mime = getattr(item, "mime_content", None)
+    mime = getattr(item, MIME_FIELD, None)
     if mime:
         out.mime_content = checked_mime(mime if isinstance(mime, bytes) else str(mime).encode())
     sender = _address(item.author) or _address(item.sender)
