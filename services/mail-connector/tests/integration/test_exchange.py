@@ -1001,6 +1001,38 @@ async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_
     assert finished == ["quick", "slow"]
 
 
+async def test_a_new_mailbox_slow_to_open_holds_no_other_new_mailbox(ews: Ews) -> None:
+    """exchangelib caches an account's folders (`account.root`, `account.calendar`, ...) behind
+    one lock per property for the whole process, so the first listing of every new mailbox
+    waited for every other new mailbox's first look-up of its folders: with 30 mailboxes
+    added at once, a first listing waited up to 17 s for it, past the reconciler's 10 s
+    deadline, while each EWS request took under 0.2 s. The provider looks a mailbox's folders
+    up on its own, so only that mailbox waits for them."""
+    slow_address, _ = ews.new_user()
+    quick_address, _ = ews.new_user()
+    slow = await ews.register(slow_address)
+    quick = await ews.register(quick_address)
+    ews.emulator.admin("DELETE", "calls")
+    # The slow mailbox's first folder look-up (its root) answers 3 s late.
+    ews.emulator.slow("GetFolder", slow_address, latency_ms=3000)
+    finished: list[str] = []
+
+    async def listed(mailbox: str, name: str) -> None:
+        await ews.changes(mailbox)
+        finished.append(name)
+
+    held = asyncio.create_task(listed(slow, "slow"))
+    for _ in range(500):
+        if ews.emulator.admin("GET", "calls").get("GetFolder"):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the slow mailbox's folder look-up never reached the server")
+    await listed(quick, "quick")
+    await held
+    assert finished == ["quick", "slow"]
+
+
 async def test_items_at_a_version_the_caller_holds_are_answered_unread(ews: Ews) -> None:
     """Issue #18: a caller that just wrote (the reconciler mid-session) names the versions its
     writes answered; EWS lists ids and ChangeKeys, answers those items by reference, and reads

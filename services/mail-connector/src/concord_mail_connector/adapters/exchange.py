@@ -62,6 +62,7 @@ from exchangelib.services import (  # type: ignore[import-untyped]
 )
 
 from concord.common.v1 import resources_pb2 as r
+from concord_mail_connector.adapters.ews_folders import open_folders
 from concord_mail_connector.adapters.ews_items import (
     LINK_ID_FIELD,
     UnreadableItem,
@@ -702,7 +703,8 @@ class ExchangeProvider:
                     access_type=access,
                 )
                 self._accounts[account_key] = account
-        return account
+        # Outside the lock, on this mailbox's own: no other mailbox waits for its folders.
+        return open_folders(account)
 
     def _folder(self, account: Account, kind: Kind, collection: str) -> Folder:
         if collection == default_collection(kind):

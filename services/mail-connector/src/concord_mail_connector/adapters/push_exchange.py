@@ -52,6 +52,7 @@ from exchangelib.properties import (  # type: ignore[import-untyped]
 )
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
 
+from concord_mail_connector.adapters.ews_folders import open_folders
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
@@ -210,8 +211,13 @@ class ExchangeChangeFeed:
             retry_policy=FailFast(),
             max_connections=self._sessions,
         )
-        return Account(
-            primary_smtp_address=address, config=config, autodiscover=False, access_type=access_type
+        return open_folders(
+            Account(
+                primary_smtp_address=address,
+                config=config,
+                autodiscover=False,
+                access_type=access_type,
+            )
         )
 
     def _grow_pool(self, account: Account, by: int) -> None:
