@@ -62,7 +62,7 @@ from exchangelib.services import (  # type: ignore[import-untyped]
 )
 
 from concord.common.v1 import resources_pb2 as r
-from concord_mail_connector.adapters.ews_folders import open_folders
+from concord_mail_connector.adapters.ews_folders import DedicatedFolders, open_folders
 from concord_mail_connector.adapters.ews_items import (
     LINK_ID_FIELD,
     UnreadableItem,
@@ -220,6 +220,7 @@ class ExchangeProvider:
         # Per mailbox: the monotonic time until which the server asked us to back off.
         self._busy_until: dict[str, float] = {}
         self._folder_listeners: list[Callable[[str], None]] = []
+        self._dedicated = DedicatedFolders()
 
     @property
     def sessions_per_credential(self) -> int:
@@ -277,7 +278,7 @@ class ExchangeProvider:
                         raise
                     # The user deleted a dedicated folder: forget the cached one, so the next
                     # listing makes it again, and list from scratch; its items went with it.
-                    account.root.clear_cache()
+                    self._dedicated.forget(account)
                     return _resync(cursor)
                 if got is None:
                     return _resync(cursor)
@@ -710,7 +711,7 @@ class ExchangeProvider:
         if collection == default_collection(kind):
             if kind in _DISTINGUISHED:
                 return getattr(account, _DISTINGUISHED[kind])
-            folder, created = _dedicated(account, kind)
+            folder, created = self._dedicated.folder(account, *_DEDICATED[kind])
             if created:
                 for listener in self._folder_listeners:
                     listener(account.primary_smtp_address)
@@ -1079,23 +1080,6 @@ def _resync(cursor: Cursor) -> ProviderChangePage:
     return ProviderChangePage(
         changes=(), next_cursor=Cursor(cursor.collection, ""), full_resync_required=True
     )
-
-
-def _dedicated(account: Account, kind: Kind) -> tuple[Folder, bool]:
-    """The mailbox's dedicated folder of `kind`, and whether it was created just now."""
-    name, folder_class = _DEDICATED[kind]
-    root = account.msg_folder_root
-    try:
-        return root / name, False
-    except ErrorFolderNotFound:
-        # The account's folder cache may predate the folder: look again before creating it.
-        account.root.clear_cache()
-    try:
-        return account.msg_folder_root / name, False
-    except ErrorFolderNotFound:
-        folder = Folder(parent=account.msg_folder_root, name=name, folder_class=folder_class)
-        folder.save()
-        return folder, True
 
 
 def _kind(kind: r.ObjectKind.ValueType) -> Kind:
