@@ -102,12 +102,24 @@ class Ews:
         """A mailbox registered with its user's own credentials, and that user's client."""
         address, password = self.new_user()
         mailbox = await self.register(address, address, password)
+        return mailbox, self.client(address, password)
+
+    async def called(self, operation: str) -> None:
+        """Until the emulator has counted an `operation` call (made by a task of the test)."""
+        for _ in range(500):
+            if self.emulator.admin("GET", "calls").get(operation):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {operation} call reached the server")
+
+    def client(self, address: str, password: str) -> Account:
+        """The user's own exchangelib client, as Outlook would open the mailbox."""
         config = Configuration(
             service_endpoint=self.emulator.endpoint,
             credentials=Credentials(address, password),
             auth_type=BASIC,
         )
-        return mailbox, Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+        return Account(address, config=config, autodiscover=False, access_type=DELEGATE)
 
     async def changes(
         self, mailbox: str, token: str = "", page_size: int = 0, kind: int = CALENDAR
@@ -990,12 +1002,7 @@ async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_
 
     held = asyncio.create_task(listed(slow, "slow"))
     # Until the slow mailbox's listing is at the server, held there.
-    for _ in range(500):
-        if ews.emulator.admin("GET", "calls").get("SyncFolderItems"):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the slow mailbox's listing never reached the server")
+    await ews.called("SyncFolderItems")
     await listed(quick, "quick")
     await held
     assert finished == ["quick", "slow"]
@@ -1031,12 +1038,7 @@ async def test_a_new_mailbox_slow_to_open_holds_no_other_new_mailbox(
         finished.append(name)
 
     held = asyncio.create_task(listed(slow, "slow"))
-    for _ in range(500):
-        if ews.emulator.admin("GET", "calls").get(operation):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError(f"the slow mailbox's {operation} never reached the server")
+    await ews.called(operation)
     await listed(quick, "quick")
     await held
     assert finished == ["quick", "slow"]
@@ -1051,16 +1053,7 @@ async def test_a_new_mailbox_finds_its_dedicated_folder_without_reading_its_fold
     a folder the user named in another case is the one (Exchange compares folder names
     without case). Later listings look for it no more."""
     address, password = ews.new_user()
-    user = Account(
-        address,
-        config=Configuration(
-            service_endpoint=ews.emulator.endpoint,
-            credentials=Credentials(address, password),
-            auth_type=BASIC,
-        ),
-        autodiscover=False,
-        access_type=DELEGATE,
-    )
+    user = ews.client(address, password)
     Folder(
         parent=user.msg_folder_root, name="salesforce contacts", folder_class="IPF.Contact"
     ).save()
@@ -1088,25 +1081,11 @@ async def test_a_dedicated_folder_made_meanwhile_is_the_one_used(ews: Ews) -> No
     # The first CreateFolder is held 2 s: the second listing's is made meanwhile.
     ews.emulator.slow("CreateFolder", address, latency_ms=2000)
     first = asyncio.create_task(ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT))
-    for _ in range(500):
-        if ews.emulator.admin("GET", "calls").get("CreateFolder"):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the first listing never made its folder")
+    await ews.called("CreateFolder")
     second = await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)
     assert list(second.changes) == []
     assert list((await first).changes) == []
-    user = Account(
-        address,
-        config=Configuration(
-            service_endpoint=ews.emulator.endpoint,
-            credentials=Credentials(address, password),
-            auth_type=BASIC,
-        ),
-        autodiscover=False,
-        access_type=DELEGATE,
-    )
+    user = ews.client(address, password)
     assert [f.name for f in user.msg_folder_root.children].count("Salesforce Contacts") == 1
 
 
