@@ -51,33 +51,34 @@ _WELL_KNOWN: tuple[tuple[str, Any], ...] = (
 
 
 def open_folders(account: Account) -> Account:
-    """`account` with its root and well-known folders found: one GetFolder for the root, one for
-    the rest, kept where exchangelib's properties keep what they compute (the instance's own
-    attributes, which they then answer from without taking their lock). Blocks; call it from a
-    worker thread. A folder the server does not hand over (absent, access denied) is left to
-    exchangelib's property, with its own fallbacks and errors; an error about the call or the
-    mailbox is raised, as the property would raise it."""
+    """`account` with its root and well-known folders found, once: one GetFolder for the root,
+    one for the rest, kept where exchangelib's properties keep what they compute (the instance's
+    own attributes, which they then answer from without taking their lock). Blocks; call it from
+    a worker thread. A folder the server does not hand over (absent, access denied) is left to
+    exchangelib's property, with its own fallbacks and errors, rather than asked for at every
+    call; an error about the call or the mailbox is raised, as the property would raise it, and
+    the next call tries again."""
     held = vars(account)
-    if "root" not in held:
-        # setdefault, as the property does: a value another thread kept first stays.
-        held.setdefault("root", Root.get_distinguished(account=account))
-    wanted = [(name, cls) for name, cls in _WELL_KNOWN if name not in held]
-    if not wanted:
+    if "root" in held:
         return account
+    root = Root.get_distinguished(account=account)
     folders = [
         cls(
             _distinguished_id=DistinguishedFolderId(
                 id=cls.DISTINGUISHED_FOLDER_ID,
                 mailbox=Mailbox(email_address=account.primary_smtp_address),
             ),
-            root=held["root"],
+            root=root,
         )
-        for _, cls in wanted
+        for _, cls in _WELL_KNOWN
     ]
-    found = FolderCollection(account=account, folders=folders).resolve()
-    for (name, cls), folder in zip(wanted, found, strict=True):
+    found = list(FolderCollection(account=account, folders=folders).resolve())
+    # setdefault, as the properties do: what another thread kept first stays. The root last: it
+    # says the account is open.
+    for (name, cls), folder in zip(_WELL_KNOWN, found, strict=True):
         if type(folder) is cls:
             held.setdefault(name, folder)
+    held.setdefault("root", root)
     return account
 
 
