@@ -116,12 +116,24 @@ class Ews:
         """A mailbox registered with its user's own credentials, and that user's client."""
         address, password = self.new_user()
         mailbox = await self.register(address, address, password)
+        return mailbox, self.client(address, password)
+
+    async def called(self, operation: str) -> None:
+        """Until the emulator has counted an `operation` call (made by a task of the test)."""
+        for _ in range(500):
+            if self.emulator.admin("GET", "calls").get(operation):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {operation} call reached the server")
+
+    def client(self, address: str, password: str) -> Account:
+        """The user's own exchangelib client, as Outlook would open the mailbox."""
         config = Configuration(
             service_endpoint=self.emulator.endpoint,
             credentials=Credentials(address, password),
             auth_type=BASIC,
         )
-        return mailbox, Account(address, config=config, autodiscover=False, access_type=DELEGATE)
+        return Account(address, config=config, autodiscover=False, access_type=DELEGATE)
 
     async def changes(
         self, mailbox: str, token: str = "", page_size: int = 0, kind: int = CALENDAR
@@ -1004,15 +1016,91 @@ async def test_mailboxes_of_one_service_account_are_not_served_one_request_at_a_
 
     held = asyncio.create_task(listed(slow, "slow"))
     # Until the slow mailbox's listing is at the server, held there.
-    for _ in range(500):
-        if ews.emulator.admin("GET", "calls").get("SyncFolderItems"):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the slow mailbox's listing never reached the server")
+    await ews.called("SyncFolderItems")
     await listed(quick, "quick")
     await held
     assert finished == ["quick", "slow"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "kind"),
+    [("GetFolder", CALENDAR), ("FindFolder", r.OBJECT_KIND_CONTACT)],
+    ids=["well-known-folder", "dedicated-folder"],
+)
+async def test_a_new_mailbox_slow_to_open_holds_no_other_new_mailbox(
+    ews: Ews, operation: str, kind: int
+) -> None:
+    """exchangelib caches an account's folders (`account.root`, `account.calendar`, ...) and a
+    folder's children (read by `folder / name`, with the whole folder tree the first time)
+    behind one lock per property for the whole process, so the first listing of every new
+    mailbox waited for every other new mailbox's first look-up of its folders: with 30
+    mailboxes added at once, a first listing waited up to 17 s, past the reconciler's 10 s
+    deadline, while each EWS request took under 0.2 s. The provider looks a mailbox's folders
+    up on its own, so only that mailbox waits for them."""
+    slow_address, _ = ews.new_user()
+    quick_address, _ = ews.new_user()
+    slow = await ews.register(slow_address)
+    quick = await ews.register(quick_address)
+    ews.emulator.admin("DELETE", "calls")
+    # The slow mailbox's first look-up of a folder (its root; its dedicated folder by name)
+    # answers 3 s late.
+    ews.emulator.slow(operation, slow_address, latency_ms=3000)
+    finished: list[str] = []
+
+    async def listed(mailbox: str, name: str) -> None:
+        await ews.changes(mailbox, kind=kind)
+        finished.append(name)
+
+    held = asyncio.create_task(listed(slow, "slow"))
+    await ews.called(operation)
+    await listed(quick, "quick")
+    await held
+    assert finished == ["quick", "slow"]
+
+
+async def test_a_new_mailbox_finds_its_dedicated_folder_without_reading_its_folder_tree(
+    ews: Ews,
+) -> None:
+    """A dedicated folder is looked for by name (one shallow FindFolder), not by reading the
+    mailbox's whole folder tree (a GetFolder of every distinguished folder, a deep FindFolder
+    and a GetFolder), which a new mailbox's first listing did twice before making the folder;
+    a folder the user named in another case is the one (Exchange compares folder names
+    without case). Later listings look for it no more."""
+    address, password = ews.new_user()
+    user = ews.client(address, password)
+    Folder(
+        parent=user.msg_folder_root, name="salesforce contacts", folder_class="IPF.Contact"
+    ).save()
+    mailbox = await ews.register(address)
+    ews.emulator.admin("DELETE", "calls")
+    assert list((await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)).changes) == []
+    calls = ews.emulator.admin("GET", "calls")
+    # The root, then the well-known folders; the dedicated one by name; no folder made.
+    assert (calls.get("GetFolder"), calls.get("FindFolder"), calls.get("CreateFolder")) == (
+        2,
+        1,
+        None,
+    )
+    ews.emulator.admin("DELETE", "calls")
+    await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)
+    assert ews.emulator.admin("GET", "calls") == {"SyncFolderItems": 1}
+
+
+async def test_a_dedicated_folder_made_meanwhile_is_the_one_used(ews: Ews) -> None:
+    """Two first listings of one new mailbox at once (or two replicas') both find no dedicated
+    folder and both make one: the second maker is told it exists (ErrorFolderExists), and
+    uses it rather than failing the listing."""
+    address, password = ews.new_user()
+    mailbox = await ews.register(address)
+    # The first CreateFolder is held 2 s: the second listing's is made meanwhile.
+    ews.emulator.slow("CreateFolder", address, latency_ms=2000)
+    first = asyncio.create_task(ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT))
+    await ews.called("CreateFolder")
+    second = await ews.changes(mailbox, kind=r.OBJECT_KIND_CONTACT)
+    assert list(second.changes) == []
+    assert list((await first).changes) == []
+    user = ews.client(address, password)
+    assert [f.name for f in user.msg_folder_root.children].count("Salesforce Contacts") == 1
 
 
 async def test_items_at_a_version_the_caller_holds_are_answered_unread(ews: Ews) -> None:

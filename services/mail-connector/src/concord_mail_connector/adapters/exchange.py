@@ -66,6 +66,7 @@ from exchangelib.services import (  # type: ignore[import-untyped]
 )
 
 from concord.common.v1 import resources_pb2 as r
+from concord_mail_connector.adapters.ews_folders import DedicatedFolders, open_folders
 from concord_mail_connector.adapters.ews_items import (
     LINK_ID_FIELD,
     MIME_FIELD,
@@ -257,6 +258,7 @@ class ExchangeProvider:
         # Per mailbox: the monotonic time until which the server asked us to back off.
         self._busy_until: dict[str, float] = {}
         self._folder_listeners: list[Callable[[str], None]] = []
+        self._dedicated = DedicatedFolders()
 
     @property
     def sessions_per_credential(self) -> int:
@@ -314,7 +316,7 @@ class ExchangeProvider:
                         raise
                     # The user deleted a dedicated folder: forget the cached one, so the next
                     # listing makes it again, and list from scratch; its items went with it.
-                    account.root.clear_cache()
+                    self._dedicated.forget(account)
                     return _resync(cursor)
                 if got is None:
                     return _resync(cursor)
@@ -742,13 +744,14 @@ class ExchangeProvider:
                     access_type=access,
                 )
                 self._accounts[account_key] = account
-        return account
+        # Outside the lock, on this mailbox's own: no other mailbox waits for its folders.
+        return open_folders(account)
 
     def _folder(self, account: Account, kind: Kind, collection: str) -> Folder:
         if collection == default_collection(kind):
             if kind in _DISTINGUISHED:
                 return getattr(account, _DISTINGUISHED[kind])
-            folder, created = _dedicated(account, kind)
+            folder, created = self._dedicated.folder(account, *_DEDICATED[kind])
             if created:
                 for listener in self._folder_listeners:
                     listener(account.primary_smtp_address)
@@ -1132,23 +1135,6 @@ def _resync(cursor: Cursor) -> ProviderChangePage:
     return ProviderChangePage(
         changes=(), next_cursor=Cursor(cursor.collection, ""), full_resync_required=True
     )
-
-
-def _dedicated(account: Account, kind: Kind) -> tuple[Folder, bool]:
-    """The mailbox's dedicated folder of `kind`, and whether it was created just now."""
-    name, folder_class = _DEDICATED[kind]
-    root = account.msg_folder_root
-    try:
-        return root / name, False
-    except ErrorFolderNotFound:
-        # The account's folder cache may predate the folder: look again before creating it.
-        account.root.clear_cache()
-    try:
-        return account.msg_folder_root / name, False
-    except ErrorFolderNotFound:
-        folder = Folder(parent=account.msg_folder_root, name=name, folder_class=folder_class)
-        folder.save()
-        return folder, True
 
 
 def _kind(kind: r.ObjectKind.ValueType) -> Kind:

@@ -32,7 +32,6 @@ from exchangelib import (  # type: ignore[import-untyped]
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorExpiredSubscription,
-    ErrorFolderNotFound,
     ErrorInvalidOperation,
     ErrorInvalidRequest,
     ErrorInvalidSubscription,
@@ -52,6 +51,7 @@ from exchangelib.properties import (  # type: ignore[import-untyped]
 )
 from exchangelib.services import GetEvents, GetStreamingEvents  # type: ignore[import-untyped]
 
+from concord_mail_connector.adapters.ews_folders import find_child, open_folders
 from concord_mail_connector.domain.model import Kind
 from concord_mail_connector.domain.own_writes import ItemEvent
 from concord_mail_connector.domain.provider import MailboxAccess
@@ -210,8 +210,13 @@ class ExchangeChangeFeed:
             retry_policy=FailFast(),
             max_connections=self._sessions,
         )
-        return Account(
-            primary_smtp_address=address, config=config, autodiscover=False, access_type=access_type
+        return open_folders(
+            Account(
+                primary_smtp_address=address,
+                config=config,
+                autodiscover=False,
+                access_type=access_type,
+            )
         )
 
     def _grow_pool(self, account: Account, by: int) -> None:
@@ -375,16 +380,11 @@ class _MailboxWatch:
             objects.append(folder)
         missing = False
         for name, kind in _DEDICATED:
-            try:
-                folder = account.msg_folder_root / name
-            except ErrorFolderNotFound:
-                # Created by the first sync of its kind; the account's cache may predate it.
-                account.root.clear_cache()
-                try:
-                    folder = account.msg_folder_root / name
-                except ErrorFolderNotFound:
-                    missing = True
-                    continue
+            folder = find_child(account, account.msg_folder_root, name)
+            if folder is None:
+                # Created by the first sync of its kind.
+                missing = True
+                continue
             kinds[folder.id] = kind
             objects.append(folder)
         self.folders = _Folders(kinds, objects, missing)
@@ -463,11 +463,10 @@ class _MailboxWatch:
         account = self.account
         assert account is not None
         assert self.folders is not None
-        account.root.clear_cache()
         for name, _ in _DEDICATED:
-            with contextlib.suppress(ErrorFolderNotFound):
-                if (account.msg_folder_root / name).id not in self.folders.kinds:
-                    return True
+            folder = find_child(account, account.msg_folder_root, name)
+            if folder is not None and folder.id not in self.folders.kinds:
+                return True
         return False
 
     async def _stream_once(self, subscription: str, ends: datetime) -> None:
