@@ -336,6 +336,33 @@ def _breakdown(stack: RunningStack, traces: list[str]) -> tuple[float, dict[str,
     return wall, dict(sorted(spent.items(), key=lambda item: -item[1]))
 
 
+def _tail(stack: RunningStack, traces: list[str]) -> tuple[float, dict[str, float]]:
+    """Seconds from the sessions' last write call to their end (the walk past their own writes
+    and what else follows), and the peer calls in it by kind, overlaps counted once."""
+    spans = [s for s in stack.receiver.spans() if s.trace_id in traces]
+    ends = {
+        s.trace_id: s.end_time_unix_nano
+        for s in spans
+        if s.name == "sync.session" and s.service_name == "reconciler"
+    }
+    writes = [
+        s for s in spans if s.kind == "CLIENT" and s.name.endswith(("ApplyItems", "ApplyBatch"))
+    ]
+    after = max((s.end_time_unix_nano for s in writes), default=0)
+    if not after:
+        return 0.0, {}
+    last = max(ends.values(), default=after)
+    calls: dict[str, list[tuple[int, int]]] = {}
+    for span in spans:
+        if span.service_name != "reconciler" or span.kind != "CLIENT":
+            continue
+        if span.start_time_unix_nano < after:
+            continue
+        name = next((v for k, v in PEERS.items() if span.name.startswith(k)), span.name)
+        calls.setdefault(name, []).append((span.start_time_unix_nano, span.end_time_unix_nano))
+    return (last - after) / 1e9, {n: _covered(i) for n, i in calls.items()}
+
+
 def _print_breakdown(
     name: str, leg: Leg, side: str, raw: float, wall: float, spent: dict[str, float]
 ) -> None:
@@ -408,3 +435,8 @@ def test_initial_sync_both_ways_against_the_raw_client_rates(stack: RunningStack
         ("mailbox -> Salesforce", to_crm, "crm", to_mail.raw_rate),
     ):
         _print_breakdown(name, leg, side, raw, *_breakdown(stack, leg.traces))
+        tail, in_tail = _tail(stack, leg.traces)
+        print(
+            f"    after the last write: {tail:.1f} s"
+            + "".join(f", {what} {seconds:.1f} s" for what, seconds in in_tail.items())
+        )
