@@ -174,24 +174,6 @@ class _UnsentBatch(Exception):
     nothing was sent."""
 
 
-class _CreateEach(CreateItem):  # type: ignore[misc]
-    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
-
-    def get_payload(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().get_payload(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise _UnsentBatch(str(exc)) from exc
-
-
-class _UpdateEach(UpdateItem):  # type: ignore[misc]
-    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
-
-
-class _DeleteEach(DeleteItem):  # type: ignore[misc]
-    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
-
-
 class _Downloaded:
     """An answer already read off the socket, handed to exchangelib's parser as the bytes it
     is (which lxml parses in one go)."""
@@ -206,12 +188,31 @@ class _Downloaded:
 class _WholeAnswer:
     """exchangelib parses an answer from `response.iter_content()` at requests' default chunk
     size of one byte: a Python call per byte, about 1 s of CPU per 1,000 listed items (2.5-3 s
-    of a 3,000-item listing that took 10 s). These calls do not stream, so the answer is read
-    already; it is parsed whole, by the same parser."""
+    of a 3,000-item listing that took 10 s), and a write's answer (ids and ChangeKeys, 300
+    bytes an item) costs so too. These calls do not stream, so the answer is read already; it
+    is parsed whole, by the same parser."""
 
     @classmethod
     def _get_soap_parts(cls, response: Any) -> Any:
         return super()._get_soap_parts(_Downloaded(response.content))  # type: ignore[misc]
+
+
+class _CreateEach(_WholeAnswer, CreateItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
+
+    def get_payload(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_payload(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise _UnsentBatch(str(exc)) from exc
+
+
+class _UpdateEach(_WholeAnswer, UpdateItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
+
+
+class _DeleteEach(_WholeAnswer, DeleteItem):  # type: ignore[misc]
+    ERRORS_TO_CATCH_IN_RESPONSE = (ResponseMessageError,)
 
 
 class _SyncItems(_WholeAnswer, SyncFolderItems):  # type: ignore[misc]
